@@ -1,0 +1,114 @@
+/**
+ * @file tb.h
+ * @brief taskbus private umbrella header: the one error convention,
+ *        logging, time helpers and small utilities shared by every
+ *        subsystem in core/.
+ *
+ * Conventions (see docs/architecture.md):
+ *  - Every public function is named tb_<subsystem>_<verb>.
+ *  - Functions that can fail return tb_err_t (TB_OK == 0) and take a
+ *    caller-owned `char *errstr, size_t errstr_size` that receives a
+ *    human-readable message naming the field / key / file:line at fault.
+ *  - Ownership is stated in each function's doc comment.
+ */
+#ifndef TB_H
+#define TB_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+/** Error codes. 0 is success; everything else carries an errstr. */
+typedef enum tb_err {
+        TB_OK = 0,
+        TB_ERR_INVALID,     /**< bad input: a user can fix it */
+        TB_ERR_NOT_FOUND,
+        TB_ERR_CONFLICT,    /**< version / uniqueness conflict */
+        TB_ERR_FORBIDDEN,
+        TB_ERR_UNAUTHENTICATED,
+        TB_ERR_THROTTLED,
+        TB_ERR_IO,          /**< system call / file failure */
+        TB_ERR_KAFKA,       /**< librdkafka reported an error */
+        TB_ERR_PG,          /**< libpq reported an error */
+        TB_ERR_TIMEOUT,
+        TB_ERR_FENCED,      /**< a newer owner exists: stop using this handle */
+        TB_ERR_NOMEM,
+        TB_ERR_UNSUPPORTED,
+        TB_ERR_INTERNAL,
+} tb_err_t;
+
+/** @returns a static, lower-case name for \p err ("invalid", "kafka"...). */
+const char *tb_err_name(tb_err_t err);
+
+/** Format into a caller-owned error buffer; always NUL-terminates.
+ *  @returns \p err so that `return tb_seterr(...)` reads naturally. */
+tb_err_t tb_seterr(char *errstr, size_t errstr_size, tb_err_t err,
+                   const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+/* ---- logging ---------------------------------------------------------- */
+
+typedef enum tb_log_level {
+        TB_LOG_DEBUG = 0,
+        TB_LOG_INFO,
+        TB_LOG_WARN,
+        TB_LOG_ERROR,
+} tb_log_level_t;
+
+/** Set the minimum level printed (default INFO). Thread-safe. */
+void tb_log_set_level(tb_log_level_t level);
+/** Parse "debug|info|warn|error"; @returns -1 if unknown. */
+int tb_log_level_parse(const char *name);
+/** Log one line to stderr: "<UTC time> <level> <subsystem>: message".
+ *  @locality any thread. */
+void tb_log(tb_log_level_t level, const char *subsys, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+#define tb_debug(sub, ...) tb_log(TB_LOG_DEBUG, sub, __VA_ARGS__)
+#define tb_info(sub, ...)  tb_log(TB_LOG_INFO, sub, __VA_ARGS__)
+#define tb_warn(sub, ...)  tb_log(TB_LOG_WARN, sub, __VA_ARGS__)
+#define tb_error(sub, ...) tb_log(TB_LOG_ERROR, sub, __VA_ARGS__)
+
+/* ---- time ---------------------------------------------------------------- */
+
+/** Wall clock, milliseconds since the Unix epoch (UTC). */
+int64_t tb_now_ms(void);
+/** Monotonic clock in microseconds (for durations and timeouts). */
+int64_t tb_mono_us(void);
+/** Format epoch milliseconds as RFC 3339 UTC ("2026-01-02T03:04:05.678Z";
+ *  the fraction is omitted when zero). \p buf must hold 32 bytes. */
+void tb_time_format(int64_t ms, char buf[32]);
+/** Parse an RFC 3339 instant (with Z or a numeric offset) into epoch ms.
+ *  @returns TB_ERR_INVALID with a message if malformed. */
+tb_err_t tb_time_parse(const char *s, int64_t *ms, char *errstr,
+                       size_t errstr_size);
+
+/* ---- small utilities ----------------------------------------------------- */
+
+/** Random UUID v4 string into \p out (37 bytes). Uses getrandom(2). */
+void tb_uuid4(char out[37]);
+/** Fill \p buf with \p len cryptographically random bytes. */
+tb_err_t tb_random_bytes(void *buf, size_t len);
+/** snprintf that never overflows; @returns true if it was truncated. */
+bool tb_snprintf(char *buf, size_t size, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+#define TB_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/** A growable byte buffer. Zero-initialise; free with tb_buf_free(). */
+typedef struct tb_buf {
+        char *data;
+        size_t len;
+        size_t cap;
+} tb_buf_t;
+
+/** Append \p len bytes; @returns TB_ERR_NOMEM on allocation failure. */
+tb_err_t tb_buf_append(tb_buf_t *buf, const void *data, size_t len);
+/** Append formatted text (not NUL-counted in len, but kept NUL-terminated). */
+tb_err_t tb_buf_printf(tb_buf_t *buf, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+/** Release the storage and zero the struct. */
+void tb_buf_free(tb_buf_t *buf);
+
+#endif /* TB_H */

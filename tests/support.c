@@ -1,0 +1,96 @@
+/**
+ * @file support.c
+ * @brief Implementation of tests/support.h.
+ */
+#include "support.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *tbt_env(const char *name, const char *dflt) {
+        const char *v = getenv(name);
+        return v && *v ? v : dflt;
+}
+
+const char *tbt_build_dir(void) { return tbt_env("TB_BUILD_DIR", "build"); }
+const char *tbt_source_dir(void) { return tbt_env("TB_SOURCE_DIR", "."); }
+
+int tbt_run(char **out, const char *fmt, ...) {
+        char *cmd = NULL, *full = NULL;
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(&cmd, fmt, ap) < 0)
+                cmd = NULL;
+        va_end(ap);
+        if (!cmd || asprintf(&full, "( %s ) 2>&1", cmd) < 0) {
+                free(cmd);
+                return -1;
+        }
+        free(cmd);
+        FILE *fp = popen(full, "r");
+        free(full);
+        if (!fp)
+                return -1;
+        size_t cap = 4096, len = 0;
+        char *buf = malloc(cap);
+        size_t n;
+        while (buf && (n = fread(buf + len, 1, cap - len - 1, fp)) > 0) {
+                len += n;
+                if (cap - len < 1024) {
+                        char *nb = realloc(buf, cap * 2);
+                        if (!nb)
+                                break;
+                        buf = nb;
+                        cap *= 2;
+                }
+        }
+        if (buf)
+                buf[len] = '\0';
+        int st = pclose(fp);
+        if (out)
+                *out = buf;
+        else
+                free(buf);
+        if (st == -1 || !WIFEXITED(st))
+                return -1;
+        return WEXITSTATUS(st);
+}
+
+bool tbt_wait_until(bool (*cond)(void *), void *arg, int timeout_ms) {
+        struct timespec start, now;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        for (;;) {
+                if (cond(arg))
+                        return true;
+                clock_gettime(CLOCK_MONOTONIC, &now);
+                long el = (now.tv_sec - start.tv_sec) * 1000 +
+                          (now.tv_nsec - start.tv_nsec) / 1000000;
+                if (el >= timeout_ms)
+                        return cond(arg);
+                usleep(50 * 1000);
+        }
+}
+
+char *tbt_write_temp(const char *suffix, const char *text) {
+        char *path = NULL;
+        if (asprintf(&path, "/tmp/tbt-XXXXXX%s", suffix ? suffix : "") < 0)
+                return NULL;
+        int fd = mkstemps(path, suffix ? (int)strlen(suffix) : 0);
+        if (fd < 0) {
+                free(path);
+                return NULL;
+        }
+        size_t len = strlen(text);
+        if (write(fd, text, len) != (ssize_t)len) {
+                close(fd);
+                free(path);
+                return NULL;
+        }
+        close(fd);
+        return path;
+}

@@ -1,0 +1,34 @@
+/**
+ * @file support.h
+ * @brief Helpers shared by the Criterion tests: locating the build and the
+ *        stack the tests run against, running commands, waiting for
+ *        conditions (never fixed sleeps).
+ */
+#ifndef TB_TEST_SUPPORT_H
+#define TB_TEST_SUPPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/** $TB_BUILD_DIR (set by ctest), or "build". */
+const char *tbt_build_dir(void);
+/** $TB_SOURCE_DIR (set by ctest), or ".". */
+const char *tbt_source_dir(void);
+/** Environment variable or a default. */
+const char *tbt_env(const char *name, const char *dflt);
+
+/**
+ * Run a shell command, capturing stdout+stderr (merged) into a malloc'd
+ * string (*out, caller frees; may be NULL). @returns the exit status, or
+ * -1 if it could not run or was killed by a signal.
+ */
+int tbt_run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/** Poll \p cond every 50 ms until it is true or \p timeout_ms passes. */
+bool tbt_wait_until(bool (*cond)(void *), void *arg, int timeout_ms);
+
+/** Write \p text to a new temp file; @returns its malloc'd path. */
+char *tbt_write_temp(const char *suffix, const char *text);
+
+#endif

@@ -1,0 +1,75 @@
+# Shared by tools/*: paths, ports and helpers. Source it; it defines no side effects
+# beyond variables and functions.
+# Every port and folder comes from the environment so that a second stack (for
+# tests) can run beside a user's.
+
+TB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+: "${TASKBUS_STACK_DIR:=$TB_ROOT/.stack}"
+: "${TASKBUS_CACHE_DIR:=${XDG_CACHE_HOME:-$HOME/.cache}/taskbus}"
+: "${TASKBUS_BUILD_DIR:=$TB_ROOT/build}"
+: "${TASKBUS_KAFKA_PORT:=9092}"
+: "${TASKBUS_KAFKA_CONTROLLER_PORT:=$((TASKBUS_KAFKA_PORT + 1))}"
+: "${TASKBUS_PG_PORT:=55432}"
+: "${TASKBUS_API_PORT:=8080}"
+: "${TASKBUS_REGION:=local}"
+: "${TASKBUS_CONFIG:=$TB_ROOT/config/taskbus.conf}"
+TB_KAFKA_VERSION=3.9.1
+TB_KAFKA_LIBS="$TASKBUS_CACHE_DIR/kafka-$TB_KAFKA_VERSION/libs"
+TB_PG_BIN=/usr/lib/postgresql/15/bin
+export TASKBUS_STACK_DIR TASKBUS_CACHE_DIR TASKBUS_BUILD_DIR TASKBUS_KAFKA_PORT \
+       TASKBUS_KAFKA_CONTROLLER_PORT TASKBUS_PG_PORT TASKBUS_API_PORT TASKBUS_CONFIG TASKBUS_REGION
+export TASKBUS_KAFKA="127.0.0.1:$TASKBUS_KAFKA_PORT"
+export TASKBUS_PG="postgresql://taskbus@127.0.0.1:$TASKBUS_PG_PORT/taskbus"
+export TASKBUS_API_LISTEN="127.0.0.1:$TASKBUS_API_PORT"
+export TASKBUS_API="http://127.0.0.1:$TASKBUS_API_PORT"
+export TASKBUS_BIN="$TASKBUS_BUILD_DIR/bin"
+
+tb_say()  { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+tb_warn() { printf 'warning: %s\n' "$*" >&2; }
+tb_die()  { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages the project needs to build, run and test.
+TB_PACKAGES=(build-essential cmake pkg-config git curl ca-certificates
+  librdkafka-dev libpq-dev libavro-dev libconfig-dev libcriterion-dev
+  libmicrohttpd-dev libjansson-dev libssh-dev libcurl4-openssl-dev libssl-dev libicu-dev
+  postgresql-15 postgresql-client-15 openjdk-17-jre-headless maven
+  python3 python3-avro podman runc uidmap busybox-static openssh-server openssh-client
+  gnuplot-nox procps iproute2 util-linux tzdata)
+
+# Install what is missing (as root with apt-get; otherwise print the line and stop).
+tb_install_packages() {
+  local missing=() p
+  for p in "${TB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    tb_die "missing Debian packages; run: sudo apt-get install -y ${missing[*]}"
+  fi
+  tb_say "installing ${#missing[@]} Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q || tb_die "apt-get update failed"
+  apt-get install -y -q --no-install-recommends "${missing[@]}" || tb_die "apt-get install failed"
+}
+
+# Build taskbus (sanitizers on when TB_SANITIZE=ON).
+tb_build() {
+  local san=${TB_SANITIZE:-OFF}
+  tb_say "building taskbus in $TASKBUS_BUILD_DIR (sanitizers: $san)"
+  cmake -S "$TB_ROOT" -B "$TASKBUS_BUILD_DIR" -DTB_SANITIZE="$san" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null \
+    || tb_die "cmake configure failed"
+  cmake --build "$TASKBUS_BUILD_DIR" -j"$(nproc)" || tb_die "build failed"
+}
+
+# Is the process in pid file $1 alive?
+tb_pid_alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# Wait until TCP port $1 on 127.0.0.1 accepts connections (timeout $2 s).
+tb_wait_port() {
+  local port=$1 t=${2:-60} i
+  for ((i = 0; i < t * 10; i++)); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
