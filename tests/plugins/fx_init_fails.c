@@ -1,0 +1,30 @@
+/* Fixture: init() fails with its own reason. */
+#include <stdio.h>
+#include <taskbus/plugin.h>
+
+static int fx_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
+                   size_t n_config, char *errbuf, size_t errbuf_size, void **state) {
+        snprintf(errbuf, errbuf_size, "cannot reach the frobnicator at %s",
+                 "frob.invalid:9");
+        return TB_PLUGIN_ERROR;
+}
+static int fx_start(void *state, const tb_plugin_run_t *run, char *errbuf,
+                    size_t errbuf_size) {
+        return TB_PLUGIN_ERROR;
+}
+static int fx_cancel(void *state, const tb_plugin_run_t *run, const char *reason) {
+        return TB_PLUGIN_NOT_FOUND;
+}
+static void fx_destroy(void *state) {}
+
+static const tb_plugin_t fx = {
+        TB_PLUGIN_ABI_FIELDS,
+        .name = "fx_init_fails",
+        .version = "0",
+        .init = fx_init,
+        .start = fx_start,
+        .cancel = fx_cancel,
+        .destroy = fx_destroy,
+};
+
+TB_PLUGIN_EXPORT const tb_plugin_t *tb_plugin_entry(void) { return &fx; }

@@ -1,0 +1,400 @@
+/**
+ * @file test_shell_plugin.c
+ * @brief The shell plugin, loaded through the real host loader: outcomes,
+ *        output streaming, expiry and cancel killing the whole process
+ *        group, the clean environment, user switching, infra errors, and
+ *        750 concurrent runs.
+ *
+ * The tests run as root, so most runs use os user "nobody" (the setpriv
+ * path) and the config sets allow_root = true for the few that need root.
+ */
+#include <criterion/criterion.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "plugin_host.h"
+#include "plugins/tbt_collect.h"
+#include "support.h"
+
+static tbt_collect_t *col;
+static tb_plugin_instance_t *pi;
+
+static tb_plugin_instance_t *load_shell(const tb_plugin_kv_t *conf, size_t n,
+                                        char *err, size_t errsz, tb_err_t *rc) {
+        char *path = NULL;
+        cr_assert(asprintf(&path, "%s/plugins/shell.so", tbt_build_dir()) > 0);
+        tb_plugin_sink_t sink;
+        if (!col)
+                col = tbt_collect_new(&sink);
+        else
+                sink = (tb_plugin_sink_t){.opaque = col,
+                                          .output = tbt_on_output,
+                                          .heartbeat = tbt_on_heartbeat,
+                                          .finished = tbt_on_finished};
+        tb_plugin_instance_t *p = NULL;
+        *rc = tb_plugin_load(path, conf, n, &sink, &p, err, errsz);
+        free(path);
+        return p;
+}
+
+static void setup(void) {
+        tb_plugin_kv_t conf[] = {{"allow_root", "true"}, {"kill_grace", "1s"},
+                                 {"heartbeat_interval", "100ms"}};
+        char err[1024] = "";
+        tb_err_t rc;
+        pi = load_shell(conf, TB_ARRAY_LEN(conf), err, sizeof(err), &rc);
+        cr_assert_eq(rc, TB_OK, "%s", err);
+}
+
+static void teardown(void) {
+        tb_plugin_unload(pi, 10000);
+        pi = NULL;
+        tbt_collect_free(col);
+        col = NULL;
+}
+
+TestSuite(shell, .init = setup, .fini = teardown, .timeout = 120);
+
+static tb_plugin_run_t mkrun(const char *run_id, const char *script) {
+        return (tb_plugin_run_t){.size = sizeof(tb_plugin_run_t),
+                                 .run_id = run_id,
+                                 .task_id = "task-7",
+                                 .nominal_time_ms = 1767323045000LL, /* 2026-01-02T03:04:05Z */
+                                 .attempt = 2,
+                                 .script = script,
+                                 .workdir = "/tmp",
+                                 .os_user = "nobody",
+                                 .security_group = "ops"};
+}
+
+static void start_ok(int idx, const tb_plugin_run_t *run, tb_plugin_hrun_t **hr) {
+        char err[1024] = "";
+        tb_err_t rc = tb_plugin_run_start(pi, run, (void *)(intptr_t)idx, hr, err,
+                                          sizeof(err));
+        cr_assert_eq(rc, TB_OK, "start %s: %s", run->run_id, err);
+}
+
+static tbt_runlog_t *run_to_end(int idx, const tb_plugin_run_t *run) {
+        start_ok(idx, run, NULL);
+        cr_assert(tbt_wait_finished(col, idx, 60000), "run %s never finished", run->run_id);
+        return &col->runs[idx];
+}
+
+static bool group_gone(pid_t pgid) { return kill(-pgid, 0) < 0 && errno == ESRCH; }
+
+Test(shell, exit_zero_succeeds_with_output) {
+        tb_plugin_run_t run = mkrun("ok", "echo hello; echo err >&2; printf partial");
+        tbt_runlog_t *l = run_to_end(0, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        cr_assert_eq(l->res.exit_code, 0);
+        cr_assert_eq(l->res.signal, 0);
+        char *out = tbt_stream(col, 0, TB_PLUGIN_STDOUT);
+        char *err = tbt_stream(col, 0, TB_PLUGIN_STDERR);
+        cr_assert_str_eq(out, "hello\npartial");
+        cr_assert_str_eq(err, "err\n");
+        cr_assert(l->res.started_ms > 0 && l->res.finished_ms >= l->res.started_ms);
+        free(out);
+        free(err);
+}
+
+Test(shell, exit_three_is_a_failed_run) {
+        tb_plugin_run_t run = mkrun("fail", "echo oops >&2; exit 3");
+        tbt_runlog_t *l = run_to_end(1, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_FAILED);
+        cr_assert_eq(l->res.exit_code, 3);
+        cr_assert_str_eq(l->error, "exited with code 3");
+        char *err = tbt_stream(col, 1, TB_PLUGIN_STDERR);
+        cr_assert_str_eq(err, "oops\n");
+        free(err);
+}
+
+Test(shell, killed_by_signal_is_a_failed_run) {
+        tb_plugin_run_t run = mkrun("sig", "kill -9 $$");
+        tbt_runlog_t *l = run_to_end(2, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_FAILED);
+        cr_assert_eq(l->res.signal, SIGKILL);
+        cr_assert_eq(l->res.exit_code, -1);
+        cr_assert(strstr(l->error, "killed by signal 9"), "%s", l->error);
+}
+
+static pid_t pgid_of(int idx) {
+        char *out = tbt_stream(col, idx, TB_PLUGIN_STDOUT);
+        pid_t p = (pid_t)atoi(out);
+        free(out);
+        cr_assert(p > 1, "no pid printed");
+        return p;
+}
+
+Test(shell, expiry_times_out_and_kills_the_group) {
+        tb_plugin_run_t run = mkrun("expire", "echo $$; sleep 600 & sleep 600");
+        run.expiry_ms = 1000;
+        int64_t t0 = tb_mono_us();
+        tbt_runlog_t *l = run_to_end(3, &run);
+        int64_t took_ms = (tb_mono_us() - t0) / 1000;
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_TIMED_OUT, "%s", l->error);
+        cr_assert(strstr(l->error, "expiry of 1000 ms"), "%s", l->error);
+        cr_assert(took_ms >= 1000 && took_ms < 10000, "took %lld ms", (long long)took_ms);
+        pid_t pgid = pgid_of(3);
+        cr_assert(group_gone(pgid), "process group %d survived the result", (int)pgid);
+}
+
+Test(shell, expiry_sigkills_what_ignores_sigterm) {
+        tb_plugin_run_t run = mkrun("stubborn", "trap '' TERM; echo $$; sleep 600");
+        run.expiry_ms = 300;
+        tbt_runlog_t *l = run_to_end(4, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_TIMED_OUT);
+        cr_assert(strstr(l->error, "then SIGKILL"), "%s", l->error);
+        cr_assert(group_gone(pgid_of(4)));
+}
+
+Test(shell, cancel_kills_the_group) {
+        tb_plugin_run_t run = mkrun("cancel", "echo $$; sleep 600 & sleep 600");
+        tb_plugin_hrun_t *hr = NULL;
+        start_ok(5, &run, &hr);
+        cr_assert(tbt_wait_output(col, 5, 10000));
+        char err[256];
+        cr_assert_eq(tb_plugin_run_cancel(hr, "user alice pressed stop", err, sizeof(err)),
+                     TB_OK, "%s", err);
+        cr_assert(tbt_wait_finished(col, 5, 20000));
+        tbt_runlog_t *l = &col->runs[5];
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_CANCELLED);
+        cr_assert_str_eq(l->error, "cancelled: user alice pressed stop");
+        cr_assert(group_gone(pgid_of(5)));
+        cr_assert_eq(tb_plugin_run_cancel(hr, "again", err, sizeof(err)), TB_ERR_NOT_FOUND);
+        tb_plugin_run_release(hr);
+}
+
+Test(shell, leftovers_are_killed_when_the_main_process_exits) {
+        tb_plugin_run_t run = mkrun("leftover", "sleep 600 >/dev/null 2>&1 & echo $$");
+        tbt_runlog_t *l = run_to_end(6, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        cr_assert(group_gone(pgid_of(6)));
+}
+
+Test(shell, environment_is_clean) {
+        setenv("TB_LEAK_CANARY", "leaked", 1);
+        tb_plugin_kv_t add[] = {{"MY_VAR", "x y"}, {"LANG", "de_DE.UTF-8"}};
+        tb_plugin_run_t run = mkrun("env", "env; echo uid=$(id -u) gid=$(id -g) pwd=$(pwd)");
+        run.env = add;
+        run.n_env = 2;
+        tbt_runlog_t *l = run_to_end(7, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        char *out = tbt_stream(col, 7, TB_PLUGIN_STDOUT);
+        static const char *allowed[] = {
+                "PATH", "HOME", "LANG", "USER", "LOGNAME", "MY_VAR", "TASKBUS_RUN_ID",
+                "TASKBUS_TASK_ID", "TASKBUS_NOMINAL_TIME", "TASKBUS_ATTEMPT",
+                /* what /bin/sh itself exports */
+                "PWD", "OLDPWD", "SHLVL", "_"};
+        int seen = 0;
+        for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+                if (!strncmp(line, "uid=", 4)) {
+                        cr_assert_str_eq(line, "uid=65534 gid=65534 pwd=/tmp");
+                        continue;
+                }
+                char *eq = strchr(line, '=');
+                cr_assert_not_null(eq, "odd env line '%s'", line);
+                *eq = '\0';
+                bool ok = false;
+                for (size_t i = 0; i < TB_ARRAY_LEN(allowed); i++)
+                        ok = ok || !strcmp(line, allowed[i]);
+                cr_assert(ok, "variable %s leaked into the task", line);
+                const char *v = eq + 1;
+                if (!strcmp(line, "PATH")) {
+                        cr_assert_str_eq(v, "/usr/local/bin:/usr/bin:/bin");
+                        seen++;
+                }
+                if (!strcmp(line, "HOME")) {
+                        cr_assert_str_eq(v, "/nonexistent");
+                        seen++;
+                }
+                if (!strcmp(line, "LANG")) {
+                        cr_assert_str_eq(v, "de_DE.UTF-8");
+                        seen++;
+                }
+                if (!strcmp(line, "USER")) {
+                        cr_assert_str_eq(v, "nobody");
+                        seen++;
+                }
+                if (!strcmp(line, "MY_VAR")) {
+                        cr_assert_str_eq(v, "x y");
+                        seen++;
+                }
+                if (!strcmp(line, "TASKBUS_RUN_ID")) {
+                        cr_assert_str_eq(v, "env");
+                        seen++;
+                }
+                if (!strcmp(line, "TASKBUS_TASK_ID")) {
+                        cr_assert_str_eq(v, "task-7");
+                        seen++;
+                }
+                if (!strcmp(line, "TASKBUS_NOMINAL_TIME")) {
+                        cr_assert_str_eq(v, "2026-01-02T03:04:05Z");
+                        seen++;
+                }
+                if (!strcmp(line, "TASKBUS_ATTEMPT")) {
+                        cr_assert_str_eq(v, "2");
+                        seen++;
+                }
+        }
+        cr_assert_eq(seen, 9, "expected variables missing");
+        free(out);
+}
+
+Test(shell, ten_mib_of_output_arrives_complete_and_in_order) {
+        /* 1048576 lines of 10 bytes: "000000001\n"... */
+        tb_plugin_run_t run = mkrun("big", "seq -f %09.0f 1 1048576");
+        tbt_runlog_t *l = run_to_end(8, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        tb_buf_t *b = &l->out[TB_PLUGIN_STDOUT];
+        cr_assert_eq(b->len, (size_t)10 * 1024 * 1024);
+        char want[16];
+        for (size_t i = 0; i < 1048576; i++) {
+                snprintf(want, sizeof(want), "%09zu\n", i + 1);
+                if (memcmp(b->data + i * 10, want, 10) != 0)
+                        cr_assert_fail("line %zu is '%.10s', want '%s'", i + 1,
+                                       b->data + i * 10, want);
+        }
+        cr_assert(l->chunks >= 160, "only %d chunks", l->chunks);
+        cr_assert(l->max_chunk <= 64 * 1024, "chunk of %zu bytes", l->max_chunk);
+}
+
+Test(shell, output_streams_before_the_run_ends) {
+        tb_plugin_run_t run = mkrun("stream", "echo early; sleep 3; echo late");
+        int64_t t0 = tb_mono_us();
+        tbt_runlog_t *l = run_to_end(9, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED);
+        int64_t first_ms = (l->first_output_us - t0) / 1000;
+        int64_t end_ms = (l->finished_us - t0) / 1000;
+        cr_assert(end_ms >= 3000, "finished after %lld ms", (long long)end_ms);
+        cr_assert(first_ms < 1500, "first chunk only after %lld ms", (long long)first_ms);
+        cr_assert(l->heartbeats >= 5, "only %d heartbeats in 3 s", l->heartbeats);
+        char *out = tbt_stream(col, 9, TB_PLUGIN_STDOUT);
+        cr_assert_str_eq(out, "early\nlate\n");
+        free(out);
+}
+
+Test(shell, argv_form_runs_without_a_shell) {
+        const char *argv[] = {"printf", "%s|%s\\n", "a b", "$HOME", NULL};
+        tb_plugin_run_t run = mkrun("argv", NULL);
+        run.argv = argv;
+        tbt_runlog_t *l = run_to_end(10, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        char *out = tbt_stream(col, 10, TB_PLUGIN_STDOUT);
+        cr_assert_str_eq(out, "a b|$HOME\n");
+        free(out);
+}
+
+Test(shell, runs_as_root_only_when_allowed) {
+        tb_plugin_run_t run = mkrun("root", "id -u");
+        run.os_user = "root";
+        tbt_runlog_t *l = run_to_end(11, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        char *out = tbt_stream(col, 11, TB_PLUGIN_STDOUT);
+        cr_assert_str_eq(out, "0\n");
+        free(out);
+
+        /* A second instance with the default config refuses root. */
+        char err[1024] = "";
+        tb_err_t rc;
+        tb_plugin_instance_t *strict = load_shell(NULL, 0, err, sizeof(err), &rc);
+        cr_assert_eq(rc, TB_OK, "%s", err);
+        tb_plugin_run_t r2 = mkrun("root2", "id -u");
+        r2.os_user = "root";
+        cr_assert_eq(tb_plugin_run_start(strict, &r2, (void *)12, NULL, err, sizeof(err)),
+                     TB_ERR_IO);
+        cr_assert(strstr(err, "refusing to run as root"), "%s", err);
+        cr_assert(strstr(err, "allow_root"), "%s", err);
+        tb_plugin_unload(strict, 5000);
+}
+
+static void expect_infra(const tb_plugin_run_t *run, const char *needle) {
+        char err[1024] = "";
+        tb_err_t rc = tb_plugin_run_start(pi, run, (void *)20, NULL, err, sizeof(err));
+        cr_assert_eq(rc, TB_ERR_IO, "%s: %s", run->run_id, err);
+        cr_assert(strstr(err, needle), "message lacks '%s': %s", needle, err);
+        cr_assert_eq(col->runs[20].finished, 0);
+        cr_assert_eq(tb_plugin_active_runs(pi), 0);
+}
+
+Test(shell, bad_workdir_is_an_infra_error) {
+        tb_plugin_run_t run = mkrun("wd", "true");
+        run.workdir = "/nonexistent/dir";
+        expect_infra(&run, "workdir '/nonexistent/dir': No such file or directory");
+        run.workdir = "/etc/passwd";
+        expect_infra(&run, "workdir '/etc/passwd' is not a directory");
+}
+
+Test(shell, unknown_os_user_is_an_infra_error) {
+        tb_plugin_run_t run = mkrun("user", "true");
+        run.os_user = "tb-no-such-user";
+        expect_infra(&run, "unknown os user 'tb-no-such-user'");
+}
+
+Test(shell, bad_options_and_commands_are_infra_errors) {
+        tb_plugin_kv_t opts[] = {{"colour", "red"}};
+        tb_plugin_run_t run = mkrun("opt", "true");
+        run.options = opts;
+        run.n_options = 1;
+        expect_infra(&run, "unknown executor option 'colour'; the shell plugin accepts: "
+                           "kill_grace");
+
+        tb_plugin_kv_t env[] = {{"TASKBUS_RUN_ID", "forged"}};
+        tb_plugin_run_t r2 = mkrun("env", "true");
+        r2.env = env;
+        r2.n_env = 1;
+        expect_infra(&r2, "environment variable 'TASKBUS_RUN_ID' is reserved");
+
+        const char *missing[] = {"tb-no-such-command", NULL};
+        tb_plugin_run_t r3 = mkrun("exec", NULL);
+        r3.argv = missing;
+        expect_infra(&r3, "argv[0] 'tb-no-such-command' not found in PATH=");
+
+        tb_plugin_run_t r4 = mkrun("empty", NULL);
+        expect_infra(&r4, "neither a script nor argv");
+}
+
+Test(shell, unload_cancels_running_runs) {
+        tb_plugin_run_t run = mkrun("unload", "echo $$; sleep 600");
+        start_ok(13, &run, NULL);
+        cr_assert(tbt_wait_output(col, 13, 10000));
+        tb_plugin_unload(pi, 10000);
+        pi = NULL;
+        cr_assert_eq(col->runs[13].finished, 1);
+        cr_assert_eq(col->runs[13].res.status, TB_PLUGIN_RUN_CANCELLED);
+        cr_assert(group_gone(pgid_of(13)));
+        /* teardown unloads pi: give it a fresh instance */
+        setup();
+}
+
+#define SCALE_RUNS 750
+
+Test(shell, seven_hundred_fifty_concurrent_runs, .timeout = 240) {
+        static char ids[SCALE_RUNS][16];
+        int64_t t0 = tb_mono_us();
+        for (int i = 0; i < SCALE_RUNS; i++) {
+                snprintf(ids[i], sizeof(ids[i]), "scale-%d", i);
+                tb_plugin_run_t run = mkrun(ids[i], "echo $TASKBUS_RUN_ID; exec sleep 8");
+                start_ok(i, &run, NULL);
+        }
+        int64_t spawn_ms = (tb_mono_us() - t0) / 1000;
+        /* All of them are running at once. */
+        cr_assert_eq(tb_plugin_active_runs(pi), SCALE_RUNS,
+                     "only %zu active after spawning for %lld ms",
+                     tb_plugin_active_runs(pi), (long long)spawn_ms);
+        cr_assert(tbt_collect_wait(col, tbt_pred_total, (void *)(intptr_t)SCALE_RUNS, 200000),
+                  "only %d of %d finished", col->total_finished, SCALE_RUNS);
+        char want[32];
+        for (int i = 0; i < SCALE_RUNS; i++) {
+                tbt_runlog_t *l = &col->runs[i];
+                cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "run %d: %s", i, l->error);
+                snprintf(want, sizeof(want), "scale-%d\n", i);
+                cr_assert_eq(l->out[TB_PLUGIN_STDOUT].len, strlen(want));
+                cr_assert(!memcmp(l->out[TB_PLUGIN_STDOUT].data, want, strlen(want)));
+        }
+}
