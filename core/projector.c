@@ -1,0 +1,532 @@
+/**
+ * @file projector.c
+ * @brief The projector role: applies task-events to PostgreSQL (tasks,
+ *        task_history) exactly once, with the consumed offsets stored in the
+ *        same transaction (consumer_offsets) rather than in Kafka.
+ *
+ * Projected topics are listed in tb_projector_topics[] with their schema and
+ * apply function; the role subscribes to all of them and
+ * tb_projector_apply_batch() routes each record to its topic's function.
+ *
+ * @locality one worker thread owns the consumer; the rebalance callback runs
+ *           on it (inside consumer_poll).
+ */
+#include "projector.h"
+
+#include "bus.h"
+#include "daemon.h"
+#include "metrics.h"
+#include "serde.h"
+#include "store.h"
+#include "task.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TB_PROJ_SUB "projector"
+/** Most records per PostgreSQL transaction. */
+#define TB_PROJ_BATCH_MAX 500
+/** How long a batch waits for more records once it has one. */
+#define TB_PROJ_BATCH_WAIT_US 20000
+/** NOTIFY payloads are limited to 8000 bytes by PostgreSQL. */
+#define TB_PROJ_NOTIFY_MAX 7900
+
+/* ---- task-events --------------------------------------------------------------- */
+
+static const char *tb_proj_jstr(const json_t *o, const char *key) {
+        const char *s = json_string_value(json_object_get(o, key));
+        return s ? s : "";
+}
+
+/* epoch milliseconds as text, for the 'epoch' + ms interval expressions */
+#define TB_PROJ_TS(n) "('epoch'::timestamptz + $" #n "::bigint * interval '1 millisecond')"
+
+static const char tb_proj_sql_upsert[] =
+        "INSERT INTO tasks (id, version, name, security_group, user_id, spec, paused, labels, "
+        "home_region, epoch, created_at, created_by, updated_at, event_partition, event_offset) "
+        "SELECT $1, $2::bigint, $3, $4, $5, $6::jsonb, $7::boolean, $8::jsonb, $9, $10::bigint, "
+        TB_PROJ_TS(11) ", $12, " TB_PROJ_TS(13) ", $14::int, $15::bigint "
+        /* a task deleted at a later version stays deleted when an older
+         * event is applied again */
+        "WHERE NOT EXISTS (SELECT 1 FROM task_history h WHERE h.task_id = $1 "
+        "AND h.version > $2::bigint AND h.type = 'DELETED') "
+        "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, name = EXCLUDED.name, "
+        "security_group = EXCLUDED.security_group, user_id = EXCLUDED.user_id, "
+        "spec = EXCLUDED.spec, paused = EXCLUDED.paused, labels = EXCLUDED.labels, "
+        "home_region = EXCLUDED.home_region, epoch = EXCLUDED.epoch, "
+        "created_at = EXCLUDED.created_at, created_by = EXCLUDED.created_by, "
+        "updated_at = EXCLUDED.updated_at, event_partition = EXCLUDED.event_partition, "
+        "event_offset = EXCLUDED.event_offset WHERE tasks.version < EXCLUDED.version";
+
+static const char tb_proj_sql_delete[] =
+        "DELETE FROM tasks WHERE id = $1 AND version < $2::bigint";
+
+static const char tb_proj_sql_history[] =
+        "INSERT INTO task_history (task_id, version, event_id, type, at, actor, command_id, "
+        "changed_fields, spec, security_group) "
+        "VALUES ($1, $2::bigint, $3, $4, " TB_PROJ_TS(5) ", $6, $7, "
+        "ARRAY(SELECT jsonb_array_elements_text($8::jsonb)), $9::jsonb, "
+        /* a DELETED event carries no task: keep the group it had */
+        "COALESCE($10, (SELECT h.security_group FROM task_history h WHERE h.task_id = $1 "
+        "AND h.version < $2::bigint ORDER BY h.version DESC LIMIT 1), '')) "
+        "ON CONFLICT DO NOTHING";
+
+static void tb_proj_notify_add(tb_projector_batch_t *b, const char *task_id) {
+        if (b->notify.len > TB_PROJ_NOTIFY_MAX)
+                return;
+        if (b->notify.len)
+                tb_buf_append(&b->notify, ",", 1);
+        tb_buf_append(&b->notify, task_id, strlen(task_id));
+}
+
+static tb_err_t tb_proj_apply_event(tb_projector_batch_t *b, const rd_kafka_message_t *msg,
+                                    const json_t *ev, char *errstr, size_t errstr_size) {
+        const char *id = tb_proj_jstr(ev, "task_id");
+        const json_t *spec = json_object_get(ev, "task");
+        json_t *task = json_is_object(spec) ? tb_task_from_spec(spec) : NULL;
+        char version[32], at[32], created_at[32], epoch[32], part[16], off[32];
+        char *task_text = NULL, *labels_text = NULL, *changed_text = NULL;
+        tb_err_t err = TB_OK;
+
+        tb_snprintf(version, sizeof(version), "%" JSON_INTEGER_FORMAT,
+                    json_integer_value(json_object_get(ev, "version")));
+        tb_snprintf(at, sizeof(at), "%" JSON_INTEGER_FORMAT,
+                    json_integer_value(json_object_get(ev, "at")));
+        tb_snprintf(created_at, sizeof(created_at), "%" JSON_INTEGER_FORMAT,
+                    json_integer_value(json_object_get(ev, "created_at")));
+        tb_snprintf(epoch, sizeof(epoch), "%" JSON_INTEGER_FORMAT,
+                    json_integer_value(json_object_get(ev, "epoch")));
+        tb_snprintf(part, sizeof(part), "%" PRId32, msg->partition);
+        tb_snprintf(off, sizeof(off), "%" PRId64, msg->offset);
+        if (json_is_object(spec) && !task) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                "task %s version %s: the event's TaskSpec cannot be converted",
+                                id, version);
+                goto out;
+        }
+        changed_text = json_dumps(json_object_get(ev, "changed_fields"), JSON_COMPACT);
+        if (task) {
+                task_text = json_dumps(task, JSON_COMPACT | JSON_SORT_KEYS);
+                const json_t *labels = json_object_get(task, "labels");
+                labels_text = labels ? json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS)
+                                     : strdup("{}");
+        }
+        const char *type = tb_proj_jstr(ev, "type");
+        const char *group = task ? tb_proj_jstr(task, "security_group") : NULL;
+        const char *hp[] = {id,
+                            version,
+                            tb_proj_jstr(ev, "event_id"),
+                            type,
+                            at,
+                            tb_proj_jstr(ev, "actor"),
+                            tb_proj_jstr(ev, "command_id"),
+                            changed_text ? changed_text : "[]",
+                            task_text,
+                            group};
+        if ((err = tb_store_exec(b->conn, "insert task_history", tb_proj_sql_history, 10, hp,
+                                 NULL, errstr, errstr_size)))
+                goto out;
+        if (task) {
+                const char *up[] = {id,
+                                    version,
+                                    tb_proj_jstr(task, "name"),
+                                    group,
+                                    tb_proj_jstr(task, "user_id"),
+                                    task_text,
+                                    json_is_true(json_object_get(task, "paused")) ? "true"
+                                                                                 : "false",
+                                    labels_text ? labels_text : "{}",
+                                    tb_proj_jstr(task, "home_region"),
+                                    epoch,
+                                    created_at,
+                                    tb_proj_jstr(ev, "created_by"),
+                                    at,
+                                    part,
+                                    off};
+                err = tb_store_exec(b->conn, "upsert task", tb_proj_sql_upsert, 15, up, NULL,
+                                    errstr, errstr_size);
+        } else {
+                const char *dp[] = {id, version};
+                err = tb_store_exec(b->conn, "delete task", tb_proj_sql_delete, 2, dp, NULL,
+                                    errstr, errstr_size);
+        }
+        if (!err) {
+                b->stats->events++;
+                tb_proj_notify_add(b, id);
+        }
+out:
+        free(task_text);
+        free(labels_text);
+        free(changed_text);
+        if (task)
+                json_decref(task);
+        return err;
+}
+
+/* ---- the projected topics ------------------------------------------------------- */
+
+typedef struct tb_proj_topic {
+        tb_topic_t topic;
+        tb_schema_id_t schema;
+        tb_projector_apply_fn apply;
+} tb_proj_topic_t;
+
+/** Every topic the projector consumes. Add run-results here with its own
+ *  schema and apply function. */
+static const tb_proj_topic_t tb_projector_topics[] = {
+        {TB_TOPIC_EVENTS, TB_SCHEMA_TASK_EVENT, tb_proj_apply_event},
+};
+
+static const tb_proj_topic_t *tb_proj_topic_of(const tb_config_t *conf, const char *name) {
+        char buf[256];
+        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++)
+                if (!strcmp(tb_topic_name(conf, tb_projector_topics[i].topic, buf, sizeof(buf)),
+                            name))
+                        return &tb_projector_topics[i];
+        return NULL;
+}
+
+/* ---- the batch ----------------------------------------------------------------- */
+
+/** The next offset of each (topic, partition) of a batch. */
+typedef struct tb_proj_next {
+        const char *topic;
+        int32_t partition;
+        int64_t next;
+} tb_proj_next_t;
+
+tb_err_t tb_projector_apply_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
+                                  rd_kafka_message_t *const *msgs, size_t cnt,
+                                  tb_projector_stats_t *stats, char *errstr, size_t errstr_size) {
+        tb_projector_stats_t local = {0}, sink = {0};
+        tb_projector_batch_t b = {.conn = conn, .conf = conf, .stats = &local};
+        tb_proj_next_t *next = calloc(cnt ? cnt : 1, sizeof(*next));
+        size_t next_cnt = 0;
+        tb_err_t err;
+        if (!stats)
+                stats = &sink;
+        if (!next)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "projector: out of memory");
+        if ((err = tb_store_begin(conn, errstr, errstr_size)))
+                goto fail;
+        for (size_t i = 0; i < cnt; i++) {
+                const rd_kafka_message_t *m = msgs[i];
+                const char *tname = rd_kafka_topic_name(m->rkt);
+                const tb_proj_topic_t *pt = tb_proj_topic_of(conf, tname);
+                if (!pt) {
+                        err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                        "projector: records of topic %s are not projected", tname);
+                        goto fail;
+                }
+                local.records++;
+                json_t *value = NULL;
+                char derr[512];
+                if (tb_serde_decode(m->payload, m->len, pt->schema, NULL, &value, derr,
+                                    sizeof(derr)) != TB_OK) {
+                        /* a record no version of us wrote: skip it, loudly */
+                        local.malformed++;
+                        tb_metrics_add("taskbus_projector_malformed_total", NULL, 1);
+                        tb_warn(TB_PROJ_SUB, "%s [%" PRId32 "] offset %" PRId64 " skipped: %s",
+                                tname, m->partition, m->offset, derr);
+                } else {
+                        err = pt->apply(&b, m, value, errstr, errstr_size);
+                        json_decref(value);
+                        if (err)
+                                goto fail;
+                }
+                size_t k = 0;
+                while (k < next_cnt &&
+                       (next[k].partition != m->partition || strcmp(next[k].topic, tname)))
+                        k++;
+                if (k == next_cnt) {
+                        next[k].topic = tname;
+                        next[k].partition = m->partition;
+                        next_cnt++;
+                }
+                if (m->offset + 1 > next[k].next)
+                        next[k].next = m->offset + 1;
+        }
+        for (size_t k = 0; consumer && k < next_cnt; k++) {
+                char part[16], off[32];
+                tb_snprintf(part, sizeof(part), "%" PRId32, next[k].partition);
+                tb_snprintf(off, sizeof(off), "%" PRId64, next[k].next);
+                const char *p[] = {consumer, next[k].topic, part, off};
+                if ((err = tb_store_exec(
+                             conn, "store consumed offset",
+                             "INSERT INTO consumer_offsets (consumer, topic, partition, "
+                             "next_offset) VALUES ($1, $2, $3::int, $4::bigint) "
+                             "ON CONFLICT (consumer, topic, partition) DO UPDATE SET "
+                             "next_offset = GREATEST(consumer_offsets.next_offset, "
+                             "EXCLUDED.next_offset)",
+                             4, p, NULL, errstr, errstr_size)))
+                        goto fail;
+        }
+        /* delivered on commit only: listeners never see an uncommitted state */
+        const char *np[] = {b.notify.len > TB_PROJ_NOTIFY_MAX ? "" : (b.notify.data ? b.notify.data : "")};
+        if ((err = tb_store_exec(conn, "notify " TB_PROJECTOR_CHANNEL,
+                                 "SELECT pg_notify('" TB_PROJECTOR_CHANNEL "', $1)", 1, np, NULL,
+                                 errstr, errstr_size)))
+                goto fail;
+        if ((err = tb_store_commit(conn, errstr, errstr_size)))
+                goto fail;
+        stats->records += local.records;
+        stats->malformed += local.malformed;
+        stats->events += local.events;
+        stats->results += local.results;
+        tb_buf_free(&b.notify);
+        free(next);
+        return TB_OK;
+fail:
+        tb_store_rollback(conn);
+        tb_buf_free(&b.notify);
+        free(next);
+        return err;
+}
+
+/* ---- the role ------------------------------------------------------------------ */
+
+typedef struct tb_proj {
+        tb_ctx_t *ctx;
+        pthread_t thread;
+        bool thread_started;
+        rd_kafka_t *consumer;
+        rd_kafka_message_t *batch[TB_PROJ_BATCH_MAX];
+        size_t batch_cnt;
+} tb_proj_t;
+
+/** Read the stored next offsets of \p parts (NULL row: from the beginning). */
+static tb_err_t tb_proj_stored_offsets(tb_proj_t *pj, rd_kafka_topic_partition_list_t *parts,
+                                       char *errstr, size_t errstr_size) {
+        PGconn *conn = tb_store_acquire(pj->ctx->store);
+        tb_err_t err = TB_OK;
+        for (int i = 0; i < parts->cnt && !err; i++) {
+                char part[16];
+                PGresult *r = NULL;
+                tb_snprintf(part, sizeof(part), "%" PRId32, parts->elems[i].partition);
+                const char *p[] = {TB_PROJECTOR_CONSUMER, parts->elems[i].topic, part};
+                err = tb_store_exec(conn, "read consumed offset",
+                                    "SELECT next_offset FROM consumer_offsets WHERE consumer = $1 "
+                                    "AND topic = $2 AND partition = $3::int",
+                                    3, p, &r, errstr, errstr_size);
+                if (!err)
+                        parts->elems[i].offset = PQntuples(r) > 0
+                                                         ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                                                         : RD_KAFKA_OFFSET_BEGINNING;
+                PQclear(r);
+        }
+        tb_store_release(pj->ctx->store, conn);
+        return err;
+}
+
+static void tb_proj_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                              rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        tb_proj_t *pj = opaque;
+        rd_kafka_error_t *e = NULL;
+        char errstr[1024];
+        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+                while (tb_proj_stored_offsets(pj, parts, errstr, sizeof(errstr)) != TB_OK) {
+                        if (atomic_load(&pj->ctx->stopping))
+                                break;
+                        tb_error(TB_PROJ_SUB, "assignment: %s; retrying in 1 s", errstr);
+                        sleep(1);
+                }
+                for (int i = 0; i < parts->cnt; i++)
+                        tb_info(TB_PROJ_SUB, "assigned %s [%" PRId32 "] from offset %" PRId64,
+                                parts->elems[i].topic, parts->elems[i].partition,
+                                parts->elems[i].offset < 0 ? 0 : parts->elems[i].offset);
+                e = rd_kafka_incremental_assign(rk, parts);
+        } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+                size_t w = 0;
+                for (size_t i = 0; i < pj->batch_cnt; i++) {
+                        bool revoked = false;
+                        for (int j = 0; j < parts->cnt; j++)
+                                revoked |= parts->elems[j].partition == pj->batch[i]->partition &&
+                                           !strcmp(parts->elems[j].topic,
+                                                   rd_kafka_topic_name(pj->batch[i]->rkt));
+                        if (revoked)
+                                rd_kafka_message_destroy(pj->batch[i]);
+                        else
+                                pj->batch[w++] = pj->batch[i];
+                }
+                pj->batch_cnt = w;
+                e = rd_kafka_incremental_unassign(rk, parts);
+        } else {
+                tb_error(TB_PROJ_SUB, "rebalance failed: %s", rd_kafka_err2str(err));
+        }
+        if (e) {
+                tb_error(TB_PROJ_SUB, "incremental (un)assign: %s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+        }
+}
+
+static void tb_proj_batch_free(tb_proj_t *pj) {
+        for (size_t i = 0; i < pj->batch_cnt; i++)
+                rd_kafka_message_destroy(pj->batch[i]);
+        pj->batch_cnt = 0;
+}
+
+/** Apply the collected batch; on failure seek back so it is read again. */
+static bool tb_proj_process(tb_proj_t *pj) {
+        char errstr[1024];
+        tb_projector_stats_t st = {0};
+        int64_t t0 = tb_mono_us();
+        PGconn *conn = tb_store_acquire(pj->ctx->store);
+        tb_err_t err = tb_projector_apply_batch(conn, pj->ctx->conf, TB_PROJECTOR_CONSUMER,
+                                                pj->batch, pj->batch_cnt, &st, errstr,
+                                                sizeof(errstr));
+        tb_store_release(pj->ctx->store, conn);
+        if (!err) {
+                tb_metrics_add("taskbus_projector_records_total", NULL, (double)st.records);
+                tb_metrics_observe("taskbus_projector_batch_seconds", NULL,
+                                   (double)(tb_mono_us() - t0) / 1e6);
+                tb_proj_batch_free(pj);
+                return true;
+        }
+        tb_error(TB_PROJ_SUB, "applying %zu record(s) failed: %s; retrying", pj->batch_cnt,
+                 errstr);
+        tb_metrics_add("taskbus_projector_failures_total", NULL, 1);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+        for (size_t i = 0; i < pj->batch_cnt; i++) {
+                rd_kafka_message_t *m = pj->batch[i];
+                const char *t = rd_kafka_topic_name(m->rkt);
+                rd_kafka_topic_partition_t *tp =
+                        rd_kafka_topic_partition_list_find(l, t, m->partition);
+                if (!tp)
+                        rd_kafka_topic_partition_list_add(l, t, m->partition)->offset = m->offset;
+                else if (m->offset < tp->offset)
+                        tp->offset = m->offset;
+        }
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(pj->consumer, l, 10000);
+        if (e) {
+                tb_error(TB_PROJ_SUB, "seek back: %s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+        tb_proj_batch_free(pj);
+        return false;
+}
+
+static void *tb_proj_main(void *arg) {
+        tb_proj_t *pj = arg;
+        int backoff_ms = 0;
+        while (!atomic_load(&pj->ctx->stopping)) {
+                int64_t first = 0;
+                while (pj->batch_cnt < TB_PROJ_BATCH_MAX) {
+                        int wait_ms = 100;
+                        if (first) {
+                                int64_t left = first + TB_PROJ_BATCH_WAIT_US - tb_mono_us();
+                                if (left <= 0)
+                                        break;
+                                wait_ms = (int)((left + 999) / 1000);
+                        }
+                        rd_kafka_message_t *m = rd_kafka_consumer_poll(pj->consumer, wait_ms);
+                        if (!m) {
+                                if (!first)
+                                        break;
+                                continue;
+                        }
+                        if (m->err) {
+                                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                                        tb_warn(TB_PROJ_SUB, "consumer: %s",
+                                                rd_kafka_message_errstr(m));
+                                rd_kafka_message_destroy(m);
+                                continue;
+                        }
+                        pj->batch[pj->batch_cnt++] = m;
+                        if (!first)
+                                first = tb_mono_us();
+                }
+                if (pj->batch_cnt == 0)
+                        continue;
+                if (atomic_load(&pj->ctx->stopping)) {
+                        tb_proj_batch_free(pj);
+                        break;
+                }
+                if (tb_proj_process(pj)) {
+                        backoff_ms = 0;
+                } else {
+                        /* PostgreSQL is down or refusing: back off, up to 5 s */
+                        backoff_ms = backoff_ms ? (backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2)
+                                                : 100;
+                        for (int w = 0; w < backoff_ms && !atomic_load(&pj->ctx->stopping);
+                             w += 50)
+                                usleep(50 * 1000);
+                }
+        }
+        return NULL;
+}
+
+static void tb_proj_free(tb_proj_t *pj) {
+        if (!pj)
+                return;
+        tb_proj_batch_free(pj);
+        if (pj->consumer) {
+                rd_kafka_consumer_close(pj->consumer);
+                rd_kafka_destroy(pj->consumer);
+        }
+        free(pj);
+}
+
+static tb_err_t tb_proj_start(tb_ctx_t *ctx, void **state, char *errstr, size_t errstr_size) {
+        tb_err_t err;
+        char group[300];
+        tb_proj_t *pj = calloc(1, sizeof(*pj));
+        if (!pj)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "projector: out of memory");
+        pj->ctx = ctx;
+        tb_metrics_describe("taskbus_projector_records_total", "counter",
+                            "Records applied to PostgreSQL by the projector");
+        tb_metrics_describe("taskbus_projector_malformed_total", "counter",
+                            "Records the projector could not decode (skipped)");
+        tb_metrics_describe("taskbus_projector_failures_total", "counter",
+                            "Projector batches that failed and were retried");
+        tb_metrics_describe("taskbus_projector_batch_seconds", "histogram",
+                            "Time to apply one batch in PostgreSQL");
+        if ((err = tb_serde_init(errstr, errstr_size)))
+                goto fail;
+        tb_topic_t topics[TB_ARRAY_LEN(tb_projector_topics)];
+        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++)
+                topics[i] = tb_projector_topics[i].topic;
+        tb_snprintf(group, sizeof(group), "%s%s", ctx->conf->topic_prefix, TB_PROJECTOR_CONSUMER);
+        tb_consumer_opts_t opts = {
+                .group_id = group,
+                .read_committed = true,
+                .auto_commit = false, /* offsets live in PostgreSQL */
+                .rebalance_cb = tb_proj_rebalance,
+                .opaque = pj,
+        };
+        if ((err = tb_bus_consumer_new(ctx->conf, &opts, topics, TB_ARRAY_LEN(topics),
+                                       &pj->consumer, errstr, errstr_size)))
+                goto fail;
+        if (pthread_create(&pj->thread, NULL, tb_proj_main, pj) != 0) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                "projector: cannot start its thread");
+                goto fail;
+        }
+        pj->thread_started = true;
+        *state = pj;
+        return TB_OK;
+fail:
+        tb_proj_free(pj);
+        return err;
+}
+
+static void tb_proj_stop(void *state) {
+        tb_proj_t *pj = state;
+        if (!pj)
+                return;
+        if (pj->thread_started)
+                pthread_join(pj->thread, NULL);
+        tb_proj_free(pj);
+}
+
+const tb_role_t tb_role_projector = {
+        .name = "projector",
+        .description = "applies task-events to PostgreSQL exactly once (offsets stored there)",
+        .start = tb_proj_start,
+        .stop = tb_proj_stop,
+};

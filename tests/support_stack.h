@@ -1,0 +1,109 @@
+/**
+ * @file support_stack.h
+ * @brief Integration-test helpers for a private taskbus stack on the shared
+ *        Kafka and PostgreSQL: a random topic prefix and a throwaway,
+ *        migrated database, a config file naming them, taskbusd child
+ *        processes, users with tokens, and Kafka readers for the topics.
+ *
+ * The stack reads TASKBUS_PG / TASKBUS_KAFKA (else the dev stack's
+ * defaults) once, then removes TASKBUS_PG and TASKBUS_CONFIG from the
+ * environment so neither this process nor its children override the test's
+ * own database.
+ */
+#ifndef TB_TEST_SUPPORT_STACK_H
+#define TB_TEST_SUPPORT_STACK_H
+
+#include "bus.h"
+#include "config.h"
+#include "store.h"
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+/** Knobs of a stack; zero values take the defaults shown. */
+typedef struct tbt_stack_opts {
+        int partitions;     /**< topic partitions (4) */
+        double api_rate;    /**< api.rate: commands/s per user (1000) */
+        int api_burst;      /**< api.burst (100000) */
+        const char *extra;  /**< more top-level config text, or NULL */
+        const char *kafka_extra; /**< more lines inside `kafka = {...}`, or NULL */
+} tbt_stack_opts_t;
+
+/** One private stack. Fill with tbt_stack_create(), free with tbt_stack_destroy(). */
+typedef struct tbt_stack {
+        char id[16];          /**< random hex naming everything below */
+        char prefix[32];      /**< topic prefix, "t<id>." */
+        char db[64];          /**< database name, "tbtest_<id>" */
+        char db_url[1024];    /**< libpq key=value string of the database */
+        char kafka[256];      /**< bootstrap servers */
+        char *config_path;    /**< temp config file (taskbusd --config) */
+        char *log_path;       /**< where tbt_daemon_start() sends the daemon's output */
+        tb_config_t *conf;    /**< the same config, loaded */
+        tb_store_t *store;
+        PGconn *conn;         /**< a connection of store, for the test's own SQL */
+        char extra_db[4][80]; /**< databases made by tbt_stack_new_db() */
+        int extra_db_cnt;
+} tbt_stack_t;
+
+/** Create the database (migrated), the topics and the config file. Asserts. */
+void tbt_stack_create(tbt_stack_t *st, const tbt_stack_opts_t *opts);
+/** Delete the topics, drop the database, remove the files. */
+void tbt_stack_destroy(tbt_stack_t *st);
+
+/** Create another empty database (not migrated) "tbtest_<id>_<name>" on the
+ *  same server and put its libpq key=value string in \p url; it is dropped
+ *  by tbt_stack_destroy(). */
+void tbt_stack_new_db(tbt_stack_t *st, const char *name, char *url, size_t url_size);
+/** Drop database \p name (IF EXISTS, WITH FORCE). */
+void tbt_stack_drop_db(const char *name);
+
+/** Start `taskbusd --config <stack> --roles ROLES`, output appended to
+ *  st->log_path. @returns the child's pid. */
+pid_t tbt_daemon_start(tbt_stack_t *st, const char *roles);
+/** Send \p sig and wait for the exit (SIGKILL after 60 s). @returns the
+ *  wait status. */
+int tbt_daemon_stop(pid_t pid, int sig);
+/** @returns the daemon log so far (malloc'd, caller frees). */
+char *tbt_daemon_log(tbt_stack_t *st);
+
+/** Create a user in \p groups (comma-separated) and return its bearer
+ *  header value "Bearer tbk_..." in \p authz (80 bytes). */
+void tbt_stack_user(tbt_stack_t *st, const char *user, const char *groups, char authz[96]);
+
+/** An idempotent producer on the stack's Kafka (caller destroys). */
+rd_kafka_t *tbt_stack_producer(tbt_stack_t *st);
+
+/**
+ * Produce a TaskCommand on the stack's task-commands (asynchronous: flush
+ * \p prod before waiting for its reply). \p expected_version < 0 is null;
+ * \p task_json, \p authz (the authorization header) and \p command_id
+ * (NULL: a new UUID) may be NULL. The new correlation id goes to \p corr.
+ */
+void tbt_send_command(tbt_stack_t *st, rd_kafka_t *prod, const char *type, const char *task_id,
+                      long long expected_version, const char *task_json, const char *authz,
+                      const char *command_id, char corr[37]);
+
+/** A reader of every partition of a topic from the beginning (assign-only). */
+typedef struct tbt_reader tbt_reader_t;
+tbt_reader_t *tbt_reader_new(tbt_stack_t *st, tb_topic_t topic, bool read_committed);
+void tbt_reader_free(tbt_reader_t *r);
+/** Read what is available for up to \p ms; decoded values are appended to
+ *  the reader's list (undecodable records are appended as JSON null).
+ *  @returns how many were added. */
+size_t tbt_reader_poll(tbt_reader_t *r, int ms);
+/** Read until every partition reached its end (EOF), or \p ms passed.
+ *  @returns true if it reached the end. */
+bool tbt_reader_drain(tbt_reader_t *r, int ms);
+/** The decoded values read so far (borrowed): each is the value with
+ *  "_partition" and "_offset" added. */
+const json_t *tbt_reader_values(const tbt_reader_t *r);
+/** Wait up to \p ms for a value whose \p field equals \p value; borrowed. */
+const json_t *tbt_reader_wait(tbt_reader_t *r, const char *field, const char *value, int ms);
+
+/** Run one SQL statement on the stack's database and return the first
+ *  column of the first row (malloc'd, NULL if no row). Asserts success. */
+char *tbt_sql_value(tbt_stack_t *st, const char *sql);
+
+#endif
