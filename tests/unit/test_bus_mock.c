@@ -1,0 +1,208 @@
+/**
+ * @file test_bus_mock.c
+ * @brief The Kafka layer without a broker: librdkafka's mock cluster
+ *        injects produce errors (retried by the idempotent producer, or
+ *        reported with context), plus murmur2 against the Java client's
+ *        published values and topic naming.
+ */
+#include "bus.h"
+#include "support.h"
+
+#include <criterion/criterion.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Kafka protocol ApiKey of Produce (rdkafka_protocol.h is not installed) */
+#define APIKEY_PRODUCE 0
+
+static char errbuf[1024];
+static rd_kafka_t *mock_rk;
+static rd_kafka_mock_cluster_t *mc;
+static tb_config_t *conf;
+
+/** A one-broker mock cluster and a config pointing at it, prefix "mock.". */
+static void setup(void) {
+        char e[256];
+        tb_log_set_level(TB_LOG_ERROR);
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        /* this handle only hosts the cluster: no bootstrap warning */
+        rd_kafka_conf_set(c, "log_level", "3", e, sizeof(e));
+        mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof(e));
+        cr_assert_not_null(mock_rk, "%s", e);
+        mc = rd_kafka_mock_cluster_new(mock_rk, 1);
+        cr_assert_not_null(mc);
+        setenv("TASKBUS_KAFKA", rd_kafka_mock_cluster_bootstraps(mc), 1);
+        tb_err_t err = tb_config_load(NULL, &conf, errbuf, sizeof(errbuf));
+        cr_assert_eq(err, TB_OK, "%s", errbuf);
+        free(conf->topic_prefix);
+        conf->topic_prefix = strdup("mock.");
+        cr_assert_eq(rd_kafka_mock_topic_create(mc, "mock.runs", 3, 1),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+static void teardown(void) {
+        tb_config_destroy(conf);
+        rd_kafka_mock_cluster_destroy(mc);
+        rd_kafka_destroy(mock_rk);
+}
+
+static rd_kafka_t *producer(void) {
+        rd_kafka_t *p = NULL;
+        tb_err_t err = tb_bus_producer_new(conf, NULL, &p, errbuf, sizeof(errbuf));
+        cr_assert_eq(err, TB_OK, "%s", errbuf);
+        /* a first record settles metadata and the idempotent producer id, so
+         * the injected errors hit the records under test */
+        err = tb_bus_produce(p, conf, TB_TOPIC_RUNS, 0, "k", 1, "warm-up", 7, NULL, 0, true,
+                             errbuf, sizeof(errbuf));
+        cr_assert_eq(err, TB_OK, "warm-up: %s", errbuf);
+        return p;
+}
+
+Test(bus_mock, retriable_produce_errors_are_retried_idempotently, .init = setup,
+     .fini = teardown, .timeout = 60) {
+        rd_kafka_t *p = producer();
+        size_t left = 99;
+        cr_assert_eq(rd_kafka_mock_broker_push_request_error_rtts(
+                             mc, 1, APIKEY_PRODUCE, 2,
+                             RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 0,
+                             RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS, 0),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+        tb_header_t h = {"tb-test", "1", 1};
+        tb_err_t err = tb_bus_produce(p, conf, TB_TOPIC_RUNS, 0, "k", 1, "v", 1, &h, 1, true,
+                                      errbuf, sizeof(errbuf));
+        cr_assert_eq(err, TB_OK, "produce after 2 retriable errors: %s: %s", tb_err_name(err),
+                     errbuf);
+        /* both injected errors were really returned to the producer */
+        cr_assert_eq(rd_kafka_mock_broker_error_stack_cnt(mc, 1, APIKEY_PRODUCE, &left),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+        cr_assert_eq(left, 0, "%zu injected errors never reached the producer", left);
+        rd_kafka_destroy(p);
+}
+
+struct retry_arg {
+        rd_kafka_t *p;
+        int tries, failures;
+};
+
+static bool produce_ok(void *arg) {
+        struct retry_arg *ra = arg;
+        ra->tries++;
+        int64_t t0 = tb_mono_us();
+        tb_err_t err = tb_bus_produce(ra->p, conf, TB_TOPIC_RUNS, 0, "k", 1, "v2", 2, NULL, 0,
+                                      true, errbuf, sizeof(errbuf));
+        if (err) {
+                ra->failures++;
+                cr_assert_eq(err, TB_ERR_KAFKA, "%s", errbuf);
+                cr_assert(strstr(errbuf, "produce to mock.runs") &&
+                                  strstr(errbuf, "TOPIC_AUTHORIZATION_FAILED"),
+                          "%s", errbuf);
+                cr_assert((tb_mono_us() - t0) < 5000000, "a failing produce took long");
+        }
+        return err == TB_OK;
+}
+
+Test(bus_mock, permanent_produce_error_is_reported_with_context, .init = setup,
+     .fini = teardown, .timeout = 60) {
+        rd_kafka_t *p = producer();
+        rd_kafka_mock_push_request_errors(mc, APIKEY_PRODUCE, 1,
+                                          RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+        tb_err_t err = tb_bus_produce(p, conf, TB_TOPIC_RUNS, 0, "k", 1, "v", 1, NULL, 0, true,
+                                      errbuf, sizeof(errbuf));
+        cr_assert_eq(err, TB_ERR_KAFKA, "got %s: %s", tb_err_name(err), errbuf);
+        cr_assert(strstr(errbuf, "produce to mock.runs"), "names the topic: %s", errbuf);
+        cr_assert(strstr(errbuf, "TOPIC_AUTHORIZATION_FAILED"), "names the error: %s", errbuf);
+        /* librdkafka then fails the topic's records at once (no hang) until
+         * its next metadata refresh; after that the producer works again */
+        struct retry_arg ra = {p, 0, 0};
+        cr_assert(tbt_wait_until(produce_ok, &ra, 20000), "still failing after %d tries: %s",
+                  ra.tries, errbuf);
+        cr_log_info("recovered after %d fast failures", ra.failures);
+        rd_kafka_destroy(p);
+}
+
+Test(bus_mock, sync_produce_times_out_when_broker_is_down, .init = setup, .fini = teardown,
+     .timeout = 60) {
+        char kv[] = "3000";
+        /* a short message.timeout.ms through the pass-through group */
+        tb_kv_t *more = realloc(conf->kafka, (conf->kafka_cnt + 1) * sizeof(*more));
+        cr_assert_not_null(more);
+        conf->kafka = more;
+        conf->kafka[conf->kafka_cnt].key = strdup("message.timeout.ms");
+        conf->kafka[conf->kafka_cnt].value = strdup(kv);
+        conf->kafka_cnt++;
+        rd_kafka_t *p = producer();
+        cr_assert_eq(rd_kafka_mock_broker_set_down(mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+        int64_t t0 = tb_mono_us();
+        tb_err_t err = tb_bus_produce(p, conf, TB_TOPIC_RUNS, 0, "k", 1, "v", 1, NULL, 0, true,
+                                      errbuf, sizeof(errbuf));
+        int64_t took_ms = (tb_mono_us() - t0) / 1000;
+        cr_assert_eq(err, TB_ERR_TIMEOUT, "got %s: %s", tb_err_name(err), errbuf);
+        cr_assert(strstr(errbuf, "mock.runs") && strstr(errbuf, "message.timeout.ms"), "%s",
+                  errbuf);
+        cr_assert(took_ms >= 2500 && took_ms < 20000, "took %lld ms", (long long)took_ms);
+        rd_kafka_destroy(p);
+}
+
+/* Values of org.apache.kafka.common.utils.Utils.murmur2 (Kafka's UtilsTest),
+ * as Java ints. */
+Test(bus_mock, murmur2_matches_java_client) {
+        static const struct {
+                const char *key;
+                int32_t java;
+        } v[] = {
+                {"21", -973932308},
+                {"foobar", -790332482},
+                {"a-little-bit-long-string", -985981536},
+                {"a-little-bit-longer-string", -1486304829},
+                {"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971},
+                {"abc", 479470107},
+        };
+        for (size_t i = 0; i < TB_ARRAY_LEN(v); i++) {
+                uint32_t positive = (uint32_t)v[i].java & 0x7fffffffu;
+                /* with 2^31-1 partitions the modulo keeps the hash itself */
+                int32_t got = tb_bus_partition_for(v[i].key, strlen(v[i].key), 0x7fffffff);
+                cr_assert_eq((uint32_t)got, positive % 0x7fffffffu, "murmur2(\"%s\")", v[i].key);
+                int32_t p6 = tb_bus_partition_for(v[i].key, strlen(v[i].key), 6);
+                cr_assert_eq(p6, (int32_t)(positive % 6), "partition of \"%s\"", v[i].key);
+        }
+        cr_assert_eq(tb_bus_partition_for(NULL, 0, 6), RD_KAFKA_PARTITION_UA);
+        cr_assert_eq(tb_bus_partition_for("x", 1, 0), RD_KAFKA_PARTITION_UA);
+}
+
+Test(bus_mock, topic_names) {
+        tb_config_t *c = tb_config_defaults();
+        cr_assert_not_null(c);
+        char buf[256];
+        static const char *want[TB_TOPIC__COUNT] = {
+                "task-commands", "task-replies", "task-events", "runs",
+                "run-results",   "run-logs",     "runs-dlq",    "scheduler-checkpoints",
+        };
+        for (int t = 0; t < TB_TOPIC__COUNT; t++) {
+                cr_assert_str_eq(tb_topic_short((tb_topic_t)t), want[t]);
+                char full[256];
+                snprintf(full, sizeof(full), "%s%s", c->topic_prefix, want[t]);
+                cr_assert_str_eq(tb_topic_name(c, (tb_topic_t)t, buf, sizeof(buf)), full);
+        }
+        cr_assert_str_eq(tb_topic_name(c, TB_TOPIC_EVENTS, buf, sizeof(buf)),
+                         "taskbus.task-events");
+        tb_config_destroy(c);
+}
+
+Test(bus_mock, conf_new_rejects_bad_pass_through_with_its_name) {
+        tb_config_t *c = tb_config_defaults();
+        cr_assert_not_null(c);
+        tb_kv_t *more = realloc(c->kafka, (c->kafka_cnt + 1) * sizeof(*more));
+        cr_assert_not_null(more);
+        c->kafka = more;
+        c->kafka[c->kafka_cnt].key = strdup("linger.ms");
+        c->kafka[c->kafka_cnt].value = strdup("soon");
+        c->kafka_cnt++;
+        rd_kafka_conf_t *rc = NULL;
+        tb_err_t err = tb_bus_conf_new(c, &rc, errbuf, sizeof(errbuf));
+        cr_assert_eq(err, TB_ERR_INVALID);
+        cr_assert_null(rc);
+        cr_assert(strstr(errbuf, "linger.ms"), "%s", errbuf);
+        tb_config_destroy(c);
+}
