@@ -11,6 +11,8 @@
  */
 #include "plugin_host.h"
 
+#include "config.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +48,7 @@ struct tb_plugin_hrun {
         char **argv_copy;
         tb_plugin_kv_t *env_copy;
         tb_plugin_kv_t *opt_copy;
+        tb_plugin_kv_t *pol_copy;
 };
 
 struct tb_plugin_instance {
@@ -120,6 +123,11 @@ static void tb_plugin_hrun_free(tb_plugin_hrun_t *hr) {
                 free((char *)hr->opt_copy[i].value);
         }
         free(hr->opt_copy);
+        for (size_t i = 0; hr->pol_copy && i < r->n_policy; i++) {
+                free((char *)hr->pol_copy[i].key);
+                free((char *)hr->pol_copy[i].value);
+        }
+        free(hr->pol_copy);
         free(hr);
 }
 
@@ -187,6 +195,9 @@ static tb_plugin_hrun_t *tb_plugin_hrun_new(const tb_plugin_run_t *src) {
         r->options = hr->opt_copy;
         r->n_options = hr->opt_copy ? src->n_options : 0;
         r->security_group = tb_plugin_dup(src->security_group, &ok);
+        hr->pol_copy = tb_plugin_kv_dup(src->policy, src->n_policy, &ok);
+        r->policy = hr->pol_copy;
+        r->n_policy = hr->pol_copy ? src->n_policy : 0;
         if (!ok) {
                 tb_plugin_hrun_free(hr);
                 return NULL;
@@ -1126,4 +1137,57 @@ done:
 void tb_plugin_probe_free(tb_plugin_probe_result_t *res) {
         if (res)
                 tb_buf_free(&res->output);
+}
+
+/* ---- security group policy for runs (ABI 1.1) ------------------------------ */
+
+void tb_plugin_policy_free(tb_plugin_kv_t *kv, size_t n) {
+        for (size_t i = 0; kv && i < n; i++)
+                free((char *)kv[i].value);
+        free(kv);
+}
+
+tb_err_t tb_plugin_policy_build(const struct tb_group_conf *g, tb_plugin_kv_t **out,
+                                size_t *n_out, char *errstr, size_t errstr_size) {
+        *out = NULL;
+        *n_out = 0;
+        if (!g)
+                return TB_OK;
+        tb_plugin_kv_t *kv = calloc(7 + g->image_cnt, sizeof(*kv));
+        if (!kv)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        size_t n = 0;
+        bool ok = true;
+        char num[64];
+#define TB_POL_ADD(k, v)                                                       \
+        do {                                                                   \
+                const char *v_ = (v);                                          \
+                if (v_) {                                                      \
+                        kv[n].key = (k);                                       \
+                        kv[n].value = tb_plugin_dup(v_, &ok);                  \
+                        n++;                                                   \
+                }                                                              \
+        } while (0)
+        TB_POL_ADD("os_user", g->os_user);
+        TB_POL_ADD("network", g->network);
+        if (g->memory_max_bytes > 0) {
+                snprintf(num, sizeof(num), "%lld", (long long)g->memory_max_bytes);
+                TB_POL_ADD("memory_max", num);
+        }
+        if (g->cpus_max > 0) {
+                snprintf(num, sizeof(num), "%.6g", g->cpus_max);
+                TB_POL_ADD("cpus_max", num);
+        }
+        TB_POL_ADD("ssh_key", g->ssh_key);
+        TB_POL_ADD("ssh_known_hosts", g->ssh_known_hosts);
+        for (size_t i = 0; i < g->image_cnt; i++)
+                TB_POL_ADD("images", g->images[i]);
+#undef TB_POL_ADD
+        if (!ok) {
+                tb_plugin_policy_free(kv, n);
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        }
+        *out = kv;
+        *n_out = n;
+        return TB_OK;
 }

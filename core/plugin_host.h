@@ -169,6 +169,28 @@ tb_err_t tb_plugin_probe(const char *path, const tb_plugin_kv_t *config,
 /** Free what tb_plugin_probe() allocated in \p res. */
 void tb_plugin_probe_free(tb_plugin_probe_result_t *res);
 
+struct tb_group_conf;
+
+/**
+ * @brief Build the policy key/values (tb_plugin_run_t.policy, ABI 1.1) of a
+ *        security group from its configuration.
+ *
+ * Keys: os_user, network, memory_max (bytes), cpus_max, ssh_key,
+ * ssh_known_hosts (each only when set) and one "images" entry per allowed
+ * image. Keys are static strings, values are owned by *\p out.
+ *
+ * @param g     the group's policy (tb_config_group_policy()); NULL: no policy
+ * @param out   receives the array (NULL when empty); free with
+ *              tb_plugin_policy_free()
+ * @returns TB_OK or TB_ERR_NOMEM.
+ * @locality any thread
+ */
+tb_err_t tb_plugin_policy_build(const struct tb_group_conf *g, tb_plugin_kv_t **out,
+                                size_t *n_out, char *errstr, size_t errstr_size);
+
+/** Free what tb_plugin_policy_build() returned. NULL is a no-op. */
+void tb_plugin_policy_free(tb_plugin_kv_t *kv, size_t n);
+
 /** @returns a static lower-case name for a TB_PLUGIN_RUN_* status
  *          ("succeeded", "failed", "timed_out", "cancelled", "infra_error"). */
 const char *tb_plugin_status_name(int status);

@@ -175,7 +175,7 @@ extern "C" {
 /** ABI major version: a plugin of another major is refused. */
 #define TB_PLUGIN_ABI_MAJOR 1
 /** ABI minor version: bumped when fields are appended. */
-#define TB_PLUGIN_ABI_MINOR 0
+#define TB_PLUGIN_ABI_MINOR 1
 /** The one symbol a plugin exports. */
 #define TB_PLUGIN_ENTRY_SYMBOL "tb_plugin_entry"
 
@@ -266,6 +266,18 @@ typedef struct tb_plugin_run {
         const tb_plugin_kv_t *options; /**< the task's executor_options */
         size_t n_options;
         const char *security_group;    /**< the task's security group */
+        /* ---- ABI 1.1: check TB_PLUGIN_HAS_FIELD(run, tb_plugin_run_t, n_policy) ---- */
+        /**
+         * The operator's policy for security_group, from the executor's
+         * configuration (`groups.NAME` in taskbus.conf), NEVER from the task:
+         * use it for anything a task must not choose for itself (allowed
+         * images, resource caps, credentials). Keys: "os_user", "network",
+         * "memory_max" (bytes), "cpus_max" (decimal, 1.0 = one core),
+         * "ssh_key", "ssh_known_hosts" (paths), and "images" once per allowed
+         * image. A key is absent when the group does not set it.
+         */
+        const tb_plugin_kv_t *policy;
+        size_t n_policy;
 } tb_plugin_run_t;
 
 /**
