@@ -447,19 +447,6 @@ static int ct_net_rank(const char *mode) {
                : !strcmp(mode, "host") ? 2 : -1;
 }
 
-static void ct_rfc3339(int64_t ms, char out[40]) {
-        time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-        struct tm tm;
-        gmtime_r(&secs, &tm);
-        int frac = (int)(ms - (int64_t)secs * 1000);
-        if (frac)
-                snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-        else
-                snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
-                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
 /* Check the image against the group's allow-list. */
 static int ct_check_image(const tb_plugin_run_t *run, const char *image, char *errbuf,
                           size_t errbuf_size) {
@@ -674,7 +661,7 @@ static int ct_build_create(ct_state_t *st, const tb_plugin_run_t *run, ct_run_t 
                 free(kv);
         }
         char nominal[40], line[512];
-        ct_rfc3339(run->nominal_time_ms, nominal);
+        tb_plugin_time_format(run->nominal_time_ms, nominal);
         snprintf(line, sizeof(line), "TASKBUS_RUN_ID=%s", run->run_id);
         json_array_append_new(env, json_string(line));
         snprintf(line, sizeof(line), "TASKBUS_TASK_ID=%s", run->task_id);

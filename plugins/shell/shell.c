@@ -624,18 +624,6 @@ static bool sh_which(const char *name, const char *path, char *out, size_t size)
         return false;
 }
 
-static void sh_rfc3339(int64_t ms, char out[40]) {
-        time_t t = (time_t)(ms / 1000 - (ms % 1000 < 0));
-        int frac = (int)(((ms % 1000) + 1000) % 1000);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
-        if (frac)
-                snprintf(out + n, 40 - n, ".%03dZ", frac);
-        else
-                snprintf(out + n, 40 - n, "Z");
-}
-
 static int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                     size_t errbuf_size) {
         sh_state_t *st = state;
@@ -733,7 +721,7 @@ static int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
 
         /* A clean environment: nothing of ours leaks into the task. */
         char nominal[40], attempt[16];
-        sh_rfc3339(run->nominal_time_ms, nominal);
+        tb_plugin_time_format(run->nominal_time_ms, nominal);
         snprintf(attempt, sizeof(attempt), "%d", (int)run->attempt);
         bool ok = sh_env_set(&env, "PATH", SH_PATH) &&
                   sh_env_set(&env, "HOME", pw.pw_dir) &&

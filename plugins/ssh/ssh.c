@@ -194,19 +194,6 @@ static bool ss_valid_name(const char *s, const char *extra) {
         return true;
 }
 
-static void ss_rfc3339(int64_t ms, char out[40]) {
-        time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-        struct tm tm;
-        gmtime_r(&secs, &tm);
-        int frac = (int)(ms - (int64_t)secs * 1000);
-        if (frac)
-                snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-        else
-                snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
-                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
 static int ss_signum(const char *name) {
         static const struct { const char *n; int s; } tab[] = {
                 {"HUP", 1}, {"INT", 2}, {"QUIT", 3}, {"ILL", 4}, {"ABRT", 6},
@@ -264,7 +251,7 @@ static char *ss_build_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
                 w.oom = w.oom || kv.oom;
                 free(kv.s);
         }
-        ss_rfc3339(run->nominal_time_ms, nominal);
+        tb_plugin_time_format(run->nominal_time_ms, nominal);
         const char *names[] = {"TASKBUS_RUN_ID", "TASKBUS_TASK_ID", "TASKBUS_NOMINAL_TIME",
                                "TASKBUS_ATTEMPT"};
         char attempt[16];

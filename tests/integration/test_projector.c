@@ -192,7 +192,7 @@ Test(projector, projection_equals_events_and_reapplying_changes_nothing) {
                         if (!strcmp(json_string_value(json_object_get(e, "task_id")), ids[i]))
                                 last = e;
                 cr_assert_not_null(last);
-                char sql[512];
+                char sql[1024];
                 snprintf(sql, sizeof(sql),
                          "SELECT version, event_partition, event_offset, paused, spec::text, "
                          "created_by FROM tasks WHERE id = '%s'",

@@ -167,6 +167,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -380,6 +382,21 @@ typedef struct tb_plugin {
  *  minor version, e.g. TB_PLUGIN_HAS_FIELD(run, tb_plugin_run_t, security_group). */
 #define TB_PLUGIN_HAS_FIELD(ptr, type, field)                                  \
         ((ptr)->size >= offsetof(type, field) + sizeof(((type *)0)->field))
+
+/** Format epoch milliseconds as RFC 3339 UTC ("2026-01-02T03:04:05Z", with
+ *  ".mmm" when not whole seconds), e.g. for TASKBUS_NOMINAL_TIME. A header-only
+ *  helper so that plugins need no host symbols. */
+static inline void tb_plugin_time_format(int64_t ms, char out[40]) {
+        time_t t = (time_t)(ms / 1000 - (ms % 1000 < 0));
+        int frac = (int)(((ms % 1000) + 1000) % 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (frac)
+                snprintf(out + n, 40 - n, ".%03dZ", frac);
+        else
+                snprintf(out + n, 40 - n, "Z");
+}
 
 /** The signature of the exported entry point. */
 typedef const tb_plugin_t *(*tb_plugin_entry_fn)(void);
