@@ -24,8 +24,11 @@
  *  transaction, short enough that a dead broker is reported. */
 #define TB_BUS_TXN_TIMEOUT_MS 30000
 /** transaction.timeout.ms of every transactional producer: a crashed owner's
- *  transaction is aborted by the broker after this long. */
-#define TB_BUS_TXN_BROKER_TIMEOUT "60000"
+ *  open transaction is aborted by the broker after this long, and until then
+ *  it holds back every read_committed reader of its partitions (the
+ *  failover time of a killed scheduler or commands process). taskbus's
+ *  transactions last milliseconds, so 10 s leaves a wide margin. */
+#define TB_BUS_TXN_BROKER_TIMEOUT "10000"
 /** Retries of a commit that failed with a retriable error. */
 #define TB_BUS_COMMIT_TRIES 3
 /** How long produce waits for room in a full local queue. */
