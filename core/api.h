@@ -117,4 +117,11 @@ void tb_api_tasks_resume(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
 void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
 void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
 
+/* ---- run routes (api_runs.c) --------------------------------------------- */
+
+void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_runs_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+
 #endif

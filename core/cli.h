@@ -38,6 +38,10 @@ void tb_cli_admin_identity_usage(FILE *fp);
 /** `taskbus tasks create|list|get|update|delete|pause|resume|run` (cli_tasks.c):
  *  the REST API through libcurl. */
 int tb_cli_tasks(int argc, char **argv);
+/** `taskbus runs list|get|cancel` (cli_runs.c): run history through the REST API. */
+int tb_cli_runs(int argc, char **argv);
+/** `taskbus logs RUN_ID [--follow]` (cli_runs.c): a run's output, live with --follow. */
+int tb_cli_logs(int argc, char **argv);
 /** `taskbus replay --into URL [--from-kafka BOOTSTRAP] [--force]` (cli_replay.c). */
 int tb_cli_replay(int argc, char **argv);
 /** `taskbus history TASK_ID [--at TIME] [--json]` (cli_replay.c). */

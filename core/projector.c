@@ -1,8 +1,9 @@
 /**
  * @file projector.c
- * @brief The projector role: applies task-events to PostgreSQL (tasks,
- *        task_history) exactly once, with the consumed offsets stored in the
- *        same transaction (consumer_offsets) rather than in Kafka.
+ * @brief The projector role: applies task-events (tasks, task_history), runs
+ *        and run-results (runs: the run history) to PostgreSQL exactly once,
+ *        with the consumed offsets stored in the same transaction
+ *        (consumer_offsets) rather than in Kafka.
  *
  * Projected topics are listed in tb_projector_topics[] with their schema and
  * apply function; the role subscribes to all of them and
@@ -167,6 +168,214 @@ out:
         return err;
 }
 
+/* ---- runs and run-results: the run history --------------------------------------- */
+
+/*
+ * runs (RunRequest) and run-results (RunResult) of one run are on different
+ * topics, so either may be applied first: both upsert the run's row, and a
+ * status only replaces one of lower rank (taskbus_run_status_rank(): scheduled
+ * < running < every final status). The first final status is kept; later
+ * records only fill in what it left empty.
+ *
+ * The projector, not the archiver, sets runs.log_expires_at (the run's end +
+ * its log retention, capped by its group's policy) once the run is final;
+ * the archiver copies it onto the run's run_logs rows.
+ */
+
+static const char tb_proj_sql_run_request[] =
+        "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, trigger, "
+        "status, scheduled_at, executor, log_retention_ms, updated_at) "
+        "VALUES ($1, $2, $3, " TB_PROJ_TS(4) ", $5::int, $6, 'scheduled', " TB_PROJ_TS(7) ", "
+        "$8, $9::bigint, now()) "
+        "ON CONFLICT (run_id) DO UPDATE SET "
+        /* the snapshot's group is the run's: it was the task's at fire time */
+        "security_group = CASE WHEN EXCLUDED.security_group <> '' "
+        "THEN EXCLUDED.security_group ELSE runs.security_group END, "
+        "trigger = EXCLUDED.trigger, "
+        "scheduled_at = COALESCE(runs.scheduled_at, EXCLUDED.scheduled_at), "
+        "executor = CASE WHEN runs.executor = '' THEN EXCLUDED.executor ELSE runs.executor END, "
+        "log_retention_ms = EXCLUDED.log_retention_ms, updated_at = now()";
+
+/* $5 status (lower case); the new record "wins" when its status ranks higher */
+#define TB_PROJ_WIN "(taskbus_run_status_rank(EXCLUDED.status) > taskbus_run_status_rank(runs.status))"
+
+static const char tb_proj_sql_run_result[] =
+        "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, status, "
+        "started_at, finished_at, exit_code, signal, executor, host, output_bytes, infra_error, "
+        "error, updated_at) "
+        "VALUES ($1, $2, COALESCE((SELECT t.security_group FROM tasks t WHERE t.id = $2), ''), "
+        TB_PROJ_TS(3) ", $4::int, $5, " TB_PROJ_TS(6) ", " TB_PROJ_TS(7) ", $8::int, $9::int, "
+        "$10, $11, $12::bigint, $13::boolean, $14, now()) "
+        "ON CONFLICT (run_id) DO UPDATE SET "
+        "status = CASE WHEN " TB_PROJ_WIN " THEN EXCLUDED.status ELSE runs.status END, "
+        "security_group = CASE WHEN runs.security_group = '' THEN EXCLUDED.security_group "
+        "ELSE runs.security_group END, "
+        "started_at = COALESCE(runs.started_at, EXCLUDED.started_at), "
+        "finished_at = CASE WHEN " TB_PROJ_WIN " THEN COALESCE(EXCLUDED.finished_at, "
+        "runs.finished_at) ELSE COALESCE(runs.finished_at, EXCLUDED.finished_at) END, "
+        "exit_code = CASE WHEN " TB_PROJ_WIN " THEN COALESCE(EXCLUDED.exit_code, runs.exit_code) "
+        "ELSE COALESCE(runs.exit_code, EXCLUDED.exit_code) END, "
+        "signal = CASE WHEN " TB_PROJ_WIN " THEN COALESCE(EXCLUDED.signal, runs.signal) "
+        "ELSE COALESCE(runs.signal, EXCLUDED.signal) END, "
+        "executor = CASE WHEN " TB_PROJ_WIN " AND EXCLUDED.executor <> '' OR runs.executor = '' "
+        "THEN EXCLUDED.executor ELSE runs.executor END, "
+        "host = CASE WHEN " TB_PROJ_WIN " AND EXCLUDED.host <> '' OR runs.host = '' "
+        "THEN EXCLUDED.host ELSE runs.host END, "
+        "output_bytes = CASE WHEN " TB_PROJ_WIN " THEN EXCLUDED.output_bytes "
+        "ELSE GREATEST(runs.output_bytes, EXCLUDED.output_bytes) END, "
+        "infra_error = CASE WHEN " TB_PROJ_WIN " THEN EXCLUDED.infra_error ELSE runs.infra_error "
+        "END, "
+        "error = CASE WHEN " TB_PROJ_WIN " THEN COALESCE(EXCLUDED.error, runs.error) "
+        "ELSE COALESCE(runs.error, EXCLUDED.error) END, "
+        "updated_at = now()";
+
+/* What settling a run needs: its group (filled from the task if unknown),
+ * whether it is final, its end and its log retention. */
+static const char tb_proj_sql_run_state[] =
+        "UPDATE runs r SET security_group = COALESCE((SELECT t.security_group FROM tasks t "
+        "WHERE t.id = r.task_id), '') WHERE r.run_id = $1 AND r.security_group = ''";
+static const char tb_proj_sql_run_read[] =
+        "SELECT r.security_group, taskbus_run_status_rank(r.status) = 2, "
+        "(extract(epoch FROM COALESCE(r.finished_at, r.updated_at)) * 1000)::bigint, "
+        "r.log_retention_ms, t.spec->>'log_retention' "
+        "FROM runs r LEFT JOIN tasks t ON t.id = r.task_id WHERE r.run_id = $1";
+
+/** Fill in the group of a run projected before its task or RunRequest, and
+ *  set the expiry of a final run's log. */
+static tb_err_t tb_proj_run_settle(tb_projector_batch_t *b, const char *run_id, char *errstr,
+                                   size_t errstr_size) {
+        const char *p[] = {run_id};
+        PGresult *r = NULL;
+        tb_err_t err;
+        if ((err = tb_store_exec(b->conn, "fill in the run's group", tb_proj_sql_run_state, 1, p,
+                                 NULL, errstr, errstr_size)) ||
+            (err = tb_store_exec(b->conn, "read run", tb_proj_sql_run_read, 1, p, &r, errstr,
+                                 errstr_size)))
+                return err;
+        if (PQntuples(r) != 1 || PQgetvalue(r, 0, 1)[0] != 't') {
+                PQclear(r);
+                return TB_OK;
+        }
+        const char *group = PQgetvalue(r, 0, 0);
+        int64_t end_ms = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+        int64_t ret = b->conf->log_retention_default_ms;
+        char derr[256];
+        int64_t ms = 0;
+        if (!PQgetisnull(r, 0, 3))
+                ret = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+        else if (!PQgetisnull(r, 0, 4) &&
+                 tb_duration_parse(PQgetvalue(r, 0, 4), &ms, derr, sizeof(derr)) == TB_OK)
+                ret = ms;
+        const tb_group_conf_t *gp = tb_config_group_policy(b->conf, group);
+        if (gp && gp->log_retention_max_ms > 0 && ret > gp->log_retention_max_ms)
+                ret = gp->log_retention_max_ms;
+        if (ret < 0)
+                ret = 0;
+        PQclear(r);
+        char at[32];
+        tb_snprintf(at, sizeof(at), "%" PRId64, end_ms + ret);
+        const char *up[] = {run_id, at};
+        return tb_store_exec(b->conn, "set the run's log expiry",
+                             "UPDATE runs SET log_expires_at = " TB_PROJ_TS(2) " "
+                             "WHERE run_id = $1 AND log_expires_at IS DISTINCT FROM "
+                             TB_PROJ_TS(2),
+                             2, up, NULL, errstr, errstr_size);
+}
+
+/** "RUN_NOW" -> "run_now" into \p out (64 bytes). */
+static void tb_proj_lower(const char *s, char out[64]) {
+        size_t i = 0;
+        for (; s[i] && i < 63; i++)
+                out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
+        out[i] = '\0';
+}
+
+/** A nullable long field as text, or NULL. */
+static const char *tb_proj_jlong(const json_t *o, const char *key, char buf[32]) {
+        const json_t *v = json_object_get(o, key);
+        if (!json_is_integer(v))
+                return NULL;
+        tb_snprintf(buf, 32, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return buf;
+}
+
+static tb_err_t tb_proj_apply_run_request(tb_projector_batch_t *b, const rd_kafka_message_t *msg,
+                                          const json_t *rq, char *errstr, size_t errstr_size) {
+        const json_t *snap = json_object_get(rq, "snapshot");
+        const char *run_id = tb_proj_jstr(rq, "run_id");
+        char nominal[32], attempt[32], emitted[32], ret[32], trigger[64];
+        tb_proj_lower(tb_proj_jstr(rq, "trigger"), trigger);
+        const char *p[] = {run_id,
+                           tb_proj_jstr(rq, "task_id"),
+                           tb_proj_jstr(snap, "security_group"),
+                           tb_proj_jlong(rq, "nominal_time", nominal),
+                           tb_proj_jlong(rq, "attempt", attempt),
+                           trigger,
+                           tb_proj_jlong(rq, "emitted_at", emitted),
+                           tb_proj_jstr(snap, "executor"),
+                           tb_proj_jlong(snap, "log_retention_ms", ret)};
+        if (!*run_id || !p[3]) {
+                tb_warn(TB_PROJ_SUB, "runs [%" PRId32 "] offset %" PRId64
+                        ": a RunRequest without run_id or nominal_time: skipped",
+                        msg->partition, msg->offset);
+                return TB_OK;
+        }
+        tb_err_t err = tb_store_exec(b->conn, "upsert run (RunRequest)", tb_proj_sql_run_request,
+                                     9, p, NULL, errstr, errstr_size);
+        if (!err)
+                err = tb_proj_run_settle(b, run_id, errstr, errstr_size);
+        if (!err)
+                b->stats->results++;
+        return err;
+}
+
+static tb_err_t tb_proj_apply_run_result(tb_projector_batch_t *b, const rd_kafka_message_t *msg,
+                                         const json_t *rr, char *errstr, size_t errstr_size) {
+        const char *run_id = tb_proj_jstr(rr, "run_id");
+        char nominal[32], attempt[32], started[32], finished[32], code[32], sig[32], out[32];
+        char status[64];
+        tb_proj_lower(tb_proj_jstr(rr, "status"), status);
+        if (!*run_id || !strcmp(status, "duplicate")) {
+                /* a duplicate delivery says nothing about the run itself */
+                return TB_OK;
+        }
+        const char *fin = tb_proj_jlong(rr, "finished_at", finished);
+        if (!fin && strcmp(status, "running"))
+                fin = tb_proj_jlong(rr, "at", finished); /* skipped / expired: decided then */
+        const json_t *e = json_object_get(rr, "error");
+        const char *p[] = {run_id,
+                           tb_proj_jstr(rr, "task_id"),
+                           tb_proj_jlong(rr, "nominal_time", nominal),
+                           tb_proj_jlong(rr, "attempt", attempt),
+                           status,
+                           tb_proj_jlong(rr, "started_at", started),
+                           fin,
+                           tb_proj_jlong(rr, "exit_code", code),
+                           tb_proj_jlong(rr, "signal", sig),
+                           tb_proj_jstr(rr, "executor"),
+                           tb_proj_jstr(rr, "host"),
+                           tb_proj_jlong(rr, "output_bytes", out),
+                           json_is_true(json_object_get(rr, "infra_error")) ? "true" : "false",
+                           json_string_value(e)};
+        if (!p[2]) {
+                tb_warn(TB_PROJ_SUB, "run-results [%" PRId32 "] offset %" PRId64
+                        ": a RunResult without nominal_time: skipped",
+                        msg->partition, msg->offset);
+                return TB_OK;
+        }
+        if (!p[3])
+                p[3] = "1";
+        if (!p[11])
+                p[11] = "0";
+        tb_err_t err = tb_store_exec(b->conn, "upsert run (RunResult)", tb_proj_sql_run_result,
+                                     14, p, NULL, errstr, errstr_size);
+        if (!err)
+                err = tb_proj_run_settle(b, run_id, errstr, errstr_size);
+        if (!err)
+                b->stats->results++;
+        return err;
+}
+
 /* ---- the projected topics ------------------------------------------------------- */
 
 typedef struct tb_proj_topic {
@@ -175,10 +384,11 @@ typedef struct tb_proj_topic {
         tb_projector_apply_fn apply;
 } tb_proj_topic_t;
 
-/** Every topic the projector consumes. Add run-results here with its own
- *  schema and apply function. */
+/** Every topic the projector consumes, with its schema and apply function. */
 static const tb_proj_topic_t tb_projector_topics[] = {
         {TB_TOPIC_EVENTS, TB_SCHEMA_TASK_EVENT, tb_proj_apply_event},
+        {TB_TOPIC_RUNS, TB_SCHEMA_RUN_REQUEST, tb_proj_apply_run_request},
+        {TB_TOPIC_RESULTS, TB_SCHEMA_RUN_RESULT, tb_proj_apply_run_result},
 };
 
 static const tb_proj_topic_t *tb_proj_topic_of(const tb_config_t *conf, const char *name) {
@@ -526,7 +736,8 @@ static void tb_proj_stop(void *state) {
 
 const tb_role_t tb_role_projector = {
         .name = "projector",
-        .description = "applies task-events to PostgreSQL exactly once (offsets stored there)",
+        .description = "applies task-events, runs and run-results to PostgreSQL exactly once "
+                       "(offsets stored there)",
         .start = tb_proj_start,
         .stop = tb_proj_stop,
 };

@@ -10,7 +10,7 @@
  * so applying a batch twice changes nothing.
  *
  * Each projected topic has its own apply function in a table in projector.c
- * (task-events today; run-results is added next to it).
+ * (task-events; runs and run-results, which keep the runs table).
  */
 #ifndef TB_PROJECTOR_H
 #define TB_PROJECTOR_H

@@ -127,8 +127,13 @@ static bool log_count_reached(void *arg) {
         const int *want = arg;
         char *log = tbt_daemon_log(&g_st);
         int n = 0;
-        for (const char *p = log; (p = strstr(p, "projector: assigned")); p++)
-                n++;
+        /* the projector also reads runs and run-results: count task-events only */
+        for (const char *p = log; (p = strstr(p, "projector: assigned ")); p++) {
+                const char *eol = strchr(p, '\n');
+                const char *ev = strstr(p, "task-events [");
+                if (ev && (!eol || ev < eol))
+                        n++;
+        }
         free(log);
         return n >= *want;
 }
