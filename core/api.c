@@ -794,8 +794,7 @@ static void tb_api_teardown(tb_api_t *api) {
         if (api->reply_started)
                 pthread_join(api->reply_thread, NULL);
         if (api->replies) {
-                rd_kafka_consumer_close(api->replies);
-                rd_kafka_destroy(api->replies);
+                tb_bus_consumer_destroy(api->replies, 10000);
         }
         if (api->poll_started)
                 pthread_join(api->poll_thread, NULL);

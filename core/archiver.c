@@ -441,8 +441,7 @@ static void tb_arch_free(tb_arch_t *ar) {
                 return;
         tb_arch_batch_free(ar);
         if (ar->consumer) {
-                rd_kafka_consumer_close(ar->consumer);
-                rd_kafka_destroy(ar->consumer);
+                tb_bus_consumer_destroy(ar->consumer, 10000);
         }
         free(ar);
 }

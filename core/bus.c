@@ -1248,3 +1248,44 @@ int32_t tb_bus_partition_for(const void *key, size_t len, int32_t partition_cnt)
         uint32_t h = tb_bus_murmur2(key, len);
         return (int32_t)((h & 0x7fffffffu) % (uint32_t)partition_cnt);
 }
+
+void tb_bus_consumer_destroy(rd_kafka_t *rk, int timeout_ms) {
+        if (!rk)
+                return;
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_error_t *error = rd_kafka_consumer_close_queue(rk, q);
+        if (error) {
+                tb_warn(TB_BUS_SUB, "consumer %s: close: %s", rd_kafka_name(rk),
+                        rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+        } else {
+                int64_t deadline = tb_mono_us() + (int64_t)timeout_ms * 1000;
+                while (!rd_kafka_consumer_closed(rk) && tb_mono_us() < deadline) {
+                        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+                        if (!ev)
+                                continue;
+                        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE &&
+                            rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+                                /* Acknowledge the revocation so the close can go on. */
+                                rd_kafka_topic_partition_list_t *parts =
+                                        rd_kafka_event_topic_partition_list(ev);
+                                if (!strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE")) {
+                                        rd_kafka_error_t *e2 =
+                                                rd_kafka_incremental_unassign(rk, parts);
+                                        if (e2)
+                                                rd_kafka_error_destroy(e2);
+                                } else {
+                                        rd_kafka_assign(rk, NULL);
+                                }
+                        }
+                        rd_kafka_event_destroy(ev);
+                }
+                if (!rd_kafka_consumer_closed(rk))
+                        tb_warn(TB_BUS_SUB,
+                                "consumer %s: group did not acknowledge the close within %d ms "
+                                "(Kafka unreachable?): leaving without it",
+                                rd_kafka_name(rk), timeout_ms);
+        }
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}

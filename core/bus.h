@@ -136,6 +136,15 @@ tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *
                              const tb_topic_t *topics, size_t topic_cnt, rd_kafka_t **out,
                              char *errstr, size_t errstr_size);
 
+/**
+ * Leave the group and destroy a consumer, waiting at most \p timeout_ms for
+ * the group to acknowledge: rd_kafka_consumer_close() blocks for as long as
+ * the group coordinator is unreachable, which would hang shutdown while Kafka
+ * is down. Revocations during the close are acknowledged without calling the
+ * role's rebalance callback (the role is stopping). NULL allowed.
+ */
+void tb_bus_consumer_destroy(rd_kafka_t *rk, int timeout_ms);
+
 /** Find header \p name in \p msg; @returns TB_OK and fills value/len, or NOT_FOUND. */
 tb_err_t tb_bus_header_get(const rd_kafka_message_t *msg, const char *name,
                            const void **value, size_t *len);

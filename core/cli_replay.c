@@ -309,8 +309,7 @@ out:
         if (rkt)
                 rd_kafka_topic_destroy(rkt);
         if (rk) {
-                rd_kafka_consumer_close(rk);
-                rd_kafka_destroy(rk);
+                tb_bus_consumer_destroy(rk, 10000);
         }
         PQfinish(conn);
         tb_config_destroy(conf);

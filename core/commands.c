@@ -1069,12 +1069,10 @@ static void tb_cmd_free(tb_cmd_t *cmd) {
                 return;
         tb_cmd_batch_free(cmd);
         if (cmd->consumer) {
-                rd_kafka_consumer_close(cmd->consumer);
-                rd_kafka_destroy(cmd->consumer);
+                tb_bus_consumer_destroy(cmd->consumer, 10000);
         }
         if (cmd->loader) {
-                rd_kafka_consumer_close(cmd->loader);
-                rd_kafka_destroy(cmd->loader);
+                tb_bus_consumer_destroy(cmd->loader, 10000);
         }
         if (cmd->producer) {
                 rd_kafka_flush(cmd->producer, 5000);

@@ -1530,10 +1530,7 @@ static void *tb_exec_consumer_main(void *arg) {
                         rd_kafka_message_destroy(items[i].msg);
                 }
         }
-        rd_kafka_resp_err_t e = rd_kafka_consumer_close(ex->consumer);
-        if (e)
-                tb_warn(TB_EXEC_SUB, "closing the consumer: %s", rd_kafka_err2str(e));
-        rd_kafka_destroy(ex->consumer);
+        tb_bus_consumer_destroy(ex->consumer, 10000);
         ex->consumer = NULL;
         return NULL;
 }
@@ -1605,10 +1602,7 @@ static void tb_exec_destroy(tb_executor_t *ex) {
         atomic_store(&ex->stop_consume, true);
         if (ex->consumer_started)
                 pthread_join(ex->consumer_thr, NULL);
-        if (ex->consumer) {
-                rd_kafka_consumer_close(ex->consumer);
-                rd_kafka_destroy(ex->consumer);
-        }
+        tb_bus_consumer_destroy(ex->consumer, 10000);
         if (ex->producer)
                 tb_exec_release_pending(ex);
 

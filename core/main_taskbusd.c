@@ -37,27 +37,31 @@ static void usage(FILE *fp) {
         fprintf(fp, "\n\nThe config file defaults to $TASKBUS_CONFIG, else built-in defaults.\n");
 }
 
-/* Split "a,b,c" into the role list; errors name the unknown role. */
+/* Split "a,b,c" into the role list, kept in the registry's start order
+ * whatever order the user wrote (the projector must start before the api...);
+ * errors name the unknown role. */
 static int parse_roles(const char *list, const tb_role_t **out, size_t *cnt) {
+        bool chosen[64] = {false};
         char *copy = strdup(list), *save = NULL;
         *cnt = 0;
         for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-                const tb_role_t *r = tb_role_find(tok);
-                if (!r) {
+                size_t i = 0;
+                while (tb_roles[i] && strcmp(tb_roles[i]->name, tok))
+                        i++;
+                if (!tb_roles[i]) {
                         fprintf(stderr, "taskbusd: --roles: unknown role '%s'; built-in roles:", tok);
-                        for (size_t i = 0; tb_roles[i]; i++)
-                                fprintf(stderr, " %s", tb_roles[i]->name);
+                        for (size_t j = 0; tb_roles[j]; j++)
+                                fprintf(stderr, " %s", tb_roles[j]->name);
                         fprintf(stderr, "\n");
                         free(copy);
                         return -1;
                 }
-                bool dup = false;
-                for (size_t i = 0; i < *cnt; i++)
-                        dup |= out[i] == r;
-                if (!dup)
-                        out[(*cnt)++] = r;
+                chosen[i] = true;
         }
         free(copy);
+        for (size_t i = 0; tb_roles[i] && i < TB_ARRAY_LEN(chosen); i++)
+                if (chosen[i])
+                        out[(*cnt)++] = tb_roles[i];
         if (*cnt == 0) {
                 fprintf(stderr, "taskbusd: --roles: empty role list\n");
                 return -1;
@@ -143,8 +147,10 @@ int main(int argc, char **argv) {
         const tb_role_t *roles[16];
         size_t role_cnt = 0;
         if (roles_arg) {
-                if (parse_roles(roles_arg, roles, &role_cnt))
+                if (parse_roles(roles_arg, roles, &role_cnt)) {
+                        tb_config_destroy(ctx.conf);
                         return 2;
+                }
         } else {
                 for (size_t i = 0; tb_roles[i] && role_cnt < TB_ARRAY_LEN(roles); i++)
                         roles[role_cnt++] = tb_roles[i];

@@ -675,8 +675,7 @@ static void tb_proj_free(tb_proj_t *pj) {
                 return;
         tb_proj_batch_free(pj);
         if (pj->consumer) {
-                rd_kafka_consumer_close(pj->consumer);
-                rd_kafka_destroy(pj->consumer);
+                tb_bus_consumer_destroy(pj->consumer, 10000);
         }
         free(pj);
 }
