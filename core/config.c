@@ -132,7 +132,7 @@ static const tb_conf_prop_t tb_conf_props[] = {
         {"scheduler.tick", TB_CT_DURATION, F(sched_tick_ms), 0, "50ms", TB_MS(1),
          TB_SEC(10), NULL, NULL,
          "Timer granularity: how often due timers are checked. Bounds fire latency."},
-        {"scheduler.max_batch", TB_CT_INT, F(sched_max_batch), 0, "500", 1, 100000,
+        {"scheduler.max_batch", TB_CT_INT, F(sched_max_batch), 0, "2000", 1, 100000,
          NULL, NULL, "Most fires emitted in one Kafka transaction."},
 
         {"executor.plugin_paths", TB_CT_STRLIST, F(exec_plugin_paths),
