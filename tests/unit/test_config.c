@@ -104,7 +104,7 @@ static void assert_defaults(const tb_config_t *c) {
         cr_assert_eq(c->api_max_body, 256 * 1024);
         cr_assert_eq(c->sched_misfire_cap, 100);
         cr_assert_eq(c->sched_tick_ms, 50);
-        cr_assert_eq(c->sched_max_batch, 500);
+        cr_assert_eq(c->sched_max_batch, 2000);
         cr_assert_eq(c->exec_plugin_path_cnt, 0);
         cr_assert_eq(c->exec_max_concurrent, 1000);
         cr_assert_eq(c->exec_lease_ms, 15 * SEC);
