@@ -32,8 +32,12 @@ static void tbt_stack_env(void) {
                 snprintf(tbt_base_kafka, sizeof(tbt_base_kafka), "%s",
                          tbt_env("TASKBUS_KAFKA", TBT_DEFAULT_KAFKA));
         }
+        /* The daemons a test starts get everything from their own config
+         * file: no override of the developer's stack may leak into them. */
         unsetenv("TASKBUS_PG");
         unsetenv("TASKBUS_CONFIG");
+        unsetenv("TASKBUS_API_LISTEN");
+        unsetenv("TASKBUS_REGION");
 }
 
 /* The base connection string with dbname replaced, in key='value' form. */
