@@ -168,7 +168,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -384,18 +383,28 @@ typedef struct tb_plugin {
         ((ptr)->size >= offsetof(type, field) + sizeof(((type *)0)->field))
 
 /** Format epoch milliseconds as RFC 3339 UTC ("2026-01-02T03:04:05Z", with
- *  ".mmm" when not whole seconds), e.g. for TASKBUS_NOMINAL_TIME. A header-only
- *  helper so that plugins need no host symbols. */
+ *  ".mmm" when not whole seconds), e.g. for TASKBUS_NOMINAL_TIME. Header-only
+ *  (plugins need no host symbols) and plain C11: no POSIX time functions. */
 static inline void tb_plugin_time_format(int64_t ms, char out[40]) {
-        time_t t = (time_t)(ms / 1000 - (ms % 1000 < 0));
-        int frac = (int)(((ms % 1000) + 1000) % 1000);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        size_t n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+        int64_t secs = ms / 1000 - (ms % 1000 < 0);
+        int frac = (int)(ms - secs * 1000);
+        int64_t days = secs / 86400 - (secs % 86400 < 0);
+        int64_t sod = secs - days * 86400;
+        /* civil date from days since 1970-01-01 (proleptic Gregorian) */
+        int64_t z = days + 719468;
+        int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+        int64_t doe = z - era * 146097;
+        int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        int64_t mp = (5 * doy + 2) / 153;
+        int d = (int)(doy - (153 * mp + 2) / 5 + 1);
+        int m = (int)(mp < 10 ? mp + 3 : mp - 9);
+        long long y = (long long)(yoe + era * 400 + (m <= 2));
+        char tail[8] = "Z";
         if (frac)
-                snprintf(out + n, 40 - n, ".%03dZ", frac);
-        else
-                snprintf(out + n, 40 - n, "Z");
+                snprintf(tail, sizeof(tail), ".%03dZ", frac % 1000);
+        snprintf(out, 40, "%04lld-%02d-%02dT%02d:%02d:%02d%s", y % 10000, m, d,
+                 (int)(sod / 3600), (int)(sod / 60 % 60), (int)(sod % 60), tail);
 }
 
 /** The signature of the exported entry point. */
