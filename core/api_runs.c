@@ -14,6 +14,7 @@
 #include "executor.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -299,6 +300,13 @@ static bool tb_runs_cursor_parse(const char *cur, char ms[32], char id[200]) {
                         return false;
         memcpy(ms, cur, n);
         ms[n] = '\0';
+        /* the time part must be a whole int64: "-" alone or 19 digits past
+         * INT64_MAX would reach PostgreSQL as an invalid bigint */
+        char *end = NULL;
+        errno = 0;
+        (void)strtoll(ms, &end, 10);
+        if (errno == ERANGE || end == ms || *end)
+                return false;
         tb_snprintf(id, 200, "%s", dot + 1);
         return true;
 }

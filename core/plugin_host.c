@@ -252,7 +252,10 @@ static void tb_plugin_host_log(const tb_plugin_host_t *host, int level,
         char msg[2048];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt ? fmt : "", ap);
+        if (fmt)
+                vsnprintf(msg, sizeof(msg), fmt, ap);
+        else
+                msg[0] = '\0';
         va_end(ap);
         if (level < TB_PLUGIN_LOG_DEBUG)
                 level = TB_PLUGIN_LOG_DEBUG;
