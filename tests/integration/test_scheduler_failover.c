@@ -13,6 +13,7 @@
 #include "serde.h"
 #include "support.h"
 #include "support_stack.h"
+#include "support_checker.h"
 
 #include <criterion/criterion.h>
 #include <signal.h>
@@ -139,65 +140,46 @@ static void dump_log(void) {
         free(log);
 }
 
-/* The checker: every nominal second of every task from its first fire to
- * \p until is exactly one run (attempt 1) or one recorded skip. */
+/* The checker (tests/support_checker.c, shared with tools/chaos): every
+ * nominal second of every task from its first fire to \p until is exactly
+ * one run (attempt 1) or one recorded skip, and no run id is emitted twice. */
 static void check_exactly_once(char ids[TASKS][37], int64_t until) {
         tbt_reader_t *runs = tbt_reader_new(&g_st, TB_TOPIC_RUNS, true);
         tbt_reader_t *res = tbt_reader_new(&g_st, TB_TOPIC_RESULTS, true);
         cr_assert(tbt_reader_drain(runs, WAIT_MS), "runs not drained (read_committed)");
         cr_assert(tbt_reader_drain(res, WAIT_MS), "run-results not drained (read_committed)");
-        const json_t *rv = tbt_reader_values(runs), *sv = tbt_reader_values(res);
-        /* no run id twice, anywhere */
-        json_t *seen = json_object();
-        size_t i, total_runs = 0, total_skips = 0, misfires = 0;
-        json_t *v;
-        json_array_foreach((json_t *)rv, i, v) {
-                cr_assert_null(json_object_get(seen, rstr(v, "run_id")),
-                               "run id %s emitted twice (task %s, nominal %lld)",
-                               rstr(v, "run_id"), rstr(v, "task_id"),
-                               (long long)rint64(v, "nominal_time"));
-                json_object_set_new(seen, rstr(v, "run_id"), json_true());
-        }
-        json_decref(seen);
+        const json_t *rv = tbt_reader_values(runs);
+        json_t *expect = json_object();
         for (int t = 0; t < TASKS; t++) {
-                json_t *per = json_object(); /* nominal -> count */
                 int64_t first = INT64_MAX;
-                json_array_foreach((json_t *)rv, i, v) {
-                        if (strcmp(rstr(v, "task_id"), ids[t]) || rint64(v, "attempt") != 1)
-                                continue;
-                        char k[32];
-                        snprintf(k, sizeof(k), "%lld", (long long)rint64(v, "nominal_time"));
-                        json_object_set_new(per, k,
-                                            json_integer(json_integer_value(json_object_get(per, k)) + 1));
-                        if (rint64(v, "nominal_time") < first)
+                size_t i;
+                json_t *v;
+                json_array_foreach((json_t *)rv, i, v)
+                        if (!strcmp(rstr(v, "task_id"), ids[t]) && rint64(v, "nominal_time") < first)
                                 first = rint64(v, "nominal_time");
-                        total_runs++;
-                        misfires += !strcmp(rstr(v, "trigger"), "MISFIRE");
-                }
-                json_array_foreach((json_t *)sv, i, v) {
-                        if (strcmp(rstr(v, "task_id"), ids[t]) ||
-                            strncmp(rstr(v, "status"), "SKIPPED", 7))
-                                continue;
-                        char k[32];
-                        snprintf(k, sizeof(k), "%lld", (long long)rint64(v, "nominal_time"));
-                        json_object_set_new(per, k,
-                                            json_integer(json_integer_value(json_object_get(per, k)) + 1));
-                        total_skips++;
-                }
                 cr_assert_neq(first, INT64_MAX, "task %d never fired", t);
-                for (int64_t n = first; n <= until; n += 1000) {
-                        char k[32];
-                        snprintf(k, sizeof(k), "%lld", (long long)n);
-                        json_int_t c = json_integer_value(json_object_get(per, k));
-                        if (c != 1)
-                                dump_log();
-                        cr_assert_eq(c, 1, "task %d (%s): nominal %lld has %lld records, want 1",
-                                     t, ids[t], (long long)n, (long long)c);
-                }
-                json_decref(per);
+                json_t *noms = json_array();
+                for (int64_t n = first; n <= until; n += 1000)
+                        json_array_append_new(noms, json_integer(n));
+                json_object_set_new(expect, ids[t], noms);
         }
-        cr_log_info("checked: %zu runs (%zu misfire catch-ups), %zu recorded skips", total_runs,
-                    misfires, total_skips);
+        tbt_fires_report_t rep;
+        tbt_fires_check(rv, tbt_reader_values(res), expect, NULL, &rep);
+        json_decref(expect);
+        size_t i;
+        json_t *p;
+        json_array_foreach(rep.problems, i, p)
+                cr_log_error("%s", json_string_value(p));
+        if (rep.duplicated || rep.lost)
+                dump_log();
+        cr_assert_eq(rep.duplicated, 0, "%zu fires or run ids duplicated", rep.duplicated);
+        cr_assert_eq(rep.lost, 0, "%zu fires lost", rep.lost);
+        cr_assert_eq(rep.fired + rep.skipped, rep.expected);
+        cr_log_info("checked: %zu fires expected: %zu runs (%zu misfire catch-ups), %zu recorded "
+                    "skips; largest fire lag %lld ms",
+                    rep.expected, rep.fired, rep.misfires, rep.skipped,
+                    (long long)rep.max_fire_lag_ms);
+        tbt_fires_report_clear(&rep);
         tbt_reader_free(runs);
         tbt_reader_free(res);
 }

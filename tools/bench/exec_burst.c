@@ -7,6 +7,10 @@
  *        the benchmark reports nominal-time-to-process-start p50/p99/max.
  *
  *   exec_burst [--runs N] [--lead-ms MS] [--partitions P] [--taskbusd PATH]
+ *              [--samples FILE]
+ *
+ * --samples writes every run's start lag (ms after the nominal time), one
+ * per line, for the timeline plot of tools/bench/run burst.
  *
  * It builds a private stack on the shared Kafka and PostgreSQL
  * ($TASKBUS_KAFKA, $TASKBUS_PG, else the dev stack's): a random topic
@@ -98,11 +102,13 @@ int main(int argc, char **argv) {
         int runs = 750, partitions = 6;
         int64_t lead_ms = 5000;
         char taskbusd[4096] = "";
+        const char *samples = NULL;
         static const struct option opts[] = {
                 {"runs", required_argument, NULL, 'n'},
                 {"lead-ms", required_argument, NULL, 'l'},
                 {"partitions", required_argument, NULL, 'p'},
                 {"taskbusd", required_argument, NULL, 't'},
+                {"samples", required_argument, NULL, 's'},
                 {NULL, 0, NULL, 0},
         };
         int c;
@@ -112,8 +118,9 @@ int main(int argc, char **argv) {
                 case 'l': lead_ms = atoll(optarg); break;
                 case 'p': partitions = atoi(optarg); break;
                 case 't': snprintf(taskbusd, sizeof(taskbusd), "%s", optarg); break;
+                case 's': samples = optarg; break;
                 default: die("usage: exec_burst [--runs N] [--lead-ms MS] [--partitions P] "
-                             "[--taskbusd PATH]");
+                             "[--taskbusd PATH] [--samples FILE]");
                 }
         }
         if (runs < 1 || runs > 100000 || lead_ms < 1000 || partitions < 1)
@@ -272,6 +279,13 @@ int main(int argc, char **argv) {
                         fclose(f);
         }
         qsort(lag, n, sizeof(int64_t), cmp_i64);
+        if (samples) {
+                FILE *sf = fopen(samples, "w");
+                for (size_t i = 0; sf && i < n; i++)
+                        fprintf(sf, "%" PRId64 "\n", lag[i]);
+                if (!sf || fclose(sf))
+                        fprintf(stderr, "exec_burst: cannot write %s\n", samples);
+        }
         size_t within5 = 0;
         for (size_t i = 0; i < n; i++)
                 within5 += lag[i] <= 5000;

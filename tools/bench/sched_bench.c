@@ -3,7 +3,7 @@
  * @brief Scheduler benchmark (docs/benchmarks.md, "Scheduler").
  *
  *   sched_bench [--tasks N] [--kafka HOST:PORT] [--rate FIRES_PER_S] [--seconds S]
- *               [--burst N] [--partitions P]
+ *               [--burst N] [--partitions P] [--samples FILE]
  *
  * 1. Memory and load: N synthetic tasks (every / cron mix, UUID ids) loaded
  *    into the engine's in-memory structures; RSS from /proc/self/status,
@@ -20,6 +20,8 @@
  *   add_executable(sched_bench tools/bench/sched_bench.c)
  *   target_link_libraries(sched_bench PRIVATE tbcore)
  *   set_target_properties(sched_bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+ * --samples writes the sustained run's fire lags (ms, sorted), one per
+ * line, for the distribution plot of tools/bench/run scheduler.
  * Measure with a release build (-DTB_SANITIZE=OFF): sanitizers double RSS.
  * SCHED_BENCH_DEBUG=1 reports ticks slower than 200 ms on stderr.
  */
@@ -143,7 +145,7 @@ static void run_until(tb_sched_t *s, int64_t until, size_t *fires) {
 int main(int argc, char **argv) {
         long tasks = 1000000, rate = 10000, seconds = 30, burst = 100000, partitions = 8;
         long max_batch = 0;
-        const char *kafka = NULL;
+        const char *kafka = NULL, *samples = NULL;
         const char *props[16];
         size_t prop_cnt = 0;
         static const struct option opts[] = {
@@ -152,6 +154,7 @@ int main(int argc, char **argv) {
                 {"burst", required_argument, NULL, 'b'}, {"partitions", required_argument, NULL, 'p'},
                 {"kafka-prop", required_argument, NULL, 'K'},
                 {"max-batch", required_argument, NULL, 'B'},
+                {"samples", required_argument, NULL, 'S'},
                 {NULL, 0, NULL, 0},
         };
         int c;
@@ -164,6 +167,7 @@ int main(int argc, char **argv) {
                 case 'b': burst = atol(optarg); break;
                 case 'p': partitions = atol(optarg); break;
                 case 'B': max_batch = atol(optarg); break;
+                case 'S': samples = optarg; break;
                 case 'K':
                         if (prop_cnt < 16 && strchr(optarg, '='))
                                 props[prop_cnt++] = optarg;
@@ -171,7 +175,7 @@ int main(int argc, char **argv) {
                 default:
                         fprintf(stderr, "usage: sched_bench [--tasks N] [--kafka HOST:PORT] "
                                         "[--rate N] [--seconds S] [--burst N] [--partitions P] "
-                                        "[--max-batch N] [--kafka-prop NAME=VALUE]...\n");
+                                        "[--max-batch N] [--kafka-prop NAME=VALUE]... [--samples FILE]\n");
                         return 2;
                 }
         }
@@ -309,6 +313,13 @@ int main(int argc, char **argv) {
         run_until(s, a + seconds * 1000, &fires);
         int64_t b = tb_now_ms();
         qsort(g_lags, g_lag_cnt, sizeof(*g_lags), cmp64);
+        if (samples) {
+                FILE *sf = fopen(samples, "w");
+                for (size_t i = 0; sf && i < g_lag_cnt; i++)
+                        fprintf(sf, "%" PRId64 "\n", g_lags[i]);
+                if (!sf || fclose(sf))
+                        fprintf(stderr, "sched_bench: cannot write %s\n", samples);
+        }
         printf("sustained: %ld tasks every 10 s, %zu fires in %.1f s = %.0f fires/s; "
                "fire lag p50 %" PRId64 " ms, p99 %" PRId64 " ms, p99.9 %" PRId64 " ms, max %" PRId64
                " ms (max_batch %" PRId64 ")\n",

@@ -14,7 +14,9 @@ TB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 : "${TASKBUS_REGION:=local}"
 : "${TASKBUS_CONFIG:=$TB_ROOT/config/taskbus.conf}"
 TB_KAFKA_VERSION=3.9.1
-TB_KAFKA_LIBS="$TASKBUS_CACHE_DIR/kafka-$TB_KAFKA_VERSION/libs"
+# The cache is keyed by the pom's content: adding a jar to tools/kafka/pom.xml
+# fetches a new set instead of reusing an incomplete one.
+TB_KAFKA_LIBS="$TASKBUS_CACHE_DIR/kafka-$TB_KAFKA_VERSION-$(md5sum <"$TB_ROOT/tools/kafka/pom.xml" | cut -c1-8)/libs"
 TB_PG_BIN=/usr/lib/postgresql/15/bin
 export TASKBUS_STACK_DIR TASKBUS_CACHE_DIR TASKBUS_BUILD_DIR TASKBUS_KAFKA_PORT \
        TASKBUS_KAFKA_CONTROLLER_PORT TASKBUS_PG_PORT TASKBUS_API_PORT TASKBUS_CONFIG TASKBUS_REGION

@@ -1,0 +1,410 @@
+#!/usr/bin/env python3
+"""The scenarios of tools/bench/run (which starts the private stack first and
+exports its TASKBUS_* variables). Each writes docs/bench-results/SCENARIO.json
+(results + machine, date, commit), prints a summary and draws its plots into
+docs/img/ with gnuplot."""
+import http.client
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import datetime
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(BENCH))
+BIN = os.environ["TASKBUS_BIN"]
+KAFKA = os.environ["TASKBUS_KAFKA"]
+PG_PORT = int(os.environ["TASKBUS_PG_PORT"])
+API_PORT = int(os.environ["TASKBUS_API_PORT"])
+RESULTS = os.path.join(ROOT, "docs", "bench-results")
+IMG = os.path.join(ROOT, "docs", "img")
+
+
+def log(msg):
+    sys.stderr.write("==> %s\n" % msg)
+    sys.stderr.flush()
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def rfc3339(ms):
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pct(vals, p):
+    if not vals:
+        return None
+    s = sorted(vals)
+    return s[min(len(s) - 1, int(p / 100.0 * (len(s) - 1) + 0.5))]
+
+
+def machine():
+    mem = 0
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemTotal:"):
+            mem = int(line.split()[1]) // 1024
+    model = ""
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load = open("/proc/loadavg").read().split()[:3]
+    return {"nproc": os.cpu_count(), "memory_mib": mem, "cpu": model, "kernel": platform.release(),
+            "host": platform.node(), "loadavg_at_start": load}
+
+
+def git_commit():
+    r = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, text=True)
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout.strip()
+    return (r.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
+
+
+def save(scenario, results, plots):
+    doc = {"scenario": scenario, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "commit": git_commit(), "machine": machine(), "results": results,
+           "plots": [os.path.relpath(p, os.path.join(ROOT, "docs")) for p in plots]}
+    path = os.path.join(RESULTS, scenario + ".json")
+    with open(path, "w") as fp:
+        json.dump(doc, fp, indent=1)
+        fp.write("\n")
+    log("results: %s" % os.path.relpath(path, ROOT))
+    return doc
+
+
+def gnuplot(script):
+    r = subprocess.run(["gnuplot"], input=script, text=True, stderr=subprocess.PIPE)
+    if r.returncode:
+        log("gnuplot failed: %s" % r.stderr)
+
+
+def run(cmd, env=None):
+    log("$ " + " ".join(cmd))
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    sys.stderr.write(r.stdout)
+    if r.returncode not in (0, 1):
+        raise SystemExit("%s failed with status %d" % (cmd[0], r.returncode))
+    return r.stdout
+
+
+def psql(db, sql):
+    return subprocess.run(["psql", "postgresql://taskbus@127.0.0.1:%d/%s" % (PG_PORT, db), "-tAXqc", sql],
+                          stdout=subprocess.PIPE, check=True, text=True).stdout
+
+
+# ---- a taskbusd on the stack ----------------------------------------------------
+
+class Daemon:
+    def __init__(self, name, roles, extra=""):
+        self.dir = tempfile.mkdtemp(prefix="tb-bench-%s-" % name)
+        self.db = "bench_%s" % name
+        psql("postgres", "DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.db)
+        psql("postgres", "CREATE DATABASE %s" % self.db)
+        self.conf = os.path.join(self.dir, "taskbus.conf")
+        with open(self.conf, "w") as fp:
+            fp.write("""region = "local";
+log_level = "warn";
+topics = { prefix = "bench%s."; partitions = 6; replication = 1; };
+postgres = { url = "postgresql://taskbus@127.0.0.1:%d/%s"; pool_size = 8; };
+api = { listen = "127.0.0.1:%d"; threads = 8; rate = 5000.0; burst = 1000000; reply_timeout = "10s"; };
+scheduler = { max_batch = 2000; };
+executor = { max_concurrent = 1000; };
+kafka = { bootstrap_servers = "%s"; };
+%s
+""" % (name, PG_PORT, self.db, API_PORT, KAFKA, extra))
+        self.cli("admin", "migrate")
+        self.cli("admin", "topics", "ensure")
+        out = self.cli("admin", "user", "create", "bench", "--groups", "ops")
+        self.token = re.search(r"^token: (\S+)", out, re.M).group(1)
+        self.log = os.path.join(self.dir, "taskbusd.log")
+        env = dict(os.environ)
+        for k in ("TASKBUS_PG", "TASKBUS_KAFKA", "TASKBUS_API_LISTEN"):
+            env.pop(k, None)
+        with open(self.log, "a") as out:
+            self.proc = subprocess.Popen([os.path.join(BIN, "taskbusd"), "--config", self.conf, "--roles", roles],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        end = time.time() + 60
+        while time.time() < end:
+            try:
+                socket.create_connection(("127.0.0.1", API_PORT), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise SystemExit("taskbusd did not listen (log %s)" % self.log)
+
+    def cli(self, *args):
+        env = dict(os.environ)
+        for k in ("TASKBUS_PG", "TASKBUS_KAFKA", "TASKBUS_API_LISTEN"):
+            env.pop(k, None)
+        r = subprocess.run([os.path.join(BIN, "taskbus")] + list(args) + ["--config", self.conf],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        if r.returncode:
+            raise SystemExit("taskbus %s: %s%s" % (" ".join(args), r.stdout, r.stderr))
+        return r.stdout
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def post_many(token, bodies, threads=16):
+    """POST every body; returns [(status, latency_ms, reply, sent_ms)] in order."""
+    out = [None] * len(bodies)
+    idx = iter(range(len(bodies)))
+    lock = threading.Lock()
+
+    def worker():
+        conn = None
+        while True:
+            with lock:
+                i = next(idx, None)
+            if i is None:
+                break
+            sent = time.time()
+            st, reply = 0, None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=30)
+                conn.request("POST", "/v1/tasks", body=json.dumps(bodies[i]),
+                             headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+                r = conn.getresponse()
+                data = r.read()
+                st = r.status
+                reply = json.loads(data) if data else None
+            except (OSError, http.client.HTTPException, ValueError):
+                conn = None
+            out[i] = (st, (time.time() - sent) * 1000, reply, int(sent * 1000))
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return out
+
+
+# ---- scenarios --------------------------------------------------------------------
+
+def scenario_api(args):
+    d = Daemon("api", "api,commands,projector")
+    res = []
+    try:
+        for rate, dur in ((200, 15), (500, 20)):
+            out = run([sys.executable, os.path.join(BENCH, "api.py"), "--api", "http://127.0.0.1:%d" % API_PORT,
+                       "--token", d.token, "--group", "ops", "--rate", str(rate), "--duration", str(dur),
+                       "--warmup", "3", "--threads", "64"])
+            j = json.loads(out[:out.rindex("}") + 1])
+            res.append(j)
+    finally:
+        d.stop()
+    img = os.path.join(IMG, "api-latency.png")
+    data = "\n".join("%d %s %s %s %s" % (r["target_rate"], r["latency_ms_from_schedule"]["p50"],
+                                         r["latency_ms_from_schedule"]["p90"], r["latency_ms_from_schedule"]["p99"],
+                                         r["latency_ms_from_schedule"]["max"]) for r in res)
+    gnuplot("""set terminal png size 800,450
+set output '%s'
+set title 'REST create latency (open loop, from scheduled start)'
+set style data histograms
+set style fill solid 0.8
+set logscale y
+set ylabel 'ms'
+set xlabel 'target creates/s'
+$d << EOD
+%s
+EOD
+plot $d using 2:xtic(1) title 'p50', '' using 3 title 'p90', '' using 4 title 'p99', '' using 5 title 'max', 50 with lines lw 2 title 'aim p99 50 ms'
+""" % (img, data))
+    doc = save("api", {"runs": res}, [img])
+    for r in res:
+        l = r["latency_ms_from_schedule"]
+        print("api: %d/s target, %.1f/s achieved: p50 %s ms, p99 %s ms, max %s ms, errors %s" %
+              (r["target_rate"], r["achieved_rate"], l["p50"], l["p99"], l["max"], r["errors"] or 0))
+    return doc
+
+
+def scenario_scheduler(args):
+    loads = []
+    for n in (1000, 100000, 1000000):
+        out = run([os.path.join(BIN, "sched_bench"), "--tasks", str(n)])
+        m = re.search(r"load: (\d+) tasks in ([\d.]+) s \((\d+) tasks/s\); RSS (\d+) -> (\d+) MiB \(\+(\d+) bytes/task\)", out)
+        loads.append({"tasks": n, "load_s": float(m.group(2)), "tasks_per_s": int(m.group(3)),
+                      "rss_before_mib": int(m.group(4)), "rss_mib": int(m.group(5)),
+                      "bytes_per_task": int(m.group(6))})
+    nf = re.findall(r"next-fire: (.*): ([\d.]+) M/s \((\d+) ns each\)", out)
+    samples = os.path.join(tempfile.mkdtemp(prefix="tb-bench-sched-"), "lags.txt")
+    out = run([os.path.join(BIN, "sched_bench"), "--tasks", "0", "--kafka", KAFKA, "--rate", "10000",
+               "--seconds", "30", "--burst", "100000", "--samples", samples])
+    m = re.search(r"sustained: (\d+) tasks every 10 s, (\d+) fires in ([\d.]+) s = (\d+) fires/s; fire lag p50 (-?\d+) ms, "
+                  r"p99 (-?\d+) ms, p99.9 (-?\d+) ms, max (-?\d+) ms", out)
+    b = re.search(r"burst: (\d+) runs due at one instant, all committed ([\d.]+) s after it", out)
+    sustained = {"tasks": int(m.group(1)), "fires": int(m.group(2)), "seconds": float(m.group(3)),
+                 "fires_per_s": int(m.group(4)), "lag_p50_ms": int(m.group(5)), "lag_p99_ms": int(m.group(6)),
+                 "lag_p999_ms": int(m.group(7)), "lag_max_ms": int(m.group(8))}
+    burst = {"runs": int(b.group(1)), "committed_s": float(b.group(2))}
+    img = os.path.join(IMG, "scheduler-fire-lag.png")
+    gnuplot("""set terminal png size 800,450
+set output '%s'
+set title 'Scheduler fire lag at %d fires/s (commit - due), %d fires'
+set xlabel 'fire lag (ms)'
+set ylabel 'fires'
+set style fill solid 0.7
+binwidth = 2
+bin(x) = binwidth * floor(x / binwidth)
+set arrow from 100, graph 0 to 100, graph 1 nohead lw 2 lc rgb 'red'
+set label 'aim p99 100 ms' at 101, graph 0.9
+plot '%s' using (bin($1)):(1.0) smooth frequency with boxes title 'fires'
+""" % (img, sustained["fires_per_s"], sustained["fires"], samples))
+    doc = save("scheduler", {"load": loads, "next_fire": [{"schedule": a, "ns": int(c)} for a, _, c in nf],
+                             "sustained": sustained, "burst": burst}, [img])
+    for l in loads:
+        print("scheduler: %d tasks: RSS %d MiB, loaded in %.2f s" % (l["tasks"], l["rss_mib"], l["load_s"]))
+    print("scheduler: %d fires/s sustained: fire lag p50 %d ms, p99 %d ms, p99.9 %d ms; burst of %d committed in %.2f s" %
+          (sustained["fires_per_s"], sustained["lag_p50_ms"], sustained["lag_p99_ms"], sustained["lag_p999_ms"],
+           burst["runs"], burst["committed_s"]))
+    return doc
+
+
+def scenario_burst(args):
+    out = run([os.path.join(BIN, "sched_bench"), "--tasks", "0", "--kafka", KAFKA, "--rate", "100",
+               "--seconds", "2", "--burst", "100000"])
+    b = re.search(r"burst: (\d+) runs due at one instant, all committed ([\d.]+) s after it \((\d+) fires/s\)", out)
+    sched = {"runs": int(b.group(1)), "committed_s": float(b.group(2)), "fires_per_s": int(b.group(3))}
+    samples = os.path.join(tempfile.mkdtemp(prefix="tb-bench-burst-"), "starts.txt")
+    env = dict(os.environ)
+    env["TASKBUS_PG"] = "postgresql://taskbus@127.0.0.1:%d/taskbus" % PG_PORT
+    out = run([os.path.join(BIN, "exec_burst"), "--runs", "750", "--samples", samples], env=env)
+    lags = [int(l) for l in open(samples) if l.strip()]
+    m = re.search(r"results: (\d+) final \((\d+) SUCCEEDED\) of (\d+), all done (-?\d+) ms", out)
+    ex = {"runs": 750, "started": len(lags), "p50_ms": pct(lags, 50), "p99_ms": pct(lags, 99),
+          "max_ms": max(lags) if lags else None, "within_5s": sum(1 for x in lags if x <= 5000),
+          "succeeded": int(m.group(2)) if m else None, "all_done_ms": int(m.group(4)) if m else None}
+    img = os.path.join(IMG, "burst-timeline.png")
+    gnuplot("""set terminal png size 800,450
+set output '%s'
+set title '750 shell tasks due at one instant on one executor: processes started'
+set xlabel 'ms after the nominal time'
+set ylabel 'processes started'
+set key left top
+stats '%s' using 1 nooutput
+set xrange [0:(STATS_max > 5200 ? STATS_max * 1.05 : 5200)]
+set arrow from 5000, graph 0 to 5000, graph 1 nohead lw 2 lc rgb 'red'
+set label 'aim: all within 5 s' at 5050, graph 0.5
+plot '%s' using 1:(1.0) smooth cumulative with lines lw 2 title 'started'
+""" % (img, samples, samples))
+    doc = save("burst", {"scheduler_burst": sched, "executor_burst": ex}, [img])
+    print("burst: 100,000 fires due at one instant committed in %.2f s; 750 shell tasks: p50 %s ms, p99 %s ms, "
+          "max %s ms, %d/750 started within 5 s" % (sched["committed_s"], ex["p50_ms"], ex["p99_ms"], ex["max_ms"],
+                                                    ex["within_5s"]))
+    return doc
+
+
+def scenario_e2e(args):
+    """The day compressed: 250 tasks spread over the 'day' and a Monday 00:00 peak of 750."""
+    d = Daemon("e2e", "projector,commands,scheduler,executor,archiver,api")
+    work = tempfile.mkdtemp(prefix="tb-bench-e2e-")
+    os.chmod(work, 0o777)
+    starts = os.path.join(work, "starts")
+    open(starts, "a").close()
+    os.chmod(starts, 0o666)
+    script = 'echo "$TASKBUS_RUN_ID $(date +%%s%%N)" >> %s' % starts
+    try:
+        t0 = (now_ms() // 1000 + 20) * 1000
+        peak = t0 + 60000        # "Monday 00:00"
+        spread = []
+        for i in range(250):     # the rest of the day, compressed into 120 s around the peak
+            spread.append(t0 + (i * 120000) // 250)
+        bodies = [{"name": "day-%d" % i, "script": script, "security_group": "ops",
+                   "schedule": {"once": rfc3339((t // 1000) * 1000)}} for i, t in enumerate(spread)]
+        bodies += [{"name": "monday-%d" % i, "script": script, "security_group": "ops",
+                    "schedule": {"once": rfc3339(peak)}} for i in range(750)]
+        log("creating %d tasks through the REST API (peak of 750 at %s)" % (len(bodies), rfc3339(peak)))
+        res = post_many(d.token, bodies)
+        created = {r[2]["id"]: bodies[i] for i, r in enumerate(res) if r and r[0] == 201}
+        peak_due = sum(1 for b in created.values() if b["schedule"]["once"] == rfc3339(peak))
+        create_lat = [r[1] for r in res if r and r[0] == 201]
+        errors = len(res) - len(created)
+        end = t0 + 120000 + 60000
+        while now_ms() < end:
+            n = sum(1 for _ in open(starts))
+            if n >= len(created) and now_ms() > t0 + 120000:
+                break
+            time.sleep(2)
+        rows = psql(d.db, "SELECT run_id || ' ' || task_id || ' ' || (extract(epoch from nominal_time)*1000)::bigint FROM runs")
+        nom = {}
+        for l in rows.split("\n"):
+            p = l.split()
+            if len(p) == 3:
+                nom[p[0]] = (p[1], int(p[2]))
+        lat_all, lat_peak = [], []
+        for l in open(starts):
+            p = l.split()
+            if len(p) == 2 and p[0] in nom:
+                lag = int(p[1]) // 1000000 - nom[p[0]][1]
+                lat_all.append(lag)
+                if nom[p[0]][1] == peak:
+                    lat_peak.append(lag)
+    finally:
+        d.stop()
+    r = {"tasks_created": len(created), "create_errors": errors, "runs_started": len(lat_all),
+         "create_latency_ms": {"p50": round(pct(create_lat, 50), 1), "p99": round(pct(create_lat, 99), 1),
+                               "max": round(max(create_lat), 1)},
+         "start_latency_ms": {"p50": pct(lat_all, 50), "p99": pct(lat_all, 99), "max": max(lat_all) if lat_all else None},
+         "peak": {"due": peak_due, "started": len(lat_peak), "p50_ms": pct(lat_peak, 50), "p99_ms": pct(lat_peak, 99),
+                  "max_ms": max(lat_peak) if lat_peak else None}}
+    doc = save("e2e", r, [])
+    print("e2e: %d runs started of %d tasks; nominal-to-start p50 %s ms, p99 %s ms, max %s ms; Monday peak (750): "
+          "p99 %s ms, max %s ms; create latency p50 %s ms, p99 %s ms, max %s ms" %
+          (len(lat_all), len(created), r["start_latency_ms"]["p50"], r["start_latency_ms"]["p99"],
+           r["start_latency_ms"]["max"], r["peak"]["p99_ms"], r["peak"]["max_ms"], r["create_latency_ms"]["p50"],
+           r["create_latency_ms"]["p99"], r["create_latency_ms"]["max"]))
+    return doc
+
+
+def scenario_replay(args):
+    n = int(args[0]) if args else 20000
+    d = Daemon("replay", "api,commands,projector")
+    try:
+        bodies = [{"name": "replay-%d" % i, "script": "true", "security_group": "ops",
+                   "schedule": {"every": "1h"}, "labels": {"k": str(i % 17)}} for i in range(n)]
+        log("creating %d tasks (one event each) through the REST API" % n)
+        res = post_many(d.token, bodies, threads=32)
+        ok = sum(1 for r in res if r and r[0] == 201)
+    finally:
+        d.stop()
+    psql("postgres", "DROP DATABASE IF EXISTS bench_replay_into WITH (FORCE)")
+    psql("postgres", "CREATE DATABASE bench_replay_into")
+    url = "postgresql://taskbus@127.0.0.1:%d/bench_replay_into" % PG_PORT
+    t = time.time()
+    out = run([os.path.join(BIN, "taskbus"), "replay", "--into", url, "--from-kafka", KAFKA, "--config", d.conf])
+    el = time.time() - t
+    events = int(psql("bench_replay_into", "SELECT count(*) FROM task_history").strip())
+    rows = int(psql("bench_replay_into", "SELECT count(*) FROM tasks").strip())
+    r = {"events": events, "tasks": rows, "created_ok": ok, "seconds": round(el, 2),
+         "events_per_s": round(events / el) if el else None, "output": out.strip()[-500:]}
+    doc = save("replay", r, [])
+    print("replay: %d events into an empty database in %.2f s = %s events/s" % (events, el, r["events_per_s"]))
+    return doc
+
+
+def main():
+    name = sys.argv[1]
+    {"api": scenario_api, "scheduler": scenario_scheduler, "burst": scenario_burst, "e2e": scenario_e2e,
+     "replay": scenario_replay}[name](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()
