@@ -9,6 +9,7 @@
 #include "support.h"
 
 #include <criterion/criterion.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -157,6 +158,8 @@ pid_t tbt_daemon_start(tbt_stack_t *st, const char *roles) {
         pid_t pid = fork();
         cr_assert_geq(pid, 0, "fork failed");
         if (pid == 0) {
+                /* a daemon never outlives its test, even one that failed in setup */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 int fd = open(st->log_path, O_WRONLY | O_APPEND | O_CREAT, 0600);
                 if (fd >= 0) {
                         dup2(fd, STDOUT_FILENO);

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <sys/prctl.h>
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -65,6 +66,8 @@ static pid_t daemon_start(tbt_stack_t *st, const char *conf, const char *roles) 
         pid_t pid = fork();
         cr_assert_geq(pid, 0);
         if (pid == 0) {
+                /* a daemon never outlives its test, even one that failed in setup */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 int fd = open(st->log_path, O_WRONLY | O_APPEND | O_CREAT, 0600);
                 if (fd >= 0) {
                         dup2(fd, STDOUT_FILENO);

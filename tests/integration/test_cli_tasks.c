@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <sys/prctl.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -78,6 +79,8 @@ static void setup(void) {
         snprintf(bin, sizeof(bin), "%s/bin/taskbusd", tbt_build_dir());
         daemon_pid = fork();
         if (daemon_pid == 0) {
+                /* a daemon never outlives its test, even one that failed in setup */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 int fd = open(st.log_path, O_WRONLY | O_APPEND | O_CREAT, 0600);
                 dup2(fd, STDOUT_FILENO);
                 dup2(fd, STDERR_FILENO);

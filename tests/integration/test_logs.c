@@ -10,6 +10,7 @@
  *        deleted in batches.
  */
 #include <criterion/criterion.h>
+#include <sys/prctl.h>
 
 #include "support.h"
 #include "support_stack.h"
@@ -172,6 +173,8 @@ static void setup(void) {
         daemon_pid = fork();
         cr_assert_geq(daemon_pid, 0);
         if (daemon_pid == 0) {
+                /* a daemon never outlives its test, even one that failed in setup */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 int fd = open(st.log_path, O_WRONLY | O_APPEND | O_CREAT, 0600);
                 if (fd >= 0) {
                         dup2(fd, STDOUT_FILENO);
