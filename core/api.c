@@ -644,7 +644,11 @@ void tb_api_command_error(tb_http_resp_t *resp, const char *type, const char *ta
                 tb_http_error(resp, 401, "unauthenticated", NULL, "%s", msg);
                 tb_http_add_header(resp, "WWW-Authenticate",
                                    "Bearer realm=\"taskbus\", error=\"invalid_token\"");
-        } else if (!strcmp(reason, "FORBIDDEN") && create)
+        } else if (!strcmp(reason, "FORBIDDEN") && field && !strcmp(field, "home_region"))
+                /* the commands role knows the task is homed elsewhere before this
+                 * region's projection does: the client should retry there */
+                tb_http_error(resp, 421, "wrong_region", field, "%s", msg);
+        else if (!strcmp(reason, "FORBIDDEN") && create)
                 tb_http_error(resp, 403, "forbidden", field, "%s", msg);
         else if (!strcmp(reason, "FORBIDDEN") || !strcmp(reason, "NOT_FOUND"))
                 tb_http_error(resp, 404, "not_found", NULL,

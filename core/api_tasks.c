@@ -6,6 +6,8 @@
  *        the caller's security groups.
  */
 #include "api.h"
+#include "metrics.h"
+#include "replication.h"
 #include "task.h"
 
 #include <ctype.h>
@@ -317,6 +319,69 @@ static int tb_api_write(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
         return 0;
 }
 
+/* ---- regions ------------------------------------------------------------------ */
+
+/**
+ * Writes go to a task's home region (docs/replication.md): answer 307 with
+ * Location = the home region's API URL + this path (replication.region_apis),
+ * or 421 when no URL is configured for it. \p home NULL: read the task's home
+ * from the projection (a task the caller cannot see is left to the usual
+ * 404). @returns true if the request was answered.
+ */
+static bool tb_api_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                 const char *id, const char *home) {
+        const tb_config_t *conf = api->ctx->conf;
+        char buf[128] = "";
+        if (!conf->repl_remote_region_cnt && !conf->repl_region_api_cnt)
+                return false; /* a single region: every task is homed here */
+        if (!home) {
+                PGconn *c = tb_api_conn(api, resp);
+                if (!c)
+                        return true;
+                char *groups = tb_api_groups_literal(tb_api_principal(req));
+                const char *params[2] = {id, groups};
+                PGresult *r = NULL;
+                char err[512];
+                tb_err_t e = tb_store_exec(c, "read task home",
+                                           "SELECT home_region FROM tasks WHERE id = $1 AND "
+                                           "security_group = ANY($2::text[])",
+                                           2, params, &r, err, sizeof(err));
+                free(groups);
+                tb_store_release(api->ctx->store, c);
+                if (e) {
+                        tb_api_db_error(resp, err);
+                        return true;
+                }
+                if (PQntuples(r) == 1)
+                        tb_snprintf(buf, sizeof(buf), "%s", PQgetvalue(r, 0, 0));
+                PQclear(r);
+                home = buf;
+        }
+        if (!*home || !strcmp(home, conf->region))
+                return false;
+        const char *base = tb_repl_region_api(conf, home);
+        if (!base) {
+                tb_http_error(resp, 421, "wrong_region", "home_region",
+                              "task '%.128s' is homed in region '%.63s' and this is region '%s'; "
+                              "writes go to its home region, whose API URL this region does "
+                              "not know (replication.region_apis has no '%.63s')",
+                              tb_api_id_ok(id) ? id : "(new)", home, conf->region, home);
+                return true;
+        }
+        size_t bl = strlen(base);
+        while (bl && base[bl - 1] == '/')
+                bl--;
+        char loc[1024];
+        tb_snprintf(loc, sizeof(loc), "%.*s%s", (int)bl, base, req->path);
+        tb_http_error(resp, 307, "wrong_region", "home_region",
+                      "task '%.128s' is homed in region '%.63s' and this is region '%s': "
+                      "repeat the request at %s",
+                      tb_api_id_ok(id) ? id : "(new)", home, conf->region, loc);
+        tb_http_add_header(resp, "Location", loc);
+        tb_metrics_add("taskbus_api_region_redirects_total", NULL, 1);
+        return true;
+}
+
 /* ---- routes ------------------------------------------------------------------- */
 
 void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
@@ -325,8 +390,11 @@ void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         if (!body)
                 return;
         bool ok = tb_api_validate(api, tb_api_principal(req), body, resp);
+        char home[128] = "";
+        const char *h = json_string_value(json_object_get(body, "home_region"));
+        tb_snprintf(home, sizeof(home), "%s", h ? h : "");
         json_decref(body);
-        if (!ok)
+        if (!ok || tb_api_home_redirect(api, req, resp, "", home))
                 return;
         char id[37];
         tb_uuid4(id);
@@ -360,7 +428,8 @@ void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 tb_api_not_found(resp, id);
                 return;
         }
-        if (!tb_api_if_match(req, resp, &expected))
+        if (!tb_api_if_match(req, resp, &expected) ||
+            tb_api_home_redirect(api, req, resp, id, NULL))
                 return;
         json_t *body = tb_api_body(req, resp);
         if (!body)
@@ -386,7 +455,8 @@ static void tb_api_simple(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *res
                 tb_api_not_found(resp, id);
                 return;
         }
-        if (!tb_api_if_match(req, resp, &expected))
+        if (!tb_api_if_match(req, resp, &expected) ||
+            tb_api_home_redirect(api, req, resp, id, NULL))
                 return;
         tb_api_cmd_result_t res;
         if (tb_api_write(api, req, resp, type, id, expected, NULL, &res) != 1)
@@ -419,7 +489,8 @@ void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 tb_api_not_found(resp, id);
                 return;
         }
-        if (!tb_api_if_match(req, resp, &expected))
+        if (!tb_api_if_match(req, resp, &expected) ||
+            tb_api_home_redirect(api, req, resp, id, NULL))
                 return;
         tb_api_cmd_result_t res;
         if (tb_api_write(api, req, resp, "RUN_NOW", id, expected, NULL, &res) != 1)

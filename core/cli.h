@@ -34,6 +34,9 @@ int tb_cli_schedule(int argc, char **argv);
 /** `taskbus admin user|token|group|audit` (cli_identity.c): sets *handled when
  *  argv[1] is one of them; returns the exit status. */
 int tb_cli_admin_identity(int argc, char **argv, tb_config_t *conf, bool *handled);
+/** `taskbus admin region failover|status` (core/cli_region.c); argv[1] is "region". */
+int tb_cli_admin_region(int argc, char **argv, tb_config_t *conf);
+void tb_cli_admin_region_usage(FILE *fp);
 void tb_cli_admin_identity_usage(FILE *fp);
 /** `taskbus tasks create|list|get|update|delete|pause|resume|run` (cli_tasks.c):
  *  the REST API through libcurl. */

@@ -5,6 +5,7 @@
  */
 #include "bus.h"
 #include "cli.h"
+#include "replication.h"
 #include "store.h"
 
 #include <stdio.h>
@@ -18,6 +19,7 @@ static void admin_usage(FILE *fp) {
                     "  topics ensure       create the Kafka topics / apply their settings (idempotent)\n"
                     "  topics list         list taskbus topics with partitions and retention\n");
         tb_cli_admin_identity_usage(fp);
+        tb_cli_admin_region_usage(fp);
 }
 
 static int admin_migrate(tb_config_t *conf, bool status_only) {
@@ -54,6 +56,14 @@ static int admin_topics(tb_config_t *conf, const char *what) {
                 }
                 printf("topics: %d ensured with prefix '%s'\n", (int)TB_TOPIC__COUNT,
                        conf->topic_prefix);
+                if (conf->repl_remote_region_cnt) {
+                        if (tb_repl_topics_ensure(conf, 60000, err, sizeof(err)) != TB_OK) {
+                                tb_cli_fail("topics ensure: %s", err);
+                                return 1;
+                        }
+                        printf("topics: copies of %zu other region(s)' topics ensured\n",
+                               conf->repl_remote_region_cnt);
+                }
                 return 0;
         }
         if (!strcmp(what, "list")) {
@@ -86,6 +96,8 @@ int tb_cli_admin(int argc, char **argv) {
         int rc = tb_cli_admin_identity(argc, argv, conf, &handled);
         if (handled)
                 ; /* user, token, group, audit */
+        else if (!strcmp(argv[1], "region"))
+                rc = tb_cli_admin_region(argc, argv, conf);
         else if (!strcmp(argv[1], "migrate"))
                 rc = admin_migrate(conf, argc > 2 && !strcmp(argv[2], "--status"));
         else if (!strcmp(argv[1], "topics") && argc > 2)

@@ -20,6 +20,16 @@
  * transaction is resolved, and only then rebuilds from task-events: the
  * rebuilt state includes everything that previous owner committed.
  *
+ * Regions (docs/replication.md): a task is written only in its home region.
+ * The state also holds the tasks of partition p of this region's copies of
+ * the other regions' task-events ("us.taskbus.task-events"), rebuilt with
+ * the local partition and then followed, like the local partition (a
+ * failover's HOME_MOVED is written there by `taskbus admin region failover`),
+ * by an assign-only follower consumer between batches. Events are ordered by
+ * (home-region epoch, version). A command for a task homed in another region
+ * is REJECTED (FORBIDDEN, field home_region) and never applied here; so is an
+ * UPDATE that would change a task's home_region.
+ *
  * @locality one worker thread owns the consumer, the producer and the state;
  *           the rebalance callback runs on it too (inside consumer_poll).
  */
@@ -27,6 +37,7 @@
 #include "daemon.h"
 #include "identity.h"
 #include "metrics.h"
+#include "replication.h"
 #include "serde.h"
 #include "task.h"
 
@@ -89,6 +100,10 @@ typedef struct tb_cmd {
         rd_kafka_t *consumer;  /* group member on task-commands */
         rd_kafka_t *producer;  /* transactional */
         rd_kafka_t *loader;    /* assign-only reader of task-events */
+        rd_kafka_t *follower;  /* assign-only: local + copied task-events after a rebuild */
+        bool *followed;        /* per partition: the follower has it assigned */
+        char (*remote_events)[300]; /* the other regions' copies of task-events */
+        size_t remote_cnt;
         tb_ratelimit_t *rl;
         tb_cmd_map_t map;
         char txn_id[300];
@@ -276,9 +291,11 @@ static void tb_cmd_apply_event(tb_cmd_t *cmd, int32_t partition, const json_t *e
         int64_t version = json_integer_value(json_object_get(ev, "version"));
         if (!*id)
                 return;
+        int64_t epoch = json_integer_value(json_object_get(ev, "epoch"));
         tb_cmd_task_t *cur = tb_cmd_map_get(&cmd->map, id);
-        if (cur && cur->version >= version)
-                return; /* already known (cannot happen in a log written by one owner) */
+        if (cur && !tb_repl_newer(epoch, version, cur->epoch, cur->version))
+                return; /* known already (our own events come back through the follower),
+                         * or superseded by a failover's higher epoch */
         tb_cmd_task_t *t = calloc(1, sizeof(*t));
         if (!t)
                 return;
@@ -299,45 +316,96 @@ static void tb_cmd_apply_event(tb_cmd_t *cmd, int32_t partition, const json_t *e
         tb_cmd_task_free(tb_cmd_map_put(&cmd->map, t));
 }
 
+/** Assign \p l to the follower (incrementally). */
+static void tb_cmd_follow_assign(tb_cmd_t *cmd, rd_kafka_topic_partition_list_t *l, bool add) {
+        if (!l->cnt)
+                return;
+        rd_kafka_error_t *e = add ? rd_kafka_incremental_assign(cmd->follower, l)
+                                  : rd_kafka_incremental_unassign(cmd->follower, l);
+        if (e) {
+                tb_error(TB_CMD_SUB, "task-events follower: %s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+        }
+}
+
+/** Stop following partition numbers \p parts (local and copies). */
+static void tb_cmd_unfollow(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+        for (int i = 0; i < parts->cnt; i++) {
+                int32_t p = parts->elems[i].partition;
+                if (p < 0 || p >= cmd->partition_cnt || !cmd->followed[p])
+                        continue;
+                cmd->followed[p] = false;
+                rd_kafka_topic_partition_list_add(l, cmd->events_topic, p);
+                for (size_t r = 0; r < cmd->remote_cnt; r++)
+                        rd_kafka_topic_partition_list_add(l, cmd->remote_events[r], p);
+        }
+        tb_cmd_follow_assign(cmd, l, false);
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
 /**
  * Rebuild the state of task-events partitions \p parts (same numbers as the
- * task-commands partitions): read each from the beginning up to its end
- * (read_committed: the last stable offset), replacing what was held.
+ * task-commands partitions), and of the same partitions of the other
+ * regions' copies: read each from the beginning up to its end
+ * (read_committed: the last stable offset), replacing what was held; then
+ * the follower continues from there.
  */
 static tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts,
                             char *errstr, size_t errstr_size) {
         int64_t t0 = tb_mono_us();
-        int n = parts->cnt;
-        if (n == 0)
+        int n = parts->cnt * (int)(1 + cmd->remote_cnt);
+        if (parts->cnt == 0)
                 return TB_OK;
         int64_t *end = calloc((size_t)n, sizeof(*end));
         bool *done = calloc((size_t)n, sizeof(*done));
+        const char **topic = calloc((size_t)n, sizeof(*topic));
+        int32_t *part = calloc((size_t)n, sizeof(*part));
         rd_kafka_topic_partition_list_t *as = rd_kafka_topic_partition_list_new(n);
+        rd_kafka_topic_partition_list_t *fl = rd_kafka_topic_partition_list_new(n);
         tb_err_t err = TB_OK;
         int remaining = 0;
         size_t events = 0;
-        if (!end || !done || !as) {
+        if (!end || !done || !topic || !part || !as || !fl) {
                 err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "rebuild: out of memory");
                 goto out;
         }
+        tb_cmd_unfollow(cmd, parts);
+        for (int i = 0; i < parts->cnt; i++)
+                tb_cmd_map_drop_partition(&cmd->map, parts->elems[i].partition);
         for (int i = 0; i < n; i++) {
-                int32_t p = parts->elems[i].partition;
+                int32_t p = parts->elems[i % parts->cnt].partition;
+                int r = i / parts->cnt; /* 0: local; r: remote_events[r - 1] */
                 int64_t lo = 0, hi = 0;
-                tb_cmd_map_drop_partition(&cmd->map, p);
+                topic[i] = r == 0 ? cmd->events_topic : cmd->remote_events[r - 1];
+                part[i] = p;
                 rd_kafka_resp_err_t rerr = rd_kafka_query_watermark_offsets(
-                        cmd->loader, cmd->events_topic, p, &lo, &hi, 30000);
+                        cmd->loader, topic[i], p, &lo, &hi, 30000);
+                if (rerr && r > 0) {
+                        /* a copy MirrorMaker 2 has not created yet: follow it from
+                         * its beginning once it exists */
+                        tb_warn(TB_CMD_SUB, "rebuild: %s [%" PRId32 "]: %s; following it from "
+                                "its beginning", topic[i], p, rd_kafka_err2str(rerr));
+                        done[i] = true;
+                        rd_kafka_topic_partition_list_add(fl, topic[i], p)->offset =
+                                RD_KAFKA_OFFSET_BEGINNING;
+                        continue;
+                }
                 if (rerr) {
                         err = tb_seterr(errstr, errstr_size, TB_ERR_KAFKA,
-                                        "rebuild: end offset of %s [%" PRId32 "]: %s",
-                                        cmd->events_topic, p, rd_kafka_err2str(rerr));
+                                        "rebuild: end offset of %s [%" PRId32 "]: %s", topic[i],
+                                        p, rd_kafka_err2str(rerr));
                         goto out;
                 }
                 end[i] = hi;
+                /* a single region has no copies and no failover writes to follow */
+                if (cmd->remote_cnt)
+                        rd_kafka_topic_partition_list_add(fl, topic[i], p)->offset = hi;
                 if (hi <= lo) {
                         done[i] = true;
                         continue;
                 }
-                rd_kafka_topic_partition_list_add(as, cmd->events_topic, p)->offset =
+                rd_kafka_topic_partition_list_add(as, topic[i], p)->offset =
                         RD_KAFKA_OFFSET_BEGINNING;
                 remaining++;
         }
@@ -359,8 +427,9 @@ static tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t
                 if (!m)
                         continue;
                 int idx = -1;
+                const char *tname = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
                 for (int i = 0; i < n; i++)
-                        if (parts->elems[i].partition == m->partition)
+                        if (part[i] == m->partition && !strcmp(topic[i], tname))
                                 idx = i;
                 if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                         /* caught up with the last stable offset */
@@ -369,7 +438,7 @@ static tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t
                                 remaining--;
                         }
                 } else if (m->err) {
-                        tb_warn(TB_CMD_SUB, "rebuild: reading %s: %s", cmd->events_topic,
+                        tb_warn(TB_CMD_SUB, "rebuild: reading %s: %s", tname,
                                 rd_kafka_message_errstr(m));
                 } else if (idx >= 0 && !done[idx]) {
                         json_t *ev = NULL;
@@ -383,7 +452,7 @@ static tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t
                                 tb_warn(TB_CMD_SUB,
                                         "rebuild: %s [%" PRId32 "] offset %" PRId64
                                         " is not a TaskEvent (%s): skipped",
-                                        cmd->events_topic, m->partition, m->offset, derr);
+                                        tname, m->partition, m->offset, derr);
                         }
                         if (m->offset + 1 >= end[idx]) {
                                 done[idx] = true;
@@ -394,15 +463,59 @@ static tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t
         }
         rd_kafka_assign(cmd->loader, NULL);
 out:
-        if (!err)
-                tb_info(TB_CMD_SUB, "rebuilt %d partition(s) from %s: %zu events, %zu tasks held, %.3f s",
-                        n, cmd->events_topic, events, cmd->map.cnt,
-                        (double)(tb_mono_us() - t0) / 1e6);
+        if (!err) {
+                tb_cmd_follow_assign(cmd, fl, true);
+                for (int i = 0; i < parts->cnt; i++) {
+                        int32_t p = parts->elems[i].partition;
+                        if (p >= 0 && p < cmd->partition_cnt && cmd->remote_cnt)
+                                cmd->followed[p] = true;
+                }
+                tb_info(TB_CMD_SUB, "rebuilt %d partition(s) from %s%s: %zu events, %zu tasks held, %.3f s",
+                        parts->cnt, cmd->events_topic,
+                        cmd->remote_cnt ? " and the other regions' copies" : "", events,
+                        cmd->map.cnt, (double)(tb_mono_us() - t0) / 1e6);
+        }
         free(end);
         free(done);
+        free(topic);
+        free(part);
         if (as)
                 rd_kafka_topic_partition_list_destroy(as);
+        if (fl)
+                rd_kafka_topic_partition_list_destroy(fl);
         return err;
+}
+
+/**
+ * Apply what the follower has: events this role did not write (a
+ * failover's HOME_MOVED) and the other regions' events. Called between
+ * batches only, so no transaction's undo log is open.
+ */
+static void tb_cmd_follow(tb_cmd_t *cmd) {
+        for (int i = 0; i < 1000; i++) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(cmd->follower, 0);
+                if (!m)
+                        return;
+                if (!m->err && m->partition >= 0 && m->partition < cmd->partition_cnt &&
+                    cmd->followed[m->partition]) {
+                        json_t *ev = NULL;
+                        char derr[512];
+                        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev,
+                                            derr, sizeof(derr)) == TB_OK) {
+                                tb_cmd_apply_event(cmd, m->partition, ev);
+                                json_decref(ev);
+                        } else {
+                                tb_warn(TB_CMD_SUB, "%s [%" PRId32 "] offset %" PRId64
+                                        " is not a TaskEvent (%s): skipped",
+                                        rd_kafka_topic_name(m->rkt), m->partition, m->offset,
+                                        derr);
+                        }
+                } else if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                        tb_debug(TB_CMD_SUB, "task-events follower: %s",
+                                 rd_kafka_message_errstr(m));
+                }
+                rd_kafka_message_destroy(m);
+        }
 }
 
 /* ---- rebalance ------------------------------------------------------------- */
@@ -452,6 +565,7 @@ static void tb_cmd_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         rd_kafka_assignment_lost(rk) ? "lost" : "revoked", parts->cnt,
                         cmd->commands_topic);
                 tb_cmd_batch_drop(cmd, parts);
+                tb_cmd_unfollow(cmd, parts);
                 for (int i = 0; i < parts->cnt; i++)
                         tb_cmd_map_drop_partition(&cmd->map, parts->elems[i].partition);
                 e = rd_kafka_incremental_unassign(rk, parts);
@@ -598,6 +712,25 @@ static json_t *tb_cmd_validate(tb_cmd_t *cmd, const json_t *c, const tb_principa
 }
 
 /**
+ * Refuse (FORBIDDEN, field home_region) a write for a task homed in another
+ * region: only the home region writes a task, so that its events have one
+ * writer. @returns true if \p v was filled.
+ */
+static bool tb_cmd_not_home(tb_cmd_t *cmd, const char *task_id, const char *home,
+                            tb_cmd_verdict_t *v) {
+        const tb_config_t *conf = cmd->ctx->conf;
+        if (!home || !*home || !strcmp(home, conf->region))
+                return false;
+        const char *api = tb_repl_region_api(conf, home);
+        tb_cmd_reject(v, "FORBIDDEN", "home_region",
+                      "home_region: task '%s' is homed in region '%s' and this is region '%s': "
+                      "send writes for it to region %s%s%s (a region fails over with `taskbus "
+                      "admin region failover`)",
+                      task_id, home, conf->region, home, api ? " at " : "", api ? api : "");
+        return true;
+}
+
+/**
  * Decide one decoded command and, when accepted, produce its event and
  * update the state (the replaced state goes to the undo log).
  * @returns an error only when producing failed (the batch must abort).
@@ -685,6 +818,8 @@ static tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, cons
                                       who->user_id, group);
                         goto out;
                 }
+                if (tb_cmd_not_home(cmd, task_id, tb_cmd_jstr(task, "home_region"), v))
+                        goto out;
                 if (cur) {
                         tb_cmd_reject(v, "CONFLICT", "task_id",
                                       "task_id: a task with id '%s' already exists%s; choose "
@@ -712,6 +847,8 @@ static tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, cons
                                       task_id);
                         goto out;
                 }
+                if (tb_cmd_not_home(cmd, task_id, tb_cmd_jstr(cur->task, "home_region"), v))
+                        goto out;
                 if (json_is_integer(expv) && json_integer_value(expv) != cur->version) {
                         tb_cmd_reject(v, "CONFLICT", "expected_version",
                                       "expected_version: %" JSON_INTEGER_FORMAT
@@ -730,6 +867,17 @@ static tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, cons
                                               "security_group: user '%s' is not a member of "
                                               "group '%s'",
                                               who->user_id, group);
+                                goto out;
+                        }
+                        const char *was = tb_cmd_jstr(cur->task, "home_region");
+                        const char *now_home = tb_cmd_jstr(task, "home_region");
+                        if (*was && strcmp(was, now_home)) {
+                                tb_cmd_reject(v, "FORBIDDEN", "home_region",
+                                              "home_region: an update cannot move task '%s' "
+                                              "from region '%s' to '%s'; homes move only by "
+                                              "region failover (`taskbus admin region "
+                                              "failover`); leave home_region out or keep '%s'",
+                                              task_id, was, now_home, was);
                                 goto out;
                         }
                 } else if (!strcmp(type, "PAUSE") || !strcmp(type, "RESUME")) {
@@ -1026,6 +1174,7 @@ static void *tb_cmd_main(void *arg) {
         tb_cmd_t *cmd = arg;
         while (!atomic_load(&cmd->ctx->stopping)) {
                 int64_t first = 0;
+                tb_cmd_follow(cmd);
                 while (cmd->batch_cnt < TB_CMD_BATCH_MAX) {
                         int wait_ms = 100;
                         if (first) {
@@ -1074,6 +1223,11 @@ static void tb_cmd_free(tb_cmd_t *cmd) {
         if (cmd->loader) {
                 tb_bus_consumer_destroy(cmd->loader, 10000);
         }
+        if (cmd->follower) {
+                tb_bus_consumer_destroy(cmd->follower, 10000);
+        }
+        free(cmd->followed);
+        free(cmd->remote_events);
         if (cmd->producer) {
                 rd_kafka_flush(cmd->producer, 5000);
                 rd_kafka_destroy(cmd->producer);
@@ -1087,7 +1241,8 @@ static void tb_cmd_free(tb_cmd_t *cmd) {
 }
 
 /** An assign-only consumer of task-events (never joins its group). */
-static tb_err_t tb_cmd_loader_new(tb_cmd_t *cmd, char *errstr, size_t errstr_size) {
+static tb_err_t tb_cmd_loader_new(tb_cmd_t *cmd, rd_kafka_t **out, char *errstr,
+                                  size_t errstr_size) {
         const tb_config_t *conf = cmd->ctx->conf;
         rd_kafka_conf_t *c = NULL;
         char group[300], rkerr[512];
@@ -1107,13 +1262,13 @@ static tb_err_t tb_cmd_loader_new(tb_cmd_t *cmd, char *errstr, size_t errstr_siz
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "task-events reader: %s: %s", props[i][0], rkerr);
                 }
-        cmd->loader = rd_kafka_new(RD_KAFKA_CONSUMER, c, rkerr, sizeof(rkerr));
-        if (!cmd->loader) {
+        *out = rd_kafka_new(RD_KAFKA_CONSUMER, c, rkerr, sizeof(rkerr));
+        if (!*out) {
                 rd_kafka_conf_destroy(c);
                 return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "task-events reader: %s",
                                  rkerr);
         }
-        rd_kafka_poll_set_consumer(cmd->loader);
+        rd_kafka_poll_set_consumer(*out);
         return TB_OK;
 }
 
@@ -1126,6 +1281,18 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: out of memory");
         cmd->ctx = ctx;
         cmd->partition_cnt = (int32_t)conf->topic_partitions;
+        cmd->followed = calloc((size_t)cmd->partition_cnt, sizeof(*cmd->followed));
+        cmd->remote_cnt = conf->repl_remote_region_cnt;
+        cmd->remote_events = calloc(cmd->remote_cnt + 1, sizeof(*cmd->remote_events));
+        if (!cmd->followed || !cmd->remote_events) {
+                free(cmd->followed);
+                free(cmd->remote_events);
+                free(cmd);
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: out of memory");
+        }
+        for (size_t r = 0; r < cmd->remote_cnt; r++)
+                tb_repl_topic_name(conf, conf->repl_remote_regions[r], TB_TOPIC_EVENTS,
+                                   cmd->remote_events[r], sizeof(cmd->remote_events[r]));
         tb_topic_name(conf, TB_TOPIC_EVENTS, cmd->events_topic, sizeof(cmd->events_topic));
         tb_topic_name(conf, TB_TOPIC_COMMANDS, cmd->commands_topic, sizeof(cmd->commands_topic));
         tb_snprintf(cmd->txn_id, sizeof(cmd->txn_id), "%scommands-%s", conf->topic_prefix,
@@ -1148,7 +1315,8 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
                 goto fail;
         if ((err = tb_bus_producer_new(conf, cmd->txn_id, &cmd->producer, errstr, errstr_size)))
                 goto fail;
-        if ((err = tb_cmd_loader_new(cmd, errstr, errstr_size)))
+        if ((err = tb_cmd_loader_new(cmd, &cmd->loader, errstr, errstr_size)) ||
+            (err = tb_cmd_loader_new(cmd, &cmd->follower, errstr, errstr_size)))
                 goto fail;
         tb_snprintf(group, sizeof(group), "%scommands", conf->topic_prefix);
         tb_topic_t topics[] = {TB_TOPIC_COMMANDS};

@@ -50,6 +50,8 @@ typedef enum tb_conf_type {
         TB_CT_SIZE,     /**< int64_t bytes ("256KiB" or an integer) */
         TB_CT_STRLIST,  /**< char ** plus a size_t count at cnt_off */
         TB_CT_ENUM,     /**< char *, one of `enums` ("a|b|c") */
+        TB_CT_MAP,      /**< tb_kv_t * plus a size_t count at cnt_off: a group
+                         *   of NAME = "value" strings ("a=x,b=y" in string form) */
 } tb_conf_type_t;
 
 /** One typed property. Bounds are in the stored unit (ms, bytes). */
@@ -162,6 +164,30 @@ static const tb_conf_prop_t tb_conf_props[] = {
          NULL, NULL,
          "Allow tasks to run as root (a group's os_user = \"root\"); off by default."},
 
+        {"replication.remote_regions", TB_CT_STRLIST, F(repl_remote_regions),
+         F(repl_remote_region_cnt), NULL, 0, 0, NULL, "TASKBUS_REMOTE_REGIONS",
+         "Other regions whose topics MirrorMaker 2 copies into this region's Kafka as "
+         "\"REGION.<topics.prefix>task-events\" (and runs, run-results, run-logs). The "
+         "projector, the commands role and the scheduler also read those copies, so "
+         "tasks homed elsewhere are readable here and a failover can move them here. "
+         "Empty: a single region. See docs/replication.md."},
+        {"replication.region_apis", TB_CT_MAP, F(repl_region_apis), F(repl_region_api_cnt),
+         NULL, 0, 0, NULL, "TASKBUS_REGION_APIS",
+         "Base URL of each other region's REST API: a write for a task homed there is "
+         "answered 307 with Location = that URL + the request path."},
+        {"replication.region_kafka", TB_CT_MAP, F(repl_region_kafka),
+         F(repl_region_kafka_cnt), NULL, 0, 0, NULL, "TASKBUS_REGION_KAFKA",
+         "Bootstrap servers of each other region's Kafka. Read-only uses: the "
+         "scheduler's start-up fence (below), `taskbus admin region status` (replication "
+         "lag). Without it the fence is skipped."},
+        {"replication.startup_fence", TB_CT_DURATION, F(repl_startup_fence_ms), 0, "60s", 0,
+         TB_HOUR(1), NULL, NULL,
+         "Before firing the tasks of a partition it just loaded, the scheduler waits until "
+         "this region's copy of each other region's task-events holds that region's last "
+         "event (read from replication.region_kafka), so a region coming back after a "
+         "failover sees the HOME_MOVED events before it could fire a moved task. Bounded "
+         "by this time when a region is unreachable (0: do not wait)."},
+
         {"archiver.history_retention", TB_CT_DURATION, F(history_retention_ms), 0,
          "1826d", TB_DAY(1), TB_DURATION_MAX_MS, NULL, NULL,
          "How long run history (runs and their results) is kept in PostgreSQL."},
@@ -220,6 +246,10 @@ static const char *tb_conf_checks[] = {
         "`topics.prefix` may hold only letters, digits, '.', '_' and '-', "
         "and leave room for the longest topic name within Kafka's 249 characters.",
         "`region` must be 1 to 63 letters, digits, '-' or '_'.",
+        "Each `replication.remote_regions` entry must be a region name other than "
+        "`region`, listed once; every name in `replication.region_apis` and "
+        "`replication.region_kafka` must be a region name other than `region`, and each "
+        "`replication.region_apis` value an http:// or https:// URL.",
         "`executor.workdir` and every `executor.plugin_paths` entry must be absolute paths "
         "(whether they exist is checked when they are used).",
 };
@@ -304,6 +334,8 @@ static const char *tb_conf_type_name(tb_conf_type_t t) {
                 return "list of strings";
         case TB_CT_ENUM:
                 return "enum";
+        case TB_CT_MAP:
+                return "map of strings";
         }
         return "?";
 }
@@ -328,6 +360,8 @@ static const char *tb_conf_type_expect(tb_conf_type_t t) {
                 return "a list of strings (like [\"a\", \"b\"])";
         case TB_CT_ENUM:
                 return "a string";
+        case TB_CT_MAP:
+                return "a group of NAME = \"value\" strings (like { us = \"http://api.us:8080\"; })";
         }
         return "?";
 }
@@ -691,6 +725,46 @@ static void tb_prop_set_string(const tb_conf_prop_t *p, void *base, char *v) {
         *f = v;
 }
 
+static void tb_kvlist_free(tb_kv_t *kv, size_t n) {
+        for (size_t i = 0; i < n; i++) {
+                free(kv[i].key);
+                free(kv[i].value);
+        }
+        free(kv);
+}
+
+static void tb_prop_set_map(const tb_conf_prop_t *p, void *base, tb_kv_t *kv, size_t n) {
+        tb_kv_t **f = tb_field(base, p->off);
+        size_t *cnt = tb_field(base, p->cnt_off);
+        tb_kvlist_free(*f, *cnt);
+        *f = kv;
+        *cnt = n;
+}
+
+/** Append \p key = \p value (copied) to \p kv; a repeated name is an error
+ *  naming \p where. */
+static tb_err_t tb_kvlist_add(tb_kv_t **kv, size_t *n, const char *where, const char *key,
+                              size_t key_len, const char *value, char *errstr,
+                              size_t errstr_size) {
+        for (size_t i = 0; i < *n; i++)
+                if (strlen((*kv)[i].key) == key_len && !strncmp((*kv)[i].key, key, key_len))
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                         "%s: '%.*s' is given twice", where, (int)key_len, key);
+        tb_kv_t *nk = realloc(*kv, (*n + 1) * sizeof(**kv));
+        if (!nk)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        *kv = nk;
+        nk[*n].key = strndup(key, key_len);
+        nk[*n].value = strdup(value);
+        if (!nk[*n].key || !nk[*n].value) {
+                free(nk[*n].key);
+                free(nk[*n].value);
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        }
+        (*n)++;
+        return TB_OK;
+}
+
 static void tb_prop_set_list(const tb_conf_prop_t *p, void *base, char **v, size_t n) {
         char ***f = tb_field(base, p->off);
         size_t *cnt = tb_field(base, p->cnt_off);
@@ -813,6 +887,37 @@ static tb_err_t tb_prop_set_from_string(const tb_conf_prop_t *p, void *base,
                 tb_prop_set_list(p, base, list, n);
                 return TB_OK;
         }
+        case TB_CT_MAP: {
+                /* "name=value,name=value" in string form (defaults, environment) */
+                tb_kv_t *kv = NULL;
+                size_t n = 0;
+                const char *c = s ? s : "";
+                while (*c) {
+                        const char *comma = strchr(c, ',');
+                        size_t len = comma ? (size_t)(comma - c) : strlen(c);
+                        const char *eq = memchr(c, '=', len);
+                        if (!eq || eq == c) {
+                                tb_kvlist_free(kv, n);
+                                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                                 "%s: expected NAME=VALUE pairs separated by "
+                                                 "commas, got \"%.*s\"",
+                                                 where, (int)len, c);
+                        }
+                        char *val = strndup(eq + 1, len - (size_t)(eq + 1 - c));
+                        tb_err_t err = val ? tb_kvlist_add(&kv, &n, where, c, (size_t)(eq - c),
+                                                           val, errstr, errstr_size)
+                                           : tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                                       "out of memory");
+                        free(val);
+                        if (err) {
+                                tb_kvlist_free(kv, n);
+                                return err;
+                        }
+                        c = comma ? comma + 1 : c + len;
+                }
+                tb_prop_set_map(p, base, kv, n);
+                return TB_OK;
+        }
         }
         return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL, "%s: bad property type",
                          where);
@@ -901,6 +1006,32 @@ static tb_err_t tb_prop_set_from_setting(const tb_conf_prop_t *p, void *base,
                 tb_prop_set_list(p, base, list, (size_t)(n > 0 ? n : 0));
                 return TB_OK;
         }
+        case TB_CT_MAP: {
+                if (!config_setting_is_group(s))
+                        goto type;
+                tb_kv_t *kv = NULL;
+                size_t n = 0;
+                int len = config_setting_length(s);
+                for (int i = 0; i < len; i++) {
+                        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+                        const char *name = config_setting_name(e);
+                        tb_err_t err;
+                        if (config_setting_type(e) != CONFIG_TYPE_STRING)
+                                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                                "%s.%s: expected a string, got %s", where, name,
+                                                tb_setting_type_name(e));
+                        else
+                                err = tb_kvlist_add(&kv, &n, where, name, strlen(name),
+                                                    config_setting_get_string(e), errstr,
+                                                    errstr_size);
+                        if (err) {
+                                tb_kvlist_free(kv, n);
+                                return err;
+                        }
+                }
+                tb_prop_set_map(p, base, kv, n);
+                return TB_OK;
+        }
         }
 type:
         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "%s: expected %s, got %s",
@@ -916,6 +1047,8 @@ static void tb_props_free(const tb_conf_prop_t *props, size_t n, void *base) {
                         *f = NULL;
                 } else if (p->type == TB_CT_STRLIST) {
                         tb_prop_set_list(p, base, NULL, 0);
+                } else if (p->type == TB_CT_MAP) {
+                        tb_prop_set_map(p, base, NULL, 0);
                 }
         }
 }
@@ -1451,6 +1584,56 @@ static tb_err_t tb_config_finalize(tb_conf_ctx_t *ctx, tb_config_t *conf, char *
                                  "digits, '-' or '_'",
                                  ORIGIN("region"), conf->region ? conf->region : "");
 
+        for (size_t i = 0; i < conf->repl_remote_region_cnt; i++) {
+                const char *r = conf->repl_remote_regions[i];
+                size_t l = strlen(r);
+                if (!l || l > 63 || !tb_name_chars_ok(r, "-_"))
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                         "%s[%zu]: \"%s\" is not a region name: use 1 to 63 "
+                                         "letters, digits, '-' or '_'",
+                                         ORIGIN("replication.remote_regions"), i, r);
+                if (!strcmp(r, conf->region))
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                         "%s[%zu]: \"%s\" is this region (`region`): list only "
+                                         "the other regions",
+                                         ORIGIN("replication.remote_regions"), i, r);
+                for (size_t j = 0; j < i; j++)
+                        if (!strcmp(r, conf->repl_remote_regions[j]))
+                                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                                 "%s[%zu]: \"%s\" is listed twice",
+                                                 ORIGIN("replication.remote_regions"), i, r);
+        }
+        const struct {
+                const char *key;
+                const tb_kv_t *kv;
+                size_t n;
+                bool url;
+        } maps[] = {
+                {"replication.region_apis", conf->repl_region_apis, conf->repl_region_api_cnt,
+                 true},
+                {"replication.region_kafka", conf->repl_region_kafka,
+                 conf->repl_region_kafka_cnt, false},
+        };
+        for (size_t m = 0; m < TB_ARRAY_LEN(maps); m++)
+                for (size_t i = 0; i < maps[m].n; i++) {
+                        const tb_kv_t *kv = &maps[m].kv[i];
+                        size_t l = strlen(kv->key);
+                        if (!l || l > 63 || !tb_name_chars_ok(kv->key, "-_") ||
+                            !strcmp(kv->key, conf->region))
+                                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                                 "%s.%s: \"%s\" must name another region (1 to "
+                                                 "63 letters, digits, '-' or '_', not `region`)",
+                                                 ORIGIN(maps[m].key), kv->key, kv->key);
+                        if (!kv->value[0] ||
+                            (maps[m].url && strncmp(kv->value, "http://", 7) &&
+                             strncmp(kv->value, "https://", 8)))
+                                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                                 "%s.%s: \"%s\" is not %s", ORIGIN(maps[m].key),
+                                                 kv->key, kv->value,
+                                                 maps[m].url ? "an http:// or https:// URL"
+                                                             : "a list of HOST:PORT");
+                }
+
         if (!conf->exec_workdir || conf->exec_workdir[0] != '/')
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "%s: \"%s\" is not an absolute path",
@@ -1880,7 +2063,9 @@ static void tb_doc_prop_row(FILE *fp, const tb_conf_prop_t *p, const char *prefi
         const char *type = tb_conf_type_name(p->type);
         if (!p->def)
                 tb_snprintf(def, sizeof(def), "%s",
-                            p->type == TB_CT_STRLIST ? "`[]`" : "(unset)");
+                            p->type == TB_CT_STRLIST ? "`[]`"
+                            : p->type == TB_CT_MAP   ? "`{}`"
+                                                     : "(unset)");
         else if (p->type == TB_CT_STRING || p->type == TB_CT_ENUM ||
                  p->type == TB_CT_DURATION || p->type == TB_CT_SIZE)
                 tb_snprintf(def, sizeof(def), "`\"%s\"`", p->def);
@@ -1935,6 +2120,8 @@ void tb_config_write_doc(FILE *fp) {
                 "| boolean | `true` or `false` |\n"
                 "| enum | one of the listed strings |\n"
                 "| list of strings | `[\"a\", \"b\"]` or `()` for none |\n"
+                "| map of strings | a group `{ us = \"http://api.us:8080\"; }`; in an "
+                "environment variable `us=http://api.us:8080,ap=...` |\n"
                 "| duration | a string: `\"500ms\"`, `\"30s\"`, `\"5m\"`, `\"2h\"`, `\"7d\"`, "
                 "`\"1w\"`, combinations such as `\"1h30m\"`, decimals such as `\"1.5h\"`, an "
                 "ISO 8601 duration `\"PT30S\"` or `\"P1DT2H\"` (no years or months: their "

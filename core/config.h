@@ -104,6 +104,15 @@ typedef struct tb_config {
         int64_t log_retention_default_ms;
         int64_t archiver_batch;
 
+        /* replication (docs/replication.md) */
+        char **repl_remote_regions;  /**< other regions whose topics are mirrored here */
+        size_t repl_remote_region_cnt;
+        tb_kv_t *repl_region_apis;   /**< region -> REST API base URL */
+        size_t repl_region_api_cnt;
+        tb_kv_t *repl_region_kafka;  /**< region -> bootstrap servers */
+        size_t repl_region_kafka_cnt;
+        int64_t repl_startup_fence_ms;
+
         /* pass-through and dynamic groups */
         tb_kv_t *kafka;             /**< librdkafka properties, dotted names */
         size_t kafka_cnt;

@@ -9,6 +9,15 @@
  * apply function; the role subscribes to all of them and
  * tb_projector_apply_batch() routes each record to its topic's function.
  *
+ * Regions (docs/replication.md): the projector also consumes this region's
+ * copies of the other regions' task-events, runs and run-results
+ * ("us.taskbus.task-events", made by MirrorMaker 2), so reads work in every
+ * region. Task rows are ordered by (epoch, version): a failover's HOME_MOVED
+ * (a higher home-region epoch) supersedes whatever the old home region wrote
+ * in its old epoch, in whichever order the local and copied topics arrive.
+ * How old a copied record is when it is applied is the replication lag
+ * (metric taskbus_replication_lag_seconds; task_history.projected_at - at).
+ *
  * @locality one worker thread owns the consumer; the rebalance callback runs
  *           on it (inside consumer_poll).
  */
@@ -17,6 +26,7 @@
 #include "bus.h"
 #include "daemon.h"
 #include "metrics.h"
+#include "replication.h"
 #include "serde.h"
 #include "store.h"
 #include "task.h"
@@ -54,26 +64,28 @@ static const char tb_proj_sql_upsert[] =
         /* a task deleted at a later version stays deleted when an older
          * event is applied again */
         "WHERE NOT EXISTS (SELECT 1 FROM task_history h WHERE h.task_id = $1 "
-        "AND h.version > $2::bigint AND h.type = 'DELETED') "
+        "AND (h.epoch, h.version) > ($10::bigint, $2::bigint) AND h.type = 'DELETED') "
         "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, name = EXCLUDED.name, "
         "security_group = EXCLUDED.security_group, user_id = EXCLUDED.user_id, "
         "spec = EXCLUDED.spec, paused = EXCLUDED.paused, labels = EXCLUDED.labels, "
         "home_region = EXCLUDED.home_region, epoch = EXCLUDED.epoch, "
         "created_at = EXCLUDED.created_at, created_by = EXCLUDED.created_by, "
         "updated_at = EXCLUDED.updated_at, event_partition = EXCLUDED.event_partition, "
-        "event_offset = EXCLUDED.event_offset WHERE tasks.version < EXCLUDED.version";
+        "event_offset = EXCLUDED.event_offset "
+        /* regions: a higher home-region epoch wins, then the higher version */
+        "WHERE (tasks.epoch, tasks.version) < (EXCLUDED.epoch, EXCLUDED.version)";
 
 static const char tb_proj_sql_delete[] =
-        "DELETE FROM tasks WHERE id = $1 AND version < $2::bigint";
+        "DELETE FROM tasks WHERE id = $1 AND (epoch, version) < ($3::bigint, $2::bigint)";
 
 static const char tb_proj_sql_history[] =
         "INSERT INTO task_history (task_id, version, event_id, type, at, actor, command_id, "
-        "changed_fields, spec, security_group) "
+        "changed_fields, spec, security_group, source_region, epoch) "
         "VALUES ($1, $2::bigint, $3, $4, " TB_PROJ_TS(5) ", $6, $7, "
         "ARRAY(SELECT jsonb_array_elements_text($8::jsonb)), $9::jsonb, "
         /* a DELETED event carries no task: keep the group it had */
         "COALESCE($10, (SELECT h.security_group FROM task_history h WHERE h.task_id = $1 "
-        "AND h.version < $2::bigint ORDER BY h.version DESC LIMIT 1), '')) "
+        "AND h.version < $2::bigint ORDER BY h.version DESC LIMIT 1), ''), $11, $12::bigint) "
         "ON CONFLICT DO NOTHING";
 
 static void tb_proj_notify_add(tb_projector_batch_t *b, const char *task_id) {
@@ -118,6 +130,8 @@ static tb_err_t tb_proj_apply_event(tb_projector_batch_t *b, const rd_kafka_mess
         }
         const char *type = tb_proj_jstr(ev, "type");
         const char *group = task ? tb_proj_jstr(task, "security_group") : NULL;
+        const char *source = "";
+        tb_repl_topic_parse(b->conf, rd_kafka_topic_name(msg->rkt), &source, NULL);
         const char *hp[] = {id,
                             version,
                             tb_proj_jstr(ev, "event_id"),
@@ -127,8 +141,10 @@ static tb_err_t tb_proj_apply_event(tb_projector_batch_t *b, const rd_kafka_mess
                             tb_proj_jstr(ev, "command_id"),
                             changed_text ? changed_text : "[]",
                             task_text,
-                            group};
-        if ((err = tb_store_exec(b->conn, "insert task_history", tb_proj_sql_history, 10, hp,
+                            group,
+                            source,
+                            epoch};
+        if ((err = tb_store_exec(b->conn, "insert task_history", tb_proj_sql_history, 12, hp,
                                  NULL, errstr, errstr_size)))
                 goto out;
         if (task) {
@@ -151,8 +167,8 @@ static tb_err_t tb_proj_apply_event(tb_projector_batch_t *b, const rd_kafka_mess
                 err = tb_store_exec(b->conn, "upsert task", tb_proj_sql_upsert, 15, up, NULL,
                                     errstr, errstr_size);
         } else {
-                const char *dp[] = {id, version};
-                err = tb_store_exec(b->conn, "delete task", tb_proj_sql_delete, 2, dp, NULL,
+                const char *dp[] = {id, version, epoch};
+                err = tb_store_exec(b->conn, "delete task", tb_proj_sql_delete, 3, dp, NULL,
                                     errstr, errstr_size);
         }
         if (!err) {
@@ -391,11 +407,21 @@ static const tb_proj_topic_t tb_projector_topics[] = {
         {TB_TOPIC_RESULTS, TB_SCHEMA_RUN_RESULT, tb_proj_apply_run_result},
 };
 
-static const tb_proj_topic_t *tb_proj_topic_of(const tb_config_t *conf, const char *name) {
+/** The projected topic of \p name: a local topic or another region's copy
+ *  of one (\p region then names that region, else it is NULL). */
+static const tb_proj_topic_t *tb_proj_topic_of(const tb_config_t *conf, const char *name,
+                                               const char **region) {
         char buf[256];
+        tb_topic_t t;
+        *region = NULL;
         for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++)
                 if (!strcmp(tb_topic_name(conf, tb_projector_topics[i].topic, buf, sizeof(buf)),
                             name))
+                        return &tb_projector_topics[i];
+        if (!tb_repl_topic_parse(conf, name, region, &t))
+                return NULL;
+        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++)
+                if (tb_projector_topics[i].topic == t)
                         return &tb_projector_topics[i];
         return NULL;
 }
@@ -426,7 +452,8 @@ tb_err_t tb_projector_apply_batch(PGconn *conn, const tb_config_t *conf, const c
         for (size_t i = 0; i < cnt; i++) {
                 const rd_kafka_message_t *m = msgs[i];
                 const char *tname = rd_kafka_topic_name(m->rkt);
-                const tb_proj_topic_t *pt = tb_proj_topic_of(conf, tname);
+                const char *region = NULL;
+                const tb_proj_topic_t *pt = tb_proj_topic_of(conf, tname, &region);
                 if (!pt) {
                         err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                         "projector: records of topic %s are not projected", tname);
@@ -447,6 +474,19 @@ tb_err_t tb_projector_apply_batch(PGconn *conn, const tb_config_t *conf, const c
                         json_decref(value);
                         if (err)
                                 goto fail;
+                        if (region) {
+                                /* the source region's timestamp is kept by MirrorMaker 2 */
+                                int64_t ts = rd_kafka_message_timestamp(m, NULL);
+                                if (ts > 0) {
+                                        char labels[128];
+                                        tb_snprintf(labels, sizeof(labels),
+                                                    "region=\"%s\",topic=\"%s\"", region,
+                                                    tb_topic_short(pt->topic));
+                                        double lag = (double)(tb_now_ms() - ts) / 1000.0;
+                                        tb_metrics_observe("taskbus_replication_lag_seconds",
+                                                           labels, lag < 0 ? 0 : lag);
+                                }
+                        }
                 }
                 size_t k = 0;
                 while (k < next_cnt &&
@@ -680,6 +720,32 @@ static void tb_proj_free(tb_proj_t *pj) {
         free(pj);
 }
 
+/** Subscribe to the local topics and the other regions' copies of them. */
+static tb_err_t tb_proj_subscribe_remote(tb_proj_t *pj, char *errstr, size_t errstr_size) {
+        const tb_config_t *conf = pj->ctx->conf;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+        char name[300];
+        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++) {
+                rd_kafka_topic_partition_list_add(
+                        l, tb_topic_name(conf, tb_projector_topics[i].topic, name, sizeof(name)),
+                        RD_KAFKA_PARTITION_UA);
+                for (size_t r = 0; r < conf->repl_remote_region_cnt; r++)
+                        rd_kafka_topic_partition_list_add(
+                                l,
+                                tb_repl_topic_name(conf, conf->repl_remote_regions[r],
+                                                   tb_projector_topics[i].topic, name,
+                                                   sizeof(name)),
+                                RD_KAFKA_PARTITION_UA);
+        }
+        rd_kafka_resp_err_t e = rd_kafka_subscribe(pj->consumer, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        if (e)
+                return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA,
+                                 "projector: subscribing to the replicated topics: %s",
+                                 rd_kafka_err2str(e));
+        return TB_OK;
+}
+
 static tb_err_t tb_proj_start(tb_ctx_t *ctx, void **state, char *errstr, size_t errstr_size) {
         tb_err_t err;
         char group[300];
@@ -695,6 +761,9 @@ static tb_err_t tb_proj_start(tb_ctx_t *ctx, void **state, char *errstr, size_t 
                             "Projector batches that failed and were retried");
         tb_metrics_describe("taskbus_projector_batch_seconds", "histogram",
                             "Time to apply one batch in PostgreSQL");
+        tb_metrics_describe("taskbus_replication_lag_seconds", "histogram",
+                            "Age of a record copied from another region (by region and topic) "
+                            "when the projector applied it: MirrorMaker 2 plus projection lag");
         if ((err = tb_serde_init(errstr, errstr_size)))
                 goto fail;
         tb_topic_t topics[TB_ARRAY_LEN(tb_projector_topics)];
@@ -710,6 +779,9 @@ static tb_err_t tb_proj_start(tb_ctx_t *ctx, void **state, char *errstr, size_t 
         };
         if ((err = tb_bus_consumer_new(ctx->conf, &opts, topics, TB_ARRAY_LEN(topics),
                                        &pj->consumer, errstr, errstr_size)))
+                goto fail;
+        if (ctx->conf->repl_remote_region_cnt &&
+            (err = tb_proj_subscribe_remote(pj, errstr, errstr_size)))
                 goto fail;
         if (pthread_create(&pj->thread, NULL, tb_proj_main, pj) != 0) {
                 err = tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,

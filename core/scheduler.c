@@ -14,6 +14,7 @@
 #include "scheduler.h"
 
 #include "metrics.h"
+#include "replication.h"
 #include "schedule.h"
 #include "serde.h"
 #include "store.h"
@@ -79,6 +80,7 @@ typedef struct sched_task {
                 char *str;
         } id;
         int64_t version;
+        int64_t epoch; /* home-region epoch: a failover raises it (docs/replication.md) */
         int64_t created_ms;
         int64_t param_ms; /* ONCE: the instant; EVERY: the period */
         int64_t start_ms, end_ms, expires_ms;
@@ -149,6 +151,8 @@ struct tb_sched {
         uint8_t run_header[10]; /* C3 01 + RunRequest fingerprint */
         char events_topic[256], results_topic[256];
         bool in_txn;
+        char **moved; /* tasks an event of a higher epoch made local (see tb_sched_take_moved) */
+        size_t moved_cnt, moved_cap;
 };
 
 /* ---- ids -------------------------------------------------------------------- */
@@ -530,6 +534,46 @@ static void task_free_fields(sched_task_t *t) {
         memset(t, 0, sizeof(*t));
 }
 
+static void moved_push(tb_sched_t *s, const char *tid) {
+        if (s->moved_cnt == s->moved_cap) {
+                size_t nc = s->moved_cap ? s->moved_cap * 2 : 16;
+                char **n = realloc(s->moved, nc * sizeof(*n));
+                if (!n) {
+                        tb_error(SUB, "out of memory: task %s moved here fires from its "
+                                 "creation's schedule", tid);
+                        return;
+                }
+                s->moved = n;
+                s->moved_cap = nc;
+        }
+        if ((s->moved[s->moved_cnt] = strdup(tid)))
+                s->moved_cnt++;
+}
+
+char *tb_sched_take_moved(tb_sched_t *s) {
+        return s->moved_cnt ? s->moved[--s->moved_cnt] : NULL;
+}
+
+void tb_sched_task_set_epoch(tb_sched_t *s, const char *tid, int64_t epoch) {
+        uint32_t slot = slot_of(s, tid);
+        if (slot != UINT32_MAX)
+                s->tasks[slot].epoch = epoch;
+}
+
+void tb_sched_task_adopt(tb_sched_t *s, const char *tid, int64_t last_nominal_ms) {
+        uint32_t slot = slot_of(s, tid);
+        if (slot == UINT32_MAX)
+                return;
+        sched_task_t *t = &s->tasks[slot];
+        if (last_nominal_ms != NO_LAST &&
+            (t->last_nominal == NO_LAST || last_nominal_ms > t->last_nominal))
+                t->last_nominal = last_nominal_ms;
+        t->next_nominal = task_next_after(t, task_from(t));
+        task_check_expiry(t);
+        task_mark_dirty(s, slot);
+        task_rekey(s, slot);
+}
+
 void tb_sched_destroy(tb_sched_t *s) {
         if (!s)
                 return;
@@ -561,6 +605,9 @@ void tb_sched_destroy(tb_sched_t *s) {
         free(s->lag_due);
         tb_buf_free(&s->scratch);
         free(s->parts);
+        for (size_t i = 0; i < s->moved_cnt; i++)
+                free(s->moved[i]);
+        free(s->moved);
         free(s);
 }
 
@@ -1039,11 +1086,14 @@ static void run_now_add(tb_sched_t *s, uint32_t slot, int64_t at) {
         task_rekey(s, slot);
 }
 
-tb_err_t tb_sched_event(tb_sched_t *s, int32_t partition, const json_t *ev, bool replay,
-                        int64_t now_ms, char *errstr, size_t errstr_size) {
+/* Apply a TaskEvent; \p remote: from another region's copy (state only:
+ * a run-now there is that region's to fire). */
+static tb_err_t sched_event(tb_sched_t *s, int32_t partition, const json_t *ev, bool replay,
+                            bool remote, int64_t now_ms, char *errstr, size_t errstr_size) {
         const char *type = jstr(ev, "type", "");
         const char *tid = jstr(ev, "task_id", NULL);
         int64_t version = jlong(ev, "version", 0);
+        int64_t epoch = jlong(ev, "epoch", 0);
         if (!tid)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "TaskEvent without task_id");
         uint32_t slot = slot_of(s, tid);
@@ -1055,12 +1105,17 @@ tb_err_t tb_sched_event(tb_sched_t *s, int32_t partition, const json_t *ev, bool
                 return TB_OK;
         }
         if (!strcmp(type, "DELETED")) {
-                if (slot != UINT32_MAX && version > s->tasks[slot].version)
+                if (slot != UINT32_MAX && tb_repl_newer(epoch, version, s->tasks[slot].epoch,
+                                                        s->tasks[slot].version))
                         tb_sched_task_remove(s, tid, true);
                 return TB_OK;
         }
         const json_t *spec = json_object_get(ev, "task");
-        bool newer = slot == UINT32_MAX || version > s->tasks[slot].version;
+        /* regions: a higher home-region epoch wins whatever the version, so an
+         * old home's events cannot take a moved task back */
+        bool newer = slot == UINT32_MAX || tb_repl_newer(epoch, version, s->tasks[slot].epoch,
+                                                         s->tasks[slot].version);
+        bool was_local = slot != UINT32_MAX && (s->tasks[slot].flags & TF_LOCAL);
         if (newer && json_is_object(spec)) {
                 tb_err_t err = tb_sched_task_put(s, partition, tid, version,
                                                  jlong(ev, "created_at", now_ms), spec, now_ms,
@@ -1068,10 +1123,27 @@ tb_err_t tb_sched_event(tb_sched_t *s, int32_t partition, const json_t *ev, bool
                 if (err)
                         return err;
                 slot = slot_of(s, tid);
+                if (slot != UINT32_MAX) {
+                        s->tasks[slot].epoch = epoch;
+                        /* moved here by a failover: where its fires resume is
+                         * the role's to find (the old home's replicated runs) */
+                        if (!was_local && epoch > 0 && (s->tasks[slot].flags & TF_LOCAL))
+                                moved_push(s, tid);
+                }
         }
-        if (!strcmp(type, "RUN_REQUESTED") && slot != UINT32_MAX)
+        if (!remote && !strcmp(type, "RUN_REQUESTED") && slot != UINT32_MAX)
                 run_now_add(s, slot, jlong(ev, "at", now_ms));
         return TB_OK;
+}
+
+tb_err_t tb_sched_event(tb_sched_t *s, int32_t partition, const json_t *ev, bool replay,
+                        int64_t now_ms, char *errstr, size_t errstr_size) {
+        return sched_event(s, partition, ev, replay, false, now_ms, errstr, errstr_size);
+}
+
+tb_err_t tb_sched_remote_event(tb_sched_t *s, int32_t partition, const json_t *ev,
+                               int64_t now_ms, char *errstr, size_t errstr_size) {
+        return sched_event(s, partition, ev, false, true, now_ms, errstr, errstr_size);
 }
 
 static bool status_retryable(const char *st, bool infra) {
@@ -1628,6 +1700,20 @@ typedef struct sched_role {
         int64_t reload_at;
         char instance[200], group[256], txn_id[300];
         char t_ev[256], t_rr[256], t_ck[256];
+
+        /* regions (docs/replication.md): the other regions' copies of
+         * task-events, read assign-only for the partitions we own, so that a
+         * failover's HOME_MOVED there stops us firing a task moved away */
+        rd_kafka_t *rv;
+        size_t rcnt;
+        char (*t_rev)[300];
+        int64_t *rpos;             /* [p * rcnt + region]: next offset, < 0: beginning */
+        int64_t *fence_skip_until; /* per region: a fence timed out, skip it until then */
+        struct sched_adopt {
+                char *tid;
+                int64_t ms;
+        } *adopt;                  /* moved tasks found while loading the projection */
+        size_t adopt_cnt, adopt_cap;
 } sched_role_t;
 
 static bool role_stopping(sched_role_t *r) { return atomic_load(&r->ctx->stopping); }
@@ -1660,6 +1746,67 @@ static tb_err_t role_committed(sched_role_t *r, rd_kafka_t *rk, const char *topi
                          role_stopping(r) ? "stopping" : rd_kafka_err2str(e));
 }
 
+static void role_adopt_later(sched_role_t *r, const char *tid, int64_t ms) {
+        if (r->adopt_cnt == r->adopt_cap) {
+                size_t nc = r->adopt_cap ? r->adopt_cap * 2 : 64;
+                struct sched_adopt *n = realloc(r->adopt, nc * sizeof(*n));
+                if (!n)
+                        return;
+                r->adopt = n;
+                r->adopt_cap = nc;
+        }
+        if ((r->adopt[r->adopt_cnt].tid = strdup(tid)))
+                r->adopt[r->adopt_cnt++].ms = ms;
+}
+
+static void role_adopt_flush(sched_role_t *r) {
+        for (size_t i = 0; i < r->adopt_cnt; i++) {
+                tb_sched_task_adopt(r->s, r->adopt[i].tid, r->adopt[i].ms);
+                free(r->adopt[i].tid);
+        }
+        r->adopt_cnt = 0;
+}
+
+/* Tasks a failover just moved here: resume each after the last scheduled
+ * nominal time its old home fired, as far as its replicated runs tell
+ * (docs/replication.md, RPO). Runs before the next tick. */
+static void role_adopt_moved(sched_role_t *r) {
+        char *tid;
+        while ((tid = tb_sched_take_moved(r->s))) {
+                int64_t last = NO_LAST;
+                char errstr[512];
+                for (int attempt = 0; attempt < 3; attempt++) {
+                        PGconn *conn = tb_store_acquire_timeout(r->ctx->store, 10000);
+                        PGresult *res = NULL;
+                        const char *params[] = {tid};
+                        tb_err_t err = conn ? tb_store_exec(
+                                                      conn, "last nominal of a moved task",
+                                                      "SELECT (extract(epoch FROM max(nominal_time)) "
+                                                      "* 1000)::bigint FROM runs WHERE task_id = $1 "
+                                                      "AND trigger IN ('schedule', 'misfire')",
+                                                      1, params, &res, errstr, sizeof(errstr))
+                                            : TB_ERR_TIMEOUT;
+                        if (conn)
+                                tb_store_release(r->ctx->store, conn);
+                        if (!err) {
+                                if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+                                        last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+                                PQclear(res);
+                                break;
+                        }
+                        tb_warn(SUB, "task %s moved here: reading its last run: %s", tid,
+                                conn ? errstr : "no PostgreSQL connection");
+                }
+                char when[80] = "(none known: its checkpoint or its creation)";
+                if (last != NO_LAST)
+                        tb_time_format(last, when);
+                tb_info(SUB, "task %s moved to region %s: fires resume after nominal %s", tid,
+                        r->conf->region, when);
+                tb_sched_task_adopt(r->s, tid, last);
+                free(tid);
+        }
+}
+
 static tb_err_t role_load_pg(sched_role_t *r, int32_t p, int64_t *o_p, char *errstr,
                              size_t errstr_size) {
         char pstr[16];
@@ -1685,12 +1832,37 @@ static tb_err_t role_load_pg(sched_role_t *r, int32_t p, int64_t *o_p, char *err
         *o_p = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
         PQclear(res);
         res = NULL;
+        /* the copies of other regions' task-events: the projection holds
+         * them up to these offsets too */
+        for (size_t ri = 0; ri < r->rcnt; ri++)
+                r->rpos[(size_t)p * r->rcnt + ri] = RD_KAFKA_OFFSET_BEGINNING;
+        if (r->rcnt) {
+                if ((err = tb_store_exec(conn, "read projector offsets of the copies",
+                                         "SELECT topic, next_offset FROM consumer_offsets WHERE "
+                                         "consumer = 'projector' AND partition = $1::int",
+                                         1, params + 1, &res, errstr, errstr_size)))
+                        goto out;
+                for (int i = 0; i < PQntuples(res); i++)
+                        for (size_t ri = 0; ri < r->rcnt; ri++)
+                                if (!strcmp(PQgetvalue(res, i, 0), r->t_rev[ri]))
+                                        r->rpos[(size_t)p * r->rcnt + ri] =
+                                                strtoll(PQgetvalue(res, i, 1), NULL, 10);
+                PQclear(res);
+                res = NULL;
+        }
+        const char *cparams[] = {pstr, r->conf->region};
         if ((err = tb_store_exec(conn, "declare load cursor",
                                  "DECLARE tb_sched_load NO SCROLL CURSOR FOR SELECT id, "
                                  "version, spec::text, "
-                                 "(extract(epoch FROM created_at) * 1000)::bigint "
+                                 "(extract(epoch FROM created_at) * 1000)::bigint, epoch, "
+                                 /* a task a failover moved here: where its old home's
+                                  * scheduled fires stopped (replicated runs) */
+                                 "CASE WHEN epoch > 0 AND home_region = $2 THEN "
+                                 "(SELECT (extract(epoch FROM max(r.nominal_time)) * 1000)::bigint "
+                                 "FROM runs r WHERE r.task_id = tasks.id AND r.trigger IN "
+                                 "('schedule', 'misfire')) END "
                                  "FROM tasks WHERE event_partition = $1::int",
-                                 1, params + 1, NULL, errstr, errstr_size)))
+                                 2, cparams, NULL, errstr, errstr_size)))
                 goto out;
         for (;;) {
                 if ((err = tb_store_exec(conn, "fetch tasks", "FETCH 2000 FROM tb_sched_load", 0,
@@ -1709,8 +1881,14 @@ static tb_err_t role_load_pg(sched_role_t *r, int32_t p, int64_t *o_p, char *err
                                               terr, sizeof(terr)) != TB_OK)
                                 tb_warn(SUB, "task %s (partition %d) is not scheduled: %s", id,
                                         (int)p, spec ? terr : "its stored spec does not parse");
-                        else
+                        else {
                                 loaded++;
+                                tb_sched_task_set_epoch(r->s, id,
+                                                        strtoll(PQgetvalue(res, i, 4), NULL, 10));
+                                if (!PQgetisnull(res, i, 5))
+                                        role_adopt_later(r, id,
+                                                         strtoll(PQgetvalue(res, i, 5), NULL, 10));
+                        }
                         json_decref(spec);
                         json_decref(norm);
                 }
@@ -1787,6 +1965,212 @@ static tb_err_t role_load_checkpoints(sched_role_t *r, int32_t p, char *errstr,
         return err;
 }
 
+static void role_apply_remote(sched_role_t *r, const rd_kafka_message_t *m, char *event_id,
+                              size_t id_size) {
+        json_t *ev = NULL;
+        char err[512];
+        if (event_id)
+                event_id[0] = '\0';
+        if (!m->payload)
+                return;
+        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev, err,
+                            sizeof(err)) != TB_OK) {
+                tb_warn(SUB, "%s [%d] offset %" PRId64 ": skipped: %s",
+                        rd_kafka_topic_name(m->rkt), (int)m->partition, m->offset, err);
+                return;
+        }
+        if (tb_sched_remote_event(r->s, m->partition, ev, tb_now_ms(), err, sizeof(err)) != TB_OK)
+                tb_warn(SUB, "%s [%d] offset %" PRId64 ": %s", rd_kafka_topic_name(m->rkt),
+                        (int)m->partition, m->offset, err);
+        if (event_id)
+                tb_snprintf(event_id, id_size, "%s", jstr(ev, "event_id", ""));
+        json_decref(ev);
+}
+
+/* The event id of the last event of partition \p p of region \p ri's own
+ * task-events, read from that region's Kafka; "" when it is empty.
+ * @returns false when the region could not be read within \p ms. */
+static bool role_fence_target(sched_role_t *r, size_t ri, const char *bootstrap, int32_t p,
+                              int64_t ms, char *out, size_t out_size, int64_t *ts) {
+        rd_kafka_t *rk = NULL;
+        char errstr[1024], group[300];
+        bool found = false;
+        tb_buf_t value = {0};
+        out[0] = '\0';
+        tb_snprintf(group, sizeof(group), "%s.fence", r->group);
+        tb_err_t err = tb_repl_reader_new(r->conf, bootstrap, group, &rk, errstr, sizeof(errstr));
+        if (!err)
+                err = tb_repl_last_record(rk, r->t_ev, p, (int)ms, &found, ts, NULL, &value,
+                                          errstr, sizeof(errstr));
+        if (rk)
+                tb_bus_consumer_destroy(rk, 5000);
+        if (err) {
+                tb_warn(SUB, "partition %d: region %s's Kafka (%s) cannot be read: %s; its "
+                        "copied events are not fenced for 5 min (docs/replication.md)",
+                        (int)p, r->conf->repl_remote_regions[ri], bootstrap, errstr);
+                tb_buf_free(&value);
+                return false;
+        }
+        if (found) {
+                json_t *ev = NULL;
+                char derr[256];
+                if (tb_serde_decode(value.data, value.len, TB_SCHEMA_TASK_EVENT, NULL, &ev, derr,
+                                    sizeof(derr)) == TB_OK)
+                        tb_snprintf(out, out_size, "%s", jstr(ev, "event_id", ""));
+                json_decref(ev);
+        }
+        tb_buf_free(&value);
+        return true;
+}
+
+/*
+ * Read partition \p p of each other region's copy of task-events from where
+ * the projection left it. The start-up fence: when that region's Kafka is
+ * known (replication.region_kafka), read until the copy holds the last
+ * event of the region's own partition, waiting for MirrorMaker 2 up to
+ * replication.startup_fence, so a region coming back after a failover sees
+ * the HOME_MOVED events before it could fire a moved task.
+ */
+static void role_load_remote(sched_role_t *r, int32_t p) {
+        for (size_t ri = 0; ri < r->rcnt && !role_stopping(r); ri++) {
+                const char *region = r->conf->repl_remote_regions[ri];
+                const char *bs = tb_repl_region_kafka(r->conf, region);
+                int64_t fence = r->conf->repl_startup_fence_ms;
+                int64_t *pos = &r->rpos[(size_t)p * r->rcnt + ri];
+                char target[64] = "", seen_id[64];
+                bool fenced = false, seen = false;
+                int64_t t0 = tb_mono_us(), target_ts = 0;
+                if (bs && fence > 0 && tb_now_ms() >= r->fence_skip_until[ri]) {
+                        fenced = role_fence_target(r, ri, bs, p, fence, target, sizeof(target),
+                                                   &target_ts);
+                        if (!fenced)
+                                r->fence_skip_until[ri] = tb_now_ms() + 5 * 60 * 1000;
+                }
+                if (target[0]) {
+                        /* The copy may hold it already, before where the projection
+                         * left off: MM2 keeps order and timestamps, so a last record
+                         * as recent as the target means the target is in. */
+                        bool cf = false;
+                        int64_t cts = 0;
+                        char lerr[512];
+                        if (tb_repl_last_record(r->ck, r->t_rev[ri], p, 10000, &cf, &cts, NULL,
+                                                NULL, lerr, sizeof(lerr)) == TB_OK &&
+                            cf && cts >= target_ts)
+                                seen = true;
+                }
+                int64_t lo = 0, hi = 0;
+                rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(r->ck, r->t_rev[ri], p,
+                                                                         &lo, &hi, 10000);
+                if ((!target[0] || seen) && (e || hi <= (*pos > lo ? *pos : lo))) {
+                        /* nothing to wait for and nothing (yet) to read */
+                        if (seen)
+                                tb_info(SUB, "partition %d: region %s's copy holds its last "
+                                        "event (fenced)", (int)p, region);
+                        if (e)
+                                tb_warn(SUB, "%s [%d]: %s (run `taskbus admin topics ensure`)",
+                                        r->t_rev[ri], (int)p, rd_kafka_err2str(e));
+                        continue;
+                }
+                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, r->t_rev[ri], p)->offset =
+                        *pos >= 0 ? *pos : RD_KAFKA_OFFSET_BEGINNING;
+                e = rd_kafka_assign(r->ck, l);
+                rd_kafka_topic_partition_list_destroy(l);
+                if (e) {
+                        tb_warn(SUB, "%s [%d]: %s", r->t_rev[ri], (int)p, rd_kafka_err2str(e));
+                        continue;
+                }
+                int64_t deadline = t0 + (target[0] && !seen ? fence : LOAD_WAIT_MS) * 1000;
+                size_t n = 0;
+                while (!role_stopping(r)) {
+                        if (tb_mono_us() > deadline) {
+                                if (target[0] && !seen)
+                                        tb_warn(SUB, "partition %d: this region's copy of region "
+                                                "%s's task-events still lacks its last event "
+                                                "after %.0f s (is MirrorMaker 2 running?): "
+                                                "loading without it",
+                                                (int)p, region, (double)fence / 1000.0);
+                                r->fence_skip_until[ri] = tb_now_ms() + 5 * 60 * 1000;
+                                break;
+                        }
+                        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->ck, 200);
+                        if (!m)
+                                continue;
+                        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                                rd_kafka_message_destroy(m);
+                                if (!target[0] || seen)
+                                        break;
+                                continue; /* MirrorMaker 2 has not copied it yet */
+                        }
+                        if (m->err) {
+                                tb_warn(SUB, "%s [%d]: %s", r->t_rev[ri], (int)p,
+                                        rd_kafka_message_errstr(m));
+                                bool gone = m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+                                            m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+                                rd_kafka_message_destroy(m);
+                                if (gone && !target[0])
+                                        break;
+                                continue;
+                        }
+                        if (m->offset >= *pos) {
+                                role_apply_remote(r, m, seen_id, sizeof(seen_id));
+                                *pos = m->offset + 1;
+                                n++;
+                                if (target[0] && (!strcmp(seen_id, target) ||
+                                                  rd_kafka_message_timestamp(m, NULL) > target_ts))
+                                        seen = true;
+                        }
+                        rd_kafka_message_destroy(m);
+                }
+                rd_kafka_assign(r->ck, NULL);
+                role_adopt_moved(r);
+                tb_info(SUB, "partition %d: %zu event(s) of region %s's copy applied in %.3f s%s",
+                        (int)p, n, region, (double)(tb_mono_us() - t0) / 1e6,
+                        !bs        ? " (not fenced: no replication.region_kafka for it)"
+                        : seen     ? " (fenced: holds the region's last event)"
+                        : fenced && !target[0] ? " (fenced: the region's partition is empty)"
+                                               : " (NOT fenced)");
+        }
+}
+
+/* The other regions' copies: the partitions we own, at our positions. */
+static void role_rv_sync(sched_role_t *r) {
+        if (!r->rcnt)
+                return;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+        for (int32_t p = 0; p < (int32_t)r->conf->topic_partitions; p++) {
+                tb_sched_part_t *part = tb_sched_part(r->s, p);
+                if (!part->owned)
+                        continue;
+                for (size_t ri = 0; ri < r->rcnt; ri++) {
+                        int64_t pos = r->rpos[(size_t)p * r->rcnt + ri];
+                        rd_kafka_topic_partition_list_add(l, r->t_rev[ri], p)->offset =
+                                pos >= 0 ? pos : RD_KAFKA_OFFSET_BEGINNING;
+                }
+        }
+        rd_kafka_resp_err_t e = rd_kafka_assign(r->rv, l);
+        if (e)
+                tb_error(SUB, "assignment of the other regions' copies: %s", rd_kafka_err2str(e));
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void role_on_remote(sched_role_t *r, rd_kafka_message_t *m) {
+        const char *tname = rd_kafka_topic_name(m->rkt);
+        tb_sched_part_t *part = tb_sched_part(r->s, m->partition);
+        if (!part || !part->owned)
+                return;
+        for (size_t ri = 0; ri < r->rcnt; ri++) {
+                if (strcmp(tname, r->t_rev[ri]))
+                        continue;
+                int64_t *pos = &r->rpos[(size_t)m->partition * r->rcnt + ri];
+                if (*pos >= 0 && m->offset < *pos)
+                        return;
+                *pos = m->offset + 1;
+                role_apply_remote(r, m, NULL, 0);
+                return;
+        }
+}
+
 /* Load partition \p p: where to tail task-events from goes to *\p start. */
 static tb_err_t role_load(sched_role_t *r, int32_t p, int64_t *start, char *errstr,
                           size_t errstr_size) {
@@ -1796,9 +2180,14 @@ static tb_err_t role_load(sched_role_t *r, int32_t p, int64_t *start, char *errs
         if ((err = role_committed(r, r->gc, r->t_ev, p, &committed, errstr, errstr_size)) ||
             (err = role_load_pg(r, p, &o_p, errstr, errstr_size)) ||
             (err = role_load_checkpoints(r, p, errstr, errstr_size))) {
+                for (size_t i = 0; i < r->adopt_cnt; i++)
+                        free(r->adopt[i].tid);
+                r->adopt_cnt = 0;
                 tb_sched_drop_partition(r->s, p);
                 return err;
         }
+        role_adopt_flush(r);
+        role_load_remote(r, p);
         /* Events between our last commit and the projection's offset are in
          * the projection already, but a RUN_REQUESTED among them may not have
          * been emitted: replay them (only run-now requests are taken). */
@@ -1852,6 +2241,7 @@ static void role_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 e = rd_kafka_incremental_assign(rk, l);
                 rd_kafka_topic_partition_list_destroy(l);
                 role_rc_sync(r, false);
+                role_rv_sync(r);
         } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
                 bool lost = rd_kafka_assignment_lost(rk);
                 for (int i = 0; i < parts->cnt; i++) {
@@ -1864,6 +2254,7 @@ static void role_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 }
                 e = rd_kafka_incremental_unassign(rk, parts);
                 role_rc_sync(r, false);
+                role_rv_sync(r);
         } else {
                 tb_error(SUB, "rebalance error: %s", rd_kafka_err2str(err));
         }
@@ -1907,6 +2298,7 @@ static void role_reload(sched_role_t *r) {
         }
         rd_kafka_topic_partition_list_destroy(seek);
         role_rc_sync(r, true);
+        role_rv_sync(r);
 }
 
 static void role_on_event(sched_role_t *r, rd_kafka_message_t *m) {
@@ -1929,6 +2321,7 @@ static void role_on_event(sched_role_t *r, rd_kafka_message_t *m) {
                 tb_warn(SUB, "task-events [%d] offset %" PRId64 ": %s", (int)m->partition,
                         m->offset, err);
         json_decref(ev);
+        role_adopt_moved(r);
 }
 
 static void role_on_result(sched_role_t *r, rd_kafka_message_t *m) {
@@ -2003,9 +2396,8 @@ static tb_err_t role_producer(sched_role_t *r, char *errstr, size_t errstr_size)
         return err;
 }
 
-static tb_err_t role_connect(sched_role_t *r, char *errstr, size_t errstr_size) {
-        tb_err_t err;
-        char ckgroup[300];
+/* The group member on task-events (static: group.instance.id). */
+static tb_err_t role_group_consumer(sched_role_t *r, char *errstr, size_t errstr_size) {
         tb_consumer_opts_t o = {
                 .group_id = r->group,
                 .instance_id = r->instance,
@@ -2016,13 +2408,53 @@ static tb_err_t role_connect(sched_role_t *r, char *errstr, size_t errstr_size) 
                 .opaque = r,
         };
         tb_topic_t topics[] = {TB_TOPIC_EVENTS};
+        return tb_bus_consumer_new(r->conf, &o, topics, 1, &r->gc, errstr, errstr_size);
+}
+
+/* A fatal error ends the group consumer for good: it never rebalances
+ * again. The usual one is FENCED_INSTANCE_ID after a broker outage: the
+ * session timed out, librdkafka rejoined under a new member id and the
+ * broker fenced the old one. Left alone, this process would own nothing
+ * while the group kept its static id, so nobody would fire its partitions
+ * until it restarts. Drop everything and join again with the same
+ * group.instance.id; the new assignment loads with misfire catch-up. */
+static void role_regroup(sched_role_t *r) {
+        char fbuf[512], errstr[1024];
+        rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(r->gc, fbuf, sizeof(fbuf));
+        tb_error(SUB, "task-events consumer: fatal %s: %s; dropping every partition and joining "
+                 "group %s again",
+                 rd_kafka_err2name(ferr), fbuf, r->group);
+        for (int32_t p = 0; p < (int32_t)r->conf->topic_partitions; p++) {
+                r->assigned[p] = false;
+                tb_sched_drop_partition(r->s, p);
+        }
+        r->reload_at = 0;
+        tb_sched_set_kafka(r->s, r->prod, NULL);
+        tb_bus_consumer_destroy(r->gc, 5000);
+        r->gc = NULL;
+        role_rc_sync(r, false);
+        role_rv_sync(r);
+        while (!role_stopping(r) && role_group_consumer(r, errstr, sizeof(errstr)) != TB_OK) {
+                tb_error(SUB, "joining group %s again: %s; retrying in 1 s", r->group, errstr);
+                for (int i = 0; i < 10 && !role_stopping(r); i++)
+                        rd_kafka_poll(r->prod, 100); /* waits 100 ms */
+        }
+        tb_sched_set_kafka(r->s, r->prod, r->gc);
+        tb_metrics_set("taskbus_scheduler_tasks_loaded", NULL, (double)tb_sched_task_count(r->s));
+}
+
+static tb_err_t role_connect(sched_role_t *r, char *errstr, size_t errstr_size) {
+        tb_err_t err;
+        char ckgroup[300];
         tb_snprintf(ckgroup, sizeof(ckgroup), "%s.checkpoint-loader", r->group);
         /* the producer first: its init_transactions fences our previous
          * incarnation (same transactional.id) before we read anything */
         if ((err = role_producer(r, errstr, errstr_size)) ||
             (err = role_plain_consumer(r, r->group, false, &r->rc, errstr, errstr_size)) ||
             (err = role_plain_consumer(r, ckgroup, true, &r->ck, errstr, errstr_size)) ||
-            (err = tb_bus_consumer_new(r->conf, &o, topics, 1, &r->gc, errstr, errstr_size)))
+            (err = role_group_consumer(r, errstr, errstr_size)))
+                return err;
+        if (r->rcnt && (err = role_plain_consumer(r, r->group, false, &r->rv, errstr, errstr_size)))
                 return err;
         tb_sched_set_kafka(r->s, r->prod, r->gc);
         return TB_OK;
@@ -2058,7 +2490,22 @@ static void *role_main(void *arg) {
                 if (due - now < wait)
                         wait = due - now < 0 ? 0 : due - now;
                 role_drain(r, r->gc, (int)wait, 5000, false);
+                if (rd_kafka_fatal_error(r->gc, NULL, 0)) {
+                        role_regroup(r);
+                        continue;
+                }
                 role_drain(r, r->rc, 0, batch, true);
+                for (size_t i = 0; r->rv && i < 5000 && !role_stopping(r); i++) {
+                        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rv, 0);
+                        if (!m)
+                                break;
+                        if (!m->err)
+                                role_on_remote(r, m);
+                        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                                tb_debug(SUB, "other regions' copies: %s",
+                                         rd_kafka_message_errstr(m));
+                        rd_kafka_message_destroy(m);
+                }
                 if (r->reload_at && tb_now_ms() >= r->reload_at)
                         role_reload(r);
                 tb_sched_tick_stats_t st;
@@ -2098,6 +2545,15 @@ static void role_free(sched_role_t *r) {
         if (r->ck) {
                 tb_bus_consumer_destroy(r->ck, 10000);
         }
+        if (r->rv) {
+                tb_bus_consumer_destroy(r->rv, 10000);
+        }
+        for (size_t i = 0; i < r->adopt_cnt; i++)
+                free(r->adopt[i].tid);
+        free(r->adopt);
+        free(r->t_rev);
+        free(r->rpos);
+        free(r->fence_skip_until);
         if (r->prod) {
                 rd_kafka_purge(r->prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
                 rd_kafka_destroy(r->prod);
@@ -2129,6 +2585,17 @@ static tb_err_t role_start(tb_ctx_t *ctx, void **state, char *errstr, size_t err
         tb_topic_name(ctx->conf, TB_TOPIC_EVENTS, r->t_ev, sizeof(r->t_ev));
         tb_topic_name(ctx->conf, TB_TOPIC_RESULTS, r->t_rr, sizeof(r->t_rr));
         tb_topic_name(ctx->conf, TB_TOPIC_CHECKPOINTS, r->t_ck, sizeof(r->t_ck));
+        r->rcnt = ctx->conf->repl_remote_region_cnt;
+        r->t_rev = calloc(r->rcnt + 1, sizeof(*r->t_rev));
+        r->rpos = calloc((size_t)ctx->conf->topic_partitions * (r->rcnt + 1), sizeof(*r->rpos));
+        r->fence_skip_until = calloc(r->rcnt + 1, sizeof(*r->fence_skip_until));
+        if (!r->t_rev || !r->rpos || !r->fence_skip_until) {
+                err = TB_ERR_NOMEM;
+                goto fail;
+        }
+        for (size_t ri = 0; ri < r->rcnt; ri++)
+                tb_repl_topic_name(ctx->conf, ctx->conf->repl_remote_regions[ri], TB_TOPIC_EVENTS,
+                                   r->t_rev[ri], sizeof(r->t_rev[ri]));
         if ((err = role_connect(r, errstr, errstr_size)))
                 goto fail;
         if (pthread_create(&r->thr, NULL, role_main, r)) {

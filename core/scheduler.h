@@ -98,6 +98,28 @@ bool tb_sched_task_remove(tb_sched_t *s, const char *task_id, bool tombstone);
  */
 tb_err_t tb_sched_event(tb_sched_t *s, int32_t partition, const json_t *event, bool replay,
                         int64_t now_ms, char *errstr, size_t errstr_size);
+/**
+ * @brief Apply one TaskEvent read from another region's copy of task-events
+ *        (docs/replication.md): the task's state only, ordered by (epoch,
+ *        version) like local events; a RUN_REQUESTED there is not fired here.
+ */
+tb_err_t tb_sched_remote_event(tb_sched_t *s, int32_t partition, const json_t *event,
+                               int64_t now_ms, char *errstr, size_t errstr_size);
+/**
+ * @brief The next task that an event of a higher home-region epoch made
+ *        local (a failover moved it here), or NULL. Caller frees it; the
+ *        role then calls tb_sched_task_adopt() before the next tick.
+ */
+char *tb_sched_take_moved(tb_sched_t *s);
+/**
+ * @brief Resume a task moved here from the last nominal time its old home
+ *        fired (\p last_nominal_ms, INT64_MIN if none is known: the
+ *        checkpoint or the creation then). Fires missed since are caught up
+ *        by the task's misfire policy.
+ */
+void tb_sched_task_adopt(tb_sched_t *s, const char *task_id, int64_t last_nominal_ms);
+/** @brief Set a loaded task's home-region epoch (loading from the projection). */
+void tb_sched_task_set_epoch(tb_sched_t *s, const char *task_id, int64_t epoch);
 /** Apply one RunResult (decoded JSON): FAILED / TIMED_OUT / LOST / infra
  *  errors schedule a retry or go to the DLQ. */
 tb_err_t tb_sched_result(tb_sched_t *s, int32_t partition, const json_t *result,

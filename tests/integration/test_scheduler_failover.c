@@ -250,3 +250,54 @@ Test(scheduler_failover, kill9_and_sigstop_zombie_exactly_once) {
                         cr_log_info("%s", line);
         free(log);
 }
+
+/* A raw group member on task-events that takes scheduler \p i's static id:
+ * the broker fences the scheduler's member (FENCED_INSTANCE_ID), a fatal
+ * consumer error, as after a session timeout during a broker restart. */
+static rd_kafka_t *intruder(const char *member) {
+        char err[512], group[128], topic[128];
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        snprintf(group, sizeof(group), "%sscheduler", g_st.prefix);
+        snprintf(topic, sizeof(topic), "%stask-events", g_st.prefix);
+        cr_assert_eq(rd_kafka_conf_set(c, "bootstrap.servers", g_st.kafka, err, sizeof(err)), 0);
+        cr_assert_eq(rd_kafka_conf_set(c, "group.id", group, err, sizeof(err)), 0);
+        cr_assert_eq(rd_kafka_conf_set(c, "group.instance.id", member, err, sizeof(err)), 0);
+        cr_assert_eq(rd_kafka_conf_set(c, "session.timeout.ms", "6000", err, sizeof(err)), 0);
+        cr_assert_eq(rd_kafka_conf_set(c, "partition.assignment.strategy", "cooperative-sticky",
+                                       err, sizeof(err)),
+                     0);
+        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
+        cr_assert_not_null(rk, "%s", err);
+        rd_kafka_poll_set_consumer(rk);
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
+        cr_assert_eq(rd_kafka_subscribe(rk, l), 0);
+        rd_kafka_topic_partition_list_destroy(l);
+        return rk;
+}
+
+Test(scheduler_failover, fenced_static_member_joins_again_and_catches_up) {
+        static char ids[TASKS][37];
+        for (int t = 0; t < TASKS; t++)
+                create_task(ids[t]);
+        wait_all_fire_after(ids, tb_now_ms());
+        /* fence both schedulers' group members: without a rejoin nothing
+         * fires any more (the chaos run's lost fires) */
+        rd_kafka_t *in[2] = {intruder("sched-a"), intruder("sched-b")};
+        int64_t end = tb_now_ms() + 8000;
+        while (tb_now_ms() < end)
+                for (int i = 0; i < 2; i++) {
+                        rd_kafka_message_t *m = rd_kafka_consumer_poll(in[i], 100);
+                        if (m)
+                                rd_kafka_message_destroy(m);
+                }
+        for (int i = 0; i < 2; i++)
+                rd_kafka_destroy_flags(in[i], RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        int64_t after = tb_now_ms();
+        wait_all_fire_after(ids, after + 3000);
+        check_exactly_once(ids, after + 2000);
+        char *log = tbt_daemon_log(&g_st);
+        cr_assert(log && strstr(log, "joining group"),
+                  "no scheduler reported a fenced group member and a rejoin");
+        free(log);
+}

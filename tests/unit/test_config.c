@@ -178,7 +178,7 @@ Test(config, typo_names_file_line_key_and_valid_keys) {
         expect_error("\n\nregoin = \"eu\";\n",
                      "3: unknown key 'regoin'; valid top-level keys: api, archiver, "
                      "executor, groups, kafka, log_level, plugins, postgres, region, "
-                     "scheduler, topics (did you mean 'region'?)");
+                     "replication, scheduler, topics (did you mean 'region'?)");
         /* Nothing close: no suggestion. */
         expect_error("api = { zzzzzz = 1; };\n",
                      "1: unknown key 'api.zzzzzz'; valid keys in 'api': burst, listen, "
