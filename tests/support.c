@@ -94,3 +94,18 @@ char *tbt_write_temp(const char *suffix, const char *text) {
         close(fd);
         return path;
 }
+
+const char *tbt_pg_server(char *buf, size_t size) {
+        const char *t = getenv("TB_TEST_PG");
+        if (t && *t) {
+                snprintf(buf, size, "%s", t);
+                return buf;
+        }
+        snprintf(buf, size, "%s", tbt_env("TASKBUS_PG", "postgresql://taskbus@127.0.0.1:55432"));
+        /* drop the "/dbname" after the host part, keep any "?options" out too */
+        char *scheme = strstr(buf, "://");
+        char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
+        if (slash)
+                *slash = '\0';
+        return buf;
+}

@@ -19,6 +19,14 @@ const char *tbt_source_dir(void);
 const char *tbt_env(const char *name, const char *dflt);
 
 /**
+ * The PostgreSQL server the tests use, as a URL without a database
+ * ("postgresql://taskbus@127.0.0.1:55433"): $TB_TEST_PG, else $TASKBUS_PG
+ * (set by tools/test) without its database, else the dev stack's.
+ * @returns \p buf.
+ */
+const char *tbt_pg_server(char *buf, size_t size);
+
+/**
  * Run a shell command, capturing stdout+stderr (merged) into a malloc'd
  * string (*out, caller frees; may be NULL). @returns the exit status, or
  * -1 if it could not run or was killed by a signal.

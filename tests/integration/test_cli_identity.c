@@ -38,8 +38,7 @@ static void admin_sql(const char *sql) {
 static void setup(void) {
         char err[1024], sql[128];
         unsigned char rnd[6];
-        snprintf(g_base, sizeof(g_base), "%s",
-                 tbt_env("TB_TEST_PG", "postgresql://taskbus@127.0.0.1:55432"));
+        tbt_pg_server(g_base, sizeof(g_base));
         cr_assert_eq(tb_random_bytes(rnd, sizeof(rnd)), TB_OK);
         snprintf(g_db, sizeof(g_db), "tbtest_id_%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
                  rnd[2], rnd[3], rnd[4], rnd[5]);
