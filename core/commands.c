@@ -1206,6 +1206,9 @@ static void *tb_cmd_main(void *arg) {
                         tb_cmd_batch_free(cmd);
                         break;
                 }
+                /* what the follower has by now (a task copied from another
+                 * region, a failover's HOME_MOVED) counts for this batch */
+                tb_cmd_follow(cmd);
                 tb_cmd_process(cmd);
         }
         return NULL;

@@ -49,7 +49,10 @@ def produce(bootstrap, topic, key, value, headers):
     with tempfile.NamedTemporaryFile() as f:
         f.write(value)
         f.flush()
-        cmd = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-k", key, "-X", "acks=all"]
+        # murmur2: the partitioner taskbus (and the Java client) uses, so a
+        # task's commands land on the partition of its events
+        cmd = ["kcat", "-P", "-b", bootstrap, "-t", topic, "-k", key, "-X", "acks=all",
+               "-X", "partitioner=murmur2_random"]
         for k, v in headers.items():
             cmd += ["-H", "%s=%s" % (k, v)]
         subprocess.run(cmd + [f.name], check=True)
@@ -102,6 +105,7 @@ def main(argv):
     ok = ok and bad["status"] == "REJECTED" and bad["reason"] == "INVALID_ARGUMENT"
 
     print(json.dumps({"task_id": task_id, "version": reply["version"], "status": reply["status"],
+                      "reason": reply["reason"], "message": reply["message"], "field": reply["field"],
                       "malformed_status": bad["status"], "malformed_reason": bad["reason"],
                       "malformed_message": bad["message"]}))
     return 0 if ok else 1
