@@ -482,10 +482,21 @@ Test(replication, two_regions_read_fire_failover, .init = setup, .fini = teardow
         rd_kafka_t *prod = tbt_stack_producer(&ust);
         tbt_reader_t *replies = tbt_reader_new(&ust, TB_TOPIC_REPLIES, true);
         char corr[37];
-        tbt_send_command(&ust, prod, "PAUSE", id, -1, NULL, us->token, NULL, corr);
-        rd_kafka_flush(prod, 10000);
-        const json_t *reply = tbt_reader_wait(replies, "correlation_id", corr, 30000);
-        cr_assert_not_null(reply, "no reply to a PAUSE sent to us's task-commands");
+        const json_t *reply = NULL;
+        /* us's commands role learns the task from its copy of eu's events a
+         * little after us's projection does: until then it answers
+         * NOT_FOUND (also never applied); wait for it to know the task */
+        int64_t until = tb_mono_us() + 30 * 1000000LL;
+        for (;;) {
+                tbt_send_command(&ust, prod, "PAUSE", id, -1, NULL, us->token, NULL, corr);
+                rd_kafka_flush(prod, 10000);
+                reply = tbt_reader_wait(replies, "correlation_id", corr, 30000);
+                cr_assert_not_null(reply, "no reply to a PAUSE sent to us's task-commands");
+                if (strcmp(json_string_value(json_object_get(reply, "reason")), "NOT_FOUND") ||
+                    tb_mono_us() >= until)
+                        break;
+                usleep(200 * 1000); /* pace the re-sends */
+        }
         cr_assert_str_eq(json_string_value(json_object_get(reply, "status")), "REJECTED");
         cr_assert_str_eq(json_string_value(json_object_get(reply, "reason")), "FORBIDDEN");
         cr_assert_str_eq(json_string_value(json_object_get(reply, "field")), "home_region",
