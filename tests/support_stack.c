@@ -4,8 +4,8 @@
  */
 #include "support_stack.h"
 
-#include "identity.h"
-#include "serde.h"
+#include "identity/identity.h"
+#include "serde/serde.h"
 #include "support.h"
 
 #include <criterion/criterion.h>

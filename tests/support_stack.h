@@ -13,9 +13,9 @@
 #ifndef TB_TEST_SUPPORT_STACK_H
 #define TB_TEST_SUPPORT_STACK_H
 
-#include "bus.h"
-#include "config.h"
-#include "store.h"
+#include "bus/bus.h"
+#include "config/config.h"
+#include "store/store.h"
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>

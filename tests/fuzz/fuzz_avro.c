@@ -18,7 +18,7 @@
  * schema (smallest: nulls, empty arrays; fullest: every optional filled,
  * two entries per array and map) with both fingerprints, then exits.
  */
-#include "serde.h"
+#include "serde/serde.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -13,9 +13,9 @@
  *  - TB_OK and TB_ERR_NOT_FOUND are the only answers for a parsed
  *    expression (it was validated: it can fire).
  */
-#include "cron.h"
-#include "schedule.h"
-#include "tz.h"
+#include "schedule/cron.h"
+#include "schedule/schedule.h"
+#include "schedule/tz.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -14,14 +14,14 @@
  *    decodes, and tb_task_from_spec() turns back into the same task;
  *  - a cursor that parses has the documented shape.
  *
- * The cursor parser is file-local to core/api_tasks.c, so that file is
+ * The cursor parser is file-local to core/roles/api/tasks.c, so that file is
  * compiled into this harness: its definitions take the place of the copy
  * in libtbcore.a (the linker never pulls api_tasks.o, whose every symbol
  * is then already defined), and nothing in core needed a test-only export.
  */
-#include "api_tasks.c"
+#include "api/tasks.c"
 
-#include "serde.h"
+#include "serde/serde.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,9 +9,9 @@
  * Each test uses its own random topic prefix (and deletes its topics), so
  * runs never see each other's records.
  */
-#include "bus.h"
+#include "bus/bus.h"
 #include "interop/fixtures.h"
-#include "serde.h"
+#include "serde/serde.h"
 #include "support.h"
 
 #include <criterion/criterion.h>

@@ -6,7 +6,7 @@
  *        disable/enable, error messages and exit statuses, and the audit
  *        actor (OS user @ host, or SUDO_USER).
  */
-#include "identity.h"
+#include "identity/identity.h"
 #include "support.h"
 
 #include <criterion/criterion.h>

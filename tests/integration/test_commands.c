@@ -5,8 +5,8 @@
  *        prefix and database; the test produces TaskCommands itself and reads
  *        the replies on task-replies and the events on task-events.
  */
-#include "bus.h"
-#include "serde.h"
+#include "bus/bus.h"
+#include "serde/serde.h"
 #include "support.h"
 #include "support_stack.h"
 

@@ -10,8 +10,8 @@
  * Tasks run as the default group policy's os user (nobody), so files the
  * tests let a task write live in a world-writable temp directory.
  */
-#include "executor.h"
-#include "serde.h"
+#include "executor/executor.h"
+#include "serde/serde.h"
 #include "support.h"
 #include "support_stack.h"
 

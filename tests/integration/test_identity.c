@@ -1,6 +1,6 @@
 /**
  * @file test_identity.c
- * @brief core/identity.c against a real PostgreSQL: users, tokens and
+ * @brief core/lib/identity/identity.c against a real PostgreSQL: users, tokens and
  *        groups, bearer authentication (formats, unknown, revoked, disabled),
  *        the authentication cache, last_used_at throttling, the audit trail
  *        and its transactionality, tokens never stored in plain text, and
@@ -10,7 +10,7 @@
  * $TB_TEST_PG (default postgresql://taskbus@127.0.0.1:55432), migrated with
  * tb_store_migrate() and dropped afterwards.
  */
-#include "identity.h"
+#include "identity/identity.h"
 #include "support.h"
 
 #include <criterion/criterion.h>

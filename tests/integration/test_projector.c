@@ -5,11 +5,11 @@
  *        them again changes nothing, and a replay of task-events into a fresh
  *        database gives the same tables row for row.
  */
-#include "bus.h"
-#include "serde.h"
+#include "bus/bus.h"
+#include "serde/serde.h"
 #include "support.h"
 #include "support_stack.h"
-#include "task.h"
+#include "task/task.h"
 
 #include <criterion/criterion.h>
 #include <signal.h>

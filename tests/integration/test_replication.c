@@ -14,11 +14,11 @@
  *     the task fires in us, no nominal time runs in both regions, and eu
  *     restarted does not fire it (its scheduler is fenced by the epoch).
  */
-#include "config.h"
-#include "identity.h"
+#include "config/config.h"
+#include "identity/identity.h"
 #include "replication.h"
-#include "serde.h"
-#include "store.h"
+#include "serde/serde.h"
+#include "store/store.h"
 #include "support.h"
 #include "support_stack.h"
 

@@ -10,8 +10,8 @@
 #include <criterion/criterion.h>
 #include <sys/prctl.h>
 
-#include "bus.h"
-#include "serde.h"
+#include "bus/bus.h"
+#include "serde/serde.h"
 #include "support.h"
 #include "support_stack.h"
 

@@ -6,9 +6,9 @@
  *        test reads runs, run-results and runs-dlq with read_committed
  *        consumers, and plays the executor by producing RunResults itself.
  */
-#include "bus.h"
-#include "scheduler.h"
-#include "serde.h"
+#include "bus/bus.h"
+#include "scheduler/scheduler.h"
+#include "serde/serde.h"
 #include "support.h"
 #include "support_stack.h"
 

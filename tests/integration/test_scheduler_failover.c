@@ -9,8 +9,8 @@
  *        every nominal fire of the window exactly once (a RunRequest, or a
  *        recorded skip), and no run id twice.
  */
-#include "bus.h"
-#include "serde.h"
+#include "bus/bus.h"
+#include "serde/serde.h"
 #include "support.h"
 #include "support_stack.h"
 #include "support_checker.h"

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "plugin_host.h"
+#include "executor/plugin_host.h"
 #include "plugins/tbt_collect.h"
 #include "support.h"
 

@@ -1,6 +1,6 @@
 /**
  * @file test_store.c
- * @brief core/store.c against the real PostgreSQL of the local stack: the
+ * @brief core/lib/store/store.c against the real PostgreSQL of the local stack: the
  *        embedded migrations (once, concurrently, tamper detection, failed
  *        and out-of-order migrations), the pool (bound, blocking, reset of a
  *        terminated backend, rollback on release) and exec's errors.
@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store.h"
+#include "store/store.h"
 #include "support.h"
 
 /* pg_locks is cluster-wide: count only our database's advisory locks. */

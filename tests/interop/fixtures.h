@@ -7,7 +7,7 @@
 #ifndef TB_TEST_INTEROP_FIXTURES_H
 #define TB_TEST_INTEROP_FIXTURES_H
 
-#include "serde.h"
+#include "serde/serde.h"
 #include "support.h"
 
 #include <jansson.h>

@@ -7,7 +7,7 @@
 #ifndef TBT_COLLECT_H
 #define TBT_COLLECT_H
 
-#include "plugin_host.h"
+#include "executor/plugin_host.h"
 
 #include <pthread.h>
 #include <stdio.h>

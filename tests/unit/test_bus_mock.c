@@ -5,7 +5,7 @@
  *        reported with context), plus murmur2 against the Java client's
  *        published values and topic naming.
  */
-#include "bus.h"
+#include "bus/bus.h"
 #include "support.h"
 
 #include <criterion/criterion.h>

@@ -1,11 +1,11 @@
 /**
  * @file test_config.c
- * @brief core/config.c: defaults, the example file, every class of user
+ * @brief core/lib/config/config.c: defaults, the example file, every class of user
  *        error (with FILE:LINE and the key), durations and sizes, the kafka
  *        pass-through, groups and plugins, environment overrides and the
  *        staleness of the generated docs/configuration.md.
  */
-#include "config.h"
+#include "config/config.h"
 #include "support.h"
 
 #include <criterion/criterion.h>

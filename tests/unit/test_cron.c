@@ -2,7 +2,7 @@
  * @file test_cron.c
  * @brief Cron parsing and next-fire vectors (UTC) for every feature, parse
  *        errors, and a randomised cross-check against a brute-force
- *        reference matcher written independently of core/cron.c.
+ *        reference matcher written independently of core/lib/schedule/cron.c.
  */
 #include <criterion/criterion.h>
 
@@ -12,8 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "cron.h"
-#include "schedule.h"
+#include "schedule/cron.h"
+#include "schedule/schedule.h"
 #include "tb.h"
 
 /* Next fire of \p expr (UTC) strictly after \p after, as RFC 3339 UTC, or
@@ -259,7 +259,7 @@ Test(cron, parse_errors_long_and_binary) {
 /* ---- randomised cross-check against a brute-force reference ------------ */
 
 /* The reference knows each field as a plain set plus the special forms,
- * written from the generator's side, never from core/cron.c's parse. */
+ * written from the generator's side, never from core/lib/schedule/cron.c's parse. */
 typedef struct ref_expr {
         char text[400];
         bool six;

@@ -10,10 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "replication.h"
-#include "scheduler.h"
-#include "serde.h"
+#include "scheduler/scheduler.h"
+#include "serde/serde.h"
 #include "support.h"
 
 #define T0 INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "schedule.h"
+#include "schedule/schedule.h"
 #include "tb.h"
 
 typedef struct fire {

@@ -1,6 +1,6 @@
 /**
  * @file test_scheduler_engine.c
- * @brief The scheduler engine (core/scheduler.c) without Kafka: records go
+ * @brief The scheduler engine (core/roles/scheduler/scheduler.c) without Kafka: records go
  *        to a sink and are decoded with the Avro serde. Covers interval
  *        fires, misfire policies, pause, run-now, retries and the DLQ,
  *        schedule updates, expiry, and the hand-encoded RunRequest.
@@ -8,9 +8,9 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "config.h"
-#include "scheduler.h"
-#include "serde.h"
+#include "config/config.h"
+#include "scheduler/scheduler.h"
+#include "serde/serde.h"
 
 #define T0 INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */
 #define TID "6f1c2e4a-1b2c-4d3e-8f90-a1b2c3d4e5f6"

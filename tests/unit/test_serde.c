@@ -5,7 +5,7 @@
  *        the decoder (every truncation, random bytes, mutations).
  */
 #include "interop/fixtures.h"
-#include "serde.h"
+#include "serde/serde.h"
 #include "support.h"
 
 #include <criterion/criterion.h>

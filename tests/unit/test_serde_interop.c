@@ -7,7 +7,7 @@
  *        Missing python3-avro is a failure, not a skip.
  */
 #include "interop/fixtures.h"
-#include "serde.h"
+#include "serde/serde.h"
 #include "support.h"
 
 #include <criterion/criterion.h>

@@ -1,13 +1,13 @@
 /**
  * @file test_task.c
- * @brief core/task.c: every validation rule (field name and message), the
+ * @brief core/lib/task/task.c: every validation rule (field name and message), the
  *        defaults, idempotence of the normalized form, the Avro TaskSpec
  *        round trip through serde, tb_task_schedule() for each kind,
  *        tb_duration_format(), tb_task_diff() and random garbage input.
  */
-#include "serde.h"
+#include "serde/serde.h"
 #include "support.h"
-#include "task.h"
+#include "task/task.h"
 
 #include <criterion/criterion.h>
 #include <stdio.h>

@@ -1,12 +1,12 @@
 /**
  * @file test_timerheap.c
- * @brief core/timerheap.c against a naive reference: random inserts,
+ * @brief core/lib/schedule/timerheap.c against a naive reference: random inserts,
  *        re-keys and removals, then pops come out in (due, id) order.
  */
 #include <criterion/criterion.h>
 #include <stdlib.h>
 
-#include "timerheap.h"
+#include "schedule/timerheap.h"
 
 #define N 5000
 

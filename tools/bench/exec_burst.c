@@ -22,10 +22,10 @@
  * directory is world-writable. Build with the lead's CMake lines (see
  * docs/benchmarks.md); use a build without sanitizers for real numbers.
  */
-#include "bus.h"
-#include "config.h"
-#include "serde.h"
-#include "store.h"
+#include "bus/bus.h"
+#include "config/config.h"
+#include "serde/serde.h"
+#include "store/store.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -25,11 +25,11 @@
  * Measure with a release build (-DTB_SANITIZE=OFF): sanitizers double RSS.
  * SCHED_BENCH_DEBUG=1 reports ticks slower than 200 ms on stderr.
  */
-#include "bus.h"
-#include "config.h"
-#include "schedule.h"
-#include "scheduler.h"
-#include "serde.h"
+#include "bus/bus.h"
+#include "config/config.h"
+#include "schedule/schedule.h"
+#include "scheduler/scheduler.h"
+#include "serde/serde.h"
 
 #include <getopt.h>
 #include <inttypes.h>

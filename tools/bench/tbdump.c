@@ -20,9 +20,9 @@
  * it prints the report as one JSON object; exit status 0 when nothing was
  * duplicated or lost.
  */
-#include "bus.h"
-#include "config.h"
-#include "serde.h"
+#include "bus/bus.h"
+#include "config/config.h"
+#include "serde/serde.h"
 
 /* The checker is shared with the integration tests; the benchmark programs
  * are built from one source file each, so it is compiled in here. */

@@ -1,0 +1,53 @@
+/**
+ * @file cli/cli.h
+ * @brief The `taskbus` command-line tool: one function per command group
+ *        (cli_*.c), dispatched from main_cli.c. Each returns the process exit
+ *        status: 0 ok, 1 failure reported by the server or the system,
+ *        2 usage error.
+ */
+#ifndef TB_CLI_H
+#define TB_CLI_H
+
+#include "config/config.h"
+#include <stdio.h>
+
+/** One command group: `taskbus NAME ...`. */
+typedef struct tb_cli_cmd {
+        const char *name;
+        const char *summary;
+        int (*run)(int argc, char **argv); /**< argv[0] is the group name */
+} tb_cli_cmd_t;
+
+/** Load the config named by --config (removed from argv) or $TASKBUS_CONFIG,
+ *  else defaults + environment. Prints the error and returns NULL on failure. */
+tb_config_t *tb_cli_config(int *argc, char **argv);
+
+/** Print "taskbus: <msg>" to stderr. */
+void tb_cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/** True if argv holds -h or --help. */
+bool tb_cli_wants_help(int argc, char **argv);
+
+int tb_cli_admin(int argc, char **argv);
+/** `taskbus schedule next` (cli_schedule.c): preview a schedule's next fires. */
+int tb_cli_schedule(int argc, char **argv);
+/** `taskbus admin user|token|group|audit` (cli_identity.c): sets *handled when
+ *  argv[1] is one of them; returns the exit status. */
+int tb_cli_admin_identity(int argc, char **argv, tb_config_t *conf, bool *handled);
+/** `taskbus admin region failover|status` (core/cli_region.c); argv[1] is "region". */
+int tb_cli_admin_region(int argc, char **argv, tb_config_t *conf);
+void tb_cli_admin_region_usage(FILE *fp);
+void tb_cli_admin_identity_usage(FILE *fp);
+/** `taskbus tasks create|list|get|update|delete|pause|resume|run` (cli_tasks.c):
+ *  the REST API through libcurl. */
+int tb_cli_tasks(int argc, char **argv);
+/** `taskbus runs list|get|cancel` (cli_runs.c): run history through the REST API. */
+int tb_cli_runs(int argc, char **argv);
+/** `taskbus logs RUN_ID [--follow]` (cli_runs.c): a run's output, live with --follow. */
+int tb_cli_logs(int argc, char **argv);
+/** `taskbus replay --into URL [--from-kafka BOOTSTRAP] [--force]` (cli_replay.c). */
+int tb_cli_replay(int argc, char **argv);
+/** `taskbus history TASK_ID [--at TIME] [--json]` (cli_replay.c). */
+int tb_cli_history(int argc, char **argv);
+
+#endif

@@ -1,0 +1,46 @@
+/**
+ * @file cli/common.c
+ * @brief Helpers shared by the CLI command groups.
+ */
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void tb_cli_fail(const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        fputs("taskbus: ", stderr);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+}
+
+bool tb_cli_wants_help(int argc, char **argv) {
+        for (int i = 1; i < argc; i++)
+                if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help"))
+                        return true;
+        return false;
+}
+
+tb_config_t *tb_cli_config(int *argc, char **argv) {
+        const char *path = getenv("TASKBUS_CONFIG");
+        for (int i = 1; i < *argc; i++) {
+                if (!strcmp(argv[i], "--config") && i + 1 < *argc) {
+                        path = argv[i + 1];
+                        memmove(&argv[i], &argv[i + 2], sizeof(char *) * (size_t)(*argc - i - 1));
+                        *argc -= 2;
+                        break;
+                }
+        }
+        tb_config_t *conf = NULL;
+        char err[2048];
+        if (tb_config_load(path && *path ? path : NULL, &conf, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("%s", err);
+                return NULL;
+        }
+        tb_log_set_level((tb_log_level_t)tb_log_level_parse(conf->log_level));
+        return conf;
+}

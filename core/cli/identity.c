@@ -1,0 +1,508 @@
+/**
+ * @file cli/identity.c
+ * @brief `taskbus admin user|token|group|audit`: identity administration
+ *        directly on PostgreSQL (core/identity.c), each change audited with
+ *        the OS user running the CLI as the actor.
+ */
+#include "cli.h"
+#include "identity/identity.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Declared here until core/cli.h carries them (see the lead's wiring). */
+int tb_cli_admin_identity(int argc, char **argv, tb_config_t *conf, bool *handled);
+void tb_cli_admin_identity_usage(FILE *fp);
+
+void tb_cli_admin_identity_usage(FILE *fp) {
+        fprintf(fp,
+                "  user create NAME --groups G1,G2   create a user and its first token (printed once)\n"
+                "  user disable NAME                 stop the user's tokens from authenticating\n"
+                "  user enable NAME                  undo disable\n"
+                "  user list                         users, state and groups\n"
+                "  token create USER                 another token for USER (printed once)\n"
+                "  token revoke TOKEN_ID             revoke a token by id (tok_...)\n"
+                "  token list [USER]                 token ids, user, created, revoked, last used\n"
+                "  group add-member GROUP USER       add USER to GROUP (created when missing)\n"
+                "  group remove-member GROUP USER    remove USER from GROUP\n"
+                "  group list                        groups and their members\n"
+                "  audit [--limit N]                 recent admin actions: when, who, what (N <= 10000)\n"
+                "Names: 1 to %d characters from [A-Za-z0-9._@-].\n",
+                TB_IDENTITY_NAME_MAX);
+}
+
+/* ---- helpers ------------------------------------------------------------- */
+
+/* "user@host" of whoever runs the CLI; under sudo, the user who ran sudo. */
+static void cli_id_actor(char *buf, size_t size) {
+        char user[64] = "", host[256] = "";
+        const char *sudo = getenv("SUDO_USER");
+        if (sudo && *sudo) {
+                snprintf(user, sizeof(user), "%s", sudo);
+        } else {
+                struct passwd *pw = getpwuid(geteuid());
+                if (pw && pw->pw_name)
+                        snprintf(user, sizeof(user), "%s", pw->pw_name);
+                else
+                        snprintf(user, sizeof(user), "uid%u", (unsigned)geteuid());
+        }
+        if (gethostname(host, sizeof(host)) != 0 || !*host)
+                snprintf(host, sizeof(host), "unknown-host");
+        host[sizeof(host) - 1] = '\0';
+        snprintf(buf, size, "%s@%s", user, host);
+        /* the environment is not trusted to be printable */
+        for (char *p = buf; *p; p++)
+                if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+                        *p = '?';
+}
+
+/* Exit status for an error: bad input is a usage error (2). */
+static int cli_id_status(tb_err_t err) { return err == TB_ERR_INVALID ? 2 : 1; }
+
+/* The database, connected on first use so that usage errors need none. */
+typedef struct cli_id_db {
+        tb_config_t *conf;
+        tb_store_t *store;
+        PGconn *conn;
+} cli_id_db_t;
+
+/* @returns false (after printing why) if PostgreSQL cannot be reached. */
+static bool cli_id_connect(cli_id_db_t *db) {
+        char err[1024];
+        if (db->conn)
+                return true;
+        if (!db->store && tb_store_open(db->conf, &db->store, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("postgres: %s", err);
+                return false;
+        }
+        db->conn = tb_store_acquire(db->store);
+        if (!db->conn) {
+                tb_cli_fail("postgres: cannot get a connection (out of memory?)");
+                return false;
+        }
+        /* "relation users does not exist" would not say what to do */
+        int version = 0;
+        if (tb_store_schema_version(db->conn, &version, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("postgres: %s", err);
+                return false;
+        }
+        if (version < 1) {
+                tb_cli_fail("postgres: the database has no taskbus schema yet; create it "
+                            "with: taskbus admin migrate");
+                return false;
+        }
+        return true;
+}
+
+static void cli_id_db_close(cli_id_db_t *db) {
+        if (db->conn)
+                tb_store_release(db->store, db->conn);
+        tb_store_destroy(db->store);
+}
+
+/* Print epoch milliseconds (a text column, SQL NULL -> "-") as RFC 3339. */
+static const char *cli_id_time(const PGresult *res, int row, int col, char buf[32]) {
+        if (PQgetisnull(res, row, col))
+                return "-";
+        tb_time_format(strtoll(PQgetvalue(res, row, col), NULL, 10), buf);
+        return buf;
+}
+
+static bool cli_id_argc(int argc, int want_min, int want_max, const char *usage) {
+        if (argc < want_min || argc > want_max) {
+                tb_cli_fail("usage: taskbus admin %s", usage);
+                return false;
+        }
+        return true;
+}
+
+/* ---- user ---------------------------------------------------------------- */
+
+/* Split "a,b" into malloc'd *out (pointers into \p buf, which is modified). */
+static bool cli_id_split_groups(char *buf, char ***out, size_t *cnt) {
+        size_t n = 1;
+        for (const char *p = buf; *p; p++)
+                n += *p == ',';
+        char **v = calloc(n, sizeof(char *));
+        if (!v) {
+                tb_cli_fail("out of memory");
+                return false;
+        }
+        size_t i = 0;
+        /* strsep keeps empty fields, which we want to refuse by name */
+        char *rest = buf;
+        while (rest) {
+                char *tok = strsep(&rest, ",");
+                if (!*tok) {
+                        tb_cli_fail("--groups: empty group name in the list; give names "
+                                    "separated by commas, e.g. --groups ops,dev");
+                        free(v);
+                        return false;
+                }
+                v[i++] = tok;
+        }
+        *out = v;
+        *cnt = i;
+        return true;
+}
+
+static int cli_id_user_create(cli_id_db_t *db, const char *actor, int argc, char **argv) {
+        static const char usage[] = "user create NAME --groups GROUP[,GROUP...]";
+        const char *name = NULL;
+        char *groups_arg = NULL;
+        for (int i = 3; i < argc; i++) {
+                if (!strcmp(argv[i], "--groups")) {
+                        if (i + 1 >= argc) {
+                                tb_cli_fail("--groups: missing value; e.g. --groups ops,dev");
+                                return 2;
+                        }
+                        groups_arg = argv[++i];
+                } else if (!strncmp(argv[i], "--groups=", 9)) {
+                        groups_arg = argv[i] + 9;
+                } else if (argv[i][0] == '-' && argv[i][1]) {
+                        tb_cli_fail("user create: unknown option '%s'; usage: taskbus admin %s",
+                                    argv[i], usage);
+                        return 2;
+                } else if (!name) {
+                        name = argv[i];
+                } else {
+                        tb_cli_fail("user create: unexpected argument '%s'; usage: taskbus "
+                                    "admin %s",
+                                    argv[i], usage);
+                        return 2;
+                }
+        }
+        if (!name) {
+                tb_cli_fail("user create: missing NAME; usage: taskbus admin %s", usage);
+                return 2;
+        }
+        if (!groups_arg) {
+                tb_cli_fail("--groups: required; a user sees only the tasks of its security "
+                            "groups, e.g. taskbus admin user create %s --groups ops",
+                            tb_identity_name_valid(name) ? name : "NAME");
+                return 2;
+        }
+        char *gbuf = strdup(groups_arg);
+        char **groups = NULL;
+        size_t gcnt = 0;
+        if (!gbuf) {
+                tb_cli_fail("out of memory");
+                return 1;
+        }
+        if (!cli_id_split_groups(gbuf, &groups, &gcnt)) {
+                free(gbuf);
+                return 2;
+        }
+        char err[1024], token[72], token_id[32];
+        int rc = 0;
+        if (!cli_id_connect(db)) {
+                free(groups);
+                free(gbuf);
+                return 1;
+        }
+        tb_err_t e = tb_identity_user_create(db->conn, actor, name, (const char *const *)groups,
+                                             gcnt, token, token_id, err, sizeof(err));
+        if (e) {
+                tb_cli_fail("user create: %s", err);
+                rc = cli_id_status(e);
+        } else {
+                printf("created user '%s' (groups: ", name);
+                for (size_t i = 0; i < gcnt; i++)
+                        printf("%s%s", i ? ", " : "", groups[i]);
+                printf(")\ntoken_id: %s\ntoken: %s\n", token_id, token);
+                fflush(stdout);
+                fprintf(stderr, "Store the token now: it is shown only this once (taskbus keeps "
+                                "only its SHA-256).\n");
+                explicit_bzero(token, sizeof(token));
+        }
+        free(groups);
+        free(gbuf);
+        return rc;
+}
+
+static int cli_id_user_list(cli_id_db_t *db) {
+        char err[1024], t[32];
+        PGresult *res = NULL;
+        if (!cli_id_connect(db))
+                return 1;
+        if (tb_store_exec(db->conn, "list users",
+                          "SELECT u.id, u.disabled, "
+                          "       (extract(epoch FROM u.created_at) * 1000)::bigint, "
+                          "       coalesce(string_agg(m.group_name, ',' ORDER BY "
+                          "                m.group_name COLLATE \"C\"), '') "
+                          "FROM users u LEFT JOIN group_members m ON m.user_id = u.id "
+                          "GROUP BY u.id ORDER BY u.id COLLATE \"C\"",
+                          0, NULL, &res, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("user list: %s", err);
+                return 1;
+        }
+        printf("%-24s %-8s %-24s %s\n", "USER", "STATE", "CREATED", "GROUPS");
+        for (int i = 0; i < PQntuples(res); i++)
+                printf("%-24s %-8s %-24s %s\n", PQgetvalue(res, i, 0),
+                       !strcmp(PQgetvalue(res, i, 1), "t") ? "disabled" : "enabled",
+                       cli_id_time(res, i, 2, t), PQgetvalue(res, i, 3));
+        PQclear(res);
+        return 0;
+}
+
+static int cli_id_user(cli_id_db_t *db, const char *actor, int argc, char **argv) {
+        char err[1024];
+        const char *what = argv[2];
+        if (!strcmp(what, "create"))
+                return cli_id_user_create(db, actor, argc, argv);
+        if (!strcmp(what, "list"))
+                return cli_id_argc(argc, 3, 3, "user list") ? cli_id_user_list(db) : 2;
+        if (!strcmp(what, "disable") || !strcmp(what, "enable")) {
+                bool disable = !strcmp(what, "disable");
+                if (!cli_id_argc(argc, 4, 4, disable ? "user disable NAME" : "user enable NAME"))
+                        return 2;
+                if (!cli_id_connect(db))
+                        return 1;
+                tb_err_t e = tb_identity_user_disable(db->conn, actor, argv[3], disable, err,
+                                                      sizeof(err));
+                if (e) {
+                        tb_cli_fail("user %s: %s", what, err);
+                        return cli_id_status(e);
+                }
+                printf("user '%s' %s\n", argv[3], disable ? "disabled" : "enabled");
+                return 0;
+        }
+        tb_cli_fail("admin user: unknown command '%s' (create, disable, enable, list)", what);
+        return 2;
+}
+
+/* ---- token --------------------------------------------------------------- */
+
+static int cli_id_token_list(cli_id_db_t *db, const char *user) {
+        char err[1024], t1[32], t2[32], t3[32];
+        PGresult *res = NULL;
+        tb_err_t e;
+        if (user) {
+                if ((e = tb_identity_name_check("user name", user, err, sizeof(err)))) {
+                        tb_cli_fail("token list: %s", err);
+                        return cli_id_status(e);
+                }
+                if (!cli_id_connect(db))
+                        return 1;
+                const char *p[] = {user};
+                if (tb_store_exec(db->conn, "read user", "SELECT 1 FROM users WHERE id = $1", 1,
+                                  p, &res, err, sizeof(err)) != TB_OK) {
+                        tb_cli_fail("token list: %s", err);
+                        return 1;
+                }
+                bool found = PQntuples(res) > 0;
+                PQclear(res);
+                if (!found) {
+                        tb_cli_fail("token list: no user '%s'; list users with: taskbus admin "
+                                    "user list",
+                                    user);
+                        return 1;
+                }
+        }
+        if (!cli_id_connect(db))
+                return 1;
+        const char *p[] = {user};
+        if (tb_store_exec(db->conn, "list tokens",
+                          "SELECT id, user_id, "
+                          "       (extract(epoch FROM created_at) * 1000)::bigint, "
+                          "       (extract(epoch FROM revoked_at) * 1000)::bigint, "
+                          "       (extract(epoch FROM last_used_at) * 1000)::bigint "
+                          "FROM api_tokens WHERE $1::text IS NULL OR user_id = $1 "
+                          "ORDER BY user_id COLLATE \"C\", created_at, id",
+                          1, p, &res, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("token list: %s", err);
+                return 1;
+        }
+        printf("%-18s %-24s %-24s %-24s %s\n", "ID", "USER", "CREATED", "REVOKED", "LAST_USED");
+        for (int i = 0; i < PQntuples(res); i++)
+                printf("%-18s %-24s %-24s %-24s %s\n", PQgetvalue(res, i, 0),
+                       PQgetvalue(res, i, 1), cli_id_time(res, i, 2, t1),
+                       cli_id_time(res, i, 3, t2), cli_id_time(res, i, 4, t3));
+        PQclear(res);
+        return 0;
+}
+
+static int cli_id_token(cli_id_db_t *db, const char *actor, int argc, char **argv) {
+        char err[1024];
+        const char *what = argv[2];
+        tb_err_t e;
+        if (!strcmp(what, "create")) {
+                char token[72], token_id[32];
+                if (!cli_id_argc(argc, 4, 4, "token create USER"))
+                        return 2;
+                if (!cli_id_connect(db))
+                        return 1;
+                if ((e = tb_identity_token_create(db->conn, actor, argv[3], token, token_id, err,
+                                                  sizeof(err)))) {
+                        tb_cli_fail("token create: %s", err);
+                        return cli_id_status(e);
+                }
+                printf("user: %s\ntoken_id: %s\ntoken: %s\n", argv[3], token_id, token);
+                fflush(stdout);
+                fprintf(stderr, "Store the token now: it is shown only this once (taskbus keeps "
+                                "only its SHA-256).\n");
+                explicit_bzero(token, sizeof(token));
+                return 0;
+        }
+        if (!strcmp(what, "revoke")) {
+                if (!cli_id_argc(argc, 4, 4, "token revoke TOKEN_ID"))
+                        return 2;
+                if (!cli_id_connect(db))
+                        return 1;
+                if ((e = tb_identity_token_revoke(db->conn, actor, argv[3], err, sizeof(err)))) {
+                        tb_cli_fail("token revoke: %s", err);
+                        return cli_id_status(e);
+                }
+                printf("token %s revoked\n", argv[3]);
+                return 0;
+        }
+        if (!strcmp(what, "list")) {
+                if (!cli_id_argc(argc, 3, 4, "token list [USER]"))
+                        return 2;
+                return cli_id_token_list(db, argc > 3 ? argv[3] : NULL);
+        }
+        tb_cli_fail("admin token: unknown command '%s' (create, revoke, list)", what);
+        return 2;
+}
+
+/* ---- group --------------------------------------------------------------- */
+
+static int cli_id_group_list(cli_id_db_t *db) {
+        char err[1024];
+        PGresult *res = NULL;
+        if (!cli_id_connect(db))
+                return 1;
+        if (tb_store_exec(db->conn, "list groups",
+                          "SELECT g.name, count(m.user_id), "
+                          "       coalesce(string_agg(m.user_id, ',' ORDER BY "
+                          "                m.user_id COLLATE \"C\"), '') "
+                          "FROM security_groups g "
+                          "LEFT JOIN group_members m ON m.group_name = g.name "
+                          "GROUP BY g.name ORDER BY g.name COLLATE \"C\"",
+                          0, NULL, &res, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("group list: %s", err);
+                return 1;
+        }
+        printf("%-24s %7s %s\n", "GROUP", "MEMBERS", "USERS");
+        for (int i = 0; i < PQntuples(res); i++)
+                printf("%-24s %7s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                       PQgetvalue(res, i, 2));
+        PQclear(res);
+        return 0;
+}
+
+static int cli_id_group(cli_id_db_t *db, const char *actor, int argc, char **argv) {
+        char err[1024];
+        const char *what = argv[2];
+        tb_err_t e;
+        if (!strcmp(what, "add-member") || !strcmp(what, "remove-member")) {
+                bool add = !strcmp(what, "add-member");
+                if (!cli_id_argc(argc, 5, 5,
+                                 add ? "group add-member GROUP USER"
+                                     : "group remove-member GROUP USER"))
+                        return 2;
+                if (!cli_id_connect(db))
+                        return 1;
+                e = add ? tb_identity_group_add_member(db->conn, actor, argv[3], argv[4], err,
+                                                       sizeof(err))
+                        : tb_identity_group_remove_member(db->conn, actor, argv[3], argv[4], err,
+                                                          sizeof(err));
+                if (e) {
+                        tb_cli_fail("group %s: %s", what, err);
+                        return cli_id_status(e);
+                }
+                printf(add ? "added '%s' to group '%s'\n" : "removed '%s' from group '%s'\n",
+                       argv[4], argv[3]);
+                return 0;
+        }
+        if (!strcmp(what, "list"))
+                return cli_id_argc(argc, 3, 3, "group list") ? cli_id_group_list(db) : 2;
+        tb_cli_fail("admin group: unknown command '%s' (add-member, remove-member, list)", what);
+        return 2;
+}
+
+/* ---- audit --------------------------------------------------------------- */
+
+static int cli_id_audit(cli_id_db_t *db, int argc, char **argv) {
+        long limit = 50;
+        for (int i = 2; i < argc; i++) {
+                const char *v = NULL;
+                if (!strcmp(argv[i], "--limit") && i + 1 < argc)
+                        v = argv[++i];
+                else if (!strncmp(argv[i], "--limit=", 8))
+                        v = argv[i] + 8;
+                else {
+                        tb_cli_fail("audit: unexpected argument '%s'; usage: taskbus admin "
+                                    "audit [--limit N]",
+                                    argv[i]);
+                        return 2;
+                }
+                char *end = NULL;
+                errno = 0;
+                limit = strtol(v, &end, 10);
+                if (errno || !*v || *end || limit < 1 || limit > 10000) {
+                        tb_cli_fail("--limit: '%s' is not a number from 1 to 10000", v);
+                        return 2;
+                }
+        }
+        char err[1024], lim[24], t[32];
+        snprintf(lim, sizeof(lim), "%ld", limit);
+        const char *p[] = {lim};
+        PGresult *res = NULL;
+        if (!cli_id_connect(db))
+                return 1;
+        if (tb_store_exec(db->conn, "read admin_audit",
+                          "SELECT (extract(epoch FROM at) * 1000)::bigint, actor, action, "
+                          "       target, details::text "
+                          "FROM admin_audit ORDER BY id DESC LIMIT $1::int",
+                          1, p, &res, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("audit: %s", err);
+                return 1;
+        }
+        printf("%-24s %-28s %-20s %-24s %s\n", "AT", "ACTOR", "ACTION", "TARGET", "DETAILS");
+        for (int i = 0; i < PQntuples(res); i++)
+                printf("%-24s %-28s %-20s %-24s %s\n", cli_id_time(res, i, 0, t),
+                       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+                       PQgetvalue(res, i, 4));
+        PQclear(res);
+        return 0;
+}
+
+/* ---- entry point --------------------------------------------------------- */
+
+int tb_cli_admin_identity(int argc, char **argv, tb_config_t *conf, bool *handled) {
+        *handled = false;
+        if (argc < 2)
+                return 0;
+        const char *group = argv[1];
+        if (strcmp(group, "user") && strcmp(group, "token") && strcmp(group, "group") &&
+            strcmp(group, "audit"))
+                return 0;
+        *handled = true;
+        if (strcmp(group, "audit") && argc < 3) {
+                tb_cli_fail("admin %s: missing command; usage:", group);
+                tb_cli_admin_identity_usage(stderr);
+                return 2;
+        }
+
+        char actor[384];
+        cli_id_actor(actor, sizeof(actor));
+        cli_id_db_t db = {.conf = conf};
+        int rc;
+        if (!strcmp(group, "user"))
+                rc = cli_id_user(&db, actor, argc, argv);
+        else if (!strcmp(group, "token"))
+                rc = cli_id_token(&db, actor, argc, argv);
+        else if (!strcmp(group, "group"))
+                rc = cli_id_group(&db, actor, argc, argv);
+        else
+                rc = cli_id_audit(&db, argc, argv);
+        cli_id_db_close(&db);
+        return rc;
+}

@@ -1,0 +1,281 @@
+/**
+ * @file cli/schedule.c
+ * @brief `taskbus schedule next`: preview when a schedule fires. Works
+ *        offline for --cron / --every; --task reads the task from the API
+ *        (TASKBUS_API + TASKBUS_TOKEN) and previews its own schedule.
+ */
+#include "cli.h"
+#include "schedule/schedule.h"
+#include "task/task.h"
+
+#include <curl/curl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TB_CLI_SCHED_MAX_COUNT 10000
+
+static void tb_cli_schedule_usage(FILE *fp) {
+        fprintf(fp,
+                "usage: taskbus schedule next (--cron EXPR [--tz ZONE] | --every DURATION | --task ID)\n"
+                "                             [--from TIME] [--count N] [--json]\n"
+                "                             [--dst-gap shift|skip] [--dst-overlap first|last|both]\n"
+                "\n"
+                "Prints the next N fire instants (default 10), one RFC 3339 UTC time per line.\n"
+                "  --cron EXPR        a cron expression (5 fields, or 6 with seconds first, or @daily...)\n"
+                "  --tz ZONE          IANA time zone of the cron expression (default UTC)\n"
+                "  --every DURATION   a fixed interval (30s, 5m, PT1H...), anchored at --from\n"
+                "  --task ID          the schedule of an existing task, read from the API\n"
+                "                     ($TASKBUS_API, bearer token $TASKBUS_TOKEN)\n"
+                "  --from TIME        start after this RFC 3339 instant (default: now)\n"
+                "  --count N          how many fires (1-%d, default 10)\n"
+                "  --json             a JSON array of {\"at\", \"local\", \"dst\"}\n"
+                "  --dst-gap, --dst-overlap  DST policies for --cron (docs/scheduling.md)\n",
+                TB_CLI_SCHED_MAX_COUNT);
+}
+
+static size_t tb_cli_sched_write(char *ptr, size_t size, size_t nmemb, void *ud) {
+        tb_buf_t *b = ud;
+        return tb_buf_append(b, ptr, size * nmemb) == TB_OK ? size * nmemb : 0;
+}
+
+/* GET /v1/tasks/ID; @returns the task (new ref) or NULL after printing why. */
+static json_t *tb_cli_sched_fetch(const char *id) {
+        const char *api = getenv("TASKBUS_API");
+        const char *token = getenv("TASKBUS_TOKEN");
+        char url[2048], auth[600];
+        tb_buf_t body = {0};
+        json_t *task = NULL;
+        if (!api || !*api)
+                api = "http://127.0.0.1:8080";
+        size_t n = strlen(api);
+        while (n && api[n - 1] == '/')
+                n--;
+        CURL *c = curl_easy_init();
+        if (!c) {
+                tb_cli_fail("schedule next: cannot initialise libcurl");
+                return NULL;
+        }
+        char *esc = curl_easy_escape(c, id, 0);
+        tb_snprintf(url, sizeof(url), "%.*s/v1/tasks/%s", (int)n, api, esc ? esc : id);
+        curl_free(esc);
+        struct curl_slist *h = NULL;
+        if (token && *token) {
+                tb_snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+                h = curl_slist_append(h, auth);
+        }
+        h = curl_slist_append(h, "Accept: application/json");
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tb_cli_sched_write);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
+        CURLcode rc = curl_easy_perform(c);
+        long status = 0;
+        if (rc != CURLE_OK) {
+                tb_cli_fail("schedule next: cannot reach the API at %.*s: %s (set TASKBUS_API)",
+                            (int)n, api, curl_easy_strerror(rc));
+                goto out;
+        }
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        json_error_t jerr;
+        json_t *j = body.len ? json_loadb(body.data, body.len, 0, &jerr) : NULL;
+        if (status != 200) {
+                const char *msg = j ? json_string_value(json_object_get(j, "message")) : NULL;
+                if (!msg && j)
+                        msg = json_string_value(json_object_get(j, "error"));
+                tb_cli_fail("schedule next: GET /v1/tasks/%s: HTTP %ld%s%s%s", id, status,
+                            msg ? ": " : "", msg ? msg : "",
+                            status == 401 ? " (set TASKBUS_TOKEN to a valid API token)" : "");
+                json_decref(j);
+                goto out;
+        }
+        if (!json_is_object(j)) {
+                tb_cli_fail("schedule next: the API answered with something that is not a task");
+                json_decref(j);
+                goto out;
+        }
+        task = j;
+out:
+        curl_slist_free_all(h);
+        curl_easy_cleanup(c);
+        tb_buf_free(&body);
+        return task;
+}
+
+int tb_cli_schedule(int argc, char **argv) {
+        static const struct option opts[] = {
+                {"cron", required_argument, NULL, 'c'},
+                {"tz", required_argument, NULL, 'z'},
+                {"every", required_argument, NULL, 'e'},
+                {"task", required_argument, NULL, 't'},
+                {"from", required_argument, NULL, 'f'},
+                {"count", required_argument, NULL, 'n'},
+                {"json", no_argument, NULL, 'j'},
+                {"dst-gap", required_argument, NULL, 'g'},
+                {"dst-overlap", required_argument, NULL, 'o'},
+                {"help", no_argument, NULL, 'h'},
+                {NULL, 0, NULL, 0},
+        };
+        const char *cron = NULL, *zone = NULL, *every = NULL, *task_id = NULL, *from = NULL;
+        const char *gap = NULL, *overlap = NULL;
+        long count = 10;
+        bool json = false;
+        char err[1024];
+        int c, rc = 1;
+        tb_schedule_t s = {0};
+        json_t *task = NULL, *out = NULL;
+
+        if (argc < 2 || strcmp(argv[1], "next")) {
+                if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+                        tb_cli_schedule_usage(stdout);
+                        return 0;
+                }
+                if (argc >= 2)
+                        tb_cli_fail("schedule: unknown subcommand '%s' (only 'next')", argv[1]);
+                tb_cli_schedule_usage(stderr);
+                return 2;
+        }
+        optind = 1;
+        opterr = 0;
+        argc--;
+        argv++;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                switch (c) {
+                case 'c': cron = optarg; break;
+                case 'z': zone = optarg; break;
+                case 'e': every = optarg; break;
+                case 't': task_id = optarg; break;
+                case 'f': from = optarg; break;
+                case 'j': json = true; break;
+                case 'g': gap = optarg; break;
+                case 'o': overlap = optarg; break;
+                case 'n': {
+                        char *end = NULL;
+                        count = strtol(optarg, &end, 10);
+                        if (!*optarg || *end || count < 1 || count > TB_CLI_SCHED_MAX_COUNT) {
+                                tb_cli_fail("schedule next: --count '%s' must be a number from 1 "
+                                            "to %d",
+                                            optarg, TB_CLI_SCHED_MAX_COUNT);
+                                return 2;
+                        }
+                        break;
+                }
+                case 'h': tb_cli_schedule_usage(stdout); return 0;
+                default:
+                        tb_cli_fail("schedule next: unknown or incomplete option '%s'",
+                                    argv[optind - 1]);
+                        tb_cli_schedule_usage(stderr);
+                        return 2;
+                }
+        }
+        if (optind < argc) {
+                tb_cli_fail("schedule next: unexpected argument '%s'", argv[optind]);
+                return 2;
+        }
+        if ((cron != NULL) + (every != NULL) + (task_id != NULL) != 1) {
+                tb_cli_fail("schedule next: give exactly one of --cron, --every or --task");
+                tb_cli_schedule_usage(stderr);
+                return 2;
+        }
+        if (zone && !cron) {
+                tb_cli_fail("schedule next: --tz applies to --cron only");
+                return 2;
+        }
+        int64_t after = tb_now_ms();
+        if (from && tb_time_parse(from, &after, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("schedule next: --from: %s (example: 2026-03-08T00:00:00Z)", err);
+                return 2;
+        }
+        if (cron) {
+                s.kind = TB_SCHEDULE_CRON;
+                if (tb_cron_parse(cron, &s.cron, err, sizeof(err)) != TB_OK ||
+                    (zone && tb_tz_open(zone, &s.tz, err, sizeof(err)) != TB_OK)) {
+                        tb_cli_fail("schedule next: %s: %s", s.cron ? "--tz" : "--cron", err);
+                        rc = 2;
+                        goto out;
+                }
+        } else if (every) {
+                s.kind = TB_SCHEDULE_EVERY;
+                if (tb_duration_parse(every, &s.every_ms, err, sizeof(err)) != TB_OK) {
+                        tb_cli_fail("schedule next: --every: %s", err);
+                        rc = 2;
+                        goto out;
+                }
+                s.anchor_ms = after;
+        } else {
+                task = tb_cli_sched_fetch(task_id);
+                if (!task)
+                        goto out;
+                int64_t created = after;
+                const char *ca = json_string_value(json_object_get(task, "created_at"));
+                if (ca && tb_time_parse(ca, &created, err, sizeof(err)) != TB_OK)
+                        created = after;
+                if (tb_task_schedule(task, created, &s, err, sizeof(err)) != TB_OK) {
+                        tb_cli_fail("schedule next: task %s: %s", task_id, err);
+                        goto out;
+                }
+        }
+        if (gap && tb_schedule_dst_gap_parse(gap, &s.dst_gap, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("schedule next: --dst-gap: %s", err);
+                rc = 2;
+                goto out;
+        }
+        if (overlap &&
+            tb_schedule_dst_overlap_parse(overlap, &s.dst_overlap, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("schedule next: --dst-overlap: %s", err);
+                rc = 2;
+                goto out;
+        }
+        if (tb_schedule_validate(&s, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("schedule next: %s", err);
+                rc = 2;
+                goto out;
+        }
+        const tb_tz_t *tz = s.tz ? s.tz : tb_tz_utc();
+        out = json ? json_array() : NULL;
+        long printed = 0;
+        for (; printed < count; printed++) {
+                int64_t next;
+                int note = TB_DST_NOTE_NONE;
+                tb_err_t e = tb_schedule_next(&s, after, &next, &note, err, sizeof(err));
+                if (e == TB_ERR_NOT_FOUND)
+                        break;
+                if (e != TB_OK) {
+                        tb_cli_fail("schedule next: %s", err);
+                        goto out;
+                }
+                char utc[32], local[40];
+                tb_time_format(next, utc);
+                if (json) {
+                        tb_tz_format_local(tz, next, local);
+                        json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "at", utc, "local",
+                                                             local, "dst",
+                                                             tb_schedule_dst_note_name(note)));
+                } else {
+                        printf("%s\n", utc);
+                }
+                after = next;
+        }
+        if (json) {
+                char *text = json_dumps(out, JSON_INDENT(2));
+                if (text)
+                        printf("%s\n", text);
+                free(text);
+        }
+        if (printed < count)
+                fprintf(stderr, "taskbus: schedule next: no further fire after %ld (the schedule "
+                                "ends: a one-off time, end_at or expires_at)\n",
+                        printed);
+        rc = 0;
+out:
+        json_decref(out);
+        json_decref(task);
+        tb_schedule_clear(&s);
+        return rc;
+}

@@ -1,0 +1,808 @@
+/**
+ * @file cli/tasks.c
+ * @brief `taskbus tasks ...`: manage tasks through the REST API (libcurl).
+ *
+ * The API and token come from --api/--token, else TASKBUS_API and
+ * TASKBUS_TOKEN, else ~/.config/taskbus/config (libconfig syntax:
+ * `api = "http://127.0.0.1:8080"; token = "tbk_...";`).
+ * Exit status: 0 ok, 1 the server or the system refused, 2 usage error.
+ */
+#include "cli.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libconfig.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TB_CLI_DEFAULT_API "http://127.0.0.1:8080"
+
+typedef struct tb_cli_api {
+        char url[512];
+        char token[256];
+} tb_cli_api_t;
+
+/* ---- usage ------------------------------------------------------------------- */
+
+static const char tb_cli_task_flags[] =
+        "Task flags (create; update changes only the fields given):\n"
+        "  --name NAME            task name (required on create)\n"
+        "  --script CMD           command line to run (required on create)\n"
+        "  --group GROUP          security group (required on create)\n"
+        "  --cron EXPR            cron schedule, e.g. \"0 3 * * *\"\n"
+        "  --tz ZONE              time zone of --cron (IANA, e.g. Europe/Paris)\n"
+        "  --every DURATION       fixed interval, e.g. 30s, 5m, PT1H\n"
+        "  --once TIME            one run at an RFC 3339 time, e.g. 2030-01-01T00:00:00Z\n"
+        "  --expiry DURATION      longest a run may take (default 1h)\n"
+        "  --executor NAME        executor plugin (default shell)\n"
+        "  --option KEY=VALUE     executor option (repeatable)\n"
+        "  --label KEY=VALUE      label (repeatable)\n"
+        "  --max-attempts N       attempts per fire, retries included\n"
+        "  --overlap POLICY       forbid | allow | replace\n"
+        "  --misfire POLICY       run_once | skip | run_all\n"
+        "  --paused               create the task paused\n"
+        "  --file FILE            the task as JSON (- reads stdin) instead of flags\n";
+
+static const char tb_cli_common_flags[] =
+        "Common flags:\n"
+        "  --json                 print the API's JSON instead of a table\n"
+        "  --api URL              API base URL (default $TASKBUS_API, config, " TB_CLI_DEFAULT_API
+        ")\n"
+        "  --token TOKEN          API token (default $TASKBUS_TOKEN or the config file)\n"
+        "  -h, --help             this help\n";
+
+typedef struct tb_cli_sub {
+        const char *name;
+        const char *args;
+        const char *summary;
+        bool task_flags;
+        const char *extra;
+} tb_cli_sub_t;
+
+static const tb_cli_sub_t tb_cli_subs[] = {
+        {"create", "(TASK FLAGS | --file FILE)", "create a task; prints it with its id", true, ""},
+        {"list", "[--group G] [--limit N] [--all] [--name-prefix P] [--paused true|false] "
+                 "[--label K=V] [--cursor C]",
+         "list the tasks of your security groups, newest first", false,
+         "List flags:\n"
+         "  --group G              only security group G\n"
+         "  --limit N              tasks per page (1..500, default 50)\n"
+         "  --all                  follow the pages to the end\n"
+         "  --cursor C             continue from a previous page's cursor\n"
+         "  --name-prefix P        names starting with P\n"
+         "  --paused true|false    only paused / running tasks\n"
+         "  --label K=V            tasks carrying this label (repeatable)\n"},
+        {"get", "ID", "show one task", false, ""},
+        {"update", "ID (TASK FLAGS | --file FILE) [--if-match VERSION]",
+         "change a task: flags edit the current task, --file replaces it", true,
+         "  --if-match VERSION     fail with 409 unless the task is at VERSION\n"},
+        {"delete", "ID [--if-match VERSION]", "delete a task", false,
+         "  --if-match VERSION     fail with 409 unless the task is at VERSION\n"},
+        {"pause", "ID", "stop firing a task until resumed", false, ""},
+        {"resume", "ID", "fire a paused task again", false, ""},
+        {"run", "ID", "run a task now, besides its schedule", false, ""},
+        {NULL, NULL, NULL, false, NULL},
+};
+
+static void tb_cli_tasks_usage(FILE *fp) {
+        fprintf(fp, "usage: taskbus tasks COMMAND [ARGS...]   (taskbus tasks COMMAND --help)\n\n");
+        for (const tb_cli_sub_t *s = tb_cli_subs; s->name; s++)
+                fprintf(fp, "  %-8s %s\n", s->name, s->summary);
+        fprintf(fp, "\nThe API: --api, $TASKBUS_API or `api` in ~/.config/taskbus/config;\n"
+                    "the token: --token, $TASKBUS_TOKEN or `token` in that file.\n");
+}
+
+static void tb_cli_sub_usage(const tb_cli_sub_t *s, FILE *fp) {
+        fprintf(fp, "usage: taskbus tasks %s %s [--json]\n\n%s.\n\n", s->name, s->args,
+                s->summary);
+        if (s->task_flags)
+                fprintf(fp, "%s\n", tb_cli_task_flags);
+        if (s->extra && *s->extra)
+                fprintf(fp, "%s\n", s->extra);
+        fprintf(fp, "%s", tb_cli_common_flags);
+}
+
+/* ---- configuration --------------------------------------------------------- */
+
+static void tb_cli_api_load(tb_cli_api_t *a, const char *api_flag, const char *token_flag) {
+        const char *home = getenv("HOME");
+        char path[600];
+        a->url[0] = a->token[0] = '\0';
+        if (home) {
+                config_t cfg;
+                config_init(&cfg);
+                tb_snprintf(path, sizeof(path), "%s/.config/taskbus/config", home);
+                FILE *fp = fopen(path, "r");
+                if (fp) {
+                        if (config_read(&cfg, fp) == CONFIG_TRUE) {
+                                const char *s;
+                                if (config_lookup_string(&cfg, "api", &s))
+                                        tb_snprintf(a->url, sizeof(a->url), "%s", s);
+                                if (config_lookup_string(&cfg, "token", &s))
+                                        tb_snprintf(a->token, sizeof(a->token), "%s", s);
+                        } else {
+                                fprintf(stderr, "taskbus: warning: %s:%d: %s (ignored)\n", path,
+                                        config_error_line(&cfg), config_error_text(&cfg));
+                        }
+                        fclose(fp);
+                }
+                config_destroy(&cfg);
+        }
+        const char *e;
+        if ((e = getenv("TASKBUS_API")) && *e)
+                tb_snprintf(a->url, sizeof(a->url), "%s", e);
+        if ((e = getenv("TASKBUS_TOKEN")) && *e)
+                tb_snprintf(a->token, sizeof(a->token), "%s", e);
+        if (api_flag)
+                tb_snprintf(a->url, sizeof(a->url), "%s", api_flag);
+        if (token_flag)
+                tb_snprintf(a->token, sizeof(a->token), "%s", token_flag);
+        if (!a->url[0])
+                tb_snprintf(a->url, sizeof(a->url), "%s", TB_CLI_DEFAULT_API);
+        size_t n = strlen(a->url);
+        while (n && a->url[n - 1] == '/')
+                a->url[--n] = '\0';
+}
+
+/* ---- HTTP ---------------------------------------------------------------------- */
+
+static size_t tb_cli_write(char *ptr, size_t size, size_t nmemb, void *ud) {
+        tb_buf_t *b = ud;
+        return tb_buf_append(b, ptr, size * nmemb) == TB_OK ? size * nmemb : 0;
+}
+
+/**
+ * One request. @returns the HTTP status (0 when the API could not be
+ * reached: the reason is printed) and *\p out the parsed JSON body or NULL.
+ */
+static long tb_cli_request(const tb_cli_api_t *a, const char *method, const char *path,
+                           const char *body, const char *if_match, json_t **out) {
+        CURL *c = curl_easy_init();
+        tb_buf_t resp = {0};
+        struct curl_slist *h = NULL;
+        char url[1200], hdr[400];
+        long status = 0;
+        *out = NULL;
+        if (!c) {
+                tb_cli_fail("cannot initialise libcurl");
+                return 0;
+        }
+        tb_snprintf(url, sizeof(url), "%s%s", a->url, path);
+        tb_snprintf(hdr, sizeof(hdr), "Authorization: Bearer %s", a->token);
+        h = curl_slist_append(h, hdr);
+        h = curl_slist_append(h, "Accept: application/json");
+        if (body)
+                h = curl_slist_append(h, "Content-Type: application/json");
+        if (if_match) {
+                tb_snprintf(hdr, sizeof(hdr), "If-Match: \"%s\"", if_match);
+                h = curl_slist_append(h, hdr);
+        }
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tb_cli_write);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 120000L);
+        if (body) {
+                curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+                curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+        } else if (!strcmp(method, "POST")) {
+                curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+        }
+        CURLcode rc = curl_easy_perform(c);
+        if (rc != CURLE_OK) {
+                tb_cli_fail("cannot reach the API at %s: %s (set TASKBUS_API or --api)", a->url,
+                            curl_easy_strerror(rc));
+        } else {
+                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+                if (resp.len) {
+                        json_error_t je;
+                        *out = json_loadb(resp.data, resp.len, 0, &je);
+                }
+        }
+        curl_slist_free_all(h);
+        curl_easy_cleanup(c);
+        tb_buf_free(&resp);
+        return status;
+}
+
+/** Print the server's error as "taskbus: 404 not_found: message". */
+static void tb_cli_server_error(long status, const json_t *body) {
+        const json_t *e = json_object_get(body, "error");
+        const char *code = json_string_value(json_object_get(e, "code"));
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        const char *cmd = json_string_value(json_object_get(e, "command_id"));
+        if (code && msg && cmd)
+                tb_cli_fail("%ld %s: %s (command %s)", status, code, msg, cmd);
+        else if (code && msg)
+                tb_cli_fail("%ld %s: %s", status, code, msg);
+        else
+                tb_cli_fail("%ld: unexpected response from the API", status);
+}
+
+/* ---- output ------------------------------------------------------------------- */
+
+static void tb_cli_print_json(const json_t *j) {
+        char *s = json_dumps(j, JSON_INDENT(2));
+        if (s) {
+                puts(s);
+                free(s);
+        }
+}
+
+static void tb_cli_schedule_text(const json_t *t, char *buf, size_t size) {
+        const json_t *s = json_object_get(t, "schedule");
+        const char *v;
+        if ((v = json_string_value(json_object_get(s, "cron"))))
+                tb_snprintf(buf, size, "cron %s (%s)", v,
+                            json_string_value(json_object_get(s, "timezone"))
+                                    ? json_string_value(json_object_get(s, "timezone"))
+                                    : "UTC");
+        else if ((v = json_string_value(json_object_get(s, "every"))))
+                tb_snprintf(buf, size, "every %s", v);
+        else if ((v = json_string_value(json_object_get(s, "once"))))
+                tb_snprintf(buf, size, "once %s", v);
+        else
+                tb_snprintf(buf, size, "-");
+}
+
+static const char *tb_cli_str(const json_t *t, const char *k) {
+        const char *s = json_string_value(json_object_get(t, k));
+        return s ? s : "-";
+}
+
+static void tb_cli_print_task(const json_t *t) {
+        char sched[300];
+        tb_cli_schedule_text(t, sched, sizeof(sched));
+        printf("id:           %s\n", tb_cli_str(t, "id"));
+        printf("name:         %s\n", tb_cli_str(t, "name"));
+        printf("group:        %s\n", tb_cli_str(t, "security_group"));
+        printf("owner:        %s\n", tb_cli_str(t, "user_id"));
+        printf("script:       %s\n", tb_cli_str(t, "script"));
+        printf("schedule:     %s\n", sched);
+        printf("next fire:    %s\n", tb_cli_str(t, "next_fire_at"));
+        printf("paused:       %s\n", json_is_true(json_object_get(t, "paused")) ? "yes" : "no");
+        printf("executor:     %s\n", tb_cli_str(t, "executor"));
+        printf("expiry:       %s\n", tb_cli_str(t, "expiry"));
+        const json_t *labels = json_object_get(t, "labels");
+        if (json_object_size(labels)) {
+                const char *k;
+                json_t *v;
+                printf("labels:      ");
+                json_object_foreach((json_t *)labels, k, v) printf(" %s=%s", k,
+                                                                   json_string_value(v));
+                printf("\n");
+        }
+        printf("version:      %" JSON_INTEGER_FORMAT "\n",
+               json_integer_value(json_object_get(t, "version")));
+        printf("created:      %s by %s\n", tb_cli_str(t, "created_at"),
+               tb_cli_str(t, "created_by"));
+        printf("updated:      %s\n", tb_cli_str(t, "updated_at"));
+}
+
+static void tb_cli_print_list_header(void) {
+        printf("%-36s  %-24s  %-12s  %-28s  %-24s  %s\n", "ID", "NAME", "GROUP", "SCHEDULE",
+               "NEXT FIRE", "PAUSED");
+}
+
+static void tb_cli_print_row(const json_t *t) {
+        char sched[300];
+        tb_cli_schedule_text(t, sched, sizeof(sched));
+        printf("%-36s  %-24.24s  %-12.12s  %-28.28s  %-24s  %s\n", tb_cli_str(t, "id"),
+               tb_cli_str(t, "name"), tb_cli_str(t, "security_group"), sched,
+               tb_cli_str(t, "next_fire_at"),
+               json_is_true(json_object_get(t, "paused")) ? "yes" : "no");
+}
+
+/* ---- building a task from flags ---------------------------------------------------- */
+
+typedef struct tb_cli_opts {
+        bool json, all, paused_flag;
+        const char *api, *token, *file, *if_match;
+        const char *name, *script, *group, *cron, *tz, *every, *once, *expiry, *executor;
+        const char *max_attempts, *overlap, *misfire;
+        const char *limit, *cursor, *name_prefix, *paused_filter;
+        json_t *options, *labels; /**< KEY=VALUE flags */
+        bool any_task_flag;
+} tb_cli_opts_t;
+
+/** Read the JSON task of --file (- = stdin). @returns NULL after printing why. */
+static json_t *tb_cli_read_file(const char *path) {
+        json_error_t je;
+        json_t *j;
+        if (!strcmp(path, "-"))
+                j = json_loadf(stdin, JSON_REJECT_DUPLICATES, &je);
+        else
+                j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+        if (!j) {
+                tb_cli_fail("%s:%d:%d: %s", !strcmp(path, "-") ? "<stdin>" : path, je.line,
+                            je.column, je.text);
+                return NULL;
+        }
+        if (!json_is_object(j)) {
+                tb_cli_fail("%s: expected a JSON object (a task)", path);
+                json_decref(j);
+                return NULL;
+        }
+        return j;
+}
+
+static bool tb_cli_kv(json_t *obj, const char *flag, const char *arg) {
+        const char *eq = strchr(arg, '=');
+        if (!eq || eq == arg) {
+                tb_cli_fail("%s: expected KEY=VALUE, got '%s'", flag, arg);
+                return false;
+        }
+        char *k = strndup(arg, (size_t)(eq - arg));
+        json_object_set_new(obj, k, json_string(eq + 1));
+        free(k);
+        return true;
+}
+
+/** Apply the task flags to \p t (a new or the current task). @returns false on usage error. */
+static bool tb_cli_apply_flags(const tb_cli_opts_t *o, json_t *t) {
+        if (o->name)
+                json_object_set_new(t, "name", json_string(o->name));
+        if (o->script)
+                json_object_set_new(t, "script", json_string(o->script));
+        if (o->group)
+                json_object_set_new(t, "security_group", json_string(o->group));
+        int kinds = !!o->cron + !!o->every + !!o->once;
+        if (kinds > 1) {
+                tb_cli_fail("--cron, --every and --once are exclusive: give one schedule");
+                return false;
+        }
+        if (o->tz && (o->every || o->once)) {
+                tb_cli_fail("--tz applies to --cron only");
+                return false;
+        }
+        if (kinds) {
+                json_t *s = json_object();
+                if (o->cron) {
+                        json_object_set_new(s, "cron", json_string(o->cron));
+                        if (o->tz)
+                                json_object_set_new(s, "timezone", json_string(o->tz));
+                } else if (o->every) {
+                        json_object_set_new(s, "every", json_string(o->every));
+                } else {
+                        json_object_set_new(s, "once", json_string(o->once));
+                }
+                json_object_del(t, "execution_time");
+                json_object_set_new(t, "schedule", s);
+        } else if (o->tz) {
+                json_t *s = json_object_get(t, "schedule");
+                if (!json_is_object(s)) {
+                        tb_cli_fail("--tz needs --cron");
+                        return false;
+                }
+                json_object_set_new(s, "timezone", json_string(o->tz));
+        }
+        if (o->expiry)
+                json_object_set_new(t, "expiry", json_string(o->expiry));
+        if (o->executor)
+                json_object_set_new(t, "executor", json_string(o->executor));
+        if (json_object_size(o->options)) {
+                json_t *cur = json_object_get(t, "executor_options");
+                if (!json_is_object(cur))
+                        json_object_set_new(t, "executor_options", cur = json_object());
+                json_object_update(cur, o->options);
+        }
+        if (json_object_size(o->labels)) {
+                json_t *cur = json_object_get(t, "labels");
+                if (!json_is_object(cur))
+                        json_object_set_new(t, "labels", cur = json_object());
+                json_object_update(cur, o->labels);
+        }
+        if (o->max_attempts) {
+                char *end;
+                long long n = strtoll(o->max_attempts, &end, 10);
+                if (!*o->max_attempts || *end) {
+                        tb_cli_fail("--max-attempts: expected an integer, got '%s'",
+                                    o->max_attempts);
+                        return false;
+                }
+                json_t *r = json_object_get(t, "retries");
+                if (!json_is_object(r))
+                        json_object_set_new(t, "retries", r = json_object());
+                json_object_set_new(r, "max_attempts", json_integer(n));
+        }
+        if (o->overlap)
+                json_object_set_new(t, "overlap", json_string(o->overlap));
+        if (o->misfire)
+                json_object_set_new(t, "misfire", json_string(o->misfire));
+        if (o->paused_flag)
+                json_object_set_new(t, "paused", json_true());
+        return true;
+}
+
+/* ---- commands ------------------------------------------------------------------ */
+
+static char *tb_cli_escape(const char *s) {
+        CURL *c = curl_easy_init();
+        char *e = c ? curl_easy_escape(c, s, 0) : NULL;
+        char *r = e ? strdup(e) : NULL;
+        curl_free(e);
+        if (c)
+                curl_easy_cleanup(c);
+        return r;
+}
+
+/** Send a task body; print the result. */
+static int tb_cli_send_task(const tb_cli_api_t *a, const tb_cli_opts_t *o, const char *method,
+                            const char *path, json_t *task, const char *if_match, int ok_status) {
+        char *body = json_dumps(task, JSON_COMPACT);
+        json_t *r = NULL;
+        long st = tb_cli_request(a, method, path, body, if_match, &r);
+        free(body);
+        int rc = 0;
+        if (st == 0)
+                rc = 1;
+        else if (st != ok_status && st != 202) {
+                tb_cli_server_error(st, r);
+                rc = 1;
+        } else if (o->json)
+                tb_cli_print_json(r);
+        else if (st == 202)
+                printf("accepted: %s\n", json_string_value(json_object_get(r, "message")));
+        else
+                tb_cli_print_task(r);
+        json_decref(r);
+        return rc;
+}
+
+static int tb_cli_cmd_create(const tb_cli_api_t *a, tb_cli_opts_t *o) {
+        json_t *t;
+        if (o->file && o->any_task_flag) {
+                tb_cli_fail("create: give --file or task flags, not both");
+                return 2;
+        }
+        if (o->file) {
+                if (!(t = tb_cli_read_file(o->file)))
+                        return 1;
+        } else {
+                if (!o->any_task_flag) {
+                        tb_cli_fail("create: give --name, --script, --group and a schedule "
+                                    "(--cron, --every or --once), or --file (see --help)");
+                        return 2;
+                }
+                t = json_object();
+                if (!tb_cli_apply_flags(o, t)) {
+                        json_decref(t);
+                        return 2;
+                }
+        }
+        int rc = tb_cli_send_task(a, o, "POST", "/v1/tasks", t, NULL, 201);
+        json_decref(t);
+        return rc;
+}
+
+static int tb_cli_cmd_update(const tb_cli_api_t *a, tb_cli_opts_t *o, const char *id) {
+        char path[300];
+        char *eid = tb_cli_escape(id);
+        tb_snprintf(path, sizeof(path), "/v1/tasks/%s", eid ? eid : id);
+        free(eid);
+        json_t *t = NULL;
+        char ver[32];
+        const char *if_match = o->if_match;
+        if (o->file && o->any_task_flag) {
+                tb_cli_fail("update: give --file or task flags, not both");
+                return 2;
+        }
+        if (o->file) {
+                if (!(t = tb_cli_read_file(o->file)))
+                        return 1;
+        } else {
+                if (!o->any_task_flag) {
+                        tb_cli_fail("update: nothing to change: give task flags or --file "
+                                    "(see --help)");
+                        return 2;
+                }
+                /* edit the current task; If-Match makes a concurrent edit a 409 */
+                long st = tb_cli_request(a, "GET", path, NULL, NULL, &t);
+                if (st != 200) {
+                        if (st)
+                                tb_cli_server_error(st, t);
+                        json_decref(t);
+                        return 1;
+                }
+                if (!if_match) {
+                        tb_snprintf(ver, sizeof(ver), "%" JSON_INTEGER_FORMAT,
+                                    json_integer_value(json_object_get(t, "version")));
+                        if_match = ver;
+                }
+                if (!tb_cli_apply_flags(o, t)) {
+                        json_decref(t);
+                        return 2;
+                }
+        }
+        int rc = tb_cli_send_task(a, o, "PUT", path, t, if_match, 200);
+        json_decref(t);
+        return rc;
+}
+
+static int tb_cli_cmd_simple(const tb_cli_api_t *a, tb_cli_opts_t *o, const char *sub,
+                             const char *id) {
+        char path[300];
+        char *eid = tb_cli_escape(id);
+        const char *method = "POST";
+        long ok = 200;
+        if (!strcmp(sub, "get")) {
+                method = "GET";
+                tb_snprintf(path, sizeof(path), "/v1/tasks/%s", eid ? eid : id);
+        } else if (!strcmp(sub, "delete")) {
+                method = "DELETE";
+                ok = 204;
+                tb_snprintf(path, sizeof(path), "/v1/tasks/%s", eid ? eid : id);
+        } else {
+                ok = !strcmp(sub, "run") ? 202 : 200;
+                tb_snprintf(path, sizeof(path), "/v1/tasks/%s/%s", eid ? eid : id, sub);
+        }
+        free(eid);
+        json_t *r = NULL;
+        long st = tb_cli_request(a, method, path, NULL, o->if_match, &r);
+        int rc = 0;
+        if (st == 0) {
+                rc = 1;
+        } else if (st != ok) {
+                tb_cli_server_error(st, r);
+                rc = 1;
+        } else if (o->json) {
+                if (r)
+                        tb_cli_print_json(r);
+                else
+                        printf("{\"deleted\": \"%s\"}\n", id);
+        } else if (!strcmp(sub, "delete")) {
+                printf("deleted task %s\n", id);
+        } else if (!strcmp(sub, "run")) {
+                printf("run requested for task %s (command %s, task version %" JSON_INTEGER_FORMAT
+                       ")\n",
+                       id, tb_cli_str(r, "command_id"),
+                       json_integer_value(json_object_get(r, "version")));
+        } else if (!strcmp(sub, "get")) {
+                tb_cli_print_task(r);
+        } else {
+                printf("%s task %s (version %" JSON_INTEGER_FORMAT ")\n",
+                       !strcmp(sub, "pause") ? "paused" : "resumed", id,
+                       json_integer_value(json_object_get(r, "version")));
+        }
+        json_decref(r);
+        return rc;
+}
+
+static int tb_cli_cmd_list(const tb_cli_api_t *a, tb_cli_opts_t *o) {
+        tb_buf_t q = {0};
+        char *e;
+        tb_buf_printf(&q, "/v1/tasks?limit=%s", o->limit ? o->limit : "50");
+        if (o->group && (e = tb_cli_escape(o->group))) {
+                tb_buf_printf(&q, "&security_group=%s", e);
+                free(e);
+        }
+        if (o->name_prefix && (e = tb_cli_escape(o->name_prefix))) {
+                tb_buf_printf(&q, "&name_prefix=%s", e);
+                free(e);
+        }
+        if (o->paused_filter)
+                tb_buf_printf(&q, "&paused=%s", o->paused_filter);
+        const char *k;
+        json_t *v;
+        json_object_foreach(o->labels, k, v) {
+                char *kv = NULL;
+                if (asprintf(&kv, "%s=%s", k, json_string_value(v)) > 0 &&
+                    (e = tb_cli_escape(kv))) {
+                        tb_buf_printf(&q, "&label=%s", e);
+                        free(e);
+                }
+                free(kv);
+        }
+        char *cursor = o->cursor ? strdup(o->cursor) : NULL;
+        json_t *all = json_array();
+        int rc = 0;
+        bool header = false;
+        for (;;) {
+                tb_buf_t path = {0};
+                tb_buf_printf(&path, "%s", q.data);
+                if (cursor)
+                        tb_buf_printf(&path, "&cursor=%s", cursor);
+                json_t *r = NULL;
+                long st = tb_cli_request(a, "GET", path.data, NULL, NULL, &r);
+                tb_buf_free(&path);
+                if (st != 200) {
+                        if (st)
+                                tb_cli_server_error(st, r);
+                        json_decref(r);
+                        rc = 1;
+                        break;
+                }
+                json_t *tasks = json_object_get(r, "tasks");
+                size_t i;
+                json_t *t;
+                json_array_foreach(tasks, i, t) {
+                        if (o->json) {
+                                json_array_append(all, t);
+                        } else {
+                                if (!header)
+                                        tb_cli_print_list_header();
+                                header = true;
+                                tb_cli_print_row(t);
+                        }
+                }
+                free(cursor);
+                cursor = NULL;
+                const char *next = json_string_value(json_object_get(r, "next_cursor"));
+                if (next)
+                        cursor = strdup(next);
+                json_decref(r);
+                if (!cursor || !o->all)
+                        break;
+        }
+        if (rc == 0) {
+                if (o->json) {
+                        json_t *out = json_pack("{s:O, s:o}", "tasks", all, "next_cursor",
+                                                cursor ? json_string(cursor) : json_null());
+                        tb_cli_print_json(out);
+                        json_decref(out);
+                } else if (!header) {
+                        printf("no tasks\n");
+                }
+                if (!o->json && cursor)
+                        fprintf(stderr, "(more tasks: --cursor %s, or --all)\n", cursor);
+        }
+        json_decref(all);
+        free(cursor);
+        tb_buf_free(&q);
+        return rc;
+}
+
+int tb_cli_tasks(int argc, char **argv) {
+        if (argc < 2) {
+                tb_cli_tasks_usage(stderr);
+                return 2;
+        }
+        if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+                tb_cli_tasks_usage(stdout);
+                return 0;
+        }
+        const tb_cli_sub_t *sub = NULL;
+        for (const tb_cli_sub_t *s = tb_cli_subs; s->name; s++)
+                if (!strcmp(s->name, argv[1]))
+                        sub = s;
+        if (!sub) {
+                tb_cli_fail("tasks: unknown command '%s'", argv[1]);
+                tb_cli_tasks_usage(stderr);
+                return 2;
+        }
+        enum {
+                O_JSON = 1000, O_API, O_TOKEN, O_FILE, O_IFM, O_NAME, O_SCRIPT, O_GROUP, O_CRON,
+                O_TZ, O_EVERY, O_ONCE, O_EXPIRY, O_EXEC, O_OPTION, O_LABEL, O_MAXATT, O_OVERLAP,
+                O_MISFIRE, O_PAUSED, O_LIMIT, O_ALL, O_CURSOR, O_PREFIX,
+        };
+        static const struct option lo[] = {
+                {"json", no_argument, NULL, O_JSON},
+                {"api", required_argument, NULL, O_API},
+                {"token", required_argument, NULL, O_TOKEN},
+                {"file", required_argument, NULL, O_FILE},
+                {"if-match", required_argument, NULL, O_IFM},
+                {"name", required_argument, NULL, O_NAME},
+                {"script", required_argument, NULL, O_SCRIPT},
+                {"group", required_argument, NULL, O_GROUP},
+                {"cron", required_argument, NULL, O_CRON},
+                {"tz", required_argument, NULL, O_TZ},
+                {"every", required_argument, NULL, O_EVERY},
+                {"once", required_argument, NULL, O_ONCE},
+                {"expiry", required_argument, NULL, O_EXPIRY},
+                {"executor", required_argument, NULL, O_EXEC},
+                {"option", required_argument, NULL, O_OPTION},
+                {"label", required_argument, NULL, O_LABEL},
+                {"max-attempts", required_argument, NULL, O_MAXATT},
+                {"overlap", required_argument, NULL, O_OVERLAP},
+                {"misfire", required_argument, NULL, O_MISFIRE},
+                {"paused", optional_argument, NULL, O_PAUSED},
+                {"limit", required_argument, NULL, O_LIMIT},
+                {"all", no_argument, NULL, O_ALL},
+                {"cursor", required_argument, NULL, O_CURSOR},
+                {"name-prefix", required_argument, NULL, O_PREFIX},
+                {"help", no_argument, NULL, 'h'},
+                {NULL, 0, NULL, 0},
+        };
+        tb_cli_opts_t o = {.options = json_object(), .labels = json_object()};
+        int rc = 2, c;
+        int sargc = argc - 1;
+        char **sargv = argv + 1;
+        optind = 0; /* glibc: full re-initialisation */
+        opterr = 1;
+        bool task_cmd = sub->task_flags;
+        while ((c = getopt_long(sargc, sargv, "h", lo, NULL)) != -1) {
+                bool tf = false;
+                switch (c) {
+                case 'h': tb_cli_sub_usage(sub, stdout); rc = 0; goto out;
+                case O_JSON: o.json = true; break;
+                case O_API: o.api = optarg; break;
+                case O_TOKEN: o.token = optarg; break;
+                case O_FILE: o.file = optarg; break;
+                case O_IFM: o.if_match = optarg; break;
+                case O_NAME: o.name = optarg; tf = true; break;
+                case O_SCRIPT: o.script = optarg; tf = true; break;
+                case O_GROUP: o.group = optarg; tf = true; break;
+                case O_CRON: o.cron = optarg; tf = true; break;
+                case O_TZ: o.tz = optarg; tf = true; break;
+                case O_EVERY: o.every = optarg; tf = true; break;
+                case O_ONCE: o.once = optarg; tf = true; break;
+                case O_EXPIRY: o.expiry = optarg; tf = true; break;
+                case O_EXEC: o.executor = optarg; tf = true; break;
+                case O_OPTION:
+                        if (!tb_cli_kv(o.options, "--option", optarg))
+                                goto out;
+                        tf = true;
+                        break;
+                case O_LABEL:
+                        if (!tb_cli_kv(o.labels, "--label", optarg))
+                                goto out;
+                        tf = true;
+                        break;
+                case O_MAXATT: o.max_attempts = optarg; tf = true; break;
+                case O_OVERLAP: o.overlap = optarg; tf = true; break;
+                case O_MISFIRE: o.misfire = optarg; tf = true; break;
+                case O_PAUSED:
+                        if (!strcmp(sub->name, "list")) {
+                                o.paused_filter = optarg ? optarg : "true";
+                        } else if (!optarg || !strcmp(optarg, "true")) {
+                                o.paused_flag = true;
+                                tf = true;
+                        } else {
+                                tb_cli_fail("--paused takes no value on %s", sub->name);
+                                goto out;
+                        }
+                        break;
+                case O_LIMIT: o.limit = optarg; break;
+                case O_ALL: o.all = true; break;
+                case O_CURSOR: o.cursor = optarg; break;
+                case O_PREFIX: o.name_prefix = optarg; break;
+                default: tb_cli_sub_usage(sub, stderr); goto out;
+                }
+                bool list_filter = !strcmp(sub->name, "list") && (c == O_GROUP || c == O_LABEL);
+                if (tf && !task_cmd && !list_filter) {
+                        tb_cli_fail("%s: %s is not an option of this command (see --help)",
+                                    sub->name, sargv[optind - 1]);
+                        goto out;
+                }
+                o.any_task_flag = o.any_task_flag || tf;
+        }
+        bool needs_id = strcmp(sub->name, "create") && strcmp(sub->name, "list");
+        int npos = sargc - optind;
+        if (needs_id ? npos != 1 : npos != 0) {
+                tb_cli_fail("%s: %s", sub->name,
+                            needs_id ? "expected exactly one task ID" : "unexpected argument");
+                tb_cli_sub_usage(sub, stderr);
+                goto out;
+        }
+        if (!strcmp(sub->name, "list") && (o.group || json_object_size(o.labels)))
+                o.any_task_flag = false; /* --group/--label filter the list */
+        tb_cli_api_t a;
+        tb_cli_api_load(&a, o.api, o.token);
+        if (!a.token[0]) {
+                tb_cli_fail("no API token: set TASKBUS_TOKEN, pass --token, or put token = "
+                            "\"...\"; in ~/.config/taskbus/config");
+                rc = 1;
+                goto out;
+        }
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        const char *id = needs_id ? sargv[optind] : NULL;
+        if (!strcmp(sub->name, "create"))
+                rc = tb_cli_cmd_create(&a, &o);
+        else if (!strcmp(sub->name, "update"))
+                rc = tb_cli_cmd_update(&a, &o, id);
+        else if (!strcmp(sub->name, "list"))
+                rc = tb_cli_cmd_list(&a, &o);
+        else
+                rc = tb_cli_cmd_simple(&a, &o, sub->name, id);
+        curl_global_cleanup();
+out:
+        json_decref(o.options);
+        json_decref(o.labels);
+        return rc;
+}

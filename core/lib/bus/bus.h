@@ -1,0 +1,163 @@
+/**
+ * @file bus/bus.h
+ * @brief The Kafka layer (librdkafka): topic names, an idempotent producer
+ *        (acks=all), transactional producers, consumer groups
+ *        (cooperative-sticky, read_committed, static membership) and the
+ *        Admin API that creates the topics of docs/architecture.md.
+ *
+ * Every handle is built from the tb_config_t: its `kafka` pass-through
+ * properties first, then the properties taskbus must control for
+ * correctness (which therefore cannot be overridden).
+ */
+#ifndef TB_BUS_H
+#define TB_BUS_H
+
+#include "tb.h"
+#include "config/config.h"
+#include <librdkafka/rdkafka.h>
+
+/** The topics. Names are `<topics.prefix><name>`, e.g. "taskbus.runs". */
+typedef enum tb_topic {
+        TB_TOPIC_COMMANDS = 0, /**< task-commands, key task id */
+        TB_TOPIC_REPLIES,      /**< task-replies, key correlation id */
+        TB_TOPIC_EVENTS,       /**< task-events, key task id, kept forever */
+        TB_TOPIC_RUNS,         /**< runs, key task id */
+        TB_TOPIC_RESULTS,      /**< run-results, key task id */
+        TB_TOPIC_LOGS,         /**< run-logs, key run id */
+        TB_TOPIC_DLQ,          /**< runs-dlq, key task id */
+        TB_TOPIC_CHECKPOINTS,  /**< scheduler-checkpoints, compacted */
+        TB_TOPIC__COUNT,
+} tb_topic_t;
+
+/** @returns the short name ("task-events"). */
+const char *tb_topic_short(tb_topic_t t);
+/** Full name with prefix into \p buf. @returns buf. */
+const char *tb_topic_name(const tb_config_t *conf, tb_topic_t t, char *buf, size_t size);
+
+/** One record header (name, value bytes); used for produce and consume. */
+typedef struct tb_header {
+        const char *name;
+        const void *value;
+        size_t len;
+} tb_header_t;
+
+/* ---- admin --------------------------------------------------------------- */
+
+/** One topic as the broker sees it (for `tools/stack status`). */
+typedef struct tb_topic_info {
+        char name[256];
+        int partitions;
+        int replication;
+        char retention[32]; /**< retention.ms or "compact" */
+} tb_topic_info_t;
+
+/**
+ * Create every topic that is missing, with the partition count, replication
+ * factor and retention from \p conf; set retention/cleanup configs on topics
+ * that exist (idempotent). A topic whose partition count is lower than
+ * configured is an error telling how to fix it. Waits up to \p timeout_ms
+ * for the broker. @locality any thread.
+ */
+tb_err_t tb_bus_topics_ensure(const tb_config_t *conf, int timeout_ms, char *errstr,
+                              size_t errstr_size);
+
+/**
+ * List taskbus's topics (those with the configured prefix). *\p out is
+ * malloc'd (caller frees), *\p cnt its length.
+ */
+tb_err_t tb_bus_topics_list(const tb_config_t *conf, tb_topic_info_t **out, size_t *cnt,
+                            int timeout_ms, char *errstr, size_t errstr_size);
+
+/**
+ * Delete every taskbus topic (the eight names with \p conf's prefix) that
+ * exists. For tests and `reset`-style tooling: the data is gone for good.
+ */
+tb_err_t tb_bus_topics_delete(const tb_config_t *conf, int timeout_ms, char *errstr,
+                              size_t errstr_size);
+
+/* ---- producers ------------------------------------------------------------ */
+
+/**
+ * A new producer. \p transactional_id NULL gives an idempotent producer
+ * (enable.idempotence=true, acks=all); otherwise a transactional producer
+ * whose transactions are initialised (rd_kafka_init_transactions) before it
+ * is returned, fencing any older producer with the same id.
+ * Caller owns the handle: rd_kafka_flush() + rd_kafka_destroy().
+ */
+tb_err_t tb_bus_producer_new(const tb_config_t *conf, const char *transactional_id,
+                             rd_kafka_t **out, char *errstr, size_t errstr_size);
+
+/**
+ * Produce one record (value copied). With \p sync true, waits for the
+ * delivery report and returns its error. Headers may be NULL.
+ */
+tb_err_t tb_bus_produce(rd_kafka_t *rk, const tb_config_t *conf, tb_topic_t topic,
+                        int32_t partition /* RD_KAFKA_PARTITION_UA */,
+                        const void *key, size_t key_len, const void *value, size_t value_len,
+                        const tb_header_t *headers, size_t header_cnt, bool sync,
+                        char *errstr, size_t errstr_size);
+
+/**
+ * Commit the current transaction: commit, or abort on an abortable error, or
+ * report TB_ERR_FENCED when the producer was fenced (the caller must stop
+ * and rebuild). Also the home of begin/abort wrappers below.
+ */
+tb_err_t tb_bus_txn_begin(rd_kafka_t *rk, char *errstr, size_t errstr_size);
+tb_err_t tb_bus_txn_send_offsets(rd_kafka_t *rk, rd_kafka_t *consumer,
+                                 const rd_kafka_topic_partition_list_t *offsets,
+                                 char *errstr, size_t errstr_size);
+tb_err_t tb_bus_txn_commit(rd_kafka_t *rk, int timeout_ms, char *errstr, size_t errstr_size);
+tb_err_t tb_bus_txn_abort(rd_kafka_t *rk, int timeout_ms, char *errstr, size_t errstr_size);
+
+/* ---- consumers ------------------------------------------------------------ */
+
+/** A rebalance callback, as rd_kafka_conf_set_rebalance_cb() takes it
+ *  (librdkafka has no typedef for it). */
+typedef void (*tb_rebalance_cb_t)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                  rd_kafka_topic_partition_list_t *partitions, void *opaque);
+
+/** Options for a consumer group member. */
+typedef struct tb_consumer_opts {
+        const char *group_id;        /**< required, e.g. "taskbus-scheduler" */
+        const char *instance_id;     /**< static membership (group.instance.id) or NULL */
+        bool read_committed;         /**< isolation.level=read_committed */
+        bool auto_commit;            /**< enable.auto.commit */
+        const char *offset_reset;    /**< "earliest" (default) or "latest" */
+        tb_rebalance_cb_t rebalance_cb; /**< NULL: default incremental assign */
+        void *opaque;                /**< rd_kafka_opaque() for the callbacks */
+        int session_timeout_ms;      /**< 0: librdkafka default */
+} tb_consumer_opts_t;
+
+/**
+ * A new consumer (cooperative-sticky assignment) subscribed to \p topics.
+ * Caller owns it: rd_kafka_consumer_close() + rd_kafka_destroy().
+ */
+tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *opts,
+                             const tb_topic_t *topics, size_t topic_cnt, rd_kafka_t **out,
+                             char *errstr, size_t errstr_size);
+
+/**
+ * Leave the group and destroy a consumer, waiting at most \p timeout_ms for
+ * the group to acknowledge: rd_kafka_consumer_close() blocks for as long as
+ * the group coordinator is unreachable, which would hang shutdown while Kafka
+ * is down. Revocations during the close are acknowledged without calling the
+ * role's rebalance callback (the role is stopping). NULL allowed.
+ */
+void tb_bus_consumer_destroy(rd_kafka_t *rk, int timeout_ms);
+
+/** Find header \p name in \p msg; @returns TB_OK and fills value/len, or NOT_FOUND. */
+tb_err_t tb_bus_header_get(const rd_kafka_message_t *msg, const char *name,
+                           const void **value, size_t *len);
+
+/** Build a librdkafka conf from \p conf's pass-through props (caller owns). */
+tb_err_t tb_bus_conf_new(const tb_config_t *conf, rd_kafka_conf_t **out, char *errstr,
+                         size_t errstr_size);
+
+/** @returns the partition a key maps to with librdkafka's default partitioner
+ *  (murmur2_random for non-empty keys, as the Java client): the scheduler and
+ *  commands roles use it to know which tasks they own.
+ *  @returns RD_KAFKA_PARTITION_UA for a NULL key (librdkafka places those at
+ *  random) or a partition_cnt below 1. */
+int32_t tb_bus_partition_for(const void *key, size_t len, int32_t partition_cnt);
+
+#endif /* TB_BUS_H */

@@ -1,0 +1,185 @@
+/**
+ * @file config/config.h
+ * @brief taskbus configuration: config/taskbus.conf in libconfig syntax,
+ *        parsed against ONE table of typed properties (core/config.c) that
+ *        also generates docs/configuration.md.
+ *
+ * Keys are dotted paths of libconfig groups ("postgres.url" is
+ * `postgres = { url = "..."; };`). Unknown keys are rejected with the list
+ * of valid ones; every error names file:line and the key.
+ *
+ * Special groups:
+ *  - `kafka = { bootstrap_servers = "..."; ... }` is passed through to
+ *    librdkafka, each name with '_' turned into '.' (libconfig names cannot
+ *    hold dots); a property librdkafka refuses is a fatal error carrying
+ *    librdkafka's own message.
+ *  - `plugins = { <name> = { ... }; }`: each plugin's own group, handed to
+ *    that plugin as key/value strings (the plugin validates its keys).
+ *  - `groups = { <security group> = { ... }; }`: per-security-group policy
+ *    (see the property table: keys under "groups.*").
+ */
+#ifndef TB_CONFIG_H
+#define TB_CONFIG_H
+
+#include "tb.h"
+#include <stdio.h>
+
+/** A key/value pair (strings owned by the tb_config_t). */
+typedef struct tb_kv {
+        char *key;
+        char *value;
+} tb_kv_t;
+
+/** Per-security-group policy, from `groups = { NAME = {...}; }`. */
+typedef struct tb_group_conf {
+        char *name;
+        char *os_user;               /**< OS user that shell tasks run as */
+        int64_t log_retention_max_ms; /**< cap on a task's log_retention */
+        char **images;               /**< container image allow-list */
+        size_t image_cnt;
+        char *network;               /**< container network mode allowed */
+        int64_t memory_max_bytes;    /**< container memory cap */
+        double cpus_max;             /**< container CPU cap */
+        char *ssh_key;               /**< ssh private key path */
+        char *ssh_known_hosts;       /**< ssh known_hosts path */
+} tb_group_conf_t;
+
+/** A plugin's own config group. */
+typedef struct tb_plugin_conf {
+        char *name;
+        tb_kv_t *kv;
+        size_t kv_cnt;
+        /** "FILE:LINE" of each kv (parallel to kv), so the plugin host can
+         *  report a key the plugin refuses as "FILE:LINE: plugins.NAME.KEY: ...". */
+        char **kv_where;
+} tb_plugin_conf_t;
+
+/** The typed configuration. Every field has a row in the property table. */
+typedef struct tb_config {
+        char *path;                 /**< file it was loaded from, or "(defaults)" */
+        char *region;
+        char *log_level;
+
+        /* topics */
+        char *topic_prefix;
+        int64_t topic_partitions;
+        int64_t topic_replication;
+        int64_t retention_commands_ms;
+        int64_t retention_replies_ms;
+        int64_t retention_runs_ms;
+        int64_t retention_results_ms;
+        int64_t retention_logs_ms;
+        int64_t retention_dlq_ms;
+
+        /* postgres */
+        char *pg_url;
+        int64_t pg_pool_size;
+
+        /* api */
+        char *api_listen;           /**< "127.0.0.1:8080" */
+        int64_t api_threads;
+        double api_rate;            /**< requests/s per user */
+        int64_t api_burst;
+        int64_t api_reply_timeout_ms;
+        int64_t api_max_body;
+
+        /* scheduler */
+        int64_t sched_misfire_cap;
+        int64_t sched_tick_ms;
+        int64_t sched_max_batch;
+
+        /* executor */
+        char **exec_plugin_paths;
+        size_t exec_plugin_path_cnt;
+        int64_t exec_max_concurrent;
+        int64_t exec_lease_ms;
+        int64_t exec_grace_ms;
+        int64_t exec_output_cap;
+        int64_t exec_kill_grace_ms;
+        char *exec_workdir;
+        bool exec_allow_root;
+
+        /* archiver / retention */
+        int64_t history_retention_ms;
+        int64_t log_retention_default_ms;
+        int64_t archiver_batch;
+
+        /* replication (docs/replication.md) */
+        char **repl_remote_regions;  /**< other regions whose topics are mirrored here */
+        size_t repl_remote_region_cnt;
+        tb_kv_t *repl_region_apis;   /**< region -> REST API base URL */
+        size_t repl_region_api_cnt;
+        tb_kv_t *repl_region_kafka;  /**< region -> bootstrap servers */
+        size_t repl_region_kafka_cnt;
+        int64_t repl_startup_fence_ms;
+
+        /* pass-through and dynamic groups */
+        tb_kv_t *kafka;             /**< librdkafka properties, dotted names */
+        size_t kafka_cnt;
+        tb_plugin_conf_t *plugins;
+        size_t plugin_cnt;
+        tb_group_conf_t *groups;
+        size_t group_cnt;
+        /** Policy of security groups not listed in `groups`: the table's
+         *  defaults (name "*"). See tb_config_group_policy(). */
+        tb_group_conf_t group_default;
+} tb_config_t;
+
+/**
+ * Load and validate \p path. On success *\p out is owned by the caller
+ * (tb_config_destroy()). Errors read "FILE:LINE: x.y: message" (unknown
+ * keys: "FILE:LINE: unknown key 'x.y'; valid keys in 'x': ...").
+ * Includes librdkafka validation of the `kafka` group.
+ * Order: defaults, then the file, then the environment overrides
+ * (TASKBUS_REGION, TASKBUS_PG, TASKBUS_API_LISTEN, TASKBUS_KAFKA), then the
+ * cross-field checks. \p path NULL means no file: defaults plus the
+ * environment, fully validated (what taskbusd uses without a config file).
+ * @returns TB_ERR_IO if the file cannot be read, TB_ERR_INVALID otherwise.
+ */
+tb_err_t tb_config_load(const char *path, tb_config_t **out, char *errstr,
+                        size_t errstr_size);
+
+/** A configuration holding only defaults, no environment overrides
+ *  (caller owns it). NULL only when out of memory. */
+tb_config_t *tb_config_defaults(void);
+
+/** Free everything. NULL is allowed. */
+void tb_config_destroy(tb_config_t *conf);
+
+/** Look up a security group's policy; NULL when the group has none. */
+const tb_group_conf_t *tb_config_group(const tb_config_t *conf, const char *name);
+
+/** The policy that applies to security group \p name: its `groups` entry,
+ *  or conf->group_default when it has none. Never NULL for a non-NULL
+ *  \p conf; owned by \p conf. */
+const tb_group_conf_t *tb_config_group_policy(const tb_config_t *conf,
+                                              const char *name);
+
+/** Look up a plugin's config group; NULL if absent. */
+const tb_plugin_conf_t *tb_config_plugin(const tb_config_t *conf, const char *name);
+
+/** The value of \p key in a plugin's group (owned by the config), or NULL.
+ *  \p pc may be NULL (a plugin without a group). */
+const char *tb_plugin_conf_get(const tb_plugin_conf_t *pc, const char *key);
+
+/**
+ * Parse a duration: "500ms", "30s", "5m", "2h", "7d", "1w", combinations
+ * ("1h30m"), decimals ("1.5h"), a bare integer (seconds), or an ISO 8601
+ * duration ("PT30S", "P1DT2H"; years and months are refused: their length
+ * varies). At most 1000 years; millisecond precision. @returns
+ * TB_ERR_INVALID with a user-readable message (it reaches REST clients).
+ */
+tb_err_t tb_duration_parse(const char *s, int64_t *ms, char *errstr, size_t errstr_size);
+
+/**
+ * Parse a size: a bare integer (bytes) or a number with a unit, "256KiB",
+ * "64MiB", "1GiB", "1TiB" (powers of 1024), "500KB", "1MB" (powers of 1000),
+ * "512B". Decimals are allowed when the result is whole bytes ("1.5KiB").
+ * @returns TB_ERR_INVALID with a user-readable message on error.
+ */
+tb_err_t tb_size_parse(const char *s, int64_t *bytes, char *errstr, size_t errstr_size);
+
+/** Write docs/configuration.md (markdown generated from the table). */
+void tb_config_write_doc(FILE *fp);
+
+#endif /* TB_CONFIG_H */

@@ -1,0 +1,141 @@
+/**
+ * @file identity/identity.h
+ * @brief Users, security groups, membership and API tokens (PostgreSQL), the
+ *        authentication of bearer tokens shared by the REST API and the
+ *        commands role, the per-user rate limiter, and the audited admin
+ *        operations behind `taskbus admin user|token|group`.
+ *
+ * A token is 32 random bytes, shown once as "tbk_" + 64 hex digits and
+ * stored only as its SHA-256. Its public id ("tok_" + 12 hex digits of the
+ * hash) names it for listing and revocation.
+ */
+#ifndef TB_IDENTITY_H
+#define TB_IDENTITY_H
+
+#include "tb.h"
+#include "store/store.h"
+
+/** Longest user, group or security-group name (bytes). */
+#define TB_IDENTITY_NAME_MAX 128
+
+/** An authenticated caller. */
+typedef struct tb_principal {
+        char user_id[TB_IDENTITY_NAME_MAX + 1];
+        char token_id[32];
+        char **groups;        /**< sorted */
+        size_t group_cnt;
+} tb_principal_t;
+
+/**
+ * Authenticate "Bearer <token>" or a bare token. Results are cached for up to
+ * \p cache_ms (0: no cache) so the hot path does not hit PostgreSQL on every
+ * request; revocation and membership changes take effect within that time.
+ * @returns TB_OK with *\p out (caller frees with tb_principal_free()),
+ *          TB_ERR_UNAUTHENTICATED (missing, malformed, unknown, revoked token or
+ *          disabled user: errstr says which, without revealing secrets), or
+ *          TB_ERR_PG. @locality any thread.
+ */
+tb_err_t tb_identity_authenticate(tb_store_t *store, const char *authorization,
+                                  int64_t cache_ms, tb_principal_t **out, char *errstr,
+                                  size_t errstr_size);
+
+/**
+ * Drop every cached authentication result (all stores). Later calls go to
+ * PostgreSQL again. Frees the cache's memory, so call it at shutdown too.
+ * @locality any thread.
+ */
+void tb_identity_cache_clear(void);
+
+/** @returns true if \p name is a valid user or group name: 1 to
+ *  TB_IDENTITY_NAME_MAX characters from [A-Za-z0-9._@-]. */
+bool tb_identity_name_valid(const char *name);
+
+/**
+ * Validate a user or group name; \p field names it in the message
+ * ("user name 'a b' is invalid: use 1 to 128 characters from [A-Za-z0-9._@-]").
+ * @returns TB_OK or TB_ERR_INVALID.
+ */
+tb_err_t tb_identity_name_check(const char *field, const char *name, char *errstr,
+                                size_t errstr_size);
+
+/** @returns true if \p p is a member of \p group. */
+bool tb_principal_in_group(const tb_principal_t *p, const char *group);
+/** Deep copy (caller frees). */
+tb_principal_t *tb_principal_dup(const tb_principal_t *p);
+void tb_principal_free(tb_principal_t *p);
+
+/* ---- admin (CLI, directly on the database; each action recorded in
+ *      admin_audit with the actor, what and when) ---------------------------
+ *
+ * Each function runs its own transaction on \p conn (which must be idle):
+ * the change and its admin_audit row (actor, action such as "user.create",
+ * target, details as JSON) commit together or not at all. Names are checked
+ * with tb_identity_name_check() (TB_ERR_INVALID). Errors: TB_ERR_NOT_FOUND
+ * (no such user / token / membership, with the command that fixes it),
+ * TB_ERR_CONFLICT (already exists / already revoked / already a member),
+ * TB_ERR_PG. Tokens are never stored or logged: only their SHA-256. */
+
+/** Create user \p user_id in \p groups (created when missing; duplicates
+ *  ignored; zero groups allowed) and a first token. \p token_out receives the
+ *  token (shown once), \p token_id_out its id. TB_ERR_CONFLICT if the user
+ *  exists. Audit action "user.create". */
+tb_err_t tb_identity_user_create(PGconn *conn, const char *actor, const char *user_id,
+                                 const char *const *groups, size_t group_cnt,
+                                 char token_out[72], char token_id_out[32], char *errstr,
+                                 size_t errstr_size);
+/** Disable (\p disabled true) or enable a user: a disabled user's tokens stop
+ *  authenticating (within the cache time). Setting the current state again
+ *  succeeds and is audited with "changed": false. Audit action
+ *  "user.disable" / "user.enable". */
+tb_err_t tb_identity_user_disable(PGconn *conn, const char *actor, const char *user_id,
+                                  bool disabled, char *errstr, size_t errstr_size);
+/** Create another token for an existing user (TB_ERR_NOT_FOUND names the
+ *  command that creates the user). Audit action "token.create". */
+tb_err_t tb_identity_token_create(PGconn *conn, const char *actor, const char *user_id,
+                                  char token_out[72], char token_id_out[32], char *errstr,
+                                  size_t errstr_size);
+/** Revoke one token by id ("tok_..."). TB_ERR_CONFLICT if already revoked;
+ *  given the secret token instead of its id, refuses without echoing it.
+ *  Audit action "token.revoke". */
+tb_err_t tb_identity_token_revoke(PGconn *conn, const char *actor, const char *token_id,
+                                  char *errstr, size_t errstr_size);
+/** Add an existing user to \p group (created when missing). TB_ERR_CONFLICT
+ *  if already a member. Audit action "group.add-member". */
+tb_err_t tb_identity_group_add_member(PGconn *conn, const char *actor, const char *group,
+                                      const char *user_id, char *errstr, size_t errstr_size);
+/** Remove a membership (the group itself stays: tasks may belong to it).
+ *  TB_ERR_NOT_FOUND if not a member. Audit action "group.remove-member". */
+tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const char *group,
+                                         const char *user_id, char *errstr, size_t errstr_size);
+
+/* ---- rate limiting ------------------------------------------------------- */
+
+typedef struct tb_ratelimit tb_ratelimit_t;
+
+/**
+ * A token bucket per key: \p rate tokens/s, \p burst capacity. Buckets
+ * that have refilled completely are forgotten (a full bucket is the same as
+ * a new one), so memory follows the number of recently active keys.
+ * @returns the limiter (caller frees with tb_ratelimit_free()), or NULL if
+ *          \p rate is not > 0 and finite, \p burst < 1, or out of memory.
+ */
+tb_ratelimit_t *tb_ratelimit_new(double rate, int64_t burst);
+/** Free the limiter and its buckets; NULL allowed. */
+void tb_ratelimit_free(tb_ratelimit_t *rl);
+/** @returns how many buckets are held right now (for metrics and tests).
+ *  @locality any thread. */
+size_t tb_ratelimit_size(tb_ratelimit_t *rl);
+/** Forget every bucket that is full again at monotonic time \p now_us
+ *  (tb_ratelimit_take() also does this now and then on its own shard; call
+ *  this from a periodic timer to bound memory after a burst of keys).
+ *  @returns how many were dropped. @locality any thread. */
+size_t tb_ratelimit_sweep(tb_ratelimit_t *rl, int64_t now_us);
+/**
+ * Take one token for \p key at monotonic time \p now_us. @returns true if
+ * allowed; otherwise false and *\p retry_after_ms (may be NULL) says when a
+ * token will be available. @locality any thread.
+ */
+bool tb_ratelimit_take(tb_ratelimit_t *rl, const char *key, int64_t now_us,
+                       int64_t *retry_after_ms);
+
+#endif

@@ -1,0 +1,1742 @@
+/**
+ * @file serde/serde.c
+ * @brief Avro single-object serde for every topic value (see serde.h).
+ *
+ * Three pieces work together:
+ *  - our own schema tree (parsed from the embedded .avsc with jansson),
+ *    used for the Parsing Canonical Form and fingerprints, for defaults,
+ *    for JSON type checking with field paths, and for a bounds-checked
+ *    walk of untrusted bytes;
+ *  - avro-c, which does the actual binary encoding and decoding of
+ *    generic values, and is only ever handed data the walker accepted
+ *    (avro-c trusts lengths and indices it reads, so it must never see
+ *    hostile bytes);
+ *  - the JSON mapping described in serde.h.
+ */
+#include "serde/serde.h"
+
+#include <avro.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TB_SERDE_MAX_DEPTH 64   /* schema and data nesting limit */
+#define TB_SERDE_ZERO_ELEMS 65536 /* extra elements allowed beyond the
+                                   * byte count (zero-size items) */
+#define TB_SERDE_HEADER 10      /* C3 01 + 8-byte fingerprint */
+
+/* ---- schema tree ---------------------------------------------------- */
+
+typedef enum tb_atype {
+        TA_NULL,
+        TA_BOOLEAN,
+        TA_INT,
+        TA_LONG,
+        TA_FLOAT,
+        TA_DOUBLE,
+        TA_BYTES,
+        TA_STRING,
+        TA_RECORD,
+        TA_ENUM,
+        TA_ARRAY,
+        TA_MAP,
+        TA_UNION,
+        TA_FIXED,
+} tb_atype_t;
+
+static const char *const tb_atype_names[] = {
+        [TA_NULL] = "null",     [TA_BOOLEAN] = "boolean", [TA_INT] = "int",
+        [TA_LONG] = "long",     [TA_FLOAT] = "float",     [TA_DOUBLE] = "double",
+        [TA_BYTES] = "bytes",   [TA_STRING] = "string",   [TA_RECORD] = "record",
+        [TA_ENUM] = "enum",     [TA_ARRAY] = "array",     [TA_MAP] = "map",
+        [TA_UNION] = "union",   [TA_FIXED] = "fixed",
+};
+
+typedef struct tb_snode tb_snode_t;
+
+typedef struct tb_sfield {
+        const char *name;   /* borrowed from the schema JSON */
+        tb_snode_t *type;
+        json_t *raw_dflt;   /* borrowed: "default" as written in the avsc */
+        json_t *dflt;       /* owned: the default in serde.h's mapping */
+} tb_sfield_t;
+
+struct tb_snode {
+        tb_atype_t t;
+        bool attrs;          /* primitive written as an object with extra
+                              * attributes (e.g. logicalType) */
+        char *fullname;      /* named types: owned */
+        char *ns;            /* named types: namespace for children, owned */
+        size_t n;            /* fields, symbols or branches */
+        tb_sfield_t *fields;
+        const char **symbols;  /* borrowed strings */
+        tb_snode_t **branches;
+        tb_snode_t *items;   /* array items, map values */
+        size_t size;         /* fixed */
+        size_t minsize;      /* fewest bytes one datum can take */
+        int minstate;        /* 0 unknown, 1 computing, 2 done */
+};
+
+typedef struct tb_path {
+        char s[256];
+        size_t len;
+} tb_path_t;
+
+typedef struct tb_sctx {
+        tb_snode_t **nodes;
+        size_t nnodes, capnodes;
+        tb_snode_t **named;
+        size_t nnamed, capnamed;
+        tb_path_t path;
+        char *errstr;
+        size_t errstr_size;
+} tb_sctx_t;
+
+/* ---- small helpers -------------------------------------------------- */
+
+static size_t tb_path_push(tb_path_t *p, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+
+/** Append a component; @returns the length to restore with tb_path_pop. */
+static size_t tb_path_push(tb_path_t *p, const char *fmt, ...) {
+        size_t old = p->len;
+        if (p->len < sizeof(p->s) - 1) {
+                va_list ap;
+                va_start(ap, fmt);
+                int n = vsnprintf(p->s + p->len, sizeof(p->s) - p->len, fmt, ap);
+                va_end(ap);
+                if (n > 0)
+                        p->len += (size_t)n;
+                if (p->len >= sizeof(p->s))
+                        p->len = sizeof(p->s) - 1;
+        }
+        return old;
+}
+
+static void tb_path_pop(tb_path_t *p, size_t old) {
+        p->len = old;
+        p->s[old] = '\0';
+}
+
+static void tb_path_set(tb_path_t *p, const char *root) {
+        p->len = 0;
+        p->s[0] = '\0';
+        tb_path_push(p, "%s", root);
+}
+
+/** Push a map key, shortened and with non-printable bytes escaped so the
+ *  error message stays one readable line. */
+static size_t tb_path_push_key(tb_path_t *p, const char *key, size_t len) {
+        char tmp[48];
+        size_t o = 0;
+        for (size_t i = 0; i < len && o < sizeof(tmp) - 5; i++) {
+                unsigned char ch = (unsigned char)key[i];
+                if (ch < 0x20 || ch == '"' || ch == '\\' || ch == 0x7f)
+                        o += (size_t)snprintf(tmp + o, sizeof(tmp) - o, "\\x%02x", ch);
+                else
+                        tmp[o++] = (char)ch;
+        }
+        tmp[o] = '\0';
+        return tb_path_push(p, "[\"%s%s\"]", tmp, o < len ? "..." : "");
+}
+
+/** Strict UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
+static bool tb_utf8_valid(const unsigned char *s, size_t len) {
+        size_t i = 0;
+        while (i < len) {
+                unsigned char c = s[i];
+                size_t need;
+                uint32_t cp;
+                if (c < 0x80) {
+                        i++;
+                        continue;
+                } else if (c >= 0xc2 && c <= 0xdf) {
+                        need = 1;
+                        cp = c & 0x1f;
+                } else if (c >= 0xe0 && c <= 0xef) {
+                        need = 2;
+                        cp = c & 0x0f;
+                } else if (c >= 0xf0 && c <= 0xf4) {
+                        need = 3;
+                        cp = c & 0x07;
+                } else {
+                        return false;
+                }
+                if (len - i - 1 < need)
+                        return false;
+                for (size_t k = 1; k <= need; k++) {
+                        if ((s[i + k] & 0xc0) != 0x80)
+                                return false;
+                        cp = (cp << 6) | (s[i + k] & 0x3f);
+                }
+                if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) ||
+                    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+                        return false;
+                i += need + 1;
+        }
+        return true;
+}
+
+static const char *tb_json_type_name(const json_t *j) {
+        switch (json_typeof(j)) {
+        case JSON_OBJECT: return "object";
+        case JSON_ARRAY: return "array";
+        case JSON_STRING: return "string";
+        case JSON_INTEGER: return "integer";
+        case JSON_REAL: return "real";
+        case JSON_TRUE:
+        case JSON_FALSE: return "boolean";
+        case JSON_NULL: return "null";
+        }
+        return "?";
+}
+
+/** Describe a node for messages: "long", "enum io.taskbus.RunStatus". */
+static void tb_snode_describe(const tb_snode_t *n, char *buf, size_t size) {
+        if (n->fullname)
+                snprintf(buf, size, "%s %s", tb_atype_names[n->t], n->fullname);
+        else
+                snprintf(buf, size, "%s", tb_atype_names[n->t]);
+}
+
+/* ---- schema parsing ------------------------------------------------- */
+
+static tb_err_t tb_sctx_err(tb_sctx_t *c, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+
+static tb_err_t tb_sctx_err(tb_sctx_t *c, const char *fmt, ...) {
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        return tb_seterr(c->errstr, c->errstr_size, TB_ERR_INVALID, "schema %s: %s",
+                         c->path.s, msg);
+}
+
+static tb_snode_t *tb_snode_new(tb_sctx_t *c, tb_atype_t t) {
+        if (c->nnodes == c->capnodes) {
+                size_t cap = c->capnodes ? c->capnodes * 2 : 32;
+                tb_snode_t **nn = realloc(c->nodes, cap * sizeof(*nn));
+                if (!nn)
+                        return NULL;
+                c->nodes = nn;
+                c->capnodes = cap;
+        }
+        tb_snode_t *n = calloc(1, sizeof(*n));
+        if (!n)
+                return NULL;
+        n->t = t;
+        c->nodes[c->nnodes++] = n;
+        return n;
+}
+
+static void tb_sctx_free(tb_sctx_t *c) {
+        for (size_t i = 0; i < c->nnodes; i++) {
+                tb_snode_t *n = c->nodes[i];
+                free(n->fullname);
+                free(n->ns);
+                if (n->fields)
+                        for (size_t k = 0; k < n->n; k++)
+                                json_decref(n->fields[k].dflt);
+                free(n->fields);
+                free(n->symbols);
+                free(n->branches);
+                free(n);
+        }
+        free(c->nodes);
+        free(c->named);
+        c->nodes = NULL;
+        c->named = NULL;
+        c->nnodes = c->capnodes = c->nnamed = c->capnamed = 0;
+}
+
+static int tb_prim_type(const char *s) {
+        for (int t = TA_NULL; t <= TA_STRING; t++)
+                if (!strcmp(s, tb_atype_names[t]))
+                        return t;
+        return -1;
+}
+
+/** Avro names: [A-Za-z_][A-Za-z0-9_]*, dotted when \p dotted. */
+static bool tb_name_valid(const char *s, bool dotted) {
+        bool start = true;
+        if (!*s)
+                return false;
+        for (; *s; s++) {
+                char ch = *s;
+                if (ch == '.' && dotted && !start) {
+                        start = true;
+                        continue;
+                }
+                bool alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
+                bool digit = ch >= '0' && ch <= '9';
+                if (!(alpha || (digit && !start)))
+                        return false;
+                start = false;
+        }
+        return !start;
+}
+
+static tb_snode_t *tb_named_find(tb_sctx_t *c, const char *fullname) {
+        for (size_t i = 0; i < c->nnamed; i++)
+                if (!strcmp(c->named[i]->fullname, fullname))
+                        return c->named[i];
+        return NULL;
+}
+
+static tb_snode_t *tb_named_resolve(tb_sctx_t *c, const char *name, const char *ns) {
+        if (!strchr(name, '.') && ns && *ns) {
+                char full[512];
+                snprintf(full, sizeof(full), "%s.%s", ns, name);
+                tb_snode_t *n = tb_named_find(c, full);
+                if (n)
+                        return n;
+        }
+        return tb_named_find(c, name);
+}
+
+static tb_snode_t *tb_sparse(tb_sctx_t *c, json_t *j, const char *ns, int depth);
+
+/** Name, namespace and registration shared by record, enum and fixed. */
+static tb_err_t tb_sparse_name(tb_sctx_t *c, json_t *j, const char *ns, tb_snode_t *n) {
+        json_t *jname = json_object_get(j, "name");
+        if (!json_is_string(jname))
+                return tb_sctx_err(c, "a %s needs a string \"name\"", tb_atype_names[n->t]);
+        const char *name = json_string_value(jname);
+        if (!tb_name_valid(name, true))
+                return tb_sctx_err(c, "invalid name '%s'", name);
+        char *full = NULL;
+        if (strchr(name, '.')) {
+                full = strdup(name);
+        } else {
+                json_t *jns = json_object_get(j, "namespace");
+                const char *eff = ns;
+                if (jns && !json_is_null(jns)) {
+                        if (!json_is_string(jns))
+                                return tb_sctx_err(c, "\"namespace\" of '%s' must be a string",
+                                                   name);
+                        eff = json_string_value(jns);
+                        if (*eff && !tb_name_valid(eff, true))
+                                return tb_sctx_err(c, "invalid namespace '%s'", eff);
+                }
+                if (eff && *eff) {
+                        if (asprintf(&full, "%s.%s", eff, name) < 0)
+                                full = NULL;
+                } else {
+                        full = strdup(name);
+                }
+        }
+        if (!full)
+                return tb_seterr(c->errstr, c->errstr_size, TB_ERR_NOMEM, "out of memory");
+        if (tb_named_find(c, full)) {
+                free(full);
+                return tb_sctx_err(c, "type '%s' is defined twice", name);
+        }
+        n->fullname = full;
+        const char *dot = strrchr(full, '.');
+        n->ns = dot ? strndup(full, (size_t)(dot - full)) : strdup("");
+        if (!n->ns)
+                return tb_seterr(c->errstr, c->errstr_size, TB_ERR_NOMEM, "out of memory");
+        if (c->nnamed == c->capnamed) {
+                size_t cap = c->capnamed ? c->capnamed * 2 : 16;
+                tb_snode_t **nn = realloc(c->named, cap * sizeof(*nn));
+                if (!nn)
+                        return tb_seterr(c->errstr, c->errstr_size, TB_ERR_NOMEM, "out of memory");
+                c->named = nn;
+                c->capnamed = cap;
+        }
+        c->named[c->nnamed++] = n;
+        return TB_OK;
+}
+
+static tb_err_t tb_sparse_record(tb_sctx_t *c, json_t *j, tb_snode_t *n, int depth) {
+        json_t *jf = json_object_get(j, "fields");
+        if (!json_is_array(jf))
+                return tb_sctx_err(c, "record '%s' needs a \"fields\" array", n->fullname);
+        n->n = json_array_size(jf);
+        n->fields = calloc(n->n ? n->n : 1, sizeof(*n->fields));
+        if (!n->fields)
+                return tb_seterr(c->errstr, c->errstr_size, TB_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < n->n; i++) {
+                json_t *f = json_array_get(jf, i);
+                json_t *fname = json_object_get(f, "name");
+                if (!json_is_object(f) || !json_is_string(fname))
+                        return tb_sctx_err(c, "field %zu of '%s' needs a string \"name\"", i,
+                                           n->fullname);
+                const char *name = json_string_value(fname);
+                if (!tb_name_valid(name, false))
+                        return tb_sctx_err(c, "invalid field name '%s' in '%s'", name, n->fullname);
+                for (size_t k = 0; k < i; k++)
+                        if (!strcmp(n->fields[k].name, name))
+                                return tb_sctx_err(c, "field '%s' appears twice in '%s'", name,
+                                                   n->fullname);
+                json_t *ft = json_object_get(f, "type");
+                if (!ft)
+                        return tb_sctx_err(c, "field '%s' of '%s' has no \"type\"", name,
+                                           n->fullname);
+                size_t old = tb_path_push(&c->path, ".%s", name);
+                n->fields[i].name = name;
+                n->fields[i].type = tb_sparse(c, ft, n->ns, depth + 1);
+                if (!n->fields[i].type)
+                        return TB_ERR_INVALID;
+                n->fields[i].raw_dflt = json_object_get(f, "default");
+                tb_path_pop(&c->path, old);
+        }
+        return TB_OK;
+}
+
+static tb_err_t tb_sparse_enum(tb_sctx_t *c, json_t *j, tb_snode_t *n) {
+        json_t *js = json_object_get(j, "symbols");
+        if (!json_is_array(js) || json_array_size(js) == 0)
+                return tb_sctx_err(c, "enum '%s' needs a non-empty \"symbols\" array", n->fullname);
+        n->n = json_array_size(js);
+        n->symbols = calloc(n->n, sizeof(*n->symbols));
+        if (!n->symbols)
+                return tb_seterr(c->errstr, c->errstr_size, TB_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; i < n->n; i++) {
+                json_t *s = json_array_get(js, i);
+                if (!json_is_string(s) || !tb_name_valid(json_string_value(s), false))
+                        return tb_sctx_err(c, "enum '%s': symbol %zu is not a valid name",
+                                           n->fullname, i);
+                n->symbols[i] = json_string_value(s);
+                for (size_t k = 0; k < i; k++)
+                        if (!strcmp(n->symbols[k], n->symbols[i]))
+                                return tb_sctx_err(c, "enum '%s': symbol '%s' appears twice",
+                                                   n->fullname, n->symbols[i]);
+        }
+        return TB_OK;
+}
+
+static tb_snode_t *tb_sparse(tb_sctx_t *c, json_t *j, const char *ns, int depth) {
+        tb_snode_t *n = NULL;
+        tb_err_t err = TB_OK;
+        if (depth > TB_SERDE_MAX_DEPTH) {
+                tb_sctx_err(c, "nested more than %d levels deep", TB_SERDE_MAX_DEPTH);
+                return NULL;
+        }
+        if (json_is_string(j)) {
+                const char *s = json_string_value(j);
+                int prim = tb_prim_type(s);
+                if (prim >= 0)
+                        return tb_snode_new(c, (tb_atype_t)prim);
+                n = tb_named_resolve(c, s, ns);
+                if (!n)
+                        tb_sctx_err(c, "unknown type '%s' (named types must be defined before use)",
+                                    s);
+                return n;
+        }
+        if (json_is_array(j)) {
+                n = tb_snode_new(c, TA_UNION);
+                if (!n)
+                        goto nomem;
+                n->n = json_array_size(j);
+                n->branches = calloc(n->n ? n->n : 1, sizeof(*n->branches));
+                if (!n->branches)
+                        goto nomem;
+                for (size_t i = 0; i < n->n; i++) {
+                        n->branches[i] = tb_sparse(c, json_array_get(j, i), ns, depth + 1);
+                        if (!n->branches[i])
+                                return NULL;
+                        if (n->branches[i]->t == TA_UNION) {
+                                tb_sctx_err(c, "a union may not directly contain a union");
+                                return NULL;
+                        }
+                }
+                return n;
+        }
+        if (!json_is_object(j)) {
+                tb_sctx_err(c, "a type must be a string, an array or an object, not %s",
+                            tb_json_type_name(j));
+                return NULL;
+        }
+        json_t *jt = json_object_get(j, "type");
+        if (!json_is_string(jt)) {
+                tb_sctx_err(c, "\"type\" must be a string");
+                return NULL;
+        }
+        const char *t = json_string_value(jt);
+        int prim = tb_prim_type(t);
+        if (prim >= 0) {
+                n = tb_snode_new(c, (tb_atype_t)prim);
+                if (!n)
+                        goto nomem;
+                n->attrs = json_object_size(j) > 1;
+                return n;
+        }
+        if (!strcmp(t, "record")) {
+                n = tb_snode_new(c, TA_RECORD);
+                if (!n)
+                        goto nomem;
+                if ((err = tb_sparse_name(c, j, ns, n)) == TB_OK)
+                        err = tb_sparse_record(c, j, n, depth);
+        } else if (!strcmp(t, "enum")) {
+                n = tb_snode_new(c, TA_ENUM);
+                if (!n)
+                        goto nomem;
+                if ((err = tb_sparse_name(c, j, ns, n)) == TB_OK)
+                        err = tb_sparse_enum(c, j, n);
+        } else if (!strcmp(t, "fixed")) {
+                n = tb_snode_new(c, TA_FIXED);
+                if (!n)
+                        goto nomem;
+                json_t *js = json_object_get(j, "size");
+                if ((err = tb_sparse_name(c, j, ns, n)) == TB_OK) {
+                        if (!json_is_integer(js) || json_integer_value(js) < 0 ||
+                            json_integer_value(js) > (1 << 24))
+                                err = tb_sctx_err(c, "fixed '%s' needs an integer \"size\" "
+                                                  "between 0 and 16777216", n->fullname);
+                        else
+                                n->size = (size_t)json_integer_value(js);
+                }
+        } else if (!strcmp(t, "array") || !strcmp(t, "map")) {
+                bool arr = !strcmp(t, "array");
+                n = tb_snode_new(c, arr ? TA_ARRAY : TA_MAP);
+                if (!n)
+                        goto nomem;
+                json_t *ji = json_object_get(j, arr ? "items" : "values");
+                if (!ji) {
+                        tb_sctx_err(c, "%s needs \"%s\"", t, arr ? "items" : "values");
+                        return NULL;
+                }
+                n->items = tb_sparse(c, ji, ns, depth + 1);
+                return n->items ? n : NULL;
+        } else {
+                n = tb_named_resolve(c, t, ns);
+                if (!n)
+                        tb_sctx_err(c, "unknown type '%s'", t);
+                return n;
+        }
+        return err == TB_OK ? n : NULL;
+nomem:
+        tb_seterr(c->errstr, c->errstr_size, TB_ERR_NOMEM, "out of memory");
+        return NULL;
+}
+
+static size_t tb_snode_minsize(tb_snode_t *n) {
+        if (n->minstate == 2)
+                return n->minsize;
+        if (n->minstate == 1)
+                return 0; /* recursive reference: 0 is a safe lower bound */
+        n->minstate = 1;
+        size_t m = 0;
+        switch (n->t) {
+        case TA_NULL: m = 0; break;
+        case TA_FLOAT: m = 4; break;
+        case TA_DOUBLE: m = 8; break;
+        case TA_FIXED: m = n->size; break;
+        case TA_RECORD:
+                for (size_t i = 0; i < n->n; i++)
+                        m += tb_snode_minsize(n->fields[i].type);
+                break;
+        default: m = 1; break; /* varints, lengths, counts, indices */
+        }
+        n->minsize = m;
+        n->minstate = 2;
+        return m;
+}
+
+/* ---- defaults ------------------------------------------------------- */
+
+/** Convert a default as written in the avsc (spec's default-JSON form:
+ *  unions take their first branch, bytes are code points 0-255) into the
+ *  JSON mapping of serde.h. @returns a new reference or NULL (error set). */
+static json_t *tb_dflt_convert(tb_sctx_t *c, const tb_snode_t *n, json_t *raw, int depth) {
+        char want[160];
+        tb_snode_describe(n, want, sizeof(want));
+        if (depth > TB_SERDE_MAX_DEPTH) {
+                tb_sctx_err(c, "default nested too deep");
+                return NULL;
+        }
+        switch (n->t) {
+        case TA_NULL:
+                if (json_is_null(raw))
+                        return json_null();
+                break;
+        case TA_BOOLEAN:
+                if (json_is_boolean(raw))
+                        return json_incref(raw);
+                break;
+        case TA_INT:
+                if (json_is_integer(raw) && json_integer_value(raw) >= INT32_MIN &&
+                    json_integer_value(raw) <= INT32_MAX)
+                        return json_incref(raw);
+                break;
+        case TA_LONG:
+                if (json_is_integer(raw))
+                        return json_incref(raw);
+                break;
+        case TA_FLOAT:
+        case TA_DOUBLE:
+                if (json_is_number(raw))
+                        return json_real(json_number_value(raw));
+                break;
+        case TA_STRING:
+                if (json_is_string(raw))
+                        return json_incref(raw);
+                break;
+        case TA_ENUM:
+                if (json_is_string(raw)) {
+                        for (size_t i = 0; i < n->n; i++)
+                                if (!strcmp(n->symbols[i], json_string_value(raw)))
+                                        return json_incref(raw);
+                        tb_sctx_err(c, "default '%s' is not a symbol of %s",
+                                    json_string_value(raw), n->fullname);
+                        return NULL;
+                }
+                break;
+        case TA_BYTES:
+        case TA_FIXED:
+                if (json_is_string(raw)) {
+                        /* each code point U+0000..U+00FF is one byte */
+                        const unsigned char *s = (const unsigned char *)json_string_value(raw);
+                        size_t len = json_string_length(raw), o = 0;
+                        char *b = malloc(len + 1);
+                        if (!b)
+                                return NULL;
+                        for (size_t i = 0; i < len; i++) {
+                                if (s[i] < 0x80) {
+                                        b[o++] = (char)s[i];
+                                } else if ((s[i] == 0xc2 || s[i] == 0xc3) && i + 1 < len) {
+                                        b[o++] = (char)(((s[i] & 0x03) << 6) | (s[i + 1] & 0x3f));
+                                        i++;
+                                } else {
+                                        free(b);
+                                        tb_sctx_err(c, "bytes default has a code point "
+                                                    "above U+00FF");
+                                        return NULL;
+                                }
+                        }
+                        if (n->t == TA_FIXED && o != n->size) {
+                                free(b);
+                                tb_sctx_err(c, "fixed default has %zu bytes, expected %zu", o,
+                                            n->size);
+                                return NULL;
+                        }
+                        json_t *r = json_stringn_nocheck(b, o);
+                        free(b);
+                        return r;
+                }
+                break;
+        case TA_ARRAY:
+                if (json_is_array(raw)) {
+                        json_t *r = json_array();
+                        for (size_t i = 0; r && i < json_array_size(raw); i++) {
+                                json_t *e = tb_dflt_convert(c, n->items, json_array_get(raw, i),
+                                                            depth + 1);
+                                if (!e || json_array_append_new(r, e)) {
+                                        json_decref(r);
+                                        return NULL;
+                                }
+                        }
+                        return r;
+                }
+                break;
+        case TA_MAP:
+                if (json_is_object(raw)) {
+                        json_t *r = json_object();
+                        const char *k;
+                        json_t *v;
+                        json_object_foreach(raw, k, v) {
+                                json_t *e = tb_dflt_convert(c, n->items, v, depth + 1);
+                                if (!e || !r || json_object_set_new(r, k, e)) {
+                                        json_decref(r);
+                                        return NULL;
+                                }
+                        }
+                        return r;
+                }
+                break;
+        case TA_RECORD:
+                if (json_is_object(raw)) {
+                        json_t *r = json_object();
+                        for (size_t i = 0; r && i < n->n; i++) {
+                                const tb_sfield_t *f = &n->fields[i];
+                                json_t *v = json_object_get(raw, f->name);
+                                if (!v)
+                                        v = f->raw_dflt;
+                                if (!v) {
+                                        tb_sctx_err(c, "record default lacks field '%s'", f->name);
+                                        json_decref(r);
+                                        return NULL;
+                                }
+                                json_t *e = tb_dflt_convert(c, f->type, v, depth + 1);
+                                if (!e || json_object_set_new(r, f->name, e)) {
+                                        json_decref(r);
+                                        return NULL;
+                                }
+                        }
+                        return r;
+                }
+                break;
+        case TA_UNION:
+                if (n->n > 0)
+                        return tb_dflt_convert(c, n->branches[0], raw, depth + 1);
+                break;
+        }
+        tb_sctx_err(c, "default is %s, which is not a valid %s", tb_json_type_name(raw), want);
+        return NULL;
+}
+
+/** Second pass: every field default converted once, so a bad default in an
+ *  .avsc fails tb_serde_init instead of the first encode that needs it. */
+static tb_err_t tb_sctx_defaults(tb_sctx_t *c, const char *root) {
+        for (size_t i = 0; i < c->nnodes; i++) {
+                tb_snode_t *n = c->nodes[i];
+                if (n->t != TA_RECORD)
+                        continue;
+                for (size_t k = 0; k < n->n; k++) {
+                        tb_sfield_t *f = &n->fields[k];
+                        if (!f->raw_dflt)
+                                continue;
+                        tb_path_set(&c->path, root);
+                        tb_path_push(&c->path, " (%s.%s)", n->fullname, f->name);
+                        f->dflt = tb_dflt_convert(c, f->type, f->raw_dflt, 0);
+                        if (!f->dflt)
+                                return TB_ERR_INVALID;
+                }
+        }
+        tb_path_set(&c->path, root);
+        return TB_OK;
+}
+
+/* ---- Parsing Canonical Form ----------------------------------------- */
+
+typedef struct tb_pcf {
+        tb_buf_t buf;
+        bool legacy;       /* python-avro 1.11 variant, see serde.h */
+        bool nomem;
+        const tb_snode_t **done;
+        size_t ndone, capdone;
+} tb_pcf_t;
+
+static void tb_pcf_put(tb_pcf_t *p, const char *s) {
+        if (!p->nomem && tb_buf_append(&p->buf, s, strlen(s)) != TB_OK)
+                p->nomem = true;
+}
+
+static bool tb_pcf_seen(tb_pcf_t *p, const tb_snode_t *n) {
+        for (size_t i = 0; i < p->ndone; i++)
+                if (p->done[i] == n)
+                        return true;
+        if (p->ndone == p->capdone) {
+                size_t cap = p->capdone ? p->capdone * 2 : 16;
+                const tb_snode_t **nd = realloc(p->done, cap * sizeof(*nd));
+                if (!nd) {
+                        p->nomem = true;
+                        return true;
+                }
+                p->done = nd;
+                p->capdone = cap;
+        }
+        p->done[p->ndone++] = n;
+        return false;
+}
+
+/* Names and symbols are restricted to [A-Za-z0-9_.], so no JSON escaping
+ * is ever needed ([STRINGS]); integers print without leading zeros
+ * ([INTEGERS]); nothing emits whitespace ([WHITESPACE]). */
+static void tb_pcf_emit(tb_pcf_t *p, const tb_snode_t *n) {
+        char num[32];
+        if (n->t <= TA_STRING) {
+                /* [PRIMITIVES] after [STRIP]; python-avro 1.11 keeps an
+                 * object when the primitive had extra attributes */
+                if (p->legacy && n->attrs) {
+                        tb_pcf_put(p, "{\"type\":\"");
+                        tb_pcf_put(p, tb_atype_names[n->t]);
+                        tb_pcf_put(p, "\"}");
+                } else {
+                        tb_pcf_put(p, "\"");
+                        tb_pcf_put(p, tb_atype_names[n->t]);
+                        tb_pcf_put(p, "\"");
+                }
+                return;
+        }
+        if (n->fullname && tb_pcf_seen(p, n)) {
+                /* [FULLNAMES]: later uses are references by full name */
+                tb_pcf_put(p, "\"");
+                tb_pcf_put(p, n->fullname);
+                tb_pcf_put(p, "\"");
+                return;
+        }
+        /* [ORDER]: name, type, fields, symbols, items, values, size */
+        switch (n->t) {
+        case TA_RECORD:
+                tb_pcf_put(p, "{\"name\":\"");
+                tb_pcf_put(p, n->fullname);
+                tb_pcf_put(p, "\",\"type\":\"record\",\"fields\":[");
+                for (size_t i = 0; i < n->n; i++) {
+                        tb_pcf_put(p, i ? ",{\"name\":\"" : "{\"name\":\"");
+                        tb_pcf_put(p, n->fields[i].name);
+                        tb_pcf_put(p, "\",\"type\":");
+                        tb_pcf_emit(p, n->fields[i].type);
+                        tb_pcf_put(p, "}");
+                }
+                tb_pcf_put(p, "]}");
+                break;
+        case TA_ENUM:
+                tb_pcf_put(p, "{\"name\":\"");
+                tb_pcf_put(p, n->fullname);
+                tb_pcf_put(p, "\",\"type\":\"enum\",\"symbols\":[");
+                for (size_t i = 0; i < n->n; i++) {
+                        tb_pcf_put(p, i ? ",\"" : "\"");
+                        tb_pcf_put(p, n->symbols[i]);
+                        tb_pcf_put(p, "\"");
+                }
+                tb_pcf_put(p, "]}");
+                break;
+        case TA_FIXED:
+                tb_pcf_put(p, "{\"name\":\"");
+                tb_pcf_put(p, n->fullname);
+                snprintf(num, sizeof(num), "%zu", n->size);
+                tb_pcf_put(p, "\",\"type\":\"fixed\",\"size\":");
+                tb_pcf_put(p, num);
+                tb_pcf_put(p, "}");
+                break;
+        case TA_ARRAY:
+                tb_pcf_put(p, "{\"type\":\"array\",\"items\":");
+                tb_pcf_emit(p, n->items);
+                tb_pcf_put(p, "}");
+                break;
+        case TA_MAP:
+                tb_pcf_put(p, "{\"type\":\"map\",\"values\":");
+                tb_pcf_emit(p, n->items);
+                tb_pcf_put(p, "}");
+                break;
+        case TA_UNION:
+                tb_pcf_put(p, "[");
+                for (size_t i = 0; i < n->n; i++) {
+                        if (i)
+                                tb_pcf_put(p, ",");
+                        tb_pcf_emit(p, n->branches[i]);
+                }
+                tb_pcf_put(p, "]");
+                break;
+        default:
+                break;
+        }
+}
+
+/** @returns a malloc'd canonical form, or NULL on allocation failure. */
+static char *tb_pcf_make(const tb_snode_t *root, bool legacy) {
+        tb_pcf_t p = {.legacy = legacy};
+        tb_pcf_emit(&p, root);
+        free(p.done);
+        if (p.nomem || tb_buf_append(&p.buf, "", 1) != TB_OK) {
+                tb_buf_free(&p.buf);
+                return NULL;
+        }
+        return p.buf.data; /* tb_buf storage is plain malloc'd memory */
+}
+
+/* ---- CRC-64-AVRO ---------------------------------------------------- */
+
+#define TB_CRC64_EMPTY 0xc15d213aa4d7a795ULL
+
+static uint64_t tb_crc64_table[256];
+static pthread_once_t tb_crc64_once = PTHREAD_ONCE_INIT;
+
+static void tb_crc64_init(void) {
+        for (unsigned i = 0; i < 256; i++) {
+                uint64_t fp = i;
+                for (int k = 0; k < 8; k++)
+                        fp = (fp >> 1) ^ (TB_CRC64_EMPTY & (0 - (fp & 1)));
+                tb_crc64_table[i] = fp;
+        }
+}
+
+uint64_t tb_serde_crc64(const void *data, size_t len) {
+        pthread_once(&tb_crc64_once, tb_crc64_init);
+        const unsigned char *p = data;
+        uint64_t fp = TB_CRC64_EMPTY;
+        for (size_t i = 0; i < len; i++)
+                fp = (fp >> 8) ^ tb_crc64_table[(fp ^ p[i]) & 0xff];
+        return fp;
+}
+
+/* ---- schema tree from text ----------------------------------------- */
+
+/** Parse \p text into \p c; @returns the root node or NULL (error set). */
+static tb_snode_t *tb_schema_tree(tb_sctx_t *c, json_t *doc, const char *label) {
+        tb_path_set(&c->path, label);
+        tb_snode_t *root = tb_sparse(c, doc, "", 0);
+        if (!root)
+                return NULL;
+        for (size_t i = 0; i < c->nnodes; i++)
+                tb_snode_minsize(c->nodes[i]);
+        if (tb_sctx_defaults(c, label) != TB_OK)
+                return NULL;
+        return root;
+}
+
+tb_err_t tb_serde_canonical_form(const char *schema_json, size_t len, bool legacy_primitives,
+                                 char **out, char *errstr, size_t errstr_size) {
+        tb_sctx_t c = {.errstr = errstr, .errstr_size = errstr_size};
+        json_error_t jerr;
+        tb_err_t err = TB_OK;
+        *out = NULL;
+        json_t *doc = json_loadb(schema_json, len, JSON_DECODE_ANY, &jerr);
+        if (!doc)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "schema is not valid JSON: line %d: %s", jerr.line, jerr.text);
+        tb_snode_t *root = tb_schema_tree(&c, doc, "(text)");
+        if (!root) {
+                err = TB_ERR_INVALID;
+                goto out;
+        }
+        *out = tb_pcf_make(root, legacy_primitives);
+        if (!*out)
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+out:
+        tb_sctx_free(&c);
+        json_decref(doc);
+        return err;
+}
+
+/* ---- the embedded schemas ------------------------------------------- */
+
+typedef struct tb_schema {
+        const char *name;
+        json_t *doc;               /* keeps borrowed names alive */
+        tb_sctx_t ctx;
+        tb_snode_t *root;
+        char *canonical;           /* spec form: what we write */
+        char *canonical_legacy;    /* python-avro 1.11 form: also accepted */
+        uint64_t fp, fp_legacy;
+        avro_schema_t aschema;
+        avro_value_iface_t *iface; /* immutable once built: shared by threads */
+} tb_schema_t;
+
+/* Map by name: the enum order in serde.h need not match the table's. */
+static const char *const tb_schema_names[TB_SCHEMA__COUNT] = {
+        [TB_SCHEMA_TASK_COMMAND] = "TaskCommand",
+        [TB_SCHEMA_TASK_REPLY] = "TaskReply",
+        [TB_SCHEMA_TASK_EVENT] = "TaskEvent",
+        [TB_SCHEMA_RUN_REQUEST] = "RunRequest",
+        [TB_SCHEMA_RUN_RESULT] = "RunResult",
+        [TB_SCHEMA_LOG_CHUNK] = "LogChunk",
+        [TB_SCHEMA_SCHEDULER_CHECKPOINT] = "SchedulerCheckpoint",
+};
+
+static tb_schema_t tb_schemas[TB_SCHEMA__COUNT];
+static pthread_once_t tb_serde_once = PTHREAD_ONCE_INIT;
+static tb_err_t tb_serde_init_err = TB_OK;
+static char tb_serde_init_msg[512];
+
+static tb_err_t tb_schema_load(tb_schema_t *s, const char *name, const char *text, char *errstr,
+                               size_t errstr_size) {
+        json_error_t jerr;
+        s->name = name;
+        s->ctx.errstr = errstr;
+        s->ctx.errstr_size = errstr_size;
+        s->doc = json_loads(text, 0, &jerr);
+        if (!s->doc)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "schemas/%s.avsc: line %d: %s", name, jerr.line, jerr.text);
+        s->root = tb_schema_tree(&s->ctx, s->doc, name);
+        if (!s->root)
+                return TB_ERR_INVALID;
+        if (s->root->t != TA_RECORD)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "schemas/%s.avsc: top level must be a record", name);
+        const char *dot = strrchr(s->root->fullname, '.');
+        if (strcmp(dot ? dot + 1 : s->root->fullname, name))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "schemas/%s.avsc: record is named '%s', expected '%s'", name,
+                                 s->root->fullname, name);
+        s->canonical = tb_pcf_make(s->root, false);
+        s->canonical_legacy = tb_pcf_make(s->root, true);
+        if (!s->canonical || !s->canonical_legacy)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        s->fp = tb_serde_crc64(s->canonical, strlen(s->canonical));
+        s->fp_legacy = tb_serde_crc64(s->canonical_legacy, strlen(s->canonical_legacy));
+        if (avro_schema_from_json_length(text, strlen(text), &s->aschema))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                 "schemas/%s.avsc: avro-c rejects it: %s", name, avro_strerror());
+        s->iface = avro_generic_class_from_schema(s->aschema);
+        if (!s->iface)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                 "schemas/%s.avsc: avro-c value class: %s", name,
+                                 avro_strerror());
+        return TB_OK;
+}
+
+static void tb_serde_do_init(void) {
+        char *e = tb_serde_init_msg;
+        size_t esz = sizeof(tb_serde_init_msg);
+        for (int id = 0; id < TB_SCHEMA__COUNT; id++) {
+                const tb_schema_source_t *src = NULL;
+                for (const tb_schema_source_t *p = tb_schema_sources; p->name; p++)
+                        if (!strcmp(p->name, tb_schema_names[id]))
+                                src = p;
+                if (!src) {
+                        tb_serde_init_err = tb_seterr(e, esz, TB_ERR_INTERNAL,
+                                                      "schemas/%s.avsc is not embedded",
+                                                      tb_schema_names[id]);
+                        return;
+                }
+                tb_serde_init_err = tb_schema_load(&tb_schemas[id], tb_schema_names[id],
+                                                   src->json, e, esz);
+                if (tb_serde_init_err != TB_OK)
+                        return;
+        }
+        for (int a = 0; a < TB_SCHEMA__COUNT; a++)
+                for (int b = 0; b < TB_SCHEMA__COUNT; b++)
+                        if (a != b && (tb_schemas[a].fp == tb_schemas[b].fp ||
+                                       tb_schemas[a].fp == tb_schemas[b].fp_legacy)) {
+                                tb_serde_init_err = tb_seterr(
+                                        e, esz, TB_ERR_INTERNAL,
+                                        "schemas %s and %s have the same fingerprint",
+                                        tb_schema_names[a], tb_schema_names[b]);
+                                return;
+                        }
+}
+
+tb_err_t tb_serde_init(char *errstr, size_t errstr_size) {
+        pthread_once(&tb_serde_once, tb_serde_do_init);
+        if (tb_serde_init_err != TB_OK)
+                return tb_seterr(errstr, errstr_size, tb_serde_init_err, "%s", tb_serde_init_msg);
+        return TB_OK;
+}
+
+static bool tb_serde_ready(void) {
+        pthread_once(&tb_serde_once, tb_serde_do_init);
+        return tb_serde_init_err == TB_OK;
+}
+
+static bool tb_serde_id_ok(tb_schema_id_t id) {
+        return (int)id >= 0 && id < TB_SCHEMA__COUNT && tb_serde_ready();
+}
+
+const char *tb_serde_name(tb_schema_id_t id) {
+        return (int)id >= 0 && id < TB_SCHEMA__COUNT ? tb_schema_names[id] : NULL;
+}
+
+uint64_t tb_serde_fingerprint(tb_schema_id_t id) {
+        return tb_serde_id_ok(id) ? tb_schemas[id].fp : 0;
+}
+
+uint64_t tb_serde_fingerprint_legacy(tb_schema_id_t id) {
+        return tb_serde_id_ok(id) ? tb_schemas[id].fp_legacy : 0;
+}
+
+const char *tb_serde_canonical(tb_schema_id_t id) {
+        return tb_serde_id_ok(id) ? tb_schemas[id].canonical : NULL;
+}
+
+const char *tb_serde_canonical_legacy(tb_schema_id_t id) {
+        return tb_serde_id_ok(id) ? tb_schemas[id].canonical_legacy : NULL;
+}
+
+/* ---- encode: JSON -> avro value ------------------------------------ */
+
+typedef struct tb_ectx {
+        tb_path_t path;
+        char *errstr;
+        size_t errstr_size;
+} tb_ectx_t;
+
+static tb_err_t tb_ectx_err(tb_ectx_t *c, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+
+static tb_err_t tb_ectx_err(tb_ectx_t *c, const char *fmt, ...) {
+        char msg[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        return tb_seterr(c->errstr, c->errstr_size, TB_ERR_INVALID, "%s: %s", c->path.s, msg);
+}
+
+static tb_err_t tb_avro_fail(tb_ectx_t *c, const char *what) {
+        return tb_seterr(c->errstr, c->errstr_size, TB_ERR_INTERNAL, "%s: avro-c %s: %s",
+                         c->path.s, what, avro_strerror());
+}
+
+static tb_err_t tb_expected(tb_ectx_t *c, const tb_snode_t *n, const json_t *j) {
+        char want[160];
+        tb_snode_describe(n, want, sizeof(want));
+        return tb_ectx_err(c, "expected %s, got %s", want, tb_json_type_name(j));
+}
+
+/** Quick check used to pick a union branch for a JSON value. */
+static bool tb_branch_accepts(const tb_snode_t *n, const json_t *j) {
+        switch (n->t) {
+        case TA_NULL: return json_is_null(j);
+        case TA_BOOLEAN: return json_is_boolean(j);
+        case TA_INT:
+                return json_is_integer(j) && json_integer_value(j) >= INT32_MIN &&
+                       json_integer_value(j) <= INT32_MAX;
+        case TA_LONG: return json_is_integer(j);
+        case TA_FLOAT:
+        case TA_DOUBLE: return json_is_number(j);
+        case TA_STRING:
+                return json_is_string(j) &&
+                       tb_utf8_valid((const unsigned char *)json_string_value(j),
+                                     json_string_length(j));
+        case TA_BYTES: return json_is_string(j);
+        case TA_FIXED: return json_is_string(j) && json_string_length(j) == n->size;
+        case TA_ENUM:
+                if (!json_is_string(j))
+                        return false;
+                for (size_t i = 0; i < n->n; i++)
+                        if (!strcmp(n->symbols[i], json_string_value(j)))
+                                return true;
+                return false;
+        case TA_ARRAY: return json_is_array(j);
+        case TA_MAP:
+        case TA_RECORD: return json_is_object(j);
+        case TA_UNION: return false;
+        }
+        return false;
+}
+
+static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro_value_t *v,
+                        int depth);
+
+static tb_err_t tb_fill_record(tb_ectx_t *c, const tb_snode_t *n, const json_t *j,
+                               avro_value_t *v, int depth) {
+        const char *key;
+        json_t *jv;
+        void *iter;
+        if (!json_is_object(j))
+                return tb_expected(c, n, j);
+        for (iter = json_object_iter((json_t *)j); iter;
+             iter = json_object_iter_next((json_t *)j, iter)) {
+                key = json_object_iter_key(iter);
+                bool known = false;
+                for (size_t i = 0; i < n->n && !known; i++)
+                        known = !strcmp(n->fields[i].name, key) &&
+                                json_object_iter_key_len(iter) == strlen(key);
+                if (!known) {
+                        char list[384];
+                        size_t o = 0;
+                        list[0] = '\0';
+                        for (size_t i = 0; i < n->n && o < sizeof(list); i++)
+                                o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
+                                                      i ? ", " : "", n->fields[i].name);
+                        tb_path_push(&c->path, ".%s", key);
+                        return tb_ectx_err(c, "unknown field (%s has: %s)", n->fullname, list);
+                }
+        }
+        for (size_t i = 0; i < n->n; i++) {
+                const tb_sfield_t *f = &n->fields[i];
+                size_t old = tb_path_push(&c->path, ".%s", f->name);
+                jv = json_object_get(j, f->name);
+                if (!jv)
+                        jv = f->dflt;
+                if (!jv) {
+                        char want[160];
+                        tb_snode_describe(f->type, want, sizeof(want));
+                        return tb_ectx_err(c, "missing required field (type %s, no default)",
+                                           want);
+                }
+                avro_value_t child;
+                if (avro_value_get_by_index(v, i, &child, NULL))
+                        return tb_avro_fail(c, "get field");
+                tb_err_t err = tb_fill(c, f->type, jv, &child, depth + 1);
+                if (err != TB_OK)
+                        return err;
+                tb_path_pop(&c->path, old);
+        }
+        return TB_OK;
+}
+
+static tb_err_t tb_fill_union(tb_ectx_t *c, const tb_snode_t *n, const json_t *j,
+                              avro_value_t *v, int depth) {
+        size_t pick = n->n, nonnull = 0, last_nonnull = 0;
+        for (size_t i = 0; i < n->n; i++) {
+                if (n->branches[i]->t != TA_NULL) {
+                        nonnull++;
+                        last_nonnull = i;
+                }
+                if (pick == n->n && tb_branch_accepts(n->branches[i], j))
+                        pick = i;
+        }
+        /* With one non-null branch, fill it directly so a mistake deep
+         * inside it is reported at its own path. */
+        if (pick == n->n && nonnull == 1 && !json_is_null(j))
+                pick = last_nonnull;
+        if (pick == n->n) {
+                char list[384];
+                size_t o = 0;
+                for (size_t i = 0; i < n->n && o < sizeof(list); i++) {
+                        char d[160];
+                        tb_snode_describe(n->branches[i], d, sizeof(d));
+                        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
+                                              i ? " or " : "", d);
+                }
+                return tb_ectx_err(c, "expected %s, got %s", n->n ? list : "nothing (empty union)",
+                                   tb_json_type_name(j));
+        }
+        avro_value_t branch;
+        if (avro_value_set_branch(v, (int)pick, &branch))
+                return tb_avro_fail(c, "set branch");
+        return tb_fill(c, n->branches[pick], j, &branch, depth + 1);
+}
+
+static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro_value_t *v,
+                        int depth) {
+        int rc = 0;
+        if (depth > TB_SERDE_MAX_DEPTH)
+                return tb_ectx_err(c, "value nested more than %d levels deep", TB_SERDE_MAX_DEPTH);
+        switch (n->t) {
+        case TA_NULL:
+                if (!json_is_null(j))
+                        return tb_expected(c, n, j);
+                rc = avro_value_set_null(v);
+                break;
+        case TA_BOOLEAN:
+                if (!json_is_boolean(j))
+                        return tb_expected(c, n, j);
+                rc = avro_value_set_boolean(v, json_is_true(j));
+                break;
+        case TA_INT:
+                if (!json_is_integer(j))
+                        return tb_expected(c, n, j);
+                if (json_integer_value(j) < INT32_MIN || json_integer_value(j) > INT32_MAX)
+                        return tb_ectx_err(c, "%lld does not fit in an int (32 bits)",
+                                           (long long)json_integer_value(j));
+                rc = avro_value_set_int(v, (int32_t)json_integer_value(j));
+                break;
+        case TA_LONG:
+                if (!json_is_integer(j))
+                        return tb_expected(c, n, j);
+                rc = avro_value_set_long(v, (int64_t)json_integer_value(j));
+                break;
+        case TA_FLOAT:
+                if (!json_is_number(j))
+                        return tb_expected(c, n, j);
+                rc = avro_value_set_float(v, (float)json_number_value(j));
+                break;
+        case TA_DOUBLE:
+                if (!json_is_number(j))
+                        return tb_expected(c, n, j);
+                rc = avro_value_set_double(v, json_number_value(j));
+                break;
+        case TA_STRING:
+                if (!json_is_string(j))
+                        return tb_expected(c, n, j);
+                if (!tb_utf8_valid((const unsigned char *)json_string_value(j),
+                                   json_string_length(j)))
+                        return tb_ectx_err(c, "string is not valid UTF-8");
+                /* avro-c's size counts the NUL terminator jansson keeps */
+                rc = avro_value_set_string_len(v, json_string_value(j), json_string_length(j) + 1);
+                break;
+        case TA_BYTES:
+                if (!json_is_string(j))
+                        return tb_expected(c, n, j);
+                rc = avro_value_set_bytes(v, (void *)json_string_value(j), json_string_length(j));
+                break;
+        case TA_FIXED:
+                if (!json_is_string(j))
+                        return tb_expected(c, n, j);
+                if (json_string_length(j) != n->size)
+                        return tb_ectx_err(c, "%s needs exactly %zu bytes, got %zu", n->fullname,
+                                           n->size, json_string_length(j));
+                rc = avro_value_set_fixed(v, (void *)json_string_value(j), n->size);
+                break;
+        case TA_ENUM: {
+                if (!json_is_string(j))
+                        return tb_expected(c, n, j);
+                for (size_t i = 0; i < n->n; i++)
+                        if (!strcmp(n->symbols[i], json_string_value(j))) {
+                                rc = avro_value_set_enum(v, (int)i);
+                                goto done;
+                        }
+                char list[384];
+                size_t o = 0;
+                for (size_t i = 0; i < n->n && o < sizeof(list); i++)
+                        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "",
+                                              n->symbols[i]);
+                char shown[64];
+                snprintf(shown, sizeof(shown), "%s", json_string_value(j));
+                return tb_ectx_err(c, "'%s' is not one of %s", shown, list);
+        }
+        case TA_ARRAY:
+                if (!json_is_array(j))
+                        return tb_expected(c, n, j);
+                for (size_t i = 0; i < json_array_size(j); i++) {
+                        avro_value_t child;
+                        size_t old = tb_path_push(&c->path, "[%zu]", i);
+                        if (avro_value_append(v, &child, NULL))
+                                return tb_avro_fail(c, "append");
+                        tb_err_t err = tb_fill(c, n->items, json_array_get(j, i), &child,
+                                               depth + 1);
+                        if (err != TB_OK)
+                                return err;
+                        tb_path_pop(&c->path, old);
+                }
+                break;
+        case TA_MAP: {
+                if (!json_is_object(j))
+                        return tb_expected(c, n, j);
+                void *iter;
+                for (iter = json_object_iter((json_t *)j); iter;
+                     iter = json_object_iter_next((json_t *)j, iter)) {
+                        const char *key = json_object_iter_key(iter);
+                        size_t klen = json_object_iter_key_len(iter);
+                        size_t old = tb_path_push_key(&c->path, key, klen);
+                        if (klen != strlen(key))
+                                return tb_ectx_err(c, "map key contains a NUL byte");
+                        if (!tb_utf8_valid((const unsigned char *)key, klen))
+                                return tb_ectx_err(c, "map key is not valid UTF-8");
+                        avro_value_t child;
+                        if (avro_value_add(v, key, &child, NULL, NULL))
+                                return tb_avro_fail(c, "map add");
+                        tb_err_t err = tb_fill(c, n->items, json_object_iter_value(iter), &child,
+                                               depth + 1);
+                        if (err != TB_OK)
+                                return err;
+                        tb_path_pop(&c->path, old);
+                }
+                break;
+        }
+        case TA_RECORD:
+                return tb_fill_record(c, n, j, v, depth);
+        case TA_UNION:
+                return tb_fill_union(c, n, j, v, depth);
+        }
+done:
+        if (rc)
+                return tb_avro_fail(c, "set value");
+        return TB_OK;
+}
+
+tb_err_t tb_serde_encode(tb_schema_id_t id, const json_t *value, tb_buf_t *out, char *errstr,
+                         size_t errstr_size) {
+        tb_err_t err = tb_serde_init(errstr, errstr_size);
+        if (err != TB_OK)
+                return err;
+        if ((int)id < 0 || id >= TB_SCHEMA__COUNT)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "encode: unknown schema id %d", (int)id);
+        if (!value || !out)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "encode %s: no value or output buffer", tb_schema_names[id]);
+        tb_schema_t *s = &tb_schemas[id];
+        tb_ectx_t c = {.errstr = errstr, .errstr_size = errstr_size};
+        tb_path_set(&c.path, s->name);
+        char *tmp = NULL;
+        size_t size = 0;
+        avro_writer_t w = NULL;
+        avro_value_t av;
+
+        /* A value per call: no lock, and nothing of a message outlives it.
+         * (A cached value would also hide from LeakSanitizer: avro-c packs
+         * child instances at unaligned offsets.) */
+        if (avro_generic_value_new(s->iface, &av))
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "encode %s: avro-c: %s",
+                                 s->name, avro_strerror());
+        err = tb_fill(&c, s->root, value, &av, 0);
+        if (err != TB_OK)
+                goto done;
+        if (avro_value_sizeof(&av, &size)) {
+                err = tb_avro_fail(&c, "sizeof");
+                goto done;
+        }
+        tmp = malloc(TB_SERDE_HEADER + size + 1);
+        if (!tmp) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "encode %s: out of memory",
+                                s->name);
+                goto done;
+        }
+        tmp[0] = (char)0xc3;
+        tmp[1] = 0x01;
+        for (int i = 0; i < 8; i++)
+                tmp[2 + i] = (char)((s->fp >> (8 * i)) & 0xff);
+        w = avro_writer_memory(tmp + TB_SERDE_HEADER, (int64_t)size);
+        if (!w || avro_value_write(w, &av) || avro_writer_tell(w) != (int64_t)size)
+                err = tb_avro_fail(&c, "write");
+done:
+        avro_value_decref(&av);
+        if (w)
+                avro_writer_free(w);
+        if (err == TB_OK)
+                err = tb_buf_append(out, tmp, TB_SERDE_HEADER + size);
+        if (err == TB_ERR_NOMEM)
+                tb_seterr(errstr, errstr_size, err, "encode %s: out of memory", s->name);
+        free(tmp);
+        return err;
+}
+
+/* ---- decode: bounds-checked walk of untrusted bytes ---------------- */
+
+typedef struct tb_rd {
+        const unsigned char *p;
+        size_t len, pos;
+        size_t elems, max_elems;
+        tb_path_t path;
+        char *errstr;
+        size_t errstr_size;
+} tb_rd_t;
+
+static tb_err_t tb_rd_err(tb_rd_t *r, size_t at, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static tb_err_t tb_rd_err(tb_rd_t *r, size_t at, const char *fmt, ...) {
+        char msg[384];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        return tb_seterr(r->errstr, r->errstr_size, TB_ERR_INVALID,
+                         "%s: %s (at byte %zu of the message)", r->path.s, msg,
+                         at + TB_SERDE_HEADER);
+}
+
+/** Zig-zag varint; rejects truncation, more than 10 (long) or 5 (int)
+ *  bytes, bits beyond the type's width, and non-minimal encodings. */
+static tb_err_t tb_rd_varint(tb_rd_t *r, bool is_int, const char *what, int64_t *out) {
+        size_t start = r->pos, max = is_int ? 5 : 10;
+        uint64_t acc = 0;
+        for (size_t i = 0;; i++) {
+                if (r->pos >= r->len)
+                        return tb_rd_err(r, start, "truncated %s", what);
+                unsigned char b = r->p[r->pos++];
+                if (i == max - 1 && (b & 0x80))
+                        return tb_rd_err(r, start, "%s varint longer than %zu bytes", what, max);
+                if (i == max - 1 && b > (is_int ? 0x0f : 0x01))
+                        return tb_rd_err(r, start, "%s varint overflows %d bits", what,
+                                         is_int ? 32 : 64);
+                if (i > 0 && b == 0)
+                        return tb_rd_err(r, start, "overlong (non-minimal) %s varint", what);
+                acc |= (uint64_t)(b & 0x7f) << (7 * i);
+                if (!(b & 0x80))
+                        break;
+        }
+        uint64_t dec = (acc >> 1) ^ (0 - (acc & 1));
+        memcpy(out, &dec, sizeof(dec));
+        return TB_OK;
+}
+
+/** A length-prefixed run of bytes; *\p off / *\p n give where it is. */
+static tb_err_t tb_rd_lenbytes(tb_rd_t *r, const char *what, size_t *off, size_t *n) {
+        int64_t l;
+        size_t start = r->pos;
+        tb_err_t err = tb_rd_varint(r, false, what, &l);
+        if (err != TB_OK)
+                return err;
+        if (l < 0)
+                return tb_rd_err(r, start, "negative %s length %lld", what, (long long)l);
+        if ((uint64_t)l > r->len - r->pos)
+                return tb_rd_err(r, start, "%s length %lld exceeds the %zu bytes left", what,
+                                 (long long)l, r->len - r->pos);
+        *off = r->pos;
+        *n = (size_t)l;
+        r->pos += (size_t)l;
+        return TB_OK;
+}
+
+static tb_err_t tb_walk(tb_rd_t *r, const tb_snode_t *n, int depth);
+
+static tb_err_t tb_walk_blocks(tb_rd_t *r, const tb_snode_t *n, int depth) {
+        bool map = n->t == TA_MAP;
+        size_t index = 0, minsize = map ? 1 : n->items->minsize;
+        tb_err_t err;
+        for (;;) {
+                int64_t count, bsize = -1;
+                size_t start = r->pos;
+                if ((err = tb_rd_varint(r, false, "block count", &count)) != TB_OK)
+                        return err;
+                if (count == 0)
+                        return TB_OK;
+                if (count < 0) {
+                        if (count == INT64_MIN)
+                                return tb_rd_err(r, start, "invalid block count");
+                        count = -count;
+                        size_t bstart = r->pos;
+                        if ((err = tb_rd_varint(r, false, "block size", &bsize)) != TB_OK)
+                                return err;
+                        if (bsize < 0 || (uint64_t)bsize > r->len - r->pos)
+                                return tb_rd_err(r, bstart, "block size %lld is not within the "
+                                                 "%zu bytes left", (long long)bsize,
+                                                 r->len - r->pos);
+                }
+                size_t left = r->len - r->pos;
+                if ((minsize > 0 && (uint64_t)count > left / minsize) ||
+                    (uint64_t)count > r->max_elems - r->elems)
+                        return tb_rd_err(r, start, "block of %lld %s cannot fit in the %zu bytes "
+                                         "left", (long long)count, map ? "entries" : "items",
+                                         left);
+                r->elems += (size_t)count;
+                size_t body = r->pos;
+                for (int64_t i = 0; i < count; i++, index++) {
+                        size_t old;
+                        if (map) {
+                                size_t koff, klen, kstart = r->pos;
+                                if ((err = tb_rd_lenbytes(r, "map key", &koff, &klen)) != TB_OK)
+                                        return err;
+                                old = tb_path_push_key(&r->path, (const char *)r->p + koff, klen);
+                                if (memchr(r->p + koff, 0, klen))
+                                        return tb_rd_err(r, kstart, "map key contains a NUL byte");
+                                if (!tb_utf8_valid(r->p + koff, klen))
+                                        return tb_rd_err(r, kstart, "map key is not valid UTF-8");
+                        } else {
+                                old = tb_path_push(&r->path, "[%zu]", index);
+                        }
+                        if ((err = tb_walk(r, n->items, depth + 1)) != TB_OK)
+                                return err;
+                        tb_path_pop(&r->path, old);
+                }
+                if (bsize >= 0 && r->pos - body != (size_t)bsize)
+                        return tb_rd_err(r, body, "block size says %lld bytes but its items "
+                                         "take %zu", (long long)bsize, r->pos - body);
+        }
+}
+
+static tb_err_t tb_walk(tb_rd_t *r, const tb_snode_t *n, int depth) {
+        tb_err_t err = TB_OK;
+        int64_t v;
+        size_t start = r->pos, off, len;
+        if (depth > TB_SERDE_MAX_DEPTH)
+                return tb_rd_err(r, start, "nested more than %d levels deep", TB_SERDE_MAX_DEPTH);
+        switch (n->t) {
+        case TA_NULL:
+                break;
+        case TA_BOOLEAN:
+                if (r->pos >= r->len)
+                        return tb_rd_err(r, start, "truncated boolean");
+                if (r->p[r->pos] > 1)
+                        return tb_rd_err(r, start, "invalid boolean byte 0x%02x (must be 0 or 1)",
+                                         r->p[r->pos]);
+                r->pos++;
+                break;
+        case TA_INT:
+                return tb_rd_varint(r, true, "int", &v);
+        case TA_LONG:
+                return tb_rd_varint(r, false, "long", &v);
+        case TA_FLOAT:
+        case TA_DOUBLE: {
+                size_t w = n->t == TA_FLOAT ? 4 : 8;
+                if (r->len - r->pos < w)
+                        return tb_rd_err(r, start, "truncated %s", tb_atype_names[n->t]);
+                double d;
+                if (w == 4) {
+                        float f;
+                        memcpy(&f, r->p + r->pos, 4);
+                        d = f;
+                } else {
+                        memcpy(&d, r->p + r->pos, 8);
+                }
+                if (!isfinite(d))
+                        return tb_rd_err(r, start, "NaN or infinity cannot be represented in JSON");
+                r->pos += w;
+                break;
+        }
+        case TA_BYTES:
+                return tb_rd_lenbytes(r, "bytes", &off, &len);
+        case TA_STRING:
+                if ((err = tb_rd_lenbytes(r, "string", &off, &len)) != TB_OK)
+                        return err;
+                if (!tb_utf8_valid(r->p + off, len))
+                        return tb_rd_err(r, start, "string is not valid UTF-8");
+                break;
+        case TA_FIXED:
+                if (r->len - r->pos < n->size)
+                        return tb_rd_err(r, start, "truncated %s (%zu bytes)", n->fullname,
+                                         n->size);
+                r->pos += n->size;
+                break;
+        case TA_ENUM:
+                if ((err = tb_rd_varint(r, true, "enum index", &v)) != TB_OK)
+                        return err;
+                if (v < 0 || (uint64_t)v >= n->n)
+                        return tb_rd_err(r, start, "enum index %lld out of range for %s (%zu "
+                                         "symbols)", (long long)v, n->fullname, n->n);
+                break;
+        case TA_UNION:
+                if ((err = tb_rd_varint(r, false, "union index", &v)) != TB_OK)
+                        return err;
+                if (v < 0 || (uint64_t)v >= n->n)
+                        return tb_rd_err(r, start, "union index %lld out of range (%zu branches)",
+                                         (long long)v, n->n);
+                return tb_walk(r, n->branches[v], depth + 1);
+        case TA_ARRAY:
+        case TA_MAP:
+                return tb_walk_blocks(r, n, depth);
+        case TA_RECORD:
+                for (size_t i = 0; i < n->n; i++) {
+                        size_t old = tb_path_push(&r->path, ".%s", n->fields[i].name);
+                        if ((err = tb_walk(r, n->fields[i].type, depth + 1)) != TB_OK)
+                                return err;
+                        tb_path_pop(&r->path, old);
+                }
+                break;
+        }
+        return err;
+}
+
+/* ---- decode: avro value -> JSON ------------------------------------ */
+
+static json_t *tb_to_json(tb_ectx_t *c, const tb_snode_t *n, avro_value_t *v, int depth) {
+        json_t *r = NULL;
+        if (depth > TB_SERDE_MAX_DEPTH)
+                return NULL;
+        switch (n->t) {
+        case TA_NULL:
+                return json_null();
+        case TA_BOOLEAN: {
+                int b = 0;
+                return avro_value_get_boolean(v, &b) ? NULL : json_boolean(b);
+        }
+        case TA_INT: {
+                int32_t i = 0;
+                return avro_value_get_int(v, &i) ? NULL : json_integer(i);
+        }
+        case TA_LONG: {
+                int64_t l = 0;
+                return avro_value_get_long(v, &l) ? NULL : json_integer((json_int_t)l);
+        }
+        case TA_FLOAT: {
+                float f = 0;
+                return avro_value_get_float(v, &f) ? NULL : json_real(f);
+        }
+        case TA_DOUBLE: {
+                double d = 0;
+                return avro_value_get_double(v, &d) ? NULL : json_real(d);
+        }
+        case TA_STRING: {
+                const char *s = NULL;
+                size_t size = 0;
+                if (avro_value_get_string(v, &s, &size) || size == 0)
+                        return NULL;
+                return json_stringn(s, size - 1);
+        }
+        case TA_BYTES:
+        case TA_FIXED: {
+                const void *b = NULL;
+                size_t size = 0;
+                int rc = n->t == TA_BYTES ? avro_value_get_bytes(v, &b, &size)
+                                          : avro_value_get_fixed(v, &b, &size);
+                if (rc)
+                        return NULL;
+                return json_stringn_nocheck(size ? b : "", size);
+        }
+        case TA_ENUM: {
+                int e = 0;
+                if (avro_value_get_enum(v, &e) || e < 0 || (size_t)e >= n->n)
+                        return NULL;
+                return json_string(n->symbols[e]);
+        }
+        case TA_UNION: {
+                int d = 0;
+                avro_value_t branch;
+                if (avro_value_get_discriminant(v, &d) || d < 0 || (size_t)d >= n->n ||
+                    avro_value_get_current_branch(v, &branch))
+                        return NULL;
+                return tb_to_json(c, n->branches[d], &branch, depth + 1);
+        }
+        case TA_ARRAY:
+        case TA_MAP: {
+                size_t count = 0;
+                if (avro_value_get_size(v, &count))
+                        return NULL;
+                r = n->t == TA_ARRAY ? json_array() : json_object();
+                for (size_t i = 0; r && i < count; i++) {
+                        avro_value_t child;
+                        const char *key = NULL;
+                        if (avro_value_get_by_index(v, i, &child, &key))
+                                goto fail;
+                        json_t *e = tb_to_json(c, n->items, &child, depth + 1);
+                        if (!e)
+                                goto fail;
+                        int rc = n->t == TA_ARRAY ? json_array_append_new(r, e)
+                                                  : (key ? json_object_set_new(r, key, e) : -1);
+                        if (rc)
+                                goto fail;
+                }
+                return r;
+        }
+        case TA_RECORD:
+                r = json_object();
+                for (size_t i = 0; r && i < n->n; i++) {
+                        avro_value_t child;
+                        if (avro_value_get_by_index(v, i, &child, NULL))
+                                goto fail;
+                        json_t *e = tb_to_json(c, n->fields[i].type, &child, depth + 1);
+                        if (!e || json_object_set_new(r, n->fields[i].name, e))
+                                goto fail;
+                }
+                return r;
+        }
+fail:
+        json_decref(r);
+        return NULL;
+}
+
+tb_err_t tb_serde_decode(const void *data, size_t len, tb_schema_id_t expect,
+                         tb_schema_id_t *got, json_t **out, char *errstr, size_t errstr_size) {
+        tb_err_t err = tb_serde_init(errstr, errstr_size);
+        if (out)
+                *out = NULL;
+        if (err != TB_OK)
+                return err;
+        if (!out)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "decode: no output pointer");
+        if (expect != TB_SCHEMA_ANY && ((int)expect < 0 || expect >= TB_SCHEMA__COUNT))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "decode: unknown schema id %d", (int)expect);
+        const unsigned char *p = data;
+        if (!p || len < TB_SERDE_HEADER)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "message too short: %zu bytes, an Avro single-object message "
+                                 "has at least 10 (C3 01 and an 8-byte fingerprint)",
+                                 p ? len : 0);
+        if (p[0] != 0xc3 || p[1] != 0x01)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "bad magic %02X %02X: not an Avro single-object message "
+                                 "(expected C3 01)", p[0], p[1]);
+        uint64_t fp = 0;
+        for (int i = 7; i >= 0; i--)
+                fp = (fp << 8) | p[2 + i];
+        int id = -1;
+        for (int i = 0; i < TB_SCHEMA__COUNT && id < 0; i++)
+                if (tb_schemas[i].fp == fp || tb_schemas[i].fp_legacy == fp)
+                        id = i;
+        if (id < 0)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "unknown schema fingerprint %016llx: not one of the %d known "
+                                 "schemas (written with a newer or foreign schema?)",
+                                 (unsigned long long)fp, (int)TB_SCHEMA__COUNT);
+        if (expect != TB_SCHEMA_ANY && id != (int)expect)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "message is a %s, expected a %s", tb_schema_names[id],
+                                 tb_schema_names[expect]);
+        tb_schema_t *s = &tb_schemas[id];
+
+        tb_rd_t r = {.p = p + TB_SERDE_HEADER, .len = len - TB_SERDE_HEADER,
+                     .errstr = errstr, .errstr_size = errstr_size};
+        r.max_elems = r.len + TB_SERDE_ZERO_ELEMS;
+        tb_path_set(&r.path, s->name);
+        if ((err = tb_walk(&r, s->root, 0)) != TB_OK)
+                return err;
+        if (r.pos != r.len)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: %zu trailing bytes after the datum (at byte %zu of %zu)",
+                                 s->name, r.len - r.pos, r.pos + TB_SERDE_HEADER, len);
+
+        tb_ectx_t c = {.errstr = errstr, .errstr_size = errstr_size};
+        tb_path_set(&c.path, s->name);
+        avro_reader_t rd = avro_reader_memory((const char *)r.p, (int64_t)r.len);
+        if (!rd)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "decode: out of memory");
+        avro_value_t av;
+        if (avro_generic_value_new(s->iface, &av)) {
+                avro_reader_free(rd);
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "decode %s: avro-c: %s",
+                                 s->name, avro_strerror());
+        }
+        if (avro_value_read(rd, &av))
+                err = tb_avro_fail(&c, "read");
+        else if (!(*out = tb_to_json(&c, s->root, &av, 0)))
+                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                "decode %s: could not build the JSON value", s->name);
+        avro_value_decref(&av);
+        avro_reader_free(rd);
+        if (err == TB_OK && got)
+                *got = (tb_schema_id_t)id;
+        return err;
+}

@@ -1,0 +1,99 @@
+/**
+ * @file task/task.h
+ * @brief The task model: validation of a task as users write it (the REST
+ *        API's JSON shape, also carried by Kafka TaskCommands), its
+ *        normalized form, and conversions to the Avro TaskSpec and to a
+ *        tb_schedule_t. ONE validator serves the REST API, the commands role
+ *        and the CLI, so every interface accepts and refuses the same input.
+ *
+ * Normalized task JSON (what the API returns, what tasks.spec stores):
+ * {
+ *   "name": "cleanup", "script": "/usr/bin/cleanupold --old .", "argv": [],
+ *   "security_group": "ops", "user_id": "alice",
+ *   "schedule": {"once": "2026-01-01T00:00:00Z"}
+ *             | {"every": "PT30S", "start_at": "...Z"|null, "end_at": "...Z"|null}
+ *             | {"cron": "0 3 * * *", "timezone": "Europe/Paris",
+ *                "start_at": null, "end_at": null}
+ *             (every kind also has "dst_gap": "shift"|"skip",
+ *              "dst_overlap": "first"|"last"|"both"),
+ *   "expiry": "PT1H", "executor": "shell", "executor_options": {},
+ *   "retries": {"max_attempts": 1, "backoff": "PT10S", "backoff_max": "PT10M"},
+ *   "overlap": "forbid", "misfire": "run_once", "jitter": "PT0S",
+ *   "expires_at": null, "log_retention": "P30D", "paused": false,
+ *   "labels": {}, "home_region": "local"
+ * }
+ * Durations are written back as ISO 8601 (PT30S, P30D); times as RFC 3339
+ * UTC with Z. Input durations accept everything tb_duration_parse() does.
+ * "execution_time" (the original API) is accepted as {"once": ...}.
+ * Read-only fields (id, version, created_at, updated_at, created_by,
+ * next_fire_at) are ignored on input so a GET body can be PUT back; a JSON
+ * null counts as absent.
+ *
+ * script is required (non-empty, <= 64 KiB) unless argv is non-empty; then
+ * it may be omitted and is stored as "" (argv runs without a shell; script
+ * is only displayed). vctx->user_id NULL means a trusted context (replay):
+ * the body's user_id is required and taken as is.
+ */
+#ifndef TB_TASK_H
+#define TB_TASK_H
+
+#include "tb.h"
+#include "schedule/schedule.h"
+#include <jansson.h>
+
+/** Limits (also in schemas/openapi.yaml). */
+#define TB_TASK_NAME_MAX 200
+#define TB_TASK_SCRIPT_MAX (64 * 1024)
+#define TB_TASK_LABELS_MAX 64
+#define TB_TASK_LABEL_LEN_MAX 256
+#define TB_TASK_OPTIONS_MAX 64
+#define TB_TASK_ARGV_MAX 256
+#define TB_TASK_ATTEMPTS_MAX 100
+#define TB_TASK_GROUP_MAX 128
+
+/** A validation failure: the field path ("schedule.cron") and a message
+ *  saying what is allowed. */
+typedef struct tb_task_err {
+        char field[128];
+        char message[512];
+} tb_task_err_t;
+
+/** What validation needs to know besides the body. */
+typedef struct tb_task_vctx {
+        int64_t now_ms;           /**< "a one-shot time in the past" is judged against it */
+        const char *user_id;      /**< the authenticated caller; a different body user_id is refused */
+        const char *default_region; /**< home_region when absent */
+        int64_t log_retention_default_ms;
+        int64_t log_retention_max_ms; /**< per-group cap (0: none) */
+        const char *const *executors; /**< known executor names, NULL-terminated (NULL: any) */
+} tb_task_vctx_t;
+
+/**
+ * Validate \p in and produce the normalized task (new reference, caller
+ * owns) in *\p out. Unknown fields are rejected.
+ * @returns TB_OK, TB_ERR_INVALID (err filled: field + message), or
+ *          TB_ERR_FORBIDDEN when user_id differs from the caller (err filled).
+ */
+tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t **out,
+                          tb_task_err_t *err);
+
+/** Convert a normalized task to the Avro TaskSpec JSON (serde mapping). New ref. */
+json_t *tb_task_to_spec(const json_t *task);
+/** Convert an Avro TaskSpec JSON back to the normalized task. New ref. */
+json_t *tb_task_from_spec(const json_t *spec);
+
+/**
+ * Fill \p s from a normalized task (caller clears with tb_schedule_clear()).
+ * \p anchor_ms anchors "every" schedules without start_at (the creation time).
+ */
+tb_err_t tb_task_schedule(const json_t *task, int64_t anchor_ms, tb_schedule_t *s,
+                          char *errstr, size_t errstr_size);
+
+/** Format \p ms as an ISO 8601 duration ("PT1H30M", "P30D", "PT0.5S"). */
+void tb_duration_format(int64_t ms, char buf[48]);
+
+/** The fields that differ between two normalized tasks, as a JSON array of
+ *  top-level field names (new ref), for task_history.changed_fields. */
+json_t *tb_task_diff(const json_t *before, const json_t *after);
+
+#endif

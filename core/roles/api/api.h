@@ -1,0 +1,127 @@
+/**
+ * @file api/api.h
+ * @brief The api role's state and the services its route handlers (api_*.c)
+ *        share: authentication, the command round trip over Kafka
+ *        (task-commands -> task-replies) and read-your-writes waits on the
+ *        PostgreSQL projection.
+ *
+ * Threads of the role:
+ *  - libmicrohttpd's thread per connection runs the handlers (they block);
+ *  - one producer poller serving delivery reports of api->producer;
+ *  - one reply consumer reading every partition of task-replies (assign, no
+ *    group), waking the handler whose correlation id a reply carries;
+ *  - one projection watcher (LISTEN taskbus_projection on its own
+ *    connection) waking handlers whose write has reached the projection.
+ */
+#ifndef TB_API_H
+#define TB_API_H
+
+#include "daemon.h"
+#include "http/server.h"
+#include "identity/identity.h"
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+/** Buckets of the pending-request table (correlation id -> waiter). */
+#define TB_API_PENDING_BUCKETS 256
+
+struct tb_api_pending;
+struct tb_api_projwait;
+
+typedef struct tb_api {
+        tb_ctx_t *ctx;
+        tb_http_server_t *http;
+        rd_kafka_t *producer;   /**< idempotent producer for task-commands */
+        rd_kafka_t *replies;    /**< consumer of task-replies (assign, no group) */
+        tb_ratelimit_t *rl;     /**< per user: api.rate, api.burst */
+        atomic_bool stop;
+
+        pthread_t poll_thread;
+        pthread_t reply_thread;
+        pthread_t proj_thread;
+        bool poll_started, reply_started, proj_started;
+
+        /** Guards pending[], projwaits, replies_ready. */
+        pthread_mutex_t lock;
+        pthread_cond_t ready_cond; /**< broadcast when replies_ready turns true */
+        bool replies_ready;        /**< reply consumer assigned at its start offsets */
+        char replies_error[512];   /**< why it is not ready yet */
+        struct tb_api_pending *pending[TB_API_PENDING_BUCKETS];
+        struct tb_api_projwait *projwaits;
+        int wake_fd;               /**< eventfd: a new projection waiter */
+} tb_api_t;
+
+/** How a command round trip ended. */
+typedef enum tb_api_outcome {
+        TB_API_ACCEPTED = 0,
+        TB_API_REJECTED,    /**< a TaskReply with status REJECTED */
+        TB_API_UNAVAILABLE, /**< not delivered to Kafka: nothing was applied */
+        TB_API_TIMEOUT,     /**< delivered, but no reply within api.reply_timeout */
+} tb_api_outcome_t;
+
+/** The result of tb_api_command(). */
+typedef struct tb_api_cmd_result {
+        tb_api_outcome_t outcome;
+        char command_id[37];
+        char correlation_id[37];
+        int64_t requested_at_ms;
+        int64_t version;       /**< ACCEPTED: the task's version after the command */
+        char reason[32];       /**< REJECTED: the RejectReason symbol */
+        char message[1024];    /**< REJECTED: the handler's message; else why */
+        char field[128];       /**< REJECTED: the offending field, or "" */
+        int64_t deadline_us;   /**< monotonic deadline shared with the projection wait */
+} tb_api_cmd_result_t;
+
+/**
+ * Send one TaskCommand and wait for its TaskReply.
+ * @param type      "CREATE", "UPDATE", "DELETE", "PAUSE", "RESUME", "RUN_NOW"
+ * @param task_id   the task (a new UUID for CREATE)
+ * @param expected_version -1 for none
+ * @param task_json CREATE/UPDATE: the body as the caller sent it, else NULL
+ * @param res       filled in every case; res->deadline_us bounds later waits.
+ * The caller's own Authorization header is forwarded in the record header.
+ * @locality an HTTP connection thread (blocks up to api.reply_timeout).
+ */
+void tb_api_command(tb_api_t *api, tb_http_req_t *req, const char *type, const char *task_id,
+                    int64_t expected_version, const char *task_json, tb_api_cmd_result_t *res);
+
+/**
+ * Wait until the projection holds \p task_id at \p version or later (or
+ * the task's history does: it was deleted), or until \p deadline_us
+ * (monotonic). @returns true if it did.
+ */
+bool tb_api_wait_projected(tb_api_t *api, const char *task_id, int64_t version,
+                           int64_t deadline_us);
+
+/** The authenticated caller of \p req (set by the auth hook). */
+const tb_principal_t *tb_api_principal(const tb_http_req_t *req);
+
+/**
+ * Answer a failed command: 503/504, or the HTTP status of a REJECTED reply
+ * (FORBIDDEN on an existing task is 404, so that other groups' tasks are
+ * indistinguishable from missing ones). \p task_id names the task in 404s.
+ */
+void tb_api_command_error(tb_http_resp_t *resp, const char *type, const char *task_id,
+                          const tb_api_cmd_result_t *res);
+
+/* ---- task routes (api_tasks.c) ------------------------------------------- */
+
+void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_tasks_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_tasks_delete(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_tasks_pause(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_tasks_resume(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+
+/* ---- run routes (api_runs.c) --------------------------------------------- */
+
+void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_runs_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+
+#endif
