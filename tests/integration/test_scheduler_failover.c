@@ -140,7 +140,7 @@ static void dump_log(void) {
         free(log);
 }
 
-/* The checker (tests/support_checker.c, shared with tools/chaos): every
+/* The checker (tests/support/support_checker.c, shared with tools/chaos): every
  * nominal second of every task from its first fire to \p until is exactly
  * one run (attempt 1) or one recorded skip, and no run id is emitted twice. */
 static void check_exactly_once(char ids[TASKS][37], int64_t until) {

@@ -15,7 +15,7 @@
  * not decode is printed as {"_undecodable": "<reason>", ...}. Exit status 1
  * if the end was not reached within --timeout seconds (120).
  *
- * The second form is the fire accounting of tests/support_checker.c (the
+ * The second form is the fire accounting of tests/support/support_checker.c (the
  * one the scheduler failover test uses) over dumped files, for tools/chaos:
  * it prints the report as one JSON object; exit status 0 when nothing was
  * duplicated or lost.
@@ -26,7 +26,7 @@
 
 /* The checker is shared with the integration tests; the benchmark programs
  * are built from one source file each, so it is compiled in here. */
-#include "../../tests/support_checker.c"
+#include "../../tests/support/support_checker.c"
 
 #include <getopt.h>
 #include <inttypes.h>

@@ -1,5 +1,5 @@
 /**
- * @file test_shell_plugin.c
+ * @file test_shell.c
  * @brief The shell plugin, loaded through the real host loader: outcomes,
  *        output streaming, expiry and cancel killing the whole process
  *        group, the clean environment, user switching, infra errors, and

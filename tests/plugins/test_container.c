@@ -1,5 +1,5 @@
 /**
- * @file test_container_plugin.c
+ * @file test_container.c
  * @brief The container plugin against a real `podman system service`
  *        (started by tools/podman-setup on its own socket, with the offline
  *        image localhost/taskbus-test:latest): outcomes, separated streams,

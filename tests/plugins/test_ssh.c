@@ -1,5 +1,5 @@
 /**
- * @file test_ssh_plugin.c
+ * @file test_ssh.c
  * @brief The SSH plugin against a real sshd started by the test on a free
  *        loopback port, with generated host and user keys: output and exit
  *        codes, expiry killing the remote process group, cancel, strict host
