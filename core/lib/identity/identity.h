@@ -14,6 +14,7 @@
 
 #include "tb.h"
 #include "store/store.h"
+#include "identity/ratelimit.h"
 
 /** Longest user, group or security-group name (bytes). */
 #define TB_IDENTITY_NAME_MAX 128
@@ -107,35 +108,5 @@ tb_err_t tb_identity_group_add_member(PGconn *conn, const char *actor, const cha
  *  TB_ERR_NOT_FOUND if not a member. Audit action "group.remove-member". */
 tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const char *group,
                                          const char *user_id, char *errstr, size_t errstr_size);
-
-/* ---- rate limiting ------------------------------------------------------- */
-
-typedef struct tb_ratelimit tb_ratelimit_t;
-
-/**
- * A token bucket per key: \p rate tokens/s, \p burst capacity. Buckets
- * that have refilled completely are forgotten (a full bucket is the same as
- * a new one), so memory follows the number of recently active keys.
- * @returns the limiter (caller frees with tb_ratelimit_free()), or NULL if
- *          \p rate is not > 0 and finite, \p burst < 1, or out of memory.
- */
-tb_ratelimit_t *tb_ratelimit_new(double rate, int64_t burst);
-/** Free the limiter and its buckets; NULL allowed. */
-void tb_ratelimit_free(tb_ratelimit_t *rl);
-/** @returns how many buckets are held right now (for metrics and tests).
- *  @locality any thread. */
-size_t tb_ratelimit_size(tb_ratelimit_t *rl);
-/** Forget every bucket that is full again at monotonic time \p now_us
- *  (tb_ratelimit_take() also does this now and then on its own shard; call
- *  this from a periodic timer to bound memory after a burst of keys).
- *  @returns how many were dropped. @locality any thread. */
-size_t tb_ratelimit_sweep(tb_ratelimit_t *rl, int64_t now_us);
-/**
- * Take one token for \p key at monotonic time \p now_us. @returns true if
- * allowed; otherwise false and *\p retry_after_ms (may be NULL) says when a
- * token will be available. @locality any thread.
- */
-bool tb_ratelimit_take(tb_ratelimit_t *rl, const char *key, int64_t now_us,
-                       int64_t *retry_after_ms);
 
 #endif
