@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void tb_id_token_id(const unsigned char hash[TB_HASH_LEN], char out[32]) {
+static void tb_identity_token_id(const unsigned char hash[TB_HASH_LEN], char out[32]) {
         char hex[2 * TB_HASH_LEN + 1];
-        tb_id_hex(hash, TB_HASH_LEN, hex);
+        tb_identity_hex(hash, TB_HASH_LEN, hex);
         snprintf(out, 32, TB_TOKEN_ID_PREFIX "%.*s", TB_TOKEN_ID_HEX, hex);
 }
 
@@ -36,7 +36,7 @@ tb_err_t tb_identity_name_check(const char *field, const char *name, char *errst
         if (tb_identity_name_valid(name))
                 return TB_OK;
         char q[96];
-        tb_id_quote(name, q, sizeof(q));
+        tb_identity_quote(name, q, sizeof(q));
         size_t len = name ? strlen(name) : 0;
         if (len == 0)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
@@ -55,9 +55,9 @@ tb_err_t tb_identity_name_check(const char *field, const char *name, char *errst
 /* ---- admin operations ---------------------------------------------------- */
 
 /* Write the admin_audit row; \p details is consumed. */
-static tb_err_t tb_id_audit(PGconn *conn, const char *actor, const char *action,
-                            const char *target, json_t *details, char *errstr,
-                            size_t errstr_size) {
+static tb_err_t tb_identity_audit(PGconn *conn, const char *actor, const char *action,
+                                  const char *target, json_t *details, char *errstr,
+                                  size_t errstr_size) {
         char *text = details ? json_dumps(details, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
         json_decref(details);
         if (!text)
@@ -72,7 +72,7 @@ static tb_err_t tb_id_audit(PGconn *conn, const char *actor, const char *action,
         return err;
 }
 
-static tb_err_t tb_id_check_actor(const char *actor, char *errstr, size_t errstr_size) {
+static tb_err_t tb_identity_check_actor(const char *actor, char *errstr, size_t errstr_size) {
         if (!actor || !*actor || strlen(actor) > 512)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "actor: must name who performs the action (1 to 512 bytes)");
@@ -80,19 +80,20 @@ static tb_err_t tb_id_check_actor(const char *actor, char *errstr, size_t errstr
 }
 
 /* Start an admin transaction after the common checks. */
-static tb_err_t tb_id_begin(PGconn *conn, const char *actor, char *errstr, size_t errstr_size) {
+static tb_err_t tb_identity_begin(PGconn *conn, const char *actor, char *errstr,
+                                  size_t errstr_size) {
         tb_err_t err;
         if (!conn)
                 return tb_seterr(errstr, errstr_size, TB_ERR_PG, "no PostgreSQL connection");
-        if ((err = tb_id_check_actor(actor, errstr, errstr_size)))
+        if ((err = tb_identity_check_actor(actor, errstr, errstr_size)))
                 return err;
         return tb_store_begin(conn, errstr, errstr_size);
 }
 
 /* Run a statement and report whether it returned at least one row. */
-static tb_err_t tb_id_exec_any(PGconn *conn, const char *what, const char *sql, int nparams,
-                               const char *const *params, bool *found, char *errstr,
-                               size_t errstr_size) {
+static tb_err_t tb_identity_exec_any(PGconn *conn, const char *what, const char *sql, int nparams,
+                                     const char *const *params, bool *found, char *errstr,
+                                     size_t errstr_size) {
         PGresult *res = NULL;
         tb_err_t err = tb_store_exec(conn, what, sql, nparams, params, &res, errstr, errstr_size);
         if (!err)
@@ -101,7 +102,7 @@ static tb_err_t tb_id_exec_any(PGconn *conn, const char *what, const char *sql, 
         return err;
 }
 
-static tb_err_t tb_id_no_user(const char *user_id, char *errstr, size_t errstr_size) {
+static tb_err_t tb_identity_no_user(const char *user_id, char *errstr, size_t errstr_size) {
         return tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
                          "no user '%s'; create it with: taskbus admin user create %s "
                          "--groups GROUP",
@@ -110,8 +111,8 @@ static tb_err_t tb_id_no_user(const char *user_id, char *errstr, size_t errstr_s
 
 /* Generate a token for \p user_id and insert its hash (inside the caller's
  * transaction). */
-static tb_err_t tb_id_token_insert(PGconn *conn, const char *user_id, char token_out[72],
-                                   char token_id_out[32], char *errstr, size_t errstr_size) {
+static tb_err_t tb_identity_token_insert(PGconn *conn, const char *user_id, char token_out[72],
+                                         char token_id_out[32], char *errstr, size_t errstr_size) {
         /* The 48-bit public id may collide (the 256-bit hash will not): on
          * a collision ON CONFLICT inserts nothing and we draw again. */
         for (int attempt = 0; attempt < 5; attempt++) {
@@ -121,22 +122,23 @@ static tb_err_t tb_id_token_insert(PGconn *conn, const char *user_id, char token
                         return tb_seterr(errstr, errstr_size, TB_ERR_IO,
                                          "token: getrandom failed");
                 memcpy(token, TB_TOKEN_PREFIX, TB_TOKEN_PREFIX_LEN);
-                tb_id_hex(raw, sizeof(raw), token + TB_TOKEN_PREFIX_LEN);
+                tb_identity_hex(raw, sizeof(raw), token + TB_TOKEN_PREFIX_LEN);
                 explicit_bzero(raw, sizeof(raw));
-                if (tb_id_sha256(token, TB_TOKEN_LEN, hash) != TB_OK) {
+                if (tb_identity_sha256(token, TB_TOKEN_LEN, hash) != TB_OK) {
                         explicit_bzero(token, sizeof(token));
                         return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
                                          "token: SHA-256 failed");
                 }
-                tb_id_token_id(hash, id);
-                tb_id_bytea_param(hash, hparam);
+                tb_identity_token_id(hash, id);
+                tb_identity_bytea_param(hash, hparam);
                 const char *params[] = {id, user_id, hparam};
                 bool inserted = false;
-                tb_err_t err = tb_id_exec_any(conn, "insert token",
-                                              "INSERT INTO api_tokens (id, user_id, token_hash) "
-                                              "VALUES ($1, $2, $3::bytea) ON CONFLICT DO NOTHING "
-                                              "RETURNING id",
-                                              3, params, &inserted, errstr, errstr_size);
+                tb_err_t err = tb_identity_exec_any(
+                        conn, "insert token",
+                        "INSERT INTO api_tokens (id, user_id, token_hash) "
+                        "VALUES ($1, $2, $3::bytea) ON CONFLICT DO NOTHING "
+                        "RETURNING id",
+                        3, params, &inserted, errstr, errstr_size);
                 if (err) {
                         explicit_bzero(token, sizeof(token));
                         return err;
@@ -168,14 +170,14 @@ tb_err_t tb_identity_user_create(PGconn *conn, const char *actor, const char *us
         for (size_t i = 0; i < group_cnt; i++)
                 if ((err = tb_identity_name_check("group name", groups[i], errstr, errstr_size)))
                         return err;
-        if ((err = tb_id_begin(conn, actor, errstr, errstr_size)))
+        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
                 return err;
 
         const char *up[] = {user_id};
-        if ((err = tb_id_exec_any(conn, "insert user",
-                                  "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING "
-                                  "RETURNING id",
-                                  1, up, &found, errstr, errstr_size)))
+        if ((err = tb_identity_exec_any(conn, "insert user",
+                                        "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING "
+                                        "RETURNING id",
+                                        1, up, &found, errstr, errstr_size)))
                 goto fail;
         if (!found) {
                 err = tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
@@ -195,10 +197,10 @@ tb_err_t tb_identity_user_create(PGconn *conn, const char *actor, const char *us
                 if (dup)
                         continue;
                 const char *gp[] = {groups[i], user_id};
-                if ((err = tb_id_exec_any(conn, "create group",
-                                          "INSERT INTO security_groups (name) VALUES ($1) "
-                                          "ON CONFLICT DO NOTHING RETURNING name",
-                                          1, gp, &found, errstr, errstr_size)))
+                if ((err = tb_identity_exec_any(conn, "create group",
+                                                "INSERT INTO security_groups (name) VALUES ($1) "
+                                                "ON CONFLICT DO NOTHING RETURNING name",
+                                                1, gp, &found, errstr, errstr_size)))
                         goto fail;
                 if (found && json_array_append_new(jcreated, json_string(groups[i])))
                         goto nomem;
@@ -210,14 +212,14 @@ tb_err_t tb_identity_user_create(PGconn *conn, const char *actor, const char *us
                 if (json_array_append_new(jgroups, json_string(groups[i])))
                         goto nomem;
         }
-        if ((err = tb_id_token_insert(conn, user_id, token_out, token_id_out, errstr,
-                                      errstr_size)))
+        if ((err = tb_identity_token_insert(conn, user_id, token_out, token_id_out, errstr,
+                                            errstr_size)))
                 goto fail;
         json_t *details = json_pack("{s:o, s:o, s:s}", "groups", jgroups, "created_groups",
                                     jcreated, "token_id", token_id_out);
         jgroups = jcreated = NULL; /* "o" steals them, even on failure */
-        if ((err = tb_id_audit(conn, actor, "user.create", user_id, details, errstr,
-                               errstr_size)))
+        if ((err = tb_identity_audit(conn, actor, "user.create", user_id, details, errstr,
+                                     errstr_size)))
                 goto fail;
         if ((err = tb_store_commit(conn, errstr, errstr_size)))
                 goto fail;
@@ -238,7 +240,7 @@ tb_err_t tb_identity_user_disable(PGconn *conn, const char *actor, const char *u
         PGresult *res = NULL;
         if ((err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
                 return err;
-        if ((err = tb_id_begin(conn, actor, errstr, errstr_size)))
+        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
                 return err;
         const char *p[] = {user_id, disabled ? "true" : "false"};
         if ((err = tb_store_exec(conn, "read user",
@@ -246,7 +248,7 @@ tb_err_t tb_identity_user_disable(PGconn *conn, const char *actor, const char *u
                                  &res, errstr, errstr_size)))
                 goto fail;
         if (PQntuples(res) == 0) {
-                err = tb_id_no_user(user_id, errstr, errstr_size);
+                err = tb_identity_no_user(user_id, errstr, errstr_size);
                 goto fail;
         }
         bool was = !strcmp(PQgetvalue(res, 0, 0), "t");
@@ -257,9 +259,9 @@ tb_err_t tb_identity_user_disable(PGconn *conn, const char *actor, const char *u
                                  "UPDATE users SET disabled = $2::boolean WHERE id = $1", 2, p,
                                  NULL, errstr, errstr_size)))
                 goto fail;
-        if ((err = tb_id_audit(conn, actor, disabled ? "user.disable" : "user.enable", user_id,
-                               json_pack("{s:b}", "changed", was != disabled), errstr,
-                               errstr_size)))
+        if ((err = tb_identity_audit(conn, actor, disabled ? "user.disable" : "user.enable",
+                                     user_id, json_pack("{s:b}", "changed", was != disabled),
+                                     errstr, errstr_size)))
                 goto fail;
         if ((err = tb_store_commit(conn, errstr, errstr_size)))
                 goto fail;
@@ -277,23 +279,23 @@ tb_err_t tb_identity_token_create(PGconn *conn, const char *actor, const char *u
         bool found = false;
         if ((err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
                 return err;
-        if ((err = tb_id_begin(conn, actor, errstr, errstr_size)))
+        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
                 return err;
         const char *p[] = {user_id};
         /* FOR SHARE: a concurrent delete of the user cannot slip in between */
-        if ((err = tb_id_exec_any(conn, "read user",
-                                  "SELECT 1 FROM users WHERE id = $1 FOR SHARE", 1, p, &found,
-                                  errstr, errstr_size)))
+        if ((err = tb_identity_exec_any(conn, "read user",
+                                        "SELECT 1 FROM users WHERE id = $1 FOR SHARE", 1, p, &found,
+                                        errstr, errstr_size)))
                 goto fail;
         if (!found) {
-                err = tb_id_no_user(user_id, errstr, errstr_size);
+                err = tb_identity_no_user(user_id, errstr, errstr_size);
                 goto fail;
         }
-        if ((err = tb_id_token_insert(conn, user_id, token_out, token_id_out, errstr,
-                                      errstr_size)))
+        if ((err = tb_identity_token_insert(conn, user_id, token_out, token_id_out, errstr,
+                                            errstr_size)))
                 goto fail;
-        if ((err = tb_id_audit(conn, actor, "token.create", token_id_out,
-                               json_pack("{s:s}", "user", user_id), errstr, errstr_size)))
+        if ((err = tb_identity_audit(conn, actor, "token.create", token_id_out,
+                                     json_pack("{s:s}", "user", user_id), errstr, errstr_size)))
                 goto fail;
         if ((err = tb_store_commit(conn, errstr, errstr_size)))
                 goto fail;
@@ -315,16 +317,16 @@ tb_err_t tb_identity_token_revoke(PGconn *conn, const char *actor, const char *t
                                  "token id: that is a secret token, not a token id; pass its "
                                  "id (tok_...) as shown by: taskbus admin token list USER");
         if (len != 4 + TB_TOKEN_ID_HEX || strncmp(token_id, TB_TOKEN_ID_PREFIX, 4) != 0 ||
-            !tb_id_is_lower_hex(token_id + 4, TB_TOKEN_ID_HEX)) {
+            !tb_identity_is_lower_hex(token_id + 4, TB_TOKEN_ID_HEX)) {
                 char q[64];
-                tb_id_quote(token_id, q, sizeof(q));
+                tb_identity_quote(token_id, q, sizeof(q));
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "token id '%s' is invalid: expected '" TB_TOKEN_ID_PREFIX
                                  "' followed by %d lowercase hex digits, as shown by: "
                                  "taskbus admin token list",
                                  q, TB_TOKEN_ID_HEX);
         }
-        if ((err = tb_id_begin(conn, actor, errstr, errstr_size)))
+        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
                 return err;
         const char *p[] = {token_id};
         if ((err = tb_store_exec(conn, "read token",
@@ -355,8 +357,8 @@ tb_err_t tb_identity_token_revoke(PGconn *conn, const char *actor, const char *t
                 json_decref(details);
                 goto fail;
         }
-        if ((err = tb_id_audit(conn, actor, "token.revoke", token_id, details, errstr,
-                               errstr_size)))
+        if ((err = tb_identity_audit(conn, actor, "token.revoke", token_id, details, errstr,
+                                     errstr_size)))
                 goto fail;
         if ((err = tb_store_commit(conn, errstr, errstr_size)))
                 goto fail;
@@ -374,35 +376,36 @@ tb_err_t tb_identity_group_add_member(PGconn *conn, const char *actor, const cha
         if ((err = tb_identity_name_check("group name", group, errstr, errstr_size)) ||
             (err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
                 return err;
-        if ((err = tb_id_begin(conn, actor, errstr, errstr_size)))
+        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
                 return err;
         const char *p[] = {group, user_id};
-        if ((err = tb_id_exec_any(conn, "read user", "SELECT 1 FROM users WHERE id = $1 FOR SHARE",
-                                  1, p + 1, &found, errstr, errstr_size)))
+        if ((err = tb_identity_exec_any(conn, "read user",
+                                        "SELECT 1 FROM users WHERE id = $1 FOR SHARE", 1, p + 1,
+                                        &found, errstr, errstr_size)))
                 goto fail;
         if (!found) {
-                err = tb_id_no_user(user_id, errstr, errstr_size);
+                err = tb_identity_no_user(user_id, errstr, errstr_size);
                 goto fail;
         }
-        if ((err = tb_id_exec_any(conn, "create group",
-                                  "INSERT INTO security_groups (name) VALUES ($1) "
-                                  "ON CONFLICT DO NOTHING RETURNING name",
-                                  1, p, &created, errstr, errstr_size)))
+        if ((err = tb_identity_exec_any(conn, "create group",
+                                        "INSERT INTO security_groups (name) VALUES ($1) "
+                                        "ON CONFLICT DO NOTHING RETURNING name",
+                                        1, p, &created, errstr, errstr_size)))
                 goto fail;
-        if ((err = tb_id_exec_any(conn, "add group member",
-                                  "INSERT INTO group_members (group_name, user_id) "
-                                  "VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING user_id",
-                                  2, p, &found, errstr, errstr_size)))
+        if ((err = tb_identity_exec_any(conn, "add group member",
+                                        "INSERT INTO group_members (group_name, user_id) "
+                                        "VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING user_id",
+                                        2, p, &found, errstr, errstr_size)))
                 goto fail;
         if (!found) {
                 err = tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
                                 "user '%s' is already a member of group '%s'", user_id, group);
                 goto fail;
         }
-        if ((err = tb_id_audit(conn, actor, "group.add-member", group,
-                               json_pack("{s:s, s:b}", "user", user_id, "created_group",
-                                         created),
-                               errstr, errstr_size)))
+        if ((err = tb_identity_audit(conn, actor, "group.add-member", group,
+                                     json_pack("{s:s, s:b}", "user", user_id, "created_group",
+                                               created),
+                                     errstr, errstr_size)))
                 goto fail;
         if ((err = tb_store_commit(conn, errstr, errstr_size)))
                 goto fail;
@@ -419,21 +422,22 @@ tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const 
         if ((err = tb_identity_name_check("group name", group, errstr, errstr_size)) ||
             (err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
                 return err;
-        if ((err = tb_id_begin(conn, actor, errstr, errstr_size)))
+        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
                 return err;
         const char *p[] = {group, user_id};
-        if ((err = tb_id_exec_any(conn, "remove group member",
-                                  "DELETE FROM group_members WHERE group_name = $1 "
-                                  "AND user_id = $2 RETURNING user_id",
-                                  2, p, &found, errstr, errstr_size)))
+        if ((err = tb_identity_exec_any(conn, "remove group member",
+                                        "DELETE FROM group_members WHERE group_name = $1 "
+                                        "AND user_id = $2 RETURNING user_id",
+                                        2, p, &found, errstr, errstr_size)))
                 goto fail;
         if (!found) {
                 bool user = false, grp = false;
-                if ((err = tb_id_exec_any(conn, "read user", "SELECT 1 FROM users WHERE id = $1",
-                                          1, p + 1, &user, errstr, errstr_size)) ||
-                    (err = tb_id_exec_any(conn, "read group",
-                                          "SELECT 1 FROM security_groups WHERE name = $1", 1, p,
-                                          &grp, errstr, errstr_size)))
+                if ((err = tb_identity_exec_any(conn, "read user",
+                                                "SELECT 1 FROM users WHERE id = $1", 1, p + 1,
+                                                &user, errstr, errstr_size)) ||
+                    (err = tb_identity_exec_any(conn, "read group",
+                                                "SELECT 1 FROM security_groups WHERE name = $1",
+                                                1, p, &grp, errstr, errstr_size)))
                         goto fail;
                 if (!user)
                         err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND, "no user '%s'",
@@ -447,8 +451,8 @@ tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const 
                                         "user '%s' is not a member of group '%s'", user_id, group);
                 goto fail;
         }
-        if ((err = tb_id_audit(conn, actor, "group.remove-member", group,
-                               json_pack("{s:s}", "user", user_id), errstr, errstr_size)))
+        if ((err = tb_identity_audit(conn, actor, "group.remove-member", group,
+                                     json_pack("{s:s}", "user", user_id), errstr, errstr_size)))
                 goto fail;
         if ((err = tb_store_commit(conn, errstr, errstr_size)))
                 goto fail;

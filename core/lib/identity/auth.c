@@ -16,7 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define TB_ID_SUBSYS "identity"
+#define TB_IDENTITY_SUBSYS "identity"
 
 /** Longest Authorization value we even look at: a token is 68 bytes. */
 #define TB_AUTH_MAX 512
@@ -25,24 +25,24 @@
 
 /* ---- small helpers -------------------------------------------------------- */
 
-static const char tb_hexdig[] = "0123456789abcdef";
+static const char tb_identity_hexdig[] = "0123456789abcdef";
 
-void tb_id_hex(const unsigned char *in, size_t len, char *out) {
+void tb_identity_hex(const unsigned char *in, size_t len, char *out) {
         for (size_t i = 0; i < len; i++) {
-                out[2 * i] = tb_hexdig[in[i] >> 4];
-                out[2 * i + 1] = tb_hexdig[in[i] & 15];
+                out[2 * i] = tb_identity_hexdig[in[i] >> 4];
+                out[2 * i + 1] = tb_identity_hexdig[in[i] & 15];
         }
         out[2 * len] = '\0';
 }
 
-bool tb_id_is_lower_hex(const char *s, size_t len) {
+bool tb_identity_is_lower_hex(const char *s, size_t len) {
         for (size_t i = 0; i < len; i++)
                 if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
                         return false;
         return true;
 }
 
-tb_err_t tb_id_sha256(const char *text, size_t len, unsigned char out[TB_HASH_LEN]) {
+tb_err_t tb_identity_sha256(const char *text, size_t len, unsigned char out[TB_HASH_LEN]) {
         unsigned int n = 0;
         if (!EVP_Digest(text, len, out, &n, EVP_sha256(), NULL) || n != TB_HASH_LEN)
                 return TB_ERR_INTERNAL;
@@ -50,21 +50,21 @@ tb_err_t tb_id_sha256(const char *text, size_t len, unsigned char out[TB_HASH_LE
 }
 
 /* The bytea text form PostgreSQL accepts as a parameter: "\x" + hex. */
-void tb_id_bytea_param(const unsigned char hash[TB_HASH_LEN],
-                       char out[2 * TB_HASH_LEN + 3]) {
+void tb_identity_bytea_param(const unsigned char hash[TB_HASH_LEN],
+                             char out[2 * TB_HASH_LEN + 3]) {
         out[0] = '\\';
         out[1] = 'x';
-        tb_id_hex(hash, TB_HASH_LEN, out + 2);
+        tb_identity_hex(hash, TB_HASH_LEN, out + 2);
 }
 
 
-static int tb_id_strcmp_p(const void *a, const void *b) {
+static int tb_identity_strcmp_p(const void *a, const void *b) {
         return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
 /* Quote a user-supplied name for a message: printable ASCII only, bounded,
  * so a hostile argument cannot garble a terminal or a log line. */
-void tb_id_quote(const char *in, char *out, size_t out_size) {
+void tb_identity_quote(const char *in, char *out, size_t out_size) {
         size_t o = 0;
         if (!out_size)
                 return;
@@ -126,14 +126,14 @@ bool tb_principal_in_group(const tb_principal_t *p, const char *group) {
                 return false;
         /* groups are sorted (strcmp order): binary search */
         const char *key = group;
-        return bsearch(&key, p->groups, p->group_cnt, sizeof(char *), tb_id_strcmp_p) != NULL;
+        return bsearch(&key, p->groups, p->group_cnt, sizeof(char *), tb_identity_strcmp_p) != NULL;
 }
 
 /* ---- authentication ------------------------------------------------------ */
 
 /* Extract the token from "Bearer <token>" or a bare token into \p token. */
-static tb_err_t tb_id_parse_authorization(const char *auth, char token[TB_TOKEN_LEN + 1],
-                                          char *errstr, size_t errstr_size) {
+static tb_err_t tb_identity_parse_authorization(const char *auth, char token[TB_TOKEN_LEN + 1],
+                                                char *errstr, size_t errstr_size) {
         static const char how[] = "send the header 'Authorization: Bearer <token>'";
         if (!auth)
                 return tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
@@ -182,7 +182,7 @@ static tb_err_t tb_id_parse_authorization(const char *auth, char token[TB_TOKEN_
         }
         size_t len = (size_t)(end - p);
         if (len != TB_TOKEN_LEN || strncmp(p, TB_TOKEN_PREFIX, TB_TOKEN_PREFIX_LEN) != 0 ||
-            !tb_id_is_lower_hex(p + TB_TOKEN_PREFIX_LEN, TB_TOKEN_LEN - TB_TOKEN_PREFIX_LEN))
+            !tb_identity_is_lower_hex(p + TB_TOKEN_PREFIX_LEN, TB_TOKEN_LEN - TB_TOKEN_PREFIX_LEN))
                 return tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
                                  "malformed token: a taskbus token is '" TB_TOKEN_PREFIX
                                  "' followed by 64 lowercase hex digits; %s",
@@ -193,10 +193,10 @@ static tb_err_t tb_id_parse_authorization(const char *auth, char token[TB_TOKEN_
 }
 
 /* Look the hash up in PostgreSQL and build the principal. */
-static tb_err_t tb_id_lookup(tb_store_t *store, const unsigned char hash[TB_HASH_LEN],
-                             tb_principal_t **out, char *errstr, size_t errstr_size) {
+static tb_err_t tb_identity_lookup(tb_store_t *store, const unsigned char hash[TB_HASH_LEN],
+                                   tb_principal_t **out, char *errstr, size_t errstr_size) {
         char hparam[2 * TB_HASH_LEN + 3];
-        tb_id_bytea_param(hash, hparam);
+        tb_identity_bytea_param(hash, hparam);
         const char *params[] = {hparam};
         PGresult *res = NULL;
         tb_principal_t *p = NULL;
@@ -233,14 +233,14 @@ static tb_err_t tb_id_lookup(tb_store_t *store, const unsigned char hash[TB_HASH
         const char *user_id = PQgetvalue(res, 0, 1);
         if (!strcmp(PQgetvalue(res, 0, 2), "t")) {
                 char q[48];
-                tb_id_quote(token_id, q, sizeof(q));
+                tb_identity_quote(token_id, q, sizeof(q));
                 err = tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
                                 "token %s has been revoked; ask an administrator for a new one", q);
                 goto done;
         }
         if (!strcmp(PQgetvalue(res, 0, 3), "t")) {
                 char q[160];
-                tb_id_quote(user_id, q, sizeof(q));
+                tb_identity_quote(user_id, q, sizeof(q));
                 err = tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
                                 "user '%s' is disabled; an administrator can enable it with: "
                                 "taskbus admin user enable %s",
@@ -268,7 +268,7 @@ static tb_err_t tb_id_lookup(tb_store_t *store, const unsigned char hash[TB_HASH
                 }
                 /* ORDER BY ... COLLATE "C" is strcmp order already; sorting
                  * again keeps tb_principal_in_group() correct whatever the SQL. */
-                qsort(p->groups, p->group_cnt, sizeof(char *), tb_id_strcmp_p);
+                qsort(p->groups, p->group_cnt, sizeof(char *), tb_identity_strcmp_p);
         }
 
         if (!strcmp(PQgetvalue(res, 0, 4), "t")) {
@@ -281,7 +281,7 @@ static tb_err_t tb_id_lookup(tb_store_t *store, const unsigned char hash[TB_HASH
                                   "AND (last_used_at IS NULL OR "
                                   "     last_used_at < now() - interval '1 minute')",
                                   1, uparams, NULL, uerr, sizeof(uerr)) != TB_OK)
-                        tb_warn(TB_ID_SUBSYS, "%s", uerr); /* bookkeeping only */
+                        tb_warn(TB_IDENTITY_SUBSYS, "%s", uerr); /* bookkeeping only */
         }
         *out = p;
         p = NULL;
@@ -311,21 +311,21 @@ tb_err_t tb_identity_authenticate(tb_store_t *store, const char *authorization,
         if (!store)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
                                  "authenticate: no store");
-        if ((err = tb_id_parse_authorization(authorization, token, errstr, errstr_size)))
+        if ((err = tb_identity_parse_authorization(authorization, token, errstr, errstr_size)))
                 return err;
-        err = tb_id_sha256(token, TB_TOKEN_LEN, hash);
+        err = tb_identity_sha256(token, TB_TOKEN_LEN, hash);
         explicit_bzero(token, sizeof(token));
         if (err)
                 return tb_seterr(errstr, errstr_size, err, "authenticate: SHA-256 failed");
 
-        if (cache_ms > 0 && (p = tb_id_cache_get(store, hash))) {
+        if (cache_ms > 0 && (p = tb_identity_cache_get(store, hash))) {
                 *out = p;
                 return TB_OK;
         }
-        if ((err = tb_id_lookup(store, hash, &p, errstr, errstr_size)))
+        if ((err = tb_identity_lookup(store, hash, &p, errstr, errstr_size)))
                 return err;
         if (cache_ms > 0)
-                tb_id_cache_put(store, hash, p, cache_ms);
+                tb_identity_cache_put(store, hash, p, cache_ms);
         *out = p;
         return TB_OK;
 }

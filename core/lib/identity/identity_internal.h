@@ -19,16 +19,16 @@
 
 /* ---- auth.c -------------------------------------------------------------- */
 
-void tb_id_hex(const unsigned char *in, size_t len, char *out);
-bool tb_id_is_lower_hex(const char *s, size_t len);
-tb_err_t tb_id_sha256(const char *text, size_t len, unsigned char out[TB_HASH_LEN]);
-void tb_id_bytea_param(const unsigned char hash[TB_HASH_LEN], char out[2 * TB_HASH_LEN + 3]);
-void tb_id_quote(const char *in, char *out, size_t out_size);
+void tb_identity_hex(const unsigned char *in, size_t len, char *out);
+bool tb_identity_is_lower_hex(const char *s, size_t len);
+tb_err_t tb_identity_sha256(const char *text, size_t len, unsigned char out[TB_HASH_LEN]);
+void tb_identity_bytea_param(const unsigned char hash[TB_HASH_LEN], char out[2 * TB_HASH_LEN + 3]);
+void tb_identity_quote(const char *in, char *out, size_t out_size);
 
 /* ---- cache.c ------------------------------------------------------------- */
 
-tb_principal_t *tb_id_cache_get(const void *store, const unsigned char hash[TB_HASH_LEN]);
-void tb_id_cache_put(const void *store, const unsigned char hash[TB_HASH_LEN],
-                     const tb_principal_t *p, int64_t cache_ms);
+tb_principal_t *tb_identity_cache_get(const void *store, const unsigned char hash[TB_HASH_LEN]);
+void tb_identity_cache_put(const void *store, const unsigned char hash[TB_HASH_LEN],
+                           const tb_principal_t *p, int64_t cache_ms);
 
 #endif

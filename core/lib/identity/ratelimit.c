@@ -14,33 +14,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TB_RL_SHARDS 16
-#define TB_RL_SWEEP_NS 1000000000LL /* sweep a shard at most once a second... */
-#define TB_RL_SWEEP_MIN 64          /* ...or when it doubled past this size */
+#define TB_RATELIMIT_SHARDS 16
+#define TB_RATELIMIT_SWEEP_NS 1000000000LL /* sweep a shard at most once a second... */
+#define TB_RATELIMIT_SWEEP_MIN 64          /* ...or when it doubled past this size */
 
-typedef struct tb_rl_bucket {
-        struct tb_rl_bucket *next;
+typedef struct tb_ratelimit_bucket {
+        struct tb_ratelimit_bucket *next;
         uint64_t hash;
         int64_t tat_ns; /* theoretical arrival time: full once <= now */
         char key[];
-} tb_rl_bucket_t;
+} tb_ratelimit_bucket_t;
 
-typedef struct tb_rl_shard {
+typedef struct tb_ratelimit_shard {
         pthread_mutex_t lock;
-        tb_rl_bucket_t **slots;
+        tb_ratelimit_bucket_t **slots;
         size_t nslots;   /* power of two */
         size_t count;
         size_t sweep_at; /* sweep when count reaches this */
         int64_t last_sweep_ns;
-} tb_rl_shard_t;
+} tb_ratelimit_shard_t;
 
 struct tb_ratelimit {
         int64_t interval_ns; /* 1 / rate */
         int64_t tau_ns;      /* (burst - 1) * interval: how far ahead TAT may run */
-        tb_rl_shard_t shards[TB_RL_SHARDS];
+        tb_ratelimit_shard_t shards[TB_RATELIMIT_SHARDS];
 };
 
-static uint64_t tb_rl_hash(const char *key) {
+static uint64_t tb_ratelimit_hash(const char *key) {
         uint64_t h = 14695981039346656037ULL; /* FNV-1a */
         for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
                 h ^= *p;
@@ -60,11 +60,11 @@ tb_ratelimit_t *tb_ratelimit_new(double rate, int64_t burst) {
         rl->tau_ns = burst - 1 > (INT64_MAX / 2) / rl->interval_ns
                              ? INT64_MAX / 2
                              : (burst - 1) * rl->interval_ns;
-        for (int i = 0; i < TB_RL_SHARDS; i++) {
-                tb_rl_shard_t *s = &rl->shards[i];
+        for (int i = 0; i < TB_RATELIMIT_SHARDS; i++) {
+                tb_ratelimit_shard_t *s = &rl->shards[i];
                 pthread_mutex_init(&s->lock, NULL);
                 s->nslots = 16;
-                s->sweep_at = TB_RL_SWEEP_MIN;
+                s->sweep_at = TB_RATELIMIT_SWEEP_MIN;
                 if (!(s->slots = calloc(s->nslots, sizeof(*s->slots)))) {
                         for (int j = 0; j <= i; j++) {
                                 free(rl->shards[j].slots);
@@ -80,12 +80,12 @@ tb_ratelimit_t *tb_ratelimit_new(double rate, int64_t burst) {
 void tb_ratelimit_free(tb_ratelimit_t *rl) {
         if (!rl)
                 return;
-        for (int i = 0; i < TB_RL_SHARDS; i++) {
-                tb_rl_shard_t *s = &rl->shards[i];
+        for (int i = 0; i < TB_RATELIMIT_SHARDS; i++) {
+                tb_ratelimit_shard_t *s = &rl->shards[i];
                 for (size_t b = 0; b < s->nslots; b++) {
-                        tb_rl_bucket_t *e = s->slots[b];
+                        tb_ratelimit_bucket_t *e = s->slots[b];
                         while (e) {
-                                tb_rl_bucket_t *n = e->next;
+                                tb_ratelimit_bucket_t *n = e->next;
                                 free(e);
                                 e = n;
                         }
@@ -97,12 +97,12 @@ void tb_ratelimit_free(tb_ratelimit_t *rl) {
 }
 
 /* Drop full buckets. @locks s->lock held. */
-static size_t tb_rl_shard_sweep(tb_rl_shard_t *s, int64_t now_ns) {
+static size_t tb_ratelimit_shard_sweep(tb_ratelimit_shard_t *s, int64_t now_ns) {
         size_t dropped = 0;
         for (size_t b = 0; b < s->nslots; b++) {
-                tb_rl_bucket_t **pp = &s->slots[b];
+                tb_ratelimit_bucket_t **pp = &s->slots[b];
                 while (*pp) {
-                        tb_rl_bucket_t *e = *pp;
+                        tb_ratelimit_bucket_t *e = *pp;
                         if (e->tat_ns <= now_ns) {
                                 *pp = e->next;
                                 free(e);
@@ -114,21 +114,21 @@ static size_t tb_rl_shard_sweep(tb_rl_shard_t *s, int64_t now_ns) {
         }
         s->count -= dropped;
         s->last_sweep_ns = now_ns;
-        s->sweep_at = s->count * 2 > TB_RL_SWEEP_MIN ? s->count * 2 : TB_RL_SWEEP_MIN;
+        s->sweep_at = s->count * 2 > TB_RATELIMIT_SWEEP_MIN ? s->count * 2 : TB_RATELIMIT_SWEEP_MIN;
         return dropped;
 }
 
 /* Double the slot array when chains get long. @locks s->lock held. */
-static void tb_rl_shard_grow(tb_rl_shard_t *s) {
+static void tb_ratelimit_shard_grow(tb_ratelimit_shard_t *s) {
         size_t n = s->nslots * 2;
-        tb_rl_bucket_t **slots = calloc(n, sizeof(*slots));
+        tb_ratelimit_bucket_t **slots = calloc(n, sizeof(*slots));
         if (!slots)
                 return; /* longer chains, still correct */
         for (size_t b = 0; b < s->nslots; b++) {
-                tb_rl_bucket_t *e = s->slots[b];
+                tb_ratelimit_bucket_t *e = s->slots[b];
                 while (e) {
-                        tb_rl_bucket_t *next = e->next;
-                        size_t i = (size_t)(e->hash / TB_RL_SHARDS) & (n - 1);
+                        tb_ratelimit_bucket_t *next = e->next;
+                        size_t i = (size_t)(e->hash / TB_RATELIMIT_SHARDS) & (n - 1);
                         e->next = slots[i];
                         slots[i] = e;
                         e = next;
@@ -148,15 +148,15 @@ bool tb_ratelimit_take(tb_ratelimit_t *rl, const char *key, int64_t now_us,
         if (!key)
                 key = "";
         int64_t now_ns = now_us > INT64_MAX / 2000 ? INT64_MAX / 2 : now_us * 1000;
-        uint64_t h = tb_rl_hash(key);
-        tb_rl_shard_t *s = &rl->shards[h % TB_RL_SHARDS];
+        uint64_t h = tb_ratelimit_hash(key);
+        tb_ratelimit_shard_t *s = &rl->shards[h % TB_RATELIMIT_SHARDS];
         bool allowed;
 
         pthread_mutex_lock(&s->lock);
-        if (s->count >= s->sweep_at || now_ns - s->last_sweep_ns >= TB_RL_SWEEP_NS)
-                tb_rl_shard_sweep(s, now_ns);
-        size_t slot = (size_t)(h / TB_RL_SHARDS) & (s->nslots - 1);
-        tb_rl_bucket_t *e = s->slots[slot];
+        if (s->count >= s->sweep_at || now_ns - s->last_sweep_ns >= TB_RATELIMIT_SWEEP_NS)
+                tb_ratelimit_shard_sweep(s, now_ns);
+        size_t slot = (size_t)(h / TB_RATELIMIT_SHARDS) & (s->nslots - 1);
+        tb_ratelimit_bucket_t *e = s->slots[slot];
         while (e && (e->hash != h || strcmp(e->key, key)))
                 e = e->next;
         int64_t tat = e && e->tat_ns > now_ns ? e->tat_ns : now_ns;
@@ -173,7 +173,7 @@ bool tb_ratelimit_take(tb_ratelimit_t *rl, const char *key, int64_t now_us,
                                 s->slots[slot] = e;
                                 s->count++;
                                 if (s->count > s->nslots * 2)
-                                        tb_rl_shard_grow(s);
+                                        tb_ratelimit_shard_grow(s);
                         }
                         /* out of memory: allow without tracking (fail open) */
                 }
@@ -195,7 +195,7 @@ size_t tb_ratelimit_size(tb_ratelimit_t *rl) {
         size_t n = 0;
         if (!rl)
                 return 0;
-        for (int i = 0; i < TB_RL_SHARDS; i++) {
+        for (int i = 0; i < TB_RATELIMIT_SHARDS; i++) {
                 pthread_mutex_lock(&rl->shards[i].lock);
                 n += rl->shards[i].count;
                 pthread_mutex_unlock(&rl->shards[i].lock);
@@ -208,9 +208,9 @@ size_t tb_ratelimit_sweep(tb_ratelimit_t *rl, int64_t now_us) {
         if (!rl)
                 return 0;
         int64_t now_ns = now_us > INT64_MAX / 2000 ? INT64_MAX / 2 : now_us * 1000;
-        for (int i = 0; i < TB_RL_SHARDS; i++) {
+        for (int i = 0; i < TB_RATELIMIT_SHARDS; i++) {
                 pthread_mutex_lock(&rl->shards[i].lock);
-                n += tb_rl_shard_sweep(&rl->shards[i], now_ns);
+                n += tb_ratelimit_shard_sweep(&rl->shards[i], now_ns);
                 pthread_mutex_unlock(&rl->shards[i].lock);
         }
         return n;
