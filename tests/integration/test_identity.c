@@ -1,6 +1,6 @@
 /**
  * @file test_identity.c
- * @brief core/lib/identity/identity.c against a real PostgreSQL: users, tokens and
+ * @brief core/lib/identity/ (identity.h) against a real PostgreSQL: users, tokens and
  *        groups, bearer authentication (formats, unknown, revoked, disabled),
  *        the authentication cache, last_used_at throttling, the audit trail
  *        and its transactionality, tokens never stored in plain text, and

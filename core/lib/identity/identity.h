@@ -1,19 +1,27 @@
 /**
  * @file identity/identity.h
- * @brief Users, security groups, membership and API tokens (PostgreSQL), the
- *        authentication of bearer tokens shared by the REST API and the
- *        commands role, the per-user rate limiter, and the audited admin
- *        operations behind `taskbus admin user|token|group`.
+ * @brief The identity subsystem: users, security groups, membership and API
+ *        tokens (PostgreSQL); the authentication of bearer tokens shared by
+ *        the REST API and the commands role, with its cache; the audited admin
+ *        operations behind `taskbus admin user|token|group`, and the
+ *        admin_audit log every admin action of the CLI writes to.
  *
  * A token is 32 random bytes, shown once as "tbk_" + 64 hex digits and
  * stored only as its SHA-256. Its public id ("tok_" + 12 hex digits of the
  * hash) names it for listing and revocation.
+ *
+ * Files: auth.c (principals, authentication, the token format), cache.c
+ * (the authentication cache), admin.c (the admin operations and the audit
+ * log). The per-user rate limiter is a subsystem of its own:
+ * identity/ratelimit.h.
  */
 #ifndef TB_IDENTITY_H
 #define TB_IDENTITY_H
 
 #include "tb.h"
 #include "store/store.h"
+/* The roles that authenticate a caller then rate-limit it by user id, so
+ * they get the limiter from here too. */
 #include "identity/ratelimit.h"
 
 /** Longest user, group or security-group name (bytes). */

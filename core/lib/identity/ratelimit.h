@@ -1,14 +1,13 @@
 /**
  * @file identity/ratelimit.h
- * @brief The per-key token-bucket rate limiter (the REST API and the commands
- *        role limit each user with it).
+ * @brief The rate limiter: a token bucket per key, in memory, thread-safe.
+ *        The REST API and the commands role limit each user with it
+ *        (api.rate, api.burst); it knows nothing of users: a key is a string.
  */
 #ifndef TB_RATELIMIT_H
 #define TB_RATELIMIT_H
 
 #include "tb.h"
-
-/* ---- rate limiting ------------------------------------------------------- */
 
 typedef struct tb_ratelimit tb_ratelimit_t;
 
