@@ -52,12 +52,11 @@ tb_err_t tb_identity_name_check(const char *field, const char *name, char *errst
                          field, q, TB_IDENTITY_NAME_MAX);
 }
 
-/* ---- admin operations ---------------------------------------------------- */
+/* ---- the audit log ------------------------------------------------------- */
 
-/* Write the admin_audit row; \p details is consumed. */
-static tb_err_t tb_identity_audit(PGconn *conn, const char *actor, const char *action,
-                                  const char *target, json_t *details, char *errstr,
-                                  size_t errstr_size) {
+tb_err_t tb_identity_audit(PGconn *conn, const char *actor, const char *action,
+                           const char *target, json_t *details, char *errstr,
+                           size_t errstr_size) {
         char *text = details ? json_dumps(details, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
         json_decref(details);
         if (!text)
@@ -72,6 +71,27 @@ static tb_err_t tb_identity_audit(PGconn *conn, const char *actor, const char *a
         return err;
 }
 
+/* ---- the admin transaction ---------------------------------------------- */
+
+/* The arguments of one admin operation; each operation reads the fields its
+ * public function fills in. */
+typedef struct tb_identity_admin_req {
+        const char *user_id;
+        const char *group;
+        const char *token_id;
+        const char *const *groups;
+        size_t group_cnt;
+        bool disabled;
+        char *token_out;    /* [72] */
+        char *token_id_out; /* [32] */
+} tb_identity_admin_req_t;
+
+/* The statements of one admin operation, run inside its transaction. On
+ * success *details is the audit row's details (NULL: out of memory). */
+typedef tb_err_t (*tb_identity_admin_op_t)(PGconn *conn, const tb_identity_admin_req_t *req,
+                                           json_t **details, char *errstr,
+                                           size_t errstr_size);
+
 static tb_err_t tb_identity_check_actor(const char *actor, char *errstr, size_t errstr_size) {
         if (!actor || !*actor || strlen(actor) > 512)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
@@ -79,15 +99,34 @@ static tb_err_t tb_identity_check_actor(const char *actor, char *errstr, size_t 
         return TB_OK;
 }
 
-/* Start an admin transaction after the common checks. */
-static tb_err_t tb_identity_begin(PGconn *conn, const char *actor, char *errstr,
-                                  size_t errstr_size) {
+/* Run \p op and its admin_audit row (\p action on \p target) in one
+ * transaction on \p conn: both commit or neither does. \p target is read
+ * after \p op ran, so it may be a buffer \p op fills (a new token's id).
+ * On failure \p req->token_out, if any, is zeroed. */
+static tb_err_t tb_identity_admin_run(PGconn *conn, const char *actor, const char *action,
+                                      const char *target, tb_identity_admin_op_t op,
+                                      const tb_identity_admin_req_t *req, char *errstr,
+                                      size_t errstr_size) {
+        json_t *details = NULL;
         tb_err_t err;
         if (!conn)
                 return tb_seterr(errstr, errstr_size, TB_ERR_PG, "no PostgreSQL connection");
-        if ((err = tb_identity_check_actor(actor, errstr, errstr_size)))
+        if ((err = tb_identity_check_actor(actor, errstr, errstr_size)) ||
+            (err = tb_store_begin(conn, errstr, errstr_size)))
                 return err;
-        return tb_store_begin(conn, errstr, errstr_size);
+        if (!(err = op(conn, req, &details, errstr, errstr_size)))
+                err = tb_identity_audit(conn, actor, action, target, details, errstr,
+                                        errstr_size); /* consumes details */
+        else
+                json_decref(details); /* in case op built them before failing */
+        if (!err)
+                err = tb_store_commit(conn, errstr, errstr_size);
+        if (err) {
+                tb_store_rollback(conn);
+                if (req->token_out) /* a token that was never stored must not linger */
+                        explicit_bzero(req->token_out, 72);
+        }
+        return err;
 }
 
 /* Run a statement and report whether it returned at least one row. */
@@ -155,14 +194,71 @@ static tb_err_t tb_identity_token_insert(PGconn *conn, const char *user_id, char
                          "token: 5 id collisions in a row; is the random source broken?");
 }
 
+/* ---- the operations: the statements of each, then its public function ---- */
+
+static tb_err_t tb_identity_user_create_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                           json_t **details, char *errstr,
+                                           size_t errstr_size) {
+        const char *user_id = req->user_id;
+        bool found = false;
+        tb_err_t err;
+        const char *up[] = {user_id};
+        if ((err = tb_identity_exec_any(conn, "insert user",
+                                        "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING "
+                                        "RETURNING id",
+                                        1, up, &found, errstr, errstr_size)))
+                return err;
+        if (!found)
+                return tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
+                                 "user '%s' already exists; give it another token with: "
+                                 "taskbus admin token create %s",
+                                 user_id, user_id);
+        json_t *jgroups = json_array(), *jcreated = json_array();
+        if (!jgroups || !jcreated)
+                goto nomem;
+        for (size_t i = 0; i < req->group_cnt; i++) {
+                const char *group = req->groups[i];
+                bool dup = false;
+                for (size_t j = 0; j < i && !dup; j++)
+                        dup = !strcmp(group, req->groups[j]);
+                if (dup)
+                        continue;
+                const char *gp[] = {group, user_id};
+                if ((err = tb_identity_exec_any(conn, "create group",
+                                                "INSERT INTO security_groups (name) VALUES ($1) "
+                                                "ON CONFLICT DO NOTHING RETURNING name",
+                                                1, gp, &found, errstr, errstr_size)))
+                        goto fail;
+                if (found && json_array_append_new(jcreated, json_string(group)))
+                        goto nomem;
+                if ((err = tb_store_exec(conn, "add group member",
+                                         "INSERT INTO group_members (group_name, user_id) "
+                                         "VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                                         2, gp, NULL, errstr, errstr_size)))
+                        goto fail;
+                if (json_array_append_new(jgroups, json_string(group)))
+                        goto nomem;
+        }
+        if ((err = tb_identity_token_insert(conn, user_id, req->token_out, req->token_id_out,
+                                            errstr, errstr_size)))
+                goto fail;
+        /* "o" steals both arrays, even on failure */
+        *details = json_pack("{s:o, s:o, s:s}", "groups", jgroups, "created_groups", jcreated,
+                             "token_id", req->token_id_out);
+        return TB_OK;
+nomem:
+        err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "user create: out of memory");
+fail:
+        json_decref(jgroups);
+        json_decref(jcreated);
+        return err;
+}
+
 tb_err_t tb_identity_user_create(PGconn *conn, const char *actor, const char *user_id,
                                  const char *const *groups, size_t group_cnt,
                                  char token_out[72], char token_id_out[32], char *errstr,
                                  size_t errstr_size) {
         tb_err_t err;
-        json_t *jgroups = NULL, *jcreated = NULL;
-        bool found = false;
-
         if ((err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
                 return err;
         if (group_cnt && !groups)
@@ -170,146 +266,120 @@ tb_err_t tb_identity_user_create(PGconn *conn, const char *actor, const char *us
         for (size_t i = 0; i < group_cnt; i++)
                 if ((err = tb_identity_name_check("group name", groups[i], errstr, errstr_size)))
                         return err;
-        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
-                return err;
+        const tb_identity_admin_req_t req = {.user_id = user_id,
+                                             .groups = groups,
+                                             .group_cnt = group_cnt,
+                                             .token_out = token_out,
+                                             .token_id_out = token_id_out};
+        return tb_identity_admin_run(conn, actor, "user.create", user_id,
+                                     tb_identity_user_create_op, &req, errstr, errstr_size);
+}
 
-        const char *up[] = {user_id};
-        if ((err = tb_identity_exec_any(conn, "insert user",
-                                        "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING "
-                                        "RETURNING id",
-                                        1, up, &found, errstr, errstr_size)))
-                goto fail;
-        if (!found) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
-                                "user '%s' already exists; give it another token with: "
-                                "taskbus admin token create %s",
-                                user_id, user_id);
-                goto fail;
-        }
-        jgroups = json_array();
-        jcreated = json_array();
-        if (!jgroups || !jcreated)
-                goto nomem;
-        for (size_t i = 0; i < group_cnt; i++) {
-                bool dup = false;
-                for (size_t j = 0; j < i && !dup; j++)
-                        dup = !strcmp(groups[i], groups[j]);
-                if (dup)
-                        continue;
-                const char *gp[] = {groups[i], user_id};
-                if ((err = tb_identity_exec_any(conn, "create group",
-                                                "INSERT INTO security_groups (name) VALUES ($1) "
-                                                "ON CONFLICT DO NOTHING RETURNING name",
-                                                1, gp, &found, errstr, errstr_size)))
-                        goto fail;
-                if (found && json_array_append_new(jcreated, json_string(groups[i])))
-                        goto nomem;
-                if ((err = tb_store_exec(conn, "add group member",
-                                         "INSERT INTO group_members (group_name, user_id) "
-                                         "VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                                         2, gp, NULL, errstr, errstr_size)))
-                        goto fail;
-                if (json_array_append_new(jgroups, json_string(groups[i])))
-                        goto nomem;
-        }
-        if ((err = tb_identity_token_insert(conn, user_id, token_out, token_id_out, errstr,
-                                            errstr_size)))
-                goto fail;
-        json_t *details = json_pack("{s:o, s:o, s:s}", "groups", jgroups, "created_groups",
-                                    jcreated, "token_id", token_id_out);
-        jgroups = jcreated = NULL; /* "o" steals them, even on failure */
-        if ((err = tb_identity_audit(conn, actor, "user.create", user_id, details, errstr,
-                                     errstr_size)))
-                goto fail;
-        if ((err = tb_store_commit(conn, errstr, errstr_size)))
-                goto fail;
+static tb_err_t tb_identity_user_disable_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                            json_t **details, char *errstr,
+                                            size_t errstr_size) {
+        PGresult *res = NULL;
+        const char *p[] = {req->user_id, req->disabled ? "true" : "false"};
+        tb_err_t err = tb_store_exec(conn, "read user",
+                                     "SELECT disabled FROM users WHERE id = $1 FOR UPDATE", 1, p,
+                                     &res, errstr, errstr_size);
+        bool exists = !err && PQntuples(res) > 0;
+        bool was = exists && !strcmp(PQgetvalue(res, 0, 0), "t");
+        PQclear(res);
+        if (err)
+                return err;
+        if (!exists)
+                return tb_identity_no_user(req->user_id, errstr, errstr_size);
+        if (was != req->disabled &&
+            (err = tb_store_exec(conn, req->disabled ? "disable user" : "enable user",
+                                 "UPDATE users SET disabled = $2::boolean WHERE id = $1", 2, p,
+                                 NULL, errstr, errstr_size)))
+                return err;
+        *details = json_pack("{s:b}", "changed", was != req->disabled);
         return TB_OK;
-nomem:
-        err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "user create: out of memory");
-fail:
-        json_decref(jgroups);
-        json_decref(jcreated);
-        tb_store_rollback(conn);
-        explicit_bzero(token_out, 72);
-        return err;
 }
 
 tb_err_t tb_identity_user_disable(PGconn *conn, const char *actor, const char *user_id,
                                   bool disabled, char *errstr, size_t errstr_size) {
         tb_err_t err;
-        PGresult *res = NULL;
         if ((err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
                 return err;
-        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
+        const tb_identity_admin_req_t req = {.user_id = user_id, .disabled = disabled};
+        return tb_identity_admin_run(conn, actor, disabled ? "user.disable" : "user.enable",
+                                     user_id, tb_identity_user_disable_op, &req, errstr,
+                                     errstr_size);
+}
+
+static tb_err_t tb_identity_token_create_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                            json_t **details, char *errstr,
+                                            size_t errstr_size) {
+        bool found = false;
+        tb_err_t err;
+        const char *p[] = {req->user_id};
+        /* FOR SHARE: a concurrent delete of the user cannot slip in between */
+        if ((err = tb_identity_exec_any(conn, "read user",
+                                        "SELECT 1 FROM users WHERE id = $1 FOR SHARE", 1, p, &found,
+                                        errstr, errstr_size)))
                 return err;
-        const char *p[] = {user_id, disabled ? "true" : "false"};
-        if ((err = tb_store_exec(conn, "read user",
-                                 "SELECT disabled FROM users WHERE id = $1 FOR UPDATE", 1, p,
-                                 &res, errstr, errstr_size)))
-                goto fail;
-        if (PQntuples(res) == 0) {
-                err = tb_identity_no_user(user_id, errstr, errstr_size);
-                goto fail;
-        }
-        bool was = !strcmp(PQgetvalue(res, 0, 0), "t");
-        PQclear(res);
-        res = NULL;
-        if (was != disabled &&
-            (err = tb_store_exec(conn, disabled ? "disable user" : "enable user",
-                                 "UPDATE users SET disabled = $2::boolean WHERE id = $1", 2, p,
-                                 NULL, errstr, errstr_size)))
-                goto fail;
-        if ((err = tb_identity_audit(conn, actor, disabled ? "user.disable" : "user.enable",
-                                     user_id, json_pack("{s:b}", "changed", was != disabled),
-                                     errstr, errstr_size)))
-                goto fail;
-        if ((err = tb_store_commit(conn, errstr, errstr_size)))
-                goto fail;
+        if (!found)
+                return tb_identity_no_user(req->user_id, errstr, errstr_size);
+        if ((err = tb_identity_token_insert(conn, req->user_id, req->token_out, req->token_id_out,
+                                            errstr, errstr_size)))
+                return err;
+        *details = json_pack("{s:s}", "user", req->user_id);
         return TB_OK;
-fail:
-        PQclear(res);
-        tb_store_rollback(conn);
-        return err;
 }
 
 tb_err_t tb_identity_token_create(PGconn *conn, const char *actor, const char *user_id,
                                   char token_out[72], char token_id_out[32], char *errstr,
                                   size_t errstr_size) {
         tb_err_t err;
-        bool found = false;
         if ((err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
                 return err;
-        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
-                return err;
-        const char *p[] = {user_id};
-        /* FOR SHARE: a concurrent delete of the user cannot slip in between */
-        if ((err = tb_identity_exec_any(conn, "read user",
-                                        "SELECT 1 FROM users WHERE id = $1 FOR SHARE", 1, p, &found,
-                                        errstr, errstr_size)))
-                goto fail;
-        if (!found) {
-                err = tb_identity_no_user(user_id, errstr, errstr_size);
-                goto fail;
+        const tb_identity_admin_req_t req = {
+                .user_id = user_id, .token_out = token_out, .token_id_out = token_id_out};
+        /* the audit target is the new token's id, which the operation writes */
+        return tb_identity_admin_run(conn, actor, "token.create", token_id_out,
+                                     tb_identity_token_create_op, &req, errstr, errstr_size);
+}
+
+static tb_err_t tb_identity_token_revoke_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                            json_t **details, char *errstr,
+                                            size_t errstr_size) {
+        PGresult *res = NULL;
+        tb_err_t err;
+        const char *p[] = {req->token_id};
+        if ((err = tb_store_exec(conn, "read token",
+                                 "SELECT user_id, revoked_at IS NOT NULL, "
+                                 "       (extract(epoch FROM revoked_at) * 1000)::bigint "
+                                 "FROM api_tokens WHERE id = $1 FOR UPDATE",
+                                 1, p, &res, errstr, errstr_size)))
+                goto done;
+        if (PQntuples(res) == 0) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
+                                "no token '%s'; list tokens with: taskbus admin token list",
+                                req->token_id);
+                goto done;
         }
-        if ((err = tb_identity_token_insert(conn, user_id, token_out, token_id_out, errstr,
-                                            errstr_size)))
-                goto fail;
-        if ((err = tb_identity_audit(conn, actor, "token.create", token_id_out,
-                                     json_pack("{s:s}", "user", user_id), errstr, errstr_size)))
-                goto fail;
-        if ((err = tb_store_commit(conn, errstr, errstr_size)))
-                goto fail;
-        return TB_OK;
-fail:
-        tb_store_rollback(conn);
-        explicit_bzero(token_out, 72);
+        if (!strcmp(PQgetvalue(res, 0, 1), "t")) {
+                char at[32];
+                tb_time_format(strtoll(PQgetvalue(res, 0, 2), NULL, 10), at);
+                err = tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
+                                "token %s was already revoked at %s", req->token_id, at);
+                goto done;
+        }
+        if ((err = tb_store_exec(conn, "revoke token",
+                                 "UPDATE api_tokens SET revoked_at = now() WHERE id = $1", 1, p,
+                                 NULL, errstr, errstr_size)))
+                goto done;
+        *details = json_pack("{s:s}", "user", PQgetvalue(res, 0, 0));
+done:
+        PQclear(res);
         return err;
 }
 
 tb_err_t tb_identity_token_revoke(PGconn *conn, const char *actor, const char *token_id,
                                   char *errstr, size_t errstr_size) {
-        tb_err_t err;
-        PGresult *res = NULL;
         size_t len = token_id ? strlen(token_id) : 0;
 
         if (len >= TB_TOKEN_PREFIX_LEN && !strncmp(token_id, TB_TOKEN_PREFIX, TB_TOKEN_PREFIX_LEN))
@@ -326,110 +396,74 @@ tb_err_t tb_identity_token_revoke(PGconn *conn, const char *actor, const char *t
                                  "taskbus admin token list",
                                  q, TB_TOKEN_ID_HEX);
         }
-        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
-                return err;
-        const char *p[] = {token_id};
-        if ((err = tb_store_exec(conn, "read token",
-                                 "SELECT user_id, revoked_at IS NOT NULL, "
-                                 "       (extract(epoch FROM revoked_at) * 1000)::bigint "
-                                 "FROM api_tokens WHERE id = $1 FOR UPDATE",
-                                 1, p, &res, errstr, errstr_size)))
-                goto fail;
-        if (PQntuples(res) == 0) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
-                                "no token '%s'; list tokens with: taskbus admin token list",
-                                token_id);
-                goto fail;
-        }
-        if (!strcmp(PQgetvalue(res, 0, 1), "t")) {
-                char at[32];
-                tb_time_format(strtoll(PQgetvalue(res, 0, 2), NULL, 10), at);
-                err = tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
-                                "token %s was already revoked at %s", token_id, at);
-                goto fail;
-        }
-        json_t *details = json_pack("{s:s}", "user", PQgetvalue(res, 0, 0));
-        PQclear(res);
-        res = NULL;
-        if ((err = tb_store_exec(conn, "revoke token",
-                                 "UPDATE api_tokens SET revoked_at = now() WHERE id = $1", 1, p,
-                                 NULL, errstr, errstr_size))) {
-                json_decref(details);
-                goto fail;
-        }
-        if ((err = tb_identity_audit(conn, actor, "token.revoke", token_id, details, errstr,
-                                     errstr_size)))
-                goto fail;
-        if ((err = tb_store_commit(conn, errstr, errstr_size)))
-                goto fail;
-        return TB_OK;
-fail:
-        PQclear(res);
-        tb_store_rollback(conn);
-        return err;
+        const tb_identity_admin_req_t req = {.token_id = token_id};
+        return tb_identity_admin_run(conn, actor, "token.revoke", token_id,
+                                     tb_identity_token_revoke_op, &req, errstr, errstr_size);
 }
 
-tb_err_t tb_identity_group_add_member(PGconn *conn, const char *actor, const char *group,
-                                      const char *user_id, char *errstr, size_t errstr_size) {
+/* A membership change (\p op) of \p user_id in \p group, audited as
+ * \p action on the group. */
+static tb_err_t tb_identity_membership_run(PGconn *conn, const char *actor, const char *action,
+                                           tb_identity_admin_op_t op, const char *group,
+                                           const char *user_id, char *errstr,
+                                           size_t errstr_size) {
         tb_err_t err;
-        bool found = false, created = false;
         if ((err = tb_identity_name_check("group name", group, errstr, errstr_size)) ||
             (err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
                 return err;
-        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
-                return err;
-        const char *p[] = {group, user_id};
+        const tb_identity_admin_req_t req = {.group = group, .user_id = user_id};
+        return tb_identity_admin_run(conn, actor, action, group, op, &req, errstr, errstr_size);
+}
+
+static tb_err_t tb_identity_group_add_member_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                                json_t **details, char *errstr,
+                                                size_t errstr_size) {
+        bool found = false, created = false;
+        tb_err_t err;
+        const char *p[] = {req->group, req->user_id};
         if ((err = tb_identity_exec_any(conn, "read user",
                                         "SELECT 1 FROM users WHERE id = $1 FOR SHARE", 1, p + 1,
                                         &found, errstr, errstr_size)))
-                goto fail;
-        if (!found) {
-                err = tb_identity_no_user(user_id, errstr, errstr_size);
-                goto fail;
-        }
+                return err;
+        if (!found)
+                return tb_identity_no_user(req->user_id, errstr, errstr_size);
         if ((err = tb_identity_exec_any(conn, "create group",
                                         "INSERT INTO security_groups (name) VALUES ($1) "
                                         "ON CONFLICT DO NOTHING RETURNING name",
                                         1, p, &created, errstr, errstr_size)))
-                goto fail;
+                return err;
         if ((err = tb_identity_exec_any(conn, "add group member",
                                         "INSERT INTO group_members (group_name, user_id) "
                                         "VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING user_id",
                                         2, p, &found, errstr, errstr_size)))
-                goto fail;
-        if (!found) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
-                                "user '%s' is already a member of group '%s'", user_id, group);
-                goto fail;
-        }
-        if ((err = tb_identity_audit(conn, actor, "group.add-member", group,
-                                     json_pack("{s:s, s:b}", "user", user_id, "created_group",
-                                               created),
-                                     errstr, errstr_size)))
-                goto fail;
-        if ((err = tb_store_commit(conn, errstr, errstr_size)))
-                goto fail;
+                return err;
+        if (!found)
+                return tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
+                                 "user '%s' is already a member of group '%s'", req->user_id,
+                                 req->group);
+        *details = json_pack("{s:s, s:b}", "user", req->user_id, "created_group", created);
         return TB_OK;
-fail:
-        tb_store_rollback(conn);
-        return err;
 }
 
-tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const char *group,
-                                         const char *user_id, char *errstr, size_t errstr_size) {
-        tb_err_t err;
+tb_err_t tb_identity_group_add_member(PGconn *conn, const char *actor, const char *group,
+                                      const char *user_id, char *errstr, size_t errstr_size) {
+        return tb_identity_membership_run(conn, actor, "group.add-member",
+                                          tb_identity_group_add_member_op, group, user_id,
+                                          errstr, errstr_size);
+}
+
+static tb_err_t tb_identity_group_remove_member_op(PGconn *conn,
+                                                   const tb_identity_admin_req_t *req,
+                                                   json_t **details, char *errstr,
+                                                   size_t errstr_size) {
         bool found = false;
-        if ((err = tb_identity_name_check("group name", group, errstr, errstr_size)) ||
-            (err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
-                return err;
-        if ((err = tb_identity_begin(conn, actor, errstr, errstr_size)))
-                return err;
-        const char *p[] = {group, user_id};
+        tb_err_t err;
+        const char *p[] = {req->group, req->user_id};
         if ((err = tb_identity_exec_any(conn, "remove group member",
                                         "DELETE FROM group_members WHERE group_name = $1 "
                                         "AND user_id = $2 RETURNING user_id",
                                         2, p, &found, errstr, errstr_size)))
-                goto fail;
+                return err;
         if (!found) {
                 bool user = false, grp = false;
                 if ((err = tb_identity_exec_any(conn, "read user",
@@ -438,26 +472,27 @@ tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const 
                     (err = tb_identity_exec_any(conn, "read group",
                                                 "SELECT 1 FROM security_groups WHERE name = $1",
                                                 1, p, &grp, errstr, errstr_size)))
-                        goto fail;
+                        return err;
                 if (!user)
                         err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND, "no user '%s'",
-                                        user_id);
+                                        req->user_id);
                 else if (!grp)
                         err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
                                         "no group '%s'; list groups with: taskbus admin group list",
-                                        group);
+                                        req->group);
                 else
                         err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
-                                        "user '%s' is not a member of group '%s'", user_id, group);
-                goto fail;
+                                        "user '%s' is not a member of group '%s'", req->user_id,
+                                        req->group);
+                return err;
         }
-        if ((err = tb_identity_audit(conn, actor, "group.remove-member", group,
-                                     json_pack("{s:s}", "user", user_id), errstr, errstr_size)))
-                goto fail;
-        if ((err = tb_store_commit(conn, errstr, errstr_size)))
-                goto fail;
+        *details = json_pack("{s:s}", "user", req->user_id);
         return TB_OK;
-fail:
-        tb_store_rollback(conn);
-        return err;
+}
+
+tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const char *group,
+                                         const char *user_id, char *errstr, size_t errstr_size) {
+        return tb_identity_membership_run(conn, actor, "group.remove-member",
+                                          tb_identity_group_remove_member_op, group, user_id,
+                                          errstr, errstr_size);
 }

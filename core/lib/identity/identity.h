@@ -20,6 +20,8 @@
 
 #include "tb.h"
 #include "store/store.h"
+
+#include <jansson.h>
 /* The roles that authenticate a caller then rate-limit it by user id, so
  * they get the limiter from here too. */
 #include "identity/ratelimit.h"
@@ -83,6 +85,30 @@ void tb_principal_free(tb_principal_t *p);
  * (no such user / token / membership, with the command that fixes it),
  * TB_ERR_CONFLICT (already exists / already revoked / already a member),
  * TB_ERR_PG. Tokens are never stored or logged: only their SHA-256. */
+
+/**
+ * @brief Write one row of the admin log (table admin_audit): who did what,
+ *        to what, when.
+ *
+ * Every admin action writes its row with this function, so that the log has
+ * one format whatever command wrote it. It runs on \p conn as it is: inside
+ * the caller's transaction, the change and its row commit together (the
+ * functions below do that); outside one, the row commits on its own (an
+ * action whose effect is not in this database, such as a region failover).
+ * @param conn     a connection to the region's database.
+ * @param actor    who acts, e.g. "admin:alice@host".
+ * @param action   "<object>.<verb>", e.g. "user.create", "region.failover".
+ * @param target   what it acted on (a user, a group, a token id, a region).
+ * @param details  a JSON object with what else the row keeps, never a
+ *                 secret; consumed (freed) in every case, so a json_pack()
+ *                 result can be passed directly: NULL, the result of a failed
+ *                 json_pack(), is TB_ERR_NOMEM.
+ * @returns TB_OK, TB_ERR_NOMEM or TB_ERR_PG.
+ * @locality the thread that holds \p conn.
+ */
+tb_err_t tb_identity_audit(PGconn *conn, const char *actor, const char *action,
+                           const char *target, json_t *details, char *errstr,
+                           size_t errstr_size);
 
 /** Create user \p user_id in \p groups (created when missing; duplicates
  *  ignored; zero groups allowed) and a first token. \p token_out receives the
