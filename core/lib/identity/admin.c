@@ -1,7 +1,12 @@
 /**
  * @file identity/admin.c
  * @brief The audited admin operations behind `taskbus admin user|token|group`:
- *        users, groups, membership and tokens, each with its admin_audit row.
+ *        users, groups, membership and tokens, each with its admin_audit row;
+ *        and tb_identity_audit(), the one writer of admin_audit.
+ *
+ * Each operation is a function of its statements (tb_identity_*_op) and the
+ * public function that checks its arguments and hands the statements to
+ * tb_identity_admin_run(), which owns the transaction and the audit row.
  */
 #include "identity/identity_internal.h"
 
