@@ -16,6 +16,7 @@
  */
 #include "bus/bus.h"
 #include "cli.h"
+#include "identity/identity.h"
 #include "replication.h"
 #include "serde/serde.h"
 #include "store/store.h"
@@ -192,13 +193,8 @@ static int region_failover(tb_config_t *conf, int argc, char **argv) {
                         goto kafka_fail;
                 fprintf(stderr, "taskbus: moved %d of %d task(s)\n", end, n);
         }
-        char details[512];
-        tb_snprintf(details, sizeof(details), "{\"to\": \"%s\", \"tasks\": %d}", to, n);
-        const char *ap[] = {actor, from, details};
-        if (tb_store_exec(conn, "write admin_audit",
-                          "INSERT INTO admin_audit (actor, action, target, details) "
-                          "VALUES ($1, 'region.failover', $2, $3::jsonb)",
-                          3, ap, NULL, err, sizeof(err)))
+        if (tb_identity_audit(conn, actor, "region.failover", from,
+                              json_pack("{s:s, s:i}", "to", to, "tasks", n), err, sizeof(err)))
                 fprintf(stderr, "taskbus: warning: the failover is done but not audited: %s\n",
                         err);
         printf("moved %d task(s) homed in region %s to region %s (HOME_MOVED, epoch + 1): "

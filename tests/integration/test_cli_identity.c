@@ -3,8 +3,9 @@
  * @brief `taskbus admin user|token|group|audit` driven through the real
  *        binary ($TB_BUILD_DIR/bin/taskbus) against a throwaway PostgreSQL
  *        database: tokens printed once and usable, never listed, revocation,
- *        disable/enable, error messages and exit statuses, and the audit
- *        actor (OS user @ host, or SUDO_USER).
+ *        disable/enable, error messages and exit statuses, the audit
+ *        actor (OS user @ host, or SUDO_USER), and the audit row of
+ *        `admin region failover`.
  */
 #include "identity/identity.h"
 #include "support.h"
@@ -356,6 +357,38 @@ Test(cli_identity, audit_names_the_os_user_or_sudo_user) {
         cr_assert_str_eq(PQgetvalue(r, 1, 0), carol);
         cr_assert_str_eq(PQgetvalue(r, 1, 1), "user.disable");
         cr_assert_str_eq(PQgetvalue(r, 2, 0), me);
+        PQclear(r);
+        tb_store_release(g_store, conn);
+}
+
+/* `admin region failover` writes its admin_audit row through
+ * tb_identity_audit(), as the identity commands do. With no task homed in
+ * the failed region it moves nothing, so it needs the database only. */
+Test(cli_identity, region_failover_is_audited) {
+        char *out = NULL, me[512], actor[600], err[512];
+        expected_actor(me, sizeof(me), NULL);
+        snprintf(actor, sizeof(actor), "admin:%s", me);
+
+        int rc = cli(&out, "TASKBUS_REGION=us TASKBUS_REMOTE_REGIONS=eu",
+                     "region failover eu --to us");
+        cr_assert_eq(rc, 0, "%s", out);
+        cr_assert(strstr(out, "moved 0 task(s)"), "%s", out);
+        cr_assert_null(strstr(out, "not audited"), "%s", out);
+        free(out);
+
+        PGconn *conn = tb_store_acquire(g_store);
+        PGresult *r = NULL;
+        cr_assert_eq(tb_store_exec(conn, "audit",
+                                   "SELECT actor, action, target, details->>'to', "
+                                   "       details->>'tasks' FROM admin_audit ORDER BY id",
+                                   0, NULL, &r, err, sizeof(err)),
+                     TB_OK, "%s", err);
+        cr_assert_eq(PQntuples(r), 1);
+        cr_assert_str_eq(PQgetvalue(r, 0, 0), actor);
+        cr_assert_str_eq(PQgetvalue(r, 0, 1), "region.failover");
+        cr_assert_str_eq(PQgetvalue(r, 0, 2), "eu");
+        cr_assert_str_eq(PQgetvalue(r, 0, 3), "us");
+        cr_assert_str_eq(PQgetvalue(r, 0, 4), "0");
         PQclear(r);
         tb_store_release(g_store, conn);
 }

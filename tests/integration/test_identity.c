@@ -1,6 +1,6 @@
 /**
  * @file test_identity.c
- * @brief core/lib/identity/identity.c against a real PostgreSQL: users, tokens and
+ * @brief core/lib/identity/ (identity.h) against a real PostgreSQL: users, tokens and
  *        groups, bearer authentication (formats, unknown, revoked, disabled),
  *        the authentication cache, last_used_at throttling, the audit trail
  *        and its transactionality, tokens never stored in plain text, and
@@ -528,6 +528,29 @@ Test(identity, audit_rows_for_each_action) {
         cr_assert_eq(count_rows("SELECT count(*) FROM admin_audit", 0, NULL), 7);
         /* and the connection is usable afterwards (no transaction left open) */
         cr_assert_eq(PQtransactionStatus(g_conn), PQTRANS_IDLE);
+}
+
+/* tb_identity_audit() as `admin region failover` calls it: on its own, outside
+ * a transaction, with details that need escaping. */
+Test(identity, audit_row_written_on_its_own) {
+        char err[1024];
+        cr_assert_eq(tb_identity_audit(g_conn, ACTOR, "region.failover", "eu",
+                                       json_pack("{s:s, s:i}", "to", "us \"west\"", "tasks", 3),
+                                       err, sizeof(err)),
+                     TB_OK, "%s", err);
+        cr_assert_eq(PQtransactionStatus(g_conn), PQTRANS_IDLE);
+        const char *p[] = {ACTOR, "us \"west\""};
+        cr_assert_eq(count_rows("SELECT count(*) FROM admin_audit WHERE actor = $1 "
+                                "AND action = 'region.failover' AND target = 'eu' "
+                                "AND details->>'to' = $2 AND (details->>'tasks')::int = 3",
+                                2, p),
+                     1);
+        /* what a failed json_pack() returns is refused, not written */
+        cr_assert_eq(tb_identity_audit(g_conn, ACTOR, "region.failover", "eu", NULL, err,
+                                       sizeof(err)),
+                     TB_ERR_NOMEM);
+        cr_assert(strstr(err, "region.failover"), "%s", err);
+        cr_assert_eq(count_rows("SELECT count(*) FROM admin_audit", 0, NULL), 1);
 }
 
 Test(identity, token_never_stored_in_plain_text) {

@@ -1,11 +1,11 @@
 /**
  * @file test_ratelimit.c
- * @brief The per-key token bucket in core/lib/identity/identity.c: burst then throttle,
+ * @brief The per-key token bucket in core/lib/identity/ratelimit.c: burst then throttle,
  *        the refill rate, the exactness of retry-after, independent keys,
  *        eviction of idle buckets (and that it changes no decision), and
  *        thread safety. Time is passed in, so nothing here sleeps.
  */
-#include "identity/identity.h"
+#include "identity/ratelimit.h"
 
 #include <criterion/criterion.h>
 #include <math.h>

@@ -1,19 +1,30 @@
 /**
  * @file identity/identity.h
- * @brief Users, security groups, membership and API tokens (PostgreSQL), the
- *        authentication of bearer tokens shared by the REST API and the
- *        commands role, the per-user rate limiter, and the audited admin
- *        operations behind `taskbus admin user|token|group`.
+ * @brief The identity subsystem: users, security groups, membership and API
+ *        tokens (PostgreSQL); the authentication of bearer tokens shared by
+ *        the REST API and the commands role, with its cache; the audited admin
+ *        operations behind `taskbus admin user|token|group`, and the
+ *        admin_audit log every admin action of the CLI writes to.
  *
  * A token is 32 random bytes, shown once as "tbk_" + 64 hex digits and
  * stored only as its SHA-256. Its public id ("tok_" + 12 hex digits of the
  * hash) names it for listing and revocation.
+ *
+ * Files: auth.c (principals, authentication, the token format), cache.c
+ * (the authentication cache), admin.c (the admin operations and the audit
+ * log). The per-user rate limiter is a subsystem of its own:
+ * identity/ratelimit.h.
  */
 #ifndef TB_IDENTITY_H
 #define TB_IDENTITY_H
 
 #include "tb.h"
 #include "store/store.h"
+
+#include <jansson.h>
+/* The roles that authenticate a caller then rate-limit it by user id, so
+ * they get the limiter from here too. */
+#include "identity/ratelimit.h"
 
 /** Longest user, group or security-group name (bytes). */
 #define TB_IDENTITY_NAME_MAX 128
@@ -75,6 +86,30 @@ void tb_principal_free(tb_principal_t *p);
  * TB_ERR_CONFLICT (already exists / already revoked / already a member),
  * TB_ERR_PG. Tokens are never stored or logged: only their SHA-256. */
 
+/**
+ * @brief Write one row of the admin log (table admin_audit): who did what,
+ *        to what, when.
+ *
+ * Every admin action writes its row with this function, so that the log has
+ * one format whatever command wrote it. It runs on \p conn as it is: inside
+ * the caller's transaction, the change and its row commit together (the
+ * functions below do that); outside one, the row commits on its own (an
+ * action whose effect is not in this database, such as a region failover).
+ * @param conn     a connection to the region's database.
+ * @param actor    who acts, e.g. "admin:alice@host".
+ * @param action   "<object>.<verb>", e.g. "user.create", "region.failover".
+ * @param target   what it acted on (a user, a group, a token id, a region).
+ * @param details  a JSON object with what else the row keeps, never a
+ *                 secret; consumed (freed) in every case, so a json_pack()
+ *                 result can be passed directly: NULL, the result of a failed
+ *                 json_pack(), is TB_ERR_NOMEM.
+ * @returns TB_OK, TB_ERR_NOMEM or TB_ERR_PG.
+ * @locality the thread that holds \p conn.
+ */
+tb_err_t tb_identity_audit(PGconn *conn, const char *actor, const char *action,
+                           const char *target, json_t *details, char *errstr,
+                           size_t errstr_size);
+
 /** Create user \p user_id in \p groups (created when missing; duplicates
  *  ignored; zero groups allowed) and a first token. \p token_out receives the
  *  token (shown once), \p token_id_out its id. TB_ERR_CONFLICT if the user
@@ -107,35 +142,5 @@ tb_err_t tb_identity_group_add_member(PGconn *conn, const char *actor, const cha
  *  TB_ERR_NOT_FOUND if not a member. Audit action "group.remove-member". */
 tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const char *group,
                                          const char *user_id, char *errstr, size_t errstr_size);
-
-/* ---- rate limiting ------------------------------------------------------- */
-
-typedef struct tb_ratelimit tb_ratelimit_t;
-
-/**
- * A token bucket per key: \p rate tokens/s, \p burst capacity. Buckets
- * that have refilled completely are forgotten (a full bucket is the same as
- * a new one), so memory follows the number of recently active keys.
- * @returns the limiter (caller frees with tb_ratelimit_free()), or NULL if
- *          \p rate is not > 0 and finite, \p burst < 1, or out of memory.
- */
-tb_ratelimit_t *tb_ratelimit_new(double rate, int64_t burst);
-/** Free the limiter and its buckets; NULL allowed. */
-void tb_ratelimit_free(tb_ratelimit_t *rl);
-/** @returns how many buckets are held right now (for metrics and tests).
- *  @locality any thread. */
-size_t tb_ratelimit_size(tb_ratelimit_t *rl);
-/** Forget every bucket that is full again at monotonic time \p now_us
- *  (tb_ratelimit_take() also does this now and then on its own shard; call
- *  this from a periodic timer to bound memory after a burst of keys).
- *  @returns how many were dropped. @locality any thread. */
-size_t tb_ratelimit_sweep(tb_ratelimit_t *rl, int64_t now_us);
-/**
- * Take one token for \p key at monotonic time \p now_us. @returns true if
- * allowed; otherwise false and *\p retry_after_ms (may be NULL) says when a
- * token will be available. @locality any thread.
- */
-bool tb_ratelimit_take(tb_ratelimit_t *rl, const char *key, int64_t now_us,
-                       int64_t *retry_after_ms);
 
 #endif

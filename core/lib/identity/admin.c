@@ -1,0 +1,503 @@
+/**
+ * @file identity/admin.c
+ * @brief The audited admin operations behind `taskbus admin user|token|group`:
+ *        users, groups, membership and tokens, each with its admin_audit row;
+ *        and tb_identity_audit(), the one writer of admin_audit.
+ *
+ * Each operation is a function of its statements (tb_identity_*_op) and the
+ * public function that checks its arguments and hands the statements to
+ * tb_identity_admin_run(), which owns the transaction and the audit row.
+ */
+#include "identity/identity_internal.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void tb_identity_token_id(const unsigned char hash[TB_HASH_LEN], char out[32]) {
+        char hex[2 * TB_HASH_LEN + 1];
+        tb_identity_hex(hash, TB_HASH_LEN, hex);
+        snprintf(out, 32, TB_TOKEN_ID_PREFIX "%.*s", TB_TOKEN_ID_HEX, hex);
+}
+
+bool tb_identity_name_valid(const char *name) {
+        if (!name)
+                return false;
+        size_t n = 0;
+        for (const char *p = name; *p; p++, n++) {
+                char c = *p;
+                if (n >= TB_IDENTITY_NAME_MAX)
+                        return false;
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                      (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '@' || c == '-'))
+                        return false;
+        }
+        return n > 0;
+}
+
+tb_err_t tb_identity_name_check(const char *field, const char *name, char *errstr,
+                                size_t errstr_size) {
+        if (tb_identity_name_valid(name))
+                return TB_OK;
+        char q[96];
+        tb_identity_quote(name, q, sizeof(q));
+        size_t len = name ? strlen(name) : 0;
+        if (len == 0)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s is empty: use 1 to %d characters from [A-Za-z0-9._@-]",
+                                 field, TB_IDENTITY_NAME_MAX);
+        if (len > TB_IDENTITY_NAME_MAX)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s '%s' is too long (%zu characters): use 1 to %d "
+                                 "characters from [A-Za-z0-9._@-]",
+                                 field, q, len, TB_IDENTITY_NAME_MAX);
+        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                         "%s '%s' is invalid: use 1 to %d characters from [A-Za-z0-9._@-]",
+                         field, q, TB_IDENTITY_NAME_MAX);
+}
+
+/* ---- the audit log ------------------------------------------------------- */
+
+tb_err_t tb_identity_audit(PGconn *conn, const char *actor, const char *action,
+                           const char *target, json_t *details, char *errstr,
+                           size_t errstr_size) {
+        char *text = details ? json_dumps(details, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(details);
+        if (!text)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                 "audit %s: cannot encode the details", action);
+        const char *params[] = {actor, action, target, text};
+        tb_err_t err = tb_store_exec(conn, "write admin_audit",
+                                     "INSERT INTO admin_audit (actor, action, target, details) "
+                                     "VALUES ($1, $2, $3, $4::jsonb)",
+                                     4, params, NULL, errstr, errstr_size);
+        free(text);
+        return err;
+}
+
+/* ---- the admin transaction ---------------------------------------------- */
+
+/* The arguments of one admin operation; each operation reads the fields its
+ * public function fills in. */
+typedef struct tb_identity_admin_req {
+        const char *user_id;
+        const char *group;
+        const char *token_id;
+        const char *const *groups;
+        size_t group_cnt;
+        bool disabled;
+        char *token_out;    /* [72] */
+        char *token_id_out; /* [32] */
+} tb_identity_admin_req_t;
+
+/* The statements of one admin operation, run inside its transaction. On
+ * success *details is the audit row's details (NULL: out of memory). */
+typedef tb_err_t (*tb_identity_admin_op_t)(PGconn *conn, const tb_identity_admin_req_t *req,
+                                           json_t **details, char *errstr,
+                                           size_t errstr_size);
+
+static tb_err_t tb_identity_check_actor(const char *actor, char *errstr, size_t errstr_size) {
+        if (!actor || !*actor || strlen(actor) > 512)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "actor: must name who performs the action (1 to 512 bytes)");
+        return TB_OK;
+}
+
+/* Run \p op and its admin_audit row (\p action on \p target) in one
+ * transaction on \p conn: both commit or neither does. \p target is read
+ * after \p op ran, so it may be a buffer \p op fills (a new token's id).
+ * On failure \p req->token_out, if any, is zeroed. */
+static tb_err_t tb_identity_admin_run(PGconn *conn, const char *actor, const char *action,
+                                      const char *target, tb_identity_admin_op_t op,
+                                      const tb_identity_admin_req_t *req, char *errstr,
+                                      size_t errstr_size) {
+        json_t *details = NULL;
+        tb_err_t err;
+        if (!conn)
+                return tb_seterr(errstr, errstr_size, TB_ERR_PG, "no PostgreSQL connection");
+        if ((err = tb_identity_check_actor(actor, errstr, errstr_size)) ||
+            (err = tb_store_begin(conn, errstr, errstr_size)))
+                return err;
+        if (!(err = op(conn, req, &details, errstr, errstr_size)))
+                err = tb_identity_audit(conn, actor, action, target, details, errstr,
+                                        errstr_size); /* consumes details */
+        else
+                json_decref(details); /* in case op built them before failing */
+        if (!err)
+                err = tb_store_commit(conn, errstr, errstr_size);
+        if (err) {
+                tb_store_rollback(conn);
+                if (req->token_out) /* a token that was never stored must not linger */
+                        explicit_bzero(req->token_out, 72);
+        }
+        return err;
+}
+
+/* Run a statement and report whether it returned at least one row. */
+static tb_err_t tb_identity_exec_any(PGconn *conn, const char *what, const char *sql, int nparams,
+                                     const char *const *params, bool *found, char *errstr,
+                                     size_t errstr_size) {
+        PGresult *res = NULL;
+        tb_err_t err = tb_store_exec(conn, what, sql, nparams, params, &res, errstr, errstr_size);
+        if (!err)
+                *found = PQntuples(res) > 0;
+        PQclear(res);
+        return err;
+}
+
+static tb_err_t tb_identity_no_user(const char *user_id, char *errstr, size_t errstr_size) {
+        return tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
+                         "no user '%s'; create it with: taskbus admin user create %s "
+                         "--groups GROUP",
+                         user_id, user_id);
+}
+
+/* Generate a token for \p user_id and insert its hash (inside the caller's
+ * transaction). */
+static tb_err_t tb_identity_token_insert(PGconn *conn, const char *user_id, char token_out[72],
+                                         char token_id_out[32], char *errstr, size_t errstr_size) {
+        /* The 48-bit public id may collide (the 256-bit hash will not): on
+         * a collision ON CONFLICT inserts nothing and we draw again. */
+        for (int attempt = 0; attempt < 5; attempt++) {
+                unsigned char raw[TB_TOKEN_RAW_LEN], hash[TB_HASH_LEN];
+                char token[TB_TOKEN_LEN + 1], id[32], hparam[2 * TB_HASH_LEN + 3];
+                if (tb_random_bytes(raw, sizeof(raw)) != TB_OK)
+                        return tb_seterr(errstr, errstr_size, TB_ERR_IO,
+                                         "token: getrandom failed");
+                memcpy(token, TB_TOKEN_PREFIX, TB_TOKEN_PREFIX_LEN);
+                tb_identity_hex(raw, sizeof(raw), token + TB_TOKEN_PREFIX_LEN);
+                explicit_bzero(raw, sizeof(raw));
+                if (tb_identity_sha256(token, TB_TOKEN_LEN, hash) != TB_OK) {
+                        explicit_bzero(token, sizeof(token));
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                         "token: SHA-256 failed");
+                }
+                tb_identity_token_id(hash, id);
+                tb_identity_bytea_param(hash, hparam);
+                const char *params[] = {id, user_id, hparam};
+                bool inserted = false;
+                tb_err_t err = tb_identity_exec_any(
+                        conn, "insert token",
+                        "INSERT INTO api_tokens (id, user_id, token_hash) "
+                        "VALUES ($1, $2, $3::bytea) ON CONFLICT DO NOTHING "
+                        "RETURNING id",
+                        3, params, &inserted, errstr, errstr_size);
+                if (err) {
+                        explicit_bzero(token, sizeof(token));
+                        return err;
+                }
+                if (inserted) {
+                        memcpy(token_out, token, TB_TOKEN_LEN + 1);
+                        memcpy(token_id_out, id, strlen(id) + 1);
+                        explicit_bzero(token, sizeof(token));
+                        return TB_OK;
+                }
+                explicit_bzero(token, sizeof(token));
+        }
+        return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                         "token: 5 id collisions in a row; is the random source broken?");
+}
+
+/* ---- the operations: the statements of each, then its public function ---- */
+
+static tb_err_t tb_identity_user_create_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                           json_t **details, char *errstr,
+                                           size_t errstr_size) {
+        const char *user_id = req->user_id;
+        bool found = false;
+        tb_err_t err;
+        const char *up[] = {user_id};
+        if ((err = tb_identity_exec_any(conn, "insert user",
+                                        "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING "
+                                        "RETURNING id",
+                                        1, up, &found, errstr, errstr_size)))
+                return err;
+        if (!found)
+                return tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
+                                 "user '%s' already exists; give it another token with: "
+                                 "taskbus admin token create %s",
+                                 user_id, user_id);
+        json_t *jgroups = json_array(), *jcreated = json_array();
+        if (!jgroups || !jcreated)
+                goto nomem;
+        for (size_t i = 0; i < req->group_cnt; i++) {
+                const char *group = req->groups[i];
+                bool dup = false;
+                for (size_t j = 0; j < i && !dup; j++)
+                        dup = !strcmp(group, req->groups[j]);
+                if (dup)
+                        continue;
+                const char *gp[] = {group, user_id};
+                if ((err = tb_identity_exec_any(conn, "create group",
+                                                "INSERT INTO security_groups (name) VALUES ($1) "
+                                                "ON CONFLICT DO NOTHING RETURNING name",
+                                                1, gp, &found, errstr, errstr_size)))
+                        goto fail;
+                if (found && json_array_append_new(jcreated, json_string(group)))
+                        goto nomem;
+                if ((err = tb_store_exec(conn, "add group member",
+                                         "INSERT INTO group_members (group_name, user_id) "
+                                         "VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                                         2, gp, NULL, errstr, errstr_size)))
+                        goto fail;
+                if (json_array_append_new(jgroups, json_string(group)))
+                        goto nomem;
+        }
+        if ((err = tb_identity_token_insert(conn, user_id, req->token_out, req->token_id_out,
+                                            errstr, errstr_size)))
+                goto fail;
+        /* "o" steals both arrays, even on failure */
+        *details = json_pack("{s:o, s:o, s:s}", "groups", jgroups, "created_groups", jcreated,
+                             "token_id", req->token_id_out);
+        return TB_OK;
+nomem:
+        err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "user create: out of memory");
+fail:
+        json_decref(jgroups);
+        json_decref(jcreated);
+        return err;
+}
+
+tb_err_t tb_identity_user_create(PGconn *conn, const char *actor, const char *user_id,
+                                 const char *const *groups, size_t group_cnt,
+                                 char token_out[72], char token_id_out[32], char *errstr,
+                                 size_t errstr_size) {
+        tb_err_t err;
+        if ((err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
+                return err;
+        if (group_cnt && !groups)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL, "groups: NULL list");
+        for (size_t i = 0; i < group_cnt; i++)
+                if ((err = tb_identity_name_check("group name", groups[i], errstr, errstr_size)))
+                        return err;
+        const tb_identity_admin_req_t req = {.user_id = user_id,
+                                             .groups = groups,
+                                             .group_cnt = group_cnt,
+                                             .token_out = token_out,
+                                             .token_id_out = token_id_out};
+        return tb_identity_admin_run(conn, actor, "user.create", user_id,
+                                     tb_identity_user_create_op, &req, errstr, errstr_size);
+}
+
+static tb_err_t tb_identity_user_disable_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                            json_t **details, char *errstr,
+                                            size_t errstr_size) {
+        PGresult *res = NULL;
+        const char *p[] = {req->user_id, req->disabled ? "true" : "false"};
+        tb_err_t err = tb_store_exec(conn, "read user",
+                                     "SELECT disabled FROM users WHERE id = $1 FOR UPDATE", 1, p,
+                                     &res, errstr, errstr_size);
+        bool exists = !err && PQntuples(res) > 0;
+        bool was = exists && !strcmp(PQgetvalue(res, 0, 0), "t");
+        PQclear(res);
+        if (err)
+                return err;
+        if (!exists)
+                return tb_identity_no_user(req->user_id, errstr, errstr_size);
+        if (was != req->disabled &&
+            (err = tb_store_exec(conn, req->disabled ? "disable user" : "enable user",
+                                 "UPDATE users SET disabled = $2::boolean WHERE id = $1", 2, p,
+                                 NULL, errstr, errstr_size)))
+                return err;
+        *details = json_pack("{s:b}", "changed", was != req->disabled);
+        return TB_OK;
+}
+
+tb_err_t tb_identity_user_disable(PGconn *conn, const char *actor, const char *user_id,
+                                  bool disabled, char *errstr, size_t errstr_size) {
+        tb_err_t err;
+        if ((err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
+                return err;
+        const tb_identity_admin_req_t req = {.user_id = user_id, .disabled = disabled};
+        return tb_identity_admin_run(conn, actor, disabled ? "user.disable" : "user.enable",
+                                     user_id, tb_identity_user_disable_op, &req, errstr,
+                                     errstr_size);
+}
+
+static tb_err_t tb_identity_token_create_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                            json_t **details, char *errstr,
+                                            size_t errstr_size) {
+        bool found = false;
+        tb_err_t err;
+        const char *p[] = {req->user_id};
+        /* FOR SHARE: a concurrent delete of the user cannot slip in between */
+        if ((err = tb_identity_exec_any(conn, "read user",
+                                        "SELECT 1 FROM users WHERE id = $1 FOR SHARE", 1, p, &found,
+                                        errstr, errstr_size)))
+                return err;
+        if (!found)
+                return tb_identity_no_user(req->user_id, errstr, errstr_size);
+        if ((err = tb_identity_token_insert(conn, req->user_id, req->token_out, req->token_id_out,
+                                            errstr, errstr_size)))
+                return err;
+        *details = json_pack("{s:s}", "user", req->user_id);
+        return TB_OK;
+}
+
+tb_err_t tb_identity_token_create(PGconn *conn, const char *actor, const char *user_id,
+                                  char token_out[72], char token_id_out[32], char *errstr,
+                                  size_t errstr_size) {
+        tb_err_t err;
+        if ((err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
+                return err;
+        const tb_identity_admin_req_t req = {
+                .user_id = user_id, .token_out = token_out, .token_id_out = token_id_out};
+        /* the audit target is the new token's id, which the operation writes */
+        return tb_identity_admin_run(conn, actor, "token.create", token_id_out,
+                                     tb_identity_token_create_op, &req, errstr, errstr_size);
+}
+
+static tb_err_t tb_identity_token_revoke_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                            json_t **details, char *errstr,
+                                            size_t errstr_size) {
+        PGresult *res = NULL;
+        tb_err_t err;
+        const char *p[] = {req->token_id};
+        if ((err = tb_store_exec(conn, "read token",
+                                 "SELECT user_id, revoked_at IS NOT NULL, "
+                                 "       (extract(epoch FROM revoked_at) * 1000)::bigint "
+                                 "FROM api_tokens WHERE id = $1 FOR UPDATE",
+                                 1, p, &res, errstr, errstr_size)))
+                goto done;
+        if (PQntuples(res) == 0) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
+                                "no token '%s'; list tokens with: taskbus admin token list",
+                                req->token_id);
+                goto done;
+        }
+        if (!strcmp(PQgetvalue(res, 0, 1), "t")) {
+                char at[32];
+                tb_time_format(strtoll(PQgetvalue(res, 0, 2), NULL, 10), at);
+                err = tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
+                                "token %s was already revoked at %s", req->token_id, at);
+                goto done;
+        }
+        if ((err = tb_store_exec(conn, "revoke token",
+                                 "UPDATE api_tokens SET revoked_at = now() WHERE id = $1", 1, p,
+                                 NULL, errstr, errstr_size)))
+                goto done;
+        *details = json_pack("{s:s}", "user", PQgetvalue(res, 0, 0));
+done:
+        PQclear(res);
+        return err;
+}
+
+tb_err_t tb_identity_token_revoke(PGconn *conn, const char *actor, const char *token_id,
+                                  char *errstr, size_t errstr_size) {
+        size_t len = token_id ? strlen(token_id) : 0;
+
+        if (len >= TB_TOKEN_PREFIX_LEN && !strncmp(token_id, TB_TOKEN_PREFIX, TB_TOKEN_PREFIX_LEN))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "token id: that is a secret token, not a token id; pass its "
+                                 "id (tok_...) as shown by: taskbus admin token list USER");
+        if (len != 4 + TB_TOKEN_ID_HEX || strncmp(token_id, TB_TOKEN_ID_PREFIX, 4) != 0 ||
+            !tb_identity_is_lower_hex(token_id + 4, TB_TOKEN_ID_HEX)) {
+                char q[64];
+                tb_identity_quote(token_id, q, sizeof(q));
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "token id '%s' is invalid: expected '" TB_TOKEN_ID_PREFIX
+                                 "' followed by %d lowercase hex digits, as shown by: "
+                                 "taskbus admin token list",
+                                 q, TB_TOKEN_ID_HEX);
+        }
+        const tb_identity_admin_req_t req = {.token_id = token_id};
+        return tb_identity_admin_run(conn, actor, "token.revoke", token_id,
+                                     tb_identity_token_revoke_op, &req, errstr, errstr_size);
+}
+
+/* A membership change (\p op) of \p user_id in \p group, audited as
+ * \p action on the group. */
+static tb_err_t tb_identity_membership_run(PGconn *conn, const char *actor, const char *action,
+                                           tb_identity_admin_op_t op, const char *group,
+                                           const char *user_id, char *errstr,
+                                           size_t errstr_size) {
+        tb_err_t err;
+        if ((err = tb_identity_name_check("group name", group, errstr, errstr_size)) ||
+            (err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
+                return err;
+        const tb_identity_admin_req_t req = {.group = group, .user_id = user_id};
+        return tb_identity_admin_run(conn, actor, action, group, op, &req, errstr, errstr_size);
+}
+
+static tb_err_t tb_identity_group_add_member_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                                json_t **details, char *errstr,
+                                                size_t errstr_size) {
+        bool found = false, created = false;
+        tb_err_t err;
+        const char *p[] = {req->group, req->user_id};
+        if ((err = tb_identity_exec_any(conn, "read user",
+                                        "SELECT 1 FROM users WHERE id = $1 FOR SHARE", 1, p + 1,
+                                        &found, errstr, errstr_size)))
+                return err;
+        if (!found)
+                return tb_identity_no_user(req->user_id, errstr, errstr_size);
+        if ((err = tb_identity_exec_any(conn, "create group",
+                                        "INSERT INTO security_groups (name) VALUES ($1) "
+                                        "ON CONFLICT DO NOTHING RETURNING name",
+                                        1, p, &created, errstr, errstr_size)))
+                return err;
+        if ((err = tb_identity_exec_any(conn, "add group member",
+                                        "INSERT INTO group_members (group_name, user_id) "
+                                        "VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING user_id",
+                                        2, p, &found, errstr, errstr_size)))
+                return err;
+        if (!found)
+                return tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
+                                 "user '%s' is already a member of group '%s'", req->user_id,
+                                 req->group);
+        *details = json_pack("{s:s, s:b}", "user", req->user_id, "created_group", created);
+        return TB_OK;
+}
+
+tb_err_t tb_identity_group_add_member(PGconn *conn, const char *actor, const char *group,
+                                      const char *user_id, char *errstr, size_t errstr_size) {
+        return tb_identity_membership_run(conn, actor, "group.add-member",
+                                          tb_identity_group_add_member_op, group, user_id,
+                                          errstr, errstr_size);
+}
+
+static tb_err_t tb_identity_group_remove_member_op(PGconn *conn,
+                                                   const tb_identity_admin_req_t *req,
+                                                   json_t **details, char *errstr,
+                                                   size_t errstr_size) {
+        bool found = false;
+        tb_err_t err;
+        const char *p[] = {req->group, req->user_id};
+        if ((err = tb_identity_exec_any(conn, "remove group member",
+                                        "DELETE FROM group_members WHERE group_name = $1 "
+                                        "AND user_id = $2 RETURNING user_id",
+                                        2, p, &found, errstr, errstr_size)))
+                return err;
+        if (!found) {
+                bool user = false, grp = false;
+                if ((err = tb_identity_exec_any(conn, "read user",
+                                                "SELECT 1 FROM users WHERE id = $1", 1, p + 1,
+                                                &user, errstr, errstr_size)) ||
+                    (err = tb_identity_exec_any(conn, "read group",
+                                                "SELECT 1 FROM security_groups WHERE name = $1",
+                                                1, p, &grp, errstr, errstr_size)))
+                        return err;
+                if (!user)
+                        err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND, "no user '%s'",
+                                        req->user_id);
+                else if (!grp)
+                        err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
+                                        "no group '%s'; list groups with: taskbus admin group list",
+                                        req->group);
+                else
+                        err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
+                                        "user '%s' is not a member of group '%s'", req->user_id,
+                                        req->group);
+                return err;
+        }
+        *details = json_pack("{s:s}", "user", req->user_id);
+        return TB_OK;
+}
+
+tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const char *group,
+                                         const char *user_id, char *errstr, size_t errstr_size) {
+        return tb_identity_membership_run(conn, actor, "group.remove-member",
+                                          tb_identity_group_remove_member_op, group, user_id,
+                                          errstr, errstr_size);
+}
