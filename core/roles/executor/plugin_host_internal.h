@@ -1,0 +1,27 @@
+/**
+ * @file executor/plugin_host_internal.h
+ * @brief What the plugin host's files (plugin_host.c, plugin_config.c,
+ *        plugin_probe.c) share; plugin_host.h is the public header.
+ */
+#ifndef TB_PLUGIN_HOST_INTERNAL_H
+#define TB_PLUGIN_HOST_INTERNAL_H
+
+#include "tb.h"
+
+#include <taskbus/plugin.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* plugin_host.c */
+void tb_plugin_stem(const char *path, char *out, size_t size);
+char *tb_plugin_dup(const char *s, bool *ok);
+
+/* plugin_config.c */
+void tb_plugin_kv_free(tb_plugin_kv_t *kv, size_t n);
+tb_err_t tb_plugin_conf_check(const char *who, const tb_plugin_config_key_t *keys,
+                              const tb_plugin_kv_t *config, size_t n_config,
+                              tb_plugin_kv_t **out, size_t *n_out,
+                              char *errstr, size_t errstr_size);
+
+#endif /* TB_PLUGIN_HOST_INTERNAL_H */
