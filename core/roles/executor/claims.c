@@ -19,16 +19,16 @@
 /* ---- timer: held runs and output flushes ----------------------------------------- */
 
 void *tb_exec_timer_main(void *arg) {
-        tb_executor_t *ex = arg;
+        tb_exec_t *ex = arg;
         while (!atomic_load(&ex->stop_all)) {
                 int64_t now = tb_now_ms();
                 int64_t wait_ms = TB_EXEC_TICK_MS;
-                tb_xrun_t **due = NULL;
+                tb_exec_run_t **due = NULL;
                 size_t ndue = 0, cap = 0;
 
                 pthread_mutex_lock(&ex->lock);
-                for (tb_xrun_t *x = ex->runs; x; x = x->next) {
-                        if (x->phase != TB_XR_PENDING)
+                for (tb_exec_run_t *x = ex->runs; x; x = x->next) {
+                        if (x->phase != TB_EXEC_PENDING)
                                 continue;
                         if (x->nominal_ms > now) {
                                 if (x->nominal_ms - now < wait_ms)
@@ -37,36 +37,36 @@ void *tb_exec_timer_main(void *arg) {
                         }
                         if (ndue == cap) {
                                 size_t ncap = cap ? cap * 2 : 64;
-                                tb_xrun_t **nd = realloc(due, ncap * sizeof(*nd));
+                                tb_exec_run_t **nd = realloc(due, ncap * sizeof(*nd));
                                 if (!nd)
                                         break;
                                 due = nd;
                                 cap = ncap;
                         }
-                        x->phase = TB_XR_STARTING;
-                        tb_xrun_ref(x);
+                        x->phase = TB_EXEC_STARTING;
+                        tb_exec_run_ref(x);
                         due[ndue++] = x;
                 }
                 pthread_mutex_unlock(&ex->lock);
                 for (size_t i = 0; i < ndue; i++) {
-                        tb_exec_start(ex, due[i]);
-                        tb_xrun_unref(due[i]);
+                        tb_exec_run_start(ex, due[i]);
+                        tb_exec_run_unref(due[i]);
                 }
                 free(due);
 
                 /* Output held too long goes out now. */
-                tb_xrun_t **runs = NULL;
-                size_t n = tb_exec_snapshot(ex, 1u << TB_XR_RUNNING, &runs);
+                tb_exec_run_t **runs = NULL;
+                size_t n = tb_exec_runs_snapshot(ex, 1u << TB_EXEC_RUNNING, &runs);
                 int64_t mono = tb_mono_us();
                 for (size_t i = 0; i < n; i++) {
-                        tb_xrun_t *x = runs[i];
+                        tb_exec_run_t *x = runs[i];
                         pthread_mutex_lock(&x->lock);
                         if (x->buf.len &&
                             mono - x->buf_first_us >= (TB_EXEC_FLUSH_MS - TB_EXEC_TICK_MS) * 1000)
-                                tb_exec_flush_locked(ex, x, false);
+                                tb_exec_log_flush_locked(ex, x, false);
                         pthread_mutex_unlock(&x->lock);
                 }
-                tb_exec_snapshot_free(runs, n);
+                tb_exec_runs_snapshot_free(runs, n);
                 rd_kafka_poll(ex->producer, 0);
 
                 if (ndue)
@@ -81,7 +81,7 @@ void *tb_exec_timer_main(void *arg) {
 
 
 /* Hand a record that cannot be run to runs-dlq, with its reason. */
-static tb_err_t tb_exec_dlq(tb_executor_t *ex, const rd_kafka_message_t *m, const char *key,
+static tb_err_t tb_exec_dlq(tb_exec_t *ex, const rd_kafka_message_t *m, const char *key,
                             const char *reason, const char *error, char *errstr,
                             size_t errstr_size) {
         tb_header_t h[2] = {
@@ -98,16 +98,16 @@ static tb_err_t tb_exec_dlq(tb_executor_t *ex, const rd_kafka_message_t *m, cons
 /* ---- consuming and claiming ----------------------------------------------------- */
 
 /* Pull the RunRequest's fields into \p x (strings borrowed from x->req). */
-static tb_err_t tb_exec_parse(tb_xrun_t *x, char *errstr, size_t errstr_size) {
+static tb_err_t tb_exec_request_parse(tb_exec_run_t *x, char *errstr, size_t errstr_size) {
         const json_t *req = x->req, *snap = json_object_get(req, "snapshot");
-        x->run_id = tb_exec_str(req, "run_id");
-        x->task_id = tb_exec_str(req, "task_id");
+        x->run_id = tb_exec_json_str(req, "run_id");
+        x->task_id = tb_exec_json_str(req, "task_id");
         x->nominal_ms = json_integer_value(json_object_get(req, "nominal_time"));
         x->attempt = (int32_t)json_integer_value(json_object_get(req, "attempt"));
-        x->group = tb_exec_str(snap, "security_group");
-        x->executor_name = tb_exec_str(snap, "executor");
-        x->script = tb_exec_str(snap, "script");
-        x->overlap = tb_exec_str(snap, "overlap");
+        x->group = tb_exec_json_str(snap, "security_group");
+        x->executor_name = tb_exec_json_str(snap, "executor");
+        x->script = tb_exec_json_str(snap, "script");
+        x->overlap = tb_exec_json_str(snap, "overlap");
         x->argv = json_object_get(snap, "argv");
         x->options = json_object_get(snap, "executor_options");
         x->expiry_ms = json_integer_value(json_object_get(snap, "expiry_ms"));
@@ -144,16 +144,16 @@ static tb_err_t tb_exec_parse(tb_xrun_t *x, char *errstr, size_t errstr_size) {
 /* One record of a batch. */
 typedef struct tb_exec_item {
         rd_kafka_message_t *msg;
-        tb_xrun_t *x;      /* NULL once handled (DLQ) */
+        tb_exec_run_t *x;      /* NULL once handled (DLQ) */
         char *outcome;     /* taskbus_claim_run()'s answer, malloc'd */
 } tb_exec_item_t;
 
 /* Decode and check a record; what cannot run goes to runs-dlq (x stays NULL).
  * @returns false if the DLQ could not be written (do not commit the offset). */
-static bool tb_exec_prepare(tb_executor_t *ex, tb_exec_item_t *it) {
+static bool tb_exec_item_prepare(tb_exec_t *ex, tb_exec_item_t *it) {
         char err[1024], derr[1024];
         const rd_kafka_message_t *m = it->msg;
-        tb_xrun_t *x = tb_xrun_new(ex);
+        tb_exec_run_t *x = tb_exec_run_new(ex);
         const char *reason = NULL;
         if (!x) {
                 tb_error(TB_EXEC_SUB, "out of memory");
@@ -162,7 +162,7 @@ static bool tb_exec_prepare(tb_executor_t *ex, tb_exec_item_t *it) {
         if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_RUN_REQUEST, NULL, &x->req, err,
                             sizeof(err)) != TB_OK)
                 reason = "undecodable";
-        else if (tb_exec_parse(x, err, sizeof(err)) != TB_OK)
+        else if (tb_exec_request_parse(x, err, sizeof(err)) != TB_OK)
                 reason = "invalid";
         else if (!(x->plugin = tb_exec_plugin_find(ex, x->executor_name))) {
                 size_t len = (size_t)snprintf(err, sizeof(err), "executor '%s' is not loaded "
@@ -175,7 +175,7 @@ static bool tb_exec_prepare(tb_executor_t *ex, tb_exec_item_t *it) {
         if (!reason) {
                 x->raw = malloc(m->len ? m->len : 1);
                 if (!x->raw) {
-                        tb_xrun_unref(x);
+                        tb_exec_run_unref(x);
                         return false;
                 }
                 memcpy(x->raw, m->payload, m->len);
@@ -183,8 +183,8 @@ static bool tb_exec_prepare(tb_executor_t *ex, tb_exec_item_t *it) {
                 it->x = x;
                 return true;
         }
-        const char *key = x->req && *tb_exec_str(x->req, "task_id")
-                                  ? tb_exec_str(x->req, "task_id")
+        const char *key = x->req && *tb_exec_json_str(x->req, "task_id")
+                                  ? tb_exec_json_str(x->req, "task_id")
                                   : NULL;
         tb_warn(TB_EXEC_SUB, "%s [%" PRId32 "] offset %" PRId64 " to runs-dlq (%s): %s",
                 rd_kafka_topic_name(m->rkt), m->partition, m->offset, reason, err);
@@ -206,13 +206,13 @@ static bool tb_exec_prepare(tb_executor_t *ex, tb_exec_item_t *it) {
                         tb_warn(TB_EXEC_SUB, "run %s: publishing its FAILED result: %s",
                                 x->run_id, derr);
         }
-        tb_xrun_unref(x);
+        tb_exec_run_unref(x);
         return ok;
 }
 
 /* Claim every prepared run of the batch in one transaction. @returns false
  * when it could not (PostgreSQL down) and we are stopping. */
-static bool tb_exec_claim_batch(tb_executor_t *ex, tb_exec_item_t *items, size_t n) {
+static bool tb_exec_claim_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n) {
         char err[1024];
         bool any = false;
         for (size_t i = 0; i < n; i++)
@@ -225,7 +225,7 @@ static bool tb_exec_claim_batch(tb_executor_t *ex, tb_exec_item_t *items, size_t
                                : tb_seterr(err, sizeof(err), TB_ERR_TIMEOUT,
                                            "no PostgreSQL connection free within 2 s");
                 for (size_t i = 0; !e && i < n; i++) {
-                        tb_xrun_t *x = items[i].x;
+                        tb_exec_run_t *x = items[i].x;
                         if (!x)
                                 continue;
                         char lease[32], nominal[32], attempt[16];
@@ -265,8 +265,8 @@ static bool tb_exec_claim_batch(tb_executor_t *ex, tb_exec_item_t *items, size_t
 }
 
 /* Act on a claim's outcome; takes over it->x. */
-static void tb_exec_after_claim(tb_executor_t *ex, tb_exec_item_t *it) {
-        tb_xrun_t *x = it->x;
+static void tb_exec_after_claim(tb_exec_t *ex, tb_exec_item_t *it) {
+        tb_exec_run_t *x = it->x;
         const char *outcome = it->outcome ? it->outcome : "";
         const char *others = strchr(outcome, ':');
         others = others ? others + 1 : "";
@@ -276,7 +276,7 @@ static void tb_exec_after_claim(tb_executor_t *ex, tb_exec_item_t *it) {
                 tb_info(TB_EXEC_SUB, "run %s (task %s) was claimed before: duplicate dropped "
                         "(taskbus_executor_duplicates_total=%.0f)", x->run_id, x->task_id,
                         tb_metrics_get("taskbus_executor_duplicates_total", NULL));
-                tb_xrun_unref(x);
+                tb_exec_run_unref(x);
                 return;
         }
         if (!strncmp(outcome, "skipped:", 8)) {
@@ -293,7 +293,7 @@ static void tb_exec_after_claim(tb_executor_t *ex, tb_exec_item_t *it) {
                                "status=\"skipped_overlap\"", 1);
                 tb_info(TB_EXEC_SUB, "run %s (task %s) SKIPPED_OVERLAP: %s", x->run_id,
                         x->task_id, msg);
-                tb_xrun_unref(x);
+                tb_exec_run_unref(x);
                 return;
         }
         if (!strncmp(outcome, "replaced:", 9))
@@ -306,7 +306,7 @@ static void tb_exec_after_claim(tb_executor_t *ex, tb_exec_item_t *it) {
                 tb_warn(TB_EXEC_SUB, "run %s: nominal time is %" PRId64 " s ahead (clock "
                         "skew?): started now", x->run_id, ahead / 1000);
         pthread_mutex_lock(&ex->lock);
-        x->phase = hold ? TB_XR_PENDING : TB_XR_STARTING;
+        x->phase = hold ? TB_EXEC_PENDING : TB_EXEC_STARTING;
         x->next = ex->runs;
         ex->runs = x;
         ex->n_active++;
@@ -314,15 +314,15 @@ static void tb_exec_after_claim(tb_executor_t *ex, tb_exec_item_t *it) {
         if (hold)
                 pthread_cond_signal(&ex->timer_cond);
         else
-                tb_xrun_ref(x);
+                tb_exec_run_ref(x);
         pthread_mutex_unlock(&ex->lock);
         if (!hold) {
-                tb_exec_start(ex, x);
-                tb_xrun_unref(x);
+                tb_exec_run_start(ex, x);
+                tb_exec_run_unref(x);
         }
 }
 
-static void tb_exec_set_paused(tb_executor_t *ex, bool pause) {
+static void tb_exec_set_paused(tb_exec_t *ex, bool pause) {
         rd_kafka_topic_partition_list_t *parts = NULL;
         if (rd_kafka_assignment(ex->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
                 return;
@@ -342,8 +342,8 @@ static void tb_exec_set_paused(tb_executor_t *ex, bool pause) {
 /* Incremental (cooperative) assignment, keeping new partitions paused
  * while the executor is full. Runs on the consumer thread. */
 void tb_exec_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                                 rd_kafka_topic_partition_list_t *parts, void *opaque) {
-        tb_executor_t *ex = opaque;
+                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        tb_exec_t *ex = opaque;
         bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
         rd_kafka_error_t *e = NULL;
         rd_kafka_resp_err_t rerr = RD_KAFKA_RESP_ERR_NO_ERROR;
@@ -374,7 +374,7 @@ void tb_exec_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 tb_error(TB_EXEC_SUB, "assign: %s", rd_kafka_err2str(rerr));
 }
 
-static void tb_exec_commit(tb_executor_t *ex, tb_exec_item_t *items, size_t n) {
+static void tb_exec_commit_offsets(tb_exec_t *ex, tb_exec_item_t *items, size_t n) {
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
         for (size_t i = 0; i < n; i++) {
                 const rd_kafka_message_t *m = items[i].msg;
@@ -393,12 +393,12 @@ static void tb_exec_commit(tb_executor_t *ex, tb_exec_item_t *items, size_t n) {
         rd_kafka_topic_partition_list_destroy(l);
 }
 
-static void tb_exec_process_batch(tb_executor_t *ex, tb_exec_item_t *items, size_t n) {
+static void tb_exec_process_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n) {
         size_t ok = 0;
         /* A record whose DLQ write failed stops the batch there: only what
          * precedes it may be committed. */
         for (; ok < n; ok++)
-                if (!tb_exec_prepare(ex, &items[ok]))
+                if (!tb_exec_item_prepare(ex, &items[ok]))
                         break;
         if (ok < n)
                 tb_error(TB_EXEC_SUB, "stopping the batch at offset %" PRId64 "; it will be "
@@ -409,7 +409,7 @@ static void tb_exec_process_batch(tb_executor_t *ex, tb_exec_item_t *items, size
                 return;
         }
         if (ok)
-                tb_exec_commit(ex, items, ok);
+                tb_exec_commit_offsets(ex, items, ok);
         for (size_t i = 0; i < ok; i++)
                 if (items[i].x)
                         tb_exec_after_claim(ex, &items[i]);
@@ -435,7 +435,7 @@ static void tb_exec_process_batch(tb_executor_t *ex, tb_exec_item_t *items, size
 }
 
 void *tb_exec_consumer_main(void *arg) {
-        tb_executor_t *ex = arg;
+        tb_exec_t *ex = arg;
         tb_exec_item_t items[TB_EXEC_BATCH];
         while (!atomic_load(&ex->stop_consume)) {
                 pthread_mutex_lock(&ex->lock);
@@ -470,7 +470,7 @@ void *tb_exec_consumer_main(void *arg) {
                         tb_exec_process_batch(ex, items, n);
                 for (size_t i = 0; i < n; i++) {
                         if (items[i].x)
-                                tb_xrun_unref(items[i].x);
+                                tb_exec_run_unref(items[i].x);
                         free(items[i].outcome);
                         rd_kafka_message_destroy(items[i].msg);
                 }
@@ -486,16 +486,16 @@ void *tb_exec_consumer_main(void *arg) {
 /* Runs still waiting for their nominal time are handed back: the claim is
  * deleted and the RunRequest produced again onto runs, for the executor that
  * takes over the partition. */
-void tb_exec_release_pending(tb_executor_t *ex) {
-        tb_xrun_t **runs = NULL;
-        size_t n = tb_exec_snapshot(ex, 1u << TB_XR_PENDING, &runs);
+void tb_exec_release_pending(tb_exec_t *ex) {
+        tb_exec_run_t **runs = NULL;
+        size_t n = tb_exec_runs_snapshot(ex, 1u << TB_EXEC_PENDING, &runs);
         for (size_t i = 0; i < n; i++) {
-                tb_xrun_t *x = runs[i];
+                tb_exec_run_t *x = runs[i];
                 char err[1024];
                 pthread_mutex_lock(&ex->lock);
-                bool mine = x->phase == TB_XR_PENDING && !x->finished;
+                bool mine = x->phase == TB_EXEC_PENDING && !x->finished;
                 if (mine)
-                        x->phase = TB_XR_RELEASED;
+                        x->phase = TB_EXEC_RELEASED;
                 pthread_mutex_unlock(&ex->lock);
                 if (!mine)
                         continue;
@@ -523,8 +523,8 @@ void tb_exec_release_pending(tb_executor_t *ex) {
                         tb_error(TB_EXEC_SUB, "run %s (task %s) had not started and could not "
                                  "be handed back (%s): it will be reported LOST after its "
                                  "lease", x->run_id, x->task_id, e ? err : "claim not found");
-                tb_exec_unlink(ex, x);
-                tb_xrun_unref(x); /* the list's reference */
+                tb_exec_run_unlink(ex, x);
+                tb_exec_run_unref(x); /* the list's reference */
         }
-        tb_exec_snapshot_free(runs, n);
+        tb_exec_runs_snapshot_free(runs, n);
 }

@@ -25,7 +25,7 @@
  * order). Order: ex->lock before x->lock; nothing takes ex->lock while
  * holding an x->lock.
  *
- * Lifetime of a run (tb_xrun_t): created when its claim commits, linked in
+ * Lifetime of a run (tb_exec_run_t): created when its claim commits, linked in
  * ex->runs (the list's reference), unlinked and released by the finisher
  * after its result is delivered. Other threads take a reference under
  * ex->lock before using it outside the lock.
@@ -58,25 +58,25 @@
 
 /* ---- state ------------------------------------------------------------------- */
 
-typedef enum tb_xphase {
-        TB_XR_PENDING = 0, /* claimed, waiting for its nominal time */
-        TB_XR_STARTING,    /* a thread is inside tb_plugin_run_start() */
-        TB_XR_RUNNING,     /* started (or failed to start: finished is set) */
-        TB_XR_RELEASED,    /* handed back at shutdown before it started */
-} tb_xphase_t;
+typedef enum tb_exec_phase {
+        TB_EXEC_PENDING = 0, /* claimed, waiting for its nominal time */
+        TB_EXEC_STARTING,    /* a thread is inside tb_plugin_run_start() */
+        TB_EXEC_RUNNING,     /* started (or failed to start: finished is set) */
+        TB_EXEC_RELEASED,    /* handed back at shutdown before it started */
+} tb_exec_phase_t;
 
 typedef struct tb_exec_plugin {
         char name[64];
         tb_plugin_instance_t *pi;
 } tb_exec_plugin_t;
 
-typedef struct tb_executor tb_executor_t;
+typedef struct tb_exec tb_exec_t;
 
-typedef struct tb_xrun {
-        struct tb_xrun *next;   /* ex->runs */
-        struct tb_xrun *qnext;  /* ex->done queue */
+typedef struct tb_exec_run {
+        struct tb_exec_run *next;   /* ex->runs */
+        struct tb_exec_run *qnext;  /* ex->done queue */
         atomic_int refs;
-        tb_executor_t *ex;
+        tb_exec_t *ex;
 
         /* Immutable once linked. The strings point into req. */
         json_t *req;
@@ -89,7 +89,7 @@ typedef struct tb_xrun {
         tb_exec_plugin_t *plugin;
 
         /* Under ex->lock. */
-        tb_xphase_t phase;
+        tb_exec_phase_t phase;
         tb_plugin_hrun_t *hr;   /* set once started; released when the run is freed */
         bool start_returned;    /* the starter is done with it */
         bool finished;          /* res holds the outcome */
@@ -108,9 +108,9 @@ typedef struct tb_xrun {
         int64_t seq;
         int64_t out_total, out_kept;
         bool truncated;
-} tb_xrun_t;
+} tb_exec_run_t;
 
-struct tb_executor {
+struct tb_exec {
         tb_ctx_t *ctx;
         const tb_config_t *conf;
         char id[400];           /* run_claims.executor_id: instance + random */
@@ -125,9 +125,9 @@ struct tb_executor {
         pthread_cond_t timer_cond; /* timer: a run was held, or stop */
         pthread_cond_t lease_cond; /* lease thread: stop */
         pthread_cond_t idle_cond;  /* stop(): n_active dropped */
-        tb_xrun_t *runs;
+        tb_exec_run_t *runs;
         size_t n_active;
-        tb_xrun_t *done_head, *done_tail;
+        tb_exec_run_t *done_head, *done_tail;
 
         atomic_bool stop_consume;
         atomic_bool stop_all;
@@ -154,28 +154,28 @@ typedef struct tb_exec_outcome {
 /* role.c */
 void tb_exec_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
 int64_t tb_exec_mono_ms(void);
-const char *tb_exec_str(const json_t *o, const char *key);
+const char *tb_exec_json_str(const json_t *o, const char *key);
 void tb_exec_ms_text(int64_t v, char buf[32]);
-tb_exec_plugin_t *tb_exec_plugin_find(tb_executor_t *ex, const char *name);
+tb_exec_plugin_t *tb_exec_plugin_find(tb_exec_t *ex, const char *name);
 
 /* runs.c */
-tb_xrun_t *tb_xrun_new(tb_executor_t *ex);
-void tb_xrun_ref(tb_xrun_t *x);
-void tb_xrun_unref(tb_xrun_t *x);
-tb_err_t tb_exec_publish_result(tb_executor_t *ex, const char *run_id,
+tb_exec_run_t *tb_exec_run_new(tb_exec_t *ex);
+void tb_exec_run_ref(tb_exec_run_t *x);
+void tb_exec_run_unref(tb_exec_run_t *x);
+tb_err_t tb_exec_publish_result(tb_exec_t *ex, const char *run_id,
                                 const char *task_id, int64_t nominal_ms,
                                 int32_t attempt, const tb_exec_outcome_t *o, bool sync,
                                 char *errstr, size_t errstr_size);
-void tb_exec_flush_locked(tb_executor_t *ex, tb_xrun_t *x, bool eof);
-void tb_exec_on_output(void *opaque, void *run_opaque, int stream, const void *data,
-                       size_t len);
-void tb_exec_on_finished(void *opaque, void *run_opaque, const tb_plugin_result_t *res);
-void tb_exec_start(tb_executor_t *ex, tb_xrun_t *x);
-void tb_exec_cancel_local(tb_executor_t *ex, tb_xrun_t *x, const char *reason,
-                          bool shutdown);
-size_t tb_exec_snapshot(tb_executor_t *ex, unsigned phase_mask, tb_xrun_t ***out);
-void tb_exec_snapshot_free(tb_xrun_t **v, size_t n);
-void tb_exec_unlink(tb_executor_t *ex, tb_xrun_t *x);
+void tb_exec_log_flush_locked(tb_exec_t *ex, tb_exec_run_t *x, bool eof);
+void tb_exec_sink_output(void *opaque, void *run_opaque, int stream, const void *data,
+                         size_t len);
+void tb_exec_sink_finished(void *opaque, void *run_opaque, const tb_plugin_result_t *res);
+void tb_exec_run_start(tb_exec_t *ex, tb_exec_run_t *x);
+void tb_exec_run_cancel(tb_exec_t *ex, tb_exec_run_t *x, const char *reason,
+                        bool shutdown);
+size_t tb_exec_runs_snapshot(tb_exec_t *ex, unsigned phase_mask, tb_exec_run_t ***out);
+void tb_exec_runs_snapshot_free(tb_exec_run_t **v, size_t n);
+void tb_exec_run_unlink(tb_exec_t *ex, tb_exec_run_t *x);
 void *tb_exec_finisher_main(void *arg);
 
 /* lease.c */
@@ -186,6 +186,6 @@ void *tb_exec_timer_main(void *arg);
 void tb_exec_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                           rd_kafka_topic_partition_list_t *parts, void *opaque);
 void *tb_exec_consumer_main(void *arg);
-void tb_exec_release_pending(tb_executor_t *ex);
+void tb_exec_release_pending(tb_exec_t *ex);
 
 #endif /* TB_EXECUTOR_INTERNAL_H */

@@ -28,13 +28,13 @@ static int tb_exec_cmp_str(const void *a, const void *b) {
 /* Renew (\p renew) or just read this executor's running claims, and act on
  * their cancellation requests; with \p renew, runs whose claim is gone are
  * lease-lost. */
-static void tb_exec_lease_pass(tb_executor_t *ex, bool renew) {
+static void tb_exec_lease_pass(tb_exec_t *ex, bool renew) {
         char err[1024], lease[32];
-        tb_xrun_t **runs = NULL;
+        tb_exec_run_t **runs = NULL;
         /* Snapshot first: a run linked after the query ran is not in its
          * answer but is not lost either. */
-        size_t n = tb_exec_snapshot(ex, (1u << TB_XR_PENDING) | (1u << TB_XR_STARTING) |
-                                                (1u << TB_XR_RUNNING),
+        size_t n = tb_exec_runs_snapshot(ex, (1u << TB_EXEC_PENDING) | (1u << TB_EXEC_STARTING) |
+                                                (1u << TB_EXEC_RUNNING),
                                     &runs);
         if (n == 0) {
                 free(runs);
@@ -64,7 +64,7 @@ static void tb_exec_lease_pass(tb_executor_t *ex, bool renew) {
                 tb_store_release(ex->ctx->store, c);
         if (e != TB_OK) {
                 tb_warn(TB_EXEC_SUB, "%s", err);
-                tb_exec_snapshot_free(runs, n);
+                tb_exec_runs_snapshot_free(runs, n);
                 return;
         }
         int rows = PQntuples(r);
@@ -74,14 +74,14 @@ static void tb_exec_lease_pass(tb_executor_t *ex, bool renew) {
         if (ids)
                 qsort(ids, (size_t)rows, sizeof(char *), tb_exec_cmp_str);
         for (size_t i = 0; i < n; i++) {
-                tb_xrun_t *x = runs[i];
+                tb_exec_run_t *x = runs[i];
                 const char *key = x->run_id;
                 const char **hit = ids ? bsearch(&key, ids, (size_t)rows, sizeof(char *),
                                                  tb_exec_cmp_str)
                                        : NULL;
                 if (!hit && renew) {
                         pthread_mutex_lock(&ex->lock);
-                        bool lost = !x->finished && x->phase != TB_XR_RELEASED;
+                        bool lost = !x->finished && x->phase != TB_EXEC_RELEASED;
                         if (lost)
                                 x->lease_lost = true;
                         pthread_mutex_unlock(&ex->lock);
@@ -89,8 +89,8 @@ static void tb_exec_lease_pass(tb_executor_t *ex, bool renew) {
                                 tb_error(TB_EXEC_SUB, "run %s: this executor's claim on it is "
                                          "gone (lease expired and reaped?): stopping it",
                                          x->run_id);
-                                tb_exec_cancel_local(ex, x, "the executor lost its claim on "
-                                                     "the run (lease expired)", false);
+                                tb_exec_run_cancel(ex, x, "the executor lost its claim on "
+                                                   "the run (lease expired)", false);
                         }
                 }
         }
@@ -100,12 +100,12 @@ static void tb_exec_lease_pass(tb_executor_t *ex, bool renew) {
                 const char *id = PQgetvalue(r, i, 0), *why = PQgetvalue(r, i, 2);
                 for (size_t k = 0; k < n; k++)
                         if (!strcmp(runs[k]->run_id, id))
-                                tb_exec_cancel_local(ex, runs[k],
-                                                     *why ? why : "cancelled by request", false);
+                                tb_exec_run_cancel(ex, runs[k],
+                                                   *why ? why : "cancelled by request", false);
         }
         free(ids);
         PQclear(r);
-        tb_exec_snapshot_free(runs, n);
+        tb_exec_runs_snapshot_free(runs, n);
 }
 
 /* Kill what is left on this host of lost run \p run_id: the shell plugin's
@@ -156,7 +156,7 @@ static int tb_exec_kill_orphans(const char *run_id) {
 }
 
 /* Declare claims whose lease expired LOST (any executor's). */
-static void tb_exec_reap(tb_executor_t *ex) {
+static void tb_exec_reap(tb_exec_t *ex) {
         char err[1024];
         PGresult *r = NULL;
         PGconn *c = tb_store_acquire_timeout(ex->ctx->store, 2000);
@@ -212,7 +212,7 @@ static void tb_exec_reap(tb_executor_t *ex) {
 }
 
 void *tb_exec_lease_main(void *arg) {
-        tb_executor_t *ex = arg;
+        tb_exec_t *ex = arg;
         const int64_t lease = ex->conf->exec_lease_ms;
         int64_t now = tb_exec_mono_ms();
         int64_t next_renew = now + lease / 3, next_poll = now + TB_EXEC_CANCEL_POLL_MS;

@@ -19,7 +19,7 @@
 
 /* ---- configuration -------------------------------------------------------- */
 
-static tb_err_t tb_plugin_parse_duration(const char *s, int64_t *ms) {
+static tb_err_t tb_plugin_host_parse_duration(const char *s, int64_t *ms) {
         char *end;
         errno = 0;
         if (!s || !*s || *s == '-' || *s == '+')
@@ -46,9 +46,9 @@ static tb_err_t tb_plugin_parse_duration(const char *s, int64_t *ms) {
 
 /* Normalise \p value for \p key into a malloc'd string (see the
  * TB_PLUGIN_CONF_* docs). */
-static tb_err_t tb_plugin_conf_value(const char *who, const tb_plugin_config_key_t *key,
-                                     const char *value, char **out, char *errstr,
-                                     size_t errstr_size) {
+static tb_err_t tb_plugin_host_conf_value(const char *who, const tb_plugin_config_key_t *key,
+                                          const char *value, char **out, char *errstr,
+                                          size_t errstr_size) {
         char buf[32];
         const char *norm = value;
         switch (key->type) {
@@ -80,7 +80,7 @@ static tb_err_t tb_plugin_conf_value(const char *who, const tb_plugin_config_key
         }
         case TB_PLUGIN_CONF_DURATION: {
                 int64_t ms;
-                if (tb_plugin_parse_duration(value, &ms) != TB_OK)
+                if (tb_plugin_host_parse_duration(value, &ms) != TB_OK)
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s: config key '%s' must be a "
                                          "duration such as 250ms, 5s, 2m or 1h "
@@ -101,7 +101,7 @@ static tb_err_t tb_plugin_conf_value(const char *who, const tb_plugin_config_key
         return TB_OK;
 }
 
-void tb_plugin_kv_free(tb_plugin_kv_t *kv, size_t n) {
+void tb_plugin_host_kv_free(tb_plugin_kv_t *kv, size_t n) {
         for (size_t i = 0; kv && i < n; i++)
                 free((char *)kv[i].value);
         free(kv);
@@ -109,11 +109,11 @@ void tb_plugin_kv_free(tb_plugin_kv_t *kv, size_t n) {
 
 /* Check \p config against the plugin's key table and produce the full,
  * normalised list init() receives (*out: keys borrowed from the table,
- * values malloc'd; free with tb_plugin_kv_free). */
-tb_err_t tb_plugin_conf_check(const char *who, const tb_plugin_config_key_t *keys,
-                                     const tb_plugin_kv_t *config, size_t n_config,
-                                     tb_plugin_kv_t **out, size_t *n_out,
-                                     char *errstr, size_t errstr_size) {
+ * values malloc'd; free with tb_plugin_host_kv_free). */
+tb_err_t tb_plugin_host_conf_check(const char *who, const tb_plugin_config_key_t *keys,
+                                   const tb_plugin_kv_t *config, size_t n_config,
+                                   tb_plugin_kv_t **out, size_t *n_out,
+                                   char *errstr, size_t errstr_size) {
         size_t nkeys = 0;
         while (keys && keys[nkeys].name)
                 nkeys++;
@@ -163,7 +163,7 @@ tb_err_t tb_plugin_conf_check(const char *who, const tb_plugin_config_key_t *key
                         }
                 }
                 if (!set && keys[j].required) {
-                        tb_plugin_kv_free(kv, n);
+                        tb_plugin_host_kv_free(kv, n);
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s: missing required config key '%s' (%s)",
                                          who, keys[j].name,
@@ -172,10 +172,10 @@ tb_err_t tb_plugin_conf_check(const char *who, const tb_plugin_config_key_t *key
                 if (!value)
                         continue;
                 char *norm = NULL;
-                tb_err_t err = tb_plugin_conf_value(who, &keys[j], value, &norm,
-                                                    errstr, errstr_size);
+                tb_err_t err = tb_plugin_host_conf_value(who, &keys[j], value, &norm,
+                                                         errstr, errstr_size);
                 if (err) {
-                        tb_plugin_kv_free(kv, n);
+                        tb_plugin_host_kv_free(kv, n);
                         return err;
                 }
                 kv[n].key = keys[j].name;
@@ -208,30 +208,30 @@ tb_err_t tb_plugin_policy_build(const struct tb_group_conf *g, tb_plugin_kv_t **
         size_t n = 0;
         bool ok = true;
         char num[64];
-#define TB_POL_ADD(k, v)                                                       \
+#define TB_PLUGIN_HOST_POL_ADD(k, v)                                                       \
         do {                                                                   \
                 const char *v_ = (v);                                          \
                 if (v_) {                                                      \
                         kv[n].key = (k);                                       \
-                        kv[n].value = tb_plugin_dup(v_, &ok);                  \
+                        kv[n].value = tb_plugin_host_dup(v_, &ok);                  \
                         n++;                                                   \
                 }                                                              \
         } while (0)
-        TB_POL_ADD("os_user", g->os_user);
-        TB_POL_ADD("network", g->network);
+        TB_PLUGIN_HOST_POL_ADD("os_user", g->os_user);
+        TB_PLUGIN_HOST_POL_ADD("network", g->network);
         if (g->memory_max_bytes > 0) {
                 snprintf(num, sizeof(num), "%lld", (long long)g->memory_max_bytes);
-                TB_POL_ADD("memory_max", num);
+                TB_PLUGIN_HOST_POL_ADD("memory_max", num);
         }
         if (g->cpus_max > 0) {
                 snprintf(num, sizeof(num), "%.6g", g->cpus_max);
-                TB_POL_ADD("cpus_max", num);
+                TB_PLUGIN_HOST_POL_ADD("cpus_max", num);
         }
-        TB_POL_ADD("ssh_key", g->ssh_key);
-        TB_POL_ADD("ssh_known_hosts", g->ssh_known_hosts);
+        TB_PLUGIN_HOST_POL_ADD("ssh_key", g->ssh_key);
+        TB_PLUGIN_HOST_POL_ADD("ssh_known_hosts", g->ssh_known_hosts);
         for (size_t i = 0; i < g->image_cnt; i++)
-                TB_POL_ADD("images", g->images[i]);
-#undef TB_POL_ADD
+                TB_PLUGIN_HOST_POL_ADD("images", g->images[i]);
+#undef TB_PLUGIN_HOST_POL_ADD
         if (!ok) {
                 tb_plugin_policy_free(kv, n);
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");

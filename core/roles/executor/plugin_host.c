@@ -27,12 +27,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TB_PLUGIN_SUBSYS "plugin"
+#define TB_PLUGIN_HOST_SUB "plugin"
 /* The fields ABI major 1 needs: everything up to and including destroy. */
-#define TB_PLUGIN_DESC_MIN_SIZE                                                \
+#define TB_PLUGIN_HOST_DESC_MIN_SIZE                                                \
         (offsetof(tb_plugin_t, destroy) + sizeof(((tb_plugin_t *)0)->destroy))
 /* The ABI header every descriptor has in every major: size, major, minor. */
-#define TB_PLUGIN_DESC_HDR_SIZE (offsetof(tb_plugin_t, abi_minor) + sizeof(uint16_t))
+#define TB_PLUGIN_HOST_DESC_HDR_SIZE (offsetof(tb_plugin_t, abi_minor) + sizeof(uint16_t))
 
 struct tb_plugin_hrun {
         tb_plugin_run_t run; /* first: the plugin's handle is &hr->run */
@@ -87,7 +87,7 @@ void tb_plugin_stem(const char *path, char *out, size_t size) {
         out[n] = '\0';
 }
 
-static const char *tb_plugin_ftype(mode_t m) {
+static const char *tb_plugin_host_ftype(mode_t m) {
         if (S_ISDIR(m)) return "a directory";
         if (S_ISFIFO(m)) return "a FIFO";
         if (S_ISCHR(m)) return "a character device";
@@ -96,7 +96,7 @@ static const char *tb_plugin_ftype(mode_t m) {
         return "not a regular file";
 }
 
-static void tb_plugin_hrun_free(tb_plugin_hrun_t *hr) {
+static void tb_plugin_host_hrun_free(tb_plugin_hrun_t *hr) {
         tb_plugin_run_t *r = &hr->run;
         free((char *)r->run_id);
         free((char *)r->task_id);
@@ -127,13 +127,13 @@ static void tb_plugin_hrun_free(tb_plugin_hrun_t *hr) {
         free(hr);
 }
 
-static void tb_plugin_hrun_unref(tb_plugin_hrun_t *hr) {
+static void tb_plugin_host_hrun_unref(tb_plugin_hrun_t *hr) {
         if (hr && atomic_fetch_sub(&hr->refs, 1) == 1)
-                tb_plugin_hrun_free(hr);
+                tb_plugin_host_hrun_free(hr);
 }
 
 /* strdup that keeps NULL as NULL and reports failure through *ok. */
-char *tb_plugin_dup(const char *s, bool *ok) {
+char *tb_plugin_host_dup(const char *s, bool *ok) {
         if (!s)
                 return NULL;
         char *d = strdup(s);
@@ -142,7 +142,7 @@ char *tb_plugin_dup(const char *s, bool *ok) {
         return d;
 }
 
-static tb_plugin_kv_t *tb_plugin_kv_dup(const tb_plugin_kv_t *kv, size_t n, bool *ok) {
+static tb_plugin_kv_t *tb_plugin_host_kv_dup(const tb_plugin_kv_t *kv, size_t n, bool *ok) {
         if (!kv || n == 0)
                 return NULL;
         tb_plugin_kv_t *d = calloc(n, sizeof(*d));
@@ -151,25 +151,25 @@ static tb_plugin_kv_t *tb_plugin_kv_dup(const tb_plugin_kv_t *kv, size_t n, bool
                 return NULL;
         }
         for (size_t i = 0; i < n; i++) {
-                d[i].key = tb_plugin_dup(kv[i].key ? kv[i].key : "", ok);
-                d[i].value = tb_plugin_dup(kv[i].value ? kv[i].value : "", ok);
+                d[i].key = tb_plugin_host_dup(kv[i].key ? kv[i].key : "", ok);
+                d[i].value = tb_plugin_host_dup(kv[i].value ? kv[i].value : "", ok);
         }
         return d;
 }
 
 /* Deep copy so that the caller's run may go away once start returns. */
-static tb_plugin_hrun_t *tb_plugin_hrun_new(const tb_plugin_run_t *src) {
+static tb_plugin_hrun_t *tb_plugin_host_hrun_new(const tb_plugin_run_t *src) {
         tb_plugin_hrun_t *hr = calloc(1, sizeof(*hr));
         if (!hr)
                 return NULL;
         bool ok = true;
         tb_plugin_run_t *r = &hr->run;
         r->size = sizeof(*r);
-        r->run_id = tb_plugin_dup(src->run_id, &ok);
-        r->task_id = tb_plugin_dup(src->task_id, &ok);
+        r->run_id = tb_plugin_host_dup(src->run_id, &ok);
+        r->task_id = tb_plugin_host_dup(src->task_id, &ok);
         r->nominal_time_ms = src->nominal_time_ms;
         r->attempt = src->attempt;
-        r->script = tb_plugin_dup(src->script, &ok);
+        r->script = tb_plugin_host_dup(src->script, &ok);
         if (src->argv) {
                 size_t n = 0;
                 while (src->argv[n])
@@ -178,32 +178,32 @@ static tb_plugin_hrun_t *tb_plugin_hrun_new(const tb_plugin_run_t *src) {
                 if (!hr->argv_copy)
                         ok = false;
                 for (size_t i = 0; hr->argv_copy && i < n; i++)
-                        hr->argv_copy[i] = tb_plugin_dup(src->argv[i], &ok);
+                        hr->argv_copy[i] = tb_plugin_host_dup(src->argv[i], &ok);
                 r->argv = (const char *const *)hr->argv_copy;
         }
-        hr->env_copy = tb_plugin_kv_dup(src->env, src->n_env, &ok);
+        hr->env_copy = tb_plugin_host_kv_dup(src->env, src->n_env, &ok);
         r->env = hr->env_copy;
         r->n_env = hr->env_copy ? src->n_env : 0;
-        r->workdir = tb_plugin_dup(src->workdir, &ok);
-        r->os_user = tb_plugin_dup(src->os_user, &ok);
+        r->workdir = tb_plugin_host_dup(src->workdir, &ok);
+        r->os_user = tb_plugin_host_dup(src->os_user, &ok);
         r->expiry_ms = src->expiry_ms;
-        hr->opt_copy = tb_plugin_kv_dup(src->options, src->n_options, &ok);
+        hr->opt_copy = tb_plugin_host_kv_dup(src->options, src->n_options, &ok);
         r->options = hr->opt_copy;
         r->n_options = hr->opt_copy ? src->n_options : 0;
-        r->security_group = tb_plugin_dup(src->security_group, &ok);
-        hr->pol_copy = tb_plugin_kv_dup(src->policy, src->n_policy, &ok);
+        r->security_group = tb_plugin_host_dup(src->security_group, &ok);
+        hr->pol_copy = tb_plugin_host_kv_dup(src->policy, src->n_policy, &ok);
         r->policy = hr->pol_copy;
         r->n_policy = hr->pol_copy ? src->n_policy : 0;
         if (!ok) {
-                tb_plugin_hrun_free(hr);
+                tb_plugin_host_hrun_free(hr);
                 return NULL;
         }
         return hr;
 }
 
 /* Find the active run the plugin means and take a reference on it. */
-static tb_plugin_hrun_t *tb_plugin_find_ref(tb_plugin_instance_t *pi,
-                                            const tb_plugin_run_t *run) {
+static tb_plugin_hrun_t *tb_plugin_host_find_ref(tb_plugin_instance_t *pi,
+                                                 const tb_plugin_run_t *run) {
         tb_plugin_hrun_t *found = NULL;
         pthread_mutex_lock(&pi->lock);
         for (tb_plugin_hrun_t *hr = pi->active; hr; hr = hr->next) {
@@ -217,7 +217,7 @@ static tb_plugin_hrun_t *tb_plugin_find_ref(tb_plugin_instance_t *pi,
         return found;
 }
 
-static void tb_plugin_unlink_locked(tb_plugin_instance_t *pi, tb_plugin_hrun_t *hr) {
+static void tb_plugin_host_unlink_locked(tb_plugin_instance_t *pi, tb_plugin_hrun_t *hr) {
         hr->finished = true;
         if (hr->prev)
                 hr->prev->next = hr->next;
@@ -229,7 +229,7 @@ static void tb_plugin_unlink_locked(tb_plugin_instance_t *pi, tb_plugin_hrun_t *
 }
 
 /* Called once the sink's finished() for an accepted run has returned. */
-static void tb_plugin_run_done(tb_plugin_instance_t *pi) {
+static void tb_plugin_host_run_done(tb_plugin_instance_t *pi) {
         pthread_mutex_lock(&pi->lock);
         pi->n_active--;
         pthread_cond_broadcast(&pi->cond);
@@ -264,7 +264,7 @@ static void tb_plugin_host_output(const tb_plugin_host_t *host,
                                   const tb_plugin_run_t *run, int stream,
                                   const void *data, size_t len) {
         tb_plugin_instance_t *pi = host->host_data;
-        tb_plugin_hrun_t *hr = tb_plugin_find_ref(pi, run);
+        tb_plugin_hrun_t *hr = tb_plugin_host_find_ref(pi, run);
         if (!hr) {
                 tb_warn(pi->logname, "output() for a run that is unknown or "
                         "already finished: %zu bytes dropped", len);
@@ -277,28 +277,28 @@ static void tb_plugin_host_output(const tb_plugin_host_t *host,
         }
         if (len > 0 && data && pi->sink.output)
                 pi->sink.output(pi->sink.opaque, hr->opaque, stream, data, len);
-        tb_plugin_hrun_unref(hr);
+        tb_plugin_host_hrun_unref(hr);
 }
 
 static void tb_plugin_host_heartbeat(const tb_plugin_host_t *host,
                                      const tb_plugin_run_t *run) {
         tb_plugin_instance_t *pi = host->host_data;
-        tb_plugin_hrun_t *hr = tb_plugin_find_ref(pi, run);
+        tb_plugin_hrun_t *hr = tb_plugin_host_find_ref(pi, run);
         if (!hr)
                 return;
         if (pi->sink.heartbeat)
                 pi->sink.heartbeat(pi->sink.opaque, hr->opaque);
-        tb_plugin_hrun_unref(hr);
+        tb_plugin_host_hrun_unref(hr);
 }
 
 /* Deliver a result for \p hr, already unlinked by the caller, and drop the
  * plugin's reference. */
-static void tb_plugin_deliver(tb_plugin_instance_t *pi, tb_plugin_hrun_t *hr,
-                              const tb_plugin_result_t *res) {
+static void tb_plugin_host_deliver(tb_plugin_instance_t *pi, tb_plugin_hrun_t *hr,
+                                   const tb_plugin_result_t *res) {
         if (pi->sink.finished)
                 pi->sink.finished(pi->sink.opaque, hr->opaque, res);
-        tb_plugin_hrun_unref(hr);
-        tb_plugin_run_done(pi);
+        tb_plugin_host_hrun_unref(hr);
+        tb_plugin_host_run_done(pi);
 }
 
 static void tb_plugin_host_finished(const tb_plugin_host_t *host,
@@ -310,7 +310,7 @@ static void tb_plugin_host_finished(const tb_plugin_host_t *host,
         for (tb_plugin_hrun_t *it = pi->active; it; it = it->next) {
                 if (&it->run == run) {
                         hr = it;
-                        tb_plugin_unlink_locked(pi, hr);
+                        tb_plugin_host_unlink_locked(pi, hr);
                         break;
                 }
         }
@@ -346,38 +346,38 @@ static void tb_plugin_host_finished(const tb_plugin_host_t *host,
                         res.error = why;
                 }
         }
-        tb_plugin_deliver(pi, hr, &res);
+        tb_plugin_host_deliver(pi, hr, &res);
 }
 
 
 /* ---- loading -------------------------------------------------------------- */
 
 /* The ABI checks, both directions. \p who is "plugin 'stem' (/path)". */
-static tb_err_t tb_plugin_check_desc(const char *who, const tb_plugin_t *d,
-                                     char *errstr, size_t errstr_size) {
+static tb_err_t tb_plugin_host_check_desc(const char *who, const tb_plugin_t *d,
+                                          char *errstr, size_t errstr_size) {
         if (!d)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "%s: %s() returned NULL instead of its descriptor",
                                  who, TB_PLUGIN_ENTRY_SYMBOL);
-        if (d->size < TB_PLUGIN_DESC_HDR_SIZE)
+        if (d->size < TB_PLUGIN_HOST_DESC_HDR_SIZE)
                 return tb_seterr(errstr, errstr_size, TB_ERR_UNSUPPORTED,
                                  "%s: descriptor field 'size' is %u, too small "
                                  "for even the ABI header (%zu bytes); is it a "
                                  "taskbus plugin?", who, (unsigned)d->size,
-                                 (size_t)TB_PLUGIN_DESC_HDR_SIZE);
+                                 (size_t)TB_PLUGIN_HOST_DESC_HDR_SIZE);
         if (d->abi_major != TB_PLUGIN_ABI_MAJOR)
                 return tb_seterr(errstr, errstr_size, TB_ERR_UNSUPPORTED,
                                  "%s: ABI major %u, host supports %d; rebuild "
                                  "the plugin against this taskbus's "
                                  "taskbus/plugin.h", who, (unsigned)d->abi_major,
                                  TB_PLUGIN_ABI_MAJOR);
-        if (d->size < TB_PLUGIN_DESC_MIN_SIZE)
+        if (d->size < TB_PLUGIN_HOST_DESC_MIN_SIZE)
                 return tb_seterr(errstr, errstr_size, TB_ERR_UNSUPPORTED,
                                  "%s: descriptor field 'size' is %u bytes, host "
                                  "needs at least %zu (ABI %d.x ends with field "
                                  "'destroy'); rebuild the plugin against "
                                  "taskbus/plugin.h", who, (unsigned)d->size,
-                                 (size_t)TB_PLUGIN_DESC_MIN_SIZE, TB_PLUGIN_ABI_MAJOR);
+                                 (size_t)TB_PLUGIN_HOST_DESC_MIN_SIZE, TB_PLUGIN_ABI_MAJOR);
         if (d->host_size > sizeof(tb_plugin_host_t))
                 return tb_seterr(errstr, errstr_size, TB_ERR_UNSUPPORTED,
                                  "%s: descriptor field 'host_size' is %u bytes "
@@ -427,7 +427,7 @@ tb_err_t tb_plugin_load(const char *path, const tb_plugin_kv_t *config,
         if (!S_ISREG(sb.st_mode))
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "%s: not a regular file (it is %s)", who,
-                                 tb_plugin_ftype(sb.st_mode));
+                                 tb_plugin_host_ftype(sb.st_mode));
 
         pi = calloc(1, sizeof(*pi));
         if (!pi)
@@ -470,14 +470,14 @@ tb_err_t tb_plugin_load(const char *path, const tb_plugin_kv_t *config,
         tb_plugin_entry_fn entry;
         memcpy(&entry, &sym, sizeof(entry));
         pi->desc = entry();
-        err = tb_plugin_check_desc(who, pi->desc, errstr, errstr_size);
+        err = tb_plugin_host_check_desc(who, pi->desc, errstr, errstr_size);
         if (err)
                 goto fail;
 
         snprintf(who, sizeof(who), "plugin '%s' (%s)", pi->desc->name, path);
         snprintf(pi->logname, sizeof(pi->logname), "plugin/%s", pi->desc->name);
-        err = tb_plugin_conf_check(who, pi->desc->config_keys, config, n_config,
-                                   &conf, &n_conf, errstr, errstr_size);
+        err = tb_plugin_host_conf_check(who, pi->desc->config_keys, config, n_config,
+                                        &conf, &n_conf, errstr, errstr_size);
         if (err)
                 goto fail;
 
@@ -500,15 +500,15 @@ tb_err_t tb_plugin_load(const char *path, const tb_plugin_kv_t *config,
                                 who, *ebuf ? ebuf : "(the plugin gave no reason)");
                 goto fail;
         }
-        tb_plugin_kv_free(conf, n_conf);
-        tb_info(TB_PLUGIN_SUBSYS, "loaded plugin '%s' %s (ABI %u.%u) from %s",
+        tb_plugin_host_kv_free(conf, n_conf);
+        tb_info(TB_PLUGIN_HOST_SUB, "loaded plugin '%s' %s (ABI %u.%u) from %s",
                 pi->desc->name, pi->desc->version, (unsigned)pi->desc->abi_major,
                 (unsigned)pi->desc->abi_minor, path);
         *out = pi;
         return TB_OK;
 
 fail:
-        tb_plugin_kv_free(conf, n_conf);
+        tb_plugin_host_kv_free(conf, n_conf);
         if (pi->dl)
                 dlclose(pi->dl);
         pthread_mutex_destroy(&pi->lock);
@@ -564,7 +564,7 @@ tb_err_t tb_plugin_run_start(tb_plugin_instance_t *pi, const tb_plugin_run_t *ru
         if (!run->task_id || !*run->task_id)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "run %s has no task_id", run->run_id);
-        tb_plugin_hrun_t *hr = tb_plugin_hrun_new(run);
+        tb_plugin_hrun_t *hr = tb_plugin_host_hrun_new(run);
         if (!hr)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
                                  "out of memory copying run %s", run->run_id);
@@ -578,7 +578,7 @@ tb_err_t tb_plugin_run_start(tb_plugin_instance_t *pi, const tb_plugin_run_t *ru
         pthread_mutex_lock(&pi->lock);
         if (pi->unloading) {
                 pthread_mutex_unlock(&pi->lock);
-                tb_plugin_hrun_free(hr);
+                tb_plugin_host_hrun_free(hr);
                 return tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
                                  "plugin '%s' is being unloaded; run %s not started",
                                  pi->desc->name, run->run_id);
@@ -595,7 +595,7 @@ tb_err_t tb_plugin_run_start(tb_plugin_instance_t *pi, const tb_plugin_run_t *ru
         char ebuf[1024] = "";
         int rc = pi->desc->start(pi->state, &hr->run, ebuf, sizeof(ebuf));
         if (rc == TB_PLUGIN_OK) {
-                tb_plugin_hrun_unref(hr); /* this call's reference */
+                tb_plugin_host_hrun_unref(hr); /* this call's reference */
                 return TB_OK;
         }
 
@@ -603,7 +603,7 @@ tb_err_t tb_plugin_run_start(tb_plugin_instance_t *pi, const tb_plugin_run_t *ru
         pthread_mutex_lock(&pi->lock);
         bool already = hr->finished;
         if (!already)
-                tb_plugin_unlink_locked(pi, hr);
+                tb_plugin_host_unlink_locked(pi, hr);
         pthread_mutex_unlock(&pi->lock);
         if (already) {
                 /* The sink has its one result already; a second report in
@@ -611,19 +611,19 @@ tb_err_t tb_plugin_run_start(tb_plugin_instance_t *pi, const tb_plugin_run_t *ru
                 tb_warn(pi->logname, "start() failed for run %s after reporting "
                         "finished(): keeping the reported result (%s)",
                         run->run_id, ebuf);
-                tb_plugin_hrun_unref(hr);
+                tb_plugin_host_hrun_unref(hr);
                 return TB_OK;
         }
-        tb_plugin_run_done(pi);
+        tb_plugin_host_run_done(pi);
         tb_err_t err = tb_seterr(errstr, errstr_size, TB_ERR_IO,
                                  "plugin '%s' could not start run %s: %s",
                                  pi->desc->name, run->run_id,
                                  *ebuf ? ebuf : "(the plugin gave no reason)");
-        tb_plugin_hrun_unref(hr); /* the plugin's reference */
-        tb_plugin_hrun_unref(hr); /* this call's */
+        tb_plugin_host_hrun_unref(hr); /* the plugin's reference */
+        tb_plugin_host_hrun_unref(hr); /* this call's */
         if (out) {
                 *out = NULL;
-                tb_plugin_hrun_unref(hr);
+                tb_plugin_host_hrun_unref(hr);
         }
         return err;
 }
@@ -648,7 +648,7 @@ tb_err_t tb_plugin_run_cancel(tb_plugin_hrun_t *hr, const char *reason,
         return TB_OK;
 }
 
-void tb_plugin_run_release(tb_plugin_hrun_t *hr) { tb_plugin_hrun_unref(hr); }
+void tb_plugin_run_release(tb_plugin_hrun_t *hr) { tb_plugin_host_hrun_unref(hr); }
 
 void tb_plugin_unload(tb_plugin_instance_t *pi, int wait_ms) {
         if (!pi)
@@ -671,7 +671,7 @@ void tb_plugin_unload(tb_plugin_instance_t *pi, int wait_ms) {
                 char e[256];
                 tb_plugin_run_cancel(list[i], "the executor is shutting down", e,
                                      sizeof(e));
-                tb_plugin_hrun_unref(list[i]);
+                tb_plugin_host_hrun_unref(list[i]);
         }
         free(list);
 
@@ -702,7 +702,7 @@ void tb_plugin_unload(tb_plugin_instance_t *pi, int wait_ms) {
                 pthread_mutex_lock(&pi->lock);
                 tb_plugin_hrun_t *hr = pi->active;
                 if (hr)
-                        tb_plugin_unlink_locked(pi, hr);
+                        tb_plugin_host_unlink_locked(pi, hr);
                 pthread_mutex_unlock(&pi->lock);
                 if (!hr)
                         break;
@@ -713,7 +713,7 @@ void tb_plugin_unload(tb_plugin_instance_t *pi, int wait_ms) {
                         .finished_ms = tb_now_ms(),
                         .error = "the plugin was unloaded before it reported a result",
                 };
-                tb_plugin_deliver(pi, hr, &res);
+                tb_plugin_host_deliver(pi, hr, &res);
         }
         /* Plugin code may still be running somewhere if it lost runs:
          * leave it mapped rather than unmapping code under a thread. */

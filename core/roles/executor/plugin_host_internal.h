@@ -15,13 +15,13 @@
 
 /* plugin_host.c */
 void tb_plugin_stem(const char *path, char *out, size_t size);
-char *tb_plugin_dup(const char *s, bool *ok);
+char *tb_plugin_host_dup(const char *s, bool *ok);
 
 /* plugin_config.c */
-void tb_plugin_kv_free(tb_plugin_kv_t *kv, size_t n);
-tb_err_t tb_plugin_conf_check(const char *who, const tb_plugin_config_key_t *keys,
-                              const tb_plugin_kv_t *config, size_t n_config,
-                              tb_plugin_kv_t **out, size_t *n_out,
-                              char *errstr, size_t errstr_size);
+void tb_plugin_host_kv_free(tb_plugin_kv_t *kv, size_t n);
+tb_err_t tb_plugin_host_conf_check(const char *who, const tb_plugin_config_key_t *keys,
+                                   const tb_plugin_kv_t *config, size_t n_config,
+                                   tb_plugin_kv_t **out, size_t *n_out,
+                                   char *errstr, size_t errstr_size);
 
 #endif /* TB_PLUGIN_HOST_INTERNAL_H */

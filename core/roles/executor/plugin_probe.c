@@ -22,23 +22,27 @@
 /* ---- the crash-isolating probe ------------------------------------------- */
 
 /* Child -> parent messages: a type byte, a 32-bit length, the payload. */
-enum { TB_PROBE_OUTPUT = 'O', TB_PROBE_RESULT = 'R', TB_PROBE_ERROR = 'E' };
+enum {
+        TB_PLUGIN_HOST_PROBE_OUTPUT = 'O',
+        TB_PLUGIN_HOST_PROBE_RESULT = 'R',
+        TB_PLUGIN_HOST_PROBE_ERROR = 'E',
+};
 
-typedef struct tb_probe_wire {
+typedef struct tb_plugin_host_probe_wire {
         int32_t status, exit_code, signal, err;
         int64_t started_ms, finished_ms;
-} tb_probe_wire_t;
+} tb_plugin_host_probe_wire_t;
 
-typedef struct tb_probe_child {
+typedef struct tb_plugin_host_probe_child {
         int fd;
         pthread_mutex_t lock;
         pthread_cond_t cond;
         bool done;
-        tb_probe_wire_t wire;
+        tb_plugin_host_probe_wire_t wire;
         char error[512];
-} tb_probe_child_t;
+} tb_plugin_host_probe_child_t;
 
-static void tb_probe_write_all(int fd, const void *p, size_t len) {
+static void tb_plugin_host_probe_write_all(int fd, const void *p, size_t len) {
         const char *c = p;
         while (len > 0) {
                 ssize_t n = write(fd, c, len);
@@ -51,30 +55,31 @@ static void tb_probe_write_all(int fd, const void *p, size_t len) {
         }
 }
 
-static void tb_probe_send(tb_probe_child_t *pc, char type, const void *a, size_t alen,
-                          const void *b, size_t blen) {
+static void tb_plugin_host_probe_send(tb_plugin_host_probe_child_t *pc, char type,
+                                      const void *a, size_t alen, const void *b,
+                                      size_t blen) {
         uint32_t len = (uint32_t)(alen + blen);
         pthread_mutex_lock(&pc->lock);
-        tb_probe_write_all(pc->fd, &type, 1);
-        tb_probe_write_all(pc->fd, &len, sizeof(len));
+        tb_plugin_host_probe_write_all(pc->fd, &type, 1);
+        tb_plugin_host_probe_write_all(pc->fd, &len, sizeof(len));
         if (alen)
-                tb_probe_write_all(pc->fd, a, alen);
+                tb_plugin_host_probe_write_all(pc->fd, a, alen);
         if (blen)
-                tb_probe_write_all(pc->fd, b, blen);
+                tb_plugin_host_probe_write_all(pc->fd, b, blen);
         pthread_mutex_unlock(&pc->lock);
 }
 
-static void tb_probe_on_output(void *opaque, void *run_opaque, int stream,
-                               const void *data, size_t len) {
+static void tb_plugin_host_probe_output(void *opaque, void *run_opaque, int stream,
+                                        const void *data, size_t len) {
         (void)run_opaque;
         (void)stream;
-        tb_probe_send(opaque, TB_PROBE_OUTPUT, data, len, NULL, 0);
+        tb_plugin_host_probe_send(opaque, TB_PLUGIN_HOST_PROBE_OUTPUT, data, len, NULL, 0);
 }
 
-static void tb_probe_on_finished(void *opaque, void *run_opaque,
-                                 const tb_plugin_result_t *res) {
+static void tb_plugin_host_probe_finished(void *opaque, void *run_opaque,
+                                          const tb_plugin_result_t *res) {
         (void)run_opaque;
-        tb_probe_child_t *pc = opaque;
+        tb_plugin_host_probe_child_t *pc = opaque;
         pthread_mutex_lock(&pc->lock);
         pc->wire.status = res->status;
         pc->wire.exit_code = res->exit_code;
@@ -87,8 +92,8 @@ static void tb_probe_on_finished(void *opaque, void *run_opaque,
         pthread_mutex_unlock(&pc->lock);
 }
 
-static void tb_probe_child_main(int fd, const char *path, const tb_plugin_kv_t *config,
-                                size_t n_config, const tb_plugin_run_t *run) {
+static void tb_plugin_host_probe_child_main(int fd, const char *path, const tb_plugin_kv_t *config,
+                                            size_t n_config, const tb_plugin_run_t *run) {
         /* Let a crash be a crash: sanitizers and host handlers would
          * otherwise turn SIGSEGV into an exit code. */
         static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE,
@@ -102,12 +107,12 @@ static void tb_probe_child_main(int fd, const char *path, const tb_plugin_kv_t *
         sigemptyset(&all);
         pthread_sigmask(SIG_SETMASK, &all, NULL);
 
-        tb_probe_child_t pc = {.fd = fd};
+        tb_plugin_host_probe_child_t pc = {.fd = fd};
         pthread_mutex_init(&pc.lock, NULL);
         pthread_cond_init(&pc.cond, NULL);
         tb_plugin_sink_t sink = {.opaque = &pc,
-                                 .output = tb_probe_on_output,
-                                 .finished = tb_probe_on_finished};
+                                 .output = tb_plugin_host_probe_output,
+                                 .finished = tb_plugin_host_probe_finished};
         char e[1024];
         tb_plugin_instance_t *pi = NULL;
         tb_err_t err = tb_plugin_load(path, config, n_config, &sink, &pi, e, sizeof(e));
@@ -115,15 +120,16 @@ static void tb_probe_child_main(int fd, const char *path, const tb_plugin_kv_t *
                 err = tb_plugin_run_start(pi, run, NULL, NULL, e, sizeof(e));
         if (err) {
                 int32_t code = err;
-                tb_probe_send(&pc, TB_PROBE_ERROR, &code, sizeof(code), e, strlen(e));
+                tb_plugin_host_probe_send(&pc, TB_PLUGIN_HOST_PROBE_ERROR, &code, sizeof(code),
+                                          e, strlen(e));
                 _exit(0);
         }
         pthread_mutex_lock(&pc.lock);
         while (!pc.done)
                 pthread_cond_wait(&pc.cond, &pc.lock);
         pthread_mutex_unlock(&pc.lock);
-        tb_probe_send(&pc, TB_PROBE_RESULT, &pc.wire, sizeof(pc.wire), pc.error,
-                      strlen(pc.error));
+        tb_plugin_host_probe_send(&pc, TB_PLUGIN_HOST_PROBE_RESULT, &pc.wire, sizeof(pc.wire),
+                                  pc.error, strlen(pc.error));
         tb_plugin_unload(pi, 10000);
         _exit(0);
 }
@@ -153,7 +159,7 @@ tb_err_t tb_plugin_probe(const char *path, const tb_plugin_kv_t *config,
         }
         if (pid == 0) {
                 close(pfd[0]);
-                tb_probe_child_main(pfd[1], path, config, n_config, run);
+                tb_plugin_host_probe_child_main(pfd[1], path, config, n_config, run);
                 _exit(0);
         }
         close(pfd[1]);
@@ -217,20 +223,21 @@ tb_err_t tb_plugin_probe(const char *path, const tb_plugin_kv_t *config,
                 if (off + 5 + len > in.len)
                         break;
                 const char *payload = in.data + off + 5;
-                if (type == TB_PROBE_OUTPUT) {
+                if (type == TB_PLUGIN_HOST_PROBE_OUTPUT) {
                         if (tb_buf_append(&out->output, payload, len) != TB_OK) {
                                 err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
                                                 "out of memory");
                                 goto done;
                         }
-                } else if (type == TB_PROBE_ERROR && len >= sizeof(int32_t)) {
+                } else if (type == TB_PLUGIN_HOST_PROBE_ERROR && len >= sizeof(int32_t)) {
                         int32_t code;
                         memcpy(&code, payload, sizeof(code));
                         err = tb_seterr(errstr, errstr_size, (tb_err_t)code, "%.*s",
                                         (int)(len - sizeof(code)), payload + sizeof(code));
                         goto done;
-                } else if (type == TB_PROBE_RESULT && len >= sizeof(tb_probe_wire_t)) {
-                        tb_probe_wire_t w;
+                } else if (type == TB_PLUGIN_HOST_PROBE_RESULT &&
+                           len >= sizeof(tb_plugin_host_probe_wire_t)) {
+                        tb_plugin_host_probe_wire_t w;
                         memcpy(&w, payload, sizeof(w));
                         out->status = w.status;
                         out->exit_code = w.exit_code;

@@ -45,7 +45,7 @@ void tb_exec_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms) {
 
 int64_t tb_exec_mono_ms(void) { return tb_mono_us() / 1000; }
 
-const char *tb_exec_str(const json_t *o, const char *key) {
+const char *tb_exec_json_str(const json_t *o, const char *key) {
         const char *s = json_string_value(json_object_get(o, key));
         return s ? s : "";
 }
@@ -56,7 +56,7 @@ void tb_exec_ms_text(int64_t v, char buf[32]) {
 
 /* ---- plugins ---------------------------------------------------------------------- */
 
-static bool tb_exec_known_executor(const char *stem) {
+static bool tb_exec_plugin_known(const char *stem) {
         static const char *const known[] = {"shell", "container", "ssh"};
         for (size_t i = 0; i < TB_ARRAY_LEN(known); i++)
                 if (!strcmp(stem, known[i]))
@@ -74,8 +74,8 @@ static void tb_exec_stem(const char *path, char *out, size_t size) {
         out[n] = '\0';
 }
 
-static tb_err_t tb_exec_load_one(tb_executor_t *ex, const char *path, char *errstr,
-                                 size_t errstr_size) {
+static tb_err_t tb_exec_plugin_load_one(tb_exec_t *ex, const char *path, char *errstr,
+                                        size_t errstr_size) {
         char stem[64], kgrace[32];
         tb_exec_stem(path, stem, sizeof(stem));
         const tb_plugin_conf_t *pc = tb_config_plugin(ex->conf, stem);
@@ -103,8 +103,8 @@ static tb_err_t tb_exec_load_one(tb_executor_t *ex, const char *path, char *errs
                                  TB_EXEC_MAX_PLUGINS);
         tb_plugin_sink_t sink = {
                 .opaque = ex,
-                .output = tb_exec_on_output,
-                .finished = tb_exec_on_finished,
+                .output = tb_exec_sink_output,
+                .finished = tb_exec_sink_finished,
         };
         tb_plugin_instance_t *pi = NULL;
         tb_err_t err = tb_plugin_load(path, kv, n, &sink, &pi, errstr, errstr_size);
@@ -133,8 +133,8 @@ static int tb_exec_strcmp(const void *a, const void *b) {
 }
 
 /* Every *.so of \p dir (sorted); with \p known_only, only known executors. */
-static tb_err_t tb_exec_load_dir(tb_executor_t *ex, const char *dir, bool known_only,
-                                 char *errstr, size_t errstr_size) {
+static tb_err_t tb_exec_plugin_load_dir(tb_exec_t *ex, const char *dir, bool known_only,
+                                        char *errstr, size_t errstr_size) {
         DIR *d = opendir(dir);
         if (!d)
                 return tb_seterr(errstr, errstr_size, TB_ERR_IO,
@@ -148,7 +148,7 @@ static tb_err_t tb_exec_load_dir(tb_executor_t *ex, const char *dir, bool known_
                         continue;
                 char stem[64];
                 tb_exec_stem(de->d_name, stem, sizeof(stem));
-                if (known_only && !tb_exec_known_executor(stem))
+                if (known_only && !tb_exec_plugin_known(stem))
                         continue;
                 names[cnt++] = strdup(de->d_name);
         }
@@ -159,7 +159,7 @@ static tb_err_t tb_exec_load_dir(tb_executor_t *ex, const char *dir, bool known_
                 char path[4096];
                 if (!err && names[i]) {
                         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-                        err = tb_exec_load_one(ex, path, errstr, errstr_size);
+                        err = tb_exec_plugin_load_one(ex, path, errstr, errstr_size);
                         /* Unconfigured, every built plugin is tried: one whose
                          * engine is missing here (no container runtime) must
                          * not keep the others from running. */
@@ -174,19 +174,19 @@ static tb_err_t tb_exec_load_dir(tb_executor_t *ex, const char *dir, bool known_
         return err;
 }
 
-static tb_err_t tb_exec_load_plugins(tb_executor_t *ex, char *errstr, size_t errstr_size) {
+static tb_err_t tb_exec_plugins_load(tb_exec_t *ex, char *errstr, size_t errstr_size) {
         tb_err_t err = TB_OK;
         const tb_config_t *conf = ex->conf;
         if (conf->exec_plugin_path_cnt == 0) {
-                err = tb_exec_load_dir(ex, TB_PLUGIN_DIR, true, errstr, errstr_size);
+                err = tb_exec_plugin_load_dir(ex, TB_PLUGIN_DIR, true, errstr, errstr_size);
         } else {
                 for (size_t i = 0; !err && i < conf->exec_plugin_path_cnt; i++) {
                         const char *p = conf->exec_plugin_paths[i];
                         struct stat sb;
                         if (stat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-                                err = tb_exec_load_dir(ex, p, false, errstr, errstr_size);
+                                err = tb_exec_plugin_load_dir(ex, p, false, errstr, errstr_size);
                         else
-                                err = tb_exec_load_one(ex, p, errstr, errstr_size);
+                                err = tb_exec_plugin_load_one(ex, p, errstr, errstr_size);
                 }
         }
         if (!err && ex->plugin_cnt == 0)
@@ -198,7 +198,7 @@ static tb_err_t tb_exec_load_plugins(tb_executor_t *ex, char *errstr, size_t err
         return err;
 }
 
-tb_exec_plugin_t *tb_exec_plugin_find(tb_executor_t *ex, const char *name) {
+tb_exec_plugin_t *tb_exec_plugin_find(tb_exec_t *ex, const char *name) {
         for (size_t i = 0; i < ex->plugin_cnt; i++)
                 if (!strcmp(ex->plugins[i].name, name))
                         return &ex->plugins[i];
@@ -206,7 +206,7 @@ tb_exec_plugin_t *tb_exec_plugin_find(tb_executor_t *ex, const char *name) {
 }
 
 /* Wait until no run is active or \p ms passed. @returns the active count. */
-static size_t tb_exec_wait_idle(tb_executor_t *ex, int64_t ms) {
+static size_t tb_exec_wait_idle(tb_exec_t *ex, int64_t ms) {
         int64_t until = tb_exec_mono_ms() + ms;
         pthread_mutex_lock(&ex->lock);
         while (ex->n_active > 0) {
@@ -220,7 +220,7 @@ static size_t tb_exec_wait_idle(tb_executor_t *ex, int64_t ms) {
         return n;
 }
 
-static void tb_exec_destroy(tb_executor_t *ex) {
+static void tb_exec_destroy(tb_exec_t *ex) {
         atomic_store(&ex->stop_consume, true);
         if (ex->consumer_started)
                 pthread_join(ex->consumer_thr, NULL);
@@ -232,12 +232,12 @@ static void tb_exec_destroy(tb_executor_t *ex) {
         if (left) {
                 tb_info(TB_EXEC_SUB, "%zu run(s) still running after executor.grace (%" PRId64
                         " ms): cancelling them", left, ex->conf->exec_grace_ms);
-                tb_xrun_t **runs = NULL;
-                size_t n = tb_exec_snapshot(ex, (1u << TB_XR_STARTING) | (1u << TB_XR_RUNNING),
-                                            &runs);
+                tb_exec_run_t **runs = NULL;
+                size_t n = tb_exec_runs_snapshot(
+                        ex, (1u << TB_EXEC_STARTING) | (1u << TB_EXEC_RUNNING), &runs);
                 for (size_t i = 0; i < n; i++)
-                        tb_exec_cancel_local(ex, runs[i], "executor shutting down", true);
-                tb_exec_snapshot_free(runs, n);
+                        tb_exec_run_cancel(ex, runs[i], "executor shutting down", true);
+                tb_exec_runs_snapshot_free(runs, n);
                 left = tb_exec_wait_idle(ex, ex->conf->exec_kill_grace_ms + 10000);
         }
         /* Unloading cancels what is left and reports runs a plugin never
@@ -261,9 +261,9 @@ static void tb_exec_destroy(tb_executor_t *ex) {
         if (ex->lease_started)
                 pthread_join(ex->lease_thr, NULL);
         while (ex->runs) {
-                tb_xrun_t *x = ex->runs;
+                tb_exec_run_t *x = ex->runs;
                 ex->runs = x->next;
-                tb_xrun_unref(x);
+                tb_exec_run_unref(x);
         }
         if (ex->producer) {
                 if (rd_kafka_flush(ex->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -305,7 +305,7 @@ static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
         tb_err_t err;
         char group[300];
         unsigned char rnd[4];
-        tb_executor_t *ex = calloc(1, sizeof(*ex));
+        tb_exec_t *ex = calloc(1, sizeof(*ex));
         if (!ex)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
         ex->ctx = ctx;
@@ -327,7 +327,7 @@ static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
 
         if ((err = tb_serde_init(errstr, errstr_size)) ||
             (err = tb_bus_producer_new(ex->conf, NULL, &ex->producer, errstr, errstr_size)) ||
-            (err = tb_exec_load_plugins(ex, errstr, errstr_size)))
+            (err = tb_exec_plugins_load(ex, errstr, errstr_size)))
                 goto fail;
         snprintf(group, sizeof(group), "%sexecutor", ex->conf->topic_prefix);
         const tb_topic_t topics[] = {TB_TOPIC_RUNS};

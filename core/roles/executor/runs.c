@@ -18,8 +18,8 @@
 
 /* ---- runs --------------------------------------------------------------------- */
 
-tb_xrun_t *tb_xrun_new(tb_executor_t *ex) {
-        tb_xrun_t *x = calloc(1, sizeof(*x));
+tb_exec_run_t *tb_exec_run_new(tb_exec_t *ex) {
+        tb_exec_run_t *x = calloc(1, sizeof(*x));
         if (!x)
                 return NULL;
         x->ex = ex;
@@ -30,9 +30,9 @@ tb_xrun_t *tb_xrun_new(tb_executor_t *ex) {
         return x;
 }
 
-void tb_xrun_ref(tb_xrun_t *x) { atomic_fetch_add(&x->refs, 1); }
+void tb_exec_run_ref(tb_exec_run_t *x) { atomic_fetch_add(&x->refs, 1); }
 
-void tb_xrun_unref(tb_xrun_t *x) {
+void tb_exec_run_unref(tb_exec_run_t *x) {
         if (!x || atomic_fetch_sub(&x->refs, 1) != 1)
                 return;
         if (x->hr)
@@ -47,7 +47,7 @@ void tb_xrun_unref(tb_xrun_t *x) {
 
 /* Queue \p x for a finisher. Caller holds ex->lock; x is finished and its
  * starter is done with it. */
-static void tb_exec_enqueue_locked(tb_executor_t *ex, tb_xrun_t *x) {
+static void tb_exec_run_enqueue_locked(tb_exec_t *ex, tb_exec_run_t *x) {
         if (x->queued)
                 return;
         x->queued = true;
@@ -62,8 +62,8 @@ static void tb_exec_enqueue_locked(tb_executor_t *ex, tb_xrun_t *x) {
 
 /* Record an outcome decided by the executor itself (the plugin never ran
  * or never accepted the run). Caller holds ex->lock. */
-static void tb_exec_finish_self_locked(tb_executor_t *ex, tb_xrun_t *x, int status,
-                                       const char *error) {
+static void tb_exec_run_finish_self_locked(tb_exec_t *ex, tb_exec_run_t *x, int status,
+                                           const char *error) {
         x->res.status = status;
         x->res.exit_code = -1;
         x->res.finished_ms = tb_now_ms();
@@ -71,16 +71,16 @@ static void tb_exec_finish_self_locked(tb_executor_t *ex, tb_xrun_t *x, int stat
         x->res_error = error ? strdup(error) : NULL;
         x->finished = true;
         x->start_returned = true;
-        x->phase = TB_XR_RUNNING;
-        tb_exec_enqueue_locked(ex, x);
+        x->phase = TB_EXEC_RUNNING;
+        tb_exec_run_enqueue_locked(ex, x);
 }
 
 /* ---- publishing ------------------------------------------------------------------ */
 
-tb_err_t tb_exec_publish_result(tb_executor_t *ex, const char *run_id,
-                                       const char *task_id, int64_t nominal_ms,
-                                       int32_t attempt, const tb_exec_outcome_t *o, bool sync,
-                                       char *errstr, size_t errstr_size) {
+tb_err_t tb_exec_publish_result(tb_exec_t *ex, const char *run_id,
+                                const char *task_id, int64_t nominal_ms,
+                                int32_t attempt, const tb_exec_outcome_t *o, bool sync,
+                                char *errstr, size_t errstr_size) {
         json_t *v = json_object();
         tb_buf_t out = {0};
         json_object_set_new(v, "run_id", json_string(run_id));
@@ -112,7 +112,7 @@ tb_err_t tb_exec_publish_result(tb_executor_t *ex, const char *run_id,
 
 /* Publish a RunResult synchronously, retrying while Kafka refuses (a result
  * must not be lost); gives up only when stopping and after ~30 s. */
-static bool tb_exec_publish_result_retry(tb_executor_t *ex, const char *run_id,
+static bool tb_exec_publish_result_retry(tb_exec_t *ex, const char *run_id,
                                          const char *task_id, int64_t nominal_ms,
                                          int32_t attempt, const tb_exec_outcome_t *o) {
         char err[1024];
@@ -128,15 +128,15 @@ static bool tb_exec_publish_result_retry(tb_executor_t *ex, const char *run_id,
         }
 }
 
-static const char *tb_exec_stream_name(int stream) {
+static const char *tb_exec_log_stream_name(int stream) {
         return stream == TB_PLUGIN_STDOUT   ? "STDOUT"
                : stream == TB_PLUGIN_STDERR ? "STDERR"
                                             : "SYSTEM";
 }
 
 /* One LogChunk. Caller holds x->lock (which orders the run's chunks). */
-static void tb_exec_chunk_locked(tb_executor_t *ex, tb_xrun_t *x, const char *stream,
-                                 const void *data, size_t len, bool eof) {
+static void tb_exec_log_chunk_locked(tb_exec_t *ex, tb_exec_run_t *x, const char *stream,
+                                     const void *data, size_t len, bool eof) {
         char err[1024];
         tb_buf_t out = {0};
         json_t *v = json_object();
@@ -164,19 +164,19 @@ static void tb_exec_chunk_locked(tb_executor_t *ex, tb_xrun_t *x, const char *st
 
 /* Publish what is buffered, in chunks of at most TB_EXEC_CHUNK_MAX; with
  * \p eof the last chunk says so (an empty SYSTEM chunk if nothing is left). */
-void tb_exec_flush_locked(tb_executor_t *ex, tb_xrun_t *x, bool eof) {
+void tb_exec_log_flush_locked(tb_exec_t *ex, tb_exec_run_t *x, bool eof) {
         if (x->buf.len == 0) {
                 if (eof)
-                        tb_exec_chunk_locked(ex, x, "SYSTEM", "", 0, true);
+                        tb_exec_log_chunk_locked(ex, x, "SYSTEM", "", 0, true);
                 return;
         }
-        const char *stream = tb_exec_stream_name(x->buf_stream);
+        const char *stream = tb_exec_log_stream_name(x->buf_stream);
         for (size_t off = 0; off < x->buf.len;) {
                 size_t n = x->buf.len - off;
                 if (n > TB_EXEC_CHUNK_MAX)
                         n = TB_EXEC_CHUNK_MAX;
-                tb_exec_chunk_locked(ex, x, stream, x->buf.data + off, n,
-                                     eof && off + n == x->buf.len);
+                tb_exec_log_chunk_locked(ex, x, stream, x->buf.data + off, n,
+                                         eof && off + n == x->buf.len);
                 off += n;
         }
         x->buf.len = 0;
@@ -184,10 +184,10 @@ void tb_exec_flush_locked(tb_executor_t *ex, tb_xrun_t *x, bool eof) {
 
 /* ---- plugin sink ------------------------------------------------------------------- */
 
-void tb_exec_on_output(void *opaque, void *run_opaque, int stream, const void *data,
-                              size_t len) {
-        tb_executor_t *ex = opaque;
-        tb_xrun_t *x = run_opaque;
+void tb_exec_sink_output(void *opaque, void *run_opaque, int stream, const void *data,
+                         size_t len) {
+        tb_exec_t *ex = opaque;
+        tb_exec_run_t *x = run_opaque;
         const int64_t cap = ex->conf->exec_output_cap;
 
         pthread_mutex_lock(&x->lock);
@@ -196,7 +196,7 @@ void tb_exec_on_output(void *opaque, void *run_opaque, int stream, const void *d
                 size_t room = x->out_kept >= cap ? 0 : (size_t)(cap - x->out_kept);
                 size_t take = len < room ? len : room;
                 if (x->buf.len && x->buf_stream != stream)
-                        tb_exec_flush_locked(ex, x, false);
+                        tb_exec_log_flush_locked(ex, x, false);
                 if (take) {
                         if (!x->buf.len)
                                 x->buf_first_us = tb_mono_us();
@@ -209,23 +209,23 @@ void tb_exec_on_output(void *opaque, void *run_opaque, int stream, const void *d
                         }
                 }
                 if (x->buf.len >= TB_EXEC_CHUNK_MAX)
-                        tb_exec_flush_locked(ex, x, false);
+                        tb_exec_log_flush_locked(ex, x, false);
                 if (take < len) {
                         char marker[128];
                         int n = snprintf(marker, sizeof(marker),
                                          "[taskbus: output truncated after %" PRId64 " bytes]",
                                          x->out_kept);
-                        tb_exec_flush_locked(ex, x, false);
-                        tb_exec_chunk_locked(ex, x, "SYSTEM", marker, (size_t)n, false);
+                        tb_exec_log_flush_locked(ex, x, false);
+                        tb_exec_log_chunk_locked(ex, x, "SYSTEM", marker, (size_t)n, false);
                         x->truncated = true;
                 }
         }
         pthread_mutex_unlock(&x->lock);
 }
 
-void tb_exec_on_finished(void *opaque, void *run_opaque, const tb_plugin_result_t *res) {
-        tb_executor_t *ex = opaque;
-        tb_xrun_t *x = run_opaque;
+void tb_exec_sink_finished(void *opaque, void *run_opaque, const tb_plugin_result_t *res) {
+        tb_exec_t *ex = opaque;
+        tb_exec_run_t *x = run_opaque;
         char *error = res->error ? strdup(res->error) : NULL;
         pthread_mutex_lock(&ex->lock);
         x->res.status = res->status;
@@ -237,14 +237,14 @@ void tb_exec_on_finished(void *opaque, void *run_opaque, const tb_plugin_result_
         x->res_error = error;
         x->finished = true;
         if (x->start_returned)
-                tb_exec_enqueue_locked(ex, x);
+                tb_exec_run_enqueue_locked(ex, x);
         pthread_mutex_unlock(&ex->lock);
 }
 
 /* ---- starting and cancelling ------------------------------------------------------ */
 
 /* Start \p x (phase STARTING, set by the caller). Caller holds a reference. */
-void tb_exec_start(tb_executor_t *ex, tb_xrun_t *x) {
+void tb_exec_run_start(tb_exec_t *ex, tb_exec_run_t *x) {
         char err[1024];
         const tb_group_conf_t *g = tb_config_group_policy(ex->conf, x->group);
         size_t argc = json_array_size(x->argv), optc = json_object_size(x->options);
@@ -295,7 +295,7 @@ failed:
         if (e != TB_OK) {
                 tb_warn(TB_EXEC_SUB, "run %s (task %s): %s", x->run_id, x->task_id, err);
                 pthread_mutex_lock(&ex->lock);
-                tb_exec_finish_self_locked(ex, x, TB_PLUGIN_RUN_INFRA_ERROR, err);
+                tb_exec_run_finish_self_locked(ex, x, TB_PLUGIN_RUN_INFRA_ERROR, err);
                 pthread_mutex_unlock(&ex->lock);
                 return;
         }
@@ -315,12 +315,12 @@ failed:
         pthread_mutex_lock(&ex->lock);
         x->hr = hr;
         x->started_ms = now;
-        x->phase = TB_XR_RUNNING;
+        x->phase = TB_EXEC_RUNNING;
         x->start_returned = true;
         cancel_now = x->cancel_sent && !x->finished;
         snprintf(why, sizeof(why), "%s", x->cancel_reason);
         if (x->finished)
-                tb_exec_enqueue_locked(ex, x);
+                tb_exec_run_enqueue_locked(ex, x);
         pthread_mutex_unlock(&ex->lock);
         tb_debug(TB_EXEC_SUB, "run %s (task %s) started, %.3f s after its nominal time",
                  x->run_id, x->task_id, lag);
@@ -329,12 +329,12 @@ failed:
 }
 
 /* Stop \p x for \p reason, whatever its phase. */
-void tb_exec_cancel_local(tb_executor_t *ex, tb_xrun_t *x, const char *reason,
-                                 bool shutdown) {
+void tb_exec_run_cancel(tb_exec_t *ex, tb_exec_run_t *x, const char *reason,
+                        bool shutdown) {
         char why[256], err[512];
         tb_plugin_hrun_t *hr = NULL;
         pthread_mutex_lock(&ex->lock);
-        if (x->finished || x->cancel_sent || x->phase == TB_XR_RELEASED) {
+        if (x->finished || x->cancel_sent || x->phase == TB_EXEC_RELEASED) {
                 pthread_mutex_unlock(&ex->lock);
                 return;
         }
@@ -342,13 +342,13 @@ void tb_exec_cancel_local(tb_executor_t *ex, tb_xrun_t *x, const char *reason,
         x->shutdown_cancel = shutdown;
         snprintf(x->cancel_reason, sizeof(x->cancel_reason), "%s", reason);
         snprintf(why, sizeof(why), "%s", reason);
-        if (x->phase == TB_XR_PENDING) {
+        if (x->phase == TB_EXEC_PENDING) {
                 char msg[300];
                 snprintf(msg, sizeof(msg), "cancelled before it started: %s", reason);
-                tb_exec_finish_self_locked(ex, x, TB_PLUGIN_RUN_CANCELLED, msg);
-        } else if (x->phase == TB_XR_RUNNING && x->hr) {
+                tb_exec_run_finish_self_locked(ex, x, TB_PLUGIN_RUN_CANCELLED, msg);
+        } else if (x->phase == TB_EXEC_RUNNING && x->hr) {
                 hr = x->hr;
-                tb_xrun_ref(x);
+                tb_exec_run_ref(x);
         }
         /* STARTING: the starter cancels it once tb_plugin_run_start() returns. */
         pthread_mutex_unlock(&ex->lock);
@@ -357,22 +357,22 @@ void tb_exec_cancel_local(tb_executor_t *ex, tb_xrun_t *x, const char *reason,
         tb_info(TB_EXEC_SUB, "cancelling run %s (task %s): %s", x->run_id, x->task_id, why);
         if (tb_plugin_run_cancel(hr, why, err, sizeof(err)) == TB_ERR_IO)
                 tb_warn(TB_EXEC_SUB, "run %s: %s", x->run_id, err);
-        tb_xrun_unref(x);
+        tb_exec_run_unref(x);
 }
 
 /* Take a reference on every linked run matching \p phase_mask (1 << phase);
  * *\p out is malloc'd. */
-size_t tb_exec_snapshot(tb_executor_t *ex, unsigned phase_mask, tb_xrun_t ***out) {
+size_t tb_exec_runs_snapshot(tb_exec_t *ex, unsigned phase_mask, tb_exec_run_t ***out) {
         pthread_mutex_lock(&ex->lock);
         size_t n = 0;
-        for (tb_xrun_t *x = ex->runs; x; x = x->next)
+        for (tb_exec_run_t *x = ex->runs; x; x = x->next)
                 n++;
-        tb_xrun_t **v = n ? malloc(n * sizeof(*v)) : NULL;
+        tb_exec_run_t **v = n ? malloc(n * sizeof(*v)) : NULL;
         size_t k = 0;
-        for (tb_xrun_t *x = ex->runs; x && v; x = x->next) {
+        for (tb_exec_run_t *x = ex->runs; x && v; x = x->next) {
                 if (!(phase_mask & (1u << x->phase)))
                         continue;
-                tb_xrun_ref(x);
+                tb_exec_run_ref(x);
                 v[k++] = x;
         }
         pthread_mutex_unlock(&ex->lock);
@@ -380,16 +380,16 @@ size_t tb_exec_snapshot(tb_executor_t *ex, unsigned phase_mask, tb_xrun_t ***out
         return k;
 }
 
-void tb_exec_snapshot_free(tb_xrun_t **v, size_t n) {
+void tb_exec_runs_snapshot_free(tb_exec_run_t **v, size_t n) {
         for (size_t i = 0; i < n; i++)
-                tb_xrun_unref(v[i]);
+                tb_exec_run_unref(v[i]);
         free(v);
 }
 
 /* Unlink \p x (the list's reference is dropped by the caller). */
-void tb_exec_unlink(tb_executor_t *ex, tb_xrun_t *x) {
+void tb_exec_run_unlink(tb_exec_t *ex, tb_exec_run_t *x) {
         pthread_mutex_lock(&ex->lock);
-        for (tb_xrun_t **pp = &ex->runs; *pp; pp = &(*pp)->next) {
+        for (tb_exec_run_t **pp = &ex->runs; *pp; pp = &(*pp)->next) {
                 if (*pp == x) {
                         *pp = x->next;
                         ex->n_active--;
@@ -412,8 +412,8 @@ static const char *tb_exec_status_symbol(int status) {
         }
 }
 
-static void tb_exec_mark_done(tb_executor_t *ex, tb_xrun_t *x, const char *status,
-                              int64_t started_ms) {
+static void tb_exec_claim_mark_done(tb_exec_t *ex, tb_exec_run_t *x, const char *status,
+                                    int64_t started_ms) {
         char err[1024], started[32];
         tb_exec_ms_text(started_ms, started);
         const char *params[] = {x->run_id, ex->id, status, started_ms ? started : NULL};
@@ -441,9 +441,9 @@ static void tb_exec_mark_done(tb_executor_t *ex, tb_xrun_t *x, const char *statu
         }
 }
 
-static void tb_exec_finish(tb_executor_t *ex, tb_xrun_t *x) {
+static void tb_exec_run_finish(tb_exec_t *ex, tb_exec_run_t *x) {
         pthread_mutex_lock(&x->lock);
-        tb_exec_flush_locked(ex, x, true);
+        tb_exec_log_flush_locked(ex, x, true);
         int64_t out_total = x->out_total;
         pthread_mutex_unlock(&x->lock);
 
@@ -479,7 +479,7 @@ static void tb_exec_finish(tb_executor_t *ex, tb_xrun_t *x) {
         } else {
                 if (tb_exec_publish_result_retry(ex, x->run_id, x->task_id, x->nominal_ms,
                                                  x->attempt, &o))
-                        tb_exec_mark_done(ex, x, status, started);
+                        tb_exec_claim_mark_done(ex, x, status, started);
                 char labels[64];
                 snprintf(labels, sizeof(labels), "status=\"%s\"", status);
                 for (char *p = labels; *p; p++)
@@ -489,17 +489,17 @@ static void tb_exec_finish(tb_executor_t *ex, tb_xrun_t *x) {
                         msg ? ": " : "", msg ? msg : "");
         }
         free(error);
-        tb_exec_unlink(ex, x);
-        tb_xrun_unref(x);
+        tb_exec_run_unlink(ex, x);
+        tb_exec_run_unref(x);
 }
 
 void *tb_exec_finisher_main(void *arg) {
-        tb_executor_t *ex = arg;
+        tb_exec_t *ex = arg;
         for (;;) {
                 pthread_mutex_lock(&ex->lock);
                 while (!ex->done_head && !atomic_load(&ex->stop_all))
                         pthread_cond_wait(&ex->done_cond, &ex->lock);
-                tb_xrun_t *x = ex->done_head;
+                tb_exec_run_t *x = ex->done_head;
                 if (x) {
                         ex->done_head = x->qnext;
                         if (!ex->done_head)
@@ -508,6 +508,6 @@ void *tb_exec_finisher_main(void *arg) {
                 pthread_mutex_unlock(&ex->lock);
                 if (!x)
                         return NULL;
-                tb_exec_finish(ex, x);
+                tb_exec_run_finish(ex, x);
         }
 }
