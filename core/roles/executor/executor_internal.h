@@ -156,6 +156,7 @@ void tb_exec_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
 int64_t tb_exec_mono_ms(void);
 const char *tb_exec_json_str(const json_t *o, const char *key);
 void tb_exec_ms_text(int64_t v, char buf[32]);
+int tb_exec_cmp_str(const void *a, const void *b);
 tb_exec_plugin_t *tb_exec_plugin_find(tb_exec_t *ex, const char *name);
 
 /* runs.c */

@@ -21,10 +21,6 @@
 
 /* ---- leases, cancellation requests, reaping --------------------------------------- */
 
-static int tb_exec_cmp_str(const void *a, const void *b) {
-        return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 /* Renew (\p renew) or just read this executor's running claims, and act on
  * their cancellation requests; with \p renew, runs whose claim is gone are
  * lease-lost. */

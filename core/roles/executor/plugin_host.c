@@ -75,8 +75,6 @@ const char *tb_plugin_status_name(int status) {
 
 /* ---- small helpers ------------------------------------------------------- */
 
-/* "/x/y/shell.so" -> "shell": names a plugin before its descriptor can be
- * trusted to say its own name. */
 void tb_plugin_stem(const char *path, char *out, size_t size) {
         const char *base = strrchr(path, '/');
         base = base ? base + 1 : path;

@@ -79,6 +79,16 @@ tb_err_t tb_plugin_load(const char *path, const tb_plugin_kv_t *config,
 tb_err_t tb_plugin_resolve(const char *name_or_path, const char *dir, char *out,
                            size_t out_size, char *errstr, size_t errstr_size);
 
+/**
+ * @brief The name a plugin file stands for: "/x/y/shell.so" -> "shell"
+ *        (the base name up to its first '.'), truncated to \p size - 1.
+ *
+ * Names a plugin before its descriptor can be trusted to say its own name,
+ * and picks its configuration group (plugins.<stem>).
+ * @locality any thread
+ */
+void tb_plugin_stem(const char *path, char *out, size_t size);
+
 /** @returns the plugin's name (owned by the plugin, valid until unload). */
 const char *tb_plugin_name(const tb_plugin_instance_t *pi);
 /** @returns the plugin's version string (valid until unload). */

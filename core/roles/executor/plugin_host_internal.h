@@ -14,7 +14,6 @@
 #include <stddef.h>
 
 /* plugin_host.c */
-void tb_plugin_stem(const char *path, char *out, size_t size);
 char *tb_plugin_host_dup(const char *s, bool *ok);
 
 /* plugin_config.c */

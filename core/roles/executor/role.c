@@ -54,6 +54,10 @@ void tb_exec_ms_text(int64_t v, char buf[32]) {
         snprintf(buf, 32, "%" PRId64, v);
 }
 
+int tb_exec_cmp_str(const void *a, const void *b) {
+        return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /* ---- plugins ---------------------------------------------------------------------- */
 
 static bool tb_exec_plugin_known(const char *stem) {
@@ -64,20 +68,10 @@ static bool tb_exec_plugin_known(const char *stem) {
         return false;
 }
 
-static void tb_exec_stem(const char *path, char *out, size_t size) {
-        const char *b = strrchr(path, '/');
-        b = b ? b + 1 : path;
-        size_t n = strcspn(b, ".");
-        if (n >= size)
-                n = size - 1;
-        memcpy(out, b, n);
-        out[n] = '\0';
-}
-
 static tb_err_t tb_exec_plugin_load_one(tb_exec_t *ex, const char *path, char *errstr,
                                         size_t errstr_size) {
         char stem[64], kgrace[32];
-        tb_exec_stem(path, stem, sizeof(stem));
+        tb_plugin_stem(path, stem, sizeof(stem));
         const tb_plugin_conf_t *pc = tb_config_plugin(ex->conf, stem);
         size_t n = pc ? pc->kv_cnt : 0;
         tb_plugin_kv_t kv[n + 2];
@@ -128,10 +122,6 @@ static tb_err_t tb_exec_plugin_load_one(tb_exec_t *ex, const char *path, char *e
         return TB_OK;
 }
 
-static int tb_exec_strcmp(const void *a, const void *b) {
-        return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* Every *.so of \p dir (sorted); with \p known_only, only known executors. */
 static tb_err_t tb_exec_plugin_load_dir(tb_exec_t *ex, const char *dir, bool known_only,
                                         char *errstr, size_t errstr_size) {
@@ -147,13 +137,13 @@ static tb_err_t tb_exec_plugin_load_dir(tb_exec_t *ex, const char *dir, bool kno
                 if (len < 4 || strcmp(de->d_name + len - 3, ".so"))
                         continue;
                 char stem[64];
-                tb_exec_stem(de->d_name, stem, sizeof(stem));
+                tb_plugin_stem(de->d_name, stem, sizeof(stem));
                 if (known_only && !tb_exec_plugin_known(stem))
                         continue;
                 names[cnt++] = strdup(de->d_name);
         }
         closedir(d);
-        qsort(names, cnt, sizeof(names[0]), tb_exec_strcmp);
+        qsort(names, cnt, sizeof(names[0]), tb_exec_cmp_str);
         tb_err_t err = TB_OK;
         for (size_t i = 0; i < cnt; i++) {
                 char path[4096];
