@@ -101,6 +101,8 @@ static tb_err_t tb_plugin_host_conf_value(const char *who, const tb_plugin_confi
         return TB_OK;
 }
 
+/* Free \p n key/values whose keys are static or borrowed and whose values
+ * are malloc'd (the config init() receives, a run's policy), and the array. */
 void tb_plugin_host_kv_free(tb_plugin_kv_t *kv, size_t n) {
         for (size_t i = 0; kv && i < n; i++)
                 free((char *)kv[i].value);
@@ -187,14 +189,9 @@ tb_err_t tb_plugin_host_conf_check(const char *who, const tb_plugin_config_key_t
         return TB_OK;
 }
 
-
 /* ---- security group policy for runs (ABI 1.1) ------------------------------ */
 
-void tb_plugin_policy_free(tb_plugin_kv_t *kv, size_t n) {
-        for (size_t i = 0; kv && i < n; i++)
-                free((char *)kv[i].value);
-        free(kv);
-}
+void tb_plugin_policy_free(tb_plugin_kv_t *kv, size_t n) { tb_plugin_host_kv_free(kv, n); }
 
 tb_err_t tb_plugin_policy_build(const struct tb_group_conf *g, tb_plugin_kv_t **out,
                                 size_t *n_out, char *errstr, size_t errstr_size) {

@@ -94,6 +94,15 @@ static const char *tb_plugin_host_ftype(mode_t m) {
         return "not a regular file";
 }
 
+/* Free what tb_plugin_host_kv_dup() made: keys, values and the array. */
+static void tb_plugin_host_kv_dup_free(tb_plugin_kv_t *kv, size_t n) {
+        for (size_t i = 0; kv && i < n; i++) {
+                free((char *)kv[i].key);
+                free((char *)kv[i].value);
+        }
+        free(kv);
+}
+
 static void tb_plugin_host_hrun_free(tb_plugin_hrun_t *hr) {
         tb_plugin_run_t *r = &hr->run;
         free((char *)r->run_id);
@@ -107,21 +116,9 @@ static void tb_plugin_host_hrun_free(tb_plugin_hrun_t *hr) {
                         free(*a);
                 free(hr->argv_copy);
         }
-        for (size_t i = 0; hr->env_copy && i < r->n_env; i++) {
-                free((char *)hr->env_copy[i].key);
-                free((char *)hr->env_copy[i].value);
-        }
-        free(hr->env_copy);
-        for (size_t i = 0; hr->opt_copy && i < r->n_options; i++) {
-                free((char *)hr->opt_copy[i].key);
-                free((char *)hr->opt_copy[i].value);
-        }
-        free(hr->opt_copy);
-        for (size_t i = 0; hr->pol_copy && i < r->n_policy; i++) {
-                free((char *)hr->pol_copy[i].key);
-                free((char *)hr->pol_copy[i].value);
-        }
-        free(hr->pol_copy);
+        tb_plugin_host_kv_dup_free(hr->env_copy, r->n_env);
+        tb_plugin_host_kv_dup_free(hr->opt_copy, r->n_options);
+        tb_plugin_host_kv_dup_free(hr->pol_copy, r->n_policy);
         free(hr);
 }
 
@@ -224,6 +221,16 @@ static void tb_plugin_host_unlink_locked(tb_plugin_instance_t *pi, tb_plugin_hru
         if (hr->next)
                 hr->next->prev = hr->prev;
         hr->prev = hr->next = NULL;
+}
+
+/* Free \p pi (no run left in it); with \p unmap, dlclose() its .so. */
+static void tb_plugin_host_instance_free(tb_plugin_instance_t *pi, bool unmap) {
+        if (unmap && pi->dl)
+                dlclose(pi->dl);
+        pthread_mutex_destroy(&pi->lock);
+        pthread_cond_destroy(&pi->cond);
+        free(pi->path);
+        free(pi);
 }
 
 /* Called once the sink's finished() for an accepted run has returned. */
@@ -507,12 +514,7 @@ tb_err_t tb_plugin_load(const char *path, const tb_plugin_kv_t *config,
 
 fail:
         tb_plugin_host_kv_free(conf, n_conf);
-        if (pi->dl)
-                dlclose(pi->dl);
-        pthread_mutex_destroy(&pi->lock);
-        pthread_cond_destroy(&pi->cond);
-        free(pi->path);
-        free(pi);
+        tb_plugin_host_instance_free(pi, true);
         return err;
 }
 
@@ -715,10 +717,5 @@ void tb_plugin_unload(tb_plugin_instance_t *pi, int wait_ms) {
         }
         /* Plugin code may still be running somewhere if it lost runs:
          * leave it mapped rather than unmapping code under a thread. */
-        if (!leftover)
-                dlclose(pi->dl);
-        pthread_mutex_destroy(&pi->lock);
-        pthread_cond_destroy(&pi->cond);
-        free(pi->path);
-        free(pi);
+        tb_plugin_host_instance_free(pi, !leftover);
 }
