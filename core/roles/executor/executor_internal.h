@@ -1,7 +1,20 @@
 /**
  * @file executor/executor_internal.h
- * @brief The executor role's shared state, for its files only (role.c,
- *        runs.c, lease.c, claims.c); executor.h is the role's public header.
+ * @brief The executor role's shared state, for its files only; executor.h
+ *        is the role's public header, plugin_host.h the plugin host's.
+ *
+ * Files:
+ *  - role.c    start and stop, the threads, the loaded plugins, the role
+ *              descriptor.
+ *  - claims.c  consuming `runs`, claiming each run in PostgreSQL (the
+ *              taskbus_claim_run() overlap policy), runs-dlq, the timer that
+ *              starts held runs, handing held runs back at stop.
+ *  - runs.c    a claimed run: starting and cancelling it through its plugin,
+ *              the plugin sink (output buffering), LogChunks and RunResults,
+ *              the finishers that report it and mark its claim done.
+ *  - lease.c   renewing leases, acting on cancellation requests, reaping
+ *              expired claims (LOST), and the requests themselves
+ *              (tb_executor_request_cancel(), tb_executor_cancel_task_runs()).
  *
  * Threads (all joined by stop()):
  *  - consumer: polls `runs` in batches, claims each batch in ONE PostgreSQL
@@ -53,7 +66,6 @@
 #define TB_EXEC_CANCEL_POLL_MS 500      /* "sees a cancel request within a second" */
 #define TB_EXEC_HOLD_MAX_MS 60000       /* longest a run is held for its nominal time */
 #define TB_EXEC_ID_MAX 256              /* longest run / task id accepted */
-#define TB_EXEC_REAP_LIMIT 100
 #define TB_EXEC_MAX_PLUGINS 16
 
 /* ---- state ------------------------------------------------------------------- */
@@ -151,42 +163,87 @@ typedef struct tb_exec_outcome {
         const char *error;      /* NULL: null */
 } tb_exec_outcome_t;
 
-/* role.c */
+/* ---- role.c: small helpers and the loaded plugins ------------------------------ */
+
+/** Wait on \p c (initialised on the monotonic clock) for at most \p ms.
+ *  @locks caller holds \p m */
 void tb_exec_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
+/** @returns the monotonic clock in milliseconds. */
 int64_t tb_exec_mono_ms(void);
+/** @returns the string member \p key of \p o (borrowed), or "" if absent. */
 const char *tb_exec_json_str(const json_t *o, const char *key);
+/** Format \p v in decimal into \p buf: SQL parameters take text. */
 void tb_exec_ms_text(int64_t v, char buf[32]);
+/** qsort()/bsearch() comparator for arrays of C strings. */
 int tb_exec_cmp_str(const void *a, const void *b);
+/** @returns the loaded plugin named \p name, or NULL.
+ *  @locality any thread (the plugin table is fixed once the role started) */
 tb_exec_plugin_t *tb_exec_plugin_find(tb_exec_t *ex, const char *name);
 
-/* runs.c */
+/* ---- runs.c: a run's life -------------------------------------------------------- */
+
+/** @returns a new run holding one reference (the caller's), or NULL. */
 tb_exec_run_t *tb_exec_run_new(tb_exec_t *ex);
+/** Take a reference on \p x, reached through a reference the caller holds or
+ *  through ex->runs under ex->lock. */
 void tb_exec_run_ref(tb_exec_run_t *x);
+/** Drop a reference; the last one frees the run. NULL is a no-op. */
 void tb_exec_run_unref(tb_exec_run_t *x);
+/**
+ * @brief Publish a RunResult for the run on `run-results` (keyed by task id).
+ * @param sync wait for the delivery report (final results); otherwise queue it
+ * @returns TB_OK, or the serde/bus error with \p errstr filled.
+ * @locality any thread
+ */
 tb_err_t tb_exec_publish_result(tb_exec_t *ex, const char *run_id,
                                 const char *task_id, int64_t nominal_ms,
                                 int32_t attempt, const tb_exec_outcome_t *o, bool sync,
                                 char *errstr, size_t errstr_size);
+/** Publish \p x's buffered output as LogChunks; with \p eof the last says so.
+ *  @locks caller holds x->lock */
 void tb_exec_log_flush_locked(tb_exec_t *ex, tb_exec_run_t *x, bool eof);
+/** The plugin sink's output(): buffer \p data, capped at executor.output_cap.
+ *  @locality any thread (plugin threads) */
 void tb_exec_sink_output(void *opaque, void *run_opaque, int stream, const void *data,
                          size_t len);
+/** The plugin sink's finished(): record the outcome, queue the run for a finisher.
+ *  @locality any thread (plugin threads) */
 void tb_exec_sink_finished(void *opaque, void *run_opaque, const tb_plugin_result_t *res);
+/** Start \p x on its plugin (the caller set its phase to STARTING and holds a
+ *  reference); a run that cannot start is finished as an infra error. */
 void tb_exec_run_start(tb_exec_t *ex, tb_exec_run_t *x);
+/** Stop \p x for \p reason whatever its phase (\p shutdown: the executor is
+ *  stopping, which its result says). @locks takes ex->lock: caller must not hold it */
 void tb_exec_run_cancel(tb_exec_t *ex, tb_exec_run_t *x, const char *reason,
                         bool shutdown);
+/** Take a reference on every linked run whose phase is in \p phase_mask
+ *  (1 << phase); *\p out is malloc'd: free with tb_exec_runs_snapshot_free(). */
 size_t tb_exec_runs_snapshot(tb_exec_t *ex, unsigned phase_mask, tb_exec_run_t ***out);
+/** Drop the references of a snapshot and free it. */
 void tb_exec_runs_snapshot_free(tb_exec_run_t **v, size_t n);
+/** Unlink \p x from ex->runs (the caller then drops the list's reference). */
 void tb_exec_run_unlink(tb_exec_t *ex, tb_exec_run_t *x);
+/** A finisher thread: report each ended run (last chunk, result, claim done). */
 void *tb_exec_finisher_main(void *arg);
 
-/* lease.c */
+/* ---- lease.c: claims while they run ------------------------------------------------ */
+
+/** The lease thread: renew, poll cancellation requests, reap expired claims. */
 void *tb_exec_lease_main(void *arg);
 
-/* claims.c */
+/* ---- claims.c: consuming and claiming ------------------------------------------------ */
+
+/** The timer thread: start held runs at their nominal time, flush output
+ *  held too long, serve the producer's delivery reports. */
 void *tb_exec_timer_main(void *arg);
+/** The consumer's rebalance callback (cooperative or eager); keeps new
+ *  partitions paused while the executor is full. @locality consumer thread */
 void tb_exec_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                           rd_kafka_topic_partition_list_t *parts, void *opaque);
+/** The consumer thread: poll `runs`, claim each batch, commit, start. */
 void *tb_exec_consumer_main(void *arg);
+/** At stop, after the consumer ended: hand runs still held for their nominal
+ *  time back to `runs` (their claim deleted). */
 void tb_exec_release_pending(tb_exec_t *ex);
 
 #endif /* TB_EXECUTOR_INTERNAL_H */

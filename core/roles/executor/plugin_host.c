@@ -1,7 +1,8 @@
 /**
  * @file executor/plugin_host.c
- * @brief Loading executor plugins, checking their ABI and configuration,
- *        and brokering their runs (see plugin_host.h and taskbus/plugin.h).
+ * @brief Loading executor plugins, checking their ABI both ways, and
+ *        brokering their runs (see plugin_host.h and taskbus/plugin.h); their
+ *        configuration is checked by plugin_config.c.
  *
  * Why the host tracks every active run: a plugin is foreign code. Looking
  * each callback's run pointer up in the active list (instead of trusting it)
@@ -21,11 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
-#include <unistd.h>
 
 #define TB_PLUGIN_HOST_SUB "plugin"
 /* The fields ABI major 1 needs: everything up to and including destroy. */

@@ -4,6 +4,12 @@
  *        loading and checking plugins, starting and cancelling runs, and a
  *        crash-isolating probe.
  *
+ * Files: plugin_host.c (loading, the ABI checks both ways, the host vtable,
+ * run brokering and unload), plugin_config.c (a plugin's config checked
+ * against its key table; a security group's policy for runs),
+ * plugin_probe.c (tb_plugin_probe()). The executor role (executor.h) is
+ * its only caller in taskbusd.
+ *
  * Lifecycle: tb_plugin_load() -> tb_plugin_run_start() (many, any thread)
  * -> sink callbacks -> tb_plugin_run_release() -> tb_plugin_unload().
  *

@@ -14,10 +14,21 @@
 #include <stddef.h>
 
 /* plugin_host.c */
+/** strdup() that keeps NULL as NULL and reports failure by clearing *\p ok. */
 char *tb_plugin_host_dup(const char *s, bool *ok);
 
 /* plugin_config.c */
+/** Free \p n key/values with borrowed keys and malloc'd values, and the array. */
 void tb_plugin_host_kv_free(tb_plugin_kv_t *kv, size_t n);
+/**
+ * @brief Check \p config against the plugin's key table \p keys (unknown,
+ *        duplicated, missing required keys; typed values) and produce the full,
+ *        normalised list init() receives, defaults included.
+ * @param who  "plugin 'name' (/path)", to start every message
+ * @param out  receives the list (keys borrowed from \p keys, values malloc'd);
+ *             free with tb_plugin_host_kv_free()
+ * @returns TB_OK, TB_ERR_INVALID naming the key, or TB_ERR_NOMEM.
+ */
 tb_err_t tb_plugin_host_conf_check(const char *who, const tb_plugin_config_key_t *keys,
                                    const tb_plugin_kv_t *config, size_t n_config,
                                    tb_plugin_kv_t **out, size_t *n_out,
