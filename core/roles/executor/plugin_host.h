@@ -4,6 +4,12 @@
  *        loading and checking plugins, starting and cancelling runs, and a
  *        crash-isolating probe.
  *
+ * Files: plugin_host.c (loading, the ABI checks both ways, the host vtable,
+ * run brokering and unload), plugin_config.c (a plugin's config checked
+ * against its key table; a security group's policy for runs),
+ * plugin_probe.c (tb_plugin_probe()). The executor role (executor.h) is
+ * its only caller in taskbusd.
+ *
  * Lifecycle: tb_plugin_load() -> tb_plugin_run_start() (many, any thread)
  * -> sink callbacks -> tb_plugin_run_release() -> tb_plugin_unload().
  *
@@ -78,6 +84,16 @@ tb_err_t tb_plugin_load(const char *path, const tb_plugin_kv_t *config,
  */
 tb_err_t tb_plugin_resolve(const char *name_or_path, const char *dir, char *out,
                            size_t out_size, char *errstr, size_t errstr_size);
+
+/**
+ * @brief The name a plugin file stands for: "/x/y/shell.so" -> "shell"
+ *        (the base name up to its first '.'), truncated to \p size - 1.
+ *
+ * Names a plugin before its descriptor can be trusted to say its own name,
+ * and picks its configuration group (plugins.<stem>).
+ * @locality any thread
+ */
+void tb_plugin_stem(const char *path, char *out, size_t size);
 
 /** @returns the plugin's name (owned by the plugin, valid until unload). */
 const char *tb_plugin_name(const tb_plugin_instance_t *pi);
