@@ -1,0 +1,84 @@
+/**
+ * @file ssh_internal.h
+ * @brief What the ssh plugin's files share: the plugin state, one run's
+ *        record, and the functions that cross files.
+ *
+ * ssh.c      the plugin glue: config keys, start() (options and the
+ *            group's credentials), cancel, destroy, init
+ * session.c  the non-blocking SSH session of a run: connect, strict host
+ *            key check, public key authentication, each step cancellable
+ * remote.c   the remote process: the wrapper command that owns the remote
+ *            process group, the channel, output, signals and the result
+ *
+ * Locking: st->lock guards the run lists and each run's cancel request;
+ * host callbacks are made with no lock held.
+ */
+#ifndef TB_PLUGIN_SSH_INTERNAL_H
+#define TB_PLUGIN_SSH_INTERNAL_H
+
+#include <taskbus/plugin.h>
+
+#include <libssh/libssh.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#define SS_POLL_MS 100          /* longest sleep between checks of a run */
+#define SS_CLOSE_SLACK_MS 5000  /* after SIGKILL, wait this long for the close */
+#define SS_MSG_MAX 1024
+
+enum { SS_OUT_NONE = 0, SS_OUT_TIMEOUT, SS_OUT_CANCEL };
+
+struct ss_state;
+
+typedef struct ss_run {
+        struct ss_run *next;            /* st->runs or st->zombies, under st->lock */
+        struct ss_state *st;
+        const tb_plugin_run_t *run;     /* host-owned until finished() */
+        pthread_t thread;
+        int wakefd;                     /* eventfd; cancel() writes while listed */
+
+        /* Under st->lock. */
+        bool cancel_req;
+        char cancel_reason[200];
+
+        /* Set by start(). */
+        char *host, *user, *key, *known_hosts, *command, *group;
+        int port;
+        int64_t expiry_ms;
+
+        /* Worker only (and the libssh callbacks it drives). */
+        bool got_status, got_signal;
+        int exit_status;
+        char exit_signal[32];
+} ss_run_t;
+
+typedef struct ss_state {
+        const tb_plugin_host_t *host;
+        int64_t connect_timeout_ms, kill_grace_ms, heartbeat_ms;
+        pthread_mutex_t lock;
+        ss_run_t *runs, *zombies;
+        bool ssh_inited;
+} ss_state_t;
+
+/* ---- ssh.c -------------------------------------------------------------- */
+
+int64_t ss_mono_ms(void);
+int64_t ss_wall_ms(void);
+int ss_fail(char *errbuf, size_t errbuf_size, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+/* ---- session.c ---------------------------------------------------------- */
+
+bool ss_cancel_requested(ss_run_t *r, char *reason, size_t size);
+void ss_wait(ss_run_t *r, ssh_session s, int64_t ms);
+const char *ss_setup_abort(ss_run_t *r, int64_t setup_deadline, int64_t deadline,
+                           int *outcome, char *reason, size_t size);
+
+/* ---- remote.c ----------------------------------------------------------- */
+
+char *ss_build_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
+                       char *errbuf, size_t errbuf_size);
+void *ss_worker(void *arg);
+
+#endif /* TB_PLUGIN_SSH_INTERNAL_H */
