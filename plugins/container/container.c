@@ -29,7 +29,6 @@
  */
 #include "container_internal.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,28 +59,6 @@ static const tb_plugin_config_key_t ct_keys[] = {
         {0},
 };
 
-/* ---- small helpers ------------------------------------------------------- */
-
-int64_t ct_mono_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t ct_wall_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int ct_fail(char *errbuf, size_t errbuf_size, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errbuf_size, fmt, ap);
-        va_end(ap);
-        return TB_PLUGIN_ERROR;
-}
-
 /* ---- plugin callbacks -------------------------------------------------------- */
 
 static int ct_start(void *state, const tb_plugin_run_t *run, char *errbuf,
@@ -89,13 +66,13 @@ static int ct_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         ct_state_t *st = state;
         ct_run_t *r = calloc(1, sizeof(*r));
         if (!r)
-                return ct_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         r->st = st;
         r->run = run;
         r->expiry_ms = run->expiry_ms > 0 ? run->expiry_ms : 0;
         if (!(r->run_id = strdup(run->run_id ? run->run_id : ""))) {
                 ct_run_free(r);
-                return ct_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         }
         if (ct_build_create(st, run, r, errbuf, errbuf_size) != TB_PLUGIN_OK) {
                 ct_run_free(r);
@@ -103,7 +80,7 @@ static int ct_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         }
         if (!(r->multi = curl_multi_init())) {
                 ct_run_free(r);
-                return ct_fail(errbuf, errbuf_size, "out of memory (curl_multi_init)");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory (curl_multi_init)");
         }
         pthread_mutex_lock(&st->lock);
         r->next = st->runs;
@@ -115,8 +92,8 @@ static int ct_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         if (e) {
                 curl_multi_cleanup(r->multi);
                 ct_run_free(r);
-                return ct_fail(errbuf, errbuf_size, "cannot start a worker thread: %s",
-                               strerror(e));
+                return tb_pu_fail(errbuf, errbuf_size, "cannot start a worker thread: %s",
+                                  strerror(e));
         }
         return TB_PLUGIN_OK;
 }
@@ -174,7 +151,7 @@ static int ct_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
                    size_t n_config, char *errbuf, size_t errbuf_size, void **state) {
         ct_state_t *st = calloc(1, sizeof(*st));
         if (!st)
-                return ct_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         st->host = host;
         pthread_mutex_init(&st->lock, NULL);
         pthread_condattr_t ca;
@@ -182,59 +159,49 @@ static int ct_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&st->cond, &ca);
         pthread_condattr_destroy(&ca);
-        const char *api = "";
-        for (size_t i = 0; i < n_config; i++) {
-                const char *k = config[i].key, *v = config[i].value;
-                if (!strcmp(k, "socket"))
-                        st->socket = strdup(v);
-                else if (!strcmp(k, "api_version"))
-                        api = v;
-                else if (!strcmp(k, "stop_timeout"))
-                        st->stop_timeout_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "default_user"))
-                        st->default_user = strdup(v);
-                else if (!strcmp(k, "allow_root"))
-                        st->allow_root = !strcmp(v, "true");
-                else if (!strcmp(k, "heartbeat_interval"))
-                        st->heartbeat_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "request_timeout"))
-                        st->request_timeout_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "sweep"))
-                        st->sweep = !strcmp(v, "true");
-                else if (!strcmp(k, "sweep_interval"))
-                        st->sweep_interval_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "sweep_grace"))
-                        st->sweep_grace_ms = strtoll(v, NULL, 10);
-        }
+        const char *sock = tb_pu_kv_get(config, n_config, "socket");
+        const char *user = tb_pu_kv_get(config, n_config, "default_user");
+        const char *api = tb_pu_kv_get(config, n_config, "api_version");
+        if (!api)
+                api = "";
+        st->socket = sock ? strdup(sock) : NULL;
+        st->default_user = user ? strdup(user) : NULL;
+        st->allow_root = tb_pu_kv_true(config, n_config, "allow_root");
+        st->sweep = tb_pu_kv_true(config, n_config, "sweep");
+        st->stop_timeout_ms = tb_pu_kv_i64(config, n_config, "stop_timeout", 0);
+        st->heartbeat_ms = tb_pu_kv_i64(config, n_config, "heartbeat_interval", 0);
+        st->request_timeout_ms = tb_pu_kv_i64(config, n_config, "request_timeout", 0);
+        st->sweep_interval_ms = tb_pu_kv_i64(config, n_config, "sweep_interval", 0);
+        st->sweep_grace_ms = tb_pu_kv_i64(config, n_config, "sweep_grace", 0);
         int rc = TB_PLUGIN_ERROR;
         if (!st->socket || !st->default_user) {
-                ct_fail(errbuf, errbuf_size, "out of memory");
+                tb_pu_fail(errbuf, errbuf_size, "out of memory");
                 goto fail;
         }
         if (st->socket[0] != '/') {
-                ct_fail(errbuf, errbuf_size, "config key 'socket' = '%s' must be an "
-                        "absolute path to the engine's unix socket", st->socket);
+                tb_pu_fail(errbuf, errbuf_size, "config key 'socket' = '%s' must be an "
+                           "absolute path to the engine's unix socket", st->socket);
                 goto fail;
         }
         if (*api && (strlen(api) > 16 || strspn(api, "0123456789.") != strlen(api))) {
-                ct_fail(errbuf, errbuf_size, "config key 'api_version' = '%s' must look "
-                        "like 1.41 (or be empty for no version prefix)", api);
+                tb_pu_fail(errbuf, errbuf_size, "config key 'api_version' = '%s' must look "
+                           "like 1.41 (or be empty for no version prefix)", api);
                 goto fail;
         }
         snprintf(st->prefix, sizeof(st->prefix), "%s%s", *api ? "/v" : "", api);
         if (st->heartbeat_ms <= 0 || st->sweep_interval_ms <= 0 ||
             st->request_timeout_ms <= 0) {
-                ct_fail(errbuf, errbuf_size, "heartbeat_interval, sweep_interval and "
-                        "request_timeout must be greater than zero");
+                tb_pu_fail(errbuf, errbuf_size, "heartbeat_interval, sweep_interval and "
+                           "request_timeout must be greater than zero");
                 goto fail;
         }
         if (st->stop_timeout_ms > 3600 * 1000) {
-                ct_fail(errbuf, errbuf_size, "config key 'stop_timeout' must be at "
-                        "most 1h");
+                tb_pu_fail(errbuf, errbuf_size, "config key 'stop_timeout' must be at "
+                           "most 1h");
                 goto fail;
         }
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-                ct_fail(errbuf, errbuf_size, "curl_global_init failed");
+                tb_pu_fail(errbuf, errbuf_size, "curl_global_init failed");
                 goto fail;
         }
         st->curl_inited = true;
@@ -260,19 +227,19 @@ static int ct_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
         long code = 0;
         char err[CT_ERR_MAX];
         if (ct_http(st, "GET", "/_ping", NULL, &code, NULL, err, sizeof(err)) != 0) {
-                ct_fail(errbuf, errbuf_size, "%s", err);
+                tb_pu_fail(errbuf, errbuf_size, "%s", err);
                 goto fail;
         }
         if (code != 200) {
-                ct_fail(errbuf, errbuf_size, "the container engine at %s answered "
-                        "/_ping with HTTP %ld; is api_version '%s' supported?",
-                        st->socket, code, api);
+                tb_pu_fail(errbuf, errbuf_size, "the container engine at %s answered "
+                           "/_ping with HTTP %ld; is api_version '%s' supported?",
+                           st->socket, code, api);
                 goto fail;
         }
         int e = pthread_create(&st->sweeper, NULL, ct_sweeper_main, st);
         if (e) {
-                ct_fail(errbuf, errbuf_size, "cannot start the sweeper thread: %s",
-                        strerror(e));
+                tb_pu_fail(errbuf, errbuf_size, "cannot start the sweeper thread: %s",
+                           strerror(e));
                 goto fail;
         }
         st->sweeper_started = true;

@@ -17,6 +17,7 @@
 #define TB_PLUGIN_CONTAINER_INTERNAL_H
 
 #include <taskbus/plugin.h>
+#include <taskbus/plugin_util.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -99,13 +100,6 @@ typedef struct ct_state {
         pthread_t sweeper;
         bool sweeper_started, curl_inited;
 } ct_state_t;
-
-/* ---- container.c -------------------------------------------------------- */
-
-int64_t ct_mono_ms(void);
-int64_t ct_wall_ms(void);
-int ct_fail(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
 
 /* ---- engine_api.c ------------------------------------------------------- */
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
 bool ct_buf_add(ct_buf_t *b, const void *data, size_t len) {
         if (b->len + len + 1 > b->cap) {
                 size_t ncap = b->cap ? b->cap : 1024;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
 /* Read the first line of a small file into \p out ("" on failure). */
 void ct_read_line(const char *path, char *out, size_t size) {
         out[0] = '\0';
@@ -115,7 +116,7 @@ static bool ct_sweep_decide(ct_state_t *st, json_t *c, const char **why) {
         }
         ct_buf_free(&b);
         *why = "it has been over for longer than sweep_grace";
-        return ended > 0 && ct_wall_ms() - ended > st->sweep_grace_ms;
+        return ended > 0 && tb_pu_wall_ms() - ended > st->sweep_grace_ms;
 }
 
 static void ct_sweep_once(ct_state_t *st) {
@@ -158,13 +159,13 @@ void *ct_sweeper_main(void *arg) {
         int64_t next_sweep = 0;
         for (;;) {
                 ct_reap(st);
-                if (st->sweep && ct_mono_ms() >= next_sweep) {
+                if (st->sweep && tb_pu_mono_ms() >= next_sweep) {
                         ct_sweep_once(st);
-                        next_sweep = ct_mono_ms() + st->sweep_interval_ms;
+                        next_sweep = tb_pu_mono_ms() + st->sweep_interval_ms;
                 }
                 pthread_mutex_lock(&st->lock);
                 if (!st->stopping && !st->zombies) {
-                        int64_t until = st->sweep ? next_sweep : ct_mono_ms() + 60000;
+                        int64_t until = st->sweep ? next_sweep : tb_pu_mono_ms() + 60000;
                         struct timespec ts = {.tv_sec = (time_t)(until / 1000),
                                               .tv_nsec = (long)(until % 1000) * 1000000L};
                         pthread_cond_timedwait(&st->cond, &st->lock, &ts);

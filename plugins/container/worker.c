@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
 /* ---- the worker: one per run ---------------------------------------------- */
 
 static void ct_out_flush(ct_run_t *r) {
@@ -98,9 +99,7 @@ static void ct_finish(ct_run_t *r, tb_plugin_result_t *res, const char *msg) {
         curl_multi_cleanup(m);
         pthread_cond_broadcast(&st->cond); /* the sweeper joins zombies */
 
-        res->finished_ms = ct_wall_ms();
-        res->error = msg && *msg ? msg : NULL;
-        st->host->finished(st->host, r->run, res);
+        tb_pu_finish(st->host, r->run, res, msg);
 }
 
 /* Follow the logs and wait for the exit, stopping the container at the
@@ -113,7 +112,7 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
         bool logs_done = false, wait_done = false, stop_done = false, killing = false;
         int outcome = CT_OUT_NONE;
         char reason[200] = "";
-        int64_t start = ct_mono_ms();
+        int64_t start = tb_pu_mono_ms();
         int64_t deadline = r->expiry_ms > 0 ? start + r->expiry_ms : 0;
         int64_t next_hb = start + st->heartbeat_ms, wait_done_at = 0, stop_at = 0;
 
@@ -123,8 +122,8 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
         snprintf(path, sizeof(path), "/containers/%s/wait", r->cid);
         wait_h = ct_easy(st, "POST", path, NULL, &wait_body, cerr_wait);
         if (!r->logs_h || !wait_h) {
-                res->status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, msgsz, "out of memory (curl_easy_init)");
+                tb_pu_outcome(res, TB_PLUGIN_RUN_INFRA_ERROR, msg, msgsz,
+                              "out of memory (curl_easy_init)");
                 goto done;
         }
         curl_easy_setopt(r->logs_h, CURLOPT_WRITEFUNCTION, ct_logs_cb);
@@ -157,7 +156,7 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
                                 }
                         } else if (h == wait_h) {
                                 wait_done = true;
-                                wait_done_at = ct_mono_ms();
+                                wait_done_at = tb_pu_mono_ms();
                                 json_t *j = NULL;
                                 if (cc == CURLE_OK && code == 200 &&
                                     (j = json_loads(wait_body.data ? wait_body.data : "",
@@ -168,10 +167,10 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
                                 } else {
                                         char em[512];
                                         ct_engine_msg(&wait_body, em, sizeof(em));
-                                        res->status = TB_PLUGIN_RUN_INFRA_ERROR;
-                                        snprintf(msg, msgsz, "waiting for container "
-                                                 "%.12s failed: %s", r->cid,
-                                                 cc != CURLE_OK ? cerr_wait : em);
+                                        tb_pu_outcome(res, TB_PLUGIN_RUN_INFRA_ERROR, msg,
+                                                      msgsz, "waiting for container "
+                                                      "%.12s failed: %s", r->cid,
+                                                      cc != CURLE_OK ? cerr_wait : em);
                                 }
                                 json_decref(j);
                         } else if (h == stop_h) {
@@ -192,10 +191,10 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
                                 }
                         }
                 }
-                if (wait_done && (logs_done || ct_mono_ms() - wait_done_at > CT_LOG_DRAIN_MS))
+                if (wait_done && (logs_done || tb_pu_mono_ms() - wait_done_at > CT_LOG_DRAIN_MS))
                         break;
 
-                int64_t now = ct_mono_ms();
+                int64_t now = tb_pu_mono_ms();
                 if (outcome == CT_OUT_NONE && !wait_done) {
                         if (ct_cancel_requested(r, reason, sizeof(reason)))
                                 outcome = CT_OUT_CANCEL;
@@ -211,10 +210,11 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
                         }
                 }
                 if (stop_at && now - stop_at > r->stop_timeout_s * 1000 + CT_STOP_SLACK_MS) {
-                        res->status = TB_PLUGIN_RUN_INFRA_ERROR;
-                        snprintf(msg, msgsz, "container %.12s did not stop within %lld s "
-                                 "of being asked to; removing it by force", r->cid,
-                                 (long long)(r->stop_timeout_s + CT_STOP_SLACK_MS / 1000));
+                        tb_pu_outcome(res, TB_PLUGIN_RUN_INFRA_ERROR, msg, msgsz,
+                                      "container %.12s did not stop within %lld s "
+                                      "of being asked to; removing it by force", r->cid,
+                                      (long long)(r->stop_timeout_s +
+                                                  CT_STOP_SLACK_MS / 1000));
                         goto done;
                 }
                 if (now >= next_hb) {
@@ -235,14 +235,14 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
                 goto done;
 
         if (outcome == CT_OUT_TIMEOUT) {
-                res->status = TB_PLUGIN_RUN_TIMED_OUT;
-                snprintf(msg, msgsz, "run exceeded its expiry of %lld ms: container "
-                         "stopped (SIGTERM, SIGKILL after %lld s)%s",
-                         (long long)r->expiry_ms, (long long)r->stop_timeout_s,
-                         killing ? ", then killed" : "");
+                tb_pu_outcome(res, TB_PLUGIN_RUN_TIMED_OUT, msg, msgsz,
+                              "run exceeded its expiry of %lld ms: container "
+                              "stopped (SIGTERM, SIGKILL after %lld s)%s",
+                              (long long)r->expiry_ms, (long long)r->stop_timeout_s,
+                              killing ? ", then killed" : "");
         } else if (outcome == CT_OUT_CANCEL) {
-                res->status = TB_PLUGIN_RUN_CANCELLED;
-                snprintf(msg, msgsz, "cancelled: %s", reason);
+                tb_pu_outcome(res, TB_PLUGIN_RUN_CANCELLED, msg, msgsz,
+                              "cancelled: %s", reason);
         } else if (res->exit_code == 0) {
                 res->status = TB_PLUGIN_RUN_SUCCEEDED;
         } else {
@@ -303,39 +303,37 @@ void *ct_worker(void *arg) {
         /* Present locally? We never pull: what runs is what the operator loaded. */
         snprintf(path, sizeof(path), "/images/%s/json", r->image);
         if (ct_http(st, "GET", path, NULL, &code, &resp, err, sizeof(err)) != 0) {
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, sizeof(msg), "%s", err);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg), "%s", err);
                 goto out;
         }
         if (code == 404) {
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, sizeof(msg), "image '%s' is not present on the container "
-                         "engine at %s, and this plugin never pulls: load it there "
-                         "first (e.g. `podman pull %s` or `podman load`)", r->image,
-                         st->socket, r->image);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg),
+                              "image '%s' is not present on the container "
+                              "engine at %s, and this plugin never pulls: load it there "
+                              "first (e.g. `podman pull %s` or `podman load`)", r->image,
+                              st->socket, r->image);
                 goto out;
         }
         if (code != 200) {
                 ct_engine_msg(&resp, em, sizeof(em));
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, sizeof(msg), "inspecting image '%s' failed: HTTP %ld: %s",
-                         r->image, code, em);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg),
+                              "inspecting image '%s' failed: HTTP %ld: %s",
+                              r->image, code, em);
                 goto out;
         }
 
         char reason[200];
         if (ct_cancel_requested(r, reason, sizeof(reason))) {
-                res.status = TB_PLUGIN_RUN_CANCELLED;
-                snprintf(msg, sizeof(msg), "cancelled before the container started: %s",
-                         reason);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_CANCELLED, msg, sizeof(msg),
+                              "cancelled before the container started: %s",
+                              reason);
                 goto out;
         }
 
         resp.len = 0;
         if (ct_http(st, "POST", "/containers/create", r->create_body, &code, &resp, err,
                     sizeof(err)) != 0) {
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, sizeof(msg), "%s", err);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg), "%s", err);
                 goto out;
         }
         json_t *j = code == 201 && resp.data ? json_loads(resp.data, 0, NULL) : NULL;
@@ -345,27 +343,26 @@ void *ct_worker(void *arg) {
         json_decref(j);
         if (!r->cid[0]) {
                 ct_engine_msg(&resp, em, sizeof(em));
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, sizeof(msg), "creating the container from image '%s' "
-                         "failed: HTTP %ld: %s", r->image, code, em);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg),
+                              "creating the container from image '%s' "
+                              "failed: HTTP %ld: %s", r->image, code, em);
                 goto out;
         }
 
         resp.len = 0;
         snprintf(path, sizeof(path), "/containers/%s/start", r->cid);
         if (ct_http(st, "POST", path, NULL, &code, &resp, err, sizeof(err)) != 0) {
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, sizeof(msg), "%s", err);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg), "%s", err);
                 goto out;
         }
         if (code != 204 && code != 304) {
                 ct_engine_msg(&resp, em, sizeof(em));
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, sizeof(msg), "starting container %.12s (image '%s') "
-                         "failed: HTTP %ld: %s", r->cid, r->image, code, em);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg),
+                              "starting container %.12s (image '%s') "
+                              "failed: HTTP %ld: %s", r->cid, r->image, code, em);
                 goto out;
         }
-        res.started_ms = ct_wall_ms();
+        res.started_ms = tb_pu_wall_ms();
         ct_supervise(r, &res, msg, sizeof(msg));
 
 out:

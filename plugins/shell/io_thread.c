@@ -16,6 +16,7 @@
 #include <sys/epoll.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
 /* kill() the whole process group; the caller guarantees the group id is
  * still reserved (the leader unreaped, or members alive). */
 static void sh_signal_group(sh_run_t *r, int sig) {
@@ -158,7 +159,6 @@ static void sh_finish(sh_state_t *st, sh_run_t *r) {
         }
 
         res.started_ms = r->started_ms;
-        res.finished_ms = sh_wall_ms();
         res.exit_code = -1;
         bool exited = !r->lost && r->w_code == CLD_EXITED;
         bool signalled = !r->lost && (r->w_code == CLD_KILLED || r->w_code == CLD_DUMPED);
@@ -168,28 +168,27 @@ static void sh_finish(sh_state_t *st, sh_run_t *r) {
                 res.signal = r->w_status;
 
         if (r->outcome == SH_OUT_INFRA || r->lost) {
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, sizeof(msg), "%s", r->infra_msg);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg),
+                              "%s", r->infra_msg);
         } else if (r->outcome == SH_OUT_TIMEOUT) {
-                res.status = TB_PLUGIN_RUN_TIMED_OUT;
-                snprintf(msg, sizeof(msg), "run exceeded its expiry of %lld ms: "
-                         "SIGTERM sent to process group %d%s", (long long)r->expiry_ms,
-                         (int)r->pid, r->kill_sent ? ", then SIGKILL" : "");
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_TIMED_OUT, msg, sizeof(msg),
+                              "run exceeded its expiry of %lld ms: "
+                              "SIGTERM sent to process group %d%s", (long long)r->expiry_ms,
+                              (int)r->pid, r->kill_sent ? ", then SIGKILL" : "");
         } else if (r->outcome == SH_OUT_CANCEL) {
-                res.status = TB_PLUGIN_RUN_CANCELLED;
-                snprintf(msg, sizeof(msg), "cancelled: %s", r->cancel_reason);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_CANCELLED, msg, sizeof(msg),
+                              "cancelled: %s", r->cancel_reason);
         } else if (exited && r->w_status == 0) {
                 res.status = TB_PLUGIN_RUN_SUCCEEDED;
         } else if (exited) {
-                res.status = TB_PLUGIN_RUN_FAILED;
-                snprintf(msg, sizeof(msg), "exited with code %d", r->w_status);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_FAILED, msg, sizeof(msg),
+                              "exited with code %d", r->w_status);
         } else {
-                res.status = TB_PLUGIN_RUN_FAILED;
-                snprintf(msg, sizeof(msg), "killed by signal %d (%s)", r->w_status,
-                         strsignal(r->w_status));
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_FAILED, msg, sizeof(msg),
+                              "killed by signal %d (%s)", r->w_status,
+                              strsignal(r->w_status));
         }
-        res.error = *msg ? msg : NULL;
-        st->host->finished(st->host, r->run, &res);
+        tb_pu_finish(st->host, r->run, &res, msg);
         free(r->io[0].buf);
         free(r->io[1].buf);
         free(r);
@@ -289,7 +288,7 @@ void *sh_io_main(void *arg) {
         for (;;) {
                 int n = epoll_wait(st->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])),
                                    timeout);
-                int64_t now = sh_mono_ms();
+                int64_t now = tb_pu_mono_ms();
                 for (int i = 0; i < n; i++) {
                         sh_fdref_t *ref = evs[i].data.ptr;
                         if (ref->kind == SH_FD_WAKE) {

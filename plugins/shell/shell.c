@@ -33,7 +33,6 @@
 #include "shell_internal.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,7 +40,6 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <time.h>
 #include <unistd.h>
 
 static const tb_plugin_config_key_t sh_keys[] = {
@@ -61,34 +59,11 @@ static const tb_plugin_config_key_t sh_keys[] = {
         {0},
 };
 
-/* ---- small helpers ------------------------------------------------------- */
-
-int64_t sh_mono_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t sh_wall_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int sh_fail(char *errbuf, size_t errbuf_size, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errbuf_size, fmt, ap);
-        va_end(ap);
-        return TB_PLUGIN_ERROR;
-}
-
 void sh_wake(sh_state_t *st) {
         uint64_t one = 1;
         ssize_t n = write(st->wakefd, &one, sizeof(one));
         (void)n; /* EAGAIN: the counter is already non-zero, it will wake */
 }
-
 
 static int sh_cancel(void *state, const tb_plugin_run_t *run, const char *reason) {
         sh_state_t *st = state;
@@ -141,39 +116,32 @@ static int sh_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
                    size_t n_config, char *errbuf, size_t errbuf_size, void **state) {
         sh_state_t *st = calloc(1, sizeof(*st));
         if (!st)
-                return sh_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         st->host = host;
         st->epfd = st->wakefd = -1;
         pthread_mutex_init(&st->lock, NULL);
-        for (size_t i = 0; i < n_config; i++) {
-                const char *k = config[i].key, *v = config[i].value;
-                if (!strcmp(k, "allow_root"))
-                        st->allow_root = !strcmp(v, "true");
-                else if (!strcmp(k, "kill_grace"))
-                        st->kill_grace_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "flush_interval"))
-                        st->flush_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "heartbeat_interval"))
-                        st->heartbeat_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "default_workdir"))
-                        st->default_workdir = strdup(v);
-                else if (!strcmp(k, "setpriv"))
-                        st->setpriv = strdup(v);
-                else if (!strcmp(k, "shell"))
-                        st->shell = strdup(v);
-        }
+        const char *wd = tb_pu_kv_get(config, n_config, "default_workdir");
+        const char *setpriv = tb_pu_kv_get(config, n_config, "setpriv");
+        const char *shell = tb_pu_kv_get(config, n_config, "shell");
+        st->allow_root = tb_pu_kv_true(config, n_config, "allow_root");
+        st->kill_grace_ms = tb_pu_kv_i64(config, n_config, "kill_grace", 0);
+        st->flush_ms = tb_pu_kv_i64(config, n_config, "flush_interval", 0);
+        st->heartbeat_ms = tb_pu_kv_i64(config, n_config, "heartbeat_interval", 0);
+        st->default_workdir = wd ? strdup(wd) : NULL;
+        st->setpriv = setpriv ? strdup(setpriv) : NULL;
+        st->shell = shell ? strdup(shell) : NULL;
         if (!st->default_workdir || !st->setpriv || !st->shell) {
                 sh_destroy(st);
-                return sh_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         }
         if (st->flush_ms <= 0 || st->heartbeat_ms <= 0) {
                 sh_destroy(st);
-                return sh_fail(errbuf, errbuf_size, "flush_interval and "
-                               "heartbeat_interval must be greater than zero");
+                return tb_pu_fail(errbuf, errbuf_size, "flush_interval and "
+                                  "heartbeat_interval must be greater than zero");
         }
         if (access(st->shell, X_OK) != 0) {
-                sh_fail(errbuf, errbuf_size, "config key 'shell': '%s' is not "
-                        "executable: %s", st->shell, strerror(errno));
+                tb_pu_fail(errbuf, errbuf_size, "config key 'shell': '%s' is not "
+                           "executable: %s", st->shell, strerror(errno));
                 sh_destroy(st);
                 return TB_PLUGIN_ERROR;
         }
@@ -200,20 +168,20 @@ static int sh_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
         if (st->epfd < 0 || st->wakefd < 0) {
                 int err = errno;
                 sh_destroy(st);
-                return sh_fail(errbuf, errbuf_size, "epoll/eventfd: %s", strerror(err));
+                return tb_pu_fail(errbuf, errbuf_size, "epoll/eventfd: %s", strerror(err));
         }
         st->wake_ref.kind = SH_FD_WAKE;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &st->wake_ref};
         if (epoll_ctl(st->epfd, EPOLL_CTL_ADD, st->wakefd, &ev) != 0) {
                 int err = errno;
                 sh_destroy(st);
-                return sh_fail(errbuf, errbuf_size, "epoll_ctl: %s", strerror(err));
+                return tb_pu_fail(errbuf, errbuf_size, "epoll_ctl: %s", strerror(err));
         }
         int e = pthread_create(&st->thread, NULL, sh_io_main, st);
         if (e) {
                 sh_destroy(st);
-                return sh_fail(errbuf, errbuf_size, "cannot start the I/O thread: %s",
-                               strerror(e));
+                return tb_pu_fail(errbuf, errbuf_size, "cannot start the I/O thread: %s",
+                                  strerror(e));
         }
         st->thread_started = true;
         *state = st;

@@ -17,6 +17,7 @@
 #define TB_PLUGIN_SHELL_INTERNAL_H
 
 #include <taskbus/plugin.h>
+#include <taskbus/plugin_util.h>
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -91,10 +92,6 @@ typedef struct sh_state {
 
 /* ---- shell.c ------------------------------------------------------------ */
 
-int64_t sh_mono_ms(void);
-int64_t sh_wall_ms(void);
-int sh_fail(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
 void sh_wake(sh_state_t *st);
 
 /* ---- spawn.c ------------------------------------------------------------ */

@@ -19,24 +19,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-/* "250ms", "5s", "2m", "1h" or bare seconds -> ms; -1 if malformed. */
-static int64_t sh_parse_duration(const char *s) {
-        char *end;
-        if (!s || *s < '0' || *s > '9')
-                return -1;
-        errno = 0;
-        unsigned long long v = strtoull(s, &end, 10);
-        if (errno)
-                return -1;
-        int64_t mult = !*end || !strcmp(end, "s") ? 1000
-                       : !strcmp(end, "ms")        ? 1
-                       : !strcmp(end, "m")         ? 60000
-                       : !strcmp(end, "h")         ? 3600000
-                                                   : 0;
-        if (!mult || v > (unsigned long long)(INT64_MAX / mult))
-                return -1;
-        return (int64_t)v * mult;
-}
 
 /* ---- starting a run ---------------------------------------------------------- */
 
@@ -88,16 +70,6 @@ static const char *sh_env_get(const sh_env_t *e, const char *key) {
         return NULL;
 }
 
-static bool sh_valid_env_name(const char *k) {
-        if (!k || !((*k >= 'A' && *k <= 'Z') || (*k >= 'a' && *k <= 'z') || *k == '_'))
-                return false;
-        for (; *k; k++)
-                if (!((*k >= 'A' && *k <= 'Z') || (*k >= 'a' && *k <= 'z') ||
-                      (*k >= '0' && *k <= '9') || *k == '_'))
-                        return false;
-        return true;
-}
-
 /* Find an executable for argv[0] in \p path (the task's PATH, not ours). */
 static bool sh_which(const char *name, const char *path, char *out, size_t size) {
         const char *p = path;
@@ -131,24 +103,23 @@ int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         /* What to run. */
         bool argv_form = run->argv && run->argv[0];
         if (!argv_form && !(run->script && *run->script))
-                return sh_fail(errbuf, errbuf_size, "run has neither a script nor argv");
+                return tb_pu_fail(errbuf, errbuf_size, "run has neither a script nor argv");
         if (argv_form && !*run->argv[0])
-                return sh_fail(errbuf, errbuf_size, "argv[0] is empty");
+                return tb_pu_fail(errbuf, errbuf_size, "argv[0] is empty");
 
         int64_t grace = st->kill_grace_ms;
         for (size_t i = 0; i < run->n_options; i++) {
                 const tb_plugin_kv_t *o = &run->options[i];
                 if (!strcmp(o->key, "kill_grace")) {
-                        grace = sh_parse_duration(o->value);
-                        if (grace < 0)
-                                return sh_fail(errbuf, errbuf_size,
-                                               "executor option kill_grace must be a "
-                                               "duration such as 500ms or 5s, got '%s'",
-                                               o->value);
+                        if (tb_pu_parse_duration(o->value, &grace, NULL, 0) != TB_PLUGIN_OK)
+                                return tb_pu_fail(errbuf, errbuf_size,
+                                                  "executor option kill_grace must be a "
+                                                  "duration such as 500ms or 5s, got '%s'",
+                                                  o->value);
                 } else {
-                        return sh_fail(errbuf, errbuf_size,
-                                       "unknown executor option '%s'; the shell "
-                                       "plugin accepts: kill_grace", o->key);
+                        return tb_pu_fail(errbuf, errbuf_size,
+                                          "unknown executor option '%s'; the shell "
+                                          "plugin accepts: kill_grace", o->key);
                 }
         }
 
@@ -158,42 +129,42 @@ int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                 pwsize = 16384;
         pwbuf = malloc((size_t)pwsize);
         if (!pwbuf)
-                return sh_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         struct passwd pw, *pwp = NULL;
         bool named = run->os_user && *run->os_user;
         int prc = named ? getpwnam_r(run->os_user, &pw, pwbuf, (size_t)pwsize, &pwp)
                         : getpwuid_r(geteuid(), &pw, pwbuf, (size_t)pwsize, &pwp);
         if (prc != 0 || !pwp) {
                 if (named && prc == 0)
-                        sh_fail(errbuf, errbuf_size, "unknown os user '%s': no such "
-                                "user on this executor host", run->os_user);
+                        tb_pu_fail(errbuf, errbuf_size, "unknown os user '%s': no such "
+                                   "user on this executor host", run->os_user);
                 else if (named)
-                        sh_fail(errbuf, errbuf_size, "cannot look up os user '%s': %s",
-                                run->os_user, strerror(prc));
+                        tb_pu_fail(errbuf, errbuf_size, "cannot look up os user '%s': %s",
+                                   run->os_user, strerror(prc));
                 else
-                        sh_fail(errbuf, errbuf_size, "cannot look up the executor's "
-                                "own user (uid %d): %s", (int)geteuid(),
-                                prc ? strerror(prc) : "no such user");
+                        tb_pu_fail(errbuf, errbuf_size, "cannot look up the executor's "
+                                   "own user (uid %d): %s", (int)geteuid(),
+                                   prc ? strerror(prc) : "no such user");
                 goto fail;
         }
         if (pw.pw_uid == 0 && !st->allow_root) {
-                sh_fail(errbuf, errbuf_size, "refusing to run as root (os user '%s'): "
-                        "set allow_root = true in the shell plugin's config to allow it",
-                        pw.pw_name);
+                tb_pu_fail(errbuf, errbuf_size, "refusing to run as root (os user '%s'): "
+                           "set allow_root = true in the shell plugin's config to allow it",
+                           pw.pw_name);
                 goto fail;
         }
         bool switch_user = pw.pw_uid != geteuid() || pw.pw_gid != getegid();
         if (switch_user && geteuid() != 0) {
-                sh_fail(errbuf, errbuf_size, "cannot run as os user '%s' (uid %d): the "
-                        "executor runs as uid %d and cannot switch users; run it as "
-                        "root or give the task an os user equal to the executor's",
-                        pw.pw_name, (int)pw.pw_uid, (int)geteuid());
+                tb_pu_fail(errbuf, errbuf_size, "cannot run as os user '%s' (uid %d): the "
+                           "executor runs as uid %d and cannot switch users; run it as "
+                           "root or give the task an os user equal to the executor's",
+                           pw.pw_name, (int)pw.pw_uid, (int)geteuid());
                 goto fail;
         }
         if (switch_user && access(st->setpriv, X_OK) != 0) {
-                sh_fail(errbuf, errbuf_size, "cannot switch to os user '%s': setpriv "
-                        "'%s' is not executable (%s); install util-linux or set the "
-                        "plugin's setpriv key", pw.pw_name, st->setpriv, strerror(errno));
+                tb_pu_fail(errbuf, errbuf_size, "cannot switch to os user '%s': setpriv "
+                           "'%s' is not executable (%s); install util-linux or set the "
+                           "plugin's setpriv key", pw.pw_name, st->setpriv, strerror(errno));
                 goto fail;
         }
 
@@ -201,18 +172,15 @@ int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         const char *wd = run->workdir && *run->workdir ? run->workdir : st->default_workdir;
         struct stat sb;
         if (stat(wd, &sb) != 0) {
-                sh_fail(errbuf, errbuf_size, "workdir '%s': %s", wd, strerror(errno));
+                tb_pu_fail(errbuf, errbuf_size, "workdir '%s': %s", wd, strerror(errno));
                 goto fail;
         }
         if (!S_ISDIR(sb.st_mode)) {
-                sh_fail(errbuf, errbuf_size, "workdir '%s' is not a directory", wd);
+                tb_pu_fail(errbuf, errbuf_size, "workdir '%s' is not a directory", wd);
                 goto fail;
         }
 
         /* A clean environment: nothing of ours leaks into the task. */
-        char nominal[40], attempt[16];
-        tb_plugin_time_format(run->nominal_time_ms, nominal);
-        snprintf(attempt, sizeof(attempt), "%d", (int)run->attempt);
         bool ok = sh_env_set(&env, "PATH", SH_PATH) &&
                   sh_env_set(&env, "HOME", pw.pw_dir) &&
                   sh_env_set(&env, "LANG", "C.UTF-8") &&
@@ -220,25 +188,16 @@ int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                   sh_env_set(&env, "LOGNAME", pw.pw_name);
         for (size_t i = 0; ok && i < run->n_env; i++) {
                 const char *k = run->env[i].key;
-                if (!sh_valid_env_name(k)) {
-                        sh_fail(errbuf, errbuf_size, "environment variable name '%s' "
-                                "is invalid: use letters, digits and _, not starting "
-                                "with a digit", k ? k : "");
+                if (tb_pu_check_env_name(k, errbuf, errbuf_size) != TB_PLUGIN_OK)
                         goto fail;
-                }
-                if (!strncmp(k, "TASKBUS_", 8)) {
-                        sh_fail(errbuf, errbuf_size, "environment variable '%s' is "
-                                "reserved: TASKBUS_* variables are set by taskbus", k);
-                        goto fail;
-                }
                 ok = sh_env_set(&env, k, run->env[i].value ? run->env[i].value : "");
         }
-        ok = ok && sh_env_set(&env, "TASKBUS_RUN_ID", run->run_id) &&
-             sh_env_set(&env, "TASKBUS_TASK_ID", run->task_id) &&
-             sh_env_set(&env, "TASKBUS_NOMINAL_TIME", nominal) &&
-             sh_env_set(&env, "TASKBUS_ATTEMPT", attempt);
+        tb_pu_run_env_t tbenv;
+        tb_pu_run_env(run, &tbenv);
+        for (int i = 0; ok && i < TB_PU_RUN_ENV_N; i++)
+                ok = sh_env_set(&env, tbenv.vars[i].key, tbenv.vars[i].value);
         if (!ok) {
-                sh_fail(errbuf, errbuf_size, "out of memory building the environment");
+                tb_pu_fail(errbuf, errbuf_size, "out of memory building the environment");
                 goto fail;
         }
 
@@ -249,7 +208,7 @@ int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                         nargs++;
         argv = calloc(nargs + 10, sizeof(char *));
         if (!argv) {
-                sh_fail(errbuf, errbuf_size, "out of memory");
+                tb_pu_fail(errbuf, errbuf_size, "out of memory");
                 goto fail;
         }
         size_t a = 0;
@@ -267,14 +226,14 @@ int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                 if (!strchr(cmd, '/')) {
                         const char *path = sh_env_get(&env, "PATH");
                         if (!sh_which(cmd, path, exe, sizeof(exe))) {
-                                sh_fail(errbuf, errbuf_size, "argv[0] '%s' not found "
-                                        "in PATH=%s", cmd, path ? path : "");
+                                tb_pu_fail(errbuf, errbuf_size, "argv[0] '%s' not found "
+                                           "in PATH=%s", cmd, path ? path : "");
                                 goto fail;
                         }
                         cmd = exe;
                 } else if (access(cmd, X_OK) != 0) {
-                        sh_fail(errbuf, errbuf_size, "argv[0] '%s' is not executable: %s",
-                                cmd, strerror(errno));
+                        tb_pu_fail(errbuf, errbuf_size, "argv[0] '%s' is not executable: %s",
+                                   cmd, strerror(errno));
                         goto fail;
                 }
                 argv[a++] = cmd;
@@ -290,15 +249,15 @@ int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         r = calloc(1, sizeof(*r));
         if (!r || !(r->io[0].buf = malloc(SH_CHUNK_MIN)) ||
             !(r->io[1].buf = malloc(SH_CHUNK_MIN))) {
-                sh_fail(errbuf, errbuf_size, "out of memory");
+                tb_pu_fail(errbuf, errbuf_size, "out of memory");
                 goto fail;
         }
         r->io[0].cap = r->io[1].cap = SH_CHUNK_MIN;
         r->io[0].fd = r->io[1].fd = r->pidfd = -1;
 
         if (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0) {
-                sh_fail(errbuf, errbuf_size, "cannot create pipes: %s (raise the "
-                        "executor's open file limit?)", strerror(errno));
+                tb_pu_fail(errbuf, errbuf_size, "cannot create pipes: %s (raise the "
+                           "executor's open file limit?)", strerror(errno));
                 goto fail;
         }
         int e = posix_spawn_file_actions_init(&fa);
@@ -331,16 +290,16 @@ int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                                                           POSIX_SPAWN_SETSIGMASK |
                                                           POSIX_SPAWN_SETSIGDEF);
         if (e) {
-                sh_fail(errbuf, errbuf_size, "cannot set up posix_spawn: %s", strerror(e));
+                tb_pu_fail(errbuf, errbuf_size, "cannot set up posix_spawn: %s", strerror(e));
                 goto fail;
         }
         e = posix_spawn(&r->pid, argv[0], &fa, &at, (char *const *)argv, env.v);
         if (e) {
-                sh_fail(errbuf, errbuf_size, "cannot start '%s' in '%s': %s", argv[0],
-                        wd, strerror(e));
+                tb_pu_fail(errbuf, errbuf_size, "cannot start '%s' in '%s': %s", argv[0],
+                           wd, strerror(e));
                 goto fail;
         }
-        r->started_ms = sh_wall_ms();
+        r->started_ms = tb_pu_wall_ms();
 
         close(outp[1]);
         close(errp[1]);
@@ -355,7 +314,7 @@ int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         if (r->pidfd >= 0)
                 fcntl(r->pidfd, F_SETFD, FD_CLOEXEC);
 
-        int64_t now = sh_mono_ms();
+        int64_t now = tb_pu_mono_ms();
         r->run = run;
         r->io[0].ref = (sh_fdref_t){r, SH_FD_STDOUT};
         r->io[1].ref = (sh_fdref_t){r, SH_FD_STDERR};

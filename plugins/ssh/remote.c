@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
 /* A growable string. */
 typedef struct ss_str {
         char *s;
@@ -55,14 +56,16 @@ static void ss_quote(ss_str_t *b, const char *s) {
         ss_cat(b, "'");
 }
 
-static bool ss_valid_env_name(const char *s) {
-        if (!s || !*s || (*s >= '0' && *s <= '9'))
-                return false;
-        for (; *s; s++)
-                if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-                      (*s >= '0' && *s <= '9')))
-                        return false;
-        return true;
+/* Append " 'KEY=VALUE'" (one argument of env(1)) to \p b. */
+static void ss_cat_env(ss_str_t *b, const char *key, const char *value) {
+        ss_str_t kv = {0};
+        ss_cat(&kv, key);
+        ss_cat(&kv, "=");
+        ss_cat(&kv, value ? value : "");
+        ss_cat(b, " ");
+        ss_quote(b, kv.oom ? "" : kv.s);
+        b->oom = b->oom || kv.oom;
+        free(kv.s);
 }
 
 static int ss_signum(const char *name) {
@@ -82,7 +85,7 @@ static int ss_signum(const char *name) {
 char *ss_build_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
                               char *errbuf, size_t errbuf_size) {
         ss_str_t w = {0}, cmd = {0};
-        char line[128], nominal[40];
+        char line[128];
         long grace_s = (long)((kill_grace_ms + 999) / 1000);
         if (grace_s < 1)
                 grace_s = 1;
@@ -102,42 +105,14 @@ char *ss_build_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
         ss_cat(&w, "env");
         for (size_t i = 0; i < run->n_env; i++) {
                 const char *k = run->env[i].key;
-                if (!ss_valid_env_name(k)) {
-                        ss_fail(errbuf, errbuf_size, "environment variable name '%s' is "
-                                "invalid: use letters, digits and _, not starting with "
-                                "a digit", k ? k : "");
+                if (tb_pu_check_env_name(k, errbuf, errbuf_size) != TB_PLUGIN_OK)
                         goto fail;
-                }
-                if (!strncmp(k, "TASKBUS_", 8)) {
-                        ss_fail(errbuf, errbuf_size, "environment variable '%s' is "
-                                "reserved: TASKBUS_* variables are set by taskbus", k);
-                        goto fail;
-                }
-                ss_str_t kv = {0};
-                ss_cat(&kv, k);
-                ss_cat(&kv, "=");
-                ss_cat(&kv, run->env[i].value ? run->env[i].value : "");
-                ss_cat(&w, " ");
-                ss_quote(&w, kv.oom ? "" : kv.s);
-                w.oom = w.oom || kv.oom;
-                free(kv.s);
+                ss_cat_env(&w, k, run->env[i].value);
         }
-        tb_plugin_time_format(run->nominal_time_ms, nominal);
-        const char *names[] = {"TASKBUS_RUN_ID", "TASKBUS_TASK_ID", "TASKBUS_NOMINAL_TIME",
-                               "TASKBUS_ATTEMPT"};
-        char attempt[16];
-        snprintf(attempt, sizeof(attempt), "%d", (int)run->attempt);
-        const char *vals[] = {run->run_id, run->task_id, nominal, attempt};
-        for (int i = 0; i < 4; i++) {
-                ss_str_t kv = {0};
-                ss_cat(&kv, names[i]);
-                ss_cat(&kv, "=");
-                ss_cat(&kv, vals[i] ? vals[i] : "");
-                ss_cat(&w, " ");
-                ss_quote(&w, kv.oom ? "" : kv.s);
-                w.oom = w.oom || kv.oom;
-                free(kv.s);
-        }
+        tb_pu_run_env_t tbenv;
+        tb_pu_run_env(run, &tbenv);
+        for (int i = 0; i < TB_PU_RUN_ENV_N; i++)
+                ss_cat_env(&w, tbenv.vars[i].key, tbenv.vars[i].value);
         if (run->argv && run->argv[0]) {
                 for (size_t i = 0; run->argv[i]; i++) {
                         ss_cat(&w, " ");
@@ -147,7 +122,7 @@ char *ss_build_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
                 ss_cat(&w, " /bin/sh -c ");
                 ss_quote(&w, run->script);
         } else {
-                ss_fail(errbuf, errbuf_size, "the run has neither a script nor an argv");
+                tb_pu_fail(errbuf, errbuf_size, "the run has neither a script nor an argv");
                 goto fail;
         }
         /* What the command left running in the group would hold the
@@ -159,7 +134,7 @@ char *ss_build_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
         ss_cat(&cmd, "exec /bin/sh -c ");
         ss_quote(&cmd, w.oom ? "" : w.s);
         if (w.oom || cmd.oom) {
-                ss_fail(errbuf, errbuf_size, "out of memory building the command");
+                tb_pu_fail(errbuf, errbuf_size, "out of memory building the command");
                 goto fail;
         }
         free(w.s);
@@ -207,9 +182,7 @@ static void ss_finish(ss_run_t *r, tb_plugin_result_t *res, const char *msg) {
         r->next = st->zombies;
         st->zombies = r;
         pthread_mutex_unlock(&st->lock);
-        res->finished_ms = ss_wall_ms();
-        res->error = msg && *msg ? msg : NULL;
-        st->host->finished(st->host, r->run, res);
+        tb_pu_finish(st->host, r->run, res, msg);
 }
 
 /* Emit whatever the channel has buffered; false on a read error. */
@@ -242,7 +215,7 @@ void *ss_worker(void *arg) {
         ssh_channel ch = NULL;
         ssh_event ev = NULL;
         struct ssh_channel_callbacks_struct cb;
-        int64_t t0 = ss_mono_ms();
+        int64_t t0 = tb_pu_mono_ms();
         int64_t deadline = r->expiry_ms > 0 ? t0 + r->expiry_ms : 0;
         int64_t setup_deadline = t0 + st->connect_timeout_ms;
         res.exit_code = -1;
@@ -280,7 +253,7 @@ void *ss_worker(void *arg) {
                 if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome, reason,
                                           sizeof(reason))))
                         break;
-                ss_wait(r, s, setup_deadline - ss_mono_ms());
+                ss_wait(r, s, setup_deadline - tb_pu_mono_ms());
         }
         if (rc != SSH_OK) {
                 if (outcome == SS_OUT_NONE)
@@ -323,7 +296,7 @@ void *ss_worker(void *arg) {
                 if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome, reason,
                                           sizeof(reason))))
                         break;
-                ss_wait(r, s, setup_deadline - ss_mono_ms());
+                ss_wait(r, s, setup_deadline - tb_pu_mono_ms());
         }
         if (rc != SSH_AUTH_SUCCESS) {
                 if (outcome == SS_OUT_NONE)
@@ -352,14 +325,14 @@ void *ss_worker(void *arg) {
                 if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome, reason,
                                           sizeof(reason))))
                         break;
-                ss_wait(r, s, setup_deadline - ss_mono_ms());
+                ss_wait(r, s, setup_deadline - tb_pu_mono_ms());
         }
         if (rc == SSH_OK) {
                 while ((rc = ssh_channel_request_exec(ch, r->command)) == SSH_AGAIN) {
                         if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome,
                                                   reason, sizeof(reason))))
                                 break;
-                        ss_wait(r, s, setup_deadline - ss_mono_ms());
+                        ss_wait(r, s, setup_deadline - tb_pu_mono_ms());
                 }
         }
         if (rc != SSH_OK) {
@@ -369,7 +342,7 @@ void *ss_worker(void *arg) {
                                  rc == SSH_AGAIN ? "timed out" : ssh_get_error(s));
                 goto out;
         }
-        res.started_ms = ss_wall_ms();
+        res.started_ms = tb_pu_wall_ms();
 
         /* Run: stream output until the remote side is done. Packets are
          * processed by an ssh_event, not by the channel reads: once the
@@ -385,7 +358,7 @@ void *ss_worker(void *arg) {
                 ssh_channel_send_eof(ch); /* the watcher stops the command */
                 goto out;
         }
-        int64_t next_hb = ss_mono_ms() + st->heartbeat_ms, kill_at = 0, close_at = 0;
+        int64_t next_hb = tb_pu_mono_ms() + st->heartbeat_ms, kill_at = 0, close_at = 0;
         bool lost = false;
         for (;;) {
                 if (!ss_drain(r, ch)) {
@@ -395,7 +368,7 @@ void *ss_worker(void *arg) {
                 if (ssh_channel_is_closed(ch) ||
                     (ssh_channel_is_eof(ch) && (r->got_status || r->got_signal)))
                         break;
-                int64_t now = ss_mono_ms();
+                int64_t now = tb_pu_mono_ms();
                 if (outcome == SS_OUT_NONE) {
                         if (ss_cancel_requested(r, reason, sizeof(reason)))
                                 outcome = SS_OUT_CANCEL;
@@ -431,13 +404,13 @@ void *ss_worker(void *arg) {
         ss_drain(r, ch);
 
         if (outcome == SS_OUT_TIMEOUT) {
-                res.status = TB_PLUGIN_RUN_TIMED_OUT;
-                snprintf(msg, sizeof(msg), "run exceeded its expiry of %lld ms: the remote "
-                         "process group got SIGTERM (SIGKILL after %lld ms)",
-                         (long long)r->expiry_ms, (long long)st->kill_grace_ms);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_TIMED_OUT, msg, sizeof(msg),
+                              "run exceeded its expiry of %lld ms: the remote "
+                              "process group got SIGTERM (SIGKILL after %lld ms)",
+                              (long long)r->expiry_ms, (long long)st->kill_grace_ms);
         } else if (outcome == SS_OUT_CANCEL) {
-                res.status = TB_PLUGIN_RUN_CANCELLED;
-                snprintf(msg, sizeof(msg), "cancelled: %s", reason);
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_CANCELLED, msg, sizeof(msg),
+                              "cancelled: %s", reason);
         } else if (r->got_signal) {
                 res.status = TB_PLUGIN_RUN_FAILED;
                 res.signal = ss_signum(r->exit_signal);
@@ -449,10 +422,10 @@ void *ss_worker(void *arg) {
                 if (r->exit_status)
                         snprintf(msg, sizeof(msg), "exited with code %d", r->exit_status);
         } else {
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, sizeof(msg), "lost the connection to %s:%d before the "
-                         "command reported how it ended%s%s", r->host, r->port,
-                         lost ? ": " : "", lost ? ssh_get_error(s) : "");
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg),
+                              "lost the connection to %s:%d before the "
+                              "command reported how it ended%s%s", r->host, r->port,
+                              lost ? ": " : "", lost ? ssh_get_error(s) : "");
         }
         if (r->got_status && outcome != SS_OUT_NONE)
                 res.exit_code = r->exit_status;

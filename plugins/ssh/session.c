@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <unistd.h>
+
 bool ss_cancel_requested(ss_run_t *r, char *reason, size_t size) {
         pthread_mutex_lock(&r->st->lock);
         bool c = r->cancel_req;
@@ -37,7 +38,7 @@ void ss_wait(ss_run_t *r, ssh_session s, int64_t ms) {
 /* Why a setup step must stop: cancelled, expired or out of time. NULL: go on. */
 const char *ss_setup_abort(ss_run_t *r, int64_t setup_deadline, int64_t deadline,
                                   int *outcome, char *reason, size_t size) {
-        int64_t now = ss_mono_ms();
+        int64_t now = tb_pu_mono_ms();
         if (ss_cancel_requested(r, reason, size)) {
                 *outcome = SS_OUT_CANCEL;
                 return "cancelled";

@@ -31,13 +31,11 @@
 #include "ssh_internal.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 static const tb_plugin_config_key_t ss_keys[] = {
@@ -55,37 +53,6 @@ static const char *const ss_credential_options[] = {
         "key", "ssh_key", "identity", "identity_file", "identityfile", "private_key",
         "known_hosts", "ssh_known_hosts", "userknownhostsfile", "password",
         "passphrase", "strict_host_key_checking", NULL};
-
-/* ---- small helpers ------------------------------------------------------- */
-
-int64_t ss_mono_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t ss_wall_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int ss_fail(char *errbuf, size_t errbuf_size, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errbuf_size, fmt, ap);
-        va_end(ap);
-        return TB_PLUGIN_ERROR;
-}
-
-static const char *ss_policy(const tb_plugin_run_t *run, const char *key) {
-        if (!TB_PLUGIN_HAS_FIELD(run, tb_plugin_run_t, n_policy))
-                return NULL;
-        for (size_t i = 0; run->policy && i < run->n_policy; i++)
-                if (run->policy[i].key && !strcmp(run->policy[i].key, key))
-                        return run->policy[i].value;
-        return NULL;
-}
 
 static bool ss_valid_name(const char *s, const char *extra) {
         if (!s || !*s || *s == '-' || strlen(s) > 255)
@@ -156,12 +123,12 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                 const char *v = run->options[i].value ? run->options[i].value : "";
                 for (size_t j = 0; ss_credential_options[j]; j++)
                         if (!strcasecmp(k, ss_credential_options[j]))
-                                return ss_fail(errbuf, errbuf_size, "executor option "
-                                               "'%s' is refused: the SSH key and "
-                                               "known_hosts come from the executor's "
-                                               "configuration (groups.%s.ssh_key and "
-                                               "groups.%s.ssh_known_hosts), never from "
-                                               "a task", k, grp, grp);
+                                return tb_pu_fail(errbuf, errbuf_size, "executor option "
+                                                  "'%s' is refused: the SSH key and "
+                                                  "known_hosts come from the executor's "
+                                                  "configuration (groups.%s.ssh_key and "
+                                                  "groups.%s.ssh_known_hosts), never from "
+                                                  "a task", k, grp, grp);
                 if (!strcmp(k, "host"))
                         host = v;
                 else if (!strcmp(k, "user"))
@@ -169,46 +136,46 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                 else if (!strcmp(k, "port"))
                         port_s = v;
                 else
-                        return ss_fail(errbuf, errbuf_size, "unknown executor option "
-                                       "'%s' for the ssh plugin; valid options: host, "
-                                       "port, user", k);
+                        return tb_pu_fail(errbuf, errbuf_size, "unknown executor option "
+                                          "'%s' for the ssh plugin; valid options: host, "
+                                          "port, user", k);
         }
         if (!host || !*host)
-                return ss_fail(errbuf, errbuf_size, "executor option 'host' is required "
-                               "by the ssh plugin: the machine to run on");
+                return tb_pu_fail(errbuf, errbuf_size, "executor option 'host' is required "
+                                  "by the ssh plugin: the machine to run on");
         if (!ss_valid_name(host, ".-:[]_"))
-                return ss_fail(errbuf, errbuf_size, "executor option 'host' = '%s' is "
-                               "not a valid host name or address", host);
+                return tb_pu_fail(errbuf, errbuf_size, "executor option 'host' = '%s' is "
+                                  "not a valid host name or address", host);
         if (!user || !*user)
-                return ss_fail(errbuf, errbuf_size, "executor option 'user' is required "
-                               "by the ssh plugin: the remote user to log in as");
+                return tb_pu_fail(errbuf, errbuf_size, "executor option 'user' is required "
+                                  "by the ssh plugin: the remote user to log in as");
         if (!ss_valid_name(user, "._-"))
-                return ss_fail(errbuf, errbuf_size, "executor option 'user' = '%s' is "
-                               "not a valid user name", user);
+                return tb_pu_fail(errbuf, errbuf_size, "executor option 'user' = '%s' is "
+                                  "not a valid user name", user);
         long port = 22;
         if (port_s) {
                 char *end;
                 port = strtol(port_s, &end, 10);
                 if (end == port_s || *end || port < 1 || port > 65535)
-                        return ss_fail(errbuf, errbuf_size, "executor option 'port' = "
-                                       "'%s' is invalid: give a TCP port from 1 to 65535",
-                                       port_s);
+                        return tb_pu_fail(errbuf, errbuf_size, "executor option 'port' = "
+                                          "'%s' is invalid: give a TCP port from 1 to 65535",
+                                          port_s);
         }
-        const char *key = ss_policy(run, "ssh_key");
-        const char *kh = ss_policy(run, "ssh_known_hosts");
+        const char *key = tb_pu_policy(run, "ssh_key");
+        const char *kh = tb_pu_policy(run, "ssh_known_hosts");
         if (!key || !*key)
-                return ss_fail(errbuf, errbuf_size, "security group '%s' has no ssh_key: "
-                               "set groups.%s.ssh_key in the taskbus config to the "
-                               "private key its SSH tasks use", grp, grp);
+                return tb_pu_fail(errbuf, errbuf_size, "security group '%s' has no ssh_key: "
+                                  "set groups.%s.ssh_key in the taskbus config to the "
+                                  "private key its SSH tasks use", grp, grp);
         if (!kh || !*kh)
-                return ss_fail(errbuf, errbuf_size, "security group '%s' has no "
-                               "ssh_known_hosts: set groups.%s.ssh_known_hosts in the "
-                               "taskbus config to the known_hosts file its SSH hosts are "
-                               "checked against", grp, grp);
+                return tb_pu_fail(errbuf, errbuf_size, "security group '%s' has no "
+                                  "ssh_known_hosts: set groups.%s.ssh_known_hosts in the "
+                                  "taskbus config to the known_hosts file its SSH hosts are "
+                                  "checked against", grp, grp);
 
         ss_run_t *r = calloc(1, sizeof(*r));
         if (!r)
-                return ss_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         r->wakefd = -1;
         r->st = st;
         r->run = run;
@@ -221,7 +188,7 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         r->group = strdup(grp);
         if (!r->host || !r->user || !r->key || !r->known_hosts || !r->group) {
                 ss_run_free(r);
-                return ss_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         }
         r->command = ss_build_command(run, st->kill_grace_ms, errbuf, errbuf_size);
         if (!r->command) {
@@ -232,7 +199,7 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         if (r->wakefd < 0) {
                 int e = errno;
                 ss_run_free(r);
-                return ss_fail(errbuf, errbuf_size, "eventfd: %s", strerror(e));
+                return tb_pu_fail(errbuf, errbuf_size, "eventfd: %s", strerror(e));
         }
         pthread_mutex_lock(&st->lock);
         r->next = st->runs;
@@ -243,8 +210,8 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         pthread_mutex_unlock(&st->lock);
         if (e) {
                 ss_run_free(r);
-                return ss_fail(errbuf, errbuf_size, "cannot start a worker thread: %s",
-                               strerror(e));
+                return tb_pu_fail(errbuf, errbuf_size, "cannot start a worker thread: %s",
+                                  strerror(e));
         }
         return TB_PLUGIN_OK;
 }
@@ -291,27 +258,21 @@ static int ss_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
                    size_t n_config, char *errbuf, size_t errbuf_size, void **state) {
         ss_state_t *st = calloc(1, sizeof(*st));
         if (!st)
-                return ss_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         st->host = host;
         pthread_mutex_init(&st->lock, NULL);
-        for (size_t i = 0; i < n_config; i++) {
-                const char *k = config[i].key, *v = config[i].value;
-                if (!strcmp(k, "connect_timeout"))
-                        st->connect_timeout_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "kill_grace"))
-                        st->kill_grace_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "heartbeat_interval"))
-                        st->heartbeat_ms = strtoll(v, NULL, 10);
-        }
+        st->connect_timeout_ms = tb_pu_kv_i64(config, n_config, "connect_timeout", 0);
+        st->kill_grace_ms = tb_pu_kv_i64(config, n_config, "kill_grace", 0);
+        st->heartbeat_ms = tb_pu_kv_i64(config, n_config, "heartbeat_interval", 0);
         if (st->connect_timeout_ms <= 0 || st->heartbeat_ms <= 0) {
                 ss_destroy(st);
-                return ss_fail(errbuf, errbuf_size, "connect_timeout and "
-                               "heartbeat_interval must be greater than zero");
+                return tb_pu_fail(errbuf, errbuf_size, "connect_timeout and "
+                                  "heartbeat_interval must be greater than zero");
         }
         if (ssh_init() != SSH_OK) {
                 ss_destroy(st);
-                return ss_fail(errbuf, errbuf_size, "ssh_init() failed (libssh could "
-                               "not initialise its crypto library)");
+                return tb_pu_fail(errbuf, errbuf_size, "ssh_init() failed (libssh could "
+                                  "not initialise its crypto library)");
         }
         st->ssh_inited = true;
         *state = st;

@@ -17,6 +17,7 @@
 #define TB_PLUGIN_SSH_INTERNAL_H
 
 #include <taskbus/plugin.h>
+#include <taskbus/plugin_util.h>
 
 #include <libssh/libssh.h>
 #include <pthread.h>
@@ -60,13 +61,6 @@ typedef struct ss_state {
         ss_run_t *runs, *zombies;
         bool ssh_inited;
 } ss_state_t;
-
-/* ---- ssh.c -------------------------------------------------------------- */
-
-int64_t ss_mono_ms(void);
-int64_t ss_wall_ms(void);
-int ss_fail(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
 
 /* ---- session.c ---------------------------------------------------------- */
 
