@@ -105,11 +105,7 @@ static int ct_cancel(void *state, const tb_plugin_run_t *run, const char *reason
         for (ct_run_t *r = st->runs; r; r = r->next) {
                 if (r->run != run)
                         continue;
-                if (!r->cancel_req) {
-                        r->cancel_req = true;
-                        snprintf(r->cancel_reason, sizeof(r->cancel_reason), "%s",
-                                 reason ? reason : "cancelled");
-                }
+                tb_pu_cancel_request(&r->cancel, reason);
                 if (r->multi)
                         curl_multi_wakeup(r->multi);
                 rc = TB_PLUGIN_OK;

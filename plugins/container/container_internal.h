@@ -62,8 +62,7 @@ typedef struct ct_run {
         CURLM *multi;                   /* valid while on st->runs */
 
         /* Under st->lock. */
-        bool cancel_req;
-        char cancel_reason[200];
+        tb_pu_cancel_t cancel;
 
         /* Set by start(), read by the worker. */
         char *image;

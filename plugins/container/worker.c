@@ -71,15 +71,6 @@ static size_t ct_logs_cb(char *data, size_t size, size_t nmemb, void *arg) {
         return n;
 }
 
-static bool ct_cancel_requested(ct_run_t *r, char *reason, size_t size) {
-        pthread_mutex_lock(&r->st->lock);
-        bool c = r->cancel_req;
-        if (c && reason)
-                snprintf(reason, size, "%s", r->cancel_reason);
-        pthread_mutex_unlock(&r->st->lock);
-        return c;
-}
-
 static void ct_finish(ct_run_t *r, tb_plugin_result_t *res, const char *msg) {
         ct_state_t *st = r->st;
         /* Off the active list first: after finished() the host may reuse the
@@ -196,7 +187,8 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
 
                 int64_t now = tb_pu_mono_ms();
                 if (outcome == CT_OUT_NONE && !wait_done) {
-                        if (ct_cancel_requested(r, reason, sizeof(reason)))
+                        if (tb_pu_cancel_requested(&r->cancel, &st->lock, reason,
+                                                   sizeof(reason)))
                                 outcome = CT_OUT_CANCEL;
                         else if (deadline && now >= deadline)
                                 outcome = CT_OUT_TIMEOUT;
@@ -323,7 +315,7 @@ void *ct_worker(void *arg) {
         }
 
         char reason[200];
-        if (ct_cancel_requested(r, reason, sizeof(reason))) {
+        if (tb_pu_cancel_requested(&r->cancel, &st->lock, reason, sizeof(reason))) {
                 tb_pu_outcome(&res, TB_PLUGIN_RUN_CANCELLED, msg, sizeof(msg),
                               "cancelled before the container started: %s",
                               reason);

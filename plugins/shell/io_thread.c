@@ -177,7 +177,7 @@ static void sh_finish(sh_state_t *st, sh_run_t *r) {
                               (int)r->pid, r->kill_sent ? ", then SIGKILL" : "");
         } else if (r->outcome == SH_OUT_CANCEL) {
                 tb_pu_outcome(&res, TB_PLUGIN_RUN_CANCELLED, msg, sizeof(msg),
-                              "cancelled: %s", r->cancel_reason);
+                              "cancelled: %s", r->cancel.reason);
         } else if (exited && r->w_status == 0) {
                 res.status = TB_PLUGIN_RUN_SUCCEEDED;
         } else if (exited) {
@@ -316,7 +316,7 @@ void *sh_io_main(void *arg) {
                         sh_adopt(st, r, now);
                 }
                 for (sh_run_t *r = st->runs; r; r = r->next) {
-                        if (r->cancel_req && !r->cancel_seen) {
+                        if (r->cancel.requested && !r->cancel_seen) {
                                 if (nc == sizeof(cancels) / sizeof(cancels[0])) {
                                         more_cancels = true;
                                         break;
@@ -344,7 +344,7 @@ void *sh_io_main(void *arg) {
                                 break;
                         if (stopping && !r->kill_sent) {
                                 if (r->outcome == SH_OUT_NONE && !r->leader_done)
-                                        snprintf(r->cancel_reason, sizeof(r->cancel_reason),
+                                        snprintf(r->cancel.reason, sizeof(r->cancel.reason),
                                                  "the shell plugin is shutting down");
                                 sh_begin_stop(r, SH_OUT_CANCEL, now);
                                 r->kill_at = now;

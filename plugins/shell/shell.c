@@ -72,11 +72,7 @@ static int sh_cancel(void *state, const tb_plugin_run_t *run, const char *reason
         for (int list = 0; list < 2 && rc != TB_PLUGIN_OK; list++) {
                 for (sh_run_t *r = list ? st->runs : st->pending; r; r = r->next) {
                         if (r->run == run) {
-                                if (!r->cancel_req) {
-                                        r->cancel_req = true;
-                                        snprintf(r->cancel_reason, sizeof(r->cancel_reason),
-                                                 "%s", reason ? reason : "cancelled");
-                                }
+                                tb_pu_cancel_request(&r->cancel, reason);
                                 rc = TB_PLUGIN_OK;
                                 break;
                         }

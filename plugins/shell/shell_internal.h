@@ -64,8 +64,8 @@ typedef struct sh_run {
         int64_t next_heartbeat;
 
         /* Under st->lock: set by cancel(), consumed by the I/O thread. */
-        bool cancel_req, cancel_seen;
-        char cancel_reason[200];
+        tb_pu_cancel_t cancel;
+        bool cancel_seen;
 
         /* I/O thread only. */
         int outcome;                  /* SH_OUT_* */

@@ -370,7 +370,8 @@ void *ss_worker(void *arg) {
                         break;
                 int64_t now = tb_pu_mono_ms();
                 if (outcome == SS_OUT_NONE) {
-                        if (ss_cancel_requested(r, reason, sizeof(reason)))
+                        if (tb_pu_cancel_requested(&r->cancel, &st->lock, reason,
+                                                   sizeof(reason)))
                                 outcome = SS_OUT_CANCEL;
                         else if (deadline && now >= deadline)
                                 outcome = SS_OUT_TIMEOUT;

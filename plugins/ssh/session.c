@@ -11,15 +11,6 @@
 #include <stdio.h>
 #include <unistd.h>
 
-bool ss_cancel_requested(ss_run_t *r, char *reason, size_t size) {
-        pthread_mutex_lock(&r->st->lock);
-        bool c = r->cancel_req;
-        if (c && reason)
-                snprintf(reason, size, "%s", r->cancel_reason);
-        pthread_mutex_unlock(&r->st->lock);
-        return c;
-}
-
 /* Sleep until the session socket is readable, cancel() wakes us, or
  * \p ms pass. */
 void ss_wait(ss_run_t *r, ssh_session s, int64_t ms) {
@@ -39,7 +30,7 @@ void ss_wait(ss_run_t *r, ssh_session s, int64_t ms) {
 const char *ss_setup_abort(ss_run_t *r, int64_t setup_deadline, int64_t deadline,
                                   int *outcome, char *reason, size_t size) {
         int64_t now = tb_pu_mono_ms();
-        if (ss_cancel_requested(r, reason, size)) {
+        if (tb_pu_cancel_requested(&r->cancel, &r->st->lock, reason, size)) {
                 *outcome = SS_OUT_CANCEL;
                 return "cancelled";
         }

@@ -223,11 +223,7 @@ static int ss_cancel(void *state, const tb_plugin_run_t *run, const char *reason
         for (ss_run_t *r = st->runs; r; r = r->next) {
                 if (r->run != run)
                         continue;
-                if (!r->cancel_req) {
-                        r->cancel_req = true;
-                        snprintf(r->cancel_reason, sizeof(r->cancel_reason), "%s",
-                                 reason ? reason : "cancelled");
-                }
+                tb_pu_cancel_request(&r->cancel, reason);
                 uint64_t one = 1;
                 ssize_t n = write(r->wakefd, &one, sizeof(one));
                 (void)n; /* EAGAIN: already signalled */

@@ -40,8 +40,7 @@ typedef struct ss_run {
         int wakefd;                     /* eventfd; cancel() writes while listed */
 
         /* Under st->lock. */
-        bool cancel_req;
-        char cancel_reason[200];
+        tb_pu_cancel_t cancel;
 
         /* Set by start(). */
         char *host, *user, *key, *known_hosts, *command, *group;
@@ -64,7 +63,6 @@ typedef struct ss_state {
 
 /* ---- session.c ---------------------------------------------------------- */
 
-bool ss_cancel_requested(ss_run_t *r, char *reason, size_t size);
 void ss_wait(ss_run_t *r, ssh_session s, int64_t ms);
 const char *ss_setup_abort(ss_run_t *r, int64_t setup_deadline, int64_t deadline,
                            int *outcome, char *reason, size_t size);

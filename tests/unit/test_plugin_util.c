@@ -4,7 +4,7 @@
  *        suffix, fractions, overflow, garbage, exact values and messages,
  *        and agreement with the core's parsers on everything the core
  *        accepts), the clocks, the error buffer, the key/value lookups, the
- *        environment helpers, the result helpers, and that the header builds
+ *        environment helpers, cancel requests, the result helpers, and that the header builds
  *        on its own as C99 and C11 with -pedantic in a plugin linked with
  *        -Wl,--no-undefined.
  */
@@ -388,6 +388,28 @@ Test(plugin_util, run_env) {
         cr_assert_str_eq(e.vars[2].value, "1970-01-01T00:00:00Z");
 }
 
+/* ---- cancel requests -------------------------------------------------------------------- */
+
+Test(plugin_util, cancel_requests) {
+        pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+        tb_pu_cancel_t c = {0};
+        char why[16] = "untouched";
+        cr_assert(!tb_pu_cancel_requested(&c, &lock, why, sizeof(why)));
+        cr_assert_str_eq(why, "untouched");
+        tb_pu_cancel_request(&c, "operator said so, twice");
+        tb_pu_cancel_request(&c, "second reason");
+        cr_assert(tb_pu_cancel_requested(&c, &lock, why, sizeof(why)));
+        cr_assert_str_eq(why, "operator said s"); /* truncated to the buffer */
+        cr_assert_str_eq(c.reason, "operator said so, twice");
+        cr_assert(tb_pu_cancel_requested(&c, &lock, NULL, 0));
+        cr_assert_eq(pthread_mutex_trylock(&lock), 0, "the lock was left held");
+        pthread_mutex_unlock(&lock);
+
+        tb_pu_cancel_t d = {0};
+        tb_pu_cancel_request(&d, NULL);
+        cr_assert_str_eq(d.reason, "cancelled");
+}
+
 /* ---- results ---------------------------------------------------------------------------- */
 
 static struct {
@@ -453,6 +475,11 @@ Test(plugin_util, header_builds_alone_in_strict_c99_and_c11_plugins, .timeout = 
                 "        if (tb_pu_parse_size(tb_pu_option(run, \"memory\"), &b, e, n) ||\n"
                 "            tb_pu_parse_duration(tb_pu_policy(run, \"x\"), &ms, e, n))\n"
                 "                return TB_PLUGIN_ERROR;\n"
+                "        tb_pu_cancel_t c = {0};\n"
+                "        pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;\n"
+                "        tb_pu_cancel_request(&c, \"x\");\n"
+                "        if (tb_pu_cancel_requested(&c, &m, e, n))\n"
+                "                return TB_PLUGIN_ERROR;\n"
                 "        (void)st;\n"
                 "        return tb_pu_check_env_name(env.vars[0].key, e, n) ? "
                 "tb_pu_fail(e, n, \"%d\", 1) : (int)(tb_pu_wall_ms() & 0)\n"
@@ -475,7 +502,7 @@ Test(plugin_util, header_builds_alone_in_strict_c99_and_c11_plugins, .timeout = 
                 int rc = tbt_run(&out, "cc %s -pedantic -Wall -Wextra -Wshadow "
                                        "-Wstrict-prototypes -Wmissing-prototypes -Werror "
                                        "-I%s/core/include -fPIC -shared -Wl,--no-undefined "
-                                       "-o %s/p.so %s",
+                                       "-o %s/p.so %s -pthread",
                                  modes[i], tbt_source_dir(), dir, src);
                 cr_assert_eq(rc, 0, "%s: the header does not build:\n%s", modes[i],
                              out ? out : "");

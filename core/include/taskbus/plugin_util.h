@@ -2,11 +2,12 @@
  * @file taskbus/plugin_util.h
  * @brief Optional header-only helpers for taskbus executor plugins: the
  *        clocks, the error buffer, the run's options and policy, the
- *        TASKBUS_* environment, reporting a result, and taskbus's grammar of
- *        durations and sizes.
+ *        TASKBUS_* environment, cancel requests, reporting a result, and
+ *        taskbus's grammar of durations and sizes.
  *
- * Everything here is `static inline` and uses nothing but the C library, so a
- * plugin that includes it still links no taskbus code and needs no symbol of
+ * Everything here is `static inline` and uses nothing but the C library and
+ * POSIX threads (link with -pthread, as every plugin does), so a plugin that
+ * includes it still links no taskbus code and needs no symbol of
  * the host (`-Wl,--no-undefined` keeps proving it). It compiles as C99 or C11
  * with -pedantic. The monotonic clock needs POSIX: define
  * `_POSIX_C_SOURCE 200809L` (or `_GNU_SOURCE`) before the first #include of
@@ -55,6 +56,7 @@
 #include <taskbus/plugin.h>
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -219,6 +221,51 @@ static inline void tb_pu_run_env(const tb_plugin_run_t *run, tb_pu_run_env_t *e)
         e->vars[2].value = e->nominal;
         e->vars[3].key = "TASKBUS_ATTEMPT";
         e->vars[3].value = e->attempt;
+}
+
+/* ---- cancel requests ----------------------------------------------------------- */
+
+/** A run's cancel request: what cancel() records for the thread that drives
+ *  the run. Guard it with the plugin's own mutex (the one that guards the
+ *  list cancel() finds the run in). */
+typedef struct tb_pu_cancel {
+        int requested;
+        char reason[200];
+} tb_pu_cancel_t;
+
+/**
+ * @brief Record a cancel request, from cancel() with the guarding mutex held.
+ *        A second request keeps the first reason; NULL means "cancelled".
+ */
+static inline void tb_pu_cancel_request(tb_pu_cancel_t *c, const char *reason) {
+        if (c->requested)
+                return;
+        c->requested = 1;
+        snprintf(c->reason, sizeof(c->reason), "%s", reason ? reason : "cancelled");
+}
+
+/**
+ * @brief Whether a cancel was requested, from the run's own thread.
+ * @param c the request
+ * @param lock the mutex guarding it: taken and released here
+ * @param reason out: a copy of the reason when requested (may be NULL)
+ * @param size its size
+ */
+static inline int tb_pu_cancel_requested(const tb_pu_cancel_t *c, pthread_mutex_t *lock,
+                                         char *reason, size_t size) {
+        pthread_mutex_lock(lock);
+        int requested = c->requested;
+        if (requested && reason && size > 0) {
+                /* memcpy, not snprintf: copying into a smaller buffer is
+                 * meant, and must not trip -Wformat-truncation in plugins. */
+                size_t n = strlen(c->reason);
+                if (n >= size)
+                        n = size - 1;
+                memcpy(reason, c->reason, n);
+                reason[n] = '\0';
+        }
+        pthread_mutex_unlock(lock);
+        return requested;
 }
 
 /* ---- results ------------------------------------------------------------------- */
