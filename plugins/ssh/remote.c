@@ -207,9 +207,8 @@ void *ss_worker(void *arg) {
         ss_run_t *r = arg;
         ss_state_t *st = r->st;
         tb_plugin_result_t res = {TB_PLUGIN_RESULT_FIELDS};
-        char msg[SS_MSG_MAX] = "", reason[200] = "";
-        int outcome = SS_OUT_NONE, rc;
-        const char *why;
+        char msg[SS_MSG_MAX] = "";
+        int rc;
         ssh_session s = NULL;
         ssh_key key = NULL;
         ssh_channel ch = NULL;
@@ -217,97 +216,15 @@ void *ss_worker(void *arg) {
         struct ssh_channel_callbacks_struct cb;
         int64_t t0 = tb_pu_mono_ms();
         int64_t deadline = r->expiry_ms > 0 ? t0 + r->expiry_ms : 0;
-        int64_t setup_deadline = t0 + st->connect_timeout_ms;
         res.exit_code = -1;
         res.status = TB_PLUGIN_RUN_INFRA_ERROR;
 
-        if (ssh_pki_import_privkey_file(r->key, NULL, NULL, NULL, &key) != SSH_OK) {
-                snprintf(msg, sizeof(msg), "cannot read the private key '%s' (groups.%s."
-                         "ssh_key): missing, unreadable, not a private key, or "
-                         "passphrase-protected (not supported)", r->key, r->group);
+        ss_setup_t su = {.r = r, .deadline = deadline,
+                         .setup_deadline = t0 + st->connect_timeout_ms};
+        rc = ss_session_open(&su, &key, msg, sizeof(msg));
+        s = su.s;
+        if (rc != TB_PLUGIN_OK)
                 goto out;
-        }
-        s = ssh_new();
-        if (!s) {
-                snprintf(msg, sizeof(msg), "out of memory (ssh_new)");
-                goto out;
-        }
-        bool no = false;
-        long tmo = (long)((st->connect_timeout_ms + 999) / 1000);
-        unsigned int port = (unsigned int)r->port;
-        if (ssh_options_set(s, SSH_OPTIONS_HOST, r->host) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_PORT, &port) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_USER, r->user) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, r->known_hosts) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, r->known_hosts) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &tmo) < 0) {
-                snprintf(msg, sizeof(msg), "setting SSH options for %s@%s:%d failed: %s",
-                         r->user, r->host, r->port, ssh_get_error(s));
-                goto out;
-        }
-        ssh_set_blocking(s, 0);
-
-        /* Connect. */
-        while ((rc = ssh_connect(s)) == SSH_AGAIN) {
-                if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome, reason,
-                                          sizeof(reason))))
-                        break;
-                ss_wait(r, s, setup_deadline - tb_pu_mono_ms());
-        }
-        if (rc != SSH_OK) {
-                if (outcome == SS_OUT_NONE)
-                        snprintf(msg, sizeof(msg), "cannot connect to %s:%d: %s", r->host,
-                                 r->port, rc == SSH_AGAIN ? "timed out" : ssh_get_error(s));
-                goto out;
-        }
-
-        /* Strict host key checking, against the group's file only. */
-        switch (ssh_session_is_known_server(s)) {
-        case SSH_KNOWN_HOSTS_OK:
-                break;
-        case SSH_KNOWN_HOSTS_CHANGED:
-                snprintf(msg, sizeof(msg), "host key of %s:%d CHANGED: it does not match "
-                         "the one in known_hosts %s (someone may be intercepting the "
-                         "connection); if the host was really re-keyed, replace its line "
-                         "in that file", r->host, r->port, r->known_hosts);
-                goto out;
-        case SSH_KNOWN_HOSTS_OTHER:
-                snprintf(msg, sizeof(msg), "host key of %s:%d CHANGED type: known_hosts "
-                         "%s holds a key of another type for it (possible attack); if "
-                         "expected, replace its line in that file", r->host, r->port,
-                         r->known_hosts);
-                goto out;
-        case SSH_KNOWN_HOSTS_UNKNOWN:
-        case SSH_KNOWN_HOSTS_NOT_FOUND:
-                snprintf(msg, sizeof(msg), "host key of %s:%d is not in known_hosts %s "
-                         "(groups.%s.ssh_known_hosts); add it there after checking its "
-                         "fingerprint (ssh-keyscan -p %d %s)", r->host, r->port,
-                         r->known_hosts, r->group, r->port, r->host);
-                goto out;
-        default:
-                snprintf(msg, sizeof(msg), "checking the host key of %s:%d against %s "
-                         "failed: %s", r->host, r->port, r->known_hosts, ssh_get_error(s));
-                goto out;
-        }
-
-        /* Authenticate with the group's key. */
-        while ((rc = ssh_userauth_publickey(s, NULL, key)) == SSH_AUTH_AGAIN) {
-                if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome, reason,
-                                          sizeof(reason))))
-                        break;
-                ss_wait(r, s, setup_deadline - tb_pu_mono_ms());
-        }
-        if (rc != SSH_AUTH_SUCCESS) {
-                if (outcome == SS_OUT_NONE)
-                        snprintf(msg, sizeof(msg), "authentication as %s@%s:%d with key "
-                                 "%s failed: %s (is its public key in the user's "
-                                 "authorized_keys?)", r->user, r->host, r->port, r->key,
-                                 rc == SSH_AUTH_AGAIN ? "timed out"
-                                 : rc == SSH_AUTH_DENIED ? "refused by the server"
-                                 : ssh_get_error(s));
-                goto out;
-        }
 
         /* Open a session channel and start the command. */
         ch = ssh_channel_new(s);
@@ -321,22 +238,15 @@ void *ss_worker(void *arg) {
         cb.channel_exit_signal_function = ss_on_exit_signal;
         ssh_callbacks_init(&cb);
         ssh_set_channel_callbacks(ch, &cb);
-        while ((rc = ssh_channel_open_session(ch)) == SSH_AGAIN) {
-                if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome, reason,
-                                          sizeof(reason))))
-                        break;
-                ss_wait(r, s, setup_deadline - tb_pu_mono_ms());
-        }
+        while ((rc = ssh_channel_open_session(ch)) == SSH_AGAIN && ss_setup_again(&su))
+                ;
         if (rc == SSH_OK) {
-                while ((rc = ssh_channel_request_exec(ch, r->command)) == SSH_AGAIN) {
-                        if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome,
-                                                  reason, sizeof(reason))))
-                                break;
-                        ss_wait(r, s, setup_deadline - tb_pu_mono_ms());
-                }
+                while ((rc = ssh_channel_request_exec(ch, r->command)) == SSH_AGAIN &&
+                       ss_setup_again(&su))
+                        ;
         }
         if (rc != SSH_OK) {
-                if (outcome == SS_OUT_NONE)
+                if (su.outcome == SS_OUT_NONE)
                         snprintf(msg, sizeof(msg), "starting the command on %s@%s:%d "
                                  "failed: %s", r->user, r->host, r->port,
                                  rc == SSH_AGAIN ? "timed out" : ssh_get_error(s));
@@ -369,13 +279,13 @@ void *ss_worker(void *arg) {
                     (ssh_channel_is_eof(ch) && (r->got_status || r->got_signal)))
                         break;
                 int64_t now = tb_pu_mono_ms();
-                if (outcome == SS_OUT_NONE) {
-                        if (tb_pu_cancel_requested(&r->cancel, &st->lock, reason,
-                                                   sizeof(reason)))
-                                outcome = SS_OUT_CANCEL;
+                if (su.outcome == SS_OUT_NONE) {
+                        if (tb_pu_cancel_requested(&r->cancel, &st->lock, su.reason,
+                                                   sizeof(su.reason)))
+                                su.outcome = SS_OUT_CANCEL;
                         else if (deadline && now >= deadline)
-                                outcome = SS_OUT_TIMEOUT;
-                        if (outcome != SS_OUT_NONE) {
+                                su.outcome = SS_OUT_TIMEOUT;
+                        if (su.outcome != SS_OUT_NONE) {
                                 /* EOF on stdin: the watcher TERMs the group. */
                                 ssh_channel_send_eof(ch);
                                 ssh_channel_request_send_signal(ch, "TERM");
@@ -394,7 +304,7 @@ void *ss_worker(void *arg) {
                         next_hb = now + st->heartbeat_ms;
                 }
                 int64_t wait = SS_POLL_MS;
-                if (deadline && outcome == SS_OUT_NONE && deadline - now < wait)
+                if (deadline && su.outcome == SS_OUT_NONE && deadline - now < wait)
                         wait = deadline - now;
                 if (ssh_event_dopoll(ev, (int)(wait > 0 ? wait : 0)) == SSH_ERROR &&
                     !ssh_is_connected(s)) {
@@ -404,14 +314,14 @@ void *ss_worker(void *arg) {
         }
         ss_drain(r, ch);
 
-        if (outcome == SS_OUT_TIMEOUT) {
+        if (su.outcome == SS_OUT_TIMEOUT) {
                 tb_pu_outcome(&res, TB_PLUGIN_RUN_TIMED_OUT, msg, sizeof(msg),
                               "run exceeded its expiry of %lld ms: the remote "
                               "process group got SIGTERM (SIGKILL after %lld ms)",
                               (long long)r->expiry_ms, (long long)st->kill_grace_ms);
-        } else if (outcome == SS_OUT_CANCEL) {
+        } else if (su.outcome == SS_OUT_CANCEL) {
                 tb_pu_outcome(&res, TB_PLUGIN_RUN_CANCELLED, msg, sizeof(msg),
-                              "cancelled: %s", reason);
+                              "cancelled: %s", su.reason);
         } else if (r->got_signal) {
                 res.status = TB_PLUGIN_RUN_FAILED;
                 res.signal = ss_signum(r->exit_signal);
@@ -428,19 +338,19 @@ void *ss_worker(void *arg) {
                               "command reported how it ended%s%s", r->host, r->port,
                               lost ? ": " : "", lost ? ssh_get_error(s) : "");
         }
-        if (r->got_status && outcome != SS_OUT_NONE)
+        if (r->got_status && su.outcome != SS_OUT_NONE)
                 res.exit_code = r->exit_status;
-        if (r->got_signal && outcome != SS_OUT_NONE)
+        if (r->got_signal && su.outcome != SS_OUT_NONE)
                 res.signal = ss_signum(r->exit_signal);
 
 out:
-        if (res.status == TB_PLUGIN_RUN_INFRA_ERROR && outcome != SS_OUT_NONE) {
+        if (res.status == TB_PLUGIN_RUN_INFRA_ERROR && su.outcome != SS_OUT_NONE) {
                 /* Stopped before the command ran. */
-                res.status = outcome == SS_OUT_CANCEL ? TB_PLUGIN_RUN_CANCELLED
+                res.status = su.outcome == SS_OUT_CANCEL ? TB_PLUGIN_RUN_CANCELLED
                                                       : TB_PLUGIN_RUN_TIMED_OUT;
-                if (outcome == SS_OUT_CANCEL)
+                if (su.outcome == SS_OUT_CANCEL)
                         snprintf(msg, sizeof(msg), "cancelled before the command started: %s",
-                                 reason);
+                                 su.reason);
                 else
                         snprintf(msg, sizeof(msg), "run reached its expiry of %lld ms "
                                  "before the command started on %s:%d",

@@ -54,14 +54,23 @@ static const char *const ss_credential_options[] = {
         "known_hosts", "ssh_known_hosts", "userknownhostsfile", "password",
         "passphrase", "strict_host_key_checking", NULL};
 
-static bool ss_valid_name(const char *s, const char *extra) {
-        if (!s || !*s || *s == '-' || strlen(s) > 255)
-                return false;
-        for (; *s; s++)
-                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-                      (*s >= '0' && *s <= '9') || strchr(extra, *s)))
-                        return false;
-        return true;
+/* The required executor option \p opt = \p v: letters, digits and \p extra,
+ * not starting with '-' (it reaches libssh and a log line, never a shell).
+ * \p purpose explains a missing value, \p what names a valid one. */
+static int ss_check_name(const char *opt, const char *v, const char *extra,
+                         const char *purpose, const char *what, char *errbuf,
+                         size_t errbuf_size) {
+        if (!v || !*v)
+                return tb_pu_fail(errbuf, errbuf_size, "executor option '%s' is required "
+                                  "by the ssh plugin: %s", opt, purpose);
+        bool ok = *v != '-' && strlen(v) <= 255;
+        for (const char *p = v; ok && *p; p++)
+                ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || strchr(extra, *p);
+        if (!ok)
+                return tb_pu_fail(errbuf, errbuf_size, "executor option '%s' = '%s' is "
+                                  "not a valid %s", opt, v, what);
+        return TB_PLUGIN_OK;
 }
 
 static void ss_run_free(ss_run_t *r) {
@@ -140,18 +149,11 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                                           "'%s' for the ssh plugin; valid options: host, "
                                           "port, user", k);
         }
-        if (!host || !*host)
-                return tb_pu_fail(errbuf, errbuf_size, "executor option 'host' is required "
-                                  "by the ssh plugin: the machine to run on");
-        if (!ss_valid_name(host, ".-:[]_"))
-                return tb_pu_fail(errbuf, errbuf_size, "executor option 'host' = '%s' is "
-                                  "not a valid host name or address", host);
-        if (!user || !*user)
-                return tb_pu_fail(errbuf, errbuf_size, "executor option 'user' is required "
-                                  "by the ssh plugin: the remote user to log in as");
-        if (!ss_valid_name(user, "._-"))
-                return tb_pu_fail(errbuf, errbuf_size, "executor option 'user' = '%s' is "
-                                  "not a valid user name", user);
+        if (ss_check_name("host", host, ".-:[]_", "the machine to run on",
+                          "host name or address", errbuf, errbuf_size) != TB_PLUGIN_OK ||
+            ss_check_name("user", user, "._-", "the remote user to log in as",
+                          "user name", errbuf, errbuf_size) != TB_PLUGIN_OK)
+                return TB_PLUGIN_ERROR;
         long port = 22;
         if (port_s) {
                 char *end;

@@ -63,9 +63,19 @@ typedef struct ss_state {
 
 /* ---- session.c ---------------------------------------------------------- */
 
-void ss_wait(ss_run_t *r, ssh_session s, int64_t ms);
-const char *ss_setup_abort(ss_run_t *r, int64_t setup_deadline, int64_t deadline,
-                           int *outcome, char *reason, size_t size);
+/** The setup phase of a run (session, then channel): its deadlines, and
+ *  what stopped it early. Worker thread only. */
+typedef struct ss_setup {
+        ss_run_t *r;
+        ssh_session s;          /* set by ss_session_open(); the worker frees it */
+        int64_t deadline;       /* the run's expiry, monotonic ms; 0: none */
+        int64_t setup_deadline; /* connect_timeout after the start */
+        int outcome;            /* SS_OUT_CANCEL or SS_OUT_TIMEOUT once stopped by them */
+        char reason[200];       /* the cancel reason */
+} ss_setup_t;
+
+bool ss_setup_again(ss_setup_t *su);
+int ss_session_open(ss_setup_t *su, ssh_key *key, char *msg, size_t msgsz);
 
 /* ---- remote.c ----------------------------------------------------------- */
 
