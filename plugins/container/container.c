@@ -33,7 +33,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 static const tb_plugin_config_key_t ct_keys[] = {
         {"socket", "unix socket of the Docker Engine API (dockerd or `podman system "
@@ -202,22 +201,7 @@ static int ct_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
         }
         st->curl_inited = true;
 
-        /* Who we are, for the owner label the sweeper reads. */
-        char start[32] = "", nonce_src[64];
-        ct_read_line("/proc/sys/kernel/random/boot_id", st->boot_id, sizeof(st->boot_id));
-        ssize_t nl = readlink("/proc/self/ns/pid", st->pidns, sizeof(st->pidns) - 1);
-        st->pidns[nl > 0 ? nl : 0] = '\0';
-        for (char *p = st->pidns; *p; p++) /* "pid:[4026531836]" -> digits only */
-                if (*p == '/')
-                        *p = '_';
-        ct_proc_starttime((long)getpid(), start, sizeof(start));
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        snprintf(nonce_src, sizeof(nonce_src), "%lx%lx",
-                 (unsigned long)ts.tv_nsec ^ (unsigned long)(uintptr_t)st,
-                 (unsigned long)ts.tv_sec);
-        snprintf(st->owner, sizeof(st->owner), "%s/%s/%ld/%s/%s", st->boot_id, st->pidns,
-                 (long)getpid(), start, nonce_src);
+        ct_sweep_owner_init(st);
 
         /* Fail now, with a message naming the socket, rather than on every run. */
         long code = 0;

@@ -25,10 +25,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#define CT_LABEL_MANAGED "io.taskbus.managed"
-#define CT_LABEL_RUN "io.taskbus.run_id"
-#define CT_LABEL_TASK "io.taskbus.task_id"
-#define CT_LABEL_OWNER "io.taskbus.owner"
 #define CT_POLL_MS 1000          /* longest sleep of a worker between checks */
 #define CT_LOG_DRAIN_MS 5000     /* logs still open this long after the exit */
 #define CT_STOP_SLACK_MS 30000   /* beyond stop_timeout before we give up */
@@ -126,8 +122,8 @@ void ct_reap(ct_state_t *st);
 
 /* ---- sweeper.c ---------------------------------------------------------- */
 
-void ct_read_line(const char *path, char *out, size_t size);
-bool ct_proc_starttime(long pid, char *out, size_t size);
+void ct_sweep_owner_init(ct_state_t *st);
+void ct_sweep_labels(const ct_state_t *st, const tb_plugin_run_t *run, json_t *labels);
 void *ct_sweeper_main(void *arg);
 
 #endif /* TB_PLUGIN_CONTAINER_INTERNAL_H */

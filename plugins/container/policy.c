@@ -274,10 +274,7 @@ int ct_build_create(ct_state_t *st, const tb_plugin_run_t *run, ct_run_t *r,
                 }
         }
 
-        json_object_set_new(labels, CT_LABEL_MANAGED, json_string("true"));
-        json_object_set_new(labels, CT_LABEL_RUN, json_string(run->run_id));
-        json_object_set_new(labels, CT_LABEL_TASK, json_string(run->task_id));
-        json_object_set_new(labels, CT_LABEL_OWNER, json_string(st->owner));
+        ct_sweep_labels(st, run, labels);
 
         json_object_set_new(hc, "NetworkMode", json_string(net));
         if (mem > 0)

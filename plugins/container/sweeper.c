@@ -13,9 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#define CT_LABEL_MANAGED "io.taskbus.managed"
+#define CT_LABEL_RUN "io.taskbus.run_id"
+#define CT_LABEL_TASK "io.taskbus.task_id"
+#define CT_LABEL_OWNER "io.taskbus.owner"
 
 /* Read the first line of a small file into \p out ("" on failure). */
-void ct_read_line(const char *path, char *out, size_t size) {
+static void ct_read_line(const char *path, char *out, size_t size) {
         out[0] = '\0';
         FILE *f = fopen(path, "re");
         if (!f)
@@ -27,7 +33,7 @@ void ct_read_line(const char *path, char *out, size_t size) {
 
 /* Field 22 (starttime) of /proc/PID/stat: a pid plus its start time names
  * one process for the life of the machine. false if there is no such pid. */
-bool ct_proc_starttime(long pid, char *out, size_t size) {
+static bool ct_proc_starttime(long pid, char *out, size_t size) {
         char path[64], line[1024];
         snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
         ct_read_line(path, line, sizeof(line));
@@ -47,6 +53,36 @@ bool ct_proc_starttime(long pid, char *out, size_t size) {
         memcpy(out, p, n);
         out[n] = '\0';
         return true;
+}
+
+/* ---- the labels --------------------------------------------------------------- */
+
+/* Who we are, for the owner label the sweeper reads: boot id, pid
+ * namespace, pid, the pid's start time and a nonce. Called once by init(). */
+void ct_sweep_owner_init(ct_state_t *st) {
+        char start[32] = "", nonce_src[64];
+        ct_read_line("/proc/sys/kernel/random/boot_id", st->boot_id, sizeof(st->boot_id));
+        ssize_t nl = readlink("/proc/self/ns/pid", st->pidns, sizeof(st->pidns) - 1);
+        st->pidns[nl > 0 ? nl : 0] = '\0';
+        for (char *p = st->pidns; *p; p++) /* "pid:[4026531836]" -> digits only */
+                if (*p == '/')
+                        *p = '_';
+        ct_proc_starttime((long)getpid(), start, sizeof(start));
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        snprintf(nonce_src, sizeof(nonce_src), "%lx%lx",
+                 (unsigned long)ts.tv_nsec ^ (unsigned long)(uintptr_t)st,
+                 (unsigned long)ts.tv_sec);
+        snprintf(st->owner, sizeof(st->owner), "%s/%s/%ld/%s/%s", st->boot_id, st->pidns,
+                 (long)getpid(), start, nonce_src);
+}
+
+/* The labels of a run's container (into the create request's \p labels). */
+void ct_sweep_labels(const ct_state_t *st, const tb_plugin_run_t *run, json_t *labels) {
+        json_object_set_new(labels, CT_LABEL_MANAGED, json_string("true"));
+        json_object_set_new(labels, CT_LABEL_RUN, json_string(run->run_id));
+        json_object_set_new(labels, CT_LABEL_TASK, json_string(run->task_id));
+        json_object_set_new(labels, CT_LABEL_OWNER, json_string(st->owner));
 }
 
 /* ---- the sweeper ----------------------------------------------------------- */
