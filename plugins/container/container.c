@@ -73,7 +73,7 @@ static int ct_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                 ct_run_free(r);
                 return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         }
-        if (ct_build_create(st, run, r, errbuf, errbuf_size) != TB_PLUGIN_OK) {
+        if (ct_policy_build_create(st, run, r, errbuf, errbuf_size) != TB_PLUGIN_OK) {
                 ct_run_free(r);
                 return TB_PLUGIN_ERROR;
         }
@@ -84,7 +84,7 @@ static int ct_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         pthread_mutex_lock(&st->lock);
         r->next = st->runs;
         st->runs = r;
-        int e = pthread_create(&r->thread, NULL, ct_worker, r);
+        int e = pthread_create(&r->thread, NULL, ct_worker_main, r);
         if (e)
                 st->runs = r->next;
         pthread_mutex_unlock(&st->lock);
@@ -125,7 +125,7 @@ static void ct_destroy(void *state) {
                 pthread_mutex_unlock(&st->lock);
                 pthread_join(st->sweeper, NULL);
         }
-        ct_reap(st);
+        ct_worker_reap(st);
         /* The host guarantees no run is active; a run still listed would be a
          * host bug, and its thread still uses st: leak rather than crash. */
         if (st->runs) {
@@ -206,7 +206,7 @@ static int ct_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
         /* Fail now, with a message naming the socket, rather than on every run. */
         long code = 0;
         char err[CT_ERR_MAX];
-        if (ct_http(st, "GET", "/_ping", NULL, &code, NULL, err, sizeof(err)) != 0) {
+        if (ct_engine_http(st, "GET", "/_ping", NULL, &code, NULL, err, sizeof(err)) != 0) {
                 tb_pu_fail(errbuf, errbuf_size, "%s", err);
                 goto fail;
         }
@@ -216,7 +216,7 @@ static int ct_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
                            st->socket, code, api);
                 goto fail;
         }
-        int e = pthread_create(&st->sweeper, NULL, ct_sweeper_main, st);
+        int e = pthread_create(&st->sweeper, NULL, ct_sweep_main, st);
         if (e) {
                 tb_pu_fail(errbuf, errbuf_size, "cannot start the sweeper thread: %s",
                            strerror(e));

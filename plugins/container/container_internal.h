@@ -98,32 +98,53 @@ typedef struct ct_state {
 
 /* ---- engine_api.c ------------------------------------------------------- */
 
+/** Append \p len bytes to \p b, keeping it NUL-terminated; false on ENOMEM. */
 bool ct_buf_add(ct_buf_t *b, const void *data, size_t len);
 void ct_buf_free(ct_buf_t *b);
-int64_t ct_parse_time(const char *s);
-CURL *ct_easy(ct_state_t *st, const char *method, const char *path,
-              const char *body, ct_buf_t *resp, char *curl_err);
+/** An engine timestamp ("2026-01-02T03:04:05.123456789Z") as epoch ms; -1
+ *  if malformed or the zero time. */
+int64_t ct_engine_parse_time(const char *s);
+/** A request handle on the engine's socket (the caller adds it to a multi
+ *  handle or performs it, and cleans it up); NULL on ENOMEM. \p resp
+ *  collects the reply; \p curl_err (CURL_ERROR_SIZE) may be NULL. */
+CURL *ct_engine_easy(ct_state_t *st, const char *method, const char *path,
+                     const char *body, ct_buf_t *resp, char *curl_err);
+/** The engine's explanation in an error reply, one line, into \p out. */
 void ct_engine_msg(const ct_buf_t *body, char *out, size_t size);
-int ct_http(ct_state_t *st, const char *method, const char *path,
-            const char *body, long *status, ct_buf_t *resp, char *err,
-            size_t errsz);
-bool ct_remove(ct_state_t *st, const char *cid, char *err, size_t errsz);
+/** One blocking request: 0 with *\p status set (any HTTP status), or -1
+ *  when the engine could not be reached (reason in \p err). Any thread. */
+int ct_engine_http(ct_state_t *st, const char *method, const char *path,
+                   const char *body, long *status, ct_buf_t *resp, char *err,
+                   size_t errsz);
+/** Force-remove a container and its anonymous volumes (gone already is
+ *  fine); false with the reason in \p err. */
+bool ct_engine_remove(ct_state_t *st, const char *cid, char *err, size_t errsz);
 
 /* ---- policy.c ----------------------------------------------------------- */
 
-int ct_build_create(ct_state_t *st, const tb_plugin_run_t *run, ct_run_t *r,
-                    char *errbuf, size_t errbuf_size);
+/** From start(): check what \p run asks for against its group's policy and
+ *  fill r->image, r->create_body and r->stop_timeout_s. @returns
+ *  TB_PLUGIN_OK, or TB_PLUGIN_ERROR with the reason in \p errbuf. */
+int ct_policy_build_create(ct_state_t *st, const tb_plugin_run_t *run, ct_run_t *r,
+                           char *errbuf, size_t errbuf_size);
 
 /* ---- worker.c ----------------------------------------------------------- */
 
-void *ct_worker(void *arg);
+/** The thread of one run (\p arg: its ct_run_t, on st->runs); it ends by
+ *  moving the run to st->zombies and calling host->finished(). */
+void *ct_worker_main(void *arg);
 void ct_run_free(ct_run_t *r);
-void ct_reap(ct_state_t *st);
+/** Join the threads of finished runs and free them; without st->lock. */
+void ct_worker_reap(ct_state_t *st);
 
 /* ---- sweeper.c ---------------------------------------------------------- */
 
+/** Compute st->owner (and boot_id, pidns) once, in init(). */
 void ct_sweep_owner_init(ct_state_t *st);
+/** Set the labels of \p run's container into the create request's \p labels. */
 void ct_sweep_labels(const ct_state_t *st, const tb_plugin_run_t *run, json_t *labels);
-void *ct_sweeper_main(void *arg);
+/** The sweeper thread (\p arg: the state): reaps finished runs and, when
+ *  st->sweep, removes leftover containers every sweep_interval. */
+void *ct_sweep_main(void *arg);
 
 #endif /* TB_PLUGIN_CONTAINER_INTERNAL_H */

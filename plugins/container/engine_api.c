@@ -36,7 +36,7 @@ void ct_buf_free(ct_buf_t *b) {
 
 /* "2026-01-02T03:04:05.123456789Z" (or with an offset) -> epoch ms; -1 if
  * malformed or the zero time "0001-01-01T00:00:00Z". */
-int64_t ct_parse_time(const char *s) {
+int64_t ct_engine_parse_time(const char *s) {
         int y, mo, d, h, mi, sec, n = 0;
         if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
             y < 1970)
@@ -57,7 +57,7 @@ int64_t ct_parse_time(const char *s) {
 
 /* ---- HTTP on the engine's socket ------------------------------------------ */
 
-static size_t ct_collect_cb(char *data, size_t size, size_t nmemb, void *arg) {
+static size_t ct_engine_collect_cb(char *data, size_t size, size_t nmemb, void *arg) {
         ct_buf_t *b = arg;
         /* Cap what we keep of a reply: listings can be big, errors are short. */
         if (b->len < 16 * 1024 * 1024 && !ct_buf_add(b, data, size * nmemb))
@@ -65,7 +65,7 @@ static size_t ct_collect_cb(char *data, size_t size, size_t nmemb, void *arg) {
         return size * nmemb;
 }
 
-CURL *ct_easy(ct_state_t *st, const char *method, const char *path,
+CURL *ct_engine_easy(ct_state_t *st, const char *method, const char *path,
                      const char *body, ct_buf_t *resp, char *curl_err) {
         char url[2048];
         snprintf(url, sizeof(url), "http://localhost%s%s", st->prefix, path);
@@ -88,7 +88,7 @@ CURL *ct_easy(ct_state_t *st, const char *method, const char *path,
                 curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
         }
         if (resp) {
-                curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, ct_collect_cb);
+                curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, ct_engine_collect_cb);
                 curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
         }
         return h;
@@ -107,13 +107,13 @@ void ct_engine_msg(const ct_buf_t *body, char *out, size_t size) {
  * One blocking request. @returns 0 with *\p status set (any HTTP status),
  * or -1 when the engine could not be reached (reason in \p err).
  */
-int ct_http(ct_state_t *st, const char *method, const char *path,
+int ct_engine_http(ct_state_t *st, const char *method, const char *path,
                    const char *body, long *status, ct_buf_t *resp, char *err,
                    size_t errsz) {
         char cerr[CURL_ERROR_SIZE];
         ct_buf_t scratch = {0};
         struct curl_slist *hdrs = NULL;
-        CURL *h = ct_easy(st, method, path, body, resp ? resp : &scratch, cerr);
+        CURL *h = ct_engine_easy(st, method, path, body, resp ? resp : &scratch, cerr);
         if (!h) {
                 snprintf(err, errsz, "out of memory (curl_easy_init)");
                 return -1;
@@ -139,12 +139,12 @@ int ct_http(ct_state_t *st, const char *method, const char *path,
 }
 
 /* Force-remove a container (and its anonymous volumes). */
-bool ct_remove(ct_state_t *st, const char *cid, char *err, size_t errsz) {
+bool ct_engine_remove(ct_state_t *st, const char *cid, char *err, size_t errsz) {
         char path[256];
         long status = 0;
         ct_buf_t resp = {0};
         snprintf(path, sizeof(path), "/containers/%s?force=1&v=1", cid);
-        bool ok = ct_http(st, "DELETE", path, NULL, &status, &resp, err, errsz) == 0;
+        bool ok = ct_engine_http(st, "DELETE", path, NULL, &status, &resp, err, errsz) == 0;
         if (ok && status != 204 && status != 404) {
                 char m[512];
                 ct_engine_msg(&resp, m, sizeof(m));

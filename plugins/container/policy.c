@@ -64,8 +64,8 @@ static int ct_net_rank(const char *mode) {
 }
 
 /* Check the image against the group's allow-list. */
-static int ct_check_image(const tb_plugin_run_t *run, const char *image, char *errbuf,
-                          size_t errbuf_size) {
+static int ct_policy_check_image(const tb_plugin_run_t *run, const char *image,
+                                 char *errbuf, size_t errbuf_size) {
         const char *grp = run->security_group ? run->security_group : "";
         if (!tb_pu_has_policy(run))
                 return tb_pu_fail(errbuf, errbuf_size, "image '%s' refused: this taskbus "
@@ -96,7 +96,7 @@ static int ct_check_image(const tb_plugin_run_t *run, const char *image, char *e
 }
 
 /* Build the create request. */
-int ct_build_create(ct_state_t *st, const tb_plugin_run_t *run, ct_run_t *r,
+int ct_policy_build_create(ct_state_t *st, const tb_plugin_run_t *run, ct_run_t *r,
                            char *errbuf, size_t errbuf_size) {
         int rc = TB_PLUGIN_ERROR;
         const char *grp = run->security_group ? run->security_group : "";
@@ -133,7 +133,7 @@ int ct_build_create(ct_state_t *st, const tb_plugin_run_t *run, ct_run_t *r,
                            "valid image reference ([registry/]name[:tag][@digest])", image);
                 goto fail;
         }
-        if (ct_check_image(run, image, errbuf, errbuf_size) != TB_PLUGIN_OK)
+        if (ct_policy_check_image(run, image, errbuf, errbuf_size) != TB_PLUGIN_OK)
                 goto fail;
         bool argv_form = run->argv && run->argv[0];
         if (!argv_form && (!run->script || !*run->script)) {

@@ -141,13 +141,13 @@ static bool ct_sweep_decide(ct_state_t *st, json_t *c, const char **why) {
         ct_buf_t b = {0};
         int64_t ended = -1;
         snprintf(path, sizeof(path), "/containers/%s/json", id ? id : "");
-        if (id && ct_http(st, "GET", path, NULL, &code, &b, err, sizeof(err)) == 0 &&
+        if (id && ct_engine_http(st, "GET", path, NULL, &code, &b, err, sizeof(err)) == 0 &&
             code == 200) {
                 json_t *j = json_loads(b.data, 0, NULL);
                 json_t *s = json_object_get(j, "State");
-                ended = ct_parse_time(json_string_value(json_object_get(s, "FinishedAt")));
+                ended = ct_engine_parse_time(json_string_value(json_object_get(s, "FinishedAt")));
                 if (ended < 0) /* never started: count from its creation */
-                        ended = ct_parse_time(json_string_value(json_object_get(j, "Created")));
+                        ended = ct_engine_parse_time(json_string_value(json_object_get(j, "Created")));
                 json_decref(j);
         }
         ct_buf_free(&b);
@@ -160,9 +160,9 @@ static void ct_sweep_once(ct_state_t *st) {
         long code = 0;
         ct_buf_t b = {0};
         /* filters={"label":["io.taskbus.managed=true"]} */
-        if (ct_http(st, "GET", "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22"
-                    "io.taskbus.managed%3Dtrue%22%5D%7D", NULL, &code, &b, err,
-                    sizeof(err)) != 0 || code != 200) {
+        if (ct_engine_http(st, "GET", "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22"
+                           "io.taskbus.managed%3Dtrue%22%5D%7D", NULL, &code, &b, err,
+                           sizeof(err)) != 0 || code != 200) {
                 st->host->log(st->host, TB_PLUGIN_LOG_WARN, "sweeper: listing "
                               "containers failed: %s", code ? "bad reply" : err);
                 ct_buf_free(&b);
@@ -180,7 +180,7 @@ static void ct_sweep_once(ct_state_t *st) {
                         continue;
                 const char *run_id = json_string_value(
                         json_object_get(json_object_get(c, "Labels"), CT_LABEL_RUN));
-                if (ct_remove(st, id, err, sizeof(err)))
+                if (ct_engine_remove(st, id, err, sizeof(err)))
                         st->host->log(st->host, TB_PLUGIN_LOG_INFO, "sweeper: removed "
                                       "container %.12s of run %s: %s", id,
                                       run_id ? run_id : "?", why);
@@ -190,11 +190,11 @@ static void ct_sweep_once(ct_state_t *st) {
         json_decref(list);
 }
 
-void *ct_sweeper_main(void *arg) {
+void *ct_sweep_main(void *arg) {
         ct_state_t *st = arg;
         int64_t next_sweep = 0;
         for (;;) {
-                ct_reap(st);
+                ct_worker_reap(st);
                 if (st->sweep && tb_pu_mono_ms() >= next_sweep) {
                         ct_sweep_once(st);
                         next_sweep = tb_pu_mono_ms() + st->sweep_interval_ms;
@@ -211,6 +211,6 @@ void *ct_sweeper_main(void *arg) {
                 if (stop)
                         break;
         }
-        ct_reap(st);
+        ct_worker_reap(st);
         return NULL;
 }

@@ -109,9 +109,9 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
 
         snprintf(path, sizeof(path), "/containers/%s/logs?follow=1&stdout=1&stderr=1",
                  r->cid);
-        r->logs_h = ct_easy(st, "GET", path, NULL, NULL, cerr_logs);
+        r->logs_h = ct_engine_easy(st, "GET", path, NULL, NULL, cerr_logs);
         snprintf(path, sizeof(path), "/containers/%s/wait", r->cid);
-        wait_h = ct_easy(st, "POST", path, NULL, &wait_body, cerr_wait);
+        wait_h = ct_engine_easy(st, "POST", path, NULL, &wait_body, cerr_wait);
         if (!r->logs_h || !wait_h) {
                 tb_pu_outcome(res, TB_PLUGIN_RUN_INFRA_ERROR, msg, msgsz,
                               "out of memory (curl_easy_init)");
@@ -173,8 +173,8 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
                                         stop_body.len = 0;
                                         snprintf(path, sizeof(path),
                                                  "/containers/%s/kill?signal=KILL", r->cid);
-                                        stop_h = ct_easy(st, "POST", path, NULL, &stop_body,
-                                                         NULL);
+                                        stop_h = ct_engine_easy(st, "POST", path, NULL, &stop_body,
+                                                                NULL);
                                         if (stop_h) {
                                                 stop_done = false;
                                                 curl_multi_add_handle(r->multi, stop_h);
@@ -195,7 +195,7 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
                         if (outcome != CT_OUT_NONE) {
                                 snprintf(path, sizeof(path), "/containers/%s/stop?t=%lld",
                                          r->cid, (long long)r->stop_timeout_s);
-                                stop_h = ct_easy(st, "POST", path, NULL, &stop_body, NULL);
+                                stop_h = ct_engine_easy(st, "POST", path, NULL, &stop_body, NULL);
                                 if (stop_h)
                                         curl_multi_add_handle(r->multi, stop_h);
                                 stop_at = now;
@@ -244,7 +244,7 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
                 long code = 0;
                 char e[256];
                 snprintf(path, sizeof(path), "/containers/%s/json", r->cid);
-                if (ct_http(st, "GET", path, NULL, &code, &ib, e, sizeof(e)) == 0 &&
+                if (ct_engine_http(st, "GET", path, NULL, &code, &ib, e, sizeof(e)) == 0 &&
                     code == 200) {
                         json_t *j = json_loads(ib.data, 0, NULL);
                         oom = json_is_true(json_object_get(json_object_get(j, "State"),
@@ -283,7 +283,7 @@ done:
         ct_buf_free(&stop_body);
 }
 
-void *ct_worker(void *arg) {
+void *ct_worker_main(void *arg) {
         ct_run_t *r = arg;
         ct_state_t *st = r->st;
         tb_plugin_result_t res = {TB_PLUGIN_RESULT_FIELDS};
@@ -294,7 +294,7 @@ void *ct_worker(void *arg) {
 
         /* Present locally? We never pull: what runs is what the operator loaded. */
         snprintf(path, sizeof(path), "/images/%s/json", r->image);
-        if (ct_http(st, "GET", path, NULL, &code, &resp, err, sizeof(err)) != 0) {
+        if (ct_engine_http(st, "GET", path, NULL, &code, &resp, err, sizeof(err)) != 0) {
                 tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg), "%s", err);
                 goto out;
         }
@@ -323,8 +323,8 @@ void *ct_worker(void *arg) {
         }
 
         resp.len = 0;
-        if (ct_http(st, "POST", "/containers/create", r->create_body, &code, &resp, err,
-                    sizeof(err)) != 0) {
+        if (ct_engine_http(st, "POST", "/containers/create", r->create_body, &code, &resp, err,
+                           sizeof(err)) != 0) {
                 tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg), "%s", err);
                 goto out;
         }
@@ -343,7 +343,7 @@ void *ct_worker(void *arg) {
 
         resp.len = 0;
         snprintf(path, sizeof(path), "/containers/%s/start", r->cid);
-        if (ct_http(st, "POST", path, NULL, &code, &resp, err, sizeof(err)) != 0) {
+        if (ct_engine_http(st, "POST", path, NULL, &code, &resp, err, sizeof(err)) != 0) {
                 tb_pu_outcome(&res, TB_PLUGIN_RUN_INFRA_ERROR, msg, sizeof(msg), "%s", err);
                 goto out;
         }
@@ -359,7 +359,7 @@ void *ct_worker(void *arg) {
 
 out:
         ct_buf_free(&resp);
-        if (r->cid[0] && !ct_remove(st, r->cid, err, sizeof(err)))
+        if (r->cid[0] && !ct_engine_remove(st, r->cid, err, sizeof(err)))
                 st->host->log(st->host, TB_PLUGIN_LOG_WARN, "run %s: %s (the sweeper "
                               "will retry)", r->run_id, err);
         ct_finish(r, &res, msg);
@@ -378,7 +378,7 @@ void ct_run_free(ct_run_t *r) {
 }
 
 /* Join the threads of finished runs. Called without st->lock. */
-void ct_reap(ct_state_t *st) {
+void ct_worker_reap(ct_state_t *st) {
         pthread_mutex_lock(&st->lock);
         ct_run_t *z = st->zombies;
         st->zombies = NULL;

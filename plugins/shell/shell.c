@@ -191,7 +191,7 @@ static const tb_plugin_t sh_plugin = {
         .description = "runs a task's script with /bin/sh as its OS user",
         .config_keys = sh_keys,
         .init = sh_init,
-        .start = sh_start,
+        .start = sh_spawn_start,
         .cancel = sh_cancel,
         .destroy = sh_destroy,
 };

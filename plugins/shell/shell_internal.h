@@ -92,15 +92,19 @@ typedef struct sh_state {
 
 /* ---- shell.c ------------------------------------------------------------ */
 
+/** Wake the I/O thread (to adopt a run or see a cancel). Any thread. */
 void sh_wake(sh_state_t *st);
 
 /* ---- spawn.c ------------------------------------------------------------ */
 
-int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
-             size_t errbuf_size);
+/** The plugin's start(): spawn \p run and hand it to the I/O thread. */
+int sh_spawn_start(void *state, const tb_plugin_run_t *run, char *errbuf,
+                   size_t errbuf_size);
 
 /* ---- io_thread.c -------------------------------------------------------- */
 
+/** The I/O thread (\p arg: the state), until destroy() sets st->stopping
+ *  and no run is left. */
 void *sh_io_main(void *arg);
 
 #endif /* TB_PLUGIN_SHELL_INTERNAL_H */

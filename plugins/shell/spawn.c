@@ -86,8 +86,8 @@ static bool sh_which(const char *name, const char *path, char *out, size_t size)
         return false;
 }
 
-int sh_start(void *state, const tb_plugin_run_t *run, char *errbuf,
-                    size_t errbuf_size) {
+int sh_spawn_start(void *state, const tb_plugin_run_t *run, char *errbuf,
+                   size_t errbuf_size) {
         sh_state_t *st = state;
         int rc = TB_PLUGIN_ERROR;
         sh_env_t env = {0};

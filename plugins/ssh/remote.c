@@ -82,8 +82,8 @@ static int ss_signum(const char *name) {
 /* ---- the remote command ------------------------------------------------------ */
 
 /* Build `exec /bin/sh -c '<wrapper>'` (see the file comment). */
-char *ss_build_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
-                              char *errbuf, size_t errbuf_size) {
+char *ss_remote_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
+                        char *errbuf, size_t errbuf_size) {
         ss_str_t w = {0}, cmd = {0};
         char line[128];
         long grace_s = (long)((kill_grace_ms + 999) / 1000);
@@ -203,7 +203,7 @@ static bool ss_drain(ss_run_t *r, ssh_channel ch) {
         return true;
 }
 
-void *ss_worker(void *arg) {
+void *ss_remote_worker(void *arg) {
         ss_run_t *r = arg;
         ss_state_t *st = r->st;
         tb_plugin_result_t res = {TB_PLUGIN_RESULT_FIELDS};
@@ -238,11 +238,11 @@ void *ss_worker(void *arg) {
         cb.channel_exit_signal_function = ss_on_exit_signal;
         ssh_callbacks_init(&cb);
         ssh_set_channel_callbacks(ch, &cb);
-        while ((rc = ssh_channel_open_session(ch)) == SSH_AGAIN && ss_setup_again(&su))
+        while ((rc = ssh_channel_open_session(ch)) == SSH_AGAIN && ss_session_again(&su))
                 ;
         if (rc == SSH_OK) {
                 while ((rc = ssh_channel_request_exec(ch, r->command)) == SSH_AGAIN &&
-                       ss_setup_again(&su))
+                       ss_session_again(&su))
                         ;
         }
         if (rc != SSH_OK) {

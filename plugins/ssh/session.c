@@ -32,7 +32,7 @@ static void ss_wait(ss_run_t *r, ssh_session s, int64_t ms) {
 /* After a step answered "again": false when the setup must stop (cancelled
  * or expired: su->outcome says which; or out of connect time), else wait
  * for the socket or a cancel and true. */
-bool ss_setup_again(ss_setup_t *su) {
+bool ss_session_again(ss_setup_t *su) {
         int64_t now = tb_pu_mono_ms();
         if (tb_pu_cancel_requested(&su->r->cancel, &su->r->st->lock, su->reason,
                                    sizeof(su->reason))) {
@@ -90,7 +90,7 @@ int ss_session_open(ss_setup_t *su, ssh_key *key, char *msg, size_t msgsz) {
         ssh_set_blocking(s, 0);
 
         /* Connect. */
-        while ((rc = ssh_connect(s)) == SSH_AGAIN && ss_setup_again(su))
+        while ((rc = ssh_connect(s)) == SSH_AGAIN && ss_session_again(su))
                 ;
         if (rc != SSH_OK) {
                 if (su->outcome == SS_OUT_NONE)
@@ -129,7 +129,7 @@ int ss_session_open(ss_setup_t *su, ssh_key *key, char *msg, size_t msgsz) {
         }
 
         /* Authenticate with the group's key. */
-        while ((rc = ssh_userauth_publickey(s, NULL, *key)) == SSH_AUTH_AGAIN && ss_setup_again(su))
+        while ((rc = ssh_userauth_publickey(s, NULL, *key)) == SSH_AUTH_AGAIN && ss_session_again(su))
                 ;
         if (rc != SSH_AUTH_SUCCESS) {
                 if (su->outcome == SS_OUT_NONE)

@@ -192,7 +192,7 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                 ss_run_free(r);
                 return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         }
-        r->command = ss_build_command(run, st->kill_grace_ms, errbuf, errbuf_size);
+        r->command = ss_remote_command(run, st->kill_grace_ms, errbuf, errbuf_size);
         if (!r->command) {
                 ss_run_free(r);
                 return TB_PLUGIN_ERROR;
@@ -206,7 +206,7 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         pthread_mutex_lock(&st->lock);
         r->next = st->runs;
         st->runs = r;
-        int e = pthread_create(&r->thread, NULL, ss_worker, r);
+        int e = pthread_create(&r->thread, NULL, ss_remote_worker, r);
         if (e)
                 st->runs = r->next;
         pthread_mutex_unlock(&st->lock);

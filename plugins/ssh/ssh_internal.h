@@ -74,13 +74,24 @@ typedef struct ss_setup {
         char reason[200];       /* the cancel reason */
 } ss_setup_t;
 
-bool ss_setup_again(ss_setup_t *su);
+/** After a setup step answered "again": wait for the socket or a cancel
+ *  and true, or false when the setup must stop (su->outcome says whether
+ *  for a cancel or the expiry; neither: out of connect_timeout). */
+bool ss_session_again(ss_setup_t *su);
+/** Connect, check the host key, authenticate. su->s and *\p key are the
+ *  caller's to free, also on failure. @returns TB_PLUGIN_OK, or
+ *  TB_PLUGIN_ERROR with the reason in \p msg (empty when su->outcome is
+ *  set). */
 int ss_session_open(ss_setup_t *su, ssh_key *key, char *msg, size_t msgsz);
 
 /* ---- remote.c ----------------------------------------------------------- */
 
-char *ss_build_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
-                       char *errbuf, size_t errbuf_size);
-void *ss_worker(void *arg);
+/** The remote command line for \p run (the wrapper), malloc'd; NULL with
+ *  the reason in \p errbuf. From start(). */
+char *ss_remote_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
+                        char *errbuf, size_t errbuf_size);
+/** The thread of one run (\p arg: its ss_run_t, on st->runs); it ends by
+ *  moving the run to st->zombies and calling host->finished(). */
+void *ss_remote_worker(void *arg);
 
 #endif /* TB_PLUGIN_SSH_INTERNAL_H */
