@@ -20,9 +20,9 @@
  *
  * ## The unit grammar
  *
- * The same strings the taskbus configuration, the REST API and the host's
- * TB_PLUGIN_CONF_DURATION keys accept, so that a task author can write the
- * same "512m" or "90s" everywhere. Numbers are decimal: digits, optionally
+ * The strings the taskbus configuration file and the REST API accept
+ * (core/lib/config), so that a task author can write the same "512m" or
+ * "90s" everywhere. Numbers are decimal: digits, optionally
  * a '.' and more digits ("1.5"); no sign, no exponent. Arithmetic is exact
  * (64-bit integers, no floating point): a value that is not a whole number
  * of the base unit, or that does not fit in int64_t, is refused.
