@@ -5,7 +5,8 @@
  *        on a unix socket, streams its logs, enforces its expiry and removes
  *        the container afterwards.
  *
- * Design (operator view: docs/executors.md):
+ * Design (operator view: docs/executors.md; which file holds what:
+ * container_internal.h):
  *  - Only the public plugin ABI, libcurl and jansson: an outside author's
  *    plugin. Every engine call is a plain HTTP request on the unix socket
  *    (CURLOPT_UNIX_SOCKET_PATH) under the API version prefix ("/v1.41").

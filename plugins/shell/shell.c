@@ -4,7 +4,8 @@
  *        its argv) as the task's OS user, streams its output, enforces its
  *        expiry and reports how it ended.
  *
- * Design (see docs/plugin-guide.md for the operator view):
+ * Design (see docs/plugin-guide.md for the operator view; which file holds
+ * what: shell_internal.h):
  *  - Processes are started with posix_spawn(), in a new session
  *    (POSIX_SPAWN_SETSID: the task's process group is its pid), with an empty
  *    signal mask and default dispositions, stdin from /dev/null, stdout and

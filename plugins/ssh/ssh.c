@@ -4,7 +4,8 @@
  *        over SSH (libssh 0.10), streams stdout and stderr, enforces the
  *        expiry and reports the remote exit status or signal.
  *
- * Design (operator view: docs/executors.md):
+ * Design (operator view: docs/executors.md; which file holds what:
+ * ssh_internal.h):
  *  - Where to connect (host, port, user) comes from the task's executor
  *    options; WITH WHAT (the private key, the known_hosts file) only from the
  *    operator's policy for the task's security group, which reaches the
