@@ -4,7 +4,8 @@
  *        over SSH (libssh 0.10), streams stdout and stderr, enforces the
  *        expiry and reports the remote exit status or signal.
  *
- * Design (operator view: docs/executors.md):
+ * Design (operator view: docs/executors.md; which file holds what:
+ * ssh_internal.h):
  *  - Where to connect (host, port, user) comes from the task's executor
  *    options; WITH WHAT (the private key, the known_hosts file) only from the
  *    operator's policy for the task's security group, which reaches the
@@ -28,60 +29,15 @@
  *    wrapper, not the task's children, and closing a channel without a pty
  *    signals nothing.
  */
-#include <taskbus/plugin.h>
+#include "ssh_internal.h"
 
 #include <errno.h>
-#include <libssh/callbacks.h>
-#include <libssh/libssh.h>
-#include <poll.h>
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
-
-#define SS_POLL_MS 100          /* longest sleep between checks of a run */
-#define SS_CLOSE_SLACK_MS 5000  /* after SIGKILL, wait this long for the close */
-#define SS_MSG_MAX 1024
-
-enum { SS_OUT_NONE = 0, SS_OUT_TIMEOUT, SS_OUT_CANCEL };
-
-struct ss_state;
-
-typedef struct ss_run {
-        struct ss_run *next;            /* st->runs or st->zombies, under st->lock */
-        struct ss_state *st;
-        const tb_plugin_run_t *run;     /* host-owned until finished() */
-        pthread_t thread;
-        int wakefd;                     /* eventfd; cancel() writes while listed */
-
-        /* Under st->lock. */
-        bool cancel_req;
-        char cancel_reason[200];
-
-        /* Set by start(). */
-        char *host, *user, *key, *known_hosts, *command, *group;
-        int port;
-        int64_t expiry_ms;
-
-        /* Worker only (and the libssh callbacks it drives). */
-        bool got_status, got_signal;
-        int exit_status;
-        char exit_signal[32];
-} ss_run_t;
-
-typedef struct ss_state {
-        const tb_plugin_host_t *host;
-        int64_t connect_timeout_ms, kill_grace_ms, heartbeat_ms;
-        pthread_mutex_t lock;
-        ss_run_t *runs, *zombies;
-        bool ssh_inited;
-} ss_state_t;
 
 static const tb_plugin_config_key_t ss_keys[] = {
         {"connect_timeout", "longest time to connect, check the host key, "
@@ -99,566 +55,23 @@ static const char *const ss_credential_options[] = {
         "known_hosts", "ssh_known_hosts", "userknownhostsfile", "password",
         "passphrase", "strict_host_key_checking", NULL};
 
-/* ---- small helpers ------------------------------------------------------- */
-
-static int64_t ss_mono_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t ss_wall_ms(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int ss_fail(char *errbuf, size_t errbuf_size, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-
-static int ss_fail(char *errbuf, size_t errbuf_size, const char *fmt, ...) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errbuf, errbuf_size, fmt, ap);
-        va_end(ap);
-        return TB_PLUGIN_ERROR;
-}
-
-static const char *ss_policy(const tb_plugin_run_t *run, const char *key) {
-        if (!TB_PLUGIN_HAS_FIELD(run, tb_plugin_run_t, n_policy))
-                return NULL;
-        for (size_t i = 0; run->policy && i < run->n_policy; i++)
-                if (run->policy[i].key && !strcmp(run->policy[i].key, key))
-                        return run->policy[i].value;
-        return NULL;
-}
-
-/* A growable string. */
-typedef struct ss_str {
-        char *s;
-        size_t len, cap;
-        bool oom;
-} ss_str_t;
-
-static void ss_cat(ss_str_t *b, const char *s) {
-        size_t n = strlen(s);
-        if (b->oom)
-                return;
-        if (b->len + n + 1 > b->cap) {
-                size_t ncap = b->cap ? b->cap : 256;
-                while (ncap < b->len + n + 1)
-                        ncap *= 2;
-                char *ns = realloc(b->s, ncap);
-                if (!ns) {
-                        b->oom = true;
-                        return;
-                }
-                b->s = ns;
-                b->cap = ncap;
-        }
-        memcpy(b->s + b->len, s, n + 1);
-        b->len += n;
-}
-
-/* Append \p s single-quoted for a POSIX shell: ' becomes '\''. */
-static void ss_quote(ss_str_t *b, const char *s) {
-        ss_cat(b, "'");
-        for (const char *p = s; *p; p++) {
-                if (*p == '\'') {
-                        ss_cat(b, "'\\''");
-                } else {
-                        char c[2] = {*p, 0};
-                        ss_cat(b, c);
-                }
-        }
-        ss_cat(b, "'");
-}
-
-static bool ss_valid_env_name(const char *s) {
-        if (!s || !*s || (*s >= '0' && *s <= '9'))
-                return false;
-        for (; *s; s++)
-                if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-                      (*s >= '0' && *s <= '9')))
-                        return false;
-        return true;
-}
-
-static bool ss_valid_name(const char *s, const char *extra) {
-        if (!s || !*s || *s == '-' || strlen(s) > 255)
-                return false;
-        for (; *s; s++)
-                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-                      (*s >= '0' && *s <= '9') || strchr(extra, *s)))
-                        return false;
-        return true;
-}
-
-static int ss_signum(const char *name) {
-        static const struct { const char *n; int s; } tab[] = {
-                {"HUP", 1}, {"INT", 2}, {"QUIT", 3}, {"ILL", 4}, {"ABRT", 6},
-                {"FPE", 8}, {"KILL", 9}, {"USR1", 10}, {"SEGV", 11}, {"USR2", 12},
-                {"PIPE", 13}, {"ALRM", 14}, {"TERM", 15}};
-        for (size_t i = 0; i < sizeof(tab) / sizeof(tab[0]); i++)
-                if (!strcmp(name, tab[i].n))
-                        return tab[i].s;
-        return 0;
-}
-
-/* ---- the remote command ------------------------------------------------------ */
-
-/* Build `exec /bin/sh -c '<wrapper>'` (see the file comment). */
-static char *ss_build_command(const tb_plugin_run_t *run, int64_t kill_grace_ms,
-                              char *errbuf, size_t errbuf_size) {
-        ss_str_t w = {0}, cmd = {0};
-        char line[128], nominal[40];
-        long grace_s = (long)((kill_grace_ms + 999) / 1000);
-        if (grace_s < 1)
-                grace_s = 1;
-
-        /* The watcher keeps the channel's stdin (fd 3): an asynchronous list
-         * would otherwise get /dev/null. TERM is ignored in it so that it
-         * survives its own kill -TERM 0 and can follow up with KILL. */
-        ss_cat(&w, "exec 3<&0\n");
-        snprintf(line, sizeof(line), "(trap '' TERM; cat >/dev/null; kill -TERM 0; "
-                 "sleep %ld; kill -KILL 0) <&3 >/dev/null 2>&1 &\n", grace_s);
-        ss_cat(&w, line);
-        if (run->workdir && *run->workdir) {
-                ss_cat(&w, "cd ");
-                ss_quote(&w, run->workdir);
-                ss_cat(&w, " || exit 126\n");
-        }
-        ss_cat(&w, "env");
-        for (size_t i = 0; i < run->n_env; i++) {
-                const char *k = run->env[i].key;
-                if (!ss_valid_env_name(k)) {
-                        ss_fail(errbuf, errbuf_size, "environment variable name '%s' is "
-                                "invalid: use letters, digits and _, not starting with "
-                                "a digit", k ? k : "");
-                        goto fail;
-                }
-                if (!strncmp(k, "TASKBUS_", 8)) {
-                        ss_fail(errbuf, errbuf_size, "environment variable '%s' is "
-                                "reserved: TASKBUS_* variables are set by taskbus", k);
-                        goto fail;
-                }
-                ss_str_t kv = {0};
-                ss_cat(&kv, k);
-                ss_cat(&kv, "=");
-                ss_cat(&kv, run->env[i].value ? run->env[i].value : "");
-                ss_cat(&w, " ");
-                ss_quote(&w, kv.oom ? "" : kv.s);
-                w.oom = w.oom || kv.oom;
-                free(kv.s);
-        }
-        tb_plugin_time_format(run->nominal_time_ms, nominal);
-        const char *names[] = {"TASKBUS_RUN_ID", "TASKBUS_TASK_ID", "TASKBUS_NOMINAL_TIME",
-                               "TASKBUS_ATTEMPT"};
-        char attempt[16];
-        snprintf(attempt, sizeof(attempt), "%d", (int)run->attempt);
-        const char *vals[] = {run->run_id, run->task_id, nominal, attempt};
-        for (int i = 0; i < 4; i++) {
-                ss_str_t kv = {0};
-                ss_cat(&kv, names[i]);
-                ss_cat(&kv, "=");
-                ss_cat(&kv, vals[i] ? vals[i] : "");
-                ss_cat(&w, " ");
-                ss_quote(&w, kv.oom ? "" : kv.s);
-                w.oom = w.oom || kv.oom;
-                free(kv.s);
-        }
-        if (run->argv && run->argv[0]) {
-                for (size_t i = 0; run->argv[i]; i++) {
-                        ss_cat(&w, " ");
-                        ss_quote(&w, run->argv[i]);
-                }
-        } else if (run->script && *run->script) {
-                ss_cat(&w, " /bin/sh -c ");
-                ss_quote(&w, run->script);
-        } else {
-                ss_fail(errbuf, errbuf_size, "the run has neither a script nor an argv");
-                goto fail;
-        }
-        /* What the command left running in the group would hold the
-         * channel open: it gets SIGTERM too (the wrapper and the watcher
-         * ignore it), like the shell plugin does locally. */
-        ss_cat(&w, " </dev/null 3<&-\ns=$?\ntrap '' TERM\nkill -TERM 0 2>/dev/null\n"
-               "exit $s\n");
-
-        ss_cat(&cmd, "exec /bin/sh -c ");
-        ss_quote(&cmd, w.oom ? "" : w.s);
-        if (w.oom || cmd.oom) {
-                ss_fail(errbuf, errbuf_size, "out of memory building the command");
-                goto fail;
-        }
-        free(w.s);
-        return cmd.s;
-fail:
-        free(w.s);
-        free(cmd.s);
-        return NULL;
-}
-
-/* ---- the worker ---------------------------------------------------------------- */
-
-static void ss_on_exit_status(ssh_session session, ssh_channel channel, int status,
-                              void *userdata) {
-        ss_run_t *r = userdata;
-        r->got_status = true;
-        r->exit_status = status;
-}
-
-static void ss_on_exit_signal(ssh_session session, ssh_channel channel,
-                              const char *signal, int core, const char *errmsg,
-                              const char *lang, void *userdata) {
-        ss_run_t *r = userdata;
-        r->got_signal = true;
-        snprintf(r->exit_signal, sizeof(r->exit_signal), "%s", signal ? signal : "?");
-}
-
-/* The eventfd cancel() writes to, in the run phase's ssh_event. */
-static int ss_on_wake(socket_t fd, int revents, void *userdata) {
-        uint64_t v;
-        ssize_t n = read(fd, &v, sizeof(v));
-        (void)n; /* the flag is what counts; this only rearms poll */
-        return 0;
-}
-
-static bool ss_cancel_requested(ss_run_t *r, char *reason, size_t size) {
-        pthread_mutex_lock(&r->st->lock);
-        bool c = r->cancel_req;
-        if (c && reason)
-                snprintf(reason, size, "%s", r->cancel_reason);
-        pthread_mutex_unlock(&r->st->lock);
-        return c;
-}
-
-/* Sleep until the session socket is readable, cancel() wakes us, or
- * \p ms pass. */
-static void ss_wait(ss_run_t *r, ssh_session s, int64_t ms) {
-        struct pollfd p[2] = {{.fd = r->wakefd, .events = POLLIN},
-                              {.fd = ssh_get_fd(s), .events = POLLIN}};
-        if (ms < 0)
-                ms = 0;
-        int n = poll(p, p[1].fd >= 0 ? 2 : 1, (int)(ms > SS_POLL_MS ? SS_POLL_MS : ms));
-        if (n > 0 && (p[0].revents & POLLIN)) {
-                uint64_t v;
-                ssize_t rd = read(r->wakefd, &v, sizeof(v));
-                (void)rd; /* the flag is what counts; this only rearms poll */
-        }
-}
-
-/* Why a setup step must stop: cancelled, expired or out of time. NULL: go on. */
-static const char *ss_setup_abort(ss_run_t *r, int64_t setup_deadline, int64_t deadline,
-                                  int *outcome, char *reason, size_t size) {
-        int64_t now = ss_mono_ms();
-        if (ss_cancel_requested(r, reason, size)) {
-                *outcome = SS_OUT_CANCEL;
-                return "cancelled";
-        }
-        if (deadline && now >= deadline) {
-                *outcome = SS_OUT_TIMEOUT;
-                return "expired";
-        }
-        if (now >= setup_deadline)
-                return "timeout";
-        return NULL;
-}
-
-static void ss_finish(ss_run_t *r, tb_plugin_result_t *res, const char *msg) {
-        ss_state_t *st = r->st;
-        pthread_mutex_lock(&st->lock);
-        for (ss_run_t **pp = &st->runs; *pp; pp = &(*pp)->next) {
-                if (*pp == r) {
-                        *pp = r->next;
-                        break;
-                }
-        }
-        r->next = st->zombies;
-        st->zombies = r;
-        pthread_mutex_unlock(&st->lock);
-        res->finished_ms = ss_wall_ms();
-        res->error = msg && *msg ? msg : NULL;
-        st->host->finished(st->host, r->run, res);
-}
-
-/* Emit whatever the channel has buffered; false on a read error. */
-static bool ss_drain(ss_run_t *r, ssh_channel ch) {
-        char buf[32 * 1024];
-        for (int is_err = 0; is_err < 2; is_err++) {
-                for (int i = 0; i < 64; i++) {
-                        int n = ssh_channel_read_nonblocking(ch, buf, sizeof(buf), is_err);
-                        if (n == SSH_ERROR)
-                                return false;
-                        if (n <= 0)
-                                break;
-                        r->st->host->output(r->st->host, r->run,
-                                            is_err ? TB_PLUGIN_STDERR : TB_PLUGIN_STDOUT,
-                                            buf, (size_t)n);
-                }
-        }
-        return true;
-}
-
-static void *ss_worker(void *arg) {
-        ss_run_t *r = arg;
-        ss_state_t *st = r->st;
-        tb_plugin_result_t res = {TB_PLUGIN_RESULT_FIELDS};
-        char msg[SS_MSG_MAX] = "", reason[200] = "";
-        int outcome = SS_OUT_NONE, rc;
-        const char *why;
-        ssh_session s = NULL;
-        ssh_key key = NULL;
-        ssh_channel ch = NULL;
-        ssh_event ev = NULL;
-        struct ssh_channel_callbacks_struct cb;
-        int64_t t0 = ss_mono_ms();
-        int64_t deadline = r->expiry_ms > 0 ? t0 + r->expiry_ms : 0;
-        int64_t setup_deadline = t0 + st->connect_timeout_ms;
-        res.exit_code = -1;
-        res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-
-        if (ssh_pki_import_privkey_file(r->key, NULL, NULL, NULL, &key) != SSH_OK) {
-                snprintf(msg, sizeof(msg), "cannot read the private key '%s' (groups.%s."
-                         "ssh_key): missing, unreadable, not a private key, or "
-                         "passphrase-protected (not supported)", r->key, r->group);
-                goto out;
-        }
-        s = ssh_new();
-        if (!s) {
-                snprintf(msg, sizeof(msg), "out of memory (ssh_new)");
-                goto out;
-        }
-        bool no = false;
-        long tmo = (long)((st->connect_timeout_ms + 999) / 1000);
-        unsigned int port = (unsigned int)r->port;
-        if (ssh_options_set(s, SSH_OPTIONS_HOST, r->host) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_PORT, &port) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_USER, r->user) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_KNOWNHOSTS, r->known_hosts) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, r->known_hosts) < 0 ||
-            ssh_options_set(s, SSH_OPTIONS_TIMEOUT, &tmo) < 0) {
-                snprintf(msg, sizeof(msg), "setting SSH options for %s@%s:%d failed: %s",
-                         r->user, r->host, r->port, ssh_get_error(s));
-                goto out;
-        }
-        ssh_set_blocking(s, 0);
-
-        /* Connect. */
-        while ((rc = ssh_connect(s)) == SSH_AGAIN) {
-                if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome, reason,
-                                          sizeof(reason))))
-                        break;
-                ss_wait(r, s, setup_deadline - ss_mono_ms());
-        }
-        if (rc != SSH_OK) {
-                if (outcome == SS_OUT_NONE)
-                        snprintf(msg, sizeof(msg), "cannot connect to %s:%d: %s", r->host,
-                                 r->port, rc == SSH_AGAIN ? "timed out" : ssh_get_error(s));
-                goto out;
-        }
-
-        /* Strict host key checking, against the group's file only. */
-        switch (ssh_session_is_known_server(s)) {
-        case SSH_KNOWN_HOSTS_OK:
-                break;
-        case SSH_KNOWN_HOSTS_CHANGED:
-                snprintf(msg, sizeof(msg), "host key of %s:%d CHANGED: it does not match "
-                         "the one in known_hosts %s (someone may be intercepting the "
-                         "connection); if the host was really re-keyed, replace its line "
-                         "in that file", r->host, r->port, r->known_hosts);
-                goto out;
-        case SSH_KNOWN_HOSTS_OTHER:
-                snprintf(msg, sizeof(msg), "host key of %s:%d CHANGED type: known_hosts "
-                         "%s holds a key of another type for it (possible attack); if "
-                         "expected, replace its line in that file", r->host, r->port,
-                         r->known_hosts);
-                goto out;
-        case SSH_KNOWN_HOSTS_UNKNOWN:
-        case SSH_KNOWN_HOSTS_NOT_FOUND:
-                snprintf(msg, sizeof(msg), "host key of %s:%d is not in known_hosts %s "
-                         "(groups.%s.ssh_known_hosts); add it there after checking its "
-                         "fingerprint (ssh-keyscan -p %d %s)", r->host, r->port,
-                         r->known_hosts, r->group, r->port, r->host);
-                goto out;
-        default:
-                snprintf(msg, sizeof(msg), "checking the host key of %s:%d against %s "
-                         "failed: %s", r->host, r->port, r->known_hosts, ssh_get_error(s));
-                goto out;
-        }
-
-        /* Authenticate with the group's key. */
-        while ((rc = ssh_userauth_publickey(s, NULL, key)) == SSH_AUTH_AGAIN) {
-                if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome, reason,
-                                          sizeof(reason))))
-                        break;
-                ss_wait(r, s, setup_deadline - ss_mono_ms());
-        }
-        if (rc != SSH_AUTH_SUCCESS) {
-                if (outcome == SS_OUT_NONE)
-                        snprintf(msg, sizeof(msg), "authentication as %s@%s:%d with key "
-                                 "%s failed: %s (is its public key in the user's "
-                                 "authorized_keys?)", r->user, r->host, r->port, r->key,
-                                 rc == SSH_AUTH_AGAIN ? "timed out"
-                                 : rc == SSH_AUTH_DENIED ? "refused by the server"
-                                 : ssh_get_error(s));
-                goto out;
-        }
-
-        /* Open a session channel and start the command. */
-        ch = ssh_channel_new(s);
-        if (!ch) {
-                snprintf(msg, sizeof(msg), "out of memory (ssh_channel_new)");
-                goto out;
-        }
-        memset(&cb, 0, sizeof(cb));
-        cb.userdata = r;
-        cb.channel_exit_status_function = ss_on_exit_status;
-        cb.channel_exit_signal_function = ss_on_exit_signal;
-        ssh_callbacks_init(&cb);
-        ssh_set_channel_callbacks(ch, &cb);
-        while ((rc = ssh_channel_open_session(ch)) == SSH_AGAIN) {
-                if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome, reason,
-                                          sizeof(reason))))
-                        break;
-                ss_wait(r, s, setup_deadline - ss_mono_ms());
-        }
-        if (rc == SSH_OK) {
-                while ((rc = ssh_channel_request_exec(ch, r->command)) == SSH_AGAIN) {
-                        if ((why = ss_setup_abort(r, setup_deadline, deadline, &outcome,
-                                                  reason, sizeof(reason))))
-                                break;
-                        ss_wait(r, s, setup_deadline - ss_mono_ms());
-                }
-        }
-        if (rc != SSH_OK) {
-                if (outcome == SS_OUT_NONE)
-                        snprintf(msg, sizeof(msg), "starting the command on %s@%s:%d "
-                                 "failed: %s", r->user, r->host, r->port,
-                                 rc == SSH_AGAIN ? "timed out" : ssh_get_error(s));
-                goto out;
-        }
-        res.started_ms = ss_wall_ms();
-
-        /* Run: stream output until the remote side is done. Packets are
-         * processed by an ssh_event, not by the channel reads: once the
-         * remote EOF is in, ssh_channel_read_nonblocking() stops reading the
-         * socket, and the exit-status that OpenSSH sends AFTER its EOF would
-         * never be seen. */
-        ev = ssh_event_new();
-        if (!ev || ssh_event_add_session(ev, s) != SSH_OK ||
-            ssh_event_add_fd(ev, r->wakefd, POLLIN, ss_on_wake, r) != SSH_OK) {
-                snprintf(msg, sizeof(msg), "cannot set up the SSH event loop (out of "
-                         "memory?)");
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                ssh_channel_send_eof(ch); /* the watcher stops the command */
-                goto out;
-        }
-        int64_t next_hb = ss_mono_ms() + st->heartbeat_ms, kill_at = 0, close_at = 0;
-        bool lost = false;
-        for (;;) {
-                if (!ss_drain(r, ch)) {
-                        lost = true;
-                        break;
-                }
-                if (ssh_channel_is_closed(ch) ||
-                    (ssh_channel_is_eof(ch) && (r->got_status || r->got_signal)))
-                        break;
-                int64_t now = ss_mono_ms();
-                if (outcome == SS_OUT_NONE) {
-                        if (ss_cancel_requested(r, reason, sizeof(reason)))
-                                outcome = SS_OUT_CANCEL;
-                        else if (deadline && now >= deadline)
-                                outcome = SS_OUT_TIMEOUT;
-                        if (outcome != SS_OUT_NONE) {
-                                /* EOF on stdin: the watcher TERMs the group. */
-                                ssh_channel_send_eof(ch);
-                                ssh_channel_request_send_signal(ch, "TERM");
-                                kill_at = now + st->kill_grace_ms;
-                                close_at = kill_at + SS_CLOSE_SLACK_MS;
-                        }
-                }
-                if (kill_at && now >= kill_at) {
-                        ssh_channel_request_send_signal(ch, "KILL");
-                        kill_at = 0;
-                }
-                if (close_at && now >= close_at)
-                        break;
-                if (now >= next_hb) {
-                        st->host->heartbeat(st->host, r->run);
-                        next_hb = now + st->heartbeat_ms;
-                }
-                int64_t wait = SS_POLL_MS;
-                if (deadline && outcome == SS_OUT_NONE && deadline - now < wait)
-                        wait = deadline - now;
-                if (ssh_event_dopoll(ev, (int)(wait > 0 ? wait : 0)) == SSH_ERROR &&
-                    !ssh_is_connected(s)) {
-                        lost = true;
-                        break;
-                }
-        }
-        ss_drain(r, ch);
-
-        if (outcome == SS_OUT_TIMEOUT) {
-                res.status = TB_PLUGIN_RUN_TIMED_OUT;
-                snprintf(msg, sizeof(msg), "run exceeded its expiry of %lld ms: the remote "
-                         "process group got SIGTERM (SIGKILL after %lld ms)",
-                         (long long)r->expiry_ms, (long long)st->kill_grace_ms);
-        } else if (outcome == SS_OUT_CANCEL) {
-                res.status = TB_PLUGIN_RUN_CANCELLED;
-                snprintf(msg, sizeof(msg), "cancelled: %s", reason);
-        } else if (r->got_signal) {
-                res.status = TB_PLUGIN_RUN_FAILED;
-                res.signal = ss_signum(r->exit_signal);
-                snprintf(msg, sizeof(msg), "killed by signal SIG%s on %s", r->exit_signal,
-                         r->host);
-        } else if (r->got_status) {
-                res.exit_code = r->exit_status;
-                res.status = r->exit_status ? TB_PLUGIN_RUN_FAILED : TB_PLUGIN_RUN_SUCCEEDED;
-                if (r->exit_status)
-                        snprintf(msg, sizeof(msg), "exited with code %d", r->exit_status);
-        } else {
-                res.status = TB_PLUGIN_RUN_INFRA_ERROR;
-                snprintf(msg, sizeof(msg), "lost the connection to %s:%d before the "
-                         "command reported how it ended%s%s", r->host, r->port,
-                         lost ? ": " : "", lost ? ssh_get_error(s) : "");
-        }
-        if (r->got_status && outcome != SS_OUT_NONE)
-                res.exit_code = r->exit_status;
-        if (r->got_signal && outcome != SS_OUT_NONE)
-                res.signal = ss_signum(r->exit_signal);
-
-out:
-        if (res.status == TB_PLUGIN_RUN_INFRA_ERROR && outcome != SS_OUT_NONE) {
-                /* Stopped before the command ran. */
-                res.status = outcome == SS_OUT_CANCEL ? TB_PLUGIN_RUN_CANCELLED
-                                                      : TB_PLUGIN_RUN_TIMED_OUT;
-                if (outcome == SS_OUT_CANCEL)
-                        snprintf(msg, sizeof(msg), "cancelled before the command started: %s",
-                                 reason);
-                else
-                        snprintf(msg, sizeof(msg), "run reached its expiry of %lld ms "
-                                 "before the command started on %s:%d",
-                                 (long long)r->expiry_ms, r->host, r->port);
-        }
-        if (ev) {
-                ssh_event_remove_fd(ev, r->wakefd);
-                if (s)
-                        ssh_event_remove_session(ev, s);
-                ssh_event_free(ev);
-        }
-        if (ch) {
-                ssh_channel_close(ch);
-                ssh_channel_free(ch);
-        }
-        if (s) {
-                ssh_disconnect(s);
-                ssh_free(s);
-        }
-        ssh_key_free(key);
-        ss_finish(r, &res, msg);
-        return NULL;
+/* The required executor option \p opt = \p v: letters, digits and \p extra,
+ * not starting with '-' (it reaches libssh and a log line, never a shell).
+ * \p purpose explains a missing value, \p what names a valid one. */
+static int ss_check_name(const char *opt, const char *v, const char *extra,
+                         const char *purpose, const char *what, char *errbuf,
+                         size_t errbuf_size) {
+        if (!v || !*v)
+                return tb_pu_fail(errbuf, errbuf_size, "executor option '%s' is required "
+                                  "by the ssh plugin: %s", opt, purpose);
+        bool ok = *v != '-' && strlen(v) <= 255;
+        for (const char *p = v; ok && *p; p++)
+                ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || strchr(extra, *p);
+        if (!ok)
+                return tb_pu_fail(errbuf, errbuf_size, "executor option '%s' = '%s' is "
+                                  "not a valid %s", opt, v, what);
+        return TB_PLUGIN_OK;
 }
 
 static void ss_run_free(ss_run_t *r) {
@@ -720,12 +133,12 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                 const char *v = run->options[i].value ? run->options[i].value : "";
                 for (size_t j = 0; ss_credential_options[j]; j++)
                         if (!strcasecmp(k, ss_credential_options[j]))
-                                return ss_fail(errbuf, errbuf_size, "executor option "
-                                               "'%s' is refused: the SSH key and "
-                                               "known_hosts come from the executor's "
-                                               "configuration (groups.%s.ssh_key and "
-                                               "groups.%s.ssh_known_hosts), never from "
-                                               "a task", k, grp, grp);
+                                return tb_pu_fail(errbuf, errbuf_size, "executor option "
+                                                  "'%s' is refused: the SSH key and "
+                                                  "known_hosts come from the executor's "
+                                                  "configuration (groups.%s.ssh_key and "
+                                                  "groups.%s.ssh_known_hosts), never from "
+                                                  "a task", k, grp, grp);
                 if (!strcmp(k, "host"))
                         host = v;
                 else if (!strcmp(k, "user"))
@@ -733,46 +146,39 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                 else if (!strcmp(k, "port"))
                         port_s = v;
                 else
-                        return ss_fail(errbuf, errbuf_size, "unknown executor option "
-                                       "'%s' for the ssh plugin; valid options: host, "
-                                       "port, user", k);
+                        return tb_pu_fail(errbuf, errbuf_size, "unknown executor option "
+                                          "'%s' for the ssh plugin; valid options: host, "
+                                          "port, user", k);
         }
-        if (!host || !*host)
-                return ss_fail(errbuf, errbuf_size, "executor option 'host' is required "
-                               "by the ssh plugin: the machine to run on");
-        if (!ss_valid_name(host, ".-:[]_"))
-                return ss_fail(errbuf, errbuf_size, "executor option 'host' = '%s' is "
-                               "not a valid host name or address", host);
-        if (!user || !*user)
-                return ss_fail(errbuf, errbuf_size, "executor option 'user' is required "
-                               "by the ssh plugin: the remote user to log in as");
-        if (!ss_valid_name(user, "._-"))
-                return ss_fail(errbuf, errbuf_size, "executor option 'user' = '%s' is "
-                               "not a valid user name", user);
+        if (ss_check_name("host", host, ".-:[]_", "the machine to run on",
+                          "host name or address", errbuf, errbuf_size) != TB_PLUGIN_OK ||
+            ss_check_name("user", user, "._-", "the remote user to log in as",
+                          "user name", errbuf, errbuf_size) != TB_PLUGIN_OK)
+                return TB_PLUGIN_ERROR;
         long port = 22;
         if (port_s) {
                 char *end;
                 port = strtol(port_s, &end, 10);
                 if (end == port_s || *end || port < 1 || port > 65535)
-                        return ss_fail(errbuf, errbuf_size, "executor option 'port' = "
-                                       "'%s' is invalid: give a TCP port from 1 to 65535",
-                                       port_s);
+                        return tb_pu_fail(errbuf, errbuf_size, "executor option 'port' = "
+                                          "'%s' is invalid: give a TCP port from 1 to 65535",
+                                          port_s);
         }
-        const char *key = ss_policy(run, "ssh_key");
-        const char *kh = ss_policy(run, "ssh_known_hosts");
+        const char *key = tb_pu_policy(run, "ssh_key");
+        const char *kh = tb_pu_policy(run, "ssh_known_hosts");
         if (!key || !*key)
-                return ss_fail(errbuf, errbuf_size, "security group '%s' has no ssh_key: "
-                               "set groups.%s.ssh_key in the taskbus config to the "
-                               "private key its SSH tasks use", grp, grp);
+                return tb_pu_fail(errbuf, errbuf_size, "security group '%s' has no ssh_key: "
+                                  "set groups.%s.ssh_key in the taskbus config to the "
+                                  "private key its SSH tasks use", grp, grp);
         if (!kh || !*kh)
-                return ss_fail(errbuf, errbuf_size, "security group '%s' has no "
-                               "ssh_known_hosts: set groups.%s.ssh_known_hosts in the "
-                               "taskbus config to the known_hosts file its SSH hosts are "
-                               "checked against", grp, grp);
+                return tb_pu_fail(errbuf, errbuf_size, "security group '%s' has no "
+                                  "ssh_known_hosts: set groups.%s.ssh_known_hosts in the "
+                                  "taskbus config to the known_hosts file its SSH hosts are "
+                                  "checked against", grp, grp);
 
         ss_run_t *r = calloc(1, sizeof(*r));
         if (!r)
-                return ss_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         r->wakefd = -1;
         r->st = st;
         r->run = run;
@@ -785,9 +191,9 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         r->group = strdup(grp);
         if (!r->host || !r->user || !r->key || !r->known_hosts || !r->group) {
                 ss_run_free(r);
-                return ss_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         }
-        r->command = ss_build_command(run, st->kill_grace_ms, errbuf, errbuf_size);
+        r->command = ss_remote_command(run, st->kill_grace_ms, errbuf, errbuf_size);
         if (!r->command) {
                 ss_run_free(r);
                 return TB_PLUGIN_ERROR;
@@ -796,19 +202,19 @@ static int ss_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         if (r->wakefd < 0) {
                 int e = errno;
                 ss_run_free(r);
-                return ss_fail(errbuf, errbuf_size, "eventfd: %s", strerror(e));
+                return tb_pu_fail(errbuf, errbuf_size, "eventfd: %s", strerror(e));
         }
         pthread_mutex_lock(&st->lock);
         r->next = st->runs;
         st->runs = r;
-        int e = pthread_create(&r->thread, NULL, ss_worker, r);
+        int e = pthread_create(&r->thread, NULL, ss_remote_worker, r);
         if (e)
                 st->runs = r->next;
         pthread_mutex_unlock(&st->lock);
         if (e) {
                 ss_run_free(r);
-                return ss_fail(errbuf, errbuf_size, "cannot start a worker thread: %s",
-                               strerror(e));
+                return tb_pu_fail(errbuf, errbuf_size, "cannot start a worker thread: %s",
+                                  strerror(e));
         }
         return TB_PLUGIN_OK;
 }
@@ -820,11 +226,7 @@ static int ss_cancel(void *state, const tb_plugin_run_t *run, const char *reason
         for (ss_run_t *r = st->runs; r; r = r->next) {
                 if (r->run != run)
                         continue;
-                if (!r->cancel_req) {
-                        r->cancel_req = true;
-                        snprintf(r->cancel_reason, sizeof(r->cancel_reason), "%s",
-                                 reason ? reason : "cancelled");
-                }
+                tb_pu_cancel_request(&r->cancel, reason);
                 uint64_t one = 1;
                 ssize_t n = write(r->wakefd, &one, sizeof(one));
                 (void)n; /* EAGAIN: already signalled */
@@ -855,27 +257,21 @@ static int ss_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
                    size_t n_config, char *errbuf, size_t errbuf_size, void **state) {
         ss_state_t *st = calloc(1, sizeof(*st));
         if (!st)
-                return ss_fail(errbuf, errbuf_size, "out of memory");
+                return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         st->host = host;
         pthread_mutex_init(&st->lock, NULL);
-        for (size_t i = 0; i < n_config; i++) {
-                const char *k = config[i].key, *v = config[i].value;
-                if (!strcmp(k, "connect_timeout"))
-                        st->connect_timeout_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "kill_grace"))
-                        st->kill_grace_ms = strtoll(v, NULL, 10);
-                else if (!strcmp(k, "heartbeat_interval"))
-                        st->heartbeat_ms = strtoll(v, NULL, 10);
-        }
+        st->connect_timeout_ms = tb_pu_kv_i64(config, n_config, "connect_timeout", 0);
+        st->kill_grace_ms = tb_pu_kv_i64(config, n_config, "kill_grace", 0);
+        st->heartbeat_ms = tb_pu_kv_i64(config, n_config, "heartbeat_interval", 0);
         if (st->connect_timeout_ms <= 0 || st->heartbeat_ms <= 0) {
                 ss_destroy(st);
-                return ss_fail(errbuf, errbuf_size, "connect_timeout and "
-                               "heartbeat_interval must be greater than zero");
+                return tb_pu_fail(errbuf, errbuf_size, "connect_timeout and "
+                                  "heartbeat_interval must be greater than zero");
         }
         if (ssh_init() != SSH_OK) {
                 ss_destroy(st);
-                return ss_fail(errbuf, errbuf_size, "ssh_init() failed (libssh could "
-                               "not initialise its crypto library)");
+                return tb_pu_fail(errbuf, errbuf_size, "ssh_init() failed (libssh could "
+                                  "not initialise its crypto library)");
         }
         st->ssh_inited = true;
         *state = st;
