@@ -373,7 +373,7 @@ static const char *tb_conf_type_expect(tb_conf_type_t t) {
  * into *\p out exactly. @returns 0, or -1 not a number, -2 overflow,
  * -3 not a whole multiple of 1 (e.g. "1.5ms").
  */
-static int tb_scaled_number(const char **pp, int64_t unit, int64_t *out) {
+static int tb_units_scaled_number(const char **pp, int64_t unit, int64_t *out) {
         const char *p = *pp;
         int64_t whole = 0, frac = 0, scale = 1;
         if (!isdigit((unsigned char)*p))
@@ -411,7 +411,7 @@ static int tb_scaled_number(const char **pp, int64_t unit, int64_t *out) {
         return 0;
 }
 
-static tb_err_t tb_duration_numerr(int rc, const char *s, char *errstr,
+static tb_err_t tb_units_duration_numerr(int rc, const char *s, char *errstr,
                                    size_t errstr_size) {
         if (rc == -2)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
@@ -424,7 +424,7 @@ static tb_err_t tb_duration_numerr(int rc, const char *s, char *errstr,
                          "like \"30s\", \"1h30m\" or \"PT30S\"", s);
 }
 
-static tb_err_t tb_duration_parse_iso(const char *s, int64_t *ms, char *errstr,
+static tb_err_t tb_units_duration_parse_iso(const char *s, int64_t *ms, char *errstr,
                                       size_t errstr_size) {
         /* Designators in the order ISO 8601 requires; M means months
          * before T and minutes after it. */
@@ -457,7 +457,7 @@ static tb_err_t tb_duration_parse_iso(const char *s, int64_t *ms, char *errstr,
                 }
                 const char *num = p;
                 int64_t v;
-                int rc = tb_scaled_number(&p, 1, &v);
+                int rc = tb_units_scaled_number(&p, 1, &v);
                 if (rc == -1)
                         goto bad;
                 char c = (char)toupper((unsigned char)*p);
@@ -474,11 +474,11 @@ static tb_err_t tb_duration_parse_iso(const char *s, int64_t *ms, char *errstr,
                                          "days (D) or smaller units",
                                          s, c == 'Y' ? "years" : "months");
                 int64_t part;
-                rc = tb_scaled_number(&num, des[i].unit, &part);
+                rc = tb_units_scaled_number(&num, des[i].unit, &part);
                 if (rc)
-                        return tb_duration_numerr(rc, s, errstr, errstr_size);
+                        return tb_units_duration_numerr(rc, s, errstr, errstr_size);
                 if (__builtin_add_overflow(total, part, &total))
-                        return tb_duration_numerr(-2, s, errstr, errstr_size);
+                        return tb_units_duration_numerr(-2, s, errstr, errstr_size);
                 next = i + 1;
                 any = true;
                 p++;
@@ -495,7 +495,7 @@ bad:
                          "like \"PT30S\" or \"P1DT2H\"", s);
 }
 
-tb_err_t tb_duration_parse(const char *s, int64_t *ms, char *errstr,
+tb_err_t tb_units_duration_parse(const char *s, int64_t *ms, char *errstr,
                            size_t errstr_size) {
         static const struct {
                 const char *name;
@@ -514,7 +514,7 @@ tb_err_t tb_duration_parse(const char *s, int64_t *ms, char *errstr,
                                  "duration \"%s\" is negative", s);
         int64_t total = 0;
         if (*s == 'P' || *s == 'p') {
-                tb_err_t err = tb_duration_parse_iso(s, &total, errstr, errstr_size);
+                tb_err_t err = tb_units_duration_parse_iso(s, &total, errstr, errstr_size);
                 if (err)
                         return err;
                 goto check;
@@ -524,7 +524,7 @@ tb_err_t tb_duration_parse(const char *s, int64_t *ms, char *errstr,
         {
                 const char *q = s;
                 int64_t v;
-                int rc = tb_scaled_number(&q, TB_SEC(1), &v);
+                int rc = tb_units_scaled_number(&q, TB_SEC(1), &v);
                 if (rc == 0 && !*q) {
                         total = v;
                         goto check;
@@ -533,9 +533,9 @@ tb_err_t tb_duration_parse(const char *s, int64_t *ms, char *errstr,
         while (*p) {
                 const char *num = p;
                 int64_t unscaled; /* parsed only to find where the number ends */
-                int rc = tb_scaled_number(&p, 1, &unscaled);
+                int rc = tb_units_scaled_number(&p, 1, &unscaled);
                 if (rc == -1 || rc == -2)
-                        return tb_duration_numerr(rc, s, errstr, errstr_size);
+                        return tb_units_duration_numerr(rc, s, errstr, errstr_size);
                 const char *u = p;
                 while (isalpha((unsigned char)*p))
                         p++;
@@ -556,20 +556,20 @@ tb_err_t tb_duration_parse(const char *s, int64_t *ms, char *errstr,
                                          "are not supported: their length varies)",
                                          s, (int)(ulen > 16 ? 16 : ulen), u);
                 int64_t part;
-                rc = tb_scaled_number(&num, units[i].unit, &part);
+                rc = tb_units_scaled_number(&num, units[i].unit, &part);
                 if (rc)
-                        return tb_duration_numerr(rc, s, errstr, errstr_size);
+                        return tb_units_duration_numerr(rc, s, errstr, errstr_size);
                 if (__builtin_add_overflow(total, part, &total))
-                        return tb_duration_numerr(-2, s, errstr, errstr_size);
+                        return tb_units_duration_numerr(-2, s, errstr, errstr_size);
         }
 check:
         if (total > TB_DURATION_MAX_MS)
-                return tb_duration_numerr(-2, s, errstr, errstr_size);
+                return tb_units_duration_numerr(-2, s, errstr, errstr_size);
         *ms = total;
         return TB_OK;
 }
 
-tb_err_t tb_size_parse(const char *s, int64_t *bytes, char *errstr,
+tb_err_t tb_units_size_parse(const char *s, int64_t *bytes, char *errstr,
                        size_t errstr_size) {
         static const struct {
                 const char *name;
@@ -595,7 +595,7 @@ tb_err_t tb_size_parse(const char *s, int64_t *bytes, char *errstr,
                                  "size \"%s\" is negative", s);
         const char *p = s;
         int64_t unscaled; /* parsed only to find where the number ends */
-        if (tb_scaled_number(&p, 1, &unscaled) == -1)
+        if (tb_units_scaled_number(&p, 1, &unscaled) == -1)
                 goto bad;
         const char *u = p;
         while (*p == ' ')
@@ -604,7 +604,7 @@ tb_err_t tb_size_parse(const char *s, int64_t *bytes, char *errstr,
                 if (strcmp(u, units[i].name))
                         continue;
                 const char *q = s;
-                int rc = tb_scaled_number(&q, units[i].unit, bytes);
+                int rc = tb_units_scaled_number(&q, units[i].unit, bytes);
                 if (rc == -2)
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "size \"%s\" is too large", s);
@@ -621,7 +621,7 @@ bad:
 }
 
 /** Compact human form of a duration: "1826d", "1h30m", "500ms". */
-static void tb_duration_format(int64_t ms, char *buf, size_t size) {
+static void tb_units_duration_format(int64_t ms, char *buf, size_t size) {
         static const struct {
                 const char *name;
                 int64_t unit;
@@ -645,7 +645,7 @@ static void tb_duration_format(int64_t ms, char *buf, size_t size) {
         }
 }
 
-static void tb_size_format(int64_t b, char *buf, size_t size) {
+static void tb_units_size_format(int64_t b, char *buf, size_t size) {
         static const struct {
                 const char *name;
                 int64_t unit;
@@ -665,9 +665,9 @@ static void tb_size_format(int64_t b, char *buf, size_t size) {
 static void tb_prop_format_num(const tb_conf_prop_t *p, double v, char *buf,
                                size_t size) {
         if (p->type == TB_CT_DURATION)
-                tb_duration_format((int64_t)v, buf, size);
+                tb_units_duration_format((int64_t)v, buf, size);
         else if (p->type == TB_CT_SIZE)
-                tb_size_format((int64_t)v, buf, size);
+                tb_units_size_format((int64_t)v, buf, size);
         else
                 tb_snprintf(buf, size, "%.15g", v);
 }
@@ -850,12 +850,12 @@ static tb_err_t tb_prop_set_from_string(const tb_conf_prop_t *p, void *base,
                 return TB_OK;
         }
         case TB_CT_DURATION:
-                if (tb_duration_parse(s, &v, msg, sizeof(msg)))
+                if (tb_units_duration_parse(s, &v, msg, sizeof(msg)))
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "%s: %s",
                                          where, msg);
                 return tb_prop_set_i64(p, base, where, v, errstr, errstr_size);
         case TB_CT_SIZE:
-                if (tb_size_parse(s, &v, msg, sizeof(msg)))
+                if (tb_units_size_parse(s, &v, msg, sizeof(msg)))
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "%s: %s",
                                          where, msg);
                 return tb_prop_set_i64(p, base, where, v, errstr, errstr_size);
@@ -1502,8 +1502,8 @@ static tb_err_t tb_config_finalize(tb_conf_ctx_t *ctx, tb_config_t *conf, char *
 #define ORIGIN(name) ctx->origin[tb_prop_index(name)]
         char a[48], b[48];
         if (conf->log_retention_default_ms > conf->history_retention_ms) {
-                tb_duration_format(conf->log_retention_default_ms, a, sizeof(a));
-                tb_duration_format(conf->history_retention_ms, b, sizeof(b));
+                tb_units_duration_format(conf->log_retention_default_ms, a, sizeof(a));
+                tb_units_duration_format(conf->history_retention_ms, b, sizeof(b));
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "%s: %s exceeds archiver.history_retention (%s): logs "
                                  "would outlive their runs; lower it or raise "
@@ -1513,8 +1513,8 @@ static tb_err_t tb_config_finalize(tb_conf_ctx_t *ctx, tb_config_t *conf, char *
         for (size_t i = 0; i < conf->group_cnt; i++) {
                 const tb_group_conf_t *g = &conf->groups[i];
                 if (g->log_retention_max_ms > conf->history_retention_ms) {
-                        tb_duration_format(g->log_retention_max_ms, a, sizeof(a));
-                        tb_duration_format(conf->history_retention_ms, b, sizeof(b));
+                        tb_units_duration_format(g->log_retention_max_ms, a, sizeof(a));
+                        tb_units_duration_format(conf->history_retention_ms, b, sizeof(b));
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s:%u: groups.%s.log_retention_max: %s exceeds "
                                          "archiver.history_retention (%s)",

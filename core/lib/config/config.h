@@ -169,7 +169,7 @@ const char *tb_plugin_conf_get(const tb_plugin_conf_t *pc, const char *key);
  * varies). At most 1000 years; millisecond precision. @returns
  * TB_ERR_INVALID with a user-readable message (it reaches REST clients).
  */
-tb_err_t tb_duration_parse(const char *s, int64_t *ms, char *errstr, size_t errstr_size);
+tb_err_t tb_units_duration_parse(const char *s, int64_t *ms, char *errstr, size_t errstr_size);
 
 /**
  * Parse a size: a bare integer (bytes) or a number with a unit, "256KiB",
@@ -177,7 +177,7 @@ tb_err_t tb_duration_parse(const char *s, int64_t *ms, char *errstr, size_t errs
  * "512B". Decimals are allowed when the result is whole bytes ("1.5KiB").
  * @returns TB_ERR_INVALID with a user-readable message on error.
  */
-tb_err_t tb_size_parse(const char *s, int64_t *bytes, char *errstr, size_t errstr_size);
+tb_err_t tb_units_size_parse(const char *s, int64_t *bytes, char *errstr, size_t errstr_size);
 
 /** Write docs/configuration.md (markdown generated from the table). */
 void tb_config_write_doc(FILE *fp);

@@ -343,7 +343,7 @@ static tb_err_t tb_task_ident(const json_t *v, const char *field, size_t max, bo
         return TB_OK;
 }
 
-/** A duration: a string tb_duration_parse() accepts, or integer seconds. */
+/** A duration: a string tb_units_duration_parse() accepts, or integer seconds. */
 static tb_err_t tb_task_duration(const json_t *v, const char *field, int64_t *ms,
                                  tb_task_err_t *err) {
         if (json_is_integer(v)) {
@@ -368,7 +368,7 @@ static tb_err_t tb_task_duration(const json_t *v, const char *field, int64_t *ms
         if (rc)
                 return rc;
         char msg[256];
-        if (tb_duration_parse(s, ms, msg, sizeof(msg)))
+        if (tb_units_duration_parse(s, ms, msg, sizeof(msg)))
                 return tb_task_fail(err, field, "%s: %s", field, msg);
         return TB_OK;
 }
@@ -441,7 +441,7 @@ static json_t *tb_task_json_time(int64_t ms) {
 
 static json_t *tb_task_json_duration(int64_t ms) {
         char buf[48];
-        tb_duration_format(ms, buf);
+        tb_units_duration_format_iso8601(ms, buf);
         return json_string(buf);
 }
 
@@ -761,8 +761,8 @@ static tb_err_t tb_task_v_retries(const json_t *v, json_t *out, tb_task_err_t *e
                         return rc;
                 if (backoff_max < backoff) {
                         char a1[48], a2[48];
-                        tb_duration_format(backoff_max, a1);
-                        tb_duration_format(backoff, a2);
+                        tb_units_duration_format_iso8601(backoff_max, a1);
+                        tb_units_duration_format_iso8601(backoff, a2);
                         /* Only the field the user set is to blame. */
                         const char *f = bm ? "retries.backoff_max" : "retries.backoff";
                         return tb_task_fail(err, f,
@@ -947,7 +947,7 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                         goto fail;
                 if (ms <= 0 || ms > TB_TASK_EXPIRY_MAX_MS) {
                         char a[48];
-                        tb_duration_format(ms, a);
+                        tb_units_duration_format_iso8601(ms, a);
                         rc = tb_task_fail(err, "expiry",
                                           "expiry: %s is out of range; the longest a run may "
                                           "last must be more than 0 and at most 7 days (P7D)",
@@ -1005,8 +1005,8 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                         goto fail;
                 if (period && ms >= period) {
                         char a[48], b[48];
-                        tb_duration_format(ms, a);
-                        tb_duration_format(period, b);
+                        tb_units_duration_format_iso8601(ms, a);
+                        tb_units_duration_format_iso8601(period, b);
                         rc = tb_task_fail(err, "jitter",
                                           "jitter: %s must be shorter than the schedule's "
                                           "period %s",
@@ -1050,8 +1050,8 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                 }
                 if (vctx->log_retention_max_ms > 0 && ms > vctx->log_retention_max_ms) {
                         char a[48], b[48];
-                        tb_duration_format(ms, a);
-                        tb_duration_format(vctx->log_retention_max_ms, b);
+                        tb_units_duration_format_iso8601(ms, a);
+                        tb_units_duration_format_iso8601(vctx->log_retention_max_ms, b);
                         rc = tb_task_fail(err, "log_retention",
                                           "log_retention: %s exceeds this security group's "
                                           "cap of %s",
@@ -1097,7 +1097,7 @@ fail:
 
 /* ---- durations --------------------------------------------------------- */
 
-void tb_duration_format(int64_t ms, char buf[48]) {
+void tb_units_duration_format_iso8601(int64_t ms, char buf[48]) {
         size_t len = 0;
         uint64_t u;
         if (ms < 0) {
@@ -1155,7 +1155,7 @@ static bool tb_task_read_duration(const json_t *v, int64_t *ms) {
                 *ms = (int64_t)n * 1000;
                 return true;
         }
-        return json_is_string(v) && !tb_duration_parse(json_string_value(v), ms, msg,
+        return json_is_string(v) && !tb_units_duration_parse(json_string_value(v), ms, msg,
                                                        sizeof(msg));
 }
 

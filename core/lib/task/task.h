@@ -23,7 +23,7 @@
  *   "labels": {}, "home_region": "local"
  * }
  * Durations are written back as ISO 8601 (PT30S, P30D); times as RFC 3339
- * UTC with Z. Input durations accept everything tb_duration_parse() does.
+ * UTC with Z. Input durations accept everything tb_units_duration_parse() does.
  * "execution_time" (the original API) is accepted as {"once": ...}.
  * Read-only fields (id, version, created_at, updated_at, created_by,
  * next_fire_at) are ignored on input so a GET body can be PUT back; a JSON
@@ -90,7 +90,7 @@ tb_err_t tb_task_schedule(const json_t *task, int64_t anchor_ms, tb_schedule_t *
                           char *errstr, size_t errstr_size);
 
 /** Format \p ms as an ISO 8601 duration ("PT1H30M", "P30D", "PT0.5S"). */
-void tb_duration_format(int64_t ms, char buf[48]);
+void tb_units_duration_format_iso8601(int64_t ms, char buf[48]);
 
 /** The fields that differ between two normalized tasks, as a JSON array of
  *  top-level field names (new ref), for task_history.changed_fields. */
