@@ -304,3 +304,49 @@ void tb_units_size_format(int64_t b, char *buf, size_t size) {
         }
         tb_snprintf(buf, size, "%lld", (long long)b);
 }
+
+void tb_units_duration_format_iso8601(int64_t ms, char buf[48]) {
+        size_t len = 0;
+        uint64_t u;
+        if (ms < 0) {
+                buf[len++] = '-';
+                u = (uint64_t)0 - (uint64_t)ms;
+        } else {
+                u = (uint64_t)ms;
+        }
+        uint64_t days = u / (uint64_t)TB_DAY(1), rest = u % (uint64_t)TB_DAY(1);
+        uint64_t h = rest / (uint64_t)TB_HOUR(1), m = rest / (uint64_t)TB_MIN(1) % 60;
+        uint64_t sec = rest / 1000 % 60, frac = rest % 1000;
+        int n;
+        buf[len++] = 'P';
+        if (days) {
+                n = snprintf(buf + len, 48 - len, "%lluD", (unsigned long long)days);
+                len += (size_t)n;
+        }
+        if (rest || !days) {
+                buf[len++] = 'T';
+                if (h) {
+                        n = snprintf(buf + len, 48 - len, "%lluH", (unsigned long long)h);
+                        len += (size_t)n;
+                }
+                if (m) {
+                        n = snprintf(buf + len, 48 - len, "%lluM", (unsigned long long)m);
+                        len += (size_t)n;
+                }
+                if (sec || frac || !rest) {
+                        n = snprintf(buf + len, 48 - len, "%llu", (unsigned long long)sec);
+                        len += (size_t)n;
+                        if (frac) {
+                                char f[8];
+                                snprintf(f, sizeof(f), ".%03u", (unsigned)frac);
+                                size_t fl = strlen(f);
+                                while (f[fl - 1] == '0')
+                                        f[--fl] = '\0';
+                                memcpy(buf + len, f, fl);
+                                len += fl;
+                        }
+                        buf[len++] = 'S';
+                }
+        }
+        buf[len] = '\0';
+}

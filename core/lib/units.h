@@ -47,4 +47,7 @@ void tb_units_duration_format(int64_t ms, char *buf, size_t size);
  *  bytes ("1000"). */
 void tb_units_size_format(int64_t b, char *buf, size_t size);
 
+/** Format \p ms as an ISO 8601 duration ("PT1H30M", "P30D", "PT0.5S"). */
+void tb_units_duration_format_iso8601(int64_t ms, char buf[48]);
+
 #endif /* TB_UNITS_H */

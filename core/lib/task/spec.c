@@ -39,54 +39,6 @@ json_t *tb_task_json_duration(int64_t ms) {
         return json_string(buf);
 }
 
-/* ---- durations --------------------------------------------------------- */
-
-void tb_units_duration_format_iso8601(int64_t ms, char buf[48]) {
-        size_t len = 0;
-        uint64_t u;
-        if (ms < 0) {
-                buf[len++] = '-';
-                u = (uint64_t)0 - (uint64_t)ms;
-        } else {
-                u = (uint64_t)ms;
-        }
-        uint64_t days = u / (uint64_t)TB_TASK_DAY, rest = u % (uint64_t)TB_TASK_DAY;
-        uint64_t h = rest / (uint64_t)TB_TASK_HOUR, m = rest / (uint64_t)TB_TASK_MIN % 60;
-        uint64_t sec = rest / 1000 % 60, frac = rest % 1000;
-        int n;
-        buf[len++] = 'P';
-        if (days) {
-                n = snprintf(buf + len, 48 - len, "%lluD", (unsigned long long)days);
-                len += (size_t)n;
-        }
-        if (rest || !days) {
-                buf[len++] = 'T';
-                if (h) {
-                        n = snprintf(buf + len, 48 - len, "%lluH", (unsigned long long)h);
-                        len += (size_t)n;
-                }
-                if (m) {
-                        n = snprintf(buf + len, 48 - len, "%lluM", (unsigned long long)m);
-                        len += (size_t)n;
-                }
-                if (sec || frac || !rest) {
-                        n = snprintf(buf + len, 48 - len, "%llu", (unsigned long long)sec);
-                        len += (size_t)n;
-                        if (frac) {
-                                char f[8];
-                                snprintf(f, sizeof(f), ".%03u", (unsigned)frac);
-                                size_t fl = strlen(f);
-                                while (f[fl - 1] == '0')
-                                        f[--fl] = '\0';
-                                memcpy(buf + len, f, fl);
-                                len += fl;
-                        }
-                        buf[len++] = 'S';
-                }
-        }
-        buf[len] = '\0';
-}
-
 /* ---- conversions ------------------------------------------------------- */
 
 /** Read a normalized duration string; false if it is not one. */

@@ -39,6 +39,7 @@
 
 #include "tb.h"
 #include "schedule/schedule.h"
+#include "units.h"
 #include <jansson.h>
 
 /** Limits (also in schemas/openapi.yaml). */
@@ -88,9 +89,6 @@ json_t *tb_task_from_spec(const json_t *spec);
  */
 tb_err_t tb_task_schedule(const json_t *task, int64_t anchor_ms, tb_schedule_t *s,
                           char *errstr, size_t errstr_size);
-
-/** Format \p ms as an ISO 8601 duration ("PT1H30M", "P30D", "PT0.5S"). */
-void tb_units_duration_format_iso8601(int64_t ms, char buf[48]);
 
 /** The fields that differ between two normalized tasks, as a JSON array of
  *  top-level field names (new ref), for task_history.changed_fields. */

@@ -11,11 +11,6 @@
 #include "task/task.h"
 #include "units.h"
 
-#define TB_TASK_SEC INT64_C(1000)
-#define TB_TASK_MIN (60 * TB_TASK_SEC)
-#define TB_TASK_HOUR (60 * TB_TASK_MIN)
-#define TB_TASK_DAY (24 * TB_TASK_HOUR)
-
 /* ---- task/fields.c ---- */
 
 tb_err_t tb_task_fail(tb_task_err_t *err, const char *field, const char *fmt, ...)

@@ -20,11 +20,11 @@
 #define TB_TASK_LABEL_KEY_MAX 63
 #define TB_TASK_IDENT_MAX 64            /* executor and region names */
 #define TB_TASK_PAST_TOLERANCE_MS 1000  /* clock skew between client and API */
-#define TB_TASK_EXPIRY_DEFAULT_MS TB_TASK_HOUR
-#define TB_TASK_EXPIRY_MAX_MS (7 * TB_TASK_DAY)
-#define TB_TASK_BACKOFF_DEFAULT_MS (10 * TB_TASK_SEC)
-#define TB_TASK_BACKOFF_MAX_DEFAULT_MS (10 * TB_TASK_MIN)
-#define TB_TASK_LOG_RETENTION_FALLBACK_MS (30 * TB_TASK_DAY)
+#define TB_TASK_EXPIRY_DEFAULT_MS TB_HOUR(1)
+#define TB_TASK_EXPIRY_MAX_MS TB_DAY(7)
+#define TB_TASK_BACKOFF_DEFAULT_MS TB_SEC(10)
+#define TB_TASK_BACKOFF_MAX_DEFAULT_MS TB_MIN(10)
+#define TB_TASK_LOG_RETENTION_FALLBACK_MS TB_DAY(30)
 
 /** Writable top-level fields, in the order of the normalized form. */
 static const char *const tb_task_fields[] = {
