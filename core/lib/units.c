@@ -305,11 +305,13 @@ void tb_units_size_format(int64_t b, char *buf, size_t size) {
         tb_snprintf(buf, size, "%lld", (long long)b);
 }
 
-void tb_units_duration_format_iso8601(int64_t ms, char buf[48]) {
+void tb_units_duration_format_iso8601(int64_t ms, char *buf, size_t size) {
+        /* The longest, "-P106751991167DT7H12M55.808S", fits with room. */
+        char iso[48];
         size_t len = 0;
         uint64_t u;
         if (ms < 0) {
-                buf[len++] = '-';
+                iso[len++] = '-';
                 u = (uint64_t)0 - (uint64_t)ms;
         } else {
                 u = (uint64_t)ms;
@@ -318,23 +320,27 @@ void tb_units_duration_format_iso8601(int64_t ms, char buf[48]) {
         uint64_t h = rest / (uint64_t)TB_HOUR(1), m = rest / (uint64_t)TB_MIN(1) % 60;
         uint64_t sec = rest / 1000 % 60, frac = rest % 1000;
         int n;
-        buf[len++] = 'P';
+        iso[len++] = 'P';
         if (days) {
-                n = snprintf(buf + len, 48 - len, "%lluD", (unsigned long long)days);
+                n = snprintf(iso + len, sizeof(iso) - len, "%lluD",
+                             (unsigned long long)days);
                 len += (size_t)n;
         }
         if (rest || !days) {
-                buf[len++] = 'T';
+                iso[len++] = 'T';
                 if (h) {
-                        n = snprintf(buf + len, 48 - len, "%lluH", (unsigned long long)h);
+                        n = snprintf(iso + len, sizeof(iso) - len, "%lluH",
+                                     (unsigned long long)h);
                         len += (size_t)n;
                 }
                 if (m) {
-                        n = snprintf(buf + len, 48 - len, "%lluM", (unsigned long long)m);
+                        n = snprintf(iso + len, sizeof(iso) - len, "%lluM",
+                                     (unsigned long long)m);
                         len += (size_t)n;
                 }
                 if (sec || frac || !rest) {
-                        n = snprintf(buf + len, 48 - len, "%llu", (unsigned long long)sec);
+                        n = snprintf(iso + len, sizeof(iso) - len, "%llu",
+                                     (unsigned long long)sec);
                         len += (size_t)n;
                         if (frac) {
                                 char f[8];
@@ -342,11 +348,12 @@ void tb_units_duration_format_iso8601(int64_t ms, char buf[48]) {
                                 size_t fl = strlen(f);
                                 while (f[fl - 1] == '0')
                                         f[--fl] = '\0';
-                                memcpy(buf + len, f, fl);
+                                memcpy(iso + len, f, fl);
                                 len += fl;
                         }
-                        buf[len++] = 'S';
+                        iso[len++] = 'S';
                 }
         }
-        buf[len] = '\0';
+        iso[len] = '\0';
+        tb_snprintf(buf, size, "%s", iso);
 }

@@ -47,7 +47,8 @@ void tb_units_duration_format(int64_t ms, char *buf, size_t size);
  *  bytes ("1000"). */
 void tb_units_size_format(int64_t b, char *buf, size_t size);
 
-/** Format \p ms as an ISO 8601 duration ("PT1H30M", "P30D", "PT0.5S"). */
-void tb_units_duration_format_iso8601(int64_t ms, char buf[48]);
+/** ISO 8601 form of a duration, as the normalized task JSON writes it:
+ *  "PT1H30M", "P30D", "PT0.5S", "-PT1S". 48 bytes hold any int64_t. */
+void tb_units_duration_format_iso8601(int64_t ms, char *buf, size_t size);
 
 #endif /* TB_UNITS_H */

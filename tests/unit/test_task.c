@@ -803,7 +803,7 @@ Test(task, duration_format) {
         };
         for (size_t i = 0; i < TB_ARRAY_LEN(cases); i++) {
                 char buf[48];
-                tb_units_duration_format_iso8601(cases[i].ms, buf);
+                tb_units_duration_format_iso8601(cases[i].ms, buf, sizeof(buf));
                 cr_assert_str_eq(buf, cases[i].want);
         }
 }

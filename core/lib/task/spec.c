@@ -35,7 +35,7 @@ json_t *tb_task_json_time(int64_t ms) {
 
 json_t *tb_task_json_duration(int64_t ms) {
         char buf[48];
-        tb_units_duration_format_iso8601(ms, buf);
+        tb_units_duration_format_iso8601(ms, buf, sizeof(buf));
         return json_string(buf);
 }
 

@@ -364,8 +364,8 @@ static tb_err_t tb_task_v_retries(const json_t *v, json_t *out, tb_task_err_t *e
                         return rc;
                 if (backoff_max < backoff) {
                         char a1[48], a2[48];
-                        tb_units_duration_format_iso8601(backoff_max, a1);
-                        tb_units_duration_format_iso8601(backoff, a2);
+                        tb_units_duration_format_iso8601(backoff_max, a1, sizeof(a1));
+                        tb_units_duration_format_iso8601(backoff, a2, sizeof(a2));
                         /* Only the field the user set is to blame. */
                         const char *f = bm ? "retries.backoff_max" : "retries.backoff";
                         return tb_task_fail(err, f,
@@ -550,7 +550,7 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                         goto fail;
                 if (ms <= 0 || ms > TB_TASK_EXPIRY_MAX_MS) {
                         char a[48];
-                        tb_units_duration_format_iso8601(ms, a);
+                        tb_units_duration_format_iso8601(ms, a, sizeof(a));
                         rc = tb_task_fail(err, "expiry",
                                           "expiry: %s is out of range; the longest a run may "
                                           "last must be more than 0 and at most 7 days (P7D)",
@@ -608,8 +608,8 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                         goto fail;
                 if (period && ms >= period) {
                         char a[48], b[48];
-                        tb_units_duration_format_iso8601(ms, a);
-                        tb_units_duration_format_iso8601(period, b);
+                        tb_units_duration_format_iso8601(ms, a, sizeof(a));
+                        tb_units_duration_format_iso8601(period, b, sizeof(b));
                         rc = tb_task_fail(err, "jitter",
                                           "jitter: %s must be shorter than the schedule's "
                                           "period %s",
@@ -653,8 +653,8 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                 }
                 if (vctx->log_retention_max_ms > 0 && ms > vctx->log_retention_max_ms) {
                         char a[48], b[48];
-                        tb_units_duration_format_iso8601(ms, a);
-                        tb_units_duration_format_iso8601(vctx->log_retention_max_ms, b);
+                        tb_units_duration_format_iso8601(ms, a, sizeof(a));
+                        tb_units_duration_format_iso8601(vctx->log_retention_max_ms, b, sizeof(b));
                         rc = tb_task_fail(err, "log_retention",
                                           "log_retention: %s exceeds this security group's "
                                           "cap of %s",
