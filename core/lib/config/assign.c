@@ -13,17 +13,17 @@
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static void *tb_field(void *base, size_t off) { return (char *)base + off; }
+static void *tb_config_field(void *base, size_t off) { return (char *)base + off; }
 
-static char *tb_strdup0(const char *s) { return s ? strdup(s) : NULL; }
+static char *tb_config_strdup0(const char *s) { return s ? strdup(s) : NULL; }
 
-static void tb_strlist_free(char **v, size_t n) {
+static void tb_config_strlist_free(char **v, size_t n) {
         for (size_t i = 0; i < n; i++)
                 free(v[i]);
         free(v);
 }
 
-const char *tb_setting_type_name(const config_setting_t *s) {
+const char *tb_config_setting_type_name(const config_setting_t *s) {
         switch (config_setting_type(s)) {
         case CONFIG_TYPE_INT:
         case CONFIG_TYPE_INT64:
@@ -47,26 +47,26 @@ const char *tb_setting_type_name(const config_setting_t *s) {
 
 /* ---- typed assignment ----------------------------------------------------- */
 
-static tb_err_t tb_prop_range(const tb_conf_prop_t *p, const char *where,
-                              double v, char *errstr, size_t errstr_size) {
+static tb_err_t tb_config_prop_range(const tb_config_prop_t *p, const char *where, double v,
+                                     char *errstr, size_t errstr_size) {
         if (p->min == p->max || (v >= p->min && v <= p->max))
                 return TB_OK;
         char val[48], lo[48], hi[48];
-        tb_prop_format_num(p, v, val, sizeof(val));
-        tb_prop_format_num(p, p->min, lo, sizeof(lo));
-        tb_prop_format_num(p, p->max, hi, sizeof(hi));
+        tb_config_prop_format_num(p, v, val, sizeof(val));
+        tb_config_prop_format_num(p, p->min, lo, sizeof(lo));
+        tb_config_prop_format_num(p, p->max, hi, sizeof(hi));
         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                          "%s: %s is out of range: minimum %s, maximum %s", where, val, lo,
                          hi);
 }
 
-static void tb_prop_set_string(const tb_conf_prop_t *p, void *base, char *v) {
-        char **f = tb_field(base, p->off);
+static void tb_config_prop_set_string(const tb_config_prop_t *p, void *base, char *v) {
+        char **f = tb_config_field(base, p->off);
         free(*f);
         *f = v;
 }
 
-static void tb_kvlist_free(tb_kv_t *kv, size_t n) {
+static void tb_config_kvlist_free(tb_kv_t *kv, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 free(kv[i].key);
                 free(kv[i].value);
@@ -74,19 +74,20 @@ static void tb_kvlist_free(tb_kv_t *kv, size_t n) {
         free(kv);
 }
 
-static void tb_prop_set_map(const tb_conf_prop_t *p, void *base, tb_kv_t *kv, size_t n) {
-        tb_kv_t **f = tb_field(base, p->off);
-        size_t *cnt = tb_field(base, p->cnt_off);
-        tb_kvlist_free(*f, *cnt);
+static void tb_config_prop_set_map(const tb_config_prop_t *p, void *base, tb_kv_t *kv,
+                                   size_t n) {
+        tb_kv_t **f = tb_config_field(base, p->off);
+        size_t *cnt = tb_config_field(base, p->cnt_off);
+        tb_config_kvlist_free(*f, *cnt);
         *f = kv;
         *cnt = n;
 }
 
 /** Append \p key = \p value (copied) to \p kv; a repeated name is an error
  *  naming \p where. */
-static tb_err_t tb_kvlist_add(tb_kv_t **kv, size_t *n, const char *where, const char *key,
-                              size_t key_len, const char *value, char *errstr,
-                              size_t errstr_size) {
+static tb_err_t tb_config_kvlist_add(tb_kv_t **kv, size_t *n, const char *where,
+                                     const char *key, size_t key_len, const char *value,
+                                     char *errstr, size_t errstr_size) {
         for (size_t i = 0; i < *n; i++)
                 if (strlen((*kv)[i].key) == key_len && !strncmp((*kv)[i].key, key, key_len))
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
@@ -106,21 +107,23 @@ static tb_err_t tb_kvlist_add(tb_kv_t **kv, size_t *n, const char *where, const 
         return TB_OK;
 }
 
-static void tb_prop_set_list(const tb_conf_prop_t *p, void *base, char **v, size_t n) {
-        char ***f = tb_field(base, p->off);
-        size_t *cnt = tb_field(base, p->cnt_off);
-        tb_strlist_free(*f, *cnt);
+static void tb_config_prop_set_list(const tb_config_prop_t *p, void *base, char **v,
+                                    size_t n) {
+        char ***f = tb_config_field(base, p->off);
+        size_t *cnt = tb_config_field(base, p->cnt_off);
+        tb_config_strlist_free(*f, *cnt);
         *f = v;
         *cnt = n;
 }
 
 /** Store an int64 of an integer-backed type after the range check. */
-static tb_err_t tb_prop_set_i64(const tb_conf_prop_t *p, void *base, const char *where,
-                                int64_t v, char *errstr, size_t errstr_size) {
-        tb_err_t err = tb_prop_range(p, where, (double)v, errstr, errstr_size);
+static tb_err_t tb_config_prop_set_i64(const tb_config_prop_t *p, void *base,
+                                       const char *where, int64_t v, char *errstr,
+                                       size_t errstr_size) {
+        tb_err_t err = tb_config_prop_range(p, where, (double)v, errstr, errstr_size);
         if (err)
                 return err;
-        *(int64_t *)tb_field(base, p->off) = v;
+        *(int64_t *)tb_config_field(base, p->off) = v;
         return TB_OK;
 }
 
@@ -128,23 +131,23 @@ static tb_err_t tb_prop_set_i64(const tb_conf_prop_t *p, void *base, const char 
  * Assign \p s, written as a user would (default, environment, or a string
  * in the file for durations and sizes). \p where prefixes messages.
  */
-tb_err_t tb_prop_set_from_string(const tb_conf_prop_t *p, void *base,
-                                        const char *where, const char *s,
-                                        char *errstr, size_t errstr_size) {
+tb_err_t tb_config_prop_set_from_string(const tb_config_prop_t *p, void *base,
+                                        const char *where, const char *s, char *errstr,
+                                        size_t errstr_size) {
         char msg[256];
         int64_t v;
         switch (p->type) {
         case TB_CT_STRING: {
-                char *d = tb_strdup0(s);
+                char *d = tb_config_strdup0(s);
                 if (s && !d)
                         return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
-                tb_prop_set_string(p, base, d);
+                tb_config_prop_set_string(p, base, d);
                 return TB_OK;
         }
         case TB_CT_ENUM: {
-                if (!s || !tb_enum_has(p->enums, s)) {
+                if (!s || !tb_config_enum_has(p->enums, s)) {
                         char list[256];
-                        tb_enum_list(p->enums, "", list, sizeof(list));
+                        tb_config_enum_list(p->enums, "", list, sizeof(list));
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s: '%s' is not one of %s", where,
                                          s ? s : "", list);
@@ -152,15 +155,15 @@ tb_err_t tb_prop_set_from_string(const tb_conf_prop_t *p, void *base,
                 char *d = strdup(s);
                 if (!d)
                         return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
-                tb_prop_set_string(p, base, d);
+                tb_config_prop_set_string(p, base, d);
                 return TB_OK;
         }
         case TB_CT_BOOL:
                 if (s && (!strcmp(s, "true") || !strcmp(s, "1") || !strcmp(s, "yes")))
-                        *(bool *)tb_field(base, p->off) = true;
+                        *(bool *)tb_config_field(base, p->off) = true;
                 else if (s && (!strcmp(s, "false") || !strcmp(s, "0") ||
                                !strcmp(s, "no")))
-                        *(bool *)tb_field(base, p->off) = false;
+                        *(bool *)tb_config_field(base, p->off) = false;
                 else
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s: expected true or false, got \"%s\"", where,
@@ -174,7 +177,7 @@ tb_err_t tb_prop_set_from_string(const tb_conf_prop_t *p, void *base,
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s: expected an integer, got \"%s\"", where,
                                          s ? s : "");
-                return tb_prop_set_i64(p, base, where, ll, errstr, errstr_size);
+                return tb_config_prop_set_i64(p, base, where, ll, errstr, errstr_size);
         }
         case TB_CT_DOUBLE: {
                 char *end;
@@ -184,22 +187,22 @@ tb_err_t tb_prop_set_from_string(const tb_conf_prop_t *p, void *base,
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s: expected a number, got \"%s\"", where,
                                          s ? s : "");
-                tb_err_t err = tb_prop_range(p, where, d, errstr, errstr_size);
+                tb_err_t err = tb_config_prop_range(p, where, d, errstr, errstr_size);
                 if (err)
                         return err;
-                *(double *)tb_field(base, p->off) = d;
+                *(double *)tb_config_field(base, p->off) = d;
                 return TB_OK;
         }
         case TB_CT_DURATION:
                 if (tb_units_duration_parse(s, &v, msg, sizeof(msg)))
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "%s: %s",
                                          where, msg);
-                return tb_prop_set_i64(p, base, where, v, errstr, errstr_size);
+                return tb_config_prop_set_i64(p, base, where, v, errstr, errstr_size);
         case TB_CT_SIZE:
                 if (tb_units_size_parse(s, &v, msg, sizeof(msg)))
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "%s: %s",
                                          where, msg);
-                return tb_prop_set_i64(p, base, where, v, errstr, errstr_size);
+                return tb_config_prop_set_i64(p, base, where, v, errstr, errstr_size);
         case TB_CT_STRLIST: {
                 /* Comma-separated in string form (defaults, environment). */
                 size_t n = 0;
@@ -218,14 +221,14 @@ tb_err_t tb_prop_set_from_string(const tb_conf_prop_t *p, void *base,
                                 size_t len = comma ? (size_t)(comma - c) : strlen(c);
                                 list[i] = strndup(c, len);
                                 if (!list[i]) {
-                                        tb_strlist_free(list, n);
+                                        tb_config_strlist_free(list, n);
                                         return tb_seterr(errstr, errstr_size,
                                                          TB_ERR_NOMEM, "out of memory");
                                 }
                                 c = comma ? comma + 1 : c + len;
                         }
                 }
-                tb_prop_set_list(p, base, list, n);
+                tb_config_prop_set_list(p, base, list, n);
                 return TB_OK;
         }
         case TB_CT_MAP: {
@@ -238,25 +241,26 @@ tb_err_t tb_prop_set_from_string(const tb_conf_prop_t *p, void *base,
                         size_t len = comma ? (size_t)(comma - c) : strlen(c);
                         const char *eq = memchr(c, '=', len);
                         if (!eq || eq == c) {
-                                tb_kvlist_free(kv, n);
+                                tb_config_kvlist_free(kv, n);
                                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                                  "%s: expected NAME=VALUE pairs separated by "
                                                  "commas, got \"%.*s\"",
                                                  where, (int)len, c);
                         }
                         char *val = strndup(eq + 1, len - (size_t)(eq + 1 - c));
-                        tb_err_t err = val ? tb_kvlist_add(&kv, &n, where, c, (size_t)(eq - c),
-                                                           val, errstr, errstr_size)
+                        tb_err_t err = val ? tb_config_kvlist_add(&kv, &n, where, c,
+                                                                  (size_t)(eq - c), val,
+                                                                  errstr, errstr_size)
                                            : tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
                                                        "out of memory");
                         free(val);
                         if (err) {
-                                tb_kvlist_free(kv, n);
+                                tb_config_kvlist_free(kv, n);
                                 return err;
                         }
                         c = comma ? comma + 1 : c + len;
                 }
-                tb_prop_set_map(p, base, kv, n);
+                tb_config_prop_set_map(p, base, kv, n);
                 return TB_OK;
         }
         }
@@ -265,10 +269,9 @@ tb_err_t tb_prop_set_from_string(const tb_conf_prop_t *p, void *base,
 }
 
 /** Assign a libconfig setting to \p p, checking its type. */
-tb_err_t tb_prop_set_from_setting(const tb_conf_prop_t *p, void *base,
-                                         const char *where,
-                                         const config_setting_t *s, char *errstr,
-                                         size_t errstr_size) {
+tb_err_t tb_config_prop_set_from_setting(const tb_config_prop_t *p, void *base,
+                                         const char *where, const config_setting_t *s,
+                                         char *errstr, size_t errstr_size) {
         int t = config_setting_type(s);
         bool is_int = t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64;
         switch (p->type) {
@@ -276,36 +279,35 @@ tb_err_t tb_prop_set_from_setting(const tb_conf_prop_t *p, void *base,
         case TB_CT_ENUM:
                 if (t != CONFIG_TYPE_STRING)
                         goto type;
-                return tb_prop_set_from_string(p, base, where,
-                                               config_setting_get_string(s), errstr,
-                                               errstr_size);
+                return tb_config_prop_set_from_string(
+                        p, base, where, config_setting_get_string(s), errstr, errstr_size);
         case TB_CT_BOOL:
                 if (t != CONFIG_TYPE_BOOL)
                         goto type;
-                *(bool *)tb_field(base, p->off) = config_setting_get_bool(s) != 0;
+                *(bool *)tb_config_field(base, p->off) = config_setting_get_bool(s) != 0;
                 return TB_OK;
         case TB_CT_INT:
                 if (!is_int)
                         goto type;
-                return tb_prop_set_i64(p, base, where, config_setting_get_int64(s),
-                                       errstr, errstr_size);
+                return tb_config_prop_set_i64(p, base, where, config_setting_get_int64(s),
+                                              errstr, errstr_size);
         case TB_CT_DOUBLE: {
                 if (!is_int && t != CONFIG_TYPE_FLOAT)
                         goto type;
                 double d = is_int ? (double)config_setting_get_int64(s)
                                   : config_setting_get_float(s);
-                tb_err_t err = tb_prop_range(p, where, d, errstr, errstr_size);
+                tb_err_t err = tb_config_prop_range(p, where, d, errstr, errstr_size);
                 if (err)
                         return err;
-                *(double *)tb_field(base, p->off) = d;
+                *(double *)tb_config_field(base, p->off) = d;
                 return TB_OK;
         }
         case TB_CT_DURATION:
         case TB_CT_SIZE:
                 if (t == CONFIG_TYPE_STRING)
-                        return tb_prop_set_from_string(p, base, where,
-                                                       config_setting_get_string(s),
-                                                       errstr, errstr_size);
+                        return tb_config_prop_set_from_string(p, base, where,
+                                                              config_setting_get_string(s),
+                                                              errstr, errstr_size);
                 if (!is_int)
                         goto type;
                 {
@@ -320,7 +322,8 @@ tb_err_t tb_prop_set_from_setting(const tb_conf_prop_t *p, void *base,
                                  v > TB_DURATION_MAX_MS)
                                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                                  "%s: %lld seconds is too large", where, n);
-                        return tb_prop_set_i64(p, base, where, v, errstr, errstr_size);
+                        return tb_config_prop_set_i64(p, base, where, v, errstr,
+                                                      errstr_size);
                 }
         case TB_CT_STRLIST: {
                 if (t != CONFIG_TYPE_ARRAY && t != CONFIG_TYPE_LIST)
@@ -332,19 +335,19 @@ tb_err_t tb_prop_set_from_setting(const tb_conf_prop_t *p, void *base,
                 for (int i = 0; i < n; i++) {
                         const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
                         if (config_setting_type(e) != CONFIG_TYPE_STRING) {
-                                tb_strlist_free(list, (size_t)n);
+                                tb_config_strlist_free(list, (size_t)n);
                                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                                  "%s[%d]: expected a string, got %s", where,
-                                                 i, tb_setting_type_name(e));
+                                                 i, tb_config_setting_type_name(e));
                         }
                         list[i] = strdup(config_setting_get_string(e));
                         if (!list[i]) {
-                                tb_strlist_free(list, (size_t)n);
+                                tb_config_strlist_free(list, (size_t)n);
                                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
                                                  "out of memory");
                         }
                 }
-                tb_prop_set_list(p, base, list, (size_t)(n > 0 ? n : 0));
+                tb_config_prop_set_list(p, base, list, (size_t)(n > 0 ? n : 0));
                 return TB_OK;
         }
         case TB_CT_MAP: {
@@ -359,48 +362,49 @@ tb_err_t tb_prop_set_from_setting(const tb_conf_prop_t *p, void *base,
                         tb_err_t err;
                         if (config_setting_type(e) != CONFIG_TYPE_STRING)
                                 err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                                "%s.%s: expected a string, got %s", where, name,
-                                                tb_setting_type_name(e));
+                                                "%s.%s: expected a string, got %s", where,
+                                                name, tb_config_setting_type_name(e));
                         else
-                                err = tb_kvlist_add(&kv, &n, where, name, strlen(name),
-                                                    config_setting_get_string(e), errstr,
-                                                    errstr_size);
+                                err = tb_config_kvlist_add(
+                                        &kv, &n, where, name, strlen(name),
+                                        config_setting_get_string(e), errstr, errstr_size);
                         if (err) {
-                                tb_kvlist_free(kv, n);
+                                tb_config_kvlist_free(kv, n);
                                 return err;
                         }
                 }
-                tb_prop_set_map(p, base, kv, n);
+                tb_config_prop_set_map(p, base, kv, n);
                 return TB_OK;
         }
         }
 type:
         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "%s: expected %s, got %s",
-                         where, tb_conf_type_expect(p->type), tb_setting_type_name(s));
+                         where, tb_config_type_expect(p->type),
+                         tb_config_setting_type_name(s));
 }
 
-void tb_props_free(const tb_conf_prop_t *props, size_t n, void *base) {
+void tb_config_props_free(const tb_config_prop_t *props, size_t n, void *base) {
         for (size_t i = 0; i < n; i++) {
-                const tb_conf_prop_t *p = &props[i];
+                const tb_config_prop_t *p = &props[i];
                 if (p->type == TB_CT_STRING || p->type == TB_CT_ENUM) {
-                        char **f = tb_field(base, p->off);
+                        char **f = tb_config_field(base, p->off);
                         free(*f);
                         *f = NULL;
                 } else if (p->type == TB_CT_STRLIST) {
-                        tb_prop_set_list(p, base, NULL, 0);
+                        tb_config_prop_set_list(p, base, NULL, 0);
                 } else if (p->type == TB_CT_MAP) {
-                        tb_prop_set_map(p, base, NULL, 0);
+                        tb_config_prop_set_map(p, base, NULL, 0);
                 }
         }
 }
 
-tb_err_t tb_props_defaults(const tb_conf_prop_t *props, size_t n, void *base,
+tb_err_t tb_config_props_defaults(const tb_config_prop_t *props, size_t n, void *base,
                                   char *errstr, size_t errstr_size) {
         for (size_t i = 0; i < n; i++) {
                 char where[128];
                 tb_snprintf(where, sizeof(where), "default of %s", props[i].name);
-                tb_err_t err = tb_prop_set_from_string(&props[i], base, where,
-                                                       props[i].def, errstr, errstr_size);
+                tb_err_t err = tb_config_prop_set_from_string(
+                        &props[i], base, where, props[i].def, errstr, errstr_size);
                 if (err)
                         return err;
         }

@@ -15,7 +15,7 @@
 #include <librdkafka/rdkafka.h>
 
 /** Value types of the property table. */
-typedef enum tb_conf_type {
+typedef enum tb_config_type {
         TB_CT_STRING,   /**< char *, NULL when unset and no default */
         TB_CT_INT,      /**< int64_t */
         TB_CT_BOOL,     /**< bool */
@@ -26,12 +26,12 @@ typedef enum tb_conf_type {
         TB_CT_ENUM,     /**< char *, one of `enums` ("a|b|c") */
         TB_CT_MAP,      /**< tb_kv_t * plus a size_t count at cnt_off: a group
                          *   of NAME = "value" strings ("a=x,b=y" in string form) */
-} tb_conf_type_t;
+} tb_config_type_t;
 
 /** One typed property. Bounds are in the stored unit (ms, bytes). */
-typedef struct tb_conf_prop {
+typedef struct tb_config_prop {
         const char *name;   /**< dotted path, relative to its table */
-        tb_conf_type_t type;
+        tb_config_type_t type;
         size_t off;         /**< offsetof the field in the base struct */
         size_t cnt_off;     /**< string lists: offsetof the count */
         const char *def;    /**< default, as a user would write it; NULL: none */
@@ -39,73 +39,74 @@ typedef struct tb_conf_prop {
         const char *enums;  /**< enum values, '|'-separated */
         const char *env;    /**< environment variable overriding it, or NULL */
         const char *desc;
-} tb_conf_prop_t;
+} tb_config_prop_t;
 
 /* ---- config/table.c ---- */
 
 /** Room for the main table's rows and the special groups in fixed-size
  *  arrays (table.c asserts they fit). */
-#define TB_CONF_PROPS_MAX 64
-#define TB_CONF_SPECIAL_MAX 8
+#define TB_CONFIG_PROPS_MAX 64
+#define TB_CONFIG_SPECIAL_MAX 8
 
 /** The main table; its order is the order of the generated doc. */
-extern const tb_conf_prop_t tb_conf_props[];
-extern const size_t tb_conf_props_cnt;
+extern const tb_config_prop_t tb_config_props[];
+extern const size_t tb_config_props_cnt;
 /** Per security group policy: `groups = { NAME = { ... }; };`. */
-extern const tb_conf_prop_t tb_group_props[];
-extern const size_t tb_group_props_cnt;
+extern const tb_config_prop_t tb_config_group_props[];
+extern const size_t tb_config_group_props_cnt;
 /** Top-level groups with their own walkers, listed among the valid keys. */
-extern const char *tb_conf_special[];
-extern const size_t tb_conf_special_cnt;
+extern const char *tb_config_special_groups[];
+extern const size_t tb_config_special_groups_cnt;
 /** librdkafka properties taskbus sets per role, refused from the file. */
-extern const char *tb_kafka_managed[];
-extern const size_t tb_kafka_managed_cnt;
+extern const char *tb_config_kafka_managed[];
+extern const size_t tb_config_kafka_managed_cnt;
 
-#define TB_KAFKA_DEFAULT_BOOTSTRAP "127.0.0.1:9092"
+#define TB_CONFIG_KAFKA_BOOTSTRAP_DEFAULT "127.0.0.1:9092"
 
-const char *tb_conf_type_name(tb_conf_type_t t);
-const char *tb_conf_type_expect(tb_conf_type_t t);
-void tb_prop_format_num(const tb_conf_prop_t *p, double v, char *buf, size_t size);
-bool tb_enum_has(const char *enums, const char *v);
-void tb_enum_list(const char *enums, const char *quote, char *buf, size_t size);
+const char *tb_config_type_name(tb_config_type_t t);
+const char *tb_config_type_expect(tb_config_type_t t);
+void tb_config_prop_format_num(const tb_config_prop_t *p, double v, char *buf, size_t size);
+bool tb_config_enum_has(const char *enums, const char *v);
+void tb_config_enum_list(const char *enums, const char *quote, char *buf, size_t size);
 
 /* ---- config/assign.c ---- */
 
-const char *tb_setting_type_name(const config_setting_t *s);
-tb_err_t tb_prop_set_from_string(const tb_conf_prop_t *p, void *base, const char *where,
-                                 const char *s, char *errstr, size_t errstr_size);
-tb_err_t tb_prop_set_from_setting(const tb_conf_prop_t *p, void *base, const char *where,
-                                  const config_setting_t *s, char *errstr,
-                                  size_t errstr_size);
-void tb_props_free(const tb_conf_prop_t *props, size_t n, void *base);
-tb_err_t tb_props_defaults(const tb_conf_prop_t *props, size_t n, void *base,
-                           char *errstr, size_t errstr_size);
+const char *tb_config_setting_type_name(const config_setting_t *s);
+tb_err_t tb_config_prop_set_from_string(const tb_config_prop_t *p, void *base,
+                                        const char *where, const char *s, char *errstr,
+                                        size_t errstr_size);
+tb_err_t tb_config_prop_set_from_setting(const tb_config_prop_t *p, void *base,
+                                         const char *where, const config_setting_t *s,
+                                         char *errstr, size_t errstr_size);
+void tb_config_props_free(const tb_config_prop_t *props, size_t n, void *base);
+tb_err_t tb_config_props_defaults(const tb_config_prop_t *props, size_t n, void *base,
+                                  char *errstr, size_t errstr_size);
 
 /* ---- config/load.c ---- */
 
-#define TB_ORIGIN_MAX 512
+#define TB_CONFIG_ORIGIN_MAX 512
 
 /** Where each main property's value came from, for finalize's messages. */
-typedef struct tb_conf_ctx {
+typedef struct tb_config_ctx {
         const char *path;
         const char *dir;  /* include directory: the config file's own */
-        char origin[TB_CONF_PROPS_MAX][TB_ORIGIN_MAX];
+        char origin[TB_CONFIG_PROPS_MAX][TB_CONFIG_ORIGIN_MAX];
         unsigned *group_line; /* per tb_config_t.groups entry */
         rd_kafka_conf_t *rk_conf; /* scratch: validates the kafka group */
-} tb_conf_ctx_t;
+} tb_config_ctx_t;
 
 /* ---- config/finalize.c ---- */
 
 /** Cross-field rules checked by tb_config_finalize(), for the doc. */
-extern const char *tb_conf_checks[];
-extern const size_t tb_conf_checks_cnt;
+extern const char *tb_config_checks[];
+extern const size_t tb_config_checks_cnt;
 
-tb_err_t tb_config_finalize(tb_conf_ctx_t *ctx, tb_config_t *conf, char *errstr,
+tb_err_t tb_config_finalize(tb_config_ctx_t *ctx, tb_config_t *conf, char *errstr,
                             size_t errstr_size);
 
 /* ---- config/lexer.c ---- */
 
-tb_err_t tb_scan_file(tb_conf_ctx_t *ctx, const char *file, int depth,
-                      char *errstr, size_t errstr_size);
+tb_err_t tb_config_prescan_file(tb_config_ctx_t *ctx, const char *file, int depth,
+                                char *errstr, size_t errstr_size);
 
 #endif /* TB_CONFIG_INTERNAL_H */

@@ -10,9 +10,10 @@
 
 /* ---- documentation -------------------------------------------------------- */
 
-static void tb_doc_prop_row(FILE *fp, const tb_conf_prop_t *p, const char *prefix) {
+static void tb_config_doc_prop_row(FILE *fp, const tb_config_prop_t *p,
+                                   const char *prefix) {
         char def[256], range[256] = "";
-        const char *type = tb_conf_type_name(p->type);
+        const char *type = tb_config_type_name(p->type);
         if (!p->def)
                 tb_snprintf(def, sizeof(def), "%s",
                             p->type == TB_CT_STRLIST ? "`[]`"
@@ -24,11 +25,11 @@ static void tb_doc_prop_row(FILE *fp, const tb_conf_prop_t *p, const char *prefi
         else
                 tb_snprintf(def, sizeof(def), "`%s`", p->def);
         if (p->type == TB_CT_ENUM) {
-                tb_enum_list(p->enums, "`", range, sizeof(range));
+                tb_config_enum_list(p->enums, "`", range, sizeof(range));
         } else if (p->min != p->max) {
                 char lo[48], hi[48];
-                tb_prop_format_num(p, p->min, lo, sizeof(lo));
-                tb_prop_format_num(p, p->max, hi, sizeof(hi));
+                tb_config_prop_format_num(p, p->min, lo, sizeof(lo));
+                tb_config_prop_format_num(p, p->max, hi, sizeof(hi));
                 tb_snprintf(range, sizeof(range), "%s .. %s", lo, hi);
         }
         fprintf(fp, "| `%s%s` | %s | %s | %s | %s", prefix, p->name, type, def, range,
@@ -89,18 +90,18 @@ void tb_config_write_doc(FILE *fp) {
                 "\n"
                 "| variable | overrides |\n"
                 "|---|---|\n");
-        for (size_t i = 0; i < tb_conf_props_cnt; i++)
-                if (tb_conf_props[i].env)
-                        fprintf(fp, "| `%s` | `%s` |\n", tb_conf_props[i].env,
-                                tb_conf_props[i].name);
+        for (size_t i = 0; i < tb_config_props_cnt; i++)
+                if (tb_config_props[i].env)
+                        fprintf(fp, "| `%s` | `%s` |\n", tb_config_props[i].env,
+                                tb_config_props[i].name);
         fprintf(fp, "| `TASKBUS_KAFKA` | `kafka.bootstrap_servers` (librdkafka "
                     "`bootstrap.servers`) |\n");
 
         fprintf(fp, "\n## Settings\n");
         const char *last = NULL;
         size_t last_len = 0;
-        for (size_t i = 0; i < tb_conf_props_cnt; i++) {
-                const tb_conf_prop_t *p = &tb_conf_props[i];
+        for (size_t i = 0; i < tb_config_props_cnt; i++) {
+                const tb_config_prop_t *p = &tb_config_props[i];
                 const char *dot = strchr(p->name, '.');
                 size_t gl = dot ? (size_t)(dot - p->name) : 0;
                 if (!last || gl != last_len || strncmp(last, p->name, gl)) {
@@ -113,7 +114,7 @@ void tb_config_write_doc(FILE *fp) {
                         last = p->name;
                         last_len = gl;
                 }
-                tb_doc_prop_row(fp, p, "");
+                tb_config_doc_prop_row(fp, p, "");
         }
 
         fprintf(fp,
@@ -139,8 +140,8 @@ void tb_config_write_doc(FILE *fp) {
                 "\n"
                 "| key | type | default | range | description |\n"
                 "|---|---|---|---|---|\n");
-        for (size_t i = 0; i < tb_group_props_cnt; i++)
-                tb_doc_prop_row(fp, &tb_group_props[i], "groups.NAME.");
+        for (size_t i = 0; i < tb_config_group_props_cnt; i++)
+                tb_config_doc_prop_row(fp, &tb_config_group_props[i], "groups.NAME.");
 
         fprintf(fp,
                 "\n## kafka: librdkafka properties\n"
@@ -153,10 +154,10 @@ void tb_config_write_doc(FILE *fp) {
                 "message. See librdkafka's CONFIGURATION.md for the properties.\n"
                 "\n"
                 "- Default: `bootstrap.servers = \"%s\"`.\n",
-                TB_KAFKA_DEFAULT_BOOTSTRAP);
+                TB_CONFIG_KAFKA_BOOTSTRAP_DEFAULT);
         fprintf(fp, "- Refused because taskbus sets them per role:");
-        for (size_t i = 0; i < tb_kafka_managed_cnt; i++)
-                fprintf(fp, "%s `%s`", i ? "," : "", tb_kafka_managed[i]);
+        for (size_t i = 0; i < tb_config_kafka_managed_cnt; i++)
+                fprintf(fp, "%s `%s`", i ? "," : "", tb_config_kafka_managed[i]);
         fprintf(fp,
                 ".\n"
                 "\n"
@@ -184,6 +185,6 @@ void tb_config_write_doc(FILE *fp) {
                 "\n"
                 "After every value is read (file, then environment), these are checked:\n"
                 "\n");
-        for (size_t i = 0; i < tb_conf_checks_cnt; i++)
-                fprintf(fp, "- %s\n", tb_conf_checks[i]);
+        for (size_t i = 0; i < tb_config_checks_cnt; i++)
+                fprintf(fp, "- %s\n", tb_config_checks[i]);
 }

@@ -12,7 +12,7 @@
 #include <string.h>
 
 /* Cross-field rules checked by tb_config_finalize(), for the doc. */
-const char *tb_conf_checks[] = {
+const char *tb_config_checks[] = {
         "`archiver.log_retention_default` must not exceed `archiver.history_retention` "
         "(logs would outlive the runs they belong to).",
         "Each `groups.NAME.log_retention_max` must not exceed `archiver.history_retention`.",
@@ -30,26 +30,26 @@ const char *tb_conf_checks[] = {
         "(whether they exist is checked when they are used).",
 };
 
-const size_t tb_conf_checks_cnt = TB_ARRAY_LEN(tb_conf_checks);
+const size_t tb_config_checks_cnt = TB_ARRAY_LEN(tb_config_checks);
 
-static size_t tb_prop_index(const char *name) {
-        for (size_t i = 0; i < tb_conf_props_cnt; i++)
-                if (!strcmp(tb_conf_props[i].name, name))
+static size_t tb_config_prop_index(const char *name) {
+        for (size_t i = 0; i < tb_config_props_cnt; i++)
+                if (!strcmp(tb_config_props[i].name, name))
                         return i;
         return 0; /* only called with names from the table */
 }
 
-static bool tb_name_chars_ok(const char *s, const char *extra) {
+static bool tb_config_name_chars_ok(const char *s, const char *extra) {
         for (; *s; s++)
                 if (!isalnum((unsigned char)*s) && !strchr(extra, *s))
                         return false;
         return true;
 }
 
-/** Cross-field checks (tb_conf_checks lists them for the doc). */
-tb_err_t tb_config_finalize(tb_conf_ctx_t *ctx, tb_config_t *conf, char *errstr,
-                                   size_t errstr_size) {
-#define ORIGIN(name) ctx->origin[tb_prop_index(name)]
+/** Cross-field checks (tb_config_checks lists them for the doc). */
+tb_err_t tb_config_finalize(tb_config_ctx_t *ctx, tb_config_t *conf, char *errstr,
+                            size_t errstr_size) {
+#define ORIGIN(name) ctx->origin[tb_config_prop_index(name)]
         char a[48], b[48];
         if (conf->log_retention_default_ms > conf->history_retention_ms) {
                 tb_units_duration_format(conf->log_retention_default_ms, a, sizeof(a));
@@ -120,7 +120,7 @@ tb_err_t tb_config_finalize(tb_conf_ctx_t *ctx, tb_config_t *conf, char *errstr,
         /* Kafka topic names: [A-Za-z0-9._-], at most 249; the longest of ours is
          * "scheduler-checkpoints". */
         size_t plen = strlen(conf->topic_prefix ? conf->topic_prefix : "");
-        if (!tb_name_chars_ok(conf->topic_prefix ? conf->topic_prefix : "", "._-") ||
+        if (!tb_config_name_chars_ok(conf->topic_prefix ? conf->topic_prefix : "", "._-") ||
             plen + strlen("scheduler-checkpoints") > 249)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "%s: \"%s\" cannot prefix a Kafka topic name: use only "
@@ -128,7 +128,7 @@ tb_err_t tb_config_finalize(tb_conf_ctx_t *ctx, tb_config_t *conf, char *errstr,
                                  ORIGIN("topics.prefix"), conf->topic_prefix);
 
         size_t rlen = strlen(conf->region ? conf->region : "");
-        if (!rlen || rlen > 63 || !tb_name_chars_ok(conf->region, "-_"))
+        if (!rlen || rlen > 63 || !tb_config_name_chars_ok(conf->region, "-_"))
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "%s: \"%s\" is not a region name: use 1 to 63 letters, "
                                  "digits, '-' or '_'",
@@ -137,7 +137,7 @@ tb_err_t tb_config_finalize(tb_conf_ctx_t *ctx, tb_config_t *conf, char *errstr,
         for (size_t i = 0; i < conf->repl_remote_region_cnt; i++) {
                 const char *r = conf->repl_remote_regions[i];
                 size_t l = strlen(r);
-                if (!l || l > 63 || !tb_name_chars_ok(r, "-_"))
+                if (!l || l > 63 || !tb_config_name_chars_ok(r, "-_"))
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s[%zu]: \"%s\" is not a region name: use 1 to 63 "
                                          "letters, digits, '-' or '_'",
@@ -168,7 +168,7 @@ tb_err_t tb_config_finalize(tb_conf_ctx_t *ctx, tb_config_t *conf, char *errstr,
                 for (size_t i = 0; i < maps[m].n; i++) {
                         const tb_kv_t *kv = &maps[m].kv[i];
                         size_t l = strlen(kv->key);
-                        if (!l || l > 63 || !tb_name_chars_ok(kv->key, "-_") ||
+                        if (!l || l > 63 || !tb_config_name_chars_ok(kv->key, "-_") ||
                             !strcmp(kv->key, conf->region))
                                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                                  "%s.%s: \"%s\" must name another region (1 to "

@@ -19,11 +19,11 @@
  * This is a lexer for just enough of libconfig's syntax: comments, strings,
  * names (which may contain digits and '-'), numbers and @include.
  */
-#define TB_INCLUDE_DEPTH_MAX 10
+#define TB_CONFIG_INCLUDE_DEPTH_MAX 10
 
 /** Check one integer literal [tok, end) at \p line. */
-static tb_err_t tb_scan_int(const char *file, unsigned line, const char *tok,
-                            const char *end, char *errstr, size_t errstr_size) {
+static tb_err_t tb_config_prescan_int(const char *file, unsigned line, const char *tok,
+                                      const char *end, char *errstr, size_t errstr_size) {
         bool neg = *tok == '-';
         const char *d = tok + (*tok == '-' || *tok == '+');
         bool hex = d[0] == '0' && (d[1] == 'x' || d[1] == 'X');
@@ -55,8 +55,9 @@ static tb_err_t tb_scan_int(const char *file, unsigned line, const char *tok,
                          file, line, len > 40 ? 40 : len, tok, len > 40 ? 40 : len, tok);
 }
 
-static tb_err_t tb_scan_text(tb_conf_ctx_t *ctx, const char *file, const char *p,
-                             int depth, char *errstr, size_t errstr_size) {
+static tb_err_t tb_config_prescan_text(tb_config_ctx_t *ctx, const char *file,
+                                       const char *p, int depth, char *errstr,
+                                       size_t errstr_size) {
         unsigned line = 1;
         bool line_start = true;
         while (*p) {
@@ -114,8 +115,8 @@ static tb_err_t tb_scan_text(tb_conf_ctx_t *ctx, const char *file, const char *p
                                                         file, line, n, q + 1, ctx->dir);
                                         tb_snprintf(inc, sizeof(inc), "%s/%.*s", ctx->dir, n,
                                                     q + 1);
-                                        tb_err_t err = tb_scan_file(ctx, inc, depth + 1,
-                                                                    errstr, errstr_size);
+                                        tb_err_t err = tb_config_prescan_file(
+                                                ctx, inc, depth + 1, errstr, errstr_size);
                                         if (err)
                                                 return err;
                                 }
@@ -153,7 +154,8 @@ static tb_err_t tb_scan_text(tb_conf_ctx_t *ctx, const char *file, const char *p
                         }
                         if (*p == 'L' || *p == 'l')
                                 p++;
-                        tb_err_t err = tb_scan_int(file, line, tok, p, errstr, errstr_size);
+                        tb_err_t err = tb_config_prescan_int(file, line, tok, p, errstr,
+                                                             errstr_size);
                         if (err)
                                 return err;
                         continue;
@@ -163,10 +165,10 @@ static tb_err_t tb_scan_text(tb_conf_ctx_t *ctx, const char *file, const char *p
         return TB_OK;
 }
 
-tb_err_t tb_scan_file(tb_conf_ctx_t *ctx, const char *file, int depth,
-                             char *errstr, size_t errstr_size) {
+tb_err_t tb_config_prescan_file(tb_config_ctx_t *ctx, const char *file, int depth,
+                                char *errstr, size_t errstr_size) {
         /* Unreadable or too deep: libconfig's own error says it better. */
-        if (depth > TB_INCLUDE_DEPTH_MAX)
+        if (depth > TB_CONFIG_INCLUDE_DEPTH_MAX)
                 return TB_OK;
         FILE *fp = fopen(file, "r");
         if (!fp)
@@ -184,7 +186,8 @@ tb_err_t tb_scan_file(tb_conf_ctx_t *ctx, const char *file, int depth,
         fclose(fp);
         if (!err && buf.len && !memchr(buf.data, '\0', buf.len)) {
                 if (!tb_buf_append(&buf, "", 1))
-                        err = tb_scan_text(ctx, file, buf.data, depth, errstr, errstr_size);
+                        err = tb_config_prescan_text(ctx, file, buf.data, depth, errstr,
+                                                     errstr_size);
         }
         tb_buf_free(&buf);
         return err;

@@ -17,7 +17,7 @@
 
 /** Edit distance counting a swap of two neighbours as one edit (typos
  *  like "ulr" for "url"); capped for long strings, they are names. */
-static size_t tb_edit_distance(const char *a, const char *b) {
+static size_t tb_config_edit_distance(const char *a, const char *b) {
         size_t la = strlen(a), lb = strlen(b);
         if (la > 64 || lb > 64)
                 return (size_t)-1;
@@ -48,8 +48,8 @@ static size_t tb_edit_distance(const char *a, const char *b) {
 /** "FILE:LINE: " for \p s. Settings from an @included file carry the name
  *  as written; show it relative to the include directory like libconfig
  *  resolved it. */
-static void tb_loc(const tb_conf_ctx_t *ctx, const config_setting_t *s, char *buf,
-                   size_t size) {
+static void tb_config_loc(const tb_config_ctx_t *ctx, const config_setting_t *s, char *buf,
+                          size_t size) {
         const char *f = config_setting_source_file(s);
         unsigned line = config_setting_source_line(s);
         if (!f || !strcmp(f, ctx->path))
@@ -60,7 +60,7 @@ static void tb_loc(const tb_conf_ctx_t *ctx, const config_setting_t *s, char *bu
                 tb_snprintf(buf, size, "%s/%s:%u: ", ctx->dir, f, line);
 }
 
-static int tb_cmp_str(const void *a, const void *b) {
+static int tb_config_cmp_str(const void *a, const void *b) {
         return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
@@ -68,12 +68,12 @@ static int tb_cmp_str(const void *a, const void *b) {
  * Unknown key \p key at relative level \p rel_prefix ("" or "api.") of
  * \p props: list the valid keys there and suggest the closest one.
  */
-static tb_err_t tb_unknown_key(const tb_conf_ctx_t *ctx, const config_setting_t *s,
-                               const tb_conf_prop_t *props, size_t n,
-                               const char *rel_prefix, const char *disp_group,
-                               const char **extra, size_t extra_cnt,
-                               char *errstr, size_t errstr_size) {
-        const char *names[TB_CONF_PROPS_MAX + 8];
+static tb_err_t tb_config_unknown_key(const tb_config_ctx_t *ctx, const config_setting_t *s,
+                                      const tb_config_prop_t *props, size_t n,
+                                      const char *rel_prefix, const char *disp_group,
+                                      const char **extra, size_t extra_cnt, char *errstr,
+                                      size_t errstr_size) {
+        const char *names[TB_CONFIG_PROPS_MAX + 8];
         size_t len[TB_ARRAY_LEN(names)];
         size_t cnt = 0, pl = strlen(rel_prefix);
         for (size_t i = 0; i < n && cnt < TB_ARRAY_LEN(names); i++) {
@@ -93,7 +93,7 @@ static tb_err_t tb_unknown_key(const tb_conf_ctx_t *ctx, const config_setting_t 
         }
         /* Copy out as NUL-terminated names so they can be sorted. */
         char buf[TB_ARRAY_LEN(names)][64];
-        const char *sorted[TB_ARRAY_LEN(names) + TB_CONF_SPECIAL_MAX];
+        const char *sorted[TB_ARRAY_LEN(names) + TB_CONFIG_SPECIAL_MAX];
         size_t sc = 0;
         for (size_t i = 0; i < cnt; i++) {
                 tb_snprintf(buf[i], sizeof(buf[i]), "%.*s", (int)len[i], names[i]);
@@ -101,7 +101,7 @@ static tb_err_t tb_unknown_key(const tb_conf_ctx_t *ctx, const config_setting_t 
         }
         for (size_t i = 0; i < extra_cnt && sc < TB_ARRAY_LEN(sorted); i++)
                 sorted[sc++] = extra[i];
-        qsort(sorted, sc, sizeof(sorted[0]), tb_cmp_str);
+        qsort(sorted, sc, sizeof(sorted[0]), tb_config_cmp_str);
 
         const char *key = config_setting_name(s);
         char list[1024] = "";
@@ -112,7 +112,7 @@ static tb_err_t tb_unknown_key(const tb_conf_ctx_t *ctx, const config_setting_t 
                                  sorted[i]);
                 if (w > 0 && (size_t)w < sizeof(list) - ll)
                         ll += (size_t)w;
-                size_t d = tb_edit_distance(key, sorted[i]);
+                size_t d = tb_config_edit_distance(key, sorted[i]);
                 if (d < best_d) {
                         best_d = d;
                         best = sorted[i];
@@ -125,7 +125,7 @@ static tb_err_t tb_unknown_key(const tb_conf_ctx_t *ctx, const config_setting_t 
         if (best && best_d <= limit)
                 tb_snprintf(hint, sizeof(hint), " (did you mean '%s'?)", best);
         char loc[512];
-        tb_loc(ctx, s, loc, sizeof(loc));
+        tb_config_loc(ctx, s, loc, sizeof(loc));
         if (*disp_group)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "%sunknown key '%s.%s'; valid keys in '%s': %s%s", loc,
@@ -141,10 +141,11 @@ static tb_err_t tb_unknown_key(const tb_conf_ctx_t *ctx, const config_setting_t 
  * \p disp_prefix the full dotted path for messages ("" , "groups.ops").
  * \p origin, if non-NULL, receives "FILE:LINE: key" per property index.
  */
-static tb_err_t tb_walk(tb_conf_ctx_t *ctx, const config_setting_t *grp,
-                        const tb_conf_prop_t *props, size_t n, void *base,
-                        const char *rel_prefix, const char *disp_prefix,
-                        char (*origin)[TB_ORIGIN_MAX], char *errstr, size_t errstr_size) {
+static tb_err_t tb_config_walk(tb_config_ctx_t *ctx, const config_setting_t *grp,
+                               const tb_config_prop_t *props, size_t n, void *base,
+                               const char *rel_prefix, const char *disp_prefix,
+                               char (*origin)[TB_CONFIG_ORIGIN_MAX], char *errstr,
+                               size_t errstr_size) {
         int cnt = config_setting_length(grp);
         for (int i = 0; i < cnt; i++) {
                 const config_setting_t *s = config_setting_get_elem(grp, (unsigned)i);
@@ -155,11 +156,11 @@ static tb_err_t tb_walk(tb_conf_ctx_t *ctx, const config_setting_t *grp,
                             *disp_prefix ? "." : "", name);
                 bool top = !*rel_prefix && !*disp_prefix;
                 bool special = false;
-                for (size_t j = 0; top && j < tb_conf_special_cnt; j++)
-                        special |= !strcmp(name, tb_conf_special[j]);
+                for (size_t j = 0; top && j < tb_config_special_groups_cnt; j++)
+                        special |= !strcmp(name, tb_config_special_groups[j]);
                 if (special)
                         continue;
-                tb_loc(ctx, s, where, sizeof(where));
+                tb_config_loc(ctx, s, where, sizeof(where));
                 tb_snprintf(where + strlen(where), sizeof(where) - strlen(where), "%s",
                             disp);
                 size_t rl = strlen(rel);
@@ -172,8 +173,8 @@ static tb_err_t tb_walk(tb_conf_ctx_t *ctx, const config_setting_t *grp,
                                 is_prefix = true;
                 }
                 if (k < n) {
-                        tb_err_t err = tb_prop_set_from_setting(&props[k], base, where, s,
-                                                                errstr, errstr_size);
+                        tb_err_t err = tb_config_prop_set_from_setting(
+                                &props[k], base, where, s, errstr, errstr_size);
                         if (err)
                                 return err;
                         if (origin)
@@ -184,27 +185,27 @@ static tb_err_t tb_walk(tb_conf_ctx_t *ctx, const config_setting_t *grp,
                         if (!config_setting_is_group(s))
                                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                                  "%s: expected a group ({ ... }), got %s",
-                                                 where, tb_setting_type_name(s));
+                                                 where, tb_config_setting_type_name(s));
                         char sub[260];
                         tb_snprintf(sub, sizeof(sub), "%s.", rel);
-                        tb_err_t err = tb_walk(ctx, s, props, n, base, sub, disp, origin,
-                                               errstr, errstr_size);
+                        tb_err_t err = tb_config_walk(ctx, s, props, n, base, sub, disp,
+                                                      origin, errstr, errstr_size);
                         if (err)
                                 return err;
                         continue;
                 }
-                return tb_unknown_key(ctx, s, props, n, rel_prefix, disp_prefix,
-                                      top ? tb_conf_special : NULL,
-                                      top ? tb_conf_special_cnt : 0, errstr,
-                                      errstr_size);
+                return tb_config_unknown_key(ctx, s, props, n, rel_prefix, disp_prefix,
+                                             top ? tb_config_special_groups : NULL,
+                                             top ? tb_config_special_groups_cnt : 0, errstr,
+                                             errstr_size);
         }
         return TB_OK;
 }
 
 /** A scalar setting as a string (for kafka and plugin pass-through). */
-static tb_err_t tb_scalar_string(const tb_conf_ctx_t *ctx, const config_setting_t *s,
-                                 const char *disp, char **out, char *errstr,
-                                 size_t errstr_size) {
+static tb_err_t tb_config_scalar_string(const tb_config_ctx_t *ctx,
+                                        const config_setting_t *s, const char *disp,
+                                        char **out, char *errstr, size_t errstr_size) {
         char buf[64];
         const char *v = buf;
         switch (config_setting_type(s)) {
@@ -230,10 +231,10 @@ static tb_err_t tb_scalar_string(const tb_conf_ctx_t *ctx, const config_setting_
                 break;
         default: {
                 char loc[512];
-                tb_loc(ctx, s, loc, sizeof(loc));
+                tb_config_loc(ctx, s, loc, sizeof(loc));
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "%s%s: expected a string, number or boolean, got %s", loc,
-                                 disp, tb_setting_type_name(s));
+                                 disp, tb_config_setting_type_name(s));
         }
         }
         *out = strdup(v);
@@ -242,10 +243,11 @@ static tb_err_t tb_scalar_string(const tb_conf_ctx_t *ctx, const config_setting_
 }
 
 /** Validate one librdkafka property on the scratch conf. */
-static tb_err_t tb_kafka_check(tb_conf_ctx_t *ctx, const char *where, const char *key,
-                               const char *value, char *errstr, size_t errstr_size) {
-        for (size_t i = 0; i < tb_kafka_managed_cnt; i++)
-                if (!strcmp(key, tb_kafka_managed[i]))
+static tb_err_t tb_config_kafka_check(tb_config_ctx_t *ctx, const char *where,
+                                      const char *key, const char *value, char *errstr,
+                                      size_t errstr_size) {
+        for (size_t i = 0; i < tb_config_kafka_managed_cnt; i++)
+                if (!strcmp(key, tb_config_kafka_managed[i]))
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s: \"%s\" is set by taskbus for each role; "
                                          "remove it",
@@ -259,8 +261,8 @@ static tb_err_t tb_kafka_check(tb_conf_ctx_t *ctx, const char *where, const char
 }
 
 /** Set (or replace) kafka property \p key in \p conf; takes \p value. */
-static tb_err_t tb_kafka_put(tb_config_t *conf, const char *key, char *value,
-                             char *errstr, size_t errstr_size) {
+static tb_err_t tb_config_kafka_put(tb_config_t *conf, const char *key, char *value,
+                                    char *errstr, size_t errstr_size) {
         for (size_t i = 0; i < conf->kafka_cnt; i++) {
                 if (!strcmp(conf->kafka[i].key, key)) {
                         free(conf->kafka[i].value);
@@ -284,9 +286,9 @@ static tb_err_t tb_kafka_put(tb_config_t *conf, const char *key, char *value,
         return TB_OK;
 }
 
-static tb_err_t tb_load_kafka(tb_conf_ctx_t *ctx, tb_config_t *conf,
-                              const config_setting_t *grp, char *errstr,
-                              size_t errstr_size) {
+static tb_err_t tb_config_load_kafka(tb_config_ctx_t *ctx, tb_config_t *conf,
+                                     const config_setting_t *grp, char *errstr,
+                                     size_t errstr_size) {
         int cnt = config_setting_length(grp);
         for (int i = 0; i < cnt; i++) {
                 const config_setting_t *s = config_setting_get_elem(grp, (unsigned)i);
@@ -296,28 +298,29 @@ static tb_err_t tb_load_kafka(tb_conf_ctx_t *ctx, tb_config_t *conf,
                 for (char *c = key; *c; c++)
                         if (*c == '_')
                                 *c = '.';
-                tb_loc(ctx, s, where, sizeof(where));
+                tb_config_loc(ctx, s, where, sizeof(where));
                 tb_snprintf(where + strlen(where), sizeof(where) - strlen(where), "%s",
                             disp);
                 char *value = NULL;
-                tb_err_t err = tb_scalar_string(ctx, s, disp, &value, errstr, errstr_size);
+                tb_err_t err =
+                        tb_config_scalar_string(ctx, s, disp, &value, errstr, errstr_size);
                 if (err)
                         return err;
-                err = tb_kafka_check(ctx, where, key, value, errstr, errstr_size);
+                err = tb_config_kafka_check(ctx, where, key, value, errstr, errstr_size);
                 if (err) {
                         free(value);
                         return err;
                 }
-                err = tb_kafka_put(conf, key, value, errstr, errstr_size);
+                err = tb_config_kafka_put(conf, key, value, errstr, errstr_size);
                 if (err)
                         return err;
         }
         return TB_OK;
 }
 
-static tb_err_t tb_load_plugins(tb_conf_ctx_t *ctx, tb_config_t *conf,
-                                const config_setting_t *grp, char *errstr,
-                                size_t errstr_size) {
+static tb_err_t tb_config_load_plugins(tb_config_ctx_t *ctx, tb_config_t *conf,
+                                       const config_setting_t *grp, char *errstr,
+                                       size_t errstr_size) {
         int cnt = config_setting_length(grp);
         if (cnt <= 0)
                 return TB_OK;
@@ -330,11 +333,11 @@ static tb_err_t tb_load_plugins(tb_conf_ctx_t *ctx, tb_config_t *conf,
                 tb_snprintf(disp, sizeof(disp), "plugins.%s", config_setting_name(ps));
                 if (!config_setting_is_group(ps)) {
                         char loc[512];
-                        tb_loc(ctx, ps, loc, sizeof(loc));
+                        tb_config_loc(ctx, ps, loc, sizeof(loc));
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s%s: expected a group ({ key = value; ... }), "
                                          "got %s",
-                                         loc, disp, tb_setting_type_name(ps));
+                                         loc, disp, tb_config_setting_type_name(ps));
                 }
                 tb_plugin_conf_t *pc = &conf->plugins[conf->plugin_cnt++];
                 pc->name = strdup(config_setting_name(ps));
@@ -352,7 +355,7 @@ static tb_err_t tb_load_plugins(tb_conf_ctx_t *ctx, tb_config_t *conf,
                                     config_setting_name(s));
                         tb_kv_t *kv = &pc->kv[pc->kv_cnt];
                         char loc[512];
-                        tb_loc(ctx, s, loc, sizeof(loc));
+                        tb_config_loc(ctx, s, loc, sizeof(loc));
                         loc[strlen(loc) - 2] = '\0'; /* drop the ": " */
                         kv->key = strdup(config_setting_name(s));
                         pc->kv_where[pc->kv_cnt] = strdup(loc);
@@ -360,8 +363,8 @@ static tb_err_t tb_load_plugins(tb_conf_ctx_t *ctx, tb_config_t *conf,
                                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
                                                  "out of memory");
                         pc->kv_cnt++;
-                        tb_err_t err = tb_scalar_string(ctx, s, kdisp, &kv->value, errstr,
-                                                        errstr_size);
+                        tb_err_t err = tb_config_scalar_string(ctx, s, kdisp, &kv->value,
+                                                               errstr, errstr_size);
                         if (err)
                                 return err;
                 }
@@ -369,14 +372,14 @@ static tb_err_t tb_load_plugins(tb_conf_ctx_t *ctx, tb_config_t *conf,
         return TB_OK;
 }
 
-static void tb_group_free(tb_group_conf_t *g) {
-        tb_props_free(tb_group_props, tb_group_props_cnt, g);
+static void tb_config_group_free(tb_group_conf_t *g) {
+        tb_config_props_free(tb_config_group_props, tb_config_group_props_cnt, g);
         free(g->name);
 }
 
-static tb_err_t tb_load_groups(tb_conf_ctx_t *ctx, tb_config_t *conf,
-                               const config_setting_t *grp, char *errstr,
-                               size_t errstr_size) {
+static tb_err_t tb_config_load_groups(tb_config_ctx_t *ctx, tb_config_t *conf,
+                                      const config_setting_t *grp, char *errstr,
+                                      size_t errstr_size) {
         int cnt = config_setting_length(grp);
         if (cnt <= 0)
                 return TB_OK;
@@ -390,11 +393,11 @@ static tb_err_t tb_load_groups(tb_conf_ctx_t *ctx, tb_config_t *conf,
                 tb_snprintf(disp, sizeof(disp), "groups.%s", config_setting_name(gs));
                 if (!config_setting_is_group(gs)) {
                         char loc[512];
-                        tb_loc(ctx, gs, loc, sizeof(loc));
+                        tb_config_loc(ctx, gs, loc, sizeof(loc));
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s%s: expected a group ({ os_user = \"...\"; "
                                          "... }), got %s",
-                                         loc, disp, tb_setting_type_name(gs));
+                                         loc, disp, tb_config_setting_type_name(gs));
                 }
                 tb_group_conf_t *g = &conf->groups[conf->group_cnt];
                 ctx->group_line[conf->group_cnt] = config_setting_source_line(gs);
@@ -402,13 +405,13 @@ static tb_err_t tb_load_groups(tb_conf_ctx_t *ctx, tb_config_t *conf,
                 g->name = strdup(config_setting_name(gs));
                 if (!g->name)
                         return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
-                tb_err_t err = tb_props_defaults(tb_group_props,
-                                                 tb_group_props_cnt, g, errstr,
-                                                 errstr_size);
+                tb_err_t err = tb_config_props_defaults(tb_config_group_props,
+                                                        tb_config_group_props_cnt, g,
+                                                        errstr, errstr_size);
                 if (!err)
-                        err = tb_walk(ctx, gs, tb_group_props,
-                                      tb_group_props_cnt, g, "", disp, NULL,
-                                      errstr, errstr_size);
+                        err = tb_config_walk(ctx, gs, tb_config_group_props,
+                                             tb_config_group_props_cnt, g, "", disp, NULL,
+                                             errstr, errstr_size);
                 if (err)
                         return err;
         }
@@ -416,34 +419,36 @@ static tb_err_t tb_load_groups(tb_conf_ctx_t *ctx, tb_config_t *conf,
 }
 
 /** Environment overrides: after the file, before finalize. */
-static tb_err_t tb_apply_env(tb_conf_ctx_t *ctx, tb_config_t *conf, char *errstr,
-                             size_t errstr_size) {
-        for (size_t i = 0; i < tb_conf_props_cnt; i++) {
-                const tb_conf_prop_t *p = &tb_conf_props[i];
+static tb_err_t tb_config_apply_env(tb_config_ctx_t *ctx, tb_config_t *conf, char *errstr,
+                                    size_t errstr_size) {
+        for (size_t i = 0; i < tb_config_props_cnt; i++) {
+                const tb_config_prop_t *p = &tb_config_props[i];
                 const char *v = p->env ? getenv(p->env) : NULL;
                 if (!v || !*v)
                         continue;
-                char where[TB_ORIGIN_MAX];
+                char where[TB_CONFIG_ORIGIN_MAX];
                 tb_snprintf(where, sizeof(where), "%s (from environment variable %s)",
                             p->name, p->env);
-                tb_err_t err = tb_prop_set_from_string(p, conf, where, v, errstr,
-                                                       errstr_size);
+                tb_err_t err = tb_config_prop_set_from_string(p, conf, where, v, errstr,
+                                                              errstr_size);
                 if (err)
                         return err;
                 tb_snprintf(ctx->origin[i], sizeof(ctx->origin[i]), "%s", where);
         }
         const char *k = getenv("TASKBUS_KAFKA");
         if (k && *k) {
-                tb_err_t err = tb_kafka_check(
-                        ctx, "kafka.bootstrap_servers (from environment variable "
-                             "TASKBUS_KAFKA)",
+                tb_err_t err = tb_config_kafka_check(
+                        ctx,
+                        "kafka.bootstrap_servers (from environment variable "
+                        "TASKBUS_KAFKA)",
                         "bootstrap.servers", k, errstr, errstr_size);
                 if (err)
                         return err;
                 char *v = strdup(k);
                 if (!v)
                         return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
-                return tb_kafka_put(conf, "bootstrap.servers", v, errstr, errstr_size);
+                return tb_config_kafka_put(conf, "bootstrap.servers", v, errstr,
+                                           errstr_size);
         }
         return TB_OK;
 }
@@ -451,7 +456,7 @@ static tb_err_t tb_apply_env(tb_conf_ctx_t *ctx, tb_config_t *conf, char *errstr
 void tb_config_destroy(tb_config_t *conf) {
         if (!conf)
                 return;
-        tb_props_free(tb_conf_props, tb_conf_props_cnt, conf);
+        tb_config_props_free(tb_config_props, tb_config_props_cnt, conf);
         free(conf->path);
         for (size_t i = 0; i < conf->kafka_cnt; i++) {
                 free(conf->kafka[i].key);
@@ -470,9 +475,9 @@ void tb_config_destroy(tb_config_t *conf) {
         }
         free(conf->plugins);
         for (size_t i = 0; i < conf->group_cnt; i++)
-                tb_group_free(&conf->groups[i]);
+                tb_config_group_free(&conf->groups[i]);
         free(conf->groups);
-        tb_group_free(&conf->group_default);
+        tb_config_group_free(&conf->group_default);
         free(conf);
 }
 
@@ -484,7 +489,7 @@ static tb_config_t *tb_config_new_defaults(char *errstr, size_t errstr_size) {
                 return NULL;
         }
         conf->path = strdup("(defaults)");
-        char *bootstrap = strdup(TB_KAFKA_DEFAULT_BOOTSTRAP);
+        char *bootstrap = strdup(TB_CONFIG_KAFKA_BOOTSTRAP_DEFAULT);
         if (!conf->path || !bootstrap) {
                 free(bootstrap);
                 tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
@@ -495,11 +500,11 @@ static tb_config_t *tb_config_new_defaults(char *errstr, size_t errstr_size) {
                 tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
                 goto fail;
         }
-        if (tb_props_defaults(tb_conf_props, tb_conf_props_cnt, conf, errstr,
-                              errstr_size) ||
-            tb_props_defaults(tb_group_props, tb_group_props_cnt,
-                              &conf->group_default, errstr, errstr_size) ||
-            tb_kafka_put(conf, "bootstrap.servers", bootstrap, errstr, errstr_size))
+        if (tb_config_props_defaults(tb_config_props, tb_config_props_cnt, conf, errstr,
+                                     errstr_size) ||
+            tb_config_props_defaults(tb_config_group_props, tb_config_group_props_cnt,
+                                     &conf->group_default, errstr, errstr_size) ||
+            tb_config_kafka_put(conf, "bootstrap.servers", bootstrap, errstr, errstr_size))
                 goto fail;
         return conf;
 fail:
@@ -517,7 +522,7 @@ tb_config_t *tb_config_defaults(void) {
 
 tb_err_t tb_config_load(const char *path, tb_config_t **out, char *errstr,
                         size_t errstr_size) {
-        tb_conf_ctx_t *ctx = calloc(1, sizeof(*ctx));
+        tb_config_ctx_t *ctx = calloc(1, sizeof(*ctx));
         tb_config_t *conf = NULL;
         config_t cfg;
         bool cfg_init = false;
@@ -528,9 +533,9 @@ tb_err_t tb_config_load(const char *path, tb_config_t **out, char *errstr,
         if (!ctx)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
         ctx->path = path ? path : "(defaults)";
-        for (size_t i = 0; i < tb_conf_props_cnt; i++)
+        for (size_t i = 0; i < tb_config_props_cnt; i++)
                 tb_snprintf(ctx->origin[i], sizeof(ctx->origin[i]), "%s (default)",
-                            tb_conf_props[i].name);
+                            tb_config_props[i].name);
         ctx->rk_conf = rd_kafka_conf_new();
         conf = tb_config_new_defaults(errstr, errstr_size);
         if (!ctx->rk_conf || !conf) {
@@ -564,7 +569,7 @@ tb_err_t tb_config_load(const char *path, tb_config_t **out, char *errstr,
                 if (slash)
                         slash[slash == dir ? 1 : 0] = '\0';
                 ctx->dir = slash ? dir : ".";
-                err = tb_scan_file(ctx, path, 0, errstr, errstr_size);
+                err = tb_config_prescan_file(ctx, path, 0, errstr, errstr_size);
                 if (err)
                         goto fail;
                 config_init(&cfg);
@@ -596,35 +601,38 @@ tb_err_t tb_config_load(const char *path, tb_config_t **out, char *errstr,
                                                                             (unsigned)i);
                         const char *name = config_setting_name(s);
                         bool special = false;
-                        for (size_t j = 0; j < tb_conf_special_cnt; j++)
-                                special |= !strcmp(name, tb_conf_special[j]);
+                        for (size_t j = 0; j < tb_config_special_groups_cnt; j++)
+                                special |= !strcmp(name, tb_config_special_groups[j]);
                         if (special && !config_setting_is_group(s)) {
                                 char loc[512];
-                                tb_loc(ctx, s, loc, sizeof(loc));
+                                tb_config_loc(ctx, s, loc, sizeof(loc));
                                 err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                                 "%s%s: expected a group ({ ... }), got %s",
-                                                loc, name, tb_setting_type_name(s));
+                                                loc, name, tb_config_setting_type_name(s));
                                 goto fail;
                         }
                         if (!strcmp(name, "kafka"))
-                                err = tb_load_kafka(ctx, conf, s, errstr, errstr_size);
+                                err = tb_config_load_kafka(ctx, conf, s, errstr,
+                                                           errstr_size);
                         else if (!strcmp(name, "plugins"))
-                                err = tb_load_plugins(ctx, conf, s, errstr, errstr_size);
+                                err = tb_config_load_plugins(ctx, conf, s, errstr,
+                                                             errstr_size);
                         else if (!strcmp(name, "groups"))
-                                err = tb_load_groups(ctx, conf, s, errstr, errstr_size);
+                                err = tb_config_load_groups(ctx, conf, s, errstr,
+                                                            errstr_size);
                         else
                                 err = TB_OK;
                         if (err)
                                 goto fail;
                 }
-                /* Then the typed table (tb_walk skips the special groups). */
-                err = tb_walk(ctx, root, tb_conf_props, tb_conf_props_cnt,
-                              conf, "", "", ctx->origin, errstr, errstr_size);
+                /* Then the typed table (tb_config_walk skips the special groups). */
+                err = tb_config_walk(ctx, root, tb_config_props, tb_config_props_cnt, conf,
+                                     "", "", ctx->origin, errstr, errstr_size);
                 if (err)
                         goto fail;
         }
 
-        err = tb_apply_env(ctx, conf, errstr, errstr_size);
+        err = tb_config_apply_env(ctx, conf, errstr, errstr_size);
         if (!err)
                 err = tb_config_finalize(ctx, conf, errstr, errstr_size);
         if (err)

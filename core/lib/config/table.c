@@ -5,8 +5,8 @@
  *        describes a property in messages and in docs/configuration.md.
  *
  * Adding a setting: add the field to tb_config_t (or tb_group_conf_t), add
- * one row to tb_conf_props (or tb_group_props), regenerate the doc with
- * `taskbusd --config-doc > docs/configuration.md`. Nothing else.
+ * one row to tb_config_props (or tb_config_group_props), regenerate the doc
+ * with `taskbusd --config-doc > docs/configuration.md`. Nothing else.
  */
 #include "config/config_internal.h"
 
@@ -17,7 +17,7 @@
 #define G(field) offsetof(tb_group_conf_t, field)
 
 /* The main table. Order is the order of the generated doc. */
-const tb_conf_prop_t tb_conf_props[] = {
+const tb_config_prop_t tb_config_props[] = {
         {"region", TB_CT_STRING, F(region), 0, "local", 0, 0, NULL,
          "TASKBUS_REGION",
          "Name of the region this process runs in (letters, digits, '-', '_'). "
@@ -147,7 +147,7 @@ const tb_conf_prop_t tb_conf_props[] = {
 };
 
 /* Per security group policy: `groups = { NAME = { ... }; };`. */
-const tb_conf_prop_t tb_group_props[] = {
+const tb_config_prop_t tb_config_group_props[] = {
         {"os_user", TB_CT_STRING, G(os_user), 0, "nobody", 0, 0, NULL, NULL,
          "OS user that this group's shell tasks run as (\"root\" needs executor.allow_root)."},
         {"log_retention_max", TB_CT_DURATION, G(log_retention_max_ms), 0, "30d",
@@ -173,22 +173,22 @@ const tb_conf_prop_t tb_group_props[] = {
 #undef G
 
 /* Top-level groups with their own walkers, listed among the valid keys. */
-const char *tb_conf_special[] = {"groups", "kafka", "plugins"};
+const char *tb_config_special_groups[] = {"groups", "kafka", "plugins"};
 
-const size_t tb_conf_props_cnt = TB_ARRAY_LEN(tb_conf_props);
-const size_t tb_group_props_cnt = TB_ARRAY_LEN(tb_group_props);
-const size_t tb_conf_special_cnt = TB_ARRAY_LEN(tb_conf_special);
-_Static_assert(TB_ARRAY_LEN(tb_conf_props) <= TB_CONF_PROPS_MAX,
-               "raise TB_CONF_PROPS_MAX in config/config_internal.h");
-_Static_assert(TB_ARRAY_LEN(tb_conf_special) <= TB_CONF_SPECIAL_MAX,
-               "raise TB_CONF_SPECIAL_MAX in config/config_internal.h");
+const size_t tb_config_props_cnt = TB_ARRAY_LEN(tb_config_props);
+const size_t tb_config_group_props_cnt = TB_ARRAY_LEN(tb_config_group_props);
+const size_t tb_config_special_groups_cnt = TB_ARRAY_LEN(tb_config_special_groups);
+_Static_assert(TB_ARRAY_LEN(tb_config_props) <= TB_CONFIG_PROPS_MAX,
+               "raise TB_CONFIG_PROPS_MAX in config/config_internal.h");
+_Static_assert(TB_ARRAY_LEN(tb_config_special_groups) <= TB_CONFIG_SPECIAL_MAX,
+               "raise TB_CONFIG_SPECIAL_MAX in config/config_internal.h");
 
 /* librdkafka properties taskbus derives per role: a user value would break
  * consumer-group membership or transactional fencing. */
-const char *tb_kafka_managed[] = {"group.id", "transactional.id"};
-const size_t tb_kafka_managed_cnt = TB_ARRAY_LEN(tb_kafka_managed);
+const char *tb_config_kafka_managed[] = {"group.id", "transactional.id"};
+const size_t tb_config_kafka_managed_cnt = TB_ARRAY_LEN(tb_config_kafka_managed);
 
-const char *tb_conf_type_name(tb_conf_type_t t) {
+const char *tb_config_type_name(tb_config_type_t t) {
         switch (t) {
         case TB_CT_STRING:
                 return "string";
@@ -213,7 +213,7 @@ const char *tb_conf_type_name(tb_conf_type_t t) {
 }
 
 /** What a value of type \p t looks like, for "expected ..." messages. */
-const char *tb_conf_type_expect(tb_conf_type_t t) {
+const char *tb_config_type_expect(tb_config_type_t t) {
         switch (t) {
         case TB_CT_STRING:
                 return "a string";
@@ -239,7 +239,7 @@ const char *tb_conf_type_expect(tb_conf_type_t t) {
 }
 
 /** A numeric value of \p p's type in the user's notation. */
-void tb_prop_format_num(const tb_conf_prop_t *p, double v, char *buf,
+void tb_config_prop_format_num(const tb_config_prop_t *p, double v, char *buf,
                                size_t size) {
         if (p->type == TB_CT_DURATION)
                 tb_units_duration_format((int64_t)v, buf, size);
@@ -249,7 +249,7 @@ void tb_prop_format_num(const tb_conf_prop_t *p, double v, char *buf,
                 tb_snprintf(buf, size, "%.15g", v);
 }
 
-bool tb_enum_has(const char *enums, const char *v) {
+bool tb_config_enum_has(const char *enums, const char *v) {
         size_t vl = strlen(v);
         for (const char *e = enums; *e;) {
                 const char *bar = strchr(e, '|');
@@ -264,7 +264,7 @@ bool tb_enum_has(const char *enums, const char *v) {
 }
 
 /** The enum's values as "a, b, c" for messages and the doc. */
-void tb_enum_list(const char *enums, const char *quote, char *buf, size_t size) {
+void tb_config_enum_list(const char *enums, const char *quote, char *buf, size_t size) {
         size_t len = 0;
         buf[0] = '\0';
         for (const char *e = enums; *e;) {
