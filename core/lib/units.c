@@ -56,7 +56,7 @@ static int tb_units_scaled_number(const char **pp, int64_t unit, int64_t *out) {
 }
 
 static tb_err_t tb_units_duration_numerr(int rc, const char *s, char *errstr,
-                                   size_t errstr_size) {
+                                         size_t errstr_size) {
         if (rc == -2)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "duration \"%s\" is too large", s);
@@ -69,7 +69,7 @@ static tb_err_t tb_units_duration_numerr(int rc, const char *s, char *errstr,
 }
 
 static tb_err_t tb_units_duration_parse_iso(const char *s, int64_t *ms, char *errstr,
-                                      size_t errstr_size) {
+                                            size_t errstr_size) {
         /* Designators in the order ISO 8601 requires; M means months
          * before T and minutes after it. */
         static const struct {
@@ -140,7 +140,7 @@ bad:
 }
 
 tb_err_t tb_units_duration_parse(const char *s, int64_t *ms, char *errstr,
-                           size_t errstr_size) {
+                                 size_t errstr_size) {
         static const struct {
                 const char *name;
                 int64_t unit;
@@ -214,7 +214,7 @@ check:
 }
 
 tb_err_t tb_units_size_parse(const char *s, int64_t *bytes, char *errstr,
-                       size_t errstr_size) {
+                             size_t errstr_size) {
         static const struct {
                 const char *name;
                 int64_t unit;

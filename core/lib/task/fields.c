@@ -96,7 +96,7 @@ tb_err_t tb_task_fail(tb_task_err_t *err, const char *field, const char *fmt, ..
 }
 
 tb_err_t tb_task_fail_code(tb_task_err_t *err, tb_err_t code, const char *field,
-                                  const char *fmt, ...) {
+                           const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);
         tb_err_t rc = tb_task_vfail(err, code, field, fmt, ap);
@@ -125,8 +125,8 @@ const char *tb_task_jtype(const json_t *v) {
         }
 }
 
-tb_err_t tb_task_type_fail(tb_task_err_t *err, const char *field,
-                                  const char *expected, const json_t *v) {
+tb_err_t tb_task_type_fail(tb_task_err_t *err, const char *field, const char *expected,
+                           const json_t *v) {
         return tb_task_fail(err, field, "field '%s': expected %s, got %s", field, expected,
                             tb_task_jtype(v));
 }
@@ -201,9 +201,8 @@ static tb_err_t tb_task_unknown(tb_task_err_t *err, const char *path, const char
 }
 
 /** Reject keys of \p obj not in \p valid (nor in \p also, if given). */
-tb_err_t tb_task_check_keys(const json_t *obj, const char *path,
-                                   const char *const *valid, const char *const *also,
-                                   tb_task_err_t *err) {
+tb_err_t tb_task_check_keys(const json_t *obj, const char *path, const char *const *valid,
+                            const char *const *also, tb_task_err_t *err) {
         const char *key;
         json_t *v;
         json_object_foreach((json_t *)obj, key, v) {
@@ -228,8 +227,7 @@ json_t *tb_task_get(const json_t *obj, const char *key) {
  * \p controls_ok.
  */
 tb_err_t tb_task_string(const json_t *v, const char *field, bool controls_ok,
-                               const char **s, size_t *bytes, size_t *chars,
-                               tb_task_err_t *err) {
+                        const char **s, size_t *bytes, size_t *chars, tb_task_err_t *err) {
         if (!json_is_string(v))
                 return tb_task_type_fail(err, field, "a string", v);
         const char *str = json_string_value(v);
@@ -262,7 +260,7 @@ tb_err_t tb_task_string(const json_t *v, const char *field, bool controls_ok,
 /** An identifier: 1..\p max characters of [A-Za-z0-9._-] (plus '/' when
  *  \p slash). */
 tb_err_t tb_task_ident(const json_t *v, const char *field, size_t max, bool slash,
-                              const char **out, tb_task_err_t *err) {
+                       const char **out, tb_task_err_t *err) {
         const char *s;
         size_t len;
         tb_err_t rc = tb_task_string(v, field, true, &s, &len, NULL, err);
@@ -288,7 +286,7 @@ tb_err_t tb_task_ident(const json_t *v, const char *field, size_t max, bool slas
 
 /** A duration: a string tb_units_duration_parse() accepts, or integer seconds. */
 tb_err_t tb_task_duration(const json_t *v, const char *field, int64_t *ms,
-                                 tb_task_err_t *err) {
+                          tb_task_err_t *err) {
         if (json_is_integer(v)) {
                 json_int_t n = json_integer_value(v);
                 if (n < 0)
@@ -317,8 +315,7 @@ tb_err_t tb_task_duration(const json_t *v, const char *field, int64_t *ms,
 }
 
 /** An RFC 3339 instant within what a schedule can name. */
-tb_err_t tb_task_time(const json_t *v, const char *field, int64_t *ms,
-                             tb_task_err_t *err) {
+tb_err_t tb_task_time(const json_t *v, const char *field, int64_t *ms, tb_task_err_t *err) {
         if (!json_is_string(v))
                 return tb_task_type_fail(err, field,
                                          "an RFC 3339 time string like "
@@ -341,7 +338,7 @@ tb_err_t tb_task_time(const json_t *v, const char *field, int64_t *ms,
 
 /** One of \p names (case-insensitive); *\p idx is left alone when absent. */
 tb_err_t tb_task_enum(const json_t *v, const char *field, const char *const *names,
-                             int *idx, tb_task_err_t *err) {
+                      int *idx, tb_task_err_t *err) {
         if (!v)
                 return TB_OK;
         char list[128] = "";
