@@ -284,6 +284,29 @@ tb_err_t tb_task_ident(const json_t *v, const char *field, size_t max, bool slas
         return TB_OK;
 }
 
+/** A text-to-milliseconds parser: tb_units_duration_parse(), tb_time_parse(). */
+typedef tb_err_t tb_task_parse_fn(const char *s, int64_t *ms, char *errstr,
+                                  size_t errstr_size);
+
+/**
+ * A string without controls (\p expected names what it should be) that
+ * \p parse turns into *\p ms; the text is left in *\p s. \p parse's message
+ * follows the field name.
+ */
+static tb_err_t tb_task_parsed_string(const json_t *v, const char *field, const char *expected,
+                                      tb_task_parse_fn *parse, const char **s, int64_t *ms,
+                                      tb_task_err_t *err) {
+        if (!json_is_string(v))
+                return tb_task_type_fail(err, field, expected, v);
+        tb_err_t rc = tb_task_string(v, field, false, s, NULL, NULL, err);
+        if (rc)
+                return rc;
+        char msg[256];
+        if (parse(*s, ms, msg, sizeof(msg)))
+                return tb_task_fail(err, field, "%s: %s", field, msg);
+        return TB_OK;
+}
+
 /** A duration: a string tb_units_duration_parse() accepts, or integer seconds. */
 tb_err_t tb_task_duration(const json_t *v, const char *field, int64_t *ms,
                           tb_task_err_t *err) {
@@ -299,35 +322,22 @@ tb_err_t tb_task_duration(const json_t *v, const char *field, int64_t *ms,
                 *ms = (int64_t)n * 1000;
                 return TB_OK;
         }
-        if (!json_is_string(v))
-                return tb_task_type_fail(err, field,
-                                         "a duration string like \"30s\" or \"PT1H\" or "
-                                         "an integer number of seconds",
-                                         v);
         const char *s;
-        tb_err_t rc = tb_task_string(v, field, false, &s, NULL, NULL, err);
-        if (rc)
-                return rc;
-        char msg[256];
-        if (tb_units_duration_parse(s, ms, msg, sizeof(msg)))
-                return tb_task_fail(err, field, "%s: %s", field, msg);
-        return TB_OK;
+        return tb_task_parsed_string(v, field,
+                                     "a duration string like \"30s\" or \"PT1H\" or an "
+                                     "integer number of seconds",
+                                     tb_units_duration_parse, &s, ms, err);
 }
 
 /** An RFC 3339 instant within what a schedule can name. */
 tb_err_t tb_task_time(const json_t *v, const char *field, int64_t *ms, tb_task_err_t *err) {
-        if (!json_is_string(v))
-                return tb_task_type_fail(err, field,
-                                         "an RFC 3339 time string like "
-                                         "\"2026-01-31T23:59:00Z\"",
-                                         v);
         const char *s;
-        tb_err_t rc = tb_task_string(v, field, false, &s, NULL, NULL, err);
+        tb_err_t rc = tb_task_parsed_string(v, field,
+                                            "an RFC 3339 time string like "
+                                            "\"2026-01-31T23:59:00Z\"",
+                                            tb_time_parse, &s, ms, err);
         if (rc)
                 return rc;
-        char msg[256];
-        if (tb_time_parse(s, ms, msg, sizeof(msg)))
-                return tb_task_fail(err, field, "%s: %s", field, msg);
         if (*ms <= 0 || *ms > TB_SCHEDULE_MAX_MS)
                 return tb_task_fail(err, field,
                                     "%s: '%.64s' is out of range (1970-01-01T00:00:00Z "
