@@ -50,6 +50,20 @@ static const char *const tb_task_retries_fields[] = {
 
 /* ---- validation -------------------------------------------------------- */
 
+/** Refuse an instant \p at_ms in the past (beyond the clock skew allowed);
+ *  \p alternative ends the advice ("give a future time<alternative>"). */
+static tb_err_t tb_task_v_future(int64_t at_ms, const tb_task_vctx_t *vctx, const char *field,
+                                 const char *alternative, tb_task_err_t *err) {
+        if (at_ms >= vctx->now_ms - TB_TASK_PAST_TOLERANCE_MS)
+                return TB_OK;
+        char a[32], b[32];
+        tb_time_format(at_ms, a);
+        tb_time_format(vctx->now_ms, b);
+        return tb_task_fail(err, field,
+                            "%s: %s is in the past (now is %s); give a future time%s", field,
+                            a, b, alternative);
+}
+
 static tb_err_t tb_task_v_schedule(const json_t *in, const tb_task_vctx_t *vctx,
                                    json_t *out, int64_t *period_ms, tb_task_err_t *err,
                                    bool *oom) {
@@ -132,16 +146,8 @@ static tb_err_t tb_task_v_schedule(const json_t *in, const tb_task_vctx_t *vctx,
                 tb_snprintf(field, sizeof(field), "%s%s", pfx, exec_time ? "" : ".once");
                 if ((rc = tb_task_time(once, field, &at, err)))
                         goto fail;
-                if (at < vctx->now_ms - TB_TASK_PAST_TOLERANCE_MS) {
-                        char a[32], b[32];
-                        tb_time_format(at, a);
-                        tb_time_format(vctx->now_ms, b);
-                        rc = tb_task_fail(err, field,
-                                          "%s: %s is in the past (now is %s); give a "
-                                          "future time",
-                                          field, a, b);
+                if ((rc = tb_task_v_future(at, vctx, field, "", err)))
                         goto fail;
-                }
                 tb_task_put(sv, "once", tb_task_json_time(at), oom);
         } else if (every) {
                 int64_t ms;
@@ -624,16 +630,8 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
         if ((v = tb_task_get(in, "expires_at"))) {
                 if ((rc = tb_task_time(v, "expires_at", &ms, err)))
                         goto fail;
-                if (ms < vctx->now_ms - TB_TASK_PAST_TOLERANCE_MS) {
-                        char a[32], b[32];
-                        tb_time_format(ms, a);
-                        tb_time_format(vctx->now_ms, b);
-                        rc = tb_task_fail(err, "expires_at",
-                                          "expires_at: %s is in the past (now is %s); give a "
-                                          "future time or null",
-                                          a, b);
+                if ((rc = tb_task_v_future(ms, vctx, "expires_at", " or null", err)))
                         goto fail;
-                }
         }
         tb_task_put(t, "expires_at", tb_task_json_time(ms), &oom);
 
