@@ -50,6 +50,19 @@ static const char *const tb_task_retries_fields[] = {
 
 /* ---- validation -------------------------------------------------------- */
 
+/** tb_task_fail() with \p fmt's three %s given the field name, then \p a_ms and
+ *  \p b_ms as ISO 8601 durations. */
+static tb_err_t tb_task_fail_durations(tb_task_err_t *err, const char *field, const char *fmt,
+                                       int64_t a_ms, int64_t b_ms)
+        __attribute__((format(printf, 3, 0)));
+static tb_err_t tb_task_fail_durations(tb_task_err_t *err, const char *field, const char *fmt,
+                                       int64_t a_ms, int64_t b_ms) {
+        char a[48], b[48];
+        tb_units_duration_format_iso8601(a_ms, a, sizeof(a));
+        tb_units_duration_format_iso8601(b_ms, b, sizeof(b));
+        return tb_task_fail(err, field, fmt, field, a, b);
+}
+
 /** Refuse an instant \p at_ms in the past (beyond the clock skew allowed);
  *  \p alternative ends the advice ("give a future time<alternative>"). */
 static tb_err_t tb_task_v_future(int64_t at_ms, const tb_task_vctx_t *vctx, const char *field,
@@ -368,16 +381,12 @@ static tb_err_t tb_task_v_retries(const json_t *v, json_t *out, tb_task_err_t *e
                 if (bm && (rc = tb_task_duration(bm, "retries.backoff_max", &backoff_max,
                                                  err)))
                         return rc;
-                if (backoff_max < backoff) {
-                        char a1[48], a2[48];
-                        tb_units_duration_format_iso8601(backoff_max, a1, sizeof(a1));
-                        tb_units_duration_format_iso8601(backoff, a2, sizeof(a2));
+                if (backoff_max < backoff)
                         /* Only the field the user set is to blame. */
-                        const char *f = bm ? "retries.backoff_max" : "retries.backoff";
-                        return tb_task_fail(err, f,
-                                            "%s: backoff_max %s must be at least backoff %s",
-                                            f, a1, a2);
-                }
+                        return tb_task_fail_durations(
+                                err, bm ? "retries.backoff_max" : "retries.backoff",
+                                "%s: backoff_max %s must be at least backoff %s", backoff_max,
+                                backoff);
         }
         json_t *r = json_object();
         if (!r) {
@@ -613,13 +622,10 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                 if ((rc = tb_task_duration(v, "jitter", &ms, err)))
                         goto fail;
                 if (period && ms >= period) {
-                        char a[48], b[48];
-                        tb_units_duration_format_iso8601(ms, a, sizeof(a));
-                        tb_units_duration_format_iso8601(period, b, sizeof(b));
-                        rc = tb_task_fail(err, "jitter",
-                                          "jitter: %s must be shorter than the schedule's "
-                                          "period %s",
-                                          a, b);
+                        rc = tb_task_fail_durations(err, "jitter",
+                                                    "%s: %s must be shorter than the "
+                                                    "schedule's period %s",
+                                                    ms, period);
                         goto fail;
                 }
         }
@@ -650,13 +656,10 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                         goto fail;
                 }
                 if (vctx->log_retention_max_ms > 0 && ms > vctx->log_retention_max_ms) {
-                        char a[48], b[48];
-                        tb_units_duration_format_iso8601(ms, a, sizeof(a));
-                        tb_units_duration_format_iso8601(vctx->log_retention_max_ms, b, sizeof(b));
-                        rc = tb_task_fail(err, "log_retention",
-                                          "log_retention: %s exceeds this security group's "
-                                          "cap of %s",
-                                          a, b);
+                        rc = tb_task_fail_durations(err, "log_retention",
+                                                    "%s: %s exceeds this security group's "
+                                                    "cap of %s",
+                                                    ms, vctx->log_retention_max_ms);
                         goto fail;
                 }
         }
