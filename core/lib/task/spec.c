@@ -75,6 +75,17 @@ static int tb_task_index(const char *const *names, const json_t *v, bool nocase)
         return -1;
 }
 
+/** Put \p key = to[i] where \p v is from[i]. A value not in \p from, or no
+ *  value unless \p optional, makes the conversion \p bad (to[0] is put). */
+static void tb_task_put_mapped(json_t *obj, const char *key, const json_t *v, bool optional,
+                               const char *const *from, const char *const *to, bool *bad,
+                               bool *oom) {
+        int i = 0;
+        if ((v || !optional) && (i = tb_task_index(from, v, false)) < 0)
+                *bad = true, i = 0;
+        tb_task_put(obj, key, json_string(to[i]), oom);
+}
+
 /** An epoch-ms spec value (integer) or null, as a normalized time. */
 static json_t *tb_task_spec_time(const json_t *v, bool *bad) {
         if (json_is_null(v))
@@ -144,15 +155,10 @@ json_t *tb_task_to_spec(const json_t *task) {
         bad |= !tb_task_read_time(json_object_get(sched, "end_at"), &end);
         tb_task_put(sv, "start_at", start ? json_integer(start) : json_null(), &oom);
         tb_task_put(sv, "end_at", end ? json_integer(end) : json_null(), &oom);
-        int gap = 0, olap = 0;
-        if ((v = json_object_get(sched, "dst_gap")) &&
-            (gap = tb_task_index(tb_task_gap_names, v, false)) < 0)
-                bad = true, gap = 0;
-        if ((v = json_object_get(sched, "dst_overlap")) &&
-            (olap = tb_task_index(tb_task_olap_names, v, false)) < 0)
-                bad = true, olap = 0;
-        tb_task_put(sv, "dst_gap", json_string(tb_task_gap_syms[gap]), &oom);
-        tb_task_put(sv, "dst_overlap", json_string(tb_task_olap_syms[olap]), &oom);
+        tb_task_put_mapped(sv, "dst_gap", json_object_get(sched, "dst_gap"), true,
+                           tb_task_gap_names, tb_task_gap_syms, &bad, &oom);
+        tb_task_put_mapped(sv, "dst_overlap", json_object_get(sched, "dst_overlap"), true,
+                           tb_task_olap_names, tb_task_olap_syms, &bad, &oom);
         ms = 0;
         if ((v = json_object_get(task, "jitter")))
                 bad |= !tb_task_read_duration(v, &ms);
@@ -177,15 +183,10 @@ json_t *tb_task_to_spec(const json_t *task) {
                 tb_task_put(r, "backoff_max_ms", json_integer(ms), &oom);
                 tb_task_put(spec, "retries", r, &oom);
         }
-        int i;
-        if ((i = tb_task_index(tb_task_overlap_names, json_object_get(task, "overlap"),
-                               false)) < 0)
-                bad = true, i = 0;
-        tb_task_put(spec, "overlap", json_string(tb_task_overlap_syms[i]), &oom);
-        if ((i = tb_task_index(tb_task_misfire_names, json_object_get(task, "misfire"),
-                               false)) < 0)
-                bad = true, i = 0;
-        tb_task_put(spec, "misfire", json_string(tb_task_misfire_syms[i]), &oom);
+        tb_task_put_mapped(spec, "overlap", json_object_get(task, "overlap"), false,
+                           tb_task_overlap_names, tb_task_overlap_syms, &bad, &oom);
+        tb_task_put_mapped(spec, "misfire", json_object_get(task, "misfire"), false,
+                           tb_task_misfire_names, tb_task_misfire_syms, &bad, &oom);
         bad |= !tb_task_read_time(json_object_get(task, "expires_at"), &ms);
         tb_task_put(spec, "expires_at", ms ? json_integer(ms) : json_null(), &oom);
         bad |= !tb_task_read_duration(json_object_get(task, "log_retention"), &ms);
@@ -260,15 +261,10 @@ json_t *tb_task_from_spec(const json_t *spec) {
                 v = json_object_get(sched, "end_at");
                 tb_task_put(sv, "end_at", tb_task_spec_time(v ? v : json_null(), &bad), &oom);
         }
-        int gap = 0, olap = 0;
-        if ((v = json_object_get(sched, "dst_gap")) &&
-            (gap = tb_task_index(tb_task_gap_syms, v, false)) < 0)
-                bad = true, gap = 0;
-        if ((v = json_object_get(sched, "dst_overlap")) &&
-            (olap = tb_task_index(tb_task_olap_syms, v, false)) < 0)
-                bad = true, olap = 0;
-        tb_task_put(sv, "dst_gap", json_string(tb_task_gap_names[gap]), &oom);
-        tb_task_put(sv, "dst_overlap", json_string(tb_task_olap_names[olap]), &oom);
+        tb_task_put_mapped(sv, "dst_gap", json_object_get(sched, "dst_gap"), true,
+                           tb_task_gap_syms, tb_task_gap_names, &bad, &oom);
+        tb_task_put_mapped(sv, "dst_overlap", json_object_get(sched, "dst_overlap"), true,
+                           tb_task_olap_syms, tb_task_olap_names, &bad, &oom);
         tb_task_put(t, "schedule", sv, &oom);
         sv = NULL;
 
@@ -296,15 +292,10 @@ json_t *tb_task_from_spec(const json_t *spec) {
                             &oom);
                 tb_task_put(t, "retries", r, &oom);
         }
-        int i;
-        if ((i = tb_task_index(tb_task_overlap_syms, json_object_get(spec, "overlap"),
-                               false)) < 0)
-                bad = true, i = 0;
-        tb_task_put(t, "overlap", json_string(tb_task_overlap_names[i]), &oom);
-        if ((i = tb_task_index(tb_task_misfire_syms, json_object_get(spec, "misfire"),
-                               false)) < 0)
-                bad = true, i = 0;
-        tb_task_put(t, "misfire", json_string(tb_task_misfire_names[i]), &oom);
+        tb_task_put_mapped(t, "overlap", json_object_get(spec, "overlap"), false,
+                           tb_task_overlap_syms, tb_task_overlap_names, &bad, &oom);
+        tb_task_put_mapped(t, "misfire", json_object_get(spec, "misfire"), false,
+                           tb_task_misfire_syms, tb_task_misfire_names, &bad, &oom);
         v = json_object_get(sched, "jitter_ms");
         tb_task_put(t, "jitter", v ? tb_task_spec_ms(v, &bad) : json_string("PT0S"), &oom);
         v = json_object_get(spec, "expires_at");
