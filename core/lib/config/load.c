@@ -60,6 +60,31 @@ static void tb_config_loc(const tb_config_ctx_t *ctx, const config_setting_t *s,
                 tb_snprintf(buf, size, "%s/%s:%u: ", ctx->dir, f, line);
 }
 
+/** Refuse \p s, named \p disp, unless it is a group; \p shape shows one. */
+static tb_err_t tb_config_expect_group(const tb_config_ctx_t *ctx, const config_setting_t *s,
+                                       const char *disp, const char *shape, char *errstr,
+                                       size_t errstr_size) {
+        if (config_setting_is_group(s))
+                return TB_OK;
+        char loc[512];
+        tb_config_loc(ctx, s, loc, sizeof(loc));
+        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                         "%s%s: expected a group (%s), got %s", loc, disp, shape,
+                         tb_config_setting_type_name(s));
+}
+
+/** Member \p i of the operator-named group \p grp ("plugins", "groups"),
+ *  named "plugins.NAME" in \p disp, refused unless it is a group. */
+static tb_err_t tb_config_member_group(const tb_config_ctx_t *ctx, const config_setting_t *grp,
+                                       int i, const char *shape,
+                                       const config_setting_t **member, char *disp,
+                                       size_t disp_size, char *errstr, size_t errstr_size) {
+        *member = config_setting_get_elem(grp, (unsigned)i);
+        tb_snprintf(disp, disp_size, "%s.%s", config_setting_name(grp),
+                    config_setting_name(*member));
+        return tb_config_expect_group(ctx, *member, disp, shape, errstr, errstr_size);
+}
+
 static int tb_config_cmp_str(const void *a, const void *b) {
         return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
@@ -182,14 +207,13 @@ static tb_err_t tb_config_walk(tb_config_ctx_t *ctx, const config_setting_t *grp
                         continue;
                 }
                 if (is_prefix) {
-                        if (!config_setting_is_group(s))
-                                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                                 "%s: expected a group ({ ... }), got %s",
-                                                 where, tb_config_setting_type_name(s));
                         char sub[260];
                         tb_snprintf(sub, sizeof(sub), "%s.", rel);
-                        tb_err_t err = tb_config_walk(ctx, s, props, n, base, sub, disp,
-                                                      origin, errstr, errstr_size);
+                        tb_err_t err = tb_config_expect_group(ctx, s, disp, "{ ... }", errstr,
+                                                              errstr_size);
+                        if (!err)
+                                err = tb_config_walk(ctx, s, props, n, base, sub, disp,
+                                                     origin, errstr, errstr_size);
                         if (err)
                                 return err;
                         continue;
@@ -328,17 +352,12 @@ static tb_err_t tb_config_load_plugins(tb_config_ctx_t *ctx, tb_config_t *conf,
         if (!conf->plugins)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
         for (int i = 0; i < cnt; i++) {
-                const config_setting_t *ps = config_setting_get_elem(grp, (unsigned)i);
+                const config_setting_t *ps;
                 char disp[256];
-                tb_snprintf(disp, sizeof(disp), "plugins.%s", config_setting_name(ps));
-                if (!config_setting_is_group(ps)) {
-                        char loc[512];
-                        tb_config_loc(ctx, ps, loc, sizeof(loc));
-                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                         "%s%s: expected a group ({ key = value; ... }), "
-                                         "got %s",
-                                         loc, disp, tb_config_setting_type_name(ps));
-                }
+                tb_err_t err = tb_config_member_group(ctx, grp, i, "{ key = value; ... }", &ps,
+                                                      disp, sizeof(disp), errstr, errstr_size);
+                if (err)
+                        return err;
                 tb_plugin_conf_t *pc = &conf->plugins[conf->plugin_cnt++];
                 pc->name = strdup(config_setting_name(ps));
                 int kc = config_setting_length(ps);
@@ -363,8 +382,8 @@ static tb_err_t tb_config_load_plugins(tb_config_ctx_t *ctx, tb_config_t *conf,
                                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
                                                  "out of memory");
                         pc->kv_cnt++;
-                        tb_err_t err = tb_config_scalar_string(ctx, s, kdisp, &kv->value,
-                                                               errstr, errstr_size);
+                        err = tb_config_scalar_string(ctx, s, kdisp, &kv->value, errstr,
+                                                      errstr_size);
                         if (err)
                                 return err;
                 }
@@ -388,26 +407,22 @@ static tb_err_t tb_config_load_groups(tb_config_ctx_t *ctx, tb_config_t *conf,
         if (!conf->groups || !ctx->group_line)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
         for (int i = 0; i < cnt; i++) {
-                const config_setting_t *gs = config_setting_get_elem(grp, (unsigned)i);
+                const config_setting_t *gs;
                 char disp[256];
-                tb_snprintf(disp, sizeof(disp), "groups.%s", config_setting_name(gs));
-                if (!config_setting_is_group(gs)) {
-                        char loc[512];
-                        tb_config_loc(ctx, gs, loc, sizeof(loc));
-                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                         "%s%s: expected a group ({ os_user = \"...\"; "
-                                         "... }), got %s",
-                                         loc, disp, tb_config_setting_type_name(gs));
-                }
+                tb_err_t err = tb_config_member_group(ctx, grp, i, "{ os_user = \"...\"; ... }",
+                                                      &gs, disp, sizeof(disp), errstr,
+                                                      errstr_size);
+                if (err)
+                        return err;
                 tb_group_conf_t *g = &conf->groups[conf->group_cnt];
                 ctx->group_line[conf->group_cnt] = config_setting_source_line(gs);
                 conf->group_cnt++;
                 g->name = strdup(config_setting_name(gs));
                 if (!g->name)
                         return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
-                tb_err_t err = tb_config_props_defaults(tb_config_group_props,
-                                                        tb_config_group_props_cnt, g,
-                                                        errstr, errstr_size);
+                err = tb_config_props_defaults(tb_config_group_props,
+                                               tb_config_group_props_cnt, g, errstr,
+                                               errstr_size);
                 if (!err)
                         err = tb_config_walk(ctx, gs, tb_config_group_props,
                                              tb_config_group_props_cnt, g, "", disp, NULL,
@@ -603,14 +618,10 @@ tb_err_t tb_config_load(const char *path, tb_config_t **out, char *errstr,
                         bool special = false;
                         for (size_t j = 0; j < tb_config_special_groups_cnt; j++)
                                 special |= !strcmp(name, tb_config_special_groups[j]);
-                        if (special && !config_setting_is_group(s)) {
-                                char loc[512];
-                                tb_config_loc(ctx, s, loc, sizeof(loc));
-                                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                                "%s%s: expected a group ({ ... }), got %s",
-                                                loc, name, tb_config_setting_type_name(s));
+                        if (special &&
+                            (err = tb_config_expect_group(ctx, s, name, "{ ... }", errstr,
+                                                          errstr_size)))
                                 goto fail;
-                        }
                         if (!strcmp(name, "kafka"))
                                 err = tb_config_load_kafka(ctx, conf, s, errstr,
                                                            errstr_size);
