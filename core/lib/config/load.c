@@ -129,25 +129,14 @@ static tb_err_t tb_config_unknown_key(const tb_config_ctx_t *ctx, const config_s
         qsort(sorted, sc, sizeof(sorted[0]), tb_config_cmp_str);
 
         const char *key = config_setting_name(s);
-        char list[1024] = "";
-        size_t ll = 0, best_d = (size_t)-1;
-        const char *best = NULL;
-        for (size_t i = 0; i < sc; i++) {
-                int w = snprintf(list + ll, sizeof(list) - ll, "%s%s", i ? ", " : "",
-                                 sorted[i]);
-                if (w > 0 && (size_t)w < sizeof(list) - ll)
-                        ll += (size_t)w;
-                size_t d = tb_config_edit_distance(key, sorted[i]);
-                if (d < best_d) {
-                        best_d = d;
-                        best = sorted[i];
-                }
-        }
+        char list[1024];
         /* Suggest only near misses: a third of the name, at least one edit. */
         size_t klen = strlen(key);
         size_t limit = klen / 3 > 1 ? klen / 3 : 1;
+        const char *best = tb_names_nearest(key, sorted, sc, tb_config_edit_distance, limit,
+                                            list, sizeof(list));
         char hint[128] = "";
-        if (best && best_d <= limit)
+        if (best)
                 tb_snprintf(hint, sizeof(hint), " (did you mean '%s'?)", best);
         char loc[512];
         tb_config_loc(ctx, s, loc, sizeof(loc));

@@ -169,21 +169,11 @@ static bool tb_task_in(const char *const *list, const char *s) {
 static tb_err_t tb_task_unknown(tb_task_err_t *err, const char *path, const char *key,
                                 const char *const *valid, bool readonly_note) {
         char field[128], list[400], hint[96] = "";
-        size_t len = 0;
-        const char *best = NULL;
-        size_t best_d = 3;
-        list[0] = '\0';
-        for (size_t i = 0; valid[i]; i++) {
-                int n = snprintf(list + len, sizeof(list) - len, "%s%s", i ? ", " : "",
-                                 valid[i]);
-                if (n > 0 && (size_t)n < sizeof(list) - len)
-                        len += (size_t)n;
-                size_t d = tb_task_distance(key, valid[i]);
-                if (d < best_d) {
-                        best_d = d;
-                        best = valid[i];
-                }
-        }
+        size_t n = 0;
+        while (valid[n])
+                n++;
+        const char *best = tb_names_nearest(key, valid, n, tb_task_distance, 2, list,
+                                            sizeof(list));
         if (best)
                 tb_snprintf(hint, sizeof(hint), " (did you mean '%s'?)", best);
         if (!*key)
