@@ -12,6 +12,12 @@
 
 /* ---- durations and sizes ------------------------------------------------- */
 
+/** A unit suffix and its size in the stored unit (milliseconds, bytes). */
+typedef struct tb_units_suffix {
+        const char *name;
+        int64_t unit;
+} tb_units_suffix_t;
+
 /**
  * Parse a decimal number "12" or "1.5" at *\p pp and scale it by \p unit
  * into *\p out exactly. @returns 0, or -1 not a number, -2 overflow,
@@ -141,10 +147,7 @@ bad:
 
 tb_err_t tb_units_duration_parse(const char *s, int64_t *ms, char *errstr,
                                  size_t errstr_size) {
-        static const struct {
-                const char *name;
-                int64_t unit;
-        } units[] = {
+        static const tb_units_suffix_t units[] = {
                 {"ms", 1},           {"s", TB_SEC(1)},  {"m", TB_MIN(1)},
                 {"h", TB_HOUR(1)},   {"d", TB_DAY(1)},  {"w", TB_DAY(7)},
         };
@@ -215,10 +218,7 @@ check:
 
 tb_err_t tb_units_size_parse(const char *s, int64_t *bytes, char *errstr,
                              size_t errstr_size) {
-        static const struct {
-                const char *name;
-                int64_t unit;
-        } units[] = {
+        static const tb_units_suffix_t units[] = {
                 {"", 1},
                 {"B", 1},
                 {"KiB", TB_KIB(1)},
@@ -266,11 +266,10 @@ bad:
 
 /** Compact human form of a duration: "1826d", "1h30m", "500ms". */
 void tb_units_duration_format(int64_t ms, char *buf, size_t size) {
-        static const struct {
-                const char *name;
-                int64_t unit;
-        } units[] = {{"d", TB_DAY(1)}, {"h", TB_HOUR(1)}, {"m", TB_MIN(1)},
-                     {"s", TB_SEC(1)}, {"ms", 1}};
+        static const tb_units_suffix_t units[] = {
+                {"d", TB_DAY(1)}, {"h", TB_HOUR(1)}, {"m", TB_MIN(1)},
+                {"s", TB_SEC(1)}, {"ms", 1},
+        };
         size_t len = 0;
         buf[0] = '\0';
         if (ms <= 0) {
@@ -290,11 +289,9 @@ void tb_units_duration_format(int64_t ms, char *buf, size_t size) {
 }
 
 void tb_units_size_format(int64_t b, char *buf, size_t size) {
-        static const struct {
-                const char *name;
-                int64_t unit;
-        } units[] = {{"TiB", TB_TIB(1)}, {"GiB", TB_GIB(1)}, {"MiB", TB_MIB(1)},
-                     {"KiB", TB_KIB(1)}};
+        static const tb_units_suffix_t units[] = {
+                {"TiB", TB_TIB(1)}, {"GiB", TB_GIB(1)}, {"MiB", TB_MIB(1)}, {"KiB", TB_KIB(1)},
+        };
         for (size_t i = 0; i < TB_ARRAY_LEN(units); i++) {
                 if (b && b % units[i].unit == 0) {
                         tb_snprintf(buf, size, "%lld%s", (long long)(b / units[i].unit),
