@@ -188,54 +188,40 @@ _Static_assert(TB_ARRAY_LEN(tb_config_special_groups) <= TB_CONFIG_SPECIAL_MAX,
 const char *tb_config_kafka_managed[] = {"group.id", "transactional.id"};
 const size_t tb_config_kafka_managed_cnt = TB_ARRAY_LEN(tb_config_kafka_managed);
 
+/* Per value type: its name in the doc, and what a value looks like for
+ * "expected ..." messages. */
+static const struct {
+        const char *name;
+        const char *expect;
+} tb_config_types[] = {
+        [TB_CT_STRING] = {"string", "a string"},
+        [TB_CT_INT] = {"integer", "an integer"},
+        [TB_CT_BOOL] = {"boolean", "a boolean (true or false)"},
+        [TB_CT_DOUBLE] = {"number", "a number"},
+        [TB_CT_DURATION] = {"duration", "a duration (a string like \"30s\", \"5m\", "
+                                        "\"PT1H\", or an integer number of seconds)"},
+        [TB_CT_SIZE] = {"size", "a size (an integer number of bytes or a string like "
+                                "\"256KiB\")"},
+        [TB_CT_STRLIST] = {"list of strings", "a list of strings (like [\"a\", \"b\"])"},
+        [TB_CT_ENUM] = {"enum", "a string"},
+        [TB_CT_MAP] = {"map of strings", "a group of NAME = \"value\" strings (like { us = "
+                                         "\"http://api.us:8080\"; })"},
+};
+/* TB_CT_MAP is the last type: a new one needs its row above. */
+_Static_assert(TB_ARRAY_LEN(tb_config_types) == TB_CT_MAP + 1,
+               "every tb_config_type_t needs a row in tb_config_types");
+
 const char *tb_config_type_name(tb_config_type_t t) {
-        switch (t) {
-        case TB_CT_STRING:
-                return "string";
-        case TB_CT_INT:
-                return "integer";
-        case TB_CT_BOOL:
-                return "boolean";
-        case TB_CT_DOUBLE:
-                return "number";
-        case TB_CT_DURATION:
-                return "duration";
-        case TB_CT_SIZE:
-                return "size";
-        case TB_CT_STRLIST:
-                return "list of strings";
-        case TB_CT_ENUM:
-                return "enum";
-        case TB_CT_MAP:
-                return "map of strings";
-        }
-        return "?";
+        return (size_t)t < TB_ARRAY_LEN(tb_config_types) && tb_config_types[t].name
+                       ? tb_config_types[t].name
+                       : "?";
 }
 
 /** What a value of type \p t looks like, for "expected ..." messages. */
 const char *tb_config_type_expect(tb_config_type_t t) {
-        switch (t) {
-        case TB_CT_STRING:
-                return "a string";
-        case TB_CT_INT:
-                return "an integer";
-        case TB_CT_BOOL:
-                return "a boolean (true or false)";
-        case TB_CT_DOUBLE:
-                return "a number";
-        case TB_CT_DURATION:
-                return "a duration (a string like \"30s\", \"5m\", \"PT1H\", or an "
-                       "integer number of seconds)";
-        case TB_CT_SIZE:
-                return "a size (an integer number of bytes or a string like \"256KiB\")";
-        case TB_CT_STRLIST:
-                return "a list of strings (like [\"a\", \"b\"])";
-        case TB_CT_ENUM:
-                return "a string";
-        case TB_CT_MAP:
-                return "a group of NAME = \"value\" strings (like { us = \"http://api.us:8080\"; })";
-        }
-        return "?";
+        return (size_t)t < TB_ARRAY_LEN(tb_config_types) && tb_config_types[t].expect
+                       ? tb_config_types[t].expect
+                       : "?";
 }
 
 /** A numeric value of \p p's type in the user's notation. */
