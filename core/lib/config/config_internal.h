@@ -106,7 +106,13 @@ tb_err_t tb_config_finalize(tb_config_ctx_t *ctx, tb_config_t *conf, char *errst
 
 /* ---- config/lexer.c ---- */
 
-tb_err_t tb_config_prescan_file(tb_config_ctx_t *ctx, const char *file, int depth,
+/**
+ * Refuse integer literals of \p file (and of the files it @includes, from
+ * \p dir) that libconfig would silently truncate: beyond 32 bits without an
+ * L suffix, or beyond 64 bits. \p depth counts the @include nesting (0 for
+ * the main file). An unreadable file passes: libconfig reports it better.
+ */
+tb_err_t tb_config_prescan_file(const char *dir, const char *file, int depth,
                                 char *errstr, size_t errstr_size);
 
 #endif /* TB_CONFIG_INTERNAL_H */

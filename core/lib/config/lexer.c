@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- integer width pre-scan --------------------------------------------- */
-
 /*
  * libconfig 1.5 stores an integer literal without the L suffix in 32 bits
  * and silently wraps anything larger (memory_max = 5368709120 reads as
@@ -55,9 +53,8 @@ static tb_err_t tb_config_prescan_int(const char *file, unsigned line, const cha
                          file, line, len > 40 ? 40 : len, tok, len > 40 ? 40 : len, tok);
 }
 
-static tb_err_t tb_config_prescan_text(tb_config_ctx_t *ctx, const char *file,
-                                       const char *p, int depth, char *errstr,
-                                       size_t errstr_size) {
+static tb_err_t tb_config_prescan_text(const char *dir, const char *file, const char *p,
+                                       int depth, char *errstr, size_t errstr_size) {
         unsigned line = 1;
         bool line_start = true;
         while (*p) {
@@ -112,11 +109,11 @@ static tb_err_t tb_config_prescan_text(tb_config_ctx_t *ctx, const char *file,
                                                         "path relative to %s (includes are "
                                                         "resolved from the main config "
                                                         "file's directory)",
-                                                        file, line, n, q + 1, ctx->dir);
-                                        tb_snprintf(inc, sizeof(inc), "%s/%.*s", ctx->dir, n,
+                                                        file, line, n, q + 1, dir);
+                                        tb_snprintf(inc, sizeof(inc), "%s/%.*s", dir, n,
                                                     q + 1);
                                         tb_err_t err = tb_config_prescan_file(
-                                                ctx, inc, depth + 1, errstr, errstr_size);
+                                                dir, inc, depth + 1, errstr, errstr_size);
                                         if (err)
                                                 return err;
                                 }
@@ -165,7 +162,7 @@ static tb_err_t tb_config_prescan_text(tb_config_ctx_t *ctx, const char *file,
         return TB_OK;
 }
 
-tb_err_t tb_config_prescan_file(tb_config_ctx_t *ctx, const char *file, int depth,
+tb_err_t tb_config_prescan_file(const char *dir, const char *file, int depth,
                                 char *errstr, size_t errstr_size) {
         /* Unreadable or too deep: libconfig's own error says it better. */
         if (depth > TB_CONFIG_INCLUDE_DEPTH_MAX)
@@ -186,7 +183,7 @@ tb_err_t tb_config_prescan_file(tb_config_ctx_t *ctx, const char *file, int dept
         fclose(fp);
         if (!err && buf.len && !memchr(buf.data, '\0', buf.len)) {
                 if (!tb_buf_append(&buf, "", 1))
-                        err = tb_config_prescan_text(ctx, file, buf.data, depth, errstr,
+                        err = tb_config_prescan_text(dir, file, buf.data, depth, errstr,
                                                      errstr_size);
         }
         tb_buf_free(&buf);

@@ -573,7 +573,7 @@ tb_err_t tb_config_load(const char *path, tb_config_t **out, char *errstr,
                 if (slash)
                         slash[slash == dir ? 1 : 0] = '\0';
                 ctx->dir = slash ? dir : ".";
-                err = tb_config_prescan_file(ctx, path, 0, errstr, errstr_size);
+                err = tb_config_prescan_file(ctx->dir, path, 0, errstr, errstr_size);
                 if (err)
                         goto fail;
                 config_init(&cfg);
