@@ -10,8 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- durations and sizes ------------------------------------------------- */
-
 /** A unit suffix and its size in the stored unit (milliseconds, bytes). */
 typedef struct tb_units_suffix {
         const char *name;

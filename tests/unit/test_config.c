@@ -1,6 +1,6 @@
 /**
  * @file test_config.c
- * @brief core/lib/config/config.c: defaults, the example file, every class of user
+ * @brief core/lib/config/ (config/config.h): defaults, the example file, every class of user
  *        error (with FILE:LINE and the key), durations and sizes, the kafka
  *        pass-through, groups and plugins, environment overrides and the
  *        staleness of the generated docs/configuration.md.

@@ -1,6 +1,6 @@
 /**
  * @file test_task.c
- * @brief core/lib/task/task.c: every validation rule (field name and message), the
+ * @brief core/lib/task/ (task/task.h): every validation rule (field name and message), the
  *        defaults, idempotence of the normalized form, the Avro TaskSpec
  *        round trip through serde, tb_task_schedule() for each kind,
  *        tb_units_duration_format_iso8601(), tb_task_diff() and random garbage input.

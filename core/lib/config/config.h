@@ -17,6 +17,13 @@
  *    that plugin as key/value strings (the plugin validates its keys).
  *  - `groups = { <security group> = { ... }; }`: per-security-group policy
  *    (see the property table: keys under "groups.*").
+ *
+ * Files: config/table.c the property tables; config/assign.c typed
+ * assignment of one value; config/load.c the file walk, the special groups,
+ * the environment and the config's lifetime; config/finalize.c the
+ * cross-field checks; config/lexer.c the integer-width pre-scan;
+ * config/doc.c docs/configuration.md. Durations and sizes are parsed by
+ * units.h.
  */
 #ifndef TB_CONFIG_H
 #define TB_CONFIG_H

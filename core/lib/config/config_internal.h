@@ -63,22 +63,34 @@ extern const size_t tb_config_kafka_managed_cnt;
 
 #define TB_CONFIG_KAFKA_BOOTSTRAP_DEFAULT "127.0.0.1:9092"
 
+/** The doc's name of type \p t ("duration"). */
 const char *tb_config_type_name(tb_config_type_t t);
+/** What a value of type \p t looks like, for "expected ..." messages. */
 const char *tb_config_type_expect(tb_config_type_t t);
+/** A bound or value \p v of \p p in the user's notation ("30d", "64MiB"). */
 void tb_config_prop_format_num(const tb_config_prop_t *p, double v, char *buf, size_t size);
+/** Whether \p v is one of the '|'-separated \p enums. */
 bool tb_config_enum_has(const char *enums, const char *v);
+/** \p enums as "a, b, c", each name between \p quote marks. */
 void tb_config_enum_list(const char *enums, const char *quote, char *buf, size_t size);
 
 /* ---- config/assign.c ---- */
 
+/** What libconfig setting \p s is ("an integer"), for "got ..." messages. */
 const char *tb_config_setting_type_name(const config_setting_t *s);
+/** Assign \p s, written as a user would (a default, an environment
+ *  variable, a string in the file), to \p p in \p base; \p where prefixes
+ *  messages. */
 tb_err_t tb_config_prop_set_from_string(const tb_config_prop_t *p, void *base,
                                         const char *where, const char *s, char *errstr,
                                         size_t errstr_size);
+/** Assign the libconfig setting \p s to \p p in \p base, checking its type. */
 tb_err_t tb_config_prop_set_from_setting(const tb_config_prop_t *p, void *base,
                                          const char *where, const config_setting_t *s,
                                          char *errstr, size_t errstr_size);
+/** Free the strings, lists and maps that the \p n \p props own in \p base. */
 void tb_config_props_free(const tb_config_prop_t *props, size_t n, void *base);
+/** Assign every one of the \p n \p props its default in \p base. */
 tb_err_t tb_config_props_defaults(const tb_config_prop_t *props, size_t n, void *base,
                                   char *errstr, size_t errstr_size);
 
@@ -101,6 +113,8 @@ typedef struct tb_config_ctx {
 extern const char *tb_config_checks[];
 extern const size_t tb_config_checks_cnt;
 
+/** The cross-field checks, once every value is read; messages name where
+ *  the value at fault came from (ctx->origin). */
 tb_err_t tb_config_finalize(tb_config_ctx_t *ctx, tb_config_t *conf, char *errstr,
                             size_t errstr_size);
 

@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* ---- documentation -------------------------------------------------------- */
-
 static void tb_config_doc_prop_row(FILE *fp, const tb_config_prop_t *p,
                                    const char *prefix) {
         char def[256], range[256] = "";

@@ -43,8 +43,6 @@ static size_t tb_config_edit_distance(const char *a, const char *b) {
         return d[la][lb];
 }
 
-/* ---- loading ------------------------------------------------------------- */
-
 /** "FILE:LINE: " for \p s. Settings from an @included file carry the name
  *  as written; show it relative to the include directory like libconfig
  *  resolved it. */

@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- diff -------------------------------------------------------------- */
-
 static int tb_task_strcmp(const void *a, const void *b) {
         return strcmp(*(const char *const *)a, *(const char *const *)b);
 }

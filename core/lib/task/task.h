@@ -6,6 +6,10 @@
  *        tb_schedule_t. ONE validator serves the REST API, the commands role
  *        and the CLI, so every interface accepts and refuses the same input.
  *
+ * Files: task/validate.c the validator; task/fields.c the typed field
+ * readers and their errors; task/spec.c the normalized form, the Avro
+ * TaskSpec conversions and tb_task_schedule(); task/diff.c tb_task_diff().
+ *
  * Normalized task JSON (what the API returns, what tasks.spec stores):
  * {
  *   "name": "cleanup", "script": "/usr/bin/cleanupold --old .", "argv": [],
