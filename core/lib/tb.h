@@ -101,8 +101,8 @@ typedef size_t tb_name_distance_fn(const char *a, const char *b);
 
 /**
  * For "unknown name" messages: write the \p n valid \p names into \p list
- * as "a, b, c" (names that do not fit are left out) and find the one nearest
- * to \p key.
+ * as "a, b, c" (cut short when it does not fit) and find the one nearest to
+ * \p key.
  * @returns the first of the names at the smallest \p distance from \p key
  *          when that is at most \p max_distance, else NULL.
  */
