@@ -55,31 +55,31 @@ Test(units, size_format) {
         }
 }
 
-/* What the doc and the range messages print reads back as the same value. */
+typedef void format_fn(int64_t v, char *buf, size_t size);
+typedef tb_err_t parse_fn(const char *s, int64_t *v, char *errstr, size_t errstr_size);
+
+static void assert_reads_back(format_fn *format, parse_fn *parse, int64_t v) {
+        char buf[48], errstr[256];
+        int64_t back = -1;
+        format(v, buf, sizeof(buf));
+        cr_assert_eq(parse(buf, &back, errstr, sizeof(errstr)), TB_OK, "%s: %s", buf, errstr);
+        cr_assert_eq(back, v, "%s", buf);
+}
+
+/* What the doc, the range messages and the normalized task print reads back
+ * as the same value. */
 Test(units, formats_parse_back) {
         static const int64_t durations[] = {1, 999, TB_SEC(61), TB_HOUR(25) + 7,
                                             TB_DAY(30), TB_DURATION_MAX_MS};
         for (size_t i = 0; i < TB_ARRAY_LEN(durations); i++) {
-                char buf[48], errstr[256];
-                int64_t ms = -1;
-                tb_units_duration_format(durations[i], buf, sizeof(buf));
-                cr_assert_eq(tb_units_duration_parse(buf, &ms, errstr, sizeof(errstr)), TB_OK,
-                             "%s: %s", buf, errstr);
-                cr_assert_eq(ms, durations[i], "%s", buf);
-                tb_units_duration_format_iso8601(durations[i], buf, sizeof(buf));
-                cr_assert_eq(tb_units_duration_parse(buf, &ms, errstr, sizeof(errstr)), TB_OK,
-                             "%s: %s", buf, errstr);
-                cr_assert_eq(ms, durations[i], "%s", buf);
+                assert_reads_back(tb_units_duration_format, tb_units_duration_parse,
+                                  durations[i]);
+                assert_reads_back(tb_units_duration_format_iso8601, tb_units_duration_parse,
+                                  durations[i]);
         }
         static const int64_t sizes[] = {0, 1, TB_KIB(3), TB_MIB(4) + 1, TB_TIB(2)};
-        for (size_t i = 0; i < TB_ARRAY_LEN(sizes); i++) {
-                char buf[48], errstr[256];
-                int64_t b = -1;
-                tb_units_size_format(sizes[i], buf, sizeof(buf));
-                cr_assert_eq(tb_units_size_parse(buf, &b, errstr, sizeof(errstr)), TB_OK,
-                             "%s: %s", buf, errstr);
-                cr_assert_eq(b, sizes[i], "%s", buf);
-        }
+        for (size_t i = 0; i < TB_ARRAY_LEN(sizes); i++)
+                assert_reads_back(tb_units_size_format, tb_units_size_parse, sizes[i]);
 }
 
 Test(units, iso8601_short_buffer) {
