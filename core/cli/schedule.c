@@ -202,7 +202,7 @@ int tb_cli_schedule(int argc, char **argv) {
                 }
         } else if (every) {
                 s.kind = TB_SCHEDULE_EVERY;
-                if (tb_duration_parse(every, &s.every_ms, err, sizeof(err)) != TB_OK) {
+                if (tb_units_duration_parse(every, &s.every_ms, err, sizeof(err)) != TB_OK) {
                         tb_cli_fail("schedule next: --every: %s", err);
                         rc = 2;
                         goto out;

@@ -96,6 +96,20 @@ bool tb_snprintf(char *buf, size_t size, const char *fmt, ...)
 
 #define TB_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/** An edit distance between two names, for "did you mean" hints. */
+typedef size_t tb_name_distance_fn(const char *a, const char *b);
+
+/**
+ * For "unknown name" messages: write the \p n valid \p names into \p list
+ * as "a, b, c" (cut short when it does not fit) and find the one nearest to
+ * \p key.
+ * @returns the first of the names at the smallest \p distance from \p key
+ *          when that is at most \p max_distance, else NULL.
+ */
+const char *tb_names_nearest(const char *key, const char *const *names, size_t n,
+                             tb_name_distance_fn *distance, size_t max_distance,
+                             char *list, size_t list_size);
+
 /** A growable byte buffer. Zero-initialise; free with tb_buf_free(). */
 typedef struct tb_buf {
         char *data;

@@ -56,6 +56,27 @@ bool tb_snprintf(char *buf, size_t size, const char *fmt, ...) {
         return n < 0 || (size_t)n >= size;
 }
 
+const char *tb_names_nearest(const char *key, const char *const *names, size_t n,
+                             tb_name_distance_fn *distance, size_t max_distance,
+                             char *list, size_t list_size) {
+        size_t len = 0, best_d = SIZE_MAX;
+        const char *best = NULL;
+        if (list_size)
+                list[0] = '\0';
+        for (size_t i = 0; i < n; i++) {
+                int w = snprintf(list + len, list_size - len, "%s%s", i ? ", " : "",
+                                 names[i]);
+                if (w > 0 && (size_t)w < list_size - len)
+                        len += (size_t)w;
+                size_t d = distance(key, names[i]);
+                if (d < best_d) {
+                        best_d = d;
+                        best = names[i];
+                }
+        }
+        return best && best_d <= max_distance ? best : NULL;
+}
+
 /* ---- logging ---- */
 
 static atomic_int tb_log_min = TB_LOG_INFO;

@@ -1,6 +1,6 @@
 /**
  * @file test_config.c
- * @brief core/lib/config/config.c: defaults, the example file, every class of user
+ * @brief core/lib/config/ (config/config.h): defaults, the example file, every class of user
  *        error (with FILE:LINE and the key), durations and sizes, the kafka
  *        pass-through, groups and plugins, environment overrides and the
  *        staleness of the generated docs/configuration.md.
@@ -327,7 +327,7 @@ Test(config, kafka_good_properties_pass_through_with_dots) {
 static int64_t dur(const char *s) {
         int64_t ms = -1;
         char errstr[256];
-        tb_err_t err = tb_duration_parse(s, &ms, errstr, sizeof(errstr));
+        tb_err_t err = tb_units_duration_parse(s, &ms, errstr, sizeof(errstr));
         cr_assert_eq(err, TB_OK, "\"%s\": %s", s, errstr);
         return ms;
 }
@@ -335,7 +335,7 @@ static int64_t dur(const char *s) {
 static void dur_bad(const char *s, const char *msg) {
         int64_t ms = 12345;
         char errstr[256];
-        cr_assert_eq(tb_duration_parse(s, &ms, errstr, sizeof(errstr)), TB_ERR_INVALID,
+        cr_assert_eq(tb_units_duration_parse(s, &ms, errstr, sizeof(errstr)), TB_ERR_INVALID,
                      "\"%s\" was accepted", s ? s : "(null)");
         cr_assert_str_eq(errstr, msg);
         cr_assert_eq(ms, 12345, "output written on error");
@@ -416,19 +416,20 @@ Test(config, sizes) {
                   {"1.5KiB", 1536},   {"2TiB", 2199023255552}, {"500KB", 500000},
                   {"1MB", 1000000},   {"10 MiB", 10485760}};
         for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
-                cr_assert_eq(tb_size_parse(ok[i].s, &b, errstr, sizeof(errstr)), TB_OK,
+                cr_assert_eq(tb_units_size_parse(ok[i].s, &b, errstr, sizeof(errstr)), TB_OK,
                              "%s: %s", ok[i].s, errstr);
                 cr_assert_eq(b, ok[i].want, "%s", ok[i].s);
         }
-        cr_assert_eq(tb_size_parse("1.3B", &b, errstr, sizeof(errstr)), TB_ERR_INVALID);
+        cr_assert_eq(tb_units_size_parse("1.3B", &b, errstr, sizeof(errstr)), TB_ERR_INVALID);
         cr_assert_str_eq(errstr, "size \"1.3B\" is not a whole number of bytes");
-        cr_assert_eq(tb_size_parse("12 parsecs", &b, errstr, sizeof(errstr)), TB_ERR_INVALID);
+        cr_assert_eq(tb_units_size_parse("12 parsecs", &b, errstr, sizeof(errstr)),
+                     TB_ERR_INVALID);
         cr_assert_str_eq(errstr, "invalid size \"12 parsecs\": expected a number of bytes, "
                                  "optionally followed by B, KiB, MiB, GiB, TiB (powers of "
                                  "1024) or KB, MB, GB, TB (powers of 1000)");
-        cr_assert_eq(tb_size_parse("-1", &b, errstr, sizeof(errstr)), TB_ERR_INVALID);
+        cr_assert_eq(tb_units_size_parse("-1", &b, errstr, sizeof(errstr)), TB_ERR_INVALID);
         cr_assert_str_eq(errstr, "size \"-1\" is negative");
-        cr_assert_eq(tb_size_parse("99999999999TiB", &b, errstr, sizeof(errstr)),
+        cr_assert_eq(tb_units_size_parse("99999999999TiB", &b, errstr, sizeof(errstr)),
                      TB_ERR_INVALID);
         cr_assert_str_eq(errstr, "size \"99999999999TiB\" is too large");
 }

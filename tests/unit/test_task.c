@@ -1,9 +1,9 @@
 /**
  * @file test_task.c
- * @brief core/lib/task/task.c: every validation rule (field name and message), the
+ * @brief core/lib/task/ (task/task.h): every validation rule (field name and message), the
  *        defaults, idempotence of the normalized form, the Avro TaskSpec
  *        round trip through serde, tb_task_schedule() for each kind,
- *        tb_duration_format(), tb_task_diff() and random garbage input.
+ *        tb_units_duration_format_iso8601(), tb_task_diff() and random garbage input.
  */
 #include "serde/serde.h"
 #include "support.h"
@@ -803,7 +803,7 @@ Test(task, duration_format) {
         };
         for (size_t i = 0; i < TB_ARRAY_LEN(cases); i++) {
                 char buf[48];
-                tb_duration_format(cases[i].ms, buf);
+                tb_units_duration_format_iso8601(cases[i].ms, buf, sizeof(buf));
                 cr_assert_str_eq(buf, cases[i].want);
         }
 }

@@ -1,7 +1,7 @@
 /**
  * @file config/config.h
  * @brief taskbus configuration: config/taskbus.conf in libconfig syntax,
- *        parsed against ONE table of typed properties (core/config.c) that
+ *        parsed against ONE table of typed properties (config/table.c) that
  *        also generates docs/configuration.md.
  *
  * Keys are dotted paths of libconfig groups ("postgres.url" is
@@ -17,11 +17,19 @@
  *    that plugin as key/value strings (the plugin validates its keys).
  *  - `groups = { <security group> = { ... }; }`: per-security-group policy
  *    (see the property table: keys under "groups.*").
+ *
+ * Files: config/table.c the property tables; config/assign.c typed
+ * assignment of one value; config/load.c the file walk, the special groups,
+ * the environment and the config's lifetime; config/finalize.c the
+ * cross-field checks; config/lexer.c the integer-width pre-scan;
+ * config/doc.c docs/configuration.md. Durations and sizes are parsed by
+ * units.h.
  */
 #ifndef TB_CONFIG_H
 #define TB_CONFIG_H
 
 #include "tb.h"
+#include "units.h"
 #include <stdio.h>
 
 /** A key/value pair (strings owned by the tb_config_t). */
@@ -161,23 +169,6 @@ const tb_plugin_conf_t *tb_config_plugin(const tb_config_t *conf, const char *na
 /** The value of \p key in a plugin's group (owned by the config), or NULL.
  *  \p pc may be NULL (a plugin without a group). */
 const char *tb_plugin_conf_get(const tb_plugin_conf_t *pc, const char *key);
-
-/**
- * Parse a duration: "500ms", "30s", "5m", "2h", "7d", "1w", combinations
- * ("1h30m"), decimals ("1.5h"), a bare integer (seconds), or an ISO 8601
- * duration ("PT30S", "P1DT2H"; years and months are refused: their length
- * varies). At most 1000 years; millisecond precision. @returns
- * TB_ERR_INVALID with a user-readable message (it reaches REST clients).
- */
-tb_err_t tb_duration_parse(const char *s, int64_t *ms, char *errstr, size_t errstr_size);
-
-/**
- * Parse a size: a bare integer (bytes) or a number with a unit, "256KiB",
- * "64MiB", "1GiB", "1TiB" (powers of 1024), "500KB", "1MB" (powers of 1000),
- * "512B". Decimals are allowed when the result is whole bytes ("1.5KiB").
- * @returns TB_ERR_INVALID with a user-readable message on error.
- */
-tb_err_t tb_size_parse(const char *s, int64_t *bytes, char *errstr, size_t errstr_size);
 
 /** Write docs/configuration.md (markdown generated from the table). */
 void tb_config_write_doc(FILE *fp);

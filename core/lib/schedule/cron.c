@@ -168,15 +168,23 @@ static long tb_cron_number(const char **p) {
         return nd > 9 ? 1000000000L : v;
 }
 
+/* Copy the list element [el, el + len) into \p buf as a string; false when
+ * it is too long to be one of the Quartz forms. */
+static bool tb_cron_element_copy(char *buf, size_t size, const char *el, size_t len) {
+        if (len >= size)
+                return false;
+        memcpy(buf, el, len);
+        buf[len] = '\0';
+        return true;
+}
+
 /* The Quartz day-of-month forms: L, L-n, LW, nW. @returns 1 if \p el was
  * one (parsed into c), 0 if not, -1 on error. */
 static int tb_cron_dom_special(tb_cron_t *c, const tb_cron_field_t *f, const char *el,
                                size_t len, char *errstr, size_t errstr_size) {
         char buf[32];
-        if (len >= sizeof(buf))
+        if (!tb_cron_element_copy(buf, sizeof(buf), el, len))
                 return 0;
-        memcpy(buf, el, len);
-        buf[len] = '\0';
         if (!strcasecmp(buf, "L")) {
                 c->dom_last |= 1u;
                 return 1;
@@ -224,10 +232,8 @@ static int tb_cron_dom_special(tb_cron_t *c, const tb_cron_field_t *f, const cha
 static int tb_cron_dow_special(tb_cron_t *c, const tb_cron_field_t *f, const char *el,
                                size_t len, char *errstr, size_t errstr_size) {
         char buf[32];
-        if (len >= sizeof(buf))
+        if (!tb_cron_element_copy(buf, sizeof(buf), el, len))
                 return 0;
-        memcpy(buf, el, len);
-        buf[len] = '\0';
         char *hash = strchr(buf, '#');
         bool last = len >= 2 && (buf[len - 1] == 'L' || buf[len - 1] == 'l') &&
                     !strchr(buf, '-') && !strchr(buf, '/');

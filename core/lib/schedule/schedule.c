@@ -11,6 +11,7 @@
  */
 #include "schedule/schedule.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #define TB_SCHEDULE_SEARCH_S (INT64_C(401) * 366 * 86400) /* > one 400-year cycle */
@@ -44,34 +45,52 @@ const char *tb_schedule_dst_note_name(int dst_note) {
         }
 }
 
+/* Policy names, indexed by tb_dst_gap_t and tb_dst_overlap_t. */
+static const char *const tb_schedule_dst_gap_names[] = {"shift", "skip", NULL};
+static const char *const tb_schedule_dst_overlap_names[] = {"first", "last", "both", NULL};
+
+/** The index of \p name in \p names; an error naming the \p policy and the
+ *  choices ("'a', 'b' or 'c'") when it is none of them. */
+static tb_err_t tb_schedule_policy_parse(const char *policy, const char *const *names,
+                                         const char *name, int *out, char *errstr,
+                                         size_t errstr_size) {
+        for (int i = 0; name && names[i]; i++) {
+                if (!strcmp(name, names[i])) {
+                        *out = i;
+                        return TB_OK;
+                }
+        }
+        char choices[64] = "";
+        size_t len = 0;
+        for (size_t i = 0; names[i]; i++) {
+                const char *sep = !i ? "" : names[i + 1] ? ", " : " or ";
+                int n = snprintf(choices + len, sizeof(choices) - len, "%s'%s'", sep, names[i]);
+                if (n > 0 && (size_t)n < sizeof(choices) - len)
+                        len += (size_t)n;
+        }
+        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                         "schedule: %s: '%.32s' is not a policy (use %s)", policy,
+                         name ? name : "", choices);
+}
+
 tb_err_t tb_schedule_dst_gap_parse(const char *name, tb_dst_gap_t *out, char *errstr,
                                    size_t errstr_size) {
-        if (name && !strcmp(name, "shift"))
-                *out = TB_DST_GAP_SHIFT;
-        else if (name && !strcmp(name, "skip"))
-                *out = TB_DST_GAP_SKIP;
-        else
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "schedule: dst_gap: '%.32s' is not a policy (use 'shift' "
-                                 "or 'skip')",
-                                 name ? name : "");
-        return TB_OK;
+        int i;
+        tb_err_t err = tb_schedule_policy_parse("dst_gap", tb_schedule_dst_gap_names, name, &i,
+                                                errstr, errstr_size);
+        if (!err)
+                *out = (tb_dst_gap_t)i;
+        return err;
 }
 
 tb_err_t tb_schedule_dst_overlap_parse(const char *name, tb_dst_overlap_t *out,
                                        char *errstr, size_t errstr_size) {
-        if (name && !strcmp(name, "first"))
-                *out = TB_DST_OVERLAP_FIRST;
-        else if (name && !strcmp(name, "last"))
-                *out = TB_DST_OVERLAP_LAST;
-        else if (name && !strcmp(name, "both"))
-                *out = TB_DST_OVERLAP_BOTH;
-        else
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "schedule: dst_overlap: '%.32s' is not a policy (use "
-                                 "'first', 'last' or 'both')",
-                                 name ? name : "");
-        return TB_OK;
+        int i;
+        tb_err_t err = tb_schedule_policy_parse("dst_overlap", tb_schedule_dst_overlap_names,
+                                                name, &i, errstr, errstr_size);
+        if (!err)
+                *out = (tb_dst_overlap_t)i;
+        return err;
 }
 
 static tb_err_t tb_schedule_check_time(const char *field, int64_t ms, bool zero_ok,

@@ -6,6 +6,10 @@
  *        tb_schedule_t. ONE validator serves the REST API, the commands role
  *        and the CLI, so every interface accepts and refuses the same input.
  *
+ * Files: task/validate.c the validator; task/fields.c the typed field
+ * readers and their errors; task/spec.c the normalized form, the Avro
+ * TaskSpec conversions and tb_task_schedule(); task/diff.c tb_task_diff().
+ *
  * Normalized task JSON (what the API returns, what tasks.spec stores):
  * {
  *   "name": "cleanup", "script": "/usr/bin/cleanupold --old .", "argv": [],
@@ -23,7 +27,7 @@
  *   "labels": {}, "home_region": "local"
  * }
  * Durations are written back as ISO 8601 (PT30S, P30D); times as RFC 3339
- * UTC with Z. Input durations accept everything tb_duration_parse() does.
+ * UTC with Z. Input durations accept everything tb_units_duration_parse() does.
  * "execution_time" (the original API) is accepted as {"once": ...}.
  * Read-only fields (id, version, created_at, updated_at, created_by,
  * next_fire_at) are ignored on input so a GET body can be PUT back; a JSON
@@ -39,6 +43,7 @@
 
 #include "tb.h"
 #include "schedule/schedule.h"
+#include "units.h"
 #include <jansson.h>
 
 /** Limits (also in schemas/openapi.yaml). */
@@ -88,9 +93,6 @@ json_t *tb_task_from_spec(const json_t *spec);
  */
 tb_err_t tb_task_schedule(const json_t *task, int64_t anchor_ms, tb_schedule_t *s,
                           char *errstr, size_t errstr_size);
-
-/** Format \p ms as an ISO 8601 duration ("PT1H30M", "P30D", "PT0.5S"). */
-void tb_duration_format(int64_t ms, char buf[48]);
 
 /** The fields that differ between two normalized tasks, as a JSON array of
  *  top-level field names (new ref), for task_history.changed_fields. */

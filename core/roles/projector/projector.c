@@ -280,7 +280,7 @@ static tb_err_t tb_proj_run_settle(tb_projector_batch_t *b, const char *run_id, 
         if (!PQgetisnull(r, 0, 3))
                 ret = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
         else if (!PQgetisnull(r, 0, 4) &&
-                 tb_duration_parse(PQgetvalue(r, 0, 4), &ms, derr, sizeof(derr)) == TB_OK)
+                 tb_units_duration_parse(PQgetvalue(r, 0, 4), &ms, derr, sizeof(derr)) == TB_OK)
                 ret = ms;
         const tb_group_conf_t *gp = tb_config_group_policy(b->conf, group);
         if (gp && gp->log_retention_max_ms > 0 && ret > gp->log_retention_max_ms)
