@@ -1,0 +1,189 @@
+/**
+ * @file bus/consumer.c
+ * @brief Consumers: consumer group members (cooperative-sticky), record
+ *        headers, and the bounded leave-and-destroy.
+ */
+#include "bus/bus.h"
+#include "bus/bus_internal.h"
+
+#include <string.h>
+
+/* ---- consumers -------------------------------------------------------------- */
+
+/** Cooperative protocols move only the partitions that change hands:
+ *  incremental (un)assign; the eager path covers a pass-through override. */
+static void tb_bus_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        (void)opaque;
+        bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+        rd_kafka_error_t *e = NULL;
+        rd_kafka_resp_err_t rerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        switch (err) {
+        case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+                tb_debug(TB_BUS_SUB, "%s: assigned %d partitions", rd_kafka_name(rk), parts->cnt);
+                if (coop)
+                        e = rd_kafka_incremental_assign(rk, parts);
+                else
+                        rerr = rd_kafka_assign(rk, parts);
+                break;
+        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+                tb_debug(TB_BUS_SUB, "%s: revoked %d partitions", rd_kafka_name(rk), parts->cnt);
+                if (coop)
+                        e = rd_kafka_incremental_unassign(rk, parts);
+                else
+                        rerr = rd_kafka_assign(rk, NULL);
+                break;
+        default:
+                tb_warn(TB_BUS_SUB, "%s: rebalance failed: %s", rd_kafka_name(rk),
+                        rd_kafka_err2str(err));
+                if (!coop)
+                        rerr = rd_kafka_assign(rk, NULL);
+                break;
+        }
+        if (e) {
+                tb_error(TB_BUS_SUB, "%s: incremental (un)assign: %s", rd_kafka_name(rk),
+                         rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+        }
+        if (rerr)
+                tb_error(TB_BUS_SUB, "%s: assign: %s", rd_kafka_name(rk), rd_kafka_err2str(rerr));
+}
+
+tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *opts,
+                             const tb_topic_t *topics, size_t topic_cnt, rd_kafka_t **out,
+                             char *errstr, size_t errstr_size) {
+        rd_kafka_conf_t *c = NULL;
+        rd_kafka_t *rk = NULL;
+        rd_kafka_topic_partition_list_t *subs = NULL;
+        tb_err_t err;
+        char num[32];
+
+        *out = NULL;
+        if (!opts || !opts->group_id || !opts->group_id[0])
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "consumer: group_id is required");
+        if (!topic_cnt || !topics)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "consumer %s: no topics to subscribe to", opts->group_id);
+        const char *reset = opts->offset_reset ? opts->offset_reset : "earliest";
+        if (strcmp(reset, "earliest") && strcmp(reset, "latest"))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "consumer %s: offset_reset \"%s\" must be \"earliest\" or "
+                                 "\"latest\"",
+                                 opts->group_id, reset);
+        if ((err = tb_bus_conf_new(conf, &c, errstr, errstr_size)))
+                return err;
+        if ((err = tb_bus_set(c, "group.id", opts->group_id, errstr, errstr_size)) ||
+            (opts->instance_id && opts->instance_id[0] &&
+             (err = tb_bus_set(c, "group.instance.id", opts->instance_id, errstr,
+                               errstr_size))) ||
+            (err = tb_bus_set(c, "partition.assignment.strategy", "cooperative-sticky", errstr,
+                              errstr_size)) ||
+            (err = tb_bus_set(c, "isolation.level",
+                              opts->read_committed ? "read_committed" : "read_uncommitted",
+                              errstr, errstr_size)) ||
+            (err = tb_bus_set(c, "enable.auto.commit", opts->auto_commit ? "true" : "false",
+                              errstr, errstr_size)) ||
+            (err = tb_bus_set(c, "auto.offset.reset", reset, errstr, errstr_size)) ||
+            (err = tb_bus_set(c, "enable.partition.eof", "false", errstr, errstr_size)))
+                goto fail;
+        if (opts->session_timeout_ms > 0) {
+                tb_snprintf(num, sizeof(num), "%d", opts->session_timeout_ms);
+                if ((err = tb_bus_set(c, "session.timeout.ms", num, errstr, errstr_size)))
+                        goto fail;
+        }
+        rd_kafka_conf_set_rebalance_cb(c, opts->rebalance_cb ? opts->rebalance_cb
+                                                             : tb_bus_rebalance_cb);
+        rd_kafka_conf_set_opaque(c, opts->opaque);
+        err = tb_bus_handle_new(RD_KAFKA_CONSUMER, c, "kafka consumer", &rk, errstr, errstr_size);
+        c = NULL;
+        if (err)
+                goto fail;
+        /* one queue: rd_kafka_consumer_poll() also serves errors and rebalances */
+        rd_kafka_poll_set_consumer(rk);
+        subs = rd_kafka_topic_partition_list_new((int)topic_cnt);
+        for (size_t i = 0; i < topic_cnt; i++) {
+                char name[256];
+                if ((int)topics[i] < 0 || topics[i] >= TB_TOPIC__COUNT) {
+                        err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                        "consumer %s: unknown topic %d", opts->group_id,
+                                        (int)topics[i]);
+                        goto fail;
+                }
+                rd_kafka_topic_partition_list_add(subs, tb_topic_name(conf, topics[i], name,
+                                                                      sizeof(name)),
+                                                  RD_KAFKA_PARTITION_UA);
+        }
+        rd_kafka_resp_err_t rerr = rd_kafka_subscribe(rk, subs);
+        if (rerr) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "consumer %s: subscribe: %s",
+                                opts->group_id, rd_kafka_err2str(rerr));
+                goto fail;
+        }
+        rd_kafka_topic_partition_list_destroy(subs);
+        *out = rk;
+        return TB_OK;
+fail:
+        if (subs)
+                rd_kafka_topic_partition_list_destroy(subs);
+        if (c)
+                rd_kafka_conf_destroy(c);
+        if (rk)
+                rd_kafka_destroy(rk);
+        return err;
+}
+
+tb_err_t tb_bus_header_get(const rd_kafka_message_t *msg, const char *name,
+                           const void **value, size_t *len) {
+        rd_kafka_headers_t *hdrs = NULL;
+        *value = NULL;
+        *len = 0;
+        /* rd_kafka_message_headers takes a non-const message: it parses lazily */
+        if (!msg || !name || rd_kafka_message_headers((rd_kafka_message_t *)msg, &hdrs) !=
+                                     RD_KAFKA_RESP_ERR_NO_ERROR)
+                return TB_ERR_NOT_FOUND;
+        if (rd_kafka_header_get_last(hdrs, name, value, len) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                return TB_ERR_NOT_FOUND;
+        return TB_OK;
+}
+
+void tb_bus_consumer_destroy(rd_kafka_t *rk, int timeout_ms) {
+        if (!rk)
+                return;
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_error_t *error = rd_kafka_consumer_close_queue(rk, q);
+        if (error) {
+                tb_warn(TB_BUS_SUB, "consumer %s: close: %s", rd_kafka_name(rk),
+                        rd_kafka_error_string(error));
+                rd_kafka_error_destroy(error);
+        } else {
+                int64_t deadline = tb_mono_us() + (int64_t)timeout_ms * 1000;
+                while (!rd_kafka_consumer_closed(rk) && tb_mono_us() < deadline) {
+                        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+                        if (!ev)
+                                continue;
+                        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE &&
+                            rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+                                /* Acknowledge the revocation so the close can go on. */
+                                rd_kafka_topic_partition_list_t *parts =
+                                        rd_kafka_event_topic_partition_list(ev);
+                                if (!strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE")) {
+                                        rd_kafka_error_t *e2 =
+                                                rd_kafka_incremental_unassign(rk, parts);
+                                        if (e2)
+                                                rd_kafka_error_destroy(e2);
+                                } else {
+                                        rd_kafka_assign(rk, NULL);
+                                }
+                        }
+                        rd_kafka_event_destroy(ev);
+                }
+                if (!rd_kafka_consumer_closed(rk))
+                        tb_warn(TB_BUS_SUB,
+                                "consumer %s: group did not acknowledge the close within %d ms "
+                                "(Kafka unreachable?): leaving without it",
+                                rd_kafka_name(rk), timeout_ms);
+        }
+        rd_kafka_queue_destroy(q);
+        rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
