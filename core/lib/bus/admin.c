@@ -105,23 +105,50 @@ static rd_kafka_AdminOptions_t *tb_bus_admin_opts(rd_kafka_t *rk, rd_kafka_admin
 }
 
 /**
- * Wait for the result of an admin request on \p q. The request timeout
- * ends the request first; the margin only guards against a lost event.
+ * One Admin API request in flight: its options and the queue its result
+ * arrives on, from tb_bus_admin_begin() to tb_bus_admin_end().
  */
-static tb_err_t tb_bus_admin_wait(rd_kafka_queue_t *q, int64_t deadline_us, const char *what,
-                                  rd_kafka_event_t **out, char *errstr, size_t errstr_size) {
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, tb_bus_remaining(deadline_us) + 5000);
+typedef struct tb_bus_admin_req {
+        rd_kafka_AdminOptions_t *opts;
+        rd_kafka_queue_t *q;
+} tb_bus_admin_req_t;
+
+/** Options for \p op (tb_bus_admin_opts) and a result queue in \p req. */
+static tb_err_t tb_bus_admin_begin(rd_kafka_t *rk, rd_kafka_admin_op_t op, int64_t deadline_us,
+                                   tb_bus_admin_req_t *req, char *errstr, size_t errstr_size) {
+        req->opts = tb_bus_admin_opts(rk, op, deadline_us);
+        req->q = rd_kafka_queue_new(rk);
+        if (req->opts && req->q)
+                return TB_OK;
+        if (req->q)
+                rd_kafka_queue_destroy(req->q);
+        if (req->opts)
+                rd_kafka_AdminOptions_destroy(req->opts);
+        return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+}
+
+/**
+ * Wait for the result of the request \p req and release it. The request
+ * timeout ends the request first; the margin only guards against a lost
+ * event. On success the caller destroys *\p out.
+ */
+static tb_err_t tb_bus_admin_end(tb_bus_admin_req_t *req, int64_t deadline_us, const char *what,
+                                 rd_kafka_event_t **out, char *errstr, size_t errstr_size) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(req->q, tb_bus_remaining(deadline_us) + 5000);
+        tb_err_t err = TB_OK;
         *out = NULL;
+        rd_kafka_queue_destroy(req->q);
+        rd_kafka_AdminOptions_destroy(req->opts);
         if (!ev)
                 return tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
                                  "%s: no answer from Kafka in time", what);
         if (rd_kafka_event_error(ev)) {
-                tb_err_t e = rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__TIMED_OUT
-                                     ? TB_ERR_TIMEOUT
-                                     : TB_ERR_KAFKA;
-                tb_seterr(errstr, errstr_size, e, "%s: %s", what, rd_kafka_event_error_string(ev));
+                err = rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__TIMED_OUT ? TB_ERR_TIMEOUT
+                                                                                : TB_ERR_KAFKA;
+                tb_seterr(errstr, errstr_size, err, "%s: %s", what,
+                          rd_kafka_event_error_string(ev));
                 rd_kafka_event_destroy(ev);
-                return e;
+                return err;
         }
         *out = ev;
         return TB_OK;
@@ -133,8 +160,7 @@ static tb_err_t tb_bus_create(const tb_config_t *conf, rd_kafka_t *rk,
                               int64_t deadline_us, char *errstr, size_t errstr_size) {
         rd_kafka_NewTopic_t *nts[TB_TOPIC__COUNT];
         size_t n = 0;
-        rd_kafka_AdminOptions_t *opts = NULL;
-        rd_kafka_queue_t *q = NULL;
+        tb_bus_admin_req_t req;
         rd_kafka_event_t *ev = NULL;
         tb_err_t err = TB_OK;
         char rkerr[512];
@@ -158,14 +184,11 @@ static tb_err_t tb_bus_create(const tb_config_t *conf, rd_kafka_t *rk,
         }
         if (!n)
                 return TB_OK;
-        opts = tb_bus_admin_opts(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS, deadline_us);
-        q = rd_kafka_queue_new(rk);
-        if (!opts || !q) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        if ((err = tb_bus_admin_begin(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS, deadline_us, &req,
+                                      errstr, errstr_size)))
                 goto done;
-        }
-        rd_kafka_CreateTopics(rk, nts, n, opts, q);
-        if ((err = tb_bus_admin_wait(q, deadline_us, "create topics", &ev, errstr, errstr_size)))
+        rd_kafka_CreateTopics(rk, nts, n, req.opts, req.q);
+        if ((err = tb_bus_admin_end(&req, deadline_us, "create topics", &ev, errstr, errstr_size)))
                 goto done;
         size_t rcnt = 0;
         const rd_kafka_topic_result_t **res =
@@ -198,10 +221,6 @@ static tb_err_t tb_bus_create(const tb_config_t *conf, rd_kafka_t *rk,
 done:
         if (ev)
                 rd_kafka_event_destroy(ev);
-        if (q)
-                rd_kafka_queue_destroy(q);
-        if (opts)
-                rd_kafka_AdminOptions_destroy(opts);
         rd_kafka_NewTopic_destroy_array(nts, n);
         return err;
 }
@@ -215,22 +234,18 @@ static tb_err_t tb_bus_describe(rd_kafka_t *rk, const char *const *names, size_t
                                 const rd_kafka_ConfigResource_t ***res, size_t *res_cnt,
                                 char *errstr, size_t errstr_size) {
         rd_kafka_ConfigResource_t **crs = calloc(cnt ? cnt : 1, sizeof(*crs));
-        rd_kafka_AdminOptions_t *opts = NULL;
-        rd_kafka_queue_t *q = NULL;
+        tb_bus_admin_req_t req;
         tb_err_t err = TB_OK;
         *ev = NULL;
         if (!crs)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
         for (size_t i = 0; i < cnt; i++)
                 crs[i] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, names[i]);
-        opts = tb_bus_admin_opts(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, deadline_us);
-        q = rd_kafka_queue_new(rk);
-        if (!opts || !q) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        if ((err = tb_bus_admin_begin(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, deadline_us, &req,
+                                      errstr, errstr_size)))
                 goto done;
-        }
-        rd_kafka_DescribeConfigs(rk, crs, cnt, opts, q);
-        if ((err = tb_bus_admin_wait(q, deadline_us, "describe topic configs", ev, errstr,
+        rd_kafka_DescribeConfigs(rk, crs, cnt, req.opts, req.q);
+        if ((err = tb_bus_admin_end(&req, deadline_us, "describe topic configs", ev, errstr,
                                      errstr_size)))
                 goto done;
         *res = rd_kafka_DescribeConfigs_result_resources(
@@ -249,10 +264,6 @@ static tb_err_t tb_bus_describe(rd_kafka_t *rk, const char *const *names, size_t
                 }
         }
 done:
-        if (q)
-                rd_kafka_queue_destroy(q);
-        if (opts)
-                rd_kafka_AdminOptions_destroy(opts);
         rd_kafka_ConfigResource_destroy_array(crs, cnt);
         free(crs);
         return err;
@@ -286,8 +297,7 @@ static tb_err_t tb_bus_apply_configs(rd_kafka_t *rk, const tb_topic_spec_t *spec
         size_t alter_cnt = 0, res_cnt = 0;
         const rd_kafka_ConfigResource_t **res = NULL;
         rd_kafka_event_t *ev = NULL, *aev = NULL;
-        rd_kafka_AdminOptions_t *opts = NULL;
-        rd_kafka_queue_t *q = NULL;
+        tb_bus_admin_req_t req;
         tb_err_t err;
 
         *differ = 0;
@@ -341,14 +351,11 @@ static tb_err_t tb_bus_apply_configs(rd_kafka_t *rk, const tb_topic_spec_t *spec
         }
         if (!alter_cnt)
                 goto done;
-        opts = tb_bus_admin_opts(rk, RD_KAFKA_ADMIN_OP_ALTERCONFIGS, deadline_us);
-        q = rd_kafka_queue_new(rk);
-        if (!opts || !q) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        if ((err = tb_bus_admin_begin(rk, RD_KAFKA_ADMIN_OP_ALTERCONFIGS, deadline_us, &req,
+                                      errstr, errstr_size)))
                 goto done;
-        }
-        rd_kafka_AlterConfigs(rk, alter, alter_cnt, opts, q);
-        if ((err = tb_bus_admin_wait(q, deadline_us, "alter topic configs", &aev, errstr,
+        rd_kafka_AlterConfigs(rk, alter, alter_cnt, req.opts, req.q);
+        if ((err = tb_bus_admin_end(&req, deadline_us, "alter topic configs", &aev, errstr,
                                      errstr_size)))
                 goto done;
         size_t acnt = 0;
@@ -368,10 +375,6 @@ static tb_err_t tb_bus_apply_configs(rd_kafka_t *rk, const tb_topic_spec_t *spec
 done:
         if (aev)
                 rd_kafka_event_destroy(aev);
-        if (q)
-                rd_kafka_queue_destroy(q);
-        if (opts)
-                rd_kafka_AdminOptions_destroy(opts);
         for (size_t i = 0; i < alter_cnt; i++)
                 rd_kafka_ConfigResource_destroy(alter[i]);
         rd_kafka_event_destroy(ev);
@@ -559,8 +562,7 @@ tb_err_t tb_bus_topics_delete(const tb_config_t *conf, int timeout_ms, char *err
         int64_t deadline = tb_mono_us() + (int64_t)(timeout_ms > 0 ? timeout_ms : 1) * 1000;
         rd_kafka_DeleteTopic_t *dts[TB_TOPIC__COUNT];
         const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_AdminOptions_t *opts = NULL;
-        rd_kafka_queue_t *q = NULL;
+        tb_bus_admin_req_t req;
         rd_kafka_event_t *ev = NULL;
         rd_kafka_t *rk = NULL;
         size_t n = 0;
@@ -578,14 +580,11 @@ tb_err_t tb_bus_topics_delete(const tb_config_t *conf, int timeout_ms, char *err
         }
         if (!n)
                 goto done;
-        opts = tb_bus_admin_opts(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS, deadline);
-        q = rd_kafka_queue_new(rk);
-        if (!opts || !q) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        if ((err = tb_bus_admin_begin(rk, RD_KAFKA_ADMIN_OP_DELETETOPICS, deadline, &req,
+                                      errstr, errstr_size)))
                 goto done;
-        }
-        rd_kafka_DeleteTopics(rk, dts, n, opts, q);
-        if ((err = tb_bus_admin_wait(q, deadline, "delete topics", &ev, errstr, errstr_size)))
+        rd_kafka_DeleteTopics(rk, dts, n, req.opts, req.q);
+        if ((err = tb_bus_admin_end(&req, deadline, "delete topics", &ev, errstr, errstr_size)))
                 goto done;
         size_t rcnt = 0;
         const rd_kafka_topic_result_t **res =
@@ -603,10 +602,6 @@ tb_err_t tb_bus_topics_delete(const tb_config_t *conf, int timeout_ms, char *err
 done:
         if (ev)
                 rd_kafka_event_destroy(ev);
-        if (q)
-                rd_kafka_queue_destroy(q);
-        if (opts)
-                rd_kafka_AdminOptions_destroy(opts);
         rd_kafka_DeleteTopic_destroy_array(dts, n);
         if (md)
                 rd_kafka_metadata_destroy(md);

@@ -1,7 +1,7 @@
 /**
  * @file bus/bus_internal.h
- * @brief What the files of the Kafka layer (bus/{conf,admin,producer,consumer}.c) share and nobody else
- *        uses: the log subsystem, property setting and handle creation.
+ * @brief What the files of the Kafka layer share and nobody else uses: the
+ *        log subsystem, property setting and handle creation.
  */
 #ifndef TB_BUS_INTERNAL_H
 #define TB_BUS_INTERNAL_H

@@ -73,18 +73,27 @@ static const char *tb_bus_txn_id(rd_kafka_t *rk, char *buf, size_t size) {
         return buf;
 }
 
+/** TB_ERR_FENCED naming the transactional.id a newer producer took over;
+ *  \p why is librdkafka's reason, \p advice is appended. */
+static tb_err_t tb_bus_fenced(rd_kafka_t *rk, const char *what, const char *why,
+                              const char *advice, char *errstr, size_t errstr_size) {
+        char id[256];
+        return tb_seterr(errstr, errstr_size, TB_ERR_FENCED,
+                         "%s: producer fenced: a newer producer took over "
+                         "transactional.id '%s' (%s)%s",
+                         what, tb_bus_txn_id(rk, id, sizeof(id)), why, advice);
+}
+
 /** Map a producer's fatal state; TB_OK when it has none. */
 static tb_err_t tb_bus_fatal(rd_kafka_t *rk, const char *what, char *errstr,
                              size_t errstr_size) {
-        char fbuf[512], id[256];
+        char fbuf[512];
         rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(rk, fbuf, sizeof(fbuf));
         if (!ferr)
                 return TB_OK;
         if (tb_bus_fenced_code(ferr))
-                return tb_seterr(errstr, errstr_size, TB_ERR_FENCED,
-                                 "%s: producer fenced: a newer producer took over "
-                                 "transactional.id '%s' (%s); stop using this producer",
-                                 what, tb_bus_txn_id(rk, id, sizeof(id)), fbuf);
+                return tb_bus_fenced(rk, what, fbuf, "; stop using this producer", errstr,
+                                     errstr_size);
         return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA,
                          "%s: fatal producer error %s: %s; the producer must be rebuilt", what,
                          rd_kafka_err2name(ferr), fbuf);
@@ -97,7 +106,7 @@ static tb_err_t tb_bus_fatal(rd_kafka_t *rk, const char *what, char *errstr,
 static tb_err_t tb_bus_txn_error(rd_kafka_t *rk, rd_kafka_error_t *error, const char *what,
                                  char *errstr, size_t errstr_size) {
         rd_kafka_resp_err_t code = rd_kafka_error_code(error);
-        char msg[512], id[256];
+        char msg[512];
         tb_err_t err;
         tb_snprintf(msg, sizeof(msg), "%s", rd_kafka_error_string(error));
         if (rd_kafka_error_is_fatal(error) || tb_bus_fenced_code(code)) {
@@ -106,10 +115,7 @@ static tb_err_t tb_bus_txn_error(rd_kafka_t *rk, rd_kafka_error_t *error, const 
                 if (err)
                         return err;
                 if (tb_bus_fenced_code(code))
-                        return tb_seterr(errstr, errstr_size, TB_ERR_FENCED,
-                                         "%s: producer fenced: a newer producer took over "
-                                         "transactional.id '%s' (%s)",
-                                         what, tb_bus_txn_id(rk, id, sizeof(id)), msg);
+                        return tb_bus_fenced(rk, what, msg, "", errstr, errstr_size);
                 return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "%s: fatal: %s", what, msg);
         }
         if (rd_kafka_error_txn_requires_abort(error)) {
