@@ -2,7 +2,8 @@
  * @file test_bus_mock.c
  * @brief The Kafka layer without a broker: librdkafka's mock cluster
  *        injects produce errors (retried by the idempotent producer, or
- *        reported with context), plus murmur2 against the Java client's
+ *        reported with context), readers (assign-only consumers) read what
+ *        they are assigned, plus murmur2 against the Java client's
  *        published values and topic naming.
  */
 #include "bus/bus.h"
@@ -143,6 +144,119 @@ Test(bus_mock, sync_produce_times_out_when_broker_is_down, .init = setup, .fini 
                   errbuf);
         cr_assert(took_ms >= 2500 && took_ms < 20000, "took %lld ms", (long long)took_ms);
         rd_kafka_destroy(p);
+}
+
+/** Produce \p n records "r0".. to mock.runs [0]. */
+static void produce_records(int n) {
+        rd_kafka_t *p = NULL;
+        cr_assert_eq(tb_bus_producer_new(conf, NULL, &p, errbuf, sizeof(errbuf)), TB_OK, "%s",
+                     errbuf);
+        for (int i = 0; i < n; i++) {
+                char v[16];
+                snprintf(v, sizeof(v), "r%d", i);
+                cr_assert_eq(tb_bus_produce(p, conf, TB_TOPIC_RUNS, 0, "k", 1, v, strlen(v), NULL,
+                                            0, true, errbuf, sizeof(errbuf)),
+                             TB_OK, "%s", errbuf);
+        }
+        rd_kafka_destroy(p);
+}
+
+/** Read mock.runs [0] from \p from to its end with \p rk (a reader);
+ *  @returns the values, comma-separated (malloc'd). */
+static char *read_to_eof(rd_kafka_t *rk, int64_t from) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, "mock.runs", 0)->offset = from;
+        cr_assert_eq(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
+        rd_kafka_topic_partition_list_destroy(l);
+        tb_buf_t got = {0};
+        int64_t deadline = tb_mono_us() + 20000000;
+        for (bool eof = false; !eof;) {
+                cr_assert(tb_mono_us() < deadline, "no end of partition; read: %.*s",
+                          (int)got.len, got.data ? got.data : "");
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+                if (!m)
+                        continue;
+                if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                        eof = true;
+                } else {
+                        cr_assert_eq(m->err, RD_KAFKA_RESP_ERR_NO_ERROR, "%s",
+                                     rd_kafka_message_errstr(m));
+                        tb_buf_printf(&got, "%s%.*s", got.len ? "," : "", (int)m->len,
+                                      (const char *)m->payload);
+                }
+                rd_kafka_message_destroy(m);
+        }
+        char *s = strdup(got.data ? got.data : "");
+        tb_buf_free(&got);
+        return s;
+}
+
+Test(bus_mock, reader_reads_an_assigned_partition_to_its_end, .init = setup, .fini = teardown,
+     .timeout = 60) {
+        produce_records(3);
+        rd_kafka_t *rk = NULL;
+        tb_reader_opts_t o = {.group_id = "mock.reader", .read_committed = true,
+                              .partition_eof = true};
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_OK, "%s",
+                     errbuf);
+        char *all = read_to_eof(rk, RD_KAFKA_OFFSET_BEGINNING);
+        cr_assert_str_eq(all, "r0,r1,r2");
+        free(all);
+        char *tail = read_to_eof(rk, 2);
+        cr_assert_str_eq(tail, "r2", "an explicit offset is where it starts");
+        free(tail);
+        /* a reader commits nothing: the group has no offset afterwards */
+        rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(c, "mock.runs", 0);
+        cr_assert_eq(rd_kafka_committed(rk, c, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+        cr_assert_eq(c->elems[0].offset, RD_KAFKA_OFFSET_INVALID, "committed %lld",
+                     (long long)c->elems[0].offset);
+        rd_kafka_topic_partition_list_destroy(c);
+        tb_bus_consumer_destroy(rk, 5000);
+}
+
+Test(bus_mock, reader_bootstrap_overrides_the_configured_kafka, .init = setup,
+     .fini = teardown, .timeout = 60) {
+        produce_records(1);
+        /* the configured Kafka is nowhere; the reader is pointed at the mock */
+        bool replaced = false;
+        for (size_t i = 0; i < conf->kafka_cnt; i++)
+                if (!strcmp(conf->kafka[i].key, "bootstrap.servers")) {
+                        free(conf->kafka[i].value);
+                        conf->kafka[i].value = strdup("127.0.0.1:1");
+                        replaced = true;
+                }
+        cr_assert(replaced, "the mock's address comes in as bootstrap.servers");
+        rd_kafka_t *rk = NULL;
+        tb_reader_opts_t o = {.group_id = "mock.reader",
+                              .bootstrap = rd_kafka_mock_cluster_bootstraps(mc),
+                              .read_committed = true,
+                              .partition_eof = true,
+                              .connect_timeout_ms = 2000};
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_OK, "%s",
+                     errbuf);
+        char *all = read_to_eof(rk, RD_KAFKA_OFFSET_BEGINNING);
+        cr_assert_str_eq(all, "r0");
+        free(all);
+        tb_bus_consumer_destroy(rk, 5000);
+}
+
+Test(bus_mock, reader_argument_errors, .init = setup, .fini = teardown, .timeout = 60) {
+        rd_kafka_t *rk = NULL;
+        tb_reader_opts_t o = {.group_id = NULL};
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_ERR_INVALID);
+        cr_assert(strstr(errbuf, "group_id"), "%s", errbuf);
+        cr_assert_null(rk);
+        o.group_id = "g";
+        o.offset_reset = "middle";
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_ERR_INVALID);
+        cr_assert(strstr(errbuf, "offset_reset"), "%s", errbuf);
+        cr_assert_null(rk);
+        o.offset_reset = NULL;
+        o.fetch_wait_max_ms = -5; /* not positive: librdkafka's default, no error */
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_OK, "%s",
+                     errbuf);
+        tb_bus_consumer_destroy(rk, 1000);
 }
 
 /* Values of org.apache.kafka.common.utils.Utils.murmur2 (Kafka's UtilsTest),

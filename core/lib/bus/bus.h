@@ -126,15 +126,46 @@ typedef struct tb_consumer_opts {
         tb_rebalance_cb_t rebalance_cb; /**< NULL: default incremental assign */
         void *opaque;                /**< rd_kafka_opaque() for the callbacks */
         int session_timeout_ms;      /**< 0: librdkafka default */
+        /** More topics to subscribe to, by full name (another region's
+         *  copies, tb_repl_topic_name()); the strings are copied. */
+        const char *const *topic_names;
+        size_t topic_name_cnt;
 } tb_consumer_opts_t;
 
 /**
- * A new consumer (cooperative-sticky assignment) subscribed to \p topics.
- * Caller owns it: rd_kafka_consumer_close() + rd_kafka_destroy().
+ * A new consumer group member (cooperative-sticky assignment) subscribed to
+ * \p topics and \p opts->topic_names (\p topic_cnt may be 0 when names are
+ * given). Caller owns it: tb_bus_consumer_destroy().
+ * @locality any thread; the handle is then polled by one thread.
  */
 tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *opts,
                              const tb_topic_t *topics, size_t topic_cnt, rd_kafka_t **out,
                              char *errstr, size_t errstr_size);
+
+/** Options for a reader: an assign-only consumer that never joins its group. */
+typedef struct tb_reader_opts {
+        /** Required, though never joined: librdkafka's consumer queue needs one. */
+        const char *group_id;
+        /** NULL: the configured Kafka; else another cluster (another region),
+         *  the `kafka` group's other properties kept. */
+        const char *bootstrap;
+        bool read_committed;      /**< isolation.level=read_committed */
+        bool partition_eof;       /**< deliver RD_KAFKA_RESP_ERR__PARTITION_EOF at each end */
+        const char *offset_reset; /**< "earliest" (default) or "latest" */
+        int connect_timeout_ms;   /**< socket.connection.setup.timeout.ms; 0: librdkafka's */
+        int fetch_wait_max_ms;    /**< fetch.wait.max.ms; 0: librdkafka's */
+} tb_reader_opts_t;
+
+/**
+ * A new reader: a consumer that is only ever assigned partitions
+ * (rd_kafka_assign(), explicit offsets) and commits nothing
+ * (enable.auto.commit and enable.auto.offset.store off), polled with
+ * rd_kafka_consumer_poll(). For loading state (commands, scheduler), tailing
+ * (api replies) and replay. Caller owns it: tb_bus_consumer_destroy().
+ * @locality any thread; the handle is then polled by one thread.
+ */
+tb_err_t tb_bus_reader_new(const tb_config_t *conf, const tb_reader_opts_t *opts,
+                           rd_kafka_t **out, char *errstr, size_t errstr_size);
 
 /**
  * Leave the group and destroy a consumer, waiting at most \p timeout_ms for

@@ -49,6 +49,67 @@ static void tb_bus_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 tb_error(TB_BUS_SUB, "%s: assign: %s", rd_kafka_name(rk), rd_kafka_err2str(rerr));
 }
 
+/**
+ * A consumer's conf: the pass-through properties, then those of every
+ * consumer of taskbus (offsets are never committed by librdkafka on its own).
+ * \p who names the consumer in messages.
+ */
+static tb_err_t tb_bus_consumer_conf(const tb_config_t *conf, const char *who,
+                                     const char *group_id, bool read_committed,
+                                     const char *offset_reset, bool partition_eof,
+                                     bool auto_commit, rd_kafka_conf_t **out, char *errstr,
+                                     size_t errstr_size) {
+        rd_kafka_conf_t *c = NULL;
+        tb_err_t err;
+        *out = NULL;
+        if (!group_id || !group_id[0])
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: group_id is required", who);
+        const char *reset = offset_reset ? offset_reset : "earliest";
+        if (strcmp(reset, "earliest") && strcmp(reset, "latest"))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s %s: offset_reset \"%s\" must be \"earliest\" or "
+                                 "\"latest\"",
+                                 who, group_id, reset);
+        if ((err = tb_bus_conf_new(conf, &c, errstr, errstr_size)))
+                return err;
+        if ((err = tb_bus_set(c, "group.id", group_id, errstr, errstr_size)) ||
+            (err = tb_bus_set(c, "isolation.level",
+                              read_committed ? "read_committed" : "read_uncommitted", errstr,
+                              errstr_size)) ||
+            (err = tb_bus_set(c, "enable.auto.commit", auto_commit ? "true" : "false", errstr,
+                              errstr_size)) ||
+            (err = tb_bus_set(c, "auto.offset.reset", reset, errstr, errstr_size)) ||
+            (err = tb_bus_set(c, "enable.partition.eof", partition_eof ? "true" : "false",
+                              errstr, errstr_size))) {
+                rd_kafka_conf_destroy(c);
+                return err;
+        }
+        *out = c;
+        return TB_OK;
+}
+
+/** Set \p key to \p value_ms when it is positive (0: librdkafka's default). */
+static tb_err_t tb_bus_set_ms(rd_kafka_conf_t *c, const char *key, int value_ms, char *errstr,
+                              size_t errstr_size) {
+        char num[32];
+        if (value_ms <= 0)
+                return TB_OK;
+        tb_snprintf(num, sizeof(num), "%d", value_ms);
+        return tb_bus_set(c, key, num, errstr, errstr_size);
+}
+
+/** The consumer handle of \p c (taken in every case), polled through one queue. */
+static tb_err_t tb_bus_consumer_handle(rd_kafka_conf_t *c, rd_kafka_t **out, char *errstr,
+                                       size_t errstr_size) {
+        tb_err_t err = tb_bus_handle_new(RD_KAFKA_CONSUMER, c, "kafka consumer", out, errstr,
+                                         errstr_size);
+        if (!err)
+                /* one queue: rd_kafka_consumer_poll() also serves errors and rebalances */
+                rd_kafka_poll_set_consumer(*out);
+        return err;
+}
+
 tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *opts,
                              const tb_topic_t *topics, size_t topic_cnt, rd_kafka_t **out,
                              char *errstr, size_t errstr_size) {
@@ -56,52 +117,34 @@ tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *
         rd_kafka_t *rk = NULL;
         rd_kafka_topic_partition_list_t *subs = NULL;
         tb_err_t err;
-        char num[32];
 
         *out = NULL;
         if (!opts || !opts->group_id || !opts->group_id[0])
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "consumer: group_id is required");
-        if (!topic_cnt || !topics)
+        if ((!topic_cnt || !topics) && !opts->topic_name_cnt)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "consumer %s: no topics to subscribe to", opts->group_id);
-        const char *reset = opts->offset_reset ? opts->offset_reset : "earliest";
-        if (strcmp(reset, "earliest") && strcmp(reset, "latest"))
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "consumer %s: offset_reset \"%s\" must be \"earliest\" or "
-                                 "\"latest\"",
-                                 opts->group_id, reset);
-        if ((err = tb_bus_conf_new(conf, &c, errstr, errstr_size)))
+        if ((err = tb_bus_consumer_conf(conf, "consumer", opts->group_id, opts->read_committed,
+                                        opts->offset_reset, false, opts->auto_commit, &c,
+                                        errstr, errstr_size)))
                 return err;
-        if ((err = tb_bus_set(c, "group.id", opts->group_id, errstr, errstr_size)) ||
-            (opts->instance_id && opts->instance_id[0] &&
+        if ((opts->instance_id && opts->instance_id[0] &&
              (err = tb_bus_set(c, "group.instance.id", opts->instance_id, errstr,
                                errstr_size))) ||
             (err = tb_bus_set(c, "partition.assignment.strategy", "cooperative-sticky", errstr,
                               errstr_size)) ||
-            (err = tb_bus_set(c, "isolation.level",
-                              opts->read_committed ? "read_committed" : "read_uncommitted",
-                              errstr, errstr_size)) ||
-            (err = tb_bus_set(c, "enable.auto.commit", opts->auto_commit ? "true" : "false",
-                              errstr, errstr_size)) ||
-            (err = tb_bus_set(c, "auto.offset.reset", reset, errstr, errstr_size)) ||
-            (err = tb_bus_set(c, "enable.partition.eof", "false", errstr, errstr_size)))
+            (err = tb_bus_set_ms(c, "session.timeout.ms", opts->session_timeout_ms, errstr,
+                                 errstr_size)))
                 goto fail;
-        if (opts->session_timeout_ms > 0) {
-                tb_snprintf(num, sizeof(num), "%d", opts->session_timeout_ms);
-                if ((err = tb_bus_set(c, "session.timeout.ms", num, errstr, errstr_size)))
-                        goto fail;
-        }
         rd_kafka_conf_set_rebalance_cb(c, opts->rebalance_cb ? opts->rebalance_cb
                                                              : tb_bus_rebalance_cb);
         rd_kafka_conf_set_opaque(c, opts->opaque);
-        err = tb_bus_handle_new(RD_KAFKA_CONSUMER, c, "kafka consumer", &rk, errstr, errstr_size);
+        err = tb_bus_consumer_handle(c, &rk, errstr, errstr_size);
         c = NULL;
         if (err)
                 goto fail;
-        /* one queue: rd_kafka_consumer_poll() also serves errors and rebalances */
-        rd_kafka_poll_set_consumer(rk);
-        subs = rd_kafka_topic_partition_list_new((int)topic_cnt);
+        subs = rd_kafka_topic_partition_list_new((int)(topic_cnt + opts->topic_name_cnt));
         for (size_t i = 0; i < topic_cnt; i++) {
                 char name[256];
                 if ((int)topics[i] < 0 || topics[i] >= TB_TOPIC__COUNT) {
@@ -114,6 +157,9 @@ tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *
                                                                       sizeof(name)),
                                                   RD_KAFKA_PARTITION_UA);
         }
+        for (size_t i = 0; i < opts->topic_name_cnt; i++)
+                rd_kafka_topic_partition_list_add(subs, opts->topic_names[i],
+                                                  RD_KAFKA_PARTITION_UA);
         rd_kafka_resp_err_t rerr = rd_kafka_subscribe(rk, subs);
         if (rerr) {
                 err = tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "consumer %s: subscribe: %s",
@@ -131,6 +177,32 @@ fail:
         if (rk)
                 rd_kafka_destroy(rk);
         return err;
+}
+
+tb_err_t tb_bus_reader_new(const tb_config_t *conf, const tb_reader_opts_t *opts,
+                           rd_kafka_t **out, char *errstr, size_t errstr_size) {
+        rd_kafka_conf_t *c = NULL;
+        tb_err_t err;
+        *out = NULL;
+        if (!opts)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "reader: group_id is required");
+        if ((err = tb_bus_consumer_conf(conf, "reader", opts->group_id, opts->read_committed,
+                                        opts->offset_reset, opts->partition_eof, false, &c,
+                                        errstr, errstr_size)))
+                return err;
+        /* nothing is ever committed: rd_kafka_commit() has no stored offsets to send */
+        if ((err = tb_bus_set(c, "enable.auto.offset.store", "false", errstr, errstr_size)) ||
+            (opts->bootstrap &&
+             (err = tb_bus_set(c, "bootstrap.servers", opts->bootstrap, errstr, errstr_size))) ||
+            (err = tb_bus_set_ms(c, "socket.connection.setup.timeout.ms",
+                                 opts->connect_timeout_ms, errstr, errstr_size)) ||
+            (err = tb_bus_set_ms(c, "fetch.wait.max.ms", opts->fetch_wait_max_ms, errstr,
+                                 errstr_size))) {
+                rd_kafka_conf_destroy(c);
+                return err;
+        }
+        return tb_bus_consumer_handle(c, out, errstr, errstr_size);
 }
 
 tb_err_t tb_bus_header_get(const rd_kafka_message_t *msg, const char *name,
