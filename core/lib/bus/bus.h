@@ -116,6 +116,34 @@ tb_err_t tb_bus_txn_abort(rd_kafka_t *rk, int timeout_ms, char *errstr, size_t e
 typedef void (*tb_rebalance_cb_t)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                   rd_kafka_topic_partition_list_t *partitions, void *opaque);
 
+/**
+ * What a role does when its consumer group member's partitions change;
+ * tb_bus_consumer_new() installs the one rebalance callback that does the
+ * rest: the cooperative (incremental) assign and unassign (eager too, should
+ * a protocol override ask for it), a log line per partition (subsystem
+ * \p sub, the start offset when on_assign set one), and the error handling.
+ * Every hook may be NULL; all run on the thread that polls the consumer
+ * (inside rd_kafka_consumer_poll()). Caller-owned: it must outlive the
+ * consumer (the handle's rd_kafka_opaque() is this struct).
+ */
+typedef struct tb_rebalance {
+        const char *sub; /**< the role's log subsystem ("projector"); NULL: "bus" */
+        /** Before \p parts are assigned: may set each element's offset to
+         *  where reading starts (RD_KAFKA_OFFSET_INVALID: the group's
+         *  committed offset, else auto.offset.reset). */
+        void (*on_assign)(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts, void *opaque);
+        /** After \p parts were assigned, when that succeeded (e.g. to pause
+         *  them). */
+        void (*on_assigned)(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                            void *opaque);
+        /** Before \p parts are unassigned: drop their state. \p lost: the
+         *  group gave them away already (session timeout, fatal error), so
+         *  nothing may be committed for them. */
+        void (*on_revoke)(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                          bool lost, void *opaque);
+        void *opaque; /**< passed to every hook */
+} tb_rebalance_t;
+
 /** Options for a consumer group member. */
 typedef struct tb_consumer_opts {
         const char *group_id;        /**< required, e.g. "taskbus-scheduler" */
@@ -123,8 +151,13 @@ typedef struct tb_consumer_opts {
         bool read_committed;         /**< isolation.level=read_committed */
         bool auto_commit;            /**< enable.auto.commit */
         const char *offset_reset;    /**< "earliest" (default) or "latest" */
-        tb_rebalance_cb_t rebalance_cb; /**< NULL: default incremental assign */
-        void *opaque;                /**< rd_kafka_opaque() for the callbacks */
+        /** The role's rebalance hooks (caller-owned, outlives the consumer);
+         *  NULL: assign and unassign only. Excludes rebalance_cb. */
+        const tb_rebalance_t *rebalance;
+        /** A role's own whole rebalance callback, with \p opaque as
+         *  rd_kafka_opaque(); prefer \p rebalance. */
+        tb_rebalance_cb_t rebalance_cb;
+        void *opaque;                /**< rd_kafka_opaque() for rebalance_cb */
         int session_timeout_ms;      /**< 0: librdkafka default */
         /** More topics to subscribe to, by full name (another region's
          *  copies, tb_repl_topic_name()); the strings are copied. */

@@ -1,52 +1,98 @@
 /**
  * @file bus/consumer.c
- * @brief Consumers: consumer group members (cooperative-sticky), record
- *        headers, and the bounded leave-and-destroy.
+ * @brief Consumers: consumer group members (cooperative-sticky) with the one
+ *        rebalance callback that runs a role's hooks (tb_rebalance_t),
+ *        readers (assign-only consumers), record headers, and the bounded
+ *        leave-and-destroy.
  */
 #include "bus/bus.h"
 #include "bus/bus_internal.h"
 
+#include <inttypes.h>
 #include <string.h>
 
 /* ---- consumers -------------------------------------------------------------- */
 
-/** Cooperative protocols move only the partitions that change hands:
- *  incremental (un)assign; the eager path covers a pass-through override. */
-static void tb_bus_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                                rd_kafka_topic_partition_list_t *parts, void *opaque) {
-        (void)opaque;
+/** One line per partition of \p parts: "<what> <topic> [<p>]", with the
+ *  start offset when one was set. */
+static void tb_bus_log_parts(tb_log_level_t lv, const char *sub, const char *what,
+                             const rd_kafka_topic_partition_list_t *parts) {
+        for (int i = 0; i < parts->cnt; i++) {
+                const rd_kafka_topic_partition_t *tp = &parts->elems[i];
+                char from[48] = "";
+                if (tp->offset >= 0 || tp->offset == RD_KAFKA_OFFSET_BEGINNING)
+                        tb_snprintf(from, sizeof(from), " from offset %" PRId64,
+                                    tp->offset < 0 ? 0 : tp->offset);
+                else if (tp->offset == RD_KAFKA_OFFSET_END)
+                        tb_snprintf(from, sizeof(from), " from its end");
+                tb_log(lv, sub, "%s %s [%" PRId32 "]%s", what, tp->topic, tp->partition, from);
+        }
+}
+
+/**
+ * The rebalance of every consumer group member: \p rb's hooks around the
+ * (un)assign. Cooperative protocols move only the partitions that change
+ * hands: incremental (un)assign; the eager path covers a pass-through
+ * override.
+ */
+static void tb_bus_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *parts, const tb_rebalance_t *rb) {
+        const char *sub = rb && rb->sub ? rb->sub : TB_BUS_SUB;
+        /* a role's partitions are news; the default member's are not */
+        tb_log_level_t lv = rb ? TB_LOG_INFO : TB_LOG_DEBUG;
         bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
         rd_kafka_error_t *e = NULL;
         rd_kafka_resp_err_t rerr = RD_KAFKA_RESP_ERR_NO_ERROR;
         switch (err) {
         case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
-                tb_debug(TB_BUS_SUB, "%s: assigned %d partitions", rd_kafka_name(rk), parts->cnt);
+                if (rb && rb->on_assign)
+                        rb->on_assign(rk, parts, rb->opaque);
+                tb_bus_log_parts(lv, sub, "assigned", parts);
                 if (coop)
                         e = rd_kafka_incremental_assign(rk, parts);
                 else
                         rerr = rd_kafka_assign(rk, parts);
+                if (!e && !rerr && rb && rb->on_assigned)
+                        rb->on_assigned(rk, parts, rb->opaque);
                 break;
-        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
-                tb_debug(TB_BUS_SUB, "%s: revoked %d partitions", rd_kafka_name(rk), parts->cnt);
+        case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS: {
+                bool lost = rd_kafka_assignment_lost(rk);
+                tb_bus_log_parts(lv, sub, lost ? "lost" : "revoked", parts);
+                if (rb && rb->on_revoke)
+                        rb->on_revoke(rk, parts, lost, rb->opaque);
                 if (coop)
                         e = rd_kafka_incremental_unassign(rk, parts);
                 else
                         rerr = rd_kafka_assign(rk, NULL);
                 break;
+        }
         default:
-                tb_warn(TB_BUS_SUB, "%s: rebalance failed: %s", rd_kafka_name(rk),
+                tb_warn(sub, "%s: rebalance failed: %s", rd_kafka_name(rk),
                         rd_kafka_err2str(err));
                 if (!coop)
                         rerr = rd_kafka_assign(rk, NULL);
                 break;
         }
         if (e) {
-                tb_error(TB_BUS_SUB, "%s: incremental (un)assign: %s", rd_kafka_name(rk),
+                tb_error(sub, "%s: incremental (un)assign: %s", rd_kafka_name(rk),
                          rd_kafka_error_string(e));
                 rd_kafka_error_destroy(e);
         }
         if (rerr)
-                tb_error(TB_BUS_SUB, "%s: assign: %s", rd_kafka_name(rk), rd_kafka_err2str(rerr));
+                tb_error(sub, "%s: assign: %s", rd_kafka_name(rk), rd_kafka_err2str(rerr));
+}
+
+/** The rebalance callback of a member without hooks. */
+static void tb_bus_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        (void)opaque;
+        tb_bus_rebalance(rk, err, parts, NULL);
+}
+
+/** The rebalance callback of a member with hooks (its opaque). */
+static void tb_bus_rebalance_hooks_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                      rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        tb_bus_rebalance(rk, err, parts, opaque);
 }
 
 /**
@@ -125,6 +171,11 @@ tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *
         if ((!topic_cnt || !topics) && !opts->topic_name_cnt)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "consumer %s: no topics to subscribe to", opts->group_id);
+        if (opts->rebalance && opts->rebalance_cb)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "consumer %s: rebalance hooks and a rebalance_cb exclude each "
+                                 "other",
+                                 opts->group_id);
         if ((err = tb_bus_consumer_conf(conf, "consumer", opts->group_id, opts->read_committed,
                                         opts->offset_reset, false, opts->auto_commit, &c,
                                         errstr, errstr_size)))
@@ -137,9 +188,14 @@ tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *
             (err = tb_bus_set_ms(c, "session.timeout.ms", opts->session_timeout_ms, errstr,
                                  errstr_size)))
                 goto fail;
-        rd_kafka_conf_set_rebalance_cb(c, opts->rebalance_cb ? opts->rebalance_cb
-                                                             : tb_bus_rebalance_cb);
-        rd_kafka_conf_set_opaque(c, opts->opaque);
+        if (opts->rebalance) {
+                rd_kafka_conf_set_rebalance_cb(c, tb_bus_rebalance_hooks_cb);
+                rd_kafka_conf_set_opaque(c, (void *)opts->rebalance);
+        } else {
+                rd_kafka_conf_set_rebalance_cb(c, opts->rebalance_cb ? opts->rebalance_cb
+                                                                     : tb_bus_rebalance_cb);
+                rd_kafka_conf_set_opaque(c, opts->opaque);
+        }
         err = tb_bus_consumer_handle(c, &rk, errstr, errstr_size);
         c = NULL;
         if (err)
