@@ -2,12 +2,20 @@
  * @file bus/bus.h
  * @brief The Kafka layer (librdkafka): topic names, an idempotent producer
  *        (acks=all), transactional producers, consumer groups
- *        (cooperative-sticky, read_committed, static membership) and the
- *        Admin API that creates the topics of docs/architecture.md.
+ *        (cooperative-sticky, read_committed, static membership) with one
+ *        rebalance callback that runs a role's hooks, readers (assign-only
+ *        consumers), the murmur2 partitioner, and the Admin API that creates
+ *        the topics of docs/architecture.md.
  *
- * Every handle is built from the tb_config_t: its `kafka` pass-through
- * properties first, then the properties taskbus must control for
- * correctness (which therefore cannot be overridden).
+ * Every Kafka handle of taskbus is built here, from the tb_config_t: its
+ * `kafka` pass-through properties first, then the properties taskbus must
+ * control for correctness (which therefore cannot be overridden).
+ *
+ * Files: conf.c (librdkafka conf from the config, topic names, handle
+ * creation), admin.c (topics ensure/list/delete), producer.c (producers,
+ * produce, transactions), consumer.c (group members, rebalances, readers,
+ * bounded destroy), partition.c (murmur2); bus_internal.h is what they
+ * share. The Kafka-to-PostgreSQL loop built on them is bus/pgsink.h.
  */
 #ifndef TB_BUS_H
 #define TB_BUS_H
