@@ -164,40 +164,15 @@ out:
 
 tb_err_t tb_repl_reader_new(const tb_config_t *conf, const char *bootstrap, const char *group,
                             rd_kafka_t **out, char *errstr, size_t errstr_size) {
-        rd_kafka_conf_t *c = NULL;
-        char rkerr[512];
-        tb_err_t err = tb_bus_conf_new(conf, &c, errstr, errstr_size);
-        if (err)
-                return err;
-        const char *kv[][2] = {
-                {"bootstrap.servers", bootstrap},
-                {"group.id", group},
-                {"isolation.level", "read_committed"},
-                {"enable.auto.commit", "false"},
-                {"enable.auto.offset.store", "false"},
-                {"auto.offset.reset", "earliest"},
-                {"enable.partition.eof", "true"},
+        tb_reader_opts_t o = {
+                .group_id = group,
+                .bootstrap = bootstrap,
+                .read_committed = true,
+                .partition_eof = true,
                 /* a region that is down must not stall a caller for long */
-                {"socket.connection.setup.timeout.ms", "5000"},
+                .connect_timeout_ms = 5000,
         };
-        for (size_t i = 0; i < TB_ARRAY_LEN(kv); i++) {
-                if (!kv[i][1])
-                        continue;
-                if (rd_kafka_conf_set(c, kv[i][0], kv[i][1], rkerr, sizeof(rkerr)) !=
-                    RD_KAFKA_CONF_OK) {
-                        rd_kafka_conf_destroy(c);
-                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "kafka %s: %s",
-                                         kv[i][0], rkerr);
-                }
-        }
-        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, rkerr, sizeof(rkerr));
-        if (!rk) {
-                rd_kafka_conf_destroy(c);
-                return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "kafka consumer: %s", rkerr);
-        }
-        rd_kafka_poll_set_consumer(rk);
-        *out = rk;
-        return TB_OK;
+        return tb_bus_reader_new(conf, &o, out, errstr, errstr_size);
 }
 
 tb_err_t tb_repl_last_record(rd_kafka_t *rk, const char *topic, int32_t partition,

@@ -2,7 +2,9 @@
  * @file test_bus_mock.c
  * @brief The Kafka layer without a broker: librdkafka's mock cluster
  *        injects produce errors (retried by the idempotent producer, or
- *        reported with context), plus murmur2 against the Java client's
+ *        reported with context), readers (assign-only consumers) read what
+ *        they are assigned, a group member's rebalance hooks set its start
+ *        offsets and see its revocations, plus murmur2 against the Java client's
  *        published values and topic naming.
  */
 #include "bus/bus.h"
@@ -143,6 +145,232 @@ Test(bus_mock, sync_produce_times_out_when_broker_is_down, .init = setup, .fini 
                   errbuf);
         cr_assert(took_ms >= 2500 && took_ms < 20000, "took %lld ms", (long long)took_ms);
         rd_kafka_destroy(p);
+}
+
+/** Produce \p n records "r0".. to mock.runs [0]. */
+static void produce_records(int n) {
+        rd_kafka_t *p = NULL;
+        cr_assert_eq(tb_bus_producer_new(conf, NULL, &p, errbuf, sizeof(errbuf)), TB_OK, "%s",
+                     errbuf);
+        for (int i = 0; i < n; i++) {
+                char v[16];
+                snprintf(v, sizeof(v), "r%d", i);
+                cr_assert_eq(tb_bus_produce(p, conf, TB_TOPIC_RUNS, 0, "k", 1, v, strlen(v), NULL,
+                                            0, true, errbuf, sizeof(errbuf)),
+                             TB_OK, "%s", errbuf);
+        }
+        rd_kafka_destroy(p);
+}
+
+/** Read mock.runs [0] from \p from to its end with \p rk (a reader);
+ *  @returns the values, comma-separated (malloc'd). */
+static char *read_to_eof(rd_kafka_t *rk, int64_t from) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, "mock.runs", 0)->offset = from;
+        cr_assert_eq(rd_kafka_assign(rk, l), RD_KAFKA_RESP_ERR_NO_ERROR);
+        rd_kafka_topic_partition_list_destroy(l);
+        tb_buf_t got = {0};
+        int64_t deadline = tb_mono_us() + 20000000;
+        for (bool eof = false; !eof;) {
+                cr_assert(tb_mono_us() < deadline, "no end of partition; read: %.*s",
+                          (int)got.len, got.data ? got.data : "");
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+                if (!m)
+                        continue;
+                if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                        eof = true;
+                } else {
+                        cr_assert_eq(m->err, RD_KAFKA_RESP_ERR_NO_ERROR, "%s",
+                                     rd_kafka_message_errstr(m));
+                        tb_buf_printf(&got, "%s%.*s", got.len ? "," : "", (int)m->len,
+                                      (const char *)m->payload);
+                }
+                rd_kafka_message_destroy(m);
+        }
+        char *s = strdup(got.data ? got.data : "");
+        tb_buf_free(&got);
+        return s;
+}
+
+Test(bus_mock, reader_reads_an_assigned_partition_to_its_end, .init = setup, .fini = teardown,
+     .timeout = 60) {
+        produce_records(3);
+        rd_kafka_t *rk = NULL;
+        tb_reader_opts_t o = {.group_id = "mock.reader", .read_committed = true,
+                              .partition_eof = true};
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_OK, "%s",
+                     errbuf);
+        char *all = read_to_eof(rk, RD_KAFKA_OFFSET_BEGINNING);
+        cr_assert_str_eq(all, "r0,r1,r2");
+        free(all);
+        char *tail = read_to_eof(rk, 2);
+        cr_assert_str_eq(tail, "r2", "an explicit offset is where it starts");
+        free(tail);
+        /* a reader commits nothing: the group has no offset afterwards */
+        rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(c, "mock.runs", 0);
+        cr_assert_eq(rd_kafka_committed(rk, c, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+        cr_assert_eq(c->elems[0].offset, RD_KAFKA_OFFSET_INVALID, "committed %lld",
+                     (long long)c->elems[0].offset);
+        rd_kafka_topic_partition_list_destroy(c);
+        tb_bus_consumer_destroy(rk, 5000);
+}
+
+Test(bus_mock, reader_bootstrap_overrides_the_configured_kafka, .init = setup,
+     .fini = teardown, .timeout = 60) {
+        produce_records(1);
+        /* the configured Kafka is nowhere; the reader is pointed at the mock */
+        bool replaced = false;
+        for (size_t i = 0; i < conf->kafka_cnt; i++)
+                if (!strcmp(conf->kafka[i].key, "bootstrap.servers")) {
+                        free(conf->kafka[i].value);
+                        conf->kafka[i].value = strdup("127.0.0.1:1");
+                        replaced = true;
+                }
+        cr_assert(replaced, "the mock's address comes in as bootstrap.servers");
+        rd_kafka_t *rk = NULL;
+        tb_reader_opts_t o = {.group_id = "mock.reader",
+                              .bootstrap = rd_kafka_mock_cluster_bootstraps(mc),
+                              .read_committed = true,
+                              .partition_eof = true,
+                              .connect_timeout_ms = 2000};
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_OK, "%s",
+                     errbuf);
+        char *all = read_to_eof(rk, RD_KAFKA_OFFSET_BEGINNING);
+        cr_assert_str_eq(all, "r0");
+        free(all);
+        tb_bus_consumer_destroy(rk, 5000);
+}
+
+Test(bus_mock, reader_argument_errors, .init = setup, .fini = teardown, .timeout = 60) {
+        rd_kafka_t *rk = NULL;
+        tb_reader_opts_t o = {.group_id = NULL};
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_ERR_INVALID);
+        cr_assert(strstr(errbuf, "group_id"), "%s", errbuf);
+        cr_assert_null(rk);
+        o.group_id = "g";
+        o.offset_reset = "middle";
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_ERR_INVALID);
+        cr_assert(strstr(errbuf, "offset_reset"), "%s", errbuf);
+        cr_assert_null(rk);
+        o.offset_reset = NULL;
+        o.fetch_wait_max_ms = -5; /* not positive: librdkafka's default, no error */
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_OK, "%s",
+                     errbuf);
+        tb_bus_consumer_destroy(rk, 1000);
+}
+
+/* ---- a group member's rebalance hooks ------------------------------------------- */
+
+typedef struct hook_log {
+        int assign_calls, assigned_calls, revoke_calls;
+        int assigned_cnt, revoked_cnt;
+        bool revoked_lost;
+} hook_log_t;
+
+/* every partition starts at offset 1: the hook's offsets are used */
+static void hook_on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                           void *opaque) {
+        (void)rk;
+        hook_log_t *h = opaque;
+        h->assign_calls++;
+        for (int i = 0; i < parts->cnt; i++)
+                parts->elems[i].offset = 1;
+}
+
+static void hook_on_assigned(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                             void *opaque) {
+        hook_log_t *h = opaque;
+        h->assigned_calls++;
+        h->assigned_cnt += parts->cnt;
+        /* it runs after the assignment: the partitions are there */
+        rd_kafka_topic_partition_list_t *now = NULL;
+        cr_assert_eq(rd_kafka_assignment(rk, &now), RD_KAFKA_RESP_ERR_NO_ERROR);
+        cr_assert_geq(now->cnt, parts->cnt);
+        rd_kafka_topic_partition_list_destroy(now);
+}
+
+static void hook_on_revoke(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                           bool lost, void *opaque) {
+        hook_log_t *h = opaque;
+        h->revoke_calls++;
+        h->revoked_cnt += parts->cnt;
+        h->revoked_lost |= lost;
+        /* it runs before the unassignment: the partitions are still there */
+        rd_kafka_topic_partition_list_t *now = NULL;
+        cr_assert_eq(rd_kafka_assignment(rk, &now), RD_KAFKA_RESP_ERR_NO_ERROR);
+        cr_assert_geq(now->cnt, parts->cnt);
+        rd_kafka_topic_partition_list_destroy(now);
+}
+
+Test(bus_mock, rebalance_hooks_set_offsets_and_see_revocations, .init = setup,
+     .fini = teardown, .timeout = 90) {
+        produce_records(3);
+        hook_log_t h = {0};
+        tb_rebalance_t rb = {.sub = "test",
+                             .on_assign = hook_on_assign,
+                             .on_assigned = hook_on_assigned,
+                             .on_revoke = hook_on_revoke,
+                             .opaque = &h};
+        tb_consumer_opts_t o = {.group_id = "mock.hooks", .read_committed = true,
+                                .rebalance = &rb};
+        tb_topic_t runs = TB_TOPIC_RUNS;
+        rd_kafka_t *rk = NULL;
+        cr_assert_eq(tb_bus_consumer_new(conf, &o, &runs, 1, &rk, errbuf, sizeof(errbuf)), TB_OK,
+                     "%s", errbuf);
+        cr_assert_eq(rd_kafka_opaque(rk), &rb);
+        /* the first record read is at offset 1, where on_assign put the start */
+        rd_kafka_message_t *m = NULL;
+        int64_t deadline = tb_mono_us() + 60000000;
+        while (!m && tb_mono_us() < deadline) {
+                m = rd_kafka_consumer_poll(rk, 100);
+                if (m && m->err) {
+                        rd_kafka_message_destroy(m);
+                        m = NULL;
+                }
+        }
+        cr_assert_not_null(m, "nothing consumed; assign hook called %d times", h.assign_calls);
+        cr_assert_eq(m->partition, 0);
+        cr_assert_eq(m->offset, 1);
+        cr_assert_eq(m->len, 2);
+        cr_assert(!memcmp(m->payload, "r1", 2));
+        rd_kafka_message_destroy(m);
+        cr_assert_eq(h.assign_calls, 1);
+        cr_assert_eq(h.assigned_calls, 1);
+        cr_assert_eq(h.assigned_cnt, 3, "the three partitions of mock.runs");
+        cr_assert_eq(h.revoke_calls, 0);
+        /* leaving the subscription revokes them through the hook */
+        cr_assert_eq(rd_kafka_unsubscribe(rk), RD_KAFKA_RESP_ERR_NO_ERROR);
+        deadline = tb_mono_us() + 30000000;
+        while (h.revoked_cnt < 3 && tb_mono_us() < deadline) {
+                m = rd_kafka_consumer_poll(rk, 100);
+                if (m)
+                        rd_kafka_message_destroy(m);
+        }
+        cr_assert_eq(h.revoked_cnt, 3, "revoked %d of 3", h.revoked_cnt);
+        cr_assert_not(h.revoked_lost, "a clean revocation is not a loss");
+        rd_kafka_topic_partition_list_t *now = NULL;
+        cr_assert_eq(rd_kafka_assignment(rk, &now), RD_KAFKA_RESP_ERR_NO_ERROR);
+        cr_assert_eq(now->cnt, 0, "unassigned after the hook");
+        rd_kafka_topic_partition_list_destroy(now);
+        tb_bus_consumer_destroy(rk, 5000);
+}
+
+static void whole_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        (void)rk, (void)err, (void)parts, (void)opaque;
+}
+
+Test(bus_mock, rebalance_hooks_exclude_a_rebalance_cb, .init = setup, .fini = teardown) {
+        tb_rebalance_t rb = {.sub = "test"};
+        tb_consumer_opts_t o = {.group_id = "g", .rebalance = &rb,
+                                .rebalance_cb = whole_rebalance_cb};
+        tb_topic_t runs = TB_TOPIC_RUNS;
+        rd_kafka_t *rk = NULL;
+        cr_assert_eq(tb_bus_consumer_new(conf, &o, &runs, 1, &rk, errbuf, sizeof(errbuf)),
+                     TB_ERR_INVALID);
+        cr_assert(strstr(errbuf, "exclude"), "%s", errbuf);
+        cr_assert_null(rk);
 }
 
 /* Values of org.apache.kafka.common.utils.Utils.murmur2 (Kafka's UtilsTest),

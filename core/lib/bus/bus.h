@@ -2,12 +2,20 @@
  * @file bus/bus.h
  * @brief The Kafka layer (librdkafka): topic names, an idempotent producer
  *        (acks=all), transactional producers, consumer groups
- *        (cooperative-sticky, read_committed, static membership) and the
- *        Admin API that creates the topics of docs/architecture.md.
+ *        (cooperative-sticky, read_committed, static membership) with one
+ *        rebalance callback that runs a role's hooks, readers (assign-only
+ *        consumers), the murmur2 partitioner, and the Admin API that creates
+ *        the topics of docs/architecture.md.
  *
- * Every handle is built from the tb_config_t: its `kafka` pass-through
- * properties first, then the properties taskbus must control for
- * correctness (which therefore cannot be overridden).
+ * Every Kafka handle of taskbus is built here, from the tb_config_t: its
+ * `kafka` pass-through properties first, then the properties taskbus must
+ * control for correctness (which therefore cannot be overridden).
+ *
+ * Files: conf.c (librdkafka conf from the config, topic names, handle
+ * creation), admin.c (topics ensure/list/delete), producer.c (producers,
+ * produce, transactions), consumer.c (group members, rebalances, readers,
+ * bounded destroy), partition.c (murmur2); bus_internal.h is what they
+ * share. The Kafka-to-PostgreSQL loop built on them is bus/pgsink.h.
  */
 #ifndef TB_BUS_H
 #define TB_BUS_H
@@ -116,6 +124,34 @@ tb_err_t tb_bus_txn_abort(rd_kafka_t *rk, int timeout_ms, char *errstr, size_t e
 typedef void (*tb_rebalance_cb_t)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                   rd_kafka_topic_partition_list_t *partitions, void *opaque);
 
+/**
+ * What a role does when its consumer group member's partitions change;
+ * tb_bus_consumer_new() installs the one rebalance callback that does the
+ * rest: the cooperative (incremental) assign and unassign (eager too, should
+ * a protocol override ask for it), a log line per partition (subsystem
+ * \p sub, the start offset when on_assign set one), and the error handling.
+ * Every hook may be NULL; all run on the thread that polls the consumer
+ * (inside rd_kafka_consumer_poll()). Caller-owned: it must outlive the
+ * consumer (the handle's rd_kafka_opaque() is this struct).
+ */
+typedef struct tb_rebalance {
+        const char *sub; /**< the role's log subsystem ("projector"); NULL: "bus" */
+        /** Before \p parts are assigned: may set each element's offset to
+         *  where reading starts (RD_KAFKA_OFFSET_INVALID: the group's
+         *  committed offset, else auto.offset.reset). */
+        void (*on_assign)(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts, void *opaque);
+        /** After \p parts were assigned, when that succeeded (e.g. to pause
+         *  them). */
+        void (*on_assigned)(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                            void *opaque);
+        /** Before \p parts are unassigned: drop their state. \p lost: the
+         *  group gave them away already (session timeout, fatal error), so
+         *  nothing may be committed for them. */
+        void (*on_revoke)(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                          bool lost, void *opaque);
+        void *opaque; /**< passed to every hook */
+} tb_rebalance_t;
+
 /** Options for a consumer group member. */
 typedef struct tb_consumer_opts {
         const char *group_id;        /**< required, e.g. "taskbus-scheduler" */
@@ -123,18 +159,54 @@ typedef struct tb_consumer_opts {
         bool read_committed;         /**< isolation.level=read_committed */
         bool auto_commit;            /**< enable.auto.commit */
         const char *offset_reset;    /**< "earliest" (default) or "latest" */
-        tb_rebalance_cb_t rebalance_cb; /**< NULL: default incremental assign */
-        void *opaque;                /**< rd_kafka_opaque() for the callbacks */
+        /** The role's rebalance hooks (caller-owned, outlives the consumer);
+         *  NULL: assign and unassign only. Excludes rebalance_cb. */
+        const tb_rebalance_t *rebalance;
+        /** A role's own whole rebalance callback, with \p opaque as
+         *  rd_kafka_opaque(); prefer \p rebalance. */
+        tb_rebalance_cb_t rebalance_cb;
+        void *opaque;                /**< rd_kafka_opaque() for rebalance_cb */
         int session_timeout_ms;      /**< 0: librdkafka default */
+        /** More topics to subscribe to, by full name (another region's
+         *  copies, tb_repl_topic_name()); the strings are copied. */
+        const char *const *topic_names;
+        size_t topic_name_cnt;
 } tb_consumer_opts_t;
 
 /**
- * A new consumer (cooperative-sticky assignment) subscribed to \p topics.
- * Caller owns it: rd_kafka_consumer_close() + rd_kafka_destroy().
+ * A new consumer group member (cooperative-sticky assignment) subscribed to
+ * \p topics and \p opts->topic_names (\p topic_cnt may be 0 when names are
+ * given). Caller owns it: tb_bus_consumer_destroy().
+ * @locality any thread; the handle is then polled by one thread.
  */
 tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *opts,
                              const tb_topic_t *topics, size_t topic_cnt, rd_kafka_t **out,
                              char *errstr, size_t errstr_size);
+
+/** Options for a reader: an assign-only consumer that never joins its group. */
+typedef struct tb_reader_opts {
+        /** Required, though never joined: librdkafka's consumer queue needs one. */
+        const char *group_id;
+        /** NULL: the configured Kafka; else another cluster (another region),
+         *  the `kafka` group's other properties kept. */
+        const char *bootstrap;
+        bool read_committed;      /**< isolation.level=read_committed */
+        bool partition_eof;       /**< deliver RD_KAFKA_RESP_ERR__PARTITION_EOF at each end */
+        const char *offset_reset; /**< "earliest" (default) or "latest" */
+        int connect_timeout_ms;   /**< socket.connection.setup.timeout.ms; 0: librdkafka's */
+        int fetch_wait_max_ms;    /**< fetch.wait.max.ms; 0: librdkafka's */
+} tb_reader_opts_t;
+
+/**
+ * A new reader: a consumer that is only ever assigned partitions
+ * (rd_kafka_assign(), explicit offsets) and commits nothing
+ * (enable.auto.commit and enable.auto.offset.store off), polled with
+ * rd_kafka_consumer_poll(). For loading state (commands, scheduler), tailing
+ * (api replies) and replay. Caller owns it: tb_bus_consumer_destroy().
+ * @locality any thread; the handle is then polled by one thread.
+ */
+tb_err_t tb_bus_reader_new(const tb_config_t *conf, const tb_reader_opts_t *opts,
+                           rd_kafka_t **out, char *errstr, size_t errstr_size);
 
 /**
  * Leave the group and destroy a consumer, waiting at most \p timeout_ms for

@@ -5,11 +5,12 @@
  *        past its log retention and run history past
  *        archiver.history_retention.
  *
- * Copy: a consumer group on run-logs (key: run id, so one run's chunks are
- * in one partition, in order). A batch of chunks is inserted in ONE
- * transaction together with the consumed offsets (consumer_offsets, consumer
- * "archiver"); Kafka's own offsets are not used, so a crash or a rebalance
- * neither loses nor duplicates a chunk (rows are also keyed (run_id, seq)).
+ * Copy: a pgsink (bus/pgsink.h) on run-logs (key: run id, so one run's
+ * chunks are in one partition, in order). A batch of chunks is inserted in
+ * ONE transaction together with the consumed offsets (consumer_offsets,
+ * consumer "archiver"); Kafka's own offsets are not used, so a crash or a
+ * rebalance neither loses nor duplicates a chunk (rows are also keyed
+ * (run_id, seq)).
  *
  * Expiry: the projector sets runs.log_expires_at (the run's end + its log
  * retention) when a run's final status arrives. A chunk copied after that
@@ -27,10 +28,10 @@
  *  3. history: delete runs (and any output left) older than
  *     archiver.history_retention.
  *
- * @locality one thread owns the consumer and runs the sweeps; the rebalance
- *           callback runs on it (inside consumer_poll).
+ * @locality the sink's thread copies and, between batches, runs the sweeps.
  */
 #include "bus/bus.h"
+#include "bus/pgsink.h"
 #include "daemon.h"
 #include "http/metrics.h"
 #include "serde/serde.h"
@@ -38,11 +39,9 @@
 
 #include <inttypes.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define TB_ARCH_SUB "archiver"
 /** The consumer name in consumer_offsets (the group id is prefix + this). */
@@ -60,12 +59,9 @@
 
 typedef struct tb_arch {
         tb_ctx_t *ctx;
-        pthread_t thread;
-        bool thread_started;
-        rd_kafka_t *consumer;
-        rd_kafka_message_t *batch[TB_ARCH_BATCH_MAX];
-        size_t batch_cnt;
-        size_t batch_max;
+        tb_pgsink_t *sink;
+        tb_buf_t hex;          /**< a chunk's data as bytea text, reused */
+        size_t copied;         /**< chunks of the batch being applied */
         int64_t next_sweep_us;
 } tb_arch_t;
 
@@ -120,62 +116,36 @@ static tb_err_t tb_arch_insert(PGconn *conn, const json_t *c, tb_buf_t *hex, cha
                              errstr_size);
 }
 
-/** Copy the batch and its offsets in one transaction. @returns chunks copied. */
-static tb_err_t tb_arch_apply(tb_arch_t *ar, PGconn *conn, size_t *copied, char *errstr,
-                              size_t errstr_size) {
-        tb_buf_t hex = {0};
-        tb_err_t err;
-        *copied = 0;
-        rd_kafka_topic_partition_list_t *next = rd_kafka_topic_partition_list_new(8);
-        if ((err = tb_store_begin(conn, errstr, errstr_size)))
-                goto out;
-        for (size_t i = 0; i < ar->batch_cnt; i++) {
-                const rd_kafka_message_t *m = ar->batch[i];
-                const char *tname = rd_kafka_topic_name(m->rkt);
-                json_t *v = NULL;
-                char derr[512];
-                if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_LOG_CHUNK, NULL, &v, derr,
-                                    sizeof(derr)) != TB_OK) {
-                        tb_metrics_add("taskbus_archiver_malformed_total", NULL, 1);
-                        tb_warn(TB_ARCH_SUB, "%s [%" PRId32 "] offset %" PRId64 " skipped: %s",
-                                tname, m->partition, m->offset, derr);
-                } else {
-                        err = tb_arch_insert(conn, v, &hex, errstr, errstr_size);
-                        json_decref(v);
-                        if (err)
-                                goto out;
-                        (*copied)++;
-                }
-                rd_kafka_topic_partition_t *tp =
-                        rd_kafka_topic_partition_list_find(next, tname, m->partition);
-                if (!tp)
-                        tp = rd_kafka_topic_partition_list_add(next, tname, m->partition);
-                if (m->offset + 1 > tp->offset)
-                        tp->offset = m->offset + 1;
-        }
-        for (int k = 0; k < next->cnt; k++) {
-                char part[16], off[32];
-                tb_snprintf(part, sizeof(part), "%" PRId32, next->elems[k].partition);
-                tb_snprintf(off, sizeof(off), "%" PRId64, next->elems[k].offset);
-                const char *p[] = {TB_ARCH_CONSUMER, next->elems[k].topic, part, off};
-                if ((err = tb_store_exec(
-                             conn, "store consumed offset",
-                             "INSERT INTO consumer_offsets (consumer, topic, partition, "
-                             "next_offset) VALUES ($1, $2, $3::int, $4::bigint) "
-                             "ON CONFLICT (consumer, topic, partition) DO UPDATE SET "
-                             "next_offset = GREATEST(consumer_offsets.next_offset, "
-                             "EXCLUDED.next_offset)",
-                             4, p, NULL, errstr, errstr_size)))
-                        goto out;
-        }
-        err = tb_store_commit(conn, errstr, errstr_size);
-out:
-        if (err)
-                tb_store_rollback(conn);
-        rd_kafka_topic_partition_list_destroy(next);
-        tb_buf_free(&hex);
-        return err;
+static void tb_arch_batch_begin(void *opaque) {
+        tb_arch_t *ar = opaque;
+        ar->copied = 0;
 }
+
+static tb_pgsink_verdict_t tb_arch_apply_record(PGconn *conn, const rd_kafka_message_t *m,
+                                                void *opaque, char *errstr,
+                                                size_t errstr_size) {
+        tb_arch_t *ar = opaque;
+        json_t *v = NULL;
+        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_LOG_CHUNK, NULL, &v, errstr,
+                            errstr_size) != TB_OK)
+                return TB_PGSINK_SKIPPED;
+        tb_err_t err = tb_arch_insert(conn, v, &ar->hex, errstr, errstr_size);
+        json_decref(v);
+        if (!err)
+                ar->copied++;
+        return tb_pgsink_verdict_of(err);
+}
+
+static void tb_arch_batch_committed(void *opaque) {
+        tb_arch_t *ar = opaque;
+        tb_metrics_add("taskbus_archiver_chunks_total", NULL, (double)ar->copied);
+}
+
+static const tb_pgsink_ops_t tb_arch_sink_ops = {
+        .begin = tb_arch_batch_begin,
+        .apply = tb_arch_apply_record,
+        .committed = tb_arch_batch_committed,
+};
 
 /* ---- sweep ---------------------------------------------------------------------- */
 
@@ -274,190 +244,36 @@ fail:
 
 /* ---- the role ------------------------------------------------------------------- */
 
-static tb_err_t tb_arch_stored_offsets(tb_arch_t *ar, rd_kafka_topic_partition_list_t *parts,
-                                       char *errstr, size_t errstr_size) {
-        PGconn *conn = tb_store_acquire(ar->ctx->store);
-        tb_err_t err = TB_OK;
-        for (int i = 0; i < parts->cnt && !err; i++) {
-                char part[16];
-                PGresult *r = NULL;
-                tb_snprintf(part, sizeof(part), "%" PRId32, parts->elems[i].partition);
-                const char *p[] = {TB_ARCH_CONSUMER, parts->elems[i].topic, part};
-                err = tb_store_exec(conn, "read consumed offset",
-                                    "SELECT next_offset FROM consumer_offsets WHERE consumer = $1 "
-                                    "AND topic = $2 AND partition = $3::int",
-                                    3, p, &r, errstr, errstr_size);
-                if (!err)
-                        parts->elems[i].offset = PQntuples(r) > 0
-                                                         ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
-                                                         : RD_KAFKA_OFFSET_BEGINNING;
-                PQclear(r);
-        }
-        tb_store_release(ar->ctx->store, conn);
-        return err;
-}
-
-static void tb_arch_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                              rd_kafka_topic_partition_list_t *parts, void *opaque) {
+/** Between batches: the sweep, when it is due. */
+static void tb_arch_tick(void *opaque) {
         tb_arch_t *ar = opaque;
-        rd_kafka_error_t *e = NULL;
-        char errstr[1024];
-        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-                while (tb_arch_stored_offsets(ar, parts, errstr, sizeof(errstr)) != TB_OK) {
-                        if (atomic_load(&ar->ctx->stopping))
-                                break;
-                        tb_error(TB_ARCH_SUB, "assignment: %s; retrying in 1 s", errstr);
-                        sleep(1);
-                }
-                e = rd_kafka_incremental_assign(rk, parts);
-        } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-                /* drop what was read from revoked partitions: the new owner
-                 * starts from the offsets stored with the rows */
-                size_t w = 0;
-                for (size_t i = 0; i < ar->batch_cnt; i++) {
-                        bool revoked = false;
-                        for (int j = 0; j < parts->cnt; j++)
-                                revoked |= parts->elems[j].partition == ar->batch[i]->partition &&
-                                           !strcmp(parts->elems[j].topic,
-                                                   rd_kafka_topic_name(ar->batch[i]->rkt));
-                        if (revoked)
-                                rd_kafka_message_destroy(ar->batch[i]);
-                        else
-                                ar->batch[w++] = ar->batch[i];
-                }
-                ar->batch_cnt = w;
-                e = rd_kafka_incremental_unassign(rk, parts);
-        } else {
-                tb_error(TB_ARCH_SUB, "rebalance failed: %s", rd_kafka_err2str(err));
-        }
-        if (e) {
-                tb_error(TB_ARCH_SUB, "incremental (un)assign: %s", rd_kafka_error_string(e));
-                rd_kafka_error_destroy(e);
-        }
+        if (tb_mono_us() < ar->next_sweep_us)
+                return;
+        tb_arch_sweep(ar);
+        ar->next_sweep_us = tb_mono_us() + TB_ARCH_SWEEP_US;
 }
 
-static void tb_arch_batch_free(tb_arch_t *ar) {
-        for (size_t i = 0; i < ar->batch_cnt; i++)
-                rd_kafka_message_destroy(ar->batch[i]);
-        ar->batch_cnt = 0;
-}
-
-/** Copy the collected batch; on failure seek back so it is read again. */
-static bool tb_arch_process(tb_arch_t *ar) {
-        char errstr[1024];
-        size_t copied = 0;
-        int64_t t0 = tb_mono_us();
-        PGconn *conn = tb_store_acquire(ar->ctx->store);
-        tb_err_t err = tb_arch_apply(ar, conn, &copied, errstr, sizeof(errstr));
-        tb_store_release(ar->ctx->store, conn);
-        if (!err) {
-                tb_metrics_add("taskbus_archiver_chunks_total", NULL, (double)copied);
-                tb_metrics_observe("taskbus_archiver_batch_seconds", NULL,
-                                   (double)(tb_mono_us() - t0) / 1e6);
-                tb_arch_batch_free(ar);
-                return true;
-        }
-        tb_error(TB_ARCH_SUB, "copying %zu chunk(s) failed: %s; retrying", ar->batch_cnt,
-                 errstr);
-        tb_metrics_add("taskbus_archiver_failures_total", NULL, 1);
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
-        for (size_t i = 0; i < ar->batch_cnt; i++) {
-                rd_kafka_message_t *m = ar->batch[i];
-                const char *t = rd_kafka_topic_name(m->rkt);
-                rd_kafka_topic_partition_t *tp =
-                        rd_kafka_topic_partition_list_find(l, t, m->partition);
-                if (!tp)
-                        rd_kafka_topic_partition_list_add(l, t, m->partition)->offset = m->offset;
-                else if (m->offset < tp->offset)
-                        tp->offset = m->offset;
-        }
-        rd_kafka_error_t *e = rd_kafka_seek_partitions(ar->consumer, l, 10000);
-        if (e) {
-                tb_error(TB_ARCH_SUB, "seek back: %s", rd_kafka_error_string(e));
-                rd_kafka_error_destroy(e);
-        }
-        rd_kafka_topic_partition_list_destroy(l);
-        tb_arch_batch_free(ar);
-        return false;
-}
-
-static void *tb_arch_main(void *arg) {
-        tb_arch_t *ar = arg;
-        int backoff_ms = 0;
-        while (!atomic_load(&ar->ctx->stopping)) {
-                int64_t first = 0;
-                while (ar->batch_cnt < ar->batch_max) {
-                        int wait_ms = 100;
-                        if (first) {
-                                int64_t left = first + TB_ARCH_BATCH_WAIT_US - tb_mono_us();
-                                if (left <= 0)
-                                        break;
-                                wait_ms = (int)((left + 999) / 1000);
-                        }
-                        rd_kafka_message_t *m = rd_kafka_consumer_poll(ar->consumer, wait_ms);
-                        if (!m) {
-                                if (!first)
-                                        break;
-                                continue;
-                        }
-                        if (m->err) {
-                                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                                        tb_warn(TB_ARCH_SUB, "consumer: %s",
-                                                rd_kafka_message_errstr(m));
-                                rd_kafka_message_destroy(m);
-                                continue;
-                        }
-                        ar->batch[ar->batch_cnt++] = m;
-                        if (!first)
-                                first = tb_mono_us();
-                }
-                if (atomic_load(&ar->ctx->stopping))
-                        break;
-                if (ar->batch_cnt > 0) {
-                        if (tb_arch_process(ar)) {
-                                backoff_ms = 0;
-                        } else {
-                                /* PostgreSQL is down or refusing: back off, up to 5 s */
-                                backoff_ms = backoff_ms ? (backoff_ms * 2 > 5000 ? 5000
-                                                                                : backoff_ms * 2)
-                                                        : 100;
-                                for (int w = 0;
-                                     w < backoff_ms && !atomic_load(&ar->ctx->stopping); w += 50)
-                                        usleep(50 * 1000);
-                                continue;
-                        }
-                }
-                if (tb_mono_us() >= ar->next_sweep_us) {
-                        tb_arch_sweep(ar);
-                        ar->next_sweep_us = tb_mono_us() + TB_ARCH_SWEEP_US;
-                }
-        }
-        tb_arch_batch_free(ar);
-        return NULL;
-}
-
-static void tb_arch_free(tb_arch_t *ar) {
+/** Stop and free the role (also of a half-started one). */
+static void tb_arch_stop(void *state) {
+        tb_arch_t *ar = state;
         if (!ar)
                 return;
-        tb_arch_batch_free(ar);
-        if (ar->consumer) {
-                tb_bus_consumer_destroy(ar->consumer, 10000);
-        }
+        tb_pgsink_stop(ar->sink);
+        tb_buf_free(&ar->hex);
         free(ar);
 }
 
 static tb_err_t tb_arch_start(tb_ctx_t *ctx, void **state, char *errstr, size_t errstr_size) {
         tb_err_t err;
-        char group[300];
         tb_arch_t *ar = calloc(1, sizeof(*ar));
         if (!ar)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "archiver: out of memory");
         ar->ctx = ctx;
-        ar->batch_max = ctx->conf->archiver_batch < TB_ARCH_BATCH_MAX
-                                ? (size_t)ctx->conf->archiver_batch
-                                : TB_ARCH_BATCH_MAX;
-        if (ar->batch_max < 1)
-                ar->batch_max = 1;
+        size_t batch_max = ctx->conf->archiver_batch < TB_ARCH_BATCH_MAX
+                                   ? (size_t)ctx->conf->archiver_batch
+                                   : TB_ARCH_BATCH_MAX;
+        if (batch_max < 1)
+                batch_max = 1;
         tb_metrics_describe("taskbus_archiver_chunks_total", "counter",
                             "Log chunks copied from run-logs to PostgreSQL");
         tb_metrics_describe("taskbus_archiver_malformed_total", "counter",
@@ -472,38 +288,31 @@ static tb_err_t tb_arch_start(tb_ctx_t *ctx, void **state, char *errstr, size_t 
                             "Runs deleted past archiver.history_retention");
         if ((err = tb_serde_init(errstr, errstr_size)))
                 goto fail;
-        tb_snprintf(group, sizeof(group), "%s%s", ctx->conf->topic_prefix, TB_ARCH_CONSUMER);
         tb_topic_t topic = TB_TOPIC_LOGS;
-        tb_consumer_opts_t opts = {
-                .group_id = group,
-                .read_committed = true,
-                .auto_commit = false, /* offsets live in PostgreSQL */
-                .rebalance_cb = tb_arch_rebalance,
+        tb_pgsink_conf_t c = {
+                .sub = TB_ARCH_SUB,
+                .consumer = TB_ARCH_CONSUMER,
+                .ops = &tb_arch_sink_ops,
                 .opaque = ar,
+                .metric_malformed = "taskbus_archiver_malformed_total",
+                .conf = ctx->conf,
+                .store = ctx->store,
+                .stopping = &ctx->stopping,
+                .topics = &topic,
+                .topic_cnt = 1,
+                .batch_max = batch_max,
+                .batch_wait_us = TB_ARCH_BATCH_WAIT_US,
+                .metric_failures = "taskbus_archiver_failures_total",
+                .metric_batch_seconds = "taskbus_archiver_batch_seconds",
+                .tick = tb_arch_tick,
         };
-        if ((err = tb_bus_consumer_new(ctx->conf, &opts, &topic, 1, &ar->consumer, errstr,
-                                       errstr_size)))
+        if ((err = tb_pgsink_start(&c, &ar->sink, errstr, errstr_size)))
                 goto fail;
-        if (pthread_create(&ar->thread, NULL, tb_arch_main, ar) != 0) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
-                                "archiver: cannot start its thread");
-                goto fail;
-        }
-        ar->thread_started = true;
         *state = ar;
         return TB_OK;
 fail:
-        tb_arch_free(ar);
+        tb_arch_stop(ar);
         return err;
-}
-
-static void tb_arch_stop(void *state) {
-        tb_arch_t *ar = state;
-        if (!ar)
-                return;
-        if (ar->thread_started)
-                pthread_join(ar->thread, NULL);
-        tb_arch_free(ar);
 }
 
 const tb_role_t tb_role_archiver = {

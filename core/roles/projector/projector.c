@@ -6,8 +6,11 @@
  *        (consumer_offsets) rather than in Kafka.
  *
  * Projected topics are listed in tb_projector_topics[] with their schema and
- * apply function; the role subscribes to all of them and
- * tb_projector_apply_batch() routes each record to its topic's function.
+ * apply function. The role is a pgsink (bus/pgsink.h) on all of them: the
+ * sink owns the consumer, the batches, the stored offsets and the retries;
+ * the projector gives it the callbacks that route each record to its
+ * topic's function and NOTIFY the listeners. `taskbus replay` applies its
+ * batches with the same callbacks (tb_projector_apply_batch()).
  *
  * Regions (docs/replication.md): the projector also consumes this region's
  * copies of the other regions' task-events, runs and run-results
@@ -18,12 +21,12 @@
  * How old a copied record is when it is applied is the replication lag
  * (metric taskbus_replication_lag_seconds; task_history.projected_at - at).
  *
- * @locality one worker thread owns the consumer; the rebalance callback runs
- *           on it (inside consumer_poll).
+ * @locality the apply callbacks run on the sink's thread (or replay's).
  */
 #include "projector/projector.h"
 
 #include "bus/bus.h"
+#include "bus/pgsink.h"
 #include "daemon.h"
 #include "http/metrics.h"
 #include "replication.h"
@@ -32,11 +35,9 @@
 #include "task/task.h"
 
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define TB_PROJ_SUB "projector"
 /** Most records per PostgreSQL transaction. */
@@ -172,7 +173,7 @@ static tb_err_t tb_proj_apply_event(tb_projector_batch_t *b, const rd_kafka_mess
                                     errstr, errstr_size);
         }
         if (!err) {
-                b->stats->events++;
+                b->stats.events++;
                 tb_proj_notify_add(b, id);
         }
 out:
@@ -341,7 +342,7 @@ static tb_err_t tb_proj_apply_run_request(tb_projector_batch_t *b, const rd_kafk
         if (!err)
                 err = tb_proj_run_settle(b, run_id, errstr, errstr_size);
         if (!err)
-                b->stats->results++;
+                b->stats.results++;
         return err;
 }
 
@@ -388,7 +389,7 @@ static tb_err_t tb_proj_apply_run_result(tb_projector_batch_t *b, const rd_kafka
         if (!err)
                 err = tb_proj_run_settle(b, run_id, errstr, errstr_size);
         if (!err)
-                b->stats->results++;
+                b->stats.results++;
         return err;
 }
 
@@ -426,333 +427,138 @@ static const tb_proj_topic_t *tb_proj_topic_of(const tb_config_t *conf, const ch
         return NULL;
 }
 
-/* ---- the batch ----------------------------------------------------------------- */
+/* ---- the batch: the pgsink callbacks ----------------------------------------------- */
 
-/** The next offset of each (topic, partition) of a batch. */
-typedef struct tb_proj_next {
-        const char *topic;
-        int32_t partition;
-        int64_t next;
-} tb_proj_next_t;
+static void tb_proj_batch_begin(void *opaque) {
+        tb_projector_batch_t *b = opaque;
+        memset(&b->stats, 0, sizeof(b->stats));
+        b->notify.len = 0;
+        if (b->notify.data)
+                b->notify.data[0] = '\0';
+}
+
+/** Route \p m to its topic's apply function. */
+static tb_pgsink_verdict_t tb_proj_apply_record(PGconn *conn, const rd_kafka_message_t *m,
+                                                void *opaque, char *errstr,
+                                                size_t errstr_size) {
+        tb_projector_batch_t *b = opaque;
+        const char *tname = rd_kafka_topic_name(m->rkt);
+        const char *region = NULL;
+        const tb_proj_topic_t *pt = tb_proj_topic_of(b->conf, tname, &region);
+        b->conn = conn;
+        if (!pt) {
+                tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                          "projector: records of topic %s are not projected", tname);
+                return TB_PGSINK_PERMANENT;
+        }
+        b->stats.records++;
+        json_t *value = NULL;
+        if (tb_serde_decode(m->payload, m->len, pt->schema, NULL, &value, errstr,
+                            errstr_size) != TB_OK) {
+                b->stats.malformed++;
+                return TB_PGSINK_SKIPPED;
+        }
+        tb_err_t err = pt->apply(b, m, value, errstr, errstr_size);
+        json_decref(value);
+        if (err)
+                return tb_pgsink_verdict_of(err);
+        if (region) {
+                /* the source region's timestamp is kept by MirrorMaker 2 */
+                int64_t ts = rd_kafka_message_timestamp(m, NULL);
+                if (ts > 0) {
+                        char labels[128];
+                        tb_snprintf(labels, sizeof(labels), "region=\"%s\",topic=\"%s\"", region,
+                                    tb_topic_short(pt->topic));
+                        double lag = (double)(tb_now_ms() - ts) / 1000.0;
+                        tb_metrics_observe("taskbus_replication_lag_seconds", labels,
+                                           lag < 0 ? 0 : lag);
+                }
+        }
+        return TB_PGSINK_APPLIED;
+}
+
+/** Tell the listeners which tasks the batch touched. */
+static tb_err_t tb_proj_batch_finish(PGconn *conn, void *opaque, char *errstr,
+                                     size_t errstr_size) {
+        tb_projector_batch_t *b = opaque;
+        /* delivered on commit only: listeners never see an uncommitted state */
+        const char *np[] = {b->notify.len > TB_PROJ_NOTIFY_MAX
+                                    ? ""
+                                    : (b->notify.data ? b->notify.data : "")};
+        return tb_store_exec(conn, "notify " TB_PROJECTOR_CHANNEL,
+                             "SELECT pg_notify('" TB_PROJECTOR_CHANNEL "', $1)", 1, np, NULL,
+                             errstr, errstr_size);
+}
+
+static void tb_proj_batch_committed(void *opaque) {
+        tb_projector_batch_t *b = opaque;
+        if (b->total) {
+                b->total->records += b->stats.records;
+                b->total->malformed += b->stats.malformed;
+                b->total->events += b->stats.events;
+                b->total->results += b->stats.results;
+        }
+        tb_metrics_add("taskbus_projector_records_total", NULL, (double)b->stats.records);
+}
+
+static const tb_pgsink_ops_t tb_proj_sink_ops = {
+        .begin = tb_proj_batch_begin,
+        .apply = tb_proj_apply_record,
+        .finish = tb_proj_batch_finish,
+        .committed = tb_proj_batch_committed,
+};
+
+/** What a projector batch does, with \p b as its state (the sink and
+ *  `taskbus replay` alike). */
+static tb_pgsink_conf_t tb_proj_sink_conf(tb_projector_batch_t *b, const char *consumer) {
+        return (tb_pgsink_conf_t){
+                .sub = TB_PROJ_SUB,
+                .consumer = consumer,
+                .ops = &tb_proj_sink_ops,
+                .opaque = b,
+                .metric_malformed = "taskbus_projector_malformed_total",
+        };
+}
 
 tb_err_t tb_projector_apply_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
                                   rd_kafka_message_t *const *msgs, size_t cnt,
                                   tb_projector_stats_t *stats, char *errstr, size_t errstr_size) {
-        tb_projector_stats_t local = {0}, sink = {0};
-        tb_projector_batch_t b = {.conn = conn, .conf = conf, .stats = &local};
-        tb_proj_next_t *next = calloc(cnt ? cnt : 1, sizeof(*next));
-        size_t next_cnt = 0;
-        tb_err_t err;
-        if (!stats)
-                stats = &sink;
-        if (!next)
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "projector: out of memory");
-        if ((err = tb_store_begin(conn, errstr, errstr_size)))
-                goto fail;
-        for (size_t i = 0; i < cnt; i++) {
-                const rd_kafka_message_t *m = msgs[i];
-                const char *tname = rd_kafka_topic_name(m->rkt);
-                const char *region = NULL;
-                const tb_proj_topic_t *pt = tb_proj_topic_of(conf, tname, &region);
-                if (!pt) {
-                        err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                        "projector: records of topic %s are not projected", tname);
-                        goto fail;
-                }
-                local.records++;
-                json_t *value = NULL;
-                char derr[512];
-                if (tb_serde_decode(m->payload, m->len, pt->schema, NULL, &value, derr,
-                                    sizeof(derr)) != TB_OK) {
-                        /* a record no version of us wrote: skip it, loudly */
-                        local.malformed++;
-                        tb_metrics_add("taskbus_projector_malformed_total", NULL, 1);
-                        tb_warn(TB_PROJ_SUB, "%s [%" PRId32 "] offset %" PRId64 " skipped: %s",
-                                tname, m->partition, m->offset, derr);
-                } else {
-                        err = pt->apply(&b, m, value, errstr, errstr_size);
-                        json_decref(value);
-                        if (err)
-                                goto fail;
-                        if (region) {
-                                /* the source region's timestamp is kept by MirrorMaker 2 */
-                                int64_t ts = rd_kafka_message_timestamp(m, NULL);
-                                if (ts > 0) {
-                                        char labels[128];
-                                        tb_snprintf(labels, sizeof(labels),
-                                                    "region=\"%s\",topic=\"%s\"", region,
-                                                    tb_topic_short(pt->topic));
-                                        double lag = (double)(tb_now_ms() - ts) / 1000.0;
-                                        tb_metrics_observe("taskbus_replication_lag_seconds",
-                                                           labels, lag < 0 ? 0 : lag);
-                                }
-                        }
-                }
-                size_t k = 0;
-                while (k < next_cnt &&
-                       (next[k].partition != m->partition || strcmp(next[k].topic, tname)))
-                        k++;
-                if (k == next_cnt) {
-                        next[k].topic = tname;
-                        next[k].partition = m->partition;
-                        next_cnt++;
-                }
-                if (m->offset + 1 > next[k].next)
-                        next[k].next = m->offset + 1;
-        }
-        for (size_t k = 0; consumer && k < next_cnt; k++) {
-                char part[16], off[32];
-                tb_snprintf(part, sizeof(part), "%" PRId32, next[k].partition);
-                tb_snprintf(off, sizeof(off), "%" PRId64, next[k].next);
-                const char *p[] = {consumer, next[k].topic, part, off};
-                if ((err = tb_store_exec(
-                             conn, "store consumed offset",
-                             "INSERT INTO consumer_offsets (consumer, topic, partition, "
-                             "next_offset) VALUES ($1, $2, $3::int, $4::bigint) "
-                             "ON CONFLICT (consumer, topic, partition) DO UPDATE SET "
-                             "next_offset = GREATEST(consumer_offsets.next_offset, "
-                             "EXCLUDED.next_offset)",
-                             4, p, NULL, errstr, errstr_size)))
-                        goto fail;
-        }
-        /* delivered on commit only: listeners never see an uncommitted state */
-        const char *np[] = {b.notify.len > TB_PROJ_NOTIFY_MAX ? "" : (b.notify.data ? b.notify.data : "")};
-        if ((err = tb_store_exec(conn, "notify " TB_PROJECTOR_CHANNEL,
-                                 "SELECT pg_notify('" TB_PROJECTOR_CHANNEL "', $1)", 1, np, NULL,
-                                 errstr, errstr_size)))
-                goto fail;
-        if ((err = tb_store_commit(conn, errstr, errstr_size)))
-                goto fail;
-        stats->records += local.records;
-        stats->malformed += local.malformed;
-        stats->events += local.events;
-        stats->results += local.results;
+        tb_projector_batch_t b = {.conf = conf, .total = stats};
+        tb_pgsink_conf_t c = tb_proj_sink_conf(&b, consumer);
+        tb_err_t err = tb_pgsink_apply(conn, &c, msgs, cnt, errstr, errstr_size);
         tb_buf_free(&b.notify);
-        free(next);
-        return TB_OK;
-fail:
-        tb_store_rollback(conn);
-        tb_buf_free(&b.notify);
-        free(next);
         return err;
 }
 
 /* ---- the role ------------------------------------------------------------------ */
 
 typedef struct tb_proj {
-        tb_ctx_t *ctx;
-        pthread_t thread;
-        bool thread_started;
-        rd_kafka_t *consumer;
-        rd_kafka_message_t *batch[TB_PROJ_BATCH_MAX];
-        size_t batch_cnt;
+        tb_projector_batch_t batch; /**< the sink's batch state */
+        tb_pgsink_t *sink;
 } tb_proj_t;
 
-/** Read the stored next offsets of \p parts (NULL row: from the beginning). */
-static tb_err_t tb_proj_stored_offsets(tb_proj_t *pj, rd_kafka_topic_partition_list_t *parts,
-                                       char *errstr, size_t errstr_size) {
-        PGconn *conn = tb_store_acquire(pj->ctx->store);
-        tb_err_t err = TB_OK;
-        for (int i = 0; i < parts->cnt && !err; i++) {
-                char part[16];
-                PGresult *r = NULL;
-                tb_snprintf(part, sizeof(part), "%" PRId32, parts->elems[i].partition);
-                const char *p[] = {TB_PROJECTOR_CONSUMER, parts->elems[i].topic, part};
-                err = tb_store_exec(conn, "read consumed offset",
-                                    "SELECT next_offset FROM consumer_offsets WHERE consumer = $1 "
-                                    "AND topic = $2 AND partition = $3::int",
-                                    3, p, &r, errstr, errstr_size);
-                if (!err)
-                        parts->elems[i].offset = PQntuples(r) > 0
-                                                         ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
-                                                         : RD_KAFKA_OFFSET_BEGINNING;
-                PQclear(r);
-        }
-        tb_store_release(pj->ctx->store, conn);
-        return err;
-}
-
-static void tb_proj_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                              rd_kafka_topic_partition_list_t *parts, void *opaque) {
-        tb_proj_t *pj = opaque;
-        rd_kafka_error_t *e = NULL;
-        char errstr[1024];
-        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-                while (tb_proj_stored_offsets(pj, parts, errstr, sizeof(errstr)) != TB_OK) {
-                        if (atomic_load(&pj->ctx->stopping))
-                                break;
-                        tb_error(TB_PROJ_SUB, "assignment: %s; retrying in 1 s", errstr);
-                        sleep(1);
-                }
-                for (int i = 0; i < parts->cnt; i++)
-                        tb_info(TB_PROJ_SUB, "assigned %s [%" PRId32 "] from offset %" PRId64,
-                                parts->elems[i].topic, parts->elems[i].partition,
-                                parts->elems[i].offset < 0 ? 0 : parts->elems[i].offset);
-                e = rd_kafka_incremental_assign(rk, parts);
-        } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-                size_t w = 0;
-                for (size_t i = 0; i < pj->batch_cnt; i++) {
-                        bool revoked = false;
-                        for (int j = 0; j < parts->cnt; j++)
-                                revoked |= parts->elems[j].partition == pj->batch[i]->partition &&
-                                           !strcmp(parts->elems[j].topic,
-                                                   rd_kafka_topic_name(pj->batch[i]->rkt));
-                        if (revoked)
-                                rd_kafka_message_destroy(pj->batch[i]);
-                        else
-                                pj->batch[w++] = pj->batch[i];
-                }
-                pj->batch_cnt = w;
-                e = rd_kafka_incremental_unassign(rk, parts);
-        } else {
-                tb_error(TB_PROJ_SUB, "rebalance failed: %s", rd_kafka_err2str(err));
-        }
-        if (e) {
-                tb_error(TB_PROJ_SUB, "incremental (un)assign: %s", rd_kafka_error_string(e));
-                rd_kafka_error_destroy(e);
-        }
-}
-
-static void tb_proj_batch_free(tb_proj_t *pj) {
-        for (size_t i = 0; i < pj->batch_cnt; i++)
-                rd_kafka_message_destroy(pj->batch[i]);
-        pj->batch_cnt = 0;
-}
-
-/** Apply the collected batch; on failure seek back so it is read again. */
-static bool tb_proj_process(tb_proj_t *pj) {
-        char errstr[1024];
-        tb_projector_stats_t st = {0};
-        int64_t t0 = tb_mono_us();
-        PGconn *conn = tb_store_acquire(pj->ctx->store);
-        tb_err_t err = tb_projector_apply_batch(conn, pj->ctx->conf, TB_PROJECTOR_CONSUMER,
-                                                pj->batch, pj->batch_cnt, &st, errstr,
-                                                sizeof(errstr));
-        tb_store_release(pj->ctx->store, conn);
-        if (!err) {
-                tb_metrics_add("taskbus_projector_records_total", NULL, (double)st.records);
-                tb_metrics_observe("taskbus_projector_batch_seconds", NULL,
-                                   (double)(tb_mono_us() - t0) / 1e6);
-                tb_proj_batch_free(pj);
-                return true;
-        }
-        tb_error(TB_PROJ_SUB, "applying %zu record(s) failed: %s; retrying", pj->batch_cnt,
-                 errstr);
-        tb_metrics_add("taskbus_projector_failures_total", NULL, 1);
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
-        for (size_t i = 0; i < pj->batch_cnt; i++) {
-                rd_kafka_message_t *m = pj->batch[i];
-                const char *t = rd_kafka_topic_name(m->rkt);
-                rd_kafka_topic_partition_t *tp =
-                        rd_kafka_topic_partition_list_find(l, t, m->partition);
-                if (!tp)
-                        rd_kafka_topic_partition_list_add(l, t, m->partition)->offset = m->offset;
-                else if (m->offset < tp->offset)
-                        tp->offset = m->offset;
-        }
-        rd_kafka_error_t *e = rd_kafka_seek_partitions(pj->consumer, l, 10000);
-        if (e) {
-                tb_error(TB_PROJ_SUB, "seek back: %s", rd_kafka_error_string(e));
-                rd_kafka_error_destroy(e);
-        }
-        rd_kafka_topic_partition_list_destroy(l);
-        tb_proj_batch_free(pj);
-        return false;
-}
-
-static void *tb_proj_main(void *arg) {
-        tb_proj_t *pj = arg;
-        int backoff_ms = 0;
-        while (!atomic_load(&pj->ctx->stopping)) {
-                int64_t first = 0;
-                while (pj->batch_cnt < TB_PROJ_BATCH_MAX) {
-                        int wait_ms = 100;
-                        if (first) {
-                                int64_t left = first + TB_PROJ_BATCH_WAIT_US - tb_mono_us();
-                                if (left <= 0)
-                                        break;
-                                wait_ms = (int)((left + 999) / 1000);
-                        }
-                        rd_kafka_message_t *m = rd_kafka_consumer_poll(pj->consumer, wait_ms);
-                        if (!m) {
-                                if (!first)
-                                        break;
-                                continue;
-                        }
-                        if (m->err) {
-                                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                                        tb_warn(TB_PROJ_SUB, "consumer: %s",
-                                                rd_kafka_message_errstr(m));
-                                rd_kafka_message_destroy(m);
-                                continue;
-                        }
-                        pj->batch[pj->batch_cnt++] = m;
-                        if (!first)
-                                first = tb_mono_us();
-                }
-                if (pj->batch_cnt == 0)
-                        continue;
-                if (atomic_load(&pj->ctx->stopping)) {
-                        tb_proj_batch_free(pj);
-                        break;
-                }
-                if (tb_proj_process(pj)) {
-                        backoff_ms = 0;
-                } else {
-                        /* PostgreSQL is down or refusing: back off, up to 5 s */
-                        backoff_ms = backoff_ms ? (backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2)
-                                                : 100;
-                        for (int w = 0; w < backoff_ms && !atomic_load(&pj->ctx->stopping);
-                             w += 50)
-                                usleep(50 * 1000);
-                }
-        }
-        return NULL;
-}
-
-static void tb_proj_free(tb_proj_t *pj) {
+/** Stop and free the role (also of a half-started one). */
+static void tb_proj_stop(void *state) {
+        tb_proj_t *pj = state;
         if (!pj)
                 return;
-        tb_proj_batch_free(pj);
-        if (pj->consumer) {
-                tb_bus_consumer_destroy(pj->consumer, 10000);
-        }
+        tb_pgsink_stop(pj->sink);
+        tb_buf_free(&pj->batch.notify);
         free(pj);
 }
 
-/** Subscribe to the local topics and the other regions' copies of them. */
-static tb_err_t tb_proj_subscribe_remote(tb_proj_t *pj, char *errstr, size_t errstr_size) {
-        const tb_config_t *conf = pj->ctx->conf;
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
-        char name[300];
-        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++) {
-                rd_kafka_topic_partition_list_add(
-                        l, tb_topic_name(conf, tb_projector_topics[i].topic, name, sizeof(name)),
-                        RD_KAFKA_PARTITION_UA);
-                for (size_t r = 0; r < conf->repl_remote_region_cnt; r++)
-                        rd_kafka_topic_partition_list_add(
-                                l,
-                                tb_repl_topic_name(conf, conf->repl_remote_regions[r],
-                                                   tb_projector_topics[i].topic, name,
-                                                   sizeof(name)),
-                                RD_KAFKA_PARTITION_UA);
-        }
-        rd_kafka_resp_err_t e = rd_kafka_subscribe(pj->consumer, l);
-        rd_kafka_topic_partition_list_destroy(l);
-        if (e)
-                return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA,
-                                 "projector: subscribing to the replicated topics: %s",
-                                 rd_kafka_err2str(e));
-        return TB_OK;
-}
-
 static tb_err_t tb_proj_start(tb_ctx_t *ctx, void **state, char *errstr, size_t errstr_size) {
+        const tb_config_t *conf = ctx->conf;
         tb_err_t err;
-        char group[300];
         tb_proj_t *pj = calloc(1, sizeof(*pj));
-        if (!pj)
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "projector: out of memory");
-        pj->ctx = ctx;
+        size_t remote_cnt = TB_ARRAY_LEN(tb_projector_topics) * conf->repl_remote_region_cnt;
+        char(*remote)[300] = calloc(remote_cnt ? remote_cnt : 1, sizeof(*remote));
+        const char **remote_names = calloc(remote_cnt ? remote_cnt : 1, sizeof(*remote_names));
+        if (!pj || !remote || !remote_names) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "projector: out of memory");
+                goto fail;
+        }
+        pj->batch.conf = conf;
         tb_metrics_describe("taskbus_projector_records_total", "counter",
                             "Records applied to PostgreSQL by the projector");
         tb_metrics_describe("taskbus_projector_malformed_total", "counter",
@@ -766,43 +572,39 @@ static tb_err_t tb_proj_start(tb_ctx_t *ctx, void **state, char *errstr, size_t 
                             "when the projector applied it: MirrorMaker 2 plus projection lag");
         if ((err = tb_serde_init(errstr, errstr_size)))
                 goto fail;
+        /* the local topics, and the other regions' copies of them */
         tb_topic_t topics[TB_ARRAY_LEN(tb_projector_topics)];
-        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++)
+        size_t k = 0;
+        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++) {
                 topics[i] = tb_projector_topics[i].topic;
-        tb_snprintf(group, sizeof(group), "%s%s", ctx->conf->topic_prefix, TB_PROJECTOR_CONSUMER);
-        tb_consumer_opts_t opts = {
-                .group_id = group,
-                .read_committed = true,
-                .auto_commit = false, /* offsets live in PostgreSQL */
-                .rebalance_cb = tb_proj_rebalance,
-                .opaque = pj,
-        };
-        if ((err = tb_bus_consumer_new(ctx->conf, &opts, topics, TB_ARRAY_LEN(topics),
-                                       &pj->consumer, errstr, errstr_size)))
-                goto fail;
-        if (ctx->conf->repl_remote_region_cnt &&
-            (err = tb_proj_subscribe_remote(pj, errstr, errstr_size)))
-                goto fail;
-        if (pthread_create(&pj->thread, NULL, tb_proj_main, pj) != 0) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
-                                "projector: cannot start its thread");
-                goto fail;
+                for (size_t r = 0; r < conf->repl_remote_region_cnt; r++, k++)
+                        remote_names[k] = tb_repl_topic_name(conf, conf->repl_remote_regions[r],
+                                                             topics[i], remote[k],
+                                                             sizeof(remote[k]));
         }
-        pj->thread_started = true;
+        tb_pgsink_conf_t c = tb_proj_sink_conf(&pj->batch, TB_PROJECTOR_CONSUMER);
+        c.conf = conf;
+        c.store = ctx->store;
+        c.stopping = &ctx->stopping;
+        c.topics = topics;
+        c.topic_cnt = TB_ARRAY_LEN(topics);
+        c.topic_names = remote_names;
+        c.topic_name_cnt = remote_cnt;
+        c.batch_max = TB_PROJ_BATCH_MAX;
+        c.batch_wait_us = TB_PROJ_BATCH_WAIT_US;
+        c.metric_failures = "taskbus_projector_failures_total";
+        c.metric_batch_seconds = "taskbus_projector_batch_seconds";
+        if ((err = tb_pgsink_start(&c, &pj->sink, errstr, errstr_size)))
+                goto fail;
+        free(remote);
+        free(remote_names);
         *state = pj;
         return TB_OK;
 fail:
-        tb_proj_free(pj);
+        free(remote);
+        free(remote_names);
+        tb_proj_stop(pj);
         return err;
-}
-
-static void tb_proj_stop(void *state) {
-        tb_proj_t *pj = state;
-        if (!pj)
-                return;
-        if (pj->thread_started)
-                pthread_join(pj->thread, NULL);
-        tb_proj_free(pj);
 }
 
 const tb_role_t tb_role_projector = {

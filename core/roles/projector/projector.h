@@ -37,10 +37,11 @@ typedef struct tb_projector_stats {
 
 /** The state of one batch handed to a topic's apply function. */
 typedef struct tb_projector_batch {
-        PGconn *conn;
+        PGconn *conn;                /**< the batch's connection, in its transaction */
         const tb_config_t *conf;
-        tb_buf_t notify;          /**< task ids touched, comma-separated */
-        tb_projector_stats_t *stats;
+        tb_buf_t notify;             /**< task ids touched, comma-separated */
+        tb_projector_stats_t stats;  /**< what this batch did so far */
+        tb_projector_stats_t *total; /**< where a committed batch's stats are added, or NULL */
 } tb_projector_batch_t;
 
 /**

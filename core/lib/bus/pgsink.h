@@ -1,0 +1,162 @@
+/**
+ * @file bus/pgsink.h
+ * @brief The one Kafka-to-PostgreSQL loop: a consumer group member whose
+ *        consumed offsets live in PostgreSQL (consumer_offsets), next to the
+ *        rows its records became, so that a batch is applied exactly once
+ *        whatever Kafka's own offsets say.
+ *
+ * A sink owns its consumer (built by tb_bus_consumer_new(), group
+ * `<topics.prefix><consumer>`, read_committed, nothing committed to Kafka)
+ * and one thread that:
+ *  - on assignment, seeks every assigned partition to the next offset stored
+ *    for it in consumer_offsets (from the beginning when none is stored),
+ *    retrying while PostgreSQL is unreachable;
+ *  - on revocation, drops the records it collected from those partitions
+ *    (their new owner starts from the stored offsets);
+ *  - collects a batch (up to batch_max records, or batch_wait_us after the
+ *    first one) and applies it in ONE PostgreSQL transaction: the caller's
+ *    apply callback for each record, then the next offset of every
+ *    (topic, partition) of the batch, then the caller's finish callback,
+ *    then COMMIT;
+ *  - on failure rolls back, seeks back to the first record of the batch and
+ *    tries again after a backoff (100 ms doubling to 5 s);
+ *  - stops cleanly: the batch in hand is dropped (never half applied), and
+ *    the group is left within a bound (tb_bus_consumer_destroy()).
+ *
+ * The apply callback sees one record at a time inside the batch
+ * transaction, and says what became of it (tb_pgsink_verdict_t): that is
+ * the seam for setting a poison record aside (a savepoint around each apply,
+ * rolled back on TB_PGSINK_PERMANENT, the record stored apart and its offset
+ * advanced) while the rest of the batch goes on. Today a permanent refusal
+ * fails the batch like a transient one, as before.
+ *
+ * The SQL of consumer_offsets is in pgsink.c, in one place.
+ */
+#ifndef TB_BUS_PGSINK_H
+#define TB_BUS_PGSINK_H
+
+#include "bus/bus.h"
+#include "config/config.h"
+#include "store/store.h"
+#include "tb.h"
+
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
+
+/**
+ * What an apply callback says about one record. Not a tb_err_t, because the
+ * sink must know whether trying the record again can help.
+ */
+typedef enum tb_pgsink_verdict {
+        TB_PGSINK_APPLIED = 0, /**< written, or found written already: go on */
+        /** Nothing in it to apply (undecodable, malformed): the sink logs the
+         *  callback's errstr, counts it (metric_malformed) and goes on; its
+         *  offset advances. */
+        TB_PGSINK_SKIPPED,
+        /** Failed for now (PostgreSQL down, a conflict): the batch is rolled
+         *  back and read again after a backoff. */
+        TB_PGSINK_TRANSIENT,
+        /** Can never be applied as it is. For now handled like TRANSIENT;
+         *  the seam for poison isolation (see the file comment). */
+        TB_PGSINK_PERMANENT,
+} tb_pgsink_verdict_t;
+
+/** The verdict a failed store call usually deserves: PostgreSQL trouble
+ *  (TB_ERR_PG, TB_ERR_CONFLICT), memory and timeouts may pass (TRANSIENT);
+ *  anything else is the record's own (PERMANENT). */
+static inline tb_pgsink_verdict_t tb_pgsink_verdict_of(tb_err_t err) {
+        if (!err)
+                return TB_PGSINK_APPLIED;
+        return err == TB_ERR_PG || err == TB_ERR_CONFLICT || err == TB_ERR_NOMEM ||
+                               err == TB_ERR_TIMEOUT
+                       ? TB_PGSINK_TRANSIENT
+                       : TB_PGSINK_PERMANENT;
+}
+
+/** What a sink's owner does in a batch. Every callback gets the
+ *  tb_pgsink_conf_t's opaque and runs on the thread applying the batch. */
+typedef struct tb_pgsink_ops {
+        /** Optional: a batch begins (reset the per-batch state). */
+        void (*begin)(void *opaque);
+        /**
+         * Required: apply \p msg (a record of a subscribed topic, never an
+         * error event) inside the open transaction on \p conn. It must be
+         * idempotent: after a crash a batch is applied again. On anything
+         * but TB_PGSINK_APPLIED, \p errstr says why.
+         */
+        tb_pgsink_verdict_t (*apply)(PGconn *conn, const rd_kafka_message_t *msg, void *opaque,
+                                     char *errstr, size_t errstr_size);
+        /** Optional: after every record and the offsets, before COMMIT, in the
+         *  transaction (e.g. a NOTIFY, delivered on commit only). */
+        tb_err_t (*finish)(PGconn *conn, void *opaque, char *errstr, size_t errstr_size);
+        /** Optional: the batch was committed (count it). */
+        void (*committed)(void *opaque);
+} tb_pgsink_ops_t;
+
+/**
+ * A sink's description. The strings and \p ops must outlive the sink; the
+ * topic arrays are read by tb_pgsink_start() only. tb_pgsink_apply() uses
+ * the first group of fields only.
+ */
+typedef struct tb_pgsink_conf {
+        /* ---- what a batch does (tb_pgsink_apply and the sink) ---- */
+        const char *sub;      /**< log subsystem ("projector") */
+        /** consumer_offsets.consumer; the group id is `<topics.prefix>` + this.
+         *  NULL (tb_pgsink_apply only): offsets are not stored. */
+        const char *consumer;
+        const tb_pgsink_ops_t *ops;
+        void *opaque;                 /**< for every ops callback */
+        const char *metric_malformed; /**< counter of TB_PGSINK_SKIPPED records, or NULL */
+
+        /* ---- the sink (tb_pgsink_start) ---- */
+        const tb_config_t *conf;
+        tb_store_t *store;
+        const atomic_bool *stopping; /**< the process is stopping (may be NULL) */
+        const tb_topic_t *topics;    /**< local topics to consume */
+        size_t topic_cnt;
+        const char *const *topic_names; /**< more topics by full name (other regions' copies) */
+        size_t topic_name_cnt;
+        size_t batch_max;       /**< most records per transaction (>= 1) */
+        int64_t batch_wait_us;  /**< how long a batch waits for more once it has one */
+        const char *metric_failures;      /**< counter of failed batches, or NULL */
+        const char *metric_batch_seconds; /**< histogram of committed batches, or NULL */
+        /** Optional: after each round of the loop (a batch applied, or none
+         *  collected within 100 ms), never after a failed batch; for work
+         *  between batches (the archiver's sweep). */
+        void (*tick)(void *opaque);
+} tb_pgsink_conf_t;
+
+/** A running sink (opaque). */
+typedef struct tb_pgsink tb_pgsink_t;
+
+/**
+ * Apply \p cnt records in ONE transaction on \p conn (idle, outside a
+ * transaction): c->ops as described in the file comment, with the next
+ * offset of every (topic, partition) stored for c->consumer (unless NULL).
+ * On failure everything is rolled back.
+ * @returns TB_OK; TB_ERR_PG (or the store's code) when the transaction or a
+ *          TB_PGSINK_TRANSIENT record failed; TB_ERR_INVALID when a record
+ *          was refused (TB_PGSINK_PERMANENT); errstr names the record.
+ * @locality any thread (one connection per caller).
+ */
+tb_err_t tb_pgsink_apply(PGconn *conn, const tb_pgsink_conf_t *c,
+                         rd_kafka_message_t *const *msgs, size_t cnt, char *errstr,
+                         size_t errstr_size);
+
+/**
+ * Build the consumer of \p c and start the sink's thread.
+ * Caller owns *\p out: tb_pgsink_stop().
+ * @locality any thread.
+ */
+tb_err_t tb_pgsink_start(const tb_pgsink_conf_t *c, tb_pgsink_t **out, char *errstr,
+                         size_t errstr_size);
+
+/**
+ * Stop the sink's thread (the batch in hand is dropped, not applied), leave
+ * the group within 10 s and free the sink. NULL allowed.
+ * @locality the thread that started it.
+ */
+void tb_pgsink_stop(tb_pgsink_t *sk);
+
+#endif /* TB_BUS_PGSINK_H */
