@@ -1,0 +1,398 @@
+/**
+ * @file scheduler/emit.c
+ * @brief Emission: one tick turns what is due into RunRequests, RunResults
+ *        for fires not run (misfire, paused, expired), retries, runs-dlq
+ *        entries and checkpoints, written in one transaction with the owned
+ *        partitions' positions (or to the sink).
+ */
+#include "scheduler/engine_internal.h"
+
+#include "http/metrics.h"
+#include "serde/serde.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const trig_labels[] = {"trigger=\"schedule\"", "trigger=\"run_now\"",
+                                          "trigger=\"retry\"", "trigger=\"misfire\""};
+
+/* ---- emission ---------------------------------------------------------------- */
+
+static tb_err_t emit(tb_sched_t *s, tb_topic_t topic, int32_t partition, const char *key,
+                     const void *value, size_t len, const tb_header_t *hdrs, size_t hcnt,
+                     char *errstr, size_t errstr_size) {
+        if (s->sink) {
+                s->sink(s->sink_opaque, topic, partition, key, value, len, hdrs, hcnt);
+                return TB_OK;
+        }
+        if (!s->producer)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "scheduler: no producer and no sink");
+        if (!s->in_txn) {
+                tb_err_t err = tb_bus_txn_begin(s->producer, errstr, errstr_size);
+                if (err)
+                        return err;
+                s->in_txn = true;
+        }
+        return tb_bus_produce(s->producer, s->conf, topic, partition, key, strlen(key), value,
+                              len, hdrs, hcnt, false, errstr, errstr_size);
+}
+
+static tb_err_t emit_result(tb_sched_t *s, const sched_task_t *t, const char *tid,
+                            int64_t nominal, int attempt, const char *status, const char *error,
+                            int64_t now, char *errstr, size_t errstr_size) {
+        char rid[33];
+        tb_sched_run_id(tid, nominal, attempt, rid);
+        json_t *r = json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:s, s:s, s:I}", "run_id", rid,
+                              "task_id", tid, "nominal_time", (json_int_t)nominal, "attempt",
+                              attempt, "status", status, "executor", "", "host", s->host,
+                              "error", error, "at", (json_int_t)now);
+        if (!r)
+                return TB_ERR_NOMEM;
+        s->scratch.len = 0;
+        tb_err_t err = tb_serde_encode(TB_SCHEMA_RUN_RESULT, r, &s->scratch, errstr, errstr_size);
+        json_decref(r);
+        if (err)
+                return err;
+        return emit(s, TB_TOPIC_RESULTS, t->partition, tid, s->scratch.data, s->scratch.len, NULL,
+                    0, errstr, errstr_size);
+}
+
+static tb_err_t emit_run(tb_sched_t *s, const sched_task_t *t, const char *tid,
+                         int64_t nominal, int attempt, int trig, int64_t now, char *errstr,
+                         size_t errstr_size) {
+        s->scratch.len = 0;
+        run_encode(s, t, tid, nominal, attempt, trig, now, &s->scratch);
+        return emit(s, TB_TOPIC_RUNS, t->partition, tid, s->scratch.data, s->scratch.len, NULL, 0,
+                    errstr, errstr_size);
+}
+
+static tb_err_t emit_checkpoint(tb_sched_t *s, const sched_task_t *t, int64_t now,
+                                char *errstr, size_t errstr_size) {
+        char buf[37];
+        const char *tid = task_id(t, buf);
+        json_t *retries = json_array(), *run_now = json_array();
+        int64_t mark = 0;
+        if (t->x) {
+                for (uint32_t i = 0; i < t->x->retry_cnt; i++)
+                        json_array_append_new(
+                                retries,
+                                json_pack("{s:I, s:i, s:I}", "nominal_time",
+                                          (json_int_t)t->x->retries[i].nominal_ms, "attempt",
+                                          (int)t->x->retries[i].attempt, "due_at",
+                                          (json_int_t)t->x->retries[i].due_ms));
+                for (uint32_t i = 0; i < t->x->run_now_cnt; i++)
+                        json_array_append_new(run_now, json_integer(t->x->run_now[i]));
+                mark = t->x->run_now_mark;
+        }
+        json_t *c = json_pack("{s:s, s:I, s:o, s:o, s:I, s:i, s:I, s:o, s:o, s:I, s:b}",
+                              "task_id", tid, "task_version", (json_int_t)t->version,
+                              "last_nominal_time",
+                              t->last_nominal == NO_LAST ? json_null()
+                                                         : json_integer(t->last_nominal),
+                              "next_fire_time",
+                              t->next_nominal == NONE_MS ? json_null()
+                                                         : json_integer(t->next_nominal),
+                              "fires", (json_int_t)t->fires, "epoch", 0, "at",
+                              (json_int_t)now, "retries", retries, "run_now", run_now,
+                              "run_now_mark", (json_int_t)mark, "expired",
+                              (t->flags & TF_EXPIRED) != 0);
+        if (!c)
+                return TB_ERR_NOMEM;
+        s->scratch.len = 0;
+        tb_err_t err = tb_serde_encode(TB_SCHEMA_SCHEDULER_CHECKPOINT, c, &s->scratch, errstr,
+                                       errstr_size);
+        json_decref(c);
+        if (err)
+                return err;
+        return emit(s, TB_TOPIC_CHECKPOINTS, t->partition, tid, s->scratch.data, s->scratch.len,
+                    NULL, 0, errstr, errstr_size);
+}
+
+static void lag_push(tb_sched_t *s, int64_t due) {
+        if (s->lag_cnt == s->lag_cap) {
+                size_t nc = s->lag_cap ? s->lag_cap * 2 : 1024;
+                int64_t *n = realloc(s->lag_due, nc * sizeof(*n));
+                if (!n)
+                        return;
+                s->lag_due = n;
+                s->lag_cap = nc;
+        }
+        s->lag_due[s->lag_cnt++] = due;
+}
+
+static bool is_late(const sched_task_t *t, int64_t n, int64_t now) {
+        return now - (n + task_jitter(t, n)) > TB_SCHED_MISFIRE_THRESHOLD_MS;
+}
+
+/* Late fires from \p n on, counted up to \p limit + 1. */
+static int64_t count_late(const sched_task_t *t, int64_t n, int64_t now, int64_t limit) {
+        int64_t cnt = 0;
+        while (n != NONE_MS && cnt <= limit && is_late(t, n, now)) {
+                cnt++;
+                n = task_next_after(t, n);
+        }
+        return cnt;
+}
+
+/* Emit what task \p slot has due, up to \p room records. @returns records. */
+static tb_err_t task_process(tb_sched_t *s, uint32_t slot, int64_t now, size_t room,
+                             size_t *used, tb_sched_tick_stats_t *st, char *errstr,
+                             size_t errstr_size) {
+        sched_task_t *t = &s->tasks[slot];
+        char buf[37], msg[256], when[32];
+        const char *tid = task_id(t, buf);
+        tb_err_t err = TB_OK;
+        size_t n_rec = 0;
+        while (n_rec < room && n_rec < TB_SCHED_TASK_CHUNK) {
+                sched_extra_t *x = t->x;
+                if (x && x->run_now_cnt) {
+                        int64_t at = x->run_now[0];
+                        if ((err = emit_run(s, t, tid, at, 1, TRIG_RUN_NOW, now, errstr,
+                                            errstr_size)))
+                                break;
+                        memmove(x->run_now, x->run_now + 1,
+                                (x->run_now_cnt - 1) * sizeof(*x->run_now));
+                        x->run_now_cnt--;
+                        if (at > x->run_now_mark)
+                                x->run_now_mark = at;
+                        tb_metrics_add("taskbus_scheduler_fires_total", trig_labels[TRIG_RUN_NOW], 1);
+                        st->fires++;
+                        n_rec++;
+                        task_mark_dirty(s, slot);
+                        continue;
+                }
+                if (x && x->retry_cnt) {
+                        uint32_t best = UINT32_MAX;
+                        for (uint32_t i = 0; i < x->retry_cnt; i++)
+                                if (x->retries[i].due_ms <= now &&
+                                    (best == UINT32_MAX ||
+                                     x->retries[i].due_ms < x->retries[best].due_ms))
+                                        best = i;
+                        if (best != UINT32_MAX) {
+                                sched_retry_t r = x->retries[best];
+                                if ((err = emit_run(s, t, tid, r.nominal_ms, r.attempt,
+                                                    TRIG_RETRY, now, errstr, errstr_size)))
+                                        break;
+                                x->retries[best] = x->retries[--x->retry_cnt];
+                                tb_metrics_add("taskbus_scheduler_fires_total",
+                                               trig_labels[TRIG_RETRY], 1);
+                                st->fires++;
+                                n_rec++;
+                                task_mark_dirty(s, slot);
+                                continue;
+                        }
+                }
+                if ((t->flags & TF_EXPIRY_PENDING) && t->expires_ms <= now) {
+                        tb_time_format(t->expires_ms, when);
+                        tb_snprintf(msg, sizeof(msg), "the task expired at %s (expires_at)",
+                                    when);
+                        if ((err = emit_result(s, t, tid, t->expires_ms, 1, "EXPIRED", msg, now,
+                                               errstr, errstr_size)))
+                                break;
+                        t->flags = (uint8_t)((t->flags & ~TF_EXPIRY_PENDING) | TF_EXPIRED);
+                        tb_metrics_add("taskbus_scheduler_skips_total", "reason=\"expired\"", 1);
+                        st->skips++;
+                        n_rec++;
+                        task_mark_dirty(s, slot);
+                        continue;
+                }
+                int64_t n = t->next_nominal;
+                if (n == NONE_MS)
+                        break;
+                if (t->flags & TF_PAUSED) {
+                        if (n > now)
+                                break;
+                        tb_time_format(n, when);
+                        tb_snprintf(msg, sizeof(msg), "the task was paused at %s", when);
+                        if ((err = emit_result(s, t, tid, n, 1, "SKIPPED_PAUSED", msg, now, errstr,
+                                               errstr_size)))
+                                break;
+                        tb_metrics_add("taskbus_scheduler_skips_total", "reason=\"paused\"", 1);
+                        st->skips++;
+                } else {
+                        int64_t j = task_jitter(t, n);
+                        if (n + j > now)
+                                break;
+                        bool run = true;
+                        int trig = TRIG_SCHEDULE;
+                        if (is_late(t, n, now)) {
+                                st->misfires++;
+                                tb_metrics_add("taskbus_scheduler_misfires_total", NULL, 1);
+                                trig = TRIG_MISFIRE;
+                                if (t->misfire == MISFIRE_SKIP) {
+                                        run = false;
+                                } else if (t->misfire == MISFIRE_RUN_ONCE) {
+                                        /* only the latest missed fire runs */
+                                        int64_t nn = task_next_after(t, n);
+                                        run = nn == NONE_MS || !is_late(t, nn, now);
+                                } else {
+                                        int64_t cap = s->conf->sched_misfire_cap;
+                                        run = count_late(t, n, now, cap) <= cap;
+                                }
+                        }
+                        if (run) {
+                                if ((err = emit_run(s, t, tid, n, 1, trig, now, errstr,
+                                                    errstr_size)))
+                                        break;
+                                tb_metrics_add("taskbus_scheduler_fires_total", trig_labels[trig], 1);
+                                if (trig == TRIG_SCHEDULE)
+                                        lag_push(s, n + j);
+                                st->fires++;
+                        } else {
+                                tb_time_format(n, when);
+                                tb_snprintf(msg, sizeof(msg),
+                                            "misfire: the fire at %s was missed (no scheduler "
+                                            "owned partition %d in time; misfire policy %s)",
+                                            when, (int)t->partition,
+                                            t->misfire == MISFIRE_SKIP      ? "skip"
+                                            : t->misfire == MISFIRE_RUN_ALL ? "run_all (over "
+                                                                              "scheduler.misfire_cap)"
+                                                                            : "run_once");
+                                if ((err = emit_result(s, t, tid, n, 1, "SKIPPED_MISFIRE", msg,
+                                                       now, errstr, errstr_size)))
+                                        break;
+                                tb_metrics_add("taskbus_scheduler_skips_total",
+                                               "reason=\"misfire\"", 1);
+                                st->skips++;
+                        }
+                }
+                t->last_nominal = n;
+                t->fires++;
+                t->next_nominal = task_next_after(t, n);
+                task_check_expiry(t);
+                n_rec++;
+                task_mark_dirty(s, slot);
+        }
+        *used = n_rec;
+        if (err)
+                return err;
+        int64_t d = task_due(t);
+        /* a backlog goes behind everything else that is due */
+        if (d != NONE_MS && d <= now && n_rec >= TB_SCHED_TASK_CHUNK)
+                tb_timerheap_set(&s->heap, slot, now);
+        else
+                task_rekey(s, slot);
+        return TB_OK;
+}
+
+static tb_err_t tick_offsets(tb_sched_t *s, char *errstr, size_t errstr_size) {
+        if (!s->group || !s->producer || s->sink)
+                return TB_OK;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2 * s->part_cnt);
+        for (int32_t p = 0; p < s->part_cnt; p++) {
+                if (!s->parts[p].owned)
+                        continue;
+                if (s->parts[p].ev_pos >= 0)
+                        rd_kafka_topic_partition_list_add(l, s->events_topic, p)->offset =
+                                s->parts[p].ev_pos;
+                if (s->parts[p].rr_pos >= 0)
+                        rd_kafka_topic_partition_list_add(l, s->results_topic, p)->offset =
+                                s->parts[p].rr_pos;
+        }
+        tb_err_t err = TB_OK;
+        if (l->cnt)
+                err = tb_bus_txn_send_offsets(s->producer, s->group, l, errstr, errstr_size);
+        rd_kafka_topic_partition_list_destroy(l);
+        return err;
+}
+
+tb_err_t tb_sched_tick(tb_sched_t *s, int64_t now, tb_sched_tick_stats_t *st, char *errstr,
+                       size_t errstr_size) {
+        tb_err_t err = TB_OK;
+        memset(st, 0, sizeof(*st));
+        s->lag_cnt = 0;
+        size_t room = s->conf->sched_max_batch > 0 ? (size_t)s->conf->sched_max_batch : 500;
+        size_t used = 0;
+        const tb_timer_t *top;
+        bool work = s->dirty_cnt || s->dlq_cnt || s->tomb_cnt ||
+                    ((top = tb_timerheap_peek(&s->heap)) && top->due_ms <= now);
+        if (!work)
+                return TB_OK;
+        while (used < room && (top = tb_timerheap_peek(&s->heap)) && top->due_ms <= now) {
+                size_t u = 0;
+                if ((err = task_process(s, top->id, now, room - used, &u, st, errstr,
+                                        errstr_size)))
+                        goto fail;
+                used += u;
+                if (u == 0)
+                        task_rekey(s, top->id); /* nothing was due after all */
+        }
+        st->more = used >= room;
+        for (size_t i = 0; i < s->dlq_cnt; i++) {
+                sched_dlq_t *d = &s->dlq[i];
+                tb_header_t h[2] = {{"error", d->error, strlen(d->error)},
+                                    {"status", d->status, strlen(d->status)}};
+                if ((err = emit(s, TB_TOPIC_DLQ, d->partition, d->task_id, d->value.data,
+                                d->value.len, h, 2, errstr, errstr_size)))
+                        goto fail;
+                st->dlq++;
+        }
+        for (size_t i = 0; i < s->tomb_cnt; i++)
+                if ((err = emit(s, TB_TOPIC_CHECKPOINTS, s->tombs[i].partition,
+                                s->tombs[i].task_id, NULL, 0, NULL, 0, errstr, errstr_size)))
+                        goto fail;
+        for (size_t i = 0; i < s->dirty_cnt; i++) {
+                sched_task_t *t = &s->tasks[s->dirty[i]];
+                if (!(t->flags & TF_USED) || (t->flags & TF_TOMB))
+                        continue;
+                if ((err = emit_checkpoint(s, t, now, errstr, errstr_size)))
+                        goto fail;
+                st->checkpoints++;
+        }
+        if (s->in_txn) {
+                /* Every record is acknowledged (so every partition it touches
+                 * is in the transaction and holds its LSO) before the offsets
+                 * go in: a zombie stopped after this point blocks the new
+                 * owner's read_committed load until its transaction ends,
+                 * and one stopped before cannot add offsets any more. */
+                rd_kafka_resp_err_t ferr = rd_kafka_flush(s->producer, 30000);
+                if (ferr) {
+                        err = tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
+                                        "flush before commit: %s", rd_kafka_err2str(ferr));
+                        goto fail;
+                }
+                if ((err = tick_offsets(s, errstr, errstr_size)) ||
+                    (err = tb_bus_txn_commit(s->producer, 30000, errstr, errstr_size)))
+                        goto fail;
+                s->in_txn = false;
+        }
+        st->commit_ms = tb_now_ms();
+        for (size_t i = 0; i < s->lag_cnt; i++) {
+                int64_t lag = st->commit_ms - s->lag_due[i];
+                tb_metrics_observe("taskbus_scheduler_fire_lag_seconds", NULL,
+                                   (double)(lag < 0 ? 0 : lag) / 1000.0);
+                if (s->hook)
+                        s->hook(s->hook_opaque, s->lag_due[i], st->commit_ms);
+        }
+        for (size_t i = 0; i < s->dirty_cnt; i++) {
+                uint32_t slot = s->dirty[i];
+                sched_task_t *t = &s->tasks[slot];
+                if (!(t->flags & TF_USED))
+                        continue;
+                t->flags &= (uint8_t)~TF_DIRTY;
+                if (t->flags & TF_TOMB)
+                        task_destroy(s, slot);
+        }
+        s->dirty_cnt = 0;
+        for (size_t i = 0; i < s->dlq_cnt; i++) {
+                free(s->dlq[i].task_id);
+                free(s->dlq[i].error);
+                tb_buf_free(&s->dlq[i].value);
+        }
+        s->dlq_cnt = 0;
+        tb_metrics_add("taskbus_scheduler_dlq_total", NULL, (double)st->dlq);
+        for (size_t i = 0; i < s->tomb_cnt; i++)
+                free(s->tombs[i].task_id);
+        s->tomb_cnt = 0;
+        return TB_OK;
+fail:
+        if (s->in_txn && s->producer && !s->sink) {
+                char aerr[256];
+                if (err != TB_ERR_FENCED)
+                        tb_bus_txn_abort(s->producer, 10000, aerr, sizeof(aerr));
+        }
+        s->in_txn = false;
+        tb_metrics_add("taskbus_scheduler_txn_failures_total", NULL, 1);
+        return err;
+}
