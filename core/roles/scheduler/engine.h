@@ -29,6 +29,11 @@
 /** Most records one task contributes to one tick, so that one task catching
  *  up on a long backlog does not starve the others. */
 #define TB_SCHED_TASK_CHUNK 64
+/** A next fire time that does not come: the schedule ran out (or, for
+ *  tb_sched_next_due(), no timer at all). */
+#define TB_SCHED_NEVER INT64_MAX
+/** A last nominal time that is not known: nothing emitted yet. */
+#define TB_SCHED_NO_LAST INT64_MIN
 
 typedef struct tb_sched tb_sched_t;
 
@@ -108,7 +113,7 @@ tb_err_t tb_sched_remote_event(tb_sched_t *s, int32_t partition, const json_t *e
 char *tb_sched_take_moved(tb_sched_t *s);
 /**
  * @brief Resume a task moved here from the last nominal time its old home
- *        fired (\p last_nominal_ms, INT64_MIN if none is known: the
+ *        fired (\p last_nominal_ms, TB_SCHED_NO_LAST if none is known: the
  *        checkpoint or the creation then). Fires missed since are caught up
  *        by the task's misfire policy.
  */
@@ -158,12 +163,12 @@ typedef struct tb_sched_tick_stats {
 tb_err_t tb_sched_tick(tb_sched_t *s, int64_t now_ms, tb_sched_tick_stats_t *st,
                        char *errstr, size_t errstr_size);
 
-/** @returns the earliest timer (epoch ms), or INT64_MAX when none. */
+/** @returns the earliest timer (epoch ms), or TB_SCHED_NEVER when none. */
 int64_t tb_sched_next_due(const tb_sched_t *s);
 /** @returns how many tasks are loaded. */
 size_t tb_sched_task_count(const tb_sched_t *s);
-/** @returns a task's next nominal fire (INT64_MAX: none) and last emitted
- *  nominal (INT64_MIN: none); false if unknown. For tests and status. */
+/** @returns a task's next nominal fire (TB_SCHED_NEVER: none) and last
+ *  emitted nominal (TB_SCHED_NO_LAST: none); false if unknown. For tests and status. */
 bool tb_sched_task_info(const tb_sched_t *s, const char *task_id, int64_t *next_nominal,
                         int64_t *last_nominal);
 

@@ -12,8 +12,8 @@
 #include "schedule/timerheap.h"
 
 #define SUB "scheduler"
-#define NONE_MS INT64_MAX
-#define NO_LAST INT64_MIN
+#define NONE_MS TB_SCHED_NEVER
+#define NO_LAST TB_SCHED_NO_LAST
 
 /* ---- task records ----------------------------------------------------------- */
 

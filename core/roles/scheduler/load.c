@@ -69,7 +69,7 @@ static void role_adopt_flush(sched_role_t *r) {
 void role_adopt_moved(sched_role_t *r) {
         char *tid;
         while ((tid = tb_sched_take_moved(r->s))) {
-                int64_t last = NO_LAST;
+                int64_t last = TB_SCHED_NO_LAST;
                 char errstr[512];
                 for (int attempt = 0; attempt < 3; attempt++) {
                         PGconn *conn = tb_store_acquire_timeout(r->ctx->store, 10000);
@@ -94,7 +94,7 @@ void role_adopt_moved(sched_role_t *r) {
                                 conn ? errstr : "no PostgreSQL connection");
                 }
                 char when[80] = "(none known: its checkpoint or its creation)";
-                if (last != NO_LAST)
+                if (last != TB_SCHED_NO_LAST)
                         tb_time_format(last, when);
                 tb_info(SUB, "task %s moved to region %s: fires resume after nominal %s", tid,
                         r->conf->region, when);

@@ -14,6 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The TaskEvent's event_id into \p out ("" when it has none). */
+static void role_event_id(const json_t *ev, char *out, size_t out_size) {
+        const char *id = json_string_value(json_object_get(ev, "event_id"));
+        tb_snprintf(out, out_size, "%s", id ? id : "");
+}
+
 static void role_apply_remote(sched_role_t *r, const rd_kafka_message_t *m, char *event_id,
                               size_t id_size) {
         json_t *ev = NULL;
@@ -32,7 +38,7 @@ static void role_apply_remote(sched_role_t *r, const rd_kafka_message_t *m, char
                 tb_warn(SUB, "%s [%d] offset %" PRId64 ": %s", rd_kafka_topic_name(m->rkt),
                         (int)m->partition, m->offset, err);
         if (event_id)
-                tb_snprintf(event_id, id_size, "%s", jstr(ev, "event_id", ""));
+                role_event_id(ev, event_id, id_size);
         json_decref(ev);
 }
 
@@ -65,7 +71,7 @@ static bool role_fence_target(sched_role_t *r, size_t ri, const char *bootstrap,
                 char derr[256];
                 if (tb_serde_decode(value.data, value.len, TB_SCHEMA_TASK_EVENT, NULL, &ev, derr,
                                     sizeof(derr)) == TB_OK)
-                        tb_snprintf(out, out_size, "%s", jstr(ev, "event_id", ""));
+                        role_event_id(ev, out, out_size);
                 json_decref(ev);
         }
         tb_buf_free(&value);

@@ -6,8 +6,10 @@
 #ifndef TB_SCHED_ROLE_INTERNAL_H
 #define TB_SCHED_ROLE_INTERNAL_H
 
+#include "scheduler/engine.h" /* the role reaches the engine only through this */
 #include "scheduler/scheduler.h"
-#include "scheduler/engine_internal.h"
+
+#define SUB "scheduler"
 
 #define LOAD_WAIT_MS 90000 /* > the brokers' transaction timeout (60 s) */
 
