@@ -1,6 +1,6 @@
 /**
  * @file test_scheduler_engine.c
- * @brief The scheduler engine (core/roles/scheduler/scheduler.c) without Kafka: records go
+ * @brief The scheduler engine (core/roles/scheduler/engine.h) without Kafka: records go
  *        to a sink and are decoded with the Avro serde. Covers interval
  *        fires, misfire policies, pause, run-now, retries and the DLQ,
  *        schedule updates, expiry, and the hand-encoded RunRequest.
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "config/config.h"
-#include "scheduler/scheduler.h"
+#include "scheduler/engine.h"
 #include "serde/serde.h"
 
 #define T0 INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */
