@@ -13,14 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const trig_labels[] = {"trigger=\"schedule\"", "trigger=\"run_now\"",
-                                          "trigger=\"retry\"", "trigger=\"misfire\""};
+static const char *const tb_sched_trig_labels[] = {"trigger=\"schedule\"", "trigger=\"run_now\"",
+                                                   "trigger=\"retry\"", "trigger=\"misfire\""};
 
 /* ---- emission ---------------------------------------------------------------- */
 
-static tb_err_t emit(tb_sched_t *s, tb_topic_t topic, int32_t partition, const char *key,
-                     const void *value, size_t len, const tb_header_t *hdrs, size_t hcnt,
-                     char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_emit(tb_sched_t *s, tb_topic_t topic, int32_t partition, const char *key,
+                              const void *value, size_t len, const tb_header_t *hdrs, size_t hcnt,
+                              char *errstr, size_t errstr_size) {
         if (s->sink) {
                 s->sink(s->sink_opaque, topic, partition, key, value, len, hdrs, hcnt);
                 return TB_OK;
@@ -38,9 +38,10 @@ static tb_err_t emit(tb_sched_t *s, tb_topic_t topic, int32_t partition, const c
                               len, hdrs, hcnt, false, errstr, errstr_size);
 }
 
-static tb_err_t emit_result(tb_sched_t *s, const sched_task_t *t, const char *tid,
-                            int64_t nominal, int attempt, const char *status, const char *error,
-                            int64_t now, char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_emit_result(tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
+                                     int64_t nominal, int attempt, const char *status,
+                                     const char *error, int64_t now, char *errstr,
+                                     size_t errstr_size) {
         char rid[33];
         tb_sched_run_id(tid, nominal, attempt, rid);
         json_t *r = json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:s, s:s, s:I}", "run_id", rid,
@@ -54,23 +55,23 @@ static tb_err_t emit_result(tb_sched_t *s, const sched_task_t *t, const char *ti
         json_decref(r);
         if (err)
                 return err;
-        return emit(s, TB_TOPIC_RESULTS, t->partition, tid, s->scratch.data, s->scratch.len, NULL,
-                    0, errstr, errstr_size);
+        return tb_sched_emit(s, TB_TOPIC_RESULTS, t->partition, tid, s->scratch.data,
+                             s->scratch.len, NULL, 0, errstr, errstr_size);
 }
 
-static tb_err_t emit_run(tb_sched_t *s, const sched_task_t *t, const char *tid,
-                         int64_t nominal, int attempt, int trig, int64_t now, char *errstr,
-                         size_t errstr_size) {
+static tb_err_t tb_sched_emit_run(tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
+                                  int64_t nominal, int attempt, int trig, int64_t now, char *errstr,
+                                  size_t errstr_size) {
         s->scratch.len = 0;
-        run_encode(s, t, tid, nominal, attempt, trig, now, &s->scratch);
-        return emit(s, TB_TOPIC_RUNS, t->partition, tid, s->scratch.data, s->scratch.len, NULL, 0,
-                    errstr, errstr_size);
+        tb_sched_run_encode(s, t, tid, nominal, attempt, trig, now, &s->scratch);
+        return tb_sched_emit(s, TB_TOPIC_RUNS, t->partition, tid, s->scratch.data, s->scratch.len,
+                             NULL, 0, errstr, errstr_size);
 }
 
-static tb_err_t emit_checkpoint(tb_sched_t *s, const sched_task_t *t, int64_t now,
-                                char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_emit_checkpoint(tb_sched_t *s, const tb_sched_task_t *t, int64_t now,
+                                         char *errstr, size_t errstr_size) {
         char buf[37];
-        const char *tid = task_id(t, buf);
+        const char *tid = tb_sched_task_idstr(t, buf);
         json_t *retries = json_array(), *run_now = json_array();
         int64_t mark = 0;
         if (t->x) {
@@ -85,18 +86,15 @@ static tb_err_t emit_checkpoint(tb_sched_t *s, const sched_task_t *t, int64_t no
                         json_array_append_new(run_now, json_integer(t->x->run_now[i]));
                 mark = t->x->run_now_mark;
         }
-        json_t *c = json_pack("{s:s, s:I, s:o, s:o, s:I, s:i, s:I, s:o, s:o, s:I, s:b}",
-                              "task_id", tid, "task_version", (json_int_t)t->version,
-                              "last_nominal_time",
-                              t->last_nominal == NO_LAST ? json_null()
-                                                         : json_integer(t->last_nominal),
-                              "next_fire_time",
-                              t->next_nominal == NONE_MS ? json_null()
-                                                         : json_integer(t->next_nominal),
-                              "fires", (json_int_t)t->fires, "epoch", 0, "at",
-                              (json_int_t)now, "retries", retries, "run_now", run_now,
-                              "run_now_mark", (json_int_t)mark, "expired",
-                              (t->flags & TF_EXPIRED) != 0);
+        json_t *c = json_pack(
+                "{s:s, s:I, s:o, s:o, s:I, s:i, s:I, s:o, s:o, s:I, s:b}", "task_id", tid,
+                "task_version", (json_int_t)t->version, "last_nominal_time",
+                t->last_nominal == TB_SCHED_NO_LAST ? json_null() : json_integer(t->last_nominal),
+                "next_fire_time",
+                t->next_nominal == TB_SCHED_NEVER ? json_null() : json_integer(t->next_nominal),
+                "fires", (json_int_t)t->fires, "epoch", 0, "at", (json_int_t)now, "retries",
+                retries, "run_now", run_now, "run_now_mark", (json_int_t)mark, "expired",
+                (t->flags & TB_SCHED_TF_EXPIRED) != 0);
         if (!c)
                 return TB_ERR_NOMEM;
         s->scratch.len = 0;
@@ -105,11 +103,11 @@ static tb_err_t emit_checkpoint(tb_sched_t *s, const sched_task_t *t, int64_t no
         json_decref(c);
         if (err)
                 return err;
-        return emit(s, TB_TOPIC_CHECKPOINTS, t->partition, tid, s->scratch.data, s->scratch.len,
-                    NULL, 0, errstr, errstr_size);
+        return tb_sched_emit(s, TB_TOPIC_CHECKPOINTS, t->partition, tid, s->scratch.data,
+                             s->scratch.len, NULL, 0, errstr, errstr_size);
 }
 
-static void lag_push(tb_sched_t *s, int64_t due) {
+static void tb_sched_lag_push(tb_sched_t *s, int64_t due) {
         if (s->lag_cnt == s->lag_cap) {
                 size_t nc = s->lag_cap ? s->lag_cap * 2 : 1024;
                 int64_t *n = realloc(s->lag_due, nc * sizeof(*n));
@@ -121,45 +119,47 @@ static void lag_push(tb_sched_t *s, int64_t due) {
         s->lag_due[s->lag_cnt++] = due;
 }
 
-static bool is_late(const sched_task_t *t, int64_t n, int64_t now) {
-        return now - (n + task_jitter(t, n)) > TB_SCHED_MISFIRE_THRESHOLD_MS;
+static bool tb_sched_is_late(const tb_sched_task_t *t, int64_t n, int64_t now) {
+        return now - (n + tb_sched_task_jitter(t, n)) > TB_SCHED_MISFIRE_THRESHOLD_MS;
 }
 
 /* Late fires from \p n on, counted up to \p limit + 1. */
-static int64_t count_late(const sched_task_t *t, int64_t n, int64_t now, int64_t limit) {
+static int64_t tb_sched_count_late(const tb_sched_task_t *t, int64_t n, int64_t now,
+                                   int64_t limit) {
         int64_t cnt = 0;
-        while (n != NONE_MS && cnt <= limit && is_late(t, n, now)) {
+        while (n != TB_SCHED_NEVER && cnt <= limit && tb_sched_is_late(t, n, now)) {
                 cnt++;
-                n = task_next_after(t, n);
+                n = tb_sched_task_next_after(t, n);
         }
         return cnt;
 }
 
 /* Emit what task \p slot has due, up to \p room records. @returns records. */
-static tb_err_t task_process(tb_sched_t *s, uint32_t slot, int64_t now, size_t room,
-                             size_t *used, tb_sched_tick_stats_t *st, char *errstr,
-                             size_t errstr_size) {
-        sched_task_t *t = &s->tasks[slot];
+static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now, size_t room,
+                                      size_t *used, tb_sched_tick_stats_t *st, char *errstr,
+                                      size_t errstr_size) {
+        tb_sched_task_t *t = &s->tasks[slot];
         char buf[37], msg[256], when[32];
-        const char *tid = task_id(t, buf);
+        const char *tid = tb_sched_task_idstr(t, buf);
         tb_err_t err = TB_OK;
         size_t n_rec = 0;
         while (n_rec < room && n_rec < TB_SCHED_TASK_CHUNK) {
-                sched_extra_t *x = t->x;
+                tb_sched_extra_t *x = t->x;
                 if (x && x->run_now_cnt) {
                         int64_t at = x->run_now[0];
-                        if ((err = emit_run(s, t, tid, at, 1, TRIG_RUN_NOW, now, errstr,
-                                            errstr_size)))
+                        if ((err = tb_sched_emit_run(s, t, tid, at, 1, TB_SCHED_TRIG_RUN_NOW, now,
+                                                     errstr, errstr_size)))
                                 break;
                         memmove(x->run_now, x->run_now + 1,
                                 (x->run_now_cnt - 1) * sizeof(*x->run_now));
                         x->run_now_cnt--;
                         if (at > x->run_now_mark)
                                 x->run_now_mark = at;
-                        tb_metrics_add("taskbus_scheduler_fires_total", trig_labels[TRIG_RUN_NOW], 1);
+                        tb_metrics_add("taskbus_scheduler_fires_total",
+                                       tb_sched_trig_labels[TB_SCHED_TRIG_RUN_NOW], 1);
                         st->fires++;
                         n_rec++;
-                        task_mark_dirty(s, slot);
+                        tb_sched_task_mark_dirty(s, slot);
                         continue;
                 }
                 if (x && x->retry_cnt) {
@@ -170,74 +170,77 @@ static tb_err_t task_process(tb_sched_t *s, uint32_t slot, int64_t now, size_t r
                                      x->retries[i].due_ms < x->retries[best].due_ms))
                                         best = i;
                         if (best != UINT32_MAX) {
-                                sched_retry_t r = x->retries[best];
-                                if ((err = emit_run(s, t, tid, r.nominal_ms, r.attempt,
-                                                    TRIG_RETRY, now, errstr, errstr_size)))
+                                tb_sched_retry_t r = x->retries[best];
+                                if ((err = tb_sched_emit_run(s, t, tid, r.nominal_ms, r.attempt,
+                                                             TB_SCHED_TRIG_RETRY, now, errstr,
+                                                             errstr_size)))
                                         break;
                                 x->retries[best] = x->retries[--x->retry_cnt];
                                 tb_metrics_add("taskbus_scheduler_fires_total",
-                                               trig_labels[TRIG_RETRY], 1);
+                                               tb_sched_trig_labels[TB_SCHED_TRIG_RETRY], 1);
                                 st->fires++;
                                 n_rec++;
-                                task_mark_dirty(s, slot);
+                                tb_sched_task_mark_dirty(s, slot);
                                 continue;
                         }
                 }
-                if ((t->flags & TF_EXPIRY_PENDING) && t->expires_ms <= now) {
+                if ((t->flags & TB_SCHED_TF_EXPIRY_PENDING) && t->expires_ms <= now) {
                         tb_time_format(t->expires_ms, when);
                         tb_snprintf(msg, sizeof(msg), "the task expired at %s (expires_at)",
                                     when);
-                        if ((err = emit_result(s, t, tid, t->expires_ms, 1, "EXPIRED", msg, now,
-                                               errstr, errstr_size)))
+                        if ((err = tb_sched_emit_result(s, t, tid, t->expires_ms, 1, "EXPIRED", msg,
+                                                        now, errstr, errstr_size)))
                                 break;
-                        t->flags = (uint8_t)((t->flags & ~TF_EXPIRY_PENDING) | TF_EXPIRED);
+                        t->flags = (uint8_t)((t->flags & ~TB_SCHED_TF_EXPIRY_PENDING) |
+                                             TB_SCHED_TF_EXPIRED);
                         tb_metrics_add("taskbus_scheduler_skips_total", "reason=\"expired\"", 1);
                         st->skips++;
                         n_rec++;
-                        task_mark_dirty(s, slot);
+                        tb_sched_task_mark_dirty(s, slot);
                         continue;
                 }
                 int64_t n = t->next_nominal;
-                if (n == NONE_MS)
+                if (n == TB_SCHED_NEVER)
                         break;
-                if (t->flags & TF_PAUSED) {
+                if (t->flags & TB_SCHED_TF_PAUSED) {
                         if (n > now)
                                 break;
                         tb_time_format(n, when);
                         tb_snprintf(msg, sizeof(msg), "the task was paused at %s", when);
-                        if ((err = emit_result(s, t, tid, n, 1, "SKIPPED_PAUSED", msg, now, errstr,
-                                               errstr_size)))
+                        if ((err = tb_sched_emit_result(s, t, tid, n, 1, "SKIPPED_PAUSED", msg, now,
+                                                        errstr, errstr_size)))
                                 break;
                         tb_metrics_add("taskbus_scheduler_skips_total", "reason=\"paused\"", 1);
                         st->skips++;
                 } else {
-                        int64_t j = task_jitter(t, n);
+                        int64_t j = tb_sched_task_jitter(t, n);
                         if (n + j > now)
                                 break;
                         bool run = true;
-                        int trig = TRIG_SCHEDULE;
-                        if (is_late(t, n, now)) {
+                        int trig = TB_SCHED_TRIG_SCHEDULE;
+                        if (tb_sched_is_late(t, n, now)) {
                                 st->misfires++;
                                 tb_metrics_add("taskbus_scheduler_misfires_total", NULL, 1);
-                                trig = TRIG_MISFIRE;
-                                if (t->misfire == MISFIRE_SKIP) {
+                                trig = TB_SCHED_TRIG_MISFIRE;
+                                if (t->misfire == TB_SCHED_MISFIRE_SKIP) {
                                         run = false;
-                                } else if (t->misfire == MISFIRE_RUN_ONCE) {
+                                } else if (t->misfire == TB_SCHED_MISFIRE_RUN_ONCE) {
                                         /* only the latest missed fire runs */
-                                        int64_t nn = task_next_after(t, n);
-                                        run = nn == NONE_MS || !is_late(t, nn, now);
+                                        int64_t nn = tb_sched_task_next_after(t, n);
+                                        run = nn == TB_SCHED_NEVER || !tb_sched_is_late(t, nn, now);
                                 } else {
                                         int64_t cap = s->conf->sched_misfire_cap;
-                                        run = count_late(t, n, now, cap) <= cap;
+                                        run = tb_sched_count_late(t, n, now, cap) <= cap;
                                 }
                         }
                         if (run) {
-                                if ((err = emit_run(s, t, tid, n, 1, trig, now, errstr,
-                                                    errstr_size)))
+                                if ((err = tb_sched_emit_run(s, t, tid, n, 1, trig, now, errstr,
+                                                             errstr_size)))
                                         break;
-                                tb_metrics_add("taskbus_scheduler_fires_total", trig_labels[trig], 1);
-                                if (trig == TRIG_SCHEDULE)
-                                        lag_push(s, n + j);
+                                tb_metrics_add("taskbus_scheduler_fires_total",
+                                               tb_sched_trig_labels[trig], 1);
+                                if (trig == TB_SCHED_TRIG_SCHEDULE)
+                                        tb_sched_lag_push(s, n + j);
                                 st->fires++;
                         } else {
                                 tb_time_format(n, when);
@@ -245,12 +248,13 @@ static tb_err_t task_process(tb_sched_t *s, uint32_t slot, int64_t now, size_t r
                                             "misfire: the fire at %s was missed (no scheduler "
                                             "owned partition %d in time; misfire policy %s)",
                                             when, (int)t->partition,
-                                            t->misfire == MISFIRE_SKIP      ? "skip"
-                                            : t->misfire == MISFIRE_RUN_ALL ? "run_all (over "
-                                                                              "scheduler.misfire_cap)"
-                                                                            : "run_once");
-                                if ((err = emit_result(s, t, tid, n, 1, "SKIPPED_MISFIRE", msg,
-                                                       now, errstr, errstr_size)))
+                                            t->misfire == TB_SCHED_MISFIRE_SKIP ? "skip"
+                                            : t->misfire == TB_SCHED_MISFIRE_RUN_ALL
+                                                    ? "run_all (over "
+                                                      "scheduler.misfire_cap)"
+                                                    : "run_once");
+                                if ((err = tb_sched_emit_result(s, t, tid, n, 1, "SKIPPED_MISFIRE",
+                                                                msg, now, errstr, errstr_size)))
                                         break;
                                 tb_metrics_add("taskbus_scheduler_skips_total",
                                                "reason=\"misfire\"", 1);
@@ -259,24 +263,24 @@ static tb_err_t task_process(tb_sched_t *s, uint32_t slot, int64_t now, size_t r
                 }
                 t->last_nominal = n;
                 t->fires++;
-                t->next_nominal = task_next_after(t, n);
-                task_check_expiry(t);
+                t->next_nominal = tb_sched_task_next_after(t, n);
+                tb_sched_task_check_expiry(t);
                 n_rec++;
-                task_mark_dirty(s, slot);
+                tb_sched_task_mark_dirty(s, slot);
         }
         *used = n_rec;
         if (err)
                 return err;
-        int64_t d = task_due(t);
+        int64_t d = tb_sched_task_due(t);
         /* a backlog goes behind everything else that is due */
-        if (d != NONE_MS && d <= now && n_rec >= TB_SCHED_TASK_CHUNK)
+        if (d != TB_SCHED_NEVER && d <= now && n_rec >= TB_SCHED_TASK_CHUNK)
                 tb_timerheap_set(&s->heap, slot, now);
         else
-                task_rekey(s, slot);
+                tb_sched_task_rekey(s, slot);
         return TB_OK;
 }
 
-static tb_err_t tick_offsets(tb_sched_t *s, char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_tick_offsets(tb_sched_t *s, char *errstr, size_t errstr_size) {
         if (!s->group || !s->producer || s->sink)
                 return TB_OK;
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(2 * s->part_cnt);
@@ -311,32 +315,33 @@ tb_err_t tb_sched_tick(tb_sched_t *s, int64_t now, tb_sched_tick_stats_t *st, ch
                 return TB_OK;
         while (used < room && (top = tb_timerheap_peek(&s->heap)) && top->due_ms <= now) {
                 size_t u = 0;
-                if ((err = task_process(s, top->id, now, room - used, &u, st, errstr,
-                                        errstr_size)))
+                if ((err = tb_sched_task_process(s, top->id, now, room - used, &u, st, errstr,
+                                                 errstr_size)))
                         goto fail;
                 used += u;
                 if (u == 0)
-                        task_rekey(s, top->id); /* nothing was due after all */
+                        tb_sched_task_rekey(s, top->id); /* nothing was due after all */
         }
         st->more = used >= room;
         for (size_t i = 0; i < s->dlq_cnt; i++) {
-                sched_dlq_t *d = &s->dlq[i];
+                tb_sched_dlq_t *d = &s->dlq[i];
                 tb_header_t h[2] = {{"error", d->error, strlen(d->error)},
                                     {"status", d->status, strlen(d->status)}};
-                if ((err = emit(s, TB_TOPIC_DLQ, d->partition, d->task_id, d->value.data,
-                                d->value.len, h, 2, errstr, errstr_size)))
+                if ((err = tb_sched_emit(s, TB_TOPIC_DLQ, d->partition, d->task_id, d->value.data,
+                                         d->value.len, h, 2, errstr, errstr_size)))
                         goto fail;
                 st->dlq++;
         }
         for (size_t i = 0; i < s->tomb_cnt; i++)
-                if ((err = emit(s, TB_TOPIC_CHECKPOINTS, s->tombs[i].partition,
-                                s->tombs[i].task_id, NULL, 0, NULL, 0, errstr, errstr_size)))
+                if ((err = tb_sched_emit(s, TB_TOPIC_CHECKPOINTS, s->tombs[i].partition,
+                                         s->tombs[i].task_id, NULL, 0, NULL, 0, errstr,
+                                         errstr_size)))
                         goto fail;
         for (size_t i = 0; i < s->dirty_cnt; i++) {
-                sched_task_t *t = &s->tasks[s->dirty[i]];
-                if (!(t->flags & TF_USED) || (t->flags & TF_TOMB))
+                tb_sched_task_t *t = &s->tasks[s->dirty[i]];
+                if (!(t->flags & TB_SCHED_TF_USED) || (t->flags & TB_SCHED_TF_TOMB))
                         continue;
-                if ((err = emit_checkpoint(s, t, now, errstr, errstr_size)))
+                if ((err = tb_sched_emit_checkpoint(s, t, now, errstr, errstr_size)))
                         goto fail;
                 st->checkpoints++;
         }
@@ -352,7 +357,7 @@ tb_err_t tb_sched_tick(tb_sched_t *s, int64_t now, tb_sched_tick_stats_t *st, ch
                                         "flush before commit: %s", rd_kafka_err2str(ferr));
                         goto fail;
                 }
-                if ((err = tick_offsets(s, errstr, errstr_size)) ||
+                if ((err = tb_sched_tick_offsets(s, errstr, errstr_size)) ||
                     (err = tb_bus_txn_commit(s->producer, 30000, errstr, errstr_size)))
                         goto fail;
                 s->in_txn = false;
@@ -367,12 +372,12 @@ tb_err_t tb_sched_tick(tb_sched_t *s, int64_t now, tb_sched_tick_stats_t *st, ch
         }
         for (size_t i = 0; i < s->dirty_cnt; i++) {
                 uint32_t slot = s->dirty[i];
-                sched_task_t *t = &s->tasks[slot];
-                if (!(t->flags & TF_USED))
+                tb_sched_task_t *t = &s->tasks[slot];
+                if (!(t->flags & TB_SCHED_TF_USED))
                         continue;
-                t->flags &= (uint8_t)~TF_DIRTY;
-                if (t->flags & TF_TOMB)
-                        task_destroy(s, slot);
+                t->flags &= (uint8_t)~TB_SCHED_TF_DIRTY;
+                if (t->flags & TB_SCHED_TF_TOMB)
+                        tb_sched_task_destroy(s, slot);
         }
         s->dirty_cnt = 0;
         for (size_t i = 0; i < s->dlq_cnt; i++) {

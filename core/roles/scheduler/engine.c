@@ -23,7 +23,7 @@
 
 /* ---- ids -------------------------------------------------------------------- */
 
-static int hexval(int c) {
+static int tb_sched_hexval(int c) {
         if (c >= '0' && c <= '9')
                 return c - '0';
         if (c >= 'a' && c <= 'f')
@@ -32,7 +32,7 @@ static int hexval(int c) {
 }
 
 /* Canonical lower-case UUID text -> 16 bytes (only that form round-trips). */
-bool uuid_parse(const char *s, uint8_t out[16]) {
+bool tb_sched_uuid_parse(const char *s, uint8_t out[16]) {
         if (strlen(s) != 36)
                 return false;
         int j = 0;
@@ -43,7 +43,8 @@ bool uuid_parse(const char *s, uint8_t out[16]) {
                         i++;
                         continue;
                 }
-                int hi = hexval((unsigned char)s[i]), lo = hexval((unsigned char)s[i + 1]);
+                int hi = tb_sched_hexval((unsigned char)s[i]),
+                    lo = tb_sched_hexval((unsigned char)s[i + 1]);
                 if (hi < 0 || lo < 0)
                         return false;
                 out[j++] = (uint8_t)(hi << 4 | lo);
@@ -52,7 +53,7 @@ bool uuid_parse(const char *s, uint8_t out[16]) {
         return true;
 }
 
-static void uuid_format(const uint8_t u[16], char out[37]) {
+static void tb_sched_uuid_format(const uint8_t u[16], char out[37]) {
         static const char hx[] = "0123456789abcdef";
         int j = 0;
         for (int i = 0; i < 16; i++) {
@@ -65,15 +66,15 @@ static void uuid_format(const uint8_t u[16], char out[37]) {
 }
 
 /* The id as text: the record's own string, or formatted into \p buf. */
-const char *task_id(const sched_task_t *t, char buf[37]) {
-        if (t->flags & TF_UUID) {
-                uuid_format(t->id.uuid, buf);
+const char *tb_sched_task_idstr(const tb_sched_task_t *t, char buf[37]) {
+        if (t->flags & TB_SCHED_TF_UUID) {
+                tb_sched_uuid_format(t->id.uuid, buf);
                 return buf;
         }
         return t->id.str;
 }
 
-static uint64_t hash_bytes(const void *p, size_t n) {
+static uint64_t tb_sched_hash_bytes(const void *p, size_t n) {
         const unsigned char *b = p;
         uint64_t h = 1469598103934665603ULL;
         for (size_t i = 0; i < n; i++) {
@@ -86,9 +87,9 @@ static uint64_t hash_bytes(const void *p, size_t n) {
         return h;
 }
 
-static uint64_t task_hash(const sched_task_t *t) {
-        return (t->flags & TF_UUID) ? hash_bytes(t->id.uuid, 16)
-                                    : hash_bytes(t->id.str, strlen(t->id.str));
+static uint64_t tb_sched_task_hash(const tb_sched_task_t *t) {
+        return (t->flags & TB_SCHED_TF_UUID) ? tb_sched_hash_bytes(t->id.uuid, 16)
+                                             : tb_sched_hash_bytes(t->id.str, strlen(t->id.str));
 }
 
 void tb_sched_run_id(const char *tid, int64_t nominal_ms, int attempt, char out[33]) {
@@ -109,7 +110,7 @@ void tb_sched_run_id(const char *tid, int64_t nominal_ms, int attempt, char out[
 
 /* ---- id -> slot table (linear probing, backward-shift deletion) ------------ */
 
-tb_err_t map_grow(tb_sched_t *s) {
+tb_err_t tb_sched_map_grow(tb_sched_t *s) {
         size_t ncap = s->map_cap ? s->map_cap * 2 : 1024;
         uint32_t *nm = calloc(ncap, sizeof(*nm));
         if (!nm)
@@ -117,7 +118,7 @@ tb_err_t map_grow(tb_sched_t *s) {
         for (size_t i = 0; i < s->map_cap; i++) {
                 if (!s->map[i])
                         continue;
-                size_t j = task_hash(&s->tasks[s->map[i] - 1]) & (ncap - 1);
+                size_t j = tb_sched_task_hash(&s->tasks[s->map[i] - 1]) & (ncap - 1);
                 while (nm[j])
                         j = (j + 1) & (ncap - 1);
                 nm[j] = s->map[i];
@@ -129,19 +130,19 @@ tb_err_t map_grow(tb_sched_t *s) {
 }
 
 /* Find \p id; *\p at receives its table index (or the free one to use). */
-bool map_find(const tb_sched_t *s, const char *id, size_t *at) {
+bool tb_sched_map_find(const tb_sched_t *s, const char *id, size_t *at) {
         uint8_t u[16];
-        bool is_uuid = uuid_parse(id, u);
-        uint64_t h = is_uuid ? hash_bytes(u, 16) : hash_bytes(id, strlen(id));
+        bool is_uuid = tb_sched_uuid_parse(id, u);
+        uint64_t h = is_uuid ? tb_sched_hash_bytes(u, 16) : tb_sched_hash_bytes(id, strlen(id));
         size_t mask = s->map_cap - 1, i = h & mask;
         if (!s->map_cap) {
                 *at = 0;
                 return false;
         }
         while (s->map[i]) {
-                const sched_task_t *t = &s->tasks[s->map[i] - 1];
-                if (is_uuid ? ((t->flags & TF_UUID) && !memcmp(t->id.uuid, u, 16))
-                            : (!(t->flags & TF_UUID) && !strcmp(t->id.str, id))) {
+                const tb_sched_task_t *t = &s->tasks[s->map[i] - 1];
+                if (is_uuid ? ((t->flags & TB_SCHED_TF_UUID) && !memcmp(t->id.uuid, u, 16))
+                            : (!(t->flags & TB_SCHED_TF_UUID) && !strcmp(t->id.str, id))) {
                         *at = i;
                         return true;
                 }
@@ -151,12 +152,12 @@ bool map_find(const tb_sched_t *s, const char *id, size_t *at) {
         return false;
 }
 
-static void map_delete(tb_sched_t *s, size_t i) {
+static void tb_sched_map_delete(tb_sched_t *s, size_t i) {
         size_t mask = s->map_cap - 1;
         s->map[i] = 0;
         s->map_cnt--;
         for (size_t j = (i + 1) & mask; s->map[j]; j = (j + 1) & mask) {
-                size_t home = task_hash(&s->tasks[s->map[j] - 1]) & mask;
+                size_t home = tb_sched_task_hash(&s->tasks[s->map[j] - 1]) & mask;
                 /* move j back into the hole unless its home lies in (i, j] */
                 bool stays = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
                 if (!stays) {
@@ -167,15 +168,15 @@ static void map_delete(tb_sched_t *s, size_t i) {
         }
 }
 
-uint32_t slot_of(const tb_sched_t *s, const char *id) {
+uint32_t tb_sched_slot_of(const tb_sched_t *s, const char *id) {
         size_t at;
-        return map_find(s, id, &at) ? s->map[at] - 1 : UINT32_MAX;
+        return tb_sched_map_find(s, id, &at) ? s->map[at] - 1 : UINT32_MAX;
 }
 
 /* ---- crons ------------------------------------------------------------------ */
 
-tb_err_t cron_get(tb_sched_t *s, const char *zone, const char *expr, sched_cron_t **out,
-                  char *errstr, size_t errstr_size) {
+tb_err_t tb_sched_cron_get(tb_sched_t *s, const char *zone, const char *expr, tb_sched_cron_t **out,
+                           char *errstr, size_t errstr_size) {
         char *key = NULL;
         if (asprintf(&key, "%s\n%s", zone, expr) < 0)
                 return TB_ERR_NOMEM;
@@ -187,14 +188,14 @@ tb_err_t cron_get(tb_sched_t *s, const char *zone, const char *expr, sched_cron_
                 }
                 s->cron_cap = 256;
         }
-        size_t b = hash_bytes(key, strlen(key)) % s->cron_cap;
-        for (sched_cron_t *c = s->crons[b]; c; c = c->next)
+        size_t b = tb_sched_hash_bytes(key, strlen(key)) % s->cron_cap;
+        for (tb_sched_cron_t *c = s->crons[b]; c; c = c->next)
                 if (!strcmp(c->key, key)) {
                         free(key);
                         *out = c;
                         return TB_OK;
                 }
-        sched_cron_t *c = calloc(1, sizeof(*c));
+        tb_sched_cron_t *c = calloc(1, sizeof(*c));
         tb_err_t err;
         if (!c) {
                 free(key);
@@ -216,7 +217,7 @@ tb_err_t cron_get(tb_sched_t *s, const char *zone, const char *expr, sched_cron_
 
 /* ---- schedule math ---------------------------------------------------------- */
 
-void task_schedule(const sched_task_t *t, tb_schedule_t *sc) {
+void tb_sched_task_schedule(const tb_sched_task_t *t, tb_schedule_t *sc) {
         memset(sc, 0, sizeof(*sc));
         sc->kind = (tb_schedule_kind_t)t->kind;
         if (t->kind == TB_SCHEDULE_ONCE)
@@ -236,49 +237,51 @@ void task_schedule(const sched_task_t *t, tb_schedule_t *sc) {
         sc->jitter_ms = t->jitter_ms;
 }
 
-int64_t task_next_after(const sched_task_t *t, int64_t after) {
+int64_t tb_sched_task_next_after(const tb_sched_task_t *t, int64_t after) {
         tb_schedule_t sc;
         int64_t n;
         char err[256];
-        if (after == NONE_MS)
-                return NONE_MS;
-        task_schedule(t, &sc);
+        if (after == TB_SCHED_NEVER)
+                return TB_SCHED_NEVER;
+        tb_sched_task_schedule(t, &sc);
         if (tb_schedule_next(&sc, after, &n, NULL, err, sizeof(err)) != TB_OK)
-                return NONE_MS;
+                return TB_SCHED_NEVER;
         return n;
 }
 
-int64_t task_jitter(const sched_task_t *t, int64_t nominal) {
+int64_t tb_sched_task_jitter(const tb_sched_task_t *t, int64_t nominal) {
         char buf[37];
         if (t->jitter_ms <= 0)
                 return 0;
-        return tb_schedule_jitter(task_id(t, buf), nominal, t->jitter_ms);
+        return tb_schedule_jitter(tb_sched_task_idstr(t, buf), nominal, t->jitter_ms);
 }
 
 /* Where fires start for a task with nothing emitted yet: its creation (a
  * fire exactly at creation counts, as for "every" with k = 0). */
-int64_t task_from(const sched_task_t *t) {
-        return t->last_nominal != NO_LAST ? t->last_nominal : t->created_ms - 1;
+int64_t tb_sched_task_from(const tb_sched_task_t *t) {
+        return t->last_nominal != TB_SCHED_NO_LAST ? t->last_nominal : t->created_ms - 1;
 }
 
 /* After the schedule ran out: did expires_at end it (then EXPIRED is due)? */
-void task_check_expiry(sched_task_t *t) {
-        t->flags &= (uint8_t)~TF_EXPIRY_PENDING;
-        if (t->next_nominal != NONE_MS || t->expires_ms <= 0 || (t->flags & TF_EXPIRED))
+void tb_sched_task_check_expiry(tb_sched_task_t *t) {
+        t->flags &= (uint8_t)~TB_SCHED_TF_EXPIRY_PENDING;
+        if (t->next_nominal != TB_SCHED_NEVER || t->expires_ms <= 0 ||
+            (t->flags & TB_SCHED_TF_EXPIRED))
                 return;
         tb_schedule_t sc;
         int64_t n;
         char err[256];
-        task_schedule(t, &sc);
+        tb_sched_task_schedule(t, &sc);
         sc.expires_at_ms = 0;
-        if (tb_schedule_next(&sc, task_from(t), &n, NULL, err, sizeof(err)) == TB_OK)
-                t->flags |= TF_EXPIRY_PENDING;
+        if (tb_schedule_next(&sc, tb_sched_task_from(t), &n, NULL, err, sizeof(err)) == TB_OK)
+                t->flags |= TB_SCHED_TF_EXPIRY_PENDING;
 }
 
-int64_t task_due(const sched_task_t *t) {
-        if (!(t->flags & TF_USED) || (t->flags & TF_TOMB) || !(t->flags & TF_LOCAL))
-                return NONE_MS;
-        int64_t d = NONE_MS;
+int64_t tb_sched_task_due(const tb_sched_task_t *t) {
+        if (!(t->flags & TB_SCHED_TF_USED) || (t->flags & TB_SCHED_TF_TOMB) ||
+            !(t->flags & TB_SCHED_TF_LOCAL))
+                return TB_SCHED_NEVER;
+        int64_t d = TB_SCHED_NEVER;
         if (t->x) {
                 if (t->x->run_now_cnt)
                         return 0;
@@ -286,51 +289,52 @@ int64_t task_due(const sched_task_t *t) {
                         if (t->x->retries[i].due_ms < d)
                                 d = t->x->retries[i].due_ms;
         }
-        if ((t->flags & TF_EXPIRY_PENDING) && t->expires_ms < d)
+        if ((t->flags & TB_SCHED_TF_EXPIRY_PENDING) && t->expires_ms < d)
                 d = t->expires_ms;
-        if (t->next_nominal != NONE_MS) {
+        if (t->next_nominal != TB_SCHED_NEVER) {
                 int64_t n = t->next_nominal;
-                if (!(t->flags & TF_PAUSED))
-                        n += task_jitter(t, n);
+                if (!(t->flags & TB_SCHED_TF_PAUSED))
+                        n += tb_sched_task_jitter(t, n);
                 if (n < d)
                         d = n;
         }
         return d;
 }
 
-void task_rekey(tb_sched_t *s, uint32_t slot) {
-        int64_t d = task_due(&s->tasks[slot]);
-        if (d == NONE_MS)
+void tb_sched_task_rekey(tb_sched_t *s, uint32_t slot) {
+        int64_t d = tb_sched_task_due(&s->tasks[slot]);
+        if (d == TB_SCHED_NEVER)
                 tb_timerheap_remove(&s->heap, slot);
         else if (tb_timerheap_set(&s->heap, slot, d) != TB_OK)
-                tb_error(SUB, "out of memory growing the timer heap: a task will not fire");
+                tb_error(TB_SCHED_LOG,
+                         "out of memory growing the timer heap: a task will not fire");
 }
 
-void task_mark_dirty(tb_sched_t *s, uint32_t slot) {
-        sched_task_t *t = &s->tasks[slot];
-        if (t->flags & TF_DIRTY)
+void tb_sched_task_mark_dirty(tb_sched_t *s, uint32_t slot) {
+        tb_sched_task_t *t = &s->tasks[slot];
+        if (t->flags & TB_SCHED_TF_DIRTY)
                 return;
         if (s->dirty_cnt == s->dirty_cap) {
                 size_t nc = s->dirty_cap ? s->dirty_cap * 2 : 256;
                 uint32_t *nd = realloc(s->dirty, nc * sizeof(*nd));
                 if (!nd) {
-                        tb_error(SUB, "out of memory: a checkpoint will be late");
+                        tb_error(TB_SCHED_LOG, "out of memory: a checkpoint will be late");
                         return;
                 }
                 s->dirty = nd;
                 s->dirty_cap = nc;
         }
         s->dirty[s->dirty_cnt++] = slot;
-        t->flags |= TF_DIRTY;
+        t->flags |= TB_SCHED_TF_DIRTY;
 }
 
-sched_extra_t *task_extra(sched_task_t *t) {
+tb_sched_extra_t *tb_sched_task_extra(tb_sched_task_t *t) {
         if (!t->x)
                 t->x = calloc(1, sizeof(*t->x));
         return t->x;
 }
 
-void extra_free(sched_extra_t *x) {
+void tb_sched_extra_free(tb_sched_extra_t *x) {
         if (!x)
                 return;
         free(x->retries);
@@ -392,21 +396,23 @@ tb_err_t tb_sched_new(const tb_config_t *conf, const char *host, tb_sched_t **ou
         return TB_OK;
 }
 
-static void task_free_fields(sched_task_t *t) {
-        if (!(t->flags & TF_UUID))
+static void tb_sched_task_free_fields(tb_sched_task_t *t) {
+        if (!(t->flags & TB_SCHED_TF_UUID))
                 free(t->id.str);
         free(t->snap);
-        extra_free(t->x);
+        tb_sched_extra_free(t->x);
         memset(t, 0, sizeof(*t));
 }
 
-void moved_push(tb_sched_t *s, const char *tid) {
+void tb_sched_moved_push(tb_sched_t *s, const char *tid) {
         if (s->moved_cnt == s->moved_cap) {
                 size_t nc = s->moved_cap ? s->moved_cap * 2 : 16;
                 char **n = realloc(s->moved, nc * sizeof(*n));
                 if (!n) {
-                        tb_error(SUB, "out of memory: task %s moved here fires from its "
-                                 "creation's schedule", tid);
+                        tb_error(TB_SCHED_LOG,
+                                 "out of memory: task %s moved here fires from its "
+                                 "creation's schedule",
+                                 tid);
                         return;
                 }
                 s->moved = n;
@@ -421,36 +427,36 @@ char *tb_sched_take_moved(tb_sched_t *s) {
 }
 
 void tb_sched_task_set_epoch(tb_sched_t *s, const char *tid, int64_t epoch) {
-        uint32_t slot = slot_of(s, tid);
+        uint32_t slot = tb_sched_slot_of(s, tid);
         if (slot != UINT32_MAX)
                 s->tasks[slot].epoch = epoch;
 }
 
 void tb_sched_task_adopt(tb_sched_t *s, const char *tid, int64_t last_nominal_ms) {
-        uint32_t slot = slot_of(s, tid);
+        uint32_t slot = tb_sched_slot_of(s, tid);
         if (slot == UINT32_MAX)
                 return;
-        sched_task_t *t = &s->tasks[slot];
-        if (last_nominal_ms != NO_LAST &&
-            (t->last_nominal == NO_LAST || last_nominal_ms > t->last_nominal))
+        tb_sched_task_t *t = &s->tasks[slot];
+        if (last_nominal_ms != TB_SCHED_NO_LAST &&
+            (t->last_nominal == TB_SCHED_NO_LAST || last_nominal_ms > t->last_nominal))
                 t->last_nominal = last_nominal_ms;
-        t->next_nominal = task_next_after(t, task_from(t));
-        task_check_expiry(t);
-        task_mark_dirty(s, slot);
-        task_rekey(s, slot);
+        t->next_nominal = tb_sched_task_next_after(t, tb_sched_task_from(t));
+        tb_sched_task_check_expiry(t);
+        tb_sched_task_mark_dirty(s, slot);
+        tb_sched_task_rekey(s, slot);
 }
 
 void tb_sched_destroy(tb_sched_t *s) {
         if (!s)
                 return;
         for (uint32_t i = 0; i < s->task_hwm; i++)
-                if (s->tasks[i].flags & TF_USED)
-                        task_free_fields(&s->tasks[i]);
+                if (s->tasks[i].flags & TB_SCHED_TF_USED)
+                        tb_sched_task_free_fields(&s->tasks[i]);
         free(s->tasks);
         free(s->free_slots);
         free(s->map);
         for (size_t b = 0; b < s->cron_cap; b++)
-                for (sched_cron_t *c = s->crons[b], *n; c; c = n) {
+                for (tb_sched_cron_t *c = s->crons[b], *n; c; c = n) {
                         n = c->next;
                         tb_cron_free(c->cron);
                         free(c->key);
@@ -500,13 +506,13 @@ size_t tb_sched_task_count(const tb_sched_t *s) { return s->task_cnt; }
 
 int64_t tb_sched_next_due(const tb_sched_t *s) {
         const tb_timer_t *t = tb_timerheap_peek(&s->heap);
-        return t ? t->due_ms : NONE_MS;
+        return t ? t->due_ms : TB_SCHED_NEVER;
 }
 
 bool tb_sched_task_info(const tb_sched_t *s, const char *id, int64_t *next_nominal,
                         int64_t *last_nominal) {
-        uint32_t slot = slot_of(s, id);
-        if (slot == UINT32_MAX || (s->tasks[slot].flags & TF_TOMB))
+        uint32_t slot = tb_sched_slot_of(s, id);
+        if (slot == UINT32_MAX || (s->tasks[slot].flags & TB_SCHED_TF_TOMB))
                 return false;
         if (next_nominal)
                 *next_nominal = s->tasks[slot].next_nominal;
@@ -517,14 +523,14 @@ bool tb_sched_task_info(const tb_sched_t *s, const char *id, int64_t *next_nomin
 
 /* ---- adding and removing records -------------------------------------------- */
 
-tb_err_t slot_alloc(tb_sched_t *s, uint32_t *out) {
+tb_err_t tb_sched_slot_alloc(tb_sched_t *s, uint32_t *out) {
         if (s->free_cnt) {
                 *out = s->free_slots[--s->free_cnt];
                 return TB_OK;
         }
         if (s->task_hwm == s->task_cap) {
                 uint32_t nc = s->task_cap ? s->task_cap * 2 : 1024;
-                sched_task_t *nt = realloc(s->tasks, (size_t)nc * sizeof(*nt));
+                tb_sched_task_t *nt = realloc(s->tasks, (size_t)nc * sizeof(*nt));
                 if (!nt)
                         return TB_ERR_NOMEM;
                 s->tasks = nt;
@@ -534,7 +540,7 @@ tb_err_t slot_alloc(tb_sched_t *s, uint32_t *out) {
         return TB_OK;
 }
 
-void slot_release(tb_sched_t *s, uint32_t slot) {
+void tb_sched_slot_release(tb_sched_t *s, uint32_t slot) {
         if (s->free_cnt == s->free_cap) {
                 size_t nc = s->free_cap ? s->free_cap * 2 : 256;
                 uint32_t *nf = realloc(s->free_slots, nc * sizeof(*nf));
@@ -546,28 +552,28 @@ void slot_release(tb_sched_t *s, uint32_t slot) {
         s->free_slots[s->free_cnt++] = slot;
 }
 
-void task_destroy(tb_sched_t *s, uint32_t slot) {
-        sched_task_t *t = &s->tasks[slot];
+void tb_sched_task_destroy(tb_sched_t *s, uint32_t slot) {
+        tb_sched_task_t *t = &s->tasks[slot];
         char buf[37];
         size_t at;
-        if (map_find(s, task_id(t, buf), &at))
-                map_delete(s, at);
+        if (tb_sched_map_find(s, tb_sched_task_idstr(t, buf), &at))
+                tb_sched_map_delete(s, at);
         tb_timerheap_remove(&s->heap, slot);
         /* a dirty entry may still name the slot: it is skipped (not USED) */
-        task_free_fields(t);
-        slot_release(s, slot);
+        tb_sched_task_free_fields(t);
+        tb_sched_slot_release(s, slot);
         s->task_cnt--;
 }
 
 bool tb_sched_task_remove(tb_sched_t *s, const char *tid, bool tombstone) {
-        uint32_t slot = slot_of(s, tid);
+        uint32_t slot = tb_sched_slot_of(s, tid);
         if (slot == UINT32_MAX)
                 return false;
-        sched_task_t *t = &s->tasks[slot];
+        tb_sched_task_t *t = &s->tasks[slot];
         if (tombstone) {
                 if (s->tomb_cnt == s->tomb_cap) {
                         size_t nc = s->tomb_cap ? s->tomb_cap * 2 : 64;
-                        sched_tomb_t *n = realloc(s->tombs, nc * sizeof(*n));
+                        tb_sched_tomb_t *n = realloc(s->tombs, nc * sizeof(*n));
                         if (n) {
                                 s->tombs = n;
                                 s->tomb_cap = nc;
@@ -580,29 +586,29 @@ bool tb_sched_task_remove(tb_sched_t *s, const char *tid, bool tombstone) {
                                 s->tomb_cnt++;
                 }
         }
-        if (t->flags & TF_DIRTY) {
+        if (t->flags & TB_SCHED_TF_DIRTY) {
                 /* its pending checkpoint is superseded by the tombstone */
-                t->flags |= TF_TOMB;
-                t->flags &= (uint8_t)~TF_LOCAL;
+                t->flags |= TB_SCHED_TF_TOMB;
+                t->flags &= (uint8_t)~TB_SCHED_TF_LOCAL;
                 tb_timerheap_remove(&s->heap, slot);
                 return true;
         }
-        task_destroy(s, slot);
+        tb_sched_task_destroy(s, slot);
         return true;
 }
 
 void tb_sched_drop_partition(tb_sched_t *s, int32_t p) {
         for (uint32_t i = 0; i < s->task_hwm; i++) {
-                sched_task_t *t = &s->tasks[i];
-                if ((t->flags & TF_USED) && t->partition == p) {
-                        if (t->flags & TF_DIRTY) {
+                tb_sched_task_t *t = &s->tasks[i];
+                if ((t->flags & TB_SCHED_TF_USED) && t->partition == p) {
+                        if (t->flags & TB_SCHED_TF_DIRTY) {
                                 /* drop the pending checkpoint with it */
-                                t->flags = (uint8_t)(t->flags & ~TF_DIRTY);
+                                t->flags = (uint8_t)(t->flags & ~TB_SCHED_TF_DIRTY);
                                 for (size_t d = 0; d < s->dirty_cnt; d++)
                                         if (s->dirty[d] == i)
                                                 s->dirty[d] = UINT32_MAX;
                         }
-                        task_destroy(s, i);
+                        tb_sched_task_destroy(s, i);
                 }
         }
         size_t k = 0;

@@ -11,50 +11,53 @@
 #include "schedule/schedule.h"
 #include "schedule/timerheap.h"
 
-#define SUB "scheduler"
-#define NONE_MS TB_SCHED_NEVER
-#define NO_LAST TB_SCHED_NO_LAST
+#define TB_SCHED_LOG "scheduler"
 
 /* ---- task records ----------------------------------------------------------- */
 
 enum {
-        TF_USED = 1 << 0,
-        TF_UUID = 1 << 1,           /* id.uuid holds the id */
-        TF_PAUSED = 1 << 2,
-        TF_LOCAL = 1 << 3,          /* home_region is this region: fire it */
-        TF_EXPIRED = 1 << 4,        /* the EXPIRED record was written */
-        TF_EXPIRY_PENDING = 1 << 5, /* expires_at ended it: write EXPIRED when due */
-        TF_DIRTY = 1 << 6,          /* its checkpoint must be written */
-        TF_TOMB = 1 << 7,           /* deleted: slot waits for its tombstone */
+        TB_SCHED_TF_USED = 1 << 0,
+        TB_SCHED_TF_UUID = 1 << 1,           /* id.uuid holds the id */
+        TB_SCHED_TF_PAUSED = 1 << 2,
+        TB_SCHED_TF_LOCAL = 1 << 3,          /* home_region is this region: fire it */
+        TB_SCHED_TF_EXPIRED = 1 << 4,        /* the EXPIRED record was written */
+        TB_SCHED_TF_EXPIRY_PENDING = 1 << 5, /* expires_at ended it: write EXPIRED when due */
+        TB_SCHED_TF_DIRTY = 1 << 6,          /* its checkpoint must be written */
+        TB_SCHED_TF_TOMB = 1 << 7,           /* deleted: slot waits for its tombstone */
 };
 
-enum { MISFIRE_RUN_ONCE = 0, MISFIRE_SKIP, MISFIRE_RUN_ALL };
-enum { TRIG_SCHEDULE = 0, TRIG_RUN_NOW, TRIG_RETRY, TRIG_MISFIRE };
+enum { TB_SCHED_MISFIRE_RUN_ONCE = 0, TB_SCHED_MISFIRE_SKIP, TB_SCHED_MISFIRE_RUN_ALL };
+enum {
+        TB_SCHED_TRIG_SCHEDULE = 0,
+        TB_SCHED_TRIG_RUN_NOW,
+        TB_SCHED_TRIG_RETRY,
+        TB_SCHED_TRIG_MISFIRE
+};
 
 /** A parsed cron shared by every task with the same zone and expression. */
-typedef struct sched_cron {
-        struct sched_cron *next;
+typedef struct tb_sched_cron {
+        struct tb_sched_cron *next;
         char *key; /* zone '\n' expression */
         tb_cron_t *cron;
         const tb_tz_t *tz;
-} sched_cron_t;
+} tb_sched_cron_t;
 
-typedef struct sched_retry {
+typedef struct tb_sched_retry {
         int64_t nominal_ms;
         int64_t due_ms;
         int32_t attempt;
-} sched_retry_t;
+} tb_sched_retry_t;
 
 /** The rare parts of a task: pending retries and run-now requests. */
-typedef struct sched_extra {
-        sched_retry_t *retries;
+typedef struct tb_sched_extra {
+        tb_sched_retry_t *retries;
         uint32_t retry_cnt;
         uint32_t run_now_cnt;
         int64_t *run_now;     /* pending RUN_REQUESTED nominal times, ascending */
         int64_t run_now_mark; /* latest run-now nominal emitted */
-} sched_extra_t;
+} tb_sched_extra_t;
 
-typedef struct sched_task {
+typedef struct tb_sched_task {
         union {
                 uint8_t uuid[16];
                 char *str;
@@ -66,31 +69,31 @@ typedef struct sched_task {
         int64_t start_ms, end_ms, expires_ms;
         int64_t jitter_ms;
         int64_t backoff_ms, backoff_max_ms;
-        int64_t last_nominal; /* NO_LAST: nothing emitted yet */
-        int64_t next_nominal; /* NONE_MS: no further fire */
+        int64_t last_nominal; /* TB_SCHED_NO_LAST: nothing emitted yet */
+        int64_t next_nominal; /* TB_SCHED_NEVER: no further fire */
         int64_t fires;
-        sched_cron_t *cron;
+        tb_sched_cron_t *cron;
         uint8_t *snap; /* RunSnapshot Avro bytes */
-        sched_extra_t *x;
+        tb_sched_extra_t *x;
         uint32_t snap_len;
         int16_t partition;
         uint16_t max_attempts;
         uint8_t kind, dst_gap, dst_overlap, misfire;
         uint8_t flags;
-} sched_task_t;
+} tb_sched_task_t;
 
-typedef struct sched_dlq {
+typedef struct tb_sched_dlq {
         char *task_id;
         int32_t partition;
         tb_buf_t value;
         char status[24];
         char *error;
-} sched_dlq_t;
+} tb_sched_dlq_t;
 
-typedef struct sched_tomb {
+typedef struct tb_sched_tomb {
         char *task_id;
         int32_t partition;
-} sched_tomb_t;
+} tb_sched_tomb_t;
 
 struct tb_sched {
         const tb_config_t *conf;
@@ -98,7 +101,7 @@ struct tb_sched {
         int32_t part_cnt;
         tb_sched_part_t *parts;
 
-        sched_task_t *tasks;
+        tb_sched_task_t *tasks;
         uint32_t task_cap, task_hwm;
         uint32_t *free_slots;
         size_t free_cnt, free_cap;
@@ -107,16 +110,16 @@ struct tb_sched {
         uint32_t *map; /* slot + 1; 0 = empty */
         size_t map_cap, map_cnt;
 
-        sched_cron_t **crons;
+        tb_sched_cron_t **crons;
         size_t cron_cap, cron_cnt;
 
         tb_timerheap_t heap;
 
         uint32_t *dirty;
         size_t dirty_cnt, dirty_cap;
-        sched_dlq_t *dlq;
+        tb_sched_dlq_t *dlq;
         size_t dlq_cnt, dlq_cap;
-        sched_tomb_t *tombs;
+        tb_sched_tomb_t *tombs;
         size_t tomb_cnt, tomb_cap;
 
         rd_kafka_t *producer, *group;
@@ -137,32 +140,32 @@ struct tb_sched {
 
 
 /* engine.c */
-bool uuid_parse(const char *s, uint8_t out[16]);
-const char *task_id(const sched_task_t *t, char buf[37]);
-tb_err_t map_grow(tb_sched_t *s);
-bool map_find(const tb_sched_t *s, const char *id, size_t *at);
-uint32_t slot_of(const tb_sched_t *s, const char *id);
-tb_err_t cron_get(tb_sched_t *s, const char *zone, const char *expr, sched_cron_t **out,
-                  char *errstr, size_t errstr_size);
-void task_schedule(const sched_task_t *t, tb_schedule_t *sc);
-int64_t task_next_after(const sched_task_t *t, int64_t after);
-int64_t task_jitter(const sched_task_t *t, int64_t nominal);
-int64_t task_from(const sched_task_t *t);
-void task_check_expiry(sched_task_t *t);
-int64_t task_due(const sched_task_t *t);
-void task_rekey(tb_sched_t *s, uint32_t slot);
-void task_mark_dirty(tb_sched_t *s, uint32_t slot);
-sched_extra_t *task_extra(sched_task_t *t);
-void extra_free(sched_extra_t *x);
-void moved_push(tb_sched_t *s, const char *tid);
-tb_err_t slot_alloc(tb_sched_t *s, uint32_t *out);
-void slot_release(tb_sched_t *s, uint32_t slot);
-void task_destroy(tb_sched_t *s, uint32_t slot);
+bool tb_sched_uuid_parse(const char *s, uint8_t out[16]);
+const char *tb_sched_task_idstr(const tb_sched_task_t *t, char buf[37]);
+tb_err_t tb_sched_map_grow(tb_sched_t *s);
+bool tb_sched_map_find(const tb_sched_t *s, const char *id, size_t *at);
+uint32_t tb_sched_slot_of(const tb_sched_t *s, const char *id);
+tb_err_t tb_sched_cron_get(tb_sched_t *s, const char *zone, const char *expr, tb_sched_cron_t **out,
+                           char *errstr, size_t errstr_size);
+void tb_sched_task_schedule(const tb_sched_task_t *t, tb_schedule_t *sc);
+int64_t tb_sched_task_next_after(const tb_sched_task_t *t, int64_t after);
+int64_t tb_sched_task_jitter(const tb_sched_task_t *t, int64_t nominal);
+int64_t tb_sched_task_from(const tb_sched_task_t *t);
+void tb_sched_task_check_expiry(tb_sched_task_t *t);
+int64_t tb_sched_task_due(const tb_sched_task_t *t);
+void tb_sched_task_rekey(tb_sched_t *s, uint32_t slot);
+void tb_sched_task_mark_dirty(tb_sched_t *s, uint32_t slot);
+tb_sched_extra_t *tb_sched_task_extra(tb_sched_task_t *t);
+void tb_sched_extra_free(tb_sched_extra_t *x);
+void tb_sched_moved_push(tb_sched_t *s, const char *tid);
+tb_err_t tb_sched_slot_alloc(tb_sched_t *s, uint32_t *out);
+void tb_sched_slot_release(tb_sched_t *s, uint32_t slot);
+void tb_sched_task_destroy(tb_sched_t *s, uint32_t slot);
 
 /* records.c */
-void run_encode(const tb_sched_t *s, const sched_task_t *t, const char *tid,
-                int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out);
-int64_t jlong(const json_t *o, const char *k, int64_t dflt);
-const char *jstr(const json_t *o, const char *k, const char *dflt);
+void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
+                         int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out);
+int64_t tb_sched_jlong(const json_t *o, const char *k, int64_t dflt);
+const char *tb_sched_jstr(const json_t *o, const char *k, const char *dflt);
 
 #endif /* TB_SCHED_ENGINE_INTERNAL_H */

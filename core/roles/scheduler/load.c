@@ -18,11 +18,12 @@
  * require_stable (read_committed), so this waits while a transaction that
  * carries offsets for it is still open: a zombie's last transaction is
  * settled before we read what it wrote. */
-static tb_err_t role_committed(sched_role_t *r, rd_kafka_t *rk, const char *topic, int32_t p,
-                               int64_t *off, char *errstr, size_t errstr_size) {
-        int64_t deadline = tb_mono_us() + (int64_t)LOAD_WAIT_MS * 1000;
+static tb_err_t tb_sched_committed_offset(tb_sched_role_t *r, rd_kafka_t *rk, const char *topic,
+                                          int32_t p, int64_t *off, char *errstr,
+                                          size_t errstr_size) {
+        int64_t deadline = tb_mono_us() + (int64_t)TB_SCHED_LOAD_WAIT_MS * 1000;
         rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-        while (!role_stopping(r)) {
+        while (!tb_sched_role_stopping(r)) {
                 rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
                 rd_kafka_topic_partition_list_add(l, topic, p);
                 e = rd_kafka_committed(rk, l, 10000);
@@ -34,18 +35,18 @@ static tb_err_t role_committed(sched_role_t *r, rd_kafka_t *rk, const char *topi
                         return TB_OK;
                 if (tb_mono_us() > deadline)
                         break;
-                tb_warn(SUB, "committed offset of %s [%d]: %s; retrying", topic, (int)p,
+                tb_warn(TB_SCHED_LOG, "committed offset of %s [%d]: %s; retrying", topic, (int)p,
                         rd_kafka_err2str(e));
         }
-        return tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
-                         "committed offset of %s [%d]: %s", topic, (int)p,
-                         role_stopping(r) ? "stopping" : rd_kafka_err2str(e));
+        return tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT, "committed offset of %s [%d]: %s",
+                         topic, (int)p,
+                         tb_sched_role_stopping(r) ? "stopping" : rd_kafka_err2str(e));
 }
 
-static void role_adopt_later(sched_role_t *r, const char *tid, int64_t ms) {
+static void tb_sched_adopt_later(tb_sched_role_t *r, const char *tid, int64_t ms) {
         if (r->adopt_cnt == r->adopt_cap) {
                 size_t nc = r->adopt_cap ? r->adopt_cap * 2 : 64;
-                struct sched_adopt *n = realloc(r->adopt, nc * sizeof(*n));
+                struct tb_sched_adopt *n = realloc(r->adopt, nc * sizeof(*n));
                 if (!n)
                         return;
                 r->adopt = n;
@@ -55,7 +56,7 @@ static void role_adopt_later(sched_role_t *r, const char *tid, int64_t ms) {
                 r->adopt[r->adopt_cnt++].ms = ms;
 }
 
-static void role_adopt_flush(sched_role_t *r) {
+static void tb_sched_adopt_flush(tb_sched_role_t *r) {
         for (size_t i = 0; i < r->adopt_cnt; i++) {
                 tb_sched_task_adopt(r->s, r->adopt[i].tid, r->adopt[i].ms);
                 free(r->adopt[i].tid);
@@ -66,7 +67,7 @@ static void role_adopt_flush(sched_role_t *r) {
 /* Tasks a failover just moved here: resume each after the last scheduled
  * nominal time its old home fired, as far as its replicated runs tell
  * (docs/replication.md, RPO). Runs before the next tick. */
-void role_adopt_moved(sched_role_t *r) {
+void tb_sched_adopt_moved(tb_sched_role_t *r) {
         char *tid;
         while ((tid = tb_sched_take_moved(r->s))) {
                 int64_t last = TB_SCHED_NO_LAST;
@@ -90,21 +91,21 @@ void role_adopt_moved(sched_role_t *r) {
                                 PQclear(res);
                                 break;
                         }
-                        tb_warn(SUB, "task %s moved here: reading its last run: %s", tid,
+                        tb_warn(TB_SCHED_LOG, "task %s moved here: reading its last run: %s", tid,
                                 conn ? errstr : "no PostgreSQL connection");
                 }
                 char when[80] = "(none known: its checkpoint or its creation)";
                 if (last != TB_SCHED_NO_LAST)
                         tb_time_format(last, when);
-                tb_info(SUB, "task %s moved to region %s: fires resume after nominal %s", tid,
-                        r->conf->region, when);
+                tb_info(TB_SCHED_LOG, "task %s moved to region %s: fires resume after nominal %s",
+                        tid, r->conf->region, when);
                 tb_sched_task_adopt(r->s, tid, last);
                 free(tid);
         }
 }
 
-static tb_err_t role_load_pg(sched_role_t *r, int32_t p, int64_t *o_p, char *errstr,
-                             size_t errstr_size) {
+static tb_err_t tb_sched_load_projection(tb_sched_role_t *r, int32_t p, int64_t *o_p, char *errstr,
+                                         size_t errstr_size) {
         char pstr[16];
         tb_err_t err;
         PGresult *res = NULL;
@@ -175,15 +176,15 @@ static tb_err_t role_load_pg(sched_role_t *r, int32_t p, int64_t *o_p, char *err
                             tb_sched_task_put(r->s, p, id, strtoll(PQgetvalue(res, i, 1), NULL, 10),
                                               strtoll(PQgetvalue(res, i, 3), NULL, 10), spec, now,
                                               terr, sizeof(terr)) != TB_OK)
-                                tb_warn(SUB, "task %s (partition %d) is not scheduled: %s", id,
-                                        (int)p, spec ? terr : "its stored spec does not parse");
+                                tb_warn(TB_SCHED_LOG, "task %s (partition %d) is not scheduled: %s",
+                                        id, (int)p, spec ? terr : "its stored spec does not parse");
                         else {
                                 loaded++;
                                 tb_sched_task_set_epoch(r->s, id,
                                                         strtoll(PQgetvalue(res, i, 4), NULL, 10));
                                 if (!PQgetisnull(res, i, 5))
-                                        role_adopt_later(r, id,
-                                                         strtoll(PQgetvalue(res, i, 5), NULL, 10));
+                                        tb_sched_adopt_later(
+                                                r, id, strtoll(PQgetvalue(res, i, 5), NULL, 10));
                         }
                         json_decref(spec);
                         json_decref(norm);
@@ -198,13 +199,14 @@ out:
         PQclear(res);
         tb_store_release(r->ctx->store, conn);
         if (!err)
-                tb_debug(SUB, "partition %d: %zu tasks from the projection at offset %" PRId64,
-                         (int)p, loaded, *o_p);
+                tb_debug(TB_SCHED_LOG,
+                         "partition %d: %zu tasks from the projection at offset %" PRId64, (int)p,
+                         loaded, *o_p);
         return err;
 }
 
-static tb_err_t role_load_checkpoints(sched_role_t *r, int32_t p, char *errstr,
-                                      size_t errstr_size) {
+static tb_err_t tb_sched_load_checkpoints(tb_sched_role_t *r, int32_t p, char *errstr,
+                                          size_t errstr_size) {
         int64_t lo = 0, hi = 0;
         rd_kafka_resp_err_t e =
                 rd_kafka_query_watermark_offsets(r->ck, r->t_ck, p, &lo, &hi, 10000);
@@ -223,12 +225,12 @@ static tb_err_t role_load_checkpoints(sched_role_t *r, int32_t p, char *errstr,
                                  r->t_ck, (int)p, rd_kafka_err2str(e));
         tb_err_t err = TB_OK;
         size_t n = 0;
-        int64_t deadline = tb_mono_us() + (int64_t)LOAD_WAIT_MS * 1000;
+        int64_t deadline = tb_mono_us() + (int64_t)TB_SCHED_LOAD_WAIT_MS * 1000;
         for (;;) {
-                if (role_stopping(r) || tb_mono_us() > deadline) {
+                if (tb_sched_role_stopping(r) || tb_mono_us() > deadline) {
                         err = tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
                                         "checkpoints %s [%d]: not read to the end within %d s",
-                                        r->t_ck, (int)p, LOAD_WAIT_MS / 1000);
+                                        r->t_ck, (int)p, TB_SCHED_LOAD_WAIT_MS / 1000);
                         break;
                 }
                 rd_kafka_message_t *m = rd_kafka_consumer_poll(r->ck, 200);
@@ -239,7 +241,7 @@ static tb_err_t role_load_checkpoints(sched_role_t *r, int32_t p, char *errstr,
                         break;
                 }
                 if (m->err) {
-                        tb_warn(SUB, "checkpoints %s [%d]: %s", r->t_ck, (int)p,
+                        tb_warn(TB_SCHED_LOG, "checkpoints %s [%d]: %s", r->t_ck, (int)p,
                                 rd_kafka_message_errstr(m));
                 } else if (m->payload) {
                         json_t *v = NULL;
@@ -249,7 +251,7 @@ static tb_err_t role_load_checkpoints(sched_role_t *r, int32_t p, char *errstr,
                                 tb_sched_checkpoint(r->s, v, tb_now_ms(), derr, sizeof(derr));
                                 n++;
                         } else {
-                                tb_warn(SUB, "checkpoints %s [%d] offset %" PRId64 ": %s",
+                                tb_warn(TB_SCHED_LOG, "checkpoints %s [%d] offset %" PRId64 ": %s",
                                         r->t_ck, (int)p, m->offset, derr);
                         }
                         json_decref(v);
@@ -257,27 +259,28 @@ static tb_err_t role_load_checkpoints(sched_role_t *r, int32_t p, char *errstr,
                 rd_kafka_message_destroy(m);
         }
         rd_kafka_assign(r->ck, NULL);
-        tb_debug(SUB, "partition %d: %zu checkpoints", (int)p, n);
+        tb_debug(TB_SCHED_LOG, "partition %d: %zu checkpoints", (int)p, n);
         return err;
 }
 
 /* Load partition \p p: where to tail task-events from goes to *\p start. */
-tb_err_t role_load(sched_role_t *r, int32_t p, int64_t *start, char *errstr,
-                   size_t errstr_size) {
+tb_err_t tb_sched_load_partition(tb_sched_role_t *r, int32_t p, int64_t *start, char *errstr,
+                                 size_t errstr_size) {
         int64_t committed = -1, o_p = 0;
         tb_err_t err;
         tb_sched_drop_partition(r->s, p);
-        if ((err = role_committed(r, r->gc, r->t_ev, p, &committed, errstr, errstr_size)) ||
-            (err = role_load_pg(r, p, &o_p, errstr, errstr_size)) ||
-            (err = role_load_checkpoints(r, p, errstr, errstr_size))) {
+        if ((err = tb_sched_committed_offset(r, r->gc, r->t_ev, p, &committed, errstr,
+                                             errstr_size)) ||
+            (err = tb_sched_load_projection(r, p, &o_p, errstr, errstr_size)) ||
+            (err = tb_sched_load_checkpoints(r, p, errstr, errstr_size))) {
                 for (size_t i = 0; i < r->adopt_cnt; i++)
                         free(r->adopt[i].tid);
                 r->adopt_cnt = 0;
                 tb_sched_drop_partition(r->s, p);
                 return err;
         }
-        role_adopt_flush(r);
-        role_load_remote(r, p);
+        tb_sched_adopt_flush(r);
+        tb_sched_load_remote(r, p);
         /* Events between our last commit and the projection's offset are in
          * the projection already, but a RUN_REQUESTED among them may not have
          * been emitted: replay them (only run-now requests are taken). */
@@ -287,14 +290,15 @@ tb_err_t role_load(sched_role_t *r, int32_t p, int64_t *start, char *errstr,
         part->load_off = o_p;
         part->ev_pos = *start;
         part->rr_pos = -1;
-        tb_info(SUB, "partition %d loaded: tailing task-events from offset %" PRId64
+        tb_info(TB_SCHED_LOG,
+                "partition %d loaded: tailing task-events from offset %" PRId64
                 " (projection at %" PRId64 "), %zu tasks in this process",
                 (int)p, *start, o_p, tb_sched_task_count(r->s));
         return TB_OK;
 }
 
 /* After a failed transaction: drop everything, load it again, rewind. */
-void role_reload(sched_role_t *r) {
+void tb_sched_reload(tb_sched_role_t *r) {
         char errstr[1024];
         r->reload_at = 0;
         rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(8);
@@ -302,8 +306,8 @@ void role_reload(sched_role_t *r) {
                 if (!r->assigned[p])
                         continue;
                 int64_t start;
-                if (role_load(r, p, &start, errstr, sizeof(errstr)) != TB_OK) {
-                        tb_error(SUB, "partition %d: %s; retrying in 1 s", (int)p, errstr);
+                if (tb_sched_load_partition(r, p, &start, errstr, sizeof(errstr)) != TB_OK) {
+                        tb_error(TB_SCHED_LOG, "partition %d: %s; retrying in 1 s", (int)p, errstr);
                         r->reload_at = tb_now_ms() + 1000;
                         continue;
                 }
@@ -312,19 +316,19 @@ void role_reload(sched_role_t *r) {
         if (seek->cnt) {
                 rd_kafka_error_t *e = rd_kafka_seek_partitions(r->gc, seek, 10000);
                 if (e) {
-                        tb_error(SUB, "seek task-events: %s", rd_kafka_error_string(e));
+                        tb_error(TB_SCHED_LOG, "seek task-events: %s", rd_kafka_error_string(e));
                         rd_kafka_error_destroy(e);
                         r->reload_at = tb_now_ms() + 1000;
                 }
                 for (int i = 0; i < seek->cnt; i++)
                         if (seek->elems[i].err) {
-                                tb_error(SUB, "seek task-events [%d]: %s",
+                                tb_error(TB_SCHED_LOG, "seek task-events [%d]: %s",
                                          (int)seek->elems[i].partition,
                                          rd_kafka_err2str(seek->elems[i].err));
                                 r->reload_at = tb_now_ms() + 1000;
                         }
         }
         rd_kafka_topic_partition_list_destroy(seek);
-        role_rc_sync(r, true);
-        role_rv_sync(r);
+        tb_sched_results_assign(r, true);
+        tb_sched_remote_assign(r);
 }

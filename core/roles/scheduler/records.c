@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const trig_names[] = {"SCHEDULE", "RUN_NOW", "RETRY", "MISFIRE"};
+static const char *const tb_sched_trig_names[] = {"SCHEDULE", "RUN_NOW", "RETRY", "MISFIRE"};
 
 /* ---- Avro bits for the hot path --------------------------------------------- */
 
-static void av_long(tb_buf_t *b, int64_t v) {
+static void tb_sched_av_long(tb_buf_t *b, int64_t v) {
         uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
         unsigned char tmp[10];
         int n = 0;
@@ -26,79 +26,80 @@ static void av_long(tb_buf_t *b, int64_t v) {
         tb_buf_append(b, tmp, (size_t)n);
 }
 
-static void av_str(tb_buf_t *b, const char *str) {
+static void tb_sched_av_str(tb_buf_t *b, const char *str) {
         size_t n = strlen(str);
-        av_long(b, (int64_t)n);
+        tb_sched_av_long(b, (int64_t)n);
         tb_buf_append(b, str, n);
 }
 
 /* The RunRequest fields before the snapshot, encoded with the values used
  * to cut the snapshot out: run_id "", task_id "", task_version 0,
  * nominal_time 0, attempt 1, trigger SCHEDULE, emitted_at 0. */
-static const uint8_t run_probe_prefix[] = {0, 0, 0, 0, 2, 0, 0};
+static const uint8_t tb_sched_run_probe_prefix[] = {0, 0, 0, 0, 2, 0, 0};
 
-void run_encode(const tb_sched_t *s, const sched_task_t *t, const char *tid,
-                int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out) {
+void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
+                         int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out) {
         char rid[33];
         tb_sched_run_id(tid, nominal, attempt, rid);
         tb_buf_append(out, s->run_header, sizeof(s->run_header));
-        av_str(out, rid);
-        av_str(out, tid);
-        av_long(out, t->version);
-        av_long(out, nominal);
-        av_long(out, attempt);
-        av_long(out, trig);
-        av_long(out, emitted);
+        tb_sched_av_str(out, rid);
+        tb_sched_av_str(out, tid);
+        tb_sched_av_long(out, t->version);
+        tb_sched_av_long(out, nominal);
+        tb_sched_av_long(out, attempt);
+        tb_sched_av_long(out, trig);
+        tb_sched_av_long(out, emitted);
         tb_buf_append(out, t->snap, t->snap_len);
 }
 
 tb_err_t tb_sched_encode_run(const tb_sched_t *s, const char *tid, int64_t nominal_ms,
                              int attempt, const char *trigger, int64_t emitted_ms,
                              tb_buf_t *out, char *errstr, size_t errstr_size) {
-        uint32_t slot = slot_of(s, tid);
+        uint32_t slot = tb_sched_slot_of(s, tid);
         if (slot == UINT32_MAX)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND, "task %s is not loaded",
                                  tid);
         int trig = -1;
         for (int i = 0; i < 4; i++)
-                if (trigger && !strcmp(trigger, trig_names[i]))
+                if (trigger && !strcmp(trigger, tb_sched_trig_names[i]))
                         trig = i;
         if (trig < 0)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "trigger '%s' is not one of SCHEDULE, RUN_NOW, RETRY, MISFIRE",
                                  trigger ? trigger : "(null)");
-        run_encode(s, &s->tasks[slot], tid, nominal_ms, attempt, trig, emitted_ms, out);
+        tb_sched_run_encode(s, &s->tasks[slot], tid, nominal_ms, attempt, trig, emitted_ms, out);
         return TB_OK;
 }
 
 /* ---- TaskSpec -> record ----------------------------------------------------- */
 
-int64_t jlong(const json_t *o, const char *k, int64_t dflt) {
+int64_t tb_sched_jlong(const json_t *o, const char *k, int64_t dflt) {
         const json_t *v = json_object_get(o, k);
         return json_is_integer(v) ? (int64_t)json_integer_value(v) : dflt;
 }
 
-const char *jstr(const json_t *o, const char *k, const char *dflt) {
+const char *tb_sched_jstr(const json_t *o, const char *k, const char *dflt) {
         const json_t *v = json_object_get(o, k);
         return json_is_string(v) ? json_string_value(v) : dflt;
 }
 
 /* Cut the RunSnapshot bytes out of a probe RunRequest. */
-static tb_err_t snapshot_encode(tb_sched_t *s, const json_t *spec, uint8_t **out,
-                                uint32_t *out_len, char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_snapshot_encode(tb_sched_t *s, const json_t *spec, uint8_t **out,
+                                         uint32_t *out_len, char *errstr, size_t errstr_size) {
         const json_t *retries = json_object_get(spec, "retries");
         json_t *argv = json_object_get(spec, "argv");
         json_t *opts = json_object_get(spec, "executor_options");
         json_t *snap = json_pack(
                 "{s:s, s:s, s:O, s:s, s:s, s:O, s:I, s:s, s:I, s:I}", "name",
-                jstr(spec, "name", ""), "script", jstr(spec, "script", ""), "argv",
-                json_is_array(argv) ? argv : json_array(), "security_group",
-                jstr(spec, "security_group", ""), "executor", jstr(spec, "executor", "shell"),
-                "executor_options", json_is_object(opts) ? opts : json_object(), "expiry_ms",
-                (json_int_t)jlong(spec, "expiry_ms", 3600000), "overlap",
-                jstr(spec, "overlap", "FORBID"), "max_attempts",
-                (json_int_t)jlong(retries, "max_attempts", 1), "log_retention_ms",
-                (json_int_t)jlong(spec, "log_retention_ms", 2592000000LL));
+                tb_sched_jstr(spec, "name", ""), "script", tb_sched_jstr(spec, "script", ""),
+                "argv", json_is_array(argv) ? argv : json_array(), "security_group",
+                tb_sched_jstr(spec, "security_group", ""), "executor",
+                tb_sched_jstr(spec, "executor", "shell"), "executor_options",
+                json_is_object(opts) ? opts : json_object(), "expiry_ms",
+                (json_int_t)tb_sched_jlong(spec, "expiry_ms", 3600000), "overlap",
+                tb_sched_jstr(spec, "overlap", "FORBID"), "max_attempts",
+                (json_int_t)tb_sched_jlong(retries, "max_attempts", 1), "log_retention_ms",
+                (json_int_t)tb_sched_jlong(spec, "log_retention_ms", 2592000000LL));
         /* json_pack's O took a reference to the fresh defaults above: drop ours */
         if (!json_is_array(argv) && snap)
                 json_decref(json_object_get(snap, "argv"));
@@ -120,9 +121,10 @@ static tb_err_t snapshot_encode(tb_sched_t *s, const json_t *spec, uint8_t **out
                 tb_buf_free(&b);
                 return err;
         }
-        size_t pre = sizeof(s->run_header) + sizeof(run_probe_prefix);
+        size_t pre = sizeof(s->run_header) + sizeof(tb_sched_run_probe_prefix);
         if (b.len < pre || memcmp(b.data, s->run_header, sizeof(s->run_header)) ||
-            memcmp(b.data + sizeof(s->run_header), run_probe_prefix, sizeof(run_probe_prefix))) {
+            memcmp(b.data + sizeof(s->run_header), tb_sched_run_probe_prefix,
+                   sizeof(tb_sched_run_probe_prefix))) {
                 tb_buf_free(&b);
                 return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
                                  "RunRequest schema changed: the scheduler's encoder expects "
@@ -140,7 +142,7 @@ static tb_err_t snapshot_encode(tb_sched_t *s, const json_t *spec, uint8_t **out
         return TB_OK;
 }
 
-static int enum_index(const char *v, const char *const *names, int cnt, int dflt) {
+static int tb_sched_enum_index(const char *v, const char *const *names, int cnt, int dflt) {
         for (int i = 0; v && i < cnt; i++)
                 if (!strcmp(v, names[i]))
                         return i;
@@ -148,8 +150,8 @@ static int enum_index(const char *v, const char *const *names, int cnt, int dflt
 }
 
 /* Fill the schedule part of \p t from the spec; errors name the field. */
-static tb_err_t spec_schedule(tb_sched_t *s, const json_t *spec, sched_task_t *t,
-                              char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_spec_schedule(tb_sched_t *s, const json_t *spec, tb_sched_task_t *t,
+                                       char *errstr, size_t errstr_size) {
         static const char *const kinds[] = {"ONCE", "EVERY", "CRON"};
         static const char *const gaps[] = {"SHIFT", "SKIP"};
         static const char *const overlaps[] = {"FIRST", "LAST", "BOTH"};
@@ -158,46 +160,48 @@ static tb_err_t spec_schedule(tb_sched_t *s, const json_t *spec, sched_task_t *t
         if (!json_is_object(sc))
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "task spec: schedule is missing");
-        int k = enum_index(jstr(sc, "kind", NULL), kinds, 3, -1);
+        int k = tb_sched_enum_index(tb_sched_jstr(sc, "kind", NULL), kinds, 3, -1);
         if (k < 0)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "task spec: schedule.kind '%s' is not ONCE, EVERY or CRON",
-                                 jstr(sc, "kind", "(missing)"));
+                                 tb_sched_jstr(sc, "kind", "(missing)"));
         t->kind = (uint8_t)(k + 1);
         t->cron = NULL;
         t->param_ms = 0;
         if (t->kind == TB_SCHEDULE_ONCE)
-                t->param_ms = jlong(sc, "once_at", 0);
+                t->param_ms = tb_sched_jlong(sc, "once_at", 0);
         else if (t->kind == TB_SCHEDULE_EVERY)
-                t->param_ms = jlong(sc, "every_ms", 0);
+                t->param_ms = tb_sched_jlong(sc, "every_ms", 0);
         else {
-                const char *expr = jstr(sc, "cron", NULL);
+                const char *expr = tb_sched_jstr(sc, "cron", NULL);
                 if (!expr)
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "task spec: schedule.cron is missing for kind CRON");
-                tb_err_t err = cron_get(s, jstr(sc, "timezone", "UTC"), expr, &t->cron, errstr,
-                                        errstr_size);
+                tb_err_t err = tb_sched_cron_get(s, tb_sched_jstr(sc, "timezone", "UTC"), expr,
+                                                 &t->cron, errstr, errstr_size);
                 if (err)
                         return err;
         }
-        t->start_ms = jlong(sc, "start_at", 0);
-        t->end_ms = jlong(sc, "end_at", 0);
-        t->expires_ms = jlong(spec, "expires_at", 0);
-        t->jitter_ms = jlong(sc, "jitter_ms", 0);
-        t->dst_gap = (uint8_t)enum_index(jstr(sc, "dst_gap", NULL), gaps, 2, 0);
-        t->dst_overlap = (uint8_t)enum_index(jstr(sc, "dst_overlap", NULL), overlaps, 3, 0);
-        t->misfire = (uint8_t)enum_index(jstr(spec, "misfire", NULL), misfires, 3, 0);
+        t->start_ms = tb_sched_jlong(sc, "start_at", 0);
+        t->end_ms = tb_sched_jlong(sc, "end_at", 0);
+        t->expires_ms = tb_sched_jlong(spec, "expires_at", 0);
+        t->jitter_ms = tb_sched_jlong(sc, "jitter_ms", 0);
+        t->dst_gap = (uint8_t)tb_sched_enum_index(tb_sched_jstr(sc, "dst_gap", NULL), gaps, 2, 0);
+        t->dst_overlap = (uint8_t)tb_sched_enum_index(tb_sched_jstr(sc, "dst_overlap", NULL),
+                                                      overlaps, 3, 0);
+        t->misfire =
+                (uint8_t)tb_sched_enum_index(tb_sched_jstr(spec, "misfire", NULL), misfires, 3, 0);
         tb_schedule_t chk;
-        task_schedule(t, &chk);
+        tb_sched_task_schedule(t, &chk);
         return tb_schedule_validate(&chk, errstr, errstr_size);
 }
 
-static bool same_schedule(const sched_task_t *a, const sched_task_t *b) {
+static bool tb_sched_same_schedule(const tb_sched_task_t *a, const tb_sched_task_t *b) {
         return a->kind == b->kind && a->param_ms == b->param_ms && a->cron == b->cron &&
                a->start_ms == b->start_ms && a->end_ms == b->end_ms &&
                a->expires_ms == b->expires_ms && a->dst_gap == b->dst_gap &&
                a->dst_overlap == b->dst_overlap && a->created_ms == b->created_ms &&
-               (a->flags & TF_LOCAL) == (b->flags & TF_LOCAL);
+               (a->flags & TB_SCHED_TF_LOCAL) == (b->flags & TB_SCHED_TF_LOCAL);
 }
 
 tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, int64_t version,
@@ -213,31 +217,31 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
         if (!json_is_object(spec))
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "task %s: the spec is not an object", tid);
-        sched_task_t nt = {0};
+        tb_sched_task_t nt = {0};
         tb_err_t err;
         nt.version = version;
         nt.created_ms = created_ms;
-        if ((err = spec_schedule(s, spec, &nt, errstr, errstr_size)))
+        if ((err = tb_sched_spec_schedule(s, spec, &nt, errstr, errstr_size)))
                 return err;
         const json_t *retries = json_object_get(spec, "retries");
-        int64_t ma = jlong(retries, "max_attempts", 1);
+        int64_t ma = tb_sched_jlong(retries, "max_attempts", 1);
         nt.max_attempts = (uint16_t)(ma < 1 ? 1 : ma > 1000 ? 1000 : ma);
-        nt.backoff_ms = jlong(retries, "backoff_ms", 10000);
-        nt.backoff_max_ms = jlong(retries, "backoff_max_ms", 600000);
+        nt.backoff_ms = tb_sched_jlong(retries, "backoff_ms", 10000);
+        nt.backoff_max_ms = tb_sched_jlong(retries, "backoff_max_ms", 600000);
         if (json_is_true(json_object_get(spec, "paused")))
-                nt.flags |= TF_PAUSED;
-        const char *home = jstr(spec, "home_region", "");
+                nt.flags |= TB_SCHED_TF_PAUSED;
+        const char *home = tb_sched_jstr(spec, "home_region", "");
         if (!home[0] || !strcmp(home, s->conf->region ? s->conf->region : ""))
-                nt.flags |= TF_LOCAL;
-        if ((err = snapshot_encode(s, spec, &nt.snap, &nt.snap_len, errstr, errstr_size)))
+                nt.flags |= TB_SCHED_TF_LOCAL;
+        if ((err = tb_sched_snapshot_encode(s, spec, &nt.snap, &nt.snap_len, errstr, errstr_size)))
                 return err;
         nt.partition = (int16_t)partition;
 
         size_t at;
-        if (map_find(s, tid, &at)) {
+        if (tb_sched_map_find(s, tid, &at)) {
                 uint32_t slot = s->map[at] - 1;
-                sched_task_t *t = &s->tasks[slot];
-                bool changed = !same_schedule(t, &nt);
+                tb_sched_task_t *t = &s->tasks[slot];
+                bool changed = !tb_sched_same_schedule(t, &nt);
                 free(t->snap);
                 t->snap = nt.snap;
                 t->snap_len = nt.snap_len;
@@ -248,8 +252,9 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
                 t->backoff_max_ms = nt.backoff_max_ms;
                 t->misfire = nt.misfire;
                 t->jitter_ms = nt.jitter_ms;
-                uint8_t keep = t->flags & (TF_USED | TF_UUID | TF_EXPIRED | TF_DIRTY);
-                bool was_tomb = t->flags & TF_TOMB;
+                uint8_t keep = t->flags & (TB_SCHED_TF_USED | TB_SCHED_TF_UUID |
+                                           TB_SCHED_TF_EXPIRED | TB_SCHED_TF_DIRTY);
+                bool was_tomb = t->flags & TB_SCHED_TF_TOMB;
                 if (changed) {
                         t->kind = nt.kind;
                         t->param_ms = nt.param_ms;
@@ -260,51 +265,51 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
                         t->dst_gap = nt.dst_gap;
                         t->dst_overlap = nt.dst_overlap;
                         t->created_ms = nt.created_ms;
-                        keep &= (uint8_t)~TF_EXPIRED;
+                        keep &= (uint8_t)~TB_SCHED_TF_EXPIRED;
                 }
-                t->flags = keep | (nt.flags & (TF_PAUSED | TF_LOCAL));
+                t->flags = keep | (nt.flags & (TB_SCHED_TF_PAUSED | TB_SCHED_TF_LOCAL));
                 if (was_tomb)
-                        t->flags &= (uint8_t)~TF_TOMB;
+                        t->flags &= (uint8_t)~TB_SCHED_TF_TOMB;
                 if (changed) {
                         /* never repeat what was emitted, never back-fill the
                          * past of a schedule that did not exist then */
                         int64_t from = now_ms;
-                        if (t->last_nominal != NO_LAST && t->last_nominal > from)
+                        if (t->last_nominal != TB_SCHED_NO_LAST && t->last_nominal > from)
                                 from = t->last_nominal;
-                        t->next_nominal = task_next_after(t, from);
-                        task_mark_dirty(s, slot);
+                        t->next_nominal = tb_sched_task_next_after(t, from);
+                        tb_sched_task_mark_dirty(s, slot);
                 }
-                task_check_expiry(t);
-                task_rekey(s, slot);
+                tb_sched_task_check_expiry(t);
+                tb_sched_task_rekey(s, slot);
                 return TB_OK;
         }
         uint32_t slot;
-        if (s->map_cnt + 1 > s->map_cap / 2 && (err = map_grow(s))) {
+        if (s->map_cnt + 1 > s->map_cap / 2 && (err = tb_sched_map_grow(s))) {
                 free(nt.snap);
                 return tb_seterr(errstr, errstr_size, err, "out of memory loading task %s", tid);
         }
-        if ((err = slot_alloc(s, &slot))) {
+        if ((err = tb_sched_slot_alloc(s, &slot))) {
                 free(nt.snap);
                 return tb_seterr(errstr, errstr_size, err, "out of memory loading task %s", tid);
         }
-        if (uuid_parse(tid, nt.id.uuid)) {
-                nt.flags |= TF_UUID;
+        if (tb_sched_uuid_parse(tid, nt.id.uuid)) {
+                nt.flags |= TB_SCHED_TF_UUID;
         } else if (!(nt.id.str = strdup(tid))) {
                 free(nt.snap);
-                slot_release(s, slot);
+                tb_sched_slot_release(s, slot);
                 return TB_ERR_NOMEM;
         }
-        nt.flags |= TF_USED;
-        nt.last_nominal = NO_LAST;
+        nt.flags |= TB_SCHED_TF_USED;
+        nt.last_nominal = TB_SCHED_NO_LAST;
         s->tasks[slot] = nt;
-        sched_task_t *t = &s->tasks[slot];
-        t->next_nominal = task_next_after(t, task_from(t));
-        map_find(s, tid, &at);
+        tb_sched_task_t *t = &s->tasks[slot];
+        t->next_nominal = tb_sched_task_next_after(t, tb_sched_task_from(t));
+        tb_sched_map_find(s, tid, &at);
         s->map[at] = slot + 1;
         s->map_cnt++;
         s->task_cnt++;
-        task_check_expiry(t);
-        task_rekey(s, slot);
+        tb_sched_task_check_expiry(t);
+        tb_sched_task_rekey(s, slot);
         return TB_OK;
 }
 
@@ -312,28 +317,29 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
 
 tb_err_t tb_sched_checkpoint(tb_sched_t *s, const json_t *ck, int64_t now_ms, char *errstr,
                              size_t errstr_size) {
-        const char *tid = jstr(ck, "task_id", NULL);
+        const char *tid = tb_sched_jstr(ck, "task_id", NULL);
         if (!tid)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "SchedulerCheckpoint without task_id");
-        uint32_t slot = slot_of(s, tid);
+        uint32_t slot = tb_sched_slot_of(s, tid);
         if (slot == UINT32_MAX)
                 return TB_OK; /* a task deleted since */
-        sched_task_t *t = &s->tasks[slot];
+        tb_sched_task_t *t = &s->tasks[slot];
         const json_t *last = json_object_get(ck, "last_nominal_time");
-        t->last_nominal = json_is_integer(last) ? (int64_t)json_integer_value(last) : NO_LAST;
-        t->fires = jlong(ck, "fires", 0);
+        t->last_nominal =
+                json_is_integer(last) ? (int64_t)json_integer_value(last) : TB_SCHED_NO_LAST;
+        t->fires = tb_sched_jlong(ck, "fires", 0);
         if (json_is_true(json_object_get(ck, "expired")))
-                t->flags |= TF_EXPIRED;
+                t->flags |= TB_SCHED_TF_EXPIRED;
         else
-                t->flags &= (uint8_t)~TF_EXPIRED;
-        extra_free(t->x);
+                t->flags &= (uint8_t)~TB_SCHED_TF_EXPIRED;
+        tb_sched_extra_free(t->x);
         t->x = NULL;
         const json_t *rt = json_object_get(ck, "retries");
         const json_t *rn = json_object_get(ck, "run_now");
-        int64_t mark = jlong(ck, "run_now_mark", 0);
+        int64_t mark = tb_sched_jlong(ck, "run_now_mark", 0);
         if (json_array_size(rt) || json_array_size(rn) || mark) {
-                sched_extra_t *x = task_extra(t);
+                tb_sched_extra_t *x = tb_sched_task_extra(t);
                 if (!x)
                         return TB_ERR_NOMEM;
                 x->run_now_mark = mark;
@@ -344,10 +350,10 @@ tb_err_t tb_sched_checkpoint(tb_sched_t *s, const json_t *ck, int64_t now_ms, ch
                         if (!x->retries)
                                 return TB_ERR_NOMEM;
                         json_array_foreach(rt, i, v) {
-                                x->retries[x->retry_cnt++] = (sched_retry_t){
-                                        .nominal_ms = jlong(v, "nominal_time", 0),
-                                        .due_ms = jlong(v, "due_at", now_ms),
-                                        .attempt = (int32_t)jlong(v, "attempt", 2),
+                                x->retries[x->retry_cnt++] = (tb_sched_retry_t){
+                                        .nominal_ms = tb_sched_jlong(v, "nominal_time", 0),
+                                        .due_ms = tb_sched_jlong(v, "due_at", now_ms),
+                                        .attempt = (int32_t)tb_sched_jlong(v, "attempt", 2),
                                 };
                         }
                 }
@@ -361,8 +367,8 @@ tb_err_t tb_sched_checkpoint(tb_sched_t *s, const json_t *ck, int64_t now_ms, ch
                         }
                 }
         }
-        t->next_nominal = task_next_after(t, task_from(t));
-        task_check_expiry(t);
-        task_rekey(s, slot);
+        t->next_nominal = tb_sched_task_next_after(t, tb_sched_task_from(t));
+        tb_sched_task_check_expiry(t);
+        tb_sched_task_rekey(s, slot);
         return TB_OK;
 }

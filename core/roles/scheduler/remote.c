@@ -15,13 +15,13 @@
 #include <string.h>
 
 /* The TaskEvent's event_id into \p out ("" when it has none). */
-static void role_event_id(const json_t *ev, char *out, size_t out_size) {
+static void tb_sched_event_id(const json_t *ev, char *out, size_t out_size) {
         const char *id = json_string_value(json_object_get(ev, "event_id"));
         tb_snprintf(out, out_size, "%s", id ? id : "");
 }
 
-static void role_apply_remote(sched_role_t *r, const rd_kafka_message_t *m, char *event_id,
-                              size_t id_size) {
+static void tb_sched_remote_apply(tb_sched_role_t *r, const rd_kafka_message_t *m, char *event_id,
+                                  size_t id_size) {
         json_t *ev = NULL;
         char err[512];
         if (event_id)
@@ -30,23 +30,23 @@ static void role_apply_remote(sched_role_t *r, const rd_kafka_message_t *m, char
                 return;
         if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev, err,
                             sizeof(err)) != TB_OK) {
-                tb_warn(SUB, "%s [%d] offset %" PRId64 ": skipped: %s",
+                tb_warn(TB_SCHED_LOG, "%s [%d] offset %" PRId64 ": skipped: %s",
                         rd_kafka_topic_name(m->rkt), (int)m->partition, m->offset, err);
                 return;
         }
         if (tb_sched_remote_event(r->s, m->partition, ev, tb_now_ms(), err, sizeof(err)) != TB_OK)
-                tb_warn(SUB, "%s [%d] offset %" PRId64 ": %s", rd_kafka_topic_name(m->rkt),
+                tb_warn(TB_SCHED_LOG, "%s [%d] offset %" PRId64 ": %s", rd_kafka_topic_name(m->rkt),
                         (int)m->partition, m->offset, err);
         if (event_id)
-                role_event_id(ev, event_id, id_size);
+                tb_sched_event_id(ev, event_id, id_size);
         json_decref(ev);
 }
 
 /* The event id of the last event of partition \p p of region \p ri's own
  * task-events, read from that region's Kafka; "" when it is empty.
  * @returns false when the region could not be read within \p ms. */
-static bool role_fence_target(sched_role_t *r, size_t ri, const char *bootstrap, int32_t p,
-                              int64_t ms, char *out, size_t out_size, int64_t *ts) {
+static bool tb_sched_fence_target(tb_sched_role_t *r, size_t ri, const char *bootstrap, int32_t p,
+                                  int64_t ms, char *out, size_t out_size, int64_t *ts) {
         rd_kafka_t *rk = NULL;
         char errstr[1024], group[300];
         bool found = false;
@@ -60,7 +60,8 @@ static bool role_fence_target(sched_role_t *r, size_t ri, const char *bootstrap,
         if (rk)
                 tb_bus_consumer_destroy(rk, 5000);
         if (err) {
-                tb_warn(SUB, "partition %d: region %s's Kafka (%s) cannot be read: %s; its "
+                tb_warn(TB_SCHED_LOG,
+                        "partition %d: region %s's Kafka (%s) cannot be read: %s; its "
                         "copied events are not fenced for 5 min (docs/replication.md)",
                         (int)p, r->conf->repl_remote_regions[ri], bootstrap, errstr);
                 tb_buf_free(&value);
@@ -71,7 +72,7 @@ static bool role_fence_target(sched_role_t *r, size_t ri, const char *bootstrap,
                 char derr[256];
                 if (tb_serde_decode(value.data, value.len, TB_SCHEMA_TASK_EVENT, NULL, &ev, derr,
                                     sizeof(derr)) == TB_OK)
-                        role_event_id(ev, out, out_size);
+                        tb_sched_event_id(ev, out, out_size);
                 json_decref(ev);
         }
         tb_buf_free(&value);
@@ -86,8 +87,8 @@ static bool role_fence_target(sched_role_t *r, size_t ri, const char *bootstrap,
  * replication.startup_fence, so a region coming back after a failover sees
  * the HOME_MOVED events before it could fire a moved task.
  */
-void role_load_remote(sched_role_t *r, int32_t p) {
-        for (size_t ri = 0; ri < r->rcnt && !role_stopping(r); ri++) {
+void tb_sched_load_remote(tb_sched_role_t *r, int32_t p) {
+        for (size_t ri = 0; ri < r->rcnt && !tb_sched_role_stopping(r); ri++) {
                 const char *region = r->conf->repl_remote_regions[ri];
                 const char *bs = tb_repl_region_kafka(r->conf, region);
                 int64_t fence = r->conf->repl_startup_fence_ms;
@@ -96,8 +97,8 @@ void role_load_remote(sched_role_t *r, int32_t p) {
                 bool fenced = false, seen = false;
                 int64_t t0 = tb_mono_us(), target_ts = 0;
                 if (bs && fence > 0 && tb_now_ms() >= r->fence_skip_until[ri]) {
-                        fenced = role_fence_target(r, ri, bs, p, fence, target, sizeof(target),
-                                                   &target_ts);
+                        fenced = tb_sched_fence_target(r, ri, bs, p, fence, target, sizeof(target),
+                                                       &target_ts);
                         if (!fenced)
                                 r->fence_skip_until[ri] = tb_now_ms() + 5 * 60 * 1000;
                 }
@@ -119,10 +120,13 @@ void role_load_remote(sched_role_t *r, int32_t p) {
                 if ((!target[0] || seen) && (e || hi <= (*pos > lo ? *pos : lo))) {
                         /* nothing to wait for and nothing (yet) to read */
                         if (seen)
-                                tb_info(SUB, "partition %d: region %s's copy holds its last "
-                                        "event (fenced)", (int)p, region);
+                                tb_info(TB_SCHED_LOG,
+                                        "partition %d: region %s's copy holds its last "
+                                        "event (fenced)",
+                                        (int)p, region);
                         if (e)
-                                tb_warn(SUB, "%s [%d]: %s (run `taskbus admin topics ensure`)",
+                                tb_warn(TB_SCHED_LOG,
+                                        "%s [%d]: %s (run `taskbus admin topics ensure`)",
                                         r->t_rev[ri], (int)p, rd_kafka_err2str(e));
                         continue;
                 }
@@ -132,15 +136,17 @@ void role_load_remote(sched_role_t *r, int32_t p) {
                 e = rd_kafka_assign(r->ck, l);
                 rd_kafka_topic_partition_list_destroy(l);
                 if (e) {
-                        tb_warn(SUB, "%s [%d]: %s", r->t_rev[ri], (int)p, rd_kafka_err2str(e));
+                        tb_warn(TB_SCHED_LOG, "%s [%d]: %s", r->t_rev[ri], (int)p,
+                                rd_kafka_err2str(e));
                         continue;
                 }
-                int64_t deadline = t0 + (target[0] && !seen ? fence : LOAD_WAIT_MS) * 1000;
+                int64_t deadline = t0 + (target[0] && !seen ? fence : TB_SCHED_LOAD_WAIT_MS) * 1000;
                 size_t n = 0;
-                while (!role_stopping(r)) {
+                while (!tb_sched_role_stopping(r)) {
                         if (tb_mono_us() > deadline) {
                                 if (target[0] && !seen)
-                                        tb_warn(SUB, "partition %d: this region's copy of region "
+                                        tb_warn(TB_SCHED_LOG,
+                                                "partition %d: this region's copy of region "
                                                 "%s's task-events still lacks its last event "
                                                 "after %.0f s (is MirrorMaker 2 running?): "
                                                 "loading without it",
@@ -158,7 +164,7 @@ void role_load_remote(sched_role_t *r, int32_t p) {
                                 continue; /* MirrorMaker 2 has not copied it yet */
                         }
                         if (m->err) {
-                                tb_warn(SUB, "%s [%d]: %s", r->t_rev[ri], (int)p,
+                                tb_warn(TB_SCHED_LOG, "%s [%d]: %s", r->t_rev[ri], (int)p,
                                         rd_kafka_message_errstr(m));
                                 bool gone = m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
                                             m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
@@ -168,7 +174,7 @@ void role_load_remote(sched_role_t *r, int32_t p) {
                                 continue;
                         }
                         if (m->offset >= *pos) {
-                                role_apply_remote(r, m, seen_id, sizeof(seen_id));
+                                tb_sched_remote_apply(r, m, seen_id, sizeof(seen_id));
                                 *pos = m->offset + 1;
                                 n++;
                                 if (target[0] && (!strcmp(seen_id, target) ||
@@ -178,18 +184,19 @@ void role_load_remote(sched_role_t *r, int32_t p) {
                         rd_kafka_message_destroy(m);
                 }
                 rd_kafka_assign(r->ck, NULL);
-                role_adopt_moved(r);
-                tb_info(SUB, "partition %d: %zu event(s) of region %s's copy applied in %.3f s%s",
+                tb_sched_adopt_moved(r);
+                tb_info(TB_SCHED_LOG,
+                        "partition %d: %zu event(s) of region %s's copy applied in %.3f s%s",
                         (int)p, n, region, (double)(tb_mono_us() - t0) / 1e6,
-                        !bs        ? " (not fenced: no replication.region_kafka for it)"
-                        : seen     ? " (fenced: holds the region's last event)"
+                        !bs                    ? " (not fenced: no replication.region_kafka for it)"
+                        : seen                 ? " (fenced: holds the region's last event)"
                         : fenced && !target[0] ? " (fenced: the region's partition is empty)"
                                                : " (NOT fenced)");
         }
 }
 
 /* The other regions' copies: the partitions we own, at our positions. */
-void role_rv_sync(sched_role_t *r) {
+void tb_sched_remote_assign(tb_sched_role_t *r) {
         if (!r->rcnt)
                 return;
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
@@ -205,11 +212,12 @@ void role_rv_sync(sched_role_t *r) {
         }
         rd_kafka_resp_err_t e = rd_kafka_assign(r->rv, l);
         if (e)
-                tb_error(SUB, "assignment of the other regions' copies: %s", rd_kafka_err2str(e));
+                tb_error(TB_SCHED_LOG, "assignment of the other regions' copies: %s",
+                         rd_kafka_err2str(e));
         rd_kafka_topic_partition_list_destroy(l);
 }
 
-void role_on_remote(sched_role_t *r, rd_kafka_message_t *m) {
+void tb_sched_on_remote(tb_sched_role_t *r, rd_kafka_message_t *m) {
         const char *tname = rd_kafka_topic_name(m->rkt);
         tb_sched_part_t *part = tb_sched_part(r->s, m->partition);
         if (!part || !part->owned)
@@ -221,7 +229,7 @@ void role_on_remote(sched_role_t *r, rd_kafka_message_t *m) {
                 if (*pos >= 0 && m->offset < *pos)
                         return;
                 *pos = m->offset + 1;
-                role_apply_remote(r, m, NULL, 0);
+                tb_sched_remote_apply(r, m, NULL, 0);
                 return;
         }
 }

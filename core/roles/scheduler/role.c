@@ -24,10 +24,12 @@
  * group's metadata, so a member that lost the group cannot commit (KIP-447).
  */
 
-bool role_stopping(sched_role_t *r) { return atomic_load(&r->ctx->stopping); }
+bool tb_sched_role_stopping(tb_sched_role_t *r) {
+        return atomic_load(&r->ctx->stopping);
+}
 
 /* run-results: the partitions we own, at our positions (fresh: committed). */
-void role_rc_sync(sched_role_t *r, bool fresh) {
+void tb_sched_results_assign(tb_sched_role_t *r, bool fresh) {
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
         for (int32_t p = 0; p < (int32_t)r->conf->topic_partitions; p++) {
                 tb_sched_part_t *part = tb_sched_part(r->s, p);
@@ -38,13 +40,13 @@ void role_rc_sync(sched_role_t *r, bool fresh) {
         }
         rd_kafka_resp_err_t e = rd_kafka_assign(r->rc, l);
         if (e)
-                tb_error(SUB, "run-results assignment: %s", rd_kafka_err2str(e));
+                tb_error(TB_SCHED_LOG, "run-results assignment: %s", rd_kafka_err2str(e));
         rd_kafka_topic_partition_list_destroy(l);
 }
 
-static void role_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                           rd_kafka_topic_partition_list_t *parts, void *opaque) {
-        sched_role_t *r = opaque;
+static void tb_sched_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                               rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        tb_sched_role_t *r = opaque;
         char errstr[1024];
         rd_kafka_error_t *e = NULL;
         if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
@@ -55,16 +57,18 @@ static void role_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                         if (p < 0 || p >= (int32_t)r->conf->topic_partitions)
                                 continue;
                         r->assigned[p] = true;
-                        if (role_load(r, p, &start, errstr, sizeof(errstr)) != TB_OK) {
-                                tb_error(SUB, "partition %d: %s; retrying in 1 s", (int)p, errstr);
+                        if (tb_sched_load_partition(r, p, &start, errstr, sizeof(errstr)) !=
+                            TB_OK) {
+                                tb_error(TB_SCHED_LOG, "partition %d: %s; retrying in 1 s", (int)p,
+                                         errstr);
                                 r->reload_at = tb_now_ms() + 1000;
                         }
                         l->elems[i].offset = start;
                 }
                 e = rd_kafka_incremental_assign(rk, l);
                 rd_kafka_topic_partition_list_destroy(l);
-                role_rc_sync(r, false);
-                role_rv_sync(r);
+                tb_sched_results_assign(r, false);
+                tb_sched_remote_assign(r);
         } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
                 bool lost = rd_kafka_assignment_lost(rk);
                 for (int i = 0; i < parts->cnt; i++) {
@@ -73,22 +77,22 @@ static void role_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                                 continue;
                         r->assigned[p] = false;
                         tb_sched_drop_partition(r->s, p);
-                        tb_info(SUB, "partition %d %s", (int)p, lost ? "lost" : "revoked");
+                        tb_info(TB_SCHED_LOG, "partition %d %s", (int)p, lost ? "lost" : "revoked");
                 }
                 e = rd_kafka_incremental_unassign(rk, parts);
-                role_rc_sync(r, false);
-                role_rv_sync(r);
+                tb_sched_results_assign(r, false);
+                tb_sched_remote_assign(r);
         } else {
-                tb_error(SUB, "rebalance error: %s", rd_kafka_err2str(err));
+                tb_error(TB_SCHED_LOG, "rebalance error: %s", rd_kafka_err2str(err));
         }
         if (e) {
-                tb_error(SUB, "incremental (un)assign: %s", rd_kafka_error_string(e));
+                tb_error(TB_SCHED_LOG, "incremental (un)assign: %s", rd_kafka_error_string(e));
                 rd_kafka_error_destroy(e);
         }
         tb_metrics_set("taskbus_scheduler_tasks_loaded", NULL, (double)tb_sched_task_count(r->s));
 }
 
-static void role_on_event(sched_role_t *r, rd_kafka_message_t *m) {
+static void tb_sched_on_event(tb_sched_role_t *r, rd_kafka_message_t *m) {
         tb_sched_part_t *part = tb_sched_part(r->s, m->partition);
         if (!part || !part->owned || m->offset < part->ev_pos)
                 return;
@@ -99,19 +103,19 @@ static void role_on_event(sched_role_t *r, rd_kafka_message_t *m) {
         char err[512];
         if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev, err,
                             sizeof(err)) != TB_OK) {
-                tb_warn(SUB, "task-events [%d] offset %" PRId64 ": skipped: %s",
+                tb_warn(TB_SCHED_LOG, "task-events [%d] offset %" PRId64 ": skipped: %s",
                         (int)m->partition, m->offset, err);
                 return;
         }
         if (tb_sched_event(r->s, m->partition, ev, m->offset < part->load_off, tb_now_ms(), err,
                            sizeof(err)) != TB_OK)
-                tb_warn(SUB, "task-events [%d] offset %" PRId64 ": %s", (int)m->partition,
+                tb_warn(TB_SCHED_LOG, "task-events [%d] offset %" PRId64 ": %s", (int)m->partition,
                         m->offset, err);
         json_decref(ev);
-        role_adopt_moved(r);
+        tb_sched_adopt_moved(r);
 }
 
-static void role_on_result(sched_role_t *r, rd_kafka_message_t *m) {
+static void tb_sched_on_result(tb_sched_role_t *r, rd_kafka_message_t *m) {
         tb_sched_part_t *part = tb_sched_part(r->s, m->partition);
         if (!part || !part->owned || (part->rr_pos >= 0 && m->offset < part->rr_pos))
                 return;
@@ -122,17 +126,17 @@ static void role_on_result(sched_role_t *r, rd_kafka_message_t *m) {
         char err[512];
         if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_RUN_RESULT, NULL, &res, err,
                             sizeof(err)) != TB_OK) {
-                tb_warn(SUB, "run-results [%d] offset %" PRId64 ": skipped: %s",
+                tb_warn(TB_SCHED_LOG, "run-results [%d] offset %" PRId64 ": skipped: %s",
                         (int)m->partition, m->offset, err);
                 return;
         }
         if (tb_sched_result(r->s, m->partition, res, tb_now_ms(), err, sizeof(err)) != TB_OK)
-                tb_warn(SUB, "run-results [%d] offset %" PRId64 ": %s", (int)m->partition,
+                tb_warn(TB_SCHED_LOG, "run-results [%d] offset %" PRId64 ": %s", (int)m->partition,
                         m->offset, err);
         json_decref(res);
 }
 
-static const char *role_kafka_prop(const tb_config_t *conf, const char *key) {
+static const char *tb_sched_kafka_prop(const tb_config_t *conf, const char *key) {
         for (size_t i = 0; i < conf->kafka_cnt; i++)
                 if (!strcmp(conf->kafka[i].key, key))
                         return conf->kafka[i].value;
@@ -140,8 +144,8 @@ static const char *role_kafka_prop(const tb_config_t *conf, const char *key) {
 }
 
 /* An assign-only consumer (never joins a group). */
-static tb_err_t role_plain_consumer(sched_role_t *r, const char *group, bool eof,
-                                    rd_kafka_t **out, char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_plain_consumer(tb_sched_role_t *r, const char *group, bool eof,
+                                        rd_kafka_t **out, char *errstr, size_t errstr_size) {
         rd_kafka_conf_t *c = NULL;
         char rkerr[512];
         tb_err_t err = tb_bus_conf_new(r->conf, &c, errstr, errstr_size);
@@ -172,7 +176,7 @@ static tb_err_t role_plain_consumer(sched_role_t *r, const char *group, bool eof
         return TB_OK;
 }
 
-static tb_err_t role_producer(sched_role_t *r, char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_producer(tb_sched_role_t *r, char *errstr, size_t errstr_size) {
         if (r->prod) {
                 rd_kafka_purge(r->prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
                 rd_kafka_destroy(r->prod);
@@ -184,14 +188,14 @@ static tb_err_t role_producer(sched_role_t *r, char *errstr, size_t errstr_size)
 }
 
 /* The group member on task-events (static: group.instance.id). */
-static tb_err_t role_group_consumer(sched_role_t *r, char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_group_consumer(tb_sched_role_t *r, char *errstr, size_t errstr_size) {
         tb_consumer_opts_t o = {
                 .group_id = r->group,
                 .instance_id = r->instance,
                 .read_committed = true,
                 .auto_commit = false,
                 .offset_reset = "earliest",
-                .rebalance_cb = role_rebalance,
+                .rebalance_cb = tb_sched_rebalance,
                 .opaque = r,
         };
         tb_topic_t topics[] = {TB_TOPIC_EVENTS};
@@ -205,10 +209,11 @@ static tb_err_t role_group_consumer(sched_role_t *r, char *errstr, size_t errstr
  * while the group kept its static id, so nobody would fire its partitions
  * until it restarts. Drop everything and join again with the same
  * group.instance.id; the new assignment loads with misfire catch-up. */
-static void role_regroup(sched_role_t *r) {
+static void tb_sched_regroup(tb_sched_role_t *r) {
         char fbuf[512], errstr[1024];
         rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(r->gc, fbuf, sizeof(fbuf));
-        tb_error(SUB, "task-events consumer: fatal %s: %s; dropping every partition and joining "
+        tb_error(TB_SCHED_LOG,
+                 "task-events consumer: fatal %s: %s; dropping every partition and joining "
                  "group %s again",
                  rd_kafka_err2name(ferr), fbuf, r->group);
         for (int32_t p = 0; p < (int32_t)r->conf->topic_partitions; p++) {
@@ -219,97 +224,103 @@ static void role_regroup(sched_role_t *r) {
         tb_sched_set_kafka(r->s, r->prod, NULL);
         tb_bus_consumer_destroy(r->gc, 5000);
         r->gc = NULL;
-        role_rc_sync(r, false);
-        role_rv_sync(r);
-        while (!role_stopping(r) && role_group_consumer(r, errstr, sizeof(errstr)) != TB_OK) {
-                tb_error(SUB, "joining group %s again: %s; retrying in 1 s", r->group, errstr);
-                for (int i = 0; i < 10 && !role_stopping(r); i++)
+        tb_sched_results_assign(r, false);
+        tb_sched_remote_assign(r);
+        while (!tb_sched_role_stopping(r) &&
+               tb_sched_group_consumer(r, errstr, sizeof(errstr)) != TB_OK) {
+                tb_error(TB_SCHED_LOG, "joining group %s again: %s; retrying in 1 s", r->group,
+                         errstr);
+                for (int i = 0; i < 10 && !tb_sched_role_stopping(r); i++)
                         rd_kafka_poll(r->prod, 100); /* waits 100 ms */
         }
         tb_sched_set_kafka(r->s, r->prod, r->gc);
         tb_metrics_set("taskbus_scheduler_tasks_loaded", NULL, (double)tb_sched_task_count(r->s));
 }
 
-static tb_err_t role_connect(sched_role_t *r, char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_connect(tb_sched_role_t *r, char *errstr, size_t errstr_size) {
         tb_err_t err;
         char ckgroup[300];
         tb_snprintf(ckgroup, sizeof(ckgroup), "%s.checkpoint-loader", r->group);
         /* the producer first: its init_transactions fences our previous
          * incarnation (same transactional.id) before we read anything */
-        if ((err = role_producer(r, errstr, errstr_size)) ||
-            (err = role_plain_consumer(r, r->group, false, &r->rc, errstr, errstr_size)) ||
-            (err = role_plain_consumer(r, ckgroup, true, &r->ck, errstr, errstr_size)) ||
-            (err = role_group_consumer(r, errstr, errstr_size)))
+        if ((err = tb_sched_producer(r, errstr, errstr_size)) ||
+            (err = tb_sched_plain_consumer(r, r->group, false, &r->rc, errstr, errstr_size)) ||
+            (err = tb_sched_plain_consumer(r, ckgroup, true, &r->ck, errstr, errstr_size)) ||
+            (err = tb_sched_group_consumer(r, errstr, errstr_size)))
                 return err;
-        if (r->rcnt && (err = role_plain_consumer(r, r->group, false, &r->rv, errstr, errstr_size)))
+        if (r->rcnt &&
+            (err = tb_sched_plain_consumer(r, r->group, false, &r->rv, errstr, errstr_size)))
                 return err;
         tb_sched_set_kafka(r->s, r->prod, r->gc);
         return TB_OK;
 }
 
-static void role_drain(sched_role_t *r, rd_kafka_t *rk, int first_timeout_ms, size_t max,
-                       bool results) {
-        for (size_t i = 0; i < max && !role_stopping(r); i++) {
+static void tb_sched_drain(tb_sched_role_t *r, rd_kafka_t *rk, int first_timeout_ms, size_t max,
+                           bool results) {
+        for (size_t i = 0; i < max && !tb_sched_role_stopping(r); i++) {
                 rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, i == 0 ? first_timeout_ms : 0);
                 if (!m)
                         return;
                 if (m->err) {
                         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                                tb_warn(SUB, "%s: %s", results ? "run-results" : "task-events",
+                                tb_warn(TB_SCHED_LOG, "%s: %s",
+                                        results ? "run-results" : "task-events",
                                         rd_kafka_message_errstr(m));
                 } else if (results) {
-                        role_on_result(r, m);
+                        tb_sched_on_result(r, m);
                 } else {
-                        role_on_event(r, m);
+                        tb_sched_on_event(r, m);
                 }
                 rd_kafka_message_destroy(m);
         }
 }
 
-static void *role_main(void *arg) {
-        sched_role_t *r = arg;
+static void *tb_sched_role_main(void *arg) {
+        tb_sched_role_t *r = arg;
         char errstr[1024];
         int64_t tick = r->conf->sched_tick_ms > 0 ? r->conf->sched_tick_ms : 50;
         size_t batch = r->conf->sched_max_batch > 0 ? (size_t)r->conf->sched_max_batch : 500;
-        while (!role_stopping(r)) {
+        while (!tb_sched_role_stopping(r)) {
                 int64_t now = tb_now_ms(), due = tb_sched_next_due(r->s);
                 int64_t wait = tick;
                 if (due - now < wait)
                         wait = due - now < 0 ? 0 : due - now;
-                role_drain(r, r->gc, (int)wait, 5000, false);
+                tb_sched_drain(r, r->gc, (int)wait, 5000, false);
                 if (rd_kafka_fatal_error(r->gc, NULL, 0)) {
-                        role_regroup(r);
+                        tb_sched_regroup(r);
                         continue;
                 }
-                role_drain(r, r->rc, 0, batch, true);
-                for (size_t i = 0; r->rv && i < 5000 && !role_stopping(r); i++) {
+                tb_sched_drain(r, r->rc, 0, batch, true);
+                for (size_t i = 0; r->rv && i < 5000 && !tb_sched_role_stopping(r); i++) {
                         rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rv, 0);
                         if (!m)
                                 break;
                         if (!m->err)
-                                role_on_remote(r, m);
+                                tb_sched_on_remote(r, m);
                         else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                                tb_debug(SUB, "other regions' copies: %s",
+                                tb_debug(TB_SCHED_LOG, "other regions' copies: %s",
                                          rd_kafka_message_errstr(m));
                         rd_kafka_message_destroy(m);
                 }
                 if (r->reload_at && tb_now_ms() >= r->reload_at)
-                        role_reload(r);
+                        tb_sched_reload(r);
                 tb_sched_tick_stats_t st;
                 tb_err_t err;
                 do {
                         err = tb_sched_tick(r->s, tb_now_ms(), &st, errstr, sizeof(errstr));
-                } while (!err && st.more && !role_stopping(r));
+                } while (!err && st.more && !tb_sched_role_stopping(r));
                 if (err) {
-                        tb_error(SUB, "transaction failed: %s; reloading the partitions", errstr);
+                        tb_error(TB_SCHED_LOG, "transaction failed: %s; reloading the partitions",
+                                 errstr);
                         for (int32_t p = 0; p < (int32_t)r->conf->topic_partitions; p++)
                                 if (r->assigned[p])
                                         tb_sched_drop_partition(r->s, p);
                         if (err == TB_ERR_FENCED || rd_kafka_fatal_error(r->prod, NULL, 0)) {
-                                while (!role_stopping(r) &&
-                                       role_producer(r, errstr, sizeof(errstr)) != TB_OK) {
-                                        tb_error(SUB, "rebuilding the producer: %s", errstr);
-                                        role_drain(r, r->gc, 1000, 1000, false);
+                                while (!tb_sched_role_stopping(r) &&
+                                       tb_sched_producer(r, errstr, sizeof(errstr)) != TB_OK) {
+                                        tb_error(TB_SCHED_LOG, "rebuilding the producer: %s",
+                                                 errstr);
+                                        tb_sched_drain(r, r->gc, 1000, 1000, false);
                                 }
                         }
                         r->reload_at = tb_now_ms() + 1000;
@@ -320,7 +331,7 @@ static void *role_main(void *arg) {
         return NULL;
 }
 
-static void role_free(sched_role_t *r) {
+static void tb_sched_role_free(tb_sched_role_t *r) {
         if (!r)
                 return;
         if (r->gc) {
@@ -350,9 +361,9 @@ static void role_free(sched_role_t *r) {
         free(r);
 }
 
-static tb_err_t role_start(tb_ctx_t *ctx, void **state, char *errstr, size_t errstr_size) {
+static tb_err_t tb_sched_role_start(tb_ctx_t *ctx, void **state, char *errstr, size_t errstr_size) {
         tb_err_t err;
-        sched_role_t *r = calloc(1, sizeof(*r));
+        tb_sched_role_t *r = calloc(1, sizeof(*r));
         if (!r)
                 return TB_ERR_NOMEM;
         r->ctx = ctx;
@@ -364,7 +375,7 @@ static tb_err_t role_start(tb_ctx_t *ctx, void **state, char *errstr, size_t err
                 err = TB_ERR_NOMEM;
                 goto fail;
         }
-        const char *inst = role_kafka_prop(ctx->conf, "group.instance.id");
+        const char *inst = tb_sched_kafka_prop(ctx->conf, "group.instance.id");
         tb_snprintf(r->instance, sizeof(r->instance), "%s", inst && *inst ? inst : ctx->instance);
         tb_snprintf(r->group, sizeof(r->group), "%sscheduler", ctx->conf->topic_prefix);
         tb_snprintf(r->txn_id, sizeof(r->txn_id), "%sscheduler.%s", ctx->conf->topic_prefix,
@@ -383,35 +394,35 @@ static tb_err_t role_start(tb_ctx_t *ctx, void **state, char *errstr, size_t err
         for (size_t ri = 0; ri < r->rcnt; ri++)
                 tb_repl_topic_name(ctx->conf, ctx->conf->repl_remote_regions[ri], TB_TOPIC_EVENTS,
                                    r->t_rev[ri], sizeof(r->t_rev[ri]));
-        if ((err = role_connect(r, errstr, errstr_size)))
+        if ((err = tb_sched_connect(r, errstr, errstr_size)))
                 goto fail;
-        if (pthread_create(&r->thr, NULL, role_main, r)) {
+        if (pthread_create(&r->thr, NULL, tb_sched_role_main, r)) {
                 err = tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
                                 "scheduler: cannot start its thread");
                 goto fail;
         }
         r->thr_started = true;
-        tb_info(SUB, "member %s of group %s (transactional.id %s, region %s)", r->instance,
+        tb_info(TB_SCHED_LOG, "member %s of group %s (transactional.id %s, region %s)", r->instance,
                 r->group, r->txn_id, ctx->conf->region);
         *state = r;
         return TB_OK;
 fail:
-        role_free(r);
+        tb_sched_role_free(r);
         return err;
 }
 
-static void role_stop(void *state) {
-        sched_role_t *r = state;
+static void tb_sched_role_stop(void *state) {
+        tb_sched_role_t *r = state;
         if (!r)
                 return;
         if (r->thr_started)
                 pthread_join(r->thr, NULL);
-        role_free(r);
+        tb_sched_role_free(r);
 }
 
 const tb_role_t tb_role_scheduler = {
         .name = "scheduler",
         .description = "fires due tasks: runs + checkpoints in fenced Kafka transactions",
-        .start = role_start,
-        .stop = role_stop,
+        .start = tb_sched_role_start,
+        .stop = tb_sched_role_stop,
 };

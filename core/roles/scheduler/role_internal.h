@@ -9,11 +9,11 @@
 #include "scheduler/engine.h" /* the role reaches the engine only through this */
 #include "scheduler/scheduler.h"
 
-#define SUB "scheduler"
+#define TB_SCHED_LOG "scheduler"
 
-#define LOAD_WAIT_MS 90000 /* > the brokers' transaction timeout (60 s) */
+#define TB_SCHED_LOAD_WAIT_MS 90000 /* > the brokers' transaction timeout (60 s) */
 
-typedef struct sched_role {
+typedef struct tb_sched_role {
         tb_ctx_t *ctx;
         const tb_config_t *conf;
         tb_sched_t *s;
@@ -33,26 +33,26 @@ typedef struct sched_role {
         char (*t_rev)[300];
         int64_t *rpos;             /* [p * rcnt + region]: next offset, < 0: beginning */
         int64_t *fence_skip_until; /* per region: a fence timed out, skip it until then */
-        struct sched_adopt {
+        struct tb_sched_adopt {
                 char *tid;
                 int64_t ms;
-        } *adopt;                  /* moved tasks found while loading the projection */
+        } * adopt; /* moved tasks found while loading the projection */
         size_t adopt_cnt, adopt_cap;
-} sched_role_t;
+} tb_sched_role_t;
 
 /* load.c */
-void role_adopt_moved(sched_role_t *r);
-tb_err_t role_load(sched_role_t *r, int32_t p, int64_t *start, char *errstr,
-                   size_t errstr_size);
-void role_reload(sched_role_t *r);
+void tb_sched_adopt_moved(tb_sched_role_t *r);
+tb_err_t tb_sched_load_partition(tb_sched_role_t *r, int32_t p, int64_t *start, char *errstr,
+                                 size_t errstr_size);
+void tb_sched_reload(tb_sched_role_t *r);
 
 /* remote.c */
-void role_load_remote(sched_role_t *r, int32_t p);
-void role_rv_sync(sched_role_t *r);
-void role_on_remote(sched_role_t *r, rd_kafka_message_t *m);
+void tb_sched_load_remote(tb_sched_role_t *r, int32_t p);
+void tb_sched_remote_assign(tb_sched_role_t *r);
+void tb_sched_on_remote(tb_sched_role_t *r, rd_kafka_message_t *m);
 
 /* role.c */
-bool role_stopping(sched_role_t *r);
-void role_rc_sync(sched_role_t *r, bool fresh);
+bool tb_sched_role_stopping(tb_sched_role_t *r);
+void tb_sched_results_assign(tb_sched_role_t *r, bool fresh);
 
 #endif /* TB_SCHED_ROLE_INTERNAL_H */
