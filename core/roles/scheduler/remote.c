@@ -22,21 +22,14 @@ static void tb_sched_event_id(const json_t *ev, char *out, size_t out_size) {
 
 static void tb_sched_remote_apply(tb_sched_role_t *r, const rd_kafka_message_t *m, char *event_id,
                                   size_t id_size) {
-        json_t *ev = NULL;
+        json_t *ev;
         char err[512];
         if (event_id)
                 event_id[0] = '\0';
-        if (!m->payload)
+        if (!(ev = tb_sched_decode(m, TB_SCHEMA_TASK_EVENT, rd_kafka_topic_name(m->rkt))))
                 return;
-        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev, err,
-                            sizeof(err)) != TB_OK) {
-                tb_warn(TB_SCHED_LOG, "%s [%d] offset %" PRId64 ": skipped: %s",
-                        rd_kafka_topic_name(m->rkt), (int)m->partition, m->offset, err);
-                return;
-        }
         if (tb_sched_remote_event(r->s, m->partition, ev, tb_now_ms(), err, sizeof(err)) != TB_OK)
-                tb_warn(TB_SCHED_LOG, "%s [%d] offset %" PRId64 ": %s", rd_kafka_topic_name(m->rkt),
-                        (int)m->partition, m->offset, err);
+                tb_sched_warn_record(m, rd_kafka_topic_name(m->rkt), err);
         if (event_id)
                 tb_sched_event_id(ev, event_id, id_size);
         json_decref(ev);
@@ -225,11 +218,8 @@ void tb_sched_on_remote(tb_sched_role_t *r, rd_kafka_message_t *m) {
         for (size_t ri = 0; ri < r->rcnt; ri++) {
                 if (strcmp(tname, r->t_rev[ri]))
                         continue;
-                int64_t *pos = &r->rpos[(size_t)m->partition * r->rcnt + ri];
-                if (*pos >= 0 && m->offset < *pos)
-                        return;
-                *pos = m->offset + 1;
-                tb_sched_remote_apply(r, m, NULL, 0);
+                if (tb_sched_take(part, &r->rpos[(size_t)m->partition * r->rcnt + ri], m))
+                        tb_sched_remote_apply(r, m, NULL, 0);
                 return;
         }
 }

@@ -92,47 +92,54 @@ static void tb_sched_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         tb_metrics_set("taskbus_scheduler_tasks_loaded", NULL, (double)tb_sched_task_count(r->s));
 }
 
+void tb_sched_warn_record(const rd_kafka_message_t *m, const char *what, const char *err) {
+        tb_warn(TB_SCHED_LOG, "%s [%d] offset %" PRId64 ": %s", what, (int)m->partition, m->offset,
+                err);
+}
+
+json_t *tb_sched_decode(const rd_kafka_message_t *m, tb_schema_id_t schema, const char *what) {
+        json_t *v = NULL;
+        char err[512], msg[560];
+        if (!m->payload)
+                return NULL;
+        if (tb_serde_decode(m->payload, m->len, schema, NULL, &v, err, sizeof(err)) != TB_OK) {
+                tb_snprintf(msg, sizeof(msg), "skipped: %s", err);
+                tb_sched_warn_record(m, what, msg);
+                return NULL;
+        }
+        return v;
+}
+
+bool tb_sched_take(const tb_sched_part_t *part, int64_t *pos, const rd_kafka_message_t *m) {
+        if (!part || !part->owned || (*pos >= 0 && m->offset < *pos))
+                return false;
+        *pos = m->offset + 1;
+        return true;
+}
+
 static void tb_sched_on_event(tb_sched_role_t *r, rd_kafka_message_t *m) {
         tb_sched_part_t *part = tb_sched_part(r->s, m->partition);
-        if (!part || !part->owned || m->offset < part->ev_pos)
-                return;
-        part->ev_pos = m->offset + 1;
-        if (!m->payload)
-                return;
-        json_t *ev = NULL;
+        json_t *ev;
         char err[512];
-        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev, err,
-                            sizeof(err)) != TB_OK) {
-                tb_warn(TB_SCHED_LOG, "task-events [%d] offset %" PRId64 ": skipped: %s",
-                        (int)m->partition, m->offset, err);
+        if (!tb_sched_take(part, part ? &part->ev_pos : NULL, m) ||
+            !(ev = tb_sched_decode(m, TB_SCHEMA_TASK_EVENT, "task-events")))
                 return;
-        }
         if (tb_sched_event(r->s, m->partition, ev, m->offset < part->load_off, tb_now_ms(), err,
                            sizeof(err)) != TB_OK)
-                tb_warn(TB_SCHED_LOG, "task-events [%d] offset %" PRId64 ": %s", (int)m->partition,
-                        m->offset, err);
+                tb_sched_warn_record(m, "task-events", err);
         json_decref(ev);
         tb_sched_adopt_moved(r);
 }
 
 static void tb_sched_on_result(tb_sched_role_t *r, rd_kafka_message_t *m) {
         tb_sched_part_t *part = tb_sched_part(r->s, m->partition);
-        if (!part || !part->owned || (part->rr_pos >= 0 && m->offset < part->rr_pos))
-                return;
-        part->rr_pos = m->offset + 1;
-        if (!m->payload)
-                return;
-        json_t *res = NULL;
+        json_t *res;
         char err[512];
-        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_RUN_RESULT, NULL, &res, err,
-                            sizeof(err)) != TB_OK) {
-                tb_warn(TB_SCHED_LOG, "run-results [%d] offset %" PRId64 ": skipped: %s",
-                        (int)m->partition, m->offset, err);
+        if (!tb_sched_take(part, part ? &part->rr_pos : NULL, m) ||
+            !(res = tb_sched_decode(m, TB_SCHEMA_RUN_RESULT, "run-results")))
                 return;
-        }
         if (tb_sched_result(r->s, m->partition, res, tb_now_ms(), err, sizeof(err)) != TB_OK)
-                tb_warn(TB_SCHED_LOG, "run-results [%d] offset %" PRId64 ": %s", (int)m->partition,
-                        m->offset, err);
+                tb_sched_warn_record(m, "run-results", err);
         json_decref(res);
 }
 

@@ -8,6 +8,7 @@
 
 #include "scheduler/engine.h" /* the role reaches the engine only through this */
 #include "scheduler/scheduler.h"
+#include "serde/serde.h"
 
 #define TB_SCHED_LOG "scheduler"
 
@@ -52,6 +53,18 @@ void tb_sched_remote_assign(tb_sched_role_t *r);
 void tb_sched_on_remote(tb_sched_role_t *r, rd_kafka_message_t *m);
 
 /* role.c */
+/**
+ * @brief Take record \p m of partition \p part unless we do not own it or it
+ *        lies before *\p pos (read already: a consumer may deliver again
+ *        what it fetched before a rewind); *\p pos moves past it.
+ * @returns true when \p m is to be applied.
+ */
+bool tb_sched_take(const tb_sched_part_t *part, int64_t *pos, const rd_kafka_message_t *m);
+/** Log that record \p m of topic \p what was not applied: \p err. */
+void tb_sched_warn_record(const rd_kafka_message_t *m, const char *what, const char *err);
+/** @returns \p m decoded as \p schema (caller decrefs), or NULL for a
+ *  tombstone or a record that does not decode (logged: it is skipped). */
+json_t *tb_sched_decode(const rd_kafka_message_t *m, tb_schema_id_t schema, const char *what);
 bool tb_sched_role_stopping(tb_sched_role_t *r);
 void tb_sched_results_assign(tb_sched_role_t *r, bool fresh);
 
