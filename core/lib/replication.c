@@ -164,11 +164,19 @@ out:
 
 tb_err_t tb_repl_reader_new(const tb_config_t *conf, const char *bootstrap, const char *group,
                             rd_kafka_t **out, char *errstr, size_t errstr_size) {
+        /* a region that is down must not stall a caller for long */
+        return tb_repl_consumer_new(conf, bootstrap, group, true, 5000, out, errstr, errstr_size);
+}
+
+tb_err_t tb_repl_consumer_new(const tb_config_t *conf, const char *bootstrap, const char *group,
+                              bool eof, int connect_timeout_ms, rd_kafka_t **out, char *errstr,
+                              size_t errstr_size) {
         rd_kafka_conf_t *c = NULL;
-        char rkerr[512];
+        char rkerr[512], setup_ms[16];
         tb_err_t err = tb_bus_conf_new(conf, &c, errstr, errstr_size);
         if (err)
                 return err;
+        tb_snprintf(setup_ms, sizeof(setup_ms), "%d", connect_timeout_ms);
         const char *kv[][2] = {
                 {"bootstrap.servers", bootstrap},
                 {"group.id", group},
@@ -176,9 +184,8 @@ tb_err_t tb_repl_reader_new(const tb_config_t *conf, const char *bootstrap, cons
                 {"enable.auto.commit", "false"},
                 {"enable.auto.offset.store", "false"},
                 {"auto.offset.reset", "earliest"},
-                {"enable.partition.eof", "true"},
-                /* a region that is down must not stall a caller for long */
-                {"socket.connection.setup.timeout.ms", "5000"},
+                {"enable.partition.eof", eof ? "true" : "false"},
+                {"socket.connection.setup.timeout.ms", connect_timeout_ms > 0 ? setup_ms : NULL},
         };
         for (size_t i = 0; i < TB_ARRAY_LEN(kv); i++) {
                 if (!kv[i][1])

@@ -76,6 +76,18 @@ tb_err_t tb_repl_reader_new(const tb_config_t *conf, const char *bootstrap, cons
                             rd_kafka_t **out, char *errstr, size_t errstr_size);
 
 /**
+ * The consumer behind tb_repl_reader_new(), also the scheduler's assign-only
+ * consumers: never subscribes, read_committed, commits nothing itself (its
+ * positions go into transactions), starts at the earliest offset where
+ * \p group has none. \p eof: partition-EOF events; \p connect_timeout_ms:
+ * socket.connection.setup.timeout.ms (0: librdkafka's default).
+ * Caller destroys it with tb_bus_consumer_destroy().
+ */
+tb_err_t tb_repl_consumer_new(const tb_config_t *conf, const char *bootstrap, const char *group,
+                              bool eof, int connect_timeout_ms, rd_kafka_t **out, char *errstr,
+                              size_t errstr_size);
+
+/**
  * The last committed record of \p topic [\p partition] read with \p rk (an
  * assign-only reader, left unassigned). *\p found is false for an empty
  * partition. \p value (may be NULL) receives a copy of its value,

@@ -150,39 +150,6 @@ static const char *tb_sched_kafka_prop(const tb_config_t *conf, const char *key)
         return NULL;
 }
 
-/* An assign-only consumer (never joins a group). */
-static tb_err_t tb_sched_plain_consumer(tb_sched_role_t *r, const char *group, bool eof,
-                                        rd_kafka_t **out, char *errstr, size_t errstr_size) {
-        rd_kafka_conf_t *c = NULL;
-        char rkerr[512];
-        tb_err_t err = tb_bus_conf_new(r->conf, &c, errstr, errstr_size);
-        if (err)
-                return err;
-        const char *kv[][2] = {
-                {"group.id", group},
-                {"isolation.level", "read_committed"},
-                {"enable.auto.commit", "false"},
-                {"enable.auto.offset.store", "false"},
-                {"auto.offset.reset", "earliest"},
-                {"enable.partition.eof", eof ? "true" : "false"},
-        };
-        for (size_t i = 0; i < TB_ARRAY_LEN(kv); i++)
-                if (rd_kafka_conf_set(c, kv[i][0], kv[i][1], rkerr, sizeof(rkerr)) !=
-                    RD_KAFKA_CONF_OK) {
-                        rd_kafka_conf_destroy(c);
-                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "kafka %s: %s",
-                                         kv[i][0], rkerr);
-                }
-        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, rkerr, sizeof(rkerr));
-        if (!rk) {
-                rd_kafka_conf_destroy(c);
-                return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "kafka consumer: %s", rkerr);
-        }
-        rd_kafka_poll_set_consumer(rk);
-        *out = rk;
-        return TB_OK;
-}
-
 static tb_err_t tb_sched_producer(tb_sched_role_t *r, char *errstr, size_t errstr_size) {
         if (r->prod) {
                 rd_kafka_purge(r->prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
@@ -249,14 +216,18 @@ static tb_err_t tb_sched_connect(tb_sched_role_t *r, char *errstr, size_t errstr
         char ckgroup[300];
         tb_snprintf(ckgroup, sizeof(ckgroup), "%s.checkpoint-loader", r->group);
         /* the producer first: its init_transactions fences our previous
-         * incarnation (same transactional.id) before we read anything */
+         * incarnation (same transactional.id) before we read anything; then
+         * run-results, the checkpoint loader and the other regions' copies,
+         * assign-only (only the task-events member joins the group) */
         if ((err = tb_sched_producer(r, errstr, errstr_size)) ||
-            (err = tb_sched_plain_consumer(r, r->group, false, &r->rc, errstr, errstr_size)) ||
-            (err = tb_sched_plain_consumer(r, ckgroup, true, &r->ck, errstr, errstr_size)) ||
+            (err = tb_repl_consumer_new(r->conf, NULL, r->group, false, 0, &r->rc, errstr,
+                                        errstr_size)) ||
+            (err = tb_repl_consumer_new(r->conf, NULL, ckgroup, true, 0, &r->ck, errstr,
+                                        errstr_size)) ||
             (err = tb_sched_group_consumer(r, errstr, errstr_size)))
                 return err;
-        if (r->rcnt &&
-            (err = tb_sched_plain_consumer(r, r->group, false, &r->rv, errstr, errstr_size)))
+        if (r->rcnt && (err = tb_repl_consumer_new(r->conf, NULL, r->group, false, 0, &r->rv,
+                                                   errstr, errstr_size)))
                 return err;
         tb_sched_set_kafka(r->s, r->prod, r->gc);
         return TB_OK;
