@@ -205,6 +205,25 @@ out:
         return err;
 }
 
+rd_kafka_resp_err_t tb_sched_load_assign(tb_sched_role_t *r, const char *topic, int32_t p,
+                                         int64_t offset) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = offset;
+        rd_kafka_resp_err_t e = rd_kafka_assign(r->ck, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        return e;
+}
+
+rd_kafka_message_t *tb_sched_load_poll(tb_sched_role_t *r, bool *eof) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->ck, 200);
+        *eof = m && m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+        if (*eof) {
+                rd_kafka_message_destroy(m);
+                return NULL;
+        }
+        return m;
+}
+
 static tb_err_t tb_sched_load_checkpoints(tb_sched_role_t *r, int32_t p, char *errstr,
                                           size_t errstr_size) {
         int64_t lo = 0, hi = 0;
@@ -216,11 +235,7 @@ static tb_err_t tb_sched_load_checkpoints(tb_sched_role_t *r, int32_t p, char *e
                                  rd_kafka_err2str(e));
         if (hi <= lo)
                 return TB_OK;
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, r->t_ck, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-        e = rd_kafka_assign(r->ck, l);
-        rd_kafka_topic_partition_list_destroy(l);
-        if (e)
+        if ((e = tb_sched_load_assign(r, r->t_ck, p, RD_KAFKA_OFFSET_BEGINNING)))
                 return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "checkpoints %s [%d]: %s",
                                  r->t_ck, (int)p, rd_kafka_err2str(e));
         tb_err_t err = TB_OK;
@@ -233,27 +248,20 @@ static tb_err_t tb_sched_load_checkpoints(tb_sched_role_t *r, int32_t p, char *e
                                         r->t_ck, (int)p, TB_SCHED_LOAD_WAIT_MS / 1000);
                         break;
                 }
-                rd_kafka_message_t *m = rd_kafka_consumer_poll(r->ck, 200);
+                bool eof;
+                rd_kafka_message_t *m = tb_sched_load_poll(r, &eof);
+                json_t *v;
+                if (eof)
+                        break;
                 if (!m)
                         continue;
-                if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                        rd_kafka_message_destroy(m);
-                        break;
-                }
                 if (m->err) {
                         tb_warn(TB_SCHED_LOG, "checkpoints %s [%d]: %s", r->t_ck, (int)p,
                                 rd_kafka_message_errstr(m));
-                } else if (m->payload) {
-                        json_t *v = NULL;
+                } else if ((v = tb_sched_decode(m, TB_SCHEMA_SCHEDULER_CHECKPOINT, r->t_ck))) {
                         char derr[256];
-                        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_SCHEDULER_CHECKPOINT,
-                                            NULL, &v, derr, sizeof(derr)) == TB_OK) {
-                                tb_sched_checkpoint(r->s, v, tb_now_ms(), derr, sizeof(derr));
-                                n++;
-                        } else {
-                                tb_warn(TB_SCHED_LOG, "checkpoints %s [%d] offset %" PRId64 ": %s",
-                                        r->t_ck, (int)p, m->offset, derr);
-                        }
+                        tb_sched_checkpoint(r->s, v, tb_now_ms(), derr, sizeof(derr));
+                        n++;
                         json_decref(v);
                 }
                 rd_kafka_message_destroy(m);

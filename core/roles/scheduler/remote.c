@@ -123,12 +123,8 @@ void tb_sched_load_remote(tb_sched_role_t *r, int32_t p) {
                                         r->t_rev[ri], (int)p, rd_kafka_err2str(e));
                         continue;
                 }
-                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, r->t_rev[ri], p)->offset =
-                        *pos >= 0 ? *pos : RD_KAFKA_OFFSET_BEGINNING;
-                e = rd_kafka_assign(r->ck, l);
-                rd_kafka_topic_partition_list_destroy(l);
-                if (e) {
+                if ((e = tb_sched_load_assign(r, r->t_rev[ri], p,
+                                              *pos >= 0 ? *pos : RD_KAFKA_OFFSET_BEGINNING))) {
                         tb_warn(TB_SCHED_LOG, "%s [%d]: %s", r->t_rev[ri], (int)p,
                                 rd_kafka_err2str(e));
                         continue;
@@ -147,15 +143,12 @@ void tb_sched_load_remote(tb_sched_role_t *r, int32_t p) {
                                 r->fence_skip_until[ri] = tb_now_ms() + 5 * 60 * 1000;
                                 break;
                         }
-                        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->ck, 200);
+                        bool eof;
+                        rd_kafka_message_t *m = tb_sched_load_poll(r, &eof);
+                        if (eof && (!target[0] || seen))
+                                break;
                         if (!m)
-                                continue;
-                        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                                rd_kafka_message_destroy(m);
-                                if (!target[0] || seen)
-                                        break;
-                                continue; /* MirrorMaker 2 has not copied it yet */
-                        }
+                                continue; /* at the end: MirrorMaker 2 has not copied it yet */
                         if (m->err) {
                                 tb_warn(TB_SCHED_LOG, "%s [%d]: %s", r->t_rev[ri], (int)p,
                                         rd_kafka_message_errstr(m));

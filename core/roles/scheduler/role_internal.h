@@ -46,6 +46,13 @@ void tb_sched_adopt_moved(tb_sched_role_t *r);
 tb_err_t tb_sched_load_partition(tb_sched_role_t *r, int32_t p, int64_t *start, char *errstr,
                                  size_t errstr_size);
 void tb_sched_reload(tb_sched_role_t *r);
+/** Assign the loading consumer (r->ck) to \p topic [\p p] from \p offset alone. */
+rd_kafka_resp_err_t tb_sched_load_assign(tb_sched_role_t *r, const char *topic, int32_t p,
+                                         int64_t offset);
+/** Poll the loading consumer for up to 200 ms. @returns a record or an error
+ *  event (caller destroys it), or NULL: nothing yet, or (*\p eof) the end of
+ *  the assigned partition. */
+rd_kafka_message_t *tb_sched_load_poll(tb_sched_role_t *r, bool *eof);
 
 /* remote.c */
 void tb_sched_load_remote(tb_sched_role_t *r, int32_t p);
