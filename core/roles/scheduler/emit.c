@@ -134,6 +134,48 @@ static int64_t tb_sched_count_late(const tb_sched_task_t *t, int64_t n, int64_t 
         return cnt;
 }
 
+/* A RunRequest for fire \p nominal, counted as a fire of trigger \p trig. */
+static tb_err_t tb_sched_emit_fire(tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
+                                   int64_t nominal, int attempt, int trig, int64_t now,
+                                   tb_sched_tick_stats_t *st, char *errstr, size_t errstr_size) {
+        tb_err_t err =
+                tb_sched_emit_run(s, t, tid, nominal, attempt, trig, now, errstr, errstr_size);
+        if (err)
+                return err;
+        tb_metrics_add("taskbus_scheduler_fires_total", tb_sched_trig_labels[trig], 1);
+        st->fires++;
+        return TB_OK;
+}
+
+/* A RunResult \p status for fire \p nominal, which is not run (\p msg says
+ * why), counted under the skips metric's \p reason label. */
+static tb_err_t tb_sched_emit_skip(tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
+                                   int64_t nominal, const char *status, const char *reason,
+                                   const char *msg, int64_t now, tb_sched_tick_stats_t *st,
+                                   char *errstr, size_t errstr_size) {
+        tb_err_t err =
+                tb_sched_emit_result(s, t, tid, nominal, 1, status, msg, now, errstr, errstr_size);
+        if (err)
+                return err;
+        tb_metrics_add("taskbus_scheduler_skips_total", reason, 1);
+        st->skips++;
+        return TB_OK;
+}
+
+/* Does the late fire \p n run (as a MISFIRE) under the task's misfire policy? */
+static bool tb_sched_misfire_runs(const tb_sched_t *s, const tb_sched_task_t *t, int64_t n,
+                                  int64_t now) {
+        if (t->misfire == TB_SCHED_MISFIRE_SKIP)
+                return false;
+        if (t->misfire == TB_SCHED_MISFIRE_RUN_ONCE) {
+                /* only the latest missed fire runs */
+                int64_t nn = tb_sched_task_next_after(t, n);
+                return nn == TB_SCHED_NEVER || !tb_sched_is_late(t, nn, now);
+        }
+        int64_t cap = s->conf->sched_misfire_cap;
+        return tb_sched_count_late(t, n, now, cap) <= cap;
+}
+
 /* Emit what task \p slot has due, up to \p room records. @returns records. */
 static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now, size_t room,
                                       size_t *used, tb_sched_tick_stats_t *st, char *errstr,
@@ -147,17 +189,14 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                 tb_sched_extra_t *x = t->x;
                 if (x && x->run_now_cnt) {
                         int64_t at = x->run_now[0];
-                        if ((err = tb_sched_emit_run(s, t, tid, at, 1, TB_SCHED_TRIG_RUN_NOW, now,
-                                                     errstr, errstr_size)))
+                        if ((err = tb_sched_emit_fire(s, t, tid, at, 1, TB_SCHED_TRIG_RUN_NOW, now,
+                                                      st, errstr, errstr_size)))
                                 break;
                         memmove(x->run_now, x->run_now + 1,
                                 (x->run_now_cnt - 1) * sizeof(*x->run_now));
                         x->run_now_cnt--;
                         if (at > x->run_now_mark)
                                 x->run_now_mark = at;
-                        tb_metrics_add("taskbus_scheduler_fires_total",
-                                       tb_sched_trig_labels[TB_SCHED_TRIG_RUN_NOW], 1);
-                        st->fires++;
                         n_rec++;
                         tb_sched_task_mark_dirty(s, slot);
                         continue;
@@ -171,14 +210,11 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                                         best = i;
                         if (best != UINT32_MAX) {
                                 tb_sched_retry_t r = x->retries[best];
-                                if ((err = tb_sched_emit_run(s, t, tid, r.nominal_ms, r.attempt,
-                                                             TB_SCHED_TRIG_RETRY, now, errstr,
-                                                             errstr_size)))
+                                if ((err = tb_sched_emit_fire(s, t, tid, r.nominal_ms, r.attempt,
+                                                              TB_SCHED_TRIG_RETRY, now, st, errstr,
+                                                              errstr_size)))
                                         break;
                                 x->retries[best] = x->retries[--x->retry_cnt];
-                                tb_metrics_add("taskbus_scheduler_fires_total",
-                                               tb_sched_trig_labels[TB_SCHED_TRIG_RETRY], 1);
-                                st->fires++;
                                 n_rec++;
                                 tb_sched_task_mark_dirty(s, slot);
                                 continue;
@@ -188,13 +224,12 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                         tb_time_format(t->expires_ms, when);
                         tb_snprintf(msg, sizeof(msg), "the task expired at %s (expires_at)",
                                     when);
-                        if ((err = tb_sched_emit_result(s, t, tid, t->expires_ms, 1, "EXPIRED", msg,
-                                                        now, errstr, errstr_size)))
+                        if ((err = tb_sched_emit_skip(s, t, tid, t->expires_ms, "EXPIRED",
+                                                      "reason=\"expired\"", msg, now, st, errstr,
+                                                      errstr_size)))
                                 break;
                         t->flags = (uint8_t)((t->flags & ~TB_SCHED_TF_EXPIRY_PENDING) |
                                              TB_SCHED_TF_EXPIRED);
-                        tb_metrics_add("taskbus_scheduler_skips_total", "reason=\"expired\"", 1);
-                        st->skips++;
                         n_rec++;
                         tb_sched_task_mark_dirty(s, slot);
                         continue;
@@ -207,11 +242,10 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                                 break;
                         tb_time_format(n, when);
                         tb_snprintf(msg, sizeof(msg), "the task was paused at %s", when);
-                        if ((err = tb_sched_emit_result(s, t, tid, n, 1, "SKIPPED_PAUSED", msg, now,
-                                                        errstr, errstr_size)))
+                        if ((err = tb_sched_emit_skip(s, t, tid, n, "SKIPPED_PAUSED",
+                                                      "reason=\"paused\"", msg, now, st, errstr,
+                                                      errstr_size)))
                                 break;
-                        tb_metrics_add("taskbus_scheduler_skips_total", "reason=\"paused\"", 1);
-                        st->skips++;
                 } else {
                         int64_t j = tb_sched_task_jitter(t, n);
                         if (n + j > now)
@@ -222,26 +256,14 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                                 st->misfires++;
                                 tb_metrics_add("taskbus_scheduler_misfires_total", NULL, 1);
                                 trig = TB_SCHED_TRIG_MISFIRE;
-                                if (t->misfire == TB_SCHED_MISFIRE_SKIP) {
-                                        run = false;
-                                } else if (t->misfire == TB_SCHED_MISFIRE_RUN_ONCE) {
-                                        /* only the latest missed fire runs */
-                                        int64_t nn = tb_sched_task_next_after(t, n);
-                                        run = nn == TB_SCHED_NEVER || !tb_sched_is_late(t, nn, now);
-                                } else {
-                                        int64_t cap = s->conf->sched_misfire_cap;
-                                        run = tb_sched_count_late(t, n, now, cap) <= cap;
-                                }
+                                run = tb_sched_misfire_runs(s, t, n, now);
                         }
                         if (run) {
-                                if ((err = tb_sched_emit_run(s, t, tid, n, 1, trig, now, errstr,
-                                                             errstr_size)))
+                                if ((err = tb_sched_emit_fire(s, t, tid, n, 1, trig, now, st,
+                                                              errstr, errstr_size)))
                                         break;
-                                tb_metrics_add("taskbus_scheduler_fires_total",
-                                               tb_sched_trig_labels[trig], 1);
                                 if (trig == TB_SCHED_TRIG_SCHEDULE)
                                         tb_sched_lag_push(s, n + j);
-                                st->fires++;
                         } else {
                                 tb_time_format(n, when);
                                 tb_snprintf(msg, sizeof(msg),
@@ -253,12 +275,10 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                                                     ? "run_all (over "
                                                       "scheduler.misfire_cap)"
                                                     : "run_once");
-                                if ((err = tb_sched_emit_result(s, t, tid, n, 1, "SKIPPED_MISFIRE",
-                                                                msg, now, errstr, errstr_size)))
+                                if ((err = tb_sched_emit_skip(s, t, tid, n, "SKIPPED_MISFIRE",
+                                                              "reason=\"misfire\"", msg, now, st,
+                                                              errstr, errstr_size)))
                                         break;
-                                tb_metrics_add("taskbus_scheduler_skips_total",
-                                               "reason=\"misfire\"", 1);
-                                st->skips++;
                         }
                 }
                 t->last_nominal = n;
