@@ -8,7 +8,6 @@
 #include "scheduler/engine_internal.h"
 
 #include "http/metrics.h"
-#include "serde/serde.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -42,17 +41,9 @@ static tb_err_t tb_sched_emit_result(tb_sched_t *s, const tb_sched_task_t *t, co
                                      int64_t nominal, int attempt, const char *status,
                                      const char *error, int64_t now, char *errstr,
                                      size_t errstr_size) {
-        char rid[33];
-        tb_sched_run_id(tid, nominal, attempt, rid);
-        json_t *r = json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:s, s:s, s:I}", "run_id", rid,
-                              "task_id", tid, "nominal_time", (json_int_t)nominal, "attempt",
-                              attempt, "status", status, "executor", "", "host", s->host,
-                              "error", error, "at", (json_int_t)now);
-        if (!r)
-                return TB_ERR_NOMEM;
         s->scratch.len = 0;
-        tb_err_t err = tb_serde_encode(TB_SCHEMA_RUN_RESULT, r, &s->scratch, errstr, errstr_size);
-        json_decref(r);
+        tb_err_t err = tb_sched_result_encode(s, tid, nominal, attempt, status, error, now,
+                                              &s->scratch, errstr, errstr_size);
         if (err)
                 return err;
         return tb_sched_emit(s, TB_TOPIC_RESULTS, t->partition, tid, s->scratch.data,
@@ -71,40 +62,12 @@ static tb_err_t tb_sched_emit_run(tb_sched_t *s, const tb_sched_task_t *t, const
 static tb_err_t tb_sched_emit_checkpoint(tb_sched_t *s, const tb_sched_task_t *t, int64_t now,
                                          char *errstr, size_t errstr_size) {
         char buf[37];
-        const char *tid = tb_sched_task_idstr(t, buf);
-        json_t *retries = json_array(), *run_now = json_array();
-        int64_t mark = 0;
-        if (t->x) {
-                for (uint32_t i = 0; i < t->x->retry_cnt; i++)
-                        json_array_append_new(
-                                retries,
-                                json_pack("{s:I, s:i, s:I}", "nominal_time",
-                                          (json_int_t)t->x->retries[i].nominal_ms, "attempt",
-                                          (int)t->x->retries[i].attempt, "due_at",
-                                          (json_int_t)t->x->retries[i].due_ms));
-                for (uint32_t i = 0; i < t->x->run_now_cnt; i++)
-                        json_array_append_new(run_now, json_integer(t->x->run_now[i]));
-                mark = t->x->run_now_mark;
-        }
-        json_t *c = json_pack(
-                "{s:s, s:I, s:o, s:o, s:I, s:i, s:I, s:o, s:o, s:I, s:b}", "task_id", tid,
-                "task_version", (json_int_t)t->version, "last_nominal_time",
-                t->last_nominal == TB_SCHED_NO_LAST ? json_null() : json_integer(t->last_nominal),
-                "next_fire_time",
-                t->next_nominal == TB_SCHED_NEVER ? json_null() : json_integer(t->next_nominal),
-                "fires", (json_int_t)t->fires, "epoch", 0, "at", (json_int_t)now, "retries",
-                retries, "run_now", run_now, "run_now_mark", (json_int_t)mark, "expired",
-                (t->flags & TB_SCHED_TF_EXPIRED) != 0);
-        if (!c)
-                return TB_ERR_NOMEM;
         s->scratch.len = 0;
-        tb_err_t err = tb_serde_encode(TB_SCHEMA_SCHEDULER_CHECKPOINT, c, &s->scratch, errstr,
-                                       errstr_size);
-        json_decref(c);
+        tb_err_t err = tb_sched_checkpoint_encode(t, now, &s->scratch, errstr, errstr_size);
         if (err)
                 return err;
-        return tb_sched_emit(s, TB_TOPIC_CHECKPOINTS, t->partition, tid, s->scratch.data,
-                             s->scratch.len, NULL, 0, errstr, errstr_size);
+        return tb_sched_emit(s, TB_TOPIC_CHECKPOINTS, t->partition, tb_sched_task_idstr(t, buf),
+                             s->scratch.data, s->scratch.len, NULL, 0, errstr, errstr_size);
 }
 
 static void tb_sched_lag_push(tb_sched_t *s, int64_t due) {

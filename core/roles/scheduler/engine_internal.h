@@ -163,6 +163,14 @@ void tb_sched_slot_release(tb_sched_t *s, uint32_t slot);
 void tb_sched_task_destroy(tb_sched_t *s, uint32_t slot);
 
 /* records.c */
+/** Append a RunResult for a fire not run (\p status, \p error) to \p out. */
+tb_err_t tb_sched_result_encode(const tb_sched_t *s, const char *tid, int64_t nominal, int attempt,
+                                const char *status, const char *error, int64_t now, tb_buf_t *out,
+                                char *errstr, size_t errstr_size);
+/** Append task \p t's SchedulerCheckpoint at \p now to \p out (read back by
+ *  tb_sched_checkpoint()). */
+tb_err_t tb_sched_checkpoint_encode(const tb_sched_task_t *t, int64_t now, tb_buf_t *out,
+                                    char *errstr, size_t errstr_size);
 void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
                          int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out);
 int64_t tb_sched_jlong(const json_t *o, const char *k, int64_t dflt);

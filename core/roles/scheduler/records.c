@@ -1,7 +1,11 @@
 /**
  * @file scheduler/records.c
- * @brief What goes into and out of a task record: a TaskSpec made a record,
- *        the hand-encoded RunRequest of the hot path, checkpoints read back.
+ * @brief The formats of the engine's records: a TaskSpec made a task record,
+ *        the hand-encoded RunRequest of the hot path, the RunResult of a fire
+ *        not run, and the SchedulerCheckpoint written and read back.
+ *
+ * emit.c decides what to write and when; this file only says what the bytes
+ * are.
  */
 #include "scheduler/engine_internal.h"
 
@@ -313,7 +317,58 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
         return TB_OK;
 }
 
+/* ---- RunResults for fires not run ------------------------------------------- */
+
+tb_err_t tb_sched_result_encode(const tb_sched_t *s, const char *tid, int64_t nominal, int attempt,
+                                const char *status, const char *error, int64_t now, tb_buf_t *out,
+                                char *errstr, size_t errstr_size) {
+        char rid[33];
+        tb_sched_run_id(tid, nominal, attempt, rid);
+        json_t *r = json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:s, s:s, s:I}", "run_id", rid,
+                              "task_id", tid, "nominal_time", (json_int_t)nominal, "attempt",
+                              attempt, "status", status, "executor", "", "host", s->host, "error",
+                              error, "at", (json_int_t)now);
+        if (!r)
+                return TB_ERR_NOMEM;
+        tb_err_t err = tb_serde_encode(TB_SCHEMA_RUN_RESULT, r, out, errstr, errstr_size);
+        json_decref(r);
+        return err;
+}
+
 /* ---- checkpoints ------------------------------------------------------------ */
+
+tb_err_t tb_sched_checkpoint_encode(const tb_sched_task_t *t, int64_t now, tb_buf_t *out,
+                                    char *errstr, size_t errstr_size) {
+        char buf[37];
+        const char *tid = tb_sched_task_idstr(t, buf);
+        json_t *retries = json_array(), *run_now = json_array();
+        int64_t mark = 0;
+        if (t->x) {
+                for (uint32_t i = 0; i < t->x->retry_cnt; i++)
+                        json_array_append_new(
+                                retries, json_pack("{s:I, s:i, s:I}", "nominal_time",
+                                                   (json_int_t)t->x->retries[i].nominal_ms,
+                                                   "attempt", (int)t->x->retries[i].attempt,
+                                                   "due_at", (json_int_t)t->x->retries[i].due_ms));
+                for (uint32_t i = 0; i < t->x->run_now_cnt; i++)
+                        json_array_append_new(run_now, json_integer(t->x->run_now[i]));
+                mark = t->x->run_now_mark;
+        }
+        json_t *c = json_pack(
+                "{s:s, s:I, s:o, s:o, s:I, s:i, s:I, s:o, s:o, s:I, s:b}", "task_id", tid,
+                "task_version", (json_int_t)t->version, "last_nominal_time",
+                t->last_nominal == TB_SCHED_NO_LAST ? json_null() : json_integer(t->last_nominal),
+                "next_fire_time",
+                t->next_nominal == TB_SCHED_NEVER ? json_null() : json_integer(t->next_nominal),
+                "fires", (json_int_t)t->fires, "epoch", 0, "at", (json_int_t)now, "retries",
+                retries, "run_now", run_now, "run_now_mark", (json_int_t)mark, "expired",
+                (t->flags & TB_SCHED_TF_EXPIRED) != 0);
+        if (!c)
+                return TB_ERR_NOMEM;
+        tb_err_t err = tb_serde_encode(TB_SCHEMA_SCHEDULER_CHECKPOINT, c, out, errstr, errstr_size);
+        json_decref(c);
+        return err;
+}
 
 tb_err_t tb_sched_checkpoint(tb_sched_t *s, const json_t *ck, int64_t now_ms, char *errstr,
                              size_t errstr_size) {
