@@ -56,6 +56,12 @@ static void tb_sched_adopt_later(tb_sched_role_t *r, const char *tid, int64_t ms
                 r->adopt[r->adopt_cnt++].ms = ms;
 }
 
+void tb_sched_adopt_clear(tb_sched_role_t *r) {
+        for (size_t i = 0; i < r->adopt_cnt; i++)
+                free(r->adopt[i].tid);
+        r->adopt_cnt = 0;
+}
+
 static void tb_sched_adopt_flush(tb_sched_role_t *r) {
         for (size_t i = 0; i < r->adopt_cnt; i++) {
                 tb_sched_task_adopt(r->s, r->adopt[i].tid, r->adopt[i].ms);
@@ -281,9 +287,7 @@ tb_err_t tb_sched_load_partition(tb_sched_role_t *r, int32_t p, int64_t *start, 
                                              errstr_size)) ||
             (err = tb_sched_load_projection(r, p, &o_p, errstr, errstr_size)) ||
             (err = tb_sched_load_checkpoints(r, p, errstr, errstr_size))) {
-                for (size_t i = 0; i < r->adopt_cnt; i++)
-                        free(r->adopt[i].tid);
-                r->adopt_cnt = 0;
+                tb_sched_adopt_clear(r);
                 tb_sched_drop_partition(r->s, p);
                 return err;
         }

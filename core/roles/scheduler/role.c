@@ -150,12 +150,18 @@ static const char *tb_sched_kafka_prop(const tb_config_t *conf, const char *key)
         return NULL;
 }
 
+/* What the producer still holds belongs to a transaction that will not
+ * commit (aborted, fenced, or we are stopping): drop it rather than wait. */
+static void tb_sched_producer_drop(tb_sched_role_t *r) {
+        if (!r->prod)
+                return;
+        rd_kafka_purge(r->prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_destroy(r->prod);
+        r->prod = NULL;
+}
+
 static tb_err_t tb_sched_producer(tb_sched_role_t *r, char *errstr, size_t errstr_size) {
-        if (r->prod) {
-                rd_kafka_purge(r->prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-                rd_kafka_destroy(r->prod);
-                r->prod = NULL;
-        }
+        tb_sched_producer_drop(r);
         tb_err_t err = tb_bus_producer_new(r->conf, r->txn_id, &r->prod, errstr, errstr_size);
         tb_sched_set_kafka(r->s, r->prod, r->gc);
         return err;
@@ -312,28 +318,16 @@ static void *tb_sched_role_main(void *arg) {
 static void tb_sched_role_free(tb_sched_role_t *r) {
         if (!r)
                 return;
-        if (r->gc) {
-                tb_bus_consumer_destroy(r->gc, 10000);
-        }
-        if (r->rc) {
-                tb_bus_consumer_destroy(r->rc, 10000);
-        }
-        if (r->ck) {
-                tb_bus_consumer_destroy(r->ck, 10000);
-        }
-        if (r->rv) {
-                tb_bus_consumer_destroy(r->rv, 10000);
-        }
-        for (size_t i = 0; i < r->adopt_cnt; i++)
-                free(r->adopt[i].tid);
+        tb_bus_consumer_destroy(r->gc, 10000);
+        tb_bus_consumer_destroy(r->rc, 10000);
+        tb_bus_consumer_destroy(r->ck, 10000);
+        tb_bus_consumer_destroy(r->rv, 10000);
+        tb_sched_adopt_clear(r);
         free(r->adopt);
         free(r->t_rev);
         free(r->rpos);
         free(r->fence_skip_until);
-        if (r->prod) {
-                rd_kafka_purge(r->prod, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-                rd_kafka_destroy(r->prod);
-        }
+        tb_sched_producer_drop(r);
         tb_sched_destroy(r->s);
         free(r->assigned);
         free(r);

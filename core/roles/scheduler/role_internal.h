@@ -42,6 +42,8 @@ typedef struct tb_sched_role {
 } tb_sched_role_t;
 
 /* load.c */
+/** Forget the moved tasks found by a load that did not finish. */
+void tb_sched_adopt_clear(tb_sched_role_t *r);
 void tb_sched_adopt_moved(tb_sched_role_t *r);
 tb_err_t tb_sched_load_partition(tb_sched_role_t *r, int32_t p, int64_t *start, char *errstr,
                                  size_t errstr_size);
