@@ -139,30 +139,65 @@ struct tb_sched {
 };
 
 
-/* engine.c */
+/* ---- engine.c: ids, the id -> slot table, crons ----------------------------- */
+
+/** Canonical lower-case UUID text -> 16 bytes (only that form round-trips). */
 bool tb_sched_uuid_parse(const char *s, uint8_t out[16]);
+/** @returns the task's id as text: its own string, or formatted into \p buf. */
 const char *tb_sched_task_idstr(const tb_sched_task_t *t, char buf[37]);
+/** Double the id -> slot table (rehashing every entry). */
 tb_err_t tb_sched_map_grow(tb_sched_t *s);
+/** Find \p id; *\p at receives its table index (or the free one to use). */
 bool tb_sched_map_find(const tb_sched_t *s, const char *id, size_t *at);
+/** @returns \p id's slot, or UINT32_MAX when it is not loaded. */
 uint32_t tb_sched_slot_of(const tb_sched_t *s, const char *id);
-tb_err_t tb_sched_cron_get(tb_sched_t *s, const char *zone, const char *expr, tb_sched_cron_t **out,
-                           char *errstr, size_t errstr_size);
-void tb_sched_task_schedule(const tb_sched_task_t *t, tb_schedule_t *sc);
-int64_t tb_sched_task_next_after(const tb_sched_task_t *t, int64_t after);
-int64_t tb_sched_task_jitter(const tb_sched_task_t *t, int64_t nominal);
-int64_t tb_sched_task_from(const tb_sched_task_t *t);
-void tb_sched_task_check_expiry(tb_sched_task_t *t);
-int64_t tb_sched_task_due(const tb_sched_task_t *t);
-void tb_sched_task_rekey(tb_sched_t *s, uint32_t slot);
-void tb_sched_task_mark_dirty(tb_sched_t *s, uint32_t slot);
-tb_sched_extra_t *tb_sched_task_extra(tb_sched_task_t *t);
-void tb_sched_extra_free(tb_sched_extra_t *x);
-void tb_sched_moved_push(tb_sched_t *s, const char *tid);
+/** A slot for a new task: a released one, or the next (growing the array). */
 tb_err_t tb_sched_slot_alloc(tb_sched_t *s, uint32_t *out);
+/** Give \p slot back for reuse (its fields already freed). */
 void tb_sched_slot_release(tb_sched_t *s, uint32_t slot);
+/** The shared parsed cron of (\p zone, \p expr), parsed on first use; owned
+ *  by the engine. @returns the parser's error (it names the field). */
+tb_err_t tb_sched_cron_get(tb_sched_t *s, const char *zone, const char *expr,
+                           tb_sched_cron_t **out, char *errstr, size_t errstr_size);
+
+/* ---- engine.c: schedule math and the timer heap ----------------------------- */
+
+/** The record's schedule as a tb_schedule_t (borrowing its cron). */
+void tb_sched_task_schedule(const tb_sched_task_t *t, tb_schedule_t *sc);
+/** @returns the first nominal fire after \p after, or TB_SCHED_NEVER. */
+int64_t tb_sched_task_next_after(const tb_sched_task_t *t, int64_t after);
+/** @returns fire \p nominal's jitter (deterministic per task and fire). */
+int64_t tb_sched_task_jitter(const tb_sched_task_t *t, int64_t nominal);
+/** @returns where the next fire is searched from: the last emitted nominal,
+ *  or just before the creation. */
+int64_t tb_sched_task_from(const tb_sched_task_t *t);
+/** After the schedule ran out: flag an EXPIRED record due if expires_at ended it. */
+void tb_sched_task_check_expiry(tb_sched_task_t *t);
+/** @returns when the task next needs the tick (run-now, retry, expiry, fire),
+ *  or TB_SCHED_NEVER. */
+int64_t tb_sched_task_due(const tb_sched_task_t *t);
+/** Put the task's timer where tb_sched_task_due() says (or take it out). */
+void tb_sched_task_rekey(tb_sched_t *s, uint32_t slot);
+/** Queue the task's checkpoint for the next tick (once). */
+void tb_sched_task_mark_dirty(tb_sched_t *s, uint32_t slot);
+/** @returns the task's rare parts, allocated on first use; NULL: no memory. */
+tb_sched_extra_t *tb_sched_task_extra(tb_sched_task_t *t);
+/** Free the rare parts; NULL allowed. */
+void tb_sched_extra_free(tb_sched_extra_t *x);
+
+/* ---- engine.c: records' life ------------------------------------------------ */
+
+/** Remember that an event made task \p tid local (see tb_sched_take_moved()). */
+void tb_sched_moved_push(tb_sched_t *s, const char *tid);
+/** Forget the task in \p slot: table entry, timer, fields, slot. */
 void tb_sched_task_destroy(tb_sched_t *s, uint32_t slot);
 
-/* records.c */
+/* ---- records.c: the records' bytes ------------------------------------------ */
+
+/** Append the RunRequest of fire (\p nominal, \p attempt) with trigger \p trig
+ *  to \p out: a few varints, then the task's snapshot bytes. */
+void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
+                         int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out);
 /** Append a RunResult for a fire not run (\p status, \p error) to \p out. */
 tb_err_t tb_sched_result_encode(const tb_sched_t *s, const char *tid, int64_t nominal, int attempt,
                                 const char *status, const char *error, int64_t now, tb_buf_t *out,
@@ -171,9 +206,9 @@ tb_err_t tb_sched_result_encode(const tb_sched_t *s, const char *tid, int64_t no
  *  tb_sched_checkpoint()). */
 tb_err_t tb_sched_checkpoint_encode(const tb_sched_task_t *t, int64_t now, tb_buf_t *out,
                                     char *errstr, size_t errstr_size);
-void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
-                         int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out);
+/** @returns JSON member \p k of \p o as an integer, or \p dflt. */
 int64_t tb_sched_jlong(const json_t *o, const char *k, int64_t dflt);
+/** @returns JSON member \p k of \p o as a string (borrowed), or \p dflt. */
 const char *tb_sched_jstr(const json_t *o, const char *k, const char *dflt);
 
 #endif /* TB_SCHED_ENGINE_INTERNAL_H */
