@@ -13,6 +13,10 @@
  *    at a known offset plus its checkpoints, the run-results tail for
  *    retries, the other regions' copies, and the KIP-447 fenced
  *    transactions. See docs/scheduling.md, "Partitioning and failover".
+ *
+ * Internal headers: engine_internal.h (the task record and the engine's
+ * state, for the engine's files only) and role_internal.h (the role's state,
+ * for its files); the role reaches the engine through engine.h alone.
  */
 #ifndef TB_SCHEDULER_H
 #define TB_SCHEDULER_H
@@ -20,7 +24,7 @@
 #include "scheduler/engine.h"
 #include "daemon.h"
 
-/** The role (core/roles.c). */
+/** The role, listed in roles/roles.c. */
 extern const tb_role_t tb_role_scheduler;
 
 #endif /* TB_SCHEDULER_H */
