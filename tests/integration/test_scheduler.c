@@ -7,7 +7,7 @@
  *        consumers, and plays the executor by producing RunResults itself.
  */
 #include "bus/bus.h"
-#include "scheduler/scheduler.h"
+#include "scheduler/engine.h"
 #include "serde/serde.h"
 #include "support.h"
 #include "support_stack.h"

@@ -229,7 +229,7 @@ Test(plugin_util, duration_limits_and_errors) {
 static void agree_one(const char *s) {
         int64_t a = -1, b = -1;
         char ea[256], eb[256];
-        bool core_d = tb_duration_parse(s, &a, ea, sizeof(ea)) == TB_OK;
+        bool core_d = tb_units_duration_parse(s, &a, ea, sizeof(ea)) == TB_OK;
         bool pu_d = tb_pu_parse_duration(s, &b, eb, sizeof(eb)) == TB_PLUGIN_OK;
         cr_assert_eq(core_d, pu_d, "duration \"%s\": core %s, header %s", s,
                      core_d ? "accepts" : ea, pu_d ? "accepts" : eb);
@@ -237,7 +237,7 @@ static void agree_one(const char *s) {
                 cr_assert_eq(a, b, "duration \"%s\": core %lld, header %lld", s,
                              (long long)a, (long long)b);
 
-        bool core_s = tb_size_parse(s, &a, ea, sizeof(ea)) == TB_OK;
+        bool core_s = tb_units_size_parse(s, &a, ea, sizeof(ea)) == TB_OK;
         bool pu_s = tb_pu_parse_size(s, &b, eb, sizeof(eb)) == TB_PLUGIN_OK;
         if (core_s) {
                 cr_assert(pu_s, "size \"%s\": core accepts, header: %s", s, eb);

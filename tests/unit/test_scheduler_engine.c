@@ -1,15 +1,18 @@
 /**
  * @file test_scheduler_engine.c
- * @brief The scheduler engine (core/roles/scheduler/scheduler.c) without Kafka: records go
+ * @brief The scheduler engine (core/roles/scheduler/engine.h) without Kafka: records go
  *        to a sink and are decoded with the Avro serde. Covers interval
- *        fires, misfire policies, pause, run-now, retries and the DLQ,
- *        schedule updates, expiry, and the hand-encoded RunRequest.
+ *        fires, misfire policies and their threshold, pause, run-now,
+ *        retries (which results, backoff and its cap) and the DLQ, schedule
+ *        updates, expiry, checkpoints read back by another engine, dropping
+ *        a partition, and the hand-encoded RunRequest.
  */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <string.h>
 
 #include "config/config.h"
-#include "scheduler/scheduler.h"
+#include "scheduler/engine.h"
 #include "serde/serde.h"
 
 #define T0 INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */
@@ -348,4 +351,303 @@ Test(sched_engine, bad_spec_is_refused_with_field) {
                      TB_ERR_INVALID);
         cr_assert(strstr(err, "hour"), "%s", err);
         json_decref(spec);
+}
+
+/* ---- through the records: checkpoints, the misfire threshold, retries ---- */
+
+/* The last checkpoint record the engine wrote (borrowed), or NULL. */
+static json_t *last_checkpoint(void) {
+        for (size_t i = nrec; i-- > 0;)
+                if (recs[i].topic == TB_TOPIC_CHECKPOINTS)
+                        return recs[i].v;
+        return NULL;
+}
+
+/* "run_id/trigger" of each RunRequest recorded so far, one a line, in order. */
+static void run_ids(char *out, size_t size) {
+        size_t n = 0;
+        out[0] = '\0';
+        for (size_t i = 0; i < nrec && n < size; i++)
+                if (recs[i].topic == TB_TOPIC_RUNS)
+                        n += (size_t)snprintf(
+                                out + n, size - n, "%s/%s\n",
+                                json_string_value(json_object_get(recs[i].v, "run_id")),
+                                json_string_value(json_object_get(recs[i].v, "trigger")));
+}
+
+Test(sched_engine, checkpoint_round_trip_resumes_the_same_fires) {
+        char err[256], before[1024], after[1024];
+        put(spec_every(1000, "RUN_ONCE", false), 1, T0);
+        tick(T0 + 2100); /* T0, +1 s, +2 s */
+        /* the fire at T0 failed */
+        json_t *r1 = result("FAILED", 1, T0 + 2200);
+        cr_assert_eq(tb_sched_result(s, 0, r1, T0 + 2201, err, sizeof(err)), TB_OK, "%s", err);
+        json_decref(r1);
+        clear();
+        tick(T0 + 2300); /* nothing due: the checkpoint of the pending retry */
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0);
+        json_t *ck = json_incref(last_checkpoint());
+        cr_assert_not_null(ck);
+        cr_assert_eq(json_integer_value(json_object_get(ck, "last_nominal_time")), T0 + 2000);
+        cr_assert_eq(json_integer_value(json_object_get(ck, "next_fire_time")), T0 + 3000);
+        cr_assert_eq(json_integer_value(json_object_get(ck, "fires")), 3);
+        cr_assert_eq(json_array_size(json_object_get(ck, "retries")), 1);
+
+        /* another engine (a new owner of the partition) loads the task and
+         * this checkpoint: it resumes exactly where the first one stopped */
+        tb_sched_t *s2 = NULL;
+        cr_assert_eq(tb_sched_new(conf, "other-host", &s2, err, sizeof(err)), TB_OK, "%s", err);
+        tb_sched_set_sink(s2, sink, NULL);
+        json_t *spec = spec_every(1000, "RUN_ONCE", false);
+        cr_assert_eq(tb_sched_task_put(s2, 0, TID, 1, T0, spec, T0 + 2400, err, sizeof(err)), TB_OK,
+                     "%s", err);
+        json_decref(spec);
+        cr_assert_eq(tb_sched_checkpoint(s2, ck, T0 + 2400, err, sizeof(err)), TB_OK, "%s", err);
+        int64_t next, last;
+        cr_assert(tb_sched_task_info(s2, TID, &next, &last));
+        cr_assert_eq(last, T0 + 2000);
+        cr_assert_eq(next, T0 + 3000);
+        cr_assert_eq(tb_sched_next_due(s2), T0 + 3000, "the fire at +3 s is due before the retry");
+
+        clear();
+        tick(T0 + 3300); /* the first engine: +3 s and the retry of T0 (due at +3.2 s) */
+        run_ids(before, sizeof(before));
+        clear();
+        tb_sched_tick_stats_t st;
+        do
+                cr_assert_eq(tb_sched_tick(s2, T0 + 3300, &st, err, sizeof(err)), TB_OK, "%s", err);
+        while (st.more);
+        run_ids(after, sizeof(after));
+        cr_assert_str_eq(after, before, "the reloaded engine emits the same runs");
+        cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "SCHEDULE"), 1);
+        cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "RETRY"), 1);
+        char rid[33];
+        tb_sched_run_id(TID, T0, 2, rid);
+        cr_assert(strstr(after, rid), "the retry is attempt 2 of the fire at T0: %s", after);
+        json_decref(ck);
+        tb_sched_destroy(s2);
+}
+
+Test(sched_engine, checkpoint_carries_the_run_now_mark_across_owners) {
+        char err[256];
+        put(spec_every(3600000, "RUN_ONCE", false), 1, T0);
+        tick(T0 + 10);
+        json_t *spec = spec_every(3600000, "RUN_ONCE", false);
+        json_t *ev = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:o}", "event_id", "e2", "task_id",
+                               TID, "version", (json_int_t)2, "type", "RUN_REQUESTED", "at",
+                               (json_int_t)(T0 + 5000), "created_at", (json_int_t)T0, "task", spec);
+        cr_assert_eq(tb_sched_event(s, 0, ev, false, T0 + 5001, err, sizeof(err)), TB_OK, "%s",
+                     err);
+        clear();
+        tick(T0 + 5002);
+        cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "RUN_NOW"), 1);
+        json_t *ck = last_checkpoint();
+        cr_assert_not_null(ck);
+        cr_assert_eq(json_integer_value(json_object_get(ck, "run_now_mark")), T0 + 5000);
+
+        /* the new owner replays the event from its last committed offset: the
+         * checkpoint's mark says that run-now was emitted already */
+        tb_sched_t *s2 = NULL;
+        cr_assert_eq(tb_sched_new(conf, "other-host", &s2, err, sizeof(err)), TB_OK, "%s", err);
+        tb_sched_set_sink(s2, sink, NULL);
+        spec = spec_every(3600000, "RUN_ONCE", false);
+        cr_assert_eq(tb_sched_task_put(s2, 0, TID, 2, T0, spec, T0 + 6000, err, sizeof(err)), TB_OK,
+                     "%s", err);
+        json_decref(spec);
+        cr_assert_eq(tb_sched_checkpoint(s2, ck, T0 + 6000, err, sizeof(err)), TB_OK, "%s", err);
+        clear();
+        cr_assert_eq(tb_sched_event(s2, 0, ev, true, T0 + 6000, err, sizeof(err)), TB_OK, "%s",
+                     err);
+        tb_sched_tick_stats_t st;
+        cr_assert_eq(tb_sched_tick(s2, T0 + 6001, &st, err, sizeof(err)), TB_OK, "%s", err);
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0, "no second run of the same request");
+        /* a later request still fires */
+        json_object_set_new(ev, "at", json_integer(T0 + 7000));
+        cr_assert_eq(tb_sched_event(s2, 0, ev, true, T0 + 7001, err, sizeof(err)), TB_OK, "%s",
+                     err);
+        cr_assert_eq(tb_sched_tick(s2, T0 + 7002, &st, err, sizeof(err)), TB_OK, "%s", err);
+        cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "RUN_NOW"), 1);
+        json_decref(ev);
+        tb_sched_destroy(s2);
+}
+
+Test(sched_engine, misfire_threshold_is_exclusive) {
+        /* the fire at T0 (k = 0) found exactly TB_SCHED_MISFIRE_THRESHOLD_MS
+         * late is on time; one millisecond more and it is a misfire */
+        put(spec_every(3600000, "RUN_ONCE", false), 1, T0);
+        tick(T0 + TB_SCHED_MISFIRE_THRESHOLD_MS);
+        cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "SCHEDULE"), 1);
+        cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "MISFIRE"), 0);
+        clear();
+        cr_assert(tb_sched_task_remove(s, TID, false));
+        put(spec_every(3600000, "RUN_ONCE", false), 1, T0);
+        tb_sched_tick_stats_t st;
+        char err[256];
+        cr_assert_eq(
+                tb_sched_tick(s, T0 + TB_SCHED_MISFIRE_THRESHOLD_MS + 1, &st, err, sizeof(err)),
+                TB_OK, "%s", err);
+        cr_assert_eq(st.misfires, 1);
+        cr_assert_eq(st.fires, 1);
+        cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "MISFIRE"), 1, "RUN_ONCE runs the latest");
+}
+
+Test(sched_engine, misfire_run_all_under_the_cap_runs_every_missed_fire) {
+        put(spec_every(1000, "RUN_ALL", false), 1, T0);
+        checkpoint(T0, T0 + 9500);
+        tick(T0 + 9500);
+        /* +1 s .. +4 s are more than 5 s late, +5 s .. +9 s are not */
+        cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "MISFIRE"), 4);
+        cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "SCHEDULE"), 5);
+        cr_assert_eq(count(TB_TOPIC_RESULTS, NULL, NULL), 0);
+}
+
+Test(sched_engine, misfire_skip_names_the_policy) {
+        put(spec_every(1000, "SKIP", false), 1, T0);
+        checkpoint(T0, T0 + 7500);
+        tick(T0 + 7500);
+        cr_assert_eq(count(TB_TOPIC_RESULTS, "status", "SKIPPED_MISFIRE"), 2); /* +1 s, +2 s */
+        for (size_t i = 0; i < nrec; i++)
+                if (recs[i].topic == TB_TOPIC_RESULTS) {
+                        const char *e = json_string_value(json_object_get(recs[i].v, "error"));
+                        cr_assert(e && strstr(e, "misfire policy skip"), "%s", e ? e : "(null)");
+                        cr_assert_str_eq(json_string_value(json_object_get(recs[i].v, "host")),
+                                         "test-host");
+                }
+}
+
+/* A spec with \p max_attempts, backoff 1 s doubling up to 10 s. */
+static json_t *spec_retries(int max_attempts) {
+        json_t *spec = spec_every(3600000, "RUN_ONCE", false);
+        json_object_set_new(json_object_get(spec, "retries"), "max_attempts",
+                            json_integer(max_attempts));
+        return spec;
+}
+
+Test(sched_engine, retry_backoff_doubles_up_to_its_max) {
+        static const int64_t backoff[] = {1000, 2000, 4000, 8000, 10000, 10000};
+        char err[256];
+        put(spec_retries(8), 1, T0);
+        tick(T0 + 10);
+        int64_t at = T0 + 100;
+        for (int attempt = 1; attempt <= 6; attempt++) {
+                json_t *r = result("FAILED", attempt, at);
+                cr_assert_eq(tb_sched_result(s, 0, r, at + 1, err, sizeof(err)), TB_OK, "%s", err);
+                json_decref(r);
+                int64_t due = at + backoff[attempt - 1];
+                cr_assert_eq(tb_sched_next_due(s), due, "attempt %d: backoff %" PRId64, attempt,
+                             backoff[attempt - 1]);
+                clear();
+                tick(due - 1);
+                cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0);
+                tick(due);
+                cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "RETRY"), 1);
+                for (size_t i = 0; i < nrec; i++)
+                        if (recs[i].topic == TB_TOPIC_RUNS)
+                                cr_assert_eq(
+                                        json_integer_value(json_object_get(recs[i].v, "attempt")),
+                                        attempt + 1);
+                at = due + 50;
+        }
+}
+
+Test(sched_engine, only_failures_are_retried) {
+        static const struct {
+                const char *status;
+                bool infra;
+                bool retried;
+        } cases[] = {
+                {"FAILED", false, true},     {"TIMED_OUT", false, true},
+                {"LOST", false, true},       {"SUCCEEDED", false, false},
+                {"CANCELLED", false, false}, {"SKIPPED_PAUSED", false, false},
+                {"CANCELLED", true, false},  {"SUCCEEDED", true, false},
+                {"DUPLICATE", true, false},  {"RUNNING", true, false},
+                {"STARTING", true, true}, /* an infrastructure error ends the run */
+        };
+        char err[256];
+        for (size_t c = 0; c < TB_ARRAY_LEN(cases); c++) {
+                /* a fresh task each time: its retry state is gone once the
+                 * tick after the removal has run */
+                tb_sched_task_remove(s, TID, false);
+                tick(T0 + 5);
+                clear();
+                put(spec_retries(3), 1, T0);
+                tick(T0 + 10);
+                json_t *r = result(cases[c].status, 1, T0 + 100);
+                json_object_set_new(r, "infra_error", json_boolean(cases[c].infra));
+                cr_assert_eq(tb_sched_result(s, 0, r, T0 + 101, err, sizeof(err)), TB_OK, "%s",
+                             err);
+                json_decref(r);
+                cr_assert_eq(tb_sched_next_due(s), cases[c].retried ? T0 + 1100 : T0 + 3600000,
+                             "%s (infra_error %d)", cases[c].status, cases[c].infra);
+        }
+}
+
+Test(sched_engine, single_attempt_failure_goes_to_the_dlq_with_a_message) {
+        char err[256];
+        put(spec_retries(1), 1, T0);
+        tick(T0 + 10);
+        clear();
+        json_t *r = result("TIMED_OUT", 1, T0 + 100);
+        json_object_del(r, "error");
+        cr_assert_eq(tb_sched_result(s, 0, r, T0 + 101, err, sizeof(err)), TB_OK, "%s", err);
+        json_decref(r);
+        tick(T0 + 102);
+        cr_assert_eq(count(TB_TOPIC_DLQ, NULL, NULL), 1);
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0);
+        for (size_t i = 0; i < nrec; i++)
+                if (recs[i].topic == TB_TOPIC_DLQ) {
+                        cr_assert_str_eq(recs[i].hdr_status, "TIMED_OUT");
+                        cr_assert_str_eq(recs[i].hdr_error, "TIMED_OUT after 1 attempt");
+                        cr_assert_str_eq(json_string_value(json_object_get(recs[i].v, "trigger")),
+                                         "SCHEDULE");
+                }
+}
+
+Test(sched_engine, encode_run_matches_the_engine_bytes) {
+        char err[256];
+        put(spec_every(1000, "RUN_ONCE", false), 1, T0);
+        tick(T0 + 10);
+        cr_assert_eq(recs[0].topic, TB_TOPIC_RUNS);
+        int64_t emitted = json_integer_value(json_object_get(recs[0].v, "emitted_at"));
+        tb_buf_t b = {0};
+        cr_assert_eq(tb_sched_encode_run(s, TID, T0, 1, "SCHEDULE", emitted, &b, err, sizeof(err)),
+                     TB_OK, "%s", err);
+        json_t *v = NULL;
+        cr_assert_eq(
+                tb_serde_decode(b.data, b.len, TB_SCHEMA_RUN_REQUEST, NULL, &v, err, sizeof(err)),
+                TB_OK, "%s", err);
+        cr_assert(json_equal(v, recs[0].v), "the encoder writes the engine's RunRequest");
+        json_decref(v);
+        b.len = 0;
+        cr_assert_eq(tb_sched_encode_run(s, TID, T0, 1, "WEEKLY", emitted, &b, err, sizeof(err)),
+                     TB_ERR_INVALID);
+        cr_assert(strstr(err, "WEEKLY"), "%s", err);
+        cr_assert_eq(tb_sched_encode_run(s, "no-such-task", T0, 1, "SCHEDULE", emitted, &b, err,
+                                         sizeof(err)),
+                     TB_ERR_NOT_FOUND);
+        tb_buf_free(&b);
+}
+
+Test(sched_engine, drop_partition_forgets_its_tasks_and_their_pending_records) {
+        char err[512];
+        put(spec_every(1000, "RUN_ONCE", false), 1, T0); /* partition 0 */
+        json_t *spec = spec_every(1000, "RUN_ONCE", false);
+        cr_assert_eq(tb_sched_task_put(s, 1, "task-on-1", 1, T0, spec, T0, err, sizeof(err)), TB_OK,
+                     "%s", err);
+        json_decref(spec);
+        tb_sched_part(s, 0)->owned = true;
+        tb_sched_part(s, 0)->ev_pos = 42;
+        cr_assert_eq(tb_sched_task_count(s), 2);
+        cr_assert(tb_sched_task_remove(s, "task-on-1", true)); /* a tombstone pending on 1 */
+        tb_sched_drop_partition(s, 0);
+        cr_assert_eq(tb_sched_task_count(s), 0);
+        cr_assert_not(tb_sched_task_info(s, TID, NULL, NULL));
+        cr_assert_not(tb_sched_part(s, 0)->owned);
+        cr_assert_eq(tb_sched_part(s, 0)->ev_pos, -1);
+        cr_assert_null(tb_sched_part(s, conf->topic_partitions), "out of range");
+        tick(T0 + 5000);
+        /* partition 1's tombstone is still written; partition 0 wrote nothing */
+        cr_assert_eq(nrec, 1);
+        cr_assert_eq(recs[0].topic, TB_TOPIC_CHECKPOINTS);
+        cr_assert_null(recs[0].v);
 }

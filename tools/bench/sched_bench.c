@@ -16,10 +16,8 @@
  *    - burst: --burst one-shot tasks due at the same instant; the time from
  *      that instant until the last of their runs is committed.
  *
- * Build it as part of the tree by adding to CMakeLists.txt:
- *   add_executable(sched_bench tools/bench/sched_bench.c)
- *   target_link_libraries(sched_bench PRIVATE tbcore)
- *   set_target_properties(sched_bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+ * It drives the engine alone (scheduler/engine.h), as the role would, and is
+ * built with the tree (bin/sched_bench).
  * --samples writes the sustained run's fire lags (ms, sorted), one per
  * line, for the distribution plot of tools/bench/run scheduler.
  * Measure with a release build (-DTB_SANITIZE=OFF): sanitizers double RSS.
@@ -28,7 +26,7 @@
 #include "bus/bus.h"
 #include "config/config.h"
 #include "schedule/schedule.h"
-#include "scheduler/scheduler.h"
+#include "scheduler/engine.h"
 #include "serde/serde.h"
 
 #include <getopt.h>

@@ -1,0 +1,214 @@
+/**
+ * @file scheduler/engine_internal.h
+ * @brief What the engine's files share and nobody else sees: the task
+ *        record, the engine's state and the helpers that cross its files.
+ *        The role and the tests use engine.h.
+ */
+#ifndef TB_SCHED_ENGINE_INTERNAL_H
+#define TB_SCHED_ENGINE_INTERNAL_H
+
+#include "scheduler/engine.h"
+#include "schedule/schedule.h"
+#include "schedule/timerheap.h"
+
+#define TB_SCHED_LOG "scheduler"
+
+/* ---- task records ----------------------------------------------------------- */
+
+enum {
+        TB_SCHED_TF_USED = 1 << 0,
+        TB_SCHED_TF_UUID = 1 << 1,           /* id.uuid holds the id */
+        TB_SCHED_TF_PAUSED = 1 << 2,
+        TB_SCHED_TF_LOCAL = 1 << 3,          /* home_region is this region: fire it */
+        TB_SCHED_TF_EXPIRED = 1 << 4,        /* the EXPIRED record was written */
+        TB_SCHED_TF_EXPIRY_PENDING = 1 << 5, /* expires_at ended it: write EXPIRED when due */
+        TB_SCHED_TF_DIRTY = 1 << 6,          /* its checkpoint must be written */
+        TB_SCHED_TF_TOMB = 1 << 7,           /* deleted: slot waits for its tombstone */
+};
+
+enum { TB_SCHED_MISFIRE_RUN_ONCE = 0, TB_SCHED_MISFIRE_SKIP, TB_SCHED_MISFIRE_RUN_ALL };
+enum {
+        TB_SCHED_TRIG_SCHEDULE = 0,
+        TB_SCHED_TRIG_RUN_NOW,
+        TB_SCHED_TRIG_RETRY,
+        TB_SCHED_TRIG_MISFIRE
+};
+
+/** A parsed cron shared by every task with the same zone and expression. */
+typedef struct tb_sched_cron {
+        struct tb_sched_cron *next;
+        char *key; /* zone '\n' expression */
+        tb_cron_t *cron;
+        const tb_tz_t *tz;
+} tb_sched_cron_t;
+
+typedef struct tb_sched_retry {
+        int64_t nominal_ms;
+        int64_t due_ms;
+        int32_t attempt;
+} tb_sched_retry_t;
+
+/** The rare parts of a task: pending retries and run-now requests. */
+typedef struct tb_sched_extra {
+        tb_sched_retry_t *retries;
+        uint32_t retry_cnt;
+        uint32_t run_now_cnt;
+        int64_t *run_now;     /* pending RUN_REQUESTED nominal times, ascending */
+        int64_t run_now_mark; /* latest run-now nominal emitted */
+} tb_sched_extra_t;
+
+typedef struct tb_sched_task {
+        union {
+                uint8_t uuid[16];
+                char *str;
+        } id;
+        int64_t version;
+        int64_t epoch; /* home-region epoch: a failover raises it (docs/replication.md) */
+        int64_t created_ms;
+        int64_t param_ms; /* ONCE: the instant; EVERY: the period */
+        int64_t start_ms, end_ms, expires_ms;
+        int64_t jitter_ms;
+        int64_t backoff_ms, backoff_max_ms;
+        int64_t last_nominal; /* TB_SCHED_NO_LAST: nothing emitted yet */
+        int64_t next_nominal; /* TB_SCHED_NEVER: no further fire */
+        int64_t fires;
+        tb_sched_cron_t *cron;
+        uint8_t *snap; /* RunSnapshot Avro bytes */
+        tb_sched_extra_t *x;
+        uint32_t snap_len;
+        int16_t partition;
+        uint16_t max_attempts;
+        uint8_t kind, dst_gap, dst_overlap, misfire;
+        uint8_t flags;
+} tb_sched_task_t;
+
+typedef struct tb_sched_dlq {
+        char *task_id;
+        int32_t partition;
+        tb_buf_t value;
+        char status[24];
+        char *error;
+} tb_sched_dlq_t;
+
+typedef struct tb_sched_tomb {
+        char *task_id;
+        int32_t partition;
+} tb_sched_tomb_t;
+
+struct tb_sched {
+        const tb_config_t *conf;
+        char host[256];
+        int32_t part_cnt;
+        tb_sched_part_t *parts;
+
+        tb_sched_task_t *tasks;
+        uint32_t task_cap, task_hwm;
+        uint32_t *free_slots;
+        size_t free_cnt, free_cap;
+        size_t task_cnt;
+
+        uint32_t *map; /* slot + 1; 0 = empty */
+        size_t map_cap, map_cnt;
+
+        tb_sched_cron_t **crons;
+        size_t cron_cap, cron_cnt;
+
+        tb_timerheap_t heap;
+
+        uint32_t *dirty;
+        size_t dirty_cnt, dirty_cap;
+        tb_sched_dlq_t *dlq;
+        size_t dlq_cnt, dlq_cap;
+        tb_sched_tomb_t *tombs;
+        size_t tomb_cnt, tomb_cap;
+
+        rd_kafka_t *producer, *group;
+        tb_sched_sink_t sink;
+        void *sink_opaque;
+        tb_sched_fire_hook_t hook;
+        void *hook_opaque;
+
+        int64_t *lag_due; /* this tick's scheduled fires (nominal + jitter) */
+        size_t lag_cnt, lag_cap;
+        tb_buf_t scratch;
+        uint8_t run_header[10]; /* C3 01 + RunRequest fingerprint */
+        char events_topic[256], results_topic[256];
+        bool in_txn;
+        char **moved; /* tasks an event of a higher epoch made local (see tb_sched_take_moved) */
+        size_t moved_cnt, moved_cap;
+};
+
+
+/* ---- engine.c: ids, the id -> slot table, crons ----------------------------- */
+
+/** Canonical lower-case UUID text -> 16 bytes (only that form round-trips). */
+bool tb_sched_uuid_parse(const char *s, uint8_t out[16]);
+/** @returns the task's id as text: its own string, or formatted into \p buf. */
+const char *tb_sched_task_idstr(const tb_sched_task_t *t, char buf[37]);
+/** Double the id -> slot table (rehashing every entry). */
+tb_err_t tb_sched_map_grow(tb_sched_t *s);
+/** Find \p id; *\p at receives its table index (or the free one to use). */
+bool tb_sched_map_find(const tb_sched_t *s, const char *id, size_t *at);
+/** @returns \p id's slot, or UINT32_MAX when it is not loaded. */
+uint32_t tb_sched_slot_of(const tb_sched_t *s, const char *id);
+/** A slot for a new task: a released one, or the next (growing the array). */
+tb_err_t tb_sched_slot_alloc(tb_sched_t *s, uint32_t *out);
+/** Give \p slot back for reuse (its fields already freed). */
+void tb_sched_slot_release(tb_sched_t *s, uint32_t slot);
+/** The shared parsed cron of (\p zone, \p expr), parsed on first use; owned
+ *  by the engine. @returns the parser's error (it names the field). */
+tb_err_t tb_sched_cron_get(tb_sched_t *s, const char *zone, const char *expr,
+                           tb_sched_cron_t **out, char *errstr, size_t errstr_size);
+
+/* ---- engine.c: schedule math and the timer heap ----------------------------- */
+
+/** The record's schedule as a tb_schedule_t (borrowing its cron). */
+void tb_sched_task_schedule(const tb_sched_task_t *t, tb_schedule_t *sc);
+/** @returns the first nominal fire after \p after, or TB_SCHED_NEVER. */
+int64_t tb_sched_task_next_after(const tb_sched_task_t *t, int64_t after);
+/** @returns fire \p nominal's jitter (deterministic per task and fire). */
+int64_t tb_sched_task_jitter(const tb_sched_task_t *t, int64_t nominal);
+/** @returns where the next fire is searched from: the last emitted nominal,
+ *  or just before the creation. */
+int64_t tb_sched_task_from(const tb_sched_task_t *t);
+/** After the schedule ran out: flag an EXPIRED record due if expires_at ended it. */
+void tb_sched_task_check_expiry(tb_sched_task_t *t);
+/** @returns when the task next needs the tick (run-now, retry, expiry, fire),
+ *  or TB_SCHED_NEVER. */
+int64_t tb_sched_task_due(const tb_sched_task_t *t);
+/** Put the task's timer where tb_sched_task_due() says (or take it out). */
+void tb_sched_task_rekey(tb_sched_t *s, uint32_t slot);
+/** Queue the task's checkpoint for the next tick (once). */
+void tb_sched_task_mark_dirty(tb_sched_t *s, uint32_t slot);
+/** @returns the task's rare parts, allocated on first use; NULL: no memory. */
+tb_sched_extra_t *tb_sched_task_extra(tb_sched_task_t *t);
+/** Free the rare parts; NULL allowed. */
+void tb_sched_extra_free(tb_sched_extra_t *x);
+
+/* ---- engine.c: records' life ------------------------------------------------ */
+
+/** Remember that an event made task \p tid local (see tb_sched_take_moved()). */
+void tb_sched_moved_push(tb_sched_t *s, const char *tid);
+/** Forget the task in \p slot: table entry, timer, fields, slot. */
+void tb_sched_task_destroy(tb_sched_t *s, uint32_t slot);
+
+/* ---- records.c: the records' bytes ------------------------------------------ */
+
+/** Append the RunRequest of fire (\p nominal, \p attempt) with trigger \p trig
+ *  to \p out: a few varints, then the task's snapshot bytes. */
+void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
+                         int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out);
+/** Append a RunResult for a fire not run (\p status, \p error) to \p out. */
+tb_err_t tb_sched_result_encode(const tb_sched_t *s, const char *tid, int64_t nominal, int attempt,
+                                const char *status, const char *error, int64_t now, tb_buf_t *out,
+                                char *errstr, size_t errstr_size);
+/** Append task \p t's SchedulerCheckpoint at \p now to \p out (read back by
+ *  tb_sched_checkpoint()). */
+tb_err_t tb_sched_checkpoint_encode(const tb_sched_task_t *t, int64_t now, tb_buf_t *out,
+                                    char *errstr, size_t errstr_size);
+/** @returns JSON member \p k of \p o as an integer, or \p dflt. */
+int64_t tb_sched_jlong(const json_t *o, const char *k, int64_t dflt);
+/** @returns JSON member \p k of \p o as a string (borrowed), or \p dflt. */
+const char *tb_sched_jstr(const json_t *o, const char *k, const char *dflt);
+
+#endif /* TB_SCHED_ENGINE_INTERNAL_H */
