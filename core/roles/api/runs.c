@@ -11,6 +11,7 @@
  * See docs/runs-and-logs.md.
  */
 #include "api/api.h"
+#include "api/util.h"
 #include "executor/executor.h"
 
 #include <ctype.h>
@@ -84,77 +85,6 @@ static void tb_runs_db_error(tb_http_resp_t *resp, const char *err) {
 static void tb_runs_not_found(tb_http_resp_t *resp, const char *id) {
         tb_http_error(resp, 404, "not_found", NULL, "no run '%.128s' in your security groups",
                       tb_runs_id_ok(id) ? id : "(invalid id)");
-}
-
-/** Reject query parameters not in \p known (NULL-terminated). */
-typedef struct tb_runs_args {
-        const char *const *known;
-        const char *known_text;
-        char bad[300];
-        char field[64];
-} tb_runs_args_t;
-
-static enum MHD_Result tb_runs_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value) {
-        tb_runs_args_t *a = cls;
-        if (a->bad[0])
-                return MHD_YES;
-        for (size_t i = 0; a->known[i]; i++)
-                if (!strcmp(a->known[i], key))
-                        return MHD_YES;
-        tb_snprintf(a->field, sizeof(a->field), "%.60s", key);
-        tb_snprintf(a->bad, sizeof(a->bad), "unknown query parameter '%.60s'; valid: %s", key,
-                    a->known_text);
-        return MHD_YES;
-}
-
-static bool tb_runs_check_args(tb_http_req_t *req, tb_http_resp_t *resp,
-                               const char *const *known, const char *known_text) {
-        tb_runs_args_t a = {.known = known, .known_text = known_text};
-        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, tb_runs_arg, &a);
-        if (a.bad[0]) {
-                tb_http_error(resp, 400, "invalid_argument", a.field, "%s", a.bad);
-                return false;
-        }
-        return true;
-}
-
-/** Parse an integer query parameter in [lo, hi]. @returns false with a 400. */
-static bool tb_runs_int_arg(tb_http_req_t *req, tb_http_resp_t *resp, const char *name,
-                            int64_t lo, int64_t hi, int64_t *out) {
-        const char *s = tb_http_query(req, name);
-        if (!s)
-                return true;
-        char *end;
-        long long v = strtoll(s, &end, 10);
-        if (!*s || *end || v < lo || v > hi) {
-                tb_http_error(resp, 400, "invalid_argument", name,
-                              "%s: expected an integer from %" PRId64 " to %" PRId64
-                              ", got '%.32s'",
-                              name, lo, hi, s);
-                return false;
-        }
-        *out = v;
-        return true;
-}
-
-/** Parse an RFC 3339 query parameter. @returns false with a 400. */
-static bool tb_runs_time_arg(tb_http_req_t *req, tb_http_resp_t *resp, const char *name,
-                             char out[32]) {
-        const char *s = tb_http_query(req, name);
-        char err[256];
-        int64_t ms;
-        out[0] = '\0';
-        if (!s)
-                return true;
-        if (tb_time_parse(s, &ms, err, sizeof(err))) {
-                tb_http_error(resp, 400, "invalid_argument", name,
-                              "%s: %s; expected an RFC 3339 time like 2026-01-02T03:04:05Z", name,
-                              err);
-                return false;
-        }
-        tb_snprintf(out, 32, "%" PRId64, ms);
-        return true;
 }
 
 /* ---- run JSON ----------------------------------------------------------------- */

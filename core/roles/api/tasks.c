@@ -6,6 +6,8 @@
  *        the caller's security groups.
  */
 #include "api/api.h"
+#include "api/cursor.h"
+#include "api/util.h"
 #include "http/metrics.h"
 #include "replication.h"
 #include "task/task.h"
@@ -19,8 +21,6 @@
 #define TB_API_LIST_MAX 500
 #define TB_API_HISTORY_DEFAULT 100
 #define TB_API_HISTORY_MAX 1000
-/** How long a read waits for a pool connection before answering 503. */
-#define TB_API_POOL_WAIT_MS 5000
 
 /* Columns of tb_api_task_json(): keep both in step. */
 #define TB_API_TASK_COLS                                                                    \
@@ -55,41 +55,6 @@ static void tb_api_groups_text(const tb_principal_t *p, char *buf, size_t size) 
                                         p->groups[i]);
         if (p->group_cnt == 0)
                 tb_snprintf(buf, size, "(none)");
-}
-
-/** Task ids are UUIDs from this API or ids chosen by Kafka producers: a
- *  conservative charset keeps garbage out of messages and logs. */
-static bool tb_api_id_ok(const char *id) {
-        size_t n = strlen(id);
-        if (n == 0 || n > 128)
-                return false;
-        for (const char *s = id; *s; s++)
-                if (!isalnum((unsigned char)*s) && !strchr("-_.:", *s))
-                        return false;
-        return true;
-}
-
-static void tb_api_not_found(tb_http_resp_t *resp, const char *id) {
-        tb_http_error(resp, 404, "not_found", NULL, "no task '%.128s' in your security groups",
-                      tb_api_id_ok(id) ? id : "(invalid id)");
-}
-
-static PGconn *tb_api_conn(tb_api_t *api, tb_http_resp_t *resp) {
-        PGconn *c = tb_store_acquire_timeout(api->ctx->store, TB_API_POOL_WAIT_MS);
-        if (!c) {
-                tb_http_error(resp, 503, "unavailable", NULL,
-                              "the database is busy (no connection within %d ms); retry later",
-                              TB_API_POOL_WAIT_MS);
-                tb_http_add_header(resp, "Retry-After", "1");
-        }
-        return c;
-}
-
-static void tb_api_db_error(tb_http_resp_t *resp, const char *err) {
-        tb_warn("api", "%s", err);
-        tb_http_error(resp, 503, "unavailable", NULL,
-                      "the database is unavailable; retry later");
-        tb_http_add_header(resp, "Retry-After", "5");
 }
 
 /** The normalized task of row \p i plus its read-only fields (new ref). */
@@ -549,82 +514,6 @@ static enum MHD_Result tb_api_list_arg(void *cls, enum MHD_ValueKind kind, const
         k[kl] = '\0';
         json_object_set_new(q->labels, k, json_string(eq + 1));
         return MHD_YES;
-}
-
-static void tb_api_b64url(const char *in, size_t len, char *out) {
-        static const char a[] =
-                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        size_t o = 0;
-        for (size_t i = 0; i < len; i += 3) {
-                uint32_t v = (uint32_t)(unsigned char)in[i] << 16;
-                if (i + 1 < len)
-                        v |= (uint32_t)(unsigned char)in[i + 1] << 8;
-                if (i + 2 < len)
-                        v |= (unsigned char)in[i + 2];
-                out[o++] = a[(v >> 18) & 63];
-                out[o++] = a[(v >> 12) & 63];
-                if (i + 1 < len)
-                        out[o++] = a[(v >> 6) & 63];
-                if (i + 2 < len)
-                        out[o++] = a[v & 63];
-        }
-        out[o] = '\0';
-}
-
-/** @returns decoded length, or -1 if \p in is not base64url. */
-static ssize_t tb_api_unb64url(const char *in, char *out, size_t cap) {
-        size_t o = 0;
-        uint32_t acc = 0;
-        int bits = 0;
-        for (const char *s = in; *s; s++) {
-                int v;
-                if (*s >= 'A' && *s <= 'Z')
-                        v = *s - 'A';
-                else if (*s >= 'a' && *s <= 'z')
-                        v = *s - 'a' + 26;
-                else if (*s >= '0' && *s <= '9')
-                        v = *s - '0' + 52;
-                else if (*s == '-')
-                        v = 62;
-                else if (*s == '_')
-                        v = 63;
-                else if (*s == '=')
-                        break;
-                else
-                        return -1;
-                acc = (acc << 6) | (uint32_t)v;
-                bits += 6;
-                if (bits >= 8) {
-                        bits -= 8;
-                        if (o + 1 >= cap)
-                                return -1;
-                        out[o++] = (char)((acc >> bits) & 0xff);
-                }
-        }
-        out[o] = '\0';
-        return (ssize_t)o;
-}
-
-/* A cursor is base64url("<created_at with microseconds>|<id>") of the last
- * row of a page: the keyset (created_at, id) to continue below. */
-static bool tb_api_cursor_parse(const char *cur, char ts[40], char id[200]) {
-        char raw[300];
-        ssize_t n = tb_api_unb64url(cur, raw, sizeof(raw));
-        if (n < 0)
-                return false;
-        char *bar = strchr(raw, '|');
-        if (!bar || bar - raw != 27 || !tb_api_id_ok(bar + 1))
-                return false;
-        /* YYYY-MM-DDTHH:MM:SS.uuuuuuZ, exactly as the server wrote it */
-        static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
-        for (int i = 0; i < 27; i++) {
-                if (shape[i] == 'd' ? !isdigit((unsigned char)raw[i]) : raw[i] != shape[i])
-                        return false;
-        }
-        memcpy(ts, raw, 27);
-        ts[27] = '\0';
-        tb_snprintf(id, 200, "%s", bar + 1);
-        return true;
 }
 
 void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
