@@ -17,21 +17,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TB_API_LIST_DEFAULT 50
-#define TB_API_LIST_MAX 500
-#define TB_API_HISTORY_DEFAULT 100
-#define TB_API_HISTORY_MAX 1000
+#define TB_API_TASKS_LIST_DEFAULT 50
+#define TB_API_TASKS_LIST_MAX 500
+#define TB_API_TASKS_HISTORY_DEFAULT 100
+#define TB_API_TASKS_HISTORY_MAX 1000
 
-/* Columns of tb_api_task_json(): keep both in step. */
-#define TB_API_TASK_COLS                                                                    \
+/* Columns of tb_api_tasks_json(): keep both in step. */
+#define TB_API_TASKS_COLS                                                                    \
         "id, version, spec::text, paused, (extract(epoch FROM created_at) * 1000)::bigint, " \
-        "(extract(epoch FROM updated_at) * 1000)::bigint, created_by, "                       \
+        "(extract(epoch FROM updated_at) * 1000)::bigint, created_by, "                      \
         "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 
 /* ---- helpers ---------------------------------------------------------------- */
 
 /** The caller's groups as a PostgreSQL text[] literal (caller frees). */
-static char *tb_api_groups_literal(const tb_principal_t *p) {
+static char *tb_api_tasks_groups_literal(const tb_principal_t *p) {
         tb_buf_t b = {0};
         tb_buf_append(&b, "{", 1);
         for (size_t i = 0; i < p->group_cnt; i++) {
@@ -47,7 +47,7 @@ static char *tb_api_groups_literal(const tb_principal_t *p) {
         return b.data;
 }
 
-static void tb_api_groups_text(const tb_principal_t *p, char *buf, size_t size) {
+static void tb_api_tasks_groups_text(const tb_principal_t *p, char *buf, size_t size) {
         size_t off = 0;
         buf[0] = '\0';
         for (size_t i = 0; i < p->group_cnt && off < size; i++)
@@ -58,7 +58,7 @@ static void tb_api_groups_text(const tb_principal_t *p, char *buf, size_t size) 
 }
 
 /** The normalized task of row \p i plus its read-only fields (new ref). */
-static json_t *tb_api_task_json(PGresult *r, int i) {
+static json_t *tb_api_tasks_json(PGresult *r, int i) {
         json_error_t je;
         json_t *spec = json_loads(PQgetvalue(r, i, 2), 0, &je);
         if (!json_is_object(spec)) {
@@ -95,13 +95,13 @@ static json_t *tb_api_task_json(PGresult *r, int i) {
 }
 
 /** Load one task visible to \p p. @returns TB_OK, TB_ERR_NOT_FOUND or a DB error. */
-static tb_err_t tb_api_task_load(tb_api_t *api, PGconn *c, const tb_principal_t *p,
-                                 const char *id, json_t **out, char *err, size_t errsz) {
-        char *groups = tb_api_groups_literal(p);
+static tb_err_t tb_api_tasks_load(tb_api_t *api, PGconn *c, const tb_principal_t *p, const char *id,
+                                  json_t **out, char *err, size_t errsz) {
+        char *groups = tb_api_tasks_groups_literal(p);
         const char *params[2] = {id, groups};
         PGresult *r = NULL;
         tb_err_t e = tb_store_exec(c, "read task",
-                                   "SELECT " TB_API_TASK_COLS " FROM tasks "
+                                   "SELECT " TB_API_TASKS_COLS " FROM tasks "
                                    "WHERE id = $1 AND security_group = ANY($2::text[])",
                                    2, params, &r, err, errsz);
         free(groups);
@@ -111,20 +111,20 @@ static tb_err_t tb_api_task_load(tb_api_t *api, PGconn *c, const tb_principal_t 
                 PQclear(r);
                 return TB_ERR_NOT_FOUND;
         }
-        *out = tb_api_task_json(r, 0);
+        *out = tb_api_tasks_json(r, 0);
         PQclear(r);
         return TB_OK;
 }
 
 /** Respond with the task (200/201) and its ETag; NOT_FOUND becomes 404. */
-static void tb_api_respond_task(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
-                                const char *id, int status) {
+static void tb_api_tasks_respond(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                 const char *id, int status) {
         PGconn *c = tb_api_conn(api, resp);
         if (!c)
                 return;
         json_t *t = NULL;
         char err[512];
-        tb_err_t e = tb_api_task_load(api, c, tb_api_principal(req), id, &t, err, sizeof(err));
+        tb_err_t e = tb_api_tasks_load(api, c, tb_api_principal(req), id, &t, err, sizeof(err));
         tb_store_release(api->ctx->store, c);
         if (e == TB_ERR_NOT_FOUND) {
                 tb_api_not_found(resp, id);
@@ -146,7 +146,7 @@ static void tb_api_respond_task(tb_api_t *api, tb_http_req_t *req, tb_http_resp_
 }
 
 /** Parse the body as a JSON object, or answer 400 saying where it breaks. */
-static json_t *tb_api_body(tb_http_req_t *req, tb_http_resp_t *resp) {
+static json_t *tb_api_tasks_body(tb_http_req_t *req, tb_http_resp_t *resp) {
         if (req->body.len == 0) {
                 tb_http_error(resp, 400, "invalid_argument", NULL,
                               "the request body is empty: send the task as a JSON object");
@@ -176,8 +176,8 @@ static json_t *tb_api_body(tb_http_req_t *req, tb_http_resp_t *resp) {
  * Validate \p body as the caller's task with the ONE validator, and check
  * that its security group is the caller's. @returns false with resp filled.
  */
-static bool tb_api_validate(tb_api_t *api, const tb_principal_t *p, const json_t *body,
-                            tb_http_resp_t *resp) {
+static bool tb_api_tasks_validate(tb_api_t *api, const tb_principal_t *p, const json_t *body,
+                                  tb_http_resp_t *resp) {
         const tb_config_t *conf = api->ctx->conf;
         const char *group = json_string_value(json_object_get(body, "security_group"));
         const tb_group_conf_t *gp = tb_config_group_policy(conf, group ? group : "");
@@ -207,7 +207,7 @@ static bool tb_api_validate(tb_api_t *api, const tb_principal_t *p, const json_t
         bool ok = group && tb_principal_in_group(p, group);
         if (!ok) {
                 char groups[512];
-                tb_api_groups_text(p, groups, sizeof(groups));
+                tb_api_tasks_groups_text(p, groups, sizeof(groups));
                 tb_http_error(resp, 403, "forbidden", "security_group",
                               "security_group: you are not a member of '%.128s'; your groups: %s",
                               group ? group : "", groups);
@@ -217,7 +217,7 @@ static bool tb_api_validate(tb_api_t *api, const tb_principal_t *p, const json_t
 }
 
 /** Parse If-Match ("N", W/"N", N or *). @returns false with a 400 filled. */
-static bool tb_api_if_match(tb_http_req_t *req, tb_http_resp_t *resp, int64_t *version) {
+static bool tb_api_tasks_if_match(tb_http_req_t *req, tb_http_resp_t *resp, int64_t *version) {
         const char *h = tb_http_header(req, "If-Match");
         *version = -1;
         if (!h)
@@ -257,9 +257,9 @@ bad:
  * @returns 1 accepted and visible, 0 accepted but the projection lagged
  *          (202 answered), -1 failed (error answered).
  */
-static int tb_api_write(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
-                        const char *type, const char *id, int64_t expected,
-                        const char *task_json, tb_api_cmd_result_t *res) {
+static int tb_api_tasks_write(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                              const char *type, const char *id, int64_t expected,
+                              const char *task_json, tb_api_cmd_result_t *res) {
         int64_t t0 = tb_mono_us();
         tb_api_command(api, req, type, id, expected, task_json, res);
         if (res->outcome != TB_API_ACCEPTED) {
@@ -293,8 +293,8 @@ static int tb_api_write(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
  * from the projection (a task the caller cannot see is left to the usual
  * 404). @returns true if the request was answered.
  */
-static bool tb_api_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
-                                 const char *id, const char *home) {
+static bool tb_api_tasks_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                       const char *id, const char *home) {
         const tb_config_t *conf = api->ctx->conf;
         char buf[128] = "";
         if (!conf->repl_remote_region_cnt && !conf->repl_region_api_cnt)
@@ -303,7 +303,7 @@ static bool tb_api_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_http_resp
                 PGconn *c = tb_api_conn(api, resp);
                 if (!c)
                         return true;
-                char *groups = tb_api_groups_literal(tb_api_principal(req));
+                char *groups = tb_api_tasks_groups_literal(tb_api_principal(req));
                 const char *params[2] = {id, groups};
                 PGresult *r = NULL;
                 char err[512];
@@ -351,24 +351,24 @@ static bool tb_api_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_http_resp
 
 void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
-        json_t *body = tb_api_body(req, resp);
+        json_t *body = tb_api_tasks_body(req, resp);
         if (!body)
                 return;
-        bool ok = tb_api_validate(api, tb_api_principal(req), body, resp);
+        bool ok = tb_api_tasks_validate(api, tb_api_principal(req), body, resp);
         char home[128] = "";
         const char *h = json_string_value(json_object_get(body, "home_region"));
         tb_snprintf(home, sizeof(home), "%s", h ? h : "");
         json_decref(body);
-        if (!ok || tb_api_home_redirect(api, req, resp, "", home))
+        if (!ok || tb_api_tasks_home_redirect(api, req, resp, "", home))
                 return;
         char id[37];
         tb_uuid4(id);
         char *text = strndup(req->body.data, req->body.len);
         tb_api_cmd_result_t res;
-        int w = tb_api_write(api, req, resp, "CREATE", id, -1, text, &res);
+        int w = tb_api_tasks_write(api, req, resp, "CREATE", id, -1, text, &res);
         free(text);
         if (w == 1)
-                tb_api_respond_task(api, req, resp, id, 201);
+                tb_api_tasks_respond(api, req, resp, id, 201);
         else if (w == 0) {
                 char loc[200];
                 tb_snprintf(loc, sizeof(loc), "/v1/tasks/%s", id);
@@ -382,7 +382,7 @@ void tb_api_tasks_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 tb_api_not_found(resp, id);
                 return;
         }
-        tb_api_respond_task(app, req, resp, id, 200);
+        tb_api_tasks_respond(app, req, resp, id, 200);
 }
 
 void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
@@ -393,57 +393,57 @@ void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 tb_api_not_found(resp, id);
                 return;
         }
-        if (!tb_api_if_match(req, resp, &expected) ||
-            tb_api_home_redirect(api, req, resp, id, NULL))
+        if (!tb_api_tasks_if_match(req, resp, &expected) ||
+            tb_api_tasks_home_redirect(api, req, resp, id, NULL))
                 return;
-        json_t *body = tb_api_body(req, resp);
+        json_t *body = tb_api_tasks_body(req, resp);
         if (!body)
                 return;
-        bool ok = tb_api_validate(api, tb_api_principal(req), body, resp);
+        bool ok = tb_api_tasks_validate(api, tb_api_principal(req), body, resp);
         json_decref(body);
         if (!ok)
                 return;
         char *text = strndup(req->body.data, req->body.len);
         tb_api_cmd_result_t res;
-        int w = tb_api_write(api, req, resp, "UPDATE", id, expected, text, &res);
+        int w = tb_api_tasks_write(api, req, resp, "UPDATE", id, expected, text, &res);
         free(text);
         if (w == 1)
-                tb_api_respond_task(api, req, resp, id, 200);
+                tb_api_tasks_respond(api, req, resp, id, 200);
 }
 
 /* DELETE, PAUSE, RESUME: no body; answered with the task (or 204). */
-static void tb_api_simple(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
-                          const char *type) {
+static void tb_api_tasks_simple(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                const char *type) {
         const char *id = req->params[0];
         int64_t expected;
         if (!tb_api_id_ok(id)) {
                 tb_api_not_found(resp, id);
                 return;
         }
-        if (!tb_api_if_match(req, resp, &expected) ||
-            tb_api_home_redirect(api, req, resp, id, NULL))
+        if (!tb_api_tasks_if_match(req, resp, &expected) ||
+            tb_api_tasks_home_redirect(api, req, resp, id, NULL))
                 return;
         tb_api_cmd_result_t res;
-        if (tb_api_write(api, req, resp, type, id, expected, NULL, &res) != 1)
+        if (tb_api_tasks_write(api, req, resp, type, id, expected, NULL, &res) != 1)
                 return;
         if (!strcmp(type, "DELETE")) {
                 resp->status = 204;
                 resp->body.len = 0;
                 return;
         }
-        tb_api_respond_task(api, req, resp, id, 200);
+        tb_api_tasks_respond(api, req, resp, id, 200);
 }
 
 void tb_api_tasks_delete(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        tb_api_simple(app, req, resp, "DELETE");
+        tb_api_tasks_simple(app, req, resp, "DELETE");
 }
 
 void tb_api_tasks_pause(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        tb_api_simple(app, req, resp, "PAUSE");
+        tb_api_tasks_simple(app, req, resp, "PAUSE");
 }
 
 void tb_api_tasks_resume(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        tb_api_simple(app, req, resp, "RESUME");
+        tb_api_tasks_simple(app, req, resp, "RESUME");
 }
 
 void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
@@ -454,11 +454,11 @@ void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 tb_api_not_found(resp, id);
                 return;
         }
-        if (!tb_api_if_match(req, resp, &expected) ||
-            tb_api_home_redirect(api, req, resp, id, NULL))
+        if (!tb_api_tasks_if_match(req, resp, &expected) ||
+            tb_api_tasks_home_redirect(api, req, resp, id, NULL))
                 return;
         tb_api_cmd_result_t res;
-        if (tb_api_write(api, req, resp, "RUN_NOW", id, expected, NULL, &res) != 1)
+        if (tb_api_tasks_write(api, req, resp, "RUN_NOW", id, expected, NULL, &res) != 1)
                 return;
         char at[32];
         tb_time_format(res.requested_at_ms, at);
@@ -471,23 +471,23 @@ void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
 
 /* ---- list ---------------------------------------------------------------------- */
 
-typedef struct tb_api_query {
+typedef struct tb_api_tasks_query {
         json_t *labels;     /**< label=k=v filters */
         char bad[300];      /**< first problem found */
         char bad_field[64];
-} tb_api_query_t;
+} tb_api_tasks_query_t;
 
-static const char *const tb_api_list_params[] = {"security_group", "limit",  "cursor",
+static const char *const tb_api_tasks_list_params[] = {"security_group", "limit",  "cursor",
                                                  "name_prefix",    "paused", "label", NULL};
 
-static enum MHD_Result tb_api_list_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                       const char *value) {
-        tb_api_query_t *q = cls;
+static enum MHD_Result tb_api_tasks_list_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                             const char *value) {
+        tb_api_tasks_query_t *q = cls;
         if (q->bad[0])
                 return MHD_YES;
         bool known = false;
-        for (size_t i = 0; tb_api_list_params[i]; i++)
-                known = known || !strcmp(key, tb_api_list_params[i]);
+        for (size_t i = 0; tb_api_tasks_list_params[i]; i++)
+                known = known || !strcmp(key, tb_api_tasks_list_params[i]);
         if (!known) {
                 tb_snprintf(q->bad_field, sizeof(q->bad_field), "%.60s", key);
                 tb_snprintf(q->bad, sizeof(q->bad),
@@ -519,10 +519,10 @@ static enum MHD_Result tb_api_list_arg(void *cls, enum MHD_ValueKind kind, const
 void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
         const tb_principal_t *p = tb_api_principal(req);
-        tb_api_query_t q = {.labels = json_object()};
+        tb_api_tasks_query_t q = {.labels = json_object()};
         char *groups = NULL, *labels = NULL;
         PGconn *c = NULL;
-        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, tb_api_list_arg, &q);
+        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, tb_api_tasks_list_arg, &q);
         if (q.bad[0]) {
                 tb_http_error(resp, 400, "invalid_argument", q.bad_field, "%s", q.bad);
                 goto out;
@@ -531,7 +531,7 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         if (group && *group) {
                 if (!tb_principal_in_group(p, group)) {
                         char gl[512];
-                        tb_api_groups_text(p, gl, sizeof(gl));
+                        tb_api_tasks_groups_text(p, gl, sizeof(gl));
                         tb_http_error(resp, 403, "forbidden", "security_group",
                                       "security_group: you are not a member of '%.128s'; your "
                                       "groups: %s",
@@ -539,19 +539,19 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                         goto out;
                 }
                 tb_principal_t one = {.groups = (char **)&group, .group_cnt = 1};
-                groups = tb_api_groups_literal(&one);
+                groups = tb_api_tasks_groups_literal(&one);
         } else {
-                groups = tb_api_groups_literal(p);
+                groups = tb_api_tasks_groups_literal(p);
         }
-        long limit = TB_API_LIST_DEFAULT;
+        long limit = TB_API_TASKS_LIST_DEFAULT;
         const char *ls = tb_http_query(req, "limit");
         if (ls) {
                 char *end;
                 limit = strtol(ls, &end, 10);
-                if (!*ls || *end || limit < 1 || limit > TB_API_LIST_MAX) {
+                if (!*ls || *end || limit < 1 || limit > TB_API_TASKS_LIST_MAX) {
                         tb_http_error(resp, 400, "invalid_argument", "limit",
                                       "limit: expected an integer from 1 to %d, got '%.32s'",
-                                      TB_API_LIST_MAX, ls);
+                                      TB_API_TASKS_LIST_MAX, ls);
                         goto out;
                 }
         }
@@ -587,7 +587,7 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         PGresult *r = NULL;
         char err[512];
         if (tb_store_exec(c, "list tasks",
-                          "SELECT " TB_API_TASK_COLS " FROM tasks "
+                          "SELECT " TB_API_TASKS_COLS " FROM tasks "
                           "WHERE security_group = ANY($1::text[]) "
                           "AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, "
                           "$3::text)) "
@@ -605,7 +605,7 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 n = (int)limit;
         json_t *arr = json_array();
         for (int i = 0; i < n; i++)
-                json_array_append_new(arr, tb_api_task_json(r, i));
+                json_array_append_new(arr, tb_api_tasks_json(r, i));
         json_t *next = json_null();
         if (more) {
                 char raw[300], enc[420];
@@ -626,7 +626,7 @@ out:
 
 /* ---- history --------------------------------------------------------------------- */
 
-static json_t *tb_api_history_json(PGresult *r, int i) {
+static json_t *tb_api_tasks_history_json(PGresult *r, int i) {
         json_error_t je;
         char at[32];
         tb_time_format(strtoll(PQgetvalue(r, i, 2), NULL, 10), at);
@@ -657,15 +657,15 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                               "at: %s; expected an RFC 3339 time like 2026-01-02T03:04:05Z", err);
                 return;
         }
-        long limit = TB_API_HISTORY_DEFAULT;
+        long limit = TB_API_TASKS_HISTORY_DEFAULT;
         const char *ls = tb_http_query(req, "limit");
         if (ls) {
                 char *end;
                 limit = strtol(ls, &end, 10);
-                if (!*ls || *end || limit < 1 || limit > TB_API_HISTORY_MAX) {
+                if (!*ls || *end || limit < 1 || limit > TB_API_TASKS_HISTORY_MAX) {
                         tb_http_error(resp, 400, "invalid_argument", "limit",
                                       "limit: expected an integer from 1 to %d, got '%.32s'",
-                                      TB_API_HISTORY_MAX, ls);
+                                      TB_API_TASKS_HISTORY_MAX, ls);
                         return;
                 }
         }
@@ -686,7 +686,7 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         }
         if (!(c = tb_api_conn(api, resp)))
                 return;
-        groups = tb_api_groups_literal(tb_api_principal(req));
+        groups = tb_api_tasks_groups_literal(tb_api_principal(req));
         char atbuf[32], lim[24];
         tb_snprintf(atbuf, sizeof(atbuf), "%" PRId64, at_ms);
         tb_snprintf(lim, sizeof(lim), "%ld", limit + 1);
@@ -723,7 +723,7 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                       "security groups)",
                                       id, at);
                 else {
-                        json_t *h = tb_api_history_json(r, 0);
+                        json_t *h = tb_api_tasks_history_json(r, 0);
                         json_object_set_new(h, "task_id", json_string(id));
                         json_object_set_new(h, "state_at", json_string(at));
                         tb_http_json(resp, 200, h);
@@ -739,7 +739,7 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 n = (int)limit;
         json_t *arr = json_array();
         for (int i = 0; i < n; i++)
-                json_array_append_new(arr, tb_api_history_json(r, i));
+                json_array_append_new(arr, tb_api_tasks_history_json(r, i));
         json_t *next = json_null();
         if (more) {
                 char raw[40], enc[64];

@@ -50,16 +50,16 @@ void tb_api_db_error(tb_http_resp_t *resp, const char *err) {
 }
 
 /** Reject query parameters not in \p known (NULL-terminated). */
-typedef struct tb_runs_args {
+typedef struct tb_api_query_args {
         const char *const *known;
         const char *known_text;
         char bad[300];
         char field[64];
-} tb_runs_args_t;
+} tb_api_query_args_t;
 
-static enum MHD_Result tb_runs_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value) {
-        tb_runs_args_t *a = cls;
+static enum MHD_Result tb_api_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value) {
+        tb_api_query_args_t *a = cls;
         if (a->bad[0])
                 return MHD_YES;
         for (size_t i = 0; a->known[i]; i++)
@@ -71,10 +71,10 @@ static enum MHD_Result tb_runs_arg(void *cls, enum MHD_ValueKind kind, const cha
         return MHD_YES;
 }
 
-bool tb_runs_check_args(tb_http_req_t *req, tb_http_resp_t *resp,
-                        const char *const *known, const char *known_text) {
-        tb_runs_args_t a = {.known = known, .known_text = known_text};
-        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, tb_runs_arg, &a);
+bool tb_api_query_check(tb_http_req_t *req, tb_http_resp_t *resp, const char *const *known,
+                        const char *known_text) {
+        tb_api_query_args_t a = {.known = known, .known_text = known_text};
+        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, tb_api_query_arg, &a);
         if (a.bad[0]) {
                 tb_http_error(resp, 400, "invalid_argument", a.field, "%s", a.bad);
                 return false;
@@ -83,8 +83,8 @@ bool tb_runs_check_args(tb_http_req_t *req, tb_http_resp_t *resp,
 }
 
 /** Parse an integer query parameter in [lo, hi]. @returns false with a 400. */
-bool tb_runs_int_arg(tb_http_req_t *req, tb_http_resp_t *resp, const char *name,
-                     int64_t lo, int64_t hi, int64_t *out) {
+bool tb_api_query_int(tb_http_req_t *req, tb_http_resp_t *resp, const char *name, int64_t lo,
+                      int64_t hi, int64_t *out) {
         const char *s = tb_http_query(req, name);
         if (!s)
                 return true;
@@ -102,8 +102,7 @@ bool tb_runs_int_arg(tb_http_req_t *req, tb_http_resp_t *resp, const char *name,
 }
 
 /** Parse an RFC 3339 query parameter. @returns false with a 400. */
-bool tb_runs_time_arg(tb_http_req_t *req, tb_http_resp_t *resp, const char *name,
-                      char out[32]) {
+bool tb_api_query_time(tb_http_req_t *req, tb_http_resp_t *resp, const char *name, char out[32]) {
         const char *s = tb_http_query(req, name);
         char err[256];
         int64_t ms;
