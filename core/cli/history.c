@@ -13,7 +13,7 @@
 
 /* ---- history ------------------------------------------------------------------- */
 
-static void history_usage(FILE *fp) {
+static void tb_cli_history_usage(FILE *fp) {
         fprintf(fp,
                 "usage: taskbus history TASK_ID [--at TIME] [--json] [--config FILE]\n\n"
                 "Prints every change of a task from the audit trail (task_history in\n"
@@ -26,7 +26,7 @@ static void history_usage(FILE *fp) {
 
 int tb_cli_history(int argc, char **argv) {
         if (tb_cli_wants_help(argc, argv)) {
-                history_usage(stdout);
+                tb_cli_history_usage(stdout);
                 return 0;
         }
         tb_config_t *conf = tb_cli_config(&argc, argv);
@@ -45,14 +45,14 @@ int tb_cli_history(int argc, char **argv) {
                         task_id = argv[i];
                 } else {
                         tb_cli_fail("history: unexpected argument '%s'", argv[i]);
-                        history_usage(stderr);
+                        tb_cli_history_usage(stderr);
                         tb_config_destroy(conf);
                         return 2;
                 }
         }
         if (!task_id) {
                 tb_cli_fail("history: TASK_ID is required");
-                history_usage(stderr);
+                tb_cli_history_usage(stderr);
                 tb_config_destroy(conf);
                 return 2;
         }

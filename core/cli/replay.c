@@ -16,9 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TB_REPLAY_BATCH 1000
+#define TB_CLI_REPLAY_BATCH 1000
 
-static void replay_usage(FILE *fp) {
+static void tb_cli_replay_usage(FILE *fp) {
         fprintf(fp,
                 "usage: taskbus replay --into DATABASE_URL [--from-kafka BOOTSTRAP] [--force]\n"
                 "                      [--config FILE]\n\n"
@@ -35,7 +35,7 @@ static void replay_usage(FILE *fp) {
 }
 
 /** Exec without parameters; prints the failure. */
-static bool replay_exec(PGconn *conn, const char *what, const char *sql) {
+static bool tb_cli_replay_exec(PGconn *conn, const char *what, const char *sql) {
         char err[1024];
         if (tb_store_exec(conn, what, sql, 0, NULL, NULL, err, sizeof(err)) != TB_OK) {
                 tb_cli_fail("%s", err);
@@ -44,7 +44,7 @@ static bool replay_exec(PGconn *conn, const char *what, const char *sql) {
         return true;
 }
 
-static int64_t replay_count(PGconn *conn, const char *sql) {
+static int64_t tb_cli_replay_count(PGconn *conn, const char *sql) {
         char err[1024];
         PGresult *r = NULL;
         if (tb_store_exec(conn, "count", sql, 0, NULL, &r, err, sizeof(err)) != TB_OK) {
@@ -57,7 +57,7 @@ static int64_t replay_count(PGconn *conn, const char *sql) {
 }
 
 /** An assign-only read_committed consumer (the group is never joined). */
-static rd_kafka_t *replay_consumer(const tb_config_t *conf) {
+static rd_kafka_t *tb_cli_replay_consumer(const tb_config_t *conf) {
         char err[1024], group[300];
         rd_kafka_conf_t *c = NULL;
         if (tb_bus_conf_new(conf, &c, err, sizeof(err)) != TB_OK) {
@@ -87,13 +87,13 @@ static rd_kafka_t *replay_consumer(const tb_config_t *conf) {
         return rk;
 }
 
-typedef struct replay_part {
+typedef struct tb_cli_replay_part {
         int64_t lo, end, pos;
         bool done;
-} replay_part_t;
+} tb_cli_replay_part_t;
 
-static void replay_progress(bool tty, int64_t t0, uint64_t events, int64_t consumed,
-                            int64_t total, bool final) {
+static void tb_cli_replay_progress(bool tty, int64_t t0, uint64_t events, int64_t consumed,
+                                   int64_t total, bool final) {
         double secs = (double)(tb_mono_us() - t0) / 1e6;
         double rate = secs > 0 ? (double)events / secs : 0;
         double orate = secs > 0 ? (double)consumed / secs : 0;
@@ -109,7 +109,7 @@ static void replay_progress(bool tty, int64_t t0, uint64_t events, int64_t consu
 
 int tb_cli_replay(int argc, char **argv) {
         if (tb_cli_wants_help(argc, argv)) {
-                replay_usage(stdout);
+                tb_cli_replay_usage(stdout);
                 return 0;
         }
         const char *into = NULL;
@@ -131,14 +131,14 @@ int tb_cli_replay(int argc, char **argv) {
                         force = true;
                 } else {
                         tb_cli_fail("replay: unexpected argument '%s'", argv[i]);
-                        replay_usage(stderr);
+                        tb_cli_replay_usage(stderr);
                         tb_config_destroy(conf);
                         return 2;
                 }
         }
         if (!into || !*into) {
                 tb_cli_fail("replay: --into DATABASE_URL is required (the database to rebuild)");
-                replay_usage(stderr);
+                tb_cli_replay_usage(stderr);
                 tb_config_destroy(conf);
                 return 2;
         }
@@ -148,7 +148,7 @@ int tb_cli_replay(int argc, char **argv) {
         rd_kafka_t *rk = NULL;
         rd_kafka_topic_t *rkt = NULL;
         const struct rd_kafka_metadata *md = NULL;
-        replay_part_t *parts = NULL;
+        tb_cli_replay_part_t *parts = NULL;
         rd_kafka_message_t **batch = NULL;
         size_t batch_cnt = 0;
         rd_kafka_topic_partition_list_t *as = NULL;
@@ -171,7 +171,7 @@ int tb_cli_replay(int argc, char **argv) {
                 tb_cli_fail("replay: migrating the target database: %s", err);
                 goto out;
         }
-        int64_t existing = replay_count(conn, "SELECT count(*) FROM tasks");
+        int64_t existing = tb_cli_replay_count(conn, "SELECT count(*) FROM tasks");
         if (existing < 0)
                 goto out;
         if (existing > 0 && !force) {
@@ -182,14 +182,15 @@ int tb_cli_replay(int argc, char **argv) {
                 rc = 1;
                 goto out;
         }
-        if (force && (!replay_exec(conn, "begin", "BEGIN") ||
-                      !replay_exec(conn, "empty the projection", "TRUNCATE tasks, task_history") ||
-                      !replay_exec(conn, "reset the projector offsets",
-                                   "DELETE FROM consumer_offsets WHERE consumer = 'projector'") ||
-                      !replay_exec(conn, "commit", "COMMIT")))
+        if (force && (!tb_cli_replay_exec(conn, "begin", "BEGIN") ||
+                      !tb_cli_replay_exec(conn, "empty the projection",
+                                          "TRUNCATE tasks, task_history") ||
+                      !tb_cli_replay_exec(conn, "reset the projector offsets",
+                                          "DELETE FROM consumer_offsets WHERE consumer = 'projector'") ||
+                      !tb_cli_replay_exec(conn, "commit", "COMMIT")))
                 goto out;
 
-        if (!(rk = replay_consumer(conf)))
+        if (!(rk = tb_cli_replay_consumer(conf)))
                 goto out;
         tb_topic_name(conf, TB_TOPIC_EVENTS, topic, sizeof(topic));
         rkt = rd_kafka_topic_new(rk, topic, NULL);
@@ -204,7 +205,7 @@ int tb_cli_replay(int argc, char **argv) {
         }
         int pcnt = md->topics[0].partition_cnt;
         parts = calloc((size_t)(pcnt > 0 ? pcnt : 1), sizeof(*parts));
-        batch = calloc(TB_REPLAY_BATCH, sizeof(*batch));
+        batch = calloc(TB_CLI_REPLAY_BATCH, sizeof(*batch));
         as = rd_kafka_topic_partition_list_new(pcnt > 0 ? pcnt : 1);
         int64_t total = 0;
         int remaining = 0;
@@ -264,7 +265,7 @@ int tb_cli_replay(int argc, char **argv) {
                                 batch[batch_cnt++] = m;
                         }
                 }
-                if (batch_cnt == TB_REPLAY_BATCH || (batch_cnt > 0 && (!m || remaining == 0))) {
+                if (batch_cnt == TB_CLI_REPLAY_BATCH || (batch_cnt > 0 && (!m || remaining == 0))) {
                         if (tb_projector_apply_batch(conn, conf, TB_PROJECTOR_CONSUMER, batch,
                                                      batch_cnt, &st, err,
                                                      sizeof(err)) != TB_OK) {
@@ -282,14 +283,14 @@ int tb_cli_replay(int argc, char **argv) {
                         int64_t consumed = 0;
                         for (int p = 0; p < pcnt; p++)
                                 consumed += parts[p].pos - parts[p].lo;
-                        replay_progress(tty, t0, st.events, consumed, total, false);
+                        tb_cli_replay_progress(tty, t0, st.events, consumed, total, false);
                         last_report = now;
                 }
         }
         double secs = (double)(tb_mono_us() - t0) / 1e6;
         if (tty)
-                replay_progress(tty, t0, st.events, total, total, true);
-        int64_t tasks = replay_count(conn, "SELECT count(*) FROM tasks");
+                tb_cli_replay_progress(tty, t0, st.events, total, total, true);
+        int64_t tasks = tb_cli_replay_count(conn, "SELECT count(*) FROM tasks");
         if (tasks < 0)
                 goto out;
         printf("replayed %" PRIu64 " events (%" PRIu64 " skipped as malformed) from %s into "

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-char *tb_cli_escape(const char *s) {
+char *tb_cli_rest_escape(const char *s) {
         CURL *c = curl_easy_init();
         char *e = c ? curl_easy_escape(c, s, 0) : NULL;
         char *r = e ? strdup(e) : NULL;
@@ -23,7 +23,7 @@ char *tb_cli_escape(const char *s) {
 
 /* ---- configuration --------------------------------------------------------- */
 
-void tb_cli_api_load(tb_cli_api_t *a, const char *api_flag, const char *token_flag) {
+void tb_cli_rest_load(tb_cli_rest_t *a, const char *api_flag, const char *token_flag) {
         const char *home = getenv("HOME");
         char path[600];
         a->url[0] = a->token[0] = '\0';
@@ -57,7 +57,7 @@ void tb_cli_api_load(tb_cli_api_t *a, const char *api_flag, const char *token_fl
         if (token_flag)
                 tb_snprintf(a->token, sizeof(a->token), "%s", token_flag);
         if (!a->url[0])
-                tb_snprintf(a->url, sizeof(a->url), "%s", TB_CLI_DEFAULT_API);
+                tb_snprintf(a->url, sizeof(a->url), "%s", TB_CLI_REST_DEFAULT_API);
         size_t n = strlen(a->url);
         while (n && a->url[n - 1] == '/')
                 a->url[--n] = '\0';
@@ -65,7 +65,7 @@ void tb_cli_api_load(tb_cli_api_t *a, const char *api_flag, const char *token_fl
 
 /* ---- HTTP ---------------------------------------------------------------------- */
 
-size_t tb_cli_write(char *ptr, size_t size, size_t nmemb, void *ud) {
+size_t tb_cli_rest_collect(char *ptr, size_t size, size_t nmemb, void *ud) {
         tb_buf_t *b = ud;
         return tb_buf_append(b, ptr, size * nmemb) == TB_OK ? size * nmemb : 0;
 }
@@ -74,8 +74,8 @@ size_t tb_cli_write(char *ptr, size_t size, size_t nmemb, void *ud) {
  * One request. @returns the HTTP status (0 when the API could not be
  * reached: the reason is printed) and *\p out the parsed JSON body or NULL.
  */
-long tb_cli_request(const tb_cli_api_t *a, const char *method, const char *path,
-                    const char *body, const char *if_match, json_t **out) {
+long tb_cli_rest_request(const tb_cli_rest_t *a, const char *method, const char *path,
+                         const char *body, const char *if_match, json_t **out) {
         CURL *c = curl_easy_init();
         tb_buf_t resp = {0};
         struct curl_slist *h = NULL;
@@ -99,7 +99,7 @@ long tb_cli_request(const tb_cli_api_t *a, const char *method, const char *path,
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tb_cli_write);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tb_cli_rest_collect);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
@@ -128,7 +128,7 @@ long tb_cli_request(const tb_cli_api_t *a, const char *method, const char *path,
 }
 
 /** Print the server's error as "taskbus: 404 not_found: message". */
-void tb_cli_server_error(long status, const json_t *body) {
+void tb_cli_rest_error(long status, const json_t *body) {
         const json_t *e = json_object_get(body, "error");
         const char *code = json_string_value(json_object_get(e, "code"));
         const char *msg = json_string_value(json_object_get(e, "message"));

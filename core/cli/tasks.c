@@ -20,7 +20,7 @@
 
 /* ---- usage ------------------------------------------------------------------- */
 
-static const char tb_cli_task_flags[] =
+static const char tb_cli_tasks_flags[] =
         "Task flags (create; update changes only the fields given):\n"
         "  --name NAME            task name (required on create)\n"
         "  --script CMD           command line to run (required on create)\n"
@@ -39,23 +39,23 @@ static const char tb_cli_task_flags[] =
         "  --paused               create the task paused\n"
         "  --file FILE            the task as JSON (- reads stdin) instead of flags\n";
 
-static const char tb_cli_common_flags[] =
+static const char tb_cli_tasks_common_flags[] =
         "Common flags:\n"
         "  --json                 print the API's JSON instead of a table\n"
-        "  --api URL              API base URL (default $TASKBUS_API, config, " TB_CLI_DEFAULT_API
-        ")\n"
+        "  --api URL              API base URL (default $TASKBUS_API, config, "
+        TB_CLI_REST_DEFAULT_API ")\n"
         "  --token TOKEN          API token (default $TASKBUS_TOKEN or the config file)\n"
         "  -h, --help             this help\n";
 
-typedef struct tb_cli_sub {
+typedef struct tb_cli_tasks_sub {
         const char *name;
         const char *args;
         const char *summary;
         bool task_flags;
         const char *extra;
-} tb_cli_sub_t;
+} tb_cli_tasks_sub_t;
 
-static const tb_cli_sub_t tb_cli_subs[] = {
+static const tb_cli_tasks_sub_t tb_cli_tasks_subs[] = {
         {"create", "(TASK FLAGS | --file FILE)", "create a task; prints it with its id", true, ""},
         {"list", "[--group G] [--limit N] [--all] [--name-prefix P] [--paused true|false] "
                  "[--label K=V] [--cursor C]",
@@ -82,20 +82,20 @@ static const tb_cli_sub_t tb_cli_subs[] = {
 
 static void tb_cli_tasks_usage(FILE *fp) {
         fprintf(fp, "usage: taskbus tasks COMMAND [ARGS...]   (taskbus tasks COMMAND --help)\n\n");
-        for (const tb_cli_sub_t *s = tb_cli_subs; s->name; s++)
+        for (const tb_cli_tasks_sub_t *s = tb_cli_tasks_subs; s->name; s++)
                 fprintf(fp, "  %-8s %s\n", s->name, s->summary);
         fprintf(fp, "\nThe API: --api, $TASKBUS_API or `api` in ~/.config/taskbus/config;\n"
                     "the token: --token, $TASKBUS_TOKEN or `token` in that file.\n");
 }
 
-static void tb_cli_sub_usage(const tb_cli_sub_t *s, FILE *fp) {
+static void tb_cli_tasks_sub_usage(const tb_cli_tasks_sub_t *s, FILE *fp) {
         fprintf(fp, "usage: taskbus tasks %s %s [--json]\n\n%s.\n\n", s->name, s->args,
                 s->summary);
         if (s->task_flags)
-                fprintf(fp, "%s\n", tb_cli_task_flags);
+                fprintf(fp, "%s\n", tb_cli_tasks_flags);
         if (s->extra && *s->extra)
                 fprintf(fp, "%s\n", s->extra);
-        fprintf(fp, "%s", tb_cli_common_flags);
+        fprintf(fp, "%s", tb_cli_tasks_common_flags);
 }
 
 /* ---- output ------------------------------------------------------------------- */
@@ -108,7 +108,7 @@ static void tb_cli_print_json(const json_t *j) {
         }
 }
 
-static void tb_cli_schedule_text(const json_t *t, char *buf, size_t size) {
+static void tb_cli_tasks_schedule_text(const json_t *t, char *buf, size_t size) {
         const json_t *s = json_object_get(t, "schedule");
         const char *v;
         if ((v = json_string_value(json_object_get(s, "cron"))))
@@ -124,24 +124,24 @@ static void tb_cli_schedule_text(const json_t *t, char *buf, size_t size) {
                 tb_snprintf(buf, size, "-");
 }
 
-static const char *tb_cli_str(const json_t *t, const char *k) {
+static const char *tb_cli_tasks_str(const json_t *t, const char *k) {
         const char *s = json_string_value(json_object_get(t, k));
         return s ? s : "-";
 }
 
-static void tb_cli_print_task(const json_t *t) {
+static void tb_cli_tasks_print(const json_t *t) {
         char sched[300];
-        tb_cli_schedule_text(t, sched, sizeof(sched));
-        printf("id:           %s\n", tb_cli_str(t, "id"));
-        printf("name:         %s\n", tb_cli_str(t, "name"));
-        printf("group:        %s\n", tb_cli_str(t, "security_group"));
-        printf("owner:        %s\n", tb_cli_str(t, "user_id"));
-        printf("script:       %s\n", tb_cli_str(t, "script"));
+        tb_cli_tasks_schedule_text(t, sched, sizeof(sched));
+        printf("id:           %s\n", tb_cli_tasks_str(t, "id"));
+        printf("name:         %s\n", tb_cli_tasks_str(t, "name"));
+        printf("group:        %s\n", tb_cli_tasks_str(t, "security_group"));
+        printf("owner:        %s\n", tb_cli_tasks_str(t, "user_id"));
+        printf("script:       %s\n", tb_cli_tasks_str(t, "script"));
         printf("schedule:     %s\n", sched);
-        printf("next fire:    %s\n", tb_cli_str(t, "next_fire_at"));
+        printf("next fire:    %s\n", tb_cli_tasks_str(t, "next_fire_at"));
         printf("paused:       %s\n", json_is_true(json_object_get(t, "paused")) ? "yes" : "no");
-        printf("executor:     %s\n", tb_cli_str(t, "executor"));
-        printf("expiry:       %s\n", tb_cli_str(t, "expiry"));
+        printf("executor:     %s\n", tb_cli_tasks_str(t, "executor"));
+        printf("expiry:       %s\n", tb_cli_tasks_str(t, "expiry"));
         const json_t *labels = json_object_get(t, "labels");
         if (json_object_size(labels)) {
                 const char *k;
@@ -153,28 +153,28 @@ static void tb_cli_print_task(const json_t *t) {
         }
         printf("version:      %" JSON_INTEGER_FORMAT "\n",
                json_integer_value(json_object_get(t, "version")));
-        printf("created:      %s by %s\n", tb_cli_str(t, "created_at"),
-               tb_cli_str(t, "created_by"));
-        printf("updated:      %s\n", tb_cli_str(t, "updated_at"));
+        printf("created:      %s by %s\n", tb_cli_tasks_str(t, "created_at"),
+               tb_cli_tasks_str(t, "created_by"));
+        printf("updated:      %s\n", tb_cli_tasks_str(t, "updated_at"));
 }
 
-static void tb_cli_print_list_header(void) {
+static void tb_cli_tasks_print_header(void) {
         printf("%-36s  %-24s  %-12s  %-28s  %-24s  %s\n", "ID", "NAME", "GROUP", "SCHEDULE",
                "NEXT FIRE", "PAUSED");
 }
 
-static void tb_cli_print_row(const json_t *t) {
+static void tb_cli_tasks_print_row(const json_t *t) {
         char sched[300];
-        tb_cli_schedule_text(t, sched, sizeof(sched));
-        printf("%-36s  %-24.24s  %-12.12s  %-28.28s  %-24s  %s\n", tb_cli_str(t, "id"),
-               tb_cli_str(t, "name"), tb_cli_str(t, "security_group"), sched,
-               tb_cli_str(t, "next_fire_at"),
+        tb_cli_tasks_schedule_text(t, sched, sizeof(sched));
+        printf("%-36s  %-24.24s  %-12.12s  %-28.28s  %-24s  %s\n", tb_cli_tasks_str(t, "id"),
+               tb_cli_tasks_str(t, "name"), tb_cli_tasks_str(t, "security_group"), sched,
+               tb_cli_tasks_str(t, "next_fire_at"),
                json_is_true(json_object_get(t, "paused")) ? "yes" : "no");
 }
 
 /* ---- building a task from flags ---------------------------------------------------- */
 
-typedef struct tb_cli_opts {
+typedef struct tb_cli_tasks_opts {
         bool json, all, paused_flag;
         const char *api, *token, *file, *if_match;
         const char *name, *script, *group, *cron, *tz, *every, *once, *expiry, *executor;
@@ -182,10 +182,10 @@ typedef struct tb_cli_opts {
         const char *limit, *cursor, *name_prefix, *paused_filter;
         json_t *options, *labels; /**< KEY=VALUE flags */
         bool any_task_flag;
-} tb_cli_opts_t;
+} tb_cli_tasks_opts_t;
 
 /** Read the JSON task of --file (- = stdin). @returns NULL after printing why. */
-static json_t *tb_cli_read_file(const char *path) {
+static json_t *tb_cli_tasks_read_file(const char *path) {
         json_error_t je;
         json_t *j;
         if (!strcmp(path, "-"))
@@ -205,7 +205,7 @@ static json_t *tb_cli_read_file(const char *path) {
         return j;
 }
 
-static bool tb_cli_kv(json_t *obj, const char *flag, const char *arg) {
+static bool tb_cli_tasks_kv(json_t *obj, const char *flag, const char *arg) {
         const char *eq = strchr(arg, '=');
         if (!eq || eq == arg) {
                 tb_cli_fail("%s: expected KEY=VALUE, got '%s'", flag, arg);
@@ -218,7 +218,7 @@ static bool tb_cli_kv(json_t *obj, const char *flag, const char *arg) {
 }
 
 /** Apply the task flags to \p t (a new or the current task). @returns false on usage error. */
-static bool tb_cli_apply_flags(const tb_cli_opts_t *o, json_t *t) {
+static bool tb_cli_tasks_apply_flags(const tb_cli_tasks_opts_t *o, json_t *t) {
         if (o->name)
                 json_object_set_new(t, "name", json_string(o->name));
         if (o->script)
@@ -296,36 +296,37 @@ static bool tb_cli_apply_flags(const tb_cli_opts_t *o, json_t *t) {
 /* ---- commands ------------------------------------------------------------------ */
 
 /** Send a task body; print the result. */
-static int tb_cli_send_task(const tb_cli_api_t *a, const tb_cli_opts_t *o, const char *method,
-                            const char *path, json_t *task, const char *if_match, int ok_status) {
+static int tb_cli_tasks_send(const tb_cli_rest_t *a, const tb_cli_tasks_opts_t *o,
+                             const char *method, const char *path, json_t *task,
+                             const char *if_match, int ok_status) {
         char *body = json_dumps(task, JSON_COMPACT);
         json_t *r = NULL;
-        long st = tb_cli_request(a, method, path, body, if_match, &r);
+        long st = tb_cli_rest_request(a, method, path, body, if_match, &r);
         free(body);
         int rc = 0;
         if (st == 0)
                 rc = 1;
         else if (st != ok_status && st != 202) {
-                tb_cli_server_error(st, r);
+                tb_cli_rest_error(st, r);
                 rc = 1;
         } else if (o->json)
                 tb_cli_print_json(r);
         else if (st == 202)
                 printf("accepted: %s\n", json_string_value(json_object_get(r, "message")));
         else
-                tb_cli_print_task(r);
+                tb_cli_tasks_print(r);
         json_decref(r);
         return rc;
 }
 
-static int tb_cli_cmd_create(const tb_cli_api_t *a, tb_cli_opts_t *o) {
+static int tb_cli_tasks_create(const tb_cli_rest_t *a, tb_cli_tasks_opts_t *o) {
         json_t *t;
         if (o->file && o->any_task_flag) {
                 tb_cli_fail("create: give --file or task flags, not both");
                 return 2;
         }
         if (o->file) {
-                if (!(t = tb_cli_read_file(o->file)))
+                if (!(t = tb_cli_tasks_read_file(o->file)))
                         return 1;
         } else {
                 if (!o->any_task_flag) {
@@ -334,19 +335,19 @@ static int tb_cli_cmd_create(const tb_cli_api_t *a, tb_cli_opts_t *o) {
                         return 2;
                 }
                 t = json_object();
-                if (!tb_cli_apply_flags(o, t)) {
+                if (!tb_cli_tasks_apply_flags(o, t)) {
                         json_decref(t);
                         return 2;
                 }
         }
-        int rc = tb_cli_send_task(a, o, "POST", "/v1/tasks", t, NULL, 201);
+        int rc = tb_cli_tasks_send(a, o, "POST", "/v1/tasks", t, NULL, 201);
         json_decref(t);
         return rc;
 }
 
-static int tb_cli_cmd_update(const tb_cli_api_t *a, tb_cli_opts_t *o, const char *id) {
+static int tb_cli_tasks_update(const tb_cli_rest_t *a, tb_cli_tasks_opts_t *o, const char *id) {
         char path[300];
-        char *eid = tb_cli_escape(id);
+        char *eid = tb_cli_rest_escape(id);
         tb_snprintf(path, sizeof(path), "/v1/tasks/%s", eid ? eid : id);
         free(eid);
         json_t *t = NULL;
@@ -357,7 +358,7 @@ static int tb_cli_cmd_update(const tb_cli_api_t *a, tb_cli_opts_t *o, const char
                 return 2;
         }
         if (o->file) {
-                if (!(t = tb_cli_read_file(o->file)))
+                if (!(t = tb_cli_tasks_read_file(o->file)))
                         return 1;
         } else {
                 if (!o->any_task_flag) {
@@ -366,10 +367,10 @@ static int tb_cli_cmd_update(const tb_cli_api_t *a, tb_cli_opts_t *o, const char
                         return 2;
                 }
                 /* edit the current task; If-Match makes a concurrent edit a 409 */
-                long st = tb_cli_request(a, "GET", path, NULL, NULL, &t);
+                long st = tb_cli_rest_request(a, "GET", path, NULL, NULL, &t);
                 if (st != 200) {
                         if (st)
-                                tb_cli_server_error(st, t);
+                                tb_cli_rest_error(st, t);
                         json_decref(t);
                         return 1;
                 }
@@ -378,20 +379,20 @@ static int tb_cli_cmd_update(const tb_cli_api_t *a, tb_cli_opts_t *o, const char
                                     json_integer_value(json_object_get(t, "version")));
                         if_match = ver;
                 }
-                if (!tb_cli_apply_flags(o, t)) {
+                if (!tb_cli_tasks_apply_flags(o, t)) {
                         json_decref(t);
                         return 2;
                 }
         }
-        int rc = tb_cli_send_task(a, o, "PUT", path, t, if_match, 200);
+        int rc = tb_cli_tasks_send(a, o, "PUT", path, t, if_match, 200);
         json_decref(t);
         return rc;
 }
 
-static int tb_cli_cmd_simple(const tb_cli_api_t *a, tb_cli_opts_t *o, const char *sub,
-                             const char *id) {
+static int tb_cli_tasks_simple(const tb_cli_rest_t *a, tb_cli_tasks_opts_t *o, const char *sub,
+                               const char *id) {
         char path[300];
-        char *eid = tb_cli_escape(id);
+        char *eid = tb_cli_rest_escape(id);
         const char *method = "POST";
         long ok = 200;
         if (!strcmp(sub, "get")) {
@@ -407,12 +408,12 @@ static int tb_cli_cmd_simple(const tb_cli_api_t *a, tb_cli_opts_t *o, const char
         }
         free(eid);
         json_t *r = NULL;
-        long st = tb_cli_request(a, method, path, NULL, o->if_match, &r);
+        long st = tb_cli_rest_request(a, method, path, NULL, o->if_match, &r);
         int rc = 0;
         if (st == 0) {
                 rc = 1;
         } else if (st != ok) {
-                tb_cli_server_error(st, r);
+                tb_cli_rest_error(st, r);
                 rc = 1;
         } else if (o->json) {
                 if (r)
@@ -424,10 +425,10 @@ static int tb_cli_cmd_simple(const tb_cli_api_t *a, tb_cli_opts_t *o, const char
         } else if (!strcmp(sub, "run")) {
                 printf("run requested for task %s (command %s, task version %" JSON_INTEGER_FORMAT
                        ")\n",
-                       id, tb_cli_str(r, "command_id"),
+                       id, tb_cli_tasks_str(r, "command_id"),
                        json_integer_value(json_object_get(r, "version")));
         } else if (!strcmp(sub, "get")) {
-                tb_cli_print_task(r);
+                tb_cli_tasks_print(r);
         } else {
                 printf("%s task %s (version %" JSON_INTEGER_FORMAT ")\n",
                        !strcmp(sub, "pause") ? "paused" : "resumed", id,
@@ -437,15 +438,15 @@ static int tb_cli_cmd_simple(const tb_cli_api_t *a, tb_cli_opts_t *o, const char
         return rc;
 }
 
-static int tb_cli_cmd_list(const tb_cli_api_t *a, tb_cli_opts_t *o) {
+static int tb_cli_tasks_list(const tb_cli_rest_t *a, tb_cli_tasks_opts_t *o) {
         tb_buf_t q = {0};
         char *e;
         tb_buf_printf(&q, "/v1/tasks?limit=%s", o->limit ? o->limit : "50");
-        if (o->group && (e = tb_cli_escape(o->group))) {
+        if (o->group && (e = tb_cli_rest_escape(o->group))) {
                 tb_buf_printf(&q, "&security_group=%s", e);
                 free(e);
         }
-        if (o->name_prefix && (e = tb_cli_escape(o->name_prefix))) {
+        if (o->name_prefix && (e = tb_cli_rest_escape(o->name_prefix))) {
                 tb_buf_printf(&q, "&name_prefix=%s", e);
                 free(e);
         }
@@ -456,7 +457,7 @@ static int tb_cli_cmd_list(const tb_cli_api_t *a, tb_cli_opts_t *o) {
         json_object_foreach(o->labels, k, v) {
                 char *kv = NULL;
                 if (asprintf(&kv, "%s=%s", k, json_string_value(v)) > 0 &&
-                    (e = tb_cli_escape(kv))) {
+                    (e = tb_cli_rest_escape(kv))) {
                         tb_buf_printf(&q, "&label=%s", e);
                         free(e);
                 }
@@ -472,11 +473,11 @@ static int tb_cli_cmd_list(const tb_cli_api_t *a, tb_cli_opts_t *o) {
                 if (cursor)
                         tb_buf_printf(&path, "&cursor=%s", cursor);
                 json_t *r = NULL;
-                long st = tb_cli_request(a, "GET", path.data, NULL, NULL, &r);
+                long st = tb_cli_rest_request(a, "GET", path.data, NULL, NULL, &r);
                 tb_buf_free(&path);
                 if (st != 200) {
                         if (st)
-                                tb_cli_server_error(st, r);
+                                tb_cli_rest_error(st, r);
                         json_decref(r);
                         rc = 1;
                         break;
@@ -489,9 +490,9 @@ static int tb_cli_cmd_list(const tb_cli_api_t *a, tb_cli_opts_t *o) {
                                 json_array_append(all, t);
                         } else {
                                 if (!header)
-                                        tb_cli_print_list_header();
+                                        tb_cli_tasks_print_header();
                                 header = true;
-                                tb_cli_print_row(t);
+                                tb_cli_tasks_print_row(t);
                         }
                 }
                 free(cursor);
@@ -530,8 +531,8 @@ int tb_cli_tasks(int argc, char **argv) {
                 tb_cli_tasks_usage(stdout);
                 return 0;
         }
-        const tb_cli_sub_t *sub = NULL;
-        for (const tb_cli_sub_t *s = tb_cli_subs; s->name; s++)
+        const tb_cli_tasks_sub_t *sub = NULL;
+        for (const tb_cli_tasks_sub_t *s = tb_cli_tasks_subs; s->name; s++)
                 if (!strcmp(s->name, argv[1]))
                         sub = s;
         if (!sub) {
@@ -572,7 +573,7 @@ int tb_cli_tasks(int argc, char **argv) {
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
-        tb_cli_opts_t o = {.options = json_object(), .labels = json_object()};
+        tb_cli_tasks_opts_t o = {.options = json_object(), .labels = json_object()};
         int rc = 2, c;
         int sargc = argc - 1;
         char **sargv = argv + 1;
@@ -582,7 +583,7 @@ int tb_cli_tasks(int argc, char **argv) {
         while ((c = getopt_long(sargc, sargv, "h", lo, NULL)) != -1) {
                 bool tf = false;
                 switch (c) {
-                case 'h': tb_cli_sub_usage(sub, stdout); rc = 0; goto out;
+                case 'h': tb_cli_tasks_sub_usage(sub, stdout); rc = 0; goto out;
                 case O_JSON: o.json = true; break;
                 case O_API: o.api = optarg; break;
                 case O_TOKEN: o.token = optarg; break;
@@ -598,12 +599,12 @@ int tb_cli_tasks(int argc, char **argv) {
                 case O_EXPIRY: o.expiry = optarg; tf = true; break;
                 case O_EXEC: o.executor = optarg; tf = true; break;
                 case O_OPTION:
-                        if (!tb_cli_kv(o.options, "--option", optarg))
+                        if (!tb_cli_tasks_kv(o.options, "--option", optarg))
                                 goto out;
                         tf = true;
                         break;
                 case O_LABEL:
-                        if (!tb_cli_kv(o.labels, "--label", optarg))
+                        if (!tb_cli_tasks_kv(o.labels, "--label", optarg))
                                 goto out;
                         tf = true;
                         break;
@@ -625,7 +626,7 @@ int tb_cli_tasks(int argc, char **argv) {
                 case O_ALL: o.all = true; break;
                 case O_CURSOR: o.cursor = optarg; break;
                 case O_PREFIX: o.name_prefix = optarg; break;
-                default: tb_cli_sub_usage(sub, stderr); goto out;
+                default: tb_cli_tasks_sub_usage(sub, stderr); goto out;
                 }
                 bool list_filter = !strcmp(sub->name, "list") && (c == O_GROUP || c == O_LABEL);
                 if (tf && !task_cmd && !list_filter) {
@@ -640,13 +641,13 @@ int tb_cli_tasks(int argc, char **argv) {
         if (needs_id ? npos != 1 : npos != 0) {
                 tb_cli_fail("%s: %s", sub->name,
                             needs_id ? "expected exactly one task ID" : "unexpected argument");
-                tb_cli_sub_usage(sub, stderr);
+                tb_cli_tasks_sub_usage(sub, stderr);
                 goto out;
         }
         if (!strcmp(sub->name, "list") && (o.group || json_object_size(o.labels)))
                 o.any_task_flag = false; /* --group/--label filter the list */
-        tb_cli_api_t a;
-        tb_cli_api_load(&a, o.api, o.token);
+        tb_cli_rest_t a;
+        tb_cli_rest_load(&a, o.api, o.token);
         if (!a.token[0]) {
                 tb_cli_fail("no API token: set TASKBUS_TOKEN, pass --token, or put token = "
                             "\"...\"; in ~/.config/taskbus/config");
@@ -656,13 +657,13 @@ int tb_cli_tasks(int argc, char **argv) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
         const char *id = needs_id ? sargv[optind] : NULL;
         if (!strcmp(sub->name, "create"))
-                rc = tb_cli_cmd_create(&a, &o);
+                rc = tb_cli_tasks_create(&a, &o);
         else if (!strcmp(sub->name, "update"))
-                rc = tb_cli_cmd_update(&a, &o, id);
+                rc = tb_cli_tasks_update(&a, &o, id);
         else if (!strcmp(sub->name, "list"))
-                rc = tb_cli_cmd_list(&a, &o);
+                rc = tb_cli_tasks_list(&a, &o);
         else
-                rc = tb_cli_cmd_simple(&a, &o, sub->name, id);
+                rc = tb_cli_tasks_simple(&a, &o, sub->name, id);
         curl_global_cleanup();
 out:
         json_decref(o.options);
