@@ -9,6 +9,8 @@
 #define TB_CLI_H
 
 #include "config/config.h"
+
+#include <jansson.h>
 #include <stdio.h>
 
 /** One command group: `taskbus NAME ...`. */
@@ -27,6 +29,9 @@ void tb_cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /** True if argv holds -h or --help. */
 bool tb_cli_wants_help(int argc, char **argv);
+
+/** Print \p j on stdout as indented JSON (nothing for NULL). */
+void tb_cli_print_json(const json_t *j);
 
 int tb_cli_admin(int argc, char **argv);
 /** `taskbus schedule next` (cli_schedule.c): preview a schedule's next fires. */

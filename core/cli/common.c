@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,4 +44,11 @@ tb_config_t *tb_cli_config(int *argc, char **argv) {
         }
         tb_log_set_level((tb_log_level_t)tb_log_level_parse(conf->log_level));
         return conf;
+}
+
+void tb_cli_print_json(const json_t *j) {
+        char *s = json_dumps(j, JSON_INDENT(2));
+        if (s)
+                puts(s);
+        free(s);
 }

@@ -1,19 +1,13 @@
 /**
  * @file cli/tasks.c
- * @brief `taskbus tasks ...`: manage tasks through the REST API (libcurl).
- *
- * The API and token come from --api/--token, else TASKBUS_API and
- * TASKBUS_TOKEN, else ~/.config/taskbus/config (libconfig syntax:
- * `api = "http://127.0.0.1:8080"; token = "tbk_...";`).
+ * @brief `taskbus tasks ...`: manage tasks through the REST API (the client
+ *        of cli/rest.h finds the API and the token).
  * Exit status: 0 ok, 1 the server or the system refused, 2 usage error.
  */
 #include "rest.h"
 
-#include <curl/curl.h>
-#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,14 +93,6 @@ static void tb_cli_tasks_sub_usage(const tb_cli_tasks_sub_t *s, FILE *fp) {
 }
 
 /* ---- output ------------------------------------------------------------------- */
-
-static void tb_cli_print_json(const json_t *j) {
-        char *s = json_dumps(j, JSON_INDENT(2));
-        if (s) {
-                puts(s);
-                free(s);
-        }
-}
 
 static void tb_cli_tasks_schedule_text(const json_t *t, char *buf, size_t size) {
         const json_t *s = json_object_get(t, "schedule");
@@ -295,31 +281,41 @@ static bool tb_cli_tasks_apply_flags(const tb_cli_tasks_opts_t *o, json_t *t) {
 
 /* ---- commands ------------------------------------------------------------------ */
 
+/* "/v1/tasks/<id>" and, with \p action, "/<action>" into \p path. */
+static void tb_cli_tasks_path(tb_buf_t *path, const char *id, const char *action) {
+        tb_buf_printf(path, "/v1/tasks/");
+        tb_cli_rest_escape(path, id);
+        if (action)
+                tb_buf_printf(path, "/%s", action);
+}
+
 /** Send a task body; print the result. */
-static int tb_cli_tasks_send(const tb_cli_rest_t *a, const tb_cli_tasks_opts_t *o,
+static int tb_cli_tasks_send(const tb_cli_rest_t *rest, const tb_cli_tasks_opts_t *o,
                              const char *method, const char *path, json_t *task,
-                             const char *if_match, int ok_status) {
+                             const char *if_match, long ok_status) {
         char *body = json_dumps(task, JSON_COMPACT);
-        json_t *r = NULL;
-        long st = tb_cli_rest_request(a, method, path, body, if_match, &r);
-        free(body);
+        char err[1024];
+        /* 202: accepted, but the projection did not show it in time */
+        tb_cli_rest_req_t req = {.method = method, .path = path, .body = body,
+                                 .if_match = if_match, .ok = ok_status, .ok_also = 202};
+        tb_cli_rest_resp_t resp = {0};
         int rc = 0;
-        if (st == 0)
+        if (tb_cli_rest_call(rest, &req, &resp, err, sizeof(err))) {
+                tb_cli_fail("%s", err);
                 rc = 1;
-        else if (st != ok_status && st != 202) {
-                tb_cli_rest_error(st, r);
-                rc = 1;
-        } else if (o->json)
-                tb_cli_print_json(r);
-        else if (st == 202)
-                printf("accepted: %s\n", json_string_value(json_object_get(r, "message")));
-        else
-                tb_cli_tasks_print(r);
-        json_decref(r);
+        } else if (o->json) {
+                tb_cli_print_json(resp.json);
+        } else if (resp.status == 202) {
+                printf("accepted: %s\n", json_string_value(json_object_get(resp.json, "message")));
+        } else {
+                tb_cli_tasks_print(resp.json);
+        }
+        tb_cli_rest_resp_free(&resp);
+        free(body);
         return rc;
 }
 
-static int tb_cli_tasks_create(const tb_cli_rest_t *a, tb_cli_tasks_opts_t *o) {
+static int tb_cli_tasks_create(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o) {
         json_t *t;
         if (o->file && o->any_task_flag) {
                 tb_cli_fail("create: give --file or task flags, not both");
@@ -340,80 +336,87 @@ static int tb_cli_tasks_create(const tb_cli_rest_t *a, tb_cli_tasks_opts_t *o) {
                         return 2;
                 }
         }
-        int rc = tb_cli_tasks_send(a, o, "POST", "/v1/tasks", t, NULL, 201);
+        int rc = tb_cli_tasks_send(rest, o, "POST", "/v1/tasks", t, NULL, 201);
         json_decref(t);
         return rc;
 }
 
-static int tb_cli_tasks_update(const tb_cli_rest_t *a, tb_cli_tasks_opts_t *o, const char *id) {
-        char path[300];
-        char *eid = tb_cli_rest_escape(id);
-        tb_snprintf(path, sizeof(path), "/v1/tasks/%s", eid ? eid : id);
-        free(eid);
+static int tb_cli_tasks_update(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o,
+                               const char *id) {
+        tb_buf_t path = {0};
+        tb_cli_tasks_path(&path, id, NULL);
         json_t *t = NULL;
-        char ver[32];
+        char ver[32], err[1024];
         const char *if_match = o->if_match;
+        int rc = 2;
         if (o->file && o->any_task_flag) {
                 tb_cli_fail("update: give --file or task flags, not both");
-                return 2;
+                goto out;
         }
         if (o->file) {
+                rc = 1;
                 if (!(t = tb_cli_tasks_read_file(o->file)))
-                        return 1;
+                        goto out;
         } else {
                 if (!o->any_task_flag) {
                         tb_cli_fail("update: nothing to change: give task flags or --file "
                                     "(see --help)");
-                        return 2;
+                        goto out;
                 }
                 /* edit the current task; If-Match makes a concurrent edit a 409 */
-                long st = tb_cli_rest_request(a, "GET", path, NULL, NULL, &t);
-                if (st != 200) {
-                        if (st)
-                                tb_cli_rest_error(st, t);
-                        json_decref(t);
-                        return 1;
+                tb_cli_rest_req_t get = {.method = "GET", .path = path.data, .ok = 200};
+                tb_cli_rest_resp_t cur = {0};
+                rc = 1;
+                if (tb_cli_rest_call(rest, &get, &cur, err, sizeof(err)) == TB_OK &&
+                    !json_is_object(cur.json))
+                        tb_seterr(err, sizeof(err), TB_ERR_INTERNAL,
+                                  "200: unexpected response from the API");
+                else
+                        t = json_incref(cur.json);
+                tb_cli_rest_resp_free(&cur);
+                if (!t) {
+                        tb_cli_fail("%s", err);
+                        goto out;
                 }
                 if (!if_match) {
                         tb_snprintf(ver, sizeof(ver), "%" JSON_INTEGER_FORMAT,
                                     json_integer_value(json_object_get(t, "version")));
                         if_match = ver;
                 }
-                if (!tb_cli_tasks_apply_flags(o, t)) {
-                        json_decref(t);
-                        return 2;
-                }
+                rc = 2;
+                if (!tb_cli_tasks_apply_flags(o, t))
+                        goto out;
         }
-        int rc = tb_cli_tasks_send(a, o, "PUT", path, t, if_match, 200);
+        rc = tb_cli_tasks_send(rest, o, "PUT", path.data, t, if_match, 200);
+out:
         json_decref(t);
+        tb_buf_free(&path);
         return rc;
 }
 
-static int tb_cli_tasks_simple(const tb_cli_rest_t *a, tb_cli_tasks_opts_t *o, const char *sub,
-                               const char *id) {
-        char path[300];
-        char *eid = tb_cli_rest_escape(id);
-        const char *method = "POST";
-        long ok = 200;
+static int tb_cli_tasks_simple(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o,
+                               const char *sub, const char *id) {
+        tb_buf_t path = {0};
+        tb_cli_rest_req_t req = {.method = "POST", .if_match = o->if_match, .ok = 200};
         if (!strcmp(sub, "get")) {
-                method = "GET";
-                tb_snprintf(path, sizeof(path), "/v1/tasks/%s", eid ? eid : id);
+                req.method = "GET";
+                tb_cli_tasks_path(&path, id, NULL);
         } else if (!strcmp(sub, "delete")) {
-                method = "DELETE";
-                ok = 204;
-                tb_snprintf(path, sizeof(path), "/v1/tasks/%s", eid ? eid : id);
+                req.method = "DELETE";
+                req.ok = 204;
+                tb_cli_tasks_path(&path, id, NULL);
         } else {
-                ok = !strcmp(sub, "run") ? 202 : 200;
-                tb_snprintf(path, sizeof(path), "/v1/tasks/%s/%s", eid ? eid : id, sub);
+                req.ok = !strcmp(sub, "run") ? 202 : 200;
+                tb_cli_tasks_path(&path, id, sub);
         }
-        free(eid);
-        json_t *r = NULL;
-        long st = tb_cli_rest_request(a, method, path, NULL, o->if_match, &r);
+        req.path = path.data;
+        tb_cli_rest_resp_t resp = {0};
+        char err[1024];
         int rc = 0;
-        if (st == 0) {
-                rc = 1;
-        } else if (st != ok) {
-                tb_cli_rest_error(st, r);
+        tb_err_t e = tb_cli_rest_call(rest, &req, &resp, err, sizeof(err));
+        const json_t *r = resp.json;
+        if (e) {
+                tb_cli_fail("%s", err);
                 rc = 1;
         } else if (o->json) {
                 if (r)
@@ -434,90 +437,34 @@ static int tb_cli_tasks_simple(const tb_cli_rest_t *a, tb_cli_tasks_opts_t *o, c
                        !strcmp(sub, "pause") ? "paused" : "resumed", id,
                        json_integer_value(json_object_get(r, "version")));
         }
-        json_decref(r);
+        tb_cli_rest_resp_free(&resp);
+        tb_buf_free(&path);
         return rc;
 }
 
-static int tb_cli_tasks_list(const tb_cli_rest_t *a, tb_cli_tasks_opts_t *o) {
+static int tb_cli_tasks_list(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o) {
+        static const tb_cli_rest_list_t fmt = {"tasks", tb_cli_tasks_print_header,
+                                               tb_cli_tasks_print_row};
         tb_buf_t q = {0};
-        char *e;
-        tb_buf_printf(&q, "/v1/tasks?limit=%s", o->limit ? o->limit : "50");
-        if (o->group && (e = tb_cli_rest_escape(o->group))) {
-                tb_buf_printf(&q, "&security_group=%s", e);
-                free(e);
-        }
-        if (o->name_prefix && (e = tb_cli_rest_escape(o->name_prefix))) {
-                tb_buf_printf(&q, "&name_prefix=%s", e);
-                free(e);
-        }
-        if (o->paused_filter)
-                tb_buf_printf(&q, "&paused=%s", o->paused_filter);
+        tb_buf_printf(&q, "/v1/tasks");
+        tb_cli_rest_query(&q, "limit", o->limit ? o->limit : "50");
+        tb_cli_rest_query(&q, "security_group", o->group);
+        tb_cli_rest_query(&q, "name_prefix", o->name_prefix);
+        tb_cli_rest_query(&q, "paused", o->paused_filter);
         const char *k;
         json_t *v;
         json_object_foreach(o->labels, k, v) {
                 char *kv = NULL;
-                if (asprintf(&kv, "%s=%s", k, json_string_value(v)) > 0 &&
-                    (e = tb_cli_rest_escape(kv))) {
-                        tb_buf_printf(&q, "&label=%s", e);
-                        free(e);
-                }
+                if (asprintf(&kv, "%s=%s", k, json_string_value(v)) > 0)
+                        tb_cli_rest_query(&q, "label", kv);
                 free(kv);
         }
-        char *cursor = o->cursor ? strdup(o->cursor) : NULL;
-        json_t *all = json_array();
+        char err[1024];
         int rc = 0;
-        bool header = false;
-        for (;;) {
-                tb_buf_t path = {0};
-                tb_buf_printf(&path, "%s", q.data);
-                if (cursor)
-                        tb_buf_printf(&path, "&cursor=%s", cursor);
-                json_t *r = NULL;
-                long st = tb_cli_rest_request(a, "GET", path.data, NULL, NULL, &r);
-                tb_buf_free(&path);
-                if (st != 200) {
-                        if (st)
-                                tb_cli_rest_error(st, r);
-                        json_decref(r);
-                        rc = 1;
-                        break;
-                }
-                json_t *tasks = json_object_get(r, "tasks");
-                size_t i;
-                json_t *t;
-                json_array_foreach(tasks, i, t) {
-                        if (o->json) {
-                                json_array_append(all, t);
-                        } else {
-                                if (!header)
-                                        tb_cli_tasks_print_header();
-                                header = true;
-                                tb_cli_tasks_print_row(t);
-                        }
-                }
-                free(cursor);
-                cursor = NULL;
-                const char *next = json_string_value(json_object_get(r, "next_cursor"));
-                if (next)
-                        cursor = strdup(next);
-                json_decref(r);
-                if (!cursor || !o->all)
-                        break;
+        if (tb_cli_rest_list(rest, q.data, o->cursor, o->all, o->json, &fmt, err, sizeof(err))) {
+                tb_cli_fail("%s", err);
+                rc = 1;
         }
-        if (rc == 0) {
-                if (o->json) {
-                        json_t *out = json_pack("{s:O, s:o}", "tasks", all, "next_cursor",
-                                                cursor ? json_string(cursor) : json_null());
-                        tb_cli_print_json(out);
-                        json_decref(out);
-                } else if (!header) {
-                        printf("no tasks\n");
-                }
-                if (!o->json && cursor)
-                        fprintf(stderr, "(more tasks: --cursor %s, or --all)\n", cursor);
-        }
-        json_decref(all);
-        free(cursor);
         tb_buf_free(&q);
         return rc;
 }
@@ -646,25 +593,23 @@ int tb_cli_tasks(int argc, char **argv) {
         }
         if (!strcmp(sub->name, "list") && (o.group || json_object_size(o.labels)))
                 o.any_task_flag = false; /* --group/--label filter the list */
-        tb_cli_rest_t a;
-        tb_cli_rest_load(&a, o.api, o.token);
-        if (!a.token[0]) {
-                tb_cli_fail("no API token: set TASKBUS_TOKEN, pass --token, or put token = "
-                            "\"...\"; in ~/.config/taskbus/config");
+        tb_cli_rest_t rest;
+        char err[1024];
+        if (tb_cli_rest_open(&rest, o.api, o.token, err, sizeof(err))) {
+                tb_cli_fail("%s", err);
                 rc = 1;
                 goto out;
         }
-        curl_global_init(CURL_GLOBAL_DEFAULT);
         const char *id = needs_id ? sargv[optind] : NULL;
         if (!strcmp(sub->name, "create"))
-                rc = tb_cli_tasks_create(&a, &o);
+                rc = tb_cli_tasks_create(&rest, &o);
         else if (!strcmp(sub->name, "update"))
-                rc = tb_cli_tasks_update(&a, &o, id);
+                rc = tb_cli_tasks_update(&rest, &o, id);
         else if (!strcmp(sub->name, "list"))
-                rc = tb_cli_tasks_list(&a, &o);
+                rc = tb_cli_tasks_list(&rest, &o);
         else
-                rc = tb_cli_tasks_simple(&a, &o, sub->name, id);
-        curl_global_cleanup();
+                rc = tb_cli_tasks_simple(&rest, &o, sub->name, id);
+        tb_cli_rest_close(&rest);
 out:
         json_decref(o.options);
         json_decref(o.labels);
