@@ -93,6 +93,14 @@ tb_err_t tb_cli_rest_escape(tb_buf_t *buf, const char *s) {
         return TB_OK;
 }
 
+tb_err_t tb_cli_rest_path(tb_buf_t *buf, const char *collection, const char *id,
+                          const char *sub) {
+        if (tb_buf_printf(buf, "%s/", collection) || tb_cli_rest_escape(buf, id) ||
+            (sub && tb_buf_printf(buf, "/%s", sub)))
+                return TB_ERR_NOMEM;
+        return TB_OK;
+}
+
 tb_err_t tb_cli_rest_query(tb_buf_t *buf, const char *name, const char *value) {
         if (!value)
                 return TB_OK;
@@ -250,6 +258,15 @@ out:
         return err;
 }
 
+int tb_cli_rest_do(const tb_cli_rest_t *rest, const tb_cli_rest_req_t *req,
+                   tb_cli_rest_resp_t *resp) {
+        char err[1024];
+        if (tb_cli_rest_call(rest, req, resp, err, sizeof(err)) == TB_OK)
+                return 0;
+        tb_cli_fail("%s", err);
+        return 1;
+}
+
 void tb_cli_rest_resp_free(tb_cli_rest_resp_t *resp) {
         json_decref(resp->json);
         tb_buf_free(&resp->body);
@@ -281,22 +298,21 @@ bool tb_cli_rest_header(const tb_cli_rest_resp_t *resp, const char *name, char *
 
 /* ---- keyset pages ---------------------------------------------------------------- */
 
-tb_err_t tb_cli_rest_list(const tb_cli_rest_t *rest, const char *path, const char *cursor,
-                          bool all, bool json, const tb_cli_rest_list_t *list, char *errstr,
-                          size_t errstr_size) {
+int tb_cli_rest_list(const tb_cli_rest_t *rest, const char *path, const char *cursor, bool all,
+                     bool json, const tb_cli_rest_list_t *list) {
         char *next = cursor ? strdup(cursor) : NULL;
         json_t *items = json_array();
         bool header = false;
-        tb_err_t err = TB_OK;
+        int rc = 0;
         for (;;) {
                 tb_buf_t page = {0};
                 tb_buf_printf(&page, "%s", path);
                 tb_cli_rest_query(&page, "cursor", next);
                 tb_cli_rest_req_t req = {.method = "GET", .path = page.data, .ok = 200};
                 tb_cli_rest_resp_t resp = {0};
-                err = tb_cli_rest_call(rest, &req, &resp, errstr, errstr_size);
+                rc = tb_cli_rest_do(rest, &req, &resp);
                 tb_buf_free(&page);
-                if (err) {
+                if (rc) {
                         tb_cli_rest_resp_free(&resp);
                         break;
                 }
@@ -321,12 +337,12 @@ tb_err_t tb_cli_rest_list(const tb_cli_rest_t *rest, const char *path, const cha
                 if (!next || !all)
                         break;
         }
-        if (!err && json) {
+        if (!rc && json) {
                 json_t *out = json_pack("{s:O, s:o}", list->key, items, "next_cursor",
                                         next ? json_string(next) : json_null());
                 tb_cli_print_json(out);
                 json_decref(out);
-        } else if (!err) {
+        } else if (!rc) {
                 if (!header)
                         printf("no %s\n", list->key);
                 if (next)
@@ -334,5 +350,5 @@ tb_err_t tb_cli_rest_list(const tb_cli_rest_t *rest, const char *path, const cha
         }
         json_decref(items);
         free(next);
-        return err;
+        return rc;
 }

@@ -52,6 +52,15 @@ void tb_cli_rest_close(tb_cli_rest_t *rest);
 tb_err_t tb_cli_rest_escape(tb_buf_t *buf, const char *s);
 
 /**
+ * @brief Append "<collection>/<id>" (\p id escaped) and, with \p sub,
+ *        "/<sub>" to \p buf: the path of one resource, e.g.
+ *        tb_cli_rest_path(&b, "/v1/tasks", id, "runs").
+ * @returns TB_OK or TB_ERR_NOMEM.
+ */
+tb_err_t tb_cli_rest_path(tb_buf_t *buf, const char *collection, const char *id,
+                          const char *sub);
+
+/**
  * @brief Append the query parameter \p name = \p value (escaped) to the path
  *        in \p buf, after '?' or '&' as the path needs. NULL \p value: nothing.
  * @returns TB_OK or TB_ERR_NOMEM.
@@ -91,6 +100,15 @@ typedef struct tb_cli_rest_resp {
 tb_err_t tb_cli_rest_call(const tb_cli_rest_t *rest, const tb_cli_rest_req_t *req,
                           tb_cli_rest_resp_t *resp, char *errstr, size_t errstr_size);
 
+/**
+ * @brief tb_cli_rest_call() for a command: its error is printed
+ *        (tb_cli_fail()).
+ * @returns the exit status: 0 when the API answered req->ok or req->ok_also,
+ *          else 1.
+ */
+int tb_cli_rest_do(const tb_cli_rest_t *rest, const tb_cli_rest_req_t *req,
+                   tb_cli_rest_resp_t *resp);
+
 /** @brief Free what tb_cli_rest_call() put in \p resp (and zero it). */
 void tb_cli_rest_resp_free(tb_cli_rest_resp_t *resp);
 
@@ -114,11 +132,10 @@ typedef struct tb_cli_rest_list {
  *        end when \p all. Prints a table (or "no <key>"), or with \p json one
  *        object {"<key>": [every item], "next_cursor": ...}; a cursor left
  *        when not \p all is offered on stderr ("more <key>: --cursor C").
- * @returns TB_OK, or the error of the page that failed (errstr as
- *          tb_cli_rest_call()); items of earlier pages are printed already.
+ * @returns the exit status: 0, or 1 when a page failed (the error is
+ *          printed; the items of earlier pages are printed already).
  */
-tb_err_t tb_cli_rest_list(const tb_cli_rest_t *rest, const char *path, const char *cursor,
-                          bool all, bool json, const tb_cli_rest_list_t *list, char *errstr,
-                          size_t errstr_size);
+int tb_cli_rest_list(const tb_cli_rest_t *rest, const char *path, const char *cursor, bool all,
+                     bool json, const tb_cli_rest_list_t *list);
 
 #endif

@@ -125,19 +125,12 @@ static int tb_cli_runs_list(const tb_cli_rest_t *rest, const tb_cli_runs_opts_t 
                             const char *task) {
         static const tb_cli_rest_list_t fmt = {"runs", tb_cli_runs_header, tb_cli_runs_row};
         tb_buf_t q = {0};
-        tb_buf_printf(&q, "/v1/tasks/");
-        tb_cli_rest_escape(&q, task);
-        tb_buf_printf(&q, "/runs");
+        tb_cli_rest_path(&q, "/v1/tasks", task, "runs");
         tb_cli_rest_query(&q, "limit", o->limit ? o->limit : "50");
         tb_cli_rest_query(&q, "status", o->status);
         tb_cli_rest_query(&q, "since", o->since);
         tb_cli_rest_query(&q, "until", o->until);
-        char err[1024];
-        int rc = 0;
-        if (tb_cli_rest_list(rest, q.data, o->cursor, o->all, o->json, &fmt, err, sizeof(err))) {
-                tb_cli_fail("%s", err);
-                rc = 1;
-        }
+        int rc = tb_cli_rest_list(rest, q.data, o->cursor, o->all, o->json, &fmt);
         tb_buf_free(&q);
         return rc;
 }
@@ -146,27 +139,19 @@ static int tb_cli_runs_one(const tb_cli_rest_t *rest, const tb_cli_runs_opts_t *
                            const char *sub, const char *run) {
         bool cancel = !strcmp(sub, "cancel");
         tb_buf_t path = {0};
-        tb_buf_printf(&path, "/v1/runs/");
-        tb_cli_rest_escape(&path, run);
-        if (cancel)
-                tb_buf_printf(&path, "/cancel");
+        tb_cli_rest_path(&path, "/v1/runs", run, cancel ? "cancel" : NULL);
         tb_cli_rest_req_t req = {.method = cancel ? "POST" : "GET", .path = path.data,
                                  .ok = cancel ? 202 : 200};
         tb_cli_rest_resp_t resp = {0};
-        char err[1024];
-        int rc = 0;
-        if (tb_cli_rest_call(rest, &req, &resp, err, sizeof(err))) {
-                tb_cli_fail("%s", err);
-                rc = 1;
-        } else if (o->json) {
+        int rc = tb_cli_rest_do(rest, &req, &resp);
+        if (rc == 0 && o->json)
                 tb_cli_print_json(resp.json);
-        } else if (cancel) {
+        else if (rc == 0 && cancel)
                 printf("cancellation of run %s requested: its executor stops it within about a "
                        "second (taskbus runs get %s)\n",
                        run, run);
-        } else {
+        else if (rc == 0)
                 tb_cli_runs_print(resp.json);
-        }
         tb_cli_rest_resp_free(&resp);
         tb_buf_free(&path);
         return rc;
@@ -179,9 +164,7 @@ static tb_err_t tb_cli_logs_get(const tb_cli_rest_t *rest, const tb_cli_runs_opt
                                 char *errstr, size_t errstr_size) {
         char num[32];
         tb_buf_t path = {0};
-        tb_buf_printf(&path, "/v1/runs/");
-        tb_cli_rest_escape(&path, run);
-        tb_buf_printf(&path, "/log");
+        tb_cli_rest_path(&path, "/v1/runs", run, "log");
         if (o->follow)
                 tb_cli_rest_query(&path, "follow", "true");
         tb_snprintf(num, sizeof(num), "%lld", offset);

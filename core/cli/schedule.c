@@ -47,8 +47,7 @@ static json_t *tb_cli_sched_fetch(const char *api, const char *token, const char
                 return NULL;
         }
         tb_buf_t path = {0};
-        tb_buf_printf(&path, "/v1/tasks/");
-        tb_cli_rest_escape(&path, id);
+        tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
         tb_cli_rest_req_t req = {.method = "GET", .path = path.data, .ok = 200};
         tb_cli_rest_resp_t resp = {0};
         if (tb_cli_rest_call(&rest, &req, &resp, err, sizeof(err)))

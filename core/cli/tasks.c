@@ -281,35 +281,22 @@ static bool tb_cli_tasks_apply_flags(const tb_cli_tasks_opts_t *o, json_t *t) {
 
 /* ---- commands ------------------------------------------------------------------ */
 
-/* "/v1/tasks/<id>" and, with \p action, "/<action>" into \p path. */
-static void tb_cli_tasks_path(tb_buf_t *path, const char *id, const char *action) {
-        tb_buf_printf(path, "/v1/tasks/");
-        tb_cli_rest_escape(path, id);
-        if (action)
-                tb_buf_printf(path, "/%s", action);
-}
-
 /** Send a task body; print the result. */
 static int tb_cli_tasks_send(const tb_cli_rest_t *rest, const tb_cli_tasks_opts_t *o,
                              const char *method, const char *path, json_t *task,
                              const char *if_match, long ok_status) {
         char *body = json_dumps(task, JSON_COMPACT);
-        char err[1024];
         /* 202: accepted, but the projection did not show it in time */
         tb_cli_rest_req_t req = {.method = method, .path = path, .body = body,
                                  .if_match = if_match, .ok = ok_status, .ok_also = 202};
         tb_cli_rest_resp_t resp = {0};
-        int rc = 0;
-        if (tb_cli_rest_call(rest, &req, &resp, err, sizeof(err))) {
-                tb_cli_fail("%s", err);
-                rc = 1;
-        } else if (o->json) {
+        int rc = tb_cli_rest_do(rest, &req, &resp);
+        if (rc == 0 && o->json)
                 tb_cli_print_json(resp.json);
-        } else if (resp.status == 202) {
+        else if (rc == 0 && resp.status == 202)
                 printf("accepted: %s\n", json_string_value(json_object_get(resp.json, "message")));
-        } else {
+        else if (rc == 0)
                 tb_cli_tasks_print(resp.json);
-        }
         tb_cli_rest_resp_free(&resp);
         free(body);
         return rc;
@@ -344,7 +331,7 @@ static int tb_cli_tasks_create(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o
 static int tb_cli_tasks_update(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o,
                                const char *id) {
         tb_buf_t path = {0};
-        tb_cli_tasks_path(&path, id, NULL);
+        tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
         json_t *t = NULL;
         char ver[32], err[1024];
         const char *if_match = o->if_match;
@@ -400,25 +387,22 @@ static int tb_cli_tasks_simple(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o
         tb_cli_rest_req_t req = {.method = "POST", .if_match = o->if_match, .ok = 200};
         if (!strcmp(sub, "get")) {
                 req.method = "GET";
-                tb_cli_tasks_path(&path, id, NULL);
+                tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
         } else if (!strcmp(sub, "delete")) {
                 req.method = "DELETE";
                 req.ok = 204;
-                tb_cli_tasks_path(&path, id, NULL);
+                tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
         } else {
                 req.ok = !strcmp(sub, "run") ? 202 : 200;
-                tb_cli_tasks_path(&path, id, sub);
+                tb_cli_rest_path(&path, "/v1/tasks", id, sub);
         }
         req.path = path.data;
         tb_cli_rest_resp_t resp = {0};
-        char err[1024];
-        int rc = 0;
-        tb_err_t e = tb_cli_rest_call(rest, &req, &resp, err, sizeof(err));
+        int rc = tb_cli_rest_do(rest, &req, &resp);
         const json_t *r = resp.json;
-        if (e) {
-                tb_cli_fail("%s", err);
-                rc = 1;
-        } else if (o->json) {
+        if (rc)
+                goto out;
+        if (o->json) {
                 if (r)
                         tb_cli_print_json(r);
                 else
@@ -437,6 +421,7 @@ static int tb_cli_tasks_simple(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o
                        !strcmp(sub, "pause") ? "paused" : "resumed", id,
                        json_integer_value(json_object_get(r, "version")));
         }
+out:
         tb_cli_rest_resp_free(&resp);
         tb_buf_free(&path);
         return rc;
@@ -459,12 +444,7 @@ static int tb_cli_tasks_list(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o) 
                         tb_cli_rest_query(&q, "label", kv);
                 free(kv);
         }
-        char err[1024];
-        int rc = 0;
-        if (tb_cli_rest_list(rest, q.data, o->cursor, o->all, o->json, &fmt, err, sizeof(err))) {
-                tb_cli_fail("%s", err);
-                rc = 1;
-        }
+        int rc = tb_cli_rest_list(rest, q.data, o->cursor, o->all, o->json, &fmt);
         tb_buf_free(&q);
         return rc;
 }
