@@ -30,6 +30,14 @@ void tb_cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /** True if argv holds -h or --help. */
 bool tb_cli_wants_help(int argc, char **argv);
 
+/**
+ * @brief Answer a command (group) given no subcommand, or asked for help:
+ *        with no argv[1], \p usage to stderr and *rc 2; with argv[1] -h,
+ *        --help or help, \p usage to stdout and *rc 0.
+ * @returns true when answered (the caller returns *rc), false otherwise.
+ */
+bool tb_cli_group_usage(int argc, char **argv, void (*usage)(FILE *fp), int *rc);
+
 /** Print \p j on stdout as indented JSON (nothing for NULL). */
 void tb_cli_print_json(const json_t *j);
 

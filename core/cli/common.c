@@ -26,6 +26,20 @@ bool tb_cli_wants_help(int argc, char **argv) {
         return false;
 }
 
+bool tb_cli_group_usage(int argc, char **argv, void (*usage)(FILE *fp), int *rc) {
+        if (argc < 2) {
+                usage(stderr);
+                *rc = 2;
+                return true;
+        }
+        if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+                usage(stdout);
+                *rc = 0;
+                return true;
+        }
+        return false;
+}
+
 tb_config_t *tb_cli_config(int *argc, char **argv) {
         const char *path = getenv("TASKBUS_CONFIG");
         for (int i = 1; i < *argc; i++) {

@@ -304,15 +304,10 @@ static int tb_cli_runs_parse(int argc, char **argv, const char *allowed, tb_cli_
 }
 
 int tb_cli_runs(int argc, char **argv) {
-        if (argc < 2) {
-                tb_cli_runs_usage(stderr);
-                return 2;
-        }
+        int rc;
+        if (tb_cli_group_usage(argc, argv, tb_cli_runs_usage, &rc))
+                return rc;
         const char *sub = argv[1];
-        if (!strcmp(sub, "-h") || !strcmp(sub, "--help") || !strcmp(sub, "help")) {
-                tb_cli_runs_usage(stdout);
-                return 0;
-        }
         const char *allowed;
         if (!strcmp(sub, "list"))
                 allowed = "json,api,token,status,since,until,limit,all,cursor,help";
@@ -326,8 +321,8 @@ int tb_cli_runs(int argc, char **argv) {
         tb_cli_runs_opts_t o = {0};
         long long offset = 0;
         int pos = 0;
-        int rc = tb_cli_runs_parse(argc - 1, argv + 1, allowed, &o, &offset, &pos,
-                                   tb_cli_runs_usage);
+        rc = tb_cli_runs_parse(argc - 1, argv + 1, allowed, &o, &offset, &pos,
+                               tb_cli_runs_usage);
         if (rc >= 0)
                 return rc;
         if (argc - 1 - pos != 1) {

@@ -302,80 +302,72 @@ static int tb_cli_tasks_send(const tb_cli_rest_t *rest, const tb_cli_tasks_opts_
         return rc;
 }
 
-static int tb_cli_tasks_create(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o) {
-        json_t *t;
+/* The task to send, from --file, the flags on a new task (create), or the
+ * flags on the current task (update: \p path set; *if_match becomes its
+ * version unless given). @returns 0 with *out set, else the exit status. */
+static int tb_cli_tasks_body(const tb_cli_rest_t *rest, const tb_cli_tasks_opts_t *o,
+                             const char *path, json_t **out, char ver[32],
+                             const char **if_match) {
+        const char *sub = path ? "update" : "create";
+        *out = NULL;
         if (o->file && o->any_task_flag) {
-                tb_cli_fail("create: give --file or task flags, not both");
+                tb_cli_fail("%s: give --file or task flags, not both", sub);
                 return 2;
         }
-        if (o->file) {
-                if (!(t = tb_cli_tasks_read_file(o->file)))
-                        return 1;
-        } else {
-                if (!o->any_task_flag) {
-                        tb_cli_fail("create: give --name, --script, --group and a schedule "
-                                    "(--cron, --every or --once), or --file (see --help)");
-                        return 2;
-                }
-                t = json_object();
-                if (!tb_cli_tasks_apply_flags(o, t)) {
-                        json_decref(t);
-                        return 2;
-                }
-        }
-        int rc = tb_cli_tasks_send(rest, o, "POST", "/v1/tasks", t, NULL, 201);
-        json_decref(t);
-        return rc;
-}
-
-static int tb_cli_tasks_update(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o,
-                               const char *id) {
-        tb_buf_t path = {0};
-        tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
-        json_t *t = NULL;
-        char ver[32], err[1024];
-        const char *if_match = o->if_match;
-        int rc = 2;
-        if (o->file && o->any_task_flag) {
-                tb_cli_fail("update: give --file or task flags, not both");
-                goto out;
-        }
-        if (o->file) {
-                rc = 1;
-                if (!(t = tb_cli_tasks_read_file(o->file)))
-                        goto out;
-        } else {
-                if (!o->any_task_flag) {
+        if (o->file)
+                return (*out = tb_cli_tasks_read_file(o->file)) ? 0 : 1;
+        if (!o->any_task_flag) {
+                if (path)
                         tb_cli_fail("update: nothing to change: give task flags or --file "
                                     "(see --help)");
-                        goto out;
-                }
-                /* edit the current task; If-Match makes a concurrent edit a 409 */
-                tb_cli_rest_req_t get = {.method = "GET", .path = path.data, .ok = 200};
-                tb_cli_rest_resp_t cur = {0};
-                rc = 1;
-                if (tb_cli_rest_call(rest, &get, &cur, err, sizeof(err)) == TB_OK &&
-                    !json_is_object(cur.json))
-                        tb_seterr(err, sizeof(err), TB_ERR_INTERNAL,
-                                  "200: unexpected response from the API");
                 else
-                        t = json_incref(cur.json);
-                tb_cli_rest_resp_free(&cur);
-                if (!t) {
-                        tb_cli_fail("%s", err);
-                        goto out;
-                }
-                if (!if_match) {
-                        tb_snprintf(ver, sizeof(ver), "%" JSON_INTEGER_FORMAT,
-                                    json_integer_value(json_object_get(t, "version")));
-                        if_match = ver;
-                }
-                rc = 2;
-                if (!tb_cli_tasks_apply_flags(o, t))
-                        goto out;
+                        tb_cli_fail("create: give --name, --script, --group and a schedule "
+                                    "(--cron, --every or --once), or --file (see --help)");
+                return 2;
         }
-        rc = tb_cli_tasks_send(rest, o, "PUT", path.data, t, if_match, 200);
-out:
+        json_t *t = NULL;
+        if (!path) {
+                t = json_object();
+        } else {
+                /* edit the current task; If-Match makes a concurrent edit a 409 */
+                tb_cli_rest_req_t get = {.method = "GET", .path = path, .ok = 200};
+                tb_cli_rest_resp_t cur = {0};
+                int rc = tb_cli_rest_do(rest, &get, &cur);
+                if (rc == 0 && !json_is_object(cur.json)) {
+                        tb_cli_fail("200: unexpected response from the API");
+                        rc = 1;
+                }
+                t = rc ? NULL : json_incref(cur.json);
+                tb_cli_rest_resp_free(&cur);
+                if (rc)
+                        return rc;
+                if (!*if_match) {
+                        tb_snprintf(ver, 32, "%" JSON_INTEGER_FORMAT,
+                                    json_integer_value(json_object_get(t, "version")));
+                        *if_match = ver;
+                }
+        }
+        if (!tb_cli_tasks_apply_flags(o, t)) {
+                json_decref(t);
+                return 2;
+        }
+        *out = t;
+        return 0;
+}
+
+/* create (\p id NULL) or update a task, then print it. */
+static int tb_cli_tasks_write(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o,
+                              const char *id) {
+        tb_buf_t path = {0};
+        json_t *t = NULL;
+        char ver[32];
+        const char *if_match = o->if_match;
+        if (id)
+                tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
+        int rc = tb_cli_tasks_body(rest, o, id ? path.data : NULL, &t, ver, &if_match);
+        if (rc == 0)
+                rc = id ? tb_cli_tasks_send(rest, o, "PUT", path.data, t, if_match, 200)
+                        : tb_cli_tasks_send(rest, o, "POST", "/v1/tasks", t, NULL, 201);
         json_decref(t);
         tb_buf_free(&path);
         return rc;
@@ -450,14 +442,9 @@ static int tb_cli_tasks_list(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o) 
 }
 
 int tb_cli_tasks(int argc, char **argv) {
-        if (argc < 2) {
-                tb_cli_tasks_usage(stderr);
-                return 2;
-        }
-        if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
-                tb_cli_tasks_usage(stdout);
-                return 0;
-        }
+        int rc = 2, c;
+        if (tb_cli_group_usage(argc, argv, tb_cli_tasks_usage, &rc))
+                return rc;
         const tb_cli_tasks_sub_t *sub = NULL;
         for (const tb_cli_tasks_sub_t *s = tb_cli_tasks_subs; s->name; s++)
                 if (!strcmp(s->name, argv[1]))
@@ -501,7 +488,6 @@ int tb_cli_tasks(int argc, char **argv) {
                 {NULL, 0, NULL, 0},
         };
         tb_cli_tasks_opts_t o = {.options = json_object(), .labels = json_object()};
-        int rc = 2, c;
         int sargc = argc - 1;
         char **sargv = argv + 1;
         optind = 0; /* glibc: full re-initialisation */
@@ -581,10 +567,8 @@ int tb_cli_tasks(int argc, char **argv) {
                 goto out;
         }
         const char *id = needs_id ? sargv[optind] : NULL;
-        if (!strcmp(sub->name, "create"))
-                rc = tb_cli_tasks_create(&rest, &o);
-        else if (!strcmp(sub->name, "update"))
-                rc = tb_cli_tasks_update(&rest, &o, id);
+        if (!strcmp(sub->name, "create") || !strcmp(sub->name, "update"))
+                rc = tb_cli_tasks_write(&rest, &o, id);
         else if (!strcmp(sub->name, "list"))
                 rc = tb_cli_tasks_list(&rest, &o);
         else
