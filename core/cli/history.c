@@ -67,12 +67,9 @@ int tb_cli_history(int argc, char **argv) {
         int rc = 1;
         PGresult *r = NULL;
         json_t *out = NULL;
-        PGconn *conn = PQconnectdb(conf->pg_url);
-        if (PQstatus(conn) != CONNECTION_OK) {
-                char m[512];
-                tb_snprintf(m, sizeof(m), "%s", PQerrorMessage(conn));
-                m[strcspn(m, "\n")] = '\0';
-                tb_cli_fail("history: cannot connect to PostgreSQL: %s", m);
+        PGconn *conn = NULL;
+        if (tb_cli_pg_connect(conf->pg_url, &conn, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("history: cannot connect to PostgreSQL: %s", err);
                 goto done;
         }
         const char *p[] = {task_id};

@@ -1,7 +1,7 @@
 /**
  * @file cli/identity.c
  * @brief `taskbus admin user|token|group|audit`: identity administration
- *        directly on PostgreSQL (core/identity.c), each change audited with
+ *        directly on PostgreSQL (lib/identity/), each change audited with
  *        the OS user running the CLI as the actor.
  */
 #include "cli.h"
@@ -9,16 +9,9 @@
 #include "store/store.h"
 
 #include <errno.h>
-#include <limits.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-/* Declared here until core/cli.h carries them (see the lead's wiring). */
-int tb_cli_admin_identity(int argc, char **argv, tb_config_t *conf, bool *handled);
-void tb_cli_admin_identity_usage(FILE *fp);
 
 void tb_cli_admin_identity_usage(FILE *fp) {
         fprintf(fp,
@@ -38,29 +31,6 @@ void tb_cli_admin_identity_usage(FILE *fp) {
 }
 
 /* ---- helpers ------------------------------------------------------------- */
-
-/* "user@host" of whoever runs the CLI; under sudo, the user who ran sudo. */
-static void tb_cli_id_actor(char *buf, size_t size) {
-        char user[64] = "", host[256] = "";
-        const char *sudo = getenv("SUDO_USER");
-        if (sudo && *sudo) {
-                snprintf(user, sizeof(user), "%s", sudo);
-        } else {
-                struct passwd *pw = getpwuid(geteuid());
-                if (pw && pw->pw_name)
-                        snprintf(user, sizeof(user), "%s", pw->pw_name);
-                else
-                        snprintf(user, sizeof(user), "uid%u", (unsigned)geteuid());
-        }
-        if (gethostname(host, sizeof(host)) != 0 || !*host)
-                snprintf(host, sizeof(host), "unknown-host");
-        host[sizeof(host) - 1] = '\0';
-        snprintf(buf, size, "%s@%s", user, host);
-        /* the environment is not trusted to be printable */
-        for (char *p = buf; *p; p++)
-                if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
-                        *p = '?';
-}
 
 /* Exit status for an error: bad input is a usage error (2). */
 static int tb_cli_id_status(tb_err_t err) { return err == TB_ERR_INVALID ? 2 : 1; }
@@ -104,6 +74,21 @@ static void tb_cli_id_db_close(tb_cli_id_db_t *db) {
         if (db->conn)
                 tb_store_release(db->store, db->conn);
         tb_store_destroy(db->store);
+}
+
+/* Run the query \p sql (connecting first if need be). @returns its result
+ * (the caller PQclear()s it), or NULL after printing "<cmd>: <why>". */
+static PGresult *tb_cli_id_query(tb_cli_id_db_t *db, const char *cmd, const char *what,
+                                 const char *sql, int nparams, const char *const *params) {
+        char err[1024];
+        PGresult *res = NULL;
+        if (!tb_cli_id_connect(db))
+                return NULL;
+        if (tb_store_exec(db->conn, what, sql, nparams, params, &res, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("%s: %s", cmd, err);
+                return NULL;
+        }
+        return res;
 }
 
 /* Print epoch milliseconds (a text column, SQL NULL -> "-") as RFC 3339. */
@@ -227,21 +212,18 @@ static int tb_cli_id_user_create(tb_cli_id_db_t *db, const char *actor, int argc
 }
 
 static int tb_cli_id_user_list(tb_cli_id_db_t *db) {
-        char err[1024], t[32];
-        PGresult *res = NULL;
-        if (!tb_cli_id_connect(db))
+        char t[32];
+        PGresult *res = tb_cli_id_query(db, "user list", "list users",
+                                        "SELECT u.id, u.disabled, "
+                                        "       (extract(epoch FROM u.created_at) * 1000)::bigint, "
+                                        "       coalesce(string_agg(m.group_name, ',' ORDER BY "
+                                        "                m.group_name COLLATE \"C\"), '') "
+                                        "FROM users u "
+                                        "LEFT JOIN group_members m ON m.user_id = u.id "
+                                        "GROUP BY u.id ORDER BY u.id COLLATE \"C\"",
+                                        0, NULL);
+        if (!res)
                 return 1;
-        if (tb_store_exec(db->conn, "list users",
-                          "SELECT u.id, u.disabled, "
-                          "       (extract(epoch FROM u.created_at) * 1000)::bigint, "
-                          "       coalesce(string_agg(m.group_name, ',' ORDER BY "
-                          "                m.group_name COLLATE \"C\"), '') "
-                          "FROM users u LEFT JOIN group_members m ON m.user_id = u.id "
-                          "GROUP BY u.id ORDER BY u.id COLLATE \"C\"",
-                          0, NULL, &res, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("user list: %s", err);
-                return 1;
-        }
         printf("%-24s %-8s %-24s %s\n", "USER", "STATE", "CREATED", "GROUPS");
         for (int i = 0; i < PQntuples(res); i++)
                 printf("%-24s %-8s %-24s %s\n", PQgetvalue(res, i, 0),
@@ -288,14 +270,11 @@ static int tb_cli_id_token_list(tb_cli_id_db_t *db, const char *user) {
                         tb_cli_fail("token list: %s", err);
                         return tb_cli_id_status(e);
                 }
-                if (!tb_cli_id_connect(db))
-                        return 1;
                 const char *p[] = {user};
-                if (tb_store_exec(db->conn, "read user", "SELECT 1 FROM users WHERE id = $1", 1,
-                                  p, &res, err, sizeof(err)) != TB_OK) {
-                        tb_cli_fail("token list: %s", err);
+                res = tb_cli_id_query(db, "token list", "read user",
+                                      "SELECT 1 FROM users WHERE id = $1", 1, p);
+                if (!res)
                         return 1;
-                }
                 bool found = PQntuples(res) > 0;
                 PQclear(res);
                 if (!found) {
@@ -305,20 +284,17 @@ static int tb_cli_id_token_list(tb_cli_id_db_t *db, const char *user) {
                         return 1;
                 }
         }
-        if (!tb_cli_id_connect(db))
-                return 1;
         const char *p[] = {user};
-        if (tb_store_exec(db->conn, "list tokens",
-                          "SELECT id, user_id, "
-                          "       (extract(epoch FROM created_at) * 1000)::bigint, "
-                          "       (extract(epoch FROM revoked_at) * 1000)::bigint, "
-                          "       (extract(epoch FROM last_used_at) * 1000)::bigint "
-                          "FROM api_tokens WHERE $1::text IS NULL OR user_id = $1 "
-                          "ORDER BY user_id COLLATE \"C\", created_at, id",
-                          1, p, &res, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("token list: %s", err);
+        res = tb_cli_id_query(db, "token list", "list tokens",
+                              "SELECT id, user_id, "
+                              "       (extract(epoch FROM created_at) * 1000)::bigint, "
+                              "       (extract(epoch FROM revoked_at) * 1000)::bigint, "
+                              "       (extract(epoch FROM last_used_at) * 1000)::bigint "
+                              "FROM api_tokens WHERE $1::text IS NULL OR user_id = $1 "
+                              "ORDER BY user_id COLLATE \"C\", created_at, id",
+                              1, p);
+        if (!res)
                 return 1;
-        }
         printf("%-18s %-24s %-24s %-24s %s\n", "ID", "USER", "CREATED", "REVOKED", "LAST_USED");
         for (int i = 0; i < PQntuples(res); i++)
                 printf("%-18s %-24s %-24s %-24s %s\n", PQgetvalue(res, i, 0),
@@ -374,21 +350,16 @@ static int tb_cli_id_token(tb_cli_id_db_t *db, const char *actor, int argc, char
 /* ---- group --------------------------------------------------------------- */
 
 static int tb_cli_id_group_list(tb_cli_id_db_t *db) {
-        char err[1024];
-        PGresult *res = NULL;
-        if (!tb_cli_id_connect(db))
+        PGresult *res = tb_cli_id_query(db, "group list", "list groups",
+                                        "SELECT g.name, count(m.user_id), "
+                                        "       coalesce(string_agg(m.user_id, ',' ORDER BY "
+                                        "                m.user_id COLLATE \"C\"), '') "
+                                        "FROM security_groups g "
+                                        "LEFT JOIN group_members m ON m.group_name = g.name "
+                                        "GROUP BY g.name ORDER BY g.name COLLATE \"C\"",
+                                        0, NULL);
+        if (!res)
                 return 1;
-        if (tb_store_exec(db->conn, "list groups",
-                          "SELECT g.name, count(m.user_id), "
-                          "       coalesce(string_agg(m.user_id, ',' ORDER BY "
-                          "                m.user_id COLLATE \"C\"), '') "
-                          "FROM security_groups g "
-                          "LEFT JOIN group_members m ON m.group_name = g.name "
-                          "GROUP BY g.name ORDER BY g.name COLLATE \"C\"",
-                          0, NULL, &res, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("group list: %s", err);
-                return 1;
-        }
         printf("%-24s %7s %s\n", "GROUP", "MEMBERS", "USERS");
         for (int i = 0; i < PQntuples(res); i++)
                 printf("%-24s %7s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
@@ -451,20 +422,16 @@ static int tb_cli_id_audit(tb_cli_id_db_t *db, int argc, char **argv) {
                         return 2;
                 }
         }
-        char err[1024], lim[24], t[32];
+        char lim[24], t[32];
         snprintf(lim, sizeof(lim), "%ld", limit);
         const char *p[] = {lim};
-        PGresult *res = NULL;
-        if (!tb_cli_id_connect(db))
+        PGresult *res = tb_cli_id_query(db, "audit", "read admin_audit",
+                                        "SELECT (extract(epoch FROM at) * 1000)::bigint, "
+                                        "       actor, action, target, details::text "
+                                        "FROM admin_audit ORDER BY id DESC LIMIT $1::int",
+                                        1, p);
+        if (!res)
                 return 1;
-        if (tb_store_exec(db->conn, "read admin_audit",
-                          "SELECT (extract(epoch FROM at) * 1000)::bigint, actor, action, "
-                          "       target, details::text "
-                          "FROM admin_audit ORDER BY id DESC LIMIT $1::int",
-                          1, p, &res, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("audit: %s", err);
-                return 1;
-        }
         printf("%-24s %-28s %-20s %-24s %s\n", "AT", "ACTOR", "ACTION", "TARGET", "DETAILS");
         for (int i = 0; i < PQntuples(res); i++)
                 printf("%-24s %-28s %-20s %-24s %s\n", tb_cli_id_time(res, i, 0, t),
@@ -492,7 +459,7 @@ int tb_cli_admin_identity(int argc, char **argv, tb_config_t *conf, bool *handle
         }
 
         char actor[384];
-        tb_cli_id_actor(actor, sizeof(actor));
+        tb_cli_actor(actor, sizeof(actor));
         tb_cli_id_db_t db = {.conf = conf};
         int rc;
         if (!strcmp(group, "user"))

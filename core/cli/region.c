@@ -22,11 +22,9 @@
 #include "task/task.h"
 
 #include <inttypes.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /** Tasks per failover transaction. */
 #define TB_CLI_REGION_TXN_MAX 500
@@ -37,25 +35,6 @@ void tb_cli_admin_region_usage(FILE *fp) {
                     "                      homed in FROM to TO (HOME_MOVED events, epoch + 1)\n"
                     "  region status       replication lag of this region's copies of the other\n"
                     "                      regions' topics (needs replication.region_kafka)\n");
-}
-
-static void tb_cli_region_actor(char *buf, size_t size) {
-        char user[64] = "", host[128] = "";
-        const char *sudo = getenv("SUDO_USER");
-        struct passwd *pw = getpwuid(geteuid());
-        if (sudo && *sudo)
-                snprintf(user, sizeof(user), "%s", sudo);
-        else if (pw && pw->pw_name)
-                snprintf(user, sizeof(user), "%s", pw->pw_name);
-        else
-                snprintf(user, sizeof(user), "uid%u", (unsigned)geteuid());
-        if (gethostname(host, sizeof(host)) != 0 || !*host)
-                snprintf(host, sizeof(host), "unknown-host");
-        host[sizeof(host) - 1] = '\0';
-        snprintf(buf, size, "admin:%s@%s", user, host);
-        for (char *p = buf; *p; p++)
-                if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
-                        *p = '?';
 }
 
 /* One HOME_MOVED event for row \p i of \p res into \p out. */
@@ -137,8 +116,9 @@ static int tb_cli_region_failover(tb_config_t *conf, int argc, char **argv) {
                 return 2;
         }
 
-        char err[1024], actor[256];
-        tb_cli_region_actor(actor, sizeof(actor));
+        char err[1024], who[384], actor[400];
+        tb_cli_actor(who, sizeof(who));
+        tb_snprintf(actor, sizeof(actor), "admin:%s", who);
         tb_store_t *store = NULL;
         rd_kafka_t *prod = NULL;
         PGresult *res = NULL;

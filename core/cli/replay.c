@@ -153,17 +153,14 @@ int tb_cli_replay(int argc, char **argv) {
         size_t batch_cnt = 0;
         rd_kafka_topic_partition_list_t *as = NULL;
         tb_projector_stats_t st = {0};
-        PGconn *conn = PQconnectdb(into);
+        PGconn *conn = NULL;
 
         if (tb_serde_init(err, sizeof(err)) != TB_OK) {
                 tb_cli_fail("schemas: %s", err);
                 goto out;
         }
-        if (PQstatus(conn) != CONNECTION_OK) {
-                char m[512];
-                tb_snprintf(m, sizeof(m), "%s", PQerrorMessage(conn));
-                m[strcspn(m, "\n")] = '\0';
-                tb_cli_fail("replay: cannot connect to --into database: %s", m);
+        if (tb_cli_pg_connect(into, &conn, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("replay: cannot connect to --into database: %s", err);
                 goto out;
         }
         int applied = 0;
