@@ -25,8 +25,6 @@
 #define TB_API_RUNS_SUB "api"
 #define TB_API_RUNS_LIST_DEFAULT 50
 #define TB_API_RUNS_LIST_MAX 500
-/** How long a request waits for a pool connection before answering 503. */
-#define TB_API_RUNS_POOL_WAIT_MS 5000
 /** Default and largest ?limit of one page of output. */
 #define TB_API_RUNS_LOG_DEFAULT (4 * 1024 * 1024)
 #define TB_API_RUNS_LOG_MAX (64 * 1024 * 1024)
@@ -39,18 +37,6 @@
 #define TB_API_RUNS_NO_EOF_GRACE_MS 10000
 
 /* ---- helpers ----------------------------------------------------------------- */
-
-/** Ids are UUIDs or hex hashes from taskbus, or ids of other producers: a
- *  conservative charset keeps garbage out of messages and SQL logs. */
-static bool tb_api_runs_id_ok(const char *id) {
-        size_t n = strlen(id);
-        if (n == 0 || n > 128)
-                return false;
-        for (const char *s = id; *s; s++)
-                if (!isalnum((unsigned char)*s) && !strchr("-_.:", *s))
-                        return false;
-        return true;
-}
 
 /** The caller's groups as a JSON array text, for
  *  `security_group IN (SELECT jsonb_array_elements_text($n::jsonb))`. */
@@ -65,28 +51,6 @@ static char *tb_api_runs_groups(const tb_principal_t *p) {
 
 #define TB_API_RUNS_VISIBLE(n) \
         "security_group IN (SELECT jsonb_array_elements_text($" #n "::jsonb))"
-
-static PGconn *tb_api_runs_conn(tb_api_t *api, tb_http_resp_t *resp) {
-        PGconn *c = tb_store_acquire_timeout(api->ctx->store, TB_API_RUNS_POOL_WAIT_MS);
-        if (!c) {
-                tb_http_error(resp, 503, "unavailable", NULL,
-                              "the database is busy (no connection within %d ms); retry later",
-                              TB_API_RUNS_POOL_WAIT_MS);
-                tb_http_add_header(resp, "Retry-After", "1");
-        }
-        return c;
-}
-
-static void tb_api_runs_db_error(tb_http_resp_t *resp, const char *err) {
-        tb_warn(TB_API_RUNS_SUB, "%s", err);
-        tb_http_error(resp, 503, "unavailable", NULL, "the database is unavailable; retry later");
-        tb_http_add_header(resp, "Retry-After", "5");
-}
-
-static void tb_api_runs_not_found(tb_http_resp_t *resp, const char *id) {
-        tb_http_error(resp, 404, "not_found", NULL, "no run '%.128s' in your security groups",
-                      tb_api_runs_id_ok(id) ? id : "(invalid id)");
-}
 
 /* ---- run JSON ----------------------------------------------------------------- */
 
@@ -225,7 +189,7 @@ static bool tb_api_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_
 static bool tb_api_runs_cursor_parse(const char *cur, char ms[32], char id[200]) {
         const char *dot = strchr(cur, '.');
         size_t n = dot ? (size_t)(dot - cur) : 0;
-        if (!dot || n == 0 || n > 19 || !tb_api_runs_id_ok(dot + 1))
+        if (!dot || n == 0 || n > 19 || !tb_api_id_ok(dot + 1))
                 return false;
         for (size_t i = 0; i < n; i++)
                 if (!isdigit((unsigned char)cur[i]) && !(i == 0 && cur[i] == '-'))
@@ -253,12 +217,12 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         PGresult *r = NULL;
         char since[32], until[32], cms[32], cid[200], lim[24], err[512];
         int64_t limit = TB_API_RUNS_LIST_DEFAULT;
-        if (!tb_api_runs_id_ok(id)) {
-                tb_http_error(resp, 404, "not_found", NULL,
-                              "no task '(invalid id)' in your security groups");
+        if (!tb_api_id_ok(id)) {
+                tb_api_not_found(resp, "task", id);
                 return;
         }
-        if (!tb_api_query_check(req, resp, known, "status, since, until, limit, cursor") ||
+        if (!tb_api_query_check(req, resp, known, "status, since, until, limit, cursor", NULL,
+                                NULL) ||
             !tb_api_runs_status_arg(req, resp, &statuses) ||
             !tb_api_query_time(req, resp, "since", since) ||
             !tb_api_query_time(req, resp, "until", until) ||
@@ -272,7 +236,7 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                               "previous page unchanged");
                 goto out;
         }
-        if (!(c = tb_api_runs_conn(api, resp)))
+        if (!(c = tb_api_conn(api, resp)))
                 goto out;
         groups = tb_api_runs_groups(tb_api_principal(req));
         tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
@@ -295,7 +259,7 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                           "AND ($7::bigint IS NULL OR nominal_time < " TB_API_RUNS_TS(7) ") "
                           "ORDER BY nominal_time DESC, run_id DESC LIMIT $8::int",
                           8, params, &r, err, sizeof(err))) {
-                tb_api_runs_db_error(resp, err);
+                tb_api_db_error(resp, err);
                 goto out;
         }
         int n = PQntuples(r);
@@ -308,14 +272,13 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                   TB_API_RUNS_VISIBLE(2) ") OR EXISTS (SELECT 1 FROM runs WHERE "
                                   "task_id = $1 AND " TB_API_RUNS_VISIBLE(2) ")",
                                   2, xp, &x, err, sizeof(err))) {
-                        tb_api_runs_db_error(resp, err);
+                        tb_api_db_error(resp, err);
                         goto out;
                 }
                 bool visible = PQgetvalue(x, 0, 0)[0] == 't';
                 PQclear(x);
                 if (!visible) {
-                        tb_http_error(resp, 404, "not_found", NULL,
-                                      "no task '%s' in your security groups", id);
+                        tb_api_not_found(resp, "task", id);
                         goto out;
                 }
         }
@@ -343,26 +306,43 @@ out:
 
 /* ---- GET /v1/runs/{id}, POST /v1/runs/{id}/cancel ------------------------------- */
 
+/**
+ * The run of the request's path, if the caller may see it. @returns a pool
+ * connection (the caller releases it) with *run its row (TB_API_RUNS_COLS;
+ * the caller PQclear()s it), or NULL when answered: 404 (an invalid id, a
+ * missing run, or one of another group), 503.
+ */
+static PGconn *tb_api_runs_open(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                PGresult **run) {
+        const char *id = req->params[0];
+        char err[512];
+        *run = NULL;
+        if (!tb_api_id_ok(id)) {
+                tb_api_not_found(resp, "run", id);
+                return NULL;
+        }
+        PGconn *c = tb_api_conn(api, resp);
+        if (!c)
+                return NULL;
+        tb_err_t e = tb_api_runs_load(c, tb_api_principal(req), id, run, err, sizeof(err));
+        if (e == TB_OK)
+                return c;
+        if (e == TB_ERR_NOT_FOUND)
+                tb_api_not_found(resp, "run", id);
+        else
+                tb_api_db_error(resp, err);
+        tb_store_release(api->ctx->store, c);
+        return NULL;
+}
+
 void tb_api_runs_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
-        const char *id = req->params[0];
         PGresult *r = NULL;
-        char err[512];
-        if (!tb_api_runs_id_ok(id)) {
-                tb_api_runs_not_found(resp, id);
-                return;
-        }
-        PGconn *c = tb_api_runs_conn(api, resp);
+        PGconn *c = tb_api_runs_open(api, req, resp, &r);
         if (!c)
                 return;
-        tb_err_t e = tb_api_runs_load(c, tb_api_principal(req), id, &r, err, sizeof(err));
         tb_store_release(api->ctx->store, c);
-        if (e == TB_ERR_NOT_FOUND)
-                tb_api_runs_not_found(resp, id);
-        else if (e)
-                tb_api_runs_db_error(resp, err);
-        else
-                tb_http_json(resp, 200, tb_api_runs_json(r, 0));
+        tb_http_json(resp, 200, tb_api_runs_json(r, 0));
         PQclear(r);
 }
 
@@ -372,22 +352,9 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         const tb_principal_t *p = tb_api_principal(req);
         PGresult *r = NULL, *cl = NULL;
         char err[512], reason[300];
-        if (!tb_api_runs_id_ok(id)) {
-                tb_api_runs_not_found(resp, id);
-                return;
-        }
-        PGconn *c = tb_api_runs_conn(api, resp);
+        PGconn *c = tb_api_runs_open(api, req, resp, &r);
         if (!c)
                 return;
-        tb_err_t e = tb_api_runs_load(c, p, id, &r, err, sizeof(err));
-        if (e == TB_ERR_NOT_FOUND) {
-                tb_api_runs_not_found(resp, id);
-                goto out;
-        }
-        if (e) {
-                tb_api_runs_db_error(resp, err);
-                goto out;
-        }
         if (PQgetvalue(r, 0, TB_RC_FINAL)[0] == 't') {
                 tb_http_error(resp, 409, "conflict", NULL,
                               "run %s already finished with status %s: nothing to cancel", id,
@@ -395,7 +362,7 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         }
         tb_snprintf(reason, sizeof(reason), "cancelled by %s through the API", p->user_id);
-        e = tb_executor_request_cancel(c, id, reason, err, sizeof(err));
+        tb_err_t e = tb_executor_request_cancel(c, id, reason, err, sizeof(err));
         if (e == TB_ERR_NOT_FOUND) {
                 /* not projected as final yet, but its claim says finished; or
                  * no executor has claimed it yet */
@@ -404,7 +371,7 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                   "SELECT state, coalesce(status, '') FROM run_claims "
                                   "WHERE run_id = $1",
                                   1, cp, &cl, err, sizeof(err))) {
-                        tb_api_runs_db_error(resp, err);
+                        tb_api_db_error(resp, err);
                 } else if (PQntuples(cl) > 0) {
                         tb_http_error(resp, 409, "conflict", NULL,
                                       "run %s already finished%s%s: nothing to cancel", id,
@@ -420,7 +387,7 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         }
         if (e) {
-                tb_api_runs_db_error(resp, err);
+                tb_api_db_error(resp, err);
                 goto out;
         }
         tb_info(TB_API_RUNS_SUB, "run %s: cancellation requested by %s", id, p->user_id);
@@ -645,11 +612,11 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         PGconn *c = NULL;
         char err[512];
         int64_t offset = 0, limit = TB_API_RUNS_LOG_DEFAULT;
-        if (!tb_api_runs_id_ok(id)) {
-                tb_api_runs_not_found(resp, id);
+        if (!tb_api_id_ok(id)) {
+                tb_api_not_found(resp, "run", id);
                 return;
         }
-        if (!tb_api_query_check(req, resp, known, "offset, limit, stream, follow") ||
+        if (!tb_api_query_check(req, resp, known, "offset, limit, stream, follow", NULL, NULL) ||
             !tb_api_query_int(req, resp, "offset", 0, INT64_MAX / 2, &offset) ||
             !tb_api_query_int(req, resp, "limit", 1, TB_API_RUNS_LOG_MAX, &limit))
                 return;
@@ -668,24 +635,16 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 return;
         }
         bool follow = fs && (!strcmp(fs, "true") || !strcmp(fs, "1"));
-        if (!(c = tb_api_runs_conn(api, resp)))
+        if (!(c = tb_api_runs_open(api, req, resp, &r)))
                 return;
-        tb_err_t e = tb_api_runs_load(c, tb_api_principal(req), id, &r, err, sizeof(err));
-        if (e == TB_ERR_NOT_FOUND) {
-                tb_api_runs_not_found(resp, id);
-                goto out;
-        }
-        if (e) {
-                tb_api_runs_db_error(resp, err);
-                goto out;
-        }
+        tb_err_t e;
         tb_api_runs_logstate_t st;
         bool eof = false;
         if ((e = tb_api_runs_logstate(c, id, &st, &eof, err, sizeof(err)))) {
                 if (e == TB_ERR_NOT_FOUND)
-                        tb_api_runs_not_found(resp, id);
+                        tb_api_not_found(resp, "run", id);
                 else
-                        tb_api_runs_db_error(resp, err);
+                        tb_api_db_error(resp, err);
                 goto out;
         }
         if (st.expired) {
@@ -698,7 +657,7 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         const char *pp[] = {id, stream, off, end};
         if (tb_store_exec(c, "read run output", tb_api_runs_sql_page, 4, pp, &pg, err,
                           sizeof(err))) {
-                tb_api_runs_db_error(resp, err);
+                tb_api_db_error(resp, err);
                 goto out;
         }
         if (follow) {
@@ -725,7 +684,7 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                           "WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)",
                                           2, xp, &x, err, sizeof(err))) {
                                 free(t);
-                                tb_api_runs_db_error(resp, err);
+                                tb_api_db_error(resp, err);
                                 goto out;
                         }
                         t->next_seq = strtoll(PQgetvalue(x, 0, 0), NULL, 10);

@@ -127,7 +127,7 @@ static void tb_api_tasks_respond(tb_api_t *api, tb_http_req_t *req, tb_http_resp
         tb_err_t e = tb_api_tasks_load(api, c, tb_api_principal(req), id, &t, err, sizeof(err));
         tb_store_release(api->ctx->store, c);
         if (e == TB_ERR_NOT_FOUND) {
-                tb_api_not_found(resp, id);
+                tb_api_not_found(resp, "task", id);
                 return;
         }
         if (e) {
@@ -379,22 +379,32 @@ void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
 void tb_api_tasks_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         const char *id = req->params[0];
         if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, id);
+                tb_api_not_found(resp, "task", id);
                 return;
         }
         tb_api_tasks_respond(app, req, resp, id, 200);
+}
+
+/**
+ * Is the request's task one this region writes: a valid id, a well-formed
+ * If-Match (into *expected) and the task homed here? @returns false when
+ * answered (404, 400, or the redirect to its home region).
+ */
+static bool tb_api_tasks_write_target(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                      const char *id, int64_t *expected) {
+        if (!tb_api_id_ok(id)) {
+                tb_api_not_found(resp, "task", id);
+                return false;
+        }
+        return tb_api_tasks_if_match(req, resp, expected) &&
+               !tb_api_tasks_home_redirect(api, req, resp, id, NULL);
 }
 
 void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
         const char *id = req->params[0];
         int64_t expected;
-        if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, id);
-                return;
-        }
-        if (!tb_api_tasks_if_match(req, resp, &expected) ||
-            tb_api_tasks_home_redirect(api, req, resp, id, NULL))
+        if (!tb_api_tasks_write_target(api, req, resp, id, &expected))
                 return;
         json_t *body = tb_api_tasks_body(req, resp);
         if (!body)
@@ -416,12 +426,7 @@ static void tb_api_tasks_simple(tb_api_t *api, tb_http_req_t *req, tb_http_resp_
                                 const char *type) {
         const char *id = req->params[0];
         int64_t expected;
-        if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, id);
-                return;
-        }
-        if (!tb_api_tasks_if_match(req, resp, &expected) ||
-            tb_api_tasks_home_redirect(api, req, resp, id, NULL))
+        if (!tb_api_tasks_write_target(api, req, resp, id, &expected))
                 return;
         tb_api_cmd_result_t res;
         if (tb_api_tasks_write(api, req, resp, type, id, expected, NULL, &res) != 1)
@@ -450,12 +455,7 @@ void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
         const char *id = req->params[0];
         int64_t expected;
-        if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, id);
-                return;
-        }
-        if (!tb_api_tasks_if_match(req, resp, &expected) ||
-            tb_api_tasks_home_redirect(api, req, resp, id, NULL))
+        if (!tb_api_tasks_write_target(api, req, resp, id, &expected))
                 return;
         tb_api_cmd_result_t res;
         if (tb_api_tasks_write(api, req, resp, "RUN_NOW", id, expected, NULL, &res) != 1)
@@ -471,40 +471,22 @@ void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
 
 /* ---- list ---------------------------------------------------------------------- */
 
-typedef struct tb_api_tasks_query {
-        json_t *labels;     /**< label=k=v filters */
-        char bad[300];      /**< first problem found */
-        char bad_field[64];
-} tb_api_tasks_query_t;
-
 static const char *const tb_api_tasks_list_params[] = {"security_group", "limit",  "cursor",
-                                                 "name_prefix",    "paused", "label", NULL};
+                                                       "name_prefix",    "paused", "label", NULL};
 
-static enum MHD_Result tb_api_tasks_list_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                             const char *value) {
-        tb_api_tasks_query_t *q = cls;
-        if (q->bad[0])
-                return MHD_YES;
-        bool known = false;
-        for (size_t i = 0; tb_api_tasks_list_params[i]; i++)
-                known = known || !strcmp(key, tb_api_tasks_list_params[i]);
-        if (!known) {
-                tb_snprintf(q->bad_field, sizeof(q->bad_field), "%.60s", key);
-                tb_snprintf(q->bad, sizeof(q->bad),
-                            "unknown query parameter '%.60s'; valid: security_group, limit, "
-                            "cursor, name_prefix, paused, label",
-                            key);
-                return MHD_YES;
-        }
+/* label=KEY=VALUE: one more label the tasks must carry, into \p ud (a JSON
+ * object). */
+static bool tb_api_tasks_label_arg(void *ud, const char *key, const char *value, char *bad,
+                                   size_t bad_size) {
+        json_t *labels = ud;
         if (strcmp(key, "label"))
-                return MHD_YES;
+                return true;
         const char *eq = value ? strchr(value, '=') : NULL;
         if (!eq || eq == value) {
-                tb_snprintf(q->bad_field, sizeof(q->bad_field), "label");
-                tb_snprintf(q->bad, sizeof(q->bad),
+                tb_snprintf(bad, bad_size,
                             "label: expected KEY=VALUE (e.g. label=env=prod), got '%.60s'",
                             value ? value : "");
-                return MHD_YES;
+                return false;
         }
         char k[TB_TASK_LABEL_LEN_MAX + 1];
         size_t kl = (size_t)(eq - value);
@@ -512,21 +494,20 @@ static enum MHD_Result tb_api_tasks_list_arg(void *cls, enum MHD_ValueKind kind,
                 kl = sizeof(k) - 1;
         memcpy(k, value, kl);
         k[kl] = '\0';
-        json_object_set_new(q->labels, k, json_string(eq + 1));
-        return MHD_YES;
+        json_object_set_new(labels, k, json_string(eq + 1));
+        return true;
 }
 
 void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
         const tb_principal_t *p = tb_api_principal(req);
-        tb_api_tasks_query_t q = {.labels = json_object()};
+        json_t *label_filter = json_object();
         char *groups = NULL, *labels = NULL;
         PGconn *c = NULL;
-        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, tb_api_tasks_list_arg, &q);
-        if (q.bad[0]) {
-                tb_http_error(resp, 400, "invalid_argument", q.bad_field, "%s", q.bad);
+        if (!tb_api_query_check(req, resp, tb_api_tasks_list_params,
+                                "security_group, limit, cursor, name_prefix, paused, label",
+                                tb_api_tasks_label_arg, label_filter))
                 goto out;
-        }
         const char *group = tb_http_query(req, "security_group");
         if (group && *group) {
                 if (!tb_principal_in_group(p, group)) {
@@ -543,18 +524,9 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         } else {
                 groups = tb_api_tasks_groups_literal(p);
         }
-        long limit = TB_API_TASKS_LIST_DEFAULT;
-        const char *ls = tb_http_query(req, "limit");
-        if (ls) {
-                char *end;
-                limit = strtol(ls, &end, 10);
-                if (!*ls || *end || limit < 1 || limit > TB_API_TASKS_LIST_MAX) {
-                        tb_http_error(resp, 400, "invalid_argument", "limit",
-                                      "limit: expected an integer from 1 to %d, got '%.32s'",
-                                      TB_API_TASKS_LIST_MAX, ls);
-                        goto out;
-                }
-        }
+        int64_t limit = TB_API_TASKS_LIST_DEFAULT;
+        if (!tb_api_query_int(req, resp, "limit", 1, TB_API_TASKS_LIST_MAX, &limit))
+                goto out;
         char ts[40], cid[200];
         const char *cur = tb_http_query(req, "cursor");
         bool has_cur = cur && *cur;
@@ -571,10 +543,10 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         }
         const char *prefix = tb_http_query(req, "name_prefix");
-        if (json_object_size(q.labels))
-                labels = json_dumps(q.labels, JSON_COMPACT);
+        if (json_object_size(label_filter))
+                labels = json_dumps(label_filter, JSON_COMPACT);
         char lim[24];
-        tb_snprintf(lim, sizeof(lim), "%ld", limit + 1);
+        tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
         const char *params[7] = {groups,
                                  has_cur ? ts : NULL,
                                  has_cur ? cid : NULL,
@@ -619,7 +591,7 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
 out:
         if (c)
                 tb_store_release(api->ctx->store, c);
-        json_decref(q.labels);
+        json_decref(label_filter);
         free(labels);
         free(groups);
 }
@@ -647,28 +619,15 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         PGresult *r = NULL;
         char err[512];
         if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, id);
+                tb_api_not_found(resp, "task", id);
                 return;
         }
         const char *at = tb_http_query(req, "at");
-        int64_t at_ms = 0;
-        if (at && tb_time_parse(at, &at_ms, err, sizeof(err))) {
-                tb_http_error(resp, 400, "invalid_argument", "at",
-                              "at: %s; expected an RFC 3339 time like 2026-01-02T03:04:05Z", err);
+        char atbuf[32];
+        int64_t limit = TB_API_TASKS_HISTORY_DEFAULT;
+        if (!tb_api_query_time(req, resp, "at", atbuf) ||
+            !tb_api_query_int(req, resp, "limit", 1, TB_API_TASKS_HISTORY_MAX, &limit))
                 return;
-        }
-        long limit = TB_API_TASKS_HISTORY_DEFAULT;
-        const char *ls = tb_http_query(req, "limit");
-        if (ls) {
-                char *end;
-                limit = strtol(ls, &end, 10);
-                if (!*ls || *end || limit < 1 || limit > TB_API_TASKS_HISTORY_MAX) {
-                        tb_http_error(resp, 400, "invalid_argument", "limit",
-                                      "limit: expected an integer from 1 to %d, got '%.32s'",
-                                      TB_API_TASKS_HISTORY_MAX, ls);
-                        return;
-                }
-        }
         const char *cur = tb_http_query(req, "cursor");
         char after[32] = "";
         if (cur && *cur) {
@@ -687,9 +646,8 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         if (!(c = tb_api_conn(api, resp)))
                 return;
         groups = tb_api_tasks_groups_literal(tb_api_principal(req));
-        char atbuf[32], lim[24];
-        tb_snprintf(atbuf, sizeof(atbuf), "%" PRId64, at_ms);
-        tb_snprintf(lim, sizeof(lim), "%ld", limit + 1);
+        char lim[24];
+        tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
         const char *cols = "SELECT version, type, (extract(epoch FROM at) * 1000)::bigint, actor, "
                            "command_id, array_to_json(changed_fields)::text, spec::text "
                            "FROM task_history WHERE task_id = $1 "
@@ -731,7 +689,7 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         }
         if (n == 0 && !after[0]) {
-                tb_api_not_found(resp, id);
+                tb_api_not_found(resp, "task", id);
                 goto out;
         }
         bool more = n > limit;

@@ -2,7 +2,7 @@
  * @file api/util.c
  * @brief Request helpers shared by the REST resource files (tasks.c, runs.c):
  *        id validation, the 400/404/503 error replies in the project's JSON
- *        error shape, and query parameter parsing.
+ *        error shape, and query parameter parsing (see api/util.h).
  */
 #include "api/util.h"
 
@@ -11,11 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/** How long a read waits for a pool connection before answering 503. */
+#define TB_API_UTIL_SUB "api"
+/** How long a request waits for a pool connection before answering 503. */
 #define TB_API_POOL_WAIT_MS 5000
 
-/** Task ids are UUIDs from this API or ids chosen by Kafka producers: a
- *  conservative charset keeps garbage out of messages and logs. */
 bool tb_api_id_ok(const char *id) {
         size_t n = strlen(id);
         if (n == 0 || n > 128)
@@ -26,8 +25,8 @@ bool tb_api_id_ok(const char *id) {
         return true;
 }
 
-void tb_api_not_found(tb_http_resp_t *resp, const char *id) {
-        tb_http_error(resp, 404, "not_found", NULL, "no task '%.128s' in your security groups",
+void tb_api_not_found(tb_http_resp_t *resp, const char *what, const char *id) {
+        tb_http_error(resp, 404, "not_found", NULL, "no %s '%.128s' in your security groups", what,
                       tb_api_id_ok(id) ? id : "(invalid id)");
 }
 
@@ -43,16 +42,19 @@ PGconn *tb_api_conn(tb_api_t *api, tb_http_resp_t *resp) {
 }
 
 void tb_api_db_error(tb_http_resp_t *resp, const char *err) {
-        tb_warn("api", "%s", err);
-        tb_http_error(resp, 503, "unavailable", NULL,
-                      "the database is unavailable; retry later");
+        tb_warn(TB_API_UTIL_SUB, "%s", err);
+        tb_http_error(resp, 503, "unavailable", NULL, "the database is unavailable; retry later");
         tb_http_add_header(resp, "Retry-After", "5");
 }
 
-/** Reject query parameters not in \p known (NULL-terminated). */
+/* ---- query parameters ----------------------------------------------------------- */
+
+/** The state of tb_api_query_check()'s walk over the query. */
 typedef struct tb_api_query_args {
         const char *const *known;
         const char *known_text;
+        tb_api_query_value_fn value;
+        void *ud;
         char bad[300];
         char field[64];
 } tb_api_query_args_t;
@@ -60,20 +62,26 @@ typedef struct tb_api_query_args {
 static enum MHD_Result tb_api_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
                                         const char *value) {
         tb_api_query_args_t *a = cls;
+        (void)kind;
         if (a->bad[0])
                 return MHD_YES;
-        for (size_t i = 0; a->known[i]; i++)
-                if (!strcmp(a->known[i], key))
-                        return MHD_YES;
-        tb_snprintf(a->field, sizeof(a->field), "%.60s", key);
-        tb_snprintf(a->bad, sizeof(a->bad), "unknown query parameter '%.60s'; valid: %s", key,
-                    a->known_text);
+        bool known = false;
+        for (size_t i = 0; a->known[i] && !known; i++)
+                known = !strcmp(a->known[i], key);
+        if (!known)
+                tb_snprintf(a->bad, sizeof(a->bad), "unknown query parameter '%.60s'; valid: %s",
+                            key, a->known_text);
+        else if (a->value && !a->value(a->ud, key, value, a->bad, sizeof(a->bad)) && !a->bad[0])
+                tb_snprintf(a->bad, sizeof(a->bad), "%.60s: invalid value", key);
+        if (a->bad[0])
+                tb_snprintf(a->field, sizeof(a->field), "%.60s", key);
         return MHD_YES;
 }
 
 bool tb_api_query_check(tb_http_req_t *req, tb_http_resp_t *resp, const char *const *known,
-                        const char *known_text) {
-        tb_api_query_args_t a = {.known = known, .known_text = known_text};
+                        const char *known_text, tb_api_query_value_fn value, void *ud) {
+        tb_api_query_args_t a = {.known = known, .known_text = known_text, .value = value,
+                                 .ud = ud};
         MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, tb_api_query_arg, &a);
         if (a.bad[0]) {
                 tb_http_error(resp, 400, "invalid_argument", a.field, "%s", a.bad);
@@ -82,7 +90,6 @@ bool tb_api_query_check(tb_http_req_t *req, tb_http_resp_t *resp, const char *co
         return true;
 }
 
-/** Parse an integer query parameter in [lo, hi]. @returns false with a 400. */
 bool tb_api_query_int(tb_http_req_t *req, tb_http_resp_t *resp, const char *name, int64_t lo,
                       int64_t hi, int64_t *out) {
         const char *s = tb_http_query(req, name);
@@ -101,8 +108,8 @@ bool tb_api_query_int(tb_http_req_t *req, tb_http_resp_t *resp, const char *name
         return true;
 }
 
-/** Parse an RFC 3339 query parameter. @returns false with a 400. */
-bool tb_api_query_time(tb_http_req_t *req, tb_http_resp_t *resp, const char *name, char out[32]) {
+bool tb_api_query_time(tb_http_req_t *req, tb_http_resp_t *resp, const char *name,
+                       char out[32]) {
         const char *s = tb_http_query(req, name);
         char err[256];
         int64_t ms;
