@@ -12,10 +12,9 @@
  */
 #include "api/api.h"
 #include "api/util.h"
-#include "executor/executor.h"
+#include "executor/executor.h" /* tb_executor_request_cancel(): until the store owns run_claims */
 
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -184,29 +183,6 @@ static bool tb_api_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_
         return true;
 }
 
-/* A cursor is "<nominal ms>.<run id>" of the last run of a page: the keyset
- * (nominal_time, run_id) to continue below. */
-static bool tb_api_runs_cursor_parse(const char *cur, char ms[32], char id[200]) {
-        const char *dot = strchr(cur, '.');
-        size_t n = dot ? (size_t)(dot - cur) : 0;
-        if (!dot || n == 0 || n > 19 || !tb_api_id_ok(dot + 1))
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!isdigit((unsigned char)cur[i]) && !(i == 0 && cur[i] == '-'))
-                        return false;
-        memcpy(ms, cur, n);
-        ms[n] = '\0';
-        /* the time part must be a whole int64: "-" alone or 19 digits past
-         * INT64_MAX would reach PostgreSQL as an invalid bigint */
-        char *end = NULL;
-        errno = 0;
-        (void)strtoll(ms, &end, 10);
-        if (errno == ERANGE || end == ms || *end)
-                return false;
-        tb_snprintf(id, 200, "%s", dot + 1);
-        return true;
-}
-
 void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         static const char *const known[] = {"status", "since", "until", "limit", "cursor", NULL};
         tb_api_t *api = app;
@@ -215,7 +191,7 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         char *groups = NULL;
         PGconn *c = NULL;
         PGresult *r = NULL;
-        char since[32], until[32], cms[32], cid[200], lim[24], err[512];
+        char since[32], until[32], lim[24], err[512];
         int64_t limit = TB_API_RUNS_LIST_DEFAULT;
         if (!tb_api_id_ok(id)) {
                 tb_api_not_found(resp, "task", id);
@@ -228,22 +204,18 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
             !tb_api_query_time(req, resp, "until", until) ||
             !tb_api_query_int(req, resp, "limit", 1, TB_API_RUNS_LIST_MAX, &limit))
                 goto out;
-        const char *cur = tb_http_query(req, "cursor");
-        bool has_cur = cur && *cur;
-        if (has_cur && !tb_api_runs_cursor_parse(cur, cms, cid)) {
-                tb_http_error(resp, 400, "invalid_argument", "cursor",
-                              "cursor: not a run cursor from this API; pass next_cursor of the "
-                              "previous page unchanged");
+        tb_api_cursor_t cur;
+        bool has_cur;
+        if (!tb_api_query_cursor(req, resp, TB_API_CURSOR_RUNS, &cur, &has_cur))
                 goto out;
-        }
         if (!(c = tb_api_conn(api, resp)))
                 goto out;
         groups = tb_api_runs_groups(tb_api_principal(req));
         tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
         const char *params[] = {id,
                                 groups,
-                                has_cur ? cms : NULL,
-                                has_cur ? cid : NULL,
+                                has_cur ? cur.key : NULL,
+                                has_cur ? cur.id : NULL,
                                 statuses.len ? statuses.data : NULL,
                                 since[0] ? since : NULL,
                                 until[0] ? until : NULL,
@@ -282,20 +254,10 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                         goto out;
                 }
         }
-        bool more = n > limit;
-        if (more)
-                n = (int)limit;
-        json_t *arr = json_array();
-        for (int i = 0; i < n; i++)
-                json_array_append_new(arr, tb_api_runs_json(r, i));
-        json_t *next = json_null();
-        if (more) {
-                char buf[256];
-                tb_snprintf(buf, sizeof(buf), "%s.%s", PQgetvalue(r, n - 1, TB_RC_NOMINAL),
-                            PQgetvalue(r, n - 1, TB_RC_ID));
-                next = json_string(buf);
-        }
-        tb_http_json(resp, 200, json_pack("{s:o, s:o}", "runs", arr, "next_cursor", next));
+        json_t *page = tb_api_page(resp, r, limit, "runs", tb_api_runs_json, TB_API_CURSOR_RUNS,
+                                   TB_RC_NOMINAL, TB_RC_ID);
+        if (page)
+                tb_http_json(resp, 200, page);
 out:
         PQclear(r);
         if (c)

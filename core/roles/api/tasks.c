@@ -22,11 +22,14 @@
 #define TB_API_TASKS_HISTORY_DEFAULT 100
 #define TB_API_TASKS_HISTORY_MAX 1000
 
-/* Columns of tb_api_tasks_json(): keep both in step. */
+/* Columns of tb_api_tasks_json(): keep both in step. The last is created_at
+ * as a list cursor carries it (microseconds, so that the keyset is exact). */
 #define TB_API_TASKS_COLS                                                                    \
         "id, version, spec::text, paused, (extract(epoch FROM created_at) * 1000)::bigint, " \
         "(extract(epoch FROM updated_at) * 1000)::bigint, created_by, "                      \
         "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+/** The columns of TB_API_TASKS_COLS that make a list cursor's keyset. */
+enum { TB_API_TASKS_COL_ID = 0, TB_API_TASKS_COL_CREATED = 7 };
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -527,15 +530,10 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         int64_t limit = TB_API_TASKS_LIST_DEFAULT;
         if (!tb_api_query_int(req, resp, "limit", 1, TB_API_TASKS_LIST_MAX, &limit))
                 goto out;
-        char ts[40], cid[200];
-        const char *cur = tb_http_query(req, "cursor");
-        bool has_cur = cur && *cur;
-        if (has_cur && !tb_api_cursor_parse(cur, ts, cid)) {
-                tb_http_error(resp, 400, "invalid_argument", "cursor",
-                              "cursor: not a cursor from this API; pass next_cursor of the "
-                              "previous page unchanged");
+        tb_api_cursor_t cur;
+        bool has_cur;
+        if (!tb_api_query_cursor(req, resp, TB_API_CURSOR_TASKS, &cur, &has_cur))
                 goto out;
-        }
         const char *paused = tb_http_query(req, "paused");
         if (paused && strcmp(paused, "true") && strcmp(paused, "false")) {
                 tb_http_error(resp, 400, "invalid_argument", "paused",
@@ -548,8 +546,8 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         char lim[24];
         tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
         const char *params[7] = {groups,
-                                 has_cur ? ts : NULL,
-                                 has_cur ? cid : NULL,
+                                 has_cur ? cur.key : NULL,
+                                 has_cur ? cur.id : NULL,
                                  prefix && *prefix ? prefix : NULL,
                                  paused,
                                  labels,
@@ -571,23 +569,11 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
-        int n = PQntuples(r);
-        bool more = n > limit;
-        if (more)
-                n = (int)limit;
-        json_t *arr = json_array();
-        for (int i = 0; i < n; i++)
-                json_array_append_new(arr, tb_api_tasks_json(r, i));
-        json_t *next = json_null();
-        if (more) {
-                char raw[300], enc[420];
-                tb_snprintf(raw, sizeof(raw), "%s|%s", PQgetvalue(r, n - 1, 7),
-                            PQgetvalue(r, n - 1, 0));
-                tb_api_b64url(raw, strlen(raw), enc);
-                next = json_string(enc);
-        }
+        json_t *page = tb_api_page(resp, r, limit, "tasks", tb_api_tasks_json, TB_API_CURSOR_TASKS,
+                                   TB_API_TASKS_COL_CREATED, TB_API_TASKS_COL_ID);
         PQclear(r);
-        tb_http_json(resp, 200, json_pack("{s:o, s:o}", "tasks", arr, "next_cursor", next));
+        if (page)
+                tb_http_json(resp, 200, page);
 out:
         if (c)
                 tb_store_release(api->ctx->store, c);
@@ -628,21 +614,10 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         if (!tb_api_query_time(req, resp, "at", atbuf) ||
             !tb_api_query_int(req, resp, "limit", 1, TB_API_TASKS_HISTORY_MAX, &limit))
                 return;
-        const char *cur = tb_http_query(req, "cursor");
-        char after[32] = "";
-        if (cur && *cur) {
-                char raw[64];
-                char *end = NULL;
-                ssize_t n = tb_api_unb64url(cur, raw, sizeof(raw));
-                long long v = n > 2 && !strncmp(raw, "v:", 2) ? strtoll(raw + 2, &end, 10) : -1;
-                if (v < 0 || !end || *end) {
-                        tb_http_error(resp, 400, "invalid_argument", "cursor",
-                                      "cursor: not a history cursor from this API; pass "
-                                      "next_cursor of the previous page unchanged");
-                        return;
-                }
-                tb_snprintf(after, sizeof(after), "%lld", v);
-        }
+        tb_api_cursor_t cur;
+        bool has_cur;
+        if (!tb_api_query_cursor(req, resp, TB_API_CURSOR_HISTORY, &cur, &has_cur))
+                return;
         if (!(c = tb_api_conn(api, resp)))
                 return;
         groups = tb_api_tasks_groups_literal(tb_api_principal(req));
@@ -666,7 +641,7 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                             "%sAND ($3::bigint IS NULL OR version > $3::bigint) "
                             "ORDER BY version LIMIT $4::int",
                             cols);
-                const char *params[4] = {id, groups, after[0] ? after : NULL, lim};
+                const char *params[4] = {id, groups, has_cur ? cur.key : NULL, lim};
                 e = tb_store_exec(c, "task history", sql, 4, params, &r, err, sizeof(err));
         }
         if (e) {
@@ -688,26 +663,16 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 }
                 goto out;
         }
-        if (n == 0 && !after[0]) {
+        if (n == 0 && !has_cur) {
                 tb_api_not_found(resp, "task", id);
                 goto out;
         }
-        bool more = n > limit;
-        if (more)
-                n = (int)limit;
-        json_t *arr = json_array();
-        for (int i = 0; i < n; i++)
-                json_array_append_new(arr, tb_api_tasks_history_json(r, i));
-        json_t *next = json_null();
-        if (more) {
-                char raw[40], enc[64];
-                tb_snprintf(raw, sizeof(raw), "v:%s", PQgetvalue(r, n - 1, 0));
-                tb_api_b64url(raw, strlen(raw), enc);
-                next = json_string(enc);
+        json_t *page = tb_api_page(resp, r, limit, "history", tb_api_tasks_history_json,
+                                   TB_API_CURSOR_HISTORY, 0, -1);
+        if (page) {
+                json_object_set_new(page, "task_id", json_string(id));
+                tb_http_json(resp, 200, page);
         }
-        tb_http_json(resp, 200,
-                     json_pack("{s:s, s:o, s:o}", "task_id", id, "history", arr, "next_cursor",
-                               next));
 out:
         PQclear(r);
         tb_store_release(api->ctx->store, c);

@@ -125,3 +125,59 @@ bool tb_api_query_time(tb_http_req_t *req, tb_http_resp_t *resp, const char *nam
         tb_snprintf(out, 32, "%" PRId64, ms);
         return true;
 }
+
+/* ---- cursors -------------------------------------------------------------------- */
+
+bool tb_api_query_cursor(tb_http_req_t *req, tb_http_resp_t *resp, tb_api_cursor_list_t list,
+                         tb_api_cursor_t *cur, bool *given) {
+        const char *s = tb_http_query(req, "cursor");
+        char err[256];
+        *given = s && *s;
+        if (!*given)
+                return true;
+        if (tb_api_cursor_decode(s, list, cur, err, sizeof(err)) == TB_OK)
+                return true;
+        tb_debug(TB_API_UTIL_SUB, "%s", err);
+        tb_http_error(resp, 400, "invalid_argument", "cursor",
+                      "cursor: not a cursor of this list from this API; pass next_cursor of the "
+                      "previous page unchanged");
+        return false;
+}
+
+/* The next_cursor of a page: JSON null on the last page, else the cursor of
+ * the keyset (key, id) of its last item; NULL with a 500 answered. */
+static json_t *tb_api_next_cursor(tb_http_resp_t *resp, tb_api_cursor_list_t list, bool more,
+                                  const char *key, const char *id) {
+        char token[TB_API_CURSOR_TOKEN_MAX], err[256];
+        tb_api_cursor_t cur = {.list = list};
+        if (!more)
+                return json_null();
+        bool fits = !tb_snprintf(cur.key, sizeof(cur.key), "%s", key) &&
+                    !tb_snprintf(cur.id, sizeof(cur.id), "%s", id ? id : "");
+        if (!fits)
+                tb_snprintf(err, sizeof(err), "key or id too long for a cursor");
+        else if (tb_api_cursor_encode(&cur, token, err, sizeof(err)) == TB_OK)
+                return json_string(token);
+        tb_warn(TB_API_UTIL_SUB, "next page of list '%c' after (%.40s, %.130s): %s", (char)list,
+                key, id ? id : "", err);
+        tb_http_error(resp, 500, "internal", NULL,
+                      "cannot make the cursor of the next page (the server logged why)");
+        return NULL;
+}
+
+json_t *tb_api_page(tb_http_resp_t *resp, PGresult *r, int64_t limit, const char *items,
+                    tb_api_row_fn row, tb_api_cursor_list_t list, int key_col, int id_col) {
+        int n = PQntuples(r);
+        bool more = n > limit;
+        if (more)
+                n = (int)limit;
+        const char *key = more ? PQgetvalue(r, n - 1, key_col) : NULL;
+        const char *id = more && id_col >= 0 ? PQgetvalue(r, n - 1, id_col) : NULL;
+        json_t *next = tb_api_next_cursor(resp, list, more, key, id);
+        if (!next)
+                return NULL;
+        json_t *arr = json_array();
+        for (int i = 0; i < n; i++)
+                json_array_append_new(arr, row(r, i));
+        return json_pack("{s:o, s:o}", items, arr, "next_cursor", next);
+}

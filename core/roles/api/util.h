@@ -13,6 +13,7 @@
 #define TB_API_UTIL_H
 
 #include "api/api.h"
+#include "api/cursor.h"
 
 /**
  * @brief Is \p id an id the API accepts? Ids are UUIDs or hex hashes from
@@ -71,5 +72,26 @@ bool tb_api_query_int(tb_http_req_t *req, tb_http_resp_t *resp, const char *name
 bool tb_api_query_time(tb_http_req_t *req, tb_http_resp_t *resp, const char *name,
                        char out[32]);
 
-#endif
+/**
+ * @brief ?cursor, a cursor of \p list: *given false when absent or empty,
+ *        else decoded into *cur. @returns false when answered (400).
+ */
+bool tb_api_query_cursor(tb_http_req_t *req, tb_http_resp_t *resp, tb_api_cursor_list_t list,
+                         tb_api_cursor_t *cur, bool *given);
 
+/** Row \p i of a query result as the API's JSON object (a new reference). */
+typedef json_t *(*tb_api_row_fn)(PGresult *r, int i);
+
+/**
+ * @brief The body of one keyset page: {"<items>": [the first \p limit rows of
+ *        \p r, as \p row makes them], "next_cursor": ...}. \p r holds up to
+ *        limit + 1 rows: one more says there is a next page, continuing after
+ *        the last row shown, whose keyset is its columns \p key_col and
+ *        \p id_col (-1: the list has no id in its keyset).
+ * @returns a new reference, or NULL with a 500 answered (a keyset no cursor
+ *          can carry; logged).
+ */
+json_t *tb_api_page(tb_http_resp_t *resp, PGresult *r, int64_t limit, const char *items,
+                    tb_api_row_fn row, tb_api_cursor_list_t list, int key_col, int id_col);
+
+#endif
