@@ -424,7 +424,8 @@ void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 tb_api_tasks_respond(api, req, resp, id, 200);
 }
 
-/* DELETE, PAUSE, RESUME: no body; answered with the task (or 204). */
+/* DELETE, PAUSE, RESUME, RUN_NOW: no body; answered with the task, or 204
+ * (DELETE), or 202 with the run request (RUN_NOW). */
 static void tb_api_tasks_simple(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
                                 const char *type) {
         const char *id = req->params[0];
@@ -439,7 +440,17 @@ static void tb_api_tasks_simple(tb_api_t *api, tb_http_req_t *req, tb_http_resp_
                 resp->body.len = 0;
                 return;
         }
-        tb_api_tasks_respond(api, req, resp, id, 200);
+        if (strcmp(type, "RUN_NOW")) {
+                tb_api_tasks_respond(api, req, resp, id, 200);
+                return;
+        }
+        char at[32];
+        tb_time_format(res.requested_at_ms, at);
+        tb_http_json(resp, 202,
+                     json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "status", "accepted",
+                               "task_id", id, "command_id", res.command_id, "correlation_id",
+                               res.correlation_id, "version", (json_int_t)res.version,
+                               "requested_at", at, "trigger", "RUN_NOW"));
 }
 
 void tb_api_tasks_delete(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
@@ -455,21 +466,7 @@ void tb_api_tasks_resume(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
 }
 
 void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        tb_api_t *api = app;
-        const char *id = req->params[0];
-        int64_t expected;
-        if (!tb_api_tasks_write_target(api, req, resp, id, &expected))
-                return;
-        tb_api_cmd_result_t res;
-        if (tb_api_tasks_write(api, req, resp, "RUN_NOW", id, expected, NULL, &res) != 1)
-                return;
-        char at[32];
-        tb_time_format(res.requested_at_ms, at);
-        tb_http_json(resp, 202,
-                     json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "status", "accepted",
-                               "task_id", id, "command_id", res.command_id, "correlation_id",
-                               res.correlation_id, "version", (json_int_t)res.version,
-                               "requested_at", at, "trigger", "RUN_NOW"));
+        tb_api_tasks_simple(app, req, resp, "RUN_NOW");
 }
 
 /* ---- list ---------------------------------------------------------------------- */
