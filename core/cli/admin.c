@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void admin_usage(FILE *fp) {
+static void tb_cli_admin_usage(FILE *fp) {
         fprintf(fp, "usage: taskbus admin COMMAND [--config FILE]\n\n"
                     "  migrate             apply database migrations (idempotent)\n"
                     "  migrate --status    print the schema version\n"
@@ -22,7 +22,7 @@ static void admin_usage(FILE *fp) {
         tb_cli_admin_region_usage(fp);
 }
 
-static int admin_migrate(tb_config_t *conf, bool status_only) {
+static int tb_cli_admin_migrate(tb_config_t *conf, bool status_only) {
         char err[1024];
         tb_store_t *store = NULL;
         if (tb_store_open(conf, &store, err, sizeof(err)) != TB_OK) {
@@ -47,7 +47,7 @@ static int admin_migrate(tb_config_t *conf, bool status_only) {
         return rc;
 }
 
-static int admin_topics(tb_config_t *conf, const char *what) {
+static int tb_cli_admin_topics(tb_config_t *conf, const char *what) {
         char err[1024];
         if (!strcmp(what, "ensure")) {
                 if (tb_bus_topics_ensure(conf, 60000, err, sizeof(err)) != TB_OK) {
@@ -86,7 +86,7 @@ static int admin_topics(tb_config_t *conf, const char *what) {
 
 int tb_cli_admin(int argc, char **argv) {
         if (argc < 2 || tb_cli_wants_help(argc, argv)) {
-                admin_usage(argc < 2 ? stderr : stdout);
+                tb_cli_admin_usage(argc < 2 ? stderr : stdout);
                 return argc < 2 ? 2 : 0;
         }
         tb_config_t *conf = tb_cli_config(&argc, argv);
@@ -99,12 +99,12 @@ int tb_cli_admin(int argc, char **argv) {
         else if (!strcmp(argv[1], "region"))
                 rc = tb_cli_admin_region(argc, argv, conf);
         else if (!strcmp(argv[1], "migrate"))
-                rc = admin_migrate(conf, argc > 2 && !strcmp(argv[2], "--status"));
+                rc = tb_cli_admin_migrate(conf, argc > 2 && !strcmp(argv[2], "--status"));
         else if (!strcmp(argv[1], "topics") && argc > 2)
-                rc = admin_topics(conf, argv[2]);
+                rc = tb_cli_admin_topics(conf, argv[2]);
         else {
                 tb_cli_fail("admin: unknown command '%s'", argv[1]);
-                admin_usage(stderr);
+                tb_cli_admin_usage(stderr);
                 rc = 2;
         }
         tb_config_destroy(conf);

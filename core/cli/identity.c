@@ -1,7 +1,7 @@
 /**
  * @file cli/identity.c
  * @brief `taskbus admin user|token|group|audit`: identity administration
- *        directly on PostgreSQL (core/identity.c), each change audited with
+ *        directly on PostgreSQL (lib/identity/), each change audited with
  *        the OS user running the CLI as the actor.
  */
 #include "cli.h"
@@ -9,16 +9,9 @@
 #include "store/store.h"
 
 #include <errno.h>
-#include <limits.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-
-/* Declared here until core/cli.h carries them (see the lead's wiring). */
-int tb_cli_admin_identity(int argc, char **argv, tb_config_t *conf, bool *handled);
-void tb_cli_admin_identity_usage(FILE *fp);
 
 void tb_cli_admin_identity_usage(FILE *fp) {
         fprintf(fp,
@@ -39,41 +32,18 @@ void tb_cli_admin_identity_usage(FILE *fp) {
 
 /* ---- helpers ------------------------------------------------------------- */
 
-/* "user@host" of whoever runs the CLI; under sudo, the user who ran sudo. */
-static void cli_id_actor(char *buf, size_t size) {
-        char user[64] = "", host[256] = "";
-        const char *sudo = getenv("SUDO_USER");
-        if (sudo && *sudo) {
-                snprintf(user, sizeof(user), "%s", sudo);
-        } else {
-                struct passwd *pw = getpwuid(geteuid());
-                if (pw && pw->pw_name)
-                        snprintf(user, sizeof(user), "%s", pw->pw_name);
-                else
-                        snprintf(user, sizeof(user), "uid%u", (unsigned)geteuid());
-        }
-        if (gethostname(host, sizeof(host)) != 0 || !*host)
-                snprintf(host, sizeof(host), "unknown-host");
-        host[sizeof(host) - 1] = '\0';
-        snprintf(buf, size, "%s@%s", user, host);
-        /* the environment is not trusted to be printable */
-        for (char *p = buf; *p; p++)
-                if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
-                        *p = '?';
-}
-
 /* Exit status for an error: bad input is a usage error (2). */
-static int cli_id_status(tb_err_t err) { return err == TB_ERR_INVALID ? 2 : 1; }
+static int tb_cli_id_status(tb_err_t err) { return err == TB_ERR_INVALID ? 2 : 1; }
 
 /* The database, connected on first use so that usage errors need none. */
-typedef struct cli_id_db {
+typedef struct tb_cli_id_db {
         tb_config_t *conf;
         tb_store_t *store;
         PGconn *conn;
-} cli_id_db_t;
+} tb_cli_id_db_t;
 
 /* @returns false (after printing why) if PostgreSQL cannot be reached. */
-static bool cli_id_connect(cli_id_db_t *db) {
+static bool tb_cli_id_connect(tb_cli_id_db_t *db) {
         char err[1024];
         if (db->conn)
                 return true;
@@ -100,21 +70,36 @@ static bool cli_id_connect(cli_id_db_t *db) {
         return true;
 }
 
-static void cli_id_db_close(cli_id_db_t *db) {
+static void tb_cli_id_db_close(tb_cli_id_db_t *db) {
         if (db->conn)
                 tb_store_release(db->store, db->conn);
         tb_store_destroy(db->store);
 }
 
+/* Run the query \p sql (connecting first if need be). @returns its result
+ * (the caller PQclear()s it), or NULL after printing "<cmd>: <why>". */
+static PGresult *tb_cli_id_query(tb_cli_id_db_t *db, const char *cmd, const char *what,
+                                 const char *sql, int nparams, const char *const *params) {
+        char err[1024];
+        PGresult *res = NULL;
+        if (!tb_cli_id_connect(db))
+                return NULL;
+        if (tb_store_exec(db->conn, what, sql, nparams, params, &res, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("%s: %s", cmd, err);
+                return NULL;
+        }
+        return res;
+}
+
 /* Print epoch milliseconds (a text column, SQL NULL -> "-") as RFC 3339. */
-static const char *cli_id_time(const PGresult *res, int row, int col, char buf[32]) {
+static const char *tb_cli_id_time(const PGresult *res, int row, int col, char buf[32]) {
         if (PQgetisnull(res, row, col))
                 return "-";
         tb_time_format(strtoll(PQgetvalue(res, row, col), NULL, 10), buf);
         return buf;
 }
 
-static bool cli_id_argc(int argc, int want_min, int want_max, const char *usage) {
+static bool tb_cli_id_argc(int argc, int want_min, int want_max, const char *usage) {
         if (argc < want_min || argc > want_max) {
                 tb_cli_fail("usage: taskbus admin %s", usage);
                 return false;
@@ -125,7 +110,7 @@ static bool cli_id_argc(int argc, int want_min, int want_max, const char *usage)
 /* ---- user ---------------------------------------------------------------- */
 
 /* Split "a,b" into malloc'd *out (pointers into \p buf, which is modified). */
-static bool cli_id_split_groups(char *buf, char ***out, size_t *cnt) {
+static bool tb_cli_id_split_groups(char *buf, char ***out, size_t *cnt) {
         size_t n = 1;
         for (const char *p = buf; *p; p++)
                 n += *p == ',';
@@ -152,7 +137,7 @@ static bool cli_id_split_groups(char *buf, char ***out, size_t *cnt) {
         return true;
 }
 
-static int cli_id_user_create(cli_id_db_t *db, const char *actor, int argc, char **argv) {
+static int tb_cli_id_user_create(tb_cli_id_db_t *db, const char *actor, int argc, char **argv) {
         static const char usage[] = "user create NAME --groups GROUP[,GROUP...]";
         const char *name = NULL;
         char *groups_arg = NULL;
@@ -195,13 +180,13 @@ static int cli_id_user_create(cli_id_db_t *db, const char *actor, int argc, char
                 tb_cli_fail("out of memory");
                 return 1;
         }
-        if (!cli_id_split_groups(gbuf, &groups, &gcnt)) {
+        if (!tb_cli_id_split_groups(gbuf, &groups, &gcnt)) {
                 free(gbuf);
                 return 2;
         }
         char err[1024], token[72], token_id[32];
         int rc = 0;
-        if (!cli_id_connect(db)) {
+        if (!tb_cli_id_connect(db)) {
                 free(groups);
                 free(gbuf);
                 return 1;
@@ -210,7 +195,7 @@ static int cli_id_user_create(cli_id_db_t *db, const char *actor, int argc, char
                                              gcnt, token, token_id, err, sizeof(err));
         if (e) {
                 tb_cli_fail("user create: %s", err);
-                rc = cli_id_status(e);
+                rc = tb_cli_id_status(e);
         } else {
                 printf("created user '%s' (groups: ", name);
                 for (size_t i = 0; i < gcnt; i++)
@@ -226,49 +211,46 @@ static int cli_id_user_create(cli_id_db_t *db, const char *actor, int argc, char
         return rc;
 }
 
-static int cli_id_user_list(cli_id_db_t *db) {
-        char err[1024], t[32];
-        PGresult *res = NULL;
-        if (!cli_id_connect(db))
+static int tb_cli_id_user_list(tb_cli_id_db_t *db) {
+        char t[32];
+        PGresult *res = tb_cli_id_query(db, "user list", "list users",
+                                        "SELECT u.id, u.disabled, "
+                                        "       (extract(epoch FROM u.created_at) * 1000)::bigint, "
+                                        "       coalesce(string_agg(m.group_name, ',' ORDER BY "
+                                        "                m.group_name COLLATE \"C\"), '') "
+                                        "FROM users u "
+                                        "LEFT JOIN group_members m ON m.user_id = u.id "
+                                        "GROUP BY u.id ORDER BY u.id COLLATE \"C\"",
+                                        0, NULL);
+        if (!res)
                 return 1;
-        if (tb_store_exec(db->conn, "list users",
-                          "SELECT u.id, u.disabled, "
-                          "       (extract(epoch FROM u.created_at) * 1000)::bigint, "
-                          "       coalesce(string_agg(m.group_name, ',' ORDER BY "
-                          "                m.group_name COLLATE \"C\"), '') "
-                          "FROM users u LEFT JOIN group_members m ON m.user_id = u.id "
-                          "GROUP BY u.id ORDER BY u.id COLLATE \"C\"",
-                          0, NULL, &res, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("user list: %s", err);
-                return 1;
-        }
         printf("%-24s %-8s %-24s %s\n", "USER", "STATE", "CREATED", "GROUPS");
         for (int i = 0; i < PQntuples(res); i++)
                 printf("%-24s %-8s %-24s %s\n", PQgetvalue(res, i, 0),
                        !strcmp(PQgetvalue(res, i, 1), "t") ? "disabled" : "enabled",
-                       cli_id_time(res, i, 2, t), PQgetvalue(res, i, 3));
+                       tb_cli_id_time(res, i, 2, t), PQgetvalue(res, i, 3));
         PQclear(res);
         return 0;
 }
 
-static int cli_id_user(cli_id_db_t *db, const char *actor, int argc, char **argv) {
+static int tb_cli_id_user(tb_cli_id_db_t *db, const char *actor, int argc, char **argv) {
         char err[1024];
         const char *what = argv[2];
         if (!strcmp(what, "create"))
-                return cli_id_user_create(db, actor, argc, argv);
+                return tb_cli_id_user_create(db, actor, argc, argv);
         if (!strcmp(what, "list"))
-                return cli_id_argc(argc, 3, 3, "user list") ? cli_id_user_list(db) : 2;
+                return tb_cli_id_argc(argc, 3, 3, "user list") ? tb_cli_id_user_list(db) : 2;
         if (!strcmp(what, "disable") || !strcmp(what, "enable")) {
                 bool disable = !strcmp(what, "disable");
-                if (!cli_id_argc(argc, 4, 4, disable ? "user disable NAME" : "user enable NAME"))
+                if (!tb_cli_id_argc(argc, 4, 4, disable ? "user disable NAME" : "user enable NAME"))
                         return 2;
-                if (!cli_id_connect(db))
+                if (!tb_cli_id_connect(db))
                         return 1;
                 tb_err_t e = tb_identity_user_disable(db->conn, actor, argv[3], disable, err,
                                                       sizeof(err));
                 if (e) {
                         tb_cli_fail("user %s: %s", what, err);
-                        return cli_id_status(e);
+                        return tb_cli_id_status(e);
                 }
                 printf("user '%s' %s\n", argv[3], disable ? "disabled" : "enabled");
                 return 0;
@@ -279,23 +261,20 @@ static int cli_id_user(cli_id_db_t *db, const char *actor, int argc, char **argv
 
 /* ---- token --------------------------------------------------------------- */
 
-static int cli_id_token_list(cli_id_db_t *db, const char *user) {
+static int tb_cli_id_token_list(tb_cli_id_db_t *db, const char *user) {
         char err[1024], t1[32], t2[32], t3[32];
         PGresult *res = NULL;
         tb_err_t e;
         if (user) {
                 if ((e = tb_identity_name_check("user name", user, err, sizeof(err)))) {
                         tb_cli_fail("token list: %s", err);
-                        return cli_id_status(e);
+                        return tb_cli_id_status(e);
                 }
-                if (!cli_id_connect(db))
-                        return 1;
                 const char *p[] = {user};
-                if (tb_store_exec(db->conn, "read user", "SELECT 1 FROM users WHERE id = $1", 1,
-                                  p, &res, err, sizeof(err)) != TB_OK) {
-                        tb_cli_fail("token list: %s", err);
+                res = tb_cli_id_query(db, "token list", "read user",
+                                      "SELECT 1 FROM users WHERE id = $1", 1, p);
+                if (!res)
                         return 1;
-                }
                 bool found = PQntuples(res) > 0;
                 PQclear(res);
                 if (!found) {
@@ -305,43 +284,40 @@ static int cli_id_token_list(cli_id_db_t *db, const char *user) {
                         return 1;
                 }
         }
-        if (!cli_id_connect(db))
-                return 1;
         const char *p[] = {user};
-        if (tb_store_exec(db->conn, "list tokens",
-                          "SELECT id, user_id, "
-                          "       (extract(epoch FROM created_at) * 1000)::bigint, "
-                          "       (extract(epoch FROM revoked_at) * 1000)::bigint, "
-                          "       (extract(epoch FROM last_used_at) * 1000)::bigint "
-                          "FROM api_tokens WHERE $1::text IS NULL OR user_id = $1 "
-                          "ORDER BY user_id COLLATE \"C\", created_at, id",
-                          1, p, &res, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("token list: %s", err);
+        res = tb_cli_id_query(db, "token list", "list tokens",
+                              "SELECT id, user_id, "
+                              "       (extract(epoch FROM created_at) * 1000)::bigint, "
+                              "       (extract(epoch FROM revoked_at) * 1000)::bigint, "
+                              "       (extract(epoch FROM last_used_at) * 1000)::bigint "
+                              "FROM api_tokens WHERE $1::text IS NULL OR user_id = $1 "
+                              "ORDER BY user_id COLLATE \"C\", created_at, id",
+                              1, p);
+        if (!res)
                 return 1;
-        }
         printf("%-18s %-24s %-24s %-24s %s\n", "ID", "USER", "CREATED", "REVOKED", "LAST_USED");
         for (int i = 0; i < PQntuples(res); i++)
                 printf("%-18s %-24s %-24s %-24s %s\n", PQgetvalue(res, i, 0),
-                       PQgetvalue(res, i, 1), cli_id_time(res, i, 2, t1),
-                       cli_id_time(res, i, 3, t2), cli_id_time(res, i, 4, t3));
+                       PQgetvalue(res, i, 1), tb_cli_id_time(res, i, 2, t1),
+                       tb_cli_id_time(res, i, 3, t2), tb_cli_id_time(res, i, 4, t3));
         PQclear(res);
         return 0;
 }
 
-static int cli_id_token(cli_id_db_t *db, const char *actor, int argc, char **argv) {
+static int tb_cli_id_token(tb_cli_id_db_t *db, const char *actor, int argc, char **argv) {
         char err[1024];
         const char *what = argv[2];
         tb_err_t e;
         if (!strcmp(what, "create")) {
                 char token[72], token_id[32];
-                if (!cli_id_argc(argc, 4, 4, "token create USER"))
+                if (!tb_cli_id_argc(argc, 4, 4, "token create USER"))
                         return 2;
-                if (!cli_id_connect(db))
+                if (!tb_cli_id_connect(db))
                         return 1;
                 if ((e = tb_identity_token_create(db->conn, actor, argv[3], token, token_id, err,
                                                   sizeof(err)))) {
                         tb_cli_fail("token create: %s", err);
-                        return cli_id_status(e);
+                        return tb_cli_id_status(e);
                 }
                 printf("user: %s\ntoken_id: %s\ntoken: %s\n", argv[3], token_id, token);
                 fflush(stdout);
@@ -351,21 +327,21 @@ static int cli_id_token(cli_id_db_t *db, const char *actor, int argc, char **arg
                 return 0;
         }
         if (!strcmp(what, "revoke")) {
-                if (!cli_id_argc(argc, 4, 4, "token revoke TOKEN_ID"))
+                if (!tb_cli_id_argc(argc, 4, 4, "token revoke TOKEN_ID"))
                         return 2;
-                if (!cli_id_connect(db))
+                if (!tb_cli_id_connect(db))
                         return 1;
                 if ((e = tb_identity_token_revoke(db->conn, actor, argv[3], err, sizeof(err)))) {
                         tb_cli_fail("token revoke: %s", err);
-                        return cli_id_status(e);
+                        return tb_cli_id_status(e);
                 }
                 printf("token %s revoked\n", argv[3]);
                 return 0;
         }
         if (!strcmp(what, "list")) {
-                if (!cli_id_argc(argc, 3, 4, "token list [USER]"))
+                if (!tb_cli_id_argc(argc, 3, 4, "token list [USER]"))
                         return 2;
-                return cli_id_token_list(db, argc > 3 ? argv[3] : NULL);
+                return tb_cli_id_token_list(db, argc > 3 ? argv[3] : NULL);
         }
         tb_cli_fail("admin token: unknown command '%s' (create, revoke, list)", what);
         return 2;
@@ -373,22 +349,17 @@ static int cli_id_token(cli_id_db_t *db, const char *actor, int argc, char **arg
 
 /* ---- group --------------------------------------------------------------- */
 
-static int cli_id_group_list(cli_id_db_t *db) {
-        char err[1024];
-        PGresult *res = NULL;
-        if (!cli_id_connect(db))
+static int tb_cli_id_group_list(tb_cli_id_db_t *db) {
+        PGresult *res = tb_cli_id_query(db, "group list", "list groups",
+                                        "SELECT g.name, count(m.user_id), "
+                                        "       coalesce(string_agg(m.user_id, ',' ORDER BY "
+                                        "                m.user_id COLLATE \"C\"), '') "
+                                        "FROM security_groups g "
+                                        "LEFT JOIN group_members m ON m.group_name = g.name "
+                                        "GROUP BY g.name ORDER BY g.name COLLATE \"C\"",
+                                        0, NULL);
+        if (!res)
                 return 1;
-        if (tb_store_exec(db->conn, "list groups",
-                          "SELECT g.name, count(m.user_id), "
-                          "       coalesce(string_agg(m.user_id, ',' ORDER BY "
-                          "                m.user_id COLLATE \"C\"), '') "
-                          "FROM security_groups g "
-                          "LEFT JOIN group_members m ON m.group_name = g.name "
-                          "GROUP BY g.name ORDER BY g.name COLLATE \"C\"",
-                          0, NULL, &res, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("group list: %s", err);
-                return 1;
-        }
         printf("%-24s %7s %s\n", "GROUP", "MEMBERS", "USERS");
         for (int i = 0; i < PQntuples(res); i++)
                 printf("%-24s %7s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
@@ -397,17 +368,17 @@ static int cli_id_group_list(cli_id_db_t *db) {
         return 0;
 }
 
-static int cli_id_group(cli_id_db_t *db, const char *actor, int argc, char **argv) {
+static int tb_cli_id_group(tb_cli_id_db_t *db, const char *actor, int argc, char **argv) {
         char err[1024];
         const char *what = argv[2];
         tb_err_t e;
         if (!strcmp(what, "add-member") || !strcmp(what, "remove-member")) {
                 bool add = !strcmp(what, "add-member");
-                if (!cli_id_argc(argc, 5, 5,
-                                 add ? "group add-member GROUP USER"
-                                     : "group remove-member GROUP USER"))
+                if (!tb_cli_id_argc(argc, 5, 5,
+                                    add ? "group add-member GROUP USER"
+                                        : "group remove-member GROUP USER"))
                         return 2;
-                if (!cli_id_connect(db))
+                if (!tb_cli_id_connect(db))
                         return 1;
                 e = add ? tb_identity_group_add_member(db->conn, actor, argv[3], argv[4], err,
                                                        sizeof(err))
@@ -415,21 +386,21 @@ static int cli_id_group(cli_id_db_t *db, const char *actor, int argc, char **arg
                                                           sizeof(err));
                 if (e) {
                         tb_cli_fail("group %s: %s", what, err);
-                        return cli_id_status(e);
+                        return tb_cli_id_status(e);
                 }
                 printf(add ? "added '%s' to group '%s'\n" : "removed '%s' from group '%s'\n",
                        argv[4], argv[3]);
                 return 0;
         }
         if (!strcmp(what, "list"))
-                return cli_id_argc(argc, 3, 3, "group list") ? cli_id_group_list(db) : 2;
+                return tb_cli_id_argc(argc, 3, 3, "group list") ? tb_cli_id_group_list(db) : 2;
         tb_cli_fail("admin group: unknown command '%s' (add-member, remove-member, list)", what);
         return 2;
 }
 
 /* ---- audit --------------------------------------------------------------- */
 
-static int cli_id_audit(cli_id_db_t *db, int argc, char **argv) {
+static int tb_cli_id_audit(tb_cli_id_db_t *db, int argc, char **argv) {
         long limit = 50;
         for (int i = 2; i < argc; i++) {
                 const char *v = NULL;
@@ -451,23 +422,19 @@ static int cli_id_audit(cli_id_db_t *db, int argc, char **argv) {
                         return 2;
                 }
         }
-        char err[1024], lim[24], t[32];
+        char lim[24], t[32];
         snprintf(lim, sizeof(lim), "%ld", limit);
         const char *p[] = {lim};
-        PGresult *res = NULL;
-        if (!cli_id_connect(db))
+        PGresult *res = tb_cli_id_query(db, "audit", "read admin_audit",
+                                        "SELECT (extract(epoch FROM at) * 1000)::bigint, "
+                                        "       actor, action, target, details::text "
+                                        "FROM admin_audit ORDER BY id DESC LIMIT $1::int",
+                                        1, p);
+        if (!res)
                 return 1;
-        if (tb_store_exec(db->conn, "read admin_audit",
-                          "SELECT (extract(epoch FROM at) * 1000)::bigint, actor, action, "
-                          "       target, details::text "
-                          "FROM admin_audit ORDER BY id DESC LIMIT $1::int",
-                          1, p, &res, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("audit: %s", err);
-                return 1;
-        }
         printf("%-24s %-28s %-20s %-24s %s\n", "AT", "ACTOR", "ACTION", "TARGET", "DETAILS");
         for (int i = 0; i < PQntuples(res); i++)
-                printf("%-24s %-28s %-20s %-24s %s\n", cli_id_time(res, i, 0, t),
+                printf("%-24s %-28s %-20s %-24s %s\n", tb_cli_id_time(res, i, 0, t),
                        PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
                        PQgetvalue(res, i, 4));
         PQclear(res);
@@ -492,17 +459,17 @@ int tb_cli_admin_identity(int argc, char **argv, tb_config_t *conf, bool *handle
         }
 
         char actor[384];
-        cli_id_actor(actor, sizeof(actor));
-        cli_id_db_t db = {.conf = conf};
+        tb_cli_actor(actor, sizeof(actor));
+        tb_cli_id_db_t db = {.conf = conf};
         int rc;
         if (!strcmp(group, "user"))
-                rc = cli_id_user(&db, actor, argc, argv);
+                rc = tb_cli_id_user(&db, actor, argc, argv);
         else if (!strcmp(group, "token"))
-                rc = cli_id_token(&db, actor, argc, argv);
+                rc = tb_cli_id_token(&db, actor, argc, argv);
         else if (!strcmp(group, "group"))
-                rc = cli_id_group(&db, actor, argc, argv);
+                rc = tb_cli_id_group(&db, actor, argc, argv);
         else
-                rc = cli_id_audit(&db, argc, argv);
-        cli_id_db_close(&db);
+                rc = tb_cli_id_audit(&db, argc, argv);
+        tb_cli_id_db_close(&db);
         return rc;
 }

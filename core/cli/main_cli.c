@@ -21,7 +21,7 @@ static const tb_cli_cmd_t tb_cli_cmds[] = {
         {NULL, NULL, NULL},
 };
 
-static void usage(FILE *fp) {
+static void tb_cli_usage(FILE *fp) {
         fprintf(fp, "usage: taskbus COMMAND [ARGS...]   (taskbus COMMAND --help for more)\n\n");
         for (const tb_cli_cmd_t *c = tb_cli_cmds; c->name; c++)
                 fprintf(fp, "  %-10s %s\n", c->name, c->summary);
@@ -29,14 +29,9 @@ static void usage(FILE *fp) {
 }
 
 int main(int argc, char **argv) {
-        if (argc < 2) {
-                usage(stderr);
-                return 2;
-        }
-        if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
-                usage(stdout);
-                return 0;
-        }
+        int rc;
+        if (tb_cli_group_usage(argc, argv, tb_cli_usage, &rc))
+                return rc;
         if (!strcmp(argv[1], "--version")) {
                 printf("taskbus %s\n", TB_VERSION);
                 return 0;
@@ -45,6 +40,6 @@ int main(int argc, char **argv) {
                 if (!strcmp(argv[1], c->name))
                         return c->run(argc - 1, argv + 1);
         tb_cli_fail("unknown command '%s'", argv[1]);
-        usage(stderr);
+        tb_cli_usage(stderr);
         return 2;
 }

@@ -23,14 +23,12 @@
 #include "task/task.h"
 
 #include <inttypes.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 /** Tasks per failover transaction. */
-#define TB_FAILOVER_TXN_MAX 500
+#define TB_CLI_REGION_TXN_MAX 500
 
 void tb_cli_admin_region_usage(FILE *fp) {
         fprintf(fp, "  region failover FROM --to TO [--dry-run]\n"
@@ -40,28 +38,10 @@ void tb_cli_admin_region_usage(FILE *fp) {
                     "                      regions' topics (needs replication.region_kafka)\n");
 }
 
-static void region_actor(char *buf, size_t size) {
-        char user[64] = "", host[128] = "";
-        const char *sudo = getenv("SUDO_USER");
-        struct passwd *pw = getpwuid(geteuid());
-        if (sudo && *sudo)
-                snprintf(user, sizeof(user), "%s", sudo);
-        else if (pw && pw->pw_name)
-                snprintf(user, sizeof(user), "%s", pw->pw_name);
-        else
-                snprintf(user, sizeof(user), "uid%u", (unsigned)geteuid());
-        if (gethostname(host, sizeof(host)) != 0 || !*host)
-                snprintf(host, sizeof(host), "unknown-host");
-        host[sizeof(host) - 1] = '\0';
-        snprintf(buf, size, "admin:%s@%s", user, host);
-        for (char *p = buf; *p; p++)
-                if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
-                        *p = '?';
-}
-
 /* One HOME_MOVED event for row \p i of \p res into \p out. */
-static tb_err_t region_event(const tb_config_t *conf, PGresult *res, int i, const char *actor,
-                             int64_t now, tb_buf_t *out, char *errstr, size_t errstr_size) {
+static tb_err_t tb_cli_region_event(const tb_config_t *conf, PGresult *res, int i,
+                                    const char *actor, int64_t now, tb_buf_t *out, char *errstr,
+                                    size_t errstr_size) {
         const char *id = PQgetvalue(res, i, 0);
         json_error_t je;
         json_t *task = json_loads(PQgetvalue(res, i, 3), 0, &je);
@@ -93,7 +73,7 @@ static tb_err_t region_event(const tb_config_t *conf, PGresult *res, int i, cons
         return err;
 }
 
-static int region_failover(tb_config_t *conf, int argc, char **argv) {
+static int tb_cli_region_failover(tb_config_t *conf, int argc, char **argv) {
         const char *from = NULL, *to = NULL;
         bool dry = false;
         for (int i = 3; i < argc; i++) {
@@ -137,8 +117,9 @@ static int region_failover(tb_config_t *conf, int argc, char **argv) {
                 return 2;
         }
 
-        char err[1024], actor[256];
-        region_actor(actor, sizeof(actor));
+        char err[1024], who[384], actor[400];
+        tb_cli_actor(who, sizeof(who));
+        tb_snprintf(actor, sizeof(actor), "admin:%s", who);
         tb_store_t *store = NULL;
         rd_kafka_t *prod = NULL;
         PGresult *res = NULL;
@@ -175,13 +156,13 @@ static int region_failover(tb_config_t *conf, int argc, char **argv) {
                 goto out;
         }
         int64_t now = tb_now_ms();
-        for (int i = 0; i < n; i += TB_FAILOVER_TXN_MAX) {
-                int end = i + TB_FAILOVER_TXN_MAX < n ? i + TB_FAILOVER_TXN_MAX : n;
+        for (int i = 0; i < n; i += TB_CLI_REGION_TXN_MAX) {
+                int end = i + TB_CLI_REGION_TXN_MAX < n ? i + TB_CLI_REGION_TXN_MAX : n;
                 if (tb_bus_txn_begin(prod, err, sizeof(err)))
                         goto kafka_fail;
                 for (int k = i; k < end; k++) {
                         const char *id = PQgetvalue(res, k, 0);
-                        if (region_event(conf, res, k, actor, now, &buf, err, sizeof(err)))
+                        if (tb_cli_region_event(conf, res, k, actor, now, &buf, err, sizeof(err)))
                                 goto kafka_fail;
                         int32_t p = tb_bus_partition_for(id, strlen(id),
                                                          (int32_t)conf->topic_partitions);
@@ -223,7 +204,7 @@ out:
 
 /* Lag of one copy against its source: seconds between the source's last
  * record and the copy's last record (0: the copy holds the source's last). */
-static int region_status(tb_config_t *conf) {
+static int tb_cli_region_status(tb_config_t *conf) {
         char err[1024];
         int rc = 0;
         if (!conf->repl_remote_region_cnt) {
@@ -306,9 +287,9 @@ int tb_cli_admin_region(int argc, char **argv, tb_config_t *conf) {
                 return 2;
         }
         if (!strcmp(argv[2], "failover"))
-                return region_failover(conf, argc, argv);
+                return tb_cli_region_failover(conf, argc, argv);
         if (!strcmp(argv[2], "status"))
-                return region_status(conf);
+                return tb_cli_region_status(conf);
         tb_cli_fail("admin region: unknown command '%s' (failover, status)", argv[2]);
         return 2;
 }

@@ -1,8 +1,7 @@
 /**
  * @file cli/replay.c
- * @brief `taskbus replay` (rebuild the projection of task-events in a
- *        database, with the projector's own apply function) and
- *        `taskbus history` (a task's audit trail from task_history).
+ * @brief `taskbus replay`: rebuild the projection of task-events in a
+ *        database, with the projector's own apply function.
  */
 #include "bus/bus.h"
 #include "cli.h"
@@ -17,9 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TB_REPLAY_BATCH 1000
+#define TB_CLI_REPLAY_BATCH 1000
 
-static void replay_usage(FILE *fp) {
+static void tb_cli_replay_usage(FILE *fp) {
         fprintf(fp,
                 "usage: taskbus replay --into DATABASE_URL [--from-kafka BOOTSTRAP] [--force]\n"
                 "                      [--config FILE]\n\n"
@@ -36,7 +35,7 @@ static void replay_usage(FILE *fp) {
 }
 
 /** Exec without parameters; prints the failure. */
-static bool replay_exec(PGconn *conn, const char *what, const char *sql) {
+static bool tb_cli_replay_exec(PGconn *conn, const char *what, const char *sql) {
         char err[1024];
         if (tb_store_exec(conn, what, sql, 0, NULL, NULL, err, sizeof(err)) != TB_OK) {
                 tb_cli_fail("%s", err);
@@ -45,7 +44,7 @@ static bool replay_exec(PGconn *conn, const char *what, const char *sql) {
         return true;
 }
 
-static int64_t replay_count(PGconn *conn, const char *sql) {
+static int64_t tb_cli_replay_count(PGconn *conn, const char *sql) {
         char err[1024];
         PGresult *r = NULL;
         if (tb_store_exec(conn, "count", sql, 0, NULL, &r, err, sizeof(err)) != TB_OK) {
@@ -58,7 +57,7 @@ static int64_t replay_count(PGconn *conn, const char *sql) {
 }
 
 /** An assign-only read_committed consumer (the group is never joined). */
-static rd_kafka_t *replay_consumer(const tb_config_t *conf) {
+static rd_kafka_t *tb_cli_replay_consumer(const tb_config_t *conf) {
         char err[1024], group[300];
         rd_kafka_conf_t *c = NULL;
         if (tb_bus_conf_new(conf, &c, err, sizeof(err)) != TB_OK) {
@@ -88,13 +87,13 @@ static rd_kafka_t *replay_consumer(const tb_config_t *conf) {
         return rk;
 }
 
-typedef struct replay_part {
+typedef struct tb_cli_replay_part {
         int64_t lo, end, pos;
         bool done;
-} replay_part_t;
+} tb_cli_replay_part_t;
 
-static void replay_progress(bool tty, int64_t t0, uint64_t events, int64_t consumed,
-                            int64_t total, bool final) {
+static void tb_cli_replay_progress(bool tty, int64_t t0, uint64_t events, int64_t consumed,
+                                   int64_t total, bool final) {
         double secs = (double)(tb_mono_us() - t0) / 1e6;
         double rate = secs > 0 ? (double)events / secs : 0;
         double orate = secs > 0 ? (double)consumed / secs : 0;
@@ -110,7 +109,7 @@ static void replay_progress(bool tty, int64_t t0, uint64_t events, int64_t consu
 
 int tb_cli_replay(int argc, char **argv) {
         if (tb_cli_wants_help(argc, argv)) {
-                replay_usage(stdout);
+                tb_cli_replay_usage(stdout);
                 return 0;
         }
         const char *into = NULL;
@@ -132,14 +131,14 @@ int tb_cli_replay(int argc, char **argv) {
                         force = true;
                 } else {
                         tb_cli_fail("replay: unexpected argument '%s'", argv[i]);
-                        replay_usage(stderr);
+                        tb_cli_replay_usage(stderr);
                         tb_config_destroy(conf);
                         return 2;
                 }
         }
         if (!into || !*into) {
                 tb_cli_fail("replay: --into DATABASE_URL is required (the database to rebuild)");
-                replay_usage(stderr);
+                tb_cli_replay_usage(stderr);
                 tb_config_destroy(conf);
                 return 2;
         }
@@ -149,22 +148,19 @@ int tb_cli_replay(int argc, char **argv) {
         rd_kafka_t *rk = NULL;
         rd_kafka_topic_t *rkt = NULL;
         const struct rd_kafka_metadata *md = NULL;
-        replay_part_t *parts = NULL;
+        tb_cli_replay_part_t *parts = NULL;
         rd_kafka_message_t **batch = NULL;
         size_t batch_cnt = 0;
         rd_kafka_topic_partition_list_t *as = NULL;
         tb_projector_stats_t st = {0};
-        PGconn *conn = PQconnectdb(into);
+        PGconn *conn = NULL;
 
         if (tb_serde_init(err, sizeof(err)) != TB_OK) {
                 tb_cli_fail("schemas: %s", err);
                 goto out;
         }
-        if (PQstatus(conn) != CONNECTION_OK) {
-                char m[512];
-                tb_snprintf(m, sizeof(m), "%s", PQerrorMessage(conn));
-                m[strcspn(m, "\n")] = '\0';
-                tb_cli_fail("replay: cannot connect to --into database: %s", m);
+        if (tb_cli_pg_connect(into, &conn, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("replay: cannot connect to --into database: %s", err);
                 goto out;
         }
         int applied = 0;
@@ -172,7 +168,7 @@ int tb_cli_replay(int argc, char **argv) {
                 tb_cli_fail("replay: migrating the target database: %s", err);
                 goto out;
         }
-        int64_t existing = replay_count(conn, "SELECT count(*) FROM tasks");
+        int64_t existing = tb_cli_replay_count(conn, "SELECT count(*) FROM tasks");
         if (existing < 0)
                 goto out;
         if (existing > 0 && !force) {
@@ -183,14 +179,15 @@ int tb_cli_replay(int argc, char **argv) {
                 rc = 1;
                 goto out;
         }
-        if (force && (!replay_exec(conn, "begin", "BEGIN") ||
-                      !replay_exec(conn, "empty the projection", "TRUNCATE tasks, task_history") ||
-                      !replay_exec(conn, "reset the projector offsets",
-                                   "DELETE FROM consumer_offsets WHERE consumer = 'projector'") ||
-                      !replay_exec(conn, "commit", "COMMIT")))
+        if (force && (!tb_cli_replay_exec(conn, "begin", "BEGIN") ||
+                      !tb_cli_replay_exec(conn, "empty the projection",
+                                          "TRUNCATE tasks, task_history") ||
+                      !tb_cli_replay_exec(conn, "reset the projector offsets",
+                                          "DELETE FROM consumer_offsets WHERE consumer = 'projector'") ||
+                      !tb_cli_replay_exec(conn, "commit", "COMMIT")))
                 goto out;
 
-        if (!(rk = replay_consumer(conf)))
+        if (!(rk = tb_cli_replay_consumer(conf)))
                 goto out;
         tb_topic_name(conf, TB_TOPIC_EVENTS, topic, sizeof(topic));
         rkt = rd_kafka_topic_new(rk, topic, NULL);
@@ -205,7 +202,7 @@ int tb_cli_replay(int argc, char **argv) {
         }
         int pcnt = md->topics[0].partition_cnt;
         parts = calloc((size_t)(pcnt > 0 ? pcnt : 1), sizeof(*parts));
-        batch = calloc(TB_REPLAY_BATCH, sizeof(*batch));
+        batch = calloc(TB_CLI_REPLAY_BATCH, sizeof(*batch));
         as = rd_kafka_topic_partition_list_new(pcnt > 0 ? pcnt : 1);
         int64_t total = 0;
         int remaining = 0;
@@ -265,7 +262,7 @@ int tb_cli_replay(int argc, char **argv) {
                                 batch[batch_cnt++] = m;
                         }
                 }
-                if (batch_cnt == TB_REPLAY_BATCH || (batch_cnt > 0 && (!m || remaining == 0))) {
+                if (batch_cnt == TB_CLI_REPLAY_BATCH || (batch_cnt > 0 && (!m || remaining == 0))) {
                         if (tb_projector_apply_batch(conn, conf, TB_PROJECTOR_CONSUMER, batch,
                                                      batch_cnt, &st, err,
                                                      sizeof(err)) != TB_OK) {
@@ -283,14 +280,14 @@ int tb_cli_replay(int argc, char **argv) {
                         int64_t consumed = 0;
                         for (int p = 0; p < pcnt; p++)
                                 consumed += parts[p].pos - parts[p].lo;
-                        replay_progress(tty, t0, st.events, consumed, total, false);
+                        tb_cli_replay_progress(tty, t0, st.events, consumed, total, false);
                         last_report = now;
                 }
         }
         double secs = (double)(tb_mono_us() - t0) / 1e6;
         if (tty)
-                replay_progress(tty, t0, st.events, total, total, true);
-        int64_t tasks = replay_count(conn, "SELECT count(*) FROM tasks");
+                tb_cli_replay_progress(tty, t0, st.events, total, total, true);
+        int64_t tasks = tb_cli_replay_count(conn, "SELECT count(*) FROM tasks");
         if (tasks < 0)
                 goto out;
         printf("replayed %" PRIu64 " events (%" PRIu64 " skipped as malformed) from %s into "
@@ -311,178 +308,6 @@ out:
         if (rk) {
                 tb_bus_consumer_destroy(rk, 10000);
         }
-        PQfinish(conn);
-        tb_config_destroy(conf);
-        return rc;
-}
-
-/* ---- history ------------------------------------------------------------------- */
-
-static void history_usage(FILE *fp) {
-        fprintf(fp,
-                "usage: taskbus history TASK_ID [--at TIME] [--json] [--config FILE]\n\n"
-                "Prints every change of a task from the audit trail (task_history in\n"
-                "PostgreSQL: $TASKBUS_PG or the config's postgres.url): version, when, who,\n"
-                "what happened and which fields changed.\n\n"
-                "  --at TIME   also print the task as it was at TIME (RFC 3339,\n"
-                "              e.g. 2026-01-02T03:04:05Z)\n"
-                "  --json      machine-readable output\n");
-}
-
-int tb_cli_history(int argc, char **argv) {
-        if (tb_cli_wants_help(argc, argv)) {
-                history_usage(stdout);
-                return 0;
-        }
-        tb_config_t *conf = tb_cli_config(&argc, argv);
-        if (!conf)
-                return 1;
-        const char *task_id = NULL, *at_text = NULL;
-        bool as_json = false;
-        char err[1024];
-        int64_t at_ms = 0;
-        for (int i = 1; i < argc; i++) {
-                if (!strcmp(argv[i], "--at") && i + 1 < argc) {
-                        at_text = argv[++i];
-                } else if (!strcmp(argv[i], "--json")) {
-                        as_json = true;
-                } else if (argv[i][0] != '-' && !task_id) {
-                        task_id = argv[i];
-                } else {
-                        tb_cli_fail("history: unexpected argument '%s'", argv[i]);
-                        history_usage(stderr);
-                        tb_config_destroy(conf);
-                        return 2;
-                }
-        }
-        if (!task_id) {
-                tb_cli_fail("history: TASK_ID is required");
-                history_usage(stderr);
-                tb_config_destroy(conf);
-                return 2;
-        }
-        if (at_text && tb_time_parse(at_text, &at_ms, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("history: --at: %s (write an RFC 3339 time such as "
-                            "2026-01-02T03:04:05Z)",
-                            err);
-                tb_config_destroy(conf);
-                return 2;
-        }
-
-        int rc = 1;
-        PGresult *r = NULL;
-        json_t *out = NULL;
-        PGconn *conn = PQconnectdb(conf->pg_url);
-        if (PQstatus(conn) != CONNECTION_OK) {
-                char m[512];
-                tb_snprintf(m, sizeof(m), "%s", PQerrorMessage(conn));
-                m[strcspn(m, "\n")] = '\0';
-                tb_cli_fail("history: cannot connect to PostgreSQL: %s", m);
-                goto done;
-        }
-        const char *p[] = {task_id};
-        if (tb_store_exec(conn, "read task_history",
-                          "SELECT version, (extract(epoch FROM at) * 1000)::bigint, actor, type, "
-                          "command_id, array_to_json(changed_fields)::text, spec::text, "
-                          "security_group FROM task_history WHERE task_id = $1 ORDER BY version",
-                          1, p, &r, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("history: %s", err);
-                goto done;
-        }
-        int n = PQntuples(r);
-        if (n == 0) {
-                tb_cli_fail("history: task '%s' has no history (unknown id?)", task_id);
-                goto done;
-        }
-        out = json_object();
-        json_t *hist = json_array();
-        json_object_set_new(out, "task_id", json_string(task_id));
-        json_object_set_new(out, "history", hist);
-        int state_row = -1;
-        for (int i = 0; i < n; i++) {
-                int64_t when = strtoll(PQgetvalue(r, i, 1), NULL, 10);
-                json_t *changed = json_loads(PQgetvalue(r, i, 5), 0, NULL);
-                char ts[32];
-                tb_time_format(when, ts);
-                json_array_append_new(
-                        hist, json_pack("{s:I, s:s, s:s, s:s, s:s, s:o, s:s}", "version",
-                                        (json_int_t)strtoll(PQgetvalue(r, i, 0), NULL, 10), "at",
-                                        ts, "actor", PQgetvalue(r, i, 2), "type",
-                                        PQgetvalue(r, i, 3), "command_id", PQgetvalue(r, i, 4),
-                                        "changed_fields", changed ? changed : json_array(),
-                                        "security_group", PQgetvalue(r, i, 7)));
-                if (at_text && when <= at_ms)
-                        state_row = i;
-        }
-        if (at_text) {
-                json_t *state = json_null();
-                const char *what = "did not exist yet";
-                if (state_row >= 0 && !PQgetisnull(r, state_row, 6)) {
-                        json_t *s = json_loads(PQgetvalue(r, state_row, 6), 0, NULL);
-                        if (s) {
-                                json_decref(state);
-                                state = s;
-                        }
-                        what = "existed";
-                } else if (state_row >= 0) {
-                        what = "was deleted";
-                }
-                char ts[32];
-                tb_time_format(at_ms, ts);
-                json_object_set_new(out, "at", json_string(ts));
-                json_object_set_new(out, "state_at", state);
-                json_object_set_new(out, "state_at_version",
-                                    state_row >= 0
-                                            ? json_integer(strtoll(PQgetvalue(r, state_row, 0),
-                                                                   NULL, 10))
-                                            : json_null());
-                json_object_set_new(out, "state_at_summary", json_string(what));
-        }
-        if (as_json) {
-                char *s = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-                if (s)
-                        printf("%s\n", s);
-                free(s);
-        } else {
-                printf("%-8s %-25s %-20s %-14s %s\n", "VERSION", "AT", "ACTOR", "TYPE",
-                       "CHANGED");
-                size_t i;
-                json_t *h;
-                json_array_foreach(hist, i, h) {
-                        tb_buf_t ch = {0};
-                        size_t k;
-                        json_t *f;
-                        json_array_foreach(json_object_get(h, "changed_fields"), k, f)
-                                tb_buf_printf(&ch, "%s%s", k ? "," : "", json_string_value(f));
-                        printf("%-8" JSON_INTEGER_FORMAT " %-25s %-20s %-14s %s\n",
-                               json_integer_value(json_object_get(h, "version")),
-                               json_string_value(json_object_get(h, "at")),
-                               json_string_value(json_object_get(h, "actor")),
-                               json_string_value(json_object_get(h, "type")),
-                               ch.data ? ch.data : "-");
-                        tb_buf_free(&ch);
-                }
-                if (at_text) {
-                        const json_t *v = json_object_get(out, "state_at_version");
-                        printf("\nat %s the task %s", json_string_value(json_object_get(out, "at")),
-                               json_string_value(json_object_get(out, "state_at_summary")));
-                        if (json_is_integer(v))
-                                printf(" (version %" JSON_INTEGER_FORMAT ")", json_integer_value(v));
-                        const json_t *s = json_object_get(out, "state_at");
-                        if (json_is_object(s)) {
-                                char *txt = json_dumps(s, JSON_INDENT(2) | JSON_SORT_KEYS);
-                                printf(":\n%s\n", txt ? txt : "");
-                                free(txt);
-                        } else {
-                                printf("\n");
-                        }
-                }
-        }
-        rc = 0;
-done:
-        if (out)
-                json_decref(out);
-        PQclear(r);
         PQfinish(conn);
         tb_config_destroy(conf);
         return rc;

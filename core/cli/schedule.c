@@ -2,13 +2,12 @@
  * @file cli/schedule.c
  * @brief `taskbus schedule next`: preview when a schedule fires. Works
  *        offline for --cron / --every; --task reads the task from the API
- *        (TASKBUS_API + TASKBUS_TOKEN) and previews its own schedule.
+ *        (the REST client of cli/rest.h) and previews its own schedule.
  */
-#include "cli.h"
+#include "rest.h"
 #include "schedule/schedule.h"
 #include "task/task.h"
 
-#include <curl/curl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -29,7 +28,8 @@ static void tb_cli_schedule_usage(FILE *fp) {
                 "  --tz ZONE          IANA time zone of the cron expression (default UTC)\n"
                 "  --every DURATION   a fixed interval (30s, 5m, PT1H...), anchored at --from\n"
                 "  --task ID          the schedule of an existing task, read from the API\n"
-                "                     ($TASKBUS_API, bearer token $TASKBUS_TOKEN)\n"
+                "                     (--api/$TASKBUS_API, --token/$TASKBUS_TOKEN, or\n"
+                "                     ~/.config/taskbus/config, as for `taskbus tasks`)\n"
                 "  --from TIME        start after this RFC 3339 instant (default: now)\n"
                 "  --count N          how many fires (1-%d, default 10)\n"
                 "  --json             a JSON array of {\"at\", \"local\", \"dst\"}\n"
@@ -37,74 +37,28 @@ static void tb_cli_schedule_usage(FILE *fp) {
                 TB_CLI_SCHED_MAX_COUNT);
 }
 
-static size_t tb_cli_sched_write(char *ptr, size_t size, size_t nmemb, void *ud) {
-        tb_buf_t *b = ud;
-        return tb_buf_append(b, ptr, size * nmemb) == TB_OK ? size * nmemb : 0;
-}
-
 /* GET /v1/tasks/ID; @returns the task (new ref) or NULL after printing why. */
-static json_t *tb_cli_sched_fetch(const char *id) {
-        const char *api = getenv("TASKBUS_API");
-        const char *token = getenv("TASKBUS_TOKEN");
-        char url[2048], auth[600];
-        tb_buf_t body = {0};
+static json_t *tb_cli_sched_fetch(const char *api, const char *token, const char *id) {
+        tb_cli_rest_t rest;
+        char err[1024];
         json_t *task = NULL;
-        if (!api || !*api)
-                api = "http://127.0.0.1:8080";
-        size_t n = strlen(api);
-        while (n && api[n - 1] == '/')
-                n--;
-        CURL *c = curl_easy_init();
-        if (!c) {
-                tb_cli_fail("schedule next: cannot initialise libcurl");
+        if (tb_cli_rest_open(&rest, api, token, err, sizeof(err))) {
+                tb_cli_fail("schedule next: %s", err);
                 return NULL;
         }
-        char *esc = curl_easy_escape(c, id, 0);
-        tb_snprintf(url, sizeof(url), "%.*s/v1/tasks/%s", (int)n, api, esc ? esc : id);
-        curl_free(esc);
-        struct curl_slist *h = NULL;
-        if (token && *token) {
-                tb_snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-                h = curl_slist_append(h, auth);
-        }
-        h = curl_slist_append(h, "Accept: application/json");
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tb_cli_sched_write);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
-        CURLcode rc = curl_easy_perform(c);
-        long status = 0;
-        if (rc != CURLE_OK) {
-                tb_cli_fail("schedule next: cannot reach the API at %.*s: %s (set TASKBUS_API)",
-                            (int)n, api, curl_easy_strerror(rc));
-                goto out;
-        }
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-        json_error_t jerr;
-        json_t *j = body.len ? json_loadb(body.data, body.len, 0, &jerr) : NULL;
-        if (status != 200) {
-                const char *msg = j ? json_string_value(json_object_get(j, "message")) : NULL;
-                if (!msg && j)
-                        msg = json_string_value(json_object_get(j, "error"));
-                tb_cli_fail("schedule next: GET /v1/tasks/%s: HTTP %ld%s%s%s", id, status,
-                            msg ? ": " : "", msg ? msg : "",
-                            status == 401 ? " (set TASKBUS_TOKEN to a valid API token)" : "");
-                json_decref(j);
-                goto out;
-        }
-        if (!json_is_object(j)) {
+        tb_buf_t path = {0};
+        tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
+        tb_cli_rest_req_t req = {.method = "GET", .path = path.data, .ok = 200};
+        tb_cli_rest_resp_t resp = {0};
+        if (tb_cli_rest_call(&rest, &req, &resp, err, sizeof(err)))
+                tb_cli_fail("schedule next: %s", err);
+        else if (!json_is_object(resp.json))
                 tb_cli_fail("schedule next: the API answered with something that is not a task");
-                json_decref(j);
-                goto out;
-        }
-        task = j;
-out:
-        curl_slist_free_all(h);
-        curl_easy_cleanup(c);
-        tb_buf_free(&body);
+        else
+                task = json_incref(resp.json);
+        tb_cli_rest_resp_free(&resp);
+        tb_buf_free(&path);
+        tb_cli_rest_close(&rest);
         return task;
 }
 
@@ -119,11 +73,13 @@ int tb_cli_schedule(int argc, char **argv) {
                 {"json", no_argument, NULL, 'j'},
                 {"dst-gap", required_argument, NULL, 'g'},
                 {"dst-overlap", required_argument, NULL, 'o'},
+                {"api", required_argument, NULL, 'a'},
+                {"token", required_argument, NULL, 'k'},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
         const char *cron = NULL, *zone = NULL, *every = NULL, *task_id = NULL, *from = NULL;
-        const char *gap = NULL, *overlap = NULL;
+        const char *gap = NULL, *overlap = NULL, *api = NULL, *token = NULL;
         long count = 10;
         bool json = false;
         char err[1024];
@@ -155,6 +111,8 @@ int tb_cli_schedule(int argc, char **argv) {
                 case 'j': json = true; break;
                 case 'g': gap = optarg; break;
                 case 'o': overlap = optarg; break;
+                case 'a': api = optarg; break;
+                case 'k': token = optarg; break;
                 case 'n': {
                         char *end = NULL;
                         count = strtol(optarg, &end, 10);
@@ -209,7 +167,7 @@ int tb_cli_schedule(int argc, char **argv) {
                 }
                 s.anchor_ms = after;
         } else {
-                task = tb_cli_sched_fetch(task_id);
+                task = tb_cli_sched_fetch(api, token, task_id);
                 if (!task)
                         goto out;
                 int64_t created = after;

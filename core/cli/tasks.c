@@ -1,33 +1,20 @@
 /**
  * @file cli/tasks.c
- * @brief `taskbus tasks ...`: manage tasks through the REST API (libcurl).
- *
- * The API and token come from --api/--token, else TASKBUS_API and
- * TASKBUS_TOKEN, else ~/.config/taskbus/config (libconfig syntax:
- * `api = "http://127.0.0.1:8080"; token = "tbk_...";`).
+ * @brief `taskbus tasks ...`: manage tasks through the REST API (the client
+ *        of cli/rest.h finds the API and the token).
  * Exit status: 0 ok, 1 the server or the system refused, 2 usage error.
  */
-#include "cli.h"
+#include "rest.h"
 
-#include <curl/curl.h>
-#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define TB_CLI_DEFAULT_API "http://127.0.0.1:8080"
-
-typedef struct tb_cli_api {
-        char url[512];
-        char token[256];
-} tb_cli_api_t;
-
 /* ---- usage ------------------------------------------------------------------- */
 
-static const char tb_cli_task_flags[] =
+static const char tb_cli_tasks_flags[] =
         "Task flags (create; update changes only the fields given):\n"
         "  --name NAME            task name (required on create)\n"
         "  --script CMD           command line to run (required on create)\n"
@@ -46,23 +33,23 @@ static const char tb_cli_task_flags[] =
         "  --paused               create the task paused\n"
         "  --file FILE            the task as JSON (- reads stdin) instead of flags\n";
 
-static const char tb_cli_common_flags[] =
+static const char tb_cli_tasks_common_flags[] =
         "Common flags:\n"
         "  --json                 print the API's JSON instead of a table\n"
-        "  --api URL              API base URL (default $TASKBUS_API, config, " TB_CLI_DEFAULT_API
-        ")\n"
+        "  --api URL              API base URL (default $TASKBUS_API, config, "
+        TB_CLI_REST_DEFAULT_API ")\n"
         "  --token TOKEN          API token (default $TASKBUS_TOKEN or the config file)\n"
         "  -h, --help             this help\n";
 
-typedef struct tb_cli_sub {
+typedef struct tb_cli_tasks_sub {
         const char *name;
         const char *args;
         const char *summary;
         bool task_flags;
         const char *extra;
-} tb_cli_sub_t;
+} tb_cli_tasks_sub_t;
 
-static const tb_cli_sub_t tb_cli_subs[] = {
+static const tb_cli_tasks_sub_t tb_cli_tasks_subs[] = {
         {"create", "(TASK FLAGS | --file FILE)", "create a task; prints it with its id", true, ""},
         {"list", "[--group G] [--limit N] [--all] [--name-prefix P] [--paused true|false] "
                  "[--label K=V] [--cursor C]",
@@ -89,153 +76,25 @@ static const tb_cli_sub_t tb_cli_subs[] = {
 
 static void tb_cli_tasks_usage(FILE *fp) {
         fprintf(fp, "usage: taskbus tasks COMMAND [ARGS...]   (taskbus tasks COMMAND --help)\n\n");
-        for (const tb_cli_sub_t *s = tb_cli_subs; s->name; s++)
+        for (const tb_cli_tasks_sub_t *s = tb_cli_tasks_subs; s->name; s++)
                 fprintf(fp, "  %-8s %s\n", s->name, s->summary);
         fprintf(fp, "\nThe API: --api, $TASKBUS_API or `api` in ~/.config/taskbus/config;\n"
                     "the token: --token, $TASKBUS_TOKEN or `token` in that file.\n");
 }
 
-static void tb_cli_sub_usage(const tb_cli_sub_t *s, FILE *fp) {
+static void tb_cli_tasks_sub_usage(const tb_cli_tasks_sub_t *s, FILE *fp) {
         fprintf(fp, "usage: taskbus tasks %s %s [--json]\n\n%s.\n\n", s->name, s->args,
                 s->summary);
         if (s->task_flags)
-                fprintf(fp, "%s\n", tb_cli_task_flags);
+                fprintf(fp, "%s\n", tb_cli_tasks_flags);
         if (s->extra && *s->extra)
                 fprintf(fp, "%s\n", s->extra);
-        fprintf(fp, "%s", tb_cli_common_flags);
-}
-
-/* ---- configuration --------------------------------------------------------- */
-
-static void tb_cli_api_load(tb_cli_api_t *a, const char *api_flag, const char *token_flag) {
-        const char *home = getenv("HOME");
-        char path[600];
-        a->url[0] = a->token[0] = '\0';
-        if (home) {
-                config_t cfg;
-                config_init(&cfg);
-                tb_snprintf(path, sizeof(path), "%s/.config/taskbus/config", home);
-                FILE *fp = fopen(path, "r");
-                if (fp) {
-                        if (config_read(&cfg, fp) == CONFIG_TRUE) {
-                                const char *s;
-                                if (config_lookup_string(&cfg, "api", &s))
-                                        tb_snprintf(a->url, sizeof(a->url), "%s", s);
-                                if (config_lookup_string(&cfg, "token", &s))
-                                        tb_snprintf(a->token, sizeof(a->token), "%s", s);
-                        } else {
-                                fprintf(stderr, "taskbus: warning: %s:%d: %s (ignored)\n", path,
-                                        config_error_line(&cfg), config_error_text(&cfg));
-                        }
-                        fclose(fp);
-                }
-                config_destroy(&cfg);
-        }
-        const char *e;
-        if ((e = getenv("TASKBUS_API")) && *e)
-                tb_snprintf(a->url, sizeof(a->url), "%s", e);
-        if ((e = getenv("TASKBUS_TOKEN")) && *e)
-                tb_snprintf(a->token, sizeof(a->token), "%s", e);
-        if (api_flag)
-                tb_snprintf(a->url, sizeof(a->url), "%s", api_flag);
-        if (token_flag)
-                tb_snprintf(a->token, sizeof(a->token), "%s", token_flag);
-        if (!a->url[0])
-                tb_snprintf(a->url, sizeof(a->url), "%s", TB_CLI_DEFAULT_API);
-        size_t n = strlen(a->url);
-        while (n && a->url[n - 1] == '/')
-                a->url[--n] = '\0';
-}
-
-/* ---- HTTP ---------------------------------------------------------------------- */
-
-static size_t tb_cli_write(char *ptr, size_t size, size_t nmemb, void *ud) {
-        tb_buf_t *b = ud;
-        return tb_buf_append(b, ptr, size * nmemb) == TB_OK ? size * nmemb : 0;
-}
-
-/**
- * One request. @returns the HTTP status (0 when the API could not be
- * reached: the reason is printed) and *\p out the parsed JSON body or NULL.
- */
-static long tb_cli_request(const tb_cli_api_t *a, const char *method, const char *path,
-                           const char *body, const char *if_match, json_t **out) {
-        CURL *c = curl_easy_init();
-        tb_buf_t resp = {0};
-        struct curl_slist *h = NULL;
-        char url[1200], hdr[400];
-        long status = 0;
-        *out = NULL;
-        if (!c) {
-                tb_cli_fail("cannot initialise libcurl");
-                return 0;
-        }
-        tb_snprintf(url, sizeof(url), "%s%s", a->url, path);
-        tb_snprintf(hdr, sizeof(hdr), "Authorization: Bearer %s", a->token);
-        h = curl_slist_append(h, hdr);
-        h = curl_slist_append(h, "Accept: application/json");
-        if (body)
-                h = curl_slist_append(h, "Content-Type: application/json");
-        if (if_match) {
-                tb_snprintf(hdr, sizeof(hdr), "If-Match: \"%s\"", if_match);
-                h = curl_slist_append(h, hdr);
-        }
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tb_cli_write);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 120000L);
-        if (body) {
-                curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-                curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-        } else if (!strcmp(method, "POST")) {
-                curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-        }
-        CURLcode rc = curl_easy_perform(c);
-        if (rc != CURLE_OK) {
-                tb_cli_fail("cannot reach the API at %s: %s (set TASKBUS_API or --api)", a->url,
-                            curl_easy_strerror(rc));
-        } else {
-                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-                if (resp.len) {
-                        json_error_t je;
-                        *out = json_loadb(resp.data, resp.len, 0, &je);
-                }
-        }
-        curl_slist_free_all(h);
-        curl_easy_cleanup(c);
-        tb_buf_free(&resp);
-        return status;
-}
-
-/** Print the server's error as "taskbus: 404 not_found: message". */
-static void tb_cli_server_error(long status, const json_t *body) {
-        const json_t *e = json_object_get(body, "error");
-        const char *code = json_string_value(json_object_get(e, "code"));
-        const char *msg = json_string_value(json_object_get(e, "message"));
-        const char *cmd = json_string_value(json_object_get(e, "command_id"));
-        if (code && msg && cmd)
-                tb_cli_fail("%ld %s: %s (command %s)", status, code, msg, cmd);
-        else if (code && msg)
-                tb_cli_fail("%ld %s: %s", status, code, msg);
-        else
-                tb_cli_fail("%ld: unexpected response from the API", status);
+        fprintf(fp, "%s", tb_cli_tasks_common_flags);
 }
 
 /* ---- output ------------------------------------------------------------------- */
 
-static void tb_cli_print_json(const json_t *j) {
-        char *s = json_dumps(j, JSON_INDENT(2));
-        if (s) {
-                puts(s);
-                free(s);
-        }
-}
-
-static void tb_cli_schedule_text(const json_t *t, char *buf, size_t size) {
+static void tb_cli_tasks_schedule_text(const json_t *t, char *buf, size_t size) {
         const json_t *s = json_object_get(t, "schedule");
         const char *v;
         if ((v = json_string_value(json_object_get(s, "cron"))))
@@ -251,24 +110,24 @@ static void tb_cli_schedule_text(const json_t *t, char *buf, size_t size) {
                 tb_snprintf(buf, size, "-");
 }
 
-static const char *tb_cli_str(const json_t *t, const char *k) {
+static const char *tb_cli_tasks_str(const json_t *t, const char *k) {
         const char *s = json_string_value(json_object_get(t, k));
         return s ? s : "-";
 }
 
-static void tb_cli_print_task(const json_t *t) {
+static void tb_cli_tasks_print(const json_t *t) {
         char sched[300];
-        tb_cli_schedule_text(t, sched, sizeof(sched));
-        printf("id:           %s\n", tb_cli_str(t, "id"));
-        printf("name:         %s\n", tb_cli_str(t, "name"));
-        printf("group:        %s\n", tb_cli_str(t, "security_group"));
-        printf("owner:        %s\n", tb_cli_str(t, "user_id"));
-        printf("script:       %s\n", tb_cli_str(t, "script"));
+        tb_cli_tasks_schedule_text(t, sched, sizeof(sched));
+        printf("id:           %s\n", tb_cli_tasks_str(t, "id"));
+        printf("name:         %s\n", tb_cli_tasks_str(t, "name"));
+        printf("group:        %s\n", tb_cli_tasks_str(t, "security_group"));
+        printf("owner:        %s\n", tb_cli_tasks_str(t, "user_id"));
+        printf("script:       %s\n", tb_cli_tasks_str(t, "script"));
         printf("schedule:     %s\n", sched);
-        printf("next fire:    %s\n", tb_cli_str(t, "next_fire_at"));
+        printf("next fire:    %s\n", tb_cli_tasks_str(t, "next_fire_at"));
         printf("paused:       %s\n", json_is_true(json_object_get(t, "paused")) ? "yes" : "no");
-        printf("executor:     %s\n", tb_cli_str(t, "executor"));
-        printf("expiry:       %s\n", tb_cli_str(t, "expiry"));
+        printf("executor:     %s\n", tb_cli_tasks_str(t, "executor"));
+        printf("expiry:       %s\n", tb_cli_tasks_str(t, "expiry"));
         const json_t *labels = json_object_get(t, "labels");
         if (json_object_size(labels)) {
                 const char *k;
@@ -280,28 +139,28 @@ static void tb_cli_print_task(const json_t *t) {
         }
         printf("version:      %" JSON_INTEGER_FORMAT "\n",
                json_integer_value(json_object_get(t, "version")));
-        printf("created:      %s by %s\n", tb_cli_str(t, "created_at"),
-               tb_cli_str(t, "created_by"));
-        printf("updated:      %s\n", tb_cli_str(t, "updated_at"));
+        printf("created:      %s by %s\n", tb_cli_tasks_str(t, "created_at"),
+               tb_cli_tasks_str(t, "created_by"));
+        printf("updated:      %s\n", tb_cli_tasks_str(t, "updated_at"));
 }
 
-static void tb_cli_print_list_header(void) {
+static void tb_cli_tasks_print_header(void) {
         printf("%-36s  %-24s  %-12s  %-28s  %-24s  %s\n", "ID", "NAME", "GROUP", "SCHEDULE",
                "NEXT FIRE", "PAUSED");
 }
 
-static void tb_cli_print_row(const json_t *t) {
+static void tb_cli_tasks_print_row(const json_t *t) {
         char sched[300];
-        tb_cli_schedule_text(t, sched, sizeof(sched));
-        printf("%-36s  %-24.24s  %-12.12s  %-28.28s  %-24s  %s\n", tb_cli_str(t, "id"),
-               tb_cli_str(t, "name"), tb_cli_str(t, "security_group"), sched,
-               tb_cli_str(t, "next_fire_at"),
+        tb_cli_tasks_schedule_text(t, sched, sizeof(sched));
+        printf("%-36s  %-24.24s  %-12.12s  %-28.28s  %-24s  %s\n", tb_cli_tasks_str(t, "id"),
+               tb_cli_tasks_str(t, "name"), tb_cli_tasks_str(t, "security_group"), sched,
+               tb_cli_tasks_str(t, "next_fire_at"),
                json_is_true(json_object_get(t, "paused")) ? "yes" : "no");
 }
 
 /* ---- building a task from flags ---------------------------------------------------- */
 
-typedef struct tb_cli_opts {
+typedef struct tb_cli_tasks_opts {
         bool json, all, paused_flag;
         const char *api, *token, *file, *if_match;
         const char *name, *script, *group, *cron, *tz, *every, *once, *expiry, *executor;
@@ -309,10 +168,10 @@ typedef struct tb_cli_opts {
         const char *limit, *cursor, *name_prefix, *paused_filter;
         json_t *options, *labels; /**< KEY=VALUE flags */
         bool any_task_flag;
-} tb_cli_opts_t;
+} tb_cli_tasks_opts_t;
 
 /** Read the JSON task of --file (- = stdin). @returns NULL after printing why. */
-static json_t *tb_cli_read_file(const char *path) {
+static json_t *tb_cli_tasks_read_file(const char *path) {
         json_error_t je;
         json_t *j;
         if (!strcmp(path, "-"))
@@ -332,7 +191,7 @@ static json_t *tb_cli_read_file(const char *path) {
         return j;
 }
 
-static bool tb_cli_kv(json_t *obj, const char *flag, const char *arg) {
+static bool tb_cli_tasks_kv(json_t *obj, const char *flag, const char *arg) {
         const char *eq = strchr(arg, '=');
         if (!eq || eq == arg) {
                 tb_cli_fail("%s: expected KEY=VALUE, got '%s'", flag, arg);
@@ -345,7 +204,7 @@ static bool tb_cli_kv(json_t *obj, const char *flag, const char *arg) {
 }
 
 /** Apply the task flags to \p t (a new or the current task). @returns false on usage error. */
-static bool tb_cli_apply_flags(const tb_cli_opts_t *o, json_t *t) {
+static bool tb_cli_tasks_apply_flags(const tb_cli_tasks_opts_t *o, json_t *t) {
         if (o->name)
                 json_object_set_new(t, "name", json_string(o->name));
         if (o->script)
@@ -422,136 +281,120 @@ static bool tb_cli_apply_flags(const tb_cli_opts_t *o, json_t *t) {
 
 /* ---- commands ------------------------------------------------------------------ */
 
-static char *tb_cli_escape(const char *s) {
-        CURL *c = curl_easy_init();
-        char *e = c ? curl_easy_escape(c, s, 0) : NULL;
-        char *r = e ? strdup(e) : NULL;
-        curl_free(e);
-        if (c)
-                curl_easy_cleanup(c);
-        return r;
-}
-
 /** Send a task body; print the result. */
-static int tb_cli_send_task(const tb_cli_api_t *a, const tb_cli_opts_t *o, const char *method,
-                            const char *path, json_t *task, const char *if_match, int ok_status) {
+static int tb_cli_tasks_send(const tb_cli_rest_t *rest, const tb_cli_tasks_opts_t *o,
+                             const char *method, const char *path, json_t *task,
+                             const char *if_match, long ok_status) {
         char *body = json_dumps(task, JSON_COMPACT);
-        json_t *r = NULL;
-        long st = tb_cli_request(a, method, path, body, if_match, &r);
+        /* 202: accepted, but the projection did not show it in time */
+        tb_cli_rest_req_t req = {.method = method, .path = path, .body = body,
+                                 .if_match = if_match, .ok = ok_status, .ok_also = 202};
+        tb_cli_rest_resp_t resp = {0};
+        int rc = tb_cli_rest_do(rest, &req, &resp);
+        if (rc == 0 && o->json)
+                tb_cli_print_json(resp.json);
+        else if (rc == 0 && resp.status == 202)
+                printf("accepted: %s\n", json_string_value(json_object_get(resp.json, "message")));
+        else if (rc == 0)
+                tb_cli_tasks_print(resp.json);
+        tb_cli_rest_resp_free(&resp);
         free(body);
-        int rc = 0;
-        if (st == 0)
-                rc = 1;
-        else if (st != ok_status && st != 202) {
-                tb_cli_server_error(st, r);
-                rc = 1;
-        } else if (o->json)
-                tb_cli_print_json(r);
-        else if (st == 202)
-                printf("accepted: %s\n", json_string_value(json_object_get(r, "message")));
-        else
-                tb_cli_print_task(r);
-        json_decref(r);
         return rc;
 }
 
-static int tb_cli_cmd_create(const tb_cli_api_t *a, tb_cli_opts_t *o) {
-        json_t *t;
+/* The task to send, from --file, the flags on a new task (create), or the
+ * flags on the current task (update: \p path set; *if_match becomes its
+ * version unless given). @returns 0 with *out set, else the exit status. */
+static int tb_cli_tasks_body(const tb_cli_rest_t *rest, const tb_cli_tasks_opts_t *o,
+                             const char *path, json_t **out, char ver[32],
+                             const char **if_match) {
+        const char *sub = path ? "update" : "create";
+        *out = NULL;
         if (o->file && o->any_task_flag) {
-                tb_cli_fail("create: give --file or task flags, not both");
+                tb_cli_fail("%s: give --file or task flags, not both", sub);
                 return 2;
         }
-        if (o->file) {
-                if (!(t = tb_cli_read_file(o->file)))
-                        return 1;
-        } else {
-                if (!o->any_task_flag) {
+        if (o->file)
+                return (*out = tb_cli_tasks_read_file(o->file)) ? 0 : 1;
+        if (!o->any_task_flag) {
+                if (path)
+                        tb_cli_fail("update: nothing to change: give task flags or --file "
+                                    "(see --help)");
+                else
                         tb_cli_fail("create: give --name, --script, --group and a schedule "
                                     "(--cron, --every or --once), or --file (see --help)");
-                        return 2;
-                }
+                return 2;
+        }
+        json_t *t = NULL;
+        if (!path) {
                 t = json_object();
-                if (!tb_cli_apply_flags(o, t)) {
-                        json_decref(t);
-                        return 2;
+        } else {
+                /* edit the current task; If-Match makes a concurrent edit a 409 */
+                tb_cli_rest_req_t get = {.method = "GET", .path = path, .ok = 200};
+                tb_cli_rest_resp_t cur = {0};
+                int rc = tb_cli_rest_do(rest, &get, &cur);
+                if (rc == 0 && !json_is_object(cur.json)) {
+                        tb_cli_fail("200: unexpected response from the API");
+                        rc = 1;
+                }
+                t = rc ? NULL : json_incref(cur.json);
+                tb_cli_rest_resp_free(&cur);
+                if (rc)
+                        return rc;
+                if (!*if_match) {
+                        tb_snprintf(ver, 32, "%" JSON_INTEGER_FORMAT,
+                                    json_integer_value(json_object_get(t, "version")));
+                        *if_match = ver;
                 }
         }
-        int rc = tb_cli_send_task(a, o, "POST", "/v1/tasks", t, NULL, 201);
-        json_decref(t);
-        return rc;
+        if (!tb_cli_tasks_apply_flags(o, t)) {
+                json_decref(t);
+                return 2;
+        }
+        *out = t;
+        return 0;
 }
 
-static int tb_cli_cmd_update(const tb_cli_api_t *a, tb_cli_opts_t *o, const char *id) {
-        char path[300];
-        char *eid = tb_cli_escape(id);
-        tb_snprintf(path, sizeof(path), "/v1/tasks/%s", eid ? eid : id);
-        free(eid);
+/* create (\p id NULL) or update a task, then print it. */
+static int tb_cli_tasks_write(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o,
+                              const char *id) {
+        tb_buf_t path = {0};
         json_t *t = NULL;
         char ver[32];
         const char *if_match = o->if_match;
-        if (o->file && o->any_task_flag) {
-                tb_cli_fail("update: give --file or task flags, not both");
-                return 2;
-        }
-        if (o->file) {
-                if (!(t = tb_cli_read_file(o->file)))
-                        return 1;
-        } else {
-                if (!o->any_task_flag) {
-                        tb_cli_fail("update: nothing to change: give task flags or --file "
-                                    "(see --help)");
-                        return 2;
-                }
-                /* edit the current task; If-Match makes a concurrent edit a 409 */
-                long st = tb_cli_request(a, "GET", path, NULL, NULL, &t);
-                if (st != 200) {
-                        if (st)
-                                tb_cli_server_error(st, t);
-                        json_decref(t);
-                        return 1;
-                }
-                if (!if_match) {
-                        tb_snprintf(ver, sizeof(ver), "%" JSON_INTEGER_FORMAT,
-                                    json_integer_value(json_object_get(t, "version")));
-                        if_match = ver;
-                }
-                if (!tb_cli_apply_flags(o, t)) {
-                        json_decref(t);
-                        return 2;
-                }
-        }
-        int rc = tb_cli_send_task(a, o, "PUT", path, t, if_match, 200);
+        if (id)
+                tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
+        int rc = tb_cli_tasks_body(rest, o, id ? path.data : NULL, &t, ver, &if_match);
+        if (rc == 0)
+                rc = id ? tb_cli_tasks_send(rest, o, "PUT", path.data, t, if_match, 200)
+                        : tb_cli_tasks_send(rest, o, "POST", "/v1/tasks", t, NULL, 201);
         json_decref(t);
+        tb_buf_free(&path);
         return rc;
 }
 
-static int tb_cli_cmd_simple(const tb_cli_api_t *a, tb_cli_opts_t *o, const char *sub,
-                             const char *id) {
-        char path[300];
-        char *eid = tb_cli_escape(id);
-        const char *method = "POST";
-        long ok = 200;
+static int tb_cli_tasks_simple(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o,
+                               const char *sub, const char *id) {
+        tb_buf_t path = {0};
+        tb_cli_rest_req_t req = {.method = "POST", .if_match = o->if_match, .ok = 200};
         if (!strcmp(sub, "get")) {
-                method = "GET";
-                tb_snprintf(path, sizeof(path), "/v1/tasks/%s", eid ? eid : id);
+                req.method = "GET";
+                tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
         } else if (!strcmp(sub, "delete")) {
-                method = "DELETE";
-                ok = 204;
-                tb_snprintf(path, sizeof(path), "/v1/tasks/%s", eid ? eid : id);
+                req.method = "DELETE";
+                req.ok = 204;
+                tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
         } else {
-                ok = !strcmp(sub, "run") ? 202 : 200;
-                tb_snprintf(path, sizeof(path), "/v1/tasks/%s/%s", eid ? eid : id, sub);
+                req.ok = !strcmp(sub, "run") ? 202 : 200;
+                tb_cli_rest_path(&path, "/v1/tasks", id, sub);
         }
-        free(eid);
-        json_t *r = NULL;
-        long st = tb_cli_request(a, method, path, NULL, o->if_match, &r);
-        int rc = 0;
-        if (st == 0) {
-                rc = 1;
-        } else if (st != ok) {
-                tb_cli_server_error(st, r);
-                rc = 1;
-        } else if (o->json) {
+        req.path = path.data;
+        tb_cli_rest_resp_t resp = {0};
+        int rc = tb_cli_rest_do(rest, &req, &resp);
+        const json_t *r = resp.json;
+        if (rc)
+                goto out;
+        if (o->json) {
                 if (r)
                         tb_cli_print_json(r);
                 else
@@ -561,114 +404,49 @@ static int tb_cli_cmd_simple(const tb_cli_api_t *a, tb_cli_opts_t *o, const char
         } else if (!strcmp(sub, "run")) {
                 printf("run requested for task %s (command %s, task version %" JSON_INTEGER_FORMAT
                        ")\n",
-                       id, tb_cli_str(r, "command_id"),
+                       id, tb_cli_tasks_str(r, "command_id"),
                        json_integer_value(json_object_get(r, "version")));
         } else if (!strcmp(sub, "get")) {
-                tb_cli_print_task(r);
+                tb_cli_tasks_print(r);
         } else {
                 printf("%s task %s (version %" JSON_INTEGER_FORMAT ")\n",
                        !strcmp(sub, "pause") ? "paused" : "resumed", id,
                        json_integer_value(json_object_get(r, "version")));
         }
-        json_decref(r);
+out:
+        tb_cli_rest_resp_free(&resp);
+        tb_buf_free(&path);
         return rc;
 }
 
-static int tb_cli_cmd_list(const tb_cli_api_t *a, tb_cli_opts_t *o) {
+static int tb_cli_tasks_list(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o) {
+        static const tb_cli_rest_list_t fmt = {"tasks", tb_cli_tasks_print_header,
+                                               tb_cli_tasks_print_row};
         tb_buf_t q = {0};
-        char *e;
-        tb_buf_printf(&q, "/v1/tasks?limit=%s", o->limit ? o->limit : "50");
-        if (o->group && (e = tb_cli_escape(o->group))) {
-                tb_buf_printf(&q, "&security_group=%s", e);
-                free(e);
-        }
-        if (o->name_prefix && (e = tb_cli_escape(o->name_prefix))) {
-                tb_buf_printf(&q, "&name_prefix=%s", e);
-                free(e);
-        }
-        if (o->paused_filter)
-                tb_buf_printf(&q, "&paused=%s", o->paused_filter);
+        tb_buf_printf(&q, "/v1/tasks");
+        tb_cli_rest_query(&q, "limit", o->limit ? o->limit : "50");
+        tb_cli_rest_query(&q, "security_group", o->group);
+        tb_cli_rest_query(&q, "name_prefix", o->name_prefix);
+        tb_cli_rest_query(&q, "paused", o->paused_filter);
         const char *k;
         json_t *v;
         json_object_foreach(o->labels, k, v) {
                 char *kv = NULL;
-                if (asprintf(&kv, "%s=%s", k, json_string_value(v)) > 0 &&
-                    (e = tb_cli_escape(kv))) {
-                        tb_buf_printf(&q, "&label=%s", e);
-                        free(e);
-                }
+                if (asprintf(&kv, "%s=%s", k, json_string_value(v)) > 0)
+                        tb_cli_rest_query(&q, "label", kv);
                 free(kv);
         }
-        char *cursor = o->cursor ? strdup(o->cursor) : NULL;
-        json_t *all = json_array();
-        int rc = 0;
-        bool header = false;
-        for (;;) {
-                tb_buf_t path = {0};
-                tb_buf_printf(&path, "%s", q.data);
-                if (cursor)
-                        tb_buf_printf(&path, "&cursor=%s", cursor);
-                json_t *r = NULL;
-                long st = tb_cli_request(a, "GET", path.data, NULL, NULL, &r);
-                tb_buf_free(&path);
-                if (st != 200) {
-                        if (st)
-                                tb_cli_server_error(st, r);
-                        json_decref(r);
-                        rc = 1;
-                        break;
-                }
-                json_t *tasks = json_object_get(r, "tasks");
-                size_t i;
-                json_t *t;
-                json_array_foreach(tasks, i, t) {
-                        if (o->json) {
-                                json_array_append(all, t);
-                        } else {
-                                if (!header)
-                                        tb_cli_print_list_header();
-                                header = true;
-                                tb_cli_print_row(t);
-                        }
-                }
-                free(cursor);
-                cursor = NULL;
-                const char *next = json_string_value(json_object_get(r, "next_cursor"));
-                if (next)
-                        cursor = strdup(next);
-                json_decref(r);
-                if (!cursor || !o->all)
-                        break;
-        }
-        if (rc == 0) {
-                if (o->json) {
-                        json_t *out = json_pack("{s:O, s:o}", "tasks", all, "next_cursor",
-                                                cursor ? json_string(cursor) : json_null());
-                        tb_cli_print_json(out);
-                        json_decref(out);
-                } else if (!header) {
-                        printf("no tasks\n");
-                }
-                if (!o->json && cursor)
-                        fprintf(stderr, "(more tasks: --cursor %s, or --all)\n", cursor);
-        }
-        json_decref(all);
-        free(cursor);
+        int rc = tb_cli_rest_list(rest, q.data, o->cursor, o->all, o->json, &fmt);
         tb_buf_free(&q);
         return rc;
 }
 
 int tb_cli_tasks(int argc, char **argv) {
-        if (argc < 2) {
-                tb_cli_tasks_usage(stderr);
-                return 2;
-        }
-        if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
-                tb_cli_tasks_usage(stdout);
-                return 0;
-        }
-        const tb_cli_sub_t *sub = NULL;
-        for (const tb_cli_sub_t *s = tb_cli_subs; s->name; s++)
+        int rc = 2, c;
+        if (tb_cli_group_usage(argc, argv, tb_cli_tasks_usage, &rc))
+                return rc;
+        const tb_cli_tasks_sub_t *sub = NULL;
+        for (const tb_cli_tasks_sub_t *s = tb_cli_tasks_subs; s->name; s++)
                 if (!strcmp(s->name, argv[1]))
                         sub = s;
         if (!sub) {
@@ -709,8 +487,7 @@ int tb_cli_tasks(int argc, char **argv) {
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
-        tb_cli_opts_t o = {.options = json_object(), .labels = json_object()};
-        int rc = 2, c;
+        tb_cli_tasks_opts_t o = {.options = json_object(), .labels = json_object()};
         int sargc = argc - 1;
         char **sargv = argv + 1;
         optind = 0; /* glibc: full re-initialisation */
@@ -719,7 +496,7 @@ int tb_cli_tasks(int argc, char **argv) {
         while ((c = getopt_long(sargc, sargv, "h", lo, NULL)) != -1) {
                 bool tf = false;
                 switch (c) {
-                case 'h': tb_cli_sub_usage(sub, stdout); rc = 0; goto out;
+                case 'h': tb_cli_tasks_sub_usage(sub, stdout); rc = 0; goto out;
                 case O_JSON: o.json = true; break;
                 case O_API: o.api = optarg; break;
                 case O_TOKEN: o.token = optarg; break;
@@ -735,12 +512,12 @@ int tb_cli_tasks(int argc, char **argv) {
                 case O_EXPIRY: o.expiry = optarg; tf = true; break;
                 case O_EXEC: o.executor = optarg; tf = true; break;
                 case O_OPTION:
-                        if (!tb_cli_kv(o.options, "--option", optarg))
+                        if (!tb_cli_tasks_kv(o.options, "--option", optarg))
                                 goto out;
                         tf = true;
                         break;
                 case O_LABEL:
-                        if (!tb_cli_kv(o.labels, "--label", optarg))
+                        if (!tb_cli_tasks_kv(o.labels, "--label", optarg))
                                 goto out;
                         tf = true;
                         break;
@@ -762,7 +539,7 @@ int tb_cli_tasks(int argc, char **argv) {
                 case O_ALL: o.all = true; break;
                 case O_CURSOR: o.cursor = optarg; break;
                 case O_PREFIX: o.name_prefix = optarg; break;
-                default: tb_cli_sub_usage(sub, stderr); goto out;
+                default: tb_cli_tasks_sub_usage(sub, stderr); goto out;
                 }
                 bool list_filter = !strcmp(sub->name, "list") && (c == O_GROUP || c == O_LABEL);
                 if (tf && !task_cmd && !list_filter) {
@@ -777,30 +554,26 @@ int tb_cli_tasks(int argc, char **argv) {
         if (needs_id ? npos != 1 : npos != 0) {
                 tb_cli_fail("%s: %s", sub->name,
                             needs_id ? "expected exactly one task ID" : "unexpected argument");
-                tb_cli_sub_usage(sub, stderr);
+                tb_cli_tasks_sub_usage(sub, stderr);
                 goto out;
         }
         if (!strcmp(sub->name, "list") && (o.group || json_object_size(o.labels)))
                 o.any_task_flag = false; /* --group/--label filter the list */
-        tb_cli_api_t a;
-        tb_cli_api_load(&a, o.api, o.token);
-        if (!a.token[0]) {
-                tb_cli_fail("no API token: set TASKBUS_TOKEN, pass --token, or put token = "
-                            "\"...\"; in ~/.config/taskbus/config");
+        tb_cli_rest_t rest;
+        char err[1024];
+        if (tb_cli_rest_open(&rest, o.api, o.token, err, sizeof(err))) {
+                tb_cli_fail("%s", err);
                 rc = 1;
                 goto out;
         }
-        curl_global_init(CURL_GLOBAL_DEFAULT);
         const char *id = needs_id ? sargv[optind] : NULL;
-        if (!strcmp(sub->name, "create"))
-                rc = tb_cli_cmd_create(&a, &o);
-        else if (!strcmp(sub->name, "update"))
-                rc = tb_cli_cmd_update(&a, &o, id);
+        if (!strcmp(sub->name, "create") || !strcmp(sub->name, "update"))
+                rc = tb_cli_tasks_write(&rest, &o, id);
         else if (!strcmp(sub->name, "list"))
-                rc = tb_cli_cmd_list(&a, &o);
+                rc = tb_cli_tasks_list(&rest, &o);
         else
-                rc = tb_cli_cmd_simple(&a, &o, sub->name, id);
-        curl_global_cleanup();
+                rc = tb_cli_tasks_simple(&rest, &o, sub->name, id);
+        tb_cli_rest_close(&rest);
 out:
         json_decref(o.options);
         json_decref(o.labels);

@@ -5,26 +5,30 @@
  *        validated by tb_task_validate() with a fixed context, then carried
  *        to the Avro TaskSpec, encoded inside a TaskEvent, decoded and
  *        converted back. The same bytes, NUL-terminated, are also fed to
- *        the opaque list cursor decoder of api_tasks.c.
+ *        the decoder of the API's keyset cursor (api/cursor.h) for each list.
  *
  * Invariants checked (a violation abort()s, so libFuzzer reports it):
  *  - a body the validator accepts has a normalized form that validates to
  *    itself (idempotence: a GET body can be PUT back unchanged);
  *  - the normalized task converts to a TaskSpec that the serde encodes,
  *    decodes, and tb_task_from_spec() turns back into the same task;
- *  - a cursor that parses has the documented shape.
+ *  - a cursor that decodes is of the list asked for, has its list's shape,
+ *    decodes for that list only, and encodes back to the very same token
+ *    (one token per keyset); a refused one says why.
  *
- * The cursor parser is file-local to core/roles/api/tasks.c, so that file is
- * compiled into this harness: its definitions take the place of the copy
- * in libtbcore.a (the linker never pulls api_tasks.o, whose every symbol
- * is then already defined), and nothing in core needed a test-only export.
+ * Everything is reached through headers: the harness links tbroles like
+ * any other program.
  */
-#include "api/tasks.c"
-
+#include "api/cursor.h"
+#include "api/util.h"
 #include "serde/serde.h"
+#include "task/task.h"
 
+#include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -43,19 +47,40 @@ static void tb_fuzz_fail(const char *what, const json_t *a, const json_t *b) {
 }
 
 static void tb_fuzz_cursor(const uint8_t *data, size_t size) {
-        char cur[512], ts[40], id[200], raw[64];
-        if (size >= sizeof(cur))
-                size = sizeof(cur) - 1;
-        memcpy(cur, data, size);
-        cur[size] = '\0';
-        if (tb_api_cursor_parse(cur, ts, id)) {
-                if (strlen(ts) != 27 || ts[26] != 'Z' || !tb_api_id_ok(id))
-                        tb_fuzz_fail("cursor parsed into a malformed keyset", NULL, NULL);
+        static const tb_api_cursor_list_t lists[] = {TB_API_CURSOR_TASKS, TB_API_CURSOR_RUNS,
+                                                     TB_API_CURSOR_HISTORY};
+        char tok[512];
+        int accepted = 0;
+        if (size >= sizeof(tok))
+                size = sizeof(tok) - 1;
+        memcpy(tok, data, size);
+        tok[size] = '\0';
+        for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+                tb_api_cursor_t c;
+                char err[256] = "", again[TB_API_CURSOR_TOKEN_MAX];
+                if (tb_api_cursor_decode(tok, lists[i], &c, err, sizeof(err)) != TB_OK) {
+                        if (!err[0])
+                                tb_fuzz_fail("a refused cursor has no error message", NULL, NULL);
+                        continue;
+                }
+                accepted++;
+                if (c.list != lists[i] || strlen(c.key) > TB_API_CURSOR_KEY_MAX ||
+                    strlen(c.id) > TB_API_CURSOR_ID_MAX)
+                        tb_fuzz_fail("cursor decoded out of bounds", NULL, NULL);
+                bool shaped = c.list == TB_API_CURSOR_HISTORY
+                                      ? !c.id[0]
+                                      : tb_api_id_ok(c.id) &&
+                                                (c.list != TB_API_CURSOR_TASKS ||
+                                                 (strlen(c.key) == 27 && c.key[26] == 'Z'));
+                if (!shaped)
+                        tb_fuzz_fail("cursor decoded into a malformed keyset", NULL, NULL);
+                if (tb_api_cursor_encode(&c, again, err, sizeof(err)) != TB_OK ||
+                    strcmp(again, tok))
+                        tb_fuzz_fail("a decoded cursor does not encode back to its token", NULL,
+                                     NULL);
         }
-        /* the history cursor decodes into a 64-byte buffer */
-        ssize_t n = tb_api_unb64url(cur, raw, sizeof(raw));
-        if (n >= (ssize_t)sizeof(raw))
-                tb_fuzz_fail("unb64url overran its buffer", NULL, NULL);
+        if (accepted > 1)
+                tb_fuzz_fail("one cursor decodes for two lists", NULL, NULL);
 }
 
 /** Spec -> TaskEvent -> Avro -> TaskEvent -> spec; returns the decoded

@@ -5,7 +5,7 @@
  *        machinery behind writes: a TaskCommand produced to task-commands,
  *        its TaskReply found on task-replies by correlation id, then a wait
  *        until the PostgreSQL projection shows the write (read your writes).
- *        The task routes themselves are in api_tasks.c.
+ *        The routes themselves are in tasks.c and runs.c.
  */
 #include "api/api.h"
 #include "bus/bus.h"

@@ -1,7 +1,8 @@
 /**
  * @file api/api.h
- * @brief The api role's state and the services its route handlers (api_*.c)
- *        share: authentication, the command round trip over Kafka
+ * @brief The api role's state and the services its route handlers (tasks.c,
+ *        runs.c; their request helpers are api/util.h, their cursor
+ *        api/cursor.h) share: authentication, the command round trip over Kafka
  *        (task-commands -> task-replies) and read-your-writes waits on the
  *        PostgreSQL projection.
  *
@@ -105,23 +106,20 @@ const tb_principal_t *tb_api_principal(const tb_http_req_t *req);
 void tb_api_command_error(tb_http_resp_t *resp, const char *type, const char *task_id,
                           const tb_api_cmd_result_t *res);
 
-/* ---- task routes (api_tasks.c) ------------------------------------------- */
+/* ---- routes -------------------------------------------------------------- */
 
-void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_tasks_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_tasks_delete(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_tasks_pause(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_tasks_resume(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+/**
+ * A route handler (api.c's route table): answers \p req into \p resp;
+ * \p app is the tb_api_t. @locality an HTTP connection thread (may block).
+ */
+typedef void tb_api_route_fn(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
 
-/* ---- run routes (api_runs.c) --------------------------------------------- */
+/** /v1/tasks (tasks.c): create, list, get, update, delete, pause, resume, run, history. */
+tb_api_route_fn tb_api_tasks_create, tb_api_tasks_list, tb_api_tasks_get, tb_api_tasks_update,
+        tb_api_tasks_delete, tb_api_tasks_pause, tb_api_tasks_resume, tb_api_tasks_run,
+        tb_api_tasks_history;
 
-void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_runs_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
-void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp);
+/** A task's runs, one run, its cancellation and its output (runs.c). */
+tb_api_route_fn tb_api_runs_list, tb_api_runs_get, tb_api_runs_cancel, tb_api_runs_log;
 
 #endif

@@ -11,49 +11,35 @@
  * See docs/runs-and-logs.md.
  */
 #include "api/api.h"
-#include "executor/executor.h"
+#include "api/util.h"
+#include "executor/executor.h" /* tb_executor_request_cancel(): until the store owns run_claims */
 
 #include <ctype.h>
-#include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define TB_RUNS_SUB "api"
-#define TB_RUNS_LIST_DEFAULT 50
-#define TB_RUNS_LIST_MAX 500
-/** How long a request waits for a pool connection before answering 503. */
-#define TB_RUNS_POOL_WAIT_MS 5000
+#define TB_API_RUNS_SUB "api"
+#define TB_API_RUNS_LIST_DEFAULT 50
+#define TB_API_RUNS_LIST_MAX 500
 /** Default and largest ?limit of one page of output. */
-#define TB_RUNS_LOG_DEFAULT (4 * 1024 * 1024)
-#define TB_RUNS_LOG_MAX (64 * 1024 * 1024)
+#define TB_API_RUNS_LOG_DEFAULT (4 * 1024 * 1024)
+#define TB_API_RUNS_LOG_MAX (64 * 1024 * 1024)
 /** Live tail: how often run_logs is polled for new output. */
-#define TB_RUNS_TAIL_POLL_US 150000
+#define TB_API_RUNS_TAIL_POLL_US 150000
 /** Chunks read per poll of a live tail. */
-#define TB_RUNS_TAIL_ROWS "64"
+#define TB_API_RUNS_TAIL_ROWS "64"
 /** A final run whose output never ended with an eof chunk (LOST: its
  *  executor died) is complete this long after its final status. */
-#define TB_RUNS_NO_EOF_GRACE_MS 10000
+#define TB_API_RUNS_NO_EOF_GRACE_MS 10000
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-/** Ids are UUIDs or hex hashes from taskbus, or ids of other producers: a
- *  conservative charset keeps garbage out of messages and SQL logs. */
-static bool tb_runs_id_ok(const char *id) {
-        size_t n = strlen(id);
-        if (n == 0 || n > 128)
-                return false;
-        for (const char *s = id; *s; s++)
-                if (!isalnum((unsigned char)*s) && !strchr("-_.:", *s))
-                        return false;
-        return true;
-}
-
 /** The caller's groups as a JSON array text, for
  *  `security_group IN (SELECT jsonb_array_elements_text($n::jsonb))`. */
-static char *tb_runs_groups(const tb_principal_t *p) {
+static char *tb_api_runs_groups(const tb_principal_t *p) {
         json_t *a = json_array();
         for (size_t i = 0; i < p->group_cnt; i++)
                 json_array_append_new(a, json_string(p->groups[i]));
@@ -62,114 +48,23 @@ static char *tb_runs_groups(const tb_principal_t *p) {
         return s;
 }
 
-#define TB_RUNS_VISIBLE(n) "security_group IN (SELECT jsonb_array_elements_text($" #n "::jsonb))"
-
-static PGconn *tb_runs_conn(tb_api_t *api, tb_http_resp_t *resp) {
-        PGconn *c = tb_store_acquire_timeout(api->ctx->store, TB_RUNS_POOL_WAIT_MS);
-        if (!c) {
-                tb_http_error(resp, 503, "unavailable", NULL,
-                              "the database is busy (no connection within %d ms); retry later",
-                              TB_RUNS_POOL_WAIT_MS);
-                tb_http_add_header(resp, "Retry-After", "1");
-        }
-        return c;
-}
-
-static void tb_runs_db_error(tb_http_resp_t *resp, const char *err) {
-        tb_warn(TB_RUNS_SUB, "%s", err);
-        tb_http_error(resp, 503, "unavailable", NULL, "the database is unavailable; retry later");
-        tb_http_add_header(resp, "Retry-After", "5");
-}
-
-static void tb_runs_not_found(tb_http_resp_t *resp, const char *id) {
-        tb_http_error(resp, 404, "not_found", NULL, "no run '%.128s' in your security groups",
-                      tb_runs_id_ok(id) ? id : "(invalid id)");
-}
-
-/** Reject query parameters not in \p known (NULL-terminated). */
-typedef struct tb_runs_args {
-        const char *const *known;
-        const char *known_text;
-        char bad[300];
-        char field[64];
-} tb_runs_args_t;
-
-static enum MHD_Result tb_runs_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value) {
-        tb_runs_args_t *a = cls;
-        if (a->bad[0])
-                return MHD_YES;
-        for (size_t i = 0; a->known[i]; i++)
-                if (!strcmp(a->known[i], key))
-                        return MHD_YES;
-        tb_snprintf(a->field, sizeof(a->field), "%.60s", key);
-        tb_snprintf(a->bad, sizeof(a->bad), "unknown query parameter '%.60s'; valid: %s", key,
-                    a->known_text);
-        return MHD_YES;
-}
-
-static bool tb_runs_check_args(tb_http_req_t *req, tb_http_resp_t *resp,
-                               const char *const *known, const char *known_text) {
-        tb_runs_args_t a = {.known = known, .known_text = known_text};
-        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, tb_runs_arg, &a);
-        if (a.bad[0]) {
-                tb_http_error(resp, 400, "invalid_argument", a.field, "%s", a.bad);
-                return false;
-        }
-        return true;
-}
-
-/** Parse an integer query parameter in [lo, hi]. @returns false with a 400. */
-static bool tb_runs_int_arg(tb_http_req_t *req, tb_http_resp_t *resp, const char *name,
-                            int64_t lo, int64_t hi, int64_t *out) {
-        const char *s = tb_http_query(req, name);
-        if (!s)
-                return true;
-        char *end;
-        long long v = strtoll(s, &end, 10);
-        if (!*s || *end || v < lo || v > hi) {
-                tb_http_error(resp, 400, "invalid_argument", name,
-                              "%s: expected an integer from %" PRId64 " to %" PRId64
-                              ", got '%.32s'",
-                              name, lo, hi, s);
-                return false;
-        }
-        *out = v;
-        return true;
-}
-
-/** Parse an RFC 3339 query parameter. @returns false with a 400. */
-static bool tb_runs_time_arg(tb_http_req_t *req, tb_http_resp_t *resp, const char *name,
-                             char out[32]) {
-        const char *s = tb_http_query(req, name);
-        char err[256];
-        int64_t ms;
-        out[0] = '\0';
-        if (!s)
-                return true;
-        if (tb_time_parse(s, &ms, err, sizeof(err))) {
-                tb_http_error(resp, 400, "invalid_argument", name,
-                              "%s: %s; expected an RFC 3339 time like 2026-01-02T03:04:05Z", name,
-                              err);
-                return false;
-        }
-        tb_snprintf(out, 32, "%" PRId64, ms);
-        return true;
-}
+#define TB_API_RUNS_VISIBLE(n) \
+        "security_group IN (SELECT jsonb_array_elements_text($" #n "::jsonb))"
 
 /* ---- run JSON ----------------------------------------------------------------- */
 
-#define TB_RUNS_MS(col) "(extract(epoch FROM " col ") * 1000)::bigint"
-/* Columns of tb_runs_json(): keep both in step. */
-#define TB_RUNS_COLS                                                                             \
-        "run_id, task_id, " TB_RUNS_MS("nominal_time") ", attempt, status, "                     \
-        TB_RUNS_MS("started_at") ", " TB_RUNS_MS("finished_at") ", exit_code, signal, executor, " \
-        "host, output_bytes, error, trigger, " TB_RUNS_MS("log_expires_at") ", infra_error, "    \
-        TB_RUNS_MS("scheduled_at") ", (log_expires_at <= now() OR log_purged_at IS NOT NULL), "  \
-        "security_group, taskbus_run_status_rank(status) = 2, "                                  \
+#define TB_API_RUNS_MS(col) "(extract(epoch FROM " col ") * 1000)::bigint"
+/* Columns of tb_api_runs_json(): keep both in step. */
+#define TB_API_RUNS_COLS                                                                        \
+        "run_id, task_id, " TB_API_RUNS_MS("nominal_time") ", attempt, status, "                \
+        TB_API_RUNS_MS("started_at") ", " TB_API_RUNS_MS("finished_at") ", exit_code, signal, " \
+        "executor, host, output_bytes, error, trigger, " TB_API_RUNS_MS("log_expires_at") ", "  \
+        "infra_error, " TB_API_RUNS_MS("scheduled_at") ", "                                     \
+        "(log_expires_at <= now() OR log_purged_at IS NOT NULL), "                              \
+        "security_group, taskbus_run_status_rank(status) = 2, "                                 \
         "(extract(epoch FROM now() - updated_at) * 1000)::bigint"
 
-/** Column indexes of TB_RUNS_COLS. */
+/** Column indexes of TB_API_RUNS_COLS. */
 enum {
         TB_RC_ID, TB_RC_TASK, TB_RC_NOMINAL, TB_RC_ATTEMPT, TB_RC_STATUS, TB_RC_STARTED,
         TB_RC_FINISHED, TB_RC_EXIT, TB_RC_SIGNAL, TB_RC_EXECUTOR, TB_RC_HOST, TB_RC_OUTPUT,
@@ -177,7 +72,7 @@ enum {
         TB_RC_LOG_EXPIRED, TB_RC_GROUP, TB_RC_FINAL, TB_RC_AGE_MS,
 };
 
-static json_t *tb_runs_time(PGresult *r, int i, int col) {
+static json_t *tb_api_runs_time(PGresult *r, int i, int col) {
         if (PQgetisnull(r, i, col))
                 return json_null();
         char buf[32];
@@ -185,36 +80,36 @@ static json_t *tb_runs_time(PGresult *r, int i, int col) {
         return json_string(buf);
 }
 
-static json_t *tb_runs_int(PGresult *r, int i, int col) {
+static json_t *tb_api_runs_int(PGresult *r, int i, int col) {
         return PQgetisnull(r, i, col) ? json_null()
                                       : json_integer(strtoll(PQgetvalue(r, i, col), NULL, 10));
 }
 
 /** Row \p i as the API's run object (new reference). */
-static json_t *tb_runs_json(PGresult *r, int i) {
+static json_t *tb_api_runs_json(PGresult *r, int i) {
         json_t *j = json_object();
         json_object_set_new(j, "id", json_string(PQgetvalue(r, i, TB_RC_ID)));
         json_object_set_new(j, "task_id", json_string(PQgetvalue(r, i, TB_RC_TASK)));
         json_object_set_new(j, "security_group", json_string(PQgetvalue(r, i, TB_RC_GROUP)));
-        json_object_set_new(j, "nominal_time", tb_runs_time(r, i, TB_RC_NOMINAL));
-        json_object_set_new(j, "attempt", tb_runs_int(r, i, TB_RC_ATTEMPT));
+        json_object_set_new(j, "nominal_time", tb_api_runs_time(r, i, TB_RC_NOMINAL));
+        json_object_set_new(j, "attempt", tb_api_runs_int(r, i, TB_RC_ATTEMPT));
         json_object_set_new(j, "trigger", json_string(PQgetvalue(r, i, TB_RC_TRIGGER)));
         json_object_set_new(j, "status", json_string(PQgetvalue(r, i, TB_RC_STATUS)));
-        json_object_set_new(j, "scheduled_at", tb_runs_time(r, i, TB_RC_SCHEDULED));
-        json_object_set_new(j, "started_at", tb_runs_time(r, i, TB_RC_STARTED));
-        json_object_set_new(j, "finished_at", tb_runs_time(r, i, TB_RC_FINISHED));
-        json_object_set_new(j, "exit_code", tb_runs_int(r, i, TB_RC_EXIT));
-        json_object_set_new(j, "signal", tb_runs_int(r, i, TB_RC_SIGNAL));
+        json_object_set_new(j, "scheduled_at", tb_api_runs_time(r, i, TB_RC_SCHEDULED));
+        json_object_set_new(j, "started_at", tb_api_runs_time(r, i, TB_RC_STARTED));
+        json_object_set_new(j, "finished_at", tb_api_runs_time(r, i, TB_RC_FINISHED));
+        json_object_set_new(j, "exit_code", tb_api_runs_int(r, i, TB_RC_EXIT));
+        json_object_set_new(j, "signal", tb_api_runs_int(r, i, TB_RC_SIGNAL));
         json_object_set_new(j, "executor", json_string(PQgetvalue(r, i, TB_RC_EXECUTOR)));
         json_object_set_new(j, "host", json_string(PQgetvalue(r, i, TB_RC_HOST)));
-        json_object_set_new(j, "output_bytes", tb_runs_int(r, i, TB_RC_OUTPUT));
+        json_object_set_new(j, "output_bytes", tb_api_runs_int(r, i, TB_RC_OUTPUT));
         json_object_set_new(j, "infra_error",
                             json_boolean(PQgetvalue(r, i, TB_RC_INFRA)[0] == 't'));
         json_object_set_new(j, "error",
                             PQgetisnull(r, i, TB_RC_ERROR)
                                     ? json_null()
                                     : json_string(PQgetvalue(r, i, TB_RC_ERROR)));
-        json_object_set_new(j, "log_expires_at", tb_runs_time(r, i, TB_RC_LOG_EXPIRES));
+        json_object_set_new(j, "log_expires_at", tb_api_runs_time(r, i, TB_RC_LOG_EXPIRES));
         json_object_set_new(j, "log_expired",
                             json_boolean(PQgetvalue(r, i, TB_RC_LOG_EXPIRED)[0] == 't'));
         return j;
@@ -222,13 +117,13 @@ static json_t *tb_runs_json(PGresult *r, int i) {
 
 /** Load run \p id if visible to \p p. @returns TB_OK (*out owned by the
  *  caller), TB_ERR_NOT_FOUND or a database error. */
-static tb_err_t tb_runs_load(PGconn *c, const tb_principal_t *p, const char *id, PGresult **out,
-                             char *err, size_t errsz) {
-        char *groups = tb_runs_groups(p);
+static tb_err_t tb_api_runs_load(PGconn *c, const tb_principal_t *p, const char *id, PGresult **out,
+                                 char *err, size_t errsz) {
+        char *groups = tb_api_runs_groups(p);
         const char *params[] = {id, groups};
         tb_err_t e = tb_store_exec(c, "read run",
-                                   "SELECT " TB_RUNS_COLS " FROM runs WHERE run_id = $1 AND "
-                                   TB_RUNS_VISIBLE(2),
+                                   "SELECT " TB_API_RUNS_COLS " FROM runs WHERE run_id = $1 AND "
+                                   TB_API_RUNS_VISIBLE(2),
                                    2, params, out, err, errsz);
         free(groups);
         if (e)
@@ -243,17 +138,17 @@ static tb_err_t tb_runs_load(PGconn *c, const tb_principal_t *p, const char *id,
 
 /* ---- GET /v1/tasks/{id}/runs --------------------------------------------------- */
 
-static const char *const tb_runs_statuses[] = {
+static const char *const tb_api_runs_statuses[] = {
         "scheduled", "running",         "succeeded",       "failed",         "timed_out",
         "cancelled", "lost",            "skipped_overlap", "skipped_misfire", "skipped_paused",
         "expired",   NULL,
 };
-#define TB_RUNS_STATUS_TEXT                                                                  \
+#define TB_API_RUNS_STATUS_TEXT                                                                \
         "scheduled, running, succeeded, failed, timed_out, cancelled, lost, skipped_overlap, " \
         "skipped_misfire, skipped_paused, expired"
 
 /** ?status=a,b as a text[] literal into \p out. @returns false with a 400. */
-static bool tb_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_buf_t *out) {
+static bool tb_api_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_buf_t *out) {
         const char *s = tb_http_query(req, "status");
         if (!s)
                 return true;
@@ -269,13 +164,13 @@ static bool tb_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_buf_
                                 one[i] = (char)tolower((unsigned char)s[i]);
                         one[len] = '\0';
                         ok = false;
-                        for (size_t i = 0; tb_runs_statuses[i]; i++)
-                                ok = ok || !strcmp(one, tb_runs_statuses[i]);
+                        for (size_t i = 0; tb_api_runs_statuses[i]; i++)
+                                ok = ok || !strcmp(one, tb_api_runs_statuses[i]);
                 }
                 if (!ok) {
                         tb_http_error(resp, 400, "invalid_argument", "status",
-                                      "status: '%.*s' is not a run status; valid: " TB_RUNS_STATUS_TEXT
-                                      " (comma-separated)",
+                                      "status: '%.*s' is not a run status; valid: "
+                                      TB_API_RUNS_STATUS_TEXT " (comma-separated)",
                                       (int)(len > 40 ? 40 : len), s);
                         return false;
                 }
@@ -288,29 +183,6 @@ static bool tb_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_buf_
         return true;
 }
 
-/* A cursor is "<nominal ms>.<run id>" of the last run of a page: the keyset
- * (nominal_time, run_id) to continue below. */
-static bool tb_runs_cursor_parse(const char *cur, char ms[32], char id[200]) {
-        const char *dot = strchr(cur, '.');
-        size_t n = dot ? (size_t)(dot - cur) : 0;
-        if (!dot || n == 0 || n > 19 || !tb_runs_id_ok(dot + 1))
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if (!isdigit((unsigned char)cur[i]) && !(i == 0 && cur[i] == '-'))
-                        return false;
-        memcpy(ms, cur, n);
-        ms[n] = '\0';
-        /* the time part must be a whole int64: "-" alone or 19 digits past
-         * INT64_MAX would reach PostgreSQL as an invalid bigint */
-        char *end = NULL;
-        errno = 0;
-        (void)strtoll(ms, &end, 10);
-        if (errno == ERANGE || end == ms || *end)
-                return false;
-        tb_snprintf(id, 200, "%s", dot + 1);
-        return true;
-}
-
 void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         static const char *const known[] = {"status", "since", "until", "limit", "cursor", NULL};
         tb_api_t *api = app;
@@ -319,51 +191,47 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         char *groups = NULL;
         PGconn *c = NULL;
         PGresult *r = NULL;
-        char since[32], until[32], cms[32], cid[200], lim[24], err[512];
-        int64_t limit = TB_RUNS_LIST_DEFAULT;
-        if (!tb_runs_id_ok(id)) {
-                tb_http_error(resp, 404, "not_found", NULL,
-                              "no task '(invalid id)' in your security groups");
+        char since[32], until[32], lim[24], err[512];
+        int64_t limit = TB_API_RUNS_LIST_DEFAULT;
+        if (!tb_api_id_ok(id)) {
+                tb_api_not_found(resp, "task", id);
                 return;
         }
-        if (!tb_runs_check_args(req, resp, known, "status, since, until, limit, cursor") ||
-            !tb_runs_status_arg(req, resp, &statuses) ||
-            !tb_runs_time_arg(req, resp, "since", since) ||
-            !tb_runs_time_arg(req, resp, "until", until) ||
-            !tb_runs_int_arg(req, resp, "limit", 1, TB_RUNS_LIST_MAX, &limit))
+        if (!tb_api_query_check(req, resp, known, "status, since, until, limit, cursor", NULL,
+                                NULL) ||
+            !tb_api_runs_status_arg(req, resp, &statuses) ||
+            !tb_api_query_time(req, resp, "since", since) ||
+            !tb_api_query_time(req, resp, "until", until) ||
+            !tb_api_query_int(req, resp, "limit", 1, TB_API_RUNS_LIST_MAX, &limit))
                 goto out;
-        const char *cur = tb_http_query(req, "cursor");
-        bool has_cur = cur && *cur;
-        if (has_cur && !tb_runs_cursor_parse(cur, cms, cid)) {
-                tb_http_error(resp, 400, "invalid_argument", "cursor",
-                              "cursor: not a run cursor from this API; pass next_cursor of the "
-                              "previous page unchanged");
+        tb_api_cursor_t cur;
+        bool has_cur;
+        if (!tb_api_query_cursor(req, resp, TB_API_CURSOR_RUNS, &cur, &has_cur))
                 goto out;
-        }
-        if (!(c = tb_runs_conn(api, resp)))
+        if (!(c = tb_api_conn(api, resp)))
                 goto out;
-        groups = tb_runs_groups(tb_api_principal(req));
+        groups = tb_api_runs_groups(tb_api_principal(req));
         tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
         const char *params[] = {id,
                                 groups,
-                                has_cur ? cms : NULL,
-                                has_cur ? cid : NULL,
+                                has_cur ? cur.key : NULL,
+                                has_cur ? cur.id : NULL,
                                 statuses.len ? statuses.data : NULL,
                                 since[0] ? since : NULL,
                                 until[0] ? until : NULL,
                                 lim};
-#define TB_RUNS_TS(n) "('epoch'::timestamptz + $" #n "::bigint * interval '1 millisecond')"
+#define TB_API_RUNS_TS(n) "('epoch'::timestamptz + $" #n "::bigint * interval '1 millisecond')"
         if (tb_store_exec(c, "list runs",
-                          "SELECT " TB_RUNS_COLS " FROM runs WHERE task_id = $1 AND "
-                          TB_RUNS_VISIBLE(2) " "
-                          "AND ($3::bigint IS NULL OR (nominal_time, run_id) < (" TB_RUNS_TS(3)
+                          "SELECT " TB_API_RUNS_COLS " FROM runs WHERE task_id = $1 AND "
+                          TB_API_RUNS_VISIBLE(2) " "
+                          "AND ($3::bigint IS NULL OR (nominal_time, run_id) < (" TB_API_RUNS_TS(3)
                           ", $4::text)) "
                           "AND ($5::text[] IS NULL OR status = ANY($5::text[])) "
-                          "AND ($6::bigint IS NULL OR nominal_time >= " TB_RUNS_TS(6) ") "
-                          "AND ($7::bigint IS NULL OR nominal_time < " TB_RUNS_TS(7) ") "
+                          "AND ($6::bigint IS NULL OR nominal_time >= " TB_API_RUNS_TS(6) ") "
+                          "AND ($7::bigint IS NULL OR nominal_time < " TB_API_RUNS_TS(7) ") "
                           "ORDER BY nominal_time DESC, run_id DESC LIMIT $8::int",
                           8, params, &r, err, sizeof(err))) {
-                tb_runs_db_error(resp, err);
+                tb_api_db_error(resp, err);
                 goto out;
         }
         int n = PQntuples(r);
@@ -373,34 +241,23 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 const char *xp[] = {id, groups};
                 if (tb_store_exec(c, "task visible",
                                   "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND "
-                                  TB_RUNS_VISIBLE(2) ") OR EXISTS (SELECT 1 FROM runs WHERE "
-                                  "task_id = $1 AND " TB_RUNS_VISIBLE(2) ")",
+                                  TB_API_RUNS_VISIBLE(2) ") OR EXISTS (SELECT 1 FROM runs WHERE "
+                                  "task_id = $1 AND " TB_API_RUNS_VISIBLE(2) ")",
                                   2, xp, &x, err, sizeof(err))) {
-                        tb_runs_db_error(resp, err);
+                        tb_api_db_error(resp, err);
                         goto out;
                 }
                 bool visible = PQgetvalue(x, 0, 0)[0] == 't';
                 PQclear(x);
                 if (!visible) {
-                        tb_http_error(resp, 404, "not_found", NULL,
-                                      "no task '%s' in your security groups", id);
+                        tb_api_not_found(resp, "task", id);
                         goto out;
                 }
         }
-        bool more = n > limit;
-        if (more)
-                n = (int)limit;
-        json_t *arr = json_array();
-        for (int i = 0; i < n; i++)
-                json_array_append_new(arr, tb_runs_json(r, i));
-        json_t *next = json_null();
-        if (more) {
-                char buf[256];
-                tb_snprintf(buf, sizeof(buf), "%s.%s", PQgetvalue(r, n - 1, TB_RC_NOMINAL),
-                            PQgetvalue(r, n - 1, TB_RC_ID));
-                next = json_string(buf);
-        }
-        tb_http_json(resp, 200, json_pack("{s:o, s:o}", "runs", arr, "next_cursor", next));
+        json_t *page = tb_api_page(resp, r, limit, "runs", tb_api_runs_json, TB_API_CURSOR_RUNS,
+                                   TB_RC_NOMINAL, TB_RC_ID);
+        if (page)
+                tb_http_json(resp, 200, page);
 out:
         PQclear(r);
         if (c)
@@ -411,26 +268,43 @@ out:
 
 /* ---- GET /v1/runs/{id}, POST /v1/runs/{id}/cancel ------------------------------- */
 
+/**
+ * The run of the request's path, if the caller may see it. @returns a pool
+ * connection (the caller releases it) with *run its row (TB_API_RUNS_COLS;
+ * the caller PQclear()s it), or NULL when answered: 404 (an invalid id, a
+ * missing run, or one of another group), 503.
+ */
+static PGconn *tb_api_runs_open(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                PGresult **run) {
+        const char *id = req->params[0];
+        char err[512];
+        *run = NULL;
+        if (!tb_api_id_ok(id)) {
+                tb_api_not_found(resp, "run", id);
+                return NULL;
+        }
+        PGconn *c = tb_api_conn(api, resp);
+        if (!c)
+                return NULL;
+        tb_err_t e = tb_api_runs_load(c, tb_api_principal(req), id, run, err, sizeof(err));
+        if (e == TB_OK)
+                return c;
+        if (e == TB_ERR_NOT_FOUND)
+                tb_api_not_found(resp, "run", id);
+        else
+                tb_api_db_error(resp, err);
+        tb_store_release(api->ctx->store, c);
+        return NULL;
+}
+
 void tb_api_runs_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
-        const char *id = req->params[0];
         PGresult *r = NULL;
-        char err[512];
-        if (!tb_runs_id_ok(id)) {
-                tb_runs_not_found(resp, id);
-                return;
-        }
-        PGconn *c = tb_runs_conn(api, resp);
+        PGconn *c = tb_api_runs_open(api, req, resp, &r);
         if (!c)
                 return;
-        tb_err_t e = tb_runs_load(c, tb_api_principal(req), id, &r, err, sizeof(err));
         tb_store_release(api->ctx->store, c);
-        if (e == TB_ERR_NOT_FOUND)
-                tb_runs_not_found(resp, id);
-        else if (e)
-                tb_runs_db_error(resp, err);
-        else
-                tb_http_json(resp, 200, tb_runs_json(r, 0));
+        tb_http_json(resp, 200, tb_api_runs_json(r, 0));
         PQclear(r);
 }
 
@@ -440,22 +314,9 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         const tb_principal_t *p = tb_api_principal(req);
         PGresult *r = NULL, *cl = NULL;
         char err[512], reason[300];
-        if (!tb_runs_id_ok(id)) {
-                tb_runs_not_found(resp, id);
-                return;
-        }
-        PGconn *c = tb_runs_conn(api, resp);
+        PGconn *c = tb_api_runs_open(api, req, resp, &r);
         if (!c)
                 return;
-        tb_err_t e = tb_runs_load(c, p, id, &r, err, sizeof(err));
-        if (e == TB_ERR_NOT_FOUND) {
-                tb_runs_not_found(resp, id);
-                goto out;
-        }
-        if (e) {
-                tb_runs_db_error(resp, err);
-                goto out;
-        }
         if (PQgetvalue(r, 0, TB_RC_FINAL)[0] == 't') {
                 tb_http_error(resp, 409, "conflict", NULL,
                               "run %s already finished with status %s: nothing to cancel", id,
@@ -463,7 +324,7 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         }
         tb_snprintf(reason, sizeof(reason), "cancelled by %s through the API", p->user_id);
-        e = tb_executor_request_cancel(c, id, reason, err, sizeof(err));
+        tb_err_t e = tb_executor_request_cancel(c, id, reason, err, sizeof(err));
         if (e == TB_ERR_NOT_FOUND) {
                 /* not projected as final yet, but its claim says finished; or
                  * no executor has claimed it yet */
@@ -472,7 +333,7 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                   "SELECT state, coalesce(status, '') FROM run_claims "
                                   "WHERE run_id = $1",
                                   1, cp, &cl, err, sizeof(err))) {
-                        tb_runs_db_error(resp, err);
+                        tb_api_db_error(resp, err);
                 } else if (PQntuples(cl) > 0) {
                         tb_http_error(resp, 409, "conflict", NULL,
                                       "run %s already finished%s%s: nothing to cancel", id,
@@ -488,10 +349,10 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         }
         if (e) {
-                tb_runs_db_error(resp, err);
+                tb_api_db_error(resp, err);
                 goto out;
         }
-        tb_info(TB_RUNS_SUB, "run %s: cancellation requested by %s", id, p->user_id);
+        tb_info(TB_API_RUNS_SUB, "run %s: cancellation requested by %s", id, p->user_id);
         tb_http_json(resp, 202,
                      json_pack("{s:s, s:s, s:s, s:s}", "id", id, "task_id",
                                PQgetvalue(r, 0, TB_RC_TASK), "status", "cancelling", "message",
@@ -506,35 +367,35 @@ out:
 /* ---- GET /v1/runs/{id}/log ----------------------------------------------------- */
 
 /** What a log read needs to know about the run (besides visibility). */
-typedef struct tb_runs_logstate {
+typedef struct tb_api_runs_logstate {
         bool final;
         bool expired;
         bool started;
         int64_t age_ms;       /**< since the run's row last changed */
         char expires[32];     /**< RFC 3339, or "" */
-} tb_runs_logstate_t;
+} tb_api_runs_logstate_t;
 
 /** Is the output complete: the eof chunk was copied, or the run is final
  *  and its output can no longer come (never started, or no eof in time). */
-static bool tb_runs_log_ended(const tb_runs_logstate_t *st, bool eof) {
-        return eof || (st->final && (!st->started || st->age_ms > TB_RUNS_NO_EOF_GRACE_MS));
+static bool tb_api_runs_log_ended(const tb_api_runs_logstate_t *st, bool eof) {
+        return eof || (st->final && (!st->started || st->age_ms > TB_API_RUNS_NO_EOF_GRACE_MS));
 }
 
-static const char tb_runs_sql_logstate[] =
+static const char tb_api_runs_sql_logstate[] =
         "SELECT taskbus_run_status_rank(status) = 2, "
         "(log_expires_at <= now() OR log_purged_at IS NOT NULL), started_at IS NOT NULL, "
         "(extract(epoch FROM now() - updated_at) * 1000)::bigint, "
-        TB_RUNS_MS("log_expires_at") ", "
+        TB_API_RUNS_MS("log_expires_at") ", "
         "EXISTS (SELECT 1 FROM run_logs l WHERE l.run_id = $1 AND l.eof) "
         "FROM runs WHERE run_id = $1";
 
 /** Read the state of run \p id (no visibility check: done by the caller).
  *  @returns TB_OK, TB_ERR_NOT_FOUND, or a database error. */
-static tb_err_t tb_runs_logstate(PGconn *c, const char *id, tb_runs_logstate_t *st, bool *eof,
-                                 char *err, size_t errsz) {
+static tb_err_t tb_api_runs_logstate(PGconn *c, const char *id, tb_api_runs_logstate_t *st,
+                                     bool *eof, char *err, size_t errsz) {
         PGresult *r = NULL;
         const char *p[] = {id};
-        tb_err_t e = tb_store_exec(c, "read run log state", tb_runs_sql_logstate, 1, p, &r, err,
+        tb_err_t e = tb_store_exec(c, "read run log state", tb_api_runs_sql_logstate, 1, p, &r, err,
                                    errsz);
         if (e)
                 return e;
@@ -554,7 +415,8 @@ static tb_err_t tb_runs_logstate(PGconn *c, const char *id, tb_runs_logstate_t *
         return TB_OK;
 }
 
-static void tb_runs_gone(tb_http_resp_t *resp, const char *id, const tb_runs_logstate_t *st) {
+static void tb_api_runs_gone(tb_http_resp_t *resp, const char *id,
+                             const tb_api_runs_logstate_t *st) {
         json_t *e = json_pack("{s:s, s:s}", "code", "gone", "message", "");
         char msg[400];
         tb_snprintf(msg, sizeof(msg),
@@ -569,7 +431,7 @@ static void tb_runs_gone(tb_http_resp_t *resp, const char *id, const tb_runs_log
 
 /* Chunks of run $1 (of stream $2 or all) that end after byte $3 and start
  * before byte $4 of the selected output, with where each starts. */
-static const char tb_runs_sql_page[] =
+static const char tb_api_runs_sql_page[] =
         "SELECT c.seq, c.start, c.data FROM (SELECT seq, data, "
         "sum(octet_length(data)) OVER (ORDER BY seq) - octet_length(data) AS start "
         "FROM run_logs WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)) c "
@@ -579,8 +441,8 @@ static const char tb_runs_sql_page[] =
 /** Append the part of chunk row \p i (bytea column \p col) of \p r from its
  *  byte \p skip on, at most \p max bytes (< 0: all). @returns the chunk's
  *  whole length. */
-static size_t tb_runs_append_chunk(PGresult *r, int i, int col, int64_t skip, int64_t max,
-                                   tb_buf_t *out) {
+static size_t tb_api_runs_append_chunk(PGresult *r, int i, int col, int64_t skip, int64_t max,
+                                       tb_buf_t *out) {
         size_t n = 0;
         unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, col), &n);
         if (!raw)
@@ -598,7 +460,7 @@ static size_t tb_runs_append_chunk(PGresult *r, int i, int col, int64_t skip, in
 }
 
 /** A live tail: owned by libmicrohttpd's response once created. */
-typedef struct tb_runs_tail {
+typedef struct tb_api_runs_tail {
         tb_api_t *api;
         char run_id[200];
         char stream[16];      /**< "" = every stream */
@@ -608,15 +470,15 @@ typedef struct tb_runs_tail {
         size_t pending_off;
         int fd;               /**< the client's socket, to notice it left */
         int64_t started_us;
-} tb_runs_tail_t;
+} tb_api_runs_tail_t;
 
-static void tb_runs_tail_free(void *cls) {
-        tb_runs_tail_t *t = cls;
+static void tb_api_runs_tail_free(void *cls) {
+        tb_api_runs_tail_t *t = cls;
         tb_buf_free(&t->pending);
         free(t);
 }
 
-static bool tb_runs_client_gone(int fd) {
+static bool tb_api_runs_client_gone(int fd) {
         if (fd < 0)
                 return false;
         struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
@@ -626,18 +488,18 @@ static bool tb_runs_client_gone(int fd) {
 /** Read new chunks into t->pending. @returns 1 data, 2 chunks read but all
  *  skipped, 0 nothing new yet (or a transient error), -1 the output is
  *  complete (or expired, or the run was deleted). */
-static int tb_runs_tail_fetch(tb_runs_tail_t *t) {
+static int tb_api_runs_tail_fetch(tb_api_runs_tail_t *t) {
         char err[512], seq[32];
         PGconn *c = tb_store_acquire_timeout(t->api->ctx->store, 1000);
         if (!c)
                 return 0;
-        tb_runs_logstate_t st;
+        tb_api_runs_logstate_t st;
         bool eof = false;
         int rc = 0;
         PGresult *r = NULL;
         /* state first: chunks are copied in order, so once the eof chunk is
          * seen, the read below sees every chunk before it */
-        tb_err_t e = tb_runs_logstate(c, t->run_id, &st, &eof, err, sizeof(err));
+        tb_err_t e = tb_api_runs_logstate(c, t->run_id, &st, &eof, err, sizeof(err));
         if (e == TB_ERR_NOT_FOUND) {
                 rc = -1; /* deleted meanwhile (history retention) */
                 goto out;
@@ -653,12 +515,12 @@ static int tb_runs_tail_fetch(tb_runs_tail_t *t) {
         if (tb_store_exec(c, "read run output",
                           "SELECT seq, data FROM run_logs WHERE run_id = $1 AND seq >= $2::bigint "
                           "AND ($3::text IS NULL OR stream = $3) ORDER BY seq LIMIT "
-                          TB_RUNS_TAIL_ROWS,
+                          TB_API_RUNS_TAIL_ROWS,
                           3, p, &r, err, sizeof(err)))
                 goto fail;
         int n = PQntuples(r);
         for (int i = 0; i < n; i++) {
-                int64_t len = (int64_t)tb_runs_append_chunk(r, i, 1, t->skip, -1, &t->pending);
+                int64_t len = (int64_t)tb_api_runs_append_chunk(r, i, 1, t->skip, -1, &t->pending);
                 t->skip = t->skip > len ? t->skip - len : 0;
                 t->next_seq = strtoll(PQgetvalue(r, i, 0), NULL, 10) + 1;
         }
@@ -666,13 +528,13 @@ static int tb_runs_tail_fetch(tb_runs_tail_t *t) {
                 rc = 1;
         else if (n > 0)
                 rc = 2; /* all of it skipped (?offset): read on at once */
-        else if (tb_runs_log_ended(&st, eof))
+        else if (tb_api_runs_log_ended(&st, eof))
                 rc = -1;
         else
                 rc = 0;
         goto out;
 fail:
-        tb_warn(TB_RUNS_SUB, "live log of run %s: %s", t->run_id, err);
+        tb_warn(TB_API_RUNS_SUB, "live log of run %s: %s", t->run_id, err);
         rc = 0; /* transient: try again at the next poll */
 out:
         PQclear(r);
@@ -680,21 +542,21 @@ out:
         return rc;
 }
 
-static ssize_t tb_runs_tail_read(void *cls, uint64_t pos, char *buf, size_t max) {
-        tb_runs_tail_t *t = cls;
+static ssize_t tb_api_runs_tail_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        tb_api_runs_tail_t *t = cls;
         while (t->pending_off >= t->pending.len) {
                 t->pending.len = 0;
                 t->pending_off = 0;
-                if (atomic_load(&t->api->ctx->stopping) || tb_runs_client_gone(t->fd))
+                if (atomic_load(&t->api->ctx->stopping) || tb_api_runs_client_gone(t->fd))
                         return MHD_CONTENT_READER_END_WITH_ERROR;
-                int rc = tb_runs_tail_fetch(t);
+                int rc = tb_api_runs_tail_fetch(t);
                 if (rc == 1)
                         break;
                 if (rc == -1)
                         return MHD_CONTENT_READER_END_OF_STREAM;
                 if (rc == 2)
                         continue;
-                usleep(TB_RUNS_TAIL_POLL_US);
+                usleep(TB_API_RUNS_TAIL_POLL_US);
         }
         size_t n = t->pending.len - t->pending_off;
         if (n > max)
@@ -711,14 +573,14 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         PGresult *r = NULL, *pg = NULL;
         PGconn *c = NULL;
         char err[512];
-        int64_t offset = 0, limit = TB_RUNS_LOG_DEFAULT;
-        if (!tb_runs_id_ok(id)) {
-                tb_runs_not_found(resp, id);
+        int64_t offset = 0, limit = TB_API_RUNS_LOG_DEFAULT;
+        if (!tb_api_id_ok(id)) {
+                tb_api_not_found(resp, "run", id);
                 return;
         }
-        if (!tb_runs_check_args(req, resp, known, "offset, limit, stream, follow") ||
-            !tb_runs_int_arg(req, resp, "offset", 0, INT64_MAX / 2, &offset) ||
-            !tb_runs_int_arg(req, resp, "limit", 1, TB_RUNS_LOG_MAX, &limit))
+        if (!tb_api_query_check(req, resp, known, "offset, limit, stream, follow", NULL, NULL) ||
+            !tb_api_query_int(req, resp, "offset", 0, INT64_MAX / 2, &offset) ||
+            !tb_api_query_int(req, resp, "limit", 1, TB_API_RUNS_LOG_MAX, &limit))
                 return;
         const char *stream = tb_http_query(req, "stream");
         if (stream && strcmp(stream, "stdout") && strcmp(stream, "stderr") &&
@@ -735,40 +597,33 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 return;
         }
         bool follow = fs && (!strcmp(fs, "true") || !strcmp(fs, "1"));
-        if (!(c = tb_runs_conn(api, resp)))
+        if (!(c = tb_api_runs_open(api, req, resp, &r)))
                 return;
-        tb_err_t e = tb_runs_load(c, tb_api_principal(req), id, &r, err, sizeof(err));
-        if (e == TB_ERR_NOT_FOUND) {
-                tb_runs_not_found(resp, id);
-                goto out;
-        }
-        if (e) {
-                tb_runs_db_error(resp, err);
-                goto out;
-        }
-        tb_runs_logstate_t st;
+        tb_err_t e;
+        tb_api_runs_logstate_t st;
         bool eof = false;
-        if ((e = tb_runs_logstate(c, id, &st, &eof, err, sizeof(err)))) {
+        if ((e = tb_api_runs_logstate(c, id, &st, &eof, err, sizeof(err)))) {
                 if (e == TB_ERR_NOT_FOUND)
-                        tb_runs_not_found(resp, id);
+                        tb_api_not_found(resp, "run", id);
                 else
-                        tb_runs_db_error(resp, err);
+                        tb_api_db_error(resp, err);
                 goto out;
         }
         if (st.expired) {
-                tb_runs_gone(resp, id, &st);
+                tb_api_runs_gone(resp, id, &st);
                 goto out;
         }
         char off[32], end[32];
         tb_snprintf(off, sizeof(off), "%" PRId64, offset);
         tb_snprintf(end, sizeof(end), "%" PRId64, follow ? offset + 1 : offset + limit);
         const char *pp[] = {id, stream, off, end};
-        if (tb_store_exec(c, "read run output", tb_runs_sql_page, 4, pp, &pg, err, sizeof(err))) {
-                tb_runs_db_error(resp, err);
+        if (tb_store_exec(c, "read run output", tb_api_runs_sql_page, 4, pp, &pg, err,
+                          sizeof(err))) {
+                tb_api_db_error(resp, err);
                 goto out;
         }
         if (follow) {
-                tb_runs_tail_t *t = calloc(1, sizeof(*t));
+                tb_api_runs_tail_t *t = calloc(1, sizeof(*t));
                 if (!t) {
                         tb_http_error(resp, 500, "internal", NULL, "out of memory");
                         goto out;
@@ -791,7 +646,7 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                           "WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)",
                                           2, xp, &x, err, sizeof(err))) {
                                 free(t);
-                                tb_runs_db_error(resp, err);
+                                tb_api_db_error(resp, err);
                                 goto out;
                         }
                         t->next_seq = strtoll(PQgetvalue(x, 0, 0), NULL, 10);
@@ -802,9 +657,10 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                         MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
                 t->fd = ci ? ci->connect_fd : -1;
                 struct MHD_Response *mr = MHD_create_response_from_callback(
-                        MHD_SIZE_UNKNOWN, 64 * 1024, tb_runs_tail_read, t, tb_runs_tail_free);
+                        MHD_SIZE_UNKNOWN, 64 * 1024, tb_api_runs_tail_read, t,
+                        tb_api_runs_tail_free);
                 if (!mr) {
-                        tb_runs_tail_free(t);
+                        tb_api_runs_tail_free(t);
                         tb_http_error(resp, 500, "internal", NULL, "cannot create the stream");
                         goto out;
                 }
@@ -823,7 +679,7 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         for (int i = 0; i < PQntuples(pg) && left > 0; i++) {
                 int64_t start = strtoll(PQgetvalue(pg, i, 1), NULL, 10);
                 size_t before = resp->body.len;
-                tb_runs_append_chunk(pg, i, 2, offset - start, left, &resp->body);
+                tb_api_runs_append_chunk(pg, i, 2, offset - start, left, &resp->body);
                 left -= (int64_t)(resp->body.len - before);
         }
         int64_t next = offset + (int64_t)resp->body.len;
@@ -834,7 +690,7 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                           "SELECT coalesce(sum(octet_length(data)), 0) FROM run_logs "
                           "WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)",
                           2, xp, &x, err, sizeof(err)) == TB_OK) {
-                complete = tb_runs_log_ended(&st, eof) &&
+                complete = tb_api_runs_log_ended(&st, eof) &&
                            next >= strtoll(PQgetvalue(x, 0, 0), NULL, 10);
                 PQclear(x);
         }

@@ -6,6 +6,8 @@
  *        the caller's security groups.
  */
 #include "api/api.h"
+#include "api/cursor.h"
+#include "api/util.h"
 #include "http/metrics.h"
 #include "replication.h"
 #include "task/task.h"
@@ -15,23 +17,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TB_API_LIST_DEFAULT 50
-#define TB_API_LIST_MAX 500
-#define TB_API_HISTORY_DEFAULT 100
-#define TB_API_HISTORY_MAX 1000
-/** How long a read waits for a pool connection before answering 503. */
-#define TB_API_POOL_WAIT_MS 5000
+#define TB_API_TASKS_LIST_DEFAULT 50
+#define TB_API_TASKS_LIST_MAX 500
+#define TB_API_TASKS_HISTORY_DEFAULT 100
+#define TB_API_TASKS_HISTORY_MAX 1000
 
-/* Columns of tb_api_task_json(): keep both in step. */
-#define TB_API_TASK_COLS                                                                    \
+/* Columns of tb_api_tasks_json(): keep both in step. The last is created_at
+ * as a list cursor carries it (microseconds, so that the keyset is exact). */
+#define TB_API_TASKS_COLS                                                                    \
         "id, version, spec::text, paused, (extract(epoch FROM created_at) * 1000)::bigint, " \
-        "(extract(epoch FROM updated_at) * 1000)::bigint, created_by, "                       \
+        "(extract(epoch FROM updated_at) * 1000)::bigint, created_by, "                      \
         "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+/** The columns of TB_API_TASKS_COLS that make a list cursor's keyset. */
+enum { TB_API_TASKS_COL_ID = 0, TB_API_TASKS_COL_CREATED = 7 };
 
 /* ---- helpers ---------------------------------------------------------------- */
 
 /** The caller's groups as a PostgreSQL text[] literal (caller frees). */
-static char *tb_api_groups_literal(const tb_principal_t *p) {
+static char *tb_api_tasks_groups_literal(const tb_principal_t *p) {
         tb_buf_t b = {0};
         tb_buf_append(&b, "{", 1);
         for (size_t i = 0; i < p->group_cnt; i++) {
@@ -47,7 +50,7 @@ static char *tb_api_groups_literal(const tb_principal_t *p) {
         return b.data;
 }
 
-static void tb_api_groups_text(const tb_principal_t *p, char *buf, size_t size) {
+static void tb_api_tasks_groups_text(const tb_principal_t *p, char *buf, size_t size) {
         size_t off = 0;
         buf[0] = '\0';
         for (size_t i = 0; i < p->group_cnt && off < size; i++)
@@ -57,43 +60,8 @@ static void tb_api_groups_text(const tb_principal_t *p, char *buf, size_t size) 
                 tb_snprintf(buf, size, "(none)");
 }
 
-/** Task ids are UUIDs from this API or ids chosen by Kafka producers: a
- *  conservative charset keeps garbage out of messages and logs. */
-static bool tb_api_id_ok(const char *id) {
-        size_t n = strlen(id);
-        if (n == 0 || n > 128)
-                return false;
-        for (const char *s = id; *s; s++)
-                if (!isalnum((unsigned char)*s) && !strchr("-_.:", *s))
-                        return false;
-        return true;
-}
-
-static void tb_api_not_found(tb_http_resp_t *resp, const char *id) {
-        tb_http_error(resp, 404, "not_found", NULL, "no task '%.128s' in your security groups",
-                      tb_api_id_ok(id) ? id : "(invalid id)");
-}
-
-static PGconn *tb_api_conn(tb_api_t *api, tb_http_resp_t *resp) {
-        PGconn *c = tb_store_acquire_timeout(api->ctx->store, TB_API_POOL_WAIT_MS);
-        if (!c) {
-                tb_http_error(resp, 503, "unavailable", NULL,
-                              "the database is busy (no connection within %d ms); retry later",
-                              TB_API_POOL_WAIT_MS);
-                tb_http_add_header(resp, "Retry-After", "1");
-        }
-        return c;
-}
-
-static void tb_api_db_error(tb_http_resp_t *resp, const char *err) {
-        tb_warn("api", "%s", err);
-        tb_http_error(resp, 503, "unavailable", NULL,
-                      "the database is unavailable; retry later");
-        tb_http_add_header(resp, "Retry-After", "5");
-}
-
 /** The normalized task of row \p i plus its read-only fields (new ref). */
-static json_t *tb_api_task_json(PGresult *r, int i) {
+static json_t *tb_api_tasks_json(PGresult *r, int i) {
         json_error_t je;
         json_t *spec = json_loads(PQgetvalue(r, i, 2), 0, &je);
         if (!json_is_object(spec)) {
@@ -130,13 +98,13 @@ static json_t *tb_api_task_json(PGresult *r, int i) {
 }
 
 /** Load one task visible to \p p. @returns TB_OK, TB_ERR_NOT_FOUND or a DB error. */
-static tb_err_t tb_api_task_load(tb_api_t *api, PGconn *c, const tb_principal_t *p,
-                                 const char *id, json_t **out, char *err, size_t errsz) {
-        char *groups = tb_api_groups_literal(p);
+static tb_err_t tb_api_tasks_load(tb_api_t *api, PGconn *c, const tb_principal_t *p, const char *id,
+                                  json_t **out, char *err, size_t errsz) {
+        char *groups = tb_api_tasks_groups_literal(p);
         const char *params[2] = {id, groups};
         PGresult *r = NULL;
         tb_err_t e = tb_store_exec(c, "read task",
-                                   "SELECT " TB_API_TASK_COLS " FROM tasks "
+                                   "SELECT " TB_API_TASKS_COLS " FROM tasks "
                                    "WHERE id = $1 AND security_group = ANY($2::text[])",
                                    2, params, &r, err, errsz);
         free(groups);
@@ -146,23 +114,23 @@ static tb_err_t tb_api_task_load(tb_api_t *api, PGconn *c, const tb_principal_t 
                 PQclear(r);
                 return TB_ERR_NOT_FOUND;
         }
-        *out = tb_api_task_json(r, 0);
+        *out = tb_api_tasks_json(r, 0);
         PQclear(r);
         return TB_OK;
 }
 
 /** Respond with the task (200/201) and its ETag; NOT_FOUND becomes 404. */
-static void tb_api_respond_task(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
-                                const char *id, int status) {
+static void tb_api_tasks_respond(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                 const char *id, int status) {
         PGconn *c = tb_api_conn(api, resp);
         if (!c)
                 return;
         json_t *t = NULL;
         char err[512];
-        tb_err_t e = tb_api_task_load(api, c, tb_api_principal(req), id, &t, err, sizeof(err));
+        tb_err_t e = tb_api_tasks_load(api, c, tb_api_principal(req), id, &t, err, sizeof(err));
         tb_store_release(api->ctx->store, c);
         if (e == TB_ERR_NOT_FOUND) {
-                tb_api_not_found(resp, id);
+                tb_api_not_found(resp, "task", id);
                 return;
         }
         if (e) {
@@ -181,7 +149,7 @@ static void tb_api_respond_task(tb_api_t *api, tb_http_req_t *req, tb_http_resp_
 }
 
 /** Parse the body as a JSON object, or answer 400 saying where it breaks. */
-static json_t *tb_api_body(tb_http_req_t *req, tb_http_resp_t *resp) {
+static json_t *tb_api_tasks_body(tb_http_req_t *req, tb_http_resp_t *resp) {
         if (req->body.len == 0) {
                 tb_http_error(resp, 400, "invalid_argument", NULL,
                               "the request body is empty: send the task as a JSON object");
@@ -211,8 +179,8 @@ static json_t *tb_api_body(tb_http_req_t *req, tb_http_resp_t *resp) {
  * Validate \p body as the caller's task with the ONE validator, and check
  * that its security group is the caller's. @returns false with resp filled.
  */
-static bool tb_api_validate(tb_api_t *api, const tb_principal_t *p, const json_t *body,
-                            tb_http_resp_t *resp) {
+static bool tb_api_tasks_validate(tb_api_t *api, const tb_principal_t *p, const json_t *body,
+                                  tb_http_resp_t *resp) {
         const tb_config_t *conf = api->ctx->conf;
         const char *group = json_string_value(json_object_get(body, "security_group"));
         const tb_group_conf_t *gp = tb_config_group_policy(conf, group ? group : "");
@@ -242,7 +210,7 @@ static bool tb_api_validate(tb_api_t *api, const tb_principal_t *p, const json_t
         bool ok = group && tb_principal_in_group(p, group);
         if (!ok) {
                 char groups[512];
-                tb_api_groups_text(p, groups, sizeof(groups));
+                tb_api_tasks_groups_text(p, groups, sizeof(groups));
                 tb_http_error(resp, 403, "forbidden", "security_group",
                               "security_group: you are not a member of '%.128s'; your groups: %s",
                               group ? group : "", groups);
@@ -252,7 +220,7 @@ static bool tb_api_validate(tb_api_t *api, const tb_principal_t *p, const json_t
 }
 
 /** Parse If-Match ("N", W/"N", N or *). @returns false with a 400 filled. */
-static bool tb_api_if_match(tb_http_req_t *req, tb_http_resp_t *resp, int64_t *version) {
+static bool tb_api_tasks_if_match(tb_http_req_t *req, tb_http_resp_t *resp, int64_t *version) {
         const char *h = tb_http_header(req, "If-Match");
         *version = -1;
         if (!h)
@@ -292,9 +260,9 @@ bad:
  * @returns 1 accepted and visible, 0 accepted but the projection lagged
  *          (202 answered), -1 failed (error answered).
  */
-static int tb_api_write(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
-                        const char *type, const char *id, int64_t expected,
-                        const char *task_json, tb_api_cmd_result_t *res) {
+static int tb_api_tasks_write(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                              const char *type, const char *id, int64_t expected,
+                              const char *task_json, tb_api_cmd_result_t *res) {
         int64_t t0 = tb_mono_us();
         tb_api_command(api, req, type, id, expected, task_json, res);
         if (res->outcome != TB_API_ACCEPTED) {
@@ -328,8 +296,8 @@ static int tb_api_write(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
  * from the projection (a task the caller cannot see is left to the usual
  * 404). @returns true if the request was answered.
  */
-static bool tb_api_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
-                                 const char *id, const char *home) {
+static bool tb_api_tasks_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                       const char *id, const char *home) {
         const tb_config_t *conf = api->ctx->conf;
         char buf[128] = "";
         if (!conf->repl_remote_region_cnt && !conf->repl_region_api_cnt)
@@ -338,7 +306,7 @@ static bool tb_api_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_http_resp
                 PGconn *c = tb_api_conn(api, resp);
                 if (!c)
                         return true;
-                char *groups = tb_api_groups_literal(tb_api_principal(req));
+                char *groups = tb_api_tasks_groups_literal(tb_api_principal(req));
                 const char *params[2] = {id, groups};
                 PGresult *r = NULL;
                 char err[512];
@@ -386,24 +354,24 @@ static bool tb_api_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_http_resp
 
 void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
-        json_t *body = tb_api_body(req, resp);
+        json_t *body = tb_api_tasks_body(req, resp);
         if (!body)
                 return;
-        bool ok = tb_api_validate(api, tb_api_principal(req), body, resp);
+        bool ok = tb_api_tasks_validate(api, tb_api_principal(req), body, resp);
         char home[128] = "";
         const char *h = json_string_value(json_object_get(body, "home_region"));
         tb_snprintf(home, sizeof(home), "%s", h ? h : "");
         json_decref(body);
-        if (!ok || tb_api_home_redirect(api, req, resp, "", home))
+        if (!ok || tb_api_tasks_home_redirect(api, req, resp, "", home))
                 return;
         char id[37];
         tb_uuid4(id);
         char *text = strndup(req->body.data, req->body.len);
         tb_api_cmd_result_t res;
-        int w = tb_api_write(api, req, resp, "CREATE", id, -1, text, &res);
+        int w = tb_api_tasks_write(api, req, resp, "CREATE", id, -1, text, &res);
         free(text);
         if (w == 1)
-                tb_api_respond_task(api, req, resp, id, 201);
+                tb_api_tasks_respond(api, req, resp, id, 201);
         else if (w == 0) {
                 char loc[200];
                 tb_snprintf(loc, sizeof(loc), "/v1/tasks/%s", id);
@@ -414,87 +382,68 @@ void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
 void tb_api_tasks_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         const char *id = req->params[0];
         if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, id);
+                tb_api_not_found(resp, "task", id);
                 return;
         }
-        tb_api_respond_task(app, req, resp, id, 200);
+        tb_api_tasks_respond(app, req, resp, id, 200);
+}
+
+/**
+ * Is the request's task one this region writes: a valid id, a well-formed
+ * If-Match (into *expected) and the task homed here? @returns false when
+ * answered (404, 400, or the redirect to its home region).
+ */
+static bool tb_api_tasks_write_target(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                      const char *id, int64_t *expected) {
+        if (!tb_api_id_ok(id)) {
+                tb_api_not_found(resp, "task", id);
+                return false;
+        }
+        return tb_api_tasks_if_match(req, resp, expected) &&
+               !tb_api_tasks_home_redirect(api, req, resp, id, NULL);
 }
 
 void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
         const char *id = req->params[0];
         int64_t expected;
-        if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, id);
+        if (!tb_api_tasks_write_target(api, req, resp, id, &expected))
                 return;
-        }
-        if (!tb_api_if_match(req, resp, &expected) ||
-            tb_api_home_redirect(api, req, resp, id, NULL))
-                return;
-        json_t *body = tb_api_body(req, resp);
+        json_t *body = tb_api_tasks_body(req, resp);
         if (!body)
                 return;
-        bool ok = tb_api_validate(api, tb_api_principal(req), body, resp);
+        bool ok = tb_api_tasks_validate(api, tb_api_principal(req), body, resp);
         json_decref(body);
         if (!ok)
                 return;
         char *text = strndup(req->body.data, req->body.len);
         tb_api_cmd_result_t res;
-        int w = tb_api_write(api, req, resp, "UPDATE", id, expected, text, &res);
+        int w = tb_api_tasks_write(api, req, resp, "UPDATE", id, expected, text, &res);
         free(text);
         if (w == 1)
-                tb_api_respond_task(api, req, resp, id, 200);
+                tb_api_tasks_respond(api, req, resp, id, 200);
 }
 
-/* DELETE, PAUSE, RESUME: no body; answered with the task (or 204). */
-static void tb_api_simple(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
-                          const char *type) {
+/* DELETE, PAUSE, RESUME, RUN_NOW: no body; answered with the task, or 204
+ * (DELETE), or 202 with the run request (RUN_NOW). */
+static void tb_api_tasks_simple(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                const char *type) {
         const char *id = req->params[0];
         int64_t expected;
-        if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, id);
-                return;
-        }
-        if (!tb_api_if_match(req, resp, &expected) ||
-            tb_api_home_redirect(api, req, resp, id, NULL))
+        if (!tb_api_tasks_write_target(api, req, resp, id, &expected))
                 return;
         tb_api_cmd_result_t res;
-        if (tb_api_write(api, req, resp, type, id, expected, NULL, &res) != 1)
+        if (tb_api_tasks_write(api, req, resp, type, id, expected, NULL, &res) != 1)
                 return;
         if (!strcmp(type, "DELETE")) {
                 resp->status = 204;
                 resp->body.len = 0;
                 return;
         }
-        tb_api_respond_task(api, req, resp, id, 200);
-}
-
-void tb_api_tasks_delete(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        tb_api_simple(app, req, resp, "DELETE");
-}
-
-void tb_api_tasks_pause(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        tb_api_simple(app, req, resp, "PAUSE");
-}
-
-void tb_api_tasks_resume(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        tb_api_simple(app, req, resp, "RESUME");
-}
-
-void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        tb_api_t *api = app;
-        const char *id = req->params[0];
-        int64_t expected;
-        if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, id);
+        if (strcmp(type, "RUN_NOW")) {
+                tb_api_tasks_respond(api, req, resp, id, 200);
                 return;
         }
-        if (!tb_api_if_match(req, resp, &expected) ||
-            tb_api_home_redirect(api, req, resp, id, NULL))
-                return;
-        tb_api_cmd_result_t res;
-        if (tb_api_write(api, req, resp, "RUN_NOW", id, expected, NULL, &res) != 1)
-                return;
         char at[32];
         tb_time_format(res.requested_at_ms, at);
         tb_http_json(resp, 202,
@@ -504,42 +453,40 @@ void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                "requested_at", at, "trigger", "RUN_NOW"));
 }
 
+void tb_api_tasks_delete(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_tasks_simple(app, req, resp, "DELETE");
+}
+
+void tb_api_tasks_pause(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_tasks_simple(app, req, resp, "PAUSE");
+}
+
+void tb_api_tasks_resume(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_tasks_simple(app, req, resp, "RESUME");
+}
+
+void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_tasks_simple(app, req, resp, "RUN_NOW");
+}
+
 /* ---- list ---------------------------------------------------------------------- */
 
-typedef struct tb_api_query {
-        json_t *labels;     /**< label=k=v filters */
-        char bad[300];      /**< first problem found */
-        char bad_field[64];
-} tb_api_query_t;
+static const char *const tb_api_tasks_list_params[] = {"security_group", "limit",  "cursor",
+                                                       "name_prefix",    "paused", "label", NULL};
 
-static const char *const tb_api_list_params[] = {"security_group", "limit",  "cursor",
-                                                 "name_prefix",    "paused", "label", NULL};
-
-static enum MHD_Result tb_api_list_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                       const char *value) {
-        tb_api_query_t *q = cls;
-        if (q->bad[0])
-                return MHD_YES;
-        bool known = false;
-        for (size_t i = 0; tb_api_list_params[i]; i++)
-                known = known || !strcmp(key, tb_api_list_params[i]);
-        if (!known) {
-                tb_snprintf(q->bad_field, sizeof(q->bad_field), "%.60s", key);
-                tb_snprintf(q->bad, sizeof(q->bad),
-                            "unknown query parameter '%.60s'; valid: security_group, limit, "
-                            "cursor, name_prefix, paused, label",
-                            key);
-                return MHD_YES;
-        }
+/* label=KEY=VALUE: one more label the tasks must carry, into \p ud (a JSON
+ * object). */
+static bool tb_api_tasks_label_arg(void *ud, const char *key, const char *value, char *bad,
+                                   size_t bad_size) {
+        json_t *labels = ud;
         if (strcmp(key, "label"))
-                return MHD_YES;
+                return true;
         const char *eq = value ? strchr(value, '=') : NULL;
         if (!eq || eq == value) {
-                tb_snprintf(q->bad_field, sizeof(q->bad_field), "label");
-                tb_snprintf(q->bad, sizeof(q->bad),
+                tb_snprintf(bad, bad_size,
                             "label: expected KEY=VALUE (e.g. label=env=prod), got '%.60s'",
                             value ? value : "");
-                return MHD_YES;
+                return false;
         }
         char k[TB_TASK_LABEL_LEN_MAX + 1];
         size_t kl = (size_t)(eq - value);
@@ -547,102 +494,25 @@ static enum MHD_Result tb_api_list_arg(void *cls, enum MHD_ValueKind kind, const
                 kl = sizeof(k) - 1;
         memcpy(k, value, kl);
         k[kl] = '\0';
-        json_object_set_new(q->labels, k, json_string(eq + 1));
-        return MHD_YES;
-}
-
-static void tb_api_b64url(const char *in, size_t len, char *out) {
-        static const char a[] =
-                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        size_t o = 0;
-        for (size_t i = 0; i < len; i += 3) {
-                uint32_t v = (uint32_t)(unsigned char)in[i] << 16;
-                if (i + 1 < len)
-                        v |= (uint32_t)(unsigned char)in[i + 1] << 8;
-                if (i + 2 < len)
-                        v |= (unsigned char)in[i + 2];
-                out[o++] = a[(v >> 18) & 63];
-                out[o++] = a[(v >> 12) & 63];
-                if (i + 1 < len)
-                        out[o++] = a[(v >> 6) & 63];
-                if (i + 2 < len)
-                        out[o++] = a[v & 63];
-        }
-        out[o] = '\0';
-}
-
-/** @returns decoded length, or -1 if \p in is not base64url. */
-static ssize_t tb_api_unb64url(const char *in, char *out, size_t cap) {
-        size_t o = 0;
-        uint32_t acc = 0;
-        int bits = 0;
-        for (const char *s = in; *s; s++) {
-                int v;
-                if (*s >= 'A' && *s <= 'Z')
-                        v = *s - 'A';
-                else if (*s >= 'a' && *s <= 'z')
-                        v = *s - 'a' + 26;
-                else if (*s >= '0' && *s <= '9')
-                        v = *s - '0' + 52;
-                else if (*s == '-')
-                        v = 62;
-                else if (*s == '_')
-                        v = 63;
-                else if (*s == '=')
-                        break;
-                else
-                        return -1;
-                acc = (acc << 6) | (uint32_t)v;
-                bits += 6;
-                if (bits >= 8) {
-                        bits -= 8;
-                        if (o + 1 >= cap)
-                                return -1;
-                        out[o++] = (char)((acc >> bits) & 0xff);
-                }
-        }
-        out[o] = '\0';
-        return (ssize_t)o;
-}
-
-/* A cursor is base64url("<created_at with microseconds>|<id>") of the last
- * row of a page: the keyset (created_at, id) to continue below. */
-static bool tb_api_cursor_parse(const char *cur, char ts[40], char id[200]) {
-        char raw[300];
-        ssize_t n = tb_api_unb64url(cur, raw, sizeof(raw));
-        if (n < 0)
-                return false;
-        char *bar = strchr(raw, '|');
-        if (!bar || bar - raw != 27 || !tb_api_id_ok(bar + 1))
-                return false;
-        /* YYYY-MM-DDTHH:MM:SS.uuuuuuZ, exactly as the server wrote it */
-        static const char shape[] = "dddd-dd-ddTdd:dd:dd.ddddddZ";
-        for (int i = 0; i < 27; i++) {
-                if (shape[i] == 'd' ? !isdigit((unsigned char)raw[i]) : raw[i] != shape[i])
-                        return false;
-        }
-        memcpy(ts, raw, 27);
-        ts[27] = '\0';
-        tb_snprintf(id, 200, "%s", bar + 1);
+        json_object_set_new(labels, k, json_string(eq + 1));
         return true;
 }
 
 void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
         const tb_principal_t *p = tb_api_principal(req);
-        tb_api_query_t q = {.labels = json_object()};
+        json_t *label_filter = json_object();
         char *groups = NULL, *labels = NULL;
         PGconn *c = NULL;
-        MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, tb_api_list_arg, &q);
-        if (q.bad[0]) {
-                tb_http_error(resp, 400, "invalid_argument", q.bad_field, "%s", q.bad);
+        if (!tb_api_query_check(req, resp, tb_api_tasks_list_params,
+                                "security_group, limit, cursor, name_prefix, paused, label",
+                                tb_api_tasks_label_arg, label_filter))
                 goto out;
-        }
         const char *group = tb_http_query(req, "security_group");
         if (group && *group) {
                 if (!tb_principal_in_group(p, group)) {
                         char gl[512];
-                        tb_api_groups_text(p, gl, sizeof(gl));
+                        tb_api_tasks_groups_text(p, gl, sizeof(gl));
                         tb_http_error(resp, 403, "forbidden", "security_group",
                                       "security_group: you are not a member of '%.128s'; your "
                                       "groups: %s",
@@ -650,31 +520,17 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                         goto out;
                 }
                 tb_principal_t one = {.groups = (char **)&group, .group_cnt = 1};
-                groups = tb_api_groups_literal(&one);
+                groups = tb_api_tasks_groups_literal(&one);
         } else {
-                groups = tb_api_groups_literal(p);
+                groups = tb_api_tasks_groups_literal(p);
         }
-        long limit = TB_API_LIST_DEFAULT;
-        const char *ls = tb_http_query(req, "limit");
-        if (ls) {
-                char *end;
-                limit = strtol(ls, &end, 10);
-                if (!*ls || *end || limit < 1 || limit > TB_API_LIST_MAX) {
-                        tb_http_error(resp, 400, "invalid_argument", "limit",
-                                      "limit: expected an integer from 1 to %d, got '%.32s'",
-                                      TB_API_LIST_MAX, ls);
-                        goto out;
-                }
-        }
-        char ts[40], cid[200];
-        const char *cur = tb_http_query(req, "cursor");
-        bool has_cur = cur && *cur;
-        if (has_cur && !tb_api_cursor_parse(cur, ts, cid)) {
-                tb_http_error(resp, 400, "invalid_argument", "cursor",
-                              "cursor: not a cursor from this API; pass next_cursor of the "
-                              "previous page unchanged");
+        int64_t limit = TB_API_TASKS_LIST_DEFAULT;
+        if (!tb_api_query_int(req, resp, "limit", 1, TB_API_TASKS_LIST_MAX, &limit))
                 goto out;
-        }
+        tb_api_cursor_t cur;
+        bool has_cur;
+        if (!tb_api_query_cursor(req, resp, TB_API_CURSOR_TASKS, &cur, &has_cur))
+                goto out;
         const char *paused = tb_http_query(req, "paused");
         if (paused && strcmp(paused, "true") && strcmp(paused, "false")) {
                 tb_http_error(resp, 400, "invalid_argument", "paused",
@@ -682,13 +538,13 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         }
         const char *prefix = tb_http_query(req, "name_prefix");
-        if (json_object_size(q.labels))
-                labels = json_dumps(q.labels, JSON_COMPACT);
+        if (json_object_size(label_filter))
+                labels = json_dumps(label_filter, JSON_COMPACT);
         char lim[24];
-        tb_snprintf(lim, sizeof(lim), "%ld", limit + 1);
+        tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
         const char *params[7] = {groups,
-                                 has_cur ? ts : NULL,
-                                 has_cur ? cid : NULL,
+                                 has_cur ? cur.key : NULL,
+                                 has_cur ? cur.id : NULL,
                                  prefix && *prefix ? prefix : NULL,
                                  paused,
                                  labels,
@@ -698,7 +554,7 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         PGresult *r = NULL;
         char err[512];
         if (tb_store_exec(c, "list tasks",
-                          "SELECT " TB_API_TASK_COLS " FROM tasks "
+                          "SELECT " TB_API_TASKS_COLS " FROM tasks "
                           "WHERE security_group = ANY($1::text[]) "
                           "AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, "
                           "$3::text)) "
@@ -710,34 +566,22 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
-        int n = PQntuples(r);
-        bool more = n > limit;
-        if (more)
-                n = (int)limit;
-        json_t *arr = json_array();
-        for (int i = 0; i < n; i++)
-                json_array_append_new(arr, tb_api_task_json(r, i));
-        json_t *next = json_null();
-        if (more) {
-                char raw[300], enc[420];
-                tb_snprintf(raw, sizeof(raw), "%s|%s", PQgetvalue(r, n - 1, 7),
-                            PQgetvalue(r, n - 1, 0));
-                tb_api_b64url(raw, strlen(raw), enc);
-                next = json_string(enc);
-        }
+        json_t *page = tb_api_page(resp, r, limit, "tasks", tb_api_tasks_json, TB_API_CURSOR_TASKS,
+                                   TB_API_TASKS_COL_CREATED, TB_API_TASKS_COL_ID);
         PQclear(r);
-        tb_http_json(resp, 200, json_pack("{s:o, s:o}", "tasks", arr, "next_cursor", next));
+        if (page)
+                tb_http_json(resp, 200, page);
 out:
         if (c)
                 tb_store_release(api->ctx->store, c);
-        json_decref(q.labels);
+        json_decref(label_filter);
         free(labels);
         free(groups);
 }
 
 /* ---- history --------------------------------------------------------------------- */
 
-static json_t *tb_api_history_json(PGresult *r, int i) {
+static json_t *tb_api_tasks_history_json(PGresult *r, int i) {
         json_error_t je;
         char at[32];
         tb_time_format(strtoll(PQgetvalue(r, i, 2), NULL, 10), at);
@@ -758,49 +602,24 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         PGresult *r = NULL;
         char err[512];
         if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, id);
+                tb_api_not_found(resp, "task", id);
                 return;
         }
         const char *at = tb_http_query(req, "at");
-        int64_t at_ms = 0;
-        if (at && tb_time_parse(at, &at_ms, err, sizeof(err))) {
-                tb_http_error(resp, 400, "invalid_argument", "at",
-                              "at: %s; expected an RFC 3339 time like 2026-01-02T03:04:05Z", err);
+        char atbuf[32];
+        int64_t limit = TB_API_TASKS_HISTORY_DEFAULT;
+        if (!tb_api_query_time(req, resp, "at", atbuf) ||
+            !tb_api_query_int(req, resp, "limit", 1, TB_API_TASKS_HISTORY_MAX, &limit))
                 return;
-        }
-        long limit = TB_API_HISTORY_DEFAULT;
-        const char *ls = tb_http_query(req, "limit");
-        if (ls) {
-                char *end;
-                limit = strtol(ls, &end, 10);
-                if (!*ls || *end || limit < 1 || limit > TB_API_HISTORY_MAX) {
-                        tb_http_error(resp, 400, "invalid_argument", "limit",
-                                      "limit: expected an integer from 1 to %d, got '%.32s'",
-                                      TB_API_HISTORY_MAX, ls);
-                        return;
-                }
-        }
-        const char *cur = tb_http_query(req, "cursor");
-        char after[32] = "";
-        if (cur && *cur) {
-                char raw[64];
-                char *end = NULL;
-                ssize_t n = tb_api_unb64url(cur, raw, sizeof(raw));
-                long long v = n > 2 && !strncmp(raw, "v:", 2) ? strtoll(raw + 2, &end, 10) : -1;
-                if (v < 0 || !end || *end) {
-                        tb_http_error(resp, 400, "invalid_argument", "cursor",
-                                      "cursor: not a history cursor from this API; pass "
-                                      "next_cursor of the previous page unchanged");
-                        return;
-                }
-                tb_snprintf(after, sizeof(after), "%lld", v);
-        }
+        tb_api_cursor_t cur;
+        bool has_cur;
+        if (!tb_api_query_cursor(req, resp, TB_API_CURSOR_HISTORY, &cur, &has_cur))
+                return;
         if (!(c = tb_api_conn(api, resp)))
                 return;
-        groups = tb_api_groups_literal(tb_api_principal(req));
-        char atbuf[32], lim[24];
-        tb_snprintf(atbuf, sizeof(atbuf), "%" PRId64, at_ms);
-        tb_snprintf(lim, sizeof(lim), "%ld", limit + 1);
+        groups = tb_api_tasks_groups_literal(tb_api_principal(req));
+        char lim[24];
+        tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
         const char *cols = "SELECT version, type, (extract(epoch FROM at) * 1000)::bigint, actor, "
                            "command_id, array_to_json(changed_fields)::text, spec::text "
                            "FROM task_history WHERE task_id = $1 "
@@ -819,7 +638,7 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                             "%sAND ($3::bigint IS NULL OR version > $3::bigint) "
                             "ORDER BY version LIMIT $4::int",
                             cols);
-                const char *params[4] = {id, groups, after[0] ? after : NULL, lim};
+                const char *params[4] = {id, groups, has_cur ? cur.key : NULL, lim};
                 e = tb_store_exec(c, "task history", sql, 4, params, &r, err, sizeof(err));
         }
         if (e) {
@@ -834,33 +653,23 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                       "security groups)",
                                       id, at);
                 else {
-                        json_t *h = tb_api_history_json(r, 0);
+                        json_t *h = tb_api_tasks_history_json(r, 0);
                         json_object_set_new(h, "task_id", json_string(id));
                         json_object_set_new(h, "state_at", json_string(at));
                         tb_http_json(resp, 200, h);
                 }
                 goto out;
         }
-        if (n == 0 && !after[0]) {
-                tb_api_not_found(resp, id);
+        if (n == 0 && !has_cur) {
+                tb_api_not_found(resp, "task", id);
                 goto out;
         }
-        bool more = n > limit;
-        if (more)
-                n = (int)limit;
-        json_t *arr = json_array();
-        for (int i = 0; i < n; i++)
-                json_array_append_new(arr, tb_api_history_json(r, i));
-        json_t *next = json_null();
-        if (more) {
-                char raw[40], enc[64];
-                tb_snprintf(raw, sizeof(raw), "v:%s", PQgetvalue(r, n - 1, 0));
-                tb_api_b64url(raw, strlen(raw), enc);
-                next = json_string(enc);
+        json_t *page = tb_api_page(resp, r, limit, "history", tb_api_tasks_history_json,
+                                   TB_API_CURSOR_HISTORY, 0, -1);
+        if (page) {
+                json_object_set_new(page, "task_id", json_string(id));
+                tb_http_json(resp, 200, page);
         }
-        tb_http_json(resp, 200,
-                     json_pack("{s:s, s:o, s:o}", "task_id", id, "history", arr, "next_cursor",
-                               next));
 out:
         PQclear(r);
         tb_store_release(api->ctx->store, c);
