@@ -1,27 +1,27 @@
 /**
  * @file commands/cmd_internal.h
- * @brief Types and functions shared by the commands role's files.
+ * @brief The commands role's own state, shared by role.c (consumer,
+ *        batches, transactions, start/stop) and rebuild.c (rebuilding and
+ *        following task-events). The decisions are the engine's
+ *        (commands/engine.h).
  */
 #ifndef TB_CMD_INTERNAL_H
 #define TB_CMD_INTERNAL_H
 
 #include "bus/bus.h"
+#include "commands/engine.h"
 #include "daemon.h"
-#include "identity/identity.h"
 #include "http/metrics.h"
 #include "replication.h"
 #include "serde/serde.h"
-#include "task/task.h"
 
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#define TB_CMD_SUB "commands"
 /** Most commands in one transaction. */
 #define TB_CMD_BATCH_MAX 100
 /** How long a batch waits for more commands once it has one. */
@@ -30,33 +30,6 @@
 #define TB_CMD_COMMIT_TIMEOUT_MS 30000
 /** Authentication cache: revocations take effect within this time. */
 #define TB_CMD_AUTH_CACHE_MS 5000
-
-/** One task's current state, as the last event of task-events says. */
-typedef struct tb_cmd_task {
-        struct tb_cmd_task *next; /* hash chain */
-        char *id;
-        int32_t partition;
-        int64_t version;
-        char *group;        /* security group of the last state */
-        bool deleted;
-        json_t *task;       /* normalized task; NULL once deleted */
-        int64_t created_at;
-        char *created_by;
-        int64_t epoch;
-} tb_cmd_task_t;
-
-/** A string-keyed hash map of tb_cmd_task_t (chained, power-of-two size). */
-typedef struct tb_cmd_map {
-        tb_cmd_task_t **b;
-        size_t nb;
-        size_t cnt;
-} tb_cmd_map_t;
-
-/** A replaced state, kept until the transaction that replaced it commits. */
-typedef struct tb_cmd_undo {
-        char *id;
-        tb_cmd_task_t *old; /* NULL: the task did not exist */
-} tb_cmd_undo_t;
 
 /** Outcome tallies of a batch, published to metrics only once it commits. */
 typedef struct tb_cmd_tally {
@@ -76,8 +49,7 @@ typedef struct tb_cmd {
         bool *followed;        /* per partition: the follower has it assigned */
         char (*remote_events)[300]; /* the other regions' copies of task-events */
         size_t remote_cnt;
-        tb_ratelimit_t *rl;
-        tb_cmd_map_t map;
+        tb_cmd_engine_t *engine; /* the state and the decisions */
         char txn_id[300];
         char events_topic[256];
         char commands_topic[256];
@@ -88,40 +60,26 @@ typedef struct tb_cmd {
         rd_kafka_message_t *batch[TB_CMD_BATCH_MAX];
         size_t batch_cnt;
 
-        tb_cmd_undo_t *undo;
-        size_t undo_cnt, undo_cap;
         tb_cmd_tally_t tally[64];
         size_t tally_cnt;
         uint64_t malformed;
 } tb_cmd_t;
 
-/** What was decided about one command. */
-typedef struct tb_cmd_verdict {
-        const char *reason;    /* NULL: accepted */
-        char message[600];
-        char field[128];
-        int64_t version;       /* accepted: the new version */
-} tb_cmd_verdict_t;
-
-/* engine.c */
-void tb_cmd_task_free(tb_cmd_task_t *t);
-void tb_cmd_map_drop_partition(tb_cmd_map_t *m, int32_t p);
-void tb_cmd_map_clear(tb_cmd_map_t *m);
-void tb_cmd_undo_forget(tb_cmd_t *cmd);
-void tb_cmd_undo_apply(tb_cmd_t *cmd);
-bool tb_cmd_utf8_ok(const char *s);
-const char *tb_cmd_jstr(const json_t *o, const char *key);
-void tb_cmd_apply_event(tb_cmd_t *cmd, int32_t partition, const json_t *ev);
-void tb_cmd_reject(tb_cmd_verdict_t *v, const char *reason, const char *field,
-                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, const json_t *c,
-                       tb_cmd_verdict_t *v, char *errstr, size_t errstr_size);
-
 /* rebuild.c */
+
+/** Stop following partition numbers \p parts (local and copies). */
 void tb_cmd_unfollow(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts);
+/**
+ * Rebuild the state of task-events partitions \p parts (same numbers as the
+ * task-commands partitions) and of the same partitions of the other regions'
+ * copies, then follow them. @returns TB_OK, or an error after which the
+ * caller retries. @locality the role's worker thread.
+ */
 tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts,
                      char *errstr, size_t errstr_size);
+/** Apply what the follower has; between batches only. */
 void tb_cmd_follow(tb_cmd_t *cmd);
+/** An assign-only consumer of task-events (never joins its group). */
 tb_err_t tb_cmd_loader_new(tb_cmd_t *cmd, rd_kafka_t **out, char *errstr,
                            size_t errstr_size);
 

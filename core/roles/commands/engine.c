@@ -1,8 +1,44 @@
 /**
  * @file commands/engine.c
- * @brief The commands role's state map, undo log and per-command decision.
+ * @brief The commands decision engine (commands/engine.h): the state map, the
+ *        undo log, the per-command decision and the reply.
  */
-#include "commands/cmd_internal.h"
+#include "commands/engine.h"
+
+#include "bus/bus.h"
+#include "replication.h"
+#include "serde/serde.h"
+#include "task/task.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/** A string-keyed hash map of tb_cmd_task_t (chained, power-of-two size). */
+typedef struct tb_cmd_map {
+        tb_cmd_task_t **b;
+        size_t nb;
+        size_t cnt;
+} tb_cmd_map_t;
+
+/** A replaced state, kept until the transaction that replaced it commits. */
+typedef struct tb_cmd_undo {
+        char *id;
+        tb_cmd_task_t *old; /* NULL: the task did not exist */
+} tb_cmd_undo_t;
+
+struct tb_cmd_engine {
+        const tb_config_t *conf;
+        tb_cmd_env_t env;
+        int32_t partition_cnt;
+        char commands_topic[256];
+        tb_ratelimit_t *rl;
+        tb_cmd_map_t map;
+        tb_cmd_undo_t *undo;
+        size_t undo_cnt, undo_cap;
+};
 
 static const char *const tb_cmd_executors[] = {"shell", "container", "ssh", NULL};
 
@@ -15,7 +51,7 @@ static uint64_t tb_cmd_hash(const char *s) {
         return h;
 }
 
-void tb_cmd_task_free(tb_cmd_task_t *t) {
+static void tb_cmd_task_free(tb_cmd_task_t *t) {
         if (!t)
                 return;
         free(t->id);
@@ -87,7 +123,7 @@ static tb_cmd_task_t *tb_cmd_map_put(tb_cmd_map_t *m, tb_cmd_task_t *t) {
 }
 
 /** Drop every task of partition \p p. */
-void tb_cmd_map_drop_partition(tb_cmd_map_t *m, int32_t p) {
+static void tb_cmd_map_drop_partition(tb_cmd_map_t *m, int32_t p) {
         for (size_t i = 0; i < m->nb; i++) {
                 tb_cmd_task_t **pp = &m->b[i];
                 while (*pp) {
@@ -103,7 +139,7 @@ void tb_cmd_map_drop_partition(tb_cmd_map_t *m, int32_t p) {
         }
 }
 
-void tb_cmd_map_clear(tb_cmd_map_t *m) {
+static void tb_cmd_map_clear(tb_cmd_map_t *m) {
         for (size_t i = 0; i < m->nb; i++) {
                 tb_cmd_task_t *t = m->b[i], *next;
                 for (; t; t = next) {
@@ -117,39 +153,89 @@ void tb_cmd_map_clear(tb_cmd_map_t *m) {
 
 /* ---- undo log ---------------------------------------------------------------- */
 
-static void tb_cmd_undo_push(tb_cmd_t *cmd, const char *id, tb_cmd_task_t *old) {
-        if (cmd->undo_cnt == cmd->undo_cap) {
-                size_t cap = cmd->undo_cap ? cmd->undo_cap * 2 : 128;
-                tb_cmd_undo_t *u = realloc(cmd->undo, cap * sizeof(*u));
+static void tb_cmd_undo_push(tb_cmd_engine_t *eng, const char *id, tb_cmd_task_t *old) {
+        if (eng->undo_cnt == eng->undo_cap) {
+                size_t cap = eng->undo_cap ? eng->undo_cap * 2 : 128;
+                tb_cmd_undo_t *u = realloc(eng->undo, cap * sizeof(*u));
                 if (!u)
                         abort(); /* cannot keep the state consistent without it */
-                cmd->undo = u;
-                cmd->undo_cap = cap;
+                eng->undo = u;
+                eng->undo_cap = cap;
         }
-        cmd->undo[cmd->undo_cnt].id = strdup(id);
-        cmd->undo[cmd->undo_cnt].old = old;
-        cmd->undo_cnt++;
+        eng->undo[eng->undo_cnt].id = strdup(id);
+        eng->undo[eng->undo_cnt].old = old;
+        eng->undo_cnt++;
 }
 
-/** The transaction committed: the replaced states are garbage. */
-void tb_cmd_undo_forget(tb_cmd_t *cmd) {
-        for (size_t i = 0; i < cmd->undo_cnt; i++) {
-                free(cmd->undo[i].id);
-                tb_cmd_task_free(cmd->undo[i].old);
+/* The transaction committed: the replaced states are garbage. */
+void tb_cmd_engine_commit(tb_cmd_engine_t *eng) {
+        for (size_t i = 0; i < eng->undo_cnt; i++) {
+                free(eng->undo[i].id);
+                tb_cmd_task_free(eng->undo[i].old);
         }
-        cmd->undo_cnt = 0;
+        eng->undo_cnt = 0;
 }
 
-/** The transaction was aborted: put back what it replaced, newest first. */
-void tb_cmd_undo_apply(tb_cmd_t *cmd) {
-        while (cmd->undo_cnt > 0) {
-                tb_cmd_undo_t *u = &cmd->undo[--cmd->undo_cnt];
-                tb_cmd_task_free(tb_cmd_map_take(&cmd->map, u->id));
+void tb_cmd_engine_rollback(tb_cmd_engine_t *eng) {
+        while (eng->undo_cnt > 0) {
+                tb_cmd_undo_t *u = &eng->undo[--eng->undo_cnt];
+                tb_cmd_task_free(tb_cmd_map_take(&eng->map, u->id));
                 if (u->old)
-                        tb_cmd_task_free(tb_cmd_map_put(&cmd->map, u->old));
+                        tb_cmd_task_free(tb_cmd_map_put(&eng->map, u->old));
                 free(u->id);
         }
 }
+
+/* ---- the engine ------------------------------------------------------------- */
+
+tb_err_t tb_cmd_engine_new(const tb_config_t *conf, const tb_cmd_env_t *env,
+                           tb_cmd_engine_t **out, char *errstr, size_t errstr_size) {
+        tb_err_t err;
+        *out = NULL;
+        if (!env->authenticate || !env->now_ms || !env->mono_us || !env->new_id)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "commands engine: every env function is required");
+        if ((err = tb_serde_init(errstr, errstr_size)))
+                return err;
+        tb_cmd_engine_t *eng = calloc(1, sizeof(*eng));
+        if (!eng)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: out of memory");
+        eng->conf = conf;
+        eng->env = *env;
+        eng->partition_cnt = (int32_t)conf->topic_partitions;
+        tb_topic_name(conf, TB_TOPIC_COMMANDS, eng->commands_topic, sizeof(eng->commands_topic));
+        eng->rl = tb_ratelimit_new(conf->api_rate, conf->api_burst);
+        if (!eng->rl) {
+                free(eng);
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: rate limiter");
+        }
+        *out = eng;
+        return TB_OK;
+}
+
+void tb_cmd_engine_destroy(tb_cmd_engine_t *eng) {
+        if (!eng)
+                return;
+        tb_cmd_engine_commit(eng);
+        free(eng->undo);
+        tb_cmd_map_clear(&eng->map);
+        tb_ratelimit_free(eng->rl);
+        free(eng);
+}
+
+const tb_cmd_task_t *tb_cmd_engine_get(const tb_cmd_engine_t *eng, const char *id) {
+        return tb_cmd_map_get((tb_cmd_map_t *)&eng->map, id);
+}
+
+size_t tb_cmd_engine_task_count(const tb_cmd_engine_t *eng) {
+        return eng->map.cnt;
+}
+
+void tb_cmd_engine_drop_partition(tb_cmd_engine_t *eng, int32_t partition) {
+        tb_cmd_map_drop_partition(&eng->map, partition);
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
 
 bool tb_cmd_utf8_ok(const char *s) {
         json_t *j = json_string(s);
@@ -164,14 +250,15 @@ const char *tb_cmd_jstr(const json_t *o, const char *key) {
         return s ? s : "";
 }
 
-/** Apply one TaskEvent to the state (rebuild path). */
-void tb_cmd_apply_event(tb_cmd_t *cmd, int32_t partition, const json_t *ev) {
+/* ---- rebuilding: events applied to the state ---------------------------------- */
+
+void tb_cmd_engine_apply_event(tb_cmd_engine_t *eng, int32_t partition, const json_t *ev) {
         const char *id = tb_cmd_jstr(ev, "task_id");
         int64_t version = json_integer_value(json_object_get(ev, "version"));
         if (!*id)
                 return;
         int64_t epoch = json_integer_value(json_object_get(ev, "epoch"));
-        tb_cmd_task_t *cur = tb_cmd_map_get(&cmd->map, id);
+        tb_cmd_task_t *cur = tb_cmd_map_get(&eng->map, id);
         if (cur && !tb_repl_newer(epoch, version, cur->epoch, cur->version))
                 return; /* known already (our own events come back through the follower),
                          * or superseded by a failover's higher epoch */
@@ -192,8 +279,10 @@ void tb_cmd_apply_event(tb_cmd_t *cmd, int32_t partition, const json_t *ev) {
         t->created_at = json_integer_value(json_object_get(ev, "created_at"));
         t->created_by = strdup(tb_cmd_jstr(ev, "created_by"));
         t->epoch = json_integer_value(json_object_get(ev, "epoch"));
-        tb_cmd_task_free(tb_cmd_map_put(&cmd->map, t));
+        tb_cmd_task_free(tb_cmd_map_put(&eng->map, t));
 }
+
+/* ---- one command ------------------------------------------------------------ */
 
 void tb_cmd_reject(tb_cmd_verdict_t *v, const char *reason, const char *field,
                    const char *fmt, ...) {
@@ -203,6 +292,11 @@ void tb_cmd_reject(tb_cmd_verdict_t *v, const char *reason, const char *field,
         va_start(ap, fmt);
         vsnprintf(v->message, sizeof(v->message), fmt, ap);
         va_end(ap);
+}
+
+void tb_cmd_verdict_clear(tb_cmd_verdict_t *v) {
+        tb_buf_free(&v->event);
+        memset(v, 0, sizeof(*v));
 }
 
 static const char *tb_cmd_event_type(const char *cmd_type) {
@@ -216,8 +310,9 @@ static const char *tb_cmd_event_type(const char *cmd_type) {
         return NULL;
 }
 
-/** Parse and validate the command's task JSON; fills \p v on failure. */
-static json_t *tb_cmd_validate(tb_cmd_t *cmd, const json_t *c, const tb_principal_t *who,
+/** Parse and validate the command's task JSON, whose security group must be
+ *  one of the caller's; fills \p v on failure. */
+static json_t *tb_cmd_validate(tb_cmd_engine_t *eng, const json_t *c, const tb_principal_t *who,
                                tb_cmd_verdict_t *v) {
         const char *text = json_string_value(json_object_get(c, "task"));
         if (!text) {
@@ -234,11 +329,11 @@ static json_t *tb_cmd_validate(tb_cmd_t *cmd, const json_t *c, const tb_principa
                               jerr.column, jerr.text);
                 return NULL;
         }
-        const tb_config_t *conf = cmd->ctx->conf;
+        const tb_config_t *conf = eng->conf;
         const char *group = json_string_value(json_object_get(in, "security_group"));
         const tb_group_conf_t *pol = tb_config_group_policy(conf, group ? group : "");
         tb_task_vctx_t vctx = {
-                .now_ms = tb_now_ms(),
+                .now_ms = eng->env.now_ms(eng->env.opaque),
                 .user_id = who->user_id,
                 .default_region = conf->region,
                 .log_retention_default_ms = conf->log_retention_default_ms,
@@ -261,6 +356,14 @@ static json_t *tb_cmd_validate(tb_cmd_t *cmd, const json_t *c, const tb_principa
                         json_decref(out);
                 return NULL;
         }
+        group = tb_cmd_jstr(out, "security_group");
+        if (!tb_principal_in_group(who, group)) {
+                tb_cmd_reject(v, "FORBIDDEN", "security_group",
+                              "security_group: user '%s' is not a member of group '%s'",
+                              who->user_id, group);
+                json_decref(out);
+                return NULL;
+        }
         return out;
 }
 
@@ -269,9 +372,9 @@ static json_t *tb_cmd_validate(tb_cmd_t *cmd, const json_t *c, const tb_principa
  * region: only the home region writes a task, so that its events have one
  * writer. @returns true if \p v was filled.
  */
-static bool tb_cmd_not_home(tb_cmd_t *cmd, const char *task_id, const char *home,
+static bool tb_cmd_not_home(tb_cmd_engine_t *eng, const char *task_id, const char *home,
                             tb_cmd_verdict_t *v) {
-        const tb_config_t *conf = cmd->ctx->conf;
+        const tb_config_t *conf = eng->conf;
         if (!home || !*home || !strcmp(home, conf->region))
                 return false;
         const char *api = tb_repl_region_api(conf, home);
@@ -283,35 +386,25 @@ static bool tb_cmd_not_home(tb_cmd_t *cmd, const char *task_id, const char *home
         return true;
 }
 
-/**
- * Decide one decoded command and, when accepted, produce its event and
- * update the state (the replaced state goes to the undo log).
- * @returns an error only when producing failed (the batch must abort).
- */
-tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, const json_t *c,
-                       tb_cmd_verdict_t *v, char *errstr, size_t errstr_size) {
+void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const void *hv, size_t hlen,
+                          int32_t partition, tb_cmd_verdict_t *v) {
         const char *type = tb_cmd_jstr(c, "type");
         const char *task_id = tb_cmd_jstr(c, "task_id");
         const char *ev_type = tb_cmd_event_type(type);
         tb_principal_t *who = NULL;
         json_t *task = NULL, *ev = NULL;
-        tb_buf_t buf = {0};
-        tb_err_t err = TB_OK;
         char aerr[512];
 
         /* authenticate */
-        const void *hv = NULL;
-        size_t hlen = 0;
-        if (tb_bus_header_get(msg, "authorization", &hv, &hlen) != TB_OK || !hv) {
+        if (!hv) {
                 tb_cmd_reject(v, "UNAUTHENTICATED", NULL,
                               "missing the 'authorization' record header "
                               "(\"Bearer <token>\")");
                 goto out;
         }
         char *authz = strndup(hv, hlen);
-        tb_err_t aer = authz ? tb_identity_authenticate(cmd->ctx->store, authz,
-                                                        TB_CMD_AUTH_CACHE_MS, &who, aerr,
-                                                        sizeof(aerr))
+        tb_err_t aer = authz ? eng->env.authenticate(eng->env.opaque, authz, &who, aerr,
+                                                     sizeof(aerr))
                              : TB_ERR_NOMEM;
         free(authz);
         if (aer == TB_ERR_UNAUTHENTICATED) {
@@ -325,11 +418,12 @@ tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, const json_
         }
         /* rate limit */
         int64_t retry_ms = 0;
-        if (!tb_ratelimit_take(cmd->rl, who->user_id, tb_mono_us(), &retry_ms)) {
+        if (!tb_ratelimit_take(eng->rl, who->user_id, eng->env.mono_us(eng->env.opaque),
+                               &retry_ms)) {
                 tb_cmd_reject(v, "THROTTLED", NULL,
                               "rate limit of %.3g commands/s (burst %" PRId64
                               ") exceeded for user '%s': retry after %" PRId64 " ms",
-                              cmd->ctx->conf->api_rate, cmd->ctx->conf->api_burst,
+                              eng->conf->api_rate, eng->conf->api_burst,
                               who->user_id, retry_ms);
                 goto out;
         }
@@ -344,34 +438,27 @@ tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, const json_
         }
         /* The state of a task lives with the partition of its id: a record
          * placed elsewhere would be judged against the wrong state. */
-        int32_t home = tb_bus_partition_for(task_id, strlen(task_id), cmd->partition_cnt);
-        if (home != msg->partition) {
+        int32_t home = tb_bus_partition_for(task_id, strlen(task_id), eng->partition_cnt);
+        if (home != partition) {
                 tb_cmd_reject(v, "INVALID_ARGUMENT", "task_id",
                               "task_id: the record is on partition %" PRId32
                               " of %s but task '%s' belongs to partition %" PRId32
                               ": key task-commands records by the task id and use the "
                               "murmur2 partitioner (Java client default)",
-                              msg->partition, cmd->commands_topic, task_id, home);
+                              partition, eng->commands_topic, task_id, home);
                 goto out;
         }
 
-        tb_cmd_task_t *cur = tb_cmd_map_get(&cmd->map, task_id);
+        tb_cmd_task_t *cur = tb_cmd_map_get(&eng->map, task_id);
         bool create = !strcmp(type, "CREATE");
         bool visible = cur && !cur->deleted && tb_principal_in_group(who, cur->group);
         const json_t *expv = json_object_get(c, "expected_version");
 
         if (create) {
-                task = tb_cmd_validate(cmd, c, who, v);
+                task = tb_cmd_validate(eng, c, who, v);
                 if (!task)
                         goto out;
-                const char *group = tb_cmd_jstr(task, "security_group");
-                if (!tb_principal_in_group(who, group)) {
-                        tb_cmd_reject(v, "FORBIDDEN", "security_group",
-                                      "security_group: user '%s' is not a member of group '%s'",
-                                      who->user_id, group);
-                        goto out;
-                }
-                if (tb_cmd_not_home(cmd, task_id, tb_cmd_jstr(task, "home_region"), v))
+                if (tb_cmd_not_home(eng, task_id, tb_cmd_jstr(task, "home_region"), v))
                         goto out;
                 if (cur) {
                         tb_cmd_reject(v, "CONFLICT", "task_id",
@@ -400,7 +487,7 @@ tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, const json_
                                       task_id);
                         goto out;
                 }
-                if (tb_cmd_not_home(cmd, task_id, tb_cmd_jstr(cur->task, "home_region"), v))
+                if (tb_cmd_not_home(eng, task_id, tb_cmd_jstr(cur->task, "home_region"), v))
                         goto out;
                 if (json_is_integer(expv) && json_integer_value(expv) != cur->version) {
                         tb_cmd_reject(v, "CONFLICT", "expected_version",
@@ -411,17 +498,9 @@ tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, const json_
                         goto out;
                 }
                 if (!strcmp(type, "UPDATE")) {
-                        task = tb_cmd_validate(cmd, c, who, v);
+                        task = tb_cmd_validate(eng, c, who, v);
                         if (!task)
                                 goto out;
-                        const char *group = tb_cmd_jstr(task, "security_group");
-                        if (!tb_principal_in_group(who, group)) {
-                                tb_cmd_reject(v, "FORBIDDEN", "security_group",
-                                              "security_group: user '%s' is not a member of "
-                                              "group '%s'",
-                                              who->user_id, group);
-                                goto out;
-                        }
                         const char *was = tb_cmd_jstr(cur->task, "home_region");
                         const char *now_home = tb_cmd_jstr(task, "home_region");
                         if (*was && strcmp(was, now_home)) {
@@ -443,7 +522,7 @@ tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, const json_
         }
 
         /* accepted: the event */
-        int64_t now = tb_now_ms();
+        int64_t now = eng->env.now_ms(eng->env.opaque);
         json_t *before = cur && !cur->deleted && cur->task ? cur->task : NULL;
         json_t *empty = json_object();
         json_t *changed = !strcmp(type, "DELETE") || !strcmp(type, "RUN_NOW")
@@ -451,7 +530,7 @@ tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, const json_
                                   : tb_task_diff(before ? before : empty, task);
         json_decref(empty);
         char event_id[37];
-        tb_uuid4(event_id);
+        eng->env.new_id(eng->env.opaque, event_id);
         int64_t version = cur ? cur->version + 1 : 1;
         ev = json_pack("{s:s, s:s, s:I, s:s, s:I, s:s, s:s, s:o, s:o, s:I, s:s, s:I}",
                        "event_id", event_id, "task_id", task_id, "version", (json_int_t)version,
@@ -467,23 +546,19 @@ tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, const json_
                 goto out;
         }
         char eerr[512];
-        if (tb_serde_encode(TB_SCHEMA_TASK_EVENT, ev, &buf, eerr, sizeof(eerr)) != TB_OK) {
+        if (tb_serde_encode(TB_SCHEMA_TASK_EVENT, ev, &v->event, eerr, sizeof(eerr)) != TB_OK) {
                 /* the validator and the schema disagree: a bug, not the caller's */
                 tb_error(TB_CMD_SUB, "task %s: encoding the event failed: %s", task_id, eerr);
+                tb_buf_free(&v->event);
                 tb_cmd_reject(v, "INTERNAL", NULL, "cannot encode the TaskEvent: %s", eerr);
                 goto out;
         }
-        err = tb_bus_produce(cmd->producer, cmd->ctx->conf, TB_TOPIC_EVENTS, msg->partition,
-                             task_id, strlen(task_id), buf.data, buf.len, NULL, 0, false, errstr,
-                             errstr_size);
-        if (err)
-                goto out;
 
         tb_cmd_task_t *t = calloc(1, sizeof(*t));
         if (!t)
                 abort();
         t->id = strdup(task_id);
-        t->partition = msg->partition;
+        t->partition = partition;
         t->version = version;
         t->deleted = task == NULL;
         t->task = task ? json_incref(task) : NULL;
@@ -491,16 +566,45 @@ tb_err_t tb_cmd_decide(tb_cmd_t *cmd, const rd_kafka_message_t *msg, const json_
         t->created_at = cur ? cur->created_at : now;
         t->created_by = strdup(cur ? cur->created_by : who->user_id);
         t->epoch = cur ? cur->epoch : 0;
-        tb_cmd_undo_push(cmd, task_id, tb_cmd_map_put(&cmd->map, t));
+        tb_cmd_undo_push(eng, task_id, tb_cmd_map_put(&eng->map, t));
         v->reason = NULL;
         v->version = version;
         tb_snprintf(v->message, sizeof(v->message), "%s", ev_type);
 out:
-        tb_buf_free(&buf);
         if (ev)
                 json_decref(ev);
         if (task)
                 json_decref(task);
         tb_principal_free(who);
-        return err;
+}
+
+/* ---- the reply ---------------------------------------------------------------- */
+
+bool tb_cmd_engine_reply(tb_cmd_engine_t *eng, const char *correlation_id,
+                         const char *command_id, const char *task_id,
+                         const tb_cmd_verdict_t *v, tb_buf_t *out) {
+        /* Built field by field: a message cut inside a UTF-8 sequence (or an
+         * id that is not UTF-8) must not cost the reply. */
+        json_t *msg = json_string(v->message);
+        json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:I}", "correlation_id",
+                              correlation_id, "command_id", command_id, "task_id", task_id,
+                              "status", v->reason ? "REJECTED" : "ACCEPTED", "reason",
+                              v->reason ? v->reason : "NONE", "message",
+                              msg ? msg : json_string("(message not representable)"), "field",
+                              v->reason && v->field[0] && tb_cmd_utf8_ok(v->field)
+                                      ? json_string(v->field)
+                                      : json_null(),
+                              "version", v->reason ? json_null() : json_integer(v->version),
+                              "replied_at", (json_int_t)eng->env.now_ms(eng->env.opaque));
+        if (!r) {
+                tb_warn(TB_CMD_SUB, "reply to correlation id of %zu bytes not sent: an id is "
+                        "not valid UTF-8", strlen(correlation_id));
+                return false;
+        }
+        char eerr[512];
+        bool ok = tb_serde_encode(TB_SCHEMA_TASK_REPLY, r, out, eerr, sizeof(eerr)) == TB_OK;
+        if (!ok)
+                tb_error(TB_CMD_SUB, "reply not sent: encoding the TaskReply failed: %s", eerr);
+        json_decref(r);
+        return ok;
 }

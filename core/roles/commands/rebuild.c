@@ -60,7 +60,7 @@ tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts
         }
         tb_cmd_unfollow(cmd, parts);
         for (int i = 0; i < parts->cnt; i++)
-                tb_cmd_map_drop_partition(&cmd->map, parts->elems[i].partition);
+                tb_cmd_engine_drop_partition(cmd->engine, parts->elems[i].partition);
         for (int i = 0; i < n; i++) {
                 int32_t p = parts->elems[i % parts->cnt].partition;
                 int r = i / parts->cnt; /* 0: local; r: remote_events[r - 1] */
@@ -133,7 +133,7 @@ tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts
                         char derr[512];
                         if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev,
                                             derr, sizeof(derr)) == TB_OK) {
-                                tb_cmd_apply_event(cmd, m->partition, ev);
+                                tb_cmd_engine_apply_event(cmd->engine, m->partition, ev);
                                 json_decref(ev);
                                 events++;
                         } else {
@@ -161,7 +161,7 @@ out:
                 tb_info(TB_CMD_SUB, "rebuilt %d partition(s) from %s%s: %zu events, %zu tasks held, %.3f s",
                         parts->cnt, cmd->events_topic,
                         cmd->remote_cnt ? " and the other regions' copies" : "", events,
-                        cmd->map.cnt, (double)(tb_mono_us() - t0) / 1e6);
+                        tb_cmd_engine_task_count(cmd->engine), (double)(tb_mono_us() - t0) / 1e6);
         }
         free(end);
         free(done);
@@ -190,7 +190,7 @@ void tb_cmd_follow(tb_cmd_t *cmd) {
                         char derr[512];
                         if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev,
                                             derr, sizeof(derr)) == TB_OK) {
-                                tb_cmd_apply_event(cmd, m->partition, ev);
+                                tb_cmd_engine_apply_event(cmd->engine, m->partition, ev);
                                 json_decref(ev);
                         } else {
                                 tb_warn(TB_CMD_SUB, "%s [%" PRId32 "] offset %" PRId64

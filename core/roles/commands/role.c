@@ -84,7 +84,7 @@ static void tb_cmd_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 tb_cmd_batch_drop(cmd, parts);
                 tb_cmd_unfollow(cmd, parts);
                 for (int i = 0; i < parts->cnt; i++)
-                        tb_cmd_map_drop_partition(&cmd->map, parts->elems[i].partition);
+                        tb_cmd_engine_drop_partition(cmd->engine, parts->elems[i].partition);
                 e = rd_kafka_incremental_unassign(rk, parts);
         } else {
                 tb_error(TB_CMD_SUB, "rebalance failed: %s", rd_kafka_err2str(err));
@@ -115,35 +115,13 @@ static void tb_cmd_count(tb_cmd_t *cmd, const char *type, const char *outcome) {
 static tb_err_t tb_cmd_reply(tb_cmd_t *cmd, const char *correlation_id, const char *command_id,
                              const char *task_id, const tb_cmd_verdict_t *v, char *errstr,
                              size_t errstr_size) {
-        /* Built field by field: a message cut inside a UTF-8 sequence (or an
-         * id that is not UTF-8) must not cost the reply. */
-        json_t *msg = json_string(v->message);
-        json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:I}", "correlation_id",
-                              correlation_id, "command_id", command_id, "task_id", task_id,
-                              "status", v->reason ? "REJECTED" : "ACCEPTED", "reason",
-                              v->reason ? v->reason : "NONE", "message",
-                              msg ? msg : json_string("(message not representable)"), "field",
-                              v->reason && v->field[0] && tb_cmd_utf8_ok(v->field)
-                                      ? json_string(v->field)
-                                      : json_null(),
-                              "version", v->reason ? json_null() : json_integer(v->version),
-                              "replied_at", (json_int_t)tb_now_ms());
-        if (!r) {
-                tb_warn(TB_CMD_SUB, "reply to correlation id of %zu bytes not sent: an id is "
-                        "not valid UTF-8", strlen(correlation_id));
-                return TB_OK;
-        }
         tb_buf_t buf = {0};
-        char eerr[512];
         tb_err_t err = TB_OK;
-        if (tb_serde_encode(TB_SCHEMA_TASK_REPLY, r, &buf, eerr, sizeof(eerr)) != TB_OK)
-                tb_error(TB_CMD_SUB, "reply not sent: encoding the TaskReply failed: %s", eerr);
-        else
+        if (tb_cmd_engine_reply(cmd->engine, correlation_id, command_id, task_id, v, &buf))
                 err = tb_bus_produce(cmd->producer, cmd->ctx->conf, TB_TOPIC_REPLIES,
                                      RD_KAFKA_PARTITION_UA, correlation_id,
                                      strlen(correlation_id), buf.data, buf.len, NULL, 0, false,
                                      errstr, errstr_size);
-        json_decref(r);
         tb_buf_free(&buf);
         return err;
 }
@@ -191,7 +169,16 @@ static tb_err_t tb_cmd_handle(tb_cmd_t *cmd, const rd_kafka_message_t *msg, char
         const char *correlation = tb_cmd_jstr(c, "correlation_id");
         if (!*correlation)
                 correlation = corr;
-        if ((err = tb_cmd_decide(cmd, msg, c, &v, errstr, errstr_size)))
+        const void *av = NULL;
+        size_t alen = 0;
+        if (tb_bus_header_get(msg, "authorization", &av, &alen) != TB_OK)
+                av = NULL;
+        tb_cmd_engine_decide(cmd->engine, c, av, alen, msg->partition, &v);
+        const char *task_id = tb_cmd_jstr(c, "task_id");
+        if (!v.reason &&
+            (err = tb_bus_produce(cmd->producer, cmd->ctx->conf, TB_TOPIC_EVENTS, msg->partition,
+                                  task_id, strlen(task_id), v.event.data, v.event.len, NULL, 0,
+                                  false, errstr, errstr_size)))
                 goto out;
         tb_cmd_count(cmd, tb_cmd_jstr(c, "type"), v.reason ? v.reason : "ACCEPTED");
         if (v.reason)
@@ -204,9 +191,10 @@ static tb_err_t tb_cmd_handle(tb_cmd_t *cmd, const rd_kafka_message_t *msg, char
                         tb_cmd_jstr(c, "command_id"));
                 goto out;
         }
-        err = tb_cmd_reply(cmd, correlation, tb_cmd_jstr(c, "command_id"),
-                           tb_cmd_jstr(c, "task_id"), &v, errstr, errstr_size);
+        err = tb_cmd_reply(cmd, correlation, tb_cmd_jstr(c, "command_id"), task_id, &v, errstr,
+                           errstr_size);
 out:
+        tb_cmd_verdict_clear(&v);
         json_decref(c);
         return err;
 }
@@ -320,7 +308,7 @@ static void tb_cmd_process(tb_cmd_t *cmd) {
                                      sizeof(errstr))))
                 goto fail;
 
-        tb_cmd_undo_forget(cmd);
+        tb_cmd_engine_commit(cmd->engine);
         for (size_t i = 0; i < cmd->tally_cnt; i++) {
                 char labels[96];
                 tb_snprintf(labels, sizeof(labels), "type=\"%s\",outcome=\"%s\"",
@@ -349,15 +337,15 @@ fail:;
         }
         if (fatal && !tb_cmd_producer_rebuild(cmd)) {
                 /* stopping: the state is discarded anyway */
-                tb_cmd_undo_forget(cmd);
+                tb_cmd_engine_commit(cmd->engine);
                 goto done;
         }
         if (!in_commit && !fatal) {
                 /* known to be aborted: undo and read the batch again */
-                tb_cmd_undo_apply(cmd);
+                tb_cmd_engine_rollback(cmd->engine);
                 tb_cmd_seek(cmd, starts);
         } else {
-                tb_cmd_undo_forget(cmd);
+                tb_cmd_engine_commit(cmd->engine);
                 tb_cmd_resync(cmd, starts);
         }
 done:
@@ -412,6 +400,31 @@ static void *tb_cmd_main(void *arg) {
 
 /* ---- role ------------------------------------------------------------------ */
 
+/* What the engine needs from outside: PostgreSQL (through identity/'s cache),
+ * the clocks and the event ids. */
+static tb_err_t tb_cmd_env_authenticate(void *opaque, const char *authorization,
+                                        tb_principal_t **who, char *errstr,
+                                        size_t errstr_size) {
+        tb_cmd_t *cmd = opaque;
+        return tb_identity_authenticate(cmd->ctx->store, authorization, TB_CMD_AUTH_CACHE_MS,
+                                        who, errstr, errstr_size);
+}
+
+static int64_t tb_cmd_env_now_ms(void *opaque) {
+        (void)opaque;
+        return tb_now_ms();
+}
+
+static int64_t tb_cmd_env_mono_us(void *opaque) {
+        (void)opaque;
+        return tb_mono_us();
+}
+
+static void tb_cmd_env_new_id(void *opaque, char id[37]) {
+        (void)opaque;
+        tb_uuid4(id);
+}
+
 static void tb_cmd_free(tb_cmd_t *cmd) {
         if (!cmd)
                 return;
@@ -431,11 +444,7 @@ static void tb_cmd_free(tb_cmd_t *cmd) {
                 rd_kafka_flush(cmd->producer, 5000);
                 rd_kafka_destroy(cmd->producer);
         }
-        tb_cmd_undo_forget(cmd);
-        free(cmd->undo);
-        tb_cmd_map_clear(&cmd->map);
-        if (cmd->rl)
-                tb_ratelimit_free(cmd->rl);
+        tb_cmd_engine_destroy(cmd->engine);
         free(cmd);
 }
 
@@ -473,12 +482,14 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
                             "Command transactions that failed and were retried");
         tb_metrics_describe("taskbus_commands_batch_seconds", "histogram",
                             "Time to decide and commit one batch of commands");
-        cmd->rl = tb_ratelimit_new(conf->api_rate, conf->api_burst);
-        if (!cmd->rl) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: rate limiter");
-                goto fail;
-        }
-        if ((err = tb_serde_init(errstr, errstr_size)))
+        const tb_cmd_env_t env = {
+                .authenticate = tb_cmd_env_authenticate,
+                .now_ms = tb_cmd_env_now_ms,
+                .mono_us = tb_cmd_env_mono_us,
+                .new_id = tb_cmd_env_new_id,
+                .opaque = cmd,
+        };
+        if ((err = tb_cmd_engine_new(conf, &env, &cmd->engine, errstr, errstr_size)))
                 goto fail;
         if ((err = tb_bus_producer_new(conf, cmd->txn_id, &cmd->producer, errstr, errstr_size)))
                 goto fail;
