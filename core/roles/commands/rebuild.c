@@ -4,6 +4,24 @@
  */
 #include "commands/cmd_internal.h"
 
+/** Apply the TaskEvent of record \p m to the state; a record that is not one
+ *  is skipped with a warning prefixed by \p what. @returns true if applied. */
+static bool tb_cmd_apply_record(tb_cmd_t *cmd, const rd_kafka_message_t *m, const char *what) {
+        json_t *ev = NULL;
+        char derr[512];
+        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev, derr,
+                            sizeof(derr)) != TB_OK) {
+                tb_warn(TB_CMD_SUB, "%s%s [%" PRId32 "] offset %" PRId64
+                        " is not a TaskEvent (%s): skipped",
+                        what, m->rkt ? rd_kafka_topic_name(m->rkt) : "", m->partition, m->offset,
+                        derr);
+                return false;
+        }
+        tb_cmd_engine_apply_event(cmd->engine, m->partition, ev);
+        json_decref(ev);
+        return true;
+}
+
 /** Assign \p l to the follower (incrementally). */
 static void tb_cmd_follow_assign(tb_cmd_t *cmd, rd_kafka_topic_partition_list_t *l, bool add) {
         if (!l->cnt)
@@ -129,19 +147,8 @@ tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts
                         tb_warn(TB_CMD_SUB, "rebuild: reading %s: %s", tname,
                                 rd_kafka_message_errstr(m));
                 } else if (idx >= 0 && !done[idx]) {
-                        json_t *ev = NULL;
-                        char derr[512];
-                        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev,
-                                            derr, sizeof(derr)) == TB_OK) {
-                                tb_cmd_engine_apply_event(cmd->engine, m->partition, ev);
-                                json_decref(ev);
+                        if (tb_cmd_apply_record(cmd, m, "rebuild: "))
                                 events++;
-                        } else {
-                                tb_warn(TB_CMD_SUB,
-                                        "rebuild: %s [%" PRId32 "] offset %" PRId64
-                                        " is not a TaskEvent (%s): skipped",
-                                        tname, m->partition, m->offset, derr);
-                        }
                         if (m->offset + 1 >= end[idx]) {
                                 done[idx] = true;
                                 remaining--;
@@ -186,18 +193,7 @@ void tb_cmd_follow(tb_cmd_t *cmd) {
                         return;
                 if (!m->err && m->partition >= 0 && m->partition < cmd->partition_cnt &&
                     cmd->followed[m->partition]) {
-                        json_t *ev = NULL;
-                        char derr[512];
-                        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_TASK_EVENT, NULL, &ev,
-                                            derr, sizeof(derr)) == TB_OK) {
-                                tb_cmd_engine_apply_event(cmd->engine, m->partition, ev);
-                                json_decref(ev);
-                        } else {
-                                tb_warn(TB_CMD_SUB, "%s [%" PRId32 "] offset %" PRId64
-                                        " is not a TaskEvent (%s): skipped",
-                                        rd_kafka_topic_name(m->rkt), m->partition, m->offset,
-                                        derr);
-                        }
+                        tb_cmd_apply_record(cmd, m, "");
                 } else if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                         tb_debug(TB_CMD_SUB, "task-events follower: %s",
                                  rd_kafka_message_errstr(m));
