@@ -62,7 +62,7 @@ static void tb_cmd_task_free(tb_cmd_task_t *t) {
         free(t);
 }
 
-static tb_cmd_task_t *tb_cmd_map_get(tb_cmd_map_t *m, const char *id) {
+static tb_cmd_task_t *tb_cmd_map_get(const tb_cmd_map_t *m, const char *id) {
         if (!m->nb)
                 return NULL;
         for (tb_cmd_task_t *t = m->b[tb_cmd_hash(id) & (m->nb - 1)]; t; t = t->next)
@@ -224,7 +224,7 @@ void tb_cmd_engine_destroy(tb_cmd_engine_t *eng) {
 }
 
 const tb_cmd_task_t *tb_cmd_engine_get(const tb_cmd_engine_t *eng, const char *id) {
-        return tb_cmd_map_get((tb_cmd_map_t *)&eng->map, id);
+        return tb_cmd_map_get(&eng->map, id);
 }
 
 size_t tb_cmd_engine_task_count(const tb_cmd_engine_t *eng) {

@@ -11,6 +11,11 @@
  * consumed offset are written in ONE Kafka transaction, several commands
  * per transaction when they are queued.
  *
+ * Files: this one (consumer, rebalances, batches and transactions, start and
+ * stop), rebuild.c (the state of a partition from task-events, and the
+ * follower), engine.h / engine.c (the state itself and every decision, with
+ * no Kafka and no PostgreSQL: what a command is answered is decided there).
+ *
  * Fencing (KIP-447): one transactional producer per process, whose
  * transaction carries the consumer group metadata; the group coordinator
  * refuses the offsets of a member of an older generation, so a zombie that
