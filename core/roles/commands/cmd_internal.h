@@ -1,0 +1,86 @@
+/**
+ * @file commands/cmd_internal.h
+ * @brief The commands role's own state, shared by role.c (consumer,
+ *        batches, transactions, start/stop) and rebuild.c (rebuilding and
+ *        following task-events). The decisions are the engine's
+ *        (commands/engine.h).
+ */
+#ifndef TB_CMD_INTERNAL_H
+#define TB_CMD_INTERNAL_H
+
+#include "bus/bus.h"
+#include "commands/engine.h"
+#include "daemon.h"
+#include "http/metrics.h"
+#include "replication.h"
+#include "serde/serde.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/** Most commands in one transaction. */
+#define TB_CMD_BATCH_MAX 100
+/** How long a batch waits for more commands once it has one. */
+#define TB_CMD_BATCH_WAIT_US 20000
+/** Timeout of a transaction commit. */
+#define TB_CMD_COMMIT_TIMEOUT_MS 30000
+/** Authentication cache: revocations take effect within this time. */
+#define TB_CMD_AUTH_CACHE_MS 5000
+
+/** Outcome tallies of a batch, published to metrics only once it commits. */
+typedef struct tb_cmd_tally {
+        char type[16];
+        char outcome[24];
+        int n;
+} tb_cmd_tally_t;
+
+typedef struct tb_cmd {
+        tb_ctx_t *ctx;
+        pthread_t thread;
+        bool thread_started;
+        rd_kafka_t *consumer;  /* group member on task-commands */
+        rd_kafka_t *producer;  /* transactional */
+        rd_kafka_t *loader;    /* assign-only reader of task-events */
+        rd_kafka_t *follower;  /* assign-only: local + copied task-events after a rebuild */
+        bool *followed;        /* per partition: the follower has it assigned */
+        char (*remote_events)[300]; /* the other regions' copies of task-events */
+        size_t remote_cnt;
+        tb_cmd_engine_t *engine; /* the state and the decisions */
+        char txn_id[300];
+        char events_topic[256];
+        char commands_topic[256];
+        int32_t partition_cnt;
+
+        /* the batch being collected (the rebalance callback drops the
+         * records of revoked partitions from it) */
+        rd_kafka_message_t *batch[TB_CMD_BATCH_MAX];
+        size_t batch_cnt;
+
+        tb_cmd_tally_t tally[64];
+        size_t tally_cnt;
+        uint64_t malformed;
+} tb_cmd_t;
+
+/* rebuild.c */
+
+/** Stop following partition numbers \p parts (local and copies). */
+void tb_cmd_unfollow(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts);
+/**
+ * Rebuild the state of task-events partitions \p parts (same numbers as the
+ * task-commands partitions) and of the same partitions of the other regions'
+ * copies, then follow them. @returns TB_OK, or an error after which the
+ * caller retries. @locality the role's worker thread.
+ */
+tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts,
+                     char *errstr, size_t errstr_size);
+/** Apply what the follower has; between batches only. */
+void tb_cmd_follow(tb_cmd_t *cmd);
+/** An assign-only consumer of task-events (never joins its group). */
+tb_err_t tb_cmd_loader_new(tb_cmd_t *cmd, rd_kafka_t **out, char *errstr,
+                           size_t errstr_size);
+
+#endif /* TB_CMD_INTERNAL_H */

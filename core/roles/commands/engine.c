@@ -1,0 +1,610 @@
+/**
+ * @file commands/engine.c
+ * @brief The commands decision engine (commands/engine.h): the state map, the
+ *        undo log, the per-command decision and the reply.
+ */
+#include "commands/engine.h"
+
+#include "bus/bus.h"
+#include "replication.h"
+#include "serde/serde.h"
+#include "task/task.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/** A string-keyed hash map of tb_cmd_task_t (chained, power-of-two size). */
+typedef struct tb_cmd_map {
+        tb_cmd_task_t **b;
+        size_t nb;
+        size_t cnt;
+} tb_cmd_map_t;
+
+/** A replaced state, kept until the transaction that replaced it commits. */
+typedef struct tb_cmd_undo {
+        char *id;
+        tb_cmd_task_t *old; /* NULL: the task did not exist */
+} tb_cmd_undo_t;
+
+struct tb_cmd_engine {
+        const tb_config_t *conf;
+        tb_cmd_env_t env;
+        int32_t partition_cnt;
+        char commands_topic[256];
+        tb_ratelimit_t *rl;
+        tb_cmd_map_t map;
+        tb_cmd_undo_t *undo;
+        size_t undo_cnt, undo_cap;
+};
+
+static const char *const tb_cmd_executors[] = {"shell", "container", "ssh", NULL};
+
+/* ---- state map ------------------------------------------------------------ */
+
+static uint64_t tb_cmd_hash(const char *s) {
+        uint64_t h = 1469598103934665603ULL;
+        for (; *s; s++)
+                h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+        return h;
+}
+
+static void tb_cmd_task_free(tb_cmd_task_t *t) {
+        if (!t)
+                return;
+        free(t->id);
+        free(t->group);
+        free(t->created_by);
+        if (t->task)
+                json_decref(t->task);
+        free(t);
+}
+
+static tb_cmd_task_t *tb_cmd_map_get(const tb_cmd_map_t *m, const char *id) {
+        if (!m->nb)
+                return NULL;
+        for (tb_cmd_task_t *t = m->b[tb_cmd_hash(id) & (m->nb - 1)]; t; t = t->next)
+                if (!strcmp(t->id, id))
+                        return t;
+        return NULL;
+}
+
+/** Detach and return the entry for \p id (NULL if none). */
+static tb_cmd_task_t *tb_cmd_map_take(tb_cmd_map_t *m, const char *id) {
+        if (!m->nb)
+                return NULL;
+        for (tb_cmd_task_t **pp = &m->b[tb_cmd_hash(id) & (m->nb - 1)]; *pp; pp = &(*pp)->next)
+                if (!strcmp((*pp)->id, id)) {
+                        tb_cmd_task_t *t = *pp;
+                        *pp = t->next;
+                        t->next = NULL;
+                        m->cnt--;
+                        return t;
+                }
+        return NULL;
+}
+
+static bool tb_cmd_map_grow(tb_cmd_map_t *m) {
+        size_t nb = m->nb ? m->nb * 2 : 1024;
+        tb_cmd_task_t **b = calloc(nb, sizeof(*b));
+        if (!b)
+                return false;
+        for (size_t i = 0; i < m->nb; i++) {
+                tb_cmd_task_t *t = m->b[i], *next;
+                for (; t; t = next) {
+                        next = t->next;
+                        size_t k = tb_cmd_hash(t->id) & (nb - 1);
+                        t->next = b[k];
+                        b[k] = t;
+                }
+        }
+        free(m->b);
+        m->b = b;
+        m->nb = nb;
+        return true;
+}
+
+/** Insert \p t (owned by the map from now on); @returns the entry it
+ *  replaced, detached (caller owns), or NULL. */
+static tb_cmd_task_t *tb_cmd_map_put(tb_cmd_map_t *m, tb_cmd_task_t *t) {
+        tb_cmd_task_t *old = tb_cmd_map_take(m, t->id);
+        if ((m->cnt + 1) * 2 > m->nb && !tb_cmd_map_grow(m) && !m->nb) {
+                /* out of memory before the first bucket: keep the old one */
+                tb_cmd_task_free(t);
+                return old;
+        }
+        size_t k = tb_cmd_hash(t->id) & (m->nb - 1);
+        t->next = m->b[k];
+        m->b[k] = t;
+        m->cnt++;
+        return old;
+}
+
+/** Drop every task of partition \p p. */
+static void tb_cmd_map_drop_partition(tb_cmd_map_t *m, int32_t p) {
+        for (size_t i = 0; i < m->nb; i++) {
+                tb_cmd_task_t **pp = &m->b[i];
+                while (*pp) {
+                        if ((*pp)->partition == p) {
+                                tb_cmd_task_t *t = *pp;
+                                *pp = t->next;
+                                m->cnt--;
+                                tb_cmd_task_free(t);
+                        } else {
+                                pp = &(*pp)->next;
+                        }
+                }
+        }
+}
+
+static void tb_cmd_map_clear(tb_cmd_map_t *m) {
+        for (size_t i = 0; i < m->nb; i++) {
+                tb_cmd_task_t *t = m->b[i], *next;
+                for (; t; t = next) {
+                        next = t->next;
+                        tb_cmd_task_free(t);
+                }
+        }
+        free(m->b);
+        memset(m, 0, sizeof(*m));
+}
+
+/* ---- undo log ---------------------------------------------------------------- */
+
+static void tb_cmd_undo_push(tb_cmd_engine_t *eng, const char *id, tb_cmd_task_t *old) {
+        if (eng->undo_cnt == eng->undo_cap) {
+                size_t cap = eng->undo_cap ? eng->undo_cap * 2 : 128;
+                tb_cmd_undo_t *u = realloc(eng->undo, cap * sizeof(*u));
+                if (!u)
+                        abort(); /* cannot keep the state consistent without it */
+                eng->undo = u;
+                eng->undo_cap = cap;
+        }
+        eng->undo[eng->undo_cnt].id = strdup(id);
+        eng->undo[eng->undo_cnt].old = old;
+        eng->undo_cnt++;
+}
+
+/* The transaction committed: the replaced states are garbage. */
+void tb_cmd_engine_commit(tb_cmd_engine_t *eng) {
+        for (size_t i = 0; i < eng->undo_cnt; i++) {
+                free(eng->undo[i].id);
+                tb_cmd_task_free(eng->undo[i].old);
+        }
+        eng->undo_cnt = 0;
+}
+
+void tb_cmd_engine_rollback(tb_cmd_engine_t *eng) {
+        while (eng->undo_cnt > 0) {
+                tb_cmd_undo_t *u = &eng->undo[--eng->undo_cnt];
+                tb_cmd_task_free(tb_cmd_map_take(&eng->map, u->id));
+                if (u->old)
+                        tb_cmd_task_free(tb_cmd_map_put(&eng->map, u->old));
+                free(u->id);
+        }
+}
+
+/* ---- the engine ------------------------------------------------------------- */
+
+tb_err_t tb_cmd_engine_new(const tb_config_t *conf, const tb_cmd_env_t *env,
+                           tb_cmd_engine_t **out, char *errstr, size_t errstr_size) {
+        tb_err_t err;
+        *out = NULL;
+        if (!env->authenticate || !env->now_ms || !env->mono_us || !env->new_id)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "commands engine: every env function is required");
+        if ((err = tb_serde_init(errstr, errstr_size)))
+                return err;
+        tb_cmd_engine_t *eng = calloc(1, sizeof(*eng));
+        if (!eng)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: out of memory");
+        eng->conf = conf;
+        eng->env = *env;
+        eng->partition_cnt = (int32_t)conf->topic_partitions;
+        tb_topic_name(conf, TB_TOPIC_COMMANDS, eng->commands_topic, sizeof(eng->commands_topic));
+        eng->rl = tb_ratelimit_new(conf->api_rate, conf->api_burst);
+        if (!eng->rl) {
+                free(eng);
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: rate limiter");
+        }
+        *out = eng;
+        return TB_OK;
+}
+
+void tb_cmd_engine_destroy(tb_cmd_engine_t *eng) {
+        if (!eng)
+                return;
+        tb_cmd_engine_commit(eng);
+        free(eng->undo);
+        tb_cmd_map_clear(&eng->map);
+        tb_ratelimit_free(eng->rl);
+        free(eng);
+}
+
+const tb_cmd_task_t *tb_cmd_engine_get(const tb_cmd_engine_t *eng, const char *id) {
+        return tb_cmd_map_get(&eng->map, id);
+}
+
+size_t tb_cmd_engine_task_count(const tb_cmd_engine_t *eng) {
+        return eng->map.cnt;
+}
+
+void tb_cmd_engine_drop_partition(tb_cmd_engine_t *eng, int32_t partition) {
+        tb_cmd_map_drop_partition(&eng->map, partition);
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+bool tb_cmd_utf8_ok(const char *s) {
+        json_t *j = json_string(s);
+        if (!j)
+                return false;
+        json_decref(j);
+        return true;
+}
+
+const char *tb_cmd_jstr(const json_t *o, const char *key) {
+        const char *s = json_string_value(json_object_get(o, key));
+        return s ? s : "";
+}
+
+/* ---- rebuilding: events applied to the state ---------------------------------- */
+
+void tb_cmd_engine_apply_event(tb_cmd_engine_t *eng, int32_t partition, const json_t *ev) {
+        const char *id = tb_cmd_jstr(ev, "task_id");
+        int64_t version = json_integer_value(json_object_get(ev, "version"));
+        if (!*id)
+                return;
+        int64_t epoch = json_integer_value(json_object_get(ev, "epoch"));
+        tb_cmd_task_t *cur = tb_cmd_map_get(&eng->map, id);
+        if (cur && !tb_repl_newer(epoch, version, cur->epoch, cur->version))
+                return; /* known already (our own events come back through the follower),
+                         * or superseded by a failover's higher epoch */
+        tb_cmd_task_t *t = calloc(1, sizeof(*t));
+        if (!t)
+                return;
+        const json_t *spec = json_object_get(ev, "task");
+        t->id = strdup(id);
+        t->partition = partition;
+        t->version = version;
+        t->deleted = !strcmp(tb_cmd_jstr(ev, "type"), "DELETED") || !json_is_object(spec);
+        if (json_is_object(spec)) {
+                t->task = tb_task_from_spec(spec);
+                t->group = strdup(tb_cmd_jstr(spec, "security_group"));
+        } else {
+                t->group = strdup(cur ? cur->group : "");
+        }
+        t->created_at = json_integer_value(json_object_get(ev, "created_at"));
+        t->created_by = strdup(tb_cmd_jstr(ev, "created_by"));
+        t->epoch = json_integer_value(json_object_get(ev, "epoch"));
+        tb_cmd_task_free(tb_cmd_map_put(&eng->map, t));
+}
+
+/* ---- one command ------------------------------------------------------------ */
+
+void tb_cmd_reject(tb_cmd_verdict_t *v, const char *reason, const char *field,
+                   const char *fmt, ...) {
+        va_list ap;
+        v->reason = reason;
+        tb_snprintf(v->field, sizeof(v->field), "%s", field ? field : "");
+        va_start(ap, fmt);
+        vsnprintf(v->message, sizeof(v->message), fmt, ap);
+        va_end(ap);
+}
+
+void tb_cmd_verdict_clear(tb_cmd_verdict_t *v) {
+        tb_buf_free(&v->event);
+        memset(v, 0, sizeof(*v));
+}
+
+static const char *tb_cmd_event_type(const char *cmd_type) {
+        static const char *const map[][2] = {
+                {"CREATE", "CREATED"}, {"UPDATE", "UPDATED"}, {"DELETE", "DELETED"},
+                {"PAUSE", "PAUSED"},   {"RESUME", "RESUMED"}, {"RUN_NOW", "RUN_REQUESTED"},
+        };
+        for (size_t i = 0; i < TB_ARRAY_LEN(map); i++)
+                if (!strcmp(map[i][0], cmd_type))
+                        return map[i][1];
+        return NULL;
+}
+
+/** Parse and validate the command's task JSON, whose security group must be
+ *  one of the caller's; fills \p v on failure. */
+static json_t *tb_cmd_validate(tb_cmd_engine_t *eng, const json_t *c, const tb_principal_t *who,
+                               tb_cmd_verdict_t *v) {
+        const char *text = json_string_value(json_object_get(c, "task"));
+        if (!text) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", "task",
+                              "task: required for %s (the task as JSON, in the REST API's shape)",
+                              tb_cmd_jstr(c, "type"));
+                return NULL;
+        }
+        json_error_t jerr;
+        json_t *in = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+        if (!in) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", "task",
+                              "task: not valid JSON (line %d, column %d: %s)", jerr.line,
+                              jerr.column, jerr.text);
+                return NULL;
+        }
+        const tb_config_t *conf = eng->conf;
+        const char *group = json_string_value(json_object_get(in, "security_group"));
+        const tb_group_conf_t *pol = tb_config_group_policy(conf, group ? group : "");
+        tb_task_vctx_t vctx = {
+                .now_ms = eng->env.now_ms(eng->env.opaque),
+                .user_id = who->user_id,
+                .default_region = conf->region,
+                .log_retention_default_ms = conf->log_retention_default_ms,
+                .log_retention_max_ms = pol ? pol->log_retention_max_ms : 0,
+                .executors = tb_cmd_executors,
+        };
+        tb_task_err_t terr;
+        memset(&terr, 0, sizeof(terr));
+        json_t *out = NULL;
+        tb_err_t err = tb_task_validate(in, &vctx, &out, &terr);
+        json_decref(in);
+        if (err == TB_ERR_FORBIDDEN) {
+                tb_cmd_reject(v, "FORBIDDEN", terr.field, "%s", terr.message);
+                return NULL;
+        }
+        if (err || !out) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", terr.field, "%s",
+                              terr.message[0] ? terr.message : "task: invalid");
+                if (out)
+                        json_decref(out);
+                return NULL;
+        }
+        group = tb_cmd_jstr(out, "security_group");
+        if (!tb_principal_in_group(who, group)) {
+                tb_cmd_reject(v, "FORBIDDEN", "security_group",
+                              "security_group: user '%s' is not a member of group '%s'",
+                              who->user_id, group);
+                json_decref(out);
+                return NULL;
+        }
+        return out;
+}
+
+/**
+ * Refuse (FORBIDDEN, field home_region) a write for a task homed in another
+ * region: only the home region writes a task, so that its events have one
+ * writer. @returns true if \p v was filled.
+ */
+static bool tb_cmd_not_home(tb_cmd_engine_t *eng, const char *task_id, const char *home,
+                            tb_cmd_verdict_t *v) {
+        const tb_config_t *conf = eng->conf;
+        if (!home || !*home || !strcmp(home, conf->region))
+                return false;
+        const char *api = tb_repl_region_api(conf, home);
+        tb_cmd_reject(v, "FORBIDDEN", "home_region",
+                      "home_region: task '%s' is homed in region '%s' and this is region '%s': "
+                      "send writes for it to region %s%s%s (a region fails over with `taskbus "
+                      "admin region failover`)",
+                      task_id, home, conf->region, home, api ? " at " : "", api ? api : "");
+        return true;
+}
+
+void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const void *hv, size_t hlen,
+                          int32_t partition, tb_cmd_verdict_t *v) {
+        const char *type = tb_cmd_jstr(c, "type");
+        const char *task_id = tb_cmd_jstr(c, "task_id");
+        const char *ev_type = tb_cmd_event_type(type);
+        tb_principal_t *who = NULL;
+        json_t *task = NULL, *ev = NULL;
+        char aerr[512];
+
+        /* authenticate */
+        if (!hv) {
+                tb_cmd_reject(v, "UNAUTHENTICATED", NULL,
+                              "missing the 'authorization' record header "
+                              "(\"Bearer <token>\")");
+                goto out;
+        }
+        char *authz = strndup(hv, hlen);
+        tb_err_t aer = authz ? eng->env.authenticate(eng->env.opaque, authz, &who, aerr,
+                                                     sizeof(aerr))
+                             : TB_ERR_NOMEM;
+        free(authz);
+        if (aer == TB_ERR_UNAUTHENTICATED) {
+                tb_cmd_reject(v, "UNAUTHENTICATED", NULL, "%s", aerr);
+                goto out;
+        }
+        if (aer) {
+                tb_cmd_reject(v, "INTERNAL", NULL, "authentication unavailable: %s",
+                              aer == TB_ERR_NOMEM ? "out of memory" : aerr);
+                goto out;
+        }
+        /* rate limit */
+        int64_t retry_ms = 0;
+        if (!tb_ratelimit_take(eng->rl, who->user_id, eng->env.mono_us(eng->env.opaque),
+                               &retry_ms)) {
+                tb_cmd_reject(v, "THROTTLED", NULL,
+                              "rate limit of %.3g commands/s (burst %" PRId64
+                              ") exceeded for user '%s': retry after %" PRId64 " ms",
+                              eng->conf->api_rate, eng->conf->api_burst,
+                              who->user_id, retry_ms);
+                goto out;
+        }
+        if (!ev_type) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", "type", "type: unknown command type '%s'",
+                              type);
+                goto out;
+        }
+        if (!*task_id) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", "task_id", "task_id: must not be empty");
+                goto out;
+        }
+        /* The state of a task lives with the partition of its id: a record
+         * placed elsewhere would be judged against the wrong state. */
+        int32_t home = tb_bus_partition_for(task_id, strlen(task_id), eng->partition_cnt);
+        if (home != partition) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", "task_id",
+                              "task_id: the record is on partition %" PRId32
+                              " of %s but task '%s' belongs to partition %" PRId32
+                              ": key task-commands records by the task id and use the "
+                              "murmur2 partitioner (Java client default)",
+                              partition, eng->commands_topic, task_id, home);
+                goto out;
+        }
+
+        tb_cmd_task_t *cur = tb_cmd_map_get(&eng->map, task_id);
+        bool create = !strcmp(type, "CREATE");
+        bool visible = cur && !cur->deleted && tb_principal_in_group(who, cur->group);
+        const json_t *expv = json_object_get(c, "expected_version");
+
+        if (create) {
+                task = tb_cmd_validate(eng, c, who, v);
+                if (!task)
+                        goto out;
+                if (tb_cmd_not_home(eng, task_id, tb_cmd_jstr(task, "home_region"), v))
+                        goto out;
+                if (cur) {
+                        tb_cmd_reject(v, "CONFLICT", "task_id",
+                                      "task_id: a task with id '%s' already exists%s; choose "
+                                      "a new id",
+                                      task_id, cur->deleted ? " (deleted)" : "");
+                        goto out;
+                }
+                if (json_is_integer(expv) && json_integer_value(expv) != 0) {
+                        tb_cmd_reject(v, "CONFLICT", "expected_version",
+                                      "expected_version: %" JSON_INTEGER_FORMAT
+                                      " but the task does not exist yet (use null or 0)",
+                                      json_integer_value(expv));
+                        goto out;
+                }
+        } else {
+                if (!visible) {
+                        tb_cmd_reject(v, "NOT_FOUND", "task_id", "task '%s' not found",
+                                      task_id);
+                        goto out;
+                }
+                if (!cur->task) {
+                        tb_cmd_reject(v, "INTERNAL", NULL,
+                                      "task '%s': its state could not be rebuilt from the "
+                                      "events; see the commands role's log",
+                                      task_id);
+                        goto out;
+                }
+                if (tb_cmd_not_home(eng, task_id, tb_cmd_jstr(cur->task, "home_region"), v))
+                        goto out;
+                if (json_is_integer(expv) && json_integer_value(expv) != cur->version) {
+                        tb_cmd_reject(v, "CONFLICT", "expected_version",
+                                      "expected_version: %" JSON_INTEGER_FORMAT
+                                      " but task '%s' is at version %" PRId64
+                                      "; read it again and retry",
+                                      json_integer_value(expv), task_id, cur->version);
+                        goto out;
+                }
+                if (!strcmp(type, "UPDATE")) {
+                        task = tb_cmd_validate(eng, c, who, v);
+                        if (!task)
+                                goto out;
+                        const char *was = tb_cmd_jstr(cur->task, "home_region");
+                        const char *now_home = tb_cmd_jstr(task, "home_region");
+                        if (*was && strcmp(was, now_home)) {
+                                tb_cmd_reject(v, "FORBIDDEN", "home_region",
+                                              "home_region: an update cannot move task '%s' "
+                                              "from region '%s' to '%s'; homes move only by "
+                                              "region failover (`taskbus admin region "
+                                              "failover`); leave home_region out or keep '%s'",
+                                              task_id, was, now_home, was);
+                                goto out;
+                        }
+                } else if (!strcmp(type, "PAUSE") || !strcmp(type, "RESUME")) {
+                        task = json_deep_copy(cur->task);
+                        json_object_set_new(task, "paused", json_boolean(!strcmp(type, "PAUSE")));
+                } else if (!strcmp(type, "RUN_NOW")) {
+                        task = json_deep_copy(cur->task);
+                }
+                /* DELETE: task stays NULL */
+        }
+
+        /* accepted: the event */
+        int64_t now = eng->env.now_ms(eng->env.opaque);
+        json_t *before = cur && !cur->deleted && cur->task ? cur->task : NULL;
+        json_t *empty = json_object();
+        json_t *changed = !strcmp(type, "DELETE") || !strcmp(type, "RUN_NOW")
+                                  ? json_array()
+                                  : tb_task_diff(before ? before : empty, task);
+        json_decref(empty);
+        char event_id[37];
+        eng->env.new_id(eng->env.opaque, event_id);
+        int64_t version = cur ? cur->version + 1 : 1;
+        ev = json_pack("{s:s, s:s, s:I, s:s, s:I, s:s, s:s, s:o, s:o, s:I, s:s, s:I}",
+                       "event_id", event_id, "task_id", task_id, "version", (json_int_t)version,
+                       "type", ev_type, "at", (json_int_t)now, "actor", who->user_id,
+                       "command_id", tb_cmd_jstr(c, "command_id"), "changed_fields",
+                       changed ? changed : json_array(), "task",
+                       task ? tb_task_to_spec(task) : json_null(), "created_at",
+                       (json_int_t)(cur ? cur->created_at : now), "created_by",
+                       cur ? cur->created_by : who->user_id, "epoch",
+                       (json_int_t)(cur ? cur->epoch : 0));
+        if (!ev) {
+                tb_cmd_reject(v, "INTERNAL", NULL, "cannot build the TaskEvent");
+                goto out;
+        }
+        char eerr[512];
+        if (tb_serde_encode(TB_SCHEMA_TASK_EVENT, ev, &v->event, eerr, sizeof(eerr)) != TB_OK) {
+                /* the validator and the schema disagree: a bug, not the caller's */
+                tb_error(TB_CMD_SUB, "task %s: encoding the event failed: %s", task_id, eerr);
+                tb_buf_free(&v->event);
+                tb_cmd_reject(v, "INTERNAL", NULL, "cannot encode the TaskEvent: %s", eerr);
+                goto out;
+        }
+
+        tb_cmd_task_t *t = calloc(1, sizeof(*t));
+        if (!t)
+                abort();
+        t->id = strdup(task_id);
+        t->partition = partition;
+        t->version = version;
+        t->deleted = task == NULL;
+        t->task = task ? json_incref(task) : NULL;
+        t->group = strdup(task ? tb_cmd_jstr(task, "security_group") : cur->group);
+        t->created_at = cur ? cur->created_at : now;
+        t->created_by = strdup(cur ? cur->created_by : who->user_id);
+        t->epoch = cur ? cur->epoch : 0;
+        tb_cmd_undo_push(eng, task_id, tb_cmd_map_put(&eng->map, t));
+        v->reason = NULL;
+        v->version = version;
+        tb_snprintf(v->message, sizeof(v->message), "%s", ev_type);
+out:
+        if (ev)
+                json_decref(ev);
+        if (task)
+                json_decref(task);
+        tb_principal_free(who);
+}
+
+/* ---- the reply ---------------------------------------------------------------- */
+
+bool tb_cmd_engine_reply(tb_cmd_engine_t *eng, const char *correlation_id,
+                         const char *command_id, const char *task_id,
+                         const tb_cmd_verdict_t *v, tb_buf_t *out) {
+        /* Built field by field: a message cut inside a UTF-8 sequence (or an
+         * id that is not UTF-8) must not cost the reply. */
+        json_t *msg = json_string(v->message);
+        json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:I}", "correlation_id",
+                              correlation_id, "command_id", command_id, "task_id", task_id,
+                              "status", v->reason ? "REJECTED" : "ACCEPTED", "reason",
+                              v->reason ? v->reason : "NONE", "message",
+                              msg ? msg : json_string("(message not representable)"), "field",
+                              v->reason && v->field[0] && tb_cmd_utf8_ok(v->field)
+                                      ? json_string(v->field)
+                                      : json_null(),
+                              "version", v->reason ? json_null() : json_integer(v->version),
+                              "replied_at", (json_int_t)eng->env.now_ms(eng->env.opaque));
+        if (!r) {
+                tb_warn(TB_CMD_SUB, "reply to correlation id of %zu bytes not sent: an id is "
+                        "not valid UTF-8", strlen(correlation_id));
+                return false;
+        }
+        char eerr[512];
+        bool ok = tb_serde_encode(TB_SCHEMA_TASK_REPLY, r, out, eerr, sizeof(eerr)) == TB_OK;
+        if (!ok)
+                tb_error(TB_CMD_SUB, "reply not sent: encoding the TaskReply failed: %s", eerr);
+        json_decref(r);
+        return ok;
+}

@@ -1,0 +1,172 @@
+/**
+ * @file commands/engine.h
+ * @brief The commands decision engine: what the commands role decides about
+ *        a TaskCommand, without Kafka and without PostgreSQL.
+ *
+ * The engine owns:
+ *  - the state map: for every task of the partitions the role holds, its
+ *    current version, security group, deleted flag, normalized task,
+ *    creation time and creator, and home-region epoch, as the last TaskEvent
+ *    says (tb_cmd_engine_apply_event() feeds it while rebuilding);
+ *  - the undo log: every state a decision replaced since the last
+ *    tb_cmd_engine_commit(), so that the decisions of a batch whose
+ *    transaction failed are taken back by tb_cmd_engine_rollback();
+ *  - the per-user rate limit of commands (conf api_rate, api_burst);
+ *  - the decision on one decoded TaskCommand, in this order: authentication
+ *    (through the env), rate limit, command type, task id, the record's
+ *    partition (a task's state lives with the partition of its id), then
+ *    visibility (a task deleted or of a security group the caller is not a
+ *    member of is answered NOT_FOUND, exactly like a missing one), home
+ *    region (only a task's home region writes it), expected version,
+ *    validation with the one task validator (task/task.h) and group
+ *    membership of the written task; an accepted command yields its
+ *    TaskEvent, Avro-encoded, and the new state;
+ *  - the TaskReply answering a verdict (tb_cmd_engine_reply()).
+ *
+ * It does not own, and the role (commands/role.c, commands/rebuild.c) does:
+ * reading task-commands and task-events, the transaction that writes the
+ * event, the reply and the consumer offset together, rebalances, metrics,
+ * and decoding the records. What the decision needs from outside comes
+ * through tb_cmd_env_t: the authentication of a token (the role asks
+ * identity/ on PostgreSQL, with a cache), the wall and monotonic clocks, and
+ * event ids. The engine calls two pure functions of bus/ (the murmur2
+ * partition of a key, the name of a topic) and no Kafka client.
+ *
+ * @locality not thread-safe: one thread drives an engine (the role's worker).
+ */
+#ifndef TB_CMD_ENGINE_H
+#define TB_CMD_ENGINE_H
+
+#include "tb.h"
+#include "config/config.h"
+#include "identity/identity.h"
+#include <jansson.h>
+
+/** The log subsystem of the commands role and its engine. */
+#define TB_CMD_SUB "commands"
+
+/** One task's current state, as the last event of task-events says. Owned by
+ *  the engine; read-only outside it. */
+typedef struct tb_cmd_task {
+        struct tb_cmd_task *next; /* hash chain */
+        char *id;
+        int32_t partition;
+        int64_t version;
+        char *group;        /* security group of the last state */
+        bool deleted;
+        json_t *task;       /* normalized task; NULL once deleted */
+        int64_t created_at;
+        char *created_by;
+        int64_t epoch;
+} tb_cmd_task_t;
+
+/** What the engine needs from outside, provided by its owner. */
+typedef struct tb_cmd_env {
+        /** Authenticate \p authorization ("Bearer <token>"). @returns TB_OK with
+         *  *\p who (the engine frees it with tb_principal_free()),
+         *  TB_ERR_UNAUTHENTICATED with \p errstr saying why (sent to the
+         *  caller), or any other error when authentication is unavailable. */
+        tb_err_t (*authenticate)(void *opaque, const char *authorization, tb_principal_t **who,
+                                 char *errstr, size_t errstr_size);
+        /** Wall clock, ms since the epoch: event and reply times, validation. */
+        int64_t (*now_ms)(void *opaque);
+        /** Monotonic clock, µs: the rate limiter. */
+        int64_t (*mono_us)(void *opaque);
+        /** A new event id (a UUID, NUL-terminated). */
+        void (*new_id)(void *opaque, char id[37]);
+        void *opaque;
+} tb_cmd_env_t;
+
+/** What was decided about one command. */
+typedef struct tb_cmd_verdict {
+        const char *reason;    /* NULL: accepted; else the TaskReply reason */
+        char message[600];
+        char field[128];       /* the field at fault ("" when none) */
+        int64_t version;       /* accepted: the new version */
+        tb_buf_t event;        /* accepted: the TaskEvent to write (Avro single-object),
+                                * to the record's partition of task-events, keyed by
+                                * the task id; empty when rejected */
+} tb_cmd_verdict_t;
+
+typedef struct tb_cmd_engine tb_cmd_engine_t;
+
+/**
+ * @brief A new engine with an empty state.
+ * @param conf region, topic partitions and prefix, api_rate / api_burst,
+ *             group policies, log retention and region APIs (not copied: it
+ *             must outlive the engine).
+ * @param env  copied; every function pointer is required.
+ * @returns TB_OK with *\p out (caller frees with tb_cmd_engine_destroy()),
+ *          TB_ERR_NOMEM, TB_ERR_INVALID (rate limit settings) or the error of
+ *          loading the Avro schemas.
+ */
+tb_err_t tb_cmd_engine_new(const tb_config_t *conf, const tb_cmd_env_t *env,
+                           tb_cmd_engine_t **out, char *errstr, size_t errstr_size);
+/** Free the engine and its state; NULL allowed. */
+void tb_cmd_engine_destroy(tb_cmd_engine_t *eng);
+
+/** @returns the state of task \p id (deleted tasks included), or NULL. The
+ *  pointer is valid until the next call that changes the state. */
+const tb_cmd_task_t *tb_cmd_engine_get(const tb_cmd_engine_t *eng, const char *id);
+/** @returns how many tasks the state holds. */
+size_t tb_cmd_engine_task_count(const tb_cmd_engine_t *eng);
+
+/**
+ * @brief Apply one decoded TaskEvent of partition \p partition (rebuild and
+ *        follow paths). An event that is not newer, by (epoch, version),
+ *        than what is held is ignored: the role's own events come back
+ *        through the follower, and a failover's higher epoch wins. Not
+ *        undoable: call between batches.
+ */
+void tb_cmd_engine_apply_event(tb_cmd_engine_t *eng, int32_t partition, const json_t *ev);
+/** Forget every task of partition \p partition (revoked, or about to be rebuilt). */
+void tb_cmd_engine_drop_partition(tb_cmd_engine_t *eng, int32_t partition);
+
+/**
+ * @brief Decide one command and, when it is accepted, apply its new state
+ *        (the replaced state goes to the undo log).
+ * @param command   the decoded TaskCommand (Avro JSON shape: type, task_id,
+ *                  expected_version, task as a JSON string, command_id).
+ * @param authorization, authorization_len  the record's authorization header
+ *                  (NULL: absent).
+ * @param partition the task-commands partition the record came from.
+ * @param v         filled (zero it first); release with tb_cmd_verdict_clear().
+ *
+ * A rejection is a successful decision: v->reason says which ("NOT_FOUND",
+ * "CONFLICT", ...), v->field names the field at fault. The caller writes
+ * v->event and the reply in the batch's transaction, then calls
+ * tb_cmd_engine_commit() once it committed or tb_cmd_engine_rollback() when
+ * it did not.
+ */
+void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *command, const void *authorization,
+                          size_t authorization_len, int32_t partition, tb_cmd_verdict_t *v);
+
+/** The batch's transaction committed: forget the replaced states. */
+void tb_cmd_engine_commit(tb_cmd_engine_t *eng);
+/** The batch's transaction was aborted: put back every state replaced since
+ *  the last commit, newest first. */
+void tb_cmd_engine_rollback(tb_cmd_engine_t *eng);
+
+/**
+ * @brief The TaskReply for \p v, Avro-encoded into \p out (appended; caller
+ *        frees with tb_buf_free()). replied_at is the env's wall clock.
+ * @returns false (and logs why) when no reply can be sent: an id is not
+ *          valid UTF-8, or the reply does not encode.
+ */
+bool tb_cmd_engine_reply(tb_cmd_engine_t *eng, const char *correlation_id,
+                         const char *command_id, const char *task_id,
+                         const tb_cmd_verdict_t *v, tb_buf_t *out);
+
+/** Fill \p v as a rejection for \p reason; \p field may be NULL. */
+void tb_cmd_reject(tb_cmd_verdict_t *v, const char *reason, const char *field,
+                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/** Release what a verdict holds (its event) and zero it. */
+void tb_cmd_verdict_clear(tb_cmd_verdict_t *v);
+
+/** @returns the string member \p key of a decoded command or event, "" when
+ *  absent or not a string. */
+const char *tb_cmd_jstr(const json_t *o, const char *key);
+/** @returns true if \p s is valid UTF-8 (so it can go into a reply). */
+bool tb_cmd_utf8_ok(const char *s);
+
+#endif /* TB_CMD_ENGINE_H */

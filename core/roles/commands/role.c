@@ -1,0 +1,545 @@
+/**
+ * @file commands/role.c
+ * @brief The commands role: the only writer of task-events.
+ *
+ * A consumer group member on task-commands. For the partitions it owns it
+ * holds every task's current state in memory (version, security group,
+ * deleted flag, normalized task, creation data, epoch), rebuilt from
+ * partition p of task-events when partition p of task-commands is assigned.
+ * Each command is authenticated, rate limited, authorized, checked against
+ * the expected version and validated; then the event, the reply and the
+ * consumed offset are written in ONE Kafka transaction, several commands
+ * per transaction when they are queued.
+ *
+ * Files: this one (consumer, rebalances, batches and transactions, start and
+ * stop), rebuild.c (the state of a partition from task-events, and the
+ * follower), engine.h / engine.c (the state itself and every decision, with
+ * no Kafka and no PostgreSQL: what a command is answered is decided there).
+ *
+ * Fencing (KIP-447): one transactional producer per process, whose
+ * transaction carries the consumer group metadata; the group coordinator
+ * refuses the offsets of a member of an older generation, so a zombie that
+ * lost its partitions cannot commit once the new owner was assigned them.
+ * The new owner reads its committed offsets with require_stable (the
+ * consumer is read_committed), which waits until a previous owner's pending
+ * transaction is resolved, and only then rebuilds from task-events: the
+ * rebuilt state includes everything that previous owner committed.
+ *
+ * Regions (docs/replication.md): a task is written only in its home region.
+ * The state also holds the tasks of partition p of this region's copies of
+ * the other regions' task-events ("us.taskbus.task-events"), rebuilt with
+ * the local partition and then followed, like the local partition (a
+ * failover's HOME_MOVED is written there by `taskbus admin region failover`),
+ * by an assign-only follower consumer between batches. Events are ordered by
+ * (home-region epoch, version). A command for a task homed in another region
+ * is REJECTED (FORBIDDEN, field home_region) and never applied here; so is an
+ * UPDATE that would change a task's home_region.
+ *
+ * @locality one worker thread owns the consumer, the producer and the state;
+ *           the rebalance callback runs on it too (inside consumer_poll).
+ */
+#include "commands/cmd_internal.h"
+
+/* ---- rebalance ------------------------------------------------------------- */
+
+/** Drop the collected, unprocessed records of partitions being revoked: their
+ *  new owner will read them from the committed offset. */
+static void tb_cmd_batch_drop(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts) {
+        size_t w = 0;
+        for (size_t i = 0; i < cmd->batch_cnt; i++) {
+                bool revoked = false;
+                for (int j = 0; j < parts->cnt; j++)
+                        revoked |= parts->elems[j].partition == cmd->batch[i]->partition;
+                if (revoked)
+                        rd_kafka_message_destroy(cmd->batch[i]);
+                else
+                        cmd->batch[w++] = cmd->batch[i];
+        }
+        cmd->batch_cnt = w;
+}
+
+static void tb_cmd_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *parts, void *opaque) {
+        tb_cmd_t *cmd = opaque;
+        rd_kafka_error_t *e = NULL;
+        char errstr[1024];
+        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+                /* Wait for stable offsets first: a previous owner's pending
+                 * transaction is then resolved, and task-events' last stable
+                 * offset covers what it committed. */
+                rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+                rd_kafka_resp_err_t cerr = rd_kafka_committed(rk, c, 60000);
+                if (cerr)
+                        tb_warn(TB_CMD_SUB, "assignment: committed offsets: %s",
+                                rd_kafka_err2str(cerr));
+                rd_kafka_topic_partition_list_destroy(c);
+                while (tb_cmd_load(cmd, parts, errstr, sizeof(errstr)) != TB_OK) {
+                        if (atomic_load(&cmd->ctx->stopping))
+                                break;
+                        tb_error(TB_CMD_SUB, "assignment: %s; retrying in 1 s", errstr);
+                        sleep(1);
+                }
+                tb_info(TB_CMD_SUB, "assigned %d partition(s) of %s", parts->cnt,
+                        cmd->commands_topic);
+                e = rd_kafka_incremental_assign(rk, parts);
+        } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+                tb_info(TB_CMD_SUB, "%s %d partition(s) of %s",
+                        rd_kafka_assignment_lost(rk) ? "lost" : "revoked", parts->cnt,
+                        cmd->commands_topic);
+                tb_cmd_batch_drop(cmd, parts);
+                tb_cmd_unfollow(cmd, parts);
+                for (int i = 0; i < parts->cnt; i++)
+                        tb_cmd_engine_drop_partition(cmd->engine, parts->elems[i].partition);
+                e = rd_kafka_incremental_unassign(rk, parts);
+        } else {
+                tb_error(TB_CMD_SUB, "rebalance failed: %s", rd_kafka_err2str(err));
+        }
+        if (e) {
+                tb_error(TB_CMD_SUB, "incremental (un)assign: %s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+        }
+}
+
+/* ---- one command ------------------------------------------------------------ */
+
+static void tb_cmd_count(tb_cmd_t *cmd, const char *type, const char *outcome) {
+        for (size_t i = 0; i < cmd->tally_cnt; i++)
+                if (!strcmp(cmd->tally[i].type, type) && !strcmp(cmd->tally[i].outcome, outcome)) {
+                        cmd->tally[i].n++;
+                        return;
+                }
+        if (cmd->tally_cnt < TB_ARRAY_LEN(cmd->tally)) {
+                tb_cmd_tally_t *t = &cmd->tally[cmd->tally_cnt++];
+                tb_snprintf(t->type, sizeof(t->type), "%s", type);
+                tb_snprintf(t->outcome, sizeof(t->outcome), "%s", outcome);
+                t->n = 1;
+        }
+}
+
+/** Produce the reply (inside the open transaction). */
+static tb_err_t tb_cmd_reply(tb_cmd_t *cmd, const char *correlation_id, const char *command_id,
+                             const char *task_id, const tb_cmd_verdict_t *v, char *errstr,
+                             size_t errstr_size) {
+        tb_buf_t buf = {0};
+        tb_err_t err = TB_OK;
+        if (tb_cmd_engine_reply(cmd->engine, correlation_id, command_id, task_id, v, &buf))
+                err = tb_bus_produce(cmd->producer, cmd->ctx->conf, TB_TOPIC_REPLIES,
+                                     RD_KAFKA_PARTITION_UA, correlation_id,
+                                     strlen(correlation_id), buf.data, buf.len, NULL, 0, false,
+                                     errstr, errstr_size);
+        tb_buf_free(&buf);
+        return err;
+}
+
+/** Handle one record of task-commands inside the open transaction. */
+static tb_err_t tb_cmd_handle(tb_cmd_t *cmd, const rd_kafka_message_t *msg, char *errstr,
+                              size_t errstr_size) {
+        tb_cmd_verdict_t v;
+        memset(&v, 0, sizeof(v));
+        json_t *c = NULL;
+        char derr[512];
+        char corr[256] = "", key[256] = "";
+        const void *hv = NULL;
+        size_t hlen = 0;
+        tb_err_t err = TB_OK;
+
+        if (tb_bus_header_get(msg, "correlation_id", &hv, &hlen) == TB_OK && hv && hlen)
+                tb_snprintf(corr, sizeof(corr), "%.*s", (int)hlen, (const char *)hv);
+        if (msg->key && msg->key_len)
+                tb_snprintf(key, sizeof(key), "%.*s", (int)msg->key_len, (const char *)msg->key);
+
+        if (tb_serde_decode(msg->payload, msg->len, TB_SCHEMA_TASK_COMMAND, NULL, &c, derr,
+                            sizeof(derr)) != TB_OK) {
+                if (!corr[0] || !tb_cmd_utf8_ok(corr)) {
+                        cmd->malformed++;
+                        tb_metrics_add("taskbus_commands_malformed_total", NULL, 1);
+                        tb_warn(TB_CMD_SUB,
+                                "malformed record at %s [%" PRId32 "] offset %" PRId64
+                                " without a correlation_id header: %s; skipped "
+                                "(taskbus_commands_malformed_total=%" PRIu64 ")",
+                                cmd->commands_topic, msg->partition, msg->offset, derr,
+                                cmd->malformed);
+                        tb_cmd_count(cmd, "unknown", "malformed");
+                        return TB_OK;
+                }
+                tb_cmd_reject(&v, "INVALID_ARGUMENT", NULL,
+                              "the record is not a TaskCommand in Avro single-object encoding: "
+                              "%s",
+                              derr);
+                tb_cmd_count(cmd, "unknown", "INVALID_ARGUMENT");
+                /* the key is the task id by convention; only echo valid UTF-8 */
+                return tb_cmd_reply(cmd, corr, "", tb_cmd_utf8_ok(key) ? key : "", &v, errstr,
+                                    errstr_size);
+        }
+        const char *correlation = tb_cmd_jstr(c, "correlation_id");
+        if (!*correlation)
+                correlation = corr;
+        const void *av = NULL;
+        size_t alen = 0;
+        if (tb_bus_header_get(msg, "authorization", &av, &alen) != TB_OK)
+                av = NULL;
+        tb_cmd_engine_decide(cmd->engine, c, av, alen, msg->partition, &v);
+        const char *task_id = tb_cmd_jstr(c, "task_id");
+        if (!v.reason &&
+            (err = tb_bus_produce(cmd->producer, cmd->ctx->conf, TB_TOPIC_EVENTS, msg->partition,
+                                  task_id, strlen(task_id), v.event.data, v.event.len, NULL, 0,
+                                  false, errstr, errstr_size)))
+                goto out;
+        tb_cmd_count(cmd, tb_cmd_jstr(c, "type"), v.reason ? v.reason : "ACCEPTED");
+        if (v.reason)
+                tb_debug(TB_CMD_SUB, "command %s (%s %s) rejected: %s: %s",
+                         tb_cmd_jstr(c, "command_id"), tb_cmd_jstr(c, "type"),
+                         tb_cmd_jstr(c, "task_id"), v.reason, v.message);
+        if (!*correlation) {
+                /* nobody to answer; the event (if any) still stands */
+                tb_warn(TB_CMD_SUB, "command %s has no correlation id: no reply sent",
+                        tb_cmd_jstr(c, "command_id"));
+                goto out;
+        }
+        err = tb_cmd_reply(cmd, correlation, tb_cmd_jstr(c, "command_id"), task_id, &v, errstr,
+                           errstr_size);
+out:
+        tb_cmd_verdict_clear(&v);
+        json_decref(c);
+        return err;
+}
+
+/* ---- batches and transactions --------------------------------------------- */
+
+/** (Re)create the transactional producer, retrying until it works or we stop. */
+static bool tb_cmd_producer_rebuild(tb_cmd_t *cmd) {
+        char errstr[1024];
+        if (cmd->producer) {
+                rd_kafka_destroy(cmd->producer);
+                cmd->producer = NULL;
+        }
+        while (!atomic_load(&cmd->ctx->stopping)) {
+                if (tb_bus_producer_new(cmd->ctx->conf, cmd->txn_id, &cmd->producer, errstr,
+                                        sizeof(errstr)) == TB_OK)
+                        return true;
+                tb_error(TB_CMD_SUB, "rebuilding the producer: %s; retrying in 1 s", errstr);
+                sleep(1);
+        }
+        return false;
+}
+
+/** The partitions of the current batch with their first offsets. */
+static rd_kafka_topic_partition_list_t *tb_cmd_batch_starts(tb_cmd_t *cmd) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+        for (size_t i = 0; i < cmd->batch_cnt; i++) {
+                rd_kafka_message_t *m = cmd->batch[i];
+                rd_kafka_topic_partition_t *tp =
+                        rd_kafka_topic_partition_list_find(l, cmd->commands_topic, m->partition);
+                if (!tp)
+                        rd_kafka_topic_partition_list_add(l, cmd->commands_topic, m->partition)
+                                ->offset = m->offset;
+                else if (m->offset < tp->offset)
+                        tp->offset = m->offset;
+        }
+        return l;
+}
+
+/** Seek the consumer to \p l's offsets so the records are delivered again. */
+static void tb_cmd_seek(tb_cmd_t *cmd, rd_kafka_topic_partition_list_t *l) {
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(cmd->consumer, l, 10000);
+        if (e) {
+                tb_error(TB_CMD_SUB, "seek back: %s", rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+        }
+        for (int i = 0; i < l->cnt; i++)
+                if (l->elems[i].err)
+                        tb_error(TB_CMD_SUB, "seek back %s [%" PRId32 "]: %s",
+                                 l->elems[i].topic, l->elems[i].partition,
+                                 rd_kafka_err2str(l->elems[i].err));
+}
+
+/**
+ * The outcome of the last commit is unknown (or the producer died during
+ * it): read the committed offsets again (stable: waits for the outcome),
+ * rebuild the state of those partitions from task-events and continue from
+ * there. Whatever the outcome was, nothing is lost or applied twice.
+ */
+static void tb_cmd_resync(tb_cmd_t *cmd, rd_kafka_topic_partition_list_t *l) {
+        char errstr[1024];
+        rd_kafka_resp_err_t rerr = rd_kafka_committed(cmd->consumer, l, 60000);
+        if (rerr)
+                tb_error(TB_CMD_SUB, "resync: committed offsets: %s", rd_kafka_err2str(rerr));
+        for (int i = 0; i < l->cnt; i++)
+                if (l->elems[i].offset < 0)
+                        l->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+        while (tb_cmd_load(cmd, l, errstr, sizeof(errstr)) != TB_OK &&
+               !atomic_load(&cmd->ctx->stopping)) {
+                tb_error(TB_CMD_SUB, "resync: %s; retrying in 1 s", errstr);
+                sleep(1);
+        }
+        tb_cmd_seek(cmd, l);
+}
+
+static void tb_cmd_batch_free(tb_cmd_t *cmd) {
+        for (size_t i = 0; i < cmd->batch_cnt; i++)
+                rd_kafka_message_destroy(cmd->batch[i]);
+        cmd->batch_cnt = 0;
+        cmd->tally_cnt = 0;
+}
+
+/** Process the collected batch in one transaction. */
+static void tb_cmd_process(tb_cmd_t *cmd) {
+        char errstr[1024];
+        tb_err_t err;
+        bool in_commit = false;
+        int64_t t0 = tb_mono_us();
+        rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(8);
+
+        cmd->tally_cnt = 0;
+        if ((err = tb_bus_txn_begin(cmd->producer, errstr, sizeof(errstr))))
+                goto fail;
+        for (size_t i = 0; i < cmd->batch_cnt; i++) {
+                rd_kafka_message_t *m = cmd->batch[i];
+                if ((err = tb_cmd_handle(cmd, m, errstr, sizeof(errstr))))
+                        goto fail;
+                rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_find(
+                        offsets, cmd->commands_topic, m->partition);
+                if (!tp)
+                        tp = rd_kafka_topic_partition_list_add(offsets, cmd->commands_topic,
+                                                               m->partition);
+                if (m->offset + 1 > tp->offset)
+                        tp->offset = m->offset + 1;
+        }
+        if ((err = tb_bus_txn_send_offsets(cmd->producer, cmd->consumer, offsets, errstr,
+                                           sizeof(errstr))))
+                goto fail;
+        in_commit = true;
+        if ((err = tb_bus_txn_commit(cmd->producer, TB_CMD_COMMIT_TIMEOUT_MS, errstr,
+                                     sizeof(errstr))))
+                goto fail;
+
+        tb_cmd_engine_commit(cmd->engine);
+        for (size_t i = 0; i < cmd->tally_cnt; i++) {
+                char labels[96];
+                tb_snprintf(labels, sizeof(labels), "type=\"%s\",outcome=\"%s\"",
+                            cmd->tally[i].type, cmd->tally[i].outcome);
+                tb_metrics_add("taskbus_commands_total", labels, cmd->tally[i].n);
+        }
+        tb_metrics_observe("taskbus_commands_batch_seconds", NULL,
+                           (double)(tb_mono_us() - t0) / 1e6);
+        rd_kafka_topic_partition_list_destroy(offsets);
+        tb_cmd_batch_free(cmd);
+        return;
+
+fail:;
+        bool fatal = err == TB_ERR_FENCED || rd_kafka_fatal_error(cmd->producer, NULL, 0);
+        tb_error(TB_CMD_SUB, "transaction of %zu command(s) failed: %s%s", cmd->batch_cnt,
+                 errstr, fatal ? " (rebuilding the producer)" : "");
+        tb_metrics_add("taskbus_commands_txn_failures_total", NULL, 1);
+        rd_kafka_topic_partition_list_t *starts = tb_cmd_batch_starts(cmd);
+        if (!fatal) {
+                /* no-op when the failing call already aborted it */
+                char aerr[512];
+                if (tb_bus_txn_abort(cmd->producer, TB_CMD_COMMIT_TIMEOUT_MS, aerr,
+                                     sizeof(aerr)) != TB_OK)
+                        tb_debug(TB_CMD_SUB, "abort: %s", aerr);
+                fatal = rd_kafka_fatal_error(cmd->producer, NULL, 0) != 0;
+        }
+        if (fatal && !tb_cmd_producer_rebuild(cmd)) {
+                /* stopping: the state is discarded anyway */
+                tb_cmd_engine_commit(cmd->engine);
+                goto done;
+        }
+        if (!in_commit && !fatal) {
+                /* known to be aborted: undo and read the batch again */
+                tb_cmd_engine_rollback(cmd->engine);
+                tb_cmd_seek(cmd, starts);
+        } else {
+                tb_cmd_engine_commit(cmd->engine);
+                tb_cmd_resync(cmd, starts);
+        }
+done:
+        rd_kafka_topic_partition_list_destroy(starts);
+        rd_kafka_topic_partition_list_destroy(offsets);
+        tb_cmd_batch_free(cmd);
+}
+
+static void *tb_cmd_main(void *arg) {
+        tb_cmd_t *cmd = arg;
+        while (!atomic_load(&cmd->ctx->stopping)) {
+                int64_t first = 0;
+                tb_cmd_follow(cmd);
+                while (cmd->batch_cnt < TB_CMD_BATCH_MAX) {
+                        int wait_ms = 100;
+                        if (first) {
+                                int64_t left = first + TB_CMD_BATCH_WAIT_US - tb_mono_us();
+                                if (left <= 0)
+                                        break;
+                                wait_ms = (int)((left + 999) / 1000);
+                        }
+                        rd_kafka_message_t *m = rd_kafka_consumer_poll(cmd->consumer, wait_ms);
+                        if (!m) {
+                                if (!first)
+                                        break; /* idle: check the stop flag */
+                                continue;
+                        }
+                        if (m->err) {
+                                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                                        tb_warn(TB_CMD_SUB, "consumer: %s",
+                                                rd_kafka_message_errstr(m));
+                                rd_kafka_message_destroy(m);
+                                continue;
+                        }
+                        cmd->batch[cmd->batch_cnt++] = m;
+                        if (!first)
+                                first = tb_mono_us();
+                }
+                if (cmd->batch_cnt == 0)
+                        continue;
+                if (atomic_load(&cmd->ctx->stopping)) {
+                        tb_cmd_batch_free(cmd);
+                        break;
+                }
+                /* what the follower has by now (a task copied from another
+                 * region, a failover's HOME_MOVED) counts for this batch */
+                tb_cmd_follow(cmd);
+                tb_cmd_process(cmd);
+        }
+        return NULL;
+}
+
+/* ---- role ------------------------------------------------------------------ */
+
+/* What the engine needs from outside: PostgreSQL (through identity/'s cache),
+ * the clocks and the event ids. */
+static tb_err_t tb_cmd_env_authenticate(void *opaque, const char *authorization,
+                                        tb_principal_t **who, char *errstr,
+                                        size_t errstr_size) {
+        tb_cmd_t *cmd = opaque;
+        return tb_identity_authenticate(cmd->ctx->store, authorization, TB_CMD_AUTH_CACHE_MS,
+                                        who, errstr, errstr_size);
+}
+
+static int64_t tb_cmd_env_now_ms(void *opaque) {
+        (void)opaque;
+        return tb_now_ms();
+}
+
+static int64_t tb_cmd_env_mono_us(void *opaque) {
+        (void)opaque;
+        return tb_mono_us();
+}
+
+static void tb_cmd_env_new_id(void *opaque, char id[37]) {
+        (void)opaque;
+        tb_uuid4(id);
+}
+
+static void tb_cmd_free(tb_cmd_t *cmd) {
+        if (!cmd)
+                return;
+        tb_cmd_batch_free(cmd);
+        if (cmd->consumer) {
+                tb_bus_consumer_destroy(cmd->consumer, 10000);
+        }
+        if (cmd->loader) {
+                tb_bus_consumer_destroy(cmd->loader, 10000);
+        }
+        if (cmd->follower) {
+                tb_bus_consumer_destroy(cmd->follower, 10000);
+        }
+        free(cmd->followed);
+        free(cmd->remote_events);
+        if (cmd->producer) {
+                rd_kafka_flush(cmd->producer, 5000);
+                rd_kafka_destroy(cmd->producer);
+        }
+        tb_cmd_engine_destroy(cmd->engine);
+        free(cmd);
+}
+
+static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t errstr_size) {
+        const tb_config_t *conf = ctx->conf;
+        tb_err_t err;
+        char group[300];
+        tb_cmd_t *cmd = calloc(1, sizeof(*cmd));
+        if (!cmd)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: out of memory");
+        cmd->ctx = ctx;
+        cmd->partition_cnt = (int32_t)conf->topic_partitions;
+        cmd->followed = calloc((size_t)cmd->partition_cnt, sizeof(*cmd->followed));
+        cmd->remote_cnt = conf->repl_remote_region_cnt;
+        cmd->remote_events = calloc(cmd->remote_cnt + 1, sizeof(*cmd->remote_events));
+        if (!cmd->followed || !cmd->remote_events) {
+                free(cmd->followed);
+                free(cmd->remote_events);
+                free(cmd);
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: out of memory");
+        }
+        for (size_t r = 0; r < cmd->remote_cnt; r++)
+                tb_repl_topic_name(conf, conf->repl_remote_regions[r], TB_TOPIC_EVENTS,
+                                   cmd->remote_events[r], sizeof(cmd->remote_events[r]));
+        tb_topic_name(conf, TB_TOPIC_EVENTS, cmd->events_topic, sizeof(cmd->events_topic));
+        tb_topic_name(conf, TB_TOPIC_COMMANDS, cmd->commands_topic, sizeof(cmd->commands_topic));
+        tb_snprintf(cmd->txn_id, sizeof(cmd->txn_id), "%scommands-%s", conf->topic_prefix,
+                    ctx->instance);
+        tb_metrics_describe("taskbus_commands_total", "counter",
+                            "Commands handled, by command type and outcome (ACCEPTED or the "
+                            "rejection reason)");
+        tb_metrics_describe("taskbus_commands_malformed_total", "counter",
+                            "task-commands records that could not be decoded nor answered");
+        tb_metrics_describe("taskbus_commands_txn_failures_total", "counter",
+                            "Command transactions that failed and were retried");
+        tb_metrics_describe("taskbus_commands_batch_seconds", "histogram",
+                            "Time to decide and commit one batch of commands");
+        const tb_cmd_env_t env = {
+                .authenticate = tb_cmd_env_authenticate,
+                .now_ms = tb_cmd_env_now_ms,
+                .mono_us = tb_cmd_env_mono_us,
+                .new_id = tb_cmd_env_new_id,
+                .opaque = cmd,
+        };
+        if ((err = tb_cmd_engine_new(conf, &env, &cmd->engine, errstr, errstr_size)))
+                goto fail;
+        if ((err = tb_bus_producer_new(conf, cmd->txn_id, &cmd->producer, errstr, errstr_size)))
+                goto fail;
+        if ((err = tb_cmd_loader_new(cmd, &cmd->loader, errstr, errstr_size)) ||
+            (err = tb_cmd_loader_new(cmd, &cmd->follower, errstr, errstr_size)))
+                goto fail;
+        tb_snprintf(group, sizeof(group), "%scommands", conf->topic_prefix);
+        tb_topic_t topics[] = {TB_TOPIC_COMMANDS};
+        tb_consumer_opts_t opts = {
+                .group_id = group,
+                .read_committed = true, /* also makes offset fetches wait for stable offsets */
+                .auto_commit = false,
+                .rebalance_cb = tb_cmd_rebalance,
+                .opaque = cmd,
+        };
+        if ((err = tb_bus_consumer_new(conf, &opts, topics, 1, &cmd->consumer, errstr,
+                                       errstr_size)))
+                goto fail;
+        if (pthread_create(&cmd->thread, NULL, tb_cmd_main, cmd) != 0) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                "commands: cannot start its thread");
+                goto fail;
+        }
+        cmd->thread_started = true;
+        tb_info(TB_CMD_SUB, "consuming %s as group %s (transactional.id %s)", cmd->commands_topic,
+                group, cmd->txn_id);
+        *state = cmd;
+        return TB_OK;
+fail:
+        tb_cmd_free(cmd);
+        return err;
+}
+
+static void tb_cmd_stop(void *state) {
+        tb_cmd_t *cmd = state;
+        if (!cmd)
+                return;
+        if (cmd->thread_started)
+                pthread_join(cmd->thread, NULL);
+        tb_cmd_free(cmd);
+}
+
+const tb_role_t tb_role_commands = {
+        .name = "commands",
+        .description = "decides task commands: events, replies and offsets in one Kafka transaction",
+        .start = tb_cmd_start,
+        .stop = tb_cmd_stop,
+};

@@ -1,0 +1,802 @@
+/**
+ * @file test_commands_engine.c
+ * @brief The commands decision engine (core/roles/commands/engine.h) without
+ *        Kafka or PostgreSQL: commands go in as the role decodes them (built,
+ *        then round-tripped through the Avro serde), the env authenticates
+ *        test tokens on a test clock with predictable event ids, and the
+ *        events and replies the engine produces are decoded with the serde.
+ *        Covers create / update / pause / resume / run-now / delete, expected
+ *        versions, a task of another group answered exactly like a missing
+ *        one, validation errors and their field, the undo of a batch whose
+ *        transaction failed, home regions, deleted tasks, authentication and
+ *        the rate limit, and the rebuild path (events applied by epoch and
+ *        version, partitions dropped).
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bus/bus.h" /* tb_bus_partition_for: the partition a task id belongs to */
+#include "commands/engine.h"
+#include "config/config.h"
+#include "serde/serde.h"
+#include "support.h"
+
+#define T0 INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */
+#define PARTITIONS 4
+#define US_API "https://us.taskbus.example:8443"
+
+static const char *const conf_eu =
+        "region = \"eu\";\n"
+        "topics = { partitions = 4; };\n"
+        "replication = { region_apis = { us = \"" US_API "\"; }; };\n"
+        "groups = { ops = { log_retention_max = \"7d\"; }; };\n";
+static const char *const conf_us =
+        "region = \"us\";\n"
+        "topics = { partitions = 4; };\n";
+/* one token per 100 s, two at once */
+static const char *const conf_throttled =
+        "region = \"eu\";\n"
+        "topics = { partitions = 4; };\n"
+        "api = { rate = 0.01; burst = 2; };\n";
+
+#define ALICE "Bearer tok-alice" /* groups dev, ops */
+#define BOB "Bearer tok-bob"     /* group dev */
+
+static int64_t clock_ms = T0;
+static int64_t clock_us = 1000000;
+static unsigned next_id;
+static int auth_calls;
+
+static tb_config_t *conf;
+static tb_cmd_engine_t *eng;
+
+/* ---- the env: test tokens, clocks and ids ------------------------------------ */
+
+static tb_principal_t *principal(const char *user, const char *const *groups) {
+        tb_principal_t *p = calloc(1, sizeof(*p));
+        cr_assert_not_null(p);
+        snprintf(p->user_id, sizeof(p->user_id), "%s", user);
+        snprintf(p->token_id, sizeof(p->token_id), "tok_%s", user);
+        while (groups[p->group_cnt])
+                p->group_cnt++;
+        p->groups = calloc(p->group_cnt, sizeof(*p->groups));
+        cr_assert_not_null(p->groups);
+        for (size_t i = 0; i < p->group_cnt; i++) /* given sorted, as identity/ keeps them */
+                p->groups[i] = strdup(groups[i]);
+        return p;
+}
+
+static tb_err_t env_authenticate(void *opaque, const char *authz, tb_principal_t **who,
+                                 char *errstr, size_t errstr_size) {
+        static const char *const alice_groups[] = {"dev", "ops", NULL};
+        static const char *const bob_groups[] = {"dev", NULL};
+        (void)opaque;
+        auth_calls++;
+        if (!strcmp(authz, ALICE)) {
+                *who = principal("alice", alice_groups);
+                return TB_OK;
+        }
+        if (!strcmp(authz, BOB)) {
+                *who = principal("bob", bob_groups);
+                return TB_OK;
+        }
+        if (!strcmp(authz, "Bearer tok-store-down"))
+                return tb_seterr(errstr, errstr_size, TB_ERR_PG, "connection refused");
+        return tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED, "unknown or revoked token");
+}
+
+static int64_t env_now_ms(void *opaque) {
+        (void)opaque;
+        return clock_ms;
+}
+
+static int64_t env_mono_us(void *opaque) {
+        (void)opaque;
+        return clock_us;
+}
+
+static void env_new_id(void *opaque, char id[37]) {
+        (void)opaque;
+        snprintf(id, 37, "00000000-0000-4000-8000-%012u", ++next_id);
+}
+
+static const tb_cmd_env_t env = {
+        .authenticate = env_authenticate,
+        .now_ms = env_now_ms,
+        .mono_us = env_mono_us,
+        .new_id = env_new_id,
+};
+
+static tb_config_t *load_conf(const char *text) {
+        char errstr[1024];
+        char *path = tbt_write_temp(".conf", text);
+        cr_assert_not_null(path);
+        tb_config_t *c = NULL;
+        tb_err_t err = tb_config_load(path, &c, errstr, sizeof(errstr));
+        unlink(path);
+        free(path);
+        cr_assert_eq(err, TB_OK, "%s", errstr);
+        return c;
+}
+
+static tb_cmd_engine_t *engine_new(const tb_config_t *c) {
+        char errstr[1024];
+        tb_cmd_engine_t *e = NULL;
+        cr_assert_eq(tb_cmd_engine_new(c, &env, &e, errstr, sizeof(errstr)), TB_OK, "%s", errstr);
+        return e;
+}
+
+/* ---- what was decided ---------------------------------------------------------- */
+
+static tb_cmd_verdict_t v;
+static json_t *ev; /* the decoded TaskEvent of the last accepted command */
+
+static void forget_last(void) {
+        tb_cmd_verdict_clear(&v);
+        if (ev)
+                json_decref(ev);
+        ev = NULL;
+}
+
+static void setup_with(const char *text) {
+        /* the developer's shell may point at another stack */
+        unsetenv("TASKBUS_REGION");
+        unsetenv("TASKBUS_REGION_APIS");
+        unsetenv("TASKBUS_REMOTE_REGIONS");
+        clock_ms = T0;
+        clock_us = 1000000;
+        next_id = 0;
+        auth_calls = 0;
+        conf = load_conf(text);
+        eng = engine_new(conf);
+}
+
+static void setup(void) {
+        setup_with(conf_eu);
+}
+
+static void setup_throttled(void) {
+        setup_with(conf_throttled);
+}
+
+static void teardown(void) {
+        forget_last();
+        tb_cmd_engine_destroy(eng);
+        tb_config_destroy(conf);
+}
+
+static int32_t part_of(const char *task_id) {
+        return tb_bus_partition_for(task_id, strlen(task_id), PARTITIONS);
+}
+
+/** A TaskCommand as the role hands it over: encoded and decoded again. */
+static json_t *command(const char *type, const char *task_id, long long expected_version,
+                       const char *task) {
+        char err[512];
+        json_t *c = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:I}", "command_id",
+                              "cmd-of-the-test", "correlation_id", "corr-of-the-test", "type",
+                              type, "task_id", task_id, "expected_version",
+                              expected_version < 0 ? json_null()
+                                                   : json_integer(expected_version),
+                              "task", task ? json_string(task) : json_null(), "requested_at",
+                              (json_int_t)clock_ms);
+        cr_assert_not_null(c);
+        tb_buf_t b = {0};
+        cr_assert_eq(tb_serde_encode(TB_SCHEMA_TASK_COMMAND, c, &b, err, sizeof(err)), TB_OK,
+                     "%s", err);
+        json_decref(c);
+        c = NULL;
+        cr_assert_eq(tb_serde_decode(b.data, b.len, TB_SCHEMA_TASK_COMMAND, NULL, &c, err,
+                                     sizeof(err)),
+                     TB_OK, "%s", err);
+        tb_buf_free(&b);
+        return c;
+}
+
+/** Decide \p c (consumed) on engine \p e as read from \p partition. */
+static const tb_cmd_verdict_t *decide_on(tb_cmd_engine_t *e, json_t *c, const char *authz,
+                                         int32_t partition) {
+        char err[512];
+        forget_last();
+        tb_cmd_engine_decide(e, c, authz, authz ? strlen(authz) : 0, partition, &v);
+        json_decref(c);
+        if (v.reason) {
+                cr_assert_eq(v.event.len, 0, "a rejection (%s) carries no event", v.reason);
+                cr_assert_gt(strlen(v.message), 5, "a rejection must say why");
+        } else {
+                cr_assert_gt(v.event.len, 0, "an accepted command carries its event");
+                cr_assert_eq(tb_serde_decode(v.event.data, v.event.len, TB_SCHEMA_TASK_EVENT, NULL,
+                                             &ev, err, sizeof(err)),
+                             TB_OK, "%s", err);
+        }
+        return &v;
+}
+
+static const tb_cmd_verdict_t *ask_on(tb_cmd_engine_t *e, const char *authz, const char *type,
+                                      const char *task_id, long long expected_version,
+                                      const char *task) {
+        return decide_on(e, command(type, task_id, expected_version, task), authz,
+                         part_of(task_id));
+}
+
+static const tb_cmd_verdict_t *ask(const char *authz, const char *type, const char *task_id,
+                                   long long expected_version, const char *task) {
+        return ask_on(eng, authz, type, task_id, expected_version, task);
+}
+
+static void expect_accepted(int64_t version, const char *event_type) {
+        cr_assert_null(v.reason, "rejected: %s: %s (field %s)", v.reason, v.message, v.field);
+        cr_assert_eq(v.version, version, "version %lld expected, got %lld", (long long)version,
+                     (long long)v.version);
+        cr_assert_str_eq(v.message, event_type);
+        cr_assert_str_eq(json_string_value(json_object_get(ev, "type")), event_type);
+        cr_assert_eq(json_integer_value(json_object_get(ev, "version")), version);
+}
+
+static void expect_rejected(const char *reason, const char *field) {
+        cr_assert_not_null(v.reason, "expected %s, accepted", reason);
+        cr_assert_str_eq(v.reason, reason, "reason %s (message: %s)", v.reason, v.message);
+        cr_assert_str_eq(v.field, field, "field '%s', expected '%s' (message: %s)", v.field,
+                         field, v.message);
+}
+
+static const char *evs(const char *key) {
+        const char *s = json_string_value(json_object_get(ev, key));
+        cr_assert_not_null(s, "event has no string %s", key);
+        return s;
+}
+
+static int64_t evi(const char *key) {
+        const json_t *j = json_object_get(ev, key);
+        cr_assert(json_is_integer(j), "event has no integer %s", key);
+        return json_integer_value(j);
+}
+
+static const json_t *ev_task(void) {
+        return json_object_get(ev, "task");
+}
+
+/** The event's changed_fields, comma-joined. */
+static char *changed(void) {
+        static char buf[512];
+        size_t i, n = 0;
+        json_t *f;
+        buf[0] = '\0';
+        json_array_foreach(json_object_get(ev, "changed_fields"), i, f)
+                n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s", i ? "," : "",
+                                      json_string_value(f));
+        return buf;
+}
+
+/** A task in the REST shape; \p extra ("" or ", \"k\": v") is appended. */
+static char *task_json(const char *name, const char *group, const char *extra) {
+        static char buf[4][1024];
+        static int k;
+        char *b = buf[k++ % 4];
+        snprintf(b, sizeof(buf[0]),
+                 "{\"name\": \"%s\", \"script\": \"echo hello\", \"security_group\": \"%s\", "
+                 "\"schedule\": {\"cron\": \"0 3 * * *\", \"timezone\": \"UTC\"}%s}",
+                 name, group, extra);
+        return b;
+}
+
+static const tb_cmd_task_t *state(const char *task_id) {
+        return tb_cmd_engine_get(eng, task_id);
+}
+
+static json_t *reply_of(tb_cmd_engine_t *e, const char *task_id, tb_buf_t *raw) {
+        char err[512];
+        tb_buf_t b = {0};
+        json_t *r = NULL;
+        cr_assert(tb_cmd_engine_reply(e, "corr-1", "cmd-1", task_id, &v, &b));
+        cr_assert_eq(tb_serde_decode(b.data, b.len, TB_SCHEMA_TASK_REPLY, NULL, &r, err,
+                                     sizeof(err)),
+                     TB_OK, "%s", err);
+        if (raw)
+                *raw = b;
+        else
+                tb_buf_free(&b);
+        return r;
+}
+
+TestSuite(commands_engine, .init = setup, .fini = teardown);
+
+/* ---- the lifecycle of a task ----------------------------------------------------- */
+
+Test(commands_engine, create_writes_the_event_and_the_state) {
+        ask(ALICE, "CREATE", "t-create", -1, task_json("backup", "ops", ""));
+        expect_accepted(1, "CREATED");
+        cr_assert_str_eq(evs("task_id"), "t-create");
+        cr_assert_str_eq(evs("event_id"), "00000000-0000-4000-8000-000000000001");
+        cr_assert_str_eq(evs("actor"), "alice");
+        cr_assert_str_eq(evs("created_by"), "alice");
+        cr_assert_str_eq(evs("command_id"), "cmd-of-the-test");
+        cr_assert_eq(evi("at"), T0);
+        cr_assert_eq(evi("created_at"), T0);
+        cr_assert_eq(evi("epoch"), 0);
+        const json_t *t = ev_task();
+        cr_assert_str_eq(json_string_value(json_object_get(t, "name")), "backup");
+        cr_assert_str_eq(json_string_value(json_object_get(t, "security_group")), "ops");
+        cr_assert_str_eq(json_string_value(json_object_get(t, "user_id")), "alice");
+        cr_assert_str_eq(json_string_value(json_object_get(t, "home_region")), "eu",
+                         "home_region defaults to this region");
+        cr_assert(strstr(changed(), "name") && strstr(changed(), "script"), "changed: %s",
+                  changed());
+
+        const tb_cmd_task_t *s = state("t-create");
+        cr_assert_not_null(s);
+        cr_assert_eq(s->version, 1);
+        cr_assert_str_eq(s->group, "ops");
+        cr_assert_not(s->deleted);
+        cr_assert_str_eq(s->created_by, "alice");
+        cr_assert_eq(s->created_at, T0);
+        cr_assert_eq(s->partition, part_of("t-create"));
+        cr_assert_eq(tb_cmd_engine_task_count(eng), 1);
+}
+
+Test(commands_engine, update_pause_resume_run_now_delete) {
+        ask(ALICE, "CREATE", "t-life", 0, task_json("backup", "ops", ""));
+        expect_accepted(1, "CREATED");
+
+        clock_ms = T0 + 1000;
+        ask(ALICE, "UPDATE", "t-life", 1,
+            task_json("backup", "ops", ", \"labels\": {\"team\": \"storage\"}"));
+        expect_accepted(2, "UPDATED");
+        cr_assert_str_eq(changed(), "labels");
+        cr_assert_eq(evi("at"), T0 + 1000);
+        cr_assert_eq(evi("created_at"), T0, "an update keeps the creation time");
+        cr_assert_str_eq(evs("created_by"), "alice");
+
+        clock_ms = T0 + 2000;
+        ask(BOB, "CREATE", "t-other", -1, task_json("other", "dev", ""));
+        expect_accepted(1, "CREATED");
+
+        ask(ALICE, "PAUSE", "t-life", -1, NULL);
+        expect_accepted(3, "PAUSED");
+        cr_assert_str_eq(changed(), "paused");
+        cr_assert(json_is_true(json_object_get(ev_task(), "paused")));
+        cr_assert(json_is_true(json_object_get(state("t-life")->task, "paused")));
+
+        ask(ALICE, "RESUME", "t-life", 3, NULL);
+        expect_accepted(4, "RESUMED");
+        cr_assert_str_eq(changed(), "paused");
+        cr_assert(json_is_false(json_object_get(ev_task(), "paused")));
+
+        json_t *before = json_deep_copy(state("t-life")->task);
+        ask(ALICE, "RUN_NOW", "t-life", -1, NULL);
+        expect_accepted(5, "RUN_REQUESTED");
+        cr_assert_str_eq(changed(), "", "a run-now changes nothing: %s", changed());
+        cr_assert(json_equal(before, state("t-life")->task));
+        cr_assert_str_eq(json_string_value(json_object_get(ev_task(), "name")), "backup");
+        json_decref(before);
+
+        clock_ms = T0 + 3000;
+        ask(ALICE, "DELETE", "t-life", 5, NULL);
+        expect_accepted(6, "DELETED");
+        cr_assert(json_is_null(ev_task()), "a DELETED event carries no task");
+        cr_assert_str_eq(changed(), "");
+        cr_assert_eq(evi("created_at"), T0);
+        const tb_cmd_task_t *s = state("t-life");
+        cr_assert_not_null(s, "a deleted task stays known (its id is not reusable)");
+        cr_assert(s->deleted);
+        cr_assert_null(s->task);
+        cr_assert_eq(s->version, 6);
+        cr_assert_str_eq(s->group, "ops", "the group of the last state is kept");
+
+        /* the other task saw none of it */
+        cr_assert_eq(state("t-other")->version, 1);
+        cr_assert_str_eq(state("t-other")->created_by, "bob");
+}
+
+Test(commands_engine, a_deleted_task_is_not_found_and_its_id_not_reusable) {
+        ask(ALICE, "CREATE", "t-gone", -1, task_json("backup", "ops", ""));
+        ask(ALICE, "DELETE", "t-gone", -1, NULL);
+        expect_accepted(2, "DELETED");
+        const char *types[] = {"UPDATE", "PAUSE", "RESUME", "RUN_NOW", "DELETE"};
+        for (size_t i = 0; i < TB_ARRAY_LEN(types); i++) {
+                ask(ALICE, types[i], "t-gone", -1,
+                    !strcmp(types[i], "UPDATE") ? task_json("backup", "ops", "") : NULL);
+                expect_rejected("NOT_FOUND", "task_id");
+                cr_assert(strstr(v.message, "not found"), "%s", v.message);
+        }
+        ask(ALICE, "CREATE", "t-gone", -1, task_json("backup", "ops", ""));
+        expect_rejected("CONFLICT", "task_id");
+        cr_assert(strstr(v.message, "(deleted)"), "%s", v.message);
+        cr_assert_eq(state("t-gone")->version, 2);
+        cr_assert(state("t-gone")->deleted);
+}
+
+Test(commands_engine, expected_version_conflicts) {
+        ask(ALICE, "CREATE", "t-ver", -1, task_json("backup", "ops", ""));
+        expect_accepted(1, "CREATED");
+
+        ask(ALICE, "UPDATE", "t-ver", 7, task_json("renamed", "ops", ""));
+        expect_rejected("CONFLICT", "expected_version");
+        cr_assert(strstr(v.message, "at version 1"), "%s", v.message);
+        ask(ALICE, "PAUSE", "t-ver", 0, NULL);
+        expect_rejected("CONFLICT", "expected_version");
+        ask(ALICE, "DELETE", "t-ver", 2, NULL);
+        expect_rejected("CONFLICT", "expected_version");
+        cr_assert_eq(state("t-ver")->version, 1);
+        cr_assert_str_eq(json_string_value(json_object_get(state("t-ver")->task, "name")),
+                         "backup");
+        cr_assert_not(state("t-ver")->deleted);
+
+        ask(ALICE, "CREATE", "t-ver", -1, task_json("again", "ops", ""));
+        expect_rejected("CONFLICT", "task_id");
+        cr_assert(strstr(v.message, "already exists"), "%s", v.message);
+
+        ask(ALICE, "CREATE", "t-new", 3, task_json("new", "ops", ""));
+        expect_rejected("CONFLICT", "expected_version");
+        cr_assert(strstr(v.message, "does not exist yet"), "%s", v.message);
+        cr_assert_null(state("t-new"));
+
+        ask(ALICE, "CREATE", "t-new", 0, task_json("new", "ops", ""));
+        expect_accepted(1, "CREATED");
+        ask(ALICE, "PAUSE", "t-ver", 1, NULL);
+        expect_accepted(2, "PAUSED");
+}
+
+/* ---- authorization ------------------------------------------------------------- */
+
+Test(commands_engine, a_task_of_another_group_is_answered_like_a_missing_one) {
+        tb_cmd_engine_t *empty = engine_new(conf);
+        ask(ALICE, "CREATE", "t-ops", -1, task_json("backup", "ops", ""));
+        expect_accepted(1, "CREATED");
+
+        const char *types[] = {"UPDATE", "PAUSE", "RESUME", "RUN_NOW", "DELETE"};
+        for (size_t i = 0; i < TB_ARRAY_LEN(types); i++) {
+                const char *body =
+                        !strcmp(types[i], "UPDATE") ? task_json("mine", "dev", "") : NULL;
+                tb_buf_t hidden, missing;
+                /* bob (dev) on the engine that holds alice's ops task ... */
+                ask_on(eng, BOB, types[i], "t-ops", 1, body);
+                expect_rejected("NOT_FOUND", "task_id");
+                tb_cmd_verdict_t seen = v;
+                json_decref(reply_of(eng, "t-ops", &hidden));
+                /* ... and on an engine where the task does not exist */
+                ask_on(empty, BOB, types[i], "t-ops", 1, body);
+                expect_rejected("NOT_FOUND", "task_id");
+                cr_assert_str_eq(seen.message, v.message, "%s: '%s' vs '%s'", types[i],
+                                 seen.message, v.message);
+                json_decref(reply_of(empty, "t-ops", &missing));
+                cr_assert_eq(hidden.len, missing.len, "%s: replies differ", types[i]);
+                cr_assert_eq(memcmp(hidden.data, missing.data, hidden.len), 0,
+                             "%s: replies differ", types[i]);
+                tb_buf_free(&hidden);
+                tb_buf_free(&missing);
+        }
+        cr_assert_eq(state("t-ops")->version, 1, "nothing applied");
+        cr_assert_null(tb_cmd_engine_get(empty, "t-ops"));
+
+        /* bob cannot create a task in a group he is not in */
+        ask(BOB, "CREATE", "t-bob", -1, task_json("sneaky", "ops", ""));
+        expect_rejected("FORBIDDEN", "security_group");
+        cr_assert(strstr(v.message, "'bob' is not a member of group 'ops'"), "%s", v.message);
+        cr_assert_null(state("t-bob"));
+        /* nor can alice move hers to a group she is not in */
+        ask(ALICE, "UPDATE", "t-ops", 1, task_json("backup", "qa", ""));
+        expect_rejected("FORBIDDEN", "security_group");
+        cr_assert_str_eq(state("t-ops")->group, "ops");
+        /* but she can move it to another of hers, and then bob sees it */
+        ask(ALICE, "UPDATE", "t-ops", 1, task_json("backup", "dev", ""));
+        expect_accepted(2, "UPDATED");
+        cr_assert(strstr(changed(), "security_group"), "changed: %s", changed());
+        cr_assert_str_eq(state("t-ops")->group, "dev");
+        ask(BOB, "PAUSE", "t-ops", 2, NULL);
+        expect_accepted(3, "PAUSED");
+        cr_assert_str_eq(evs("actor"), "bob");
+        cr_assert_str_eq(evs("created_by"), "alice");
+        tb_cmd_engine_destroy(empty);
+}
+
+Test(commands_engine, authentication) {
+        decide_on(eng, command("CREATE", "t-auth", -1, task_json("a", "ops", "")), NULL,
+                  part_of("t-auth"));
+        expect_rejected("UNAUTHENTICATED", "");
+        cr_assert(strstr(v.message, "authorization"), "%s", v.message);
+        cr_assert_eq(auth_calls, 0, "no header: nothing to authenticate");
+
+        ask("Bearer tok-nobody", "CREATE", "t-auth", -1, task_json("a", "ops", ""));
+        expect_rejected("UNAUTHENTICATED", "");
+        cr_assert_str_eq(v.message, "unknown or revoked token");
+
+        ask("Bearer tok-store-down", "CREATE", "t-auth", -1, task_json("a", "ops", ""));
+        expect_rejected("INTERNAL", "");
+        cr_assert_str_eq(v.message, "authentication unavailable: connection refused");
+
+        /* the header is taken by its length, not up to a NUL */
+        const char *padded = ALICE "garbage";
+        forget_last();
+        json_t *c = command("CREATE", "t-auth", -1, task_json("a", "ops", ""));
+        tb_cmd_engine_decide(eng, c, padded, strlen(ALICE), part_of("t-auth"), &v);
+        json_decref(c);
+        cr_assert_null(v.reason, "%s: %s", v.reason, v.message);
+        cr_assert_eq(auth_calls, 3);
+        cr_assert_eq(state("t-auth")->version, 1);
+}
+
+/* ---- validation ------------------------------------------------------------------ */
+
+Test(commands_engine, validation_errors_name_the_field) {
+        ask(ALICE, "CREATE", "t-bad", -1, NULL);
+        expect_rejected("INVALID_ARGUMENT", "task");
+        ask(ALICE, "CREATE", "t-bad", -1, "{\"name\": ");
+        expect_rejected("INVALID_ARGUMENT", "task");
+        cr_assert(strstr(v.message, "not valid JSON"), "%s", v.message);
+        ask(ALICE, "CREATE", "t-bad", -1,
+            "{\"name\": \"n\", \"script\": \"x\", \"security_group\": \"ops\", "
+            "\"schedule\": {\"cron\": \"61 * * * *\", \"timezone\": \"UTC\"}}");
+        expect_rejected("INVALID_ARGUMENT", "schedule.cron");
+        ask(ALICE, "CREATE", "t-bad", -1, task_json("n", "ops", ", \"executor\": \"telnet\""));
+        expect_rejected("INVALID_ARGUMENT", "executor");
+        ask(ALICE, "CREATE", "t-bad", -1, task_json("n", "ops", ", \"colour\": \"blue\""));
+        expect_rejected("INVALID_ARGUMENT", "colour");
+        /* groups.ops.log_retention_max = 7d; other groups: the default, 30d */
+        ask(ALICE, "CREATE", "t-bad", -1, task_json("n", "ops", ", \"log_retention\": \"20d\""));
+        expect_rejected("INVALID_ARGUMENT", "log_retention");
+        ask(ALICE, "CREATE", "t-bad", -1, task_json("n", "dev", ", \"log_retention\": \"20d\""));
+        expect_accepted(1, "CREATED");
+        cr_assert_eq(json_integer_value(json_object_get(ev_task(), "log_retention_ms")),
+                     INT64_C(20) * 86400 * 1000, "the cap is ops's, not dev's");
+        ask(ALICE, "CREATE", "t-bad2", -1, task_json("n", "ops", ", \"user_id\": \"mallory\""));
+        expect_rejected("FORBIDDEN", "user_id");
+
+        /* an update is validated the same way, and leaves the state alone */
+        ask(ALICE, "UPDATE", "t-bad", 1,
+            task_json("n", "dev", ", \"retries\": {\"max_attempts\": 0}"));
+        expect_rejected("INVALID_ARGUMENT", "retries.max_attempts");
+        cr_assert_eq(state("t-bad")->version, 1);
+
+        /* the command itself */
+        ask(ALICE, "CREATE", "", -1, task_json("n", "ops", ""));
+        expect_rejected("INVALID_ARGUMENT", "task_id");
+        json_t *c = command("PAUSE", "t-bad", -1, NULL);
+        json_object_set_new(c, "type", json_string("EXPLODE"));
+        decide_on(eng, c, ALICE, part_of("t-bad"));
+        expect_rejected("INVALID_ARGUMENT", "type");
+        cr_assert(strstr(v.message, "'EXPLODE'"), "%s", v.message);
+
+        /* a record on another partition than its task id's */
+        int32_t wrong = (part_of("t-bad3") + 1) % PARTITIONS;
+        decide_on(eng, command("CREATE", "t-bad3", -1, task_json("n", "ops", "")), ALICE,
+                  wrong);
+        expect_rejected("INVALID_ARGUMENT", "task_id");
+        cr_assert(strstr(v.message, "taskbus.task-commands") && strstr(v.message, "murmur2"),
+                  "%s", v.message);
+        cr_assert_null(state("t-bad3"));
+        cr_assert_null(state("t-bad2"));
+        cr_assert_eq(tb_cmd_engine_task_count(eng), 1);
+}
+
+/* ---- batches: commit and rollback ---------------------------------------------- */
+
+Test(commands_engine, rollback_of_a_failed_batch_restores_the_state) {
+        ask(ALICE, "CREATE", "t-undo", -1, task_json("backup", "ops", ""));
+        expect_accepted(1, "CREATED");
+        tb_cmd_engine_commit(eng);
+        json_t *committed = json_deep_copy(state("t-undo")->task);
+
+        /* a batch of four decisions, then its transaction fails */
+        clock_ms = T0 + 5000;
+        ask(ALICE, "UPDATE", "t-undo", 1, task_json("renamed", "dev", ""));
+        expect_accepted(2, "UPDATED");
+        ask(ALICE, "PAUSE", "t-undo", 2, NULL);
+        expect_accepted(3, "PAUSED");
+        ask(ALICE, "CREATE", "t-undo-new", -1, task_json("new", "ops", ""));
+        expect_accepted(1, "CREATED");
+        ask(ALICE, "DELETE", "t-undo", 3, NULL);
+        expect_accepted(4, "DELETED");
+        cr_assert_eq(tb_cmd_engine_task_count(eng), 2);
+
+        tb_cmd_engine_rollback(eng);
+        const tb_cmd_task_t *s = state("t-undo");
+        cr_assert_not_null(s);
+        cr_assert_eq(s->version, 1);
+        cr_assert_not(s->deleted);
+        cr_assert_str_eq(s->group, "ops");
+        cr_assert(json_equal(s->task, committed), "the task is back as committed");
+        cr_assert_eq(s->created_at, T0);
+        cr_assert_null(state("t-undo-new"), "a task created by the failed batch is gone");
+        cr_assert_eq(tb_cmd_engine_task_count(eng), 1);
+
+        /* the batch read again is judged against the restored state */
+        ask(ALICE, "UPDATE", "t-undo", 1, task_json("renamed", "dev", ""));
+        expect_accepted(2, "UPDATED");
+        ask(ALICE, "CREATE", "t-undo-new", -1, task_json("new", "ops", ""));
+        expect_accepted(1, "CREATED");
+        tb_cmd_engine_commit(eng);
+        /* a rollback after the commit has nothing to take back */
+        tb_cmd_engine_rollback(eng);
+        cr_assert_eq(state("t-undo")->version, 2);
+        cr_assert_str_eq(state("t-undo")->group, "dev");
+        cr_assert_not_null(state("t-undo-new"));
+        json_decref(committed);
+}
+
+/* ---- regions ----------------------------------------------------------------------- */
+
+Test(commands_engine, writes_for_a_task_homed_elsewhere_are_refused) {
+        /* created here with another home */
+        ask(ALICE, "CREATE", "t-us", -1, task_json("backup", "ops", ", \"home_region\": \"us\""));
+        expect_rejected("FORBIDDEN", "home_region");
+        cr_assert(strstr(v.message, "region 'us'") && strstr(v.message, US_API), "%s",
+                  v.message);
+        cr_assert_null(state("t-us"));
+
+        /* a task created in us, whose event reached this region (rebuild / follower) */
+        tb_config_t *us_conf = load_conf(conf_us);
+        tb_cmd_engine_t *us = engine_new(us_conf);
+        ask_on(us, ALICE, "CREATE", "t-us", -1, task_json("backup", "ops", ""));
+        expect_accepted(1, "CREATED");
+        cr_assert_str_eq(json_string_value(json_object_get(ev_task(), "home_region")), "us");
+        tb_cmd_engine_apply_event(eng, part_of("t-us"), ev);
+        cr_assert_eq(state("t-us")->version, 1);
+
+        const char *types[] = {"UPDATE", "PAUSE", "RESUME", "RUN_NOW", "DELETE"};
+        for (size_t i = 0; i < TB_ARRAY_LEN(types); i++) {
+                ask(ALICE, types[i], "t-us", 1,
+                    !strcmp(types[i], "UPDATE") ? task_json("backup", "ops", "") : NULL);
+                expect_rejected("FORBIDDEN", "home_region");
+        }
+        cr_assert_eq(state("t-us")->version, 1);
+        /* its home region still writes it */
+        ask_on(us, ALICE, "PAUSE", "t-us", 1, NULL);
+        expect_accepted(2, "PAUSED");
+
+        /* an update cannot move a task's home */
+        ask(ALICE, "CREATE", "t-eu", -1, task_json("backup", "ops", ""));
+        expect_accepted(1, "CREATED");
+        ask(ALICE, "UPDATE", "t-eu", 1, task_json("backup", "ops", ", \"home_region\": \"us\""));
+        expect_rejected("FORBIDDEN", "home_region");
+        cr_assert(strstr(v.message, "cannot move"), "%s", v.message);
+        ask(ALICE, "UPDATE", "t-eu", 1, task_json("backup", "ops", ", \"home_region\": \"eu\""));
+        expect_accepted(2, "UPDATED");
+
+        tb_cmd_engine_destroy(us);
+        tb_config_destroy(us_conf);
+}
+
+/* ---- rebuilding ---------------------------------------------------------------------- */
+
+Test(commands_engine, events_apply_by_epoch_and_version) {
+        tb_cmd_engine_t *replica = engine_new(conf);
+        json_t *evs_seen[3];
+        ask(ALICE, "CREATE", "t-ev", -1, task_json("backup", "ops", ""));
+        evs_seen[0] = json_incref(ev);
+        ask(ALICE, "PAUSE", "t-ev", -1, NULL);
+        evs_seen[1] = json_incref(ev);
+        ask(ALICE, "DELETE", "t-ev", -1, NULL);
+        evs_seen[2] = json_incref(ev);
+
+        int32_t p = part_of("t-ev");
+        tb_cmd_engine_apply_event(replica, p, evs_seen[0]);
+        tb_cmd_engine_apply_event(replica, p, evs_seen[1]);
+        const tb_cmd_task_t *s = tb_cmd_engine_get(replica, "t-ev");
+        cr_assert_eq(s->version, 2);
+        cr_assert(json_is_true(json_object_get(s->task, "paused")));
+        cr_assert_str_eq(s->created_by, "alice");
+        cr_assert_eq(s->created_at, T0);
+        /* an older event again (our own, back through the follower): ignored */
+        tb_cmd_engine_apply_event(replica, p, evs_seen[0]);
+        s = tb_cmd_engine_get(replica, "t-ev");
+        cr_assert_eq(s->version, 2);
+        cr_assert(json_is_true(json_object_get(s->task, "paused")));
+
+        /* a failover's higher epoch wins over a higher version */
+        json_t *moved = json_deep_copy(evs_seen[0]);
+        json_object_set_new(moved, "epoch", json_integer(1));
+        tb_cmd_engine_apply_event(replica, p, moved);
+        s = tb_cmd_engine_get(replica, "t-ev");
+        cr_assert_eq(s->version, 1);
+        cr_assert_eq(s->epoch, 1);
+        cr_assert(json_is_false(json_object_get(s->task, "paused")));
+        /* and the next write carries that epoch */
+        ask_on(replica, ALICE, "PAUSE", "t-ev", 1, NULL);
+        expect_accepted(2, "PAUSED");
+        cr_assert_eq(evi("epoch"), 1);
+        /* the old epoch's DELETED (version 3) no longer counts */
+        tb_cmd_engine_apply_event(replica, p, evs_seen[2]);
+        cr_assert_not(tb_cmd_engine_get(replica, "t-ev")->deleted);
+
+        /* a DELETED event (no task in it): known as deleted, the group kept */
+        tb_cmd_engine_t *other = engine_new(conf);
+        tb_cmd_engine_apply_event(other, p, evs_seen[0]);
+        tb_cmd_engine_apply_event(other, p, evs_seen[2]);
+        s = tb_cmd_engine_get(other, "t-ev");
+        cr_assert(s->deleted);
+        cr_assert_null(s->task);
+        cr_assert_eq(s->version, 3);
+        cr_assert_str_eq(s->group, "ops");
+        tb_cmd_engine_destroy(other);
+
+        for (size_t i = 0; i < TB_ARRAY_LEN(evs_seen); i++)
+                json_decref(evs_seen[i]);
+        json_decref(moved);
+        tb_cmd_engine_destroy(replica);
+}
+
+Test(commands_engine, dropping_a_partition_forgets_only_its_tasks) {
+        /* two ids on different partitions */
+        const char *a = "t-drop-0", *b = NULL;
+        char name[32];
+        for (int i = 1; i < 100 && !b; i++) {
+                snprintf(name, sizeof(name), "t-drop-%d", i);
+                if (part_of(name) != part_of(a))
+                        b = name;
+        }
+        cr_assert_not_null(b);
+        ask(ALICE, "CREATE", a, -1, task_json("a", "ops", ""));
+        expect_accepted(1, "CREATED");
+        ask(ALICE, "CREATE", b, -1, task_json("b", "ops", ""));
+        expect_accepted(1, "CREATED");
+        tb_cmd_engine_commit(eng);
+        tb_cmd_engine_drop_partition(eng, part_of(a));
+        cr_assert_null(state(a));
+        cr_assert_not_null(state(b));
+        cr_assert_eq(tb_cmd_engine_task_count(eng), 1);
+        /* a command for a dropped task finds nothing (its partition is another
+         * member's, or about to be rebuilt) */
+        ask(ALICE, "PAUSE", a, -1, NULL);
+        expect_rejected("NOT_FOUND", "task_id");
+}
+
+/* ---- the rate limit -------------------------------------------------------------- */
+
+TestSuite(commands_engine_rate, .init = setup_throttled, .fini = teardown);
+
+Test(commands_engine_rate, is_per_user) {
+        ask(ALICE, "CREATE", "t-rl", -1, task_json("a", "ops", ""));
+        expect_accepted(1, "CREATED");
+        /* a rejected command takes a token too */
+        ask(ALICE, "PAUSE", "t-rl", 9, NULL);
+        expect_rejected("CONFLICT", "expected_version");
+        ask(ALICE, "PAUSE", "t-rl", -1, NULL);
+        expect_rejected("THROTTLED", "");
+        cr_assert(strstr(v.message, "'alice'") && strstr(v.message, "retry after"), "%s",
+                  v.message);
+        cr_assert_eq(state("t-rl")->version, 1);
+        /* bob has his own bucket */
+        ask(BOB, "CREATE", "t-rl-bob", -1, task_json("b", "dev", ""));
+        expect_accepted(1, "CREATED");
+        /* rate 0.01/s: a token 100 s later (monotonic clock) */
+        clock_us += INT64_C(101) * 1000000;
+        ask(ALICE, "PAUSE", "t-rl", -1, NULL);
+        expect_accepted(2, "PAUSED");
+        ask(ALICE, "RESUME", "t-rl", -1, NULL);
+        expect_rejected("THROTTLED", "");
+}
+
+/* ---- replies ------------------------------------------------------------------------ */
+
+Test(commands_engine, replies) {
+        clock_ms = T0 + 42;
+        ask(ALICE, "CREATE", "t-reply", -1, task_json("a", "ops", ""));
+        json_t *r = reply_of(eng, "t-reply", NULL);
+        cr_assert_str_eq(json_string_value(json_object_get(r, "status")), "ACCEPTED");
+        cr_assert_str_eq(json_string_value(json_object_get(r, "reason")), "NONE");
+        cr_assert_str_eq(json_string_value(json_object_get(r, "message")), "CREATED");
+        cr_assert(json_is_null(json_object_get(r, "field")));
+        cr_assert_eq(json_integer_value(json_object_get(r, "version")), 1);
+        cr_assert_eq(json_integer_value(json_object_get(r, "replied_at")), T0 + 42);
+        cr_assert_str_eq(json_string_value(json_object_get(r, "correlation_id")), "corr-1");
+        cr_assert_str_eq(json_string_value(json_object_get(r, "task_id")), "t-reply");
+        json_decref(r);
+
+        ask(ALICE, "UPDATE", "t-reply", 5, task_json("a", "ops", ""));
+        r = reply_of(eng, "t-reply", NULL);
+        cr_assert_str_eq(json_string_value(json_object_get(r, "status")), "REJECTED");
+        cr_assert_str_eq(json_string_value(json_object_get(r, "reason")), "CONFLICT");
+        cr_assert_str_eq(json_string_value(json_object_get(r, "field")), "expected_version");
+        cr_assert(json_is_null(json_object_get(r, "version")));
+        cr_assert_str_eq(json_string_value(json_object_get(r, "message")), v.message);
+        json_decref(r);
+
+        /* no reply can carry an id that is not UTF-8 */
+        tb_buf_t b = {0};
+        cr_assert_not(tb_cmd_engine_reply(eng, "corr-\xff\xfe", "cmd-1", "t-reply", &v, &b));
+        tb_buf_free(&b);
+}
