@@ -65,6 +65,8 @@ typedef struct ct_run {
         char *create_body;              /* JSON */
         int64_t expiry_ms;
         int64_t stop_timeout_s;
+        bool root_allowed;              /* plugin and group both allow uid 0 */
+        char *user_name;                /* a user name whose uid the image decides */
 
         /* Worker only. */
         char cid[96];
@@ -127,6 +129,13 @@ bool ct_engine_remove(ct_state_t *st, const char *cid, char *err, size_t errsz);
  *  TB_PLUGIN_OK, or TB_PLUGIN_ERROR with the reason in \p errbuf. */
 int ct_policy_build_create(ct_state_t *st, const tb_plugin_run_t *run, ct_run_t *r,
                            char *errbuf, size_t errbuf_size);
+
+/** From the worker, after the container is created and before it starts:
+ *  when r->user_name is set (a user name and root not allowed), read its uid
+ *  from the container's /etc/passwd and refuse uid 0. @returns TB_PLUGIN_OK,
+ *  or TB_PLUGIN_ERROR with the reason in \p errbuf. */
+int ct_policy_check_image_user(ct_state_t *st, const ct_run_t *r, char *errbuf,
+                               size_t errbuf_size);
 
 /* ---- worker.c ----------------------------------------------------------- */
 

@@ -36,16 +36,47 @@ static bool ct_valid_image(const char *s) {
 static bool ct_valid_user(const char *s) {
         if (!s || !*s || strlen(s) > 64)
                 return false;
-        for (; *s; s++)
-                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-                      (*s >= '0' && *s <= '9') || strchr("._-:", *s)))
+        for (const char *c = s; *c; c++)
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                      (*c >= '0' && *c <= '9') || strchr("._-:", *c) ||
+                      (*c == '+' && c == s)))
                         return false;
         return true;
 }
 
-static bool ct_is_root(const char *user) {
+/**
+ * The uid that the engine will give the container for \p user ("NAME",
+ * "UID", "NAME:GROUP" or "UID:GID"), read the way runc reads it: the part
+ * before ':' is a uid when Go's strconv.Atoi takes it (optional sign, decimal
+ * digits, leading zeros: "00", "-0" and "+0" are all uid 0), else a name
+ * looked up in the image's /etc/passwd. "root" is uid 0 in every image.
+ * @returns 1 with *\p uid set, 0 for a name only the image can resolve, -1
+ * when the engine would refuse it (a negative uid, or one over 2^31-1).
+ */
+static int ct_user_uid(const char *user, long long *uid) {
         size_t n = strcspn(user, ":");
-        return (n == 4 && !strncmp(user, "root", 4)) || (n == 1 && user[0] == '0');
+        const char *p = user;
+        bool neg = false;
+        if (*p == '+' || *p == '-')
+                neg = *p++ == '-';
+        size_t digits = strspn(p, "0123456789");
+        if (digits && p + digits == user + n) {
+                long long v = 0;
+                for (size_t i = 0; i < digits; i++) {
+                        v = v * 10 + (p[i] - '0');
+                        if (v > 2147483647LL)
+                                return -1;
+                }
+                if (neg && v != 0)
+                        return -1;
+                *uid = v;
+                return 1;
+        }
+        if (n == 4 && !strncmp(user, "root", 4)) {
+                *uid = 0;
+                return 1;
+        }
+        return 0;
 }
 
 /* Append "KEY=VALUE" to the create request's Env. @returns false on ENOMEM. */
@@ -167,14 +198,39 @@ int ct_policy_build_create(ct_state_t *st, const tb_plugin_run_t *run, ct_run_t 
         }
         if (!ct_valid_user(user)) {
                 tb_pu_fail(errbuf, errbuf_size, "container user '%s' (from %s) is invalid: "
-                           "use NAME, UID or UID:GID", user, user_from);
+                           "use NAME, UID, NAME:GROUP or UID:GID", user, user_from);
                 goto fail;
         }
-        if (ct_is_root(user) && !st->allow_root) {
-                tb_pu_fail(errbuf, errbuf_size, "container user '%s' (from %s) is root, "
-                           "which this executor refuses; pick another user or set the "
-                           "container plugin's allow_root = true", user, user_from);
+        /* Root needs both the operator (the plugin's allow_root) and the group
+         * (groups.<g>.allow_root); a task option never overrides either. */
+        const char *grp_root = tb_pu_policy(run, "allow_root");
+        r->root_allowed = st->allow_root && grp_root && !strcmp(grp_root, "true");
+        long long uid = -1;
+        int kind = ct_user_uid(user, &uid);
+        if (kind < 0) {
+                tb_pu_fail(errbuf, errbuf_size, "container user '%s' (from %s) is invalid: "
+                           "a uid is a number from 0 to 2147483647", user, user_from);
                 goto fail;
+        }
+        if (kind == 1 && uid == 0 && !r->root_allowed) {
+                tb_pu_fail(errbuf, errbuf_size, "container user '%s' (from %s) is root "
+                           "(uid 0), which %s; pick another user%s", user, user_from,
+                           !st->allow_root ? "this executor refuses (the container "
+                                             "plugin's allow_root = false)"
+                                           : "security group's policy refuses",
+                           !st->allow_root ? ", or set the container plugin's "
+                                             "allow_root = true and the group's allow_root"
+                                           : ", or set the group's allow_root = true");
+                goto fail;
+        }
+        if (kind == 0 && !r->root_allowed) {
+                /* A name: the worker reads its uid from the image's
+                 * /etc/passwd before the container starts. */
+                r->user_name = strndup(user, strcspn(user, ":"));
+                if (!r->user_name) {
+                        tb_pu_fail(errbuf, errbuf_size, "out of memory");
+                        goto fail;
+                }
         }
 
         /* Network: never more open than the group allows. */
@@ -311,5 +367,90 @@ fail:
         json_decref(ep);
         json_decref(labels);
         json_decref(hc);
+        return rc;
+}
+
+/* The uid of \p name in an /etc/passwd text of \p len bytes; -1 if absent. */
+static long long ct_passwd_uid(const char *text, size_t len, const char *name) {
+        size_t nlen = strlen(name);
+        const char *end = text + len;
+        for (const char *line = text; line < end;) {
+                const char *eol = memchr(line, '\n', (size_t)(end - line));
+                if (!eol)
+                        eol = end;
+                /* name:password:uid:... */
+                if ((size_t)(eol - line) > nlen + 1 && !memcmp(line, name, nlen) &&
+                    line[nlen] == ':') {
+                        const char *pw_end = memchr(line + nlen + 1, ':',
+                                                    (size_t)(eol - line - nlen - 1));
+                        if (pw_end) {
+                                long long v = 0;
+                                const char *d = pw_end + 1;
+                                if (d >= eol || *d < '0' || *d > '9')
+                                        return -1;
+                                for (; d < eol && *d >= '0' && *d <= '9'; d++)
+                                        if ((v = v * 10 + (*d - '0')) > 2147483647LL)
+                                                return -1;
+                                return v;
+                        }
+                }
+                line = eol + 1;
+        }
+        return -1;
+}
+
+int ct_policy_check_image_user(ct_state_t *st, const ct_run_t *r, char *errbuf,
+                               size_t errbuf_size) {
+        if (!r->user_name)
+                return TB_PLUGIN_OK;
+        char path[256], err[CT_ERR_MAX];
+        snprintf(path, sizeof(path), "/containers/%s/archive?path=/etc/passwd", r->cid);
+        ct_buf_t tar = {0};
+        long code = 0;
+        int rc = TB_PLUGIN_ERROR;
+        if (ct_engine_http(st, "GET", path, NULL, &code, &tar, err, sizeof(err)) != 0) {
+                tb_pu_fail(errbuf, errbuf_size, "%s", err);
+                goto out;
+        }
+        if (code != 200) {
+                /* podman resolves the user when it mounts the container. */
+                char em[512];
+                ct_engine_msg(&tar, em, sizeof(em));
+                tb_pu_fail(errbuf, errbuf_size, "container user '%s' cannot be resolved in "
+                           "image '%s' (HTTP %ld: %s): give a user the image has, or a "
+                           "numeric UID", r->user_name, r->image, code, em);
+                goto out;
+        }
+        /* One ustar member: a 512-byte header (size in octal at 124, type at
+         * 156), then the file. A link or anything else is not read. */
+        unsigned long long size = 0;
+        bool regular = code == 200 && tar.len >= 512 &&
+                       (tar.data[156] == '0' || tar.data[156] == '\0');
+        for (size_t i = 124; regular && i < 136 && tar.data[i] >= '0' && tar.data[i] <= '7';
+             i++)
+                size = size * 8 + (unsigned)(tar.data[i] - '0');
+        if (!regular || size > tar.len - 512) {
+                tb_pu_fail(errbuf, errbuf_size, "container user '%s' is a name, and its "
+                           "uid cannot be read from /etc/passwd of image '%s' (HTTP %ld): "
+                           "root is not allowed, so give a numeric UID or UID:GID",
+                           r->user_name, r->image, code);
+                goto out;
+        }
+        long long uid = ct_passwd_uid(tar.data + 512, (size_t)size, r->user_name);
+        if (uid < 0) {
+                tb_pu_fail(errbuf, errbuf_size, "container user '%s' is not in /etc/passwd "
+                           "of image '%s': give a user the image has, or a numeric UID",
+                           r->user_name, r->image);
+                goto out;
+        }
+        if (uid == 0) {
+                tb_pu_fail(errbuf, errbuf_size, "container user '%s' is uid 0 (root) in image "
+                           "'%s', which this executor or the security group refuses; pick "
+                           "another user", r->user_name, r->image);
+                goto out;
+        }
+        rc = TB_PLUGIN_OK;
+out:
+        ct_buf_free(&tar);
         return rc;
 }

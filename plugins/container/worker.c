@@ -341,6 +341,11 @@ void *ct_worker_main(void *arg) {
                 goto out;
         }
 
+        if (ct_policy_check_image_user(st, r, err, sizeof(err)) != TB_PLUGIN_OK) {
+                tb_pu_outcome(&res, TB_PLUGIN_RUN_FAILED, msg, sizeof(msg), "%s", err);
+                goto out;
+        }
+
         resp.len = 0;
         snprintf(path, sizeof(path), "/containers/%s/start", r->cid);
         if (ct_engine_http(st, "POST", path, NULL, &code, &resp, err, sizeof(err)) != 0) {
@@ -372,6 +377,7 @@ void ct_run_free(ct_run_t *r) {
         free(r->run_id);
         free(r->image);
         free(r->create_body);
+        free(r->user_name);
         ct_buf_free(&r->logs_err);
         ct_buf_free(&r->out);
         free(r);

@@ -280,7 +280,7 @@ Test(container, caps_network_and_options_are_enforced) {
         expect_refused(&r4, "unknown executor option 'privileged'");
         tb_plugin_kv_t root[] = {{"image", IMAGE}, {"user", "0:0"}};
         tb_plugin_run_t r5 = mkrun(rid("root"), "true", root, 2);
-        expect_refused(&r5, "is root");
+        expect_refused(&r5, "is root (uid 0)");
         tb_plugin_run_t r6 = mkrun(rid("noimage"), "true", NULL, 0);
         expect_refused(&r6, "executor option 'image' is required");
 
@@ -294,6 +294,87 @@ Test(container, caps_network_and_options_are_enforced) {
         char *out = tbt_stream(col, 6, TB_PLUGIN_STDOUT);
         cr_assert_str_eq(out, "67108864\n");
         free(out);
+}
+
+/* uid 0 in every spelling the engine takes is refused at start(), before any
+ * container exists; a name is resolved in the image, so "toor" (uid 0 in the
+ * test image) is refused too, and "app" (uid 1000) runs as 1000. */
+Test(container, root_in_any_spelling_is_refused) {
+        static const char *const roots[] = {"0", "00", "-0", "+0", "0:0", "000:1000",
+                                            "root", "root:root", "root:1000"};
+        for (size_t i = 0; i < TB_ARRAY_LEN(roots); i++) {
+                tb_plugin_kv_t o[] = {{"image", IMAGE}, {"user", roots[i]}};
+                tb_plugin_run_t r = mkrun(rid("r0"), "id -u", o, 2);
+                char err[1024] = "";
+                tb_err_t rc = tb_plugin_run_start(pi, &r, (void *)(intptr_t)20, NULL, err,
+                                                  sizeof(err));
+                cr_assert_neq(rc, TB_OK, "user '%s' was accepted", roots[i]);
+                cr_assert(strstr(err, "is root (uid 0)"), "user '%s': %s", roots[i], err);
+                cr_assert(strstr(err, "allow_root"), "user '%s': %s", roots[i], err);
+        }
+        tb_plugin_kv_t neg[] = {{"image", IMAGE}, {"user", "-5"}};
+        tb_plugin_run_t rn = mkrun(rid("rneg"), "id -u", neg, 2);
+        expect_refused(&rn, "a uid is a number from 0 to 2147483647");
+
+        tb_plugin_kv_t toor[] = {{"image", IMAGE}, {"user", "toor"}};
+        tb_plugin_run_t rt = mkrun(rid("toor"), "id -u", toor, 2);
+        tbt_runlog_t *l = run_to_end(21, &rt);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_FAILED, "%s", l->error);
+        cr_assert(strstr(l->error, "'toor' is uid 0 (root) in image"), "%s", l->error);
+        char *out = tbt_stream(col, 21, TB_PLUGIN_STDOUT);
+        cr_assert_str_eq(out, "", "the container started: %s", out);
+        free(out);
+
+        tb_plugin_kv_t app[] = {{"image", IMAGE}, {"user", "app"}};
+        tb_plugin_run_t ra = mkrun(rid("app"), "id -u", app, 2);
+        l = run_to_end(22, &ra);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        out = tbt_stream(col, 22, TB_PLUGIN_STDOUT);
+        cr_assert_str_eq(out, "1000\n");
+        free(out);
+
+        tb_plugin_kv_t ghost[] = {{"image", IMAGE}, {"user", "ghost"}};
+        tb_plugin_run_t rg = mkrun(rid("ghost"), "id -u", ghost, 2);
+        l = run_to_end(23, &rg);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_FAILED, "%s", l->error);
+        cr_assert(strstr(l->error, "'ghost' is not in /etc/passwd") ||
+                          strstr(l->error, "'ghost' cannot be resolved in image"), "%s", l->error);
+}
+
+/* Root needs the operator and the group: a plugin with allow_root = true
+ * still refuses uid 0 for a group without allow_root, and runs it for a group
+ * with it. */
+Test(container, root_needs_plugin_and_group) {
+        tb_plugin_kv_t conf[] = {{"socket", sock}, {"stop_timeout", "1s"},
+                                 {"allow_root", "true"}};
+        tb_plugin_sink_t sink = {.opaque = col, .output = tbt_on_output,
+                                 .heartbeat = tbt_on_heartbeat, .finished = tbt_on_finished};
+        tb_plugin_instance_t *rootpi = NULL;
+        char err[1024] = "";
+        cr_assert_eq(tb_plugin_load(plugin_path, conf, TB_ARRAY_LEN(conf), &sink, &rootpi,
+                                    err, sizeof(err)), TB_OK, "%s", err);
+        tb_plugin_kv_t o[] = {{"image", IMAGE}, {"user", "00"}};
+        tb_plugin_run_t r = mkrun(rid("grp0"), "id -u", o, 2);
+        tb_err_t rc = tb_plugin_run_start(rootpi, &r, (void *)(intptr_t)24, NULL, err,
+                                          sizeof(err));
+        cr_assert_neq(rc, TB_OK);
+        cr_assert(strstr(err, "security group's policy refuses"), "%s", err);
+
+        tb_plugin_kv_t pol[TB_ARRAY_LEN(policy) + 1];
+        memcpy(pol, policy, sizeof(policy));
+        pol[TB_ARRAY_LEN(policy)] = (tb_plugin_kv_t){"allow_root", "true"};
+        tb_plugin_run_t ok = mkrun(rid("grp0ok"), "id -u", o, 2);
+        ok.policy = pol;
+        ok.n_policy = TB_ARRAY_LEN(pol);
+        rc = tb_plugin_run_start(rootpi, &ok, (void *)(intptr_t)25, NULL, err, sizeof(err));
+        cr_assert_eq(rc, TB_OK, "%s", err);
+        cr_assert(tbt_wait_finished(col, 25, 120000));
+        cr_assert_eq(col->runs[25].res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s",
+                     col->runs[25].error);
+        char *out = tbt_stream(col, 25, TB_PLUGIN_STDOUT);
+        cr_assert_str_eq(out, "0\n");
+        free(out);
+        tb_plugin_unload(rootpi, 30000);
 }
 
 Test(container, network_is_none_by_default) {

@@ -185,7 +185,7 @@ Test(config, typo_names_file_line_key_and_valid_keys) {
                      "max_body, rate, reply_timeout, threads");
         expect_error("groups = {\n ops = {\n  imagess = [];\n };\n};\n",
                      "3: unknown key 'groups.ops.imagess'; valid keys in 'groups.ops': "
-                     "cpus_max, images, log_retention_max, memory_max, network, os_user, "
+                     "allow_root, cpus_max, images, log_retention_max, memory_max, network, os_user, "
                      "ssh_key, ssh_known_hosts (did you mean 'images'?)");
 }
 

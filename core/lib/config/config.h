@@ -50,6 +50,7 @@ typedef struct tb_group_conf {
         double cpus_max;             /**< container CPU cap */
         char *ssh_key;               /**< ssh private key path */
         char *ssh_known_hosts;       /**< ssh known_hosts path */
+        bool allow_root;             /**< containers may run as uid 0 (with the plugin's allow_root) */
 } tb_group_conf_t;
 
 /** A plugin's own config group. */

@@ -167,6 +167,9 @@ const tb_config_prop_t tb_config_group_props[] = {
          NULL,
          "known_hosts file used to verify hosts of this group's SSH tasks; "
          "unset: SSH tasks refused."},
+        {"allow_root", TB_CT_BOOL, G(allow_root), 0, "false", 0, 0, NULL, NULL,
+         "Allow this group's containers to run as uid 0 (the container plugin's "
+         "allow_root must be true as well); a task's user option never overrides it."},
 };
 
 #undef F

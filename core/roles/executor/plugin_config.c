@@ -199,7 +199,7 @@ tb_err_t tb_plugin_policy_build(const struct tb_group_conf *g, tb_plugin_kv_t **
         *n_out = 0;
         if (!g)
                 return TB_OK;
-        tb_plugin_kv_t *kv = calloc(7 + g->image_cnt, sizeof(*kv));
+        tb_plugin_kv_t *kv = calloc(8 + g->image_cnt, sizeof(*kv));
         if (!kv)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
         size_t n = 0;
@@ -226,6 +226,7 @@ tb_err_t tb_plugin_policy_build(const struct tb_group_conf *g, tb_plugin_kv_t **
         }
         TB_PLUGIN_HOST_POL_ADD("ssh_key", g->ssh_key);
         TB_PLUGIN_HOST_POL_ADD("ssh_known_hosts", g->ssh_known_hosts);
+        TB_PLUGIN_HOST_POL_ADD("allow_root", g->allow_root ? "true" : "false");
         for (size_t i = 0; i < g->image_cnt; i++)
                 TB_PLUGIN_HOST_POL_ADD("images", g->images[i]);
 #undef TB_PLUGIN_HOST_POL_ADD
