@@ -33,33 +33,6 @@
 /* The ABI header every descriptor has in every major: size, major, minor. */
 #define TB_PLUGIN_HOST_DESC_HDR_SIZE (offsetof(tb_plugin_t, abi_minor) + sizeof(uint16_t))
 
-struct tb_plugin_hrun {
-        tb_plugin_run_t run; /* first: the plugin's handle is &hr->run */
-        tb_plugin_instance_t *pi;
-        void *opaque;
-        atomic_int refs;
-        bool finished;       /* under pi->lock */
-        tb_plugin_hrun_t *prev, *next; /* pi->active, under pi->lock */
-        char **argv_copy;
-        tb_plugin_kv_t *env_copy;
-        tb_plugin_kv_t *opt_copy;
-        tb_plugin_kv_t *pol_copy;
-};
-
-struct tb_plugin_instance {
-        void *dl;
-        const tb_plugin_t *desc;
-        void *state;
-        tb_plugin_host_t host;   /* handed to the plugin; host_data = this */
-        tb_plugin_sink_t sink;
-        char *path;
-        char logname[96];        /* "plugin/<name>" */
-        pthread_mutex_t lock;
-        pthread_cond_t cond;     /* signalled when n_active drops */
-        tb_plugin_hrun_t *active;
-        size_t n_active;         /* accepted runs whose sink finished() has not returned */
-        bool unloading;
-};
 
 const char *tb_plugin_status_name(int status) {
         switch (status) {
@@ -121,7 +94,7 @@ static void tb_plugin_host_hrun_free(tb_plugin_hrun_t *hr) {
         free(hr);
 }
 
-static void tb_plugin_host_hrun_unref(tb_plugin_hrun_t *hr) {
+void tb_plugin_host_hrun_unref(tb_plugin_hrun_t *hr) {
         if (hr && atomic_fetch_sub(&hr->refs, 1) == 1)
                 tb_plugin_host_hrun_free(hr);
 }
@@ -211,7 +184,7 @@ static tb_plugin_hrun_t *tb_plugin_host_find_ref(tb_plugin_instance_t *pi,
         return found;
 }
 
-static void tb_plugin_host_unlink_locked(tb_plugin_instance_t *pi, tb_plugin_hrun_t *hr) {
+void tb_plugin_host_unlink_locked(tb_plugin_instance_t *pi, tb_plugin_hrun_t *hr) {
         hr->finished = true;
         if (hr->prev)
                 hr->prev->next = hr->next;
@@ -233,7 +206,7 @@ static void tb_plugin_host_instance_free(tb_plugin_instance_t *pi, bool unmap) {
 }
 
 /* Called once the sink's finished() for an accepted run has returned. */
-static void tb_plugin_host_run_done(tb_plugin_instance_t *pi) {
+void tb_plugin_host_run_done(tb_plugin_instance_t *pi) {
         pthread_mutex_lock(&pi->lock);
         pi->n_active--;
         pthread_cond_broadcast(&pi->cond);

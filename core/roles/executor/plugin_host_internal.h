@@ -1,7 +1,8 @@
 /**
  * @file executor/plugin_host_internal.h
  * @brief What the plugin host's files (plugin_host.c, plugin_config.c,
- *        plugin_probe.c) share; plugin_host.h is the public header.
+ *        plugin_probe.c) share: the run and instance records and the
+ *        helpers that cross files; plugin_host.h is the public header.
  */
 #ifndef TB_PLUGIN_HOST_INTERNAL_H
 #define TB_PLUGIN_HOST_INTERNAL_H
@@ -10,10 +11,48 @@
 
 #include <taskbus/plugin.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
+/** The host's record of one started run (plugin_host.h). */
+struct tb_plugin_hrun {
+        tb_plugin_run_t run; /* first: the plugin's handle is &hr->run */
+        tb_plugin_instance_t *pi;
+        void *opaque;
+        atomic_int refs;
+        bool finished;       /* under pi->lock */
+        tb_plugin_hrun_t *prev, *next; /* pi->active, under pi->lock */
+        char **argv_copy;
+        tb_plugin_kv_t *env_copy;
+        tb_plugin_kv_t *opt_copy;
+        tb_plugin_kv_t *pol_copy;
+};
+
+/** A loaded plugin (plugin_host.h). */
+struct tb_plugin_instance {
+        void *dl;
+        const tb_plugin_t *desc;
+        void *state;
+        tb_plugin_host_t host;   /* handed to the plugin; host_data = this */
+        tb_plugin_sink_t sink;
+        char *path;
+        char logname[96];        /* "plugin/<name>" */
+        pthread_mutex_t lock;
+        pthread_cond_t cond;     /* signalled when n_active drops */
+        tb_plugin_hrun_t *active;
+        size_t n_active;         /* accepted runs whose sink finished() has not returned */
+        bool unloading;
+};
+
 /* plugin_host.c */
+/** Drop a reference on \p hr; the last one frees it. */
+void tb_plugin_host_hrun_unref(tb_plugin_hrun_t *hr);
+/** Take \p hr off pi->active and mark it finished. @locks pi->lock held. */
+void tb_plugin_host_unlink_locked(tb_plugin_instance_t *pi, tb_plugin_hrun_t *hr);
+/** Count the end of an accepted run's finished() delivery; wakes unload. */
+void tb_plugin_host_run_done(tb_plugin_instance_t *pi);
 /** strdup() that keeps NULL as NULL and reports failure by clearing *\p ok. */
 char *tb_plugin_host_dup(const char *s, bool *ok);
 
