@@ -116,6 +116,10 @@ int sh_spawn_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                                                   "executor option kill_grace must be a "
                                                   "duration such as 500ms or 5s, got '%s'",
                                                   o->value);
+                        /* A task may shorten the operator's grace, never
+                         * lengthen it. */
+                        if (grace > st->kill_grace_ms)
+                                grace = st->kill_grace_ms;
                 } else {
                         return tb_pu_fail(errbuf, errbuf_size,
                                           "unknown executor option '%s'; the shell "

@@ -153,6 +153,24 @@ Test(shell, expiry_sigkills_what_ignores_sigterm) {
         cr_assert(group_gone(pgid_of(4)));
 }
 
+/* A task's kill_grace may shorten the operator's (1 s here), never lengthen
+ * it: 100,000 h still means SIGKILL about 1 s after SIGTERM. */
+Test(shell, task_grace_is_bounded_by_the_operator) {
+        tb_plugin_kv_t opt[] = {{"kill_grace", "100000h"}};
+        tb_plugin_run_t run = mkrun("longgrace", "trap '' TERM; echo $$; sleep 600");
+        run.options = opt;
+        run.n_options = 1;
+        run.expiry_ms = 300;
+        int64_t t0 = tb_mono_us();
+        tbt_runlog_t *l = run_to_end(9, &run);
+        int64_t took_ms = (tb_mono_us() - t0) / 1000;
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_TIMED_OUT, "%s", l->error);
+        cr_assert(strstr(l->error, "then SIGKILL"), "%s", l->error);
+        cr_assert(took_ms < 15000, "took %lld ms: the task's grace was not bounded",
+                  (long long)took_ms);
+        cr_assert(group_gone(pgid_of(9)));
+}
+
 Test(shell, cancel_kills_the_group) {
         tb_plugin_run_t run = mkrun("cancel", "echo $$; sleep 600 & sleep 600");
         tb_plugin_hrun_t *hr = NULL;

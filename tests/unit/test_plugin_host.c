@@ -2,8 +2,9 @@
  * @file test_plugin_host.c
  * @brief The plugin loader refuses every kind of broken plugin with a clear
  *        message, checks config against the plugin's key table, brokers runs
- *        (exactly one result each, even when the plugin misbehaves) and
- *        contains a crashing plugin in a probe process.
+ *        (exactly one result each, even when the plugin misbehaves), ends runs
+ *        itself at their expiry and after a cancel whatever the plugin does,
+ *        and contains a crashing plugin in a probe process.
  */
 #include <criterion/criterion.h>
 
@@ -345,4 +346,59 @@ Test(plugin_host, resolve_names_and_paths) {
         cr_assert_eq(tb_plugin_resolve("shell", "/d", out, 8, err, sizeof(err)),
                      TB_ERR_INVALID);
         cr_assert(strstr(err, "too long"), "%s", err);
+}
+
+/* The guard: a plugin that ignores expiry and cancel still has its runs end,
+ * within the operator's kill grace, whatever the task asks. */
+Test(plugin_host, guard_ends_runs_the_plugin_ignores, .timeout = 60) {
+        tbt_collect_t *col;
+        tb_plugin_instance_t *pi = load_echo(&col);
+        char err[1024];
+        cr_assert_eq(tb_plugin_set_stop_bound(pi, 300, err, sizeof(err)), TB_OK, "%s", err);
+
+        /* Deaf past its expiry, asking a 100,000 h grace: timed out within
+         * expiry + 1 s + 300 ms + 1 s (plus a tick). */
+        tb_plugin_kv_t deaf[] = {{"deaf", "true"}, {"kill_grace", "100000h"}};
+        tb_plugin_run_t r1 = echo_run("g1", deaf, 2);
+        int64_t t0 = tb_now_ms();
+        r1.expiry_ms = t0 + 200;
+        cr_assert_eq(tb_plugin_run_start(pi, &r1, (void *)11, NULL, err, sizeof(err)), TB_OK);
+        cr_assert(tbt_wait_finished(col, 11, 20000), "the guard never ended the deaf run");
+        int64_t took = tb_now_ms() - t0;
+        cr_assert_eq(col->runs[11].res.status, TB_PLUGIN_RUN_TIMED_OUT);
+        cr_assert(strstr(col->runs[11].error, "did not end run g1 within its kill grace "
+                                              "(300 ms) after its expiry"),
+                  "%s", col->runs[11].error);
+        cr_assert(took >= 2500 && took < 15000, "ended after %lld ms", (long long)took);
+
+        /* Deaf to a user's cancel: cancelled after the grace the task asked,
+         * since it is shorter than the operator's. */
+        tb_plugin_kv_t deaf2[] = {{"deaf", "true"}, {"kill_grace", "100ms"}};
+        tb_plugin_run_t r2 = echo_run("g2", deaf2, 2);
+        tb_plugin_hrun_t *hr = NULL;
+        cr_assert_eq(tb_plugin_run_start(pi, &r2, (void *)12, &hr, err, sizeof(err)), TB_OK);
+        cr_assert_eq(tb_plugin_run_cancel(hr, "stop", err, sizeof(err)), TB_OK);
+        cr_assert(tbt_wait_finished(col, 12, 20000));
+        cr_assert_eq(col->runs[12].res.status, TB_PLUGIN_RUN_CANCELLED);
+        cr_assert(strstr(col->runs[12].error, "(100 ms) after being cancelled"), "%s",
+                  col->runs[12].error);
+        tb_plugin_run_release(hr);
+
+        /* An obedient plugin cancelled by the guard at expiry: timed_out, not
+         * cancelled. */
+        tb_plugin_kv_t hold[] = {{"hold", "true"}};
+        tb_plugin_run_t r3 = echo_run("g3", hold, 1);
+        r3.expiry_ms = tb_now_ms() + 100;
+        cr_assert_eq(tb_plugin_run_start(pi, &r3, (void *)13, NULL, err, sizeof(err)), TB_OK);
+        cr_assert(tbt_wait_finished(col, 13, 20000));
+        cr_assert_eq(col->runs[13].res.status, TB_PLUGIN_RUN_TIMED_OUT);
+        cr_assert(strstr(col->runs[13].error, "reached its expiry"), "%s", col->runs[13].error);
+
+        /* Each got exactly one result; nothing is left active. */
+        cr_assert_eq(col->runs[11].finished, 1);
+        cr_assert_eq(col->runs[12].finished, 1);
+        cr_assert_eq(col->runs[13].finished, 1);
+        cr_assert_eq(tb_plugin_active_runs(pi), 0);
+        tb_plugin_unload(pi, 1000);
+        tbt_collect_free(col);
 }

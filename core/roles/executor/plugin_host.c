@@ -201,6 +201,7 @@ static void tb_plugin_host_instance_free(tb_plugin_instance_t *pi, bool unmap) {
                 dlclose(pi->dl);
         pthread_mutex_destroy(&pi->lock);
         pthread_cond_destroy(&pi->cond);
+        pthread_cond_destroy(&pi->guard_cond);
         free(pi->path);
         free(pi);
 }
@@ -291,7 +292,15 @@ static void tb_plugin_host_finished(const tb_plugin_host_t *host,
                         break;
                 }
         }
+        tb_plugin_hrun_t *late = hr ? NULL : tb_plugin_guard_take_abandoned(pi, run);
+        bool expired = hr && hr->stop_why == TB_PLUGIN_GUARD_EXPIRY;
         pthread_mutex_unlock(&pi->lock);
+        if (late) {
+                tb_info(pi->logname, "run %s: finished() came after the host had ended "
+                        "the run: ignored", late->run.run_id);
+                tb_plugin_host_hrun_unref(late); /* the plugin's reference */
+                return;
+        }
         if (!hr) {
                 tb_warn(pi->logname, "finished() for a run that is unknown or "
                         "already finished: ignored (a plugin must call it "
@@ -323,6 +332,9 @@ static void tb_plugin_host_finished(const tb_plugin_host_t *host,
                         res.error = why;
                 }
         }
+        /* The host stopped it because it reached its expiry. */
+        if (expired && res.status == TB_PLUGIN_RUN_CANCELLED)
+                res.status = TB_PLUGIN_RUN_TIMED_OUT;
         tb_plugin_host_deliver(pi, hr, &res);
 }
 
@@ -414,6 +426,7 @@ tb_err_t tb_plugin_load(const char *path, const tb_plugin_kv_t *config,
         pthread_condattr_init(&ca);
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&pi->cond, &ca);
+        pthread_cond_init(&pi->guard_cond, &ca);
         pthread_condattr_destroy(&ca);
         pi->path = strdup(path);
         if (!pi->path) {
@@ -542,6 +555,7 @@ tb_err_t tb_plugin_run_start(tb_plugin_instance_t *pi, const tb_plugin_run_t *ru
                                  "out of memory copying run %s", run->run_id);
         hr->pi = pi;
         hr->opaque = run_opaque;
+        hr->grace_ms = tb_plugin_guard_grace(pi, &hr->run);
         /* References: the plugin's (dropped after finished()), this call's
          * (so the run outlives a finished() made from inside start()), and
          * the caller's if it asked for a handle. */
@@ -605,6 +619,8 @@ tb_err_t tb_plugin_run_cancel(tb_plugin_hrun_t *hr, const char *reason,
         tb_plugin_instance_t *pi = hr->pi;
         pthread_mutex_lock(&pi->lock);
         bool finished = hr->finished;
+        if (!finished)
+                tb_plugin_guard_note_stop(hr, TB_PLUGIN_GUARD_CANCEL, tb_now_ms());
         pthread_mutex_unlock(&pi->lock);
         if (finished)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
@@ -628,6 +644,7 @@ void tb_plugin_unload(tb_plugin_instance_t *pi, int wait_ms) {
         tb_plugin_hrun_t **list = NULL;
         size_t n = 0;
 
+        tb_plugin_guard_stop(pi);
         pthread_mutex_lock(&pi->lock);
         pi->unloading = true;
         for (tb_plugin_hrun_t *hr = pi->active; hr; hr = hr->next)
@@ -661,7 +678,7 @@ void tb_plugin_unload(tb_plugin_instance_t *pi, int wait_ms) {
                 ;
         size_t left = pi->n_active;
         pthread_mutex_unlock(&pi->lock);
-        bool leftover = left > 0;
+        bool leftover = left > 0 || pi->abandoned;
         if (leftover)
                 tb_error(pi->logname, "%zu run(s) did not finish within %d ms of "
                          "being cancelled; reporting them as infra errors",

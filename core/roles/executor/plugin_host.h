@@ -132,6 +132,26 @@ tb_err_t tb_plugin_run_start(tb_plugin_instance_t *pi, const tb_plugin_run_t *ru
 tb_err_t tb_plugin_run_cancel(tb_plugin_hrun_t *hr, const char *reason,
                               char *errstr, size_t errstr_size);
 
+/**
+ * @brief Make the host end runs itself, whatever the plugin does.
+ *
+ * From this call on, the host watches every run of \p pi: a run still going
+ * 1 s after its expiry_ms is cancelled through the plugin (reason "the run
+ * reached its expiry"), and a run the host asked to stop (at its expiry or by
+ * tb_plugin_run_cancel()) that has not finished within its grace + 1 s gets a
+ * synthesised result (timed_out or cancelled) and is abandoned: a later
+ * finished() or output() from the plugin for it is ignored. The grace is the
+ * run's kill_grace executor option when shorter than \p bound_ms (the
+ * operator's executor.kill_grace), else \p bound_ms. A plugin's
+ * cancelled result for a run the host stopped at its expiry is reported as
+ * timed_out.
+ *
+ * @returns TB_OK, or TB_ERR_IO when the guard thread cannot start.
+ * @locality any thread, once, before runs are started
+ */
+tb_err_t tb_plugin_set_stop_bound(tb_plugin_instance_t *pi, int64_t bound_ms,
+                                  char *errstr, size_t errstr_size);
+
 /** @returns the run id of \p hr (valid while the caller holds its reference). */
 const char *tb_plugin_run_id(const tb_plugin_hrun_t *hr);
 

@@ -7,6 +7,7 @@
 #ifndef TB_PLUGIN_HOST_INTERNAL_H
 #define TB_PLUGIN_HOST_INTERNAL_H
 
+#include "executor/plugin_host.h"
 #include "tb.h"
 
 #include <taskbus/plugin.h>
@@ -28,6 +29,10 @@ struct tb_plugin_hrun {
         tb_plugin_kv_t *env_copy;
         tb_plugin_kv_t *opt_copy;
         tb_plugin_kv_t *pol_copy;
+        /* plugin_guard.c, under pi->lock: */
+        int64_t grace_ms;     /* the task's kill_grace option, bounded by the operator's */
+        int64_t stop_at_ms;   /* when the host asked the run to stop; 0: not yet */
+        int stop_why;         /* TB_PLUGIN_GUARD_* */
 };
 
 /** A loaded plugin (plugin_host.h). */
@@ -44,7 +49,17 @@ struct tb_plugin_instance {
         tb_plugin_hrun_t *active;
         size_t n_active;         /* accepted runs whose sink finished() has not returned */
         bool unloading;
+        /* plugin_guard.c: */
+        int64_t stop_bound_ms;   /* executor.kill_grace; 0: no guard */
+        pthread_t guard;
+        bool guard_started, guard_stop; /* under lock */
+        pthread_cond_t guard_cond;       /* CLOCK_MONOTONIC: wakes the guard to stop */
+        tb_plugin_hrun_t *abandoned;     /* runs the host ended without the plugin */
 };
+
+#define TB_PLUGIN_GUARD_NONE 0
+#define TB_PLUGIN_GUARD_EXPIRY 1 /* the run reached its expiry */
+#define TB_PLUGIN_GUARD_CANCEL 2 /* tb_plugin_run_cancel() */
 
 /* plugin_host.c */
 /** Drop a reference on \p hr; the last one frees it. */
@@ -72,5 +87,19 @@ tb_err_t tb_plugin_host_conf_check(const char *who, const tb_plugin_config_key_t
                                    const tb_plugin_kv_t *config, size_t n_config,
                                    tb_plugin_kv_t **out, size_t *n_out,
                                    char *errstr, size_t errstr_size);
+
+/* plugin_guard.c */
+/** The grace of \p run: its kill_grace option when shorter than the
+ *  operator's bound pi->stop_bound_ms (a task never lengthens it). */
+int64_t tb_plugin_guard_grace(const tb_plugin_instance_t *pi, const tb_plugin_run_t *run);
+/** Note that the host asked \p hr to stop (first call wins). @locks pi->lock held. */
+void tb_plugin_guard_note_stop(tb_plugin_hrun_t *hr, int why, int64_t now_ms);
+/** Take \p run off the abandoned list: the plugin reported it after the
+ *  host had ended it. @returns the record (caller drops the plugin's
+ *  reference) or NULL. @locks pi->lock held. */
+tb_plugin_hrun_t *tb_plugin_guard_take_abandoned(tb_plugin_instance_t *pi,
+                                                 const tb_plugin_run_t *run);
+/** Stop and join the guard thread (no-op without one); from unload. */
+void tb_plugin_guard_stop(tb_plugin_instance_t *pi);
 
 #endif /* TB_PLUGIN_HOST_INTERNAL_H */

@@ -104,6 +104,13 @@ static tb_err_t tb_exec_plugin_load_one(tb_exec_t *ex, const char *path, char *e
         tb_err_t err = tb_plugin_load(path, kv, n, &sink, &pi, errstr, errstr_size);
         if (err)
                 return err;
+        /* The executor ends a run at its expiry and after a cancel even when
+         * the plugin does not (executor.kill_grace bounds the grace). */
+        if ((err = tb_plugin_set_stop_bound(pi, ex->conf->exec_kill_grace_ms, errstr,
+                                            errstr_size))) {
+                tb_plugin_unload(pi, 0);
+                return err;
+        }
         const char *name = tb_plugin_name(pi);
         for (size_t i = 0; i < ex->plugin_cnt; i++) {
                 if (!strcmp(ex->plugins[i].name, name)) {
