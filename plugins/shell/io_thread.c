@@ -59,6 +59,11 @@ static void sh_read(sh_state_t *st, sh_run_t *r, int idx, int64_t now) {
                         sh_emit(st, r, idx);
                 ssize_t n = read(s->fd, s->buf + s->len, s->cap - s->len);
                 if (n > 0) {
+                        /* What the other stream holds was written before
+                         * this: hand it over first, so the two streams reach
+                         * the host in the order the task wrote them (at most
+                         * one stream ever holds buffered output). */
+                        sh_emit(st, r, idx == SH_FD_STDOUT ? SH_FD_STDERR : SH_FD_STDOUT);
                         if (s->len == 0)
                                 s->first_ms = now;
                         s->len += (size_t)n;

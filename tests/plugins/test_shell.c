@@ -297,6 +297,26 @@ Test(shell, output_streams_before_the_run_ends) {
         free(out);
 }
 
+/* stdout and stderr arrive in the order the task wrote them, each chunk
+ * still tagged with its stream. (Two pipes: writes microseconds apart can
+ * still be read in either order; writes a process start apart cannot.) */
+Test(shell, streams_keep_the_order_they_were_written_in) {
+        tb_plugin_run_t run = mkrun("order", "echo a; ls /missing-dir-xyz; echo b; "
+                                             "sh -c 'echo c >&2'; sh -c 'echo d'");
+        tbt_runlog_t *l = run_to_end(10, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        char *all = strndup(l->all.data ? l->all.data : "", l->all.len);
+        const char *a = strstr(all, "a\n"), *ls = strstr(all, "missing-dir-xyz"),
+                   *b = strstr(all, "b\n"), *c = strstr(all, "c\n"), *d = strstr(all, "d\n");
+        cr_assert(a && ls && b && c && d, "output: %s", all);
+        cr_assert(a < ls && ls < b && b < c && c < d, "out of order: %s", all);
+        char *err = tbt_stream(col, 10, TB_PLUGIN_STDERR);
+        cr_assert(strstr(err, "missing-dir-xyz") && strstr(err, "c\n") && !strstr(err, "a\n"),
+                  "stderr: %s", err);
+        free(err);
+        free(all);
+}
+
 Test(shell, argv_form_runs_without_a_shell) {
         const char *argv[] = {"printf", "%s|%s\\n", "a b", "$HOME", NULL};
         tb_plugin_run_t run = mkrun("argv", NULL);
