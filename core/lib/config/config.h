@@ -91,6 +91,11 @@ typedef struct tb_config {
         int64_t api_burst;
         int64_t api_reply_timeout_ms;
         int64_t api_max_body;
+        int64_t api_max_connections;          /**< open connections, all clients */
+        int64_t api_max_connections_per_client; /**< per client IP address */
+        int64_t api_header_timeout_ms;        /**< request line + headers, and keep-alive idle */
+        int64_t api_body_timeout_ms;          /**< the body, after the headers */
+        int64_t api_max_requests_per_connection; /**< keep-alive requests, then close */
 
         /* scheduler */
         int64_t sched_misfire_cap;

@@ -71,7 +71,29 @@ const tb_config_prop_t tb_config_props[] = {
          TB_MS(100), TB_MIN(5), NULL, NULL,
          "How long a write waits for the command handler's reply before answering 504."},
         {"api.max_body", TB_CT_SIZE, F(api_max_body), 0, "256KiB", TB_KIB(1),
-         TB_MIB(64), NULL, NULL, "Largest request body accepted; larger gets 413."},
+         TB_MIB(64), NULL, NULL, "Largest request body accepted; larger gets 413 (before "
+         "the body is read when Content-Length announces it; a chunked body is cut off "
+         "when it passes the limit)."},
+        {"api.max_connections", TB_CT_INT, F(api_max_connections), 0, "512", 1, 100000,
+         NULL, NULL,
+         "Open HTTP connections, all clients together (one thread each); beyond it new "
+         "connections are closed at once."},
+        {"api.max_connections_per_client", TB_CT_INT, F(api_max_connections_per_client), 0,
+         "32", 1, 100000, NULL, NULL,
+         "Open HTTP connections from one client IP address; beyond it its new connections "
+         "are closed at once."},
+        {"api.header_timeout", TB_CT_DURATION, F(api_header_timeout_ms), 0, "10s", TB_MS(100),
+         TB_MIN(10), NULL, NULL,
+         "Time a client has to send a request's line and headers, counted from the "
+         "connection's start or the previous response (the keep-alive idle time); then the "
+         "connection is closed."},
+        {"api.body_timeout", TB_CT_DURATION, F(api_body_timeout_ms), 0, "30s", TB_MS(100),
+         TB_MIN(10), NULL, NULL,
+         "Time a client has to send a request's body once its headers are in; then the "
+         "connection is closed."},
+        {"api.max_requests_per_connection", TB_CT_INT, F(api_max_requests_per_connection), 0,
+         "1000", 1, 1000000, NULL, NULL,
+         "Requests served on one keep-alive connection; the last gets Connection: close."},
 
         {"scheduler.misfire_cap", TB_CT_INT, F(sched_misfire_cap), 0, "100", 0,
          1000000, NULL, NULL,

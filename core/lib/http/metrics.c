@@ -34,6 +34,14 @@ typedef struct tb_mdesc {
 static pthread_mutex_t tb_m_lock = PTHREAD_MUTEX_INITIALIZER;
 static tb_metric_t *tb_m_head;
 static tb_mdesc_t *tb_m_desc;
+static size_t tb_m_series;
+static uint64_t tb_m_dropped;
+
+/* Whatever a caller's labels hold, the registry never grows past this many
+ * series: a label fed by input (a method, a type) cannot exhaust memory or
+ * /metrics. New series beyond it are counted in
+ * taskbus_metrics_series_dropped_total instead. */
+#define TB_METRICS_MAX_SERIES 20000
 
 /* Caller holds the lock. New metrics are kept sorted by name so that a
  * family's series render together. */
@@ -46,6 +54,10 @@ static tb_metric_t *tb_metric_get(const char *name, const char *labels, tb_mkind
                         return *pp;
                 if (c > 0)
                         break;
+        }
+        if (tb_m_series >= TB_METRICS_MAX_SERIES) {
+                tb_m_dropped++;
+                return NULL;
         }
         tb_metric_t *m = calloc(1, sizeof(*m));
         if (!m)
@@ -61,7 +73,27 @@ static tb_metric_t *tb_metric_get(const char *name, const char *labels, tb_mkind
         }
         m->next = *pp;
         *pp = m;
+        tb_m_series++;
         return m;
+}
+
+void tb_metrics_label_value(const char *in, char *out, size_t size) {
+        size_t o = 0;
+        if (!size)
+                return;
+        for (const unsigned char *p = (const unsigned char *)(in ? in : ""); *p; p++) {
+                const char *esc = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
+                size_t need = esc ? 2 : 1;
+                if (o + need >= size)
+                        break;
+                if (esc) {
+                        out[o++] = esc[0];
+                        out[o++] = esc[1];
+                } else {
+                        out[o++] = (char)(*p < 0x20 || *p == 0x7f ? '?' : *p);
+                }
+        }
+        out[o] = '\0';
 }
 
 void tb_metrics_describe(const char *name, const char *type, const char *help) {
@@ -163,5 +195,10 @@ void tb_metrics_render(tb_buf_t *out) {
                 tb_render_series(out, m->name, "_sum", m->labels, NULL, m->sum);
                 tb_render_series(out, m->name, "_count", m->labels, NULL, (double)m->n);
         }
+        tb_buf_printf(out, "# HELP taskbus_metrics_series_dropped_total Updates of new "
+                           "series refused because the registry holds %d series\n"
+                           "# TYPE taskbus_metrics_series_dropped_total counter\n"
+                           "taskbus_metrics_series_dropped_total %llu\n",
+                      TB_METRICS_MAX_SERIES, (unsigned long long)tb_m_dropped);
         pthread_mutex_unlock(&tb_m_lock);
 }

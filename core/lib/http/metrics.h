@@ -24,6 +24,11 @@ void tb_metrics_observe(const char *name, const char *labels, double v);
 /** @returns the current value of a counter or gauge (0 if unknown); for tests and status. */
 double tb_metrics_get(const char *name, const char *labels);
 
+/** Escape \p in as a Prometheus label value (backslash, quote, newline
+ *  escaped; other control bytes become '?'), truncated to fit \p size. For
+ *  every label value that did not come from a fixed list. */
+void tb_metrics_label_value(const char *in, char *out, size_t size);
+
 /** Append the whole registry in the Prometheus text format to \p out. */
 void tb_metrics_render(tb_buf_t *out);
 

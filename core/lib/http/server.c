@@ -1,17 +1,35 @@
 /**
  * @file http/server.c
  * @brief libmicrohttpd glue: body accumulation with a size cap, routing with
- *        {param} segments, JSON responses, per-route metrics (see http.h).
+ *        {param} segments, JSON responses, per-route metrics, and the
+ *        per-client limits with their reaper thread (see server.h).
  */
 #include "http/server.h"
+#include "config/config.h"
 #include "http/metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
+
+/* Where a connection is in its current request, for the reaper. */
+enum { TB_HTTP_PH_HEADERS, TB_HTTP_PH_BODY, TB_HTTP_PH_HANDLING };
+
+/** One open connection (MHD's socket context). Under srv->conn_lock. */
+typedef struct tb_http_conn {
+        struct tb_http_conn *prev, *next;
+        int fd;
+        int phase;          /* TB_HTTP_PH_* */
+        int64_t since_us;   /* tb_mono_us() the phase began */
+        unsigned requests;  /* served on this connection */
+        bool shut;          /* the reaper shut it down */
+} tb_http_conn_t;
 
 struct tb_http_server {
         struct MHD_Daemon *mhd;
@@ -19,8 +37,35 @@ struct tb_http_server {
         void *app;
         tb_http_auth_t auth;
         tb_http_release_t release;
-        int64_t max_body;
+        tb_http_limits_t lim;
+        pthread_mutex_t conn_lock;
+        pthread_cond_t reaper_cond; /* CLOCK_MONOTONIC */
+        tb_http_conn_t *conns;
+        bool reaper_started, stopping;
+        pthread_t reaper;
 };
+
+void tb_http_limits_from_config(const struct tb_config *conf, tb_http_limits_t *out) {
+        *out = (tb_http_limits_t){
+                .max_body = conf->api_max_body,
+                .max_connections = (unsigned)conf->api_max_connections,
+                .max_per_client = (unsigned)conf->api_max_connections_per_client,
+                .header_timeout_ms = conf->api_header_timeout_ms,
+                .body_timeout_ms = conf->api_body_timeout_ms,
+                .max_requests_per_conn = (unsigned)conf->api_max_requests_per_connection,
+        };
+}
+
+/* The methods routes use; anything else is "other" in metrics. */
+static const char *const tb_http_methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE",
+                                              "HEAD", "OPTIONS"};
+
+static const char *tb_http_method_label(const char *m) {
+        for (size_t i = 0; i < sizeof(tb_http_methods) / sizeof(tb_http_methods[0]); i++)
+                if (!strcmp(m, tb_http_methods[i]))
+                        return tb_http_methods[i];
+        return "other";
+}
 
 const char *tb_http_query(tb_http_req_t *req, const char *name) {
         return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
@@ -56,7 +101,7 @@ void tb_http_error(tb_http_resp_t *resp, int status, const char *code, const cha
 }
 
 void tb_http_add_header(tb_http_resp_t *resp, const char *name, const char *value) {
-        if (resp->header_cnt >= 4)
+        if (resp->header_cnt >= (int)(sizeof(resp->headers) / sizeof(resp->headers[0])))
                 return;
         snprintf(resp->headers[resp->header_cnt][0], 256, "%s", name);
         snprintf(resp->headers[resp->header_cnt][1], 256, "%s", value);
@@ -114,19 +159,41 @@ static enum MHD_Result tb_http_send(struct MHD_Connection *conn, tb_http_resp_t 
 
 static void tb_http_observe(tb_http_req_t *req, int status) {
         char labels[300];
-        snprintf(labels, sizeof(labels), "method=\"%s\",route=\"%s\",code=\"%d\"", req->method,
+        const char *m = tb_http_method_label(req->method);
+        snprintf(labels, sizeof(labels), "method=\"%s\",route=\"%s\",code=\"%d\"", m,
                  req->route ? req->route : "unmatched", status);
         tb_metrics_add("taskbus_http_requests_total", labels, 1);
-        snprintf(labels, sizeof(labels), "method=\"%s\",route=\"%s\"", req->method,
+        snprintf(labels, sizeof(labels), "method=\"%s\",route=\"%s\"", m,
                  req->route ? req->route : "unmatched");
         tb_metrics_observe("taskbus_http_request_duration_seconds", labels,
                            (double)(tb_mono_us() - req->start_us) / 1e6);
 }
 
+/* "GET, POST" of the routes matching \p path (all methods routes use when
+ * none matches) into \p out. */
+static void tb_http_allow(tb_http_server_t *srv, tb_http_req_t *req, char *out, size_t size) {
+        size_t o = 0;
+        out[0] = '\0';
+        for (const tb_http_route_t *r = srv->routes; r->pattern; r++) {
+                tb_http_req_t scratch = {0};
+                if (!tb_route_match(r->pattern, req->path, &scratch))
+                        continue;
+                if (strstr(out, r->method))
+                        continue;
+                int n = snprintf(out + o, size - o, "%s%s", o ? ", " : "", r->method);
+                if (n < 0 || (size_t)n >= size - o)
+                        break;
+                o += (size_t)n;
+        }
+        if (!o)
+                snprintf(out, size, "GET, POST, PUT, PATCH, DELETE");
+}
+
 static void tb_http_dispatch(tb_http_server_t *srv, tb_http_req_t *req, tb_http_resp_t *resp) {
         bool path_matched = false;
         const tb_http_route_t *route = NULL;
-        for (const tb_http_route_t *r = srv->routes; r->pattern; r++) {
+        bool known_method = strcmp(tb_http_method_label(req->method), "other") != 0;
+        for (const tb_http_route_t *r = srv->routes; known_method && r->pattern; r++) {
                 if (!tb_route_match(r->pattern, req->path, req))
                         continue;
                 path_matched = true;
@@ -136,24 +203,56 @@ static void tb_http_dispatch(tb_http_server_t *srv, tb_http_req_t *req, tb_http_
                 }
         }
         if (!route) {
-                if (path_matched)
+                if (path_matched || !known_method) {
+                        char allow[128];
+                        tb_http_allow(srv, req, allow, sizeof(allow));
                         tb_http_error(resp, 405, "method_not_allowed", NULL,
-                                      "%s is not allowed on %s", req->method, req->path);
-                else
-                        tb_http_error(resp, 404, "not_found", NULL, "no route %s %s",
+                                      "%.32s is not allowed on %.200s; allowed: %s",
+                                      known_method ? req->method : "this method", req->path,
+                                      allow);
+                        tb_http_add_header(resp, "Allow", allow);
+                } else {
+                        tb_http_error(resp, 404, "not_found", NULL, "no route %s %.200s",
                                       req->method, req->path);
+                }
                 return;
         }
         req->route = route->pattern;
-        if (req->body_too_large) {
-                tb_http_error(resp, 413, "invalid_argument", NULL,
-                              "request body larger than %lld bytes (api.max_body)",
-                              (long long)srv->max_body);
-                return;
-        }
         if (!route->public_route && srv->auth && !srv->auth(srv->app, req, resp))
                 return;
         route->handler(srv->app, req, resp);
+}
+
+/* Move the connection of \p conn to \p phase. */
+static void tb_http_phase(tb_http_server_t *srv, struct MHD_Connection *conn, int phase,
+                          unsigned *requests) {
+        const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        tb_http_conn_t *c = ci ? ci->socket_context : NULL;
+        if (!c)
+                return;
+        pthread_mutex_lock(&srv->conn_lock);
+        c->phase = phase;
+        c->since_us = tb_mono_us();
+        if (requests)
+                *requests = ++c->requests;
+        pthread_mutex_unlock(&srv->conn_lock);
+}
+
+/* Answer at once, before any body is read (413 on Content-Length). */
+static enum MHD_Result tb_http_refuse_early(tb_http_server_t *srv, tb_http_req_t *req,
+                                            int status) {
+        tb_http_resp_t resp = {.status = status};
+        tb_http_error(&resp, 413, "invalid_argument", NULL,
+                      "request body larger than %lld bytes (api.max_body): Content-Length "
+                      "says %.20s", (long long)srv->lim.max_body,
+                      tb_http_header(req, "Content-Length"));
+        tb_http_add_header(&resp, "Connection", "close");
+        enum MHD_Result ret = tb_http_send(req->conn, &resp);
+        tb_http_observe(req, resp.status);
+        tb_buf_free(&resp.body);
+        req->answered = true;
+        return ret;
 }
 
 static enum MHD_Result tb_http_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -162,6 +261,7 @@ static enum MHD_Result tb_http_access(void *cls, struct MHD_Connection *conn, co
                                       void **con_cls) {
         tb_http_server_t *srv = cls;
         tb_http_req_t *req = *con_cls;
+        (void)version;
         if (!req) {
                 req = calloc(1, sizeof(*req));
                 if (!req)
@@ -171,23 +271,42 @@ static enum MHD_Result tb_http_access(void *cls, struct MHD_Connection *conn, co
                 req->path = url;
                 req->start_us = tb_mono_us();
                 *con_cls = req;
+                tb_http_phase(srv, conn, TB_HTTP_PH_BODY, NULL);
+                const char *cl = tb_http_header(req, "Content-Length");
+                if (cl) {
+                        char *end = NULL;
+                        errno = 0;
+                        unsigned long long n = strtoull(cl, &end, 10);
+                        if (errno == ERANGE || (end && end != cl && *end == '\0' &&
+                                                n > (unsigned long long)srv->lim.max_body))
+                                return tb_http_refuse_early(srv, req, 413);
+                }
+                return MHD_YES;
+        }
+        if (req->answered) {
+                *upload_data_size = 0; /* already answered: the rest is dropped */
                 return MHD_YES;
         }
         if (*upload_data_size) {
-                if (!req->body_too_large &&
-                    req->body.len + *upload_data_size > (size_t)srv->max_body) {
-                        req->body_too_large = true;
-                        tb_buf_free(&req->body);
-                } else if (!req->body_too_large) {
-                        tb_buf_append(&req->body, upload_data, *upload_data_size);
+                if (req->body.len + *upload_data_size > (size_t)srv->lim.max_body) {
+                        /* A chunked body past the limit: stop reading it. */
+                        tb_warn("http", "%.16s %.200s: chunked body over api.max_body (%lld "
+                                "bytes): connection closed", method, url,
+                                (long long)srv->lim.max_body);
+                        return MHD_NO;
                 }
+                tb_buf_append(&req->body, upload_data, *upload_data_size);
                 *upload_data_size = 0;
                 return MHD_YES;
         }
+        unsigned nreq = 0;
+        tb_http_phase(srv, conn, TB_HTTP_PH_HANDLING, &nreq);
         tb_http_resp_t resp = {.status = 500};
         tb_http_dispatch(srv, req, &resp);
         if (srv->release && req->user)
                 srv->release(srv->app, req);
+        if (nreq >= srv->lim.max_requests_per_conn)
+                tb_http_add_header(&resp, "Connection", "close");
         enum MHD_Result ret = tb_http_send(conn, &resp);
         tb_http_observe(req, resp.status);
         tb_buf_free(&resp.body);
@@ -196,7 +315,12 @@ static enum MHD_Result tb_http_access(void *cls, struct MHD_Connection *conn, co
 
 static void tb_http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                               enum MHD_RequestTerminationCode toe) {
+        tb_http_server_t *srv = cls;
         tb_http_req_t *req = *con_cls;
+        (void)toe;
+        /* Waiting for the next request on this connection: the header
+         * deadline runs again (the keep-alive idle bound). */
+        tb_http_phase(srv, conn, TB_HTTP_PH_HEADERS, NULL);
         if (!req)
                 return;
         tb_buf_free(&req->body);
@@ -204,9 +328,80 @@ static void tb_http_completed(void *cls, struct MHD_Connection *conn, void **con
         *con_cls = NULL;
 }
 
+static void tb_http_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                           enum MHD_ConnectionNotificationCode toe) {
+        tb_http_server_t *srv = cls;
+        if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+                tb_http_conn_t *c = calloc(1, sizeof(*c));
+                const union MHD_ConnectionInfo *ci =
+                        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+                if (!c)
+                        return; /* not tracked: only the idle timeout applies */
+                c->fd = ci ? ci->connect_fd : -1;
+                c->phase = TB_HTTP_PH_HEADERS;
+                c->since_us = tb_mono_us();
+                pthread_mutex_lock(&srv->conn_lock);
+                c->next = srv->conns;
+                if (srv->conns)
+                        srv->conns->prev = c;
+                srv->conns = c;
+                pthread_mutex_unlock(&srv->conn_lock);
+                *socket_context = c;
+                return;
+        }
+        tb_http_conn_t *c = *socket_context;
+        if (!c)
+                return;
+        pthread_mutex_lock(&srv->conn_lock);
+        if (c->prev)
+                c->prev->next = c->next;
+        else
+                srv->conns = c->next;
+        if (c->next)
+                c->next->prev = c->prev;
+        pthread_mutex_unlock(&srv->conn_lock);
+        free(c);
+        *socket_context = NULL;
+}
+
+/* Shut the sockets of clients past their header or body deadline; the
+ * connection's own thread then sees the end of the stream and closes it. */
+static void *tb_http_reaper_main(void *arg) {
+        tb_http_server_t *srv = arg;
+        pthread_mutex_lock(&srv->conn_lock);
+        while (!srv->stopping) {
+                struct timespec until;
+                clock_gettime(CLOCK_MONOTONIC, &until);
+                until.tv_nsec += 250 * 1000000L;
+                if (until.tv_nsec >= 1000000000L) {
+                        until.tv_sec++;
+                        until.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&srv->reaper_cond, &srv->conn_lock, &until);
+                int64_t now = tb_mono_us();
+                for (tb_http_conn_t *c = srv->conns; c; c = c->next) {
+                        int64_t limit_ms = c->phase == TB_HTTP_PH_HEADERS ? srv->lim.header_timeout_ms
+                                           : c->phase == TB_HTTP_PH_BODY  ? srv->lim.body_timeout_ms
+                                                                          : -1;
+                        if (limit_ms < 0 || c->shut || c->fd < 0 ||
+                            now - c->since_us < limit_ms * 1000)
+                                continue;
+                        shutdown(c->fd, SHUT_RDWR);
+                        c->shut = true;
+                        tb_metrics_add("taskbus_http_slow_clients_total",
+                                       c->phase == TB_HTTP_PH_HEADERS ? "phase=\"headers\""
+                                                                     : "phase=\"body\"",
+                                       1);
+                }
+        }
+        pthread_mutex_unlock(&srv->conn_lock);
+        return NULL;
+}
+
 tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *app,
-                       tb_http_auth_t auth, tb_http_release_t release, int64_t max_body,
-                       tb_http_server_t **out, char *errstr, size_t errstr_size) {
+                       tb_http_auth_t auth, tb_http_release_t release,
+                       const tb_http_limits_t *limits, tb_http_server_t **out, char *errstr,
+                       size_t errstr_size) {
         char host[128];
         const char *colon = strrchr(listen, ':');
         if (!colon || (size_t)(colon - listen) >= sizeof(host))
@@ -226,21 +421,49 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
         srv->app = app;
         srv->auth = auth;
         srv->release = release;
-        srv->max_body = max_body;
+        srv->lim = *limits;
+        if (!srv->lim.max_requests_per_conn)
+                srv->lim.max_requests_per_conn = 1;
+        pthread_mutex_init(&srv->conn_lock, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&srv->reaper_cond, &ca);
+        pthread_condattr_destroy(&ca);
         tb_metrics_describe("taskbus_http_requests_total", "counter",
                             "HTTP requests by method, route and status code");
         tb_metrics_describe("taskbus_http_request_duration_seconds", "histogram",
                             "HTTP request latency by route");
+        tb_metrics_describe("taskbus_http_slow_clients_total", "counter",
+                            "Connections closed because the client did not send its request's "
+                            "headers (api.header_timeout) or body (api.body_timeout) in time");
+        /* The idle timeout backs the reaper up for a connection it does not
+         * track (no memory at accept). */
+        unsigned idle_s = (unsigned)((srv->lim.body_timeout_ms > srv->lim.header_timeout_ms
+                                              ? srv->lim.body_timeout_ms
+                                              : srv->lim.header_timeout_ms) / 1000 + 1);
+        int rc = pthread_create(&srv->reaper, NULL, tb_http_reaper_main, srv);
+        if (rc) {
+                pthread_cond_destroy(&srv->reaper_cond);
+                pthread_mutex_destroy(&srv->conn_lock);
+                free(srv);
+                return tb_seterr(errstr, errstr_size, TB_ERR_IO,
+                                 "cannot start the HTTP reaper thread: %s", strerror(rc));
+        }
+        srv->reaper_started = true;
         srv->mhd = MHD_start_daemon(
                 MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                         MHD_USE_ERROR_LOG,
                 (uint16_t)port, NULL, NULL, tb_http_access, srv, MHD_OPTION_SOCK_ADDR, &sa,
                 MHD_OPTION_NOTIFY_COMPLETED, tb_http_completed, srv,
-                MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+                MHD_OPTION_NOTIFY_CONNECTION, tb_http_notify, srv,
+                MHD_OPTION_CONNECTION_LIMIT, srv->lim.max_connections,
+                MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->lim.max_per_client,
+                MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_LISTENING_ADDRESS_REUSE,
                 (unsigned)1, MHD_OPTION_END);
         if (!srv->mhd) {
                 int e = errno;
-                free(srv);
+                tb_http_stop(srv);
                 return tb_seterr(errstr, errstr_size, TB_ERR_IO,
                                  "cannot listen on %s: %s (api.listen)", listen, strerror(e));
         }
@@ -251,6 +474,15 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
 void tb_http_stop(tb_http_server_t *srv) {
         if (!srv)
                 return;
-        MHD_stop_daemon(srv->mhd);
+        if (srv->mhd)
+                MHD_stop_daemon(srv->mhd);
+        pthread_mutex_lock(&srv->conn_lock);
+        srv->stopping = true;
+        pthread_cond_broadcast(&srv->reaper_cond);
+        pthread_mutex_unlock(&srv->conn_lock);
+        if (srv->reaper_started)
+                pthread_join(srv->reaper, NULL);
+        pthread_cond_destroy(&srv->reaper_cond);
+        pthread_mutex_destroy(&srv->conn_lock);
         free(srv);
 }

@@ -854,9 +854,10 @@ static tb_err_t tb_api_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         while (!api->replies_ready && tb_api_cond_wait_until(&api->ready_cond, &api->lock, by))
                 ;
         pthread_mutex_unlock(&api->lock);
+        tb_http_limits_t lim;
+        tb_http_limits_from_config(ctx->conf, &lim);
         err = tb_http_start(ctx->conf->api_listen, tb_api_routes, api, tb_api_auth,
-                            tb_api_release, ctx->conf->api_max_body, &api->http, errstr,
-                            errstr_size);
+                            tb_api_release, &lim, &api->http, errstr, errstr_size);
         if (err)
                 goto fail;
         tb_info(TB_API_SUB, "listening on http://%s", ctx->conf->api_listen);

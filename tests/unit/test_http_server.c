@@ -1,0 +1,222 @@
+/**
+ * @file test_http_server.c
+ * @brief The HTTP layer's limits, against a real server on a loopback port
+ *        and raw sockets as clients: methods no route has are 405 with Allow
+ *        and never a metric label; a body announced over max_body is refused
+ *        before it is sent; slow clients are cut off at the header and body
+ *        deadlines; connections per client are bounded; keep-alive ends after
+ *        max_requests_per_conn; label values are escaped.
+ */
+#include <criterion/criterion.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "http/metrics.h"
+#include "http/server.h"
+
+static tb_http_server_t *srv;
+static int port;
+
+static void tbt_hello(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        (void)app;
+        tb_http_json(resp, 200, json_pack("{s:s, s:i}", "hello", req->method,
+                                          "bytes", (int)req->body.len));
+}
+
+static const tb_http_route_t routes[] = {
+        {"GET", "/v1/hello", tbt_hello, true},
+        {"POST", "/v1/hello", tbt_hello, true},
+        {NULL, NULL, NULL, false},
+};
+
+static void setup(void) {
+        tb_http_limits_t lim = {.max_body = 1024,
+                                .max_connections = 64,
+                                .max_per_client = 4,
+                                .header_timeout_ms = 600,
+                                .body_timeout_ms = 600,
+                                .max_requests_per_conn = 2};
+        char listen[64], err[256];
+        for (int i = 0; i < 20; i++) {
+                port = 20000 + (int)((getpid() * 7 + i * 131) % 20000);
+                snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+                if (tb_http_start(listen, routes, NULL, NULL, NULL, &lim, &srv, err,
+                                  sizeof(err)) == TB_OK)
+                        return;
+        }
+        cr_assert_fail("cannot start the server: %s", err);
+}
+
+static void teardown(void) {
+        tb_http_stop(srv);
+        srv = NULL;
+}
+
+TestSuite(http_server, .init = setup, .fini = teardown, .timeout = 60);
+
+static int tbt_connect(void) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        cr_assert(fd >= 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "%s", strerror(errno));
+        return fd;
+}
+
+static void tbt_send(int fd, const char *s) {
+        size_t n = strlen(s);
+        cr_assert_eq(send(fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* Read until \p needle is seen, the peer closes, or \p ms pass; returns
+ * what was read (caller frees) and sets *closed when the peer closed. */
+static char *tbt_read(int fd, const char *needle, int ms, bool *closed) {
+        size_t cap = 65536, len = 0;
+        char *buf = calloc(1, cap);
+        *closed = false;
+        int64_t until = tb_mono_us() + (int64_t)ms * 1000;
+        while (len + 1 < cap && (!needle || !strstr(buf, needle))) {
+                int left = (int)((until - tb_mono_us()) / 1000);
+                if (left <= 0)
+                        break;
+                struct pollfd p = {.fd = fd, .events = POLLIN};
+                if (poll(&p, 1, left) <= 0)
+                        continue;
+                ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+                if (n <= 0) {
+                        *closed = true;
+                        break;
+                }
+                len += (size_t)n;
+                buf[len] = '\0';
+        }
+        return buf;
+}
+
+Test(http_server, unknown_method_is_405_with_allow_and_no_label) {
+        int fd = tbt_connect();
+        tbt_send(fd, "M1 /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n");
+        bool closed;
+        char *r = tbt_read(fd, "}", 5000, &closed);
+        cr_assert(strstr(r, "HTTP/1.1 405"), "%s", r);
+        cr_assert(strstr(r, "Allow: GET, POST"), "%s", r);
+        free(r);
+        close(fd);
+
+        fd = tbt_connect();
+        tbt_send(fd, "PUT /v1/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        r = tbt_read(fd, "}", 5000, &closed);
+        cr_assert(strstr(r, "HTTP/1.1 405"), "%s", r);
+        cr_assert(strstr(r, "PUT is not allowed on /v1/hello; allowed: GET, POST"), "%s", r);
+        free(r);
+        close(fd);
+
+        tb_buf_t m = {0};
+        tb_metrics_render(&m);
+        cr_assert(!strstr(m.data, "M1"), "a method became a label:\n%s", m.data);
+        cr_assert(strstr(m.data, "method=\"other\""), "%s", m.data);
+        tb_buf_free(&m);
+}
+
+Test(http_server, announced_oversized_body_is_refused_before_it_is_sent) {
+        int fd = tbt_connect();
+        tbt_send(fd, "POST /v1/hello HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 67108864\r\n\r\n");
+        bool closed;
+        int64_t t0 = tb_mono_us();
+        char *r = tbt_read(fd, "}", 5000, &closed);
+        cr_assert(strstr(r, "HTTP/1.1 413"), "%s", r);
+        cr_assert(strstr(r, "api.max_body"), "%s", r);
+        cr_assert((tb_mono_us() - t0) < 3000000, "the server waited for the body");
+        free(r);
+        close(fd);
+
+        /* Within the limit it is read and served. */
+        fd = tbt_connect();
+        tbt_send(fd, "POST /v1/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+        r = tbt_read(fd, "}", 5000, &closed);
+        cr_assert(strstr(r, "HTTP/1.1 200") && strstr(r, "\"bytes\":2"), "%s", r);
+        free(r);
+        close(fd);
+}
+
+Test(http_server, slow_headers_and_slow_bodies_are_cut_off) {
+        /* One header byte every 200 ms: never idle, but never done. */
+        int fd = tbt_connect();
+        const char *req = "GET /v1/hello HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        bool closed = false;
+        int64_t t0 = tb_mono_us();
+        for (size_t i = 0; req[i] && !closed; i++) {
+                if (send(fd, req + i, 1, MSG_NOSIGNAL) != 1)
+                        closed = true;
+                char *r = tbt_read(fd, NULL, 200, &closed);
+                free(r);
+        }
+        int64_t took = (tb_mono_us() - t0) / 1000;
+        cr_assert(closed, "a client trickling its headers was not cut off");
+        cr_assert(took < 4000, "cut off after %lld ms (header_timeout 600 ms)", (long long)took);
+        close(fd);
+        char *r;
+
+        fd = tbt_connect();
+        tbt_send(fd, "POST /v1/hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"a\"");
+        r = tbt_read(fd, NULL, 8000, &closed);
+        cr_assert(closed, "a client not finishing its body was not cut off: %s", r);
+        free(r);
+        close(fd);
+        cr_assert(tb_metrics_get("taskbus_http_slow_clients_total", "phase=\"headers\"") >= 1);
+        cr_assert(tb_metrics_get("taskbus_http_slow_clients_total", "phase=\"body\"") >= 1);
+}
+
+Test(http_server, connections_per_client_are_bounded) {
+        int fds[6];
+        for (int i = 0; i < 6; i++)
+                fds[i] = tbt_connect();
+        /* The first four are served; the fifth and sixth are closed. */
+        int served = 0, refused = 0;
+        for (int i = 0; i < 6; i++) {
+                send(fds[i], "GET /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n", 35, MSG_NOSIGNAL);
+                bool closed;
+                char *r = tbt_read(fds[i], "}", 3000, &closed);
+                if (strstr(r, "HTTP/1.1 200"))
+                        served++;
+                else if (closed)
+                        refused++;
+                free(r);
+        }
+        for (int i = 0; i < 6; i++)
+                close(fds[i]);
+        cr_assert_eq(served, 4, "served %d of 6 connections (limit 4)", served);
+        cr_assert_eq(refused, 2);
+}
+
+Test(http_server, keep_alive_ends_after_the_request_cap) {
+        int fd = tbt_connect();
+        bool closed;
+        tbt_send(fd, "GET /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n");
+        char *r = tbt_read(fd, "}", 5000, &closed);
+        cr_assert(strstr(r, "HTTP/1.1 200") && !strstr(r, "Connection: close"), "%s", r);
+        free(r);
+        tbt_send(fd, "GET /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n");
+        r = tbt_read(fd, NULL, 5000, &closed);
+        cr_assert(strstr(r, "HTTP/1.1 200") && strstr(r, "Connection: close"), "%s", r);
+        cr_assert(closed, "the connection stayed open past the cap");
+        free(r);
+        close(fd);
+}
+
+Test(http_server, label_values_are_escaped) {
+        char out[64];
+        tb_metrics_label_value("a\"b\\c\nd\x01", out, sizeof(out));
+        cr_assert_str_eq(out, "a\\\"b\\\\c\\nd?");
+        tb_metrics_label_value("0123456789", out, 5);
+        cr_assert_str_eq(out, "0123");
+}
