@@ -1,6 +1,8 @@
 /**
- * @file serde/serde.c
- * @brief Avro single-object serde for every topic value (see serde.h).
+ * @file serde/schema.c
+ * @brief Avro schemas: our own schema tree (parsed from the embedded .avsc
+ *        with jansson), defaults, the Parsing Canonical Form, CRC-64-AVRO
+ *        fingerprints, and the registry of embedded schemas (tb_serde_init).
  *
  * Three pieces work together:
  *  - our own schema tree (parsed from the embedded .avsc with jansson),
@@ -13,7 +15,7 @@
  *    hostile bytes);
  *  - the JSON mapping described in serde.h.
  */
-#include "serde/serde.h"
+#include "serde/serde_internal.h"
 
 #include <avro.h>
 #include <math.h>
@@ -22,31 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TB_SERDE_MAX_DEPTH 64   /* schema and data nesting limit */
-#define TB_SERDE_ZERO_ELEMS 65536 /* extra elements allowed beyond the
-                                   * byte count (zero-size items) */
-#define TB_SERDE_HEADER 10      /* C3 01 + 8-byte fingerprint */
-
-/* ---- schema tree ---------------------------------------------------- */
-
-typedef enum tb_atype {
-        TA_NULL,
-        TA_BOOLEAN,
-        TA_INT,
-        TA_LONG,
-        TA_FLOAT,
-        TA_DOUBLE,
-        TA_BYTES,
-        TA_STRING,
-        TA_RECORD,
-        TA_ENUM,
-        TA_ARRAY,
-        TA_MAP,
-        TA_UNION,
-        TA_FIXED,
-} tb_atype_t;
-
-static const char *const tb_atype_names[] = {
+const char *const tb_atype_names[] = {
         [TA_NULL] = "null",     [TA_BOOLEAN] = "boolean", [TA_INT] = "int",
         [TA_LONG] = "long",     [TA_FLOAT] = "float",     [TA_DOUBLE] = "double",
         [TA_BYTES] = "bytes",   [TA_STRING] = "string",   [TA_RECORD] = "record",
@@ -54,53 +32,10 @@ static const char *const tb_atype_names[] = {
         [TA_UNION] = "union",   [TA_FIXED] = "fixed",
 };
 
-typedef struct tb_snode tb_snode_t;
-
-typedef struct tb_sfield {
-        const char *name;   /* borrowed from the schema JSON */
-        tb_snode_t *type;
-        json_t *raw_dflt;   /* borrowed: "default" as written in the avsc */
-        json_t *dflt;       /* owned: the default in serde.h's mapping */
-} tb_sfield_t;
-
-struct tb_snode {
-        tb_atype_t t;
-        bool attrs;          /* primitive written as an object with extra
-                              * attributes (e.g. logicalType) */
-        char *fullname;      /* named types: owned */
-        char *ns;            /* named types: namespace for children, owned */
-        size_t n;            /* fields, symbols or branches */
-        tb_sfield_t *fields;
-        const char **symbols;  /* borrowed strings */
-        tb_snode_t **branches;
-        tb_snode_t *items;   /* array items, map values */
-        size_t size;         /* fixed */
-        size_t minsize;      /* fewest bytes one datum can take */
-        int minstate;        /* 0 unknown, 1 computing, 2 done */
-};
-
-typedef struct tb_path {
-        char s[256];
-        size_t len;
-} tb_path_t;
-
-typedef struct tb_sctx {
-        tb_snode_t **nodes;
-        size_t nnodes, capnodes;
-        tb_snode_t **named;
-        size_t nnamed, capnamed;
-        tb_path_t path;
-        char *errstr;
-        size_t errstr_size;
-} tb_sctx_t;
-
 /* ---- small helpers -------------------------------------------------- */
 
-static size_t tb_path_push(tb_path_t *p, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
-
 /** Append a component; @returns the length to restore with tb_path_pop. */
-static size_t tb_path_push(tb_path_t *p, const char *fmt, ...) {
+size_t tb_path_push(tb_path_t *p, const char *fmt, ...) {
         size_t old = p->len;
         if (p->len < sizeof(p->s) - 1) {
                 va_list ap;
@@ -115,12 +50,12 @@ static size_t tb_path_push(tb_path_t *p, const char *fmt, ...) {
         return old;
 }
 
-static void tb_path_pop(tb_path_t *p, size_t old) {
+void tb_path_pop(tb_path_t *p, size_t old) {
         p->len = old;
         p->s[old] = '\0';
 }
 
-static void tb_path_set(tb_path_t *p, const char *root) {
+void tb_path_set(tb_path_t *p, const char *root) {
         p->len = 0;
         p->s[0] = '\0';
         tb_path_push(p, "%s", root);
@@ -128,7 +63,7 @@ static void tb_path_set(tb_path_t *p, const char *root) {
 
 /** Push a map key, shortened and with non-printable bytes escaped so the
  *  error message stays one readable line. */
-static size_t tb_path_push_key(tb_path_t *p, const char *key, size_t len) {
+size_t tb_path_push_key(tb_path_t *p, const char *key, size_t len) {
         char tmp[48];
         size_t o = 0;
         for (size_t i = 0; i < len && o < sizeof(tmp) - 5; i++) {
@@ -143,7 +78,7 @@ static size_t tb_path_push_key(tb_path_t *p, const char *key, size_t len) {
 }
 
 /** Strict UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
-static bool tb_utf8_valid(const unsigned char *s, size_t len) {
+bool tb_utf8_valid(const unsigned char *s, size_t len) {
         size_t i = 0;
         while (i < len) {
                 unsigned char c = s[i];
@@ -179,7 +114,7 @@ static bool tb_utf8_valid(const unsigned char *s, size_t len) {
         return true;
 }
 
-static const char *tb_json_type_name(const json_t *j) {
+const char *tb_json_type_name(const json_t *j) {
         switch (json_typeof(j)) {
         case JSON_OBJECT: return "object";
         case JSON_ARRAY: return "array";
@@ -194,7 +129,7 @@ static const char *tb_json_type_name(const json_t *j) {
 }
 
 /** Describe a node for messages: "long", "enum io.taskbus.RunStatus". */
-static void tb_snode_describe(const tb_snode_t *n, char *buf, size_t size) {
+void tb_snode_describe(const tb_snode_t *n, char *buf, size_t size) {
         if (n->fullname)
                 snprintf(buf, size, "%s %s", tb_atype_names[n->t], n->fullname);
         else
@@ -897,20 +832,8 @@ out:
 
 /* ---- the embedded schemas ------------------------------------------- */
 
-typedef struct tb_schema {
-        const char *name;
-        json_t *doc;               /* keeps borrowed names alive */
-        tb_sctx_t ctx;
-        tb_snode_t *root;
-        char *canonical;           /* spec form: what we write */
-        char *canonical_legacy;    /* python-avro 1.11 form: also accepted */
-        uint64_t fp, fp_legacy;
-        avro_schema_t aschema;
-        avro_value_iface_t *iface; /* immutable once built: shared by threads */
-} tb_schema_t;
-
 /* Map by name: the enum order in serde.h need not match the table's. */
-static const char *const tb_schema_names[TB_SCHEMA__COUNT] = {
+const char *const tb_schema_names[TB_SCHEMA__COUNT] = {
         [TB_SCHEMA_TASK_COMMAND] = "TaskCommand",
         [TB_SCHEMA_TASK_REPLY] = "TaskReply",
         [TB_SCHEMA_TASK_EVENT] = "TaskEvent",
@@ -920,7 +843,7 @@ static const char *const tb_schema_names[TB_SCHEMA__COUNT] = {
         [TB_SCHEMA_SCHEDULER_CHECKPOINT] = "SchedulerCheckpoint",
 };
 
-static tb_schema_t tb_schemas[TB_SCHEMA__COUNT];
+tb_schema_t tb_schemas[TB_SCHEMA__COUNT];
 static pthread_once_t tb_serde_once = PTHREAD_ONCE_INIT;
 static tb_err_t tb_serde_init_err = TB_OK;
 static char tb_serde_init_msg[512];
@@ -1028,715 +951,4 @@ const char *tb_serde_canonical(tb_schema_id_t id) {
 
 const char *tb_serde_canonical_legacy(tb_schema_id_t id) {
         return tb_serde_id_ok(id) ? tb_schemas[id].canonical_legacy : NULL;
-}
-
-/* ---- encode: JSON -> avro value ------------------------------------ */
-
-typedef struct tb_ectx {
-        tb_path_t path;
-        char *errstr;
-        size_t errstr_size;
-} tb_ectx_t;
-
-static tb_err_t tb_ectx_err(tb_ectx_t *c, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
-
-static tb_err_t tb_ectx_err(tb_ectx_t *c, const char *fmt, ...) {
-        char msg[512];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-        return tb_seterr(c->errstr, c->errstr_size, TB_ERR_INVALID, "%s: %s", c->path.s, msg);
-}
-
-static tb_err_t tb_avro_fail(tb_ectx_t *c, const char *what) {
-        return tb_seterr(c->errstr, c->errstr_size, TB_ERR_INTERNAL, "%s: avro-c %s: %s",
-                         c->path.s, what, avro_strerror());
-}
-
-static tb_err_t tb_expected(tb_ectx_t *c, const tb_snode_t *n, const json_t *j) {
-        char want[160];
-        tb_snode_describe(n, want, sizeof(want));
-        return tb_ectx_err(c, "expected %s, got %s", want, tb_json_type_name(j));
-}
-
-/** Quick check used to pick a union branch for a JSON value. */
-static bool tb_branch_accepts(const tb_snode_t *n, const json_t *j) {
-        switch (n->t) {
-        case TA_NULL: return json_is_null(j);
-        case TA_BOOLEAN: return json_is_boolean(j);
-        case TA_INT:
-                return json_is_integer(j) && json_integer_value(j) >= INT32_MIN &&
-                       json_integer_value(j) <= INT32_MAX;
-        case TA_LONG: return json_is_integer(j);
-        case TA_FLOAT:
-        case TA_DOUBLE: return json_is_number(j);
-        case TA_STRING:
-                return json_is_string(j) &&
-                       tb_utf8_valid((const unsigned char *)json_string_value(j),
-                                     json_string_length(j));
-        case TA_BYTES: return json_is_string(j);
-        case TA_FIXED: return json_is_string(j) && json_string_length(j) == n->size;
-        case TA_ENUM:
-                if (!json_is_string(j))
-                        return false;
-                for (size_t i = 0; i < n->n; i++)
-                        if (!strcmp(n->symbols[i], json_string_value(j)))
-                                return true;
-                return false;
-        case TA_ARRAY: return json_is_array(j);
-        case TA_MAP:
-        case TA_RECORD: return json_is_object(j);
-        case TA_UNION: return false;
-        }
-        return false;
-}
-
-static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro_value_t *v,
-                        int depth);
-
-static tb_err_t tb_fill_record(tb_ectx_t *c, const tb_snode_t *n, const json_t *j,
-                               avro_value_t *v, int depth) {
-        const char *key;
-        json_t *jv;
-        void *iter;
-        if (!json_is_object(j))
-                return tb_expected(c, n, j);
-        for (iter = json_object_iter((json_t *)j); iter;
-             iter = json_object_iter_next((json_t *)j, iter)) {
-                key = json_object_iter_key(iter);
-                bool known = false;
-                for (size_t i = 0; i < n->n && !known; i++)
-                        known = !strcmp(n->fields[i].name, key) &&
-                                json_object_iter_key_len(iter) == strlen(key);
-                if (!known) {
-                        char list[384];
-                        size_t o = 0;
-                        list[0] = '\0';
-                        for (size_t i = 0; i < n->n && o < sizeof(list); i++)
-                                o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
-                                                      i ? ", " : "", n->fields[i].name);
-                        tb_path_push(&c->path, ".%s", key);
-                        return tb_ectx_err(c, "unknown field (%s has: %s)", n->fullname, list);
-                }
-        }
-        for (size_t i = 0; i < n->n; i++) {
-                const tb_sfield_t *f = &n->fields[i];
-                size_t old = tb_path_push(&c->path, ".%s", f->name);
-                jv = json_object_get(j, f->name);
-                if (!jv)
-                        jv = f->dflt;
-                if (!jv) {
-                        char want[160];
-                        tb_snode_describe(f->type, want, sizeof(want));
-                        return tb_ectx_err(c, "missing required field (type %s, no default)",
-                                           want);
-                }
-                avro_value_t child;
-                if (avro_value_get_by_index(v, i, &child, NULL))
-                        return tb_avro_fail(c, "get field");
-                tb_err_t err = tb_fill(c, f->type, jv, &child, depth + 1);
-                if (err != TB_OK)
-                        return err;
-                tb_path_pop(&c->path, old);
-        }
-        return TB_OK;
-}
-
-static tb_err_t tb_fill_union(tb_ectx_t *c, const tb_snode_t *n, const json_t *j,
-                              avro_value_t *v, int depth) {
-        size_t pick = n->n, nonnull = 0, last_nonnull = 0;
-        for (size_t i = 0; i < n->n; i++) {
-                if (n->branches[i]->t != TA_NULL) {
-                        nonnull++;
-                        last_nonnull = i;
-                }
-                if (pick == n->n && tb_branch_accepts(n->branches[i], j))
-                        pick = i;
-        }
-        /* With one non-null branch, fill it directly so a mistake deep
-         * inside it is reported at its own path. */
-        if (pick == n->n && nonnull == 1 && !json_is_null(j))
-                pick = last_nonnull;
-        if (pick == n->n) {
-                char list[384];
-                size_t o = 0;
-                for (size_t i = 0; i < n->n && o < sizeof(list); i++) {
-                        char d[160];
-                        tb_snode_describe(n->branches[i], d, sizeof(d));
-                        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
-                                              i ? " or " : "", d);
-                }
-                return tb_ectx_err(c, "expected %s, got %s", n->n ? list : "nothing (empty union)",
-                                   tb_json_type_name(j));
-        }
-        avro_value_t branch;
-        if (avro_value_set_branch(v, (int)pick, &branch))
-                return tb_avro_fail(c, "set branch");
-        return tb_fill(c, n->branches[pick], j, &branch, depth + 1);
-}
-
-static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro_value_t *v,
-                        int depth) {
-        int rc = 0;
-        if (depth > TB_SERDE_MAX_DEPTH)
-                return tb_ectx_err(c, "value nested more than %d levels deep", TB_SERDE_MAX_DEPTH);
-        switch (n->t) {
-        case TA_NULL:
-                if (!json_is_null(j))
-                        return tb_expected(c, n, j);
-                rc = avro_value_set_null(v);
-                break;
-        case TA_BOOLEAN:
-                if (!json_is_boolean(j))
-                        return tb_expected(c, n, j);
-                rc = avro_value_set_boolean(v, json_is_true(j));
-                break;
-        case TA_INT:
-                if (!json_is_integer(j))
-                        return tb_expected(c, n, j);
-                if (json_integer_value(j) < INT32_MIN || json_integer_value(j) > INT32_MAX)
-                        return tb_ectx_err(c, "%lld does not fit in an int (32 bits)",
-                                           (long long)json_integer_value(j));
-                rc = avro_value_set_int(v, (int32_t)json_integer_value(j));
-                break;
-        case TA_LONG:
-                if (!json_is_integer(j))
-                        return tb_expected(c, n, j);
-                rc = avro_value_set_long(v, (int64_t)json_integer_value(j));
-                break;
-        case TA_FLOAT:
-                if (!json_is_number(j))
-                        return tb_expected(c, n, j);
-                rc = avro_value_set_float(v, (float)json_number_value(j));
-                break;
-        case TA_DOUBLE:
-                if (!json_is_number(j))
-                        return tb_expected(c, n, j);
-                rc = avro_value_set_double(v, json_number_value(j));
-                break;
-        case TA_STRING:
-                if (!json_is_string(j))
-                        return tb_expected(c, n, j);
-                if (!tb_utf8_valid((const unsigned char *)json_string_value(j),
-                                   json_string_length(j)))
-                        return tb_ectx_err(c, "string is not valid UTF-8");
-                /* avro-c's size counts the NUL terminator jansson keeps */
-                rc = avro_value_set_string_len(v, json_string_value(j), json_string_length(j) + 1);
-                break;
-        case TA_BYTES:
-                if (!json_is_string(j))
-                        return tb_expected(c, n, j);
-                rc = avro_value_set_bytes(v, (void *)json_string_value(j), json_string_length(j));
-                break;
-        case TA_FIXED:
-                if (!json_is_string(j))
-                        return tb_expected(c, n, j);
-                if (json_string_length(j) != n->size)
-                        return tb_ectx_err(c, "%s needs exactly %zu bytes, got %zu", n->fullname,
-                                           n->size, json_string_length(j));
-                rc = avro_value_set_fixed(v, (void *)json_string_value(j), n->size);
-                break;
-        case TA_ENUM: {
-                if (!json_is_string(j))
-                        return tb_expected(c, n, j);
-                for (size_t i = 0; i < n->n; i++)
-                        if (!strcmp(n->symbols[i], json_string_value(j))) {
-                                rc = avro_value_set_enum(v, (int)i);
-                                goto done;
-                        }
-                char list[384];
-                size_t o = 0;
-                for (size_t i = 0; i < n->n && o < sizeof(list); i++)
-                        o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s", i ? ", " : "",
-                                              n->symbols[i]);
-                char shown[64];
-                snprintf(shown, sizeof(shown), "%s", json_string_value(j));
-                return tb_ectx_err(c, "'%s' is not one of %s", shown, list);
-        }
-        case TA_ARRAY:
-                if (!json_is_array(j))
-                        return tb_expected(c, n, j);
-                for (size_t i = 0; i < json_array_size(j); i++) {
-                        avro_value_t child;
-                        size_t old = tb_path_push(&c->path, "[%zu]", i);
-                        if (avro_value_append(v, &child, NULL))
-                                return tb_avro_fail(c, "append");
-                        tb_err_t err = tb_fill(c, n->items, json_array_get(j, i), &child,
-                                               depth + 1);
-                        if (err != TB_OK)
-                                return err;
-                        tb_path_pop(&c->path, old);
-                }
-                break;
-        case TA_MAP: {
-                if (!json_is_object(j))
-                        return tb_expected(c, n, j);
-                void *iter;
-                for (iter = json_object_iter((json_t *)j); iter;
-                     iter = json_object_iter_next((json_t *)j, iter)) {
-                        const char *key = json_object_iter_key(iter);
-                        size_t klen = json_object_iter_key_len(iter);
-                        size_t old = tb_path_push_key(&c->path, key, klen);
-                        if (klen != strlen(key))
-                                return tb_ectx_err(c, "map key contains a NUL byte");
-                        if (!tb_utf8_valid((const unsigned char *)key, klen))
-                                return tb_ectx_err(c, "map key is not valid UTF-8");
-                        avro_value_t child;
-                        if (avro_value_add(v, key, &child, NULL, NULL))
-                                return tb_avro_fail(c, "map add");
-                        tb_err_t err = tb_fill(c, n->items, json_object_iter_value(iter), &child,
-                                               depth + 1);
-                        if (err != TB_OK)
-                                return err;
-                        tb_path_pop(&c->path, old);
-                }
-                break;
-        }
-        case TA_RECORD:
-                return tb_fill_record(c, n, j, v, depth);
-        case TA_UNION:
-                return tb_fill_union(c, n, j, v, depth);
-        }
-done:
-        if (rc)
-                return tb_avro_fail(c, "set value");
-        return TB_OK;
-}
-
-tb_err_t tb_serde_encode(tb_schema_id_t id, const json_t *value, tb_buf_t *out, char *errstr,
-                         size_t errstr_size) {
-        tb_err_t err = tb_serde_init(errstr, errstr_size);
-        if (err != TB_OK)
-                return err;
-        if ((int)id < 0 || id >= TB_SCHEMA__COUNT)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "encode: unknown schema id %d", (int)id);
-        if (!value || !out)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "encode %s: no value or output buffer", tb_schema_names[id]);
-        tb_schema_t *s = &tb_schemas[id];
-        tb_ectx_t c = {.errstr = errstr, .errstr_size = errstr_size};
-        tb_path_set(&c.path, s->name);
-        char *tmp = NULL;
-        size_t size = 0;
-        avro_writer_t w = NULL;
-        avro_value_t av;
-
-        /* A value per call: no lock, and nothing of a message outlives it.
-         * (A cached value would also hide from LeakSanitizer: avro-c packs
-         * child instances at unaligned offsets.) */
-        if (avro_generic_value_new(s->iface, &av))
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "encode %s: avro-c: %s",
-                                 s->name, avro_strerror());
-        err = tb_fill(&c, s->root, value, &av, 0);
-        if (err != TB_OK)
-                goto done;
-        if (avro_value_sizeof(&av, &size)) {
-                err = tb_avro_fail(&c, "sizeof");
-                goto done;
-        }
-        tmp = malloc(TB_SERDE_HEADER + size + 1);
-        if (!tmp) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "encode %s: out of memory",
-                                s->name);
-                goto done;
-        }
-        tmp[0] = (char)0xc3;
-        tmp[1] = 0x01;
-        for (int i = 0; i < 8; i++)
-                tmp[2 + i] = (char)((s->fp >> (8 * i)) & 0xff);
-        w = avro_writer_memory(tmp + TB_SERDE_HEADER, (int64_t)size);
-        if (!w || avro_value_write(w, &av) || avro_writer_tell(w) != (int64_t)size)
-                err = tb_avro_fail(&c, "write");
-done:
-        avro_value_decref(&av);
-        if (w)
-                avro_writer_free(w);
-        if (err == TB_OK)
-                err = tb_buf_append(out, tmp, TB_SERDE_HEADER + size);
-        if (err == TB_ERR_NOMEM)
-                tb_seterr(errstr, errstr_size, err, "encode %s: out of memory", s->name);
-        free(tmp);
-        return err;
-}
-
-/* ---- decode: bounds-checked walk of untrusted bytes ---------------- */
-
-typedef struct tb_rd {
-        const unsigned char *p;
-        size_t len, pos;
-        size_t elems, max_elems;
-        tb_path_t path;
-        char *errstr;
-        size_t errstr_size;
-} tb_rd_t;
-
-static tb_err_t tb_rd_err(tb_rd_t *r, size_t at, const char *fmt, ...)
-        __attribute__((format(printf, 3, 4)));
-
-static tb_err_t tb_rd_err(tb_rd_t *r, size_t at, const char *fmt, ...) {
-        char msg[384];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
-        va_end(ap);
-        return tb_seterr(r->errstr, r->errstr_size, TB_ERR_INVALID,
-                         "%s: %s (at byte %zu of the message)", r->path.s, msg,
-                         at + TB_SERDE_HEADER);
-}
-
-/** Zig-zag varint; rejects truncation, more than 10 (long) or 5 (int)
- *  bytes, bits beyond the type's width, and non-minimal encodings. */
-static tb_err_t tb_rd_varint(tb_rd_t *r, bool is_int, const char *what, int64_t *out) {
-        size_t start = r->pos, max = is_int ? 5 : 10;
-        uint64_t acc = 0;
-        for (size_t i = 0;; i++) {
-                if (r->pos >= r->len)
-                        return tb_rd_err(r, start, "truncated %s", what);
-                unsigned char b = r->p[r->pos++];
-                if (i == max - 1 && (b & 0x80))
-                        return tb_rd_err(r, start, "%s varint longer than %zu bytes", what, max);
-                if (i == max - 1 && b > (is_int ? 0x0f : 0x01))
-                        return tb_rd_err(r, start, "%s varint overflows %d bits", what,
-                                         is_int ? 32 : 64);
-                if (i > 0 && b == 0)
-                        return tb_rd_err(r, start, "overlong (non-minimal) %s varint", what);
-                acc |= (uint64_t)(b & 0x7f) << (7 * i);
-                if (!(b & 0x80))
-                        break;
-        }
-        uint64_t dec = (acc >> 1) ^ (0 - (acc & 1));
-        memcpy(out, &dec, sizeof(dec));
-        return TB_OK;
-}
-
-/** A length-prefixed run of bytes; *\p off / *\p n give where it is. */
-static tb_err_t tb_rd_lenbytes(tb_rd_t *r, const char *what, size_t *off, size_t *n) {
-        int64_t l;
-        size_t start = r->pos;
-        tb_err_t err = tb_rd_varint(r, false, what, &l);
-        if (err != TB_OK)
-                return err;
-        if (l < 0)
-                return tb_rd_err(r, start, "negative %s length %lld", what, (long long)l);
-        if ((uint64_t)l > r->len - r->pos)
-                return tb_rd_err(r, start, "%s length %lld exceeds the %zu bytes left", what,
-                                 (long long)l, r->len - r->pos);
-        *off = r->pos;
-        *n = (size_t)l;
-        r->pos += (size_t)l;
-        return TB_OK;
-}
-
-static tb_err_t tb_walk(tb_rd_t *r, const tb_snode_t *n, int depth);
-
-static tb_err_t tb_walk_blocks(tb_rd_t *r, const tb_snode_t *n, int depth) {
-        bool map = n->t == TA_MAP;
-        size_t index = 0, minsize = map ? 1 : n->items->minsize;
-        tb_err_t err;
-        for (;;) {
-                int64_t count, bsize = -1;
-                size_t start = r->pos;
-                if ((err = tb_rd_varint(r, false, "block count", &count)) != TB_OK)
-                        return err;
-                if (count == 0)
-                        return TB_OK;
-                if (count < 0) {
-                        if (count == INT64_MIN)
-                                return tb_rd_err(r, start, "invalid block count");
-                        count = -count;
-                        size_t bstart = r->pos;
-                        if ((err = tb_rd_varint(r, false, "block size", &bsize)) != TB_OK)
-                                return err;
-                        if (bsize < 0 || (uint64_t)bsize > r->len - r->pos)
-                                return tb_rd_err(r, bstart, "block size %lld is not within the "
-                                                 "%zu bytes left", (long long)bsize,
-                                                 r->len - r->pos);
-                }
-                size_t left = r->len - r->pos;
-                if ((minsize > 0 && (uint64_t)count > left / minsize) ||
-                    (uint64_t)count > r->max_elems - r->elems)
-                        return tb_rd_err(r, start, "block of %lld %s cannot fit in the %zu bytes "
-                                         "left", (long long)count, map ? "entries" : "items",
-                                         left);
-                r->elems += (size_t)count;
-                size_t body = r->pos;
-                for (int64_t i = 0; i < count; i++, index++) {
-                        size_t old;
-                        if (map) {
-                                size_t koff, klen, kstart = r->pos;
-                                if ((err = tb_rd_lenbytes(r, "map key", &koff, &klen)) != TB_OK)
-                                        return err;
-                                old = tb_path_push_key(&r->path, (const char *)r->p + koff, klen);
-                                if (memchr(r->p + koff, 0, klen))
-                                        return tb_rd_err(r, kstart, "map key contains a NUL byte");
-                                if (!tb_utf8_valid(r->p + koff, klen))
-                                        return tb_rd_err(r, kstart, "map key is not valid UTF-8");
-                        } else {
-                                old = tb_path_push(&r->path, "[%zu]", index);
-                        }
-                        if ((err = tb_walk(r, n->items, depth + 1)) != TB_OK)
-                                return err;
-                        tb_path_pop(&r->path, old);
-                }
-                if (bsize >= 0 && r->pos - body != (size_t)bsize)
-                        return tb_rd_err(r, body, "block size says %lld bytes but its items "
-                                         "take %zu", (long long)bsize, r->pos - body);
-        }
-}
-
-static tb_err_t tb_walk(tb_rd_t *r, const tb_snode_t *n, int depth) {
-        tb_err_t err = TB_OK;
-        int64_t v;
-        size_t start = r->pos, off, len;
-        if (depth > TB_SERDE_MAX_DEPTH)
-                return tb_rd_err(r, start, "nested more than %d levels deep", TB_SERDE_MAX_DEPTH);
-        switch (n->t) {
-        case TA_NULL:
-                break;
-        case TA_BOOLEAN:
-                if (r->pos >= r->len)
-                        return tb_rd_err(r, start, "truncated boolean");
-                if (r->p[r->pos] > 1)
-                        return tb_rd_err(r, start, "invalid boolean byte 0x%02x (must be 0 or 1)",
-                                         r->p[r->pos]);
-                r->pos++;
-                break;
-        case TA_INT:
-                return tb_rd_varint(r, true, "int", &v);
-        case TA_LONG:
-                return tb_rd_varint(r, false, "long", &v);
-        case TA_FLOAT:
-        case TA_DOUBLE: {
-                size_t w = n->t == TA_FLOAT ? 4 : 8;
-                if (r->len - r->pos < w)
-                        return tb_rd_err(r, start, "truncated %s", tb_atype_names[n->t]);
-                double d;
-                if (w == 4) {
-                        float f;
-                        memcpy(&f, r->p + r->pos, 4);
-                        d = f;
-                } else {
-                        memcpy(&d, r->p + r->pos, 8);
-                }
-                if (!isfinite(d))
-                        return tb_rd_err(r, start, "NaN or infinity cannot be represented in JSON");
-                r->pos += w;
-                break;
-        }
-        case TA_BYTES:
-                return tb_rd_lenbytes(r, "bytes", &off, &len);
-        case TA_STRING:
-                if ((err = tb_rd_lenbytes(r, "string", &off, &len)) != TB_OK)
-                        return err;
-                if (!tb_utf8_valid(r->p + off, len))
-                        return tb_rd_err(r, start, "string is not valid UTF-8");
-                break;
-        case TA_FIXED:
-                if (r->len - r->pos < n->size)
-                        return tb_rd_err(r, start, "truncated %s (%zu bytes)", n->fullname,
-                                         n->size);
-                r->pos += n->size;
-                break;
-        case TA_ENUM:
-                if ((err = tb_rd_varint(r, true, "enum index", &v)) != TB_OK)
-                        return err;
-                if (v < 0 || (uint64_t)v >= n->n)
-                        return tb_rd_err(r, start, "enum index %lld out of range for %s (%zu "
-                                         "symbols)", (long long)v, n->fullname, n->n);
-                break;
-        case TA_UNION:
-                if ((err = tb_rd_varint(r, false, "union index", &v)) != TB_OK)
-                        return err;
-                if (v < 0 || (uint64_t)v >= n->n)
-                        return tb_rd_err(r, start, "union index %lld out of range (%zu branches)",
-                                         (long long)v, n->n);
-                return tb_walk(r, n->branches[v], depth + 1);
-        case TA_ARRAY:
-        case TA_MAP:
-                return tb_walk_blocks(r, n, depth);
-        case TA_RECORD:
-                for (size_t i = 0; i < n->n; i++) {
-                        size_t old = tb_path_push(&r->path, ".%s", n->fields[i].name);
-                        if ((err = tb_walk(r, n->fields[i].type, depth + 1)) != TB_OK)
-                                return err;
-                        tb_path_pop(&r->path, old);
-                }
-                break;
-        }
-        return err;
-}
-
-/* ---- decode: avro value -> JSON ------------------------------------ */
-
-static json_t *tb_to_json(tb_ectx_t *c, const tb_snode_t *n, avro_value_t *v, int depth) {
-        json_t *r = NULL;
-        if (depth > TB_SERDE_MAX_DEPTH)
-                return NULL;
-        switch (n->t) {
-        case TA_NULL:
-                return json_null();
-        case TA_BOOLEAN: {
-                int b = 0;
-                return avro_value_get_boolean(v, &b) ? NULL : json_boolean(b);
-        }
-        case TA_INT: {
-                int32_t i = 0;
-                return avro_value_get_int(v, &i) ? NULL : json_integer(i);
-        }
-        case TA_LONG: {
-                int64_t l = 0;
-                return avro_value_get_long(v, &l) ? NULL : json_integer((json_int_t)l);
-        }
-        case TA_FLOAT: {
-                float f = 0;
-                return avro_value_get_float(v, &f) ? NULL : json_real(f);
-        }
-        case TA_DOUBLE: {
-                double d = 0;
-                return avro_value_get_double(v, &d) ? NULL : json_real(d);
-        }
-        case TA_STRING: {
-                const char *s = NULL;
-                size_t size = 0;
-                if (avro_value_get_string(v, &s, &size) || size == 0)
-                        return NULL;
-                return json_stringn(s, size - 1);
-        }
-        case TA_BYTES:
-        case TA_FIXED: {
-                const void *b = NULL;
-                size_t size = 0;
-                int rc = n->t == TA_BYTES ? avro_value_get_bytes(v, &b, &size)
-                                          : avro_value_get_fixed(v, &b, &size);
-                if (rc)
-                        return NULL;
-                return json_stringn_nocheck(size ? b : "", size);
-        }
-        case TA_ENUM: {
-                int e = 0;
-                if (avro_value_get_enum(v, &e) || e < 0 || (size_t)e >= n->n)
-                        return NULL;
-                return json_string(n->symbols[e]);
-        }
-        case TA_UNION: {
-                int d = 0;
-                avro_value_t branch;
-                if (avro_value_get_discriminant(v, &d) || d < 0 || (size_t)d >= n->n ||
-                    avro_value_get_current_branch(v, &branch))
-                        return NULL;
-                return tb_to_json(c, n->branches[d], &branch, depth + 1);
-        }
-        case TA_ARRAY:
-        case TA_MAP: {
-                size_t count = 0;
-                if (avro_value_get_size(v, &count))
-                        return NULL;
-                r = n->t == TA_ARRAY ? json_array() : json_object();
-                for (size_t i = 0; r && i < count; i++) {
-                        avro_value_t child;
-                        const char *key = NULL;
-                        if (avro_value_get_by_index(v, i, &child, &key))
-                                goto fail;
-                        json_t *e = tb_to_json(c, n->items, &child, depth + 1);
-                        if (!e)
-                                goto fail;
-                        int rc = n->t == TA_ARRAY ? json_array_append_new(r, e)
-                                                  : (key ? json_object_set_new(r, key, e) : -1);
-                        if (rc)
-                                goto fail;
-                }
-                return r;
-        }
-        case TA_RECORD:
-                r = json_object();
-                for (size_t i = 0; r && i < n->n; i++) {
-                        avro_value_t child;
-                        if (avro_value_get_by_index(v, i, &child, NULL))
-                                goto fail;
-                        json_t *e = tb_to_json(c, n->fields[i].type, &child, depth + 1);
-                        if (!e || json_object_set_new(r, n->fields[i].name, e))
-                                goto fail;
-                }
-                return r;
-        }
-fail:
-        json_decref(r);
-        return NULL;
-}
-
-tb_err_t tb_serde_decode(const void *data, size_t len, tb_schema_id_t expect,
-                         tb_schema_id_t *got, json_t **out, char *errstr, size_t errstr_size) {
-        tb_err_t err = tb_serde_init(errstr, errstr_size);
-        if (out)
-                *out = NULL;
-        if (err != TB_OK)
-                return err;
-        if (!out)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "decode: no output pointer");
-        if (expect != TB_SCHEMA_ANY && ((int)expect < 0 || expect >= TB_SCHEMA__COUNT))
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "decode: unknown schema id %d", (int)expect);
-        const unsigned char *p = data;
-        if (!p || len < TB_SERDE_HEADER)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "message too short: %zu bytes, an Avro single-object message "
-                                 "has at least 10 (C3 01 and an 8-byte fingerprint)",
-                                 p ? len : 0);
-        if (p[0] != 0xc3 || p[1] != 0x01)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "bad magic %02X %02X: not an Avro single-object message "
-                                 "(expected C3 01)", p[0], p[1]);
-        uint64_t fp = 0;
-        for (int i = 7; i >= 0; i--)
-                fp = (fp << 8) | p[2 + i];
-        int id = -1;
-        for (int i = 0; i < TB_SCHEMA__COUNT && id < 0; i++)
-                if (tb_schemas[i].fp == fp || tb_schemas[i].fp_legacy == fp)
-                        id = i;
-        if (id < 0)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "unknown schema fingerprint %016llx: not one of the %d known "
-                                 "schemas (written with a newer or foreign schema?)",
-                                 (unsigned long long)fp, (int)TB_SCHEMA__COUNT);
-        if (expect != TB_SCHEMA_ANY && id != (int)expect)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "message is a %s, expected a %s", tb_schema_names[id],
-                                 tb_schema_names[expect]);
-        tb_schema_t *s = &tb_schemas[id];
-
-        tb_rd_t r = {.p = p + TB_SERDE_HEADER, .len = len - TB_SERDE_HEADER,
-                     .errstr = errstr, .errstr_size = errstr_size};
-        r.max_elems = r.len + TB_SERDE_ZERO_ELEMS;
-        tb_path_set(&r.path, s->name);
-        if ((err = tb_walk(&r, s->root, 0)) != TB_OK)
-                return err;
-        if (r.pos != r.len)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: %zu trailing bytes after the datum (at byte %zu of %zu)",
-                                 s->name, r.len - r.pos, r.pos + TB_SERDE_HEADER, len);
-
-        tb_ectx_t c = {.errstr = errstr, .errstr_size = errstr_size};
-        tb_path_set(&c.path, s->name);
-        avro_reader_t rd = avro_reader_memory((const char *)r.p, (int64_t)r.len);
-        if (!rd)
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "decode: out of memory");
-        avro_value_t av;
-        if (avro_generic_value_new(s->iface, &av)) {
-                avro_reader_free(rd);
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "decode %s: avro-c: %s",
-                                 s->name, avro_strerror());
-        }
-        if (avro_value_read(rd, &av))
-                err = tb_avro_fail(&c, "read");
-        else if (!(*out = tb_to_json(&c, s->root, &av, 0)))
-                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                "decode %s: could not build the JSON value", s->name);
-        avro_value_decref(&av);
-        avro_reader_free(rd);
-        if (err == TB_OK && got)
-                *got = (tb_schema_id_t)id;
-        return err;
 }

@@ -1,0 +1,116 @@
+/**
+ * @file serde/serde_internal.h
+ * @brief Private to serde/: the schema tree shared by schema.c (which builds
+ *        it and holds the embedded schemas), encode.c and decode.c.
+ *
+ * Nothing outside core/lib/serde/ includes this; the public API is serde.h.
+ */
+#ifndef TB_SERDE_INTERNAL_H
+#define TB_SERDE_INTERNAL_H
+
+#include "serde/serde.h"
+
+#include <avro.h>
+
+#define TB_SERDE_MAX_DEPTH 64   /* schema and data nesting limit */
+#define TB_SERDE_ZERO_ELEMS 65536 /* extra elements allowed beyond the
+                                   * byte count (zero-size items) */
+#define TB_SERDE_HEADER 10      /* C3 01 + 8-byte fingerprint */
+
+/* ---- schema tree ---------------------------------------------------- */
+
+typedef enum tb_atype {
+        TA_NULL,
+        TA_BOOLEAN,
+        TA_INT,
+        TA_LONG,
+        TA_FLOAT,
+        TA_DOUBLE,
+        TA_BYTES,
+        TA_STRING,
+        TA_RECORD,
+        TA_ENUM,
+        TA_ARRAY,
+        TA_MAP,
+        TA_UNION,
+        TA_FIXED,
+} tb_atype_t;
+
+extern const char *const tb_atype_names[];
+
+typedef struct tb_snode tb_snode_t;
+
+typedef struct tb_sfield {
+        const char *name;   /* borrowed from the schema JSON */
+        tb_snode_t *type;
+        json_t *raw_dflt;   /* borrowed: "default" as written in the avsc */
+        json_t *dflt;       /* owned: the default in serde.h's mapping */
+} tb_sfield_t;
+
+struct tb_snode {
+        tb_atype_t t;
+        bool attrs;          /* primitive written as an object with extra
+                              * attributes (e.g. logicalType) */
+        char *fullname;      /* named types: owned */
+        char *ns;            /* named types: namespace for children, owned */
+        size_t n;            /* fields, symbols or branches */
+        tb_sfield_t *fields;
+        const char **symbols;  /* borrowed strings */
+        tb_snode_t **branches;
+        tb_snode_t *items;   /* array items, map values */
+        size_t size;         /* fixed */
+        size_t minsize;      /* fewest bytes one datum can take */
+        int minstate;        /* 0 unknown, 1 computing, 2 done */
+};
+
+typedef struct tb_path {
+        char s[256];
+        size_t len;
+} tb_path_t;
+
+typedef struct tb_sctx {
+        tb_snode_t **nodes;
+        size_t nnodes, capnodes;
+        tb_snode_t **named;
+        size_t nnamed, capnamed;
+        tb_path_t path;
+        char *errstr;
+        size_t errstr_size;
+} tb_sctx_t;
+
+typedef struct tb_schema {
+        const char *name;
+        json_t *doc;               /* keeps borrowed names alive */
+        tb_sctx_t ctx;
+        tb_snode_t *root;
+        char *canonical;           /* spec form: what we write */
+        char *canonical_legacy;    /* python-avro 1.11 form: also accepted */
+        uint64_t fp, fp_legacy;
+        avro_schema_t aschema;
+        avro_value_iface_t *iface; /* immutable once built: shared by threads */
+} tb_schema_t;
+
+/* the embedded schemas, built once by tb_serde_init() (schema.c) */
+extern const char *const tb_schema_names[TB_SCHEMA__COUNT];
+extern tb_schema_t tb_schemas[TB_SCHEMA__COUNT];
+
+typedef struct tb_ectx {
+        tb_path_t path;
+        char *errstr;
+        size_t errstr_size;
+} tb_ectx_t;
+
+/* schema.c: error paths and checks shared by the three files */
+size_t tb_path_push(tb_path_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tb_path_pop(tb_path_t *p, size_t old);
+void tb_path_set(tb_path_t *p, const char *root);
+size_t tb_path_push_key(tb_path_t *p, const char *key, size_t len);
+bool tb_utf8_valid(const unsigned char *s, size_t len);
+const char *tb_json_type_name(const json_t *j);
+void tb_snode_describe(const tb_snode_t *n, char *buf, size_t size);
+
+/* encode.c: errors of a value walk, also used by decode.c */
+tb_err_t tb_ectx_err(tb_ectx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+tb_err_t tb_avro_fail(tb_ectx_t *c, const char *what);
+
+#endif /* TB_SERDE_INTERNAL_H */
