@@ -117,17 +117,18 @@ static tb_err_t tb_walk_blocks(tb_rd_t *r, const tb_snode_t *n, int depth) {
                                 size_t koff, klen, kstart = r->pos;
                                 if ((err = tb_rd_lenbytes(r, "map key", &koff, &klen)) != TB_OK)
                                         return err;
-                                old = tb_path_push_key(&r->path, (const char *)r->p + koff, klen);
+                                old = tb_serde_path_push_key(&r->path, (const char *)r->p + koff,
+                                                             klen);
                                 if (memchr(r->p + koff, 0, klen))
                                         return tb_rd_err(r, kstart, "map key contains a NUL byte");
-                                if (!tb_utf8_valid(r->p + koff, klen))
+                                if (!tb_serde_utf8_valid(r->p + koff, klen))
                                         return tb_rd_err(r, kstart, "map key is not valid UTF-8");
                         } else {
-                                old = tb_path_push(&r->path, "[%zu]", index);
+                                old = tb_serde_path_push(&r->path, "[%zu]", index);
                         }
                         if ((err = tb_walk(r, n->items, depth + 1)) != TB_OK)
                                 return err;
-                        tb_path_pop(&r->path, old);
+                        tb_serde_path_pop(&r->path, old);
                 }
                 if (bsize >= 0 && r->pos - body != (size_t)bsize)
                         return tb_rd_err(r, body, "block size says %lld bytes but its items "
@@ -160,7 +161,7 @@ static tb_err_t tb_walk(tb_rd_t *r, const tb_snode_t *n, int depth) {
         case TA_DOUBLE: {
                 size_t w = n->t == TA_FLOAT ? 4 : 8;
                 if (r->len - r->pos < w)
-                        return tb_rd_err(r, start, "truncated %s", tb_atype_names[n->t]);
+                        return tb_rd_err(r, start, "truncated %s", tb_serde_atype_names[n->t]);
                 double d;
                 if (w == 4) {
                         float f;
@@ -179,7 +180,7 @@ static tb_err_t tb_walk(tb_rd_t *r, const tb_snode_t *n, int depth) {
         case TA_STRING:
                 if ((err = tb_rd_lenbytes(r, "string", &off, &len)) != TB_OK)
                         return err;
-                if (!tb_utf8_valid(r->p + off, len))
+                if (!tb_serde_utf8_valid(r->p + off, len))
                         return tb_rd_err(r, start, "string is not valid UTF-8");
                 break;
         case TA_FIXED:
@@ -207,10 +208,10 @@ static tb_err_t tb_walk(tb_rd_t *r, const tb_snode_t *n, int depth) {
                 return tb_walk_blocks(r, n, depth);
         case TA_RECORD:
                 for (size_t i = 0; i < n->n; i++) {
-                        size_t old = tb_path_push(&r->path, ".%s", n->fields[i].name);
+                        size_t old = tb_serde_path_push(&r->path, ".%s", n->fields[i].name);
                         if ((err = tb_walk(r, n->fields[i].type, depth + 1)) != TB_OK)
                                 return err;
-                        tb_path_pop(&r->path, old);
+                        tb_serde_path_pop(&r->path, old);
                 }
                 break;
         }
@@ -342,7 +343,7 @@ tb_err_t tb_serde_decode(const void *data, size_t len, tb_schema_id_t expect,
                 fp = (fp << 8) | p[2 + i];
         int id = -1;
         for (int i = 0; i < TB_SCHEMA__COUNT && id < 0; i++)
-                if (tb_schemas[i].fp == fp || tb_schemas[i].fp_legacy == fp)
+                if (tb_serde_schemas[i].fp == fp || tb_serde_schemas[i].fp_legacy == fp)
                         id = i;
         if (id < 0)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
@@ -351,14 +352,14 @@ tb_err_t tb_serde_decode(const void *data, size_t len, tb_schema_id_t expect,
                                  (unsigned long long)fp, (int)TB_SCHEMA__COUNT);
         if (expect != TB_SCHEMA_ANY && id != (int)expect)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "message is a %s, expected a %s", tb_schema_names[id],
-                                 tb_schema_names[expect]);
-        tb_schema_t *s = &tb_schemas[id];
+                                 "message is a %s, expected a %s", tb_serde_schema_names[id],
+                                 tb_serde_schema_names[expect]);
+        tb_schema_t *s = &tb_serde_schemas[id];
 
         tb_rd_t r = {.p = p + TB_SERDE_HEADER, .len = len - TB_SERDE_HEADER,
                      .errstr = errstr, .errstr_size = errstr_size};
         r.max_elems = r.len + TB_SERDE_ZERO_ELEMS;
-        tb_path_set(&r.path, s->name);
+        tb_serde_path_set(&r.path, s->name);
         if ((err = tb_walk(&r, s->root, 0)) != TB_OK)
                 return err;
         if (r.pos != r.len)
@@ -367,7 +368,7 @@ tb_err_t tb_serde_decode(const void *data, size_t len, tb_schema_id_t expect,
                                  s->name, r.len - r.pos, r.pos + TB_SERDE_HEADER, len);
 
         tb_ectx_t c = {.errstr = errstr, .errstr_size = errstr_size};
-        tb_path_set(&c.path, s->name);
+        tb_serde_path_set(&c.path, s->name);
         avro_reader_t rd = avro_reader_memory((const char *)r.p, (int64_t)r.len);
         if (!rd)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "decode: out of memory");
@@ -378,7 +379,7 @@ tb_err_t tb_serde_decode(const void *data, size_t len, tb_schema_id_t expect,
                                  s->name, avro_strerror());
         }
         if (avro_value_read(rd, &av))
-                err = tb_avro_fail(&c, "read");
+                err = tb_serde_avro_fail(&c, "read");
         else if (!(*out = tb_to_json(&c, s->root, &av, 0)))
                 err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                 "decode %s: could not build the JSON value", s->name);

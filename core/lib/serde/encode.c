@@ -12,7 +12,7 @@
 
 /* ---- encode: JSON -> avro value ------------------------------------ */
 
-tb_err_t tb_ectx_err(tb_ectx_t *c, const char *fmt, ...) {
+tb_err_t tb_serde_ectx_err(tb_ectx_t *c, const char *fmt, ...) {
         char msg[512];
         va_list ap;
         va_start(ap, fmt);
@@ -21,15 +21,15 @@ tb_err_t tb_ectx_err(tb_ectx_t *c, const char *fmt, ...) {
         return tb_seterr(c->errstr, c->errstr_size, TB_ERR_INVALID, "%s: %s", c->path.s, msg);
 }
 
-tb_err_t tb_avro_fail(tb_ectx_t *c, const char *what) {
+tb_err_t tb_serde_avro_fail(tb_ectx_t *c, const char *what) {
         return tb_seterr(c->errstr, c->errstr_size, TB_ERR_INTERNAL, "%s: avro-c %s: %s",
                          c->path.s, what, avro_strerror());
 }
 
 static tb_err_t tb_expected(tb_ectx_t *c, const tb_snode_t *n, const json_t *j) {
         char want[160];
-        tb_snode_describe(n, want, sizeof(want));
-        return tb_ectx_err(c, "expected %s, got %s", want, tb_json_type_name(j));
+        tb_serde_snode_describe(n, want, sizeof(want));
+        return tb_serde_ectx_err(c, "expected %s, got %s", want, tb_serde_json_type_name(j));
 }
 
 /** Quick check used to pick a union branch for a JSON value. */
@@ -45,7 +45,7 @@ static bool tb_branch_accepts(const tb_snode_t *n, const json_t *j) {
         case TA_DOUBLE: return json_is_number(j);
         case TA_STRING:
                 return json_is_string(j) &&
-                       tb_utf8_valid((const unsigned char *)json_string_value(j),
+                       tb_serde_utf8_valid((const unsigned char *)json_string_value(j),
                                      json_string_length(j));
         case TA_BYTES: return json_is_string(j);
         case TA_FIXED: return json_is_string(j) && json_string_length(j) == n->size;
@@ -88,29 +88,30 @@ static tb_err_t tb_fill_record(tb_ectx_t *c, const tb_snode_t *n, const json_t *
                         for (size_t i = 0; i < n->n && o < sizeof(list); i++)
                                 o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
                                                       i ? ", " : "", n->fields[i].name);
-                        tb_path_push(&c->path, ".%s", key);
-                        return tb_ectx_err(c, "unknown field (%s has: %s)", n->fullname, list);
+                        tb_serde_path_push(&c->path, ".%s", key);
+                        return tb_serde_ectx_err(c, "unknown field (%s has: %s)", n->fullname,
+                                                 list);
                 }
         }
         for (size_t i = 0; i < n->n; i++) {
                 const tb_sfield_t *f = &n->fields[i];
-                size_t old = tb_path_push(&c->path, ".%s", f->name);
+                size_t old = tb_serde_path_push(&c->path, ".%s", f->name);
                 jv = json_object_get(j, f->name);
                 if (!jv)
                         jv = f->dflt;
                 if (!jv) {
                         char want[160];
-                        tb_snode_describe(f->type, want, sizeof(want));
-                        return tb_ectx_err(c, "missing required field (type %s, no default)",
+                        tb_serde_snode_describe(f->type, want, sizeof(want));
+                        return tb_serde_ectx_err(c, "missing required field (type %s, no default)",
                                            want);
                 }
                 avro_value_t child;
                 if (avro_value_get_by_index(v, i, &child, NULL))
-                        return tb_avro_fail(c, "get field");
+                        return tb_serde_avro_fail(c, "get field");
                 tb_err_t err = tb_fill(c, f->type, jv, &child, depth + 1);
                 if (err != TB_OK)
                         return err;
-                tb_path_pop(&c->path, old);
+                tb_serde_path_pop(&c->path, old);
         }
         return TB_OK;
 }
@@ -135,16 +136,17 @@ static tb_err_t tb_fill_union(tb_ectx_t *c, const tb_snode_t *n, const json_t *j
                 size_t o = 0;
                 for (size_t i = 0; i < n->n && o < sizeof(list); i++) {
                         char d[160];
-                        tb_snode_describe(n->branches[i], d, sizeof(d));
+                        tb_serde_snode_describe(n->branches[i], d, sizeof(d));
                         o += (size_t)snprintf(list + o, sizeof(list) - o, "%s%s",
                                               i ? " or " : "", d);
                 }
-                return tb_ectx_err(c, "expected %s, got %s", n->n ? list : "nothing (empty union)",
-                                   tb_json_type_name(j));
+                return tb_serde_ectx_err(c, "expected %s, got %s",
+                                         n->n ? list : "nothing (empty union)",
+                                         tb_serde_json_type_name(j));
         }
         avro_value_t branch;
         if (avro_value_set_branch(v, (int)pick, &branch))
-                return tb_avro_fail(c, "set branch");
+                return tb_serde_avro_fail(c, "set branch");
         return tb_fill(c, n->branches[pick], j, &branch, depth + 1);
 }
 
@@ -152,7 +154,8 @@ static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro
                         int depth) {
         int rc = 0;
         if (depth > TB_SERDE_MAX_DEPTH)
-                return tb_ectx_err(c, "value nested more than %d levels deep", TB_SERDE_MAX_DEPTH);
+                return tb_serde_ectx_err(c, "value nested more than %d levels deep",
+                                         TB_SERDE_MAX_DEPTH);
         switch (n->t) {
         case TA_NULL:
                 if (!json_is_null(j))
@@ -168,7 +171,7 @@ static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro
                 if (!json_is_integer(j))
                         return tb_expected(c, n, j);
                 if (json_integer_value(j) < INT32_MIN || json_integer_value(j) > INT32_MAX)
-                        return tb_ectx_err(c, "%lld does not fit in an int (32 bits)",
+                        return tb_serde_ectx_err(c, "%lld does not fit in an int (32 bits)",
                                            (long long)json_integer_value(j));
                 rc = avro_value_set_int(v, (int32_t)json_integer_value(j));
                 break;
@@ -190,9 +193,9 @@ static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro
         case TA_STRING:
                 if (!json_is_string(j))
                         return tb_expected(c, n, j);
-                if (!tb_utf8_valid((const unsigned char *)json_string_value(j),
+                if (!tb_serde_utf8_valid((const unsigned char *)json_string_value(j),
                                    json_string_length(j)))
-                        return tb_ectx_err(c, "string is not valid UTF-8");
+                        return tb_serde_ectx_err(c, "string is not valid UTF-8");
                 /* avro-c's size counts the NUL terminator jansson keeps */
                 rc = avro_value_set_string_len(v, json_string_value(j), json_string_length(j) + 1);
                 break;
@@ -205,8 +208,8 @@ static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro
                 if (!json_is_string(j))
                         return tb_expected(c, n, j);
                 if (json_string_length(j) != n->size)
-                        return tb_ectx_err(c, "%s needs exactly %zu bytes, got %zu", n->fullname,
-                                           n->size, json_string_length(j));
+                        return tb_serde_ectx_err(c, "%s needs exactly %zu bytes, got %zu",
+                                                 n->fullname, n->size, json_string_length(j));
                 rc = avro_value_set_fixed(v, (void *)json_string_value(j), n->size);
                 break;
         case TA_ENUM: {
@@ -224,21 +227,21 @@ static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro
                                               n->symbols[i]);
                 char shown[64];
                 snprintf(shown, sizeof(shown), "%s", json_string_value(j));
-                return tb_ectx_err(c, "'%s' is not one of %s", shown, list);
+                return tb_serde_ectx_err(c, "'%s' is not one of %s", shown, list);
         }
         case TA_ARRAY:
                 if (!json_is_array(j))
                         return tb_expected(c, n, j);
                 for (size_t i = 0; i < json_array_size(j); i++) {
                         avro_value_t child;
-                        size_t old = tb_path_push(&c->path, "[%zu]", i);
+                        size_t old = tb_serde_path_push(&c->path, "[%zu]", i);
                         if (avro_value_append(v, &child, NULL))
-                                return tb_avro_fail(c, "append");
+                                return tb_serde_avro_fail(c, "append");
                         tb_err_t err = tb_fill(c, n->items, json_array_get(j, i), &child,
                                                depth + 1);
                         if (err != TB_OK)
                                 return err;
-                        tb_path_pop(&c->path, old);
+                        tb_serde_path_pop(&c->path, old);
                 }
                 break;
         case TA_MAP: {
@@ -249,19 +252,19 @@ static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro
                      iter = json_object_iter_next((json_t *)j, iter)) {
                         const char *key = json_object_iter_key(iter);
                         size_t klen = json_object_iter_key_len(iter);
-                        size_t old = tb_path_push_key(&c->path, key, klen);
+                        size_t old = tb_serde_path_push_key(&c->path, key, klen);
                         if (klen != strlen(key))
-                                return tb_ectx_err(c, "map key contains a NUL byte");
-                        if (!tb_utf8_valid((const unsigned char *)key, klen))
-                                return tb_ectx_err(c, "map key is not valid UTF-8");
+                                return tb_serde_ectx_err(c, "map key contains a NUL byte");
+                        if (!tb_serde_utf8_valid((const unsigned char *)key, klen))
+                                return tb_serde_ectx_err(c, "map key is not valid UTF-8");
                         avro_value_t child;
                         if (avro_value_add(v, key, &child, NULL, NULL))
-                                return tb_avro_fail(c, "map add");
+                                return tb_serde_avro_fail(c, "map add");
                         tb_err_t err = tb_fill(c, n->items, json_object_iter_value(iter), &child,
                                                depth + 1);
                         if (err != TB_OK)
                                 return err;
-                        tb_path_pop(&c->path, old);
+                        tb_serde_path_pop(&c->path, old);
                 }
                 break;
         }
@@ -272,7 +275,7 @@ static tb_err_t tb_fill(tb_ectx_t *c, const tb_snode_t *n, const json_t *j, avro
         }
 done:
         if (rc)
-                return tb_avro_fail(c, "set value");
+                return tb_serde_avro_fail(c, "set value");
         return TB_OK;
 }
 
@@ -286,10 +289,10 @@ tb_err_t tb_serde_encode(tb_schema_id_t id, const json_t *value, tb_buf_t *out, 
                                  "encode: unknown schema id %d", (int)id);
         if (!value || !out)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "encode %s: no value or output buffer", tb_schema_names[id]);
-        tb_schema_t *s = &tb_schemas[id];
+                                 "encode %s: no value or output buffer", tb_serde_schema_names[id]);
+        tb_schema_t *s = &tb_serde_schemas[id];
         tb_ectx_t c = {.errstr = errstr, .errstr_size = errstr_size};
-        tb_path_set(&c.path, s->name);
+        tb_serde_path_set(&c.path, s->name);
         char *tmp = NULL;
         size_t size = 0;
         avro_writer_t w = NULL;
@@ -305,7 +308,7 @@ tb_err_t tb_serde_encode(tb_schema_id_t id, const json_t *value, tb_buf_t *out, 
         if (err != TB_OK)
                 goto done;
         if (avro_value_sizeof(&av, &size)) {
-                err = tb_avro_fail(&c, "sizeof");
+                err = tb_serde_avro_fail(&c, "sizeof");
                 goto done;
         }
         tmp = malloc(TB_SERDE_HEADER + size + 1);
@@ -320,7 +323,7 @@ tb_err_t tb_serde_encode(tb_schema_id_t id, const json_t *value, tb_buf_t *out, 
                 tmp[2 + i] = (char)((s->fp >> (8 * i)) & 0xff);
         w = avro_writer_memory(tmp + TB_SERDE_HEADER, (int64_t)size);
         if (!w || avro_value_write(w, &av) || avro_writer_tell(w) != (int64_t)size)
-                err = tb_avro_fail(&c, "write");
+                err = tb_serde_avro_fail(&c, "write");
 done:
         avro_value_decref(&av);
         if (w)

@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const tb_atype_names[] = {
+const char *const tb_serde_atype_names[] = {
         [TA_NULL] = "null",     [TA_BOOLEAN] = "boolean", [TA_INT] = "int",
         [TA_LONG] = "long",     [TA_FLOAT] = "float",     [TA_DOUBLE] = "double",
         [TA_BYTES] = "bytes",   [TA_STRING] = "string",   [TA_RECORD] = "record",
@@ -34,8 +34,8 @@ const char *const tb_atype_names[] = {
 
 /* ---- small helpers -------------------------------------------------- */
 
-/** Append a component; @returns the length to restore with tb_path_pop. */
-size_t tb_path_push(tb_path_t *p, const char *fmt, ...) {
+/** Append a component; @returns the length to restore with tb_serde_path_pop. */
+size_t tb_serde_path_push(tb_path_t *p, const char *fmt, ...) {
         size_t old = p->len;
         if (p->len < sizeof(p->s) - 1) {
                 va_list ap;
@@ -50,20 +50,20 @@ size_t tb_path_push(tb_path_t *p, const char *fmt, ...) {
         return old;
 }
 
-void tb_path_pop(tb_path_t *p, size_t old) {
+void tb_serde_path_pop(tb_path_t *p, size_t old) {
         p->len = old;
         p->s[old] = '\0';
 }
 
-void tb_path_set(tb_path_t *p, const char *root) {
+void tb_serde_path_set(tb_path_t *p, const char *root) {
         p->len = 0;
         p->s[0] = '\0';
-        tb_path_push(p, "%s", root);
+        tb_serde_path_push(p, "%s", root);
 }
 
 /** Push a map key, shortened and with non-printable bytes escaped so the
  *  error message stays one readable line. */
-size_t tb_path_push_key(tb_path_t *p, const char *key, size_t len) {
+size_t tb_serde_path_push_key(tb_path_t *p, const char *key, size_t len) {
         char tmp[48];
         size_t o = 0;
         for (size_t i = 0; i < len && o < sizeof(tmp) - 5; i++) {
@@ -74,11 +74,11 @@ size_t tb_path_push_key(tb_path_t *p, const char *key, size_t len) {
                         tmp[o++] = (char)ch;
         }
         tmp[o] = '\0';
-        return tb_path_push(p, "[\"%s%s\"]", tmp, o < len ? "..." : "");
+        return tb_serde_path_push(p, "[\"%s%s\"]", tmp, o < len ? "..." : "");
 }
 
 /** Strict UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
-bool tb_utf8_valid(const unsigned char *s, size_t len) {
+bool tb_serde_utf8_valid(const unsigned char *s, size_t len) {
         size_t i = 0;
         while (i < len) {
                 unsigned char c = s[i];
@@ -114,7 +114,7 @@ bool tb_utf8_valid(const unsigned char *s, size_t len) {
         return true;
 }
 
-const char *tb_json_type_name(const json_t *j) {
+const char *tb_serde_json_type_name(const json_t *j) {
         switch (json_typeof(j)) {
         case JSON_OBJECT: return "object";
         case JSON_ARRAY: return "array";
@@ -129,11 +129,11 @@ const char *tb_json_type_name(const json_t *j) {
 }
 
 /** Describe a node for messages: "long", "enum io.taskbus.RunStatus". */
-void tb_snode_describe(const tb_snode_t *n, char *buf, size_t size) {
+void tb_serde_snode_describe(const tb_snode_t *n, char *buf, size_t size) {
         if (n->fullname)
-                snprintf(buf, size, "%s %s", tb_atype_names[n->t], n->fullname);
+                snprintf(buf, size, "%s %s", tb_serde_atype_names[n->t], n->fullname);
         else
-                snprintf(buf, size, "%s", tb_atype_names[n->t]);
+                snprintf(buf, size, "%s", tb_serde_atype_names[n->t]);
 }
 
 /* ---- schema parsing ------------------------------------------------- */
@@ -190,7 +190,7 @@ static void tb_sctx_free(tb_sctx_t *c) {
 
 static int tb_prim_type(const char *s) {
         for (int t = TA_NULL; t <= TA_STRING; t++)
-                if (!strcmp(s, tb_atype_names[t]))
+                if (!strcmp(s, tb_serde_atype_names[t]))
                         return t;
         return -1;
 }
@@ -239,7 +239,7 @@ static tb_snode_t *tb_sparse(tb_sctx_t *c, json_t *j, const char *ns, int depth)
 static tb_err_t tb_sparse_name(tb_sctx_t *c, json_t *j, const char *ns, tb_snode_t *n) {
         json_t *jname = json_object_get(j, "name");
         if (!json_is_string(jname))
-                return tb_sctx_err(c, "a %s needs a string \"name\"", tb_atype_names[n->t]);
+                return tb_sctx_err(c, "a %s needs a string \"name\"", tb_serde_atype_names[n->t]);
         const char *name = json_string_value(jname);
         if (!tb_name_valid(name, true))
                 return tb_sctx_err(c, "invalid name '%s'", name);
@@ -312,13 +312,13 @@ static tb_err_t tb_sparse_record(tb_sctx_t *c, json_t *j, tb_snode_t *n, int dep
                 if (!ft)
                         return tb_sctx_err(c, "field '%s' of '%s' has no \"type\"", name,
                                            n->fullname);
-                size_t old = tb_path_push(&c->path, ".%s", name);
+                size_t old = tb_serde_path_push(&c->path, ".%s", name);
                 n->fields[i].name = name;
                 n->fields[i].type = tb_sparse(c, ft, n->ns, depth + 1);
                 if (!n->fields[i].type)
                         return TB_ERR_INVALID;
                 n->fields[i].raw_dflt = json_object_get(f, "default");
-                tb_path_pop(&c->path, old);
+                tb_serde_path_pop(&c->path, old);
         }
         return TB_OK;
 }
@@ -384,7 +384,7 @@ static tb_snode_t *tb_sparse(tb_sctx_t *c, json_t *j, const char *ns, int depth)
         }
         if (!json_is_object(j)) {
                 tb_sctx_err(c, "a type must be a string, an array or an object, not %s",
-                            tb_json_type_name(j));
+                            tb_serde_json_type_name(j));
                 return NULL;
         }
         json_t *jt = json_object_get(j, "type");
@@ -480,7 +480,7 @@ static size_t tb_snode_minsize(tb_snode_t *n) {
  *  JSON mapping of serde.h. @returns a new reference or NULL (error set). */
 static json_t *tb_dflt_convert(tb_sctx_t *c, const tb_snode_t *n, json_t *raw, int depth) {
         char want[160];
-        tb_snode_describe(n, want, sizeof(want));
+        tb_serde_snode_describe(n, want, sizeof(want));
         if (depth > TB_SERDE_MAX_DEPTH) {
                 tb_sctx_err(c, "default nested too deep");
                 return NULL;
@@ -611,7 +611,8 @@ static json_t *tb_dflt_convert(tb_sctx_t *c, const tb_snode_t *n, json_t *raw, i
                         return tb_dflt_convert(c, n->branches[0], raw, depth + 1);
                 break;
         }
-        tb_sctx_err(c, "default is %s, which is not a valid %s", tb_json_type_name(raw), want);
+        tb_sctx_err(c, "default is %s, which is not a valid %s", tb_serde_json_type_name(raw),
+                    want);
         return NULL;
 }
 
@@ -626,14 +627,14 @@ static tb_err_t tb_sctx_defaults(tb_sctx_t *c, const char *root) {
                         tb_sfield_t *f = &n->fields[k];
                         if (!f->raw_dflt)
                                 continue;
-                        tb_path_set(&c->path, root);
-                        tb_path_push(&c->path, " (%s.%s)", n->fullname, f->name);
+                        tb_serde_path_set(&c->path, root);
+                        tb_serde_path_push(&c->path, " (%s.%s)", n->fullname, f->name);
                         f->dflt = tb_dflt_convert(c, f->type, f->raw_dflt, 0);
                         if (!f->dflt)
                                 return TB_ERR_INVALID;
                 }
         }
-        tb_path_set(&c->path, root);
+        tb_serde_path_set(&c->path, root);
         return TB_OK;
 }
 
@@ -680,11 +681,11 @@ static void tb_pcf_emit(tb_pcf_t *p, const tb_snode_t *n) {
                  * object when the primitive had extra attributes */
                 if (p->legacy && n->attrs) {
                         tb_pcf_put(p, "{\"type\":\"");
-                        tb_pcf_put(p, tb_atype_names[n->t]);
+                        tb_pcf_put(p, tb_serde_atype_names[n->t]);
                         tb_pcf_put(p, "\"}");
                 } else {
                         tb_pcf_put(p, "\"");
-                        tb_pcf_put(p, tb_atype_names[n->t]);
+                        tb_pcf_put(p, tb_serde_atype_names[n->t]);
                         tb_pcf_put(p, "\"");
                 }
                 return;
@@ -795,7 +796,7 @@ uint64_t tb_serde_crc64(const void *data, size_t len) {
 
 /** Parse \p text into \p c; @returns the root node or NULL (error set). */
 static tb_snode_t *tb_schema_tree(tb_sctx_t *c, json_t *doc, const char *label) {
-        tb_path_set(&c->path, label);
+        tb_serde_path_set(&c->path, label);
         tb_snode_t *root = tb_sparse(c, doc, "", 0);
         if (!root)
                 return NULL;
@@ -833,7 +834,7 @@ out:
 /* ---- the embedded schemas ------------------------------------------- */
 
 /* Map by name: the enum order in serde.h need not match the table's. */
-const char *const tb_schema_names[TB_SCHEMA__COUNT] = {
+const char *const tb_serde_schema_names[TB_SCHEMA__COUNT] = {
         [TB_SCHEMA_TASK_COMMAND] = "TaskCommand",
         [TB_SCHEMA_TASK_REPLY] = "TaskReply",
         [TB_SCHEMA_TASK_EVENT] = "TaskEvent",
@@ -843,7 +844,7 @@ const char *const tb_schema_names[TB_SCHEMA__COUNT] = {
         [TB_SCHEMA_SCHEDULER_CHECKPOINT] = "SchedulerCheckpoint",
 };
 
-tb_schema_t tb_schemas[TB_SCHEMA__COUNT];
+tb_schema_t tb_serde_schemas[TB_SCHEMA__COUNT];
 static pthread_once_t tb_serde_once = PTHREAD_ONCE_INIT;
 static tb_err_t tb_serde_init_err = TB_OK;
 static char tb_serde_init_msg[512];
@@ -892,27 +893,27 @@ static void tb_serde_do_init(void) {
         for (int id = 0; id < TB_SCHEMA__COUNT; id++) {
                 const tb_schema_source_t *src = NULL;
                 for (const tb_schema_source_t *p = tb_schema_sources; p->name; p++)
-                        if (!strcmp(p->name, tb_schema_names[id]))
+                        if (!strcmp(p->name, tb_serde_schema_names[id]))
                                 src = p;
                 if (!src) {
                         tb_serde_init_err = tb_seterr(e, esz, TB_ERR_INTERNAL,
                                                       "schemas/%s.avsc is not embedded",
-                                                      tb_schema_names[id]);
+                                                      tb_serde_schema_names[id]);
                         return;
                 }
-                tb_serde_init_err = tb_schema_load(&tb_schemas[id], tb_schema_names[id],
+                tb_serde_init_err = tb_schema_load(&tb_serde_schemas[id], tb_serde_schema_names[id],
                                                    src->json, e, esz);
                 if (tb_serde_init_err != TB_OK)
                         return;
         }
         for (int a = 0; a < TB_SCHEMA__COUNT; a++)
                 for (int b = 0; b < TB_SCHEMA__COUNT; b++)
-                        if (a != b && (tb_schemas[a].fp == tb_schemas[b].fp ||
-                                       tb_schemas[a].fp == tb_schemas[b].fp_legacy)) {
+                        if (a != b && (tb_serde_schemas[a].fp == tb_serde_schemas[b].fp ||
+                                       tb_serde_schemas[a].fp == tb_serde_schemas[b].fp_legacy)) {
                                 tb_serde_init_err = tb_seterr(
                                         e, esz, TB_ERR_INTERNAL,
                                         "schemas %s and %s have the same fingerprint",
-                                        tb_schema_names[a], tb_schema_names[b]);
+                                        tb_serde_schema_names[a], tb_serde_schema_names[b]);
                                 return;
                         }
 }
@@ -934,21 +935,21 @@ static bool tb_serde_id_ok(tb_schema_id_t id) {
 }
 
 const char *tb_serde_name(tb_schema_id_t id) {
-        return (int)id >= 0 && id < TB_SCHEMA__COUNT ? tb_schema_names[id] : NULL;
+        return (int)id >= 0 && id < TB_SCHEMA__COUNT ? tb_serde_schema_names[id] : NULL;
 }
 
 uint64_t tb_serde_fingerprint(tb_schema_id_t id) {
-        return tb_serde_id_ok(id) ? tb_schemas[id].fp : 0;
+        return tb_serde_id_ok(id) ? tb_serde_schemas[id].fp : 0;
 }
 
 uint64_t tb_serde_fingerprint_legacy(tb_schema_id_t id) {
-        return tb_serde_id_ok(id) ? tb_schemas[id].fp_legacy : 0;
+        return tb_serde_id_ok(id) ? tb_serde_schemas[id].fp_legacy : 0;
 }
 
 const char *tb_serde_canonical(tb_schema_id_t id) {
-        return tb_serde_id_ok(id) ? tb_schemas[id].canonical : NULL;
+        return tb_serde_id_ok(id) ? tb_serde_schemas[id].canonical : NULL;
 }
 
 const char *tb_serde_canonical_legacy(tb_schema_id_t id) {
-        return tb_serde_id_ok(id) ? tb_schemas[id].canonical_legacy : NULL;
+        return tb_serde_id_ok(id) ? tb_serde_schemas[id].canonical_legacy : NULL;
 }

@@ -36,7 +36,7 @@ typedef enum tb_atype {
         TA_FIXED,
 } tb_atype_t;
 
-extern const char *const tb_atype_names[];
+extern const char *const tb_serde_atype_names[];
 
 typedef struct tb_snode tb_snode_t;
 
@@ -91,26 +91,41 @@ typedef struct tb_schema {
 } tb_schema_t;
 
 /* the embedded schemas, built once by tb_serde_init() (schema.c) */
-extern const char *const tb_schema_names[TB_SCHEMA__COUNT];
-extern tb_schema_t tb_schemas[TB_SCHEMA__COUNT];
+extern const char *const tb_serde_schema_names[TB_SCHEMA__COUNT];
+extern tb_schema_t tb_serde_schemas[TB_SCHEMA__COUNT];
 
+/** The state of one encode (or of decode's JSON build): the field path
+ *  errors name, and the caller's errstr. */
 typedef struct tb_ectx {
         tb_path_t path;
         char *errstr;
         size_t errstr_size;
 } tb_ectx_t;
 
-/* schema.c: error paths and checks shared by the three files */
-size_t tb_path_push(tb_path_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void tb_path_pop(tb_path_t *p, size_t old);
-void tb_path_set(tb_path_t *p, const char *root);
-size_t tb_path_push_key(tb_path_t *p, const char *key, size_t len);
-bool tb_utf8_valid(const unsigned char *s, size_t len);
-const char *tb_json_type_name(const json_t *j);
-void tb_snode_describe(const tb_snode_t *n, char *buf, size_t size);
+/* ---- schema.c: helpers the three files share --------------------- */
 
-/* encode.c: errors of a value walk, also used by decode.c */
-tb_err_t tb_ectx_err(tb_ectx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-tb_err_t tb_avro_fail(tb_ectx_t *c, const char *what);
+/** Append a path component ("TaskEvent.task" + ".schedule");
+ *  @returns the length to restore with tb_serde_path_pop(). */
+size_t tb_serde_path_push(tb_path_t *p, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+void tb_serde_path_pop(tb_path_t *p, size_t old);
+/** Reset \p p to the root record's name. */
+void tb_serde_path_set(tb_path_t *p, const char *root);
+/** Push a map key, shortened and escaped so messages stay one line. */
+size_t tb_serde_path_push_key(tb_path_t *p, const char *key, size_t len);
+/** Strict UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
+bool tb_serde_utf8_valid(const unsigned char *s, size_t len);
+/** "object", "integer"...: the JSON type of \p j, for messages. */
+const char *tb_serde_json_type_name(const json_t *j);
+/** Describe a node for messages: "long", "enum io.taskbus.RunStatus". */
+void tb_serde_snode_describe(const tb_snode_t *n, char *buf, size_t size);
+
+/* ---- encode.c: errors of a value walk, also used by decode.c ------- */
+
+/** TB_ERR_INVALID with "<path>: <message>" in the context's errstr. */
+tb_err_t tb_serde_ectx_err(tb_ectx_t *c, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+/** TB_ERR_INTERNAL naming the avro-c call \p what and avro_strerror(). */
+tb_err_t tb_serde_avro_fail(tb_ectx_t *c, const char *what);
 
 #endif /* TB_SERDE_INTERNAL_H */
