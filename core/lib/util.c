@@ -122,6 +122,35 @@ int64_t tb_mono_us(void) {
         return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+tb_err_t tb_cond_init_mono(pthread_cond_t *cv) {
+        pthread_condattr_t a;
+        if (pthread_condattr_init(&a))
+                return TB_ERR_NOMEM;
+        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+        int rc = pthread_cond_init(cv, &a);
+        pthread_condattr_destroy(&a);
+        return rc ? TB_ERR_NOMEM : TB_OK;
+}
+
+struct timespec tb_mono_deadline(int64_t ms) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (ms < 0)
+                ms = 0;
+        ts.tv_sec += (time_t)(ms / 1000);
+        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        return ts;
+}
+
+bool tb_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms) {
+        struct timespec ts = tb_mono_deadline(ms);
+        return pthread_cond_timedwait(cv, mu, &ts) != ETIMEDOUT;
+}
+
 void tb_time_format(int64_t ms, char buf[32]) {
         int64_t secs = ms / 1000;
         int64_t frac = ms % 1000;

@@ -437,11 +437,7 @@ tb_err_t tb_plugin_load(const char *path, const tb_plugin_kv_t *config,
         if (!pi)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
         pthread_mutex_init(&pi->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&pi->cond, &ca);
-        pthread_condattr_destroy(&ca);
+        tb_cond_init_mono(&pi->cond);
         pi->path = strdup(path);
         if (!pi->path) {
                 err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
@@ -674,14 +670,7 @@ void tb_plugin_unload(tb_plugin_instance_t *pi, int wait_ms) {
         }
         free(list);
 
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += wait_ms / 1000;
-        until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = tb_mono_deadline(wait_ms);
         pthread_mutex_lock(&pi->lock);
         while (pi->n_active > 0 &&
                pthread_cond_timedwait(&pi->cond, &pi->lock, &until) != ETIMEDOUT)
