@@ -106,6 +106,14 @@ tb_err_t tb_time_parse(const char *s, int64_t *ms, char *errstr,
 
 /* ---- small utilities ----------------------------------------------------- */
 
+/**
+ * @brief Grow an array for appending: to twice *\p cap elements of
+ *        \p elem_size bytes, or to \p first when it has none yet.
+ * @returns the new array, *\p cap updated (the old pointer is gone, as with
+ *          realloc()); or NULL when out of memory, \p arr and *\p cap untouched.
+ */
+void *tb_array_grow(void *arr, size_t *cap, size_t elem_size, size_t first);
+
 /** Random UUID v4 string into \p out (37 bytes). Uses getrandom(2). */
 void tb_uuid4(char out[37]);
 /** Fill \p buf with \p len cryptographically random bytes. */

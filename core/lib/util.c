@@ -48,6 +48,16 @@ tb_err_t tb_seterr(char *errstr, size_t errstr_size, tb_err_t err,
         return err;
 }
 
+void *tb_array_grow(void *arr, size_t *cap, size_t elem_size, size_t first) {
+        if (!elem_size || *cap > SIZE_MAX / 2 / elem_size || first > SIZE_MAX / elem_size)
+                return NULL;
+        size_t n = *cap ? *cap * 2 : first;
+        void *p = realloc(arr, n * elem_size);
+        if (p)
+                *cap = n;
+        return p;
+}
+
 bool tb_snprintf(char *buf, size_t size, const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);

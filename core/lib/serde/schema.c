@@ -153,12 +153,10 @@ static tb_err_t tb_sctx_err(tb_sctx_t *c, const char *fmt, ...) {
 
 static tb_snode_t *tb_snode_new(tb_sctx_t *c, tb_atype_t t) {
         if (c->nnodes == c->capnodes) {
-                size_t cap = c->capnodes ? c->capnodes * 2 : 32;
-                tb_snode_t **nn = realloc(c->nodes, cap * sizeof(*nn));
+                tb_snode_t **nn = tb_array_grow(c->nodes, &c->capnodes, sizeof(*nn), 32);
                 if (!nn)
                         return NULL;
                 c->nodes = nn;
-                c->capnodes = cap;
         }
         tb_snode_t *n = calloc(1, sizeof(*n));
         if (!n)
@@ -276,12 +274,10 @@ static tb_err_t tb_sparse_name(tb_sctx_t *c, json_t *j, const char *ns, tb_snode
         if (!n->ns)
                 return tb_seterr(c->errstr, c->errstr_size, TB_ERR_NOMEM, "out of memory");
         if (c->nnamed == c->capnamed) {
-                size_t cap = c->capnamed ? c->capnamed * 2 : 16;
-                tb_snode_t **nn = realloc(c->named, cap * sizeof(*nn));
+                tb_snode_t **nn = tb_array_grow(c->named, &c->capnamed, sizeof(*nn), 16);
                 if (!nn)
                         return tb_seterr(c->errstr, c->errstr_size, TB_ERR_NOMEM, "out of memory");
                 c->named = nn;
-                c->capnamed = cap;
         }
         c->named[c->nnamed++] = n;
         return TB_OK;
@@ -658,14 +654,12 @@ static bool tb_pcf_seen(tb_pcf_t *p, const tb_snode_t *n) {
                 if (p->done[i] == n)
                         return true;
         if (p->ndone == p->capdone) {
-                size_t cap = p->capdone ? p->capdone * 2 : 16;
-                const tb_snode_t **nd = realloc(p->done, cap * sizeof(*nd));
+                const tb_snode_t **nd = tb_array_grow(p->done, &p->capdone, sizeof(*nd), 16);
                 if (!nd) {
                         p->nomem = true;
                         return true;
                 }
                 p->done = nd;
-                p->capdone = cap;
         }
         p->done[p->ndone++] = n;
         return false;
