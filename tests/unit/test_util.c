@@ -7,6 +7,8 @@
 #include "tb.h"
 
 #include <criterion/criterion.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -77,4 +79,22 @@ Test(util, mono_deadline_and_cond_wait) {
         pthread_mutex_unlock(&mu);
         cr_assert(took >= 50 && took < 5000, "waited %lld ms", (long long)took);
         pthread_cond_destroy(&cv);
+}
+
+Test(util, array_grow) {
+        size_t cap = 0;
+        int *a = tb_array_grow(NULL, &cap, sizeof(*a), 4);
+        cr_assert_not_null(a);
+        cr_assert_eq(cap, 4, "starts at first");
+        for (int i = 0; i < 4; i++)
+                a[i] = i;
+        int *b = tb_array_grow(a, &cap, sizeof(*b), 4);
+        cr_assert_not_null(b);
+        cr_assert_eq(cap, 8, "then doubles");
+        for (int i = 0; i < 4; i++)
+                cr_assert_eq(b[i], i, "keeps the elements");
+        size_t huge = SIZE_MAX / 2;
+        cr_assert_null(tb_array_grow(b, &huge, sizeof(*b), 4), "an overflowing size is refused");
+        cr_assert_eq(huge, SIZE_MAX / 2, "capacity untouched on failure");
+        free(b);
 }
