@@ -14,10 +14,12 @@
 #ifndef TB_H
 #define TB_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdbool.h>
+#include <time.h>
 
 /** Error codes. 0 is success; everything else carries an errstr. */
 typedef enum tb_err {
@@ -76,6 +78,24 @@ void tb_log(tb_log_level_t level, const char *subsys, const char *fmt, ...)
 int64_t tb_now_ms(void);
 /** Monotonic clock in microseconds (for durations and timeouts). */
 int64_t tb_mono_us(void);
+
+/**
+ * @brief Initialise \p cv on CLOCK_MONOTONIC, so that a step of the wall
+ *        clock neither stretches nor cuts a timed wait on it. Wait on it with
+ *        tb_cond_wait_ms() or pthread_cond_timedwait() and tb_mono_deadline().
+ * @returns TB_OK, or TB_ERR_NOMEM when pthreads is out of resources (its only
+ *          failure on Linux); nothing to destroy then.
+ */
+tb_err_t tb_cond_init_mono(pthread_cond_t *cv);
+/** The CLOCK_MONOTONIC instant \p ms from now (a negative \p ms is now), as
+ *  pthread_cond_timedwait() on a tb_cond_init_mono() condition wants it. */
+struct timespec tb_mono_deadline(int64_t ms);
+/**
+ * @brief Wait on \p cv (made by tb_cond_init_mono(), \p mu held) for at most
+ *        \p ms milliseconds; as with any condition wait, it may wake early.
+ * @returns false when the time ran out, true when woken.
+ */
+bool tb_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
 /** Format epoch milliseconds as RFC 3339 UTC ("2026-01-02T03:04:05.678Z";
  *  the fraction is omitted when zero). \p buf must hold 32 bytes. */
 void tb_time_format(int64_t ms, char buf[32]);
@@ -85,6 +105,14 @@ tb_err_t tb_time_parse(const char *s, int64_t *ms, char *errstr,
                        size_t errstr_size);
 
 /* ---- small utilities ----------------------------------------------------- */
+
+/**
+ * @brief Grow an array for appending: to twice *\p cap elements of
+ *        \p elem_size bytes, or to \p first when it has none yet.
+ * @returns the new array, *\p cap updated (the old pointer is gone, as with
+ *          realloc()); or NULL when out of memory, \p arr and *\p cap untouched.
+ */
+void *tb_array_grow(void *arr, size_t *cap, size_t elem_size, size_t first);
 
 /** Random UUID v4 string into \p out (37 bytes). Uses getrandom(2). */
 void tb_uuid4(char out[37]);

@@ -27,7 +27,8 @@
  * Parse a duration: "500ms", "30s", "5m", "2h", "7d", "1w", combinations
  * ("1h30m"), decimals ("1.5h"), a bare integer (seconds), or an ISO 8601
  * duration ("PT30S", "P1DT2H"; years and months are refused: their length
- * varies). At most 1000 years; millisecond precision. @returns
+ * varies). At most 1000 years; millisecond precision. It is
+ * tb_pu_parse_duration() of taskbus/plugin_util.h. @returns
  * TB_ERR_INVALID with a user-readable message (it reaches REST clients).
  */
 tb_err_t tb_units_duration_parse(const char *s, int64_t *ms, char *errstr, size_t errstr_size);
@@ -35,7 +36,10 @@ tb_err_t tb_units_duration_parse(const char *s, int64_t *ms, char *errstr, size_
 /**
  * Parse a size: a bare integer (bytes) or a number with a unit, "256KiB",
  * "64MiB", "1GiB", "1TiB" (powers of 1024), "500KB", "1MB" (powers of 1000),
- * "512B". Decimals are allowed when the result is whole bytes ("1.5KiB").
+ * "512B", or Docker's single letters k, m, g, t in either case (powers of
+ * 1024: "512m"). Decimals are allowed when the result is whole bytes
+ * ("1.5KiB"). It is tb_pu_parse_size() of taskbus/plugin_util.h, so plugins
+ * read sizes exactly as the core does.
  * @returns TB_ERR_INVALID with a user-readable message on error.
  */
 tb_err_t tb_units_size_parse(const char *s, int64_t *bytes, char *errstr, size_t errstr_size);

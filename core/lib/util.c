@@ -48,6 +48,16 @@ tb_err_t tb_seterr(char *errstr, size_t errstr_size, tb_err_t err,
         return err;
 }
 
+void *tb_array_grow(void *arr, size_t *cap, size_t elem_size, size_t first) {
+        if (!elem_size || *cap > SIZE_MAX / 2 / elem_size || first > SIZE_MAX / elem_size)
+                return NULL;
+        size_t n = *cap ? *cap * 2 : first;
+        void *p = realloc(arr, n * elem_size);
+        if (p)
+                *cap = n;
+        return p;
+}
+
 bool tb_snprintf(char *buf, size_t size, const char *fmt, ...) {
         va_list ap;
         va_start(ap, fmt);
@@ -120,6 +130,35 @@ int64_t tb_mono_us(void) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+tb_err_t tb_cond_init_mono(pthread_cond_t *cv) {
+        pthread_condattr_t a;
+        if (pthread_condattr_init(&a))
+                return TB_ERR_NOMEM;
+        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+        int rc = pthread_cond_init(cv, &a);
+        pthread_condattr_destroy(&a);
+        return rc ? TB_ERR_NOMEM : TB_OK;
+}
+
+struct timespec tb_mono_deadline(int64_t ms) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if (ms < 0)
+                ms = 0;
+        ts.tv_sec += (time_t)(ms / 1000);
+        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+        }
+        return ts;
+}
+
+bool tb_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms) {
+        struct timespec ts = tb_mono_deadline(ms);
+        return pthread_cond_timedwait(cv, mu, &ts) != ETIMEDOUT;
 }
 
 void tb_time_format(int64_t ms, char buf[32]) {

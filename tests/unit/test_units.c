@@ -94,3 +94,26 @@ Test(units, iso8601_short_buffer) {
         tb_units_duration_format_iso8601(INT64_MIN, full, sizeof(full));
         cr_assert_str_eq(full, "-P106751991167DT7H12M55.808S");
 }
+
+/* One grammar for the core and the plugins: the core reads the Docker-style
+ * single letters a container plugin's "memory = 512m" uses, and refuses the
+ * same strings the header refuses, with the same message. */
+Test(units, core_reads_the_plugin_grammar) {
+        int64_t b = -1, ms = -1;
+        char errstr[256];
+        cr_assert_eq(tb_units_size_parse("512m", &b, errstr, sizeof(errstr)), TB_OK, "%s",
+                     errstr);
+        cr_assert_eq(b, TB_MIB(512));
+        cr_assert_eq(tb_units_size_parse("1.5G", &b, errstr, sizeof(errstr)), TB_OK, "%s",
+                     errstr);
+        cr_assert_eq(b, TB_MIB(1536));
+        cr_assert_eq(tb_units_size_parse("1mib", &b, errstr, sizeof(errstr)), TB_ERR_INVALID);
+        cr_assert_eq(b, TB_MIB(1536), "output written on error");
+        cr_assert_str_eq(errstr, "invalid size \"1mib\": expected a number of bytes, "
+                                 "optionally followed by B, KiB, MiB, GiB, TiB (powers of "
+                                 "1024) or KB, MB, GB, TB (powers of 1000)");
+        cr_assert_eq(tb_units_duration_parse("0.0001", &ms, errstr, sizeof(errstr)),
+                     TB_ERR_INVALID);
+        cr_assert_str_eq(errstr, "duration \"0.0001\" is finer than a millisecond");
+        cr_assert_eq(ms, -1);
+}

@@ -219,7 +219,8 @@ enum {
         TB_PLUGIN_CONF_STRING = 0,   /**< passed as given */
         TB_PLUGIN_CONF_BOOL = 1,     /**< true/false/yes/no/on/off/1/0 -> "true"/"false" */
         TB_PLUGIN_CONF_INT = 2,      /**< decimal integer -> decimal integer */
-        TB_PLUGIN_CONF_DURATION = 3, /**< "250ms", "5s", "2m", "1h" or bare seconds
+        TB_PLUGIN_CONF_DURATION = 3, /**< "250ms", "5s", "1h30m", "PT30S" or bare
+                                          seconds (plugin_util.h's unit grammar)
                                           -> whole milliseconds, e.g. "5000" */
 };
 

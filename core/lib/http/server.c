@@ -370,14 +370,7 @@ static void *tb_http_reaper_main(void *arg) {
         tb_http_server_t *srv = arg;
         pthread_mutex_lock(&srv->conn_lock);
         while (!srv->stopping) {
-                struct timespec until;
-                clock_gettime(CLOCK_MONOTONIC, &until);
-                until.tv_nsec += 250 * 1000000L;
-                if (until.tv_nsec >= 1000000000L) {
-                        until.tv_sec++;
-                        until.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&srv->reaper_cond, &srv->conn_lock, &until);
+                tb_cond_wait_ms(&srv->reaper_cond, &srv->conn_lock, 250);
                 int64_t now = tb_mono_us();
                 for (tb_http_conn_t *c = srv->conns; c; c = c->next) {
                         int64_t limit_ms = c->phase == TB_HTTP_PH_HEADERS ? srv->lim.header_timeout_ms
@@ -425,11 +418,7 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
         if (!srv->lim.max_requests_per_conn)
                 srv->lim.max_requests_per_conn = 1;
         pthread_mutex_init(&srv->conn_lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&srv->reaper_cond, &ca);
-        pthread_condattr_destroy(&ca);
+        tb_cond_init_mono(&srv->reaper_cond);
         tb_metrics_describe("taskbus_http_requests_total", "counter",
                             "HTTP requests by method, route and status code");
         tb_metrics_describe("taskbus_http_request_duration_seconds", "histogram",

@@ -22,9 +22,6 @@
 #include "store/store.h"
 
 #include <jansson.h>
-/* The roles that authenticate a caller then rate-limit it by user id, so
- * they get the limiter from here too. */
-#include "identity/ratelimit.h"
 
 /** Longest user, group or security-group name (bytes). */
 #define TB_IDENTITY_NAME_MAX 128

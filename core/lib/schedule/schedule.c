@@ -45,9 +45,8 @@ const char *tb_schedule_dst_note_name(int dst_note) {
         }
 }
 
-/* Policy names, indexed by tb_dst_gap_t and tb_dst_overlap_t. */
-static const char *const tb_schedule_dst_gap_names[] = {"shift", "skip", NULL};
-static const char *const tb_schedule_dst_overlap_names[] = {"first", "last", "both", NULL};
+const char *const tb_schedule_dst_gap_names[] = {"shift", "skip", NULL};
+const char *const tb_schedule_dst_overlap_names[] = {"first", "last", "both", NULL};
 
 /** The index of \p name in \p names; an error naming the \p policy and the
  *  choices ("'a', 'b' or 'c'") when it is none of them. */

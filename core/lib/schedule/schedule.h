@@ -111,6 +111,12 @@ int64_t tb_schedule_jitter(const char *task_id, int64_t nominal_ms, int64_t jitt
 /** @returns "none", "shifted", "overlap_first" or "overlap_second". */
 const char *tb_schedule_dst_note_name(int dst_note);
 
+/** The policy names as tasks write them ("dst_gap": "shift"), indexed by
+ *  tb_dst_gap_t and tb_dst_overlap_t, NULL-terminated. The task validator
+ *  and normalizer use these same lists. */
+extern const char *const tb_schedule_dst_gap_names[];
+extern const char *const tb_schedule_dst_overlap_names[];
+
 /** Parse "shift" / "skip"; @returns TB_ERR_INVALID naming the choices. */
 tb_err_t tb_schedule_dst_gap_parse(const char *name, tb_dst_gap_t *out, char *errstr,
                                    size_t errstr_size);

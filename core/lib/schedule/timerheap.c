@@ -80,12 +80,10 @@ tb_err_t tb_timerheap_set(tb_timerheap_t *h, uint32_t id, int64_t due_ms) {
                 return TB_OK;
         }
         if (h->len == h->cap) {
-                size_t ncap = h->cap ? h->cap * 2 : 1024;
-                tb_timer_t *nh = realloc(h->heap, ncap * sizeof(*nh));
+                tb_timer_t *nh = tb_array_grow(h->heap, &h->cap, sizeof(*nh), 1024);
                 if (!nh)
                         return TB_ERR_NOMEM;
                 h->heap = nh;
-                h->cap = ncap;
         }
         h->heap[h->len] = (tb_timer_t){.due_ms = due_ms, .id = id};
         h->len++;

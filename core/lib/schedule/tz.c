@@ -296,15 +296,13 @@ static tb_err_t tb_tz_build(tb_tz_t *tz, const UChar *uid, char *errstr,
                 if (off == prev)
                         continue; /* only a name or dst/std split changed */
                 if (tz->n == cap) {
-                        size_t ncap = cap ? cap * 2 : 64;
-                        tb_tz_tr_t *ntr = realloc(tz->tr, ncap * sizeof(*ntr));
+                        tb_tz_tr_t *ntr = tb_array_grow(tz->tr, &cap, sizeof(*ntr), 64);
                         if (!ntr) {
                                 ucal_close(cal);
                                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
                                                  "out of memory loading time zone");
                         }
                         tz->tr = ntr;
-                        cap = ncap;
                 }
                 tz->tr[tz->n++] = (tb_tz_tr_t){
                         .t = (int64_t)(d / 1000.0), .before = prev, .after = off};

@@ -122,14 +122,8 @@ tb_err_t tb_store_open(const tb_config_t *conf, tb_store_t **out, char *errstr,
         if (pthread_mutex_init(&store->lock, NULL))
                 goto nomem;
         lock_init = true;
-        pthread_condattr_t ca;
-        if (pthread_condattr_init(&ca))
-                goto nomem;
         /* Monotonic: a wall-clock step must not stretch an acquire timeout. */
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        int rc = pthread_cond_init(&store->freed, &ca);
-        pthread_condattr_destroy(&ca);
-        if (rc)
+        if (tb_cond_init_mono(&store->freed) != TB_OK)
                 goto nomem;
         cond_init = true;
 
@@ -242,15 +236,8 @@ PGconn *tb_store_acquire_timeout(tb_store_t *store, int timeout_ms) {
 
         if (!store)
                 return NULL;
-        if (timeout_ms >= 0) {
-                clock_gettime(CLOCK_MONOTONIC, &deadline);
-                deadline.tv_sec += timeout_ms / 1000;
-                deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-                if (deadline.tv_nsec >= 1000000000L) {
-                        deadline.tv_sec++;
-                        deadline.tv_nsec -= 1000000000L;
-                }
-        }
+        if (timeout_ms >= 0)
+                deadline = tb_mono_deadline(timeout_ms);
 
         pthread_mutex_lock(&store->lock);
         for (;;) {

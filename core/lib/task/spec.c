@@ -12,9 +12,7 @@ const char *const tb_task_overlap_names[] = {"forbid", "allow", "replace", NULL}
 const char *const tb_task_overlap_syms[] = {"FORBID", "ALLOW", "REPLACE", NULL};
 const char *const tb_task_misfire_names[] = {"run_once", "skip", "run_all", NULL};
 const char *const tb_task_misfire_syms[] = {"RUN_ONCE", "SKIP", "RUN_ALL", NULL};
-const char *const tb_task_gap_names[] = {"shift", "skip", NULL};
 const char *const tb_task_gap_syms[] = {"SHIFT", "SKIP", NULL};
-const char *const tb_task_olap_names[] = {"first", "last", "both", NULL};
 const char *const tb_task_olap_syms[] = {"FIRST", "LAST", "BOTH", NULL};
 
 /* ---- output helpers ---------------------------------------------------- */
@@ -156,9 +154,9 @@ json_t *tb_task_to_spec(const json_t *task) {
         tb_task_put(sv, "start_at", start ? json_integer(start) : json_null(), &oom);
         tb_task_put(sv, "end_at", end ? json_integer(end) : json_null(), &oom);
         tb_task_put_mapped(sv, "dst_gap", json_object_get(sched, "dst_gap"), true,
-                           tb_task_gap_names, tb_task_gap_syms, &bad, &oom);
+                           tb_schedule_dst_gap_names, tb_task_gap_syms, &bad, &oom);
         tb_task_put_mapped(sv, "dst_overlap", json_object_get(sched, "dst_overlap"), true,
-                           tb_task_olap_names, tb_task_olap_syms, &bad, &oom);
+                           tb_schedule_dst_overlap_names, tb_task_olap_syms, &bad, &oom);
         ms = 0;
         if ((v = json_object_get(task, "jitter")))
                 bad |= !tb_task_read_duration(v, &ms);
@@ -262,9 +260,9 @@ json_t *tb_task_from_spec(const json_t *spec) {
                 tb_task_put(sv, "end_at", tb_task_spec_time(v ? v : json_null(), &bad), &oom);
         }
         tb_task_put_mapped(sv, "dst_gap", json_object_get(sched, "dst_gap"), true,
-                           tb_task_gap_syms, tb_task_gap_names, &bad, &oom);
+                           tb_task_gap_syms, tb_schedule_dst_gap_names, &bad, &oom);
         tb_task_put_mapped(sv, "dst_overlap", json_object_get(sched, "dst_overlap"), true,
-                           tb_task_olap_syms, tb_task_olap_names, &bad, &oom);
+                           tb_task_olap_syms, tb_schedule_dst_overlap_names, &bad, &oom);
         tb_task_put(t, "schedule", sv, &oom);
         sv = NULL;
 
@@ -344,11 +342,11 @@ tb_err_t tb_task_schedule(const json_t *task, int64_t anchor_ms, tb_schedule_t *
                                  "jitter: not a duration");
         int gap = 0, olap = 0;
         if ((v = json_object_get(sched, "dst_gap")) &&
-            (gap = tb_task_index(tb_task_gap_names, v, true)) < 0)
+            (gap = tb_task_index(tb_schedule_dst_gap_names, v, true)) < 0)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "schedule.dst_gap: use 'shift' or 'skip'");
         if ((v = json_object_get(sched, "dst_overlap")) &&
-            (olap = tb_task_index(tb_task_olap_names, v, true)) < 0)
+            (olap = tb_task_index(tb_schedule_dst_overlap_names, v, true)) < 0)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "schedule.dst_overlap: use 'first', 'last' or 'both'");
         s->dst_gap = (tb_dst_gap_t)gap;

@@ -48,14 +48,13 @@ tb_err_t tb_task_enum(const json_t *v, const char *field, const char *const *nam
 
 /* ---- task/spec.c ---- */
 
-/* Normalized names (lower case) and their Avro symbols, NULL-terminated. */
+/* Normalized names (lower case) and their Avro symbols, NULL-terminated;
+ * the DST policies' names are schedule.h's tb_schedule_dst_*_names. */
 extern const char *const tb_task_overlap_names[];
 extern const char *const tb_task_overlap_syms[];
 extern const char *const tb_task_misfire_names[];
 extern const char *const tb_task_misfire_syms[];
-extern const char *const tb_task_gap_names[];
 extern const char *const tb_task_gap_syms[];
-extern const char *const tb_task_olap_names[];
 extern const char *const tb_task_olap_syms[];
 
 /** Set \p key to \p v (stolen), remembering an allocation failure in *\p oom. */

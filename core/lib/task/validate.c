@@ -224,13 +224,13 @@ static tb_err_t tb_task_v_schedule(const json_t *in, const tb_task_vctx_t *vctx,
         }
         int gap = 0, olap = 0;
         if (sched && ((rc = tb_task_enum(tb_task_get(sched, "dst_gap"), "schedule.dst_gap",
-                                         tb_task_gap_names, &gap, err)) ||
+                                         tb_schedule_dst_gap_names, &gap, err)) ||
                       (rc = tb_task_enum(tb_task_get(sched, "dst_overlap"),
-                                         "schedule.dst_overlap", tb_task_olap_names, &olap,
-                                         err))))
+                                         "schedule.dst_overlap",
+                                         tb_schedule_dst_overlap_names, &olap, err))))
                 goto fail;
-        tb_task_put(sv, "dst_gap", json_string(tb_task_gap_names[gap]), oom);
-        tb_task_put(sv, "dst_overlap", json_string(tb_task_olap_names[olap]), oom);
+        tb_task_put(sv, "dst_gap", json_string(tb_schedule_dst_gap_names[gap]), oom);
+        tb_task_put(sv, "dst_overlap", json_string(tb_schedule_dst_overlap_names[olap]), oom);
         tb_task_put(out, "schedule", sv, oom);
         return TB_OK;
 fail:

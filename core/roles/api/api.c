@@ -59,14 +59,6 @@ typedef struct tb_api_delivery {
 
 /* ---- small helpers ----------------------------------------------------- */
 
-static void tb_api_cond_init(pthread_cond_t *cv) {
-        pthread_condattr_t a;
-        pthread_condattr_init(&a);
-        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-        pthread_cond_init(cv, &a);
-        pthread_condattr_destroy(&a);
-}
-
 /** Wait on \p cv until the monotonic \p deadline_us. @returns false on timeout. */
 static bool tb_api_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_us) {
         struct timespec ts = {.tv_sec = deadline_us / 1000000,
@@ -424,7 +416,7 @@ bool tb_api_wait_projected(tb_api_t *api, const char *task_id, int64_t version,
                            int64_t deadline_us) {
         struct tb_api_projwait w = {.version = version};
         tb_snprintf(w.task_id, sizeof(w.task_id), "%s", task_id);
-        tb_api_cond_init(&w.cv);
+        tb_cond_init_mono(&w.cv);
         pthread_mutex_lock(&api->lock);
         w.next = api->projwaits;
         api->projwaits = &w;
@@ -550,7 +542,7 @@ void tb_api_command(tb_api_t *api, tb_http_req_t *req, const char *type, const c
 
         struct tb_api_pending p = {.done = false};
         tb_snprintf(p.corr, sizeof(p.corr), "%s", res->correlation_id);
-        tb_api_cond_init(&p.cv);
+        tb_cond_init_mono(&p.cv);
         unsigned b = tb_api_hash(p.corr);
         pthread_mutex_lock(&api->lock);
         p.next = api->pending[b];
@@ -821,7 +813,7 @@ static tb_err_t tb_api_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         api->ctx = ctx;
         api->wake_fd = -1;
         pthread_mutex_init(&api->lock, NULL);
-        tb_api_cond_init(&api->ready_cond);
+        tb_cond_init_mono(&api->ready_cond);
         tb_metrics_describe("taskbus_api_commands_total", "counter",
                             "Commands sent by the REST API by type and outcome (accepted, a "
                             "rejection reason, unavailable, timeout)");

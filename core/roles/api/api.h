@@ -20,6 +20,7 @@
 #include "daemon.h"
 #include "http/server.h"
 #include "identity/identity.h"
+#include "identity/ratelimit.h"
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdatomic.h>

@@ -6,6 +6,7 @@
 #include "commands/engine.h"
 
 #include "bus/bus.h"
+#include "identity/ratelimit.h"
 #include "replication.h"
 #include "serde/serde.h"
 #include "task/task.h"

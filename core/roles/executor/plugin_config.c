@@ -9,6 +9,7 @@
 
 #include "executor/plugin_host_internal.h"
 #include "config/config.h"
+#include "units.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -18,31 +19,6 @@
 #include <strings.h>
 
 /* ---- configuration -------------------------------------------------------- */
-
-static tb_err_t tb_plugin_host_parse_duration(const char *s, int64_t *ms) {
-        char *end;
-        errno = 0;
-        if (!s || !*s || *s == '-' || *s == '+')
-                return TB_ERR_INVALID;
-        unsigned long long v = strtoull(s, &end, 10);
-        if (errno || end == s)
-                return TB_ERR_INVALID;
-        int64_t mult;
-        if (!*end || !strcmp(end, "s"))
-                mult = 1000;
-        else if (!strcmp(end, "ms"))
-                mult = 1;
-        else if (!strcmp(end, "m"))
-                mult = 60 * 1000;
-        else if (!strcmp(end, "h"))
-                mult = 3600 * 1000;
-        else
-                return TB_ERR_INVALID;
-        if (v > (unsigned long long)(INT64_MAX / mult))
-                return TB_ERR_INVALID;
-        *ms = (int64_t)v * mult;
-        return TB_OK;
-}
 
 /* Normalise \p value for \p key into a malloc'd string (see the
  * TB_PLUGIN_CONF_* docs). */
@@ -80,7 +56,7 @@ static tb_err_t tb_plugin_host_conf_value(const char *who, const tb_plugin_confi
         }
         case TB_PLUGIN_CONF_DURATION: {
                 int64_t ms;
-                if (tb_plugin_host_parse_duration(value, &ms) != TB_OK)
+                if (tb_units_duration_parse(value, &ms, NULL, 0) != TB_OK)
                         return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                          "%s: config key '%s' must be a "
                                          "duration such as 250ms, 5s, 2m or 1h "

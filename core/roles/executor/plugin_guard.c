@@ -90,22 +90,16 @@ static void *tb_plugin_guard_main(void *arg) {
         tb_plugin_hrun_t *cancel[TB_PLUGIN_GUARD_BATCH], *gone[TB_PLUGIN_GUARD_BATCH];
         pthread_mutex_lock(&pi->lock);
         while (!pi->guard_stop) {
-                struct timespec until;
-                clock_gettime(CLOCK_MONOTONIC, &until);
-                until.tv_nsec += TB_PLUGIN_GUARD_TICK_MS * 1000000L;
-                if (until.tv_nsec >= 1000000000L) {
-                        until.tv_sec++;
-                        until.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&pi->guard_cond, &pi->lock, &until);
+                tb_cond_wait_ms(&pi->guard_cond, &pi->lock, TB_PLUGIN_GUARD_TICK_MS);
                 if (pi->guard_stop)
                         break;
                 int64_t now = tb_now_ms();
                 size_t nc = 0, ng = 0;
                 for (tb_plugin_hrun_t *hr = pi->active, *next; hr; hr = next) {
                         next = hr->next;
+                        /* expiry_ms is the run's longest length, from its start. */
                         if (hr->stop_why == TB_PLUGIN_GUARD_NONE && hr->run.expiry_ms > 0 &&
-                            now >= hr->run.expiry_ms + TB_PLUGIN_GUARD_MARGIN_MS &&
+                            now >= hr->started_ms + hr->run.expiry_ms + TB_PLUGIN_GUARD_MARGIN_MS &&
                             nc < TB_PLUGIN_GUARD_BATCH) {
                                 tb_plugin_guard_note_stop(hr, TB_PLUGIN_GUARD_EXPIRY, now);
                                 atomic_fetch_add(&hr->refs, 1);

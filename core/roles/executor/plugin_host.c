@@ -422,12 +422,8 @@ tb_err_t tb_plugin_load(const char *path, const tb_plugin_kv_t *config,
         if (!pi)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
         pthread_mutex_init(&pi->lock, NULL);
-        pthread_condattr_t ca;
-        pthread_condattr_init(&ca);
-        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-        pthread_cond_init(&pi->cond, &ca);
-        pthread_cond_init(&pi->guard_cond, &ca);
-        pthread_condattr_destroy(&ca);
+        tb_cond_init_mono(&pi->cond);
+        tb_cond_init_mono(&pi->guard_cond);
         pi->path = strdup(path);
         if (!pi->path) {
                 err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
@@ -556,6 +552,7 @@ tb_err_t tb_plugin_run_start(tb_plugin_instance_t *pi, const tb_plugin_run_t *ru
         hr->pi = pi;
         hr->opaque = run_opaque;
         hr->grace_ms = tb_plugin_guard_grace(pi, &hr->run);
+        hr->started_ms = tb_now_ms();
         /* References: the plugin's (dropped after finished()), this call's
          * (so the run outlives a finished() made from inside start()), and
          * the caller's if it asked for a handle. */
@@ -664,14 +661,7 @@ void tb_plugin_unload(tb_plugin_instance_t *pi, int wait_ms) {
         }
         free(list);
 
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += wait_ms / 1000;
-        until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = tb_mono_deadline(wait_ms);
         pthread_mutex_lock(&pi->lock);
         while (pi->n_active > 0 &&
                pthread_cond_timedwait(&pi->cond, &pi->lock, &until) != ETIMEDOUT)

@@ -136,7 +136,7 @@ tb_err_t tb_plugin_run_cancel(tb_plugin_hrun_t *hr, const char *reason,
  * @brief Make the host end runs itself, whatever the plugin does.
  *
  * From this call on, the host watches every run of \p pi: a run still going
- * 1 s after its expiry_ms is cancelled through the plugin (reason "the run
+ * 1 s after its expiry (expiry_ms after its start) is cancelled through the plugin (reason "the run
  * reached its expiry"), and a run the host asked to stop (at its expiry or by
  * tb_plugin_run_cancel()) that has not finished within its grace + 1 s gets a
  * synthesised result (timed_out or cancelled) and is abandoned: a later

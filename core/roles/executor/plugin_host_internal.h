@@ -30,6 +30,7 @@ struct tb_plugin_hrun {
         tb_plugin_kv_t *opt_copy;
         tb_plugin_kv_t *pol_copy;
         /* plugin_guard.c, under pi->lock: */
+        int64_t started_ms;   /* tb_now_ms() when start() was called: expiry_ms counts from it */
         int64_t grace_ms;     /* the task's kill_grace option, bounded by the operator's */
         int64_t stop_at_ms;   /* when the host asked the run to stop; 0: not yet */
         int stop_why;         /* TB_PLUGIN_GUARD_* */

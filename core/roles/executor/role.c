@@ -20,27 +20,9 @@
 
 /* ---- small helpers ------------------------------------------------------------ */
 
-static void tb_exec_cond_init(pthread_cond_t *c) {
-        pthread_condattr_t a;
-        pthread_condattr_init(&a);
-        pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-        pthread_cond_init(c, &a);
-        pthread_condattr_destroy(&a);
-}
-
 /* Wait on \p c (monotonic clock) for at most \p ms. */
 void tb_exec_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        if (ms < 0)
-                ms = 0;
-        ts.tv_sec += (time_t)(ms / 1000);
-        ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(c, m, &ts);
+        tb_cond_wait_ms(c, m, ms);
 }
 
 int64_t tb_exec_mono_ms(void) { return tb_mono_us() / 1000; }
@@ -210,7 +192,7 @@ static size_t tb_exec_wait_idle(tb_exec_t *ex, int64_t ms) {
                 int64_t left = until - tb_exec_mono_ms();
                 if (left <= 0)
                         break;
-                tb_exec_cond_wait_ms(&ex->idle_cond, &ex->lock, left);
+                tb_cond_wait_ms(&ex->idle_cond, &ex->lock, left);
         }
         size_t n = ex->n_active;
         pthread_mutex_unlock(&ex->lock);
@@ -308,10 +290,10 @@ static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
         ex->ctx = ctx;
         ex->conf = ctx->conf;
         pthread_mutex_init(&ex->lock, NULL);
-        tb_exec_cond_init(&ex->done_cond);
-        tb_exec_cond_init(&ex->timer_cond);
-        tb_exec_cond_init(&ex->lease_cond);
-        tb_exec_cond_init(&ex->idle_cond);
+        tb_cond_init_mono(&ex->done_cond);
+        tb_cond_init_mono(&ex->timer_cond);
+        tb_cond_init_mono(&ex->lease_cond);
+        tb_cond_init_mono(&ex->idle_cond);
         atomic_init(&ex->stop_consume, false);
         atomic_init(&ex->stop_all, false);
         /* The random part keeps a restarted process with the same host name

@@ -72,12 +72,10 @@ static tb_err_t tb_sched_emit_checkpoint(tb_sched_t *s, const tb_sched_task_t *t
 
 static void tb_sched_lag_push(tb_sched_t *s, int64_t due) {
         if (s->lag_cnt == s->lag_cap) {
-                size_t nc = s->lag_cap ? s->lag_cap * 2 : 1024;
-                int64_t *n = realloc(s->lag_due, nc * sizeof(*n));
+                int64_t *n = tb_array_grow(s->lag_due, &s->lag_cap, sizeof(*n), 1024);
                 if (!n)
                         return;
                 s->lag_due = n;
-                s->lag_cap = nc;
         }
         s->lag_due[s->lag_cnt++] = due;
 }

@@ -315,14 +315,12 @@ void tb_sched_task_mark_dirty(tb_sched_t *s, uint32_t slot) {
         if (t->flags & TB_SCHED_TF_DIRTY)
                 return;
         if (s->dirty_cnt == s->dirty_cap) {
-                size_t nc = s->dirty_cap ? s->dirty_cap * 2 : 256;
-                uint32_t *nd = realloc(s->dirty, nc * sizeof(*nd));
+                uint32_t *nd = tb_array_grow(s->dirty, &s->dirty_cap, sizeof(*nd), 256);
                 if (!nd) {
                         tb_error(TB_SCHED_LOG, "out of memory: a checkpoint will be late");
                         return;
                 }
                 s->dirty = nd;
-                s->dirty_cap = nc;
         }
         s->dirty[s->dirty_cnt++] = slot;
         t->flags |= TB_SCHED_TF_DIRTY;
@@ -406,8 +404,7 @@ static void tb_sched_task_free_fields(tb_sched_task_t *t) {
 
 void tb_sched_moved_push(tb_sched_t *s, const char *tid) {
         if (s->moved_cnt == s->moved_cap) {
-                size_t nc = s->moved_cap ? s->moved_cap * 2 : 16;
-                char **n = realloc(s->moved, nc * sizeof(*n));
+                char **n = tb_array_grow(s->moved, &s->moved_cap, sizeof(*n), 16);
                 if (!n) {
                         tb_error(TB_SCHED_LOG,
                                  "out of memory: task %s moved here fires from its "
@@ -416,7 +413,6 @@ void tb_sched_moved_push(tb_sched_t *s, const char *tid) {
                         return;
                 }
                 s->moved = n;
-                s->moved_cap = nc;
         }
         if ((s->moved[s->moved_cnt] = strdup(tid)))
                 s->moved_cnt++;
@@ -542,12 +538,10 @@ tb_err_t tb_sched_slot_alloc(tb_sched_t *s, uint32_t *out) {
 
 void tb_sched_slot_release(tb_sched_t *s, uint32_t slot) {
         if (s->free_cnt == s->free_cap) {
-                size_t nc = s->free_cap ? s->free_cap * 2 : 256;
-                uint32_t *nf = realloc(s->free_slots, nc * sizeof(*nf));
+                uint32_t *nf = tb_array_grow(s->free_slots, &s->free_cap, sizeof(*nf), 256);
                 if (!nf)
                         return; /* the slot leaks; never reused */
                 s->free_slots = nf;
-                s->free_cap = nc;
         }
         s->free_slots[s->free_cnt++] = slot;
 }
@@ -572,12 +566,9 @@ bool tb_sched_task_remove(tb_sched_t *s, const char *tid, bool tombstone) {
         tb_sched_task_t *t = &s->tasks[slot];
         if (tombstone) {
                 if (s->tomb_cnt == s->tomb_cap) {
-                        size_t nc = s->tomb_cap ? s->tomb_cap * 2 : 64;
-                        tb_sched_tomb_t *n = realloc(s->tombs, nc * sizeof(*n));
-                        if (n) {
+                        tb_sched_tomb_t *n = tb_array_grow(s->tombs, &s->tomb_cap, sizeof(*n), 64);
+                        if (n)
                                 s->tombs = n;
-                                s->tomb_cap = nc;
-                        }
                 }
                 if (s->tomb_cnt < s->tomb_cap) {
                         s->tombs[s->tomb_cnt].task_id = strdup(tid);

@@ -162,12 +162,10 @@ tb_err_t tb_sched_result(tb_sched_t *s, int32_t partition, const json_t *res, in
         }
         /* exhausted: the run goes to the DLQ with its last error */
         if (s->dlq_cnt == s->dlq_cap) {
-                size_t nc = s->dlq_cap ? s->dlq_cap * 2 : 64;
-                tb_sched_dlq_t *n = realloc(s->dlq, nc * sizeof(*n));
+                tb_sched_dlq_t *n = tb_array_grow(s->dlq, &s->dlq_cap, sizeof(*n), 64);
                 if (!n)
                         return TB_ERR_NOMEM;
                 s->dlq = n;
-                s->dlq_cap = nc;
         }
         tb_sched_dlq_t *d = &s->dlq[s->dlq_cnt];
         memset(d, 0, sizeof(*d));
