@@ -1,0 +1,25 @@
+/**
+ * @file store/store_internal.h
+ * @brief What the store files share and callers do not: the log subsystem
+ *        name and the error helpers of pool.c. Not for callers outside
+ *        core/lib/store/.
+ */
+#ifndef TB_STORE_INTERNAL_H
+#define TB_STORE_INTERNAL_H
+
+#include "store/store.h"
+
+#define TB_STORE_SUBSYS "store"
+
+/** \p in (libpq's multi-line message, may be NULL) as one line in \p out. */
+void tb_store_oneline(const char *in, char *out, size_t out_size);
+
+/**
+ * Turn a result into our error convention (see tb_store_exec()). \p sql,
+ * when given, is used to name the line of a syntax error (multi-line
+ * migration files). @returns TB_OK for a successful result.
+ */
+tb_err_t tb_store_result_err(PGconn *conn, const PGresult *r, const char *what,
+                             const char *sql, char *errstr, size_t errstr_size);
+
+#endif /* TB_STORE_INTERNAL_H */
