@@ -381,6 +381,23 @@ void tb_store_stats(tb_store_t *store, tb_store_stats_t *st) {
         pthread_mutex_unlock(&store->lock);
 }
 
+/* ---- one connection, outside the pool ------------------------------------ */
+
+tb_err_t tb_store_connect_one(const char *conninfo, PGconn **out, char *errstr,
+                              size_t errstr_size) {
+        PGconn *conn = PQconnectdb(conninfo);
+        *out = NULL;
+        if (conn && PQstatus(conn) == CONNECTION_OK) {
+                *out = conn;
+                return TB_OK;
+        }
+        char m[512];
+        tb_snprintf(m, sizeof(m), "%s", conn ? PQerrorMessage(conn) : "out of memory");
+        m[strcspn(m, "\n")] = '\0';
+        PQfinish(conn);
+        return tb_seterr(errstr, errstr_size, TB_ERR_PG, "%s", m);
+}
+
 /* ---- statements ---------------------------------------------------------- */
 
 static tb_err_t tb_store_sqlstate_err(const char *sqlstate) {

@@ -49,6 +49,17 @@ PGconn *tb_store_acquire_timeout(tb_store_t *store, int timeout_ms);
  *  left alone. @locality any thread. */
 void tb_store_release(tb_store_t *store, PGconn *conn);
 
+/**
+ * @brief One PostgreSQL connection (not a pool) to \p conninfo (a libpq URL),
+ *        for a program that needs a single connection to a database that may
+ *        not be postgres.url (the CLI's replay --into, history).
+ * @returns TB_OK with *out owned by the caller (PQfinish), or TB_ERR_PG with
+ *          libpq's first line of explanation.
+ * @locality any thread.
+ */
+tb_err_t tb_store_connect_one(const char *conninfo, PGconn **out, char *errstr,
+                              size_t errstr_size);
+
 /** A snapshot of the pool, for monitoring and tests. */
 typedef struct tb_store_stats {
         int size;     /**< the maximum (postgres.pool_size) */
