@@ -6,6 +6,7 @@
  */
 #include "cli.h"
 #include "identity/identity.h"
+#include "store/audit.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -89,6 +90,20 @@ static PGresult *tb_cli_id_query(tb_cli_id_db_t *db, const char *cmd, const char
                 return NULL;
         }
         return res;
+}
+
+/* Print epoch milliseconds (a JSON integer, null -> "-") as RFC 3339. */
+static const char *tb_cli_id_ms(const json_t *ms, char buf[32]) {
+        if (!json_is_integer(ms))
+                return "-";
+        tb_time_format((int64_t)json_integer_value(ms), buf);
+        return buf;
+}
+
+/* A string field of a store row ("" if missing, so printf never sees NULL). */
+static const char *tb_cli_id_str(const json_t *row, const char *key) {
+        const char *v = json_string_value(json_object_get(row, key));
+        return v ? v : "";
 }
 
 /* Print epoch milliseconds (a text column, SQL NULL -> "-") as RFC 3339. */
@@ -422,22 +437,23 @@ static int tb_cli_id_audit(tb_cli_id_db_t *db, int argc, char **argv) {
                         return 2;
                 }
         }
-        char lim[24], t[32];
-        snprintf(lim, sizeof(lim), "%ld", limit);
-        const char *p[] = {lim};
-        PGresult *res = tb_cli_id_query(db, "audit", "read admin_audit",
-                                        "SELECT (extract(epoch FROM at) * 1000)::bigint, "
-                                        "       actor, action, target, details::text "
-                                        "FROM admin_audit ORDER BY id DESC LIMIT $1::int",
-                                        1, p);
-        if (!res)
+        char err[1024], t[32];
+        json_t *rows = NULL;
+        if (!tb_cli_id_connect(db))
                 return 1;
+        if (tb_store_audit_list(db->conn, limit, &rows, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("audit: %s", err);
+                return 1;
+        }
         printf("%-24s %-28s %-20s %-24s %s\n", "AT", "ACTOR", "ACTION", "TARGET", "DETAILS");
-        for (int i = 0; i < PQntuples(res); i++)
-                printf("%-24s %-28s %-20s %-24s %s\n", tb_cli_id_time(res, i, 0, t),
-                       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
-                       PQgetvalue(res, i, 4));
-        PQclear(res);
+        size_t i;
+        json_t *row;
+        json_array_foreach(rows, i, row)
+                printf("%-24s %-28s %-20s %-24s %s\n",
+                       tb_cli_id_ms(json_object_get(row, "at"), t), tb_cli_id_str(row, "actor"),
+                       tb_cli_id_str(row, "action"), tb_cli_id_str(row, "target"),
+                       tb_cli_id_str(row, "details"));
+        json_decref(rows);
         return 0;
 }
 

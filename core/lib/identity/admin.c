@@ -1,14 +1,16 @@
 /**
  * @file identity/admin.c
  * @brief The audited admin operations behind `taskbus admin user|token|group`:
- *        users, groups, membership and tokens, each with its admin_audit row;
- *        and tb_identity_audit(), the one writer of admin_audit.
+ *        users, groups, membership and tokens, each with its audit row;
+ *        and tb_identity_audit(), through which every admin action writes
+ *        its row (the statements: store/identity.h, store/audit.h).
  *
  * Each operation is a function of its statements (tb_identity_*_op) and the
  * public function that checks its arguments and hands the statements to
  * tb_identity_admin_run(), which owns the transaction and the audit row.
  */
 #include "identity/identity_internal.h"
+#include "store/audit.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -67,11 +69,8 @@ tb_err_t tb_identity_audit(PGconn *conn, const char *actor, const char *action,
         if (!text)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
                                  "audit %s: cannot encode the details", action);
-        const char *params[] = {actor, action, target, text};
-        tb_err_t err = tb_store_exec(conn, "write admin_audit",
-                                     "INSERT INTO admin_audit (actor, action, target, details) "
-                                     "VALUES ($1, $2, $3, $4::jsonb)",
-                                     4, params, NULL, errstr, errstr_size);
+        tb_err_t err = tb_store_audit_insert(conn, actor, action, target, text, errstr,
+                                             errstr_size);
         free(text);
         return err;
 }

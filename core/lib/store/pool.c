@@ -21,6 +21,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 typedef struct tb_store_slot {
         PGconn *conn;    /* NULL until first borrowed */
         bool busy;       /* borrowed, or being connected */
@@ -529,4 +531,12 @@ void tb_store_rollback(PGconn *conn) {
             PQtransactionStatus(conn) == PQTRANS_IDLE)
                 return;
         PQclear(PQexec(conn, "ROLLBACK"));
+}
+
+/* ---- results ------------------------------------------------------------- */
+
+json_t *tb_store_json_ms(const PGresult *r, int row, int col) {
+        if (PQgetisnull(r, row, col))
+                return json_null();
+        return json_integer((json_int_t)strtoll(PQgetvalue(r, row, col), NULL, 10));
 }

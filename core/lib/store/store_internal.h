@@ -9,6 +9,8 @@
 
 #include "store/store.h"
 
+#include <jansson.h>
+
 #define TB_STORE_SUBSYS "store"
 
 /** \p in (libpq's multi-line message, may be NULL) as one line in \p out. */
@@ -21,5 +23,12 @@ void tb_store_oneline(const char *in, char *out, size_t out_size);
  */
 tb_err_t tb_store_result_err(PGconn *conn, const PGresult *r, const char *what,
                              const char *sql, char *errstr, size_t errstr_size);
+
+/**
+ * An epoch-milliseconds column (text, as `(extract(epoch FROM t) * 1000)::bigint`
+ * prints it) of row \p row as a new JSON integer, or JSON null for SQL NULL.
+ * @returns a new reference, or NULL out of memory (json_pack()'s "o" then fails).
+ */
+json_t *tb_store_json_ms(const PGresult *r, int row, int col);
 
 #endif /* TB_STORE_INTERNAL_H */
