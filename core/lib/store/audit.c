@@ -7,7 +7,6 @@
 #include "store/store_internal.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 
 tb_err_t tb_store_audit_insert(PGconn *conn, const char *actor, const char *action,
                                const char *target, const char *details_json, char *errstr,
@@ -19,37 +18,20 @@ tb_err_t tb_store_audit_insert(PGconn *conn, const char *actor, const char *acti
                              4, params, NULL, errstr, errstr_size);
 }
 
+static json_t *tb_store_audit_row(const PGresult *res, int i) {
+        return json_pack("{s:o, s:s, s:s, s:s, s:s}", "at", tb_store_json_ms(res, i, 0), "actor",
+                         PQgetvalue(res, i, 1), "action", PQgetvalue(res, i, 2), "target",
+                         PQgetvalue(res, i, 3), "details", PQgetvalue(res, i, 4));
+}
+
 tb_err_t tb_store_audit_list(PGconn *conn, long limit, json_t **out, char *errstr,
                              size_t errstr_size) {
         char lim[24];
-        PGresult *res = NULL;
-        tb_err_t err;
-
-        *out = NULL;
         snprintf(lim, sizeof(lim), "%ld", limit);
         const char *p[] = {lim};
-        if ((err = tb_store_exec(conn, "read admin_audit",
-                                 "SELECT (extract(epoch FROM at) * 1000)::bigint, "
-                                 "       actor, action, target, details::text "
-                                 "FROM admin_audit ORDER BY id DESC LIMIT $1::int",
-                                 1, p, &res, errstr, errstr_size)))
-                return err;
-        json_t *rows = json_array();
-        for (int i = 0; rows && i < PQntuples(res); i++)
-                if (json_array_append_new(
-                            rows, json_pack("{s:o, s:s, s:s, s:s, s:s}", "at",
-                                            tb_store_json_ms(res, i, 0), "actor",
-                                            PQgetvalue(res, i, 1), "action",
-                                            PQgetvalue(res, i, 2), "target",
-                                            PQgetvalue(res, i, 3), "details",
-                                            PQgetvalue(res, i, 4)))) {
-                        json_decref(rows);
-                        rows = NULL;
-                }
-        PQclear(res);
-        if (!rows)
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
-                                 "read admin_audit: out of memory");
-        *out = rows;
-        return TB_OK;
+        return tb_store_query_json(conn, "read admin_audit",
+                                   "SELECT (extract(epoch FROM at) * 1000)::bigint, "
+                                   "       actor, action, target, details::text "
+                                   "FROM admin_audit ORDER BY id DESC LIMIT $1::int",
+                                   1, p, tb_store_audit_row, out, errstr, errstr_size);
 }

@@ -31,34 +31,6 @@ static void tb_store_identity_bytea(const unsigned char hash[TB_STORE_IDENTITY_H
                 snprintf(out + 2 + 2 * i, 3, "%02x", hash[i]);
 }
 
-/* \p res as a JSON array, one object per row built by \p row; NULL out of memory. */
-static json_t *tb_store_identity_rows(const PGresult *res, json_t *(*row)(const PGresult *, int)) {
-        json_t *rows = json_array();
-        for (int i = 0; rows && i < PQntuples(res); i++)
-                if (json_array_append_new(rows, row(res, i))) {
-                        json_decref(rows);
-                        rows = NULL;
-                }
-        return rows;
-}
-
-/* Run the listing \p sql and turn its rows into *\p out with \p row. */
-static tb_err_t tb_store_identity_list(PGconn *conn, const char *what, const char *sql,
-                                       int nparams, const char *const *params,
-                                       json_t *(*row)(const PGresult *, int), json_t **out,
-                                       char *errstr, size_t errstr_size) {
-        PGresult *res = NULL;
-        tb_err_t err;
-        *out = NULL;
-        if ((err = tb_store_exec(conn, what, sql, nparams, params, &res, errstr, errstr_size)))
-                return err;
-        *out = tb_store_identity_rows(res, row);
-        PQclear(res);
-        if (!*out)
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "%s: out of memory", what);
-        return TB_OK;
-}
-
 /* ---- users --------------------------------------------------------------- */
 
 tb_err_t tb_store_identity_user_insert(PGconn *conn, const char *user_id, bool *created,
@@ -112,16 +84,16 @@ static json_t *tb_store_identity_user_row(const PGresult *res, int i) {
 
 tb_err_t tb_store_identity_user_list(PGconn *conn, json_t **out, char *errstr,
                                      size_t errstr_size) {
-        return tb_store_identity_list(conn, "list users",
-                                      "SELECT u.id, u.disabled, "
-                                      "       (extract(epoch FROM u.created_at) * 1000)::bigint, "
-                                      "       coalesce(string_agg(m.group_name, ',' ORDER BY "
-                                      "                m.group_name COLLATE \"C\"), '') "
-                                      "FROM users u "
-                                      "LEFT JOIN group_members m ON m.user_id = u.id "
-                                      "GROUP BY u.id ORDER BY u.id COLLATE \"C\"",
-                                      0, NULL, tb_store_identity_user_row, out, errstr,
-                                      errstr_size);
+        return tb_store_query_json(conn, "list users",
+                                   "SELECT u.id, u.disabled, "
+                                   "       (extract(epoch FROM u.created_at) * 1000)::bigint, "
+                                   "       coalesce(string_agg(m.group_name, ',' ORDER BY "
+                                   "                m.group_name COLLATE \"C\"), '') "
+                                   "FROM users u "
+                                   "LEFT JOIN group_members m ON m.user_id = u.id "
+                                   "GROUP BY u.id ORDER BY u.id COLLATE \"C\"",
+                                   0, NULL, tb_store_identity_user_row, out, errstr,
+                                   errstr_size);
 }
 
 /* ---- security groups and membership ---------------------------------------- */
@@ -151,15 +123,15 @@ static json_t *tb_store_identity_group_row(const PGresult *res, int i) {
 
 tb_err_t tb_store_identity_group_list(PGconn *conn, json_t **out, char *errstr,
                                       size_t errstr_size) {
-        return tb_store_identity_list(conn, "list groups",
-                                      "SELECT g.name, count(m.user_id), "
-                                      "       coalesce(string_agg(m.user_id, ',' ORDER BY "
-                                      "                m.user_id COLLATE \"C\"), '') "
-                                      "FROM security_groups g "
-                                      "LEFT JOIN group_members m ON m.group_name = g.name "
-                                      "GROUP BY g.name ORDER BY g.name COLLATE \"C\"",
-                                      0, NULL, tb_store_identity_group_row, out, errstr,
-                                      errstr_size);
+        return tb_store_query_json(conn, "list groups",
+                                   "SELECT g.name, count(m.user_id), "
+                                   "       coalesce(string_agg(m.user_id, ',' ORDER BY "
+                                   "                m.user_id COLLATE \"C\"), '') "
+                                   "FROM security_groups g "
+                                   "LEFT JOIN group_members m ON m.group_name = g.name "
+                                   "GROUP BY g.name ORDER BY g.name COLLATE \"C\"",
+                                   0, NULL, tb_store_identity_group_row, out, errstr,
+                                   errstr_size);
 }
 
 tb_err_t tb_store_identity_member_add(PGconn *conn, const char *group, const char *user_id,
@@ -242,15 +214,15 @@ static json_t *tb_store_identity_token_row(const PGresult *res, int i) {
 tb_err_t tb_store_identity_token_list(PGconn *conn, const char *user_id, json_t **out,
                                       char *errstr, size_t errstr_size) {
         const char *p[] = {user_id};
-        return tb_store_identity_list(conn, "list tokens",
-                                      "SELECT id, user_id, "
-                                      "       (extract(epoch FROM created_at) * 1000)::bigint, "
-                                      "       (extract(epoch FROM revoked_at) * 1000)::bigint, "
-                                      "       (extract(epoch FROM last_used_at) * 1000)::bigint "
-                                      "FROM api_tokens WHERE $1::text IS NULL OR user_id = $1 "
-                                      "ORDER BY user_id COLLATE \"C\", created_at, id",
-                                      1, p, tb_store_identity_token_row, out, errstr,
-                                      errstr_size);
+        return tb_store_query_json(conn, "list tokens",
+                                   "SELECT id, user_id, "
+                                   "       (extract(epoch FROM created_at) * 1000)::bigint, "
+                                   "       (extract(epoch FROM revoked_at) * 1000)::bigint, "
+                                   "       (extract(epoch FROM last_used_at) * 1000)::bigint "
+                                   "FROM api_tokens WHERE $1::text IS NULL OR user_id = $1 "
+                                   "ORDER BY user_id COLLATE \"C\", created_at, id",
+                                   1, p, tb_store_identity_token_row, out, errstr,
+                                   errstr_size);
 }
 
 void tb_store_identity_auth_free(tb_store_identity_auth_t *a) {

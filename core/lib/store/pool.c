@@ -540,3 +540,24 @@ json_t *tb_store_json_ms(const PGresult *r, int row, int col) {
                 return json_null();
         return json_integer((json_int_t)strtoll(PQgetvalue(r, row, col), NULL, 10));
 }
+
+tb_err_t tb_store_query_json(PGconn *conn, const char *what, const char *sql, int nparams,
+                             const char *const *params, json_t *(*row)(const PGresult *, int),
+                             json_t **out, char *errstr, size_t errstr_size) {
+        PGresult *res = NULL;
+        tb_err_t err;
+        *out = NULL;
+        if ((err = tb_store_exec(conn, what, sql, nparams, params, &res, errstr, errstr_size)))
+                return err;
+        json_t *rows = json_array();
+        for (int i = 0; rows && i < PQntuples(res); i++)
+                if (json_array_append_new(rows, row(res, i))) {
+                        json_decref(rows);
+                        rows = NULL;
+                }
+        PQclear(res);
+        if (!rows)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "%s: out of memory", what);
+        *out = rows;
+        return TB_OK;
+}

@@ -31,4 +31,14 @@ tb_err_t tb_store_result_err(PGconn *conn, const PGresult *r, const char *what,
  */
 json_t *tb_store_json_ms(const PGresult *r, int row, int col);
 
+/**
+ * Run the query \p sql (tb_store_exec()) and turn its rows, in order, into
+ * *\p out: a JSON array (caller owns it) of what \p row builds from each
+ * (a new reference; NULL means out of memory).
+ * @returns TB_OK, TB_ERR_NOMEM ("WHAT: out of memory") or tb_store_exec()'s error.
+ */
+tb_err_t tb_store_query_json(PGconn *conn, const char *what, const char *sql, int nparams,
+                             const char *const *params, json_t *(*row)(const PGresult *, int),
+                             json_t **out, char *errstr, size_t errstr_size);
+
 #endif /* TB_STORE_INTERNAL_H */
