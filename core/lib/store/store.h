@@ -5,7 +5,9 @@
  *        context (pool.c); it includes the migration runner (migrate.h).
  *
  * Only core/lib/store/ names tables, one file per table family, each with its
- * header saying which tables it owns: migrate.c schema_migrations.
+ * header saying which tables it owns: migrate.h (schema_migrations),
+ * identity.h (users, security_groups, group_members, api_tokens), audit.h
+ * (admin_audit). The caller owns the connection and the transaction.
  */
 #ifndef TB_STORE_H
 #define TB_STORE_H
