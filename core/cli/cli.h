@@ -14,7 +14,6 @@
 #include "config/config.h"
 
 #include <jansson.h>
-#include <libpq-fe.h>
 #include <stdio.h>
 
 /* ---- shared by the groups (common.c) ------------------------------------------ */
@@ -52,14 +51,6 @@ void tb_cli_print_json(const json_t *j);
  *        sudo under sudo; anything but printable ASCII becomes '?'.
  */
 void tb_cli_actor(char *buf, size_t size);
-
-/**
- * @brief One PostgreSQL connection (not a pool) to \p conninfo (a libpq URL).
- * @returns TB_OK with *out owned by the caller (PQfinish), or TB_ERR_PG with
- *          libpq's first line of explanation.
- */
-tb_err_t tb_cli_pg_connect(const char *conninfo, PGconn **out, char *errstr,
-                           size_t errstr_size);
 
 /* ---- the command groups ---------------------------------------------------- */
 

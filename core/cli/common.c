@@ -91,18 +91,3 @@ void tb_cli_actor(char *buf, size_t size) {
                 if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
                         *p = '?';
 }
-
-tb_err_t tb_cli_pg_connect(const char *conninfo, PGconn **out, char *errstr,
-                           size_t errstr_size) {
-        PGconn *conn = PQconnectdb(conninfo);
-        *out = NULL;
-        if (conn && PQstatus(conn) == CONNECTION_OK) {
-                *out = conn;
-                return TB_OK;
-        }
-        char m[512];
-        tb_snprintf(m, sizeof(m), "%s", conn ? PQerrorMessage(conn) : "out of memory");
-        m[strcspn(m, "\n")] = '\0';
-        PQfinish(conn);
-        return tb_seterr(errstr, errstr_size, TB_ERR_PG, "%s", m);
-}

@@ -68,7 +68,7 @@ int tb_cli_history(int argc, char **argv) {
         PGresult *r = NULL;
         json_t *out = NULL;
         PGconn *conn = NULL;
-        if (tb_cli_pg_connect(conf->pg_url, &conn, err, sizeof(err)) != TB_OK) {
+        if (tb_store_connect_one(conf->pg_url, &conn, err, sizeof(err)) != TB_OK) {
                 tb_cli_fail("history: cannot connect to PostgreSQL: %s", err);
                 goto done;
         }

@@ -1,11 +1,14 @@
 /**
  * @file cli/identity.c
  * @brief `taskbus admin user|token|group|audit`: identity administration
- *        directly on PostgreSQL (lib/identity/), each change audited with
- *        the OS user running the CLI as the actor.
+ *        directly on PostgreSQL (lib/identity/ for the changes, each audited
+ *        with the OS user running the CLI as the actor; store/identity.h and
+ *        store/audit.h for the listings).
  */
 #include "cli.h"
 #include "identity/identity.h"
+#include "store/audit.h"
+#include "store/identity.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -76,27 +79,18 @@ static void tb_cli_id_db_close(tb_cli_id_db_t *db) {
         tb_store_destroy(db->store);
 }
 
-/* Run the query \p sql (connecting first if need be). @returns its result
- * (the caller PQclear()s it), or NULL after printing "<cmd>: <why>". */
-static PGresult *tb_cli_id_query(tb_cli_id_db_t *db, const char *cmd, const char *what,
-                                 const char *sql, int nparams, const char *const *params) {
-        char err[1024];
-        PGresult *res = NULL;
-        if (!tb_cli_id_connect(db))
-                return NULL;
-        if (tb_store_exec(db->conn, what, sql, nparams, params, &res, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("%s: %s", cmd, err);
-                return NULL;
-        }
-        return res;
+/* Print epoch milliseconds (a JSON integer, null -> "-") as RFC 3339. */
+static const char *tb_cli_id_ms(const json_t *ms, char buf[32]) {
+        if (!json_is_integer(ms))
+                return "-";
+        tb_time_format((int64_t)json_integer_value(ms), buf);
+        return buf;
 }
 
-/* Print epoch milliseconds (a text column, SQL NULL -> "-") as RFC 3339. */
-static const char *tb_cli_id_time(const PGresult *res, int row, int col, char buf[32]) {
-        if (PQgetisnull(res, row, col))
-                return "-";
-        tb_time_format(strtoll(PQgetvalue(res, row, col), NULL, 10), buf);
-        return buf;
+/* A string field of a store row ("" if missing, so printf never sees NULL). */
+static const char *tb_cli_id_str(const json_t *row, const char *key) {
+        const char *v = json_string_value(json_object_get(row, key));
+        return v ? v : "";
 }
 
 static bool tb_cli_id_argc(int argc, int want_min, int want_max, const char *usage) {
@@ -212,24 +206,22 @@ static int tb_cli_id_user_create(tb_cli_id_db_t *db, const char *actor, int argc
 }
 
 static int tb_cli_id_user_list(tb_cli_id_db_t *db) {
-        char t[32];
-        PGresult *res = tb_cli_id_query(db, "user list", "list users",
-                                        "SELECT u.id, u.disabled, "
-                                        "       (extract(epoch FROM u.created_at) * 1000)::bigint, "
-                                        "       coalesce(string_agg(m.group_name, ',' ORDER BY "
-                                        "                m.group_name COLLATE \"C\"), '') "
-                                        "FROM users u "
-                                        "LEFT JOIN group_members m ON m.user_id = u.id "
-                                        "GROUP BY u.id ORDER BY u.id COLLATE \"C\"",
-                                        0, NULL);
-        if (!res)
+        char err[1024], t[32];
+        json_t *rows = NULL, *row;
+        size_t i;
+        if (!tb_cli_id_connect(db))
                 return 1;
+        if (tb_store_identity_user_list(db->conn, &rows, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("user list: %s", err);
+                return 1;
+        }
         printf("%-24s %-8s %-24s %s\n", "USER", "STATE", "CREATED", "GROUPS");
-        for (int i = 0; i < PQntuples(res); i++)
-                printf("%-24s %-8s %-24s %s\n", PQgetvalue(res, i, 0),
-                       !strcmp(PQgetvalue(res, i, 1), "t") ? "disabled" : "enabled",
-                       tb_cli_id_time(res, i, 2, t), PQgetvalue(res, i, 3));
-        PQclear(res);
+        json_array_foreach(rows, i, row)
+                printf("%-24s %-8s %-24s %s\n", tb_cli_id_str(row, "id"),
+                       json_is_true(json_object_get(row, "disabled")) ? "disabled" : "enabled",
+                       tb_cli_id_ms(json_object_get(row, "created_at"), t),
+                       tb_cli_id_str(row, "groups"));
+        json_decref(rows);
         return 0;
 }
 
@@ -263,20 +255,22 @@ static int tb_cli_id_user(tb_cli_id_db_t *db, const char *actor, int argc, char 
 
 static int tb_cli_id_token_list(tb_cli_id_db_t *db, const char *user) {
         char err[1024], t1[32], t2[32], t3[32];
-        PGresult *res = NULL;
+        json_t *rows = NULL, *row;
+        size_t i;
         tb_err_t e;
+        if (user && (e = tb_identity_name_check("user name", user, err, sizeof(err)))) {
+                tb_cli_fail("token list: %s", err);
+                return tb_cli_id_status(e);
+        }
+        if (!tb_cli_id_connect(db))
+                return 1;
         if (user) {
-                if ((e = tb_identity_name_check("user name", user, err, sizeof(err)))) {
+                bool found = false;
+                if (tb_store_identity_user_get(db->conn, user, TB_STORE_IDENTITY_NO_LOCK, &found,
+                                               NULL, err, sizeof(err)) != TB_OK) {
                         tb_cli_fail("token list: %s", err);
-                        return tb_cli_id_status(e);
-                }
-                const char *p[] = {user};
-                res = tb_cli_id_query(db, "token list", "read user",
-                                      "SELECT 1 FROM users WHERE id = $1", 1, p);
-                if (!res)
                         return 1;
-                bool found = PQntuples(res) > 0;
-                PQclear(res);
+                }
                 if (!found) {
                         tb_cli_fail("token list: no user '%s'; list users with: taskbus admin "
                                     "user list",
@@ -284,23 +278,18 @@ static int tb_cli_id_token_list(tb_cli_id_db_t *db, const char *user) {
                         return 1;
                 }
         }
-        const char *p[] = {user};
-        res = tb_cli_id_query(db, "token list", "list tokens",
-                              "SELECT id, user_id, "
-                              "       (extract(epoch FROM created_at) * 1000)::bigint, "
-                              "       (extract(epoch FROM revoked_at) * 1000)::bigint, "
-                              "       (extract(epoch FROM last_used_at) * 1000)::bigint "
-                              "FROM api_tokens WHERE $1::text IS NULL OR user_id = $1 "
-                              "ORDER BY user_id COLLATE \"C\", created_at, id",
-                              1, p);
-        if (!res)
+        if (tb_store_identity_token_list(db->conn, user, &rows, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("token list: %s", err);
                 return 1;
+        }
         printf("%-18s %-24s %-24s %-24s %s\n", "ID", "USER", "CREATED", "REVOKED", "LAST_USED");
-        for (int i = 0; i < PQntuples(res); i++)
-                printf("%-18s %-24s %-24s %-24s %s\n", PQgetvalue(res, i, 0),
-                       PQgetvalue(res, i, 1), tb_cli_id_time(res, i, 2, t1),
-                       tb_cli_id_time(res, i, 3, t2), tb_cli_id_time(res, i, 4, t3));
-        PQclear(res);
+        json_array_foreach(rows, i, row)
+                printf("%-18s %-24s %-24s %-24s %s\n", tb_cli_id_str(row, "id"),
+                       tb_cli_id_str(row, "user_id"),
+                       tb_cli_id_ms(json_object_get(row, "created_at"), t1),
+                       tb_cli_id_ms(json_object_get(row, "revoked_at"), t2),
+                       tb_cli_id_ms(json_object_get(row, "last_used_at"), t3));
+        json_decref(rows);
         return 0;
 }
 
@@ -350,21 +339,21 @@ static int tb_cli_id_token(tb_cli_id_db_t *db, const char *actor, int argc, char
 /* ---- group --------------------------------------------------------------- */
 
 static int tb_cli_id_group_list(tb_cli_id_db_t *db) {
-        PGresult *res = tb_cli_id_query(db, "group list", "list groups",
-                                        "SELECT g.name, count(m.user_id), "
-                                        "       coalesce(string_agg(m.user_id, ',' ORDER BY "
-                                        "                m.user_id COLLATE \"C\"), '') "
-                                        "FROM security_groups g "
-                                        "LEFT JOIN group_members m ON m.group_name = g.name "
-                                        "GROUP BY g.name ORDER BY g.name COLLATE \"C\"",
-                                        0, NULL);
-        if (!res)
+        char err[1024];
+        json_t *rows = NULL, *row;
+        size_t i;
+        if (!tb_cli_id_connect(db))
                 return 1;
+        if (tb_store_identity_group_list(db->conn, &rows, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("group list: %s", err);
+                return 1;
+        }
         printf("%-24s %7s %s\n", "GROUP", "MEMBERS", "USERS");
-        for (int i = 0; i < PQntuples(res); i++)
-                printf("%-24s %7s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-                       PQgetvalue(res, i, 2));
-        PQclear(res);
+        json_array_foreach(rows, i, row)
+                printf("%-24s %7lld %s\n", tb_cli_id_str(row, "name"),
+                       (long long)json_integer_value(json_object_get(row, "members")),
+                       tb_cli_id_str(row, "users"));
+        json_decref(rows);
         return 0;
 }
 
@@ -422,22 +411,23 @@ static int tb_cli_id_audit(tb_cli_id_db_t *db, int argc, char **argv) {
                         return 2;
                 }
         }
-        char lim[24], t[32];
-        snprintf(lim, sizeof(lim), "%ld", limit);
-        const char *p[] = {lim};
-        PGresult *res = tb_cli_id_query(db, "audit", "read admin_audit",
-                                        "SELECT (extract(epoch FROM at) * 1000)::bigint, "
-                                        "       actor, action, target, details::text "
-                                        "FROM admin_audit ORDER BY id DESC LIMIT $1::int",
-                                        1, p);
-        if (!res)
+        char err[1024], t[32];
+        json_t *rows = NULL;
+        if (!tb_cli_id_connect(db))
                 return 1;
+        if (tb_store_audit_list(db->conn, limit, &rows, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("audit: %s", err);
+                return 1;
+        }
         printf("%-24s %-28s %-20s %-24s %s\n", "AT", "ACTOR", "ACTION", "TARGET", "DETAILS");
-        for (int i = 0; i < PQntuples(res); i++)
-                printf("%-24s %-28s %-20s %-24s %s\n", tb_cli_id_time(res, i, 0, t),
-                       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
-                       PQgetvalue(res, i, 4));
-        PQclear(res);
+        size_t i;
+        json_t *row;
+        json_array_foreach(rows, i, row)
+                printf("%-24s %-28s %-20s %-24s %s\n",
+                       tb_cli_id_ms(json_object_get(row, "at"), t), tb_cli_id_str(row, "actor"),
+                       tb_cli_id_str(row, "action"), tb_cli_id_str(row, "target"),
+                       tb_cli_id_str(row, "details"));
+        json_decref(rows);
         return 0;
 }
 

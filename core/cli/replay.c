@@ -159,7 +159,7 @@ int tb_cli_replay(int argc, char **argv) {
                 tb_cli_fail("schemas: %s", err);
                 goto out;
         }
-        if (tb_cli_pg_connect(into, &conn, err, sizeof(err)) != TB_OK) {
+        if (tb_store_connect_one(into, &conn, err, sizeof(err)) != TB_OK) {
                 tb_cli_fail("replay: cannot connect to --into database: %s", err);
                 goto out;
         }

@@ -1,7 +1,7 @@
 /**
  * @file test_store.c
- * @brief core/lib/store/store.c against the real PostgreSQL of the local stack: the
- *        embedded migrations (once, concurrently, tamper detection, failed
+ * @brief core/lib/store/pool.c and migrate.c against the real PostgreSQL
+ *        of the local stack: the embedded migrations (once, concurrently, tamper detection, failed
  *        and out-of-order migrations), the pool (bound, blocking, reset of a
  *        terminated backend, rollback on release) and exec's errors.
  *

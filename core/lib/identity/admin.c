@@ -1,14 +1,17 @@
 /**
  * @file identity/admin.c
  * @brief The audited admin operations behind `taskbus admin user|token|group`:
- *        users, groups, membership and tokens, each with its admin_audit row;
- *        and tb_identity_audit(), the one writer of admin_audit.
+ *        users, groups, membership and tokens, each with its audit row;
+ *        and tb_identity_audit(), through which every admin action writes
+ *        its row (the statements: store/identity.h, store/audit.h).
  *
  * Each operation is a function of its statements (tb_identity_*_op) and the
  * public function that checks its arguments and hands the statements to
  * tb_identity_admin_run(), which owns the transaction and the audit row.
  */
 #include "identity/identity_internal.h"
+#include "store/audit.h"
+#include "store/identity.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -67,11 +70,8 @@ tb_err_t tb_identity_audit(PGconn *conn, const char *actor, const char *action,
         if (!text)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
                                  "audit %s: cannot encode the details", action);
-        const char *params[] = {actor, action, target, text};
-        tb_err_t err = tb_store_exec(conn, "write admin_audit",
-                                     "INSERT INTO admin_audit (actor, action, target, details) "
-                                     "VALUES ($1, $2, $3, $4::jsonb)",
-                                     4, params, NULL, errstr, errstr_size);
+        tb_err_t err = tb_store_audit_insert(conn, actor, action, target, text, errstr,
+                                             errstr_size);
         free(text);
         return err;
 }
@@ -134,18 +134,6 @@ static tb_err_t tb_identity_admin_run(PGconn *conn, const char *actor, const cha
         return err;
 }
 
-/* Run a statement and report whether it returned at least one row. */
-static tb_err_t tb_identity_exec_any(PGconn *conn, const char *what, const char *sql, int nparams,
-                                     const char *const *params, bool *found, char *errstr,
-                                     size_t errstr_size) {
-        PGresult *res = NULL;
-        tb_err_t err = tb_store_exec(conn, what, sql, nparams, params, &res, errstr, errstr_size);
-        if (!err)
-                *found = PQntuples(res) > 0;
-        PQclear(res);
-        return err;
-}
-
 static tb_err_t tb_identity_no_user(const char *user_id, char *errstr, size_t errstr_size) {
         return tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
                          "no user '%s'; create it with: taskbus admin user create %s "
@@ -161,7 +149,7 @@ static tb_err_t tb_identity_token_insert(PGconn *conn, const char *user_id, char
          * a collision ON CONFLICT inserts nothing and we draw again. */
         for (int attempt = 0; attempt < 5; attempt++) {
                 unsigned char raw[TB_TOKEN_RAW_LEN], hash[TB_HASH_LEN];
-                char token[TB_TOKEN_LEN + 1], id[32], hparam[2 * TB_HASH_LEN + 3];
+                char token[TB_TOKEN_LEN + 1], id[32];
                 if (tb_random_bytes(raw, sizeof(raw)) != TB_OK)
                         return tb_seterr(errstr, errstr_size, TB_ERR_IO,
                                          "token: getrandom failed");
@@ -174,15 +162,9 @@ static tb_err_t tb_identity_token_insert(PGconn *conn, const char *user_id, char
                                          "token: SHA-256 failed");
                 }
                 tb_identity_token_id(hash, id);
-                tb_identity_bytea_param(hash, hparam);
-                const char *params[] = {id, user_id, hparam};
                 bool inserted = false;
-                tb_err_t err = tb_identity_exec_any(
-                        conn, "insert token",
-                        "INSERT INTO api_tokens (id, user_id, token_hash) "
-                        "VALUES ($1, $2, $3::bytea) ON CONFLICT DO NOTHING "
-                        "RETURNING id",
-                        3, params, &inserted, errstr, errstr_size);
+                tb_err_t err = tb_store_identity_token_insert(conn, id, user_id, hash, &inserted,
+                                                              errstr, errstr_size);
                 if (err) {
                         explicit_bzero(token, sizeof(token));
                         return err;
@@ -207,11 +189,7 @@ static tb_err_t tb_identity_user_create_op(PGconn *conn, const tb_identity_admin
         const char *user_id = req->user_id;
         bool found = false;
         tb_err_t err;
-        const char *up[] = {user_id};
-        if ((err = tb_identity_exec_any(conn, "insert user",
-                                        "INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING "
-                                        "RETURNING id",
-                                        1, up, &found, errstr, errstr_size)))
+        if ((err = tb_store_identity_user_insert(conn, user_id, &found, errstr, errstr_size)))
                 return err;
         if (!found)
                 return tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
@@ -228,18 +206,13 @@ static tb_err_t tb_identity_user_create_op(PGconn *conn, const tb_identity_admin
                         dup = !strcmp(group, req->groups[j]);
                 if (dup)
                         continue;
-                const char *gp[] = {group, user_id};
-                if ((err = tb_identity_exec_any(conn, "create group",
-                                                "INSERT INTO security_groups (name) VALUES ($1) "
-                                                "ON CONFLICT DO NOTHING RETURNING name",
-                                                1, gp, &found, errstr, errstr_size)))
+                if ((err = tb_store_identity_group_insert(conn, group, &found, errstr,
+                                                          errstr_size)))
                         goto fail;
                 if (found && json_array_append_new(jcreated, json_string(group)))
                         goto nomem;
-                if ((err = tb_store_exec(conn, "add group member",
-                                         "INSERT INTO group_members (group_name, user_id) "
-                                         "VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                                         2, gp, NULL, errstr, errstr_size)))
+                if ((err = tb_store_identity_member_add(conn, group, user_id, NULL, errstr,
+                                                        errstr_size)))
                         goto fail;
                 if (json_array_append_new(jgroups, json_string(group)))
                         goto nomem;
@@ -283,22 +256,16 @@ tb_err_t tb_identity_user_create(PGconn *conn, const char *actor, const char *us
 static tb_err_t tb_identity_user_disable_op(PGconn *conn, const tb_identity_admin_req_t *req,
                                             json_t **details, char *errstr,
                                             size_t errstr_size) {
-        PGresult *res = NULL;
-        const char *p[] = {req->user_id, req->disabled ? "true" : "false"};
-        tb_err_t err = tb_store_exec(conn, "read user",
-                                     "SELECT disabled FROM users WHERE id = $1 FOR UPDATE", 1, p,
-                                     &res, errstr, errstr_size);
-        bool exists = !err && PQntuples(res) > 0;
-        bool was = exists && !strcmp(PQgetvalue(res, 0, 0), "t");
-        PQclear(res);
+        bool exists = false, was = false;
+        tb_err_t err = tb_store_identity_user_get(conn, req->user_id, TB_STORE_IDENTITY_FOR_UPDATE,
+                                                  &exists, &was, errstr, errstr_size);
         if (err)
                 return err;
         if (!exists)
                 return tb_identity_no_user(req->user_id, errstr, errstr_size);
         if (was != req->disabled &&
-            (err = tb_store_exec(conn, req->disabled ? "disable user" : "enable user",
-                                 "UPDATE users SET disabled = $2::boolean WHERE id = $1", 2, p,
-                                 NULL, errstr, errstr_size)))
+            (err = tb_store_identity_user_set_disabled(conn, req->user_id, req->disabled, errstr,
+                                                       errstr_size)))
                 return err;
         *details = json_pack("{s:b}", "changed", was != req->disabled);
         return TB_OK;
@@ -320,11 +287,9 @@ static tb_err_t tb_identity_token_create_op(PGconn *conn, const tb_identity_admi
                                             size_t errstr_size) {
         bool found = false;
         tb_err_t err;
-        const char *p[] = {req->user_id};
         /* FOR SHARE: a concurrent delete of the user cannot slip in between */
-        if ((err = tb_identity_exec_any(conn, "read user",
-                                        "SELECT 1 FROM users WHERE id = $1 FOR SHARE", 1, p, &found,
-                                        errstr, errstr_size)))
+        if ((err = tb_store_identity_user_get(conn, req->user_id, TB_STORE_IDENTITY_FOR_SHARE,
+                                              &found, NULL, errstr, errstr_size)))
                 return err;
         if (!found)
                 return tb_identity_no_user(req->user_id, errstr, errstr_size);
@@ -351,35 +316,28 @@ tb_err_t tb_identity_token_create(PGconn *conn, const char *actor, const char *u
 static tb_err_t tb_identity_token_revoke_op(PGconn *conn, const tb_identity_admin_req_t *req,
                                             json_t **details, char *errstr,
                                             size_t errstr_size) {
-        PGresult *res = NULL;
+        tb_store_identity_token_state_t st;
+        bool found = false;
         tb_err_t err;
-        const char *p[] = {req->token_id};
-        if ((err = tb_store_exec(conn, "read token",
-                                 "SELECT user_id, revoked_at IS NOT NULL, "
-                                 "       (extract(epoch FROM revoked_at) * 1000)::bigint "
-                                 "FROM api_tokens WHERE id = $1 FOR UPDATE",
-                                 1, p, &res, errstr, errstr_size)))
-                goto done;
-        if (PQntuples(res) == 0) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
-                                "no token '%s'; list tokens with: taskbus admin token list",
-                                req->token_id);
-                goto done;
-        }
-        if (!strcmp(PQgetvalue(res, 0, 1), "t")) {
+        if ((err = tb_store_identity_token_lock(conn, req->token_id, &found, &st, errstr,
+                                                errstr_size)))
+                return err;
+        if (!found)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
+                                 "no token '%s'; list tokens with: taskbus admin token list",
+                                 req->token_id);
+        if (st.revoked) {
                 char at[32];
-                tb_time_format(strtoll(PQgetvalue(res, 0, 2), NULL, 10), at);
+                tb_time_format(st.revoked_ms, at);
                 err = tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
                                 "token %s was already revoked at %s", req->token_id, at);
                 goto done;
         }
-        if ((err = tb_store_exec(conn, "revoke token",
-                                 "UPDATE api_tokens SET revoked_at = now() WHERE id = $1", 1, p,
-                                 NULL, errstr, errstr_size)))
+        if ((err = tb_store_identity_token_revoke(conn, req->token_id, errstr, errstr_size)))
                 goto done;
-        *details = json_pack("{s:s}", "user", PQgetvalue(res, 0, 0));
+        *details = json_pack("{s:s}", "user", st.user_id);
 done:
-        PQclear(res);
+        free(st.user_id);
         return err;
 }
 
@@ -425,22 +383,16 @@ static tb_err_t tb_identity_group_add_member_op(PGconn *conn, const tb_identity_
                                                 size_t errstr_size) {
         bool found = false, created = false;
         tb_err_t err;
-        const char *p[] = {req->group, req->user_id};
-        if ((err = tb_identity_exec_any(conn, "read user",
-                                        "SELECT 1 FROM users WHERE id = $1 FOR SHARE", 1, p + 1,
-                                        &found, errstr, errstr_size)))
+        if ((err = tb_store_identity_user_get(conn, req->user_id, TB_STORE_IDENTITY_FOR_SHARE,
+                                              &found, NULL, errstr, errstr_size)))
                 return err;
         if (!found)
                 return tb_identity_no_user(req->user_id, errstr, errstr_size);
-        if ((err = tb_identity_exec_any(conn, "create group",
-                                        "INSERT INTO security_groups (name) VALUES ($1) "
-                                        "ON CONFLICT DO NOTHING RETURNING name",
-                                        1, p, &created, errstr, errstr_size)))
+        if ((err = tb_store_identity_group_insert(conn, req->group, &created, errstr,
+                                                  errstr_size)))
                 return err;
-        if ((err = tb_identity_exec_any(conn, "add group member",
-                                        "INSERT INTO group_members (group_name, user_id) "
-                                        "VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING user_id",
-                                        2, p, &found, errstr, errstr_size)))
+        if ((err = tb_store_identity_member_add(conn, req->group, req->user_id, &found, errstr,
+                                                errstr_size)))
                 return err;
         if (!found)
                 return tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
@@ -463,20 +415,15 @@ static tb_err_t tb_identity_group_remove_member_op(PGconn *conn,
                                                    size_t errstr_size) {
         bool found = false;
         tb_err_t err;
-        const char *p[] = {req->group, req->user_id};
-        if ((err = tb_identity_exec_any(conn, "remove group member",
-                                        "DELETE FROM group_members WHERE group_name = $1 "
-                                        "AND user_id = $2 RETURNING user_id",
-                                        2, p, &found, errstr, errstr_size)))
+        if ((err = tb_store_identity_member_remove(conn, req->group, req->user_id, &found,
+                                                   errstr, errstr_size)))
                 return err;
         if (!found) {
                 bool user = false, grp = false;
-                if ((err = tb_identity_exec_any(conn, "read user",
-                                                "SELECT 1 FROM users WHERE id = $1", 1, p + 1,
-                                                &user, errstr, errstr_size)) ||
-                    (err = tb_identity_exec_any(conn, "read group",
-                                                "SELECT 1 FROM security_groups WHERE name = $1",
-                                                1, p, &grp, errstr, errstr_size)))
+                if ((err = tb_store_identity_user_get(conn, req->user_id, TB_STORE_IDENTITY_NO_LOCK,
+                                                      &user, NULL, errstr, errstr_size)) ||
+                    (err = tb_store_identity_group_exists(conn, req->group, &grp, errstr,
+                                                          errstr_size)))
                         return err;
                 if (!user)
                         err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND, "no user '%s'",

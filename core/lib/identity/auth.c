@@ -1,7 +1,8 @@
 /**
  * @file identity/auth.c
  * @brief Principals and the authentication of bearer tokens against
- *        PostgreSQL; the token-format helpers the admin operations share.
+ *        PostgreSQL (through store/identity.h); the token-format helpers the
+ *        admin operations share.
  *
  * Tokens: 32 bytes from getrandom(2), shown once as "tbk_" + 64 hex digits.
  * Only SHA-256(token text) is stored (api_tokens.token_hash, unique), so a
@@ -9,6 +10,7 @@
  * in our code, and a database dump reveals no usable token.
  */
 #include "identity/identity_internal.h"
+#include "store/identity.h"
 
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -17,6 +19,9 @@
 #include <strings.h>
 
 #define TB_IDENTITY_SUBSYS "identity"
+
+_Static_assert(TB_HASH_LEN == TB_STORE_IDENTITY_HASH_LEN,
+               "the store keys a token by the hash identity computes");
 
 /** Longest Authorization value we even look at: a token is 68 bytes. */
 #define TB_AUTH_MAX 512
@@ -47,14 +52,6 @@ tb_err_t tb_identity_sha256(const char *text, size_t len, unsigned char out[TB_H
         if (!EVP_Digest(text, len, out, &n, EVP_sha256(), NULL) || n != TB_HASH_LEN)
                 return TB_ERR_INTERNAL;
         return TB_OK;
-}
-
-/* The bytea text form PostgreSQL accepts as a parameter: "\x" + hex. */
-void tb_identity_bytea_param(const unsigned char hash[TB_HASH_LEN],
-                             char out[2 * TB_HASH_LEN + 3]) {
-        out[0] = '\\';
-        out[1] = 'x';
-        tb_identity_hex(hash, TB_HASH_LEN, out + 2);
 }
 
 
@@ -195,10 +192,7 @@ static tb_err_t tb_identity_parse_authorization(const char *auth, char token[TB_
 /* Look the hash up in PostgreSQL and build the principal. */
 static tb_err_t tb_identity_lookup(tb_store_t *store, const unsigned char hash[TB_HASH_LEN],
                                    tb_principal_t **out, char *errstr, size_t errstr_size) {
-        char hparam[2 * TB_HASH_LEN + 3];
-        tb_identity_bytea_param(hash, hparam);
-        const char *params[] = {hparam};
-        PGresult *res = NULL;
+        tb_store_identity_auth_t *row = NULL;
         tb_principal_t *p = NULL;
         tb_err_t err;
 
@@ -208,37 +202,24 @@ static tb_err_t tb_identity_lookup(tb_store_t *store, const unsigned char hash[T
                                  "authenticate: no PostgreSQL connection free within %d ms "
                                  "(raise postgres.pool_size?)",
                                  TB_AUTH_ACQUIRE_MS);
-        /* One row per group (or one row with a NULL group); the token row is
-         * found through the unique index on token_hash. */
-        err = tb_store_exec(conn, "authenticate: look up token",
-                            "SELECT t.id, t.user_id, t.revoked_at IS NOT NULL, u.disabled, "
-                            "       (t.last_used_at IS NULL OR "
-                            "        t.last_used_at < now() - interval '1 minute'), "
-                            "       m.group_name "
-                            "FROM api_tokens t JOIN users u ON u.id = t.user_id "
-                            "LEFT JOIN group_members m ON m.user_id = t.user_id "
-                            "WHERE t.token_hash = $1::bytea "
-                            "ORDER BY m.group_name COLLATE \"C\"",
-                            1, params, &res, errstr, errstr_size);
-        if (err)
+        if ((err = tb_store_identity_token_find(conn, hash, &row, errstr, errstr_size)))
                 goto done;
-        int rows = PQntuples(res);
-        if (rows == 0) {
+        if (!row) {
                 err = tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
                                 "unknown token: it was not issued by this taskbus or has been "
                                 "deleted; ask an administrator for a new one");
                 goto done;
         }
-        const char *token_id = PQgetvalue(res, 0, 0);
-        const char *user_id = PQgetvalue(res, 0, 1);
-        if (!strcmp(PQgetvalue(res, 0, 2), "t")) {
+        const char *token_id = row->token_id;
+        const char *user_id = row->user_id;
+        if (row->revoked) {
                 char q[48];
                 tb_identity_quote(token_id, q, sizeof(q));
                 err = tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
                                 "token %s has been revoked; ask an administrator for a new one", q);
                 goto done;
         }
-        if (!strcmp(PQgetvalue(res, 0, 3), "t")) {
+        if (row->user_disabled) {
                 char q[160];
                 tb_identity_quote(user_id, q, sizeof(q));
                 err = tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
@@ -254,44 +235,35 @@ static tb_err_t tb_identity_lookup(tb_store_t *store, const unsigned char hash[T
                                 "recreate them with taskbus admin");
                 goto done;
         }
-        if (!(p = calloc(1, sizeof(*p))))
-                goto nomem;
+        if (!(p = calloc(1, sizeof(*p)))) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "authenticate: out of memory");
+                goto done;
+        }
         memcpy(p->user_id, user_id, strlen(user_id) + 1);
         memcpy(p->token_id, token_id, strlen(token_id) + 1);
-        if (!PQgetisnull(res, 0, 5)) {
-                if (!(p->groups = calloc((size_t)rows, sizeof(char *))))
-                        goto nomem;
-                for (int i = 0; i < rows; i++) {
-                        if (!(p->groups[i] = strdup(PQgetvalue(res, i, 5))))
-                                goto nomem;
-                        p->group_cnt++;
-                }
-                /* ORDER BY ... COLLATE "C" is strcmp order already; sorting
-                 * again keeps tb_principal_in_group() correct whatever the SQL. */
+        /* The principal takes the group list over. */
+        p->groups = row->groups;
+        p->group_cnt = row->group_cnt;
+        row->groups = NULL;
+        row->group_cnt = 0;
+        /* The store returns them in "C" order, strcmp order already; sorting
+         * again keeps tb_principal_in_group() correct whatever the SQL. */
+        if (p->group_cnt)
                 qsort(p->groups, p->group_cnt, sizeof(char *), tb_identity_strcmp_p);
-        }
 
-        if (!strcmp(PQgetvalue(res, 0, 4), "t")) {
-                /* At most once a minute per token: the WHERE makes racing
-                 * authenticators (other threads, other processes) skip it. */
+        if (row->touch_due) {
+                /* At most once a minute per token (the store skips it when
+                 * another authenticator was faster). */
                 char uerr[512];
-                const char *uparams[] = {token_id};
-                if (tb_store_exec(conn, "authenticate: update last_used_at",
-                                  "UPDATE api_tokens SET last_used_at = now() WHERE id = $1 "
-                                  "AND (last_used_at IS NULL OR "
-                                  "     last_used_at < now() - interval '1 minute')",
-                                  1, uparams, NULL, uerr, sizeof(uerr)) != TB_OK)
+                if (tb_store_identity_token_touch(conn, token_id, uerr, sizeof(uerr)) != TB_OK)
                         tb_warn(TB_IDENTITY_SUBSYS, "%s", uerr); /* bookkeeping only */
         }
         *out = p;
         p = NULL;
         err = TB_OK;
-        goto done;
-nomem:
-        err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "authenticate: out of memory");
 done:
         tb_principal_free(p);
-        PQclear(res);
+        tb_store_identity_auth_free(row);
         tb_store_release(store, conn);
         return err;
 }

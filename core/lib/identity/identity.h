@@ -12,8 +12,9 @@
  *
  * Files: auth.c (principals, authentication, the token format), cache.c
  * (the authentication cache), admin.c (the admin operations and the audit
- * log). The per-user rate limiter is a subsystem of its own:
- * identity/ratelimit.h.
+ * log). The statements on the tables are the store's: store/identity.h
+ * (users, groups, membership, tokens) and store/audit.h (admin_audit). The
+ * per-user rate limiter is a subsystem of its own: identity/ratelimit.h.
  */
 #ifndef TB_IDENTITY_H
 #define TB_IDENTITY_H

@@ -25,8 +25,6 @@ void tb_identity_hex(const unsigned char *in, size_t len, char *out);
 bool tb_identity_is_lower_hex(const char *s, size_t len);
 /** SHA-256 of \p len bytes of \p text. @returns TB_OK or TB_ERR_INTERNAL. */
 tb_err_t tb_identity_sha256(const char *text, size_t len, unsigned char out[TB_HASH_LEN]);
-/** \p hash as a bytea query parameter ("\\x" + hex). */
-void tb_identity_bytea_param(const unsigned char hash[TB_HASH_LEN], char out[2 * TB_HASH_LEN + 3]);
 /** \p in (may be NULL) made safe for a message: printable ASCII, \\xNN for
  *  the rest, cut with "..." to fit \p out_size. */
 void tb_identity_quote(const char *in, char *out, size_t out_size);

@@ -1,9 +1,13 @@
 /**
  * @file store/store.h
- * @brief The PostgreSQL layer (libpq): a small connection pool, query helpers
- *        that surface server messages with context, and the versioned
- *        migrations in schemas/sql/ (embedded at build time), applied in
- *        order, once, recorded in schema_migrations.
+ * @brief The PostgreSQL layer (libpq), its umbrella header: a small
+ *        connection pool and query helpers that surface server messages with
+ *        context (pool.c); it includes the migration runner (migrate.h).
+ *
+ * Only core/lib/store/ names tables, one file per table family, each with its
+ * header saying which tables it owns: migrate.h (schema_migrations),
+ * identity.h (users, security_groups, group_members, api_tokens), audit.h
+ * (admin_audit). The caller owns the connection and the transaction.
  */
 #ifndef TB_STORE_H
 #define TB_STORE_H
@@ -47,6 +51,17 @@ PGconn *tb_store_acquire_timeout(tb_store_t *store, int timeout_ms);
  *  left alone. @locality any thread. */
 void tb_store_release(tb_store_t *store, PGconn *conn);
 
+/**
+ * @brief One PostgreSQL connection (not a pool) to \p conninfo (a libpq URL),
+ *        for a program that needs a single connection to a database that may
+ *        not be postgres.url (the CLI's replay --into, history).
+ * @returns TB_OK with *out owned by the caller (PQfinish), or TB_ERR_PG with
+ *          libpq's first line of explanation.
+ * @locality any thread.
+ */
+tb_err_t tb_store_connect_one(const char *conninfo, PGconn **out, char *errstr,
+                              size_t errstr_size);
+
 /** A snapshot of the pool, for monitoring and tests. */
 typedef struct tb_store_stats {
         int size;     /**< the maximum (postgres.pool_size) */
@@ -81,47 +96,7 @@ tb_err_t tb_store_begin(PGconn *conn, char *errstr, size_t errstr_size);
 tb_err_t tb_store_commit(PGconn *conn, char *errstr, size_t errstr_size);
 void tb_store_rollback(PGconn *conn);
 
-/** One embedded migration. */
-typedef struct tb_migration {
-        int version;
-        const char *name;
-        const char *sql;
-} tb_migration_t;
-
-/** NULL-terminated (name == NULL) table, sorted by version, generated at build time. */
-extern const tb_migration_t tb_migrations[];
-
-/**
- * Apply every migration newer than the database's, each in its own
- * transaction, under an advisory lock (so concurrent callers serialize).
- * *\p applied (may be NULL) receives how many ran.
- */
-tb_err_t tb_store_migrate(PGconn *conn, int *applied, char *errstr, size_t errstr_size);
-/**
- * tb_store_migrate() with an explicit table \p migs (same shape as
- * tb_migrations[]: sorted by version, ended by name == NULL).
- *
- * Under pg_advisory_lock(TB_STORE_MIGRATION_LOCK) it creates
- * schema_migrations(version, name, checksum = SHA-256 hex of the SQL,
- * applied_at) if missing, then runs each migration newer than the highest
- * applied version in its own transaction together with its
- * schema_migrations row. \p conn must be idle (outside a transaction).
- * Errors:
- *  - TB_ERR_CONFLICT: an applied migration's checksum differs from \p migs
- *    ("migration 0001_init was changed after it was applied..."), or a
- *    migration older than the newest applied one was never applied.
- *  - TB_ERR_INVALID: \p migs is not sorted, or a migration ends its own
- *    transaction (COMMIT/ROLLBACK inside the file).
- *  - TB_ERR_PG: the server refused a statement; the message names the
- *    migration and the line of its file. Nothing of that migration is kept.
- * Migrations applied before the error stay applied (*\p applied counts them).
- */
-tb_err_t tb_store_migrate_list(PGconn *conn, const tb_migration_t *migs, int *applied,
-                               char *errstr, size_t errstr_size);
-
-/** The advisory lock key held while migrating ("taskbus" in ASCII). */
-#define TB_STORE_MIGRATION_LOCK 0x7461736b627573LL
-/** The highest applied version (0 if none). */
-tb_err_t tb_store_schema_version(PGconn *conn, int *version, char *errstr, size_t errstr_size);
+/* The migration runner (migrate.c), for the callers that include only this header. */
+#include "store/migrate.h"
 
 #endif /* TB_STORE_H */

@@ -1,0 +1,40 @@
+/**
+ * @file store/audit.h
+ * @brief The admin log (audit.c owns table admin_audit): one row per admin
+ *        action, who did what to what and when. What a row holds and when it
+ *        is written is decided by identity/identity.h (tb_identity_audit());
+ *        this file only reads and writes the table.
+ */
+#ifndef TB_STORE_AUDIT_H
+#define TB_STORE_AUDIT_H
+
+#include "tb.h"
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+/**
+ * @brief Insert one admin_audit row, stamped with the server's now().
+ *
+ * Runs on \p conn as it is: inside the caller's transaction the row commits
+ * with it; outside one it commits on its own.
+ * @param details_json the details as JSON object text (never a secret).
+ * @returns TB_OK or TB_ERR_PG ("write admin_audit: ...").
+ * @locality the thread that holds \p conn.
+ */
+tb_err_t tb_store_audit_insert(PGconn *conn, const char *actor, const char *action,
+                               const char *target, const char *details_json, char *errstr,
+                               size_t errstr_size);
+
+/**
+ * @brief The newest \p limit rows of admin_audit, newest first.
+ * @param out receives a JSON array (caller owns it, json_decref()) of objects
+ *        {"at": epoch ms, "actor", "action", "target", "details": the details
+ *        as PostgreSQL prints the jsonb}.
+ * @returns TB_OK, TB_ERR_NOMEM or TB_ERR_PG ("read admin_audit: ...").
+ * @locality the thread that holds \p conn.
+ */
+tb_err_t tb_store_audit_list(PGconn *conn, long limit, json_t **out, char *errstr,
+                             size_t errstr_size);
+
+#endif /* TB_STORE_AUDIT_H */
