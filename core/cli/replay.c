@@ -1,11 +1,11 @@
 /**
  * @file cli/replay.c
  * @brief `taskbus replay`: rebuild the projection of task-events in a
- *        database, with the projector's own apply function.
+ *        database, with the projection the projector applies (projection/projection.h).
  */
 #include "bus/bus.h"
 #include "cli.h"
-#include "projector/projector.h"
+#include "projection/projection.h"
 #include "serde/serde.h"
 #include "store/store.h"
 
@@ -152,7 +152,7 @@ int tb_cli_replay(int argc, char **argv) {
         rd_kafka_message_t **batch = NULL;
         size_t batch_cnt = 0;
         rd_kafka_topic_partition_list_t *as = NULL;
-        tb_projector_stats_t st = {0};
+        tb_projection_stats_t st = {0};
         PGconn *conn = NULL;
 
         if (tb_serde_init(err, sizeof(err)) != TB_OK) {
@@ -263,7 +263,7 @@ int tb_cli_replay(int argc, char **argv) {
                         }
                 }
                 if (batch_cnt == TB_CLI_REPLAY_BATCH || (batch_cnt > 0 && (!m || remaining == 0))) {
-                        if (tb_projector_apply_batch(conn, conf, TB_PROJECTOR_CONSUMER, batch,
+                        if (tb_projection_apply_batch(conn, conf, TB_PROJECTION_CONSUMER, batch,
                                                      batch_cnt, &st, err,
                                                      sizeof(err)) != TB_OK) {
                                 if (tty)

@@ -5,11 +5,11 @@
  *        exactly once, with the consumed offsets stored in the same
  *        transaction (consumer_offsets) rather than in Kafka.
  *
- * Projected topics are listed in tb_projector_topics[] with their schema and
+ * Projected topics are listed in tb_projection_topics[] with their schema and
  * apply function. The projector role is a pgsink (bus/pgsink.h) on all of
  * them, with the callbacks of this file that route each record to its
  * topic's function and NOTIFY the listeners; `taskbus replay` applies its
- * batches with the same callbacks (tb_projector_apply_batch()).
+ * batches with the same callbacks (tb_projection_apply_batch()).
  *
  * Regions (docs/replication.md): the projector also consumes this region's
  * copies of the other regions' task-events, runs and run-results
@@ -37,13 +37,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TB_PROJ_SUB "projector"
+#define TB_PROJECTION_SUB "projector"
 /** NOTIFY payloads are limited to 8000 bytes by PostgreSQL. */
-#define TB_PROJ_NOTIFY_MAX 7900
+#define TB_PROJECTION_NOTIFY_MAX 7900
 
 /* ---- task-events --------------------------------------------------------------- */
 
-static const char *tb_proj_jstr(const json_t *o, const char *key) {
+static const char *tb_projection_jstr(const json_t *o, const char *key) {
         const char *s = json_string_value(json_object_get(o, key));
         return s ? s : "";
 }
@@ -51,7 +51,7 @@ static const char *tb_proj_jstr(const json_t *o, const char *key) {
 /* epoch milliseconds as text, for the 'epoch' + ms interval expressions */
 #define TB_PROJ_TS(n) "('epoch'::timestamptz + $" #n "::bigint * interval '1 millisecond')"
 
-static const char tb_proj_sql_upsert[] =
+static const char tb_projection_sql_upsert[] =
         "INSERT INTO tasks (id, version, name, security_group, user_id, spec, paused, labels, "
         "home_region, epoch, created_at, created_by, updated_at, event_partition, event_offset) "
         "SELECT $1, $2::bigint, $3, $4, $5, $6::jsonb, $7::boolean, $8::jsonb, $9, $10::bigint, "
@@ -70,10 +70,10 @@ static const char tb_proj_sql_upsert[] =
         /* regions: a higher home-region epoch wins, then the higher version */
         "WHERE (tasks.epoch, tasks.version) < (EXCLUDED.epoch, EXCLUDED.version)";
 
-static const char tb_proj_sql_delete[] =
+static const char tb_projection_sql_delete[] =
         "DELETE FROM tasks WHERE id = $1 AND (epoch, version) < ($3::bigint, $2::bigint)";
 
-static const char tb_proj_sql_history[] =
+static const char tb_projection_sql_history[] =
         "INSERT INTO task_history (task_id, version, event_id, type, at, actor, command_id, "
         "changed_fields, spec, security_group, source_region, epoch) "
         "VALUES ($1, $2::bigint, $3, $4, " TB_PROJ_TS(5) ", $6, $7, "
@@ -83,17 +83,17 @@ static const char tb_proj_sql_history[] =
         "AND h.version < $2::bigint ORDER BY h.version DESC LIMIT 1), ''), $11, $12::bigint) "
         "ON CONFLICT DO NOTHING";
 
-static void tb_proj_notify_add(tb_projector_batch_t *b, const char *task_id) {
-        if (b->notify.len > TB_PROJ_NOTIFY_MAX)
+static void tb_projection_notify_add(tb_projection_batch_t *b, const char *task_id) {
+        if (b->notify.len > TB_PROJECTION_NOTIFY_MAX)
                 return;
         if (b->notify.len)
                 tb_buf_append(&b->notify, ",", 1);
         tb_buf_append(&b->notify, task_id, strlen(task_id));
 }
 
-static tb_err_t tb_proj_apply_event(tb_projector_batch_t *b, const rd_kafka_message_t *msg,
+static tb_err_t tb_projection_apply_event(tb_projection_batch_t *b, const rd_kafka_message_t *msg,
                                     const json_t *ev, char *errstr, size_t errstr_size) {
-        const char *id = tb_proj_jstr(ev, "task_id");
+        const char *id = tb_projection_jstr(ev, "task_id");
         const json_t *spec = json_object_get(ev, "task");
         json_t *task = json_is_object(spec) ? tb_task_from_spec(spec) : NULL;
         char version[32], at[32], created_at[32], epoch[32], part[16], off[32];
@@ -123,52 +123,52 @@ static tb_err_t tb_proj_apply_event(tb_projector_batch_t *b, const rd_kafka_mess
                 labels_text = labels ? json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS)
                                      : strdup("{}");
         }
-        const char *type = tb_proj_jstr(ev, "type");
-        const char *group = task ? tb_proj_jstr(task, "security_group") : NULL;
+        const char *type = tb_projection_jstr(ev, "type");
+        const char *group = task ? tb_projection_jstr(task, "security_group") : NULL;
         const char *source = "";
         tb_repl_topic_parse(b->conf, rd_kafka_topic_name(msg->rkt), &source, NULL);
         const char *hp[] = {id,
                             version,
-                            tb_proj_jstr(ev, "event_id"),
+                            tb_projection_jstr(ev, "event_id"),
                             type,
                             at,
-                            tb_proj_jstr(ev, "actor"),
-                            tb_proj_jstr(ev, "command_id"),
+                            tb_projection_jstr(ev, "actor"),
+                            tb_projection_jstr(ev, "command_id"),
                             changed_text ? changed_text : "[]",
                             task_text,
                             group,
                             source,
                             epoch};
-        if ((err = tb_store_exec(b->conn, "insert task_history", tb_proj_sql_history, 12, hp,
+        if ((err = tb_store_exec(b->conn, "insert task_history", tb_projection_sql_history, 12, hp,
                                  NULL, errstr, errstr_size)))
                 goto out;
         if (task) {
                 const char *up[] = {id,
                                     version,
-                                    tb_proj_jstr(task, "name"),
+                                    tb_projection_jstr(task, "name"),
                                     group,
-                                    tb_proj_jstr(task, "user_id"),
+                                    tb_projection_jstr(task, "user_id"),
                                     task_text,
                                     json_is_true(json_object_get(task, "paused")) ? "true"
                                                                                  : "false",
                                     labels_text ? labels_text : "{}",
-                                    tb_proj_jstr(task, "home_region"),
+                                    tb_projection_jstr(task, "home_region"),
                                     epoch,
                                     created_at,
-                                    tb_proj_jstr(ev, "created_by"),
+                                    tb_projection_jstr(ev, "created_by"),
                                     at,
                                     part,
                                     off};
-                err = tb_store_exec(b->conn, "upsert task", tb_proj_sql_upsert, 15, up, NULL,
+                err = tb_store_exec(b->conn, "upsert task", tb_projection_sql_upsert, 15, up, NULL,
                                     errstr, errstr_size);
         } else {
                 const char *dp[] = {id, version, epoch};
-                err = tb_store_exec(b->conn, "delete task", tb_proj_sql_delete, 3, dp, NULL,
+                err = tb_store_exec(b->conn, "delete task", tb_projection_sql_delete, 3, dp, NULL,
                                     errstr, errstr_size);
         }
         if (!err) {
                 b->stats.events++;
-                tb_proj_notify_add(b, id);
+                tb_projection_notify_add(b, id);
         }
 out:
         free(task_text);
@@ -193,7 +193,7 @@ out:
  * the archiver copies it onto the run's run_logs rows.
  */
 
-static const char tb_proj_sql_run_request[] =
+static const char tb_projection_sql_run_request[] =
         "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, trigger, "
         "status, scheduled_at, executor, log_retention_ms, updated_at) "
         "VALUES ($1, $2, $3, " TB_PROJ_TS(4) ", $5::int, $6, 'scheduled', " TB_PROJ_TS(7) ", "
@@ -210,7 +210,7 @@ static const char tb_proj_sql_run_request[] =
 /* $5 status (lower case); the new record "wins" when its status ranks higher */
 #define TB_PROJ_WIN "(taskbus_run_status_rank(EXCLUDED.status) > taskbus_run_status_rank(runs.status))"
 
-static const char tb_proj_sql_run_result[] =
+static const char tb_projection_sql_run_result[] =
         "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, status, "
         "started_at, finished_at, exit_code, signal, executor, host, output_bytes, infra_error, "
         "error, updated_at) "
@@ -242,10 +242,10 @@ static const char tb_proj_sql_run_result[] =
 
 /* What settling a run needs: its group (filled from the task if unknown),
  * whether it is final, its end and its log retention. */
-static const char tb_proj_sql_run_state[] =
+static const char tb_projection_sql_run_state[] =
         "UPDATE runs r SET security_group = COALESCE((SELECT t.security_group FROM tasks t "
         "WHERE t.id = r.task_id), '') WHERE r.run_id = $1 AND r.security_group = ''";
-static const char tb_proj_sql_run_read[] =
+static const char tb_projection_sql_run_read[] =
         "SELECT r.security_group, taskbus_run_status_rank(r.status) = 2, "
         "(extract(epoch FROM COALESCE(r.finished_at, r.updated_at)) * 1000)::bigint, "
         "r.log_retention_ms, t.spec->>'log_retention' "
@@ -253,14 +253,14 @@ static const char tb_proj_sql_run_read[] =
 
 /** Fill in the group of a run projected before its task or RunRequest, and
  *  set the expiry of a final run's log. */
-static tb_err_t tb_proj_run_settle(tb_projector_batch_t *b, const char *run_id, char *errstr,
+static tb_err_t tb_projection_run_settle(tb_projection_batch_t *b, const char *run_id, char *errstr,
                                    size_t errstr_size) {
         const char *p[] = {run_id};
         PGresult *r = NULL;
         tb_err_t err;
-        if ((err = tb_store_exec(b->conn, "fill in the run's group", tb_proj_sql_run_state, 1, p,
+        if ((err = tb_store_exec(b->conn, "fill in the run's group", tb_projection_sql_run_state, 1, p,
                                  NULL, errstr, errstr_size)) ||
-            (err = tb_store_exec(b->conn, "read run", tb_proj_sql_run_read, 1, p, &r, errstr,
+            (err = tb_store_exec(b->conn, "read run", tb_projection_sql_run_read, 1, p, &r, errstr,
                                  errstr_size)))
                 return err;
         if (PQntuples(r) != 1 || PQgetvalue(r, 0, 1)[0] != 't') {
@@ -294,7 +294,7 @@ static tb_err_t tb_proj_run_settle(tb_projector_batch_t *b, const char *run_id, 
 }
 
 /** "RUN_NOW" -> "run_now" into \p out (64 bytes). */
-static void tb_proj_lower(const char *s, char out[64]) {
+static void tb_projection_lower(const char *s, char out[64]) {
         size_t i = 0;
         for (; s[i] && i < 63; i++)
                 out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
@@ -302,7 +302,7 @@ static void tb_proj_lower(const char *s, char out[64]) {
 }
 
 /** A nullable long field as text, or NULL. */
-static const char *tb_proj_jlong(const json_t *o, const char *key, char buf[32]) {
+static const char *tb_projection_jlong(const json_t *o, const char *key, char buf[32]) {
         const json_t *v = json_object_get(o, key);
         if (!json_is_integer(v))
                 return NULL;
@@ -310,66 +310,66 @@ static const char *tb_proj_jlong(const json_t *o, const char *key, char buf[32])
         return buf;
 }
 
-static tb_err_t tb_proj_apply_run_request(tb_projector_batch_t *b, const rd_kafka_message_t *msg,
+static tb_err_t tb_projection_apply_run_request(tb_projection_batch_t *b, const rd_kafka_message_t *msg,
                                           const json_t *rq, char *errstr, size_t errstr_size) {
         const json_t *snap = json_object_get(rq, "snapshot");
-        const char *run_id = tb_proj_jstr(rq, "run_id");
+        const char *run_id = tb_projection_jstr(rq, "run_id");
         char nominal[32], attempt[32], emitted[32], ret[32], trigger[64];
-        tb_proj_lower(tb_proj_jstr(rq, "trigger"), trigger);
+        tb_projection_lower(tb_projection_jstr(rq, "trigger"), trigger);
         const char *p[] = {run_id,
-                           tb_proj_jstr(rq, "task_id"),
-                           tb_proj_jstr(snap, "security_group"),
-                           tb_proj_jlong(rq, "nominal_time", nominal),
-                           tb_proj_jlong(rq, "attempt", attempt),
+                           tb_projection_jstr(rq, "task_id"),
+                           tb_projection_jstr(snap, "security_group"),
+                           tb_projection_jlong(rq, "nominal_time", nominal),
+                           tb_projection_jlong(rq, "attempt", attempt),
                            trigger,
-                           tb_proj_jlong(rq, "emitted_at", emitted),
-                           tb_proj_jstr(snap, "executor"),
-                           tb_proj_jlong(snap, "log_retention_ms", ret)};
+                           tb_projection_jlong(rq, "emitted_at", emitted),
+                           tb_projection_jstr(snap, "executor"),
+                           tb_projection_jlong(snap, "log_retention_ms", ret)};
         if (!*run_id || !p[3]) {
-                tb_warn(TB_PROJ_SUB, "runs [%" PRId32 "] offset %" PRId64
+                tb_warn(TB_PROJECTION_SUB, "runs [%" PRId32 "] offset %" PRId64
                         ": a RunRequest without run_id or nominal_time: skipped",
                         msg->partition, msg->offset);
                 return TB_OK;
         }
-        tb_err_t err = tb_store_exec(b->conn, "upsert run (RunRequest)", tb_proj_sql_run_request,
+        tb_err_t err = tb_store_exec(b->conn, "upsert run (RunRequest)", tb_projection_sql_run_request,
                                      9, p, NULL, errstr, errstr_size);
         if (!err)
-                err = tb_proj_run_settle(b, run_id, errstr, errstr_size);
+                err = tb_projection_run_settle(b, run_id, errstr, errstr_size);
         if (!err)
                 b->stats.results++;
         return err;
 }
 
-static tb_err_t tb_proj_apply_run_result(tb_projector_batch_t *b, const rd_kafka_message_t *msg,
+static tb_err_t tb_projection_apply_run_result(tb_projection_batch_t *b, const rd_kafka_message_t *msg,
                                          const json_t *rr, char *errstr, size_t errstr_size) {
-        const char *run_id = tb_proj_jstr(rr, "run_id");
+        const char *run_id = tb_projection_jstr(rr, "run_id");
         char nominal[32], attempt[32], started[32], finished[32], code[32], sig[32], out[32];
         char status[64];
-        tb_proj_lower(tb_proj_jstr(rr, "status"), status);
+        tb_projection_lower(tb_projection_jstr(rr, "status"), status);
         if (!*run_id || !strcmp(status, "duplicate")) {
                 /* a duplicate delivery says nothing about the run itself */
                 return TB_OK;
         }
-        const char *fin = tb_proj_jlong(rr, "finished_at", finished);
+        const char *fin = tb_projection_jlong(rr, "finished_at", finished);
         if (!fin && strcmp(status, "running"))
-                fin = tb_proj_jlong(rr, "at", finished); /* skipped / expired: decided then */
+                fin = tb_projection_jlong(rr, "at", finished); /* skipped / expired: decided then */
         const json_t *e = json_object_get(rr, "error");
         const char *p[] = {run_id,
-                           tb_proj_jstr(rr, "task_id"),
-                           tb_proj_jlong(rr, "nominal_time", nominal),
-                           tb_proj_jlong(rr, "attempt", attempt),
+                           tb_projection_jstr(rr, "task_id"),
+                           tb_projection_jlong(rr, "nominal_time", nominal),
+                           tb_projection_jlong(rr, "attempt", attempt),
                            status,
-                           tb_proj_jlong(rr, "started_at", started),
+                           tb_projection_jlong(rr, "started_at", started),
                            fin,
-                           tb_proj_jlong(rr, "exit_code", code),
-                           tb_proj_jlong(rr, "signal", sig),
-                           tb_proj_jstr(rr, "executor"),
-                           tb_proj_jstr(rr, "host"),
-                           tb_proj_jlong(rr, "output_bytes", out),
+                           tb_projection_jlong(rr, "exit_code", code),
+                           tb_projection_jlong(rr, "signal", sig),
+                           tb_projection_jstr(rr, "executor"),
+                           tb_projection_jstr(rr, "host"),
+                           tb_projection_jlong(rr, "output_bytes", out),
                            json_is_true(json_object_get(rr, "infra_error")) ? "true" : "false",
                            json_string_value(e)};
         if (!p[2]) {
-                tb_warn(TB_PROJ_SUB, "run-results [%" PRId32 "] offset %" PRId64
+                tb_warn(TB_PROJECTION_SUB, "run-results [%" PRId32 "] offset %" PRId64
                         ": a RunResult without nominal_time: skipped",
                         msg->partition, msg->offset);
                 return TB_OK;
@@ -378,10 +378,10 @@ static tb_err_t tb_proj_apply_run_result(tb_projector_batch_t *b, const rd_kafka
                 p[3] = "1";
         if (!p[11])
                 p[11] = "0";
-        tb_err_t err = tb_store_exec(b->conn, "upsert run (RunResult)", tb_proj_sql_run_result,
+        tb_err_t err = tb_store_exec(b->conn, "upsert run (RunResult)", tb_projection_sql_run_result,
                                      14, p, NULL, errstr, errstr_size);
         if (!err)
-                err = tb_proj_run_settle(b, run_id, errstr, errstr_size);
+                err = tb_projection_run_settle(b, run_id, errstr, errstr_size);
         if (!err)
                 b->stats.results++;
         return err;
@@ -391,35 +391,35 @@ static tb_err_t tb_proj_apply_run_result(tb_projector_batch_t *b, const rd_kafka
 
 
 /** Every topic the projector consumes, with its schema and apply function. */
-const tb_proj_topic_t tb_projector_topics[3] = {
-        {TB_TOPIC_EVENTS, TB_SCHEMA_TASK_EVENT, tb_proj_apply_event},
-        {TB_TOPIC_RUNS, TB_SCHEMA_RUN_REQUEST, tb_proj_apply_run_request},
-        {TB_TOPIC_RESULTS, TB_SCHEMA_RUN_RESULT, tb_proj_apply_run_result},
+const tb_projection_topic_t tb_projection_topics[3] = {
+        {TB_TOPIC_EVENTS, TB_SCHEMA_TASK_EVENT, tb_projection_apply_event},
+        {TB_TOPIC_RUNS, TB_SCHEMA_RUN_REQUEST, tb_projection_apply_run_request},
+        {TB_TOPIC_RESULTS, TB_SCHEMA_RUN_RESULT, tb_projection_apply_run_result},
 };
 
 /** The projected topic of \p name: a local topic or another region's copy
  *  of one (\p region then names that region, else it is NULL). */
-static const tb_proj_topic_t *tb_proj_topic_of(const tb_config_t *conf, const char *name,
+static const tb_projection_topic_t *tb_projection_topic_of(const tb_config_t *conf, const char *name,
                                                const char **region) {
         char buf[256];
         tb_topic_t t;
         *region = NULL;
-        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++)
-                if (!strcmp(tb_topic_name(conf, tb_projector_topics[i].topic, buf, sizeof(buf)),
+        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projection_topics); i++)
+                if (!strcmp(tb_topic_name(conf, tb_projection_topics[i].topic, buf, sizeof(buf)),
                             name))
-                        return &tb_projector_topics[i];
+                        return &tb_projection_topics[i];
         if (!tb_repl_topic_parse(conf, name, region, &t))
                 return NULL;
-        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++)
-                if (tb_projector_topics[i].topic == t)
-                        return &tb_projector_topics[i];
+        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projection_topics); i++)
+                if (tb_projection_topics[i].topic == t)
+                        return &tb_projection_topics[i];
         return NULL;
 }
 
 /* ---- the batch: the pgsink callbacks ----------------------------------------------- */
 
-static void tb_proj_batch_begin(void *opaque) {
-        tb_projector_batch_t *b = opaque;
+static void tb_projection_batch_begin(void *opaque) {
+        tb_projection_batch_t *b = opaque;
         memset(&b->stats, 0, sizeof(b->stats));
         b->notify.len = 0;
         if (b->notify.data)
@@ -427,13 +427,13 @@ static void tb_proj_batch_begin(void *opaque) {
 }
 
 /** Route \p m to its topic's apply function. */
-static tb_pgsink_verdict_t tb_proj_apply_record(PGconn *conn, const rd_kafka_message_t *m,
+static tb_pgsink_verdict_t tb_projection_apply_record(PGconn *conn, const rd_kafka_message_t *m,
                                                 void *opaque, char *errstr,
                                                 size_t errstr_size) {
-        tb_projector_batch_t *b = opaque;
+        tb_projection_batch_t *b = opaque;
         const char *tname = rd_kafka_topic_name(m->rkt);
         const char *region = NULL;
-        const tb_proj_topic_t *pt = tb_proj_topic_of(b->conf, tname, &region);
+        const tb_projection_topic_t *pt = tb_projection_topic_of(b->conf, tname, &region);
         b->conn = conn;
         if (!pt) {
                 tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
@@ -467,20 +467,20 @@ static tb_pgsink_verdict_t tb_proj_apply_record(PGconn *conn, const rd_kafka_mes
 }
 
 /** Tell the listeners which tasks the batch touched. */
-static tb_err_t tb_proj_batch_finish(PGconn *conn, void *opaque, char *errstr,
+static tb_err_t tb_projection_batch_finish(PGconn *conn, void *opaque, char *errstr,
                                      size_t errstr_size) {
-        tb_projector_batch_t *b = opaque;
+        tb_projection_batch_t *b = opaque;
         /* delivered on commit only: listeners never see an uncommitted state */
-        const char *np[] = {b->notify.len > TB_PROJ_NOTIFY_MAX
+        const char *np[] = {b->notify.len > TB_PROJECTION_NOTIFY_MAX
                                     ? ""
                                     : (b->notify.data ? b->notify.data : "")};
-        return tb_store_exec(conn, "notify " TB_PROJECTOR_CHANNEL,
-                             "SELECT pg_notify('" TB_PROJECTOR_CHANNEL "', $1)", 1, np, NULL,
+        return tb_store_exec(conn, "notify " TB_PROJECTION_CHANNEL,
+                             "SELECT pg_notify('" TB_PROJECTION_CHANNEL "', $1)", 1, np, NULL,
                              errstr, errstr_size);
 }
 
-static void tb_proj_batch_committed(void *opaque) {
-        tb_projector_batch_t *b = opaque;
+static void tb_projection_batch_committed(void *opaque) {
+        tb_projection_batch_t *b = opaque;
         if (b->total) {
                 b->total->records += b->stats.records;
                 b->total->malformed += b->stats.malformed;
@@ -490,30 +490,30 @@ static void tb_proj_batch_committed(void *opaque) {
         tb_metrics_add("taskbus_projector_records_total", NULL, (double)b->stats.records);
 }
 
-static const tb_pgsink_ops_t tb_proj_sink_ops = {
-        .begin = tb_proj_batch_begin,
-        .apply = tb_proj_apply_record,
-        .finish = tb_proj_batch_finish,
-        .committed = tb_proj_batch_committed,
+static const tb_pgsink_ops_t tb_projection_sink_ops = {
+        .begin = tb_projection_batch_begin,
+        .apply = tb_projection_apply_record,
+        .finish = tb_projection_batch_finish,
+        .committed = tb_projection_batch_committed,
 };
 
 /** What a projector batch does, with \p b as its state (the sink and
  *  `taskbus replay` alike). */
-tb_pgsink_conf_t tb_proj_sink_conf(tb_projector_batch_t *b, const char *consumer) {
+tb_pgsink_conf_t tb_projection_sink_conf(tb_projection_batch_t *b, const char *consumer) {
         return (tb_pgsink_conf_t){
-                .sub = TB_PROJ_SUB,
+                .sub = TB_PROJECTION_SUB,
                 .consumer = consumer,
-                .ops = &tb_proj_sink_ops,
+                .ops = &tb_projection_sink_ops,
                 .opaque = b,
                 .metric_malformed = "taskbus_projector_malformed_total",
         };
 }
 
-tb_err_t tb_projector_apply_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
+tb_err_t tb_projection_apply_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
                                   rd_kafka_message_t *const *msgs, size_t cnt,
-                                  tb_projector_stats_t *stats, char *errstr, size_t errstr_size) {
-        tb_projector_batch_t b = {.conf = conf, .total = stats};
-        tb_pgsink_conf_t c = tb_proj_sink_conf(&b, consumer);
+                                  tb_projection_stats_t *stats, char *errstr, size_t errstr_size) {
+        tb_projection_batch_t b = {.conf = conf, .total = stats};
+        tb_pgsink_conf_t c = tb_projection_sink_conf(&b, consumer);
         tb_err_t err = tb_pgsink_apply(conn, &c, msgs, cnt, errstr, errstr_size);
         tb_buf_free(&b.notify);
         return err;

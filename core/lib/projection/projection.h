@@ -26,34 +26,34 @@
 #include <librdkafka/rdkafka.h>
 
 /** The consumer name of the projector role in consumer_offsets. */
-#define TB_PROJECTOR_CONSUMER "projector"
+#define TB_PROJECTION_CONSUMER "projector"
 /** The channel NOTIFYed after each committed batch (payload: the task ids
  *  of the batch, comma-separated, or empty when they do not fit). */
-#define TB_PROJECTOR_CHANNEL "taskbus_projection"
+#define TB_PROJECTION_CHANNEL "taskbus_projection"
 
 /** What a batch did (counters add up across calls). */
-typedef struct tb_projector_stats {
+typedef struct tb_projection_stats {
         uint64_t records;   /**< records seen */
         uint64_t malformed; /**< records that could not be decoded (skipped) */
         uint64_t events;    /**< task events applied (or found already applied) */
         uint64_t results;   /**< run results applied */
-} tb_projector_stats_t;
+} tb_projection_stats_t;
 
 /** The state of one batch handed to a topic's apply function. */
-typedef struct tb_projector_batch {
+typedef struct tb_projection_batch {
         PGconn *conn;                /**< the batch's connection, in its transaction */
         const tb_config_t *conf;
         tb_buf_t notify;             /**< task ids touched, comma-separated */
-        tb_projector_stats_t stats;  /**< what this batch did so far */
-        tb_projector_stats_t *total; /**< where a committed batch's stats are added, or NULL */
-} tb_projector_batch_t;
+        tb_projection_stats_t stats;  /**< what this batch did so far */
+        tb_projection_stats_t *total; /**< where a committed batch's stats are added, or NULL */
+} tb_projection_batch_t;
 
 /**
  * A topic's apply function: apply one decoded record \p value (owned by the
  * caller) of \p msg inside the open transaction. It must be idempotent.
  * @returns TB_OK, or an error that rolls back the whole batch.
  */
-typedef tb_err_t (*tb_projector_apply_fn)(tb_projector_batch_t *b, const rd_kafka_message_t *msg,
+typedef tb_err_t (*tb_projection_apply_fn)(tb_projection_batch_t *b, const rd_kafka_message_t *msg,
                                           const json_t *value, char *errstr,
                                           size_t errstr_size);
 
@@ -62,27 +62,27 @@ typedef tb_err_t (*tb_projector_apply_fn)(tb_projector_batch_t *b, const rd_kafk
  * apply function; records of other topics are an error) in one transaction
  * on \p conn (idle, outside a transaction), with the next offset of every
  * partition in the batch stored for \p consumer (NULL: offsets not stored),
- * then NOTIFY TB_PROJECTOR_CHANNEL. Undecodable records are counted in
+ * then NOTIFY TB_PROJECTION_CHANNEL. Undecodable records are counted in
  * \p stats->malformed, logged and skipped (their offsets still advance).
  * On error the transaction is rolled back: nothing of the batch is kept.
  * \p stats may be NULL. @locality any thread (one connection per caller).
  */
-tb_err_t tb_projector_apply_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
+tb_err_t tb_projection_apply_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
                                   rd_kafka_message_t *const *msgs, size_t cnt,
-                                  tb_projector_stats_t *stats, char *errstr, size_t errstr_size);
+                                  tb_projection_stats_t *stats, char *errstr, size_t errstr_size);
 
 /** A projected topic, its schema and its apply function. */
-typedef struct tb_proj_topic {
+typedef struct tb_projection_topic {
         tb_topic_t topic;
         tb_schema_id_t schema;
-        tb_projector_apply_fn apply;
-} tb_proj_topic_t;
+        tb_projection_apply_fn apply;
+} tb_projection_topic_t;
 
 /** Every topic the projector consumes (3 entries). */
-extern const tb_proj_topic_t tb_projector_topics[3];
+extern const tb_projection_topic_t tb_projection_topics[3];
 
 /** What a projector batch does, with \p b as its state (the sink and
  *  `taskbus replay` alike). */
-tb_pgsink_conf_t tb_proj_sink_conf(tb_projector_batch_t *b, const char *consumer);
+tb_pgsink_conf_t tb_projection_sink_conf(tb_projection_batch_t *b, const char *consumer);
 
 #endif /* TB_PROJECTION_H */

@@ -1,27 +1,10 @@
 /**
  * @file projector/projector.c
- * @brief The projector role: applies task-events (tasks, task_history), runs
- *        and run-results (runs: the run history) to PostgreSQL exactly once,
- *        with the consumed offsets stored in the same transaction
- *        (consumer_offsets) rather than in Kafka.
- *
- * Projected topics are listed in tb_projector_topics[] with their schema and
- * apply function. The role is a pgsink (bus/pgsink.h) on all of them: the
- * sink owns the consumer, the batches, the stored offsets and the retries;
- * the projector gives it the callbacks that route each record to its
- * topic's function and NOTIFY the listeners. `taskbus replay` applies its
- * batches with the same callbacks (tb_projector_apply_batch()).
- *
- * Regions (docs/replication.md): the projector also consumes this region's
- * copies of the other regions' task-events, runs and run-results
- * ("us.taskbus.task-events", made by MirrorMaker 2), so reads work in every
- * region. Task rows are ordered by (epoch, version): a failover's HOME_MOVED
- * (a higher home-region epoch) supersedes whatever the old home region wrote
- * in its old epoch, in whichever order the local and copied topics arrive.
- * How old a copied record is when it is applied is the replication lag
- * (metric taskbus_replication_lag_seconds; task_history.projected_at - at).
- *
- * @locality the apply callbacks run on the sink's thread (or replay's).
+ * @brief The projector role: a pgsink (bus/pgsink.h) on task-events, runs and
+ *        run-results and on the other regions' copies of them, applying each
+ *        batch with the library's projection (projection/projection.h). The
+ *        sink owns the consumer, the batches, the stored offsets and the
+ *        retries; the projection owns what a record does to PostgreSQL.
  */
 #include "projector/projector.h"
 
@@ -48,7 +31,7 @@
 /* ---- the role ------------------------------------------------------------------ */
 
 typedef struct tb_proj {
-        tb_projector_batch_t batch; /**< the sink's batch state */
+        tb_projection_batch_t batch; /**< the sink's batch state */
         tb_pgsink_t *sink;
 } tb_proj_t;
 
@@ -66,7 +49,7 @@ static tb_err_t tb_proj_start(tb_ctx_t *ctx, void **state, char *errstr, size_t 
         const tb_config_t *conf = ctx->conf;
         tb_err_t err;
         tb_proj_t *pj = calloc(1, sizeof(*pj));
-        size_t remote_cnt = TB_ARRAY_LEN(tb_projector_topics) * conf->repl_remote_region_cnt;
+        size_t remote_cnt = TB_ARRAY_LEN(tb_projection_topics) * conf->repl_remote_region_cnt;
         char(*remote)[300] = calloc(remote_cnt ? remote_cnt : 1, sizeof(*remote));
         const char **remote_names = calloc(remote_cnt ? remote_cnt : 1, sizeof(*remote_names));
         if (!pj || !remote || !remote_names) {
@@ -88,16 +71,16 @@ static tb_err_t tb_proj_start(tb_ctx_t *ctx, void **state, char *errstr, size_t 
         if ((err = tb_serde_init(errstr, errstr_size)))
                 goto fail;
         /* the local topics, and the other regions' copies of them */
-        tb_topic_t topics[TB_ARRAY_LEN(tb_projector_topics)];
+        tb_topic_t topics[TB_ARRAY_LEN(tb_projection_topics)];
         size_t k = 0;
-        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projector_topics); i++) {
-                topics[i] = tb_projector_topics[i].topic;
+        for (size_t i = 0; i < TB_ARRAY_LEN(tb_projection_topics); i++) {
+                topics[i] = tb_projection_topics[i].topic;
                 for (size_t r = 0; r < conf->repl_remote_region_cnt; r++, k++)
                         remote_names[k] = tb_repl_topic_name(conf, conf->repl_remote_regions[r],
                                                              topics[i], remote[k],
                                                              sizeof(remote[k]));
         }
-        tb_pgsink_conf_t c = tb_proj_sink_conf(&pj->batch, TB_PROJECTOR_CONSUMER);
+        tb_pgsink_conf_t c = tb_projection_sink_conf(&pj->batch, TB_PROJECTION_CONSUMER);
         c.conf = conf;
         c.store = ctx->store;
         c.stopping = &ctx->stopping;
