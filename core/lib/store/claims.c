@@ -9,12 +9,12 @@
 
 #include <stdlib.h>
 
-/* ---- cancellation requests (API, projector, CLI) ------------------------------- */
+/* ---- cancellation requests (API, CLI) ------------------------------------------- */
 
 /* Set cancel_requested on the running claims \p sql selects by \p id ($1),
  * with \p reason ($2) unless one was given before. \p what names the id in
  * the error ("run", "task"); *\p count receives the claims it marked. */
-static tb_err_t tb_exec_cancel_claims(PGconn *conn, const char *what, const char *stmt,
+static tb_err_t tb_store_claims_cancel(PGconn *conn, const char *what, const char *stmt,
                                       const char *sql, const char *id, const char *reason,
                                       int *count, char *errstr, size_t errstr_size) {
         *count = 0;
@@ -31,10 +31,10 @@ static tb_err_t tb_exec_cancel_claims(PGconn *conn, const char *what, const char
         return TB_OK;
 }
 
-tb_err_t tb_executor_request_cancel(PGconn *conn, const char *run_id, const char *reason,
+tb_err_t tb_store_claims_request_cancel(PGconn *conn, const char *run_id, const char *reason,
                                     char *errstr, size_t errstr_size) {
         int hit;
-        tb_err_t e = tb_exec_cancel_claims(conn, "run", "request run cancellation",
+        tb_err_t e = tb_store_claims_cancel(conn, "run", "request run cancellation",
                                            "UPDATE run_claims SET cancel_requested = true, "
                                            "cancel_reason = coalesce(cancel_reason, $2) "
                                            "WHERE run_id = $1 AND state = 'running'",
@@ -48,10 +48,10 @@ tb_err_t tb_executor_request_cancel(PGconn *conn, const char *run_id, const char
         return TB_OK;
 }
 
-tb_err_t tb_executor_cancel_task_runs(PGconn *conn, const char *task_id, const char *reason,
+tb_err_t tb_store_claims_cancel_task_runs(PGconn *conn, const char *task_id, const char *reason,
                                       int *count, char *errstr, size_t errstr_size) {
         int n;
-        tb_err_t e = tb_exec_cancel_claims(conn, "task",
+        tb_err_t e = tb_store_claims_cancel(conn, "task",
                                            "request cancellation of a task's runs",
                                            "UPDATE run_claims SET cancel_requested = true, "
                                            "cancel_reason = coalesce(cancel_reason, $2) "

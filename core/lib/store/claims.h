@@ -30,19 +30,19 @@
  *          TB_ERR_INVALID for an empty run id; TB_ERR_PG.
  * @locality any thread
  */
-tb_err_t tb_executor_request_cancel(PGconn *conn, const char *run_id, const char *reason,
+tb_err_t tb_store_claims_request_cancel(PGconn *conn, const char *run_id, const char *reason,
                                     char *errstr, size_t errstr_size);
 
 /**
  * @brief Ask for every running run of \p task_id to be cancelled (task
- *        deletion, `taskbus tasks cancel`); as tb_executor_request_cancel().
+ *        deletion, `taskbus tasks cancel`); as tb_store_claims_request_cancel().
  *
  * @param count if not NULL, receives how many runs were asked to stop (0 is
  *              not an error: the task had nothing running)
  * @returns TB_OK, TB_ERR_INVALID for an empty task id, or TB_ERR_PG.
  * @locality any thread
  */
-tb_err_t tb_executor_cancel_task_runs(PGconn *conn, const char *task_id, const char *reason,
+tb_err_t tb_store_claims_cancel_task_runs(PGconn *conn, const char *task_id, const char *reason,
                                       int *count, char *errstr, size_t errstr_size);
 
 #endif /* TB_STORE_CLAIMS_H */

@@ -12,7 +12,7 @@
  */
 #include "api/api.h"
 #include "api/util.h"
-#include "executor/executor.h" /* tb_executor_request_cancel(): until the store owns run_claims */
+#include "store/claims.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -324,7 +324,7 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         }
         tb_snprintf(reason, sizeof(reason), "cancelled by %s through the API", p->user_id);
-        tb_err_t e = tb_executor_request_cancel(c, id, reason, err, sizeof(err));
+        tb_err_t e = tb_store_claims_request_cancel(c, id, reason, err, sizeof(err));
         if (e == TB_ERR_NOT_FOUND) {
                 /* not projected as final yet, but its claim says finished; or
                  * no executor has claimed it yet */

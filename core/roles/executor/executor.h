@@ -16,13 +16,13 @@
  *  - Whoever wants a run stopped sets run_claims.cancel_requested (functions
  *    below); the owning executor, in whatever process, sees it within about
  *    500 ms and cancels the run through its plugin (status CANCELLED).
+ *    The requests are store/claims.h's (tb_store_claims_request_cancel()).
  */
 #ifndef TB_EXECUTOR_H
 #define TB_EXECUTOR_H
 
 #include "tb.h"
 #include "daemon.h"
-#include "store/claims.h"
 
 #include <libpq-fe.h>
 

@@ -14,7 +14,7 @@
  *              the finishers that report it and mark its claim done.
  *  - lease.c   renewing leases, acting on cancellation requests, reaping
  *              expired claims (LOST), and the requests themselves
- *              (tb_executor_request_cancel(), tb_executor_cancel_task_runs()).
+ *              (tb_store_claims_request_cancel(), tb_store_claims_cancel_task_runs()).
  *
  * Threads (all joined by stop()):
  *  - consumer: polls `runs` in batches, claims each batch in ONE PostgreSQL
