@@ -30,6 +30,7 @@
 #include "replication.h"
 #include "serde/serde.h"
 #include "store/store.h"
+#include "store/tasks.h"
 #include "task/task.h"
 
 #include <inttypes.h>
@@ -50,38 +51,6 @@ static const char *tb_projection_jstr(const json_t *o, const char *key) {
 
 /* epoch milliseconds as text, for the 'epoch' + ms interval expressions */
 #define TB_PROJ_TS(n) "('epoch'::timestamptz + $" #n "::bigint * interval '1 millisecond')"
-
-static const char tb_projection_sql_upsert[] =
-        "INSERT INTO tasks (id, version, name, security_group, user_id, spec, paused, labels, "
-        "home_region, epoch, created_at, created_by, updated_at, event_partition, event_offset) "
-        "SELECT $1, $2::bigint, $3, $4, $5, $6::jsonb, $7::boolean, $8::jsonb, $9, $10::bigint, "
-        TB_PROJ_TS(11) ", $12, " TB_PROJ_TS(13) ", $14::int, $15::bigint "
-        /* a task deleted at a later version stays deleted when an older
-         * event is applied again */
-        "WHERE NOT EXISTS (SELECT 1 FROM task_history h WHERE h.task_id = $1 "
-        "AND (h.epoch, h.version) > ($10::bigint, $2::bigint) AND h.type = 'DELETED') "
-        "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, name = EXCLUDED.name, "
-        "security_group = EXCLUDED.security_group, user_id = EXCLUDED.user_id, "
-        "spec = EXCLUDED.spec, paused = EXCLUDED.paused, labels = EXCLUDED.labels, "
-        "home_region = EXCLUDED.home_region, epoch = EXCLUDED.epoch, "
-        "created_at = EXCLUDED.created_at, created_by = EXCLUDED.created_by, "
-        "updated_at = EXCLUDED.updated_at, event_partition = EXCLUDED.event_partition, "
-        "event_offset = EXCLUDED.event_offset "
-        /* regions: a higher home-region epoch wins, then the higher version */
-        "WHERE (tasks.epoch, tasks.version) < (EXCLUDED.epoch, EXCLUDED.version)";
-
-static const char tb_projection_sql_delete[] =
-        "DELETE FROM tasks WHERE id = $1 AND (epoch, version) < ($3::bigint, $2::bigint)";
-
-static const char tb_projection_sql_history[] =
-        "INSERT INTO task_history (task_id, version, event_id, type, at, actor, command_id, "
-        "changed_fields, spec, security_group, source_region, epoch) "
-        "VALUES ($1, $2::bigint, $3, $4, " TB_PROJ_TS(5) ", $6, $7, "
-        "ARRAY(SELECT jsonb_array_elements_text($8::jsonb)), $9::jsonb, "
-        /* a DELETED event carries no task: keep the group it had */
-        "COALESCE($10, (SELECT h.security_group FROM task_history h WHERE h.task_id = $1 "
-        "AND h.version < $2::bigint ORDER BY h.version DESC LIMIT 1), ''), $11, $12::bigint) "
-        "ON CONFLICT DO NOTHING";
 
 static void tb_projection_notify_add(tb_projection_batch_t *b, const char *task_id) {
         if (b->notify.len > TB_PROJECTION_NOTIFY_MAX)
@@ -139,8 +108,7 @@ static tb_err_t tb_projection_apply_event(tb_projection_batch_t *b, const rd_kaf
                             group,
                             source,
                             epoch};
-        if ((err = tb_store_exec(b->conn, "insert task_history", tb_projection_sql_history, 12, hp,
-                                 NULL, errstr, errstr_size)))
+        if ((err = tb_store_tasks_history_insert(b->conn, hp, errstr, errstr_size)))
                 goto out;
         if (task) {
                 const char *up[] = {id,
@@ -159,12 +127,9 @@ static tb_err_t tb_projection_apply_event(tb_projection_batch_t *b, const rd_kaf
                                     at,
                                     part,
                                     off};
-                err = tb_store_exec(b->conn, "upsert task", tb_projection_sql_upsert, 15, up, NULL,
-                                    errstr, errstr_size);
+                err = tb_store_tasks_upsert(b->conn, up, errstr, errstr_size);
         } else {
-                const char *dp[] = {id, version, epoch};
-                err = tb_store_exec(b->conn, "delete task", tb_projection_sql_delete, 3, dp, NULL,
-                                    errstr, errstr_size);
+                err = tb_store_tasks_delete(b->conn, id, version, epoch, errstr, errstr_size);
         }
         if (!err) {
                 b->stats.events++;
