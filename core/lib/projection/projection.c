@@ -30,6 +30,7 @@
 #include "replication.h"
 #include "serde/serde.h"
 #include "store/store.h"
+#include "store/runs.h"
 #include "store/tasks.h"
 #include "task/task.h"
 
@@ -49,8 +50,6 @@ static const char *tb_projection_jstr(const json_t *o, const char *key) {
         return s ? s : "";
 }
 
-/* epoch milliseconds as text, for the 'epoch' + ms interval expressions */
-#define TB_PROJ_TS(n) "('epoch'::timestamptz + $" #n "::bigint * interval '1 millisecond')"
 
 static void tb_projection_notify_add(tb_projection_batch_t *b, const char *task_id) {
         if (b->notify.len > TB_PROJECTION_NOTIFY_MAX)
@@ -158,104 +157,32 @@ out:
  * the archiver copies it onto the run's run_logs rows.
  */
 
-static const char tb_projection_sql_run_request[] =
-        "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, trigger, "
-        "status, scheduled_at, executor, log_retention_ms, updated_at) "
-        "VALUES ($1, $2, $3, " TB_PROJ_TS(4) ", $5::int, $6, 'scheduled', " TB_PROJ_TS(7) ", "
-        "$8, $9::bigint, now()) "
-        "ON CONFLICT (run_id) DO UPDATE SET "
-        /* the snapshot's group is the run's: it was the task's at fire time */
-        "security_group = CASE WHEN EXCLUDED.security_group <> '' "
-        "THEN EXCLUDED.security_group ELSE runs.security_group END, "
-        "trigger = EXCLUDED.trigger, "
-        "scheduled_at = COALESCE(runs.scheduled_at, EXCLUDED.scheduled_at), "
-        "executor = CASE WHEN runs.executor = '' THEN EXCLUDED.executor ELSE runs.executor END, "
-        "log_retention_ms = EXCLUDED.log_retention_ms, updated_at = now()";
-
-/* $5 status (lower case); the new record "wins" when its status ranks higher */
-#define TB_PROJ_WIN "(taskbus_run_status_rank(EXCLUDED.status) > taskbus_run_status_rank(runs.status))"
-
-static const char tb_projection_sql_run_result[] =
-        "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, status, "
-        "started_at, finished_at, exit_code, signal, executor, host, output_bytes, infra_error, "
-        "error, updated_at) "
-        "VALUES ($1, $2, COALESCE((SELECT t.security_group FROM tasks t WHERE t.id = $2), ''), "
-        TB_PROJ_TS(3) ", $4::int, $5, " TB_PROJ_TS(6) ", " TB_PROJ_TS(7) ", $8::int, $9::int, "
-        "$10, $11, $12::bigint, $13::boolean, $14, now()) "
-        "ON CONFLICT (run_id) DO UPDATE SET "
-        "status = CASE WHEN " TB_PROJ_WIN " THEN EXCLUDED.status ELSE runs.status END, "
-        "security_group = CASE WHEN runs.security_group = '' THEN EXCLUDED.security_group "
-        "ELSE runs.security_group END, "
-        "started_at = COALESCE(runs.started_at, EXCLUDED.started_at), "
-        "finished_at = CASE WHEN " TB_PROJ_WIN " THEN COALESCE(EXCLUDED.finished_at, "
-        "runs.finished_at) ELSE COALESCE(runs.finished_at, EXCLUDED.finished_at) END, "
-        "exit_code = CASE WHEN " TB_PROJ_WIN " THEN COALESCE(EXCLUDED.exit_code, runs.exit_code) "
-        "ELSE COALESCE(runs.exit_code, EXCLUDED.exit_code) END, "
-        "signal = CASE WHEN " TB_PROJ_WIN " THEN COALESCE(EXCLUDED.signal, runs.signal) "
-        "ELSE COALESCE(runs.signal, EXCLUDED.signal) END, "
-        "executor = CASE WHEN " TB_PROJ_WIN " AND EXCLUDED.executor <> '' OR runs.executor = '' "
-        "THEN EXCLUDED.executor ELSE runs.executor END, "
-        "host = CASE WHEN " TB_PROJ_WIN " AND EXCLUDED.host <> '' OR runs.host = '' "
-        "THEN EXCLUDED.host ELSE runs.host END, "
-        "output_bytes = CASE WHEN " TB_PROJ_WIN " THEN EXCLUDED.output_bytes "
-        "ELSE GREATEST(runs.output_bytes, EXCLUDED.output_bytes) END, "
-        "infra_error = CASE WHEN " TB_PROJ_WIN " THEN EXCLUDED.infra_error ELSE runs.infra_error "
-        "END, "
-        "error = CASE WHEN " TB_PROJ_WIN " THEN COALESCE(EXCLUDED.error, runs.error) "
-        "ELSE COALESCE(runs.error, EXCLUDED.error) END, "
-        "updated_at = now()";
-
-/* What settling a run needs: its group (filled from the task if unknown),
- * whether it is final, its end and its log retention. */
-static const char tb_projection_sql_run_state[] =
-        "UPDATE runs r SET security_group = COALESCE((SELECT t.security_group FROM tasks t "
-        "WHERE t.id = r.task_id), '') WHERE r.run_id = $1 AND r.security_group = ''";
-static const char tb_projection_sql_run_read[] =
-        "SELECT r.security_group, taskbus_run_status_rank(r.status) = 2, "
-        "(extract(epoch FROM COALESCE(r.finished_at, r.updated_at)) * 1000)::bigint, "
-        "r.log_retention_ms, t.spec->>'log_retention' "
-        "FROM runs r LEFT JOIN tasks t ON t.id = r.task_id WHERE r.run_id = $1";
-
 /** Fill in the group of a run projected before its task or RunRequest, and
  *  set the expiry of a final run's log. */
 static tb_err_t tb_projection_run_settle(tb_projection_batch_t *b, const char *run_id, char *errstr,
-                                   size_t errstr_size) {
-        const char *p[] = {run_id};
-        PGresult *r = NULL;
-        tb_err_t err;
-        if ((err = tb_store_exec(b->conn, "fill in the run's group", tb_projection_sql_run_state, 1, p,
-                                 NULL, errstr, errstr_size)) ||
-            (err = tb_store_exec(b->conn, "read run", tb_projection_sql_run_read, 1, p, &r, errstr,
-                                 errstr_size)))
+                                         size_t errstr_size) {
+        tb_store_runs_retention_t rr;
+        tb_err_t err = tb_store_runs_retention(b->conn, run_id, &rr, errstr, errstr_size);
+        if (err)
                 return err;
-        if (PQntuples(r) != 1 || PQgetvalue(r, 0, 1)[0] != 't') {
-                PQclear(r);
+        if (!rr.found || !rr.final)
                 return TB_OK;
-        }
-        const char *group = PQgetvalue(r, 0, 0);
-        int64_t end_ms = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
         int64_t ret = b->conf->log_retention_default_ms;
         char derr[256];
         int64_t ms = 0;
-        if (!PQgetisnull(r, 0, 3))
-                ret = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
-        else if (!PQgetisnull(r, 0, 4) &&
-                 tb_units_duration_parse(PQgetvalue(r, 0, 4), &ms, derr, sizeof(derr)) == TB_OK)
+        if (rr.has_retention_ms)
+                ret = rr.retention_ms;
+        else if (rr.has_task_retention &&
+                 tb_units_duration_parse(rr.task_retention, &ms, derr, sizeof(derr)) == TB_OK)
                 ret = ms;
-        const tb_group_conf_t *gp = tb_config_group_policy(b->conf, group);
+        const tb_group_conf_t *gp = tb_config_group_policy(b->conf, rr.group);
         if (gp && gp->log_retention_max_ms > 0 && ret > gp->log_retention_max_ms)
                 ret = gp->log_retention_max_ms;
         if (ret < 0)
                 ret = 0;
-        PQclear(r);
         char at[32];
-        tb_snprintf(at, sizeof(at), "%" PRId64, end_ms + ret);
-        const char *up[] = {run_id, at};
-        return tb_store_exec(b->conn, "set the run's log expiry",
-                             "UPDATE runs SET log_expires_at = " TB_PROJ_TS(2) " "
-                             "WHERE run_id = $1 AND log_expires_at IS DISTINCT FROM "
-                             TB_PROJ_TS(2),
-                             2, up, NULL, errstr, errstr_size);
+        tb_snprintf(at, sizeof(at), "%" PRId64, rr.end_ms + ret);
+        return tb_store_runs_set_log_expiry(b->conn, run_id, at, errstr, errstr_size);
 }
 
 /** "RUN_NOW" -> "run_now" into \p out (64 bytes). */
@@ -296,8 +223,7 @@ static tb_err_t tb_projection_apply_run_request(tb_projection_batch_t *b, const 
                         msg->partition, msg->offset);
                 return TB_OK;
         }
-        tb_err_t err = tb_store_exec(b->conn, "upsert run (RunRequest)", tb_projection_sql_run_request,
-                                     9, p, NULL, errstr, errstr_size);
+        tb_err_t err = tb_store_runs_upsert_request(b->conn, p, errstr, errstr_size);
         if (!err)
                 err = tb_projection_run_settle(b, run_id, errstr, errstr_size);
         if (!err)
@@ -343,8 +269,7 @@ static tb_err_t tb_projection_apply_run_result(tb_projection_batch_t *b, const r
                 p[3] = "1";
         if (!p[11])
                 p[11] = "0";
-        tb_err_t err = tb_store_exec(b->conn, "upsert run (RunResult)", tb_projection_sql_run_result,
-                                     14, p, NULL, errstr, errstr_size);
+        tb_err_t err = tb_store_runs_upsert_result(b->conn, p, errstr, errstr_size);
         if (!err)
                 err = tb_projection_run_settle(b, run_id, errstr, errstr_size);
         if (!err)

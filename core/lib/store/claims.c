@@ -61,3 +61,23 @@ tb_err_t tb_store_claims_cancel_task_runs(PGconn *conn, const char *task_id, con
                 *count = n;
         return e;
 }
+
+tb_err_t tb_store_claims_status(PGconn *conn, const char *run_id, bool *claimed, char *status,
+                                size_t status_size, char *errstr, size_t errstr_size) {
+        const char *cp[] = {run_id};
+        PGresult *cl = NULL;
+        *claimed = false;
+        status[0] = '\0';
+        tb_err_t e = tb_store_exec(conn, "read run claim",
+                                   "SELECT state, coalesce(status, '') FROM run_claims "
+                                   "WHERE run_id = $1",
+                                   1, cp, &cl, errstr, errstr_size);
+        if (e)
+                return e;
+        if (PQntuples(cl) > 0) {
+                *claimed = true;
+                tb_snprintf(status, status_size, "%s", PQgetvalue(cl, 0, 1));
+        }
+        PQclear(cl);
+        return TB_OK;
+}

@@ -12,6 +12,7 @@
 #include "tb.h"
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 
 /**
  * @brief Ask the executor running \p run_id to cancel it.
@@ -44,5 +45,13 @@ tb_err_t tb_store_claims_request_cancel(PGconn *conn, const char *run_id, const 
  */
 tb_err_t tb_store_claims_cancel_task_runs(PGconn *conn, const char *task_id, const char *reason,
                                       int *count, char *errstr, size_t errstr_size);
+
+/**
+ * @brief Whether \p run_id was ever claimed, and the status its claim ended
+ *        with ("" while it runs, or when it ended without one).
+ * @returns TB_OK or TB_ERR_PG. @locality any thread
+ */
+tb_err_t tb_store_claims_status(PGconn *conn, const char *run_id, bool *claimed, char *status,
+                                size_t status_size, char *errstr, size_t errstr_size);
 
 #endif /* TB_STORE_CLAIMS_H */

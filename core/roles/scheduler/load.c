@@ -9,6 +9,7 @@
 #include "projection/projection.h"
 #include "serde/serde.h"
 #include "store/offsets.h"
+#include "store/runs.h"
 #include "store/tasks.h"
 #include "store/store.h"
 #include "task/task.h"
@@ -83,21 +84,17 @@ void tb_sched_adopt_moved(tb_sched_role_t *r) {
                 char errstr[512];
                 for (int attempt = 0; attempt < 3; attempt++) {
                         PGconn *conn = tb_store_acquire_timeout(r->ctx->store, 10000);
-                        PGresult *res = NULL;
-                        const char *params[] = {tid};
-                        tb_err_t err = conn ? tb_store_exec(
-                                                      conn, "last nominal of a moved task",
-                                                      "SELECT (extract(epoch FROM max(nominal_time)) "
-                                                      "* 1000)::bigint FROM runs WHERE task_id = $1 "
-                                                      "AND trigger IN ('schedule', 'misfire')",
-                                                      1, params, &res, errstr, sizeof(errstr))
+                        bool found = false;
+                        int64_t nominal = 0;
+                        tb_err_t err = conn ? tb_store_runs_last_scheduled(conn, tid, &found,
+                                                                           &nominal, errstr,
+                                                                           sizeof(errstr))
                                             : TB_ERR_TIMEOUT;
                         if (conn)
                                 tb_store_release(r->ctx->store, conn);
                         if (!err) {
-                                if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-                                        last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-                                PQclear(res);
+                                if (found)
+                                        last = nominal;
                                 break;
                         }
                         tb_warn(TB_SCHED_LOG, "task %s moved here: reading its last run: %s", tid,
