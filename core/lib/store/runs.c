@@ -314,12 +314,19 @@ static const char tb_store_runs_sql_history[] =
         "l AS (DELETE FROM run_logs WHERE run_id IN (SELECT run_id FROM d) RETURNING 1) "
         "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM l)";
 
-/** Run \p sql (one batch) until a batch touches fewer than the batch size.
+/** Run \p sql (one batch: $1 the batch size, $2 \p keep_ms if \p with_keep)
+ *  until a batch touches fewer than the batch size.
  *  @returns the rows of the first column summed; *\p batches statements. */
 static tb_err_t tb_store_runs_batches(PGconn *conn, const char *what, const char *sql,
-                                      int nparams, const char *const *params, int64_t batch,
-                                      int max_statements, int64_t *total, int64_t *second,
-                                      int *batches, char *errstr, size_t errstr_size) {
+                                      int64_t batch, bool with_keep, int64_t keep_ms,
+                                      int max_statements,
+                                      int64_t *total, int64_t *second, int *batches,
+                                      char *errstr, size_t errstr_size) {
+        char lim[32], keep[32];
+        tb_snprintf(lim, sizeof(lim), "%" PRId64, batch);
+        tb_snprintf(keep, sizeof(keep), "%" PRId64, keep_ms);
+        const char *params[] = {lim, keep};
+        int nparams = with_keep ? 2 : 1;
         *total = 0;
         if (second)
                 *second = 0;
@@ -347,33 +354,23 @@ static tb_err_t tb_store_runs_batches(PGconn *conn, const char *what, const char
 tb_err_t tb_store_runs_logs_settle(PGconn *conn, int64_t batch, int max_statements,
                                    int64_t *rows, int *batches, char *errstr,
                                    size_t errstr_size) {
-        char lim[32];
-        tb_snprintf(lim, sizeof(lim), "%" PRId64, batch);
-        const char *p1[] = {lim};
-        return tb_store_runs_batches(conn, "settle run_logs expiry", tb_store_runs_sql_settle, 1,
-                                     p1, batch, max_statements, rows, NULL, batches, errstr,
+        return tb_store_runs_batches(conn, "settle run_logs expiry", tb_store_runs_sql_settle,
+                                     batch, false, 0, max_statements, rows, NULL, batches, errstr,
                                      errstr_size);
 }
 
 tb_err_t tb_store_runs_logs_expire(PGconn *conn, int64_t batch, int max_statements,
                                    int64_t *rows, int64_t *other, int *batches, char *errstr,
                                    size_t errstr_size) {
-        char lim[32];
-        tb_snprintf(lim, sizeof(lim), "%" PRId64, batch);
-        const char *p1[] = {lim};
-        return tb_store_runs_batches(conn, "delete expired run_logs", tb_store_runs_sql_expire, 1,
-                                     p1, batch, max_statements, rows, other, batches, errstr,
+        return tb_store_runs_batches(conn, "delete expired run_logs", tb_store_runs_sql_expire,
+                                     batch, false, 0, max_statements, rows, other, batches, errstr,
                                      errstr_size);
 }
 
 tb_err_t tb_store_runs_purge_history(PGconn *conn, int64_t batch, int64_t keep_ms,
                                      int max_statements, int64_t *rows, int64_t *other,
                                      int *batches, char *errstr, size_t errstr_size) {
-        char lim[32], keep[32];
-        tb_snprintf(lim, sizeof(lim), "%" PRId64, batch);
-        tb_snprintf(keep, sizeof(keep), "%" PRId64, keep_ms);
-        const char *p2[] = {lim, keep};
         return tb_store_runs_batches(conn, "delete runs past history retention",
-                                     tb_store_runs_sql_history, 2, p2, batch, max_statements, rows,
-                                     other, batches, errstr, errstr_size);
+                                     tb_store_runs_sql_history, batch, true, keep_ms,
+                                     max_statements, rows, other, batches, errstr, errstr_size);
 }
