@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 #include "store/store.h"
+#include "store/tasks.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -72,12 +73,7 @@ int tb_cli_history(int argc, char **argv) {
                 tb_cli_fail("history: cannot connect to PostgreSQL: %s", err);
                 goto done;
         }
-        const char *p[] = {task_id};
-        if (tb_store_exec(conn, "read task_history",
-                          "SELECT version, (extract(epoch FROM at) * 1000)::bigint, actor, type, "
-                          "command_id, array_to_json(changed_fields)::text, spec::text, "
-                          "security_group FROM task_history WHERE task_id = $1 ORDER BY version",
-                          1, p, &r, err, sizeof(err)) != TB_OK) {
+        if (tb_store_tasks_history_all(conn, task_id, &r, err, sizeof(err)) != TB_OK) {
                 tb_cli_fail("history: %s", err);
                 goto done;
         }

@@ -20,6 +20,7 @@
 #include "replication.h"
 #include "serde/serde.h"
 #include "store/store.h"
+#include "store/tasks.h"
 #include "task/task.h"
 
 #include <inttypes.h>
@@ -130,12 +131,7 @@ static int tb_cli_region_failover(tb_config_t *conf, int argc, char **argv) {
                 return 1;
         }
         PGconn *conn = tb_store_acquire(store);
-        const char *params[] = {from};
-        if (tb_store_exec(conn, "tasks homed in the failed region",
-                          "SELECT id, version, epoch, spec::text, "
-                          "(extract(epoch FROM created_at) * 1000)::bigint, created_by "
-                          "FROM tasks WHERE home_region = $1 ORDER BY id",
-                          1, params, &res, err, sizeof(err))) {
+        if (tb_store_tasks_homed_in(conn, from, &res, err, sizeof(err))) {
                 tb_cli_fail("region failover: %s", err);
                 goto out;
         }

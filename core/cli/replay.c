@@ -1,13 +1,15 @@
 /**
  * @file cli/replay.c
  * @brief `taskbus replay`: rebuild the projection of task-events in a
- *        database, with the projector's own apply function.
+ *        database, with the projection the projector applies (projection/projection.h).
  */
 #include "bus/bus.h"
 #include "cli.h"
-#include "projector/projector.h"
+#include "projection/projection.h"
 #include "serde/serde.h"
 #include "store/store.h"
+#include "store/offsets.h"
+#include "store/tasks.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -34,26 +36,29 @@ static void tb_cli_replay_usage(FILE *fp) {
                 "started on that database continues where the replay stopped.\n");
 }
 
-/** Exec without parameters; prints the failure. */
-static bool tb_cli_replay_exec(PGconn *conn, const char *what, const char *sql) {
+/** How many tasks the projection holds, or -1 (printed). */
+static int64_t tb_cli_replay_count(PGconn *conn) {
         char err[1024];
-        if (tb_store_exec(conn, what, sql, 0, NULL, NULL, err, sizeof(err)) != TB_OK) {
+        int64_t n = 0;
+        if (tb_store_tasks_count(conn, &n, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("%s", err);
+                return -1;
+        }
+        return n;
+}
+
+/** Empty the projection and the projector's offsets in one transaction. */
+static bool tb_cli_replay_empty(PGconn *conn) {
+        char err[1024];
+        if (tb_store_begin(conn, err, sizeof(err)) != TB_OK ||
+            tb_store_tasks_truncate(conn, err, sizeof(err)) != TB_OK ||
+            tb_store_offsets_reset(conn, TB_PROJECTION_CONSUMER, err, sizeof(err)) != TB_OK ||
+            tb_store_commit(conn, err, sizeof(err)) != TB_OK) {
+                tb_store_rollback(conn);
                 tb_cli_fail("%s", err);
                 return false;
         }
         return true;
-}
-
-static int64_t tb_cli_replay_count(PGconn *conn, const char *sql) {
-        char err[1024];
-        PGresult *r = NULL;
-        if (tb_store_exec(conn, "count", sql, 0, NULL, &r, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("%s", err);
-                return -1;
-        }
-        int64_t n = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        PQclear(r);
-        return n;
 }
 
 /** An assign-only read_committed consumer (the group is never joined). */
@@ -152,7 +157,7 @@ int tb_cli_replay(int argc, char **argv) {
         rd_kafka_message_t **batch = NULL;
         size_t batch_cnt = 0;
         rd_kafka_topic_partition_list_t *as = NULL;
-        tb_projector_stats_t st = {0};
+        tb_projection_stats_t st = {0};
         PGconn *conn = NULL;
 
         if (tb_serde_init(err, sizeof(err)) != TB_OK) {
@@ -168,7 +173,7 @@ int tb_cli_replay(int argc, char **argv) {
                 tb_cli_fail("replay: migrating the target database: %s", err);
                 goto out;
         }
-        int64_t existing = tb_cli_replay_count(conn, "SELECT count(*) FROM tasks");
+        int64_t existing = tb_cli_replay_count(conn);
         if (existing < 0)
                 goto out;
         if (existing > 0 && !force) {
@@ -179,12 +184,7 @@ int tb_cli_replay(int argc, char **argv) {
                 rc = 1;
                 goto out;
         }
-        if (force && (!tb_cli_replay_exec(conn, "begin", "BEGIN") ||
-                      !tb_cli_replay_exec(conn, "empty the projection",
-                                          "TRUNCATE tasks, task_history") ||
-                      !tb_cli_replay_exec(conn, "reset the projector offsets",
-                                          "DELETE FROM consumer_offsets WHERE consumer = 'projector'") ||
-                      !tb_cli_replay_exec(conn, "commit", "COMMIT")))
+        if (force && !tb_cli_replay_empty(conn))
                 goto out;
 
         if (!(rk = tb_cli_replay_consumer(conf)))
@@ -263,7 +263,7 @@ int tb_cli_replay(int argc, char **argv) {
                         }
                 }
                 if (batch_cnt == TB_CLI_REPLAY_BATCH || (batch_cnt > 0 && (!m || remaining == 0))) {
-                        if (tb_projector_apply_batch(conn, conf, TB_PROJECTOR_CONSUMER, batch,
+                        if (tb_projection_apply_batch(conn, conf, TB_PROJECTION_CONSUMER, batch,
                                                      batch_cnt, &st, err,
                                                      sizeof(err)) != TB_OK) {
                                 if (tty)
@@ -287,7 +287,7 @@ int tb_cli_replay(int argc, char **argv) {
         double secs = (double)(tb_mono_us() - t0) / 1e6;
         if (tty)
                 tb_cli_replay_progress(tty, t0, st.events, total, total, true);
-        int64_t tasks = tb_cli_replay_count(conn, "SELECT count(*) FROM tasks");
+        int64_t tasks = tb_cli_replay_count(conn);
         if (tasks < 0)
                 goto out;
         printf("replayed %" PRIu64 " events (%" PRIu64 " skipped as malformed) from %s into "

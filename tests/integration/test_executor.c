@@ -12,6 +12,7 @@
  */
 #include "executor/executor.h"
 #include "serde/serde.h"
+#include "store/claims.h"
 #include "support.h"
 #include "support_stack.h"
 
@@ -336,11 +337,11 @@ Test(executor, overlap_forbid_skips_and_cancel_request_stops) {
                   jstr(sk, "error"));
 
         /* cancellation through run_claims, as `taskbus runs cancel` does it */
-        cr_assert_eq(tb_executor_request_cancel(st.conn, "f-2", NULL, err, sizeof(err)),
+        cr_assert_eq(tb_store_claims_request_cancel(st.conn, "f-2", NULL, err, sizeof(err)),
                      TB_ERR_NOT_FOUND, "a skipped run is not running");
         cr_assert(strstr(err, "f-2 is not running"), "%s", err);
         int64_t t0 = tb_mono_us();
-        cr_assert_eq(tb_executor_request_cancel(st.conn, "f-1", "stopped by the test", err,
+        cr_assert_eq(tb_store_claims_request_cancel(st.conn, "f-1", "stopped by the test", err,
                                                 sizeof(err)),
                      TB_OK, "%s", err);
         const json_t *c = wait_result("f-1", "CANCELLED", WAIT_MS);
@@ -359,7 +360,7 @@ Test(executor, overlap_allow_runs_both_and_task_cancel_stops_all) {
                              .overlap = "ALLOW"});
         wait_result("a-2", "RUNNING", WAIT_MS);
         int count = -1;
-        cr_assert_eq(tb_executor_cancel_task_runs(st.conn, "task-a", "task deleted", &count, err,
+        cr_assert_eq(tb_store_claims_cancel_task_runs(st.conn, "task-a", "task deleted", &count, err,
                                                   sizeof(err)),
                      TB_OK, "%s", err);
         cr_assert_eq(count, 2);

@@ -9,6 +9,8 @@
  */
 #include "bus/pgsink.h"
 
+#include "store/offsets.h"
+
 #include "http/metrics.h"
 
 #include <inttypes.h>
@@ -46,21 +48,10 @@ static tb_err_t tb_pgsink_offsets_read(PGconn *conn, const char *consumer,
                                        rd_kafka_topic_partition_list_t *parts, char *errstr,
                                        size_t errstr_size) {
         tb_err_t err = TB_OK;
-        for (int i = 0; i < parts->cnt && !err; i++) {
-                char part[16];
-                PGresult *r = NULL;
-                tb_snprintf(part, sizeof(part), "%" PRId32, parts->elems[i].partition);
-                const char *p[] = {consumer, parts->elems[i].topic, part};
-                err = tb_store_exec(conn, "read consumed offset",
-                                    "SELECT next_offset FROM consumer_offsets WHERE consumer = $1 "
-                                    "AND topic = $2 AND partition = $3::int",
-                                    3, p, &r, errstr, errstr_size);
-                if (!err)
-                        parts->elems[i].offset = PQntuples(r) > 0
-                                                         ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
-                                                         : RD_KAFKA_OFFSET_BEGINNING;
-                PQclear(r);
-        }
+        for (int i = 0; i < parts->cnt && !err; i++)
+                err = tb_store_offsets_get(conn, consumer, parts->elems[i].topic,
+                                           parts->elems[i].partition, RD_KAFKA_OFFSET_BEGINNING,
+                                           &parts->elems[i].offset, errstr, errstr_size);
         return err;
 }
 
@@ -69,18 +60,10 @@ static tb_err_t tb_pgsink_offsets_store(PGconn *conn, const char *consumer,
                                         const rd_kafka_topic_partition_list_t *next,
                                         char *errstr, size_t errstr_size) {
         for (int k = 0; k < next->cnt; k++) {
-                char part[16], off[32];
-                tb_snprintf(part, sizeof(part), "%" PRId32, next->elems[k].partition);
-                tb_snprintf(off, sizeof(off), "%" PRId64, next->elems[k].offset);
-                const char *p[] = {consumer, next->elems[k].topic, part, off};
-                tb_err_t err = tb_store_exec(
-                        conn, "store consumed offset",
-                        "INSERT INTO consumer_offsets (consumer, topic, partition, "
-                        "next_offset) VALUES ($1, $2, $3::int, $4::bigint) "
-                        "ON CONFLICT (consumer, topic, partition) DO UPDATE SET "
-                        "next_offset = GREATEST(consumer_offsets.next_offset, "
-                        "EXCLUDED.next_offset)",
-                        4, p, NULL, errstr, errstr_size);
+                tb_err_t err = tb_store_offsets_advance(conn, consumer, next->elems[k].topic,
+                                                        next->elems[k].partition,
+                                                        next->elems[k].offset, errstr,
+                                                        errstr_size);
                 if (err)
                         return err;
         }

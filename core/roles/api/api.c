@@ -11,6 +11,7 @@
 #include "bus/bus.h"
 #include "http/metrics.h"
 #include "serde/serde.h"
+#include "store/tasks.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -316,16 +317,9 @@ static void tb_api_proj_check(tb_api_t *api, PGconn *conn) {
                 conn = pooled = tb_store_acquire_timeout(api->ctx->store, 100);
         if (!conn)
                 goto out;
-        /* task_history has every version, also the DELETED one */
-        const char *sql =
-                "SELECT w.id, w.v FROM unnest($1::text[], $2::bigint[]) AS w(id, v) "
-                "WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.id = w.id AND t.version >= w.v) "
-                "OR EXISTS (SELECT 1 FROM task_history h WHERE h.task_id = w.id "
-                "AND h.version >= w.v)";
-        const char *params[2] = {ids.data, vers.data};
         PGresult *res = NULL;
         char err[512];
-        if (tb_store_exec(conn, "projection check", sql, 2, params, &res, err, sizeof(err))) {
+        if (tb_store_tasks_projected(conn, ids.data, vers.data, &res, err, sizeof(err))) {
                 tb_debug(TB_API_SUB, "%s", err);
                 goto out;
         }

@@ -12,7 +12,8 @@
  */
 #include "api/api.h"
 #include "api/util.h"
-#include "executor/executor.h" /* tb_executor_request_cancel(): until the store owns run_claims */
+#include "store/claims.h"
+#include "store/runs.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -48,29 +49,9 @@ static char *tb_api_runs_groups(const tb_principal_t *p) {
         return s;
 }
 
-#define TB_API_RUNS_VISIBLE(n) \
-        "security_group IN (SELECT jsonb_array_elements_text($" #n "::jsonb))"
-
 /* ---- run JSON ----------------------------------------------------------------- */
 
-#define TB_API_RUNS_MS(col) "(extract(epoch FROM " col ") * 1000)::bigint"
-/* Columns of tb_api_runs_json(): keep both in step. */
-#define TB_API_RUNS_COLS                                                                        \
-        "run_id, task_id, " TB_API_RUNS_MS("nominal_time") ", attempt, status, "                \
-        TB_API_RUNS_MS("started_at") ", " TB_API_RUNS_MS("finished_at") ", exit_code, signal, " \
-        "executor, host, output_bytes, error, trigger, " TB_API_RUNS_MS("log_expires_at") ", "  \
-        "infra_error, " TB_API_RUNS_MS("scheduled_at") ", "                                     \
-        "(log_expires_at <= now() OR log_purged_at IS NOT NULL), "                              \
-        "security_group, taskbus_run_status_rank(status) = 2, "                                 \
-        "(extract(epoch FROM now() - updated_at) * 1000)::bigint"
-
-/** Column indexes of TB_API_RUNS_COLS. */
-enum {
-        TB_RC_ID, TB_RC_TASK, TB_RC_NOMINAL, TB_RC_ATTEMPT, TB_RC_STATUS, TB_RC_STARTED,
-        TB_RC_FINISHED, TB_RC_EXIT, TB_RC_SIGNAL, TB_RC_EXECUTOR, TB_RC_HOST, TB_RC_OUTPUT,
-        TB_RC_ERROR, TB_RC_TRIGGER, TB_RC_LOG_EXPIRES, TB_RC_INFRA, TB_RC_SCHEDULED,
-        TB_RC_LOG_EXPIRED, TB_RC_GROUP, TB_RC_FINAL, TB_RC_AGE_MS,
-};
+/* tb_api_runs_json() reads the columns of store/runs.h's TB_RC_*. */
 
 static json_t *tb_api_runs_time(PGresult *r, int i, int col) {
         if (PQgetisnull(r, i, col))
@@ -120,11 +101,7 @@ static json_t *tb_api_runs_json(PGresult *r, int i) {
 static tb_err_t tb_api_runs_load(PGconn *c, const tb_principal_t *p, const char *id, PGresult **out,
                                  char *err, size_t errsz) {
         char *groups = tb_api_runs_groups(p);
-        const char *params[] = {id, groups};
-        tb_err_t e = tb_store_exec(c, "read run",
-                                   "SELECT " TB_API_RUNS_COLS " FROM runs WHERE run_id = $1 AND "
-                                   TB_API_RUNS_VISIBLE(2),
-                                   2, params, out, err, errsz);
+        tb_err_t e = tb_store_runs_get(c, id, groups, out, err, errsz);
         free(groups);
         if (e)
                 return e;
@@ -212,43 +189,20 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         groups = tb_api_runs_groups(tb_api_principal(req));
         tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
-        const char *params[] = {id,
-                                groups,
-                                has_cur ? cur.key : NULL,
-                                has_cur ? cur.id : NULL,
-                                statuses.len ? statuses.data : NULL,
-                                since[0] ? since : NULL,
-                                until[0] ? until : NULL,
-                                lim};
-#define TB_API_RUNS_TS(n) "('epoch'::timestamptz + $" #n "::bigint * interval '1 millisecond')"
-        if (tb_store_exec(c, "list runs",
-                          "SELECT " TB_API_RUNS_COLS " FROM runs WHERE task_id = $1 AND "
-                          TB_API_RUNS_VISIBLE(2) " "
-                          "AND ($3::bigint IS NULL OR (nominal_time, run_id) < (" TB_API_RUNS_TS(3)
-                          ", $4::text)) "
-                          "AND ($5::text[] IS NULL OR status = ANY($5::text[])) "
-                          "AND ($6::bigint IS NULL OR nominal_time >= " TB_API_RUNS_TS(6) ") "
-                          "AND ($7::bigint IS NULL OR nominal_time < " TB_API_RUNS_TS(7) ") "
-                          "ORDER BY nominal_time DESC, run_id DESC LIMIT $8::int",
-                          8, params, &r, err, sizeof(err))) {
+        if (tb_store_runs_list(c, id, groups, has_cur ? cur.key : NULL, has_cur ? cur.id : NULL,
+                               statuses.len ? statuses.data : NULL, since[0] ? since : NULL,
+                               until[0] ? until : NULL, lim, &r, err, sizeof(err))) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
         int n = PQntuples(r);
         if (n == 0 && !has_cur) {
                 /* an empty page of a visible task, or no such task for this caller */
-                PGresult *x = NULL;
-                const char *xp[] = {id, groups};
-                if (tb_store_exec(c, "task visible",
-                                  "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND "
-                                  TB_API_RUNS_VISIBLE(2) ") OR EXISTS (SELECT 1 FROM runs WHERE "
-                                  "task_id = $1 AND " TB_API_RUNS_VISIBLE(2) ")",
-                                  2, xp, &x, err, sizeof(err))) {
+                bool visible = false;
+                if (tb_store_runs_task_visible(c, id, groups, &visible, err, sizeof(err))) {
                         tb_api_db_error(resp, err);
                         goto out;
                 }
-                bool visible = PQgetvalue(x, 0, 0)[0] == 't';
-                PQclear(x);
                 if (!visible) {
                         tb_api_not_found(resp, "task", id);
                         goto out;
@@ -270,7 +224,7 @@ out:
 
 /**
  * The run of the request's path, if the caller may see it. @returns a pool
- * connection (the caller releases it) with *run its row (TB_API_RUNS_COLS;
+ * connection (the caller releases it) with *run its row (store/runs.h TB_RC_*;
  * the caller PQclear()s it), or NULL when answered: 404 (an invalid id, a
  * missing run, or one of another group), 503.
  */
@@ -312,7 +266,7 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
         const char *id = req->params[0];
         const tb_principal_t *p = tb_api_principal(req);
-        PGresult *r = NULL, *cl = NULL;
+        PGresult *r = NULL;
         char err[512], reason[300];
         PGconn *c = tb_api_runs_open(api, req, resp, &r);
         if (!c)
@@ -324,21 +278,19 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         }
         tb_snprintf(reason, sizeof(reason), "cancelled by %s through the API", p->user_id);
-        tb_err_t e = tb_executor_request_cancel(c, id, reason, err, sizeof(err));
+        tb_err_t e = tb_store_claims_request_cancel(c, id, reason, err, sizeof(err));
         if (e == TB_ERR_NOT_FOUND) {
                 /* not projected as final yet, but its claim says finished; or
                  * no executor has claimed it yet */
-                const char *cp[] = {id};
-                if (tb_store_exec(c, "read run claim",
-                                  "SELECT state, coalesce(status, '') FROM run_claims "
-                                  "WHERE run_id = $1",
-                                  1, cp, &cl, err, sizeof(err))) {
+                bool claimed = false;
+                char status[64];
+                if (tb_store_claims_status(c, id, &claimed, status, sizeof(status), err,
+                                           sizeof(err))) {
                         tb_api_db_error(resp, err);
-                } else if (PQntuples(cl) > 0) {
+                } else if (claimed) {
                         tb_http_error(resp, 409, "conflict", NULL,
                                       "run %s already finished%s%s: nothing to cancel", id,
-                                      *PQgetvalue(cl, 0, 1) ? " with status " : "",
-                                      PQgetvalue(cl, 0, 1));
+                                      *status ? " with status " : "", status);
                 } else {
                         tb_http_error(resp, 409, "conflict", NULL,
                                       "run %s is %s and no executor has picked it up yet: it "
@@ -360,7 +312,6 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                "for its final status"));
 out:
         PQclear(r);
-        PQclear(cl);
         tb_store_release(api->ctx->store, c);
 }
 
@@ -381,37 +332,22 @@ static bool tb_api_runs_log_ended(const tb_api_runs_logstate_t *st, bool eof) {
         return eof || (st->final && (!st->started || st->age_ms > TB_API_RUNS_NO_EOF_GRACE_MS));
 }
 
-static const char tb_api_runs_sql_logstate[] =
-        "SELECT taskbus_run_status_rank(status) = 2, "
-        "(log_expires_at <= now() OR log_purged_at IS NOT NULL), started_at IS NOT NULL, "
-        "(extract(epoch FROM now() - updated_at) * 1000)::bigint, "
-        TB_API_RUNS_MS("log_expires_at") ", "
-        "EXISTS (SELECT 1 FROM run_logs l WHERE l.run_id = $1 AND l.eof) "
-        "FROM runs WHERE run_id = $1";
-
 /** Read the state of run \p id (no visibility check: done by the caller).
  *  @returns TB_OK, TB_ERR_NOT_FOUND, or a database error. */
 static tb_err_t tb_api_runs_logstate(PGconn *c, const char *id, tb_api_runs_logstate_t *st,
                                      bool *eof, char *err, size_t errsz) {
-        PGresult *r = NULL;
-        const char *p[] = {id};
-        tb_err_t e = tb_store_exec(c, "read run log state", tb_api_runs_sql_logstate, 1, p, &r, err,
-                                   errsz);
+        tb_store_runs_logstate_t ls;
+        tb_err_t e = tb_store_runs_logstate(c, id, &ls, err, errsz);
         if (e)
                 return e;
-        if (PQntuples(r) == 0) {
-                PQclear(r);
-                return TB_ERR_NOT_FOUND;
-        }
-        st->final = PQgetvalue(r, 0, 0)[0] == 't';
-        st->expired = PQgetvalue(r, 0, 1)[0] == 't';
-        st->started = PQgetvalue(r, 0, 2)[0] == 't';
-        st->age_ms = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+        st->final = ls.final;
+        st->expired = ls.expired;
+        st->started = ls.started;
+        st->age_ms = ls.age_ms;
         st->expires[0] = '\0';
-        if (!PQgetisnull(r, 0, 4))
-                tb_time_format(strtoll(PQgetvalue(r, 0, 4), NULL, 10), st->expires);
-        *eof = PQgetvalue(r, 0, 5)[0] == 't';
-        PQclear(r);
+        if (ls.has_expires)
+                tb_time_format(ls.expires_ms, st->expires);
+        *eof = ls.eof;
         return TB_OK;
 }
 
@@ -428,15 +364,6 @@ static void tb_api_runs_gone(tb_http_resp_t *resp, const char *id,
                             st->expires[0] ? json_string(st->expires) : json_null());
         tb_http_json(resp, 410, json_pack("{s:o}", "error", e));
 }
-
-/* Chunks of run $1 (of stream $2 or all) that end after byte $3 and start
- * before byte $4 of the selected output, with where each starts. */
-static const char tb_api_runs_sql_page[] =
-        "SELECT c.seq, c.start, c.data FROM (SELECT seq, data, "
-        "sum(octet_length(data)) OVER (ORDER BY seq) - octet_length(data) AS start "
-        "FROM run_logs WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)) c "
-        "WHERE c.start + octet_length(c.data) > $3::bigint AND c.start < $4::bigint "
-        "ORDER BY c.seq";
 
 /** Append the part of chunk row \p i (bytea column \p col) of \p r from its
  *  byte \p skip on, at most \p max bytes (< 0: all). @returns the chunk's
@@ -511,12 +438,8 @@ static int tb_api_runs_tail_fetch(tb_api_runs_tail_t *t) {
                 goto out;
         }
         tb_snprintf(seq, sizeof(seq), "%" PRId64, t->next_seq);
-        const char *p[] = {t->run_id, seq, t->stream[0] ? t->stream : NULL};
-        if (tb_store_exec(c, "read run output",
-                          "SELECT seq, data FROM run_logs WHERE run_id = $1 AND seq >= $2::bigint "
-                          "AND ($3::text IS NULL OR stream = $3) ORDER BY seq LIMIT "
-                          TB_API_RUNS_TAIL_ROWS,
-                          3, p, &r, err, sizeof(err)))
+        if (tb_store_runs_logs_from(c, t->run_id, seq, t->stream[0] ? t->stream : NULL,
+                                    TB_API_RUNS_TAIL_ROWS, &r, err, sizeof(err)))
                 goto fail;
         int n = PQntuples(r);
         for (int i = 0; i < n; i++) {
@@ -616,9 +539,7 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         char off[32], end[32];
         tb_snprintf(off, sizeof(off), "%" PRId64, offset);
         tb_snprintf(end, sizeof(end), "%" PRId64, follow ? offset + 1 : offset + limit);
-        const char *pp[] = {id, stream, off, end};
-        if (tb_store_exec(c, "read run output", tb_api_runs_sql_page, 4, pp, &pg, err,
-                          sizeof(err))) {
+        if (tb_store_runs_logs_range(c, id, stream, off, end, &pg, err, sizeof(err))) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
@@ -638,20 +559,14 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                         t->skip = offset - strtoll(PQgetvalue(pg, 0, 1), NULL, 10);
                 } else {
                         /* past the output so far: skip what is still missing */
-                        PGresult *x = NULL;
-                        const char *xp[] = {id, stream};
-                        if (tb_store_exec(c, "read run output size",
-                                          "SELECT coalesce(max(seq) + 1, 0), "
-                                          "coalesce(sum(octet_length(data)), 0) FROM run_logs "
-                                          "WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)",
-                                          2, xp, &x, err, sizeof(err))) {
+                        int64_t bytes = 0;
+                        if (tb_store_runs_logs_size(c, id, stream, &t->next_seq, &bytes, err,
+                                                    sizeof(err))) {
                                 free(t);
                                 tb_api_db_error(resp, err);
                                 goto out;
                         }
-                        t->next_seq = strtoll(PQgetvalue(x, 0, 0), NULL, 10);
-                        t->skip = offset - strtoll(PQgetvalue(x, 0, 1), NULL, 10);
-                        PQclear(x);
+                        t->skip = offset - bytes;
                 }
                 const union MHD_ConnectionInfo *ci =
                         MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -683,17 +598,11 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 left -= (int64_t)(resp->body.len - before);
         }
         int64_t next = offset + (int64_t)resp->body.len;
-        PGresult *x = NULL;
-        const char *xp[] = {id, stream};
+        int64_t next_seq = 0, bytes = 0;
         bool complete = false;
-        if (tb_store_exec(c, "read run output size",
-                          "SELECT coalesce(sum(octet_length(data)), 0) FROM run_logs "
-                          "WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)",
-                          2, xp, &x, err, sizeof(err)) == TB_OK) {
-                complete = tb_api_runs_log_ended(&st, eof) &&
-                           next >= strtoll(PQgetvalue(x, 0, 0), NULL, 10);
-                PQclear(x);
-        }
+        if (tb_store_runs_logs_size(c, id, stream, &next_seq, &bytes, err, sizeof(err)) ==
+            TB_OK)
+                complete = tb_api_runs_log_ended(&st, eof) && next >= bytes;
         char nbuf[32];
         tb_snprintf(nbuf, sizeof(nbuf), "%" PRId64, next);
         tb_http_add_header(resp, "X-Log-Next-Offset", nbuf);

@@ -10,6 +10,7 @@
 #include "api/util.h"
 #include "http/metrics.h"
 #include "replication.h"
+#include "store/tasks.h"
 #include "task/task.h"
 
 #include <ctype.h>
@@ -22,14 +23,7 @@
 #define TB_API_TASKS_HISTORY_DEFAULT 100
 #define TB_API_TASKS_HISTORY_MAX 1000
 
-/* Columns of tb_api_tasks_json(): keep both in step. The last is created_at
- * as a list cursor carries it (microseconds, so that the keyset is exact). */
-#define TB_API_TASKS_COLS                                                                    \
-        "id, version, spec::text, paused, (extract(epoch FROM created_at) * 1000)::bigint, " \
-        "(extract(epoch FROM updated_at) * 1000)::bigint, created_by, "                      \
-        "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-/** The columns of TB_API_TASKS_COLS that make a list cursor's keyset. */
-enum { TB_API_TASKS_COL_ID = 0, TB_API_TASKS_COL_CREATED = 7 };
+/* tb_api_tasks_json() reads the columns of store/tasks.h's TB_STORE_TASKS_COL_*. */
 
 /* ---- helpers ---------------------------------------------------------------- */
 
@@ -101,12 +95,8 @@ static json_t *tb_api_tasks_json(PGresult *r, int i) {
 static tb_err_t tb_api_tasks_load(tb_api_t *api, PGconn *c, const tb_principal_t *p, const char *id,
                                   json_t **out, char *err, size_t errsz) {
         char *groups = tb_api_tasks_groups_literal(p);
-        const char *params[2] = {id, groups};
         PGresult *r = NULL;
-        tb_err_t e = tb_store_exec(c, "read task",
-                                   "SELECT " TB_API_TASKS_COLS " FROM tasks "
-                                   "WHERE id = $1 AND security_group = ANY($2::text[])",
-                                   2, params, &r, err, errsz);
+        tb_err_t e = tb_store_tasks_get(c, id, groups, &r, err, errsz);
         free(groups);
         if (e)
                 return e;
@@ -307,22 +297,15 @@ static bool tb_api_tasks_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_htt
                 if (!c)
                         return true;
                 char *groups = tb_api_tasks_groups_literal(tb_api_principal(req));
-                const char *params[2] = {id, groups};
-                PGresult *r = NULL;
                 char err[512];
-                tb_err_t e = tb_store_exec(c, "read task home",
-                                           "SELECT home_region FROM tasks WHERE id = $1 AND "
-                                           "security_group = ANY($2::text[])",
-                                           2, params, &r, err, sizeof(err));
+                tb_err_t e = tb_store_tasks_home(c, id, groups, buf, sizeof(buf), err,
+                                                 sizeof(err));
                 free(groups);
                 tb_store_release(api->ctx->store, c);
                 if (e) {
                         tb_api_db_error(resp, err);
                         return true;
                 }
-                if (PQntuples(r) == 1)
-                        tb_snprintf(buf, sizeof(buf), "%s", PQgetvalue(r, 0, 0));
-                PQclear(r);
                 home = buf;
         }
         if (!*home || !strcmp(home, conf->region))
@@ -542,32 +525,18 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 labels = json_dumps(label_filter, JSON_COMPACT);
         char lim[24];
         tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
-        const char *params[7] = {groups,
-                                 has_cur ? cur.key : NULL,
-                                 has_cur ? cur.id : NULL,
-                                 prefix && *prefix ? prefix : NULL,
-                                 paused,
-                                 labels,
-                                 lim};
         if (!(c = tb_api_conn(api, resp)))
                 goto out;
         PGresult *r = NULL;
         char err[512];
-        if (tb_store_exec(c, "list tasks",
-                          "SELECT " TB_API_TASKS_COLS " FROM tasks "
-                          "WHERE security_group = ANY($1::text[]) "
-                          "AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, "
-                          "$3::text)) "
-                          "AND ($4::text IS NULL OR starts_with(name, $4::text)) "
-                          "AND ($5::boolean IS NULL OR paused = $5::boolean) "
-                          "AND ($6::jsonb IS NULL OR labels @> $6::jsonb) "
-                          "ORDER BY created_at DESC, id DESC LIMIT $7::int",
-                          7, params, &r, err, sizeof(err))) {
+        if (tb_store_tasks_list(c, groups, has_cur ? cur.key : NULL, has_cur ? cur.id : NULL,
+                                prefix && *prefix ? prefix : NULL, paused, labels, lim, &r, err,
+                                sizeof(err))) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
         json_t *page = tb_api_page(resp, r, limit, "tasks", tb_api_tasks_json, TB_API_CURSOR_TASKS,
-                                   TB_API_TASKS_COL_CREATED, TB_API_TASKS_COL_ID);
+                                   TB_STORE_TASKS_COL_CREATED, TB_STORE_TASKS_COL_ID);
         PQclear(r);
         if (page)
                 tb_http_json(resp, 200, page);
@@ -620,27 +589,12 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         groups = tb_api_tasks_groups_literal(tb_api_principal(req));
         char lim[24];
         tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
-        const char *cols = "SELECT version, type, (extract(epoch FROM at) * 1000)::bigint, actor, "
-                           "command_id, array_to_json(changed_fields)::text, spec::text "
-                           "FROM task_history WHERE task_id = $1 "
-                           "AND security_group = ANY($2::text[]) ";
-        char sql[800];
         tb_err_t e;
-        if (at) {
-                tb_snprintf(sql, sizeof(sql),
-                            "%sAND at <= to_timestamp($3::bigint / 1000.0) "
-                            "ORDER BY version DESC LIMIT 1",
-                            cols);
-                const char *params[3] = {id, groups, atbuf};
-                e = tb_store_exec(c, "task state at", sql, 3, params, &r, err, sizeof(err));
-        } else {
-                tb_snprintf(sql, sizeof(sql),
-                            "%sAND ($3::bigint IS NULL OR version > $3::bigint) "
-                            "ORDER BY version LIMIT $4::int",
-                            cols);
-                const char *params[4] = {id, groups, has_cur ? cur.key : NULL, lim};
-                e = tb_store_exec(c, "task history", sql, 4, params, &r, err, sizeof(err));
-        }
+        if (at)
+                e = tb_store_tasks_history_at(c, id, groups, atbuf, &r, err, sizeof(err));
+        else
+                e = tb_store_tasks_history_page(c, id, groups, has_cur ? cur.key : NULL, lim, &r,
+                                                err, sizeof(err));
         if (e) {
                 tb_api_db_error(resp, err);
                 goto out;

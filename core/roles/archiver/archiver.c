@@ -35,6 +35,7 @@
 #include "daemon.h"
 #include "http/metrics.h"
 #include "serde/serde.h"
+#include "store/runs.h"
 #include "store/store.h"
 
 #include <inttypes.h>
@@ -66,15 +67,6 @@ typedef struct tb_arch {
 } tb_arch_t;
 
 /* ---- copy ------------------------------------------------------------------------ */
-
-static const char tb_arch_sql_insert[] =
-        "INSERT INTO run_logs (run_id, seq, stream, at, data, expires_at, eof) "
-        "SELECT $1, $2::bigint, $3, 'epoch'::timestamptz + $4::bigint * interval '1 millisecond', "
-        "$5::bytea, (SELECT r.log_expires_at FROM runs r WHERE r.run_id = $1), $6::boolean "
-        /* a late copy of a log that already expired and was deleted */
-        "WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = $1 "
-        "AND r.log_purged_at IS NOT NULL) "
-        "ON CONFLICT (run_id, seq) DO NOTHING";
 
 /** "\x" + hex of \p len bytes: bytea's text input form. */
 static tb_err_t tb_arch_hex(tb_buf_t *out, const unsigned char *data, size_t len) {
@@ -112,8 +104,7 @@ static tb_err_t tb_arch_insert(PGconn *conn, const json_t *c, tb_buf_t *hex, cha
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "archiver: out of memory");
         const char *p[] = {run_id, seq, lstream, at, hex->data,
                            json_is_true(json_object_get(c, "eof")) ? "true" : "false"};
-        return tb_store_exec(conn, "insert run_logs", tb_arch_sql_insert, 6, p, NULL, errstr,
-                             errstr_size);
+        return tb_store_runs_log_insert(conn, p, errstr, errstr_size);
 }
 
 static void tb_arch_batch_begin(void *opaque) {
@@ -149,74 +140,19 @@ static const tb_pgsink_ops_t tb_arch_sink_ops = {
 
 /* ---- sweep ---------------------------------------------------------------------- */
 
-static const char tb_arch_sql_settle[] =
-        "UPDATE run_logs l SET expires_at = r.log_expires_at FROM runs r "
-        "WHERE l.ctid IN (SELECT l2.ctid FROM run_logs l2 JOIN runs r2 ON r2.run_id = l2.run_id "
-        "WHERE l2.expires_at IS NULL AND r2.log_expires_at IS NOT NULL LIMIT $1::int) "
-        "AND r.run_id = l.run_id";
-
-static const char tb_arch_sql_expire[] =
-        "WITH d AS (DELETE FROM run_logs WHERE ctid IN (SELECT ctid FROM run_logs "
-        "WHERE expires_at <= now() LIMIT $1::int) RETURNING run_id), "
-        "u AS (UPDATE runs SET log_purged_at = now() WHERE run_id IN (SELECT run_id FROM d) "
-        "AND log_purged_at IS NULL RETURNING 1) "
-        "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u)";
-
-static const char tb_arch_sql_history[] =
-        "WITH d AS (DELETE FROM runs WHERE ctid IN (SELECT ctid FROM runs "
-        "WHERE nominal_time < now() - $2::bigint * interval '1 millisecond' "
-        "AND COALESCE(finished_at, nominal_time) < now() - $2::bigint * interval '1 millisecond' "
-        "LIMIT $1::int) RETURNING run_id), "
-        "l AS (DELETE FROM run_logs WHERE run_id IN (SELECT run_id FROM d) RETURNING 1) "
-        "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM l)";
-
-/** Run \p sql (one batch) until a batch touches fewer than the batch size.
- *  @returns the rows of the first column summed; *\p batches statements. */
-static tb_err_t tb_arch_batches(PGconn *conn, const char *what, const char *sql, int nparams,
-                                const char *const *params, int64_t batch, int64_t *total,
-                                int64_t *second, int *batches, char *errstr,
-                                size_t errstr_size) {
-        *total = 0;
-        if (second)
-                *second = 0;
-        *batches = 0;
-        for (int i = 0; i < TB_ARCH_SWEEP_STATEMENTS; i++) {
-                PGresult *r = NULL;
-                tb_err_t err = tb_store_exec(conn, what, sql, nparams, params, &r, errstr,
-                                             errstr_size);
-                if (err)
-                        return err;
-                int64_t n = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
-                                             : strtoll(PQcmdTuples(r), NULL, 10);
-                if (second && PQntuples(r) > 0 && PQnfields(r) > 1)
-                        *second += strtoll(PQgetvalue(r, 0, 1), NULL, 10);
-                PQclear(r);
-                if (n > 0)
-                        (*batches)++;
-                *total += n;
-                if (n < batch)
-                        break;
-        }
-        return TB_OK;
-}
-
 static void tb_arch_sweep(tb_arch_t *ar) {
         const tb_config_t *conf = ar->ctx->conf;
-        char err[1024], lim[32], keep[32];
+        char err[1024];
         int64_t n = 0, m = 0;
         int batches = 0;
-        tb_snprintf(lim, sizeof(lim), "%" PRId64, conf->archiver_batch);
-        tb_snprintf(keep, sizeof(keep), "%" PRId64, conf->history_retention_ms);
-        const char *p1[] = {lim};
-        const char *p2[] = {lim, keep};
         PGconn *conn = tb_store_acquire_timeout(ar->ctx->store, 1000);
         if (!conn)
                 return;
-        if (tb_arch_batches(conn, "settle run_logs expiry", tb_arch_sql_settle, 1, p1,
-                            conf->archiver_batch, &n, NULL, &batches, err, sizeof(err)))
+        if (tb_store_runs_logs_settle(conn, conf->archiver_batch, TB_ARCH_SWEEP_STATEMENTS, &n,
+                                      &batches, err, sizeof(err)))
                 goto fail;
-        if ((tb_arch_batches(conn, "delete expired run_logs", tb_arch_sql_expire, 1, p1,
-                             conf->archiver_batch, &n, &m, &batches, err, sizeof(err))))
+        if (tb_store_runs_logs_expire(conn, conf->archiver_batch, TB_ARCH_SWEEP_STATEMENTS, &n, &m,
+                                      &batches, err, sizeof(err)))
                 goto fail;
         if (n > 0) {
                 tb_metrics_add("taskbus_archiver_log_rows_deleted_total", NULL, (double)n);
@@ -225,8 +161,9 @@ static void tb_arch_sweep(tb_arch_t *ar) {
                         " run log(s) expired",
                         n, batches, m);
         }
-        if (tb_arch_batches(conn, "delete runs past history retention", tb_arch_sql_history, 2,
-                            p2, conf->archiver_batch, &n, &m, &batches, err, sizeof(err)))
+        if (tb_store_runs_purge_history(conn, conf->archiver_batch, conf->history_retention_ms,
+                                        TB_ARCH_SWEEP_STATEMENTS, &n, &m, &batches, err,
+                                        sizeof(err)))
                 goto fail;
         if (n > 0) {
                 tb_metrics_add("taskbus_archiver_runs_deleted_total", NULL, (double)n);

@@ -228,23 +228,16 @@ static bool tb_exec_claim_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n) 
                         tb_exec_run_t *x = items[i].x;
                         if (!x)
                                 continue;
-                        char lease[32], nominal[32], attempt[16];
-                        tb_exec_ms_text(ex->conf->exec_lease_ms, lease);
-                        tb_exec_ms_text(x->nominal_ms, nominal);
-                        snprintf(attempt, sizeof(attempt), "%d", (int)x->attempt);
-                        const char *p[] = {x->run_id, x->task_id, ex->id, lease, nominal,
-                                           attempt, x->executor_name, ex->ctx->host,
-                                           x->overlap};
-                        PGresult *r = NULL;
-                        e = tb_store_exec(c, "claim run",
-                                          "SELECT taskbus_claim_run($1, $2, $3, $4::bigint, "
-                                          "$5::bigint, $6::int, $7, $8, $9)",
-                                          9, p, &r, err, sizeof(err));
+                        char *outcome = NULL;
+                        e = tb_store_claims_claim(c, x->run_id, x->task_id, ex->id,
+                                                  ex->conf->exec_lease_ms, x->nominal_ms,
+                                                  (int)x->attempt, x->executor_name,
+                                                  ex->ctx->host, x->overlap, &outcome, err,
+                                                  sizeof(err));
                         if (!e) {
                                 free(items[i].outcome);
-                                items[i].outcome = strdup(PQgetvalue(r, 0, 0));
+                                items[i].outcome = outcome;
                         }
-                        PQclear(r);
                 }
                 if (!e)
                         e = tb_store_commit(c, err, sizeof(err));
@@ -499,17 +492,12 @@ void tb_exec_release_pending(tb_exec_t *ex) {
                 pthread_mutex_unlock(&ex->lock);
                 if (!mine)
                         continue;
-                const char *p[] = {x->run_id, ex->id};
-                PGresult *r = NULL;
+                bool deleted = false;
                 PGconn *c = tb_store_acquire_timeout(ex->ctx->store, 5000);
-                tb_err_t e = c ? tb_store_exec(c, "release run claim",
-                                               "DELETE FROM run_claims WHERE run_id = $1 AND "
-                                               "executor_id = $2 AND state = 'running'",
-                                               2, p, &r, err, sizeof(err))
+                tb_err_t e = c ? tb_store_claims_release(c, x->run_id, ex->id, &deleted, err,
+                                                         sizeof(err))
                                : tb_seterr(err, sizeof(err), TB_ERR_TIMEOUT,
                                            "no PostgreSQL connection");
-                bool deleted = !e && atoi(PQcmdTuples(r)) == 1;
-                PQclear(r);
                 if (c)
                         tb_store_release(ex->ctx->store, c);
                 if (deleted)

@@ -16,6 +16,7 @@
  *  - Whoever wants a run stopped sets run_claims.cancel_requested (functions
  *    below); the owning executor, in whatever process, sees it within about
  *    500 ms and cancels the run through its plugin (status CANCELLED).
+ *    The requests are store/claims.h's (tb_store_claims_request_cancel()).
  */
 #ifndef TB_EXECUTOR_H
 #define TB_EXECUTOR_H
@@ -27,37 +28,5 @@
 
 /** The role descriptor (registered in core/roles.c). */
 extern const tb_role_t tb_role_executor;
-
-/**
- * @brief Ask the executor running \p run_id to cancel it.
- *
- * Sets cancel_requested on the run's claim; the owning executor cancels the
- * run within about a second and publishes it as CANCELLED with the error
- * "cancelled: <reason>". A run that is claimed but not started yet (waiting
- * for its nominal time) is finished as CANCELLED without being started.
- *
- * @param conn   an idle connection (autocommit), or one inside the caller's
- *               transaction: the request takes effect when that commits
- * @param run_id the run
- * @param reason why, shown to users; NULL: "cancelled by request"
- * @returns TB_OK; TB_ERR_NOT_FOUND "run X is not running" when no executor
- *          holds a running claim on it (never claimed, or already finished);
- *          TB_ERR_INVALID for an empty run id; TB_ERR_PG.
- * @locality any thread
- */
-tb_err_t tb_executor_request_cancel(PGconn *conn, const char *run_id, const char *reason,
-                                    char *errstr, size_t errstr_size);
-
-/**
- * @brief Ask for every running run of \p task_id to be cancelled (task
- *        deletion, `taskbus tasks cancel`); as tb_executor_request_cancel().
- *
- * @param count if not NULL, receives how many runs were asked to stop (0 is
- *              not an error: the task had nothing running)
- * @returns TB_OK, TB_ERR_INVALID for an empty task id, or TB_ERR_PG.
- * @locality any thread
- */
-tb_err_t tb_executor_cancel_task_runs(PGconn *conn, const char *task_id, const char *reason,
-                                      int *count, char *errstr, size_t errstr_size);
 
 #endif /* TB_EXECUTOR_H */

@@ -13,8 +13,9 @@
  *              the plugin sink (output buffering), LogChunks and RunResults,
  *              the finishers that report it and mark its claim done.
  *  - lease.c   renewing leases, acting on cancellation requests, reaping
- *              expired claims (LOST), and the requests themselves
- *              (tb_executor_request_cancel(), tb_executor_cancel_task_runs()).
+ *              expired claims (LOST).
+ * Every statement on run_claims is store/claims.h's (the requests to cancel
+ * too: tb_store_claims_request_cancel(), tb_store_claims_cancel_task_runs()).
  *
  * Threads (all joined by stop()):
  *  - consumer: polls `runs` in batches, claims each batch in ONE PostgreSQL
@@ -50,6 +51,7 @@
 
 #include "bus/bus.h"
 #include "executor/plugin_host.h"
+#include "store/claims.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -172,8 +174,6 @@ void tb_exec_cond_wait_ms(pthread_cond_t *c, pthread_mutex_t *m, int64_t ms);
 int64_t tb_exec_mono_ms(void);
 /** @returns the string member \p key of \p o (borrowed), or "" if absent. */
 const char *tb_exec_json_str(const json_t *o, const char *key);
-/** Format \p v in decimal into \p buf: SQL parameters take text. */
-void tb_exec_ms_text(int64_t v, char buf[32]);
 /** qsort()/bsearch() comparator for arrays of C strings. */
 int tb_exec_cmp_str(const void *a, const void *b);
 /** @returns the loaded plugin named \p name, or NULL.

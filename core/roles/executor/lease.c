@@ -1,9 +1,8 @@
 /**
  * @file executor/lease.c
  * @brief Claims after they are taken: renewing this executor's leases,
- *        acting on cancellation requests, reaping expired claims (LOST), and
- *        the requests themselves (tb_executor_request_cancel(),
- *        tb_executor_cancel_task_runs()).
+ *        acting on cancellation requests and reaping expired claims (LOST).
+ *        The requests themselves are store/claims.h's.
  */
 #include "executor/executor_internal.h"
 
@@ -25,7 +24,7 @@
  * their cancellation requests; with \p renew, runs whose claim is gone are
  * lease-lost. */
 static void tb_exec_lease_pass(tb_exec_t *ex, bool renew) {
-        char err[1024], lease[32];
+        char err[1024];
         tb_exec_run_t **runs = NULL;
         /* Snapshot first: a run linked after the query ran is not in its
          * answer but is not lost either. */
@@ -36,26 +35,14 @@ static void tb_exec_lease_pass(tb_exec_t *ex, bool renew) {
                 free(runs);
                 return;
         }
-        tb_exec_ms_text(ex->conf->exec_lease_ms, lease);
-        const char *params[] = {ex->id, lease};
         PGresult *r = NULL;
         PGconn *c = tb_store_acquire_timeout(ex->ctx->store, 2000);
         tb_err_t e;
         if (!c)
                 e = tb_seterr(err, sizeof(err), TB_ERR_TIMEOUT, "no PostgreSQL connection free");
-        else if (renew)
-                e = tb_store_exec(c, "renew leases",
-                                  "UPDATE run_claims SET lease_until = now() + $2::bigint * "
-                                  "interval '1 millisecond' WHERE executor_id = $1 AND state = "
-                                  "'running' RETURNING run_id, cancel_requested, "
-                                  "coalesce(cancel_reason, '')",
-                                  2, params, &r, err, sizeof(err));
         else
-                e = tb_store_exec(c, "poll cancel requests",
-                                  "SELECT run_id, cancel_requested, coalesce(cancel_reason, '') "
-                                  "FROM run_claims WHERE executor_id = $1 AND state = 'running' "
-                                  "AND cancel_requested",
-                                  1, params, &r, err, sizeof(err));
+                e = tb_store_claims_leases(c, ex->id, renew, ex->conf->exec_lease_ms, &r, err,
+                                           sizeof(err));
         if (c)
                 tb_store_release(ex->ctx->store, c);
         if (e != TB_OK) {
@@ -160,13 +147,7 @@ static void tb_exec_reap(tb_exec_t *ex) {
                 return;
         tb_err_t e = tb_store_begin(c, err, sizeof(err));
         if (!e)
-                e = tb_store_exec(c, "find expired run claims",
-                                  "SELECT run_id, task_id, executor_id, coalesce((extract(epoch "
-                                  "FROM nominal_time) * 1000)::bigint, 0), attempt, executor, "
-                                  "host FROM run_claims WHERE state = 'running' AND "
-                                  "lease_until < now() ORDER BY lease_until LIMIT 100 "
-                                  "FOR UPDATE SKIP LOCKED",
-                                  0, NULL, &r, err, sizeof(err));
+                e = tb_store_claims_expired(c, &r, err, sizeof(err));
         int rows = e ? 0 : PQntuples(r);
         for (int i = 0; !e && i < rows; i++) {
                 const char *run_id = PQgetvalue(r, i, 0), *task_id = PQgetvalue(r, i, 1);
@@ -183,13 +164,8 @@ static void tb_exec_reap(tb_exec_t *ex) {
                                                                         NULL, 10),
                                            (int32_t)atoi(PQgetvalue(r, i, 4)), &o, true, err,
                                            sizeof(err));
-                if (!e) {
-                        const char *p[] = {run_id};
-                        e = tb_store_exec(c, "mark run claim lost",
-                                          "UPDATE run_claims SET state = 'done', status = "
-                                          "'LOST', finished_at = now() WHERE run_id = $1",
-                                          1, p, NULL, err, sizeof(err));
-                }
+                if (!e)
+                        e = tb_store_claims_mark_lost(c, run_id, err, sizeof(err));
                 if (e)
                         break;
                 int killed = !strcmp(host, ex->ctx->host) ? tb_exec_kill_orphans(run_id) : 0;
@@ -241,57 +217,4 @@ void *tb_exec_lease_main(void *arg) {
                         next_reap = tb_exec_mono_ms() + lease / 2;
                 }
         }
-}
-
-/* ---- cancellation requests (API, projector, CLI) ------------------------------- */
-
-/* Set cancel_requested on the running claims \p sql selects by \p id ($1),
- * with \p reason ($2) unless one was given before. \p what names the id in
- * the error ("run", "task"); *\p count receives the claims it marked. */
-static tb_err_t tb_exec_cancel_claims(PGconn *conn, const char *what, const char *stmt,
-                                      const char *sql, const char *id, const char *reason,
-                                      int *count, char *errstr, size_t errstr_size) {
-        *count = 0;
-        if (!id || !*id)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "cancel: a %s id is required", what);
-        const char *p[] = {id, reason && *reason ? reason : "cancelled by request"};
-        PGresult *r = NULL;
-        tb_err_t e = tb_store_exec(conn, stmt, sql, 2, p, &r, errstr, errstr_size);
-        if (e)
-                return e;
-        *count = atoi(PQcmdTuples(r));
-        PQclear(r);
-        return TB_OK;
-}
-
-tb_err_t tb_executor_request_cancel(PGconn *conn, const char *run_id, const char *reason,
-                                    char *errstr, size_t errstr_size) {
-        int hit;
-        tb_err_t e = tb_exec_cancel_claims(conn, "run", "request run cancellation",
-                                           "UPDATE run_claims SET cancel_requested = true, "
-                                           "cancel_reason = coalesce(cancel_reason, $2) "
-                                           "WHERE run_id = $1 AND state = 'running'",
-                                           run_id, reason, &hit, errstr, errstr_size);
-        if (e)
-                return e;
-        if (!hit)
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
-                                 "run %s is not running (it finished, or no executor "
-                                 "claimed it)", run_id);
-        return TB_OK;
-}
-
-tb_err_t tb_executor_cancel_task_runs(PGconn *conn, const char *task_id, const char *reason,
-                                      int *count, char *errstr, size_t errstr_size) {
-        int n;
-        tb_err_t e = tb_exec_cancel_claims(conn, "task",
-                                           "request cancellation of a task's runs",
-                                           "UPDATE run_claims SET cancel_requested = true, "
-                                           "cancel_reason = coalesce(cancel_reason, $2) "
-                                           "WHERE task_id = $1 AND state = 'running'",
-                                           task_id, reason, &n, errstr, errstr_size);
-        if (count)
-                *count = n;
-        return e;
 }

@@ -32,10 +32,6 @@ const char *tb_exec_json_str(const json_t *o, const char *key) {
         return s ? s : "";
 }
 
-void tb_exec_ms_text(int64_t v, char buf[32]) {
-        snprintf(buf, 32, "%" PRId64, v);
-}
-
 int tb_exec_cmp_str(const void *a, const void *b) {
         return strcmp(*(const char *const *)a, *(const char *const *)b);
 }

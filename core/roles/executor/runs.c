@@ -414,19 +414,11 @@ static const char *tb_exec_status_symbol(int status) {
 
 static void tb_exec_claim_mark_done(tb_exec_t *ex, tb_exec_run_t *x, const char *status,
                                     int64_t started_ms) {
-        char err[1024], started[32];
-        tb_exec_ms_text(started_ms, started);
-        const char *params[] = {x->run_id, ex->id, status, started_ms ? started : NULL};
+        char err[1024];
         for (int tries = 1;; tries++) {
                 PGconn *c = tb_store_acquire_timeout(ex->ctx->store, 5000);
-                tb_err_t e = c ? tb_store_exec(c, "mark run claim done",
-                                               "UPDATE run_claims SET state = 'done', "
-                                               "status = $3, finished_at = now(), "
-                                               "started_at = coalesce(started_at, "
-                                               "to_timestamp($4::bigint / 1000.0)) "
-                                               "WHERE run_id = $1 AND executor_id = $2 AND "
-                                               "state = 'running'",
-                                               4, params, NULL, err, sizeof(err))
+                tb_err_t e = c ? tb_store_claims_finish(c, x->run_id, ex->id, status, started_ms,
+                                                        err, sizeof(err))
                                : tb_seterr(err, sizeof(err), TB_ERR_TIMEOUT,
                                            "no PostgreSQL connection free within 5 s");
                 if (c)

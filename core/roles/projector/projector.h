@@ -1,70 +1,11 @@
 /**
  * @file projector/projector.h
- * @brief The projection of the bus into PostgreSQL: the projector role and
- *        its apply function, shared with `taskbus replay`.
- *
- * A batch of records is applied in ONE PostgreSQL transaction together with
- * the consumed offsets (consumer_offsets), so the projection is exactly-once
- * whatever Kafka's consumer offsets say; every statement is also idempotent
- * (a task row only moves to a higher version, history rows are inserted once),
- * so applying a batch twice changes nothing.
- *
- * Each projected topic has its own apply function in a table in projector.c
- * (task-events; runs and run-results, which keep the runs table).
+ * @brief The projector role: a pgsink on the projected topics, applying them
+ *        with the library's projection (projection/projection.h).
  */
 #ifndef TB_PROJECTOR_H
 #define TB_PROJECTOR_H
 
-#include "tb.h"
-#include "config/config.h"
-#include <jansson.h>
-#include <libpq-fe.h>
-#include <librdkafka/rdkafka.h>
-
-/** The consumer name of the projector role in consumer_offsets. */
-#define TB_PROJECTOR_CONSUMER "projector"
-/** The channel NOTIFYed after each committed batch (payload: the task ids
- *  of the batch, comma-separated, or empty when they do not fit). */
-#define TB_PROJECTOR_CHANNEL "taskbus_projection"
-
-/** What a batch did (counters add up across calls). */
-typedef struct tb_projector_stats {
-        uint64_t records;   /**< records seen */
-        uint64_t malformed; /**< records that could not be decoded (skipped) */
-        uint64_t events;    /**< task events applied (or found already applied) */
-        uint64_t results;   /**< run results applied */
-} tb_projector_stats_t;
-
-/** The state of one batch handed to a topic's apply function. */
-typedef struct tb_projector_batch {
-        PGconn *conn;                /**< the batch's connection, in its transaction */
-        const tb_config_t *conf;
-        tb_buf_t notify;             /**< task ids touched, comma-separated */
-        tb_projector_stats_t stats;  /**< what this batch did so far */
-        tb_projector_stats_t *total; /**< where a committed batch's stats are added, or NULL */
-} tb_projector_batch_t;
-
-/**
- * A topic's apply function: apply one decoded record \p value (owned by the
- * caller) of \p msg inside the open transaction. It must be idempotent.
- * @returns TB_OK, or an error that rolls back the whole batch.
- */
-typedef tb_err_t (*tb_projector_apply_fn)(tb_projector_batch_t *b, const rd_kafka_message_t *msg,
-                                          const json_t *value, char *errstr,
-                                          size_t errstr_size);
-
-/**
- * Apply \p cnt records (of any projected topic: each goes to its topic's
- * apply function; records of other topics are an error) in one transaction
- * on \p conn (idle, outside a transaction), with the next offset of every
- * partition in the batch stored for \p consumer (NULL: offsets not stored),
- * then NOTIFY TB_PROJECTOR_CHANNEL. Undecodable records are counted in
- * \p stats->malformed, logged and skipped (their offsets still advance).
- * On error the transaction is rolled back: nothing of the batch is kept.
- * \p stats may be NULL. @locality any thread (one connection per caller).
- */
-tb_err_t tb_projector_apply_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
-                                  rd_kafka_message_t *const *msgs, size_t cnt,
-                                  tb_projector_stats_t *stats, char *errstr, size_t errstr_size);
+#include "projection/projection.h"
 
 #endif

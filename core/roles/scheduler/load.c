@@ -6,7 +6,11 @@
  */
 #include "scheduler/role_internal.h"
 
+#include "projection/projection.h"
 #include "serde/serde.h"
+#include "store/offsets.h"
+#include "store/runs.h"
+#include "store/tasks.h"
 #include "store/store.h"
 #include "task/task.h"
 
@@ -80,21 +84,17 @@ void tb_sched_adopt_moved(tb_sched_role_t *r) {
                 char errstr[512];
                 for (int attempt = 0; attempt < 3; attempt++) {
                         PGconn *conn = tb_store_acquire_timeout(r->ctx->store, 10000);
-                        PGresult *res = NULL;
-                        const char *params[] = {tid};
-                        tb_err_t err = conn ? tb_store_exec(
-                                                      conn, "last nominal of a moved task",
-                                                      "SELECT (extract(epoch FROM max(nominal_time)) "
-                                                      "* 1000)::bigint FROM runs WHERE task_id = $1 "
-                                                      "AND trigger IN ('schedule', 'misfire')",
-                                                      1, params, &res, errstr, sizeof(errstr))
+                        bool found = false;
+                        int64_t nominal = 0;
+                        tb_err_t err = conn ? tb_store_runs_last_scheduled(conn, tid, &found,
+                                                                           &nominal, errstr,
+                                                                           sizeof(errstr))
                                             : TB_ERR_TIMEOUT;
                         if (conn)
                                 tb_store_release(r->ctx->store, conn);
                         if (!err) {
-                                if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
-                                        last = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-                                PQclear(res);
+                                if (found)
+                                        last = nominal;
                                 break;
                         }
                         tb_warn(TB_SCHED_LOG, "task %s moved here: reading its last run: %s", tid,
@@ -112,13 +112,10 @@ void tb_sched_adopt_moved(tb_sched_role_t *r) {
 
 static tb_err_t tb_sched_load_projection(tb_sched_role_t *r, int32_t p, int64_t *o_p, char *errstr,
                                          size_t errstr_size) {
-        char pstr[16];
         tb_err_t err;
         PGresult *res = NULL;
         size_t loaded = 0;
         int64_t now = tb_now_ms();
-        tb_snprintf(pstr, sizeof(pstr), "%d", (int)p);
-        const char *params[] = {r->t_ev, pstr};
         PGconn *conn = tb_store_acquire_timeout(r->ctx->store, 30000);
         if (!conn)
                 return tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
@@ -127,45 +124,19 @@ static tb_err_t tb_sched_load_projection(tb_sched_role_t *r, int32_t p, int64_t 
         /* one snapshot: the projector's offset and the rows it produced */
         if ((err = tb_store_exec(conn, "begin load", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                                  0, NULL, NULL, errstr, errstr_size)) ||
-            (err = tb_store_exec(conn, "read projector offset",
-                                 "SELECT next_offset FROM consumer_offsets WHERE "
-                                 "consumer = 'projector' AND topic = $1 AND partition = $2::int",
-                                 2, params, &res, errstr, errstr_size)))
+            (err = tb_store_offsets_get(conn, TB_PROJECTION_CONSUMER, r->t_ev, p, 0, o_p, errstr,
+                                        errstr_size)))
                 goto out;
-        *o_p = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
-        PQclear(res);
-        res = NULL;
         /* the copies of other regions' task-events: the projection holds
          * them up to these offsets too */
         for (size_t ri = 0; ri < r->rcnt; ri++)
-                r->rpos[(size_t)p * r->rcnt + ri] = RD_KAFKA_OFFSET_BEGINNING;
-        if (r->rcnt) {
-                if ((err = tb_store_exec(conn, "read projector offsets of the copies",
-                                         "SELECT topic, next_offset FROM consumer_offsets WHERE "
-                                         "consumer = 'projector' AND partition = $1::int",
-                                         1, params + 1, &res, errstr, errstr_size)))
+                if ((err = tb_store_offsets_get(conn, TB_PROJECTION_CONSUMER, r->t_rev[ri], p,
+                                                RD_KAFKA_OFFSET_BEGINNING,
+                                                &r->rpos[(size_t)p * r->rcnt + ri], errstr,
+                                                errstr_size)))
                         goto out;
-                for (int i = 0; i < PQntuples(res); i++)
-                        for (size_t ri = 0; ri < r->rcnt; ri++)
-                                if (!strcmp(PQgetvalue(res, i, 0), r->t_rev[ri]))
-                                        r->rpos[(size_t)p * r->rcnt + ri] =
-                                                strtoll(PQgetvalue(res, i, 1), NULL, 10);
-                PQclear(res);
-                res = NULL;
-        }
-        const char *cparams[] = {pstr, r->conf->region};
-        if ((err = tb_store_exec(conn, "declare load cursor",
-                                 "DECLARE tb_sched_load NO SCROLL CURSOR FOR SELECT id, "
-                                 "version, spec::text, "
-                                 "(extract(epoch FROM created_at) * 1000)::bigint, epoch, "
-                                 /* a task a failover moved here: where its old home's
-                                  * scheduled fires stopped (replicated runs) */
-                                 "CASE WHEN epoch > 0 AND home_region = $2 THEN "
-                                 "(SELECT (extract(epoch FROM max(r.nominal_time)) * 1000)::bigint "
-                                 "FROM runs r WHERE r.task_id = tasks.id AND r.trigger IN "
-                                 "('schedule', 'misfire')) END "
-                                 "FROM tasks WHERE event_partition = $1::int",
-                                 2, cparams, NULL, errstr, errstr_size)))
+        if ((err = tb_store_tasks_partition_cursor(conn, "tb_sched_load", p, r->conf->region,
+                                                   errstr, errstr_size)))
                 goto out;
         for (;;) {
                 if ((err = tb_store_exec(conn, "fetch tasks", "FETCH 2000 FROM tb_sched_load", 0,

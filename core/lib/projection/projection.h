@@ -1,0 +1,88 @@
+/**
+ * @file projection/projection.h
+ * @brief The projection of the bus into PostgreSQL: the apply functions of
+ *        the projected topics, shared by the projector role and
+ *        `taskbus replay`.
+ *
+ * A batch of records is applied in ONE PostgreSQL transaction together with
+ * the consumed offsets (consumer_offsets), so the projection is exactly-once
+ * whatever Kafka's consumer offsets say; every statement is also idempotent
+ * (a task row only moves to a higher version, history rows are inserted once),
+ * so applying a batch twice changes nothing.
+ *
+ * Each projected topic has its own apply function in a table in projection.c
+ * (task-events; runs and run-results, which keep the runs table).
+ */
+#ifndef TB_PROJECTION_H
+#define TB_PROJECTION_H
+
+#include "tb.h"
+#include "bus/bus.h"
+#include "bus/pgsink.h"
+#include "config/config.h"
+#include "serde/serde.h"
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <librdkafka/rdkafka.h>
+
+/** The consumer name of the projector role in consumer_offsets. */
+#define TB_PROJECTION_CONSUMER "projector"
+/** The channel NOTIFYed after each committed batch (payload: the task ids
+ *  of the batch, comma-separated, or empty when they do not fit). */
+#define TB_PROJECTION_CHANNEL "taskbus_projection"
+
+/** What a batch did (counters add up across calls). */
+typedef struct tb_projection_stats {
+        uint64_t records;   /**< records seen */
+        uint64_t malformed; /**< records that could not be decoded (skipped) */
+        uint64_t events;    /**< task events applied (or found already applied) */
+        uint64_t results;   /**< run results applied */
+} tb_projection_stats_t;
+
+/** The state of one batch handed to a topic's apply function. */
+typedef struct tb_projection_batch {
+        PGconn *conn;                /**< the batch's connection, in its transaction */
+        const tb_config_t *conf;
+        tb_buf_t notify;             /**< task ids touched, comma-separated */
+        tb_projection_stats_t stats;  /**< what this batch did so far */
+        tb_projection_stats_t *total; /**< where a committed batch's stats are added, or NULL */
+} tb_projection_batch_t;
+
+/**
+ * A topic's apply function: apply one decoded record \p value (owned by the
+ * caller) of \p msg inside the open transaction. It must be idempotent.
+ * @returns TB_OK, or an error that rolls back the whole batch.
+ */
+typedef tb_err_t (*tb_projection_apply_fn)(tb_projection_batch_t *b, const rd_kafka_message_t *msg,
+                                          const json_t *value, char *errstr,
+                                          size_t errstr_size);
+
+/**
+ * Apply \p cnt records (of any projected topic: each goes to its topic's
+ * apply function; records of other topics are an error) in one transaction
+ * on \p conn (idle, outside a transaction), with the next offset of every
+ * partition in the batch stored for \p consumer (NULL: offsets not stored),
+ * then NOTIFY TB_PROJECTION_CHANNEL. Undecodable records are counted in
+ * \p stats->malformed, logged and skipped (their offsets still advance).
+ * On error the transaction is rolled back: nothing of the batch is kept.
+ * \p stats may be NULL. @locality any thread (one connection per caller).
+ */
+tb_err_t tb_projection_apply_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
+                                  rd_kafka_message_t *const *msgs, size_t cnt,
+                                  tb_projection_stats_t *stats, char *errstr, size_t errstr_size);
+
+/** A projected topic, its schema and its apply function. */
+typedef struct tb_projection_topic {
+        tb_topic_t topic;
+        tb_schema_id_t schema;
+        tb_projection_apply_fn apply;
+} tb_projection_topic_t;
+
+/** Every topic the projector consumes (3 entries). */
+extern const tb_projection_topic_t tb_projection_topics[3];
+
+/** What a projector batch does, with \p b as its state (the sink and
+ *  `taskbus replay` alike). */
+tb_pgsink_conf_t tb_projection_sink_conf(tb_projection_batch_t *b, const char *consumer);
+
+#endif /* TB_PROJECTION_H */

@@ -1,0 +1,182 @@
+/**
+ * @file store/claims.c
+ * @brief The run_claims table family: run_claims and the SQL function
+ *        taskbus_claim_run() (schemas/sql/0002_executor.sql).
+ */
+#include "store/claims.h"
+
+#include "store/store.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- cancellation requests (API, CLI) ------------------------------------------- */
+
+/* Set cancel_requested on the running claims \p sql selects by \p id ($1),
+ * with \p reason ($2) unless one was given before. \p what names the id in
+ * the error ("run", "task"); *\p count receives the claims it marked. */
+static tb_err_t tb_store_claims_cancel(PGconn *conn, const char *what, const char *stmt,
+                                      const char *sql, const char *id, const char *reason,
+                                      int *count, char *errstr, size_t errstr_size) {
+        *count = 0;
+        if (!id || !*id)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "cancel: a %s id is required", what);
+        const char *p[] = {id, reason && *reason ? reason : "cancelled by request"};
+        PGresult *r = NULL;
+        tb_err_t e = tb_store_exec(conn, stmt, sql, 2, p, &r, errstr, errstr_size);
+        if (e)
+                return e;
+        *count = atoi(PQcmdTuples(r));
+        PQclear(r);
+        return TB_OK;
+}
+
+tb_err_t tb_store_claims_request_cancel(PGconn *conn, const char *run_id, const char *reason,
+                                    char *errstr, size_t errstr_size) {
+        int hit;
+        tb_err_t e = tb_store_claims_cancel(conn, "run", "request run cancellation",
+                                           "UPDATE run_claims SET cancel_requested = true, "
+                                           "cancel_reason = coalesce(cancel_reason, $2) "
+                                           "WHERE run_id = $1 AND state = 'running'",
+                                           run_id, reason, &hit, errstr, errstr_size);
+        if (e)
+                return e;
+        if (!hit)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
+                                 "run %s is not running (it finished, or no executor "
+                                 "claimed it)", run_id);
+        return TB_OK;
+}
+
+tb_err_t tb_store_claims_cancel_task_runs(PGconn *conn, const char *task_id, const char *reason,
+                                      int *count, char *errstr, size_t errstr_size) {
+        int n;
+        tb_err_t e = tb_store_claims_cancel(conn, "task",
+                                           "request cancellation of a task's runs",
+                                           "UPDATE run_claims SET cancel_requested = true, "
+                                           "cancel_reason = coalesce(cancel_reason, $2) "
+                                           "WHERE task_id = $1 AND state = 'running'",
+                                           task_id, reason, &n, errstr, errstr_size);
+        if (count)
+                *count = n;
+        return e;
+}
+
+tb_err_t tb_store_claims_status(PGconn *conn, const char *run_id, bool *claimed, char *status,
+                                size_t status_size, char *errstr, size_t errstr_size) {
+        const char *cp[] = {run_id};
+        PGresult *cl = NULL;
+        *claimed = false;
+        status[0] = '\0';
+        tb_err_t e = tb_store_exec(conn, "read run claim",
+                                   "SELECT state, coalesce(status, '') FROM run_claims "
+                                   "WHERE run_id = $1",
+                                   1, cp, &cl, errstr, errstr_size);
+        if (e)
+                return e;
+        if (PQntuples(cl) > 0) {
+                *claimed = true;
+                tb_snprintf(status, status_size, "%s", PQgetvalue(cl, 0, 1));
+        }
+        PQclear(cl);
+        return TB_OK;
+}
+
+/* ---- the executor's claims ------------------------------------------------------ */
+
+tb_err_t tb_store_claims_claim(PGconn *conn, const char *run_id, const char *task_id,
+                               const char *executor_id, int64_t lease_ms, int64_t nominal_ms,
+                               int attempt, const char *executor, const char *host,
+                               const char *overlap, char **outcome, char *errstr,
+                               size_t errstr_size) {
+        char lease[32], nominal[32], att[16];
+        tb_snprintf(lease, sizeof(lease), "%" PRId64, lease_ms);
+        tb_snprintf(nominal, sizeof(nominal), "%" PRId64, nominal_ms);
+        tb_snprintf(att, sizeof(att), "%d", attempt);
+        const char *p[] = {run_id, task_id, executor_id, lease, nominal,
+                           att,    executor, host,       overlap};
+        PGresult *r = NULL;
+        tb_err_t e = tb_store_exec(conn, "claim run",
+                                   "SELECT taskbus_claim_run($1, $2, $3, $4::bigint, "
+                                   "$5::bigint, $6::int, $7, $8, $9)",
+                                   9, p, &r, errstr, errstr_size);
+        if (!e) {
+                *outcome = strdup(PQgetvalue(r, 0, 0));
+                if (!*outcome)
+                        e = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "claim run: out of memory");
+        }
+        PQclear(r);
+        return e;
+}
+
+tb_err_t tb_store_claims_release(PGconn *conn, const char *run_id, const char *executor_id,
+                                 bool *deleted, char *errstr, size_t errstr_size) {
+        const char *p[] = {run_id, executor_id};
+        PGresult *r = NULL;
+        tb_err_t e = tb_store_exec(conn, "release run claim",
+                                   "DELETE FROM run_claims WHERE run_id = $1 AND "
+                                   "executor_id = $2 AND state = 'running'",
+                                   2, p, &r, errstr, errstr_size);
+        *deleted = !e && atoi(PQcmdTuples(r)) == 1;
+        PQclear(r);
+        return e;
+}
+
+tb_err_t tb_store_claims_finish(PGconn *conn, const char *run_id, const char *executor_id,
+                                const char *status, int64_t started_ms, char *errstr,
+                                size_t errstr_size) {
+        char started[32];
+        tb_snprintf(started, sizeof(started), "%" PRId64, started_ms);
+        const char *params[] = {run_id, executor_id, status, started_ms ? started : NULL};
+        return tb_store_exec(conn, "mark run claim done",
+                             "UPDATE run_claims SET state = 'done', "
+                             "status = $3, finished_at = now(), "
+                             "started_at = coalesce(started_at, "
+                             "to_timestamp($4::bigint / 1000.0)) "
+                             "WHERE run_id = $1 AND executor_id = $2 AND "
+                             "state = 'running'",
+                             4, params, NULL, errstr, errstr_size);
+}
+
+tb_err_t tb_store_claims_leases(PGconn *conn, const char *executor_id, bool renew,
+                                int64_t lease_ms, PGresult **res, char *errstr,
+                                size_t errstr_size) {
+        char lease[32];
+        tb_snprintf(lease, sizeof(lease), "%" PRId64, lease_ms);
+        const char *params[] = {executor_id, lease};
+        if (renew)
+                return tb_store_exec(conn, "renew leases",
+                                     "UPDATE run_claims SET lease_until = now() + $2::bigint * "
+                                     "interval '1 millisecond' WHERE executor_id = $1 AND state = "
+                                     "'running' RETURNING run_id, cancel_requested, "
+                                     "coalesce(cancel_reason, '')",
+                                     2, params, res, errstr, errstr_size);
+        return tb_store_exec(conn, "poll cancel requests",
+                             "SELECT run_id, cancel_requested, coalesce(cancel_reason, '') "
+                             "FROM run_claims WHERE executor_id = $1 AND state = 'running' "
+                             "AND cancel_requested",
+                             1, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_claims_expired(PGconn *conn, PGresult **res, char *errstr,
+                                 size_t errstr_size) {
+        return tb_store_exec(conn, "find expired run claims",
+                             "SELECT run_id, task_id, executor_id, coalesce((extract(epoch "
+                             "FROM nominal_time) * 1000)::bigint, 0), attempt, executor, "
+                             "host FROM run_claims WHERE state = 'running' AND "
+                             "lease_until < now() ORDER BY lease_until LIMIT 100 "
+                             "FOR UPDATE SKIP LOCKED",
+                             0, NULL, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_claims_mark_lost(PGconn *conn, const char *run_id, char *errstr,
+                                   size_t errstr_size) {
+        const char *p[] = {run_id};
+        return tb_store_exec(conn, "mark run claim lost",
+                             "UPDATE run_claims SET state = 'done', status = "
+                             "'LOST', finished_at = now() WHERE run_id = $1",
+                             1, p, NULL, errstr, errstr_size);
+}

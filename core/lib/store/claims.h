@@ -1,0 +1,104 @@
+/**
+ * @file store/claims.h
+ * @brief The run_claims table family: who runs a run (run_claims, one row
+ *        per run ever claimed), its lease, its cancellation request, and the
+ *        SQL function taskbus_claim_run() that takes a claim under the task's
+ *        overlap policy (schemas/sql/0002_executor.sql). Only this file's
+ *        functions name those tables.
+ */
+#ifndef TB_STORE_CLAIMS_H
+#define TB_STORE_CLAIMS_H
+
+#include "tb.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/**
+ * @brief Ask the executor running \p run_id to cancel it.
+ *
+ * Sets cancel_requested on the run's claim; the owning executor cancels the
+ * run within about a second and publishes it as CANCELLED with the error
+ * "cancelled: <reason>". A run that is claimed but not started yet (waiting
+ * for its nominal time) is finished as CANCELLED without being started.
+ *
+ * @param conn   an idle connection (autocommit), or one inside the caller's
+ *               transaction: the request takes effect when that commits
+ * @param run_id the run
+ * @param reason why, shown to users; NULL: "cancelled by request"
+ * @returns TB_OK; TB_ERR_NOT_FOUND "run X is not running" when no executor
+ *          holds a running claim on it (never claimed, or already finished);
+ *          TB_ERR_INVALID for an empty run id; TB_ERR_PG.
+ * @locality any thread
+ */
+tb_err_t tb_store_claims_request_cancel(PGconn *conn, const char *run_id, const char *reason,
+                                    char *errstr, size_t errstr_size);
+
+/**
+ * @brief Ask for every running run of \p task_id to be cancelled (task
+ *        deletion, `taskbus tasks cancel`); as tb_store_claims_request_cancel().
+ *
+ * @param count if not NULL, receives how many runs were asked to stop (0 is
+ *              not an error: the task had nothing running)
+ * @returns TB_OK, TB_ERR_INVALID for an empty task id, or TB_ERR_PG.
+ * @locality any thread
+ */
+tb_err_t tb_store_claims_cancel_task_runs(PGconn *conn, const char *task_id, const char *reason,
+                                      int *count, char *errstr, size_t errstr_size);
+
+/**
+ * @brief Whether \p run_id was ever claimed, and the status its claim ended
+ *        with ("" while it runs, or when it ended without one).
+ * @returns TB_OK or TB_ERR_PG. @locality any thread
+ */
+tb_err_t tb_store_claims_status(PGconn *conn, const char *run_id, bool *claimed, char *status,
+                                size_t status_size, char *errstr, size_t errstr_size);
+
+/* ---- the executor's claims (executor/claims.c, runs.c, lease.c) ---- */
+
+/**
+ * @brief Claim run \p run_id for executor \p executor_id with taskbus_claim_run()
+ *        (advisory lock on the task, the task's overlap policy), with a lease
+ *        of \p lease_ms. Call it inside the caller's transaction.
+ * @param outcome receives taskbus_claim_run()'s answer ("claimed",
+ *        "duplicate", "skipped:<runs>", "replaced:<runs>"), malloc'd (caller frees)
+ * @returns TB_OK, TB_ERR_CONFLICT (serialization: retry), TB_ERR_PG.
+ */
+tb_err_t tb_store_claims_claim(PGconn *conn, const char *run_id, const char *task_id,
+                               const char *executor_id, int64_t lease_ms, int64_t nominal_ms,
+                               int attempt, const char *executor, const char *host,
+                               const char *overlap, char **outcome, char *errstr,
+                               size_t errstr_size);
+
+/** Delete the running claim of \p run_id held by \p executor_id (a run
+ *  handed back before it started); *\p deleted says whether there was one. */
+tb_err_t tb_store_claims_release(PGconn *conn, const char *run_id, const char *executor_id,
+                                 bool *deleted, char *errstr, size_t errstr_size);
+
+/** Mark \p executor_id's running claim of \p run_id done with \p status
+ *  (started at \p started_ms, 0: unknown). */
+tb_err_t tb_store_claims_finish(PGconn *conn, const char *run_id, const char *executor_id,
+                                const char *status, int64_t started_ms, char *errstr,
+                                size_t errstr_size);
+
+/** Renew (\p renew: by \p lease_ms) or just read \p executor_id's running
+ *  claims: with \p renew every running claim, else only those with a
+ *  cancellation request. Columns: run_id, cancel_requested, cancel_reason
+ *  ("" if none). */
+tb_err_t tb_store_claims_leases(PGconn *conn, const char *executor_id, bool renew,
+                                int64_t lease_ms, PGresult **res, char *errstr,
+                                size_t errstr_size);
+
+/** Lock (FOR UPDATE SKIP LOCKED, in the caller's transaction) up to 100
+ *  running claims whose lease expired, oldest first. Columns: run_id,
+ *  task_id, executor_id, nominal_time (ms, 0 if unknown), attempt,
+ *  executor, host. */
+tb_err_t tb_store_claims_expired(PGconn *conn, PGresult **res, char *errstr,
+                                 size_t errstr_size);
+
+/** Mark the claim of \p run_id done with status LOST. */
+tb_err_t tb_store_claims_mark_lost(PGconn *conn, const char *run_id, char *errstr,
+                                   size_t errstr_size);
+
+#endif /* TB_STORE_CLAIMS_H */

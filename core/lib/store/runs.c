@@ -1,0 +1,376 @@
+/**
+ * @file store/runs.c
+ * @brief The run table family: runs and run_logs (store/runs.h).
+ */
+#include "store/runs.h"
+
+#include "store/store.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* epoch milliseconds as text, for the 'epoch' + ms interval expressions */
+#define TB_STORE_RUNS_TS(n) "('epoch'::timestamptz + $" #n "::bigint * interval '1 millisecond')"
+#define TB_STORE_RUNS_MS(col) "(extract(epoch FROM " col ") * 1000)::bigint"
+#define TB_STORE_RUNS_VISIBLE(n) \
+        "security_group IN (SELECT jsonb_array_elements_text($" #n "::jsonb))"
+/* Columns of TB_RC_*: keep both in step. */
+#define TB_STORE_RUNS_COLS                                                                        \
+        "run_id, task_id, " TB_STORE_RUNS_MS("nominal_time") ", attempt, status, "                \
+        TB_STORE_RUNS_MS("started_at") ", " TB_STORE_RUNS_MS("finished_at") ", exit_code, signal, " \
+        "executor, host, output_bytes, error, trigger, " TB_STORE_RUNS_MS("log_expires_at") ", "  \
+        "infra_error, " TB_STORE_RUNS_MS("scheduled_at") ", "                                     \
+        "(log_expires_at <= now() OR log_purged_at IS NOT NULL), "                              \
+        "security_group, taskbus_run_status_rank(status) = 2, "                                 \
+        "(extract(epoch FROM now() - updated_at) * 1000)::bigint"
+
+/* ---- reads ------------------------------------------------------------------------ */
+
+tb_err_t tb_store_runs_get(PGconn *conn, const char *id, const char *groups, PGresult **res,
+                           char *errstr, size_t errstr_size) {
+        const char *params[] = {id, groups};
+        return tb_store_exec(conn, "read run",
+                             "SELECT " TB_STORE_RUNS_COLS " FROM runs WHERE run_id = $1 AND "
+                             TB_STORE_RUNS_VISIBLE(2),
+                             2, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_runs_list(PGconn *conn, const char *task_id, const char *groups,
+                            const char *cur_nominal, const char *cur_id, const char *statuses,
+                            const char *since, const char *until, const char *limit,
+                            PGresult **res, char *errstr, size_t errstr_size) {
+        const char *params[] = {task_id, groups, cur_nominal, cur_id,
+                                statuses, since,  until,       limit};
+        return tb_store_exec(conn, "list runs",
+                             "SELECT " TB_STORE_RUNS_COLS " FROM runs WHERE task_id = $1 AND "
+                             TB_STORE_RUNS_VISIBLE(2) " "
+                             "AND ($3::bigint IS NULL OR (nominal_time, run_id) < (" TB_STORE_RUNS_TS(3)
+                             ", $4::text)) "
+                             "AND ($5::text[] IS NULL OR status = ANY($5::text[])) "
+                             "AND ($6::bigint IS NULL OR nominal_time >= " TB_STORE_RUNS_TS(6) ") "
+                             "AND ($7::bigint IS NULL OR nominal_time < " TB_STORE_RUNS_TS(7) ") "
+                             "ORDER BY nominal_time DESC, run_id DESC LIMIT $8::int",
+                             8, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_runs_task_visible(PGconn *conn, const char *task_id, const char *groups,
+                                    bool *visible, char *errstr, size_t errstr_size) {
+        PGresult *x = NULL;
+        const char *xp[] = {task_id, groups};
+        tb_err_t e = tb_store_exec(conn, "task visible",
+                                   "SELECT EXISTS (SELECT 1 FROM tasks WHERE id = $1 AND "
+                                   TB_STORE_RUNS_VISIBLE(2) ") OR EXISTS (SELECT 1 FROM runs WHERE "
+                                   "task_id = $1 AND " TB_STORE_RUNS_VISIBLE(2) ")",
+                                   2, xp, &x, errstr, errstr_size);
+        if (e)
+                return e;
+        *visible = PQgetvalue(x, 0, 0)[0] == 't';
+        PQclear(x);
+        return TB_OK;
+}
+
+tb_err_t tb_store_runs_last_scheduled(PGconn *conn, const char *task_id, bool *found,
+                                      int64_t *nominal_ms, char *errstr, size_t errstr_size) {
+        PGresult *res = NULL;
+        const char *params[] = {task_id};
+        *found = false;
+        tb_err_t e = tb_store_exec(conn, "last nominal of a moved task",
+                                   "SELECT (extract(epoch FROM max(nominal_time)) "
+                                   "* 1000)::bigint FROM runs WHERE task_id = $1 "
+                                   "AND trigger IN ('schedule', 'misfire')",
+                                   1, params, &res, errstr, errstr_size);
+        if (e)
+                return e;
+        if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+                *found = true;
+                *nominal_ms = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        }
+        PQclear(res);
+        return TB_OK;
+}
+
+static const char tb_store_runs_sql_logstate[] =
+        "SELECT taskbus_run_status_rank(status) = 2, "
+        "(log_expires_at <= now() OR log_purged_at IS NOT NULL), started_at IS NOT NULL, "
+        "(extract(epoch FROM now() - updated_at) * 1000)::bigint, "
+        TB_STORE_RUNS_MS("log_expires_at") ", "
+        "EXISTS (SELECT 1 FROM run_logs l WHERE l.run_id = $1 AND l.eof) "
+        "FROM runs WHERE run_id = $1";
+
+tb_err_t tb_store_runs_logstate(PGconn *conn, const char *id, tb_store_runs_logstate_t *st,
+                                char *errstr, size_t errstr_size) {
+        PGresult *r = NULL;
+        const char *p[] = {id};
+        tb_err_t e = tb_store_exec(conn, "read run log state", tb_store_runs_sql_logstate, 1, p,
+                                   &r, errstr, errstr_size);
+        if (e)
+                return e;
+        if (PQntuples(r) == 0) {
+                PQclear(r);
+                return TB_ERR_NOT_FOUND;
+        }
+        st->final = PQgetvalue(r, 0, 0)[0] == 't';
+        st->expired = PQgetvalue(r, 0, 1)[0] == 't';
+        st->started = PQgetvalue(r, 0, 2)[0] == 't';
+        st->age_ms = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+        st->has_expires = !PQgetisnull(r, 0, 4);
+        st->expires_ms = st->has_expires ? strtoll(PQgetvalue(r, 0, 4), NULL, 10) : 0;
+        st->eof = PQgetvalue(r, 0, 5)[0] == 't';
+        PQclear(r);
+        return TB_OK;
+}
+
+tb_err_t tb_store_runs_logs_from(PGconn *conn, const char *id, const char *seq,
+                                 const char *stream, const char *rows, PGresult **res,
+                                 char *errstr, size_t errstr_size) {
+        const char *p[] = {id, seq, stream, rows};
+        return tb_store_exec(conn, "read run output",
+                             "SELECT seq, data FROM run_logs WHERE run_id = $1 AND seq >= $2::bigint "
+                             "AND ($3::text IS NULL OR stream = $3) ORDER BY seq LIMIT $4::int",
+                             4, p, res, errstr, errstr_size);
+}
+
+/* Chunks of run $1 (of stream $2 or all) that end after byte $3 and start
+ * before byte $4 of the selected output, with where each starts. */
+static const char tb_store_runs_sql_page[] =
+        "SELECT c.seq, c.start, c.data FROM (SELECT seq, data, "
+        "sum(octet_length(data)) OVER (ORDER BY seq) - octet_length(data) AS start "
+        "FROM run_logs WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)) c "
+        "WHERE c.start + octet_length(c.data) > $3::bigint AND c.start < $4::bigint "
+        "ORDER BY c.seq";
+
+tb_err_t tb_store_runs_logs_range(PGconn *conn, const char *id, const char *stream,
+                                  const char *from, const char *to, PGresult **res,
+                                  char *errstr, size_t errstr_size) {
+        const char *pp[] = {id, stream, from, to};
+        return tb_store_exec(conn, "read run output", tb_store_runs_sql_page, 4, pp, res, errstr,
+                             errstr_size);
+}
+
+tb_err_t tb_store_runs_logs_size(PGconn *conn, const char *id, const char *stream,
+                                 int64_t *next_seq, int64_t *bytes, char *errstr,
+                                 size_t errstr_size) {
+        PGresult *x = NULL;
+        const char *xp[] = {id, stream};
+        tb_err_t e = tb_store_exec(conn, "read run output size",
+                                   "SELECT coalesce(max(seq) + 1, 0), "
+                                   "coalesce(sum(octet_length(data)), 0) FROM run_logs "
+                                   "WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)",
+                                   2, xp, &x, errstr, errstr_size);
+        if (e)
+                return e;
+        *next_seq = strtoll(PQgetvalue(x, 0, 0), NULL, 10);
+        *bytes = strtoll(PQgetvalue(x, 0, 1), NULL, 10);
+        PQclear(x);
+        return TB_OK;
+}
+
+/* ---- the projection's writes ------------------------------------------------------ */
+
+static const char tb_store_runs_sql_run_request[] =
+        "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, trigger, "
+        "status, scheduled_at, executor, log_retention_ms, updated_at) "
+        "VALUES ($1, $2, $3, " TB_STORE_RUNS_TS(4) ", $5::int, $6, 'scheduled', " TB_STORE_RUNS_TS(7) ", "
+        "$8, $9::bigint, now()) "
+        "ON CONFLICT (run_id) DO UPDATE SET "
+        /* the snapshot's group is the run's: it was the task's at fire time */
+        "security_group = CASE WHEN EXCLUDED.security_group <> '' "
+        "THEN EXCLUDED.security_group ELSE runs.security_group END, "
+        "trigger = EXCLUDED.trigger, "
+        "scheduled_at = COALESCE(runs.scheduled_at, EXCLUDED.scheduled_at), "
+        "executor = CASE WHEN runs.executor = '' THEN EXCLUDED.executor ELSE runs.executor END, "
+        "log_retention_ms = EXCLUDED.log_retention_ms, updated_at = now()";
+
+/* $5 status (lower case); the new record "wins" when its status ranks higher */
+#define TB_STORE_RUNS_WIN "(taskbus_run_status_rank(EXCLUDED.status) > taskbus_run_status_rank(runs.status))"
+
+static const char tb_store_runs_sql_run_result[] =
+        "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, status, "
+        "started_at, finished_at, exit_code, signal, executor, host, output_bytes, infra_error, "
+        "error, updated_at) "
+        "VALUES ($1, $2, COALESCE((SELECT t.security_group FROM tasks t WHERE t.id = $2), ''), "
+        TB_STORE_RUNS_TS(3) ", $4::int, $5, " TB_STORE_RUNS_TS(6) ", " TB_STORE_RUNS_TS(7) ", $8::int, $9::int, "
+        "$10, $11, $12::bigint, $13::boolean, $14, now()) "
+        "ON CONFLICT (run_id) DO UPDATE SET "
+        "status = CASE WHEN " TB_STORE_RUNS_WIN " THEN EXCLUDED.status ELSE runs.status END, "
+        "security_group = CASE WHEN runs.security_group = '' THEN EXCLUDED.security_group "
+        "ELSE runs.security_group END, "
+        "started_at = COALESCE(runs.started_at, EXCLUDED.started_at), "
+        "finished_at = CASE WHEN " TB_STORE_RUNS_WIN " THEN COALESCE(EXCLUDED.finished_at, "
+        "runs.finished_at) ELSE COALESCE(runs.finished_at, EXCLUDED.finished_at) END, "
+        "exit_code = CASE WHEN " TB_STORE_RUNS_WIN " THEN COALESCE(EXCLUDED.exit_code, runs.exit_code) "
+        "ELSE COALESCE(runs.exit_code, EXCLUDED.exit_code) END, "
+        "signal = CASE WHEN " TB_STORE_RUNS_WIN " THEN COALESCE(EXCLUDED.signal, runs.signal) "
+        "ELSE COALESCE(runs.signal, EXCLUDED.signal) END, "
+        "executor = CASE WHEN " TB_STORE_RUNS_WIN " AND EXCLUDED.executor <> '' OR runs.executor = '' "
+        "THEN EXCLUDED.executor ELSE runs.executor END, "
+        "host = CASE WHEN " TB_STORE_RUNS_WIN " AND EXCLUDED.host <> '' OR runs.host = '' "
+        "THEN EXCLUDED.host ELSE runs.host END, "
+        "output_bytes = CASE WHEN " TB_STORE_RUNS_WIN " THEN EXCLUDED.output_bytes "
+        "ELSE GREATEST(runs.output_bytes, EXCLUDED.output_bytes) END, "
+        "infra_error = CASE WHEN " TB_STORE_RUNS_WIN " THEN EXCLUDED.infra_error ELSE runs.infra_error "
+        "END, "
+        "error = CASE WHEN " TB_STORE_RUNS_WIN " THEN COALESCE(EXCLUDED.error, runs.error) "
+        "ELSE COALESCE(runs.error, EXCLUDED.error) END, "
+        "updated_at = now()";
+
+/* What settling a run needs: its group (filled from the task if unknown),
+ * whether it is final, its end and its log retention. */
+static const char tb_store_runs_sql_run_state[] =
+        "UPDATE runs r SET security_group = COALESCE((SELECT t.security_group FROM tasks t "
+        "WHERE t.id = r.task_id), '') WHERE r.run_id = $1 AND r.security_group = ''";
+static const char tb_store_runs_sql_run_read[] =
+        "SELECT r.security_group, taskbus_run_status_rank(r.status) = 2, "
+        "(extract(epoch FROM COALESCE(r.finished_at, r.updated_at)) * 1000)::bigint, "
+        "r.log_retention_ms, t.spec->>'log_retention' "
+        "FROM runs r LEFT JOIN tasks t ON t.id = r.task_id WHERE r.run_id = $1";
+
+tb_err_t tb_store_runs_upsert_request(PGconn *conn, const char *const params[9], char *errstr,
+                                      size_t errstr_size) {
+        return tb_store_exec(conn, "upsert run (RunRequest)", tb_store_runs_sql_run_request, 9,
+                             params, NULL, errstr, errstr_size);
+}
+
+tb_err_t tb_store_runs_upsert_result(PGconn *conn, const char *const params[14], char *errstr,
+                                     size_t errstr_size) {
+        return tb_store_exec(conn, "upsert run (RunResult)", tb_store_runs_sql_run_result, 14,
+                             params, NULL, errstr, errstr_size);
+}
+
+tb_err_t tb_store_runs_retention(PGconn *conn, const char *id, tb_store_runs_retention_t *out,
+                                 char *errstr, size_t errstr_size) {
+        const char *p[] = {id};
+        PGresult *r = NULL;
+        tb_err_t err;
+        memset(out, 0, sizeof(*out));
+        if ((err = tb_store_exec(conn, "fill in the run's group", tb_store_runs_sql_run_state, 1,
+                                 p, NULL, errstr, errstr_size)) ||
+            (err = tb_store_exec(conn, "read run", tb_store_runs_sql_run_read, 1, p, &r, errstr,
+                                 errstr_size)))
+                return err;
+        if (PQntuples(r) == 1) {
+                out->found = true;
+                out->final = PQgetvalue(r, 0, 1)[0] == 't';
+                tb_snprintf(out->group, sizeof(out->group), "%s", PQgetvalue(r, 0, 0));
+                out->end_ms = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+                out->has_retention_ms = !PQgetisnull(r, 0, 3);
+                if (out->has_retention_ms)
+                        out->retention_ms = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+                out->has_task_retention = !PQgetisnull(r, 0, 4);
+                if (out->has_task_retention)
+                        tb_snprintf(out->task_retention, sizeof(out->task_retention), "%s",
+                                    PQgetvalue(r, 0, 4));
+        }
+        PQclear(r);
+        return TB_OK;
+}
+
+tb_err_t tb_store_runs_set_log_expiry(PGconn *conn, const char *id, const char *at_ms,
+                                      char *errstr, size_t errstr_size) {
+        const char *up[] = {id, at_ms};
+        return tb_store_exec(conn, "set the run's log expiry",
+                             "UPDATE runs SET log_expires_at = " TB_STORE_RUNS_TS(2) " "
+                             "WHERE run_id = $1 AND log_expires_at IS DISTINCT FROM "
+                             TB_STORE_RUNS_TS(2),
+                             2, up, NULL, errstr, errstr_size);
+}
+
+/* ---- the archiver's writes -------------------------------------------------------- */
+
+static const char tb_store_runs_sql_log_insert[] =
+        "INSERT INTO run_logs (run_id, seq, stream, at, data, expires_at, eof) "
+        "SELECT $1, $2::bigint, $3, 'epoch'::timestamptz + $4::bigint * interval '1 millisecond', "
+        "$5::bytea, (SELECT r.log_expires_at FROM runs r WHERE r.run_id = $1), $6::boolean "
+        /* a late copy of a log that already expired and was deleted */
+        "WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = $1 "
+        "AND r.log_purged_at IS NOT NULL) "
+        "ON CONFLICT (run_id, seq) DO NOTHING";
+
+tb_err_t tb_store_runs_log_insert(PGconn *conn, const char *const params[6], char *errstr,
+                                  size_t errstr_size) {
+        return tb_store_exec(conn, "insert run_logs", tb_store_runs_sql_log_insert, 6, params,
+                             NULL, errstr, errstr_size);
+}
+
+static const char tb_store_runs_sql_settle[] =
+        "UPDATE run_logs l SET expires_at = r.log_expires_at FROM runs r "
+        "WHERE l.ctid IN (SELECT l2.ctid FROM run_logs l2 JOIN runs r2 ON r2.run_id = l2.run_id "
+        "WHERE l2.expires_at IS NULL AND r2.log_expires_at IS NOT NULL LIMIT $1::int) "
+        "AND r.run_id = l.run_id";
+
+static const char tb_store_runs_sql_expire[] =
+        "WITH d AS (DELETE FROM run_logs WHERE ctid IN (SELECT ctid FROM run_logs "
+        "WHERE expires_at <= now() LIMIT $1::int) RETURNING run_id), "
+        "u AS (UPDATE runs SET log_purged_at = now() WHERE run_id IN (SELECT run_id FROM d) "
+        "AND log_purged_at IS NULL RETURNING 1) "
+        "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u)";
+
+static const char tb_store_runs_sql_history[] =
+        "WITH d AS (DELETE FROM runs WHERE ctid IN (SELECT ctid FROM runs "
+        "WHERE nominal_time < now() - $2::bigint * interval '1 millisecond' "
+        "AND COALESCE(finished_at, nominal_time) < now() - $2::bigint * interval '1 millisecond' "
+        "LIMIT $1::int) RETURNING run_id), "
+        "l AS (DELETE FROM run_logs WHERE run_id IN (SELECT run_id FROM d) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM l)";
+
+/** Run \p sql (one batch: $1 the batch size, $2 \p keep_ms if \p with_keep)
+ *  until a batch touches fewer than the batch size.
+ *  @returns the rows of the first column summed; *\p batches statements. */
+static tb_err_t tb_store_runs_batches(PGconn *conn, const char *what, const char *sql,
+                                      int64_t batch, bool with_keep, int64_t keep_ms,
+                                      int max_statements,
+                                      int64_t *total, int64_t *second, int *batches,
+                                      char *errstr, size_t errstr_size) {
+        char lim[32], keep[32];
+        tb_snprintf(lim, sizeof(lim), "%" PRId64, batch);
+        tb_snprintf(keep, sizeof(keep), "%" PRId64, keep_ms);
+        const char *params[] = {lim, keep};
+        int nparams = with_keep ? 2 : 1;
+        *total = 0;
+        if (second)
+                *second = 0;
+        *batches = 0;
+        for (int i = 0; i < max_statements; i++) {
+                PGresult *r = NULL;
+                tb_err_t err = tb_store_exec(conn, what, sql, nparams, params, &r, errstr,
+                                             errstr_size);
+                if (err)
+                        return err;
+                int64_t n = PQntuples(r) > 0 ? strtoll(PQgetvalue(r, 0, 0), NULL, 10)
+                                             : strtoll(PQcmdTuples(r), NULL, 10);
+                if (second && PQntuples(r) > 0 && PQnfields(r) > 1)
+                        *second += strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+                PQclear(r);
+                if (n > 0)
+                        (*batches)++;
+                *total += n;
+                if (n < batch)
+                        break;
+        }
+        return TB_OK;
+}
+
+tb_err_t tb_store_runs_logs_settle(PGconn *conn, int64_t batch, int max_statements,
+                                   int64_t *rows, int *batches, char *errstr,
+                                   size_t errstr_size) {
+        return tb_store_runs_batches(conn, "settle run_logs expiry", tb_store_runs_sql_settle,
+                                     batch, false, 0, max_statements, rows, NULL, batches, errstr,
+                                     errstr_size);
+}
+
+tb_err_t tb_store_runs_logs_expire(PGconn *conn, int64_t batch, int max_statements,
+                                   int64_t *rows, int64_t *other, int *batches, char *errstr,
+                                   size_t errstr_size) {
+        return tb_store_runs_batches(conn, "delete expired run_logs", tb_store_runs_sql_expire,
+                                     batch, false, 0, max_statements, rows, other, batches, errstr,
+                                     errstr_size);
+}
+
+tb_err_t tb_store_runs_purge_history(PGconn *conn, int64_t batch, int64_t keep_ms,
+                                     int max_statements, int64_t *rows, int64_t *other,
+                                     int *batches, char *errstr, size_t errstr_size) {
+        return tb_store_runs_batches(conn, "delete runs past history retention",
+                                     tb_store_runs_sql_history, batch, true, keep_ms,
+                                     max_statements, rows, other, batches, errstr, errstr_size);
+}

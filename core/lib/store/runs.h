@@ -1,0 +1,150 @@
+/**
+ * @file store/runs.h
+ * @brief The run table family: runs (the run history: one row per run,
+ *        written by the projection from RunRequests and RunResults) and
+ *        run_logs (each run's output, chunk by chunk, copied by the archiver
+ *        from run-logs), with their retention. Read by the REST API and the
+ *        scheduler. Only this file's functions name those tables.
+ *
+ * Reads that feed a row-by-row JSON encoder return the PGresult (caller
+ * PQclears it; NULL on error) with the columns each function documents.
+ * Every function takes the caller's connection and runs inside whatever
+ * transaction the caller opened. @locality any thread.
+ */
+#ifndef TB_STORE_RUNS_H
+#define TB_STORE_RUNS_H
+
+#include "tb.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/** Columns of tb_store_runs_get() and tb_store_runs_list() (times in epoch ms). */
+enum {
+        TB_RC_ID, TB_RC_TASK, TB_RC_NOMINAL, TB_RC_ATTEMPT, TB_RC_STATUS, TB_RC_STARTED,
+        TB_RC_FINISHED, TB_RC_EXIT, TB_RC_SIGNAL, TB_RC_EXECUTOR, TB_RC_HOST, TB_RC_OUTPUT,
+        TB_RC_ERROR, TB_RC_TRIGGER, TB_RC_LOG_EXPIRES, TB_RC_INFRA, TB_RC_SCHEDULED,
+        TB_RC_LOG_EXPIRED, TB_RC_GROUP, TB_RC_FINAL, TB_RC_AGE_MS,
+};
+
+/* ---- reads (the REST API, the scheduler) ---- */
+
+/** Run \p id if its group is in \p groups (a JSON array text): 0 or 1 row. */
+tb_err_t tb_store_runs_get(PGconn *conn, const char *id, const char *groups, PGresult **res,
+                           char *errstr, size_t errstr_size);
+
+/** A page of \p task_id's runs visible to \p groups, newest nominal time
+ *  first (nominal_time, run_id). NULL filters match everything.
+ *  @param cur_nominal, cur_id the keyset of the previous page's last row
+ *  @param statuses a text[] literal @param since, until epoch ms (text)
+ *  @param limit rows (text) */
+tb_err_t tb_store_runs_list(PGconn *conn, const char *task_id, const char *groups,
+                            const char *cur_nominal, const char *cur_id, const char *statuses,
+                            const char *since, const char *until, const char *limit,
+                            PGresult **res, char *errstr, size_t errstr_size);
+
+/** Whether \p task_id, or a run of it, is visible to \p groups (a task
+ *  deleted since still has its runs). */
+tb_err_t tb_store_runs_task_visible(PGconn *conn, const char *task_id, const char *groups,
+                                    bool *visible, char *errstr, size_t errstr_size);
+
+/** The nominal time (ms) of \p task_id's last scheduled or misfire run;
+ *  *\p found false when it has none. */
+tb_err_t tb_store_runs_last_scheduled(PGconn *conn, const char *task_id, bool *found,
+                                      int64_t *nominal_ms, char *errstr, size_t errstr_size);
+
+/** What reading a run's output needs to know of the run. */
+typedef struct tb_store_runs_logstate {
+        bool final;          /**< its status is final */
+        bool expired;        /**< its output expired (or was purged) */
+        bool started;        /**< it started */
+        int64_t age_ms;      /**< since its row last changed */
+        bool has_expires;    /**< log_expires_at is set */
+        int64_t expires_ms;  /**< log_expires_at */
+        bool eof;            /**< the output's eof chunk was copied */
+} tb_store_runs_logstate_t;
+
+/** The output state of run \p id. @returns TB_OK, TB_ERR_NOT_FOUND, or TB_ERR_PG. */
+tb_err_t tb_store_runs_logstate(PGconn *conn, const char *id, tb_store_runs_logstate_t *st,
+                                char *errstr, size_t errstr_size);
+
+/** Chunks of run \p id (of \p stream, NULL: all) from \p seq on, at most
+ *  \p rows (text): seq, data (bytea text). */
+tb_err_t tb_store_runs_logs_from(PGconn *conn, const char *id, const char *seq,
+                                 const char *stream, const char *rows, PGresult **res,
+                                 char *errstr, size_t errstr_size);
+
+/** Chunks of run \p id (of \p stream or all) that end after byte \p from and
+ *  start before byte \p to of the selected output: seq, start (its first
+ *  byte's offset), data (bytea text). */
+tb_err_t tb_store_runs_logs_range(PGconn *conn, const char *id, const char *stream,
+                                  const char *from, const char *to, PGresult **res,
+                                  char *errstr, size_t errstr_size);
+
+/** The output of run \p id (of \p stream or all) so far: the next chunk's seq
+ *  and the bytes copied. */
+tb_err_t tb_store_runs_logs_size(PGconn *conn, const char *id, const char *stream,
+                                 int64_t *next_seq, int64_t *bytes, char *errstr,
+                                 size_t errstr_size);
+
+/* ---- the projection's writes (projection/projection.c) ---- */
+
+/** Upsert a run from its RunRequest. Parameters: run_id, task_id,
+ *  security_group, nominal_time (ms), attempt, trigger, emitted_at (ms),
+ *  executor, log_retention_ms (NULL: the task's). */
+tb_err_t tb_store_runs_upsert_request(PGconn *conn, const char *const params[9], char *errstr,
+                                      size_t errstr_size);
+/** Upsert a run from a RunResult; a status only replaces one of lower rank
+ *  (taskbus_run_status_rank()). Parameters: run_id, task_id, nominal_time,
+ *  attempt, status (lower case), started_at, finished_at, exit_code, signal,
+ *  executor, host, output_bytes, infra_error, error. */
+tb_err_t tb_store_runs_upsert_result(PGconn *conn, const char *const params[14], char *errstr,
+                                     size_t errstr_size);
+
+/** What settling a run's log expiry needs (tb_store_runs_retention()). */
+typedef struct tb_store_runs_retention {
+        bool found, final;
+        char group[256];          /**< the run's security group */
+        int64_t end_ms;           /**< its end (or last update) */
+        bool has_retention_ms;    /**< the run's own log_retention_ms is set */
+        int64_t retention_ms;
+        bool has_task_retention;  /**< its task's spec has a log_retention */
+        char task_retention[64];  /**< that duration, as written */
+} tb_store_runs_retention_t;
+
+/** Fill in the group of run \p id from its task if it has none yet, then
+ *  read what its log expiry depends on. */
+tb_err_t tb_store_runs_retention(PGconn *conn, const char *id, tb_store_runs_retention_t *out,
+                                 char *errstr, size_t errstr_size);
+/** Set run \p id's log_expires_at to \p at_ms (epoch ms, text). */
+tb_err_t tb_store_runs_set_log_expiry(PGconn *conn, const char *id, const char *at_ms,
+                                      char *errstr, size_t errstr_size);
+
+/* ---- the archiver's writes ---- */
+
+/** Copy one output chunk (once; not for a run whose log was purged).
+ *  Parameters: run_id, seq, stream (lower case), at (ms), data (bytea text
+ *  "\\x..."), eof ("true"/"false"). */
+tb_err_t tb_store_runs_log_insert(PGconn *conn, const char *const params[6], char *errstr,
+                                  size_t errstr_size);
+
+/** The archiver's sweep steps, each in statements of at most \p batch rows,
+ *  at most \p max_statements of them: *\p rows the rows it deleted (or
+ *  updated), *\p other the second count, *\p batches the statements that
+ *  did something. */
+/** Copy runs.log_expires_at onto the run_logs rows that lack it. */
+tb_err_t tb_store_runs_logs_settle(PGconn *conn, int64_t batch, int max_statements,
+                                   int64_t *rows, int *batches, char *errstr,
+                                   size_t errstr_size);
+/** Delete expired chunks; *\p other: the runs whose log became purged. */
+tb_err_t tb_store_runs_logs_expire(PGconn *conn, int64_t batch, int max_statements,
+                                   int64_t *rows, int64_t *other, int *batches, char *errstr,
+                                   size_t errstr_size);
+/** Delete runs older than \p keep_ms with their chunks; *\p other: the
+ *  leftover chunks deleted. */
+tb_err_t tb_store_runs_purge_history(PGconn *conn, int64_t batch, int64_t keep_ms,
+                                     int max_statements, int64_t *rows, int64_t *other,
+                                     int *batches, char *errstr, size_t errstr_size);
+
+#endif /* TB_STORE_RUNS_H */

@@ -1,0 +1,212 @@
+/**
+ * @file store/tasks.c
+ * @brief The task table family: tasks and task_history (store/tasks.h).
+ */
+#include "store/tasks.h"
+
+#include "store/store.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+
+/* epoch milliseconds as text, for the 'epoch' + ms interval expressions */
+#define TB_STORE_TASKS_TS(n) "('epoch'::timestamptz + $" #n "::bigint * interval '1 millisecond')"
+
+/* Columns of TB_STORE_TASKS_COL_*: keep both in step. */
+#define TB_STORE_TASKS_COLS                                                                  \
+        "id, version, spec::text, paused, (extract(epoch FROM created_at) * 1000)::bigint, " \
+        "(extract(epoch FROM updated_at) * 1000)::bigint, created_by, "                      \
+        "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+tb_err_t tb_store_tasks_get(PGconn *conn, const char *id, const char *groups, PGresult **res,
+                            char *errstr, size_t errstr_size) {
+        const char *params[2] = {id, groups};
+        return tb_store_exec(conn, "read task",
+                             "SELECT " TB_STORE_TASKS_COLS " FROM tasks "
+                             "WHERE id = $1 AND security_group = ANY($2::text[])",
+                             2, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_home(PGconn *conn, const char *id, const char *groups, char *home,
+                             size_t home_size, char *errstr, size_t errstr_size) {
+        const char *params[2] = {id, groups};
+        PGresult *r = NULL;
+        home[0] = '\0';
+        tb_err_t e = tb_store_exec(conn, "read task home",
+                                   "SELECT home_region FROM tasks WHERE id = $1 AND "
+                                   "security_group = ANY($2::text[])",
+                                   2, params, &r, errstr, errstr_size);
+        if (e)
+                return e;
+        if (PQntuples(r) == 1)
+                tb_snprintf(home, home_size, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        return TB_OK;
+}
+
+tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, const char *cur_key,
+                             const char *cur_id, const char *name_prefix, const char *paused,
+                             const char *labels, const char *limit, PGresult **res,
+                             char *errstr, size_t errstr_size) {
+        const char *params[7] = {groups, cur_key, cur_id, name_prefix, paused, labels, limit};
+        return tb_store_exec(conn, "list tasks",
+                             "SELECT " TB_STORE_TASKS_COLS " FROM tasks "
+                             "WHERE security_group = ANY($1::text[]) "
+                             "AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, "
+                             "$3::text)) "
+                             "AND ($4::text IS NULL OR starts_with(name, $4::text)) "
+                             "AND ($5::boolean IS NULL OR paused = $5::boolean) "
+                             "AND ($6::jsonb IS NULL OR labels @> $6::jsonb) "
+                             "ORDER BY created_at DESC, id DESC LIMIT $7::int",
+                             7, params, res, errstr, errstr_size);
+}
+
+#define TB_STORE_TASKS_HISTORY_COLS                                                          \
+        "SELECT version, type, (extract(epoch FROM at) * 1000)::bigint, actor, "            \
+        "command_id, array_to_json(changed_fields)::text, spec::text "                       \
+        "FROM task_history WHERE task_id = $1 "                                              \
+        "AND security_group = ANY($2::text[]) "
+
+tb_err_t tb_store_tasks_history_at(PGconn *conn, const char *id, const char *groups,
+                                   const char *at_ms, PGresult **res, char *errstr,
+                                   size_t errstr_size) {
+        const char *params[3] = {id, groups, at_ms};
+        return tb_store_exec(conn, "task state at",
+                             TB_STORE_TASKS_HISTORY_COLS
+                             "AND at <= to_timestamp($3::bigint / 1000.0) "
+                             "ORDER BY version DESC LIMIT 1",
+                             3, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_history_page(PGconn *conn, const char *id, const char *groups,
+                                     const char *after_version, const char *limit,
+                                     PGresult **res, char *errstr, size_t errstr_size) {
+        const char *params[4] = {id, groups, after_version, limit};
+        return tb_store_exec(conn, "task history",
+                             TB_STORE_TASKS_HISTORY_COLS
+                             "AND ($3::bigint IS NULL OR version > $3::bigint) "
+                             "ORDER BY version LIMIT $4::int",
+                             4, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_history_all(PGconn *conn, const char *id, PGresult **res, char *errstr,
+                                    size_t errstr_size) {
+        const char *p[] = {id};
+        return tb_store_exec(conn, "read task_history",
+                             "SELECT version, (extract(epoch FROM at) * 1000)::bigint, actor, type, "
+                             "command_id, array_to_json(changed_fields)::text, spec::text, "
+                             "security_group FROM task_history WHERE task_id = $1 ORDER BY version",
+                             1, p, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_projected(PGconn *conn, const char *ids, const char *versions,
+                                  PGresult **res, char *errstr, size_t errstr_size) {
+        /* task_history has every version, also the DELETED one */
+        const char *sql =
+                "SELECT w.id, w.v FROM unnest($1::text[], $2::bigint[]) AS w(id, v) "
+                "WHERE EXISTS (SELECT 1 FROM tasks t WHERE t.id = w.id AND t.version >= w.v) "
+                "OR EXISTS (SELECT 1 FROM task_history h WHERE h.task_id = w.id "
+                "AND h.version >= w.v)";
+        const char *params[2] = {ids, versions};
+        return tb_store_exec(conn, "projection check", sql, 2, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_homed_in(PGconn *conn, const char *region, PGresult **res,
+                                 char *errstr, size_t errstr_size) {
+        const char *params[] = {region};
+        return tb_store_exec(conn, "tasks homed in the failed region",
+                             "SELECT id, version, epoch, spec::text, "
+                             "(extract(epoch FROM created_at) * 1000)::bigint, created_by "
+                             "FROM tasks WHERE home_region = $1 ORDER BY id",
+                             1, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_count(PGconn *conn, int64_t *count, char *errstr, size_t errstr_size) {
+        PGresult *r = NULL;
+        tb_err_t e = tb_store_exec(conn, "count", "SELECT count(*) FROM tasks", 0, NULL, &r,
+                                   errstr, errstr_size);
+        if (e)
+                return e;
+        *count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        return TB_OK;
+}
+
+tb_err_t tb_store_tasks_truncate(PGconn *conn, char *errstr, size_t errstr_size) {
+        return tb_store_exec(conn, "empty the projection", "TRUNCATE tasks, task_history", 0,
+                             NULL, NULL, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_partition_cursor(PGconn *conn, const char *cursor, int32_t partition,
+                                         const char *region, char *errstr, size_t errstr_size) {
+        char pstr[16], sql[1024];
+        tb_snprintf(pstr, sizeof(pstr), "%" PRId32, partition);
+        tb_snprintf(sql, sizeof(sql),
+                    "DECLARE %s NO SCROLL CURSOR FOR SELECT id, "
+                    "version, spec::text, "
+                    "(extract(epoch FROM created_at) * 1000)::bigint, epoch, "
+                    /* a task a failover moved here: where its old home's
+                     * scheduled fires stopped (replicated runs) */
+                    "CASE WHEN epoch > 0 AND home_region = $2 THEN "
+                    "(SELECT (extract(epoch FROM max(r.nominal_time)) * 1000)::bigint "
+                    "FROM runs r WHERE r.task_id = tasks.id AND r.trigger IN "
+                    "('schedule', 'misfire')) END "
+                    "FROM tasks WHERE event_partition = $1::int",
+                    cursor);
+        const char *cparams[] = {pstr, region};
+        return tb_store_exec(conn, "declare load cursor", sql, 2, cparams, NULL, errstr,
+                             errstr_size);
+}
+
+/* ---- the projection's writes --------------------------------------------------- */
+
+static const char tb_store_tasks_sql_upsert[] =
+        "INSERT INTO tasks (id, version, name, security_group, user_id, spec, paused, labels, "
+        "home_region, epoch, created_at, created_by, updated_at, event_partition, event_offset) "
+        "SELECT $1, $2::bigint, $3, $4, $5, $6::jsonb, $7::boolean, $8::jsonb, $9, $10::bigint, "
+        TB_STORE_TASKS_TS(11) ", $12, " TB_STORE_TASKS_TS(13) ", $14::int, $15::bigint "
+        /* a task deleted at a later version stays deleted when an older
+         * event is applied again */
+        "WHERE NOT EXISTS (SELECT 1 FROM task_history h WHERE h.task_id = $1 "
+        "AND (h.epoch, h.version) > ($10::bigint, $2::bigint) AND h.type = 'DELETED') "
+        "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, name = EXCLUDED.name, "
+        "security_group = EXCLUDED.security_group, user_id = EXCLUDED.user_id, "
+        "spec = EXCLUDED.spec, paused = EXCLUDED.paused, labels = EXCLUDED.labels, "
+        "home_region = EXCLUDED.home_region, epoch = EXCLUDED.epoch, "
+        "created_at = EXCLUDED.created_at, created_by = EXCLUDED.created_by, "
+        "updated_at = EXCLUDED.updated_at, event_partition = EXCLUDED.event_partition, "
+        "event_offset = EXCLUDED.event_offset "
+        /* regions: a higher home-region epoch wins, then the higher version */
+        "WHERE (tasks.epoch, tasks.version) < (EXCLUDED.epoch, EXCLUDED.version)";
+
+static const char tb_store_tasks_sql_delete[] =
+        "DELETE FROM tasks WHERE id = $1 AND (epoch, version) < ($3::bigint, $2::bigint)";
+
+static const char tb_store_tasks_sql_history[] =
+        "INSERT INTO task_history (task_id, version, event_id, type, at, actor, command_id, "
+        "changed_fields, spec, security_group, source_region, epoch) "
+        "VALUES ($1, $2::bigint, $3, $4, " TB_STORE_TASKS_TS(5) ", $6, $7, "
+        "ARRAY(SELECT jsonb_array_elements_text($8::jsonb)), $9::jsonb, "
+        /* a DELETED event carries no task: keep the group it had */
+        "COALESCE($10, (SELECT h.security_group FROM task_history h WHERE h.task_id = $1 "
+        "AND h.version < $2::bigint ORDER BY h.version DESC LIMIT 1), ''), $11, $12::bigint) "
+        "ON CONFLICT DO NOTHING";
+
+tb_err_t tb_store_tasks_history_insert(PGconn *conn, const char *const params[12],
+                                       char *errstr, size_t errstr_size) {
+        return tb_store_exec(conn, "insert task_history", tb_store_tasks_sql_history, 12, params,
+                             NULL, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_upsert(PGconn *conn, const char *const params[15], char *errstr,
+                               size_t errstr_size) {
+        return tb_store_exec(conn, "upsert task", tb_store_tasks_sql_upsert, 15, params, NULL,
+                             errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_delete(PGconn *conn, const char *id, const char *version,
+                               const char *epoch, char *errstr, size_t errstr_size) {
+        const char *dp[] = {id, version, epoch};
+        return tb_store_exec(conn, "delete task", tb_store_tasks_sql_delete, 3, dp, NULL, errstr,
+                             errstr_size);
+}

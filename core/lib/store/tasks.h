@@ -1,0 +1,114 @@
+/**
+ * @file store/tasks.h
+ * @brief The task table family: tasks (the projection's current state of
+ *        every task, one row per live task) and task_history (every version
+ *        of every task, DELETED included). Written by the projection
+ *        (projection/projection.h) only; read by the REST API, the scheduler's
+ *        load, and the CLI (`history`, `region failover`, `replay`). Only this
+ *        file's functions name those tables.
+ *
+ * Reads that feed a row-by-row JSON encoder return the PGresult (caller
+ * PQclears it; NULL on error) with the columns each function documents.
+ * Every function takes the caller's connection and runs inside whatever
+ * transaction the caller opened. @locality any thread.
+ */
+#ifndef TB_STORE_TASKS_H
+#define TB_STORE_TASKS_H
+
+#include "tb.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/** The columns of tb_store_tasks_get() and tb_store_tasks_list(): id, version,
+ *  spec (text), paused, created_at (ms), updated_at (ms), created_by, and
+ *  created_at as a list cursor carries it (microseconds, so that the keyset
+ *  is exact). */
+enum { TB_STORE_TASKS_COL_ID = 0, TB_STORE_TASKS_COL_CREATED = 7 };
+
+/** One task visible to \p groups (a text[] literal); TB_STORE_TASKS_COL_*
+ *  columns, 0 or 1 row. */
+tb_err_t tb_store_tasks_get(PGconn *conn, const char *id, const char *groups, PGresult **res,
+                            char *errstr, size_t errstr_size);
+
+/** The home region of a task visible to \p groups, into \p home (empty when
+ *  the task is unknown or not visible). */
+tb_err_t tb_store_tasks_home(PGconn *conn, const char *id, const char *groups, char *home,
+                             size_t home_size, char *errstr, size_t errstr_size);
+
+/** One page of the tasks visible to \p groups, newest first (created_at, id),
+ *  TB_STORE_TASKS_COL_* columns. NULL filters match everything.
+ *  @param cur_key, cur_id the keyset of the last row of the previous page
+ *  @param paused "true"/"false" @param labels a jsonb object the labels contain
+ *  @param limit the number of rows (text) */
+tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, const char *cur_key,
+                             const char *cur_id, const char *name_prefix, const char *paused,
+                             const char *labels, const char *limit, PGresult **res,
+                             char *errstr, size_t errstr_size);
+
+/** Columns of tb_store_tasks_history_at() and tb_store_tasks_history_page():
+ *  version, type, at (ms), actor, command_id, changed_fields (JSON text),
+ *  spec (text, NULL once deleted). */
+/** The newest version of \p id at or before \p at_ms (text), visible to \p groups. */
+tb_err_t tb_store_tasks_history_at(PGconn *conn, const char *id, const char *groups,
+                                   const char *at_ms, PGresult **res, char *errstr,
+                                   size_t errstr_size);
+/** A page of \p id's versions after \p after_version (NULL: from the first),
+ *  oldest first, at most \p limit (text) rows. */
+tb_err_t tb_store_tasks_history_page(PGconn *conn, const char *id, const char *groups,
+                                     const char *after_version, const char *limit,
+                                     PGresult **res, char *errstr, size_t errstr_size);
+
+/** Every version of \p id, oldest first, whatever its group (`taskbus history`):
+ *  version, at (ms), actor, type, command_id, changed_fields (JSON text),
+ *  spec (text), security_group. */
+tb_err_t tb_store_tasks_history_all(PGconn *conn, const char *id, PGresult **res, char *errstr,
+                                    size_t errstr_size);
+
+/** Which of the (\p ids[i], \p versions[i]) pairs (a text[] and a bigint[]
+ *  literal) the projection has reached: a row (id, version) for each task at
+ *  that version or later, deleted ones included. */
+tb_err_t tb_store_tasks_projected(PGconn *conn, const char *ids, const char *versions,
+                                  PGresult **res, char *errstr, size_t errstr_size);
+
+/** The tasks homed in \p region, by id (`taskbus region failover`): id,
+ *  version, epoch, spec (text), created_at (ms), created_by. */
+tb_err_t tb_store_tasks_homed_in(PGconn *conn, const char *region, PGresult **res,
+                                 char *errstr, size_t errstr_size);
+
+/** How many tasks the projection holds. */
+tb_err_t tb_store_tasks_count(PGconn *conn, int64_t *count, char *errstr, size_t errstr_size);
+
+/** Empty the task projection (tasks and task_history): `taskbus replay --force`. */
+tb_err_t tb_store_tasks_truncate(PGconn *conn, char *errstr, size_t errstr_size);
+
+/**
+ * Declare the cursor \p cursor over the tasks of event partition \p partition
+ * (the scheduler's load; FETCH it, then CLOSE it, in the caller's
+ * transaction): id, version, spec (text), created_at (ms), epoch, and for a
+ * task a failover moved to \p region (epoch > 0, homed there) the nominal
+ * time (ms) of its last scheduled or misfire run, else NULL.
+ */
+tb_err_t tb_store_tasks_partition_cursor(PGconn *conn, const char *cursor, int32_t partition,
+                                         const char *region, char *errstr, size_t errstr_size);
+
+/* ---- the projection's writes (projection/projection.c) ---- */
+
+/** Insert the history row of one TaskEvent (once). Parameters in order:
+ *  task_id, version, event_id, type, at (ms), actor, command_id,
+ *  changed_fields (JSON array), spec (JSON or NULL), security_group (NULL: the
+ *  previous version's), source_region, epoch. */
+tb_err_t tb_store_tasks_history_insert(PGconn *conn, const char *const params[12],
+                                       char *errstr, size_t errstr_size);
+/** Upsert a task row unless a later version deleted it; a row only moves to
+ *  a higher (epoch, version). Parameters: id, version, name, security_group,
+ *  user_id, spec, paused, labels, home_region, epoch, created_at (ms),
+ *  created_by, updated_at (ms), event_partition, event_offset. */
+tb_err_t tb_store_tasks_upsert(PGconn *conn, const char *const params[15], char *errstr,
+                               size_t errstr_size);
+/** Delete the task row \p id unless it is at (\p epoch, \p version) or later. */
+tb_err_t tb_store_tasks_delete(PGconn *conn, const char *id, const char *version,
+                               const char *epoch, char *errstr, size_t errstr_size);
+
+#endif /* TB_STORE_TASKS_H */
