@@ -95,6 +95,25 @@ tb_err_t tb_bus_topics_delete(const tb_config_t *conf, int timeout_ms, char *err
 tb_err_t tb_bus_producer_new(const tb_config_t *conf, const char *transactional_id,
                              rd_kafka_t **out, char *errstr, size_t errstr_size);
 
+/** A delivery report callback, as rd_kafka_conf_set_dr_msg_cb() takes it. */
+typedef void (*tb_dr_msg_cb_t)(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
+
+/** Options of a producer beyond tb_bus_producer_new()'s; zero: its defaults. */
+typedef struct tb_producer_opts {
+        const char *transactional_id; /**< as tb_bus_producer_new()'s */
+        int linger_ms;                /**< linger.ms; 0: 5 */
+        /** message.timeout.ms, the delivery bound of a record; 0: librdkafka's */
+        int message_timeout_ms;
+        /** The delivery reports' callback; NULL: taskbus's, which serves
+         *  tb_bus_produce()'s sync mode and logs failed asynchronous records
+         *  (a producer with its own callback must not use sync). */
+        tb_dr_msg_cb_t dr_msg_cb;
+} tb_producer_opts_t;
+
+/** tb_bus_producer_new() with \p opts (required). Caller owns the handle. */
+tb_err_t tb_bus_producer_new_opts(const tb_config_t *conf, const tb_producer_opts_t *opts,
+                                  rd_kafka_t **out, char *errstr, size_t errstr_size);
+
 /**
  * Produce one record (value copied). With \p sync true, waits for the
  * delivery report and returns its error. Headers may be NULL.

@@ -81,6 +81,15 @@ tb_err_t tb_bus_set(rd_kafka_conf_t *c, const char *key, const char *value,
         return TB_OK;
 }
 
+tb_err_t tb_bus_set_ms(rd_kafka_conf_t *c, const char *key, int value_ms, char *errstr,
+                       size_t errstr_size) {
+        char num[32];
+        if (value_ms <= 0)
+                return TB_OK;
+        tb_snprintf(num, sizeof(num), "%d", value_ms);
+        return tb_bus_set(c, key, num, errstr, errstr_size);
+}
+
 tb_err_t tb_bus_conf_new(const tb_config_t *conf, rd_kafka_conf_t **out, char *errstr,
                          size_t errstr_size) {
         rd_kafka_conf_t *c = rd_kafka_conf_new();
