@@ -59,6 +59,21 @@ typedef struct tb_topic_info {
         char retention[32]; /**< retention.ms or "compact" */
 } tb_topic_info_t;
 
+/** A topic to create, with the topic-level configs taskbus manages. */
+typedef struct tb_topic_spec {
+        char name[256];
+        const char *cleanup;  /**< "delete" or "compact" */
+        char retention[32];   /**< retention.ms, "" when not managed (compact) */
+} tb_topic_spec_t;
+
+/**
+ * Create the topics of \p specs (any name, e.g. another region's copies)
+ * with \p conf's partition count and replication factor; a topic that
+ * exists already is left as it is. @locality any thread.
+ */
+tb_err_t tb_bus_topics_create(const tb_config_t *conf, const tb_topic_spec_t *specs, size_t cnt,
+                              int timeout_ms, char *errstr, size_t errstr_size);
+
 /**
  * Create every topic that is missing, with the partition count, replication
  * factor and retention from \p conf; set retention/cleanup configs on topics
