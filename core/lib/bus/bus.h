@@ -255,6 +255,13 @@ void tb_bus_consumer_destroy(rd_kafka_t *rk, int timeout_ms);
 tb_err_t tb_bus_header_get(const rd_kafka_message_t *msg, const char *name,
                            const void **value, size_t *len);
 
+/**
+ * Check that librdkafka accepts property \p key = \p value (for the
+ * configuration's `kafka` group, before any handle exists). On
+ * TB_ERR_INVALID \p errstr holds librdkafka's reason.
+ */
+tb_err_t tb_bus_prop_check(const char *key, const char *value, char *errstr, size_t errstr_size);
+
 /** Build a librdkafka conf from \p conf's pass-through props (caller owns). */
 tb_err_t tb_bus_conf_new(const tb_config_t *conf, rd_kafka_conf_t **out, char *errstr,
                          size_t errstr_size);
