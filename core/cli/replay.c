@@ -64,31 +64,13 @@ static bool tb_cli_replay_empty(PGconn *conn) {
 /** An assign-only read_committed consumer (the group is never joined). */
 static rd_kafka_t *tb_cli_replay_consumer(const tb_config_t *conf) {
         char err[1024], group[300];
-        rd_kafka_conf_t *c = NULL;
-        if (tb_bus_conf_new(conf, &c, err, sizeof(err)) != TB_OK) {
-                tb_cli_fail("kafka: %s", err);
-                return NULL;
-        }
+        rd_kafka_t *rk = NULL;
         tb_snprintf(group, sizeof(group), "%sreplay", conf->topic_prefix);
-        const char *props[][2] = {
-                {"group.id", group},            {"isolation.level", "read_committed"},
-                {"enable.auto.commit", "false"}, {"enable.auto.offset.store", "false"},
-                {"enable.partition.eof", "true"}, {"auto.offset.reset", "earliest"},
-        };
-        for (size_t i = 0; i < TB_ARRAY_LEN(props); i++)
-                if (rd_kafka_conf_set(c, props[i][0], props[i][1], err, sizeof(err)) !=
-                    RD_KAFKA_CONF_OK) {
-                        tb_cli_fail("kafka: %s: %s", props[i][0], err);
-                        rd_kafka_conf_destroy(c);
-                        return NULL;
-                }
-        rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
-        if (!rk) {
+        tb_reader_opts_t o = {.group_id = group, .read_committed = true, .partition_eof = true};
+        if (tb_bus_reader_new(conf, &o, &rk, err, sizeof(err)) != TB_OK) {
                 tb_cli_fail("kafka: %s", err);
-                rd_kafka_conf_destroy(c);
                 return NULL;
         }
-        rd_kafka_poll_set_consumer(rk);
         return rk;
 }
 

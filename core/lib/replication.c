@@ -77,86 +77,20 @@ tb_err_t tb_repl_topics_ensure(const tb_config_t *conf, int timeout_ms, char *er
         size_t n = conf->repl_remote_region_cnt * tb_repl_topic_cnt;
         if (n == 0)
                 return TB_OK;
-        rd_kafka_conf_t *kc = NULL;
-        rd_kafka_t *rk = NULL;
-        rd_kafka_NewTopic_t **nts = calloc(n, sizeof(*nts));
-        rd_kafka_queue_t *q = NULL;
-        rd_kafka_AdminOptions_t *ao = NULL;
-        rd_kafka_event_t *ev = NULL;
-        char rkerr[512];
-        tb_err_t err;
-        if (!nts)
+        tb_topic_spec_t *specs = calloc(n, sizeof(*specs));
+        if (!specs)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
-        if ((err = tb_bus_conf_new(conf, &kc, errstr, errstr_size)))
-                goto out;
-        rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, rkerr, sizeof(rkerr));
-        if (!rk) {
-                rd_kafka_conf_destroy(kc);
-                err = tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "kafka admin client: %s", rkerr);
-                goto out;
-        }
         size_t k = 0;
         for (size_t r = 0; r < conf->repl_remote_region_cnt; r++)
-                for (size_t i = 0; i < tb_repl_topic_cnt; i++) {
-                        char name[300], ret[32];
+                for (size_t i = 0; i < tb_repl_topic_cnt; i++, k++) {
                         tb_repl_topic_name(conf, conf->repl_remote_regions[r], tb_repl_topics[i],
-                                           name, sizeof(name));
-                        nts[k] = rd_kafka_NewTopic_new(name, (int)conf->topic_partitions,
-                                                       (int)conf->topic_replication, rkerr,
-                                                       sizeof(rkerr));
-                        if (!nts[k]) {
-                                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "topic %s: %s",
-                                                name, rkerr);
-                                goto out;
-                        }
-                        tb_snprintf(ret, sizeof(ret), "%" PRId64,
+                                           specs[k].name, sizeof(specs[k].name));
+                        specs[k].cleanup = "delete";
+                        tb_snprintf(specs[k].retention, sizeof(specs[k].retention), "%" PRId64,
                                     tb_repl_retention(conf, tb_repl_topics[i]));
-                        rd_kafka_NewTopic_set_config(nts[k], "retention.ms", ret);
-                        k++;
                 }
-        q = rd_kafka_queue_new(rk);
-        ao = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-        rd_kafka_AdminOptions_set_request_timeout(ao, timeout_ms, rkerr, sizeof(rkerr));
-        rd_kafka_AdminOptions_set_operation_timeout(ao, timeout_ms, rkerr, sizeof(rkerr));
-        rd_kafka_CreateTopics(rk, nts, n, ao, q);
-        ev = rd_kafka_queue_poll(q, timeout_ms + 5000);
-        if (!ev) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
-                                "creating the replica topics: no answer from Kafka within %d ms",
-                                timeout_ms);
-                goto out;
-        }
-        if (rd_kafka_event_error(ev)) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "creating the replica topics: %s",
-                                rd_kafka_event_error_string(ev));
-                goto out;
-        }
-        size_t cnt = 0;
-        const rd_kafka_topic_result_t **res =
-                rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &cnt);
-        for (size_t i = 0; i < cnt; i++) {
-                rd_kafka_resp_err_t e = rd_kafka_topic_result_error(res[i]);
-                if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-                        err = tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "creating topic %s: %s",
-                                        rd_kafka_topic_result_name(res[i]),
-                                        rd_kafka_topic_result_error_string(res[i]));
-                        goto out;
-                }
-        }
-        err = TB_OK;
-out:
-        if (ev)
-                rd_kafka_event_destroy(ev);
-        if (ao)
-                rd_kafka_AdminOptions_destroy(ao);
-        if (q)
-                rd_kafka_queue_destroy(q);
-        for (size_t i = 0; i < n; i++)
-                if (nts[i])
-                        rd_kafka_NewTopic_destroy(nts[i]);
-        free(nts);
-        if (rk)
-                rd_kafka_destroy(rk);
+        tb_err_t err = tb_bus_topics_create(conf, specs, n, timeout_ms, errstr, errstr_size);
+        free(specs);
         return err;
 }
 

@@ -14,13 +14,6 @@
 
 /* ---- admin ------------------------------------------------------------------ */
 
-/** The topic-level configs taskbus manages for \p t. */
-typedef struct tb_topic_spec {
-        char name[256];
-        const char *cleanup;  /**< "delete" or "compact" */
-        char retention[32];   /**< retention.ms, "" when not managed (compact) */
-} tb_topic_spec_t;
-
 static void tb_bus_spec(const tb_config_t *conf, tb_topic_t t, tb_topic_spec_t *s) {
         int64_t ms = -1;
         tb_topic_name(conf, t, s->name, sizeof(s->name));
@@ -154,19 +147,21 @@ static tb_err_t tb_bus_admin_end(tb_bus_admin_req_t *req, int64_t deadline_us, c
         return TB_OK;
 }
 
-/** Create the topics of \p specs[i] for which \p missing[i]. */
+/** Create the topics of \p specs[i] for which \p missing[i] (NULL: all). */
 static tb_err_t tb_bus_create(const tb_config_t *conf, rd_kafka_t *rk,
-                              const tb_topic_spec_t *specs, const bool *missing,
+                              const tb_topic_spec_t *specs, const bool *missing, size_t cnt,
                               int64_t deadline_us, char *errstr, size_t errstr_size) {
-        rd_kafka_NewTopic_t *nts[TB_TOPIC__COUNT];
+        rd_kafka_NewTopic_t **nts = calloc(cnt ? cnt : 1, sizeof(*nts));
         size_t n = 0;
         tb_bus_admin_req_t req;
         rd_kafka_event_t *ev = NULL;
         tb_err_t err = TB_OK;
         char rkerr[512];
 
-        for (int t = 0; t < TB_TOPIC__COUNT; t++) {
-                if (!missing[t])
+        if (!nts)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        for (size_t t = 0; t < cnt; t++) {
+                if (missing && !missing[t])
                         continue;
                 nts[n] = rd_kafka_NewTopic_new(specs[t].name, (int)conf->topic_partitions,
                                                (int)conf->topic_replication, rkerr,
@@ -183,7 +178,7 @@ static tb_err_t tb_bus_create(const tb_config_t *conf, rd_kafka_t *rk,
                 n++;
         }
         if (!n)
-                return TB_OK;
+                goto done;
         if ((err = tb_bus_admin_begin(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS, deadline_us, &req,
                                       errstr, errstr_size)))
                 goto done;
@@ -222,6 +217,7 @@ done:
         if (ev)
                 rd_kafka_event_destroy(ev);
         rd_kafka_NewTopic_destroy_array(nts, n);
+        free(nts);
         return err;
 }
 
@@ -410,7 +406,8 @@ tb_err_t tb_bus_topics_ensure(const tb_config_t *conf, int timeout_ms, char *err
         rd_kafka_metadata_destroy(md);
         md = NULL;
         if (any_missing &&
-            (err = tb_bus_create(conf, rk, specs, missing, deadline, errstr, errstr_size)))
+            (err = tb_bus_create(conf, rk, specs, missing, TB_TOPIC__COUNT, deadline, errstr,
+                                      errstr_size)))
                 goto done;
 
         /* The controller has created them; wait until metadata shows every one
@@ -478,6 +475,20 @@ tb_err_t tb_bus_topics_ensure(const tb_config_t *conf, int timeout_ms, char *err
 done:
         if (md)
                 rd_kafka_metadata_destroy(md);
+        rd_kafka_destroy(rk);
+        return err;
+}
+
+tb_err_t tb_bus_topics_create(const tb_config_t *conf, const tb_topic_spec_t *specs, size_t cnt,
+                              int timeout_ms, char *errstr, size_t errstr_size) {
+        int64_t deadline = tb_mono_us() + (int64_t)(timeout_ms > 0 ? timeout_ms : 1) * 1000;
+        rd_kafka_t *rk = NULL;
+        tb_err_t err;
+        if (!cnt)
+                return TB_OK;
+        if ((err = tb_bus_admin_new(conf, &rk, errstr, errstr_size)))
+                return err;
+        err = tb_bus_create(conf, rk, specs, NULL, cnt, deadline, errstr, errstr_size);
         rd_kafka_destroy(rk);
         return err;
 }

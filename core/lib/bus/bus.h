@@ -59,6 +59,21 @@ typedef struct tb_topic_info {
         char retention[32]; /**< retention.ms or "compact" */
 } tb_topic_info_t;
 
+/** A topic to create, with the topic-level configs taskbus manages. */
+typedef struct tb_topic_spec {
+        char name[256];
+        const char *cleanup;  /**< "delete" or "compact" */
+        char retention[32];   /**< retention.ms, "" when not managed (compact) */
+} tb_topic_spec_t;
+
+/**
+ * Create the topics of \p specs (any name, e.g. another region's copies)
+ * with \p conf's partition count and replication factor; a topic that
+ * exists already is left as it is. @locality any thread.
+ */
+tb_err_t tb_bus_topics_create(const tb_config_t *conf, const tb_topic_spec_t *specs, size_t cnt,
+                              int timeout_ms, char *errstr, size_t errstr_size);
+
 /**
  * Create every topic that is missing, with the partition count, replication
  * factor and retention from \p conf; set retention/cleanup configs on topics
@@ -94,6 +109,25 @@ tb_err_t tb_bus_topics_delete(const tb_config_t *conf, int timeout_ms, char *err
  */
 tb_err_t tb_bus_producer_new(const tb_config_t *conf, const char *transactional_id,
                              rd_kafka_t **out, char *errstr, size_t errstr_size);
+
+/** A delivery report callback, as rd_kafka_conf_set_dr_msg_cb() takes it. */
+typedef void (*tb_dr_msg_cb_t)(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
+
+/** Options of a producer beyond tb_bus_producer_new()'s; zero: its defaults. */
+typedef struct tb_producer_opts {
+        const char *transactional_id; /**< as tb_bus_producer_new()'s */
+        int linger_ms;                /**< linger.ms; 0: 5 */
+        /** message.timeout.ms, the delivery bound of a record; 0: librdkafka's */
+        int message_timeout_ms;
+        /** The delivery reports' callback; NULL: taskbus's, which serves
+         *  tb_bus_produce()'s sync mode and logs failed asynchronous records
+         *  (a producer with its own callback must not use sync). */
+        tb_dr_msg_cb_t dr_msg_cb;
+} tb_producer_opts_t;
+
+/** tb_bus_producer_new() with \p opts (required). Caller owns the handle. */
+tb_err_t tb_bus_producer_new_opts(const tb_config_t *conf, const tb_producer_opts_t *opts,
+                                  rd_kafka_t **out, char *errstr, size_t errstr_size);
 
 /**
  * Produce one record (value copied). With \p sync true, waits for the
@@ -220,6 +254,13 @@ void tb_bus_consumer_destroy(rd_kafka_t *rk, int timeout_ms);
 /** Find header \p name in \p msg; @returns TB_OK and fills value/len, or NOT_FOUND. */
 tb_err_t tb_bus_header_get(const rd_kafka_message_t *msg, const char *name,
                            const void **value, size_t *len);
+
+/**
+ * Check that librdkafka accepts property \p key = \p value (for the
+ * configuration's `kafka` group, before any handle exists). On
+ * TB_ERR_INVALID \p errstr holds librdkafka's reason.
+ */
+tb_err_t tb_bus_prop_check(const char *key, const char *value, char *errstr, size_t errstr_size);
 
 /** Build a librdkafka conf from \p conf's pass-through props (caller owns). */
 tb_err_t tb_bus_conf_new(const tb_config_t *conf, rd_kafka_conf_t **out, char *errstr,

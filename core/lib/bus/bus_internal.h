@@ -17,6 +17,10 @@ const char *tb_bus_bootstrap(const tb_config_t *conf);
 tb_err_t tb_bus_set(rd_kafka_conf_t *c, const char *key, const char *value,
                     char *errstr, size_t errstr_size);
 
+/** Set \p key to \p value_ms when it is positive (0: librdkafka's default). */
+tb_err_t tb_bus_set_ms(rd_kafka_conf_t *c, const char *key, int value_ms, char *errstr,
+                       size_t errstr_size);
+
 /** rd_kafka_new that takes \p c in every case. */
 tb_err_t tb_bus_handle_new(rd_kafka_type_t type, rd_kafka_conf_t *c, const char *what,
                            rd_kafka_t **out, char *errstr, size_t errstr_size);

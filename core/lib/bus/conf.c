@@ -81,6 +81,24 @@ tb_err_t tb_bus_set(rd_kafka_conf_t *c, const char *key, const char *value,
         return TB_OK;
 }
 
+tb_err_t tb_bus_prop_check(const char *key, const char *value, char *errstr, size_t errstr_size) {
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        if (!c)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        rd_kafka_conf_res_t res = rd_kafka_conf_set(c, key, value, errstr, errstr_size);
+        rd_kafka_conf_destroy(c);
+        return res == RD_KAFKA_CONF_OK ? TB_OK : TB_ERR_INVALID;
+}
+
+tb_err_t tb_bus_set_ms(rd_kafka_conf_t *c, const char *key, int value_ms, char *errstr,
+                       size_t errstr_size) {
+        char num[32];
+        if (value_ms <= 0)
+                return TB_OK;
+        tb_snprintf(num, sizeof(num), "%d", value_ms);
+        return tb_bus_set(c, key, num, errstr, errstr_size);
+}
+
 tb_err_t tb_bus_conf_new(const tb_config_t *conf, rd_kafka_conf_t **out, char *errstr,
                          size_t errstr_size) {
         rd_kafka_conf_t *c = rd_kafka_conf_new();

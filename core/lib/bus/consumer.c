@@ -135,16 +135,6 @@ static tb_err_t tb_bus_consumer_conf(const tb_config_t *conf, const char *who,
         return TB_OK;
 }
 
-/** Set \p key to \p value_ms when it is positive (0: librdkafka's default). */
-static tb_err_t tb_bus_set_ms(rd_kafka_conf_t *c, const char *key, int value_ms, char *errstr,
-                              size_t errstr_size) {
-        char num[32];
-        if (value_ms <= 0)
-                return TB_OK;
-        tb_snprintf(num, sizeof(num), "%d", value_ms);
-        return tb_bus_set(c, key, num, errstr, errstr_size);
-}
-
 /** The consumer handle of \p c (taken in every case), polled through one queue. */
 static tb_err_t tb_bus_consumer_handle(rd_kafka_conf_t *c, rd_kafka_t **out, char *errstr,
                                        size_t errstr_size) {

@@ -140,10 +140,19 @@ static tb_err_t tb_bus_txn_error(rd_kafka_t *rk, rd_kafka_error_t *error, const 
 
 tb_err_t tb_bus_producer_new(const tb_config_t *conf, const char *transactional_id,
                              rd_kafka_t **out, char *errstr, size_t errstr_size) {
+        tb_producer_opts_t o = {.transactional_id = transactional_id};
+        return tb_bus_producer_new_opts(conf, &o, out, errstr, errstr_size);
+}
+
+tb_err_t tb_bus_producer_new_opts(const tb_config_t *conf, const tb_producer_opts_t *opts,
+                                  rd_kafka_t **out, char *errstr, size_t errstr_size) {
         rd_kafka_conf_t *c = NULL;
         rd_kafka_t *rk = NULL;
         tb_err_t err;
+        const char *transactional_id = opts->transactional_id;
+        char linger[32];
         *out = NULL;
+        tb_snprintf(linger, sizeof(linger), "%d", opts->linger_ms > 0 ? opts->linger_ms : 5);
         if ((err = tb_bus_conf_new(conf, &c, errstr, errstr_size)))
                 return err;
         /* What correctness depends on, set after the pass-through so it wins:
@@ -151,8 +160,10 @@ tb_err_t tb_bus_producer_new(const tb_config_t *conf, const char *transactional_
          * client's key -> partition mapping (tb_bus_partition_for). */
         if ((err = tb_bus_set(c, "enable.idempotence", "true", errstr, errstr_size)) ||
             (err = tb_bus_set(c, "acks", "all", errstr, errstr_size)) ||
-            (err = tb_bus_set(c, "linger.ms", "5", errstr, errstr_size)) ||
-            (err = tb_bus_set(c, "partitioner", "murmur2_random", errstr, errstr_size)))
+            (err = tb_bus_set(c, "linger.ms", linger, errstr, errstr_size)) ||
+            (err = tb_bus_set(c, "partitioner", "murmur2_random", errstr, errstr_size)) ||
+            (err = tb_bus_set_ms(c, "message.timeout.ms", opts->message_timeout_ms, errstr,
+                                 errstr_size)))
                 goto fail;
         if (transactional_id) {
                 if (!transactional_id[0]) {
@@ -176,7 +187,7 @@ tb_err_t tb_bus_producer_new(const tb_config_t *conf, const char *transactional_
         if (!has_propagation &&
             (err = tb_bus_set(c, "topic.metadata.propagation.max.ms", "5000", errstr, errstr_size)))
                 goto fail;
-        rd_kafka_conf_set_dr_msg_cb(c, tb_bus_dr_cb);
+        rd_kafka_conf_set_dr_msg_cb(c, opts->dr_msg_cb ? opts->dr_msg_cb : tb_bus_dr_cb);
         err = tb_bus_handle_new(RD_KAFKA_PRODUCER, c, "kafka producer", &rk, errstr, errstr_size);
         c = NULL;
         if (err)

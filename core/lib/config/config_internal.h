@@ -12,7 +12,6 @@
 #include "config/config.h"
 
 #include <libconfig.h>
-#include <librdkafka/rdkafka.h>
 
 /** Value types of the property table. */
 typedef enum tb_config_type {
@@ -104,7 +103,6 @@ typedef struct tb_config_ctx {
         const char *dir;  /* include directory: the config file's own */
         char origin[TB_CONFIG_PROPS_MAX][TB_CONFIG_ORIGIN_MAX];
         unsigned *group_line; /* per tb_config_t.groups entry */
-        rd_kafka_conf_t *rk_conf; /* scratch: validates the kafka group */
 } tb_config_ctx_t;
 
 /* ---- config/finalize.c ---- */

@@ -9,6 +9,7 @@
  * member names are chosen by the operator, so they get their own walkers.
  */
 #include "config/config_internal.h"
+#include "bus/bus.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -253,8 +254,8 @@ static tb_err_t tb_config_scalar_string(const tb_config_ctx_t *ctx,
                     : tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
 }
 
-/** Validate one librdkafka property on the scratch conf. */
-static tb_err_t tb_config_kafka_check(tb_config_ctx_t *ctx, const char *where,
+/** Validate one librdkafka property (librdkafka itself is asked). */
+static tb_err_t tb_config_kafka_check(const char *where,
                                       const char *key, const char *value, char *errstr,
                                       size_t errstr_size) {
         for (size_t i = 0; i < tb_config_kafka_managed_cnt; i++)
@@ -264,8 +265,7 @@ static tb_err_t tb_config_kafka_check(tb_config_ctx_t *ctx, const char *where,
                                          "remove it",
                                          where, key);
         char rkerr[512];
-        if (rd_kafka_conf_set(ctx->rk_conf, key, value, rkerr, sizeof(rkerr)) !=
-            RD_KAFKA_CONF_OK)
+        if (tb_bus_prop_check(key, value, rkerr, sizeof(rkerr)) != TB_OK)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "%s: librdkafka: %s", where, rkerr);
         return TB_OK;
@@ -317,7 +317,7 @@ static tb_err_t tb_config_load_kafka(tb_config_ctx_t *ctx, tb_config_t *conf,
                         tb_config_scalar_string(ctx, s, disp, &value, errstr, errstr_size);
                 if (err)
                         return err;
-                err = tb_config_kafka_check(ctx, where, key, value, errstr, errstr_size);
+                err = tb_config_kafka_check(where, key, value, errstr, errstr_size);
                 if (err) {
                         free(value);
                         return err;
@@ -440,7 +440,6 @@ static tb_err_t tb_config_apply_env(tb_config_ctx_t *ctx, tb_config_t *conf, cha
         const char *k = getenv("TASKBUS_KAFKA");
         if (k && *k) {
                 tb_err_t err = tb_config_kafka_check(
-                        ctx,
                         "kafka.bootstrap_servers (from environment variable "
                         "TASKBUS_KAFKA)",
                         "bootstrap.servers", k, errstr, errstr_size);
@@ -538,11 +537,9 @@ tb_err_t tb_config_load(const char *path, tb_config_t **out, char *errstr,
         for (size_t i = 0; i < tb_config_props_cnt; i++)
                 tb_snprintf(ctx->origin[i], sizeof(ctx->origin[i]), "%s (default)",
                             tb_config_props[i].name);
-        ctx->rk_conf = rd_kafka_conf_new();
         conf = tb_config_new_defaults(errstr, errstr_size);
-        if (!ctx->rk_conf || !conf) {
-                err = conf ? tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory")
-                           : TB_ERR_INTERNAL;
+        if (!conf) {
+                err = TB_ERR_INTERNAL;
                 goto fail;
         }
 
@@ -642,8 +639,6 @@ fail:
         if (cfg_init)
                 config_destroy(&cfg);
         free(dir);
-        if (ctx->rk_conf)
-                rd_kafka_conf_destroy(ctx->rk_conf);
         free(ctx->group_line);
         free(ctx);
         tb_config_destroy(conf);

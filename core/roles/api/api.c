@@ -26,7 +26,7 @@
 /** How long authentication results are cached (revocation delay). */
 #define TB_API_AUTH_CACHE_MS 1000
 /** Delivery bound of a command: Kafka down answers 503 within this. */
-#define TB_API_MESSAGE_TIMEOUT_MS "5000"
+#define TB_API_MESSAGE_TIMEOUT_MS 5000
 /** Longest a write waits for the reply consumer to reach Kafka. */
 #define TB_API_READY_WAIT_MS 5000
 /** Projection re-check period when a notification may have been missed. */
@@ -74,15 +74,6 @@ static unsigned tb_api_hash(const char *s) {
         return h % TB_API_PENDING_BUCKETS;
 }
 
-static tb_err_t tb_api_kset(rd_kafka_conf_t *c, const char *k, const char *v, char *errstr,
-                            size_t errstr_size) {
-        char e[512];
-        if (rd_kafka_conf_set(c, k, v, e, sizeof(e)) != RD_KAFKA_CONF_OK)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "kafka property %s=\"%s\": %s", k, v, e);
-        return TB_OK;
-}
-
 const tb_principal_t *tb_api_principal(const tb_http_req_t *req) { return req->user; }
 
 /* ---- producer ------------------------------------------------------------ */
@@ -99,34 +90,16 @@ static void tb_api_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *op
 }
 
 /*
- * The api's own idempotent producer rather than tb_bus_producer_new(): its
- * delivery reports must wake exactly the handler waiting for them (a
- * condition variable, served by one poller thread), and a command must fail
- * within seconds when Kafka is down, so message.timeout.ms is short. The
- * settings correctness depends on are those of bus.c's producers.
+ * The api's idempotent producer has its own delivery report callback: a
+ * report must wake exactly the handler waiting for it (a condition variable,
+ * served by one poller thread), and a command must fail within seconds when
+ * Kafka is down, so message.timeout.ms is short.
  */
 static tb_err_t tb_api_producer_new(tb_api_t *api, char *errstr, size_t errstr_size) {
-        rd_kafka_conf_t *c = NULL;
-        tb_err_t err = tb_bus_conf_new(api->ctx->conf, &c, errstr, errstr_size);
-        if (err)
-                return err;
-        if ((err = tb_api_kset(c, "enable.idempotence", "true", errstr, errstr_size)) ||
-            (err = tb_api_kset(c, "acks", "all", errstr, errstr_size)) ||
-            (err = tb_api_kset(c, "linger.ms", "1", errstr, errstr_size)) ||
-            (err = tb_api_kset(c, "partitioner", "murmur2_random", errstr, errstr_size)) ||
-            (err = tb_api_kset(c, "message.timeout.ms", TB_API_MESSAGE_TIMEOUT_MS, errstr,
-                               errstr_size))) {
-                rd_kafka_conf_destroy(c);
-                return err;
-        }
-        rd_kafka_conf_set_dr_msg_cb(c, tb_api_dr_cb);
-        char e[512];
-        api->producer = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof(e));
-        if (!api->producer) {
-                rd_kafka_conf_destroy(c);
-                return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "api producer: %s", e);
-        }
-        return TB_OK;
+        tb_producer_opts_t o = {.linger_ms = 1,
+                                .message_timeout_ms = TB_API_MESSAGE_TIMEOUT_MS,
+                                .dr_msg_cb = tb_api_dr_cb};
+        return tb_bus_producer_new_opts(api->ctx->conf, &o, &api->producer, errstr, errstr_size);
 }
 
 static void *tb_api_poll_main(void *arg) {
@@ -139,32 +112,15 @@ static void *tb_api_poll_main(void *arg) {
 /* ---- reply consumer ------------------------------------------------------ */
 
 static tb_err_t tb_api_replies_new(tb_api_t *api, char *errstr, size_t errstr_size) {
-        rd_kafka_conf_t *c = NULL;
         char group[300];
-        tb_err_t err = tb_bus_conf_new(api->ctx->conf, &c, errstr, errstr_size);
-        if (err)
-                return err;
-        /* A group id is needed for the consumer queue, but the group is
-         * never joined (assign, not subscribe) and nothing is committed. */
         tb_snprintf(group, sizeof(group), "%sapi-replies", api->ctx->conf->topic_prefix);
-        if ((err = tb_api_kset(c, "group.id", group, errstr, errstr_size)) ||
-            (err = tb_api_kset(c, "enable.auto.commit", "false", errstr, errstr_size)) ||
-            (err = tb_api_kset(c, "enable.auto.offset.store", "false", errstr, errstr_size)) ||
-            /* replies are written in the command handler's transactions */
-            (err = tb_api_kset(c, "isolation.level", "read_committed", errstr, errstr_size)) ||
-            (err = tb_api_kset(c, "fetch.wait.max.ms", "20", errstr, errstr_size)) ||
-            (err = tb_api_kset(c, "enable.partition.eof", "false", errstr, errstr_size))) {
-                rd_kafka_conf_destroy(c);
-                return err;
-        }
-        char e[512];
-        api->replies = rd_kafka_new(RD_KAFKA_CONSUMER, c, e, sizeof(e));
-        if (!api->replies) {
-                rd_kafka_conf_destroy(c);
-                return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "api reply consumer: %s", e);
-        }
-        rd_kafka_poll_set_consumer(api->replies);
-        return TB_OK;
+        /* replies are written in the command handler's transactions; the
+         * partitions are assigned at their end (tb_api_replies_assign) */
+        tb_reader_opts_t o = {.group_id = group,
+                              .read_committed = true,
+                              .offset_reset = "latest",
+                              .fetch_wait_max_ms = 20};
+        return tb_bus_reader_new(api->ctx->conf, &o, &api->replies, errstr, errstr_size);
 }
 
 /* Assign every partition of task-replies at its current end: only replies

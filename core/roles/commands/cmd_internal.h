@@ -43,6 +43,7 @@ typedef struct tb_cmd {
         pthread_t thread;
         bool thread_started;
         rd_kafka_t *consumer;  /* group member on task-commands */
+        tb_rebalance_t rebalance; /* the consumer's hooks (outlive it) */
         rd_kafka_t *producer;  /* transactional */
         rd_kafka_t *loader;    /* assign-only reader of task-events */
         rd_kafka_t *follower;  /* assign-only: local + copied task-events after a rebuild */

@@ -206,30 +206,8 @@ void tb_cmd_follow(tb_cmd_t *cmd) {
 tb_err_t tb_cmd_loader_new(tb_cmd_t *cmd, rd_kafka_t **out, char *errstr,
                            size_t errstr_size) {
         const tb_config_t *conf = cmd->ctx->conf;
-        rd_kafka_conf_t *c = NULL;
-        char group[300], rkerr[512];
-        tb_err_t err = tb_bus_conf_new(conf, &c, errstr, errstr_size);
-        if (err)
-                return err;
+        char group[300];
         tb_snprintf(group, sizeof(group), "%scommands-loader", conf->topic_prefix);
-        const char *props[][2] = {
-                {"group.id", group},           {"isolation.level", "read_committed"},
-                {"enable.auto.commit", "false"}, {"enable.auto.offset.store", "false"},
-                {"enable.partition.eof", "true"}, {"auto.offset.reset", "earliest"},
-        };
-        for (size_t i = 0; i < TB_ARRAY_LEN(props); i++)
-                if (rd_kafka_conf_set(c, props[i][0], props[i][1], rkerr, sizeof(rkerr)) !=
-                    RD_KAFKA_CONF_OK) {
-                        rd_kafka_conf_destroy(c);
-                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                         "task-events reader: %s: %s", props[i][0], rkerr);
-                }
-        *out = rd_kafka_new(RD_KAFKA_CONSUMER, c, rkerr, sizeof(rkerr));
-        if (!*out) {
-                rd_kafka_conf_destroy(c);
-                return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "task-events reader: %s",
-                                 rkerr);
-        }
-        rd_kafka_poll_set_consumer(*out);
-        return TB_OK;
+        tb_reader_opts_t o = {.group_id = group, .read_committed = true, .partition_eof = true};
+        return tb_bus_reader_new(conf, &o, out, errstr, errstr_size);
 }

@@ -58,46 +58,37 @@ static void tb_cmd_batch_drop(tb_cmd_t *cmd, const rd_kafka_topic_partition_list
         cmd->batch_cnt = w;
 }
 
-static void tb_cmd_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                             rd_kafka_topic_partition_list_t *parts, void *opaque) {
+/** Before partitions of task-commands are assigned: load their tasks. */
+static void tb_cmd_on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                             void *opaque) {
         tb_cmd_t *cmd = opaque;
-        rd_kafka_error_t *e = NULL;
         char errstr[1024];
-        if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-                /* Wait for stable offsets first: a previous owner's pending
-                 * transaction is then resolved, and task-events' last stable
-                 * offset covers what it committed. */
-                rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
-                rd_kafka_resp_err_t cerr = rd_kafka_committed(rk, c, 60000);
-                if (cerr)
-                        tb_warn(TB_CMD_SUB, "assignment: committed offsets: %s",
-                                rd_kafka_err2str(cerr));
-                rd_kafka_topic_partition_list_destroy(c);
-                while (tb_cmd_load(cmd, parts, errstr, sizeof(errstr)) != TB_OK) {
-                        if (atomic_load(&cmd->ctx->stopping))
-                                break;
-                        tb_error(TB_CMD_SUB, "assignment: %s; retrying in 1 s", errstr);
-                        sleep(1);
-                }
-                tb_info(TB_CMD_SUB, "assigned %d partition(s) of %s", parts->cnt,
-                        cmd->commands_topic);
-                e = rd_kafka_incremental_assign(rk, parts);
-        } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
-                tb_info(TB_CMD_SUB, "%s %d partition(s) of %s",
-                        rd_kafka_assignment_lost(rk) ? "lost" : "revoked", parts->cnt,
-                        cmd->commands_topic);
-                tb_cmd_batch_drop(cmd, parts);
-                tb_cmd_unfollow(cmd, parts);
-                for (int i = 0; i < parts->cnt; i++)
-                        tb_cmd_engine_drop_partition(cmd->engine, parts->elems[i].partition);
-                e = rd_kafka_incremental_unassign(rk, parts);
-        } else {
-                tb_error(TB_CMD_SUB, "rebalance failed: %s", rd_kafka_err2str(err));
+        /* Wait for stable offsets first: a previous owner's pending
+         * transaction is then resolved, and task-events' last stable
+         * offset covers what it committed. */
+        rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+        rd_kafka_resp_err_t cerr = rd_kafka_committed(rk, c, 60000);
+        if (cerr)
+                tb_warn(TB_CMD_SUB, "assignment: committed offsets: %s", rd_kafka_err2str(cerr));
+        rd_kafka_topic_partition_list_destroy(c);
+        while (tb_cmd_load(cmd, parts, errstr, sizeof(errstr)) != TB_OK) {
+                if (atomic_load(&cmd->ctx->stopping))
+                        break;
+                tb_error(TB_CMD_SUB, "assignment: %s; retrying in 1 s", errstr);
+                sleep(1);
         }
-        if (e) {
-                tb_error(TB_CMD_SUB, "incremental (un)assign: %s", rd_kafka_error_string(e));
-                rd_kafka_error_destroy(e);
-        }
+}
+
+/** Before partitions of task-commands are unassigned: forget their tasks. */
+static void tb_cmd_on_revoke(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                             bool lost, void *opaque) {
+        tb_cmd_t *cmd = opaque;
+        (void)rk;
+        (void)lost;
+        tb_cmd_batch_drop(cmd, parts);
+        tb_cmd_unfollow(cmd, parts);
+        for (int i = 0; i < parts->cnt; i++)
+                tb_cmd_engine_drop_partition(cmd->engine, parts->elems[i].partition);
 }
 
 /* ---- one command ------------------------------------------------------------ */
@@ -502,13 +493,16 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
             (err = tb_cmd_loader_new(cmd, &cmd->follower, errstr, errstr_size)))
                 goto fail;
         tb_snprintf(group, sizeof(group), "%scommands", conf->topic_prefix);
+        cmd->rebalance = (tb_rebalance_t){.sub = TB_CMD_SUB,
+                                          .on_assign = tb_cmd_on_assign,
+                                          .on_revoke = tb_cmd_on_revoke,
+                                          .opaque = cmd};
         tb_topic_t topics[] = {TB_TOPIC_COMMANDS};
         tb_consumer_opts_t opts = {
                 .group_id = group,
                 .read_committed = true, /* also makes offset fetches wait for stable offsets */
                 .auto_commit = false,
-                .rebalance_cb = tb_cmd_rebalance,
-                .opaque = cmd,
+                .rebalance = &cmd->rebalance,
         };
         if ((err = tb_bus_consumer_new(conf, &opts, topics, 1, &cmd->consumer, errstr,
                                        errstr_size)))
