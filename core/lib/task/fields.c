@@ -362,3 +362,68 @@ tb_err_t tb_task_enum(const json_t *v, const char *field, const char *const *nam
         return tb_task_fail(err, field, "%s: '%.64s' is not allowed; use one of %s", field,
                             s, list);
 }
+
+/* ---- ids and references (every interface's) ---------------------------- */
+
+/** Describe byte \p c of an id for a message, without echoing non-ASCII. */
+static void tb_task_byte_name(unsigned char c, char *buf, size_t size) {
+        if (c == 0)
+                tb_snprintf(buf, size, "a NUL byte");
+        else if (c == ' ')
+                tb_snprintf(buf, size, "a space");
+        else if (c > 0x20 && c < 0x7F)
+                tb_snprintf(buf, size, "'%c'", c);
+        else
+                tb_snprintf(buf, size, "byte 0x%02X", c);
+}
+
+tb_err_t tb_task_id_check(const char *field, const char *value, size_t len, char *errstr,
+                          size_t errstr_size) {
+        if (!value || len == 0)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: must not be empty: 1 to %d characters of %s", field,
+                                 TB_TASK_ID_MAX, TB_TASK_ID_CHARS);
+        if (len > TB_TASK_ID_MAX)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: %zu characters, at most %d allowed (%s)", field, len,
+                                 TB_TASK_ID_MAX, TB_TASK_ID_CHARS);
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)value[i];
+                if (isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-')
+                        continue;
+                char what[32];
+                tb_task_byte_name(c, what, sizeof(what));
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: %s at position %zu is not allowed: ids are 1 to %d "
+                                 "characters of %s",
+                                 field, what, i + 1, TB_TASK_ID_MAX, TB_TASK_ID_CHARS);
+        }
+        return TB_OK;
+}
+
+tb_err_t tb_task_ref_check(const char *field, const char *value, size_t len, bool empty_ok,
+                           char *errstr, size_t errstr_size) {
+        if (!value || len == 0)
+                return empty_ok ? TB_OK
+                                : tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                            "%s: must not be empty: 1 to %d characters of "
+                                            "printable ASCII (a UUID is best)",
+                                            field, TB_TASK_REF_MAX);
+        if (len > TB_TASK_REF_MAX)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: %zu characters, at most %d allowed (printable ASCII; a "
+                                 "UUID is best)",
+                                 field, len, TB_TASK_REF_MAX);
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)value[i];
+                if (c >= 0x20 && c < 0x7F)
+                        continue;
+                char what[32];
+                tb_task_byte_name(c, what, sizeof(what));
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: %s at position %zu is not allowed: at most %d "
+                                 "characters of printable ASCII (a UUID is best)",
+                                 field, what, i + 1, TB_TASK_REF_MAX);
+        }
+        return TB_OK;
+}

@@ -698,3 +698,40 @@ fail:
         json_decref(t);
         return rc;
 }
+
+tb_err_t tb_task_json_check(const char *text, size_t len, const char *field,
+                            tb_task_err_t *err) {
+        const char *f = field ? field : "task";
+        if (len > TB_TASK_JSON_MAX)
+                return tb_task_fail(err, f,
+                                    "%s: %zu bytes of JSON; a task is at most %d bytes (256 KiB)",
+                                    f, len, TB_TASK_JSON_MAX);
+        /* Nesting depth outside strings: a task has three levels, and a
+         * parser or a validator must never recurse as deep as a body asks. */
+        size_t depth = 0, max = 0;
+        bool in_str = false, esc = false;
+        for (size_t i = 0; text && i < len; i++) {
+                char c = text[i];
+                if (in_str) {
+                        if (esc)
+                                esc = false;
+                        else if (c == '\\')
+                                esc = true;
+                        else if (c == '"')
+                                in_str = false;
+                } else if (c == '"') {
+                        in_str = true;
+                } else if (c == '{' || c == '[') {
+                        if (++depth > max)
+                                max = depth;
+                        if (max > TB_TASK_JSON_DEPTH_MAX)
+                                return tb_task_fail(err, f,
+                                                    "%s: JSON nested more than %d levels deep "
+                                                    "(at byte %zu); a task needs 3",
+                                                    f, TB_TASK_JSON_DEPTH_MAX, i);
+                } else if ((c == '}' || c == ']') && depth > 0) {
+                        depth--;
+                }
+        }
+        return TB_OK;
+}
