@@ -1,0 +1,105 @@
+/**
+ * @file test_hostile_commands.c
+ * @brief Hostile records on task-commands from a producer that is not
+ *        taskbus's code (tests/interop/hostile_commands.py: Debian's
+ *        python3-confluent-kafka and python3-avro, every TaskCommand built by
+ *        hand): oversized and odd ids, NUL bytes, invalid UTF-8, huge and
+ *        deeply nested JSON, truncated Avro, a huge length prefix, a wrong
+ *        fingerprint, impossible values. After each the reply is REJECTED
+ *        naming the field and a REST create is projected (201); at the end
+ *        task-events holds no event of a hostile record, and neither does
+ *        the projection.
+ */
+#include "support.h"
+#include "support_stack.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static tbt_stack_t st;
+static pid_t daemon_pid;
+static int port;
+
+static int free_port(void) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        socklen_t len = sizeof(sa);
+        getsockname(fd, (struct sockaddr *)&sa, &len);
+        close(fd);
+        return ntohs(sa.sin_port);
+}
+
+static bool api_up(void *arg) {
+        char *out = NULL;
+        (void)arg;
+        int rc = tbt_run(&out, "curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/healthz",
+                         port);
+        bool up = rc == 0 && out && strcmp(out, "000");
+        free(out);
+        return up;
+}
+
+static void setup(void) {
+        tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 2});
+        port = free_port();
+        char listen[64];
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+        setenv("TASKBUS_API_LISTEN", listen, 1);
+        daemon_pid = tbt_daemon_start(&st, "api,commands,projector");
+        unsetenv("TASKBUS_API_LISTEN");
+        cr_assert(tbt_wait_until(api_up, NULL, 60000), "the API did not come up");
+}
+
+static void teardown(void) {
+        if (daemon_pid > 0) {
+                int ws = tbt_daemon_stop(daemon_pid, SIGTERM);
+                cr_expect(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "taskbusd exit 0x%x", ws);
+        }
+        tbt_stack_destroy(&st);
+}
+
+Test(hostile_commands, are_rejected_naming_the_field_and_stop_nothing, .init = setup,
+     .fini = teardown, .timeout = 900) {
+        char authz[96];
+        tbt_stack_user(&st, "mallory", "ext", authz);
+        char *out = NULL;
+        int rc = tbt_run(&out,
+                         "/usr/bin/python3 '%s/tests/interop/hostile_commands.py' '%s' '%s' '%s' "
+                         "ext http://127.0.0.1:%d 2>&1",
+                         tbt_source_dir(), st.kafka, st.prefix, authz + strlen("Bearer "), port);
+        printf("%s\n", out ? out : "");
+        cr_assert_eq(rc, 0, "hostile producer found a failure (%d):\n%s", rc, out ? out : "");
+        const char *line = strrchr(out, '{');
+        json_error_t je;
+        json_t *sum = line ? json_loads(line, 0, &je) : NULL;
+        cr_assert_not_null(sum, "no summary in:\n%s", out);
+        cr_assert_eq(json_array_size(json_object_get(sum, "failures")), 0, "%s", line);
+        json_int_t events = json_integer_value(json_object_get(sum, "events"));
+        cr_assert_eq(events, json_integer_value(json_object_get(sum, "expected_events")), "%s",
+                     line);
+
+        /* the projection holds exactly the accepted tasks, every id within the rule */
+        char sql[256];
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM tasks");
+        char *n = tbt_sql_value(&st, sql);
+        cr_assert_not_null(n);
+        cr_assert_eq(strtoll(n, NULL, 10), events, "tasks: %s rows, %lld events", n,
+                     (long long)events);
+        free(n);
+        n = tbt_sql_value(&st, "SELECT count(*) FROM task_history WHERE task_id !~ "
+                               "'^[A-Za-z0-9._:-]{1,128}$' OR length(command_id) > 128");
+        cr_assert_str_eq(n, "0");
+        free(n);
+        json_decref(sum);
+        free(out);
+}
