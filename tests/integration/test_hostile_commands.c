@@ -13,14 +13,11 @@
 #include "support.h"
 #include "support_stack.h"
 
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,36 +25,16 @@ static tbt_stack_t st;
 static pid_t daemon_pid;
 static int port;
 
-static int free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET};
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        socklen_t len = sizeof(sa);
-        getsockname(fd, (struct sockaddr *)&sa, &len);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
-static bool api_up(void *arg) {
-        char *out = NULL;
-        (void)arg;
-        int rc = tbt_run(&out, "curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1:%d/healthz",
-                         port);
-        bool up = rc == 0 && out && strcmp(out, "000");
-        free(out);
-        return up;
-}
-
 static void setup(void) {
         tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 2});
-        port = free_port();
+        port = tbt_free_port();
+        cr_assert_gt(port, 0);
         char listen[64];
         snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
         setenv("TASKBUS_API_LISTEN", listen, 1);
         daemon_pid = tbt_daemon_start(&st, "api,commands,projector");
         unsetenv("TASKBUS_API_LISTEN");
-        cr_assert(tbt_wait_until(api_up, NULL, 60000), "the API did not come up");
+        cr_assert(tbt_wait_until(tbt_http_up, &port, 60000), "the API did not come up");
 }
 
 static void teardown(void) {

@@ -377,53 +377,58 @@ static void tb_task_byte_name(unsigned char c, char *buf, size_t size) {
                 tb_snprintf(buf, size, "byte 0x%02X", c);
 }
 
-tb_err_t tb_task_id_check(const char *field, const char *value, size_t len, char *errstr,
-                          size_t errstr_size) {
+/** The rule of tb_task_id_check() and tb_task_ref_check(): \p max bytes,
+ *  each one \p ok accepts; \p chars names them ("[A-Za-z0-9._:-]"), \p rule
+ *  says the whole rule in messages. */
+static tb_err_t tb_task_bytes_check(const char *field, const char *value, size_t len,
+                                    size_t max, bool empty_ok, bool (*ok)(unsigned char),
+                                    const char *chars, const char *rule, char *errstr,
+                                    size_t errstr_size) {
         if (!value || len == 0)
+                return empty_ok ? TB_OK
+                                : tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                            "%s: must not be empty: %s", field, rule);
+        if (len > max)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: must not be empty: 1 to %d characters of %s", field,
-                                 TB_TASK_ID_MAX, TB_TASK_ID_CHARS);
-        if (len > TB_TASK_ID_MAX)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: %zu characters, at most %d allowed (%s)", field, len,
-                                 TB_TASK_ID_MAX, TB_TASK_ID_CHARS);
+                                 "%s: %zu characters, at most %zu allowed (%s)", field, len, max,
+                                 chars);
         for (size_t i = 0; i < len; i++) {
-                unsigned char c = (unsigned char)value[i];
-                if (isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-')
+                if (ok((unsigned char)value[i]))
                         continue;
                 char what[32];
-                tb_task_byte_name(c, what, sizeof(what));
+                tb_task_byte_name((unsigned char)value[i], what, sizeof(what));
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: %s at position %zu is not allowed: ids are 1 to %d "
-                                 "characters of %s",
-                                 field, what, i + 1, TB_TASK_ID_MAX, TB_TASK_ID_CHARS);
+                                 "%s: %s at position %zu is not allowed: %s", field, what, i + 1,
+                                 rule);
         }
         return TB_OK;
 }
 
+static bool tb_task_id_byte(unsigned char c) {
+        return isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+static bool tb_task_ref_byte(unsigned char c) {
+        return c >= 0x20 && c < 0x7F;
+}
+
+#define TB_TASK_STR2(x) #x
+#define TB_TASK_STR(x) TB_TASK_STR2(x)
+
+tb_err_t tb_task_id_check(const char *field, const char *value, size_t len, char *errstr,
+                          size_t errstr_size) {
+        return tb_task_bytes_check(field, value, len, TB_TASK_ID_MAX, false, tb_task_id_byte,
+                                   TB_TASK_ID_CHARS,
+                                   "ids are 1 to " TB_TASK_STR(TB_TASK_ID_MAX)
+                                   " characters of " TB_TASK_ID_CHARS,
+                                   errstr, errstr_size);
+}
+
 tb_err_t tb_task_ref_check(const char *field, const char *value, size_t len, bool empty_ok,
                            char *errstr, size_t errstr_size) {
-        if (!value || len == 0)
-                return empty_ok ? TB_OK
-                                : tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                            "%s: must not be empty: 1 to %d characters of "
-                                            "printable ASCII (a UUID is best)",
-                                            field, TB_TASK_REF_MAX);
-        if (len > TB_TASK_REF_MAX)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: %zu characters, at most %d allowed (printable ASCII; a "
-                                 "UUID is best)",
-                                 field, len, TB_TASK_REF_MAX);
-        for (size_t i = 0; i < len; i++) {
-                unsigned char c = (unsigned char)value[i];
-                if (c >= 0x20 && c < 0x7F)
-                        continue;
-                char what[32];
-                tb_task_byte_name(c, what, sizeof(what));
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: %s at position %zu is not allowed: at most %d "
-                                 "characters of printable ASCII (a UUID is best)",
-                                 field, what, i + 1, TB_TASK_REF_MAX);
-        }
-        return TB_OK;
+        return tb_task_bytes_check(field, value, len, TB_TASK_REF_MAX, empty_ok,
+                                   tb_task_ref_byte, "printable ASCII; a UUID is best",
+                                   "at most " TB_TASK_STR(TB_TASK_REF_MAX)
+                                   " characters of printable ASCII (a UUID is best)",
+                                   errstr, errstr_size);
 }
