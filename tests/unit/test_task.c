@@ -409,6 +409,11 @@ static const struct rule rules[] = {
         {"{\"schedule\": {\"every\": 9223372036854775807}}", "schedule.every", "too large"},
         {"{\"expiry\": -9223372036854775807}", "expiry", "negative"},
         {"{\"expires_at\": \"1969-12-31T23:59:59Z\"}", "expires_at", "expires_at:"},
+        {"{\"schedule\": {\"cron\": \"0 3 * * *\"}, \"jitter\": \"2d\"}", "jitter",
+         "jitter: P2D is more than the most a fire may be delayed, P1D"},
+        {"{\"retries\": {\"backoff\": \"1h\", \"backoff_max\": \"3000d\"}}",
+         "retries.backoff_max", "P3000D is more than the longest wait between attempts, P1D"},
+        {"{\"retries\": {\"backoff\": 9999999999}}", "retries.backoff", "P1D"},
 };
 
 Test(task, rules) {

@@ -25,6 +25,9 @@
 #define TB_TASK_BACKOFF_DEFAULT_MS TB_SEC(10)
 #define TB_TASK_BACKOFF_MAX_DEFAULT_MS TB_MIN(10)
 #define TB_TASK_LOG_RETENTION_FALLBACK_MS TB_DAY(30)
+/* Bounds that keep a fire or retry time a time every consumer can hold. */
+#define TB_TASK_JITTER_MAX_MS TB_DAY(1)
+#define TB_TASK_BACKOFF_LIMIT_MS TB_DAY(1)
 
 /** Writable top-level fields, in the order of the normalized form. */
 static const char *const tb_task_fields[] = {
@@ -381,6 +384,13 @@ static tb_err_t tb_task_v_retries(const json_t *v, json_t *out, tb_task_err_t *e
                 if (bm && (rc = tb_task_duration(bm, "retries.backoff_max", &backoff_max,
                                                  err)))
                         return rc;
+                if (backoff > TB_TASK_BACKOFF_LIMIT_MS || backoff_max > TB_TASK_BACKOFF_LIMIT_MS)
+                        return tb_task_fail_durations(
+                                err, backoff > TB_TASK_BACKOFF_LIMIT_MS ? "retries.backoff"
+                                                                        : "retries.backoff_max",
+                                "%s: %s is more than the longest wait between attempts, %s",
+                                backoff > TB_TASK_BACKOFF_LIMIT_MS ? backoff : backoff_max,
+                                TB_TASK_BACKOFF_LIMIT_MS);
                 if (backoff_max < backoff)
                         /* Only the field the user set is to blame. */
                         return tb_task_fail_durations(
@@ -621,6 +631,13 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
         if ((v = tb_task_get(in, "jitter"))) {
                 if ((rc = tb_task_duration(v, "jitter", &ms, err)))
                         goto fail;
+                if (ms > TB_TASK_JITTER_MAX_MS) {
+                        rc = tb_task_fail_durations(err, "jitter",
+                                                    "%s: %s is more than the most a fire may "
+                                                    "be delayed, %s",
+                                                    ms, TB_TASK_JITTER_MAX_MS);
+                        goto fail;
+                }
                 if (period && ms >= period) {
                         rc = tb_task_fail_durations(err, "jitter",
                                                     "%s: %s must be shorter than the "
