@@ -148,6 +148,9 @@ Test(hostile_commands, rest_applies_the_same_checks, .init = setup, .fini = tear
         path[139] = '\0';
         expect_rest(authz, "GET", path, NULL, 0, 404, "(invalid id)");
         expect_rest(authz, "POST", "/v1/tasks/a%20b/pause", NULL, 0, 404, "(invalid id)");
+        expect_rest(authz, "GET", "/v1/tasks/%FF%FE", NULL, 0, 404, "(invalid id)");
+        /* an error about a path that is not UTF-8 is still a JSON error */
+        expect_rest(authz, "GET", "/v1/x%FF%FE", NULL, 0, 404, "\"code\":\"not_found\"");
 
         size_t n = 10000;
         char *deep = malloc(2 * n + 1);
