@@ -5,6 +5,7 @@
  * Exit status: 0 ok, 1 the server or the system refused, 2 usage error.
  */
 #include "rest.h"
+#include "task/task.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -555,6 +556,13 @@ int tb_cli_tasks(int argc, char **argv) {
                 tb_cli_fail("%s: %s", sub->name,
                             needs_id ? "expected exactly one task ID" : "unexpected argument");
                 tb_cli_tasks_sub_usage(sub, stderr);
+                goto out;
+        }
+        char iderr[300];
+        if (needs_id && tb_task_id_check("task ID", sargv[optind], strlen(sargv[optind]), iderr,
+                                         sizeof(iderr)) != TB_OK) {
+                /* the API's rule (task/task.h), so a bad id is a usage error here */
+                tb_cli_fail("%s: %s", sub->name, iderr);
                 goto out;
         }
         if (!strcmp(sub->name, "list") && (o.group || json_object_size(o.labels)))

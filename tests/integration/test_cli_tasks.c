@@ -264,6 +264,20 @@ Test(cli_tasks, errors_help_and_config_file) {
         rc = cli(&out, alice, "frobnicate");
         cr_assert_eq(rc, 2, "%s", out);
         free(out);
+        /* an id the API could never hold: the API's own rule, checked before any request */
+        rc = cli(&out, alice, "get 'a/b'");
+        cr_assert_eq(rc, 2, "%s", out);
+        cr_assert_not_null(strstr(out, "task ID: '/' at position 2 is not allowed"), "%s", out);
+        free(out);
+        char longid[200];
+        memset(longid, 'x', 129);
+        snprintf(longid + 129, sizeof(longid) - 129, " --json");
+        char args0[256];
+        snprintf(args0, sizeof(args0), "delete %s", longid);
+        rc = cli(&out, alice, args0);
+        cr_assert_eq(rc, 2, "%s", out);
+        cr_assert_not_null(strstr(out, "129 characters, at most 128 allowed"), "%s", out);
+        free(out);
         rc = cli(&out, alice, "create --name x --every 1m --once 2030-01-01T00:00:00Z");
         cr_assert_eq(rc, 2, "%s", out);
         cr_assert_not_null(strstr(out, "exclusive"), "%s", out);

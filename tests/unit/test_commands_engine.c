@@ -800,3 +800,140 @@ Test(commands_engine, replies) {
         cr_assert_not(tb_cmd_engine_reply(eng, "corr-\xff\xfe", "cmd-1", "t-reply", &v, &b));
         tb_buf_free(&b);
 }
+
+/* ---- hostile commands: refused before any event, naming the field --------------- */
+
+/** A CREATE of a valid task whose member \p key is replaced by \p val (stolen). */
+static void decide_hostile(const char *task_id, const char *key, json_t *val) {
+        json_t *c = command("CREATE", task_id, -1, task_json("n", "ops", ""));
+        if (key)
+                json_object_set_new(c, key, val);
+        decide_on(eng, c, ALICE, part_of(task_id));
+}
+
+static void expect_hostile_refused(const char *field, const char *needle) {
+        expect_rejected("INVALID_ARGUMENT", field);
+        cr_assert(strstr(v.message, needle), "'%s' not in: %s", needle, v.message);
+        cr_assert_eq(v.event.len, 0);
+        cr_assert_eq(tb_cmd_engine_task_count(eng), 0, "a hostile command changed the state");
+        /* the reply is sendable and echoes no hostile id */
+        json_t *r = reply_of(eng, "", NULL);
+        cr_assert_str_eq(json_string_value(json_object_get(r, "status")), "REJECTED");
+        cr_assert_str_eq(json_string_value(json_object_get(r, "field")), field);
+        json_decref(r);
+}
+
+Test(commands_engine, hostile_commands_name_the_field) {
+        char big[8001];
+        memset(big, 'a', 8000);
+        big[8000] = '\0';
+        decide_hostile(big, NULL, NULL);
+        expect_hostile_refused("task_id", "task_id: 8000 characters, at most 128 allowed "
+                                          "([A-Za-z0-9._:-])");
+        decide_hostile("a/b", NULL, NULL);
+        expect_hostile_refused("task_id", "'/' at position 2");
+        decide_hostile("a b", NULL, NULL);
+        expect_hostile_refused("task_id", "a space at position 2");
+        decide_hostile("ab", "task_id", json_stringn("a\0b", 3));
+        expect_hostile_refused("task_id", "a NUL byte at position 2");
+        decide_hostile("t-h", "command_id", json_string(big));
+        expect_hostile_refused("command_id", "command_id: 8000 characters, at most 128");
+        decide_hostile("t-h", "command_id", json_stringn("c\0d", 3));
+        expect_hostile_refused("command_id", "a NUL byte");
+        decide_hostile("t-h", "correlation_id", json_string("caf\xc3\xa9"));
+        expect_hostile_refused("correlation_id", "byte 0xC3");
+        decide_hostile("t-h", "expected_version", json_integer(-3));
+        expect_hostile_refused("expected_version", "-3 is negative");
+        /* year 99999 and before 1970 */
+        decide_hostile("t-h", "requested_at", json_integer(INT64_C(3093527980800000)));
+        expect_hostile_refused("requested_at", "is not a time");
+        decide_hostile("t-h", "requested_at", json_integer(-1));
+        expect_hostile_refused("requested_at", "is not a time");
+
+        /* the task's JSON text */
+        size_t n = 10 * 1024 * 1024;
+        char *huge = malloc(n + 1);
+        cr_assert_not_null(huge);
+        memset(huge, ' ', n);
+        huge[0] = '{';
+        huge[n - 1] = '}';
+        huge[n] = '\0';
+        decide_hostile("t-h", "task", json_string(huge));
+        expect_hostile_refused("task", "10485760 bytes of JSON");
+        free(huge);
+        n = 10000;
+        char *deep = malloc(2 * n + 1);
+        cr_assert_not_null(deep);
+        memset(deep, '[', n);
+        memset(deep + n, ']', n);
+        deep[2 * n] = '\0';
+        decide_hostile("t-h", "task", json_string(deep));
+        expect_hostile_refused("task", "nested more than 32 levels");
+        free(deep);
+        const char *t = "{\"name\": \"n\", \"script\": \"x\", \"security_group\": \"ops\", "
+                        "\"schedule\": {\"every\": \"1h\"}}";
+        char withnul[256];
+        size_t tl = strlen(t);
+        memcpy(withnul, t, tl);
+        memcpy(withnul + tl, "\0{}", 3);
+        decide_hostile("t-h", "task", json_stringn(withnul, tl + 3));
+        expect_hostile_refused("task", "a NUL byte at byte");
+        /* escaped NUL, controls and impossible values: the validator names the field */
+        decide_hostile("t-h", "task", json_string(task_json("a\\u0000b", "ops", "")));
+        expect_hostile_refused("name", "NUL");
+        decide_hostile("t-h", "task",
+                       json_string(task_json("n", "ops", ", \"labels\": {\"k\": \"a\\u0000\"}")));
+        expect_hostile_refused("labels.k", "NUL");
+        decide_hostile("t-h", "task",
+                       json_string("{\"name\": \"n\", \"script\": \"x\", \"security_group\": "
+                                   "\"ops\", \"schedule\": {\"every\": \"-PT5S\"}}"));
+        expect_hostile_refused("schedule.every", "schedule.every");
+        decide_hostile("t-h", "task",
+                       json_string("{\"name\": \"n\", \"script\": \"x\", \"security_group\": "
+                                   "\"ops\", \"schedule\": {\"once\": "
+                                   "\"99999-01-01T00:00:00Z\"}}"));
+        expect_hostile_refused("schedule.once", "schedule.once");
+
+        /* and then a good one is accepted, built from the validated values */
+        ask(ALICE, "CREATE", "t-after", -1, task_json("n", "ops", ""));
+        expect_accepted(1, "CREATED");
+        cr_assert_str_eq(evs("task_id"), "t-after");
+        cr_assert_str_eq(evs("command_id"), "cmd-of-the-test");
+}
+
+Test(commands_engine, replies_echo_no_hostile_id) {
+        char big[300];
+        memset(big, 'a', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        decide_hostile(big, NULL, NULL);
+        expect_rejected("INVALID_ARGUMENT", "task_id");
+        char err[512];
+        tb_buf_t b = {0};
+        json_t *r = NULL;
+        cr_assert(tb_cmd_engine_reply(eng, "corr-1", "cmd with\ttab", big, &v, &b));
+        cr_assert_eq(tb_serde_decode(b.data, b.len, TB_SCHEMA_TASK_REPLY, NULL, &r, err,
+                                     sizeof(err)),
+                     TB_OK, "%s", err);
+        cr_assert_str_eq(json_string_value(json_object_get(r, "task_id")), "");
+        cr_assert_str_eq(json_string_value(json_object_get(r, "command_id")), "");
+        cr_assert_str_eq(json_string_value(json_object_get(r, "correlation_id")), "corr-1");
+        json_decref(r);
+        tb_buf_free(&b);
+}
+
+Test(commands_engine, undecodable_records_name_the_field) {
+        tb_cmd_verdict_t u;
+        memset(&u, 0, sizeof(u));
+        tb_cmd_engine_undecodable(&u, "TaskCommand.task_id: string is not valid UTF-8 (at "
+                                      "byte 12 of the message)");
+        cr_assert_str_eq(u.reason, "INVALID_ARGUMENT");
+        cr_assert_str_eq(u.field, "task_id");
+        cr_assert(strstr(u.message, "not valid UTF-8") && strstr(u.message, "TaskCommand.avsc"),
+                  "%s", u.message);
+        tb_cmd_engine_undecodable(&u, "unknown schema fingerprint 0123456789abcdef: not one of "
+                                      "the 7 known schemas");
+        cr_assert_str_eq(u.field, "fingerprint");
+        tb_cmd_engine_undecodable(&u, "message too short: 3 bytes");
+        cr_assert_str_eq(u.field, "");
+        tb_cmd_verdict_clear(&u);
+}

@@ -400,6 +400,20 @@ static const struct rule rules[] = {
          "unknown field 'colour'; valid fields: name, script, argv"},
         {"{\"nmae\": \"x\"}", "nmae", "did you mean 'name'?"},
         {"{\"\": 1}", "task", "unknown field ''"},
+        /* impossible values: what a hostile producer might send */
+        {"{\"schedule\": {\"once\": \"99999-01-01T00:00:00Z\"}}", "schedule.once",
+         "schedule.once:"},
+        {"{\"schedule\": {\"every\": \"1m\", \"start_at\": \"99999-01-01T00:00:00Z\"}}",
+         "schedule.start_at", "schedule.start_at:"},
+        {"{\"schedule\": {\"every\": \"-PT5S\"}}", "schedule.every", "schedule.every:"},
+        {"{\"schedule\": {\"every\": 9223372036854775807}}", "schedule.every", "too large"},
+        {"{\"expiry\": -9223372036854775807}", "expiry", "negative"},
+        {"{\"expires_at\": \"1969-12-31T23:59:59Z\"}", "expires_at", "expires_at:"},
+        {"{\"schedule\": {\"cron\": \"0 3 * * *\"}, \"jitter\": \"2d\"}", "jitter",
+         "jitter: P2D is more than the most a fire may be delayed, P1D"},
+        {"{\"retries\": {\"backoff\": \"1h\", \"backoff_max\": \"3000d\"}}",
+         "retries.backoff_max", "P3000D is more than the longest wait between attempts, P1D"},
+        {"{\"retries\": {\"backoff\": 9999999999}}", "retries.backoff", "P1D"},
 };
 
 Test(task, rules) {
@@ -992,4 +1006,94 @@ Test(task, deep_nesting) {
                 json_decref(in);
         }
         json_decref(deep);
+}
+
+/* ---- the checks of every interface: ids, references, JSON text ------------------ */
+
+static void expect_id_refused(const char *id, size_t len, const char *needle) {
+        char err[300] = "";
+        cr_assert_eq(tb_task_id_check("task_id", id, len, err, sizeof(err)), TB_ERR_INVALID,
+                     "id of %zu bytes accepted", len);
+        cr_assert(strstr(err, needle), "'%s' not in: %s", needle, err);
+        cr_assert(!strncmp(err, "task_id: ", 9), "the message names the field: %s", err);
+        json_t *m = json_string(err);
+        cr_assert_not_null(m, "the message is not valid UTF-8: %s", err);
+        json_decref(m);
+}
+
+Test(task, id_check) {
+        static const char *const ok[] = {"a", "t-1", "4f1c2d3e-0000-4000-8000-000000000001",
+                                         "job.nightly_2026:eu", "A.B_C:D-E"};
+        for (size_t i = 0; i < TB_ARRAY_LEN(ok); i++)
+                cr_assert_eq(tb_task_id_check("task_id", ok[i], strlen(ok[i]), NULL, 0), TB_OK,
+                             "%s refused", ok[i]);
+        char big[8001];
+        memset(big, 'a', 8000);
+        big[8000] = '\0';
+        cr_assert_eq(tb_task_id_check("id", big, TB_TASK_ID_MAX, NULL, 0), TB_OK);
+        expect_id_refused(big, TB_TASK_ID_MAX + 1, "129 characters, at most 128 allowed");
+        expect_id_refused(big, 8000, "task_id: 8000 characters, at most 128 allowed "
+                                     "([A-Za-z0-9._:-])");
+        expect_id_refused("", 0, "must not be empty");
+        expect_id_refused(NULL, 0, "must not be empty");
+        expect_id_refused("a/b", 3, "'/' at position 2 is not allowed");
+        expect_id_refused("a b", 3, "a space at position 2");
+        expect_id_refused("ab\0c", 4, "a NUL byte at position 3");
+        expect_id_refused("\xff\xfe", 2, "byte 0xFF at position 1");
+        expect_id_refused("caf\xc3\xa9", 5, "byte 0xC3 at position 4");
+        expect_id_refused("a\nb", 3, "byte 0x0A at position 2");
+        expect_id_refused("../etc", 6, "'/' at position 3");
+}
+
+Test(task, ref_check) {
+        char err[300];
+        cr_assert_eq(tb_task_ref_check("command_id", "", 0, true, err, sizeof(err)), TB_OK);
+        cr_assert_eq(tb_task_ref_check("command_id", "", 0, false, err, sizeof(err)),
+                     TB_ERR_INVALID);
+        cr_assert_eq(tb_task_ref_check("command_id", "job 42 / run #7", 15, false, err,
+                                       sizeof(err)),
+                     TB_OK, "printable ASCII is fine: %s", err);
+        char big[200];
+        memset(big, 'x', sizeof(big));
+        cr_assert_eq(tb_task_ref_check("correlation_id", big, 128, false, err, sizeof(err)),
+                     TB_OK);
+        cr_assert_eq(tb_task_ref_check("correlation_id", big, 129, false, err, sizeof(err)),
+                     TB_ERR_INVALID);
+        cr_assert(strstr(err, "correlation_id: 129 characters, at most 128"), "%s", err);
+        cr_assert_eq(tb_task_ref_check("command_id", "a\0b", 3, true, err, sizeof(err)),
+                     TB_ERR_INVALID);
+        cr_assert(strstr(err, "command_id: a NUL byte at position 2"), "%s", err);
+        cr_assert_eq(tb_task_ref_check("command_id", "\xc3\xa9", 2, true, err, sizeof(err)),
+                     TB_ERR_INVALID);
+        cr_assert(strstr(err, "byte 0xC3"), "%s", err);
+}
+
+Test(task, json_check) {
+        tb_task_err_t e;
+        const char *t = "{\"name\": \"[[[[{{{{\", \"labels\": {\"a\": \"\\\"[\"}}";
+        cr_assert_eq(tb_task_json_check(t, strlen(t), "task", &e), TB_OK,
+                     "brackets inside strings do not count: %s", e.message);
+        /* 10,000 deep: refused before any parser recurses */
+        size_t n = 10000;
+        char *deep = malloc(2 * n + 1);
+        cr_assert_not_null(deep);
+        memset(deep, '[', n);
+        memset(deep + n, ']', n);
+        deep[2 * n] = '\0';
+        cr_assert_eq(tb_task_json_check(deep, 2 * n, "task", &e), TB_ERR_INVALID);
+        cr_assert_str_eq(e.field, "task");
+        cr_assert(strstr(e.message, "nested more than 32 levels"), "%s", e.message);
+        cr_assert_eq(tb_task_json_check(deep + n - 32, 64, "task", &e), TB_OK);
+        free(deep);
+        /* 10 MiB: refused by its size alone */
+        size_t big = 10 * 1024 * 1024;
+        char *huge = malloc(big);
+        cr_assert_not_null(huge);
+        memset(huge, ' ', big);
+        cr_assert_eq(tb_task_json_check(huge, big, NULL, &e), TB_ERR_INVALID);
+        cr_assert_str_eq(e.field, "task");
+        cr_assert(strstr(e.message, "task: 10485760 bytes of JSON; a task is at most 262144"),
+                  "%s", e.message);
+        cr_assert_eq(tb_task_json_check(huge, TB_TASK_JSON_MAX, NULL, &e), TB_OK);
+        free(huge);
 }

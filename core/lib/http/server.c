@@ -94,6 +94,12 @@ void tb_http_error(tb_http_resp_t *resp, int status, const char *code, const cha
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
+        json_t *m = json_string(msg);
+        if (!m) /* a hostile path or value that is not UTF-8 (or cut inside a sequence) */
+                for (char *c = msg; *c; c++)
+                        if ((unsigned char)*c >= 0x80)
+                                *c = '?';
+        json_decref(m);
         json_t *err = json_pack("{s:s, s:s}", "code", code, "message", msg);
         if (field)
                 json_object_set_new(err, "field", json_string(field));

@@ -362,3 +362,73 @@ tb_err_t tb_task_enum(const json_t *v, const char *field, const char *const *nam
         return tb_task_fail(err, field, "%s: '%.64s' is not allowed; use one of %s", field,
                             s, list);
 }
+
+/* ---- ids and references (every interface's) ---------------------------- */
+
+/** Describe byte \p c of an id for a message, without echoing non-ASCII. */
+static void tb_task_byte_name(unsigned char c, char *buf, size_t size) {
+        if (c == 0)
+                tb_snprintf(buf, size, "a NUL byte");
+        else if (c == ' ')
+                tb_snprintf(buf, size, "a space");
+        else if (c > 0x20 && c < 0x7F)
+                tb_snprintf(buf, size, "'%c'", c);
+        else
+                tb_snprintf(buf, size, "byte 0x%02X", c);
+}
+
+/** The rule of tb_task_id_check() and tb_task_ref_check(): \p max bytes,
+ *  each one \p ok accepts; \p chars names them ("[A-Za-z0-9._:-]"), \p rule
+ *  says the whole rule in messages. */
+static tb_err_t tb_task_bytes_check(const char *field, const char *value, size_t len,
+                                    size_t max, bool empty_ok, bool (*ok)(unsigned char),
+                                    const char *chars, const char *rule, char *errstr,
+                                    size_t errstr_size) {
+        if (!value || len == 0)
+                return empty_ok ? TB_OK
+                                : tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                            "%s: must not be empty: %s", field, rule);
+        if (len > max)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: %zu characters, at most %zu allowed (%s)", field, len, max,
+                                 chars);
+        for (size_t i = 0; i < len; i++) {
+                if (ok((unsigned char)value[i]))
+                        continue;
+                char what[32];
+                tb_task_byte_name((unsigned char)value[i], what, sizeof(what));
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: %s at position %zu is not allowed: %s", field, what, i + 1,
+                                 rule);
+        }
+        return TB_OK;
+}
+
+static bool tb_task_id_byte(unsigned char c) {
+        return isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
+}
+
+static bool tb_task_ref_byte(unsigned char c) {
+        return c >= 0x20 && c < 0x7F;
+}
+
+#define TB_TASK_STR2(x) #x
+#define TB_TASK_STR(x) TB_TASK_STR2(x)
+
+tb_err_t tb_task_id_check(const char *field, const char *value, size_t len, char *errstr,
+                          size_t errstr_size) {
+        return tb_task_bytes_check(field, value, len, TB_TASK_ID_MAX, false, tb_task_id_byte,
+                                   TB_TASK_ID_CHARS,
+                                   "ids are 1 to " TB_TASK_STR(TB_TASK_ID_MAX)
+                                   " characters of " TB_TASK_ID_CHARS,
+                                   errstr, errstr_size);
+}
+
+tb_err_t tb_task_ref_check(const char *field, const char *value, size_t len, bool empty_ok,
+                           char *errstr, size_t errstr_size) {
+        return tb_task_bytes_check(field, value, len, TB_TASK_REF_MAX, empty_ok,
+                                   tb_task_ref_byte, "printable ASCII; a UUID is best",
+                                   "at most " TB_TASK_STR(TB_TASK_REF_MAX)
+                                   " characters of printable ASCII (a UUID is best)",
+                                   errstr, errstr_size);
+}

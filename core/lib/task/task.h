@@ -55,6 +55,17 @@
 #define TB_TASK_ARGV_MAX 256
 #define TB_TASK_ATTEMPTS_MAX 100
 #define TB_TASK_GROUP_MAX 128
+/** Task ids (REST path segments, Kafka keys, the primary key of tasks and
+ *  task_history): 1 to 128 bytes of [A-Za-z0-9._:-]. Well under PostgreSQL's
+ *  btree row limit (~2700 bytes) with any column beside it. */
+#define TB_TASK_ID_MAX 128
+#define TB_TASK_ID_CHARS "[A-Za-z0-9._:-]"
+/** command_id and correlation_id: at most 128 bytes of printable ASCII. */
+#define TB_TASK_REF_MAX 128
+/** A task as JSON text (REST body, TaskCommand.task): at most 256 KiB, at
+ *  most 32 levels of nesting (a valid task has 3). */
+#define TB_TASK_JSON_MAX (256 * 1024)
+#define TB_TASK_JSON_DEPTH_MAX 32
 
 /** A validation failure: the field path ("schedule.cron") and a message
  *  saying what is allowed. */
@@ -81,6 +92,35 @@ typedef struct tb_task_vctx {
  */
 tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t **out,
                           tb_task_err_t *err);
+
+/**
+ * @brief Check a task id as every interface takes it (REST path, Kafka
+ *        TaskCommand.task_id): 1 to TB_TASK_ID_MAX bytes of TB_TASK_ID_CHARS.
+ *        \p len is the id's length in bytes, so an embedded NUL is seen.
+ * @param field  the name the message starts with ("task_id", "id")
+ * @returns TB_OK, or TB_ERR_INVALID with \p errstr saying what is allowed
+ *          (never quoting the id's bytes, so the message is valid UTF-8).
+ */
+tb_err_t tb_task_id_check(const char *field, const char *value, size_t len, char *errstr,
+                          size_t errstr_size);
+
+/**
+ * @brief Check a command's reference (command_id, correlation_id): at most
+ *        TB_TASK_REF_MAX bytes of printable ASCII (0x20-0x7E), and not empty
+ *        unless \p empty_ok. @returns TB_OK or TB_ERR_INVALID (errstr filled).
+ */
+tb_err_t tb_task_ref_check(const char *field, const char *value, size_t len, bool empty_ok,
+                           char *errstr, size_t errstr_size);
+
+/**
+ * @brief Check a task's JSON text before it is parsed: at most
+ *        TB_TASK_JSON_MAX bytes and TB_TASK_JSON_DEPTH_MAX levels of
+ *        nesting, so no interface spends memory or stack on a hostile body.
+ * @param field  the field that carries the text ("task"; NULL: none)
+ * @returns TB_OK or TB_ERR_INVALID (err filled, field \p field or "task").
+ */
+tb_err_t tb_task_json_check(const char *text, size_t len, const char *field,
+                            tb_task_err_t *err);
 
 /** Convert a normalized task to the Avro TaskSpec JSON (serde mapping). New ref. */
 json_t *tb_task_to_spec(const json_t *task);

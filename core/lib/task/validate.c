@@ -25,6 +25,9 @@
 #define TB_TASK_BACKOFF_DEFAULT_MS TB_SEC(10)
 #define TB_TASK_BACKOFF_MAX_DEFAULT_MS TB_MIN(10)
 #define TB_TASK_LOG_RETENTION_FALLBACK_MS TB_DAY(30)
+/* Bounds that keep a fire or retry time a time every consumer can hold. */
+#define TB_TASK_JITTER_MAX_MS TB_DAY(1)
+#define TB_TASK_BACKOFF_LIMIT_MS TB_DAY(1)
 
 /** Writable top-level fields, in the order of the normalized form. */
 static const char *const tb_task_fields[] = {
@@ -381,6 +384,13 @@ static tb_err_t tb_task_v_retries(const json_t *v, json_t *out, tb_task_err_t *e
                 if (bm && (rc = tb_task_duration(bm, "retries.backoff_max", &backoff_max,
                                                  err)))
                         return rc;
+                if (backoff > TB_TASK_BACKOFF_LIMIT_MS || backoff_max > TB_TASK_BACKOFF_LIMIT_MS)
+                        return tb_task_fail_durations(
+                                err, backoff > TB_TASK_BACKOFF_LIMIT_MS ? "retries.backoff"
+                                                                        : "retries.backoff_max",
+                                "%s: %s is more than the longest wait between attempts, %s",
+                                backoff > TB_TASK_BACKOFF_LIMIT_MS ? backoff : backoff_max,
+                                TB_TASK_BACKOFF_LIMIT_MS);
                 if (backoff_max < backoff)
                         /* Only the field the user set is to blame. */
                         return tb_task_fail_durations(
@@ -621,6 +631,13 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
         if ((v = tb_task_get(in, "jitter"))) {
                 if ((rc = tb_task_duration(v, "jitter", &ms, err)))
                         goto fail;
+                if (ms > TB_TASK_JITTER_MAX_MS) {
+                        rc = tb_task_fail_durations(err, "jitter",
+                                                    "%s: %s is more than the most a fire may "
+                                                    "be delayed, %s",
+                                                    ms, TB_TASK_JITTER_MAX_MS);
+                        goto fail;
+                }
                 if (period && ms >= period) {
                         rc = tb_task_fail_durations(err, "jitter",
                                                     "%s: %s must be shorter than the "
@@ -697,4 +714,41 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
 fail:
         json_decref(t);
         return rc;
+}
+
+tb_err_t tb_task_json_check(const char *text, size_t len, const char *field,
+                            tb_task_err_t *err) {
+        const char *f = field ? field : "task";
+        if (len > TB_TASK_JSON_MAX)
+                return tb_task_fail(err, f,
+                                    "%s: %zu bytes of JSON; a task is at most %d bytes (256 KiB)",
+                                    f, len, TB_TASK_JSON_MAX);
+        /* Nesting depth outside strings: a task has three levels, and a
+         * parser or a validator must never recurse as deep as a body asks. */
+        size_t depth = 0, max = 0;
+        bool in_str = false, esc = false;
+        for (size_t i = 0; text && i < len; i++) {
+                char c = text[i];
+                if (in_str) {
+                        if (esc)
+                                esc = false;
+                        else if (c == '\\')
+                                esc = true;
+                        else if (c == '"')
+                                in_str = false;
+                } else if (c == '"') {
+                        in_str = true;
+                } else if (c == '{' || c == '[') {
+                        if (++depth > max)
+                                max = depth;
+                        if (max > TB_TASK_JSON_DEPTH_MAX)
+                                return tb_task_fail(err, f,
+                                                    "%s: JSON nested more than %d levels deep "
+                                                    "(at byte %zu); a task needs 3",
+                                                    f, TB_TASK_JSON_DEPTH_MAX, i);
+                } else if ((c == '}' || c == ']') && depth > 0) {
+                        depth--;
+                }
+        }
+        return TB_OK;
 }

@@ -145,8 +145,14 @@ static json_t *tb_api_tasks_body(tb_http_req_t *req, tb_http_resp_t *resp) {
                               "the request body is empty: send the task as a JSON object");
                 return NULL;
         }
+        tb_task_err_t te;
+        if (tb_task_json_check(req->body.data, req->body.len, NULL, &te) != TB_OK) {
+                tb_http_error(resp, 400, "invalid_argument", NULL, "%s", te.message);
+                return NULL;
+        }
         json_error_t je;
-        json_t *j = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &je);
+        json_t *j = json_loadb(req->body.data, req->body.len,
+                               JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
         if (!j) {
                 tb_http_error(resp, 400, "invalid_argument", NULL,
                               "malformed JSON at line %d, column %d: %s", je.line, je.column,

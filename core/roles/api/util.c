@@ -5,8 +5,8 @@
  *        error shape, and query parameter parsing (see api/util.h).
  */
 #include "api/util.h"
+#include "task/task.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +16,7 @@
 #define TB_API_POOL_WAIT_MS 5000
 
 bool tb_api_id_ok(const char *id) {
-        size_t n = strlen(id);
-        if (n == 0 || n > 128)
-                return false;
-        for (const char *s = id; *s; s++)
-                if (!isalnum((unsigned char)*s) && !strchr("-_.:", *s))
-                        return false;
-        return true;
+        return tb_task_id_check("id", id, strlen(id), NULL, 0) == TB_OK;
 }
 
 void tb_api_not_found(tb_http_resp_t *resp, const char *what, const char *id) {

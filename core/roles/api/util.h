@@ -19,7 +19,8 @@
  * @brief Is \p id an id the API accepts? Ids are UUIDs or hex hashes from
  *        taskbus, or ids chosen by other Kafka producers: 1 to 128 of
  *        [A-Za-z0-9-_.:], a conservative charset that keeps garbage out of
- *        messages, logs and SQL.
+ *        messages, logs and SQL: tb_task_id_check(), the rule of every
+ *        interface.
  */
 bool tb_api_id_ok(const char *id);
 

@@ -315,15 +315,33 @@ static const char *tb_cmd_event_type(const char *cmd_type) {
  *  one of the caller's; fills \p v on failure. */
 static json_t *tb_cmd_validate(tb_cmd_engine_t *eng, const json_t *c, const tb_principal_t *who,
                                tb_cmd_verdict_t *v) {
-        const char *text = json_string_value(json_object_get(c, "task"));
+        const json_t *tj = json_object_get(c, "task");
+        const char *text = json_string_value(tj);
+        size_t tlen = json_string_length(tj);
         if (!text) {
                 tb_cmd_reject(v, "INVALID_ARGUMENT", "task",
                               "task: required for %s (the task as JSON, in the REST API's shape)",
                               tb_cmd_jstr(c, "type"));
                 return NULL;
         }
+        tb_task_err_t terr;
+        memset(&terr, 0, sizeof(terr));
+        if (tb_task_json_check(text, tlen, "task", &terr) != TB_OK) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", terr.field, "%s", terr.message);
+                return NULL;
+        }
+        const char *nul = memchr(text, '\0', tlen);
+        if (nul) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", "task",
+                              "task: a NUL byte at byte %zu: send the task as JSON text, "
+                              "which has none",
+                              (size_t)(nul - text));
+                return NULL;
+        }
         json_error_t jerr;
-        json_t *in = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+        /* \u0000 is let through the parser so that the validator names the
+         * field that holds it */
+        json_t *in = json_loadb(text, tlen, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
         if (!in) {
                 tb_cmd_reject(v, "INVALID_ARGUMENT", "task",
                               "task: not valid JSON (line %d, column %d: %s)", jerr.line,
@@ -341,8 +359,6 @@ static json_t *tb_cmd_validate(tb_cmd_engine_t *eng, const json_t *c, const tb_p
                 .log_retention_max_ms = pol ? pol->log_retention_max_ms : 0,
                 .executors = tb_cmd_executors,
         };
-        tb_task_err_t terr;
-        memset(&terr, 0, sizeof(terr));
         json_t *out = NULL;
         tb_err_t err = tb_task_validate(in, &vctx, &out, &terr);
         json_decref(in);
@@ -385,6 +401,71 @@ static bool tb_cmd_not_home(tb_cmd_engine_t *eng, const char *task_id, const cha
                       "admin region failover`)",
                       task_id, home, conf->region, home, api ? " at " : "", api ? api : "");
         return true;
+}
+
+/**
+ * The command's own fields, checked as every interface checks them before
+ * anything is built from them (task/task.h): the task id with the REST
+ * rules, command_id and correlation_id bounded printable ASCII, and its
+ * numbers within what a time or a version can be. @returns false with \p v
+ * filled (field named) when one is not.
+ */
+static bool tb_cmd_check_command(const json_t *c, tb_cmd_verdict_t *v) {
+        static const char *const refs[] = {"command_id", "correlation_id"};
+        char err[400];
+        const json_t *j = json_object_get(c, "task_id");
+        if (tb_task_id_check("task_id", json_string_value(j), json_string_length(j), err,
+                             sizeof(err)) != TB_OK) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", "task_id", "%s", err);
+                return false;
+        }
+        for (size_t i = 0; i < TB_ARRAY_LEN(refs); i++) {
+                j = json_object_get(c, refs[i]);
+                if (tb_task_ref_check(refs[i], json_string_value(j), json_string_length(j), true,
+                                      err, sizeof(err)) != TB_OK) {
+                        tb_cmd_reject(v, "INVALID_ARGUMENT", refs[i], "%s", err);
+                        return false;
+                }
+        }
+        j = json_object_get(c, "expected_version");
+        if (json_is_integer(j) && json_integer_value(j) < 0) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", "expected_version",
+                              "expected_version: %" JSON_INTEGER_FORMAT
+                              " is negative: give null, or the version you read (0: the task "
+                              "must not exist yet)",
+                              json_integer_value(j));
+                return false;
+        }
+        j = json_object_get(c, "requested_at");
+        if (json_is_integer(j) &&
+            (json_integer_value(j) < 0 || json_integer_value(j) > TB_SCHEDULE_MAX_MS)) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", "requested_at",
+                              "requested_at: %" JSON_INTEGER_FORMAT
+                              " is not a time: milliseconds since 1970-01-01T00:00:00Z up to "
+                              "9999-12-31T23:59:59Z (the producer's clock)",
+                              json_integer_value(j));
+                return false;
+        }
+        return true;
+}
+
+void tb_cmd_engine_undecodable(tb_cmd_verdict_t *v, const char *derr) {
+        /* serde names where it broke: "TaskCommand.task_id: string is not
+         * valid UTF-8 (at byte 9 of the message)" */
+        static const char prefix[] = "TaskCommand.";
+        char field[64] = "";
+        if (!strncmp(derr, prefix, sizeof(prefix) - 1)) {
+                const char *f = derr + sizeof(prefix) - 1;
+                size_t n = strcspn(f, ".[: ");
+                if (n < sizeof(field))
+                        tb_snprintf(field, sizeof(field), "%.*s", (int)n, f);
+        } else if (strstr(derr, "fingerprint")) {
+                tb_snprintf(field, sizeof(field), "fingerprint");
+        }
+        tb_cmd_reject(v, "INVALID_ARGUMENT", field[0] ? field : NULL,
+                      "the record is not a TaskCommand in Avro single-object encoding: %s; "
+                      "encode it with schemas/TaskCommand.avsc (docs/kafka-interface.md)",
+                      derr);
 }
 
 void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const void *hv, size_t hlen,
@@ -433,10 +514,8 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const void *hv,
                               type);
                 goto out;
         }
-        if (!*task_id) {
-                tb_cmd_reject(v, "INVALID_ARGUMENT", "task_id", "task_id: must not be empty");
+        if (!tb_cmd_check_command(c, v))
                 goto out;
-        }
         /* The state of a task lives with the partition of its id: a record
          * placed elsewhere would be judged against the wrong state. */
         int32_t home = tb_bus_partition_for(task_id, strlen(task_id), eng->partition_cnt);
@@ -587,6 +666,15 @@ bool tb_cmd_engine_reply(tb_cmd_engine_t *eng, const char *correlation_id,
         /* Built field by field: a message cut inside a UTF-8 sequence (or an
          * id that is not UTF-8) must not cost the reply. */
         json_t *msg = json_string(v->message);
+        /* Only ids that pass the checks are echoed: a reply never carries
+         * what a hostile producer put in (the correlation id is the key the
+         * sender waits on, so it stays). */
+        char ierr[8];
+        if (tb_task_id_check("task_id", task_id, strlen(task_id), ierr, sizeof(ierr)))
+                task_id = "";
+        if (tb_task_ref_check("command_id", command_id, strlen(command_id), true, ierr,
+                              sizeof(ierr)))
+                command_id = "";
         json_t *r = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:o, s:I}", "correlation_id",
                               correlation_id, "command_id", command_id, "task_id", task_id,
                               "status", v->reason ? "REJECTED" : "ACCEPTED", "reason",

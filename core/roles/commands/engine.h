@@ -157,6 +157,13 @@ bool tb_cmd_engine_reply(tb_cmd_engine_t *eng, const char *correlation_id,
                          const char *command_id, const char *task_id,
                          const tb_cmd_verdict_t *v, tb_buf_t *out);
 
+/**
+ * @brief Fill \p v as the INVALID_ARGUMENT answer to a record that did not
+ *        decode as a TaskCommand, \p derr being the serde's error; its field
+ *        is the one serde names ("task_id"), or "fingerprint".
+ */
+void tb_cmd_engine_undecodable(tb_cmd_verdict_t *v, const char *derr);
+
 /** Fill \p v as a rejection for \p reason; \p field may be NULL. */
 void tb_cmd_reject(tb_cmd_verdict_t *v, const char *reason, const char *field,
                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));

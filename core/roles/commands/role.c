@@ -153,10 +153,7 @@ static tb_err_t tb_cmd_handle(tb_cmd_t *cmd, const rd_kafka_message_t *msg, char
                         tb_cmd_count(cmd, "unknown", "malformed");
                         return TB_OK;
                 }
-                tb_cmd_reject(&v, "INVALID_ARGUMENT", NULL,
-                              "the record is not a TaskCommand in Avro single-object encoding: "
-                              "%s",
-                              derr);
+                tb_cmd_engine_undecodable(&v, derr);
                 tb_cmd_count(cmd, "unknown", "INVALID_ARGUMENT");
                 /* the key is the task id by convention; only echo valid UTF-8 */
                 return tb_cmd_reply(cmd, corr, "", tb_cmd_utf8_ok(key) ? key : "", &v, errstr,
