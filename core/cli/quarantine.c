@@ -210,8 +210,15 @@ static int tb_cli_q_show(PGconn *conn, int argc, char **argv) {
                 tb_cli_q_dump("key", q.key.data, q.key.len, q.has_key);
                 printf("headers: %zu\n", q.header_cnt);
                 for (size_t i = 0; i < q.header_cnt; i++) {
+                        /* a producer's header name may hold anything, terminal
+                         * escapes included */
                         char what[300];
-                        snprintf(what, sizeof(what), "header %s", q.headers[i].name);
+                        size_t w = (size_t)snprintf(what, sizeof(what), "header ");
+                        for (const unsigned char *c = (const unsigned char *)q.headers[i].name;
+                             *c && w + 5 < sizeof(what); c++)
+                                w += (size_t)snprintf(what + w, sizeof(what) - w,
+                                                      *c >= 0x20 && *c < 0x7f ? "%c" : "\\x%02x",
+                                                      *c);
                         tb_cli_q_dump(what, q.headers[i].value, q.headers[i].len,
                                       q.headers[i].value != NULL);
                 }
