@@ -14,6 +14,8 @@
  *    row, quarantine included;
  *  - run-results (projector): truncated Avro, not Avro at all;
  *  - run-logs (archiver): garbage, truncated Avro, an `at` out of range;
+ *  - task-commands (commands, whose transactions are Kafka's): truncated Avro
+ *    and garbage are quarantined too, and REST goes on;
  *  - `taskbus admin quarantine list|show|retry|drop`: a retried record is
  *    applied once the constraint that refused it is gone.
  */
@@ -281,6 +283,13 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
                                        "AND position(convert_to('q-trunc', 'UTF8') in value) > 0"),
                      1, "the truncated record's bytes are kept as they came");
 
+        /* task-commands: the commands role (Kafka-transactional) quarantines what it
+         * cannot decode and goes on */
+        hostile("commands", TB_TOPIC_COMMANDS, NULL);
+        wait_count("SELECT count(*) FROM quarantine WHERE role = 'commands' AND "
+                   "sqlstate IS NULL AND status = 'new'",
+                   2);
+
         /* REST writes right after are projected in time: 201, not 202 */
         for (int i = 0; i < 8; i++) {
                 char body[256];
@@ -334,13 +343,18 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         snprintf(want, sizeof(want),
                  "taskbus_quarantined_total{role=\"archiver\",topic=\"%s\"} 3\n", logs);
         cr_assert(strstr(m.data, want), "no '%s'", want);
+        char commands[256];
+        tb_topic_name(g_st.conf, TB_TOPIC_COMMANDS, commands, sizeof(commands));
+        snprintf(want, sizeof(want),
+                 "taskbus_quarantined_total{role=\"commands\",topic=\"%s\"} 2\n", commands);
+        cr_assert(strstr(m.data, want), "no '%s'", want);
         tb_buf_free(&m);
         /* logged once each */
         char *log = tbt_daemon_log(&g_st);
         int n = 0;
         for (const char *p = log; (p = strstr(p, " quarantined (taskbus admin quarantine")); p++)
                 n++;
-        cr_assert_eq(n, 9, "each quarantined record is logged once: %d", n);
+        cr_assert_eq(n, 11, "each quarantined record is logged once: %d", n);
         free(log);
 
         /* replay into an empty database (same operator constraint) equals the projection */

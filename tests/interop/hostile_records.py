@@ -11,6 +11,8 @@ kcat run (so the consumer sees them in one batch, between good records).
   hostile_records.py runresults BOOTSTRAP TOPIC PARTITION
       RunResults: a good one (run q-run-good), truncated Avro, not Avro at all,
       a good one (run q-run-good-2).
+  hostile_records.py commands BOOTSTRAP TOPIC PARTITION
+      TaskCommands: truncated Avro, garbage after a valid single-object marker.
   hostile_records.py logs BOOTSTRAP TOPIC PARTITION RUN_ID
       LogChunks of RUN_ID: seq 0, garbage, truncated Avro, an `at` out of
       range, seq 1.
@@ -105,6 +107,10 @@ def main(argv):
                 ("truncated", run_id, c0[:12]),
                 ("range", run_id, encode(sch, dict(base, seq=7, at=HUGE_MS))),
                 ("seq1", run_id, encode(sch, dict(base, seq=1)))]
+    elif mode == "commands":
+        good = encode(schemas["TaskCommand"], values["TaskCommand"][0])
+        recs = [("truncated", "q-cmd-trunc", good[:20]),
+                ("garbage", "q-cmd-garbage", b"\xc3\x01" + b"\xff" * 40)]
     else:
         print("unknown mode " + mode, file=sys.stderr)
         return 2

@@ -123,10 +123,12 @@ static tb_store_fault_t tb_pgsink_fault(PGconn *conn, tb_pgsink_verdict_t v) {
         return v == TB_PGSINK_PERMANENT ? TB_STORE_FAULT_PERMANENT : TB_STORE_FAULT_TRANSIENT;
 }
 
-/** Put \p m in the quarantine table (role c->sub), in the transaction. */
-static tb_err_t tb_pgsink_quarantine(PGconn *conn, const tb_pgsink_conf_t *c,
+/** Put \p m in the quarantine table for \p role, in the caller's transaction
+ *  (if any). */
+static tb_err_t tb_pgsink_quarantine(PGconn *conn, const char *role,
                                      const rd_kafka_message_t *m, const char *why,
-                                     const char *sqlstate, char *errstr, size_t errstr_size) {
+                                     const char *sqlstate, bool *inserted, char *errstr,
+                                     size_t errstr_size) {
         rd_kafka_headers_t *hs = NULL;
         tb_header_t h[64];
         size_t hn = 0;
@@ -139,7 +141,7 @@ static tb_err_t tb_pgsink_quarantine(PGconn *conn, const tb_pgsink_conf_t *c,
                      hn++)
                         h[hn] = (tb_header_t){.name = name, .value = value, .len = len};
         tb_store_quarantine_rec_t rec = {
-                .role = c->sub,
+                .role = role,
                 .topic = rd_kafka_topic_name(m->rkt),
                 .partition = m->partition,
                 .offset = m->offset,
@@ -152,7 +154,42 @@ static tb_err_t tb_pgsink_quarantine(PGconn *conn, const tb_pgsink_conf_t *c,
                 .error = why,
                 .sqlstate = sqlstate,
         };
-        return tb_store_quarantine_insert(conn, &rec, NULL, errstr, errstr_size);
+        return tb_store_quarantine_insert(conn, &rec, inserted, errstr, errstr_size);
+}
+
+/** taskbus_quarantined_total{role,topic} += 1. */
+static void tb_pgsink_quarantine_count(const char *role, const rd_kafka_message_t *m) {
+        char labels[400];
+        tb_snprintf(labels, sizeof(labels), "role=\"%s\",topic=\"%s\"", role,
+                    rd_kafka_topic_name(m->rkt));
+        tb_metrics_add("taskbus_quarantined_total", labels, 1);
+}
+
+tb_err_t tb_pgsink_quarantine_one(tb_store_t *store, const char *role,
+                                  const rd_kafka_message_t *m, const char *why, char *errstr,
+                                  size_t errstr_size) {
+        bool inserted = false;
+        PGconn *conn = tb_store_acquire_timeout(store, 5000);
+        tb_err_t err = conn ? tb_pgsink_quarantine(conn, role, m, why, NULL, &inserted, errstr,
+                                                   errstr_size)
+                            : tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
+                                        "no PostgreSQL connection within 5 s");
+        tb_store_release(store, conn);
+        if (err) {
+                tb_error(role,
+                         "%s [%" PRId32 "] offset %" PRId64 " could not be quarantined (%s); "
+                         "skipped anyway: %s",
+                         rd_kafka_topic_name(m->rkt), m->partition, m->offset, errstr, why);
+                return err;
+        }
+        if (inserted) {
+                tb_pgsink_quarantine_count(role, m);
+                tb_warn(role,
+                        "%s [%" PRId32 "] offset %" PRId64
+                        " quarantined (taskbus admin quarantine list): %s",
+                        rd_kafka_topic_name(m->rkt), m->partition, m->offset, why);
+        }
+        return TB_OK;
 }
 
 /** A savepoint statement (\p sql) around one record. */
@@ -184,10 +221,15 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                 const rd_kafka_message_t *m = msgs[i];
                 const char *tname = rd_kafka_topic_name(m->rkt);
                 char why[768] = "";
+                tb_store_fault_t fault = TB_STORE_FAULT_TRANSIENT;
                 if (careful && (err = tb_pgsink_savepoint(conn, "SAVEPOINT tb_pgsink_record",
                                                           errstr, errstr_size)))
                         goto out;
                 tb_pgsink_verdict_t v = ops->apply(conn, m, c->opaque, why, sizeof(why));
+                if (v != TB_PGSINK_APPLIED && v != TB_PGSINK_SKIPPED)
+                        fault = c->quarantine              ? tb_pgsink_fault(conn, v)
+                                : v == TB_PGSINK_PERMANENT ? TB_STORE_FAULT_PERMANENT
+                                                           : TB_STORE_FAULT_TRANSIENT;
                 if (v == TB_PGSINK_SKIPPED) {
                         /* a record no version of us wrote: skip it, loudly */
                         if (c->metric_malformed)
@@ -195,7 +237,7 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                         tb_warn(c->sub, "%s [%" PRId32 "] offset %" PRId64 " skipped: %s",
                                 tname, m->partition, m->offset, why);
                 } else if (v != TB_PGSINK_APPLIED && c->quarantine &&
-                           tb_pgsink_fault(conn, v) == TB_STORE_FAULT_PERMANENT) {
+                           fault == TB_STORE_FAULT_PERMANENT) {
                         char sqlstate[6];
                         tb_snprintf(sqlstate, sizeof(sqlstate), "%s",
                                     PQtransactionStatus(conn) == PQTRANS_INERROR
@@ -216,17 +258,18 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                         if ((err = tb_pgsink_savepoint(conn,
                                                        "ROLLBACK TO SAVEPOINT tb_pgsink_record",
                                                        errstr, errstr_size)) ||
-                            (err = tb_pgsink_quarantine(conn, c, m, why, sqlstate, errstr,
-                                                        errstr_size)))
+                            (err = tb_pgsink_quarantine(conn, c->sub, m, why, sqlstate, NULL,
+                                                        errstr, errstr_size)))
                                 goto out;
                         poison[poison_cnt].i = i;
                         tb_snprintf(poison[poison_cnt++].why, sizeof(poison->why), "%s", why);
                         if (ops->quarantined)
                                 ops->quarantined(c->opaque, m);
                 } else if (v != TB_PGSINK_APPLIED) {
-                        /* without quarantine, a refused record fails its batch */
+                        /* transient, or refused without quarantine: fails the batch */
                         err = tb_seterr(errstr, errstr_size,
-                                        v == TB_PGSINK_PERMANENT ? TB_ERR_INVALID : TB_ERR_PG,
+                                        fault == TB_STORE_FAULT_PERMANENT ? TB_ERR_INVALID
+                                                                          : TB_ERR_PG,
                                         "%s [%" PRId32 "] offset %" PRId64 ": %s", tname,
                                         m->partition, m->offset, why);
                         goto out;
@@ -247,10 +290,7 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
         for (size_t k = 0; k < poison_cnt; k++) {
                 /* once: the batch that set it aside is committed */
                 const rd_kafka_message_t *m = msgs[poison[k].i];
-                char labels[400];
-                tb_snprintf(labels, sizeof(labels), "role=\"%s\",topic=\"%s\"", c->sub,
-                            rd_kafka_topic_name(m->rkt));
-                tb_metrics_add("taskbus_quarantined_total", labels, 1);
+                tb_pgsink_quarantine_count(c->sub, m);
                 tb_warn(c->sub,
                         "%s [%" PRId32 "] offset %" PRId64
                         " quarantined (taskbus admin quarantine list): %s",

@@ -164,6 +164,21 @@ tb_err_t tb_pgsink_apply(PGconn *conn, const tb_pgsink_conf_t *c,
                          size_t errstr_size);
 
 /**
+ * Quarantine one record \p m for \p role outside any batch (its own
+ * statement, on a connection of \p store): for the roles whose transactions
+ * are Kafka's (commands), which skip a record they cannot decode and go on;
+ * the row is written before their transaction commits, idempotently, so a
+ * record read again after an abort keeps one row. Counted and logged once
+ * (as in a batch); on failure (PostgreSQL unreachable within 5 s) the error
+ * is logged and returned, and the caller goes on all the same: a role never
+ * waits on PostgreSQL for a record it cannot use.
+ * @locality any thread.
+ */
+tb_err_t tb_pgsink_quarantine_one(tb_store_t *store, const char *role,
+                                  const rd_kafka_message_t *m, const char *why, char *errstr,
+                                  size_t errstr_size);
+
+/**
  * Build the consumer of \p c and start the sink's thread.
  * Caller owns *\p out: tb_pgsink_stop().
  * @locality any thread.
