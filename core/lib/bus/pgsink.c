@@ -239,6 +239,7 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                 } else if (v != TB_PGSINK_APPLIED && c->quarantine &&
                            fault == TB_STORE_FAULT_PERMANENT) {
                         char sqlstate[6];
+                        bool fresh = false;
                         tb_snprintf(sqlstate, sizeof(sqlstate), "%s",
                                     PQtransactionStatus(conn) == PQTRANS_INERROR
                                             ? tb_store_last_sqlstate()
@@ -258,11 +259,16 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                         if ((err = tb_pgsink_savepoint(conn,
                                                        "ROLLBACK TO SAVEPOINT tb_pgsink_record",
                                                        errstr, errstr_size)) ||
-                            (err = tb_pgsink_quarantine(conn, c->sub, m, why, sqlstate, NULL,
+                            (err = tb_pgsink_quarantine(conn, c->sub, m, why, sqlstate, &fresh,
                                                         errstr, errstr_size)))
                                 goto out;
-                        poison[poison_cnt].i = i;
-                        tb_snprintf(poison[poison_cnt++].why, sizeof(poison->why), "%s", why);
+                        if (fresh) {
+                                /* not when a batch is applied again (a replay, a crash
+                                 * before the commit was seen): counted and logged once */
+                                poison[poison_cnt].i = i;
+                                tb_snprintf(poison[poison_cnt++].why, sizeof(poison->why), "%s",
+                                            why);
+                        }
                         if (ops->quarantined)
                                 ops->quarantined(c->opaque, m);
                 } else if (v != TB_PGSINK_APPLIED) {
