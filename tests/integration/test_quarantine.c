@@ -9,7 +9,8 @@
  *    truncated Avro (decode), an `at` out of range (22008), a task a CHECK
  *    constraint refuses (23514): the good records are projected, the bad
  *    ones quarantined with their error, key, headers and bytes, REST creates
- *    right after are projected (201, not 202), the metric counts them, and
+ *    right after are projected (201, not 202), a task every second created
+ *    after them fires (scheduler and executor go on), the metric counts them, and
  *    `taskbus replay` into an empty database equals the projection row for
  *    row, quarantine included;
  *  - run-results (projector): truncated Avro, not Avro at all;
@@ -95,7 +96,7 @@ static void setup(void) {
         g_conf = tbt_write_temp(".conf", text);
         free(text);
         tbt_stack_user(&g_st, "alice", "ops", g_alice);
-        g_pid = daemon_start("api,commands,projector,archiver");
+        g_pid = daemon_start("api,commands,projector,archiver,scheduler,executor");
 }
 
 static void teardown(void) {
@@ -303,6 +304,26 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
                 tb_buf_free(&b);
         }
 
+        /* fires keep firing: a task every second, created after the poison */
+        tb_buf_t fb = {0};
+        long fst = http("POST", "/v1/tasks",
+                        "{\"name\":\"ticker\",\"script\":\"/bin/true\",\"security_group\":"
+                        "\"ops\",\"schedule\":{\"every\":\"1s\"}}",
+                        &fb);
+        cr_assert_eq(fst, 201, "%ld %s", fst, fb.data);
+        tb_buf_free(&fb);
+        count_wait_t fw = {g_st.conn,
+                           "SELECT (count(*) >= 3)::int FROM runs r JOIN tasks t ON t.id = r.task_id "
+                           "WHERE t.name = 'ticker' AND r.status = 'succeeded'",
+                           1};
+        bool fired = tbt_wait_until(count_reached, &fw, 120000);
+        if (!fired) {
+                char *log = tbt_daemon_log(&g_st);
+                cr_log_error("daemon log:\n%s", log);
+                free(log);
+        }
+        cr_assert(fired, "the scheduler and executor go on after the poison");
+
         /* run-results (projector) and run-logs (archiver) */
         hostile("runresults", TB_TOPIC_RESULTS, NULL);
         hostile("logs", TB_TOPIC_LOGS, "q-log-run");
@@ -358,7 +379,7 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         free(log);
 
         /* replay into an empty database (same operator constraint) equals the projection */
-        wait_count("SELECT count(*) FROM tasks", 2 + 8);
+        wait_count("SELECT count(*) FROM tasks", 2 + 8 + 1);
         char url[1024];
         tbt_stack_new_db(&g_st, "replay", url, sizeof(url));
         PGconn *rconn = PQconnectdb(url);
@@ -371,7 +392,7 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
                          url, g_st.config_path);
         cr_assert_eq(rc, 0, "replay failed: %s", out);
         cr_assert(strstr(out, "4 quarantined"), "replay reports what it set aside: %s", out);
-        cr_assert(strstr(out, "into 10 tasks"), "%s", out);
+        cr_assert(strstr(out, "into 11 tasks"), "%s", out);
         cr_log_info("%s", out);
         free(out);
         char *t1 = value_of(g_st.conn, dump_tasks_sql), *t2 = value_of(rconn, dump_tasks_sql);

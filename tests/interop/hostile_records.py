@@ -67,7 +67,7 @@ def main(argv):
     recs = []
     if mode == "events":
         base = dict(values["TaskEvent"][0])
-        base["task"] = dict(base["task"], home_region="", paused=False)
+        base["task"] = dict(base["task"], home_region="")  # paused: it never fires
         base["epoch"] = 0
         sch = schemas["TaskEvent"]
 
