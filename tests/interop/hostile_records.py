@@ -7,7 +7,8 @@ kcat run (so the consumer sees them in one batch, between good records).
   hostile_records.py events BOOTSTRAP TOPIC PARTITION
       TaskEvents: good-a, an 8,000-character task_id (index row size),
       truncated Avro, an `at` no timestamp can hold (out of range), a task
-      named "forbidden by check" (the test adds a CHECK refusing it), good-b.
+      named "forbidden by check" (the test adds a CHECK refusing it), a task
+      name with a NUL inside (jsonb refuses \u0000), good-b.
   hostile_records.py runresults BOOTSTRAP TOPIC PARTITION
       RunResults: a good one (run q-run-good), truncated Avro, not Avro at all,
       a good one (run q-run-good-2).
@@ -88,6 +89,7 @@ def main(argv):
                 ("truncated", "q-trunc", good[: len(good) // 2]),
                 ("range", "q-range", ev("q-range", at=HUGE_MS)),
                 ("check", "q-check", ev("q-check", name="forbidden by check")),
+                ("nul", "q-nul", ev("q-nul", name="nul\x00inside")),
                 ("good-b", "q-good-b", ev("q-good-b"))]
     elif mode == "runresults":
         sch = schemas["RunResult"]
