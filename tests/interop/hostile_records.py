@@ -20,7 +20,6 @@ kcat run (so the consumer sees them in one batch, between good records).
 
 Prints one JSON line: {"records": [{"name", "offset_in_call", "task_id"...}]}.
 """
-import io
 import json
 import os
 import random
@@ -30,19 +29,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import avro.io  # noqa: E402
-from avro_interop import crc64_avro, load_schemas, load_values, spec_canonical  # noqa: E402
+from avro_interop import load_schemas, load_values  # noqa: E402
+from external_producer import encode  # noqa: E402  (single-object encoding)
 
 HUGE_MS = 2 ** 62  # no PostgreSQL timestamp is this many ms after 1970
-
-
-def encode(schemas, value):
-    declared, plain = schemas
-    out = io.BytesIO()
-    out.write(b"\xc3\x01")
-    out.write(crc64_avro(spec_canonical(declared).encode()).to_bytes(8, "little"))
-    avro.io.DatumWriter(plain).write(value, avro.io.BinaryEncoder(out))
-    return out.getvalue()
 
 
 def produce(bootstrap, topic, partition, key, values, headers):

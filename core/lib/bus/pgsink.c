@@ -130,16 +130,16 @@ static tb_err_t tb_pgsink_quarantine(PGconn *conn, const char *role,
                                      const char *sqlstate, bool *inserted, char *errstr,
                                      size_t errstr_size) {
         rd_kafka_headers_t *hs = NULL;
-        tb_header_t h[64];
-        size_t hn = 0;
+        tb_header_t *h = NULL;
+        size_t hn = 0, hcnt = 0;
         const char *name;
         const void *value;
         size_t len;
-        if (!rd_kafka_message_headers(m, &hs))
-                for (; hn < TB_ARRAY_LEN(h) &&
-                       !rd_kafka_header_get_all(hs, hn, &name, &value, &len);
-                     hn++)
-                        h[hn] = (tb_header_t){.name = name, .value = value, .len = len};
+        if (!rd_kafka_message_headers(m, &hs) && (hcnt = rd_kafka_header_cnt(hs)) > 0 &&
+            !(h = calloc(hcnt, sizeof(*h))))
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "%s: out of memory", role);
+        for (; hn < hcnt && !rd_kafka_header_get_all(hs, hn, &name, &value, &len); hn++)
+                h[hn] = (tb_header_t){.name = name, .value = value, .len = len};
         tb_store_quarantine_rec_t rec = {
                 .role = role,
                 .topic = rd_kafka_topic_name(m->rkt),
@@ -154,15 +154,22 @@ static tb_err_t tb_pgsink_quarantine(PGconn *conn, const char *role,
                 .error = why,
                 .sqlstate = sqlstate,
         };
-        return tb_store_quarantine_insert(conn, &rec, inserted, errstr, errstr_size);
+        tb_err_t err = tb_store_quarantine_insert(conn, &rec, inserted, errstr, errstr_size);
+        free(h);
+        return err;
 }
 
-/** taskbus_quarantined_total{role,topic} += 1. */
-static void tb_pgsink_quarantine_count(const char *role, const rd_kafka_message_t *m) {
+/** Once per record set aside: taskbus_quarantined_total{role,topic} and a log line. */
+static void tb_pgsink_quarantine_report(const char *role, const rd_kafka_message_t *m,
+                                        const char *why) {
         char labels[400];
-        tb_snprintf(labels, sizeof(labels), "role=\"%s\",topic=\"%s\"", role,
-                    rd_kafka_topic_name(m->rkt));
+        const char *tname = rd_kafka_topic_name(m->rkt);
+        tb_snprintf(labels, sizeof(labels), "role=\"%s\",topic=\"%s\"", role, tname);
         tb_metrics_add("taskbus_quarantined_total", labels, 1);
+        tb_warn(role,
+                "%s [%" PRId32 "] offset %" PRId64
+                " quarantined (taskbus admin quarantine list): %s",
+                tname, m->partition, m->offset, why);
 }
 
 tb_err_t tb_pgsink_quarantine_one(tb_store_t *store, const char *role,
@@ -182,13 +189,8 @@ tb_err_t tb_pgsink_quarantine_one(tb_store_t *store, const char *role,
                          rd_kafka_topic_name(m->rkt), m->partition, m->offset, errstr, why);
                 return err;
         }
-        if (inserted) {
-                tb_pgsink_quarantine_count(role, m);
-                tb_warn(role,
-                        "%s [%" PRId32 "] offset %" PRId64
-                        " quarantined (taskbus admin quarantine list): %s",
-                        rd_kafka_topic_name(m->rkt), m->partition, m->offset, why);
-        }
+        if (inserted)
+                tb_pgsink_quarantine_report(role, m, why);
         return TB_OK;
 }
 
@@ -295,12 +297,7 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                 goto out;
         for (size_t k = 0; k < poison_cnt; k++) {
                 /* once: the batch that set it aside is committed */
-                const rd_kafka_message_t *m = msgs[poison[k].i];
-                tb_pgsink_quarantine_count(c->sub, m);
-                tb_warn(c->sub,
-                        "%s [%" PRId32 "] offset %" PRId64
-                        " quarantined (taskbus admin quarantine list): %s",
-                        rd_kafka_topic_name(m->rkt), m->partition, m->offset, poison[k].why);
+                tb_pgsink_quarantine_report(c->sub, msgs[poison[k].i], poison[k].why);
         }
         if (ops->committed)
                 ops->committed(c->opaque);
