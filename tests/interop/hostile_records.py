@@ -8,7 +8,8 @@ kcat run (so the consumer sees them in one batch, between good records).
       TaskEvents: good-a, an 8,000-character task_id (index row size),
       truncated Avro, an `at` no timestamp can hold (out of range), a task
       named "forbidden by check" (the test adds a CHECK refusing it), a task
-      name with a NUL inside (jsonb refuses \u0000), good-b.
+      name with a NUL inside (jsonb refuses \u0000), an actor that is not
+      UTF-8 (bytes patched into the encoding), good-b.
   hostile_records.py runresults BOOTSTRAP TOPIC PARTITION
       RunResults: a good one (run q-run-good), truncated Avro, not Avro at all,
       a good one (run q-run-good-2).
@@ -80,6 +81,7 @@ def main(argv):
                 ("range", "q-range", ev("q-range", at=HUGE_MS)),
                 ("check", "q-check", ev("q-check", name="forbidden by check")),
                 ("nul", "q-nul", ev("q-nul", name="nul\x00inside")),
+                ("utf8", "q-utf8", ev("q-utf8", actor="ZZZZ").replace(b"ZZZZ", b"\xff\xfe\xc3\x28")),
                 ("good-b", "q-good-b", ev("q-good-b"))]
     elif mode == "runresults":
         sch = schemas["RunResult"]
