@@ -15,6 +15,7 @@
  *    after them fires (scheduler and executor go on), the metric counts them, and
  *    `taskbus replay` into an empty database equals the projection row for
  *    row, quarantine included;
+ *  - runs (projector; the executor dead-letters them): truncated Avro, JSON;
  *  - run-results (projector): truncated Avro, not Avro at all;
  *  - run-logs (archiver): garbage, truncated Avro, an `at` out of range;
  *  - task-commands (commands, whose transactions are Kafka's): truncated Avro
@@ -307,6 +308,16 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
                 tb_buf_free(&b);
         }
 
+        /* runs: the projector quarantines, the executor dead-letters, both go on */
+        hostile("runs", TB_TOPIC_RUNS, NULL);
+        char runs_topic[256];
+        tb_topic_name(g_st.conf, TB_TOPIC_RUNS, runs_topic, sizeof(runs_topic));
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM quarantine WHERE topic = '%s' AND role = 'projector' "
+                 "AND sqlstate IS NULL",
+                 runs_topic);
+        wait_count(sql, 2);
+
         /* fires keep firing: a task every second, created after the poison */
         tb_buf_t fb = {0};
         long fst = http("POST", "/v1/tasks",
@@ -367,6 +378,9 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         snprintf(want, sizeof(want),
                  "taskbus_quarantined_total{role=\"archiver\",topic=\"%s\"} 3\n", logs);
         cr_assert(strstr(m.data, want), "no '%s'", want);
+        snprintf(want, sizeof(want),
+                 "taskbus_quarantined_total{role=\"projector\",topic=\"%s\"} 2\n", runs_topic);
+        cr_assert(strstr(m.data, want), "no '%s'", want);
         char commands[256];
         tb_topic_name(g_st.conf, TB_TOPIC_COMMANDS, commands, sizeof(commands));
         snprintf(want, sizeof(want),
@@ -378,7 +392,7 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         int n = 0;
         for (const char *p = log; (p = strstr(p, " quarantined (taskbus admin quarantine")); p++)
                 n++;
-        cr_assert_eq(n, 13, "each quarantined record is logged once: %d", n);
+        cr_assert_eq(n, 15, "each quarantined record is logged once: %d", n);
         free(log);
 
         /* replay into an empty database (same operator constraint) equals the projection */

@@ -13,6 +13,8 @@ kcat run (so the consumer sees them in one batch, between good records).
   hostile_records.py runresults BOOTSTRAP TOPIC PARTITION
       RunResults: a good one (run q-run-good), truncated Avro, not Avro at all,
       a good one (run q-run-good-2).
+  hostile_records.py runs BOOTSTRAP TOPIC PARTITION
+      RunRequests: truncated Avro, JSON instead of Avro.
   hostile_records.py commands BOOTSTRAP TOPIC PARTITION
       TaskCommands: truncated Avro, garbage after a valid single-object marker.
   hostile_records.py logs BOOTSTRAP TOPIC PARTITION RUN_ID
@@ -101,6 +103,10 @@ def main(argv):
                 ("truncated", run_id, c0[:12]),
                 ("range", run_id, encode(sch, dict(base, seq=7, at=HUGE_MS))),
                 ("seq1", run_id, encode(sch, dict(base, seq=1)))]
+    elif mode == "runs":
+        good = encode(schemas["RunRequest"], values["RunRequest"][0])
+        recs = [("truncated", "q-runreq-trunc", good[: len(good) - 5]),
+                ("garbage", "q-runreq-garbage", b"{\"run_id\": \"json, not avro\"}")]
     elif mode == "commands":
         good = encode(schemas["TaskCommand"], values["TaskCommand"][0])
         recs = [("truncated", "q-cmd-trunc", good[:20]),
