@@ -20,6 +20,8 @@
  *  - run-logs (archiver): garbage, truncated Avro, an `at` out of range;
  *  - task-commands (commands, whose transactions are Kafka's): truncated Avro
  *    and garbage are quarantined too, and REST goes on;
+ *  - scheduler-checkpoints: a garbage checkpoint is quarantined by the
+ *    scheduler when it loads the partition;
  *  - `taskbus admin quarantine list|show|retry|drop`: a retried record is
  *    applied once the constraint that refused it is gone.
  */
@@ -79,6 +81,8 @@ static pid_t daemon_start(const char *roles) {
         return pid;
 }
 
+static void hostile(const char *mode, tb_topic_t topic, const char *more);
+
 static void setup(void) {
         tbt_stack_create(&g_st, NULL);
         /* an operator's constraint: the projection refuses what it forbids */
@@ -99,6 +103,8 @@ static void setup(void) {
         g_conf = tbt_write_temp(".conf", text);
         free(text);
         tbt_stack_user(&g_st, "alice", "ops", g_alice);
+        /* a garbage checkpoint, read by the scheduler when it loads partition 0 */
+        hostile("checkpoints", TB_TOPIC_CHECKPOINTS, NULL);
         g_pid = daemon_start("api,commands,projector,archiver,scheduler,executor");
 }
 
@@ -308,6 +314,15 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
                 tb_buf_free(&b);
         }
 
+        /* the scheduler set the garbage checkpoint aside when it loaded partition 0 */
+        char ck[256];
+        tb_topic_name(g_st.conf, TB_TOPIC_CHECKPOINTS, ck, sizeof(ck));
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM quarantine WHERE role = 'scheduler' AND topic = '%s' "
+                 "AND partition = 0 AND error = 'not a SchedulerCheckpoint'",
+                 ck);
+        wait_count(sql, 1);
+
         /* runs: the projector quarantines, the executor dead-letters, both go on */
         hostile("runs", TB_TOPIC_RUNS, NULL);
         char runs_topic[256];
@@ -392,7 +407,7 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         int n = 0;
         for (const char *p = log; (p = strstr(p, " quarantined (taskbus admin quarantine")); p++)
                 n++;
-        cr_assert_eq(n, 15, "each quarantined record is logged once: %d", n);
+        cr_assert_eq(n, 16, "each quarantined record is logged once: %d", n);
         free(log);
 
         /* replay into an empty database (same operator constraint) equals the projection */

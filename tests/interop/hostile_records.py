@@ -15,6 +15,8 @@ kcat run (so the consumer sees them in one batch, between good records).
       a good one (run q-run-good-2).
   hostile_records.py runs BOOTSTRAP TOPIC PARTITION
       RunRequests: truncated Avro, JSON instead of Avro.
+  hostile_records.py checkpoints BOOTSTRAP TOPIC PARTITION
+      A SchedulerCheckpoint that is garbage after the magic bytes.
   hostile_records.py commands BOOTSTRAP TOPIC PARTITION
       TaskCommands: truncated Avro, garbage after a valid single-object marker.
   hostile_records.py logs BOOTSTRAP TOPIC PARTITION RUN_ID
@@ -107,6 +109,8 @@ def main(argv):
         good = encode(schemas["RunRequest"], values["RunRequest"][0])
         recs = [("truncated", "q-runreq-trunc", good[: len(good) - 5]),
                 ("garbage", "q-runreq-garbage", b"{\"run_id\": \"json, not avro\"}")]
+    elif mode == "checkpoints":
+        recs = [("garbage", "q-ck", b"\xc3\x01\x00\x00 not a checkpoint")]
     elif mode == "commands":
         good = encode(schemas["TaskCommand"], values["TaskCommand"][0])
         recs = [("truncated", "q-cmd-trunc", good[:20]),
