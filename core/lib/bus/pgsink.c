@@ -176,11 +176,11 @@ tb_err_t tb_pgsink_quarantine_one(tb_store_t *store, const char *role,
                                   const rd_kafka_message_t *m, const char *why, char *errstr,
                                   size_t errstr_size) {
         bool inserted = false;
-        PGconn *conn = tb_store_acquire_timeout(store, 5000);
+        PGconn *conn = tb_store_acquire_timeout(store, 1000);
         tb_err_t err = conn ? tb_pgsink_quarantine(conn, role, m, why, NULL, &inserted, errstr,
                                                    errstr_size)
                             : tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
-                                        "no PostgreSQL connection within 5 s");
+                                        "no PostgreSQL connection within 1 s");
         tb_store_release(store, conn);
         if (err) {
                 tb_error(role,

@@ -169,9 +169,10 @@ tb_err_t tb_pgsink_apply(PGconn *conn, const tb_pgsink_conf_t *c,
  * are Kafka's (commands), which skip a record they cannot decode and go on;
  * the row is written before their transaction commits, idempotently, so a
  * record read again after an abort keeps one row. Counted and logged once
- * (as in a batch); on failure (PostgreSQL unreachable within 5 s) the error
- * is logged and returned, and the caller goes on all the same: a role never
- * waits on PostgreSQL for a record it cannot use.
+ * (as in a batch); on failure (no pooled connection within 1 s, or
+ * PostgreSQL unreachable: at most libpq's connect_timeout more) the error is
+ * logged and returned, and the caller goes on all the same: a role does not
+ * wait for PostgreSQL to come back for a record it cannot use.
  * @locality any thread.
  */
 tb_err_t tb_pgsink_quarantine_one(tb_store_t *store, const char *role,

@@ -411,10 +411,6 @@ static int tb_store_line_of(const char *sql, long pos) {
         return line;
 }
 
-/*
- * Turn a result into our error convention. \p sql, when given, is used to
- * name the line of a syntax error (multi-line migration files).
- */
 /* The SQLSTATE of this thread's last statement (tb_store_last_sqlstate()). */
 static __thread char tb_store_last_state[6];
 
@@ -422,6 +418,10 @@ const char *tb_store_last_sqlstate(void) {
         return tb_store_last_state;
 }
 
+/*
+ * Turn a result into our error convention. \p sql, when given, is used to
+ * name the line of a syntax error (multi-line migration files).
+ */
 static tb_err_t tb_store_result_err(PGconn *conn, const PGresult *r, const char *what,
                                     const char *sql, char *errstr, size_t errstr_size) {
         ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
