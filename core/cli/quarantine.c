@@ -175,11 +175,10 @@ static int tb_cli_q_show(PGconn *conn, int argc, char **argv) {
         if (!id)
                 return 2;
         tb_store_quarantine_row_t q;
-        tb_err_t e = tb_store_quarantine_get(conn, id, &q, err, sizeof(err));
-        if (e) {
+        if (tb_store_quarantine_get(conn, id, &q, err, sizeof(err))) {
                 tb_cli_fail("admin quarantine show: %s", err);
                 tb_store_quarantine_row_free(&q);
-                return e == TB_ERR_NOT_FOUND ? 1 : 1;
+                return 1;
         }
         if (json) {
                 json_t *hs = json_array();
