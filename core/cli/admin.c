@@ -20,6 +20,7 @@ static void tb_cli_admin_usage(FILE *fp) {
                     "  topics list         list taskbus topics with partitions and retention\n");
         tb_cli_admin_identity_usage(fp);
         tb_cli_admin_region_usage(fp);
+        tb_cli_admin_quarantine_usage(fp);
 }
 
 static int tb_cli_admin_migrate(tb_config_t *conf, bool status_only) {
@@ -98,6 +99,8 @@ int tb_cli_admin(int argc, char **argv) {
                 ; /* user, token, group, audit */
         else if (!strcmp(argv[1], "region"))
                 rc = tb_cli_admin_region(argc, argv, conf);
+        else if (!strcmp(argv[1], "quarantine"))
+                rc = tb_cli_admin_quarantine(argc, argv, conf);
         else if (!strcmp(argv[1], "migrate"))
                 rc = tb_cli_admin_migrate(conf, argc > 2 && !strcmp(argv[2], "--status"));
         else if (!strcmp(argv[1], "topics") && argc > 2)

@@ -64,6 +64,10 @@ void tb_cli_admin_identity_usage(FILE *fp);
 /** `taskbus admin region failover|status` (region.c); argv[1] is "region". */
 int tb_cli_admin_region(int argc, char **argv, tb_config_t *conf);
 void tb_cli_admin_region_usage(FILE *fp);
+/** `taskbus admin quarantine list|show|retry|drop` (quarantine.c); argv[1] is
+ *  "quarantine". */
+int tb_cli_admin_quarantine(int argc, char **argv, tb_config_t *conf);
+void tb_cli_admin_quarantine_usage(FILE *fp);
 /** `taskbus tasks create|list|get|update|delete|pause|resume|run` (tasks.c). */
 int tb_cli_tasks(int argc, char **argv);
 /** `taskbus runs list|get|cancel` (runs.c): run history through the REST API. */

@@ -272,9 +272,10 @@ int tb_cli_replay(int argc, char **argv) {
         int64_t tasks = tb_cli_replay_count(conn);
         if (tasks < 0)
                 goto out;
-        printf("replayed %" PRIu64 " events (%" PRIu64 " skipped as malformed) from %s into "
-               "%" PRId64 " tasks in %.2f s (%.0f events/s)\n",
-               st.events, st.malformed, topic, tasks, secs, secs > 0 ? (double)st.events / secs : 0.0);
+        printf("replayed %" PRIu64 " events (%" PRIu64 " skipped as malformed, %" PRIu64
+               " quarantined) from %s into %" PRId64 " tasks in %.2f s (%.0f events/s)\n",
+               st.events, st.malformed, st.quarantined, topic, tasks, secs,
+               secs > 0 ? (double)st.events / secs : 0.0);
         rc = 0;
 out:
         for (size_t i = 0; i < batch_cnt; i++)

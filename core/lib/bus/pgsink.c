@@ -12,6 +12,7 @@
 #include "store/offsets.h"
 
 #include "http/metrics.h"
+#include "store/quarantine.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -85,11 +86,117 @@ static void tb_pgsink_offsets_fold(rd_kafka_topic_partition_list_t *l,
                 tp->offset = off;
 }
 
-tb_err_t tb_pgsink_apply(PGconn *conn, const tb_pgsink_conf_t *c,
-                         rd_kafka_message_t *const *msgs, size_t cnt, char *errstr,
-                         size_t errstr_size) {
+/* ---- poison isolation ------------------------------------------------------------ */
+
+/** A record set aside in the batch in hand, logged and counted once the
+ *  batch is committed. */
+typedef struct tb_pgsink_poison {
+        size_t i;      /**< index in the batch */
+        char why[512]; /**< the apply callback's reason */
+} tb_pgsink_poison_t;
+
+/** What a refused record deserves, whatever its callback guessed: a failed
+ *  statement is classified by its SQLSTATE (store/quarantine.h), the same
+ *  for every role; a lost connection is never the record's fault. */
+static tb_store_fault_t tb_pgsink_fault(PGconn *conn, tb_pgsink_verdict_t v) {
+        if (PQstatus(conn) != CONNECTION_OK)
+                return TB_STORE_FAULT_TRANSIENT;
+        if (PQtransactionStatus(conn) == PQTRANS_INERROR)
+                return tb_store_quarantine_classify(tb_store_last_sqlstate());
+        return v == TB_PGSINK_PERMANENT ? TB_STORE_FAULT_PERMANENT : TB_STORE_FAULT_TRANSIENT;
+}
+
+/** Put \p m in the quarantine table for \p role, in the caller's transaction
+ *  (if any). */
+static tb_err_t tb_pgsink_quarantine(PGconn *conn, const char *role,
+                                     const rd_kafka_message_t *m, const char *why,
+                                     const char *sqlstate, bool *inserted, char *errstr,
+                                     size_t errstr_size) {
+        rd_kafka_headers_t *hs = NULL;
+        tb_header_t *h = NULL;
+        size_t hn = 0, hcnt = 0;
+        const char *name;
+        const void *value;
+        size_t len;
+        if (!rd_kafka_message_headers(m, &hs) && (hcnt = rd_kafka_header_cnt(hs)) > 0 &&
+            !(h = calloc(hcnt, sizeof(*h))))
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "%s: out of memory", role);
+        for (; hn < hcnt && !rd_kafka_header_get_all(hs, hn, &name, &value, &len); hn++)
+                h[hn] = (tb_header_t){.name = name, .value = value, .len = len};
+        tb_store_quarantine_rec_t rec = {
+                .role = role,
+                .topic = rd_kafka_topic_name(m->rkt),
+                .partition = m->partition,
+                .offset = m->offset,
+                .key = m->key,
+                .key_len = m->key_len,
+                .headers = h,
+                .header_cnt = hn,
+                .value = m->payload,
+                .value_len = m->len,
+                .error = why,
+                .sqlstate = sqlstate,
+        };
+        tb_err_t err = tb_store_quarantine_insert(conn, &rec, inserted, errstr, errstr_size);
+        free(h);
+        return err;
+}
+
+/** Once per record set aside: taskbus_quarantined_total{role,topic} and a log line. */
+static void tb_pgsink_quarantine_report(const char *role, const rd_kafka_message_t *m,
+                                        const char *why) {
+        char labels[400];
+        const char *tname = rd_kafka_topic_name(m->rkt);
+        tb_snprintf(labels, sizeof(labels), "role=\"%s\",topic=\"%s\"", role, tname);
+        tb_metrics_add("taskbus_quarantined_total", labels, 1);
+        tb_warn(role,
+                "%s [%" PRId32 "] offset %" PRId64
+                " quarantined (taskbus admin quarantine list): %s",
+                tname, m->partition, m->offset, why);
+}
+
+tb_err_t tb_pgsink_quarantine_one(tb_store_t *store, const char *role,
+                                  const rd_kafka_message_t *m, const char *why, char *errstr,
+                                  size_t errstr_size) {
+        bool inserted = false;
+        PGconn *conn = tb_store_acquire_timeout(store, 1000);
+        tb_err_t err = conn ? tb_pgsink_quarantine(conn, role, m, why, NULL, &inserted, errstr,
+                                                   errstr_size)
+                            : tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
+                                        "no PostgreSQL connection within 1 s");
+        tb_store_release(store, conn);
+        if (err) {
+                tb_error(role,
+                         "%s [%" PRId32 "] offset %" PRId64 " could not be quarantined (%s); "
+                         "skipped anyway: %s",
+                         rd_kafka_topic_name(m->rkt), m->partition, m->offset, errstr, why);
+                return err;
+        }
+        if (inserted)
+                tb_pgsink_quarantine_report(role, m, why);
+        return TB_OK;
+}
+
+/** A savepoint statement (\p sql) around one record. */
+static tb_err_t tb_pgsink_savepoint(PGconn *conn, const char *sql, char *errstr,
+                                    size_t errstr_size) {
+        return tb_store_exec(conn, "record savepoint", sql, 0, NULL, NULL, errstr, errstr_size);
+}
+
+/**
+ * One try at the batch. Without \p careful, records run straight in the
+ * transaction (no subtransaction per record: the common case stays as
+ * cheap as before); a permanent refusal then rolls everything back and sets
+ * *\p redo, for a careful pass in which each record runs inside a SAVEPOINT
+ * and a refused one is rolled back to it and quarantined.
+ */
+static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
+                                     rd_kafka_message_t *const *msgs, size_t cnt, bool careful,
+                                     bool *redo, char *errstr, size_t errstr_size) {
         const tb_pgsink_ops_t *ops = c->ops;
         rd_kafka_topic_partition_list_t *next = rd_kafka_topic_partition_list_new(8);
+        tb_pgsink_poison_t *poison = NULL;
+        size_t poison_cnt = 0;
         tb_err_t err;
         if (ops->begin)
                 ops->begin(c->opaque);
@@ -99,22 +206,69 @@ tb_err_t tb_pgsink_apply(PGconn *conn, const tb_pgsink_conf_t *c,
                 const rd_kafka_message_t *m = msgs[i];
                 const char *tname = rd_kafka_topic_name(m->rkt);
                 char why[768] = "";
+                tb_store_fault_t fault = TB_STORE_FAULT_TRANSIENT;
+                if (careful && (err = tb_pgsink_savepoint(conn, "SAVEPOINT tb_pgsink_record",
+                                                          errstr, errstr_size)))
+                        goto out;
                 tb_pgsink_verdict_t v = ops->apply(conn, m, c->opaque, why, sizeof(why));
+                if (v != TB_PGSINK_APPLIED && v != TB_PGSINK_SKIPPED)
+                        fault = c->quarantine              ? tb_pgsink_fault(conn, v)
+                                : v == TB_PGSINK_PERMANENT ? TB_STORE_FAULT_PERMANENT
+                                                           : TB_STORE_FAULT_TRANSIENT;
                 if (v == TB_PGSINK_SKIPPED) {
                         /* a record no version of us wrote: skip it, loudly */
                         if (c->metric_malformed)
                                 tb_metrics_add(c->metric_malformed, NULL, 1);
                         tb_warn(c->sub, "%s [%" PRId32 "] offset %" PRId64 " skipped: %s",
                                 tname, m->partition, m->offset, why);
+                } else if (v != TB_PGSINK_APPLIED && c->quarantine &&
+                           fault == TB_STORE_FAULT_PERMANENT) {
+                        char sqlstate[6];
+                        bool fresh = false;
+                        tb_snprintf(sqlstate, sizeof(sqlstate), "%s",
+                                    PQtransactionStatus(conn) == PQTRANS_INERROR
+                                            ? tb_store_last_sqlstate()
+                                            : "");
+                        if (!careful) {
+                                *redo = true;
+                                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                                "%s [%" PRId32 "] offset %" PRId64 ": %s", tname,
+                                                m->partition, m->offset, why);
+                                goto out;
+                        }
+                        if (!poison && !(poison = calloc(cnt, sizeof(*poison)))) {
+                                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                                "%s: out of memory", c->sub);
+                                goto out;
+                        }
+                        if ((err = tb_pgsink_savepoint(conn,
+                                                       "ROLLBACK TO SAVEPOINT tb_pgsink_record",
+                                                       errstr, errstr_size)) ||
+                            (err = tb_pgsink_quarantine(conn, c->sub, m, why, sqlstate, &fresh,
+                                                        errstr, errstr_size)))
+                                goto out;
+                        if (fresh) {
+                                /* not when a batch is applied again (a replay, a crash
+                                 * before the commit was seen): counted and logged once */
+                                poison[poison_cnt].i = i;
+                                tb_snprintf(poison[poison_cnt++].why, sizeof(poison->why), "%s",
+                                            why);
+                        }
+                        if (ops->quarantined)
+                                ops->quarantined(c->opaque, m);
                 } else if (v != TB_PGSINK_APPLIED) {
-                        /* poison isolation goes here: today a refused record
-                         * fails its batch like a transient error */
+                        /* transient, or refused without quarantine: fails the batch */
                         err = tb_seterr(errstr, errstr_size,
-                                        v == TB_PGSINK_PERMANENT ? TB_ERR_INVALID : TB_ERR_PG,
+                                        fault == TB_STORE_FAULT_PERMANENT ? TB_ERR_INVALID
+                                                                          : TB_ERR_PG,
                                         "%s [%" PRId32 "] offset %" PRId64 ": %s", tname,
                                         m->partition, m->offset, why);
                         goto out;
                 }
+                if (careful && (err = tb_pgsink_savepoint(conn,
+                                                          "RELEASE SAVEPOINT tb_pgsink_record",
+                                                          errstr, errstr_size)))
+                        goto out;
                 tb_pgsink_offsets_fold(next, m, true);
         }
         if (c->consumer &&
@@ -124,12 +278,29 @@ tb_err_t tb_pgsink_apply(PGconn *conn, const tb_pgsink_conf_t *c,
                 goto out;
         if ((err = tb_store_commit(conn, errstr, errstr_size)))
                 goto out;
+        for (size_t k = 0; k < poison_cnt; k++) {
+                /* once: the batch that set it aside is committed */
+                tb_pgsink_quarantine_report(c->sub, msgs[poison[k].i], poison[k].why);
+        }
         if (ops->committed)
                 ops->committed(c->opaque);
 out:
         if (err)
                 tb_store_rollback(conn);
+        free(poison);
         rd_kafka_topic_partition_list_destroy(next);
+        return err;
+}
+
+tb_err_t tb_pgsink_apply(PGconn *conn, const tb_pgsink_conf_t *c,
+                         rd_kafka_message_t *const *msgs, size_t cnt, char *errstr,
+                         size_t errstr_size) {
+        bool redo = false;
+        tb_err_t err = tb_pgsink_apply_pass(conn, c, msgs, cnt, false, &redo, errstr,
+                                            errstr_size);
+        if (err && redo)
+                err = tb_pgsink_apply_pass(conn, c, msgs, cnt, true, &redo, errstr,
+                                           errstr_size);
         return err;
 }
 
@@ -288,6 +459,9 @@ tb_err_t tb_pgsink_start(const tb_pgsink_conf_t *c, tb_pgsink_t **out, char *err
                                  "pgsink %s: sub, consumer, ops->apply, conf, store and a "
                                  "batch_max of at least 1 are required",
                                  c->consumer ? c->consumer : "");
+        if (c->quarantine)
+                tb_metrics_describe("taskbus_quarantined_total", "counter",
+                                    "Records set aside in the quarantine table (by role and topic)");
         tb_pgsink_t *sk = calloc(1, sizeof(*sk));
         if (!sk || !(sk->batch = calloc(c->batch_max, sizeof(*sk->batch)))) {
                 free(sk);

@@ -24,11 +24,20 @@
  *    the group is left within a bound (tb_bus_consumer_destroy()).
  *
  * The apply callback sees one record at a time inside the batch
- * transaction, and says what became of it (tb_pgsink_verdict_t): that is
- * the seam for setting a poison record aside (a savepoint around each apply,
- * rolled back on TB_PGSINK_PERMANENT, the record stored apart and its offset
- * advanced) while the rest of the batch goes on. Today a permanent refusal
- * fails the batch like a transient one, as before.
+ * transaction, and says what became of it (tb_pgsink_verdict_t).
+ *
+ * Poison isolation (c->quarantine): a record refused for good (the
+ * callback's TB_PGSINK_PERMANENT, or a failed statement whose SQLSTATE
+ * tb_store_quarantine_classify() calls permanent: data, integrity, program
+ * limit) does not stop its partition. The batch is rolled back and applied
+ * again with a SAVEPOINT around each record; the refused record is rolled
+ * back to its savepoint, inserted raw into the quarantine table
+ * (store/quarantine.h: role c->sub, topic, partition, offset, key, headers,
+ * value, error, SQLSTATE) in the same transaction as the batch's offsets,
+ * counted once committed in taskbus_quarantined_total{role,topic}, logged
+ * once, and the batch goes on. A transient failure (connection, 40001,
+ * 40P01, 55P03, 57014, 53...) still fails the batch, retried with backoff.
+ * Without c->quarantine a permanent refusal fails the batch (TB_ERR_INVALID).
  *
  * The SQL of consumer_offsets is in pgsink.c, in one place.
  */
@@ -57,8 +66,10 @@ typedef enum tb_pgsink_verdict {
         /** Failed for now (PostgreSQL down, a conflict): the batch is rolled
          *  back and read again after a backoff. */
         TB_PGSINK_TRANSIENT,
-        /** Can never be applied as it is. For now handled like TRANSIENT;
-         *  the seam for poison isolation (see the file comment). */
+        /** Can never be applied as it is (it cannot be decoded, or its content
+         *  is refused): quarantined with c->quarantine, else fails the batch.
+         *  A failed statement's SQLSTATE overrides the callback's guess
+         *  either way (see the file comment). */
         TB_PGSINK_PERMANENT,
 } tb_pgsink_verdict_t;
 
@@ -92,6 +103,9 @@ typedef struct tb_pgsink_ops {
         tb_err_t (*finish)(PGconn *conn, void *opaque, char *errstr, size_t errstr_size);
         /** Optional: the batch was committed (count it). */
         void (*committed)(void *opaque);
+        /** Optional: \p msg was quarantined, in the transaction (count it in
+         *  the batch's state: the batch may still be rolled back). */
+        void (*quarantined)(void *opaque, const rd_kafka_message_t *msg);
 } tb_pgsink_ops_t;
 
 /**
@@ -108,6 +122,10 @@ typedef struct tb_pgsink_conf {
         const tb_pgsink_ops_t *ops;
         void *opaque;                 /**< for every ops callback */
         const char *metric_malformed; /**< counter of TB_PGSINK_SKIPPED records, or NULL */
+        /** Quarantine permanently refused records (role = sub) instead of
+         *  failing the batch. The records must be librdkafka's own (their
+         *  headers are read). */
+        bool quarantine;
 
         /* ---- the sink (tb_pgsink_start) ---- */
         const tb_config_t *conf;
@@ -137,12 +155,29 @@ typedef struct tb_pgsink tb_pgsink_t;
  * On failure everything is rolled back.
  * @returns TB_OK; TB_ERR_PG (or the store's code) when the transaction or a
  *          TB_PGSINK_TRANSIENT record failed; TB_ERR_INVALID when a record
- *          was refused (TB_PGSINK_PERMANENT); errstr names the record.
+ *          was refused (TB_PGSINK_PERMANENT) and c->quarantine is off;
+ *          errstr names the record.
  * @locality any thread (one connection per caller).
  */
 tb_err_t tb_pgsink_apply(PGconn *conn, const tb_pgsink_conf_t *c,
                          rd_kafka_message_t *const *msgs, size_t cnt, char *errstr,
                          size_t errstr_size);
+
+/**
+ * Quarantine one record \p m for \p role outside any batch (its own
+ * statement, on a connection of \p store): for the roles whose transactions
+ * are Kafka's (commands), which skip a record they cannot decode and go on;
+ * the row is written before their transaction commits, idempotently, so a
+ * record read again after an abort keeps one row. Counted and logged once
+ * (as in a batch); on failure (no pooled connection within 1 s, or
+ * PostgreSQL unreachable: at most libpq's connect_timeout more) the error is
+ * logged and returned, and the caller goes on all the same: a role does not
+ * wait for PostgreSQL to come back for a record it cannot use.
+ * @locality any thread.
+ */
+tb_err_t tb_pgsink_quarantine_one(tb_store_t *store, const char *role,
+                                  const rd_kafka_message_t *m, const char *why, char *errstr,
+                                  size_t errstr_size);
 
 /**
  * Build the consumer of \p c and start the sink's thread.

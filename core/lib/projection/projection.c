@@ -335,7 +335,7 @@ static tb_pgsink_verdict_t tb_projection_apply_record(PGconn *conn, const rd_kaf
         if (tb_serde_decode(m->payload, m->len, pt->schema, NULL, &value, errstr,
                             errstr_size) != TB_OK) {
                 b->stats.malformed++;
-                return TB_PGSINK_SKIPPED;
+                return TB_PGSINK_PERMANENT; /* quarantined, like a refused one */
         }
         tb_err_t err = pt->apply(b, m, value, errstr, errstr_size);
         json_decref(value);
@@ -376,8 +376,14 @@ static void tb_projection_batch_committed(void *opaque) {
                 b->total->malformed += b->stats.malformed;
                 b->total->events += b->stats.events;
                 b->total->results += b->stats.results;
+                b->total->quarantined += b->stats.quarantined;
         }
         tb_metrics_add("taskbus_projector_records_total", NULL, (double)b->stats.records);
+}
+
+static void tb_projection_batch_quarantined(void *opaque, const rd_kafka_message_t *m) {
+        (void)m;
+        ((tb_projection_batch_t *)opaque)->stats.quarantined++;
 }
 
 static const tb_pgsink_ops_t tb_projection_sink_ops = {
@@ -385,6 +391,7 @@ static const tb_pgsink_ops_t tb_projection_sink_ops = {
         .apply = tb_projection_apply_record,
         .finish = tb_projection_batch_finish,
         .committed = tb_projection_batch_committed,
+        .quarantined = tb_projection_batch_quarantined,
 };
 
 /** What a projector batch does, with \p b as its state (the sink and
@@ -396,6 +403,7 @@ tb_pgsink_conf_t tb_projection_sink_conf(tb_projection_batch_t *b, const char *c
                 .ops = &tb_projection_sink_ops,
                 .opaque = b,
                 .metric_malformed = "taskbus_projector_malformed_total",
+                .quarantine = true,
         };
 }
 

@@ -37,6 +37,7 @@ typedef struct tb_projection_stats {
         uint64_t malformed; /**< records that could not be decoded (skipped) */
         uint64_t events;    /**< task events applied (or found already applied) */
         uint64_t results;   /**< run results applied */
+        uint64_t quarantined; /**< records set aside (store/quarantine.h), malformed included */
 } tb_projection_stats_t;
 
 /** The state of one batch handed to a topic's apply function. */
@@ -62,8 +63,9 @@ typedef tb_err_t (*tb_projection_apply_fn)(tb_projection_batch_t *b, const rd_ka
  * apply function; records of other topics are an error) in one transaction
  * on \p conn (idle, outside a transaction), with the next offset of every
  * partition in the batch stored for \p consumer (NULL: offsets not stored),
- * then NOTIFY TB_PROJECTION_CHANNEL. Undecodable records are counted in
- * \p stats->malformed, logged and skipped (their offsets still advance).
+ * then NOTIFY TB_PROJECTION_CHANNEL. Records that cannot be decoded (counted
+ * in \p stats->malformed too) or are refused for their content are
+ * quarantined (bus/pgsink.h; \p stats->quarantined), their offsets advance.
  * On error the transaction is rolled back: nothing of the batch is kept.
  * \p stats may be NULL. @locality any thread (one connection per caller).
  */

@@ -414,6 +414,13 @@ static int tb_store_line_of(const char *sql, long pos) {
         return line;
 }
 
+/* The SQLSTATE of this thread's last statement (tb_store_last_sqlstate()). */
+static __thread char tb_store_last_state[6];
+
+const char *tb_store_last_sqlstate(void) {
+        return tb_store_last_state;
+}
+
 /*
  * Turn a result into our error convention. \p sql, when given, is used to
  * name the line of a syntax error (multi-line migration files).
@@ -422,6 +429,9 @@ tb_err_t tb_store_result_err(PGconn *conn, const PGresult *r, const char *what,
                              const char *sql, char *errstr, size_t errstr_size) {
         ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
         char msg[1024], extra[1024] = "", where[64] = "";
+        const char *last = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        tb_snprintf(tb_store_last_state, sizeof(tb_store_last_state), "%s",
+                    last ? last : PQstatus(conn) == CONNECTION_BAD ? "08006" : "");
 
         if (!what)
                 what = "postgres";

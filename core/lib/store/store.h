@@ -91,6 +91,15 @@ tb_err_t tb_store_exec(PGconn *conn, const char *what, const char *sql, int npar
                        const char *const *params, PGresult **res, char *errstr,
                        size_t errstr_size);
 
+/**
+ * The SQLSTATE of the last statement this thread ran through tb_store_exec()
+ * (or the helpers below): "" after a success or a libpq failure without a
+ * server message, "08006" when the connection was lost. For classifying a
+ * failure whose errstr was rewritten or cut (store/quarantine.h).
+ * @locality the calling thread's (thread-local, valid until its next statement).
+ */
+const char *tb_store_last_sqlstate(void);
+
 /** BEGIN / COMMIT / ROLLBACK helpers with the same error convention. */
 tb_err_t tb_store_begin(PGconn *conn, char *errstr, size_t errstr_size);
 tb_err_t tb_store_commit(PGconn *conn, char *errstr, size_t errstr_size);

@@ -119,7 +119,7 @@ static tb_pgsink_verdict_t tb_arch_apply_record(PGconn *conn, const rd_kafka_mes
         json_t *v = NULL;
         if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_LOG_CHUNK, NULL, &v, errstr,
                             errstr_size) != TB_OK)
-                return TB_PGSINK_SKIPPED;
+                return TB_PGSINK_PERMANENT; /* quarantined */
         tb_err_t err = tb_arch_insert(conn, v, &ar->hex, errstr, errstr_size);
         json_decref(v);
         if (!err)
@@ -232,6 +232,7 @@ static tb_err_t tb_arch_start(tb_ctx_t *ctx, void **state, char *errstr, size_t 
                 .ops = &tb_arch_sink_ops,
                 .opaque = ar,
                 .metric_malformed = "taskbus_archiver_malformed_total",
+                .quarantine = true,
                 .conf = ctx->conf,
                 .store = ctx->store,
                 .stopping = &ctx->stopping,

@@ -40,6 +40,8 @@
  */
 #include "commands/cmd_internal.h"
 
+#include "bus/pgsink.h"
+
 /* ---- rebalance ------------------------------------------------------------- */
 
 /** Drop the collected, unprocessed records of partitions being revoked: their
@@ -141,6 +143,10 @@ static tb_err_t tb_cmd_handle(tb_cmd_t *cmd, const rd_kafka_message_t *msg, char
 
         if (tb_serde_decode(msg->payload, msg->len, TB_SCHEMA_TASK_COMMAND, NULL, &c, derr,
                             sizeof(derr)) != TB_OK) {
+                /* kept raw for `taskbus admin quarantine`; the role goes on either way */
+                char qerr[512];
+                (void)tb_pgsink_quarantine_one(cmd->ctx->store, TB_CMD_SUB, msg, derr, qerr,
+                                               sizeof(qerr));
                 if (!corr[0] || !tb_cmd_utf8_ok(corr)) {
                         cmd->malformed++;
                         tb_metrics_add("taskbus_commands_malformed_total", NULL, 1);
@@ -469,6 +475,8 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         tb_metrics_describe("taskbus_commands_total", "counter",
                             "Commands handled, by command type and outcome (ACCEPTED or the "
                             "rejection reason)");
+        tb_metrics_describe("taskbus_quarantined_total", "counter",
+                            "Records set aside in the quarantine table (by role and topic)");
         tb_metrics_describe("taskbus_commands_malformed_total", "counter",
                             "task-commands records that could not be decoded nor answered");
         tb_metrics_describe("taskbus_commands_txn_failures_total", "counter",

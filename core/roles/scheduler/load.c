@@ -6,6 +6,7 @@
  */
 #include "scheduler/role_internal.h"
 
+#include "bus/pgsink.h"
 #include "projection/projection.h"
 #include "serde/serde.h"
 #include "store/offsets.h"
@@ -240,6 +241,12 @@ static tb_err_t tb_sched_load_checkpoints(tb_sched_role_t *r, int32_t p, char *e
                         tb_sched_checkpoint(r->s, v, tb_now_ms(), derr, sizeof(derr));
                         n++;
                         json_decref(v);
+                } else if (m->payload) {
+                        /* not a tombstone: kept raw (once, however often it is loaded) */
+                        char qerr[256];
+                        (void)tb_pgsink_quarantine_one(r->ctx->store, TB_SCHED_LOG, m,
+                                                       "not a SchedulerCheckpoint", qerr,
+                                                       sizeof(qerr));
                 }
                 rd_kafka_message_destroy(m);
         }
