@@ -485,6 +485,26 @@ Test(logs, cancel_a_real_run) {
         free(out);
 }
 
+/* Deleting a task stops its running run (it does not go on to its end). */
+Test(logs, delete_cancels_the_running_run) {
+        char task[64], sql[512], path[160];
+        create_once(task, "doomed", "echo started; sleep 45", "");
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM runs WHERE task_id = '%s' AND status = 'running'", task);
+        wait_sql(sql, "1", 60000);
+        snprintf(path, sizeof(path), "/v1/tasks/%s", task);
+        int64_t t0 = tb_mono_us();
+        hres_t r = http("DELETE", path, alice, NULL);
+        cr_assert(r.status == 200 || r.status == 202 || r.status == 204, "DELETE: %ld %s",
+                  r.status, r.body.data ? r.body.data : "");
+        hfree(&r);
+        snprintf(sql, sizeof(sql), "SELECT status || ' ' || coalesce(error, '') FROM runs "
+                                   "WHERE task_id = '%s'", task);
+        wait_sql(sql, "cancelled cancelled: the task was deleted", 30000);
+        int64_t took_s = (tb_mono_us() - t0) / 1000000;
+        cr_assert(took_s < 40, "the run was stopped only after %lld s", (long long)took_s);
+}
+
 /* ---- history retention ------------------------------------------------------------ */
 
 Test(logs, history_past_retention_is_deleted_in_batches) {

@@ -30,6 +30,7 @@
 #include "replication.h"
 #include "serde/serde.h"
 #include "store/store.h"
+#include "store/claims.h"
 #include "store/runs.h"
 #include "store/tasks.h"
 #include "task/task.h"
@@ -129,6 +130,12 @@ static tb_err_t tb_projection_apply_event(tb_projection_batch_t *b, const rd_kaf
                 err = tb_store_tasks_upsert(b->conn, up, errstr, errstr_size);
         } else {
                 err = tb_store_tasks_delete(b->conn, id, version, epoch, errstr, errstr_size);
+                /* A deleted task's running (and held) runs stop: their
+                 * executors see the request within a lease renewal. */
+                if (!err && !strcmp(type, "DELETED"))
+                        err = tb_store_claims_cancel_task_runs(b->conn, id,
+                                                               "the task was deleted", NULL,
+                                                               errstr, errstr_size);
         }
         if (!err) {
                 b->stats.events++;
