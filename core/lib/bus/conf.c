@@ -110,7 +110,7 @@ tb_err_t tb_bus_conf_new(const tb_config_t *conf, rd_kafka_conf_t **out, char *e
                 err = tb_bus_set(c, conf->kafka[i].key, conf->kafka[i].value, errstr,
                                  errstr_size);
                 if (err) {
-                        /* config.c validated these already: say where it comes from */
+                        /* config/load.c validated these already: say where it comes from */
                         char inner[512];
                         tb_snprintf(inner, sizeof(inner), "%s", errstr);
                         tb_seterr(errstr, errstr_size, err, "%s (from the kafka group of %s)",
