@@ -214,7 +214,8 @@ static tb_err_t tb_identity_lookup(tb_store_t *store, const unsigned char hash[T
                             "SELECT t.id, t.user_id, t.revoked_at IS NOT NULL, u.disabled, "
                             "       (t.last_used_at IS NULL OR "
                             "        t.last_used_at < now() - interval '1 minute'), "
-                            "       m.group_name "
+                            "       m.group_name, "
+                            "       (t.expires_at IS NOT NULL AND t.expires_at <= now()) "
                             "FROM api_tokens t JOIN users u ON u.id = t.user_id "
                             "LEFT JOIN group_members m ON m.user_id = t.user_id "
                             "WHERE t.token_hash = $1::bytea "
@@ -236,6 +237,13 @@ static tb_err_t tb_identity_lookup(tb_store_t *store, const unsigned char hash[T
                 tb_identity_quote(token_id, q, sizeof(q));
                 err = tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
                                 "token %s has been revoked; ask an administrator for a new one", q);
+                goto done;
+        }
+        if (!strcmp(PQgetvalue(res, 0, 6), "t")) {
+                char q[48];
+                tb_identity_quote(token_id, q, sizeof(q));
+                err = tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
+                                "token %s has expired; ask an administrator for a new one", q);
                 goto done;
         }
         if (!strcmp(PQgetvalue(res, 0, 3), "t")) {
