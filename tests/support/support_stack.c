@@ -88,6 +88,19 @@ void tbt_stack_new_db(tbt_stack_t *st, const char *name, char *url, size_t url_s
         tbt_pg_url_for(db, url, url_size);
 }
 
+char *tbt_new_key_file(void) {
+        /* 0600 (mkstemps), 32 random bytes in hex */
+        unsigned char kraw[TB_SIGN_KEY_LEN];
+        char khex[2 * TB_SIGN_KEY_LEN + 2];
+        cr_assert_eq(tb_random_bytes(kraw, sizeof(kraw)), TB_OK);
+        for (size_t i = 0; i < sizeof(kraw); i++)
+                snprintf(khex + 2 * i, 3, "%02x", kraw[i]);
+        strcat(khex, "\n");
+        char *path = tbt_write_temp(".key", khex);
+        cr_assert_not_null(path);
+        return path;
+}
+
 void tbt_stack_create(tbt_stack_t *st, const tbt_stack_opts_t *opts) {
         tbt_stack_opts_t o = opts ? *opts : (tbt_stack_opts_t){0};
         char err[2048], sql[200];
@@ -104,15 +117,7 @@ void tbt_stack_create(tbt_stack_t *st, const tbt_stack_opts_t *opts) {
         tbt_admin_sql(sql);
         tbt_pg_url_for(st->db, st->db_url, sizeof(st->db_url));
 
-        /* the stack's internal key: 0600 (mkstemps), 32 random bytes in hex */
-        unsigned char kraw[TB_SIGN_KEY_LEN];
-        char khex[2 * TB_SIGN_KEY_LEN + 2];
-        cr_assert_eq(tb_random_bytes(kraw, sizeof(kraw)), TB_OK);
-        for (size_t i = 0; i < sizeof(kraw); i++)
-                snprintf(khex + 2 * i, 3, "%02x", kraw[i]);
-        strcat(khex, "\n");
-        st->key_path = tbt_write_temp(".key", khex);
-        cr_assert_not_null(st->key_path);
+        st->key_path = tbt_new_key_file();
 
         char *text = NULL;
         cr_assert_gt(asprintf(&text,

@@ -48,6 +48,10 @@ typedef struct tbt_stack {
         char *key_path;       /**< the stack's internal key file (security.key_file) */
 } tbt_stack_t;
 
+/** A new internal key file (security.key_file: mode 0600, 64 hex digits);
+ *  malloc'd path, the caller unlinks and frees it. */
+char *tbt_new_key_file(void);
+
 /** Create the database (migrated), the topics and the config file. Asserts. */
 void tbt_stack_create(tbt_stack_t *st, const tbt_stack_opts_t *opts);
 /** Delete the topics, drop the database, remove the files. */
