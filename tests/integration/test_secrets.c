@@ -21,14 +21,11 @@
 #include "support.h"
 #include "support_stack.h"
 
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 static tbt_stack_t st;
@@ -36,20 +33,10 @@ static pid_t daemon_pid;
 static int api_port;
 static char *conf_path;
 
-static int free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET};
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        socklen_t len = sizeof(sa);
-        getsockname(fd, (struct sockaddr *)&sa, &len);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
 static void setup(void) {
         tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 2});
-        api_port = free_port();
+        api_port = tbt_free_port();
+        cr_assert_gt(api_port, 0);
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
                               "security = { key_file = \"%s\"; };\n"

@@ -4,10 +4,13 @@
  */
 #include "support.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,4 +111,19 @@ const char *tbt_pg_server(char *buf, size_t size) {
         if (slash)
                 *slash = '\0';
         return buf;
+}
+
+int tbt_free_port(void) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET};
+        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+                if (fd >= 0)
+                        close(fd);
+                return -1;
+        }
+        socklen_t len = sizeof(sa);
+        getsockname(fd, (struct sockaddr *)&sa, &len);
+        close(fd);
+        return ntohs(sa.sin_port);
 }

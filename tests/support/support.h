@@ -39,4 +39,7 @@ bool tbt_wait_until(bool (*cond)(void *), void *arg, int timeout_ms);
 /** Write \p text to a new temp file; @returns its malloc'd path. */
 char *tbt_write_temp(const char *suffix, const char *text);
 
+/** A TCP port of 127.0.0.1 free right now (for a daemon's api.listen). */
+int tbt_free_port(void);
+
 #endif
