@@ -542,6 +542,76 @@ Test(commands_engine, authentication) {
         cr_assert_eq(state("t-auth")->version, 1);
 }
 
+Test(commands_engine, old_form_stale_signatures_and_replays) {
+        /* the old bearer header: refused with what changed, nothing authenticated */
+        char auth[200];
+        json_t *c = command("CREATE", "t-sig", -1, task_json("a", "ops", ""));
+        tb_cmd_cred_t old = {.authorization = ALICE, .authorization_len = strlen(ALICE)};
+        forget_last();
+        tb_cmd_engine_decide(eng, c, &old, part_of("t-sig"), &v);
+        json_decref(c);
+        expect_rejected("UNAUTHENTICATED", "");
+        cr_assert(strstr(v.message, "bearer tokens are no longer accepted on Kafka") &&
+                          strstr(v.message, "docs/kafka-interface.md"),
+                  "%s", v.message);
+        cr_assert_eq(auth_calls, 0);
+
+        /* signed 5 min + 1 ms ago, or ahead: refused before any lookup */
+        int64_t now = clock_ms;
+        clock_ms = now - (5 * 60 * 1000 + 1);
+        tb_cmd_cred_t cr = cred_of(ALICE, strlen(ALICE), auth);
+        clock_ms = now;
+        c = command("CREATE", "t-sig", -1, task_json("a", "ops", ""));
+        forget_last();
+        tb_cmd_engine_decide(eng, c, &cr, part_of("t-sig"), &v);
+        json_decref(c);
+        expect_rejected("UNAUTHENTICATED", "");
+        cr_assert(strstr(v.message, "signature_max_age") && strstr(v.message, "behind"), "%s",
+                  v.message);
+        clock_ms = now + 5 * 60 * 1000 + 1;
+        cr = cred_of(ALICE, strlen(ALICE), auth);
+        clock_ms = now;
+        c = command("CREATE", "t-sig", -1, task_json("a", "ops", ""));
+        forget_last();
+        tb_cmd_engine_decide(eng, c, &cr, part_of("t-sig"), &v);
+        json_decref(c);
+        expect_rejected("UNAUTHENTICATED", "");
+        cr_assert(strstr(v.message, "ahead of"), "%s", v.message);
+        cr_assert_eq(auth_calls, 0);
+
+        /* the same record twice: the second is a replay */
+        cr = cred_of(ALICE, strlen(ALICE), auth);
+        json_t *rec = command("RUN_NOW", "t-sig", -1, NULL);
+        ask(ALICE, "CREATE", "t-sig", -1, task_json("a", "ops", ""));
+        expect_accepted(1, "CREATED");
+        forget_last();
+        tb_cmd_engine_decide(eng, rec, &cr, part_of("t-sig"), &v);
+        cr_assert_null(v.reason, "%s: %s", v.reason, v.message);
+        tb_cmd_engine_commit(eng);
+        forget_last();
+        tb_cmd_engine_decide(eng, rec, &cr, part_of("t-sig"), &v);
+        expect_rejected("CONFLICT", "command_id");
+        cr_assert(strstr(v.message, "replayed record"), "%s", v.message);
+        /* the same command id re-signed (a new signature) is a replay too */
+        cr = cred_of(ALICE, strlen(ALICE), auth);
+        forget_last();
+        tb_cmd_engine_decide(eng, rec, &cr, part_of("t-sig"), &v);
+        expect_rejected("CONFLICT", "command_id");
+        json_decref(rec);
+
+        /* a batch that did not commit is decided again, not taken for a replay */
+        rec = command("RUN_NOW", "t-sig", -1, NULL);
+        cr = cred_of(ALICE, strlen(ALICE), auth);
+        forget_last();
+        tb_cmd_engine_decide(eng, rec, &cr, part_of("t-sig"), &v);
+        cr_assert_null(v.reason, "%s: %s", v.reason, v.message);
+        tb_cmd_engine_rollback(eng);
+        forget_last();
+        tb_cmd_engine_decide(eng, rec, &cr, part_of("t-sig"), &v);
+        cr_assert_null(v.reason, "after a rollback: %s: %s", v.reason, v.message);
+        json_decref(rec);
+}
+
 /* ---- validation ------------------------------------------------------------------ */
 
 Test(commands_engine, validation_errors_name_the_field) {

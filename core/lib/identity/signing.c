@@ -219,7 +219,7 @@ tb_err_t tb_sign_internal_headers(const tb_principal_t *who, const void *key, si
         if (!k)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "no internal key loaded (security.key_file)");
-        if (!tb_snprintf(principal, 200, "user=%s;token=%s", who->user_id, who->token_id))
+        if (tb_snprintf(principal, 200, "user=%s;token=%s", who->user_id, who->token_id))
                 return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL, "principal too long");
         int64_t ts = tb_now_ms();
         char sig[65];

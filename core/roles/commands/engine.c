@@ -293,8 +293,8 @@ static tb_principal_t *tb_cmd_authenticate(tb_cmd_engine_t *eng, const json_t *c
         const char *command_id = tb_cmd_jstr(c, "command_id");
         bool dup = tb_cmd_seen_check(eng, (tb_snprintf(key, sizeof(key), "s:%s", a.sig), key));
         if (!dup && *command_id && strlen(command_id) < 200 &&
-            tb_snprintf(key, sizeof(key), "c:%s\n%.*s", command_id, 64,
-                        tb_cmd_jstr(c, "task_id")))
+            !tb_snprintf(key, sizeof(key), "c:%s\n%.*s", command_id, 64,
+                         tb_cmd_jstr(c, "task_id")))
                 dup = tb_cmd_seen_check(eng, key);
         if (dup) {
                 tb_cmd_reject(v, "CONFLICT", "command_id",
