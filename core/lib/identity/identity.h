@@ -12,7 +12,8 @@
  *
  * Files: auth.c (principals, authentication, the token format), cache.c
  * (the authentication cache), admin.c (the admin operations and the audit
- * log). The per-user rate limiter is a subsystem of its own:
+ * log), signing.c (signed Kafka commands and the internal key:
+ * identity/signing.h; the commands role checks signatures, not tokens). The per-user rate limiter is a subsystem of its own:
  * identity/ratelimit.h.
  */
 #ifndef TB_IDENTITY_H
