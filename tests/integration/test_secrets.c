@@ -215,8 +215,9 @@ Test(secrets, no_token_material_in_kafka_logs_or_database, .init = setup, .fini 
         const char *dir = getenv("TASKBUS_STACK_DIR");
         if (dir && *dir) {
                 out = NULL;
-                int rc = tbt_run(&out, "grep -rlaF -e '%s' -e '%s' '%s'", secret, ksign_hex, dir);
-                cr_assert_eq(rc, 1, "token material in files of %s:\n%s", dir, out ? out : "");
+                /* -s: Kafka deletes other tests' segments while we read */
+                tbt_run(&out, "grep -rlasF -e '%s' -e '%s' '%s'; true", secret, ksign_hex, dir);
+                cr_assert(!out || !*out, "token material in files of %s:\n%s", dir, out);
                 free(out);
         }
 
@@ -421,6 +422,7 @@ Test(secrets, expired_and_pre_signing_tokens, .init = setup, .fini = teardown,
         char *body = NULL;
         cr_assert_eq(rest("GET", "/v1/tasks", tok, NULL, &body), 200, "%s", body);
         free(body);
+        body = NULL;
         sleep(3);
         /* REST: refused once expired (the api's cache holds a result 1 s) */
         int s = 0;
