@@ -7,8 +7,10 @@
  */
 #include "cli.h"
 #include "identity/identity.h"
+#include "identity/signing.h"
 #include "store/audit.h"
 #include "store/identity.h"
+#include "units.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -22,7 +24,7 @@ void tb_cli_admin_identity_usage(FILE *fp) {
                 "  user disable NAME                 stop the user's tokens from authenticating\n"
                 "  user enable NAME                  undo disable\n"
                 "  user list                         users, state and groups\n"
-                "  token create USER                 another token for USER (printed once)\n"
+                "  token create USER [--expires 90d]  another token for USER (printed once)\n"
                 "  token revoke TOKEN_ID             revoke a token by id (tok_...)\n"
                 "  token list [USER]                 token ids, user, created, revoked, last used\n"
                 "  group add-member GROUP USER       add USER to GROUP (created when missing)\n"
@@ -70,6 +72,14 @@ static bool tb_cli_id_connect(tb_cli_id_db_t *db) {
                             "with: taskbus admin migrate");
                 return false;
         }
+        /* new tokens get their Kafka signing key sealed under the internal key */
+        if (tb_sign_key_init(db->conf, false, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("%s", err);
+                return false;
+        }
+        if (!tb_sign_key())
+                fprintf(stderr, "warning: security.key_file is not set: tokens created now "
+                                "work on the REST API only, not for signing Kafka commands\n");
         return true;
 }
 
@@ -299,16 +309,33 @@ static int tb_cli_id_token(tb_cli_id_db_t *db, const char *actor, int argc, char
         tb_err_t e;
         if (!strcmp(what, "create")) {
                 char token[72], token_id[32];
-                if (!tb_cli_id_argc(argc, 4, 4, "token create USER"))
+                int64_t ttl_ms = 0;
+                err[0] = '\0';
+                if (!tb_cli_id_argc(argc, 4, 6, "token create USER [--expires DURATION]"))
                         return 2;
+                if (argc > 4 && (argc != 6 || strcmp(argv[4], "--expires"))) {
+                        tb_cli_fail("usage: taskbus admin token create USER [--expires DURATION]"
+                                    " (e.g. --expires 90d)");
+                        return 2;
+                }
+                if (argc == 6 && (tb_units_duration_parse(argv[5], &ttl_ms, err, sizeof(err)) ||
+                                  ttl_ms <= 0)) {
+                        tb_cli_fail("--expires: %s", ttl_ms <= 0 && !*err ? "must be positive"
+                                                                           : err);
+                        return 2;
+                }
                 if (!tb_cli_id_connect(db))
                         return 1;
-                if ((e = tb_identity_token_create(db->conn, actor, argv[3], token, token_id, err,
-                                                  sizeof(err)))) {
+                if ((e = tb_identity_token_create_expiring(db->conn, actor, argv[3],
+                                                           ttl_ms ? tb_now_ms() + ttl_ms : 0,
+                                                           token, token_id, err,
+                                                           sizeof(err)))) {
                         tb_cli_fail("token create: %s", err);
                         return tb_cli_id_status(e);
                 }
                 printf("user: %s\ntoken_id: %s\ntoken: %s\n", argv[3], token_id, token);
+                if (ttl_ms)
+                        printf("expires: in %s\n", argv[5]);
                 fflush(stdout);
                 fprintf(stderr, "Store the token now: it is shown only this once (taskbus keeps "
                                 "only its SHA-256).\n");

@@ -44,12 +44,13 @@ static int free_port(void) {
 static char *daemon_conf(tbt_stack_t *st, int port, const char *api_extra, const char *kafka) {
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
+                              "security = { key_file = \"%s\"; };\n"
                               "region = \"local\";\nlog_level = \"info\";\n"
                               "topics = { prefix = \"%s\"; partitions = %d; };\n"
                               "postgres = { url = \"%s\"; pool_size = 8; };\n"
                               "api = { listen = \"127.0.0.1:%d\"; %s };\n"
                               "kafka = { bootstrap_servers = \"%s\"; };\n",
-                              st->prefix, (int)st->conf->topic_partitions, st->db_url, port,
+                              st->key_path, st->prefix, (int)st->conf->topic_partitions, st->db_url, port,
                               api_extra ? api_extra : "reply_timeout = \"30s\"; rate = 100000.0; burst = 100000;",
                               kafka ? kafka : st->kafka),
                      0);

@@ -64,12 +64,13 @@ static void setup(void) {
         port = free_port();
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
+                              "security = { key_file = \"%s\"; };\n"
                               "topics = { prefix = \"%s\"; partitions = 2; };\n"
                               "postgres = { url = \"%s\"; };\n"
                               "api = { listen = \"127.0.0.1:%d\"; reply_timeout = \"30s\"; "
                               "rate = 10000.0; burst = 10000; };\n"
                               "kafka = { bootstrap_servers = \"%s\"; };\n",
-                              st.prefix, st.db_url, port, st.kafka),
+                              st.key_path, st.prefix, st.db_url, port, st.kafka),
                      0);
         conf_path = tbt_write_temp(".conf", text);
         free(text);

@@ -52,7 +52,7 @@ Test(hostile_commands, are_rejected_naming_the_field_and_stop_nothing, .init = s
         char *out = NULL;
         int rc = tbt_run(&out,
                          "/usr/bin/python3 '%s/tests/interop/hostile_commands.py' '%s' '%s' '%s' "
-                         "ext http://127.0.0.1:%d 2>&1",
+                         "ext http://127.0.0.1:%d mallory 2>&1",
                          tbt_source_dir(), st.kafka, st.prefix, authz + strlen("Bearer "), port);
         printf("%s\n", out ? out : "");
         cr_assert_eq(rc, 0, "hostile producer found a failure (%d):\n%s", rc, out ? out : "");

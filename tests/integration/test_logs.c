@@ -153,6 +153,7 @@ static void setup(void) {
         port = free_port();
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
+                              "security = { key_file = \"%s\"; };\n"
                               "region = \"local\";\nlog_level = \"info\";\n"
                               "topics = { prefix = \"%s\"; partitions = 2; };\n"
                               "postgres = { url = \"%s\"; pool_size = 8; };\n"
@@ -161,7 +162,7 @@ static void setup(void) {
                               "executor = { lease = \"3s\"; grace = \"2s\"; kill_grace = \"1s\"; };\n"
                               "archiver = { batch = 10; };\n"
                               "kafka = { bootstrap_servers = \"%s\"; };\n",
-                              st.prefix, st.db_url, port, st.kafka),
+                              st.key_path, st.prefix, st.db_url, port, st.kafka),
                      0);
         conf_path = tbt_write_temp(".conf", text);
         free(text);

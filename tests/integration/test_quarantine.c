@@ -92,13 +92,14 @@ static void setup(void) {
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
                               "region = \"local\";\nlog_level = \"info\";\n"
+                              "security = { key_file = \"%s\"; };\n"
                               "topics = { prefix = \"%s\"; partitions = %d; };\n"
                               "postgres = { url = \"%s\"; pool_size = 8; };\n"
                               "api = { listen = \"127.0.0.1:%d\"; reply_timeout = \"30s\"; "
                               "rate = 100000.0; burst = 100000; };\n"
                               "kafka = { bootstrap_servers = \"%s\"; };\n",
-                              g_st.prefix, (int)g_st.conf->topic_partitions, g_st.db_url,
-                              g_port, g_st.kafka),
+                              g_st.key_path, g_st.prefix, (int)g_st.conf->topic_partitions,
+                              g_st.db_url, g_port, g_st.kafka),
                      0);
         g_conf = tbt_write_temp(".conf", text);
         free(text);

@@ -16,6 +16,7 @@
  */
 #include "config/config.h"
 #include "identity/identity.h"
+#include "identity/signing.h"
 #include "replication.h"
 #include "serde/serde.h"
 #include "store/store.h"
@@ -45,6 +46,7 @@ typedef struct region {
         char db[80];
         char db_url[700];
         char *config_path;
+        char *key_path;
         char log_path[400];
         pid_t pid;
         char token[96];
@@ -250,7 +252,9 @@ static size_t topic_nominals(region_t *conf_of, int port, const char *topic, con
 
 static void region_config(region_t *r, region_t *o) {
         char text[4096];
+        r->key_path = tbt_new_key_file(); /* each region its own internal key */
         snprintf(text, sizeof(text),
+                 "security = { key_file = \"%s\"; };\n"
                  "region = \"%s\";\n"
                  "log_level = \"info\";\n"
                  "topics = { prefix = \"%s\"; partitions = 3; };\n"
@@ -264,7 +268,7 @@ static void region_config(region_t *r, region_t *o) {
                  "        region_kafka = { %s = \"127.0.0.1:%d\"; };\n"
                  "        startup_fence = \"60s\";\n"
                  "};\n",
-                 r->name, g_prefix, r->db_url, r->api_port, r->kport, o->name, o->name,
+                 r->key_path, r->name, g_prefix, r->db_url, r->api_port, r->kport, o->name, o->name,
                  o->api_port, o->name, o->kport);
         r->config_path = tbt_write_temp(".conf", text);
         char err[1024];
@@ -326,6 +330,9 @@ static void setup(void) {
                 cr_assert_eq(tb_store_migrate(c, &applied, err, sizeof(err)), TB_OK, "%s", err);
                 const char *groups[] = {"ops"};
                 char token[72], token_id[32];
+                /* the token's signing key is sealed under the region's key */
+                tb_sign_key_clear();
+                cr_assert_eq(tb_sign_key_init(r->conf, true, err, sizeof(err)), TB_OK, "%s", err);
                 cr_assert_eq(tb_identity_user_create(c, "test", "alice", groups, 1, token,
                                                      token_id, err, sizeof(err)),
                              TB_OK, "%s", err);
@@ -365,6 +372,9 @@ static void teardown(void) {
                 if (R[i].config_path)
                         unlink(R[i].config_path);
                 free(R[i].config_path);
+                if (R[i].key_path)
+                        unlink(R[i].key_path);
+                free(R[i].key_path);
                 R[i].config_path = NULL;
                 PGconn *c = server_conn(NULL);
                 char sql[200];
@@ -479,6 +489,8 @@ Test(replication, two_regions_read_fire_failover, .init = setup, .fini = teardow
         /* ... and us's commands role refuses a Kafka command for it */
         tbt_stack_t ust = {.conf = us->conf};
         snprintf(ust.prefix, sizeof(ust.prefix), "%s", g_prefix);
+        ust.conn = PQconnectdb(us->db_url); /* where tbt_sign_command finds the token's user */
+        cr_assert_eq(PQstatus(ust.conn), CONNECTION_OK, "%s", PQerrorMessage(ust.conn));
         rd_kafka_t *prod = tbt_stack_producer(&ust);
         tbt_reader_t *replies = tbt_reader_new(&ust, TB_TOPIC_REPLIES, true);
         char corr[37];
@@ -503,6 +515,7 @@ Test(replication, two_regions_read_fire_failover, .init = setup, .fini = teardow
                          "reply: %s", json_string_value(json_object_get(reply, "message")));
         tbt_reader_free(replies);
         rd_kafka_destroy(prod);
+        PQfinish(ust.conn);
 
         /* (2) it fires in eu only: eu's runs reach us by replication */
         count_eq_t runs = {.r = us, .want = 3};

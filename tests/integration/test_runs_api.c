@@ -175,13 +175,14 @@ static void setup(void) {
         port = free_port();
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
+                              "security = { key_file = \"%s\"; };\n"
                               "region = \"local\";\nlog_level = \"info\";\n"
                               "topics = { prefix = \"%s\"; partitions = 3; };\n"
                               "postgres = { url = \"%s\"; pool_size = 8; };\n"
                               "api = { listen = \"127.0.0.1:%d\"; rate = 100000.0; "
                               "burst = 100000; };\n"
                               "kafka = { bootstrap_servers = \"%s\"; };\n",
-                              st.prefix, st.db_url, port, st.kafka),
+                              st.key_path, st.prefix, st.db_url, port, st.kafka),
                      0);
         conf_path = tbt_write_temp(".conf", text);
         free(text);

@@ -120,10 +120,13 @@ static void create_task(char id[37]) {
         cr_assert_eq(tb_serde_encode(TB_SCHEMA_TASK_COMMAND, j, &buf, err, sizeof(err)), TB_OK,
                      "%s", err);
         json_decref(j);
-        tb_header_t h[2] = {{"authorization", g_authz, strlen(g_authz)},
+        char principal[200], auth[200];
+        tbt_sign_command(&g_st, g_authz, id, strlen(id), buf.data, buf.len, 0, principal, auth);
+        tb_header_t h[3] = {{"tb-principal", principal, strlen(principal)},
+                            {"tb-auth", auth, strlen(auth)},
                             {"correlation_id", corr, strlen(corr)}};
         cr_assert_eq(tb_bus_produce(g_prod, g_st.conf, TB_TOPIC_COMMANDS, RD_KAFKA_PARTITION_UA,
-                                    id, strlen(id), buf.data, buf.len, h, 2, true, err,
+                                    id, strlen(id), buf.data, buf.len, h, 3, true, err,
                                     sizeof(err)),
                      TB_OK, "%s", err);
         tb_buf_free(&buf);

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Hostile records on task-commands, from a producer that is not taskbus's code.
 
-  hostile_commands.py BOOTSTRAP PREFIX TOKEN GROUP API_URL
+  hostile_commands.py BOOTSTRAP PREFIX TOKEN GROUP API_URL USER
 
 Uses Debian's python3-confluent-kafka to produce and consume, python3-avro for
 the schemas' fingerprints and to decode replies, and builds every TaskCommand
@@ -10,7 +10,8 @@ Avro library would: invalid UTF-8, NUL bytes, huge length prefixes, truncated
 records, unknown fingerprints, enum indexes out of range.
 
 First a valid CREATE (ACCEPTED) proves the path works. Then each hostile
-record is produced with a correlation_id header and:
+record is produced, signed as docs/kafka-interface.md says (USER is the
+token's user), with a correlation_id header and:
   - its reply must be REJECTED / INVALID_ARGUMENT with the expected `field`
     (and a message containing the expected text);
   - a REST create right after must answer 201 (projected), not 202.
@@ -31,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import avro.io  # noqa: E402
 import io  # noqa: E402
 from avro_interop import crc64_avro, load_schemas, spec_canonical  # noqa: E402
+from external_producer import sign  # noqa: E402
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
 
 COMMAND_TYPES = ["CREATE", "UPDATE", "DELETE", "PAUSE", "RESUME", "RUN_NOW"]
@@ -175,15 +177,18 @@ def task_json(group, **over):
 
 
 def main(argv):
-    if len(argv) != 6:
+    if len(argv) != 7:
         print(__doc__, file=sys.stderr)
         return 2
-    bootstrap, prefix, token, group, api = argv[1:]
+    bootstrap, prefix, token, group, api, user = argv[1:]
     schemas = load_schemas()
     fp = fingerprint(schemas, "TaskCommand")
     bus = Bus(bootstrap, prefix, schemas)
     now = int(time.time() * 1000)
-    authz = ("Bearer " + token).encode()
+
+    def hdrs(key, data, corr):
+        """A signed record's headers: the hostile part is in the record only."""
+        return {**sign(token, user, key, data), "correlation_id": corr.encode()}
     good_ids, failures = [], []
 
     def cmd(task_id="", task=None, type_index=0, command_id=None, correlation_id=None,
@@ -195,8 +200,8 @@ def main(argv):
 
     # a valid CREATE first: the path works
     ok_id, corr = str(uuid.uuid4()), str(uuid.uuid4())
-    bus.produce(ok_id.encode(), cmd(ok_id, task_json(group), correlation_id=corr),
-                {"authorization": authz, "correlation_id": corr.encode()})
+    data = cmd(ok_id, task_json(group), correlation_id=corr)
+    bus.produce(ok_id.encode(), data, hdrs(ok_id.encode(), data, corr))
     r = bus.reply(corr)
     if not r or r["status"] != "ACCEPTED":
         print(json.dumps({"case": "valid CREATE", "reply": r}))
@@ -283,8 +288,8 @@ def main(argv):
     for name, key, value, field, needle in cases:
         corr = str(uuid.uuid4())
         data = value(corr)
-        err = bus.produce(key.encode("utf-8", "surrogateescape"), data,
-                          {"authorization": authz, "correlation_id": corr.encode()})
+        kb = key.encode("utf-8", "surrogateescape")
+        err = bus.produce(kb, data, hdrs(kb, data, corr))
         out = {"case": name, "bytes": len(data)}
         if err and name == "10 MiB of JSON":
             # the broker's message.max.bytes stops it before taskbus sees it:
@@ -292,8 +297,7 @@ def main(argv):
             out["broker"] = err
             data = cmd("t-huge", task_json(group, script="x" * (900 * 1024)), correlation_id=corr)
             out["bytes"] = len(data)
-            err = bus.produce(key.encode(), data, {"authorization": authz,
-                                                   "correlation_id": corr.encode()})
+            err = bus.produce(key.encode(), data, hdrs(key.encode(), data, corr))
         if err:
             out["produce_error"] = err
             failures.append(name)

@@ -5,10 +5,12 @@
 #include "support_stack.h"
 
 #include "identity/identity.h"
+#include "identity/signing.h"
 #include "serde/serde.h"
 #include "support.h"
 
 #include <criterion/criterion.h>
+#include <openssl/evp.h>
 #include <sys/prctl.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -39,6 +41,7 @@ static void tbt_stack_env(void) {
         unsetenv("TASKBUS_CONFIG");
         unsetenv("TASKBUS_API_LISTEN");
         unsetenv("TASKBUS_REGION");
+        unsetenv("TASKBUS_KEY_FILE");
 }
 
 /* The base connection string with dbname replaced, in key='value' form. */
@@ -85,6 +88,19 @@ void tbt_stack_new_db(tbt_stack_t *st, const char *name, char *url, size_t url_s
         tbt_pg_url_for(db, url, url_size);
 }
 
+char *tbt_new_key_file(void) {
+        /* 0600 (mkstemps), 32 random bytes in hex */
+        unsigned char kraw[TB_SIGN_KEY_LEN];
+        char khex[2 * TB_SIGN_KEY_LEN + 2];
+        cr_assert_eq(tb_random_bytes(kraw, sizeof(kraw)), TB_OK);
+        for (size_t i = 0; i < sizeof(kraw); i++)
+                snprintf(khex + 2 * i, 3, "%02x", kraw[i]);
+        strcat(khex, "\n");
+        char *path = tbt_write_temp(".key", khex);
+        cr_assert_not_null(path);
+        return path;
+}
+
 void tbt_stack_create(tbt_stack_t *st, const tbt_stack_opts_t *opts) {
         tbt_stack_opts_t o = opts ? *opts : (tbt_stack_opts_t){0};
         char err[2048], sql[200];
@@ -101,15 +117,19 @@ void tbt_stack_create(tbt_stack_t *st, const tbt_stack_opts_t *opts) {
         tbt_admin_sql(sql);
         tbt_pg_url_for(st->db, st->db_url, sizeof(st->db_url));
 
+        st->key_path = tbt_new_key_file();
+
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
+                              "security = { key_file = \"%s\"; };\n"
                               "region = \"local\";\n"
                               "log_level = \"info\";\n"
                               "topics = { prefix = \"%s\"; partitions = %d; };\n"
                               "postgres = { url = \"%s\"; pool_size = 4; };\n"
                               "api = { listen = \"127.0.0.1:0\"; rate = %.6f; burst = %d; };\n"
                               "kafka = { bootstrap_servers = \"%s\"; %s };\n%s\n",
-                              st->prefix, o.partitions > 0 ? o.partitions : 4, st->db_url,
+                              st->key_path, st->prefix, o.partitions > 0 ? o.partitions : 4,
+                              st->db_url,
                               o.api_rate > 0 ? o.api_rate : 1000.0,
                               o.api_burst > 0 ? o.api_burst : 100000, st->kafka,
                               o.kafka_extra ? o.kafka_extra : "", o.extra ? o.extra : ""),
@@ -122,6 +142,9 @@ void tbt_stack_create(tbt_stack_t *st, const tbt_stack_opts_t *opts) {
         cr_assert_eq(tb_config_load(st->config_path, &st->conf, err, sizeof(err)), TB_OK, "%s",
                      err);
         cr_assert_eq(tb_serde_init(err, sizeof(err)), TB_OK, "%s", err);
+        /* tokens the test creates get their signing key sealed under it */
+        tb_sign_key_clear();
+        cr_assert_eq(tb_sign_key_init(st->conf, true, err, sizeof(err)), TB_OK, "%s", err);
         cr_assert_eq(tb_store_open(st->conf, &st->store, err, sizeof(err)), TB_OK, "%s", err);
         st->conn = tb_store_acquire(st->store);
         cr_assert_eq(tb_store_migrate(st->conn, NULL, err, sizeof(err)), TB_OK, "%s", err);
@@ -148,6 +171,9 @@ void tbt_stack_destroy(tbt_stack_t *st) {
                 unlink(st->log_path);
         free(st->config_path);
         free(st->log_path);
+        if (st->key_path)
+                unlink(st->key_path);
+        free(st->key_path);
         memset(st, 0, sizeof(*st));
 }
 
@@ -227,6 +253,28 @@ rd_kafka_t *tbt_stack_producer(tbt_stack_t *st) {
         return rk;
 }
 
+void tbt_sign_command(tbt_stack_t *st, const char *authz, const void *key, size_t key_len,
+                      const void *value, size_t value_len, int64_t skew_ms,
+                      char principal[200], char auth[200]) {
+        const char *tok = !strncmp(authz, "Bearer ", 7) ? authz + 7 : authz;
+        unsigned char h[32], ksign[TB_SIGN_KEY_LEN];
+        unsigned int n = 0;
+        cr_assert(EVP_Digest(tok, strlen(tok), h, &n, EVP_sha256(), NULL));
+        char tid[32], sql[128], sig[65];
+        snprintf(tid, sizeof(tid), "tok_%02x%02x%02x%02x%02x%02x", h[0], h[1], h[2], h[3], h[4],
+                 h[5]);
+        snprintf(sql, sizeof(sql), "SELECT user_id FROM api_tokens WHERE id = '%s'", tid);
+        char *user = tbt_sql_value(st, sql);
+        snprintf(principal, 200, "user=%s;token=%s", user ? user : "nobody", tid);
+        free(user);
+        tb_sign_token_key(tok, strlen(tok), ksign);
+        int64_t ts = tb_now_ms() + skew_ms;
+        cr_assert_eq(tb_sign_compute(ksign, sizeof(ksign), tid, principal, ts, key, key_len, value,
+                                     value_len, sig),
+                     TB_OK);
+        snprintf(auth, 200, "v1;kid=%s;ts=%" PRId64 ";sig=%s", tid, ts, sig);
+}
+
 void tbt_send_command(tbt_stack_t *st, rd_kafka_t *prod, const char *type, const char *task_id,
                       long long expected_version, const char *task_json, const char *authz,
                       const char *command_id, char corr[37]) {
@@ -244,10 +292,18 @@ void tbt_send_command(tbt_stack_t *st, rd_kafka_t *prod, const char *type, const
         cr_assert_eq(tb_serde_encode(TB_SCHEMA_TASK_COMMAND, j, &buf, err, sizeof(err)), TB_OK,
                      "%s", err);
         json_decref(j);
-        tb_header_t h[2];
+        tb_header_t h[3];
         size_t hn = 0;
-        if (authz)
+        char principal[200], auth[200];
+        const char *tok = authz && !strncmp(authz, "Bearer ", 7) ? authz + 7 : authz;
+        if (tok && !strncmp(tok, "tbk_", 4)) {
+                tbt_sign_command(st, tok, task_id, strlen(task_id), buf.data, buf.len, 0,
+                                 principal, auth);
+                h[hn++] = (tb_header_t){TB_SIGN_HDR_PRINCIPAL, principal, strlen(principal)};
+                h[hn++] = (tb_header_t){TB_SIGN_HDR_AUTH, auth, strlen(auth)};
+        } else if (authz) {
                 h[hn++] = (tb_header_t){"authorization", authz, strlen(authz)};
+        }
         h[hn++] = (tb_header_t){"correlation_id", corr, strlen(corr)};
         cr_assert_eq(tb_bus_produce(prod, st->conf, TB_TOPIC_COMMANDS, RD_KAFKA_PARTITION_UA,
                                     task_id, strlen(task_id), buf.data, buf.len, h, hn, false,

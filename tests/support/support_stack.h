@@ -45,7 +45,12 @@ typedef struct tbt_stack {
         PGconn *conn;         /**< a connection of store, for the test's own SQL */
         char extra_db[4][80]; /**< databases made by tbt_stack_new_db() */
         int extra_db_cnt;
+        char *key_path;       /**< the stack's internal key file (security.key_file) */
 } tbt_stack_t;
+
+/** A new internal key file (security.key_file: mode 0600, 64 hex digits);
+ *  malloc'd path, the caller unlinks and frees it. */
+char *tbt_new_key_file(void);
 
 /** Create the database (migrated), the topics and the config file. Asserts. */
 void tbt_stack_create(tbt_stack_t *st, const tbt_stack_opts_t *opts);
@@ -76,10 +81,24 @@ void tbt_stack_user(tbt_stack_t *st, const char *user, const char *groups, char 
 rd_kafka_t *tbt_stack_producer(tbt_stack_t *st);
 
 /**
+ * Sign a task-commands record (\p key, \p value) the way an external
+ * producer holding the token of \p authz ("Bearer tbk_..." or the bare token)
+ * does (docs/kafka-interface.md): tb-principal names the token's user (read
+ * from the database; "nobody" for a token it does not know) and token id,
+ * tb-auth is signed with K_sign at now + \p skew_ms.
+ */
+void tbt_sign_command(tbt_stack_t *st, const char *authz, const void *key, size_t key_len,
+                      const void *value, size_t value_len, int64_t skew_ms,
+                      char principal[200], char auth[200]);
+
+/**
  * Produce a TaskCommand on the stack's task-commands (asynchronous: flush
  * \p prod before waiting for its reply). \p expected_version < 0 is null;
- * \p task_json, \p authz (the authorization header) and \p command_id
- * (NULL: a new UUID) may be NULL. The new correlation id goes to \p corr.
+ * \p task_json, \p authz and \p command_id (NULL: a new UUID) may be NULL.
+ * An \p authz holding a taskbus token signs the record with it
+ * (tbt_sign_command()); any other \p authz goes out as the old
+ * `authorization` header (refused since commands are signed).
+ * The new correlation id goes to \p corr.
  */
 void tbt_send_command(tbt_stack_t *st, rd_kafka_t *prod, const char *type, const char *task_id,
                       long long expected_version, const char *task_json, const char *authz,

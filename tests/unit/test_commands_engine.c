@@ -49,6 +49,7 @@ static int64_t clock_ms = T0;
 static int64_t clock_us = 1000000;
 static unsigned next_id;
 static int auth_calls;
+static unsigned next_command; /* command ids and signatures of the test */
 
 static tb_config_t *conf;
 static tb_cmd_engine_t *eng;
@@ -69,11 +70,16 @@ static tb_principal_t *principal(const char *user, const char *const *groups) {
         return p;
 }
 
-static tb_err_t env_authenticate(void *opaque, const char *authz, tb_principal_t **who,
+/* The test's "signature check": the tb-principal header names the test
+ * token (ALICE, BOB...), taken by its length. */
+static tb_err_t env_authenticate(void *opaque, const tb_sign_record_t *rec, tb_principal_t **who,
                                  char *errstr, size_t errstr_size) {
         static const char *const alice_groups[] = {"dev", "ops", NULL};
         static const char *const bob_groups[] = {"dev", NULL};
+        char authz[128] = "";
         (void)opaque;
+        if (rec->principal && rec->principal_len < sizeof(authz))
+                memcpy(authz, rec->principal, rec->principal_len);
         auth_calls++;
         if (!strcmp(authz, ALICE)) {
                 *who = principal("alice", alice_groups);
@@ -149,6 +155,7 @@ static void setup_with(const char *text) {
         clock_ms = T0;
         clock_us = 1000000;
         next_id = 0;
+        next_command = 0;
         auth_calls = 0;
         conf = load_conf(text);
         eng = engine_new(conf);
@@ -175,9 +182,12 @@ static int32_t part_of(const char *task_id) {
 /** A TaskCommand as the role hands it over: encoded and decoded again. */
 static json_t *command(const char *type, const char *task_id, long long expected_version,
                        const char *task) {
-        char err[512];
+        char err[512], cid[48];
+        /* each command its own id (the replay guard refuses a repeated one) */
+        unsigned n = next_command++;
+        snprintf(cid, sizeof(cid), n ? "cmd-of-the-test-%u" : "cmd-of-the-test", n);
         json_t *c = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:I}", "command_id",
-                              "cmd-of-the-test", "correlation_id", "corr-of-the-test", "type",
+                              cid, "correlation_id", "corr-of-the-test", "type",
                               type, "task_id", task_id, "expected_version",
                               expected_version < 0 ? json_null()
                                                    : json_integer(expected_version),
@@ -196,12 +206,23 @@ static json_t *command(const char *type, const char *task_id, long long expected
         return c;
 }
 
+/** A record's credentials: tb-principal \p authz (\p len bytes) and a fresh
+ *  tb-auth of the test clock with a new signature; NULL \p authz: none. */
+static tb_cmd_cred_t cred_of(const char *authz, size_t len, char auth[200]) {
+        snprintf(auth, 200, "v1;kid=internal;ts=%lld;sig=%064x", (long long)clock_ms,
+                 ++next_command);
+        return authz ? (tb_cmd_cred_t){.principal = authz, .principal_len = len,
+                                       .auth = auth, .auth_len = strlen(auth)}
+                     : (tb_cmd_cred_t){0};
+}
+
 /** Decide \p c (consumed) on engine \p e as read from \p partition. */
 static const tb_cmd_verdict_t *decide_on(tb_cmd_engine_t *e, json_t *c, const char *authz,
                                          int32_t partition) {
-        char err[512];
+        char err[512], auth[200];
         forget_last();
-        tb_cmd_engine_decide(e, c, authz, authz ? strlen(authz) : 0, partition, &v);
+        tb_cmd_cred_t cr = cred_of(authz, authz ? strlen(authz) : 0, auth);
+        tb_cmd_engine_decide(e, c, &cr, partition, &v);
         json_decref(c);
         if (v.reason) {
                 cr_assert_eq(v.event.len, 0, "a rejection (%s) carries no event", v.reason);
@@ -512,11 +533,83 @@ Test(commands_engine, authentication) {
         const char *padded = ALICE "garbage";
         forget_last();
         json_t *c = command("CREATE", "t-auth", -1, task_json("a", "ops", ""));
-        tb_cmd_engine_decide(eng, c, padded, strlen(ALICE), part_of("t-auth"), &v);
+        char auth[200];
+        tb_cmd_cred_t cr = cred_of(padded, strlen(ALICE), auth);
+        tb_cmd_engine_decide(eng, c, &cr, part_of("t-auth"), &v);
         json_decref(c);
         cr_assert_null(v.reason, "%s: %s", v.reason, v.message);
         cr_assert_eq(auth_calls, 3);
         cr_assert_eq(state("t-auth")->version, 1);
+}
+
+Test(commands_engine, old_form_stale_signatures_and_replays) {
+        /* the old bearer header: refused with what changed, nothing authenticated */
+        char auth[200];
+        json_t *c = command("CREATE", "t-sig", -1, task_json("a", "ops", ""));
+        tb_cmd_cred_t old = {.authorization = ALICE, .authorization_len = strlen(ALICE)};
+        forget_last();
+        tb_cmd_engine_decide(eng, c, &old, part_of("t-sig"), &v);
+        json_decref(c);
+        expect_rejected("UNAUTHENTICATED", "");
+        cr_assert(strstr(v.message, "bearer tokens are no longer accepted on Kafka") &&
+                          strstr(v.message, "docs/kafka-interface.md"),
+                  "%s", v.message);
+        cr_assert_eq(auth_calls, 0);
+
+        /* signed 5 min + 1 ms ago, or ahead: refused before any lookup */
+        int64_t now = clock_ms;
+        clock_ms = now - (5 * 60 * 1000 + 1);
+        tb_cmd_cred_t cr = cred_of(ALICE, strlen(ALICE), auth);
+        clock_ms = now;
+        c = command("CREATE", "t-sig", -1, task_json("a", "ops", ""));
+        forget_last();
+        tb_cmd_engine_decide(eng, c, &cr, part_of("t-sig"), &v);
+        json_decref(c);
+        expect_rejected("UNAUTHENTICATED", "");
+        cr_assert(strstr(v.message, "signature_max_age") && strstr(v.message, "behind"), "%s",
+                  v.message);
+        clock_ms = now + 5 * 60 * 1000 + 1;
+        cr = cred_of(ALICE, strlen(ALICE), auth);
+        clock_ms = now;
+        c = command("CREATE", "t-sig", -1, task_json("a", "ops", ""));
+        forget_last();
+        tb_cmd_engine_decide(eng, c, &cr, part_of("t-sig"), &v);
+        json_decref(c);
+        expect_rejected("UNAUTHENTICATED", "");
+        cr_assert(strstr(v.message, "ahead of"), "%s", v.message);
+        cr_assert_eq(auth_calls, 0);
+
+        /* the same record twice: the second is a replay */
+        cr = cred_of(ALICE, strlen(ALICE), auth);
+        json_t *rec = command("RUN_NOW", "t-sig", -1, NULL);
+        ask(ALICE, "CREATE", "t-sig", -1, task_json("a", "ops", ""));
+        expect_accepted(1, "CREATED");
+        forget_last();
+        tb_cmd_engine_decide(eng, rec, &cr, part_of("t-sig"), &v);
+        cr_assert_null(v.reason, "%s: %s", v.reason, v.message);
+        tb_cmd_engine_commit(eng);
+        forget_last();
+        tb_cmd_engine_decide(eng, rec, &cr, part_of("t-sig"), &v);
+        expect_rejected("CONFLICT", "command_id");
+        cr_assert(strstr(v.message, "replayed record"), "%s", v.message);
+        /* the same command id re-signed (a new signature) is a replay too */
+        cr = cred_of(ALICE, strlen(ALICE), auth);
+        forget_last();
+        tb_cmd_engine_decide(eng, rec, &cr, part_of("t-sig"), &v);
+        expect_rejected("CONFLICT", "command_id");
+        json_decref(rec);
+
+        /* a batch that did not commit is decided again, not taken for a replay */
+        rec = command("RUN_NOW", "t-sig", -1, NULL);
+        cr = cred_of(ALICE, strlen(ALICE), auth);
+        forget_last();
+        tb_cmd_engine_decide(eng, rec, &cr, part_of("t-sig"), &v);
+        cr_assert_null(v.reason, "%s: %s", v.reason, v.message);
+        tb_cmd_engine_rollback(eng);
+        forget_last();
+        tb_cmd_engine_decide(eng, rec, &cr, part_of("t-sig"), &v);
+        cr_assert_null(v.reason, "after a rollback: %s: %s", v.reason, v.message);
+        json_decref(rec);
 }
 
 /* ---- validation ------------------------------------------------------------------ */
@@ -895,10 +988,13 @@ Test(commands_engine, hostile_commands_name_the_field) {
         expect_hostile_refused("schedule.once", "schedule.once");
 
         /* and then a good one is accepted, built from the validated values */
+        unsigned this_cmd = next_command;
         ask(ALICE, "CREATE", "t-after", -1, task_json("n", "ops", ""));
         expect_accepted(1, "CREATED");
         cr_assert_str_eq(evs("task_id"), "t-after");
-        cr_assert_str_eq(evs("command_id"), "cmd-of-the-test");
+        char want[48];
+        snprintf(want, sizeof(want), "cmd-of-the-test-%u", this_cmd);
+        cr_assert_str_eq(evs("command_id"), want);
 }
 
 Test(commands_engine, replies_echo_no_hostile_id) {

@@ -177,8 +177,9 @@ Test(config, typo_names_file_line_key_and_valid_keys) {
                      "url (did you mean 'url'?)");
         expect_error("\n\nregoin = \"eu\";\n",
                      "3: unknown key 'regoin'; valid top-level keys: api, archiver, "
-                     "executor, groups, kafka, log_level, plugins, postgres, region, "
-                     "replication, scheduler, topics (did you mean 'region'?)");
+                     "commands, executor, groups, kafka, log_level, plugins, postgres, "
+                     "region, replication, scheduler, security, topics (did you mean "
+                     "'region'?)");
         /* Nothing close: no suggestion. */
         expect_error("api = { zzzzzz = 1; };\n",
                      "1: unknown key 'api.zzzzzz'; valid keys in 'api': body_timeout, burst, "

@@ -13,13 +13,16 @@ TB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 : "${TASKBUS_API_PORT:=8080}"
 : "${TASKBUS_REGION:=local}"
 : "${TASKBUS_CONFIG:=$TB_ROOT/config/taskbus.conf}"
+# The region's internal key (security.key_file): taskbusd signs and checks commands with it.
+: "${TASKBUS_KEY_FILE:=$TASKBUS_STACK_DIR/taskbus.key}"
 TB_KAFKA_VERSION=3.9.1
 # The cache is keyed by the pom's content: adding a jar to tools/kafka/pom.xml
 # fetches a new set instead of reusing an incomplete one.
 TB_KAFKA_LIBS="$TASKBUS_CACHE_DIR/kafka-$TB_KAFKA_VERSION-$(md5sum <"$TB_ROOT/tools/kafka/pom.xml" | cut -c1-8)/libs"
 TB_PG_BIN=/usr/lib/postgresql/15/bin
 export TASKBUS_STACK_DIR TASKBUS_CACHE_DIR TASKBUS_BUILD_DIR TASKBUS_KAFKA_PORT \
-       TASKBUS_KAFKA_CONTROLLER_PORT TASKBUS_PG_PORT TASKBUS_API_PORT TASKBUS_CONFIG TASKBUS_REGION
+       TASKBUS_KAFKA_CONTROLLER_PORT TASKBUS_PG_PORT TASKBUS_API_PORT TASKBUS_CONFIG TASKBUS_REGION \
+       TASKBUS_KEY_FILE
 export TASKBUS_KAFKA="127.0.0.1:$TASKBUS_KAFKA_PORT"
 export TASKBUS_PG="postgresql://taskbus@127.0.0.1:$TASKBUS_PG_PORT/taskbus"
 export TASKBUS_API_LISTEN="127.0.0.1:$TASKBUS_API_PORT"
@@ -37,6 +40,14 @@ TB_PACKAGES=(build-essential cmake pkg-config git curl ca-certificates
   postgresql-15 postgresql-client-15 openjdk-17-jre-headless maven
   python3 python3-avro python3-confluent-kafka kcat podman runc uidmap busybox-static openssh-server openssh-client
   gnuplot-nox procps iproute2 util-linux tzdata)
+
+# Create the internal key file (32 random bytes, hex, mode 0600) unless it exists.
+tb_key_ensure() {
+  [[ -s $TASKBUS_KEY_FILE ]] && return 0
+  mkdir -p "$(dirname "$TASKBUS_KEY_FILE")"
+  (umask 077; od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$TASKBUS_KEY_FILE"; echo >>"$TASKBUS_KEY_FILE")
+  tb_say "created the internal key $TASKBUS_KEY_FILE (mode 0600)"
+}
 
 # Install what is missing (as root with apt-get; otherwise print the line and stop).
 tb_install_packages() {

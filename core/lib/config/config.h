@@ -97,6 +97,10 @@ typedef struct tb_config {
         int64_t api_body_timeout_ms;          /**< the body, after the headers */
         int64_t api_max_requests_per_connection; /**< keep-alive requests, then close */
 
+        /* security and command signatures (identity/signing.h) */
+        char *security_key_file;    /**< the internal key file; NULL: none */
+        int64_t cmd_signature_max_age_ms;
+
         /* scheduler */
         int64_t sched_misfire_cap;
         int64_t sched_tick_ms;

@@ -95,6 +95,19 @@ const tb_config_prop_t tb_config_props[] = {
          "1000", 1, 1000000, NULL, NULL,
          "Requests served on one keep-alive connection; the last gets Connection: close."},
 
+        {"security.key_file", TB_CT_STRING, F(security_key_file), 0, NULL, 0, 0, NULL,
+         "TASKBUS_KEY_FILE",
+         "File holding the region's internal key: 64 hex digits (32 random bytes), mode "
+         "0600, readable by taskbus only. The api role signs the commands it produces with "
+         "it and the commands role checks them; token signing keys are stored encrypted "
+         "under it. Required by the api and commands roles and by `taskbus admin user|token "
+         "create` (tools/stack generates one: `openssl rand -hex 32`)."},
+        {"commands.signature_max_age", TB_CT_DURATION, F(cmd_signature_max_age_ms), 0,
+         "5m", TB_SEC(1), TB_HOUR(24), NULL, NULL,
+         "How far a signed command's timestamp (tb-auth ts) may be from the commands "
+         "role's clock; older or newer records are refused, so a captured record cannot be "
+         "replayed later (docs/kafka-interface.md)."},
+
         {"scheduler.misfire_cap", TB_CT_INT, F(sched_misfire_cap), 0, "100", 0,
          1000000, NULL, NULL,
          "Most missed fires of one task caught up after downtime or failover; "

@@ -10,8 +10,10 @@
  * tb_identity_admin_run(), which owns the transaction and the audit row.
  */
 #include "identity/identity_internal.h"
+#include "identity/signing.h"
 #include "store/audit.h"
 #include "store/identity.h"
+#include "store/signing.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -89,6 +91,7 @@ typedef struct tb_identity_admin_req {
         bool disabled;
         char *token_out;    /* [72] */
         char *token_id_out; /* [32] */
+        int64_t expires_at_ms; /* token create: 0 = never */
 } tb_identity_admin_req_t;
 
 /* The statements of one admin operation, run inside its transaction. On
@@ -166,6 +169,10 @@ static tb_err_t tb_identity_token_insert(PGconn *conn, const char *user_id, char
                 tb_err_t err = tb_store_identity_token_insert(conn, id, user_id, hash, &inserted,
                                                               errstr, errstr_size);
                 if (err) {
+                        explicit_bzero(token, sizeof(token));
+                        return err;
+                }
+                if (inserted && (err = tb_sign_token_store(conn, id, token, errstr, errstr_size))) {
                         explicit_bzero(token, sizeof(token));
                         return err;
                 }
@@ -296,18 +303,35 @@ static tb_err_t tb_identity_token_create_op(PGconn *conn, const tb_identity_admi
         if ((err = tb_identity_token_insert(conn, req->user_id, req->token_out, req->token_id_out,
                                             errstr, errstr_size)))
                 return err;
-        *details = json_pack("{s:s}", "user", req->user_id);
+        if (req->expires_at_ms > 0 &&
+            (err = tb_store_signing_set_expiry(conn, req->token_id_out, req->expires_at_ms, errstr,
+                                               errstr_size)))
+                return err;
+        *details = req->expires_at_ms > 0 ? json_pack("{s:s, s:I}", "user", req->user_id,
+                                                      "expires_at_ms",
+                                                      (json_int_t)req->expires_at_ms)
+                                          : json_pack("{s:s}", "user", req->user_id);
         return TB_OK;
 }
 
 tb_err_t tb_identity_token_create(PGconn *conn, const char *actor, const char *user_id,
                                   char token_out[72], char token_id_out[32], char *errstr,
                                   size_t errstr_size) {
+        return tb_identity_token_create_expiring(conn, actor, user_id, 0, token_out,
+                                                 token_id_out, errstr, errstr_size);
+}
+
+tb_err_t tb_identity_token_create_expiring(PGconn *conn, const char *actor,
+                                           const char *user_id, int64_t expires_at_ms,
+                                           char token_out[72], char token_id_out[32],
+                                           char *errstr, size_t errstr_size) {
         tb_err_t err;
         if ((err = tb_identity_name_check("user name", user_id, errstr, errstr_size)))
                 return err;
-        const tb_identity_admin_req_t req = {
-                .user_id = user_id, .token_out = token_out, .token_id_out = token_id_out};
+        const tb_identity_admin_req_t req = {.user_id = user_id,
+                                             .token_out = token_out,
+                                             .token_id_out = token_id_out,
+                                             .expires_at_ms = expires_at_ms};
         /* the audit target is the new token's id, which the operation writes */
         return tb_identity_admin_run(conn, actor, "token.create", token_id_out,
                                      tb_identity_token_create_op, &req, errstr, errstr_size);

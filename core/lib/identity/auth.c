@@ -219,6 +219,13 @@ static tb_err_t tb_identity_lookup(tb_store_t *store, const unsigned char hash[T
                                 "token %s has been revoked; ask an administrator for a new one", q);
                 goto done;
         }
+        if (row->expired) {
+                char q[48];
+                tb_identity_quote(token_id, q, sizeof(q));
+                err = tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
+                                "token %s has expired; ask an administrator for a new one", q);
+                goto done;
+        }
         if (row->user_disabled) {
                 char q[160];
                 tb_identity_quote(user_id, q, sizeof(q));

@@ -14,6 +14,8 @@
  * (the authentication cache), admin.c (the admin operations and the audit
  * log). The statements on the tables are the store's: store/identity.h
  * (users, groups, membership, tokens) and store/audit.h (admin_audit). The
+ * signing of Kafka commands and the internal key are signing.c
+ * (identity/signing.h; the commands role checks signatures, not tokens). The
  * per-user rate limiter is a subsystem of its own: identity/ratelimit.h.
  */
 #ifndef TB_IDENTITY_H
@@ -127,6 +129,13 @@ tb_err_t tb_identity_user_disable(PGconn *conn, const char *actor, const char *u
 tb_err_t tb_identity_token_create(PGconn *conn, const char *actor, const char *user_id,
                                   char token_out[72], char token_id_out[32], char *errstr,
                                   size_t errstr_size);
+/** tb_identity_token_create() with an expiry: after \p expires_at_ms (ms
+ *  since the epoch; 0 = never) the token authenticates nowhere. Audit action
+ *  "token.create" with "expires_at_ms" in its details. */
+tb_err_t tb_identity_token_create_expiring(PGconn *conn, const char *actor,
+                                           const char *user_id, int64_t expires_at_ms,
+                                           char token_out[72], char token_id_out[32],
+                                           char *errstr, size_t errstr_size);
 /** Revoke one token by id ("tok_..."). TB_ERR_CONFLICT if already revoked;
  *  given the secret token instead of its id, refuses without echoing it.
  *  Audit action "token.revoke". */

@@ -254,7 +254,8 @@ tb_err_t tb_store_identity_token_find(PGconn *conn,
                             "SELECT t.id, t.user_id, t.revoked_at IS NOT NULL, u.disabled, "
                             "       (t.last_used_at IS NULL OR "
                             "        t.last_used_at < now() - interval '1 minute'), "
-                            "       m.group_name "
+                            "       m.group_name, "
+                            "       (t.expires_at IS NOT NULL AND t.expires_at <= now()) "
                             "FROM api_tokens t JOIN users u ON u.id = t.user_id "
                             "LEFT JOIN group_members m ON m.user_id = t.user_id "
                             "WHERE t.token_hash = $1::bytea "
@@ -273,6 +274,7 @@ tb_err_t tb_store_identity_token_find(PGconn *conn,
         a->revoked = !strcmp(PQgetvalue(res, 0, 2), "t");
         a->user_disabled = !strcmp(PQgetvalue(res, 0, 3), "t");
         a->touch_due = !strcmp(PQgetvalue(res, 0, 4), "t");
+        a->expired = !strcmp(PQgetvalue(res, 0, 6), "t");
         if (!PQgetisnull(res, 0, 5)) {
                 if (!(a->groups = calloc((size_t)rows, sizeof(char *))))
                         goto nomem;

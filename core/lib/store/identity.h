@@ -121,6 +121,7 @@ typedef struct tb_store_identity_auth {
         char *user_id;
         bool revoked;
         bool user_disabled;
+        bool expired;        /**< api_tokens.expires_at has passed */
         /** last_used_at is NULL or older than a minute: call
          *  tb_store_identity_token_touch() (at most once a minute). */
         bool touch_due;

@@ -10,6 +10,7 @@
 #include "api/api.h"
 #include "bus/bus.h"
 #include "http/metrics.h"
+#include "identity/signing.h"
 #include "serde/serde.h"
 #include "store/tasks.h"
 
@@ -399,15 +400,22 @@ static void tb_api_count(const char *type, const char *outcome) {
 
 /* Produce and wait for the delivery report. */
 static rd_kafka_resp_err_t tb_api_produce(tb_api_t *api, const char *task_id, const tb_buf_t *val,
-                                          const char *authz, const char *corr) {
+                                          const tb_principal_t *who, const char *corr) {
         char topic[256];
         tb_topic_name(api->ctx->conf, TB_TOPIC_COMMANDS, topic, sizeof(topic));
+        /* a proof of the caller signed with the internal key, never its token */
+        char principal[200], auth[200], serr[256];
+        if (tb_sign_internal_headers(who, task_id, strlen(task_id), val->data, val->len,
+                                     principal, auth, serr, sizeof(serr))) {
+                tb_error(TB_API_SUB, "cannot sign the command: %s", serr);
+                return RD_KAFKA_RESP_ERR__INVALID_ARG;
+        }
         tb_api_delivery_t d = {.done = false};
         pthread_mutex_init(&d.mu, NULL);
         pthread_cond_init(&d.cv, NULL);
-        rd_kafka_headers_t *h = rd_kafka_headers_new(2);
-        if (authz)
-                rd_kafka_header_add(h, "authorization", -1, authz, -1);
+        rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+        rd_kafka_header_add(h, TB_SIGN_HDR_PRINCIPAL, -1, principal, -1);
+        rd_kafka_header_add(h, TB_SIGN_HDR_AUTH, -1, auth, -1);
         rd_kafka_header_add(h, "correlation_id", -1, corr, -1);
         rd_kafka_resp_err_t e = rd_kafka_producev(
                 api->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(task_id, strlen(task_id)),
@@ -501,7 +509,7 @@ void tb_api_command(tb_api_t *api, tb_http_req_t *req, const char *type, const c
 
         int64_t sent_us = tb_mono_us();
         rd_kafka_resp_err_t ke = tb_api_produce(api, task_id, &val,
-                                                tb_http_header(req, "Authorization"),
+                                                tb_api_principal(req),
                                                 res->correlation_id);
         tb_debug(TB_API_SUB, "command %s delivered in %.1f ms", res->command_id,
                  (double)(tb_mono_us() - sent_us) / 1000.0);
@@ -757,6 +765,9 @@ static void tb_api_teardown(tb_api_t *api) {
 }
 
 static tb_err_t tb_api_start(tb_ctx_t *ctx, void **state, char *errstr, size_t errstr_size) {
+        tb_err_t kerr = tb_sign_key_init(ctx->conf, true, errstr, errstr_size);
+        if (kerr)
+                return kerr;
         tb_api_t *api = calloc(1, sizeof(*api));
         if (!api)
                 return TB_ERR_NOMEM;

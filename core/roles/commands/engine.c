@@ -7,6 +7,8 @@
 
 #include "bus/bus.h"
 #include "identity/ratelimit.h"
+#include "identity/signing.h"
+#include "units.h"
 #include "replication.h"
 #include "serde/serde.h"
 #include "task/task.h"
@@ -39,6 +41,12 @@ struct tb_cmd_engine {
         tb_cmd_map_t map;
         tb_cmd_undo_t *undo;
         size_t undo_cnt, undo_cap;
+        /* the replay guard: signatures and (task, command id) pairs of recent
+         * signed commands, a set (json object) with a FIFO ring for eviction;
+         * seen_new of them were added since the last commit */
+        json_t *seen;
+        char **seen_ring;
+        size_t seen_head, seen_cnt, seen_new;
 };
 
 static const char *const tb_cmd_executors[] = {"shell", "container", "ssh", NULL};
@@ -169,7 +177,139 @@ static void tb_cmd_undo_push(tb_cmd_engine_t *eng, const char *id, tb_cmd_task_t
 }
 
 /* The transaction committed: the replaced states are garbage. */
+/* ---- replay guard ------------------------------------------------------------ */
+
+/** @returns true if \p key was seen; else remembers it (undone by rollback). */
+static bool tb_cmd_seen_check(tb_cmd_engine_t *eng, const char *key) {
+        if (json_object_get(eng->seen, key))
+                return true;
+        if (!eng->seen_ring && !(eng->seen_ring = calloc(TB_CMD_SEEN_MAX, sizeof(char *))))
+                return false; /* out of memory: no guard rather than no service */
+        if (eng->seen_cnt == TB_CMD_SEEN_MAX) { /* evict the oldest */
+                char *old = eng->seen_ring[eng->seen_head];
+                json_object_del(eng->seen, old);
+                free(old);
+                eng->seen_ring[eng->seen_head] = NULL;
+                eng->seen_head = (eng->seen_head + 1) % TB_CMD_SEEN_MAX;
+                eng->seen_cnt--;
+                if (eng->seen_new > eng->seen_cnt)
+                        eng->seen_new = eng->seen_cnt;
+        }
+        char *k = strdup(key);
+        if (!k || json_object_set_new(eng->seen, key, json_true())) {
+                free(k);
+                return false;
+        }
+        eng->seen_ring[(eng->seen_head + eng->seen_cnt) % TB_CMD_SEEN_MAX] = k;
+        eng->seen_cnt++;
+        eng->seen_new++;
+        return false;
+}
+
+/* A batch that did not commit is decided again: forget what it added. */
+static void tb_cmd_seen_rollback(tb_cmd_engine_t *eng) {
+        for (; eng->seen_new > 0 && eng->seen_cnt > 0; eng->seen_new--) {
+                size_t i = (eng->seen_head + eng->seen_cnt - 1) % TB_CMD_SEEN_MAX;
+                json_object_del(eng->seen, eng->seen_ring[i]);
+                free(eng->seen_ring[i]);
+                eng->seen_ring[i] = NULL;
+                eng->seen_cnt--;
+        }
+        eng->seen_new = 0;
+}
+
+static void tb_cmd_seen_free(tb_cmd_engine_t *eng) {
+        for (size_t n = 0; n < eng->seen_cnt; n++)
+                free(eng->seen_ring[(eng->seen_head + n) % TB_CMD_SEEN_MAX]);
+        free(eng->seen_ring);
+        json_decref(eng->seen);
+}
+
+/**
+ * Authenticate a command from its record (engine.h, "authentication"): the
+ * signature headers, their freshness, the signature itself (env), and that
+ * the record is not one already seen. @returns the principal, or NULL with
+ * \p v filled.
+ */
+static tb_principal_t *tb_cmd_authenticate(tb_cmd_engine_t *eng, const json_t *c,
+                                           const tb_cmd_cred_t *cr, tb_cmd_verdict_t *v) {
+        char aerr[512];
+        tb_sign_auth_t a;
+        tb_principal_t *who = NULL;
+        if (!cr || !cr->auth) {
+                if (cr && cr->authorization)
+                        tb_cmd_reject(v, "UNAUTHENTICATED", NULL,
+                                      "bearer tokens are no longer accepted on Kafka: the "
+                                      "'authorization' record header would leave your token "
+                                      "readable in the topic; sign the command instead with "
+                                      "the headers '" TB_SIGN_HDR_PRINCIPAL "' and '"
+                                      TB_SIGN_HDR_AUTH "' (HMAC-SHA256 with your token's "
+                                      "signing key: " TB_SIGN_DOC ")");
+                else
+                        tb_cmd_reject(v, "UNAUTHENTICATED", NULL,
+                                      "missing the '" TB_SIGN_HDR_AUTH "' and '"
+                                      TB_SIGN_HDR_PRINCIPAL "' record headers: sign the "
+                                      "command (" TB_SIGN_DOC "); the 'authorization' header "
+                                      "is no longer accepted");
+                return NULL;
+        }
+        if (tb_sign_auth_parse(cr->auth, cr->auth_len, &a, aerr, sizeof(aerr))) {
+                tb_cmd_reject(v, "UNAUTHENTICATED", NULL, "%s", aerr);
+                return NULL;
+        }
+        int64_t now = eng->env.now_ms(eng->env.opaque), age = now - a.ts_ms;
+        int64_t max_age = eng->conf->cmd_signature_max_age_ms;
+        if (age > max_age || age < -max_age) {
+                char ma[32];
+                tb_units_duration_format(max_age, ma, sizeof(ma));
+                tb_cmd_reject(v, "UNAUTHENTICATED", NULL,
+                              "the signature's timestamp ts=%" PRId64 " is %" PRId64
+                              " ms %s this server's clock, beyond commands.signature_max_age "
+                              "(%s): sign each record when you produce it (a captured record "
+                              "cannot be replayed later)",
+                              a.ts_ms, age < 0 ? -age : age, age < 0 ? "ahead of" : "behind",
+                              ma);
+                return NULL;
+        }
+        tb_sign_record_t rec = {.principal = cr->principal,
+                                .principal_len = cr->principal_len,
+                                .auth = &a,
+                                .key = cr->key,
+                                .key_len = cr->key_len,
+                                .value = cr->value,
+                                .value_len = cr->value_len};
+        tb_err_t aer = eng->env.authenticate(eng->env.opaque, &rec, &who, aerr, sizeof(aerr));
+        if (aer == TB_ERR_UNAUTHENTICATED) {
+                tb_cmd_reject(v, "UNAUTHENTICATED", NULL, "%s", aerr);
+                return NULL;
+        }
+        if (aer) {
+                tb_cmd_reject(v, "INTERNAL", NULL, "authentication unavailable: %s",
+                              aer == TB_ERR_NOMEM ? "out of memory" : aerr);
+                return NULL;
+        }
+        /* A replay is the same record: same signature. The (task, command id)
+         * pair also catches a command re-signed under a new timestamp. */
+        char key[300];
+        const char *command_id = tb_cmd_jstr(c, "command_id");
+        bool dup = tb_cmd_seen_check(eng, (tb_snprintf(key, sizeof(key), "s:%s", a.sig), key));
+        if (!dup && *command_id && strlen(command_id) < 200 &&
+            !tb_snprintf(key, sizeof(key), "c:%s\n%.*s", command_id, 64,
+                         tb_cmd_jstr(c, "task_id")))
+                dup = tb_cmd_seen_check(eng, key);
+        if (dup) {
+                tb_cmd_reject(v, "CONFLICT", "command_id",
+                              "command_id: command '%s' was already received (a replayed "
+                              "record); a new command needs a new command_id and signature",
+                              tb_cmd_utf8_ok(command_id) ? command_id : "?");
+                tb_principal_free(who);
+                return NULL;
+        }
+        return who;
+}
+
 void tb_cmd_engine_commit(tb_cmd_engine_t *eng) {
+        eng->seen_new = 0;
         for (size_t i = 0; i < eng->undo_cnt; i++) {
                 free(eng->undo[i].id);
                 tb_cmd_task_free(eng->undo[i].old);
@@ -178,6 +318,7 @@ void tb_cmd_engine_commit(tb_cmd_engine_t *eng) {
 }
 
 void tb_cmd_engine_rollback(tb_cmd_engine_t *eng) {
+        tb_cmd_seen_rollback(eng);
         while (eng->undo_cnt > 0) {
                 tb_cmd_undo_t *u = &eng->undo[--eng->undo_cnt];
                 tb_cmd_task_free(tb_cmd_map_take(&eng->map, u->id));
@@ -206,7 +347,10 @@ tb_err_t tb_cmd_engine_new(const tb_config_t *conf, const tb_cmd_env_t *env,
         eng->partition_cnt = (int32_t)conf->topic_partitions;
         tb_topic_name(conf, TB_TOPIC_COMMANDS, eng->commands_topic, sizeof(eng->commands_topic));
         eng->rl = tb_ratelimit_new(conf->api_rate, conf->api_burst);
-        if (!eng->rl) {
+        eng->seen = json_object();
+        if (!eng->rl || !eng->seen) {
+                tb_ratelimit_free(eng->rl);
+                json_decref(eng->seen);
                 free(eng);
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: rate limiter");
         }
@@ -221,6 +365,7 @@ void tb_cmd_engine_destroy(tb_cmd_engine_t *eng) {
         free(eng->undo);
         tb_cmd_map_clear(&eng->map);
         tb_ratelimit_free(eng->rl);
+        tb_cmd_seen_free(eng);
         free(eng);
 }
 
@@ -468,36 +613,17 @@ void tb_cmd_engine_undecodable(tb_cmd_verdict_t *v, const char *derr) {
                       derr);
 }
 
-void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const void *hv, size_t hlen,
+void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cred_t *cred,
                           int32_t partition, tb_cmd_verdict_t *v) {
         const char *type = tb_cmd_jstr(c, "type");
         const char *task_id = tb_cmd_jstr(c, "task_id");
         const char *ev_type = tb_cmd_event_type(type);
         tb_principal_t *who = NULL;
         json_t *task = NULL, *ev = NULL;
-        char aerr[512];
 
         /* authenticate */
-        if (!hv) {
-                tb_cmd_reject(v, "UNAUTHENTICATED", NULL,
-                              "missing the 'authorization' record header "
-                              "(\"Bearer <token>\")");
+        if (!(who = tb_cmd_authenticate(eng, c, cred, v)))
                 goto out;
-        }
-        char *authz = strndup(hv, hlen);
-        tb_err_t aer = authz ? eng->env.authenticate(eng->env.opaque, authz, &who, aerr,
-                                                     sizeof(aerr))
-                             : TB_ERR_NOMEM;
-        free(authz);
-        if (aer == TB_ERR_UNAUTHENTICATED) {
-                tb_cmd_reject(v, "UNAUTHENTICATED", NULL, "%s", aerr);
-                goto out;
-        }
-        if (aer) {
-                tb_cmd_reject(v, "INTERNAL", NULL, "authentication unavailable: %s",
-                              aer == TB_ERR_NOMEM ? "out of memory" : aerr);
-                goto out;
-        }
         /* rate limit */
         int64_t retry_ms = 0;
         if (!tb_ratelimit_take(eng->rl, who->user_id, eng->env.mono_us(eng->env.opaque),

@@ -13,7 +13,10 @@
  *    transaction failed are taken back by tb_cmd_engine_rollback();
  *  - the per-user rate limit of commands (conf api_rate, api_burst);
  *  - the decision on one decoded TaskCommand, in this order: authentication
- *    (through the env), rate limit, command type, task id, the record's
+ *    (the record's signature headers, their freshness against
+ *    commands.signature_max_age, the signature through the env, then the
+ *    replay guard: a signature or (task, command id) already seen since the
+ *    engine started is CONFLICT), rate limit, command type, task id, the record's
  *    partition (a task's state lives with the partition of its id), then
  *    visibility (a task deleted or of a security group the caller is not a
  *    member of is answered NOT_FOUND, exactly like a missing one), home
@@ -40,6 +43,7 @@
 #include "tb.h"
 #include "config/config.h"
 #include "identity/identity.h"
+#include "identity/signing.h"
 #include <jansson.h>
 
 /** The log subsystem of the commands role and its engine. */
@@ -60,13 +64,34 @@ typedef struct tb_cmd_task {
         int64_t epoch;
 } tb_cmd_task_t;
 
+/** Most signatures and (task, command id) pairs the replay guard keeps
+ *  (two per command); beyond it the oldest are forgotten. A record older than
+ *  commands.signature_max_age is refused anyway, so the guard only has to
+ *  cover that window. */
+#define TB_CMD_SEEN_MAX 200000
+
+/** What of a task-commands record proves who sent it (NULL: absent). */
+typedef struct tb_cmd_cred {
+        const void *authorization;  /**< the old bearer header: refused, with why */
+        size_t authorization_len;
+        const void *principal;      /**< tb-principal */
+        size_t principal_len;
+        const void *auth;           /**< tb-auth */
+        size_t auth_len;
+        const void *key;            /**< the record's key and value: what is signed */
+        size_t key_len;
+        const void *value;
+        size_t value_len;
+} tb_cmd_cred_t;
+
 /** What the engine needs from outside, provided by its owner. */
 typedef struct tb_cmd_env {
-        /** Authenticate \p authorization ("Bearer <token>"). @returns TB_OK with
-         *  *\p who (the engine frees it with tb_principal_free()),
+        /** Check the signature of a record whose tb-auth header parsed and is
+         *  fresh, and name its principal (tb_sign_verify()). @returns TB_OK
+         *  with *\p who (the engine frees it with tb_principal_free()),
          *  TB_ERR_UNAUTHENTICATED with \p errstr saying why (sent to the
          *  caller), or any other error when authentication is unavailable. */
-        tb_err_t (*authenticate)(void *opaque, const char *authorization, tb_principal_t **who,
+        tb_err_t (*authenticate)(void *opaque, const tb_sign_record_t *rec, tb_principal_t **who,
                                  char *errstr, size_t errstr_size);
         /** Wall clock, ms since the epoch: event and reply times, validation. */
         int64_t (*now_ms)(void *opaque);
@@ -127,8 +152,7 @@ void tb_cmd_engine_drop_partition(tb_cmd_engine_t *eng, int32_t partition);
  *        (the replaced state goes to the undo log).
  * @param command   the decoded TaskCommand (Avro JSON shape: type, task_id,
  *                  expected_version, task as a JSON string, command_id).
- * @param authorization, authorization_len  the record's authorization header
- *                  (NULL: absent).
+ * @param cred      the record's signature headers, key and value (NULL: none).
  * @param partition the task-commands partition the record came from.
  * @param v         filled (zero it first); release with tb_cmd_verdict_clear().
  *
@@ -138,8 +162,8 @@ void tb_cmd_engine_drop_partition(tb_cmd_engine_t *eng, int32_t partition);
  * tb_cmd_engine_commit() once it committed or tb_cmd_engine_rollback() when
  * it did not.
  */
-void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *command, const void *authorization,
-                          size_t authorization_len, int32_t partition, tb_cmd_verdict_t *v);
+void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *command, const tb_cmd_cred_t *cred,
+                          int32_t partition, tb_cmd_verdict_t *v);
 
 /** The batch's transaction committed: forget the replaced states. */
 void tb_cmd_engine_commit(tb_cmd_engine_t *eng);

@@ -168,11 +168,16 @@ static tb_err_t tb_cmd_handle(tb_cmd_t *cmd, const rd_kafka_message_t *msg, char
         const char *correlation = tb_cmd_jstr(c, "correlation_id");
         if (!*correlation)
                 correlation = corr;
-        const void *av = NULL;
-        size_t alen = 0;
-        if (tb_bus_header_get(msg, "authorization", &av, &alen) != TB_OK)
-                av = NULL;
-        tb_cmd_engine_decide(cmd->engine, c, av, alen, msg->partition, &v);
+        tb_cmd_cred_t cred = {.key = msg->key, .key_len = msg->key_len,
+                              .value = msg->payload, .value_len = msg->len};
+        if (tb_bus_header_get(msg, "authorization", &cred.authorization,
+                              &cred.authorization_len) != TB_OK)
+                cred.authorization = NULL;
+        if (tb_bus_header_get(msg, TB_SIGN_HDR_PRINCIPAL, &cred.principal, &cred.principal_len))
+                cred.principal = NULL;
+        if (tb_bus_header_get(msg, TB_SIGN_HDR_AUTH, &cred.auth, &cred.auth_len) != TB_OK)
+                cred.auth = NULL;
+        tb_cmd_engine_decide(cmd->engine, c, &cred, msg->partition, &v);
         const char *task_id = tb_cmd_jstr(c, "task_id");
         if (!v.reason &&
             (err = tb_bus_produce(cmd->producer, cmd->ctx->conf, TB_TOPIC_EVENTS, msg->partition,
@@ -401,12 +406,12 @@ static void *tb_cmd_main(void *arg) {
 
 /* What the engine needs from outside: PostgreSQL (through identity/'s cache),
  * the clocks and the event ids. */
-static tb_err_t tb_cmd_env_authenticate(void *opaque, const char *authorization,
+static tb_err_t tb_cmd_env_authenticate(void *opaque, const tb_sign_record_t *rec,
                                         tb_principal_t **who, char *errstr,
                                         size_t errstr_size) {
         tb_cmd_t *cmd = opaque;
-        return tb_identity_authenticate(cmd->ctx->store, authorization, TB_CMD_AUTH_CACHE_MS,
-                                        who, errstr, errstr_size);
+        return tb_sign_verify(cmd->ctx->store, rec, TB_CMD_AUTH_CACHE_MS, who, errstr,
+                              errstr_size);
 }
 
 static int64_t tb_cmd_env_now_ms(void *opaque) {
@@ -451,6 +456,8 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         const tb_config_t *conf = ctx->conf;
         tb_err_t err;
         char group[300];
+        if ((err = tb_sign_key_init(conf, true, errstr, errstr_size)))
+                return err;
         tb_cmd_t *cmd = calloc(1, sizeof(*cmd));
         if (!cmd)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: out of memory");
