@@ -1,0 +1,165 @@
+/**
+ * @file api/projwait.c
+ * @brief Read your writes: the projection watcher (LISTEN
+ *        taskbus_projection on its own connection) and the waits of handlers
+ *        until the projection shows a task version (tb_api_wait_projected()).
+ */
+#include "api/api_internal.h"
+#include "store/tasks.h"
+#include <stdlib.h>
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+
+/* ---- projection watcher ----------------------------------------------------- */
+
+/** Append \p s to \p b as one element of a PostgreSQL array literal. */
+static void tb_api_pg_array_add(tb_buf_t *b, const char *s) {
+        tb_buf_append(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
+        for (; *s; s++) {
+                if (*s == '"' || *s == '\\')
+                        tb_buf_append(b, "\\", 1);
+                tb_buf_append(b, s, 1);
+        }
+        tb_buf_append(b, "\"", 1);
+}
+
+/* Mark every waiter whose task reached its version in the projection. */
+static void tb_api_proj_check(tb_api_t *api, PGconn *conn) {
+        tb_buf_t ids = {0}, vers = {0};
+        tb_buf_append(&ids, "{", 1);
+        tb_buf_append(&vers, "{", 1);
+        int n = 0;
+        pthread_mutex_lock(&api->lock);
+        for (struct tb_api_projwait *w = api->projwaits; w; w = w->next) {
+                if (w->done)
+                        continue;
+                tb_api_pg_array_add(&ids, w->task_id);
+                tb_buf_printf(&vers, "%s%" PRId64, n ? "," : "", w->version);
+                n++;
+        }
+        pthread_mutex_unlock(&api->lock);
+        tb_buf_append(&ids, "}", 2);
+        tb_buf_append(&vers, "}", 2);
+        PGconn *pooled = NULL;
+        if (n == 0)
+                goto out;
+        if (!conn || PQstatus(conn) != CONNECTION_OK)
+                conn = pooled = tb_store_acquire_timeout(api->ctx->store, 100);
+        if (!conn)
+                goto out;
+        PGresult *res = NULL;
+        char err[512];
+        if (tb_store_tasks_projected(conn, ids.data, vers.data, &res, err, sizeof(err))) {
+                tb_debug(TB_API_SUB, "%s", err);
+                goto out;
+        }
+        pthread_mutex_lock(&api->lock);
+        for (int i = 0; i < PQntuples(res); i++) {
+                const char *id = PQgetvalue(res, i, 0);
+                int64_t v = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+                for (struct tb_api_projwait *w = api->projwaits; w; w = w->next) {
+                        if (!w->done && w->version == v && !strcmp(w->task_id, id)) {
+                                w->done = true;
+                                pthread_cond_signal(&w->cv);
+                        }
+                }
+        }
+        pthread_mutex_unlock(&api->lock);
+        PQclear(res);
+out:
+        if (pooled)
+                tb_store_release(api->ctx->store, pooled);
+        tb_buf_free(&ids);
+        tb_buf_free(&vers);
+}
+
+static PGconn *tb_api_listen_connect(tb_api_t *api) {
+        PGconn *c = PQconnectdb(api->ctx->conf->pg_url);
+        if (!c || PQstatus(c) != CONNECTION_OK) {
+                tb_debug(TB_API_SUB, "projection listener: %s", c ? PQerrorMessage(c) : "oom");
+                PQfinish(c);
+                return NULL;
+        }
+        PGresult *r = PQexec(c, "LISTEN taskbus_projection");
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok) {
+                PQfinish(c);
+                return NULL;
+        }
+        return c;
+}
+
+/*
+ * One thread answers every read-your-writes wait: on each projector
+ * notification (and every few ms while waits are pending, in case one was
+ * missed or the listener is down) ONE query checks all pending waits.
+ */
+void *tb_api_proj_main(void *arg) {
+        tb_api_t *api = arg;
+        PGconn *conn = NULL;
+        int64_t next_connect = 0;
+        while (!atomic_load(&api->stop)) {
+                if (!conn && tb_mono_us() >= next_connect) {
+                        conn = tb_api_listen_connect(api);
+                        next_connect = tb_mono_us() + 1000000;
+                }
+                pthread_mutex_lock(&api->lock);
+                bool have = false;
+                for (struct tb_api_projwait *w = api->projwaits; w && !have; w = w->next)
+                        have = !w->done;
+                pthread_mutex_unlock(&api->lock);
+                if (have)
+                        tb_api_proj_check(api, conn);
+                struct pollfd fds[2] = {{.fd = api->wake_fd, .events = POLLIN},
+                                        {.fd = conn ? PQsocket(conn) : -1, .events = POLLIN}};
+                poll(fds, 2, have ? TB_API_PROJ_POLL_MS : 200);
+                if (fds[0].revents & POLLIN) {
+                        uint64_t v;
+                        if (read(api->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+                                tb_debug(TB_API_SUB, "wake: %s", strerror(errno));
+                }
+                if (conn && fds[1].revents) {
+                        if (!PQconsumeInput(conn)) {
+                                tb_warn(TB_API_SUB, "projection listener lost: %s",
+                                        PQerrorMessage(conn));
+                                PQfinish(conn);
+                                conn = NULL;
+                                continue;
+                        }
+                        PGnotify *nt;
+                        while ((nt = PQnotifies(conn)))
+                                PQfreemem(nt);
+                }
+        }
+        PQfinish(conn);
+        return NULL;
+}
+
+bool tb_api_wait_projected(tb_api_t *api, const char *task_id, int64_t version,
+                           int64_t deadline_us) {
+        struct tb_api_projwait w = {.version = version};
+        tb_snprintf(w.task_id, sizeof(w.task_id), "%s", task_id);
+        tb_cond_init_mono(&w.cv);
+        pthread_mutex_lock(&api->lock);
+        w.next = api->projwaits;
+        api->projwaits = &w;
+        pthread_mutex_unlock(&api->lock);
+        uint64_t one = 1;
+        if (write(api->wake_fd, &one, sizeof(one)) < 0)
+                tb_debug(TB_API_SUB, "wake: %s", strerror(errno));
+        pthread_mutex_lock(&api->lock);
+        while (!w.done && tb_api_cond_wait_until(&w.cv, &api->lock, deadline_us))
+                ;
+        for (struct tb_api_projwait **pp = &api->projwaits; *pp; pp = &(*pp)->next) {
+                if (*pp == &w) {
+                        *pp = w.next;
+                        break;
+                }
+        }
+        bool done = w.done;
+        pthread_mutex_unlock(&api->lock);
+        pthread_cond_destroy(&w.cv);
+        return done;
+}
