@@ -434,9 +434,10 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
                             "headers (api.header_timeout) or body (api.body_timeout) in time");
         /* The idle timeout backs the reaper up for a connection it does not
          * track (no memory at accept). */
+        /* Twice the longer deadline: the reaper, not this, ends slow clients. */
         unsigned idle_s = (unsigned)((srv->lim.body_timeout_ms > srv->lim.header_timeout_ms
                                               ? srv->lim.body_timeout_ms
-                                              : srv->lim.header_timeout_ms) / 1000 + 1);
+                                              : srv->lim.header_timeout_ms) * 2 / 1000 + 2);
         int rc = pthread_create(&srv->reaper, NULL, tb_http_reaper_main, srv);
         if (rc) {
                 pthread_cond_destroy(&srv->reaper_cond);
