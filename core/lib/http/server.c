@@ -385,12 +385,13 @@ static void *tb_http_reaper_main(void *arg) {
                         if (limit_ms < 0 || c->shut || c->fd < 0 ||
                             now - c->since_us < limit_ms * 1000)
                                 continue;
-                        shutdown(c->fd, SHUT_RDWR);
-                        c->shut = true;
+                        /* counted first: whoever sees the close sees the count */
                         tb_metrics_add("taskbus_http_slow_clients_total",
                                        c->phase == TB_HTTP_PH_HEADERS ? "phase=\"headers\""
                                                                      : "phase=\"body\"",
                                        1);
+                        shutdown(c->fd, SHUT_RDWR);
+                        c->shut = true;
                 }
         }
         pthread_mutex_unlock(&srv->conn_lock);
