@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define ACTOR "tester@testhost"
 
@@ -299,6 +300,43 @@ Test(identity, revocation_takes_effect_when_the_cache_expires) {
         auth_fails(token, 600000, "revoked");
         /* negative results are not cached: still refused, still from the DB */
         auth_fails(token, 600000, "revoked");
+}
+
+/* An unknown token is remembered as unknown for cache_ms: its row put back
+ * meanwhile is not seen until then (no PostgreSQL round trip per bogus
+ * token), and is seen after. */
+Test(identity, unknown_tokens_are_cached_as_failures) {
+        const char *groups[] = {"ops"};
+        char token[72], id[32], err[1024];
+        create_user("uma", groups, 1, token, id);
+        const char *p[] = {id};
+        cr_assert_eq(tb_store_exec(g_conn, "save token row",
+                                   "CREATE TABLE tbt_saved_token AS SELECT * FROM api_tokens "
+                                   "WHERE id = $1", 1, p, NULL, err, sizeof(err)), TB_OK, "%s", err);
+        cr_assert_eq(tb_store_exec(g_conn, "delete token row",
+                                   "DELETE FROM api_tokens WHERE id = $1", 1, p, NULL, err,
+                                   sizeof(err)), TB_OK, "%s", err);
+        /* gone: unknown, and remembered as unknown for 3 s */
+        auth_fails(token, 3000, "unknown token");
+        int64_t t0 = tb_mono_us();
+        cr_assert_eq(tb_store_exec(g_conn, "restore token row",
+                                   "INSERT INTO api_tokens SELECT * FROM tbt_saved_token", 0, NULL,
+                                   NULL, err, sizeof(err)), TB_OK, "%s", err);
+        /* within the 3 s: still unknown, answered from the cache */
+        tb_principal_t *pp = NULL;
+        tb_err_t e = tb_identity_authenticate(g_store, token, 3000, &pp, err, sizeof(err));
+        bool in_time = tb_mono_us() - t0 < 2500000;
+        tb_principal_free(pp);
+        if (in_time) {
+                cr_assert_eq(e, TB_ERR_UNAUTHENTICATED, "the unknown token was looked up again");
+                cr_assert(strstr(err, "unknown token"), "%s", err);
+        }
+        /* a caller without the cache sees the row at once, everyone after 3 s */
+        tb_principal_free(auth_ok(token, 0));
+        usleep(3100 * 1000);
+        tb_principal_free(auth_ok(token, 3000));
+        cr_assert_eq(tb_store_exec(g_conn, "drop saved row", "DROP TABLE tbt_saved_token", 0,
+                                   NULL, NULL, err, sizeof(err)), TB_OK, "%s", err);
 }
 
 Test(identity, disabled_user) {

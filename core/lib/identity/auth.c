@@ -190,8 +190,16 @@ static tb_err_t tb_identity_parse_authorization(const char *auth, char token[TB_
 }
 
 /* Look the hash up in PostgreSQL and build the principal. */
+/* The one answer to a token no row has, cached or not. */
+static tb_err_t tb_identity_unknown_err(char *errstr, size_t errstr_size) {
+        return tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
+                         "unknown token: it was not issued by this taskbus or has been "
+                         "deleted; ask an administrator for a new one");
+}
+
 static tb_err_t tb_identity_lookup(tb_store_t *store, const unsigned char hash[TB_HASH_LEN],
-                                   tb_principal_t **out, char *errstr, size_t errstr_size) {
+                                   tb_principal_t **out, bool *unknown, char *errstr,
+                                   size_t errstr_size) {
         tb_store_identity_auth_t *row = NULL;
         tb_principal_t *p = NULL;
         tb_err_t err;
@@ -205,9 +213,8 @@ static tb_err_t tb_identity_lookup(tb_store_t *store, const unsigned char hash[T
         if ((err = tb_store_identity_token_find(conn, hash, &row, errstr, errstr_size)))
                 goto done;
         if (!row) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
-                                "unknown token: it was not issued by this taskbus or has been "
-                                "deleted; ask an administrator for a new one");
+                *unknown = true;
+                err = tb_identity_unknown_err(errstr, errstr_size);
                 goto done;
         }
         const char *token_id = row->token_id;
@@ -301,8 +308,14 @@ tb_err_t tb_identity_authenticate(tb_store_t *store, const char *authorization,
                 *out = p;
                 return TB_OK;
         }
-        if ((err = tb_identity_lookup(store, hash, &p, errstr, errstr_size)))
+        if (cache_ms > 0 && tb_identity_cache_unknown(store, hash))
+                return tb_identity_unknown_err(errstr, errstr_size);
+        bool unknown = false;
+        if ((err = tb_identity_lookup(store, hash, &p, &unknown, errstr, errstr_size))) {
+                if (unknown && cache_ms > 0)
+                        tb_identity_cache_put_unknown(store, hash, cache_ms);
                 return err;
+        }
         if (cache_ms > 0)
                 tb_identity_cache_put(store, hash, p, cache_ms);
         *out = p;

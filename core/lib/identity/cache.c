@@ -2,9 +2,12 @@
  * @file identity/cache.c
  * @brief The in-process cache of authentication results.
  *
- * Cache: positive results only, keyed by (store, token hash), bounded, each
- * entry living cache_ms. Negative results are never cached so that a token
- * created a moment ago works at once and so that guessing cannot fill memory.
+ * Cache: positive results keyed by (store, token hash), bounded, each entry
+ * living cache_ms. Beside it, unknown tokens (no such hash) are remembered
+ * for cache_ms in a fixed direct-mapped table, so a client sending bogus
+ * tokens costs no PostgreSQL round trip and cannot grow memory (a colliding
+ * entry is simply overwritten). Revoked, expired and disabled are not cached
+ * as failures: they are rare and a new token must work at once.
  */
 #include "identity/identity_internal.h"
 
@@ -134,8 +137,51 @@ void tb_identity_cache_put(const void *store, const unsigned char hash[TB_HASH_L
         pthread_mutex_unlock(&tb_identity_cache.lock);
 }
 
+/* ---- unknown tokens ---------------------------------------------------------- */
+
+#define TB_IDENTITY_UNKNOWN_SLOTS 4096
+
+static struct {
+        pthread_mutex_t lock;
+        struct {
+                const void *store;
+                unsigned char hash[TB_HASH_LEN];
+                int64_t until_us; /* monotonic; 0: empty */
+        } slot[TB_IDENTITY_UNKNOWN_SLOTS];
+} tb_identity_unknown = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static size_t tb_identity_unknown_slot(const unsigned char hash[TB_HASH_LEN]) {
+        /* SHA-256 output is uniform: its bytes 4..7 are a fine hash too */
+        uint32_t h = (uint32_t)hash[4] | (uint32_t)hash[5] << 8 | (uint32_t)hash[6] << 16 |
+                     (uint32_t)hash[7] << 24;
+        return h % TB_IDENTITY_UNKNOWN_SLOTS;
+}
+
+bool tb_identity_cache_unknown(const void *store, const unsigned char hash[TB_HASH_LEN]) {
+        size_t i = tb_identity_unknown_slot(hash);
+        pthread_mutex_lock(&tb_identity_unknown.lock);
+        bool hit = tb_identity_unknown.slot[i].store == store &&
+                   tb_identity_unknown.slot[i].until_us > tb_mono_us() &&
+                   !memcmp(tb_identity_unknown.slot[i].hash, hash, TB_HASH_LEN);
+        pthread_mutex_unlock(&tb_identity_unknown.lock);
+        return hit;
+}
+
+void tb_identity_cache_put_unknown(const void *store, const unsigned char hash[TB_HASH_LEN],
+                                   int64_t cache_ms) {
+        size_t i = tb_identity_unknown_slot(hash);
+        pthread_mutex_lock(&tb_identity_unknown.lock);
+        tb_identity_unknown.slot[i].store = store;
+        memcpy(tb_identity_unknown.slot[i].hash, hash, TB_HASH_LEN);
+        tb_identity_unknown.slot[i].until_us = tb_mono_us() + cache_ms * 1000;
+        pthread_mutex_unlock(&tb_identity_unknown.lock);
+}
+
 void tb_identity_cache_clear(void) {
         pthread_mutex_lock(&tb_identity_cache.lock);
         tb_identity_cache_prune(0, true);
         pthread_mutex_unlock(&tb_identity_cache.lock);
+        pthread_mutex_lock(&tb_identity_unknown.lock);
+        memset(tb_identity_unknown.slot, 0, sizeof(tb_identity_unknown.slot));
+        pthread_mutex_unlock(&tb_identity_unknown.lock);
 }

@@ -41,5 +41,12 @@ tb_principal_t *tb_identity_cache_get(const void *store, const unsigned char has
  *  @locality any thread. */
 void tb_identity_cache_put(const void *store, const unsigned char hash[TB_HASH_LEN],
                            const tb_principal_t *p, int64_t cache_ms);
+/** Was (\p store, \p hash) found unknown (no such token) less than its
+ *  cache_ms ago? @locality any thread. */
+bool tb_identity_cache_unknown(const void *store, const unsigned char hash[TB_HASH_LEN]);
+/** Remember for \p cache_ms that no token has \p hash (bounded table: an
+ *  older entry of the same slot is overwritten). @locality any thread. */
+void tb_identity_cache_put_unknown(const void *store, const unsigned char hash[TB_HASH_LEN],
+                                   int64_t cache_ms);
 
 #endif
