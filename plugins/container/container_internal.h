@@ -74,6 +74,8 @@ typedef struct ct_run {
         CURL *logs_h;
         long logs_status;
         ct_buf_t logs_err;
+        bool logs_bad;                  /* the stream was not framed: an error text */
+        size_t logs_emitted;            /* payload bytes handed to the host */
         int out_stream;                 /* pending output of one write callback */
         ct_buf_t out;
 } ct_run_t;

@@ -33,15 +33,15 @@ static void ct_out_add(ct_run_t *r, int stream, const char *data, size_t len) {
         }
 }
 
-static size_t ct_logs_cb(char *data, size_t size, size_t nmemb, void *arg) {
-        ct_run_t *r = arg;
-        size_t n = size * nmemb;
-        if (!r->logs_status)
-                curl_easy_getinfo(r->logs_h, CURLINFO_RESPONSE_CODE, &r->logs_status);
-        if (r->logs_status != 200) { /* an error reply, not a log stream */
+/* Feed \p n bytes of a multiplexed log stream (8-byte frame headers:
+ * stream, 0, 0, 0, big-endian length) to the host. A header that is not one
+ * (podman answers some races with 200 and an error text) turns the rest into
+ * r->logs_err. */
+static void ct_demux_feed(ct_run_t *r, const char *data, size_t n) {
+        if (r->logs_bad) {
                 if (r->logs_err.len < 4096)
                         ct_buf_add(&r->logs_err, data, n);
-                return n;
+                return;
         }
         ct_demux_t *d = &r->demux;
         const unsigned char *p = (const unsigned char *)data;
@@ -56,6 +56,12 @@ static size_t ct_logs_cb(char *data, size_t size, size_t nmemb, void *arg) {
                         if (d->hdr_len < 8)
                                 break;
                         d->hdr_len = 0;
+                        if (d->hdr[0] > 2 || d->hdr[1] || d->hdr[2] || d->hdr[3]) {
+                                r->logs_bad = true;
+                                ct_buf_add(&r->logs_err, d->hdr, 8);
+                                ct_buf_add(&r->logs_err, p, left);
+                                return;
+                        }
                         d->stream = d->hdr[0] == 2 ? TB_PLUGIN_STDERR : TB_PLUGIN_STDOUT;
                         d->left = (uint32_t)d->hdr[4] << 24 | (uint32_t)d->hdr[5] << 16 |
                                   (uint32_t)d->hdr[6] << 8 | (uint32_t)d->hdr[7];
@@ -63,12 +69,46 @@ static size_t ct_logs_cb(char *data, size_t size, size_t nmemb, void *arg) {
                 }
                 size_t take = d->left < left ? d->left : left;
                 ct_out_add(r, d->stream, (const char *)p, take);
+                r->logs_emitted += take;
                 d->left -= (uint32_t)take;
                 p += take;
                 left -= take;
         }
+}
+
+static size_t ct_logs_cb(char *data, size_t size, size_t nmemb, void *arg) {
+        ct_run_t *r = arg;
+        size_t n = size * nmemb;
+        if (!r->logs_status)
+                curl_easy_getinfo(r->logs_h, CURLINFO_RESPONSE_CODE, &r->logs_status);
+        if (r->logs_status != 200) { /* an error reply, not a log stream */
+                if (r->logs_err.len < 4096)
+                        ct_buf_add(&r->logs_err, data, n);
+                return n;
+        }
+        ct_demux_feed(r, data, n);
         ct_out_flush(r);
         return n;
+}
+
+/* The follow stream failed before any output (podman: "failed to obtain
+ * logs ... no such process" for a container that exited at once): read the
+ * finished container's log once more, without follow. */
+static void ct_logs_refetch(ct_run_t *r) {
+        ct_state_t *st = r->st;
+        char path[256], e[256];
+        ct_buf_t body = {0};
+        long code = 0;
+        snprintf(path, sizeof(path), "/containers/%s/logs?stdout=1&stderr=1", r->cid);
+        if (ct_engine_http(st, "GET", path, NULL, &code, &body, e, sizeof(e)) == 0 &&
+            code == 200) {
+                memset(&r->demux, 0, sizeof(r->demux));
+                r->logs_bad = false;
+                r->logs_err.len = 0;
+                ct_demux_feed(r, body.data ? body.data : "", body.len);
+                ct_out_flush(r);
+        }
+        ct_buf_free(&body);
 }
 
 static void ct_finish(ct_run_t *r, tb_plugin_result_t *res, const char *msg) {
@@ -185,6 +225,7 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
                 if (wait_done && (logs_done || tb_pu_mono_ms() - wait_done_at > CT_LOG_DRAIN_MS))
                         break;
 
+
                 int64_t now = tb_pu_mono_ms();
                 if (outcome == CT_OUT_NONE && !wait_done) {
                         if (tb_pu_cancel_requested(&r->cancel, &st->lock, reason,
@@ -223,6 +264,15 @@ static void ct_supervise(ct_run_t *r, tb_plugin_result_t *res, char *msg, size_t
                 curl_multi_poll(r->multi, NULL, 0, (int)wait_ms, NULL);
         }
         ct_out_flush(r);
+        if (wait_done && r->logs_emitted == 0 &&
+            (r->logs_bad || (r->logs_status != 0 && r->logs_status != 200))) {
+                char em[512];
+                ct_engine_msg(&r->logs_err, em, sizeof(em));
+                st->host->log(st->host, TB_PLUGIN_LOG_WARN, "run %s: the log stream of "
+                              "container %.12s failed (%s): reading its log again", r->run_id,
+                              r->cid, em);
+                ct_logs_refetch(r);
+        }
         if (res->status == TB_PLUGIN_RUN_INFRA_ERROR)
                 goto done;
 
