@@ -29,17 +29,6 @@
 
 /* ---- processes ------------------------------------------------------------------ */
 
-static int free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET};
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        socklen_t len = sizeof(sa);
-        getsockname(fd, (struct sockaddr *)&sa, &len);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
 /* A config for one daemon of the stack: its own API port and api/kafka knobs. */
 static char *daemon_conf(tbt_stack_t *st, int port, const char *api_extra, const char *kafka) {
         char *text = NULL;
@@ -247,7 +236,7 @@ TestSuite(api, .init = setup, .fini = teardown, .timeout = 400);
 
 /* Start api+commands+projector; returns the pid, *port its API port. */
 static pid_t start_full(int *port, char **conf) {
-        *port = free_port();
+        *port = tbt_free_port();
         *conf = daemon_conf(&st, *port, NULL, NULL);
         pid_t pid = daemon_start(&st, *conf, "api,commands,projector");
         wait_http(*port);
@@ -515,7 +504,7 @@ Test(api, status_codes) {
         hfree(&r);
 
         /* 429 + Retry-After: a second api process with a tiny rate */
-        int p429 = free_port();
+        int p429 = tbt_free_port();
         char *c429 = daemon_conf(&st, p429, "rate = 0.2; burst = 2;", NULL);
         pid_t d429 = daemon_start(&st, c429, "api");
         wait_http(p429);
@@ -537,9 +526,9 @@ Test(api, status_codes) {
         stop_clean(d429);
 
         /* 503: an api whose Kafka is down refuses writes; nothing is applied */
-        int p503 = free_port();
+        int p503 = tbt_free_port();
         char kdown[64];
-        snprintf(kdown, sizeof(kdown), "127.0.0.1:%d", free_port());
+        snprintf(kdown, sizeof(kdown), "127.0.0.1:%d", tbt_free_port());
         char *c503 = daemon_conf(&st, p503, NULL, kdown);
         pid_t d503 = daemon_start(&st, c503, "api");
         wait_http(p503);
@@ -558,7 +547,7 @@ Test(api, status_codes) {
 
         /* 504: without the commands role no reply comes */
         stop_clean(d1);
-        int p504 = free_port();
+        int p504 = tbt_free_port();
         char *c504 = daemon_conf(&st, p504, "reply_timeout = \"1500ms\";", NULL);
         pid_t d504 = daemon_start(&st, c504, "api,projector");
         wait_http(p504);
@@ -777,7 +766,7 @@ static bool projection_caught_up(void *arg) {
 }
 
 Test(api, sigkill_mid_stream_applies_each_command_at_most_once) {
-        int port = free_port();
+        int port = tbt_free_port();
         char *conf = daemon_conf(&st, port, NULL, NULL);
         pid_t core = daemon_start(&st, conf, "commands,projector");
         pid_t api = daemon_start(&st, conf, "api");

@@ -29,17 +29,6 @@ static char *conf_path;
 static char home[64];
 static char alice[96], bob[96];
 
-static int free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET};
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        socklen_t len = sizeof(sa);
-        getsockname(fd, (struct sockaddr *)&sa, &len);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
 /* Run the CLI as \p authz's user ("Bearer tbk_..."), HOME in a temp dir.
  * @returns the exit status; *out gets stdout+stderr. */
 static int cli(char **out, const char *authz, const char *args) {
@@ -61,7 +50,7 @@ static void setup(void) {
         tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 2});
         tbt_stack_user(&st, "alice", "ops", alice);
         tbt_stack_user(&st, "bob", "dev", bob);
-        port = free_port();
+        port = tbt_free_port();
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
                               "security = { key_file = \"%s\"; };\n"
@@ -304,7 +293,7 @@ Test(cli_tasks, errors_help_and_config_file) {
         free(out);
         /* the API down: a clear message */
         rc = tbt_run(&out, "HOME=%s TASKBUS_API=http://127.0.0.1:%d TASKBUS_TOKEN=x %s/bin/taskbus tasks list",
-                     home, free_port(), tbt_build_dir());
+                     home, tbt_free_port(), tbt_build_dir());
         cr_assert_eq(rc, 1, "%s", out);
         cr_assert_not_null(strstr(out, "cannot reach the API"), "%s", out);
         free(out);

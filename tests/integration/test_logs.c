@@ -40,17 +40,6 @@ static char home[64];
 
 /* ---- helpers --------------------------------------------------------------------- */
 
-static int free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET};
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        socklen_t len = sizeof(sa);
-        getsockname(fd, (struct sockaddr *)&sa, &len);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
 typedef struct hres {
         long status;
         tb_buf_t body;
@@ -150,7 +139,7 @@ static void setup(void) {
         tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 2});
         tbt_stack_user(&st, "alice", "ga", alice);
         tbt_stack_user(&st, "bob", "gb", bob);
-        port = free_port();
+        port = tbt_free_port();
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
                               "security = { key_file = \"%s\"; };\n"

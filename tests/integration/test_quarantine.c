@@ -49,17 +49,6 @@ static char g_alice[96];
 
 /* ---- a daemon with a known API port --------------------------------------------- */
 
-static int free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET};
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        socklen_t len = sizeof(sa);
-        getsockname(fd, (struct sockaddr *)&sa, &len);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
 static pid_t daemon_start(const char *roles) {
         char bin[1024];
         snprintf(bin, sizeof(bin), "%s/bin/taskbusd", tbt_build_dir());
@@ -88,7 +77,7 @@ static void setup(void) {
         /* an operator's constraint: the projection refuses what it forbids */
         free(tbt_sql_value(&g_st, "ALTER TABLE tasks ADD CONSTRAINT tbt_no_forbidden "
                                   "CHECK (name <> 'forbidden by check')"));
-        g_port = free_port();
+        g_port = tbt_free_port();
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
                               "region = \"local\";\nlog_level = \"info\";\n"

@@ -121,17 +121,6 @@ static int port;
 static pid_t daemon_pid;
 static rd_kafka_t *prod;
 
-static int free_port(void) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET};
-        sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-        socklen_t len = sizeof(sa);
-        getsockname(fd, (struct sockaddr *)&sa, &len);
-        close(fd);
-        return ntohs(sa.sin_port);
-}
-
 static pid_t daemon_start(const char *conf, const char *roles) {
         char bin[1024];
         snprintf(bin, sizeof(bin), "%s/bin/taskbusd", tbt_build_dir());
@@ -172,7 +161,7 @@ static void setup(void) {
         tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 3});
         tbt_stack_user(&st, "alice", "ga", alice);
         tbt_stack_user(&st, "bob", "gb", bob);
-        port = free_port();
+        port = tbt_free_port();
         char *text = NULL;
         cr_assert_gt(asprintf(&text,
                               "security = { key_file = \"%s\"; };\n"
