@@ -35,7 +35,7 @@
 int64_t tb_plugin_guard_grace(const tb_plugin_instance_t *pi, const tb_plugin_run_t *run) {
         int64_t grace = pi->stop_bound_ms;
         for (size_t i = 0; run->options && i < run->n_options; i++) {
-                int64_t v;
+                int64_t v = 0;
                 if (run->options[i].key && !strcmp(run->options[i].key, "kill_grace") &&
                     tb_pu_parse_duration(run->options[i].value, &v, NULL, 0) == TB_PLUGIN_OK &&
                     v >= 0 && v < grace)
