@@ -318,7 +318,8 @@ struct tbt_reader {
         rd_kafka_t *rk;
         json_t *values;
         int partitions;
-        bool *eof;
+        char topic[256];
+        int64_t *eof_at; /* per partition: the highest offset an EOF was reported at, -1 before */
 };
 
 tbt_reader_t *tbt_reader_new(tbt_stack_t *st, tb_topic_t topic, bool read_committed) {
@@ -341,8 +342,11 @@ tbt_reader_t *tbt_reader_new(tbt_stack_t *st, tb_topic_t topic, bool read_commit
         rd_kafka_poll_set_consumer(r->rk);
         r->values = json_array();
         r->partitions = (int)st->conf->topic_partitions;
-        r->eof = calloc((size_t)r->partitions, sizeof(bool));
+        r->eof_at = calloc((size_t)r->partitions, sizeof(int64_t));
+        for (int p = 0; p < r->partitions; p++)
+                r->eof_at[p] = -1;
         tb_topic_name(st->conf, topic, name, sizeof(name));
+        snprintf(r->topic, sizeof(r->topic), "%s", name);
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(r->partitions);
         for (int p = 0; p < r->partitions; p++)
                 rd_kafka_topic_partition_list_add(l, name, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
@@ -357,7 +361,7 @@ void tbt_reader_free(tbt_reader_t *r) {
         rd_kafka_consumer_close(r->rk);
         rd_kafka_destroy(r->rk);
         json_decref(r->values);
-        free(r->eof);
+        free(r->eof_at);
         free(r);
 }
 
@@ -369,8 +373,9 @@ size_t tbt_reader_poll(tbt_reader_t *r, int ms) {
                 if (!m)
                         continue;
                 if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                        if (m->partition >= 0 && m->partition < r->partitions)
-                                r->eof[m->partition] = true;
+                        if (m->partition >= 0 && m->partition < r->partitions &&
+                            m->offset > r->eof_at[m->partition])
+                                r->eof_at[m->partition] = m->offset;
                 } else if (!m->err) {
                         json_t *v = NULL;
                         char err[512];
@@ -381,8 +386,6 @@ size_t tbt_reader_poll(tbt_reader_t *r, int ms) {
                         json_object_set_new(v, "_offset", json_integer(m->offset));
                         json_array_append_new(r->values, v);
                         added++;
-                        if (m->partition >= 0 && m->partition < r->partitions)
-                                r->eof[m->partition] = false;
                 }
                 rd_kafka_message_destroy(m);
         } while (tb_mono_us() < until);
@@ -390,16 +393,33 @@ size_t tbt_reader_poll(tbt_reader_t *r, int ms) {
 }
 
 bool tbt_reader_drain(tbt_reader_t *r, int ms) {
+        /* The end is the high watermark when the drain starts: a topic that is
+         * written all the time (fires every second) never shows every partition
+         * at EOF in the same poll, but each partition's EOF passes this mark. */
         int64_t until = tb_mono_us() + (int64_t)ms * 1000;
-        while (tb_mono_us() < until) {
-                tbt_reader_poll(r, 100);
-                bool all = true;
-                for (int p = 0; p < r->partitions; p++)
-                        all &= r->eof[p];
-                if (all)
-                        return true;
+        int64_t *mark = calloc((size_t)r->partitions, sizeof(int64_t));
+        for (int p = 0; p < r->partitions; p++) {
+                int64_t lo = 0, hi = 0;
+                rd_kafka_resp_err_t e;
+                while ((e = rd_kafka_query_watermark_offsets(r->rk, r->topic, p, &lo, &hi,
+                                                             5000)) != 0 &&
+                       tb_mono_us() < until)
+                        tbt_reader_poll(r, 100);
+                if (e) {
+                        free(mark);
+                        return false;
+                }
+                mark[p] = hi;
         }
-        return false;
+        bool all = false;
+        while (!all && tb_mono_us() < until) {
+                tbt_reader_poll(r, 100);
+                all = true;
+                for (int p = 0; p < r->partitions; p++)
+                        all &= r->eof_at[p] >= mark[p];
+        }
+        free(mark);
+        return all;
 }
 
 const json_t *tbt_reader_values(const tbt_reader_t *r) { return r->values; }

@@ -112,8 +112,9 @@ void tbt_reader_free(tbt_reader_t *r);
  *  the reader's list (undecodable records are appended as JSON null).
  *  @returns how many were added. */
 size_t tbt_reader_poll(tbt_reader_t *r, int ms);
-/** Read until every partition reached its end (EOF), or \p ms passed.
- *  @returns true if it reached the end. */
+/** Read until every partition reached the end it had when the call began
+ *  (its high watermark then), or \p ms passed. Records written meanwhile may
+ *  or may not be read. @returns true if it reached that end. */
 bool tbt_reader_drain(tbt_reader_t *r, int ms);
 /** The decoded values read so far (borrowed): each is the value with
  *  "_partition" and "_offset" added. */
