@@ -33,6 +33,21 @@ tb_say()  { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 tb_warn() { printf 'warning: %s\n' "$*" >&2; }
 tb_die()  { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# Keep the kernel from handing a stack's port to an outgoing connection while the
+# service that listens on it is down (PostgreSQL's 5543x ports are inside Linux's
+# ephemeral range, 32768-60999): a restart would otherwise fail to bind. Needs root;
+# without it the ports are merely unreserved, as before.
+tb_reserve_ports() {
+  local f=/proc/sys/net/ipv4/ip_local_reserved_ports cur p
+  [[ -w $f ]] || return 0
+  cur=$(<"$f")
+  for p in "$@"; do
+    [[ ,$cur, == *,$p,* ]] && continue
+    cur=${cur:+$cur,}$p
+  done
+  echo "$cur" >"$f" 2>/dev/null || true
+}
+
 # Debian packages the project needs to build, run and test.
 TB_PACKAGES=(build-essential cmake pkg-config git curl ca-certificates
   librdkafka-dev libpq-dev libavro-dev libconfig-dev libcriterion-dev
