@@ -572,3 +572,35 @@ Test(store, open_reports_bad_url_without_password) {
         cr_assert_not_null(strstr(err, "postgres.pool_size"), "%s", err);
         tb_config_destroy(conf);
 }
+
+Test(store, pool_with_statement_timeout_cancels_long_statements) {
+        char err[512] = "";
+        setenv("TASKBUS_PG", test_url, 1);
+        tb_config_t *conf = NULL;
+        cr_assert_eq(tb_config_load(NULL, &conf, err, sizeof(err)), TB_OK, "config: %s", err);
+        tb_store_t *store = NULL;
+        cr_assert_eq(tb_store_open_with(conf, 1, 200, &store, err, sizeof(err)), TB_OK, "%s", err);
+        tb_config_destroy(conf);
+
+        PGconn *c = tb_store_acquire(store);
+        tb_err_t e = tb_store_exec(c, "sleep", "SELECT pg_sleep(5)", 0, NULL, NULL, err,
+                                   sizeof(err));
+        cr_assert_neq(e, TB_OK, "a 5 s statement ran to its end under a 200 ms timeout");
+        cr_assert(strstr(err, "57014"), "not cancelled by the statement timeout: %s", err);
+        /* The connection is still usable, and a reset (after a server-side
+         * termination) keeps the timeout. */
+        PGresult *r = NULL;
+        cr_assert_eq(tb_store_exec(c, "show", "SHOW statement_timeout", 0, NULL, &r, err,
+                                   sizeof(err)),
+                     TB_OK, "%s", err);
+        cr_assert_str_eq(PQgetvalue(r, 0, 0), "200ms");
+        PQclear(r);
+        PQreset(c);
+        cr_assert_eq(tb_store_exec(c, "show", "SHOW statement_timeout", 0, NULL, &r, err,
+                                   sizeof(err)),
+                     TB_OK, "%s", err);
+        cr_assert_str_eq(PQgetvalue(r, 0, 0), "200ms");
+        PQclear(r);
+        tb_store_release(store, c);
+        tb_store_destroy(store);
+}

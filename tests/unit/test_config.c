@@ -97,7 +97,7 @@ static void assert_defaults(const tb_config_t *c) {
         cr_assert_str_eq(c->pg_url, "postgresql://taskbus@127.0.0.1:55432/taskbus");
         cr_assert_eq(c->pg_pool_size, 8);
         cr_assert_str_eq(c->api_listen, "127.0.0.1:8080");
-        cr_assert_eq(c->api_threads, 4);
+        cr_assert_eq(c->api_threads, 16);
         cr_assert_float_eq(c->api_rate, 50.0, 1e-9);
         cr_assert_eq(c->api_burst, 100);
         cr_assert_eq(c->api_reply_timeout_ms, 10 * SEC);
@@ -184,8 +184,8 @@ Test(config, typo_names_file_line_key_and_valid_keys) {
         expect_error("api = { zzzzzz = 1; };\n",
                      "1: unknown key 'api.zzzzzz'; valid keys in 'api': body_timeout, burst, "
                      "header_timeout, listen, max_body, max_connections, "
-                     "max_connections_per_client, max_requests_per_connection, rate, "
-                     "reply_timeout, threads");
+                     "max_connections_per_client, max_requests_per_connection, pool_size, "
+                     "queue_timeout, rate, reply_timeout, statement_timeout, threads");
         expect_error("groups = {\n ops = {\n  imagess = [];\n };\n};\n",
                      "3: unknown key 'groups.ops.imagess'; valid keys in 'groups.ops': "
                      "allow_root, cpus_max, images, log_retention_max, memory_max, network, os_user, "

@@ -5,7 +5,9 @@
  *        and never a metric label; a body announced over max_body is refused
  *        before it is sent; slow clients are cut off at the header and body
  *        deadlines; connections per client are bounded; keep-alive ends after
- *        max_requests_per_conn; label values are escaped.
+ *        max_requests_per_conn; label values are escaped; handlers run in
+ *        at most `workers` slots, and a request that finds none free in
+ *        queue_timeout_ms is 503 while public routes still answer.
  */
 #include <criterion/criterion.h>
 
@@ -13,6 +15,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,9 +34,22 @@ static void tbt_hello(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                           "bytes", (int)req->body.len));
 }
 
+/* A handler that holds its request slot until the test lets it go. */
+static atomic_int tbt_blocked_in, tbt_release;
+
+static void tbt_block(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        (void)app;
+        (void)req;
+        atomic_fetch_add(&tbt_blocked_in, 1);
+        for (int i = 0; i < 1000 && !atomic_load(&tbt_release); i++)
+                usleep(10000);
+        tb_http_json(resp, 200, json_pack("{s:b}", "released", atomic_load(&tbt_release)));
+}
+
 static const tb_http_route_t routes[] = {
         {"GET", "/v1/hello", tbt_hello, true},
         {"POST", "/v1/hello", tbt_hello, true},
+        {"GET", "/v1/block", tbt_block, false},
         {NULL, NULL, NULL, false},
 };
 
@@ -43,7 +59,9 @@ static void setup(void) {
                                 .max_per_client = 4,
                                 .header_timeout_ms = 1500,
                                 .body_timeout_ms = 1500,
-                                .max_requests_per_conn = 2};
+                                .max_requests_per_conn = 2,
+                                .workers = 1,
+                                .queue_timeout_ms = 300};
         char listen[64], err[256];
         for (int i = 0; i < 20; i++) {
                 port = 20000 + (int)((getpid() * 7 + i * 131) % 20000);
@@ -221,4 +239,44 @@ Test(http_server, label_values_are_escaped) {
         cr_assert_str_eq(out, "a\\\"b\\\\c\\nd?");
         tb_metrics_label_value("0123456789", out, 5);
         cr_assert_str_eq(out, "0123");
+}
+
+Test(http_server, busy_request_slots_give_503_and_public_routes_still_answer) {
+        bool closed;
+        int a = tbt_connect();
+        tbt_send(a, "GET /v1/block HTTP/1.1\r\nHost: x\r\n\r\n");
+        for (int i = 0; i < 500 && atomic_load(&tbt_blocked_in) == 0; i++)
+                usleep(10000);
+        cr_assert_eq(atomic_load(&tbt_blocked_in), 1, "the first request never reached its handler");
+
+        /* The only slot is held: the next request waits queue_timeout, then 503. */
+        int b = tbt_connect();
+        tbt_send(b, "GET /v1/block HTTP/1.1\r\nHost: x\r\n\r\n");
+        char *r = tbt_read(b, "}", 5000, &closed);
+        cr_assert(strstr(r, "HTTP/1.1 503"), "%s", r);
+        cr_assert(strstr(r, "Retry-After: 1"), "%s", r);
+        cr_assert(strstr(r, "api.threads"), "%s", r);
+        free(r);
+        cr_assert_eq(atomic_load(&tbt_blocked_in), 1, "the refused request ran its handler");
+        cr_assert_geq(tb_metrics_get("taskbus_http_queue_timeouts_total", NULL), 1);
+
+        /* A public route takes no slot. */
+        int c = tbt_connect();
+        tbt_send(c, "GET /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n");
+        r = tbt_read(c, "}", 5000, &closed);
+        cr_assert(strstr(r, "HTTP/1.1 200"), "%s", r);
+        free(r);
+
+        atomic_store(&tbt_release, 1);
+        r = tbt_read(a, "}", 5000, &closed);
+        cr_assert(strstr(r, "HTTP/1.1 200") && strstr(r, "\"released\":true"), "%s", r);
+        free(r);
+        /* The slot is free again. */
+        tbt_send(b, "GET /v1/block HTTP/1.1\r\nHost: x\r\n\r\n");
+        r = tbt_read(b, "}", 5000, &closed);
+        cr_assert(strstr(r, "HTTP/1.1 200"), "%s", r);
+        free(r);
+        close(a);
+        close(b);
+        close(c);
 }

@@ -87,6 +87,9 @@ typedef struct tb_config {
         /* api */
         char *api_listen;           /**< "127.0.0.1:8080" */
         int64_t api_threads;
+        int64_t api_queue_timeout_ms;
+        int64_t api_pool_size;
+        int64_t api_statement_timeout_ms;
         double api_rate;            /**< requests/s per user */
         int64_t api_burst;
         int64_t api_reply_timeout_ms;

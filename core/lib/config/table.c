@@ -61,8 +61,22 @@ const tb_config_prop_t tb_config_props[] = {
         {"api.listen", TB_CT_STRING, F(api_listen), 0, "127.0.0.1:8080", 0, 0, NULL,
          "TASKBUS_API_LISTEN",
          "HOST:PORT the REST API listens on (\"[::1]:8080\" for IPv6; port 0 picks a free one)."},
-        {"api.threads", TB_CT_INT, F(api_threads), 0, "4", 1, 256, NULL, NULL,
-         "HTTP worker threads."},
+        {"api.threads", TB_CT_INT, F(api_threads), 0, "16", 1, 256, NULL, NULL,
+         "Requests handled at once (the worker slots); more wait in order of arrival up to "
+         "api.queue_timeout, then get 503. A log follow holds a slot only while it is "
+         "answered, not while it waits for new lines."},
+        {"api.queue_timeout", TB_CT_DURATION, F(api_queue_timeout_ms), 0, "5s", TB_MS(10),
+         TB_MIN(5), NULL, NULL,
+         "How long a request waits for a free worker slot (api.threads) before 503 with "
+         "Retry-After."},
+        {"api.pool_size", TB_CT_INT, F(api_pool_size), 0, "8", 1, 1000, NULL, NULL,
+         "Connections of the api role's own PostgreSQL pool (apart from postgres.pool_size, "
+         "which the commands role authenticates Kafka commands with, so neither starves the "
+         "other)."},
+        {"api.statement_timeout", TB_CT_DURATION, F(api_statement_timeout_ms), 0, "10s",
+         TB_MS(100), TB_MIN(10), NULL, NULL,
+         "PostgreSQL cancels any statement the API runs for a request after this long (the "
+         "request then gets 503)."},
         {"api.rate", TB_CT_DOUBLE, F(api_rate), 0, "50", 0.01, 1e6, NULL, NULL,
          "Sustained requests per second allowed per user (token bucket); beyond it 429."},
         {"api.burst", TB_CT_INT, F(api_burst), 0, "100", 1, 1000000, NULL, NULL,

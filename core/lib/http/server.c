@@ -43,6 +43,10 @@ struct tb_http_server {
         tb_http_conn_t *conns;
         bool reaper_started, stopping;
         pthread_t reaper;
+        /* The worker slots (lim.workers): under slot_lock. */
+        pthread_mutex_t slot_lock;
+        pthread_cond_t slot_freed; /* CLOCK_MONOTONIC */
+        unsigned slots_busy;
 };
 
 void tb_http_limits_from_config(const struct tb_config *conf, tb_http_limits_t *out) {
@@ -53,6 +57,8 @@ void tb_http_limits_from_config(const struct tb_config *conf, tb_http_limits_t *
                 .header_timeout_ms = conf->api_header_timeout_ms,
                 .body_timeout_ms = conf->api_body_timeout_ms,
                 .max_requests_per_conn = (unsigned)conf->api_max_requests_per_connection,
+                .workers = (unsigned)conf->api_threads,
+                .queue_timeout_ms = conf->api_queue_timeout_ms,
         };
 }
 
@@ -195,6 +201,40 @@ static void tb_http_allow(tb_http_server_t *srv, tb_http_req_t *req, char *out, 
                 snprintf(out, size, "GET, POST, PUT, PATCH, DELETE");
 }
 
+/* Wait up to lim.queue_timeout_ms for one of lim.workers slots: however many
+ * connections are open, at most that many requests run handlers (PostgreSQL,
+ * Kafka) at once. @returns false on timeout (counted). */
+static bool tb_http_slot_take(tb_http_server_t *srv) {
+        bool got = true;
+        int64_t by = tb_mono_us() + srv->lim.queue_timeout_ms * 1000;
+        pthread_mutex_lock(&srv->slot_lock);
+        while (srv->slots_busy >= srv->lim.workers) {
+                int64_t left_ms = (by - tb_mono_us()) / 1000;
+                if (left_ms <= 0) {
+                        got = false;
+                        break;
+                }
+                tb_cond_wait_ms(&srv->slot_freed, &srv->slot_lock, left_ms);
+        }
+        if (got)
+                srv->slots_busy++;
+        unsigned busy = srv->slots_busy;
+        pthread_mutex_unlock(&srv->slot_lock);
+        if (got)
+                tb_metrics_set("taskbus_http_workers_busy", NULL, busy);
+        else
+                tb_metrics_add("taskbus_http_queue_timeouts_total", NULL, 1);
+        return got;
+}
+
+static void tb_http_slot_give(tb_http_server_t *srv) {
+        pthread_mutex_lock(&srv->slot_lock);
+        unsigned busy = --srv->slots_busy;
+        pthread_cond_signal(&srv->slot_freed);
+        pthread_mutex_unlock(&srv->slot_lock);
+        tb_metrics_set("taskbus_http_workers_busy", NULL, busy);
+}
+
 static void tb_http_dispatch(tb_http_server_t *srv, tb_http_req_t *req, tb_http_resp_t *resp) {
         bool path_matched = false;
         const tb_http_route_t *route = NULL;
@@ -224,9 +264,26 @@ static void tb_http_dispatch(tb_http_server_t *srv, tb_http_req_t *req, tb_http_
                 return;
         }
         req->route = route->pattern;
-        if (!route->public_route && srv->auth && !srv->auth(srv->app, req, resp))
+        /* /healthz and /metrics answer from memory: a probe still gets an
+         * answer while every worker slot is busy. */
+        if (route->public_route) {
+                route->handler(srv->app, req, resp);
                 return;
-        route->handler(srv->app, req, resp);
+        }
+        if (!tb_http_slot_take(srv)) {
+                char ra[24];
+                snprintf(ra, sizeof(ra), "%lld",
+                         (long long)(srv->lim.queue_timeout_ms + 999) / 1000);
+                tb_http_error(resp, 503, "unavailable", NULL,
+                              "the server is busy: all %u request slots (api.threads) stayed "
+                              "in use for %lld ms (api.queue_timeout); retry later",
+                              srv->lim.workers, (long long)srv->lim.queue_timeout_ms);
+                tb_http_add_header(resp, "Retry-After", ra);
+                return;
+        }
+        if (!srv->auth || srv->auth(srv->app, req, resp))
+                route->handler(srv->app, req, resp);
+        tb_http_slot_give(srv);
 }
 
 /* Move the connection of \p conn to \p phase. */
@@ -424,8 +481,12 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
         srv->lim = *limits;
         if (!srv->lim.max_requests_per_conn)
                 srv->lim.max_requests_per_conn = 1;
+        if (!srv->lim.workers)
+                srv->lim.workers = 1;
         pthread_mutex_init(&srv->conn_lock, NULL);
         tb_cond_init_mono(&srv->reaper_cond);
+        pthread_mutex_init(&srv->slot_lock, NULL);
+        tb_cond_init_mono(&srv->slot_freed);
         tb_metrics_describe("taskbus_http_requests_total", "counter",
                             "HTTP requests by method, route and status code");
         tb_metrics_describe("taskbus_http_request_duration_seconds", "histogram",
@@ -433,6 +494,11 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
         tb_metrics_describe("taskbus_http_slow_clients_total", "counter",
                             "Connections closed because the client did not send its request's "
                             "headers (api.header_timeout) or body (api.body_timeout) in time");
+        tb_metrics_describe("taskbus_http_workers_busy", "gauge",
+                            "Request slots (api.threads) running a handler now");
+        tb_metrics_describe("taskbus_http_queue_timeouts_total", "counter",
+                            "Requests answered 503 because no request slot (api.threads) "
+                            "became free within api.queue_timeout");
         /* The idle timeout backs the reaper up for a connection it does not
          * track (no memory at accept). */
         /* Twice the longer deadline: the reaper, not this, ends slow clients. */
@@ -443,6 +509,8 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
         if (rc) {
                 pthread_cond_destroy(&srv->reaper_cond);
                 pthread_mutex_destroy(&srv->conn_lock);
+                pthread_cond_destroy(&srv->slot_freed);
+                pthread_mutex_destroy(&srv->slot_lock);
                 free(srv);
                 return tb_seterr(errstr, errstr_size, TB_ERR_IO,
                                  "cannot start the HTTP reaper thread: %s", strerror(rc));
@@ -481,5 +549,7 @@ void tb_http_stop(tb_http_server_t *srv) {
                 pthread_join(srv->reaper, NULL);
         pthread_cond_destroy(&srv->reaper_cond);
         pthread_mutex_destroy(&srv->conn_lock);
+        pthread_cond_destroy(&srv->slot_freed);
+        pthread_mutex_destroy(&srv->slot_lock);
         free(srv);
 }

@@ -12,6 +12,12 @@
  * over max_body refused with 413 before they are read when Content-Length
  * says so, a cap on requests per keep-alive connection, and methods no route
  * has answered 405 with Allow, counted under method="other" in metrics.
+ * Handlers of authenticated routes run in at most `workers` request slots at
+ * once; a request that finds none free within queue_timeout_ms gets 503 with
+ * Retry-After. Public routes (/healthz, /metrics) take no slot. Connections
+ * keep a thread each (libmicrohttpd's thread per connection): handlers block
+ * on PostgreSQL and Kafka, and a streamed body (a log follow) is produced by
+ * its connection's thread outside any slot.
  */
 #ifndef TB_HTTP_H
 #define TB_HTTP_H
@@ -66,6 +72,8 @@ typedef struct tb_http_limits {
         int64_t header_timeout_ms;        /**< request line + headers; keep-alive idle */
         int64_t body_timeout_ms;          /**< the body once the headers are in */
         unsigned max_requests_per_conn;   /**< then the response says Connection: close */
+        unsigned workers;                 /**< handlers running at once (0 = 1) */
+        int64_t queue_timeout_ms;         /**< wait for a worker slot, then 503 */
 } tb_http_limits_t;
 
 struct tb_config;

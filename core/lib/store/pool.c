@@ -33,6 +33,7 @@ struct tb_store {
         pthread_mutex_t lock;
         pthread_cond_t freed;   /* a slot became free */
         char *url;
+        char options[64];       /* libpq "options" of every connection ("" = none) */
         int size;
         int waiting;
         tb_store_slot_t *slots;
@@ -80,12 +81,20 @@ static void tb_store_notice(void *arg, const PGresult *res) {
                 tb_debug(TB_STORE_SUBSYS, "PostgreSQL %s: %s", sev ? sev : "NOTICE", line);
 }
 
-static PGconn *tb_store_connect(const char *url) {
+static PGconn *tb_store_connect(const tb_store_t *store) {
         /* Entries before "dbname" are defaults the URL may override; a
-         * connect_timeout bounds how long an acquire can hang on a dead host. */
-        const char *const keys[] = {"connect_timeout", "fallback_application_name", "dbname",
-                                    NULL};
-        const char *const vals[] = {"10", "taskbus", url, NULL};
+         * connect_timeout bounds how long an acquire can hang on a dead host.
+         * The options (the statement timeout) too: a URL with its own
+         * options= is the operator's explicit choice. */
+        const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL,
+                              NULL};
+        const char *vals[] = {"10", "taskbus", store->url, NULL, NULL};
+        if (store->options[0]) {
+                keys[2] = "options";
+                vals[2] = store->options;
+                keys[3] = "dbname";
+                vals[3] = store->url;
+        }
         PGconn *conn = PQconnectdbParams(keys, vals, 1);
         if (conn)
                 PQsetNoticeReceiver(conn, tb_store_notice, NULL);
@@ -96,6 +105,12 @@ static PGconn *tb_store_connect(const char *url) {
 
 tb_err_t tb_store_open(const tb_config_t *conf, tb_store_t **out, char *errstr,
                        size_t errstr_size) {
+        return tb_store_open_with(conf, conf ? conf->pg_pool_size : 0, 0, out, errstr,
+                                  errstr_size);
+}
+
+tb_err_t tb_store_open_with(const tb_config_t *conf, int64_t size, int64_t statement_timeout_ms,
+                            tb_store_t **out, char *errstr, size_t errstr_size) {
         tb_store_t *store = NULL;
         tb_err_t err;
         bool lock_init = false, cond_init = false;
@@ -105,15 +120,19 @@ tb_err_t tb_store_open(const tb_config_t *conf, tb_store_t **out, char *errstr,
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "postgres.url: empty; set it in the config file or with "
                                  "TASKBUS_PG, e.g. \"postgresql://taskbus@127.0.0.1:5432/taskbus\"");
-        if (conf->pg_pool_size < 1 || conf->pg_pool_size > 1000)
+        if (size < 1 || size > 1000)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "postgres.pool_size: %lld is out of range; use 1 to 1000",
-                                 (long long)conf->pg_pool_size);
+                                 "pool size %lld is out of range; use 1 to 1000 "
+                                 "(postgres.pool_size, api.pool_size)",
+                                 (long long)size);
 
         store = calloc(1, sizeof(*store));
         if (!store)
                 goto nomem;
-        store->size = (int)conf->pg_pool_size;
+        store->size = (int)size;
+        if (statement_timeout_ms > 0)
+                snprintf(store->options, sizeof(store->options), "-c statement_timeout=%lld",
+                         (long long)statement_timeout_ms);
         store->url = strdup(conf->pg_url);
         store->slots = calloc((size_t)store->size, sizeof(*store->slots));
         if (!store->url || !store->slots)
@@ -128,7 +147,7 @@ tb_err_t tb_store_open(const tb_config_t *conf, tb_store_t **out, char *errstr,
 
         /* The first connection now, so a wrong URL or a down server is
          * reported at start-up rather than on the first request. */
-        PGconn *conn = tb_store_connect(store->url);
+        PGconn *conn = tb_store_connect(store);
         if (!conn)
                 goto nomem;
         store->slots[0].conn = conn;
@@ -277,7 +296,7 @@ PGconn *tb_store_acquire_timeout(tb_store_t *store, int timeout_ms) {
                 tb_store_prepare(conn, force_reset);
                 return conn;
         }
-        conn = tb_store_connect(store->url);
+        conn = tb_store_connect(store);
         pthread_mutex_lock(&store->lock);
         slot->conn = conn;
         if (!conn) {

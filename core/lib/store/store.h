@@ -25,6 +25,15 @@ typedef struct tb_store tb_store_t;
  */
 tb_err_t tb_store_open(const tb_config_t *conf, tb_store_t **out, char *errstr,
                        size_t errstr_size);
+/**
+ * Like tb_store_open() with a pool of \p size connections whose statements
+ * are cancelled after \p statement_timeout_ms (0: no limit; a postgres.url
+ * with its own options= replaces it). For the api role's own pool: what a
+ * user can make it query is bounded, and the pool is not the one the
+ * commands role authenticates with.
+ */
+tb_err_t tb_store_open_with(const tb_config_t *conf, int64_t size, int64_t statement_timeout_ms,
+                            tb_store_t **out, char *errstr, size_t errstr_size);
 /** Close every connection; NULL allowed. */
 void tb_store_destroy(tb_store_t *store);
 

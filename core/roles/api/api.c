@@ -48,7 +48,7 @@ static bool tb_api_auth(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 return false;
         }
         tb_principal_t *p = NULL;
-        tb_err_t e = tb_identity_authenticate(api->ctx->store, h, TB_API_AUTH_CACHE_MS, &p, err,
+        tb_err_t e = tb_identity_authenticate(api->store, h, TB_API_AUTH_CACHE_MS, &p, err,
                                               sizeof(err));
         if (e == TB_ERR_UNAUTHENTICATED) {
                 tb_http_error(resp, 401, "unauthenticated", NULL, "%s", err);
@@ -86,11 +86,12 @@ static void tb_api_release(void *app, tb_http_req_t *req) {
         req->user = NULL;
 }
 
-static void tb_api_healthz(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        tb_api_t *api = app;
+/* Check Kafka (a metadata round trip) and PostgreSQL (SELECT 1) into
+ * api->health. Called by the request that found the state older than a
+ * second; concurrent requests answer the last state meanwhile. */
+static void tb_api_health_check(tb_api_t *api) {
         char kerr[256] = "", perr[256] = "";
         bool kafka_ok = false, pg_ok = false;
-
         const struct rd_kafka_metadata *md = NULL;
         rd_kafka_resp_err_t ke = rd_kafka_metadata(api->producer, 0, NULL, &md, 2000);
         if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -99,21 +100,52 @@ static void tb_api_healthz(void *app, tb_http_req_t *req, tb_http_resp_t *resp) 
         } else {
                 snprintf(kerr, sizeof(kerr), "%s", rd_kafka_err2str(ke));
         }
-        PGconn *conn = tb_store_acquire_timeout(api->ctx->store, 2000);
+        PGconn *conn = tb_store_acquire_timeout(api->store, 2000);
         if (conn) {
                 pg_ok = tb_store_exec(conn, "health check", "SELECT 1", 0, NULL, NULL, perr,
                                       sizeof(perr)) == TB_OK;
-                tb_store_release(api->ctx->store, conn);
+                tb_store_release(api->store, conn);
         } else {
-                snprintf(perr, sizeof(perr), "no connection");
+                snprintf(perr, sizeof(perr), "no connection free in the api pool for 2 s");
         }
-        json_t *j = json_pack("{s:s, s:{s:b}, s:{s:b}, s:s}", "status",
+        tb_api_health_t *h = &api->health;
+        pthread_mutex_lock(&h->lock);
+        h->kafka_ok = kafka_ok;
+        h->pg_ok = pg_ok;
+        snprintf(h->kafka_error, sizeof(h->kafka_error), "%s", kerr);
+        snprintf(h->pg_error, sizeof(h->pg_error), "%s", perr);
+        h->checked_us = tb_mono_us();
+        h->refreshing = false;
+        pthread_mutex_unlock(&h->lock);
+}
+
+static void tb_api_healthz(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_t *api = app;
+        tb_api_health_t *h = &api->health;
+        pthread_mutex_lock(&h->lock);
+        bool stale = !h->checked_us || tb_mono_us() - h->checked_us > TB_API_HEALTH_TTL_MS * 1000;
+        /* One request refreshes a stale state, the others answer the last
+         * one; before the first check there is nothing to answer: check too. */
+        bool mine = stale && (!h->refreshing || !h->checked_us);
+        if (mine)
+                h->refreshing = true;
+        pthread_mutex_unlock(&h->lock);
+        if (mine)
+                tb_api_health_check(api);
+        pthread_mutex_lock(&h->lock);
+        bool kafka_ok = h->kafka_ok, pg_ok = h->pg_ok;
+        double age_s = (double)(tb_mono_us() - h->checked_us) / 1e6;
+        json_t *j = json_pack("{s:s, s:{s:b}, s:{s:b}, s:s, s:f}", "status",
                               kafka_ok && pg_ok ? "ok" : "degraded", "kafka", "ok", kafka_ok,
-                              "postgres", "ok", pg_ok, "region", api->ctx->conf->region);
+                              "postgres", "ok", pg_ok, "region", api->ctx->conf->region,
+                              "checked_seconds_ago", age_s);
         if (!kafka_ok)
-                json_object_set_new(json_object_get(j, "kafka"), "error", json_string(kerr));
+                json_object_set_new(json_object_get(j, "kafka"), "error",
+                                    json_string(h->kafka_error));
         if (!pg_ok)
-                json_object_set_new(json_object_get(j, "postgres"), "error", json_string(perr));
+                json_object_set_new(json_object_get(j, "postgres"), "error",
+                                    json_string(h->pg_error));
+        pthread_mutex_unlock(&h->lock);
         tb_http_json(resp, kafka_ok && pg_ok ? 200 : 503, j);
 }
 
@@ -180,6 +212,8 @@ static void tb_api_teardown(tb_api_t *api) {
         if (api->wake_fd >= 0)
                 close(api->wake_fd);
         tb_ratelimit_free(api->rl);
+        tb_store_destroy(api->store);
+        pthread_mutex_destroy(&api->health.lock);
         pthread_cond_destroy(&api->ready_cond);
         pthread_mutex_destroy(&api->lock);
         free(api);
@@ -195,6 +229,7 @@ static tb_err_t tb_api_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         api->ctx = ctx;
         api->wake_fd = -1;
         pthread_mutex_init(&api->lock, NULL);
+        pthread_mutex_init(&api->health.lock, NULL);
         tb_cond_init_mono(&api->ready_cond);
         tb_metrics_describe("taskbus_api_commands_total", "counter",
                             "Commands sent by the REST API by type and outcome (accepted, a "
@@ -207,7 +242,10 @@ static tb_err_t tb_api_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
                                 api->rl ? strerror(errno) : "out of memory");
                 goto fail;
         }
-        if ((err = tb_serde_init(errstr, errstr_size)) ||
+        if ((err = tb_store_open_with(ctx->conf, ctx->conf->api_pool_size,
+                                      ctx->conf->api_statement_timeout_ms, &api->store, errstr,
+                                      errstr_size)) ||
+            (err = tb_serde_init(errstr, errstr_size)) ||
             (err = tb_api_producer_new(api, errstr, errstr_size)) ||
             (err = tb_api_replies_new(api, errstr, errstr_size)))
                 goto fail;

@@ -31,9 +31,23 @@
 struct tb_api_pending;
 struct tb_api_projwait;
 
+/** What /healthz answers: refreshed by at most one request per second. */
+typedef struct tb_api_health {
+        pthread_mutex_t lock;
+        bool refreshing;        /**< a request is checking now; others answer this */
+        int64_t checked_us;     /**< tb_mono_us() of the last check, 0 = never */
+        bool kafka_ok, pg_ok;
+        char kafka_error[256], pg_error[256];
+} tb_api_health_t;
+
 typedef struct tb_api {
         tb_ctx_t *ctx;
+        /** The api's own pool (api.pool_size, api.statement_timeout): what
+         *  requests query never waits on the connections the commands role
+         *  authenticates with (ctx->store). */
+        tb_store_t *store;
         tb_http_server_t *http;
+        tb_api_health_t health;
         rd_kafka_t *producer;   /**< idempotent producer for task-commands */
         rd_kafka_t *replies;    /**< consumer of task-replies (assign, no group) */
         tb_ratelimit_t *rl;     /**< per user: api.rate, api.burst */

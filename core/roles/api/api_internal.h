@@ -17,6 +17,8 @@
 #define TB_API_SUB "api"
 /** How long authentication results are cached (revocation delay). */
 #define TB_API_AUTH_CACHE_MS 1000
+/** /healthz answers a state at most this old (one check per period). */
+#define TB_API_HEALTH_TTL_MS 1000
 /** Delivery bound of a command: Kafka down answers 503 within this. */
 #define TB_API_MESSAGE_TIMEOUT_MS 5000
 /** Longest a write waits for the reply consumer to reach Kafka. */

@@ -45,7 +45,7 @@ static void tb_api_proj_check(tb_api_t *api, PGconn *conn) {
         if (n == 0)
                 goto out;
         if (!conn || PQstatus(conn) != CONNECTION_OK)
-                conn = pooled = tb_store_acquire_timeout(api->ctx->store, 100);
+                conn = pooled = tb_store_acquire_timeout(api->store, 100);
         if (!conn)
                 goto out;
         PGresult *res = NULL;
@@ -69,7 +69,7 @@ static void tb_api_proj_check(tb_api_t *api, PGconn *conn) {
         PQclear(res);
 out:
         if (pooled)
-                tb_store_release(api->ctx->store, pooled);
+                tb_store_release(api->store, pooled);
         tb_buf_free(&ids);
         tb_buf_free(&vers);
 }

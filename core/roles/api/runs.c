@@ -215,7 +215,7 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
 out:
         PQclear(r);
         if (c)
-                tb_store_release(api->ctx->store, c);
+                tb_store_release(api->store, c);
         free(groups);
         tb_buf_free(&statuses);
 }
@@ -247,7 +247,7 @@ static PGconn *tb_api_runs_open(tb_api_t *api, tb_http_req_t *req, tb_http_resp_
                 tb_api_not_found(resp, "run", id);
         else
                 tb_api_db_error(resp, err);
-        tb_store_release(api->ctx->store, c);
+        tb_store_release(api->store, c);
         return NULL;
 }
 
@@ -257,7 +257,7 @@ void tb_api_runs_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         PGconn *c = tb_api_runs_open(api, req, resp, &r);
         if (!c)
                 return;
-        tb_store_release(api->ctx->store, c);
+        tb_store_release(api->store, c);
         tb_http_json(resp, 200, tb_api_runs_json(r, 0));
         PQclear(r);
 }
@@ -312,7 +312,7 @@ void tb_api_runs_cancel(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                                "for its final status"));
 out:
         PQclear(r);
-        tb_store_release(api->ctx->store, c);
+        tb_store_release(api->store, c);
 }
 
 /* ---- GET /v1/runs/{id}/log ----------------------------------------------------- */
@@ -417,7 +417,7 @@ static bool tb_api_runs_client_gone(int fd) {
  *  complete (or expired, or the run was deleted). */
 static int tb_api_runs_tail_fetch(tb_api_runs_tail_t *t) {
         char err[512], seq[32];
-        PGconn *c = tb_store_acquire_timeout(t->api->ctx->store, 1000);
+        PGconn *c = tb_store_acquire_timeout(t->api->store, 1000);
         if (!c)
                 return 0;
         tb_api_runs_logstate_t st;
@@ -461,7 +461,7 @@ fail:
         rc = 0; /* transient: try again at the next poll */
 out:
         PQclear(r);
-        tb_store_release(t->api->ctx->store, c);
+        tb_store_release(t->api->store, c);
         return rc;
 }
 
@@ -612,5 +612,5 @@ out:
         PQclear(r);
         PQclear(pg);
         if (c)
-                tb_store_release(api->ctx->store, c);
+                tb_store_release(api->store, c);
 }

@@ -118,7 +118,7 @@ static void tb_api_tasks_respond(tb_api_t *api, tb_http_req_t *req, tb_http_resp
         json_t *t = NULL;
         char err[512];
         tb_err_t e = tb_api_tasks_load(api, c, tb_api_principal(req), id, &t, err, sizeof(err));
-        tb_store_release(api->ctx->store, c);
+        tb_store_release(api->store, c);
         if (e == TB_ERR_NOT_FOUND) {
                 tb_api_not_found(resp, "task", id);
                 return;
@@ -307,7 +307,7 @@ static bool tb_api_tasks_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_htt
                 tb_err_t e = tb_store_tasks_home(c, id, groups, buf, sizeof(buf), err,
                                                  sizeof(err));
                 free(groups);
-                tb_store_release(api->ctx->store, c);
+                tb_store_release(api->store, c);
                 if (e) {
                         tb_api_db_error(resp, err);
                         return true;
@@ -548,7 +548,7 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 tb_http_json(resp, 200, page);
 out:
         if (c)
-                tb_store_release(api->ctx->store, c);
+                tb_store_release(api->store, c);
         json_decref(label_filter);
         free(labels);
         free(groups);
@@ -632,6 +632,6 @@ void tb_api_tasks_history(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         }
 out:
         PQclear(r);
-        tb_store_release(api->ctx->store, c);
+        tb_store_release(api->store, c);
         free(groups);
 }

@@ -25,7 +25,7 @@ void tb_api_not_found(tb_http_resp_t *resp, const char *what, const char *id) {
 }
 
 PGconn *tb_api_conn(tb_api_t *api, tb_http_resp_t *resp) {
-        PGconn *c = tb_store_acquire_timeout(api->ctx->store, TB_API_POOL_WAIT_MS);
+        PGconn *c = tb_store_acquire_timeout(api->store, TB_API_POOL_WAIT_MS);
         if (!c) {
                 tb_http_error(resp, 503, "unavailable", NULL,
                               "the database is busy (no connection within %d ms); retry later",
