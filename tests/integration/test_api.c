@@ -193,6 +193,19 @@ static char *create(int port, const char *authz, const char *name, const char *g
         return id;
 }
 
+/* The value of an unlabelled metric in /metrics (0 when absent). */
+static double metric_value(int port, const char *name) {
+        hres_t r = http(port, "GET", "/metrics", NULL, NULL, NULL);
+        expect_status(r, 200);
+        double v = 0;
+        size_t n = strlen(name);
+        for (const char *p = r.body.data; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+                if (!strncmp(p, name, n) && p[n] == ' ')
+                        v = strtod(p + n + 1, NULL);
+        hfree(&r);
+        return v;
+}
+
 static bool wait_http_cond(void *arg) {
         hres_t r = http(*(int *)arg, "GET", "/healthz", NULL, NULL, NULL);
         bool up = r.status != 0;
@@ -251,10 +264,22 @@ Test(api, status_codes) {
         char hb[256];
         pid_t d1 = start_full(&port, &conf);
 
-        /* public routes */
+        /* public routes; /healthz answers a state checked at most once a
+         * second, not a Kafka and PostgreSQL round trip per call */
         hres_t r = http(port, "GET", "/healthz", NULL, NULL, NULL);
         expect_status(r, 200);
+        cr_assert_str_eq(json_string_value(json_object_get(r.j, "status")), "ok");
         hfree(&r);
+        double checks0 = metric_value(port, "taskbus_api_health_checks_total");
+        int64_t h0 = tb_mono_us();
+        for (int i = 0; i < 30; i++) {
+                r = http(port, "GET", "/healthz", NULL, NULL, NULL);
+                expect_status(r, 200);
+                hfree(&r);
+        }
+        double secs = (double)(tb_mono_us() - h0) / 1e6;
+        double checks = metric_value(port, "taskbus_api_health_checks_total") - checks0;
+        cr_assert(checks <= secs + 1.0, "%g health checks for 30 calls in %.2f s", checks, secs);
 
         /* 401: missing and bad token, both with WWW-Authenticate */
         r = http(port, "GET", "/v1/tasks", NULL, NULL, NULL);

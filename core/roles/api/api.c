@@ -108,6 +108,7 @@ static void tb_api_health_check(tb_api_t *api) {
         } else {
                 snprintf(perr, sizeof(perr), "no connection free in the api pool for 2 s");
         }
+        tb_metrics_add("taskbus_api_health_checks_total", NULL, 1);
         tb_api_health_t *h = &api->health;
         pthread_mutex_lock(&h->lock);
         h->kafka_ok = kafka_ok;
@@ -231,6 +232,9 @@ static tb_err_t tb_api_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         pthread_mutex_init(&api->lock, NULL);
         pthread_mutex_init(&api->health.lock, NULL);
         tb_cond_init_mono(&api->ready_cond);
+        tb_metrics_describe("taskbus_api_health_checks_total", "counter",
+                            "Kafka and PostgreSQL checks made for /healthz (at most one a "
+                            "second, however often it is called)");
         tb_metrics_describe("taskbus_api_commands_total", "counter",
                             "Commands sent by the REST API by type and outcome (accepted, a "
                             "rejection reason, unavailable, timeout)");
