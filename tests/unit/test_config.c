@@ -97,7 +97,7 @@ static void assert_defaults(const tb_config_t *c) {
         cr_assert_str_eq(c->pg_url, "postgresql://taskbus@127.0.0.1:55432/taskbus");
         cr_assert_eq(c->pg_pool_size, 8);
         cr_assert_str_eq(c->api_listen, "127.0.0.1:8080");
-        cr_assert_eq(c->api_threads, 16);
+        cr_assert_eq(c->api_threads, 64);
         cr_assert_float_eq(c->api_rate, 50.0, 1e-9);
         cr_assert_eq(c->api_burst, 100);
         cr_assert_eq(c->api_reply_timeout_ms, 10 * SEC);

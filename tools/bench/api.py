@@ -31,7 +31,7 @@ def percentile(sorted_vals, p):
     return sorted_vals[k]
 
 
-def worker(url, token, group, jobs, results, stop):
+def worker(url, token, group, jobs, results, stop, source=None):
     u = urllib.parse.urlparse(url)
     conn = None
     headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
@@ -56,7 +56,8 @@ def worker(url, token, group, jobs, results, stop):
         status = 0
         try:
             if conn is None:
-                conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=60)
+                conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=60,
+                                                  source_address=(source, 0) if source else None)
             conn.request("POST", "/v1/tasks", body=body, headers=headers)
             resp = conn.getresponse()
             resp.read()
@@ -79,6 +80,7 @@ def main():
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds of load not measured")
     ap.add_argument("--threads", type=int, default=64, help="concurrent connections")
     ap.add_argument("--p99-ms", type=float, default=50.0, help="target p99 (exit 1 if missed)")
+    ap.add_argument("--source", help="local address to connect from (e.g. 127.0.0.2)")
     args = ap.parse_args()
     if not args.token:
         ap.error("--token or TASKBUS_TOKEN is required")
@@ -86,7 +88,7 @@ def main():
     jobs = queue.Queue()
     results = []
     stop = threading.Event()
-    threads = [threading.Thread(target=worker, args=(args.api, args.token, args.group, jobs, results, stop),
+    threads = [threading.Thread(target=worker, args=(args.api, args.token, args.group, jobs, results, stop, args.source),
                                 daemon=True) for _ in range(args.threads)]
     for t in threads:
         t.start()

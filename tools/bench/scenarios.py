@@ -18,6 +18,7 @@ import time
 import datetime
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, BENCH)
 ROOT = os.path.dirname(os.path.dirname(BENCH))
 BIN = os.environ["TASKBUS_BIN"]
 KAFKA = os.environ["TASKBUS_KAFKA"]
@@ -116,7 +117,7 @@ class Daemon:
 log_level = "warn";
 topics = { prefix = "bench%s."; partitions = 6; replication = 1; };
 postgres = { url = "postgresql://taskbus@127.0.0.1:%d/%s"; pool_size = 8; };
-api = { listen = "127.0.0.1:%d"; threads = 8; rate = 5000.0; burst = 1000000; reply_timeout = "10s"; };
+api = { listen = "127.0.0.1:%d"; rate = 5000.0; burst = 1000000; reply_timeout = "10s"; };
 scheduler = { max_batch = 2000; };
 executor = { max_concurrent = 1000; };
 kafka = { bootstrap_servers = "%s"; };
@@ -400,10 +401,93 @@ def scenario_replay(args):
     return doc
 
 
+def scenario_abuse(args):
+    """A legitimate client creating at 50/s, quiet and then while hostile clients run."""
+    import abuse
+    d = Daemon("abuse", "api,commands,projector,scheduler,executor,archiver")
+    api = "http://127.0.0.1:%d" % API_PORT
+
+    def legit(phase):
+        out = run([sys.executable, os.path.join(BENCH, "api.py"), "--api", api, "--token", d.token,
+                   "--group", "ops", "--rate", "50", "--duration", "20", "--warmup", "3",
+                   "--threads", "16", "--source", "127.0.0.2", "--p99-ms", "1e9"])
+        j = json.loads(out[:out.rindex("}") + 1])
+        j["phase"] = phase
+        return j
+
+    def series():
+        c = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=10)
+        c.request("GET", "/metrics")
+        body = c.getresponse().read().decode()
+        return sum(1 for l in body.split("\n") if l and not l.startswith("#"))
+
+    def api_json(method, path, body=None, token=None):
+        c = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=30)
+        c.request(method, path, body=json.dumps(body) if body is not None else None,
+                  headers={"Authorization": "Bearer " + (token or d.token), "Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        return r.status, (json.loads(data) if data else None)
+
+    loads, res = [], {}
+    try:
+        followers = []
+        for i in range(10):
+            out = d.cli("admin", "user", "create", "follower%d" % i, "--groups", "ops")
+            followers.append(re.search(r"^token: (\S+)", out, re.M).group(1))
+        st, t = api_json("POST", "/v1/tasks", {
+            "name": "chatty", "security_group": "ops", "schedule": {"every": "24h"},
+            "script": 'i=0; while [ $i -lt 6000 ]; do echo "line $i"; i=$((i+1)); sleep 0.1; done'})
+        if st != 201:
+            raise SystemExit("cannot create the followed task: %s %s" % (st, t))
+        api_json("POST", "/v1/tasks/%s/run" % t["id"], {})
+        run_id = None
+        for _ in range(300):
+            rows = psql(d.db, "SELECT run_id FROM runs WHERE task_id = '%s' AND status = 'running'" % t["id"]).split()
+            if rows:
+                run_id = rows[0]
+                break
+            time.sleep(0.2)
+        if not run_id:
+            raise SystemExit("the followed task never started running")
+        pid = d.proc.pid
+        res["before"] = dict(abuse.proc_usage(pid), metric_series=series())
+        res["quiet"] = legit("quiet")
+        res["after_quiet"] = dict(abuse.proc_usage(pid), metric_series=series())
+        log("hostile clients: 1,000 slowloris connections, 1,000 bogus-token requests/s, "
+            "50 log follows, unknown methods")
+        loads = [abuse.slowloris(API_PORT, 1000, 100), abuse.bogus_tokens(API_PORT, 1000.0, 8),
+                 abuse.log_follows(API_PORT, run_id, followers, 5), abuse.unknown_methods(API_PORT, 100.0)]
+        time.sleep(5)
+        res["during_abuse"] = abuse.proc_usage(pid)
+        res["abuse"] = legit("abuse")
+        res["during_abuse_end"] = abuse.proc_usage(pid)
+        res["hostile"] = [ld.stop() for ld in loads]
+        loads = []
+        time.sleep(15)  # slow connections reaped, follows ended
+        res["after"] = dict(abuse.proc_usage(pid), metric_series=series())
+    finally:
+        for ld in loads:
+            ld.stop()
+        d.stop()
+    q, a = res["quiet"]["latency_ms_from_schedule"], res["abuse"]["latency_ms_from_schedule"]
+    res["p99_ratio"] = round(a["p99"] / q["p99"], 2) if q["p99"] and a["p99"] else None
+    doc = save("abuse", res, [])
+    print("abuse: creates at 50/s: quiet p50 %s ms p99 %s ms; under abuse p50 %s ms p99 %s ms (ratio %s, aim <= 2); "
+          "errors quiet %s, abuse %s; RSS %d -> %d KiB, fds %d -> %d, metric series %d -> %d" %
+          (q["p50"], q["p99"], a["p50"], a["p99"], res["p99_ratio"], res["quiet"]["errors"] or 0,
+           res["abuse"]["errors"] or 0, res["before"]["rss_kib"], res["after"]["rss_kib"],
+           res["before"]["fds"], res["after"]["fds"], res["before"]["metric_series"],
+           res["after"]["metric_series"]))
+    for h in res["hostile"]:
+        print("  hostile %s" % json.dumps(h))
+    return doc
+
+
 def main():
     name = sys.argv[1]
     {"api": scenario_api, "scheduler": scenario_scheduler, "burst": scenario_burst, "e2e": scenario_e2e,
-     "replay": scenario_replay}[name](sys.argv[2:])
+     "replay": scenario_replay, "abuse": scenario_abuse}[name](sys.argv[2:])
 
 
 if __name__ == "__main__":

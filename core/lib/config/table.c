@@ -61,10 +61,10 @@ const tb_config_prop_t tb_config_props[] = {
         {"api.listen", TB_CT_STRING, F(api_listen), 0, "127.0.0.1:8080", 0, 0, NULL,
          "TASKBUS_API_LISTEN",
          "HOST:PORT the REST API listens on (\"[::1]:8080\" for IPv6; port 0 picks a free one)."},
-        {"api.threads", TB_CT_INT, F(api_threads), 0, "16", 1, 256, NULL, NULL,
-         "Requests handled at once (the worker slots); more wait in order of arrival up to "
-         "api.queue_timeout, then get 503. A log follow holds a slot only while it is "
-         "answered, not while it waits for new lines."},
+        {"api.threads", TB_CT_INT, F(api_threads), 0, "64", 1, 256, NULL, NULL,
+         "Requests handled at once (the request slots); more wait up to api.queue_timeout, "
+         "then get 503. A write holds its slot while it waits for its command's reply; a "
+         "log follow holds none while it streams."},
         {"api.queue_timeout", TB_CT_DURATION, F(api_queue_timeout_ms), 0, "5s", TB_MS(10),
          TB_MIN(5), NULL, NULL,
          "How long a request waits for a free worker slot (api.threads) before 503 with "
@@ -88,10 +88,12 @@ const tb_config_prop_t tb_config_props[] = {
          TB_MIB(64), NULL, NULL, "Largest request body accepted; larger gets 413 (before "
          "the body is read when Content-Length announces it; a chunked body is cut off "
          "when it passes the limit)."},
-        {"api.max_connections", TB_CT_INT, F(api_max_connections), 0, "512", 1, 100000,
+        {"api.max_connections", TB_CT_INT, F(api_max_connections), 0, "4096", 1, 100000,
          NULL, NULL,
-         "Open HTTP connections, all clients together (one thread each); beyond it new "
-         "connections are closed at once."},
+         "Open HTTP connections, all clients together (one thread each, with a 512 KiB "
+         "stack; the open-files limit is raised to fit); beyond it new connections are "
+         "closed at once. Idle and slow connections cost a sleeping thread, not a request "
+         "slot (api.threads)."},
         {"api.max_connections_per_client", TB_CT_INT, F(api_max_connections_per_client), 0,
          "32", 1, 100000, NULL, NULL,
          "Open HTTP connections from one client IP address; beyond it its new connections "

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -455,6 +456,26 @@ static void *tb_http_reaper_main(void *arg) {
         return NULL;
 }
 
+/* A connection thread's stack: handlers keep their buffers on the heap, and
+ * thousands of idle connections must not reserve 8 MiB each. */
+#define TB_HTTP_THREAD_STACK (512u * 1024u)
+
+/* Raise the soft open-files limit so max_connections sockets (plus the
+ * process's own files) fit, within the hard limit. */
+static void tb_http_fit_nofile(unsigned max_connections) {
+        struct rlimit rl;
+        rlim_t want = (rlim_t)max_connections + 1024;
+        if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want)
+                return;
+        rlim_t got = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+        rl.rlim_cur = got;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || got < want)
+                tb_warn("http", "open-files limit %llu is below api.max_connections + 1024 "
+                        "(%llu): raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
+                        "api.max_connections", (unsigned long long)got,
+                        (unsigned long long)want);
+}
+
 tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *app,
                        tb_http_auth_t auth, tb_http_release_t release,
                        const tb_http_limits_t *limits, tb_http_server_t **out, char *errstr,
@@ -505,6 +526,7 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
         unsigned idle_s = (unsigned)((srv->lim.body_timeout_ms > srv->lim.header_timeout_ms
                                               ? srv->lim.body_timeout_ms
                                               : srv->lim.header_timeout_ms) * 2 / 1000 + 2);
+        tb_http_fit_nofile(srv->lim.max_connections);
         int rc = pthread_create(&srv->reaper, NULL, tb_http_reaper_main, srv);
         if (rc) {
                 pthread_cond_destroy(&srv->reaper_cond);
@@ -524,7 +546,9 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
                 MHD_OPTION_NOTIFY_CONNECTION, tb_http_notify, srv,
                 MHD_OPTION_CONNECTION_LIMIT, srv->lim.max_connections,
                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->lim.max_per_client,
-                MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+                MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
+                MHD_OPTION_THREAD_STACK_SIZE, (size_t)TB_HTTP_THREAD_STACK,
+                MHD_OPTION_LISTENING_ADDRESS_REUSE,
                 (unsigned)1, MHD_OPTION_END);
         if (!srv->mhd) {
                 int e = errno;
