@@ -15,7 +15,13 @@
 #include "serde/serde.h"
 #include "store/store.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -89,6 +95,89 @@ static int run_init(tb_ctx_t *ctx) {
         return 0;
 }
 
+/* Whether every byte of \p s is one Kafka ids and group members take. */
+static bool tb_daemon_node_chars_ok(const char *s) {
+        if (!*s || strlen(s) > 200)
+                return false;
+        for (; *s; s++)
+                if (!isalnum((unsigned char)*s) && !strchr("._-", *s))
+                        return false;
+        return true;
+}
+
+/*
+ * Name this process (ctx->instance) so that the next start of the same
+ * configuration and roles on this host is the same consumer-group member and
+ * the same transactional id: a restart takes its partitions back at once, and
+ * fences what the previous run left open. The name is held by an abstract
+ * unix socket while the process lives (gone at exit, even on SIGKILL): a
+ * second process that derives the same name takes HOST-PID instead, one that
+ * was given it explicitly (node, TASKBUS_NODE) is refused.
+ */
+static tb_err_t tb_daemon_node(tb_ctx_t *ctx, const tb_role_t **roles, size_t role_cnt,
+                               int *fd_out, char *errstr, size_t errstr_size) {
+        const tb_config_t *c = ctx->conf;
+        bool explicit_name = c->node && *c->node;
+        char name[sizeof(ctx->instance)];
+        if (explicit_name) {
+                if (!tb_daemon_node_chars_ok(c->node))
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                         "node '%.64s': use 1 to 200 letters, digits, '.', "
+                                         "'_' or '-'", c->node);
+                snprintf(name, sizeof(name), "%s", c->node);
+        } else {
+                char cfg[PATH_MAX];
+                if (!c->path || !realpath(c->path, cfg))
+                        snprintf(cfg, sizeof(cfg), "%s", c->path ? c->path : "");
+                uint64_t h = 1469598103934665603ull; /* FNV-1a */
+                const char *parts[] = {cfg, c->region, c->api_listen, c->topic_prefix};
+                for (size_t i = 0; i < TB_ARRAY_LEN(parts) + role_cnt; i++) {
+                        const char *p = i < TB_ARRAY_LEN(parts) ? parts[i]
+                                                                 : roles[i - TB_ARRAY_LEN(parts)]->name;
+                        for (; p && *p; p++)
+                                h = (h ^ (unsigned char)*p) * 1099511628211ull;
+                        h = (h ^ 0xff) * 1099511628211ull;
+                }
+                char host[64];
+                size_t n = 0;
+                for (const char *p = ctx->host; *p && n + 1 < sizeof(host); p++)
+                        host[n++] = isalnum((unsigned char)*p) || strchr("._-", *p) ? *p : '_';
+                host[n] = '\0';
+                snprintf(name, sizeof(name), "%s-%08x", n ? host : "host", (unsigned)(h >> 32));
+        }
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        int len = snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "taskbus-node:%s:%s",
+                           c->topic_prefix, name);
+        socklen_t sl = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 +
+                                   (size_t)(len < (int)sizeof(sa.sun_path) - 1
+                                                    ? len
+                                                    : (int)sizeof(sa.sun_path) - 2));
+        bool held = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sl) == 0;
+        if (!held && fd >= 0 && errno != EADDRINUSE) {
+                /* no way to tell: keep the name (as before this check existed) */
+                tb_warn("taskbusd", "cannot check that node %s is free: %s", name, strerror(errno));
+                held = true;
+        }
+        if (!held) {
+                if (fd >= 0)
+                        close(fd);
+                fd = -1;
+                if (explicit_name)
+                        return tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
+                                         "node '%s' is in use by another taskbusd on this host "
+                                         "(topic prefix %s): give each process its own node "
+                                         "(TASKBUS_NODE)", name, c->topic_prefix);
+                tb_info("taskbusd", "node %s is in use by another taskbusd on this host: this one "
+                        "is %s-%d (a new group member; set node to keep it across restarts)",
+                        name, ctx->host, (int)getpid());
+                snprintf(name, sizeof(name), "%s-%d", ctx->host, (int)getpid());
+        }
+        snprintf(ctx->instance, sizeof(ctx->instance), "%s", name);
+        *fd_out = fd;
+        return TB_OK;
+}
+
 int main(int argc, char **argv) {
         static const struct option opts[] = {
                 {"config", required_argument, NULL, 'c'},
@@ -157,7 +246,12 @@ int main(int argc, char **argv) {
         }
 
         gethostname(ctx.host, sizeof(ctx.host) - 1);
-        snprintf(ctx.instance, sizeof(ctx.instance), "%s-%d", ctx.host, (int)getpid());
+        int node_fd = -1;
+        if (tb_daemon_node(&ctx, roles, role_cnt, &node_fd, err, sizeof(err)) != TB_OK) {
+                fprintf(stderr, "taskbusd: %s\n", err);
+                tb_config_destroy(ctx.conf);
+                return 2;
+        }
 
         /* Signals are taken synchronously by the main thread only: block them
          * before any role starts a thread so every thread inherits the mask. */
@@ -205,6 +299,8 @@ int main(int argc, char **argv) {
         }
 out:
         tb_store_destroy(ctx.store);
+        if (node_fd >= 0)
+                close(node_fd);
         tb_config_destroy(ctx.conf);
         return rc;
 }

@@ -177,7 +177,7 @@ Test(config, typo_names_file_line_key_and_valid_keys) {
                      "url (did you mean 'url'?)");
         expect_error("\n\nregoin = \"eu\";\n",
                      "3: unknown key 'regoin'; valid top-level keys: api, archiver, "
-                     "commands, executor, groups, kafka, log_level, plugins, postgres, "
+                     "commands, executor, groups, kafka, log_level, node, plugins, postgres, "
                      "region, replication, scheduler, security, topics (did you mean "
                      "'region'?)");
         /* Nothing close: no suggestion. */

@@ -67,6 +67,7 @@ typedef struct tb_plugin_conf {
 typedef struct tb_config {
         char *path;                 /**< file it was loaded from, or "(defaults)" */
         char *region;
+        char *node;                 /**< node name ("" = derived at start) */
         char *log_level;
 
         /* topics */

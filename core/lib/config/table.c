@@ -22,6 +22,13 @@ const tb_config_prop_t tb_config_props[] = {
          "TASKBUS_REGION",
          "Name of the region this process runs in (letters, digits, '-', '_'). "
          "A task fires only in its home region."},
+        {"node", TB_CT_STRING, F(node), 0, "", 0, 0, NULL, "TASKBUS_NODE",
+         "This process's name in Kafka consumer groups (static membership) and "
+         "transactional ids (letters, digits, '.', '_', '-'), the same at every start so a "
+         "restart takes its partitions back at once instead of after the session timeout. "
+         "Empty: the host name and a hash of the config file, region, api.listen, topic "
+         "prefix and roles; a second taskbusd with the same on the same host gets "
+         "HOST-PID instead. Set it explicitly when processes move between hosts."},
         {"log_level", TB_CT_ENUM, F(log_level), 0, "info", 0, 0,
          "debug|info|warn|error", NULL, "Minimum level of log lines written to stderr."},
 
