@@ -277,6 +277,10 @@ static tb_err_t tb_api_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         if (err)
                 goto fail;
         tb_info(TB_API_SUB, "listening on http://%s", ctx->conf->api_listen);
+        if (strncmp(ctx->conf->api_listen, "127.", 4) && strncmp(ctx->conf->api_listen, "[::1]", 5))
+                tb_warn(TB_API_SUB, "api.listen %s is reachable beyond this machine over plain "
+                        "HTTP: bearer tokens cross the network unencrypted; put a TLS reverse "
+                        "proxy in front or listen on 127.0.0.1", ctx->conf->api_listen);
         *state = api;
         return TB_OK;
 fail:
