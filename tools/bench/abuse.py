@@ -58,6 +58,22 @@ class Load:
         with self.lock:
             self.counts[key] = self.counts.get(key, 0) + n
 
+    def exchange(self, port, src, s, buf, req):
+        """One request on keep-alive socket s (None: connect from src); counts the
+        status or the error. Returns the socket to use next (None after an error)."""
+        try:
+            if s is None:
+                s, buf = _connect(port, src), b""
+            s.sendall(req)
+            st, buf = _read_response(s, buf)
+            self.count(str(st))
+            return s, buf
+        except (OSError, ValueError, IndexError):
+            self.count("error")
+            if s is not None:
+                s.close()
+            return None, b""
+
     def start(self, n, fn):
         self.started = time.monotonic()
         for i in range(n):
@@ -119,17 +135,7 @@ def bogus_tokens(port, rate=1000.0, threads=8):
             nxt += interval
             tok = "tbk_%016x_%032x" % (random.getrandbits(64), random.getrandbits(128))
             req = ("GET /v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % tok).encode()
-            try:
-                if s is None:
-                    s, buf = _connect(port, src), b""
-                s.sendall(req)
-                st, buf = _read_response(s, buf)
-                ld.count(str(st))
-            except (OSError, ValueError, IndexError):
-                ld.count("error")
-                if s is not None:
-                    s.close()
-                s = None
+            s, buf = ld.exchange(port, src, s, buf, req)
 
     ld.start(threads, one)
     return ld
@@ -146,17 +152,7 @@ def unknown_methods(port, rate=100.0):
         while not ld.stop_ev.is_set():
             n += 1
             req = ("M%d%04d /v1/tasks HTTP/1.1\r\nHost: x\r\n\r\n" % (i, n)).encode()
-            try:
-                if s is None:
-                    s, buf = _connect(port, src), b""
-                s.sendall(req)
-                st, buf = _read_response(s, buf)
-                ld.count(str(st))
-            except (OSError, ValueError, IndexError):
-                ld.count("error")
-                if s is not None:
-                    s.close()
-                s = None
+            s, buf = ld.exchange(port, src, s, buf, req)
             ld.stop_ev.wait(1.0 / rate)
 
     ld.start(1, one)
