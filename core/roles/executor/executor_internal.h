@@ -242,6 +242,10 @@ void tb_exec_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                           rd_kafka_topic_partition_list_t *parts, void *opaque);
 /** The consumer thread: poll `runs`, claim each batch, commit, start. */
 void *tb_exec_consumer_main(void *arg);
+/** Record as LOST (result delivered, then the claim committed) the runs
+ *  still scheduled past executor.unclaimed_timeout that no executor claimed.
+ *  @locality lease thread */
+void tb_exec_reap_unclaimed(tb_exec_t *ex);
 /** At stop, after the consumer ended: hand runs still held for their nominal
  *  time back to `runs` (their claim deleted). */
 void tb_exec_release_pending(tb_exec_t *ex);
