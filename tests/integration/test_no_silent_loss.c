@@ -191,7 +191,7 @@ Test(no_silent_loss, skipped_overlap_is_published_once_after_a_kill) {
         expect_killed_before_publishing("f-2");
         char *s = sql("SELECT status || '|' || result_pending FROM run_claims WHERE run_id = '%s'",
                       "f-2");
-        cr_assert_str_eq(s, "SKIPPED_OVERLAP|t", "decided and committed, not delivered");
+        cr_assert_str_eq(s, "SKIPPED_OVERLAP|true", "decided and committed, not delivered");
         free(s);
 
         const json_t *r = wait_result("f-2", "SKIPPED_OVERLAP", WAIT_MS);

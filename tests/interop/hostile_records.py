@@ -42,6 +42,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from avro_interop import load_schemas, load_values  # noqa: E402
@@ -152,7 +153,9 @@ def main(argv):
         # TaskEvents (valid Avro) whose schedule no scheduler can keep, each a
         # task that would fire every second if it were accepted; then a good one
         sch = schemas["TaskEvent"]
-        base = dict(values["TaskEvent"][0], epoch=0, version=1, type="CREATED")
+        now = int(time.time() * 1000)  # created now: nothing missed to catch up on
+        base = dict(values["TaskEvent"][0], epoch=0, version=1, type="CREATED", at=now,
+                    created_at=now)
         spec = dict(base["task"], home_region="", paused=False, executor="shell",
                     executor_options={}, script="true", argv=[], expires_at=None,
                     security_group="g", misfire="SKIP", overlap="ALLOW")
