@@ -178,13 +178,18 @@ static void expect_killed_before_publishing(const char *run_id) {
         pids[0] = tbt_daemon_start(&st, "executor");
 }
 
-Test(no_silent_loss, skipped_overlap_is_published_once_after_a_kill) {
+/* An executor that kills itself at the fault point executor.after_decide. */
+static void start_executor_to_be_killed(void) {
 #ifndef TB_FAULT_INJECTION
         cr_skip("fault injection is compiled only into the sanitized test build");
 #endif
         start_stack(NULL);
         setenv("TB_FAULT", "executor.after_decide", 1);
         pids[0] = tbt_daemon_start(&st, "executor");
+}
+
+Test(no_silent_loss, skipped_overlap_is_published_once_after_a_kill) {
+        start_executor_to_be_killed();
         produce_req("f-1", "task-f", "sleep 600", NULL, 0);
         wait_result("f-1", "RUNNING", WAIT_MS);
         produce_req("f-2", "task-f", "echo never", NULL, 0);
@@ -214,12 +219,7 @@ Test(no_silent_loss, skipped_overlap_is_published_once_after_a_kill) {
 }
 
 Test(no_silent_loss, dead_lettered_failed_is_published_once_after_a_kill) {
-#ifndef TB_FAULT_INJECTION
-        cr_skip("fault injection is compiled only into the sanitized test build");
-#endif
-        start_stack(NULL);
-        setenv("TB_FAULT", "executor.after_decide", 1);
-        pids[0] = tbt_daemon_start(&st, "executor");
+        start_executor_to_be_killed();
         produce_req("u-1", "task-u", "true", "teleporter", 0);
         expect_killed_before_publishing("u-1");
 

@@ -552,8 +552,14 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         free(out);
         /* the long id is still refused: a second retry would be quarantined again, the
          * projection went on all along */
-        snprintf(sql, sizeof(sql), "SELECT count(*) FROM quarantine WHERE topic = '%s'", events);
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM quarantine WHERE topic = '%s' AND role = 'projector'",
+                 events);
         cr_assert_eq(sql_ll(g_st.conn, sql), 6);
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM quarantine WHERE topic = '%s' AND role = 'scheduler'",
+                 events);
+        cr_assert_eq(sql_ll(g_st.conn, sql), 3, "the retried task is one the scheduler takes");
         free(check_id);
         free(long_id);
 }

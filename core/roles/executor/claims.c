@@ -1,20 +1,21 @@
 /**
  * @file executor/claims.c
  * @brief Consuming `runs` and claiming each run in PostgreSQL before it
- *        starts; the timer that starts held runs at their nominal time; and
- *        handing held runs back at shutdown.
+ *        starts, delivering the results decided at claim time before the
+ *        offset; the timer that starts held runs at their nominal time;
+ *        recording runs nobody claimed as LOST; and handing held runs back at
+ *        shutdown.
  */
 #include "executor/executor_internal.h"
 
 #include "bus/pgsink.h"
 #include "http/metrics.h"
-#include "serde/serde.h"
 #include "schedule/schedule.h"
+#include "serde/serde.h"
 #include "units.h"
 
-#include <signal.h>
-
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
