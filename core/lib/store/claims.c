@@ -226,11 +226,12 @@ tb_err_t tb_store_claims_result_sent(PGconn *conn, const char *run_id, char *err
 }
 
 tb_err_t tb_store_claims_take_unclaimed(PGconn *conn, const char *executor_id,
-                                        const char *host, int64_t timeout_ms, PGresult **res,
-                                        char *errstr, size_t errstr_size) {
+                                        const char *host, const char *region,
+                                        int64_t timeout_ms, PGresult **res, char *errstr,
+                                        size_t errstr_size) {
         char timeout[32];
         tb_snprintf(timeout, sizeof(timeout), "%" PRId64, timeout_ms);
-        const char *p[] = {executor_id, host, timeout};
+        const char *p[] = {executor_id, host, timeout, region ? region : ""};
         /* The claim is the lock: whoever inserts a run's claim first owns its
          * outcome; an executor claiming it later finds a duplicate. */
         return tb_store_exec(conn, "take runs nobody claimed",
@@ -242,9 +243,13 @@ tb_err_t tb_store_claims_take_unclaimed(PGconn *conn, const char *executor_id,
                              "WHERE r.status = 'scheduled' AND r.nominal_time < now() - "
                              "$3::bigint * interval '1 millisecond' AND NOT EXISTS (SELECT 1 "
                              "FROM run_claims k WHERE k.run_id = r.run_id) "
+                             /* a run of a task homed in another region was
+                              * fired there, and is claimed in its database */
+                             "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.task_id "
+                             "AND t.home_region NOT IN ('', $4)) "
                              "ORDER BY r.nominal_time LIMIT 100 "
                              "ON CONFLICT (run_id) DO NOTHING "
                              "RETURNING c.run_id, c.task_id, (extract(epoch FROM "
                              "c.nominal_time) * 1000)::bigint, c.attempt, c.executor",
-                             3, p, res, errstr, errstr_size);
+                             4, p, res, errstr, errstr_size);
 }

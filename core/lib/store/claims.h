@@ -132,11 +132,13 @@ tb_err_t tb_store_claims_result_sent(PGconn *conn, const char *run_id, char *err
  *        the caller's transaction: publish their LOST results, then commit
  *        (a rollback gives them back). The unique claim is the lock: a run
  *        is taken by one process only, and an executor that reads its
- *        RunRequest later finds it claimed.
+ *        RunRequest later finds it claimed. Runs of tasks homed in a region
+ *        other than \p region (fired and claimed there) are left alone.
  * @param res columns run_id, task_id, nominal_time (ms), attempt, executor
  */
 tb_err_t tb_store_claims_take_unclaimed(PGconn *conn, const char *executor_id,
-                                        const char *host, int64_t timeout_ms, PGresult **res,
-                                        char *errstr, size_t errstr_size);
+                                        const char *host, const char *region,
+                                        int64_t timeout_ms, PGresult **res, char *errstr,
+                                        size_t errstr_size);
 
 #endif /* TB_STORE_CLAIMS_H */

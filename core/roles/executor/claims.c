@@ -665,7 +665,7 @@ void tb_exec_reap_unclaimed(tb_exec_t *ex) {
         tb_units_duration_format(ex->conf->exec_unclaimed_timeout_ms, limit, sizeof(limit));
         tb_err_t e = tb_store_begin(c, err, sizeof(err));
         if (!e)
-                e = tb_store_claims_take_unclaimed(c, ex->id, ex->ctx->host,
+                e = tb_store_claims_take_unclaimed(c, ex->id, ex->ctx->host, ex->conf->region,
                                                    ex->conf->exec_unclaimed_timeout_ms, &r,
                                                    err, sizeof(err));
         int rows = e ? 0 : PQntuples(r);
