@@ -278,6 +278,9 @@ Test(no_silent_loss, a_run_nobody_claims_is_lost_once_within_the_bound) {
         pids[1] = tbt_daemon_start(&st, "executor");
         pids[2] = tbt_daemon_start(&st, "executor");
         const json_t *r = wait_result("n-1", "LOST", WAIT_MS);
+        fprintf(stderr, "n-1 LOST %lld ms after its nominal time (bound 2 s, reaper every "
+                "1.5 s)\n", (long long)(json_integer_value(json_object_get(r, "at")) -
+                                        json_integer_value(json_object_get(r, "nominal_time"))));
         cr_assert(strstr(jstr(r, "error"), "no executor claimed the run within "
                                            "executor.unclaimed_timeout (2s)"),
                   "%s", jstr(r, "error"));
@@ -333,6 +336,17 @@ static void wait_count(const char *q, long long want) {
         cr_assert(ok, "'%s' is %lld, not %lld", q, count_of(q), want);
 }
 
+/* Wait for \p n rows of \p role for \p topic in quarantine, each with its error. */
+static void wait_quarantined(const char *role, tb_topic_t topic, long long n) {
+        char q[512], name[256];
+        tb_topic_name(st.conf, topic, name, sizeof(name));
+        snprintf(q, sizeof(q),
+                 "SELECT count(*) FROM quarantine WHERE role = '%s' AND topic = '%s' "
+                 "AND status = 'new' AND error <> ''",
+                 role, name);
+        wait_count(q, n);
+}
+
 Test(no_silent_loss, hostile_run_requests_are_answered_and_good_runs_go_on) {
         start_stack(NULL);
         pids[0] = tbt_daemon_start(&st, "executor");
@@ -368,13 +382,8 @@ Test(no_silent_loss, hostile_run_requests_are_answered_and_good_runs_go_on) {
          * (all but the unknown executor, an operator matter): the eight that
          * no result can name (bad ids, times no consumer can store, truncated,
          * garbage), and the five named ones refused for their values */
-        char q[512], topic[256];
-        tb_topic_name(st.conf, TB_TOPIC_RUNS, topic, sizeof(topic));
-        snprintf(q, sizeof(q),
-                 "SELECT count(*) FROM quarantine WHERE role = 'executor' AND topic = '%s' "
-                 "AND status = 'new' AND error <> ''",
-                 topic);
-        wait_count(q, 13);
+        char q[512];
+        wait_quarantined("executor", TB_TOPIC_RUNS, 13);
         snprintf(q, sizeof(q),
                  "SELECT count(*) FROM quarantine WHERE role = 'executor' AND "
                  "error LIKE '%%RunRequest.run_id must be 1 to 256%%'");
@@ -421,19 +430,11 @@ Test(no_silent_loss, hostile_task_events_and_checkpoints_do_not_stop_the_schedul
                 tbt_reader_poll(results, 200);
         cr_assert_geq(count_task_results("h-ev-good", "SUCCEEDED"), 3, "fires keep firing");
 
-        char q[768], events[256], ck[256];
+        char q[768], events[256];
         tb_topic_name(st.conf, TB_TOPIC_EVENTS, events, sizeof(events));
-        tb_topic_name(st.conf, TB_TOPIC_CHECKPOINTS, ck, sizeof(ck));
-        snprintf(q, sizeof(q),
-                 "SELECT count(*) FROM quarantine WHERE role = 'scheduler' AND topic = '%s'",
-                 ck);
-        wait_count(q, 1);
+        wait_quarantined("scheduler", TB_TOPIC_CHECKPOINTS, 1);
         /* every impossible schedule, the long id and the truncated record */
-        snprintf(q, sizeof(q),
-                 "SELECT count(*) FROM quarantine WHERE role = 'scheduler' AND topic = '%s' "
-                 "AND error <> ''",
-                 events);
-        wait_count(q, 8);
+        wait_quarantined("scheduler", TB_TOPIC_EVENTS, 8);
         snprintf(q, sizeof(q),
                  "SELECT string_agg(error, E'\\n' ORDER BY \"offset\") FROM quarantine "
                  "WHERE role = 'scheduler' AND topic = '%s'",
