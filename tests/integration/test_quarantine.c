@@ -15,7 +15,10 @@
  *    after them fires (scheduler and executor go on), the metric counts them, and
  *    `taskbus replay` into an empty database equals the projection row for
  *    row, quarantine included;
- *  - runs (projector; the executor dead-letters them): truncated Avro, JSON;
+ *    (the scheduler keeps its own rows for the long id, the truncated record
+ *    and the actor that is not UTF-8);
+ *  - runs (projector; the executor dead-letters and quarantines them):
+ *    truncated Avro, JSON;
  *  - run-results (projector): truncated Avro, not Avro at all;
  *  - run-logs (archiver): garbage, truncated Avro, an `at` out of range;
  *  - task-commands (commands, whose transactions are Kafka's): truncated Avro
@@ -195,7 +198,8 @@ static void hostile(const char *mode, tb_topic_t topic, const char *more) {
         free(out);
 }
 
-/** The quarantine rows of \p topic as "offset|sqlstate|error" lines, oldest first. */
+/** The projector's quarantine rows of \p topic (what `taskbus replay` sets
+ *  aside too) as "role|partition|offset|sqlstate|..." lines, oldest first. */
 static char *rows_of(PGconn *conn, tb_topic_t topic) {
         char name[256], sql[1024];
         tb_topic_name(g_st.conf, topic, name, sizeof(name));
@@ -203,7 +207,7 @@ static char *rows_of(PGconn *conn, tb_topic_t topic) {
                  "SELECT coalesce(string_agg(concat_ws('|', role, partition, \"offset\", "
                  "coalesce(sqlstate, '-'), md5(value), md5(key), header_names::text, "
                  "header_values::text), E'\\n' ORDER BY \"offset\"), '') FROM quarantine "
-                 "WHERE topic = '%s'",
+                 "WHERE topic = '%s' AND role = 'projector'",
                  name);
         PGresult *r = PQexec(conn, sql);
         cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s", PQerrorMessage(conn));
@@ -243,7 +247,9 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
 
         /* task-events: good-a, long-id, truncated, range, check, good-b */
         hostile("events", TB_TOPIC_EVENTS, NULL);
-        snprintf(sql, sizeof(sql), "SELECT count(*) FROM quarantine WHERE topic = '%s'", events);
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM quarantine WHERE topic = '%s' AND role = 'projector'",
+                 events);
         wait_count(sql, 6);
         wait_count("SELECT count(*) FROM tasks WHERE id IN ('q-good-a', 'q-good-b')", 2);
         cr_assert_eq(sql_ll(g_st.conn, "SELECT count(*) FROM tasks WHERE length(id) > 200 OR "
@@ -255,7 +261,8 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         /* in offset order: each with its error */
         snprintf(sql, sizeof(sql),
                  "SELECT string_agg(concat_ws('|', role, coalesce(sqlstate, '-'), status), ',' "
-                 "ORDER BY \"offset\") FROM quarantine WHERE topic = '%s'",
+                 "ORDER BY \"offset\") FROM quarantine WHERE topic = '%s' AND "
+                 "role = 'projector'",
                  events);
         char *got = value_of(g_st.conn, sql);
         cr_assert_str_eq(got, "projector|54000|new,projector|-|new,projector|22008|new,"
@@ -281,8 +288,18 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         cr_assert_str_eq(got, "hostile|8309|x-origin|hostile_records.py|2");
         free(got);
         cr_assert_eq(sql_ll(g_st.conn, "SELECT count(*) FROM quarantine WHERE sqlstate IS NULL "
-                                       "AND position(convert_to('q-trunc', 'UTF8') in value) > 0"),
+                                       "AND role = 'projector' AND "
+                                       "position(convert_to('q-trunc', 'UTF8') in value) > 0"),
                      1, "the truncated record's bytes are kept as they came");
+        /* the scheduler, tailing task-events, keeps its own rows for the three it
+         * cannot use: the long id, the truncated record, the actor not UTF-8 */
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM quarantine WHERE topic = '%s' AND role = 'scheduler'",
+                 events);
+        wait_count(sql, 3);
+        cr_assert_eq(sql_ll(g_st.conn, "SELECT count(*) FROM quarantine WHERE role = "
+                                       "'scheduler' AND error = 'task id must be 1 to 256 bytes'"),
+                     1);
 
         /* task-commands: the commands role (Kafka-transactional) quarantines what it
          * cannot decode and goes on */
@@ -319,6 +336,12 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         tb_topic_name(g_st.conf, TB_TOPIC_RUNS, runs_topic, sizeof(runs_topic));
         snprintf(sql, sizeof(sql),
                  "SELECT count(*) FROM quarantine WHERE topic = '%s' AND role = 'projector' "
+                 "AND sqlstate IS NULL",
+                 runs_topic);
+        wait_count(sql, 2);
+        /* and the executor keeps its own rows for them, besides runs-dlq */
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM quarantine WHERE topic = '%s' AND role = 'executor' "
                  "AND sqlstate IS NULL",
                  runs_topic);
         wait_count(sql, 2);
@@ -386,6 +409,12 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         snprintf(want, sizeof(want),
                  "taskbus_quarantined_total{role=\"projector\",topic=\"%s\"} 2\n", runs_topic);
         cr_assert(strstr(m.data, want), "no '%s'", want);
+        snprintf(want, sizeof(want),
+                 "taskbus_quarantined_total{role=\"executor\",topic=\"%s\"} 2\n", runs_topic);
+        cr_assert(strstr(m.data, want), "no '%s'", want);
+        snprintf(want, sizeof(want),
+                 "taskbus_quarantined_total{role=\"scheduler\",topic=\"%s\"} 3\n", events);
+        cr_assert(strstr(m.data, want), "no '%s'", want);
         char commands[256];
         tb_topic_name(g_st.conf, TB_TOPIC_COMMANDS, commands, sizeof(commands));
         snprintf(want, sizeof(want),
@@ -397,7 +426,9 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         int n = 0;
         for (const char *p = log; (p = strstr(p, " quarantined (taskbus admin quarantine")); p++)
                 n++;
-        cr_assert_eq(n, 16, "each quarantined record is logged once: %d", n);
+        /* 16 by the projector, archiver, commands and the checkpoint loader,
+         * 3 by the scheduler on task-events, 2 by the executor on runs */
+        cr_assert_eq(n, 21, "each quarantined record is logged once: %d", n);
         free(log);
 
         /* replay into an empty database (same operator constraint) equals the projection */
@@ -446,7 +477,7 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         cr_assert_eq(json_array_size(arr), 3, "%s", out);
         free(out);
         json_decref(arr);
-        snprintf(sql, sizeof(sql), "list --topic %s --json", events);
+        snprintf(sql, sizeof(sql), "list --topic %s --role projector --json", events);
         rc = cli(&out, sql);
         arr = json_loads(out, 0, &je);
         cr_assert_eq(json_array_size(arr), 6, "%s", out);
@@ -521,8 +552,14 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         free(out);
         /* the long id is still refused: a second retry would be quarantined again, the
          * projection went on all along */
-        snprintf(sql, sizeof(sql), "SELECT count(*) FROM quarantine WHERE topic = '%s'", events);
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM quarantine WHERE topic = '%s' AND role = 'projector'",
+                 events);
         cr_assert_eq(sql_ll(g_st.conn, sql), 6);
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM quarantine WHERE topic = '%s' AND role = 'scheduler'",
+                 events);
+        cr_assert_eq(sql_ll(g_st.conn, sql), 3, "the retried task is one the scheduler takes");
         free(check_id);
         free(long_id);
 }

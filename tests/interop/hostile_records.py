@@ -15,6 +15,16 @@ kcat run (so the consumer sees them in one batch, between good records).
       a good one (run q-run-good-2).
   hostile_records.py runs BOOTSTRAP TOPIC PARTITION
       RunRequests: truncated Avro, JSON instead of Avro.
+  hostile_records.py runrequests BOOTSTRAP TOPIC PARTITION NOMINAL_MS
+      RunRequests of valid Avro with impossible values (empty and 5,000-character
+      ids, times before 1970 and past 9999, attempt -3, an executor no one has,
+      NUL inside the script and the run id, expiry -1 and 2^62, an unknown
+      overlap policy), the same truncated, garbage, then good run h-good.
+  hostile_records.py badevents BOOTSTRAP TOPIC PARTITION
+      TaskEvents of valid Avro whose schedule cannot be kept (every 0 ms, every
+      -1 s, EVERY without a period, cron 99 99 * * *, zone Mars/Olympus, ONCE
+      without a time), a 300-character task id, a truncated one, then good task
+      h-ev-good (every second, shell `true`).
   hostile_records.py checkpoints BOOTSTRAP TOPIC PARTITION
       A SchedulerCheckpoint that is garbage after the magic bytes.
   hostile_records.py commands BOOTSTRAP TOPIC PARTITION
@@ -32,6 +42,7 @@ import string
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from avro_interop import load_schemas, load_values  # noqa: E402
@@ -109,6 +120,64 @@ def main(argv):
         good = encode(schemas["RunRequest"], values["RunRequest"][0])
         recs = [("truncated", "q-runreq-trunc", good[: len(good) - 5]),
                 ("garbage", "q-runreq-garbage", b"{\"run_id\": \"json, not avro\"}")]
+    elif mode == "runrequests":
+        # valid Avro, impossible values; then the same truncated and as garbage;
+        # the last one is a good run (it must still run)
+        sch = schemas["RunRequest"]
+        base = dict(values["RunRequest"][0], attempt=1)
+        snap = dict(base["snapshot"], script="true", expiry_ms=60000, security_group="g")
+
+        def rr(run_id, task_id, top=None, **kw):
+            v = dict(base, run_id=run_id, task_id=task_id, nominal_time=int(argv[5]),
+                     snapshot=dict(snap, **kw))
+            v.update(top or {})
+            return encode(sch, v)
+
+        good = rr("h-good", "h-good-task")
+        recs = [("empty-run-id", "h-empty", rr("", "h-empty")),
+                ("long-run-id", "h-long", rr("h" * 5000, "h-long")),
+                ("empty-task-id", "", rr("h-no-task", "")),
+                ("negative-time", "h-neg", rr("h-neg", "h-neg", {"nominal_time": -5})),
+                ("huge-time", "h-huge", rr("h-huge", "h-huge", {"nominal_time": HUGE_MS})),
+                ("zero-attempt", "h-att", rr("h-att", "h-att", {"attempt": -3})),
+                ("unknown-executor", "h-exec", rr("h-exec", "h-exec", executor="teleporter")),
+                ("nul-script", "h-nul", rr("h-nul", "h-nul", script="echo a\x00rm -rf /")),
+                ("nul-run-id", "h-nulid", rr("h-nul\x00id", "h-nulid")),
+                ("negative-expiry", "h-exp", rr("h-exp", "h-exp", expiry_ms=-1)),
+                ("huge-expiry", "h-hexp", rr("h-hexp", "h-hexp", expiry_ms=HUGE_MS)),
+                ("bad-overlap", "h-ovl", rr("h-ovl", "h-ovl", overlap="SOMETIMES")),
+                ("truncated", "h-trunc", good[: len(good) - 9]),
+                ("garbage", "h-garbage", b"\xc3\x01" + b"\x00" * 8 + b"garbage"),
+                ("good", "h-good-task", good)]
+    elif mode == "badevents":
+        # TaskEvents (valid Avro) whose schedule no scheduler can keep, each a
+        # task that would fire every second if it were accepted; then a good one
+        sch = schemas["TaskEvent"]
+        now = int(time.time() * 1000)  # created now: nothing missed to catch up on
+        base = dict(values["TaskEvent"][0], epoch=0, version=1, type="CREATED", at=now,
+                    created_at=now)
+        spec = dict(base["task"], home_region="", paused=False, executor="shell",
+                    executor_options={}, script="true", argv=[], expires_at=None,
+                    security_group="g", misfire="SKIP", overlap="ALLOW")
+        every = dict(spec["schedule"], kind="EVERY", cron=None, every_ms=1000,
+                     start_at=None, jitter_ms=0, timezone="UTC")
+
+        def ev(task_id, **sched):
+            t = dict(spec, schedule=dict(every, **sched))
+            return encode(sch, dict(base, task_id=task_id, event_id="ev-" + task_id, task=t))
+
+        recs = [("every-zero", "h-ev-zero", ev("h-ev-zero", every_ms=0)),
+                ("every-negative", "h-ev-neg", ev("h-ev-neg", every_ms=-1000)),
+                ("every-null", "h-ev-null", ev("h-ev-null", every_ms=None)),
+                ("cron-impossible", "h-ev-cron", ev("h-ev-cron", kind="CRON", every_ms=None,
+                                                    cron="99 99 * * *")),
+                ("cron-zone", "h-ev-zone", ev("h-ev-zone", kind="CRON", every_ms=None,
+                                              cron="* * * * *", timezone="Mars/Olympus")),
+                ("once-null", "h-ev-once", ev("h-ev-once", kind="ONCE", every_ms=None,
+                                              once_at=None)),
+                ("long-id", "h" * 300, ev("h" * 300)),
+                ("truncated", "h-ev-trunc", ev("h-ev-trunc")[:40]),
+                ("good", "h-ev-good", ev("h-ev-good"))]
     elif mode == "checkpoints":
         recs = [("garbage", "q-ck", b"\xc3\x01\x00\x00 not a checkpoint")]
     elif mode == "commands":

@@ -514,6 +514,52 @@ Test(commands_engine, a_task_of_another_group_is_answered_like_a_missing_one) {
         tb_cmd_engine_destroy(empty);
 }
 
+/* A CREATE of an id held in a group bob is not in: the reply is byte for byte
+ * the one bob gets for an id held by a live task of his own group, whether
+ * the foreign task is live or deleted; a fresh id is still his to take. */
+Test(commands_engine, a_create_of_a_foreign_id_reveals_nothing_about_its_task) {
+        tb_cmd_engine_t *gone = engine_new(conf), *mine = engine_new(conf);
+        ask_on(eng, ALICE, "CREATE", "t-held", -1, task_json("backup", "ops", ""));
+        expect_accepted(1, "CREATED");
+        ask_on(gone, ALICE, "CREATE", "t-held", -1, task_json("backup", "ops", ""));
+        ask_on(gone, ALICE, "DELETE", "t-held", -1, NULL);
+        expect_accepted(2, "DELETED");
+        ask_on(mine, BOB, "CREATE", "t-held", -1, task_json("his", "dev", ""));
+        expect_accepted(1, "CREATED");
+
+        tb_cmd_engine_t *engines[] = {eng, gone, mine};
+        tb_buf_t replies[3];
+        char messages[3][sizeof(v.message)];
+        for (size_t i = 0; i < 3; i++) {
+                /* with and without an expected version: the same answer */
+                ask_on(engines[i], BOB, "CREATE", "t-held", 0, task_json("again", "dev", ""));
+                expect_rejected("CONFLICT", "task_id");
+                ask_on(engines[i], BOB, "CREATE", "t-held", -1, task_json("again", "dev", ""));
+                expect_rejected("CONFLICT", "task_id");
+                cr_assert(strstr(v.message, "already exists; choose a new id"), "%s", v.message);
+                cr_assert_null(strstr(v.message, "deleted"), "%s", v.message);
+                snprintf(messages[i], sizeof(messages[i]), "%s", v.message);
+                json_decref(reply_of(engines[i], "t-held", &replies[i]));
+        }
+        for (size_t i = 1; i < 3; i++) {
+                cr_assert_str_eq(messages[0], messages[i]);
+                cr_assert_eq(replies[0].len, replies[i].len, "reply %zu differs", i);
+                cr_assert_eq(memcmp(replies[0].data, replies[i].data, replies[0].len), 0,
+                             "reply %zu differs", i);
+        }
+        for (size_t i = 0; i < 3; i++)
+                tb_buf_free(&replies[i]);
+        /* the owner of the deleted task is still told */
+        ask_on(gone, ALICE, "CREATE", "t-held", -1, task_json("backup", "ops", ""));
+        expect_rejected("CONFLICT", "task_id");
+        cr_assert(strstr(v.message, "(deleted)"), "%s", v.message);
+        /* and a fresh id is created as ever */
+        ask_on(eng, BOB, "CREATE", "t-fresh", -1, task_json("new", "dev", ""));
+        expect_accepted(1, "CREATED");
+        tb_cmd_engine_destroy(gone);
+        tb_cmd_engine_destroy(mine);
+}
+
 Test(commands_engine, authentication) {
         decide_on(eng, command("CREATE", "t-auth", -1, task_json("a", "ops", "")), NULL,
                   part_of("t-auth"));

@@ -118,6 +118,7 @@ typedef struct tb_config {
         int64_t exec_grace_ms;
         int64_t exec_output_cap;
         int64_t exec_kill_grace_ms;
+        int64_t exec_unclaimed_timeout_ms; /**< a run nobody claimed is LOST past it */
         char *exec_workdir;
         bool exec_allow_root;
 

@@ -162,6 +162,13 @@ const tb_config_prop_t tb_config_props[] = {
         {"executor.kill_grace", TB_CT_DURATION, F(exec_kill_grace_ms), 0, "5s", 0,
          TB_MIN(10), NULL, NULL,
          "Time between SIGTERM and SIGKILL when a run is cancelled or times out."},
+        {"executor.unclaimed_timeout", TB_CT_DURATION, F(exec_unclaimed_timeout_ms), 0, "15m",
+         TB_SEC(1), TB_DURATION_MAX_MS, NULL, NULL,
+         "How long after its nominal time a run may stay scheduled with no executor "
+         "claiming it (none running for its partition or its executor, its RunRequest "
+         "lost or expired from the runs topic); past it one executor records the run "
+         "LOST with that reason. Set it above the longest backlog you accept "
+         "(executor.max_concurrent reached)."},
         {"executor.workdir", TB_CT_STRING, F(exec_workdir), 0, "/tmp", 0, 0, NULL,
          NULL, "Absolute directory under which runs get their working directories."},
         {"executor.allow_root", TB_CT_BOOL, F(exec_allow_root), 0, "false", 0, 0,

@@ -180,3 +180,76 @@ tb_err_t tb_store_claims_mark_lost(PGconn *conn, const char *run_id, char *errst
                              "'LOST', finished_at = now() WHERE run_id = $1",
                              1, p, NULL, errstr, errstr_size);
 }
+
+/* ---- outcomes decided at claim time, and runs nobody claimed --------------------- */
+
+tb_err_t tb_store_claims_set_pending(PGconn *conn, const char *run_id, const char *error,
+                                     char *errstr, size_t errstr_size) {
+        const char *p[] = {run_id, error};
+        return tb_store_exec(conn, "mark run result pending",
+                             "UPDATE run_claims SET result_pending = true, result_error = $2 "
+                             "WHERE run_id = $1",
+                             2, p, NULL, errstr, errstr_size);
+}
+
+tb_err_t tb_store_claims_pending(PGconn *conn, const char *run_id, bool *pending,
+                                 char *status, size_t status_size, char **error,
+                                 char *errstr, size_t errstr_size) {
+        const char *p[] = {run_id};
+        PGresult *r = NULL;
+        *pending = false;
+        *error = NULL;
+        tb_err_t e = tb_store_exec(conn, "read a pending run result",
+                                   "SELECT coalesce(status, ''), coalesce(result_error, '') "
+                                   "FROM run_claims WHERE run_id = $1 AND result_pending",
+                                   1, p, &r, errstr, errstr_size);
+        if (!e && PQntuples(r) == 1) {
+                tb_snprintf(status, status_size, "%s", PQgetvalue(r, 0, 0));
+                *error = strdup(PQgetvalue(r, 0, 1));
+                if (!*error)
+                        e = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                      "read a pending run result: out of memory");
+                else
+                        *pending = true;
+        }
+        PQclear(r);
+        return e;
+}
+
+tb_err_t tb_store_claims_result_sent(PGconn *conn, const char *run_id, char *errstr,
+                                     size_t errstr_size) {
+        const char *p[] = {run_id};
+        return tb_store_exec(conn, "mark a run result sent",
+                             "UPDATE run_claims SET result_pending = false "
+                             "WHERE run_id = $1 AND result_pending",
+                             1, p, NULL, errstr, errstr_size);
+}
+
+tb_err_t tb_store_claims_take_unclaimed(PGconn *conn, const char *executor_id,
+                                        const char *host, const char *region,
+                                        int64_t timeout_ms, PGresult **res, char *errstr,
+                                        size_t errstr_size) {
+        char timeout[32];
+        tb_snprintf(timeout, sizeof(timeout), "%" PRId64, timeout_ms);
+        const char *p[] = {executor_id, host, timeout, region ? region : ""};
+        /* The claim is the lock: whoever inserts a run's claim first owns its
+         * outcome; an executor claiming it later finds a duplicate. */
+        return tb_store_exec(conn, "take runs nobody claimed",
+                             "INSERT INTO run_claims AS c (run_id, task_id, executor_id, "
+                             "lease_until, state, nominal_time, attempt, executor, host, status, "
+                             "finished_at) "
+                             "SELECT r.run_id, r.task_id, $1, now(), 'done', r.nominal_time, "
+                             "r.attempt, r.executor, $2, 'LOST', now() FROM runs r "
+                             "WHERE r.status = 'scheduled' AND r.nominal_time < now() - "
+                             "$3::bigint * interval '1 millisecond' AND NOT EXISTS (SELECT 1 "
+                             "FROM run_claims k WHERE k.run_id = r.run_id) "
+                             /* a run of a task homed in another region was
+                              * fired there, and is claimed in its database */
+                             "AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.task_id "
+                             "AND t.home_region NOT IN ('', $4)) "
+                             "ORDER BY r.nominal_time LIMIT 100 "
+                             "ON CONFLICT (run_id) DO NOTHING "
+                             "RETURNING c.run_id, c.task_id, (extract(epoch FROM "
+                             "c.nominal_time) * 1000)::bigint, c.attempt, c.executor",
+                             4, p, res, errstr, errstr_size);
+}

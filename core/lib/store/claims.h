@@ -101,4 +101,44 @@ tb_err_t tb_store_claims_expired(PGconn *conn, PGresult **res, char *errstr,
 tb_err_t tb_store_claims_mark_lost(PGconn *conn, const char *run_id, char *errstr,
                                    size_t errstr_size);
 
+/* ---- outcomes decided at claim time (executor/claims.c), runs nobody claimed
+ *      (executor/lease.c): docs/reliability.md, "No silent loss" ---- */
+
+/** Mark the claim of \p run_id (just decided SKIPPED_OVERLAP by
+ *  taskbus_claim_run(), in the caller's transaction) as having a result not
+ *  yet delivered, with the result's \p error text. */
+tb_err_t tb_store_claims_set_pending(PGconn *conn, const char *run_id, const char *error,
+                                     char *errstr, size_t errstr_size);
+
+/**
+ * @brief Whether the claim of \p run_id has a result still to deliver (the
+ *        process that decided it stopped before its delivery was confirmed).
+ * @param status receives the result's status when *\p pending
+ * @param error  receives the result's error text (malloc'd, caller frees; NULL
+ *               unless *\p pending)
+ */
+tb_err_t tb_store_claims_pending(PGconn *conn, const char *run_id, bool *pending,
+                                 char *status, size_t status_size, char **error,
+                                 char *errstr, size_t errstr_size);
+
+/** Clear the pending mark of \p run_id: its result's delivery was confirmed. */
+tb_err_t tb_store_claims_result_sent(PGconn *conn, const char *run_id, char *errstr,
+                                     size_t errstr_size);
+
+/**
+ * @brief Claim, as done with status LOST for executor \p executor_id, up to
+ *        100 runs still 'scheduled' in the runs table whose nominal time is
+ *        more than \p timeout_ms ago and that no executor ever claimed. In
+ *        the caller's transaction: publish their LOST results, then commit
+ *        (a rollback gives them back). The unique claim is the lock: a run
+ *        is taken by one process only, and an executor that reads its
+ *        RunRequest later finds it claimed. Runs of tasks homed in a region
+ *        other than \p region (fired and claimed there) are left alone.
+ * @param res columns run_id, task_id, nominal_time (ms), attempt, executor
+ */
+tb_err_t tb_store_claims_take_unclaimed(PGconn *conn, const char *executor_id,
+                                        const char *host, const char *region,
+                                        int64_t timeout_ms, PGresult **res, char *errstr,
+                                        size_t errstr_size);
+
 #endif /* TB_STORE_CLAIMS_H */

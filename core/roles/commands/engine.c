@@ -667,10 +667,16 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
                 if (tb_cmd_not_home(eng, task_id, tb_cmd_jstr(task, "home_region"), v))
                         goto out;
                 if (cur) {
+                        /* Ids are one namespace (the Kafka key), so a taken id
+                         * is refused whoever holds it; only a member of the
+                         * task's group learns that it is deleted: anyone else
+                         * gets the answer of a live task, whatever the task's
+                         * group, state or version (docs/kafka-interface.md). */
+                        bool own = tb_principal_in_group(who, cur->group);
                         tb_cmd_reject(v, "CONFLICT", "task_id",
                                       "task_id: a task with id '%s' already exists%s; choose "
                                       "a new id",
-                                      task_id, cur->deleted ? " (deleted)" : "");
+                                      task_id, cur->deleted && own ? " (deleted)" : "");
                         goto out;
                 }
                 if (json_is_integer(expv) && json_integer_value(expv) != 0) {

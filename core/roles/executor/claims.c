@@ -1,15 +1,21 @@
 /**
  * @file executor/claims.c
  * @brief Consuming `runs` and claiming each run in PostgreSQL before it
- *        starts; the timer that starts held runs at their nominal time; and
- *        handing held runs back at shutdown.
+ *        starts, delivering the results decided at claim time before the
+ *        offset; the timer that starts held runs at their nominal time;
+ *        recording runs nobody claimed as LOST; and handing held runs back at
+ *        shutdown.
  */
 #include "executor/executor_internal.h"
 
+#include "bus/pgsink.h"
 #include "http/metrics.h"
+#include "schedule/schedule.h"
 #include "serde/serde.h"
+#include "units.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +103,49 @@ static tb_err_t tb_exec_dlq(tb_exec_t *ex, const rd_kafka_message_t *m, const ch
 
 /* ---- consuming and claiming ----------------------------------------------------- */
 
+/* The first string of the RunRequest the executor uses that holds a NUL
+ * (C strings would cut it short), or NULL. */
+static const char *tb_exec_request_nul(const json_t *req) {
+        static const char *const top[] = {"run_id", "task_id"};
+        static const char *const snap_keys[][2] = {
+                {"security_group", "snapshot.security_group"},
+                {"executor", "snapshot.executor"},
+                {"script", "snapshot.script"},
+                {"overlap", "snapshot.overlap"},
+        };
+        const json_t *snap = json_object_get(req, "snapshot"), *v;
+        const char *k;
+        size_t i;
+        for (i = 0; i < TB_ARRAY_LEN(top); i++)
+                if ((v = json_object_get(req, top[i])) && json_is_string(v) &&
+                    strlen(json_string_value(v)) != json_string_length(v))
+                        return top[i];
+        for (i = 0; i < TB_ARRAY_LEN(snap_keys); i++)
+                if ((v = json_object_get(snap, snap_keys[i][0])) && json_is_string(v) &&
+                    strlen(json_string_value(v)) != json_string_length(v))
+                        return snap_keys[i][1];
+        json_array_foreach(json_object_get(snap, "argv"), i, v)
+                if (json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v))
+                        return "snapshot.argv";
+        json_object_foreach((json_t *)json_object_get(snap, "executor_options"), k, v)
+                if (json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v))
+                        return "snapshot.executor_options";
+        return NULL;
+}
+
+/* Can a result name the run of \p x (parsed as far as it went)? Its ids
+ * whole and within bounds, and a nominal time a consumer can store. */
+static bool tb_exec_request_named(const tb_exec_run_t *x) {
+        const json_t *req = x->req;
+        const json_t *r = json_object_get(req, "run_id"), *t = json_object_get(req, "task_id");
+        return x->run_id && x->task_id && json_is_string(r) && json_is_string(t) &&
+               *x->run_id && json_string_length(r) == strlen(x->run_id) &&
+               strlen(x->run_id) <= TB_EXEC_ID_MAX && *x->task_id &&
+               json_string_length(t) == strlen(x->task_id) &&
+               strlen(x->task_id) <= TB_EXEC_ID_MAX && x->nominal_ms >= 0 &&
+               x->nominal_ms <= TB_SCHEDULE_MAX_MS;
+}
+
 /* Pull the RunRequest's fields into \p x (strings borrowed from x->req). */
 static tb_err_t tb_exec_request_parse(tb_exec_run_t *x, char *errstr, size_t errstr_size) {
         const json_t *req = x->req, *snap = json_object_get(req, "snapshot");
@@ -119,10 +168,26 @@ static tb_err_t tb_exec_request_parse(tb_exec_run_t *x, char *errstr, size_t err
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "RunRequest.task_id must be 1 to %d characters",
                                  TB_EXEC_ID_MAX);
-        if (x->expiry_ms < 0)
+        if (x->expiry_ms < 0 || x->expiry_ms > TB_DURATION_MAX_MS)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "RunRequest.snapshot.expiry_ms must not be negative, got %"
-                                 PRId64, x->expiry_ms);
+                                 "RunRequest.snapshot.expiry_ms must be 0 to %" PRId64
+                                 " (a run's longest length, ms), got %" PRId64,
+                                 (int64_t)TB_DURATION_MAX_MS, x->expiry_ms);
+        /* PostgreSQL keeps the claim's nominal time: a time it cannot hold
+         * would fail the claim of the whole batch, every time */
+        if (x->nominal_ms < 0 || x->nominal_ms > TB_SCHEDULE_MAX_MS)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "RunRequest.nominal_time must be a time from 1970-01-01 to "
+                                 "9999-12-31 (ms since the epoch), got %" PRId64, x->nominal_ms);
+        if (x->attempt < 1)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "RunRequest.attempt must be 1 or more, got %" PRId32,
+                                 x->attempt);
+        const char *nul = tb_exec_request_nul(req);
+        if (nul)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "RunRequest.%s contains a NUL character: no process argument "
+                                 "or id can hold one", nul);
         if (!*x->overlap)
                 x->overlap = "FORBID";
         if (!strcasecmp(x->overlap, "FORBID"))
@@ -144,11 +209,34 @@ static tb_err_t tb_exec_request_parse(tb_exec_run_t *x, char *errstr, size_t err
 /* One record of a batch. */
 typedef struct tb_exec_item {
         rd_kafka_message_t *msg;
-        tb_exec_run_t *x;      /* NULL once handled (DLQ) */
+        tb_exec_run_t *x;  /* the run to claim; NULL once handled */
+        char *fail;        /* x cannot run: why (its FAILED), malloc'd */
         char *outcome;     /* taskbus_claim_run()'s answer, malloc'd */
+        /* A result decided at claim time (SKIPPED_OVERLAP, FAILED), or found
+         * pending from a process that stopped before delivering it: published
+         * before the offset is committed. */
+        bool publish;
+        char pub_status[24];
+        char *pub_error;   /* malloc'd */
 } tb_exec_item_t;
 
-/* Decode and check a record; what cannot run goes to runs-dlq (x stays NULL).
+#ifdef TB_FAULT_INJECTION
+/* Test builds only (TB_SANITIZE): TB_FAULT=<point> kills the process there,
+ * as a crash would (docs/reliability.md). */
+static void tb_exec_fault(const char *point) {
+        const char *f = getenv("TB_FAULT");
+        if (f && !strcmp(f, point)) {
+                tb_warn(TB_EXEC_SUB, "fault injection TB_FAULT=%s: killing this process", point);
+                raise(SIGKILL);
+        }
+}
+#else
+#define tb_exec_fault(point) ((void)0)
+#endif
+
+/* Decode and check a record. What cannot run goes to runs-dlq (and, when it
+ * is not a RunRequest, to quarantine); a run that can be named keeps it->x
+ * and it->fail, and its FAILED is published before the offset.
  * @returns false if the DLQ could not be written (do not commit the offset). */
 static bool tb_exec_item_prepare(tb_exec_t *ex, tb_exec_item_t *it) {
         char err[1024], derr[1024];
@@ -188,26 +276,80 @@ static bool tb_exec_item_prepare(tb_exec_t *ex, tb_exec_item_t *it) {
                                   : NULL;
         tb_warn(TB_EXEC_SUB, "%s [%" PRId32 "] offset %" PRId64 " to runs-dlq (%s): %s",
                 rd_kafka_topic_name(m->rkt), m->partition, m->offset, reason, err);
+        /* A record that is no RunRequest at all is kept raw as well, where
+         * every role keeps what it cannot apply (taskbus admin quarantine). */
+        if (strcmp(reason, "unknown_executor"))
+                (void)tb_pgsink_quarantine_one(ex->ctx->store, TB_EXEC_SUB, m, err, derr,
+                                               sizeof(derr));
         bool ok = tb_exec_dlq(ex, m, key, reason, err, derr, sizeof(derr)) == TB_OK;
         if (!ok)
                 tb_error(TB_EXEC_SUB, "writing to runs-dlq failed: %s", derr);
         /* A run we can name but not run also gets a result, so its task's
          * history shows why (an infrastructure error: retried by policy). */
-        bool named = x->run_id && *x->run_id && strlen(x->run_id) <= TB_EXEC_ID_MAX &&
-                     x->task_id && *x->task_id && strlen(x->task_id) <= TB_EXEC_ID_MAX;
+        bool named = tb_exec_request_named(x);
         if (ok && named) {
-                char msg[1200];
-                snprintf(msg, sizeof(msg), "run not started: %s", err);
-                tb_exec_outcome_t o = {.status = "FAILED", .finished_ms = tb_now_ms(),
-                                       .executor = x->executor_name, .infra = true,
-                                       .error = msg};
-                if (tb_exec_publish_result(ex, x->run_id, x->task_id, x->nominal_ms,
-                                           x->attempt, &o, true, derr, sizeof(derr)) != TB_OK)
-                        tb_warn(TB_EXEC_SUB, "run %s: publishing its FAILED result: %s",
-                                x->run_id, derr);
+                size_t len = strlen(err) + 32;
+                it->fail = malloc(len);
+                if (!it->fail) {
+                        tb_exec_run_unref(x);
+                        return false;
+                }
+                snprintf(it->fail, len, "run not started: %s", err);
+                /* Not claimed: read again after a crash, the record takes the
+                 * same way and its FAILED is published then. */
+                it->publish = true;
+                snprintf(it->pub_status, sizeof(it->pub_status), "FAILED");
+                it->pub_error = strdup(it->fail);
+                it->x = x;
+                return it->pub_error != NULL;
         }
         tb_exec_run_unref(x);
         return ok;
+}
+
+/* Claim one run in the caller's transaction; note the result to publish
+ * before the offset (SKIPPED_OVERLAP, or one found pending). */
+static tb_err_t tb_exec_claim_one(tb_exec_t *ex, PGconn *c, tb_exec_item_t *it, char *err,
+                                  size_t err_size) {
+        tb_exec_run_t *x = it->x;
+        bool pending = false;
+        char *perr = NULL;
+        tb_err_t e;
+        it->publish = false;
+        free(it->pub_error);
+        it->pub_error = NULL;
+        char *outcome = NULL;
+        e = tb_store_claims_claim(c, x->run_id, x->task_id, ex->id, ex->conf->exec_lease_ms,
+                                  x->nominal_ms, (int)x->attempt, x->executor_name,
+                                  ex->ctx->host, x->overlap, &outcome, err, err_size);
+        if (e)
+                return e;
+        free(it->outcome);
+        it->outcome = outcome;
+        if (!strncmp(outcome, "skipped:", 8)) {
+                char msg[1024];
+                snprintf(msg, sizeof(msg), "not started: the task's run %s is still running "
+                         "(overlap policy FORBID)", outcome + 8);
+                if ((e = tb_store_claims_set_pending(c, x->run_id, msg, err, err_size)))
+                        return e;
+                it->publish = true;
+                snprintf(it->pub_status, sizeof(it->pub_status), "SKIPPED_OVERLAP");
+                it->pub_error = strdup(msg);
+                return it->pub_error ? TB_OK : TB_ERR_NOMEM;
+        }
+        if (strcmp(outcome, "duplicate"))
+                return TB_OK;
+        /* Claimed before: by a process that may have stopped between its
+         * claim and the delivery of the result it decided. */
+        e = tb_store_claims_pending(c, x->run_id, &pending, it->pub_status,
+                                    sizeof(it->pub_status), &perr, err, err_size);
+        if (!e && pending) {
+                it->publish = true;
+                it->pub_error = perr;
+        } else {
+                free(perr);
+        }
+        return e;
 }
 
 /* Claim every prepared run of the batch in one transaction. @returns false
@@ -216,7 +358,7 @@ static bool tb_exec_claim_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n) 
         char err[1024];
         bool any = false;
         for (size_t i = 0; i < n; i++)
-                any |= items[i].x != NULL;
+                any |= items[i].x && !items[i].fail;
         if (!any)
                 return true;
         for (int tries = 1;; tries++) {
@@ -224,21 +366,9 @@ static bool tb_exec_claim_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n) 
                 tb_err_t e = c ? tb_store_begin(c, err, sizeof(err))
                                : tb_seterr(err, sizeof(err), TB_ERR_TIMEOUT,
                                            "no PostgreSQL connection free within 2 s");
-                for (size_t i = 0; !e && i < n; i++) {
-                        tb_exec_run_t *x = items[i].x;
-                        if (!x)
-                                continue;
-                        char *outcome = NULL;
-                        e = tb_store_claims_claim(c, x->run_id, x->task_id, ex->id,
-                                                  ex->conf->exec_lease_ms, x->nominal_ms,
-                                                  (int)x->attempt, x->executor_name,
-                                                  ex->ctx->host, x->overlap, &outcome, err,
-                                                  sizeof(err));
-                        if (!e) {
-                                free(items[i].outcome);
-                                items[i].outcome = outcome;
-                        }
-                }
+                for (size_t i = 0; !e && i < n; i++)
+                        if (items[i].x && !items[i].fail)
+                                e = tb_exec_claim_one(ex, c, &items[i], err, sizeof(err));
                 if (!e)
                         e = tb_store_commit(c, err, sizeof(err));
                 if (e && c)
@@ -257,6 +387,45 @@ static bool tb_exec_claim_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n) 
         }
 }
 
+/* Publish the results decided at claim time, in order, each confirmed by
+ * Kafka, and clear their pending marks. @returns how many items lead the
+ * batch whose results (if any) are delivered: only their offsets may be
+ * committed. */
+static size_t tb_exec_publish_decided(tb_exec_t *ex, tb_exec_item_t *items, size_t n) {
+        char err[1024];
+        size_t done = 0;
+        for (; done < n; done++) {
+                tb_exec_item_t *it = &items[done];
+                if (!it->publish)
+                        continue;
+                tb_exec_run_t *x = it->x;
+                tb_exec_outcome_t o = {.status = it->pub_status, .finished_ms = tb_now_ms(),
+                                       .executor = x->executor_name,
+                                       .infra = !strcmp(it->pub_status, "FAILED"),
+                                       .error = it->pub_error};
+                if (tb_exec_publish_result(ex, x->run_id, x->task_id, x->nominal_ms,
+                                           x->attempt, &o, true, err, sizeof(err)) != TB_OK) {
+                        tb_error(TB_EXEC_SUB, "run %s: publishing its %s result failed: %s; "
+                                 "its RunRequest will be read again", x->run_id,
+                                 it->pub_status, err);
+                        break;
+                }
+        }
+        PGconn *c = tb_store_acquire_timeout(ex->ctx->store, 2000);
+        for (size_t i = 0; i < done; i++) {
+                if (!items[i].publish || items[i].fail)
+                        continue;
+                /* The result is out: if the mark stays (no PostgreSQL now), a
+                 * second copy of the RunRequest publishes it once more. */
+                if (!c || tb_store_claims_result_sent(c, items[i].x->run_id, err, sizeof(err)))
+                        tb_warn(TB_EXEC_SUB, "run %s: clearing its pending result: %s",
+                                items[i].x->run_id, c ? err : "no PostgreSQL connection");
+        }
+        if (c)
+                tb_store_release(ex->ctx->store, c);
+        return done;
+}
+
 /* Act on a claim's outcome; takes over it->x. */
 static void tb_exec_after_claim(tb_exec_t *ex, tb_exec_item_t *it) {
         tb_exec_run_t *x = it->x;
@@ -264,28 +433,26 @@ static void tb_exec_after_claim(tb_exec_t *ex, tb_exec_item_t *it) {
         const char *others = strchr(outcome, ':');
         others = others ? others + 1 : "";
         it->x = NULL;
+        if (it->fail) {
+                tb_info(TB_EXEC_SUB, "run %s (task %s) FAILED: %s", x->run_id, x->task_id,
+                        it->fail);
+                tb_exec_run_unref(x);
+                return;
+        }
         if (!strcmp(outcome, "duplicate")) {
                 tb_metrics_add("taskbus_executor_duplicates_total", NULL, 1);
-                tb_info(TB_EXEC_SUB, "run %s (task %s) was claimed before: duplicate dropped "
+                tb_info(TB_EXEC_SUB, "run %s (task %s) was claimed before: duplicate dropped%s "
                         "(taskbus_executor_duplicates_total=%.0f)", x->run_id, x->task_id,
+                        it->publish ? "; its pending result was published" : "",
                         tb_metrics_get("taskbus_executor_duplicates_total", NULL));
                 tb_exec_run_unref(x);
                 return;
         }
         if (!strncmp(outcome, "skipped:", 8)) {
-                char err[1024], msg[1024];
-                snprintf(msg, sizeof(msg), "not started: the task's run %s is still running "
-                         "(overlap policy FORBID)", others);
-                tb_exec_outcome_t o = {.status = "SKIPPED_OVERLAP", .finished_ms = tb_now_ms(),
-                                       .executor = x->executor_name, .error = msg};
-                if (tb_exec_publish_result(ex, x->run_id, x->task_id, x->nominal_ms,
-                                           x->attempt, &o, true, err, sizeof(err)) != TB_OK)
-                        tb_error(TB_EXEC_SUB, "run %s: publishing SKIPPED_OVERLAP: %s",
-                                 x->run_id, err);
                 tb_metrics_add("taskbus_executor_runs_finished_total",
                                "status=\"skipped_overlap\"", 1);
                 tb_info(TB_EXEC_SUB, "run %s (task %s) SKIPPED_OVERLAP: %s", x->run_id,
-                        x->task_id, msg);
+                        x->task_id, it->pub_error ? it->pub_error : "");
                 tb_exec_run_unref(x);
                 return;
         }
@@ -401,11 +568,22 @@ static void tb_exec_process_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n
                         "for the next executor", ok);
                 return;
         }
-        if (ok)
-                tb_exec_commit_offsets(ex, items, ok);
+        for (size_t i = 0; i < ok; i++)
+                if (items[i].publish)
+                        tb_exec_fault("executor.after_decide");
+        /* Every result decided above is delivered before its offset is
+         * committed; one that is not stops the commit there, and its record
+         * (read again) finds the result pending and publishes it. */
+        size_t sent = tb_exec_publish_decided(ex, items, ok);
+        if (sent)
+                tb_exec_commit_offsets(ex, items, sent);
+        /* Claimed runs start even past an unsent result: read again, their
+         * RunRequests are duplicates. */
         for (size_t i = 0; i < ok; i++)
                 if (items[i].x)
                         tb_exec_after_claim(ex, &items[i]);
+        if (sent < ok)
+                ok = sent;
         if (ok < n) {
                 /* Consume the unhandled records again: rewind each partition
                  * to its first one. */
@@ -465,6 +643,8 @@ void *tb_exec_consumer_main(void *arg) {
                         if (items[i].x)
                                 tb_exec_run_unref(items[i].x);
                         free(items[i].outcome);
+                        free(items[i].fail);
+                        free(items[i].pub_error);
                         rd_kafka_message_destroy(items[i].msg);
                 }
         }
@@ -473,6 +653,52 @@ void *tb_exec_consumer_main(void *arg) {
         return NULL;
 }
 
+
+/* ---- runs nobody claimed ------------------------------------------------------------ */
+
+void tb_exec_reap_unclaimed(tb_exec_t *ex) {
+        char err[1024], limit[32];
+        PGresult *r = NULL;
+        PGconn *c = tb_store_acquire_timeout(ex->ctx->store, 2000);
+        if (!c)
+                return;
+        tb_units_duration_format(ex->conf->exec_unclaimed_timeout_ms, limit, sizeof(limit));
+        tb_err_t e = tb_store_begin(c, err, sizeof(err));
+        if (!e)
+                e = tb_store_claims_take_unclaimed(c, ex->id, ex->ctx->host, ex->conf->region,
+                                                   ex->conf->exec_unclaimed_timeout_ms, &r,
+                                                   err, sizeof(err));
+        int rows = e ? 0 : PQntuples(r);
+        /* Each LOST is delivered before the claims that own them commit: a
+         * failure gives them all back for the next pass. */
+        for (int i = 0; !e && i < rows; i++) {
+                const char *run_id = PQgetvalue(r, i, 0), *task_id = PQgetvalue(r, i, 1);
+                char msg[400];
+                snprintf(msg, sizeof(msg), "no executor claimed the run within "
+                         "executor.unclaimed_timeout (%s) of its nominal time: no executor "
+                         "was consuming its partition of runs or could run it, or its "
+                         "RunRequest was lost", limit);
+                tb_exec_outcome_t o = {.status = "LOST", .finished_ms = tb_now_ms(),
+                                       .executor = PQgetvalue(r, i, 4), .infra = true,
+                                       .error = msg};
+                e = tb_exec_publish_result(ex, run_id, task_id,
+                                           strtoll(PQgetvalue(r, i, 2), NULL, 10),
+                                           (int32_t)atoi(PQgetvalue(r, i, 3)), &o, true, err,
+                                           sizeof(err));
+                if (!e) {
+                        tb_metrics_add("taskbus_executor_lost_total", NULL, 1);
+                        tb_warn(TB_EXEC_SUB, "run %s (task %s) LOST: %s", run_id, task_id, msg);
+                }
+        }
+        PQclear(r);
+        if (!e)
+                e = tb_store_commit(c, err, sizeof(err));
+        if (e) {
+                tb_store_rollback(c);
+                tb_warn(TB_EXEC_SUB, "recording runs nobody claimed as LOST: %s", err);
+        }
+        tb_store_release(ex->ctx->store, c);
+}
 
 /* ---- stopping ----------------------------------------------------------------------- */
 

@@ -7,8 +7,10 @@
  *  - role.c    start and stop, the threads, the loaded plugins, the role
  *              descriptor.
  *  - claims.c  consuming `runs`, claiming each run in PostgreSQL (the
- *              taskbus_claim_run() overlap policy), runs-dlq, the timer that
- *              starts held runs, handing held runs back at stop.
+ *              taskbus_claim_run() overlap policy), runs-dlq and quarantine,
+ *              the results decided at claim (SKIPPED_OVERLAP, FAILED) delivered
+ *              before the offset, the timer that starts held runs, runs nobody
+ *              claimed (LOST), handing held runs back at stop.
  *  - runs.c    a claimed run: starting and cancelling it through its plugin,
  *              the plugin sink (output buffering), LogChunks and RunResults,
  *              the finishers that report it and mark its claim done.
@@ -20,15 +22,16 @@
  * Threads (all joined by stop()):
  *  - consumer: polls `runs` in batches, claims each batch in ONE PostgreSQL
  *    transaction (taskbus_claim_run() per run: advisory lock on the task,
- *    insert-or-duplicate, overlap policy), commits the Kafka offsets only
- *    once the claims are durable, then starts the runs (or leaves runs whose
+ *    insert-or-duplicate, overlap policy), delivers the results decided
+ *    there (confirmed by Kafka), commits the Kafka offsets only once the
+ *    claims and those results are durable, then starts the runs (or leaves runs whose
  *    nominal time is still ahead to the timer). It pauses its partitions
  *    while executor.max_concurrent runs are active, so nothing is buffered.
  *  - timer: starts held runs at their nominal time, flushes buffered output
  *    older than 250 ms, serves the producer's delivery reports.
  *  - lease: renews this executor's claims every lease/3, polls them for
  *    cancellation requests every 500 ms, and reaps expired claims of any
- *    executor every lease/2 (LOST).
+ *    executor, and runs no executor claimed, every lease/2 (LOST).
  *  - finishers (TB_EXEC_FINISHERS): for each ended run, the last output
  *    chunk (eof), the final RunResult (delivered synchronously), then the
  *    claim marked done. Plugin callbacks only queue work for them.
@@ -242,6 +245,10 @@ void tb_exec_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                           rd_kafka_topic_partition_list_t *parts, void *opaque);
 /** The consumer thread: poll `runs`, claim each batch, commit, start. */
 void *tb_exec_consumer_main(void *arg);
+/** Record as LOST (result delivered, then the claim committed) the runs
+ *  still scheduled past executor.unclaimed_timeout that no executor claimed.
+ *  @locality lease thread */
+void tb_exec_reap_unclaimed(tb_exec_t *ex);
 /** At stop, after the consumer ended: hand runs still held for their nominal
  *  time back to `runs` (their claim deleted). */
 void tb_exec_release_pending(tb_exec_t *ex);

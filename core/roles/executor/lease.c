@@ -214,6 +214,7 @@ void *tb_exec_lease_main(void *arg) {
                 }
                 if (now >= next_reap) {
                         tb_exec_reap(ex);
+                        tb_exec_reap_unclaimed(ex);
                         next_reap = tb_exec_mono_ms() + lease / 2;
                 }
         }

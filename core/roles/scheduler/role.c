@@ -5,6 +5,7 @@
  */
 #include "scheduler/role_internal.h"
 
+#include "bus/pgsink.h"
 #include "http/metrics.h"
 #include "replication.h"
 #include "serde/serde.h"
@@ -117,15 +118,43 @@ bool tb_sched_take(const tb_sched_part_t *part, int64_t *pos, const rd_kafka_mes
         return true;
 }
 
+/* Keep record \p m, which the scheduler can never apply as it is, in the
+ * quarantine table (once, however often it is read again) and go on. */
+static void tb_sched_quarantine(tb_sched_role_t *r, const rd_kafka_message_t *m,
+                                const char *why) {
+        char qerr[256];
+        (void)tb_pgsink_quarantine_one(r->ctx->store, TB_SCHED_LOG, m, why, qerr, sizeof(qerr));
+}
+
+/* Decode \p m as \p schema; a record that is not one (a tombstone is not
+ * a record) is quarantined. */
+static json_t *tb_sched_decode_or_quarantine(tb_sched_role_t *r, const rd_kafka_message_t *m,
+                                             tb_schema_id_t schema) {
+        json_t *v = NULL;
+        char err[512];
+        if (!m->payload)
+                return NULL;
+        if (tb_serde_decode(m->payload, m->len, schema, NULL, &v, err, sizeof(err)) != TB_OK) {
+                tb_sched_quarantine(r, m, err);
+                return NULL;
+        }
+        return v;
+}
+
 static void tb_sched_on_event(tb_sched_role_t *r, rd_kafka_message_t *m) {
         tb_sched_part_t *part = tb_sched_part(r->s, m->partition);
         json_t *ev;
         char err[512];
         if (!tb_sched_take(part, part ? &part->ev_pos : NULL, m) ||
-            !(ev = tb_sched_decode(m, TB_SCHEMA_TASK_EVENT, "task-events")))
+            !(ev = tb_sched_decode_or_quarantine(r, m, TB_SCHEMA_TASK_EVENT)))
                 return;
-        if (tb_sched_event(r->s, m->partition, ev, m->offset < part->load_off, tb_now_ms(), err,
-                           sizeof(err)) != TB_OK)
+        tb_err_t e = tb_sched_event(r->s, m->partition, ev, m->offset < part->load_off,
+                                    tb_now_ms(), err, sizeof(err));
+        /* TB_ERR_INVALID is the event's own content (an impossible schedule):
+         * it fails the same way every time */
+        if (e == TB_ERR_INVALID)
+                tb_sched_quarantine(r, m, err);
+        else if (e != TB_OK)
                 tb_sched_warn_record(m, "task-events", err);
         json_decref(ev);
         tb_sched_adopt_moved(r);
