@@ -22,24 +22,26 @@ ALTER TABLE security_groups
 -- never more than the group's max_running in state 'running'.
 --   security_group  the run's group (RunRequest snapshot)
 --   queue_seq       FIFO order of the queue (enqueue order)
+--   taken_seq       when it was taken from the queue, on the same sequence as
+--                   queue_seq: enqueues and takes of every executor in one order
 --   request         the RunRequest record, so that any executor can run it
 --   overlap         the task's overlap policy, applied when the run is taken
 ALTER TABLE run_claims
     ADD COLUMN security_group text NOT NULL DEFAULT '',
     ADD COLUMN queue_seq      bigint,
+    ADD COLUMN taken_seq      bigint,
     ADD COLUMN request        bytea,
     ADD COLUMN overlap        text NOT NULL DEFAULT 'FORBID';
 CREATE SEQUENCE run_claims_queue_seq;
 CREATE INDEX run_claims_queued ON run_claims(security_group, queue_seq) WHERE state = 'queued';
 CREATE INDEX run_claims_group_running ON run_claims(security_group) WHERE state = 'running';
 
--- Round robin between groups: the last turn each group was given (a run
--- taken from its queue), from one sequence over every executor.
+-- Round robin between groups: the last turn each group was given (the
+-- taken_seq of the last run taken from its queue).
 CREATE TABLE run_queue_turns (
     security_group text PRIMARY KEY,
     last_turn      bigint NOT NULL DEFAULT 0
 );
-CREATE SEQUENCE run_queue_turn_seq;
 
 -- Enqueue run p_run_id. Returns 'queued', or 'duplicate' when the run id
 -- was claimed or queued before (by anyone): drop it.
@@ -84,6 +86,7 @@ DECLARE
     v_run    run_claims%ROWTYPE;
     v_others text;
     v_taken  int := 0;
+    v_seq    bigint;
 BEGIN
     -- One taker at a time over every executor: the running counts and the
     -- turns below are then exact. A take is a few index lookups.
@@ -122,8 +125,8 @@ BEGIN
            AND NOT c.cancel_requested AND c.executor = ANY(p_executors)
            AND c.nominal_time <= now() + p_horizon_ms * interval '1 millisecond'
          ORDER BY c.queue_seq LIMIT 1;
-        UPDATE run_queue_turns t SET last_turn = nextval('run_queue_turn_seq')
-         WHERE t.security_group = v_group;
+        v_seq := nextval('run_claims_queue_seq');
+        UPDATE run_queue_turns t SET last_turn = v_seq WHERE t.security_group = v_group;
         SELECT string_agg(c.run_id, ',' ORDER BY c.claimed_at, c.run_id) INTO v_others
           FROM run_claims c
          WHERE c.task_id = v_run.task_id AND c.state = 'running';
@@ -132,7 +135,7 @@ BEGIN
         IF v_others IS NOT NULL AND v_run.overlap = 'FORBID' THEN
             UPDATE run_claims c
                SET state = 'done', status = 'SKIPPED_OVERLAP', finished_at = now(),
-                   executor_id = p_executor_id, host = p_host
+                   executor_id = p_executor_id, host = p_host, taken_seq = v_seq
              WHERE c.run_id = v_run.run_id;
             outcome := 'skipped:' || v_others;
             RETURN NEXT;
@@ -141,7 +144,7 @@ BEGIN
         v_taken := v_taken + 1;
         UPDATE run_claims c
            SET state = 'running', executor_id = p_executor_id, host = p_host,
-               claimed_at = now(), lease_until = now() + p_lease_ms * interval '1 millisecond'
+               claimed_at = now(), taken_seq = v_seq, lease_until = now() + p_lease_ms * interval '1 millisecond'
          WHERE c.run_id = v_run.run_id;
         IF v_others IS NOT NULL AND v_run.overlap = 'REPLACE' THEN
             UPDATE run_claims c

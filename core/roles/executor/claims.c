@@ -148,38 +148,53 @@ typedef struct tb_exec_item {
         char *outcome;     /* taskbus_claim_run()'s answer, malloc'd */
 } tb_exec_item_t;
 
+/* Decode and check the RunRequest record \p payload into a new run
+ * (keeping a copy of the record). @returns the run (NULL: out of memory);
+ * *\p reason is NULL if it can run here, else why not, with \p err. */
+static tb_exec_run_t *tb_exec_run_decode(tb_exec_t *ex, const void *payload, size_t len,
+                                         const char **reason, char *err, size_t err_size) {
+        tb_exec_run_t *x = tb_exec_run_new(ex);
+        *reason = NULL;
+        if (!x)
+                return NULL;
+        if (tb_serde_decode(payload, len, TB_SCHEMA_RUN_REQUEST, NULL, &x->req, err,
+                            err_size) != TB_OK)
+                *reason = "undecodable";
+        else if (tb_exec_request_parse(x, err, err_size) != TB_OK)
+                *reason = "invalid";
+        else if (!(x->plugin = tb_exec_plugin_find(ex, x->executor_name))) {
+                size_t n = (size_t)snprintf(err, err_size, "executor '%s' is not loaded "
+                                            "on this executor; loaded:", x->executor_name);
+                for (size_t i = 0; i < ex->plugin_cnt && n < err_size; i++)
+                        n += (size_t)snprintf(err + n, err_size - n, "%s %s",
+                                              i ? "," : "", ex->plugins[i].name);
+                *reason = "unknown_executor";
+        }
+        if (!*reason) {
+                x->raw = malloc(len ? len : 1);
+                if (!x->raw) {
+                        tb_exec_run_unref(x);
+                        return NULL;
+                }
+                memcpy(x->raw, payload, len);
+                x->raw_len = len;
+        }
+        return x;
+}
+
 /* Decode and check a record; what cannot run goes to runs-dlq (x stays NULL).
  * @returns false if the DLQ could not be written (do not commit the offset). */
 static bool tb_exec_item_prepare(tb_exec_t *ex, tb_exec_item_t *it) {
         char err[1024], derr[1024];
         const rd_kafka_message_t *m = it->msg;
-        tb_exec_run_t *x = tb_exec_run_new(ex);
         const char *reason = NULL;
+        tb_exec_run_t *x = tb_exec_run_decode(ex, m->payload, m->len, &reason, err,
+                                              sizeof(err));
         if (!x) {
                 tb_error(TB_EXEC_SUB, "out of memory");
                 return false;
         }
-        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_RUN_REQUEST, NULL, &x->req, err,
-                            sizeof(err)) != TB_OK)
-                reason = "undecodable";
-        else if (tb_exec_request_parse(x, err, sizeof(err)) != TB_OK)
-                reason = "invalid";
-        else if (!(x->plugin = tb_exec_plugin_find(ex, x->executor_name))) {
-                size_t len = (size_t)snprintf(err, sizeof(err), "executor '%s' is not loaded "
-                                              "on this executor; loaded:", x->executor_name);
-                for (size_t i = 0; i < ex->plugin_cnt && len < sizeof(err); i++)
-                        len += (size_t)snprintf(err + len, sizeof(err) - len, "%s %s",
-                                                i ? "," : "", ex->plugins[i].name);
-                reason = "unknown_executor";
-        }
         if (!reason) {
-                x->raw = malloc(m->len ? m->len : 1);
-                if (!x->raw) {
-                        tb_exec_run_unref(x);
-                        return false;
-                }
-                memcpy(x->raw, m->payload, m->len);
-                x->raw_len = m->len;
                 it->x = x;
                 return true;
         }
@@ -210,8 +225,10 @@ static bool tb_exec_item_prepare(tb_exec_t *ex, tb_exec_item_t *it) {
         return ok;
 }
 
-/* Claim every prepared run of the batch in one transaction. @returns false
- * when it could not (PostgreSQL down) and we are stopping. */
+/* Enqueue every prepared run of the batch in one transaction (the run queue
+ * of store/claims.h: any executor with a free slot takes them, groups in
+ * turn). @returns false when it could not (PostgreSQL down) and we are
+ * stopping. */
 static bool tb_exec_claim_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n) {
         char err[1024];
         bool any = false;
@@ -228,15 +245,17 @@ static bool tb_exec_claim_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n) 
                         tb_exec_run_t *x = items[i].x;
                         if (!x)
                                 continue;
-                        char *outcome = NULL;
-                        e = tb_store_claims_claim(c, x->run_id, x->task_id, ex->id,
-                                                  ex->conf->exec_lease_ms, x->nominal_ms,
-                                                  (int)x->attempt, x->executor_name,
-                                                  ex->ctx->host, x->overlap, &outcome, err,
-                                                  sizeof(err));
+                        bool dup = false;
+                        const tb_store_claims_enqueue_t q = {
+                                .run_id = x->run_id, .task_id = x->task_id,
+                                .executor_id = ex->id, .executor = x->executor_name,
+                                .group = x->group, .overlap = x->overlap,
+                                .nominal_ms = x->nominal_ms, .attempt = (int)x->attempt,
+                                .request = x->raw, .request_len = x->raw_len};
+                        e = tb_store_claims_enqueue(c, &q, &dup, err, sizeof(err));
                         if (!e) {
                                 free(items[i].outcome);
-                                items[i].outcome = outcome;
+                                items[i].outcome = strdup(dup ? "duplicate" : "queued");
                         }
                 }
                 if (!e)
@@ -264,6 +283,25 @@ static void tb_exec_after_claim(tb_exec_t *ex, tb_exec_item_t *it) {
         const char *others = strchr(outcome, ':');
         others = others ? others + 1 : "";
         it->x = NULL;
+        if (!strcmp(outcome, "queued")) {
+                atomic_store(&ex->take_due, true); /* any executor may take it */
+                tb_exec_run_unref(x);
+                return;
+        }
+        if (!strncmp(outcome, "cancelled:", 10)) {
+                char err[1024], msg[1024];
+                snprintf(msg, sizeof(msg), "cancelled before it started: %s", others);
+                tb_exec_outcome_t o = {.status = "CANCELLED", .finished_ms = tb_now_ms(),
+                                       .executor = x->executor_name, .error = msg};
+                if (tb_exec_publish_result(ex, x->run_id, x->task_id, x->nominal_ms,
+                                           x->attempt, &o, true, err, sizeof(err)) != TB_OK)
+                        tb_error(TB_EXEC_SUB, "run %s: publishing CANCELLED: %s", x->run_id,
+                                 err);
+                tb_info(TB_EXEC_SUB, "run %s (task %s) cancelled while queued: %s", x->run_id,
+                        x->task_id, others);
+                tb_exec_run_unref(x);
+                return;
+        }
         if (!strcmp(outcome, "duplicate")) {
                 tb_metrics_add("taskbus_executor_duplicates_total", NULL, 1);
                 tb_info(TB_EXEC_SUB, "run %s (task %s) was claimed before: duplicate dropped "
@@ -313,23 +351,6 @@ static void tb_exec_after_claim(tb_exec_t *ex, tb_exec_item_t *it) {
                 tb_exec_run_start(ex, x);
                 tb_exec_run_unref(x);
         }
-}
-
-static void tb_exec_set_paused(tb_exec_t *ex, bool pause) {
-        rd_kafka_topic_partition_list_t *parts = NULL;
-        if (rd_kafka_assignment(ex->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
-                return;
-        rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-        if (parts->cnt > 0)
-                e = pause ? rd_kafka_pause_partitions(ex->consumer, parts)
-                          : rd_kafka_resume_partitions(ex->consumer, parts);
-        rd_kafka_topic_partition_list_destroy(parts);
-        if (e)
-                tb_warn(TB_EXEC_SUB, "%s partitions: %s", pause ? "pausing" : "resuming",
-                        rd_kafka_err2str(e));
-        ex->paused = pause;
-        tb_debug(TB_EXEC_SUB, "consumer %s", pause ? "paused (executor.max_concurrent "
-                 "runs active)" : "resumed");
 }
 
 /* Incremental (cooperative) assignment, keeping new partitions paused
@@ -427,24 +448,96 @@ static void tb_exec_process_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n
         }
 }
 
+/* Take up to \p room runs from the queue (groups in turn, FIFO within a
+ * group, each group within its max_running: taskbus_take_runs()) and start
+ * or hold them; with no room, only finish queued runs that were cancelled.
+ * @returns how many runs were taken. */
+static size_t tb_exec_take(tb_exec_t *ex, size_t room) {
+        char err[1024];
+        const char *names[TB_EXEC_MAX_PLUGINS];
+        for (size_t i = 0; i < ex->plugin_cnt; i++)
+                names[i] = ex->plugins[i].name;
+        tb_store_claims_taken_t *t = NULL;
+        size_t n = 0;
+        PGconn *c = tb_store_acquire_timeout(ex->ctx->store, 2000);
+        tb_err_t e = c ? tb_store_claims_take(c, ex->id, (int)room, ex->conf->exec_lease_ms,
+                                              TB_EXEC_HOLD_MAX_MS, ex->ctx->host, names,
+                                              ex->plugin_cnt, &t, &n, err, sizeof(err))
+                       : tb_seterr(err, sizeof(err), TB_ERR_TIMEOUT,
+                                   "no PostgreSQL connection free within 2 s");
+        if (e) {
+                tb_warn(TB_EXEC_SUB, "taking queued runs: %s; trying again", err);
+                if (c)
+                        tb_store_release(ex->ctx->store, c);
+                return 0;
+        }
+        tb_exec_run_t **runs = n ? calloc(n, sizeof(*runs)) : NULL;
+        for (size_t i = 0; i < n; i++) {
+                const char *reason = NULL;
+                tb_exec_run_t *x = runs ? tb_exec_run_decode(ex, t[i].request,
+                                                             t[i].request_len, &reason, err,
+                                                             sizeof(err))
+                                        : NULL;
+                if (x && !reason) {
+                        runs[i] = x;
+                        continue;
+                }
+                /* enqueued by an executor that could decode it: a version skew */
+                tb_error(TB_EXEC_SUB, "run %s was queued but cannot run here (%s): its "
+                         "claim ends FAILED", t[i].run_id, x ? err : "out of memory");
+                if (strncmp(t[i].outcome, "cancelled:", 10) &&
+                    tb_store_claims_finish(c, t[i].run_id, ex->id, "FAILED", 0, err,
+                                           sizeof(err)))
+                        tb_error(TB_EXEC_SUB, "run %s: %s", t[i].run_id, err);
+                tb_exec_run_unref(x);
+        }
+        /* the connection goes back before plugins start runs */
+        tb_store_release(ex->ctx->store, c);
+        size_t taken = 0;
+        for (size_t i = 0; runs && i < n; i++) {
+                if (!runs[i])
+                        continue;
+                taken += strncmp(t[i].outcome, "cancelled:", 10) != 0;
+                tb_exec_item_t it = {.x = runs[i], .outcome = t[i].outcome};
+                t[i].outcome = NULL; /* the item's now */
+                tb_exec_after_claim(ex, &it);
+                free(it.outcome);
+        }
+        free(runs);
+        tb_store_claims_taken_free(t, n);
+        return taken;
+}
+
 void *tb_exec_consumer_main(void *arg) {
         tb_exec_t *ex = arg;
         tb_exec_item_t items[TB_EXEC_BATCH];
+        int64_t last_take = 0;
+        size_t last_active = 0;
         while (!atomic_load(&ex->stop_consume)) {
                 pthread_mutex_lock(&ex->lock);
                 size_t active = ex->n_active;
                 pthread_mutex_unlock(&ex->lock);
                 size_t max = (size_t)ex->conf->exec_max_concurrent;
                 size_t room = active >= max ? 0 : max - active;
-                if (!room && !ex->paused)
-                        tb_exec_set_paused(ex, true);
-                else if (room && ex->paused)
-                        tb_exec_set_paused(ex, false);
+                /* Runs are consumed into the queue whatever the room (so that
+                 * one group's backlog in a partition never hides another
+                 * group's run behind it) and taken from it as slots free:
+                 * when this executor enqueued or ended runs, else every
+                 * TB_EXEC_TAKE_POLL_MS for the other executors' queues. */
+                int64_t mono = tb_exec_mono_ms();
+                if (atomic_exchange(&ex->take_due, false) || active < last_active ||
+                    mono - last_take >= TB_EXEC_TAKE_POLL_MS) {
+                        last_take = mono;
+                        if (tb_exec_take(ex, room) == room && room)
+                                atomic_store(&ex->take_due, true); /* maybe more */
+                        pthread_mutex_lock(&ex->lock);
+                        active = ex->n_active;
+                        pthread_mutex_unlock(&ex->lock);
+                }
+                last_active = active;
 
-                size_t n = 0, want = room < TB_EXEC_BATCH ? room : TB_EXEC_BATCH;
-                if (want == 0)
-                        want = 1; /* a message fetched before the pause is still handled */
-                int timeout = 100;
+                size_t n = 0, want = TB_EXEC_BATCH;
+                int timeout = atomic_load(&ex->take_due) ? 0 : TB_EXEC_TICK_MS;
                 while (n < want) {
                         rd_kafka_message_t *m = rd_kafka_consumer_poll(ex->consumer, timeout);
                         if (!m)
