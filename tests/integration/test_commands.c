@@ -7,6 +7,7 @@
  */
 #include "bus/bus.h"
 #include "serde/serde.h"
+#include "identity/identity.h"
 #include "support.h"
 #include "support_stack.h"
 
@@ -470,4 +471,54 @@ Test(commands, kill9_mid_stream_exactly_once, .init = setup, .fini = teardown) {
         json_decref(seen);
         tbt_reader_free(ev);
         free(ops);
+}
+
+/* ---- group quotas -------------------------------------------------------------- */
+
+
+Test(commands, group_quotas_max_tasks_and_run_now_rate, .init = setup, .fini = teardown) {
+        char alice[96], err[512], ids[4][37];
+        tbt_stack_user(&g_st, "alice", "ops", alice);
+        tb_store_group_quota_t set = {.max_tasks = 2, .max_running = TB_STORE_QUOTA_KEEP,
+                                      .run_now_rate = 1.0 / 60}, now;
+        cr_assert_eq(tb_identity_group_quota_set(g_st.conn, "admin:test", "ops", &set, &now, err,
+                                                 sizeof(err)),
+                     TB_OK, "%s", err);
+        cr_assert_eq(now.max_tasks, 2);
+        cr_assert_eq(now.max_running, TB_STORE_QUOTA_UNLIMITED, "unlimited by default");
+        char *audit = tbt_sql_value(&g_st, "SELECT details->'after'->>'max_tasks' FROM "
+                                           "admin_audit WHERE action = 'group.set-quota' AND "
+                                           "target = 'ops'");
+        cr_assert_str_eq(audit ? audit : "(none)", "2", "the change is audited");
+        free(audit);
+        set = (tb_store_group_quota_t){-5, TB_STORE_QUOTA_KEEP, TB_STORE_QUOTA_KEEP};
+        cr_assert_eq(tb_identity_group_quota_set(g_st.conn, "admin:test", "ops", &set, &now, err,
+                                                 sizeof(err)),
+                     TB_ERR_INVALID);
+        cr_assert(strstr(err, "--max-tasks"), "%s", err);
+        set = (tb_store_group_quota_t){1, TB_STORE_QUOTA_KEEP, TB_STORE_QUOTA_KEEP};
+        cr_assert_eq(tb_identity_group_quota_set(g_st.conn, "admin:test", "nosuch", &set, &now,
+                                                 err, sizeof(err)),
+                     TB_ERR_NOT_FOUND);
+
+        char *body = task_body("q", "ops");
+        for (int i = 0; i < 3; i++)
+                tb_uuid4(ids[i]);
+        expect_accepted(ask(&(cmd_t){"CREATE", ids[0], -1, body, alice, NULL}), 1);
+        expect_accepted(ask(&(cmd_t){"CREATE", ids[1], -1, body, alice, NULL}), 1);
+        const json_t *r = ask(&(cmd_t){"CREATE", ids[2], -1, body, alice, NULL});
+        expect_rejected(r, "FORBIDDEN", "max_tasks");
+        cr_assert(strstr(rstr(r, "message"), "max_tasks is 2") &&
+                          strstr(rstr(r, "message"), "'ops'"),
+                  "the quota is named: %s", rstr(r, "message"));
+        /* a deleted task no longer counts */
+        expect_accepted(ask(&(cmd_t){"DELETE", ids[1], 1, NULL, alice, NULL}), 2);
+        expect_accepted(ask(&(cmd_t){"CREATE", ids[2], -1, body, alice, NULL}), 1);
+
+        /* RUN_NOW: one a minute for the group */
+        expect_accepted(ask(&(cmd_t){"RUN_NOW", ids[0], 1, NULL, alice, NULL}), 2);
+        r = ask(&(cmd_t){"RUN_NOW", ids[2], 1, NULL, alice, NULL});
+        expect_rejected(r, "THROTTLED", "run_now_rate");
+        cr_assert(strstr(rstr(r, "message"), "retry after"), "%s", rstr(r, "message"));
+        free(body);
 }
