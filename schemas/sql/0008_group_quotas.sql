@@ -35,6 +35,9 @@ ALTER TABLE run_claims
 CREATE SEQUENCE run_claims_queue_seq;
 CREATE INDEX run_claims_queued ON run_claims(security_group, queue_seq) WHERE state = 'queued';
 CREATE INDEX run_claims_group_running ON run_claims(security_group) WHERE state = 'running';
+-- queued runs whose cancellation was requested: every take finishes them first
+CREATE INDEX run_claims_queued_cancelled ON run_claims(queue_seq)
+    WHERE state = 'queued' AND cancel_requested;
 
 -- Round robin between groups: the last turn each group was given (the
 -- taken_seq of the last run taken from its queue).

@@ -441,18 +441,34 @@ static tb_err_t tb_cmd_env_group_quota(void *opaque, const char *group, tb_cmd_q
         if (e)
                 return e;
         *q = (tb_cmd_quota_t){.max_tasks = gq.max_tasks, .run_now_rate = gq.run_now_rate};
+        if (q->max_tasks < 0)
+                return TB_OK;
+        /* the partitions of task-commands this process holds (their tasks are
+         * the engine's); the others' counts come from the projection */
+        rd_kafka_topic_partition_list_t *held = NULL;
+        int32_t *others = calloc((size_t)cmd->partition_cnt + 1, sizeof(*others));
+        bool *mine = calloc((size_t)cmd->partition_cnt + 1, sizeof(*mine));
+        if (!others || !mine || rd_kafka_assignment(cmd->consumer, &held)) {
+                free(others);
+                free(mine);
+                return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                 "quota: out of memory, or the assignment of task-commands "
+                                 "is unknown");
+        }
+        for (int i = 0; i < held->cnt; i++)
+                if (held->elems[i].partition >= 0 &&
+                    held->elems[i].partition < cmd->partition_cnt)
+                        mine[held->elems[i].partition] = true;
+        rd_kafka_topic_partition_list_destroy(held);
         size_t n = 0;
         for (int32_t p = 0; p < cmd->partition_cnt; p++)
-                n += !cmd->followed[p];
-        if (q->max_tasks < 0 || n == 0)
-                return TB_OK;
-        int32_t *others = calloc(n, sizeof(*others));
-        if (!others)
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "quota: out of memory");
-        n = 0;
-        for (int32_t p = 0; p < cmd->partition_cnt; p++)
-                if (!cmd->followed[p])
+                if (!mine[p])
                         others[n++] = p;
+        free(mine);
+        if (n == 0) {
+                free(others);
+                return TB_OK;
+        }
         PGconn *c = tb_store_acquire_timeout(cmd->ctx->store, 2000);
         e = c ? tb_store_tasks_group_count(c, group, others, n, &q->other_live, errstr,
                                            errstr_size)
