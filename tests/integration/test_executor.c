@@ -834,3 +834,81 @@ Test(executor_cfg, a_queued_run_is_cancelled_without_starting) {
         tbt_run(NULL, "touch %s", path);
         wait_result("k-0", "SUCCEEDED", WAIT_MS);
 }
+
+Test(executor_cfg, max_running_bounds_a_group_with_free_slots_on_two_executors) {
+        tb_log_set_level(TB_LOG_WARN);
+        /* two executors of two slots each: room for four runs, the group's quota one */
+        start_stack("max_concurrent = 2;");
+        pid_t second = tbt_daemon_start(&st, "executor");
+        free(tbt_sql_value(&st, "INSERT INTO security_groups (name, max_running) "
+                                "VALUES ('gq', 1)"));
+        const char *ids[] = {"m-1", "m-2", "m-3", "m-4", "m-5", "m-6"};
+        const char *tasks[] = {"task-m1", "task-m2", "task-m3", "task-m4", "task-m5",
+                               "task-m6"};
+        for (size_t i = 0; i < 6; i++)
+                produce_req(&(req_t){.run_id = ids[i], .task_id = tasks[i],
+                                     .script = "sleep 0.3", .group = "gq"});
+        /* another group uses the second slot meanwhile */
+        produce_req(&(req_t){.run_id = "m-other", .task_id = "task-mo", .script = "sleep 0.3",
+                             .group = "other"});
+        int64_t start[6], end[6];
+        for (size_t i = 0; i < 6; i++) {
+                start[i] = json_integer_value(
+                        json_object_get(wait_result(ids[i], "RUNNING", WAIT_MS), "started_at"));
+                end[i] = json_integer_value(
+                        json_object_get(wait_result(ids[i], "SUCCEEDED", WAIT_MS), "finished_at"));
+        }
+        wait_result("m-other", "SUCCEEDED", WAIT_MS);
+        int most = 0;
+        for (size_t i = 0; i < 6; i++) {
+                int at_once = 0;
+                for (size_t k = 0; k < 6; k++)
+                        at_once += start[k] <= start[i] && end[k] > start[i];
+                if (at_once > most)
+                        most = at_once;
+        }
+        cr_log_info("gq's runs were taken by %lld executor(s)",
+                    sql_ll("SELECT count(DISTINCT executor_id) FROM run_claims WHERE "
+                           "security_group = 'gq'"));
+        cr_assert_eq(most, 1, "max_running = 1 over both executors, got %d at once", most);
+        int status = tbt_daemon_stop(second, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the second executor exits");
+}
+
+/* What taskbus_take_runs() gives two executors, called as they call it. */
+static long long take_as(const char *executor_id, int max) {
+        char sql[512];
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM taskbus_take_runs('%s', %d, 60000, "
+                 "'host', ARRAY['shell'], 60000) WHERE outcome LIKE 'claimed:%%'",
+                 executor_id, max);
+        return sql_ll(sql);
+}
+
+Test(executor_cfg, takes_count_max_running_over_every_executor) {
+        tb_log_set_level(TB_LOG_WARN);
+        tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 1});
+        free(tbt_sql_value(&st, "INSERT INTO security_groups (name, max_running) "
+                                "VALUES ('gq', 2)"));
+        const char *ids[] = {"x-1", "x-2", "x-3", "x-4"};
+        char sql[512];
+        for (size_t i = 0; i < 4; i++) {
+                snprintf(sql, sizeof(sql), "SELECT taskbus_enqueue_run('%s', 'task-%s', "
+                         "'ex-a', 0, 1, 'shell', 'gq', 'ALLOW', '\\x00'::bytea)",
+                         ids[i], ids[i]);
+                free(tbt_sql_value(&st, sql));
+        }
+        cr_assert_eq(take_as("ex-a", 1), 1);
+        cr_assert_eq(take_as("ex-b", 10), 1, "ex-b gets the one slot gq has left");
+        cr_assert_eq(take_as("ex-a", 10), 0, "gq runs 2 over both executors: none for ex-a");
+        cr_assert_eq(take_as("ex-b", 10), 0);
+        free(tbt_sql_value(&st, "UPDATE run_claims SET state = 'done' WHERE run_id = 'x-1'"));
+        cr_assert_eq(take_as("ex-a", 10), 1, "a slot freed on ex-a's side");
+        cr_assert_eq(sql_ll("SELECT count(*) FROM run_claims WHERE state = 'running'"), 2);
+        cr_assert_eq(sql_ll("SELECT string_agg(run_id, ',' ORDER BY taken_seq) = "
+                            "'x-1,x-2,x-3' FROM run_claims WHERE taken_seq IS NOT NULL"),
+                     1, "FIFO over both executors");
+        /* an unknown plugin's runs are left for an executor that has it */
+        cr_assert_eq(sql_ll("SELECT count(*) FROM taskbus_take_runs('ex-c', 10, 60000, 'h', "
+                            "ARRAY['container'], 60000)"),
+                     0);
+}
