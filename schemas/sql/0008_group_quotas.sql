@@ -90,6 +90,7 @@ DECLARE
     v_others text;
     v_taken  int := 0;
     v_seq    bigint;
+    v_head   text;
 BEGIN
     -- One taker at a time over every executor: the running counts and the
     -- turns below are then exact. A take is a few index lookups.
@@ -109,25 +110,26 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     WHILE v_taken < p_max LOOP
-        SELECT t.security_group INTO v_group
+        -- the head of each group's queue (LATERAL ... LIMIT 1: one index
+        -- probe per group, however long its queue)
+        SELECT h.run_id INTO v_head
           FROM run_queue_turns t
           LEFT JOIN security_groups g ON g.name = t.security_group
-         WHERE EXISTS (SELECT 1 FROM run_claims c
-                        WHERE c.state = 'queued' AND c.security_group = t.security_group
-                          AND NOT c.cancel_requested AND c.executor = ANY(p_executors)
-                          AND c.nominal_time <= now() + p_horizon_ms * interval '1 millisecond')
-           AND (g.max_running IS NULL OR
-                (SELECT count(*) FROM run_claims c
-                  WHERE c.state = 'running' AND c.security_group = t.security_group)
-                < g.max_running)
+          CROSS JOIN LATERAL (
+                SELECT c.run_id FROM run_claims c
+                 WHERE c.state = 'queued' AND c.security_group = t.security_group
+                   AND NOT c.cancel_requested AND c.executor = ANY(p_executors)
+                   AND c.nominal_time <= now() + p_horizon_ms * interval '1 millisecond'
+                 ORDER BY c.queue_seq LIMIT 1) h
+         WHERE g.max_running IS NULL OR
+               (SELECT count(*) FROM run_claims c
+                 WHERE c.state = 'running' AND c.security_group = t.security_group)
+               < g.max_running
          ORDER BY t.last_turn, t.security_group
          LIMIT 1;
         EXIT WHEN NOT FOUND;
-        SELECT * INTO v_run FROM run_claims c
-         WHERE c.state = 'queued' AND c.security_group = v_group
-           AND NOT c.cancel_requested AND c.executor = ANY(p_executors)
-           AND c.nominal_time <= now() + p_horizon_ms * interval '1 millisecond'
-         ORDER BY c.queue_seq LIMIT 1;
+        SELECT * INTO v_run FROM run_claims c WHERE c.run_id = v_head;
+        v_group := v_run.security_group;
         v_seq := nextval('run_claims_queue_seq');
         UPDATE run_queue_turns t SET last_turn = v_seq WHERE t.security_group = v_group;
         SELECT string_agg(c.run_id, ',' ORDER BY c.claimed_at, c.run_id) INTO v_others
