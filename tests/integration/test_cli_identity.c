@@ -419,19 +419,20 @@ Test(cli_identity, group_quotas_set_and_show) {
         cr_assert(strstr(out, "group.set-quota"), "audited: %s", out);
         free(out);
         /* what is refused, and why */
-        cr_assert_eq(cli(&out, NULL, "group set batch --max-running -3"), 2, "%s", out);
-        cr_assert(strstr(out, "--max-running: '-3' is not a count"), "%s", out);
-        free(out);
-        cr_assert_eq(cli(&out, NULL, "group set batch --run-now-rate 5/fortnight"), 2, "%s", out);
-        cr_assert(strstr(out, "10/min"), "the forms are named: %s", out);
-        free(out);
-        cr_assert_eq(cli(&out, NULL, "group set batch"), 2, "%s", out);
-        cr_assert(strstr(out, "at least one of --max-tasks"), "%s", out);
-        free(out);
-        cr_assert_eq(cli(&out, NULL, "group set nosuch --max-tasks 1"), 1, "%s", out);
-        cr_assert(strstr(out, "no group 'nosuch'"), "%s", out);
-        free(out);
-        cr_assert_eq(cli(&out, NULL, "group show nosuch"), 1, "%s", out);
-        cr_assert(strstr(out, "no group 'nosuch'"), "%s", out);
-        free(out);
+        static const struct {
+                int rc;
+                const char *args, *says;
+        } refused[] = {
+                {2, "group set batch --max-running -3", "--max-running: '-3' is not a count"},
+                {2, "group set batch --run-now-rate 5/fortnight", "10/min"},
+                {2, "group set batch", "at least one of --max-tasks"},
+                {1, "group set nosuch --max-tasks 1", "no group 'nosuch'"},
+                {1, "group show nosuch", "no group 'nosuch'"},
+        };
+        for (size_t i = 0; i < TB_ARRAY_LEN(refused); i++) {
+                cr_assert_eq(cli(&out, NULL, refused[i].args), refused[i].rc, "%s: %s",
+                             refused[i].args, out);
+                cr_assert(strstr(out, refused[i].says), "%s: %s", refused[i].args, out);
+                free(out);
+        }
 }
