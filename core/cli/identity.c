@@ -9,11 +9,13 @@
 #include "identity/identity.h"
 #include "identity/signing.h"
 #include "store/audit.h"
+#include "store/claims.h"
 #include "store/identity.h"
 #include "units.h"
 #include "store/store.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,10 @@ void tb_cli_admin_identity_usage(FILE *fp) {
                 "  group add-member GROUP USER       add USER to GROUP (created when missing)\n"
                 "  group remove-member GROUP USER    remove USER from GROUP\n"
                 "  group list                        groups and their members\n"
+                "  group set GROUP [--max-tasks N] [--max-running N] [--run-now-rate R]\n"
+                "                                    quotas (N or R: a value or 'unlimited'; R per\n"
+                "                                    second, or '10/min', '100/h')\n"
+                "  group show GROUP                  quotas, running and queued runs\n"
                 "  audit [--limit N]                 recent admin actions: when, who, what (N <= 10000)\n"
                 "Names: 1 to %d characters from [A-Za-z0-9._@-].\n",
                 TB_IDENTITY_NAME_MAX);
@@ -384,6 +390,123 @@ static int tb_cli_id_group_list(tb_cli_id_db_t *db) {
         return 0;
 }
 
+/* Print a quota ("unlimited" when not limited). */
+static void tb_cli_id_quota_print(const char *name, double v, bool rate) {
+        if (v < 0)
+                printf("%-14s unlimited\n", name);
+        else if (rate)
+                printf("%-14s %.6g/s\n", name, v);
+        else
+                printf("%-14s %.0f\n", name, v);
+}
+
+static void tb_cli_id_quotas_print(const char *group, const tb_store_group_quota_t *q) {
+        printf("group          %s\n", group);
+        tb_cli_id_quota_print("max_tasks", (double)q->max_tasks, false);
+        tb_cli_id_quota_print("max_running", (double)q->max_running, false);
+        tb_cli_id_quota_print("run_now_rate", q->run_now_rate, true);
+}
+
+/* A count option's value: a number from 0, or "unlimited". */
+static bool tb_cli_id_count_arg(const char *opt, const char *v, int64_t *out) {
+        if (!strcmp(v, "unlimited") || !strcmp(v, "none")) {
+                *out = TB_STORE_QUOTA_UNLIMITED;
+                return true;
+        }
+        char *end = NULL;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        if (errno || !*v || *end || n < 0 || n > INT32_MAX) {
+                tb_cli_fail("%s: '%s' is not a count from 0 to %d, nor 'unlimited'", opt, v,
+                            INT32_MAX);
+                return false;
+        }
+        *out = n;
+        return true;
+}
+
+static int tb_cli_id_group_set(tb_cli_id_db_t *db, const char *actor, int argc, char **argv) {
+        static const char usage[] = "group set GROUP [--max-tasks N] [--max-running N] "
+                                    "[--run-now-rate R]";
+        char err[1024];
+        tb_store_group_quota_t set = {TB_STORE_QUOTA_KEEP, TB_STORE_QUOTA_KEEP,
+                                      TB_STORE_QUOTA_KEEP}, now;
+        bool any = false;
+        if (argc < 4) {
+                tb_cli_fail("usage: taskbus admin %s", usage);
+                return 2;
+        }
+        for (int i = 4; i < argc; i++) {
+                const char *opt = argv[i], *v = NULL;
+                if (!strcmp(opt, "--max-tasks") || !strcmp(opt, "--max-running") ||
+                    !strcmp(opt, "--run-now-rate")) {
+                        if (i + 1 >= argc) {
+                                tb_cli_fail("%s: missing value (a number, or 'unlimited')", opt);
+                                return 2;
+                        }
+                        v = argv[++i];
+                } else {
+                        tb_cli_fail("group set: unexpected argument '%s'; usage: taskbus admin "
+                                    "%s", opt, usage);
+                        return 2;
+                }
+                if (!strcmp(opt, "--max-tasks") && !tb_cli_id_count_arg(opt, v, &set.max_tasks))
+                        return 2;
+                if (!strcmp(opt, "--max-running") &&
+                    !tb_cli_id_count_arg(opt, v, &set.max_running))
+                        return 2;
+                if (!strcmp(opt, "--run-now-rate") &&
+                    tb_identity_quota_rate_parse(v, &set.run_now_rate, err, sizeof(err))) {
+                        tb_cli_fail("%s", err);
+                        return 2;
+                }
+                any = true;
+        }
+        if (!any) {
+                tb_cli_fail("group set: give at least one of --max-tasks, --max-running, "
+                            "--run-now-rate; usage: taskbus admin %s", usage);
+                return 2;
+        }
+        if (!tb_cli_id_connect(db))
+                return 1;
+        tb_err_t e = tb_identity_group_quota_set(db->conn, actor, argv[3], &set, &now, err,
+                                                 sizeof(err));
+        if (e) {
+                tb_cli_fail("group set: %s", err);
+                return tb_cli_id_status(e);
+        }
+        tb_cli_id_quotas_print(argv[3], &now);
+        return 0;
+}
+
+static int tb_cli_id_group_show(tb_cli_id_db_t *db, const char *group) {
+        char err[1024];
+        bool found = false;
+        tb_store_group_quota_t q;
+        int64_t running = 0, queued = 0;
+        if (tb_identity_name_check("group name", group, err, sizeof(err))) {
+                tb_cli_fail("group show: %s", err);
+                return 2;
+        }
+        if (!tb_cli_id_connect(db))
+                return 1;
+        if (tb_store_identity_quota_get(db->conn, group, &found, &q, err, sizeof(err)) ||
+            (found && tb_store_claims_group_usage(db->conn, group, &running, &queued, err,
+                                                  sizeof(err)))) {
+                tb_cli_fail("group show: %s", err);
+                return 1;
+        }
+        if (!found) {
+                tb_cli_fail("group show: no group '%s'; list groups with: taskbus admin group "
+                            "list", group);
+                return 1;
+        }
+        tb_cli_id_quotas_print(group, &q);
+        printf("%-14s %lld\n%-14s %lld\n", "running", (long long)running, "queued",
+               (long long)queued);
+        return 0;
+}
+
 static int tb_cli_id_group(tb_cli_id_db_t *db, const char *actor, int argc, char **argv) {
         char err[1024];
         const char *what = argv[2];
@@ -410,7 +533,14 @@ static int tb_cli_id_group(tb_cli_id_db_t *db, const char *actor, int argc, char
         }
         if (!strcmp(what, "list"))
                 return tb_cli_id_argc(argc, 3, 3, "group list") ? tb_cli_id_group_list(db) : 2;
-        tb_cli_fail("admin group: unknown command '%s' (add-member, remove-member, list)", what);
+        if (!strcmp(what, "set"))
+                return tb_cli_id_group_set(db, actor, argc, argv);
+        if (!strcmp(what, "show"))
+                return tb_cli_id_argc(argc, 4, 4, "group show GROUP")
+                               ? tb_cli_id_group_show(db, argv[3])
+                               : 2;
+        tb_cli_fail("admin group: unknown command '%s' (add-member, remove-member, list, set, "
+                    "show)", what);
         return 2;
 }
 

@@ -96,6 +96,9 @@ static void tb_cli_runs_print(const json_t *r) {
         printf("id:           %s\n", tb_cli_runs_s(r, "id"));
         printf("task:         %s\n", tb_cli_runs_s(r, "task_id"));
         printf("status:       %s\n", tb_cli_runs_s(r, "status"));
+        if (json_is_integer(json_object_get(r, "queue_position")))
+                printf("queue:        position %lld in its group's queue\n",
+                       (long long)json_integer_value(json_object_get(r, "queue_position")));
         printf("nominal time: %s\n", tb_cli_runs_s(r, "nominal_time"));
         printf("attempt:      %" JSON_INTEGER_FORMAT " (%s)\n",
                json_integer_value(json_object_get(r, "attempt")), tb_cli_runs_s(r, "trigger"));

@@ -7,6 +7,7 @@
  *        optimistic concurrency from 8 threads, group isolation, and a
  *        SIGKILL of the api in the middle of a command stream.
  */
+#include "identity/identity.h"
 #include "support.h"
 #include "support_stack.h"
 
@@ -853,5 +854,57 @@ Test(api, sigkill_mid_stream_applies_each_command_at_most_once) {
         stop_clean(api);
         stop_clean(core);
         unlink(conf);
+        free(conf);
+}
+
+/* ---- group quotas ------------------------------------------------------------------ */
+
+
+Test(api, group_quotas_refuse_with_the_quota_named) {
+        int port;
+        char *conf, hb[64], err[512];
+        tb_store_group_quota_t set = {1, TB_STORE_QUOTA_KEEP, 1.0 / 60}, now;
+        cr_assert_eq(tb_identity_group_quota_set(st.conn, "admin:test", "dev", &set, &now, err,
+                                                 sizeof(err)),
+                     TB_OK, "%s", err);
+        pid_t d = start_full(&port, &conf);
+
+        char *id = create(port, bob, "only", "dev");
+        char *b = task_body("second", "dev", NULL);
+        hres_t r = http(port, "POST", "/v1/tasks", bob, b, NULL);
+        free(b);
+        expect_status(r, 403);
+        cr_assert_str_eq(efield(&r), "max_tasks");
+        cr_assert(strstr(emsg(&r), "max_tasks is 1") && strstr(emsg(&r), "'dev'"), "%s",
+                  emsg(&r));
+        hfree(&r);
+
+        /* moving a task into the full group is refused the same way */
+        char *other = create(port, carol, "elsewhere", "ops");
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/tasks/%s", other);
+        b = task_body("elsewhere", "dev", NULL);
+        r = http(port, "PUT", path, carol, b, NULL);
+        free(b);
+        expect_status(r, 403);
+        cr_assert_str_eq(efield(&r), "max_tasks");
+        hfree(&r);
+
+        /* RUN_NOW: one a minute for the group, then 429 with when to retry */
+        snprintf(path, sizeof(path), "/v1/tasks/%s/run", id);
+        r = http(port, "POST", path, bob, NULL, NULL);
+        cr_assert(r.status >= 200 && r.status < 300, "first RUN_NOW: %ld %s", r.status,
+                  r.body.data);
+        hfree(&r);
+        r = http(port, "POST", path, bob, NULL, NULL);
+        expect_status(r, 429);
+        cr_assert_str_eq(efield(&r), "run_now_rate");
+        cr_assert(strstr(emsg(&r), "run_now_rate"), "%s", emsg(&r));
+        const char *ra = hheader(&r, "Retry-After", hb, sizeof(hb));
+        cr_assert(ra && atoi(ra) > 1, "Retry-After says when: %s", ra ? ra : "(none)");
+        hfree(&r);
+        free(id);
+        free(other);
+        stop_clean(d);
         free(conf);
 }

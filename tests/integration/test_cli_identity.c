@@ -392,3 +392,47 @@ Test(cli_identity, region_failover_is_audited) {
         PQclear(r);
         tb_store_release(g_store, conn);
 }
+
+Test(cli_identity, group_quotas_set_and_show) {
+        char *out = NULL;
+        cr_assert_eq(cli(&out, NULL, "user create erin --groups batch"), 0, "%s", out);
+        free(out);
+        /* unlimited until set */
+        cr_assert_eq(cli(&out, NULL, "group show batch"), 0, "%s", out);
+        cr_assert(strstr(out, "max_tasks      unlimited") &&
+                          strstr(out, "max_running    unlimited") &&
+                          strstr(out, "run_now_rate   unlimited") && strstr(out, "queued         0"),
+                  "%s", out);
+        free(out);
+        cr_assert_eq(cli(&out, NULL,
+                         "group set batch --max-tasks 100 --max-running 4 --run-now-rate 10/min"),
+                     0, "%s", out);
+        free(out);
+        cr_assert_eq(cli(&out, NULL, "group set batch --max-tasks unlimited"), 0, "%s", out);
+        free(out);
+        cr_assert_eq(cli(&out, NULL, "group show batch"), 0, "%s", out);
+        cr_assert(strstr(out, "max_tasks      unlimited") && strstr(out, "max_running    4") &&
+                          strstr(out, "run_now_rate   0.166667/s"),
+                  "options left out keep their value: %s", out);
+        free(out);
+        cr_assert_eq(cli(&out, NULL, "audit"), 0, "%s", out);
+        cr_assert(strstr(out, "group.set-quota"), "audited: %s", out);
+        free(out);
+        /* what is refused, and why */
+        static const struct {
+                int rc;
+                const char *args, *says;
+        } refused[] = {
+                {2, "group set batch --max-running -3", "--max-running: '-3' is not a count"},
+                {2, "group set batch --run-now-rate 5/fortnight", "10/min"},
+                {2, "group set batch", "at least one of --max-tasks"},
+                {1, "group set nosuch --max-tasks 1", "no group 'nosuch'"},
+                {1, "group show nosuch", "no group 'nosuch'"},
+        };
+        for (size_t i = 0; i < TB_ARRAY_LEN(refused); i++) {
+                cr_assert_eq(cli(&out, NULL, refused[i].args), refused[i].rc, "%s: %s",
+                             refused[i].args, out);
+                cr_assert(strstr(out, refused[i].says), "%s: %s", refused[i].args, out);
+                free(out);
+        }
+}

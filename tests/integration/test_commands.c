@@ -7,6 +7,7 @@
  */
 #include "bus/bus.h"
 #include "serde/serde.h"
+#include "identity/identity.h"
 #include "support.h"
 #include "support_stack.h"
 
@@ -470,4 +471,110 @@ Test(commands, kill9_mid_stream_exactly_once, .init = setup, .fini = teardown) {
         json_decref(seen);
         tbt_reader_free(ev);
         free(ops);
+}
+
+/* ---- group quotas -------------------------------------------------------------- */
+
+
+Test(commands, group_quotas_max_tasks_and_run_now_rate, .init = setup, .fini = teardown) {
+        char alice[96], err[512], ids[4][37];
+        tbt_stack_user(&g_st, "alice", "ops", alice);
+        tb_store_group_quota_t set = {.max_tasks = 2, .max_running = TB_STORE_QUOTA_KEEP,
+                                      .run_now_rate = 1.0 / 60}, now;
+        cr_assert_eq(tb_identity_group_quota_set(g_st.conn, "admin:test", "ops", &set, &now, err,
+                                                 sizeof(err)),
+                     TB_OK, "%s", err);
+        cr_assert_eq(now.max_tasks, 2);
+        cr_assert_eq(now.max_running, TB_STORE_QUOTA_UNLIMITED, "unlimited by default");
+        char *audit = tbt_sql_value(&g_st, "SELECT details->'after'->>'max_tasks' FROM "
+                                           "admin_audit WHERE action = 'group.set-quota' AND "
+                                           "target = 'ops'");
+        cr_assert_str_eq(audit ? audit : "(none)", "2", "the change is audited");
+        free(audit);
+        set = (tb_store_group_quota_t){-5, TB_STORE_QUOTA_KEEP, TB_STORE_QUOTA_KEEP};
+        cr_assert_eq(tb_identity_group_quota_set(g_st.conn, "admin:test", "ops", &set, &now, err,
+                                                 sizeof(err)),
+                     TB_ERR_INVALID);
+        cr_assert(strstr(err, "--max-tasks"), "%s", err);
+        set = (tb_store_group_quota_t){1, TB_STORE_QUOTA_KEEP, TB_STORE_QUOTA_KEEP};
+        cr_assert_eq(tb_identity_group_quota_set(g_st.conn, "admin:test", "nosuch", &set, &now,
+                                                 err, sizeof(err)),
+                     TB_ERR_NOT_FOUND);
+
+        char *body = task_body("q", "ops");
+        for (int i = 0; i < 3; i++)
+                tb_uuid4(ids[i]);
+        expect_accepted(ask(&(cmd_t){"CREATE", ids[0], -1, body, alice, NULL}), 1);
+        expect_accepted(ask(&(cmd_t){"CREATE", ids[1], -1, body, alice, NULL}), 1);
+        const json_t *r = ask(&(cmd_t){"CREATE", ids[2], -1, body, alice, NULL});
+        expect_rejected(r, "FORBIDDEN", "max_tasks");
+        cr_assert(strstr(rstr(r, "message"), "max_tasks is 2") &&
+                          strstr(rstr(r, "message"), "'ops'"),
+                  "the quota is named: %s", rstr(r, "message"));
+        /* a deleted task no longer counts */
+        expect_accepted(ask(&(cmd_t){"DELETE", ids[1], 1, NULL, alice, NULL}), 2);
+        expect_accepted(ask(&(cmd_t){"CREATE", ids[2], -1, body, alice, NULL}), 1);
+
+        /* RUN_NOW: one a minute for the group */
+        expect_accepted(ask(&(cmd_t){"RUN_NOW", ids[0], 1, NULL, alice, NULL}), 2);
+        r = ask(&(cmd_t){"RUN_NOW", ids[2], 1, NULL, alice, NULL});
+        expect_rejected(r, "THROTTLED", "run_now_rate");
+        cr_assert(strstr(rstr(r, "message"), "retry after"), "%s", rstr(r, "message"));
+        free(body);
+}
+
+/* A task id on partition \p p of \p n (into id). */
+static void id_on_partition(int32_t p, int32_t n, char id[37]) {
+        do
+                tb_uuid4(id);
+        while (tb_bus_partition_for(id, strlen(id), n) != p);
+}
+
+static bool split_between_two(void *arg) {
+        (void)arg;
+        char *log = tbt_daemon_log(&g_st);
+        bool yes = log && strstr(log, "rebuilt 2 partition(s)");
+        free(log);
+        return yes;
+}
+
+static bool ops_projected(void *arg) {
+        char *v = tbt_sql_value(&g_st, "SELECT count(*) FROM tasks WHERE security_group = 'ops'");
+        bool yes = v && atoll(v) == *(long long *)arg;
+        free(v);
+        return yes;
+}
+
+Test(commands, max_tasks_counts_the_partitions_of_every_commands_process, .fini = teardown) {
+        enum { PARTS = 4 };
+        start_stack(&(tbt_stack_opts_t){.partitions = PARTS,
+                                        .kafka_extra = "session_timeout_ms = 6000;"});
+        pid_t second = tbt_daemon_start(&g_st, "commands");
+        cr_assert(tbt_wait_until(split_between_two, NULL, 120000),
+                  "the two commands processes share task-commands");
+        char alice[96], err[512], id[37];
+        tbt_stack_user(&g_st, "alice", "ops", alice);
+        tb_store_group_quota_t set = {2, TB_STORE_QUOTA_KEEP, TB_STORE_QUOTA_KEEP}, now;
+        cr_assert_eq(tb_identity_group_quota_set(g_st.conn, "admin:test", "ops", &set, &now, err,
+                                                 sizeof(err)),
+                     TB_OK, "%s", err);
+        char *body = task_body("q", "ops");
+        /* two tasks, on partitions 0 and 1 */
+        for (int32_t p = 0; p < 2; p++) {
+                id_on_partition(p, PARTS, id);
+                expect_accepted(ask(&(cmd_t){"CREATE", id, -1, body, alice, NULL}), 1);
+        }
+        long long two = 2;
+        cr_assert(tbt_wait_until(ops_projected, &two, 60000), "projected");
+        /* a third is refused on every partition, whichever process holds it */
+        for (int32_t p = 0; p < PARTS; p++) {
+                id_on_partition(p, PARTS, id);
+                const json_t *r = ask(&(cmd_t){"CREATE", id, -1, body, alice, NULL});
+                expect_rejected(r, "FORBIDDEN", "max_tasks");
+                cr_assert(strstr(rstr(r, "message"), "has 2 live tasks"), "partition %d: %s",
+                          (int)p, rstr(r, "message"));
+        }
+        free(body);
+        int status = tbt_daemon_stop(second, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }

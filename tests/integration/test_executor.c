@@ -89,6 +89,7 @@ TestSuite(executor_cfg, .fini = teardown, .timeout = 180);
 
 typedef struct req {
         const char *run_id, *task_id, *script, *executor, *overlap;
+        const char *group;    /* NULL: g1 */
         int64_t nominal_ms;   /* 0: now */
         int64_t expiry_ms;
 } req_t;
@@ -98,7 +99,7 @@ static void encode_req(const req_t *q, tb_buf_t *out) {
         int64_t now = tb_now_ms();
         json_t *snap = json_pack("{s:s, s:s, s:[], s:s, s:s, s:{}, s:I, s:s, s:i, s:I}",
                                  "name", "test task", "script", q->script, "argv",
-                                 "security_group", "g1", "executor",
+                                 "security_group", q->group ? q->group : "g1", "executor",
                                  q->executor ? q->executor : "shell", "executor_options",
                                  "expiry_ms", (json_int_t)q->expiry_ms, "overlap",
                                  q->overlap ? q->overlap : "FORBID", "max_attempts", 1,
@@ -699,4 +700,215 @@ Test(executor, held_run_is_handed_back_at_shutdown) {
         cr_assert(strstr(log, "run h-1 (task task-h) had not started: handed back to runs"),
                   "%s", log);
         free(log);
+}
+
+/* ---- the run queue: group quotas and fair execution ------------------------------------ */
+
+/* An integer from one SQL value (-1 when NULL). */
+static long long sql_ll(const char *sql) {
+        char *v = tbt_sql_value(&st, sql);
+        long long n = !v || !*v ? -1 : !strcmp(v, "t") ? 1 : !strcmp(v, "f") ? 0 : atoll(v);
+        free(v);
+        return n;
+}
+
+typedef struct sql_cond {
+        const char *sql;
+        long long want;
+} sql_cond_t;
+
+static bool sql_is(void *arg) {
+        const sql_cond_t *c = arg;
+        return sql_ll(c->sql) == c->want;
+}
+
+Test(executor_cfg, max_running_queues_a_group_in_fifo_order) {
+        tb_log_set_level(TB_LOG_WARN);
+        start_stack("max_concurrent = 8;");
+        free(tbt_sql_value(&st, "INSERT INTO security_groups (name, max_running) "
+                                "VALUES ('gq', 1)"));
+        char mark[32], hold[256], path[128];
+        marker(mark);
+        snprintf(path, sizeof(path), "%s/%s", tmpdir, mark);
+        /* q-0 runs until the test lets it end; q-1..q-4 wait behind it */
+        snprintf(hold, sizeof(hold), "while [ ! -e %s ]; do sleep 0.05; done", path);
+        produce_req(&(req_t){.run_id = "q-0", .task_id = "task-q0", .script = hold,
+                             .group = "gq"});
+        wait_result("q-0", "RUNNING", WAIT_MS);
+        const char *ids[] = {"q-1", "q-2", "q-3", "q-4"};
+        const char *tasks[] = {"task-q1", "task-q2", "task-q3", "task-q4"};
+        for (size_t i = 0; i < 4; i++) {
+                produce_req(&(req_t){.run_id = ids[i], .task_id = tasks[i], .script = "true",
+                                     .group = "gq"});
+                /* one at a time, so that the enqueue order is the test's */
+                sql_cond_t c = {"SELECT count(*) FROM run_claims WHERE state = 'queued'",
+                                (long long)i + 1};
+                cr_assert(tbt_wait_until(sql_is, &c, WAIT_MS), "%s queued", ids[i]);
+        }
+        /* another group is not held back by gq's queue */
+        produce_req(&(req_t){.run_id = "o-1", .task_id = "task-o1", .script = "true",
+                             .group = "other"});
+        wait_result("o-1", "SUCCEEDED", WAIT_MS);
+        /* gq's runs wait, each with its place in the queue */
+        char err[512];
+        for (size_t i = 0; i < 4; i++) {
+                int64_t pos = 0;
+                cr_assert_eq(tb_store_claims_queue_position(st.conn, ids[i], &pos, err,
+                                                            sizeof(err)),
+                             TB_OK, "%s", err);
+                cr_assert_eq(pos, (int64_t)i + 1, "%s is at place %" PRId64, ids[i], pos);
+                cr_assert_null(find_result(ids[i], "RUNNING"), "%s waits for q-0", ids[i]);
+        }
+        cr_assert_eq(sql_ll("SELECT count(*) FROM run_claims WHERE security_group = 'gq' "
+                            "AND state = 'running'"),
+                     1, "max_running = 1");
+        tbt_run(NULL, "touch %s", path);
+        for (size_t i = 0; i < 4; i++)
+                wait_result(ids[i], "SUCCEEDED", WAIT_MS);
+        /* taken one after another, in the order they were queued */
+        cr_assert_eq(sql_ll("SELECT count(*) FROM run_claims a JOIN run_claims b ON "
+                            "a.queue_seq < b.queue_seq AND a.taken_seq > b.taken_seq "
+                            "WHERE a.security_group = 'gq' AND b.security_group = 'gq'"),
+                     0, "FIFO: no run of gq was taken before one queued earlier");
+        /* never two of gq at once: each was taken after the one before ended */
+        const json_t *prev = wait_result("q-0", "SUCCEEDED", WAIT_MS);
+        for (size_t i = 0; i < 4; i++) {
+                const json_t *run = wait_result(ids[i], "RUNNING", WAIT_MS);
+                cr_assert_geq(json_integer_value(json_object_get(run, "started_at")),
+                              json_integer_value(json_object_get(prev, "finished_at")),
+                              "%s started before the run ahead of it finished", ids[i]);
+                prev = wait_result(ids[i], "SUCCEEDED", WAIT_MS);
+        }
+}
+
+Test(executor_cfg, a_group_backlog_delays_another_group_by_one_slot_turn_at_most) {
+        tb_log_set_level(TB_LOG_WARN);
+        start_stack("max_concurrent = 1;");
+        char run[32], task[32];
+        for (int i = 0; i < 200; i++) {
+                snprintf(run, sizeof(run), "busy-%03d", i);
+                snprintf(task, sizeof(task), "task-busy-%03d", i);
+                produce_req(&(req_t){.run_id = run, .task_id = task, .script = "sleep 0.05",
+                                     .group = "busy"});
+        }
+        /* the backlog is queued and running before the other group's run comes */
+        sql_cond_t c = {"SELECT count(*) >= 150 FROM run_claims WHERE security_group = "
+                        "'busy' AND state = 'queued'", 1};
+        cr_assert(tbt_wait_until(sql_is, &c, WAIT_MS), "busy's runs queued");
+        wait_result("busy-000", "SUCCEEDED", WAIT_MS);
+        produce_req(&(req_t){.run_id = "quiet-1", .task_id = "task-quiet", .script = "true",
+                             .group = "quiet"});
+        wait_result("quiet-1", "SUCCEEDED", WAIT_MS);
+        long long queued = sql_ll("SELECT count(*) FROM run_claims WHERE security_group = "
+                                  "'busy' AND state = 'queued'");
+        cr_assert_gt(queued, 0, "busy still had a backlog when quiet's run ended");
+        /* the order of events: busy's runs taken after quiet-1 was queued and
+         * before quiet-1 was taken (one slot: at most one turn) */
+        long long between = sql_ll("SELECT count(*) FROM run_claims b, run_claims q WHERE "
+                                   "q.run_id = 'quiet-1' AND b.security_group = 'busy' AND "
+                                   "b.taken_seq > q.queue_seq AND b.taken_seq < q.taken_seq");
+        cr_log_info("quiet-1 waited for %lld of busy's runs; busy still had %lld queued",
+                    between, queued);
+        cr_assert_leq(between, 1, "%lld of busy's runs started while quiet-1 waited", between);
+}
+
+Test(executor_cfg, a_queued_run_is_cancelled_without_starting) {
+        tb_log_set_level(TB_LOG_WARN);
+        start_stack("max_concurrent = 1;");
+        char mark[32], hold[256], path[128], err[512];
+        marker(mark);
+        snprintf(path, sizeof(path), "%s/%s", tmpdir, mark);
+        snprintf(hold, sizeof(hold), "while [ ! -e %s ]; do sleep 0.05; done", path);
+        produce_req(&(req_t){.run_id = "k-0", .task_id = "task-k0", .script = hold});
+        wait_result("k-0", "RUNNING", WAIT_MS);
+        produce_req(&(req_t){.run_id = "k-1", .task_id = "task-k1", .script = "true"});
+        sql_cond_t c = {"SELECT count(*) FROM run_claims WHERE run_id = 'k-1' AND state = "
+                        "'queued'", 1};
+        cr_assert(tbt_wait_until(sql_is, &c, WAIT_MS), "k-1 queued behind k-0");
+        cr_assert_eq(tb_store_claims_request_cancel(st.conn, "k-1", "not wanted", err,
+                                                    sizeof(err)),
+                     TB_OK, "%s", err);
+        const json_t *r = wait_result("k-1", "CANCELLED", WAIT_MS);
+        cr_assert(strstr(jstr(r, "error"), "not wanted"), "%s", jstr(r, "error"));
+        cr_assert_null(find_result("k-1", "RUNNING"), "it never started");
+        tbt_run(NULL, "touch %s", path);
+        wait_result("k-0", "SUCCEEDED", WAIT_MS);
+}
+
+Test(executor_cfg, max_running_bounds_a_group_with_free_slots_on_two_executors) {
+        tb_log_set_level(TB_LOG_WARN);
+        /* two executors of two slots each: room for four runs, the group's quota one */
+        start_stack("max_concurrent = 2;");
+        pid_t second = tbt_daemon_start(&st, "executor");
+        free(tbt_sql_value(&st, "INSERT INTO security_groups (name, max_running) "
+                                "VALUES ('gq', 1)"));
+        const char *ids[] = {"m-1", "m-2", "m-3", "m-4", "m-5", "m-6"};
+        const char *tasks[] = {"task-m1", "task-m2", "task-m3", "task-m4", "task-m5",
+                               "task-m6"};
+        for (size_t i = 0; i < 6; i++)
+                produce_req(&(req_t){.run_id = ids[i], .task_id = tasks[i],
+                                     .script = "sleep 0.3", .group = "gq"});
+        /* another group uses the second slot meanwhile */
+        produce_req(&(req_t){.run_id = "m-other", .task_id = "task-mo", .script = "sleep 0.3",
+                             .group = "other"});
+        int64_t start[6], end[6];
+        for (size_t i = 0; i < 6; i++) {
+                start[i] = json_integer_value(
+                        json_object_get(wait_result(ids[i], "RUNNING", WAIT_MS), "started_at"));
+                end[i] = json_integer_value(
+                        json_object_get(wait_result(ids[i], "SUCCEEDED", WAIT_MS), "finished_at"));
+        }
+        wait_result("m-other", "SUCCEEDED", WAIT_MS);
+        int most = 0;
+        for (size_t i = 0; i < 6; i++) {
+                int at_once = 0;
+                for (size_t k = 0; k < 6; k++)
+                        at_once += start[k] <= start[i] && end[k] > start[i];
+                if (at_once > most)
+                        most = at_once;
+        }
+        cr_log_info("gq's runs were taken by %lld executor(s)",
+                    sql_ll("SELECT count(DISTINCT executor_id) FROM run_claims WHERE "
+                           "security_group = 'gq'"));
+        cr_assert_eq(most, 1, "max_running = 1 over both executors, got %d at once", most);
+        int status = tbt_daemon_stop(second, SIGTERM);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the second executor exits");
+}
+
+/* What taskbus_take_runs() gives two executors, called as they call it. */
+static long long take_as(const char *executor_id, int max) {
+        char sql[512];
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM taskbus_take_runs('%s', %d, 60000, "
+                 "'host', ARRAY['shell'], 60000) WHERE outcome LIKE 'claimed:%%'",
+                 executor_id, max);
+        return sql_ll(sql);
+}
+
+Test(executor_cfg, takes_count_max_running_over_every_executor) {
+        tb_log_set_level(TB_LOG_WARN);
+        tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 1});
+        free(tbt_sql_value(&st, "INSERT INTO security_groups (name, max_running) "
+                                "VALUES ('gq', 2)"));
+        const char *ids[] = {"x-1", "x-2", "x-3", "x-4"};
+        char sql[512];
+        for (size_t i = 0; i < 4; i++) {
+                snprintf(sql, sizeof(sql), "SELECT taskbus_enqueue_run('%s', 'task-%s', "
+                         "'ex-a', 0, 1, 'shell', 'gq', 'ALLOW', '\\x00'::bytea)",
+                         ids[i], ids[i]);
+                free(tbt_sql_value(&st, sql));
+        }
+        cr_assert_eq(take_as("ex-a", 1), 1);
+        cr_assert_eq(take_as("ex-b", 10), 1, "ex-b gets the one slot gq has left");
+        cr_assert_eq(take_as("ex-a", 10), 0, "gq runs 2 over both executors: none for ex-a");
+        cr_assert_eq(take_as("ex-b", 10), 0);
+        free(tbt_sql_value(&st, "UPDATE run_claims SET state = 'done' WHERE run_id = 'x-1'"));
+        cr_assert_eq(take_as("ex-a", 10), 1, "a slot freed on ex-a's side");
+        cr_assert_eq(sql_ll("SELECT count(*) FROM run_claims WHERE state = 'running'"), 2);
+        cr_assert_eq(sql_ll("SELECT string_agg(run_id, ',' ORDER BY taken_seq) = "
+                            "'x-1,x-2,x-3' FROM run_claims WHERE taken_seq IS NOT NULL"),
+                     1, "FIFO over both executors");
+        /* an unknown plugin's runs are left for an executor that has it */
+        cr_assert_eq(sql_ll("SELECT count(*) FROM taskbus_take_runs('ex-c', 10, 60000, 'h', "
+                            "ARRAY['container'], 60000)"),
+                     0);
 }

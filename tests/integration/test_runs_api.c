@@ -678,3 +678,40 @@ Test(runs_api, log_pages_and_live_tail) {
         cr_assert(json_is_true(json_object_get(r.j, "log_expired")));
         hfree(&r);
 }
+
+/* ---- the run queue: queued runs and their place ------------------------------------ */
+
+Test(runs_api, a_queued_run_says_queued_and_its_place) {
+        int64_t nom = tb_now_ms() - 5000;
+        run_request("task-q", "ga", "q-a", nom, 1, 3600000);
+        run_request("task-q", "ga", "q-b", nom + 1, 1, 3600000);
+        rd_kafka_flush(prod, 10000);
+        wait_sql("SELECT string_agg(run_id || '=' || status, ',' ORDER BY run_id) FROM runs "
+                 "WHERE task_id = 'task-q'",
+                 "q-a=scheduled,q-b=scheduled", 60000);
+        /* as an executor enqueues them (taskbus_enqueue_run(), the run queue) */
+        free(tbt_sql_value(&st, "SELECT taskbus_enqueue_run('q-a', 'task-q', 'ex-test', 0, 1, "
+                                "'shell', 'ga', 'FORBID', '\\x00'::bytea)"));
+        free(tbt_sql_value(&st, "SELECT taskbus_enqueue_run('q-b', 'task-q', 'ex-test', 0, 1, "
+                                "'shell', 'ga', 'FORBID', '\\x00'::bytea)"));
+        hres_t r = http(port, "GET", "/v1/runs/q-b", alice);
+        expect_status(r, 200);
+        cr_assert_str_eq(json_string_value(json_object_get(r.j, "status")), "queued");
+        cr_assert_eq(json_integer_value(json_object_get(r.j, "queue_position")), 2);
+        hfree(&r);
+        /* q-a leaves the queue: q-b is next */
+        free(tbt_sql_value(&st, "UPDATE run_claims SET state = 'running' WHERE run_id = 'q-a'"));
+        r = http(port, "GET", "/v1/runs/q-b", alice);
+        expect_status(r, 200);
+        cr_assert_eq(json_integer_value(json_object_get(r.j, "queue_position")), 1);
+        hfree(&r);
+        r = http(port, "GET", "/v1/runs/q-a", alice);
+        expect_status(r, 200);
+        cr_assert_str_eq(json_string_value(json_object_get(r.j, "status")), "scheduled");
+        cr_assert_null(json_object_get(r.j, "queue_position"), "only queued runs have a place");
+        hfree(&r);
+        /* a queued run can be cancelled: the next take finishes it */
+        r = http(port, "POST", "/v1/runs/q-b/cancel", alice);
+        expect_status(r, 202);
+        hfree(&r);
+}

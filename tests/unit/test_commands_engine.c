@@ -1079,3 +1079,102 @@ Test(commands_engine, undecodable_records_name_the_field) {
         cr_assert_str_eq(u.field, "");
         tb_cmd_verdict_clear(&u);
 }
+
+/* ---- group quotas ------------------------------------------------------------------ */
+
+static bool quota_fails;
+
+/* ops: at most 2 live tasks; dev: one RUN_NOW per 2 s */
+static tb_err_t env_group_quota(void *opaque, const char *group, tb_cmd_quota_t *q,
+                                char *errstr, size_t errstr_size) {
+        (void)opaque;
+        if (quota_fails)
+                return tb_seterr(errstr, errstr_size, TB_ERR_PG, "database down");
+        *q = (tb_cmd_quota_t){.max_tasks = !strcmp(group, "ops") ? 2 : -1,
+                              .run_now_rate = !strcmp(group, "dev") ? 0.5 : -1};
+        return TB_OK;
+}
+
+static void setup_quotas(void) {
+        setup();
+        tb_cmd_engine_destroy(eng);
+        tb_cmd_env_t qenv = env;
+        qenv.group_quota = env_group_quota;
+        char errstr[1024];
+        cr_assert_eq(tb_cmd_engine_new(conf, &qenv, &eng, errstr, sizeof(errstr)), TB_OK, "%s",
+                     errstr);
+        quota_fails = false;
+}
+
+TestSuite(commands_engine_quota, .init = setup_quotas, .fini = teardown);
+
+Test(commands_engine_quota, max_tasks_counts_live_tasks_of_the_group) {
+        ask(ALICE, "CREATE", "q-1", -1, task_json("a", "ops", ""));
+        expect_accepted(1, "CREATED");
+        ask(ALICE, "CREATE", "q-2", -1, task_json("b", "ops", ""));
+        expect_accepted(1, "CREATED");
+        ask(ALICE, "CREATE", "q-3", -1, task_json("c", "ops", ""));
+        expect_rejected("FORBIDDEN", "max_tasks");
+        cr_assert(strstr(v.message, "has 2 live tasks and its quota max_tasks is 2"), "%s",
+                  v.message);
+        cr_assert_eq(tb_cmd_engine_live_count(eng, "ops"), 2);
+        ask(ALICE, "CREATE", "q-d", -1, task_json("d", "dev", ""));
+        expect_accepted(1, "CREATED"); /* another group is not limited */
+        tb_cmd_engine_commit(eng);
+
+        /* a batch that deletes and creates, rolled back: the count comes back */
+        ask(ALICE, "DELETE", "q-1", 1, NULL);
+        expect_accepted(2, "DELETED");
+        cr_assert_eq(tb_cmd_engine_live_count(eng, "ops"), 1);
+        ask(ALICE, "CREATE", "q-3", -1, task_json("c", "ops", ""));
+        expect_accepted(1, "CREATED");
+        tb_cmd_engine_rollback(eng);
+        cr_assert_eq(tb_cmd_engine_live_count(eng, "ops"), 2);
+
+        /* moving a task into the full group is refused; within it, an update is not */
+        ask(ALICE, "UPDATE", "q-d", 1, task_json("d", "ops", ""));
+        expect_rejected("FORBIDDEN", "max_tasks");
+        ask(ALICE, "UPDATE", "q-2", 1, task_json("b2", "ops", ""));
+        expect_accepted(2, "UPDATED");
+        /* a delete makes room */
+        ask(ALICE, "DELETE", "q-1", 1, NULL);
+        expect_accepted(2, "DELETED");
+        ask(ALICE, "UPDATE", "q-d", 1, task_json("d", "ops", ""));
+        expect_accepted(2, "UPDATED");
+        cr_assert_eq(tb_cmd_engine_live_count(eng, "ops"), 2);
+        cr_assert_eq(tb_cmd_engine_live_count(eng, "dev"), 0);
+        tb_cmd_engine_commit(eng);
+
+        /* the count follows the partitions held */
+        tb_cmd_engine_drop_partition(eng, part_of("q-2"));
+        cr_assert_eq(tb_cmd_engine_live_count(eng, "ops"), part_of("q-d") == part_of("q-2") ? 0 : 1);
+
+        /* quotas that cannot be read refuse rather than let a create past them */
+        quota_fails = true;
+        ask(ALICE, "CREATE", "q-9", -1, task_json("z", "ops", ""));
+        expect_rejected("INTERNAL", "");
+        cr_assert(strstr(v.message, "database down"), "%s", v.message);
+}
+
+Test(commands_engine_quota, run_now_rate_per_group) {
+        ask(BOB, "CREATE", "r-1", -1, task_json("a", "dev", ""));
+        expect_accepted(1, "CREATED");
+        ask(ALICE, "CREATE", "r-2", -1, task_json("b", "dev", ""));
+        expect_accepted(1, "CREATED");
+        ask(BOB, "RUN_NOW", "r-1", -1, NULL);
+        expect_accepted(2, "RUN_REQUESTED");
+        /* the group's rate, whoever asks, whatever the task */
+        ask(ALICE, "RUN_NOW", "r-2", -1, NULL);
+        expect_rejected("THROTTLED", "run_now_rate");
+        cr_assert(strstr(v.message, "retry after 2000 ms"), "%s", v.message);
+        clock_us += 1999000;
+        ask(ALICE, "RUN_NOW", "r-2", -1, NULL);
+        expect_rejected("THROTTLED", "run_now_rate");
+        cr_assert(strstr(v.message, "retry after 1 ms"), "%s", v.message);
+        clock_us += 1000;
+        ask(ALICE, "RUN_NOW", "r-2", -1, NULL);
+        expect_accepted(2, "RUN_REQUESTED");
+        /* other commands are not counted */
+        ask(ALICE, "PAUSE", "r-2", -1, NULL);
+        expect_accepted(3, "PAUSED");
+}

@@ -146,7 +146,9 @@ const tb_config_prop_t tb_config_props[] = {
          "Plugin shared objects (.so paths) or directories to load; empty: the "
          "built-in plugin directory."},
         {"executor.max_concurrent", TB_CT_INT, F(exec_max_concurrent), 0, "1000", 1,
-         100000, NULL, NULL, "Most runs one executor process runs at once."},
+         100000, NULL, NULL, "Most runs one executor process runs at once. Runs beyond it wait "
+         "in the run queue in PostgreSQL, taken as slots free: groups in turn, FIFO within a "
+         "group, each group within its max_running quota (taskbus admin group set)."},
         {"executor.lease", TB_CT_DURATION, F(exec_lease_ms), 0, "15s", TB_SEC(1),
          TB_HOUR(1), NULL, NULL,
          "How long an executor's claim on a running run stays valid without "

@@ -16,6 +16,7 @@
 #include "store/signing.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,8 @@ typedef struct tb_identity_admin_req {
         char *token_out;    /* [72] */
         char *token_id_out; /* [32] */
         int64_t expires_at_ms; /* token create: 0 = never */
+        const tb_store_group_quota_t *quota; /* group set-quota: the change */
+        tb_store_group_quota_t *quota_out;   /* group set-quota: after it */
 } tb_identity_admin_req_t;
 
 /* The statements of one admin operation, run inside its transaction. On
@@ -471,4 +474,62 @@ tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const 
         return tb_identity_membership_run(conn, actor, "group.remove-member",
                                           tb_identity_group_remove_member_op, group, user_id,
                                           errstr, errstr_size);
+}
+
+/* ---- group quotas ----------------------------------------------------------- */
+
+static json_t *tb_identity_quota_json(const tb_store_group_quota_t *q) {
+        return json_pack("{s:o, s:o, s:o}", "max_tasks",
+                         q->max_tasks < 0 ? json_null() : json_integer(q->max_tasks),
+                         "max_running",
+                         q->max_running < 0 ? json_null() : json_integer(q->max_running),
+                         "run_now_rate",
+                         q->run_now_rate < 0 ? json_null() : json_real(q->run_now_rate));
+}
+
+static tb_err_t tb_identity_group_quota_op(PGconn *conn, const tb_identity_admin_req_t *req,
+                                           json_t **details, char *errstr,
+                                           size_t errstr_size) {
+        bool found = false;
+        tb_store_group_quota_t before;
+        tb_err_t err;
+        if ((err = tb_store_identity_quota_get(conn, req->group, &found, &before, errstr,
+                                               errstr_size)) ||
+            (found && (err = tb_store_identity_quota_set(conn, req->group, req->quota, &found,
+                                                         req->quota_out, errstr,
+                                                         errstr_size))))
+                return err;
+        if (!found)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
+                                 "no group '%s'; list groups with: taskbus admin group list "
+                                 "(a group is created by: taskbus admin group add-member)",
+                                 req->group);
+        *details = json_pack("{s:o, s:o}", "before", tb_identity_quota_json(&before), "after",
+                             tb_identity_quota_json(req->quota_out));
+        return TB_OK;
+}
+
+tb_err_t tb_identity_group_quota_set(PGconn *conn, const char *actor, const char *group,
+                                     const tb_store_group_quota_t *set,
+                                     tb_store_group_quota_t *now, char *errstr,
+                                     size_t errstr_size) {
+        tb_err_t err;
+        if ((err = tb_identity_name_check("group name", group, errstr, errstr_size)))
+                return err;
+        static const char *const names[] = {"--max-tasks", "--max-running"};
+        const int64_t counts[] = {set->max_tasks, set->max_running};
+        for (size_t i = 0; i < TB_ARRAY_LEN(counts); i++)
+                if ((counts[i] < 0 && counts[i] != TB_STORE_QUOTA_UNLIMITED &&
+                     counts[i] != TB_STORE_QUOTA_KEEP) || counts[i] > INT32_MAX)
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                         "%s: %lld is not a count from 0 to %d (or "
+                                         "\"unlimited\")",
+                                         names[i], (long long)counts[i], INT32_MAX);
+        if (!(set->run_now_rate > 0) && set->run_now_rate != TB_STORE_QUOTA_UNLIMITED &&
+            set->run_now_rate != TB_STORE_QUOTA_KEEP)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "--run-now-rate: must be above 0 (or \"unlimited\")");
+        const tb_identity_admin_req_t req = {.group = group, .quota = set, .quota_out = now};
+        return tb_identity_admin_run(conn, actor, "group.set-quota", group,
+                                     tb_identity_group_quota_op, &req, errstr, errstr_size);
 }

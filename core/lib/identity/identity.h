@@ -23,6 +23,7 @@
 
 #include "tb.h"
 #include "store/store.h"
+#include "store/identity.h"
 
 #include <jansson.h>
 
@@ -149,5 +150,45 @@ tb_err_t tb_identity_group_add_member(PGconn *conn, const char *actor, const cha
  *  TB_ERR_NOT_FOUND if not a member. Audit action "group.remove-member". */
 tb_err_t tb_identity_group_remove_member(PGconn *conn, const char *actor, const char *group,
                                          const char *user_id, char *errstr, size_t errstr_size);
+
+/* ---- group quotas (quota.c; admin.c for the audited change) ----------------
+ *
+ * Quotas of a security group (schemas/sql/0008_group_quotas.sql): max_tasks
+ * (live tasks; the commands role refuses a create beyond it), max_running
+ * (runs running at once over every executor; beyond it runs wait in the
+ * group's FIFO queue), run_now_rate (RUN_NOW commands per second for the
+ * whole group). Every quota defaults to unlimited. */
+
+/** Quota cache time of the roles: a change takes effect within it. */
+#define TB_IDENTITY_QUOTA_CACHE_MS 1000
+
+/**
+ * @brief The quotas of \p group, cached for \p cache_ms (0: read now).
+ * An unknown group has no quotas (all TB_STORE_QUOTA_UNLIMITED).
+ * @returns TB_OK, TB_ERR_TIMEOUT (no connection within 2 s) or TB_ERR_PG.
+ * @locality any thread
+ */
+tb_err_t tb_identity_quota_get(tb_store_t *store, const char *group, int64_t cache_ms,
+                               tb_store_group_quota_t *q, char *errstr, size_t errstr_size);
+/** Forget the cached quotas (tests, shutdown). @locality any thread */
+void tb_identity_quota_cache_clear(void);
+/**
+ * @brief Parse a rate: a number per second ("5", "0.5"), or per unit
+ *        ("10/min", "100/h", "2/s"), or "unlimited" (TB_STORE_QUOTA_UNLIMITED).
+ * @returns TB_OK with *\p per_s, or TB_ERR_INVALID naming --run-now-rate.
+ */
+tb_err_t tb_identity_quota_rate_parse(const char *text, double *per_s, char *errstr,
+                                      size_t errstr_size);
+/**
+ * @brief Change the quotas of an existing group (fields of \p set: a value,
+ *        TB_STORE_QUOTA_UNLIMITED or TB_STORE_QUOTA_KEEP); *\p now receives
+ *        them after the change. TB_ERR_NOT_FOUND names `taskbus admin group
+ *        list`; TB_ERR_INVALID for a negative count. Audit action
+ *        "group.set-quota" with the quotas before and after.
+ */
+tb_err_t tb_identity_group_quota_set(PGconn *conn, const char *actor, const char *group,
+                                     const tb_store_group_quota_t *set,
+                                     tb_store_group_quota_t *now, char *errstr,
+                                     size_t errstr_size);
 
 #endif

@@ -1,7 +1,10 @@
 /**
  * @file store/claims.c
  * @brief The run_claims table family: run_claims and the SQL function
- *        taskbus_claim_run() (schemas/sql/0002_executor.sql).
+ *        taskbus_claim_run() (schemas/sql/0002_executor.sql); the run queue
+ *        in run_claims, run_queue_turns and taskbus_enqueue_run(),
+ *        taskbus_take_runs(), taskbus_queue_position()
+ *        (schemas/sql/0008_group_quotas.sql).
  */
 #include "store/claims.h"
 
@@ -40,7 +43,7 @@ tb_err_t tb_store_claims_request_cancel(PGconn *conn, const char *run_id, const 
         tb_err_t e = tb_store_claims_cancel(conn, "run", "request run cancellation",
                                            "UPDATE run_claims SET cancel_requested = true, "
                                            "cancel_reason = coalesce(cancel_reason, $2) "
-                                           "WHERE run_id = $1 AND state = 'running'",
+                                           "WHERE run_id = $1 AND state IN ('running', 'queued')",
                                            run_id, reason, &hit, errstr, errstr_size);
         if (e)
                 return e;
@@ -58,7 +61,8 @@ tb_err_t tb_store_claims_cancel_task_runs(PGconn *conn, const char *task_id, con
                                            "request cancellation of a task's runs",
                                            "UPDATE run_claims SET cancel_requested = true, "
                                            "cancel_reason = coalesce(cancel_reason, $2) "
-                                           "WHERE task_id = $1 AND state = 'running'",
+                                           "WHERE task_id = $1 AND state IN ('running', "
+                                           "'queued')",
                                            task_id, reason, &n, errstr, errstr_size);
         if (count)
                 *count = n;
@@ -216,6 +220,40 @@ tb_err_t tb_store_claims_pending(PGconn *conn, const char *run_id, bool *pending
         return e;
 }
 
+/* ---- the run queue (schemas/sql/0008_group_quotas.sql) --------------------------- */
+
+tb_err_t tb_store_claims_enqueue(PGconn *conn, const tb_store_claims_enqueue_t *q,
+                                 bool *duplicate, char *errstr, size_t errstr_size) {
+        static const char hex[] = "0123456789abcdef";
+        char nominal[32], att[16];
+        tb_snprintf(nominal, sizeof(nominal), "%" PRId64, q->nominal_ms);
+        tb_snprintf(att, sizeof(att), "%d", q->attempt);
+        /* bytea in its text form: \x and two hex digits a byte */
+        char *req = malloc(2 * q->request_len + 3);
+        if (!req)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "enqueue run: out of memory");
+        req[0] = '\\';
+        req[1] = 'x';
+        const unsigned char *b = q->request;
+        for (size_t i = 0; i < q->request_len; i++) {
+                req[2 + 2 * i] = hex[b[i] >> 4];
+                req[3 + 2 * i] = hex[b[i] & 15];
+        }
+        req[2 + 2 * q->request_len] = '\0';
+        const char *p[] = {q->run_id, q->task_id, q->executor_id, nominal, att,
+                           q->executor, q->group, q->overlap, req};
+        PGresult *r = NULL;
+        tb_err_t e = tb_store_exec(conn, "enqueue run",
+                                   "SELECT taskbus_enqueue_run($1, $2, $3, $4::bigint, $5::int, "
+                                   "$6, $7, $8, $9::bytea)",
+                                   9, p, &r, errstr, errstr_size);
+        free(req);
+        if (!e)
+                *duplicate = !strcmp(PQgetvalue(r, 0, 0), "duplicate");
+        PQclear(r);
+        return e;
+}
+
 tb_err_t tb_store_claims_result_sent(PGconn *conn, const char *run_id, char *errstr,
                                      size_t errstr_size) {
         const char *p[] = {run_id};
@@ -223,6 +261,21 @@ tb_err_t tb_store_claims_result_sent(PGconn *conn, const char *run_id, char *err
                              "UPDATE run_claims SET result_pending = false "
                              "WHERE run_id = $1 AND result_pending",
                              1, p, NULL, errstr, errstr_size);
+}
+
+tb_err_t tb_store_claims_take_stale_pending(PGconn *conn, int64_t older_ms, PGresult **res,
+                                            char *errstr, size_t errstr_size) {
+        char older[32];
+        tb_snprintf(older, sizeof(older), "%" PRId64, older_ms);
+        const char *p[] = {older};
+        return tb_store_exec(conn, "take results left pending",
+                             "SELECT run_id, task_id, (extract(epoch FROM nominal_time) * "
+                             "1000)::bigint, attempt, executor, status, "
+                             "coalesce(result_error, '') FROM run_claims "
+                             "WHERE result_pending AND coalesce(finished_at, lease_until) < "
+                             "now() - $1::bigint * interval '1 millisecond' "
+                             "ORDER BY finished_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+                             1, p, res, errstr, errstr_size);
 }
 
 tb_err_t tb_store_claims_take_unclaimed(PGconn *conn, const char *executor_id,
@@ -252,4 +305,105 @@ tb_err_t tb_store_claims_take_unclaimed(PGconn *conn, const char *executor_id,
                              "RETURNING c.run_id, c.task_id, (extract(epoch FROM "
                              "c.nominal_time) * 1000)::bigint, c.attempt, c.executor",
                              4, p, res, errstr, errstr_size);
+}
+
+void tb_store_claims_taken_free(tb_store_claims_taken_t *t, size_t n) {
+        for (size_t i = 0; t && i < n; i++) {
+                free(t[i].run_id);
+                free(t[i].outcome);
+                PQfreemem(t[i].request);
+        }
+        free(t);
+}
+
+tb_err_t tb_store_claims_take(PGconn *conn, const char *executor_id, int max,
+                              int64_t lease_ms, int64_t horizon_ms, const char *host,
+                              const char *const *executors, size_t executor_cnt,
+                              tb_store_claims_taken_t **out, size_t *n, char *errstr,
+                              size_t errstr_size) {
+        *out = NULL;
+        *n = 0;
+        /* the plugin names as a text[] literal, each quoted */
+        tb_buf_t arr = {0};
+        tb_buf_append(&arr, "{", 1);
+        for (size_t i = 0; i < executor_cnt; i++) {
+                tb_buf_append(&arr, i ? ",\"" : "\"", i ? 2 : 1);
+                for (const char *c = executors[i]; *c; c++) {
+                        if (*c == '"' || *c == '\\')
+                                tb_buf_append(&arr, "\\", 1);
+                        tb_buf_append(&arr, c, 1);
+                }
+                tb_buf_append(&arr, "\"", 1);
+        }
+        tb_buf_append(&arr, "}", 2); /* with the NUL */
+        char smax[16], lease[32], horizon[32];
+        tb_snprintf(smax, sizeof(smax), "%d", max < 0 ? 0 : max);
+        tb_snprintf(lease, sizeof(lease), "%" PRId64, lease_ms);
+        tb_snprintf(horizon, sizeof(horizon), "%" PRId64, horizon_ms);
+        const char *p[] = {executor_id, smax, lease, host, (const char *)arr.data, horizon};
+        PGresult *r = NULL;
+        tb_err_t e = arr.data ? tb_store_exec(conn, "take queued runs",
+                                              "SELECT run_id, outcome, request FROM "
+                                              "taskbus_take_runs($1, $2::int, $3::bigint, $4, "
+                                              "$5::text[], $6::bigint)",
+                                              6, p, &r, errstr, errstr_size)
+                              : tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                          "take queued runs: out of memory");
+        tb_buf_free(&arr);
+        if (e)
+                return e;
+        int rows = PQntuples(r);
+        tb_store_claims_taken_t *t = rows ? calloc((size_t)rows, sizeof(*t)) : NULL;
+        if (rows && !t)
+                e = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "take queued runs: out of memory");
+        for (int i = 0; !e && i < rows; i++) {
+                t[i].run_id = strdup(PQgetvalue(r, i, 0));
+                t[i].outcome = strdup(PQgetvalue(r, i, 1));
+                if (!PQgetisnull(r, i, 2))
+                        t[i].request = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 2),
+                                                       &t[i].request_len);
+                if (!t[i].run_id || !t[i].outcome || (!PQgetisnull(r, i, 2) && !t[i].request))
+                        e = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                      "take queued runs: out of memory");
+        }
+        PQclear(r);
+        if (e) {
+                tb_store_claims_taken_free(t, (size_t)rows);
+                return e;
+        }
+        *out = t;
+        *n = (size_t)rows;
+        return TB_OK;
+}
+
+tb_err_t tb_store_claims_queue_position(PGconn *conn, const char *run_id, int64_t *position,
+                                        char *errstr, size_t errstr_size) {
+        const char *p[] = {run_id};
+        PGresult *r = NULL;
+        *position = 0;
+        tb_err_t e = tb_store_exec(conn, "read queue position",
+                                   "SELECT taskbus_queue_position($1)", 1, p, &r, errstr,
+                                   errstr_size);
+        if (!e && !PQgetisnull(r, 0, 0))
+                *position = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        return e;
+}
+
+tb_err_t tb_store_claims_group_usage(PGconn *conn, const char *group, int64_t *running,
+                                     int64_t *queued, char *errstr, size_t errstr_size) {
+        const char *p[] = {group};
+        PGresult *r = NULL;
+        *running = *queued = 0;
+        tb_err_t e = tb_store_exec(conn, "read group usage",
+                                   "SELECT count(*) FILTER (WHERE state = 'running'), "
+                                   "count(*) FILTER (WHERE state = 'queued') FROM run_claims "
+                                   "WHERE security_group = $1 AND state IN ('running', 'queued')",
+                                   1, p, &r, errstr, errstr_size);
+        if (!e) {
+                *running = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+                *queued = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        }
+        PQclear(r);
+        return e;
 }

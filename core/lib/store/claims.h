@@ -126,6 +126,18 @@ tb_err_t tb_store_claims_result_sent(PGconn *conn, const char *run_id, char *err
                                      size_t errstr_size);
 
 /**
+ * @brief Lock (FOR UPDATE SKIP LOCKED, in the caller's transaction) up to 100
+ *        claims whose decided result (skip, cancel) is still pending more than
+ *        \p older_ms after it was decided: the process that decided it stopped
+ *        before Kafka confirmed it. Publish each, clear it with
+ *        tb_store_claims_result_sent(), commit.
+ * @param res columns run_id, task_id, nominal_time (ms), attempt, executor,
+ *            status, error
+ */
+tb_err_t tb_store_claims_take_stale_pending(PGconn *conn, int64_t older_ms, PGresult **res,
+                                            char *errstr, size_t errstr_size);
+
+/**
  * @brief Claim, as done with status LOST for executor \p executor_id, up to
  *        100 runs still 'scheduled' in the runs table whose nominal time is
  *        more than \p timeout_ms ago and that no executor ever claimed. In
@@ -140,5 +152,68 @@ tb_err_t tb_store_claims_take_unclaimed(PGconn *conn, const char *executor_id,
                                         const char *host, const char *region,
                                         int64_t timeout_ms, PGresult **res, char *errstr,
                                         size_t errstr_size);
+
+/* ---- the run queue (schemas/sql/0008_group_quotas.sql) ----
+ *
+ * Every RunRequest an executor consumes is enqueued (state 'queued') before
+ * its Kafka offset is committed; executors with free slots take queued runs
+ * with taskbus_take_runs(): groups in turn (round robin over every
+ * executor), FIFO within a group, never more than a group's max_running
+ * running at once. A queued run's cancellation (tb_store_claims_request_cancel())
+ * finishes it as CANCELLED at the next take. */
+
+/** A run to enqueue (strings borrowed). */
+typedef struct tb_store_claims_enqueue {
+        const char *run_id, *task_id, *executor_id, *executor, *group, *overlap;
+        int64_t nominal_ms;
+        int attempt;
+        const void *request;   /**< the RunRequest record, for whoever takes it */
+        size_t request_len;
+} tb_store_claims_enqueue_t;
+
+/**
+ * @brief Enqueue \p q (taskbus_enqueue_run()); *\p duplicate when the run id
+ *        was queued or claimed before (drop it). Call it inside the caller's
+ *        transaction.
+ * @returns TB_OK, TB_ERR_NOMEM, TB_ERR_CONFLICT (retry), TB_ERR_PG.
+ * @locality the thread holding \p conn
+ */
+tb_err_t tb_store_claims_enqueue(PGconn *conn, const tb_store_claims_enqueue_t *q,
+                                 bool *duplicate, char *errstr, size_t errstr_size);
+
+/** A run taken from the queue. */
+typedef struct tb_store_claims_taken {
+        char *run_id;
+        /** "claimed:<ids>", "replaced:<ids>", "skipped:<ids>" as
+         *  tb_store_claims_claim(), or "cancelled:<reason>" (finished, not to run) */
+        char *outcome;
+        unsigned char *request;   /**< the RunRequest record (NULL if none was kept) */
+        size_t request_len;
+} tb_store_claims_taken_t;
+
+/**
+ * @brief Take up to \p max queued runs for \p executor_id (taskbus_take_runs()):
+ *        runs of the plugins \p executors whose nominal time is at most
+ *        \p horizon_ms ahead, each with a lease of \p lease_ms. \p max 0
+ *        only finishes cancelled queued runs. Autocommit or the caller's
+ *        transaction (the takes of every executor are serialized until it ends).
+ * @param out receives *\p n taken runs; free with tb_store_claims_taken_free()
+ * @returns TB_OK, TB_ERR_NOMEM, TB_ERR_PG.
+ */
+tb_err_t tb_store_claims_take(PGconn *conn, const char *executor_id, int max,
+                              int64_t lease_ms, int64_t horizon_ms, const char *host,
+                              const char *const *executors, size_t executor_cnt,
+                              tb_store_claims_taken_t **out, size_t *n, char *errstr,
+                              size_t errstr_size);
+/** Free what tb_store_claims_take() returned; NULL allowed. */
+void tb_store_claims_taken_free(tb_store_claims_taken_t *t, size_t n);
+
+/** *\p position: the place of queued run \p run_id in its group's queue
+ *  (1: next), 0 when it is not queued. */
+tb_err_t tb_store_claims_queue_position(PGconn *conn, const char *run_id, int64_t *position,
+                                        char *errstr, size_t errstr_size);
+/** Runs of \p group running now (over every executor) and queued. */
+tb_err_t tb_store_claims_group_usage(PGconn *conn, const char *group, int64_t *running,
+                                     int64_t *queued, char *errstr, size_t errstr_size);
 
 #endif /* TB_STORE_CLAIMS_H */

@@ -7,6 +7,7 @@
 #include "store/store_internal.h"
 
 #include <stdio.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -132,6 +133,70 @@ tb_err_t tb_store_identity_group_list(PGconn *conn, json_t **out, char *errstr,
                                    "GROUP BY g.name ORDER BY g.name COLLATE \"C\"",
                                    0, NULL, tb_store_identity_group_row, out, errstr,
                                    errstr_size);
+}
+
+/* ---- group quotas ----------------------------------------------------------- */
+
+/* Fill *q from columns c, c+1, c+2 of row 0 (-1 stands for NULL). */
+static void tb_store_identity_quota_row(const PGresult *res, int c, tb_store_group_quota_t *q) {
+        q->max_tasks = strtoll(PQgetvalue(res, 0, c), NULL, 10);
+        q->max_running = strtoll(PQgetvalue(res, 0, c + 1), NULL, 10);
+        q->run_now_rate = strtod(PQgetvalue(res, 0, c + 2), NULL);
+}
+
+static tb_err_t tb_store_identity_quota_exec(PGconn *conn, const char *what, const char *sql,
+                                             int nparams, const char *const *p, bool *found,
+                                             tb_store_group_quota_t *q, char *errstr,
+                                             size_t errstr_size) {
+        PGresult *res = NULL;
+        *found = false;
+        q->max_tasks = q->max_running = TB_STORE_QUOTA_UNLIMITED;
+        q->run_now_rate = TB_STORE_QUOTA_UNLIMITED;
+        tb_err_t err = tb_store_exec(conn, what, sql, nparams, p, &res, errstr, errstr_size);
+        if (err)
+                return err;
+        if (PQntuples(res) == 1) {
+                *found = true;
+                tb_store_identity_quota_row(res, 0, q);
+        }
+        PQclear(res);
+        return TB_OK;
+}
+
+tb_err_t tb_store_identity_quota_get(PGconn *conn, const char *group, bool *found,
+                                     tb_store_group_quota_t *q, char *errstr,
+                                     size_t errstr_size) {
+        const char *p[] = {group};
+        return tb_store_identity_quota_exec(conn, "read group quotas",
+                                            "SELECT coalesce(max_tasks, -1), "
+                                            "coalesce(max_running, -1), "
+                                            "coalesce(run_now_rate, -1) "
+                                            "FROM security_groups WHERE name = $1",
+                                            1, p, found, q, errstr, errstr_size);
+}
+
+tb_err_t tb_store_identity_quota_set(PGconn *conn, const char *group,
+                                     const tb_store_group_quota_t *set, bool *found,
+                                     tb_store_group_quota_t *now, char *errstr,
+                                     size_t errstr_size) {
+        char mt[32], mr[32], rr[64];
+        tb_snprintf(mt, sizeof(mt), "%" PRId64, set->max_tasks);
+        tb_snprintf(mr, sizeof(mr), "%" PRId64, set->max_running);
+        tb_snprintf(rr, sizeof(rr), "%.17g", set->run_now_rate);
+        const char *p[] = {group, mt, mr, rr};
+        /* -2 keeps the column, -1 clears it (unlimited) */
+        return tb_store_identity_quota_exec(
+                conn, "set group quotas",
+                "UPDATE security_groups SET "
+                "max_tasks = CASE $2::bigint WHEN -2 THEN max_tasks WHEN -1 THEN NULL "
+                "            ELSE $2::int END, "
+                "max_running = CASE $3::bigint WHEN -2 THEN max_running WHEN -1 THEN NULL "
+                "              ELSE $3::int END, "
+                "run_now_rate = CASE $4::float8 WHEN -2 THEN run_now_rate WHEN -1 THEN NULL "
+                "               ELSE $4::float8 END "
+                "WHERE name = $1 RETURNING coalesce(max_tasks, -1), "
+                "coalesce(max_running, -1), coalesce(run_now_rate, -1)",
+                4, p, found, now, errstr, errstr_size);
 }
 
 tb_err_t tb_store_identity_member_add(PGconn *conn, const char *group, const char *user_id,

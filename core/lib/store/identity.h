@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <stdint.h>
 
 /** Bytes of a token hash (SHA-256), the key of api_tokens.token_hash. */
 #define TB_STORE_IDENTITY_HASH_LEN 32
@@ -76,6 +77,38 @@ tb_err_t tb_store_identity_member_add(PGconn *conn, const char *group, const cha
 /** Remove the membership of \p user_id in \p group; *\p removed says whether there was one. */
 tb_err_t tb_store_identity_member_remove(PGconn *conn, const char *group, const char *user_id,
                                          bool *removed, char *errstr, size_t errstr_size);
+
+/* ---- group quotas (schemas/sql/0008_group_quotas.sql) ----------------------- */
+
+/** A quota value that is not limited (NULL in security_groups). */
+#define TB_STORE_QUOTA_UNLIMITED (-1)
+/** In tb_store_identity_quota_set(): leave this quota as it is. */
+#define TB_STORE_QUOTA_KEEP (-2)
+
+/** The quotas of one security group (`taskbus admin group set`). */
+typedef struct tb_store_group_quota {
+        int64_t max_tasks;    /**< live tasks; TB_STORE_QUOTA_UNLIMITED: no limit */
+        int64_t max_running;  /**< runs running at once; TB_STORE_QUOTA_UNLIMITED: no limit */
+        double run_now_rate;  /**< RUN_NOW per second; TB_STORE_QUOTA_UNLIMITED: no limit */
+} tb_store_group_quota_t;
+
+/**
+ * Read the quotas of \p group: *\p found says whether the group exists; *\p q
+ * is all TB_STORE_QUOTA_UNLIMITED when it does not.
+ */
+tb_err_t tb_store_identity_quota_get(PGconn *conn, const char *group, bool *found,
+                                     tb_store_group_quota_t *q, char *errstr,
+                                     size_t errstr_size);
+/**
+ * Change the quotas of \p group: each field of \p set is a new value,
+ * TB_STORE_QUOTA_UNLIMITED (no limit) or TB_STORE_QUOTA_KEEP. *\p found says
+ * whether the group exists (nothing changes when it does not); *\p now
+ * receives the quotas after the change.
+ */
+tb_err_t tb_store_identity_quota_set(PGconn *conn, const char *group,
+                                     const tb_store_group_quota_t *set, bool *found,
+                                     tb_store_group_quota_t *now, char *errstr,
+                                     size_t errstr_size);
 
 /* ---- API tokens ---------------------------------------------------------- */
 

@@ -8,6 +8,7 @@
 
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* epoch milliseconds as text, for the 'epoch' + ms interval expressions */
 #define TB_STORE_TASKS_TS(n) "('epoch'::timestamptz + $" #n "::bigint * interval '1 millisecond')"
@@ -209,4 +210,32 @@ tb_err_t tb_store_tasks_delete(PGconn *conn, const char *id, const char *version
         const char *dp[] = {id, version, epoch};
         return tb_store_exec(conn, "delete task", tb_store_tasks_sql_delete, 3, dp, NULL, errstr,
                              errstr_size);
+}
+
+tb_err_t tb_store_tasks_group_count(PGconn *conn, const char *group, const int32_t *parts,
+                                    size_t n, int64_t *count, char *errstr,
+                                    size_t errstr_size) {
+        tb_buf_t arr = {0};
+        char num[16];
+        *count = 0;
+        tb_buf_append(&arr, "{", 1);
+        for (size_t i = 0; i < n; i++) {
+                tb_snprintf(num, sizeof(num), "%s%" PRId32, i ? "," : "", parts[i]);
+                tb_buf_append(&arr, num, strlen(num));
+        }
+        if (tb_buf_append(&arr, "}", 2) != TB_OK) {
+                tb_buf_free(&arr);
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "count tasks: out of memory");
+        }
+        const char *p[] = {group, (const char *)arr.data};
+        PGresult *r = NULL;
+        tb_err_t e = tb_store_exec(conn, "count a group's tasks",
+                                   "SELECT count(*) FROM tasks WHERE security_group = $1 AND "
+                                   "event_partition = ANY($2::int[])",
+                                   2, p, &r, errstr, errstr_size);
+        tb_buf_free(&arr);
+        if (!e)
+                *count = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        PQclear(r);
+        return e;
 }

@@ -93,6 +93,16 @@ tb_err_t tb_store_tasks_truncate(PGconn *conn, char *errstr, size_t errstr_size)
 tb_err_t tb_store_tasks_partition_cursor(PGconn *conn, const char *cursor, int32_t partition,
                                          const char *region, char *errstr, size_t errstr_size);
 
+/**
+ * *\p count: the tasks of security group \p group in the event partitions
+ * \p parts (\p n of them) as the projection has them (deleted tasks have no
+ * row): the commands role's count of the partitions another commands process
+ * holds, for the max_tasks quota.
+ */
+tb_err_t tb_store_tasks_group_count(PGconn *conn, const char *group, const int32_t *parts,
+                                    size_t n, int64_t *count, char *errstr,
+                                    size_t errstr_size);
+
 /* ---- the projection's writes (projection/projection.c) ---- */
 
 /** Insert the history row of one TaskEvent (once). Parameters in order:

@@ -10,6 +10,7 @@
 #include "http/metrics.h"
 #include "identity/signing.h"
 #include "serde/serde.h"
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- producer ------------------------------------------------------------ */
@@ -380,7 +381,8 @@ void tb_api_command_error(tb_http_resp_t *resp, const char *type, const char *ta
                 /* the commands role knows the task is homed elsewhere before this
                  * region's projection does: the client should retry there */
                 tb_http_error(resp, 421, "wrong_region", field, "%s", msg);
-        else if (!strcmp(reason, "FORBIDDEN") && create)
+        else if (!strcmp(reason, "FORBIDDEN") &&
+                 (create || (field && !strcmp(field, "max_tasks"))))
                 tb_http_error(resp, 403, "forbidden", field, "%s", msg);
         else if (!strcmp(reason, "FORBIDDEN") || !strcmp(reason, "NOT_FOUND"))
                 tb_http_error(resp, 404, "not_found", NULL,
@@ -388,8 +390,13 @@ void tb_api_command_error(tb_http_resp_t *resp, const char *type, const char *ta
         else if (!strcmp(reason, "CONFLICT"))
                 tb_http_error(resp, 409, "conflict", field, "%s", msg);
         else if (!strcmp(reason, "THROTTLED")) {
-                tb_http_error(resp, 429, "throttled", NULL, "%s", msg);
-                tb_http_add_header(resp, "Retry-After", "1");
+                /* the commands role says when: "... retry after N ms" */
+                const char *after = strstr(msg, "retry after ");
+                long long ms = after ? atoll(after + 12) : 0;
+                char secs[24];
+                tb_snprintf(secs, sizeof(secs), "%lld", ms > 1000 ? (ms + 999) / 1000 : 1);
+                tb_http_error(resp, 429, "throttled", field, "%s", msg);
+                tb_http_add_header(resp, "Retry-After", secs);
         } else
                 tb_http_error(resp, 500, "internal", field, "command %s failed: %s",
                               res->command_id, msg);

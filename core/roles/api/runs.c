@@ -257,8 +257,21 @@ void tb_api_runs_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         PGconn *c = tb_api_runs_open(api, req, resp, &r);
         if (!c)
                 return;
+        json_t *j = tb_api_runs_json(r, 0);
+        /* A run that has not started may wait in its group's queue (its
+         * max_running, or executors without a free slot): say so, and where. */
+        char err[512];
+        int64_t pos = 0;
+        if (!strcmp(PQgetvalue(r, 0, TB_RC_STATUS), "scheduled") &&
+            tb_store_claims_queue_position(c, PQgetvalue(r, 0, TB_RC_ID), &pos, err,
+                                           sizeof(err)))
+                tb_warn("api", "run %s: queue position: %s", PQgetvalue(r, 0, TB_RC_ID), err);
+        if (pos > 0) {
+                json_object_set_new(j, "status", json_string("queued"));
+                json_object_set_new(j, "queue_position", json_integer(pos));
+        }
         tb_store_release(api->store, c);
-        tb_http_json(resp, 200, tb_api_runs_json(r, 0));
+        tb_http_json(resp, 200, j);
         PQclear(r);
 }
 

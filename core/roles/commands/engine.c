@@ -24,6 +24,8 @@ typedef struct tb_cmd_map {
         tb_cmd_task_t **b;
         size_t nb;
         size_t cnt;
+        json_t *live; /* security group -> live (not deleted) tasks held: the
+                       * max_tasks quota's count, kept by the map functions */
 } tb_cmd_map_t;
 
 /** A replaced state, kept until the transaction that replaced it commits. */
@@ -39,6 +41,8 @@ struct tb_cmd_engine {
         char commands_topic[256];
         tb_ratelimit_t *rl;
         tb_cmd_map_t map;
+        json_t *run_now_tat; /* group -> the run_now_rate bucket's theoretical
+                              * arrival time (GCRA), monotonic µs */
         tb_cmd_undo_t *undo;
         size_t undo_cnt, undo_cap;
         /* the replay guard: signatures and (task, command id) pairs of recent
@@ -71,6 +75,24 @@ static void tb_cmd_task_free(tb_cmd_task_t *t) {
         free(t);
 }
 
+/* Count \p t in (\p d = 1) or out of (-1) its group's live tasks. Every
+ * entry entering or leaving the map passes here, so the count follows any
+ * path that changes the map (decisions, rollback, rebuild, partition drops). */
+static void tb_cmd_map_count(tb_cmd_map_t *m, const tb_cmd_task_t *t, int d) {
+        if (!t || t->deleted || !t->group)
+                return;
+        if (!m->live && !(m->live = json_object()))
+                return;
+        json_t *n = json_object_get(m->live, t->group);
+        json_int_t v = (n ? json_integer_value(n) : 0) + d;
+        if (v <= 0)
+                json_object_del(m->live, t->group);
+        else if (n)
+                json_integer_set(n, v);
+        else
+                json_object_set_new(m->live, t->group, json_integer(v));
+}
+
 static tb_cmd_task_t *tb_cmd_map_get(const tb_cmd_map_t *m, const char *id) {
         if (!m->nb)
                 return NULL;
@@ -90,6 +112,7 @@ static tb_cmd_task_t *tb_cmd_map_take(tb_cmd_map_t *m, const char *id) {
                         *pp = t->next;
                         t->next = NULL;
                         m->cnt--;
+                        tb_cmd_map_count(m, t, -1);
                         return t;
                 }
         return NULL;
@@ -128,6 +151,7 @@ static tb_cmd_task_t *tb_cmd_map_put(tb_cmd_map_t *m, tb_cmd_task_t *t) {
         t->next = m->b[k];
         m->b[k] = t;
         m->cnt++;
+        tb_cmd_map_count(m, t, 1);
         return old;
 }
 
@@ -140,6 +164,7 @@ static void tb_cmd_map_drop_partition(tb_cmd_map_t *m, int32_t p) {
                                 tb_cmd_task_t *t = *pp;
                                 *pp = t->next;
                                 m->cnt--;
+                                tb_cmd_map_count(m, t, -1);
                                 tb_cmd_task_free(t);
                         } else {
                                 pp = &(*pp)->next;
@@ -157,6 +182,7 @@ static void tb_cmd_map_clear(tb_cmd_map_t *m) {
                 }
         }
         free(m->b);
+        json_decref(m->live);
         memset(m, 0, sizeof(*m));
 }
 
@@ -348,9 +374,11 @@ tb_err_t tb_cmd_engine_new(const tb_config_t *conf, const tb_cmd_env_t *env,
         tb_topic_name(conf, TB_TOPIC_COMMANDS, eng->commands_topic, sizeof(eng->commands_topic));
         eng->rl = tb_ratelimit_new(conf->api_rate, conf->api_burst);
         eng->seen = json_object();
-        if (!eng->rl || !eng->seen) {
+        eng->run_now_tat = json_object();
+        if (!eng->rl || !eng->seen || !eng->run_now_tat) {
                 tb_ratelimit_free(eng->rl);
                 json_decref(eng->seen);
+                json_decref(eng->run_now_tat);
                 free(eng);
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: rate limiter");
         }
@@ -366,6 +394,7 @@ void tb_cmd_engine_destroy(tb_cmd_engine_t *eng) {
         tb_cmd_map_clear(&eng->map);
         tb_ratelimit_free(eng->rl);
         tb_cmd_seen_free(eng);
+        json_decref(eng->run_now_tat);
         free(eng);
 }
 
@@ -375,6 +404,10 @@ const tb_cmd_task_t *tb_cmd_engine_get(const tb_cmd_engine_t *eng, const char *i
 
 size_t tb_cmd_engine_task_count(const tb_cmd_engine_t *eng) {
         return eng->map.cnt;
+}
+
+int64_t tb_cmd_engine_live_count(const tb_cmd_engine_t *eng, const char *group) {
+        return json_integer_value(json_object_get(eng->map.live, group ? group : ""));
 }
 
 void tb_cmd_engine_drop_partition(tb_cmd_engine_t *eng, int32_t partition) {
@@ -426,6 +459,66 @@ void tb_cmd_engine_apply_event(tb_cmd_engine_t *eng, int32_t partition, const js
         t->created_by = strdup(tb_cmd_jstr(ev, "created_by"));
         t->epoch = json_integer_value(json_object_get(ev, "epoch"));
         tb_cmd_task_free(tb_cmd_map_put(&eng->map, t));
+}
+
+/* ---- quotas ------------------------------------------------------------------ */
+
+/**
+ * The group quotas of a command that is otherwise accepted (engine.h): a
+ * task entering \p group (CREATE, or UPDATE from another group) against
+ * max_tasks, a RUN_NOW against the group's run_now_rate. @returns true if
+ * \p v was filled (refused).
+ */
+static bool tb_cmd_quota_refused(tb_cmd_engine_t *eng, const char *type, const char *group,
+                                 const tb_cmd_task_t *cur, tb_cmd_verdict_t *v) {
+        bool run_now = !strcmp(type, "RUN_NOW");
+        bool enters = group && (!strcmp(type, "CREATE") ||
+                                (!strcmp(type, "UPDATE") && cur && strcmp(cur->group, group)));
+        if (!eng->env.group_quota || (!run_now && !enters))
+                return false;
+        if (run_now)
+                group = cur->group;
+        char qerr[512];
+        tb_cmd_quota_t q = {.max_tasks = -1, .run_now_rate = -1};
+        if (eng->env.group_quota(eng->env.opaque, group, &q, qerr, sizeof(qerr)) != TB_OK) {
+                tb_cmd_reject(v, "INTERNAL", NULL, "the quotas of security group '%s' cannot "
+                              "be read: %s", group, qerr);
+                return true;
+        }
+        if (enters && q.max_tasks >= 0) {
+                int64_t live = tb_cmd_engine_live_count(eng, group) + q.other_live;
+                if (live >= q.max_tasks) {
+                        tb_cmd_reject(v, "FORBIDDEN", "max_tasks",
+                                      "max_tasks: security group '%s' has %" PRId64 " live "
+                                      "tasks and its quota max_tasks is %" PRId64 ": delete "
+                                      "tasks of the group, or ask an administrator to raise "
+                                      "it (taskbus admin group set %s --max-tasks N)",
+                                      group, live, q.max_tasks, group);
+                        return true;
+                }
+        }
+        if (!run_now || !(q.run_now_rate > 0))
+                return false;
+        /* GCRA: one RUN_NOW per 1/rate s, a burst of one second's worth (>= 1) */
+        double per_us = 1e6 / q.run_now_rate;
+        double burst = q.run_now_rate >= 1 ? (double)(int64_t)q.run_now_rate : 1;
+        int64_t now = eng->env.mono_us(eng->env.opaque);
+        json_t *j = json_object_get(eng->run_now_tat, group);
+        int64_t tat = j ? (int64_t)json_integer_value(j) : now;
+        if (tat < now)
+                tat = now;
+        int64_t wait_us = tat - now - (int64_t)((burst - 1) * per_us);
+        if (wait_us > 0) {
+                int64_t retry_ms = (wait_us + 999) / 1000;
+                tb_cmd_reject(v, "THROTTLED", "run_now_rate",
+                              "run_now_rate: security group '%s' may send %.6g RUN_NOW "
+                              "commands/s (its quota run_now_rate; taskbus admin group show "
+                              "%s): retry after %" PRId64 " ms",
+                              group, q.run_now_rate, group, retry_ms);
+                return true;
+        }
+        json_object_set_new(eng->run_now_tat, group, json_integer(tat + (int64_t)per_us));
+        return false;
 }
 
 /* ---- one command ------------------------------------------------------------ */
@@ -732,6 +825,10 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
                 }
                 /* DELETE: task stays NULL */
         }
+
+        if (tb_cmd_quota_refused(eng, type, task ? tb_cmd_jstr(task, "security_group") : NULL,
+                                 cur, v))
+                goto out;
 
         /* accepted: the event */
         int64_t now = eng->env.now_ms(eng->env.opaque);

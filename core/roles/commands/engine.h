@@ -21,8 +21,10 @@
  *    visibility (a task deleted or of a security group the caller is not a
  *    member of is answered NOT_FOUND, exactly like a missing one), home
  *    region (only a task's home region writes it), expected version,
- *    validation with the one task validator (task/task.h) and group
- *    membership of the written task; an accepted command yields its
+ *    validation with the one task validator (task/task.h), group
+ *    membership of the written task, then the group's quotas (max_tasks for
+ *    a CREATE or an UPDATE that moves a task into the group, run_now_rate
+ *    for a RUN_NOW: env group_quota); an accepted command yields its
  *    TaskEvent, Avro-encoded, and the new state;
  *  - the TaskReply answering a verdict (tb_cmd_engine_reply()).
  *
@@ -84,6 +86,17 @@ typedef struct tb_cmd_cred {
         size_t value_len;
 } tb_cmd_cred_t;
 
+/** A security group's quotas as the engine applies them (`taskbus admin
+ *  group set`); a negative value: unlimited. */
+typedef struct tb_cmd_quota {
+        int64_t max_tasks;     /**< live (not deleted) tasks of the group */
+        double run_now_rate;   /**< RUN_NOW commands per second, whole group */
+        /** Live tasks of the group in the task-events partitions this engine
+         *  does not hold (another commands process's, read from the
+         *  projection); 0 when the engine holds them all. */
+        int64_t other_live;
+} tb_cmd_quota_t;
+
 /** What the engine needs from outside, provided by its owner. */
 typedef struct tb_cmd_env {
         /** Check the signature of a record whose tb-auth header parsed and is
@@ -99,6 +112,12 @@ typedef struct tb_cmd_env {
         int64_t (*mono_us)(void *opaque);
         /** A new event id (a UUID, NUL-terminated). */
         void (*new_id)(void *opaque, char id[37]);
+        /** Optional (NULL: no quotas). The quotas of security group \p group
+         *  (fills \p q; an unknown group has none). @returns TB_OK, or an
+         *  error (\p errstr) when they cannot be read: the command is then
+         *  rejected INTERNAL rather than let past its quota. */
+        tb_err_t (*group_quota)(void *opaque, const char *group, tb_cmd_quota_t *q,
+                                char *errstr, size_t errstr_size);
         void *opaque;
 } tb_cmd_env_t;
 
@@ -135,6 +154,11 @@ void tb_cmd_engine_destroy(tb_cmd_engine_t *eng);
 const tb_cmd_task_t *tb_cmd_engine_get(const tb_cmd_engine_t *eng, const char *id);
 /** @returns how many tasks the state holds. */
 size_t tb_cmd_engine_task_count(const tb_cmd_engine_t *eng);
+/** @returns how many live (not deleted) tasks of security group \p group the
+ *  state holds: the count the max_tasks quota is checked against. It is kept
+ *  by the state map itself (every insert, removal and partition drop), so
+ *  it follows the map whatever path changed it. */
+int64_t tb_cmd_engine_live_count(const tb_cmd_engine_t *eng, const char *group);
 
 /**
  * @brief Apply one decoded TaskEvent of partition \p partition (rebuild and

@@ -41,6 +41,7 @@
 #include "commands/cmd_internal.h"
 
 #include "bus/pgsink.h"
+#include "store/tasks.h"
 
 /* ---- rebalance ------------------------------------------------------------- */
 
@@ -429,6 +430,56 @@ static void tb_cmd_env_new_id(void *opaque, char id[37]) {
         tb_uuid4(id);
 }
 
+/* The group quotas (identity/'s 1 s cache); for max_tasks, the tasks of the
+ * partitions this process does not hold come from the projection. */
+static tb_err_t tb_cmd_env_group_quota(void *opaque, const char *group, tb_cmd_quota_t *q,
+                                       char *errstr, size_t errstr_size) {
+        tb_cmd_t *cmd = opaque;
+        tb_store_group_quota_t gq;
+        tb_err_t e = tb_identity_quota_get(cmd->ctx->store, group, TB_IDENTITY_QUOTA_CACHE_MS,
+                                           &gq, errstr, errstr_size);
+        if (e)
+                return e;
+        *q = (tb_cmd_quota_t){.max_tasks = gq.max_tasks, .run_now_rate = gq.run_now_rate};
+        if (q->max_tasks < 0)
+                return TB_OK;
+        /* the partitions of task-commands this process holds (their tasks are
+         * the engine's); the others' counts come from the projection */
+        rd_kafka_topic_partition_list_t *held = NULL;
+        int32_t *others = calloc((size_t)cmd->partition_cnt + 1, sizeof(*others));
+        bool *mine = calloc((size_t)cmd->partition_cnt + 1, sizeof(*mine));
+        if (!others || !mine || rd_kafka_assignment(cmd->consumer, &held)) {
+                free(others);
+                free(mine);
+                return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                 "quota: out of memory, or the assignment of task-commands "
+                                 "is unknown");
+        }
+        for (int i = 0; i < held->cnt; i++)
+                if (held->elems[i].partition >= 0 &&
+                    held->elems[i].partition < cmd->partition_cnt)
+                        mine[held->elems[i].partition] = true;
+        rd_kafka_topic_partition_list_destroy(held);
+        size_t n = 0;
+        for (int32_t p = 0; p < cmd->partition_cnt; p++)
+                if (!mine[p])
+                        others[n++] = p;
+        free(mine);
+        if (n == 0) {
+                free(others);
+                return TB_OK;
+        }
+        PGconn *c = tb_store_acquire_timeout(cmd->ctx->store, 2000);
+        e = c ? tb_store_tasks_group_count(c, group, others, n, &q->other_live, errstr,
+                                           errstr_size)
+              : tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
+                          "no PostgreSQL connection free within 2 s");
+        if (c)
+                tb_store_release(cmd->ctx->store, c);
+        free(others);
+        return e;
+}
+
 static void tb_cmd_free(tb_cmd_t *cmd) {
         if (!cmd)
                 return;
@@ -495,6 +546,7 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
                 .now_ms = tb_cmd_env_now_ms,
                 .mono_us = tb_cmd_env_mono_us,
                 .new_id = tb_cmd_env_new_id,
+                .group_quota = tb_cmd_env_group_quota,
                 .opaque = cmd,
         };
         if ((err = tb_cmd_engine_new(conf, &env, &cmd->engine, errstr, errstr_size)))

@@ -234,6 +234,40 @@ static void tb_exec_fault(const char *point) {
 #define tb_exec_fault(point) ((void)0)
 #endif
 
+/* Decode and check the RunRequest record \p payload into a new run
+ * (keeping a copy of the record). @returns the run (NULL: out of memory);
+ * *\p reason is NULL if it can run here, else why not, with \p err. */
+static tb_exec_run_t *tb_exec_run_decode(tb_exec_t *ex, const void *payload, size_t len,
+                                         const char **reason, char *err, size_t err_size) {
+        tb_exec_run_t *x = tb_exec_run_new(ex);
+        *reason = NULL;
+        if (!x)
+                return NULL;
+        if (tb_serde_decode(payload, len, TB_SCHEMA_RUN_REQUEST, NULL, &x->req, err,
+                            err_size) != TB_OK)
+                *reason = "undecodable";
+        else if (tb_exec_request_parse(x, err, err_size) != TB_OK)
+                *reason = "invalid";
+        else if (!(x->plugin = tb_exec_plugin_find(ex, x->executor_name))) {
+                size_t n = (size_t)snprintf(err, err_size, "executor '%s' is not loaded "
+                                            "on this executor; loaded:", x->executor_name);
+                for (size_t i = 0; i < ex->plugin_cnt && n < err_size; i++)
+                        n += (size_t)snprintf(err + n, err_size - n, "%s %s",
+                                              i ? "," : "", ex->plugins[i].name);
+                *reason = "unknown_executor";
+        }
+        if (!*reason) {
+                x->raw = malloc(len ? len : 1);
+                if (!x->raw) {
+                        tb_exec_run_unref(x);
+                        return NULL;
+                }
+                memcpy(x->raw, payload, len);
+                x->raw_len = len;
+        }
+        return x;
+}
+
 /* Decode and check a record. What cannot run goes to runs-dlq (and, when it
  * is not a RunRequest, to quarantine); a run that can be named keeps it->x
  * and it->fail, and its FAILED is published before the offset.
@@ -241,33 +275,14 @@ static void tb_exec_fault(const char *point) {
 static bool tb_exec_item_prepare(tb_exec_t *ex, tb_exec_item_t *it) {
         char err[1024], derr[1024];
         const rd_kafka_message_t *m = it->msg;
-        tb_exec_run_t *x = tb_exec_run_new(ex);
         const char *reason = NULL;
+        tb_exec_run_t *x = tb_exec_run_decode(ex, m->payload, m->len, &reason, err,
+                                              sizeof(err));
         if (!x) {
                 tb_error(TB_EXEC_SUB, "out of memory");
                 return false;
         }
-        if (tb_serde_decode(m->payload, m->len, TB_SCHEMA_RUN_REQUEST, NULL, &x->req, err,
-                            sizeof(err)) != TB_OK)
-                reason = "undecodable";
-        else if (tb_exec_request_parse(x, err, sizeof(err)) != TB_OK)
-                reason = "invalid";
-        else if (!(x->plugin = tb_exec_plugin_find(ex, x->executor_name))) {
-                size_t len = (size_t)snprintf(err, sizeof(err), "executor '%s' is not loaded "
-                                              "on this executor; loaded:", x->executor_name);
-                for (size_t i = 0; i < ex->plugin_cnt && len < sizeof(err); i++)
-                        len += (size_t)snprintf(err + len, sizeof(err) - len, "%s %s",
-                                                i ? "," : "", ex->plugins[i].name);
-                reason = "unknown_executor";
-        }
         if (!reason) {
-                x->raw = malloc(m->len ? m->len : 1);
-                if (!x->raw) {
-                        tb_exec_run_unref(x);
-                        return false;
-                }
-                memcpy(x->raw, m->payload, m->len);
-                x->raw_len = m->len;
                 it->x = x;
                 return true;
         }
@@ -307,53 +322,11 @@ static bool tb_exec_item_prepare(tb_exec_t *ex, tb_exec_item_t *it) {
         return ok;
 }
 
-/* Claim one run in the caller's transaction; note the result to publish
- * before the offset (SKIPPED_OVERLAP, or one found pending). */
-static tb_err_t tb_exec_claim_one(tb_exec_t *ex, PGconn *c, tb_exec_item_t *it, char *err,
-                                  size_t err_size) {
-        tb_exec_run_t *x = it->x;
-        bool pending = false;
-        char *perr = NULL;
-        tb_err_t e;
-        it->publish = false;
-        free(it->pub_error);
-        it->pub_error = NULL;
-        char *outcome = NULL;
-        e = tb_store_claims_claim(c, x->run_id, x->task_id, ex->id, ex->conf->exec_lease_ms,
-                                  x->nominal_ms, (int)x->attempt, x->executor_name,
-                                  ex->ctx->host, x->overlap, &outcome, err, err_size);
-        if (e)
-                return e;
-        free(it->outcome);
-        it->outcome = outcome;
-        if (!strncmp(outcome, "skipped:", 8)) {
-                char msg[1024];
-                snprintf(msg, sizeof(msg), "not started: the task's run %s is still running "
-                         "(overlap policy FORBID)", outcome + 8);
-                if ((e = tb_store_claims_set_pending(c, x->run_id, msg, err, err_size)))
-                        return e;
-                it->publish = true;
-                snprintf(it->pub_status, sizeof(it->pub_status), "SKIPPED_OVERLAP");
-                it->pub_error = strdup(msg);
-                return it->pub_error ? TB_OK : TB_ERR_NOMEM;
-        }
-        if (strcmp(outcome, "duplicate"))
-                return TB_OK;
-        /* Claimed before: by a process that may have stopped between its
-         * claim and the delivery of the result it decided. */
-        e = tb_store_claims_pending(c, x->run_id, &pending, it->pub_status,
-                                    sizeof(it->pub_status), &perr, err, err_size);
-        if (!e && pending) {
-                it->publish = true;
-                it->pub_error = perr;
-        } else {
-                free(perr);
-        }
-        return e;
-}
-
-/* Claim every prepared run of the batch in one transaction. @returns false
- * when it could not (PostgreSQL down) and we are stopping. */
+/* Enqueue every prepared run of the batch in one transaction (the run queue
+ * of store/claims.h: any executor with a free slot takes them, groups in
+ * turn). A run decided at take time (skipped, cancelled) is marked pending
+ * there until its result is delivered (tb_exec_take()). @returns false when
+ * it could not (PostgreSQL down) and we are stopping. */
 static bool tb_exec_claim_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n) {
         char err[1024];
         bool any = false;
@@ -366,9 +339,23 @@ static bool tb_exec_claim_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n) 
                 tb_err_t e = c ? tb_store_begin(c, err, sizeof(err))
                                : tb_seterr(err, sizeof(err), TB_ERR_TIMEOUT,
                                            "no PostgreSQL connection free within 2 s");
-                for (size_t i = 0; !e && i < n; i++)
-                        if (items[i].x && !items[i].fail)
-                                e = tb_exec_claim_one(ex, c, &items[i], err, sizeof(err));
+                for (size_t i = 0; !e && i < n; i++) {
+                        tb_exec_run_t *x = items[i].x;
+                        if (!x || items[i].fail)
+                                continue;
+                        bool dup = false;
+                        const tb_store_claims_enqueue_t q = {
+                                .run_id = x->run_id, .task_id = x->task_id,
+                                .executor_id = ex->id, .executor = x->executor_name,
+                                .group = x->group, .overlap = x->overlap,
+                                .nominal_ms = x->nominal_ms, .attempt = (int)x->attempt,
+                                .request = x->raw, .request_len = x->raw_len};
+                        e = tb_store_claims_enqueue(c, &q, &dup, err, sizeof(err));
+                        if (!e) {
+                                free(items[i].outcome);
+                                items[i].outcome = strdup(dup ? "duplicate" : "queued");
+                        }
+                }
                 if (!e)
                         e = tb_store_commit(c, err, sizeof(err));
                 if (e && c)
@@ -433,6 +420,18 @@ static void tb_exec_after_claim(tb_exec_t *ex, tb_exec_item_t *it) {
         const char *others = strchr(outcome, ':');
         others = others ? others + 1 : "";
         it->x = NULL;
+        if (!strcmp(outcome, "queued")) {
+                atomic_store(&ex->take_due, true); /* any executor may take it */
+                tb_exec_run_unref(x);
+                return;
+        }
+        if (!strncmp(outcome, "cancelled:", 10)) {
+                /* its CANCELLED was delivered by tb_exec_take() */
+                tb_info(TB_EXEC_SUB, "run %s (task %s) cancelled while queued: %s", x->run_id,
+                        x->task_id, others);
+                tb_exec_run_unref(x);
+                return;
+        }
         if (it->fail) {
                 tb_info(TB_EXEC_SUB, "run %s (task %s) FAILED: %s", x->run_id, x->task_id,
                         it->fail);
@@ -480,23 +479,6 @@ static void tb_exec_after_claim(tb_exec_t *ex, tb_exec_item_t *it) {
                 tb_exec_run_start(ex, x);
                 tb_exec_run_unref(x);
         }
-}
-
-static void tb_exec_set_paused(tb_exec_t *ex, bool pause) {
-        rd_kafka_topic_partition_list_t *parts = NULL;
-        if (rd_kafka_assignment(ex->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
-                return;
-        rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
-        if (parts->cnt > 0)
-                e = pause ? rd_kafka_pause_partitions(ex->consumer, parts)
-                          : rd_kafka_resume_partitions(ex->consumer, parts);
-        rd_kafka_topic_partition_list_destroy(parts);
-        if (e)
-                tb_warn(TB_EXEC_SUB, "%s partitions: %s", pause ? "pausing" : "resuming",
-                        rd_kafka_err2str(e));
-        ex->paused = pause;
-        tb_debug(TB_EXEC_SUB, "consumer %s", pause ? "paused (executor.max_concurrent "
-                 "runs active)" : "resumed");
 }
 
 /* Incremental (cooperative) assignment, keeping new partitions paused
@@ -605,24 +587,153 @@ static void tb_exec_process_batch(tb_exec_t *ex, tb_exec_item_t *items, size_t n
         }
 }
 
+/* Take up to \p room runs from the queue (groups in turn, FIFO within a
+ * group, each group within its max_running: taskbus_take_runs()) and start
+ * or hold them; with no room, only finish queued runs that were cancelled.
+ * @returns how many runs were taken. */
+static size_t tb_exec_take(tb_exec_t *ex, size_t room) {
+        char err[1024];
+        const char *names[TB_EXEC_MAX_PLUGINS];
+        for (size_t i = 0; i < ex->plugin_cnt; i++)
+                names[i] = ex->plugins[i].name;
+        tb_store_claims_taken_t *t = NULL;
+        size_t n = 0;
+        PGconn *c = tb_store_acquire_timeout(ex->ctx->store, 2000);
+        tb_err_t e = c ? tb_store_begin(c, err, sizeof(err))
+                       : tb_seterr(err, sizeof(err), TB_ERR_TIMEOUT,
+                                   "no PostgreSQL connection free within 2 s");
+        if (!e)
+                e = tb_store_claims_take(c, ex->id, (int)room, ex->conf->exec_lease_ms,
+                                         TB_EXEC_HOLD_MAX_MS, ex->ctx->host, names,
+                                         ex->plugin_cnt, &t, &n, err, sizeof(err));
+        /* A result the take decided (a skip, a cancellation) is marked
+         * pending in the same transaction: if this process stops before its
+         * delivery is confirmed, tb_exec_reap_unclaimed() publishes it. */
+        char (*msgs)[1024] = n ? calloc(n, sizeof(*msgs)) : NULL;
+        bool decided = false;
+        for (size_t i = 0; !e && i < n; i++) {
+                const char *o = t[i].outcome, *others = strchr(o, ':');
+                others = others ? others + 1 : "";
+                if (!strncmp(o, "skipped:", 8))
+                        snprintf(msgs ? msgs[i] : err, sizeof(err), "not started: the task's "
+                                 "run %s is still running (overlap policy FORBID)", others);
+                else if (!strncmp(o, "cancelled:", 10))
+                        snprintf(msgs ? msgs[i] : err, sizeof(err),
+                                 "cancelled before it started: %s", others);
+                else
+                        continue;
+                if (!msgs)
+                        e = tb_seterr(err, sizeof(err), TB_ERR_NOMEM, "out of memory");
+                else
+                        e = tb_store_claims_set_pending(c, t[i].run_id, msgs[i], err,
+                                                        sizeof(err));
+                decided = true;
+        }
+        if (!e)
+                e = tb_store_commit(c, err, sizeof(err));
+        if (e) {
+                tb_warn(TB_EXEC_SUB, "taking queued runs: %s; trying again", err);
+                if (c) {
+                        tb_store_rollback(c);
+                        tb_store_release(ex->ctx->store, c);
+                }
+                tb_store_claims_taken_free(t, n);
+                free(msgs);
+                return 0;
+        }
+        tb_exec_run_t **runs = n ? calloc(n, sizeof(*runs)) : NULL;
+        for (size_t i = 0; i < n; i++) {
+                const char *reason = NULL;
+                tb_exec_run_t *x = runs ? tb_exec_run_decode(ex, t[i].request,
+                                                             t[i].request_len, &reason, err,
+                                                             sizeof(err))
+                                        : NULL;
+                if (x && !reason) {
+                        runs[i] = x;
+                        continue;
+                }
+                /* enqueued by an executor that could decode it: a version skew */
+                tb_error(TB_EXEC_SUB, "run %s was queued but cannot run here (%s): its "
+                         "claim ends FAILED", t[i].run_id, x ? err : "out of memory");
+                if (strncmp(t[i].outcome, "cancelled:", 10) &&
+                    tb_store_claims_finish(c, t[i].run_id, ex->id, "FAILED", 0, err,
+                                           sizeof(err)))
+                        tb_error(TB_EXEC_SUB, "run %s: %s", t[i].run_id, err);
+                tb_exec_run_unref(x);
+        }
+        /* the connection goes back before plugins start runs */
+        tb_store_release(ex->ctx->store, c);
+        if (decided)
+                tb_exec_fault("executor.after_decide");
+        for (size_t i = 0; runs && msgs && i < n; i++) {
+                tb_exec_run_t *x = runs[i];
+                if (!x || !msgs[i][0])
+                        continue;
+                tb_exec_outcome_t o = {.status = strncmp(t[i].outcome, "skipped:", 8)
+                                                         ? "CANCELLED"
+                                                         : "SKIPPED_OVERLAP",
+                                       .finished_ms = tb_now_ms(),
+                                       .executor = x->executor_name, .error = msgs[i]};
+                if (tb_exec_publish_result(ex, x->run_id, x->task_id, x->nominal_ms,
+                                           x->attempt, &o, true, err, sizeof(err)) != TB_OK) {
+                        tb_error(TB_EXEC_SUB, "run %s: publishing its %s result: %s; it stays "
+                                 "pending and is published again", x->run_id, o.status, err);
+                        continue;
+                }
+                PGconn *cs = tb_store_acquire_timeout(ex->ctx->store, 2000);
+                if (!cs || tb_store_claims_result_sent(cs, x->run_id, err, sizeof(err)))
+                        tb_warn(TB_EXEC_SUB, "run %s: clearing its pending result: %s",
+                                x->run_id, cs ? err : "no PostgreSQL connection");
+                tb_store_release(ex->ctx->store, cs);
+        }
+        size_t taken = 0;
+        for (size_t i = 0; runs && i < n; i++) {
+                if (!runs[i])
+                        continue;
+                taken += strncmp(t[i].outcome, "cancelled:", 10) != 0;
+                tb_exec_item_t it = {.x = runs[i], .outcome = t[i].outcome};
+                if (msgs && msgs[i][0])
+                        it.pub_error = msgs[i];
+                t[i].outcome = NULL; /* the item's now */
+                tb_exec_after_claim(ex, &it);
+                free(it.outcome);
+        }
+        free(runs);
+        free(msgs);
+        tb_store_claims_taken_free(t, n);
+        return taken;
+}
+
 void *tb_exec_consumer_main(void *arg) {
         tb_exec_t *ex = arg;
         tb_exec_item_t items[TB_EXEC_BATCH];
+        int64_t last_take = 0;
+        size_t last_active = 0;
         while (!atomic_load(&ex->stop_consume)) {
                 pthread_mutex_lock(&ex->lock);
                 size_t active = ex->n_active;
                 pthread_mutex_unlock(&ex->lock);
                 size_t max = (size_t)ex->conf->exec_max_concurrent;
                 size_t room = active >= max ? 0 : max - active;
-                if (!room && !ex->paused)
-                        tb_exec_set_paused(ex, true);
-                else if (room && ex->paused)
-                        tb_exec_set_paused(ex, false);
+                /* Runs are consumed into the queue whatever the room (so that
+                 * one group's backlog in a partition never hides another
+                 * group's run behind it) and taken from it as slots free:
+                 * when this executor enqueued or ended runs, else every
+                 * TB_EXEC_TAKE_POLL_MS for the other executors' queues. */
+                int64_t mono = tb_exec_mono_ms();
+                if (atomic_exchange(&ex->take_due, false) || active < last_active ||
+                    mono - last_take >= TB_EXEC_TAKE_POLL_MS) {
+                        last_take = mono;
+                        if (tb_exec_take(ex, room) == room && room)
+                                atomic_store(&ex->take_due, true); /* maybe more */
+                        pthread_mutex_lock(&ex->lock);
+                        active = ex->n_active;
+                        pthread_mutex_unlock(&ex->lock);
+                }
+                last_active = active;
 
-                size_t n = 0, want = room < TB_EXEC_BATCH ? room : TB_EXEC_BATCH;
-                if (want == 0)
-                        want = 1; /* a message fetched before the pause is still handled */
-                int timeout = 100;
+                size_t n = 0, want = TB_EXEC_BATCH;
+                int timeout = atomic_load(&ex->take_due) ? 0 : TB_EXEC_TICK_MS;
                 while (n < want) {
                         rd_kafka_message_t *m = rd_kafka_consumer_poll(ex->consumer, timeout);
                         if (!m)
@@ -655,6 +766,43 @@ void *tb_exec_consumer_main(void *arg) {
 
 
 /* ---- runs nobody claimed ------------------------------------------------------------ */
+
+/* Results decided at take time whose process stopped before Kafka confirmed
+ * them (their claim is still marked pending well after): published here. */
+static void tb_exec_republish_pending(tb_exec_t *ex) {
+        char err[1024];
+        PGresult *r = NULL;
+        PGconn *c = tb_store_acquire_timeout(ex->ctx->store, 2000);
+        if (!c)
+                return;
+        tb_err_t e = tb_store_begin(c, err, sizeof(err));
+        if (!e)
+                e = tb_store_claims_take_stale_pending(c, TB_EXEC_PENDING_STALE_MS, &r, err,
+                                                       sizeof(err));
+        for (int i = 0; !e && i < PQntuples(r); i++) {
+                const char *run_id = PQgetvalue(r, i, 0);
+                tb_exec_outcome_t o = {.status = PQgetvalue(r, i, 5), .finished_ms = tb_now_ms(),
+                                       .executor = PQgetvalue(r, i, 4),
+                                       .error = PQgetvalue(r, i, 6)};
+                e = tb_exec_publish_result(ex, run_id, PQgetvalue(r, i, 1),
+                                           strtoll(PQgetvalue(r, i, 2), NULL, 10),
+                                           (int32_t)atoi(PQgetvalue(r, i, 3)), &o, true, err,
+                                           sizeof(err));
+                if (!e)
+                        e = tb_store_claims_result_sent(c, run_id, err, sizeof(err));
+                if (!e)
+                        tb_warn(TB_EXEC_SUB, "run %s: its %s result was left undelivered by "
+                                "a stopped executor: published now", run_id, o.status);
+        }
+        PQclear(r);
+        if (!e)
+                e = tb_store_commit(c, err, sizeof(err));
+        if (e) {
+                tb_store_rollback(c);
+                tb_warn(TB_EXEC_SUB, "publishing results left pending: %s", err);
+        }
+        tb_store_release(ex->ctx->store, c);
+}
 
 void tb_exec_reap_unclaimed(tb_exec_t *ex) {
         char err[1024], limit[32];
@@ -698,6 +846,7 @@ void tb_exec_reap_unclaimed(tb_exec_t *ex) {
                 tb_warn(TB_EXEC_SUB, "recording runs nobody claimed as LOST: %s", err);
         }
         tb_store_release(ex->ctx->store, c);
+        tb_exec_republish_pending(ex);
 }
 
 /* ---- stopping ----------------------------------------------------------------------- */

@@ -5,10 +5,13 @@
  *        overlap policy, runs it through an executor plugin, streams its
  *        output to `run-logs` and publishes its RunResults on `run-results`.
  *
- * Claims, leases and cancellation (table run_claims, schemas/sql/0002_executor.sql):
- *  - A run is started only after its claim is committed; the Kafka offset is
- *    committed after the claim, so a crash re-delivers at most runs that are
+ * Claims, leases and cancellation (table run_claims, schemas/sql/0002_executor.sql
+ * and 0008_group_quotas.sql):
+ *  - Every consumed run is first queued in run_claims; the Kafka offset is
+ *    committed after that, so a crash re-delivers at most runs that are
  *    then recognised as duplicates (metric taskbus_executor_duplicates_total).
+ *    Executors with free slots take queued runs groups in turn, FIFO within
+ *    a group, within each group's max_running; a run starts only once taken.
  *  - The owning executor renews lease_until every executor.lease/3. Every
  *    executor reaps claims whose lease expired (executor dead or stalled):
  *    they are published as LOST, so the scheduler's retry policy applies, and

@@ -20,13 +20,15 @@
  * too: tb_store_claims_request_cancel(), tb_store_claims_cancel_task_runs()).
  *
  * Threads (all joined by stop()):
- *  - consumer: polls `runs` in batches, claims each batch in ONE PostgreSQL
- *    transaction (taskbus_claim_run() per run: advisory lock on the task,
- *    insert-or-duplicate, overlap policy), delivers the results decided
- *    there (confirmed by Kafka), commits the Kafka offsets only once the
- *    claims and those results are durable, then starts the runs (or leaves runs whose
- *    nominal time is still ahead to the timer). It pauses its partitions
- *    while executor.max_concurrent runs are active, so nothing is buffered.
+ *  - consumer: polls `runs` in batches, enqueues each batch in ONE
+ *    PostgreSQL transaction (taskbus_enqueue_run() per run: the run queue in
+ *    run_claims, insert-or-duplicate), commits the Kafka offsets only once
+ *    the queued runs are durable; and while fewer than
+ *    executor.max_concurrent runs are active, takes queued runs
+ *    (taskbus_take_runs(): groups in turn over every executor, FIFO within
+ *    a group, a group's max_running, then the task's overlap policy) and
+ *    starts them (or leaves runs whose nominal time is still ahead to the
+ *    timer). It never pauses: the queue is in PostgreSQL, not in memory.
  *  - timer: starts held runs at their nominal time, flushes buffered output
  *    older than 250 ms, serves the producer's delivery reports.
  *  - lease: renews this executor's claims every lease/3, polls them for
@@ -70,6 +72,10 @@
 #define TB_EXEC_FINISHERS 4
 #define TB_EXEC_CANCEL_POLL_MS 500      /* "sees a cancel request within a second" */
 #define TB_EXEC_HOLD_MAX_MS 60000       /* longest a run is held for its nominal time */
+#define TB_EXEC_TAKE_POLL_MS 250        /* how often the queue is read without a local event */
+/** A result decided at take time still pending after this long was left by
+ *  a stopped executor: the lease thread publishes it. */
+#define TB_EXEC_PENDING_STALE_MS 10000
 #define TB_EXEC_ID_MAX 256              /* longest run / task id accepted */
 #define TB_EXEC_MAX_PLUGINS 16
 
@@ -146,6 +152,7 @@ struct tb_exec {
         size_t n_active;
         tb_exec_run_t *done_head, *done_tail;
 
+        atomic_bool take_due;      /* runs were enqueued: read the queue now */
         atomic_bool stop_consume;
         atomic_bool stop_all;
         pthread_t consumer_thr, timer_thr, lease_thr, finisher_thr[TB_EXEC_FINISHERS];
