@@ -800,3 +800,75 @@ Test(serde, throughput_report) {
                     n * 1e6 / (double)(us ? us : 1));
         json_decref(events);
 }
+
+/* ---- older writer versions (schemas/old/) --------------------------- */
+
+/* A RunResult written with the schema before ranges (schemas/old/RunResult_v1.avsc)
+ * by python3-avro: the spec fingerprint, then python-avro 1.11's own. */
+static const char old_run_result_hex[][420] = {
+        "c301f61f056fcbd8990b4030313233343536373839616263646566303132333435363738396162636465664"
+        "836663163326534612d316232632d346433652d386639302d613162326333643465356636d0afd5edee6602"
+        "1000000000000e73636865642d3100000256746865207461736b207761732070617573656420617420323032"
+        "362d30312d30315430303a30303a30315ae0b2d5edee66",
+        "c30107c8559fe091b17f4030313233343536373839616263646566303132333435363738396162636465664"
+        "836663163326534612d316232632d346433652d386639302d613162326333643465356636d0afd5edee6602"
+        "1000000000000e73636865642d3100000256746865207461736b207761732070617573656420617420323032"
+        "362d30312d30315430303a30303a30315ae0b2d5edee66",
+};
+
+static tb_buf_t unhex(const char *h) {
+        tb_buf_t b = {0};
+        for (size_t i = 0; h[i] && h[i + 1]; i += 2) {
+                unsigned int v;
+                cr_assert_eq(sscanf(h + i, "%2x", &v), 1);
+                unsigned char c = (unsigned char)v;
+                tb_buf_append(&b, &c, 1);
+        }
+        return b;
+}
+
+Test(serde, old_run_result_decodes_with_the_new_fields_defaulted) {
+        for (size_t k = 0; k < sizeof(old_run_result_hex) / sizeof(old_run_result_hex[0]); k++) {
+                tb_buf_t b = unhex(old_run_result_hex[k]);
+                uint64_t fp = 0;
+                for (int i = 7; i >= 0; i--)
+                        fp = (fp << 8) | b.data[2 + i];
+                cr_assert_neq(fp, tb_serde_fingerprint(TB_SCHEMA_RUN_RESULT),
+                              "the old record has the old fingerprint");
+                cr_assert_neq(fp, tb_serde_fingerprint_legacy(TB_SCHEMA_RUN_RESULT));
+                json_t *v = decode_ok(TB_SCHEMA_RUN_RESULT, &b);
+                cr_assert_str_eq(json_string_value(json_object_get(v, "status")), "SKIPPED_PAUSED");
+                cr_assert_str_eq(json_string_value(json_object_get(v, "task_id")),
+                                 "6f1c2e4a-1b2c-4d3e-8f90-a1b2c3d4e5f6");
+                cr_assert_eq(json_integer_value(json_object_get(v, "nominal_time")),
+                             1767225601000LL);
+                cr_assert_eq(json_integer_value(json_object_get(v, "at")), 1767225601200LL);
+                cr_assert_str_eq(json_string_value(json_object_get(v, "host")), "sched-1");
+                /* the fields added since take their defaults */
+                cr_assert(json_is_null(json_object_get(v, "last_nominal_time")));
+                cr_assert_eq(json_integer_value(json_object_get(v, "occurrences")), 1);
+                /* and it encodes again with the current schema */
+                tb_buf_t again = encode_ok(TB_SCHEMA_RUN_RESULT, v);
+                json_t *v2 = decode_ok(TB_SCHEMA_RUN_RESULT, &again);
+                cr_assert(json_equal(v, v2));
+                json_decref(v2);
+                json_decref(v);
+                tb_buf_free(&again);
+                /* strict as ever: a truncated old record is refused */
+                decode_fails(b.data, b.len - 1, "RunResult");
+                tb_buf_free(&b);
+        }
+}
+
+Test(serde, new_run_result_carries_a_range) {
+        json_t *v = parse("{\"run_id\": \"r\", \"task_id\": \"t\", \"nominal_time\": 1000, "
+                          "\"status\": \"SKIPPED_PAUSED\", \"at\": 5000, "
+                          "\"last_nominal_time\": 61000, \"occurrences\": 61}");
+        tb_buf_t b = encode_ok(TB_SCHEMA_RUN_RESULT, v);
+        json_t *out = decode_ok(TB_SCHEMA_RUN_RESULT, &b);
+        cr_assert_eq(json_integer_value(json_object_get(out, "last_nominal_time")), 61000);
+        cr_assert_eq(json_integer_value(json_object_get(out, "occurrences")), 61);
+        json_decref(out);
+        json_decref(v);
+        tb_buf_free(&b);
+}
