@@ -29,6 +29,10 @@
 /** Most records one task contributes to one tick, so that one task catching
  *  up on a long backlog does not starve the others. */
 #define TB_SCHED_TASK_CHUNK 64
+/** Most fires one RunResult for a range of fires not run (paused, missed)
+ *  stands for: a longer pause or outage is split into consecutive ranges,
+ *  so that closing one costs bounded work (docs/scheduling.md). */
+#define TB_SCHED_RANGE_MAX 100000
 /** A next fire time that does not come: the schedule ran out (or, for
  *  tb_sched_next_due(), no timer at all). */
 #define TB_SCHED_NEVER INT64_MAX
