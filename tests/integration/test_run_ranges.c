@@ -140,37 +140,9 @@ static int64_t rint64(const json_t *r, const char *k) {
         return (int64_t)json_integer_value(json_object_get(r, k));
 }
 
-/* Values of reader \p r for \p task_id whose \p field is \p value (NULL: all). */
-static json_t *of_task(tbt_reader_t *r, const char *task_id, const char *field,
-                       const char *value) {
-        json_t *out = json_array();
-        size_t i;
-        json_t *v;
-        json_array_foreach((json_t *)tbt_reader_values(r), i, v) {
-                if (strcmp(rstr(v, "task_id"), task_id) || (field && strcmp(rstr(v, field), value)))
-                        continue;
-                json_array_append(out, v);
-        }
-        return out;
-}
-
-static size_t count_of(tbt_reader_t *r, const char *task_id, const char *field,
-                       const char *value) {
-        json_t *a = of_task(r, task_id, field, value);
-        size_t n = json_array_size(a);
-        json_decref(a);
-        return n;
-}
-
 static bool wait_count(tbt_reader_t *r, const char *task_id, const char *field,
                        const char *value, size_t n) {
-        int64_t end = tb_now_ms() + WAIT_MS;
-        while (count_of(r, task_id, field, value) < n) {
-                if (tb_now_ms() > end)
-                        return false;
-                tbt_reader_poll(r, 200);
-        }
-        return true;
+        return tbt_reader_wait_count(r, task_id, field, value, n, WAIT_MS);
 }
 
 static int64_t sql_int(const char *fmt, const char *arg) {
@@ -187,7 +159,7 @@ static json_t *the_range(const char *id) {
         if (!wait_count(g_results, id, "status", "SKIPPED_PAUSED", 1))
                 dump_log();
         cr_assert(tbt_reader_drain(g_results, WAIT_MS));
-        json_t *skips = of_task(g_results, id, "status", "SKIPPED_PAUSED");
+        json_t *skips = tbt_reader_of_task(g_results, id, "status", "SKIPPED_PAUSED");
         cr_assert_eq(json_array_size(skips), 1, "%zu SKIPPED_PAUSED records: want one per range",
                      json_array_size(skips));
         json_t *r = json_incref(json_array_get(skips, 0));
@@ -199,7 +171,7 @@ static json_t *the_range(const char *id) {
  * the range \p range, exactly once. */
 static void assert_accounted(const char *id, const json_t *range) {
         cr_assert(tbt_reader_drain(g_runs, WAIT_MS));
-        json_t *runs = of_task(g_runs, id, NULL, NULL);
+        json_t *runs = tbt_reader_of_task(g_runs, id, NULL, NULL);
         int64_t first = rint64(range, "nominal_time"), last = rint64(range, "last_nominal_time");
         int64_t lo = rint64(json_array_get(runs, 0), "nominal_time");
         int64_t hi = rint64(json_array_get(runs, json_array_size(runs) - 1), "nominal_time");
@@ -215,23 +187,30 @@ static void assert_accounted(const char *id, const json_t *range) {
         json_decref(runs);
 }
 
-/* ---- tests -------------------------------------------------------------------- */
-
-Test(run_ranges, a_minute_paused_is_one_record_one_row_shown_by_rest_and_cli) {
-        char id[64];
+/* A task every 1s that fired, then paused for \p ms (reading run-results
+ * meanwhile). @returns when it was paused. */
+static int64_t fire_then_pause(char id[64], int64_t ms) {
         create_every_second(id);
         cr_assert(wait_count(g_runs, id, NULL, NULL, 2), "the task does not fire");
         task_action(id, "pause");
         int64_t paused_at = tb_now_ms();
+        while (tb_now_ms() < paused_at + ms)
+                tbt_reader_poll(g_results, 200);
+        return paused_at;
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+
+Test(run_ranges, a_minute_paused_is_one_record_one_row_shown_by_rest_and_cli) {
+        char id[64];
         /* a minute paused: nothing per fire, on Kafka or in PostgreSQL */
-        while (tb_now_ms() < paused_at + 60000)
-                tbt_reader_poll(g_results, 500);
-        cr_assert_eq(count_of(g_results, id, "status", "SKIPPED_PAUSED"), 0,
+        int64_t paused_at = fire_then_pause(id, 60000);
+        cr_assert_eq(tbt_reader_count(g_results, id, "status", "SKIPPED_PAUSED"), 0,
                      "a paused task wrote a record per fire");
         cr_assert_eq(sql_int("SELECT count(*) FROM runs WHERE task_id = '%s' AND status = "
                              "'skipped_paused'", id),
                      0);
-        size_t before = count_of(g_runs, id, NULL, NULL);
+        size_t before = tbt_reader_count(g_runs, id, NULL, NULL);
         task_action(id, "resume");
         int64_t resumed_at = tb_now_ms();
         json_t *range = the_range(id);
@@ -341,12 +320,7 @@ Test(run_ranges, a_minute_paused_is_one_record_one_row_shown_by_rest_and_cli) {
 
 Test(run_ranges, a_crash_in_the_middle_of_a_pause_still_gives_one_record) {
         char id[64];
-        create_every_second(id);
-        cr_assert(wait_count(g_runs, id, NULL, NULL, 2), "the task does not fire");
-        task_action(id, "pause");
-        int64_t paused_at = tb_now_ms();
-        while (tb_now_ms() < paused_at + 5000)
-                tbt_reader_poll(g_results, 200);
+        int64_t paused_at = fire_then_pause(id, 5000);
         /* the whole daemon dies, scheduler included; another one takes over
          * from the projection (paused) and the checkpoint (its last fire) */
         tbt_daemon_stop(g_pid, SIGKILL);
@@ -355,8 +329,8 @@ Test(run_ranges, a_crash_in_the_middle_of_a_pause_still_gives_one_record) {
         int64_t back = tb_now_ms();
         while (tb_now_ms() < back + 8000)
                 tbt_reader_poll(g_results, 200);
-        cr_assert_eq(count_of(g_results, id, "status", "SKIPPED_PAUSED"), 0);
-        size_t before = count_of(g_runs, id, NULL, NULL);
+        cr_assert_eq(tbt_reader_count(g_results, id, "status", "SKIPPED_PAUSED"), 0);
+        size_t before = tbt_reader_count(g_runs, id, NULL, NULL);
         task_action(id, "resume");
         int64_t resumed_at = tb_now_ms();
         json_t *range = the_range(id);

@@ -130,37 +130,18 @@ static void create(char id[37], const char *fmt, ...) {
 /* Values of reader \p r for \p task_id (new array of borrowed-then-increfed values). */
 static json_t *of_task(tbt_reader_t *r, const char *task_id, const char *field,
                        const char *value) {
-        json_t *out = json_array();
-        size_t i;
-        json_t *v;
-        json_array_foreach((json_t *)tbt_reader_values(r), i, v) {
-                if (strcmp(rstr(v, "task_id"), task_id))
-                        continue;
-                if (field && strcmp(rstr(v, field), value))
-                        continue;
-                json_array_append(out, v);
-        }
-        return out;
+        return tbt_reader_of_task(r, task_id, field, value);
 }
 
 static size_t count_of(tbt_reader_t *r, const char *task_id, const char *field,
                        const char *value) {
-        json_t *a = of_task(r, task_id, field, value);
-        size_t n = json_array_size(a);
-        json_decref(a);
-        return n;
+        return tbt_reader_count(r, task_id, field, value);
 }
 
 /* Poll \p r until \p task_id has at least \p n matching values. */
 static bool wait_count(tbt_reader_t *r, const char *task_id, const char *field,
                        const char *value, size_t n, int ms) {
-        int64_t end = tb_now_ms() + ms;
-        while (count_of(r, task_id, field, value) < n) {
-                if (tb_now_ms() > end)
-                        return false;
-                tbt_reader_poll(r, 200);
-        }
-        return true;
+        return tbt_reader_wait_count(r, task_id, field, value, n, ms);
 }
 
 /* No run id twice, and nominal times strictly increasing per attempt 1. */
