@@ -102,7 +102,7 @@ static bool tb_sched_range_push(tb_sched_t *s, const tb_sched_task_t *t, const c
 
 size_t tb_sched_range_close_paused(tb_sched_t *s, uint32_t slot, int64_t upto) {
         tb_sched_task_t *t = &s->tasks[slot];
-        char buf[37], what[160], msg[256], err[256];
+        char buf[37], what[160], msg[256], err[256] = "out of memory";
         size_t made = 0;
         if (!(t->flags & TB_SCHED_TF_PAUSED) || !(t->flags & TB_SCHED_TF_LOCAL) ||
             (t->flags & TB_SCHED_TF_TOMB))
@@ -125,8 +125,9 @@ size_t tb_sched_range_close_paused(tb_sched_t *s, uint32_t slot, int64_t upto) {
                         /* the checkpoint does not move: the range is
                          * counted again by the next close or load */
                         tb_buf_free(&v);
-                        tb_error(TB_SCHED_LOG, "task %s: the paused range %s is not recorded yet: %s",
-                                 tid, what, err);
+                        tb_error(TB_SCHED_LOG,
+                                 "task %s: the paused range %s is not recorded yet: %s", tid,
+                                 what, err);
                         break;
                 }
                 tb_metrics_add("taskbus_scheduler_skips_total", "reason=\"paused\"", (double)cnt);
@@ -152,7 +153,8 @@ int64_t tb_sched_range_misfire(const tb_sched_t *s, const tb_sched_task_t *t, in
         int64_t limit = TB_SCHED_RANGE_MAX + cap + 1;
         /* every fire up to this one is late whatever its jitter; the few
          * after it are checked one by one */
-        int64_t sure = now - TB_SCHED_MISFIRE_THRESHOLD_MS - 1 - (t->jitter_ms > 0 ? t->jitter_ms : 0);
+        int64_t sure = now - TB_SCHED_MISFIRE_THRESHOLD_MS - 1 -
+                       (t->jitter_ms > 0 ? t->jitter_ms : 0);
         int64_t late_last = n;
         int64_t late = tb_sched_range_span(t, n, sure, limit, &late_last);
         if (late < 1) {

@@ -248,7 +248,8 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
                 bool changed = !tb_sched_same_schedule(t, &nt);
                 /* a pause that ends (or whose schedule changes): its fires
                  * until now are one range, counted on the old schedule */
-                if ((t->flags & TB_SCHED_TF_PAUSED) && (!(nt.flags & TB_SCHED_TF_PAUSED) || changed))
+                if ((t->flags & TB_SCHED_TF_PAUSED) &&
+                    (!(nt.flags & TB_SCHED_TF_PAUSED) || changed))
                         tb_sched_range_close_paused(s, slot, now_ms);
                 free(t->snap);
                 t->snap = nt.snap;
