@@ -367,6 +367,20 @@ static void assert_exactly_once(const char *id, int64_t from, int64_t to, size_t
                         hits++;
                         (*skips_out)++;
                 }
+                if (hits != 1) {
+                        /* say which records: a run and a skip, two skips... */
+                        json_array_foreach(runs, i, v) if (rint64(v, "nominal_time") == t)
+                                cr_log_error("run %s attempt %lld trigger %s", rstr(v, "run_id"),
+                                             (long long)rint64(v, "attempt"), rstr(v, "trigger"));
+                        json_array_foreach(res, i, v) if (t >= rint64(v, "nominal_time") &&
+                                                          t <= last_of(v))
+                                cr_log_error("result %s %s %lld..%lld (%lld) at %lld: %s",
+                                             rstr(v, "run_id"), rstr(v, "status"),
+                                             (long long)rint64(v, "nominal_time"),
+                                             (long long)last_of(v),
+                                             (long long)rint64(v, "occurrences"),
+                                             (long long)rint64(v, "at"), rstr(v, "error"));
+                }
                 cr_assert_eq(hits, 1, "task %s nominal %lld: %zu records (want exactly 1)", id,
                              (long long)t, hits);
         }
