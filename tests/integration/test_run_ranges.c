@@ -344,3 +344,38 @@ Test(run_ranges, a_crash_in_the_middle_of_a_pause_still_gives_one_record) {
         assert_accounted(id, range);
         json_decref(range);
 }
+
+Test(run_ranges, a_record_of_the_old_schema_is_still_projected) {
+        /* a SKIPPED_PAUSED of one fire, written before ranges by python3-avro
+         * (schemas/old/RunResult_v1.avsc), as it sits on run-results */
+        tb_buf_t olds[2];
+        cr_assert_eq(tbt_hex_records("tests/data/old/RunResult_v1.hex", olds, 2), 2);
+        rd_kafka_t *prod = tbt_stack_producer(&g_st);
+        const char *tid = "6f1c2e4a-1b2c-4d3e-8f90-a1b2c3d4e5f6";
+        char err[512];
+        cr_assert_eq(tb_bus_produce(prod, g_st.conf, TB_TOPIC_RESULTS, RD_KAFKA_PARTITION_UA, tid,
+                                    strlen(tid), olds[0].data, olds[0].len, NULL, 0, true, err,
+                                    sizeof(err)),
+                     TB_OK, "%s", err);
+        rd_kafka_destroy(prod);
+        const char *rid = "0123456789abcdef0123456789abcdef";
+        int64_t end = tb_now_ms() + WAIT_MS;
+        while (sql_int("SELECT count(*) FROM runs WHERE run_id = '%s'", rid) < 1 &&
+               tb_now_ms() < end)
+                usleep(100 * 1000);
+        char sql[300];
+        snprintf(sql, sizeof(sql),
+                 "SELECT concat_ws('|', status, occurrences, last_nominal_time IS NULL, "
+                 "(extract(epoch FROM nominal_time) * 1000)::bigint) FROM runs WHERE run_id = '%s'",
+                 rid);
+        char *row = tbt_sql_value(&g_st, sql);
+        cr_assert_not_null(row, "the old record was not projected");
+        cr_assert_str_eq(row, "skipped_paused|1|t|1767225601000", "one fire, no range");
+        free(row);
+        cr_assert_eq(sql_int("SELECT count(*) FROM quarantine WHERE key = "
+                             "convert_to('%s', 'UTF8')",
+                             tid),
+                     0, "an old record is not poison");
+        for (int k = 0; k < 2; k++)
+                tb_buf_free(&olds[k]);
+}

@@ -804,32 +804,14 @@ Test(serde, throughput_report) {
 /* ---- older writer versions (schemas/old/) --------------------------- */
 
 /* A RunResult written with the schema before ranges (schemas/old/RunResult_v1.avsc)
- * by python3-avro: the spec fingerprint, then python-avro 1.11's own. */
-static const char old_run_result_hex[][420] = {
-        "c301f61f056fcbd8990b4030313233343536373839616263646566303132333435363738396162636465664"
-        "836663163326534612d316232632d346433652d386639302d613162326333643465356636d0afd5edee6602"
-        "1000000000000e73636865642d3100000256746865207461736b207761732070617573656420617420323032"
-        "362d30312d30315430303a30303a30315ae0b2d5edee66",
-        "c30107c8559fe091b17f4030313233343536373839616263646566303132333435363738396162636465664"
-        "836663163326534612d316232632d346433652d386639302d613162326333643465356636d0afd5edee6602"
-        "1000000000000e73636865642d3100000256746865207461736b207761732070617573656420617420323032"
-        "362d30312d30315430303a30303a30315ae0b2d5edee66",
-};
-
-static tb_buf_t unhex(const char *h) {
-        tb_buf_t b = {0};
-        for (size_t i = 0; h[i] && h[i + 1]; i += 2) {
-                unsigned int v;
-                cr_assert_eq(sscanf(h + i, "%2x", &v), 1);
-                unsigned char c = (unsigned char)v;
-                tb_buf_append(&b, &c, 1);
-        }
-        return b;
-}
-
+ * by python3-avro, in tests/data/old/RunResult_v1.hex: the spec fingerprint,
+ * then python-avro 1.11's own. */
 Test(serde, old_run_result_decodes_with_the_new_fields_defaulted) {
-        for (size_t k = 0; k < sizeof(old_run_result_hex) / sizeof(old_run_result_hex[0]); k++) {
-                tb_buf_t b = unhex(old_run_result_hex[k]);
+        tb_buf_t olds[2];
+        size_t cnt = tbt_hex_records("tests/data/old/RunResult_v1.hex", olds, 2);
+        cr_assert_eq(cnt, 2, "tests/data/old/RunResult_v1.hex: two records");
+        for (size_t k = 0; k < cnt; k++) {
+                tb_buf_t b = olds[k];
                 uint64_t fp = 0;
                 for (int i = 7; i >= 0; i--)
                         fp = (fp << 8) | b.data[2 + i];
