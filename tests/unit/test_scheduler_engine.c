@@ -150,6 +150,14 @@ static void assert_range(const char *status, int64_t first, int64_t last, int64_
         cr_assert_str_eq(json_string_value(json_object_get(r, "run_id")), rid);
 }
 
+/* The occurrences of the first RunResult (a misfire range). */
+static int64_t one_of_first_range_occurrences(void) {
+        for (size_t i = 0; i < nrec; i++)
+                if (recs[i].topic == TB_TOPIC_RESULTS)
+                        return jint(recs[i].v, "occurrences");
+        return 0;
+}
+
 /* Checkpoint of \p last nominal, as if a scheduler had run before. */
 static void checkpoint(int64_t last, int64_t now) {
         char err[256];
@@ -369,6 +377,36 @@ Test(sched_engine, a_restart_in_the_middle_of_a_pause_still_makes_one_range) {
         cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0);
         tick(T0 + 61100);
         cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 1, "fires again after the range");
+}
+
+Test(sched_engine, misfire_ranges_with_jitter_account_for_every_fire_once) {
+        json_t *spec = spec_every(1000, "SKIP", false);
+        json_object_set_new(json_object_get(spec, "schedule"), "jitter_ms", json_integer(3000));
+        put(spec, 1, T0);
+        checkpoint(T0, T0 + 60500);
+        for (int64_t t = T0 + 60500; t <= T0 + 70000; t += 100)
+                tick(t);
+        /* every nominal time from T0+1 s to T0+65 s: one run or inside one range */
+        size_t ranges = 0;
+        for (int64_t n = T0 + 1000; n <= T0 + 65000; n += 1000) {
+                size_t hits = 0;
+                for (size_t i = 0; i < nrec; i++) {
+                        const json_t *v = recs[i].v;
+                        if (!v || recs[i].topic == TB_TOPIC_CHECKPOINTS)
+                                continue;
+                        int64_t first = jint(v, "nominal_time");
+                        int64_t last = recs[i].topic == TB_TOPIC_RESULTS &&
+                                                       jint(v, "last_nominal_time") >= 0
+                                               ? jint(v, "last_nominal_time")
+                                               : first;
+                        hits += n >= first && n <= last;
+                }
+                cr_assert_eq(hits, 1, "nominal +%lld ms: %zu records", (long long)(n - T0), hits);
+        }
+        for (size_t i = 0; i < nrec; i++)
+                ranges += recs[i].topic == TB_TOPIC_RESULTS;
+        cr_assert_leq(ranges, 4, "%zu skip records: one per range, not one per fire", ranges);
+        cr_assert_geq(one_of_first_range_occurrences(), 50);
 }
 
 Test(sched_engine, a_day_of_downtime_under_skip_is_one_record) {
