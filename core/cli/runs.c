@@ -34,8 +34,10 @@ static void tb_cli_runs_usage(FILE *fp) {
                 "                         [--limit N] [--all] [--cursor C] [--json]\n"
                 "       taskbus runs get RUN_ID [--json]\n"
                 "       taskbus runs cancel RUN_ID [--json]\n\n"
-                "  list     a task's runs, newest first (nominal time)\n"
-                "  get      one run: status, times, exit code, executor, log expiry\n"
+                "  list     a task's runs, newest first (nominal time); a skipped_paused or\n"
+                "           skipped_misfire row that stands for a range of fires ends with\n"
+                "           \"N fires, FIRST to LAST\"\n"
+                "  get      one run: status, times, exit code, executor, log expiry, range\n"
                 "  cancel   ask the run's executor to stop it\n\n"
                 "List flags:\n"
                 "  --status S       only these statuses: scheduled, running, succeeded, failed,\n"
@@ -81,13 +83,27 @@ static void tb_cli_runs_exit_text(const json_t *r, char *buf, size_t size) {
                 tb_snprintf(buf, size, "-");
 }
 
+/* A row that stands for a range of fires not run (skipped_paused,
+ * skipped_misfire): "60 fires, 2026-...Z to 2026-...Z"; "" otherwise. */
+static const char *tb_cli_runs_range(const json_t *r, char *buf, size_t size) {
+        const json_t *occ = json_object_get(r, "occurrences");
+        buf[0] = '\0';
+        if (json_is_string(json_object_get(r, "last_nominal_time")) && json_is_integer(occ))
+                tb_snprintf(buf, size, "%" JSON_INTEGER_FORMAT " fires, %s to %s",
+                            json_integer_value(occ), tb_cli_runs_s(r, "nominal_time"),
+                            tb_cli_runs_s(r, "last_nominal_time"));
+        return buf;
+}
+
 static void tb_cli_runs_row(const json_t *r) {
-        char ex[32];
+        char ex[32], range[128];
         tb_cli_runs_exit_text(r, ex, sizeof(ex));
-        printf("%-32s  %-24s  %3" JSON_INTEGER_FORMAT "  %-15s  %-24s  %-24s  %s\n",
+        tb_cli_runs_range(r, range, sizeof(range));
+        printf("%-32s  %-24s  %3" JSON_INTEGER_FORMAT "  %-15s  %-24s  %-24s  %s%s%s\n",
                tb_cli_runs_s(r, "id"), tb_cli_runs_s(r, "nominal_time"),
                json_integer_value(json_object_get(r, "attempt")), tb_cli_runs_s(r, "status"),
-               tb_cli_runs_s(r, "started_at"), tb_cli_runs_s(r, "finished_at"), ex);
+               tb_cli_runs_s(r, "started_at"), tb_cli_runs_s(r, "finished_at"), ex,
+               range[0] ? "  " : "", range);
 }
 
 static void tb_cli_runs_print(const json_t *r) {
@@ -100,6 +116,9 @@ static void tb_cli_runs_print(const json_t *r) {
                 printf("queue:        position %lld in its group's queue\n",
                        (long long)json_integer_value(json_object_get(r, "queue_position")));
         printf("nominal time: %s\n", tb_cli_runs_s(r, "nominal_time"));
+        char range[128];
+        if (tb_cli_runs_range(r, range, sizeof(range))[0])
+                printf("range:        %s\n", range);
         printf("attempt:      %" JSON_INTEGER_FORMAT " (%s)\n",
                json_integer_value(json_object_get(r, "attempt")), tb_cli_runs_s(r, "trigger"));
         printf("started:      %s\n", tb_cli_runs_s(r, "started_at"));

@@ -130,37 +130,18 @@ static void create(char id[37], const char *fmt, ...) {
 /* Values of reader \p r for \p task_id (new array of borrowed-then-increfed values). */
 static json_t *of_task(tbt_reader_t *r, const char *task_id, const char *field,
                        const char *value) {
-        json_t *out = json_array();
-        size_t i;
-        json_t *v;
-        json_array_foreach((json_t *)tbt_reader_values(r), i, v) {
-                if (strcmp(rstr(v, "task_id"), task_id))
-                        continue;
-                if (field && strcmp(rstr(v, field), value))
-                        continue;
-                json_array_append(out, v);
-        }
-        return out;
+        return tbt_reader_of_task(r, task_id, field, value);
 }
 
 static size_t count_of(tbt_reader_t *r, const char *task_id, const char *field,
                        const char *value) {
-        json_t *a = of_task(r, task_id, field, value);
-        size_t n = json_array_size(a);
-        json_decref(a);
-        return n;
+        return tbt_reader_count(r, task_id, field, value);
 }
 
 /* Poll \p r until \p task_id has at least \p n matching values. */
 static bool wait_count(tbt_reader_t *r, const char *task_id, const char *field,
                        const char *value, size_t n, int ms) {
-        int64_t end = tb_now_ms() + ms;
-        while (count_of(r, task_id, field, value) < n) {
-                if (tb_now_ms() > end)
-                        return false;
-                tbt_reader_poll(r, 200);
-        }
-        return true;
+        return tbt_reader_wait_count(r, task_id, field, value, n, ms);
 }
 
 /* No run id twice, and nominal times strictly increasing per attempt 1. */
@@ -239,14 +220,24 @@ Test(scheduler, interval_consecutive_nominals) {
         assert_unique_runs(id);
 }
 
+/* The last nominal time a RunResult stands for: its range's last, or its own. */
+static int64_t last_of(const json_t *r) {
+        const json_t *l = json_object_get(r, "last_nominal_time");
+        return json_is_integer(l) ? (int64_t)json_integer_value(l) : rint64(r, "nominal_time");
+}
+
 Test(scheduler, pause_records_skips_then_resume) {
         char id[37];
         create(id, "\"schedule\": {\"every\": \"1s\"}");
         cr_assert(wait_count(g_runs, id, NULL, NULL, 2, WAIT_MS));
         command("PAUSE", id, NULL);
         int64_t paused_at = tb_now_ms();
-        cr_assert(wait_count(g_results, id, "status", "SKIPPED_PAUSED", 3, WAIT_MS),
-                  "paused fires are not recorded as SKIPPED_PAUSED");
+        /* while paused, nothing is written per fire (an absence: watched
+         * for a few fires' time) */
+        for (int64_t end = tb_now_ms() + 3500; tb_now_ms() < end;)
+                tbt_reader_poll(g_results, 200);
+        cr_assert_eq(count_of(g_results, id, "status", "SKIPPED_PAUSED"), 0,
+                     "a paused task wrote a record per fire");
         /* within a second of the pause, no scheduled run anymore */
         json_t *runs = of_task(g_runs, id, NULL, NULL);
         size_t i;
@@ -259,13 +250,27 @@ Test(scheduler, pause_records_skips_then_resume) {
         json_decref(runs);
         command("RESUME", id, NULL);
         cr_assert(wait_count(g_runs, id, NULL, NULL, before + 2, WAIT_MS), "no runs after resume");
-        /* every nominal time is either a run or a recorded skip, never both */
+        cr_assert(wait_count(g_results, id, "status", "SKIPPED_PAUSED", 1, WAIT_MS),
+                  "the paused fires are not recorded as SKIPPED_PAUSED");
+        cr_assert(tbt_reader_drain(g_results, WAIT_MS));
+        /* one record for the whole pause, standing for at least the 3 fires
+         * watched above */
         json_t *skips = of_task(g_results, id, "status", "SKIPPED_PAUSED");
+        cr_assert_eq(json_array_size(skips), 1, "one record per paused range");
+        const json_t *range = json_array_get(skips, 0);
+        int64_t first = rint64(range, "nominal_time"), last = last_of(range);
+        cr_assert_geq(rint64(range, "occurrences"), 3);
+        cr_assert_eq(rint64(range, "occurrences"), (last - first) / 1000 + 1);
+        /* every nominal time is either a run or in the skipped range, never both */
         runs = of_task(g_runs, id, NULL, NULL);
-        json_t *w;
-        size_t k;
-        json_array_foreach(skips, i, v) json_array_foreach(runs, k, w)
-                cr_assert_neq(rint64(v, "nominal_time"), rint64(w, "nominal_time"));
+        int64_t lo = rint64(json_array_get(runs, 0), "nominal_time");
+        int64_t hi = rint64(json_array_get(runs, json_array_size(runs) - 1), "nominal_time");
+        for (int64_t t = lo; t <= hi; t += 1000) {
+                size_t hits = t >= first && t <= last;
+                json_array_foreach(runs, i, v) hits += rint64(v, "nominal_time") == t;
+                cr_assert_eq(hits, 1, "nominal %lld: %zu records (want exactly 1)", (long long)t,
+                             hits);
+        }
         json_decref(skips);
         json_decref(runs);
         assert_unique_runs(id);
@@ -354,10 +359,27 @@ static void assert_exactly_once(const char *id, int64_t from, int64_t to, size_t
                         if (!strcmp(rstr(v, "trigger"), "MISFIRE"))
                                 (*misfire_runs)++;
                 }
-                json_array_foreach(res, i, v) if (rint64(v, "nominal_time") == t &&
+                /* a skip record stands for its range of fires */
+                json_array_foreach(res, i, v) if (t >= rint64(v, "nominal_time") &&
+                                                  t <= last_of(v) &&
+                                                  (t - rint64(v, "nominal_time")) % 1000 == 0 &&
                                                   !strncmp(rstr(v, "status"), "SKIPPED", 7)) {
                         hits++;
                         (*skips_out)++;
+                }
+                if (hits != 1) {
+                        /* say which records: a run and a skip, two skips... */
+                        json_array_foreach(runs, i, v) if (rint64(v, "nominal_time") == t)
+                                cr_log_error("run %s attempt %lld trigger %s", rstr(v, "run_id"),
+                                             (long long)rint64(v, "attempt"), rstr(v, "trigger"));
+                        json_array_foreach(res, i, v) if (t >= rint64(v, "nominal_time") &&
+                                                          t <= last_of(v))
+                                cr_log_error("result %s %s %lld..%lld (%lld) at %lld: %s",
+                                             rstr(v, "run_id"), rstr(v, "status"),
+                                             (long long)rint64(v, "nominal_time"),
+                                             (long long)last_of(v),
+                                             (long long)rint64(v, "occurrences"),
+                                             (long long)rint64(v, "at"), rstr(v, "error"));
                 }
                 cr_assert_eq(hits, 1, "task %s nominal %lld: %zu records (want exactly 1)", id,
                              (long long)t, hits);
@@ -410,9 +432,13 @@ Test(scheduler, misfire_policies_after_downtime) {
                 if (k == 0) {
                         cr_assert_eq(mis, 1, "run_once: exactly one catch-up run");
                         cr_assert_geq(skips, 5, "run_once: the other missed fires are skipped");
+                        cr_assert_eq(count_of(g_results, ids[k], "status", "SKIPPED_MISFIRE"), 1,
+                                     "run_once: the skipped fires are one range record");
                 } else if (k == 1) {
                         cr_assert_eq(mis, 0, "skip: no catch-up run");
                         cr_assert_geq(skips, 6, "skip: every missed fire is recorded");
+                        cr_assert_eq(count_of(g_results, ids[k], "status", "SKIPPED_MISFIRE"), 1,
+                                     "skip: the missed fires are one range record");
                 } else {
                         cr_assert_geq(mis, 6, "run_all: every missed fire runs");
                         cr_assert_eq(skips, 0, "run_all: nothing skipped under the cap");

@@ -137,3 +137,27 @@ bool tbt_http_up(void *port) {
         free(out);
         return up;
 }
+
+size_t tbt_hex_records(const char *rel, tb_buf_t *out, size_t max) {
+        char path[1024], line[4096];
+        snprintf(path, sizeof(path), "%s/%s", tbt_source_dir(), rel);
+        FILE *f = fopen(path, "r");
+        size_t n = 0;
+        if (!f)
+                return 0;
+        while (n < max && fgets(line, sizeof(line), f)) {
+                if (line[0] == '#' || line[0] == '\n')
+                        continue;
+                out[n] = (tb_buf_t){0};
+                for (size_t i = 0; line[i] && line[i + 1] && line[i] != '\n'; i += 2) {
+                        unsigned int v;
+                        if (sscanf(line + i, "%2x", &v) != 1)
+                                break;
+                        unsigned char c = (unsigned char)v;
+                        tb_buf_append(&out[n], &c, 1);
+                }
+                n++;
+        }
+        fclose(f);
+        return n;
+}

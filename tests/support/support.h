@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tb.h" /* tb_buf_t */
+
 /** $TB_BUILD_DIR (set by ctest), or "build". */
 const char *tbt_build_dir(void);
 /** $TB_SOURCE_DIR (set by ctest), or ".". */
@@ -45,5 +47,11 @@ int tbt_free_port(void);
 /** A tbt_wait_until() condition: does an HTTP server answer /healthz on
  *  127.0.0.1, port *(int *)\p port? */
 bool tbt_http_up(void *port);
+
+/** Read up to \p max records written as hex, one a line ('#' lines are
+ *  comments), from \p rel under the source tree (tests/data/...) into
+ *  \p out (caller frees each with tb_buf_free()). @returns how many; 0 if
+ *  the file cannot be read. */
+size_t tbt_hex_records(const char *rel, tb_buf_t *out, size_t max);
 
 #endif

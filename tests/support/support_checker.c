@@ -61,6 +61,7 @@ void tbt_fires_check(const json_t *runs, const json_t *results, const json_t *ex
         json_t *fires = json_object();    /* task|nominal -> [run values], every attempt */
         json_t *outcomes = json_object(); /* run id -> [statuses] */
         json_t *skips = json_object();    /* task|nominal -> scheduler skips */
+        json_t *ranges = json_object();   /* task -> [[first, last]]: skips of a range */
         json_t *running = json_object();  /* run id -> RUNNING results */
         size_t i;
         json_t *v;
@@ -106,7 +107,19 @@ void tbt_fires_check(const json_t *runs, const json_t *results, const json_t *ex
                                             tbt_jstr(v, "task_id"));
                         }
                 }
-                if (tbt_sched_skip(st) && !json_object_get(emitted, rid)) {
+                if (tbt_sched_skip(st) && !json_object_get(emitted, rid) &&
+                    json_is_integer(json_object_get(v, "last_nominal_time"))) {
+                        /* one record for a range of fires not run */
+                        const char *tid = tbt_jstr(v, "task_id");
+                        json_t *ra = json_object_get(ranges, tid);
+                        if (!ra) {
+                                ra = json_array();
+                                json_object_set_new(ranges, tid, ra);
+                        }
+                        json_array_append_new(ra, json_pack("[I, I]",
+                                                           (json_int_t)tbt_jint(v, "nominal_time"),
+                                                           (json_int_t)tbt_jint(v, "last_nominal_time")));
+                } else if (tbt_sched_skip(st) && !json_object_get(emitted, rid)) {
                         tbt_fire_key(tbt_jstr(v, "task_id"), tbt_jint(v, "nominal_time"), key,
                                      sizeof(key));
                         tbt_count(skips, key);
@@ -144,7 +157,11 @@ void tbt_fires_check(const json_t *runs, const json_t *results, const json_t *ex
                                                 rep->max_fire_lag_ms = lag;
                                 }
                         }
-                        size_t sk = (size_t)json_integer_value(json_object_get(skips, key));
+                        size_t sk = (size_t)json_integer_value(json_object_get(skips, key)), ri;
+                        json_t *rg;
+                        json_array_foreach(json_object_get(ranges, task), ri, rg)
+                                sk += nominal >= json_integer_value(json_array_get(rg, 0)) &&
+                                      nominal <= json_integer_value(json_array_get(rg, 1));
                         if (first + sk == 0) {
                                 rep->lost++;
                                 tbt_problem(rep, "task %s nominal %" PRId64
@@ -197,6 +214,7 @@ void tbt_fires_check(const json_t *runs, const json_t *results, const json_t *ex
                 }
         }
         json_decref(emitted);
+        json_decref(ranges);
         json_decref(fires);
         json_decref(outcomes);
         json_decref(skips);

@@ -424,6 +424,40 @@ bool tbt_reader_drain(tbt_reader_t *r, int ms) {
 
 const json_t *tbt_reader_values(const tbt_reader_t *r) { return r->values; }
 
+json_t *tbt_reader_of_task(const tbt_reader_t *r, const char *task_id, const char *field,
+                           const char *value) {
+        json_t *out = json_array();
+        size_t i;
+        json_t *v;
+        json_array_foreach(r->values, i, v) {
+                const char *t = json_string_value(json_object_get(v, "task_id"));
+                const char *f = field ? json_string_value(json_object_get(v, field)) : NULL;
+                if (!t || strcmp(t, task_id) || (field && (!f || strcmp(f, value))))
+                        continue;
+                json_array_append(out, v);
+        }
+        return out;
+}
+
+size_t tbt_reader_count(const tbt_reader_t *r, const char *task_id, const char *field,
+                        const char *value) {
+        json_t *a = tbt_reader_of_task(r, task_id, field, value);
+        size_t n = json_array_size(a);
+        json_decref(a);
+        return n;
+}
+
+bool tbt_reader_wait_count(tbt_reader_t *r, const char *task_id, const char *field,
+                           const char *value, size_t n, int ms) {
+        int64_t until = tb_mono_us() + (int64_t)ms * 1000;
+        while (tbt_reader_count(r, task_id, field, value) < n) {
+                if (tb_mono_us() >= until)
+                        return false;
+                tbt_reader_poll(r, 200);
+        }
+        return true;
+}
+
 const json_t *tbt_reader_wait(tbt_reader_t *r, const char *field, const char *value, int ms) {
         int64_t until = tb_mono_us() + (int64_t)ms * 1000;
         size_t checked = 0;

@@ -121,6 +121,17 @@ bool tbt_reader_drain(tbt_reader_t *r, int ms);
 const json_t *tbt_reader_values(const tbt_reader_t *r);
 /** Wait up to \p ms for a value whose \p field equals \p value; borrowed. */
 const json_t *tbt_reader_wait(tbt_reader_t *r, const char *field, const char *value, int ms);
+/** The values read so far whose "task_id" is \p task_id and, unless \p field
+ *  is NULL, whose string \p field is \p value: a new array (caller decrefs). */
+json_t *tbt_reader_of_task(const tbt_reader_t *r, const char *task_id, const char *field,
+                           const char *value);
+/** How many values tbt_reader_of_task() would return. */
+size_t tbt_reader_count(const tbt_reader_t *r, const char *task_id, const char *field,
+                        const char *value);
+/** Poll \p r until tbt_reader_count() reaches \p n, up to \p ms. @returns
+ *  whether it did. */
+bool tbt_reader_wait_count(tbt_reader_t *r, const char *task_id, const char *field,
+                           const char *value, size_t n, int ms);
 
 /** Run one SQL statement on the stack's database and return the first
  *  column of the first row (malloc'd, NULL if no row). Asserts success. */

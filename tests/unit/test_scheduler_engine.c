@@ -114,6 +114,50 @@ static size_t count(tb_topic_t topic, const char *field, const char *value) {
         return n;
 }
 
+static int64_t jint(const json_t *v, const char *k) {
+        const json_t *x = json_object_get(v, k);
+        return json_is_integer(x) ? (int64_t)json_integer_value(x) : -1;
+}
+
+/* The one RunResult of \p status (asserts there is exactly one: a range). */
+static const json_t *one_range(const char *status) {
+        const json_t *got = NULL;
+        for (size_t i = 0; i < nrec; i++) {
+                if (recs[i].topic != TB_TOPIC_RESULTS || !recs[i].v ||
+                    strcmp(json_string_value(json_object_get(recs[i].v, "status")), status))
+                        continue;
+                cr_assert_null(got, "more than one %s record: not one per range", status);
+                got = recs[i].v;
+        }
+        cr_assert_not_null(got, "no %s record", status);
+        return got;
+}
+
+/* Assert the range record of \p status: fires \p first .. \p last, \p n of them. */
+static void assert_range(const char *status, int64_t first, int64_t last, int64_t n) {
+        const json_t *r = one_range(status);
+        char rid[33];
+        tb_sched_run_id(TID, first, 1, rid);
+        cr_assert_eq(jint(r, "nominal_time"), first, "first %lld, want %lld",
+                     (long long)jint(r, "nominal_time"), (long long)first);
+        if (n > 1)
+                cr_assert_eq(jint(r, "last_nominal_time"), last, "last %lld, want %lld",
+                             (long long)jint(r, "last_nominal_time"), (long long)last);
+        else
+                cr_assert(json_is_null(json_object_get(r, "last_nominal_time")));
+        cr_assert_eq(jint(r, "occurrences"), n, "occurrences %lld, want %lld",
+                     (long long)jint(r, "occurrences"), (long long)n);
+        cr_assert_str_eq(json_string_value(json_object_get(r, "run_id")), rid);
+}
+
+/* The occurrences of the first RunResult (a misfire range). */
+static int64_t one_of_first_range_occurrences(void) {
+        for (size_t i = 0; i < nrec; i++)
+                if (recs[i].topic == TB_TOPIC_RESULTS)
+                        return jint(recs[i].v, "occurrences");
+        return 0;
+}
+
 /* Checkpoint of \p last nominal, as if a scheduler had run before. */
 static void checkpoint(int64_t last, int64_t now) {
         char err[256];
@@ -169,8 +213,9 @@ Test(sched_engine, misfire_run_once) {
         put(spec_every(1000, "RUN_ONCE", false), 1, T0);
         checkpoint(T0, T0 + 60500);
         tick(T0 + 60500);
-        /* 60 fires after T0; those older than 5 s (T0+1 s .. T0+55 s) missed */
-        cr_assert_eq(count(TB_TOPIC_RESULTS, "status", "SKIPPED_MISFIRE"), 54);
+        /* 60 fires after T0; those older than 5 s (T0+1 s .. T0+55 s) missed:
+         * all but the latest are one range */
+        assert_range("SKIPPED_MISFIRE", T0 + 1000, T0 + 54000, 54);
         cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "MISFIRE"), 1);
         cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "SCHEDULE"), 5);
         for (size_t i = 0; i < nrec; i++)
@@ -184,7 +229,7 @@ Test(sched_engine, misfire_skip) {
         put(spec_every(1000, "SKIP", false), 1, T0);
         checkpoint(T0, T0 + 60500);
         tick(T0 + 60500);
-        cr_assert_eq(count(TB_TOPIC_RESULTS, "status", "SKIPPED_MISFIRE"), 55);
+        assert_range("SKIPPED_MISFIRE", T0 + 1000, T0 + 55000, 55);
         cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 5);
 }
 
@@ -193,7 +238,7 @@ Test(sched_engine, misfire_run_all_capped) {
         put(spec_every(1000, "RUN_ALL", false), 1, T0);
         checkpoint(T0, T0 + 60500);
         tick(T0 + 60500);
-        cr_assert_eq(count(TB_TOPIC_RESULTS, "status", "SKIPPED_MISFIRE"), 45);
+        assert_range("SKIPPED_MISFIRE", T0 + 1000, T0 + 45000, 45);
         cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "MISFIRE"), 10);
         cr_assert_eq(count(TB_TOPIC_RUNS, "trigger", "SCHEDULE"), 5);
 }
@@ -202,12 +247,178 @@ Test(sched_engine, paused_fires_are_recorded) {
         put(spec_every(1000, "RUN_ONCE", true), 1, T0);
         tick(T0 + 2500);
         cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0);
-        cr_assert_eq(count(TB_TOPIC_RESULTS, "status", "SKIPPED_PAUSED"), 3);
+        /* not armed while paused: nothing per fire */
+        cr_assert_eq(count(TB_TOPIC_RESULTS, NULL, NULL), 0);
+        cr_assert_eq(tb_sched_next_due(s), INT64_MAX, "a paused endless task has no timer");
         clear();
         put(spec_every(1000, "RUN_ONCE", false), 2, T0 + 2600); /* resumed */
         tick(T0 + 3100);
         cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 1);
         cr_assert_eq(json_integer_value(json_object_get(recs[0].v, "nominal_time")), T0 + 3000);
+        /* the 3 paused fires T0, +1 s, +2 s: one record */
+        assert_range("SKIPPED_PAUSED", T0, T0 + 2000, 3);
+        cr_assert(strstr(json_string_value(json_object_get(one_range("SKIPPED_PAUSED"), "error")),
+                         "3 fires from 2026-01-01T00:00:00"));
+}
+
+Test(sched_engine, a_day_paused_is_one_record_counted_without_a_step_per_fire) {
+        put(spec_every(1000, "RUN_ONCE", true), 1, T0);
+        for (int64_t t = T0; t < T0 + 86400000; t += 3600000)
+                tick(t); /* the hours go by: no record, no work */
+        cr_assert_eq(nrec, 0);
+        int64_t t0 = tb_mono_us();
+        put(spec_every(1000, "RUN_ONCE", false), 2, T0 + 86400000 + 500);
+        cr_log_info("a day paused (86,401 fires) closed in %lld us",
+                    (long long)(tb_mono_us() - t0));
+        tick(T0 + 86400000 + 600);
+        assert_range("SKIPPED_PAUSED", T0, T0 + 86400000, 86401);
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0);
+        cr_assert_eq(count(TB_TOPIC_CHECKPOINTS, NULL, NULL), 1);
+        int64_t next, last;
+        cr_assert(tb_sched_task_info(s, TID, &next, &last));
+        cr_assert_eq(last, T0 + 86400000, "the checkpoint moves past the range");
+        cr_assert_eq(next, T0 + 86401000);
+}
+
+Test(sched_engine, a_paused_range_longer_than_the_cap_is_split) {
+        put(spec_every(1000, "RUN_ONCE", true), 1, T0);
+        int64_t n = TB_SCHED_RANGE_MAX + 10;
+        put(spec_every(1000, "RUN_ONCE", false), 2, T0 + (n - 1) * 1000 + 500);
+        tick(T0 + (n - 1) * 1000 + 600);
+        cr_assert_eq(count(TB_TOPIC_RESULTS, "status", "SKIPPED_PAUSED"), 2);
+        int64_t total = 0, expect_first = T0;
+        for (size_t i = 0; i < nrec; i++)
+                if (recs[i].topic == TB_TOPIC_RESULTS) {
+                        cr_assert_eq(jint(recs[i].v, "nominal_time"), expect_first,
+                                     "the ranges follow each other");
+                        total += jint(recs[i].v, "occurrences");
+                        expect_first = (json_is_integer(json_object_get(recs[i].v,
+                                                                        "last_nominal_time"))
+                                                ? jint(recs[i].v, "last_nominal_time")
+                                                : jint(recs[i].v, "nominal_time")) +
+                                       1000;
+                }
+        cr_assert_eq(total, n);
+}
+
+Test(sched_engine, a_paused_cron_task_counts_its_fires_at_resume) {
+        json_t *spec = spec_every(1000, "RUN_ONCE", true);
+        json_t *sc = json_object_get(spec, "schedule");
+        json_object_set_new(sc, "kind", json_string("CRON"));
+        json_object_set_new(sc, "cron", json_string("*/5 * * * *"));
+        json_object_set_new(sc, "timezone", json_string("UTC"));
+        json_object_set_new(sc, "every_ms", json_null());
+        json_t *resumed = json_deep_copy(spec);
+        json_object_set_new(resumed, "paused", json_false());
+        put(spec, 1, T0);
+        /* a week of 5-minute fires: 7 * 288 = 2016 from T0 (a fire) on */
+        int64_t week = INT64_C(7) * 86400000;
+        int64_t t0 = tb_mono_us();
+        put(resumed, 2, T0 + week - 1);
+        int64_t us = tb_mono_us() - t0;
+        tick(T0 + week);
+        assert_range("SKIPPED_PAUSED", T0, T0 + week - 300000, 2016);
+        cr_log_info("counted 2016 cron fires at resume in %lld us", (long long)us);
+}
+
+Test(sched_engine, deleting_a_paused_task_records_its_range) {
+        char err[512];
+        put(spec_every(1000, "RUN_ONCE", true), 1, T0);
+        json_t *ev = json_pack("{s:s, s:s, s:I, s:I}", "type", "DELETED", "task_id", TID,
+                               "version", (json_int_t)2, "at", (json_int_t)(T0 + 9500));
+        cr_assert_eq(tb_sched_event(s, 0, ev, false, T0 + 9500, err, sizeof(err)), TB_OK, "%s",
+                     err);
+        json_decref(ev);
+        tick(T0 + 9600);
+        assert_range("SKIPPED_PAUSED", T0, T0 + 9000, 10);
+        size_t tombs = 0;
+        for (size_t i = 0; i < nrec; i++)
+                tombs += recs[i].topic == TB_TOPIC_CHECKPOINTS && !recs[i].v;
+        cr_assert_eq(tombs, 1, "the checkpoint's tombstone goes with it");
+        cr_assert_eq(tb_sched_task_count(s), 0);
+}
+
+Test(sched_engine, a_paused_task_whose_schedule_ends_closes_its_range_there) {
+        json_t *spec = spec_every(1000, "RUN_ONCE", true);
+        json_object_set_new(spec, "expires_at", json_integer(T0 + 4500));
+        put(spec, 1, T0);
+        cr_assert_eq(tb_sched_next_due(s), T0 + 4500, "armed at its end only");
+        tick(T0 + 4000);
+        cr_assert_eq(nrec, 0);
+        tick(T0 + 4600);
+        assert_range("SKIPPED_PAUSED", T0, T0 + 4000, 5);
+        cr_assert_eq(count(TB_TOPIC_RESULTS, "status", "EXPIRED"), 1);
+        clear();
+        tick(T0 + 100000);
+        cr_assert_eq(nrec, 0);
+}
+
+Test(sched_engine, a_restart_in_the_middle_of_a_pause_still_makes_one_range) {
+        /* the first owner fired T0 .. T0+2 s, then the task was paused */
+        put(spec_every(1000, "RUN_ONCE", false), 1, T0);
+        tick(T0 + 2100);
+        put(spec_every(1000, "RUN_ONCE", true), 2, T0 + 2200);
+        tick(T0 + 30000);
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 3);
+        cr_assert_eq(count(TB_TOPIC_RESULTS, NULL, NULL), 0);
+        /* a new owner loads the paused task and the checkpoint at T0+30 s */
+        tb_sched_destroy(s);
+        clear();
+        char err[256];
+        cr_assert_eq(tb_sched_new(conf, "test-host", &s, err, sizeof(err)), TB_OK, "%s", err);
+        tb_sched_set_sink(s, sink, NULL);
+        put(spec_every(1000, "RUN_ONCE", true), 2, T0 + 30000);
+        checkpoint(T0 + 2000, T0 + 30000);
+        tick(T0 + 40000);
+        cr_assert_eq(nrec, 0, "still paused: nothing");
+        put(spec_every(1000, "RUN_ONCE", false), 3, T0 + 60200); /* resumed */
+        tick(T0 + 60300);
+        assert_range("SKIPPED_PAUSED", T0 + 3000, T0 + 60000, 58);
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0);
+        tick(T0 + 61100);
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 1, "fires again after the range");
+}
+
+Test(sched_engine, misfire_ranges_with_jitter_account_for_every_fire_once) {
+        json_t *spec = spec_every(1000, "SKIP", false);
+        json_object_set_new(json_object_get(spec, "schedule"), "jitter_ms", json_integer(3000));
+        put(spec, 1, T0);
+        checkpoint(T0, T0 + 60500);
+        for (int64_t t = T0 + 60500; t <= T0 + 70000; t += 100)
+                tick(t);
+        /* every nominal time from T0+1 s to T0+65 s: one run or inside one range */
+        size_t ranges = 0;
+        for (int64_t n = T0 + 1000; n <= T0 + 65000; n += 1000) {
+                size_t hits = 0;
+                for (size_t i = 0; i < nrec; i++) {
+                        const json_t *v = recs[i].v;
+                        if (!v || recs[i].topic == TB_TOPIC_CHECKPOINTS)
+                                continue;
+                        int64_t first = jint(v, "nominal_time");
+                        int64_t last = recs[i].topic == TB_TOPIC_RESULTS &&
+                                                       jint(v, "last_nominal_time") >= 0
+                                               ? jint(v, "last_nominal_time")
+                                               : first;
+                        hits += n >= first && n <= last;
+                }
+                cr_assert_eq(hits, 1, "nominal +%lld ms: %zu records", (long long)(n - T0), hits);
+        }
+        for (size_t i = 0; i < nrec; i++)
+                ranges += recs[i].topic == TB_TOPIC_RESULTS;
+        cr_assert_leq(ranges, 4, "%zu skip records: one per range, not one per fire", ranges);
+        cr_assert_geq(one_of_first_range_occurrences(), 50);
+}
+
+Test(sched_engine, a_day_of_downtime_under_skip_is_one_record) {
+        put(spec_every(1000, "SKIP", false), 1, T0);
+        checkpoint(T0, T0 + 86400500);
+        int64_t t0 = tb_mono_us();
+        tick(T0 + 86400500);
+        int64_t us = tb_mono_us() - t0;
+        /* late: T0+1 s .. T0+86395 s; on time: the last 5 */
+        assert_range("SKIPPED_MISFIRE", T0 + 1000, T0 + 86395000, 86395);
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 5);
+        cr_log_info("a day of downtime (86,395 missed fires) closed in %lld us", (long long)us);
 }
 
 Test(sched_engine, update_does_not_repeat_or_backfill) {
@@ -505,7 +716,7 @@ Test(sched_engine, misfire_skip_names_the_policy) {
         put(spec_every(1000, "SKIP", false), 1, T0);
         checkpoint(T0, T0 + 7500);
         tick(T0 + 7500);
-        cr_assert_eq(count(TB_TOPIC_RESULTS, "status", "SKIPPED_MISFIRE"), 2); /* +1 s, +2 s */
+        assert_range("SKIPPED_MISFIRE", T0 + 1000, T0 + 2000, 2); /* +1 s, +2 s */
         for (size_t i = 0; i < nrec; i++)
                 if (recs[i].topic == TB_TOPIC_RESULTS) {
                         const char *e = json_string_value(json_object_get(recs[i].v, "error"));

@@ -800,3 +800,57 @@ Test(serde, throughput_report) {
                     n * 1e6 / (double)(us ? us : 1));
         json_decref(events);
 }
+
+/* ---- older writer versions (schemas/old/) --------------------------- */
+
+/* A RunResult written with the schema before ranges (schemas/old/RunResult_v1.avsc)
+ * by python3-avro, in tests/data/old/RunResult_v1.hex: the spec fingerprint,
+ * then python-avro 1.11's own. */
+Test(serde, old_run_result_decodes_with_the_new_fields_defaulted) {
+        tb_buf_t olds[2];
+        size_t cnt = tbt_hex_records("tests/data/old/RunResult_v1.hex", olds, 2);
+        cr_assert_eq(cnt, 2, "tests/data/old/RunResult_v1.hex: two records");
+        for (size_t k = 0; k < cnt; k++) {
+                tb_buf_t b = olds[k];
+                uint64_t fp = 0;
+                for (int i = 7; i >= 0; i--)
+                        fp = (fp << 8) | b.data[2 + i];
+                cr_assert_neq(fp, tb_serde_fingerprint(TB_SCHEMA_RUN_RESULT),
+                              "the old record has the old fingerprint");
+                cr_assert_neq(fp, tb_serde_fingerprint_legacy(TB_SCHEMA_RUN_RESULT));
+                json_t *v = decode_ok(TB_SCHEMA_RUN_RESULT, &b);
+                cr_assert_str_eq(json_string_value(json_object_get(v, "status")), "SKIPPED_PAUSED");
+                cr_assert_str_eq(json_string_value(json_object_get(v, "task_id")),
+                                 "6f1c2e4a-1b2c-4d3e-8f90-a1b2c3d4e5f6");
+                cr_assert_eq(json_integer_value(json_object_get(v, "nominal_time")),
+                             1767225601000LL);
+                cr_assert_eq(json_integer_value(json_object_get(v, "at")), 1767225601200LL);
+                cr_assert_str_eq(json_string_value(json_object_get(v, "host")), "sched-1");
+                /* the fields added since take their defaults */
+                cr_assert(json_is_null(json_object_get(v, "last_nominal_time")));
+                cr_assert_eq(json_integer_value(json_object_get(v, "occurrences")), 1);
+                /* and it encodes again with the current schema */
+                tb_buf_t again = encode_ok(TB_SCHEMA_RUN_RESULT, v);
+                json_t *v2 = decode_ok(TB_SCHEMA_RUN_RESULT, &again);
+                cr_assert(json_equal(v, v2));
+                json_decref(v2);
+                json_decref(v);
+                tb_buf_free(&again);
+                /* strict as ever: a truncated old record is refused */
+                decode_fails(b.data, b.len - 1, "RunResult");
+                tb_buf_free(&b);
+        }
+}
+
+Test(serde, new_run_result_carries_a_range) {
+        json_t *v = parse("{\"run_id\": \"r\", \"task_id\": \"t\", \"nominal_time\": 1000, "
+                          "\"status\": \"SKIPPED_PAUSED\", \"at\": 5000, "
+                          "\"last_nominal_time\": 61000, \"occurrences\": 61}");
+        tb_buf_t b = encode_ok(TB_SCHEMA_RUN_RESULT, v);
+        json_t *out = decode_ok(TB_SCHEMA_RUN_RESULT, &b);
+        cr_assert_eq(json_integer_value(json_object_get(out, "last_nominal_time")), 61000);
+        cr_assert_eq(json_integer_value(json_object_get(out, "occurrences")), 61);
+        json_decref(out);
+        json_decref(v);
+        tb_buf_free(&b);
+}

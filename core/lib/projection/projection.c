@@ -242,7 +242,7 @@ static tb_err_t tb_projection_apply_run_result(tb_projection_batch_t *b, const r
                                          const json_t *rr, char *errstr, size_t errstr_size) {
         const char *run_id = tb_projection_jstr(rr, "run_id");
         char nominal[32], attempt[32], started[32], finished[32], code[32], sig[32], out[32];
-        char status[64];
+        char last[32], occ[32], status[64];
         tb_projection_lower(tb_projection_jstr(rr, "status"), status);
         if (!*run_id || !strcmp(status, "duplicate")) {
                 /* a duplicate delivery says nothing about the run itself */
@@ -265,7 +265,11 @@ static tb_err_t tb_projection_apply_run_result(tb_projection_batch_t *b, const r
                            tb_projection_jstr(rr, "host"),
                            tb_projection_jlong(rr, "output_bytes", out),
                            json_is_true(json_object_get(rr, "infra_error")) ? "true" : "false",
-                           json_string_value(e)};
+                           json_string_value(e),
+                           /* a range of fires not run (records of the old
+                            * schema decode with null and 1) */
+                           tb_projection_jlong(rr, "last_nominal_time", last),
+                           tb_projection_jlong(rr, "occurrences", occ)};
         if (!p[2]) {
                 tb_warn(TB_PROJECTION_SUB, "run-results [%" PRId32 "] offset %" PRId64
                         ": a RunResult without nominal_time: skipped",
@@ -276,6 +280,8 @@ static tb_err_t tb_projection_apply_run_result(tb_projection_batch_t *b, const r
                 p[3] = "1";
         if (!p[11])
                 p[11] = "0";
+        if (!p[15])
+                p[15] = "1";
         tb_err_t err = tb_store_runs_upsert_result(b->conn, p, errstr, errstr_size);
         if (!err)
                 err = tb_projection_run_settle(b, run_id, errstr, errstr_size);

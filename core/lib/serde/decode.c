@@ -342,9 +342,15 @@ tb_err_t tb_serde_decode(const void *data, size_t len, tb_schema_id_t expect,
         for (int i = 7; i >= 0; i--)
                 fp = (fp << 8) | p[2 + i];
         int id = -1;
+        tb_schema_t *s = NULL; /* the writer's schema: the current one or an older version */
         for (int i = 0; i < TB_SCHEMA__COUNT && id < 0; i++)
                 if (tb_serde_schemas[i].fp == fp || tb_serde_schemas[i].fp_legacy == fp)
-                        id = i;
+                        s = &tb_serde_schemas[id = i];
+        for (size_t i = 0; i < tb_serde_old_cnt && id < 0; i++)
+                if (tb_serde_old_schemas[i].fp == fp || tb_serde_old_schemas[i].fp_legacy == fp) {
+                        s = &tb_serde_old_schemas[i];
+                        id = (int)tb_serde_old_current[i];
+                }
         if (id < 0)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "unknown schema fingerprint %016llx: not one of the %d known "
@@ -354,7 +360,6 @@ tb_err_t tb_serde_decode(const void *data, size_t len, tb_schema_id_t expect,
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "message is a %s, expected a %s", tb_serde_schema_names[id],
                                  tb_serde_schema_names[expect]);
-        tb_schema_t *s = &tb_serde_schemas[id];
 
         tb_rd_t r = {.p = p + TB_SERDE_HEADER, .len = len - TB_SERDE_HEADER,
                      .errstr = errstr, .errstr_size = errstr_size};
@@ -385,6 +390,17 @@ tb_err_t tb_serde_decode(const void *data, size_t len, tb_schema_id_t expect,
                                 "decode %s: could not build the JSON value", s->name);
         avro_value_decref(&av);
         avro_reader_free(rd);
+        /* an older writer: the fields added since take their defaults */
+        const tb_snode_t *cur = tb_serde_schemas[id].root;
+        for (size_t i = s->root->n; err == TB_OK && i < cur->n; i++)
+                if (json_object_set_new(*out, cur->fields[i].name,
+                                        json_deep_copy(cur->fields[i].dflt)))
+                        err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                        "decode %s: out of memory", s->name);
+        if (err != TB_OK) {
+                json_decref(*out);
+                *out = NULL;
+        }
         if (err == TB_OK && got)
                 *got = (tb_schema_id_t)id;
         return err;

@@ -839,6 +839,9 @@ const char *const tb_serde_schema_names[TB_SCHEMA__COUNT] = {
 };
 
 tb_schema_t tb_serde_schemas[TB_SCHEMA__COUNT];
+tb_schema_t tb_serde_old_schemas[TB_SERDE_OLD_MAX];
+tb_schema_id_t tb_serde_old_current[TB_SERDE_OLD_MAX];
+size_t tb_serde_old_cnt;
 static pthread_once_t tb_serde_once = PTHREAD_ONCE_INIT;
 static tb_err_t tb_serde_init_err = TB_OK;
 static char tb_serde_init_msg[512];
@@ -881,6 +884,63 @@ static tb_err_t tb_schema_load(tb_schema_t *s, const char *name, const char *tex
         return TB_OK;
 }
 
+/* An older writer version can be read as the current one only if the
+ * current schema kept its fields, in order and of the same kind, and
+ * added the rest at the end with a default (docs/schemas.md, "Evolving a
+ * schema"): decoding then fills the defaults in, which is what Avro
+ * schema resolution does for such a change. */
+static tb_err_t tb_serde_old_check(const tb_schema_t *old, const char *file, const tb_schema_t *cur,
+                                   char *errstr, size_t errstr_size) {
+        const tb_snode_t *o = old->root, *c = cur->root;
+        if (o->n > c->n)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                 "schemas/old/%s.avsc has %zu fields, schemas/%s.avsc only %zu: "
+                                 "fields are never removed",
+                                 file, o->n, cur->name, c->n);
+        for (size_t i = 0; i < c->n; i++) {
+                if (i < o->n && (strcmp(o->fields[i].name, c->fields[i].name) ||
+                                 o->fields[i].type->t != c->fields[i].type->t))
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                         "schemas/%s.avsc field %zu '%s' is not field '%s' of "
+                                         "schemas/old/%s.avsc with the same type: keep old "
+                                         "fields and add new ones at the end",
+                                         cur->name, i + 1, c->fields[i].name, o->fields[i].name,
+                                         file);
+                if (i >= o->n && !c->fields[i].dflt)
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                         "schemas/%s.avsc field '%s' has no default, so records "
+                                         "written with schemas/old/%s.avsc cannot be read",
+                                         cur->name, c->fields[i].name, file);
+        }
+        return TB_OK;
+}
+
+/* The older writer versions (schemas/old/<Name>_v<N>.avsc), after the
+ * current ones are loaded. */
+static tb_err_t tb_serde_old_init(char *e, size_t esz) {
+        for (const tb_schema_source_t *p = tb_schema_old_sources; p->name; p++) {
+                const char *us = strrchr(p->name, '_');
+                int id = -1;
+                for (int i = 0; us && i < TB_SCHEMA__COUNT; i++)
+                        if (strlen(tb_serde_schema_names[i]) == (size_t)(us - p->name) &&
+                            !strncmp(tb_serde_schema_names[i], p->name, (size_t)(us - p->name)))
+                                id = i;
+                if (id < 0 || tb_serde_old_cnt == TB_SERDE_OLD_MAX)
+                        return tb_seterr(e, esz, TB_ERR_INTERNAL,
+                                         "schemas/old/%s.avsc: %s", p->name,
+                                         id < 0 ? "not <Name>_v<N> of a current schema"
+                                                : "too many old versions (TB_SERDE_OLD_MAX)");
+                tb_schema_t *s = &tb_serde_old_schemas[tb_serde_old_cnt];
+                tb_err_t err = tb_schema_load(s, tb_serde_schema_names[id], p->json, e, esz);
+                if (!err)
+                        err = tb_serde_old_check(s, p->name, &tb_serde_schemas[id], e, esz);
+                if (err)
+                        return err;
+                tb_serde_old_current[tb_serde_old_cnt++] = (tb_schema_id_t)id;
+        }
+        return TB_OK;
+}
+
 static void tb_serde_do_init(void) {
         char *e = tb_serde_init_msg;
         size_t esz = sizeof(tb_serde_init_msg);
@@ -908,6 +968,20 @@ static void tb_serde_do_init(void) {
                                         e, esz, TB_ERR_INTERNAL,
                                         "schemas %s and %s have the same fingerprint",
                                         tb_serde_schema_names[a], tb_serde_schema_names[b]);
+                                return;
+                        }
+        if ((tb_serde_init_err = tb_serde_old_init(e, esz)) != TB_OK)
+                return;
+        for (size_t o = 0; o < tb_serde_old_cnt; o++)
+                for (int b = 0; b < TB_SCHEMA__COUNT; b++)
+                        if (tb_serde_old_schemas[o].fp == tb_serde_schemas[b].fp ||
+                            tb_serde_old_schemas[o].fp_legacy == tb_serde_schemas[b].fp) {
+                                tb_serde_init_err = tb_seterr(
+                                        e, esz, TB_ERR_INTERNAL,
+                                        "an old version of %s has the fingerprint of %s: it did "
+                                        "not change",
+                                        tb_serde_schema_names[tb_serde_old_current[o]],
+                                        tb_serde_schema_names[b]);
                                 return;
                         }
 }

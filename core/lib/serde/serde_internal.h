@@ -93,6 +93,12 @@ typedef struct tb_schema {
 /* the embedded schemas, built once by tb_serde_init() (schema.c) */
 extern const char *const tb_serde_schema_names[TB_SCHEMA__COUNT];
 extern tb_schema_t tb_serde_schemas[TB_SCHEMA__COUNT];
+/* older writer versions still on the topics (schemas/old/), each read as
+ * tb_serde_old_current[i] with the fields it lacks set to their defaults */
+#define TB_SERDE_OLD_MAX 16
+extern tb_schema_t tb_serde_old_schemas[TB_SERDE_OLD_MAX];
+extern tb_schema_id_t tb_serde_old_current[TB_SERDE_OLD_MAX];
+extern size_t tb_serde_old_cnt;
 
 /** The state of one encode (or of decode's JSON build): the field path
  *  errors name, and the caller's errstr. */

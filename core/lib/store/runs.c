@@ -23,7 +23,8 @@
         "infra_error, " TB_STORE_RUNS_MS("scheduled_at") ", "                                     \
         "(log_expires_at <= now() OR log_purged_at IS NOT NULL), "                              \
         "security_group, taskbus_run_status_rank(status) = 2, "                                 \
-        "(extract(epoch FROM now() - updated_at) * 1000)::bigint"
+        "(extract(epoch FROM now() - updated_at) * 1000)::bigint, "                             \
+        TB_STORE_RUNS_MS("last_nominal_time") ", occurrences"
 
 /* ---- reads ------------------------------------------------------------------------ */
 
@@ -76,8 +77,9 @@ tb_err_t tb_store_runs_last_scheduled(PGconn *conn, const char *task_id, bool *f
         const char *params[] = {task_id};
         *found = false;
         tb_err_t e = tb_store_exec(conn, "last nominal of a moved task",
-                                   "SELECT (extract(epoch FROM max(nominal_time)) "
-                                   "* 1000)::bigint FROM runs WHERE task_id = $1 "
+                                   /* a range of fires not run ends at its last */
+                                   "SELECT (extract(epoch FROM max(COALESCE(last_nominal_time, "
+                                   "nominal_time))) * 1000)::bigint FROM runs WHERE task_id = $1 "
                                    "AND trigger IN ('schedule', 'misfire')",
                                    1, params, &res, errstr, errstr_size);
         if (e)
@@ -188,10 +190,10 @@ static const char tb_store_runs_sql_run_request[] =
 static const char tb_store_runs_sql_run_result[] =
         "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, status, "
         "started_at, finished_at, exit_code, signal, executor, host, output_bytes, infra_error, "
-        "error, updated_at) "
+        "error, last_nominal_time, occurrences, updated_at) "
         "VALUES ($1, $2, COALESCE((SELECT t.security_group FROM tasks t WHERE t.id = $2), ''), "
         TB_STORE_RUNS_TS(3) ", $4::int, $5, " TB_STORE_RUNS_TS(6) ", " TB_STORE_RUNS_TS(7) ", $8::int, $9::int, "
-        "$10, $11, $12::bigint, $13::boolean, $14, now()) "
+        "$10, $11, $12::bigint, $13::boolean, $14, " TB_STORE_RUNS_TS(15) ", $16::bigint, now()) "
         "ON CONFLICT (run_id) DO UPDATE SET "
         "status = CASE WHEN " TB_STORE_RUNS_WIN " THEN EXCLUDED.status ELSE runs.status END, "
         "security_group = CASE WHEN runs.security_group = '' THEN EXCLUDED.security_group "
@@ -213,6 +215,10 @@ static const char tb_store_runs_sql_run_result[] =
         "END, "
         "error = CASE WHEN " TB_STORE_RUNS_WIN " THEN COALESCE(EXCLUDED.error, runs.error) "
         "ELSE COALESCE(runs.error, EXCLUDED.error) END, "
+        "last_nominal_time = CASE WHEN " TB_STORE_RUNS_WIN " THEN EXCLUDED.last_nominal_time "
+        "ELSE COALESCE(runs.last_nominal_time, EXCLUDED.last_nominal_time) END, "
+        "occurrences = CASE WHEN " TB_STORE_RUNS_WIN " THEN EXCLUDED.occurrences "
+        "ELSE runs.occurrences END, "
         "updated_at = now()";
 
 /* What settling a run needs: its group (filled from the task if unknown),
@@ -232,9 +238,9 @@ tb_err_t tb_store_runs_upsert_request(PGconn *conn, const char *const params[9],
                              params, NULL, errstr, errstr_size);
 }
 
-tb_err_t tb_store_runs_upsert_result(PGconn *conn, const char *const params[14], char *errstr,
+tb_err_t tb_store_runs_upsert_result(PGconn *conn, const char *const params[16], char *errstr,
                                      size_t errstr_size) {
-        return tb_store_exec(conn, "upsert run (RunResult)", tb_store_runs_sql_run_result, 14,
+        return tb_store_exec(conn, "upsert run (RunResult)", tb_store_runs_sql_run_result, 16,
                              params, NULL, errstr, errstr_size);
 }
 

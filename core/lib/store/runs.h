@@ -26,6 +26,8 @@ enum {
         TB_RC_FINISHED, TB_RC_EXIT, TB_RC_SIGNAL, TB_RC_EXECUTOR, TB_RC_HOST, TB_RC_OUTPUT,
         TB_RC_ERROR, TB_RC_TRIGGER, TB_RC_LOG_EXPIRES, TB_RC_INFRA, TB_RC_SCHEDULED,
         TB_RC_LOG_EXPIRED, TB_RC_GROUP, TB_RC_FINAL, TB_RC_AGE_MS,
+        TB_RC_LAST_NOMINAL, /**< a range of fires not run: its last (NULL otherwise) */
+        TB_RC_OCCURRENCES,  /**< nominal fires the row stands for (1 for a run) */
 };
 
 /* ---- reads (the REST API, the scheduler) ---- */
@@ -98,8 +100,9 @@ tb_err_t tb_store_runs_upsert_request(PGconn *conn, const char *const params[9],
 /** Upsert a run from a RunResult; a status only replaces one of lower rank
  *  (taskbus_run_status_rank()). Parameters: run_id, task_id, nominal_time,
  *  attempt, status (lower case), started_at, finished_at, exit_code, signal,
- *  executor, host, output_bytes, infra_error, error. */
-tb_err_t tb_store_runs_upsert_result(PGconn *conn, const char *const params[14], char *errstr,
+ *  executor, host, output_bytes, infra_error, error, last_nominal_time (ms,
+ *  NULL: not a range), occurrences. */
+tb_err_t tb_store_runs_upsert_result(PGconn *conn, const char *const params[16], char *errstr,
                                      size_t errstr_size);
 
 /** What settling a run's log expiry needs (tb_store_runs_retention()). */

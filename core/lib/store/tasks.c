@@ -149,7 +149,8 @@ tb_err_t tb_store_tasks_partition_cursor(PGconn *conn, const char *cursor, int32
                     /* a task a failover moved here: where its old home's
                      * scheduled fires stopped (replicated runs) */
                     "CASE WHEN epoch > 0 AND home_region = $2 THEN "
-                    "(SELECT (extract(epoch FROM max(r.nominal_time)) * 1000)::bigint "
+                    "(SELECT (extract(epoch FROM max(COALESCE(r.last_nominal_time, "
+                    "r.nominal_time))) * 1000)::bigint "
                     "FROM runs r WHERE r.task_id = tasks.id AND r.trigger IN "
                     "('schedule', 'misfire')) END "
                     "FROM tasks WHERE event_partition = $1::int",

@@ -93,6 +93,10 @@ static json_t *tb_api_runs_json(PGresult *r, int i) {
         json_object_set_new(j, "log_expires_at", tb_api_runs_time(r, i, TB_RC_LOG_EXPIRES));
         json_object_set_new(j, "log_expired",
                             json_boolean(PQgetvalue(r, i, TB_RC_LOG_EXPIRED)[0] == 't'));
+        /* a range of fires not run (skipped_paused, skipped_misfire): from
+         * nominal_time to last_nominal_time, occurrences of them */
+        json_object_set_new(j, "last_nominal_time", tb_api_runs_time(r, i, TB_RC_LAST_NOMINAL));
+        json_object_set_new(j, "occurrences", tb_api_runs_int(r, i, TB_RC_OCCURRENCES));
         return j;
 }
 

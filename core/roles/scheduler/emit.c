@@ -37,19 +37,6 @@ static tb_err_t tb_sched_emit(tb_sched_t *s, tb_topic_t topic, int32_t partition
                               len, hdrs, hcnt, false, errstr, errstr_size);
 }
 
-static tb_err_t tb_sched_emit_result(tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
-                                     int64_t nominal, int attempt, const char *status,
-                                     const char *error, int64_t now, char *errstr,
-                                     size_t errstr_size) {
-        s->scratch.len = 0;
-        tb_err_t err = tb_sched_result_encode(s, tid, nominal, attempt, status, error, now,
-                                              &s->scratch, errstr, errstr_size);
-        if (err)
-                return err;
-        return tb_sched_emit(s, TB_TOPIC_RESULTS, t->partition, tid, s->scratch.data,
-                             s->scratch.len, NULL, 0, errstr, errstr_size);
-}
-
 static tb_err_t tb_sched_emit_run(tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
                                   int64_t nominal, int attempt, int trig, int64_t now, char *errstr,
                                   size_t errstr_size) {
@@ -108,18 +95,39 @@ static tb_err_t tb_sched_emit_fire(tb_sched_t *s, const tb_sched_task_t *t, cons
         return TB_OK;
 }
 
-/* A RunResult \p status for fire \p nominal, which is not run (\p msg says
+/* A RunResult \p status for the \p count fires from \p nominal to \p last
+ * (TB_SCHED_NO_LAST: one fire, not a range), which are not run (\p msg says
  * why), counted under the skips metric's \p reason label. */
 static tb_err_t tb_sched_emit_skip(tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
-                                   int64_t nominal, const char *status, const char *reason,
-                                   const char *msg, int64_t now, tb_sched_tick_stats_t *st,
-                                   char *errstr, size_t errstr_size) {
-        tb_err_t err =
-                tb_sched_emit_result(s, t, tid, nominal, 1, status, msg, now, errstr, errstr_size);
+                                   int64_t nominal, int64_t last, int64_t count,
+                                   const char *status, const char *reason, const char *msg,
+                                   int64_t now, tb_sched_tick_stats_t *st, char *errstr,
+                                   size_t errstr_size) {
+        s->scratch.len = 0;
+        tb_err_t err = tb_sched_range_encode(s, tid, nominal, last, count, status, msg, now,
+                                             &s->scratch, errstr, errstr_size);
+        if (!err)
+                err = tb_sched_emit(s, TB_TOPIC_RESULTS, t->partition, tid, s->scratch.data,
+                                    s->scratch.len, NULL, 0, errstr, errstr_size);
         if (err)
                 return err;
-        tb_metrics_add("taskbus_scheduler_skips_total", reason, 1);
+        tb_metrics_add("taskbus_scheduler_skips_total", reason, (double)count);
         st->skips++;
+        return TB_OK;
+}
+
+/* The range records closed outside the tick (ranges.c), in its transaction. */
+static tb_err_t tb_sched_emit_pending(tb_sched_t *s, tb_sched_tick_stats_t *st, char *errstr,
+                                      size_t errstr_size) {
+        for (size_t i = 0; i < s->pend_cnt; i++) {
+                tb_sched_pending_t *p = &s->pend[i];
+                tb_err_t err = tb_sched_emit(s, TB_TOPIC_RESULTS, p->partition, p->task_id,
+                                             p->value.data, p->value.len, NULL, 0, errstr,
+                                             errstr_size);
+                if (err)
+                        return err;
+                st->skips++;
+        }
         return TB_OK;
 }
 
@@ -185,9 +193,9 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                         tb_time_format(t->expires_ms, when);
                         tb_snprintf(msg, sizeof(msg), "the task expired at %s (expires_at)",
                                     when);
-                        if ((err = tb_sched_emit_skip(s, t, tid, t->expires_ms, "EXPIRED",
-                                                      "reason=\"expired\"", msg, now, st, errstr,
-                                                      errstr_size)))
+                        if ((err = tb_sched_emit_skip(s, t, tid, t->expires_ms, TB_SCHED_NO_LAST,
+                                                      1, "EXPIRED", "reason=\"expired\"", msg,
+                                                      now, st, errstr, errstr_size)))
                                 break;
                         t->flags = (uint8_t)((t->flags & ~TB_SCHED_TF_EXPIRY_PENDING) |
                                              TB_SCHED_TF_EXPIRED);
@@ -199,14 +207,14 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                 if (n == TB_SCHED_NEVER)
                         break;
                 if (t->flags & TB_SCHED_TF_PAUSED) {
-                        if (n > now)
+                        /* not armed fire by fire: only the end of its
+                         * schedule closes its range here (ranges.c) */
+                        size_t made;
+                        if (tb_sched_range_pause_end(t) > now ||
+                            !(made = tb_sched_range_close_paused(s, slot, now)))
                                 break;
-                        tb_time_format(n, when);
-                        tb_snprintf(msg, sizeof(msg), "the task was paused at %s", when);
-                        if ((err = tb_sched_emit_skip(s, t, tid, n, "SKIPPED_PAUSED",
-                                                      "reason=\"paused\"", msg, now, st, errstr,
-                                                      errstr_size)))
-                                break;
+                        n_rec += made;
+                        continue;
                 } else {
                         int64_t j = tb_sched_task_jitter(t, n);
                         if (n + j > now)
@@ -219,6 +227,7 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                                 trig = TB_SCHED_TRIG_MISFIRE;
                                 run = tb_sched_misfire_runs(s, t, n, now);
                         }
+                        int64_t last = n, cnt = 1;
                         if (run) {
                                 if ((err = tb_sched_emit_fire(s, t, tid, n, 1, trig, now, st,
                                                               errstr, errstr_size)))
@@ -226,21 +235,33 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                                 if (trig == TB_SCHED_TRIG_SCHEDULE)
                                         tb_sched_lag_push(s, n + j);
                         } else {
-                                tb_time_format(n, when);
+                                /* the late fires skipped with it: one record */
+                                cnt = tb_sched_range_misfire(s, t, n, now, &last);
+                                if (cnt > 1) {
+                                        st->misfires += (size_t)(cnt - 1);
+                                        tb_metrics_add("taskbus_scheduler_misfires_total", NULL,
+                                                       (double)(cnt - 1));
+                                }
+                                char what[160];
                                 tb_snprintf(msg, sizeof(msg),
-                                            "misfire: the fire at %s was missed (no scheduler "
+                                            "misfire: %s %s missed (no scheduler "
                                             "owned partition %d in time; misfire policy %s)",
-                                            when, (int)t->partition,
+                                            tb_sched_range_describe(n, last, cnt, what,
+                                                                    sizeof(what)),
+                                            cnt > 1 ? "were" : "was", (int)t->partition,
                                             t->misfire == TB_SCHED_MISFIRE_SKIP ? "skip"
                                             : t->misfire == TB_SCHED_MISFIRE_RUN_ALL
                                                     ? "run_all (over "
                                                       "scheduler.misfire_cap)"
                                                     : "run_once");
-                                if ((err = tb_sched_emit_skip(s, t, tid, n, "SKIPPED_MISFIRE",
-                                                              "reason=\"misfire\"", msg, now, st,
-                                                              errstr, errstr_size)))
+                                if ((err = tb_sched_emit_skip(
+                                             s, t, tid, n, cnt > 1 ? last : TB_SCHED_NO_LAST, cnt,
+                                             "SKIPPED_MISFIRE", "reason=\"misfire\"", msg, now,
+                                             st, errstr, errstr_size)))
                                         break;
                         }
+                        t->fires += cnt - 1;
+                        n = last;
                 }
                 t->last_nominal = n;
                 t->fires++;
@@ -290,7 +311,7 @@ tb_err_t tb_sched_tick(tb_sched_t *s, int64_t now, tb_sched_tick_stats_t *st, ch
         size_t room = s->conf->sched_max_batch > 0 ? (size_t)s->conf->sched_max_batch : 500;
         size_t used = 0;
         const tb_timer_t *top;
-        bool work = s->dirty_cnt || s->dlq_cnt || s->tomb_cnt ||
+        bool work = s->dirty_cnt || s->dlq_cnt || s->tomb_cnt || s->pend_cnt ||
                     ((top = tb_timerheap_peek(&s->heap)) && top->due_ms <= now);
         if (!work)
                 return TB_OK;
@@ -304,6 +325,8 @@ tb_err_t tb_sched_tick(tb_sched_t *s, int64_t now, tb_sched_tick_stats_t *st, ch
                         tb_sched_task_rekey(s, top->id); /* nothing was due after all */
         }
         st->more = used >= room;
+        if ((err = tb_sched_emit_pending(s, st, errstr, errstr_size)))
+                goto fail;
         for (size_t i = 0; i < s->dlq_cnt; i++) {
                 tb_sched_dlq_t *d = &s->dlq[i];
                 tb_header_t h[2] = {{"error", d->error, strlen(d->error)},
@@ -367,6 +390,7 @@ tb_err_t tb_sched_tick(tb_sched_t *s, int64_t now, tb_sched_tick_stats_t *st, ch
                 tb_buf_free(&s->dlq[i].value);
         }
         s->dlq_cnt = 0;
+        tb_sched_range_drop(s, -1);
         tb_metrics_add("taskbus_scheduler_dlq_total", NULL, (double)st->dlq);
         for (size_t i = 0; i < s->tomb_cnt; i++)
                 free(s->tombs[i].task_id);

@@ -293,7 +293,9 @@ int64_t tb_sched_task_due(const tb_sched_task_t *t) {
                 d = t->expires_ms;
         if (t->next_nominal != TB_SCHED_NEVER) {
                 int64_t n = t->next_nominal;
-                if (!(t->flags & TB_SCHED_TF_PAUSED))
+                if (t->flags & TB_SCHED_TF_PAUSED)
+                        n = tb_sched_range_pause_end(t); /* fires not armed (ranges.c) */
+                else
                         n += tb_sched_task_jitter(t, n);
                 if (n < d)
                         d = n;
@@ -470,6 +472,8 @@ void tb_sched_destroy(tb_sched_t *s) {
         for (size_t i = 0; i < s->tomb_cnt; i++)
                 free(s->tombs[i].task_id);
         free(s->tombs);
+        tb_sched_range_drop(s, -1);
+        free(s->pend);
         free(s->lag_due);
         tb_buf_free(&s->scratch);
         free(s->parts);
@@ -626,6 +630,8 @@ void tb_sched_drop_partition(tb_sched_t *s, int32_t p) {
                         s->tombs[k++] = s->tombs[i];
         }
         s->tomb_cnt = k;
+        if (p >= 0)
+                tb_sched_range_drop(s, p);
         if (p >= 0 && p < s->part_cnt)
                 s->parts[p] = (tb_sched_part_t){.load_off = -1, .ev_pos = -1, .rr_pos = -1};
 }

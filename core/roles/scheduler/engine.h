@@ -29,6 +29,10 @@
 /** Most records one task contributes to one tick, so that one task catching
  *  up on a long backlog does not starve the others. */
 #define TB_SCHED_TASK_CHUNK 64
+/** Most fires one RunResult for a range of fires not run (paused, missed)
+ *  stands for: a longer pause or outage is split into consecutive ranges,
+ *  so that closing one costs bounded work (docs/scheduling.md). */
+#define TB_SCHED_RANGE_MAX 100000
 /** A next fire time that does not come: the schedule ran out (or, for
  *  tb_sched_next_due(), no timer at all). */
 #define TB_SCHED_NEVER INT64_MAX
@@ -80,6 +84,9 @@ void tb_sched_set_fire_hook(tb_sched_t *s, tb_sched_fire_hook_t hook, void *opaq
  * @param created_ms the task's creation time: anchors "every" schedules and
  *                   is where fires start without a checkpoint.
  * A changed schedule resumes after max(last emitted nominal, \p now_ms).
+ * A paused task is not armed; when it is resumed, or its schedule or home
+ * region changes, its fires up to \p now_ms become one SKIPPED_PAUSED range
+ * record, written by the next tick (docs/scheduling.md, "Ranges").
  * @returns TB_OK, TB_ERR_INVALID (bad spec: the task is not scheduled; the
  *          message names the field), TB_ERR_NOMEM.
  */
@@ -87,7 +94,8 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *task_id
                            int64_t version, int64_t created_ms, const json_t *spec,
                            int64_t now_ms, char *errstr, size_t errstr_size);
 /** Forget a task; \p tombstone also writes a checkpoint tombstone on the next
- *  tick. @returns false if unknown. */
+ *  tick. @returns false if unknown. (A DELETED event first records a paused
+ *  task's range: tb_sched_event().) */
 bool tb_sched_task_remove(tb_sched_t *s, const char *task_id, bool tombstone);
 
 /**
@@ -120,7 +128,8 @@ char *tb_sched_take_moved(tb_sched_t *s);
 void tb_sched_task_adopt(tb_sched_t *s, const char *task_id, int64_t last_nominal_ms);
 /** @brief Set a loaded task's home-region epoch (loading from the projection). */
 void tb_sched_task_set_epoch(tb_sched_t *s, const char *task_id, int64_t epoch);
-/** Apply one RunResult (decoded JSON): FAILED / TIMED_OUT / LOST / infra
+/** Apply one RunResult (decoded JSON; a range of skipped fires is never
+ *  retried): FAILED / TIMED_OUT / LOST / infra
  *  errors schedule a retry or go to the DLQ. */
 tb_err_t tb_sched_result(tb_sched_t *s, int32_t partition, const json_t *result,
                          int64_t now_ms, char *errstr, size_t errstr_size);
@@ -143,7 +152,7 @@ void tb_sched_drop_partition(tb_sched_t *s, int32_t p);
 /** What one tick did. */
 typedef struct tb_sched_tick_stats {
         size_t fires;       /**< RunRequests emitted */
-        size_t skips;       /**< RunResults for fires not run (misfire, paused, expired) */
+        size_t skips;       /**< RunResults for fires not run : one per range */
         size_t misfires;    /**< late fires met (run or skipped) */
         size_t checkpoints; /**< checkpoint records */
         size_t dlq;         /**< runs-dlq records */

@@ -90,6 +90,14 @@ typedef struct tb_sched_dlq {
         char *error;
 } tb_sched_dlq_t;
 
+/** A RunResult for a range of fires not run that was closed outside a tick
+ *  (a paused task resumed, changed or deleted): the next tick writes it. */
+typedef struct tb_sched_pending {
+        char *task_id;
+        int32_t partition;
+        tb_buf_t value;
+} tb_sched_pending_t;
+
 typedef struct tb_sched_tomb {
         char *task_id;
         int32_t partition;
@@ -121,6 +129,8 @@ struct tb_sched {
         size_t dlq_cnt, dlq_cap;
         tb_sched_tomb_t *tombs;
         size_t tomb_cnt, tomb_cap;
+        tb_sched_pending_t *pend; /* ranges closed since the last tick (ranges.c) */
+        size_t pend_cnt, pend_cap;
 
         rd_kafka_t *producer, *group;
         tb_sched_sink_t sink;
@@ -198,6 +208,11 @@ void tb_sched_task_destroy(tb_sched_t *s, uint32_t slot);
  *  to \p out: a few varints, then the task's snapshot bytes. */
 void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
                          int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out);
+/** Append a RunResult for the fires not run from \p nominal to \p last
+ *  (TB_SCHED_NO_LAST: one fire, no range), \p count of them, to \p out. */
+tb_err_t tb_sched_range_encode(const tb_sched_t *s, const char *tid, int64_t nominal, int64_t last,
+                               int64_t count, const char *status, const char *error, int64_t now,
+                               tb_buf_t *out, char *errstr, size_t errstr_size);
 /** Append a RunResult for a fire not run (\p status, \p error) to \p out. */
 tb_err_t tb_sched_result_encode(const tb_sched_t *s, const char *tid, int64_t nominal, int attempt,
                                 const char *status, const char *error, int64_t now, tb_buf_t *out,
@@ -210,5 +225,40 @@ tb_err_t tb_sched_checkpoint_encode(const tb_sched_task_t *t, int64_t now, tb_bu
 int64_t tb_sched_jlong(const json_t *o, const char *k, int64_t dflt);
 /** @returns JSON member \p k of \p o as a string (borrowed), or \p dflt. */
 const char *tb_sched_jstr(const json_t *o, const char *k, const char *dflt);
+
+/* ---- ranges.c: one record per range of fires not run ----------------------- */
+
+/**
+ * @brief Count the fires of \p t from \p first (one of its fires) to \p upto
+ *        inclusive, at most \p max; *\p last receives the last one counted.
+ *        Closed form for "every" schedules, one step per fire otherwise.
+ * @returns the count (0: none, *\p last untouched).
+ */
+int64_t tb_sched_range_span(const tb_sched_task_t *t, int64_t first, int64_t upto, int64_t max,
+                            int64_t *last);
+/** @returns when a paused task needs the tick for its fires: where its
+ *  schedule ends (a one-off's instant, end_at, expires_at), TB_SCHED_NEVER
+ *  for an endless one: a paused task's fires are not armed one by one. */
+int64_t tb_sched_range_pause_end(const tb_sched_task_t *t);
+/**
+ * @brief Account for the fires a paused task \p slot did not run up to \p upto:
+ *        one SKIPPED_PAUSED record per range (split at TB_SCHED_RANGE_MAX),
+ *        queued for the next tick with the task's checkpoint. No-op for a
+ *        task that is not paused here.
+ * @returns the records queued.
+ */
+size_t tb_sched_range_close_paused(tb_sched_t *s, uint32_t slot, int64_t upto);
+/**
+ * @brief For late fire \p n that the misfire policy does not run: how many
+ *        consecutive fires from \p n are skipped with it (at most
+ *        TB_SCHED_RANGE_MAX); *\p last receives the last of them.
+ */
+int64_t tb_sched_range_misfire(const tb_sched_t *s, const tb_sched_task_t *t, int64_t n,
+                               int64_t now, int64_t *last);
+/** Forget the queued records of partition \p p (\p p < 0: all of them). */
+void tb_sched_range_drop(tb_sched_t *s, int32_t p);
+/** @returns "the fire at <t>" or "<n> fires from <t1> to <t2>" in \p buf. */
+const char *tb_sched_range_describe(int64_t first, int64_t last, int64_t count, char *buf,
+                                    size_t size);
 
 #endif /* TB_SCHED_ENGINE_INTERNAL_H */

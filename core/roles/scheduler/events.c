@@ -58,8 +58,11 @@ static tb_err_t tb_sched_apply_event(tb_sched_t *s, int32_t partition, const jso
         }
         if (!strcmp(type, "DELETED")) {
                 if (slot != UINT32_MAX && tb_repl_newer(epoch, version, s->tasks[slot].epoch,
-                                                        s->tasks[slot].version))
+                                                        s->tasks[slot].version)) {
+                        /* a paused task's fires until now: one range */
+                        tb_sched_range_close_paused(s, slot, now_ms);
                         tb_sched_task_remove(s, tid, true);
+                }
                 return TB_OK;
         }
         const json_t *spec = json_object_get(ev, "task");

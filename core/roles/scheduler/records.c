@@ -246,6 +246,11 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
                 uint32_t slot = s->map[at] - 1;
                 tb_sched_task_t *t = &s->tasks[slot];
                 bool changed = !tb_sched_same_schedule(t, &nt);
+                /* a pause that ends (or whose schedule changes): its fires
+                 * until now are one range, counted on the old schedule */
+                if ((t->flags & TB_SCHED_TF_PAUSED) &&
+                    (!(nt.flags & TB_SCHED_TF_PAUSED) || changed))
+                        tb_sched_range_close_paused(s, slot, now_ms);
                 free(t->snap);
                 t->snap = nt.snap;
                 t->snap_len = nt.snap_len;
@@ -319,20 +324,39 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
 
 /* ---- RunResults for fires not run ------------------------------------------- */
 
-tb_err_t tb_sched_result_encode(const tb_sched_t *s, const char *tid, int64_t nominal, int attempt,
-                                const char *status, const char *error, int64_t now, tb_buf_t *out,
-                                char *errstr, size_t errstr_size) {
+/* A range's run id is its first fire's (attempt 1): the same in every
+ * process and every retry of the transaction that writes it. */
+static tb_err_t tb_sched_result_encode_json(const tb_sched_t *s, const char *tid, int64_t nominal,
+                                            int attempt, int64_t last, int64_t count,
+                                            const char *status, const char *error, int64_t now,
+                                            tb_buf_t *out, char *errstr, size_t errstr_size) {
         char rid[33];
         tb_sched_run_id(tid, nominal, attempt, rid);
-        json_t *r = json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:s, s:s, s:I}", "run_id", rid,
-                              "task_id", tid, "nominal_time", (json_int_t)nominal, "attempt",
+        json_t *r = json_pack("{s:s, s:s, s:I, s:i, s:s, s:s, s:s, s:s, s:I, s:o, s:I}", "run_id",
+                              rid, "task_id", tid, "nominal_time", (json_int_t)nominal, "attempt",
                               attempt, "status", status, "executor", "", "host", s->host, "error",
-                              error, "at", (json_int_t)now);
+                              error, "at", (json_int_t)now, "last_nominal_time",
+                              last == TB_SCHED_NO_LAST ? json_null() : json_integer(last),
+                              "occurrences", (json_int_t)count);
         if (!r)
                 return TB_ERR_NOMEM;
         tb_err_t err = tb_serde_encode(TB_SCHEMA_RUN_RESULT, r, out, errstr, errstr_size);
         json_decref(r);
         return err;
+}
+
+tb_err_t tb_sched_range_encode(const tb_sched_t *s, const char *tid, int64_t nominal, int64_t last,
+                               int64_t count, const char *status, const char *error, int64_t now,
+                               tb_buf_t *out, char *errstr, size_t errstr_size) {
+        return tb_sched_result_encode_json(s, tid, nominal, 1, last, count, status, error, now,
+                                           out, errstr, errstr_size);
+}
+
+tb_err_t tb_sched_result_encode(const tb_sched_t *s, const char *tid, int64_t nominal, int attempt,
+                                const char *status, const char *error, int64_t now, tb_buf_t *out,
+                                char *errstr, size_t errstr_size) {
+        return tb_sched_result_encode_json(s, tid, nominal, attempt, TB_SCHED_NO_LAST, 1, status,
+                                           error, now, out, errstr, errstr_size);
 }
 
 /* ---- checkpoints ------------------------------------------------------------ */
