@@ -8,7 +8,11 @@
  * executor.log_delivery_timeout) with a note naming its run, seq and size
  * as the message's opaque (the role's tb_exec_t with it). Its delivery report (tb_exec_log_dr(), served by
  * the timer thread's poll) records a failure as a lost range of that run:
- * consecutive failed seqs of one run grow one range. Once the producer
+ * consecutive failed seqs of one run grow one range. Only chunks Kafka
+ * surely did not write (never sent, or refused) are lost: one that failed
+ * while in flight may have been written (librdkafka's POSSIBLY_PERSISTED),
+ * so it is counted as unconfirmed and left to the readers' check, lest a
+ * marker at its seq shadow the chunk itself. Once the producer
  * delivers again (a later chunk's report succeeds), or every
  * TB_EXEC_MARKER_RETRY_MS while nothing is delivered, the timer produces for
  * each range a SYSTEM chunk at the range's first seq, with the text
@@ -125,7 +129,16 @@ void tb_exec_log_dr(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
         if (!n)
                 return;
         tb_exec_t *ex = n->ex;
-        if (msg->err) {
+        if (msg->err && !n->covers &&
+            rd_kafka_message_status(msg) == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED) {
+                /* In flight when it failed: the broker may have written it, so a
+                 * marker at its seq could collide with the chunk itself. Readers
+                 * show the gap if it really is one. */
+                tb_metrics_add("taskbus_executor_log_chunks_unconfirmed_total", NULL, 1);
+                tb_warn(TB_EXEC_SUB, "run %s: log chunk %" PRId64 " (%" PRId64 " bytes) "
+                        "unconfirmed: %s (it may have been written; if not, readers show "
+                        "the gap)", n->run_id, n->seq, n->len, rd_kafka_err2str(msg->err));
+        } else if (msg->err) {
                 tb_exec_loss_record(ex, n, rd_kafka_err2str(msg->err));
         } else if (n->covers) {
                 tb_info(TB_EXEC_SUB, "run %s: marker for %" PRId64 " lost log chunk(s) from "

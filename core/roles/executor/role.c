@@ -284,8 +284,11 @@ static void tb_exec_describe_metrics(void) {
         tb_metrics_describe("taskbus_executor_log_chunks_dropped_total", "counter",
                             "Log chunks the producer refused (counted as lost too).");
         tb_metrics_describe("taskbus_executor_log_chunks_lost_total", "counter",
-                            "Log chunks refused or not delivered within "
-                            "executor.log_delivery_timeout; their gap is marked in the log.");
+                            "Log chunks Kafka surely did not write (refused, or not sent within "
+                            "executor.log_delivery_timeout); the executor marks their gap.");
+        tb_metrics_describe("taskbus_executor_log_chunks_unconfirmed_total", "counter",
+                            "Log chunks whose delivery failed while in flight: Kafka may have "
+                            "written them; if not, readers show the gap.");
         tb_metrics_describe("taskbus_executor_log_bytes_lost_total", "counter",
                             "Output bytes of the lost log chunks.");
         tb_metrics_describe("taskbus_executor_log_gaps_pending", "gauge",
