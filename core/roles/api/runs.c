@@ -33,9 +33,11 @@
 #define TB_API_RUNS_LOG_SLICE (256 * 1024)
 /** Chunks read per fetch of a live tail. */
 #define TB_API_RUNS_TAIL_ROWS "64"
-/** A live tail reads without news this often (expiry, a run that ended
- *  without its eof chunk). News come from the poller (api/follow.h). */
+/** A live tail of a final run reads without news this often (its expiry,
+ *  its end without an eof chunk); of a run going on, only as a fallback:
+ *  news of it come from the poller (api/follow.h). */
 #define TB_API_RUNS_TAIL_RECHECK_MS 5000
+#define TB_API_RUNS_TAIL_FALLBACK_MS 30000
 /** A live tail re-checks its caller's token and membership this often (the
  *  cache adds up to TB_API_AUTH_CACHE_MS). */
 #define TB_API_RUNS_AUTH_CHECK_MS 1000
@@ -521,6 +523,7 @@ static void tb_api_runs_tail_end(tb_api_runs_tail_t *t, const char *why) {
  *  error), -1 the output is complete (or expired, or the run was deleted). */
 static int tb_api_runs_tail_fetch(tb_api_runs_tail_t *t) {
         char err[512], seq[32];
+        t->fetch_us = tb_mono_us() + (int64_t)TB_API_RUNS_TAIL_RECHECK_MS * 1000;
         PGconn *c = tb_store_acquire_timeout(t->api->ctx->store, 1000);
         if (!c)
                 return 0;
@@ -542,6 +545,8 @@ static int tb_api_runs_tail_fetch(tb_api_runs_tail_t *t) {
                 rc = -1;
                 goto out;
         }
+        if (!st.final)
+                t->fetch_us = tb_mono_us() + (int64_t)TB_API_RUNS_TAIL_FALLBACK_MS * 1000;
         tb_snprintf(seq, sizeof(seq), "%" PRId64, t->next_seq);
         if (tb_store_runs_logs_from(c, t->run_id, seq, t->stream[0] ? t->stream : NULL,
                                     TB_API_RUNS_TAIL_ROWS, &r, err, sizeof(err)))
@@ -602,7 +607,10 @@ static ssize_t tb_api_runs_tail_read(void *cls, uint64_t pos, char *buf, size_t 
                         return MHD_CONTENT_READER_END_WITH_ERROR;
                 int64_t now = tb_mono_us();
                 if (now >= t->check_us) {
-                        t->check_us = now + (int64_t)TB_API_RUNS_AUTH_CHECK_MS * 1000;
+                        /* up to 20% later at random: followers that started together
+                         * do not all miss the authentication cache at once */
+                        t->check_us = now + (int64_t)TB_API_RUNS_AUTH_CHECK_MS * 1000 +
+                                      (int64_t)(random() % (TB_API_RUNS_AUTH_CHECK_MS * 200));
                         if (tb_api_follow_authorized(t->api, t->authz, t->group) == 0) {
                                 tb_info(TB_API_RUNS_SUB, "live log of run %s ended: its "
                                         "token is no longer valid for the run's group",
@@ -622,7 +630,6 @@ static ssize_t tb_api_runs_tail_read(void *cls, uint64_t pos, char *buf, size_t 
                 }
                 bool news = tb_api_follow_wait(t->api, t->follow, 0);
                 if (news || t->fetch_now || now >= t->fetch_us) {
-                        t->fetch_us = now + (int64_t)TB_API_RUNS_TAIL_RECHECK_MS * 1000;
                         int rc = tb_api_runs_tail_fetch(t);
                         if (rc == 1)
                                 break;
