@@ -671,7 +671,7 @@ static bool tb_api_runs_follow(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t
                         tb_http_error(resp, 500, "internal", NULL, "out of memory");
                         return false;
                 }
-                tb_http_error(resp, 429, "too_many_follows", "follow",
+                tb_http_error(resp, 429, "throttled", "follow",
                               "user '%s' already follows %zu run logs at once, the most "
                               "api.max_follows_per_user allows: end one, or read pages (without "
                               "follow) using X-Log-Next-Offset", p->user_id, held);
