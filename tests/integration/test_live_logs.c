@@ -441,6 +441,23 @@ Test(live_logs, pages_are_capped) {
         hfree(&r);
 }
 
+/* `taskbus logs RUN --follow` (the real CLI) on its own thread. */
+typedef struct cli_follow {
+        char run[64];
+        const char *authz;
+        char *out;
+        int rc;
+        pthread_t th;
+} cli_follow_t;
+
+static void *cli_follow_main(void *arg) {
+        cli_follow_t *c = arg;
+        c->rc = tbt_run(&c->out, "TASKBUS_API=http://127.0.0.1:%d TASKBUS_TOKEN=%s HOME=/nonexistent "
+                        "timeout 120 %s/bin/taskbus logs %s --follow",
+                        port, c->authz + strlen("Bearer "), tbt_build_dir(), c->run);
+        return NULL;
+}
+
 /* ---- follows -------------------------------------------------------------------------- */
 
 Test(live_logs, follow_push_cap_and_duration) {
@@ -451,6 +468,9 @@ Test(live_logs, follow_push_cap_and_duration) {
         chunk_s("f-1", 0, "STDOUT", "one\n", false);
         wait_rows("f-1", 1);
         tail_t a, b;
+        /* the CLI follows under another user (alice's streams are counted below) */
+        cli_follow_t cli = {.run = "f-1", .authz = dave};
+        cr_assert_eq(pthread_create(&cli.th, NULL, cli_follow_main, &cli), 0);
         tail_start(&a, "/v1/runs/f-1/log?follow=true", alice);
         tail_start(&b, "/v1/runs/f-1/log?follow=true&offset=2", alice);
         wait_tail(&a, "one\n");
@@ -502,6 +522,12 @@ Test(live_logs, follow_push_cap_and_duration) {
         cr_assert(tbt_wait_until(tail_done, &a, 60000), "the resumed follow did not end");
         cr_assert_str_eq(a.body.data, "three\n");
         tail_finish(&a);
+        /* the CLI resumed where the server ended its stream: the output, once */
+        pthread_join(cli.th, NULL);
+        cr_assert_eq(cli.rc, 0, "taskbus logs --follow: status %d: %s", cli.rc,
+                     cli.out ? cli.out : "");
+        cr_assert_str_eq(cli.out, "one\ntwo\nthree\n");
+        free(cli.out);
 }
 
 Test(live_logs, follow_ends_when_access_ends) {
