@@ -17,6 +17,7 @@
 #include "identity/identity.h"
 #include "serde/serde.h"
 #include "support.h"
+#include "support_api.h"
 #include "support_stack.h"
 
 #include <curl/curl.h>
@@ -35,69 +36,14 @@
 
 /* ---- HTTP ------------------------------------------------------------------------- */
 
-typedef struct hres {
-        long status;
-        tb_buf_t body;
-        tb_buf_t hdrs;
-        json_t *j;
-} hres_t;
-
-static size_t on_data(char *p, size_t s, size_t n, void *ud) {
-        tb_buf_append(ud, p, s * n);
-        return s * n;
-}
-
 static int port;
 
-static hres_t http_get(const char *path, const char *authz) {
-        hres_t r = {0};
-        CURL *c = curl_easy_init();
-        char url[2048], ah[200];
-        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-        snprintf(ah, sizeof(ah), "Authorization: %s", authz);
-        struct curl_slist *h = curl_slist_append(NULL, ah);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
-        curl_easy_setopt(c, CURLOPT_HEADERDATA, &r.hdrs);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT, 90L);
-        if (curl_easy_perform(c) == CURLE_OK)
-                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-        tb_buf_append(&r.body, "", 1);
-        r.body.len--;
-        tb_buf_append(&r.hdrs, "", 1);
-        json_error_t je;
-        r.j = json_loadb(r.body.data, r.body.len, 0, &je);
-        curl_slist_free_all(h);
-        curl_easy_cleanup(c);
-        return r;
+static tbt_http_res_t http_get(const char *path, const char *authz) {
+        return tbt_http(port, "GET", path, authz, NULL);
 }
 
-static void hfree(hres_t *r) {
-        json_decref(r->j);
-        tb_buf_free(&r->body);
-        tb_buf_free(&r->hdrs);
-}
-
-static const char *hheader(const hres_t *r, const char *name, char *buf, size_t size) {
-        size_t n = strlen(name);
-        for (const char *l = r->hdrs.data; l && *l;) {
-                const char *e = strstr(l, "\r\n");
-                if (!strncasecmp(l, name, n) && l[n] == ':') {
-                        const char *v = l + n + 1;
-                        while (*v == ' ')
-                                v++;
-                        size_t len = e ? (size_t)(e - v) : strlen(v);
-                        snprintf(buf, size, "%.*s", (int)len, v);
-                        return buf;
-                }
-                l = e ? e + 2 : NULL;
-        }
-        return "(missing)";
-}
+#define hfree tbt_http_free
+#define hheader tbt_http_header
 
 #define expect_status(r, st)                                                                  \
         cr_assert_eq((r).status, (st), "expected %d, got %ld: %s", (st), (r).status,          \
@@ -251,18 +197,8 @@ static void teardown(void) {
                 rd_kafka_destroy(prod);
                 prod = NULL;
         }
-        int ws = 0;
-        bool clean = true;
-        if (daemon_pid > 0) {
-                ws = tbt_daemon_stop(daemon_pid, SIGTERM);
-                clean = WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
-                daemon_pid = 0;
-        }
-        char *log = tbt_daemon_log(&st);
-        bool sanitizer = log && (strstr(log, "Sanitizer") || strstr(log, "runtime error:"));
-        if (sanitizer || !clean || getenv("TBT_SHOW_LOGS"))
-                fprintf(stderr, "---- taskbusd log ----\n%s\n", log ? log : "");
-        free(log);
+        bool sanitizer = false, clean = tbt_daemon_end(&st, daemon_pid, &sanitizer);
+        daemon_pid = 0;
         if (conf_path) {
                 unlink(conf_path);
                 free(conf_path);
@@ -271,7 +207,7 @@ static void teardown(void) {
         tbt_stack_destroy(&st);
         curl_global_cleanup();
         cr_assert(!sanitizer, "taskbusd reported a sanitizer error (log above)");
-        cr_assert(clean, "taskbusd did not exit cleanly (0x%x)", ws);
+        cr_assert(clean, "taskbusd did not exit cleanly");
 }
 
 TestSuite(live_logs, .init = setup, .fini = teardown, .timeout = 300);
@@ -371,7 +307,7 @@ Test(live_logs, seq_gaps_are_shown_where_they_are) {
         const char *whole = "a\nb\n[taskbus: 2 chunks lost]\nc\n"
                             "[taskbus: 3 chunks (12,345 bytes) lost]\nd\n";
         char hb[64], want[32];
-        hres_t r = http_get("/v1/runs/gap-1/log", alice);
+        tbt_http_res_t r = http_get("/v1/runs/gap-1/log", alice);
         expect_status(r, 200);
         cr_assert_str_eq(r.body.data, whole);
         snprintf(want, sizeof(want), "%zu", strlen(whole));
@@ -416,7 +352,7 @@ Test(live_logs, pages_are_capped) {
         }
         wait_rows("big-1", 5);
         char hb[64];
-        hres_t r = http_get("/v1/runs/big-1/log", alice);
+        tbt_http_res_t r = http_get("/v1/runs/big-1/log", alice);
         expect_status(r, 200);
         cr_assert_eq(r.body.len, 256 * 1024, "default page: %zu bytes", r.body.len);
         cr_assert_str_eq(hheader(&r, "X-Log-Next-Offset", hb, sizeof(hb)), "262144");
@@ -476,7 +412,7 @@ Test(live_logs, follow_push_cap_and_duration) {
         wait_tail(&a, "one\n");
         wait_tail(&b, "e\n");
         /* alice holds api.max_follows_per_user (2): a third is refused */
-        hres_t r = http_get("/v1/runs/f-1/log?follow=true", alice);
+        tbt_http_res_t r = http_get("/v1/runs/f-1/log?follow=true", alice);
         expect_status(r, 429);
         cr_assert(strstr(r.body.data, "api.max_follows_per_user"), "%s", r.body.data);
         hfree(&r);
@@ -495,7 +431,7 @@ Test(live_logs, follow_push_cap_and_duration) {
         /* one of alice's streams goes away: she may open another */
         atomic_store(&b.abort, true);
         pthread_join(b.th, NULL);
-        hres_t again = {0};
+        tbt_http_res_t again = {0};
         for (int i = 0; i < 100; i++) {
                 /* a follow of a finished run ends at once: it only probes the cap */
                 hfree(&again);
@@ -558,7 +494,7 @@ Test(live_logs, follow_ends_when_access_ends) {
         tail_finish(&c);
         tail_finish(&d);
         /* and they cannot come back */
-        hres_t r = http_get("/v1/runs/f-2/log?follow=true", carol);
+        tbt_http_res_t r = http_get("/v1/runs/f-2/log?follow=true", carol);
         expect_status(r, 401);
         hfree(&r);
         r = http_get("/v1/runs/f-2/log?follow=true", dave);

@@ -14,6 +14,7 @@
 #include <sys/prctl.h>
 
 #include "support.h"
+#include "support_api.h"
 #include "support_stack.h"
 
 #include <arpa/inet.h>
@@ -72,55 +73,15 @@ static pid_t kafka_pid(void) {
         return (pid_t)pid;
 }
 
-typedef struct hres {
-        long status;
-        tb_buf_t body;
-        json_t *j;
-} hres_t;
-
-static size_t on_data(char *p, size_t s, size_t n, void *ud) {
-        tb_buf_append(ud, p, s * n);
-        return s * n;
+static tbt_http_res_t http(const char *method, const char *path, const char *body) {
+        return tbt_http(port, method, path, alice, body);
 }
 
-static hres_t http(const char *method, const char *path, const char *body) {
-        hres_t r = {0};
-        CURL *c = curl_easy_init();
-        char url[1024], ah[200];
-        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-        snprintf(ah, sizeof(ah), "Authorization: %s", alice);
-        struct curl_slist *h = curl_slist_append(NULL, ah);
-        h = curl_slist_append(h, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-        if (body) {
-                curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-                curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-        }
-        if (curl_easy_perform(c) == CURLE_OK)
-                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-        tb_buf_append(&r.body, "", 1);
-        r.body.len--;
-        json_error_t je;
-        r.j = json_loadb(r.body.data, r.body.len, 0, &je);
-        curl_slist_free_all(h);
-        curl_easy_cleanup(c);
-        return r;
-}
-
-static void hfree(hres_t *r) {
-        json_decref(r->j);
-        tb_buf_free(&r->body);
-}
+#define hfree tbt_http_free
 
 /** The value of metric \p name (no labels) on /metrics, -1 when absent. */
 static double metric(const char *name) {
-        hres_t r = http("GET", "/metrics", NULL);
+        tbt_http_res_t r = http("GET", "/metrics", NULL);
         double v = -1;
         size_t n = strlen(name);
         for (const char *l = r.body.data; l && *l;) {
@@ -145,26 +106,8 @@ static bool api_up(void *arg) {
         return tbt_http_up(&port);
 }
 
-typedef struct sqlwait {
-        const char *sql;
-        const char *want;
-} sqlwait_t;
-
-static bool sql_is(void *arg) {
-        sqlwait_t *w = arg;
-        char *v = tbt_sql_value(&st, w->sql);
-        bool ok = v && !strcmp(v, w->want);
-        free(v);
-        return ok;
-}
-
 static void wait_sql(const char *sql, const char *want, int ms) {
-        sqlwait_t w = {sql, want};
-        if (!tbt_wait_until(sql_is, &w, ms)) {
-                char *v = tbt_sql_value(&st, sql);
-                cr_assert_fail("waited %d ms for `%s` = %s; got %s", ms, sql, want,
-                               v ? v : "(no row)");
-        }
+        tbt_wait_sql(&st, sql, want, ms);
 }
 
 /* The log page at \p path: complete, with at least one gap marker and each
@@ -176,7 +119,7 @@ typedef struct log_want {
 
 static bool log_settled(void *arg) {
         log_want_t *w = arg;
-        hres_t r = http("GET", w->path, NULL);
+        tbt_http_res_t r = http("GET", w->path, NULL);
         tb_buf_free(&w->text);
         w->text = r.body;
         r.body = (tb_buf_t){0};
@@ -228,18 +171,8 @@ static void setup(void) {
 static void teardown(void) {
         if (kafka_started)
                 kill(kafka_pid(), SIGCONT); /* a failed test may leave it stopped */
-        bool clean = true;
-        int ws = 0;
-        if (daemon_pid > 0) {
-                ws = tbt_daemon_stop(daemon_pid, SIGTERM);
-                clean = WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
-        }
+        bool sanitizer = false, clean = tbt_daemon_end(&st, daemon_pid, &sanitizer);
         daemon_pid = 0;
-        char *log = tbt_daemon_log(&st);
-        bool sanitizer = log && (strstr(log, "Sanitizer") || strstr(log, "runtime error:"));
-        if (sanitizer || !clean || getenv("TBT_SHOW_LOGS"))
-                fprintf(stderr, "---- taskbusd log ----\n%s\n", log ? log : "");
-        free(log);
         if (conf_path) {
                 unlink(conf_path);
                 free(conf_path);
@@ -251,7 +184,7 @@ static void teardown(void) {
         tbt_run(NULL, "rm -rf %s", kdir);
         curl_global_cleanup();
         cr_assert(!sanitizer, "taskbusd reported a sanitizer error (log above)");
-        cr_assert(clean, "taskbusd did not exit cleanly (0x%x)", ws);
+        cr_assert(clean, "taskbusd did not exit cleanly");
 }
 
 TestSuite(log_loss, .init = setup, .fini = teardown, .timeout = 600);
@@ -268,7 +201,7 @@ Test(log_loss, broker_stopped_while_chunks_are_in_flight) {
                               "\"schedule\":{\"once\":\"%s\"}}",
                               at),
                      0);
-        hres_t r = http("POST", "/v1/tasks", body);
+        tbt_http_res_t r = http("POST", "/v1/tasks", body);
         free(body);
         cr_assert_eq(r.status, 201, "create: %ld %s", r.status, r.body.data);
         char task[64];
