@@ -175,9 +175,17 @@ typedef struct tb_cli_logs_filter {
         bool bol;       /**< the next byte starts a line */
 } tb_cli_logs_filter_t;
 
-static bool tb_cli_logs_candidate(const tb_buf_t *b) {
-        size_t n = b->len < sizeof(TB_CLI_LOGS_END) - 1 ? b->len : sizeof(TB_CLI_LOGS_END) - 1;
-        return !memcmp(b->data, TB_CLI_LOGS_END, n);
+/* Whether \p b (at \p bol, the start of a line) may be the start of the last
+ * line; mid-line, the server puts a newline before it. @returns where that
+ * line starts in \p b, or -1. */
+static long tb_cli_logs_candidate(const char *b, size_t len, bool bol) {
+        long at = bol ? 0 : 1;
+        if (!bol && (len == 0 || b[0] != '\n'))
+                return -1;
+        size_t n = len - (size_t)at;
+        if (n > sizeof(TB_CLI_LOGS_END) - 1)
+                n = sizeof(TB_CLI_LOGS_END) - 1;
+        return memcmp(b + at, TB_CLI_LOGS_END, n) ? -1 : at;
 }
 
 static ssize_t tb_cli_logs_filter_write(void *cookie, const char *buf, size_t size) {
@@ -186,12 +194,17 @@ static ssize_t tb_cli_logs_filter_write(void *cookie, const char *buf, size_t si
                 return -1;
         size_t off = 0;
         while (off < f->held.len) {
-                tb_buf_t rest = {.data = f->held.data + off, .len = f->held.len - off};
-                const char *nl = memchr(rest.data, '\n', rest.len);
-                size_t line = nl ? (size_t)(nl - rest.data) + 1 : rest.len;
-                if (f->bol && tb_cli_logs_candidate(&rest) && (!nl || line == rest.len))
-                        break; /* maybe the last line: hold it */
-                fwrite(rest.data, 1, line, stdout);
+                const char *rest = f->held.data + off;
+                size_t len = f->held.len - off;
+                long at = tb_cli_logs_candidate(rest, len, f->bol);
+                if (at >= 0) {
+                        const char *nl = memchr(rest + at, '\n', len - (size_t)at);
+                        if (!nl || (size_t)(nl - rest) + 1 == len)
+                                break; /* maybe the last line: hold it */
+                }
+                const char *nl = memchr(rest, '\n', len);
+                size_t line = nl ? (size_t)(nl - rest) + 1 : len;
+                fwrite(rest, 1, line, stdout);
                 f->bol = nl != NULL;
                 off += line;
         }
@@ -207,9 +220,8 @@ static void tb_cli_logs_filter_end(tb_cli_logs_filter_t *f, long long *resume) {
         *resume = -1;
         tb_buf_append(&f->held, "", 1);
         f->held.len--;
-        const char *o = f->held.len && f->bol && tb_cli_logs_candidate(&f->held)
-                                ? strstr(f->held.data, "&offset=")
-                                : NULL;
+        long at = f->held.len ? tb_cli_logs_candidate(f->held.data, f->held.len, f->bol) : -1;
+        const char *o = at >= 0 ? strstr(f->held.data + at, "&offset=") : NULL;
         if (o && f->held.data[f->held.len - 1] == '\n')
                 *resume = strtoll(o + strlen("&offset="), NULL, 10);
         else

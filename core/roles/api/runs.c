@@ -483,7 +483,7 @@ typedef struct tb_api_runs_tail {
         int64_t next_seq;     /**< the next chunk to read */
         int64_t skip;         /**< bytes still to skip (the ?offset) */
         int64_t sent;         /**< the offset of the next byte the client gets */
-        char last;            /**< the last byte sent */
+        char last;            /**< the last byte sent (0: none yet) */
         tb_buf_t pending;
         size_t pending_off;
         int fd;               /**< the client's socket, to notice it left */
@@ -513,7 +513,7 @@ static bool tb_api_runs_client_gone(int fd) {
 /** Queue the stream's last line, \p why, on a line of its own. */
 static void tb_api_runs_tail_end(tb_api_runs_tail_t *t, const char *why) {
         tb_buf_printf(&t->pending, "%s[taskbus: %s; resume with GET /v1/runs/%s/log?follow=true"
-                      "&offset=%" PRId64 "%s%s]\n", t->sent > 0 && t->last != '\n' ? "\n" : "",
+                      "&offset=%" PRId64 "%s%s]\n", t->last && t->last != '\n' ? "\n" : "",
                       why, t->run_id, t->sent, t->stream[0] ? "&stream=" : "", t->stream);
         t->done = true;
 }
