@@ -8,6 +8,7 @@
  */
 #include "rest.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -179,11 +180,83 @@ static int tb_cli_runs_one(const tb_cli_rest_t *rest, const tb_cli_runs_opts_t *
         return rc;
 }
 
+/* ---- a live stream's last line ---------------------------------------------------- */
+
+/*
+ * A live stream the server ends (api.max_follow_duration, docs/api.md) closes
+ * with one line "[taskbus: follow ended ...; resume with GET ...&offset=N]".
+ * The CLI's output is the run's output, so that line is held back while it
+ * may be the stream's last, and the follow resumes from N: `taskbus logs
+ * --follow` goes on for as long as the run does. A line like it anywhere
+ * else is output like any other.
+ */
+#define TB_CLI_LOGS_END "[taskbus: follow ended"
+
+typedef struct tb_cli_logs_filter {
+        tb_buf_t held;  /**< output not written yet: a possible last line */
+        bool bol;       /**< the next byte starts a line */
+} tb_cli_logs_filter_t;
+
+/* Whether \p b (at \p bol, the start of a line) may be the start of the last
+ * line; mid-line, the server puts a newline before it. @returns where that
+ * line starts in \p b, or -1. */
+static long tb_cli_logs_candidate(const char *b, size_t len, bool bol) {
+        long at = bol ? 0 : 1;
+        if (!bol && (len == 0 || b[0] != '\n'))
+                return -1;
+        size_t n = len - (size_t)at;
+        if (n > sizeof(TB_CLI_LOGS_END) - 1)
+                n = sizeof(TB_CLI_LOGS_END) - 1;
+        return memcmp(b + at, TB_CLI_LOGS_END, n) ? -1 : at;
+}
+
+static ssize_t tb_cli_logs_filter_write(void *cookie, const char *buf, size_t size) {
+        tb_cli_logs_filter_t *f = cookie;
+        if (tb_buf_append(&f->held, buf, size))
+                return -1;
+        size_t off = 0;
+        while (off < f->held.len) {
+                const char *rest = f->held.data + off;
+                size_t len = f->held.len - off;
+                long at = tb_cli_logs_candidate(rest, len, f->bol);
+                if (at >= 0) {
+                        const char *nl = memchr(rest + at, '\n', len - (size_t)at);
+                        if (!nl || (size_t)(nl - rest) + 1 == len)
+                                break; /* maybe the last line: hold it */
+                }
+                const char *nl = memchr(rest, '\n', len);
+                size_t line = nl ? (size_t)(nl - rest) + 1 : len;
+                fwrite(rest, 1, line, stdout);
+                f->bol = nl != NULL;
+                off += line;
+        }
+        fflush(stdout);
+        memmove(f->held.data, f->held.data + off, f->held.len - off);
+        f->held.len -= off;
+        return (ssize_t)size;
+}
+
+/* The stream ended: *\p resume the offset its last line says to resume from
+ * (-1: none; what is held is written out). */
+static void tb_cli_logs_filter_end(tb_cli_logs_filter_t *f, long long *resume) {
+        *resume = -1;
+        tb_buf_append(&f->held, "", 1);
+        f->held.len--;
+        long at = f->held.len ? tb_cli_logs_candidate(f->held.data, f->held.len, f->bol) : -1;
+        const char *o = at >= 0 ? strstr(f->held.data + at, "&offset=") : NULL;
+        if (o && f->held.data[f->held.len - 1] == '\n')
+                *resume = strtoll(o + strlen("&offset="), NULL, 10);
+        else
+                fwrite(f->held.data ? f->held.data : "", 1, f->held.len, stdout);
+        fflush(stdout);
+        f->held.len = 0;
+}
+
 /* One GET of the log: with --follow the live tail (the whole rest of the
  * output, as the run writes it), else one page from \p offset. */
 static tb_err_t tb_cli_logs_get(const tb_cli_rest_t *rest, const tb_cli_runs_opts_t *o,
-                                const char *run, long long offset, tb_cli_rest_resp_t *resp,
-                                char *errstr, size_t errstr_size) {
+                                const char *run, long long offset, FILE *live,
+                                tb_cli_rest_resp_t *resp, char *errstr, size_t errstr_size) {
         char num[32];
         tb_buf_t path = {0};
         tb_cli_rest_path(&path, "/v1/runs", run, "log");
@@ -193,7 +266,7 @@ static tb_err_t tb_cli_logs_get(const tb_cli_rest_t *rest, const tb_cli_runs_opt
         tb_cli_rest_query(&path, "offset", num);
         tb_cli_rest_query(&path, "stream", o->stream);
         tb_cli_rest_req_t req = {.method = "GET", .path = path.data, .accept = "text/plain",
-                                 .ok = 200, .stream = o->follow ? stdout : NULL};
+                                 .ok = 200, .stream = live};
         tb_err_t err = tb_cli_rest_call(rest, &req, resp, errstr, errstr_size);
         tb_buf_free(&path);
         return err;
@@ -204,9 +277,20 @@ static int tb_cli_logs_run(const tb_cli_rest_t *rest, const tb_cli_runs_opts_t *
         char err[1024], next[32];
         int rc = 0;
         /* without --follow, page by page: the server bounds one answer (?limit) */
+        tb_cli_logs_filter_t filt = {.bol = true};
+        FILE *live = NULL;
+        if (o->follow) {
+                live = fopencookie(&filt, "w", (cookie_io_functions_t){
+                                                       .write = tb_cli_logs_filter_write});
+                if (!live) {
+                        tb_cli_fail("cannot set up the output: %s", strerror(errno));
+                        return 1;
+                }
+                setvbuf(live, NULL, _IONBF, 0);
+        }
         for (;;) {
                 tb_cli_rest_resp_t resp = {0};
-                if (tb_cli_logs_get(rest, o, run, offset, &resp, err, sizeof(err))) {
+                if (tb_cli_logs_get(rest, o, run, offset, live, &resp, err, sizeof(err))) {
                         if (resp.status == 200)
                                 tb_cli_fail("%s (run `taskbus logs` again to see the rest)", err);
                         else
@@ -217,7 +301,12 @@ static int tb_cli_logs_run(const tb_cli_rest_t *rest, const tb_cli_runs_opts_t *
                 }
                 if (o->follow) {
                         tb_cli_rest_resp_free(&resp);
-                        break;
+                        long long resume = -1;
+                        tb_cli_logs_filter_end(&filt, &resume);
+                        if (resume < 0)
+                                break;
+                        offset = resume; /* the server ended the stream: go on */
+                        continue;
                 }
                 fwrite(resp.body.data ? resp.body.data : "", 1, resp.body.len, stdout);
                 long long n = -1;
@@ -227,6 +316,12 @@ static int tb_cli_logs_run(const tb_cli_rest_t *rest, const tb_cli_runs_opts_t *
                 if (n < 0 || n <= offset)
                         break; /* nothing more now */
                 offset = n;
+        }
+        if (live) {
+                long long ignored;
+                tb_cli_logs_filter_end(&filt, &ignored); /* an error's partial output */
+                fclose(live);
+                tb_buf_free(&filt.held);
         }
         fflush(stdout);
         return rc;

@@ -184,8 +184,9 @@ Test(config, typo_names_file_line_key_and_valid_keys) {
         expect_error("api = { zzzzzz = 1; };\n",
                      "1: unknown key 'api.zzzzzz'; valid keys in 'api': body_timeout, burst, "
                      "header_timeout, listen, max_body, max_connections, "
-                     "max_connections_per_client, max_requests_per_connection, pool_size, "
-                     "queue_timeout, rate, reply_timeout, statement_timeout, threads");
+                     "max_connections_per_client, max_follow_duration, max_follows_per_user, "
+                     "max_requests_per_connection, pool_size, queue_timeout, rate, "
+                     "reply_timeout, statement_timeout, threads");
         expect_error("groups = {\n ops = {\n  imagess = [];\n };\n};\n",
                      "3: unknown key 'groups.ops.imagess'; valid keys in 'groups.ops': "
                      "allow_root, cpus_max, images, log_retention_max, memory_max, network, os_user, "

@@ -100,6 +100,8 @@ typedef struct tb_config {
         int64_t api_header_timeout_ms;        /**< request line + headers, and keep-alive idle */
         int64_t api_body_timeout_ms;          /**< the body, after the headers */
         int64_t api_max_requests_per_connection; /**< keep-alive requests, then close */
+        int64_t api_max_follows_per_user;     /**< live log streams per user */
+        int64_t api_max_follow_duration_ms;   /**< then a live log stream ends */
 
         /* security and command signatures (identity/signing.h) */
         char *security_key_file;    /**< the internal key file; NULL: none */
@@ -119,6 +121,7 @@ typedef struct tb_config {
         int64_t exec_output_cap;
         int64_t exec_kill_grace_ms;
         int64_t exec_unclaimed_timeout_ms; /**< a run nobody claimed is LOST past it */
+        int64_t exec_log_delivery_timeout_ms; /**< log producer's message.timeout.ms */
         char *exec_workdir;
         bool exec_allow_root;
 

@@ -117,6 +117,15 @@ const tb_config_prop_t tb_config_props[] = {
         {"api.max_requests_per_connection", TB_CT_INT, F(api_max_requests_per_connection), 0,
          "1000", 1, 1000000, NULL, NULL,
          "Requests served on one keep-alive connection; the last gets Connection: close."},
+        /* live logs (api/follow.c) */
+        {"api.max_follows_per_user", TB_CT_INT, F(api_max_follows_per_user), 0, "8", 1, 10000,
+         NULL, NULL,
+         "Live log streams (GET /v1/runs/{id}/log?follow=true) one user may hold open at "
+         "once, on one api process; one more gets 429."},
+        {"api.max_follow_duration", TB_CT_DURATION, F(api_max_follow_duration_ms), 0, "10m",
+         TB_SEC(1), TB_HOUR(24), NULL, NULL,
+         "Longest a live log stream lasts; then it ends with a last line telling the client "
+         "to reconnect with ?offset= (docs/api.md)."},
 
         {"security.key_file", TB_CT_STRING, F(security_key_file), 0, NULL, 0, 0, NULL,
          "TASKBUS_KEY_FILE",
@@ -171,6 +180,11 @@ const tb_config_prop_t tb_config_props[] = {
          "lost or expired from the runs topic); past it one executor records the run "
          "LOST with that reason. Set it above the longest backlog you accept "
          "(executor.max_concurrent reached)."},
+        {"executor.log_delivery_timeout", TB_CT_DURATION, F(exec_log_delivery_timeout_ms), 0,
+         "2m", TB_SEC(1), TB_HOUR(1), NULL, NULL,
+         "How long a log chunk may wait for Kafka (message.timeout.ms of the executor's log "
+         "producer); then it is counted lost and its gap marked in the log "
+         "(docs/reliability.md)."},
         {"executor.workdir", TB_CT_STRING, F(exec_workdir), 0, "/tmp", 0, 0, NULL,
          NULL, "Absolute directory under which runs get their working directories."},
         {"executor.allow_root", TB_CT_BOOL, F(exec_allow_root), 0, "false", 0, 0,

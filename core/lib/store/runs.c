@@ -123,24 +123,49 @@ tb_err_t tb_store_runs_logstate(PGconn *conn, const char *id, tb_store_runs_logs
         return TB_OK;
 }
 
+/*
+ * The served text of run $1's output (of stream $2, NULL: every stream),
+ * chunk by chunk with its continuity checked (docs/reliability.md, "Log
+ * gaps"): seq is one sequence over all streams, so a seq missing from
+ * run_logs is a chunk the executor could not deliver. The executor's own
+ * marker, a SYSTEM chunk "[taskbus: N chunks (B bytes) lost]" at the first
+ * lost seq, covers N seqs; any gap no marker covers becomes a row of its own
+ * here ("[taskbus: N chunks lost]", gap true) at its first missing seq.
+ * Markers show in every stream's text: which stream was lost is unknown.
+ * Relation c: seq, data, gap, covers (seqs the row stands for), start (its
+ * first byte's offset in the text).
+ */
+#define TB_STORE_RUNS_TEXT                                                                      \
+        "WITH l AS (SELECT seq, stream, data, CASE WHEN stream = 'system' THEN "                 \
+        "substring(encode(substring(data FROM 1 FOR 48), 'escape') "                             \
+        "FROM '^\\[taskbus: ([0-9]+) chunks? \\(')::bigint END AS lost "                      \
+        "FROM run_logs WHERE run_id = $1), "                                                     \
+        "g AS (SELECT seq, stream, data, lost, coalesce(max(seq + coalesce(lost, 1)) "           \
+        "OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS expect "    \
+        "FROM l), "                                                                              \
+        "t AS (SELECT seq, data, false AS gap, coalesce(lost, 1) AS covers FROM g "              \
+        "WHERE $2::text IS NULL OR stream = $2 OR lost IS NOT NULL "                             \
+        "UNION ALL SELECT expect, convert_to('[taskbus: ' || (seq - expect) || CASE WHEN "       \
+        "seq - expect = 1 THEN ' chunk' ELSE ' chunks' END || ' lost]' || chr(10), 'UTF8'), "    \
+        "true, seq - expect FROM g WHERE seq > expect), "                                        \
+        "c AS (SELECT seq, data, gap, covers, "                                                  \
+        "sum(octet_length(data)) OVER (ORDER BY seq) - octet_length(data) AS start FROM t) "
+
 tb_err_t tb_store_runs_logs_from(PGconn *conn, const char *id, const char *seq,
                                  const char *stream, const char *rows, PGresult **res,
                                  char *errstr, size_t errstr_size) {
-        const char *p[] = {id, seq, stream, rows};
+        const char *p[] = {id, stream, seq, rows};
         return tb_store_exec(conn, "read run output",
-                             "SELECT seq, data FROM run_logs WHERE run_id = $1 AND seq >= $2::bigint "
-                             "AND ($3::text IS NULL OR stream = $3) ORDER BY seq LIMIT $4::int",
+                             TB_STORE_RUNS_TEXT "SELECT seq, data, gap, covers FROM c "
+                             "WHERE seq >= $3::bigint ORDER BY seq LIMIT $4::int",
                              4, p, res, errstr, errstr_size);
 }
 
 /* Chunks of run $1 (of stream $2 or all) that end after byte $3 and start
  * before byte $4 of the selected output, with where each starts. */
 static const char tb_store_runs_sql_page[] =
-        "SELECT c.seq, c.start, c.data FROM (SELECT seq, data, "
-        "sum(octet_length(data)) OVER (ORDER BY seq) - octet_length(data) AS start "
-        "FROM run_logs WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)) c "
-        "WHERE c.start + octet_length(c.data) > $3::bigint AND c.start < $4::bigint "
-        "ORDER BY c.seq";
+        TB_STORE_RUNS_TEXT "SELECT seq, start, data FROM c "
+        "WHERE start + octet_length(data) > $3::bigint AND start < $4::bigint ORDER BY seq";
 
 tb_err_t tb_store_runs_logs_range(PGconn *conn, const char *id, const char *stream,
                                   const char *from, const char *to, PGresult **res,
@@ -156,9 +181,8 @@ tb_err_t tb_store_runs_logs_size(PGconn *conn, const char *id, const char *strea
         PGresult *x = NULL;
         const char *xp[] = {id, stream};
         tb_err_t e = tb_store_exec(conn, "read run output size",
-                                   "SELECT coalesce(max(seq) + 1, 0), "
-                                   "coalesce(sum(octet_length(data)), 0) FROM run_logs "
-                                   "WHERE run_id = $1 AND ($2::text IS NULL OR stream = $2)",
+                                   TB_STORE_RUNS_TEXT "SELECT coalesce(max(seq + covers), 0), "
+                                   "coalesce(sum(octet_length(data)), 0) FROM c",
                                    2, xp, &x, errstr, errstr_size);
         if (e)
                 return e;
@@ -166,6 +190,17 @@ tb_err_t tb_store_runs_logs_size(PGconn *conn, const char *id, const char *strea
         *bytes = strtoll(PQgetvalue(x, 0, 1), NULL, 10);
         PQclear(x);
         return TB_OK;
+}
+
+tb_err_t tb_store_runs_logs_versions(PGconn *conn, const char *ids, PGresult **res,
+                                     char *errstr, size_t errstr_size) {
+        const char *p[] = {ids};
+        return tb_store_exec(conn, "poll followed runs",
+                             "SELECT r.run_id, (SELECT count(*) FROM run_logs l "
+                             "WHERE l.run_id = r.run_id), "
+                             "(extract(epoch FROM r.updated_at) * 1000000)::bigint "
+                             "FROM runs r WHERE r.run_id = ANY($1::text[])",
+                             1, p, res, errstr, errstr_size);
 }
 
 /* ---- the projection's writes ------------------------------------------------------ */

@@ -71,24 +71,41 @@ typedef struct tb_store_runs_logstate {
 tb_err_t tb_store_runs_logstate(PGconn *conn, const char *id, tb_store_runs_logstate_t *st,
                                 char *errstr, size_t errstr_size);
 
-/** Chunks of run \p id (of \p stream, NULL: all) from \p seq on, at most
- *  \p rows (text): seq, data (bytea text). */
+/*
+ * A run's output is served as a text whose seq continuity is checked: a seq
+ * missing from run_logs and not covered by the executor's loss marker (a
+ * SYSTEM chunk "[taskbus: N chunks (B bytes) lost]" standing for N seqs) is
+ * served as a row of its own, "[taskbus: N chunks lost]\n", at its first
+ * missing seq. Markers belong to every stream's text. Byte offsets below
+ * are offsets in that text.
+ */
+
+/** Rows of run \p id's text (of \p stream, NULL: all) from \p seq on, at
+ *  most \p rows (text): seq, data (bytea text), gap ('t': a gap no marker
+ *  covers), covers (the seqs the row stands for: the next row's seq is at
+ *  least seq + covers). */
 tb_err_t tb_store_runs_logs_from(PGconn *conn, const char *id, const char *seq,
                                  const char *stream, const char *rows, PGresult **res,
                                  char *errstr, size_t errstr_size);
 
-/** Chunks of run \p id (of \p stream or all) that end after byte \p from and
- *  start before byte \p to of the selected output: seq, start (its first
- *  byte's offset), data (bytea text). */
+/** Rows of run \p id's text (of \p stream or all) that end after byte \p from
+ *  and start before byte \p to: seq, start (its first byte's offset), data
+ *  (bytea text). */
 tb_err_t tb_store_runs_logs_range(PGconn *conn, const char *id, const char *stream,
                                   const char *from, const char *to, PGresult **res,
                                   char *errstr, size_t errstr_size);
 
-/** The output of run \p id (of \p stream or all) so far: the next chunk's seq
- *  and the bytes copied. */
+/** Run \p id's text (of \p stream or all) so far: the seq after its last row
+ *  and its length in bytes. */
 tb_err_t tb_store_runs_logs_size(PGconn *conn, const char *id, const char *stream,
                                  int64_t *next_seq, int64_t *bytes, char *errstr,
                                  size_t errstr_size);
+
+/** For the live-log poller: each of runs \p ids (a text[] literal) that
+ *  exists: run_id, its chunks copied so far, its row's updated_at (epoch
+ *  us). A change in either tells its followers to read. */
+tb_err_t tb_store_runs_logs_versions(PGconn *conn, const char *ids, PGresult **res,
+                                     char *errstr, size_t errstr_size);
 
 /* ---- the projection's writes (projection/projection.c) ---- */
 

@@ -6,6 +6,7 @@
  *        tasks.c and runs.c.
  */
 #include "api/api_internal.h"
+#include "api/follow.h"
 #include "bus/bus.h"
 #include "http/metrics.h"
 #include "identity/signing.h"
@@ -188,6 +189,7 @@ static const tb_http_route_t tb_api_routes[] = {
 static void tb_api_teardown(tb_api_t *api) {
         tb_http_stop(api->http);
         api->http = NULL;
+        tb_api_follows_stop(api);
         atomic_store(&api->stop, true);
         pthread_mutex_lock(&api->lock);
         pthread_cond_broadcast(&api->ready_cond);
@@ -250,6 +252,7 @@ static tb_err_t tb_api_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
                                       ctx->conf->api_statement_timeout_ms, &api->store, errstr,
                                       errstr_size)) ||
             (err = tb_serde_init(errstr, errstr_size)) ||
+            (err = tb_api_follows_start(api, errstr, errstr_size)) ||
             (err = tb_api_producer_new(api, errstr, errstr_size)) ||
             (err = tb_api_replies_new(api, errstr, errstr_size)))
                 goto fail;

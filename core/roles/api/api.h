@@ -12,7 +12,8 @@
  *  - one reply consumer reading every partition of task-replies (assign, no
  *    group), waking the handler whose correlation id a reply carries;
  *  - one projection watcher (LISTEN taskbus_projection on its own
- *    connection) waking handlers whose write has reached the projection.
+ *    connection) waking handlers whose write has reached the projection;
+ *  - one live log poller waking log followers whose run changed (follow.c).
  */
 #ifndef TB_API_H
 #define TB_API_H
@@ -30,6 +31,7 @@
 
 struct tb_api_pending;
 struct tb_api_projwait;
+struct tb_api_follows;
 
 /** What /healthz answers: refreshed by at most one request per second. */
 typedef struct tb_api_health {
@@ -66,6 +68,7 @@ typedef struct tb_api {
         struct tb_api_pending *pending[TB_API_PENDING_BUCKETS];
         struct tb_api_projwait *projwaits;
         int wake_fd;               /**< eventfd: a new projection waiter */
+        struct tb_api_follows *follows; /**< live log followers (api/follow.h) */
 } tb_api_t;
 
 /** How a command round trip ended. */

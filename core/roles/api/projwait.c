@@ -14,7 +14,7 @@
 /* ---- projection watcher ----------------------------------------------------- */
 
 /** Append \p s to \p b as one element of a PostgreSQL array literal. */
-static void tb_api_pg_array_add(tb_buf_t *b, const char *s) {
+void tb_api_pg_array_add(tb_buf_t *b, const char *s) {
         tb_buf_append(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
         for (; *s; s++) {
                 if (*s == '"' || *s == '\\')

@@ -11,6 +11,7 @@
  * See docs/runs-and-logs.md.
  */
 #include "api/api.h"
+#include "api/follow.h"
 #include "api/util.h"
 #include "store/claims.h"
 #include "store/runs.h"
@@ -25,13 +26,24 @@
 #define TB_API_RUNS_SUB "api"
 #define TB_API_RUNS_LIST_DEFAULT 50
 #define TB_API_RUNS_LIST_MAX 500
-/** Default and largest ?limit of one page of output. */
-#define TB_API_RUNS_LOG_DEFAULT (4 * 1024 * 1024)
-#define TB_API_RUNS_LOG_MAX (64 * 1024 * 1024)
-/** Live tail: how often run_logs is polled for new output. */
-#define TB_API_RUNS_TAIL_POLL_US 150000
-/** Chunks read per poll of a live tail. */
+/** Default and largest ?limit of one page of output (docs/api.md). */
+#define TB_API_RUNS_LOG_DEFAULT (256 * 1024)
+#define TB_API_RUNS_LOG_MAX (4 * 1024 * 1024)
+/** A page is read from PostgreSQL and sent this many bytes at a time. */
+#define TB_API_RUNS_LOG_SLICE (256 * 1024)
+/** Chunks read per fetch of a live tail. */
 #define TB_API_RUNS_TAIL_ROWS "64"
+/** A live tail of a final run reads without news this often (its expiry,
+ *  its end without an eof chunk); of a run going on, only as a fallback:
+ *  news of it come from the poller (api/follow.h). */
+#define TB_API_RUNS_TAIL_RECHECK_MS 5000
+#define TB_API_RUNS_TAIL_FALLBACK_MS 30000
+/** A live tail re-checks its caller's token and membership this often (the
+ *  cache adds up to TB_API_AUTH_CACHE_MS). */
+#define TB_API_RUNS_AUTH_CHECK_MS 1000
+/** A live tail waits this long at a gap for the executor's marker before
+ *  showing its own (docs/reliability.md, "Log gaps"). */
+#define TB_API_RUNS_GAP_WAIT_MS 5000
 /** A final run whose output never ended with an eof chunk (LOST: its
  *  executor died) is complete this long after its final status. */
 #define TB_API_RUNS_NO_EOF_GRACE_MS 10000
@@ -403,21 +415,107 @@ static size_t tb_api_runs_append_chunk(PGresult *r, int i, int col, int64_t skip
         return n;
 }
 
-/** A live tail: owned by libmicrohttpd's response once created. */
-typedef struct tb_api_runs_tail {
+/* ---- a page, streamed --------------------------------------------------------- */
+
+/** A page of output being sent: read from PostgreSQL a slice at a time, so
+ *  a page of api's largest limit never sits whole in memory. Owned by
+ *  libmicrohttpd's response once created. */
+typedef struct tb_api_runs_page {
         tb_api_t *api;
         char run_id[200];
         char stream[16];      /**< "" = every stream */
+        int64_t next;         /**< the next byte of the text to send */
+        int64_t end;          /**< the page ends before this byte */
+        tb_buf_t pending;
+        size_t pending_off;
+} tb_api_runs_page_t;
+
+static void tb_api_runs_page_free(void *cls) {
+        tb_api_runs_page_t *pg = cls;
+        tb_buf_free(&pg->pending);
+        free(pg);
+}
+
+/** Copy at most \p max bytes of \p pending (from *\p off) into \p buf. */
+static ssize_t tb_api_runs_drain(tb_buf_t *pending, size_t *off, char *buf, size_t max) {
+        size_t n = pending->len - *off;
+        if (n > max)
+                n = max;
+        memcpy(buf, pending->data + *off, n);
+        *off += n;
+        return (ssize_t)n;
+}
+
+static ssize_t tb_api_runs_page_read(void *cls, uint64_t pos, char *buf, size_t max) {
+        tb_api_runs_page_t *pg = cls;
+        (void)pos;
+        if (pg->pending_off >= pg->pending.len) {
+                pg->pending.len = 0;
+                pg->pending_off = 0;
+                if (pg->next >= pg->end)
+                        return MHD_CONTENT_READER_END_OF_STREAM;
+                char err[512], from[32], to[32];
+                int64_t upto = pg->end - pg->next > TB_API_RUNS_LOG_SLICE
+                                       ? pg->next + TB_API_RUNS_LOG_SLICE
+                                       : pg->end;
+                tb_snprintf(from, sizeof(from), "%" PRId64, pg->next);
+                tb_snprintf(to, sizeof(to), "%" PRId64, upto);
+                PGconn *c = tb_store_acquire_timeout(pg->api->store, 5000);
+                PGresult *r = NULL;
+                if (!c || tb_store_runs_logs_range(c, pg->run_id,
+                                                   pg->stream[0] ? pg->stream : NULL, from, to,
+                                                   &r, err, sizeof(err))) {
+                        tb_warn(TB_API_RUNS_SUB, "log page of run %s: %s", pg->run_id,
+                                c ? err : "no PostgreSQL connection free within 5 s");
+                        if (c)
+                                tb_store_release(pg->api->store, c);
+                        return MHD_CONTENT_READER_END_WITH_ERROR;
+                }
+                tb_store_release(pg->api->store, c);
+                for (int i = 0; i < PQntuples(r); i++) {
+                        int64_t start = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+                        tb_api_runs_append_chunk(r, i, 2, pg->next + (int64_t)pg->pending.len -
+                                                                  start,
+                                                 upto - pg->next - (int64_t)pg->pending.len,
+                                                 &pg->pending);
+                }
+                PQclear(r);
+                if (pg->pending.len == 0) /* the text changed under the page: end it */
+                        return MHD_CONTENT_READER_END_OF_STREAM;
+                pg->next += (int64_t)pg->pending.len;
+        }
+        return tb_api_runs_drain(&pg->pending, &pg->pending_off, buf, max);
+}
+
+/* ---- a live tail --------------------------------------------------------------- */
+
+/** A live tail: owned by libmicrohttpd's response once created. */
+typedef struct tb_api_runs_tail {
+        tb_api_t *api;
+        tb_api_follow_t *follow; /**< registered: counts against the user's cap */
+        char run_id[200];
+        char stream[16];      /**< "" = every stream */
+        char group[TB_IDENTITY_NAME_MAX + 1]; /**< the run's: membership is re-checked */
+        char authz[512];      /**< the caller's Authorization, re-checked (memory only) */
         int64_t next_seq;     /**< the next chunk to read */
         int64_t skip;         /**< bytes still to skip (the ?offset) */
+        int64_t sent;         /**< the offset of the next byte the client gets */
+        char last;            /**< the last byte sent (0: none yet) */
         tb_buf_t pending;
         size_t pending_off;
         int fd;               /**< the client's socket, to notice it left */
-        int64_t started_us;
+        int64_t deadline_us;  /**< api.max_follow_duration from the start */
+        int64_t check_us;     /**< next authorization re-check */
+        int64_t fetch_us;     /**< next read without news */
+        bool fetch_now;       /**< read before waiting */
+        int64_t gap_seq;      /**< a gap no marker covers yet, first seen at gap_us */
+        int64_t gap_us;
+        bool done;            /**< the last bytes are queued: end after them */
 } tb_api_runs_tail_t;
 
 static void tb_api_runs_tail_free(void *cls) {
         tb_api_runs_tail_t *t = cls;
+        tb_api_follow_leave(t->api, t->follow);
         tb_buf_free(&t->pending);
         free(t);
 }
@@ -429,11 +527,20 @@ static bool tb_api_runs_client_gone(int fd) {
         return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
+/** Queue the stream's last line, \p why, on a line of its own. */
+static void tb_api_runs_tail_end(tb_api_runs_tail_t *t, const char *why) {
+        tb_buf_printf(&t->pending, "%s[taskbus: %s; resume with GET /v1/runs/%s/log?follow=true"
+                      "&offset=%" PRId64 "%s%s]\n", t->last && t->last != '\n' ? "\n" : "",
+                      why, t->run_id, t->sent, t->stream[0] ? "&stream=" : "", t->stream);
+        t->done = true;
+}
+
 /** Read new chunks into t->pending. @returns 1 data, 2 chunks read but all
- *  skipped, 0 nothing new yet (or a transient error), -1 the output is
- *  complete (or expired, or the run was deleted). */
+ *  skipped (or more to read at once), 0 nothing new yet (or a transient
+ *  error), -1 the output is complete (or expired, or the run was deleted). */
 static int tb_api_runs_tail_fetch(tb_api_runs_tail_t *t) {
         char err[512], seq[32];
+        t->fetch_us = tb_mono_us() + (int64_t)TB_API_RUNS_TAIL_RECHECK_MS * 1000;
         PGconn *c = tb_store_acquire_timeout(t->api->store, 1000);
         if (!c)
                 return 0;
@@ -442,7 +549,8 @@ static int tb_api_runs_tail_fetch(tb_api_runs_tail_t *t) {
         int rc = 0;
         PGresult *r = NULL;
         /* state first: chunks are copied in order, so once the eof chunk is
-         * seen, the read below sees every chunk before it */
+         * seen, the read below sees every chunk before it (but a gap marker,
+         * produced once Kafka is back, may come after it: see gaps below) */
         tb_err_t e = tb_api_runs_logstate(c, t->run_id, &st, &eof, err, sizeof(err));
         if (e == TB_ERR_NOT_FOUND) {
                 rc = -1; /* deleted meanwhile (history retention) */
@@ -454,21 +562,43 @@ static int tb_api_runs_tail_fetch(tb_api_runs_tail_t *t) {
                 rc = -1;
                 goto out;
         }
+        if (!st.final)
+                t->fetch_us = tb_mono_us() + (int64_t)TB_API_RUNS_TAIL_FALLBACK_MS * 1000;
         tb_snprintf(seq, sizeof(seq), "%" PRId64, t->next_seq);
         if (tb_store_runs_logs_from(c, t->run_id, seq, t->stream[0] ? t->stream : NULL,
                                     TB_API_RUNS_TAIL_ROWS, &r, err, sizeof(err)))
                 goto fail;
-        int n = PQntuples(r);
-        for (int i = 0; i < n; i++) {
+        int n = PQntuples(r), used = 0;
+        bool held = false;
+        for (int i = 0; i < n; i++, used++) {
+                int64_t s = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+                if (PQgetvalue(r, i, 2)[0] == 't') {
+                        /* A gap: the executor's marker for it may still come (it
+                         * is produced once Kafka takes chunks again); show the
+                         * reader's own after TB_API_RUNS_GAP_WAIT_MS. */
+                        int64_t now = tb_mono_us();
+                        if (t->gap_seq != s) {
+                                t->gap_seq = s;
+                                t->gap_us = now;
+                        }
+                        if (now - t->gap_us < (int64_t)TB_API_RUNS_GAP_WAIT_MS * 1000) {
+                                held = true;
+                                t->fetch_us = t->gap_us + (int64_t)TB_API_RUNS_GAP_WAIT_MS * 1000;
+                                break;
+                        }
+                }
                 int64_t len = (int64_t)tb_api_runs_append_chunk(r, i, 1, t->skip, -1, &t->pending);
                 t->skip = t->skip > len ? t->skip - len : 0;
-                t->next_seq = strtoll(PQgetvalue(r, i, 0), NULL, 10) + 1;
+                t->next_seq = s + strtoll(PQgetvalue(r, i, 3), NULL, 10);
         }
+        t->fetch_now = !held && n == atoi(TB_API_RUNS_TAIL_ROWS); /* more right away */
+        if (!held && !t->fetch_now && tb_api_runs_log_ended(&st, eof))
+                t->done = true; /* this is the rest: end once it is sent */
         if (t->pending.len > t->pending_off)
                 rc = 1;
-        else if (n > 0)
+        else if (used > 0)
                 rc = 2; /* all of it skipped (?offset): read on at once */
-        else if (tb_api_runs_log_ended(&st, eof))
+        else if (!held && tb_api_runs_log_ended(&st, eof))
                 rc = -1;
         else
                 rc = 0;
@@ -484,33 +614,151 @@ out:
 
 static ssize_t tb_api_runs_tail_read(void *cls, uint64_t pos, char *buf, size_t max) {
         tb_api_runs_tail_t *t = cls;
+        (void)pos;
         while (t->pending_off >= t->pending.len) {
                 t->pending.len = 0;
                 t->pending_off = 0;
+                if (t->done)
+                        return MHD_CONTENT_READER_END_OF_STREAM;
                 if (atomic_load(&t->api->ctx->stopping) || tb_api_runs_client_gone(t->fd))
                         return MHD_CONTENT_READER_END_WITH_ERROR;
-                int rc = tb_api_runs_tail_fetch(t);
-                if (rc == 1)
-                        break;
-                if (rc == -1)
-                        return MHD_CONTENT_READER_END_OF_STREAM;
-                if (rc == 2)
+                int64_t now = tb_mono_us();
+                if (now >= t->check_us) {
+                        /* up to 20% later at random: followers that started together
+                         * do not all miss the authentication cache at once */
+                        t->check_us = now + (int64_t)TB_API_RUNS_AUTH_CHECK_MS * 1000 +
+                                      (int64_t)(random() % (TB_API_RUNS_AUTH_CHECK_MS * 200));
+                        if (tb_api_follow_authorized(t->api, t->authz, t->group) == 0) {
+                                tb_info(TB_API_RUNS_SUB, "live log of run %s ended: its "
+                                        "token is no longer valid for the run's group",
+                                        t->run_id);
+                                tb_api_runs_tail_end(t, "follow ended: the token is no longer "
+                                                     "valid for this run");
+                                continue;
+                        }
+                }
+                if (now >= t->deadline_us) {
+                        char why[128];
+                        tb_snprintf(why, sizeof(why), "follow ended after %" PRId64
+                                    " s (api.max_follow_duration)",
+                                    t->api->ctx->conf->api_max_follow_duration_ms / 1000);
+                        tb_api_runs_tail_end(t, why);
                         continue;
-                usleep(TB_API_RUNS_TAIL_POLL_US);
+                }
+                bool news = tb_api_follow_wait(t->api, t->follow, 0);
+                if (news || t->fetch_now || now >= t->fetch_us) {
+                        int rc = tb_api_runs_tail_fetch(t);
+                        if (rc == 1)
+                                break;
+                        if (rc == -1)
+                                return MHD_CONTENT_READER_END_OF_STREAM;
+                        if (rc == 2)
+                                continue;
+                }
+                /* wake for news, the next check, or the deadline, whichever first */
+                int64_t until = t->check_us < t->deadline_us ? t->check_us : t->deadline_us;
+                if (t->fetch_us < until)
+                        until = t->fetch_us;
+                int64_t ms = (until - tb_mono_us()) / 1000 + 1;
+                if (!t->fetch_now)
+                        t->fetch_now = tb_api_follow_wait(t->api, t->follow, ms);
         }
-        size_t n = t->pending.len - t->pending_off;
-        if (n > max)
-                n = max;
-        memcpy(buf, t->pending.data + t->pending_off, n);
-        t->pending_off += n;
-        return (ssize_t)n;
+        ssize_t n = tb_api_runs_drain(&t->pending, &t->pending_off, buf, max);
+        if (n > 0) {
+                t->sent += n;
+                t->last = buf[n - 1];
+        }
+        return n;
+}
+
+/* ---- GET /v1/runs/{id}/log ----------------------------------------------------- */
+
+/** Set up the live tail of run \p id from byte \p offset into \p resp.
+ *  @returns false when answered otherwise (429, 500, 503). */
+static bool tb_api_runs_follow(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                               PGconn *c, PGresult *run, const char *stream, int64_t offset) {
+        const char *id = req->params[0];
+        const tb_principal_t *p = tb_api_principal(req);
+        char err[512], off[32], end[32];
+        PGresult *pg = NULL;
+        size_t held = 0;
+        tb_api_follow_t *f = tb_api_follow_join(api, p->user_id, id, &held);
+        if (!f) {
+                if (!held) {
+                        tb_http_error(resp, 500, "internal", NULL, "out of memory");
+                        return false;
+                }
+                tb_http_error(resp, 429, "throttled", "follow",
+                              "user '%s' already follows %zu run logs at once, the most "
+                              "api.max_follows_per_user allows: end one, or read pages (without "
+                              "follow) using X-Log-Next-Offset", p->user_id, held);
+                tb_http_add_header(resp, "Retry-After", "5");
+                return false;
+        }
+        tb_api_runs_tail_t *t = calloc(1, sizeof(*t));
+        if (!t) {
+                tb_api_follow_leave(api, f);
+                tb_http_error(resp, 500, "internal", NULL, "out of memory");
+                return false;
+        }
+        t->api = api;
+        t->follow = f;
+        int64_t now = tb_mono_us();
+        t->deadline_us = now + api->ctx->conf->api_max_follow_duration_ms * 1000;
+        t->check_us = now + (int64_t)TB_API_RUNS_AUTH_CHECK_MS * 1000;
+        t->fetch_now = true;
+        t->gap_seq = -1;
+        t->sent = offset;
+        tb_snprintf(t->run_id, sizeof(t->run_id), "%s", id);
+        tb_snprintf(t->stream, sizeof(t->stream), "%s", stream ? stream : "");
+        tb_snprintf(t->group, sizeof(t->group), "%s", PQgetvalue(run, 0, TB_RC_GROUP));
+        const char *authz = tb_http_header(req, "Authorization");
+        tb_snprintf(t->authz, sizeof(t->authz), "%s", authz ? authz : "");
+        tb_snprintf(off, sizeof(off), "%" PRId64, offset);
+        tb_snprintf(end, sizeof(end), "%" PRId64, offset + 1);
+        if (tb_store_runs_logs_range(c, id, stream, off, end, &pg, err, sizeof(err)))
+                goto db_fail;
+        if (PQntuples(pg) > 0) {
+                /* start inside the chunk that holds byte ?offset */
+                t->next_seq = strtoll(PQgetvalue(pg, 0, 0), NULL, 10);
+                t->skip = offset - strtoll(PQgetvalue(pg, 0, 1), NULL, 10);
+        } else {
+                /* past the output so far: skip what is still missing */
+                int64_t bytes = 0;
+                if (tb_store_runs_logs_size(c, id, stream, &t->next_seq, &bytes, err,
+                                            sizeof(err)))
+                        goto db_fail;
+                t->skip = offset - bytes;
+        }
+        PQclear(pg);
+        const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        t->fd = ci ? ci->connect_fd : -1;
+        struct MHD_Response *mr = MHD_create_response_from_callback(
+                MHD_SIZE_UNKNOWN, 64 * 1024, tb_api_runs_tail_read, t, tb_api_runs_tail_free);
+        if (!mr) {
+                tb_api_runs_tail_free(t);
+                tb_http_error(resp, 500, "internal", NULL, "cannot create the stream");
+                return false;
+        }
+        resp->stream = mr;
+        resp->status = 200;
+        resp->content_type = "text/plain; charset=utf-8";
+        tb_http_add_header(resp, "Cache-Control", "no-cache");
+        tb_http_add_header(resp, "X-Content-Type-Options", "nosniff");
+        return true;
+db_fail:
+        PQclear(pg);
+        tb_api_runs_tail_free(t);
+        tb_api_db_error(resp, err);
+        return false;
 }
 
 void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         static const char *const known[] = {"offset", "limit", "stream", "follow", NULL};
         tb_api_t *api = app;
         const char *id = req->params[0];
-        PGresult *r = NULL, *pg = NULL;
+        PGresult *r = NULL;
         PGconn *c = NULL;
         char err[512];
         int64_t offset = 0, limit = TB_API_RUNS_LOG_DEFAULT;
@@ -520,8 +768,15 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         }
         if (!tb_api_query_check(req, resp, known, "offset, limit, stream, follow", NULL, NULL) ||
             !tb_api_query_int(req, resp, "offset", 0, INT64_MAX / 2, &offset) ||
-            !tb_api_query_int(req, resp, "limit", 1, TB_API_RUNS_LOG_MAX, &limit))
+            !tb_api_query_int(req, resp, "limit", 1, INT64_MAX / 2, &limit))
                 return;
+        if (limit > TB_API_RUNS_LOG_MAX) {
+                tb_http_error(resp, 400, "invalid_argument", "limit",
+                              "limit: at most %d bytes (4 MiB) per page, got %" PRId64 "; read "
+                              "the rest page by page from X-Log-Next-Offset, or follow=true",
+                              TB_API_RUNS_LOG_MAX, limit);
+                return;
+        }
         const char *stream = tb_http_query(req, "stream");
         if (stream && strcmp(stream, "stdout") && strcmp(stream, "stderr") &&
             strcmp(stream, "system")) {
@@ -553,73 +808,40 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 tb_api_runs_gone(resp, id, &st);
                 goto out;
         }
-        char off[32], end[32];
-        tb_snprintf(off, sizeof(off), "%" PRId64, offset);
-        tb_snprintf(end, sizeof(end), "%" PRId64, follow ? offset + 1 : offset + limit);
-        if (tb_store_runs_logs_range(c, id, stream, off, end, &pg, err, sizeof(err))) {
+        if (follow) {
+                tb_api_runs_follow(api, req, resp, c, r, stream, offset);
+                goto out;
+        }
+        /* one page: its extent now, its bytes streamed a slice at a time */
+        int64_t next_seq = 0, bytes = 0;
+        if (tb_store_runs_logs_size(c, id, stream, &next_seq, &bytes, err, sizeof(err))) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
-        if (follow) {
-                tb_api_runs_tail_t *t = calloc(1, sizeof(*t));
-                if (!t) {
-                        tb_http_error(resp, 500, "internal", NULL, "out of memory");
-                        goto out;
-                }
-                t->api = api;
-                t->started_us = tb_mono_us();
-                tb_snprintf(t->run_id, sizeof(t->run_id), "%s", id);
-                tb_snprintf(t->stream, sizeof(t->stream), "%s", stream ? stream : "");
-                if (PQntuples(pg) > 0) {
-                        /* start inside the chunk that holds byte ?offset */
-                        t->next_seq = strtoll(PQgetvalue(pg, 0, 0), NULL, 10);
-                        t->skip = offset - strtoll(PQgetvalue(pg, 0, 1), NULL, 10);
-                } else {
-                        /* past the output so far: skip what is still missing */
-                        int64_t bytes = 0;
-                        if (tb_store_runs_logs_size(c, id, stream, &t->next_seq, &bytes, err,
-                                                    sizeof(err))) {
-                                free(t);
-                                tb_api_db_error(resp, err);
-                                goto out;
-                        }
-                        t->skip = offset - bytes;
-                }
-                const union MHD_ConnectionInfo *ci =
-                        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-                t->fd = ci ? ci->connect_fd : -1;
-                struct MHD_Response *mr = MHD_create_response_from_callback(
-                        MHD_SIZE_UNKNOWN, 64 * 1024, tb_api_runs_tail_read, t,
-                        tb_api_runs_tail_free);
-                if (!mr) {
-                        tb_api_runs_tail_free(t);
-                        tb_http_error(resp, 500, "internal", NULL, "cannot create the stream");
-                        goto out;
-                }
-                resp->stream = mr;
-                resp->status = 200;
-                resp->content_type = "text/plain; charset=utf-8";
-                tb_http_add_header(resp, "Cache-Control", "no-cache");
-                tb_http_add_header(resp, "X-Content-Type-Options", "nosniff");
-                goto out;
-        }
-        /* one page */
+        int64_t next = offset < bytes ? (bytes - offset > limit ? offset + limit : bytes) : offset;
+        bool complete = tb_api_runs_log_ended(&st, eof) && next >= bytes;
         resp->status = 200;
         resp->content_type = "text/plain; charset=utf-8";
         resp->body.len = 0;
-        int64_t left = limit;
-        for (int i = 0; i < PQntuples(pg) && left > 0; i++) {
-                int64_t start = strtoll(PQgetvalue(pg, i, 1), NULL, 10);
-                size_t before = resp->body.len;
-                tb_api_runs_append_chunk(pg, i, 2, offset - start, left, &resp->body);
-                left -= (int64_t)(resp->body.len - before);
+        if (next > offset) {
+                tb_api_runs_page_t *pg = calloc(1, sizeof(*pg));
+                struct MHD_Response *mr =
+                        pg ? MHD_create_response_from_callback(
+                                     MHD_SIZE_UNKNOWN, 64 * 1024, tb_api_runs_page_read, pg,
+                                     tb_api_runs_page_free)
+                           : NULL;
+                if (!mr) {
+                        free(pg);
+                        tb_http_error(resp, 500, "internal", NULL, "cannot create the page");
+                        goto out;
+                }
+                pg->api = api;
+                pg->next = offset;
+                pg->end = next;
+                tb_snprintf(pg->run_id, sizeof(pg->run_id), "%s", id);
+                tb_snprintf(pg->stream, sizeof(pg->stream), "%s", stream ? stream : "");
+                resp->stream = mr;
         }
-        int64_t next = offset + (int64_t)resp->body.len;
-        int64_t next_seq = 0, bytes = 0;
-        bool complete = false;
-        if (tb_store_runs_logs_size(c, id, stream, &next_seq, &bytes, err, sizeof(err)) ==
-            TB_OK)
-                complete = tb_api_runs_log_ended(&st, eof) && next >= bytes;
         char nbuf[32];
         tb_snprintf(nbuf, sizeof(nbuf), "%" PRId64, next);
         tb_http_add_header(resp, "X-Log-Next-Offset", nbuf);
@@ -627,7 +849,6 @@ void tb_api_runs_log(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_http_add_header(resp, "X-Content-Type-Options", "nosniff");
 out:
         PQclear(r);
-        PQclear(pg);
         if (c)
                 tb_store_release(api->store, c);
 }

@@ -74,6 +74,8 @@ void *tb_exec_timer_main(void *arg) {
                 }
                 tb_exec_runs_snapshot_free(runs, n);
                 rd_kafka_poll(ex->producer, 0);
+                rd_kafka_poll(ex->log_producer, 0);
+                tb_exec_log_loss_tick(ex, false);
 
                 if (ndue)
                         continue; /* starting took time: look again at once */

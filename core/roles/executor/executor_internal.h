@@ -30,7 +30,8 @@
  *    starts them (or leaves runs whose nominal time is still ahead to the
  *    timer). It never pauses: the queue is in PostgreSQL, not in memory.
  *  - timer: starts held runs at their nominal time, flushes buffered output
- *    older than 250 ms, serves the producer's delivery reports.
+ *    older than 250 ms, serves the producers' delivery reports, produces the
+ *    markers of lost log chunks (logloss.c).
  *  - lease: renews this executor's claims every lease/3, polls them for
  *    cancellation requests every 500 ms, and reaps expired claims of any
  *    executor, and runs no executor claimed, every lease/2 (LOST).
@@ -94,6 +95,7 @@ typedef struct tb_exec_plugin {
 } tb_exec_plugin_t;
 
 typedef struct tb_exec tb_exec_t;
+typedef struct tb_exec_loss tb_exec_loss_t; /* logloss.c */
 
 typedef struct tb_exec_run {
         struct tb_exec_run *next;   /* ex->runs */
@@ -138,6 +140,7 @@ struct tb_exec {
         const tb_config_t *conf;
         char id[400];           /* run_claims.executor_id: instance + random */
         rd_kafka_t *producer;
+        rd_kafka_t *log_producer; /* LogChunks only: its reports feed logloss.c */
         rd_kafka_t *consumer;
         tb_exec_plugin_t plugins[TB_EXEC_MAX_PLUGINS];
         size_t plugin_cnt;
@@ -158,6 +161,12 @@ struct tb_exec {
         pthread_t consumer_thr, timer_thr, lease_thr, finisher_thr[TB_EXEC_FINISHERS];
         bool consumer_started, timer_started, lease_started;
         size_t finishers_started;
+
+        /* logloss.c: lost log chunk ranges waiting for their gap marker. */
+        pthread_mutex_t loss_lock;
+        tb_exec_loss_t *losses;
+        size_t loss_cnt;
+        bool delivered_since;   /* a chunk was delivered since the last loss */
 };
 
 /** What goes into a RunResult besides the run's identity. */
@@ -189,6 +198,29 @@ int tb_exec_cmp_str(const void *a, const void *b);
 /** @returns the loaded plugin named \p name, or NULL.
  *  @locality any thread (the plugin table is fixed once the role started) */
 tb_exec_plugin_t *tb_exec_plugin_find(tb_exec_t *ex, const char *name);
+
+/* ---- logloss.c: LogChunks and the chunks Kafka never took ----------------------- */
+
+/**
+ * @brief Produce one LogChunk on ex->log_producer. A refusal, or later a
+ *        failed delivery, is counted and kept as a lost range whose marker
+ *        the timer produces (tb_exec_log_loss_tick()).
+ * @param covers 0 for output; a gap marker: the seqs it stands for, \p bytes
+ *        their size
+ * @locality any thread (a run's chunks under its x->lock, which orders them)
+ */
+tb_err_t tb_exec_log_produce(tb_exec_t *ex, const char *run_id, const char *task_id,
+                             int64_t seq, const char *stream, const void *data, size_t len,
+                             bool eof, int64_t covers, int64_t bytes, char *errstr,
+                             size_t errstr_size);
+/** The log producer's delivery report callback (each message's opaque names
+ *  its executor). @locality whichever thread polls ex->log_producer */
+void tb_exec_log_dr(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
+/** Produce the gap markers that are due (all of them with \p force).
+ *  @locality the timer thread, or stop() once the timer is joined */
+void tb_exec_log_loss_tick(tb_exec_t *ex, bool force);
+/** Forget the ranges still waiting (logged). @locality stop() */
+void tb_exec_log_loss_free(tb_exec_t *ex);
 
 /* ---- runs.c: a run's life -------------------------------------------------------- */
 

@@ -240,6 +240,16 @@ static void tb_exec_destroy(tb_exec_t *ex) {
                 ex->runs = x->next;
                 tb_exec_run_unref(x);
         }
+        if (ex->log_producer) {
+                /* the gaps still unmarked get their marker now if Kafka takes it */
+                tb_exec_log_loss_tick(ex, true);
+                if (rd_kafka_flush(ex->log_producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                        tb_warn(TB_EXEC_SUB, "%d log chunk(s) not delivered at exit",
+                                rd_kafka_outq_len(ex->log_producer));
+                rd_kafka_destroy(ex->log_producer);
+        }
+        tb_exec_log_loss_free(ex);
+        pthread_mutex_destroy(&ex->loss_lock);
         if (ex->producer) {
                 if (rd_kafka_flush(ex->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
                         tb_warn(TB_EXEC_SUB, "%d record(s) not delivered at exit",
@@ -272,7 +282,17 @@ static void tb_exec_describe_metrics(void) {
         tb_metrics_describe("taskbus_executor_dlq_total", "counter",
                             "Records sent to runs-dlq.");
         tb_metrics_describe("taskbus_executor_log_chunks_dropped_total", "counter",
-                            "Log chunks the producer refused.");
+                            "Log chunks the producer refused (counted as lost too).");
+        tb_metrics_describe("taskbus_executor_log_chunks_lost_total", "counter",
+                            "Log chunks Kafka surely did not write (refused, or not sent within "
+                            "executor.log_delivery_timeout); the executor marks their gap.");
+        tb_metrics_describe("taskbus_executor_log_chunks_unconfirmed_total", "counter",
+                            "Log chunks whose delivery failed while in flight: Kafka may have "
+                            "written them; if not, readers show the gap.");
+        tb_metrics_describe("taskbus_executor_log_bytes_lost_total", "counter",
+                            "Output bytes of the lost log chunks.");
+        tb_metrics_describe("taskbus_executor_log_gaps_pending", "gauge",
+                            "Lost log chunk ranges whose marker is not produced yet.");
 }
 
 static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
@@ -286,6 +306,7 @@ static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
         ex->ctx = ctx;
         ex->conf = ctx->conf;
         pthread_mutex_init(&ex->lock, NULL);
+        pthread_mutex_init(&ex->loss_lock, NULL);
         tb_cond_init_mono(&ex->done_cond);
         tb_cond_init_mono(&ex->timer_cond);
         tb_cond_init_mono(&ex->lease_cond);
@@ -302,6 +323,12 @@ static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
 
         if ((err = tb_serde_init(errstr, errstr_size)) ||
             (err = tb_bus_producer_new(ex->conf, NULL, &ex->producer, errstr, errstr_size)) ||
+            (err = tb_bus_producer_new_opts(
+                     ex->conf,
+                     &(tb_producer_opts_t){.message_timeout_ms =
+                                                   (int)ex->conf->exec_log_delivery_timeout_ms,
+                                           .dr_msg_cb = tb_exec_log_dr},
+                     &ex->log_producer, errstr, errstr_size)) ||
             (err = tb_exec_plugins_load(ex, errstr, errstr_size)))
                 goto fail;
         snprintf(group, sizeof(group), "%sexecutor", ex->conf->topic_prefix);

@@ -134,32 +134,16 @@ static const char *tb_exec_log_stream_name(int stream) {
                                             : "SYSTEM";
 }
 
-/* One LogChunk. Caller holds x->lock (which orders the run's chunks). */
+/* One LogChunk. Caller holds x->lock (which orders the run's chunks). A
+ * chunk Kafka does not take is counted and its gap marked (logloss.c). */
 static void tb_exec_log_chunk_locked(tb_exec_t *ex, tb_exec_run_t *x, const char *stream,
                                      const void *data, size_t len, bool eof) {
         char err[1024];
-        tb_buf_t out = {0};
-        json_t *v = json_object();
-        json_object_set_new(v, "run_id", json_string(x->run_id));
-        json_object_set_new(v, "task_id", json_string(x->task_id));
-        json_object_set_new(v, "seq", json_integer(x->seq));
-        json_object_set_new(v, "stream", json_string(stream));
-        json_object_set_new(v, "at", json_integer(tb_now_ms()));
-        json_object_set_new(v, "data", json_stringn_nocheck(len ? data : "", len));
-        json_object_set_new(v, "eof", json_boolean(eof));
-        tb_err_t e = tb_serde_encode(TB_SCHEMA_LOG_CHUNK, v, &out, err, sizeof(err));
-        json_decref(v);
-        if (e == TB_OK)
-                e = tb_bus_produce(ex->producer, ex->conf, TB_TOPIC_LOGS, RD_KAFKA_PARTITION_UA,
-                                   x->run_id, strlen(x->run_id), out.data, out.len, NULL, 0,
-                                   false, err, sizeof(err));
-        tb_buf_free(&out);
+        if (tb_exec_log_produce(ex, x->run_id, x->task_id, x->seq, stream, data, len, eof, 0, 0,
+                                err, sizeof(err)) != TB_OK)
+                tb_debug(TB_EXEC_SUB, "run %s: log chunk %" PRId64 ": %s", x->run_id, x->seq,
+                         err);
         x->seq++; /* a gap in seq tells readers a chunk is missing */
-        if (e != TB_OK) {
-                tb_metrics_add("taskbus_executor_log_chunks_dropped_total", NULL, 1);
-                tb_warn(TB_EXEC_SUB, "run %s: log chunk %" PRId64 " (%zu bytes) dropped: %s",
-                        x->run_id, x->seq - 1, len, err);
-        }
 }
 
 /* Publish what is buffered, in chunks of at most TB_EXEC_CHUNK_MAX; with

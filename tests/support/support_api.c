@@ -1,0 +1,117 @@
+/**
+ * @file support_api.c
+ * @brief Requests to a test daemon's API, SQL waits, the daemon's end
+ *        (support_api.h).
+ */
+#include "support_api.h"
+#include "support.h"
+
+#include <criterion/criterion.h>
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/wait.h>
+
+static size_t tbt_http_sink(char *p, size_t s, size_t n, void *ud) {
+        tb_buf_append(ud, p, s * n);
+        return s * n;
+}
+
+tbt_http_res_t tbt_http(int port, const char *method, const char *path, const char *authz,
+                        const char *body) {
+        tbt_http_res_t r = {0};
+        CURL *c = curl_easy_init();
+        struct curl_slist *h = NULL;
+        char url[2048], ah[256];
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
+        if (authz) {
+                snprintf(ah, sizeof(ah), "Authorization: %s", authz);
+                h = curl_slist_append(h, ah);
+        }
+        h = curl_slist_append(h, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, tbt_http_sink);
+        curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
+        curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, tbt_http_sink);
+        curl_easy_setopt(c, CURLOPT_HEADERDATA, &r.hdrs);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT, 90L);
+        if (body || !strcmp(method, "POST")) {
+                curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+                curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
+        }
+        if (curl_easy_perform(c) == CURLE_OK)
+                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+        tb_buf_append(&r.body, "", 1);
+        r.body.len--;
+        tb_buf_append(&r.hdrs, "", 1);
+        json_error_t je;
+        r.j = json_loadb(r.body.data, r.body.len, 0, &je);
+        curl_slist_free_all(h);
+        curl_easy_cleanup(c);
+        return r;
+}
+
+void tbt_http_free(tbt_http_res_t *r) {
+        json_decref(r->j);
+        tb_buf_free(&r->body);
+        tb_buf_free(&r->hdrs);
+        r->j = NULL;
+}
+
+const char *tbt_http_header(const tbt_http_res_t *r, const char *name, char *buf, size_t size) {
+        size_t n = strlen(name);
+        for (const char *l = r->hdrs.data; l && *l;) {
+                const char *e = strstr(l, "\r\n");
+                if (!strncasecmp(l, name, n) && l[n] == ':') {
+                        const char *v = l + n + 1;
+                        while (*v == ' ')
+                                v++;
+                        size_t len = e ? (size_t)(e - v) : strlen(v);
+                        snprintf(buf, size, "%.*s", (int)len, v);
+                        return buf;
+                }
+                l = e ? e + 2 : NULL;
+        }
+        return "(missing)";
+}
+
+typedef struct tbt_sqlwait {
+        tbt_stack_t *st;
+        const char *sql, *want;
+} tbt_sqlwait_t;
+
+static bool tbt_sql_is(void *arg) {
+        tbt_sqlwait_t *w = arg;
+        char *v = tbt_sql_value(w->st, w->sql);
+        bool ok = v && !strcmp(v, w->want);
+        free(v);
+        return ok;
+}
+
+void tbt_wait_sql(tbt_stack_t *st, const char *sql, const char *want, int ms) {
+        tbt_sqlwait_t w = {st, sql, want};
+        if (tbt_wait_until(tbt_sql_is, &w, ms))
+                return;
+        char *v = tbt_sql_value(st, sql);
+        char got[256];
+        snprintf(got, sizeof(got), "%s", v ? v : "(no row)");
+        free(v);
+        cr_assert_fail("waited %d ms for `%s` = %s; got %s", ms, sql, want, got);
+}
+
+bool tbt_daemon_end(tbt_stack_t *st, pid_t pid, bool *sanitizer) {
+        int ws = pid > 0 ? tbt_daemon_stop(pid, SIGTERM) : 0;
+        bool clean = WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
+        char *log = tbt_daemon_log(st);
+        *sanitizer = log && (strstr(log, "Sanitizer") || strstr(log, "runtime error:"));
+        if (*sanitizer || !clean || getenv("TBT_SHOW_LOGS"))
+                fprintf(stderr, "---- taskbusd log (exit 0x%x) ----\n%s\n", ws, log ? log : "");
+        free(log);
+        return clean;
+}

@@ -1,0 +1,40 @@
+/**
+ * @file support_api.h
+ * @brief Helpers for integration tests of a running taskbusd: requests to
+ *        its REST API (status, headers, body, JSON), waiting until a SQL
+ *        value is reached, and stopping the daemon with its log checked.
+ */
+#ifndef TB_TEST_SUPPORT_API_H
+#define TB_TEST_SUPPORT_API_H
+
+#include "support_stack.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+/** One answer of the API. Free with tbt_http_free(). */
+typedef struct tbt_http_res {
+        long status;      /**< 0: no answer */
+        tb_buf_t body;    /**< NUL-terminated (not counted) */
+        tb_buf_t hdrs;    /**< the raw header lines */
+        json_t *j;        /**< the body as JSON, or NULL */
+} tbt_http_res_t;
+
+/** \p method \p path on 127.0.0.1:\p port with "Authorization: \p authz"
+ *  (NULL: none) and a JSON \p body (NULL: none; POST sends an empty one). */
+tbt_http_res_t tbt_http(int port, const char *method, const char *path, const char *authz,
+                        const char *body);
+void tbt_http_free(tbt_http_res_t *r);
+/** Header \p name of \p r into \p buf; "(missing)" when absent. */
+const char *tbt_http_header(const tbt_http_res_t *r, const char *name, char *buf, size_t size);
+
+/** Wait up to \p ms until `sql` (one value) is \p want; fails the test otherwise. */
+void tbt_wait_sql(tbt_stack_t *st, const char *sql, const char *want, int ms);
+
+/** SIGTERM taskbusd \p pid and wait; print its log if it did not exit 0, if a
+ *  sanitizer spoke in it, or with TBT_SHOW_LOGS. @returns whether it exited
+ *  0; *\p sanitizer whether a sanitizer reported. */
+bool tbt_daemon_end(tbt_stack_t *st, pid_t pid, bool *sanitizer);
+
+#endif
