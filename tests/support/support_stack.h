@@ -122,6 +122,12 @@ const json_t *tbt_reader_values(const tbt_reader_t *r);
 /** Wait up to \p ms for a value whose \p field equals \p value; borrowed. */
 const json_t *tbt_reader_wait(tbt_reader_t *r, const char *field, const char *value, int ms);
 
+/** Flush \p prod, then wait up to \p ms for the TaskReply with correlation id
+ *  \p corr on \p replies (borrowed); asserts that it came, printing the
+ *  daemon log when it did not. */
+const json_t *tbt_reply_wait(tbt_stack_t *st, rd_kafka_t *prod, tbt_reader_t *replies,
+                             const char *corr, int ms);
+
 /** Run one SQL statement on the stack's database and return the first
  *  column of the first row (malloc'd, NULL if no row). Asserts success. */
 char *tbt_sql_value(tbt_stack_t *st, const char *sql);

@@ -76,6 +76,7 @@ typedef struct tb_cmd {
         bool loading;          /* a rebuild serves the group (tb_cmd_serve()) */
         int64_t evicted_at;    /* last tb_cmd_evict(), tb_mono_us() */
         json_t *used;          /* this batch's task ids: were they ever written */
+        char used_err[256];    /* why the batch's lookup failed ("": it did not) */
 } tb_cmd_t;
 
 /* rebuild.c */

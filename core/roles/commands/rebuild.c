@@ -388,6 +388,8 @@ out:
                         parts->cnt, snap_tasks, events, cmd->events_topic,
                         cmd->remote_cnt ? " and the other regions' copies" : "",
                         tb_cmd_engine_task_count(cmd->engine), (double)(tb_mono_us() - t0) / 1e6);
+                tb_metrics_observe("taskbus_commands_rebuild_seconds", NULL,
+                                   (double)(tb_mono_us() - t0) / 1e6);
         }
         free(end);
         free(done);
@@ -434,17 +436,6 @@ tb_err_t tb_cmd_loader_new(tb_cmd_t *cmd, rd_kafka_t **out, char *errstr,
         return tb_bus_reader_new(conf, &o, out, errstr, errstr_size);
 }
 
-/** Append \p s to \p b as one element of a PostgreSQL array literal. */
-static void tb_cmd_pg_array_add(tb_buf_t *b, const char *s) {
-        tb_buf_append(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
-        for (; *s; s++) {
-                if (*s == '"' || *s == '\\')
-                        tb_buf_append(b, "\\", 1);
-                tb_buf_append(b, s, 1);
-        }
-        tb_buf_append(b, "\"", 1);
-}
-
 /**
  * Evict the deleted tasks whose deletion the projection holds (at most once
  * a second, between batches): from then on a CREATE of their id is answered
@@ -467,7 +458,7 @@ void tb_cmd_evict(tb_cmd_t *cmd) {
                 if (!t->logged && t->partition >= 0 && t->partition < cmd->partition_cnt &&
                     cmd->followed[t->partition])
                         continue;
-                tb_cmd_pg_array_add(&ids, t->id);
+                tb_store_array_add(&ids, t->id);
                 tb_buf_printf(&vers, "%s%" PRId64, asked ? "," : "", t->version);
                 asked++;
         }
@@ -510,7 +501,7 @@ tb_err_t tb_cmd_ids_used(tb_cmd_t *cmd, const char *const *ids, size_t n, json_t
         tb_buf_t arr = {0};
         tb_buf_append(&arr, "{", 1);
         for (size_t i = 0; i < n; i++)
-                tb_cmd_pg_array_add(&arr, ids[i]);
+                tb_store_array_add(&arr, ids[i]);
         tb_buf_append(&arr, "}", 2);
         PGresult *res = NULL;
         tb_err_t err;

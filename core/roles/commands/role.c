@@ -3,9 +3,11 @@
  * @brief The commands role: the only writer of task-events.
  *
  * A consumer group member on task-commands. For the partitions it owns it
- * holds every task's current state in memory (version, security group,
- * deleted flag, normalized task, creation data, epoch), rebuilt from
- * partition p of task-events when partition p of task-commands is assigned.
+ * holds every live task's current state in memory (version, security group,
+ * normalized task, creation data, epoch; a deleted task until the projection
+ * holds its deletion), rebuilt when partition p of task-commands is assigned
+ * from the projection's snapshot of partition p plus task-events after it
+ * (rebuild.c), between batches while p is paused.
  * Each command is authenticated, rate limited, authorized, checked against
  * the expected version and validated; then the event, the reply and the
  * consumed offset are written in ONE Kafka transaction, several commands
@@ -22,8 +24,8 @@
  * lost its partitions cannot commit once the new owner was assigned them.
  * The new owner reads its committed offsets with require_stable (the
  * consumer is read_committed), which waits until a previous owner's pending
- * transaction is resolved, and only then rebuilds from task-events: the
- * rebuilt state includes everything that previous owner committed.
+ * transaction is resolved, and only then rebuilds, reading task-events to its
+ * end: the rebuilt state includes everything that previous owner committed.
  *
  * Regions (docs/replication.md): a task is written only in its home region.
  * The state also holds the tasks of partition p of this region's copies of
@@ -36,7 +38,8 @@
  * UPDATE that would change a task's home_region.
  *
  * @locality one worker thread owns the consumer, the producer and the state;
- *           the rebalance callback runs on it too (inside consumer_poll).
+ *           the rebalance callback runs on it too (inside consumer_poll, also
+ *           the polls a rebuild makes to serve the group: tb_cmd_serve()).
  */
 #include "commands/cmd_internal.h"
 
@@ -426,8 +429,13 @@ static void tb_cmd_prefetch_used(tb_cmd_t *cmd) {
                 ids[n] = keys[n];
                 n++;
         }
-        if (tb_cmd_ids_used(cmd, ids, n, cmd->used, err, sizeof(err)))
-                tb_debug(TB_CMD_SUB, "task ids of the batch: %s (asked one by one)", err);
+        cmd->used_err[0] = '\0';
+        if (tb_cmd_ids_used(cmd, ids, n, cmd->used, err, sizeof(err))) {
+                /* the batch's CREATEs of ids not held are answered INTERNAL
+                 * at once, not after a wait of their own each */
+                tb_warn(TB_CMD_SUB, "task ids of the batch: %s", err);
+                tb_snprintf(cmd->used_err, sizeof(cmd->used_err), "%s", err);
+        }
 }
 
 /** Process the collected batch in one transaction. */
@@ -580,6 +588,8 @@ static tb_err_t tb_cmd_env_id_used(void *opaque, const char *id, bool *used, cha
                                    size_t errstr_size) {
         tb_cmd_t *cmd = opaque;
         json_t *known = json_object_get(cmd->used, id);
+        if (!known && cmd->used_err[0])
+                return tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT, "%s", cmd->used_err);
         if (!known) {
                 tb_err_t err = tb_cmd_ids_used(cmd, &id, 1, cmd->used, errstr, errstr_size);
                 if (err)
@@ -684,6 +694,9 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         tb_metrics_describe("taskbus_commands_tasks_held", "gauge",
                             "Tasks whose state the commands role holds (live, and deleted ones "
                             "the projection does not hold yet)");
+        tb_metrics_describe("taskbus_commands_rebuild_seconds", "histogram",
+                            "Time to rebuild the state of the partitions assigned at once "
+                            "(projection snapshot, then task-events after it)");
         tb_metrics_describe("taskbus_commands_deleted_held", "gauge",
                             "Deleted tasks the commands role still holds: evicted once the "
                             "projection holds their deletion");
