@@ -81,15 +81,7 @@ static void send_cmd(const cmd_t *c, char corr[37]) {
 }
 
 static const json_t *wait_reply(const char *corr) {
-        rd_kafka_flush(g_prod, 10000);
-        const json_t *r = tbt_reader_wait(g_replies, "correlation_id", corr, REPLY_WAIT_MS);
-        if (!r) {
-                char *log = tbt_daemon_log(&g_st);
-                cr_log_error("daemon log:\n%s", log);
-                free(log);
-        }
-        cr_assert_not_null(r, "no reply for correlation id %s", corr);
-        return r;
+        return tbt_reply_wait(&g_st, g_prod, g_replies, corr, REPLY_WAIT_MS);
 }
 
 static const json_t *ask(const cmd_t *c) {

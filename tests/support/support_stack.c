@@ -484,3 +484,16 @@ char *tbt_sql_value(tbt_stack_t *st, const char *sql) {
         PQclear(res);
         return v;
 }
+
+const json_t *tbt_reply_wait(tbt_stack_t *st, rd_kafka_t *prod, tbt_reader_t *replies,
+                             const char *corr, int ms) {
+        rd_kafka_flush(prod, 30000);
+        const json_t *r = tbt_reader_wait(replies, "correlation_id", corr, ms);
+        if (!r) {
+                char *log = tbt_daemon_log(st);
+                cr_log_error("daemon log:\n%s", log);
+                free(log);
+        }
+        cr_assert_not_null(r, "no reply for correlation id %s", corr);
+        return r;
+}

@@ -133,6 +133,12 @@ size_t tbt_reader_count(const tbt_reader_t *r, const char *task_id, const char *
 bool tbt_reader_wait_count(tbt_reader_t *r, const char *task_id, const char *field,
                            const char *value, size_t n, int ms);
 
+/** Flush \p prod, then wait up to \p ms for the TaskReply with correlation id
+ *  \p corr on \p replies (borrowed); asserts that it came, printing the
+ *  daemon log when it did not. */
+const json_t *tbt_reply_wait(tbt_stack_t *st, rd_kafka_t *prod, tbt_reader_t *replies,
+                             const char *corr, int ms);
+
 /** Run one SQL statement on the stack's database and return the first
  *  column of the first row (malloc'd, NULL if no row). Asserts success. */
 char *tbt_sql_value(tbt_stack_t *st, const char *sql);

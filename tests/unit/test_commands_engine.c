@@ -23,6 +23,7 @@
 #include "config/config.h"
 #include "serde/serde.h"
 #include "support.h"
+#include "task/task.h"
 
 #define T0 INT64_C(1767225600000) /* 2026-01-01T00:00:00Z */
 #define PARTITIONS 4
@@ -1177,4 +1178,275 @@ Test(commands_engine_quota, run_now_rate_per_group) {
         /* other commands are not counted */
         ask(ALICE, "PAUSE", "r-2", -1, NULL);
         expect_accepted(3, "PAUSED");
+}
+
+/* ---- memory bounded by the live tasks: deleted tasks evicted --------------------- */
+
+#if defined(__SANITIZE_ADDRESS__)
+/* ASan's allocator (sanitizer/allocator_interface.h, not installed here) */
+size_t __sanitizer_get_current_allocated_bytes(void);
+static size_t heap_in_use(void) {
+        return __sanitizer_get_current_allocated_bytes();
+}
+#else
+#include <malloc.h>
+static size_t heap_in_use(void) {
+        return mallinfo2().uordblks;
+}
+#endif
+
+/* The projection as the role asks it (env.id_used): the ids it has events
+ * of. A test double for task_history, fed by project_deleted(). */
+static json_t *projected_ids;
+static long long projected_bytes; /* what the double itself took of the heap */
+static bool id_used_fails;
+
+static tb_err_t env_id_used(void *opaque, const char *id, bool *used, char *group,
+                            size_t group_size, char *errstr, size_t errstr_size) {
+        (void)opaque;
+        if (id_used_fails)
+                return tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
+                                 "no PostgreSQL connection within 5 s");
+        const json_t *g = json_object_get(projected_ids, id);
+        *used = g != NULL;
+        snprintf(group, group_size, "%s", g ? json_string_value(g) : "");
+        return TB_OK;
+}
+
+static void setup_evicting(void) {
+        setup_with(conf_eu);
+        tb_cmd_engine_destroy(eng);
+        tb_cmd_env_t e = env;
+        e.id_used = env_id_used;
+        char errstr[1024];
+        cr_assert_eq(tb_cmd_engine_new(conf, &e, &eng, errstr, sizeof(errstr)), TB_OK, "%s",
+                     errstr);
+        projected_ids = json_object();
+        id_used_fails = false;
+}
+
+static void teardown_evicting(void) {
+        teardown();
+        json_decref(projected_ids);
+        projected_ids = NULL;
+}
+
+/* What the role does once the projection holds the deletions: every deleted
+ * task the state holds goes to the projection's ids and is evicted.
+ * @returns how many were evicted. */
+static size_t project_deleted(void) {
+        const tb_cmd_task_t *del[512];
+        size_t total = 0, n;
+        while ((n = tb_cmd_engine_deleted(eng, del, TB_ARRAY_LEN(del))) > 0) {
+                char ids[512][64], groups[512][TB_TASK_GROUP_MAX + 1];
+                int64_t vers[512];
+                for (size_t i = 0; i < n; i++) {
+                        snprintf(ids[i], sizeof(ids[i]), "%s", del[i]->id);
+                        snprintf(groups[i], sizeof(groups[i]), "%s",
+                                 del[i]->group ? del[i]->group : "");
+                        vers[i] = del[i]->version;
+                }
+                for (size_t i = 0; i < n; i++) {
+                        size_t h = heap_in_use();
+                        json_object_set_new(projected_ids, ids[i], json_string(groups[i]));
+                        projected_bytes += (long long)heap_in_use() - (long long)h;
+                        cr_assert(tb_cmd_engine_evict(eng, ids[i], vers[i]), "%s", ids[i]);
+                }
+                total += n;
+        }
+        return total;
+}
+
+/* n create+delete pairs of new ids (prefix, from number first), committed
+ * every 100 commands like the role's batches, evicted every 1,000 pairs. */
+static void create_delete_pairs(const char *prefix, int first, int n) {
+        char id[64];
+        for (int i = first; i < first + n; i++) {
+                snprintf(id, sizeof(id), "%s-%d", prefix, i);
+                ask(ALICE, "CREATE", id, -1, task_json("churn", "ops", ""));
+                cr_assert_null(v.reason, "%s: %s", id, v.message);
+                ask(ALICE, "DELETE", id, 1, NULL);
+                cr_assert_null(v.reason, "%s: %s", id, v.message);
+                if ((i + 1) % 50 == 0)
+                        tb_cmd_engine_commit(eng);
+                if ((i + 1) % 1000 == 0)
+                        project_deleted();
+                clock_us += 1000000; /* the rate limit refills */
+                clock_ms += 1;
+        }
+        tb_cmd_engine_commit(eng);
+        project_deleted();
+        forget_last();
+}
+
+TestSuite(commands_engine_evict, .init = setup_evicting, .fini = teardown_evicting);
+
+Test(commands_engine_evict, memory_after_100000_create_delete_pairs_back_near_its_start,
+     .timeout = 900) {
+        /* ten tasks stay live throughout */
+        char id[64];
+        for (int i = 0; i < 10; i++) {
+                snprintf(id, sizeof(id), "live-%d", i);
+                ask(ALICE, "CREATE", id, -1, task_json("stays", "ops", ""));
+                expect_accepted(1, "CREATED");
+        }
+        tb_cmd_engine_commit(eng);
+        /* The replay guard remembers the last TB_CMD_SEEN_MAX signatures and
+         * command ids whatever happens to tasks (two per command): fill it
+         * first, so what is measured is the state map alone. */
+        create_delete_pairs("warm", 0, TB_CMD_SEEN_MAX / 4 + 1000);
+        size_t tasks0 = tb_cmd_engine_task_count(eng), heap0 = heap_in_use();
+        projected_bytes = 0;
+        cr_assert_eq(tasks0, 10);
+
+        /* while deletions are not projected the state holds them */
+        for (int i = 0; i < 3; i++) {
+                snprintf(id, sizeof(id), "held-%d", i);
+                ask(ALICE, "CREATE", id, -1, task_json("x", "ops", ""));
+                ask(ALICE, "DELETE", id, 1, NULL);
+        }
+        tb_cmd_engine_commit(eng);
+        cr_assert_eq(tb_cmd_engine_deleted_count(eng), 3);
+        cr_assert_eq(tb_cmd_engine_task_count(eng), 13);
+        project_deleted();
+
+        create_delete_pairs("churn", 0, 100000);
+        size_t tasks1 = tb_cmd_engine_task_count(eng), heap1 = heap_in_use();
+        /* the projection's double (every id ever deleted) is not the engine's */
+        long long grew = (long long)heap1 - (long long)heap0 - projected_bytes;
+        cr_log_info("state: %zu tasks before, %zu after 100,000 create+delete pairs; engine "
+                    "heap %+lld bytes (heap %zu -> %zu, of which the test's projection double "
+                    "%lld)",
+                    tasks0, tasks1, grew, heap0, heap1, projected_bytes);
+        cr_assert_eq(tasks1, tasks0, "the state holds the live tasks only");
+        cr_assert_eq(tb_cmd_engine_deleted_count(eng), 0);
+        /* Without eviction the 100,000 deleted tasks held ~20 MB. The bound
+         * leaves room for the allocator's own bookkeeping and the json
+         * objects of the replay guard (fixed count, varying key lengths). */
+        cr_assert_lt(grew, 1024 * 1024, "the engine's heap grew by %lld bytes", grew);
+        /* the live tasks are untouched */
+        ask(ALICE, "PAUSE", "live-3", 1, NULL);
+        expect_accepted(2, "PAUSED");
+}
+
+Test(commands_engine_evict, an_evicted_deleted_task_is_answered_as_before) {
+        ask(ALICE, "CREATE", "t-gone", -1, task_json("gone", "ops", ""));
+        expect_accepted(1, "CREATED");
+        ask(ALICE, "DELETE", "t-gone", 1, NULL);
+        expect_accepted(2, "DELETED");
+        /* not before its batch committed: a rollback would need it */
+        cr_assert_not(tb_cmd_engine_evict(eng, "t-gone", 2));
+        tb_cmd_engine_commit(eng);
+        cr_assert_not(tb_cmd_engine_evict(eng, "t-gone", 1), "only at its deleted version");
+        ask(ALICE, "CREATE", "t-live", -1, task_json("live", "ops", ""));
+        tb_cmd_engine_commit(eng);
+        cr_assert_not(tb_cmd_engine_evict(eng, "t-live", 1), "a live task is never evicted");
+        cr_assert_eq(project_deleted(), 1);
+        cr_assert_null(state("t-gone"));
+        cr_assert_eq(tb_cmd_engine_task_count(eng), 1);
+
+        /* every command answers as when the deleted state was held */
+        const char *types[] = {"UPDATE", "PAUSE", "RESUME", "RUN_NOW", "DELETE"};
+        for (size_t i = 0; i < TB_ARRAY_LEN(types); i++) {
+                ask(ALICE, types[i], "t-gone", -1,
+                    !strcmp(types[i], "UPDATE") ? task_json("back", "ops", "") : NULL);
+                expect_rejected("NOT_FOUND", "task_id");
+        }
+        ask(ALICE, "CREATE", "t-gone", -1, task_json("again", "ops", ""));
+        expect_rejected("CONFLICT", "task_id");
+        cr_assert(strstr(v.message, "already exists (deleted)"), "%s", v.message);
+        /* bob, not in the group, learns the same "taken" */
+        ask(BOB, "CREATE", "t-gone", -1, task_json("again", "dev", ""));
+        expect_rejected("CONFLICT", "task_id");
+        /* an unknown id is created; a failing lookup is an INTERNAL answer,
+         * never a silent acceptance */
+        id_used_fails = true;
+        ask(ALICE, "CREATE", "t-new", -1, task_json("new", "ops", ""));
+        expect_rejected("INTERNAL", "");
+        cr_assert(strstr(v.message, "t-new") && strstr(v.message, "retry"), "%s", v.message);
+        id_used_fails = false;
+        ask(ALICE, "CREATE", "t-new", -1, task_json("new", "ops", ""));
+        expect_accepted(1, "CREATED");
+        /* a rolled back DELETE leaves nothing to evict */
+        tb_cmd_engine_commit(eng);
+        ask(ALICE, "DELETE", "t-new", 1, NULL);
+        expect_accepted(2, "DELETED");
+        tb_cmd_engine_rollback(eng);
+        cr_assert_eq(tb_cmd_engine_deleted_count(eng), 0);
+        cr_assert_not(state("t-new")->deleted);
+}
+
+/* The state of a snapshot (live tasks only, as the projection's tasks table
+ * holds them before an offset) plus the events after it equals the state of
+ * every event from the first one. */
+Test(commands_engine_evict, snapshot_plus_tail_equals_the_events_from_zero) {
+        enum { TASKS = 40 };
+        json_t *log = json_array(); /* every event, in order */
+        char id[32];
+        for (int round = 0; round < 4; round++)
+                for (int i = 0; i < TASKS; i++) {
+                        snprintf(id, sizeof(id), "t-snap-%d", i);
+                        const tb_cmd_task_t *s = state(id);
+                        if (!s && round == 0)
+                                ask(ALICE, "CREATE", id, -1, task_json("s", "ops", ""));
+                        else if (s && !s->deleted && (i + round) % 5 == 0)
+                                ask(ALICE, "DELETE", id, -1, NULL);
+                        else if (s && !s->deleted && (i + round) % 2)
+                                ask(ALICE, "PAUSE", id, -1, NULL);
+                        else if (s && !s->deleted)
+                                ask(ALICE, "UPDATE", id, -1,
+                                    task_json(round % 2 ? "odd" : "even",
+                                              i % 3 ? "ops" : "dev", ""));
+                        else
+                                continue;
+                        if (!v.reason)
+                                json_array_append(log, ev);
+                        clock_ms += 1000;
+                }
+        tb_cmd_engine_commit(eng);
+        size_t total = json_array_size(log);
+        for (size_t x = 0; x <= total; x += total / 7 + 1) {
+                /* from zero */
+                tb_cmd_engine_t *zero = engine_new(conf), *snap = engine_new(conf);
+                for (size_t k = 0; k < total; k++)
+                        tb_cmd_engine_apply_event(zero, 0, json_array_get(log, k));
+                /* the projection before x: the newest state of each task, none
+                 * for a deleted one, then the events from x on */
+                tb_cmd_engine_t *proj = engine_new(conf);
+                for (size_t k = 0; k < x; k++)
+                        tb_cmd_engine_apply_event(proj, 0, json_array_get(log, k));
+                for (int i = 0; i < TASKS; i++) {
+                        snprintf(id, sizeof(id), "t-snap-%d", i);
+                        const tb_cmd_task_t *p = tb_cmd_engine_get(proj, id);
+                        if (p && !p->deleted)
+                                tb_cmd_engine_load_task(snap, 0, id, p->version, p->epoch,
+                                                        json_deep_copy(p->task), p->created_at,
+                                                        p->created_by);
+                }
+                tb_cmd_engine_destroy(proj);
+                for (size_t k = x; k < total; k++)
+                        tb_cmd_engine_apply_event(snap, 0, json_array_get(log, k));
+                for (int i = 0; i < TASKS; i++) {
+                        snprintf(id, sizeof(id), "t-snap-%d", i);
+                        const tb_cmd_task_t *a = tb_cmd_engine_get(zero, id);
+                        const tb_cmd_task_t *b = tb_cmd_engine_get(snap, id);
+                        cr_assert_not_null(a);
+                        if (a->deleted) {
+                                /* gone, or held deleted: both answer the same */
+                                cr_assert(!b || b->deleted, "%s deleted, snapshot %zu", id, x);
+                                continue;
+                        }
+                        cr_assert_not_null(b, "%s live, missing from snapshot %zu", id, x);
+                        cr_assert_eq(a->version, b->version);
+                        cr_assert_eq(a->epoch, b->epoch);
+                        cr_assert_eq(a->created_at, b->created_at);
+                        cr_assert_str_eq(a->created_by, b->created_by);
+                        cr_assert_str_eq(a->group, b->group);
+                        cr_assert(json_equal(a->task, b->task), "%s: task differs at %zu", id,
+                                  x);
+                }
+                tb_cmd_engine_destroy(zero);
+                tb_cmd_engine_destroy(snap);
+        }
+        json_decref(log);
 }

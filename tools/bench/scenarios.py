@@ -132,12 +132,8 @@ kafka = { bootstrap_servers = "%s"; };
         self.start()
 
     def start(self):
-        env = dict(os.environ)
-        for k in ("TASKBUS_PG", "TASKBUS_KAFKA", "TASKBUS_API_LISTEN"):
-            env.pop(k, None)
-        with open(self.log, "a") as out:
-            self.proc = subprocess.Popen([os.path.join(BIN, "taskbusd"), "--config", self.conf, "--roles", self.roles],
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        """Start taskbusd with self.roles and wait until its API listens."""
+        self.spawn(self.roles)
         end = time.time() + 60
         while time.time() < end:
             try:
@@ -147,6 +143,21 @@ kafka = { bootstrap_servers = "%s"; };
                 time.sleep(0.2)
         else:
             raise SystemExit("taskbusd did not listen (log %s)" % self.log)
+
+    def restart(self, roles):
+        """Stop, then start taskbusd again on the same database and topics with these roles."""
+        self.stop()
+        self.spawn(roles)
+
+    def spawn(self, roles):
+        """Start taskbusd with these roles, without waiting for anything."""
+        self.roles = roles
+        env = dict(os.environ)
+        for k in ("TASKBUS_PG", "TASKBUS_KAFKA", "TASKBUS_API_LISTEN"):
+            env.pop(k, None)
+        with open(self.log, "a") as out:
+            self.proc = subprocess.Popen([os.path.join(BIN, "taskbusd"), "--config", self.conf, "--roles", roles],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
     def cli(self, *args):
         env = dict(os.environ)
@@ -379,15 +390,20 @@ def scenario_e2e(args):
     return doc
 
 
+def create_tasks(d, n, prefix):
+    """Create n hourly tasks (one event each) through the REST API; returns how many were."""
+    bodies = [{"name": "%s-%d" % (prefix, i), "script": "true", "security_group": "ops",
+               "schedule": {"every": "1h"}, "labels": {"k": str(i % 17)}} for i in range(n)]
+    log("creating %d tasks (one event each) through the REST API" % n)
+    res = post_many(d.token, bodies, threads=32)
+    return sum(1 for r in res if r and r[0] == 201)
+
+
 def scenario_replay(args):
     n = int(args[0]) if args else 20000
     d = Daemon("replay", "api,commands,projector")
     try:
-        bodies = [{"name": "replay-%d" % i, "script": "true", "security_group": "ops",
-                   "schedule": {"every": "1h"}, "labels": {"k": str(i % 17)}} for i in range(n)]
-        log("creating %d tasks (one event each) through the REST API" % n)
-        res = post_many(d.token, bodies, threads=32)
-        ok = sum(1 for r in res if r and r[0] == 201)
+        ok = create_tasks(d, n, "replay")
     finally:
         d.stop()
     psql("postgres", "DROP DATABASE IF EXISTS bench_replay_into WITH (FORCE)")
@@ -549,6 +565,52 @@ def scenario_restart(args):
               "it p50 %s ms, p99 %s ms, max %s ms" % (kind, r["stop_ms"], r["start_ms"], r["fires_flow_after_start_ms"],
                                                      r["lag_ms"]["p50"], r["lag_ms"]["p99"], r["lag_ms"]["max"]))
     print("restart: %(tasks)d tasks, %(duplicated)d duplicated, %(missing)d missing" % res["exactly_once"])
+
+
+def metric(name):
+    """A value of the api's /metrics (None until it answers and has it)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=5)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    except (OSError, http.client.HTTPException):
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def scenario_cmdrebuild(args):
+    """The commands role's rebuild on assignment with N live tasks: from the projection's
+    snapshot (then task-events after the projector's offset), and from offset 0 (the
+    projection emptied: what every rebuild read before), with the RSS after each."""
+    n = int(args[0]) if args else 100000
+    d = Daemon("cmdrebuild", "api,commands,projector")
+    try:
+        ok = create_tasks(d, n, "rb")
+        end = time.time() + 900
+        while int(psql(d.db, "SELECT count(*) FROM tasks").strip()) < ok and time.time() < end:
+            time.sleep(1)
+        out = {"tasks": ok}
+        for mode in ("snapshot", "offset_0"):
+            if mode == "offset_0":
+                d.stop()
+                psql(d.db, "DELETE FROM consumer_offsets WHERE consumer = 'projector'; TRUNCATE tasks")
+            d.restart("api,commands")
+            end = time.time() + 900
+            while (metric("taskbus_commands_rebuild_seconds_count") or 0) < 1 and time.time() < end:
+                time.sleep(0.5)
+            secs = metric("taskbus_commands_rebuild_seconds_sum")
+            rss = int(re.search(r"VmRSS:\s+(\d+)", open("/proc/%d/status" % d.proc.pid).read()).group(1))
+            out[mode] = {"rebuild_seconds": secs, "tasks_held": metric("taskbus_commands_tasks_held"),
+                         "rss_kib": rss}
+            log("%s: rebuilt %s tasks in %s s, RSS %d KiB" % (mode, out[mode]["tasks_held"], secs, rss))
+    finally:
+        d.stop()
+    doc = save("cmdrebuild", out, [])
+    print("cmdrebuild: %d tasks: snapshot %.2f s, offset 0 %.2f s" %
+          (ok, out["snapshot"]["rebuild_seconds"] or -1, out["offset_0"]["rebuild_seconds"] or -1))
     return doc
 
 
@@ -556,7 +618,7 @@ def main():
     name = sys.argv[1]
     {"api": scenario_api, "scheduler": scenario_scheduler, "burst": scenario_burst, "e2e": scenario_e2e,
      "replay": scenario_replay, "abuse": scenario_abuse,
-     "restart": scenario_restart}[name](sys.argv[2:])
+     "restart": scenario_restart, "cmdrebuild": scenario_cmdrebuild}[name](sys.argv[2:])
 
 
 if __name__ == "__main__":

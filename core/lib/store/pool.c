@@ -506,6 +506,16 @@ tb_err_t tb_store_result_err(PGconn *conn, const PGresult *r, const char *what,
                          sqlstate ? sqlstate : "?????");
 }
 
+void tb_store_array_add(tb_buf_t *b, const char *s) {
+        tb_buf_append(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
+        for (; *s; s++) {
+                if (*s == '"' || *s == '\\')
+                        tb_buf_append(b, "\\", 1);
+                tb_buf_append(b, s, 1);
+        }
+        tb_buf_append(b, "\"", 1);
+}
+
 tb_err_t tb_store_exec(PGconn *conn, const char *what, const char *sql, int nparams,
                        const char *const *params, PGresult **res, char *errstr,
                        size_t errstr_size) {

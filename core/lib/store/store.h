@@ -100,6 +100,10 @@ tb_err_t tb_store_exec(PGconn *conn, const char *what, const char *sql, int npar
                        const char *const *params, PGresult **res, char *errstr,
                        size_t errstr_size);
 
+/** Append \p s to \p b as one element of a PostgreSQL array literal being
+ *  built ("{" first, "}" last, by the caller): quoted, '"' and '\\' escaped. */
+void tb_store_array_add(tb_buf_t *b, const char *s);
+
 /**
  * The SQLSTATE of the last statement this thread ran through tb_store_exec()
  * (or the helpers below): "" after a success or a libpq failure without a

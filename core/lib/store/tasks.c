@@ -160,6 +160,48 @@ tb_err_t tb_store_tasks_partition_cursor(PGconn *conn, const char *cursor, int32
                              errstr_size);
 }
 
+tb_err_t tb_store_tasks_snapshot_cursor(PGconn *conn, const char *cursor, int32_t partition,
+                                        char *errstr, size_t errstr_size) {
+        char pstr[16], sql[512];
+        tb_snprintf(pstr, sizeof(pstr), "%" PRId32, partition);
+        tb_snprintf(sql, sizeof(sql),
+                    "DECLARE %s NO SCROLL CURSOR FOR SELECT id, version, epoch, spec::text, "
+                    "(extract(epoch FROM created_at) * 1000)::bigint, created_by "
+                    "FROM tasks WHERE event_partition = $1::int",
+                    cursor);
+        const char *params[] = {pstr};
+        return tb_store_exec(conn, "declare snapshot cursor", sql, 1, params, NULL, errstr,
+                             errstr_size);
+}
+
+tb_err_t tb_store_tasks_ids_used(PGconn *conn, const char *ids, PGresult **res, char *errstr,
+                                 size_t errstr_size) {
+        const char *params[] = {ids};
+        /* task_history has a row for every event the projection applied */
+        return tb_store_exec(conn, "task ids used",
+                             "SELECT DISTINCT ON (task_id) task_id, security_group "
+                             "FROM task_history WHERE task_id = ANY($1::text[]) "
+                             "ORDER BY task_id, version DESC",
+                             1, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_newer_exists(PGconn *conn, const char *id, int64_t epoch, int64_t version,
+                                     bool *newer, char *errstr, size_t errstr_size) {
+        char e[32], v[32];
+        PGresult *r = NULL;
+        tb_snprintf(e, sizeof(e), "%" PRId64, epoch);
+        tb_snprintf(v, sizeof(v), "%" PRId64, version);
+        const char *params[] = {id, e, v};
+        tb_err_t err = tb_store_exec(conn, "newer task event",
+                                     "SELECT EXISTS (SELECT 1 FROM task_history WHERE task_id = $1 "
+                                     "AND (epoch, version) > ($2::bigint, $3::bigint))",
+                                     3, params, &r, errstr, errstr_size);
+        if (!err)
+                *newer = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        return err;
+}
+
 /* ---- the projection's writes --------------------------------------------------- */
 
 static const char tb_store_tasks_sql_upsert[] =

@@ -77,6 +77,24 @@ tb_err_t tb_store_tasks_projected(PGconn *conn, const char *ids, const char *ver
 tb_err_t tb_store_tasks_homed_in(PGconn *conn, const char *region, PGresult **res,
                                  char *errstr, size_t errstr_size);
 
+/** DECLARE \p cursor (in the caller's transaction) over the live tasks of
+ *  task-events partition \p partition, as the commands role rebuilds them:
+ *  id, version, epoch, spec (text: the normalized task), created_at (ms),
+ *  created_by. */
+tb_err_t tb_store_tasks_snapshot_cursor(PGconn *conn, const char *cursor, int32_t partition,
+                                        char *errstr, size_t errstr_size);
+
+/** Which of \p ids (a text[] literal) the projection has any event of,
+ *  deleted tasks included: one row (task_id, the security group of its
+ *  latest event) each. */
+tb_err_t tb_store_tasks_ids_used(PGconn *conn, const char *ids, PGresult **res, char *errstr,
+                                 size_t errstr_size);
+
+/** Does task_history hold an event of \p id newer, by (epoch, version), than
+ *  (\p epoch, \p version)? Into *\p newer. */
+tb_err_t tb_store_tasks_newer_exists(PGconn *conn, const char *id, int64_t epoch, int64_t version,
+                                     bool *newer, char *errstr, size_t errstr_size);
+
 /** How many tasks the projection holds. */
 tb_err_t tb_store_tasks_count(PGconn *conn, int64_t *count, char *errstr, size_t errstr_size);
 

@@ -65,7 +65,5 @@ void *tb_api_reply_main(void *arg);
 
 /* projwait.c */
 void *tb_api_proj_main(void *arg);
-/** Append \p s to \p b ("{" first) as one element of a PostgreSQL array literal. */
-void tb_api_pg_array_add(tb_buf_t *b, const char *s);
 
 #endif /* TB_API_INTERNAL_H */

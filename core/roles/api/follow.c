@@ -48,7 +48,7 @@ static void tb_api_follows_poll(tb_api_t *api) {
                 for (tb_api_follow_t *g = fs->list; g != f && !dup; g = g->next)
                         dup = !strcmp(g->run_id, f->run_id);
                 if (!dup)
-                        tb_api_pg_array_add(&ids, f->run_id);
+                        tb_store_array_add(&ids, f->run_id);
         }
         pthread_mutex_unlock(&fs->lock);
         tb_buf_append(&ids, "}", 2);

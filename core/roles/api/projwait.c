@@ -13,17 +13,6 @@
 
 /* ---- projection watcher ----------------------------------------------------- */
 
-/** Append \p s to \p b as one element of a PostgreSQL array literal. */
-void tb_api_pg_array_add(tb_buf_t *b, const char *s) {
-        tb_buf_append(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
-        for (; *s; s++) {
-                if (*s == '"' || *s == '\\')
-                        tb_buf_append(b, "\\", 1);
-                tb_buf_append(b, s, 1);
-        }
-        tb_buf_append(b, "\"", 1);
-}
-
 /* Mark every waiter whose task reached its version in the projection. */
 static void tb_api_proj_check(tb_api_t *api, PGconn *conn) {
         tb_buf_t ids = {0}, vers = {0};
@@ -34,7 +23,7 @@ static void tb_api_proj_check(tb_api_t *api, PGconn *conn) {
         for (struct tb_api_projwait *w = api->projwaits; w; w = w->next) {
                 if (w->done)
                         continue;
-                tb_api_pg_array_add(&ids, w->task_id);
+                tb_store_array_add(&ids, w->task_id);
                 tb_buf_printf(&vers, "%s%" PRId64, n ? "," : "", w->version);
                 n++;
         }

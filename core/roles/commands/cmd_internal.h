@@ -65,6 +65,18 @@ typedef struct tb_cmd {
         tb_cmd_tally_t tally[64];
         size_t tally_cnt;
         uint64_t malformed;
+
+        /* Rebuilds run between batches, not inside the rebalance callback:
+         * an assigned partition is paused and pending until its state is
+         * rebuilt (tb_cmd_load_pending() in role.c). Per partition: */
+        bool *pending;         /* assigned, its state not rebuilt yet */
+        uint32_t *gen;         /* bumped on each assignment and revocation */
+        int64_t *seek_back;    /* a record dropped while it was not decidable
+                                * (-1: none): read again from there */
+        bool loading;          /* a rebuild serves the group (tb_cmd_serve()) */
+        int64_t evicted_at;    /* last tb_cmd_evict(), tb_mono_us() */
+        json_t *used;          /* this batch's task ids: were they ever written */
+        char used_err[256];    /* why the batch's lookup failed ("": it did not) */
 } tb_cmd_t;
 
 /* rebuild.c */
@@ -81,6 +93,15 @@ tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts
                      char *errstr, size_t errstr_size);
 /** Apply what the follower has; between batches only. */
 void tb_cmd_follow(tb_cmd_t *cmd);
+/** While a rebuild runs: serve the group consumer's rebalances; the records
+ *  it returns are dropped and read again later (seek_back). role.c. */
+void tb_cmd_serve(tb_cmd_t *cmd);
+/** Evict the deleted tasks the projection holds (at most once a second). */
+void tb_cmd_evict(tb_cmd_t *cmd);
+/** Whether the projection has events of each of \p ids, into \p used (id ->
+ *  true/false). */
+tb_err_t tb_cmd_ids_used(tb_cmd_t *cmd, const char *const *ids, size_t n, json_t *used,
+                         char *errstr, size_t errstr_size);
 /** An assign-only consumer of task-events (never joins its group). */
 tb_err_t tb_cmd_loader_new(tb_cmd_t *cmd, rd_kafka_t **out, char *errstr,
                            size_t errstr_size);

@@ -26,7 +26,13 @@ typedef struct tb_cmd_map {
         size_t cnt;
         json_t *live; /* security group -> live (not deleted) tasks held: the
                        * max_tasks quota's count, kept by the map functions */
+        /* the deleted entries in the order they were put, and how many */
+        tb_cmd_task_t *dhead, *dtail;
+        size_t dcnt;
 } tb_cmd_map_t;
+
+/** Fewest buckets: the table never shrinks below it. */
+#define TB_CMD_MAP_MIN_BUCKETS 1024
 
 /** A replaced state, kept until the transaction that replaced it commits. */
 typedef struct tb_cmd_undo {
@@ -102,6 +108,33 @@ static tb_cmd_task_t *tb_cmd_map_get(const tb_cmd_map_t *m, const char *id) {
         return NULL;
 }
 
+/* The deleted list: an entry is on it while it is in the map and deleted. */
+static void tb_cmd_map_dlink(tb_cmd_map_t *m, tb_cmd_task_t *t) {
+        t->dnext = NULL;
+        t->dprev = m->dtail;
+        if (m->dtail)
+                m->dtail->dnext = t;
+        else
+                m->dhead = t;
+        m->dtail = t;
+        m->dcnt++;
+}
+
+static void tb_cmd_map_dunlink(tb_cmd_map_t *m, tb_cmd_task_t *t) {
+        if (t->dprev)
+                t->dprev->dnext = t->dnext;
+        else
+                m->dhead = t->dnext;
+        if (t->dnext)
+                t->dnext->dprev = t->dprev;
+        else
+                m->dtail = t->dprev;
+        t->dprev = t->dnext = NULL;
+        m->dcnt--;
+}
+
+static bool tb_cmd_map_resize(tb_cmd_map_t *m, size_t nb);
+
 /** Detach and return the entry for \p id (NULL if none). */
 static tb_cmd_task_t *tb_cmd_map_take(tb_cmd_map_t *m, const char *id) {
         if (!m->nb)
@@ -113,13 +146,24 @@ static tb_cmd_task_t *tb_cmd_map_take(tb_cmd_map_t *m, const char *id) {
                         t->next = NULL;
                         m->cnt--;
                         tb_cmd_map_count(m, t, -1);
+                        if (t->deleted)
+                                tb_cmd_map_dunlink(m, t);
+                        /* evicted deleted tasks give their buckets back too:
+                         * the table follows the live tasks down (1/8 full
+                         * halves it, so put and take cannot alternate sizes) */
+                        if (m->nb > TB_CMD_MAP_MIN_BUCKETS && m->cnt * 8 < m->nb)
+                                tb_cmd_map_resize(m, m->nb / 2);
                         return t;
                 }
         return NULL;
 }
 
 static bool tb_cmd_map_grow(tb_cmd_map_t *m) {
-        size_t nb = m->nb ? m->nb * 2 : 1024;
+        return tb_cmd_map_resize(m, m->nb ? m->nb * 2 : TB_CMD_MAP_MIN_BUCKETS);
+}
+
+/** Rehash into \p nb buckets (a power of two); false, unchanged, when out of memory. */
+static bool tb_cmd_map_resize(tb_cmd_map_t *m, size_t nb) {
         tb_cmd_task_t **b = calloc(nb, sizeof(*b));
         if (!b)
                 return false;
@@ -152,6 +196,8 @@ static tb_cmd_task_t *tb_cmd_map_put(tb_cmd_map_t *m, tb_cmd_task_t *t) {
         m->b[k] = t;
         m->cnt++;
         tb_cmd_map_count(m, t, 1);
+        if (t->deleted)
+                tb_cmd_map_dlink(m, t);
         return old;
 }
 
@@ -165,6 +211,8 @@ static void tb_cmd_map_drop_partition(tb_cmd_map_t *m, int32_t p) {
                                 *pp = t->next;
                                 m->cnt--;
                                 tb_cmd_map_count(m, t, -1);
+                                if (t->deleted)
+                                        tb_cmd_map_dunlink(m, t);
                                 tb_cmd_task_free(t);
                         } else {
                                 pp = &(*pp)->next;
@@ -410,8 +458,32 @@ int64_t tb_cmd_engine_live_count(const tb_cmd_engine_t *eng, const char *group) 
         return json_integer_value(json_object_get(eng->map.live, group ? group : ""));
 }
 
+size_t tb_cmd_engine_deleted_count(const tb_cmd_engine_t *eng) {
+        return eng->map.dcnt;
+}
+
+size_t tb_cmd_engine_deleted(const tb_cmd_engine_t *eng, const tb_cmd_task_t **out, size_t max) {
+        size_t n = 0;
+        for (const tb_cmd_task_t *t = eng->map.dhead; t && n < max; t = t->dnext)
+                out[n++] = t;
+        return n;
+}
+
+bool tb_cmd_engine_evict(tb_cmd_engine_t *eng, const char *id, int64_t version) {
+        const tb_cmd_task_t *t = tb_cmd_map_get(&eng->map, id);
+        if (eng->undo_cnt || !t || !t->deleted || t->version != version)
+                return false;
+        tb_cmd_task_free(tb_cmd_map_take(&eng->map, id));
+        return true;
+}
+
 void tb_cmd_engine_drop_partition(tb_cmd_engine_t *eng, int32_t partition) {
         tb_cmd_map_drop_partition(&eng->map, partition);
+        size_t nb = eng->map.nb;
+        while (nb > TB_CMD_MAP_MIN_BUCKETS && eng->map.cnt * 8 < nb)
+                nb /= 2;
+        if (nb != eng->map.nb)
+                tb_cmd_map_resize(&eng->map, nb);
 }
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -431,33 +503,37 @@ const char *tb_cmd_jstr(const json_t *o, const char *key) {
 
 /* ---- rebuilding: events applied to the state ---------------------------------- */
 
-void tb_cmd_engine_apply_event(tb_cmd_engine_t *eng, int32_t partition, const json_t *ev) {
-        const char *id = tb_cmd_jstr(ev, "task_id");
-        int64_t version = json_integer_value(json_object_get(ev, "version"));
-        if (!*id)
-                return;
-        int64_t epoch = json_integer_value(json_object_get(ev, "epoch"));
+/** Put the state (\p task owned, may be NULL; \p group NULL: the one held)
+ *  unless what is held is newer by (epoch, version). */
+static void tb_cmd_state_put(tb_cmd_engine_t *eng, int32_t partition, const char *id,
+                             int64_t version, int64_t epoch, bool deleted, json_t *task,
+                             const char *group, int64_t created_at, const char *created_by) {
         tb_cmd_task_t *cur = tb_cmd_map_get(&eng->map, id);
-        if (cur && !tb_repl_newer(epoch, version, cur->epoch, cur->version))
-                return; /* known already (our own events come back through the follower),
-                         * or superseded by a failover's higher epoch */
+        if (cur && !tb_repl_newer(epoch, version, cur->epoch, cur->version)) {
+                /* our own event back through the follower: every older event
+                 * of the task on this topic was read before it */
+                if (cur->epoch == epoch && cur->version == version)
+                        cur->logged = true;
+                if (task)
+                        json_decref(task);
+                return; /* known already, or superseded by a failover's higher epoch */
+        }
         tb_cmd_task_t *t = calloc(1, sizeof(*t));
-        if (!t)
+        if (!t) {
+                if (task)
+                        json_decref(task);
                 return;
-        const json_t *spec = json_object_get(ev, "task");
+        }
         t->id = strdup(id);
         t->partition = partition;
         t->version = version;
-        t->deleted = !strcmp(tb_cmd_jstr(ev, "type"), "DELETED") || !json_is_object(spec);
-        if (json_is_object(spec)) {
-                t->task = tb_task_from_spec(spec);
-                t->group = strdup(tb_cmd_jstr(spec, "security_group"));
-        } else {
-                t->group = strdup(cur ? cur->group : "");
-        }
-        t->created_at = json_integer_value(json_object_get(ev, "created_at"));
-        t->created_by = strdup(tb_cmd_jstr(ev, "created_by"));
-        t->epoch = json_integer_value(json_object_get(ev, "epoch"));
+        t->deleted = deleted;
+        t->task = task;
+        t->group = strdup(group ? group : cur ? cur->group : "");
+        t->created_at = created_at;
+        t->created_by = strdup(created_by);
+        t->epoch = epoch;
+        t->logged = true;
         tb_cmd_task_free(tb_cmd_map_put(&eng->map, t));
 }
 
@@ -519,6 +595,27 @@ static bool tb_cmd_quota_refused(tb_cmd_engine_t *eng, const char *type, const c
         }
         json_object_set_new(eng->run_now_tat, group, json_integer(tat + (int64_t)per_us));
         return false;
+}
+
+void tb_cmd_engine_apply_event(tb_cmd_engine_t *eng, int32_t partition, const json_t *ev) {
+        const char *id = tb_cmd_jstr(ev, "task_id");
+        if (!*id)
+                return;
+        const json_t *spec = json_object_get(ev, "task");
+        bool deleted = !strcmp(tb_cmd_jstr(ev, "type"), "DELETED") || !json_is_object(spec);
+        tb_cmd_state_put(eng, partition, id, json_integer_value(json_object_get(ev, "version")),
+                         json_integer_value(json_object_get(ev, "epoch")), deleted,
+                         json_is_object(spec) ? tb_task_from_spec(spec) : NULL,
+                         json_is_object(spec) ? tb_cmd_jstr(spec, "security_group") : NULL,
+                         json_integer_value(json_object_get(ev, "created_at")),
+                         tb_cmd_jstr(ev, "created_by"));
+}
+
+void tb_cmd_engine_load_task(tb_cmd_engine_t *eng, int32_t partition, const char *id,
+                             int64_t version, int64_t epoch, json_t *task, int64_t created_at,
+                             const char *created_by) {
+        tb_cmd_state_put(eng, partition, id, version, epoch, false, task,
+                         tb_cmd_jstr(task, "security_group"), created_at, created_by);
 }
 
 /* ---- one command ------------------------------------------------------------ */
@@ -759,17 +856,29 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
                         goto out;
                 if (tb_cmd_not_home(eng, task_id, tb_cmd_jstr(task, "home_region"), v))
                         goto out;
-                if (cur) {
+                bool used = cur != NULL;
+                char uerr[512], ugroup[TB_TASK_GROUP_MAX + 1] = "";
+                if (!cur && eng->env.id_used &&
+                    eng->env.id_used(eng->env.opaque, task_id, &used, ugroup, sizeof(ugroup),
+                                     uerr, sizeof(uerr))) {
+                        tb_cmd_reject(v, "INTERNAL", NULL,
+                                      "cannot tell whether task id '%s' was used before: %s; "
+                                      "retry",
+                                      task_id, uerr);
+                        goto out;
+                }
+                if (used) {
                         /* Ids are one namespace (the Kafka key), so a taken id
                          * is refused whoever holds it; only a member of the
                          * task's group learns that it is deleted: anyone else
                          * gets the answer of a live task, whatever the task's
-                         * group, state or version (docs/kafka-interface.md). */
-                        bool own = tb_principal_in_group(who, cur->group);
+                         * group, state or version (docs/kafka-interface.md).
+                         * An id used but not held was deleted (and evicted). */
+                        bool own = tb_principal_in_group(who, cur ? cur->group : ugroup);
                         tb_cmd_reject(v, "CONFLICT", "task_id",
                                       "task_id: a task with id '%s' already exists%s; choose "
                                       "a new id",
-                                      task_id, cur->deleted && own ? " (deleted)" : "");
+                                      task_id, (!cur || cur->deleted) && own ? " (deleted)" : "");
                         goto out;
                 }
                 if (json_is_integer(expv) && json_integer_value(expv) != 0) {

@@ -7,7 +7,9 @@
  *  - the state map: for every task of the partitions the role holds, its
  *    current version, security group, deleted flag, normalized task,
  *    creation time and creator, and home-region epoch, as the last TaskEvent
- *    says (tb_cmd_engine_apply_event() feeds it while rebuilding);
+ *    says (tb_cmd_engine_apply_event() feeds it while rebuilding); a deleted
+ *    task stays until its owner evicts it (tb_cmd_engine_evict(), once the
+ *    projection holds the deletion), so memory follows the live tasks;
  *  - the undo log: every state a decision replaced since the last
  *    tb_cmd_engine_commit(), so that the decisions of a batch whose
  *    transaction failed are taken back by tb_cmd_engine_rollback();
@@ -55,6 +57,8 @@
  *  the engine; read-only outside it. */
 typedef struct tb_cmd_task {
         struct tb_cmd_task *next; /* hash chain */
+        /* the deleted entries, oldest first, for tb_cmd_engine_deleted() */
+        struct tb_cmd_task *dprev, *dnext;
         char *id;
         int32_t partition;
         int64_t version;
@@ -64,6 +68,9 @@ typedef struct tb_cmd_task {
         int64_t created_at;
         char *created_by;
         int64_t epoch;
+        /* this state was read from task-events (rebuild, follower, or this
+         * role's own event coming back through the follower) */
+        bool logged;
 } tb_cmd_task_t;
 
 /** Most signatures and (task, command id) pairs the replay guard keeps
@@ -118,6 +125,17 @@ typedef struct tb_cmd_env {
          *  rejected INTERNAL rather than let past its quota. */
         tb_err_t (*group_quota)(void *opaque, const char *group, tb_cmd_quota_t *q,
                                 char *errstr, size_t errstr_size);
+        /** Optional. Was task \p id ever written, though the engine holds no
+         *  state for it? The engine forgets a deleted task once the projection
+         *  holds its deletion (tb_cmd_engine_evict()), and a CREATE of that id
+         *  must still be a CONFLICT. Asked only for a CREATE of an id the
+         *  engine does not hold. NULL: never asked (an engine nothing is
+         *  evicted from holds every deleted task itself). @returns TB_OK with
+         *  *\p used and, when used, the security group it last had in
+         *  \p group (only its members learn that it is deleted), or an error
+         *  (the command is answered INTERNAL). */
+        tb_err_t (*id_used)(void *opaque, const char *id, bool *used, char *group,
+                            size_t group_size, char *errstr, size_t errstr_size);
         void *opaque;
 } tb_cmd_env_t;
 
@@ -149,16 +167,37 @@ tb_err_t tb_cmd_engine_new(const tb_config_t *conf, const tb_cmd_env_t *env,
 /** Free the engine and its state; NULL allowed. */
 void tb_cmd_engine_destroy(tb_cmd_engine_t *eng);
 
-/** @returns the state of task \p id (deleted tasks included), or NULL. The
- *  pointer is valid until the next call that changes the state. */
+/** @returns the state of task \p id (deleted tasks included until they are
+ *  evicted), or NULL. The pointer is valid until the next call that changes
+ *  the state. */
 const tb_cmd_task_t *tb_cmd_engine_get(const tb_cmd_engine_t *eng, const char *id);
-/** @returns how many tasks the state holds. */
+/** @returns how many tasks the state holds (deleted ones not evicted yet included). */
 size_t tb_cmd_engine_task_count(const tb_cmd_engine_t *eng);
 /** @returns how many live (not deleted) tasks of security group \p group the
  *  state holds: the count the max_tasks quota is checked against. It is kept
  *  by the state map itself (every insert, removal and partition drop), so
  *  it follows the map whatever path changed it. */
 int64_t tb_cmd_engine_live_count(const tb_cmd_engine_t *eng, const char *group);
+/** @returns how many of them are deleted (not evicted yet). */
+size_t tb_cmd_engine_deleted_count(const tb_cmd_engine_t *eng);
+
+/**
+ * @brief The deleted tasks the state holds, oldest first: up to \p max of
+ *        them into \p out (borrowed: valid until the next call that changes
+ *        the state). @returns how many.
+ *
+ * Memory is bounded by the live tasks: the owner asks the projection which
+ * of these deletions it holds and evicts those (tb_cmd_engine_evict()); a
+ * later CREATE of the id asks env.id_used, UPDATE and the others answer
+ * NOT_FOUND as for any id the state does not hold.
+ */
+size_t tb_cmd_engine_deleted(const tb_cmd_engine_t *eng, const tb_cmd_task_t **out, size_t max);
+/**
+ * @brief Forget deleted task \p id if the state holds it deleted at
+ *        \p version. Between batches only (no decision waiting for its
+ *        commit: those may be rolled back). @returns true if it was evicted.
+ */
+bool tb_cmd_engine_evict(tb_cmd_engine_t *eng, const char *id, int64_t version);
 
 /**
  * @brief Apply one decoded TaskEvent of partition \p partition (rebuild and
@@ -168,6 +207,16 @@ int64_t tb_cmd_engine_live_count(const tb_cmd_engine_t *eng, const char *group);
  *        undoable: call between batches.
  */
 void tb_cmd_engine_apply_event(tb_cmd_engine_t *eng, int32_t partition, const json_t *ev);
+/**
+ * @brief Put the state of a live task read from a snapshot of the projection
+ *        (the tasks table at a known offset of task-events), before the
+ *        events after that offset are applied: \p task is the normalized
+ *        task as the projection stores it (owned by the engine from now on).
+ *        The same rule as tb_cmd_engine_apply_event(): ignored unless newer.
+ */
+void tb_cmd_engine_load_task(tb_cmd_engine_t *eng, int32_t partition, const char *id,
+                             int64_t version, int64_t epoch, json_t *task, int64_t created_at,
+                             const char *created_by);
 /** Forget every task of partition \p partition (revoked, or about to be rebuilt). */
 void tb_cmd_engine_drop_partition(tb_cmd_engine_t *eng, int32_t partition);
 

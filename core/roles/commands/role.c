@@ -3,9 +3,11 @@
  * @brief The commands role: the only writer of task-events.
  *
  * A consumer group member on task-commands. For the partitions it owns it
- * holds every task's current state in memory (version, security group,
- * deleted flag, normalized task, creation data, epoch), rebuilt from
- * partition p of task-events when partition p of task-commands is assigned.
+ * holds every live task's current state in memory (version, security group,
+ * normalized task, creation data, epoch; a deleted task until the projection
+ * holds its deletion), rebuilt when partition p of task-commands is assigned
+ * from the projection's snapshot of partition p plus task-events after it
+ * (rebuild.c), between batches while p is paused.
  * Each command is authenticated, rate limited, authorized, checked against
  * the expected version and validated; then the event, the reply and the
  * consumed offset are written in ONE Kafka transaction, several commands
@@ -22,8 +24,8 @@
  * lost its partitions cannot commit once the new owner was assigned them.
  * The new owner reads its committed offsets with require_stable (the
  * consumer is read_committed), which waits until a previous owner's pending
- * transaction is resolved, and only then rebuilds from task-events: the
- * rebuilt state includes everything that previous owner committed.
+ * transaction is resolved, and only then rebuilds, reading task-events to its
+ * end: the rebuilt state includes everything that previous owner committed.
  *
  * Regions (docs/replication.md): a task is written only in its home region.
  * The state also holds the tasks of partition p of this region's copies of
@@ -36,12 +38,14 @@
  * UPDATE that would change a task's home_region.
  *
  * @locality one worker thread owns the consumer, the producer and the state;
- *           the rebalance callback runs on it too (inside consumer_poll).
+ *           the rebalance callback runs on it too (inside consumer_poll, also
+ *           the polls a rebuild makes to serve the group: tb_cmd_serve()).
  */
 #include "commands/cmd_internal.h"
 
 #include "bus/pgsink.h"
 #include "store/tasks.h"
+#include "task/task.h"
 
 /* ---- rebalance ------------------------------------------------------------- */
 
@@ -61,25 +65,36 @@ static void tb_cmd_batch_drop(tb_cmd_t *cmd, const rd_kafka_topic_partition_list
         cmd->batch_cnt = w;
 }
 
-/** Before partitions of task-commands are assigned: load their tasks. */
-static void tb_cmd_on_assign(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
-                             void *opaque) {
+/** Pause (or resume) \p parts of task-commands on the group consumer. */
+static void tb_cmd_pause(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts,
+                         bool pause) {
+        if (!parts->cnt)
+                return;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
+        rd_kafka_resp_err_t e = pause ? rd_kafka_pause_partitions(cmd->consumer, l)
+                                      : rd_kafka_resume_partitions(cmd->consumer, l);
+        if (e)
+                tb_error(TB_CMD_SUB, "%s partitions: %s", pause ? "pause" : "resume",
+                         rd_kafka_err2str(e));
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
+/** After partitions of task-commands were assigned: paused until their state
+ *  is rebuilt, outside this callback (tb_cmd_load_pending()), so that a long
+ *  rebuild does not hold the group's rebalance. */
+static void tb_cmd_on_assigned(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *parts,
+                               void *opaque) {
         tb_cmd_t *cmd = opaque;
-        char errstr[1024];
-        /* Wait for stable offsets first: a previous owner's pending
-         * transaction is then resolved, and task-events' last stable
-         * offset covers what it committed. */
-        rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
-        rd_kafka_resp_err_t cerr = rd_kafka_committed(rk, c, 60000);
-        if (cerr)
-                tb_warn(TB_CMD_SUB, "assignment: committed offsets: %s", rd_kafka_err2str(cerr));
-        rd_kafka_topic_partition_list_destroy(c);
-        while (tb_cmd_load(cmd, parts, errstr, sizeof(errstr)) != TB_OK) {
-                if (atomic_load(&cmd->ctx->stopping))
-                        break;
-                tb_error(TB_CMD_SUB, "assignment: %s; retrying in 1 s", errstr);
-                sleep(1);
+        (void)rk;
+        for (int i = 0; i < parts->cnt; i++) {
+                int32_t p = parts->elems[i].partition;
+                if (p < 0 || p >= cmd->partition_cnt)
+                        continue;
+                cmd->pending[p] = true;
+                cmd->gen[p]++;
+                cmd->seek_back[p] = -1;
         }
+        tb_cmd_pause(cmd, parts, true);
 }
 
 /** Before partitions of task-commands are unassigned: forget their tasks. */
@@ -90,8 +105,117 @@ static void tb_cmd_on_revoke(rd_kafka_t *rk, const rd_kafka_topic_partition_list
         (void)lost;
         tb_cmd_batch_drop(cmd, parts);
         tb_cmd_unfollow(cmd, parts);
-        for (int i = 0; i < parts->cnt; i++)
-                tb_cmd_engine_drop_partition(cmd->engine, parts->elems[i].partition);
+        for (int i = 0; i < parts->cnt; i++) {
+                int32_t p = parts->elems[i].partition;
+                tb_cmd_engine_drop_partition(cmd->engine, p);
+                if (p < 0 || p >= cmd->partition_cnt)
+                        continue;
+                cmd->pending[p] = false;
+                cmd->gen[p]++;
+                cmd->seek_back[p] = -1;
+        }
+}
+
+/** A record that cannot be decided now (its partition is being rebuilt):
+ *  dropped, and its partition read again from the first one dropped. */
+static void tb_cmd_defer(tb_cmd_t *cmd, rd_kafka_message_t *m) {
+        int32_t p = m->partition;
+        if (p >= 0 && p < cmd->partition_cnt &&
+            (cmd->seek_back[p] < 0 || m->offset < cmd->seek_back[p]))
+                cmd->seek_back[p] = m->offset;
+        rd_kafka_message_destroy(m);
+}
+
+void tb_cmd_serve(tb_cmd_t *cmd) {
+        if (!cmd->loading)
+                return;
+        for (int i = 0; i < 1000; i++) {
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(cmd->consumer, 0);
+                if (!m)
+                        return;
+                if (m->err)
+                        rd_kafka_message_destroy(m);
+                else
+                        tb_cmd_defer(cmd, m);
+        }
+}
+
+/** Seek back every partition a record was dropped from (tb_cmd_defer()). */
+static void tb_cmd_seek_back(tb_cmd_t *cmd) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+        for (int32_t p = 0; p < cmd->partition_cnt; p++)
+                if (cmd->seek_back[p] >= 0) {
+                        rd_kafka_topic_partition_list_add(l, cmd->commands_topic, p)->offset =
+                                cmd->seek_back[p];
+                        cmd->seek_back[p] = -1;
+                }
+        if (l->cnt) {
+                rd_kafka_error_t *e = rd_kafka_seek_partitions(cmd->consumer, l, 10000);
+                if (e) {
+                        tb_error(TB_CMD_SUB, "seek back: %s", rd_kafka_error_string(e));
+                        rd_kafka_error_destroy(e);
+                }
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+}
+
+/**
+ * Rebuild the partitions assigned since the last call, between batches: wait
+ * for their stable committed offsets first (a previous owner's pending
+ * transaction is then resolved, and task-events' last stable offset covers
+ * what it committed), rebuild (serving the group meanwhile), resume them.
+ * A partition revoked or given again during the rebuild is dropped and, if
+ * ours again, rebuilt on the next call.
+ */
+static void tb_cmd_load_pending(tb_cmd_t *cmd) {
+        char errstr[1024];
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+        uint32_t *gen0 = calloc((size_t)cmd->partition_cnt, sizeof(*gen0));
+        if (!gen0)
+                goto out;
+        for (int32_t p = 0; p < cmd->partition_cnt; p++)
+                if (cmd->pending[p]) {
+                        rd_kafka_topic_partition_list_add(l, cmd->commands_topic, p);
+                        gen0[p] = cmd->gen[p];
+                }
+        if (!l->cnt)
+                goto out;
+        rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(l);
+        rd_kafka_resp_err_t cerr = rd_kafka_committed(cmd->consumer, c, 60000);
+        if (cerr)
+                tb_warn(TB_CMD_SUB, "assignment: committed offsets: %s", rd_kafka_err2str(cerr));
+        rd_kafka_topic_partition_list_destroy(c);
+        cmd->loading = true;
+        while (tb_cmd_load(cmd, l, errstr, sizeof(errstr)) != TB_OK) {
+                if (atomic_load(&cmd->ctx->stopping))
+                        break;
+                tb_error(TB_CMD_SUB, "assignment: %s; retrying in 1 s", errstr);
+                sleep(1);
+                tb_cmd_serve(cmd);
+        }
+        cmd->loading = false;
+        rd_kafka_topic_partition_list_t *ready = rd_kafka_topic_partition_list_new(l->cnt);
+        for (int i = 0; i < l->cnt; i++) {
+                int32_t p = l->elems[i].partition;
+                if (cmd->gen[p] != gen0[p]) {
+                        /* revoked (and perhaps assigned again) meanwhile: what
+                         * was rebuilt is not ours, or not current */
+                        rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+                        rd_kafka_topic_partition_list_add(one, cmd->commands_topic, p);
+                        tb_cmd_unfollow(cmd, one);
+                        rd_kafka_topic_partition_list_destroy(one);
+                        tb_cmd_engine_drop_partition(cmd->engine, p);
+                        continue;
+                }
+                cmd->pending[p] = false;
+                rd_kafka_topic_partition_list_add(ready, cmd->commands_topic, p);
+        }
+        tb_cmd_seek_back(cmd);
+        tb_cmd_pause(cmd, ready, false);
+        rd_kafka_topic_partition_list_destroy(ready);
+out:
+        free(gen0);
+        rd_kafka_topic_partition_list_destroy(l);
 }
 
 /* ---- one command ------------------------------------------------------------ */
@@ -282,6 +406,39 @@ static void tb_cmd_batch_free(tb_cmd_t *cmd) {
         cmd->tally_cnt = 0;
 }
 
+/**
+ * Ask the projection once for the batch which of its task ids (the records'
+ * keys) it has events of, when the state does not hold them: a CREATE of an
+ * id whose deleted task was evicted is then a CONFLICT without a query of
+ * its own (tb_cmd_env_id_used()).
+ */
+static void tb_cmd_prefetch_used(tb_cmd_t *cmd) {
+        const char *ids[TB_CMD_BATCH_MAX];
+        char keys[TB_CMD_BATCH_MAX][TB_TASK_ID_MAX + 1];
+        size_t n = 0;
+        char err[512];
+        json_object_clear(cmd->used);
+        for (size_t i = 0; i < cmd->batch_cnt; i++) {
+                const rd_kafka_message_t *m = cmd->batch[i];
+                if (!m->key || !m->key_len || m->key_len > TB_TASK_ID_MAX ||
+                    memchr(m->key, '\0', m->key_len))
+                        continue;
+                memcpy(keys[n], m->key, m->key_len);
+                keys[n][m->key_len] = '\0';
+                if (!tb_cmd_utf8_ok(keys[n]) || tb_cmd_engine_get(cmd->engine, keys[n]))
+                        continue;
+                ids[n] = keys[n];
+                n++;
+        }
+        cmd->used_err[0] = '\0';
+        if (tb_cmd_ids_used(cmd, ids, n, cmd->used, err, sizeof(err))) {
+                /* the batch's CREATEs of ids not held are answered INTERNAL
+                 * at once, not after a wait of their own each */
+                tb_warn(TB_CMD_SUB, "task ids of the batch: %s", err);
+                tb_snprintf(cmd->used_err, sizeof(cmd->used_err), "%s", err);
+        }
+}
+
 /** Process the collected batch in one transaction. */
 static void tb_cmd_process(tb_cmd_t *cmd) {
         char errstr[1024];
@@ -291,6 +448,7 @@ static void tb_cmd_process(tb_cmd_t *cmd) {
         rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(8);
 
         cmd->tally_cnt = 0;
+        tb_cmd_prefetch_used(cmd);
         if ((err = tb_bus_txn_begin(cmd->producer, errstr, sizeof(errstr))))
                 goto fail;
         for (size_t i = 0; i < cmd->batch_cnt; i++) {
@@ -363,7 +521,13 @@ static void *tb_cmd_main(void *arg) {
         tb_cmd_t *cmd = arg;
         while (!atomic_load(&cmd->ctx->stopping)) {
                 int64_t first = 0;
+                tb_cmd_load_pending(cmd);
                 tb_cmd_follow(cmd);
+                tb_cmd_evict(cmd);
+                tb_metrics_set("taskbus_commands_tasks_held", NULL,
+                               (double)tb_cmd_engine_task_count(cmd->engine));
+                tb_metrics_set("taskbus_commands_deleted_held", NULL,
+                               (double)tb_cmd_engine_deleted_count(cmd->engine));
                 while (cmd->batch_cnt < TB_CMD_BATCH_MAX) {
                         int wait_ms = 100;
                         if (first) {
@@ -383,6 +547,12 @@ static void *tb_cmd_main(void *arg) {
                                         tb_warn(TB_CMD_SUB, "consumer: %s",
                                                 rd_kafka_message_errstr(m));
                                 rd_kafka_message_destroy(m);
+                                continue;
+                        }
+                        if (m->partition >= 0 && m->partition < cmd->partition_cnt &&
+                            cmd->pending[m->partition]) {
+                                /* assigned during this poll: rebuilt first */
+                                tb_cmd_defer(cmd, m);
                                 continue;
                         }
                         cmd->batch[cmd->batch_cnt++] = m;
@@ -413,6 +583,24 @@ static tb_err_t tb_cmd_env_authenticate(void *opaque, const tb_sign_record_t *re
         tb_cmd_t *cmd = opaque;
         return tb_sign_verify(cmd->ctx->store, rec, TB_CMD_AUTH_CACHE_MS, who, errstr,
                               errstr_size);
+}
+
+static tb_err_t tb_cmd_env_id_used(void *opaque, const char *id, bool *used, char *group,
+                                   size_t group_size, char *errstr, size_t errstr_size) {
+        tb_cmd_t *cmd = opaque;
+        json_t *known = json_object_get(cmd->used, id);
+        if (!known && cmd->used_err[0])
+                return tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT, "%s", cmd->used_err);
+        if (!known) {
+                tb_err_t err = tb_cmd_ids_used(cmd, &id, 1, cmd->used, errstr, errstr_size);
+                if (err)
+                        return err;
+                known = json_object_get(cmd->used, id);
+        }
+        /* a used id maps to the security group it last had, else false */
+        *used = json_is_string(known);
+        tb_snprintf(group, group_size, "%s", *used ? json_string_value(known) : "");
+        return TB_OK;
 }
 
 static int64_t tb_cmd_env_now_ms(void *opaque) {
@@ -495,6 +683,10 @@ static void tb_cmd_free(tb_cmd_t *cmd) {
         }
         free(cmd->followed);
         free(cmd->remote_events);
+        free(cmd->pending);
+        free(cmd->gen);
+        free(cmd->seek_back);
+        json_decref(cmd->used);
         if (cmd->producer) {
                 rd_kafka_flush(cmd->producer, 5000);
                 rd_kafka_destroy(cmd->producer);
@@ -515,14 +707,25 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         cmd->ctx = ctx;
         cmd->partition_cnt = (int32_t)conf->topic_partitions;
         cmd->followed = calloc((size_t)cmd->partition_cnt, sizeof(*cmd->followed));
+        cmd->pending = calloc((size_t)cmd->partition_cnt, sizeof(*cmd->pending));
+        cmd->gen = calloc((size_t)cmd->partition_cnt, sizeof(*cmd->gen));
+        cmd->seek_back = malloc((size_t)cmd->partition_cnt * sizeof(*cmd->seek_back));
+        cmd->used = json_object();
         cmd->remote_cnt = conf->repl_remote_region_cnt;
         cmd->remote_events = calloc(cmd->remote_cnt + 1, sizeof(*cmd->remote_events));
-        if (!cmd->followed || !cmd->remote_events) {
+        if (!cmd->followed || !cmd->remote_events || !cmd->pending || !cmd->gen ||
+            !cmd->seek_back || !cmd->used) {
                 free(cmd->followed);
                 free(cmd->remote_events);
+                free(cmd->pending);
+                free(cmd->gen);
+                free(cmd->seek_back);
+                json_decref(cmd->used);
                 free(cmd);
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "commands: out of memory");
         }
+        for (int32_t p = 0; p < cmd->partition_cnt; p++)
+                cmd->seek_back[p] = -1;
         for (size_t r = 0; r < cmd->remote_cnt; r++)
                 tb_repl_topic_name(conf, conf->repl_remote_regions[r], TB_TOPIC_EVENTS,
                                    cmd->remote_events[r], sizeof(cmd->remote_events[r]));
@@ -541,12 +744,22 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
                             "Command transactions that failed and were retried");
         tb_metrics_describe("taskbus_commands_batch_seconds", "histogram",
                             "Time to decide and commit one batch of commands");
+        tb_metrics_describe("taskbus_commands_tasks_held", "gauge",
+                            "Tasks whose state the commands role holds (live, and deleted ones "
+                            "the projection does not hold yet)");
+        tb_metrics_describe("taskbus_commands_rebuild_seconds", "histogram",
+                            "Time to rebuild the state of the partitions assigned at once "
+                            "(projection snapshot, then task-events after it)");
+        tb_metrics_describe("taskbus_commands_deleted_held", "gauge",
+                            "Deleted tasks the commands role still holds: evicted once the "
+                            "projection holds their deletion");
         const tb_cmd_env_t env = {
                 .authenticate = tb_cmd_env_authenticate,
                 .now_ms = tb_cmd_env_now_ms,
                 .mono_us = tb_cmd_env_mono_us,
                 .new_id = tb_cmd_env_new_id,
                 .group_quota = tb_cmd_env_group_quota,
+                .id_used = tb_cmd_env_id_used,
                 .opaque = cmd,
         };
         if ((err = tb_cmd_engine_new(conf, &env, &cmd->engine, errstr, errstr_size)))
@@ -558,7 +771,7 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
                 goto fail;
         tb_snprintf(group, sizeof(group), "%scommands", conf->topic_prefix);
         cmd->rebalance = (tb_rebalance_t){.sub = TB_CMD_SUB,
-                                          .on_assign = tb_cmd_on_assign,
+                                          .on_assigned = tb_cmd_on_assigned,
                                           .on_revoke = tb_cmd_on_revoke,
                                           .opaque = cmd};
         tb_topic_t topics[] = {TB_TOPIC_COMMANDS};
