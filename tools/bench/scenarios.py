@@ -505,12 +505,12 @@ def scenario_abuse(args):
 
 
 def scenario_restart(args):
-    """Fires every second from 200 tasks through a clean restart and a SIGKILL restart."""
+    """Fires every second from 50 tasks through a clean restart and a SIGKILL restart."""
     d = Daemon("restart", "api,commands,projector,scheduler,executor,archiver")
     res = {}
     try:
         bodies = [{"name": "tick-%d" % i, "script": "true", "security_group": "ops",
-                   "schedule": {"every": "1s"}, "misfire": "run_all"} for i in range(200)]
+                   "schedule": {"every": "1s"}, "misfire": "run_all"} for i in range(50)]
         created = [r for r in post_many(d.token, bodies) if r and r[0] == 201]
         log("%d tasks firing every second; warming up 20 s" % len(created))
         time.sleep(20)
