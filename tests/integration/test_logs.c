@@ -13,6 +13,7 @@
 #include <sys/prctl.h>
 
 #include "support.h"
+#include "support_api.h"
 #include "support_stack.h"
 
 #include <arpa/inet.h>
@@ -40,54 +41,14 @@ static char home[64];
 
 /* ---- helpers --------------------------------------------------------------------- */
 
-typedef struct hres {
-        long status;
-        tb_buf_t body;
-        json_t *j;
-} hres_t;
-
-static size_t on_data(char *p, size_t s, size_t n, void *ud) {
-        tb_buf_append(ud, p, s * n);
-        return s * n;
-}
+/* The one REST client of the tests (support_api.h), on this file's port. */
+typedef tbt_http_res_t hres_t;
 
 static hres_t http(const char *method, const char *path, const char *authz, const char *body) {
-        hres_t r = {0};
-        CURL *c = curl_easy_init();
-        struct curl_slist *h = NULL;
-        char url[1024], ah[200];
-        snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-        if (authz) {
-                snprintf(ah, sizeof(ah), "Authorization: %s", authz);
-                h = curl_slist_append(h, ah);
-        }
-        h = curl_slist_append(h, "Content-Type: application/json");
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, &r.body);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_TIMEOUT, 90L);
-        if (body || !strcmp(method, "POST")) {
-                curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
-                curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
-        }
-        if (curl_easy_perform(c) == CURLE_OK)
-                curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-        tb_buf_append(&r.body, "", 1);
-        r.body.len--;
-        json_error_t je;
-        r.j = json_loadb(r.body.data, r.body.len, 0, &je);
-        curl_slist_free_all(h);
-        curl_easy_cleanup(c);
-        return r;
+        return tbt_http(port, method, path, authz, body);
 }
 
-static void hfree(hres_t *r) {
-        json_decref(r->j);
-        tb_buf_free(&r->body);
-}
+static void hfree(hres_t *r) { tbt_http_free(r); }
 
 #define expect_status(r, st)                                                                  \
         cr_assert_eq((r).status, (st), "expected %d, got %ld: %s", (st), (r).status,          \
