@@ -27,8 +27,8 @@ cluster_kafka_up() {
   local n voters="" cid
   kafka_fetch
   for ((n = 1; n <= TB_CLUSTER_BROKERS; n++)); do voters+=${voters:+,}$n@127.0.0.1:$(cluster_controller_port "$n"); done
-  cid_file=$TASKBUS_STACK_DIR/kafka-cluster-id
-  [[ -s $cid_file ]] || kafka_java kafka.tools.StorageTool random-uuid | tail -n1 >"$cid_file"
+  local cid_file=$TASKBUS_STACK_DIR/kafka-cluster-id
+  [[ -s $cid_file ]] || java -cp "$TB_KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1 >"$cid_file"
   cid=$(cat "$cid_file")
   for ((n = 1; n <= TB_CLUSTER_BROKERS; n++)); do cluster_broker_up "$n" "$voters" "$cid"; done
   for ((n = 1; n <= TB_CLUSTER_BROKERS; n++)); do
