@@ -190,7 +190,7 @@ int tb_cli_replay(int argc, char **argv) {
         int remaining = 0;
         for (int p = 0; p < pcnt; p++) {
                 int64_t lo = 0, hi = 0;
-                rerr = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 30000);
+                rerr = tb_bus_watermarks(rk, topic, p, 30000, &lo, &hi);
                 if (rerr) {
                         tb_cli_fail("replay: end offset of %s [%d]: %s", topic, p,
                                     rd_kafka_err2str(rerr));

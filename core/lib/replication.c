@@ -115,8 +115,7 @@ tb_err_t tb_repl_last_record(rd_kafka_t *rk, const char *topic, int32_t partitio
         int64_t deadline = tb_mono_us() + (int64_t)timeout_ms * 1000;
         int64_t lo = 0, hi = 0;
         *found = false;
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi,
-                                                                 timeout_ms);
+        rd_kafka_resp_err_t e = tb_bus_watermarks(rk, topic, partition, timeout_ms, &lo, &hi);
         if (e)
                 return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "%s [%" PRId32 "]: %s", topic,
                                  partition, rd_kafka_err2str(e));

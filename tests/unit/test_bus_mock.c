@@ -216,6 +216,34 @@ Test(bus_mock, reader_reads_an_assigned_partition_to_its_end, .init = setup, .fi
         tb_bus_consumer_destroy(rk, 5000);
 }
 
+/* The scheduler's reload once blocked in rd_kafka_query_watermark_offsets for
+ * as long as a killed broker stayed down; tb_bus_watermarks keeps its bound. */
+Test(bus_mock, watermarks_answer_and_keep_their_timeout_when_the_leader_is_down,
+     .init = setup, .fini = teardown, .timeout = 60) {
+        produce_records(3);
+        rd_kafka_t *rk = NULL;
+        tb_reader_opts_t o = {.group_id = "mock.wm", .read_committed = true};
+        cr_assert_eq(tb_bus_reader_new(conf, &o, &rk, errbuf, sizeof(errbuf)), TB_OK, "%s",
+                     errbuf);
+        int64_t lo = -9, hi = -9;
+        rd_kafka_resp_err_t e = tb_bus_watermarks(rk, "mock.runs", 0, 10000, &lo, &hi);
+        cr_assert_eq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_err2str(e));
+        cr_assert(lo == 0 && hi == 3, "watermarks %lld..%lld, want 0..3", (long long)lo,
+                  (long long)hi);
+        e = tb_bus_watermarks(rk, "mock.runs", 1, 10000, &lo, &hi);
+        cr_assert(!e && lo == 0 && hi == 0, "empty partition: %s %lld..%lld",
+                  rd_kafka_err2str(e), (long long)lo, (long long)hi);
+        cr_assert_eq(rd_kafka_mock_broker_set_down(mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+        int64_t t0 = tb_mono_us();
+        e = tb_bus_watermarks(rk, "mock.runs", 0, 2000, &lo, &hi);
+        int64_t took_ms = (tb_mono_us() - t0) / 1000;
+        cr_assert_neq(e, RD_KAFKA_RESP_ERR_NO_ERROR, "answered with the leader down");
+        cr_assert(took_ms < 6000, "took %lld ms for a 2000 ms bound (%s)", (long long)took_ms,
+                  rd_kafka_err2str(e));
+        cr_assert_eq(rd_kafka_mock_broker_set_up(mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+        tb_bus_consumer_destroy(rk, 5000);
+}
+
 Test(bus_mock, reader_bootstrap_overrides_the_configured_kafka, .init = setup,
      .fini = teardown, .timeout = 60) {
         produce_records(1);

@@ -200,7 +200,9 @@ typedef struct tb_consumer_opts {
          *  rd_kafka_opaque(); prefer \p rebalance. */
         tb_rebalance_cb_t rebalance_cb;
         void *opaque;                /**< rd_kafka_opaque() for rebalance_cb */
-        int session_timeout_ms;      /**< 0: librdkafka default */
+        /** The role's session.timeout.ms; 0: librdkafka's default. A
+         *  session.timeout.ms in the config's kafka group wins. */
+        int session_timeout_ms;
         /** More topics to subscribe to, by full name (another region's
          *  copies, tb_repl_topic_name()); the strings are copied. */
         const char *const *topic_names;
@@ -243,6 +245,20 @@ tb_err_t tb_bus_reader_new(const tb_config_t *conf, const tb_reader_opts_t *opts
                            rd_kafka_t **out, char *errstr, size_t errstr_size);
 
 /**
+ * The low and high watermarks of \p topic [\p partition] as \p rk sees them (a
+ * read_committed handle gets the last stable offset as \p hi), within
+ * \p timeout_ms in all. Use this, not rd_kafka_query_watermark_offsets(): in
+ * librdkafka 2.0 that call ignores its timeout while the partition's leader
+ * is unreachable and blocks until the broker returns (minutes after a broker
+ * dies), which stalled the scheduler's reload. This one asks with
+ * rd_kafka_offsets_for_times() (earliest, then latest), whose wait is bounded.
+ * @returns RD_KAFKA_RESP_ERR_NO_ERROR, RD_KAFKA_RESP_ERR__TIMED_OUT, or the
+ *          partition's error. @locality the thread that polls \p rk.
+ */
+rd_kafka_resp_err_t tb_bus_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                      int timeout_ms, int64_t *lo, int64_t *hi);
+
+/**
  * Leave the group and destroy a consumer, waiting at most \p timeout_ms for
  * the group to acknowledge: rd_kafka_consumer_close() blocks for as long as
  * the group coordinator is unreachable, which would hang shutdown while Kafka
@@ -250,6 +266,10 @@ tb_err_t tb_bus_reader_new(const tb_config_t *conf, const tb_reader_opts_t *opts
  * role's rebalance callback (the role is stopping). NULL allowed.
  */
 void tb_bus_consumer_destroy(rd_kafka_t *rk, int timeout_ms);
+
+/** The value of librdkafka property \p key from the config's kafka group
+ *  (pass-through), or NULL when it is not set there. */
+const char *tb_bus_prop(const tb_config_t *conf, const char *key);
 
 /** Find header \p name in \p msg; @returns TB_OK and fills value/len, or NOT_FOUND. */
 tb_err_t tb_bus_header_get(const rd_kafka_message_t *msg, const char *name,

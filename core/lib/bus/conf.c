@@ -37,12 +37,17 @@ const char *tb_topic_name(const tb_config_t *conf, tb_topic_t t, char *buf, size
         return buf;
 }
 
+const char *tb_bus_prop(const tb_config_t *conf, const char *key) {
+        for (size_t i = 0; i < conf->kafka_cnt; i++)
+                if (!strcmp(conf->kafka[i].key, key))
+                        return conf->kafka[i].value;
+        return NULL;
+}
+
 /** The configured bootstrap.servers (for messages). */
 const char *tb_bus_bootstrap(const tb_config_t *conf) {
-        for (size_t i = 0; i < conf->kafka_cnt; i++)
-                if (!strcmp(conf->kafka[i].key, "bootstrap.servers"))
-                        return conf->kafka[i].value;
-        return "(bootstrap.servers not set)";
+        const char *v = tb_bus_prop(conf, "bootstrap.servers");
+        return v ? v : "(bootstrap.servers not set)";
 }
 
 /* ---- configuration ---------------------------------------------------------- */

@@ -175,8 +175,9 @@ tb_err_t tb_bus_consumer_new(const tb_config_t *conf, const tb_consumer_opts_t *
                                errstr_size))) ||
             (err = tb_bus_set(c, "partition.assignment.strategy", "cooperative-sticky", errstr,
                               errstr_size)) ||
-            (err = tb_bus_set_ms(c, "session.timeout.ms", opts->session_timeout_ms, errstr,
-                                 errstr_size)))
+            (!tb_bus_prop(conf, "session.timeout.ms") &&
+             (err = tb_bus_set_ms(c, "session.timeout.ms", opts->session_timeout_ms, errstr,
+                                  errstr_size))))
                 goto fail;
         if (opts->rebalance) {
                 rd_kafka_conf_set_rebalance_cb(c, tb_bus_rebalance_hooks_cb);
@@ -304,4 +305,32 @@ void tb_bus_consumer_destroy(rd_kafka_t *rk, int timeout_ms) {
         }
         rd_kafka_queue_destroy(q);
         rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
+/* One ListOffsets for \p which (RD_KAFKA_OFFSET_BEGINNING or _END as the
+ * timestamp), bounded by the absolute monotonic \p deadline_us. */
+static rd_kafka_resp_err_t tb_bus_list_offset(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                              int64_t which, int64_t deadline_us, int64_t *out) {
+        int64_t left_ms = (deadline_us - tb_mono_us()) / 1000;
+        if (left_ms <= 0)
+                return RD_KAFKA_RESP_ERR__TIMED_OUT;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, topic, partition)->offset = which;
+        rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, l, (int)left_ms);
+        if (!e)
+                e = l->elems[0].err;
+        if (!e)
+                *out = l->elems[0].offset;
+        rd_kafka_topic_partition_list_destroy(l);
+        return e;
+}
+
+rd_kafka_resp_err_t tb_bus_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                      int timeout_ms, int64_t *lo, int64_t *hi) {
+        int64_t deadline = tb_mono_us() + (int64_t)(timeout_ms > 0 ? timeout_ms : 1) * 1000;
+        rd_kafka_resp_err_t e =
+                tb_bus_list_offset(rk, topic, partition, RD_KAFKA_OFFSET_BEGINNING, deadline, lo);
+        if (!e)
+                e = tb_bus_list_offset(rk, topic, partition, RD_KAFKA_OFFSET_END, deadline, hi);
+        return e;
 }

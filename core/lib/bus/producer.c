@@ -180,11 +180,7 @@ tb_err_t tb_bus_producer_new_opts(const tb_config_t *conf, const tb_producer_opt
         /* taskbus's topics exist before any producer runs (topics ensure), so
          * a topic missing from metadata is a mistake to report soon, not one
          * to wait 30 s (the default) for. A pass-through value wins. */
-        bool has_propagation = false;
-        for (size_t i = 0; i < conf->kafka_cnt; i++)
-                has_propagation |=
-                        !strcmp(conf->kafka[i].key, "topic.metadata.propagation.max.ms");
-        if (!has_propagation &&
+        if (!tb_bus_prop(conf, "topic.metadata.propagation.max.ms") &&
             (err = tb_bus_set(c, "topic.metadata.propagation.max.ms", "5000", errstr, errstr_size)))
                 goto fail;
         rd_kafka_conf_set_dr_msg_cb(c, opts->dr_msg_cb ? opts->dr_msg_cb : tb_bus_dr_cb);

@@ -89,7 +89,7 @@ tb_err_t tb_api_replies_assign(tb_api_t *api, char *errstr, size_t errstr_size) 
         for (int i = 0; i < n && !err; i++) {
                 int32_t pid = md->topics[0].partitions[i].id;
                 int64_t lo = 0, hi = 0;
-                ke = rd_kafka_query_watermark_offsets(api->replies, topic, pid, &lo, &hi, 3000);
+                ke = tb_bus_watermarks(api->replies, topic, pid, 3000, &lo, &hi);
                 if (ke)
                         err = tb_seterr(errstr, errstr_size, TB_ERR_KAFKA,
                                         "end offset of %s [%d]: %s", topic, (int)pid,

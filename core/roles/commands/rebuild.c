@@ -297,8 +297,8 @@ tb_err_t tb_cmd_load(tb_cmd_t *cmd, const rd_kafka_topic_partition_list_t *parts
                 int64_t lo = 0, hi = 0;
                 topic[i] = r == 0 ? cmd->events_topic : cmd->remote_events[r - 1];
                 part[i] = p;
-                rd_kafka_resp_err_t rerr = rd_kafka_query_watermark_offsets(
-                        cmd->loader, topic[i], p, &lo, &hi, 30000);
+                rd_kafka_resp_err_t rerr =
+                        tb_bus_watermarks(cmd->loader, topic[i], p, 30000, &lo, &hi);
                 if (rerr && r > 0) {
                         /* a copy MirrorMaker 2 has not created yet: follow it from
                          * its beginning once it exists */

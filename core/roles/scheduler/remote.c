@@ -108,8 +108,7 @@ void tb_sched_load_remote(tb_sched_role_t *r, int32_t p) {
                                 seen = true;
                 }
                 int64_t lo = 0, hi = 0;
-                rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(r->ck, r->t_rev[ri], p,
-                                                                         &lo, &hi, 10000);
+                rd_kafka_resp_err_t e = tb_bus_watermarks(r->ck, r->t_rev[ri], p, 10000, &lo, &hi);
                 if ((!target[0] || seen) && (e || hi <= (*pos > lo ? *pos : lo))) {
                         /* nothing to wait for and nothing (yet) to read */
                         if (seen)

@@ -172,13 +172,6 @@ static void tb_sched_on_result(tb_sched_role_t *r, rd_kafka_message_t *m) {
         json_decref(res);
 }
 
-static const char *tb_sched_kafka_prop(const tb_config_t *conf, const char *key) {
-        for (size_t i = 0; i < conf->kafka_cnt; i++)
-                if (!strcmp(conf->kafka[i].key, key))
-                        return conf->kafka[i].value;
-        return NULL;
-}
-
 /* What the producer still holds belongs to a transaction that will not
  * commit (aborted, fenced, or we are stopping): drop it rather than wait. */
 static void tb_sched_producer_drop(tb_sched_role_t *r) {
@@ -382,7 +375,7 @@ static tb_err_t tb_sched_role_start(tb_ctx_t *ctx, void **state, char *errstr, s
                 err = TB_ERR_NOMEM;
                 goto fail;
         }
-        const char *inst = tb_sched_kafka_prop(ctx->conf, "group.instance.id");
+        const char *inst = tb_bus_prop(ctx->conf, "group.instance.id");
         tb_snprintf(r->instance, sizeof(r->instance), "%s", inst && *inst ? inst : ctx->instance);
         tb_snprintf(r->group, sizeof(r->group), "%sscheduler", ctx->conf->topic_prefix);
         tb_snprintf(r->txn_id, sizeof(r->txn_id), "%sscheduler.%s", ctx->conf->topic_prefix,
