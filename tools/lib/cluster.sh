@@ -100,12 +100,16 @@ PROPS
 }
 
 # The config of taskbusd N: the stack's, with replication 3, all brokers, its node name and port.
+# session.timeout.ms 30 s: a broker's failover (9 s to fence it, then the elections and the
+# group coordinator's move) outlasts the executor's own 10 s, which would give up its
+# partitions and rejoin for another 13 s (docs/reliability.md, the broker kill).
 cluster_node_config() {  # n
   local n=$1 d=$TASKBUS_STACK_DIR/taskbusd-$1 src
   mkdir -p "$d"
   src=$(stack_config)
   { sed -e 's|^\([[:space:]]*replication = \)[0-9]*;|\13;|' \
-        -e "s|^\\([[:space:]]*bootstrap_servers = \\)\"[^\"]*\";|\\1\"$TASKBUS_KAFKA\";|" \
+        -e "s|^\\([[:space:]]*bootstrap_servers = \\)\"[^\"]*\";|\\1\"$TASKBUS_KAFKA\";\\n        session_timeout_ms = \"30000\";|" \
+        -e "s|^\\([[:space:]]*url = \\)\"postgresql://[^\"]*\";|\\1\"$TASKBUS_PG\";|" \
         -e "s|^\\([[:space:]]*listen = \\)\"127.0.0.1:[0-9]*\";|\\1\"127.0.0.1:$(cluster_api_port "$n")\";|" \
         -e "s|^node = .*|node = \"node-$n\";|" "$src"
     grep -q '^node = ' "$src" || printf '\n# Added by tools/stack --brokers: this process'"'"'s name.\nnode = "node-%s";\n' "$n"

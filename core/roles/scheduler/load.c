@@ -205,8 +205,7 @@ rd_kafka_message_t *tb_sched_load_poll(tb_sched_role_t *r, bool *eof) {
 static tb_err_t tb_sched_load_checkpoints(tb_sched_role_t *r, int32_t p, char *errstr,
                                           size_t errstr_size) {
         int64_t lo = 0, hi = 0;
-        rd_kafka_resp_err_t e =
-                rd_kafka_query_watermark_offsets(r->ck, r->t_ck, p, &lo, &hi, 10000);
+        rd_kafka_resp_err_t e = tb_bus_watermarks(r->ck, r->t_ck, p, 5000, &lo, &hi);
         if (e)
                 return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA,
                                  "checkpoints %s [%d]: watermarks: %s", r->t_ck, (int)p,
@@ -287,14 +286,24 @@ tb_err_t tb_sched_load_partition(tb_sched_role_t *r, int32_t p, int64_t *start, 
         return TB_OK;
 }
 
-/* After a failed transaction: drop everything, load it again, rewind. */
+/* After a failed transaction the partitions were dropped: load each assigned
+ * one that is not loaded, and rewind it. A pass stops after
+ * TB_SCHED_RELOAD_SLICE_MS and goes on at the next turn of the loop, so the
+ * partitions loaded so far fire while another one waits for Kafka (a killed
+ * broker's partitions answer only once their leadership has moved). */
 void tb_sched_reload(tb_sched_role_t *r) {
         char errstr[1024];
+        int64_t slice_end = tb_mono_us() + (int64_t)TB_SCHED_RELOAD_SLICE_MS * 1000;
+        int tried = 0;
         r->reload_at = 0;
         rd_kafka_topic_partition_list_t *seek = rd_kafka_topic_partition_list_new(8);
         for (int32_t p = 0; p < (int32_t)r->conf->topic_partitions; p++) {
-                if (!r->assigned[p])
+                if (!r->assigned[p] || tb_sched_part(r->s, p)->owned)
                         continue;
+                if (tried++ && tb_mono_us() > slice_end) {
+                        r->reload_at = tb_now_ms(); /* the rest at the next turn */
+                        break;
+                }
                 int64_t start;
                 if (tb_sched_load_partition(r, p, &start, errstr, sizeof(errstr)) != TB_OK) {
                         tb_error(TB_SCHED_LOG, "partition %d: %s; retrying in 1 s", (int)p, errstr);
@@ -304,6 +313,7 @@ void tb_sched_reload(tb_sched_role_t *r) {
                 rd_kafka_topic_partition_list_add(seek, r->t_ev, p)->offset = start;
         }
         if (seek->cnt) {
+                /* a partition not rewound is dropped again: the next pass loads it */
                 rd_kafka_error_t *e = rd_kafka_seek_partitions(r->gc, seek, 10000);
                 if (e) {
                         tb_error(TB_SCHED_LOG, "seek task-events: %s", rd_kafka_error_string(e));
@@ -311,14 +321,18 @@ void tb_sched_reload(tb_sched_role_t *r) {
                         r->reload_at = tb_now_ms() + 1000;
                 }
                 for (int i = 0; i < seek->cnt; i++)
-                        if (seek->elems[i].err) {
-                                tb_error(TB_SCHED_LOG, "seek task-events [%d]: %s",
-                                         (int)seek->elems[i].partition,
-                                         rd_kafka_err2str(seek->elems[i].err));
+                        if (e || seek->elems[i].err) {
+                                if (!e)
+                                        tb_error(TB_SCHED_LOG, "seek task-events [%d]: %s",
+                                                 (int)seek->elems[i].partition,
+                                                 rd_kafka_err2str(seek->elems[i].err));
+                                tb_sched_drop_partition(r->s, seek->elems[i].partition);
                                 r->reload_at = tb_now_ms() + 1000;
                         }
         }
         rd_kafka_topic_partition_list_destroy(seek);
-        tb_sched_results_assign(r, true);
+        /* the partitions loaded now read run-results from their committed
+         * offsets, the others go on from their positions */
+        tb_sched_results_assign(r, false);
         tb_sched_remote_assign(r);
 }

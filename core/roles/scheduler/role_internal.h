@@ -13,6 +13,8 @@
 #define TB_SCHED_LOG "scheduler"
 
 #define TB_SCHED_LOAD_WAIT_MS 90000 /* > the brokers' transaction timeout (60 s) */
+/** A reload pass loads partitions for at most this long, then lets the loop fire. */
+#define TB_SCHED_RELOAD_SLICE_MS 500
 
 typedef struct tb_sched_role {
         tb_ctx_t *ctx;
