@@ -80,11 +80,14 @@ tb_install_packages() {
   apt-get install -y -q --no-install-recommends "${missing[@]}" || tb_die "apt-get install failed"
 }
 
-# Build taskbus (sanitizers on when TB_SANITIZE=ON).
+# Build taskbus (sanitizers on when TB_SANITIZE=ON). The install prefix is
+# /usr, the .deb's (tests/packaging makes one from the test tree; only
+# the compiled code, plugin_host.c depends on it).
 tb_build() {
   local san=${TB_SANITIZE:-OFF}
   tb_say "building taskbus in $TASKBUS_BUILD_DIR (sanitizers: $san)"
-  cmake -S "$TB_ROOT" -B "$TASKBUS_BUILD_DIR" -DTB_SANITIZE="$san" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null \
+  cmake -S "$TB_ROOT" -B "$TASKBUS_BUILD_DIR" -DTB_SANITIZE="$san" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_INSTALL_PREFIX="${TB_INSTALL_PREFIX:-/usr}" >/dev/null \
     || tb_die "cmake configure failed"
   cmake --build "$TASKBUS_BUILD_DIR" -j"$(nproc)" || tb_die "build failed"
 }
