@@ -2,7 +2,8 @@
  * @file main_taskbusd.c
  * @brief taskbusd: one binary, any subset of roles per process.
  *
- *   taskbusd [--config FILE] [--roles api,commands,...]   run (all roles by default)
+ *   taskbusd [--config FILE] [--roles api,commands,...]   run (all roles by default;
+ *                                      TASKBUS_ROLES when --roles is not given)
  *   taskbusd --init [--config FILE]    apply migrations and create topics, then exit
  *   taskbusd --check-config FILE       validate a config file, exit non-zero with the message
  *   taskbusd --config-doc              print docs/configuration.md
@@ -36,7 +37,8 @@ static void usage(FILE *fp) {
                 "       taskbusd --check-config FILE\n"
                 "       taskbusd --config-doc\n"
                 "\n"
-                "Runs the taskbus roles in this process (all of them when --roles is not given).\n"
+                "Runs the taskbus roles in this process: those of --roles, else of\n"
+                "$TASKBUS_ROLES (same syntax), else all of them.\n"
                 "Roles built in:");
         for (size_t i = 0; tb_roles[i]; i++)
                 fprintf(fp, "\n  %-10s %s", tb_roles[i]->name, tb_roles[i]->description);
@@ -46,7 +48,8 @@ static void usage(FILE *fp) {
 /* Split "a,b,c" into the role list, kept in the registry's start order
  * whatever order the user wrote (the projector must start before the api...);
  * errors name the unknown role. */
-static int parse_roles(const char *list, const tb_role_t **out, size_t *cnt) {
+static int parse_roles(const char *what, const char *list, const tb_role_t **out,
+                       size_t *cnt) {
         bool chosen[64] = {false};
         char *copy = strdup(list), *save = NULL;
         *cnt = 0;
@@ -55,7 +58,8 @@ static int parse_roles(const char *list, const tb_role_t **out, size_t *cnt) {
                 while (tb_roles[i] && strcmp(tb_roles[i]->name, tok))
                         i++;
                 if (!tb_roles[i]) {
-                        fprintf(stderr, "taskbusd: --roles: unknown role '%s'; built-in roles:", tok);
+                        fprintf(stderr, "taskbusd: %s: unknown role '%s'; built-in roles:", what,
+                                tok);
                         for (size_t j = 0; tb_roles[j]; j++)
                                 fprintf(stderr, " %s", tb_roles[j]->name);
                         fprintf(stderr, "\n");
@@ -69,7 +73,7 @@ static int parse_roles(const char *list, const tb_role_t **out, size_t *cnt) {
                 if (chosen[i])
                         out[(*cnt)++] = tb_roles[i];
         if (*cnt == 0) {
-                fprintf(stderr, "taskbusd: --roles: empty role list\n");
+                fprintf(stderr, "taskbusd: %s: empty role list\n", what);
                 return -1;
         }
         return 0;
@@ -190,7 +194,7 @@ int main(int argc, char **argv) {
                 {NULL, 0, NULL, 0},
         };
         const char *config_path = getenv("TASKBUS_CONFIG");
-        const char *roles_arg = NULL;
+        const char *roles_arg = NULL, *roles_what = "--roles";
         bool init = false;
         char err[2048];
         int c;
@@ -235,8 +239,12 @@ int main(int argc, char **argv) {
 
         const tb_role_t *roles[16];
         size_t role_cnt = 0;
+        if (!roles_arg && getenv("TASKBUS_ROLES") && *getenv("TASKBUS_ROLES")) {
+                roles_arg = getenv("TASKBUS_ROLES");
+                roles_what = "TASKBUS_ROLES";
+        }
         if (roles_arg) {
-                if (parse_roles(roles_arg, roles, &role_cnt)) {
+                if (parse_roles(roles_what, roles_arg, roles, &role_cnt)) {
                         tb_config_destroy(ctx.conf);
                         return 2;
                 }

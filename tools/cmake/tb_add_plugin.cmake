@@ -1,4 +1,4 @@
-# tb_add_plugin(NAME SOURCES file... [LIBS lib...] [TARGET target] [OUTPUT_DIR dir])
+# tb_add_plugin(NAME SOURCES file... [LIBS lib...] [TARGET target] [OUTPUT_DIR dir] [INSTALL])
 #
 # One executor plugin: a MODULE library NAME.so (no "lib" prefix) in
 # OUTPUT_DIR (default ${CMAKE_BINARY_DIR}/plugins), built like an outside
@@ -6,13 +6,15 @@
 # include path, no taskbus library linked, hidden symbols but the entry
 # point, and -Wl,--no-undefined to prove it needs no host symbol. LIBS are
 # linked privately, beside Threads::Threads. TARGET defaults to plugin_NAME.
+# INSTALL installs it to LIBDIR/taskbus/plugins, where an installed taskbusd
+# looks first (tb_plugin_default_dir()); test fixtures leave it out.
 # Included by the top-level CMakeLists.txt; used by plugins/*/CMakeLists.txt
 # and tests/plugins/fixtures/CMakeLists.txt.
 function(tb_add_plugin name)
-  cmake_parse_arguments(PARSE_ARGV 1 TBP "" "TARGET;OUTPUT_DIR" "SOURCES;LIBS")
+  cmake_parse_arguments(PARSE_ARGV 1 TBP "INSTALL" "TARGET;OUTPUT_DIR" "SOURCES;LIBS")
   if(TBP_UNPARSED_ARGUMENTS OR NOT TBP_SOURCES)
     message(FATAL_ERROR "tb_add_plugin(${name}): expected SOURCES file... [LIBS lib...] "
-                        "[TARGET target] [OUTPUT_DIR dir], got: ${ARGN}")
+                        "[TARGET target] [OUTPUT_DIR dir] [INSTALL], got: ${ARGN}")
   endif()
   if(NOT TBP_TARGET)
     set(TBP_TARGET plugin_${name})
@@ -30,4 +32,7 @@ function(tb_add_plugin name)
     PREFIX ""
     C_VISIBILITY_PRESET hidden
     LIBRARY_OUTPUT_DIRECTORY ${TBP_OUTPUT_DIR})
+  if(TBP_INSTALL)
+    install(TARGETS ${TBP_TARGET} LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/taskbus/plugins)
+  endif()
 endfunction()

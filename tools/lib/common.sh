@@ -54,7 +54,7 @@ TB_PACKAGES=(build-essential cmake pkg-config git curl ca-certificates
   libmicrohttpd-dev libjansson-dev libssh-dev libcurl4-openssl-dev libssl-dev libicu-dev
   postgresql-15 postgresql-client-15 openjdk-17-jre-headless maven
   python3 python3-avro python3-confluent-kafka kcat podman runc uidmap busybox-static openssh-server openssh-client
-  gnuplot-nox procps iproute2 util-linux tzdata)
+  gnuplot-nox procps iproute2 util-linux tzdata dpkg-dev fakeroot systemd)
 
 # Create the internal key file (32 random bytes, hex, mode 0600) unless it exists.
 tb_key_ensure() {
@@ -80,11 +80,14 @@ tb_install_packages() {
   apt-get install -y -q --no-install-recommends "${missing[@]}" || tb_die "apt-get install failed"
 }
 
-# Build taskbus (sanitizers on when TB_SANITIZE=ON).
+# Build taskbus (sanitizers on when TB_SANITIZE=ON). The install prefix is
+# /usr, the .deb's (tests/packaging makes one from the test tree; only
+# the compiled code, plugin_host.c depends on it).
 tb_build() {
   local san=${TB_SANITIZE:-OFF}
   tb_say "building taskbus in $TASKBUS_BUILD_DIR (sanitizers: $san)"
-  cmake -S "$TB_ROOT" -B "$TASKBUS_BUILD_DIR" -DTB_SANITIZE="$san" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null \
+  cmake -S "$TB_ROOT" -B "$TASKBUS_BUILD_DIR" -DTB_SANITIZE="$san" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_INSTALL_PREFIX="${TB_INSTALL_PREFIX:-/usr}" >/dev/null \
     || tb_die "cmake configure failed"
   cmake --build "$TASKBUS_BUILD_DIR" -j"$(nproc)" || tb_die "build failed"
 }

@@ -153,7 +153,9 @@ const tb_config_prop_t tb_config_props[] = {
         {"executor.plugin_paths", TB_CT_STRLIST, F(exec_plugin_paths),
          F(exec_plugin_path_cnt), NULL, 0, 0, NULL, NULL,
          "Plugin shared objects (.so paths) or directories to load; empty: the "
-         "built-in plugin directory."},
+         "shell, container and ssh plugins of the default directory, the first that "
+         "exists of <bindir>/../<libdir>/taskbus/plugins (an installed taskbusd), the "
+         "build tree's plugins/, <libdir>/taskbus/plugins as configured at build time."},
         {"executor.max_concurrent", TB_CT_INT, F(exec_max_concurrent), 0, "1000", 1,
          100000, NULL, NULL, "Most runs one executor process runs at once. Runs beyond it wait "
          "in the run queue in PostgreSQL, taken as slots free: groups in turn, FIFO within a "

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
+#include <unistd.h>
 
 #define TB_PLUGIN_HOST_SUB "plugin"
 /* The fields ABI major 1 needs: everything up to and including destroy. */
@@ -499,20 +500,60 @@ fail:
         return err;
 }
 
+/* Set on this file by core/CMakeLists.txt; the fallbacks keep it compiling alone. */
+#ifndef TB_PLUGIN_REL_DIR
+#define TB_PLUGIN_REL_DIR "../lib/taskbus/plugins"
+#endif
+#ifndef TB_PLUGIN_INSTALL_DIR
+#define TB_PLUGIN_INSTALL_DIR "/usr/local/lib/taskbus/plugins"
+#endif
+
+static pthread_once_t tb_plugin_dir_once = PTHREAD_ONCE_INIT;
+static char tb_plugin_dir_buf[PATH_MAX];
+
+static bool tb_plugin_is_dir(const char *path) {
+        struct stat sb;
+        return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static void tb_plugin_dir_init(void) {
+        char exe[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+        if (n > 0) {
+                exe[n] = '\0';
+                char *slash = strrchr(exe, '/');
+                if (slash) {
+                        *slash = '\0';
+                        char cand[PATH_MAX];
+                        if (!tb_snprintf(cand, sizeof(cand), "%s/%s", exe, TB_PLUGIN_REL_DIR) &&
+                            tb_plugin_is_dir(cand) && realpath(cand, tb_plugin_dir_buf))
+                                return;
+                }
+        }
+#ifdef TB_PLUGIN_DIR
+        if (tb_plugin_is_dir(TB_PLUGIN_DIR)) {
+                snprintf(tb_plugin_dir_buf, sizeof(tb_plugin_dir_buf), "%s", TB_PLUGIN_DIR);
+                return;
+        }
+#endif
+        snprintf(tb_plugin_dir_buf, sizeof(tb_plugin_dir_buf), "%s", TB_PLUGIN_INSTALL_DIR);
+}
+
+const char *tb_plugin_default_dir(void) {
+        pthread_once(&tb_plugin_dir_once, tb_plugin_dir_init);
+        return tb_plugin_dir_buf;
+}
+
 tb_err_t tb_plugin_resolve(const char *name_or_path, const char *dir, char *out,
                            size_t out_size, char *errstr, size_t errstr_size) {
-#ifdef TB_PLUGIN_DIR
-        const char *dflt = TB_PLUGIN_DIR;
-#else
-        const char *dflt = "/usr/local/lib/taskbus/plugins";
-#endif
+        const char *dflt = dir ? dir : tb_plugin_default_dir();
         if (!name_or_path || !*name_or_path)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "plugin: no name or path given (e.g. \"shell\" or "
                                  "\"/usr/lib/taskbus/plugins/shell.so\")");
         bool trunc = strchr(name_or_path, '/')
                              ? tb_snprintf(out, out_size, "%s", name_or_path)
-                             : tb_snprintf(out, out_size, "%s/%s.so", dir ? dir : dflt,
+                             : tb_snprintf(out, out_size, "%s/%s.so", dflt,
                                            name_or_path);
         if (trunc)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,

@@ -78,12 +78,25 @@ tb_err_t tb_plugin_load(const char *path, const tb_plugin_kv_t *config,
  * @brief Turn a configured plugin name or path into a file path.
  *
  * A value containing '/' is used as is; a bare name such as "shell" becomes
- * "<dir>/shell.so", with \p dir NULL meaning the build's plugin directory
- * (TB_PLUGIN_DIR).
+ * "<dir>/shell.so", with \p dir NULL meaning tb_plugin_default_dir().
  * @returns TB_OK, or TB_ERR_INVALID if empty or too long for \p out.
  */
 tb_err_t tb_plugin_resolve(const char *name_or_path, const char *dir, char *out,
                            size_t out_size, char *errstr, size_t errstr_size);
+
+/**
+ * @brief The plugin directory used when executor.plugin_paths is empty.
+ *
+ * The first that is a directory of: the installed tree's, found from this
+ * program's own path (<bindir>/../<libdir>/taskbus/plugins, so a relocated
+ * install works too); the build tree's (TB_PLUGIN_DIR, for programs run from
+ * the build); else the install path compiled in (CMAKE_INSTALL_FULL_LIBDIR/
+ * taskbus/plugins), which then names the directory in "not found" errors.
+ * Computed once.
+ * @returns a static string, never NULL.
+ * @locality any thread
+ */
+const char *tb_plugin_default_dir(void);
 
 /**
  * @brief The name a plugin file stands for: "/x/y/shell.so" -> "shell"

@@ -153,7 +153,8 @@ static tb_err_t tb_exec_plugins_load(tb_exec_t *ex, char *errstr, size_t errstr_
         tb_err_t err = TB_OK;
         const tb_config_t *conf = ex->conf;
         if (conf->exec_plugin_path_cnt == 0) {
-                err = tb_exec_plugin_load_dir(ex, TB_PLUGIN_DIR, true, errstr, errstr_size);
+                err = tb_exec_plugin_load_dir(ex, tb_plugin_default_dir(), true, errstr,
+                                              errstr_size);
         } else {
                 for (size_t i = 0; !err && i < conf->exec_plugin_path_cnt; i++) {
                         const char *p = conf->exec_plugin_paths[i];
@@ -169,7 +170,7 @@ static tb_err_t tb_exec_plugins_load(tb_exec_t *ex, char *errstr, size_t errstr_
                                 "no executor plugin found: %s has no shell.so, container.so "
                                 "or ssh.so; set executor.plugin_paths",
                                 conf->exec_plugin_path_cnt ? "executor.plugin_paths"
-                                                           : TB_PLUGIN_DIR);
+                                                           : tb_plugin_default_dir());
         return err;
 }
 
