@@ -7,6 +7,7 @@
 #include "http/server.h"
 #include "config/config.h"
 #include "http/metrics.h"
+#include "http/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -478,8 +479,8 @@ static void tb_http_fit_nofile(unsigned max_connections) {
 
 tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *app,
                        tb_http_auth_t auth, tb_http_release_t release,
-                       const tb_http_limits_t *limits, tb_http_server_t **out, char *errstr,
-                       size_t errstr_size) {
+                       const tb_http_limits_t *limits, const tb_http_tls_t *tls,
+                       tb_http_server_t **out, char *errstr, size_t errstr_size) {
         char host[128];
         const char *colon = strrchr(listen, ':');
         if (!colon || (size_t)(colon - listen) >= sizeof(host))
@@ -538,9 +539,16 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
                                  "cannot start the HTTP reaper thread: %s", strerror(rc));
         }
         srv->reaper_started = true;
+        /* HTTPS: GnuTLS parses the PEM text inside MHD_start_daemon() and
+         * keeps its own copy (see tb_http_start() in server.h). */
+        struct MHD_OptionItem tls_opts[] = {
+                {MHD_OPTION_HTTPS_MEM_CERT, 0, tls ? tls->cert_pem : NULL},
+                {MHD_OPTION_HTTPS_MEM_KEY, 0, tls ? tls->key_pem : NULL},
+                {MHD_OPTION_END, 0, NULL},
+        };
         srv->mhd = MHD_start_daemon(
                 MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-                        MHD_USE_ERROR_LOG,
+                        MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0),
                 (uint16_t)port, NULL, NULL, tb_http_access, srv, MHD_OPTION_SOCK_ADDR, &sa,
                 MHD_OPTION_NOTIFY_COMPLETED, tb_http_completed, srv,
                 MHD_OPTION_NOTIFY_CONNECTION, tb_http_notify, srv,
@@ -549,10 +557,16 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
                 MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
                 MHD_OPTION_THREAD_STACK_SIZE, (size_t)TB_HTTP_THREAD_STACK,
                 MHD_OPTION_LISTENING_ADDRESS_REUSE,
-                (unsigned)1, MHD_OPTION_END);
+                (unsigned)1, MHD_OPTION_ARRAY, tls ? tls_opts : &tls_opts[2], MHD_OPTION_END);
         if (!srv->mhd) {
                 int e = errno;
                 tb_http_stop(srv);
+                if (tls)
+                        return tb_seterr(errstr, errstr_size, TB_ERR_IO,
+                                         "cannot listen on %s with TLS: %s (api.listen), or "
+                                         "GnuTLS refused api.tls_cert / api.tls_key (its "
+                                         "reason is logged just above)",
+                                         listen, strerror(e));
                 return tb_seterr(errstr, errstr_size, TB_ERR_IO,
                                  "cannot listen on %s: %s (api.listen)", listen, strerror(e));
         }
