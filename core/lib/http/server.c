@@ -13,7 +13,9 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -44,6 +46,7 @@ struct tb_http_server {
         pthread_cond_t reaper_cond; /* CLOCK_MONOTONIC */
         tb_http_conn_t *conns;
         bool reaper_started, stopping;
+        atomic_bool mhd_running; /**< MHD_start_daemon() has returned it */
         pthread_t reaper;
         /* The worker slots (lim.workers): under slot_lock. */
         pthread_mutex_t slot_lock;
@@ -378,6 +381,21 @@ static enum MHD_Result tb_http_access(void *cls, struct MHD_Connection *conn, co
         return ret;
 }
 
+/* libmicrohttpd's own messages (a port it cannot bind, GnuTLS refusing a
+ * certificate, a client's failed TLS handshake) as log lines of taskbus
+ * instead of raw stderr text. */
+static void tb_http_mhd_log(void *cls, const char *fmt, va_list ap) {
+        tb_http_server_t *srv = cls;
+        char line[512];
+        vsnprintf(line, sizeof(line), fmt, ap);
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+                line[--n] = '\0';
+        /* Before the daemon runs, a message is why it cannot start. */
+        tb_log(atomic_load(&srv->mhd_running) ? TB_LOG_INFO : TB_LOG_WARN, "http",
+               "libmicrohttpd: %s", line);
+}
+
 static void tb_http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                               enum MHD_RequestTerminationCode toe) {
         tb_http_server_t *srv = cls;
@@ -549,7 +567,9 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
         srv->mhd = MHD_start_daemon(
                 MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
                         MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0),
-                (uint16_t)port, NULL, NULL, tb_http_access, srv, MHD_OPTION_SOCK_ADDR, &sa,
+                (uint16_t)port, NULL, NULL, tb_http_access, srv,
+                /* first, or the options before it log to stderr */
+                MHD_OPTION_EXTERNAL_LOGGER, tb_http_mhd_log, srv, MHD_OPTION_SOCK_ADDR, &sa,
                 MHD_OPTION_NOTIFY_COMPLETED, tb_http_completed, srv,
                 MHD_OPTION_NOTIFY_CONNECTION, tb_http_notify, srv,
                 MHD_OPTION_CONNECTION_LIMIT, srv->lim.max_connections,
@@ -570,6 +590,7 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
                 return tb_seterr(errstr, errstr_size, TB_ERR_IO,
                                  "cannot listen on %s: %s (api.listen)", listen, strerror(e));
         }
+        atomic_store(&srv->mhd_running, true);
         *out = srv;
         return TB_OK;
 }
