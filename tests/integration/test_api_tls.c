@@ -8,8 +8,10 @@
  *        verification fails (libcurl and the CLI); plain HTTP on the TLS port
  *        gets no HTTP answer; the "unencrypted" warning is logged only for a
  *        plain-HTTP API beyond loopback. A missing key file, a key that is not
- *        the certificate's, and a key file others can read each fail the
- *        start with a message naming api.tls_key.
+ *        the certificate's, an encrypted key and a key file others can read
+ *        each fail the start with a message naming api.tls_key (a key its
+ *        group can read starts, with a warning); a key in place of the
+ *        certificate names api.tls_cert.
  */
 #include "support.h"
 #include "support_api.h"
@@ -34,7 +36,7 @@
 
 static tbt_stack_t st;
 static char dir[64];     /* the temp dir of the certificates */
-static char ca[128], cert[128], key[128], other_key[128];
+static char ca[128], cert[128], key[128], other_key[128], enc_key[128];
 static char alice[96];
 
 /* Make a CA, a server certificate for IP 127.0.0.1 signed by it, and a key
@@ -46,6 +48,7 @@ static void make_certs(void) {
         snprintf(cert, sizeof(cert), "%s/server.pem", dir);
         snprintf(key, sizeof(key), "%s/server.key", dir);
         snprintf(other_key, sizeof(other_key), "%s/other.key", dir);
+        snprintf(enc_key, sizeof(enc_key), "%s/encrypted.key", dir);
         char *out = NULL;
         int rc = tbt_run(
                 &out,
@@ -60,7 +63,8 @@ static void make_certs(void) {
                 "keyUsage=critical,digitalSignature\\nextendedKeyUsage=serverAuth\\n' > ext.cnf; "
                 "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
                 "-days 2 -extfile ext.cnf -out server.pem; "
-                "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out other.key",
+                "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out other.key; "
+                "openssl pkey -in server.key -aes256 -passout pass:secret -out encrypted.key",
                 dir);
         cr_assert_eq(rc, 0, "openssl failed: %s", out ? out : "");
         free(out);
@@ -277,6 +281,7 @@ Test(api_tls, https_with_the_ca_and_nothing_without_it) {
         cr_assert_not_null(strstr(log, want), "no '%s' in the log:\n%s", want, log);
         cr_assert_null(strstr(log, "unencrypted"),
                        "the plain-HTTP warning was logged with TLS on:\n%s", log);
+        cr_assert_null(strstr(log, "chmod 600"), "a 0600 key was warned about:\n%s", log);
         free(log);
         unlink(conf);
         free(conf);
@@ -346,7 +351,35 @@ Test(api_tls, a_bad_key_is_a_startup_error_naming_api_tls_key) {
         start_fails(tls, (const char *[]){"api.tls_key", "chmod 600", NULL});
         cr_assert_eq(chmod(key, 0600), 0);
 
+        /* The right key under a passphrase (nothing may prompt for it). */
+        snprintf(tls, sizeof(tls), "tls_cert = \"%s\"; tls_key = \"%s\";", cert, enc_key);
+        start_fails(tls, (const char *[]){"api.tls_key", "encrypted with a passphrase", NULL});
+
         /* A key where the certificate should be. */
         snprintf(tls, sizeof(tls), "tls_cert = \"%s\"; tls_key = \"%s\";", key, key);
         start_fails(tls, (const char *[]){"api.tls_cert", "no PEM certificate", NULL});
+}
+
+Test(api_tls, a_key_its_group_can_read_starts_with_a_warning) {
+        cr_assert_eq(chmod(key, 0640), 0);
+        int port = tbt_free_port();
+        char tls[512];
+        snprintf(tls, sizeof(tls), "tls_cert = \"%s\"; tls_key = \"%s\";", cert, key);
+        char *conf = conf_with(port, false, tls);
+        pid_t pid = start_api(conf);
+        up_arg_t up;
+        snprintf(up.url, sizeof(up.url), "https://127.0.0.1:%d/healthz", port);
+        cr_assert(tbt_wait_until(https_up, &up, 90000), "the API did not answer HTTPS");
+        bool sanitizer = false;
+        cr_assert(tbt_daemon_end(&st, pid, &sanitizer));
+        cr_assert_not(sanitizer);
+        char *log = tbt_daemon_log(&st);
+        char want[256];
+        snprintf(want, sizeof(want), "api.tls_key: '%s' has mode 0640: its group can read", key);
+        cr_assert_not_null(strstr(log, want), "no '%s' in the log:\n%s", want, log);
+        cr_assert_not_null(strstr(log, "chmod 600"), "%s", log);
+        free(log);
+        cr_assert_eq(chmod(key, 0600), 0);
+        unlink(conf);
+        free(conf);
 }
