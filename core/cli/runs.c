@@ -473,8 +473,8 @@ int tb_cli_logs(int argc, char **argv) {
         tb_cli_runs_opts_t o = {0};
         long long offset = 0;
         int pos = 0;
-        int rc = tb_cli_runs_parse(argc, argv, "api,token,cacert,stream,offset,follow,help", &o, &offset,
-                                   &pos, tb_cli_logs_usage);
+        int rc = tb_cli_runs_parse(argc, argv, "api,token,cacert,stream,offset,follow,help", &o,
+                                   &offset, &pos, tb_cli_logs_usage);
         if (rc >= 0)
                 return rc;
         if (argc - pos != 1) {
