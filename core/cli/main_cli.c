@@ -25,7 +25,7 @@ static void tb_cli_usage(FILE *fp) {
         fprintf(fp, "usage: taskbus COMMAND [ARGS...]   (taskbus COMMAND --help for more)\n\n");
         for (const tb_cli_cmd_t *c = tb_cli_cmds; c->name; c++)
                 fprintf(fp, "  %-10s %s\n", c->name, c->summary);
-        fprintf(fp, "\nEnvironment: TASKBUS_API, TASKBUS_TOKEN, TASKBUS_CONFIG, TASKBUS_PG, TASKBUS_KAFKA\n");
+        fprintf(fp, "\nEnvironment: TASKBUS_API, TASKBUS_TOKEN, TASKBUS_CACERT, TASKBUS_CONFIG, TASKBUS_PG, TASKBUS_KAFKA\n");
 }
 
 int main(int argc, char **argv) {

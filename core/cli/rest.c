@@ -6,12 +6,14 @@
 #include "rest.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <jansson.h>
 #include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /** Longest a request that is not a live stream may take. */
 #define TB_CLI_REST_TIMEOUT_MS 120000L
@@ -37,6 +39,8 @@ static void tb_cli_rest_load_file(tb_cli_rest_t *rest) {
                                 tb_snprintf(rest->url, sizeof(rest->url), "%s", s);
                         if (config_lookup_string(&cfg, "token", &s))
                                 tb_snprintf(rest->token, sizeof(rest->token), "%s", s);
+                        if (config_lookup_string(&cfg, "cacert", &s))
+                                tb_snprintf(rest->cacert, sizeof(rest->cacert), "%s", s);
                 } else {
                         fprintf(stderr, "taskbus: warning: %s:%d: %s (ignored)\n", path,
                                 config_error_line(&cfg), config_error_text(&cfg));
@@ -47,18 +51,31 @@ static void tb_cli_rest_load_file(tb_cli_rest_t *rest) {
 }
 
 tb_err_t tb_cli_rest_open(tb_cli_rest_t *rest, const char *api_flag, const char *token_flag,
-                          char *errstr, size_t errstr_size) {
-        rest->url[0] = rest->token[0] = '\0';
+                          const char *cacert_flag, char *errstr, size_t errstr_size) {
+        rest->url[0] = rest->token[0] = rest->cacert[0] = '\0';
         tb_cli_rest_load_file(rest);
-        const char *e;
+        const char *e, *cacert_from = "cacert in ~/.config/taskbus/config";
         if ((e = getenv("TASKBUS_API")) && *e)
                 tb_snprintf(rest->url, sizeof(rest->url), "%s", e);
         if ((e = getenv("TASKBUS_TOKEN")) && *e)
                 tb_snprintf(rest->token, sizeof(rest->token), "%s", e);
+        if ((e = getenv("TASKBUS_CACERT")) && *e) {
+                tb_snprintf(rest->cacert, sizeof(rest->cacert), "%s", e);
+                cacert_from = "TASKBUS_CACERT";
+        }
         if (api_flag)
                 tb_snprintf(rest->url, sizeof(rest->url), "%s", api_flag);
         if (token_flag)
                 tb_snprintf(rest->token, sizeof(rest->token), "%s", token_flag);
+        if (cacert_flag) {
+                tb_snprintf(rest->cacert, sizeof(rest->cacert), "%s", cacert_flag);
+                cacert_from = "--cacert";
+        }
+        /* libcurl would only say "problem with the SSL CA cert". */
+        if (rest->cacert[0] && access(rest->cacert, R_OK) != 0)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: cannot read the CA certificate file '%s': %s", cacert_from,
+                                 rest->cacert, strerror(errno));
         if (!rest->url[0])
                 tb_snprintf(rest->url, sizeof(rest->url), "%s", TB_CLI_REST_DEFAULT_API);
         size_t n = strlen(rest->url);
@@ -214,6 +231,8 @@ tb_err_t tb_cli_rest_call(const tb_cli_rest_t *rest, const tb_cli_rest_req_t *re
         curl_easy_setopt(c, CURLOPT_HEADERDATA, resp);
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, TB_CLI_REST_CONNECT_TIMEOUT_MS);
+        if (rest->cacert[0])
+                curl_easy_setopt(c, CURLOPT_CAINFO, rest->cacert);
         if (req->stream)
                 curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
         else
@@ -233,6 +252,12 @@ tb_err_t tb_cli_rest_call(const tb_cli_rest_t *rest, const tb_cli_rest_req_t *re
                         err = tb_seterr(errstr, errstr_size, TB_ERR_IO,
                                         "the output stream broke off: %s",
                                         curl_easy_strerror(rc));
+                } else if (rc == CURLE_PEER_FAILED_VERIFICATION) {
+                        err = tb_seterr(errstr, errstr_size, TB_ERR_IO,
+                                        "cannot verify the API's certificate at %s: %s (pass "
+                                        "the CA that signed it with --cacert or "
+                                        "TASKBUS_CACERT)",
+                                        rest->url, curl_easy_strerror(rc));
                 } else {
                         err = tb_seterr(errstr, errstr_size, TB_ERR_IO,
                                         "cannot reach the API at %s: %s (set TASKBUS_API or "

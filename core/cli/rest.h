@@ -9,6 +9,9 @@
  * The API and token come from --api/--token, else TASKBUS_API and
  * TASKBUS_TOKEN, else ~/.config/taskbus/config (libconfig syntax:
  * `api = "http://127.0.0.1:8080"; token = "tbk_...";`), else the default URL.
+ * An https:// API is verified against the system's CA store, or against the
+ * CA certificate file of --cacert, else TASKBUS_CACERT, else `cacert = "..."`
+ * in the same file (for a private CA, e.g. the one signing api.tls_cert).
  * Errors follow the project's convention: a tb_err_t and a caller-owned
  * errstr, which the command prints with tb_cli_fail() ("taskbus: 404
  * not_found: no task 'x' in your security groups").
@@ -28,18 +31,21 @@
 typedef struct tb_cli_rest {
         char url[512];   /**< base URL, without a trailing '/' */
         char token[256]; /**< bearer token, never empty once opened */
+        char cacert[512]; /**< CA file verifying an https:// API; "" = system store */
 } tb_cli_rest_t;
 
 /**
  * @brief Resolve the API and the token, and initialise libcurl.
  * @param api_flag    --api, or NULL
  * @param token_flag  --token, or NULL
- * @returns TB_OK (call tb_cli_rest_close() when done), or
+ * @param cacert_flag --cacert, or NULL
+ * @returns TB_OK (call tb_cli_rest_close() when done),
  *          TB_ERR_UNAUTHENTICATED when no token is set anywhere (errstr says
- *          where to set one).
+ *          where to set one), or TB_ERR_INVALID when the CA file cannot be
+ *          read (errstr names it and where it was set).
  */
 tb_err_t tb_cli_rest_open(tb_cli_rest_t *rest, const char *api_flag, const char *token_flag,
-                          char *errstr, size_t errstr_size);
+                          const char *cacert_flag, char *errstr, size_t errstr_size);
 
 /** @brief Release what tb_cli_rest_open() set up. */
 void tb_cli_rest_close(tb_cli_rest_t *rest);

@@ -17,7 +17,7 @@
 
 typedef struct tb_cli_runs_opts {
         bool json, all, follow;
-        const char *api, *token;
+        const char *api, *token, *cacert;
         const char *status, *since, *until, *limit, *cursor, *stream;
 } tb_cli_runs_opts_t;
 
@@ -26,6 +26,8 @@ static const char tb_cli_runs_common[] =
         "  --api URL        API base URL (default $TASKBUS_API, config, " TB_CLI_REST_DEFAULT_API
         ")\n"
         "  --token TOKEN    API token (default $TASKBUS_TOKEN or the config file)\n"
+        "  --cacert FILE    CA certificate verifying an https:// API (default\n"
+        "                   $TASKBUS_CACERT, `cacert` in the config file, the system's)\n"
         "  -h, --help       this help\n";
 
 static void tb_cli_runs_usage(FILE *fp) {
@@ -331,13 +333,14 @@ static int tb_cli_logs_run(const tb_cli_rest_t *rest, const tb_cli_runs_opts_t *
 
 enum {
         TB_RO_JSON = 1000, TB_RO_API, TB_RO_TOKEN, TB_RO_STATUS, TB_RO_SINCE, TB_RO_UNTIL,
-        TB_RO_LIMIT, TB_RO_ALL, TB_RO_CURSOR, TB_RO_STREAM, TB_RO_OFFSET,
+        TB_RO_LIMIT, TB_RO_ALL, TB_RO_CURSOR, TB_RO_STREAM, TB_RO_OFFSET, TB_RO_CACERT,
 };
 
 static const struct option tb_cli_runs_longopts[] = {
         {"json", no_argument, NULL, TB_RO_JSON},
         {"api", required_argument, NULL, TB_RO_API},
         {"token", required_argument, NULL, TB_RO_TOKEN},
+        {"cacert", required_argument, NULL, TB_RO_CACERT},
         {"status", required_argument, NULL, TB_RO_STATUS},
         {"since", required_argument, NULL, TB_RO_SINCE},
         {"until", required_argument, NULL, TB_RO_UNTIL},
@@ -385,6 +388,7 @@ static int tb_cli_runs_parse(int argc, char **argv, const char *allowed, tb_cli_
                 case TB_RO_JSON: o->json = true; break;
                 case TB_RO_API: o->api = optarg; break;
                 case TB_RO_TOKEN: o->token = optarg; break;
+                case TB_RO_CACERT: o->cacert = optarg; break;
                 case TB_RO_STATUS: o->status = optarg; break;
                 case TB_RO_SINCE: o->since = optarg; break;
                 case TB_RO_UNTIL: o->until = optarg; break;
@@ -427,9 +431,9 @@ int tb_cli_runs(int argc, char **argv) {
         const char *sub = argv[1];
         const char *allowed;
         if (!strcmp(sub, "list"))
-                allowed = "json,api,token,status,since,until,limit,all,cursor,help";
+                allowed = "json,api,token,cacert,status,since,until,limit,all,cursor,help";
         else if (!strcmp(sub, "get") || !strcmp(sub, "cancel"))
-                allowed = "json,api,token,help";
+                allowed = "json,api,token,cacert,help";
         else {
                 tb_cli_fail("runs: unknown command '%s' (list, get, cancel)", sub);
                 tb_cli_runs_usage(stderr);
@@ -451,7 +455,7 @@ int tb_cli_runs(int argc, char **argv) {
         const char *id = argv[1 + pos];
         tb_cli_rest_t rest;
         char err[1024];
-        if (tb_cli_rest_open(&rest, o.api, o.token, err, sizeof(err))) {
+        if (tb_cli_rest_open(&rest, o.api, o.token, o.cacert, err, sizeof(err))) {
                 tb_cli_fail("%s", err);
                 return 1;
         }
@@ -469,8 +473,8 @@ int tb_cli_logs(int argc, char **argv) {
         tb_cli_runs_opts_t o = {0};
         long long offset = 0;
         int pos = 0;
-        int rc = tb_cli_runs_parse(argc, argv, "api,token,stream,offset,follow,help", &o, &offset,
-                                   &pos, tb_cli_logs_usage);
+        int rc = tb_cli_runs_parse(argc, argv, "api,token,cacert,stream,offset,follow,help", &o,
+                                   &offset, &pos, tb_cli_logs_usage);
         if (rc >= 0)
                 return rc;
         if (argc - pos != 1) {
@@ -480,7 +484,7 @@ int tb_cli_logs(int argc, char **argv) {
         }
         tb_cli_rest_t rest;
         char err[1024];
-        if (tb_cli_rest_open(&rest, o.api, o.token, err, sizeof(err))) {
+        if (tb_cli_rest_open(&rest, o.api, o.token, o.cacert, err, sizeof(err))) {
                 tb_cli_fail("%s", err);
                 return 1;
         }

@@ -28,7 +28,8 @@ static void tb_cli_schedule_usage(FILE *fp) {
                 "  --tz ZONE          IANA time zone of the cron expression (default UTC)\n"
                 "  --every DURATION   a fixed interval (30s, 5m, PT1H...), anchored at --from\n"
                 "  --task ID          the schedule of an existing task, read from the API\n"
-                "                     (--api/$TASKBUS_API, --token/$TASKBUS_TOKEN, or\n"
+                "                     (--api/$TASKBUS_API, --token/$TASKBUS_TOKEN,\n"
+                "                     --cacert/$TASKBUS_CACERT, or\n"
                 "                     ~/.config/taskbus/config, as for `taskbus tasks`)\n"
                 "  --from TIME        start after this RFC 3339 instant (default: now)\n"
                 "  --count N          how many fires (1-%d, default 10)\n"
@@ -38,11 +39,12 @@ static void tb_cli_schedule_usage(FILE *fp) {
 }
 
 /* GET /v1/tasks/ID; @returns the task (new ref) or NULL after printing why. */
-static json_t *tb_cli_sched_fetch(const char *api, const char *token, const char *id) {
+static json_t *tb_cli_sched_fetch(const char *api, const char *token, const char *cacert,
+                                  const char *id) {
         tb_cli_rest_t rest;
         char err[1024];
         json_t *task = NULL;
-        if (tb_cli_rest_open(&rest, api, token, err, sizeof(err))) {
+        if (tb_cli_rest_open(&rest, api, token, cacert, err, sizeof(err))) {
                 tb_cli_fail("schedule next: %s", err);
                 return NULL;
         }
@@ -75,11 +77,13 @@ int tb_cli_schedule(int argc, char **argv) {
                 {"dst-overlap", required_argument, NULL, 'o'},
                 {"api", required_argument, NULL, 'a'},
                 {"token", required_argument, NULL, 'k'},
+                {"cacert", required_argument, NULL, 'C'},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
         const char *cron = NULL, *zone = NULL, *every = NULL, *task_id = NULL, *from = NULL;
         const char *gap = NULL, *overlap = NULL, *api = NULL, *token = NULL;
+        const char *cacert = NULL;
         long count = 10;
         bool json = false;
         char err[1024];
@@ -113,6 +117,7 @@ int tb_cli_schedule(int argc, char **argv) {
                 case 'o': overlap = optarg; break;
                 case 'a': api = optarg; break;
                 case 'k': token = optarg; break;
+                case 'C': cacert = optarg; break;
                 case 'n': {
                         char *end = NULL;
                         count = strtol(optarg, &end, 10);
@@ -167,7 +172,7 @@ int tb_cli_schedule(int argc, char **argv) {
                 }
                 s.anchor_ms = after;
         } else {
-                task = tb_cli_sched_fetch(api, token, task_id);
+                task = tb_cli_sched_fetch(api, token, cacert, task_id);
                 if (!task)
                         goto out;
                 int64_t created = after;

@@ -40,6 +40,8 @@ static const char tb_cli_tasks_common_flags[] =
         "  --api URL              API base URL (default $TASKBUS_API, config, "
         TB_CLI_REST_DEFAULT_API ")\n"
         "  --token TOKEN          API token (default $TASKBUS_TOKEN or the config file)\n"
+        "  --cacert FILE          CA certificate verifying an https:// API (default\n"
+        "                         $TASKBUS_CACERT, `cacert` in the config file, the system's)\n"
         "  -h, --help             this help\n";
 
 typedef struct tb_cli_tasks_sub {
@@ -80,7 +82,9 @@ static void tb_cli_tasks_usage(FILE *fp) {
         for (const tb_cli_tasks_sub_t *s = tb_cli_tasks_subs; s->name; s++)
                 fprintf(fp, "  %-8s %s\n", s->name, s->summary);
         fprintf(fp, "\nThe API: --api, $TASKBUS_API or `api` in ~/.config/taskbus/config;\n"
-                    "the token: --token, $TASKBUS_TOKEN or `token` in that file.\n");
+                    "the token: --token, $TASKBUS_TOKEN or `token` in that file;\n"
+                    "an https:// API's CA: --cacert, $TASKBUS_CACERT or `cacert` in that "
+                    "file.\n");
 }
 
 static void tb_cli_tasks_sub_usage(const tb_cli_tasks_sub_t *s, FILE *fp) {
@@ -163,7 +167,7 @@ static void tb_cli_tasks_print_row(const json_t *t) {
 
 typedef struct tb_cli_tasks_opts {
         bool json, all, paused_flag;
-        const char *api, *token, *file, *if_match;
+        const char *api, *token, *cacert, *file, *if_match;
         const char *name, *script, *group, *cron, *tz, *every, *once, *expiry, *executor;
         const char *max_attempts, *overlap, *misfire;
         const char *limit, *cursor, *name_prefix, *paused_filter;
@@ -458,12 +462,13 @@ int tb_cli_tasks(int argc, char **argv) {
         enum {
                 O_JSON = 1000, O_API, O_TOKEN, O_FILE, O_IFM, O_NAME, O_SCRIPT, O_GROUP, O_CRON,
                 O_TZ, O_EVERY, O_ONCE, O_EXPIRY, O_EXEC, O_OPTION, O_LABEL, O_MAXATT, O_OVERLAP,
-                O_MISFIRE, O_PAUSED, O_LIMIT, O_ALL, O_CURSOR, O_PREFIX,
+                O_MISFIRE, O_PAUSED, O_LIMIT, O_ALL, O_CURSOR, O_PREFIX, O_CACERT,
         };
         static const struct option lo[] = {
                 {"json", no_argument, NULL, O_JSON},
                 {"api", required_argument, NULL, O_API},
                 {"token", required_argument, NULL, O_TOKEN},
+                {"cacert", required_argument, NULL, O_CACERT},
                 {"file", required_argument, NULL, O_FILE},
                 {"if-match", required_argument, NULL, O_IFM},
                 {"name", required_argument, NULL, O_NAME},
@@ -501,6 +506,7 @@ int tb_cli_tasks(int argc, char **argv) {
                 case O_JSON: o.json = true; break;
                 case O_API: o.api = optarg; break;
                 case O_TOKEN: o.token = optarg; break;
+                case O_CACERT: o.cacert = optarg; break;
                 case O_FILE: o.file = optarg; break;
                 case O_IFM: o.if_match = optarg; break;
                 case O_NAME: o.name = optarg; tf = true; break;
@@ -569,7 +575,7 @@ int tb_cli_tasks(int argc, char **argv) {
                 o.any_task_flag = false; /* --group/--label filter the list */
         tb_cli_rest_t rest;
         char err[1024];
-        if (tb_cli_rest_open(&rest, o.api, o.token, err, sizeof(err))) {
+        if (tb_cli_rest_open(&rest, o.api, o.token, o.cacert, err, sizeof(err))) {
                 tb_cli_fail("%s", err);
                 rc = 1;
                 goto out;

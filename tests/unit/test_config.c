@@ -186,7 +186,7 @@ Test(config, typo_names_file_line_key_and_valid_keys) {
                      "header_timeout, listen, max_body, max_connections, "
                      "max_connections_per_client, max_follow_duration, max_follows_per_user, "
                      "max_requests_per_connection, pool_size, queue_timeout, rate, "
-                     "reply_timeout, statement_timeout, threads");
+                     "reply_timeout, statement_timeout, threads, tls_cert, tls_key");
         expect_error("groups = {\n ops = {\n  imagess = [];\n };\n};\n",
                      "3: unknown key 'groups.ops.imagess'; valid keys in 'groups.ops': "
                      "allow_root, cpus_max, images, log_retention_max, memory_max, network, os_user, "
@@ -524,6 +524,14 @@ Test(config, cross_field_checks) {
         expect_error("api = { listen = \"h:65536\"; };\n",
                      "1: api.listen: \"h:65536\" is not HOST:PORT (e.g. \"127.0.0.1:8080\", "
                      "\"[::1]:8080\", port 0 to 65535)");
+        expect_error("api = { tls_cert = \"/etc/taskbus/api.crt\"; };\n",
+                     "1: api.tls_cert is set but api.tls_key is not: HTTPS needs both the "
+                     "certificate chain (api.tls_cert) and its private key (api.tls_key); "
+                     "set the other one or remove both for plain HTTP");
+        expect_error("api = {\n tls_key = \"/etc/taskbus/api.key\";\n};\n",
+                     "2: api.tls_key is set but api.tls_cert is not: HTTPS needs both the "
+                     "certificate chain (api.tls_cert) and its private key (api.tls_key); "
+                     "set the other one or remove both for plain HTTP");
         expect_error("postgres = { url = \"nonsense\"; };\n",
                      "1: postgres.url: not a valid libpq connection string: missing \"=\" "
                      "after \"nonsense\" in connection info string");

@@ -66,7 +66,7 @@ static void setup(void) {
         for (int i = 0; i < 20; i++) {
                 port = 20000 + (int)((getpid() * 7 + i * 131) % 20000);
                 snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-                if (tb_http_start(listen, routes, NULL, NULL, NULL, &lim, &srv, err,
+                if (tb_http_start(listen, routes, NULL, NULL, NULL, &lim, NULL, &srv, err,
                                   sizeof(err)) == TB_OK)
                         return;
         }

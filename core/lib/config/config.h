@@ -87,6 +87,8 @@ typedef struct tb_config {
 
         /* api */
         char *api_listen;           /**< "127.0.0.1:8080" */
+        char *api_tls_cert;         /**< PEM certificate chain file, or NULL: plain HTTP */
+        char *api_tls_key;          /**< PEM private key file (set with api_tls_cert) */
         int64_t api_threads;
         int64_t api_queue_timeout_ms;
         int64_t api_pool_size;

@@ -18,6 +18,7 @@ const char *tb_config_checks[] = {
         "Each `groups.NAME.log_retention_max` must not exceed `archiver.history_retention`.",
         "A group whose `os_user` is `root` needs `executor.allow_root = true`.",
         "`api.listen` must be HOST:PORT with a port from 0 to 65535.",
+        "`api.tls_cert` and `api.tls_key` are set together or not at all.",
         "`postgres.url` must be accepted by libpq's connection string parser.",
         "`topics.prefix` may hold only letters, digits, '.', '_' and '-', "
         "and leave room for the longest topic name within Kafka's 249 characters.",
@@ -99,6 +100,18 @@ tb_err_t tb_config_finalize(tb_config_ctx_t *ctx, tb_config_t *conf, char *errst
                                  "%s: \"%s\" is not HOST:PORT (e.g. \"127.0.0.1:8080\", "
                                  "\"[::1]:8080\", port 0 to 65535)",
                                  ORIGIN("api.listen"), listen);
+
+        /* api.tls_cert / api.tls_key: both or neither (the files are read
+         * by the api role when it starts: http/tls.c). */
+        bool has_cert = conf->api_tls_cert && *conf->api_tls_cert;
+        bool has_key = conf->api_tls_key && *conf->api_tls_key;
+        if (has_cert != has_key)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s is set but %s is not: HTTPS needs both the certificate "
+                                 "chain (api.tls_cert) and its private key (api.tls_key); set "
+                                 "the other one or remove both for plain HTTP",
+                                 has_cert ? ORIGIN("api.tls_cert") : ORIGIN("api.tls_key"),
+                                 has_cert ? "api.tls_key" : "api.tls_cert");
 
         char *pqerr = NULL;
         PQconninfoOption *opts = PQconninfoParse(conf->pg_url ? conf->pg_url : "", &pqerr);

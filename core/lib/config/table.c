@@ -68,6 +68,17 @@ const tb_config_prop_t tb_config_props[] = {
         {"api.listen", TB_CT_STRING, F(api_listen), 0, "127.0.0.1:8080", 0, 0, NULL,
          "TASKBUS_API_LISTEN",
          "HOST:PORT the REST API listens on (\"[::1]:8080\" for IPv6; port 0 picks a free one)."},
+        {"api.tls_cert", TB_CT_STRING, F(api_tls_cert), 0, NULL, 0, 0, NULL,
+         "TASKBUS_API_TLS_CERT",
+         "File holding the REST API's TLS certificate chain (PEM, the server's certificate "
+         "first, then its intermediates). Set with api.tls_key, the API serves HTTPS only "
+         "(a plain HTTP request on its port gets no answer); unset, plain HTTP. Read once, "
+         "when the api role starts: replace the file and restart to renew."},
+        {"api.tls_key", TB_CT_STRING, F(api_tls_key), 0, NULL, 0, 0, NULL,
+         "TASKBUS_API_TLS_KEY",
+         "File holding the private key of api.tls_cert (PEM, not encrypted). Mode 0600 "
+         "(0640 is accepted with a warning; readable by others is refused). Read when the "
+         "api role starts, its bytes wiped from memory once the TLS library has them."},
         {"api.threads", TB_CT_INT, F(api_threads), 0, "64", 1, 256, NULL, NULL,
          "Requests handled at once (the request slots); more wait up to api.queue_timeout, "
          "then get 503. A write holds its slot while it waits for its command's reply; a "

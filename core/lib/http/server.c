@@ -7,12 +7,15 @@
 #include "http/server.h"
 #include "config/config.h"
 #include "http/metrics.h"
+#include "http/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -43,6 +46,7 @@ struct tb_http_server {
         pthread_cond_t reaper_cond; /* CLOCK_MONOTONIC */
         tb_http_conn_t *conns;
         bool reaper_started, stopping;
+        atomic_bool mhd_running; /**< MHD_start_daemon() has returned it */
         pthread_t reaper;
         /* The worker slots (lim.workers): under slot_lock. */
         pthread_mutex_t slot_lock;
@@ -377,6 +381,21 @@ static enum MHD_Result tb_http_access(void *cls, struct MHD_Connection *conn, co
         return ret;
 }
 
+/* libmicrohttpd's own messages (a port it cannot bind, GnuTLS refusing a
+ * certificate, a client's failed TLS handshake) as log lines of taskbus
+ * instead of raw stderr text. */
+static void tb_http_mhd_log(void *cls, const char *fmt, va_list ap) {
+        tb_http_server_t *srv = cls;
+        char line[512];
+        vsnprintf(line, sizeof(line), fmt, ap);
+        size_t n = strlen(line);
+        while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+                line[--n] = '\0';
+        /* Before the daemon runs, a message is why it cannot start. */
+        tb_log(atomic_load(&srv->mhd_running) ? TB_LOG_INFO : TB_LOG_WARN, "http",
+               "libmicrohttpd: %s", line);
+}
+
 static void tb_http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                               enum MHD_RequestTerminationCode toe) {
         tb_http_server_t *srv = cls;
@@ -478,8 +497,8 @@ static void tb_http_fit_nofile(unsigned max_connections) {
 
 tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *app,
                        tb_http_auth_t auth, tb_http_release_t release,
-                       const tb_http_limits_t *limits, tb_http_server_t **out, char *errstr,
-                       size_t errstr_size) {
+                       const tb_http_limits_t *limits, const tb_http_tls_t *tls,
+                       tb_http_server_t **out, char *errstr, size_t errstr_size) {
         char host[128];
         const char *colon = strrchr(listen, ':');
         if (!colon || (size_t)(colon - listen) >= sizeof(host))
@@ -538,10 +557,19 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
                                  "cannot start the HTTP reaper thread: %s", strerror(rc));
         }
         srv->reaper_started = true;
+        /* HTTPS: GnuTLS parses the PEM text inside MHD_start_daemon() and
+         * keeps its own copy (see tb_http_start() in server.h). */
+        struct MHD_OptionItem tls_opts[] = {
+                {MHD_OPTION_HTTPS_MEM_CERT, 0, tls ? tls->cert_pem : NULL},
+                {MHD_OPTION_HTTPS_MEM_KEY, 0, tls ? tls->key_pem : NULL},
+                {MHD_OPTION_END, 0, NULL},
+        };
         srv->mhd = MHD_start_daemon(
                 MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-                        MHD_USE_ERROR_LOG,
-                (uint16_t)port, NULL, NULL, tb_http_access, srv, MHD_OPTION_SOCK_ADDR, &sa,
+                        MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0),
+                (uint16_t)port, NULL, NULL, tb_http_access, srv,
+                /* first, or the options before it log to stderr */
+                MHD_OPTION_EXTERNAL_LOGGER, tb_http_mhd_log, srv, MHD_OPTION_SOCK_ADDR, &sa,
                 MHD_OPTION_NOTIFY_COMPLETED, tb_http_completed, srv,
                 MHD_OPTION_NOTIFY_CONNECTION, tb_http_notify, srv,
                 MHD_OPTION_CONNECTION_LIMIT, srv->lim.max_connections,
@@ -549,13 +577,20 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
                 MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
                 MHD_OPTION_THREAD_STACK_SIZE, (size_t)TB_HTTP_THREAD_STACK,
                 MHD_OPTION_LISTENING_ADDRESS_REUSE,
-                (unsigned)1, MHD_OPTION_END);
+                (unsigned)1, MHD_OPTION_ARRAY, tls ? tls_opts : &tls_opts[2], MHD_OPTION_END);
         if (!srv->mhd) {
                 int e = errno;
                 tb_http_stop(srv);
+                if (tls)
+                        return tb_seterr(errstr, errstr_size, TB_ERR_IO,
+                                         "cannot listen on %s with TLS: %s (api.listen), or "
+                                         "GnuTLS refused api.tls_cert / api.tls_key (its "
+                                         "reason is logged just above)",
+                                         listen, strerror(e));
                 return tb_seterr(errstr, errstr_size, TB_ERR_IO,
                                  "cannot listen on %s: %s (api.listen)", listen, strerror(e));
         }
+        atomic_store(&srv->mhd_running, true);
         *out = srv;
         return TB_OK;
 }

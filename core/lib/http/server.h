@@ -86,15 +86,18 @@ typedef bool (*tb_http_auth_t)(void *app, tb_http_req_t *req, tb_http_resp_t *re
 /** Called after the handler to release req->user. */
 typedef void (*tb_http_release_t)(void *app, tb_http_req_t *req);
 
+struct tb_http_tls;
 /**
  * Start listening on \p listen ("host:port") with the NULL-pattern-terminated
- * \p routes, within \p limits (copied). Caller owns the server
- * (tb_http_stop()).
+ * \p routes, within \p limits (copied). With \p tls (http/tls.h; NULL: plain
+ * HTTP) the server speaks HTTPS only; the TLS library has taken its own copy
+ * of the certificate and key when this returns, so the caller may wipe and
+ * free \p tls at once. Caller owns the server (tb_http_stop()).
  */
 tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *app,
                        tb_http_auth_t auth, tb_http_release_t release,
-                       const tb_http_limits_t *limits, tb_http_server_t **out, char *errstr,
-                       size_t errstr_size);
+                       const tb_http_limits_t *limits, const struct tb_http_tls *tls,
+                       tb_http_server_t **out, char *errstr, size_t errstr_size);
 /** Stop accepting, wait for handlers, free. NULL allowed. */
 void tb_http_stop(tb_http_server_t *srv);
 

@@ -9,6 +9,7 @@
 #include "api/follow.h"
 #include "bus/bus.h"
 #include "http/metrics.h"
+#include "http/tls.h"
 #include "identity/signing.h"
 #include "serde/serde.h"
 
@@ -222,13 +223,26 @@ static void tb_api_teardown(tb_api_t *api) {
         free(api);
 }
 
+/* Is api.listen's host a loopback address (127.0.0.0/8 or [::1])? */
+static bool tb_api_listen_loopback(const char *listen) {
+        return !strncmp(listen, "127.", 4) || !strncmp(listen, "[::1]", 5);
+}
+
 static tb_err_t tb_api_start(tb_ctx_t *ctx, void **state, char *errstr, size_t errstr_size) {
         tb_err_t kerr = tb_sign_key_init(ctx->conf, true, errstr, errstr_size);
         if (kerr)
                 return kerr;
+        /* The certificate and key first: a wrong file fails the start at once.
+         * The key's bytes live until the server has its own copy. */
+        tb_http_tls_t tls = {0};
+        bool https = tb_http_tls_wanted(ctx->conf);
+        if (https && (kerr = tb_http_tls_load(ctx->conf, &tls, errstr, errstr_size)))
+                return kerr;
         tb_api_t *api = calloc(1, sizeof(*api));
-        if (!api)
+        if (!api) {
+                tb_http_tls_free(&tls);
                 return TB_ERR_NOMEM;
+        }
         api->ctx = ctx;
         api->wake_fd = -1;
         pthread_mutex_init(&api->lock, NULL);
@@ -276,17 +290,22 @@ static tb_err_t tb_api_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         tb_http_limits_t lim;
         tb_http_limits_from_config(ctx->conf, &lim);
         err = tb_http_start(ctx->conf->api_listen, tb_api_routes, api, tb_api_auth,
-                            tb_api_release, &lim, &api->http, errstr, errstr_size);
+                            tb_api_release, &lim, https ? &tls : NULL, &api->http, errstr,
+                            errstr_size);
+        tb_http_tls_free(&tls);
         if (err)
                 goto fail;
-        tb_info(TB_API_SUB, "listening on http://%s", ctx->conf->api_listen);
-        if (strncmp(ctx->conf->api_listen, "127.", 4) && strncmp(ctx->conf->api_listen, "[::1]", 5))
+        tb_info(TB_API_SUB, "listening on %s://%s", https ? "https" : "http",
+                ctx->conf->api_listen);
+        if (!https && !tb_api_listen_loopback(ctx->conf->api_listen))
                 tb_warn(TB_API_SUB, "api.listen %s is reachable beyond this machine over plain "
-                        "HTTP: bearer tokens cross the network unencrypted; put a TLS reverse "
-                        "proxy in front or listen on 127.0.0.1", ctx->conf->api_listen);
+                        "HTTP: bearer tokens cross the network unencrypted; set api.tls_cert "
+                        "and api.tls_key, put a TLS reverse proxy in front, or listen on "
+                        "127.0.0.1", ctx->conf->api_listen);
         *state = api;
         return TB_OK;
 fail:
+        tb_http_tls_free(&tls);
         tb_api_teardown(api);
         return err;
 }
@@ -295,7 +314,7 @@ static void tb_api_stop(void *state) { tb_api_teardown(state); }
 
 const tb_role_t tb_role_api = {
         .name = "api",
-        .description = "REST API (HTTP), /healthz and /metrics",
+        .description = "REST API (HTTP or HTTPS), /healthz and /metrics",
         .start = tb_api_start,
         .stop = tb_api_stop,
 };
