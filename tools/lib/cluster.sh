@@ -108,7 +108,7 @@ cluster_node_config() {  # n
   mkdir -p "$d"
   src=$(stack_config)
   { sed -e 's|^\([[:space:]]*replication = \)[0-9]*;|\13;|' \
-        -e "s|^\\([[:space:]]*bootstrap_servers = \\)\"[^\"]*\";|\\1\"$TASKBUS_KAFKA\";\\n        session_timeout_ms = \"30000\";|" \
+        -e "s|^\\([[:space:]]*bootstrap_servers = \\)\"[^\"]*\";|\\1\"$TASKBUS_KAFKA\";\\n        session_timeout_ms = \"30000\";\\n        transaction_timeout_ms = \"30000\";|" \
         -e "s|^\\([[:space:]]*url = \\)\"postgresql://[^\"]*\";|\\1\"$TASKBUS_PG\";|" \
         -e "s|^\\([[:space:]]*listen = \\)\"127.0.0.1:[0-9]*\";|\\1\"127.0.0.1:$(cluster_api_port "$n")\";|" \
         -e "s|^node = .*|node = \"node-$n\";|" "$src"

@@ -20,7 +20,10 @@
  *  open transaction is aborted by the broker after this long, and until then
  *  it holds back every read_committed reader of its partitions (the
  *  failover time of a killed scheduler or commands process). taskbus's
- *  transactions last milliseconds, so 10 s leaves a wide margin. */
+ *  transactions last milliseconds, so 10 s leaves a wide margin. It also
+ *  bounds message.timeout.ms: a record whose partition leader is a killed
+ *  broker fails after it, and its transaction with it. A transaction.timeout.ms
+ *  in the config's kafka group wins (docs/reliability.md, the broker kill). */
 #define TB_BUS_TXN_BROKER_TIMEOUT "10000"
 /** Retries of a commit that failed with a retriable error. */
 #define TB_BUS_COMMIT_TRIES 3
@@ -173,8 +176,9 @@ tb_err_t tb_bus_producer_new_opts(const tb_config_t *conf, const tb_producer_opt
                 }
                 if ((err = tb_bus_set(c, "transactional.id", transactional_id, errstr,
                                       errstr_size)) ||
-                    (err = tb_bus_set(c, "transaction.timeout.ms", TB_BUS_TXN_BROKER_TIMEOUT,
-                                      errstr, errstr_size)))
+                    (!tb_bus_prop(conf, "transaction.timeout.ms") &&
+                     (err = tb_bus_set(c, "transaction.timeout.ms", TB_BUS_TXN_BROKER_TIMEOUT,
+                                       errstr, errstr_size))))
                         goto fail;
         }
         /* taskbus's topics exist before any producer runs (topics ensure), so
