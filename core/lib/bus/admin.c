@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- admin ------------------------------------------------------------------ */
 
@@ -225,10 +226,10 @@ done:
  * DescribeConfigs of \p names; the caller destroys *\p ev (which owns the
  * resources in *\p res).
  */
-static tb_err_t tb_bus_describe(rd_kafka_t *rk, const char *const *names, size_t cnt,
-                                int64_t deadline_us, rd_kafka_event_t **ev,
-                                const rd_kafka_ConfigResource_t ***res, size_t *res_cnt,
-                                char *errstr, size_t errstr_size) {
+static tb_err_t tb_bus_describe_once(rd_kafka_t *rk, const char *const *names, size_t cnt,
+                                     int64_t deadline_us, rd_kafka_event_t **ev,
+                                     const rd_kafka_ConfigResource_t ***res, size_t *res_cnt,
+                                     bool *unknown, char *errstr, size_t errstr_size) {
         rd_kafka_ConfigResource_t **crs = calloc(cnt ? cnt : 1, sizeof(*crs));
         tb_bus_admin_req_t req;
         tb_err_t err = TB_OK;
@@ -250,6 +251,7 @@ static tb_err_t tb_bus_describe(rd_kafka_t *rk, const char *const *names, size_t
                 if (rd_kafka_ConfigResource_error((*res)[i])) {
                         rd_kafka_resp_err_t e = rd_kafka_ConfigResource_error((*res)[i]);
                         const char *why = rd_kafka_ConfigResource_error_string((*res)[i]);
+                        *unknown = e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
                         err = tb_seterr(errstr, errstr_size, TB_ERR_KAFKA,
                                         "describe configs of topic %s: %s",
                                         rd_kafka_ConfigResource_name((*res)[i]),
@@ -263,6 +265,23 @@ done:
         rd_kafka_ConfigResource_destroy_array(crs, cnt);
         free(crs);
         return err;
+}
+
+/* A topic just created may not be known yet to the broker that answers (a
+ * cluster propagates new topics' metadata in the background): ask again
+ * until the deadline. */
+static tb_err_t tb_bus_describe(rd_kafka_t *rk, const char *const *names, size_t cnt,
+                                int64_t deadline_us, rd_kafka_event_t **ev,
+                                const rd_kafka_ConfigResource_t ***res, size_t *res_cnt,
+                                char *errstr, size_t errstr_size) {
+        for (;;) {
+                bool unknown = false;
+                tb_err_t err = tb_bus_describe_once(rk, names, cnt, deadline_us, ev, res, res_cnt,
+                                                    &unknown, errstr, errstr_size);
+                if (!err || !unknown || tb_mono_us() + 200000 > deadline_us)
+                        return err;
+                usleep(200 * 1000);
+        }
 }
 
 static const char *tb_bus_cfg_get(const rd_kafka_ConfigResource_t *r, const char *name) {
