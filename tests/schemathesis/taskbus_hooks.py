@@ -9,7 +9,17 @@ something no schema can know, and the server rightly enforces them:
   * a cron expression must fire some day (not February 30th), a time zone
     must exist in the IANA database, a duration must be within its range
     (expiry up to 7 days, jitter shorter than the period...);
-  * a cursor is valid only if this API issued it.
+  * argv[0] must not be empty (OpenAPI 3.0 cannot say it of one item);
+  * a cursor is valid only if this API issued it; JSON integers must fit
+    in 64 bits, also inside the ignored read-only fields; an executor must be one
+    whose plugin is loaded (shell always is);
+  * home_region must be a region this deployment has (TB_ST_REGION, the
+    API's region; another one is answered 307 or 421).
+
+Also, schemathesis 4.32.5 generated bodies it counted as valid that break
+the schema's own oneOf (schedule: exactly one of once, every, cron; the task:
+one of schedule, execution_time) and propertyNames (label keys); the hook
+brings those back to the schema's rule too.
 
 Only for the cases schemathesis generates as schema-VALID (positive mode),
 this hook replaces those values with ones that satisfy the rule, so the
@@ -18,11 +28,16 @@ never touched, and schemathesis re-validates an edited case against the
 schema, so an edit cannot turn a positive case into a negative one unseen.
 """
 import datetime
+import os
+import re
 
 import schemathesis
 
 _TASK_OPERATIONS = {"createTask", "replaceTask", "replaceTaskPost", "createTaskSeed",
                     "replaceTaskSeed", "replaceTaskPostSeed"}
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _at(delta):
@@ -37,33 +52,66 @@ def _positive(case):
 
 def _fix_task(body):
     day = datetime.timedelta(days=1)
-    if "execution_time" in body:
+    if body.get("home_region") is not None:
+        body["home_region"] = os.environ.get("TB_ST_REGION", "local")
+    if body.get("execution_time") is not None:
         body["execution_time"] = _at(day)
     if body.get("expires_at") is not None:
         body["expires_at"] = _at(60 * day)
     for field, value in (("expiry", "PT30M"), ("jitter", "PT0S"), ("log_retention", "P7D")):
-        if field in body:
+        if body.get(field) is not None:
             body[field] = value
     sched = body.get("schedule")
+    if isinstance(sched, dict) and body.get("execution_time") is not None:
+        del body["execution_time"]
+    if isinstance(body.get("labels"), dict):
+        body["labels"] = {(re.sub(r"[^A-Za-z0-9._/-]", "", k)[:63] or "k%d" % i): v
+                          for i, (k, v) in enumerate(body["labels"].items())}
+    if isinstance(body.get("executor_options"), dict):
+        body["executor_options"] = {(_CONTROLS.sub("", k) or "o%d" % i): v
+                                    for i, (k, v) in enumerate(body["executor_options"].items())}
+    argv = body.get("argv")
+    if isinstance(argv, list) and argv and argv[0] == "":
+        argv[0] = "true"
+    if body.get("executor") is not None:
+        body["executor"] = "shell"
+    if isinstance(body.get("name"), str):
+        body["name"] = _CONTROLS.sub("", body["name"]) or "task"
     if isinstance(sched, dict):
-        if "once" in sched:
-            sched["once"] = _at(day)
-        if "every" in sched:
-            sched["every"] = "PT5M"
-        if "cron" in sched:
-            sched["cron"] = "0 3 * * *"
-        if "timezone" in sched:
-            sched["timezone"] = "Europe/Paris"
-        if sched.get("start_at") is not None:
-            sched["start_at"] = _at(datetime.timedelta(hours=1))
-        if sched.get("end_at") is not None:
-            sched["end_at"] = _at(30 * day)
+        kinds = [k for k in ("once", "every", "cron") if sched.get(k) is not None]
+        for k in kinds[1:]:
+            del sched[k]
+        if kinds and kinds[0] != "cron":
+            sched.pop("timezone", None)
+        if kinds and kinds[0] == "once":
+            sched.pop("start_at", None)
+            sched.pop("end_at", None)
+        for key, value in (("once", _at(day)), ("every", "PT5M"), ("cron", "0 3 * * *"),
+                           ("timezone", "Europe/Paris"),
+                           ("start_at", _at(datetime.timedelta(hours=1))),
+                           ("end_at", _at(30 * day))):
+            if sched.get(key) is not None:
+                sched[key] = value
     retries = body.get("retries")
     if isinstance(retries, dict):
-        if "backoff" in retries:
+        if retries.get("backoff") is not None:
             retries["backoff"] = "PT10S"
-        if "backoff_max" in retries:
+        if retries.get("backoff_max") is not None:
             retries["backoff_max"] = "PT10M"
+    _fit_int64(body)
+
+
+def _fit_int64(value):
+    """The server's JSON parser holds integers in 64 bits and refuses a body
+    with a larger one (400, "too big integer"), even inside an ignored
+    read-only field the schema leaves untyped."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, list) else ()
+    for key, v in list(items):
+        if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63:
+            value[key] = 0
+        else:
+            _fit_int64(v)
 
 
 @schemathesis.hook
