@@ -11,7 +11,8 @@ something no schema can know, and the server rightly enforces them:
     (expiry up to 7 days, jitter shorter than the period...);
   * argv[0] must not be empty (OpenAPI 3.0 cannot say it of one item);
   * a cursor is valid only if this API issued it; JSON integers must fit
-    in 64 bits, also inside the ignored read-only fields; an executor must be one
+    in 64 bits and object keys hold no NUL, also inside the ignored
+    read-only fields; an executor must be one
     whose plugin is loaded (shell always is);
   * home_region must be a region this deployment has (TB_ST_REGION, the
     API's region; another one is answered 307 or 421).
@@ -98,20 +99,27 @@ def _fix_task(body):
             retries["backoff"] = "PT10S"
         if retries.get("backoff_max") is not None:
             retries["backoff_max"] = "PT10M"
-    _fit_int64(body)
+    _fit_json(body)
 
 
-def _fit_int64(value):
-    """The server's JSON parser holds integers in 64 bits and refuses a body
-    with a larger one (400, "too big integer"), even inside an ignored
-    read-only field the schema leaves untyped."""
-    items = value.items() if isinstance(value, dict) else enumerate(value) \
-        if isinstance(value, list) else ()
-    for key, v in list(items):
-        if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63:
-            value[key] = 0
-        else:
-            _fit_int64(v)
+def _fit_json(value):
+    """The server's JSON parser (jansson) holds integers in 64 bits and
+    refuses object keys with a NUL byte (400 naming the byte), also inside
+    the ignored read-only fields the schema leaves untyped."""
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63:
+                value[i] = 0
+            else:
+                _fit_json(v)
+    elif isinstance(value, dict):
+        for key in list(value):
+            v = value.pop(key)
+            if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63:
+                v = 0
+            else:
+                _fit_json(v)
+            value[key.replace("\0", "")] = v
 
 
 @schemathesis.hook
