@@ -9,18 +9,17 @@ something no schema can know, and the server rightly enforces them:
   * a cron expression must fire some day (not February 30th), a time zone
     must exist in the IANA database, a duration must be within its range
     (expiry up to 7 days, jitter shorter than the period...);
-  * argv[0] must not be empty (OpenAPI 3.0 cannot say it of one item);
-  * a cursor is valid only if this API issued it; JSON integers must fit
-    in 64 bits and object keys hold no NUL, also inside the ignored
-    read-only fields; an executor must be one
-    whose plugin is loaded (shell always is);
-  * home_region must be a region this deployment has (TB_ST_REGION, the
-    API's region; another one is answered 307 or 421).
-
-Also, schemathesis 4.32.5 generated bodies it counted as valid that break
-the schema's own oneOf (schedule: exactly one of once, every, cron; the task:
-one of schedule, execution_time) and propertyNames (label keys); the hook
-brings those back to the schema's rule too.
+  * an executor must be one whose plugin is loaded (shell always is), and
+    home_region a region of this deployment (TB_ST_REGION, the API's
+    region; another one is answered 307 or 421);
+  * a cursor is valid only if this API issued it;
+  * JSON integers must fit in 64 bits and object keys hold no NUL (the
+    server's JSON parser), also inside the ignored read-only fields the
+    schema leaves untyped;
+  * argv[0] must not be empty (OpenAPI 3.0 cannot single out one item);
+  * label keys and executor option names have a character set the schema
+    states with propertyNames, a JSON Schema keyword OpenAPI 3.0 does not
+    have, so schemathesis does not generate by it.
 
 Only for the cases schemathesis generates as schema-VALID (positive mode),
 this hook replaces those values with ones that satisfy the rule, so the
@@ -63,8 +62,6 @@ def _fix_task(body):
         if body.get(field) is not None:
             body[field] = value
     sched = body.get("schedule")
-    if isinstance(sched, dict) and body.get("execution_time") is not None:
-        del body["execution_time"]
     if isinstance(body.get("labels"), dict):
         body["labels"] = {(re.sub(r"[^A-Za-z0-9._/-]", "", k)[:63] or "k%d" % i): v
                           for i, (k, v) in enumerate(body["labels"].items())}
@@ -76,17 +73,7 @@ def _fix_task(body):
         argv[0] = "true"
     if body.get("executor") is not None:
         body["executor"] = "shell"
-    if isinstance(body.get("name"), str):
-        body["name"] = _CONTROLS.sub("", body["name"]) or "task"
     if isinstance(sched, dict):
-        kinds = [k for k in ("once", "every", "cron") if sched.get(k) is not None]
-        for k in kinds[1:]:
-            del sched[k]
-        if kinds and kinds[0] != "cron":
-            sched.pop("timezone", None)
-        if kinds and kinds[0] == "once":
-            sched.pop("start_at", None)
-            sched.pop("end_at", None)
         for key, value in (("once", _at(day)), ("every", "PT5M"), ("cron", "0 3 * * *"),
                            ("timezone", "Europe/Paris"),
                            ("start_at", _at(datetime.timedelta(hours=1))),
