@@ -223,14 +223,16 @@ static bool tb_api_tasks_if_match(tb_http_req_t *req, tb_http_resp_t *resp, int6
                 return true;
         while (*h == ' ')
                 h++;
-        if (!strcmp(h, "*"))
-                return true;
-        if (!strncmp(h, "W/", 2))
-                h += 2;
-        char buf[32];
         size_t n = strlen(h);
         while (n && h[n - 1] == ' ')
                 n--;
+        if (n == 1 && h[0] == '*')
+                return true;
+        if (n >= 2 && !strncmp(h, "W/", 2)) {
+                h += 2;
+                n -= 2;
+        }
+        char buf[32];
         if (n >= 2 && h[0] == '"' && h[n - 1] == '"') {
                 h++;
                 n -= 2;
@@ -247,7 +249,8 @@ static bool tb_api_tasks_if_match(tb_http_req_t *req, tb_http_resp_t *resp, int6
         return true;
 bad:
         tb_http_error(resp, 400, "invalid_argument", "If-Match",
-                      "If-Match: expected the task's ETag, a version in quotes like \"3\"");
+                      "If-Match: expected the task's ETag, a version in quotes like \"3\" "
+                      "(W/\"3\", a bare 3 or * are also accepted)");
         return false;
 }
 

@@ -1,0 +1,120 @@
+"""Schemathesis hooks for the taskbus API test (tests/integration/test_schemathesis.c).
+
+schemas/openapi.yaml states every rule of a request that a schema can state:
+lengths, character sets, patterns, "exactly one of". A few rules depend on
+something no schema can know, and the server rightly enforces them:
+
+  * an instant must not be in the past (schedule.once, execution_time,
+    expires_at) and end_at must follow start_at;
+  * a cron expression must fire some day (not February 30th), a time zone
+    must exist in the IANA database, a duration must be within its range
+    (expiry up to 7 days, jitter shorter than the period...);
+  * an executor must be one whose plugin is loaded (shell always is), and
+    home_region a region of this deployment (TB_ST_REGION, the API's
+    region; another one is answered 307 or 421);
+  * a cursor is valid only if this API issued it;
+  * JSON integers must fit in 64 bits and object keys hold no NUL (the
+    server's JSON parser), also inside the ignored read-only fields the
+    schema leaves untyped;
+  * argv[0] must not be empty (OpenAPI 3.0 cannot single out one item);
+  * label keys and executor option names have a character set the schema
+    states with propertyNames, a JSON Schema keyword OpenAPI 3.0 does not
+    have, so schemathesis does not generate by it.
+
+Only for the cases schemathesis generates as schema-VALID (positive mode),
+this hook replaces those values with ones that satisfy the rule, so the
+positive_data_acceptance check tests everything else. Negative cases are
+never touched, and schemathesis re-validates an edited case against the
+schema, so an edit cannot turn a positive case into a negative one unseen.
+"""
+import datetime
+import os
+import re
+
+import schemathesis
+
+_TASK_OPERATIONS = {"createTask", "replaceTask", "replaceTaskPost", "createTaskSeed",
+                    "replaceTaskSeed", "replaceTaskPostSeed"}
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _at(delta):
+    t = datetime.datetime.now(datetime.timezone.utc) + delta
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _positive(case):
+    meta = getattr(case, "meta", None)
+    return meta is not None and meta.generation.mode.is_positive
+
+
+def _fix_task(body):
+    day = datetime.timedelta(days=1)
+    if body.get("home_region") is not None:
+        body["home_region"] = os.environ.get("TB_ST_REGION", "local")
+    if body.get("execution_time") is not None:
+        body["execution_time"] = _at(day)
+    if body.get("expires_at") is not None:
+        body["expires_at"] = _at(60 * day)
+    for field, value in (("expiry", "PT30M"), ("jitter", "PT0S"), ("log_retention", "P7D")):
+        if body.get(field) is not None:
+            body[field] = value
+    sched = body.get("schedule")
+    if isinstance(body.get("labels"), dict):
+        body["labels"] = {(re.sub(r"[^A-Za-z0-9._/-]", "", k)[:63] or "k%d" % i): v
+                          for i, (k, v) in enumerate(body["labels"].items())}
+    if isinstance(body.get("executor_options"), dict):
+        body["executor_options"] = {(_CONTROLS.sub("", k) or "o%d" % i): v
+                                    for i, (k, v) in enumerate(body["executor_options"].items())}
+    argv = body.get("argv")
+    if isinstance(argv, list) and argv and argv[0] == "":
+        argv[0] = "true"
+    if body.get("executor") is not None:
+        body["executor"] = "shell"
+    if isinstance(sched, dict):
+        for key, value in (("once", _at(day)), ("every", "PT5M"), ("cron", "0 3 * * *"),
+                           ("timezone", "Europe/Paris"),
+                           ("start_at", _at(datetime.timedelta(hours=1))),
+                           ("end_at", _at(30 * day))):
+            if sched.get(key) is not None:
+                sched[key] = value
+    retries = body.get("retries")
+    if isinstance(retries, dict):
+        if retries.get("backoff") is not None:
+            retries["backoff"] = "PT10S"
+        if retries.get("backoff_max") is not None:
+            retries["backoff_max"] = "PT10M"
+    _fit_json(body)
+
+
+def _fit_json(value):
+    """The server's JSON parser (jansson) holds integers in 64 bits and
+    refuses object keys with a NUL byte (400 naming the byte), also inside
+    the ignored read-only fields the schema leaves untyped."""
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63:
+                value[i] = 0
+            else:
+                _fit_json(v)
+    elif isinstance(value, dict):
+        for key in list(value):
+            v = value.pop(key)
+            if isinstance(v, int) and not isinstance(v, bool) and not -2**63 <= v < 2**63:
+                v = 0
+            else:
+                _fit_json(v)
+            value[key.replace("\0", "")] = v
+
+
+@schemathesis.hook
+def before_call(ctx, case, kwargs):
+    if not _positive(case):
+        return
+    if isinstance(case.query, dict) and "cursor" in case.query:
+        del case.query["cursor"]
+    op = case.operation.definition.raw.get("operationId")
+    if op in _TASK_OPERATIONS and isinstance(case.body, dict):
+        _fix_task(case.body)
