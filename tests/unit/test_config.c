@@ -535,6 +535,11 @@ Test(config, cross_field_checks) {
         expect_error("postgres = { url = \"nonsense\"; };\n",
                      "1: postgres.url: not a valid libpq connection string: missing \"=\" "
                      "after \"nonsense\" in connection info string");
+        /* libpq quotes the URI, password and all: masked */
+        expect_error("postgres = { url = \"postgresql://tb:Pa55word@[::1/tb\"; };\n",
+                     "1: postgres.url: not a valid libpq connection string: end of string "
+                     "reached when looking for matching \"]\" in IPv6 host address in URI: "
+                     "\"postgresql://tb:****@[::1/tb\"");
         expect_error("topics = { prefix = \"task bus.\"; };\n",
                      "1: topics.prefix: \"task bus.\" cannot prefix a Kafka topic name: use "
                      "only letters, digits, '.', '_' and '-', at most 228 characters");

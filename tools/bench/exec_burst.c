@@ -63,8 +63,12 @@ static const char *env_or(const char *name, const char *dflt) {
 static void pg_url_for(const char *base, const char *db, char *out, size_t size) {
         char *perr = NULL;
         PQconninfoOption *opts = PQconninfoParse(base, &perr);
-        if (!opts)
-                die("TASKBUS_PG '%s': %s", base, perr ? perr : "unparsable");
+        if (!opts) {
+                char shown[1024], why[512];
+                tb_store_oneline_redacted(base, base, shown, sizeof(shown));
+                tb_store_oneline_redacted(base, perr ? perr : "unparsable", why, sizeof(why));
+                die("TASKBUS_PG '%s': %s", shown, why);
+        }
         size_t len = 0;
         out[0] = '\0';
         for (PQconninfoOption *o = opts; o->keyword; o++)
@@ -79,8 +83,12 @@ static void admin_sql(const char *base, const char *sql) {
         char url[1024];
         pg_url_for(base, "postgres", url, sizeof(url));
         PGconn *c = PQconnectdb(url);
-        if (PQstatus(c) != CONNECTION_OK)
-                die("connect %s: %s", url, PQerrorMessage(c));
+        if (PQstatus(c) != CONNECTION_OK) {
+                char shown[1024], why[512];
+                tb_store_oneline_redacted(url, url, shown, sizeof(shown));
+                tb_store_oneline_redacted(url, PQerrorMessage(c), why, sizeof(why));
+                die("connect %s: %s", shown, why);
+        }
         PGresult *r = PQexec(c, sql);
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
                 die("%s: %s", sql, PQerrorMessage(c));

@@ -4,6 +4,7 @@
  *        environment), and their list for docs/configuration.md.
  */
 #include "config/config_internal.h"
+#include "store/store.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -116,14 +117,14 @@ tb_err_t tb_config_finalize(tb_config_ctx_t *ctx, tb_config_t *conf, char *errst
         char *pqerr = NULL;
         PQconninfoOption *opts = PQconninfoParse(conf->pg_url ? conf->pg_url : "", &pqerr);
         if (!opts || !conf->pg_url || !*conf->pg_url) {
+                /* libpq's message may quote the string, password and all:
+                 * mask it, and keep errstr one line. */
+                char why[512];
+                tb_store_oneline_redacted(conf->pg_url, pqerr, why, sizeof(why));
                 tb_err_t err = tb_seterr(
                         errstr, errstr_size, TB_ERR_INVALID,
                         "%s: not a valid libpq connection string: %s", ORIGIN("postgres.url"),
-                        pqerr ? pqerr : "empty; expected e.g. \"postgresql://user@host:5432/db\"");
-                /* libpq's messages end in a newline; keep errstr one line. */
-                size_t el = strlen(errstr ? errstr : "");
-                if (el && errstr[el - 1] == '\n')
-                        errstr[el - 1] = '\0';
+                        pqerr ? why : "empty; expected e.g. \"postgresql://user@host:5432/db\"");
                 PQfreemem(pqerr);
                 PQconninfoFree(opts);
                 return err;

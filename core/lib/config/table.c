@@ -61,7 +61,10 @@ const tb_config_prop_t tb_config_props[] = {
 
         {"postgres.url", TB_CT_STRING, F(pg_url), 0,
          "postgresql://taskbus@127.0.0.1:55432/taskbus", 0, 0, NULL, "TASKBUS_PG",
-         "libpq connection string (URI or key=value form) of the projection database."},
+         "libpq connection string (URI or key=value form) of the projection database; every "
+         "libpq parameter works, e.g. sslmode=verify-full&sslrootcert=CA.pem for TLS and "
+         "passfile=FILE (mode 0600) for the password, which then stays out of the string "
+         "(docs/deploy.md). taskbus never prints the string's password."},
         {"postgres.pool_size", TB_CT_INT, F(pg_pool_size), 0, "8", 1, 1000, NULL,
          NULL, "Connections per process in the PostgreSQL pool."},
 

@@ -65,6 +65,149 @@ void tb_store_oneline(const char *in, char *out, size_t out_size) {
         out[o] = '\0';
 }
 
+/* ---- passwords out of messages ------------------------------------------- */
+
+#define TB_STORE_MAX_SECRETS 8
+#define TB_STORE_MASK "****"
+
+typedef struct tb_store_secret {
+        const char *s;
+        size_t len;
+} tb_store_secret_t;
+
+static void tb_store_secret_add(tb_store_secret_t *sec, size_t *n, size_t max, const char *s,
+                                size_t len) {
+        if (len && *n < max) {
+                sec[*n].s = s;
+                sec[*n].len = len;
+                (*n)++;
+        }
+}
+
+static int tb_store_hexval(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+/* Every password \p ci spells, as spans of it: the URI's user:PASSWORD@
+ * (libpq's rule: the userinfo ends at the first '@' before any '/') and
+ * each password=VALUE (a URI parameter ends at '&'; a key=value value is a
+ * word or a '...' string). Any "password =" counts, wherever it stands:
+ * masking too much is harmless. */
+static size_t tb_store_secrets(const char *ci, tb_store_secret_t *sec) {
+        size_t n = 0;
+        bool uri = !strncmp(ci, "postgresql://", 13) || !strncmp(ci, "postgres://", 11);
+        if (uri) {
+                const char *p = strstr(ci, "://") + 3, *q = p;
+                while (*q && *q != '@' && *q != '/')
+                        q++;
+                if (*q == '@') {
+                        const char *colon = memchr(p, ':', (size_t)(q - p));
+                        if (colon)
+                                tb_store_secret_add(sec, &n, TB_STORE_MAX_SECRETS, colon + 1, (size_t)(q - colon - 1));
+                }
+        }
+        for (const char *k = strstr(ci, "password"); k; k = strstr(k + 1, "password")) {
+                const char *v = k + 8;
+                while (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')
+                        v++;
+                if (*v != '=')
+                        continue;
+                v++;
+                while (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r')
+                        v++;
+                const char *e = v;
+                if (!uri && *v == '\'') {
+                        for (e = ++v; *e && *e != '\''; e++)
+                                if (*e == '\\' && e[1])
+                                        e++;
+                } else {
+                        while (*e && (uri ? *e != '&' : !strchr(" \t\n\r", *e)))
+                                e++;
+                }
+                tb_store_secret_add(sec, &n, TB_STORE_MAX_SECRETS, v, (size_t)(e - v));
+        }
+        return n;
+}
+
+/* \p s of \p len decoded (%XX in a URI, \x in a quoted key=value string)
+ * into \p out, which has room for len + 1. @returns the decoded length. */
+static size_t tb_store_secret_decode(const char *s, size_t len, bool uri, char *out) {
+        size_t o = 0;
+        for (size_t i = 0; i < len; i++) {
+                int hi, lo;
+                if (uri && s[i] == '%' && i + 2 < len && (hi = tb_store_hexval(s[i + 1])) >= 0 &&
+                    (lo = tb_store_hexval(s[i + 2])) >= 0) {
+                        out[o++] = (char)(hi * 16 + lo);
+                        i += 2;
+                } else if (!uri && s[i] == '\\' && i + 1 < len) {
+                        out[o++] = s[++i];
+                } else {
+                        out[o++] = s[i];
+                }
+        }
+        out[o] = '\0';
+        return o;
+}
+
+void tb_store_oneline_redacted(const char *conninfo, const char *in, char *out,
+                               size_t out_size) {
+        if (!out_size)
+                return;
+        tb_store_secret_t sec[2 * TB_STORE_MAX_SECRETS];
+        size_t n = conninfo ? tb_store_secrets(conninfo, sec) : 0;
+        if (!n) {
+                tb_store_oneline(in, out, out_size);
+                return;
+        }
+        /* The decoded spelling of each too (a message may quote either). */
+        size_t total = 0;
+        for (size_t i = 0; i < n; i++)
+                total += sec[i].len + 1;
+        char *dec = malloc(total);
+        size_t line_size = strlen(in ? in : "") + 1;
+        char *line = malloc(line_size);
+        if (!dec || !line) {
+                free(dec);
+                free(line);
+                /* never risk printing the secret: say nothing rather */
+                tb_snprintf(out, out_size, "(message withheld: out of memory)");
+                return;
+        }
+        bool uri = !strncmp(conninfo, "postgresql://", 13) || !strncmp(conninfo, "postgres://", 11);
+        size_t nraw = n;
+        char *d = dec;
+        for (size_t i = 0; i < nraw; i++) {
+                size_t dl = tb_store_secret_decode(sec[i].s, sec[i].len, uri, d);
+                if (dl != sec[i].len || memcmp(d, sec[i].s, dl))
+                        tb_store_secret_add(sec, &n, 2 * TB_STORE_MAX_SECRETS, d, dl);
+                d += sec[i].len + 1;
+        }
+        tb_store_oneline(in, line, line_size);
+        size_t o = 0;
+        for (const char *p = line; *p && o + 1 < out_size;) {
+                size_t hit = 0;
+                for (size_t i = 0; i < n; i++)
+                        if (sec[i].len > hit && !strncmp(p, sec[i].s, sec[i].len))
+                                hit = sec[i].len;
+                if (hit) {
+                        for (const char *m = TB_STORE_MASK; *m && o + 1 < out_size; m++)
+                                out[o++] = *m;
+                        p += hit;
+                } else {
+                        out[o++] = *p++;
+                }
+        }
+        out[o] = '\0';
+        free(dec);
+        free(line);
+}
+
 /* PostgreSQL reports NOTICEs and, on a session it ends by itself
  * (pg_terminate_backend, shutdown), the FATAL reason as an unsolicited
  * message: route them to our log rather than libpq's stderr default. */
@@ -153,7 +296,7 @@ tb_err_t tb_store_open_with(const tb_config_t *conf, int64_t size, int64_t state
         store->slots[0].conn = conn;
         if (PQstatus(conn) != CONNECTION_OK) {
                 char msg[512];
-                tb_store_oneline(PQerrorMessage(conn), msg, sizeof(msg));
+                tb_store_oneline_redacted(store->url, PQerrorMessage(conn), msg, sizeof(msg));
                 /* Name the target by its parts: the URL may hold a password. */
                 err = tb_seterr(errstr, errstr_size, TB_ERR_PG,
                                 "postgres.url: cannot connect to PostgreSQL (host %s, port %s, "
@@ -229,21 +372,21 @@ static void tb_store_probe(PGconn *conn) {
         }
 }
 
-static void tb_store_prepare(PGconn *conn, bool force_reset) {
+static void tb_store_prepare(const tb_store_t *store, PGconn *conn, bool force_reset) {
         if (!force_reset)
                 tb_store_probe(conn);
         if (!force_reset && PQstatus(conn) == CONNECTION_OK)
                 return;
         if (!force_reset) {
                 char msg[512];
-                tb_store_oneline(PQerrorMessage(conn), msg, sizeof(msg));
+                tb_store_oneline_redacted(store->url, PQerrorMessage(conn), msg, sizeof(msg));
                 tb_warn(TB_STORE_SUBSYS, "connection to PostgreSQL lost (%s); reconnecting",
                         *msg ? msg : "no reason given");
         }
         PQreset(conn);
         if (PQstatus(conn) != CONNECTION_OK) {
                 char msg[512];
-                tb_store_oneline(PQerrorMessage(conn), msg, sizeof(msg));
+                tb_store_oneline_redacted(store->url, PQerrorMessage(conn), msg, sizeof(msg));
                 tb_warn(TB_STORE_SUBSYS, "reconnecting to PostgreSQL failed: %s", msg);
         }
 }
@@ -293,7 +436,7 @@ PGconn *tb_store_acquire_timeout(tb_store_t *store, int timeout_ms) {
         pthread_mutex_unlock(&store->lock);
 
         if (conn) {
-                tb_store_prepare(conn, force_reset);
+                tb_store_prepare(store, conn, force_reset);
                 return conn;
         }
         conn = tb_store_connect(store);
@@ -310,7 +453,7 @@ PGconn *tb_store_acquire_timeout(tb_store_t *store, int timeout_ms) {
         }
         if (PQstatus(conn) != CONNECTION_OK) {
                 char msg[512];
-                tb_store_oneline(PQerrorMessage(conn), msg, sizeof(msg));
+                tb_store_oneline_redacted(store->url, PQerrorMessage(conn), msg, sizeof(msg));
                 tb_warn(TB_STORE_SUBSYS, "connecting to PostgreSQL failed: %s", msg);
         }
         return conn;
@@ -400,8 +543,8 @@ tb_err_t tb_store_connect_one(const char *conninfo, PGconn **out, char *errstr,
                 return TB_OK;
         }
         char m[512];
-        tb_snprintf(m, sizeof(m), "%s", conn ? PQerrorMessage(conn) : "out of memory");
-        m[strcspn(m, "\n")] = '\0';
+        tb_store_oneline_redacted(conninfo, conn ? PQerrorMessage(conn) : "out of memory", m,
+                                  sizeof(m));
         PQfinish(conn);
         return tb_seterr(errstr, errstr_size, TB_ERR_PG, "%s", m);
 }

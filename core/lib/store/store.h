@@ -61,6 +61,21 @@ PGconn *tb_store_acquire_timeout(tb_store_t *store, int timeout_ms);
 void tb_store_release(tb_store_t *store, PGconn *conn);
 
 /**
+ * @brief \p in (a libpq message, may be NULL) as one line in \p out, with
+ *        every password \p conninfo holds replaced by "****".
+ *
+ * libpq's parse errors quote the connection string, or the part of it that
+ * is wrong ("invalid percent-encoded token: ..."): a message about a
+ * connection made from a URL that may carry a password (postgres.url,
+ * TASKBUS_PG, --into) goes through this before it is logged or returned.
+ * The passwords are the URI's user:PASSWORD@ and every password=VALUE, as
+ * written and percent- or backslash-decoded. \p conninfo NULL: no masking.
+ * @locality any thread.
+ */
+void tb_store_oneline_redacted(const char *conninfo, const char *in, char *out,
+                               size_t out_size);
+
+/**
  * @brief One PostgreSQL connection (not a pool) to \p conninfo (a libpq URL),
  *        for a program that needs a single connection to a database that may
  *        not be postgres.url (the CLI's replay --into, history).

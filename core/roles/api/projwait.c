@@ -64,9 +64,15 @@ out:
 }
 
 static PGconn *tb_api_listen_connect(tb_api_t *api) {
-        PGconn *c = PQconnectdb(api->ctx->conf->pg_url);
+        /* named like the pool's connections (pg_stat_activity) unless the URL names it */
+        const char *keys[] = {"fallback_application_name", "dbname", NULL};
+        const char *vals[] = {"taskbus", api->ctx->conf->pg_url, NULL};
+        PGconn *c = PQconnectdbParams(keys, vals, 1);
         if (!c || PQstatus(c) != CONNECTION_OK) {
-                tb_debug(TB_API_SUB, "projection listener: %s", c ? PQerrorMessage(c) : "oom");
+                char msg[512];
+                tb_store_oneline_redacted(api->ctx->conf->pg_url, c ? PQerrorMessage(c) : "oom",
+                                          msg, sizeof(msg));
+                tb_debug(TB_API_SUB, "projection listener: %s", msg);
                 PQfinish(c);
                 return NULL;
         }
