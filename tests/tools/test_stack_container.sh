@@ -9,7 +9,8 @@
 # "executor": "container" and the image localhost/taskbus-test:latest, runs it now, and
 # the run must end "succeeded" with exit code 0 and the script's output in its log.
 # Before that, the same `up` with TASKBUS_PODMAN=0 must report the container executor
-# not ready (the report is read from the daemon's log, not assumed).
+# not ready (the report is read from the daemon's log, not assumed), with the same
+# config path and so the same node name.
 # Needs root and podman (apt-get install podman runc uidmap busybox-static): without them
 # it fails, it does not skip. Leaves Kafka and PostgreSQL running; stops the taskbusd and
 # the podman service it started.
@@ -49,6 +50,12 @@ else
   bad "without podman's service the report does not say the container executor is not ready"
 fi
 grep -qE '^  shell +ready' "$tmp/ex0.txt" && ok "shell reported ready" || bad "shell not reported ready"
+# taskbusd's node (its static Kafka group membership) hashes the config path: with and
+# without podman the stack must run the same path, or the scheduler partitions of the
+# previous member would wait for its session timeout after the switch.
+member() { tail -c +"$(( $(cat "$TASKBUS_STACK_DIR/taskbusd/log.start") + 1 ))" "$TASKBUS_STACK_DIR/taskbusd/taskbusd.log" |
+  sed -n 's/.*scheduler: member \([^ ]*\) of group.*/\1/p' | head -n 1; }
+node0=$(member)
 "$stack" taskbusd-down >/dev/null
 
 # ---- as ./tools/run: podman's service, the generated config, taskbusd --------------
@@ -69,6 +76,9 @@ else
 fi
 "$stack" executors >"$tmp/ex.txt" || true
 cat "$tmp/ex.txt"
+node=$(member)
+[[ -n $node && $node == "$node0" ]] && ok "the same node ($node) with and without podman" ||
+  bad "the node changed from '$node0' to '$node' when podman's service came up"
 grep -qE "^  container +ready: engine $sock" "$tmp/ex.txt" &&
   ok "the container executor is reported ready" || bad "the container executor is not reported ready"
 grep -qE '^  ssh +loaded, but no group can use it: set groups.NAME.ssh_key' "$tmp/ex.txt" &&
