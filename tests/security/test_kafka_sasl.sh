@@ -57,6 +57,7 @@ t0=$(date +%s)
 "$S/tools/stack" secure-up
 echo "secure broker with ACLs up in $(( $(date +%s) - t0 )) s on 127.0.0.1:$TB_SECURE_KAFKA_PORT"
 SK=$TASKBUS_STACK_DIR/kafka-secure
+secure_pw() { cat "$SK/secrets/$1.password"; }
 for u in taskbus-control taskbus-executor taskbus-external; do
   (umask 077; "$S/tools/stack" secure-props "$u" >"$tmp/$u.librdkafka")
 done
@@ -101,6 +102,24 @@ check "a wrong password: the error names the broker 127.0.0.1:$TB_SECURE_KAFKA_P
 check "a wrong password: it is not in the output" \
   bash -c '! grep -qF "$(cat "$1")" "$2"' _ "$tmp/wrong.password" "$tmp/wrong.log"
 grep -m3 -i "sasl\|authenticat" "$tmp/wrong.log" | sed 's/^/    /' || true
+
+# a CA that did not sign the broker's certificate
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$tmp/other-ca.key" -out "$tmp/other-ca.crt" -days 1 \
+  -subj "/CN=another-ca" >/dev/null 2>&1
+(umask 077; config taskbus-control | sed "s|ssl_ca_location = \"[^\"]*\"|ssl_ca_location = \"$tmp/other-ca.crt\"|" >"$tmp/wrongca.conf")
+rc=0
+timeout 90 "$B/bin/taskbusd" --config "$tmp/wrongca.conf" --roles commands >"$tmp/wrongca.log" 2>&1 || rc=$?
+check "a CA that did not sign the broker: taskbusd stops at start with a TLS error naming kafka.ssl_ca_location (exit $rc)" \
+  bash -c '[[ $1 -ne 0 && $1 -ne 124 ]] && grep -q "TLS failed: .*check kafka.ssl_ca_location" "$2"' _ "$rc" "$tmp/wrongca.log"
+grep -m1 "TLS failed" "$tmp/wrongca.log" | cut -c1-220 | sed 's/^/    /' || true
+# a secret inline in a config file others can read: a warning, the secret not in it
+config taskbus-control | sed "s|sasl_password_file = \"[^\"]*\"|sasl_password = \"$(secure_pw taskbus-control)\"|" >"$tmp/inline.conf"
+chmod 644 "$tmp/inline.conf"
+"$B/bin/taskbusd" --check-config "$tmp/inline.conf" >"$tmp/inline.log" 2>&1 || bad "--check-config of a config with sasl_password: $(cat "$tmp/inline.log")"
+check "a secret inline in a 0644 config: warning to chmod 600 it, the password not printed" \
+  bash -c 'grep -q "holds the secret kafka.sasl_password and has mode 0644: chmod 600" "$1" && ! grep -qF "$2" "$1"' \
+  _ "$tmp/inline.log" "$(secure_pw taskbus-control)"
+rm -f "$tmp/inline.conf"
 
 # ---- 2. the admin principal: schema and topics ----------------------------------
 check "taskbus admin migrate (taskbus-admin)" \
@@ -163,6 +182,12 @@ check "external: produce to task-commands is allowed" \
   bash -c 'echo "not-avro" | timeout 30 kcat -F "$1" -P -t "$2task-commands" -k sasl-acl-check >"$3" 2>&1 && ! grep -qi "error" "$3"' \
   _ "$tmp/taskbus-external.librdkafka" "$prefix" "$tmp/kcat.out"
 check "external: read task-replies is allowed" kc taskbus-external -C -t "${prefix}task-replies" -o beginning -e -q
+t0=$(date +%s)
+check "external: a signed CREATE on task-commands is ACCEPTED, its reply read (tests/interop/external_producer.py)" \
+  bash -c 'TB_KAFKA_PROPS="$1" timeout 120 /usr/bin/python3 "$2/tests/interop/external_producer.py" \
+             "127.0.0.1:$3" "$4" "$5" ops tester >"$6" 2>&1' \
+  _ "$tmp/taskbus-external.librdkafka" "$S" "$TB_SECURE_KAFKA_PORT" "$prefix" "$token" "$tmp/external.out"
+echo "    $(tail -n1 "$tmp/external.out" | cut -c1-160) ($(( $(date +%s) - t0 )) s)"
 check "external: produce to task-events is denied (TOPIC_AUTHORIZATION_FAILED)" \
   bash -c '! (echo forged | timeout 30 kcat -F "$1" -P -t "$2task-events" -k x >"$3" 2>&1) || grep -qi "authoriz" "$3"; grep -qi "authoriz" "$3"' \
   _ "$tmp/taskbus-external.librdkafka" "$prefix" "$tmp/kcat.out"
