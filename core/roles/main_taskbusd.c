@@ -280,6 +280,12 @@ int main(int argc, char **argv) {
                 rc = run_init(&ctx);
                 goto out;
         }
+        /* a wrong SASL password or CA stops here, with the reason, before any role */
+        if (tb_bus_check_access(ctx.conf, 15000, err, sizeof(err)) != TB_OK) {
+                fprintf(stderr, "taskbusd: %s\n", err);
+                rc = 1;
+                goto out;
+        }
 
         void *states[16] = {0};
         size_t started = 0;

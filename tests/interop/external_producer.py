@@ -13,8 +13,9 @@ produces, kcat reads the replies, the standard library signs.
 3. produces a command in the old form (`authorization: Bearer <token>`) and reads
    its REJECTED reply (UNAUTHENTICATED, saying bearer tokens are no longer accepted).
 Prints one JSON line {"task_id", "version", "malformed_reason", "old_form_*"}; exit 0
-when the replies are as expected, 1 otherwise. Uses the same hand-made single-object
-framing as avro_interop.py (python-avro 1.11 has none).
+when the replies are as expected, 1 otherwise. TB_KAFKA_PROPS, when set, names a file
+of librdkafka properties (key=value lines: SASL, TLS) the producer and kcat both use.
+Uses the same hand-made single-object framing as avro_interop.py (python-avro 1.11 has none).
 """
 import hashlib
 import hmac
@@ -69,11 +70,33 @@ def sign(token, user, key, value, ts_ms=None):
     return {"tb-principal": principal, "tb-auth": "v1;kid=%s;ts=%d;sig=%s" % (kid, ts, sig)}
 
 
+def extra_props():
+    """The librdkafka properties of the file TB_KAFKA_PROPS names ({} without it)."""
+    path = os.environ.get("TB_KAFKA_PROPS")
+    if not path:
+        return {}
+    props = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                k, _, v = line.partition("=")
+                props[k.strip()] = v.strip()
+    return props
+
+
+def kcat_props():
+    path = os.environ.get("TB_KAFKA_PROPS")
+    return ["-F", path] if path else []
+
+
 def produce(bootstrap, topic, key, value, headers):
     # murmur2: the partitioner taskbus (and the Java client) uses, so a task's
     # commands land on the partition of its events
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                  "partitioner": "murmur2_random"})
+    conf = extra_props()
+    conf.update({"bootstrap.servers": bootstrap, "acks": "all",
+                 "partitioner": "murmur2_random"})
+    p = Producer(conf)
     errors = []
     p.produce(topic, key=key.encode(), value=value, headers=list(headers.items()),
               on_delivery=lambda err, msg: err and errors.append(err))
@@ -86,7 +109,7 @@ def read_reply(bootstrap, topic, correlation_id, schema, timeout_s=60):
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         out = subprocess.run(
-            ["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q",
+            ["kcat"] + kcat_props() + ["-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q",
              "-X", "isolation.level=read_committed", "-f", "%K %S\n%k%s"],
             check=True, stdout=subprocess.PIPE).stdout
         pos = 0

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void clear_env(void) {
@@ -326,6 +327,50 @@ Test(config, kafka_good_properties_pass_through_with_dots) {
         cr_assert_eq(c->kafka_cnt, 2);
         cr_assert_str_eq(kafka_get(c, "bootstrap.servers"), "127.0.0.1:9092");
         tb_config_destroy(c);
+}
+
+/* kafka.sasl_password_file: the secret comes from its own file, mode 0600 */
+Test(config, kafka_secret_from_a_file) {
+        char *pw = tbt_write_temp(".password", "s3cret-from-file\n");
+        cr_assert(pw);
+        cr_assert_eq(chmod(pw, 0600), 0);
+        char text[1024];
+        snprintf(text, sizeof(text),
+                 "kafka = { security_protocol = \"SASL_SSL\"; sasl_username = \"u\";\n"
+                 "          sasl_password_file = \"%s\"; };\n", pw);
+        tb_config_t *c = load_ok(text);
+        cr_assert_str_eq(kafka_get(c, "sasl.password"), "s3cret-from-file");
+        cr_assert_null(kafka_get(c, "sasl.password.file"));
+        tb_config_destroy(c);
+
+        /* inline and from a file at once */
+        snprintf(text, sizeof(text),
+                 "kafka = { sasl_password = \"x\"; sasl_password_file = \"%s\"; };\n", pw);
+        expect_error_has(text, "kafka.sasl_password_file: sasl.password is set twice");
+
+        /* readable by others: refused, and the message says how to fix it */
+        cr_assert_eq(chmod(pw, 0644), 0);
+        snprintf(text, sizeof(text), "kafka = { sasl_password_file = \"%s\"; };\n", pw);
+        expect_error_has(text, "has mode 0644: other users can read the secret; chmod 600");
+        char errstr[1024];
+        tb_config_t *none = NULL;
+        cr_assert_neq(load_text(text, &none, NULL, errstr, sizeof(errstr)), TB_OK);
+        cr_assert_null(strstr(errstr, "s3cret"), "the secret leaked: %s", errstr);
+
+        /* empty, several lines, missing */
+        FILE *fp = fopen(pw, "w");
+        cr_assert(fp);
+        fputs("a\nb\n", fp);
+        fclose(fp);
+        cr_assert_eq(chmod(pw, 0600), 0);
+        expect_error_has(text, "must hold the secret alone, on one line (it is several lines)");
+        unlink(pw);
+        expect_error_has(text, "kafka.sasl_password_file: cannot open");
+        free(pw);
+
+        /* a _file key of a property that is no secret is not special */
+        expect_error_has("kafka = { client_id_file = \"/x\"; };\n",
+                         "No such configuration property: \"client.id.file\"");
 }
 
 static int64_t dur(const char *s) {

@@ -414,6 +414,9 @@ tb_err_t tb_bus_topics_ensure(const tb_config_t *conf, int timeout_ms, char *err
                                  conf->topic_partitions, conf->topic_replication);
         for (int t = 0; t < TB_TOPIC__COUNT; t++)
                 tb_bus_spec(conf, (tb_topic_t)t, &specs[t]);
+        if ((err = tb_bus_check_access(conf, timeout_ms < 15000 ? timeout_ms : 15000, errstr,
+                                       errstr_size)))
+                return err;
         if ((err = tb_bus_admin_new(conf, &rk, errstr, errstr_size)))
                 return err;
         if ((err = tb_bus_metadata(conf, rk, deadline, &md, errstr, errstr_size)))

@@ -282,6 +282,19 @@ tb_err_t tb_bus_header_get(const rd_kafka_message_t *msg, const char *name,
  */
 tb_err_t tb_bus_prop_check(const char *key, const char *value, char *errstr, size_t errstr_size);
 
+/**
+ * When the `kafka` group asks for SASL or TLS (security.protocol other than
+ * plaintext), connect once and wait up to \p timeout_ms for the broker's
+ * answer, so that a wrong password or an untrusted certificate stops a
+ * process at start with a message naming the principal, the broker and the
+ * settings to fix, instead of roles retrying in the background. A broker
+ * that does not answer in time is not an error (roles wait for Kafka as
+ * they always do). Never prints a secret.
+ * @returns TB_OK, TB_ERR_UNAUTHENTICATED (SASL refused) or TB_ERR_KAFKA (TLS).
+ */
+tb_err_t tb_bus_check_access(const tb_config_t *conf, int timeout_ms, char *errstr,
+                             size_t errstr_size);
+
 /** Build a librdkafka conf from \p conf's pass-through props (caller owns). */
 tb_err_t tb_bus_conf_new(const tb_config_t *conf, rd_kafka_conf_t **out, char *errstr,
                          size_t errstr_size);

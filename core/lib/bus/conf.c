@@ -13,6 +13,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 static const char *tb_topic_shorts[TB_TOPIC__COUNT] = {
         [TB_TOPIC_COMMANDS] = "task-commands",
@@ -82,7 +83,9 @@ tb_err_t tb_bus_set(rd_kafka_conf_t *c, const char *key, const char *value,
         char rkerr[512];
         if (rd_kafka_conf_set(c, key, value, rkerr, sizeof(rkerr)) != RD_KAFKA_CONF_OK)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "kafka property %s=\"%s\": %s", key, value, rkerr);
+                                 "kafka property %s=\"%s\": %s", key,
+                                 tb_config_kafka_secret(key) ? "(secret, not shown)" : value,
+                                 rkerr);
         return TB_OK;
 }
 
@@ -132,6 +135,74 @@ tb_err_t tb_bus_conf_new(const tb_config_t *conf, rd_kafka_conf_t **out, char *e
         return TB_OK;
 fail:
         rd_kafka_conf_destroy(c);
+        return err;
+}
+
+/* ---- start-up access check ------------------------------------------------- */
+
+/** The first authentication or TLS error a check handle saw. */
+typedef struct tb_bus_access {
+        rd_kafka_resp_err_t err;
+        char reason[512];
+} tb_bus_access_t;
+
+static void tb_bus_access_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+        tb_bus_access_t *a = opaque;
+        (void)rk;
+        if (a->err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            (err == RD_KAFKA_RESP_ERR__AUTHENTICATION || err == RD_KAFKA_RESP_ERR__SSL ||
+             err == RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED)) {
+                a->err = (rd_kafka_resp_err_t)err;
+                tb_snprintf(a->reason, sizeof(a->reason), "%s", reason ? reason : "");
+        }
+}
+
+tb_err_t tb_bus_check_access(const tb_config_t *conf, int timeout_ms, char *errstr,
+                             size_t errstr_size) {
+        const char *proto = tb_bus_prop(conf, "security.protocol");
+        if (!proto || !strcasecmp(proto, "plaintext"))
+                return TB_OK;
+        rd_kafka_conf_t *c = NULL;
+        rd_kafka_t *rk = NULL;
+        tb_bus_access_t a = {0};
+        tb_err_t err = tb_bus_conf_new(conf, &c, errstr, errstr_size);
+        if (err)
+                return err;
+        rd_kafka_conf_set_error_cb(c, tb_bus_access_error_cb);
+        rd_kafka_conf_set_opaque(c, &a);
+        /* librdkafka logs every failed attempt too: the message below says it once */
+        rd_kafka_conf_set(c, "log_level", "0", NULL, 0);
+        if ((err = tb_bus_handle_new(RD_KAFKA_PRODUCER, c, "kafka access check", &rk, errstr,
+                                     errstr_size)))
+                return err;
+        int64_t deadline = tb_mono_us() + (int64_t)timeout_ms * 1000;
+        const struct rd_kafka_metadata *md = NULL;
+        while (!a.err && tb_mono_us() < deadline) {
+                if (rd_kafka_metadata(rk, 0, NULL, &md, 500) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                        rd_kafka_metadata_destroy(md);
+                        break;
+                }
+                rd_kafka_poll(rk, 0); /* serves the error callback */
+        }
+        rd_kafka_poll(rk, 0);
+        const char *user = tb_bus_prop(conf, "sasl.username");
+        const char *mech = tb_bus_prop(conf, "sasl.mechanisms");
+        if (a.err == RD_KAFKA_RESP_ERR__SSL)
+                err = tb_seterr(errstr, errstr_size, TB_ERR_KAFKA,
+                                "Kafka at %s (security.protocol %s): TLS failed: %s; check "
+                                "kafka.ssl_ca_location (the CA that signed the brokers' "
+                                "certificates) and that bootstrap_servers names a host in "
+                                "their certificates",
+                                tb_bus_bootstrap(conf), proto, a.reason);
+        else if (a.err)
+                err = tb_seterr(errstr, errstr_size, TB_ERR_UNAUTHENTICATED,
+                                "Kafka at %s: SASL authentication of '%s' (%s) failed: %s; "
+                                "check kafka.sasl_username and its password "
+                                "(kafka.sasl_password_file or kafka.sasl_password) against "
+                                "the broker's SCRAM credentials",
+                                tb_bus_bootstrap(conf), user ? user : "(sasl.username not set)",
+                                mech ? mech : "sasl.mechanisms not set", a.reason);
+        rd_kafka_destroy(rk);
         return err;
 }
 

@@ -174,6 +174,11 @@ tb_config_t *tb_config_defaults(void);
 /** Free everything. NULL is allowed. */
 void tb_config_destroy(tb_config_t *conf);
 
+/** Whether librdkafka property \p key (dotted) holds a secret (sasl.password,
+ *  ssl.key.password, ...): its value is never printed, and the `kafka` group
+ *  may read it from a file (`sasl_password_file`). */
+bool tb_config_kafka_secret(const char *key);
+
 /** Look up a security group's policy; NULL when the group has none. */
 const tb_group_conf_t *tb_config_group(const tb_config_t *conf, const char *name);
 

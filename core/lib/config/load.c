@@ -12,9 +12,18 @@
 #include "bus/bus.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+/** Free a string that may hold a secret, wiped first. */
+static void tb_config_secret_free(char *s) {
+        if (s)
+                explicit_bzero(s, strlen(s));
+        free(s);
+}
 
 /** Edit distance counting a swap of two neighbours as one edit (typos
  *  like "ulr" for "url"); capped for long strings, they are names. */
@@ -297,6 +306,91 @@ static tb_err_t tb_config_kafka_put(tb_config_t *conf, const char *key, char *va
         return TB_OK;
 }
 
+/** Largest secret file read for a `kafka` property (a password, not a key). */
+#define TB_CONFIG_SECRET_FILE_MAX 4096
+
+/**
+ * Read the secret of `kafka.<name>_file` from \p path (relative to the config
+ * file's directory): refused when others may read it or it is empty; a
+ * warning when its group may. Trailing newlines are dropped. *\p out is
+ * malloc'd.
+ */
+static tb_err_t tb_config_secret_file(const tb_config_ctx_t *ctx, const char *where,
+                                      const char *path, char **out, char *errstr,
+                                      size_t errstr_size) {
+        char full[4096];
+        if (path[0] != '/' && ctx->dir)
+                tb_snprintf(full, sizeof(full), "%s/%s", ctx->dir, path);
+        else
+                tb_snprintf(full, sizeof(full), "%s", path);
+        int fd = open(full, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: cannot open '%s': %s; point it at the file holding the "
+                                 "secret (mode 0600)",
+                                 where, full, strerror(errno));
+        struct stat sb;
+        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > TB_CONFIG_SECRET_FILE_MAX) {
+                close(fd);
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: '%s' is not a regular file of at most %d bytes; point "
+                                 "it at the file holding only the secret",
+                                 where, full, TB_CONFIG_SECRET_FILE_MAX);
+        }
+        if (sb.st_mode & 007) {
+                close(fd);
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: '%s' has mode %04o: other users can read the secret; "
+                                 "chmod 600 '%s' (owned by the user taskbus runs as)",
+                                 where, full, (unsigned)(sb.st_mode & 07777), full);
+        }
+        if (sb.st_mode & 070)
+                tb_warn("config", "%s: '%s' has mode %04o: its group can read the secret; "
+                        "chmod 600 '%s' unless that group is meant to",
+                        where, full, (unsigned)(sb.st_mode & 07777), full);
+        char buf[TB_CONFIG_SECRET_FILE_MAX + 1];
+        size_t len = 0;
+        for (;;) {
+                ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        int e = errno;
+                        close(fd);
+                        explicit_bzero(buf, sizeof(buf));
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                         "%s: reading '%s': %s", where, full, strerror(e));
+                }
+                len += (size_t)n;
+                if (n == 0 || len == sizeof(buf) - 1)
+                        break;
+        }
+        close(fd);
+        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
+                len--;
+        buf[len] = '\0';
+        if (!len || memchr(buf, '\0', len) || memchr(buf, '\n', len)) {
+                explicit_bzero(buf, sizeof(buf));
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: '%s' must hold the secret alone, on one line (it is %s)",
+                                 where, full, len ? "several lines" : "empty");
+        }
+        *out = strdup(buf);
+        explicit_bzero(buf, sizeof(buf));
+        return *out ? TB_OK
+                    : tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+}
+
+/** A config file holding a secret in its text should be readable by its owner only. */
+static void tb_config_secret_inline_check(const tb_config_ctx_t *ctx, const char *disp) {
+        struct stat sb;
+        if (!ctx->path || stat(ctx->path, &sb) != 0 || !(sb.st_mode & 077))
+                return;
+        tb_warn("config", "%s holds the secret %s and has mode %04o: chmod 600 '%s', or keep "
+                "the secret in a file of its own (%s_file = \"/etc/taskbus/...\", mode 0600)",
+                ctx->path, disp, (unsigned)(sb.st_mode & 07777), ctx->path, disp);
+}
+
 static tb_err_t tb_config_load_kafka(tb_config_ctx_t *ctx, tb_config_t *conf,
                                      const config_setting_t *grp, char *errstr,
                                      size_t errstr_size) {
@@ -317,6 +411,31 @@ static tb_err_t tb_config_load_kafka(tb_config_ctx_t *ctx, tb_config_t *conf,
                         tb_config_scalar_string(ctx, s, disp, &value, errstr, errstr_size);
                 if (err)
                         return err;
+                /* sasl_password_file: the secret of sasl.password, from a file */
+                size_t kl = strlen(key);
+                if (kl > 5 && !strcmp(key + kl - 5, ".file")) {
+                        key[kl - 5] = '\0';
+                        if (tb_config_kafka_secret(key)) {
+                                char *secret = NULL;
+                                err = tb_config_secret_file(ctx, where, value, &secret, errstr,
+                                                            errstr_size);
+                                free(value);
+                                if (err)
+                                        return err;
+                                value = secret;
+                        } else {
+                                key[kl - 5] = '.';
+                        }
+                } else if (tb_config_kafka_secret(key)) {
+                        tb_config_secret_inline_check(ctx, disp);
+                }
+                if (tb_config_kafka_secret(key) && tb_bus_prop(conf, key)) {
+                        tb_config_secret_free(value);
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                         "%s: %s is set twice (inline and from a _file key); "
+                                         "keep one",
+                                         where, key);
+                }
                 err = tb_config_kafka_check(where, key, value, errstr, errstr_size);
                 if (err) {
                         free(value);
@@ -461,7 +580,7 @@ void tb_config_destroy(tb_config_t *conf) {
         free(conf->path);
         for (size_t i = 0; i < conf->kafka_cnt; i++) {
                 free(conf->kafka[i].key);
-                free(conf->kafka[i].value);
+                tb_config_secret_free(conf->kafka[i].value);
         }
         free(conf->kafka);
         for (size_t i = 0; i < conf->plugin_cnt; i++) {

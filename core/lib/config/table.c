@@ -288,6 +288,19 @@ _Static_assert(TB_ARRAY_LEN(tb_config_special_groups) <= TB_CONFIG_SPECIAL_MAX,
 const char *tb_config_kafka_managed[] = {"group.id", "transactional.id"};
 const size_t tb_config_kafka_managed_cnt = TB_ARRAY_LEN(tb_config_kafka_managed);
 
+/* librdkafka properties that hold secrets: never printed, and each may come
+ * from a file instead (`sasl_password_file`, mode 0600). */
+static const char *tb_config_kafka_secrets[] = {"sasl.password", "ssl.key.password",
+                                                "ssl.keystore.password",
+                                                "sasl.oauthbearer.client.secret"};
+
+bool tb_config_kafka_secret(const char *key) {
+        for (size_t i = 0; i < TB_ARRAY_LEN(tb_config_kafka_secrets); i++)
+                if (!strcmp(key, tb_config_kafka_secrets[i]))
+                        return true;
+        return false;
+}
+
 /* Per value type: its name in the doc, and what a value looks like for
  * "expected ..." messages. */
 static const struct {
