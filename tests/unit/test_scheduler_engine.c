@@ -225,6 +225,26 @@ Test(sched_engine, misfire_run_once) {
                                      T0 + 55000, "the catch-up is the latest missed fire");
 }
 
+/* A one-shot whose instant is a little before its CREATED event (the skew
+ * validation allows, or a command delayed by a broker failover after the api
+ * checked it) still fires: its instant, not its creation, is where it starts. */
+Test(sched_engine, a_once_task_created_just_after_its_instant_fires) {
+        json_t *spec = spec_every(1000, "RUN_ONCE", false);
+        json_t *sc = json_object_get(spec, "schedule");
+        json_object_set_new(sc, "kind", json_string("ONCE"));
+        json_object_set_new(sc, "every_ms", json_null());
+        json_object_set_new(sc, "once_at", json_integer(T0 - 700));
+        put(spec, 1, T0);
+        tick(T0 + 10);
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 1, "the one-shot did not fire");
+        for (size_t i = 0; i < nrec; i++)
+                if (recs[i].topic == TB_TOPIC_RUNS)
+                        cr_assert_eq(jint(recs[i].v, "nominal_time"), T0 - 700);
+        clear();
+        tick(T0 + 60000);
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0, "fired twice");
+}
+
 Test(sched_engine, misfire_skip) {
         put(spec_every(1000, "SKIP", false), 1, T0);
         checkpoint(T0, T0 + 60500);

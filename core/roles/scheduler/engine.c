@@ -257,9 +257,18 @@ int64_t tb_sched_task_jitter(const tb_sched_task_t *t, int64_t nominal) {
 }
 
 /* Where fires start for a task with nothing emitted yet: its creation (a
- * fire exactly at creation counts, as for "every" with k = 0). */
+ * fire exactly at creation counts, as for "every" with k = 0). A one-shot
+ * starts at its instant when that is earlier: validation accepts an instant
+ * up to the clock-skew tolerance in the past, and a command delayed on its
+ * way (a broker failover between the api's check and the CREATED event) can
+ * land after its instant; either way it was accepted, so it fires (late:
+ * under its misfire policy) rather than never. */
 int64_t tb_sched_task_from(const tb_sched_task_t *t) {
-        return t->last_nominal != TB_SCHED_NO_LAST ? t->last_nominal : t->created_ms - 1;
+        if (t->last_nominal != TB_SCHED_NO_LAST)
+                return t->last_nominal;
+        if (t->kind == TB_SCHEDULE_ONCE && t->param_ms < t->created_ms)
+                return t->param_ms - 1;
+        return t->created_ms - 1;
 }
 
 /* After the schedule ran out: did expires_at end it (then EXPIRED is due)? */
