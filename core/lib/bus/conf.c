@@ -74,6 +74,11 @@ static void tb_bus_log_cb(const rd_kafka_t *rk, int level, const char *fac, cons
                             : level <= 4 ? TB_LOG_WARN
                             : level <= 6 ? TB_LOG_INFO
                                          : TB_LOG_DEBUG;
+        /* the kafka group is shared by every handle of the process: a consumer
+         * property on a producer (or the reverse) is expected, not a warning */
+        if (lv == TB_LOG_WARN && fac && !strcmp(fac, "CONFWARN") &&
+            strstr(buf, "property and will be ignored by this"))
+                lv = TB_LOG_DEBUG;
         tb_log(lv, "kafka", "%s: %s: %s", rk ? rd_kafka_name(rk) : "-", fac, buf);
 }
 
