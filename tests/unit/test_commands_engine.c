@@ -47,6 +47,7 @@ static const char *const conf_throttled =
 #define BOB "Bearer tok-bob"     /* group dev */
 
 static int64_t clock_ms = T0;
+static int64_t sign_offset_ms; /* the signer's clock against the engine's */
 static int64_t clock_us = 1000000;
 static unsigned next_id;
 static int auth_calls;
@@ -155,6 +156,7 @@ static void setup_with(const char *text) {
         unsetenv("TASKBUS_REMOTE_REGIONS");
         clock_ms = T0;
         clock_us = 1000000;
+        sign_offset_ms = 0;
         next_id = 0;
         next_command = 0;
         auth_calls = 0;
@@ -210,8 +212,8 @@ static json_t *command(const char *type, const char *task_id, long long expected
 /** A record's credentials: tb-principal \p authz (\p len bytes) and a fresh
  *  tb-auth of the test clock with a new signature; NULL \p authz: none. */
 static tb_cmd_cred_t cred_of(const char *authz, size_t len, char auth[200]) {
-        snprintf(auth, 200, "v1;kid=internal;ts=%lld;sig=%064x", (long long)clock_ms,
-                 ++next_command);
+        snprintf(auth, 200, "v1;kid=internal;ts=%lld;sig=%064x",
+                 (long long)(clock_ms + sign_offset_ms), ++next_command);
         return authz ? (tb_cmd_cred_t){.principal = authz, .principal_len = len,
                                        .auth = auth, .auth_len = strlen(auth)}
                      : (tb_cmd_cred_t){0};
@@ -357,6 +359,35 @@ Test(commands_engine, create_writes_the_event_and_the_state) {
         cr_assert_eq(s->created_at, T0);
         cr_assert_eq(s->partition, part_of("t-create"));
         cr_assert_eq(tb_cmd_engine_task_count(eng), 1);
+}
+
+/* A command that reaches the engine late (a broker failover between the api
+ * and the commands role) is judged, and its task created, as of its
+ * signature: its one-shot is not "in the past", its creation is not late. */
+Test(commands_engine, a_delayed_command_is_judged_as_of_its_signature) {
+        char at[32], body[512];
+        sign_offset_ms = -4000;
+        tb_time_format(T0 - 2000, at);
+        snprintf(body, sizeof(body),
+                 "{\"name\": \"late\", \"script\": \"true\", \"security_group\": \"ops\", "
+                 "\"schedule\": {\"once\": \"%s\"}}", at);
+        ask(ALICE, "CREATE", "t-late", -1, body);
+        expect_accepted(1, "CREATED");
+        cr_assert_eq(evi("created_at"), T0 - 4000, "created when it was signed");
+        cr_assert_eq(evi("at"), T0, "the event itself is of now");
+        cr_assert_eq(state("t-late")->created_at, T0 - 4000);
+        /* in the past when it was signed: refused as before */
+        tb_time_format(T0 - 5500, at);
+        snprintf(body, sizeof(body),
+                 "{\"name\": \"later\", \"script\": \"true\", \"security_group\": \"ops\", "
+                 "\"schedule\": {\"once\": \"%s\"}}", at);
+        ask(ALICE, "CREATE", "t-later", -1, body);
+        expect_rejected("INVALID_ARGUMENT", "schedule.once");
+        /* a signature ahead of the engine's clock does not move creation ahead */
+        sign_offset_ms = 3000;
+        ask(ALICE, "CREATE", "t-ahead", -1, task_json("ahead", "ops", ""));
+        expect_accepted(1, "CREATED");
+        cr_assert_eq(evi("created_at"), T0);
 }
 
 Test(commands_engine, update_pause_resume_run_now_delete) {

@@ -302,11 +302,12 @@ static void tb_cmd_seen_free(tb_cmd_engine_t *eng) {
 /**
  * Authenticate a command from its record (engine.h, "authentication"): the
  * signature headers, their freshness, the signature itself (env), and that
- * the record is not one already seen. @returns the principal, or NULL with
- * \p v filled.
+ * the record is not one already seen. @returns the principal and, in
+ * *\p signed_at, the signature's timestamp; or NULL with \p v filled.
  */
 static tb_principal_t *tb_cmd_authenticate(tb_cmd_engine_t *eng, const json_t *c,
-                                           const tb_cmd_cred_t *cr, tb_cmd_verdict_t *v) {
+                                           const tb_cmd_cred_t *cr, int64_t *signed_at,
+                                           tb_cmd_verdict_t *v) {
         char aerr[512];
         tb_sign_auth_t a;
         tb_principal_t *who = NULL;
@@ -379,6 +380,7 @@ static tb_principal_t *tb_cmd_authenticate(tb_cmd_engine_t *eng, const json_t *c
                 tb_principal_free(who);
                 return NULL;
         }
+        *signed_at = a.ts_ms;
         return who;
 }
 
@@ -649,7 +651,7 @@ static const char *tb_cmd_event_type(const char *cmd_type) {
 /** Parse and validate the command's task JSON, whose security group must be
  *  one of the caller's; fills \p v on failure. */
 static json_t *tb_cmd_validate(tb_cmd_engine_t *eng, const json_t *c, const tb_principal_t *who,
-                               tb_cmd_verdict_t *v) {
+                               int64_t issued, tb_cmd_verdict_t *v) {
         const json_t *tj = json_object_get(c, "task");
         const char *text = json_string_value(tj);
         size_t tlen = json_string_length(tj);
@@ -687,7 +689,7 @@ static json_t *tb_cmd_validate(tb_cmd_engine_t *eng, const json_t *c, const tb_p
         const char *group = json_string_value(json_object_get(in, "security_group"));
         const tb_group_conf_t *pol = tb_config_group_policy(conf, group ? group : "");
         tb_task_vctx_t vctx = {
-                .now_ms = eng->env.now_ms(eng->env.opaque),
+                .now_ms = issued,
                 .user_id = who->user_id,
                 .default_region = conf->region,
                 .log_retention_default_ms = conf->log_retention_default_ms,
@@ -812,8 +814,18 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
         json_t *task = NULL, *ev = NULL;
 
         /* authenticate */
-        if (!(who = tb_cmd_authenticate(eng, c, cred, v)))
+        int64_t signed_at = 0;
+        if (!(who = tb_cmd_authenticate(eng, c, cred, &signed_at, v)))
                 goto out;
+        /* When the command was issued: its signature's time (the api signs as
+         * it accepts a request), never later than now. A command delayed on its
+         * way (a broker failover) is judged, and a new task created, as of then:
+         * "in the past" means past when it was sent, and a schedule anchored at
+         * creation does not lose the fires of the delay. commands.signature_max_age
+         * bounds how far back that can be. */
+        int64_t issued = eng->env.now_ms(eng->env.opaque);
+        if (signed_at > 0 && signed_at < issued)
+                issued = signed_at;
         /* rate limit */
         int64_t retry_ms = 0;
         if (!tb_ratelimit_take(eng->rl, who->user_id, eng->env.mono_us(eng->env.opaque),
@@ -851,7 +863,7 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
         const json_t *expv = json_object_get(c, "expected_version");
 
         if (create) {
-                task = tb_cmd_validate(eng, c, who, v);
+                task = tb_cmd_validate(eng, c, who, issued, v);
                 if (!task)
                         goto out;
                 if (tb_cmd_not_home(eng, task_id, tb_cmd_jstr(task, "home_region"), v))
@@ -912,7 +924,7 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
                         goto out;
                 }
                 if (!strcmp(type, "UPDATE")) {
-                        task = tb_cmd_validate(eng, c, who, v);
+                        task = tb_cmd_validate(eng, c, who, issued, v);
                         if (!task)
                                 goto out;
                         const char *was = tb_cmd_jstr(cur->task, "home_region");
@@ -956,7 +968,7 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
                        "command_id", tb_cmd_jstr(c, "command_id"), "changed_fields",
                        changed ? changed : json_array(), "task",
                        task ? tb_task_to_spec(task) : json_null(), "created_at",
-                       (json_int_t)(cur ? cur->created_at : now), "created_by",
+                       (json_int_t)(cur ? cur->created_at : issued), "created_by",
                        cur ? cur->created_by : who->user_id, "epoch",
                        (json_int_t)(cur ? cur->epoch : 0));
         if (!ev) {
@@ -981,7 +993,7 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
         t->deleted = task == NULL;
         t->task = task ? json_incref(task) : NULL;
         t->group = strdup(task ? tb_cmd_jstr(task, "security_group") : cur->group);
-        t->created_at = cur ? cur->created_at : now;
+        t->created_at = cur ? cur->created_at : issued;
         t->created_by = strdup(cur ? cur->created_by : who->user_id);
         t->epoch = cur ? cur->epoch : 0;
         tb_cmd_undo_push(eng, task_id, tb_cmd_map_put(&eng->map, t));
