@@ -244,6 +244,42 @@ Test(bus_mock, watermarks_answer_and_keep_their_timeout_when_the_leader_is_down,
         tb_bus_consumer_destroy(rk, 5000);
 }
 
+/* After a broker's failure its partitions move: the answer "not leader" must
+ * lead to the new leader within the bound, not to the same error forever
+ * (the scheduler retried a reload every second for minutes). */
+Test(bus_mock, watermarks_follow_a_partition_to_its_new_leader, .timeout = 60) {
+        char e[256];
+        tb_log_set_level(TB_LOG_ERROR);
+        rd_kafka_conf_t *c = rd_kafka_conf_new();
+        rd_kafka_conf_set(c, "log_level", "3", e, sizeof(e));
+        rd_kafka_t *host = rd_kafka_new(RD_KAFKA_PRODUCER, c, e, sizeof(e));
+        cr_assert_not_null(host, "%s", e);
+        rd_kafka_mock_cluster_t *m3 = rd_kafka_mock_cluster_new(host, 3);
+        cr_assert_not_null(m3);
+        setenv("TASKBUS_KAFKA", rd_kafka_mock_cluster_bootstraps(m3), 1);
+        tb_config_t *cf = NULL;
+        cr_assert_eq(tb_config_load(NULL, &cf, errbuf, sizeof(errbuf)), TB_OK, "%s", errbuf);
+        cr_assert_eq(rd_kafka_mock_topic_create(m3, "mock.ck", 1, 3), RD_KAFKA_RESP_ERR_NO_ERROR);
+        cr_assert_eq(rd_kafka_mock_partition_set_leader(m3, "mock.ck", 0, 1),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+        rd_kafka_t *rk = NULL;
+        tb_reader_opts_t o = {.group_id = "mock.wm3", .read_committed = true};
+        cr_assert_eq(tb_bus_reader_new(cf, &o, &rk, errbuf, sizeof(errbuf)), TB_OK, "%s", errbuf);
+        int64_t lo = -9, hi = -9;
+        rd_kafka_resp_err_t err = tb_bus_watermarks(rk, "mock.ck", 0, 10000, &lo, &hi);
+        cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "%s", rd_kafka_err2str(err));
+        cr_assert_eq(rd_kafka_mock_partition_set_leader(m3, "mock.ck", 0, 2),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+        err = tb_bus_watermarks(rk, "mock.ck", 0, 10000, &lo, &hi);
+        cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "after the leader moved: %s",
+                     rd_kafka_err2str(err));
+        cr_assert(lo == 0 && hi == 0, "%lld..%lld", (long long)lo, (long long)hi);
+        tb_bus_consumer_destroy(rk, 5000);
+        tb_config_destroy(cf);
+        rd_kafka_mock_cluster_destroy(m3);
+        rd_kafka_destroy(host);
+}
+
 Test(bus_mock, reader_bootstrap_overrides_the_configured_kafka, .init = setup,
      .fini = teardown, .timeout = 60) {
         produce_records(1);

@@ -251,7 +251,8 @@ tb_err_t tb_bus_reader_new(const tb_config_t *conf, const tb_reader_opts_t *opts
  * librdkafka 2.0 that call ignores its timeout while the partition's leader
  * is unreachable and blocks until the broker returns (minutes after a broker
  * dies), which stalled the scheduler's reload. This one asks with
- * rd_kafka_offsets_for_times() (earliest, then latest), whose wait is bounded.
+ * rd_kafka_offsets_for_times() (earliest, then latest), whose wait is bounded,
+ * and follows a partition whose leader moved (a metadata refresh, then again).
  * @returns RD_KAFKA_RESP_ERR_NO_ERROR, RD_KAFKA_RESP_ERR__TIMED_OUT, or the
  *          partition's error. @locality the thread that polls \p rk.
  */

@@ -10,6 +10,7 @@
 
 #include <inttypes.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- consumers -------------------------------------------------------------- */
 
@@ -325,12 +326,42 @@ static rd_kafka_resp_err_t tb_bus_list_offset(rd_kafka_t *rk, const char *topic,
         return e;
 }
 
+/* Errors that mean "ask again where the partition is now". */
+static bool tb_bus_leader_moved(rd_kafka_resp_err_t e) {
+        return e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+               e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+               e == RD_KAFKA_RESP_ERR_FENCED_LEADER_EPOCH ||
+               e == RD_KAFKA_RESP_ERR_UNKNOWN_LEADER_EPOCH ||
+               e == RD_KAFKA_RESP_ERR__TRANSPORT || e == RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE;
+}
+
+/* Refresh \p rk's metadata of \p topic: librdkafka does not learn a new
+ * leader from a lookup's "not leader" answer, and a reader that fetches
+ * nothing from the partition never refreshes it by itself. */
+static void tb_bus_refresh_topic(rd_kafka_t *rk, const char *topic, int64_t deadline_us) {
+        int64_t left_ms = (deadline_us - tb_mono_us()) / 1000;
+        rd_kafka_topic_t *rkt = left_ms > 0 ? rd_kafka_topic_new(rk, topic, NULL) : NULL;
+        const struct rd_kafka_metadata *md = NULL;
+        if (!rkt)
+                return;
+        if (rd_kafka_metadata(rk, 0, rkt, &md, (int)(left_ms < 2000 ? left_ms : 2000)) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+                rd_kafka_metadata_destroy(md);
+        rd_kafka_topic_destroy(rkt);
+}
+
 rd_kafka_resp_err_t tb_bus_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
                                       int timeout_ms, int64_t *lo, int64_t *hi) {
         int64_t deadline = tb_mono_us() + (int64_t)(timeout_ms > 0 ? timeout_ms : 1) * 1000;
-        rd_kafka_resp_err_t e =
-                tb_bus_list_offset(rk, topic, partition, RD_KAFKA_OFFSET_BEGINNING, deadline, lo);
-        if (!e)
-                e = tb_bus_list_offset(rk, topic, partition, RD_KAFKA_OFFSET_END, deadline, hi);
-        return e;
+        for (;;) {
+                rd_kafka_resp_err_t e = tb_bus_list_offset(rk, topic, partition,
+                                                           RD_KAFKA_OFFSET_BEGINNING, deadline, lo);
+                if (!e)
+                        e = tb_bus_list_offset(rk, topic, partition, RD_KAFKA_OFFSET_END,
+                                               deadline, hi);
+                if (!tb_bus_leader_moved(e) || tb_mono_us() + 100000 > deadline)
+                        return e;
+                tb_bus_refresh_topic(rk, topic, deadline);
+                usleep(100 * 1000);
+        }
 }
