@@ -99,6 +99,9 @@ bool tb_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
 /** Format epoch milliseconds as RFC 3339 UTC ("2026-01-02T03:04:05.678Z";
  *  the fraction is omitted when zero). \p buf must hold 32 bytes. */
 void tb_time_format(int64_t ms, char buf[32]);
+
+/** The value of hex digit \p c (either case), or -1 when it is not one. */
+int tb_hex_digit(int c);
 /** Parse an RFC 3339 instant (with Z or a numeric offset) into epoch ms.
  *  @returns TB_ERR_INVALID with a message if malformed. */
 tb_err_t tb_time_parse(const char *s, int64_t *ms, char *errstr,

@@ -337,3 +337,13 @@ void tb_buf_free(tb_buf_t *buf) {
         buf->data = NULL;
         buf->len = buf->cap = 0;
 }
+
+int tb_hex_digit(int c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}

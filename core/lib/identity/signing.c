@@ -34,16 +34,6 @@
 static unsigned char tb_sign_kint[TB_SIGN_KEY_LEN];
 static bool tb_sign_kint_set;
 
-static int tb_sign_unhex(int c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 tb_err_t tb_sign_key_load(const char *path, unsigned char key[TB_SIGN_KEY_LEN], char *errstr,
                           size_t errstr_size) {
         static const char how[] = "create one with: (umask 077; openssl rand -hex 32 > FILE)";
@@ -81,7 +71,7 @@ tb_err_t tb_sign_key_load(const char *path, unsigned char key[TB_SIGN_KEY_LEN], 
                 end--;
         bool ok = end - p == 2 * TB_SIGN_KEY_LEN;
         for (size_t i = 0; ok && i < TB_SIGN_KEY_LEN; i++) {
-                int hi = tb_sign_unhex(p[2 * i]), lo = tb_sign_unhex(p[2 * i + 1]);
+                int hi = tb_hex_digit(p[2 * i]), lo = tb_hex_digit(p[2 * i + 1]);
                 ok = hi >= 0 && lo >= 0;
                 if (ok)
                         key[i] = (unsigned char)(hi << 4 | lo);

@@ -84,16 +84,6 @@ static void tb_store_secret_add(tb_store_secret_t *sec, size_t *n, size_t max, c
         }
 }
 
-static int tb_store_hexval(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 /* Every password \p ci spells, as spans of it: the URI's user:PASSWORD@
  * (libpq's rule: the userinfo ends at the first '@' before any '/') and
  * each password=VALUE (a URI parameter ends at '&'; a key=value value is a
@@ -141,8 +131,8 @@ static size_t tb_store_secret_decode(const char *s, size_t len, bool uri, char *
         size_t o = 0;
         for (size_t i = 0; i < len; i++) {
                 int hi, lo;
-                if (uri && s[i] == '%' && i + 2 < len && (hi = tb_store_hexval(s[i + 1])) >= 0 &&
-                    (lo = tb_store_hexval(s[i + 2])) >= 0) {
+                if (uri && s[i] == '%' && i + 2 < len && (hi = tb_hex_digit(s[i + 1])) >= 0 &&
+                    (lo = tb_hex_digit(s[i + 2])) >= 0) {
                         out[o++] = (char)(hi * 16 + lo);
                         i += 2;
                 } else if (!uri && s[i] == '\\' && i + 1 < len) {
