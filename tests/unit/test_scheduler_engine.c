@@ -245,6 +245,21 @@ Test(sched_engine, a_once_task_created_just_after_its_instant_fires) {
         cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0, "fired twice");
 }
 
+/* The same rule on a hostile event: an instant at the bottom of int64 is
+ * refused or never fires, without an overflow (UBSan halts the test on one). */
+Test(sched_engine, a_once_task_at_int64_min_neither_overflows_nor_fires) {
+        char err[512];
+        json_t *spec = spec_every(1000, "RUN_ONCE", false);
+        json_t *sc = json_object_get(spec, "schedule");
+        json_object_set_new(sc, "kind", json_string("ONCE"));
+        json_object_set_new(sc, "every_ms", json_null());
+        json_object_set_new(sc, "once_at", json_integer(INT64_MIN));
+        (void)tb_sched_task_put(s, 0, TID, 1, T0, spec, T0, err, sizeof(err));
+        json_decref(spec);
+        tick(T0 + 10);
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL, NULL), 0, "an impossible instant fired");
+}
+
 Test(sched_engine, misfire_skip) {
         put(spec_every(1000, "SKIP", false), 1, T0);
         checkpoint(T0, T0 + 60500);

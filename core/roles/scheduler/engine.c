@@ -266,9 +266,11 @@ int64_t tb_sched_task_jitter(const tb_sched_task_t *t, int64_t nominal) {
 int64_t tb_sched_task_from(const tb_sched_task_t *t) {
         if (t->last_nominal != TB_SCHED_NO_LAST)
                 return t->last_nominal;
-        if (t->kind == TB_SCHEDULE_ONCE && t->param_ms < t->created_ms)
-                return t->param_ms - 1;
-        return t->created_ms - 1;
+        int64_t from = t->kind == TB_SCHEDULE_ONCE && t->param_ms < t->created_ms
+                               ? t->param_ms
+                               : t->created_ms;
+        /* a hostile event's INT64_MIN must not overflow: the schedule refuses it */
+        return from > INT64_MIN ? from - 1 : from;
 }
 
 /* After the schedule ran out: did expires_at end it (then EXPIRED is due)? */
