@@ -5,13 +5,15 @@
  *        reported with context), readers (assign-only consumers) read what
  *        they are assigned, a group member's rebalance hooks set its start
  *        offsets and see its revocations, plus murmur2 against the Java client's
- *        published values and topic naming.
+ *        published values and topic naming; a producer in a fatal state is
+ *        replaced (tb_bus_rprod).
  */
 #include "bus/bus.h"
 #include "support.h"
 
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +124,84 @@ Test(bus_mock, permanent_produce_error_is_reported_with_context, .init = setup,
                   ra.tries, errbuf);
         cr_log_info("recovered after %d fast failures", ra.failures);
         rd_kafka_destroy(p);
+}
+
+/* The producer in a fatal state for good (what librdkafka 2.0.2 does with
+ * OUT_OF_ORDER_SEQUENCE_NUMBER after a leader moves, tools/chaos --cluster):
+ * tb_bus_rprod replaces it, and records go through again. */
+Test(bus_mock, a_fatal_producer_is_replaced_and_records_flow_again, .init = setup,
+     .fini = teardown, .timeout = 60) {
+        tb_bus_rprod_t *p = NULL;
+        tb_err_t err = tb_bus_rprod_new(conf, NULL, "test", &p, errbuf, sizeof(errbuf));
+        cr_assert_eq(err, TB_OK, "%s", errbuf);
+        err = tb_bus_produce(tb_bus_rprod_get(p), conf, TB_TOPIC_RUNS, 0, "k", 1, "a", 1, NULL,
+                             0, true, errbuf, sizeof(errbuf));
+        tb_bus_rprod_put(p);
+        cr_assert_eq(err, TB_OK, "before: %s", errbuf);
+        cr_assert_not(tb_bus_rprod_recover(p), "a healthy producer is kept");
+
+        rd_kafka_t *old = tb_bus_rprod_get(p);
+        cr_assert_eq(rd_kafka_test_fatal_error(old, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                               "injected by the test"),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
+        err = tb_bus_produce(old, conf, TB_TOPIC_RUNS, 0, "k", 1, "b", 1, NULL, 0, true, errbuf,
+                             sizeof(errbuf));
+        tb_bus_rprod_put(p);
+        cr_assert_eq(err, TB_ERR_KAFKA, "a fatal producer fails: %s %s", tb_err_name(err),
+                     errbuf);
+        cr_assert(strstr(errbuf, "fatal producer error"), "%s", errbuf);
+
+        cr_assert(tb_bus_rprod_recover(p), "the fatal producer is replaced");
+        cr_assert_eq(tb_bus_rprod_rebuilds(p), 1);
+        cr_assert_not(tb_bus_rprod_recover(p), "once");
+        rd_kafka_t *fresh = tb_bus_rprod_get(p);
+        cr_assert_eq(rd_kafka_fatal_error(fresh, NULL, 0), RD_KAFKA_RESP_ERR_NO_ERROR);
+        err = tb_bus_produce(fresh, conf, TB_TOPIC_RUNS, 0, "k", 1, "c", 1, NULL, 0, true, errbuf,
+                             sizeof(errbuf));
+        tb_bus_rprod_put(p);
+        cr_assert_eq(err, TB_OK, "after: %s", errbuf);
+        tb_bus_rprod_destroy(p, 5000);
+}
+
+struct fatal_arg {
+        tb_bus_rprod_t *p;
+        tb_err_t err;
+};
+
+/* A sync produce on a handle taken before the fatal error: it holds the
+ * handle while it waits, so the replacement waits for it, and it ends. */
+static void *produce_in_thread(void *arg) {
+        struct fatal_arg *fa = arg;
+        char e[512];
+        for (int i = 0; i < 50; i++) {
+                fa->err = tb_bus_produce(tb_bus_rprod_get(fa->p), conf, TB_TOPIC_RUNS, 0, "k", 1,
+                                         "t", 1, NULL, 0, true, e, sizeof(e));
+                tb_bus_rprod_put(fa->p);
+                tb_bus_rprod_recover(fa->p);
+        }
+        return NULL;
+}
+
+Test(bus_mock, a_producer_is_replaced_while_other_threads_produce, .init = setup,
+     .fini = teardown, .timeout = 60) {
+        tb_bus_rprod_t *p = NULL;
+        cr_assert_eq(tb_bus_rprod_new(conf, NULL, "test", &p, errbuf, sizeof(errbuf)), TB_OK,
+                     "%s", errbuf);
+        struct fatal_arg fa[3];
+        pthread_t th[3];
+        for (int i = 0; i < 3; i++) {
+                fa[i] = (struct fatal_arg){p, TB_OK};
+                cr_assert_eq(pthread_create(&th[i], NULL, produce_in_thread, &fa[i]), 0);
+        }
+        rd_kafka_test_fatal_error(tb_bus_rprod_get(p),
+                                  RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, "injected");
+        tb_bus_rprod_put(p);
+        for (int i = 0; i < 3; i++)
+                pthread_join(th[i], NULL);
+        cr_assert_geq(tb_bus_rprod_rebuilds(p), 1, "replaced while in use");
+        for (int i = 0; i < 3; i++)
+                cr_assert_eq(fa[i].err, TB_OK, "thread %d's last record failed", i);
+        tb_bus_rprod_destroy(p, 5000);
 }
 
 Test(bus_mock, sync_produce_times_out_when_broker_is_down, .init = setup, .fini = teardown,

@@ -130,6 +130,49 @@ tb_err_t tb_bus_producer_new_opts(const tb_config_t *conf, const tb_producer_opt
                                   rd_kafka_t **out, char *errstr, size_t errstr_size);
 
 /**
+ * An idempotent producer that outlives a fatal error. librdkafka puts an
+ * idempotent producer in a fatal state for good on some errors (2.0.2 does
+ * it with OUT_OF_ORDER_SEQUENCE_NUMBER, "rewound sequence number", when a
+ * partition's leader moves during a broker failover): every later record
+ * fails. Here the handle is replaced by a new producer instead, so a role
+ * goes on publishing (records that failed are retried by their owners).
+ * Threads take the current handle with tb_bus_rprod_get() and give it back
+ * with tb_bus_rprod_put() (a read lock: do not wait between them for a
+ * delivery report another thread serves, nor call tb_bus_rprod_recover();
+ * a report still due when the handle is replaced arrives with a purge
+ * error). @threadsafe
+ */
+typedef struct tb_bus_rprod tb_bus_rprod_t;
+
+/** A new one with \p opts (NULL: tb_bus_producer_new()'s idempotent
+ *  defaults; no transactional_id); \p what names it in logs. Caller owns
+ *  it: tb_bus_rprod_destroy(). */
+tb_err_t tb_bus_rprod_new(const tb_config_t *conf, const tb_producer_opts_t *opts,
+                          const char *what, tb_bus_rprod_t **out, char *errstr,
+                          size_t errstr_size);
+
+/** The current handle, read-locked until tb_bus_rprod_put(). */
+rd_kafka_t *tb_bus_rprod_get(tb_bus_rprod_t *p);
+
+/** Give back the handle of tb_bus_rprod_get(). */
+void tb_bus_rprod_put(tb_bus_rprod_t *p);
+
+/**
+ * When the current handle is in a fatal state, replace it by a new producer
+ * (waits until no thread holds it; the old one's queued records fail to
+ * their delivery reports). Returns true when it was replaced. Cheap when it
+ * is healthy: call it after any failed produce and from a poll loop. Must
+ * not be called between get and put.
+ */
+bool tb_bus_rprod_recover(tb_bus_rprod_t *p);
+
+/** How many times \p p was replaced. */
+unsigned tb_bus_rprod_rebuilds(const tb_bus_rprod_t *p);
+
+/** Flush for up to \p flush_ms, then destroy. NULL is a no-op. */
+void tb_bus_rprod_destroy(tb_bus_rprod_t *p, int flush_ms);
+
+/**
  * Produce one record (value copied). With \p sync true, waits for the
  * delivery report and returns its error. Headers may be NULL.
  */

@@ -8,7 +8,9 @@
 #include "bus/bus_internal.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -211,6 +213,112 @@ fail:
         if (rk)
                 rd_kafka_destroy(rk);
         return err;
+}
+
+/* ---- a producer that outlives a fatal error ---------------------------------- */
+
+struct tb_bus_rprod {
+        pthread_rwlock_t lock; /* read: the handle is in use; write: replacing it */
+        rd_kafka_t *rk;
+        const tb_config_t *conf;
+        tb_producer_opts_t opts;
+        bool has_opts;
+        char what[64];
+        atomic_uint rebuilds;
+};
+
+static tb_err_t tb_bus_rprod_make(tb_bus_rprod_t *p, rd_kafka_t **out, char *errstr,
+                                  size_t errstr_size) {
+        return p->has_opts ? tb_bus_producer_new_opts(p->conf, &p->opts, out, errstr, errstr_size)
+                           : tb_bus_producer_new(p->conf, NULL, out, errstr, errstr_size);
+}
+
+tb_err_t tb_bus_rprod_new(const tb_config_t *conf, const tb_producer_opts_t *opts,
+                          const char *what, tb_bus_rprod_t **out, char *errstr,
+                          size_t errstr_size) {
+        *out = NULL;
+        if (opts && opts->transactional_id)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: a transactional producer is rebuilt by its owner, "
+                                 "not by tb_bus_rprod", what);
+        tb_bus_rprod_t *p = calloc(1, sizeof(*p));
+        if (!p)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "%s: out of memory", what);
+        p->conf = conf;
+        p->has_opts = opts != NULL;
+        if (opts)
+                p->opts = *opts;
+        tb_snprintf(p->what, sizeof(p->what), "%s", what);
+        atomic_init(&p->rebuilds, 0);
+        tb_err_t err = tb_bus_rprod_make(p, &p->rk, errstr, errstr_size);
+        if (err) {
+                free(p);
+                return err;
+        }
+        pthread_rwlock_init(&p->lock, NULL);
+        *out = p;
+        return TB_OK;
+}
+
+rd_kafka_t *tb_bus_rprod_get(tb_bus_rprod_t *p) {
+        pthread_rwlock_rdlock(&p->lock);
+        return p->rk;
+}
+
+void tb_bus_rprod_put(tb_bus_rprod_t *p) {
+        pthread_rwlock_unlock(&p->lock);
+}
+
+bool tb_bus_rprod_recover(tb_bus_rprod_t *p) {
+        char why[512];
+        pthread_rwlock_rdlock(&p->lock);
+        bool fatal = rd_kafka_fatal_error(p->rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR;
+        pthread_rwlock_unlock(&p->lock);
+        if (!fatal)
+                return false;
+        pthread_rwlock_wrlock(&p->lock);
+        rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(p->rk, why, sizeof(why));
+        rd_kafka_t *fresh = NULL, *old = p->rk;
+        char errstr[512];
+        if (ferr == RD_KAFKA_RESP_ERR_NO_ERROR) { /* another thread did it meanwhile */
+                pthread_rwlock_unlock(&p->lock);
+                return false;
+        }
+        if (tb_bus_rprod_make(p, &fresh, errstr, sizeof(errstr)) != TB_OK) {
+                pthread_rwlock_unlock(&p->lock);
+                tb_error(TB_BUS_SUB, "%s: the producer is in a fatal state (%s: %s) and a new "
+                         "one could not be made: %s; trying again at the next failure",
+                         p->what, rd_kafka_err2name(ferr), why, errstr);
+                return false;
+        }
+        p->rk = fresh;
+        atomic_fetch_add(&p->rebuilds, 1);
+        pthread_rwlock_unlock(&p->lock);
+        tb_warn(TB_BUS_SUB, "%s: the producer was in a fatal state (%s: %s): replaced by a new "
+                "one (%u so far); its %d queued record(s) fail to their owners, who retry",
+                p->what, rd_kafka_err2name(ferr), why, atomic_load(&p->rebuilds),
+                rd_kafka_outq_len(old));
+        /* a fatal producer sends nothing more: destroying it fails what it
+         * still holds to the delivery reports */
+        rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(old, 2000); /* serves those reports */
+        rd_kafka_destroy(old);
+        return true;
+}
+
+unsigned tb_bus_rprod_rebuilds(const tb_bus_rprod_t *p) {
+        return atomic_load(&((tb_bus_rprod_t *)p)->rebuilds);
+}
+
+void tb_bus_rprod_destroy(tb_bus_rprod_t *p, int flush_ms) {
+        if (!p)
+                return;
+        if (rd_kafka_flush(p->rk, flush_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                tb_warn(TB_BUS_SUB, "%s: %d record(s) not delivered at shutdown", p->what,
+                        rd_kafka_outq_len(p->rk));
+        rd_kafka_destroy(p->rk);
+        pthread_rwlock_destroy(&p->lock);
+        free(p);
 }
 
 tb_err_t tb_bus_produce(rd_kafka_t *rk, const tb_config_t *conf, tb_topic_t topic,

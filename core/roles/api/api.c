@@ -95,7 +95,9 @@ static void tb_api_health_check(tb_api_t *api) {
         char kerr[256] = "", perr[256] = "";
         bool kafka_ok = false, pg_ok = false;
         const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t ke = rd_kafka_metadata(api->producer, 0, NULL, &md, 2000);
+        rd_kafka_resp_err_t ke =
+                rd_kafka_metadata(tb_bus_rprod_get(api->producer), 0, NULL, &md, 2000);
+        tb_bus_rprod_put(api->producer);
         if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
                 kafka_ok = md->broker_cnt > 0;
                 rd_kafka_metadata_destroy(md);
@@ -209,10 +211,7 @@ static void tb_api_teardown(tb_api_t *api) {
         }
         if (api->poll_started)
                 pthread_join(api->poll_thread, NULL);
-        if (api->producer) {
-                rd_kafka_flush(api->producer, 5000);
-                rd_kafka_destroy(api->producer);
-        }
+        tb_bus_rprod_destroy(api->producer, 5000);
         if (api->wake_fd >= 0)
                 close(api->wake_fd);
         tb_ratelimit_free(api->rl);

@@ -19,6 +19,7 @@
 #define TB_API_H
 
 #include "daemon.h"
+#include "bus/bus.h"
 #include "http/server.h"
 #include "identity/identity.h"
 #include "identity/ratelimit.h"
@@ -50,7 +51,7 @@ typedef struct tb_api {
         tb_store_t *store;
         tb_http_server_t *http;
         tb_api_health_t health;
-        rd_kafka_t *producer;   /**< idempotent producer for task-commands */
+        tb_bus_rprod_t *producer; /**< idempotent producer for task-commands */
         rd_kafka_t *replies;    /**< consumer of task-replies (assign, no group) */
         tb_ratelimit_t *rl;     /**< per user: api.rate, api.burst */
         atomic_bool stop;

@@ -36,13 +36,17 @@ tb_err_t tb_api_producer_new(tb_api_t *api, char *errstr, size_t errstr_size) {
         tb_producer_opts_t o = {.linger_ms = 1,
                                 .message_timeout_ms = TB_API_MESSAGE_TIMEOUT_MS,
                                 .dr_msg_cb = tb_api_dr_cb};
-        return tb_bus_producer_new_opts(api->ctx->conf, &o, &api->producer, errstr, errstr_size);
+        return tb_bus_rprod_new(api->ctx->conf, &o, "api commands", &api->producer, errstr,
+                                errstr_size);
 }
 
 void *tb_api_poll_main(void *arg) {
         tb_api_t *api = arg;
-        while (!atomic_load(&api->stop))
-                rd_kafka_poll(api->producer, 100);
+        while (!atomic_load(&api->stop)) {
+                rd_kafka_poll(tb_bus_rprod_get(api->producer), 100);
+                tb_bus_rprod_put(api->producer);
+                tb_bus_rprod_recover(api->producer);
+        }
         return NULL;
 }
 
@@ -201,9 +205,13 @@ static rd_kafka_resp_err_t tb_api_produce(tb_api_t *api, const char *task_id, co
         rd_kafka_header_add(h, TB_SIGN_HDR_AUTH, -1, auth, -1);
         rd_kafka_header_add(h, "correlation_id", -1, corr, -1);
         rd_kafka_resp_err_t e = rd_kafka_producev(
-                api->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(task_id, strlen(task_id)),
-                RD_KAFKA_V_VALUE(val->data, val->len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&d), RD_KAFKA_V_END);
+                tb_bus_rprod_get(api->producer), RD_KAFKA_V_TOPIC(topic),
+                RD_KAFKA_V_KEY(task_id, strlen(task_id)), RD_KAFKA_V_VALUE(val->data, val->len),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                RD_KAFKA_V_OPAQUE(&d), RD_KAFKA_V_END);
+        /* not held while waiting: the poller serves the report, and may
+         * replace a fatal producer meanwhile (then the report is a purge) */
+        tb_bus_rprod_put(api->producer);
         if (e) {
                 rd_kafka_headers_destroy(h);
         } else {

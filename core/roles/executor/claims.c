@@ -73,8 +73,12 @@ void *tb_exec_timer_main(void *arg) {
                         pthread_mutex_unlock(&x->lock);
                 }
                 tb_exec_runs_snapshot_free(runs, n);
-                rd_kafka_poll(ex->producer, 0);
-                rd_kafka_poll(ex->log_producer, 0);
+                rd_kafka_poll(tb_bus_rprod_get(ex->producer), 0);
+                tb_bus_rprod_put(ex->producer);
+                rd_kafka_poll(tb_bus_rprod_get(ex->log_producer), 0);
+                tb_bus_rprod_put(ex->log_producer);
+                tb_bus_rprod_recover(ex->producer);
+                tb_bus_rprod_recover(ex->log_producer);
                 tb_exec_log_loss_tick(ex, false);
 
                 if (ndue)
@@ -99,8 +103,13 @@ static tb_err_t tb_exec_dlq(tb_exec_t *ex, const rd_kafka_message_t *m, const ch
         const void *k = key ? (const void *)key : m->key;
         size_t klen = key ? strlen(key) : m->key_len;
         tb_metrics_add("taskbus_executor_dlq_total", NULL, 1);
-        return tb_bus_produce(ex->producer, ex->conf, TB_TOPIC_DLQ, RD_KAFKA_PARTITION_UA, k,
-                              klen, m->payload, m->len, h, 2, true, errstr, errstr_size);
+        tb_err_t err = tb_bus_produce(tb_bus_rprod_get(ex->producer), ex->conf, TB_TOPIC_DLQ,
+                                      RD_KAFKA_PARTITION_UA, k, klen, m->payload, m->len, h, 2,
+                                      true, errstr, errstr_size);
+        tb_bus_rprod_put(ex->producer);
+        if (err)
+                tb_bus_rprod_recover(ex->producer);
+        return err;
 }
 
 /* ---- consuming and claiming ----------------------------------------------------- */
@@ -877,10 +886,13 @@ void tb_exec_release_pending(tb_exec_t *ex) {
                                            "no PostgreSQL connection");
                 if (c)
                         tb_store_release(ex->ctx->store, c);
-                if (deleted)
-                        e = tb_bus_produce(ex->producer, ex->conf, TB_TOPIC_RUNS,
-                                           RD_KAFKA_PARTITION_UA, x->task_id, strlen(x->task_id),
-                                           x->raw, x->raw_len, NULL, 0, true, err, sizeof(err));
+                if (deleted) {
+                        e = tb_bus_produce(tb_bus_rprod_get(ex->producer), ex->conf,
+                                           TB_TOPIC_RUNS, RD_KAFKA_PARTITION_UA, x->task_id,
+                                           strlen(x->task_id), x->raw, x->raw_len, NULL, 0, true,
+                                           err, sizeof(err));
+                        tb_bus_rprod_put(ex->producer);
+                }
                 if (deleted && !e)
                         tb_info(TB_EXEC_SUB, "run %s (task %s) had not started: handed back "
                                 "to runs", x->run_id, x->task_id);

@@ -139,8 +139,10 @@ struct tb_exec {
         tb_ctx_t *ctx;
         const tb_config_t *conf;
         char id[400];           /* run_claims.executor_id: instance + random */
-        rd_kafka_t *producer;
-        rd_kafka_t *log_producer; /* LogChunks only: its reports feed logloss.c */
+        /* both replaced after a fatal error (tb_bus_rprod): take the handle
+         * with tb_bus_rprod_get()/put() around each use */
+        tb_bus_rprod_t *producer;
+        tb_bus_rprod_t *log_producer; /* LogChunks only: its reports feed logloss.c */
         rd_kafka_t *consumer;
         tb_exec_plugin_t plugins[TB_EXEC_MAX_PLUGINS];
         size_t plugin_cnt;

@@ -183,17 +183,19 @@ tb_err_t tb_exec_log_produce(tb_exec_t *ex, const char *run_id, const char *task
                 tb_topic_name(ex->conf, TB_TOPIC_LOGS, topic, sizeof(topic));
                 int64_t give_up = tb_mono_us() + (int64_t)TB_EXEC_LOG_QUEUE_WAIT_MS * 1000;
                 rd_kafka_resp_err_t rerr;
+                rd_kafka_t *lp = tb_bus_rprod_get(ex->log_producer);
                 for (;;) {
                         rerr = rd_kafka_producev(
-                                ex->log_producer, RD_KAFKA_V_TOPIC(topic),
+                                lp, RD_KAFKA_V_TOPIC(topic),
                                 RD_KAFKA_V_KEY(run_id, strlen(run_id)),
                                 RD_KAFKA_V_VALUE(out.data, out.len),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(n),
                                 RD_KAFKA_V_END);
                         if (rerr != RD_KAFKA_RESP_ERR__QUEUE_FULL || tb_mono_us() >= give_up)
                                 break;
-                        rd_kafka_poll(ex->log_producer, 50); /* serving reports frees room */
+                        rd_kafka_poll(lp, 50); /* serving reports frees room */
                 }
+                tb_bus_rprod_put(ex->log_producer);
                 if (rerr)
                         e = tb_seterr(errstr, errstr_size, TB_ERR_KAFKA, "produce to %s: %s",
                                       topic, rd_kafka_err2str(rerr));

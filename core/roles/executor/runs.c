@@ -102,10 +102,12 @@ tb_err_t tb_exec_publish_result(tb_exec_t *ex, const char *run_id,
         json_object_set_new(v, "at", json_integer(tb_now_ms()));
         tb_err_t err = tb_serde_encode(TB_SCHEMA_RUN_RESULT, v, &out, errstr, errstr_size);
         json_decref(v);
-        if (err == TB_OK)
-                err = tb_bus_produce(ex->producer, ex->conf, TB_TOPIC_RESULTS,
+        if (err == TB_OK) {
+                err = tb_bus_produce(tb_bus_rprod_get(ex->producer), ex->conf, TB_TOPIC_RESULTS,
                                      RD_KAFKA_PARTITION_UA, task_id, strlen(task_id), out.data,
                                      out.len, NULL, 0, sync, errstr, errstr_size);
+                tb_bus_rprod_put(ex->producer);
+        }
         tb_buf_free(&out);
         return err;
 }
@@ -122,6 +124,8 @@ static bool tb_exec_publish_result_retry(tb_exec_t *ex, const char *run_id,
                         return true;
                 tb_error(TB_EXEC_SUB, "run %s: publishing its %s result failed (try %d): %s",
                          run_id, o->status, tries, err);
+                if (tb_bus_rprod_recover(ex->producer))
+                        continue; /* a new producer: at once */
                 if (atomic_load(&ex->stop_all) && tries >= 30)
                         return false;
                 sleep(1);
