@@ -244,19 +244,11 @@ static void tb_exec_destroy(tb_exec_t *ex) {
         if (ex->log_producer) {
                 /* the gaps still unmarked get their marker now if Kafka takes it */
                 tb_exec_log_loss_tick(ex, true);
-                if (rd_kafka_flush(ex->log_producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
-                        tb_warn(TB_EXEC_SUB, "%d log chunk(s) not delivered at exit",
-                                rd_kafka_outq_len(ex->log_producer));
-                rd_kafka_destroy(ex->log_producer);
+                tb_bus_rprod_destroy(ex->log_producer, 10000);
         }
         tb_exec_log_loss_free(ex);
         pthread_mutex_destroy(&ex->loss_lock);
-        if (ex->producer) {
-                if (rd_kafka_flush(ex->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
-                        tb_warn(TB_EXEC_SUB, "%d record(s) not delivered at exit",
-                                rd_kafka_outq_len(ex->producer));
-                rd_kafka_destroy(ex->producer);
-        }
+        tb_bus_rprod_destroy(ex->producer, 10000);
         pthread_mutex_destroy(&ex->lock);
         pthread_cond_destroy(&ex->done_cond);
         pthread_cond_destroy(&ex->timer_cond);
@@ -323,13 +315,14 @@ static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
         tb_metrics_set("taskbus_executor_running", NULL, 0);
 
         if ((err = tb_serde_init(errstr, errstr_size)) ||
-            (err = tb_bus_producer_new(ex->conf, NULL, &ex->producer, errstr, errstr_size)) ||
-            (err = tb_bus_producer_new_opts(
+            (err = tb_bus_rprod_new(ex->conf, NULL, "executor results", &ex->producer, errstr,
+                                    errstr_size)) ||
+            (err = tb_bus_rprod_new(
                      ex->conf,
                      &(tb_producer_opts_t){.message_timeout_ms =
                                                    (int)ex->conf->exec_log_delivery_timeout_ms,
                                            .dr_msg_cb = tb_exec_log_dr},
-                     &ex->log_producer, errstr, errstr_size)) ||
+                     "executor logs", &ex->log_producer, errstr, errstr_size)) ||
             (err = tb_exec_plugins_load(ex, errstr, errstr_size)))
                 goto fail;
         snprintf(group, sizeof(group), "%sexecutor", ex->conf->topic_prefix);
