@@ -327,6 +327,7 @@ static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
                 goto fail;
         snprintf(group, sizeof(group), "%sexecutor", ex->conf->topic_prefix);
         const tb_topic_t topics[] = {TB_TOPIC_RUNS};
+        const char *inst = tb_bus_prop(ex->conf, "group.instance.id");
         tb_consumer_opts_t o = {
                 .group_id = group,
                 .read_committed = true,
@@ -335,6 +336,12 @@ static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
                 .rebalance_cb = tb_exec_rebalance_cb,
                 .opaque = ex,
                 .session_timeout_ms = 10000,
+                /* static: a restart (even after SIGKILL) is the same member and
+                 * takes its partitions back at once, instead of after the
+                 * session timeout; a process stopped for good gives them up
+                 * when its session times out (librdkafka does not leave a
+                 * group as a static member) */
+                .instance_id = inst && *inst ? inst : ctx->instance,
         };
         if ((err = tb_bus_consumer_new(ex->conf, &o, topics, 1, &ex->consumer, errstr,
                                        errstr_size)))
