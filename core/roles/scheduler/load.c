@@ -257,17 +257,19 @@ static tb_err_t tb_sched_load_checkpoints(tb_sched_role_t *r, int32_t p, char *e
 /* Load partition \p p: where to tail task-events from goes to *\p start. */
 tb_err_t tb_sched_load_partition(tb_sched_role_t *r, int32_t p, int64_t *start, char *errstr,
                                  size_t errstr_size) {
-        int64_t committed = -1, o_p = 0;
+        int64_t committed = -1, o_p = 0, t[4];
         tb_err_t err;
         tb_sched_drop_partition(r->s, p);
+        t[0] = tb_mono_us();
         if ((err = tb_sched_committed_offset(r, r->gc, r->t_ev, p, &committed, errstr,
                                              errstr_size)) ||
-            (err = tb_sched_load_projection(r, p, &o_p, errstr, errstr_size)) ||
-            (err = tb_sched_load_checkpoints(r, p, errstr, errstr_size))) {
+            (t[1] = tb_mono_us(), err = tb_sched_load_projection(r, p, &o_p, errstr, errstr_size)) ||
+            (t[2] = tb_mono_us(), err = tb_sched_load_checkpoints(r, p, errstr, errstr_size))) {
                 tb_sched_adopt_clear(r);
                 tb_sched_drop_partition(r->s, p);
                 return err;
         }
+        t[3] = tb_mono_us();
         tb_sched_adopt_flush(r);
         tb_sched_load_remote(r, p);
         /* Events between our last commit and the projection's offset are in
@@ -280,9 +282,12 @@ tb_err_t tb_sched_load_partition(tb_sched_role_t *r, int32_t p, int64_t *start, 
         part->ev_pos = *start;
         part->rr_pos = -1;
         tb_info(TB_SCHED_LOG,
-                "partition %d loaded: tailing task-events from offset %" PRId64
-                " (projection at %" PRId64 "), %zu tasks in this process",
-                (int)p, *start, o_p, tb_sched_task_count(r->s));
+                "partition %d loaded in %" PRId64 " ms (committed offset %" PRId64
+                " ms, projection %" PRId64 " ms, checkpoints %" PRId64
+                " ms): tailing task-events from offset %" PRId64 " (projection at %" PRId64
+                "), %zu tasks in this process",
+                (int)p, (tb_mono_us() - t[0]) / 1000, (t[1] - t[0]) / 1000, (t[2] - t[1]) / 1000,
+                (t[3] - t[2]) / 1000, *start, o_p, tb_sched_task_count(r->s));
         return TB_OK;
 }
 
