@@ -106,15 +106,20 @@ def psql(db, sql):
 # ---- a taskbusd on the stack ----------------------------------------------------
 
 class Daemon:
-    def __init__(self, name, roles, extra=""):
+    def __init__(self, name, roles, extra="", peer=None, api_port=None):
+        """A taskbusd with \p roles on a fresh database and topic prefix; with \p peer, a
+        second process of the same deployment (its database, topics and user) listening
+        on \p api_port."""
         self.dir = tempfile.mkdtemp(prefix="tb-bench-%s-" % name)
         self.db = "bench_%s" % name
-        psql("postgres", "DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.db)
-        psql("postgres", "CREATE DATABASE %s" % self.db)
+        self.api_port = api_port or API_PORT
+        if not peer:
+            psql("postgres", "DROP DATABASE IF EXISTS %s WITH (FORCE)" % self.db)
+            psql("postgres", "CREATE DATABASE %s" % self.db)
         self.conf = os.path.join(self.dir, "taskbus.conf")
         with open(self.conf, "w") as fp:
             fp.write("""region = "local";
-log_level = "warn";
+log_level = "%s";
 topics = { prefix = "bench%s."; partitions = 6; replication = 1; };
 postgres = { url = "postgresql://taskbus@127.0.0.1:%d/%s"; pool_size = 8; };
 api = { listen = "127.0.0.1:%d"; rate = 5000.0; burst = 1000000; reply_timeout = "10s"; };
@@ -122,11 +127,14 @@ scheduler = { max_batch = 2000; };
 executor = { max_concurrent = 1000; };
 kafka = { bootstrap_servers = "%s"; };
 %s
-""" % (name, PG_PORT, self.db, API_PORT, KAFKA, extra))
-        self.cli("admin", "migrate")
-        self.cli("admin", "topics", "ensure")
-        out = self.cli("admin", "user", "create", "bench", "--groups", "ops")
-        self.token = re.search(r"^token: (\S+)", out, re.M).group(1)
+""" % (os.environ.get("TB_BENCH_LOG_LEVEL", "warn"), name, PG_PORT, self.db, self.api_port, KAFKA, extra))
+        if peer:
+            self.token = peer.token
+        else:
+            self.cli("admin", "migrate")
+            self.cli("admin", "topics", "ensure")
+            out = self.cli("admin", "user", "create", "bench", "--groups", "ops")
+            self.token = re.search(r"^token: (\S+)", out, re.M).group(1)
         self.log = os.path.join(self.dir, "taskbusd.log")
         self.roles = roles
         self.start()
@@ -137,7 +145,7 @@ kafka = { bootstrap_servers = "%s"; };
         end = time.time() + 60
         while time.time() < end:
             try:
-                socket.create_connection(("127.0.0.1", API_PORT), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.api_port), timeout=1).close()
                 break
             except OSError:
                 time.sleep(0.2)
@@ -505,7 +513,8 @@ def scenario_abuse(args):
 
 
 def scenario_restart(args):
-    """Fires every second from 50 tasks through a clean restart and a SIGKILL restart."""
+    """Fires every second from 50 tasks through a clean restart and a SIGKILL restart of
+    one taskbusd, then a rolling restart of two."""
     d = Daemon("restart", "api,commands,projector,scheduler,executor,archiver")
     res = {}
     try:
@@ -545,6 +554,35 @@ def scenario_restart(args):
                          "lag_ms": {"p50": pct(lags, 50), "p99": pct(lags, 99), "max": max(lags) if lags else None},
                          "runs_in_window": len(lags)}
             log("%s restart: %s" % (kind, json.dumps(res[kind])))
+        # a rolling restart of two processes with all roles: a second one joins, then each
+        # is stopped and started again in turn (the next once the previous listens)
+        peer = Daemon("restart", d.roles, peer=d, api_port=API_PORT + 1)
+        try:
+            log("a second taskbusd joined; settling 20 s")
+            time.sleep(20)
+            t0 = now_ms()
+            for p in (d, peer):
+                p.stop()
+                p.start()
+            t1 = now_ms()
+            time.sleep(25)
+            want = len(created) * ((t1 + 20000 - t0) // 1000)
+            for _ in range(240):
+                n = int(psql(d.db, "SELECT count(*) FROM runs WHERE started_at IS NOT NULL AND nominal_time "
+                                   "BETWEEN to_timestamp(%d / 1000.0) AND to_timestamp(%d / 1000.0)"
+                             % (t0, t1 + 20000)).strip())
+                if n >= want:
+                    break
+                time.sleep(0.5)
+            lags = [int(x) for x in psql(d.db, "SELECT (extract(epoch FROM started_at - nominal_time) * 1000)::bigint "
+                                               "FROM runs WHERE nominal_time BETWEEN to_timestamp(%d / 1000.0) AND "
+                                               "to_timestamp(%d / 1000.0)" % (t0, t1 + 20000)).split()]
+            res["rolling"] = {"restarts_ms": t1 - t0,
+                              "lag_ms": {"p50": pct(lags, 50), "p99": pct(lags, 99), "max": max(lags) if lags else None},
+                              "runs_in_window": len(lags)}
+            log("rolling restart: %s" % json.dumps(res["rolling"]))
+        finally:
+            peer.stop()
         # exactly once over the whole run: per task, each nominal time once and none missing
         rows = psql(d.db, "SELECT task_id, count(*), count(DISTINCT nominal_time), "
                           "(extract(epoch FROM max(nominal_time) - min(nominal_time)))::bigint FROM runs "
@@ -564,6 +602,9 @@ def scenario_restart(args):
         print("restart (%s): stop %d ms, start %d ms, fires flowing %s ms after the start; lag of fires due around "
               "it p50 %s ms, p99 %s ms, max %s ms" % (kind, r["stop_ms"], r["start_ms"], r["fires_flow_after_start_ms"],
                                                      r["lag_ms"]["p50"], r["lag_ms"]["p99"], r["lag_ms"]["max"]))
+    r = res["rolling"]
+    print("restart (rolling, two processes): both restarted in %d ms; lag of fires due around it p50 %s ms, "
+          "p99 %s ms, max %s ms" % (r["restarts_ms"], r["lag_ms"]["p50"], r["lag_ms"]["p99"], r["lag_ms"]["max"]))
     print("restart: %(tasks)d tasks, %(duplicated)d duplicated, %(missing)d missing" % res["exactly_once"])
 
 
