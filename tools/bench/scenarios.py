@@ -521,8 +521,17 @@ def scenario_restart(args):
         bodies = [{"name": "tick-%d" % i, "script": "true", "security_group": "ops",
                    "schedule": {"every": "1s"}, "misfire": "run_all"} for i in range(50)]
         created = [r for r in post_many(d.token, bodies) if r and r[0] == 201]
-        log("%d tasks firing every second; warming up 20 s" % len(created))
+        log("%d tasks firing every second; warming up until fires are on time (20-120 s)" % len(created))
         time.sleep(20)
+        end = time.time() + 100
+        while time.time() < end:
+            # every fire of the last 5 s (due 5-10 s ago) started within 1 s of its time
+            late = psql(d.db, "SELECT count(*) FILTER (WHERE started_at - nominal_time > interval '1 s'), "
+                              "count(started_at) FROM runs WHERE nominal_time BETWEEN now() - "
+                              "interval '10 s' AND now() - interval '5 s'").strip().split("|")
+            if int(late[1]) >= len(created) * 4 and int(late[0]) == 0:
+                break
+            time.sleep(2)
         for kind, sig in (("clean", signal.SIGTERM), ("sigkill", signal.SIGKILL)):
             t_stop = now_ms()
             d.proc.send_signal(sig)
@@ -561,9 +570,13 @@ def scenario_restart(args):
             log("a second taskbusd joined; settling 20 s")
             time.sleep(20)
             t0 = now_ms()
+            steps = []
             for p in (d, peer):
+                ts = now_ms()
                 p.stop()
+                td = now_ms()
                 p.start()
+                steps.append({"at_ms": ts - t0, "stop_ms": td - ts, "start_ms": now_ms() - td})
             t1 = now_ms()
             time.sleep(25)
             want = len(created) * ((t1 + 20000 - t0) // 1000)
@@ -577,7 +590,15 @@ def scenario_restart(args):
             lags = [int(x) for x in psql(d.db, "SELECT (extract(epoch FROM started_at - nominal_time) * 1000)::bigint "
                                                "FROM runs WHERE nominal_time BETWEEN to_timestamp(%d / 1000.0) AND "
                                                "to_timestamp(%d / 1000.0)" % (t0, t1 + 20000)).split()]
-            res["rolling"] = {"restarts_ms": t1 - t0,
+            # per second of nominal time: runs, started, largest start lag (where fires stalled)
+            timeline = [l.split("|") for l in psql(d.db, "SELECT (extract(epoch FROM date_trunc('second', nominal_time)) "
+                                                          "* 1000)::bigint - %d, count(*), count(started_at), "
+                                                          "COALESCE((extract(epoch FROM max(started_at - nominal_time)) "
+                                                          "* 1000)::bigint, -1) FROM runs WHERE nominal_time BETWEEN "
+                                                          "to_timestamp(%d / 1000.0) AND to_timestamp(%d / 1000.0) "
+                                                          "GROUP BY 1 ORDER BY 1" % (t0, t0, t1 + 20000)).split()]
+            res["rolling"] = {"restarts_ms": t1 - t0, "steps": steps,
+                              "timeline": [[int(x) for x in row] for row in timeline],
                               "lag_ms": {"p50": pct(lags, 50), "p99": pct(lags, 99), "max": max(lags) if lags else None},
                               "runs_in_window": len(lags)}
             log("rolling restart: %s" % json.dumps(res["rolling"]))
