@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -632,6 +634,32 @@ Test(executor, infra_error_when_the_plugin_cannot_start_the_run) {
         cr_assert(json_is_null(json_object_get(r, "exit_code")));
         cr_assert(strstr(jstr(r, "error"), "unknown executor option 'colour'"), "%s",
                   jstr(r, "error"));
+}
+
+/* An executor running as root whose capabilities were cut too far (no
+ * CAP_SETGID / CAP_SETUID) cannot become the task's user: the run ends
+ * FAILED as an infra error that names the user and the cause, and nothing of
+ * the task ran. */
+Test(executor_cfg, user_switch_failure_is_a_clear_run_error) {
+        tb_log_set_level(TB_LOG_WARN);
+        cr_assert_eq(geteuid(), 0, "this test runs as root");
+        /* the daemon this test starts inherits the cut bounding set */
+        cr_assert_eq(prctl(PR_CAPBSET_DROP, CAP_SETGID, 0, 0, 0), 0, "%s", strerror(errno));
+        cr_assert_eq(prctl(PR_CAPBSET_DROP, CAP_SETUID, 0, 0, 0), 0, "%s", strerror(errno));
+        start_stack(NULL);
+        char cmd[160];
+        snprintf(cmd, sizeof(cmd), "touch %s/ran", tmpdir);
+        produce_req(&(req_t){.run_id = "sw-1", .task_id = "task-sw", .script = cmd});
+        const json_t *r = wait_result("sw-1", "FAILED", WAIT_MS);
+        cr_assert(json_is_true(json_object_get(r, "infra_error")));
+        cr_assert(json_is_null(json_object_get(r, "exit_code")));
+        const char *e = jstr(r, "error");
+        cr_assert(strstr(e, "cannot switch to os user 'nobody' (uid 65534, gid 65534"), "%s", e);
+        cr_assert(strstr(e, "setgroups: Operation not permitted"), "%s", e);
+        cr_assert(strstr(e, "CAP_SETUID and CAP_SETGID"), "%s", e);
+        char path[128];
+        snprintf(path, sizeof(path), "%s/ran", tmpdir);
+        cr_assert_neq(access(path, F_OK), 0, "the task ran although its user was not set");
 }
 
 Test(executor, sigterm_waits_grace_then_cancels) {
