@@ -66,9 +66,9 @@ set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-# Beside what dpkg-shlibdeps finds: adduser for postinst, setpriv (util-linux)
-# for the shell executor's user switch.
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, util-linux")
+# Beside what dpkg-shlibdeps finds: adduser for postinst. (The shell executor
+# switches users itself: no setpriv, so no util-linux.)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "podman, postgresql, systemd")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA

@@ -6,16 +6,19 @@
  *
  * Design (see docs/plugin-guide.md for the operator view; which file holds
  * what: shell_internal.h):
- *  - Processes are started with posix_spawn(), in a new session
- *    (POSIX_SPAWN_SETSID: the task's process group is its pid), with an empty
- *    signal mask and default dispositions, stdin from /dev/null, stdout and
- *    stderr on pipes, every other descriptor closed, and a clean environment.
- *  - posix_spawn cannot change user, and a fork()ed child of a multithreaded
- *    process may only call async-signal-safe functions (initgroups() is not
- *    one). So when the task's user differs from ours, we spawn
- *    `setpriv --reuid --regid --init-groups -- cmd...`: util-linux's setpriv
- *    switches ids and execs the command in place, so the pid, session and
- *    process group stay the task's own.
+ *  - Processes are started by child.c with clone(CLONE_VM | CLONE_VFORK)
+ *    (what posix_spawn() does, without the page-table copy of fork()): in a
+ *    new session (setsid: the task's process group is its pid), signals at
+ *    their defaults and unblocked, stdin from /dev/null, stdout and stderr on
+ *    pipes, every other descriptor closed, a clean environment.
+ *  - When the task's user differs from ours, the child switches to it between
+ *    clone and execve (setgroups with the groups the parent resolved with
+ *    getgrouplist(), setresgid, setresuid, raw system calls only): one exec
+ *    per run. A failure there comes back to start() as an error naming the
+ *    user and the cause. Only a root executor switches users; uid 0 itself is
+ *    refused unless allow_root is set. (Until 1.1 this went through an extra
+ *    exec of util-linux setpriv; its config key is ignored now, with a
+ *    warning.)
  *  - ONE I/O thread per plugin instance multiplexes, with epoll, every run's
  *    two pipes and a pidfd (pidfd_open) that becomes readable when the
  *    task's main process exits: no SIGCHLD handler, no per-run thread, which
@@ -49,8 +52,8 @@ static const tb_plugin_config_key_t sh_keys[] = {
          "5s", 0, TB_PLUGIN_CONF_DURATION},
         {"default_workdir", "working directory of runs that name none", "/", 0,
          TB_PLUGIN_CONF_STRING},
-        {"setpriv", "path of util-linux setpriv, used to switch to the run's user",
-         "/usr/bin/setpriv", 0, TB_PLUGIN_CONF_STRING},
+        {"setpriv", "deprecated and ignored: users are switched in the child, "
+         "without setpriv", NULL, 0, TB_PLUGIN_CONF_STRING},
         {"shell", "the shell that runs scripts (as shell -c script)", "/bin/sh", 0,
          TB_PLUGIN_CONF_STRING},
         {"flush_interval", "longest time output is held before it is emitted",
@@ -104,7 +107,6 @@ static void sh_destroy(void *state) {
                 close(st->wakefd);
         pthread_mutex_destroy(&st->lock);
         free(st->default_workdir);
-        free(st->setpriv);
         free(st->shell);
         free(st);
 }
@@ -119,15 +121,18 @@ static int sh_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
         pthread_mutex_init(&st->lock, NULL);
         const char *wd = tb_pu_kv_get(config, n_config, "default_workdir");
         const char *setpriv = tb_pu_kv_get(config, n_config, "setpriv");
+        if (setpriv)
+                host->log(host, TB_PLUGIN_LOG_WARN, "config key 'setpriv' (\"%s\") is "
+                          "deprecated and ignored: the shell plugin switches to the run's "
+                          "user itself, between fork and exec; remove the key", setpriv);
         const char *shell = tb_pu_kv_get(config, n_config, "shell");
         st->allow_root = tb_pu_kv_true(config, n_config, "allow_root");
         st->kill_grace_ms = tb_pu_kv_i64(config, n_config, "kill_grace", 0);
         st->flush_ms = tb_pu_kv_i64(config, n_config, "flush_interval", 0);
         st->heartbeat_ms = tb_pu_kv_i64(config, n_config, "heartbeat_interval", 0);
         st->default_workdir = wd ? strdup(wd) : NULL;
-        st->setpriv = setpriv ? strdup(setpriv) : NULL;
         st->shell = shell ? strdup(shell) : NULL;
-        if (!st->default_workdir || !st->setpriv || !st->shell) {
+        if (!st->default_workdir || !st->shell) {
                 sh_destroy(st);
                 return tb_pu_fail(errbuf, errbuf_size, "out of memory");
         }
@@ -188,7 +193,7 @@ static int sh_init(const tb_plugin_host_t *host, const tb_plugin_kv_t *config,
 static const tb_plugin_t sh_plugin = {
         TB_PLUGIN_ABI_FIELDS,
         .name = "shell",
-        .version = "1.0.0",
+        .version = "1.1.0",
         .description = "runs a task's script with /bin/sh as its OS user",
         .config_keys = sh_keys,
         .init = sh_init,

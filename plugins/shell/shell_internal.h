@@ -4,8 +4,10 @@
  *        record, and the functions that cross files.
  *
  * shell.c      the plugin glue: config keys, init, cancel, destroy
- * spawn.c      start(): checks a run, builds its environment and command
- *              line, and spawns it (as another user through setpriv)
+ * spawn.c      start(): checks a run, resolves its user and groups, builds
+ *              its environment and command line, and hands it to child.c
+ * child.c      the process start: clone, then between clone and execve the
+ *              session, signals, stdio, working directory, groups, gid, uid
  * io_thread.c  the one I/O thread: pipes, pidfds, process groups, timers,
  *              and the result of each run
  *
@@ -79,7 +81,7 @@ typedef struct sh_state {
         const tb_plugin_host_t *host;
         bool allow_root;
         int64_t kill_grace_ms, flush_ms, heartbeat_ms;
-        char *default_workdir, *setpriv, *shell;
+        char *default_workdir, *shell;
         int epfd, wakefd;
         sh_fdref_t wake_ref;
         pthread_t thread;
@@ -99,6 +101,39 @@ void sh_wake(sh_state_t *st);
 
 /** The plugin's start(): spawn \p run and hand it to the I/O thread. */
 int sh_spawn_start(void *state, const tb_plugin_run_t *run, char *errbuf,
+                   size_t errbuf_size);
+
+/* ---- child.c ------------------------------------------------------------ */
+
+/** What the child is to become. Everything is resolved by the caller: the
+ *  child makes system calls only. */
+typedef struct sh_child_spec {
+        const char *path;          /* execve()'s path */
+        char *const *argv, *const *envp;
+        const char *workdir;
+        int out_fd, err_fd;        /* the pipes' write ends, both > 2 */
+        bool switch_user;          /* else the ids and groups stay ours */
+        const char *user;          /* for messages */
+        uid_t uid;
+        gid_t gid;
+        const gid_t *groups;       /* supplementary groups (getgrouplist()) */
+        size_t n_groups;
+        int max_fd;                /* descriptors to close without close_range */
+} sh_child_spec_t;
+
+/**
+ * @brief Start \p spec's process: a new session and process group, signals
+ *        at their defaults and unblocked, stdin /dev/null, stdout and stderr
+ *        on the given pipes, no other descriptor, in its working directory,
+ *        as its user (groups, then gid, then uid), then execve().
+ * @param pid set to the child's pid (also its process group) on success
+ * @returns TB_PLUGIN_OK once the child has exec'd; TB_PLUGIN_ERROR with
+ *          \p errbuf naming the step and its cause (a user that cannot be
+ *          switched to names the user) when it could not: that child is
+ *          already reaped.
+ * @locality any thread; it is suspended until the child execs or fails
+ */
+int sh_child_spawn(const sh_child_spec_t *spec, pid_t *pid, char *errbuf,
                    size_t errbuf_size);
 
 /* ---- io_thread.c -------------------------------------------------------- */

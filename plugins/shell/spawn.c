@@ -1,9 +1,10 @@
 /**
  * @file spawn.c
  * @brief The shell plugin's start(): checks what a run asks for (options,
- *        OS user, working directory, environment, command), then spawns it
- *        with posix_spawn() in a new session, through setpriv when the
- *        task's user differs from ours, and hands it to the I/O thread.
+ *        OS user, working directory, environment, command), resolves the
+ *        user's supplementary groups, starts the process (child.c: a new
+ *        session, the user switched between clone and execve, one exec per
+ *        run) and hands it to the I/O thread.
  */
 #include "shell_internal.h"
 
@@ -12,7 +13,8 @@
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
-#include <spawn.h>
+#include <grp.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,11 +96,10 @@ int sh_spawn_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         sh_run_t *r = NULL;
         char *pwbuf = NULL;
         const char **argv = NULL;
+        gid_t *groups = NULL;
+        int ngroups = 0;
         int outp[2] = {-1, -1}, errp[2] = {-1, -1};
-        bool fa_init = false, at_init = false;
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t at;
-        char exe[PATH_MAX], uidarg[32], gidarg[32];
+        char exe[PATH_MAX];
 
         /* What to run. */
         bool argv_form = run->argv && run->argv[0];
@@ -165,11 +166,30 @@ int sh_spawn_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                            pw.pw_name, (int)pw.pw_uid, (int)geteuid());
                 goto fail;
         }
-        if (switch_user && access(st->setpriv, X_OK) != 0) {
-                tb_pu_fail(errbuf, errbuf_size, "cannot switch to os user '%s': setpriv "
-                           "'%s' is not executable (%s); install util-linux or set the "
-                           "plugin's setpriv key", pw.pw_name, st->setpriv, strerror(errno));
-                goto fail;
+        if (switch_user) {
+                /* The child may not look anything up (NSS is not
+                 * async-signal-safe): its groups are resolved here. */
+                int cap = 64;
+                for (;;) {
+                        gid_t *ng = realloc(groups, (size_t)cap * sizeof(gid_t));
+                        if (!ng) {
+                                tb_pu_fail(errbuf, errbuf_size, "out of memory");
+                                goto fail;
+                        }
+                        groups = ng;
+                        ngroups = cap;
+                        if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &ngroups) >= 0)
+                                break;
+                        if (ngroups <= cap)
+                                cap *= 2;
+                        else
+                                cap = ngroups;
+                        if (cap > 65536) {
+                                tb_pu_fail(errbuf, errbuf_size, "cannot switch to os user "
+                                           "'%s': more than 65536 groups", pw.pw_name);
+                                goto fail;
+                        }
+                }
         }
 
         /* Where. */
@@ -210,21 +230,12 @@ int sh_spawn_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         if (argv_form)
                 while (run->argv[nargs])
                         nargs++;
-        argv = calloc(nargs + 10, sizeof(char *));
+        argv = calloc(nargs + 4, sizeof(char *));
         if (!argv) {
                 tb_pu_fail(errbuf, errbuf_size, "out of memory");
                 goto fail;
         }
         size_t a = 0;
-        if (switch_user) {
-                snprintf(uidarg, sizeof(uidarg), "--reuid=%u", (unsigned)pw.pw_uid);
-                snprintf(gidarg, sizeof(gidarg), "--regid=%u", (unsigned)pw.pw_gid);
-                argv[a++] = st->setpriv;
-                argv[a++] = uidarg;
-                argv[a++] = gidarg;
-                argv[a++] = "--init-groups";
-                argv[a++] = "--";
-        }
         if (argv_form) {
                 const char *cmd = run->argv[0];
                 if (!strchr(cmd, '/')) {
@@ -264,45 +275,44 @@ int sh_spawn_start(void *state, const tb_plugin_run_t *run, char *errbuf,
                            "executor's open file limit?)", strerror(errno));
                 goto fail;
         }
-        int e = posix_spawn_file_actions_init(&fa);
-        fa_init = e == 0;
-        if (!e)
-                e = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-        if (!e)
-                e = posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
-        if (!e)
-                e = posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
-        if (!e)
-                e = posix_spawn_file_actions_addchdir_np(&fa, wd);
-        if (!e)
-                e = posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-        sigset_t none, dfl;
-        sigemptyset(&none);
-        sigfillset(&dfl);
-        sigdelset(&dfl, SIGKILL);
-        sigdelset(&dfl, SIGSTOP);
-        if (!e) {
-                e = posix_spawnattr_init(&at);
-                at_init = e == 0;
+        /* The child dups them onto 1 and 2: keep them clear of 0-2 (a host
+         * started with a closed stdio) so that no dup overwrites another. */
+        for (int i = 0; i < 2; i++) {
+                int *fds = i ? errp : outp;
+                for (int j = 0; j < 2; j++) {
+                        if (fds[j] > 2)
+                                continue;
+                        int moved = fcntl(fds[j], F_DUPFD_CLOEXEC, 3);
+                        if (moved < 0) {
+                                tb_pu_fail(errbuf, errbuf_size, "cannot move a pipe: %s",
+                                           strerror(errno));
+                                goto fail;
+                        }
+                        close(fds[j]);
+                        fds[j] = moved;
+                }
         }
-        if (!e)
-                e = posix_spawnattr_setsigmask(&at, &none);
-        if (!e)
-                e = posix_spawnattr_setsigdefault(&at, &dfl);
-        if (!e)
-                e = posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID |
-                                                          POSIX_SPAWN_SETSIGMASK |
-                                                          POSIX_SPAWN_SETSIGDEF);
-        if (e) {
-                tb_pu_fail(errbuf, errbuf_size, "cannot set up posix_spawn: %s", strerror(e));
+        struct rlimit nofile;
+        int max_fd = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < 1048576
+                             ? (int)nofile.rlim_cur
+                             : 1048576;
+        const sh_child_spec_t spec = {
+                .path = argv[0],
+                .argv = (char *const *)argv,
+                .envp = env.v,
+                .workdir = wd,
+                .out_fd = outp[1],
+                .err_fd = errp[1],
+                .switch_user = switch_user,
+                .user = pw.pw_name,
+                .uid = pw.pw_uid,
+                .gid = pw.pw_gid,
+                .groups = groups,
+                .n_groups = (size_t)ngroups,
+                .max_fd = max_fd,
+        };
+        if (sh_child_spawn(&spec, &r->pid, errbuf, errbuf_size) != TB_PLUGIN_OK)
                 goto fail;
-        }
-        e = posix_spawn(&r->pid, argv[0], &fa, &at, (char *const *)argv, env.v);
-        if (e) {
-                tb_pu_fail(errbuf, errbuf_size, "cannot start '%s' in '%s': %s", argv[0],
-                           wd, strerror(e));
-                goto fail;
-        }
         r->started_ms = tb_pu_wall_ms();
 
         close(outp[1]);
@@ -337,10 +347,7 @@ int sh_spawn_start(void *state, const tb_plugin_run_t *run, char *errbuf,
         rc = TB_PLUGIN_OK;
 
 fail:
-        if (fa_init)
-                posix_spawn_file_actions_destroy(&fa);
-        if (at_init)
-                posix_spawnattr_destroy(&at);
+        free(groups);
         for (int i = 0; i < 2; i++) {
                 if (outp[i] >= 0)
                         close(outp[i]);

@@ -5,17 +5,24 @@
  *        group, the clean environment, user switching, infra errors, and
  *        750 concurrent runs.
  *
- * The tests run as root, so most runs use os user "nobody" (the setpriv
- * path) and the config sets allow_root = true for the few that need root.
+ * The tests run as root, so most runs use os user "nobody" (the user is
+ * switched in the child between clone and execve) and the config sets
+ * allow_root = true for the few that need root.
  */
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "executor/plugin_host.h"
@@ -408,6 +415,221 @@ Test(shell, unload_cancels_running_runs) {
         cr_assert(group_gone(pgid_of(13)));
         /* teardown unloads pi: give it a fresh instance */
         setup();
+}
+
+/* ---- the process a run gets: ids, groups, session, descriptors, signals ---- */
+
+/* A user other than root that is a member of some group besides its own
+ * (from the group database), or the test fails. */
+static void user_with_groups(char *name, size_t size) {
+        name[0] = '\0';
+        setgrent();
+        for (struct group *g; !name[0] && (g = getgrent());) {
+                for (char **m = g->gr_mem; m && *m && !name[0]; m++) {
+                        struct passwd *pw = getpwnam(*m);
+                        if (pw && pw->pw_uid != 0 && pw->pw_gid != g->gr_gid)
+                                snprintf(name, size, "%s", *m);
+                }
+        }
+        endgrent();
+        cr_assert(name[0], "no non-root user on this host is in a supplementary group: "
+                           "add one (useradd -G) for this test");
+}
+
+/* Sorted numeric list of \p text's whitespace-separated ids, into \p out. */
+static size_t parse_ids(const char *text, long *out, size_t max) {
+        size_t n = 0;
+        for (const char *p = text; *p && n < max;) {
+                char *end;
+                long v = strtol(p, &end, 10);
+                if (end == p) {
+                        p++;
+                        continue;
+                }
+                out[n++] = v;
+                p = end;
+        }
+        for (size_t i = 1; i < n; i++)
+                for (size_t j = i; j > 0 && out[j - 1] > out[j]; j--) {
+                        long t = out[j];
+                        out[j] = out[j - 1];
+                        out[j - 1] = t;
+                }
+        return n;
+}
+
+/* The line of \p out that starts with \p prefix (its rest), or fails. */
+static char *line_after(char *out, const char *prefix) {
+        char *p = strstr(out, prefix);
+        cr_assert_not_null(p, "no '%s' in: %s", prefix, out);
+        p += strlen(prefix);
+        char *nl = strchr(p, '\n');
+        return strndup(p, nl ? (size_t)(nl - p) : strlen(p));
+}
+
+Test(shell, run_as_a_user_has_its_uid_gid_and_groups) {
+        char user[64];
+        user_with_groups(user, sizeof(user));
+        struct passwd *pw = getpwnam(user);
+        cr_assert_not_null(pw);
+        uid_t uid = pw->pw_uid;
+        gid_t gid = pw->pw_gid;
+        gid_t want[256];
+        int nwant = 256;
+        cr_assert(getgrouplist(user, gid, want, &nwant) >= 0);
+        cr_assert(nwant >= 2, "%s has no supplementary group", user);
+
+        tb_plugin_run_t run = mkrun("ids", "echo u=$(id -u) g=$(id -g) G=$(id -G); "
+                                           "grep -E '^(Uid|Gid|Groups):' /proc/$$/status");
+        run.os_user = user;
+        tbt_runlog_t *l = run_to_end(14, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        char *out = tbt_stream(col, 14, TB_PLUGIN_STDOUT);
+        char want_ug[64];
+        snprintf(want_ug, sizeof(want_ug), "u=%u g=%u G=", (unsigned)uid, (unsigned)gid);
+        cr_assert(!strncmp(out, want_ug, strlen(want_ug)), "want '%s...', got: %s", want_ug,
+                  out);
+        /* real, effective, saved and file-system ids: all the user's */
+        char *u = line_after(out, "Uid:"), *g = line_after(out, "Gid:");
+        long ids[8];
+        cr_assert_eq(parse_ids(u, ids, 8), 4, "Uid: %s", u);
+        cr_assert(ids[0] == (long)uid && ids[3] == (long)uid, "Uid: %s", u);
+        cr_assert_eq(parse_ids(g, ids, 8), 4, "Gid: %s", g);
+        cr_assert(ids[0] == (long)gid && ids[3] == (long)gid, "Gid: %s", g);
+        /* `id -G` and the kernel's list: exactly the group database's, none
+         * of ours (root's 0) */
+        long wsorted[256], got[256];
+        char wtext[2048] = "";
+        for (int i = 0; i < nwant; i++)
+                snprintf(wtext + strlen(wtext), sizeof(wtext) - strlen(wtext), "%u ",
+                         (unsigned)want[i]);
+        size_t nw = parse_ids(wtext, wsorted, 256);
+        char *idG = line_after(out, "G=");
+        size_t ng = parse_ids(idG, got, 256);
+        cr_assert_eq(ng, nw, "id -G: '%s', want '%s'", idG, wtext);
+        for (size_t i = 0; i < nw; i++)
+                cr_assert_eq(got[i], wsorted[i], "id -G: '%s', want '%s'", idG, wtext);
+        char *kg = line_after(out, "Groups:");
+        ng = parse_ids(kg, got, 256);
+        cr_assert_eq(ng, nw, "Groups: '%s', want '%s'", kg, wtext);
+        for (size_t i = 0; i < nw; i++)
+                cr_assert_eq(got[i], wsorted[i], "Groups: '%s', want '%s'", kg, wtext);
+        free(u);
+        free(g);
+        free(idG);
+        free(kg);
+        free(out);
+}
+
+Test(shell, run_as_nobody_keeps_none_of_roots_groups) {
+        tb_plugin_run_t run = mkrun("nogroups", "grep -E '^Groups:' /proc/$$/status");
+        tbt_runlog_t *l = run_to_end(15, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        char *out = tbt_stream(col, 15, TB_PLUGIN_STDOUT);
+        char *kg = line_after(out, "Groups:");
+        long got[8];
+        size_t n = parse_ids(kg, got, 8);
+        cr_assert(n == 1 && got[0] == 65534, "nobody's groups: '%s'", kg);
+        free(kg);
+        free(out);
+}
+
+Test(shell, run_leads_its_own_session_and_process_group) {
+        tb_plugin_run_t run = mkrun("session", "awk '{print $1, $5, $6}' /proc/$$/stat");
+        tbt_runlog_t *l = run_to_end(16, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        char *out = tbt_stream(col, 16, TB_PLUGIN_STDOUT);
+        long pid = 0, pgrp = 0, sid = 0;
+        cr_assert_eq(sscanf(out, "%ld %ld %ld", &pid, &pgrp, &sid), 3, "%s", out);
+        cr_assert(pid > 1 && pgrp == pid && sid == pid,
+                  "pid %ld, process group %ld, session %ld: not its own leader", pid, pgrp,
+                  sid);
+        cr_assert_neq(sid, (long)getsid(0));
+        free(out);
+}
+
+Test(shell, run_inherits_no_descriptor_beyond_stdio) {
+        /* Opened the careless way, without O_CLOEXEC, as a library might. */
+        int leak = open("/dev/null", O_RDONLY);
+        int lp[2];
+        cr_assert(leak > 2 && pipe(lp) == 0);
+        /* (no pipeline: the shell's own pipe would show) */
+        tb_plugin_run_t run = mkrun("fds", "ls /proc/$$/fd; readlink /proc/$$/fd/0");
+        tbt_runlog_t *l = run_to_end(17, &run);
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        char *out = tbt_stream(col, 17, TB_PLUGIN_STDOUT);
+        cr_assert_str_eq(out, "0\n1\n2\n/dev/null\n");
+        free(out);
+        close(leak);
+        close(lp[0]);
+        close(lp[1]);
+}
+
+Test(shell, run_gets_default_signals_and_an_empty_mask) {
+        /* What the starting thread blocks or ignores must not reach the task. */
+        sigset_t block, old;
+        sigemptyset(&block);
+        sigaddset(&block, SIGUSR2);
+        sigaddset(&block, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &block, &old);
+        struct sigaction ign = {.sa_handler = SIG_IGN}, old_usr1, old_hup;
+        sigaction(SIGUSR1, &ign, &old_usr1);
+        sigaction(SIGHUP, &ign, &old_hup);
+        tb_plugin_run_t run = mkrun("signals",
+                                     /* exec: dash blocks every signal around
+                                      * the commands it forks */
+                                     "exec grep -E '^Sig(Blk|Ign):' /proc/self/status");
+        start_ok(18, &run, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        sigaction(SIGUSR1, &old_usr1, NULL);
+        sigaction(SIGHUP, &old_hup, NULL);
+        cr_assert(tbt_wait_finished(col, 18, 60000));
+        tbt_runlog_t *l = &col->runs[18];
+        cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
+        char *out = tbt_stream(col, 18, TB_PLUGIN_STDOUT);
+        cr_assert_str_eq(out, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+        free(out);
+}
+
+/* Root without CAP_SETGID and CAP_SETUID (a unit whose capabilities were cut
+ * too far): the switch fails in the child, and start() says who and why. */
+Test(shell, user_that_cannot_be_switched_to_is_a_clear_infra_error) {
+        struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3};
+        struct __user_cap_data_struct d[2];
+        cr_assert_eq(syscall(SYS_capget, &h, d), 0, "capget: %s", strerror(errno));
+        d[0].effective &= ~((1u << CAP_SETGID) | (1u << CAP_SETUID));
+        d[0].permitted &= ~((1u << CAP_SETGID) | (1u << CAP_SETUID));
+        cr_assert_eq(syscall(SYS_capset, &h, d), 0, "capset: %s", strerror(errno));
+        cr_assert_eq(geteuid(), 0);
+
+        tb_plugin_run_t run = mkrun("noswitch", "echo should not run");
+        expect_infra(&run, "cannot switch to os user 'nobody' (uid 65534, gid 65534, "
+                           "1 group(s)): setgroups: Operation not permitted");
+        char err[1024] = "";
+        cr_assert_eq(tb_plugin_run_start(pi, &run, (void *)20, NULL, err, sizeof(err)),
+                     TB_ERR_IO);
+        cr_assert(strstr(err, "CAP_SETUID and CAP_SETGID"), "%s", err);
+        /* the failed child was reaped: no zombie left behind */
+        cr_assert_eq(waitpid(-1, NULL, WNOHANG), -1);
+        cr_assert_eq(errno, ECHILD);
+}
+
+Test(shell, deprecated_setpriv_key_is_accepted_and_ignored) {
+        tb_plugin_kv_t conf[] = {{"setpriv", "/nonexistent/setpriv"}};
+        char err[1024] = "";
+        tb_err_t rc;
+        tb_plugin_instance_t *old = load_shell(conf, 1, err, sizeof(err), &rc);
+        cr_assert_eq(rc, TB_OK, "%s", err);
+        tb_plugin_run_t run = mkrun("setpriv", "id -u");
+        cr_assert_eq(tb_plugin_run_start(old, &run, (void *)19, NULL, err, sizeof(err)), TB_OK,
+                     "%s", err);
+        cr_assert(tbt_wait_finished(col, 19, 60000));
+        cr_assert_eq(col->runs[19].res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s",
+                     col->runs[19].error);
+        char *out = tbt_stream(col, 19, TB_PLUGIN_STDOUT);
+        cr_assert_str_eq(out, "65534\n");
+        free(out);
+        tb_plugin_unload(old, 5000);
 }
 
 #define SCALE_RUNS 750

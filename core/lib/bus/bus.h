@@ -23,6 +23,7 @@
 #include "tb.h"
 #include "config/config.h"
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
 
 /** The topics. Names are `<topics.prefix><name>`, e.g. "taskbus.runs". */
 typedef enum tb_topic {
@@ -173,6 +174,20 @@ unsigned tb_bus_rprod_rebuilds(const tb_bus_rprod_t *p);
 void tb_bus_rprod_destroy(tb_bus_rprod_t *p, int flush_ms);
 
 /**
+ * One record's delivery, as its producer's delivery report gives it: the
+ * per-message opaque of tb_bus_produce()'s sync mode and of
+ * tb_bus_produce_tracked(). It lives with whoever waits for it: the delivery
+ * callback does not touch it once `done` is set.
+ */
+typedef struct tb_bus_dr {
+        atomic_int done;
+        rd_kafka_resp_err_t err;
+        int32_t partition;
+        int64_t offset;
+        tb_topic_t topic;
+} tb_bus_dr_t;
+
+/**
  * Produce one record (value copied). With \p sync true, waits for the
  * delivery report and returns its error. Headers may be NULL.
  */
@@ -180,6 +195,29 @@ tb_err_t tb_bus_produce(rd_kafka_t *rk, const tb_config_t *conf, tb_topic_t topi
                         int32_t partition /* RD_KAFKA_PARTITION_UA */,
                         const void *key, size_t key_len, const void *value, size_t value_len,
                         const tb_header_t *headers, size_t header_cnt, bool sync,
+                        char *errstr, size_t errstr_size);
+
+/**
+ * @brief Produce one record (value copied) without waiting: many records
+ *        in flight, then tb_bus_dr_wait() on each, cost one round trip
+ *        instead of one each (a producer with taskbus's delivery callback).
+ * @param dr caller-owned, set up by this call; it must stay alive until
+ *        tb_bus_dr_wait() returned for it, also when this call failed (then
+ *        it is done already and tb_bus_dr_wait() returns at once).
+ * @returns TB_OK when librdkafka took the record, else the error.
+ */
+tb_err_t tb_bus_produce_tracked(rd_kafka_t *rk, const tb_config_t *conf, tb_topic_t topic,
+                                int32_t partition, const void *key, size_t key_len,
+                                const void *value, size_t value_len, tb_bus_dr_t *dr,
+                                char *errstr, size_t errstr_size);
+
+/**
+ * @brief Wait for \p dr's delivery report (bounded by message.timeout.ms).
+ * @returns TB_OK when delivered, else the delivery error as tb_bus_produce()
+ *          names it (for a record tb_bus_produce_tracked() refused: TB_OK,
+ *          since that call already returned its error).
+ */
+tb_err_t tb_bus_dr_wait(rd_kafka_t *rk, const tb_config_t *conf, tb_bus_dr_t *dr,
                         char *errstr, size_t errstr_size);
 
 /**

@@ -34,17 +34,6 @@
 
 /* ---- producers -------------------------------------------------------------- */
 
-/**
- * The per-message opaque of a synchronous produce. It lives on the waiting
- * thread's stack: the delivery callback must not touch it after `done`.
- */
-typedef struct tb_bus_dr {
-        atomic_int done;
-        rd_kafka_resp_err_t err;
-        int32_t partition;
-        int64_t offset;
-} tb_bus_dr_t;
-
 static void tb_bus_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
         (void)opaque;
         tb_bus_dr_t *dr = msg->_private;
@@ -321,12 +310,17 @@ void tb_bus_rprod_destroy(tb_bus_rprod_t *p, int flush_ms) {
         free(p);
 }
 
-tb_err_t tb_bus_produce(rd_kafka_t *rk, const tb_config_t *conf, tb_topic_t topic,
-                        int32_t partition, const void *key, size_t key_len, const void *value,
-                        size_t value_len, const tb_header_t *headers, size_t header_cnt,
-                        bool sync, char *errstr, size_t errstr_size) {
+/* Produce one record; \p dr (NULL: nobody waits) is completed by its
+ * delivery report. */
+static tb_err_t tb_bus_produce_with(rd_kafka_t *rk, const tb_config_t *conf, tb_topic_t topic,
+                                    int32_t partition, const void *key, size_t key_len,
+                                    const void *value, size_t value_len,
+                                    const tb_header_t *headers, size_t header_cnt,
+                                    tb_bus_dr_t *dr, char *errstr, size_t errstr_size) {
         char name[256];
-        tb_bus_dr_t dr = {.err = RD_KAFKA_RESP_ERR_NO_ERROR, .partition = -1, .offset = -1};
+        if (dr)
+                *dr = (tb_bus_dr_t){.err = RD_KAFKA_RESP_ERR_NO_ERROR, .partition = -1,
+                                    .offset = -1, .topic = topic};
         rd_kafka_headers_t *hdrs = NULL;
         rd_kafka_resp_err_t rerr;
         int64_t give_up = tb_mono_us() + (int64_t)TB_BUS_QUEUE_FULL_WAIT_MS * 1000;
@@ -358,7 +352,7 @@ tb_err_t tb_bus_produce(rd_kafka_t *rk, const tb_config_t *conf, tb_topic_t topi
                         rk, RD_KAFKA_V_TOPIC(name), RD_KAFKA_V_PARTITION(partition),
                         RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, value_len),
                         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(sync ? &dr : NULL),
+                        RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(dr),
                         RD_KAFKA_V_END);
                 if (rerr != RD_KAFKA_RESP_ERR__QUEUE_FULL || tb_mono_us() >= give_up)
                         break;
@@ -383,42 +377,72 @@ tb_err_t tb_bus_produce(rd_kafka_t *rk, const tb_config_t *conf, tb_topic_t topi
                                  "produce to %s: %s (%s)", name, rd_kafka_err2str(rerr),
                                  rd_kafka_err2name(rerr));
         }
-        if (!sync)
-                return TB_OK;
+        return TB_OK;
+}
+
+tb_err_t tb_bus_produce_tracked(rd_kafka_t *rk, const tb_config_t *conf, tb_topic_t topic,
+                                int32_t partition, const void *key, size_t key_len,
+                                const void *value, size_t value_len, tb_bus_dr_t *dr,
+                                char *errstr, size_t errstr_size) {
+        tb_err_t e = tb_bus_produce_with(rk, conf, topic, partition, key, key_len, value,
+                                         value_len, NULL, 0, dr, errstr, errstr_size);
+        if (e)
+                atomic_store_explicit(&dr->done, 1, memory_order_release);
+        return e;
+}
+
+tb_err_t tb_bus_dr_wait(rd_kafka_t *rk, const tb_config_t *conf, tb_bus_dr_t *dr,
+                        char *errstr, size_t errstr_size) {
+        char name[256];
         /* Poll from this thread rather than wait on a condition: no other
          * thread is required to serve the producer's callbacks, and if one
          * does serve our report, the flag is seen on the next round.
          * message.timeout.ms bounds the wait. */
-        while (!atomic_load_explicit(&dr.done, memory_order_acquire))
+        while (!atomic_load_explicit(&dr->done, memory_order_acquire))
                 rd_kafka_poll(rk, 50);
-        if (!dr.err)
+        if (!dr->err)
                 return TB_OK;
+        int32_t partition = dr->partition;
+        tb_topic_name(conf, dr->topic, name, sizeof(name));
         char what[300];
         tb_snprintf(what, sizeof(what), "produce to %s", name);
         tb_err_t fe = tb_bus_fatal(rk, what, errstr, errstr_size);
         if (fe)
                 return fe;
-        switch (dr.err) {
+        switch (dr->err) {
         case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
                 return tb_seterr(errstr, errstr_size, TB_ERR_TIMEOUT,
                                  "produce to %s: not delivered within message.timeout.ms (%s); "
                                  "is Kafka at %s up?",
-                                 name, rd_kafka_err2str(dr.err), tb_bus_bootstrap(conf));
+                                 name, rd_kafka_err2str(dr->err), tb_bus_bootstrap(conf));
         case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
         case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
                                  "produce to %s: %s: the topic does not exist on Kafka at %s "
                                  "(taskbus creates its topics at start-up, see topics.prefix)",
-                                 name, rd_kafka_err2str(dr.err), tb_bus_bootstrap(conf));
+                                 name, rd_kafka_err2str(dr->err), tb_bus_bootstrap(conf));
         case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "produce to %s [%" PRId32 "]: %s", name, partition,
-                                 rd_kafka_err2str(dr.err));
+                                 rd_kafka_err2str(dr->err));
         default:
                 return tb_seterr(errstr, errstr_size, TB_ERR_KAFKA,
-                                 "produce to %s [%" PRId32 "]: %s (%s)", name, dr.partition,
-                                 rd_kafka_err2str(dr.err), rd_kafka_err2name(dr.err));
+                                 "produce to %s [%" PRId32 "]: %s (%s)", name, dr->partition,
+                                 rd_kafka_err2str(dr->err), rd_kafka_err2name(dr->err));
         }
+}
+
+tb_err_t tb_bus_produce(rd_kafka_t *rk, const tb_config_t *conf, tb_topic_t topic,
+                        int32_t partition, const void *key, size_t key_len, const void *value,
+                        size_t value_len, const tb_header_t *headers, size_t header_cnt,
+                        bool sync, char *errstr, size_t errstr_size) {
+        tb_bus_dr_t dr;
+        tb_err_t e = tb_bus_produce_with(rk, conf, topic, partition, key, key_len, value,
+                                         value_len, headers, header_cnt, sync ? &dr : NULL,
+                                         errstr, errstr_size);
+        if (e || !sync)
+                return e;
+        return tb_bus_dr_wait(rk, conf, &dr, errstr, errstr_size);
 }
 
 /* ---- transactions ----------------------------------------------------------- */

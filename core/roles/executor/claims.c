@@ -29,9 +29,9 @@ void *tb_exec_timer_main(void *arg) {
         while (!atomic_load(&ex->stop_all)) {
                 int64_t now = tb_now_ms();
                 int64_t wait_ms = TB_EXEC_TICK_MS;
-                tb_exec_run_t **due = NULL;
-                size_t ndue = 0, cap = 0;
 
+                /* Due runs go to the starters: the timer never waits for a
+                 * process to start. */
                 pthread_mutex_lock(&ex->lock);
                 for (tb_exec_run_t *x = ex->runs; x; x = x->next) {
                         if (x->phase != TB_EXEC_PENDING)
@@ -41,24 +41,10 @@ void *tb_exec_timer_main(void *arg) {
                                         wait_ms = x->nominal_ms - now;
                                 continue;
                         }
-                        if (ndue == cap) {
-                                size_t ncap = cap ? cap * 2 : 64;
-                                tb_exec_run_t **nd = realloc(due, ncap * sizeof(*nd));
-                                if (!nd)
-                                        break;
-                                due = nd;
-                                cap = ncap;
-                        }
                         x->phase = TB_EXEC_STARTING;
-                        tb_exec_run_ref(x);
-                        due[ndue++] = x;
+                        tb_exec_run_queue_start_locked(ex, x);
                 }
                 pthread_mutex_unlock(&ex->lock);
-                for (size_t i = 0; i < ndue; i++) {
-                        tb_exec_run_start(ex, due[i]);
-                        tb_exec_run_unref(due[i]);
-                }
-                free(due);
 
                 /* Output held too long goes out now. */
                 tb_exec_run_t **runs = NULL;
@@ -81,8 +67,6 @@ void *tb_exec_timer_main(void *arg) {
                 tb_bus_rprod_recover(ex->log_producer);
                 tb_exec_log_loss_tick(ex, false);
 
-                if (ndue)
-                        continue; /* starting took time: look again at once */
                 pthread_mutex_lock(&ex->lock);
                 if (!atomic_load(&ex->stop_all))
                         tb_exec_cond_wait_ms(&ex->timer_cond, &ex->lock, wait_ms);
@@ -484,12 +468,8 @@ static void tb_exec_after_claim(tb_exec_t *ex, tb_exec_item_t *it) {
         if (hold)
                 pthread_cond_signal(&ex->timer_cond);
         else
-                tb_exec_run_ref(x);
+                tb_exec_run_queue_start_locked(ex, x);
         pthread_mutex_unlock(&ex->lock);
-        if (!hold) {
-                tb_exec_run_start(ex, x);
-                tb_exec_run_unref(x);
-        }
 }
 
 /* Incremental (cooperative) assignment, keeping new partitions paused

@@ -29,15 +29,23 @@
  *    a group, a group's max_running, then the task's overlap policy) and
  *    starts them (or leaves runs whose nominal time is still ahead to the
  *    timer). It never pauses: the queue is in PostgreSQL, not in memory.
- *  - timer: starts held runs at their nominal time, flushes buffered output
+ *  - starters (TB_EXEC_STARTERS): start the runs queued on ex->start_head
+ *    (held runs at their nominal time, by the timer; runs due already, by
+ *    the consumer) on their plugins, in parallel: a plugin's start() (the
+ *    shell plugin's clone and execve) never holds up the timer, the consumer
+ *    or another run's start.
+ *  - timer: queues held runs for the starters at their nominal time, flushes buffered output
  *    older than 250 ms, serves the producers' delivery reports, produces the
  *    markers of lost log chunks (logloss.c).
  *  - lease: renews this executor's claims every lease/3, polls them for
  *    cancellation requests every 500 ms, and reaps expired claims of any
  *    executor, and runs no executor claimed, every lease/2 (LOST).
- *  - finishers (TB_EXEC_FINISHERS): for each ended run, the last output
- *    chunk (eof), the final RunResult (delivered synchronously), then the
- *    claim marked done. Plugin callbacks only queue work for them.
+ *  - finishers (TB_EXEC_FINISHERS): each takes the runs that ended (up to
+ *    TB_EXEC_RESULT_BATCH at once): their last output chunks (eof), their
+ *    final RunResults all produced, then each delivery confirmed, then
+ *    their claims marked done in one transaction. Plugin callbacks only
+ *    queue work for them. (RUNNING results are produced asynchronously by
+ *    the starters: librdkafka batches them.)
  *
  * Locks: ex->lock guards the run list, the done queue, n_active and every
  * run's phase/flags; x->lock guards one run's output buffer and sequence
@@ -71,6 +79,8 @@
 #define TB_EXEC_TICK_MS 50              /* timer granularity */
 #define TB_EXEC_BATCH 64                /* most runs claimed per transaction */
 #define TB_EXEC_FINISHERS 4
+#define TB_EXEC_STARTERS 4
+#define TB_EXEC_RESULT_BATCH 64         /* most RunResults a finisher has in flight */
 #define TB_EXEC_CANCEL_POLL_MS 500      /* "sees a cancel request within a second" */
 #define TB_EXEC_HOLD_MAX_MS 60000       /* longest a run is held for its nominal time */
 #define TB_EXEC_TAKE_POLL_MS 250        /* how often the queue is read without a local event */
@@ -100,6 +110,7 @@ typedef struct tb_exec_loss tb_exec_loss_t; /* logloss.c */
 typedef struct tb_exec_run {
         struct tb_exec_run *next;   /* ex->runs */
         struct tb_exec_run *qnext;  /* ex->done queue */
+        struct tb_exec_run *snext;  /* ex->start queue (holds a reference) */
         atomic_int refs;
         tb_exec_t *ex;
 
@@ -153,16 +164,20 @@ struct tb_exec {
         pthread_cond_t timer_cond; /* timer: a run was held, or stop */
         pthread_cond_t lease_cond; /* lease thread: stop */
         pthread_cond_t idle_cond;  /* stop(): n_active dropped */
+        pthread_cond_t start_cond; /* starters: queue non-empty or stop_starts */
         tb_exec_run_t *runs;
         size_t n_active;
         tb_exec_run_t *done_head, *done_tail;
+        tb_exec_run_t *start_head, *start_tail;
+        bool stop_starts;          /* starters: drain the queue and end */
 
         atomic_bool take_due;      /* runs were enqueued: read the queue now */
         atomic_bool stop_consume;
         atomic_bool stop_all;
         pthread_t consumer_thr, timer_thr, lease_thr, finisher_thr[TB_EXEC_FINISHERS];
+        pthread_t starter_thr[TB_EXEC_STARTERS];
         bool consumer_started, timer_started, lease_started;
-        size_t finishers_started;
+        size_t finishers_started, starters_started;
 
         /* logloss.c: lost log chunk ranges waiting for their gap marker. */
         pthread_mutex_t loss_lock;
@@ -254,8 +269,15 @@ void tb_exec_sink_output(void *opaque, void *run_opaque, int stream, const void 
  *  @locality any thread (plugin threads) */
 void tb_exec_sink_finished(void *opaque, void *run_opaque, const tb_plugin_result_t *res);
 /** Start \p x on its plugin (the caller set its phase to STARTING and holds a
- *  reference); a run that cannot start is finished as an infra error. */
+ *  reference); a run that cannot start is finished as an infra error, one
+ *  cancelled before it got here is finished CANCELLED without starting. */
 void tb_exec_run_start(tb_exec_t *ex, tb_exec_run_t *x);
+/** Queue \p x (phase STARTING, set by the caller) for a starter thread; the
+ *  queue takes a reference. @locks caller holds ex->lock */
+void tb_exec_run_queue_start_locked(tb_exec_t *ex, tb_exec_run_t *x);
+/** A starter thread: start each queued run (tb_exec_run_start()) until
+ *  ex->stop_starts is set and the queue is empty. */
+void *tb_exec_starter_main(void *arg);
 /** Stop \p x for \p reason whatever its phase (\p shutdown: the executor is
  *  stopping, which its result says). @locks takes ex->lock: caller must not hold it */
 void tb_exec_run_cancel(tb_exec_t *ex, tb_exec_run_t *x, const char *reason,
@@ -277,7 +299,7 @@ void *tb_exec_lease_main(void *arg);
 
 /* ---- claims.c: consuming and claiming ------------------------------------------------ */
 
-/** The timer thread: start held runs at their nominal time, flush output
+/** The timer thread: queue held runs for the starters at their nominal time, flush output
  *  held too long, serve the producer's delivery reports. */
 void *tb_exec_timer_main(void *arg);
 /** The consumer's rebalance callback (cooperative or eager); keeps new

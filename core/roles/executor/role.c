@@ -216,6 +216,15 @@ static void tb_exec_destroy(tb_exec_t *ex) {
                 tb_exec_runs_snapshot_free(runs, n);
                 left = tb_exec_wait_idle(ex, ex->conf->exec_kill_grace_ms + 10000);
         }
+        /* The starters end once their queue is empty (what is left there was
+         * cancelled above and finishes without starting): no start() may
+         * reach a plugin being unloaded. */
+        pthread_mutex_lock(&ex->lock);
+        ex->stop_starts = true;
+        pthread_cond_broadcast(&ex->start_cond);
+        pthread_mutex_unlock(&ex->lock);
+        for (size_t i = 0; i < ex->starters_started; i++)
+                pthread_join(ex->starter_thr[i], NULL);
         /* Unloading cancels what is left and reports runs a plugin never
          * finished as infra errors, through the finishers still running. */
         for (size_t i = 0; i < ex->plugin_cnt; i++)
@@ -236,6 +245,11 @@ static void tb_exec_destroy(tb_exec_t *ex) {
                 pthread_join(ex->timer_thr, NULL);
         if (ex->lease_started)
                 pthread_join(ex->lease_thr, NULL);
+        while (ex->start_head) { /* only if a starter could not be created */
+                tb_exec_run_t *x = ex->start_head;
+                ex->start_head = x->snext;
+                tb_exec_run_unref(x);
+        }
         while (ex->runs) {
                 tb_exec_run_t *x = ex->runs;
                 ex->runs = x->next;
@@ -254,6 +268,7 @@ static void tb_exec_destroy(tb_exec_t *ex) {
         pthread_cond_destroy(&ex->timer_cond);
         pthread_cond_destroy(&ex->lease_cond);
         pthread_cond_destroy(&ex->idle_cond);
+        pthread_cond_destroy(&ex->start_cond);
         free(ex);
 }
 
@@ -304,6 +319,7 @@ static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
         tb_cond_init_mono(&ex->timer_cond);
         tb_cond_init_mono(&ex->lease_cond);
         tb_cond_init_mono(&ex->idle_cond);
+        pthread_cond_init(&ex->start_cond, NULL);
         atomic_init(&ex->stop_consume, false);
         atomic_init(&ex->stop_all, false);
         /* The random part keeps a restarted process with the same host name
@@ -350,6 +366,10 @@ static tb_err_t tb_exec_role_start(tb_ctx_t *ctx, void **state, char *errstr,
         for (; ex->finishers_started < TB_EXEC_FINISHERS; ex->finishers_started++)
                 if (pthread_create(&ex->finisher_thr[ex->finishers_started], NULL,
                                    tb_exec_finisher_main, ex))
+                        goto thread_fail;
+        for (; ex->starters_started < TB_EXEC_STARTERS; ex->starters_started++)
+                if (pthread_create(&ex->starter_thr[ex->starters_started], NULL,
+                                   tb_exec_starter_main, ex))
                         goto thread_fail;
         if (pthread_create(&ex->timer_thr, NULL, tb_exec_timer_main, ex))
                 goto thread_fail;

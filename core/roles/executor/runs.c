@@ -77,12 +77,12 @@ static void tb_exec_run_finish_self_locked(tb_exec_t *ex, tb_exec_run_t *x, int 
 
 /* ---- publishing ------------------------------------------------------------------ */
 
-tb_err_t tb_exec_publish_result(tb_exec_t *ex, const char *run_id,
-                                const char *task_id, int64_t nominal_ms,
-                                int32_t attempt, const tb_exec_outcome_t *o, bool sync,
-                                char *errstr, size_t errstr_size) {
+/* A RunResult record for the run, Avro-encoded into \p out. */
+static tb_err_t tb_exec_result_encode(tb_exec_t *ex, const char *run_id, const char *task_id,
+                                      int64_t nominal_ms, int32_t attempt,
+                                      const tb_exec_outcome_t *o, tb_buf_t *out, char *errstr,
+                                      size_t errstr_size) {
         json_t *v = json_object();
-        tb_buf_t out = {0};
         json_object_set_new(v, "run_id", json_string(run_id));
         json_object_set_new(v, "task_id", json_string(task_id));
         json_object_set_new(v, "nominal_time", json_integer(nominal_ms));
@@ -100,8 +100,18 @@ tb_err_t tb_exec_publish_result(tb_exec_t *ex, const char *run_id,
         json_object_set_new(v, "infra_error", json_boolean(o->infra));
         json_object_set_new(v, "error", o->error ? json_string(o->error) : json_null());
         json_object_set_new(v, "at", json_integer(tb_now_ms()));
-        tb_err_t err = tb_serde_encode(TB_SCHEMA_RUN_RESULT, v, &out, errstr, errstr_size);
+        tb_err_t err = tb_serde_encode(TB_SCHEMA_RUN_RESULT, v, out, errstr, errstr_size);
         json_decref(v);
+        return err;
+}
+
+tb_err_t tb_exec_publish_result(tb_exec_t *ex, const char *run_id,
+                                const char *task_id, int64_t nominal_ms,
+                                int32_t attempt, const tb_exec_outcome_t *o, bool sync,
+                                char *errstr, size_t errstr_size) {
+        tb_buf_t out = {0};
+        tb_err_t err = tb_exec_result_encode(ex, run_id, task_id, nominal_ms, attempt, o, &out,
+                                             errstr, errstr_size);
         if (err == TB_OK) {
                 err = tb_bus_produce(tb_bus_rprod_get(ex->producer), ex->conf, TB_TOPIC_RESULTS,
                                      RD_KAFKA_PARTITION_UA, task_id, strlen(task_id), out.data,
@@ -231,9 +241,51 @@ void tb_exec_sink_finished(void *opaque, void *run_opaque, const tb_plugin_resul
 
 /* ---- starting and cancelling ------------------------------------------------------ */
 
+void tb_exec_run_queue_start_locked(tb_exec_t *ex, tb_exec_run_t *x) {
+        tb_exec_run_ref(x);
+        x->snext = NULL;
+        if (ex->start_tail)
+                ex->start_tail->snext = x;
+        else
+                ex->start_head = x;
+        ex->start_tail = x;
+        pthread_cond_signal(&ex->start_cond);
+}
+
+void *tb_exec_starter_main(void *arg) {
+        tb_exec_t *ex = arg;
+        for (;;) {
+                pthread_mutex_lock(&ex->lock);
+                while (!ex->start_head && !ex->stop_starts)
+                        pthread_cond_wait(&ex->start_cond, &ex->lock);
+                tb_exec_run_t *x = ex->start_head;
+                if (x) {
+                        ex->start_head = x->snext;
+                        if (!ex->start_head)
+                                ex->start_tail = NULL;
+                        x->snext = NULL;
+                }
+                pthread_mutex_unlock(&ex->lock);
+                if (!x)
+                        return NULL;
+                tb_exec_run_start(ex, x);
+                tb_exec_run_unref(x); /* the queue's */
+        }
+}
+
 /* Start \p x (phase STARTING, set by the caller). Caller holds a reference. */
 void tb_exec_run_start(tb_exec_t *ex, tb_exec_run_t *x) {
         char err[1024];
+        /* Cancelled while it waited for a starter: it never starts. */
+        pthread_mutex_lock(&ex->lock);
+        if (x->cancel_sent && !x->finished) {
+                char msg[300];
+                snprintf(msg, sizeof(msg), "cancelled before it started: %s", x->cancel_reason);
+                tb_exec_run_finish_self_locked(ex, x, TB_PLUGIN_RUN_CANCELLED, msg);
+                pthread_mutex_unlock(&ex->lock);
+                return;
+        }
+        pthread_mutex_unlock(&ex->lock);
         const tb_group_conf_t *g = tb_config_group_policy(ex->conf, x->group);
         size_t argc = json_array_size(x->argv), optc = json_object_size(x->options);
         const char **argv = calloc(argc + 1, sizeof(char *));
@@ -421,7 +473,35 @@ static void tb_exec_claim_mark_done(tb_exec_t *ex, tb_exec_run_t *x, const char 
         }
 }
 
-static void tb_exec_run_finish(tb_exec_t *ex, tb_exec_run_t *x) {
+/* One ended run of a finisher's batch. */
+typedef struct tb_exec_fin {
+        tb_exec_run_t *x;
+        tb_exec_outcome_t o;
+        char *error;            /* o.error points here (or at a constant) */
+        bool lease_lost;
+        bool queued;            /* its RunResult is in flight (dr) */
+        bool published;
+        tb_bus_dr_t dr;
+} tb_exec_fin_t;
+
+/* Encode \p f's RunResult and hand it to \p rk without waiting. */
+static tb_err_t tb_exec_fin_produce(tb_exec_t *ex, rd_kafka_t *rk, tb_exec_fin_t *f,
+                                    char *errstr, size_t errstr_size) {
+        tb_exec_run_t *x = f->x;
+        tb_buf_t out = {0};
+        tb_err_t err = tb_exec_result_encode(ex, x->run_id, x->task_id, x->nominal_ms,
+                                             x->attempt, &f->o, &out, errstr, errstr_size);
+        if (err == TB_OK)
+                err = tb_bus_produce_tracked(rk, ex->conf, TB_TOPIC_RESULTS,
+                                             RD_KAFKA_PARTITION_UA, x->task_id,
+                                             strlen(x->task_id), out.data, out.len, &f->dr,
+                                             errstr, errstr_size);
+        tb_buf_free(&out);
+        return err;
+}
+
+/* The outcome of \p x as its RunResult says it, into \p f. */
+static void tb_exec_fin_prepare(tb_exec_t *ex, tb_exec_run_t *x, tb_exec_fin_t *f) {
         pthread_mutex_lock(&x->lock);
         tb_exec_log_flush_locked(ex, x, true);
         int64_t out_total = x->out_total;
@@ -429,18 +509,19 @@ static void tb_exec_run_finish(tb_exec_t *ex, tb_exec_run_t *x) {
 
         pthread_mutex_lock(&ex->lock);
         tb_plugin_result_t res = x->res;
-        char *error = x->res_error ? strdup(x->res_error) : NULL;
-        bool shutdown = x->shutdown_cancel, lease_lost = x->lease_lost;
+        f->x = x;
+        f->error = x->res_error ? strdup(x->res_error) : NULL;
+        bool shutdown = x->shutdown_cancel;
+        f->lease_lost = x->lease_lost;
         int64_t started = x->res.started_ms ? x->res.started_ms : x->started_ms;
         pthread_mutex_unlock(&ex->lock);
 
-        const char *status = tb_exec_status_symbol(res.status);
         bool infra = res.status == TB_PLUGIN_RUN_INFRA_ERROR;
-        const char *msg = error;
+        const char *msg = f->error;
         if (shutdown && res.status == TB_PLUGIN_RUN_CANCELLED)
                 msg = "executor shutting down";
-        tb_exec_outcome_t o = {
-                .status = status,
+        f->o = (tb_exec_outcome_t){
+                .status = tb_exec_status_symbol(res.status),
                 .has_exit = res.exit_code >= 0 && !infra,
                 .exit_code = res.exit_code,
                 .has_signal = res.signal > 0,
@@ -452,42 +533,138 @@ static void tb_exec_run_finish(tb_exec_t *ex, tb_exec_run_t *x) {
                 .infra = infra,
                 .error = msg,
         };
-        if (lease_lost) {
-                /* Another executor declared it LOST and published that. */
-                tb_warn(TB_EXEC_SUB, "run %s ended %s after its claim was lost: result not "
-                        "published (it was reported LOST)", x->run_id, status);
-        } else {
-                if (tb_exec_publish_result_retry(ex, x->run_id, x->task_id, x->nominal_ms,
-                                                 x->attempt, &o))
-                        tb_exec_claim_mark_done(ex, x, status, started);
-                char labels[64];
-                snprintf(labels, sizeof(labels), "status=\"%s\"", status);
-                for (char *p = labels; *p; p++)
-                        *p = (char)tolower((unsigned char)*p);
-                tb_metrics_add("taskbus_executor_runs_finished_total", labels, 1);
-                tb_info(TB_EXEC_SUB, "run %s (task %s) %s%s%s", x->run_id, x->task_id, status,
-                        msg ? ": " : "", msg ? msg : "");
+}
+
+/* Mark the claims of the published runs of \p f done, in one transaction;
+ * @returns false if that failed (the caller marks them one by one). */
+static bool tb_exec_fin_mark_done(tb_exec_t *ex, tb_exec_fin_t *f, size_t n) {
+        char err[1024];
+        size_t todo = 0;
+        for (size_t i = 0; i < n; i++)
+                todo += f[i].published;
+        if (!todo)
+                return true;
+        PGconn *c = tb_store_acquire_timeout(ex->ctx->store, 5000);
+        tb_err_t e = c ? tb_store_begin(c, err, sizeof(err))
+                       : tb_seterr(err, sizeof(err), TB_ERR_TIMEOUT,
+                                   "no PostgreSQL connection free within 5 s");
+        for (size_t i = 0; !e && i < n; i++)
+                if (f[i].published)
+                        e = tb_store_claims_finish(c, f[i].x->run_id, ex->id, f[i].o.status,
+                                                   f[i].o.started_ms, err, sizeof(err));
+        if (!e)
+                e = tb_store_commit(c, err, sizeof(err));
+        if (e && c)
+                tb_store_rollback(c);
+        if (c)
+                tb_store_release(ex->ctx->store, c);
+        if (e)
+                tb_warn(TB_EXEC_SUB, "marking %zu claim(s) done in one transaction failed: %s; "
+                        "marking them one by one", todo, err);
+        return !e;
+}
+
+/* Report the ended runs \p runs: their last output chunks, their RunResults
+ * (all in flight at once, then each delivery confirmed: one round trip for
+ * the batch, not one per run), then their claims marked done in one
+ * transaction. A result Kafka refused is retried on its own, as before. */
+static void tb_exec_runs_finish(tb_exec_t *ex, tb_exec_run_t **runs, size_t n) {
+        char err[1024];
+        tb_exec_fin_t *f = calloc(n, sizeof(*f));
+        if (!f) {
+                tb_error(TB_EXEC_SUB, "out of memory reporting %zu run(s): retrying", n);
+                pthread_mutex_lock(&ex->lock);
+                for (size_t i = 0; i < n; i++) {
+                        runs[i]->queued = false;
+                        tb_exec_run_enqueue_locked(ex, runs[i]);
+                }
+                pthread_mutex_unlock(&ex->lock);
+                sleep(1);
+                return;
         }
-        free(error);
-        tb_exec_run_unlink(ex, x);
-        tb_exec_run_unref(x);
+        for (size_t i = 0; i < n; i++)
+                tb_exec_fin_prepare(ex, runs[i], &f[i]);
+        /* one handle for the batch: the reports waited for are its own */
+        rd_kafka_t *rk = tb_bus_rprod_get(ex->producer);
+        for (size_t i = 0; i < n; i++) {
+                if (f[i].lease_lost)
+                        continue;
+                if (tb_exec_fin_produce(ex, rk, &f[i], err, sizeof(err)) == TB_OK)
+                        f[i].queued = true;
+                else
+                        tb_warn(TB_EXEC_SUB, "run %s: producing its %s result: %s; retrying",
+                                f[i].x->run_id, f[i].o.status, err);
+        }
+        for (size_t i = 0; i < n; i++) {
+                if (f[i].lease_lost)
+                        continue;
+                if (f[i].queued &&
+                    tb_bus_dr_wait(rk, ex->conf, &f[i].dr, err, sizeof(err)) == TB_OK) {
+                        f[i].published = true;
+                        continue;
+                }
+                if (f[i].queued)
+                        tb_warn(TB_EXEC_SUB, "run %s: delivering its %s result: %s; retrying",
+                                f[i].x->run_id, f[i].o.status, err);
+        }
+        tb_bus_rprod_put(ex->producer);
+        /* the refused ones on their own (a fatal producer is replaced there) */
+        for (size_t i = 0; i < n; i++) {
+                if (f[i].lease_lost || f[i].published)
+                        continue;
+                tb_exec_run_t *x = f[i].x;
+                f[i].published = tb_exec_publish_result_retry(ex, x->run_id, x->task_id,
+                                                              x->nominal_ms, x->attempt,
+                                                              &f[i].o);
+        }
+        if (!tb_exec_fin_mark_done(ex, f, n))
+                for (size_t i = 0; i < n; i++)
+                        if (f[i].published)
+                                tb_exec_claim_mark_done(ex, f[i].x, f[i].o.status,
+                                                        f[i].o.started_ms);
+        for (size_t i = 0; i < n; i++) {
+                tb_exec_run_t *x = f[i].x;
+                const char *status = f[i].o.status, *msg = f[i].o.error;
+                if (f[i].lease_lost) {
+                        /* Another executor declared it LOST and published that. */
+                        tb_warn(TB_EXEC_SUB, "run %s ended %s after its claim was lost: "
+                                "result not published (it was reported LOST)", x->run_id,
+                                status);
+                } else {
+                        char labels[64];
+                        snprintf(labels, sizeof(labels), "status=\"%s\"", status);
+                        for (char *p = labels; *p; p++)
+                                *p = (char)tolower((unsigned char)*p);
+                        tb_metrics_add("taskbus_executor_runs_finished_total", labels, 1);
+                        tb_info(TB_EXEC_SUB, "run %s (task %s) %s%s%s", x->run_id, x->task_id,
+                                status, msg ? ": " : "", msg ? msg : "");
+                }
+                free(f[i].error);
+                tb_exec_run_unlink(ex, x);
+                tb_exec_run_unref(x);
+        }
+        free(f);
 }
 
 void *tb_exec_finisher_main(void *arg) {
         tb_exec_t *ex = arg;
+        tb_exec_run_t *batch[TB_EXEC_RESULT_BATCH];
         for (;;) {
+                size_t n = 0;
                 pthread_mutex_lock(&ex->lock);
                 while (!ex->done_head && !atomic_load(&ex->stop_all))
                         pthread_cond_wait(&ex->done_cond, &ex->lock);
-                tb_exec_run_t *x = ex->done_head;
-                if (x) {
+                /* whatever ended meanwhile goes in one batch */
+                while (ex->done_head && n < TB_EXEC_RESULT_BATCH) {
+                        tb_exec_run_t *x = ex->done_head;
                         ex->done_head = x->qnext;
                         if (!ex->done_head)
                                 ex->done_tail = NULL;
+                        batch[n++] = x;
                 }
                 pthread_mutex_unlock(&ex->lock);
-                if (!x)
+                if (!n)
                         return NULL;
-                tb_exec_run_finish(ex, x);
+                tb_exec_runs_finish(ex, batch, n);
         }
 }
