@@ -344,10 +344,10 @@ void tb_api_session_delete(void *app, tb_http_req_t *req, tb_http_resp_t *resp) 
         const char *h = tb_http_header(req, "Authorization");
         const char *sid = tb_api_session_cookie(req);
         if ((h && *h) || !sid) {
-                tb_http_error(resp, 400, "invalid_argument", NULL,
-                              "DELETE /v1/session signs a console session out: send it with "
-                              "the session cookie, not a bearer token (revoke a token with "
-                              "`taskbus admin token revoke`)");
+                tb_http_error(resp, 404, "not_found", NULL,
+                              "no console session in this request: DELETE /v1/session signs "
+                              "out the session of its cookie, and a bearer token has none "
+                              "(revoke a token with `taskbus admin token revoke`)");
                 return;
         }
         unsigned char hsh[32];
