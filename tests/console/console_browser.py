@@ -127,6 +127,12 @@ def main():
     rest("POST", "/v1/tasks", ALICE, {
         "name": "console-hourly-sync", "security_group": "ga", "script": "true",
         "schedule": {"cron": "15 * * * *", "timezone": "Europe/Paris"}})
+    status, _ = rest("POST", "/v1/tasks", ALICE, {
+        "name": "console-disk-check", "security_group": "ga",
+        "script": "echo disk almost full >&2; exit 3",
+        "schedule": {"once": due.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+    if status != 201:
+        fail("create the failing task: %s" % status)
     task_id = task["id"]
     ok("task %s created through REST" % task_id)
 
@@ -200,9 +206,15 @@ def main():
 
         # the dashboard
         drv.get(URL + "/ui/#/dashboard")
-        wait_for(drv, lambda d: text_of(d, "#today-succeeded").startswith("1"),
-                 "1 succeeded today on the dashboard")
-        ok("the dashboard counts the run as succeeded today")
+        def dashboard_done(d):
+            if (text_of(d, "#today-succeeded").startswith("1") and
+                    text_of(d, "#today-failed").startswith("1") and
+                    "console-disk-check" in text_of(d, "#failing")):
+                return True
+            d.refresh()  # the failing run may still be on its way
+            return False
+        wait_for(drv, dashboard_done, "1 succeeded and 1 failed today, and the failing task listed")
+        ok("the dashboard counts 1 succeeded and 1 failed today and lists the failing task")
         drv.save_screenshot(os.path.join(IMG, "console-dashboard.png"))
         ok("saved docs/img/console-dashboard.png")
 
