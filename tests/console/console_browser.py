@@ -222,6 +222,18 @@ def main():
         drv.save_screenshot(os.path.join(IMG, "console-dashboard.png"))
         ok("saved docs/img/console-dashboard.png")
 
+        # a phone-sized screen: the pages fit its width (no sideways scrolling)
+        drv.set_window_size(390, 844)
+        for page, css in (("#/tasks", row_css), ("#/dashboard", "#today-succeeded")):
+            drv.get(URL + "/ui/" + page)
+            wait_for(drv, EC.presence_of_element_located((By.CSS_SELECTOR, css)), page + " on a phone")
+            over = drv.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth")
+            if over > 0:
+                fail("%s is %d px wider than a 390 px screen" % (page, over))
+        drv.set_window_size(1280, 900)
+        ok("the tasks list and the dashboard fit a 390 px wide screen")
+
         # sign out: the old cookie is useless
         drv.find_element(By.ID, "signout").click()
         wait_for(drv, EC.visibility_of_element_located((By.ID, "token")), "the sign-in form after sign-out")
