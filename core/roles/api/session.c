@@ -274,7 +274,11 @@ void tb_api_session_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) 
         unsigned char raw[32], h[32];
         char sid[TB_API_SESSION_ID_LEN + 1], csrf[65];
         static const char hex[] = "0123456789abcdef";
-        tb_random_bytes(raw, sizeof(raw));
+        if (tb_random_bytes(raw, sizeof(raw)) != TB_OK) {
+                tb_principal_free(p);
+                tb_http_error(resp, 500, "internal", NULL, "no random bytes for a session id");
+                return;
+        }
         memcpy(sid, TB_API_SESSION_PREFIX, 4);
         for (int i = 0; i < 32; i++) {
                 sid[4 + 2 * i] = hex[raw[i] >> 4];
