@@ -124,11 +124,12 @@ Test(schemathesis, the_api_keeps_its_openapi_contract) {
         /* run from the temp dir: schemathesis writes .schemathesis/ where it runs */
         int rc = tbt_run(&out,
                          "cd '%s' && PYTHONPATH='%s/tests/schemathesis' "
-                         "SCHEMATHESIS_HOOKS=taskbus_hooks TB_ST_REGION=local NO_COLOR=1 "
+                         "SCHEMATHESIS_HOOKS=taskbus_hooks TB_ST_REGION=local TB_ST_TOKEN='%s' NO_COLOR=1 "
                          "'%s/schemathesis' --config-file '%s/tests/schemathesis/schemathesis.toml' "
                          "run '%s/schemas/openapi.yaml' --url 'http://127.0.0.1:%d' "
                          "-H 'Authorization: %s' --max-examples %d --seed %d 2>&1",
-                         tmp, src, bin, src, src, port, authz, ST_MAX_EXAMPLES, ST_SEED);
+                         tmp, src, authz + strlen("Bearer "), bin, src, src, port, authz,
+                         ST_MAX_EXAMPLES, ST_SEED);
         char *clean = NULL;
         tbt_run(&clean, "rm -rf '%s'", tmp);
         free(clean);

@@ -22,15 +22,22 @@ static size_t tbt_http_sink(char *p, size_t s, size_t n, void *ud) {
 
 tbt_http_res_t tbt_http(int port, const char *method, const char *path, const char *authz,
                         const char *body) {
+        char ah[256];
+        const char *hdrs[] = {ah, NULL};
+        if (authz)
+                snprintf(ah, sizeof(ah), "Authorization: %s", authz);
+        return tbt_http_with(port, method, path, authz ? hdrs : NULL, body);
+}
+
+tbt_http_res_t tbt_http_with(int port, const char *method, const char *path,
+                             const char *const *headers, const char *body) {
         tbt_http_res_t r = {0};
         CURL *c = curl_easy_init();
         struct curl_slist *h = NULL;
-        char url[2048], ah[256];
+        char url[2048];
         snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-        if (authz) {
-                snprintf(ah, sizeof(ah), "Authorization: %s", authz);
-                h = curl_slist_append(h, ah);
-        }
+        for (size_t i = 0; headers && headers[i]; i++)
+                h = curl_slist_append(h, headers[i]);
         h = curl_slist_append(h, "Content-Type: application/json");
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);

@@ -25,6 +25,10 @@ typedef struct tbt_http_res {
  *  (NULL: none) and a JSON \p body (NULL: none; POST sends an empty one). */
 tbt_http_res_t tbt_http(int port, const char *method, const char *path, const char *authz,
                         const char *body);
+/** tbt_http() with the header lines \p headers ("Name: value", NULL-terminated;
+ *  NULL: none) instead of an Authorization value. */
+tbt_http_res_t tbt_http_with(int port, const char *method, const char *path,
+                             const char *const *headers, const char *body);
 void tbt_http_free(tbt_http_res_t *r);
 /** Header \p name of \p r into \p buf; "(missing)" when absent. */
 const char *tbt_http_header(const tbt_http_res_t *r, const char *name, char *buf, size_t size);

@@ -183,11 +183,11 @@ Test(config, typo_names_file_line_key_and_valid_keys) {
                      "'region'?)");
         /* Nothing close: no suggestion. */
         expect_error("api = { zzzzzz = 1; };\n",
-                     "1: unknown key 'api.zzzzzz'; valid keys in 'api': body_timeout, burst, "
-                     "header_timeout, listen, max_body, max_connections, "
+                     "1: unknown key 'api.zzzzzz'; valid keys in 'api': admin_group, body_timeout, "
+                     "burst, header_timeout, listen, max_body, max_connections, "
                      "max_connections_per_client, max_follow_duration, max_follows_per_user, "
                      "max_requests_per_connection, pool_size, queue_timeout, rate, "
-                     "reply_timeout, statement_timeout, threads, tls_cert, tls_key");
+                     "reply_timeout, session_ttl, statement_timeout, threads, tls_cert, tls_key");
         expect_error("groups = {\n ops = {\n  imagess = [];\n };\n};\n",
                      "3: unknown key 'groups.ops.imagess'; valid keys in 'groups.ops': "
                      "allow_root, cpus_max, images, log_retention_max, memory_max, network, os_user, "

@@ -54,7 +54,8 @@ TB_PACKAGES=(build-essential cmake pkg-config git curl ca-certificates
   libmicrohttpd-dev libjansson-dev libssh-dev libcurl4-openssl-dev libssl-dev libicu-dev
   postgresql-15 postgresql-client-15 openjdk-17-jre-headless maven
   python3 python3-venv python3-avro python3-confluent-kafka kcat podman runc uidmap busybox-static openssh-server openssh-client
-  gnuplot-nox procps iproute2 util-linux tzdata dpkg-dev fakeroot systemd)
+  gnuplot-nox procps iproute2 util-linux tzdata dpkg-dev fakeroot systemd
+  chromium chromium-driver python3-selenium)
 
 # Create the internal key file (32 random bytes, hex, mode 0600) unless it exists.
 tb_key_ensure() {

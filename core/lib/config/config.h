@@ -104,6 +104,8 @@ typedef struct tb_config {
         int64_t api_max_requests_per_connection; /**< keep-alive requests, then close */
         int64_t api_max_follows_per_user;     /**< live log streams per user */
         int64_t api_max_follow_duration_ms;   /**< then a live log stream ends */
+        int64_t api_session_ttl_ms;           /**< a console session lasts this long */
+        char *api_admin_group;                /**< its members are the console's admins; NULL: none */
 
         /* security and command signatures (identity/signing.h) */
         char *security_key_file;    /**< the internal key file; NULL: none */

@@ -4,6 +4,7 @@
  *        environment), and their list for docs/configuration.md.
  */
 #include "config/config_internal.h"
+#include "identity/identity.h"
 #include "store/store.h"
 
 #include <ctype.h>
@@ -113,6 +114,14 @@ tb_err_t tb_config_finalize(tb_config_ctx_t *ctx, tb_config_t *conf, char *errst
                                  "the other one or remove both for plain HTTP",
                                  has_cert ? ORIGIN("api.tls_cert") : ORIGIN("api.tls_key"),
                                  has_cert ? "api.tls_key" : "api.tls_cert");
+
+        /* api.admin_group: a group name as `taskbus admin group` takes it. */
+        if (conf->api_admin_group && *conf->api_admin_group &&
+            !tb_identity_name_valid(conf->api_admin_group))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s: \"%s\" is not a security group name: use 1 to 128 "
+                                 "characters from [A-Za-z0-9._@-]",
+                                 ORIGIN("api.admin_group"), conf->api_admin_group);
 
         char *pqerr = NULL;
         PQconninfoOption *opts = PQconninfoParse(conf->pg_url ? conf->pg_url : "", &pqerr);

@@ -140,6 +140,15 @@ const tb_config_prop_t tb_config_props[] = {
          TB_SEC(1), TB_HOUR(24), NULL, NULL,
          "Longest a live log stream lasts; then it ends with a last line telling the client "
          "to reconnect with ?offset= (docs/api.md)."},
+        {"api.session_ttl", TB_CT_DURATION, F(api_session_ttl_ms), 0, "12h", TB_SEC(1),
+         TB_HOUR(24 * 30), NULL, NULL,
+         "How long a web console session lasts after sign-in (POST /v1/session); then the "
+         "cookie is refused and the user signs in again. A session also ends at once when "
+         "its token is revoked or expires, or its user is disabled (docs/console.md)."},
+        {"api.admin_group", TB_CT_STRING, F(api_admin_group), 0, NULL, 0, 0, NULL, NULL,
+         "Security group whose members GET /v1/me reports as admins (the console shows them "
+         "its admin pages). Unset: nobody. It grants no access of its own: every request is "
+         "still limited to the caller's security groups."},
 
         {"security.key_file", TB_CT_STRING, F(security_key_file), 0, NULL, 0, 0, NULL,
          "TASKBUS_KEY_FILE",

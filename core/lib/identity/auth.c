@@ -287,7 +287,6 @@ tb_err_t tb_identity_authenticate(tb_store_t *store, const char *authorization,
                                   size_t errstr_size) {
         char token[TB_TOKEN_LEN + 1];
         unsigned char hash[TB_HASH_LEN];
-        tb_principal_t *p = NULL;
         tb_err_t err;
 
         if (!out)
@@ -303,7 +302,18 @@ tb_err_t tb_identity_authenticate(tb_store_t *store, const char *authorization,
         explicit_bzero(token, sizeof(token));
         if (err)
                 return tb_seterr(errstr, errstr_size, err, "authenticate: SHA-256 failed");
+        return tb_identity_authenticate_hash(store, hash, cache_ms, out, errstr, errstr_size);
+}
 
+tb_err_t tb_identity_authenticate_hash(tb_store_t *store, const unsigned char hash[32],
+                                       int64_t cache_ms, tb_principal_t **out, char *errstr,
+                                       size_t errstr_size) {
+        tb_principal_t *p = NULL;
+        tb_err_t err;
+        if (!out || !store)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                 "authenticate: no output pointer or store");
+        *out = NULL;
         if (cache_ms > 0 && (p = tb_identity_cache_get(store, hash))) {
                 *out = p;
                 return TB_OK;

@@ -52,6 +52,18 @@ tb_err_t tb_identity_authenticate(tb_store_t *store, const char *authorization,
                                   size_t errstr_size);
 
 /**
+ * tb_identity_authenticate() of the token whose SHA-256 is \p hash (the key
+ * api_tokens is looked up by): the same checks, messages and cache. The web
+ * console's sessions (api/session.c) authenticate through it with the hash of
+ * the token they were opened with, so a session is refused whenever its
+ * token would be.
+ * @locality any thread.
+ */
+tb_err_t tb_identity_authenticate_hash(tb_store_t *store, const unsigned char hash[32],
+                                       int64_t cache_ms, tb_principal_t **out, char *errstr,
+                                       size_t errstr_size);
+
+/**
  * Drop every cached authentication result (all stores). Later calls go to
  * PostgreSQL again. Frees the cache's memory, so call it at shutdown too.
  * @locality any thread.

@@ -7,6 +7,8 @@
  */
 #include "api/api_internal.h"
 #include "api/follow.h"
+#include "api/session.h"
+#include "api/ui.h"
 #include "bus/bus.h"
 #include "http/metrics.h"
 #include "http/tls.h"
@@ -40,18 +42,28 @@ const tb_principal_t *tb_api_principal(const tb_http_req_t *req) { return req->u
 
 static bool tb_api_auth(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
+        /* The sign-in checks the token of its body itself (session.c). */
+        if (req->route && !strcmp(req->route, "/v1/session") && !strcmp(req->method, "POST"))
+                return true;
         const char *h = tb_http_header(req, "Authorization");
+        const char *sid = tb_api_session_cookie(req);
         char err[512];
-        if (!h || !*h) {
+        tb_principal_t *p = NULL;
+        tb_err_t e = TB_OK;
+        if ((!h || !*h) && sid && *sid) {
+                /* the web console: its session cookie (and CSRF header on writes) */
+                if (!tb_api_session_auth(api, req, resp, sid, &p))
+                        return false;
+        } else if (!h || !*h) {
                 tb_http_error(resp, 401, "unauthenticated", NULL,
                               "missing Authorization header: send 'Authorization: Bearer "
                               "<token>' (tokens come from `taskbus admin token create`)");
                 tb_http_add_header(resp, "WWW-Authenticate", "Bearer realm=\"taskbus\"");
                 return false;
+        } else {
+                e = tb_identity_authenticate(api->store, h, TB_API_AUTH_CACHE_MS, &p, err,
+                                             sizeof(err));
         }
-        tb_principal_t *p = NULL;
-        tb_err_t e = tb_identity_authenticate(api->store, h, TB_API_AUTH_CACHE_MS, &p, err,
-                                              sizeof(err));
         if (e == TB_ERR_UNAUTHENTICATED) {
                 tb_http_error(resp, 401, "unauthenticated", NULL, "%s", err);
                 tb_http_add_header(resp, "WWW-Authenticate",
@@ -164,6 +176,12 @@ static void tb_api_metrics(void *app, tb_http_req_t *req, tb_http_resp_t *resp) 
 static const tb_http_route_t tb_api_routes[] = {
         {"GET", "/healthz", tb_api_healthz, true},
         {"GET", "/metrics", tb_api_metrics, true},
+        {"POST", "/v1/session", tb_api_session_create, false},
+        {"DELETE", "/v1/session", tb_api_session_delete, false},
+        {"GET", "/v1/me", tb_api_session_me, false},
+        {"GET", "/ui", tb_api_ui_get, true},
+        {"GET", "/ui/", tb_api_ui_get, true},
+        {"GET", "/ui/{file}", tb_api_ui_get, true},
         {"POST", "/v1/tasks", tb_api_tasks_create, false},
         {"GET", "/v1/tasks", tb_api_tasks_list, false},
         {"GET", "/v1/tasks/{id}", tb_api_tasks_get, false},

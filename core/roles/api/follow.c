@@ -12,6 +12,7 @@
  */
 #include "api/follow.h"
 #include "api/api_internal.h"
+#include "api/session.h"
 #include "http/metrics.h"
 #include "store/runs.h"
 
@@ -203,8 +204,7 @@ bool tb_api_follow_wait(tb_api_t *api, tb_api_follow_t *f, int64_t ms) {
 int tb_api_follow_authorized(tb_api_t *api, const char *authorization, const char *group) {
         tb_principal_t *p = NULL;
         char err[512];
-        tb_err_t e = tb_identity_authenticate(api->store, authorization,
-                                              TB_API_AUTH_CACHE_MS, &p, err, sizeof(err));
+        tb_err_t e = tb_api_credential_authenticate(api, authorization, &p, err, sizeof(err));
         if (e == TB_ERR_UNAUTHENTICATED)
                 return 0;
         if (e) {

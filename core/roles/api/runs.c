@@ -12,6 +12,7 @@
  */
 #include "api/api.h"
 #include "api/follow.h"
+#include "api/session.h"
 #include "api/util.h"
 #include "store/claims.h"
 #include "store/runs.h"
@@ -496,7 +497,8 @@ typedef struct tb_api_runs_tail {
         char run_id[200];
         char stream[16];      /**< "" = every stream */
         char group[TB_IDENTITY_NAME_MAX + 1]; /**< the run's: membership is re-checked */
-        char authz[512];      /**< the caller's Authorization, re-checked (memory only) */
+        char authz[512];      /**< the caller's credential (tb_api_credential()),
+                                   re-checked (memory only) */
         int64_t next_seq;     /**< the next chunk to read */
         int64_t skip;         /**< bytes still to skip (the ?offset) */
         int64_t sent;         /**< the offset of the next byte the client gets */
@@ -712,8 +714,7 @@ static bool tb_api_runs_follow(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t
         tb_snprintf(t->run_id, sizeof(t->run_id), "%s", id);
         tb_snprintf(t->stream, sizeof(t->stream), "%s", stream ? stream : "");
         tb_snprintf(t->group, sizeof(t->group), "%s", PQgetvalue(run, 0, TB_RC_GROUP));
-        const char *authz = tb_http_header(req, "Authorization");
-        tb_snprintf(t->authz, sizeof(t->authz), "%s", authz ? authz : "");
+        tb_api_credential(req, t->authz, sizeof(t->authz));
         tb_snprintf(off, sizeof(off), "%" PRId64, offset);
         tb_snprintf(end, sizeof(end), "%" PRId64, offset + 1);
         if (tb_store_runs_logs_range(c, id, stream, off, end, &pg, err, sizeof(err)))

@@ -1,0 +1,261 @@
+#!/usr/bin/python3
+"""The web console in headless Chromium (run by tests/integration/test_console_browser.c).
+
+Environment: TB_URL (the API), TB_ALICE and TB_BOB (tokens of users in groups ga
+and gb, made with `taskbus admin user create`), TB_IMG_DIR (where the dashboard
+and run screenshots go). Needs Debian's chromium, chromium-driver and
+python3-selenium; any of them missing is a failure, never a skip. Prints one
+"ok ..." line per check and "PASS console_browser" at the end; exits 1 on the
+first failed check.
+"""
+import datetime
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+URL = os.environ["TB_URL"]
+ALICE = os.environ["TB_ALICE"]
+BOB = os.environ["TB_BOB"]
+IMG = os.environ["TB_IMG_DIR"]
+WAIT = 60  # seconds: an ASan build on a busy machine is slow
+
+
+def ok(msg):
+    print("ok   " + msg, flush=True)
+
+
+def fail(msg):
+    print("FAIL " + msg, flush=True)
+    sys.exit(1)
+
+
+def rest(method, path, token=None, body=None, headers=None):
+    """One REST call; returns (status, parsed JSON or text)."""
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = "Bearer " + token
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        h["Content-Type"] = "application/json"
+    req = urllib.request.Request(URL + path, data=data, method=method, headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            raw = r.read().decode()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        raw = e.read().decode()
+        status = e.code
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw
+
+
+def browser():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+              "--window-size=1280,900", "--disable-extensions", "--no-first-run"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def wait_for(drv, cond, what, timeout=WAIT):
+    try:
+        return WebDriverWait(drv, timeout, poll_frequency=0.2).until(cond)
+    except Exception:
+        drv.save_screenshot("/tmp/console-browser-failure.png")
+        fail("%s (within %d s; screenshot /tmp/console-browser-failure.png); page: %s"
+             % (what, timeout, drv.find_element(By.TAG_NAME, "body").text[:500]))
+
+
+def text_of(drv, css):
+    els = drv.find_elements(By.CSS_SELECTOR, css)
+    return els[0].text if els else ""
+
+
+def sign_in(drv, token, user):
+    drv.get(URL + "/ui/#/dashboard")
+    field = wait_for(drv, EC.visibility_of_element_located((By.ID, "token")), "the sign-in form")
+    label = drv.find_element(By.CSS_SELECTOR, "label[for=token]").text
+    if "API token" not in label:
+        fail("the token field has no label: %r" % label)
+    if drv.switch_to.active_element != field:
+        fail("the token field does not have the keyboard focus")
+    field.send_keys(token)
+    drv.find_element(By.ID, "signin-submit").click()
+    wait_for(drv, lambda d: user in text_of(d, "#who"), "signed in as " + user)
+    if ALICE in drv.page_source or BOB in drv.page_source:
+        fail("the token is still in the page")
+    ok("signed in as %s with a token from `taskbus admin user create`" % user)
+
+
+def fetch_in_page(drv, method, path, headers=None):
+    """fetch() from the page itself (its cookie, same origin): [status, body]."""
+    return drv.execute_async_script(
+        "const [m, p, h, done] = arguments;"
+        "fetch(p, {method: m, headers: h, credentials: 'same-origin'})"
+        ".then(async r => done([r.status, await r.text()])).catch(e => done([0, String(e)]));",
+        method, path, headers or {})
+
+
+def main():
+    for f in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
+        if not os.access(f, os.X_OK):
+            fail(f + " is missing: apt-get install chromium chromium-driver python3-selenium")
+    os.makedirs(IMG, exist_ok=True)
+
+    # A task of alice's through REST, due in 3 s: it prints on stdout, waits, prints on
+    # stderr, waits again, so that its log can be watched while it runs.
+    due = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3))
+    status, task = rest("POST", "/v1/tasks", ALICE, {
+        "name": "console-nightly-report", "security_group": "ga",
+        "script": "echo hello-from-console; sleep 8; echo warn-line >&2; sleep 12; echo bye-now",
+        "schedule": {"once": due.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+    if status != 201:
+        fail("create the task: %s %s" % (status, task))
+    rest("POST", "/v1/tasks", ALICE, {
+        "name": "console-hourly-sync", "security_group": "ga", "script": "true",
+        "schedule": {"cron": "15 * * * *", "timezone": "Europe/Paris"}})
+    status, _ = rest("POST", "/v1/tasks", ALICE, {
+        "name": "console-disk-check", "security_group": "ga",
+        "script": "echo disk almost full >&2; exit 3",
+        "schedule": {"once": due.strftime("%Y-%m-%dT%H:%M:%SZ")}})
+    if status != 201:
+        fail("create the failing task: %s" % status)
+    task_id = task["id"]
+    ok("task %s created through REST" % task_id)
+
+    drv = browser()
+    try:
+        sign_in(drv, ALICE, "alice")
+        cookies = {c["name"]: c for c in drv.get_cookies()}
+        c = cookies.get("taskbus_session")
+        if not c or not c.get("httpOnly") or c.get("sameSite") != "Strict":
+            fail("the session cookie is not HttpOnly + SameSite=Strict: %s" % c)
+        if "taskbus_session" in drv.execute_script("return document.cookie"):
+            fail("the page's script can read the session cookie")
+        stored = drv.execute_script(
+            "return JSON.stringify(localStorage) + JSON.stringify(sessionStorage)")
+        if ALICE in stored or "tbk_" in stored:
+            fail("the page stored the token")
+        ok("the cookie is HttpOnly and SameSite=Strict; the page keeps no token")
+        session_cookie = c["value"]
+
+        # the tasks list shows it, its schedule in words, and its run in the strip
+        drv.get(URL + "/ui/#/tasks")
+        row_css = "tr[data-task-id='%s']" % task_id
+        wait_for(drv, EC.presence_of_element_located((By.CSS_SELECTOR, row_css)), "the task in the list")
+        ok("the task created through REST is in the list")
+        wait_for(drv, lambda d: "every hour at minute 15" in d.find_element(By.TAG_NAME, "main").text,
+                 "a cron schedule in words")
+        ok("a cron schedule is shown in words")
+        cell_css = row_css + " .strip a"
+        deadline = time.time() + WAIT
+        while not drv.find_elements(By.CSS_SELECTOR, cell_css):
+            if time.time() > deadline:
+                fail("no run appeared in the task's strip")
+            time.sleep(1)
+            drv.refresh()
+            wait_for(drv, EC.presence_of_element_located((By.CSS_SELECTOR, row_css)), "the list again")
+            time.sleep(0.5)
+        ok("the run appears in the task's strip")
+
+        # search by name prefix
+        drv.find_element(By.ID, "f-prefix").send_keys("console-hourly")
+        drv.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+        wait_for(drv, lambda d: not d.find_elements(By.CSS_SELECTOR, row_css) and
+                 "console-hourly-sync" in d.find_element(By.TAG_NAME, "main").text,
+                 "the name prefix filter")
+        ok("the name prefix filter keeps only matching tasks")
+        drv.get(URL + "/ui/#/tasks")
+        wait_for(drv, EC.presence_of_element_located((By.CSS_SELECTOR, cell_css)), "the strip again")
+
+        # open the run: its output arrives live
+        drv.find_element(By.CSS_SELECTOR, cell_css).click()
+        wait_for(drv, lambda d: "hello-from-console" in text_of(d, "#log-stdout"),
+                 "the run's first stdout line")
+        if "bye-now" in text_of(drv, "#log-stdout"):
+            fail("the run was already over: the live log was not tested")
+        ok("the run's stdout line is shown while it runs")
+        wait_for(drv, lambda d: "warn-line" in text_of(d, "#log-stderr"), "the stderr line, live")
+        if "warn-line" in text_of(drv, "#log-stdout"):
+            fail("stderr is not told apart from stdout")
+        ok("a stderr line arrives live, in its own pane")
+        drv.save_screenshot(os.path.join(IMG, "console-run.png"))
+        ok("saved docs/img/console-run.png")
+        wait_for(drv, lambda d: "bye-now" in text_of(d, "#log-stdout") and
+                 "succeeded" in text_of(d, "#run-props"), "the end of the run, live")
+        ok("the run ends succeeded on the same page")
+
+        # a write with the cookie and without the CSRF header is refused
+        st, body = fetch_in_page(drv, "POST", "/v1/tasks/%s/pause" % task_id)
+        if st != 403 or "csrf_required" not in body:
+            fail("a cookie write without X-Taskbus-CSRF: %s %s" % (st, body))
+        ok("a cookie write without the CSRF header is refused (403 csrf_required)")
+
+        # the dashboard
+        drv.get(URL + "/ui/#/dashboard")
+        last = [time.time()]
+
+        def dashboard_done(d):
+            if (text_of(d, "#today-succeeded").startswith("1") and
+                    text_of(d, "#today-failed").startswith("1") and
+                    "console-disk-check" in text_of(d, "#failing")):
+                return True
+            if time.time() - last[0] > 3:  # the failing run may still be on its way
+                last[0] = time.time()
+                d.refresh()
+            return False
+        wait_for(drv, dashboard_done, "1 succeeded and 1 failed today, and the failing task listed")
+        ok("the dashboard counts 1 succeeded and 1 failed today and lists the failing task")
+        drv.save_screenshot(os.path.join(IMG, "console-dashboard.png"))
+        ok("saved docs/img/console-dashboard.png")
+
+        # a phone-sized screen: the pages fit its width (no sideways scrolling)
+        drv.set_window_size(390, 844)
+        for page, css in (("#/tasks", row_css), ("#/dashboard", "#today-succeeded")):
+            drv.get(URL + "/ui/" + page)
+            wait_for(drv, EC.presence_of_element_located((By.CSS_SELECTOR, css)), page + " on a phone")
+            over = drv.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth")
+            if over > 0:
+                fail("%s is %d px wider than a 390 px screen" % (page, over))
+        drv.set_window_size(1280, 900)
+        ok("the tasks list and the dashboard fit a 390 px wide screen")
+
+        # sign out: the old cookie is useless
+        drv.find_element(By.ID, "signout").click()
+        wait_for(drv, EC.visibility_of_element_located((By.ID, "token")), "the sign-in form after sign-out")
+        st, _ = rest("GET", "/v1/me", headers={"Cookie": "taskbus_session=" + session_cookie})
+        if st != 401:
+            fail("the cookie still works after sign-out: %s" % st)
+        ok("signed out; the old cookie gets 401")
+
+        # bob, of group gb, sees none of it
+        sign_in(drv, BOB, "bob")
+        drv.get(URL + "/ui/#/tasks")
+        wait_for(drv, lambda d: "0 tasks" in text_of(d, "#task-count"), "bob's empty task list")
+        if drv.find_elements(By.CSS_SELECTOR, row_css):
+            fail("bob sees alice's task")
+        st, _ = fetch_in_page(drv, "GET", "/v1/tasks/" + task_id)
+        if st != 404:
+            fail("bob's GET of alice's task: %s" % st)
+        ok("a user of another group sees no task, and gets 404 for its id")
+    finally:
+        drv.quit()
+    print("PASS console_browser", flush=True)
+
+
+if __name__ == "__main__":
+    main()
