@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -72,16 +73,23 @@ def browser():
 
 def wait_for(drv, cond, what, timeout=WAIT):
     try:
-        return WebDriverWait(drv, timeout, poll_frequency=0.2).until(cond)
-    except Exception:
+        return WebDriverWait(drv, timeout, poll_frequency=0.2,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(cond)
+    except Exception as e:
         drv.save_screenshot("/tmp/console-browser-failure.png")
-        fail("%s (within %d s; screenshot /tmp/console-browser-failure.png); page: %s"
-             % (what, timeout, drv.find_element(By.TAG_NAME, "body").text[:500]))
+        why = "within %d s" % timeout if isinstance(e, TimeoutException) else "%s: %s" % (type(e).__name__, e)
+        fail("%s (%s; screenshot /tmp/console-browser-failure.png); page: %s"
+             % (what, why, drv.find_element(By.TAG_NAME, "body").text[:500]))
 
 
 def text_of(drv, css):
-    els = drv.find_elements(By.CSS_SELECTOR, css)
-    return els[0].text if els else ""
+    """The text of the first element matching \p css ("" if none, or if the page
+    re-rendered it between the lookup and the read: the next poll looks again)."""
+    try:
+        els = drv.find_elements(By.CSS_SELECTOR, css)
+        return els[0].text if els else ""
+    except StaleElementReferenceException:
+        return ""
 
 
 def sign_in(drv, token, user):

@@ -104,7 +104,8 @@ Test(console_browser, sign_in_tasks_live_log_csrf_sign_out_groups) {
                          "'%s/tests/console/console_browser.py' 2>&1",
                          port, alice, bob, tbt_source_dir(), tbt_source_dir());
         fprintf(stderr, "%s\n", out ? out : "(no output)");
-        cr_assert_eq(rc, 0, "the browser test failed (exit %d); its output is above", rc);
-        cr_assert(out && strstr(out, "PASS console_browser"), "no PASS line");
+        bool passed = out && strstr(out, "PASS console_browser");
         free(out);
+        cr_assert_eq(rc, 0, "the browser test failed (exit %d); its output is above", rc);
+        cr_assert(passed, "no PASS line");
 }
