@@ -10,8 +10,8 @@
  * (rebuild.c), between batches while p is paused.
  * Each command is authenticated, rate limited, authorized, checked against
  * the expected version and validated; then the event, the reply and the
- * consumed offset are written in ONE Kafka transaction, several commands
- * per transaction when they are queued.
+ * consumed offset are written in ONE Kafka transaction, with every other
+ * command of its batch (group commit: tb_cmd_collect()).
  *
  * Files: this one (consumer, rebalances, batches and transactions, start and
  * stop), rebuild.c (the state of a partition from task-events, and the
