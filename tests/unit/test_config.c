@@ -106,10 +106,10 @@ static void assert_defaults(const tb_config_t *c) {
         cr_assert_eq(c->sched_misfire_cap, 100);
         cr_assert_eq(c->sched_tick_ms, 50);
         cr_assert_eq(c->sched_max_batch, 2000);
-        cr_assert_eq(c->cmd_batch_linger_ms, 2);
+        cr_assert_eq(c->cmd_batch_linger_ms, 10);
         cr_assert_eq(c->cmd_batch_max, 1000);
         cr_assert_eq(c->cmd_batch_bytes, 4 * 1024 * 1024);
-        cr_assert_eq(c->proj_batch_linger_ms, 2);
+        cr_assert_eq(c->proj_batch_linger_ms, 10);
         cr_assert_eq(c->proj_batch_max, 1000);
         cr_assert_eq(c->exec_plugin_path_cnt, 0);
         cr_assert_eq(c->exec_max_concurrent, 1000);

@@ -153,7 +153,7 @@ const tb_config_prop_t tb_config_props[] = {
          "How far a signed command's timestamp (tb-auth ts) may be from the commands "
          "role's clock; older or newer records are refused, so a captured record cannot be "
          "replayed later (docs/kafka-interface.md)."},
-        {"commands.batch_linger", TB_CT_DURATION, F(cmd_batch_linger_ms), 0, "2ms",
+        {"commands.batch_linger", TB_CT_DURATION, F(cmd_batch_linger_ms), 0, "10ms",
          TB_MS(0), TB_SEC(10), NULL, NULL,
          "Group commit: how long a batch of commands waits for more once it holds what was "
          "available, when the role is busy (its previous batch held more than one command). "
@@ -165,7 +165,7 @@ const tb_config_prop_t tb_config_props[] = {
          TB_MIB(256), NULL, NULL,
          "A batch of commands closes once its records reach this size (a record larger "
          "than this is a batch of its own)."},
-        {"projector.batch_linger", TB_CT_DURATION, F(proj_batch_linger_ms), 0, "2ms",
+        {"projector.batch_linger", TB_CT_DURATION, F(proj_batch_linger_ms), 0, "10ms",
          TB_MS(0), TB_SEC(10), NULL, NULL,
          "How long a projector batch waits for more records once it holds what was "
          "available, when the projector is busy (its previous batch held more than one "
