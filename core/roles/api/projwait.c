@@ -112,11 +112,13 @@ static bool tb_api_proj_seen(const tb_api_t *api, const char *id, int64_t versio
  * One notification of the projector (projection.h): "ID VERSION" per task
  * event of the batch, comma-separated. Every wait it satisfies is woken, and
  * the versions are kept for waits registered just after. @returns false when
- * the payload names nothing (it did not fit): the caller checks by a query.
+ * the payload names no version (it did not fit, or an older projector sent
+ * ids only): the caller checks by a query.
  */
 static bool tb_api_proj_notified(tb_api_t *api, const char *payload) {
         if (!payload || !*payload)
                 return false;
+        size_t named = 0;
         pthread_mutex_lock(&api->lock);
         for (const char *p = payload; *p;) {
                 const char *comma = strchr(p, ',');
@@ -125,6 +127,7 @@ static bool tb_api_proj_notified(tb_api_t *api, const char *payload) {
                 if (sp && (size_t)(sp - p) <= TB_TASK_ID_MAX) {
                         size_t idlen = (size_t)(sp - p);
                         int64_t v = strtoll(sp + 1, NULL, 10);
+                        named++;
                         struct tb_api_projseen *s = api->projseen;
                         if (s) {
                                 memcpy(s->e[s->next].id, p, idlen);
@@ -144,7 +147,8 @@ static bool tb_api_proj_notified(tb_api_t *api, const char *payload) {
                         p++;
         }
         pthread_mutex_unlock(&api->lock);
-        return true;
+        /* ids without versions (a projector of an older release): a query */
+        return named > 0;
 }
 
 /*
