@@ -106,6 +106,11 @@ static void assert_defaults(const tb_config_t *c) {
         cr_assert_eq(c->sched_misfire_cap, 100);
         cr_assert_eq(c->sched_tick_ms, 50);
         cr_assert_eq(c->sched_max_batch, 2000);
+        cr_assert_eq(c->cmd_batch_linger_ms, 10);
+        cr_assert_eq(c->cmd_batch_max, 1000);
+        cr_assert_eq(c->cmd_batch_bytes, 4 * 1024 * 1024);
+        cr_assert_eq(c->proj_batch_linger_ms, 10);
+        cr_assert_eq(c->proj_batch_max, 1000);
         cr_assert_eq(c->exec_plugin_path_cnt, 0);
         cr_assert_eq(c->exec_max_concurrent, 1000);
         cr_assert_eq(c->exec_lease_ms, 15 * SEC);
@@ -179,7 +184,8 @@ Test(config, typo_names_file_line_key_and_valid_keys) {
         expect_error("\n\nregoin = \"eu\";\n",
                      "3: unknown key 'regoin'; valid top-level keys: api, archiver, "
                      "commands, executor, groups, kafka, log_level, node, plugins, postgres, "
-                     "region, replication, scheduler, security, topics (did you mean "
+                     "projector, region, replication, scheduler, security, topics (did you "
+                     "mean "
                      "'region'?)");
         /* Nothing close: no suggestion. */
         expect_error("api = { zzzzzz = 1; };\n",

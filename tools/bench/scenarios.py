@@ -122,7 +122,8 @@ class Daemon:
 log_level = "%s";
 topics = { prefix = "bench%s."; partitions = 6; replication = 1; };
 postgres = { url = "postgresql://taskbus@127.0.0.1:%d/%s"; pool_size = 8; };
-api = { listen = "127.0.0.1:%d"; rate = 5000.0; burst = 1000000; reply_timeout = "10s"; };
+api = { listen = "127.0.0.1:%d"; rate = 5000.0; burst = 1000000; reply_timeout = "10s";
+        max_connections_per_client = 1000; };
 scheduler = { max_batch = 2000; };
 executor = { max_concurrent = 1000; };
 kafka = { bootstrap_servers = "%s"; };
@@ -227,7 +228,10 @@ def scenario_api(args):
     d = Daemon("api", "api,commands,projector")
     res = []
     try:
-        for rate, dur in ((200, 15), (500, 20)):
+        # TB_BENCH_API_RATES="200:15,500:20,1000:20": RATE:SECONDS pairs (a saturation search)
+        rates = [tuple(int(x) for x in rd.split(":"))
+                 for rd in os.environ.get("TB_BENCH_API_RATES", "200:15,500:20").split(",")]
+        for rate, dur in rates:
             out = run([sys.executable, os.path.join(BENCH, "api.py"), "--api", "http://127.0.0.1:%d" % API_PORT,
                        "--token", d.token, "--group", "ops", "--rate", str(rate), "--duration", str(dur),
                        "--warmup", "3", "--threads", "64"])

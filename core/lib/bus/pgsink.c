@@ -35,6 +35,7 @@ struct tb_pgsink {
         bool thread_started;
         rd_kafka_message_t **batch; /**< c.batch_max records being collected */
         size_t batch_cnt;
+        size_t last_batch_cnt;      /**< records of the previous batch: > 1 means busy */
 };
 
 static bool tb_pgsink_stopping(tb_pgsink_t *sk) {
@@ -184,11 +185,15 @@ static tb_err_t tb_pgsink_savepoint(PGconn *conn, const char *sql, char *errstr,
 }
 
 /**
- * One try at the batch. Without \p careful, records run straight in the
- * transaction (no subtransaction per record: the common case stays as
- * cheap as before); a permanent refusal then rolls everything back and sets
- * *\p redo, for a careful pass in which each record runs inside a SAVEPOINT
- * and a refused one is rolled back to it and quarantined.
+ * One try at the batch. Without \p careful (the common case), records run
+ * straight in the transaction, pipelined (store.h: the statements whose
+ * result is not needed are sent without waiting, one round trip per
+ * TB_STORE_PIPELINE_SYNC_EVERY of them, no subtransaction per record); any
+ * failure with the connection still up (a refused record, a failed
+ * statement, found at a sync) then rolls everything back and sets *\p redo,
+ * for a careful pass, row by row without a pipeline, in which each record
+ * runs inside a SAVEPOINT and its own outcome is judged: a refused one is
+ * rolled back to it and quarantined, a transient failure fails the batch.
  */
 static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                                      rd_kafka_message_t *const *msgs, size_t cnt, bool careful,
@@ -202,6 +207,8 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                 ops->begin(c->opaque);
         if ((err = tb_store_begin(conn, errstr, errstr_size)))
                 goto out;
+        if (!careful && (err = tb_store_pipeline_begin(conn, errstr, errstr_size)))
+                goto out;
         for (size_t i = 0; i < cnt; i++) {
                 const rd_kafka_message_t *m = msgs[i];
                 const char *tname = rd_kafka_topic_name(m->rkt);
@@ -211,6 +218,15 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                                                           errstr, errstr_size)))
                         goto out;
                 tb_pgsink_verdict_t v = ops->apply(conn, m, c->opaque, why, sizeof(why));
+                if (!careful && v != TB_PGSINK_APPLIED && v != TB_PGSINK_SKIPPED) {
+                        /* judged in the careful pass, where the record's own
+                         * statements are told apart from the pipeline's */
+                        err = tb_seterr(errstr, errstr_size,
+                                        v == TB_PGSINK_PERMANENT ? TB_ERR_INVALID : TB_ERR_PG,
+                                        "%s [%" PRId32 "] offset %" PRId64 ": %s", tname,
+                                        m->partition, m->offset, why);
+                        goto out;
+                }
                 if (v != TB_PGSINK_APPLIED && v != TB_PGSINK_SKIPPED)
                         fault = c->quarantine              ? tb_pgsink_fault(conn, v)
                                 : v == TB_PGSINK_PERMANENT ? TB_STORE_FAULT_PERMANENT
@@ -229,13 +245,6 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                                     PQtransactionStatus(conn) == PQTRANS_INERROR
                                             ? tb_store_last_sqlstate()
                                             : "");
-                        if (!careful) {
-                                *redo = true;
-                                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                                "%s [%" PRId32 "] offset %" PRId64 ": %s", tname,
-                                                m->partition, m->offset, why);
-                                goto out;
-                        }
                         if (!poison && !(poison = calloc(cnt, sizeof(*poison)))) {
                                 err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
                                                 "%s: out of memory", c->sub);
@@ -276,6 +285,8 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
                 goto out;
         if (ops->finish && (err = ops->finish(conn, c->opaque, errstr, errstr_size)))
                 goto out;
+        if (!careful && (err = tb_store_pipeline_end(conn, errstr, errstr_size)))
+                goto out;
         if ((err = tb_store_commit(conn, errstr, errstr_size)))
                 goto out;
         for (size_t k = 0; k < poison_cnt; k++) {
@@ -285,8 +296,12 @@ static tb_err_t tb_pgsink_apply_pass(PGconn *conn, const tb_pgsink_conf_t *c,
         if (ops->committed)
                 ops->committed(c->opaque);
 out:
-        if (err)
-                tb_store_rollback(conn);
+        if (err) {
+                /* the pipelined pass judges nothing: the careful pass does */
+                if (!careful && PQstatus(conn) == CONNECTION_OK)
+                        *redo = true;
+                tb_store_rollback(conn); /* ends the pipeline too */
+        }
         free(poison);
         rd_kafka_topic_partition_list_destroy(next);
         return err;
@@ -298,9 +313,12 @@ tb_err_t tb_pgsink_apply(PGconn *conn, const tb_pgsink_conf_t *c,
         bool redo = false;
         tb_err_t err = tb_pgsink_apply_pass(conn, c, msgs, cnt, false, &redo, errstr,
                                             errstr_size);
-        if (err && redo)
+        if (err && redo) {
+                tb_debug(c->sub, "batch of %zu record(s): %s; applying it again row by row",
+                         cnt, errstr);
                 err = tb_pgsink_apply_pass(conn, c, msgs, cnt, true, &redo, errstr,
                                            errstr_size);
+        }
         return err;
 }
 
@@ -351,21 +369,21 @@ static void tb_pgsink_on_revoke(rd_kafka_t *rk, const rd_kafka_topic_partition_l
         sk->batch_cnt = w;
 }
 
-/** Collect records until the batch is full, batch_wait_us after the first,
- *  or TB_PGSINK_IDLE_POLL_MS without one. */
+/** Collect a batch (group commit): wait up to TB_PGSINK_IDLE_POLL_MS for a
+ *  first record, then take every record already fetched without waiting; a
+ *  busy sink (its previous batch held more than one record) also waits up to
+ *  batch_wait_us after the first for more. Ends when the batch is full. */
 static void tb_pgsink_collect(tb_pgsink_t *sk) {
-        int64_t first = 0;
+        int64_t first = 0, deadline = 0;
         while (sk->batch_cnt < sk->c.batch_max) {
                 int wait_ms = TB_PGSINK_IDLE_POLL_MS;
                 if (first) {
-                        int64_t left = first + sk->c.batch_wait_us - tb_mono_us();
-                        if (left <= 0)
-                                break;
-                        wait_ms = (int)((left + 999) / 1000);
+                        int64_t left = deadline - tb_mono_us();
+                        wait_ms = left > 0 ? (int)((left + 999) / 1000) : 0;
                 }
                 rd_kafka_message_t *m = rd_kafka_consumer_poll(sk->consumer, wait_ms);
                 if (!m) {
-                        if (!first)
+                        if (!first || wait_ms == 0)
                                 break;
                         continue;
                 }
@@ -376,9 +394,12 @@ static void tb_pgsink_collect(tb_pgsink_t *sk) {
                         continue;
                 }
                 sk->batch[sk->batch_cnt++] = m;
-                if (!first)
+                if (!first) {
                         first = tb_mono_us();
+                        deadline = first + (sk->last_batch_cnt > 1 ? sk->c.batch_wait_us : 0);
+                }
         }
+        sk->last_batch_cnt = sk->batch_cnt;
 }
 
 /** Apply the collected batch; on failure seek back so it is read again. */

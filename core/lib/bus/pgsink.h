@@ -13,8 +13,11 @@
  *    retrying while PostgreSQL is unreachable;
  *  - on revocation, drops the records it collected from those partitions
  *    (their new owner starts from the stored offsets);
- *  - collects a batch (up to batch_max records, or batch_wait_us after the
- *    first one) and applies it in ONE PostgreSQL transaction: the caller's
+ *  - collects a batch (group commit: every record already fetched, up to
+ *    batch_max; a busy sink, whose previous batch held more than one record,
+ *    also waits up to batch_wait_us after the first for more, an idle one
+ *    applies a lone record at once) and applies it in ONE PostgreSQL
+ *    transaction (statements pipelined, see below): the caller's
  *    apply callback for each record, then the next offset of every
  *    (topic, partition) of the batch, then the caller's finish callback,
  *    then COMMIT;
@@ -136,7 +139,8 @@ typedef struct tb_pgsink_conf {
         const char *const *topic_names; /**< more topics by full name (other regions' copies) */
         size_t topic_name_cnt;
         size_t batch_max;       /**< most records per transaction (>= 1) */
-        int64_t batch_wait_us;  /**< how long a batch waits for more once it has one */
+        int64_t batch_wait_us;  /**< how long a busy sink's batch waits for more once
+                                 *   it holds what was fetched (an idle one: not at all) */
         const char *metric_failures;      /**< counter of failed batches, or NULL */
         const char *metric_batch_seconds; /**< histogram of committed batches, or NULL */
         /** Optional: after each round of the loop (a batch applied, or none

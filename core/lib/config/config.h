@@ -111,6 +111,13 @@ typedef struct tb_config {
         char *security_key_file;    /**< the internal key file; NULL: none */
         int64_t cmd_signature_max_age_ms;
 
+        /* group commit (commands/role.c, bus/pgsink.c) */
+        int64_t cmd_batch_linger_ms; /**< a busy batch waits this long for more */
+        int64_t cmd_batch_max;       /**< most commands per Kafka transaction */
+        int64_t cmd_batch_bytes;     /**< a batch closes once its records reach this */
+        int64_t proj_batch_linger_ms; /**< a busy projector batch waits this long for more */
+        int64_t proj_batch_max;      /**< most records per projector transaction */
+
         /* scheduler */
         int64_t sched_misfire_cap;
         int64_t sched_tick_ms;

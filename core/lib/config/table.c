@@ -162,6 +162,25 @@ const tb_config_prop_t tb_config_props[] = {
          "How far a signed command's timestamp (tb-auth ts) may be from the commands "
          "role's clock; older or newer records are refused, so a captured record cannot be "
          "replayed later (docs/kafka-interface.md)."},
+        {"commands.batch_linger", TB_CT_DURATION, F(cmd_batch_linger_ms), 0, "10ms",
+         TB_MS(0), TB_SEC(10), NULL, NULL,
+         "Group commit: how long a batch of commands waits for more once it holds what was "
+         "available, when the role is busy (its previous batch held more than one command). "
+         "An idle role commits a lone command at once, whatever this says; 0: never wait "
+         "(batches are then what arrived during the previous commit)."},
+        {"commands.batch_max", TB_CT_INT, F(cmd_batch_max), 0, "1000", 1, 100000, NULL,
+         NULL, "Most commands decided and committed in one Kafka transaction."},
+        {"commands.batch_bytes", TB_CT_SIZE, F(cmd_batch_bytes), 0, "4MiB", TB_KIB(1),
+         TB_MIB(256), NULL, NULL,
+         "A batch of commands closes once its records reach this size (a record larger "
+         "than this is a batch of its own)."},
+        {"projector.batch_linger", TB_CT_DURATION, F(proj_batch_linger_ms), 0, "10ms",
+         TB_MS(0), TB_SEC(10), NULL, NULL,
+         "How long a projector batch waits for more records once it holds what was "
+         "available, when the projector is busy (its previous batch held more than one "
+         "record); an idle projector applies a lone record at once."},
+        {"projector.batch_max", TB_CT_INT, F(proj_batch_max), 0, "1000", 1, 100000, NULL,
+         NULL, "Most records applied in one PostgreSQL transaction by the projector."},
 
         {"scheduler.misfire_cap", TB_CT_INT, F(sched_misfire_cap), 0, "100", 0,
          1000000, NULL, NULL,

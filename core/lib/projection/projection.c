@@ -52,12 +52,23 @@ static const char *tb_projection_jstr(const json_t *o, const char *key) {
 }
 
 
-static void tb_projection_notify_add(tb_projection_batch_t *b, const char *task_id) {
+static void tb_projection_notify_add(tb_projection_batch_t *b, const char *task_id,
+                                     const char *version) {
+        char ierr[160];
         if (b->notify.len > TB_PROJECTION_NOTIFY_MAX)
                 return;
+        if (tb_task_id_check("task_id", task_id, strlen(task_id), ierr, sizeof(ierr))) {
+                /* not an id any interface takes (a hostile event): naming it
+                 * could spoof another entry; an empty payload makes the
+                 * listeners check for themselves */
+                b->notify.len = TB_PROJECTION_NOTIFY_MAX + 1;
+                return;
+        }
         if (b->notify.len)
                 tb_buf_append(&b->notify, ",", 1);
         tb_buf_append(&b->notify, task_id, strlen(task_id));
+        tb_buf_append(&b->notify, " ", 1);
+        tb_buf_append(&b->notify, version, strlen(version));
 }
 
 static tb_err_t tb_projection_apply_event(tb_projection_batch_t *b, const rd_kafka_message_t *msg,
@@ -139,7 +150,7 @@ static tb_err_t tb_projection_apply_event(tb_projection_batch_t *b, const rd_kaf
         }
         if (!err) {
                 b->stats.events++;
-                tb_projection_notify_add(b, id);
+                tb_projection_notify_add(b, id, version);
         }
 out:
         free(task_text);

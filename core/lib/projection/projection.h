@@ -27,8 +27,9 @@
 
 /** The consumer name of the projector role in consumer_offsets. */
 #define TB_PROJECTION_CONSUMER "projector"
-/** The channel NOTIFYed after each committed batch (payload: the task ids
- *  of the batch, comma-separated, or empty when they do not fit). */
+/** The channel NOTIFYed once per committed batch (payload: "TASK_ID VERSION"
+ *  for each task event of the batch, comma-separated, or empty when they do
+ *  not fit: listeners then check the projection themselves). */
 #define TB_PROJECTION_CHANNEL "taskbus_projection"
 
 /** What a batch did (counters add up across calls). */

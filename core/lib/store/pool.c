@@ -649,6 +649,69 @@ void tb_store_array_add(tb_buf_t *b, const char *s) {
         tb_buf_append(b, "\"", 1);
 }
 
+/* ---- pipelines ------------------------------------------------------------ */
+
+/* Statements queued in this thread's pipeline since its last sync. */
+static __thread int tb_store_pipe_queued;
+
+/* Sync the pipeline and read every result up to the sync; the first failure
+ * is returned (the statements after it were skipped by the server). */
+static tb_err_t tb_store_pipeline_sync(PGconn *conn, char *errstr, size_t errstr_size) {
+        tb_err_t err = TB_OK;
+        tb_store_pipe_queued = 0;
+        if (!PQpipelineSync(conn))
+                return tb_store_result_err(conn, NULL, "pipeline sync", NULL, errstr,
+                                           errstr_size);
+        for (;;) {
+                PGresult *r = PQgetResult(conn);
+                if (!r) {
+                        /* between two statements' results; a broken connection
+                         * never delivers the sync */
+                        if (PQstatus(conn) != CONNECTION_OK) {
+                                if (!err)
+                                        err = tb_store_result_err(conn, NULL, "pipeline",
+                                                                  NULL, errstr, errstr_size);
+                                break;
+                        }
+                        continue;
+                }
+                ExecStatusType st = PQresultStatus(r);
+                if (st == PGRES_PIPELINE_SYNC) {
+                        PQclear(r);
+                        break;
+                }
+                if (st != PGRES_PIPELINE_ABORTED && !err)
+                        err = tb_store_result_err(conn, r, "pipelined statement", NULL, errstr,
+                                                  errstr_size);
+                PQclear(r);
+        }
+        if (!err)
+                tb_store_last_state[0] = '\0';
+        return err;
+}
+
+tb_err_t tb_store_pipeline_begin(PGconn *conn, char *errstr, size_t errstr_size) {
+        tb_store_pipe_queued = 0;
+        if (!PQenterPipelineMode(conn))
+                return tb_seterr(errstr, errstr_size, TB_ERR_PG,
+                                 "pipeline: cannot enter pipeline mode (a query is pending?)");
+        return TB_OK;
+}
+
+tb_err_t tb_store_pipeline_end(PGconn *conn, char *errstr, size_t errstr_size) {
+        if (PQpipelineStatus(conn) == PQ_PIPELINE_OFF)
+                return TB_OK;
+        char lost[8];
+        tb_err_t err = tb_store_pipeline_sync(conn, errstr, errstr_size);
+        /* keep the failure's SQLSTATE for the caller's classification */
+        tb_snprintf(lost, sizeof(lost), "%s", tb_store_last_state);
+        if (!PQexitPipelineMode(conn) && !err)
+                err = tb_seterr(errstr, errstr_size, TB_ERR_PG, "pipeline: cannot leave "
+                                "pipeline mode: %s", PQerrorMessage(conn));
+        tb_snprintf(tb_store_last_state, sizeof(tb_store_last_state), "%s", lost);
+        return err;
+}
+
 tb_err_t tb_store_exec(PGconn *conn, const char *what, const char *sql, int nparams,
                        const char *const *params, PGresult **res, char *errstr,
                        size_t errstr_size) {
@@ -658,6 +721,32 @@ tb_err_t tb_store_exec(PGconn *conn, const char *what, const char *sql, int npar
                 return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
                                  "%s: tb_store_exec called without a connection, statement "
                                  "or parameters", what ? what : "postgres");
+        if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
+                if (!res) {
+                        /* queued: its outcome is known at the next sync */
+                        if (!PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0))
+                                return tb_store_result_err(conn, NULL, what, NULL, errstr,
+                                                           errstr_size);
+                        if (++tb_store_pipe_queued >= TB_STORE_PIPELINE_SYNC_EVERY)
+                                return tb_store_pipeline_sync(conn, errstr, errstr_size);
+                        return TB_OK;
+                }
+                /* a result is needed now: what is queued goes first, then
+                 * this one alone, then the pipeline goes on */
+                tb_err_t err = tb_store_pipeline_end(conn, errstr, errstr_size);
+                if (!err)
+                        err = tb_store_exec(conn, what, sql, nparams, params, res, errstr,
+                                            errstr_size);
+                tb_err_t err2 = PQenterPipelineMode(conn)
+                                        ? TB_OK
+                                        : tb_seterr(errstr, errstr_size, TB_ERR_PG,
+                                                    "pipeline: cannot enter pipeline mode");
+                if (!err && err2 && res) {
+                        PQclear(*res);
+                        *res = NULL;
+                }
+                return err ? err : err2;
+        }
         PGresult *r = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
         tb_err_t err = tb_store_result_err(conn, r, what, NULL, errstr, errstr_size);
         if (err || !res)
@@ -686,6 +775,11 @@ tb_err_t tb_store_commit(PGconn *conn, char *errstr, size_t errstr_size) {
 }
 
 void tb_store_rollback(PGconn *conn) {
+        if (conn && PQstatus(conn) == CONNECTION_OK &&
+            PQpipelineStatus(conn) != PQ_PIPELINE_OFF) {
+                char ignored[256];
+                (void)tb_store_pipeline_end(conn, ignored, sizeof(ignored));
+        }
         if (!conn || PQstatus(conn) != CONNECTION_OK ||
             PQtransactionStatus(conn) == PQTRANS_IDLE)
                 return;

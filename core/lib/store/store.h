@@ -115,6 +115,28 @@ tb_err_t tb_store_exec(PGconn *conn, const char *what, const char *sql, int npar
                        const char *const *params, PGresult **res, char *errstr,
                        size_t errstr_size);
 
+/** Statements queued in a pipeline before a sync reads their results (keeps
+ *  both sides' socket buffers small: no deadlock on a large batch). */
+#define TB_STORE_PIPELINE_SYNC_EVERY 256
+
+/**
+ * Pipeline mode (libpq's): between tb_store_pipeline_begin() and
+ * tb_store_pipeline_end() on \p conn, a tb_store_exec() whose result is not
+ * wanted (\p res NULL) is only sent, and returns TB_OK; its outcome is known
+ * at the next sync (every TB_STORE_PIPELINE_SYNC_EVERY statements, a
+ * statement whose result is wanted, which runs alone, and
+ * tb_store_pipeline_end()), which returns the first failure (the server
+ * skips the statements after it; the transaction is then failed). One round
+ * trip per sync instead of one per statement: for a batch of writes in one
+ * transaction whose failure the caller handles as a whole (bus/pgsink.c
+ * applies the batch again row by row). tb_store_last_sqlstate() is the
+ * failure's after tb_store_pipeline_end(). tb_store_rollback() ends a
+ * pipeline. @locality the thread owning \p conn.
+ */
+tb_err_t tb_store_pipeline_begin(PGconn *conn, char *errstr, size_t errstr_size);
+/** Sync, read every result, leave pipeline mode; NOOP when not in it. */
+tb_err_t tb_store_pipeline_end(PGconn *conn, char *errstr, size_t errstr_size);
+
 /** Append \p s to \p b as one element of a PostgreSQL array literal being
  *  built ("{" first, "}" last, by the caller): quoted, '"' and '\\' escaped. */
 void tb_store_array_add(tb_buf_t *b, const char *s);

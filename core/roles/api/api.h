@@ -68,7 +68,8 @@ typedef struct tb_api {
         char replies_error[512];   /**< why it is not ready yet */
         struct tb_api_pending *pending[TB_API_PENDING_BUCKETS];
         struct tb_api_projwait *projwaits;
-        int wake_fd;               /**< eventfd: a new projection waiter */
+        struct tb_api_projseen *projseen; /**< versions recently notified (projwait.c) */
+        int wake_fd;               /**< eventfd: a new projection waiter, or stop */
         struct tb_api_follows *follows; /**< live log followers (api/follow.h) */
 } tb_api_t;
 

@@ -23,8 +23,14 @@
 #define TB_API_MESSAGE_TIMEOUT_MS 5000
 /** Longest a write waits for the reply consumer to reach Kafka. */
 #define TB_API_READY_WAIT_MS 5000
-/** Projection re-check period when a notification may have been missed. */
+/** Projection re-check period while the listener is down. */
 #define TB_API_PROJ_POLL_MS 10
+/** With the listener up, pending waits are also checked by a query at this
+ *  period, in case a notification was missed (a listener reconnect). */
+#define TB_API_PROJ_RECHECK_MS 100
+/** Task versions of recent notifications kept for waits registered after
+ *  theirs arrived. */
+#define TB_API_PROJ_SEEN 1024
 
 /** A handler waiting for the TaskReply of its correlation id. */
 struct tb_api_pending {

@@ -22,10 +22,9 @@
 #include <string.h>
 #include <unistd.h>
 
-/** Most commands in one transaction. */
-#define TB_CMD_BATCH_MAX 100
-/** How long a batch waits for more commands once it has one. */
-#define TB_CMD_BATCH_WAIT_US 20000
+/** How long the role polls for a first command before a round ends (the
+ *  stop flag, rebuilds and the follower are checked between rounds). */
+#define TB_CMD_IDLE_POLL_MS 100
 /** Timeout of a transaction commit. */
 #define TB_CMD_COMMIT_TIMEOUT_MS 30000
 /** Authentication cache: revocations take effect within this time (the
@@ -58,9 +57,12 @@ typedef struct tb_cmd {
         int32_t partition_cnt;
 
         /* the batch being collected (the rebalance callback drops the
-         * records of revoked partitions from it) */
-        rd_kafka_message_t *batch[TB_CMD_BATCH_MAX];
+         * records of revoked partitions from it): group commit, see
+         * tb_cmd_collect() in role.c */
+        rd_kafka_message_t **batch; /* commands.batch_max slots */
+        size_t batch_max;
         size_t batch_cnt;
+        size_t last_batch_cnt; /* commands in the previous batch: > 1 means busy */
 
         tb_cmd_tally_t tally[64];
         size_t tally_cnt;

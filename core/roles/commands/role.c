@@ -10,8 +10,8 @@
  * (rebuild.c), between batches while p is paused.
  * Each command is authenticated, rate limited, authorized, checked against
  * the expected version and validated; then the event, the reply and the
- * consumed offset are written in ONE Kafka transaction, several commands
- * per transaction when they are queued.
+ * consumed offset are written in ONE Kafka transaction, with every other
+ * command of its batch (group commit: tb_cmd_collect()).
  *
  * Files: this one (consumer, rebalances, batches and transactions, start and
  * stop), rebuild.c (the state of a partition from task-events, and the
@@ -413,11 +413,17 @@ static void tb_cmd_batch_free(tb_cmd_t *cmd) {
  * its own (tb_cmd_env_id_used()).
  */
 static void tb_cmd_prefetch_used(tb_cmd_t *cmd) {
-        const char *ids[TB_CMD_BATCH_MAX];
-        char keys[TB_CMD_BATCH_MAX][TB_TASK_ID_MAX + 1];
+        const char **ids = calloc(cmd->batch_cnt + 1, sizeof(*ids));
+        char(*keys)[TB_TASK_ID_MAX + 1] = calloc(cmd->batch_cnt + 1, sizeof(*keys));
         size_t n = 0;
         char err[512];
         json_object_clear(cmd->used);
+        cmd->used_err[0] = '\0';
+        if (!ids || !keys) {
+                tb_snprintf(cmd->used_err, sizeof(cmd->used_err),
+                            "task ids of the batch: out of memory");
+                goto out;
+        }
         for (size_t i = 0; i < cmd->batch_cnt; i++) {
                 const rd_kafka_message_t *m = cmd->batch[i];
                 if (!m->key || !m->key_len || m->key_len > TB_TASK_ID_MAX ||
@@ -430,13 +436,15 @@ static void tb_cmd_prefetch_used(tb_cmd_t *cmd) {
                 ids[n] = keys[n];
                 n++;
         }
-        cmd->used_err[0] = '\0';
         if (tb_cmd_ids_used(cmd, ids, n, cmd->used, err, sizeof(err))) {
                 /* the batch's CREATEs of ids not held are answered INTERNAL
                  * at once, not after a wait of their own each */
                 tb_warn(TB_CMD_SUB, "task ids of the batch: %s", err);
                 tb_snprintf(cmd->used_err, sizeof(cmd->used_err), "%s", err);
         }
+out:
+        free(ids);
+        free(keys);
 }
 
 /** Process the collected batch in one transaction. */
@@ -447,8 +455,11 @@ static void tb_cmd_process(tb_cmd_t *cmd) {
         int64_t t0 = tb_mono_us();
         rd_kafka_topic_partition_list_t *offsets = rd_kafka_topic_partition_list_new(8);
 
+        int64_t t_used = 0, t_decided = 0, t_offsets = 0;
         cmd->tally_cnt = 0;
+        cmd->last_batch_cnt = cmd->batch_cnt;
         tb_cmd_prefetch_used(cmd);
+        t_used = tb_mono_us();
         if ((err = tb_bus_txn_begin(cmd->producer, errstr, sizeof(errstr))))
                 goto fail;
         for (size_t i = 0; i < cmd->batch_cnt; i++) {
@@ -463,13 +474,25 @@ static void tb_cmd_process(tb_cmd_t *cmd) {
                 if (m->offset + 1 > tp->offset)
                         tp->offset = m->offset + 1;
         }
+        t_decided = tb_mono_us();
         if ((err = tb_bus_txn_send_offsets(cmd->producer, cmd->consumer, offsets, errstr,
                                            sizeof(errstr))))
                 goto fail;
+        t_offsets = tb_mono_us();
         in_commit = true;
         if ((err = tb_bus_txn_commit(cmd->producer, TB_CMD_COMMIT_TIMEOUT_MS, errstr,
                                      sizeof(errstr))))
                 goto fail;
+        {
+                int64_t t_end = tb_mono_us();
+                tb_debug(TB_CMD_SUB,
+                         "batch of %zu command(s): ids %.1f ms, decided %.1f ms, offsets "
+                         "%.1f ms, commit %.1f ms",
+                         cmd->batch_cnt, (double)(t_used - t0) / 1e3,
+                         (double)(t_decided - t_used) / 1e3,
+                         (double)(t_offsets - t_decided) / 1e3,
+                         (double)(t_end - t_offsets) / 1e3);
+        }
 
         tb_cmd_engine_commit(cmd->engine);
         for (size_t i = 0; i < cmd->tally_cnt; i++) {
@@ -517,10 +540,58 @@ done:
         tb_cmd_batch_free(cmd);
 }
 
+/**
+ * Collect a batch (group commit). Wait up to TB_CMD_IDLE_POLL_MS for a first
+ * command; then take every command already fetched without waiting. A busy
+ * role (its previous batch held more than one command) also waits up to
+ * commands.batch_linger after the first for more, so that one transaction
+ * carries them all; an idle one commits a lone command at once. Commands
+ * arriving while a batch commits make the next batch: under load batches
+ * grow by themselves. The batch closes at commands.batch_max commands or
+ * once its records reach commands.batch_bytes.
+ */
+static void tb_cmd_collect(tb_cmd_t *cmd) {
+        const tb_config_t *conf = cmd->ctx->conf;
+        int64_t first = 0, deadline = 0;
+        size_t bytes = 0;
+        while (cmd->batch_cnt < cmd->batch_max && bytes < (size_t)conf->cmd_batch_bytes) {
+                int wait_ms = TB_CMD_IDLE_POLL_MS;
+                if (first) {
+                        int64_t left = deadline - tb_mono_us();
+                        wait_ms = left > 0 ? (int)((left + 999) / 1000) : 0;
+                }
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(cmd->consumer, wait_ms);
+                if (!m) {
+                        if (!first || wait_ms == 0)
+                                break; /* idle (check the stop flag), or nothing more now */
+                        continue;
+                }
+                if (m->err) {
+                        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                                tb_warn(TB_CMD_SUB, "consumer: %s", rd_kafka_message_errstr(m));
+                        rd_kafka_message_destroy(m);
+                        continue;
+                }
+                if (m->partition >= 0 && m->partition < cmd->partition_cnt &&
+                    cmd->pending[m->partition]) {
+                        /* assigned during this poll: rebuilt first */
+                        tb_cmd_defer(cmd, m);
+                        continue;
+                }
+                cmd->batch[cmd->batch_cnt++] = m;
+                bytes += m->len + m->key_len;
+                if (!first) {
+                        first = tb_mono_us();
+                        deadline = first + (cmd->last_batch_cnt > 1
+                                                    ? conf->cmd_batch_linger_ms * 1000
+                                                    : 0);
+                }
+        }
+}
+
 static void *tb_cmd_main(void *arg) {
         tb_cmd_t *cmd = arg;
         while (!atomic_load(&cmd->ctx->stopping)) {
-                int64_t first = 0;
                 tb_cmd_load_pending(cmd);
                 tb_cmd_follow(cmd);
                 tb_cmd_evict(cmd);
@@ -528,39 +599,11 @@ static void *tb_cmd_main(void *arg) {
                                (double)tb_cmd_engine_task_count(cmd->engine));
                 tb_metrics_set("taskbus_commands_deleted_held", NULL,
                                (double)tb_cmd_engine_deleted_count(cmd->engine));
-                while (cmd->batch_cnt < TB_CMD_BATCH_MAX) {
-                        int wait_ms = 100;
-                        if (first) {
-                                int64_t left = first + TB_CMD_BATCH_WAIT_US - tb_mono_us();
-                                if (left <= 0)
-                                        break;
-                                wait_ms = (int)((left + 999) / 1000);
-                        }
-                        rd_kafka_message_t *m = rd_kafka_consumer_poll(cmd->consumer, wait_ms);
-                        if (!m) {
-                                if (!first)
-                                        break; /* idle: check the stop flag */
-                                continue;
-                        }
-                        if (m->err) {
-                                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                                        tb_warn(TB_CMD_SUB, "consumer: %s",
-                                                rd_kafka_message_errstr(m));
-                                rd_kafka_message_destroy(m);
-                                continue;
-                        }
-                        if (m->partition >= 0 && m->partition < cmd->partition_cnt &&
-                            cmd->pending[m->partition]) {
-                                /* assigned during this poll: rebuilt first */
-                                tb_cmd_defer(cmd, m);
-                                continue;
-                        }
-                        cmd->batch[cmd->batch_cnt++] = m;
-                        if (!first)
-                                first = tb_mono_us();
-                }
-                if (cmd->batch_cnt == 0)
+                tb_cmd_collect(cmd);
+                if (cmd->batch_cnt == 0) {
+                        cmd->last_batch_cnt = 0; /* a round without commands: idle */
                         continue;
+                }
                 if (atomic_load(&cmd->ctx->stopping)) {
                         tb_cmd_batch_free(cmd);
                         break;
@@ -686,6 +729,7 @@ static void tb_cmd_free(tb_cmd_t *cmd) {
         free(cmd->pending);
         free(cmd->gen);
         free(cmd->seek_back);
+        free(cmd->batch);
         json_decref(cmd->used);
         if (cmd->producer) {
                 rd_kafka_flush(cmd->producer, 5000);
@@ -711,10 +755,13 @@ static tb_err_t tb_cmd_start(tb_ctx_t *ctx, void **state, char *errstr, size_t e
         cmd->gen = calloc((size_t)cmd->partition_cnt, sizeof(*cmd->gen));
         cmd->seek_back = malloc((size_t)cmd->partition_cnt * sizeof(*cmd->seek_back));
         cmd->used = json_object();
+        cmd->batch_max = (size_t)conf->cmd_batch_max;
+        cmd->batch = calloc(cmd->batch_max, sizeof(*cmd->batch));
         cmd->remote_cnt = conf->repl_remote_region_cnt;
         cmd->remote_events = calloc(cmd->remote_cnt + 1, sizeof(*cmd->remote_events));
         if (!cmd->followed || !cmd->remote_events || !cmd->pending || !cmd->gen ||
-            !cmd->seek_back || !cmd->used) {
+            !cmd->seek_back || !cmd->used || !cmd->batch) {
+                free(cmd->batch);
                 free(cmd->followed);
                 free(cmd->remote_events);
                 free(cmd->pending);

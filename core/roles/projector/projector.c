@@ -23,10 +23,6 @@
 #include <string.h>
 
 #define TB_PROJ_SUB "projector"
-/** Most records per PostgreSQL transaction. */
-#define TB_PROJ_BATCH_MAX 500
-/** How long a batch waits for more records once it has one. */
-#define TB_PROJ_BATCH_WAIT_US 20000
 
 /* ---- the role ------------------------------------------------------------------ */
 
@@ -88,8 +84,8 @@ static tb_err_t tb_proj_start(tb_ctx_t *ctx, void **state, char *errstr, size_t 
         c.topic_cnt = TB_ARRAY_LEN(topics);
         c.topic_names = remote_names;
         c.topic_name_cnt = remote_cnt;
-        c.batch_max = TB_PROJ_BATCH_MAX;
-        c.batch_wait_us = TB_PROJ_BATCH_WAIT_US;
+        c.batch_max = (size_t)conf->proj_batch_max;
+        c.batch_wait_us = conf->proj_batch_linger_ms * 1000;
         c.metric_failures = "taskbus_projector_failures_total";
         c.metric_batch_seconds = "taskbus_projector_batch_seconds";
         if ((err = tb_pgsink_start(&c, &pj->sink, errstr, errstr_size)))
