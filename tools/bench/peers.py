@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,9 +63,9 @@ def jobs_of(workload, t0_ms):
 
 
 def lead_s(n):
-    """Seconds between now and the first due instant: room to schedule n jobs (Quartz in one
-    transaction, pg_cron in one statement)."""
-    return 15 + n // 150
+    """Seconds between now and the first due instant: room to schedule n jobs (Quartz: a JVM
+    start and one transaction, 20 s for 750 on a loaded machine; pg_cron: one statement)."""
+    return 30 + n // 40
 
 
 def create_rate(d):
@@ -348,6 +349,8 @@ def scenario_peers(argv):
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
 
+    # A stopped bench (timeout, ^C) still stops taskbusd and the pg_cron cluster.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("peers: stopped by SIGTERM"))
     load_start = loadavg()
     sc.log("load average at the start: %s" % " ".join(load_start))
     d = sc.Daemon("peers", "projector,commands,scheduler,executor,archiver,api") if "taskbus" in systems else None
