@@ -103,7 +103,9 @@ public final class QuartzPeer {
             Thread.sleep(50);
         }
         int done = ShellJob.DONE.get(), failed = ShellJob.FAILED.get();
-        sched.shutdown(false);
+        // Wait for the job threads' own bookkeeping (each completed trigger's delete) before
+        // the pool closes under them.
+        sched.shutdown(done >= n);
         System.err.printf("quartz: %d of %d jobs ran, %d failed%n", done, n, failed);
         if (done < n) {
             die(2, "only " + done + " of " + n + " jobs ran within " + timeoutMs / 1000 + " s of the last due instant");
