@@ -431,6 +431,11 @@ def summarize(w, runs):
         for s, e in out["systems"].items():
             if s != "taskbus" and e.get("median"):
                 e["ratio_to_taskbus"] = {k: round(e["median"][k] / max(1, tb[k]), 2) for k in ("p50_ms", "p99_ms", "max_ms")}
+                # The same ratio within each run (the same minutes, so the same load), and its median.
+                per = [round(a["p99_ms"] / max(1, b["p99_ms"]), 2)
+                       for a, b in zip(e["runs"], out["systems"]["taskbus"]["runs"])]
+                e["p99_ratio_per_run"] = per
+                e["p99_ratio_per_run_median"] = median(per)
     img = plot(w, chosen)
     if img:
         out["plot"] = os.path.relpath(img, os.path.join(sc.ROOT, "docs"))
