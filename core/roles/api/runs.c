@@ -717,19 +717,28 @@ static bool tb_api_runs_follow(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t
         tb_api_credential(req, t->authz, sizeof(t->authz));
         tb_snprintf(off, sizeof(off), "%" PRId64, offset);
         tb_snprintf(end, sizeof(end), "%" PRId64, offset + 1);
-        if (tb_store_runs_logs_range(c, id, stream, off, end, &pg, err, sizeof(err)))
-                goto db_fail;
-        if (PQntuples(pg) > 0) {
-                /* start inside the chunk that holds byte ?offset */
-                t->next_seq = strtoll(PQgetvalue(pg, 0, 0), NULL, 10);
-                t->skip = offset - strtoll(PQgetvalue(pg, 0, 1), NULL, 10);
-        } else {
+        /* Two statements: a chunk holding byte ?offset may be copied between
+         * them (the size then counts it): look for it again, or the tail
+         * would start after it and never send it. */
+        for (int tries = 0;; tries++) {
+                if (tb_store_runs_logs_range(c, id, stream, off, end, &pg, err, sizeof(err)))
+                        goto db_fail;
+                if (PQntuples(pg) > 0) {
+                        /* start inside the chunk that holds byte ?offset */
+                        t->next_seq = strtoll(PQgetvalue(pg, 0, 0), NULL, 10);
+                        t->skip = offset - strtoll(PQgetvalue(pg, 0, 1), NULL, 10);
+                        break;
+                }
                 /* past the output so far: skip what is still missing */
                 int64_t bytes = 0;
                 if (tb_store_runs_logs_size(c, id, stream, &t->next_seq, &bytes, err,
                                             sizeof(err)))
                         goto db_fail;
                 t->skip = offset - bytes;
+                if (bytes <= offset || tries == 3)
+                        break;
+                PQclear(pg);
+                pg = NULL;
         }
         PQclear(pg);
         const union MHD_ConnectionInfo *ci =
