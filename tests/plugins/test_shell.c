@@ -306,9 +306,11 @@ Test(shell, output_streams_before_the_run_ends) {
 
 /* stdout and stderr arrive in the order the task wrote them, each chunk
  * still tagged with its stream. (Two pipes: writes microseconds apart can
- * still be read in either order; writes a process start apart cannot.) */
+ * still be read in either order, as ls's error and a builtin echo right
+ * after ls exits were once; writes a process start apart cannot, so each
+ * write after the first is its own process.) */
 Test(shell, streams_keep_the_order_they_were_written_in) {
-        tb_plugin_run_t run = mkrun("order", "echo a; ls /missing-dir-xyz; echo b; "
+        tb_plugin_run_t run = mkrun("order", "echo a; ls /missing-dir-xyz; sh -c 'echo b'; "
                                              "sh -c 'echo c >&2'; sh -c 'echo d'");
         tbt_runlog_t *l = run_to_end(10, &run);
         cr_assert_eq(l->res.status, TB_PLUGIN_RUN_SUCCEEDED, "%s", l->error);
