@@ -1,7 +1,10 @@
 // taskbus console: plain modern JavaScript, no framework, no build step.
 // It talks to the REST API of the same origin with the session cookie that
 // POST /v1/session sets (HttpOnly: this script never sees it, nor keeps the
-// token); writes carry the X-Taskbus-CSRF value of GET /v1/me.
+// token); writes carry the X-Taskbus-CSRF value of GET /v1/me. This file holds
+// the DOM helpers, the API client, the formatters, routing and sign-in; each
+// screen is a file of its own (dashboard.js, tasks.js, run.js, ...) that
+// index.html loads after it and that registers its pages with addRoute().
 'use strict';
 
 const state = { me: null, csrf: null, streams: [] };
@@ -138,6 +141,11 @@ function statusWords(st) { return st.replace(/_/g, ' '); }
 function badge(st) { return h('span', { class: 'badge st-' + st }, statusWords(st)); }
 
 // ---- routing ------------------------------------------------------------------------
+// Each screen's file (tasks.js, run.js, dashboard.js, ...) registers its pages with
+// addRoute(regex on location.hash, page(match)); the first match wins.
+const ROUTES = [];
+function addRoute(re, page) { ROUTES.push([re, page]); }
+
 function stopStreams() {
   for (const c of state.streams) c.abort();
   state.streams = [];
@@ -150,11 +158,12 @@ async function route() {
   for (const a of document.querySelectorAll('#nav a'))
     a.toggleAttribute('aria-current', hash.startsWith(a.getAttribute('href')));
   for (const a of document.querySelectorAll('#nav a[aria-current]')) a.setAttribute('aria-current', 'page');
-  let m;
   try {
-    if ((m = /^#\/runs\/([A-Za-z0-9._:-]+)$/.exec(hash))) return await runPage(m[1]);
-    if (hash.startsWith('#/tasks')) return await tasksPage();
-    return await dashboardPage();
+    for (const [re, page] of ROUTES) {
+      const m = re.exec(hash);
+      if (m) return await page(m);
+    }
+    location.hash = '#/dashboard';   // an unknown page: the dashboard
   } catch (e) {
     if (e.status !== 401) show('Something went wrong', h('p', { class: 'error', role: 'alert' }, e.message));
   }
@@ -213,203 +222,6 @@ function signIn(message) {
     h('h1', { id: 'page-title' }, 'Sign in to taskbus'), form, err));
   document.title = 'Sign in · taskbus';
   input.focus();
-}
-
-// ---- tasks ----------------------------------------------------------------------------
-function strip(runs) {
-  // oldest left, newest right, one cell per run
-  const cells = runs.slice().reverse().map((r) => h('a', {
-    href: '#/runs/' + encodeURIComponent(r.id), class: 'st-' + r.status,
-    title: statusWords(r.status) + ' · ' + fmtTime(r.nominal_time),
-    'aria-label': 'run ' + fmtTime(r.nominal_time) + ': ' + statusWords(r.status),
-  }));
-  return h('div', { class: 'strip' }, cells.length ? cells : h('span', { class: 'muted' }, 'no runs yet'));
-}
-
-async function tasksPage() {
-  const params = new URLSearchParams(location.hash.split('?')[1] || '');
-  const prefix = h('input', { id: 'f-prefix', name: 'name_prefix', type: 'search', value: params.get('name_prefix') || '' });
-  const group = h('select', { id: 'f-group', name: 'security_group' },
-    h('option', { value: '' }, 'all my groups'),
-    state.me.groups.map((g) => h('option', { value: g, selected: params.get('security_group') === g }, g)));
-  const paused = h('select', { id: 'f-paused', name: 'paused' },
-    h('option', { value: '' }, 'any'),
-    h('option', { value: 'true', selected: params.get('paused') === 'true' }, 'paused'),
-    h('option', { value: 'false', selected: params.get('paused') === 'false' }, 'active'));
-  const form = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter tasks', onsubmit: (ev) => {
-    ev.preventDefault();
-    const q = new URLSearchParams();
-    if (prefix.value) q.set('name_prefix', prefix.value);
-    if (group.value) q.set('security_group', group.value);
-    if (paused.value) q.set('paused', paused.value);
-    location.hash = '#/tasks' + (q.toString() ? '?' + q : '');
-  } },
-  h('label', { for: 'f-prefix' }, 'Name starts with', prefix),
-  h('label', { for: 'f-group' }, 'Group', group),
-  h('label', { for: 'f-paused' }, 'State', paused),
-  h('button', { type: 'submit' }, 'Filter'));
-  const body = h('tbody');
-  const table = h('div', { class: 'table-wrap' }, h('table', { 'aria-labelledby': 'page-title' },
-    h('thead', {}, h('tr', {},
-      h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col', class: 'opt' }, 'Group'),
-      h('th', { scope: 'col' }, 'Schedule'), h('th', { scope: 'col', class: 'opt' }, 'Next fire'),
-      h('th', { scope: 'col' }, 'Last runs'))),
-    body));
-  const count = h('p', { class: 'muted', id: 'task-count' });
-  show('Tasks', form, count, table);
-  const q = new URLSearchParams({ limit: '100' });
-  for (const k of ['name_prefix', 'security_group', 'paused']) if (params.get(k)) q.set(k, params.get(k));
-  const page = await api('GET', '/v1/tasks?' + q);
-  count.textContent = page.tasks.length + (page.next_cursor ? '+ tasks (the first 100 shown)' : ' tasks');
-  for (const t of page.tasks) {
-    const cell = h('td', {}, h('span', { class: 'muted' }, '…'));
-    body.append(h('tr', { 'data-task-id': t.id },
-      h('th', { scope: 'row' }, t.name, t.paused ? [' ', h('span', { class: 'badge' }, 'paused')] : null),
-      h('td', { class: 'opt' }, t.security_group),
-      h('td', {}, scheduleWords(t.schedule)),
-      h('td', { class: 'opt' }, t.next_fire_at ? [fmtTime(t.next_fire_at), h('br'),
-        h('span', { class: 'muted' }, fmtRelative(t.next_fire_at))] : '—'),
-      cell));
-    api('GET', '/v1/tasks/' + encodeURIComponent(t.id) + '/runs?limit=20')
-      .then((rp) => cell.replaceChildren(strip(rp.runs)))
-      .catch((e) => cell.replaceChildren(h('span', { class: 'muted' }, e.status === 404 ? 'no runs yet' : e.message)));
-  }
-  if (!page.tasks.length) body.append(h('tr', {}, h('td', { colspan: 5 }, 'No task matches.')));
-}
-
-// ---- a run and its log --------------------------------------------------------------------
-function follow(runId, stream, pre, note) {
-  const ctl = new AbortController();
-  state.streams.push(ctl);
-  (async () => {
-    try {
-      const r = await fetch('/v1/runs/' + encodeURIComponent(runId) + '/log?follow=true&stream=' + stream,
-        { credentials: 'same-origin', signal: ctl.signal });
-      if (r.status === 410) { note.textContent = 'expired: the output of this run is no longer kept'; pre.dataset.state = 'expired'; return; }
-      if (!r.ok) { let m = 'HTTP ' + r.status; try { m = (await r.json()).error.message; } catch (e) { /* keep */ } note.textContent = m; return; }
-      note.textContent = 'live';
-      pre.dataset.state = 'live';
-      const rd = r.body.getReader();
-      const dec = new TextDecoder();
-      for (;;) {
-        const { value, done } = await rd.read();
-        if (done) break;
-        const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-        pre.append(dec.decode(value, { stream: true }));
-        if (atEnd) pre.scrollTop = pre.scrollHeight;
-      }
-      note.textContent = 'complete';
-      pre.dataset.state = 'complete';
-    } catch (e) {
-      if (e.name !== 'AbortError') note.textContent = 'stream interrupted: ' + e.message;
-    }
-  })();
-}
-
-function runProps(run) {
-  const rows = [
-    ['Status', badge(run.status)],
-    ['Task', h('a', { href: '#/tasks' }, run.task_id)],
-    ['Group', run.security_group],
-    ['Attempt', run.attempt],
-    ['Trigger', run.trigger],
-    ['Nominal time', fmtTime(run.nominal_time)],
-    ['Started', fmtTime(run.started_at)],
-    ['Finished', fmtTime(run.finished_at)],
-  ];
-  if (run.started_at) {
-    const end = run.finished_at ? new Date(run.finished_at) : new Date();
-    rows.push(['Duration', fmtDuration(end - new Date(run.started_at)) + (run.finished_at ? '' : ' so far')]);
-  }
-  if (run.exit_code !== null && run.exit_code !== undefined) rows.push(['Exit code', run.exit_code]);
-  if (run.signal) rows.push(['Signal', run.signal]);
-  if (run.executor) rows.push(['Executor', run.executor + (run.host ? ' on ' + run.host : '')]);
-  if (run.queue_position) rows.push(['Queue position', run.queue_position]);
-  if (run.error) rows.push(['Error', h('span', { class: 'error' }, run.error)]);
-  if (run.log_expires_at) rows.push(['Log kept until', fmtTime(run.log_expires_at)]);
-  return h('dl', { class: 'props', id: 'run-props' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
-}
-
-async function runPage(id) {
-  const run = await api('GET', '/v1/runs/' + encodeURIComponent(id));
-  const props = h('div', {}, runProps(run));
-  const panes = ['stdout', 'stderr'].map((s) => {
-    const pre = h('pre', { id: 'log-' + s, tabindex: '0', 'aria-label': s + ' of the run' });
-    const note = h('span', { class: 'muted', id: 'log-' + s + '-state' });
-    return { s, pre, note, el: h('section', { class: 'log ' + s, 'aria-labelledby': 'h-' + s },
-      h('h3', { id: 'h-' + s }, s, ' ', note), pre) };
-  });
-  const logs = h('div', { class: 'logs' }, panes.map((p) => p.el));
-  show('Run ' + fmtTime(run.nominal_time), props, h('h2', {}, 'Output'), logs);
-  if (run.log_expired) {
-    for (const p of panes) { p.note.textContent = 'expired: the output of this run is no longer kept'; p.pre.dataset.state = 'expired'; }
-  } else {
-    for (const p of panes) follow(id, p.s, p.pre, p.note);
-  }
-  // the status, until the run ends
-  if (!FINAL.has(run.status)) {
-    const ctl = new AbortController();
-    state.streams.push(ctl);
-    const tick = async () => {
-      if (ctl.signal.aborted) return;
-      try {
-        const r = await api('GET', '/v1/runs/' + encodeURIComponent(id));
-        props.replaceChildren(runProps(r));
-        if (FINAL.has(r.status)) { say('The run ended: ' + statusWords(r.status)); return; }
-      } catch (e) { if (e.status === 401) return; }
-      setTimeout(tick, 1000);
-    };
-    setTimeout(tick, 1000);
-  }
-}
-
-// ---- dashboard ---------------------------------------------------------------------------
-async function dashboardPage() {
-  const midnight = new Date();
-  midnight.setHours(0, 0, 0, 0);
-  const cards = h('div', { class: 'cards' });
-  const running = h('ul', { id: 'running' });
-  const failing = h('ul', { id: 'failing' });
-  const note = h('p', { class: 'muted' });
-  show('Dashboard', h('p', { class: 'muted' }, 'For your groups: ' + (state.me.groups.join(', ') || 'none') + '.'),
-    h('h2', {}, 'Today'), cards,
-    h('h2', {}, 'Running now'), running,
-    h('h2', {}, 'Tasks whose last run failed'), failing, note);
-  const page = await api('GET', '/v1/tasks?limit=100');
-  const since = midnight.toISOString();
-  const today = { succeeded: 0, failed: 0, skipped: 0 };
-  const runs = await Promise.all(page.tasks.map((t) =>
-    api('GET', '/v1/tasks/' + encodeURIComponent(t.id) + '/runs?limit=100&since=' + encodeURIComponent(since))
-      .then((p) => ({ t, runs: p.runs })).catch(() => ({ t, runs: [] }))));
-  const lastRuns = await Promise.all(page.tasks.map((t) =>
-    api('GET', '/v1/tasks/' + encodeURIComponent(t.id) + '/runs?limit=1&status=succeeded,failed,timed_out,cancelled,lost')
-      .then((p) => ({ t, last: p.runs[0] })).catch(() => ({ t, last: null }))));
-  for (const { t, runs: rs } of runs) {
-    for (const r of rs) {
-      if (r.status === 'succeeded') today.succeeded++;
-      else if (BAD.has(r.status)) today.failed++;
-      else if (r.status.startsWith('skipped')) today.skipped += r.occurrences || 1;
-      if (r.status === 'running') {
-        running.append(h('li', {}, h('a', { href: '#/runs/' + encodeURIComponent(r.id) }, t.name),
-          ' — running for ' + (r.started_at ? fmtDuration(Date.now() - new Date(r.started_at)) : '?')));
-      }
-    }
-  }
-  for (const { t, last } of lastRuns) {
-    if (last && BAD.has(last.status))
-      failing.append(h('li', {}, h('a', { href: '#/runs/' + encodeURIComponent(last.id) }, t.name), ' ',
-        badge(last.status), ' ', fmtTime(last.finished_at || last.nominal_time)));
-  }
-  const card = (cls, n, label, id) => h('div', { class: 'card ' + cls, id },
-    h('span', { class: 'n' }, n), label);
-  cards.replaceChildren(
-    card('good', today.succeeded, 'succeeded today', 'today-succeeded'),
-    card('bad', today.failed, 'failed today', 'today-failed'),
-    card('', today.skipped, 'skipped today', 'today-skipped'),
-    card('run', running.children.length, 'running now', 'running-now'));
-  if (!running.children.length) running.append(h('li', { class: 'muted' }, 'Nothing is running.'));
-  if (!failing.children.length) failing.append(h('li', { class: 'muted' }, 'None.'));
-  note.textContent = page.next_cursor ? 'Counted over the first 100 tasks.' : 'Counted over ' + page.tasks.length + ' tasks.';
 }
 
 // ---- start -------------------------------------------------------------------------------
