@@ -146,9 +146,10 @@ const tb_config_prop_t tb_config_props[] = {
          "cookie is refused and the user signs in again. A session also ends at once when "
          "its token is revoked or expires, or its user is disabled (docs/console.md)."},
         {"api.admin_group", TB_CT_STRING, F(api_admin_group), 0, NULL, 0, 0, NULL, NULL,
-         "Security group whose members GET /v1/me reports as admins (the console shows them "
-         "its admin pages). Unset: nobody. It grants no access of its own: every request is "
-         "still limited to the caller's security groups."},
+         "Security group of the administrators: its members may use the admin API "
+         "(/v1/admin/: users, groups, tokens, the admin log) and see the console's admin "
+         "screens, and GET /v1/me reports them as admins. Unset: nobody (the admin API "
+         "answers 403). Tasks and runs stay limited to the caller's own security groups."},
 
         {"security.key_file", TB_CT_STRING, F(security_key_file), 0, NULL, 0, 0, NULL,
          "TASKBUS_KEY_FILE",

@@ -35,3 +35,19 @@ tb_err_t tb_store_audit_list(PGconn *conn, long limit, json_t **out, char *errst
                                    "FROM admin_audit ORDER BY id DESC LIMIT $1::int",
                                    1, p, tb_store_audit_row, out, errstr, errstr_size);
 }
+
+tb_err_t tb_store_audit_page(PGconn *conn, const char *before_id, const char *actor,
+                             const char *action, const char *limit, PGresult **res,
+                             char *errstr, size_t errstr_size) {
+        const char *p[] = {before_id, actor, action, limit};
+        /* the primary key read backwards: no sort, whatever the filters */
+        return tb_store_exec(conn, "read admin_audit",
+                             "SELECT id, (extract(epoch FROM at) * 1000)::bigint, actor, "
+                             "       action, target, details::text "
+                             "FROM admin_audit "
+                             "WHERE ($1::bigint IS NULL OR id < $1::bigint) "
+                             "AND ($2::text IS NULL OR actor = $2::text) "
+                             "AND ($3::text IS NULL OR action = $3::text) "
+                             "ORDER BY id DESC LIMIT $4::int",
+                             4, p, res, errstr, errstr_size);
+}

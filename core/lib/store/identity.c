@@ -270,10 +270,11 @@ tb_err_t tb_store_identity_token_revoke(PGconn *conn, const char *token_id, char
 }
 
 static json_t *tb_store_identity_token_row(const PGresult *res, int i) {
-        return json_pack("{s:s, s:s, s:o, s:o, s:o}", "id", PQgetvalue(res, i, 0), "user_id",
-                         PQgetvalue(res, i, 1), "created_at", tb_store_json_ms(res, i, 2),
-                         "revoked_at", tb_store_json_ms(res, i, 3), "last_used_at",
-                         tb_store_json_ms(res, i, 4));
+        return json_pack("{s:s, s:s, s:o, s:o, s:o, s:o}", "id", PQgetvalue(res, i, 0),
+                         "user_id", PQgetvalue(res, i, 1), "created_at",
+                         tb_store_json_ms(res, i, 2), "revoked_at", tb_store_json_ms(res, i, 3),
+                         "last_used_at", tb_store_json_ms(res, i, 4), "expires_at",
+                         tb_store_json_ms(res, i, 5));
 }
 
 tb_err_t tb_store_identity_token_list(PGconn *conn, const char *user_id, json_t **out,
@@ -283,7 +284,8 @@ tb_err_t tb_store_identity_token_list(PGconn *conn, const char *user_id, json_t 
                                    "SELECT id, user_id, "
                                    "       (extract(epoch FROM created_at) * 1000)::bigint, "
                                    "       (extract(epoch FROM revoked_at) * 1000)::bigint, "
-                                   "       (extract(epoch FROM last_used_at) * 1000)::bigint "
+                                   "       (extract(epoch FROM last_used_at) * 1000)::bigint, "
+                                   "       (extract(epoch FROM expires_at) * 1000)::bigint "
                                    "FROM api_tokens WHERE $1::text IS NULL OR user_id = $1 "
                                    "ORDER BY user_id COLLATE \"C\", created_at, id",
                                    1, p, tb_store_identity_token_row, out, errstr,

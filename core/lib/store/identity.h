@@ -142,8 +142,8 @@ tb_err_t tb_store_identity_token_revoke(PGconn *conn, const char *token_id, char
 /**
  * The tokens of \p user_id (NULL: of every user), by user in "C" order,
  * then creation, then id, into *\p out (caller owns the JSON array):
- * {"id", "user_id", "created_at": epoch ms, "revoked_at" and "last_used_at":
- * epoch ms or null}. Never the hash.
+ * {"id", "user_id", "created_at": epoch ms, "revoked_at", "last_used_at" and
+ * "expires_at": epoch ms or null}. Never the hash.
  */
 tb_err_t tb_store_identity_token_list(PGconn *conn, const char *user_id, json_t **out,
                                       char *errstr, size_t errstr_size);

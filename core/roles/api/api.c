@@ -3,8 +3,9 @@
  * @brief The api role: the route table, bearer authentication and rate
  *        limits, /healthz and /metrics, and the role's start and stop. The
  *        write path is commands.c, read-your-writes projwait.c, the routes
- *        tasks.c and runs.c.
+ *        tasks.c, runs.c and admin.c.
  */
+#include "api/admin.h"
 #include "api/api_internal.h"
 #include "api/follow.h"
 #include "api/session.h"
@@ -179,6 +180,17 @@ static const tb_http_route_t tb_api_routes[] = {
         {"POST", "/v1/session", tb_api_session_create, false},
         {"DELETE", "/v1/session", tb_api_session_delete, false},
         {"GET", "/v1/me", tb_api_session_me, false},
+        {"GET", "/v1/admin/users", tb_api_admin_users_list, false},
+        {"POST", "/v1/admin/users", tb_api_admin_users_create, false},
+        {"POST", "/v1/admin/users/{user}/disable", tb_api_admin_users_disable, false},
+        {"POST", "/v1/admin/users/{user}/enable", tb_api_admin_users_enable, false},
+        {"GET", "/v1/admin/users/{user}/tokens", tb_api_admin_tokens_list, false},
+        {"POST", "/v1/admin/users/{user}/tokens", tb_api_admin_tokens_create, false},
+        {"POST", "/v1/admin/tokens/{token_id}/revoke", tb_api_admin_tokens_revoke, false},
+        {"GET", "/v1/admin/groups", tb_api_admin_groups_list, false},
+        {"POST", "/v1/admin/groups/{group}/members", tb_api_admin_members_add, false},
+        {"DELETE", "/v1/admin/groups/{group}/members/{user}", tb_api_admin_members_remove, false},
+        {"GET", "/v1/admin/audit", tb_api_admin_audit, false},
         {"GET", "/ui", tb_api_ui_get, true},
         {"GET", "/ui/", tb_api_ui_get, true},
         {"GET", "/ui/{file}", tb_api_ui_get, true},

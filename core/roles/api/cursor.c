@@ -125,6 +125,7 @@ static tb_err_t tb_api_cursor_check(const tb_api_cursor_t *cur, char *errstr,
                 id_ok = tb_api_id_ok(cur->id);
                 break;
         case TB_API_CURSOR_HISTORY:
+        case TB_API_CURSOR_AUDIT:
                 key_ok = tb_api_cursor_int(cur->key, 0, INT64_MAX);
                 id_ok = !cur->id[0];
                 break;

@@ -1,13 +1,13 @@
 /**
  * @file api/cursor.h
  * @brief The one cursor of the REST API's keyset pages (the task list, a
- *        task's runs, a task's history): an opaque, versioned token naming
+ *        task's runs, a task's history, the admin log): an opaque, versioned token naming
  *        the list it continues and the keyset of the last item of a page.
  *
  * A token is base64url (RFC 4648 §5, no padding) of "1|<list>|<key>|<id>":
  * 1 the format version, <list> one letter (tb_api_cursor_list_t), <key> the
  * sort key of the page's last row as the server wrote it, <id> that row's id
- * (empty for history, whose key is unique). Clients pass next_cursor back
+ * (empty for history and the admin log, whose keys are unique). Clients pass next_cursor back
  * unchanged; they are not to build one.
  *
  * The decoder checks everything (canonical base64url, version, list, the
@@ -29,6 +29,8 @@ typedef enum tb_api_cursor_list {
                                           (GET /v1/tasks/{id}/runs) */
         TB_API_CURSOR_HISTORY = 'h', /**< key: the task version; no id
                                           (GET /v1/tasks/{id}/history) */
+        TB_API_CURSOR_AUDIT = 'a',   /**< key: the admin_audit row id; no id
+                                          (GET /v1/admin/audit) */
 } tb_api_cursor_list_t;
 
 /** Longest key and id (the id rule of tb_api_id_ok()). */

@@ -20,6 +20,7 @@
  * the page learns from POST /v1/session or GET /v1/me and a cross-site form
  * cannot send.
  */
+#include "api/admin.h"
 #include "api/api_internal.h"
 #include "api/session.h"
 #include "api/util.h"
@@ -197,10 +198,8 @@ static json_t *tb_api_session_me_json(tb_api_t *api, const tb_principal_t *p) {
         json_t *groups = json_array();
         for (size_t i = 0; i < p->group_cnt; i++)
                 json_array_append_new(groups, json_string(p->groups[i]));
-        const char *ag = api->ctx->conf->api_admin_group;
-        bool admin = ag && *ag && tb_principal_in_group(p, ag);
         return json_pack("{s:s, s:o, s:b, s:s}", "user", p->user_id, "groups", groups, "admin",
-                         admin, "token_id", p->token_id);
+                         tb_api_admin_member(api, p), "token_id", p->token_id);
 }
 
 void tb_api_session_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
