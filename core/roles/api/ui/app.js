@@ -174,6 +174,7 @@ function setSignedIn(me) {
   state.csrf = me.csrf || null;
   $('#nav').hidden = false;
   $('#signout').hidden = false;
+  $('#nav-admin').hidden = !me.admin;   // the admin screens (admin.js); the API enforces it
   const who = $('#who');
   who.hidden = false;
   who.textContent = me.user + ' (' + (me.groups.length ? me.groups.join(', ') : 'no groups') + ')' +
