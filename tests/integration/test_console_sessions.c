@@ -20,104 +20,43 @@
 #include <string.h>
 #include <unistd.h>
 
-static int port;
 static tbt_stack_t st;
 static char alice[96], bob[96];
-static pid_t daemon_pid;
-static char *conf_path;
+static tbt_api_daemon_t dmn;
 
 #define expect_status(r, want)                                                                \
         cr_assert_eq((r).status, (want), "%s:%d: expected %d, got %ld: %s", __FILE__,          \
                      __LINE__, (want), (r).status, (r).body.data)
-
-static bool api_up(void *arg) {
-        (void)arg;
-        return tbt_http_up(&port);
-}
 
 static void setup(void) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
         tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 2});
         tbt_stack_user(&st, "alice", "ga,ops", alice);
         tbt_stack_user(&st, "bob", "gb", bob);
-        port = tbt_free_port();
-        char *text = NULL;
-        cr_assert_gt(asprintf(&text,
-                              "security = { key_file = \"%s\"; };\n"
-                              "region = \"local\";\nlog_level = \"info\";\n"
-                              "topics = { prefix = \"%s\"; partitions = 2; };\n"
-                              "postgres = { url = \"%s\"; pool_size = 8; };\n"
-                              "api = { listen = \"127.0.0.1:%d\"; rate = 100000.0; "
-                              "burst = 100000; reply_timeout = \"30s\"; session_ttl = \"1h\"; "
-                              "admin_group = \"ops\"; };\n"
-                              "kafka = { bootstrap_servers = \"%s\"; };\n",
-                              st.key_path, st.prefix, st.db_url, port, st.kafka),
-                     0);
-        conf_path = tbt_write_temp(".conf", text);
-        free(text);
-        tbt_stack_t d = st;
-        d.config_path = conf_path;
-        daemon_pid = tbt_daemon_start(&d, "commands,projector,api");
-        cr_assert(tbt_wait_until(api_up, NULL, 60000), "the API did not come up");
+        tbt_api_daemon_start(&st, "commands,projector,api",
+                             "session_ttl = \"1h\"; admin_group = \"ops\";", &dmn);
 }
 
 static void teardown(void) {
-        bool sanitizer = false, clean = tbt_daemon_end(&st, daemon_pid, &sanitizer);
-        daemon_pid = 0;
-        if (conf_path) {
-                unlink(conf_path);
-                free(conf_path);
-                conf_path = NULL;
-        }
+        bool ok = tbt_api_daemon_end(&st, &dmn);
         tbt_stack_destroy(&st);
         curl_global_cleanup();
-        cr_assert(!sanitizer, "taskbusd reported a sanitizer error (log above)");
-        cr_assert(clean, "taskbusd did not exit cleanly");
+        cr_assert(ok, "taskbusd did not exit cleanly or reported a sanitizer error (log above)");
 }
 
 TestSuite(console_sessions, .init = setup, .fini = teardown, .timeout = 300);
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
-/** A signed-in browser: its cookie line and CSRF value. */
-typedef struct session {
-        char cookie[200];   /* "Cookie: taskbus_session=tbs_..." */
-        char id[80];
-        char csrf[80];
-        char set_cookie[300];
-} session_t;
+typedef tbt_session_t session_t;
 
 static session_t sign_in(const char *authz, const char *extra_header) {
-        session_t s = {0};
-        char body[200];
-        snprintf(body, sizeof(body), "{\"token\": \"%s\"}", authz + strlen("Bearer "));
-        const char *hdrs[] = {extra_header, NULL};
-        tbt_http_res_t r = tbt_http_with(port, "POST", "/v1/session", extra_header ? hdrs : NULL,
-                                         body);
-        expect_status(r, 201);
-        tbt_http_header(&r, "Set-Cookie", s.set_cookie, sizeof(s.set_cookie));
-        cr_assert(!strncmp(s.set_cookie, "taskbus_session=tbs_", 20), "Set-Cookie: %s",
-                  s.set_cookie);
-        const char *semi = strchr(s.set_cookie, ';');
-        cr_assert_not_null(semi);
-        snprintf(s.id, sizeof(s.id), "%.*s", (int)(semi - s.set_cookie - 16),
-                 s.set_cookie + 16);
-        snprintf(s.cookie, sizeof(s.cookie), "Cookie: taskbus_session=%s", s.id);
-        const char *csrf = json_string_value(json_object_get(r.j, "csrf"));
-        cr_assert(csrf && strlen(csrf) == 64, "no csrf in %s", r.body.data);
-        snprintf(s.csrf, sizeof(s.csrf), "%s", csrf);
-        tbt_http_free(&r);
-        return s;
+        return tbt_session_sign_in(dmn.port, authz, extra_header);
 }
 
-/* A request with the session's cookie and, when \p with_csrf, its CSRF header
- * (\p csrf_value overrides the value when not NULL). */
 static tbt_http_res_t with_session(const session_t *s, const char *method, const char *path,
                                    const char *body, bool with_csrf, const char *csrf_value) {
-        char ch[160];
-        snprintf(ch, sizeof(ch), "X-Taskbus-CSRF: %s", csrf_value ? csrf_value : s->csrf);
-        const char *hdrs[] = {s->cookie, with_csrf ? ch : NULL, NULL};
-        return tbt_http_with(port, method, path, hdrs, body);
+        return tbt_session_http(dmn.port, s, method, path, body, with_csrf, csrf_value);
 }
 
 static bool has_attr(const char *set_cookie, const char *attr) {
@@ -171,7 +110,7 @@ Test(console_sessions, cookie_flags_me_and_sign_out) {
         tbt_http_free(&r);
 
         /* bob, with his bearer token: not an admin, no csrf */
-        r = tbt_http(port, "GET", "/v1/me", bob, NULL);
+        r = tbt_http(dmn.port, "GET", "/v1/me", bob, NULL);
         expect_status(r, 200);
         cr_assert_str_eq(json_string_value(json_object_get(r.j, "user")), "bob");
         cr_assert(json_is_false(json_object_get(r.j, "admin")));
@@ -203,7 +142,7 @@ Test(console_sessions, cookie_flags_me_and_sign_out) {
         expect_status(r, 200);
         tbt_http_free(&r);
         /* a bearer token has no session to sign out */
-        r = tbt_http(port, "DELETE", "/v1/session", alice, NULL);
+        r = tbt_http(dmn.port, "DELETE", "/v1/session", alice, NULL);
         expect_status(r, 404);
         tbt_http_free(&r);
 }
@@ -247,7 +186,7 @@ Test(console_sessions, revoked_token_and_expiry_end_sessions) {
         expect_status(r, 401);
         cr_assert(strstr(r.body.data, "expired"), "%s", r.body.data);
         tbt_http_free(&r);
-        r = tbt_http(port, "GET", "/v1/me", bob, NULL);
+        r = tbt_http(dmn.port, "GET", "/v1/me", bob, NULL);
         expect_status(r, 200);
         tbt_http_free(&r);
         /* a new sign-in purges expired sessions */
@@ -259,7 +198,7 @@ Test(console_sessions, revoked_token_and_expiry_end_sessions) {
         /* a revoked token cannot sign in */
         char body[200];
         snprintf(body, sizeof(body), "{\"token\": \"%s\"}", alice + 7);
-        r = tbt_http(port, "POST", "/v1/session", NULL, body);
+        r = tbt_http(dmn.port, "POST", "/v1/session", NULL, body);
         expect_status(r, 401);
         tbt_http_free(&r);
 }
@@ -315,7 +254,7 @@ Test(console_sessions, csrf_and_groups) {
         snprintf(ah, sizeof(ah), "Authorization: %s", alice);
         const char *hdrs[] = {b.cookie, ah, NULL};
         snprintf(path, sizeof(path), "/v1/tasks/%s/pause", id);
-        r = tbt_http_with(port, "POST", path, hdrs, NULL);
+        r = tbt_http_with(dmn.port, "POST", path, hdrs, NULL);
         expect_status(r, 200);
         tbt_http_free(&r);
 }
@@ -336,7 +275,8 @@ Test(console_sessions, bad_sign_ins) {
                  401, "unknown token"},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-                tbt_http_res_t r = tbt_http(port, "POST", "/v1/session", NULL, cases[i].body);
+                tbt_http_res_t r =
+                        tbt_http(dmn.port, "POST", "/v1/session", NULL, cases[i].body);
                 cr_assert_eq(r.status, cases[i].status, "%s: %ld %s", cases[i].body, r.status,
                              r.body.data);
                 cr_assert(strstr(r.body.data, cases[i].says), "%s: %s", cases[i].body,
@@ -347,7 +287,7 @@ Test(console_sessions, bad_sign_ins) {
         }
         /* a cookie that is no session */
         const char *hdrs[] = {"Cookie: taskbus_session=tbs_0123", NULL};
-        tbt_http_res_t r = tbt_http_with(port, "GET", "/v1/me", hdrs, NULL);
+        tbt_http_res_t r = tbt_http_with(dmn.port, "GET", "/v1/me", hdrs, NULL);
         expect_status(r, 401);
         cr_assert(strstr(r.body.data, "malformed session cookie"), "%s", r.body.data);
         tbt_http_free(&r);
@@ -357,7 +297,7 @@ Test(console_sessions, bad_sign_ins) {
 }
 
 Test(console_sessions, ui_files) {
-        tbt_http_res_t r = tbt_http(port, "GET", "/ui/", NULL, NULL);
+        tbt_http_res_t r = tbt_http(dmn.port, "GET", "/ui/", NULL, NULL);
         expect_status(r, 200);
         char h[300], etag[80];
         cr_assert_str_eq(tbt_http_header(&r, "Content-Type", h, sizeof(h)),
@@ -377,23 +317,23 @@ Test(console_sessions, ui_files) {
         char inm[120];
         snprintf(inm, sizeof(inm), "If-None-Match: %s", etag);
         const char *hdrs[] = {inm, NULL};
-        r = tbt_http_with(port, "GET", "/ui/index.html", hdrs, NULL);
+        r = tbt_http_with(dmn.port, "GET", "/ui/index.html", hdrs, NULL);
         expect_status(r, 304);
         cr_assert_eq(r.body.len, 0);
         tbt_http_free(&r);
 
-        r = tbt_http(port, "GET", "/ui/app.js", NULL, NULL);
+        r = tbt_http(dmn.port, "GET", "/ui/app.js", NULL, NULL);
         expect_status(r, 200);
         cr_assert_str_eq(tbt_http_header(&r, "Content-Type", h, sizeof(h)),
                          "text/javascript; charset=utf-8");
         tbt_http_free(&r);
-        r = tbt_http(port, "GET", "/ui/app.css", NULL, NULL);
+        r = tbt_http(dmn.port, "GET", "/ui/app.css", NULL, NULL);
         expect_status(r, 200);
         cr_assert_str_eq(tbt_http_header(&r, "Content-Type", h, sizeof(h)),
                          "text/css; charset=utf-8");
         tbt_http_free(&r);
 
-        r = tbt_http(port, "GET", "/ui", NULL, NULL);
+        r = tbt_http(dmn.port, "GET", "/ui", NULL, NULL);
         expect_status(r, 308);
         cr_assert_str_eq(tbt_http_header(&r, "Location", h, sizeof(h)), "/ui/");
         tbt_http_free(&r);
@@ -402,7 +342,7 @@ Test(console_sessions, ui_files) {
                 "/ui/%2e%2e/config", "/ui/sub/app.js", "/ui/.hidden",
         };
         for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++) {
-                r = tbt_http(port, "GET", outside[i], NULL, NULL);
+                r = tbt_http(dmn.port, "GET", outside[i], NULL, NULL);
                 cr_assert(r.status == 404 || r.status == 400, "%s: %ld %s", outside[i], r.status,
                           r.body.data);
                 cr_assert_null(strstr(r.body.data, "root:"), "%s", outside[i]);

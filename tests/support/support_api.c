@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static size_t tbt_http_sink(char *p, size_t s, size_t n, void *ud) {
         tb_buf_append(ud, p, s * n);
@@ -121,4 +122,68 @@ bool tbt_daemon_end(tbt_stack_t *st, pid_t pid, bool *sanitizer) {
                 fprintf(stderr, "---- taskbusd log (exit 0x%x) ----\n%s\n", ws, log ? log : "");
         free(log);
         return clean;
+}
+
+void tbt_api_daemon_start(tbt_stack_t *st, const char *roles, const char *api_extra,
+                          tbt_api_daemon_t *d) {
+        d->port = tbt_free_port();
+        char *text = NULL;
+        cr_assert_gt(asprintf(&text,
+                              "security = { key_file = \"%s\"; };\n"
+                              "region = \"local\";\nlog_level = \"info\";\n"
+                              "topics = { prefix = \"%s\"; partitions = 2; };\n"
+                              "postgres = { url = \"%s\"; pool_size = 8; };\n"
+                              "api = { listen = \"127.0.0.1:%d\"; rate = 100000.0; "
+                              "burst = 100000; reply_timeout = \"30s\"; %s };\n"
+                              "kafka = { bootstrap_servers = \"%s\"; };\n",
+                              st->key_path, st->prefix, st->db_url, d->port,
+                              api_extra ? api_extra : "", st->kafka),
+                     0);
+        char *conf = tbt_write_temp(".conf", text);
+        free(text);
+        cr_assert_not_null(conf);
+        unlink(st->config_path);
+        free(st->config_path);
+        st->config_path = conf; /* removed by tbt_stack_destroy() */
+        d->pid = tbt_daemon_start(st, roles);
+        cr_assert(tbt_wait_until(tbt_http_up, &d->port, 90000),
+                  "the API did not come up on port %d", d->port);
+}
+
+bool tbt_api_daemon_end(tbt_stack_t *st, tbt_api_daemon_t *d) {
+        bool sanitizer = false, clean = d->pid > 0 && tbt_daemon_end(st, d->pid, &sanitizer);
+        d->pid = 0;
+        return clean && !sanitizer;
+}
+
+tbt_session_t tbt_session_sign_in(int port, const char *authz, const char *extra_header) {
+        tbt_session_t s = {0};
+        char body[200];
+        snprintf(body, sizeof(body), "{\"token\": \"%s\"}", authz + strlen("Bearer "));
+        const char *hdrs[] = {extra_header, NULL};
+        tbt_http_res_t r = tbt_http_with(port, "POST", "/v1/session", extra_header ? hdrs : NULL,
+                                         body);
+        cr_assert_eq(r.status, 201, "sign-in: %ld %s", r.status, r.body.data);
+        tbt_http_header(&r, "Set-Cookie", s.set_cookie, sizeof(s.set_cookie));
+        cr_assert(!strncmp(s.set_cookie, "taskbus_session=tbs_", 20), "Set-Cookie: %s",
+                  s.set_cookie);
+        const char *semi = strchr(s.set_cookie, ';');
+        cr_assert_not_null(semi);
+        snprintf(s.id, sizeof(s.id), "%.*s", (int)(semi - s.set_cookie - 16),
+                 s.set_cookie + 16);
+        snprintf(s.cookie, sizeof(s.cookie), "Cookie: taskbus_session=%s", s.id);
+        const char *csrf = json_string_value(json_object_get(r.j, "csrf"));
+        cr_assert(csrf && strlen(csrf) == 64, "no csrf in %s", r.body.data);
+        snprintf(s.csrf, sizeof(s.csrf), "%s", csrf);
+        tbt_http_free(&r);
+        return s;
+}
+
+tbt_http_res_t tbt_session_http(int port, const tbt_session_t *s, const char *method,
+                                const char *path, const char *body, bool with_csrf,
+                                const char *csrf_value) {
+        char ch[160];
+        snprintf(ch, sizeof(ch), "X-Taskbus-CSRF: %s", csrf_value ? csrf_value : s->csrf);
+        const char *hdrs[] = {s->cookie, with_csrf ? ch : NULL, NULL};
+        return tbt_http_with(port, method, path, hdrs, body);
 }

@@ -41,4 +41,43 @@ void tbt_wait_sql(tbt_stack_t *st, const char *sql, const char *want, int ms);
  *  0; *\p sanitizer whether a sanitizer reported. */
 bool tbt_daemon_end(tbt_stack_t *st, pid_t pid, bool *sanitizer);
 
+/** A signed-in console session (POST /v1/session): its cookie and CSRF value. */
+typedef struct tbt_session {
+        char cookie[200];     /**< the request header "Cookie: taskbus_session=tbs_..." */
+        char id[80];          /**< the session id, "tbs_..." */
+        char csrf[80];        /**< the X-Taskbus-CSRF value of its writes */
+        char set_cookie[300]; /**< the Set-Cookie header of the sign-in */
+} tbt_session_t;
+
+/** Sign in on 127.0.0.1:\p port with the token of \p authz ("Bearer tbk_..."),
+ *  sending the header line \p extra_header (NULL: none). Asserts a 201 with
+ *  a session cookie and a CSRF value. */
+tbt_session_t tbt_session_sign_in(int port, const char *authz, const char *extra_header);
+/** A request with the session's cookie and, when \p with_csrf, its CSRF
+ *  header (\p csrf_value, when not NULL, instead of the session's). */
+tbt_http_res_t tbt_session_http(int port, const tbt_session_t *s, const char *method,
+                                const char *path, const char *body, bool with_csrf,
+                                const char *csrf_value);
+
+/** A taskbusd child serving the REST API of a stack on a port of its own
+ *  (tbt_api_daemon_start()). */
+typedef struct tbt_api_daemon {
+        pid_t pid;
+        int port;
+} tbt_api_daemon_t;
+
+/**
+ * Start taskbusd with \p roles on \p st, its config replaced by one
+ * listening on a free port of 127.0.0.1 with the stack's key, topics,
+ * database and Kafka, no rate limit in the way, api.reply_timeout 30 s and
+ * \p api_extra (NULL: none) added inside `api = {...}` (e.g.
+ * "admin_group = \"ops\";"); waits until /healthz answers. Asserts.
+ */
+void tbt_api_daemon_start(tbt_stack_t *st, const char *roles, const char *api_extra,
+                          tbt_api_daemon_t *d);
+/** Stop it (tbt_daemon_end(), which prints its log when something is wrong).
+ *  @returns whether it exited 0 without a sanitizer report: assert it after
+ *  tbt_stack_destroy(), so that a failure still cleans up. */
+bool tbt_api_daemon_end(tbt_stack_t *st, tbt_api_daemon_t *d);
+
 #endif
