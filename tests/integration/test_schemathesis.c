@@ -3,7 +3,8 @@
  * @brief The REST API against its contract: schemathesis (pinned version,
  *        installed into a venv under ~/.cache/taskbus when missing) runs
  *        schemas/openapi.yaml against a real taskbusd (api, commands,
- *        projector, archiver) on a private stack, with a fixed seed and a
+ *        projector, archiver) on a private stack, as a user who is also an
+ *        admin (api.admin_group, so /v1/admin/ is exercised), with a fixed seed and a
  *        bounded number of examples. Any failure of any check (a 5xx, a
  *        schema-valid request refused, a schema-violating one accepted, a
  *        response off its schema, a 405 without Allow...) fails the test.
@@ -56,7 +57,8 @@ static void setup(void) {
                               "topics = { prefix = \"%s\"; partitions = 2; };\n"
                               "postgres = { url = \"%s\"; pool_size = 8; };\n"
                               "api = { listen = \"127.0.0.1:%d\"; rate = 100000.0; "
-                              "burst = 100000; reply_timeout = \"30s\"; };\n"
+                              "burst = 100000; reply_timeout = \"30s\"; "
+                              "admin_group = \"ops\"; };\n"
                               "kafka = { bootstrap_servers = \"%s\"; };\n",
                               st.key_path, st.prefix, st.db_url, port, st.kafka),
                      0);
@@ -124,7 +126,8 @@ Test(schemathesis, the_api_keeps_its_openapi_contract) {
         /* run from the temp dir: schemathesis writes .schemathesis/ where it runs */
         int rc = tbt_run(&out,
                          "cd '%s' && PYTHONPATH='%s/tests/schemathesis' "
-                         "SCHEMATHESIS_HOOKS=taskbus_hooks TB_ST_REGION=local TB_ST_TOKEN='%s' NO_COLOR=1 "
+                         "SCHEMATHESIS_HOOKS=taskbus_hooks TB_ST_REGION=local TB_ST_TOKEN='%s' TB_ST_USER=st "
+                         "NO_COLOR=1 "
                          "'%s/schemathesis' --config-file '%s/tests/schemathesis/schemathesis.toml' "
                          "run '%s/schemas/openapi.yaml' --url 'http://127.0.0.1:%d' "
                          "-H 'Authorization: %s' --max-examples %d --seed %d 2>&1",

@@ -19,6 +19,9 @@ something no schema can know, and the server rightly enforces them:
   * a sign-in (createSession) succeeds only with a token the server issued:
     the positive cases sign in with the test's own (TB_ST_TOKEN), so that
     the 201 answer and its body are checked too;
+  * a token's `expires` (adminCreateToken) must be a duration ("90d"); and
+    the admin routes must leave the test's own user (TB_ST_USER, an admin)
+    as it is: a positive case naming it is pointed at another user;
   * argv[0] must not be empty (OpenAPI 3.0 cannot single out one item);
   * label keys and executor option names have a character set the schema
     states with propertyNames, a JSON Schema keyword OpenAPI 3.0 does not
@@ -123,3 +126,9 @@ def before_call(ctx, case, kwargs):
         case.body["token"] = os.environ["TB_ST_TOKEN"]
     if op in _TASK_OPERATIONS and isinstance(case.body, dict):
         _fix_task(case.body)
+    if op == "adminCreateToken" and isinstance(case.body, dict) and \
+            case.body.get("expires") is not None:
+        case.body["expires"] = "90d"
+    me = os.environ.get("TB_ST_USER")
+    if me and isinstance(case.path_parameters, dict) and case.path_parameters.get("user") == me:
+        case.path_parameters["user"] = me + "-other"

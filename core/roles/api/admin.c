@@ -37,7 +37,7 @@
 #define TB_API_ADMIN_GROUPS_MAX 64
 #define TB_API_ADMIN_AUDIT_DEFAULT 50
 #define TB_API_ADMIN_AUDIT_MAX 500
-/** Longest actor and action filter (admin_audit's actor is at most 512 bytes). */
+/** Longest actor and action filter, in characters (an actor is at most 512 bytes). */
 #define TB_API_ADMIN_FILTER_MAX 512
 
 bool tb_api_admin_member(const tb_api_t *api, const tb_principal_t *p) {
@@ -515,23 +515,30 @@ void tb_api_admin_members_remove(void *app, tb_http_req_t *req, tb_http_resp_t *
 
 /* ---- the admin log ------------------------------------------------------------------ */
 
-/* ?actor and ?action: 1 to TB_API_ADMIN_FILTER_MAX bytes of printable text. */
+/* ?actor and ?action: 1 to TB_API_ADMIN_FILTER_MAX characters of UTF-8
+ * without C0 controls or DEL (what the schema states). */
 static bool tb_api_admin_filter_arg(void *ud, const char *key, const char *value, char *bad,
                                     size_t bad_size) {
         (void)ud;
         if (strcmp(key, "actor") && strcmp(key, "action"))
                 return true;
-        size_t n = value ? strlen(value) : 0;
-        bool printable = n > 0 && n <= TB_API_ADMIN_FILTER_MAX;
-        for (size_t i = 0; printable && i < n; i++)
-                printable = (unsigned char)value[i] >= 0x20 && value[i] != 0x7f;
-        if (!printable)
+        json_t *utf8 = value ? json_string(value) : NULL; /* NULL: not valid UTF-8 */
+        size_t chars = 0;
+        bool ok = utf8 != NULL;
+        json_decref(utf8);
+        for (const unsigned char *c = (const unsigned char *)value; ok && *c; c++) {
+                ok = *c >= 0x20 && *c != 0x7f;
+                chars += (*c & 0xc0) != 0x80;
+        }
+        if (!ok || chars == 0 || chars > TB_API_ADMIN_FILTER_MAX) {
                 tb_snprintf(bad, bad_size,
-                            "%s: expected 1 to %d printable characters (an exact %s as the "
-                            "log shows it, e.g. %s)",
+                            "%s: expected 1 to %d characters of UTF-8 without control "
+                            "characters: an exact %s as the log shows it, e.g. %s",
                             key, TB_API_ADMIN_FILTER_MAX, key,
                             strcmp(key, "actor") ? "action=token.revoke" : "actor=alice");
-        return printable;
+                return false;
+        }
+        return true;
 }
 
 static json_t *tb_api_admin_audit_row(PGresult *r, int i) {

@@ -13,7 +13,7 @@ function adminNav(current) {
       'aria-current': k === current ? 'page' : null }, label)));
 }
 
-function hashParams() { return new URLSearchParams(location.hash.split('?')[1] || ''); }
+function adminParams() { return new URLSearchParams(location.hash.split('?')[1] || ''); }
 
 // A page of the admin screens: the API's 403 (not an admin) is the page's message.
 async function adminPage(key, title, build) {
@@ -27,7 +27,7 @@ async function adminPage(key, title, build) {
 
 // A form whose fields show the API's error on the field it names (aria-invalid and
 // aria-describedby), else under the form. fields: { apiField: input }.
-function fieldErrors(form, fields) {
+function adminFieldErrors(form, fields) {
   const general = h('p', { class: 'error', role: 'alert' });
   form.append(general);
   const help = new Map(Object.values(fields).map((inp) => [inp, inp.getAttribute('aria-describedby')]));
@@ -54,7 +54,7 @@ function fieldErrors(form, fields) {
 }
 
 // A new token, shown this once: a warning, the token selectable, a copy button.
-function tokenOnce(place, user, created) {
+function adminTokenOnce(place, user, created) {
   const input = h('input', { id: 'new-token', class: 'token', type: 'text', readonly: true,
     value: created.token, 'aria-describedby': 'new-token-warning', spellcheck: 'false' });
   const copied = h('span', { class: 'muted', id: 'new-token-copied' });
@@ -124,7 +124,7 @@ async function adminUsersPage() {
     h('label', { for: 'u-id' }, 'User id', idIn),
     h('label', { for: 'u-groups' }, 'Groups (comma-separated)', groupsIn),
     h('button', { type: 'submit', class: 'primary' }, 'Create user'));
-  const errs = fieldErrors(form, { id: idIn, groups: groupsIn });
+  const errs = adminFieldErrors(form, { id: idIn, groups: groupsIn });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     errs.clear();
@@ -132,7 +132,7 @@ async function adminUsersPage() {
     try {
       const created = await api('POST', '/v1/admin/users', { id: idIn.value.trim(), groups });
       form.reset();
-      tokenOnce(tokenPlace, created.id, created);
+      adminTokenOnce(tokenPlace, created.id, created);
       await reload();
     } catch (e) { errs.showError(e); }
   });
@@ -181,7 +181,7 @@ async function adminGroupsPage() {
     h('label', { for: 'm-user' }, 'User', userIn),
     h('button', { type: 'submit', class: 'primary' }, 'Add member'),
     groupList, h('datalist', { id: 'user-names' }, users.users.map((u) => h('option', { value: u.id }))));
-  const errs = fieldErrors(form, { group: groupIn, user: userIn });
+  const errs = adminFieldErrors(form, { group: groupIn, user: userIn });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     errs.clear();
@@ -208,14 +208,14 @@ async function adminGroupsPage() {
 }
 
 // ---- tokens ---------------------------------------------------------------------------------
-function tokenState(t) {
+function adminTokenState(t) {
   if (t.revoked_at) return h('span', { class: 'badge st-failed' }, 'revoked ' + fmtTime(t.revoked_at));
   if (t.expires_at && new Date(t.expires_at) <= new Date()) return h('span', { class: 'badge st-cancelled' }, 'expired');
   return h('span', { class: 'badge st-succeeded' }, 'active');
 }
 
 async function adminTokensPage() {
-  const user = hashParams().get('user') || '';
+  const user = adminParams().get('user') || '';
   const users = (await api('GET', '/v1/admin/users')).users;
   const pick = h('select', { id: 't-user', name: 'user' },
     h('option', { value: '' }, 'choose a user'),
@@ -233,7 +233,7 @@ async function adminTokensPage() {
   const render = (tokens) => {
     body.replaceChildren(...tokens.map((t) => h('tr', { 'data-token-id': t.id },
       h('th', { scope: 'row' }, h('code', {}, t.id)),
-      h('td', {}, tokenState(t)),
+      h('td', {}, adminTokenState(t)),
       h('td', { class: 'opt' }, fmtTime(t.created_at)),
       h('td', { class: 'opt' }, fmtTime(t.last_used_at)),
       h('td', {}, t.expires_at ? fmtTime(t.expires_at) : 'never'),
@@ -257,7 +257,7 @@ async function adminTokensPage() {
   const form = h('form', { class: 'filters', id: 'token-create', 'aria-labelledby': 'h-tcreate' },
     h('label', { for: 't-expires' }, 'Expires after (optional)', expIn),
     h('button', { type: 'submit', class: 'primary' }, 'Create token'));
-  const errs = fieldErrors(form, { expires: expIn });
+  const errs = adminFieldErrors(form, { expires: expIn });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     errs.clear();
@@ -265,7 +265,7 @@ async function adminTokensPage() {
     try {
       const created = await api('POST', '/v1/admin/users/' + encodeURIComponent(user) + '/tokens', v ? { expires: v } : {});
       form.reset();
-      tokenOnce(tokenPlace, user, { token: created.token, token_id: created.id, expires_at: created.expires_at });
+      adminTokenOnce(tokenPlace, user, { token: created.token, token_id: created.id, expires_at: created.expires_at });
       await reload();
     } catch (e) { errs.showError(e); }
   });
@@ -285,7 +285,7 @@ async function adminTokensPage() {
 
 // ---- the admin log ----------------------------------------------------------------------------
 async function adminAuditPage() {
-  const params = hashParams();
+  const params = adminParams();
   const q = new URLSearchParams({ limit: '50' });
   for (const k of ['actor', 'action', 'cursor']) if (params.get(k)) q.set(k, params.get(k));
   const page = await api('GET', '/v1/admin/audit?' + q);
@@ -307,7 +307,7 @@ async function adminAuditPage() {
   h('label', { for: 'a-action' }, 'Action', actionIn),
   h('button', { type: 'submit' }, 'Filter'));
   const rows = page.entries.map((e) => h('tr', { 'data-audit-id': e.id },
-    h('td', {}, fmtTime(e.at)), h('td', {}, e.actor), h('th', { scope: 'row' }, e.action),
+    h('th', { scope: 'row' }, fmtTime(e.at)), h('td', {}, e.actor), h('td', {}, e.action),
     h('td', {}, e.target), h('td', { class: 'opt' }, h('code', { class: 'details' }, JSON.stringify(e.details)))));
   const more = h('p', { class: 'pager' },
     params.get('cursor') ? h('a', { href: filter(), id: 'audit-newest' }, 'Newest entries') : null,
