@@ -10,8 +10,8 @@
  * its admin_audit row commit together, and the actor is the signed-in
  * user's id where the CLI writes the OS user and host. The listings are the
  * store's, as the CLI prints them, reshaped for JSON (RFC 3339 times, lists
- * as arrays). A change that can end a caller's access (disable, revoke,
- * remove a member) also empties this process's authentication cache, so it
+ * as arrays). A change of who may do what (disable, enable, revoke, a
+ * membership) also empties this process's authentication cache, so it
  * takes effect here at once and on other api processes within the cache
  * time (1 s).
  *
@@ -341,8 +341,7 @@ static void tb_api_admin_users_set(tb_api_t *api, tb_http_req_t *req, tb_http_re
                 tb_api_admin_fail(resp, e, "user", err);
                 return;
         }
-        if (disabled)
-                tb_identity_cache_clear(); /* its tokens stop here at once */
+        tb_identity_cache_clear(); /* its tokens stop (or work again) here at once */
         tb_http_json(resp, 200, json_pack("{s:s, s:b}", "id", user, "disabled", disabled));
 }
 
@@ -487,10 +486,12 @@ void tb_api_admin_members_add(void *app, tb_http_req_t *req, tb_http_resp_t *res
         tb_err_t e = tb_identity_group_add_member(c, tb_api_principal(req)->user_id, group, user,
                                                   err, sizeof(err));
         tb_store_release(api->store, c);
-        if (e)
+        if (e) {
                 tb_api_admin_fail(resp, e, "user", err);
-        else
+        } else {
+                tb_identity_cache_clear(); /* the member sees the group here at once */
                 tb_http_json(resp, 201, json_pack("{s:s, s:s}", "group", group, "user", user));
+        }
         json_decref(body);
 }
 

@@ -247,6 +247,8 @@ async function adminTokensPage() {
         'console sessions opened with it end.')) return;
     try {
       await api('POST', '/v1/admin/tokens/' + encodeURIComponent(id) + '/revoke');
+      const shown = document.getElementById('new-token-title');
+      if (shown && shown.textContent.includes(id)) tokenPlace.replaceChildren();   // no use any more
       say('Token ' + id + ' revoked');
       await reload();
     } catch (e) { say(e.message); window.alert(e.message); }
