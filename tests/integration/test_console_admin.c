@@ -57,6 +57,15 @@ static tbt_http_res_t as(const char *authz, const char *method, const char *path
         return tbt_http(dmn.port, method, path, authz, body);
 }
 
+/* \p method \p path as \p authz answers \p status. */
+static void expect(const char *authz, const char *method, const char *path, const char *body,
+                   long status) {
+        tbt_http_res_t r = as(authz, method, path, body);
+        cr_assert_eq(r.status, status, "%s %s %s: expected %ld, got %ld: %s", method, path,
+                     body ? body : "", status, r.status, r.body.data);
+        tbt_http_free(&r);
+}
+
 /* The answer's error field (or "" when there is none). */
 static const char *err_field(const tbt_http_res_t *r) {
         const char *f = json_string_value(json_object_get(json_object_get(r->j, "error"), "field"));
@@ -154,9 +163,7 @@ Test(console_admin, non_admins_get_403_and_change_nothing) {
                 tbt_http_free(&r);
         }
         /* bad input from a non-admin is still 403: nothing is checked for him */
-        tbt_http_res_t r = as(bob, "POST", "/v1/admin/users", "{\"id\": \"a b\"}");
-        expect_status(r, 403);
-        tbt_http_free(&r);
+        expect(bob, "POST", "/v1/admin/users", "{\"id\": \"a b\"}", 403);
         cr_assert_eq(audit_count(), before, "a refused request wrote to admin_audit");
         char *v = sql("SELECT count(*) FROM users WHERE id = '%s'%s", "mallory", "");
         cr_assert_str_eq(v, "0");
@@ -169,9 +176,7 @@ Test(console_admin, non_admins_get_403_and_change_nothing) {
                 "admins", "");
         cr_assert_str_eq(v, "root");
         free(v);
-        r = as(root, "GET", "/v1/admin/groups", NULL);
-        expect_status(r, 200);
-        tbt_http_free(&r);
+        expect(root, "GET", "/v1/admin/groups", NULL, 200);
 }
 
 Test(console_admin, users_tokens_groups_audited_revoke_ends_session) {
@@ -269,9 +274,7 @@ Test(console_admin, users_tokens_groups_audited_revoke_ends_session) {
         cr_assert(strstr(r.body.data, "session"), "%s", r.body.data);
         tbt_http_free(&r);
         expect_me(carol, 200, "carol");
-        r = as(root, "POST", path, NULL);
-        expect_status(r, 409);
-        tbt_http_free(&r);
+        expect(root, "POST", path, NULL, 409);
         r = as(root, "GET", "/v1/admin/users/carol/tokens", NULL);
         expect_status(r, 200);
         json_t *t, *tokens = json_object_get(r.j, "tokens");
@@ -297,14 +300,10 @@ Test(console_admin, users_tokens_groups_audited_revoke_ends_session) {
         tbt_http_free(&r);
         expect_audit("root", "user.enable", "carol");
         expect_me(carol, 200, "carol");
-        r = as(root, "POST", "/v1/admin/users/nobody/disable", NULL);
-        expect_status(r, 404);
-        tbt_http_free(&r);
+        expect(root, "POST", "/v1/admin/users/nobody/disable", NULL, 404);
 
         /* membership: added (the group created), listed, seen at once, removed */
-        r = as(root, "POST", "/v1/admin/groups/gx/members", "{\"user\": \"carol\"}");
-        expect_status(r, 201);
-        tbt_http_free(&r);
+        expect(root, "POST", "/v1/admin/groups/gx/members", "{\"user\": \"carol\"}", 201);
         expect_audit("root", "group.add-member", "gx");
         r = as(carol, "GET", "/v1/me", NULL);
         cr_assert(strstr(r.body.data, "\"gx\""), "carol is not in gx at once: %s", r.body.data);
@@ -323,23 +322,17 @@ Test(console_admin, users_tokens_groups_audited_revoke_ends_session) {
         }
         cr_assert(seen, "gx is not listed: %s", r.body.data);
         tbt_http_free(&r);
-        r = as(root, "POST", "/v1/admin/groups/gx/members", "{\"user\": \"carol\"}");
-        expect_status(r, 409);
-        tbt_http_free(&r);
+        expect(root, "POST", "/v1/admin/groups/gx/members", "{\"user\": \"carol\"}", 409);
         r = as(root, "POST", "/v1/admin/groups/gx/members", "{\"user\": \"nobody\"}");
         expect_status(r, 404);
         cr_assert_str_eq(err_field(&r), "user");
         tbt_http_free(&r);
-        r = as(root, "DELETE", "/v1/admin/groups/gx/members/carol", NULL);
-        expect_status(r, 204);
-        tbt_http_free(&r);
+        expect(root, "DELETE", "/v1/admin/groups/gx/members/carol", NULL, 204);
         expect_audit("root", "group.remove-member", "gx");
         r = as(carol, "GET", "/v1/me", NULL);
         cr_assert_null(strstr(r.body.data, "\"gx\""), "carol is still in gx: %s", r.body.data);
         tbt_http_free(&r);
-        r = as(root, "DELETE", "/v1/admin/groups/gx/members/carol", NULL);
-        expect_status(r, 404);
-        tbt_http_free(&r);
+        expect(root, "DELETE", "/v1/admin/groups/gx/members/carol", NULL, 404);
 
         /* every change above is one row by root, with the details the CLI writes */
         v = sql("SELECT count(*) FROM admin_audit WHERE actor = 'root'%s%s", "", "");
@@ -357,9 +350,7 @@ Test(console_admin, audit_log_pages_and_filters) {
         for (int i = 0; i < 5; i++) {
                 char body[100];
                 snprintf(body, sizeof(body), "{\"id\": \"u%d\", \"groups\": [\"gu\"]}", i);
-                tbt_http_res_t r = as(root, "POST", "/v1/admin/users", body);
-                expect_status(r, 201);
-                tbt_http_free(&r);
+                expect(root, "POST", "/v1/admin/users", body, 201);
         }
         /* pages of 2 by root: newest first, no repeat, the cursor to the end */
         char path[600] = "/v1/admin/audit?actor=root&limit=2";
