@@ -46,8 +46,9 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
-  const headers = { 'Accept': 'application/json' };
+// \p extra: more request headers (the editor's If-Match).
+async function api(method, path, body, extra) {
+  const headers = Object.assign({ 'Accept': 'application/json' }, extra || {});
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && state.csrf) headers['X-Taskbus-CSRF'] = state.csrf;
   const r = await fetch(path, {
