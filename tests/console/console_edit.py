@@ -200,6 +200,18 @@ def actions(drv, task_id):
     ok("the run history's status filter")
 
 
+def phone(drv, task_id):
+    drv.set_window_size(390, 844)
+    for page, sel in (("#/tasks/%s" % task_id, "#fires li[data-at]"), ("#/tasks/%s/edit" % task_id, "#preview-body li")):
+        drv.get(URL + "/ui/" + page)
+        wait_for(drv, EC.presence_of_element_located((By.CSS_SELECTOR, sel)), page + " on a phone")
+        over = drv.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+        if over > 0:
+            fail("%s is %d px wider than a 390 px screen" % (page, over))
+    drv.set_window_size(1280, 900)
+    ok("the detail page and the editor fit a 390 px wide screen")
+
+
 def delete(drv, task_id):
     drv.get(URL + "/ui/#/tasks/" + task_id)
     wait_for(drv, EC.element_to_be_clickable((By.ID, "act-delete")), "the delete button")
@@ -240,6 +252,7 @@ def main():
         conflict(drv, drv2, task_id)
         history(drv, task_id)
         actions(drv, task_id)
+        phone(drv, task_id)
         delete(drv, task_id)
     finally:
         drv.quit()

@@ -123,6 +123,7 @@ function taskForm(onSubmit, onSchedule) {
     h('p', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', id: 'e-save' }, 'Save'),
       ' ', h('a', { href: '#/tasks', id: 'e-cancel' }, 'Cancel')));
   form.prepend(zoneList());
+  el['e-save'] = form.querySelector('#e-save');
   for (const id of ['e-cron', 'e-timezone', 'e-every', 'e-once', 'e-start', 'e-end', 'e-gap', 'e-overlap', 'e-expires'])
     el[id].addEventListener(el[id].tagName === 'SELECT' ? 'change' : 'input', () => onSchedule());
   showKind();
@@ -288,7 +289,7 @@ async function conflictView(box, f, ctx, id) {
       (who ? ', changed by ' + who.actor + ' at ' + fmtTime(who.at) : '') + '. Nothing of yours was saved.'),
     diffTable(theirRows, 'What changed since you opened it', ['Version ' + ctx.loaded.version + ' (yours to start from)', 'Version ' + theirs.version + ' (now)'], 'conflict-theirs'),
     h('p', { id: 'conflict-mine' }, changed.length ? 'Your changes: ' + changed.join(', ') + '.' : 'You changed nothing.'),
-    both.length ? h('p', { class: 'error', id: 'conflict-both' }, 'Changed by both: ' + both.join(', ') + ' (re-applying keeps yours).') : null,
+    ...(both.length ? [h('p', { class: 'error', id: 'conflict-both' }, 'Changed by both: ' + both.join(', ') + ' (re-applying keeps yours).')] : []),
     h('p', { class: 'actions' }, again, ' ', reload));
   reload.addEventListener('click', () => {
     start(theirs);

@@ -10,14 +10,13 @@ const READ_ONLY = new Set(['id', 'version', 'created_at', 'updated_at', 'created
 function taskPath(id, rest) { return '/v1/tasks/' + encodeURIComponent(id) + (rest || ''); }
 
 // A task as {"schedule.cron": "...", "labels.env": "prod", "argv": "[...]", ...}: one entry
-// per leaf, so that two versions compare field by field.
+// per leaf, so that two versions compare field by field (an empty map has none: no labels
+// and {} are the same).
 function flatTask(t) {
   const out = {};
   const walk = (v, path) => {
     if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-      const keys = Object.keys(v);
-      if (!keys.length && path) out[path] = '{}';
-      for (const k of keys) walk(v[k], path ? path + '.' + k : k);
+      for (const k of Object.keys(v)) walk(v[k], path ? path + '.' + k : k);   // {} is no entry
     } else if (Array.isArray(v)) {
       out[path] = JSON.stringify(v);
     } else {
@@ -105,7 +104,8 @@ function runsChart(runs) {
   const final = runs.filter((r) => FINAL.has(r.status) && !r.status.startsWith('skipped'));
   const ok = final.filter((r) => r.status === 'succeeded').length;
   const durs = runs.map(runDurationMs).filter((d) => d !== null);
-  const max = Math.max(1000, ...durs);
+  const longest = durs.length ? Math.max(...durs) : 0;
+  const max = Math.max(1000, longest);   // the bars' scale: a second at least
   const W = 10, H = 60;
   const bars = runs.slice().reverse().map((r, i) => {
     const d = runDurationMs(r);
@@ -119,10 +119,10 @@ function runsChart(runs) {
   const median = sorted.length ? fmtDuration(sorted[Math.floor(sorted.length / 2)]) : '—';
   const summary = final.length
     ? ok + ' of ' + final.length + ' finished runs succeeded (' + rate + '); median duration ' + median +
-      ', longest ' + (durs.length ? fmtDuration(max) : '—')
+      ', longest ' + (durs.length ? fmtDuration(longest) : '—')
     : 'No finished run yet.';
   return h('figure', { class: 'chart', id: 'runs-chart' },
-    svgEl('svg', { viewBox: '0 0 ' + Math.max(W * 50, W * runs.length) + ' ' + H, role: 'img',
+    !runs.length ? null : svgEl('svg', { viewBox: '0 0 ' + Math.max(W * 50, W * runs.length) + ' ' + H, role: 'img',
       'aria-label': 'Duration of the last ' + runs.length + ' runs, oldest first: ' + summary,
       preserveAspectRatio: 'none', class: 'bars' }, bars),
     h('figcaption', { id: 'runs-summary' }, 'Last ' + runs.length + ' runs: ' + summary));
@@ -291,6 +291,7 @@ async function taskPage(id, params) {
   const actions = h('div', { class: 'actions', role: 'group', 'aria-label': 'Task actions' },
     act('Run now', 'act-run', async () => {
       const r = await api('POST', taskPath(id, '/run'));
+      t.version = r.version;   // a run request is a version too: Delete's If-Match follows
       msg.textContent = 'Run requested at ' + fmtTime(r.requested_at) + '; it appears under Runs when the scheduler emits it.';
       say(msg.textContent);
     }),
