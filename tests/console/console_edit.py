@@ -62,6 +62,9 @@ def editor_bad_then_good(drv):
     wait_for(drv, EC.presence_of_element_located((By.ID, "e-name")), "the editor")
     if drv.switch_to.active_element.get_attribute("id") != "e-name":
         fail("the editor does not focus its first field")
+    current = [a.get_attribute("id") for a in css(drv, "#nav a[aria-current=page]")]
+    if current != ["nav-new-task"]:
+        fail("the header marks %s as the current page, not only New task" % current)
     for f in ("e-name", "e-script", "e-cron", "e-timezone", "e-every", "e-expiry", "e-labels", "e-attempts"):
         if not css(drv, "label[for=%s]" % f):
             fail("the field %s has no label" % f)
