@@ -200,7 +200,19 @@ def actions(drv, task_id):
     drv.execute_script("document.getElementById('r-status').value = 'failed,timed_out,lost'")
     drv.find_element(By.CSS_SELECTOR, "form[aria-label='Filter runs'] button[type=submit]").click()
     wait_for(drv, lambda d: "No run matches" in text_of(d, "#runs-table"), "the failed-runs filter")
-    ok("the run history's status filter")
+    if "status=failed" not in drv.execute_script("return location.hash"):
+        fail("the status filter is not in the URL")
+    # the time range: due before the run (a day ago) keeps nothing, due from a day ago keeps it
+    day_ago = (datetime.datetime.now() - datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")
+    for field, want in (("r-until", "No run matches"), ("r-since", "succeeded")):
+        drv.execute_script("document.getElementById('r-status').value = '';"
+                           "for (const i of ['r-since', 'r-until']) document.getElementById(i).value = '';"
+                           "document.getElementById(arguments[0]).value = arguments[1];", field, day_ago)
+        drv.find_element(By.CSS_SELECTOR, "form[aria-label='Filter runs'] button[type=submit]").click()
+        wait_for(drv, lambda d: want in text_of(d, "#runs-table tbody") and
+                 ("until=" if field == "r-until" else "since=") in d.execute_script("return location.hash"),
+                 "the runs due %s a day ago" % ("before" if field == "r-until" else "from"))
+    ok("the run history's status and time-range filters, kept in the URL")
 
 
 def phone(drv, task_id):
