@@ -201,6 +201,7 @@ static const tb_http_route_t tb_api_routes[] = {
         {"GET", "/v1/runs/{id}", tb_api_runs_get, false},
         {"POST", "/v1/runs/{id}/cancel", tb_api_runs_cancel, false},
         {"GET", "/v1/runs/{id}/log", tb_api_runs_log, false},
+        {"POST", "/v1/schedule/preview", tb_api_schedule_preview, false},
         {"POST", "/tasks", tb_api_tasks_create, false},
         {"GET", "/tasks", tb_api_tasks_list, false},
         {"GET", "/tasks/{id}", tb_api_tasks_get, false},
