@@ -16,8 +16,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 
-import console_support
-from console_support import URL, browser, fail, ok, rest, sign_in, text_of, wait_for
+import console_common
+from console_common import URL, browser, fail, ok, rest, sign_in, text_of, wait_for
 
 ADMIN = os.environ["TB_ADMIN"]
 OTHER = os.environ["TB_OTHER"]
@@ -56,11 +56,12 @@ def expect_me(token, status, user=None):
 
 
 def main():
-    console_support.need_browser()
-    console_support.FAILURE_SHOT = os.path.join(SHOTS, "failure.png")
+    console_common.need_browser()
+    os.makedirs(SHOTS, exist_ok=True)
+    console_common.FAILURE_SHOT = os.path.join(SHOTS, "failure.png")
     drv = browser()
     try:
-        sign_in(drv, ADMIN, "root", secrets=(OTHER,))
+        sign_in(drv, ADMIN, "root")
         wait_for(drv, EC.visibility_of_element_located((By.ID, "nav-admin")), "the Admin link for an admin")
         drv.find_element(By.ID, "nav-admin").click()
         wait_for(drv, EC.presence_of_element_located((By.CSS_SELECTOR, "#users tr[data-user=root]")),
@@ -145,7 +146,7 @@ def main():
         wait_for(drv, EC.visibility_of_element_located((By.ID, "token")), "the sign-in form after sign-out")
 
         # bob is not an admin: no link, and the page shows the API's 403
-        sign_in(drv, OTHER, "bob", secrets=(ADMIN,))
+        sign_in(drv, OTHER, "bob")
         if drv.find_element(By.ID, "nav-admin").is_displayed():
             fail("a non-admin sees the Admin link")
         drv.get(URL + "/ui/#/admin/users")

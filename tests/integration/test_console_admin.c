@@ -23,10 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-static tbt_stack_t st;
-static tbt_api_daemon_t dmn;
+static tbt_console_t con;
 static char root[96], bob[96];
 
 #define expect_status(r, want)                                                                \
@@ -35,17 +33,14 @@ static char root[96], bob[96];
 
 static void setup(void) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
-        tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 2});
-        tbt_stack_user(&st, "root", "admins,ga", root);
-        tbt_stack_user(&st, "bob", "gb", bob);
-        tbt_api_daemon_start(&st, "api", "admin_group = \"admins\";", &dmn);
+        tbt_console_start_with(&con, "api", "admin_group = \"admins\";");
+        tbt_stack_user(&con.st, "root", "admins,ga", root);
+        tbt_stack_user(&con.st, "bob", "gb", bob);
 }
 
 static void teardown(void) {
-        bool ok = tbt_api_daemon_end(&st, &dmn);
-        tbt_stack_destroy(&st);
+        tbt_console_stop(&con);
         curl_global_cleanup();
-        cr_assert(ok, "taskbusd did not exit cleanly or reported a sanitizer error (log above)");
 }
 
 TestSuite(console_admin, .init = setup, .fini = teardown, .timeout = 300);
@@ -54,7 +49,7 @@ TestSuite(console_admin, .init = setup, .fini = teardown, .timeout = 300);
 
 static tbt_http_res_t as(const char *authz, const char *method, const char *path,
                          const char *body) {
-        return tbt_http(dmn.port, method, path, authz, body);
+        return tbt_http(con.port, method, path, authz, body);
 }
 
 /* \p method \p path as \p authz answers \p status. */
@@ -86,11 +81,11 @@ static void expect_bad(const char *authz, const char *method, const char *path, 
 static char *sql(const char *fmt, const char *a, const char *b) {
         char q[600];
         snprintf(q, sizeof(q), fmt, a, b);
-        return tbt_sql_value(&st, q);
+        return tbt_sql_value(&con.st, q);
 }
 
 static long audit_count(void) {
-        char *v = tbt_sql_value(&st, "SELECT count(*) FROM admin_audit");
+        char *v = tbt_sql_value(&con.st, "SELECT count(*) FROM admin_audit");
         long n = strtol(v, NULL, 10);
         free(v);
         return n;
@@ -98,7 +93,7 @@ static long audit_count(void) {
 
 /* The newest admin_audit row is \p action on \p target by \p actor. */
 static void expect_audit(const char *actor, const char *action, const char *target) {
-        char *v = tbt_sql_value(&st, "SELECT actor || ' ' || action || ' ' || target "
+        char *v = tbt_sql_value(&con.st, "SELECT actor || ' ' || action || ' ' || target "
                                      "FROM admin_audit ORDER BY id DESC LIMIT 1");
         char want[300];
         snprintf(want, sizeof(want), "%s %s %s", actor, action, target);
@@ -181,15 +176,15 @@ Test(console_admin, non_admins_get_403_and_change_nothing) {
 
 Test(console_admin, users_tokens_groups_audited_revoke_ends_session) {
         /* an admin signed in to the console: its writes need the CSRF header */
-        tbt_session_t s = tbt_session_sign_in(dmn.port, root, NULL);
+        tbt_session_t s = tbt_session_sign_in(con.port, root, NULL);
         const char *carol_body = "{\"id\": \"carol\", \"groups\": [\"gc\", \"gd\"]}";
-        tbt_http_res_t r = tbt_session_http(dmn.port, &s, "POST", "/v1/admin/users", carol_body,
+        tbt_http_res_t r = tbt_session_http(con.port, &s, "POST", "/v1/admin/users", carol_body,
                                             false, NULL);
         expect_status(r, 403);
         cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r.j, "error"), "code")),
                          "csrf_required");
         tbt_http_free(&r);
-        r = tbt_session_http(dmn.port, &s, "POST", "/v1/admin/users", carol_body, true, NULL);
+        r = tbt_session_http(con.port, &s, "POST", "/v1/admin/users", carol_body, true, NULL);
         expect_status(r, 201);
         char carol[96], carol_id[32];
         token_of(&r, "token", carol, carol_id, "token_id");
@@ -255,8 +250,8 @@ Test(console_admin, users_tokens_groups_audited_revoke_ends_session) {
                       carol2_id, "");
         cr_assert_str_eq(v, "true");
         free(v);
-        tbt_session_t cs = tbt_session_sign_in(dmn.port, carol2, NULL);
-        r = tbt_session_http(dmn.port, &cs, "GET", "/v1/me", NULL, false, NULL);
+        tbt_session_t cs = tbt_session_sign_in(con.port, carol2, NULL);
+        r = tbt_session_http(con.port, &cs, "GET", "/v1/me", NULL, false, NULL);
         expect_status(r, 200);
         tbt_http_free(&r);
         expect_me(carol2, 200, "carol");
@@ -264,12 +259,12 @@ Test(console_admin, users_tokens_groups_audited_revoke_ends_session) {
         /* revoke it: the token and the session opened with it end at once; the first stays */
         char path[200];
         snprintf(path, sizeof(path), "/v1/admin/tokens/%s/revoke", carol2_id);
-        r = tbt_session_http(dmn.port, &s, "POST", path, NULL, true, NULL);
+        r = tbt_session_http(con.port, &s, "POST", path, NULL, true, NULL);
         expect_status(r, 204);
         tbt_http_free(&r);
         expect_audit("root", "token.revoke", carol2_id);
         expect_me(carol2, 401, NULL);
-        r = tbt_session_http(dmn.port, &cs, "GET", "/v1/me", NULL, false, NULL);
+        r = tbt_session_http(con.port, &cs, "GET", "/v1/me", NULL, false, NULL);
         expect_status(r, 401);
         cr_assert(strstr(r.body.data, "session"), "%s", r.body.data);
         tbt_http_free(&r);
@@ -458,24 +453,11 @@ Test(console_admin, bad_input_is_400_naming_the_field) {
 /* ---- the screens ------------------------------------------------------------------------ */
 
 Test(console_admin, browser_admin_screens) {
-        static const char *const need[] = {"/usr/bin/chromium", "/usr/bin/chromedriver"};
-        for (size_t i = 0; i < 2; i++)
-                cr_assert_eq(access(need[i], X_OK), 0,
-                             "%s is missing: apt-get install chromium chromium-driver "
-                             "python3-selenium (tools/test installs them)", need[i]);
-        char shots[1024];
-        snprintf(shots, sizeof(shots), "%s/console-admin", tbt_build_dir());
-        char *out = NULL;
-        int rc = tbt_run(&out,
-                         "mkdir -p '%s' && TB_URL='http://127.0.0.1:%d' TB_ADMIN='%s' "
-                         "TB_OTHER='%s' TB_SHOTS='%s' /usr/bin/python3 "
-                         "'%s/tests/console/console_admin.py' 2>&1",
-                         shots, dmn.port, root + 7, bob + 7, shots, tbt_source_dir());
-        fprintf(stderr, "%s\n", out ? out : "(no output)");
-        bool passed = out && strstr(out, "PASS console_admin");
-        free(out);
-        cr_assert_eq(rc, 0, "the browser test failed (exit %d); its output is above", rc);
-        cr_assert(passed, "no PASS line");
+        char env[600];
+        snprintf(env, sizeof(env),
+                 "TB_ADMIN='%s' TB_OTHER='%s' TB_SHOTS='%s/artefacts/console_admin'", root + 7,
+                 bob + 7, tbt_build_dir());
+        tbt_console_browser(&con, "console_admin.py", env, "console_admin");
         /* what the screens did is in the log, by the admin who did it */
         char *v = sql("SELECT count(*) FROM admin_audit WHERE actor = 'root' AND "
                       "action IN ('user.create', 'token.create', 'token.revoke')%s%s",

@@ -20,9 +20,8 @@
 #include <string.h>
 #include <unistd.h>
 
-static tbt_stack_t st;
+static tbt_console_t con;
 static char alice[96], bob[96];
-static tbt_api_daemon_t dmn;
 
 #define expect_status(r, want)                                                                \
         cr_assert_eq((r).status, (want), "%s:%d: expected %d, got %ld: %s", __FILE__,          \
@@ -30,18 +29,15 @@ static tbt_api_daemon_t dmn;
 
 static void setup(void) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
-        tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 2});
-        tbt_stack_user(&st, "alice", "ga,ops", alice);
-        tbt_stack_user(&st, "bob", "gb", bob);
-        tbt_api_daemon_start(&st, "commands,projector,api",
-                             "session_ttl = \"1h\"; admin_group = \"ops\";", &dmn);
+        tbt_console_start_with(&con, "commands,projector,api",
+                               "session_ttl = \"1h\"; admin_group = \"ops\";");
+        tbt_stack_user(&con.st, "alice", "ga,ops", alice);
+        tbt_stack_user(&con.st, "bob", "gb", bob);
 }
 
 static void teardown(void) {
-        bool ok = tbt_api_daemon_end(&st, &dmn);
-        tbt_stack_destroy(&st);
+        tbt_console_stop(&con);
         curl_global_cleanup();
-        cr_assert(ok, "taskbusd did not exit cleanly or reported a sanitizer error (log above)");
 }
 
 TestSuite(console_sessions, .init = setup, .fini = teardown, .timeout = 300);
@@ -51,12 +47,12 @@ TestSuite(console_sessions, .init = setup, .fini = teardown, .timeout = 300);
 typedef tbt_session_t session_t;
 
 static session_t sign_in(const char *authz, const char *extra_header) {
-        return tbt_session_sign_in(dmn.port, authz, extra_header);
+        return tbt_session_sign_in(con.port, authz, extra_header);
 }
 
 static tbt_http_res_t with_session(const session_t *s, const char *method, const char *path,
                                    const char *body, bool with_csrf, const char *csrf_value) {
-        return tbt_session_http(dmn.port, s, method, path, body, with_csrf, csrf_value);
+        return tbt_session_http(con.port, s, method, path, body, with_csrf, csrf_value);
 }
 
 static bool has_attr(const char *set_cookie, const char *attr) {
@@ -85,13 +81,13 @@ Test(console_sessions, cookie_flags_me_and_sign_out) {
         snprintf(sql, sizeof(sql),
                  "SELECT count(*) FROM console_sessions WHERE id_hash = sha256('%s'::bytea) "
                  "AND expires_at - created_at = interval '1 hour'", s.id);
-        char *v = tbt_sql_value(&st, sql);
+        char *v = tbt_sql_value(&con.st, sql);
         cr_assert_str_eq(v, "1");
         free(v);
         snprintf(sql, sizeof(sql),
                  "SELECT count(*) FROM console_sessions WHERE position('%s'::bytea in id_hash) > 0",
                  s.id + 4);
-        v = tbt_sql_value(&st, sql);
+        v = tbt_sql_value(&con.st, sql);
         cr_assert_str_eq(v, "0", "the session id itself is stored");
         free(v);
 
@@ -110,7 +106,7 @@ Test(console_sessions, cookie_flags_me_and_sign_out) {
         tbt_http_free(&r);
 
         /* bob, with his bearer token: not an admin, no csrf */
-        r = tbt_http(dmn.port, "GET", "/v1/me", bob, NULL);
+        r = tbt_http(con.port, "GET", "/v1/me", bob, NULL);
         expect_status(r, 200);
         cr_assert_str_eq(json_string_value(json_object_get(r.j, "user")), "bob");
         cr_assert(json_is_false(json_object_get(r.j, "admin")));
@@ -142,7 +138,7 @@ Test(console_sessions, cookie_flags_me_and_sign_out) {
         expect_status(r, 200);
         tbt_http_free(&r);
         /* a bearer token has no session to sign out */
-        r = tbt_http(dmn.port, "DELETE", "/v1/session", alice, NULL);
+        r = tbt_http(con.port, "DELETE", "/v1/session", alice, NULL);
         expect_status(r, 404);
         tbt_http_free(&r);
 }
@@ -154,9 +150,9 @@ Test(console_sessions, revoked_token_and_expiry_end_sessions) {
         tbt_http_free(&r);
 
         /* revoking alice's token ends her session (within the 1 s auth cache) */
-        char *tid = tbt_sql_value(&st, "SELECT id FROM api_tokens WHERE user_id = 'alice'");
+        char *tid = tbt_sql_value(&con.st, "SELECT id FROM api_tokens WHERE user_id = 'alice'");
         char err[512];
-        cr_assert_eq(tb_identity_token_revoke(st.conn, "test", tid, err, sizeof(err)), TB_OK,
+        cr_assert_eq(tb_identity_token_revoke(con.st.conn, "test", tid, err, sizeof(err)), TB_OK,
                      "%s", err);
         free(tid);
         long status = 0;
@@ -179,26 +175,27 @@ Test(console_sessions, revoked_token_and_expiry_end_sessions) {
         snprintf(sql, sizeof(sql),
                  "UPDATE console_sessions SET expires_at = now() - interval '1 second' "
                  "WHERE id_hash = sha256('%s'::bytea) RETURNING 1", b.id);
-        char *v = tbt_sql_value(&st, sql);
+        char *v = tbt_sql_value(&con.st, sql);
         cr_assert_str_eq(v, "1");
         free(v);
         r = with_session(&b, "GET", "/v1/me", NULL, false, NULL);
         expect_status(r, 401);
         cr_assert(strstr(r.body.data, "expired"), "%s", r.body.data);
         tbt_http_free(&r);
-        r = tbt_http(dmn.port, "GET", "/v1/me", bob, NULL);
+        r = tbt_http(con.port, "GET", "/v1/me", bob, NULL);
         expect_status(r, 200);
         tbt_http_free(&r);
         /* a new sign-in purges expired sessions */
         session_t b2 = sign_in(bob, NULL);
         (void)b2;
-        v = tbt_sql_value(&st, "SELECT count(*) FROM console_sessions WHERE expires_at <= now()");
+        v = tbt_sql_value(&con.st,
+                          "SELECT count(*) FROM console_sessions WHERE expires_at <= now()");
         cr_assert_str_eq(v, "0");
         free(v);
         /* a revoked token cannot sign in */
         char body[200];
         snprintf(body, sizeof(body), "{\"token\": \"%s\"}", alice + 7);
-        r = tbt_http(dmn.port, "POST", "/v1/session", NULL, body);
+        r = tbt_http(con.port, "POST", "/v1/session", NULL, body);
         expect_status(r, 401);
         tbt_http_free(&r);
 }
@@ -216,7 +213,7 @@ Test(console_sessions, csrf_and_groups) {
         r = with_session(&a, "POST", "/v1/tasks", task, true, b.csrf); /* bob's value */
         expect_status(r, 403);
         tbt_http_free(&r);
-        char *n = tbt_sql_value(&st, "SELECT count(*) FROM tasks");
+        char *n = tbt_sql_value(&con.st, "SELECT count(*) FROM tasks");
         cr_assert_str_eq(n, "0", "a refused write reached the tasks");
         free(n);
         r = with_session(&a, "POST", "/v1/tasks", task, true, NULL);
@@ -254,7 +251,7 @@ Test(console_sessions, csrf_and_groups) {
         snprintf(ah, sizeof(ah), "Authorization: %s", alice);
         const char *hdrs[] = {b.cookie, ah, NULL};
         snprintf(path, sizeof(path), "/v1/tasks/%s/pause", id);
-        r = tbt_http_with(dmn.port, "POST", path, hdrs, NULL);
+        r = tbt_http_with(con.port, "POST", path, hdrs, NULL);
         expect_status(r, 200);
         tbt_http_free(&r);
 }
@@ -276,7 +273,7 @@ Test(console_sessions, bad_sign_ins) {
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 tbt_http_res_t r =
-                        tbt_http(dmn.port, "POST", "/v1/session", NULL, cases[i].body);
+                        tbt_http(con.port, "POST", "/v1/session", NULL, cases[i].body);
                 cr_assert_eq(r.status, cases[i].status, "%s: %ld %s", cases[i].body, r.status,
                              r.body.data);
                 cr_assert(strstr(r.body.data, cases[i].says), "%s: %s", cases[i].body,
@@ -287,17 +284,17 @@ Test(console_sessions, bad_sign_ins) {
         }
         /* a cookie that is no session */
         const char *hdrs[] = {"Cookie: taskbus_session=tbs_0123", NULL};
-        tbt_http_res_t r = tbt_http_with(dmn.port, "GET", "/v1/me", hdrs, NULL);
+        tbt_http_res_t r = tbt_http_with(con.port, "GET", "/v1/me", hdrs, NULL);
         expect_status(r, 401);
         cr_assert(strstr(r.body.data, "malformed session cookie"), "%s", r.body.data);
         tbt_http_free(&r);
-        char *v = tbt_sql_value(&st, "SELECT count(*) FROM console_sessions");
+        char *v = tbt_sql_value(&con.st, "SELECT count(*) FROM console_sessions");
         cr_assert_str_eq(v, "0");
         free(v);
 }
 
 Test(console_sessions, ui_files) {
-        tbt_http_res_t r = tbt_http(dmn.port, "GET", "/ui/", NULL, NULL);
+        tbt_http_res_t r = tbt_http(con.port, "GET", "/ui/", NULL, NULL);
         expect_status(r, 200);
         char h[300], etag[80];
         cr_assert_str_eq(tbt_http_header(&r, "Content-Type", h, sizeof(h)),
@@ -317,23 +314,23 @@ Test(console_sessions, ui_files) {
         char inm[120];
         snprintf(inm, sizeof(inm), "If-None-Match: %s", etag);
         const char *hdrs[] = {inm, NULL};
-        r = tbt_http_with(dmn.port, "GET", "/ui/index.html", hdrs, NULL);
+        r = tbt_http_with(con.port, "GET", "/ui/index.html", hdrs, NULL);
         expect_status(r, 304);
         cr_assert_eq(r.body.len, 0);
         tbt_http_free(&r);
 
-        r = tbt_http(dmn.port, "GET", "/ui/app.js", NULL, NULL);
+        r = tbt_http(con.port, "GET", "/ui/app.js", NULL, NULL);
         expect_status(r, 200);
         cr_assert_str_eq(tbt_http_header(&r, "Content-Type", h, sizeof(h)),
                          "text/javascript; charset=utf-8");
         tbt_http_free(&r);
-        r = tbt_http(dmn.port, "GET", "/ui/app.css", NULL, NULL);
+        r = tbt_http(con.port, "GET", "/ui/app.css", NULL, NULL);
         expect_status(r, 200);
         cr_assert_str_eq(tbt_http_header(&r, "Content-Type", h, sizeof(h)),
                          "text/css; charset=utf-8");
         tbt_http_free(&r);
 
-        r = tbt_http(dmn.port, "GET", "/ui", NULL, NULL);
+        r = tbt_http(con.port, "GET", "/ui", NULL, NULL);
         expect_status(r, 308);
         cr_assert_str_eq(tbt_http_header(&r, "Location", h, sizeof(h)), "/ui/");
         tbt_http_free(&r);
@@ -342,7 +339,7 @@ Test(console_sessions, ui_files) {
                 "/ui/%2e%2e/config", "/ui/sub/app.js", "/ui/.hidden",
         };
         for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++) {
-                r = tbt_http(dmn.port, "GET", outside[i], NULL, NULL);
+                r = tbt_http(con.port, "GET", outside[i], NULL, NULL);
                 cr_assert(r.status == 404 || r.status == 400, "%s: %ld %s", outside[i], r.status,
                           r.body.data);
                 cr_assert_null(strstr(r.body.data, "root:"), "%s", outside[i]);

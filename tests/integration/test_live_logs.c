@@ -154,8 +154,14 @@ static void wait_tail(tail_t *t, const char *text) {
 
 static tbt_stack_t st;
 static char alice[96], carol[96], dave[96];
-static tbt_api_daemon_t dmn;
+static pid_t daemon_pid;
 static rd_kafka_t *prod;
+static char *conf_path;
+
+static bool api_up(void *arg) {
+        (void)arg;
+        return tbt_http_up(&port);
+}
 
 static void setup(void) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -163,9 +169,25 @@ static void setup(void) {
         tbt_stack_user(&st, "alice", "ga", alice);
         tbt_stack_user(&st, "carol", "ga", carol);
         tbt_stack_user(&st, "dave", "ga", dave);
-        tbt_api_daemon_start(&st, "projector,archiver,api",
-                             "max_follows_per_user = 2; max_follow_duration = \"10s\";", &dmn);
-        port = dmn.port;
+        port = tbt_free_port();
+        char *text = NULL;
+        cr_assert_gt(asprintf(&text,
+                              "security = { key_file = \"%s\"; };\n"
+                              "region = \"local\";\nlog_level = \"info\";\n"
+                              "topics = { prefix = \"%s\"; partitions = 2; };\n"
+                              "postgres = { url = \"%s\"; pool_size = 8; };\n"
+                              "api = { listen = \"127.0.0.1:%d\"; rate = 100000.0; "
+                              "burst = 100000; max_follows_per_user = 2; "
+                              "max_follow_duration = \"10s\"; };\n"
+                              "kafka = { bootstrap_servers = \"%s\"; };\n",
+                              st.key_path, st.prefix, st.db_url, port, st.kafka),
+                     0);
+        conf_path = tbt_write_temp(".conf", text);
+        free(text);
+        tbt_stack_t d = st; /* the stack with this test's config */
+        d.config_path = conf_path;
+        daemon_pid = tbt_daemon_start(&d, "projector,archiver,api");
+        cr_assert(tbt_wait_until(api_up, NULL, 60000), "the API did not come up");
         prod = tbt_stack_producer(&st);
 }
 
@@ -175,10 +197,17 @@ static void teardown(void) {
                 rd_kafka_destroy(prod);
                 prod = NULL;
         }
-        bool ok = tbt_api_daemon_end(&st, &dmn);
+        bool sanitizer = false, clean = tbt_daemon_end(&st, daemon_pid, &sanitizer);
+        daemon_pid = 0;
+        if (conf_path) {
+                unlink(conf_path);
+                free(conf_path);
+                conf_path = NULL;
+        }
         tbt_stack_destroy(&st);
         curl_global_cleanup();
-        cr_assert(ok, "taskbusd did not exit cleanly or reported a sanitizer error (log above)");
+        cr_assert(!sanitizer, "taskbusd reported a sanitizer error (log above)");
+        cr_assert(clean, "taskbusd did not exit cleanly");
 }
 
 TestSuite(live_logs, .init = setup, .fini = teardown, .timeout = 300);

@@ -33,7 +33,7 @@
 #define ST_SEED 1
 
 static tbt_stack_t st;
-static tbt_api_daemon_t dmn;
+static pid_t daemon_pid;
 static int port;
 static char authz[96];
 
@@ -48,18 +48,40 @@ static bool api_up(void *arg) {
 static void setup(void) {
         tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 2});
         tbt_stack_user(&st, "st", "ops", authz);
-        /* no rate limit in the way; st is an admin, so /v1/admin/ is exercised */
-        tbt_api_daemon_start(&st, "api,commands,projector,archiver", "admin_group = \"ops\";",
-                             &dmn);
-        port = dmn.port;
-        cr_assert(tbt_wait_until(api_up, NULL, 60000), "the API is not healthy on port %d",
+        port = tbt_free_port();
+        /* the stack's config with a fixed API port and no rate limit in the way */
+        char *text = NULL;
+        cr_assert_gt(asprintf(&text,
+                              "security = { key_file = \"%s\"; };\n"
+                              "region = \"local\";\nlog_level = \"info\";\n"
+                              "topics = { prefix = \"%s\"; partitions = 2; };\n"
+                              "postgres = { url = \"%s\"; pool_size = 8; };\n"
+                              "api = { listen = \"127.0.0.1:%d\"; rate = 100000.0; "
+                              "burst = 100000; reply_timeout = \"30s\"; "
+                              "admin_group = \"ops\"; };\n"
+                              "kafka = { bootstrap_servers = \"%s\"; };\n",
+                              st.key_path, st.prefix, st.db_url, port, st.kafka),
+                     0);
+        char *conf = tbt_write_temp(".conf", text);
+        free(text);
+        cr_assert_not_null(conf);
+        unlink(st.config_path);
+        free(st.config_path);
+        st.config_path = conf; /* removed by tbt_stack_destroy() */
+        daemon_pid = tbt_daemon_start(&st, "api,commands,projector,archiver");
+        cr_assert(tbt_wait_until(api_up, NULL, 60000), "the API did not come up on port %d",
                   port);
 }
 
 static void teardown(void) {
-        bool ok = tbt_api_daemon_end(&st, &dmn);
+        if (daemon_pid > 0) {
+                bool sanitizer = false;
+                cr_expect(tbt_daemon_end(&st, daemon_pid, &sanitizer),
+                          "taskbusd did not exit cleanly");
+                cr_expect(!sanitizer, "a sanitizer reported in taskbusd's log");
+                daemon_pid = 0;
+        }
         tbt_stack_destroy(&st);
-        cr_assert(ok, "taskbusd did not exit cleanly or reported a sanitizer error (log above)");
 }
 
 TestSuite(schemathesis, .init = setup, .fini = teardown, .timeout = 900);

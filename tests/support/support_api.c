@@ -1,6 +1,7 @@
 /**
  * @file support_api.c
- * @brief Requests to a test daemon's API, SQL waits, the daemon's end
+ * @brief Requests to a test daemon's API, SQL waits, the daemon's end, and
+ *        the console tests' daemon with its users and browser scripts
  *        (support_api.h).
  */
 #include "support_api.h"
@@ -124,36 +125,61 @@ bool tbt_daemon_end(tbt_stack_t *st, pid_t pid, bool *sanitizer) {
         return clean;
 }
 
-void tbt_api_daemon_start(tbt_stack_t *st, const char *roles, const char *api_extra,
-                          tbt_api_daemon_t *d) {
-        d->port = tbt_free_port();
-        char *text = NULL;
-        cr_assert_gt(asprintf(&text,
-                              "security = { key_file = \"%s\"; };\n"
-                              "region = \"local\";\nlog_level = \"info\";\n"
-                              "topics = { prefix = \"%s\"; partitions = 2; };\n"
-                              "postgres = { url = \"%s\"; pool_size = 8; };\n"
-                              "api = { listen = \"127.0.0.1:%d\"; rate = 100000.0; "
-                              "burst = 100000; reply_timeout = \"30s\"; %s };\n"
-                              "kafka = { bootstrap_servers = \"%s\"; };\n",
-                              st->key_path, st->prefix, st->db_url, d->port,
-                              api_extra ? api_extra : "", st->kafka),
-                     0);
-        char *conf = tbt_write_temp(".conf", text);
-        free(text);
-        cr_assert_not_null(conf);
-        unlink(st->config_path);
-        free(st->config_path);
-        st->config_path = conf; /* removed by tbt_stack_destroy() */
-        d->pid = tbt_daemon_start(st, roles);
-        cr_assert(tbt_wait_until(tbt_http_up, &d->port, 90000),
-                  "the API did not come up on port %d", d->port);
+/* ---- the web console's tests ---------------------------------------------------- */
+
+void tbt_console_start(tbt_console_t *c) {
+        tbt_console_start_with(c, "api,commands,projector,scheduler,executor,archiver", NULL);
 }
 
-bool tbt_api_daemon_end(tbt_stack_t *st, tbt_api_daemon_t *d) {
-        bool sanitizer = false, clean = d->pid > 0 && tbt_daemon_end(st, d->pid, &sanitizer);
-        d->pid = 0;
-        return clean && !sanitizer;
+void tbt_console_start_with(tbt_console_t *c, const char *roles, const char *api_extra) {
+        char extra[512];
+        memset(c, 0, sizeof(*c));
+        c->port = tbt_free_port();
+        snprintf(extra, sizeof(extra), "reply_timeout = \"30s\"; %s", api_extra ? api_extra : "");
+        tbt_stack_create(&c->st, &(tbt_stack_opts_t){.partitions = 2, .api_port = c->port,
+                                                     .api_rate = 10000.0, .api_burst = 10000,
+                                                     .api_extra = extra});
+        c->pid = tbt_daemon_start(&c->st, roles);
+        cr_assert(tbt_wait_until(tbt_http_up, &c->port, 90000), "the API did not come up");
+}
+
+void tbt_console_stop(tbt_console_t *c) {
+        bool sanitizer = false, clean = tbt_daemon_end(&c->st, c->pid, &sanitizer);
+        c->pid = 0;
+        tbt_stack_destroy(&c->st);
+        cr_assert(!sanitizer, "taskbusd reported a sanitizer error (log above)");
+        cr_assert(clean, "taskbusd did not exit cleanly");
+}
+
+void tbt_console_user(const tbt_console_t *c, const char *name, const char *groups,
+                      char token[80]) {
+        char *out = NULL;
+        int rc = tbt_run(&out, "'%s/bin/taskbus' admin user create %s --groups %s --config '%s' 2>&1",
+                         tbt_build_dir(), name, groups, c->st.config_path);
+        cr_assert_eq(rc, 0, "taskbus admin user create %s: %s", name, out ? out : "");
+        const char *t = out ? strstr(out, "tbk_") : NULL;
+        cr_assert_not_null(t, "no token in: %s", out ? out : "");
+        snprintf(token, 80, "%.68s", t);
+        free(out);
+}
+
+void tbt_console_browser(const tbt_console_t *c, const char *script, const char *env,
+                         const char *pass) {
+        static const char *const need[] = {"/usr/bin/chromium", "/usr/bin/chromedriver"};
+        for (size_t i = 0; i < 2; i++)
+                cr_assert_eq(access(need[i], X_OK), 0,
+                             "%s is missing: apt-get install chromium chromium-driver "
+                             "python3-selenium (tools/test installs them)", need[i]);
+        char *out = NULL;
+        int rc = tbt_run(&out, "TB_URL='http://127.0.0.1:%d' %s /usr/bin/python3 '%s/tests/console/%s' 2>&1",
+                         c->port, env ? env : "", tbt_source_dir(), script);
+        fprintf(stderr, "%s\n", out ? out : "(no output)");
+        char line[128];
+        snprintf(line, sizeof(line), "PASS %s", pass);
+        bool passed = out && strstr(out, line);
+        free(out);
+        cr_assert_eq(rc, 0, "the browser test %s failed (exit %d); its output is above", script, rc);
+        cr_assert(passed, "no '%s' line", line);
 }
 
 tbt_session_t tbt_session_sign_in(int port, const char *authz, const char *extra_header) {

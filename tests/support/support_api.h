@@ -59,25 +59,32 @@ tbt_http_res_t tbt_session_http(int port, const tbt_session_t *s, const char *me
                                 const char *path, const char *body, bool with_csrf,
                                 const char *csrf_value);
 
-/** A taskbusd child serving the REST API of a stack on a port of its own
- *  (tbt_api_daemon_start()). */
-typedef struct tbt_api_daemon {
-        pid_t pid;
+/** A taskbusd running every role (api, commands, projector, scheduler,
+ *  executor, archiver) on a private stack with its API on \p port, as the
+ *  web console's browser tests run it. */
+typedef struct tbt_console {
+        tbt_stack_t st; /**< st.config_path is the daemon's config (and `taskbus --config`'s) */
         int port;
-} tbt_api_daemon_t;
+        pid_t pid;
+} tbt_console_t;
 
-/**
- * Start taskbusd with \p roles on \p st, its config replaced by one
- * listening on a free port of 127.0.0.1 with the stack's key, topics,
- * database and Kafka, no rate limit in the way, api.reply_timeout 30 s and
- * \p api_extra (NULL: none) added inside `api = {...}` (e.g.
- * "admin_group = \"ops\";"); waits until /healthz answers. Asserts.
- */
-void tbt_api_daemon_start(tbt_stack_t *st, const char *roles, const char *api_extra,
-                          tbt_api_daemon_t *d);
-/** Stop it (tbt_daemon_end(), which prints its log when something is wrong).
- *  @returns whether it exited 0 without a sanitizer report: assert it after
- *  tbt_stack_destroy(), so that a failure still cleans up. */
-bool tbt_api_daemon_end(tbt_stack_t *st, tbt_api_daemon_t *d);
+/** Create the stack and start the daemon; waits for its /healthz (90 s). Asserts. */
+void tbt_console_start(tbt_console_t *c);
+/** tbt_console_start() with only \p roles (e.g. "api"), and \p api_extra
+ *  (NULL: none) added inside `api = {...}`, e.g. "admin_group = \"ops\";". */
+void tbt_console_start_with(tbt_console_t *c, const char *roles, const char *api_extra);
+/** Stop the daemon (its log checked for sanitizer reports) and destroy the
+ *  stack. Asserts a clean exit. */
+void tbt_console_stop(tbt_console_t *c);
+/** `taskbus admin user create NAME --groups GROUPS`: the token it printed
+ *  ("tbk_..."), as a user of the console would get it. Asserts. */
+void tbt_console_user(const tbt_console_t *c, const char *name, const char *groups,
+                      char token[80]);
+/** Run the browser script \p script (under tests/console/) with python3:
+ *  TB_URL is set to the daemon's API and \p env ("NAME='value' ...") is
+ *  prepended. Prints its output; fails the test unless it exits 0 and printed
+ *  "PASS <\p pass>". A missing chromium or chromedriver fails (never skips). */
+void tbt_console_browser(const tbt_console_t *c, const char *script, const char *env,
+                         const char *pass);
 
 #endif

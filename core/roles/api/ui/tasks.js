@@ -51,7 +51,7 @@ async function tasksPage() {
   for (const t of page.tasks) {
     const cell = h('td', {}, h('span', { class: 'muted' }, '…'));
     body.append(h('tr', { 'data-task-id': t.id },
-      h('th', { scope: 'row' }, t.name, t.paused ? [' ', h('span', { class: 'badge' }, 'paused')] : null),
+      h('th', { scope: 'row' }, h('a', { href: '#/tasks/' + encodeURIComponent(t.id) }, t.name), t.paused ? [' ', h('span', { class: 'badge' }, 'paused')] : null),
       h('td', { class: 'opt' }, t.security_group),
       h('td', {}, scheduleWords(t.schedule)),
       h('td', { class: 'opt' }, t.next_fire_at ? [fmtTime(t.next_fire_at), h('br'),
