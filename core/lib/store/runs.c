@@ -24,7 +24,9 @@
         "(log_expires_at <= now() OR log_purged_at IS NOT NULL), "                              \
         "security_group, taskbus_run_status_rank(status) = 2, "                                 \
         "(extract(epoch FROM now() - updated_at) * 1000)::bigint, "                             \
-        TB_STORE_RUNS_MS("last_nominal_time") ", occurrences"
+        TB_STORE_RUNS_MS("last_nominal_time") ", occurrences, "                                  \
+        /* the task's name now (NULL once deleted): one primary key probe */                   \
+        "(SELECT t.name FROM tasks t WHERE t.id = task_id)"
 
 /* ---- reads ------------------------------------------------------------------------ */
 

@@ -28,6 +28,7 @@ enum {
         TB_RC_LOG_EXPIRED, TB_RC_GROUP, TB_RC_FINAL, TB_RC_AGE_MS,
         TB_RC_LAST_NOMINAL, /**< a range of fires not run: its last (NULL otherwise) */
         TB_RC_OCCURRENCES,  /**< nominal fires the row stands for (1 for a run) */
+        TB_RC_TASK_NAME,    /**< the task's name now (NULL once the task is deleted) */
 };
 
 /* ---- reads (the REST API, the scheduler) ---- */

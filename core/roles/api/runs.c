@@ -87,6 +87,10 @@ static json_t *tb_api_runs_json(PGresult *r, int i) {
         json_t *j = json_object();
         json_object_set_new(j, "id", json_string(PQgetvalue(r, i, TB_RC_ID)));
         json_object_set_new(j, "task_id", json_string(PQgetvalue(r, i, TB_RC_TASK)));
+        json_object_set_new(j, "task_name",
+                            PQgetisnull(r, i, TB_RC_TASK_NAME)
+                                    ? json_null()
+                                    : json_string(PQgetvalue(r, i, TB_RC_TASK_NAME)));
         json_object_set_new(j, "security_group", json_string(PQgetvalue(r, i, TB_RC_GROUP)));
         json_object_set_new(j, "nominal_time", tb_api_runs_time(r, i, TB_RC_NOMINAL));
         json_object_set_new(j, "attempt", tb_api_runs_int(r, i, TB_RC_ATTEMPT));
