@@ -100,9 +100,9 @@ Test(console_browser, sign_in_tasks_live_log_csrf_sign_out_groups) {
         char *out = NULL;
         int rc = tbt_run(&out,
                          "TB_URL='http://127.0.0.1:%d' TB_ALICE='%s' TB_BOB='%s' "
-                         "TB_IMG_DIR='%s/docs/img' /usr/bin/python3 "
-                         "'%s/tests/console/console_browser.py' 2>&1",
-                         port, alice, bob, tbt_source_dir(), tbt_source_dir());
+                         "TB_IMG_DIR='%s/docs/img' TB_SHOT_DIR='%s/console-shots' "
+                         "/usr/bin/python3 '%s/tests/console/console_browser.py' 2>&1",
+                         port, alice, bob, tbt_source_dir(), tbt_build_dir(), tbt_source_dir());
         fprintf(stderr, "%s\n", out ? out : "(no output)");
         bool passed = out && strstr(out, "PASS console_browser");
         free(out);
