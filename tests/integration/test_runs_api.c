@@ -332,6 +332,16 @@ static void produce_history(void) {
                  "250", 90000);
 }
 
+/* A run's nominal_time in epoch ms (the test fails if it is not RFC 3339). */
+static int64_t run_nominal(json_t *run) {
+        int64_t nom = 0;
+        char e[256];
+        cr_assert_eq(tb_time_parse(json_string_value(json_object_get(run, "nominal_time")), &nom,
+                                   e, sizeof(e)),
+                     TB_OK, "%s", e);
+        return nom;
+}
+
 /* ---- pagination --------------------------------------------------------------- */
 
 Test(runs_api, pagination_filters_and_visibility) {
@@ -359,12 +369,7 @@ Test(runs_api, pagination_filters_and_visibility) {
                 json_t *run;
                 json_array_foreach(json_object_get(r.j, "runs"), i, run) {
                         const char *rid = json_string_value(json_object_get(run, "id"));
-                        int64_t nom = 0;
-                        char e[256];
-                        cr_assert_eq(tb_time_parse(json_string_value(json_object_get(
-                                                           run, "nominal_time")),
-                                                   &nom, e, sizeof(e)),
-                                     TB_OK);
+                        int64_t nom = run_nominal(run);
                         cr_assert_null(json_object_get(ids, rid), "run %s listed twice", rid);
                         json_object_set_new(ids, rid, json_true());
                         /* newest first: (nominal_time, id) strictly descending */
@@ -759,12 +764,7 @@ static int x_pages(const char *path, int limit, const char *who, json_t *ids) {
                 size_t i;
                 json_array_foreach(runs, i, run) {
                         const char *rid = json_string_value(json_object_get(run, "id"));
-                        int64_t nom = 0;
-                        char e[256];
-                        cr_assert_eq(tb_time_parse(json_string_value(json_object_get(
-                                                           run, "nominal_time")),
-                                                   &nom, e, sizeof(e)),
-                                     TB_OK);
+                        int64_t nom = run_nominal(run);
                         cr_assert(nom < last_nom || (nom == last_nom && strcmp(rid, last_id) < 0),
                                   "%s: order broken at %s", path, rid);
                         cr_assert_null(json_object_get(ids, rid), "%s: run %s listed twice", path,

@@ -80,22 +80,47 @@ static json_t *tb_api_dash_int(PGresult *r, int i, int col) {
         return json_integer(strtoll(PQgetvalue(r, i, col), NULL, 10));
 }
 
+/** A range read of runs (counts, fire lag): its bounds, groups and connection. */
+typedef struct tb_api_dash_read {
+        int64_t since, until;
+        char since_ms[32], until_ms[32]; /**< the bounds as statement parameters */
+        char *groups;                    /**< JSON array text (owned) */
+        PGconn *conn;
+        PGresult *res;
+} tb_api_dash_read_t;
+
+/** Check ?since, ?until, ?security_group (tb_api_dash_range()) and take a
+ *  connection. @returns false when answered; tb_api_dash_done() either way. */
+static bool tb_api_dash_begin(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                              int64_t def_span, int64_t max_span, tb_api_dash_read_t *q) {
+        static const char *const known[] = {"since", "until", "security_group", NULL};
+        memset(q, 0, sizeof(*q));
+        if (!tb_api_query_check(req, resp, known, "since, until, security_group", NULL, NULL) ||
+            !tb_api_dash_range(req, resp, def_span, max_span, &q->since, &q->until, &q->groups) ||
+            !(q->conn = tb_api_conn(api, resp)))
+                return false;
+        tb_snprintf(q->since_ms, sizeof(q->since_ms), "%" PRId64, q->since);
+        tb_snprintf(q->until_ms, sizeof(q->until_ms), "%" PRId64, q->until);
+        return true;
+}
+
+static void tb_api_dash_done(tb_api_t *api, tb_api_dash_read_t *q) {
+        PQclear(q->res);
+        if (q->conn)
+                tb_store_release(api->store, q->conn);
+        free(q->groups);
+}
+
 /* ---- GET /v1/runs/counts --------------------------------------------------------- */
 
 void tb_api_runs_counts(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        static const char *const known[] = {"since", "until", "security_group", NULL};
         tb_api_t *api = app;
-        char *groups = NULL, err[512], sb[32], ub[32];
-        int64_t since, until;
-        PGresult *r = NULL;
-        PGconn *c = NULL;
-        if (!tb_api_query_check(req, resp, known, "since, until, security_group", NULL, NULL) ||
-            !tb_api_dash_range(req, resp, 0, 0, &since, &until, &groups) ||
-            !(c = tb_api_conn(api, resp)))
+        tb_api_dash_read_t q;
+        char err[512];
+        if (!tb_api_dash_begin(api, req, resp, 0, 0, &q))
                 goto out;
-        tb_snprintf(sb, sizeof(sb), "%" PRId64, since);
-        tb_snprintf(ub, sizeof(ub), "%" PRId64, until);
-        if (tb_store_runs_counts(c, groups, sb, ub, &r, err, sizeof(err))) {
+        if (tb_store_runs_counts(q.conn, q.groups, q.since_ms, q.until_ms, &q.res, err,
+                                 sizeof(err))) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
@@ -106,59 +131,48 @@ void tb_api_runs_counts(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 json_object_set_new(fires, tb_api_runs_statuses[i], json_integer(0));
         }
         json_int_t total = 0;
-        for (int i = 0; i < PQntuples(r); i++) {
-                json_object_set_new(counts, PQgetvalue(r, i, 0), tb_api_dash_int(r, i, 1));
-                json_object_set_new(fires, PQgetvalue(r, i, 0), tb_api_dash_int(r, i, 2));
-                total += strtoll(PQgetvalue(r, i, 1), NULL, 10);
+        for (int i = 0; i < PQntuples(q.res); i++) {
+                json_object_set_new(counts, PQgetvalue(q.res, i, 0), tb_api_dash_int(q.res, i, 1));
+                json_object_set_new(fires, PQgetvalue(q.res, i, 0), tb_api_dash_int(q.res, i, 2));
+                total += strtoll(PQgetvalue(q.res, i, 1), NULL, 10);
         }
         tb_http_json(resp, 200,
-                     json_pack("{s:o, s:o, s:o, s:o, s:I}", "since", tb_api_dash_time(since),
-                               "until", tb_api_dash_time(until), "counts", counts, "fires", fires,
-                               "total", total));
+                     json_pack("{s:o, s:o, s:o, s:o, s:I}", "since", tb_api_dash_time(q.since),
+                               "until", tb_api_dash_time(q.until), "counts", counts, "fires",
+                               fires, "total", total));
 out:
-        PQclear(r);
-        if (c)
-                tb_store_release(api->store, c);
-        free(groups);
+        tb_api_dash_done(api, &q);
 }
 
 /* ---- GET /v1/runs/fire-lag ------------------------------------------------------- */
 
 void tb_api_runs_fire_lag(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        static const char *const known[] = {"since", "until", "security_group", NULL};
         tb_api_t *api = app;
-        char *groups = NULL, err[512], sb[32], ub[32];
-        int64_t since, until;
-        PGresult *r = NULL;
-        PGconn *c = NULL;
-        if (!tb_api_query_check(req, resp, known, "since, until, security_group", NULL, NULL) ||
-            !tb_api_dash_range(req, resp, TB_API_DASH_LAG_DEFAULT_MS, TB_API_DASH_LAG_MAX_MS,
-                               &since, &until, &groups) ||
-            !(c = tb_api_conn(api, resp)))
+        tb_api_dash_read_t q;
+        char err[512];
+        if (!tb_api_dash_begin(api, req, resp, TB_API_DASH_LAG_DEFAULT_MS, TB_API_DASH_LAG_MAX_MS,
+                               &q))
                 goto out;
-        tb_snprintf(sb, sizeof(sb), "%" PRId64, since);
-        tb_snprintf(ub, sizeof(ub), "%" PRId64, until);
-        if (tb_store_runs_fire_lag(c, groups, sb, ub, &r, err, sizeof(err))) {
+        if (tb_store_runs_fire_lag(q.conn, q.groups, q.since_ms, q.until_ms, &q.res, err,
+                                   sizeof(err))) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
         json_t *minutes = json_array();
-        for (int i = 0; i < PQntuples(r); i++)
+        for (int i = 0; i < PQntuples(q.res); i++)
                 json_array_append_new(
                         minutes,
                         json_pack("{s:o, s:o, s:o, s:o, s:o}", "minute",
-                                  tb_api_dash_time(strtoll(PQgetvalue(r, i, 0), NULL, 10)),
-                                  "fires", tb_api_dash_int(r, i, 1), "p50_ms",
-                                  tb_api_dash_int(r, i, 2), "p99_ms", tb_api_dash_int(r, i, 3),
-                                  "max_ms", tb_api_dash_int(r, i, 4)));
+                                  tb_api_dash_time(strtoll(PQgetvalue(q.res, i, 0), NULL, 10)),
+                                  "fires", tb_api_dash_int(q.res, i, 1), "p50_ms",
+                                  tb_api_dash_int(q.res, i, 2), "p99_ms",
+                                  tb_api_dash_int(q.res, i, 3), "max_ms",
+                                  tb_api_dash_int(q.res, i, 4)));
         tb_http_json(resp, 200,
-                     json_pack("{s:o, s:o, s:o}", "since", tb_api_dash_time(since), "until",
-                               tb_api_dash_time(until), "minutes", minutes));
+                     json_pack("{s:o, s:o, s:o}", "since", tb_api_dash_time(q.since), "until",
+                               tb_api_dash_time(q.until), "minutes", minutes));
 out:
-        PQclear(r);
-        if (c)
-                tb_store_release(api->store, c);
-        free(groups);
+        tb_api_dash_done(api, &q);
 }
 
 /* ---- GET /v1/runs/upcoming ------------------------------------------------------- */
