@@ -20,6 +20,9 @@ something no schema can know, and the server rightly enforces them:
     the positive cases sign in with the test's own (TB_ST_TOKEN), so that
     the 201 answer and its body are checked too;
   * argv[0] must not be empty (OpenAPI 3.0 cannot single out one item);
+  * a range of runs (/v1/runs/counts, /v1/runs/fire-lag) must end after it
+    starts, the fire lag's span at most 24 h, and the next fires
+    (/v1/runs/upcoming) end between now and 7 days ahead;
   * label keys and executor option names have a character set the schema
     states with propertyNames, a JSON Schema keyword OpenAPI 3.0 does not
     have, so schemathesis does not generate by it.
@@ -39,6 +42,13 @@ import schemathesis
 _TASK_OPERATIONS = {"createTask", "replaceTask", "replaceTaskPost", "createTaskSeed",
                     "replaceTaskSeed", "replaceTaskPostSeed"}
 
+
+# the bounds of the run ranges, relative to now, that the server accepts
+_RANGE_OPERATIONS = {
+    "countRuns": (("since", datetime.timedelta(days=-1)), ("until", datetime.timedelta(hours=1))),
+    "runsFireLag": (("since", datetime.timedelta(minutes=-30)), ("until", datetime.timedelta(0))),
+    "upcomingFires": (("until", datetime.timedelta(days=1)),),
+}
 
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
@@ -123,3 +133,7 @@ def before_call(ctx, case, kwargs):
         case.body["token"] = os.environ["TB_ST_TOKEN"]
     if op in _TASK_OPERATIONS and isinstance(case.body, dict):
         _fix_task(case.body)
+    if op in _RANGE_OPERATIONS and isinstance(case.query, dict):
+        for key, delta in _RANGE_OPERATIONS[op]:
+            if key in case.query:
+                case.query[key] = _at(delta)
