@@ -149,12 +149,19 @@ async function dashboardPage() {
     failingList(failing), upcomingList(upcoming), fireLagChart(lag)]);
   await load();
   $('#main').setAttribute('data-loaded', String(Date.now()));
-  // refresh while the page is shown; route() stops it on the next page
+  // refresh while the page is shown (route() stops it on the next page), keeping the
+  // keyboard focus on the same link or button when it is still there
   let busy = false;
   const timer = setInterval(async () => {
     if (busy || document.querySelector('dialog[open]')) return;
     busy = true;
+    const el = document.activeElement;
+    const key = el && el !== $('#main') && $('#main').contains(el) ?
+      (el.dataset.runId ? 'button[data-run-id="' + CSS.escape(el.dataset.runId) + '"]' :
+        el.getAttribute('href') ? 'a[href="' + CSS.escape(el.getAttribute('href')) + '"]' : null) : null;
     try { await load(); } catch (e) { /* shown on the next success or page */ }
+    const again = key && $('#main').querySelector(key);
+    if (again && document.activeElement !== again) again.focus({ preventScroll: true });
     busy = false;
   }, DASHBOARD_REFRESH_MS);
   state.streams.push({ abort: () => clearInterval(timer) });
