@@ -193,6 +193,29 @@ def bulk_pause(drv, ids):
     shot(drv, "ops-5-bulk-paused")
 
 
+def bulk_resume_one_gone(drv, ids):
+    """A bulk resume of two tasks, one deleted meanwhile (through REST, behind the
+    page's back): the other is resumed, the deleted one's error is shown by name."""
+    drv.get(URL + "/ui/#/tasks")
+    for tid in ids:
+        wait_for(drv, EC.element_to_be_clickable(
+            (By.CSS_SELECTOR, "tr[data-task-id='%s'] input.pick" % tid)), "the task's checkbox").click()
+    st, _ = rest("DELETE", "/v1/tasks/" + ids[1], ALICE)
+    if st != 204:
+        fail("delete the second task through REST: %s" % st)
+    drv.find_element(By.ID, "bulk-resume").click()
+    wait_for(drv, EC.visibility_of_element_located((By.ID, "confirm-ok")), "the resume confirmation").click()
+    wait_for(drv, lambda d: "1 of 2 done" in text_of(d, "#bulk-report"), "the report of a bulk resume with one failure")
+    err = text_of(drv, "#bulk-errors li[data-task-id='%s']" % ids[1])
+    if "console-weekly-backup" not in err or "no task" not in err:
+        fail("the deleted task's error is not shown by name: %r" % text_of(drv, "#bulk-report"))
+    st, t = rest("GET", "/v1/tasks/" + ids[0], ALICE)
+    if st != 200 or t.get("paused") is not False:
+        fail("the other task was not resumed: %s %s" % (st, t))
+    ok("a bulk resume shows the error of the task deleted meanwhile (%s) and resumes the other" % err)
+    shot(drv, "ops-6-bulk-error")
+
+
 def last_outcome_filter(drv, failing_id):
     drv.get(URL + "/ui/#/tasks")
     Select(wait_for(drv, EC.presence_of_element_located((By.ID, "f-outcome")), "the last-run filter")
@@ -204,7 +227,7 @@ def last_outcome_filter(drv, failing_id):
     if rows != [failing_id]:
         fail("the last-outcome filter shows %s, want only the failing task %s" % (rows, failing_id))
     ok("the last-outcome filter (in the URL) shows the failing task only")
-    shot(drv, "ops-6-last-outcome")
+    shot(drv, "ops-7-last-outcome")
 
 
 def fetch_in_page(drv, method, path, headers=None):
@@ -335,6 +358,7 @@ def main():
         dashboard_sections(drv)
         cancel_from_dashboard(drv)
         bulk_pause(drv, [hourly_id, weekly_id])
+        bulk_resume_one_gone(drv, [hourly_id, weekly_id])
         last_outcome_filter(drv, failing_id)
 
         # a phone-sized screen: the pages fit its width (no sideways scrolling)
