@@ -33,7 +33,8 @@ static void tb_cli_schedule_usage(FILE *fp) {
                 "                     ~/.config/taskbus/config, as for `taskbus tasks`)\n"
                 "  --from TIME        start after this RFC 3339 instant (default: now)\n"
                 "  --count N          how many fires (1-%d, default 10)\n"
-                "  --json             a JSON array of {\"at\", \"local\", \"dst\"}\n"
+                "  --json             a JSON array of {\"at\", \"local\", \"offset_seconds\",\n"
+                "                     \"offset_changed\", \"dst\"}\n"
                 "  --dst-gap, --dst-overlap  DST policies for --cron (docs/scheduling.md)\n",
                 TB_CLI_SCHED_MAX_COUNT);
 }
@@ -200,39 +201,23 @@ int tb_cli_schedule(int argc, char **argv) {
                 rc = 2;
                 goto out;
         }
-        const tb_tz_t *tz = s.tz ? s.tz : tb_tz_utc();
-        out = json ? json_array() : NULL;
-        long printed = 0;
-        for (; printed < count; printed++) {
-                int64_t next;
-                int note = TB_DST_NOTE_NONE;
-                tb_err_t e = tb_schedule_next(&s, after, &next, &note, err, sizeof(err));
-                if (e == TB_ERR_NOT_FOUND)
-                        break;
-                if (e != TB_OK) {
-                        tb_cli_fail("schedule next: %s", err);
-                        goto out;
-                }
-                char utc[32], local[40];
-                tb_time_format(next, utc);
-                if (json) {
-                        tb_tz_format_local(tz, next, local);
-                        json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "at", utc, "local",
-                                                             local, "dst",
-                                                             tb_schedule_dst_note_name(note)));
-                } else {
-                        printf("%s\n", utc);
-                }
-                after = next;
+        if (tb_task_schedule_fires(&s, after, (size_t)count, &out, err, sizeof(err)) != TB_OK) {
+                tb_cli_fail("schedule next: %s", err);
+                goto out;
         }
+        size_t printed = json_array_size(out);
         if (json) {
                 char *text = json_dumps(out, JSON_INDENT(2));
                 if (text)
                         printf("%s\n", text);
                 free(text);
+        } else {
+                for (size_t i = 0; i < printed; i++)
+                        printf("%s\n", json_string_value(json_object_get(json_array_get(out, i),
+                                                                          "at")));
         }
-        if (printed < count)
-                fprintf(stderr, "taskbus: schedule next: no further fire after %ld (the schedule "
+        if (printed < (size_t)count)
+                fprintf(stderr, "taskbus: schedule next: no further fire after %zu (the schedule "
                                 "ends: a one-off time, end_at or expires_at)\n",
                         printed);
         rc = 0;

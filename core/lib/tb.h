@@ -108,6 +108,28 @@ tb_err_t tb_time_parse(const char *s, int64_t *ms, char *errstr,
                        size_t errstr_size);
 
 /* ---- small utilities ----------------------------------------------------- */
+/** What tb_file_read() allows of a file's permission bits. */
+typedef enum {
+        TB_FILE_PUBLIC,  /**< any mode (a certificate) */
+        TB_FILE_SECRET,  /**< others' access refused, its group's warned about */
+        TB_FILE_PRIVATE, /**< group's or others' access refused (a key of taskbus's own) */
+} tb_file_access_t;
+
+/**
+ * Read all of the regular file \p path, of at most \p max bytes, which the
+ * setting \p setting names and which holds \p what ("the secret", "the API's
+ * private key"): every message names both, and one that the user can fix
+ * ends with \p fix when the file cannot be opened. *\p out is a malloc'd,
+ * NUL-terminated copy that the caller owns (explicit_bzero a secret before
+ * freeing it), *\p out_len its length.
+ * @returns TB_ERR_IO when the file cannot be opened or read, TB_ERR_INVALID
+ *          when it is not a regular file, too large, or readable by others
+ *          than \p access allows.
+ */
+tb_err_t tb_file_read(const char *setting, const char *path, const char *what, size_t max,
+                      tb_file_access_t access, const char *fix, char **out, size_t *out_len,
+                      char *errstr, size_t errstr_size);
+
 
 /**
  * @brief Grow an array for appending: to twice *\p cap elements of

@@ -5,13 +5,16 @@
 #include "tb.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static const char *tb_err_names[] = {
         [TB_OK] = "ok",
@@ -346,4 +349,71 @@ int tb_hex_digit(int c) {
         if (c >= 'A' && c <= 'F')
                 return c - 'A' + 10;
         return -1;
+}
+
+tb_err_t tb_file_read(const char *setting, const char *path, const char *what, size_t max,
+                      tb_file_access_t access, const char *fix, char **out, size_t *out_len,
+                      char *errstr, size_t errstr_size) {
+        *out = NULL;
+        *out_len = 0;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return tb_seterr(errstr, errstr_size, TB_ERR_IO, "%s: cannot open '%s': %s; %s",
+                                 setting, path, strerror(errno), fix);
+        struct stat sb;
+        tb_err_t err = TB_OK;
+        unsigned mode = 0;
+        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size > max) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                "%s: '%s' is not a regular file of at most %zu bytes; point "
+                                "%s at the file holding %s",
+                                setting, path, max, setting, what);
+                goto out;
+        }
+        mode = (unsigned)(sb.st_mode & 07777);
+        if (access != TB_FILE_PUBLIC && (sb.st_mode & 007)) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                "%s: '%s' has mode %04o: other users can read %s; chmod 600 "
+                                "'%s' (owned by the user taskbus runs as)",
+                                setting, path, mode, what, path);
+                goto out;
+        }
+        if (access == TB_FILE_PRIVATE && (sb.st_mode & 070)) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                "%s: '%s' has mode %04o: its group can read %s, which must be "
+                                "its owner's alone; chmod 600 '%s'",
+                                setting, path, mode, what, path);
+                goto out;
+        }
+        if (access == TB_FILE_SECRET && (sb.st_mode & 070))
+                tb_warn("config", "%s: '%s' has mode %04o: its group can read %s; chmod 600 "
+                        "'%s' unless that group is meant to",
+                        setting, path, mode, what, path);
+        size_t cap = (size_t)sb.st_size + 1, len = 0;
+        char *buf = malloc(cap);
+        if (!buf) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "%s: out of memory", setting);
+                goto out;
+        }
+        for (;;) {
+                ssize_t n = read(fd, buf + len, cap - 1 - len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n < 0) {
+                        err = tb_seterr(errstr, errstr_size, TB_ERR_IO, "%s: reading '%s': %s",
+                                        setting, path, strerror(errno));
+                        explicit_bzero(buf, cap);
+                        free(buf);
+                        goto out;
+                }
+                len += (size_t)n;
+                if (n == 0 || len == cap - 1)
+                        break;
+        }
+        buf[len] = '\0';
+        *out = buf;
+        *out_len = len;
+out:
+        close(fd);
+        return err;
 }

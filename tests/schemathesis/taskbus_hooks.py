@@ -13,6 +13,7 @@ something no schema can know, and the server rightly enforces them:
     home_region a region of this deployment (TB_ST_REGION, the API's
     region; another one is answered 307 or 421);
   * a cursor is valid only if this API issued it;
+  * a schedule preview's from and anchor are instants after 1970;
   * JSON integers must fit in 64 bits and object keys hold no NUL (the
     server's JSON parser), also inside the ignored read-only fields the
     schema leaves untyped;
@@ -137,3 +138,9 @@ def before_call(ctx, case, kwargs):
         for key, delta in _RANGE_OPERATIONS[op]:
             if key in case.query:
                 case.query[key] = _at(delta)
+    if op == "previewSchedule" and isinstance(case.body, dict):
+        # a schedule as a task's, and instants after 1970 (epoch ms > 0)
+        _fix_task(case.body)
+        for key in ("from", "anchor"):
+            if case.body.get(key) is not None:
+                case.body[key] = _at(datetime.timedelta(0))

@@ -1,6 +1,7 @@
 /**
  * @file support_api.c
- * @brief Requests to a test daemon's API, SQL waits, the daemon's end
+ * @brief Requests to a test daemon's API, SQL waits, the daemon's end, and
+ *        the console tests' daemon with its users and browser scripts
  *        (support_api.h).
  */
 #include "support_api.h"
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static size_t tbt_http_sink(char *p, size_t s, size_t n, void *ud) {
         tb_buf_append(ud, p, s * n);
@@ -121,4 +123,55 @@ bool tbt_daemon_end(tbt_stack_t *st, pid_t pid, bool *sanitizer) {
                 fprintf(stderr, "---- taskbusd log (exit 0x%x) ----\n%s\n", ws, log ? log : "");
         free(log);
         return clean;
+}
+
+/* ---- the web console's tests ---------------------------------------------------- */
+
+void tbt_console_start(tbt_console_t *c) {
+        memset(c, 0, sizeof(*c));
+        c->port = tbt_free_port();
+        tbt_stack_create(&c->st, &(tbt_stack_opts_t){.partitions = 2, .api_port = c->port,
+                                                     .api_rate = 10000.0, .api_burst = 10000,
+                                                     .api_extra = "reply_timeout = \"30s\";"});
+        c->pid = tbt_daemon_start(&c->st, "api,commands,projector,scheduler,executor,archiver");
+        cr_assert(tbt_wait_until(tbt_http_up, &c->port, 90000), "the API did not come up");
+}
+
+void tbt_console_stop(tbt_console_t *c) {
+        bool sanitizer = false, clean = tbt_daemon_end(&c->st, c->pid, &sanitizer);
+        c->pid = 0;
+        tbt_stack_destroy(&c->st);
+        cr_assert(!sanitizer, "taskbusd reported a sanitizer error (log above)");
+        cr_assert(clean, "taskbusd did not exit cleanly");
+}
+
+void tbt_console_user(const tbt_console_t *c, const char *name, const char *groups,
+                      char token[80]) {
+        char *out = NULL;
+        int rc = tbt_run(&out, "'%s/bin/taskbus' admin user create %s --groups %s --config '%s' 2>&1",
+                         tbt_build_dir(), name, groups, c->st.config_path);
+        cr_assert_eq(rc, 0, "taskbus admin user create %s: %s", name, out ? out : "");
+        const char *t = out ? strstr(out, "tbk_") : NULL;
+        cr_assert_not_null(t, "no token in: %s", out ? out : "");
+        snprintf(token, 80, "%.68s", t);
+        free(out);
+}
+
+void tbt_console_browser(const tbt_console_t *c, const char *script, const char *env,
+                         const char *pass) {
+        static const char *const need[] = {"/usr/bin/chromium", "/usr/bin/chromedriver"};
+        for (size_t i = 0; i < 2; i++)
+                cr_assert_eq(access(need[i], X_OK), 0,
+                             "%s is missing: apt-get install chromium chromium-driver "
+                             "python3-selenium (tools/test installs them)", need[i]);
+        char *out = NULL;
+        int rc = tbt_run(&out, "TB_URL='http://127.0.0.1:%d' %s /usr/bin/python3 '%s/tests/console/%s' 2>&1",
+                         c->port, env ? env : "", tbt_source_dir(), script);
+        fprintf(stderr, "%s\n", out ? out : "(no output)");
+        char line[128];
+        snprintf(line, sizeof(line), "PASS %s", pass);
+        bool passed = out && strstr(out, line);
+        free(out);
+        cr_assert_eq(rc, 0, "the browser test %s failed (exit %d); its output is above", script, rc);
+        cr_assert(passed, "no '%s' line", line);
 }

@@ -41,4 +41,29 @@ void tbt_wait_sql(tbt_stack_t *st, const char *sql, const char *want, int ms);
  *  0; *\p sanitizer whether a sanitizer reported. */
 bool tbt_daemon_end(tbt_stack_t *st, pid_t pid, bool *sanitizer);
 
+/** A taskbusd running every role (api, commands, projector, scheduler,
+ *  executor, archiver) on a private stack with its API on \p port, as the
+ *  web console's browser tests run it. */
+typedef struct tbt_console {
+        tbt_stack_t st; /**< st.config_path is the daemon's config (and `taskbus --config`'s) */
+        int port;
+        pid_t pid;
+} tbt_console_t;
+
+/** Create the stack and start the daemon; waits for its /healthz (90 s). Asserts. */
+void tbt_console_start(tbt_console_t *c);
+/** Stop the daemon (its log checked for sanitizer reports) and destroy the
+ *  stack. Asserts a clean exit. */
+void tbt_console_stop(tbt_console_t *c);
+/** `taskbus admin user create NAME --groups GROUPS`: the token it printed
+ *  ("tbk_..."), as a user of the console would get it. Asserts. */
+void tbt_console_user(const tbt_console_t *c, const char *name, const char *groups,
+                      char token[80]);
+/** Run the browser script \p script (under tests/console/) with python3:
+ *  TB_URL is set to the daemon's API and \p env ("NAME='value' ...") is
+ *  prepended. Prints its output; fails the test unless it exits 0 and printed
+ *  "PASS <\p pass>". A missing chromium or chromedriver fails (never skips). */
+void tbt_console_browser(const tbt_console_t *c, const char *script, const char *env,
+                         const char *pass);
+
 #endif

@@ -126,12 +126,13 @@ void tbt_stack_create(tbt_stack_t *st, const tbt_stack_opts_t *opts) {
                               "log_level = \"info\";\n"
                               "topics = { prefix = \"%s\"; partitions = %d; };\n"
                               "postgres = { url = \"%s\"; pool_size = 4; };\n"
-                              "api = { listen = \"127.0.0.1:0\"; rate = %.6f; burst = %d; };\n"
+                              "api = { listen = \"127.0.0.1:%d\"; rate = %.6f; burst = %d; %s };\n"
                               "kafka = { bootstrap_servers = \"%s\"; %s };\n%s\n",
                               st->key_path, st->prefix, o.partitions > 0 ? o.partitions : 4,
-                              st->db_url,
+                              st->db_url, o.api_port,
                               o.api_rate > 0 ? o.api_rate : 1000.0,
-                              o.api_burst > 0 ? o.api_burst : 100000, st->kafka,
+                              o.api_burst > 0 ? o.api_burst : 100000,
+                              o.api_extra ? o.api_extra : "", st->kafka,
                               o.kafka_extra ? o.kafka_extra : "", o.extra ? o.extra : ""),
                      0);
         st->config_path = tbt_write_temp(".conf", text);

@@ -29,6 +29,8 @@ typedef struct tbt_stack_opts {
         int api_burst;      /**< api.burst (100000) */
         const char *extra;  /**< more top-level config text, or NULL */
         const char *kafka_extra; /**< more lines inside `kafka = {...}`, or NULL */
+        int api_port;       /**< api.listen's port on 127.0.0.1 (0) */
+        const char *api_extra; /**< more lines inside `api = {...}`, or NULL */
 } tbt_stack_opts_t;
 
 /** One private stack. Fill with tbt_stack_create(), free with tbt_stack_destroy(). */

@@ -119,6 +119,24 @@ static char *tbt_read(int fd, const char *needle, int ms, bool *closed) {
         return buf;
 }
 
+/* A port in use is an error, never shared: a second taskbusd started with
+ * the same api.listen must not take half of the first one's connections. */
+Test(http_server, a_port_in_use_is_refused_not_shared) {
+        tb_http_limits_t lim = {.max_body = 1024, .max_connections = 8, .max_per_client = 4,
+                                .header_timeout_ms = 1500, .body_timeout_ms = 1500,
+                                .max_requests_per_conn = 2, .workers = 1,
+                                .queue_timeout_ms = 300};
+        char listen[64], err[256] = "";
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+        tb_http_server_t *second = NULL;
+        tb_err_t e = tb_http_start(listen, routes, NULL, NULL, NULL, &lim, NULL, &second, err,
+                                   sizeof(err));
+        if (e == TB_OK)
+                tb_http_stop(second);
+        cr_assert_eq(e, TB_ERR_IO, "a second server on %s started", listen);
+        cr_assert(strstr(err, "Address already in use") && strstr(err, "api.listen"), "%s", err);
+}
+
 Test(http_server, unknown_method_is_405_with_allow_and_no_label) {
         int fd = tbt_connect();
         tbt_send(fd, "M1 /v1/hello HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -3,7 +3,8 @@
  * @brief core/lib/task/ (task/task.h): every validation rule (field name and message), the
  *        defaults, idempotence of the normalized form, the Avro TaskSpec
  *        round trip through serde, tb_task_schedule() for each kind,
- *        tb_units_duration_format_iso8601(), tb_task_diff() and random garbage input.
+ *        tb_units_duration_format_iso8601(), tb_task_diff(), the schedule check and
+ *        fires of previews, and random garbage input.
  */
 #include "serde/serde.h"
 #include "support.h"
@@ -419,6 +420,70 @@ static const struct rule rules[] = {
 Test(task, rules) {
         for (size_t i = 0; i < TB_ARRAY_LEN(rules); i++)
                 expect_invalid(mk(rules[i].extra), rules[i].field, rules[i].needle);
+}
+
+/* The schedule check of previews refuses every schedule rule exactly as a
+ * create does (field and message), and what it accepts fires as the
+ * normalized task does. */
+Test(task, schedule_check_is_the_validators) {
+        tb_task_vctx_t v = vctx();
+        size_t checked = 0;
+        for (size_t i = 0; i < TB_ARRAY_LEN(rules); i++) {
+                if (strncmp(rules[i].field, "schedule", 8) && strcmp(rules[i].field, "expires_at"))
+                        continue;
+                json_t *in = mk(rules[i].extra), *norm = NULL;
+                tb_task_err_t a, b;
+                tb_schedule_t s;
+                cr_assert_eq(tb_task_validate(in, &v, &norm, &a), TB_ERR_INVALID);
+                cr_assert_eq(tb_task_schedule_check(in, &v, NOW_MS, &norm, &s, &b), TB_ERR_INVALID,
+                             "%s was accepted", rules[i].extra);
+                cr_assert_str_eq(b.field, a.field, "%s", rules[i].extra);
+                cr_assert_str_eq(b.message, a.message, "%s", rules[i].extra);
+                cr_assert_null(norm);
+                json_decref(in);
+                checked++;
+        }
+        cr_assert_gt(checked, 20);
+
+        json_t *in = mk("{\"schedule\": {\"cron\": \"30 2 * * *\", \"timezone\": "
+                        "\"America/Los_Angeles\"}, \"expires_at\": \"2026-03-10T00:00:00Z\"}");
+        json_t *task = NULL, *norm = NULL, *fires = NULL;
+        tb_task_err_t e;
+        tb_schedule_t s1, s2;
+        char err[256];
+        cr_assert_eq(tb_task_validate(in, &v, &task, &e), TB_OK, "%s", e.message);
+        cr_assert_eq(tb_task_schedule_check(in, &v, NOW_MS, &norm, &s1, &e), TB_OK, "%s", e.message);
+        cr_assert(json_equal(json_object_get(norm, "schedule"), json_object_get(task, "schedule")));
+        cr_assert_eq(tb_task_schedule(task, NOW_MS, &s2, err, sizeof(err)), TB_OK, "%s", err);
+        /* the spring-forward day of 2026 in Los Angeles, then expires_at ends it */
+        int64_t from;
+        cr_assert_eq(tb_time_parse("2026-03-06T12:00:00Z", &from, err, sizeof(err)), TB_OK);
+        cr_assert_eq(tb_task_schedule_fires(&s1, from, 10, &fires, err, sizeof(err)), TB_OK, "%s", err);
+        cr_assert_eq(json_array_size(fires), 3, "%s", json_dumps(fires, 0));
+        static const char *const want[][3] = {
+                {"2026-03-07T10:30:00Z", "2026-03-07T02:30:00-08:00", "none"},
+                {"2026-03-08T10:00:00Z", "2026-03-08T03:00:00-07:00", "shifted"},
+                {"2026-03-09T09:30:00Z", "2026-03-09T02:30:00-07:00", "none"},
+        };
+        int64_t next = from;
+        for (size_t i = 0; i < 3; i++) {
+                json_t *f = json_array_get(fires, i);
+                cr_assert_eq(tb_schedule_next(&s2, next, &next, NULL, err, sizeof(err)), TB_OK);
+                char at[32];
+                tb_time_format(next, at);
+                cr_assert_str_eq(json_string_value(json_object_get(f, "at")), at,
+                                 "the fires are the task's own");
+                cr_assert_str_eq(json_string_value(json_object_get(f, "at")), want[i][0]);
+                cr_assert_str_eq(json_string_value(json_object_get(f, "local")), want[i][1]);
+                cr_assert_str_eq(json_string_value(json_object_get(f, "dst")), want[i][2]);
+                cr_assert_eq(json_is_true(json_object_get(f, "offset_changed")), i == 1);
+        }
+        json_decref(fires);
+        tb_schedule_clear(&s1);
+        tb_schedule_clear(&s2);
+        json_decref(norm);
+        json_decref(task);
+        json_decref(in);
 }
 
 Test(task, not_an_object) {

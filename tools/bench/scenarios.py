@@ -128,7 +128,9 @@ scheduler = { max_batch = 2000; };
 executor = { max_concurrent = 1000; };
 kafka = { bootstrap_servers = "%s"; };
 %s
-""" % (os.environ.get("TB_BENCH_LOG_LEVEL", "warn"), name, PG_PORT, self.db, self.api_port, KAFKA, extra))
+%s
+""" % (os.environ.get("TB_BENCH_LOG_LEVEL", "warn"), name, PG_PORT, self.db, self.api_port, KAFKA, extra,
+       os.environ.get("TB_BENCH_CONF", "")))
         if peer:
             self.token = peer.token
         else:

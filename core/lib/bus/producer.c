@@ -210,16 +210,14 @@ struct tb_bus_rprod {
         pthread_rwlock_t lock; /* read: the handle is in use; write: replacing it */
         rd_kafka_t *rk;
         const tb_config_t *conf;
-        tb_producer_opts_t opts;
-        bool has_opts;
+        tb_producer_opts_t opts; /* zeroed when none were given: the defaults */
         char what[64];
         atomic_uint rebuilds;
 };
 
 static tb_err_t tb_bus_rprod_make(tb_bus_rprod_t *p, rd_kafka_t **out, char *errstr,
                                   size_t errstr_size) {
-        return p->has_opts ? tb_bus_producer_new_opts(p->conf, &p->opts, out, errstr, errstr_size)
-                           : tb_bus_producer_new(p->conf, NULL, out, errstr, errstr_size);
+        return tb_bus_producer_new_opts(p->conf, &p->opts, out, errstr, errstr_size);
 }
 
 tb_err_t tb_bus_rprod_new(const tb_config_t *conf, const tb_producer_opts_t *opts,
@@ -234,7 +232,6 @@ tb_err_t tb_bus_rprod_new(const tb_config_t *conf, const tb_producer_opts_t *opt
         if (!p)
                 return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "%s: out of memory", what);
         p->conf = conf;
-        p->has_opts = opts != NULL;
         if (opts)
                 p->opts = *opts;
         tb_snprintf(p->what, sizeof(p->what), "%s", what);

@@ -12,7 +12,6 @@
 #include "bus/bus.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -323,62 +322,26 @@ static tb_err_t tb_config_secret_file(const tb_config_ctx_t *ctx, const char *wh
                 tb_snprintf(full, sizeof(full), "%s/%s", ctx->dir, path);
         else
                 tb_snprintf(full, sizeof(full), "%s", path);
-        int fd = open(full, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: cannot open '%s': %s; point it at the file holding the "
-                                 "secret (mode 0600)",
-                                 where, full, strerror(errno));
-        struct stat sb;
-        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size > TB_CONFIG_SECRET_FILE_MAX) {
-                close(fd);
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: '%s' is not a regular file of at most %d bytes; point "
-                                 "it at the file holding only the secret",
-                                 where, full, TB_CONFIG_SECRET_FILE_MAX);
-        }
-        if (sb.st_mode & 007) {
-                close(fd);
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: '%s' has mode %04o: other users can read the secret; "
-                                 "chmod 600 '%s' (owned by the user taskbus runs as)",
-                                 where, full, (unsigned)(sb.st_mode & 07777), full);
-        }
-        if (sb.st_mode & 070)
-                tb_warn("config", "%s: '%s' has mode %04o: its group can read the secret; "
-                        "chmod 600 '%s' unless that group is meant to",
-                        where, full, (unsigned)(sb.st_mode & 07777), full);
-        char buf[TB_CONFIG_SECRET_FILE_MAX + 1];
+        char *buf = NULL;
         size_t len = 0;
-        for (;;) {
-                ssize_t n = read(fd, buf + len, sizeof(buf) - 1 - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        int e = errno;
-                        close(fd);
-                        explicit_bzero(buf, sizeof(buf));
-                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                         "%s: reading '%s': %s", where, full, strerror(e));
-                }
-                len += (size_t)n;
-                if (n == 0 || len == sizeof(buf) - 1)
-                        break;
-        }
-        close(fd);
+        tb_err_t err = tb_file_read(where, full, "the secret", TB_CONFIG_SECRET_FILE_MAX,
+                                    TB_FILE_SECRET,
+                                    "point it at the file holding the secret (mode 0600)", &buf,
+                                    &len, errstr, errstr_size);
+        if (err)
+                return err;
         while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r'))
                 len--;
         buf[len] = '\0';
         if (!len || memchr(buf, '\0', len) || memchr(buf, '\n', len)) {
-                explicit_bzero(buf, sizeof(buf));
+                explicit_bzero(buf, len);
+                free(buf);
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "%s: '%s' must hold the secret alone, on one line (it is %s)",
                                  where, full, len ? "several lines" : "empty");
         }
-        *out = strdup(buf);
-        explicit_bzero(buf, sizeof(buf));
-        return *out ? TB_OK
-                    : tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        *out = buf;
+        return TB_OK;
 }
 
 /** A config file holding a secret in its text should be readable by its owner only. */

@@ -576,8 +576,11 @@ tb_err_t tb_http_start(const char *listen, const tb_http_route_t *routes, void *
                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, srv->lim.max_per_client,
                 MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
                 MHD_OPTION_THREAD_STACK_SIZE, (size_t)TB_HTTP_THREAD_STACK,
-                MHD_OPTION_LISTENING_ADDRESS_REUSE,
-                (unsigned)1, MHD_OPTION_ARRAY, tls ? tls_opts : &tls_opts[2], MHD_OPTION_END);
+                /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, and a
+                 * second process on the same port would then share its connections
+                 * silently; MHD's default (SO_REUSEADDR) still allows a restart
+                 * while old connections are in TIME_WAIT. */
+                MHD_OPTION_ARRAY, tls ? tls_opts : &tls_opts[2], MHD_OPTION_END);
         if (!srv->mhd) {
                 int e = errno;
                 tb_http_stop(srv);

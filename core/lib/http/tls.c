@@ -6,8 +6,6 @@
 #include "http/tls.h"
 #include "config/config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <microhttpd.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -16,8 +14,6 @@
 #include <openssl/x509.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define TB_TLS_SUB "api"
 /** Larger than any certificate chain or key a server needs. */
@@ -34,65 +30,12 @@ bool tb_http_tls_wanted(const tb_config_t *conf) {
 static tb_err_t tb_http_tls_read(const char *setting, const char *path, bool secret,
                                  char **out, size_t *out_len, char *errstr,
                                  size_t errstr_size) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return tb_seterr(errstr, errstr_size, TB_ERR_IO,
-                                 "%s: cannot open '%s': %s; point %s at a readable PEM file",
-                                 setting, path, strerror(errno), setting);
-        struct stat sb;
-        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-                close(fd);
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: '%s' is not a regular file; point %s at a PEM file",
-                                 setting, path, setting);
-        }
-        if (sb.st_size > TB_TLS_MAX_FILE) {
-                close(fd);
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: '%s' is %lld bytes, more than a PEM %s can be (1 MiB); "
-                                 "is it the right file?",
-                                 setting, path, (long long)sb.st_size,
-                                 secret ? "private key" : "certificate chain");
-        }
-        if (secret && (sb.st_mode & 007)) {
-                close(fd);
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "%s: '%s' has mode %04o: other users can read the API's "
-                                 "private key; chmod 600 '%s' (owned by the user taskbusd "
-                                 "runs as)",
-                                 setting, path, (unsigned)(sb.st_mode & 07777), path);
-        }
-        if (secret && (sb.st_mode & 070))
-                tb_warn(TB_TLS_SUB, "%s: '%s' has mode %04o: its group can read the API's "
-                        "private key; chmod 600 '%s' unless that group is meant to",
-                        setting, path, (unsigned)(sb.st_mode & 07777), path);
-        size_t cap = (size_t)sb.st_size + 1, len = 0;
-        char *buf = malloc(cap);
-        if (!buf) {
-                close(fd);
-                return TB_ERR_NOMEM;
-        }
-        for (;;) {
-                ssize_t n = read(fd, buf + len, cap - 1 - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        int e = errno;
-                        close(fd);
-                        explicit_bzero(buf, cap);
-                        free(buf);
-                        return tb_seterr(errstr, errstr_size, TB_ERR_IO,
-                                         "%s: reading '%s': %s", setting, path, strerror(e));
-                }
-                len += (size_t)n;
-                if (n == 0 || len == cap - 1)
-                        break;
-        }
-        close(fd);
-        buf[len] = '\0';
-        *out = buf;
-        *out_len = len;
-        return TB_OK;
+        char fix[128];
+        tb_snprintf(fix, sizeof(fix), "point %s at a readable PEM file", setting);
+        return tb_file_read(setting, path,
+                            secret ? "the API's private key" : "the API's certificate chain",
+                            TB_TLS_MAX_FILE, secret ? TB_FILE_SECRET : TB_FILE_PUBLIC, fix, out,
+                            out_len, errstr, errstr_size);
 }
 
 /* The reason of OpenSSL's last error ("no start line"), the queue cleared. */

@@ -10,7 +10,6 @@
 #include "store/signing.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -20,8 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define TB_SIGN_SUB "identity"
 #define TB_SIGN_NONCE_LEN 12
@@ -37,32 +34,12 @@ static bool tb_sign_kint_set;
 tb_err_t tb_sign_key_load(const char *path, unsigned char key[TB_SIGN_KEY_LEN], char *errstr,
                           size_t errstr_size) {
         static const char how[] = "create one with: (umask 077; openssl rand -hex 32 > FILE)";
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return tb_seterr(errstr, errstr_size, TB_ERR_IO,
-                                 "security.key_file: cannot open '%s': %s; %s", path,
-                                 strerror(errno), how);
-        struct stat sb;
-        if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-                close(fd);
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "security.key_file: '%s' is not a regular file; %s", path, how);
-        }
-        if (sb.st_mode & 077) {
-                close(fd);
-                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
-                                 "security.key_file: '%s' has mode %04o: group and others must "
-                                 "have no access to the key (chmod 600 '%s')",
-                                 path, (unsigned)(sb.st_mode & 07777), path);
-        }
-        char text[256];
-        ssize_t n = read(fd, text, sizeof(text) - 1);
-        int rerr = errno;
-        close(fd);
-        if (n < 0)
-                return tb_seterr(errstr, errstr_size, TB_ERR_IO,
-                                 "security.key_file: reading '%s': %s", path, strerror(rerr));
-        text[n] = '\0';
+        char *text = NULL;
+        size_t n = 0;
+        tb_err_t err = tb_file_read("security.key_file", path, "the internal key", 256,
+                                    TB_FILE_PRIVATE, how, &text, &n, errstr, errstr_size);
+        if (err)
+                return err;
         char *p = text, *end = text + n;
         while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
                 p++;
@@ -76,7 +53,8 @@ tb_err_t tb_sign_key_load(const char *path, unsigned char key[TB_SIGN_KEY_LEN], 
                 if (ok)
                         key[i] = (unsigned char)(hi << 4 | lo);
         }
-        explicit_bzero(text, sizeof(text));
+        explicit_bzero(text, n);
+        free(text);
         if (!ok) {
                 explicit_bzero(key, TB_SIGN_KEY_LEN);
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,

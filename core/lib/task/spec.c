@@ -396,3 +396,47 @@ fail:
         tb_schedule_clear(s);
         return rc;
 }
+
+tb_err_t tb_task_schedule_fires(const tb_schedule_t *s, int64_t after_ms, size_t count,
+                                json_t **out, char *errstr, size_t errstr_size) {
+        if (!out)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "schedule: no output");
+        *out = NULL;
+        json_t *fires = json_array();
+        if (!fires)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "schedule: out of memory");
+        const tb_tz_t *tz = s && s->tz ? s->tz : tb_tz_utc();
+        int32_t prev_off = tb_tz_offset_at(tz, after_ms / 1000);
+        int64_t after = after_ms;
+        bool oom = false;
+        tb_err_t rc = TB_OK;
+        for (size_t i = 0; i < count && !oom; i++) {
+                int64_t next;
+                int note = TB_DST_NOTE_NONE;
+                rc = tb_schedule_next(s, after, &next, &note, errstr, errstr_size);
+                if (rc == TB_ERR_NOT_FOUND) {
+                        rc = TB_OK;
+                        break;
+                }
+                if (rc)
+                        break;
+                char utc[32], local[40];
+                tb_time_format(next, utc);
+                tb_tz_format_local(tz, next, local);
+                int32_t off = tb_tz_offset_at(tz, next / 1000);
+                json_t *f = json_pack("{s:s, s:s, s:i, s:b, s:s}", "at", utc, "local", local,
+                                      "offset_seconds", (int)off, "offset_changed",
+                                      off != prev_off, "dst", tb_schedule_dst_note_name(note));
+                oom = !f || json_array_append_new(fires, f);
+                prev_off = off;
+                after = next;
+        }
+        if (!rc && oom)
+                rc = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "schedule: out of memory");
+        if (rc) {
+                json_decref(fires);
+                return rc;
+        }
+        *out = fires;
+        return TB_OK;
+}

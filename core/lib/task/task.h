@@ -8,7 +8,8 @@
  *
  * Files: task/validate.c the validator; task/fields.c the typed field
  * readers and their errors; task/spec.c the normalized form, the Avro
- * TaskSpec conversions and tb_task_schedule(); task/diff.c tb_task_diff().
+ * TaskSpec conversions, tb_task_schedule() and tb_task_schedule_fires();
+ * task/diff.c tb_task_diff().
  *
  * Normalized task JSON (what the API returns, what tasks.spec stores):
  * {
@@ -133,6 +134,36 @@ json_t *tb_task_from_spec(const json_t *spec);
  */
 tb_err_t tb_task_schedule(const json_t *task, int64_t anchor_ms, tb_schedule_t *s,
                           char *errstr, size_t errstr_size);
+
+/**
+ * @brief Validate only the fields of \p in that decide when a task fires
+ *        (schedule, expires_at; every other member is ignored) with the
+ *        task validator itself, so that a schedule preview refuses exactly
+ *        what a create would, with the same field paths ("schedule.cron")
+ *        and messages, and fill \p s from them.
+ * @param anchor_ms  anchors an "every" schedule without start_at (a task's
+ *                   creation time)
+ * @param norm  receives {"schedule": normalized, "expires_at": ...} (new
+ *              ref, caller owns) on TB_OK
+ * @param s     receives the schedule (caller clears with tb_schedule_clear())
+ * @returns TB_OK, or TB_ERR_INVALID with \p err filled.
+ */
+tb_err_t tb_task_schedule_check(const json_t *in, const tb_task_vctx_t *vctx, int64_t anchor_ms,
+                                json_t **norm, tb_schedule_t *s, tb_task_err_t *err);
+
+/**
+ * @brief The next \p count nominal fires of \p s strictly after \p after_ms,
+ *        as a JSON array of {"at": RFC 3339 UTC, "local": RFC 3339 in the
+ *        schedule's zone, "offset_seconds": its UTC offset, "offset_changed":
+ *        whether the offset differs from the previous fire's (the first:
+ *        from the offset at \p after_ms), "dst": tb_schedule_dst_note_name()}.
+ *        Fewer than \p count when the schedule ends. The one preview of
+ *        `taskbus schedule next` and POST /v1/schedule/preview.
+ * @param out  receives the array (new ref, caller owns) on TB_OK
+ * @returns TB_OK, TB_ERR_INVALID (an incoherent schedule) or TB_ERR_NOMEM.
+ */
+tb_err_t tb_task_schedule_fires(const tb_schedule_t *s, int64_t after_ms, size_t count,
+                                json_t **out, char *errstr, size_t errstr_size);
 
 /** The fields that differ between two normalized tasks, as a JSON array of
  *  top-level field names (new ref), for task_history.changed_fields. */

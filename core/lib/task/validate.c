@@ -241,6 +241,19 @@ fail:
         return rc;
 }
 
+/** expires_at of \p in (absent: none) into \p out: a future instant or null. */
+static tb_err_t tb_task_v_expires_at(const json_t *in, const tb_task_vctx_t *vctx, json_t *out,
+                                     tb_task_err_t *err, bool *oom) {
+        int64_t ms = 0;
+        json_t *v = tb_task_get(in, "expires_at");
+        tb_err_t rc;
+        if (v && ((rc = tb_task_time(v, "expires_at", &ms, err)) ||
+                  (rc = tb_task_v_future(ms, vctx, "expires_at", " or null", err))))
+                return rc;
+        tb_task_put(out, "expires_at", tb_task_json_time(ms), oom);
+        return TB_OK;
+}
+
 /** An object of string values (numbers and booleans converted when
  *  \p convert) for executor_options and labels. */
 static tb_err_t tb_task_v_map(const json_t *v, const char *fname, bool labels,
@@ -649,14 +662,8 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
         tb_task_put(t, "jitter", tb_task_json_duration(ms), &oom);
 
         /* expires_at */
-        ms = 0;
-        if ((v = tb_task_get(in, "expires_at"))) {
-                if ((rc = tb_task_time(v, "expires_at", &ms, err)))
-                        goto fail;
-                if ((rc = tb_task_v_future(ms, vctx, "expires_at", " or null", err)))
-                        goto fail;
-        }
-        tb_task_put(t, "expires_at", tb_task_json_time(ms), &oom);
+        if ((rc = tb_task_v_expires_at(in, vctx, t, err, &oom)))
+                goto fail;
 
         /* log_retention: a missing value takes the default, clamped to the
          * group's cap so that omitting it never fails. */
@@ -751,4 +758,44 @@ tb_err_t tb_task_json_check(const char *text, size_t len, const char *field,
                 }
         }
         return TB_OK;
+}
+
+tb_err_t tb_task_schedule_check(const json_t *in, const tb_task_vctx_t *vctx, int64_t anchor_ms,
+                                json_t **norm, tb_schedule_t *s, tb_task_err_t *err) {
+        if (err) {
+                err->field[0] = '\0';
+                err->message[0] = '\0';
+        }
+        if (!norm || !s || !vctx)
+                return tb_task_fail(err, "schedule", "schedule: internal error: no output or "
+                                    "validation context");
+        *norm = NULL;
+        memset(s, 0, sizeof(*s));
+        if (!json_is_object(in))
+                return tb_task_fail(err, "schedule", "schedule: expected a JSON object, got %s",
+                                    in ? tb_task_jtype(in) : "nothing");
+        json_t *t = json_object();
+        bool oom = !t;
+        int64_t period = 0;
+        tb_err_t rc;
+        if (oom)
+                return tb_task_fail(err, "schedule", "schedule: out of memory");
+        if ((rc = tb_task_v_schedule(in, vctx, t, &period, err, &oom)) ||
+            (rc = tb_task_v_expires_at(in, vctx, t, err, &oom)))
+                goto fail;
+        if (oom) {
+                rc = tb_task_fail(err, "schedule", "schedule: out of memory");
+                goto fail;
+        }
+        char msg[256];
+        if ((rc = tb_task_schedule(t, anchor_ms, s, msg, sizeof(msg)))) {
+                /* the normalized form is the validator's own: this is a bug */
+                rc = tb_task_fail(err, "schedule", "schedule: internal error: %s", msg);
+                goto fail;
+        }
+        *norm = t;
+        return TB_OK;
+fail:
+        json_decref(t);
+        return rc;
 }

@@ -40,6 +40,22 @@ const tb_principal_t *tb_api_principal(const tb_http_req_t *req) { return req->u
 
 /* ---- authentication, /healthz, /metrics ----------------------------------------- */
 
+bool tb_api_auth_failed(tb_http_resp_t *resp, tb_err_t e, const char *what, const char *err,
+                        const char *challenge) {
+        if (e == TB_ERR_UNAUTHENTICATED) {
+                tb_http_error(resp, 401, "unauthenticated", NULL, "%s", err);
+                if (challenge)
+                        tb_http_add_header(resp, "WWW-Authenticate", challenge);
+                return false;
+        }
+        tb_warn(TB_API_SUB, "%s authentication: %s", what, err);
+        tb_http_error(resp, 503, "unavailable", NULL,
+                      "cannot check the %s right now (the database is unavailable); retry later",
+                      what);
+        tb_http_add_header(resp, "Retry-After", "5");
+        return false;
+}
+
 static bool tb_api_auth(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
         /* The sign-in checks the token of its body itself (session.c). */
@@ -64,20 +80,9 @@ static bool tb_api_auth(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 e = tb_identity_authenticate(api->store, h, TB_API_AUTH_CACHE_MS, &p, err,
                                              sizeof(err));
         }
-        if (e == TB_ERR_UNAUTHENTICATED) {
-                tb_http_error(resp, 401, "unauthenticated", NULL, "%s", err);
-                tb_http_add_header(resp, "WWW-Authenticate",
-                                   "Bearer realm=\"taskbus\", error=\"invalid_token\"");
-                return false;
-        }
-        if (e) {
-                tb_warn(TB_API_SUB, "authentication: %s", err);
-                tb_http_error(resp, 503, "unavailable", NULL,
-                              "cannot check the token right now (the database is unavailable); "
-                              "retry later");
-                tb_http_add_header(resp, "Retry-After", "5");
-                return false;
-        }
+        if (e)
+                return tb_api_auth_failed(resp, e, "token", err,
+                                          "Bearer realm=\"taskbus\", error=\"invalid_token\"");
         int64_t retry_ms = 0;
         if (!tb_ratelimit_take(api->rl, p->user_id, tb_mono_us(), &retry_ms)) {
                 char ra[32];
@@ -201,6 +206,7 @@ static const tb_http_route_t tb_api_routes[] = {
         {"GET", "/v1/runs/{id}", tb_api_runs_get, false},
         {"POST", "/v1/runs/{id}/cancel", tb_api_runs_cancel, false},
         {"GET", "/v1/runs/{id}/log", tb_api_runs_log, false},
+        {"POST", "/v1/schedule/preview", tb_api_schedule_preview, false},
         {"POST", "/tasks", tb_api_tasks_create, false},
         {"GET", "/tasks", tb_api_tasks_list, false},
         {"GET", "/tasks/{id}", tb_api_tasks_get, false},

@@ -61,6 +61,12 @@ typedef struct tb_api_delivery {
 /* api.c */
 bool tb_api_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_us);
 unsigned tb_api_hash(const char *s);
+/** Answer an authentication that failed with \p e (its message \p err): 401 for
+ *  TB_ERR_UNAUTHENTICATED, with \p challenge as WWW-Authenticate unless NULL;
+ *  otherwise 503 with Retry-After (the \p what, "token" or "session", could not
+ *  be checked). @returns false, what the auth hook returns then. */
+bool tb_api_auth_failed(tb_http_resp_t *resp, tb_err_t e, const char *what, const char *err,
+                        const char *challenge);
 
 /* commands.c */
 tb_err_t tb_api_producer_new(tb_api_t *api, char *errstr, size_t errstr_size);

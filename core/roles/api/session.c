@@ -158,18 +158,8 @@ bool tb_api_session_auth(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp
                          const char *sid, tb_principal_t **out) {
         char err[768];
         tb_err_t e = tb_api_session_authenticate(api, sid, out, err, sizeof(err));
-        if (e == TB_ERR_UNAUTHENTICATED) {
-                tb_http_error(resp, 401, "unauthenticated", NULL, "%s", err);
-                return false;
-        }
-        if (e) {
-                tb_warn(TB_API_SUB, "session authentication: %s", err);
-                tb_http_error(resp, 503, "unavailable", NULL,
-                              "cannot check the session right now (the database is "
-                              "unavailable); retry later");
-                tb_http_add_header(resp, "Retry-After", "5");
-                return false;
-        }
+        if (e)
+                return tb_api_auth_failed(resp, e, "session", err, NULL);
         bool safe = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD");
         if (!safe && !tb_api_session_csrf_ok(sid, tb_http_header(req, TB_API_SESSION_CSRF_HDR))) {
                 tb_principal_free(*out);

@@ -128,39 +128,6 @@ static void tb_api_tasks_respond(tb_api_t *api, tb_http_req_t *req, tb_http_resp
         }
 }
 
-/** Parse the body as a JSON object, or answer 400 saying where it breaks. */
-static json_t *tb_api_tasks_body(tb_http_req_t *req, tb_http_resp_t *resp) {
-        if (req->body.len == 0) {
-                tb_http_error(resp, 400, "invalid_argument", NULL,
-                              "the request body is empty: send the task as a JSON object");
-                return NULL;
-        }
-        tb_task_err_t te;
-        if (tb_task_json_check(req->body.data, req->body.len, NULL, &te) != TB_OK) {
-                tb_http_error(resp, 400, "invalid_argument", NULL, "%s", te.message);
-                return NULL;
-        }
-        json_error_t je;
-        json_t *j = json_loadb(req->body.data, req->body.len,
-                               JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
-        if (!j) {
-                tb_http_error(resp, 400, "invalid_argument", NULL,
-                              "malformed JSON at line %d, column %d: %s", je.line, je.column,
-                              je.text);
-                return NULL;
-        }
-        if (!json_is_object(j)) {
-                tb_http_error(resp, 400, "invalid_argument", NULL,
-                              "the body must be a JSON object (a task), not a JSON %s",
-                              json_is_array(j)    ? "array"
-                              : json_is_string(j) ? "string"
-                                                  : "scalar");
-                json_decref(j);
-                return NULL;
-        }
-        return j;
-}
-
 /**
  * Validate \p body as the caller's task with the ONE validator, and check
  * that its security group is the caller's. @returns false with resp filled.
@@ -336,7 +303,7 @@ static bool tb_api_tasks_home_redirect(tb_api_t *api, tb_http_req_t *req, tb_htt
 
 void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
-        json_t *body = tb_api_tasks_body(req, resp);
+        json_t *body = tb_api_body_object(req, resp, "task");
         if (!body)
                 return;
         bool ok = tb_api_tasks_validate(api, tb_api_principal(req), body, resp);
@@ -391,7 +358,7 @@ void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         int64_t expected;
         if (!tb_api_tasks_write_target(api, req, resp, id, &expected))
                 return;
-        json_t *body = tb_api_tasks_body(req, resp);
+        json_t *body = tb_api_body_object(req, resp, "task");
         if (!body)
                 return;
         bool ok = tb_api_tasks_validate(api, tb_api_principal(req), body, resp);

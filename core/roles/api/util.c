@@ -204,3 +204,36 @@ json_t *tb_api_page(tb_http_resp_t *resp, PGresult *r, int64_t limit, const char
                 json_array_append_new(arr, row(r, i));
         return json_pack("{s:o, s:o}", items, arr, "next_cursor", next);
 }
+
+json_t *tb_api_body_object(tb_http_req_t *req, tb_http_resp_t *resp, const char *what) {
+        if (req->body.len == 0) {
+                tb_http_error(resp, 400, "invalid_argument", NULL,
+                              "the request body is empty: send the %s as a JSON object", what);
+                return NULL;
+        }
+        tb_task_err_t te;
+        if (tb_task_json_check(req->body.data, req->body.len, strcmp(what, "task") ? "body" : NULL,
+                               &te) != TB_OK) {
+                tb_http_error(resp, 400, "invalid_argument", NULL, "%s", te.message);
+                return NULL;
+        }
+        json_error_t je;
+        json_t *j = json_loadb(req->body.data, req->body.len,
+                               JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+        if (!j) {
+                tb_http_error(resp, 400, "invalid_argument", NULL,
+                              "malformed JSON at line %d, column %d: %s", je.line, je.column,
+                              je.text);
+                return NULL;
+        }
+        if (!json_is_object(j)) {
+                tb_http_error(resp, 400, "invalid_argument", NULL,
+                              "the body must be a JSON object (a %s), not a JSON %s", what,
+                              json_is_array(j)    ? "array"
+                              : json_is_string(j) ? "string"
+                                                  : "scalar");
+                json_decref(j);
+                return NULL;
+        }
+        return j;
+}

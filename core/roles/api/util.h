@@ -98,6 +98,15 @@ bool tb_api_query_time(tb_http_req_t *req, tb_http_resp_t *resp, const char *nam
 bool tb_api_query_cursor(tb_http_req_t *req, tb_http_resp_t *resp, tb_api_cursor_list_t list,
                          tb_api_cursor_t *cur, bool *given);
 
+/**
+ * @brief The request body as a JSON object (new ref, caller owns), or NULL
+ *        with a 400 answered saying what is wrong: empty, too large or too
+ *        deep (tb_task_json_check()), malformed (line and column), or not an
+ *        object.
+ * @param what  what the body is, for the messages: "task", "schedule preview"
+ */
+json_t *tb_api_body_object(tb_http_req_t *req, tb_http_resp_t *resp, const char *what);
+
 /** Row \p i of a query result as the API's JSON object (a new reference). */
 typedef json_t *(*tb_api_row_fn)(PGresult *r, int i);
 

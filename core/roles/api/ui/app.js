@@ -62,8 +62,9 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, body) {
-  const headers = { 'Accept': 'application/json' };
+// \p extra: more request headers (the editor's If-Match).
+async function api(method, path, body, extra) {
+  const headers = Object.assign({ 'Accept': 'application/json' }, extra || {});
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && state.csrf) headers['X-Taskbus-CSRF'] = state.csrf;
   const r = await fetch(path, {
@@ -171,8 +172,11 @@ async function route() {
   stopStreams();
   const hash = location.hash || '#/dashboard';
   if (!state.me) return signIn();
-  for (const a of document.querySelectorAll('#nav a'))
-    a.toggleAttribute('aria-current', hash.startsWith(a.getAttribute('href')));
+  // the current page is the longest link the hash starts with (#/tasks/new: New task, not Tasks)
+  const links = [...document.querySelectorAll('#nav a')];
+  const here = links.filter((a) => hash.startsWith(a.getAttribute('href')))
+    .sort((a, b) => b.getAttribute('href').length - a.getAttribute('href').length)[0];
+  for (const a of links) a.toggleAttribute('aria-current', a === here);
   for (const a of document.querySelectorAll('#nav a[aria-current]')) a.setAttribute('aria-current', 'page');
   try {
     for (const [re, page] of ROUTES) {

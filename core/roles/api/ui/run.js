@@ -34,7 +34,7 @@ function follow(runId, stream, pre, note) {
 function runProps(run) {
   const rows = [
     ['Status', badge(run.status)],
-    ['Task', h('a', { href: '#/tasks' }, run.task_id)],
+    ['Task', h('a', { href: '#/tasks/' + encodeURIComponent(run.task_id) }, run.task_id)],
     ['Group', run.security_group],
     ['Attempt', run.attempt],
     ['Trigger', run.trigger],

@@ -1,0 +1,126 @@
+/**
+ * @file api/schedule.c
+ * @brief POST /v1/schedule/preview (schemas/openapi.yaml): when a schedule
+ *        would fire, before it is saved. The schedule is checked by the task
+ *        validator (tb_task_schedule_check()), so a bad one is refused with
+ *        the field and message a create would give, and its fires come from
+ *        the schedule engine through tb_task_schedule_fires(), the code of
+ *        `taskbus schedule next`. No database, no Kafka: authentication and
+ *        the per-user rate limit are api.c's, as for every route.
+ */
+#include "api/api.h"
+#include "api/util.h"
+#include "task/task.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+#define TB_API_PREVIEW_DEFAULT 10
+#define TB_API_PREVIEW_MAX 100
+
+static const char *const tb_api_preview_fields[] = {"schedule", "count", "from", "anchor",
+                                                    "expires_at", NULL};
+
+/** An RFC 3339 member \p key of \p body into *\p ms (left as is when absent or
+ *  null). @returns false with a 400 answered naming \p key. */
+static bool tb_api_preview_time(const json_t *body, const char *key, int64_t *ms,
+                                tb_http_resp_t *resp) {
+        json_t *v = json_object_get(body, key);
+        char err[256] = "";
+        if (!v || json_is_null(v))
+                return true;
+        if (json_is_string(v) &&
+            tb_time_parse(json_string_value(v), ms, err, sizeof(err)) == TB_OK && *ms > 0)
+                return true;
+        tb_http_error(resp, 400, "invalid_argument", key,
+                      "%s: expected an RFC 3339 time like \"2026-03-29T00:00:00Z\"%s%s", key,
+                      *err ? ": " : "", err);
+        return false;
+}
+
+/** The body's fields other than the schedule: count, from, anchor.
+ *  @returns false with a 400 answered. */
+static bool tb_api_preview_args(const json_t *body, int64_t *count, int64_t *from,
+                                int64_t *anchor, tb_http_resp_t *resp) {
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)body, key, v) {
+                bool known = false;
+                for (size_t i = 0; tb_api_preview_fields[i] && !known; i++)
+                        known = !strcmp(key, tb_api_preview_fields[i]);
+                if (!known) {
+                        char field[72];
+                        tb_snprintf(field, sizeof(field), "%.64s", key);
+                        tb_http_error(resp, 400, "invalid_argument", field,
+                                      "%s: unknown field; a schedule preview takes schedule, "
+                                      "count, from, anchor and expires_at",
+                                      field);
+                        return false;
+                }
+        }
+        v = json_object_get(body, "count");
+        if (v && !json_is_null(v)) {
+                if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                    json_integer_value(v) > TB_API_PREVIEW_MAX) {
+                        char got[40] = "";
+                        if (json_is_integer(v))
+                                tb_snprintf(got, sizeof(got), "%" JSON_INTEGER_FORMAT,
+                                            json_integer_value(v));
+                        tb_http_error(resp, 400, "invalid_argument", "count",
+                                      "count: expected an integer from 1 to %d, got %s",
+                                      TB_API_PREVIEW_MAX,
+                                      *got ? got : json_is_string(v) ? "a string" : "another type");
+                        return false;
+                }
+                *count = json_integer_value(v);
+        }
+        if (!tb_api_preview_time(body, "from", from, resp))
+                return false;
+        *anchor = *from;
+        return tb_api_preview_time(body, "anchor", anchor, resp);
+}
+
+void tb_api_schedule_preview(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_t *api = app;
+        const tb_principal_t *p = tb_api_principal(req);
+        json_t *body = tb_api_body_object(req, resp, "schedule preview");
+        json_t *norm = NULL, *fires = NULL;
+        tb_schedule_t s = {0};
+        int64_t count = TB_API_PREVIEW_DEFAULT, from = tb_now_ms(), anchor = 0;
+        if (!body || !tb_api_preview_args(body, &count, &from, &anchor, resp))
+                goto out;
+        tb_task_vctx_t v = {
+                .now_ms = tb_now_ms(),
+                .user_id = p->user_id,
+                .default_region = api->ctx->conf->region,
+        };
+        tb_task_err_t te;
+        if (tb_task_schedule_check(body, &v, anchor, &norm, &s, &te) != TB_OK) {
+                tb_http_error(resp, 400, "invalid_argument", te.field[0] ? te.field : NULL, "%s",
+                              te.message);
+                goto out;
+        }
+        char err[256];
+        if (tb_task_schedule_fires(&s, from, (size_t)count, &fires, err, sizeof(err)) != TB_OK) {
+                tb_http_error(resp, 500, "internal", "schedule", "schedule: %s", err);
+                goto out;
+        }
+        char at[32];
+        tb_time_format(from, at);
+        bool ended = json_array_size(fires) < (size_t)count;
+        json_t *out = json_pack("{s:O, s:O, s:s, s:s, s:o, s:b}", "schedule",
+                                json_object_get(norm, "schedule"), "expires_at",
+                                json_object_get(norm, "expires_at"), "timezone",
+                                tb_tz_name(s.tz ? s.tz : tb_tz_utc()), "from", at, "fires",
+                                fires, "ended", ended);
+        fires = NULL;
+        if (out)
+                tb_http_json(resp, 200, out);
+        else
+                tb_http_error(resp, 500, "internal", NULL, "schedule preview: out of memory");
+out:
+        json_decref(fires);
+        json_decref(norm);
+        json_decref(body);
+        tb_schedule_clear(&s);
+}
