@@ -37,9 +37,10 @@ function show(title, ...content) {
   main.focus({ preventScroll: true });
 }
 
-// A modal confirmation (a <dialog>: focus stays in it, Escape cancels). Resolves to
+// A modal confirmation (a <dialog>: focus stays in it, Escape cancels; task.js has its
+// own confirmDialog() with a title). Resolves to
 // true when the user chose the button labelled okLabel.
-function confirmDialog(message, okLabel) {
+function askConfirm(message, okLabel) {
   return new Promise((resolve) => {
     const dlg = h('dialog', { class: 'confirm', id: 'confirm', 'aria-labelledby': 'confirm-text' },
       h('p', { id: 'confirm-text' }, message),

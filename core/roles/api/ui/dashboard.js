@@ -42,7 +42,7 @@ async function todayCards(cards, runningNow) {
 
 async function cancelRun(r, button) {
   const name = r.task_name || r.task_id;
-  if (!await confirmDialog('Cancel the run of ' + name + ' started ' + fmtTime(r.started_at) +
+  if (!await askConfirm('Cancel the run of ' + name + ' started ' + fmtTime(r.started_at) +
     '? Its process is stopped.', 'Cancel the run')) return;
   button.disabled = true;
   try {

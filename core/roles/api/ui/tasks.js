@@ -32,7 +32,7 @@ async function bulkAction(what, rows, report) {
   const n = rows.length;
   const names = rows.map((r) => r.name);
   const shown = names.slice(0, 5).join(', ') + (n > 5 ? ' and ' + (n - 5) + ' more' : '');
-  if (!await confirmDialog(verb + ' ' + n + (n === 1 ? ' task' : ' tasks') + ' (' + shown + ')?' +
+  if (!await askConfirm(verb + ' ' + n + (n === 1 ? ' task' : ' tasks') + ' (' + shown + ')?' +
     (what === 'delete' ? ' Deleted tasks cannot be restored.' : ''), verb + ' ' + n)) return false;
   const failed = [];
   const queue = rows.slice();
