@@ -29,10 +29,11 @@ static void teardown(void) { tbt_console_stop(&con); }
 TestSuite(console_browser, .init = setup, .fini = teardown, .timeout = 600);
 
 Test(console_browser, sign_in_tasks_live_log_csrf_sign_out_groups) {
-        char alice[80], bob[80], env[400];
+        char alice[80], bob[80], env[600];
         tbt_console_user(&con, "alice", "ga", alice);
         tbt_console_user(&con, "bob", "gb", bob);
-        snprintf(env, sizeof(env), "TB_ALICE='%s' TB_BOB='%s' TB_IMG_DIR='%s/docs/img'", alice, bob,
-                 tbt_source_dir());
+        snprintf(env, sizeof(env),
+                 "TB_ALICE='%s' TB_BOB='%s' TB_IMG_DIR='%s/docs/img' TB_SHOT_DIR='%s/artefacts/console_browser'",
+                 alice, bob, tbt_source_dir(), tbt_build_dir());
         tbt_console_browser(&con, "console_browser.py", env, "console_browser");
 }

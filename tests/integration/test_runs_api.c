@@ -5,7 +5,9 @@
  *        projected by a taskbusd child (projector, archiver, api); then
  *        pagination over 1,000 runs (also while runs are being added),
  *        filters, one run, cancel, log pages and a live tail, and the
- *        security-group wall (404 for everything of another group).
+ *        security-group wall (404 for everything of another group); the
+ *        runs across tasks of the console's dashboard (GET /v1/runs over
+ *        one or several groups, /v1/runs/counts, /v1/runs/fire-lag).
  */
 #include <criterion/criterion.h>
 #include <sys/prctl.h>
@@ -216,8 +218,19 @@ static void produce(tb_topic_t topic, tb_schema_id_t schema, const char *key, js
         tb_buf_free(&b);
 }
 
+/* A RunRequest emitted (scheduled_at) at \p emitted: the fire lag is emitted - nominal. */
+static void run_request_emitted(const char *task, const char *group, const char *run_id,
+                                int64_t nominal, int attempt, int64_t log_retention_ms,
+                                int64_t emitted);
+
 static void run_request(const char *task, const char *group, const char *run_id,
                         int64_t nominal, int attempt, int64_t log_retention_ms) {
+        run_request_emitted(task, group, run_id, nominal, attempt, log_retention_ms, nominal);
+}
+
+static void run_request_emitted(const char *task, const char *group, const char *run_id,
+                                int64_t nominal, int attempt, int64_t log_retention_ms,
+                                int64_t emitted) {
         json_t *snap = json_pack("{s:s, s:s, s:[], s:s, s:s, s:{}, s:I, s:s, s:i, s:I}", "name",
                                  "n", "script", "echo", "argv", "security_group", group,
                                  "executor", "shell", "executor_options", "expiry_ms",
@@ -226,7 +239,7 @@ static void run_request(const char *task, const char *group, const char *run_id,
         json_t *v = json_pack("{s:s, s:s, s:I, s:I, s:i, s:s, s:I, s:o}", "run_id", run_id,
                               "task_id", task, "task_version", (json_int_t)1, "nominal_time",
                               (json_int_t)nominal, "attempt", attempt, "trigger", "SCHEDULE",
-                              "emitted_at", (json_int_t)nominal, "snapshot", snap);
+                              "emitted_at", (json_int_t)emitted, "snapshot", snap);
         produce(TB_TOPIC_RUNS, TB_SCHEMA_RUN_REQUEST, task, v);
 }
 
@@ -319,6 +332,16 @@ static void produce_history(void) {
                  "250", 90000);
 }
 
+/* A run's nominal_time in epoch ms (the test fails if it is not RFC 3339). */
+static int64_t run_nominal(json_t *run) {
+        int64_t nom = 0;
+        char e[256];
+        cr_assert_eq(tb_time_parse(json_string_value(json_object_get(run, "nominal_time")), &nom,
+                                   e, sizeof(e)),
+                     TB_OK, "%s", e);
+        return nom;
+}
+
 /* ---- pagination --------------------------------------------------------------- */
 
 Test(runs_api, pagination_filters_and_visibility) {
@@ -346,12 +369,7 @@ Test(runs_api, pagination_filters_and_visibility) {
                 json_t *run;
                 json_array_foreach(json_object_get(r.j, "runs"), i, run) {
                         const char *rid = json_string_value(json_object_get(run, "id"));
-                        int64_t nom = 0;
-                        char e[256];
-                        cr_assert_eq(tb_time_parse(json_string_value(json_object_get(
-                                                           run, "nominal_time")),
-                                                   &nom, e, sizeof(e)),
-                                     TB_OK);
+                        int64_t nom = run_nominal(run);
                         cr_assert_null(json_object_get(ids, rid), "run %s listed twice", rid);
                         json_object_set_new(ids, rid, json_true());
                         /* newest first: (nominal_time, id) strictly descending */
@@ -713,5 +731,296 @@ Test(runs_api, a_queued_run_says_queued_and_its_place) {
         /* a queued run can be cancelled: the next take finishes it */
         r = http(port, "POST", "/v1/runs/q-b/cancel", alice);
         expect_status(r, 202);
+        hfree(&r);
+}
+
+/* ---- runs across tasks: GET /v1/runs, /v1/runs/counts, /v1/runs/fire-lag ------------- */
+
+#define XA 120 /* runs of group ga, over three tasks */
+#define XC 15  /* runs of group gc */
+#define XB 20  /* runs of group gb */
+
+static const char *x_status(int i) {
+        static const char *const s[] = {"SUCCEEDED", "FAILED", "SUCCEEDED", "TIMED_OUT", "RUNNING"};
+        return s[i % 5];
+}
+
+/* Every run of \p path's pages (limit \p limit) for \p who, checking the order
+ * (nominal_time, id) strictly descending and that no run comes twice; the
+ * runs' ids go into \p ids (an object id -> group). @returns the pages read. */
+static int x_pages(const char *path, int limit, const char *who, json_t *ids) {
+        char url[1024];
+        char *cursor = NULL;
+        int64_t last_nom = INT64_MAX;
+        char last_id[64] = "~";
+        int pages = 0;
+        do {
+                snprintf(url, sizeof(url), "%s%slimit=%d%s%s", path, strchr(path, '?') ? "&" : "?",
+                         limit, cursor ? "&cursor=" : "", cursor ? cursor : "");
+                hres_t r = http(port, "GET", url, who);
+                expect_status(r, 200);
+                json_t *runs = json_object_get(r.j, "runs"), *run;
+                cr_assert_leq(json_array_size(runs), (size_t)limit);
+                size_t i;
+                json_array_foreach(runs, i, run) {
+                        const char *rid = json_string_value(json_object_get(run, "id"));
+                        int64_t nom = run_nominal(run);
+                        cr_assert(nom < last_nom || (nom == last_nom && strcmp(rid, last_id) < 0),
+                                  "%s: order broken at %s", path, rid);
+                        cr_assert_null(json_object_get(ids, rid), "%s: run %s listed twice", path,
+                                       rid);
+                        json_object_set(ids, rid, json_object_get(run, "security_group"));
+                        last_nom = nom;
+                        snprintf(last_id, sizeof(last_id), "%s", rid);
+                }
+                free(cursor);
+                const char *next = json_string_value(json_object_get(r.j, "next_cursor"));
+                cursor = next ? strdup(next) : NULL;
+                hfree(&r);
+                pages++;
+        } while (cursor);
+        return pages;
+}
+
+static int x_count_group(json_t *ids, const char *group) {
+        const char *k;
+        json_t *v;
+        int n = 0;
+        json_object_foreach(ids, k, v) n += !strcmp(json_string_value(v), group);
+        return n;
+}
+
+static json_int_t x_counted(const hres_t *r, const char *what, const char *status) {
+        json_t *v = json_object_get(json_object_get(r->j, what), status);
+        cr_assert(json_is_integer(v), "%s.%s missing in %s", what, status, r->body.data);
+        return json_integer_value(v);
+}
+
+Test(runs_api, across_tasks_counts_fire_lag_and_groups) {
+        char carol[96], id[40], task[40], path[512], since[32], until[32];
+        tbt_stack_user(&st, "carol", "ga,gc", carol);
+        /* ga: three tasks, runs a minute apart over the last two hours, pairs
+         * of runs of two tasks at one nominal time (the keyset's tie-break);
+         * gc and gb in between. Fire lag: scheduled_at - nominal_time. */
+        int64_t now = (tb_now_ms() / 60000) * 60000, base = now - 100 * 60000;
+        int want_failed = 0;
+        for (int i = 0; i < XA; i++) {
+                snprintf(id, sizeof(id), "xa-%03d", i);
+                snprintf(task, sizeof(task), "x-task-%d", i % 3);
+                int64_t nom = base + (int64_t)(i / 2) * 60000;
+                run_request_emitted(task, "ga", id, nom, 1, 3600000, nom + 100 * (i % 4));
+                run_result(task, id, nom, 1, x_status(i), i % 5 == 1 ? 3 : 0, nom + 500);
+                want_failed += !strcmp(x_status(i), "FAILED");
+        }
+        for (int i = 0; i < XC; i++) {
+                snprintf(id, sizeof(id), "xc-%03d", i);
+                run_request("x-task-c", "gc", id, base + (int64_t)i * 7 * 60000 + 30000, 1, 3600000);
+        }
+        for (int i = 0; i < XB; i++) {
+                snprintf(id, sizeof(id), "xb-%03d", i);
+                int64_t nom = now - 50 * 60000 + (int64_t)i * 60000;
+                /* a lag alice must never see in her chart */
+                run_request_emitted("x-task-b", "gb", id, nom, 1, 3600000, nom + 50000);
+                run_result("x-task-b", id, nom, 1, "FAILED", 1, nom + 500);
+        }
+        /* ga, the last minute but one: lags 100, 200 and 3000 ms, and a retry
+         * and a run-now-like second attempt that the lag leaves out */
+        int64_t lagmin = now - 2 * 60000;
+        run_request_emitted("x-task-l", "ga", "xl-1", lagmin + 1000, 1, 3600000, lagmin + 1100);
+        run_request_emitted("x-task-l", "ga", "xl-2", lagmin + 2000, 1, 3600000, lagmin + 2200);
+        run_request_emitted("x-task-l", "ga", "xl-3", lagmin + 3000, 1, 3600000, lagmin + 6000);
+        run_request_emitted("x-task-l", "ga", "xl-4", lagmin + 3000, 2, 3600000, lagmin + 40000);
+        rd_kafka_flush(prod, 30000);
+        wait_sql("SELECT count(*) FROM runs WHERE run_id LIKE 'x%' AND security_group <> ''",
+                 "159", 90000);
+        wait_sql("SELECT count(*) FROM runs WHERE run_id LIKE 'x_-%' AND status = 'scheduled'",
+                 "19", 90000);
+
+        /* alice (ga): every ga run once, in order, and nothing else */
+        json_t *ids = json_object();
+        int pages = x_pages("/v1/runs", 7, alice, ids);
+        cr_assert_eq(json_object_size(ids), XA + 4, "alice saw %zu runs", json_object_size(ids));
+        cr_assert_eq(x_count_group(ids, "ga"), XA + 4);
+        cr_assert_geq(pages, (XA + 4) / 7);
+        json_decref(ids);
+        /* carol (ga, gc): both groups merged into one order */
+        ids = json_object();
+        x_pages("/v1/runs", 11, carol, ids);
+        cr_assert_eq(x_count_group(ids, "ga"), XA + 4);
+        cr_assert_eq(x_count_group(ids, "gc"), XC);
+        cr_assert_eq(json_object_size(ids), XA + 4 + XC);
+        json_decref(ids);
+        /* one of her groups */
+        ids = json_object();
+        x_pages("/v1/runs?security_group=gc", 4, carol, ids);
+        cr_assert_eq(x_count_group(ids, "gc"), XC);
+        cr_assert_eq(json_object_size(ids), XC);
+        json_decref(ids);
+        /* bob (gb) sees only his */
+        ids = json_object();
+        x_pages("/v1/runs", 50, bob, ids);
+        cr_assert_eq(json_object_size(ids), XB);
+        cr_assert_eq(x_count_group(ids, "gb"), XB);
+        json_decref(ids);
+        /* a group one is not in: 403 naming the field, never its runs */
+        hres_t r = http(port, "GET", "/v1/runs?security_group=gb", alice);
+        expect_status(r, 403);
+        cr_assert_str_eq(json_string_value(json_object_get(json_object_get(r.j, "error"),
+                                                           "field")),
+                         "security_group");
+        hfree(&r);
+
+        /* filters: status (over several pages), a window of nominal times */
+        ids = json_object();
+        x_pages("/v1/runs?status=failed", 9, alice, ids);
+        cr_assert_eq(json_object_size(ids), (size_t)want_failed);
+        json_decref(ids);
+        r = http(port, "GET", "/v1/runs?status=running&limit=500", alice);
+        expect_status(r, 200);
+        size_t i;
+        json_t *run;
+        json_array_foreach(json_object_get(r.j, "runs"), i, run) {
+                cr_assert_str_eq(json_string_value(json_object_get(run, "status")), "running");
+                cr_assert_str_eq(json_string_value(json_object_get(run, "security_group")), "ga");
+                /* no tasks row in this stack (runs only): the name is null */
+                cr_assert(json_is_null(json_object_get(run, "task_name")));
+        }
+        cr_assert_eq(json_array_size(json_object_get(r.j, "runs")), XA / 5);
+        hfree(&r);
+        /* [since, until) = minutes 10..19 of base: runs 20..39 of ga */
+        tb_time_format(base + 10 * 60000, since);
+        tb_time_format(base + 20 * 60000, until);
+        snprintf(path, sizeof(path), "/v1/runs?since=%s&until=%s", since, until);
+        ids = json_object();
+        x_pages(path, 6, alice, ids);
+        cr_assert_eq(json_object_size(ids), 20);
+        cr_assert_not_null(json_object_get(ids, "xa-020"));
+        cr_assert_not_null(json_object_get(ids, "xa-039"));
+        cr_assert_null(json_object_get(ids, "xa-040"));
+        json_decref(ids);
+
+        /* counts per status over a range, per caller */
+        tb_time_format(base - 60000, since);
+        tb_time_format(now + 60000, until);
+        snprintf(path, sizeof(path), "/v1/runs/counts?since=%s&until=%s", since, until);
+        r = http(port, "GET", path, alice);
+        expect_status(r, 200);
+        cr_assert_eq(x_counted(&r, "counts", "succeeded"), XA * 2 / 5);
+        cr_assert_eq(x_counted(&r, "counts", "failed"), want_failed);
+        cr_assert_eq(x_counted(&r, "counts", "timed_out"), XA / 5);
+        cr_assert_eq(x_counted(&r, "counts", "running"), XA / 5);
+        cr_assert_eq(x_counted(&r, "counts", "scheduled"), 4);
+        cr_assert_eq(x_counted(&r, "counts", "skipped_paused"), 0);
+        cr_assert_eq(x_counted(&r, "fires", "failed"), want_failed);
+        cr_assert_eq(json_integer_value(json_object_get(r.j, "total")), XA + 4);
+        hfree(&r);
+        r = http(port, "GET", path, bob);
+        expect_status(r, 200);
+        cr_assert_eq(x_counted(&r, "counts", "failed"), XB);
+        cr_assert_eq(json_integer_value(json_object_get(r.j, "total")), XB);
+        hfree(&r);
+        snprintf(path, sizeof(path), "/v1/runs/counts?since=%s&until=%s&security_group=gc",
+                 since, until);
+        r = http(port, "GET", path, carol);
+        expect_status(r, 200);
+        cr_assert_eq(x_counted(&r, "counts", "scheduled"), XC);
+        cr_assert_eq(json_integer_value(json_object_get(r.j, "total")), XC);
+        hfree(&r);
+        /* a range with nothing in it: zeros */
+        tb_time_format(base - 7200000, since);
+        tb_time_format(base - 3600000, until);
+        snprintf(path, sizeof(path), "/v1/runs/counts?since=%s&until=%s", since, until);
+        r = http(port, "GET", path, alice);
+        expect_status(r, 200);
+        cr_assert_eq(json_integer_value(json_object_get(r.j, "total")), 0);
+        cr_assert_eq(x_counted(&r, "counts", "succeeded"), 0);
+        hfree(&r);
+
+        /* fire lag of the last hour, per minute: the minute of the three
+         * lags, first attempts only; gb's 50 s lags are not alice's */
+        r = http(port, "GET", "/v1/runs/fire-lag", alice);
+        expect_status(r, 200);
+        char lm[32];
+        tb_time_format(lagmin, lm);
+        json_t *m, *mine = NULL;
+        int64_t worst = 0;
+        json_array_foreach(json_object_get(r.j, "minutes"), i, m) {
+                if (!strcmp(json_string_value(json_object_get(m, "minute")), lm))
+                        mine = m;
+                int64_t mx = json_integer_value(json_object_get(m, "max_ms"));
+                worst = mx > worst ? mx : worst;
+        }
+        cr_assert_not_null(mine, "no minute %s in %s", lm, r.body.data);
+        cr_assert_eq(json_integer_value(json_object_get(mine, "fires")), 3, "%s", r.body.data);
+        cr_assert_eq(json_integer_value(json_object_get(mine, "p50_ms")), 200);
+        cr_assert_eq(json_integer_value(json_object_get(mine, "p99_ms")), 3000);
+        cr_assert_eq(json_integer_value(json_object_get(mine, "max_ms")), 3000);
+        cr_assert_eq(worst, 3000, "a lag alice should not see: %s", r.body.data);
+        /* ga's minutes: those of base + 0..59 min from since on, and the lag minute */
+        int64_t lag_since = 0;
+        char e[256];
+        cr_assert_eq(tb_time_parse(json_string_value(json_object_get(r.j, "since")), &lag_since,
+                                   e, sizeof(e)),
+                     TB_OK, "%s", e);
+        size_t want_minutes = 1;
+        for (int k = 0; k < XA / 2; k++)
+                want_minutes += base + (int64_t)k * 60000 >= lag_since;
+        cr_assert_eq(json_array_size(json_object_get(r.j, "minutes")), want_minutes, "%s",
+                     r.body.data);
+        hfree(&r);
+        r = http(port, "GET", "/v1/runs/fire-lag", bob);
+        expect_status(r, 200);
+        cr_assert_eq(json_array_size(json_object_get(r.j, "minutes")), XB, "%s", r.body.data);
+        json_array_foreach(json_object_get(r.j, "minutes"), i, m)
+                cr_assert_eq(json_integer_value(json_object_get(m, "max_ms")), 50000);
+        hfree(&r);
+        /* no task of alice's in this stack (runs only): nothing upcoming */
+        r = http(port, "GET", "/v1/runs/upcoming", alice);
+        expect_status(r, 200);
+        cr_assert_eq(json_array_size(json_object_get(r.j, "fires")), 0, "%s", r.body.data);
+        hfree(&r);
+
+        /* bad parameters: 400 naming the field */
+        char old[32], fut[32], bad_since[128], bad_until[128], bad_order[160], bad_lag[128];
+        tb_time_format(now - 25 * 3600000LL, old);
+        tb_time_format(now + 8 * 86400000LL, fut);
+        snprintf(bad_since, sizeof(bad_since), "/v1/runs/counts?until=%s", fut);
+        snprintf(bad_until, sizeof(bad_until), "/v1/runs/counts?since=%s", old);
+        snprintf(bad_order, sizeof(bad_order), "/v1/runs/counts?since=%s&until=%s", fut, old);
+        snprintf(bad_lag, sizeof(bad_lag), "/v1/runs/fire-lag?since=%s", old);
+        char bad_ahead[128];
+        snprintf(bad_ahead, sizeof(bad_ahead), "/v1/runs/upcoming?until=%s", fut);
+        const char *bad[][2] = {
+                {"/v1/runs?status=done", "status"},
+                {"/v1/runs?limit=0", "limit"},
+                {"/v1/runs?limit=501", "limit"},
+                {"/v1/runs?since=yesterday", "since"},
+                {"/v1/runs?until=2026-13-01T00:00:00Z", "until"},
+                {"/v1/runs?cursor=garbage", "cursor"},
+                {"/v1/runs?colour=red", "colour"},
+                {bad_since, "since"},
+                {bad_until, "until"},
+                {bad_order, "until"},
+                {"/v1/runs/counts?since=now&until=later", "since"},
+                {"/v1/runs/counts?status=failed", "status"},
+                {bad_lag, "since"},
+                {"/v1/runs/fire-lag?until=soon", "until"},
+                {bad_ahead, "until"},
+                {"/v1/runs/upcoming?limit=0", "limit"},
+                {"/v1/runs/upcoming?limit=1001", "limit"},
+                {"/v1/tasks?last_outcome=done", "last_outcome"},
+                {"/v1/tasks?last_outcome=failed,", "last_outcome"},
+        };
+        for (size_t k = 0; k < TB_ARRAY_LEN(bad); k++) {
+                r = http(port, "GET", bad[k][0], alice);
+                cr_assert_eq(r.status, 400, "%s: %ld %s", bad[k][0], r.status, r.body.data);
+                const char *f = json_string_value(json_object_get(json_object_get(r.j, "error"),
+                                                                  "field"));
+                cr_assert(f && !strcmp(f, bad[k][1]), "%s: field %s, want %s (%s)", bad[k][0],
+                          f ? f : "(none)", bad[k][1], r.body.data);
+                hfree(&r);
+        }
+        r = http(port, "GET", "/v1/runs", NULL);
+        expect_status(r, 401);
         hfree(&r);
 }

@@ -24,6 +24,9 @@ something no schema can know, and the server rightly enforces them:
     the admin routes must leave the test's own user (TB_ST_USER, an admin)
     as it is: a positive case naming it is pointed at another user;
   * argv[0] must not be empty (OpenAPI 3.0 cannot single out one item);
+  * a range of runs (/v1/runs/counts, /v1/runs/fire-lag) must end after it
+    starts, the fire lag's span at most 24 h, and the next fires
+    (/v1/runs/upcoming) end between now and 7 days ahead;
   * label keys and executor option names have a character set the schema
     states with propertyNames, a JSON Schema keyword OpenAPI 3.0 does not
     have, so schemathesis does not generate by it.
@@ -43,6 +46,13 @@ import schemathesis
 _TASK_OPERATIONS = {"createTask", "replaceTask", "replaceTaskPost", "createTaskSeed",
                     "replaceTaskSeed", "replaceTaskPostSeed"}
 
+
+# the bounds of the run ranges, relative to now, that the server accepts
+_RANGE_OPERATIONS = {
+    "countRuns": (("since", datetime.timedelta(days=-1)), ("until", datetime.timedelta(hours=1))),
+    "runsFireLag": (("since", datetime.timedelta(minutes=-30)), ("until", datetime.timedelta(0))),
+    "upcomingFires": (("until", datetime.timedelta(days=1)),),
+}
 
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
@@ -133,6 +143,10 @@ def before_call(ctx, case, kwargs):
     me = os.environ.get("TB_ST_USER")
     if me and isinstance(case.path_parameters, dict) and case.path_parameters.get("user") == me:
         case.path_parameters["user"] = me + "-other"
+    if op in _RANGE_OPERATIONS and isinstance(case.query, dict):
+        for key, delta in _RANGE_OPERATIONS[op]:
+            if key in case.query:
+                case.query[key] = _at(delta)
     if op == "previewSchedule" and isinstance(case.body, dict):
         # a schedule as a task's, and instants after 1970 (epoch ms > 0)
         _fix_task(case.body)

@@ -687,7 +687,8 @@ def main():
     {"api": scenario_api, "scheduler": scenario_scheduler, "burst": scenario_burst, "e2e": scenario_e2e,
      "replay": scenario_replay, "abuse": scenario_abuse,
      "restart": scenario_restart, "cmdrebuild": scenario_cmdrebuild,
-     "peers": lambda argv: __import__("peers").scenario_peers(argv)}[name](sys.argv[2:])
+     "peers": lambda argv: __import__("peers").scenario_peers(argv),
+     "console": lambda argv: __import__("console").scenario_console(argv)}[name](sys.argv[2:])
 
 
 if __name__ == "__main__":

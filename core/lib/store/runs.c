@@ -24,7 +24,9 @@
         "(log_expires_at <= now() OR log_purged_at IS NOT NULL), "                              \
         "security_group, taskbus_run_status_rank(status) = 2, "                                 \
         "(extract(epoch FROM now() - updated_at) * 1000)::bigint, "                             \
-        TB_STORE_RUNS_MS("last_nominal_time") ", occurrences"
+        TB_STORE_RUNS_MS("last_nominal_time") ", occurrences, "                                  \
+        /* the task's name now (NULL once deleted): one primary key probe */                   \
+        "(SELECT t.name FROM tasks t WHERE t.id = task_id)"
 
 /* ---- reads ------------------------------------------------------------------------ */
 
@@ -37,22 +39,75 @@ tb_err_t tb_store_runs_get(PGconn *conn, const char *id, const char *groups, PGr
                              2, params, res, errstr, errstr_size);
 }
 
+/* The filters and order of a page of runs, shared by a task's runs and the
+ * runs of groups: $3, $4 the keyset of the previous page's last row, $5 the
+ * statuses (text[]), $6 since, $7 until (epoch ms), $8 the rows. */
+#define TB_STORE_RUNS_PAGE                                                                        \
+        "AND ($3::bigint IS NULL OR (nominal_time, run_id) < (" TB_STORE_RUNS_TS(3)               \
+        ", $4::text)) "                                                                           \
+        "AND ($5::text[] IS NULL OR status = ANY($5::text[])) "                                   \
+        "AND ($6::bigint IS NULL OR nominal_time >= " TB_STORE_RUNS_TS(6) ") "                    \
+        "AND ($7::bigint IS NULL OR nominal_time < " TB_STORE_RUNS_TS(7) ") "                     \
+        "ORDER BY nominal_time DESC, run_id DESC LIMIT $8::int"
+
+/* Across groups, one LIMITed scan of runs_group_nominal (or, for runs going
+ * on, runs_group_active) per group, merged: the order of the index is the
+ * page's in each group, so no group's history is read beyond one page.
+ * $1 is unused there ($1::text IS NULL keeps the parameter numbering). */
+static const char tb_store_runs_sql_groups_page[] =
+        "SELECT " TB_STORE_RUNS_COLS " FROM "
+        "(SELECT DISTINCT g FROM jsonb_array_elements_text($2::jsonb) g) gs, "
+        "LATERAL (SELECT * FROM runs WHERE security_group = gs.g AND $1::text IS NULL "
+        TB_STORE_RUNS_PAGE ") x "
+        "ORDER BY nominal_time DESC, run_id DESC LIMIT $8::int";
+
 tb_err_t tb_store_runs_list(PGconn *conn, const char *task_id, const char *groups,
                             const char *cur_nominal, const char *cur_id, const char *statuses,
                             const char *since, const char *until, const char *limit,
                             PGresult **res, char *errstr, size_t errstr_size) {
         const char *params[] = {task_id, groups, cur_nominal, cur_id,
                                 statuses, since,  until,       limit};
+        if (!task_id)
+                return tb_store_exec(conn, "list runs of groups", tb_store_runs_sql_groups_page,
+                                     8, params, res, errstr, errstr_size);
         return tb_store_exec(conn, "list runs",
                              "SELECT " TB_STORE_RUNS_COLS " FROM runs WHERE task_id = $1 AND "
-                             TB_STORE_RUNS_VISIBLE(2) " "
-                             "AND ($3::bigint IS NULL OR (nominal_time, run_id) < (" TB_STORE_RUNS_TS(3)
-                             ", $4::text)) "
-                             "AND ($5::text[] IS NULL OR status = ANY($5::text[])) "
-                             "AND ($6::bigint IS NULL OR nominal_time >= " TB_STORE_RUNS_TS(6) ") "
-                             "AND ($7::bigint IS NULL OR nominal_time < " TB_STORE_RUNS_TS(7) ") "
-                             "ORDER BY nominal_time DESC, run_id DESC LIMIT $8::int",
+                             TB_STORE_RUNS_VISIBLE(2) " " TB_STORE_RUNS_PAGE,
                              8, params, res, errstr, errstr_size);
+}
+
+/* The runs of groups $1 (a JSON array text) whose nominal time is in
+ * [$2, $3) (epoch ms). */
+#define TB_STORE_RUNS_RANGE                                                                       \
+        "security_group = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) "               \
+        "AND nominal_time >= " TB_STORE_RUNS_TS(2) " AND nominal_time < " TB_STORE_RUNS_TS(3)
+
+tb_err_t tb_store_runs_counts(PGconn *conn, const char *groups, const char *since,
+                              const char *until, PGresult **res, char *errstr,
+                              size_t errstr_size) {
+        const char *params[] = {groups, since, until};
+        return tb_store_exec(conn, "count runs",
+                             "SELECT status, count(*), sum(occurrences) FROM runs WHERE "
+                             TB_STORE_RUNS_RANGE " GROUP BY status ORDER BY status",
+                             3, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_runs_fire_lag(PGconn *conn, const char *groups, const char *since,
+                                const char *until, PGresult **res, char *errstr,
+                                size_t errstr_size) {
+        const char *params[] = {groups, since, until};
+        /* the scheduler's histogram observes first attempts of scheduled
+         * fires (not misfires, retries or run-now): the same runs here */
+        return tb_store_exec(conn, "fire lag per minute",
+                             "SELECT " TB_STORE_RUNS_MS("m") ", count(*), "
+                             "percentile_disc(0.5) WITHIN GROUP (ORDER BY lag), "
+                             "percentile_disc(0.99) WITHIN GROUP (ORDER BY lag), max(lag) "
+                             "FROM (SELECT date_trunc('minute', nominal_time) AS m, "
+                             "GREATEST(" TB_STORE_RUNS_MS("scheduled_at") " - "
+                             TB_STORE_RUNS_MS("nominal_time") ", 0) AS lag FROM runs WHERE "
+                             TB_STORE_RUNS_RANGE " AND trigger = 'schedule' AND attempt = 1 "
+                             "AND scheduled_at IS NOT NULL) l GROUP BY m ORDER BY m",
+                             3, params, res, errstr, errstr_size);
 }
 
 tb_err_t tb_store_runs_task_visible(PGconn *conn, const char *task_id, const char *groups,

@@ -28,16 +28,29 @@ enum {
         TB_RC_LOG_EXPIRED, TB_RC_GROUP, TB_RC_FINAL, TB_RC_AGE_MS,
         TB_RC_LAST_NOMINAL, /**< a range of fires not run: its last (NULL otherwise) */
         TB_RC_OCCURRENCES,  /**< nominal fires the row stands for (1 for a run) */
+        TB_RC_TASK_NAME,    /**< the task's name now (NULL once the task is deleted) */
 };
 
 /* ---- reads (the REST API, the scheduler) ---- */
+
+/** The statuses of a finished run, as far as a task's last outcome goes
+ *  (what the partial index runs_task_outcome of migration 0012 holds). */
+#define TB_STORE_RUNS_OUTCOMES "'succeeded', 'failed', 'timed_out', 'cancelled', 'lost'"
+/** SQL expression: the status of the latest finished run (nominal_time,
+ *  run_id) of the task whose id is the SQL expression \p task, or NULL. One
+ *  probe of runs_task_outcome; for store/tasks.c's task list, which filters
+ *  on it (the runs family keeps the text that names its table). */
+#define TB_STORE_RUNS_LAST_OUTCOME(task)                                                          \
+        "(SELECT lo.status FROM runs lo WHERE lo.task_id = " task " AND lo.status IN ("          \
+        TB_STORE_RUNS_OUTCOMES ") ORDER BY lo.nominal_time DESC, lo.run_id DESC LIMIT 1)"
 
 /** Run \p id if its group is in \p groups (a JSON array text): 0 or 1 row. */
 tb_err_t tb_store_runs_get(PGconn *conn, const char *id, const char *groups, PGresult **res,
                            char *errstr, size_t errstr_size);
 
 /** A page of \p task_id's runs visible to \p groups, newest nominal time
- *  first (nominal_time, run_id). NULL filters match everything.
+ *  first (nominal_time, run_id); \p task_id NULL: of every task of
+ *  \p groups (GET /v1/runs). NULL filters match everything.
  *  @param cur_nominal, cur_id the keyset of the previous page's last row
  *  @param statuses a text[] literal @param since, until epoch ms (text)
  *  @param limit rows (text) */
@@ -45,6 +58,21 @@ tb_err_t tb_store_runs_list(PGconn *conn, const char *task_id, const char *group
                             const char *cur_nominal, const char *cur_id, const char *statuses,
                             const char *since, const char *until, const char *limit,
                             PGresult **res, char *errstr, size_t errstr_size);
+
+/** Runs of groups \p groups (a JSON array text) with a nominal time in
+ *  [\p since, \p until) (epoch ms, text), per status: status, runs (rows),
+ *  fires (sum of occurrences: a range of skipped fires is one row). */
+tb_err_t tb_store_runs_counts(PGconn *conn, const char *groups, const char *since,
+                              const char *until, PGresult **res, char *errstr,
+                              size_t errstr_size);
+
+/** The fire lag of groups \p groups' scheduled first attempts with a nominal
+ *  time in [\p since, \p until), per minute of nominal time: minute (epoch
+ *  ms), fires, p50, p99, max (ms of scheduled_at - nominal_time, the
+ *  RunRequest's emission time: docs/api.md "Fire lag"). */
+tb_err_t tb_store_runs_fire_lag(PGconn *conn, const char *groups, const char *since,
+                                const char *until, PGresult **res, char *errstr,
+                                size_t errstr_size);
 
 /** Whether \p task_id, or a run of it, is visible to \p groups (a task
  *  deleted since still has its runs). */

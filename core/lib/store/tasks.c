@@ -4,6 +4,7 @@
  */
 #include "store/tasks.h"
 
+#include "store/runs.h"
 #include "store/store.h"
 
 #include <inttypes.h>
@@ -47,9 +48,10 @@ tb_err_t tb_store_tasks_home(PGconn *conn, const char *id, const char *groups, c
 
 tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, const char *cur_key,
                              const char *cur_id, const char *name_prefix, const char *paused,
-                             const char *labels, const char *limit, PGresult **res,
-                             char *errstr, size_t errstr_size) {
-        const char *params[7] = {groups, cur_key, cur_id, name_prefix, paused, labels, limit};
+                             const char *labels, const char *last_outcome, const char *limit,
+                             PGresult **res, char *errstr, size_t errstr_size) {
+        const char *params[8] = {groups, cur_key, cur_id,       name_prefix,
+                                 paused, labels,  last_outcome, limit};
         return tb_store_exec(conn, "list tasks",
                              "SELECT " TB_STORE_TASKS_COLS " FROM tasks "
                              "WHERE security_group = ANY($1::text[]) "
@@ -58,8 +60,24 @@ tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, const char *cur_k
                              "AND ($4::text IS NULL OR starts_with(name, $4::text)) "
                              "AND ($5::boolean IS NULL OR paused = $5::boolean) "
                              "AND ($6::jsonb IS NULL OR labels @> $6::jsonb) "
-                             "ORDER BY created_at DESC, id DESC LIMIT $7::int",
-                             7, params, res, errstr, errstr_size);
+                             "AND ($7::text[] IS NULL OR "
+                             TB_STORE_RUNS_LAST_OUTCOME("tasks.id") " = ANY($7::text[])) "
+                             "ORDER BY created_at DESC, id DESC LIMIT $8::int",
+                             8, params, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_schedules(PGconn *conn, const char *groups, PGresult **res,
+                                  char *errstr, size_t errstr_size) {
+        const char *params[1] = {groups};
+        /* only what tb_task_schedule() reads of the spec */
+        return tb_store_exec(conn, "read schedules",
+                             "SELECT id, name, security_group, jsonb_strip_nulls("
+                             "jsonb_build_object('schedule', spec->'schedule', 'expires_at', "
+                             "spec->'expires_at', 'jitter', spec->'jitter'))::text, "
+                             "(extract(epoch FROM created_at) * 1000)::bigint FROM tasks "
+                             "WHERE security_group = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb))) "
+                             "AND NOT paused ORDER BY id",
+                             1, params, res, errstr, errstr_size);
 }
 
 #define TB_STORE_TASKS_HISTORY_COLS                                                          \

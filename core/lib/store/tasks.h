@@ -41,11 +41,20 @@ tb_err_t tb_store_tasks_home(PGconn *conn, const char *id, const char *groups, c
  *  TB_STORE_TASKS_COL_* columns. NULL filters match everything.
  *  @param cur_key, cur_id the keyset of the last row of the previous page
  *  @param paused "true"/"false" @param labels a jsonb object the labels contain
+ *  @param last_outcome a text[] literal: the status of the task's latest
+ *         finished run is one of them (store/runs.h TB_STORE_RUNS_LAST_OUTCOME)
  *  @param limit the number of rows (text) */
 tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, const char *cur_key,
                              const char *cur_id, const char *name_prefix, const char *paused,
-                             const char *labels, const char *limit, PGresult **res,
-                             char *errstr, size_t errstr_size);
+                             const char *labels, const char *last_outcome, const char *limit,
+                             PGresult **res, char *errstr, size_t errstr_size);
+
+/** The schedules of the tasks of \p groups (a JSON array text) that are not
+ *  paused, by id: id, name, security_group, the spec's schedule, expires_at
+ *  and jitter (a JSON object text: what tb_task_schedule() reads), created_at
+ *  (ms, the schedule's anchor). For the dashboard's next fires. */
+tb_err_t tb_store_tasks_schedules(PGconn *conn, const char *groups, PGresult **res,
+                                  char *errstr, size_t errstr_size);
 
 /** Columns of tb_store_tasks_history_at() and tb_store_tasks_history_page():
  *  version, type, at (ms), actor, command_id, changed_fields (JSON text),

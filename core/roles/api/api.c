@@ -210,6 +210,11 @@ static const tb_http_route_t tb_api_routes[] = {
         {"POST", "/v1/tasks/{id}/run", tb_api_tasks_run, false},
         {"GET", "/v1/tasks/{id}/history", tb_api_tasks_history, false},
         {"GET", "/v1/tasks/{id}/runs", tb_api_runs_list, false},
+        /* before /v1/runs/{id}: the first match wins */
+        {"GET", "/v1/runs", tb_api_runs_list_all, false},
+        {"GET", "/v1/runs/counts", tb_api_runs_counts, false},
+        {"GET", "/v1/runs/fire-lag", tb_api_runs_fire_lag, false},
+        {"GET", "/v1/runs/upcoming", tb_api_runs_upcoming, false},
         {"GET", "/v1/runs/{id}", tb_api_runs_get, false},
         {"POST", "/v1/runs/{id}/cancel", tb_api_runs_cancel, false},
         {"GET", "/v1/runs/{id}/log", tb_api_runs_log, false},

@@ -142,6 +142,11 @@ tb_api_route_fn tb_api_tasks_create, tb_api_tasks_list, tb_api_tasks_get, tb_api
 /** A task's runs, one run, its cancellation and its output (runs.c). */
 tb_api_route_fn tb_api_runs_list, tb_api_runs_get, tb_api_runs_cancel, tb_api_runs_log;
 
+/** Runs across the caller's tasks (runs.c: GET /v1/runs) and the dashboard's
+ *  aggregates (dashboard.c: counts per status, fire lag, next fires). */
+tb_api_route_fn tb_api_runs_list_all, tb_api_runs_counts, tb_api_runs_fire_lag,
+        tb_api_runs_upcoming;
+
 /** POST /v1/schedule/preview: the next fires of a schedule not saved yet (schedule.c). */
 tb_api_route_fn tb_api_schedule_preview;
 

@@ -51,11 +51,14 @@
 
 /* ---- helpers ----------------------------------------------------------------- */
 
-/** The caller's groups as a JSON array text, for
- *  `security_group IN (SELECT jsonb_array_elements_text($n::jsonb))`. */
-static char *tb_api_runs_groups(const tb_principal_t *p) {
+/** The caller's groups (or only \p group, one of them, when not NULL) as a
+ *  JSON array text, for `security_group IN (SELECT
+ *  jsonb_array_elements_text($n::jsonb))`. The caller frees it. */
+char *tb_api_runs_groups(const tb_principal_t *p, const char *group) {
         json_t *a = json_array();
-        for (size_t i = 0; i < p->group_cnt; i++)
+        if (group)
+                json_array_append_new(a, json_string(group));
+        for (size_t i = 0; !group && i < p->group_cnt; i++)
                 json_array_append_new(a, json_string(p->groups[i]));
         char *s = json_dumps(a, JSON_COMPACT);
         json_decref(a);
@@ -84,6 +87,10 @@ static json_t *tb_api_runs_json(PGresult *r, int i) {
         json_t *j = json_object();
         json_object_set_new(j, "id", json_string(PQgetvalue(r, i, TB_RC_ID)));
         json_object_set_new(j, "task_id", json_string(PQgetvalue(r, i, TB_RC_TASK)));
+        json_object_set_new(j, "task_name",
+                            PQgetisnull(r, i, TB_RC_TASK_NAME)
+                                    ? json_null()
+                                    : json_string(PQgetvalue(r, i, TB_RC_TASK_NAME)));
         json_object_set_new(j, "security_group", json_string(PQgetvalue(r, i, TB_RC_GROUP)));
         json_object_set_new(j, "nominal_time", tb_api_runs_time(r, i, TB_RC_NOMINAL));
         json_object_set_new(j, "attempt", tb_api_runs_int(r, i, TB_RC_ATTEMPT));
@@ -117,7 +124,7 @@ static json_t *tb_api_runs_json(PGresult *r, int i) {
  *  caller), TB_ERR_NOT_FOUND or a database error. */
 static tb_err_t tb_api_runs_load(PGconn *c, const tb_principal_t *p, const char *id, PGresult **out,
                                  char *err, size_t errsz) {
-        char *groups = tb_api_runs_groups(p);
+        char *groups = tb_api_runs_groups(p, NULL);
         tb_err_t e = tb_store_runs_get(c, id, groups, out, err, errsz);
         free(groups);
         if (e)
@@ -132,7 +139,7 @@ static tb_err_t tb_api_runs_load(PGconn *c, const tb_principal_t *p, const char 
 
 /* ---- GET /v1/tasks/{id}/runs --------------------------------------------------- */
 
-static const char *const tb_api_runs_statuses[] = {
+const char *const tb_api_runs_statuses[] = {
         "scheduled", "running",         "succeeded",       "failed",         "timed_out",
         "cancelled", "lost",            "skipped_overlap", "skipped_misfire", "skipped_paused",
         "expired",   NULL,
@@ -177,26 +184,36 @@ static bool tb_api_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_
         return true;
 }
 
-void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
-        static const char *const known[] = {"status", "since", "until", "limit", "cursor", NULL};
-        tb_api_t *api = app;
-        const char *id = req->params[0];
+/**
+ * Answer one page of runs: of task \p task_id (GET /v1/tasks/{id}/runs), or,
+ * \p task_id NULL, of every task of the caller's groups or of the one its
+ * ?security_group names (GET /v1/runs). Same filters, order and cursor.
+ */
+static void tb_api_runs_page(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                             const char *task_id) {
+        static const char *const known[] = {"security_group", "status", "since", "until",
+                                            "limit",          "cursor", NULL};
         tb_buf_t statuses = {0};
         char *groups = NULL;
         PGconn *c = NULL;
         PGresult *r = NULL;
         char since[32], until[32], lim[24], err[512];
         int64_t limit = TB_API_RUNS_LIST_DEFAULT;
-        if (!tb_api_id_ok(id)) {
-                tb_api_not_found(resp, "task", id);
+        const char *group = NULL;
+        if (task_id && !tb_api_id_ok(task_id)) {
+                tb_api_not_found(resp, "task", task_id);
                 return;
         }
-        if (!tb_api_query_check(req, resp, known, "status, since, until, limit, cursor", NULL,
-                                NULL) ||
+        /* a task's runs take every parameter but security_group */
+        if (!tb_api_query_check(req, resp, task_id ? known + 1 : known,
+                                task_id ? "status, since, until, limit, cursor"
+                                        : "status, since, until, limit, cursor, security_group",
+                                NULL, NULL) ||
             !tb_api_runs_status_arg(req, resp, &statuses) ||
             !tb_api_query_time(req, resp, "since", since) ||
             !tb_api_query_time(req, resp, "until", until) ||
-            !tb_api_query_int(req, resp, "limit", 1, TB_API_RUNS_LIST_MAX, &limit))
+            !tb_api_query_int(req, resp, "limit", 1, TB_API_RUNS_LIST_MAX, &limit) ||
+            (!task_id && !tb_api_group_scope(req, resp, &group)))
                 goto out;
         tb_api_cursor_t cur;
         bool has_cur;
@@ -204,24 +221,25 @@ void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         if (!(c = tb_api_conn(api, resp)))
                 goto out;
-        groups = tb_api_runs_groups(tb_api_principal(req));
+        groups = tb_api_runs_groups(tb_api_principal(req), group);
         tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
-        if (tb_store_runs_list(c, id, groups, has_cur ? cur.key : NULL, has_cur ? cur.id : NULL,
-                               statuses.len ? statuses.data : NULL, since[0] ? since : NULL,
-                               until[0] ? until : NULL, lim, &r, err, sizeof(err))) {
+        if (tb_store_runs_list(c, task_id, groups, has_cur ? cur.key : NULL,
+                               has_cur ? cur.id : NULL, statuses.len ? statuses.data : NULL,
+                               since[0] ? since : NULL, until[0] ? until : NULL, lim, &r, err,
+                               sizeof(err))) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
         int n = PQntuples(r);
-        if (n == 0 && !has_cur) {
+        if (task_id && n == 0 && !has_cur) {
                 /* an empty page of a visible task, or no such task for this caller */
                 bool visible = false;
-                if (tb_store_runs_task_visible(c, id, groups, &visible, err, sizeof(err))) {
+                if (tb_store_runs_task_visible(c, task_id, groups, &visible, err, sizeof(err))) {
                         tb_api_db_error(resp, err);
                         goto out;
                 }
                 if (!visible) {
-                        tb_api_not_found(resp, "task", id);
+                        tb_api_not_found(resp, "task", task_id);
                         goto out;
                 }
         }
@@ -235,6 +253,14 @@ out:
                 tb_store_release(api->store, c);
         free(groups);
         tb_buf_free(&statuses);
+}
+
+void tb_api_runs_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_runs_page(app, req, resp, req->params[0]);
+}
+
+void tb_api_runs_list_all(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_runs_page(app, req, resp, NULL);
 }
 
 /* ---- GET /v1/runs/{id}, POST /v1/runs/{id}/cancel ------------------------------- */

@@ -44,16 +44,6 @@ static char *tb_api_tasks_groups_literal(const tb_principal_t *p) {
         return b.data;
 }
 
-static void tb_api_tasks_groups_text(const tb_principal_t *p, char *buf, size_t size) {
-        size_t off = 0;
-        buf[0] = '\0';
-        for (size_t i = 0; i < p->group_cnt && off < size; i++)
-                off += (size_t)snprintf(buf + off, size - off, "%s%s", i ? ", " : "",
-                                        p->groups[i]);
-        if (p->group_cnt == 0)
-                tb_snprintf(buf, size, "(none)");
-}
-
 /** The normalized task of row \p i plus its read-only fields (new ref). */
 static json_t *tb_api_tasks_json(PGresult *r, int i) {
         json_error_t je;
@@ -173,7 +163,7 @@ static bool tb_api_tasks_validate(tb_api_t *api, const tb_principal_t *p, const 
         bool ok = group && tb_principal_in_group(p, group);
         if (!ok) {
                 char groups[512];
-                tb_api_tasks_groups_text(p, groups, sizeof(groups));
+                tb_api_groups_text(p, groups, sizeof(groups));
                 tb_http_error(resp, 403, "forbidden", "security_group",
                               "security_group: you are not a member of '%.128s'; your groups: %s",
                               group ? group : "", groups);
@@ -430,8 +420,39 @@ void tb_api_tasks_run(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
 
 /* ---- list ---------------------------------------------------------------------- */
 
-static const char *const tb_api_tasks_list_params[] = {"security_group", "limit",  "cursor",
-                                                       "name_prefix",    "paused", "label", NULL};
+static const char *const tb_api_tasks_list_params[] = {
+        "security_group", "limit", "cursor", "name_prefix", "paused", "label", "last_outcome", NULL};
+
+/** ?last_outcome=a,b (finished statuses) as a text[] literal into \p out.
+ *  @returns false with a 400. */
+static bool tb_api_tasks_outcome_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_buf_t *out) {
+        static const char *const outcomes[] = {"succeeded", "failed", "timed_out", "cancelled",
+                                               "lost", NULL};
+        const char *s = tb_http_query(req, "last_outcome");
+        if (!s)
+                return true;
+        tb_buf_append(out, "{", 1);
+        for (int n = 0;; n++) {
+                size_t len = strcspn(s, ",");
+                bool ok = false;
+                for (size_t i = 0; outcomes[i] && !ok; i++)
+                        ok = len == strlen(outcomes[i]) && !strncmp(s, outcomes[i], len);
+                if (!ok) {
+                        tb_http_error(resp, 400, "invalid_argument", "last_outcome",
+                                      "last_outcome: '%.*s' is not the status of a finished run; "
+                                      "valid: succeeded, failed, timed_out, cancelled, lost "
+                                      "(comma-separated)",
+                                      (int)(len > 40 ? 40 : len), s);
+                        return false;
+                }
+                tb_buf_printf(out, "%s%.*s", n ? "," : "", (int)len, s);
+                if (!s[len])
+                        break;
+                s += len + 1;
+        }
+        tb_buf_append(out, "}", 2);
+        return true;
+}
 
 /* label=KEY=VALUE: one more label the tasks must carry, into \p ud (a JSON
  * object). */
@@ -461,23 +482,18 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
         const tb_principal_t *p = tb_api_principal(req);
         json_t *label_filter = json_object();
+        tb_buf_t outcomes = {0};
         char *groups = NULL, *labels = NULL;
         PGconn *c = NULL;
         if (!tb_api_query_check(req, resp, tb_api_tasks_list_params,
-                                "security_group, limit, cursor, name_prefix, paused, label",
+                                "security_group, limit, cursor, name_prefix, paused, label, "
+                                "last_outcome",
                                 tb_api_tasks_label_arg, label_filter))
                 goto out;
-        const char *group = tb_http_query(req, "security_group");
-        if (group && *group) {
-                if (!tb_principal_in_group(p, group)) {
-                        char gl[512];
-                        tb_api_tasks_groups_text(p, gl, sizeof(gl));
-                        tb_http_error(resp, 403, "forbidden", "security_group",
-                                      "security_group: you are not a member of '%.128s'; your "
-                                      "groups: %s",
-                                      group, gl);
-                        goto out;
-                }
+        const char *group = NULL;
+        if (!tb_api_group_scope(req, resp, &group))
+                goto out;
+        if (group) {
                 tb_principal_t one = {.groups = (char **)&group, .group_cnt = 1};
                 groups = tb_api_tasks_groups_literal(&one);
         } else {
@@ -496,6 +512,8 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                               "paused: expected true or false, got '%.32s'", paused);
                 goto out;
         }
+        if (!tb_api_tasks_outcome_arg(req, resp, &outcomes))
+                goto out;
         const char *prefix = tb_http_query(req, "name_prefix");
         if (json_object_size(label_filter))
                 labels = json_dumps(label_filter, JSON_COMPACT);
@@ -506,8 +524,8 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         PGresult *r = NULL;
         char err[512];
         if (tb_store_tasks_list(c, groups, has_cur ? cur.key : NULL, has_cur ? cur.id : NULL,
-                                prefix && *prefix ? prefix : NULL, paused, labels, lim, &r, err,
-                                sizeof(err))) {
+                                prefix && *prefix ? prefix : NULL, paused, labels,
+                                outcomes.len ? outcomes.data : NULL, lim, &r, err, sizeof(err))) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
@@ -520,6 +538,7 @@ out:
         if (c)
                 tb_store_release(api->store, c);
         json_decref(label_filter);
+        tb_buf_free(&outcomes);
         free(labels);
         free(groups);
 }

@@ -8,6 +8,7 @@
 #include "task/task.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +40,34 @@ void tb_api_db_error(tb_http_resp_t *resp, const char *err) {
         tb_warn(TB_API_UTIL_SUB, "%s", err);
         tb_http_error(resp, 503, "unavailable", NULL, "the database is unavailable; retry later");
         tb_http_add_header(resp, "Retry-After", "5");
+}
+
+void tb_api_groups_text(const tb_principal_t *p, char *buf, size_t size) {
+        size_t off = 0;
+        buf[0] = '\0';
+        for (size_t i = 0; i < p->group_cnt && off < size; i++)
+                off += (size_t)snprintf(buf + off, size - off, "%s%s", i ? ", " : "",
+                                        p->groups[i]);
+        if (p->group_cnt == 0)
+                tb_snprintf(buf, size, "(none)");
+}
+
+bool tb_api_group_scope(tb_http_req_t *req, tb_http_resp_t *resp, const char **group) {
+        const tb_principal_t *p = tb_api_principal(req);
+        const char *g = tb_http_query(req, "security_group");
+        *group = NULL;
+        if (!g || !*g)
+                return true;
+        if (!tb_principal_in_group(p, g)) {
+                char gl[512];
+                tb_api_groups_text(p, gl, sizeof(gl));
+                tb_http_error(resp, 403, "forbidden", "security_group",
+                              "security_group: you are not a member of '%.128s'; your groups: %s",
+                              g, gl);
+                return false;
+        }
+        *group = g;
+        return true;
 }
 
 /* ---- query parameters ----------------------------------------------------------- */

@@ -42,6 +42,24 @@ PGconn *tb_api_conn(tb_api_t *api, tb_http_resp_t *resp);
 /** @brief Log a database error and answer 503 (Retry-After: 5) without its details. */
 void tb_api_db_error(tb_http_resp_t *resp, const char *err);
 
+/** @brief The caller's groups as text for messages: "a, b", or "(none)". */
+void tb_api_groups_text(const tb_principal_t *p, char *buf, size_t size);
+
+/**
+ * @brief The group a list reads (?security_group): *\p group the one named,
+ *        if the caller is a member of it, else NULL (every group of the
+ *        caller). A group the caller is not in answers 403 (field
+ *        security_group). @returns false when answered.
+ */
+bool tb_api_group_scope(tb_http_req_t *req, tb_http_resp_t *resp, const char **group);
+
+/** The caller's groups, or only \p group (not NULL: one of them), as a JSON
+ *  array text for the runs family's reads (runs.c; the caller frees it). */
+char *tb_api_runs_groups(const tb_principal_t *p, const char *group);
+
+/** Every run status, NULL-terminated (runs.c). */
+extern const char *const tb_api_runs_statuses[];
+
 /**
  * Check the value of known query parameter \p key.
  * @returns false with \p bad filled: the message of the 400 (field \p key).

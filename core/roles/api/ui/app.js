@@ -37,6 +37,23 @@ function show(title, ...content) {
   main.focus({ preventScroll: true });
 }
 
+// A modal confirmation (a <dialog>: focus stays in it, Escape cancels; task.js has its
+// own confirmDialog() with a title). Resolves to
+// true when the user chose the button labelled okLabel.
+function askConfirm(message, okLabel) {
+  return new Promise((resolve) => {
+    const dlg = h('dialog', { class: 'confirm', id: 'confirm', 'aria-labelledby': 'confirm-text' },
+      h('p', { id: 'confirm-text' }, message),
+      h('form', { method: 'dialog' },
+        h('button', { value: 'cancel', id: 'confirm-cancel' }, 'Cancel'), ' ',
+        h('button', { value: 'ok', class: 'primary', id: 'confirm-ok' }, okLabel)));
+    dlg.addEventListener('close', () => { dlg.remove(); resolve(dlg.returnValue === 'ok'); });
+    document.body.append(dlg);
+    dlg.showModal();
+    $('#confirm-cancel').focus();
+  });
+}
+
 // ---- the API ------------------------------------------------------------------
 class ApiError extends Error {
   constructor(status, body) {
