@@ -115,15 +115,17 @@ def main():
         # revoke it: cancelling the confirmation does nothing, accepting revokes
         row = "#tokens tr[data-token-id=%s]" % token2_id
         drv.find_element(By.CSS_SELECTOR, row + " button").click()
-        wait_for(drv, EC.alert_is_present(), "the revoke confirmation")
-        alert = drv.switch_to.alert
-        if token2_id not in alert.text:
-            fail("the confirmation does not name the token: %r" % alert.text)
-        alert.dismiss()
+        dlg = wait_for(drv, EC.visibility_of_element_located((By.ID, "confirm")),
+                       "the revoke confirmation")
+        if token2_id not in dlg.text:
+            fail("the confirmation does not name the token: %r" % dlg.text)
+        drv.find_element(By.ID, "confirm-cancel").click()
+        wait_for(drv, EC.invisibility_of_element_located((By.ID, "confirm")),
+                 "the confirmation closed")
         expect_me(token2, 200, "erin")
         drv.find_element(By.CSS_SELECTOR, row + " button").click()
-        wait_for(drv, EC.alert_is_present(), "the revoke confirmation again")
-        drv.switch_to.alert.accept()
+        wait_for(drv, EC.visibility_of_element_located((By.ID, "confirm-ok")),
+                 "the revoke confirmation again").click()
         wait_for(drv, lambda d: "revoked" in text_of(d, row), "the token shown revoked")
         expect_me(token2, 401)
         expect_me(token, 200, "erin")

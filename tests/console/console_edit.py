@@ -232,9 +232,9 @@ def delete(drv, task_id):
     wait_for(drv, EC.element_to_be_clickable((By.ID, "act-delete")), "the delete button")
     drv.find_element(By.ID, "act-delete").click()
     wait_for(drv, EC.visibility_of_element_located((By.ID, "confirm")), "the confirmation")
-    if drv.switch_to.active_element.get_attribute("id") != "confirm-no":
+    if drv.switch_to.active_element.get_attribute("id") != "confirm-cancel":
         fail("the confirmation does not focus Cancel")
-    drv.find_element(By.ID, "confirm-no").click()
+    drv.find_element(By.ID, "confirm-cancel").click()
     wait_for(drv, lambda d: not css(d, "#confirm"), "the confirmation closed")
     time.sleep(0.5)
     st, _ = rest("GET", "/v1/tasks/" + task_id, ALICE)
@@ -244,7 +244,7 @@ def delete(drv, task_id):
     drv.find_element(By.ID, "act-delete").click()
     wait_for(drv, EC.visibility_of_element_located((By.ID, "confirm")), "the confirmation again")
     shot(drv, "task-delete-confirm.png")
-    drv.find_element(By.ID, "confirm-yes").click()
+    drv.find_element(By.ID, "confirm-ok").click()
     wait_for(drv, lambda d: d.execute_script("return location.hash").startswith("#/tasks") and
              not task_id_of(d), "the tasks list after the delete")
     st, _ = rest("GET", "/v1/tasks/" + task_id, ALICE)

@@ -106,8 +106,8 @@ async function adminUsersPage() {
   };
   const reload = async () => render((await api('GET', '/v1/admin/users')).users);
   const setDisabled = async (id, disabled) => {
-    if (disabled && !window.confirm('Disable user ' + id + '? Their tokens stop working and ' +
-        'their console sessions end at once.')) return;
+    if (disabled && !await askConfirm('Disable user ' + id + '? Their tokens stop working and ' +
+        'their console sessions end at once.', 'Disable')) return;
     try {
       await api('POST', '/v1/admin/users/' + encodeURIComponent(id) + (disabled ? '/disable' : '/enable'));
       say('User ' + id + (disabled ? ' disabled' : ' enabled'));
@@ -167,7 +167,8 @@ async function adminGroupsPage() {
   };
   const reload = async () => render((await api('GET', '/v1/admin/groups')).groups);
   const remove = async (group, user) => {
-    if (!window.confirm('Remove ' + user + ' from group ' + group + '? They stop seeing its tasks at once.')) return;
+    if (!await askConfirm('Remove ' + user + ' from group ' + group + '? They stop seeing its tasks at once.',
+        'Remove')) return;
     try {
       await api('DELETE', '/v1/admin/groups/' + encodeURIComponent(group) + '/members/' + encodeURIComponent(user));
       say(user + ' removed from ' + group);
@@ -243,8 +244,8 @@ async function adminTokensPage() {
   };
   const reload = async () => render((await api('GET', '/v1/admin/users/' + encodeURIComponent(user) + '/tokens')).tokens);
   const revoke = async (id) => {
-    if (!window.confirm('Revoke token ' + id + ' of ' + user + '? Programs using it get 401, and ' +
-        'console sessions opened with it end.')) return;
+    if (!await askConfirm('Revoke token ' + id + ' of ' + user + '? Programs using it get 401, and ' +
+        'console sessions opened with it end.', 'Revoke')) return;
     try {
       await api('POST', '/v1/admin/tokens/' + encodeURIComponent(id) + '/revoke');
       const shown = document.getElementById('new-token-title');

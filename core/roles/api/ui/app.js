@@ -37,17 +37,20 @@ function show(title, ...content) {
   main.focus({ preventScroll: true });
 }
 
-// A modal confirmation (a <dialog>: focus stays in it, Escape cancels; task.js has its
-// own confirmDialog() with a title). Resolves to
-// true when the user chose the button labelled okLabel.
-function askConfirm(message, okLabel) {
+// The one confirmation of the console: a modal <dialog> (focus starts on Cancel and
+// stays in it, Escape cancels) with an optional heading \p title. Resolves to true
+// when the user chose the button labelled \p okLabel.
+function askConfirm(message, okLabel, title) {
   return new Promise((resolve) => {
-    const dlg = h('dialog', { class: 'confirm', id: 'confirm', 'aria-labelledby': 'confirm-text' },
+    const dlg = h('dialog', { class: 'confirm', id: 'confirm',
+      'aria-labelledby': title ? 'confirm-title' : 'confirm-text',
+      'aria-describedby': title ? 'confirm-text' : null },
+      title ? h('h2', { id: 'confirm-title' }, title) : null,
       h('p', { id: 'confirm-text' }, message),
-      h('form', { method: 'dialog' },
+      h('form', { method: 'dialog', class: 'actions' },
         h('button', { value: 'cancel', id: 'confirm-cancel' }, 'Cancel'), ' ',
         h('button', { value: 'ok', class: 'primary', id: 'confirm-ok' }, okLabel)));
-    dlg.addEventListener('close', () => { dlg.remove(); resolve(dlg.returnValue === 'ok'); });
+    dlg.addEventListener('close', () => { const v = dlg.returnValue === 'ok'; dlg.remove(); resolve(v); });
     document.body.append(dlg);
     dlg.showModal();
     $('#confirm-cancel').focus();

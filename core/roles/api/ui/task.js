@@ -267,20 +267,6 @@ function changeHistory(id) {
   return [h('h2', { id: 'h-history' }, 'Change history'), form, out, list, more];
 }
 
-function confirmDialog(title, text, yes) {
-  return new Promise((resolve) => {
-    const dlg = h('dialog', { id: 'confirm', 'aria-labelledby': 'confirm-title', 'aria-describedby': 'confirm-text' },
-      h('h2', { id: 'confirm-title' }, title), h('p', { id: 'confirm-text' }, text),
-      h('form', { method: 'dialog', class: 'actions' },
-        h('button', { value: 'no', id: 'confirm-no' }, 'Cancel'),
-        h('button', { value: 'yes', id: 'confirm-yes', class: 'danger' }, yes)));
-    dlg.addEventListener('close', () => { const v = dlg.returnValue === 'yes'; dlg.remove(); resolve(v); });
-    document.body.append(dlg);
-    dlg.showModal();
-    dlg.querySelector('#confirm-no').focus();
-  });
-}
-
 async function taskPage(id, params) {
   const t = await api('GET', taskPath(id));
   const msg = h('p', { id: 'task-message', role: 'status' });
@@ -299,8 +285,9 @@ async function taskPage(id, params) {
       : act('Pause', 'act-pause', async () => { await api('POST', taskPath(id, '/pause')); say('Paused'); route(); }),
     h('a', { class: 'button', href: '#/tasks/' + encodeURIComponent(id) + '/edit', id: 'act-edit' }, 'Edit'),
     act('Delete', 'act-delete', async () => {
-      if (!await confirmDialog('Delete “' + t.name + '”?', 'The task stops firing and is removed from the list; ' +
-        'its runs and change history stay readable until their retention.', 'Delete the task')) {
+      if (!await askConfirm('The task stops firing and is removed from the list; ' +
+        'its runs and change history stay readable until their retention.', 'Delete the task',
+        'Delete “' + t.name + '”?')) {
         say('Not deleted');
         return;
       }
