@@ -365,7 +365,7 @@ Test(console_admin, audit_log_pages_and_filters) {
                         cr_assert_str_eq(json_string_value(json_object_get(e, "actor")), "root");
                         cr_assert_str_eq(json_string_value(json_object_get(e, "action")),
                                          "user.create");
-                        char want[8];
+                        char want[16];
                         snprintf(want, sizeof(want), "u%d", 4 - seen);
                         cr_assert_str_eq(json_string_value(json_object_get(e, "target")), want);
                         cr_assert(json_is_object(json_object_get(e, "details")), "%s",
