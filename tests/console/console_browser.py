@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -329,6 +330,29 @@ def main():
         wait_for(drv, lambda d: "bye-now" in text_of(d, "#log-stdout") and
                  "succeeded" in text_of(d, "#run-props"), "the end of the run, live")
         ok("the run ends succeeded on the same page")
+
+        # find in the output (both panes, any case) and download a stream
+        find = drv.find_element(By.ID, "log-find")
+        find.send_keys("WARN")
+        wait_for(drv, lambda d: text_of(d, "#log-find-count").startswith("1 matching line"),
+                 "one line found for 'WARN'")
+        hit = drv.find_element(By.CSS_SELECTOR, "#log-find-results li")
+        if "stderr" not in hit.get_attribute("class") or "warn-line" not in hit.text:
+            fail("the match is not the stderr line: %r" % hit.text)
+        find.clear()
+        find.send_keys("no-such-text")
+        wait_for(drv, lambda d: text_of(d, "#log-find-count") == "No line matches.", "no match")
+        ok("find in the output lists the matching line with its stream and line number")
+        dl = tempfile.mkdtemp(prefix="tb-console-dl-")
+        drv.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": dl})
+        drv.find_element(By.ID, "log-stdout-download").click()
+        def downloaded(_):
+            names = [f for f in os.listdir(dl) if f.startswith("run-") and f.endswith("-stdout.log")]
+            return names and "bye-now" in open(os.path.join(dl, names[0])).read() and names[0]
+        name = os.path.join(dl, wait_for(drv, downloaded, "the downloaded stdout in " + dl))
+        if "warn-line" in open(name).read():
+            fail("the stdout download holds stderr")
+        ok("the stdout download holds the run's stdout only")
 
         # a write with the cookie and without the CSRF header is refused
         st, body = fetch_in_page(drv, "POST", "/v1/tasks/%s/pause" % task_id)

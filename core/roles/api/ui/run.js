@@ -3,7 +3,8 @@
 'use strict';
 
 // ---- a run and its log --------------------------------------------------------------------
-function follow(runId, stream, pre, note) {
+// \p onData: called after each piece of output is appended (the search refreshes).
+function follow(runId, stream, pre, note, onData) {
   const ctl = new AbortController();
   state.streams.push(ctl);
   (async () => {
@@ -22,6 +23,7 @@ function follow(runId, stream, pre, note) {
         const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
         pre.append(dec.decode(value, { stream: true }));
         if (atEnd) pre.scrollTop = pre.scrollHeight;
+        if (onData) onData();
       }
       note.textContent = 'complete';
       pre.dataset.state = 'complete';
@@ -55,21 +57,66 @@ function runProps(run) {
   return h('dl', { class: 'props', id: 'run-props' }, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
 }
 
+// Find in the output: the lines of both panes that contain the text (case-insensitive),
+// each with its stream and line number; kept up to date while output arrives.
+const FIND_MAX = 500;
+function logFind(panes) {
+  const input = h('input', { id: 'log-find', type: 'search', autocomplete: 'off', spellcheck: 'false',
+    'aria-describedby': 'log-find-count' });
+  const count = h('p', { id: 'log-find-count', class: 'muted', role: 'status' });
+  const list = h('ol', { id: 'log-find-results', class: 'log-matches' });
+  let timer = null;
+  const run = () => {
+    timer = null;
+    const q = input.value.toLowerCase();
+    list.replaceChildren();
+    if (!q) { count.textContent = ''; return; }
+    let n = 0;
+    for (const p of panes) {
+      p.pre.textContent.split('\n').forEach((line, i) => {
+        if (!line.toLowerCase().includes(q)) return;
+        if (++n <= FIND_MAX)
+          list.append(h('li', { class: 'match ' + p.s }, h('span', { class: 'where' }, p.s + ':' + (i + 1)), ' ', line));
+      });
+    }
+    count.textContent = n ? n + ' matching line' + (n === 1 ? '' : 's') + (n > FIND_MAX ? ' (the first ' + FIND_MAX + ' shown)' : '')
+      : 'No line matches.';
+  };
+  input.addEventListener('input', run);
+  const refresh = () => { if (input.value && !timer) timer = setTimeout(run, 250); };
+  return { refresh, el: h('div', { class: 'log-find', role: 'search', 'aria-label': 'Find in the output' },
+    h('label', { for: 'log-find' }, 'Find in the output'), input, count, list) };
+}
+
+// Download what a pane holds (all of the stream once it is complete) as a text file.
+function downloadButton(runId, p) {
+  return h('button', { type: 'button', class: 'small', id: 'log-' + p.s + '-download', onclick: () => {
+    const url = URL.createObjectURL(new Blob([p.pre.textContent], { type: 'text/plain' }));
+    const a = h('a', { href: url, download: 'run-' + runId + '-' + p.s + '.log', hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } }, 'Download ' + p.s);
+}
+
 async function runPage(id) {
   const run = await api('GET', '/v1/runs/' + encodeURIComponent(id));
   const props = h('div', {}, runProps(run));
   const panes = ['stdout', 'stderr'].map((s) => {
     const pre = h('pre', { id: 'log-' + s, tabindex: '0', 'aria-label': s + ' of the run' });
     const note = h('span', { class: 'muted', id: 'log-' + s + '-state' });
-    return { s, pre, note, el: h('section', { class: 'log ' + s, 'aria-labelledby': 'h-' + s },
-      h('h3', { id: 'h-' + s }, s, ' ', note), pre) };
+    const head = h('h3', { id: 'h-' + s }, s, ' ', note);
+    return { s, pre, note, head, el: h('section', { class: 'log ' + s, 'aria-labelledby': 'h-' + s }, head, pre) };
   });
+  for (const p of panes) p.head.after(downloadButton(id, p));
+  const find = logFind(panes);
   const logs = h('div', { class: 'logs' }, panes.map((p) => p.el));
-  show('Run ' + fmtTime(run.nominal_time), props, h('h2', {}, 'Output'), logs);
+  show('Run ' + fmtTime(run.nominal_time), props, h('h2', {}, 'Output'), find.el, logs);
   if (run.log_expired) {
     for (const p of panes) { p.note.textContent = 'expired: the output of this run is no longer kept'; p.pre.dataset.state = 'expired'; }
   } else {
-    for (const p of panes) follow(id, p.s, p.pre, p.note);
+    for (const p of panes) follow(id, p.s, p.pre, p.note, find.refresh);
   }
   // the status, until the run ends
   if (!FINAL.has(run.status)) {
