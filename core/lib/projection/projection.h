@@ -74,6 +74,26 @@ tb_err_t tb_projection_apply_batch(PGconn *conn, const tb_config_t *conf, const 
                                   rd_kafka_message_t *const *msgs, size_t cnt,
                                   tb_projection_stats_t *stats, char *errstr, size_t errstr_size);
 
+/**
+ * tb_projection_apply_batch() for a batch of task-events only, set-based
+ * (`taskbus replay`): the events are decoded here, copied into a staging
+ * table with one COPY and merged with three statements
+ * (tb_store_tasks_stage_merge(): the same rules as the per-event statements,
+ * applied in (epoch, version) order), the deleted tasks' runs cancelled in one
+ * statement, the offsets stored and one NOTIFY sent, in one transaction.
+ * A record that cannot be decoded (or whose TaskSpec cannot be converted)
+ * is set aside in the quarantine in that transaction, as the row-by-row path
+ * does. When the merge is refused by PostgreSQL (a record's content: a
+ * constraint, a too-large index row) or a record is not a task event, the
+ * batch is rolled back and applied by tb_projection_apply_batch() instead,
+ * which tells the refused record apart; *\p row_by_row says so.
+ * @locality any thread (one connection per caller).
+ */
+tb_err_t tb_projection_replay_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
+                                    rd_kafka_message_t *const *msgs, size_t cnt,
+                                    tb_projection_stats_t *stats, bool *row_by_row,
+                                    char *errstr, size_t errstr_size);
+
 /** A projected topic, its schema and its apply function. */
 typedef struct tb_projection_topic {
         tb_topic_t topic;

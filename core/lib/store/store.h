@@ -141,6 +141,21 @@ tb_err_t tb_store_pipeline_end(PGconn *conn, char *errstr, size_t errstr_size);
  *  built ("{" first, "}" last, by the caller): quoted, '"' and '\\' escaped. */
 void tb_store_array_add(tb_buf_t *b, const char *s);
 
+/** Append \p s (NULL: SQL NULL) to \p b as one field of COPY's text format
+ *  (backslash, tab, newline and carriage return escaped), then a tab, or a
+ *  newline when it is the row's \p last field. */
+void tb_store_copy_field(tb_buf_t *b, const char *s, bool last);
+
+/**
+ * Run \p sql, a `COPY ... FROM STDIN` (text format), feeding it the \p len
+ * bytes of rows at \p data (built with tb_store_copy_field()), in the
+ * caller's transaction; errors as tb_store_exec(). A row the server refuses
+ * fails the whole COPY (the caller rolls back). @locality the thread owning
+ * \p conn, not in pipeline mode.
+ */
+tb_err_t tb_store_copy_in(PGconn *conn, const char *what, const char *sql, const char *data,
+                          size_t len, char *errstr, size_t errstr_size);
+
 /**
  * The SQLSTATE of the last statement this thread ran through tb_store_exec()
  * (or the helpers below): "" after a success or a libpq failure without a

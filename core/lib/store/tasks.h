@@ -139,4 +139,31 @@ tb_err_t tb_store_tasks_upsert(PGconn *conn, const char *const params[15], char 
 tb_err_t tb_store_tasks_delete(PGconn *conn, const char *id, const char *version,
                                const char *epoch, char *errstr, size_t errstr_size);
 
+/* ---- the set-based projection of a batch (`taskbus replay`) ---- */
+
+/** The fields of one staged task event, in the order of a row of
+ *  tb_store_tasks_stage(): one COPY text line of TB_STORE_TASKS_STAGE_FIELDS
+ *  fields (store.h, tb_store_copy_field()). A field NULL for an event without
+ *  a task: spec, security_group and everything after epoch. */
+enum {
+        TB_STORE_TASKS_STAGE_FIELDS = 22 /**< seq (its order in the batch), task_id, version,
+                                           *   event_id, type, at (ms), actor, command_id,
+                                           *   changed_fields (JSON array), spec (JSON),
+                                           *   security_group, source_region, epoch, name,
+                                           *   user_id, paused, labels (JSON), home_region,
+                                           *   created_at (ms), created_by, event_partition,
+                                           *   event_offset */
+};
+
+/** Copy \p len bytes of staged rows (COPY text format, see above) into this
+ *  session's staging table, in the caller's transaction (emptied when it
+ *  commits). */
+tb_err_t tb_store_tasks_stage(PGconn *conn, const char *rows, size_t len, char *errstr,
+                              size_t errstr_size);
+
+/** Merge the staged events into task_history and tasks with the rules of
+ *  tb_store_tasks_history_insert(), tb_store_tasks_upsert() and
+ *  tb_store_tasks_delete() applied to each event in (epoch, version) order. */
+tb_err_t tb_store_tasks_stage_merge(PGconn *conn, char *errstr, size_t errstr_size);
+
 #endif /* TB_STORE_TASKS_H */
