@@ -37,15 +37,17 @@ tb_err_t tb_store_tasks_get(PGconn *conn, const char *id, const char *groups, PG
 tb_err_t tb_store_tasks_home(PGconn *conn, const char *id, const char *groups, char *home,
                              size_t home_size, char *errstr, size_t errstr_size);
 
-/** One page of the tasks visible to \p groups, newest first (created_at, id),
- *  TB_STORE_TASKS_COL_* columns. NULL filters match everything.
+/** One page of the tasks visible to \p groups (a text[] literal of
+ *  \p group_cnt elements), newest first (created_at, id), TB_STORE_TASKS_COL_*
+ *  columns, each group read in keyset order from its index and merged. NULL
+ *  filters match everything.
  *  @param cur_key, cur_id the keyset of the last row of the previous page
  *  @param paused "true"/"false" @param labels a jsonb object the labels contain
  *  @param limit the number of rows (text) */
-tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, const char *cur_key,
-                             const char *cur_id, const char *name_prefix, const char *paused,
-                             const char *labels, const char *limit, PGresult **res,
-                             char *errstr, size_t errstr_size);
+tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, size_t group_cnt,
+                             const char *cur_key, const char *cur_id, const char *name_prefix,
+                             const char *paused, const char *labels, const char *limit,
+                             PGresult **res, char *errstr, size_t errstr_size);
 
 /** Columns of tb_store_tasks_history_at() and tb_store_tasks_history_page():
  *  version, type, at (ms), actor, command_id, changed_fields (JSON text),

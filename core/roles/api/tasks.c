@@ -495,6 +495,7 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         const tb_principal_t *p = tb_api_principal(req);
         json_t *label_filter = json_object();
         char *groups = NULL, *labels = NULL;
+        size_t group_cnt = p->group_cnt;
         PGconn *c = NULL;
         if (!tb_api_query_check(req, resp, tb_api_tasks_list_params,
                                 "security_group, limit, cursor, name_prefix, paused, label",
@@ -513,6 +514,7 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 }
                 tb_principal_t one = {.groups = (char **)&group, .group_cnt = 1};
                 groups = tb_api_tasks_groups_literal(&one);
+                group_cnt = 1;
         } else {
                 groups = tb_api_tasks_groups_literal(p);
         }
@@ -538,7 +540,8 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         PGresult *r = NULL;
         char err[512];
-        if (tb_store_tasks_list(c, groups, has_cur ? cur.key : NULL, has_cur ? cur.id : NULL,
+        if (tb_store_tasks_list(c, groups, group_cnt, has_cur ? cur.key : NULL,
+                                has_cur ? cur.id : NULL,
                                 prefix && *prefix ? prefix : NULL, paused, labels, lim, &r, err,
                                 sizeof(err))) {
                 tb_api_db_error(resp, err);
