@@ -480,7 +480,9 @@ Test(projector, set_based_replay_equals_the_live_projection) {
         snprintf(want, sizeof(want), "replayed %zu events (1 skipped as malformed, 1 quarantined)",
                  nc);
         cr_assert(strstr(out, want), "no '%s' in: %s", want, out);
-        cr_assert(strstr(out, "1 batch(es) set-based, 0 row by row"),
+        /* usually one batch (fewer than 5,000 events), more if Kafka paused */
+        cr_assert(strstr(out, " batch(es) set-based, 0 row by row") &&
+                          !strstr(out, " 0 batch(es) set-based"),
                   "the events were not applied set-based: %s", out);
         cr_assert(strstr(out, "partition offset/end:"), "no progress on stderr: %s", out);
         cr_log_info("%s", out);

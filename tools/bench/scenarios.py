@@ -143,6 +143,10 @@ kafka = { bootstrap_servers = "%s"; };
     def start(self):
         """Start taskbusd with self.roles and wait until its API listens."""
         self.spawn(self.roles)
+        self.wait_listen()
+
+    def wait_listen(self):
+        """Wait until the API of the taskbusd just spawned listens."""
         end = time.time() + 60
         while time.time() < end:
             try:
@@ -613,7 +617,7 @@ def reads_plans(db, d, cases, token):
                  ("log_timing", "on"), ("log_nested_statements", "off")):
         psql(db, "ALTER DATABASE %s SET auto_explain.%s = '%s'" % (db, k, v))
     d.restart("api")
-    d_wait_listen(d)
+    d.wait_listen()
     out = []
     conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=60)
     for name, path, key, cur in cases:
@@ -631,19 +635,8 @@ def reads_plans(db, d, cases, token):
     conn.close()
     psql(db, "ALTER DATABASE %s RESET ALL" % db)
     d.restart("api")
-    d_wait_listen(d)
+    d.wait_listen()
     return out
-
-
-def d_wait_listen(d):
-    end = time.time() + 60
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", d.api_port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("taskbusd did not listen (log %s)" % d.log)
 
 
 def scenario_reads(args):
@@ -661,7 +654,7 @@ def scenario_reads(args):
             raise SystemExit("creating the template task failed: %r" % (res[0],))
         spec = psql(d.db, "SELECT spec::text FROM tasks LIMIT 1").strip()
         d.restart("api")
-        d_wait_listen(d)
+        d.wait_listen()
         out = d.cli("admin", "user", "create", "reader", "--groups",
                     ",".join("g%d" % i for i in range(READS_GROUPS)))
         token = re.search(r"^token: (\S+)", out, re.M).group(1)

@@ -492,6 +492,9 @@ static void tb_projection_stage_row(tb_buf_t *rows, size_t seq, const tb_project
         /* name, user_id, paused, labels, home_region, created_at, created_by,
          * event_partition, event_offset: the task row's (up[]) */
         static const size_t from_up[] = {2, 4, 6, 7, 8, 10, 11, 13, 14};
+        _Static_assert(1 + TB_ARRAY_LEN(((tb_projection_ev_t *)0)->hp) + TB_ARRAY_LEN(from_up) ==
+                               TB_STORE_TASKS_STAGE_FIELDS,
+                       "a staged row has the staging table's columns");
         for (size_t k = 0; k < TB_ARRAY_LEN(from_up); k++)
                 tb_store_copy_field(rows, e->task ? e->up[from_up[k]] : NULL,
                                     k + 1 == TB_ARRAY_LEN(from_up));

@@ -649,6 +649,29 @@ void tb_store_array_add(tb_buf_t *b, const char *s) {
         tb_buf_append(b, "\"", 1);
 }
 
+/* ---- statements built at run time ------------------------------------------ */
+
+void tb_store_union_per_element(tb_buf_t *sql, const char *branch, const char *column, int param,
+                                size_t n) {
+        for (size_t k = 1; k <= n; k++)
+                tb_buf_printf(sql,
+                              "%s%sAND %s = ($%d::text[])[%zu] "
+                              "AND ($%d::text[])[%zu] <> ALL (($%d::text[])[1:%zu]) ",
+                              k > 1 ? "UNION ALL " : "", branch, column, param, k, param, k,
+                              param, k - 1);
+}
+
+tb_err_t tb_store_exec_built(PGconn *conn, const char *what, tb_buf_t *sql, int nparams,
+                             const char *const *params, PGresult **res, char *errstr,
+                             size_t errstr_size) {
+        tb_err_t err = sql->data ? tb_store_exec(conn, what, sql->data, nparams, params, res,
+                                                 errstr, errstr_size)
+                                 : tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                             "%s: out of memory", what);
+        tb_buf_free(sql);
+        return err;
+}
+
 /* ---- COPY ----------------------------------------------------------------- */
 
 void tb_store_copy_field(tb_buf_t *b, const char *s, bool last) {

@@ -71,22 +71,12 @@ tb_err_t tb_store_runs_list(PGconn *conn, const char *task_id, const char *group
                                     TB_STORE_RUNS_PAGE_ORDER);
         } else {
                 tb_buf_printf(&sql, "SELECT " TB_STORE_RUNS_COLS " FROM (");
-                for (size_t k = 1; k <= status_cnt; k++)
-                        tb_buf_printf(&sql,
-                                      "%sSELECT * FROM runs WHERE " TB_STORE_RUNS_PAGE_WHERE
-                                      "AND status = ($5::text[])[%zu] "
-                                      "AND ($5::text[])[%zu] <> ALL (($5::text[])[1:%zu]) ",
-                                      k > 1 ? "UNION ALL " : "", k, k, k - 1);
+                tb_store_union_per_element(&sql, "SELECT * FROM runs WHERE "
+                                                 TB_STORE_RUNS_PAGE_WHERE,
+                                           "status", 5, status_cnt);
                 tb_buf_printf(&sql, ") AS r " TB_STORE_RUNS_PAGE_ORDER);
         }
-        if (!sql.data) {
-                tb_buf_free(&sql);
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "list runs: out of memory");
-        }
-        tb_err_t err = tb_store_exec(conn, "list runs", sql.data, 8, params, res, errstr,
-                                     errstr_size);
-        tb_buf_free(&sql);
-        return err;
+        return tb_store_exec_built(conn, "list runs", &sql, 8, params, res, errstr, errstr_size);
 }
 
 tb_err_t tb_store_runs_task_visible(PGconn *conn, const char *task_id, const char *groups,

@@ -141,6 +141,24 @@ tb_err_t tb_store_pipeline_end(PGconn *conn, char *errstr, size_t errstr_size);
  *  built ("{" first, "}" last, by the caller): quoted, '"' and '\\' escaped. */
 void tb_store_array_add(tb_buf_t *b, const char *s);
 
+/**
+ * A keyset page over several values of one column, merged in order: append
+ * to \p sql \p n copies of \p branch ("SELECT ... WHERE ... " ending so that
+ * "AND ..." may follow) joined by UNION ALL, copy k restricted to
+ * \p column = element k of the text[] parameter $\p param (a copy whose
+ * element repeats an earlier one is planned away). With each copy an index
+ * scan in the page's order, PostgreSQL merges them (Merge Append) and stops
+ * after the page.
+ */
+void tb_store_union_per_element(tb_buf_t *sql, const char *branch, const char *column, int param,
+                                size_t n);
+
+/** tb_store_exec() of the statement built in \p sql (TB_ERR_NOMEM when building
+ *  it ran out of memory); frees \p sql. */
+tb_err_t tb_store_exec_built(PGconn *conn, const char *what, tb_buf_t *sql, int nparams,
+                             const char *const *params, PGresult **res, char *errstr,
+                             size_t errstr_size);
+
 /** Append \p s (NULL: SQL NULL) to \p b as one field of COPY's text format
  *  (backslash, tab, newline and carriage return escaped), then a tab, or a
  *  newline when it is the row's \p last field. */

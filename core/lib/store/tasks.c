@@ -56,7 +56,8 @@ tb_err_t tb_store_tasks_home(PGconn *conn, const char *id, const char *groups, c
  * page: a page costs the same at any depth. The filters are checked along
  * those scans. Element k of $1 names branch k's group (a branch repeating an
  * earlier element is planned away); beyond TB_STORE_TASKS_MERGE_MAX groups
- * one LATERAL scan per group with a LIMIT, sorted together, serves instead.
+ * (and for none) one LATERAL scan per group with a LIMIT, sorted together,
+ * serves instead.
  * EXPLAIN on 1M tasks: docs/bench-results/reads-plans.txt.
  */
 #define TB_STORE_TASKS_MERGE_MAX 64
@@ -74,29 +75,17 @@ tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, size_t group_cnt,
         const char *params[7] = {groups, cur_key, cur_id, name_prefix, paused, labels, limit};
         tb_buf_t sql = {0};
         tb_buf_printf(&sql, "SELECT " TB_STORE_TASKS_COLS " FROM (");
-        if (group_cnt > TB_STORE_TASKS_MERGE_MAX) {
+        if (group_cnt == 0 || group_cnt > TB_STORE_TASKS_MERGE_MAX)
                 tb_buf_printf(&sql, "SELECT t.* FROM (SELECT DISTINCT unnest($1::text[]) AS grp) "
                                     "AS g CROSS JOIN LATERAL (SELECT * FROM tasks "
                                     "WHERE security_group = g.grp " TB_STORE_TASKS_PAGE_WHERE
                                     TB_STORE_TASKS_PAGE_ORDER ") AS t");
-        } else if (group_cnt == 0) {
-                tb_buf_printf(&sql, "SELECT * FROM tasks WHERE false");
-        }
-        for (size_t k = 1; group_cnt <= TB_STORE_TASKS_MERGE_MAX && k <= group_cnt; k++)
-                tb_buf_printf(&sql,
-                              "%sSELECT * FROM tasks WHERE security_group = ($1::text[])[%zu] "
-                              "AND ($1::text[])[%zu] <> ALL (($1::text[])[1:%zu]) "
-                              TB_STORE_TASKS_PAGE_WHERE,
-                              k > 1 ? "UNION ALL " : "", k, k, k - 1);
+        else
+                tb_store_union_per_element(&sql, "SELECT * FROM tasks WHERE true "
+                                                 TB_STORE_TASKS_PAGE_WHERE,
+                                           "security_group", 1, group_cnt);
         tb_buf_printf(&sql, ") AS t " TB_STORE_TASKS_PAGE_ORDER);
-        if (!sql.data) {
-                tb_buf_free(&sql);
-                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "list tasks: out of memory");
-        }
-        tb_err_t err = tb_store_exec(conn, "list tasks", sql.data, 7, params, res, errstr,
-                                     errstr_size);
-        tb_buf_free(&sql);
-        return err;
+        return tb_store_exec_built(conn, "list tasks", &sql, 7, params, res, errstr, errstr_size);
 }
 
 #define TB_STORE_TASKS_HISTORY_COLS                                                          \
