@@ -568,7 +568,7 @@ def reads_get(conn, token, path):
     return ms, json.loads(body)
 
 
-def reads_cases(db):
+def reads_cases(db, ntasks, nruns):
     """(name, path, list key, start cursor or None) of every measured page kind."""
     def deep_task(where, depth):
         row = psql(db, "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || '|' || id "
@@ -582,28 +582,32 @@ def reads_cases(db):
         k, i = row.split("|")
         return cursor_token("r", k, i)
 
-    hot, cold = "t00000003", "t00500001"
+    hot, cold = "t00000003", "t%08d" % (ntasks // 2 + 1)
+    per_hot = nruns // 2 // READS_HOT
     now = now_ms()
     week = "since=%s&until=%s" % (rfc3339(now - 40 * 86400000), rfc3339(now - 33 * 86400000))
+    n = lambda v: format(v, ",")
     return [
         ("tasks, all 10 groups, first page", "/v1/tasks?limit=50", "tasks", None),
-        ("tasks, all 10 groups, 500,000 deep", "/v1/tasks?limit=50", "tasks", deep_task("", 500000)),
+        ("tasks, all 10 groups, %s deep" % n(ntasks // 2), "/v1/tasks?limit=50", "tasks", deep_task("", ntasks // 2)),
         ("tasks, one group, first page", "/v1/tasks?limit=50&security_group=g3", "tasks", None),
-        ("tasks, one group, 50,000 deep", "/v1/tasks?limit=50&security_group=g3", "tasks",
-         deep_task("WHERE security_group = 'g3'", 50000)),
+        ("tasks, one group, %s deep" % n(ntasks // 20), "/v1/tasks?limit=50&security_group=g3", "tasks",
+         deep_task("WHERE security_group = 'g3'", ntasks // 20)),
         ("tasks, paused=true (5%)", "/v1/tasks?limit=50&paused=true", "tasks", None),
         ("tasks, label env=prod (1/3)", "/v1/tasks?limit=50&label=env%3Dprod", "tasks", None),
         ("tasks, label team=t7 (2%)", "/v1/tasks?limit=50&label=team%3Dt7", "tasks", None),
         ("tasks, name_prefix=task-12 (1.1%)", "/v1/tasks?limit=50&name_prefix=task-12", "tasks", None),
-        ("tasks, paused=true, 200,000 deep", "/v1/tasks?limit=50&paused=true", "tasks", deep_task("", 200000)),
-        ("runs of a task with 250,000 runs, first page", "/v1/tasks/%s/runs?limit=50" % hot, "runs", None),
-        ("runs of a task with 250,000 runs, 200,000 deep", "/v1/tasks/%s/runs?limit=50" % hot, "runs",
-         deep_run(hot, 200000)),
+        ("tasks, paused=true, %s deep" % n(ntasks // 5), "/v1/tasks?limit=50&paused=true", "tasks",
+         deep_task("", ntasks // 5)),
+        ("runs of a task with %s runs, first page" % n(per_hot), "/v1/tasks/%s/runs?limit=50" % hot, "runs", None),
+        ("runs of a task with %s runs, %s deep" % (n(per_hot), n(per_hot * 4 // 5)), "/v1/tasks/%s/runs?limit=50" % hot,
+         "runs", deep_run(hot, per_hot * 4 // 5)),
         ("runs, status=failed (1%)", "/v1/tasks/%s/runs?limit=50&status=failed" % hot, "runs", None),
-        ("runs, status=failed,timed_out, 100,000 deep", "/v1/tasks/%s/runs?limit=50&status=failed,timed_out" % hot,
-         "runs", deep_run(hot, 100000)),
+        ("runs, status=failed,timed_out, %s deep" % n(per_hot * 2 // 5),
+         "/v1/tasks/%s/runs?limit=50&status=failed,timed_out" % hot, "runs", deep_run(hot, per_hot * 2 // 5)),
         ("runs, since/until one week", "/v1/tasks/%s/runs?limit=50&%s" % (hot, week), "runs", None),
-        ("runs of a task with 5 runs", "/v1/tasks/%s/runs?limit=50" % cold, "runs", None),
+        ("runs of a task with %d runs" % (nruns // 2 // max(1, ntasks - READS_HOT)),
+         "/v1/tasks/%s/runs?limit=50" % cold, "runs", None),
     ]
 
 
@@ -660,7 +664,7 @@ def scenario_reads(args):
         token = re.search(r"^token: (\S+)", out, re.M).group(1)
         fill = reads_fill(d.db, spec, ntasks, nruns)
         log("filled: %s" % json.dumps(fill))
-        cases = reads_cases(d.db)
+        cases = reads_cases(d.db, ntasks, nruns)
         plans = reads_plans(d.db, d, cases, token)
         results = []
         conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=60)

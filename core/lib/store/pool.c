@@ -652,13 +652,13 @@ void tb_store_array_add(tb_buf_t *b, const char *s) {
 /* ---- statements built at run time ------------------------------------------ */
 
 void tb_store_union_per_element(tb_buf_t *sql, const char *branch, const char *column, int param,
-                                size_t n) {
+                                size_t n, const char *order) {
         for (size_t k = 1; k <= n; k++)
                 tb_buf_printf(sql,
-                              "%s%sAND %s = ($%d::text[])[%zu] "
-                              "AND ($%d::text[])[%zu] <> ALL (($%d::text[])[1:%zu]) ",
+                              "%s(%sAND %s = ($%d::text[])[%zu] "
+                              "AND ($%d::text[])[%zu] <> ALL (($%d::text[])[1:%zu]) %s) ",
                               k > 1 ? "UNION ALL " : "", branch, column, param, k, param, k,
-                              param, k - 1);
+                              param, k - 1, order);
 }
 
 tb_err_t tb_store_exec_built(PGconn *conn, const char *what, tb_buf_t *sql, int nparams,

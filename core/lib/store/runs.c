@@ -41,12 +41,12 @@ tb_err_t tb_store_runs_get(PGconn *conn, const char *id, const char *groups, PGr
  * A task's runs, newest first. Without a status filter the page is one scan
  * of runs_task_nominal (task_id, nominal_time DESC, run_id DESC) from the
  * cursor on; since/until bound the same scan. With ?status= the statement is
- * a UNION ALL of one branch per status, each a scan of runs_task_status
- * (task_id, status, nominal_time DESC, run_id DESC; migration 0011) in the
- * page's order, merged by PostgreSQL (Merge Append) and stopped after the
- * page, so a rare status of a task with a million runs is found without
- * reading its other runs. Element k of $5 names branch k's status (a branch
- * repeating an earlier element is planned away). EXPLAIN on 10M runs:
+ * a UNION ALL of one branch per status, each a LIMITed scan of
+ * runs_task_status (task_id, status, nominal_time DESC, run_id DESC;
+ * migration 0011) in the page's order, and only their rows are merged, so
+ * a rare status of a task with a million runs is found without reading its
+ * other runs. Element k of $5 names branch k's status (a branch repeating an
+ * earlier element is planned away). EXPLAIN on 10M runs:
  * docs/bench-results/reads-plans.txt.
  */
 #define TB_STORE_RUNS_PAGE_WHERE                                                               \
@@ -73,7 +73,7 @@ tb_err_t tb_store_runs_list(PGconn *conn, const char *task_id, const char *group
                 tb_buf_printf(&sql, "SELECT " TB_STORE_RUNS_COLS " FROM (");
                 tb_store_union_per_element(&sql, "SELECT * FROM runs WHERE "
                                                  TB_STORE_RUNS_PAGE_WHERE,
-                                           "status", 5, status_cnt);
+                                           "status", 5, status_cnt, TB_STORE_RUNS_PAGE_ORDER);
                 tb_buf_printf(&sql, ") AS r " TB_STORE_RUNS_PAGE_ORDER);
         }
         return tb_store_exec_built(conn, "list runs", &sql, 8, params, res, errstr, errstr_size);

@@ -142,16 +142,16 @@ tb_err_t tb_store_pipeline_end(PGconn *conn, char *errstr, size_t errstr_size);
 void tb_store_array_add(tb_buf_t *b, const char *s);
 
 /**
- * A keyset page over several values of one column, merged in order: append
- * to \p sql \p n copies of \p branch ("SELECT ... WHERE ... " ending so that
- * "AND ..." may follow) joined by UNION ALL, copy k restricted to
- * \p column = element k of the text[] parameter $\p param (a copy whose
- * element repeats an earlier one is planned away). With each copy an index
- * scan in the page's order, PostgreSQL merges them (Merge Append) and stops
- * after the page.
+ * A keyset page over several values of one column: append to \p sql \p n
+ * copies of \p branch ("SELECT ... WHERE ... " ending so that "AND ..." may
+ * follow) joined by UNION ALL, copy k restricted to \p column = element k of
+ * the text[] parameter $\p param (a copy whose element repeats an earlier one
+ * is planned away) and ended by \p order (the page's "ORDER BY ... LIMIT
+ * n"). Each copy is then a LIMITed index scan in the page's order, and only
+ * their at most n rows each are merged or sorted: never the whole set.
  */
 void tb_store_union_per_element(tb_buf_t *sql, const char *branch, const char *column, int param,
-                                size_t n);
+                                size_t n, const char *order);
 
 /** tb_store_exec() of the statement built in \p sql (TB_ERR_NOMEM when building
  *  it ran out of memory); frees \p sql. */

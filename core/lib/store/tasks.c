@@ -50,11 +50,15 @@ tb_err_t tb_store_tasks_home(PGconn *conn, const char *id, const char *groups, c
  * tasks_group_created (security_group, created_at DESC, id DESC) is in keyset
  * order within one group only; across groups a plain "security_group =
  * ANY(...) ORDER BY" reads every row of those groups and sorts them (1M
- * tasks: a Sort of the whole set). So the statement is a UNION ALL of one
- * branch per group, each an index scan of its group in keyset order from
- * the cursor on, which PostgreSQL merges (Merge Append) and stops after the
- * page: a page costs the same at any depth. The filters are checked along
- * those scans. Element k of $1 names branch k's group (a branch repeating an
+ * tasks: a Sort of the whole set; a UNION ALL of unlimited branches was
+ * planned the same way, bitmap scans of each group then one sort). So the
+ * statement is a UNION ALL of one branch per group, each an index scan of
+ * its group in keyset order from the cursor on, LIMITed to the page, and
+ * only those at most groups x page rows are merged: a page costs the same at
+ * any depth. The filters are checked along
+ * those scans; a name_prefix may instead be read from tasks_group_name (the
+ * names in byte order, migration 0011) and sorted, when the planner
+ * estimates it cheaper. Element k of $1 names branch k's group (a branch repeating an
  * earlier element is planned away); beyond TB_STORE_TASKS_MERGE_MAX groups
  * (and for none) one LATERAL scan per group with a LIMIT, sorted together,
  * serves instead.
@@ -63,16 +67,64 @@ tb_err_t tb_store_tasks_home(PGconn *conn, const char *id, const char *groups, c
 #define TB_STORE_TASKS_MERGE_MAX 64
 #define TB_STORE_TASKS_PAGE_WHERE                                                              \
         "AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::text)) "   \
-        "AND ($4::text IS NULL OR starts_with(name, $4::text)) "                              \
+        "AND ($4::text IS NULL OR (starts_with(name COLLATE \"C\", $4::text) "              \
+        "AND name COLLATE \"C\" >= $4::text AND ($8::text IS NULL OR name COLLATE \"C\" < $8::text))) " \
         "AND ($5::boolean IS NULL OR paused = $5::boolean) "                                  \
         "AND ($6::jsonb IS NULL OR labels @> $6::jsonb) "
 #define TB_STORE_TASKS_PAGE_ORDER "ORDER BY created_at DESC, id DESC LIMIT $7::int"
+
+/* The least string above every string that starts with \p prefix, in byte
+ * order: its last character's code point plus one (UTF-8 keeps code point
+ * order), into \p out; "" when there is none (U+10FFFF, or not UTF-8). */
+static void tb_store_tasks_prefix_end(const char *prefix, char *out, size_t out_size) {
+        size_t n = strlen(prefix), start = n;
+        out[0] = '\0';
+        while (start > 0 && ((unsigned char)prefix[start - 1] & 0xC0) == 0x80)
+                start--;
+        if (start == 0 || n + 1 > out_size || n - --start > 4)
+                return;
+        const unsigned char *c = (const unsigned char *)prefix + start;
+        size_t len = n - start;
+        uint32_t cp = len == 1 ? c[0]
+                      : len == 2 ? (uint32_t)(c[0] & 0x1F) << 6 | (c[1] & 0x3F)
+                      : len == 3 ? (uint32_t)(c[0] & 0x0F) << 12 | (uint32_t)(c[1] & 0x3F) << 6 | (c[2] & 0x3F)
+                                 : (uint32_t)(c[0] & 0x07) << 18 | (uint32_t)(c[1] & 0x3F) << 12 |
+                                           (uint32_t)(c[2] & 0x3F) << 6 | (c[3] & 0x3F);
+        cp = cp == 0xD7FF ? 0xE000 : cp + 1;
+        if (cp > 0x10FFFF || start + 4 + 1 > out_size)
+                return;
+        memcpy(out, prefix, start);
+        char *o = out + start;
+        if (cp < 0x80) {
+                *o++ = (char)cp;
+        } else if (cp < 0x800) {
+                *o++ = (char)(0xC0 | cp >> 6);
+                *o++ = (char)(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+                *o++ = (char)(0xE0 | cp >> 12);
+                *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+        } else {
+                *o++ = (char)(0xF0 | cp >> 18);
+                *o++ = (char)(0x80 | (cp >> 12 & 0x3F));
+                *o++ = (char)(0x80 | (cp >> 6 & 0x3F));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+        }
+        *o = '\0';
+}
 
 tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, size_t group_cnt,
                              const char *cur_key, const char *cur_id, const char *name_prefix,
                              const char *paused, const char *labels, const char *limit,
                              PGresult **res, char *errstr, size_t errstr_size) {
-        const char *params[7] = {groups, cur_key, cur_id, name_prefix, paused, labels, limit};
+        /* the prefix's range in byte order as well: the index tasks_group_name
+         * serves it, and its estimate (with starts_with()'s) lets the planner
+         * prefer that index over the keyset scan when the prefix is rare */
+        char end[512];
+        if (name_prefix)
+                tb_store_tasks_prefix_end(name_prefix, end, sizeof(end));
+        const char *params[8] = {groups, cur_key, cur_id,  name_prefix,
+                                 paused, labels,  limit,   name_prefix && *end ? end : NULL};
         tb_buf_t sql = {0};
         tb_buf_printf(&sql, "SELECT " TB_STORE_TASKS_COLS " FROM (");
         if (group_cnt == 0 || group_cnt > TB_STORE_TASKS_MERGE_MAX)
@@ -83,9 +135,10 @@ tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, size_t group_cnt,
         else
                 tb_store_union_per_element(&sql, "SELECT * FROM tasks WHERE true "
                                                  TB_STORE_TASKS_PAGE_WHERE,
-                                           "security_group", 1, group_cnt);
+                                           "security_group", 1, group_cnt,
+                                           TB_STORE_TASKS_PAGE_ORDER);
         tb_buf_printf(&sql, ") AS t " TB_STORE_TASKS_PAGE_ORDER);
-        return tb_store_exec_built(conn, "list tasks", &sql, 7, params, res, errstr, errstr_size);
+        return tb_store_exec_built(conn, "list tasks", &sql, 8, params, res, errstr, errstr_size);
 }
 
 #define TB_STORE_TASKS_HISTORY_COLS                                                          \
