@@ -16,10 +16,10 @@
 -- Upgrading a live database: each CREATE INDEX runs inside the migration's
 -- transaction and holds a SHARE lock on its table while it builds, so reads
 -- go on but the projector's writes to that table wait for it (measured:
--- runs_task_status 26 s on 10M runs, tasks_group_name a few s on 1M tasks,
--- 2 shared cores; docs/benchmarks.md, "Reads"). To avoid that pause, build it beforehand without the
--- lock, with the same name and definition, then run the migration, which
--- finds it and only records itself:
+-- runs_task_status 47 s on 10M runs, tasks_group_name 2 s on 1M tasks, 2
+-- shared cores; docs/benchmarks.md, "Reads"). To avoid that pause, build
+-- them beforehand without the lock, with the same names and definitions,
+-- then run the migration, which finds them and only records itself:
 --
 --   CREATE INDEX CONCURRENTLY runs_task_status
 --       ON runs (task_id, status, nominal_time DESC, run_id DESC);
