@@ -297,9 +297,12 @@ int tb_cli_replay(int argc, char **argv) {
                 goto out;
         printf("replayed %" PRIu64 " events (%" PRIu64 " skipped as malformed, %" PRIu64
                " quarantined) from %s into %" PRId64 " tasks in %.2f s (%.0f events/s); "
-               "%d batch(es) set-based, %d row by row\n",
+               "%d batch(es) set-based, %d row by row\n"
+               "time of the set-based batches: %.2f s decoding in taskbus, %.2f s in "
+               "PostgreSQL (the rest: reading Kafka, row by row batches)\n",
                st.events, st.malformed, st.quarantined, topic, tasks, secs,
-               secs > 0 ? (double)st.events / secs : 0.0, set_based, row_by_row);
+               secs > 0 ? (double)st.events / secs : 0.0, set_based, row_by_row,
+               (double)st.decode_us / 1e6, (double)st.pg_us / 1e6);
         rc = 0;
 out:
         for (size_t i = 0; i < batch_cnt; i++)

@@ -557,8 +557,10 @@ tb_err_t tb_projection_replay_batch(PGconn *conn, const tb_config_t *conf, const
                 err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "replay: out of memory");
                 goto out;
         }
+        int64_t t0 = tb_mono_us();
         if (!tb_projection_stage_all(&b, msgs, cnt, &rows, &deleted, poison, &npoison))
                 goto row_by_row;
+        int64_t t1 = tb_mono_us();
         if (!deleted.data || (rows.len && !rows.data)) {
                 err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "replay: out of memory");
                 goto out;
@@ -591,6 +593,10 @@ tb_err_t tb_projection_replay_batch(PGconn *conn, const tb_config_t *conf, const
                 if (poison[k].fresh)
                         tb_pgsink_set_aside_report(TB_PROJECTION_SUB, msgs[poison[k].i],
                                                    poison[k].why);
+        if (stats) {
+                stats->decode_us += t1 - t0;
+                stats->pg_us += tb_mono_us() - t1;
+        }
         tb_projection_batch_committed(&b);
         goto out;
 failed:

@@ -39,6 +39,8 @@ typedef struct tb_projection_stats {
         uint64_t events;    /**< task events applied (or found already applied) */
         uint64_t results;   /**< run results applied */
         uint64_t quarantined; /**< records set aside (store/quarantine.h), malformed included */
+        int64_t decode_us;  /**< set-based batches: decoding and staging in C */
+        int64_t pg_us;      /**< set-based batches: COPY, merge and commit in PostgreSQL */
 } tb_projection_stats_t;
 
 /** The state of one batch handed to a topic's apply function. */
