@@ -18,7 +18,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define TB_CLI_REPLAY_BATCH 1000
+/* Records per set-based batch: one COPY and one merge each (docs/benchmarks.md, "Replay"). */
+#define TB_CLI_REPLAY_BATCH 5000
+/* At most one progress line per this many microseconds. */
+#define TB_CLI_REPLAY_REPORT_US 1000000
 
 static void tb_cli_replay_usage(FILE *fp) {
         fprintf(fp,
@@ -32,8 +35,15 @@ static void tb_cli_replay_usage(FILE *fp) {
                 "  --force                replay into a database whose tasks table is not empty:\n"
                 "                         the projection (tasks, task_history, projector offsets)\n"
                 "                         is emptied first\n"
+                "\nEvents are applied set-based, %d per batch: one COPY into a staging table\n"
+                "and one merge per batch, with the projector's rules; a record that cannot be\n"
+                "decoded is set aside in the quarantine, and a batch PostgreSQL refuses is\n"
+                "applied again row by row to set the refused record aside. Once a second,\n"
+                "stderr shows the events applied, events/s, each partition's offset against\n"
+                "its end and the ETA.\n"
                 "\nThe stored projector offsets are set to the end of the replay, so a projector\n"
-                "started on that database continues where the replay stopped.\n");
+                "started on that database continues where the replay stopped.\n",
+                TB_CLI_REPLAY_BATCH);
 }
 
 /** How many tasks the projection holds, or -1 (printed). */
@@ -79,19 +89,35 @@ typedef struct tb_cli_replay_part {
         bool done;
 } tb_cli_replay_part_t;
 
-static void tb_cli_replay_progress(bool tty, int64_t t0, uint64_t events, int64_t consumed,
-                                   int64_t total, bool final) {
+/** One progress line on stderr: events applied and their rate, the share of
+ *  the offsets read, the ETA at the rate offsets were read so far, and each
+ *  partition's position against its end. */
+static void tb_cli_replay_progress(int64_t t0, uint64_t events, const tb_cli_replay_part_t *parts,
+                                   int pcnt) {
         double secs = (double)(tb_mono_us() - t0) / 1e6;
-        double rate = secs > 0 ? (double)events / secs : 0;
+        int64_t consumed = 0, total = 0;
+        for (int p = 0; p < pcnt; p++) {
+                consumed += parts[p].pos - parts[p].lo;
+                total += parts[p].end - parts[p].lo;
+        }
         double orate = secs > 0 ? (double)consumed / secs : 0;
         int64_t remaining = total - consumed > 0 ? total - consumed : 0;
-        double eta = orate > 0 ? (double)remaining / orate : 0;
-        fprintf(stderr,
-                "%sreplay: %" PRIu64 " events, %.1f%% of offsets, %.0f events/s, %" PRId64
-                " remaining, ETA %.0f s%s",
-                tty ? "\r" : "", events, total > 0 ? 100.0 * (double)consumed / (double)total : 100.0,
-                rate, remaining, eta, tty ? (final ? "   \n" : "   ") : "\n");
+        tb_buf_t line = {0};
+        tb_buf_printf(&line, "replay: %" PRIu64 " events, %.0f events/s, %.1f%% of offsets, ",
+                      events, secs > 0 ? (double)events / secs : 0.0,
+                      total > 0 ? 100.0 * (double)consumed / (double)total : 100.0);
+        if (remaining == 0)
+                tb_buf_printf(&line, "done");
+        else if (orate > 0)
+                tb_buf_printf(&line, "ETA %.0f s", (double)remaining / orate);
+        else
+                tb_buf_printf(&line, "ETA unknown");
+        tb_buf_printf(&line, "; partition offset/end:");
+        for (int p = 0; p < pcnt; p++)
+                tb_buf_printf(&line, " %d:%" PRId64 "/%" PRId64, p, parts[p].pos, parts[p].end);
+        fprintf(stderr, "%s\n", line.data ? (const char *)line.data : "replay: out of memory");
         fflush(stderr);
+        tb_buf_free(&line);
 }
 
 int tb_cli_replay(int argc, char **argv) {
@@ -186,8 +212,8 @@ int tb_cli_replay(int argc, char **argv) {
         parts = calloc((size_t)(pcnt > 0 ? pcnt : 1), sizeof(*parts));
         batch = calloc(TB_CLI_REPLAY_BATCH, sizeof(*batch));
         as = rd_kafka_topic_partition_list_new(pcnt > 0 ? pcnt : 1);
-        int64_t total = 0;
         int remaining = 0;
+        int set_based = 0, row_by_row = 0;
         for (int p = 0; p < pcnt; p++) {
                 int64_t lo = 0, hi = 0;
                 rerr = tb_bus_watermarks(rk, topic, p, 30000, &lo, &hi);
@@ -199,7 +225,6 @@ int tb_cli_replay(int argc, char **argv) {
                 parts[p].lo = lo;
                 parts[p].end = hi;
                 parts[p].pos = lo;
-                total += hi - lo;
                 if (hi <= lo) {
                         parts[p].done = true;
                         continue;
@@ -207,7 +232,6 @@ int tb_cli_replay(int argc, char **argv) {
                 rd_kafka_topic_partition_list_add(as, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
                 remaining++;
         }
-        bool tty = isatty(STDERR_FILENO);
         int64_t t0 = tb_mono_us(), last_report = t0;
         if (remaining > 0 && (rerr = rd_kafka_assign(rk, as))) {
                 tb_cli_fail("replay: assign %s: %s", topic, rd_kafka_err2str(rerr));
@@ -245,37 +269,40 @@ int tb_cli_replay(int argc, char **argv) {
                         }
                 }
                 if (batch_cnt == TB_CLI_REPLAY_BATCH || (batch_cnt > 0 && (!m || remaining == 0))) {
-                        if (tb_projection_apply_batch(conn, conf, TB_PROJECTION_CONSUMER, batch,
-                                                     batch_cnt, &st, err,
-                                                     sizeof(err)) != TB_OK) {
-                                if (tty)
-                                        fputc('\n', stderr);
+                        bool slow = false;
+                        if (tb_projection_replay_batch(conn, conf, TB_PROJECTION_CONSUMER, batch,
+                                                       batch_cnt, &st, &slow, err,
+                                                       sizeof(err)) != TB_OK) {
                                 tb_cli_fail("replay: %s", err);
                                 goto out;
                         }
+                        if (slow)
+                                row_by_row++;
+                        else
+                                set_based++;
                         for (size_t i = 0; i < batch_cnt; i++)
                                 rd_kafka_message_destroy(batch[i]);
                         batch_cnt = 0;
                 }
                 int64_t now = tb_mono_us();
-                if (now - last_report >= (tty ? 200000 : 5000000)) {
-                        int64_t consumed = 0;
-                        for (int p = 0; p < pcnt; p++)
-                                consumed += parts[p].pos - parts[p].lo;
-                        tb_cli_replay_progress(tty, t0, st.events, consumed, total, false);
+                if (now - last_report >= TB_CLI_REPLAY_REPORT_US) {
+                        tb_cli_replay_progress(t0, st.events, parts, pcnt);
                         last_report = now;
                 }
         }
         double secs = (double)(tb_mono_us() - t0) / 1e6;
-        if (tty)
-                tb_cli_replay_progress(tty, t0, st.events, total, total, true);
+        tb_cli_replay_progress(t0, st.events, parts, pcnt);
         int64_t tasks = tb_cli_replay_count(conn);
         if (tasks < 0)
                 goto out;
         printf("replayed %" PRIu64 " events (%" PRIu64 " skipped as malformed, %" PRIu64
-               " quarantined) from %s into %" PRId64 " tasks in %.2f s (%.0f events/s)\n",
+               " quarantined) from %s into %" PRId64 " tasks in %.2f s (%.0f events/s); "
+               "%d batch(es) set-based, %d row by row\n"
+               "time of the set-based batches: %.2f s decoding in taskbus, %.2f s in "
+               "PostgreSQL (the rest: reading Kafka, row by row batches)\n",
                st.events, st.malformed, st.quarantined, topic, tasks, secs,
-               secs > 0 ? (double)st.events / secs : 0.0);
+               secs > 0 ? (double)st.events / secs : 0.0, set_based, row_by_row,
+               (double)st.decode_us / 1e6, (double)st.pg_us / 1e6);
         rc = 0;
 out:
         for (size_t i = 0; i < batch_cnt; i++)

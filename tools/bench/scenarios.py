@@ -145,6 +145,10 @@ kafka = { bootstrap_servers = "%s"; };
     def start(self):
         """Start taskbusd with self.roles and wait until its API listens."""
         self.spawn(self.roles)
+        self.wait_listen()
+
+    def wait_listen(self):
+        """Wait until the API of the taskbusd just spawned listens."""
         end = time.time() + 60
         while time.time() < end:
             try:
@@ -414,24 +418,284 @@ def create_tasks(d, n, prefix):
 
 
 def scenario_replay(args):
+    """`taskbus replay --into` a fresh empty database, 3 times over the same task-events:
+    events/s by the replay's own clock (from its first fetch to its last commit) and of
+    the whole command (Kafka metadata, consumer start and migrations included); the
+    median of the 3 runs is quoted."""
     n = int(args[0]) if args else 20000
+    repeat = int(os.environ.get("TB_BENCH_REPLAY_REPEAT", "3"))
     d = Daemon("replay", "api,commands,projector")
     try:
         ok = create_tasks(d, n, "replay")
     finally:
         d.stop()
-    psql("postgres", "DROP DATABASE IF EXISTS bench_replay_into WITH (FORCE)")
-    psql("postgres", "CREATE DATABASE bench_replay_into")
     url = "postgresql://taskbus@127.0.0.1:%d/bench_replay_into" % PG_PORT
-    t = time.time()
-    out = run([os.path.join(BIN, "taskbus"), "replay", "--into", url, "--from-kafka", KAFKA, "--config", d.conf])
-    el = time.time() - t
-    events = int(psql("bench_replay_into", "SELECT count(*) FROM task_history").strip())
-    rows = int(psql("bench_replay_into", "SELECT count(*) FROM tasks").strip())
-    r = {"events": events, "tasks": rows, "created_ok": ok, "seconds": round(el, 2),
-         "events_per_s": round(events / el) if el else None, "output": out.strip()[-500:]}
+    runs = []
+    for i in range(repeat):
+        psql("postgres", "DROP DATABASE IF EXISTS bench_replay_into WITH (FORCE)")
+        psql("postgres", "CREATE DATABASE bench_replay_into")
+        load = open("/proc/loadavg").read().split()[:3]
+        t = time.time()
+        out = run([os.path.join(BIN, "taskbus"), "replay", "--into", url, "--from-kafka", KAFKA, "--config", d.conf])
+        el = time.time() - t
+        events = int(psql("bench_replay_into", "SELECT count(*) FROM task_history").strip())
+        rows = int(psql("bench_replay_into", "SELECT count(*) FROM tasks").strip())
+        m = re.search(r"in ([0-9.]+) s \(([0-9]+) events/s\)", out)
+        runs.append({"events": events, "tasks": rows, "command_seconds": round(el, 2),
+                     "command_events_per_s": round(events / el) if el else None,
+                     "replay_seconds": float(m.group(1)) if m else None,
+                     "events_per_s": int(m.group(2)) if m else None, "loadavg_at_start": load,
+                     "output": out.strip()[-300:]})
+        log("replay %d: %d events, %s events/s (whole command %.2f s)" % (i + 1, events, runs[-1]["events_per_s"], el))
+    med = sorted(runs, key=lambda r: r["events_per_s"] or 0)[len(runs) // 2]
+    r = {"events": med["events"], "tasks": med["tasks"], "created_ok": ok, "seconds": med["replay_seconds"],
+         "events_per_s": med["events_per_s"], "command_events_per_s": med["command_events_per_s"],
+         "repeat": repeat, "runs": runs}
     doc = save("replay", r, [])
-    print("replay: %d events into an empty database in %.2f s = %s events/s" % (events, el, r["events_per_s"]))
+    print("replay: %d events into an empty database, median of %d: %s events/s (whole command %s events/s)" % (
+        med["events"], repeat, med["events_per_s"], med["command_events_per_s"]))
+    return doc
+
+
+# ---- reads: pages of 50 on 1M tasks and 10M runs ---------------------------------------
+
+READS_GROUPS = 10
+READS_HOT = 20          # tasks with a long run history (2 per group)
+
+
+def psql_pipe(db, out_sql, in_sql):
+    """COPY (out_sql) TO STDOUT piped into COPY in_sql FROM STDIN: rows made by the
+    database, loaded with COPY (the bench fills tables; the write path is not measured)."""
+    url = "postgresql://taskbus@127.0.0.1:%d/%s" % (PG_PORT, db)
+    src = subprocess.Popen(["psql", url, "-XqAtc", "COPY (%s) TO STDOUT" % out_sql], stdout=subprocess.PIPE)
+    dst = subprocess.run(["psql", url, "-Xqc", "COPY %s FROM STDIN" % in_sql], stdin=src.stdout,
+                         stdout=subprocess.PIPE, check=True, text=True)
+    src.stdout.close()
+    if src.wait():
+        raise SystemExit("COPY out of %s failed" % db)
+    return dst.stdout
+
+
+def reads_fill(db, spec, ntasks, nruns):
+    """Fill tasks and runs (COPY, indexes dropped and built again after the load);
+    returns how long each step took, the migrations' index builds included."""
+    t = {}
+    psql(db, "TRUNCATE tasks, task_history, runs")
+    groups = READS_GROUPS
+    # task i: group g(i % 10); every 20th (by i / 10) paused; labels env (3 values) and
+    # team (50 values); created one second apart, the newest last
+    tasks_sql = (
+        "SELECT 't' || lpad(i::text, 8, '0'), 1, 'task-' || i, 'g' || (i %% %d), 'bench', "
+        "jsonb_set(jsonb_set(jsonb_set(jsonb_set(%s::jsonb, '{name}', to_jsonb('task-' || i)), "
+        "'{security_group}', to_jsonb('g' || (i %% %d))), '{paused}', to_jsonb((i / 10) %% 20 = 7)), "
+        "'{labels}', jsonb_build_object('env', (ARRAY['prod', 'dev', 'test'])[(i / 10) %% 3 + 1], "
+        "'team', 't' || ((i / 10) %% 50))), (i / 10) %% 20 = 7, "
+        "jsonb_build_object('env', (ARRAY['prod', 'dev', 'test'])[(i / 10) %% 3 + 1], 'team', 't' || ((i / 10) %% 50)), "
+        "'', 0, now() - (%d - i) * interval '1 second', 'bench', now() - (%d - i) * interval '1 second', "
+        "i %% 6, i / 6 FROM generate_series(0, %d) AS i"
+        % (groups, "'" + spec.replace("'", "''") + "'", groups, ntasks, ntasks, ntasks - 1))
+    hot_runs = nruns // 2
+    other = max(1, ntasks - READS_HOT)
+    # runs: half on the READS_HOT hot tasks, the rest spread over every other task; one an
+    # hour back from now per task; 1% failed, 0.1% timed_out, the rest succeeded
+    runs_sql = (
+        "SELECT md5(n::text), 't' || lpad(x.task::text, 8, '0'), 'g' || (x.task %% %d), "
+        "now() - x.k * interval '1 hour', 1, 'schedule', "
+        "CASE WHEN x.k %% 100 = 37 THEN 'failed' WHEN x.k %% 1000 = 501 THEN 'timed_out' ELSE 'succeeded' END, "
+        "now() - x.k * interval '1 hour', now() - x.k * interval '1 hour' + interval '1 second', "
+        "now() - x.k * interval '1 hour' + interval '2 seconds', "
+        "CASE WHEN x.k %% 100 = 37 THEN 1 ELSE 0 END, 'shell', 'bench', 12, now() "
+        "FROM generate_series(0, %d) AS n, LATERAL (SELECT CASE WHEN n < %d THEN n %% %d ELSE %d + (n - %d) %% %d END AS task, "
+        "CASE WHEN n < %d THEN n / %d ELSE (n - %d) / %d END AS k) AS x"
+        % (groups, nruns - 1, hot_runs, READS_HOT, READS_HOT, hot_runs, other, hot_runs, READS_HOT, hot_runs, other))
+    # the indexes, dropped for the load and built again after it (sorting beats
+    # inserting 10M keys one by one); the primary keys too
+    idx = {}
+    for tbl in ("tasks", "runs"):
+        idx[tbl] = [l for l in psql(db, "SELECT indexname || '|' || indexdef FROM pg_indexes "
+                                         "WHERE tablename = '%s' ORDER BY indexname" % tbl).splitlines() if l]
+        psql(db, "ALTER TABLE %s DROP CONSTRAINT %s_pkey" % (tbl, tbl))
+        for l in idx[tbl]:
+            name = l.split("|", 1)[0]
+            if not name.endswith("_pkey"):
+                psql(db, "DROP INDEX %s" % name)
+    t0 = time.time()
+    log("COPY %d tasks" % ntasks)
+    psql_pipe(db, tasks_sql, "tasks (id, version, name, security_group, user_id, spec, paused, labels, "
+              "home_region, epoch, created_at, created_by, updated_at, event_partition, event_offset)")
+    t["copy_tasks_s"] = round(time.time() - t0, 1)
+    t0 = time.time()
+    log("COPY %d runs" % nruns)
+    psql_pipe(db, runs_sql, "runs (run_id, task_id, security_group, nominal_time, attempt, trigger, status, "
+              "scheduled_at, started_at, finished_at, exit_code, executor, host, output_bytes, updated_at)")
+    t["copy_runs_s"] = round(time.time() - t0, 1)
+    t["index_build_s"] = {}
+    for tbl in ("tasks", "runs"):
+        for l in idx[tbl]:
+            name, definition = l.split("|", 1)
+            t0 = time.time()
+            log("building %s" % name)
+            psql(db, "SET maintenance_work_mem = '1GB'; " + definition)
+            if name.endswith("_pkey"):
+                psql(db, "ALTER TABLE %s ADD PRIMARY KEY USING INDEX %s" % (tbl, name))
+            t["index_build_s"][name] = round(time.time() - t0, 1)
+    t0 = time.time()
+    log("VACUUM ANALYZE")
+    psql(db, "VACUUM ANALYZE tasks")
+    psql(db, "VACUUM ANALYZE runs")
+    t["vacuum_analyze_s"] = round(time.time() - t0, 1)
+    t["sizes"] = dict(l.split("|") for l in psql(
+        db, "SELECT relname || '|' || pg_size_pretty(pg_relation_size(oid)) FROM pg_class "
+            "WHERE relname IN ('tasks', 'runs') OR relname IN (SELECT indexname FROM pg_indexes "
+            "WHERE tablename IN ('tasks', 'runs')) ORDER BY relname").splitlines() if l)
+    return t
+
+
+def cursor_token(lst, key, ident):
+    """A page cursor as the API writes one (core/roles/api/cursor.h): the bench starts deep
+    pages from a row it picked in the database instead of walking 10,000 pages to it."""
+    import base64
+    raw = ("1|%s|%s|%s" % (lst, key, ident)).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def reads_get(conn, token, path):
+    t = time.time()
+    conn.request("GET", path, headers={"Authorization": "Bearer " + token})
+    r = conn.getresponse()
+    body = r.read()
+    ms = (time.time() - t) * 1000
+    if r.status != 200:
+        raise SystemExit("GET %s: %d %s" % (path, r.status, body[:300]))
+    return ms, json.loads(body)
+
+
+def reads_cases(db, ntasks, nruns):
+    """(name, path, list key, start cursor or None) of every measured page kind."""
+    def deep_task(where, depth):
+        row = psql(db, "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || '|' || id "
+                       "FROM tasks %s ORDER BY created_at DESC, id DESC OFFSET %d LIMIT 1" % (where, depth)).strip()
+        k, i = row.split("|")
+        return cursor_token("t", k, i)
+
+    def deep_run(task, depth):
+        row = psql(db, "SELECT (extract(epoch FROM nominal_time) * 1000)::bigint || '|' || run_id FROM runs "
+                       "WHERE task_id = '%s' ORDER BY nominal_time DESC, run_id DESC OFFSET %d LIMIT 1" % (task, depth)).strip()
+        k, i = row.split("|")
+        return cursor_token("r", k, i)
+
+    hot, cold = "t00000003", "t%08d" % (ntasks // 2 + 1)
+    per_hot = nruns // 2 // READS_HOT
+    now = now_ms()
+    week = "since=%s&until=%s" % (rfc3339(now - 40 * 86400000), rfc3339(now - 33 * 86400000))
+    n = lambda v: format(v, ",")
+    return [
+        ("tasks, all 10 groups, first page", "/v1/tasks?limit=50", "tasks", None),
+        ("tasks, all 10 groups, %s deep" % n(ntasks // 2), "/v1/tasks?limit=50", "tasks", deep_task("", ntasks // 2)),
+        ("tasks, one group, first page", "/v1/tasks?limit=50&security_group=g3", "tasks", None),
+        ("tasks, one group, %s deep" % n(ntasks // 20), "/v1/tasks?limit=50&security_group=g3", "tasks",
+         deep_task("WHERE security_group = 'g3'", ntasks // 20)),
+        ("tasks, paused=true (5%)", "/v1/tasks?limit=50&paused=true", "tasks", None),
+        ("tasks, label env=prod (1/3)", "/v1/tasks?limit=50&label=env%3Dprod", "tasks", None),
+        ("tasks, label team=t7 (2%)", "/v1/tasks?limit=50&label=team%3Dt7", "tasks", None),
+        ("tasks, name_prefix=task-12 (1.1%)", "/v1/tasks?limit=50&name_prefix=task-12", "tasks", None),
+        ("tasks, paused=true, %s deep" % n(ntasks // 5), "/v1/tasks?limit=50&paused=true", "tasks",
+         deep_task("", ntasks // 5)),
+        ("runs of a task with %s runs, first page" % n(per_hot), "/v1/tasks/%s/runs?limit=50" % hot, "runs", None),
+        ("runs of a task with %s runs, %s deep" % (n(per_hot), n(per_hot * 4 // 5)), "/v1/tasks/%s/runs?limit=50" % hot,
+         "runs", deep_run(hot, per_hot * 4 // 5)),
+        ("runs, status=failed (1%)", "/v1/tasks/%s/runs?limit=50&status=failed" % hot, "runs", None),
+        ("runs, status=failed,timed_out, %s deep" % n(per_hot * 2 // 5),
+         "/v1/tasks/%s/runs?limit=50&status=failed,timed_out" % hot, "runs", deep_run(hot, per_hot * 2 // 5)),
+        ("runs, since/until one week", "/v1/tasks/%s/runs?limit=50&%s" % (hot, week), "runs", None),
+        ("runs of a task with %d runs" % (nruns // 2 // max(1, ntasks - READS_HOT)),
+         "/v1/tasks/%s/runs?limit=50" % cold, "runs", None),
+    ]
+
+
+def reads_plans(db, d, cases, token):
+    """The plan of every case's statement as PostgreSQL ran it (auto_explain with ANALYZE
+    and BUFFERS, for the api's own connections), from the server's log."""
+    datadir = psql(db, "SHOW data_directory").strip()
+    pglog = os.path.join(os.path.dirname(datadir), "postgres.log")
+    psql(db, "ALTER DATABASE %s SET session_preload_libraries = 'auto_explain'" % db)
+    for k, v in (("log_min_duration", "0"), ("log_analyze", "on"), ("log_buffers", "on"),
+                 ("log_timing", "on"), ("log_nested_statements", "off")):
+        psql(db, "ALTER DATABASE %s SET auto_explain.%s = '%s'" % (db, k, v))
+    d.restart("api")
+    d.wait_listen()
+    out = []
+    conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=60)
+    for name, path, key, cur in cases:
+        for _ in range(3):  # warm, then the plan kept is the third's
+            start = os.path.getsize(pglog)
+            reads_get(conn, token, path + ("&cursor=" + cur if cur else ""))
+            time.sleep(0.3)
+            with open(pglog, errors="replace") as fp:
+                fp.seek(start)
+                chunk = fp.read()
+        plans = [e for e in re.split(r"(?m)^.*LOG:  duration: ", chunk)
+                 if "Query Text:" in e and ("FROM runs" in e or "FROM tasks" in e) and "LIMIT" in e]
+        out.append("==== %s\n     GET %s%s\n\n%s" % (name, path, " (from a cursor)" if cur else "",
+                                                   "\n".join("duration: " + p.strip() for p in plans[-1:])))
+    conn.close()
+    psql(db, "ALTER DATABASE %s RESET ALL" % db)
+    d.restart("api")
+    d.wait_listen()
+    return out
+
+
+def scenario_reads(args):
+    """GET /v1/tasks and GET /v1/tasks/{id}/runs, pages of 50, on 1M tasks in 10 groups
+    and 10M runs: p50/p99 per kind of page, with the plans PostgreSQL ran."""
+    ntasks = int(os.environ.get("TB_BENCH_READS_TASKS", "1000000"))
+    nruns = int(os.environ.get("TB_BENCH_READS_RUNS", "10000000"))
+    reps = int(os.environ.get("TB_BENCH_READS_REQUESTS", "200"))
+    d = Daemon("reads", "api,commands,projector")
+    try:
+        # one real task, projected by taskbus itself: the template of the bench's rows
+        res = post_many(d.token, [{"name": "template", "script": "echo hello", "security_group": "ops",
+                                   "schedule": {"every": "1h"}, "labels": {"env": "prod"}}], threads=1)
+        if not res[0] or res[0][0] != 201:
+            raise SystemExit("creating the template task failed: %r" % (res[0],))
+        spec = psql(d.db, "SELECT spec::text FROM tasks LIMIT 1").strip()
+        d.restart("api")
+        d.wait_listen()
+        out = d.cli("admin", "user", "create", "reader", "--groups",
+                    ",".join("g%d" % i for i in range(READS_GROUPS)))
+        token = re.search(r"^token: (\S+)", out, re.M).group(1)
+        fill = reads_fill(d.db, spec, ntasks, nruns)
+        log("filled: %s" % json.dumps(fill))
+        cases = reads_cases(d.db, ntasks, nruns)
+        plans = reads_plans(d.db, d, cases, token)
+        results = []
+        conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=60)
+        for name, path, key, cur in cases:
+            lat, counts = [], []
+            c = cur
+            for i in range(reps):
+                ms, page = reads_get(conn, token, path + ("&cursor=" + c if c else ""))
+                lat.append(ms)
+                counts.append(len(page[key]))
+                # walk on from the cursor (deep cases) or ask for the same first page again
+                c = page.get("next_cursor") if cur and page.get("next_cursor") else cur
+            r = {"case": name, "path": path, "from_cursor": bool(cur), "requests": reps,
+                 "items_per_page_min": min(counts), "p50_ms": round(pct(lat, 50), 2),
+                 "p99_ms": round(pct(lat, 99), 2), "max_ms": round(max(lat), 2)}
+            log("%-50s p50 %6.2f ms  p99 %6.2f ms  max %6.2f ms  (%d items per page at least)" % (
+                name, r["p50_ms"], r["p99_ms"], r["max_ms"], r["items_per_page_min"]))
+            results.append(r)
+        conn.close()
+    finally:
+        d.stop()
+    with open(os.path.join(RESULTS, "reads-plans.txt"), "w") as fp:
+        fp.write("EXPLAIN (ANALYZE, BUFFERS) of each page's statement as the api role ran it "
+                 "(auto_explain),\n%d tasks in %d groups, %d runs; tools/bench/run reads, %s.\n\n"
+                 % (ntasks, READS_GROUPS, nruns, time.strftime("%Y-%m-%d", time.gmtime())))
+        fp.write("\n\n".join(plans) + "\n")
+    doc = save("reads", {"tasks": ntasks, "groups": READS_GROUPS, "runs": nruns, "fill": fill,
+                         "pages": results, "worst_p99_ms": max(r["p99_ms"] for r in results)}, [])
+    print("reads: worst p99 %.2f ms over %d kinds of page" % (doc["results"]["worst_p99_ms"], len(results)))
     return doc
 
 
@@ -685,7 +949,7 @@ def scenario_cmdrebuild(args):
 def main():
     name = sys.argv[1]
     {"api": scenario_api, "scheduler": scenario_scheduler, "burst": scenario_burst, "e2e": scenario_e2e,
-     "replay": scenario_replay, "abuse": scenario_abuse,
+     "replay": scenario_replay, "abuse": scenario_abuse, "reads": scenario_reads,
      "restart": scenario_restart, "cmdrebuild": scenario_cmdrebuild,
      "peers": lambda argv: __import__("peers").scenario_peers(argv),
      "console": lambda argv: __import__("console").scenario_console(argv)}[name](sys.argv[2:])

@@ -178,6 +178,27 @@ tb_err_t tb_pgsink_quarantine_one(tb_store_t *store, const char *role,
         return TB_OK;
 }
 
+tb_err_t tb_pgsink_set_aside(PGconn *conn, const char *role, const rd_kafka_message_t *m,
+                             const char *why, bool *fresh, char *errstr, size_t errstr_size) {
+        return tb_pgsink_quarantine(conn, role, m, why, NULL, fresh, errstr, errstr_size);
+}
+
+void tb_pgsink_set_aside_report(const char *role, const rd_kafka_message_t *m,
+                                const char *why) {
+        tb_pgsink_quarantine_report(role, m, why);
+}
+
+tb_err_t tb_pgsink_offsets_after(PGconn *conn, const char *consumer,
+                                 rd_kafka_message_t *const *msgs, size_t cnt, char *errstr,
+                                 size_t errstr_size) {
+        rd_kafka_topic_partition_list_t *next = rd_kafka_topic_partition_list_new(8);
+        for (size_t i = 0; i < cnt; i++)
+                tb_pgsink_offsets_fold(next, msgs[i], true);
+        tb_err_t err = tb_pgsink_offsets_store(conn, consumer, next, errstr, errstr_size);
+        rd_kafka_topic_partition_list_destroy(next);
+        return err;
+}
+
 /** A savepoint statement (\p sql) around one record. */
 static tb_err_t tb_pgsink_savepoint(PGconn *conn, const char *sql, char *errstr,
                                     size_t errstr_size) {

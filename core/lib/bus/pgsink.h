@@ -183,6 +183,25 @@ tb_err_t tb_pgsink_quarantine_one(tb_store_t *store, const char *role,
                                   const rd_kafka_message_t *m, const char *why, char *errstr,
                                   size_t errstr_size);
 
+/* ---- for a caller that applies a batch its own way (projection's set-based
+ * replay), with the sink's quarantine and offsets ---- */
+
+/** Put \p m in the quarantine table for \p role (as a batch does: no
+ *  SQLSTATE, \p why the reason) in the caller's open transaction; *\p fresh
+ *  says it was not there yet (then tb_pgsink_set_aside_report() it once
+ *  the transaction is committed). */
+tb_err_t tb_pgsink_set_aside(PGconn *conn, const char *role, const rd_kafka_message_t *m,
+                             const char *why, bool *fresh, char *errstr, size_t errstr_size);
+/** Count (taskbus_quarantined_total) and log \p m as quarantined, once. */
+void tb_pgsink_set_aside_report(const char *role, const rd_kafka_message_t *m,
+                                const char *why);
+/** Store for \p consumer, in the caller's open transaction, the offset after
+ *  the last of \p msgs in each of their (topic, partition)s: a stored offset
+ *  only moves forward. */
+tb_err_t tb_pgsink_offsets_after(PGconn *conn, const char *consumer,
+                                 rd_kafka_message_t *const *msgs, size_t cnt, char *errstr,
+                                 size_t errstr_size);
+
 /**
  * Build the consumer of \p c and start the sink's thread.
  * Caller owns *\p out: tb_pgsink_stop().

@@ -43,6 +43,8 @@
 #define TB_PROJECTION_SUB "projector"
 /** NOTIFY payloads are limited to 8000 bytes by PostgreSQL. */
 #define TB_PROJECTION_NOTIFY_MAX 7900
+/** Why a deleted task's runs are cancelled. */
+#define TB_PROJECTION_DELETED_REASON "the task was deleted"
 
 /* ---- task-events --------------------------------------------------------------- */
 
@@ -71,93 +73,123 @@ static void tb_projection_notify_add(tb_projection_batch_t *b, const char *task_
         tb_buf_append(&b->notify, version, strlen(version));
 }
 
-static tb_err_t tb_projection_apply_event(tb_projection_batch_t *b, const rd_kafka_message_t *msg,
-                                    const json_t *ev, char *errstr, size_t errstr_size) {
-        const char *id = tb_projection_jstr(ev, "task_id");
-        const json_t *spec = json_object_get(ev, "task");
-        json_t *task = json_is_object(spec) ? tb_task_from_spec(spec) : NULL;
+/** One task event as the projection writes it: the parameters of its history
+ *  row (hp) and of its task row (up; only with a task), pointing into the
+ *  struct (so it must not move once filled). */
+typedef struct tb_projection_ev {
+        const char *id, *type;
+        json_t *task; /**< the normalized task, NULL for an event without one */
         char version[32], at[32], created_at[32], epoch[32], part[16], off[32];
-        char *task_text = NULL, *labels_text = NULL, *changed_text = NULL;
-        tb_err_t err = TB_OK;
+        char *task_text, *labels_text, *changed_text;
+        const char *hp[12];
+        const char *up[15];
+} tb_projection_ev_t;
 
-        tb_snprintf(version, sizeof(version), "%" JSON_INTEGER_FORMAT,
+static void tb_projection_ev_free(tb_projection_ev_t *e) {
+        free(e->task_text);
+        free(e->labels_text);
+        free(e->changed_text);
+        if (e->task)
+                json_decref(e->task);
+}
+
+/** Fill \p e from the decoded event \p ev (owned by the caller, and kept
+ *  until \p e is freed) of \p msg. @returns TB_ERR_INTERNAL when the
+ *  event's TaskSpec cannot be converted (the record's fault). */
+static tb_err_t tb_projection_ev_fill(const tb_config_t *conf, const rd_kafka_message_t *msg,
+                                      const json_t *ev, tb_projection_ev_t *e, char *errstr,
+                                      size_t errstr_size) {
+        const json_t *spec = json_object_get(ev, "task");
+        memset(e, 0, sizeof(*e));
+        e->id = tb_projection_jstr(ev, "task_id");
+        e->type = tb_projection_jstr(ev, "type");
+        e->task = json_is_object(spec) ? tb_task_from_spec(spec) : NULL;
+        tb_snprintf(e->version, sizeof(e->version), "%" JSON_INTEGER_FORMAT,
                     json_integer_value(json_object_get(ev, "version")));
-        tb_snprintf(at, sizeof(at), "%" JSON_INTEGER_FORMAT,
+        tb_snprintf(e->at, sizeof(e->at), "%" JSON_INTEGER_FORMAT,
                     json_integer_value(json_object_get(ev, "at")));
-        tb_snprintf(created_at, sizeof(created_at), "%" JSON_INTEGER_FORMAT,
+        tb_snprintf(e->created_at, sizeof(e->created_at), "%" JSON_INTEGER_FORMAT,
                     json_integer_value(json_object_get(ev, "created_at")));
-        tb_snprintf(epoch, sizeof(epoch), "%" JSON_INTEGER_FORMAT,
+        tb_snprintf(e->epoch, sizeof(e->epoch), "%" JSON_INTEGER_FORMAT,
                     json_integer_value(json_object_get(ev, "epoch")));
-        tb_snprintf(part, sizeof(part), "%" PRId32, msg->partition);
-        tb_snprintf(off, sizeof(off), "%" PRId64, msg->offset);
-        if (json_is_object(spec) && !task) {
-                err = tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
-                                "task %s version %s: the event's TaskSpec cannot be converted",
-                                id, version);
-                goto out;
+        tb_snprintf(e->part, sizeof(e->part), "%" PRId32, msg->partition);
+        tb_snprintf(e->off, sizeof(e->off), "%" PRId64, msg->offset);
+        if (json_is_object(spec) && !e->task)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                 "task %s version %s: the event's TaskSpec cannot be converted",
+                                 e->id, e->version);
+        e->changed_text = json_dumps(json_object_get(ev, "changed_fields"), JSON_COMPACT);
+        const char *group = NULL;
+        if (e->task) {
+                e->task_text = json_dumps(e->task, JSON_COMPACT | JSON_SORT_KEYS);
+                const json_t *labels = json_object_get(e->task, "labels");
+                e->labels_text = labels ? json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS)
+                                        : strdup("{}");
+                group = tb_projection_jstr(e->task, "security_group");
         }
-        changed_text = json_dumps(json_object_get(ev, "changed_fields"), JSON_COMPACT);
-        if (task) {
-                task_text = json_dumps(task, JSON_COMPACT | JSON_SORT_KEYS);
-                const json_t *labels = json_object_get(task, "labels");
-                labels_text = labels ? json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS)
-                                     : strdup("{}");
-        }
-        const char *type = tb_projection_jstr(ev, "type");
-        const char *group = task ? tb_projection_jstr(task, "security_group") : NULL;
         const char *source = "";
-        tb_repl_topic_parse(b->conf, rd_kafka_topic_name(msg->rkt), &source, NULL);
-        const char *hp[] = {id,
-                            version,
+        tb_repl_topic_parse(conf, rd_kafka_topic_name(msg->rkt), &source, NULL);
+        const char *hp[] = {e->id,
+                            e->version,
                             tb_projection_jstr(ev, "event_id"),
-                            type,
-                            at,
+                            e->type,
+                            e->at,
                             tb_projection_jstr(ev, "actor"),
                             tb_projection_jstr(ev, "command_id"),
-                            changed_text ? changed_text : "[]",
-                            task_text,
+                            e->changed_text ? e->changed_text : "[]",
+                            e->task_text,
                             group,
                             source,
-                            epoch};
-        if ((err = tb_store_tasks_history_insert(b->conn, hp, errstr, errstr_size)))
-                goto out;
-        if (task) {
-                const char *up[] = {id,
-                                    version,
-                                    tb_projection_jstr(task, "name"),
+                            e->epoch};
+        memcpy(e->hp, hp, sizeof(hp));
+        if (e->task) {
+                const char *up[] = {e->id,
+                                    e->version,
+                                    tb_projection_jstr(e->task, "name"),
                                     group,
-                                    tb_projection_jstr(task, "user_id"),
-                                    task_text,
-                                    json_is_true(json_object_get(task, "paused")) ? "true"
-                                                                                 : "false",
-                                    labels_text ? labels_text : "{}",
-                                    tb_projection_jstr(task, "home_region"),
-                                    epoch,
-                                    created_at,
+                                    tb_projection_jstr(e->task, "user_id"),
+                                    e->task_text,
+                                    json_is_true(json_object_get(e->task, "paused")) ? "true"
+                                                                                    : "false",
+                                    e->labels_text ? e->labels_text : "{}",
+                                    tb_projection_jstr(e->task, "home_region"),
+                                    e->epoch,
+                                    e->created_at,
                                     tb_projection_jstr(ev, "created_by"),
-                                    at,
-                                    part,
-                                    off};
-                err = tb_store_tasks_upsert(b->conn, up, errstr, errstr_size);
+                                    e->at,
+                                    e->part,
+                                    e->off};
+                memcpy(e->up, up, sizeof(up));
+        }
+        return TB_OK;
+}
+
+static tb_err_t tb_projection_apply_event(tb_projection_batch_t *b, const rd_kafka_message_t *msg,
+                                    const json_t *ev, char *errstr, size_t errstr_size) {
+        tb_projection_ev_t e;
+        tb_err_t err = tb_projection_ev_fill(b->conf, msg, ev, &e, errstr, errstr_size);
+        if (!err)
+                err = tb_store_tasks_history_insert(b->conn, e.hp, errstr, errstr_size);
+        if (err)
+                goto out;
+        if (e.task) {
+                err = tb_store_tasks_upsert(b->conn, e.up, errstr, errstr_size);
         } else {
-                err = tb_store_tasks_delete(b->conn, id, version, epoch, errstr, errstr_size);
+                err = tb_store_tasks_delete(b->conn, e.id, e.version, e.epoch, errstr,
+                                            errstr_size);
                 /* A deleted task's running (and held) runs stop: their
                  * executors see the request within a lease renewal. */
-                if (!err && !strcmp(type, "DELETED"))
-                        err = tb_store_claims_cancel_task_runs(b->conn, id,
-                                                               "the task was deleted", NULL,
+                if (!err && !strcmp(e.type, "DELETED"))
+                        err = tb_store_claims_cancel_task_runs(b->conn, e.id,
+                                                               TB_PROJECTION_DELETED_REASON, NULL,
                                                                errstr, errstr_size);
         }
         if (!err) {
                 b->stats.events++;
-                tb_projection_notify_add(b, id, version);
+                tb_projection_notify_add(b, e.id, e.version);
         }
 out:
-        free(task_text);
-        free(labels_text);
-        free(changed_text);
-        if (task)
-                json_decref(task);
+        tb_projection_ev_free(&e);
         return err;
 }
 
@@ -437,6 +469,152 @@ tb_err_t tb_projection_apply_batch(PGconn *conn, const tb_config_t *conf, const 
         tb_projection_batch_t b = {.conf = conf, .total = stats};
         tb_pgsink_conf_t c = tb_projection_sink_conf(&b, consumer);
         tb_err_t err = tb_pgsink_apply(conn, &c, msgs, cnt, errstr, errstr_size);
+        tb_buf_free(&b.notify);
+        return err;
+}
+
+/* ---- the set-based batch of task events (taskbus replay) --------------------------- */
+
+/** A record of the batch set aside before the merge. */
+typedef struct tb_projection_poison {
+        size_t i;
+        bool fresh;    /**< not in quarantine before: report it once committed */
+        char why[512];
+} tb_projection_poison_t;
+
+/** Stage \p e (the batch's \p seq th event) as one COPY row. */
+static void tb_projection_stage_row(tb_buf_t *rows, size_t seq, const tb_projection_ev_t *e) {
+        char s[24];
+        tb_snprintf(s, sizeof(s), "%zu", seq);
+        tb_store_copy_field(rows, s, false);
+        for (size_t k = 0; k < TB_ARRAY_LEN(e->hp); k++)
+                tb_store_copy_field(rows, e->hp[k], false);
+        /* name, user_id, paused, labels, home_region, created_at, created_by,
+         * event_partition, event_offset: the task row's (up[]) */
+        static const size_t from_up[] = {2, 4, 6, 7, 8, 10, 11, 13, 14};
+        _Static_assert(1 + TB_ARRAY_LEN(((tb_projection_ev_t *)0)->hp) + TB_ARRAY_LEN(from_up) ==
+                               TB_STORE_TASKS_STAGE_FIELDS,
+                       "a staged row has the staging table's columns");
+        for (size_t k = 0; k < TB_ARRAY_LEN(from_up); k++)
+                tb_store_copy_field(rows, e->task ? e->up[from_up[k]] : NULL,
+                                    k + 1 == TB_ARRAY_LEN(from_up));
+}
+
+/** Decode every record of the batch into \p rows (and the deleted tasks into
+ *  \p deleted, a text[] literal), or set it aside in \p poison.
+ *  @returns false when a record is not a task event (not for this path). */
+static bool tb_projection_stage_all(tb_projection_batch_t *b, rd_kafka_message_t *const *msgs,
+                                    size_t cnt, tb_buf_t *rows, tb_buf_t *deleted,
+                                    tb_projection_poison_t *poison, size_t *npoison) {
+        tb_buf_append(deleted, "{", 1);
+        for (size_t i = 0; i < cnt; i++) {
+                const rd_kafka_message_t *m = msgs[i];
+                const char *region = NULL;
+                const tb_projection_topic_t *pt =
+                        tb_projection_topic_of(b->conf, rd_kafka_topic_name(m->rkt), &region);
+                if (!pt || pt->topic != TB_TOPIC_EVENTS)
+                        return false;
+                b->stats.records++;
+                tb_projection_poison_t *p = &poison[*npoison];
+                json_t *ev = NULL;
+                if (tb_serde_decode(m->payload, m->len, pt->schema, NULL, &ev, p->why,
+                                    sizeof(p->why)) != TB_OK) {
+                        b->stats.malformed++;
+                        p->i = i;
+                        (*npoison)++;
+                        continue;
+                }
+                tb_projection_ev_t e;
+                if (tb_projection_ev_fill(b->conf, m, ev, &e, p->why, sizeof(p->why)) != TB_OK) {
+                        p->i = i;
+                        (*npoison)++;
+                } else {
+                        tb_projection_stage_row(rows, i, &e);
+                        if (!e.task && !strcmp(e.type, "DELETED"))
+                                tb_store_array_add(deleted, e.id);
+                        b->stats.events++;
+                        tb_projection_notify_add(b, e.id, e.version);
+                }
+                tb_projection_ev_free(&e);
+                json_decref(ev);
+        }
+        tb_buf_append(deleted, "}", 2);
+        return true;
+}
+
+tb_err_t tb_projection_replay_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
+                                    rd_kafka_message_t *const *msgs, size_t cnt,
+                                    tb_projection_stats_t *stats, bool *row_by_row,
+                                    char *errstr, size_t errstr_size) {
+        tb_projection_batch_t b = {.conf = conf, .total = stats, .conn = conn};
+        tb_buf_t rows = {0}, deleted = {0};
+        tb_projection_poison_t *poison = calloc(cnt ? cnt : 1, sizeof(*poison));
+        size_t npoison = 0;
+        tb_err_t err = TB_OK;
+        *row_by_row = false;
+        tb_projection_batch_begin(&b);
+        if (!poison) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "replay: out of memory");
+                goto out;
+        }
+        int64_t t0 = tb_mono_us();
+        if (!tb_projection_stage_all(&b, msgs, cnt, &rows, &deleted, poison, &npoison))
+                goto row_by_row;
+        int64_t t1 = tb_mono_us();
+        if (!deleted.data || (rows.len && !rows.data)) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "replay: out of memory");
+                goto out;
+        }
+        if ((err = tb_store_begin(conn, errstr, errstr_size)))
+                goto failed;
+        for (size_t k = 0; k < npoison && !err; k++) {
+                err = tb_pgsink_set_aside(conn, TB_PROJECTION_SUB, msgs[poison[k].i],
+                                          poison[k].why, &poison[k].fresh, errstr, errstr_size);
+                b.stats.quarantined++;
+        }
+        if (!err && rows.len)
+                err = tb_store_tasks_stage(conn, (const char *)rows.data, rows.len, errstr,
+                                           errstr_size);
+        if (!err && rows.len)
+                err = tb_store_tasks_stage_merge(conn, errstr, errstr_size);
+        if (!err && deleted.data[1] != '}')
+                err = tb_store_claims_cancel_tasks_runs(conn, (const char *)deleted.data,
+                                                        TB_PROJECTION_DELETED_REASON, NULL,
+                                                        errstr, errstr_size);
+        if (!err && consumer)
+                err = tb_pgsink_offsets_after(conn, consumer, msgs, cnt, errstr, errstr_size);
+        if (!err)
+                err = tb_projection_batch_finish(conn, &b, errstr, errstr_size);
+        if (!err)
+                err = tb_store_commit(conn, errstr, errstr_size);
+        if (err)
+                goto failed;
+        for (size_t k = 0; k < npoison; k++)
+                if (poison[k].fresh)
+                        tb_pgsink_set_aside_report(TB_PROJECTION_SUB, msgs[poison[k].i],
+                                                   poison[k].why);
+        if (stats) {
+                stats->decode_us += t1 - t0;
+                stats->pg_us += tb_mono_us() - t1;
+        }
+        tb_projection_batch_committed(&b);
+        goto out;
+failed:
+        tb_store_rollback(conn);
+        if (PQstatus(conn) != CONNECTION_OK)
+                goto out;
+        /* refused by PostgreSQL (a constraint, an index row too big, bad
+         * text): the row-by-row path tells the record apart and sets it aside */
+        tb_debug(TB_PROJECTION_SUB, "set-based batch of %zu record(s): %s; applying it row by row",
+                 cnt, errstr);
+row_by_row:
+        *row_by_row = true;
+        err = tb_projection_apply_batch(conn, conf, consumer, msgs, cnt, stats, errstr,
+                                        errstr_size);
+out:
+        free(poison);
+        tb_buf_free(&rows);
+        tb_buf_free(&deleted);
         tb_buf_free(&b.notify);
         return err;
 }

@@ -39,6 +39,8 @@ typedef struct tb_projection_stats {
         uint64_t events;    /**< task events applied (or found already applied) */
         uint64_t results;   /**< run results applied */
         uint64_t quarantined; /**< records set aside (store/quarantine.h), malformed included */
+        int64_t decode_us;  /**< set-based batches: decoding and staging in C */
+        int64_t pg_us;      /**< set-based batches: COPY, merge and commit in PostgreSQL */
 } tb_projection_stats_t;
 
 /** The state of one batch handed to a topic's apply function. */
@@ -73,6 +75,26 @@ typedef tb_err_t (*tb_projection_apply_fn)(tb_projection_batch_t *b, const rd_ka
 tb_err_t tb_projection_apply_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
                                   rd_kafka_message_t *const *msgs, size_t cnt,
                                   tb_projection_stats_t *stats, char *errstr, size_t errstr_size);
+
+/**
+ * tb_projection_apply_batch() for a batch of task-events only, set-based
+ * (`taskbus replay`): the events are decoded here, copied into a staging
+ * table with one COPY and merged with three statements
+ * (tb_store_tasks_stage_merge(): the same rules as the per-event statements,
+ * applied in (epoch, version) order), the deleted tasks' runs cancelled in one
+ * statement, the offsets stored and one NOTIFY sent, in one transaction.
+ * A record that cannot be decoded (or whose TaskSpec cannot be converted)
+ * is set aside in the quarantine in that transaction, as the row-by-row path
+ * does. When the merge is refused by PostgreSQL (a record's content: a
+ * constraint, a too-large index row) or a record is not a task event, the
+ * batch is rolled back and applied by tb_projection_apply_batch() instead,
+ * which tells the refused record apart; *\p row_by_row says so.
+ * @locality any thread (one connection per caller).
+ */
+tb_err_t tb_projection_replay_batch(PGconn *conn, const tb_config_t *conf, const char *consumer,
+                                    rd_kafka_message_t *const *msgs, size_t cnt,
+                                    tb_projection_stats_t *stats, bool *row_by_row,
+                                    char *errstr, size_t errstr_size);
 
 /** A projected topic, its schema and its apply function. */
 typedef struct tb_projection_topic {

@@ -69,6 +69,22 @@ tb_err_t tb_store_claims_cancel_task_runs(PGconn *conn, const char *task_id, con
         return e;
 }
 
+tb_err_t tb_store_claims_cancel_tasks_runs(PGconn *conn, const char *task_ids,
+                                           const char *reason, int *count, char *errstr,
+                                           size_t errstr_size) {
+        int n;
+        tb_err_t e = tb_store_claims_cancel(conn, "task",
+                                           "request cancellation of the deleted tasks' runs",
+                                           "UPDATE run_claims SET cancel_requested = true, "
+                                           "cancel_reason = coalesce(cancel_reason, $2) "
+                                           "WHERE task_id = ANY($1::text[]) AND state IN "
+                                           "('running', 'queued')",
+                                           task_ids, reason, &n, errstr, errstr_size);
+        if (count)
+                *count = n;
+        return e;
+}
+
 tb_err_t tb_store_claims_status(PGconn *conn, const char *run_id, bool *claimed, char *status,
                                 size_t status_size, char *errstr, size_t errstr_size) {
         const char *cp[] = {run_id};

@@ -47,6 +47,12 @@ tb_err_t tb_store_claims_request_cancel(PGconn *conn, const char *run_id, const 
 tb_err_t tb_store_claims_cancel_task_runs(PGconn *conn, const char *task_id, const char *reason,
                                       int *count, char *errstr, size_t errstr_size);
 
+/** tb_store_claims_cancel_task_runs() for every task of \p task_ids (a text[]
+ *  literal) in one statement: the deleted tasks of a replayed batch. */
+tb_err_t tb_store_claims_cancel_tasks_runs(PGconn *conn, const char *task_ids,
+                                           const char *reason, int *count, char *errstr,
+                                           size_t errstr_size);
+
 /**
  * @brief Whether \p run_id was ever claimed, and the status its claim ended
  *        with ("" while it runs, or when it ended without one).

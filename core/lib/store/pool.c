@@ -649,6 +649,84 @@ void tb_store_array_add(tb_buf_t *b, const char *s) {
         tb_buf_append(b, "\"", 1);
 }
 
+/* ---- statements built at run time ------------------------------------------ */
+
+void tb_store_union_per_element(tb_buf_t *sql, const char *branch, const char *column, int param,
+                                size_t n, const char *order) {
+        for (size_t k = 1; k <= n; k++)
+                tb_buf_printf(sql,
+                              "%s(%sAND %s = ($%d::text[])[%zu] "
+                              "AND ($%d::text[])[%zu] <> ALL (($%d::text[])[1:%zu]) %s) ",
+                              k > 1 ? "UNION ALL " : "", branch, column, param, k, param, k,
+                              param, k - 1, order);
+}
+
+tb_err_t tb_store_exec_built(PGconn *conn, const char *what, tb_buf_t *sql, int nparams,
+                             const char *const *params, PGresult **res, char *errstr,
+                             size_t errstr_size) {
+        tb_err_t err = sql->data ? tb_store_exec(conn, what, sql->data, nparams, params, res,
+                                                 errstr, errstr_size)
+                                 : tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                             "%s: out of memory", what);
+        tb_buf_free(sql);
+        return err;
+}
+
+/* ---- COPY ----------------------------------------------------------------- */
+
+void tb_store_copy_field(tb_buf_t *b, const char *s, bool last) {
+        if (!s) {
+                tb_buf_append(b, "\\N", 2);
+        } else {
+                const char *run = s;
+                for (; *s; s++) {
+                        const char *esc = *s == '\\'   ? "\\\\"
+                                          : *s == '\t' ? "\\t"
+                                          : *s == '\n' ? "\\n"
+                                          : *s == '\r' ? "\\r"
+                                                       : NULL;
+                        if (!esc)
+                                continue;
+                        tb_buf_append(b, run, (size_t)(s - run));
+                        tb_buf_append(b, esc, 2);
+                        run = s + 1;
+                }
+                tb_buf_append(b, run, (size_t)(s - run));
+        }
+        tb_buf_append(b, last ? "\n" : "\t", 1);
+}
+
+tb_err_t tb_store_copy_in(PGconn *conn, const char *what, const char *sql, const char *data,
+                          size_t len, char *errstr, size_t errstr_size) {
+        PGresult *r = PQexec(conn, sql);
+        if (PQresultStatus(r) != PGRES_COPY_IN) {
+                tb_err_t err = tb_store_result_err(conn, r, what, NULL, errstr, errstr_size);
+                PQclear(r);
+                return err ? err
+                           : tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
+                                       "%s: the statement is not a COPY FROM STDIN", what);
+        }
+        PQclear(r);
+        /* in slices: libpq buffers what it cannot send at once */
+        const size_t slice = 1 << 20;
+        bool sent = true;
+        for (size_t off = 0; sent && off < len; off += slice)
+                sent = PQputCopyData(conn, data + off,
+                                     (int)(len - off < slice ? len - off : slice)) == 1;
+        if (PQputCopyEnd(conn, sent ? NULL : "taskbus: could not send the rows") != 1)
+                return tb_store_result_err(conn, NULL, what, NULL, errstr, errstr_size);
+        tb_err_t err = TB_OK;
+        while ((r = PQgetResult(conn))) {
+                tb_err_t e = tb_store_result_err(conn, r, what, NULL, errstr, errstr_size);
+                if (!err)
+                        err = e;
+                PQclear(r);
+        }
+        if (!err && !sent)
+                err = tb_store_result_err(conn, NULL, what, NULL, errstr, errstr_size);
+        return err;
+}
+
 /* ---- pipelines ------------------------------------------------------------ */
 
 /* Statements queued in this thread's pipeline since its last sync. */

@@ -39,16 +39,32 @@ tb_err_t tb_store_runs_get(PGconn *conn, const char *id, const char *groups, PGr
                              2, params, res, errstr, errstr_size);
 }
 
-/* The filters and order of a page of runs, shared by a task's runs and the
- * runs of groups: $3, $4 the keyset of the previous page's last row, $5 the
- * statuses (text[]), $6 since, $7 until (epoch ms), $8 the rows. */
-#define TB_STORE_RUNS_PAGE                                                                        \
-        "AND ($3::bigint IS NULL OR (nominal_time, run_id) < (" TB_STORE_RUNS_TS(3)               \
-        ", $4::text)) "                                                                           \
-        "AND ($5::text[] IS NULL OR status = ANY($5::text[])) "                                   \
-        "AND ($6::bigint IS NULL OR nominal_time >= " TB_STORE_RUNS_TS(6) ") "                    \
-        "AND ($7::bigint IS NULL OR nominal_time < " TB_STORE_RUNS_TS(7) ") "                     \
-        "ORDER BY nominal_time DESC, run_id DESC LIMIT $8::int"
+/*
+ * The filters of a page of runs, shared by a task's runs and the runs of
+ * groups: $3, $4 the keyset of the previous page's last row, $6 since, $7
+ * until (epoch ms); $5 the statuses (text[]) and $8 the rows are used by
+ * each form as it reads.
+ */
+#define TB_STORE_RUNS_PAGE_FILTERS                                                             \
+        "AND ($3::bigint IS NULL OR (nominal_time, run_id) < (" TB_STORE_RUNS_TS(3) ", $4::text)) " \
+        "AND ($6::bigint IS NULL OR nominal_time >= " TB_STORE_RUNS_TS(6) ") "                 \
+        "AND ($7::bigint IS NULL OR nominal_time < " TB_STORE_RUNS_TS(7) ") "
+#define TB_STORE_RUNS_PAGE_ORDER "ORDER BY nominal_time DESC, run_id DESC LIMIT $8::int"
+
+/*
+ * A task's runs, newest first. Without a status filter the page is one scan
+ * of runs_task_nominal (task_id, nominal_time DESC, run_id DESC) from the
+ * cursor on; since/until bound the same scan. With ?status= the statement is
+ * a UNION ALL of one branch per status, each a LIMITed scan of
+ * runs_task_status (task_id, status, nominal_time DESC, run_id DESC;
+ * migration 0011) in the page's order, and only their rows are merged, so
+ * a rare status of a task with a million runs is found without reading its
+ * other runs. Element k of $5 names branch k's status (a branch repeating an
+ * earlier element is planned away). EXPLAIN on 10M runs:
+ * docs/bench-results/reads-plans.txt.
+ */
+#define TB_STORE_RUNS_PAGE_WHERE                                                               \
+        "task_id = $1 AND " TB_STORE_RUNS_VISIBLE(2) " " TB_STORE_RUNS_PAGE_FILTERS
 
 /* Across groups, one LIMITed scan of runs_group_nominal (or, for runs going
  * on, runs_group_active) per group, merged: the order of the index is the
@@ -58,22 +74,33 @@ static const char tb_store_runs_sql_groups_page[] =
         "SELECT " TB_STORE_RUNS_COLS " FROM "
         "(SELECT DISTINCT g FROM jsonb_array_elements_text($2::jsonb) g) gs, "
         "LATERAL (SELECT * FROM runs WHERE security_group = gs.g AND $1::text IS NULL "
-        TB_STORE_RUNS_PAGE ") x "
-        "ORDER BY nominal_time DESC, run_id DESC LIMIT $8::int";
+        TB_STORE_RUNS_PAGE_FILTERS "AND ($5::text[] IS NULL OR status = ANY($5::text[])) "
+        TB_STORE_RUNS_PAGE_ORDER ") x " TB_STORE_RUNS_PAGE_ORDER;
 
 tb_err_t tb_store_runs_list(PGconn *conn, const char *task_id, const char *groups,
                             const char *cur_nominal, const char *cur_id, const char *statuses,
-                            const char *since, const char *until, const char *limit,
-                            PGresult **res, char *errstr, size_t errstr_size) {
+                            size_t status_cnt, const char *since, const char *until,
+                            const char *limit, PGresult **res, char *errstr,
+                            size_t errstr_size) {
         const char *params[] = {task_id, groups, cur_nominal, cur_id,
                                 statuses, since,  until,       limit};
         if (!task_id)
                 return tb_store_exec(conn, "list runs of groups", tb_store_runs_sql_groups_page,
                                      8, params, res, errstr, errstr_size);
-        return tb_store_exec(conn, "list runs",
-                             "SELECT " TB_STORE_RUNS_COLS " FROM runs WHERE task_id = $1 AND "
-                             TB_STORE_RUNS_VISIBLE(2) " " TB_STORE_RUNS_PAGE,
-                             8, params, res, errstr, errstr_size);
+        tb_buf_t sql = {0};
+        if (!statuses || !status_cnt) {
+                /* $5 is NULL: bound all the same, so both forms take the same parameters */
+                tb_buf_printf(&sql, "SELECT " TB_STORE_RUNS_COLS " FROM runs WHERE "
+                                    TB_STORE_RUNS_PAGE_WHERE "AND $5::text[] IS NULL "
+                                    TB_STORE_RUNS_PAGE_ORDER);
+        } else {
+                tb_buf_printf(&sql, "SELECT " TB_STORE_RUNS_COLS " FROM (");
+                tb_store_union_per_element(&sql, "SELECT * FROM runs WHERE "
+                                                 TB_STORE_RUNS_PAGE_WHERE,
+                                           "status", 5, status_cnt, TB_STORE_RUNS_PAGE_ORDER);
+                tb_buf_printf(&sql, ") AS r " TB_STORE_RUNS_PAGE_ORDER);
+        }
+        return tb_store_exec_built(conn, "list runs", &sql, 8, params, res, errstr, errstr_size);
 }
 
 /* The runs of groups $1 (a JSON array text) whose nominal time is in

@@ -49,15 +49,18 @@ tb_err_t tb_store_runs_get(PGconn *conn, const char *id, const char *groups, PGr
                            char *errstr, size_t errstr_size);
 
 /** A page of \p task_id's runs visible to \p groups, newest nominal time
- *  first (nominal_time, run_id); \p task_id NULL: of every task of
- *  \p groups (GET /v1/runs). NULL filters match everything.
+ *  first (nominal_time, run_id), read in that order from an index (one scan
+ *  per status when filtered, merged); \p task_id NULL: of every task of
+ *  \p groups (GET /v1/runs: one scan per group, merged). NULL filters match
+ *  everything.
  *  @param cur_nominal, cur_id the keyset of the previous page's last row
- *  @param statuses a text[] literal @param since, until epoch ms (text)
- *  @param limit rows (text) */
+ *  @param statuses a text[] literal of \p status_cnt statuses
+ *  @param since, until epoch ms (text) @param limit rows (text) */
 tb_err_t tb_store_runs_list(PGconn *conn, const char *task_id, const char *groups,
                             const char *cur_nominal, const char *cur_id, const char *statuses,
-                            const char *since, const char *until, const char *limit,
-                            PGresult **res, char *errstr, size_t errstr_size);
+                            size_t status_cnt, const char *since, const char *until,
+                            const char *limit, PGresult **res, char *errstr,
+                            size_t errstr_size);
 
 /** Runs of groups \p groups (a JSON array text) with a nominal time in
  *  [\p since, \p until) (epoch ms, text), per status: status, runs (rows),

@@ -142,6 +142,39 @@ tb_err_t tb_store_pipeline_end(PGconn *conn, char *errstr, size_t errstr_size);
 void tb_store_array_add(tb_buf_t *b, const char *s);
 
 /**
+ * A keyset page over several values of one column: append to \p sql \p n
+ * copies of \p branch ("SELECT ... WHERE ... " ending so that "AND ..." may
+ * follow) joined by UNION ALL, copy k restricted to \p column = element k of
+ * the text[] parameter $\p param (a copy whose element repeats an earlier one
+ * is planned away) and ended by \p order (the page's "ORDER BY ... LIMIT
+ * n"). Each copy is then a LIMITed index scan in the page's order, and only
+ * their at most n rows each are merged or sorted: never the whole set.
+ */
+void tb_store_union_per_element(tb_buf_t *sql, const char *branch, const char *column, int param,
+                                size_t n, const char *order);
+
+/** tb_store_exec() of the statement built in \p sql (TB_ERR_NOMEM when building
+ *  it ran out of memory); frees \p sql. */
+tb_err_t tb_store_exec_built(PGconn *conn, const char *what, tb_buf_t *sql, int nparams,
+                             const char *const *params, PGresult **res, char *errstr,
+                             size_t errstr_size);
+
+/** Append \p s (NULL: SQL NULL) to \p b as one field of COPY's text format
+ *  (backslash, tab, newline and carriage return escaped), then a tab, or a
+ *  newline when it is the row's \p last field. */
+void tb_store_copy_field(tb_buf_t *b, const char *s, bool last);
+
+/**
+ * Run \p sql, a `COPY ... FROM STDIN` (text format), feeding it the \p len
+ * bytes of rows at \p data (built with tb_store_copy_field()), in the
+ * caller's transaction; errors as tb_store_exec(). A row the server refuses
+ * fails the whole COPY (the caller rolls back). @locality the thread owning
+ * \p conn, not in pipeline mode.
+ */
+tb_err_t tb_store_copy_in(PGconn *conn, const char *what, const char *sql, const char *data,
+                          size_t len, char *errstr, size_t errstr_size);
+
+/**
  * The SQLSTATE of the last statement this thread ran through tb_store_exec()
  * (or the helpers below): "" after a success or a libpq failure without a
  * server message, "08006" when the connection was lost. For classifying a

@@ -37,17 +37,20 @@ tb_err_t tb_store_tasks_get(PGconn *conn, const char *id, const char *groups, PG
 tb_err_t tb_store_tasks_home(PGconn *conn, const char *id, const char *groups, char *home,
                              size_t home_size, char *errstr, size_t errstr_size);
 
-/** One page of the tasks visible to \p groups, newest first (created_at, id),
- *  TB_STORE_TASKS_COL_* columns. NULL filters match everything.
+/** One page of the tasks visible to \p groups (a text[] literal of
+ *  \p group_cnt elements), newest first (created_at, id), TB_STORE_TASKS_COL_*
+ *  columns, each group read in keyset order from its index and merged. NULL
+ *  filters match everything.
  *  @param cur_key, cur_id the keyset of the last row of the previous page
  *  @param paused "true"/"false" @param labels a jsonb object the labels contain
  *  @param last_outcome a text[] literal: the status of the task's latest
  *         finished run is one of them (store/runs.h TB_STORE_RUNS_LAST_OUTCOME)
  *  @param limit the number of rows (text) */
-tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, const char *cur_key,
-                             const char *cur_id, const char *name_prefix, const char *paused,
-                             const char *labels, const char *last_outcome, const char *limit,
-                             PGresult **res, char *errstr, size_t errstr_size);
+tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, size_t group_cnt,
+                             const char *cur_key, const char *cur_id, const char *name_prefix,
+                             const char *paused, const char *labels, const char *last_outcome,
+                             const char *limit, PGresult **res, char *errstr,
+                             size_t errstr_size);
 
 /** The schedules of the tasks of \p groups (a JSON array text) that are not
  *  paused, by id: id, name, security_group, the spec's schedule, expires_at
@@ -147,5 +150,32 @@ tb_err_t tb_store_tasks_upsert(PGconn *conn, const char *const params[15], char 
 /** Delete the task row \p id unless it is at (\p epoch, \p version) or later. */
 tb_err_t tb_store_tasks_delete(PGconn *conn, const char *id, const char *version,
                                const char *epoch, char *errstr, size_t errstr_size);
+
+/* ---- the set-based projection of a batch (`taskbus replay`) ---- */
+
+/** The fields of one staged task event, in the order of a row of
+ *  tb_store_tasks_stage(): one COPY text line of TB_STORE_TASKS_STAGE_FIELDS
+ *  fields (store.h, tb_store_copy_field()). A field NULL for an event without
+ *  a task: spec, security_group and everything after epoch. */
+enum {
+        TB_STORE_TASKS_STAGE_FIELDS = 22 /**< seq (its order in the batch), task_id, version,
+                                           *   event_id, type, at (ms), actor, command_id,
+                                           *   changed_fields (JSON array), spec (JSON),
+                                           *   security_group, source_region, epoch, name,
+                                           *   user_id, paused, labels (JSON), home_region,
+                                           *   created_at (ms), created_by, event_partition,
+                                           *   event_offset */
+};
+
+/** Copy \p len bytes of staged rows (COPY text format, see above) into this
+ *  session's staging table, in the caller's transaction (emptied when it
+ *  commits). */
+tb_err_t tb_store_tasks_stage(PGconn *conn, const char *rows, size_t len, char *errstr,
+                              size_t errstr_size);
+
+/** Merge the staged events into task_history and tasks with the rules of
+ *  tb_store_tasks_history_insert(), tb_store_tasks_upsert() and
+ *  tb_store_tasks_delete() applied to each event in (epoch, version) order. */
+tb_err_t tb_store_tasks_stage_merge(PGconn *conn, char *errstr, size_t errstr_size);
 
 #endif /* TB_STORE_TASKS_H */

@@ -148,14 +148,18 @@ const char *const tb_api_runs_statuses[] = {
         "scheduled, running, succeeded, failed, timed_out, cancelled, lost, skipped_overlap, " \
         "skipped_misfire, skipped_paused, expired"
 
-/** ?status=a,b as a text[] literal into \p out. @returns false with a 400. */
-static bool tb_api_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_buf_t *out) {
+/** ?status=a,b as a text[] literal of *\p cnt statuses into \p out.
+ *  @returns false with a 400. */
+static bool tb_api_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_buf_t *out,
+                                   size_t *cnt) {
         const char *s = tb_http_query(req, "status");
         if (!s)
                 return true;
         tb_buf_append(out, "{", 1);
         int n = 0;
+        uint32_t seen = 0; /* each status once: one branch of the page's statement each */
         while (*s) {
+                size_t which = 0;
                 const char *e = strchr(s, ',');
                 size_t len = e ? (size_t)(e - s) : strlen(s);
                 char one[32];
@@ -165,8 +169,11 @@ static bool tb_api_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_
                                 one[i] = (char)tolower((unsigned char)s[i]);
                         one[len] = '\0';
                         ok = false;
-                        for (size_t i = 0; tb_api_runs_statuses[i]; i++)
-                                ok = ok || !strcmp(one, tb_api_runs_statuses[i]);
+                        for (size_t i = 0; tb_api_runs_statuses[i] && !ok; i++)
+                                if (!strcmp(one, tb_api_runs_statuses[i])) {
+                                        ok = true;
+                                        which = i;
+                                }
                 }
                 if (!ok) {
                         tb_http_error(resp, 400, "invalid_argument", "status",
@@ -175,12 +182,15 @@ static bool tb_api_runs_status_arg(tb_http_req_t *req, tb_http_resp_t *resp, tb_
                                       (int)(len > 40 ? 40 : len), s);
                         return false;
                 }
-                tb_buf_printf(out, "%s%s", n++ ? "," : "", one);
+                if (!(seen & (1u << which)))
+                        tb_buf_printf(out, "%s%s", n++ ? "," : "", one);
+                seen |= 1u << which;
                 s += len;
                 if (*s == ',')
                         s++;
         }
         tb_buf_append(out, "}", 2);
+        *cnt = (size_t)n;
         return true;
 }
 
@@ -194,6 +204,7 @@ static void tb_api_runs_page(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *
         static const char *const known[] = {"security_group", "status", "since", "until",
                                             "limit",          "cursor", NULL};
         tb_buf_t statuses = {0};
+        size_t status_cnt = 0;
         char *groups = NULL;
         PGconn *c = NULL;
         PGresult *r = NULL;
@@ -209,7 +220,7 @@ static void tb_api_runs_page(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *
                                 task_id ? "status, since, until, limit, cursor"
                                         : "status, since, until, limit, cursor, security_group",
                                 NULL, NULL) ||
-            !tb_api_runs_status_arg(req, resp, &statuses) ||
+            !tb_api_runs_status_arg(req, resp, &statuses, &status_cnt) ||
             !tb_api_query_time(req, resp, "since", since) ||
             !tb_api_query_time(req, resp, "until", until) ||
             !tb_api_query_int(req, resp, "limit", 1, TB_API_RUNS_LIST_MAX, &limit) ||
@@ -225,8 +236,8 @@ static void tb_api_runs_page(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *
         tb_snprintf(lim, sizeof(lim), "%" PRId64, limit + 1);
         if (tb_store_runs_list(c, task_id, groups, has_cur ? cur.key : NULL,
                                has_cur ? cur.id : NULL, statuses.len ? statuses.data : NULL,
-                               since[0] ? since : NULL, until[0] ? until : NULL, lim, &r, err,
-                               sizeof(err))) {
+                               status_cnt, since[0] ? since : NULL, until[0] ? until : NULL, lim,
+                               &r, err, sizeof(err))) {
                 tb_api_db_error(resp, err);
                 goto out;
         }

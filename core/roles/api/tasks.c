@@ -484,6 +484,7 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         json_t *label_filter = json_object();
         tb_buf_t outcomes = {0};
         char *groups = NULL, *labels = NULL;
+        size_t group_cnt = p->group_cnt;
         PGconn *c = NULL;
         if (!tb_api_query_check(req, resp, tb_api_tasks_list_params,
                                 "security_group, limit, cursor, name_prefix, paused, label, "
@@ -496,6 +497,7 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         if (group) {
                 tb_principal_t one = {.groups = (char **)&group, .group_cnt = 1};
                 groups = tb_api_tasks_groups_literal(&one);
+                group_cnt = 1;
         } else {
                 groups = tb_api_tasks_groups_literal(p);
         }
@@ -523,9 +525,10 @@ void tb_api_tasks_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 goto out;
         PGresult *r = NULL;
         char err[512];
-        if (tb_store_tasks_list(c, groups, has_cur ? cur.key : NULL, has_cur ? cur.id : NULL,
-                                prefix && *prefix ? prefix : NULL, paused, labels,
-                                outcomes.len ? outcomes.data : NULL, lim, &r, err, sizeof(err))) {
+        if (tb_store_tasks_list(c, groups, group_cnt, has_cur ? cur.key : NULL,
+                                has_cur ? cur.id : NULL, prefix && *prefix ? prefix : NULL,
+                                paused, labels, outcomes.len ? outcomes.data : NULL, lim, &r,
+                                err, sizeof(err))) {
                 tb_api_db_error(resp, err);
                 goto out;
         }
