@@ -164,8 +164,10 @@ print((done[0]["id"] + " " + done[0]["status"]) if done else "- -")' "$tmp/runs.
 done
 echo "task $task: run $run $status after $(( $(date +%s) - t0 )) s"
 check "the run succeeded on the executor (its own principal)" test "$status" = succeeded
+# the archiver stores the output from run-logs on its own, so it may land a moment after the
+# result: --follow waits for it (it ends once the run has ended and all of its output is in)
 check "its output came back" \
-  bash -c '"$1" logs "$2" 2>&1 | grep -q hello-over-sasl-ssl' _ "$B/bin/taskbus" "$run"
+  bash -c 'timeout 60 "$1" logs "$2" --follow 2>&1 | grep -q hello-over-sasl-ssl' _ "$B/bin/taskbus" "$run"
 
 denied_after=$(denied_roles)
 check "the roles were denied nothing (acls.txt covers them: $((denied_after - denied_before)) denials)" \
