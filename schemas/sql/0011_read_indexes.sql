@@ -9,7 +9,8 @@
 --
 -- GET /v1/tasks?name_prefix=...: the branch of each group may instead read
 -- the group's names in the prefix's range (tasks_group_name, byte order so
--- that starts_with() can use it) and sort only those: a rare prefix of old
+-- that starts_with() can use it; with created_at and id included, an
+-- index-only scan when name_prefix is the only filter) and sort only those: a rare prefix of old
 -- tasks is otherwise found by reading the group's newer tasks one by one
 -- (the planner picks the cheaper of the two per page).
 --
@@ -24,7 +25,7 @@
 --   CREATE INDEX CONCURRENTLY runs_task_status
 --       ON runs (task_id, status, nominal_time DESC, run_id DESC);
 --   CREATE INDEX CONCURRENTLY tasks_group_name
---       ON tasks (security_group, name COLLATE "C");
+--       ON tasks (security_group, name COLLATE "C") INCLUDE (created_at, id);
 --
 -- A CONCURRENTLY build that was interrupted leaves an INVALID index of that
 -- name; the block below drops it so that the migration builds it again.
@@ -49,4 +50,4 @@ CREATE INDEX IF NOT EXISTS runs_task_status
     ON runs (task_id, status, nominal_time DESC, run_id DESC);
 
 CREATE INDEX IF NOT EXISTS tasks_group_name
-    ON tasks (security_group, name COLLATE "C");
+    ON tasks (security_group, name COLLATE "C") INCLUDE (created_at, id);

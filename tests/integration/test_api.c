@@ -626,10 +626,12 @@ static void *creator_main(void *arg) {
         return NULL;
 }
 
-/* Walk every page of GET /v1/tasks?limit=100; count each id. */
-static json_t *walk_pages(int port) {
+/* Walk every page of GET /v1/tasks?QUERY (limit=100 unless \p query says);
+ * count each id. */
+static json_t *walk_pages_of(int port, const char *query) {
         json_t *seen = json_object();
-        char path[600] = "/v1/tasks?limit=100";
+        char path[600];
+        snprintf(path, sizeof(path), "/v1/tasks?%s", query);
         for (int pages = 0; pages < 100; pages++) {
                 hres_t r = http(port, "GET", path, alice, NULL, NULL);
                 expect_status(r, 200);
@@ -643,13 +645,15 @@ static json_t *walk_pages(int port) {
                 }
                 const char *next = json_string_value(json_object_get(r.j, "next_cursor"));
                 if (next)
-                        snprintf(path, sizeof(path), "/v1/tasks?limit=100&cursor=%s", next);
+                        snprintf(path, sizeof(path), "/v1/tasks?%s&cursor=%s", query, next);
                 hfree(&r);
                 if (!next)
                         break;
         }
         return seen;
 }
+
+static json_t *walk_pages(int port) { return walk_pages_of(port, "limit=100"); }
 
 typedef struct racer {
         int port;
@@ -692,6 +696,13 @@ Test(api, pagination_and_if_match_race) {
         cr_assert_eq(json_object_size(seen), N);
         for (int i = 0; i < N; i++)
                 cr_assert_eq(json_integer_value(json_object_get(seen, ids[i])), 1);
+        json_decref(seen);
+
+        /* a name_prefix, in pages of 7: page-0000..page-0099, each exactly once */
+        seen = walk_pages_of(port, "limit=7&name_prefix=page-00");
+        cr_assert_eq(json_object_size(seen), 100);
+        for (int i = 0; i < 100; i++)
+                cr_assert_eq(json_integer_value(json_object_get(seen, ids[i])), 1, "page-%04d", i);
         json_decref(seen);
 
         /* ... also while tasks are being created */

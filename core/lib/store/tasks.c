@@ -75,6 +75,17 @@ tb_err_t tb_store_tasks_home(PGconn *conn, const char *id, const char *groups, c
         "AND ($9::text[] IS NULL OR " TB_STORE_RUNS_LAST_OUTCOME("tasks.id") " = ANY($9::text[])) "
 #define TB_STORE_TASKS_PAGE_ORDER "ORDER BY created_at DESC, id DESC LIMIT $7::int"
 
+/* With a name_prefix and no other filter, a deferred join: each group's
+ * matching keys come from an index-only scan of the prefix's range of
+ * tasks_group_name (which INCLUDEs created_at and id), the page is chosen
+ * among those keys, and only its rows are fetched. Unused parameters are
+ * typed (and NULL) so that both forms take the same nine. */
+#define TB_STORE_TASKS_PREFIX_KEYS_WHERE                                                       \
+        "AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::text)) "   \
+        "AND starts_with(name COLLATE \"C\", $4::text) AND name COLLATE \"C\" >= $4::text "    \
+        "AND ($8::text IS NULL OR name COLLATE \"C\" < $8::text) "                            \
+        "AND $5::boolean IS NULL AND $6::jsonb IS NULL AND $9::text[] IS NULL "
+
 /* The least string above every string that starts with \p prefix, in byte
  * order: its last character's code point plus one (UTF-8 keeps code point
  * order), into \p out; "" when there is none (U+10FFFF, or not UTF-8). */
@@ -130,8 +141,20 @@ tb_err_t tb_store_tasks_list(PGconn *conn, const char *groups, size_t group_cnt,
                                  paused, labels,  limit,   name_prefix && *end ? end : NULL,
                                  last_outcome};
         tb_buf_t sql = {0};
+        bool merge = group_cnt > 0 && group_cnt <= TB_STORE_TASKS_MERGE_MAX;
+        if (merge && name_prefix && !paused && !labels && !last_outcome) {
+                tb_buf_printf(&sql, "SELECT " TB_STORE_TASKS_COLS " FROM (SELECT k.id FROM (");
+                tb_store_union_per_element(&sql, "SELECT id, created_at FROM tasks WHERE true "
+                                                 TB_STORE_TASKS_PREFIX_KEYS_WHERE,
+                                           "security_group", 1, group_cnt,
+                                           TB_STORE_TASKS_PAGE_ORDER);
+                tb_buf_printf(&sql, ") AS k ORDER BY k.created_at DESC, k.id DESC LIMIT $7::int) "
+                                    "AS p JOIN tasks USING (id) " TB_STORE_TASKS_PAGE_ORDER);
+                return tb_store_exec_built(conn, "list tasks", &sql, 9, params, res, errstr,
+                                           errstr_size);
+        }
         tb_buf_printf(&sql, "SELECT " TB_STORE_TASKS_COLS " FROM (");
-        if (group_cnt == 0 || group_cnt > TB_STORE_TASKS_MERGE_MAX)
+        if (!merge)
                 tb_buf_printf(&sql, "SELECT t.* FROM (SELECT DISTINCT unnest($1::text[]) AS grp) "
                                     "AS g CROSS JOIN LATERAL (SELECT * FROM tasks "
                                     "WHERE security_group = g.grp " TB_STORE_TASKS_PAGE_WHERE
