@@ -144,8 +144,7 @@ def main():
         shot(drv, "04-admin-log")
         ok("the admin log lists root's actions, newest first, and filters by action")
 
-        drv.find_element(By.ID, "signout").click()
-        wait_for(drv, EC.visibility_of_element_located((By.ID, "token")), "the sign-in form after sign-out")
+        console_common.sign_out(drv)
 
         # bob is not an admin: no link, and the page shows the API's 403
         sign_in(drv, OTHER, "bob")

@@ -106,3 +106,18 @@ def sign_in(drv, token, user):
     if token in drv.page_source:
         fail("the token is still in the page")
     ok("signed in as %s with a token from `taskbus admin user create`" % user)
+
+
+def sign_out(drv):
+    """Sign out through the page; checks that the sign-in form comes back and that the
+    session's cookie, sent again, gets 401 (the server ended the session, not only the
+    page)."""
+    cookie = drv.get_cookie("taskbus_session")
+    if not cookie:
+        fail("signed in, but the browser holds no taskbus_session cookie")
+    drv.find_element(By.ID, "signout").click()
+    wait_for(drv, EC.visibility_of_element_located((By.ID, "token")), "the sign-in form after sign-out")
+    st, _ = rest("GET", "/v1/me", headers={"Cookie": "taskbus_session=" + cookie["value"]})
+    if st != 401:
+        fail("the cookie still works after sign-out: %s" % st)
+    ok("signed out; the old cookie gets 401")

@@ -236,11 +236,15 @@ def delete(drv, task_id):
         fail("the confirmation does not focus Cancel")
     drv.find_element(By.ID, "confirm-cancel").click()
     wait_for(drv, lambda d: not css(d, "#confirm"), "the confirmation closed")
-    time.sleep(0.5)
-    st, _ = rest("GET", "/v1/tasks/" + task_id, ALICE)
-    if st != 200:
-        fail("cancelled, but the task is gone: %s" % st)
-    ok("Cancel in the confirmation keeps the task")
+    # A wrongful delete cannot be awaited, but a later write from the same page is
+    # decided after it: pause, and once the pause is seen, no DELETED may precede it.
+    drv.find_element(By.ID, "act-pause").click()
+    wait_for(drv, lambda d: text_of(d, "#task-state") == "paused", "paused after the Cancel")
+    st, hist = rest("GET", "/v1/tasks/%s/history" % task_id, ALICE)
+    types = [e.get("type") for e in hist.get("history", [])] if st == 200 else []
+    if st != 200 or "PAUSED" not in types or "DELETED" in types:
+        fail("cancelled, but the history says otherwise: %s %s" % (st, types))
+    ok("Cancel in the confirmation keeps the task (a later pause applies; no DELETED event)")
     drv.find_element(By.ID, "act-delete").click()
     wait_for(drv, EC.visibility_of_element_located((By.ID, "confirm")), "the confirmation again")
     shot(drv, "task-delete-confirm.png")
