@@ -285,7 +285,7 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
                  "convert_from(header_names[1], 'UTF8'), convert_from(header_values[1], 'UTF8'), "
                  "cardinality(header_names)) FROM quarantine WHERE sqlstate = '54000'");
         got = value_of(g_st.conn, sql);
-        cr_assert_str_eq(got, "hostile|8309|x-origin|hostile_records.py|2");
+        cr_assert_str_eq(got, "hostile|8443|x-origin|hostile_records.py|2");
         free(got);
         cr_assert_eq(sql_ll(g_st.conn, "SELECT count(*) FROM quarantine WHERE sqlstate IS NULL "
                                        "AND role = 'projector' AND "

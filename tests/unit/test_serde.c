@@ -380,7 +380,8 @@ Test(serde, defaults_applied_for_missing_fields) {
                 "\"retries\":{\"max_attempts\":1,\"backoff_ms\":10000,\"backoff_max_ms\":600000},"
                 "\"overlap\":\"FORBID\",\"misfire\":\"RUN_ONCE\",\"expires_at\":null,"
                 "\"log_retention_ms\":2592000000,\"paused\":false,\"labels\":{},"
-                "\"home_region\":\"\"}}");
+                "\"home_region\":\"\",\"parameters\":[],\"notify\":[],\"calendars\":[]},"
+                "\"run_params\":{},\"run_nominal_time\":null}");
         char *a = json_dumps(back, JSON_SORT_KEYS), *w = json_dumps(want, JSON_SORT_KEYS);
         cr_expect(json_equal(back, want), "got  %s\nwant %s", a, w);
         free(a);
@@ -541,7 +542,8 @@ static tb_buf_t run_request(const void *argv, size_t alen, const void *opts, siz
         body[n++] = 0; /* executor */
         memcpy(body + n, opts, olen);
         n += olen;
-        static const unsigned char tail[] = {0, 0, 0, 0}; /* expiry, overlap, max_att, retention */
+        static const unsigned char tail[] = {0, 0, 0, 0, 0}; /* expiry, overlap, max_att,
+                                                                 retention, params */
         memcpy(body + n, tail, sizeof(tail));
         n += sizeof(tail);
         return with_header(TB_SCHEMA_RUN_REQUEST, body, n);
@@ -853,4 +855,39 @@ Test(serde, new_run_result_carries_a_range) {
         json_decref(out);
         json_decref(v);
         tb_buf_free(&b);
+}
+
+/* A TaskEvent written before parameters, notify, calendars and run_params
+ * (schemas/old/TaskEvent_v1.avsc) by python3-avro, in
+ * tests/data/old/TaskEvent_v1.hex: the fields added inside the nested TaskSpec
+ * take their defaults as well as the top-level ones. */
+Test(serde, old_task_event_decodes_with_nested_defaults) {
+        tb_buf_t olds[2];
+        size_t cnt = tbt_hex_records("tests/data/old/TaskEvent_v1.hex", olds, 2);
+        cr_assert_eq(cnt, 2, "tests/data/old/TaskEvent_v1.hex: two records");
+        for (size_t k = 0; k < cnt; k++) {
+                tb_buf_t b = olds[k];
+                json_t *v = decode_ok(TB_SCHEMA_TASK_EVENT, &b);
+                cr_assert_str_eq(json_string_value(json_object_get(v, "type")), "UPDATED");
+                cr_assert_eq(json_integer_value(json_object_get(v, "version")), 3);
+                json_t *task = json_object_get(v, "task");
+                cr_assert_str_eq(json_string_value(json_object_get(task, "name")), "nightly-report");
+                cr_assert_str_eq(json_string_value(json_object_get(
+                                         json_object_get(task, "schedule"), "cron")),
+                                 "0 6 * * *");
+                cr_assert(json_is_array(json_object_get(task, "parameters")));
+                cr_assert_eq(json_array_size(json_object_get(task, "parameters")), 0);
+                cr_assert_eq(json_array_size(json_object_get(task, "notify")), 0);
+                cr_assert_eq(json_array_size(json_object_get(task, "calendars")), 0);
+                cr_assert(json_is_object(json_object_get(v, "run_params")));
+                cr_assert(json_is_null(json_object_get(v, "run_nominal_time")));
+                tb_buf_t again = encode_ok(TB_SCHEMA_TASK_EVENT, v);
+                json_t *v2 = decode_ok(TB_SCHEMA_TASK_EVENT, &again);
+                cr_assert(json_equal(v, v2));
+                json_decref(v2);
+                json_decref(v);
+                tb_buf_free(&again);
+                decode_fails(b.data, b.len - 1, "TaskEvent");
+                tb_buf_free(&b);
+        }
 }

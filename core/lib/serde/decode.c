@@ -218,6 +218,38 @@ static tb_err_t tb_walk(tb_rd_t *r, const tb_snode_t *n, int depth) {
         return err;
 }
 
+/* Fill in what an older writer's record (\p o) lacks against the current
+ * one (\p c): the fields added at the end of the record and of every
+ * record nested in it (as tb_serde_old_check_rec() allowed).
+ * @returns 0, or -1 when out of memory. */
+static int tb_old_fill(json_t *obj, const tb_snode_t *o, const tb_snode_t *c, int depth) {
+        if (!json_is_object(obj) || depth > TB_SERDE_MAX_DEPTH)
+                return 0;
+        for (size_t i = 0; i < c->n; i++) {
+                if (i >= o->n) {
+                        if (json_object_set_new(obj, c->fields[i].name,
+                                                json_deep_copy(c->fields[i].dflt)))
+                                return -1;
+                        continue;
+                }
+                const tb_snode_t *on = tb_serde_nested_record(o->fields[i].type),
+                                 *cn = tb_serde_nested_record(c->fields[i].type);
+                if (!on || !cn || on == o || cn == c)
+                        continue;
+                json_t *v = json_object_get(obj, c->fields[i].name);
+                if (json_is_array(v)) {
+                        size_t k;
+                        json_t *e;
+                        json_array_foreach(v, k, e) {
+                                if (tb_old_fill(e, on, cn, depth + 1))
+                                        return -1;
+                        }
+                } else if (tb_old_fill(v, on, cn, depth + 1))
+                        return -1;
+        }
+        return 0;
+}
+
 /* ---- decode: avro value -> JSON ------------------------------------ */
 
 static json_t *tb_to_json(tb_ectx_t *c, const tb_snode_t *n, avro_value_t *v, int depth) {
@@ -391,12 +423,10 @@ tb_err_t tb_serde_decode(const void *data, size_t len, tb_schema_id_t expect,
         avro_value_decref(&av);
         avro_reader_free(rd);
         /* an older writer: the fields added since take their defaults */
-        const tb_snode_t *cur = tb_serde_schemas[id].root;
-        for (size_t i = s->root->n; err == TB_OK && i < cur->n; i++)
-                if (json_object_set_new(*out, cur->fields[i].name,
-                                        json_deep_copy(cur->fields[i].dflt)))
-                        err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
-                                        "decode %s: out of memory", s->name);
+        if (err == TB_OK && s != &tb_serde_schemas[id] &&
+            tb_old_fill(*out, s->root, tb_serde_schemas[id].root, 0))
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                "decode %s: out of memory", s->name);
         if (err != TB_OK) {
                 json_decref(*out);
                 *out = NULL;

@@ -884,35 +884,67 @@ static tb_err_t tb_schema_load(tb_schema_t *s, const char *name, const char *tex
         return TB_OK;
 }
 
+/* The record a field of \p n holds, for nested evolution: \p n itself,
+ * an array's items, or the one record branch of a union; NULL if none. */
+const tb_snode_t *tb_serde_nested_record(const tb_snode_t *n) {
+        if (n->t == TA_ARRAY)
+                n = n->items;
+        if (n->t == TA_RECORD)
+                return n;
+        const tb_snode_t *r = NULL;
+        for (size_t b = 0; n->t == TA_UNION && b < n->n; b++)
+                if (n->branches[b]->t == TA_RECORD) {
+                        if (r)
+                                return NULL;
+                        r = n->branches[b];
+                }
+        return r;
+}
+
 /* An older writer version can be read as the current one only if the
  * current schema kept its fields, in order and of the same kind, and
  * added the rest at the end with a default (docs/schemas.md, "Evolving a
- * schema"): decoding then fills the defaults in, which is what Avro
- * schema resolution does for such a change. */
-static tb_err_t tb_serde_old_check(const tb_schema_t *old, const char *file, const tb_schema_t *cur,
-                                   char *errstr, size_t errstr_size) {
-        const tb_snode_t *o = old->root, *c = cur->root;
+ * schema"), in the root record and in every record nested in it (a field,
+ * an array's items or a union branch): decoding then fills the defaults
+ * in, which is what Avro schema resolution does for such a change. */
+static tb_err_t tb_serde_old_check_rec(const tb_snode_t *o, const tb_snode_t *c, int depth,
+                                       const char *file, char *errstr, size_t errstr_size) {
+        if (depth > TB_SERDE_MAX_DEPTH)
+                return TB_OK;
         if (o->n > c->n)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
-                                 "schemas/old/%s.avsc has %zu fields, schemas/%s.avsc only %zu: "
-                                 "fields are never removed",
-                                 file, o->n, cur->name, c->n);
+                                 "schemas/old/%s.avsc: record %s has %zu fields, the current "
+                                 "one only %zu: fields are never removed",
+                                 file, c->fullname, o->n, c->n);
         for (size_t i = 0; i < c->n; i++) {
                 if (i < o->n && (strcmp(o->fields[i].name, c->fields[i].name) ||
                                  o->fields[i].type->t != c->fields[i].type->t))
                         return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
-                                         "schemas/%s.avsc field %zu '%s' is not field '%s' of "
+                                         "record %s field %zu '%s' is not field '%s' of "
                                          "schemas/old/%s.avsc with the same type: keep old "
                                          "fields and add new ones at the end",
-                                         cur->name, i + 1, c->fields[i].name, o->fields[i].name,
-                                         file);
+                                         c->fullname, i + 1, c->fields[i].name,
+                                         o->fields[i].name, file);
                 if (i >= o->n && !c->fields[i].dflt)
                         return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
-                                         "schemas/%s.avsc field '%s' has no default, so records "
+                                         "record %s field '%s' has no default, so records "
                                          "written with schemas/old/%s.avsc cannot be read",
-                                         cur->name, c->fields[i].name, file);
+                                         c->fullname, c->fields[i].name, file);
+                const tb_snode_t *on = i < o->n ? tb_serde_nested_record(o->fields[i].type) : NULL,
+                                 *cn = i < o->n ? tb_serde_nested_record(c->fields[i].type) : NULL;
+                if (on && cn && on != o && cn != c) {
+                        tb_err_t err = tb_serde_old_check_rec(on, cn, depth + 1, file, errstr,
+                                                              errstr_size);
+                        if (err)
+                                return err;
+                }
         }
         return TB_OK;
+}
+
+static tb_err_t tb_serde_old_check(const tb_schema_t *old, const char *file, const tb_schema_t *cur,
+                                   char *errstr, size_t errstr_size) {
+        return tb_serde_old_check_rec(old->root, cur->root, 0, file, errstr, errstr_size);
 }
 
 /* The older writer versions (schemas/old/<Name>_v<N>.avsc), after the

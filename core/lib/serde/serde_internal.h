@@ -119,6 +119,9 @@ void tb_serde_path_pop(tb_path_t *p, size_t old);
 void tb_serde_path_set(tb_path_t *p, const char *root);
 /** Push a map key, shortened and escaped so messages stay one line. */
 size_t tb_serde_path_push_key(tb_path_t *p, const char *key, size_t len);
+/** The record a field of type \p n holds (itself, an array's items or a
+ *  union's one record branch), for nested schema evolution; or NULL. */
+const tb_snode_t *tb_serde_nested_record(const tb_snode_t *n);
 /** Strict UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
 bool tb_serde_utf8_valid(const unsigned char *s, size_t len);
 /** "object", "integer"...: the JSON type of \p j, for messages. */
