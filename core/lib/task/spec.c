@@ -104,6 +104,23 @@ static json_t *tb_task_spec_ms(const json_t *v, bool *bad) {
         return tb_task_json_duration(json_integer_value(v));
 }
 
+/* The arrays added in TaskEvent v2 (parameters, notify, calendars) have the
+ * same shape in the REST API and in Avro: copied as they are. The spec
+ * (\p to_spec) always has them, [] when absent; the REST task only when not
+ * empty. Sets *bad when one is present but not an array. */
+static void tb_task_put_arrays(json_t *dst, const json_t *src, bool to_spec, bool *bad,
+                               bool *oom) {
+        static const char *const keys[] = {"parameters", "notify", "calendars"};
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+                json_t *v = json_object_get(src, keys[i]);
+                *bad |= v && !json_is_array(v);
+                if (v && json_array_size(v))
+                        tb_task_put(dst, keys[i], json_deep_copy(v), oom);
+                else if (to_spec)
+                        tb_task_put(dst, keys[i], json_array(), oom);
+        }
+}
+
 json_t *tb_task_to_spec(const json_t *task) {
         json_t *spec = NULL, *sched, *sv, *r;
         int64_t ms;
@@ -196,6 +213,7 @@ json_t *tb_task_to_spec(const json_t *task) {
         tb_task_put(spec, "labels", v ? json_incref(v) : json_object(), &oom);
         tb_task_put(spec, "home_region", json_incref(json_object_get(task, "home_region")),
                     &oom);
+        tb_task_put_arrays(spec, task, true, &bad, &oom);
         if (bad || oom)
                 goto fail;
         return spec;
@@ -309,6 +327,7 @@ json_t *tb_task_from_spec(const json_t *spec) {
         v = json_object_get(spec, "home_region");
         bad |= !json_is_string(v);
         tb_task_put(t, "home_region", json_incref(v), &oom);
+        tb_task_put_arrays(t, spec, false, &bad, &oom);
         if (bad || oom)
                 goto fail;
         return t;
