@@ -271,21 +271,9 @@ static bool tb_api_bf_body(tb_http_req_t *req, tb_http_resp_t *resp, tb_api_bf_t
         json_t *body = tb_api_body_object(req, resp, "backfill");
         if (!body)
                 return false;
-        bool ok = true;
-        const char *key;
+        static const char *const fields[] = {"from", "to", "max_parallel", NULL};
+        bool ok = tb_api_body_known(body, fields, "backfill", "from, to and max_parallel", resp);
         json_t *v;
-        json_object_foreach(body, key, v) {
-                if (strcmp(key, "from") && strcmp(key, "to") && strcmp(key, "max_parallel")) {
-                        char field[72];
-                        tb_snprintf(field, sizeof(field), "%.64s", key);
-                        tb_http_error(resp, 400, "invalid_argument", field,
-                                      "%s: unknown field; a backfill takes from, to and "
-                                      "max_parallel",
-                                      field);
-                        ok = false;
-                        break;
-                }
-        }
         static const char *const times[] = {"from", "to"};
         int64_t *ms[] = {&bf->from_ms, &bf->to_ms};
         for (int i = 0; ok && i < 2; i++) {
