@@ -9,7 +9,9 @@
  *        run ids produced again (what a scheduled fire of the same nominal
  *        time, or a step retried after a crash, would send) is dropped by the
  *        executor as a duplicate and leaves the run as it was; bad ranges get
- *        a 400 naming from, to or max_parallel; another group's user gets 404.
+ *        a 400 naming from, to or max_parallel; another group's user gets 404;
+ *        with overlap forbid, the default max_parallel 1 runs one at a time
+ *        and skips none.
  */
 #include <criterion/criterion.h>
 
@@ -34,7 +36,8 @@ static char home[64];
 static void setup(void) {
         char tok[80];
         tbt_console_start(&con);
-        tbt_console_user(&con, "alice", "ops", tok);
+        /* two groups: the visibility check reads a list of them */
+        tbt_console_user(&con, "alice", "ops,extra", tok);
         snprintf(alice, sizeof(alice), "Bearer %s", tok);
         tbt_console_user(&con, "bob", "dev", tok);
         snprintf(bob, sizeof(bob), "Bearer %s", tok);
@@ -217,7 +220,8 @@ Test(backfill, hourly_48h_then_again_runs_nothing_twice) {
         json_decref(rq);
         rd_kafka_t *prod = tbt_stack_producer(&con.st);
         tb_topic_name(con.st.conf, TB_TOPIC_RUNS, topic, sizeof(topic));
-        cr_assert_eq(rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(id, strlen(id)),
+        cr_assert_eq(rd_kafka_producev(prod, RD_KAFKA_V_TOPIC(topic),
+                                       RD_KAFKA_V_KEY(id, strlen(id)),
                                        RD_KAFKA_V_VALUE(val.data, val.len),
                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
                      RD_KAFKA_RESP_ERR_NO_ERROR);
@@ -322,4 +326,37 @@ Test(backfill, bad_ranges_name_the_field) {
         r = tbt_http(con.port, "POST", path, bob, body);
         cr_expect_eq(r.status, 404, "%ld %s", r.status, r.body.data);
         tbt_http_free(&r);
+}
+
+Test(backfill, forbid_runs_one_at_a_time_and_skips_none) {
+        /* the default max_parallel 1 with overlap forbid: each run is emitted
+         * once the previous one's claim is released, so none is skipped */
+        int64_t now = tb_now_ms();
+        int64_t to_ms = now / HOUR_MS * HOUR_MS, from_ms = to_ms - 6 * HOUR_MS;
+        char from[32], to[32];
+        tb_time_format(from_ms, from);
+        tb_time_format(to_ms, to);
+        char id[64];
+        snprintf(id, sizeof(id), "%s", create_task("forbid", from, "forbid"));
+        char *out = NULL, args[300];
+        snprintf(args, sizeof(args), "%s --from %s --to %s", id, from, to);
+        int rc = cli_backfill(&out, args);
+        cr_assert_eq(rc, 0, "%s", out);
+        cr_expect(strstr(out, "6 occurrences, 6 run by this backfill, 0 recorded before; "
+                              "succeeded 6"),
+                  "%s", out);
+        cr_expect(strstr(out, "emitted 1/6,"), "one at a time: %s", out);
+        free(out);
+        char q[512];
+        snprintf(q, sizeof(q),
+                 "SELECT count(*) FILTER (WHERE status = 'succeeded') || ' ' || count(*) "
+                 "FROM runs WHERE task_id = '%s' AND trigger = 'backfill'",
+                 id);
+        cr_assert_str_eq(sql1(q), "6 6");
+        snprintf(q, sizeof(q),
+                 "SELECT max(c) FROM (SELECT (SELECT count(*) FROM runs b WHERE b.task_id = "
+                 "a.task_id AND b.started_at <= a.started_at AND b.finished_at > a.started_at) "
+                 "c FROM runs a WHERE a.task_id = '%s') x",
+                 id);
+        cr_expect_str_eq(sql1(q), "1", "one run at a time");
 }

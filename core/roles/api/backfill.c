@@ -98,11 +98,8 @@ static bool tb_api_bf_time(tb_http_resp_t *resp, const char *name, const char *t
 static char *tb_api_bf_groups(const tb_principal_t *p) {
         tb_buf_t b = {0};
         tb_buf_append(&b, "{", 1);
-        for (size_t i = 0; i < p->group_cnt; i++) {
-                if (i)
-                        tb_buf_append(&b, ",", 1);
-                tb_store_array_add(&b, p->groups[i]);
-        }
+        for (size_t i = 0; i < p->group_cnt; i++)
+                tb_store_array_add(&b, p->groups[i]); /* its own commas */
         tb_buf_append(&b, "}", 2);
         return b.data;
 }
@@ -185,8 +182,8 @@ static bool tb_api_bf_load(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *re
         tb_schedule_clear(&s);
         if (e == TB_ERR_INVALID) {
                 /* the messages name their field first: "to: ..." */
-                tb_http_error(resp, 400, "invalid_argument", strncmp(err, "to:", 3) ? "schedule" : "to",
-                              "%s", err);
+                tb_http_error(resp, 400, "invalid_argument",
+                              strncmp(err, "to:", 3) ? "schedule" : "to", "%s", err);
                 return false;
         }
         if (e || !(bf->rid = calloc(bf->n ? bf->n : 1, sizeof(*bf->rid)))) {
@@ -278,8 +275,8 @@ static bool tb_api_bf_body(tb_http_req_t *req, tb_http_resp_t *resp, tb_api_bf_t
         int64_t *ms[] = {&bf->from_ms, &bf->to_ms};
         for (int i = 0; ok && i < 2; i++) {
                 v = json_object_get(body, times[i]);
-                ok = tb_api_bf_time(resp, times[i], v ? json_string_value(v) ? json_string_value(v) : "" : NULL,
-                                    !v || json_is_string(v), ms[i]);
+                const char *text = !v ? NULL : json_is_string(v) ? json_string_value(v) : "";
+                ok = tb_api_bf_time(resp, times[i], text, !v || json_is_string(v), ms[i]);
         }
         int64_t now = tb_now_ms();
         if (ok && bf->to_ms > now) {
