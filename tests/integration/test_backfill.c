@@ -71,6 +71,17 @@ static const char *sql1(const char *sql) {
         return buf;
 }
 
+/* The most runs of task \p id that were running at one run's start. */
+static int most_at_once(const char *id) {
+        char q[512];
+        snprintf(q, sizeof(q),
+                 "SELECT max(c) FROM (SELECT (SELECT count(*) FROM runs b WHERE b.task_id = "
+                 "a.task_id AND b.started_at <= a.started_at AND b.finished_at > a.started_at) "
+                 "c FROM runs a WHERE a.task_id = '%s') x",
+                 id);
+        return atoi(sql1(q));
+}
+
 /* A task of alice's group; @returns its id (static buffer). */
 static const char *create_task(const char *name, const char *start, const char *overlap) {
         static char id[64];
@@ -167,12 +178,7 @@ Test(backfill, hourly_48h_then_again_runs_nothing_twice) {
                  rid, id);
         cr_assert_str_eq(sql1(q), "1", "run ids are the scheduled fires'");
         /* max_parallel: no run started while 8 others were running */
-        snprintf(q, sizeof(q),
-                 "SELECT max(c) FROM (SELECT (SELECT count(*) FROM runs b WHERE b.task_id = "
-                 "a.task_id AND b.started_at <= a.started_at AND b.finished_at > a.started_at) "
-                 "c FROM runs a WHERE a.task_id = '%s') x",
-                 id);
-        int most = atoi(sql1(q));
+        int most = most_at_once(id);
         cr_expect(most >= 1 && most <= 8, "at most 8 backfill runs at once, saw %d", most);
 
         /* the same backfill again: nothing emitted, nothing new */
@@ -353,10 +359,5 @@ Test(backfill, forbid_runs_one_at_a_time_and_skips_none) {
                  "FROM runs WHERE task_id = '%s' AND trigger = 'backfill'",
                  id);
         cr_assert_str_eq(sql1(q), "6 6");
-        snprintf(q, sizeof(q),
-                 "SELECT max(c) FROM (SELECT (SELECT count(*) FROM runs b WHERE b.task_id = "
-                 "a.task_id AND b.started_at <= a.started_at AND b.finished_at > a.started_at) "
-                 "c FROM runs a WHERE a.task_id = '%s') x",
-                 id);
-        cr_expect_str_eq(sql1(q), "1", "one run at a time");
+        cr_expect_eq(most_at_once(id), 1, "one run at a time");
 }

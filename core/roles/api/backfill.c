@@ -435,6 +435,9 @@ void tb_api_tasks_backfill(void *app, tb_http_req_t *req, tb_http_resp_t *resp) 
                 if (!json_object_get(bf.runs, bf.rid[i]))
                         pick[k++] = i;
         if (k) {
+                /* no pool connection held while Kafka acknowledges */
+                tb_store_release(api->store, c);
+                c = NULL;
                 acked = tb_api_bf_produce(api, &bf, pick, k, err, sizeof(err));
                 tb_info(TB_API_SUB, "backfill of task %s [%" PRId64 ", %" PRId64 "): %zu of %zu "
                         "run requests emitted%s%s", bf.task_id, bf.from_ms, bf.to_ms, acked, k,
@@ -447,6 +450,8 @@ void tb_api_tasks_backfill(void *app, tb_http_req_t *req, tb_http_resp_t *resp) 
                         tb_http_add_header(resp, "Retry-After", "1");
                         goto out;
                 }
+                if (!(c = tb_api_conn(api, resp)))
+                        goto out; /* 503 answered; the next step goes on */
                 /* until the projection shows them, a next step would not
                  * count them in flight */
                 int64_t deadline = tb_mono_us() + conf->api_reply_timeout_ms * 1000;
@@ -472,7 +477,8 @@ void tb_api_tasks_backfill(void *app, tb_http_req_t *req, tb_http_resp_t *resp) 
                 tb_http_error(resp, 500, "internal", NULL, "backfill: out of memory");
         }
 out:
-        tb_store_release(api->store, c);
+        if (c)
+                tb_store_release(api->store, c);
         free(pick);
         tb_api_bf_free(&bf);
 }
