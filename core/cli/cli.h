@@ -70,6 +70,8 @@ int tb_cli_admin_quarantine(int argc, char **argv, tb_config_t *conf);
 void tb_cli_admin_quarantine_usage(FILE *fp);
 /** `taskbus tasks create|list|get|update|delete|pause|resume|run` (tasks.c). */
 int tb_cli_tasks(int argc, char **argv);
+/** `taskbus tasks backfill` (backfill.c); argv[0] is "backfill". */
+int tb_cli_tasks_backfill(int argc, char **argv);
 /** `taskbus runs list|get|cancel` (runs.c): run history through the REST API. */
 int tb_cli_runs(int argc, char **argv);
 /** `taskbus logs RUN_ID [--follow]` (runs.c): a run's output, live with --follow. */

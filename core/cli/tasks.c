@@ -74,6 +74,8 @@ static const tb_cli_tasks_sub_t tb_cli_tasks_subs[] = {
         {"pause", "ID", "stop firing a task until resumed", false, ""},
         {"resume", "ID", "fire a paused task again", false, ""},
         {"run", "ID", "run a task now, besides its schedule", false, ""},
+        {"backfill", "ID --from T1 --to T2 [--max-parallel N]",
+         "run the occurrences of a past range (cli/backfill.c)", false, ""},
         {NULL, NULL, NULL, false, NULL},
 };
 
@@ -450,6 +452,8 @@ int tb_cli_tasks(int argc, char **argv) {
         int rc = 2, c;
         if (tb_cli_group_usage(argc, argv, tb_cli_tasks_usage, &rc))
                 return rc;
+        if (!strcmp(argv[1], "backfill"))
+                return tb_cli_tasks_backfill(argc - 1, argv + 1);
         const tb_cli_tasks_sub_t *sub = NULL;
         for (const tb_cli_tasks_sub_t *s = tb_cli_tasks_subs; s->name; s++)
                 if (!strcmp(s->name, argv[1]))

@@ -27,6 +27,11 @@ something no schema can know, and the server rightly enforces them:
   * a range of runs (/v1/runs/counts, /v1/runs/fire-lag) must end after it
     starts, the fire lag's span at most 24 h, and the next fires
     (/v1/runs/upcoming) end between now and 7 days ahead;
+  * a task's occurrences (listOccurrences) and a backfill step
+    (backfillTask) cover a range that ends after it starts, at most 10,000
+    fires long (a minute holds at most 60), a backfill's in the past, and a
+    backfill's max_parallel above 1 needs the task's overlap to be allow
+    (the case's task may have any: 1 is accepted by every one);
   * label keys and executor option names have a character set the schema
     states with propertyNames, a JSON Schema keyword OpenAPI 3.0 does not
     have, so schemathesis does not generate by it.
@@ -52,6 +57,8 @@ _RANGE_OPERATIONS = {
     "countRuns": (("since", datetime.timedelta(days=-1)), ("until", datetime.timedelta(hours=1))),
     "runsFireLag": (("since", datetime.timedelta(minutes=-30)), ("until", datetime.timedelta(0))),
     "upcomingFires": (("until", datetime.timedelta(days=1)),),
+    "listOccurrences": (("from", datetime.timedelta(minutes=-2)),
+                        ("to", datetime.timedelta(minutes=-1))),
 }
 
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -147,6 +154,11 @@ def before_call(ctx, case, kwargs):
         for key, delta in _RANGE_OPERATIONS[op]:
             if key in case.query:
                 case.query[key] = _at(delta)
+    if op == "backfillTask" and isinstance(case.body, dict):
+        case.body["from"] = _at(datetime.timedelta(minutes=-2))
+        case.body["to"] = _at(datetime.timedelta(minutes=-1))
+        if case.body.get("max_parallel") is not None:
+            case.body["max_parallel"] = 1
     if op == "previewSchedule" and isinstance(case.body, dict):
         # a schedule as a task's, and instants after 1970 (epoch ms > 0)
         _fix_task(case.body)

@@ -296,7 +296,11 @@ static const char tb_store_runs_sql_run_request[] =
         /* the snapshot's group is the run's: it was the task's at fire time */
         "security_group = CASE WHEN EXCLUDED.security_group <> '' "
         "THEN EXCLUDED.security_group ELSE runs.security_group END, "
-        "trigger = EXCLUDED.trigger, "
+        /* a second request of one run id (a backfill of a fire that ran, a
+         * redelivery) keeps the first one's trigger: only a row a RunResult
+         * made first (no scheduled_at yet) takes it */
+        "trigger = CASE WHEN runs.scheduled_at IS NULL THEN EXCLUDED.trigger "
+        "ELSE runs.trigger END, "
         "scheduled_at = COALESCE(runs.scheduled_at, EXCLUDED.scheduled_at), "
         "executor = CASE WHEN runs.executor = '' THEN EXCLUDED.executor ELSE runs.executor END, "
         "log_retention_ms = EXCLUDED.log_retention_ms, updated_at = now()";

@@ -210,6 +210,8 @@ static const tb_http_route_t tb_api_routes[] = {
         {"POST", "/v1/tasks/{id}/run", tb_api_tasks_run, false},
         {"GET", "/v1/tasks/{id}/history", tb_api_tasks_history, false},
         {"GET", "/v1/tasks/{id}/runs", tb_api_runs_list, false},
+        {"GET", "/v1/tasks/{id}/occurrences", tb_api_tasks_occurrences, false},
+        {"POST", "/v1/tasks/{id}/backfill", tb_api_tasks_backfill, false},
         /* before /v1/runs/{id}: the first match wins */
         {"GET", "/v1/runs", tb_api_runs_list_all, false},
         {"GET", "/v1/runs/counts", tb_api_runs_counts, false},

@@ -42,22 +42,10 @@ static bool tb_api_preview_time(const json_t *body, const char *key, int64_t *ms
  *  @returns false with a 400 answered. */
 static bool tb_api_preview_args(const json_t *body, int64_t *count, int64_t *from,
                                 int64_t *anchor, tb_http_resp_t *resp) {
-        const char *key;
+        if (!tb_api_body_known(body, tb_api_preview_fields, "schedule preview",
+                               "schedule, count, from, anchor and expires_at", resp))
+                return false;
         json_t *v;
-        json_object_foreach((json_t *)body, key, v) {
-                bool known = false;
-                for (size_t i = 0; tb_api_preview_fields[i] && !known; i++)
-                        known = !strcmp(key, tb_api_preview_fields[i]);
-                if (!known) {
-                        char field[72];
-                        tb_snprintf(field, sizeof(field), "%.64s", key);
-                        tb_http_error(resp, 400, "invalid_argument", field,
-                                      "%s: unknown field; a schedule preview takes schedule, "
-                                      "count, from, anchor and expires_at",
-                                      field);
-                        return false;
-                }
-        }
         v = json_object_get(body, "count");
         if (v && !json_is_null(v)) {
                 if (!json_is_integer(v) || json_integer_value(v) < 1 ||

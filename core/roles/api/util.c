@@ -237,3 +237,23 @@ json_t *tb_api_body_object(tb_http_req_t *req, tb_http_resp_t *resp, const char 
         }
         return j;
 }
+
+bool tb_api_body_known(const json_t *body, const char *const *known, const char *what,
+                       const char *known_text, tb_http_resp_t *resp) {
+        const char *key;
+        json_t *v;
+        json_object_foreach((json_t *)body, key, v) {
+                bool ok = false;
+                for (size_t i = 0; known[i] && !ok; i++)
+                        ok = !strcmp(key, known[i]);
+                if (!ok) {
+                        char field[72];
+                        tb_snprintf(field, sizeof(field), "%.64s", key);
+                        tb_http_error(resp, 400, "invalid_argument", field,
+                                      "%s: unknown field; a %s takes %s", field, what,
+                                      known_text);
+                        return false;
+                }
+        }
+        return true;
+}

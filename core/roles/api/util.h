@@ -107,6 +107,14 @@ bool tb_api_query_cursor(tb_http_req_t *req, tb_http_resp_t *resp, tb_api_cursor
  */
 json_t *tb_api_body_object(tb_http_req_t *req, tb_http_resp_t *resp, const char *what);
 
+/**
+ * @brief Refuse a member of the request body \p body not in \p known
+ *        (NULL-terminated): 400 naming it, "<name>: unknown field; a <what>
+ *        takes <known_text>". @returns false when answered.
+ */
+bool tb_api_body_known(const json_t *body, const char *const *known, const char *what,
+                       const char *known_text, tb_http_resp_t *resp);
+
 /** Row \p i of a query result as the API's JSON object (a new reference). */
 typedef json_t *(*tb_api_row_fn)(PGresult *r, int i);
 

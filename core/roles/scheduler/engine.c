@@ -13,6 +13,7 @@
 #include "scheduler/engine_internal.h"
 
 #include "http/metrics.h"
+#include "schedule/occurrences.h"
 #include "serde/serde.h"
 
 #include <inttypes.h>
@@ -93,19 +94,8 @@ static uint64_t tb_sched_task_hash(const tb_sched_task_t *t) {
 }
 
 void tb_sched_run_id(const char *tid, int64_t nominal_ms, int attempt, char out[33]) {
-        char in[512];
-        unsigned char md[EVP_MAX_MD_SIZE];
-        unsigned int mdlen = 0;
-        int n = snprintf(in, sizeof(in), "%s|%" PRId64 "|%d", tid, nominal_ms, attempt);
-        if (n < 0 || (size_t)n >= sizeof(in))
-                n = (int)sizeof(in) - 1;
-        EVP_Digest(in, (size_t)n, md, &mdlen, EVP_sha256(), NULL);
-        static const char hx[] = "0123456789abcdef";
-        for (int i = 0; i < 16; i++) {
-                out[2 * i] = hx[md[i] >> 4];
-                out[2 * i + 1] = hx[md[i] & 15];
-        }
-        out[32] = 0;
+        /* the one definition, shared with backfill (lib/schedule/occurrences.c) */
+        tb_schedule_run_id(tid, nominal_ms, attempt, out);
 }
 
 /* ---- id -> slot table (linear probing, backward-shift deletion) ------------ */

@@ -10,6 +10,7 @@
 #include "scheduler/engine_internal.h"
 
 #include "serde/serde.h"
+#include "task/snapshot.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -90,25 +91,7 @@ const char *tb_sched_jstr(const json_t *o, const char *k, const char *dflt) {
 /* Cut the RunSnapshot bytes out of a probe RunRequest. */
 static tb_err_t tb_sched_snapshot_encode(tb_sched_t *s, const json_t *spec, uint8_t **out,
                                          uint32_t *out_len, char *errstr, size_t errstr_size) {
-        const json_t *retries = json_object_get(spec, "retries");
-        json_t *argv = json_object_get(spec, "argv");
-        json_t *opts = json_object_get(spec, "executor_options");
-        json_t *snap = json_pack(
-                "{s:s, s:s, s:O, s:s, s:s, s:O, s:I, s:s, s:I, s:I}", "name",
-                tb_sched_jstr(spec, "name", ""), "script", tb_sched_jstr(spec, "script", ""),
-                "argv", json_is_array(argv) ? argv : json_array(), "security_group",
-                tb_sched_jstr(spec, "security_group", ""), "executor",
-                tb_sched_jstr(spec, "executor", "shell"), "executor_options",
-                json_is_object(opts) ? opts : json_object(), "expiry_ms",
-                (json_int_t)tb_sched_jlong(spec, "expiry_ms", 3600000), "overlap",
-                tb_sched_jstr(spec, "overlap", "FORBID"), "max_attempts",
-                (json_int_t)tb_sched_jlong(retries, "max_attempts", 1), "log_retention_ms",
-                (json_int_t)tb_sched_jlong(spec, "log_retention_ms", 2592000000LL));
-        /* json_pack's O took a reference to the fresh defaults above: drop ours */
-        if (!json_is_array(argv) && snap)
-                json_decref(json_object_get(snap, "argv"));
-        if (!json_is_object(opts) && snap)
-                json_decref(json_object_get(snap, "executor_options"));
+        json_t *snap = tb_task_run_snapshot(spec);
         if (!snap)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "task spec: cannot build the run snapshot");
