@@ -46,9 +46,26 @@ const char *tb_calendar_verdict_name(tb_calendar_verdict_t v) {
                        : "?";
 }
 
+static const char *const tb_calendar_wday_names[] = {"sun", "mon", "tue", "wed",
+                                                     "thu", "fri", "sat"};
+
+void tb_calendar_weekend_format(unsigned mask, char buf[32]) {
+        size_t n = 0;
+        buf[0] = '\0';
+        for (int k = 1; k <= 7; k++) {
+                int w = k % 7; /* Monday first, Sunday last */
+                if (mask >> w & 1) {
+                        if (n)
+                                buf[n++] = ',';
+                        memcpy(buf + n, tb_calendar_wday_names[w], 4); /* with its NUL */
+                        n += 3;
+                }
+        }
+}
+
 tb_err_t tb_calendar_weekend_parse(const char *s, unsigned *out, char *errstr,
                                    size_t errstr_size) {
-        static const char *const names[] = {"sun", "mon", "tue", "wed", "thu", "fri", "sat"};
+        const char *const *names = tb_calendar_wday_names;
         unsigned mask = 0;
         *out = 0;
         if (!s || !*s || !strcasecmp(s, "none"))

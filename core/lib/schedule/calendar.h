@@ -75,6 +75,10 @@ const tb_tz_t *tb_calendar_tz(const tb_calendar_t *cal);
 tb_err_t tb_calendar_weekend_parse(const char *s, unsigned *out, char *errstr,
                                    size_t errstr_size);
 
+/** Write weekend \p mask as tb_calendar_weekend_parse() reads it, Monday
+ *  first ("sat,sun"; "" for none) into \p buf (32 bytes). */
+void tb_calendar_weekend_format(unsigned mask, char buf[32]);
+
 /**
  * @brief Does the calendar contain local day \p day (days since
  *        1970-01-01 in its zone)? The brief calls it "is excluded": a

@@ -147,6 +147,9 @@ tb_api_route_fn tb_api_runs_list, tb_api_runs_get, tb_api_runs_cancel, tb_api_ru
 tb_api_route_fn tb_api_runs_list_all, tb_api_runs_counts, tb_api_runs_fire_lag,
         tb_api_runs_upcoming;
 
+/** /v1/calendars (calendars.c): put (create or replace from an .ics), get, list. */
+tb_api_route_fn tb_api_calendars_put, tb_api_calendars_get, tb_api_calendars_list;
+
 /** POST /v1/schedule/preview: the next fires of a schedule not saved yet (schedule.c). */
 tb_api_route_fn tb_api_schedule_preview;
 

@@ -107,6 +107,14 @@ bool tb_api_query_cursor(tb_http_req_t *req, tb_http_resp_t *resp, tb_api_cursor
  */
 json_t *tb_api_body_object(tb_http_req_t *req, tb_http_resp_t *resp, const char *what);
 
+/**
+ * @brief Parse If-Match ("N", W/"N", N or *) into *\p version (-1 when absent
+ *        or *). \p what names the resource in the 400: "task", "calendar".
+ * @returns false with a 400 answered.
+ */
+bool tb_api_if_match(tb_http_req_t *req, tb_http_resp_t *resp, const char *what,
+                     int64_t *version);
+
 /** Row \p i of a query result as the API's JSON object (a new reference). */
 typedef json_t *(*tb_api_row_fn)(PGresult *r, int i);
 
