@@ -168,6 +168,23 @@ Test(ics, yearly_rules) {
                            (const char *[]){"2026-07-14", "2028-07-14", "2030-07-14", NULL});
 }
 
+Test(ics, wide_rules) {
+        /* 64 BYDAY entries and 31 BYMONTHDAY values: the most a rule holds, and
+         * enough work per year to need more than a small check budget */
+        char body[1024];
+        int n = snprintf(body, sizeof(body),
+                         "DTSTART;VALUE=DATE:20260101\r\nRRULE:FREQ=YEARLY;BYMONTHDAY=1");
+        for (int d = 2; d <= 31; d++)
+                n += snprintf(body + n, sizeof(body) - (size_t)n, ",-%d", d);
+        n += snprintf(body + n, sizeof(body) - (size_t)n, ";BYDAY=TH");
+        for (int i = 1; i < 64; i++)
+                n += snprintf(body + n, sizeof(body) - (size_t)n, ",TH");
+        snprintf(body + n, sizeof(body) - (size_t)n, "\r\n");
+        /* day 1 or -2..-31: every day but a month's last; and a Thursday */
+        expect_occurrences(body, "2026-01-15",
+                           (const char *[]){"2026-01-01", "2026-01-08", "2026-01-15", NULL});
+}
+
 Test(ics, monthly_weekly_daily_rules) {
         /* the last Friday of each month */
         expect_occurrences("DTSTART;VALUE=DATE:20260130\r\nRRULE:FREQ=MONTHLY;BYDAY=-1FR;COUNT=3\r\n",

@@ -964,7 +964,7 @@ static tb_err_t tb_ics_finish_event(tb_ics_t *ics, size_t *cap, tb_ics_pending_t
                 /* RFC 5545 leaves a DTSTART that the rule does not produce
                  * undefined: refuse it rather than pick a reading. */
                 int64_t first = INT64_MIN;
-                size_t budget = 4000;
+                size_t budget = 100000; /* one period: at most 12 months of 352 steps */
                 if ((err = tb_ics_expand(&ev, ev.start_wall_s, false, &budget, tb_ics_first_cb,
                                          &first, errstr, errstr_size)))
                         return err;
