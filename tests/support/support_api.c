@@ -38,9 +38,13 @@ tbt_http_res_t tbt_http_with(int port, const char *method, const char *path,
         struct curl_slist *h = NULL;
         char url[2048];
         snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, path);
-        for (size_t i = 0; headers && headers[i]; i++)
+        bool typed = false; /* a Content-Type of the caller's replaces the JSON one */
+        for (size_t i = 0; headers && headers[i]; i++) {
                 h = curl_slist_append(h, headers[i]);
-        h = curl_slist_append(h, "Content-Type: application/json");
+                typed |= !strncasecmp(headers[i], "Content-Type:", 13);
+        }
+        if (!typed)
+                h = curl_slist_append(h, "Content-Type: application/json");
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);

@@ -26,7 +26,8 @@ typedef struct tbt_http_res {
 tbt_http_res_t tbt_http(int port, const char *method, const char *path, const char *authz,
                         const char *body);
 /** tbt_http() with the header lines \p headers ("Name: value", NULL-terminated;
- *  NULL: none) instead of an Authorization value. */
+ *  NULL: none) instead of an Authorization value; a Content-Type among them
+ *  replaces the default application/json. */
 tbt_http_res_t tbt_http_with(int port, const char *method, const char *path,
                              const char *const *headers, const char *body);
 void tbt_http_free(tbt_http_res_t *r);

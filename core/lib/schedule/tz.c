@@ -47,7 +47,7 @@ static tb_tz_t *tb_tz_cache;
 
 /* ---- civil calendar --------------------------------------------------- */
 
-static int64_t tb_tz_floordiv(int64_t a, int64_t b) {
+int64_t tb_tz_floordiv(int64_t a, int64_t b) {
         int64_t q = a / b;
         if ((a % b != 0) && ((a < 0) != (b < 0)))
                 q--;

@@ -76,6 +76,8 @@ void tb_tz_format_local(const tb_tz_t *tz, int64_t ms, char buf[40]);
 
 /* ---- civil calendar (proleptic Gregorian) ---------------------------- */
 
+/** @returns \p a / \p b rounded toward minus infinity (\p b != 0). */
+int64_t tb_tz_floordiv(int64_t a, int64_t b);
 /** @returns days from 1970-01-01 to \p y - \p m - \p d. */
 int64_t tb_tz_days_from_civil(int64_t y, int m, int d);
 /** Split \p days since 1970-01-01 into year, month (1-12), day (1-31). */

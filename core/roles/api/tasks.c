@@ -172,45 +172,6 @@ static bool tb_api_tasks_validate(tb_api_t *api, const tb_principal_t *p, const 
         return ok;
 }
 
-/** Parse If-Match ("N", W/"N", N or *). @returns false with a 400 filled. */
-static bool tb_api_tasks_if_match(tb_http_req_t *req, tb_http_resp_t *resp, int64_t *version) {
-        const char *h = tb_http_header(req, "If-Match");
-        *version = -1;
-        if (!h)
-                return true;
-        while (*h == ' ')
-                h++;
-        size_t n = strlen(h);
-        while (n && h[n - 1] == ' ')
-                n--;
-        if (n == 1 && h[0] == '*')
-                return true;
-        if (n >= 2 && !strncmp(h, "W/", 2)) {
-                h += 2;
-                n -= 2;
-        }
-        char buf[32];
-        if (n >= 2 && h[0] == '"' && h[n - 1] == '"') {
-                h++;
-                n -= 2;
-        }
-        if (n == 0 || n >= sizeof(buf))
-                goto bad;
-        memcpy(buf, h, n);
-        buf[n] = '\0';
-        char *end;
-        long long v = strtoll(buf, &end, 10);
-        if (*end || v < 1 || !isdigit((unsigned char)buf[0]))
-                goto bad;
-        *version = v;
-        return true;
-bad:
-        tb_http_error(resp, 400, "invalid_argument", "If-Match",
-                      "If-Match: expected the task's ETag, a version in quotes like \"3\" "
-                      "(W/\"3\", a bare 3 or * are also accepted)");
-        return false;
-}
-
 /**
  * Send the command and, once accepted, wait until the projection shows it.
  * @returns 1 accepted and visible, 0 accepted but the projection lagged
@@ -348,7 +309,7 @@ static bool tb_api_tasks_write_target(tb_api_t *api, tb_http_req_t *req, tb_http
                 tb_api_not_found(resp, "task", id);
                 return false;
         }
-        return tb_api_tasks_if_match(req, resp, expected) &&
+        return tb_api_if_match(req, resp, "task", expected) &&
                !tb_api_tasks_home_redirect(api, req, resp, id, NULL);
 }
 

@@ -7,6 +7,7 @@
 #include "api/util.h"
 #include "task/task.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,4 +257,44 @@ bool tb_api_body_known(const json_t *body, const char *const *known, const char 
                 }
         }
         return true;
+}
+
+bool tb_api_if_match(tb_http_req_t *req, tb_http_resp_t *resp, const char *what,
+                     int64_t *version) {
+        const char *h = tb_http_header(req, "If-Match");
+        *version = -1;
+        if (!h)
+                return true;
+        while (*h == ' ')
+                h++;
+        size_t n = strlen(h);
+        while (n && h[n - 1] == ' ')
+                n--;
+        if (n == 1 && h[0] == '*')
+                return true;
+        if (n >= 2 && !strncmp(h, "W/", 2)) {
+                h += 2;
+                n -= 2;
+        }
+        char buf[32];
+        if (n >= 2 && h[0] == '"' && h[n - 1] == '"') {
+                h++;
+                n -= 2;
+        }
+        if (n == 0 || n >= sizeof(buf))
+                goto bad;
+        memcpy(buf, h, n);
+        buf[n] = '\0';
+        char *end;
+        long long v = strtoll(buf, &end, 10);
+        if (*end || v < 1 || !isdigit((unsigned char)buf[0]))
+                goto bad;
+        *version = v;
+        return true;
+bad:
+        tb_http_error(resp, 400, "invalid_argument", "If-Match",
+                      "If-Match: expected the %s's ETag, a version in quotes like \"3\" "
+                      "(W/\"3\", a bare 3 or * are also accepted)",
+                      what);
+        return false;
 }

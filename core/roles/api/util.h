@@ -115,6 +115,14 @@ json_t *tb_api_body_object(tb_http_req_t *req, tb_http_resp_t *resp, const char 
 bool tb_api_body_known(const json_t *body, const char *const *known, const char *what,
                        const char *known_text, tb_http_resp_t *resp);
 
+/**
+ * @brief Parse If-Match ("N", W/"N", N or *) into *\p version (-1 when absent
+ *        or *). \p what names the resource in the 400: "task", "calendar".
+ * @returns false with a 400 answered.
+ */
+bool tb_api_if_match(tb_http_req_t *req, tb_http_resp_t *resp, const char *what,
+                     int64_t *version);
+
 /** Row \p i of a query result as the API's JSON object (a new reference). */
 typedef json_t *(*tb_api_row_fn)(PGresult *r, int i);
 

@@ -1,0 +1,131 @@
+/**
+ * @file store/calendars.c
+ * @brief The statements on calendars (store/calendars.h).
+ */
+#include "store/calendars.h"
+#include "store/store.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TB_STORE_CAL_GROUPS "security_group = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))"
+
+tb_err_t tb_store_calendar_put(PGconn *conn, const tb_store_calendar_t *cal,
+                               int64_t expected_version, int64_t *version,
+                               int64_t *updated_ms, bool *created, char *errstr,
+                               size_t errstr_size) {
+        char events[16], expected[24];
+        snprintf(events, sizeof(events), "%d", cal->events);
+        snprintf(expected, sizeof(expected), "%" PRId64, expected_version);
+        const char *params[] = {cal->security_group, cal->name,   cal->timezone, cal->weekend,
+                                cal->source,         events,      cal->updated_by, expected};
+        PGresult *res = NULL;
+        tb_err_t err;
+        if (expected_version < 0)
+                err = tb_store_exec(
+                        conn, "write calendar",
+                        "INSERT INTO calendars (security_group, name, timezone, weekend, source, "
+                        "events, updated_by) VALUES ($1, $2, $3, $4, $5, $6::int, $7) "
+                        "ON CONFLICT (security_group, name) DO UPDATE SET "
+                        "timezone = EXCLUDED.timezone, weekend = EXCLUDED.weekend, "
+                        "source = EXCLUDED.source, events = EXCLUDED.events, "
+                        "updated_by = EXCLUDED.updated_by, updated_at = now(), "
+                        "version = calendars.version + 1 "
+                        "RETURNING version, xmax = 0, "
+                        "(extract(epoch FROM updated_at) * 1000)::bigint",
+                        7, params, &res, errstr, errstr_size);
+        else
+                err = tb_store_exec(
+                        conn, "write calendar",
+                        "WITH cur AS (SELECT version FROM calendars "
+                        "             WHERE security_group = $1 AND name = $2), "
+                        "upd AS (UPDATE calendars SET timezone = $3, weekend = $4, source = $5, "
+                        "        events = $6::int, updated_by = $7, updated_at = now(), "
+                        "        version = version + 1 "
+                        "        WHERE security_group = $1 AND name = $2 AND version = $8::bigint "
+                        "        RETURNING version, updated_at) "
+                        "SELECT (SELECT version FROM upd), (SELECT version FROM cur), "
+                        "(SELECT (extract(epoch FROM updated_at) * 1000)::bigint FROM upd)",
+                        8, params, &res, errstr, errstr_size);
+        if (err)
+                return err;
+        *created = false;
+        if (expected_version < 0) {
+                *version = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+                *created = PQgetvalue(res, 0, 1)[0] == 't';
+                *updated_ms = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+        } else if (!PQgetisnull(res, 0, 0)) {
+                *version = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+                *updated_ms = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+        } else if (PQgetisnull(res, 0, 1)) {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_NOT_FOUND,
+                                "calendar '%s' of group '%s' does not exist: leave out If-Match "
+                                "to create it",
+                                cal->name, cal->security_group);
+        } else {
+                err = tb_seterr(errstr, errstr_size, TB_ERR_CONFLICT,
+                                "calendar '%s' is at version %s, not %" PRId64
+                                " (If-Match): read it again and retry",
+                                cal->name, PQgetvalue(res, 0, 1), expected_version);
+        }
+        PQclear(res);
+        return err;
+}
+
+tb_err_t tb_store_calendar_get(PGconn *conn, const char *groups_json, const char *name,
+                               tb_store_calendar_t *out, int *found, char *errstr,
+                               size_t errstr_size) {
+        const char *params[] = {groups_json, name};
+        PGresult *res = NULL;
+        memset(out, 0, sizeof(*out));
+        *found = 0;
+        tb_err_t err = tb_store_exec(
+                conn, "read calendar",
+                "SELECT security_group, name, timezone, weekend, source, events, version, "
+                "(extract(epoch FROM created_at) * 1000)::bigint, "
+                "(extract(epoch FROM updated_at) * 1000)::bigint, updated_by "
+                "FROM calendars WHERE " TB_STORE_CAL_GROUPS " AND name = $2 "
+                "ORDER BY security_group LIMIT 2",
+                2, params, &res, errstr, errstr_size);
+        if (err)
+                return err;
+        *found = PQntuples(res);
+        if (*found == 1) {
+                tb_snprintf(out->security_group, sizeof(out->security_group), "%s",
+                            PQgetvalue(res, 0, 0));
+                tb_snprintf(out->name, sizeof(out->name), "%s", PQgetvalue(res, 0, 1));
+                tb_snprintf(out->timezone, sizeof(out->timezone), "%s", PQgetvalue(res, 0, 2));
+                tb_snprintf(out->weekend, sizeof(out->weekend), "%s", PQgetvalue(res, 0, 3));
+                out->source = strdup(PQgetvalue(res, 0, 4));
+                out->events = atoi(PQgetvalue(res, 0, 5));
+                out->version = strtoll(PQgetvalue(res, 0, 6), NULL, 10);
+                out->created_ms = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
+                out->updated_ms = strtoll(PQgetvalue(res, 0, 8), NULL, 10);
+                tb_snprintf(out->updated_by, sizeof(out->updated_by), "%s",
+                            PQgetvalue(res, 0, 9));
+                if (!out->source)
+                        err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
+                                        "read calendar: out of memory");
+        }
+        PQclear(res);
+        return err;
+}
+
+tb_err_t tb_store_calendar_list(PGconn *conn, const char *groups_json, PGresult **res,
+                                char *errstr, size_t errstr_size) {
+        const char *params[] = {groups_json};
+        return tb_store_exec(
+                conn, "list calendars",
+                "SELECT security_group, name, timezone, weekend, events, version, "
+                "(extract(epoch FROM updated_at) * 1000)::bigint, "
+                "updated_by FROM calendars WHERE " TB_STORE_CAL_GROUPS
+                " ORDER BY security_group, name LIMIT 1000",
+                1, params, res, errstr, errstr_size);
+}
+
+void tb_store_calendar_clear(tb_store_calendar_t *cal) {
+        free(cal->source);
+        memset(cal, 0, sizeof(*cal));
+}

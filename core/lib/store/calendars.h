@@ -1,0 +1,73 @@
+/**
+ * @file store/calendars.h
+ * @brief Owner of the table calendars (calendars.c): business calendars as
+ *        PUT /v1/calendars/{name} stored them (schemas/sql/0015_calendars.sql).
+ *        Every statement on it is here; what a calendar means (the iCalendar
+ *        reader, the rules) is schedule/ics.h and schedule/calendar.h, and
+ *        who may read or write one is the api role's (api/calendars.c).
+ *
+ * A calendar is keyed by (security_group, name). The functions run on
+ * \p conn as it is and report a failure as "WHAT: server message"
+ * (tb_store_exec()).
+ * @locality the thread that holds \p conn.
+ */
+#ifndef TB_STORE_CALENDARS_H
+#define TB_STORE_CALENDARS_H
+
+#include "tb.h"
+
+#include <libpq-fe.h>
+#include <stdint.h>
+
+/** One row of calendars. */
+typedef struct tb_store_calendar {
+        char security_group[129];
+        char name[129];
+        char timezone[65];
+        char weekend[32];        /**< "sat,sun", "" for none */
+        char *source;            /**< the .ics text (owned; tb_store_calendar_clear()) */
+        int events;              /**< VEVENTs read from it */
+        int64_t version;         /**< 1 on the first PUT */
+        int64_t created_ms, updated_ms;
+        char updated_by[129];
+} tb_store_calendar_t;
+
+/**
+ * Insert or replace the calendar (\p cal's group, name, timezone, weekend,
+ * source, events and updated_by; the rest is ignored).
+ * @param expected_version  -1: write whatever is there; else only replace
+ *                          the calendar at exactly this version.
+ * @param version  receives the version written.
+ * @param updated_ms  receives its updated_at (ms since the epoch).
+ * @param created  receives whether the row is new.
+ * @returns TB_OK; TB_ERR_CONFLICT when \p expected_version is not the
+ *          current one (the message names both), TB_ERR_NOT_FOUND when it
+ *          was given but there is no such calendar; TB_ERR_PG.
+ */
+tb_err_t tb_store_calendar_put(PGconn *conn, const tb_store_calendar_t *cal,
+                               int64_t expected_version, int64_t *version,
+                               int64_t *updated_ms, bool *created, char *errstr,
+                               size_t errstr_size);
+
+/**
+ * Read calendar \p name of one of the groups \p groups_json (a JSON array
+ * of group names, as text). *\p found is the number of groups that have
+ * one: \p out is filled only when it is exactly 1 (caller clears it).
+ */
+tb_err_t tb_store_calendar_get(PGconn *conn, const char *groups_json, const char *name,
+                               tb_store_calendar_t *out, int *found, char *errstr,
+                               size_t errstr_size);
+
+/**
+ * The calendars of the groups \p groups_json, by group then name, without
+ * their source: *\p res has the columns security_group, name, timezone,
+ * weekend, events, version, updated_at (ms since the epoch), updated_by
+ * (caller PQclear()s it).
+ */
+tb_err_t tb_store_calendar_list(PGconn *conn, const char *groups_json, PGresult **res,
+                                char *errstr, size_t errstr_size);
+
+/** Free \p cal's source and zero it. */
+void tb_store_calendar_clear(tb_store_calendar_t *cal);
+
+#endif /* TB_STORE_CALENDARS_H */
