@@ -220,7 +220,7 @@ const tb_config_prop_t tb_config_props[] = {
          "Time between SIGTERM and SIGKILL when a run is cancelled or times out."},
         {"executor.unclaimed_timeout", TB_CT_DURATION, F(exec_unclaimed_timeout_ms), 0, "15m",
          TB_SEC(1), TB_DURATION_MAX_MS, NULL, NULL,
-         "How long after its nominal time a run may stay scheduled with no executor "
+         "How long after its nominal time (or its emission, when later: a backfill, a catch-up) a run may stay scheduled with no executor "
          "claiming it (none running for its partition or its executor, its RunRequest "
          "lost or expired from the runs topic); past it one executor records the run "
          "LOST with that reason. Set it above the longest backlog you accept "
