@@ -35,7 +35,7 @@ something no schema can know, and the server rightly enforces them:
   * a calendar (putCalendar) is stored only from an iCalendar file the
     strict reader accepts, in one of the caller's groups (ops),
     with a zone and weekend that exist: the positive cases send a fixed
-    holiday file, the test's group and no If-Match;
+    holiday file, the test's group and neither If-Match nor If-None-Match;
   * label keys and executor option names have a character set the schema
     states with propertyNames, a JSON Schema keyword OpenAPI 3.0 does not
     have, so schemathesis does not generate by it.
@@ -175,7 +175,7 @@ def before_call(ctx, case, kwargs):
                 case.query["weekend"] = "sat,sun"
         for headers in (case.headers, kwargs.get("headers")):
             if headers is not None:
-                for key in [k for k in headers if k.lower() == "if-match"]:
+                for key in [k for k in headers if k.lower() in ("if-match", "if-none-match")]:
                     del headers[key]
     if op == "previewSchedule" and isinstance(case.body, dict):
         # a schedule as a task's, and instants after 1970 (epoch ms > 0)

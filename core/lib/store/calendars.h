@@ -35,8 +35,9 @@ typedef struct tb_store_calendar {
 /**
  * Insert or replace the calendar (\p cal's group, name, timezone, weekend,
  * source, events and updated_by; the rest is ignored).
- * @param expected_version  -1: write whatever is there; else only replace
- *                          the calendar at exactly this version.
+ * @param expected_version  -1: write whatever is there; 0: create only
+ *                          (TB_ERR_CONFLICT when it exists); else only
+ *                          replace the calendar at exactly this version.
  * @param version  receives the version written.
  * @param updated_ms  receives its updated_at (ms since the epoch).
  * @param created  receives whether the row is new.
@@ -67,6 +68,18 @@ tb_err_t tb_store_calendar_get(PGconn *conn, const char *groups_json, const char
 tb_err_t tb_store_calendar_list(PGconn *conn, const char *groups_json, PGresult **res,
                                 char *errstr, size_t errstr_size);
 
+/**
+ * Delete calendar \p name of \p group, unless a task of the group names it
+ * in its calendars (tasks is read, never written: its owner is the
+ * projector).
+ * @param expected_version  -1: whatever its version; else only at it.
+ * @param users  receives the ids of up to 5 tasks naming it ("" if none).
+ * @returns TB_OK; TB_ERR_CONFLICT when tasks name it or the version is
+ *          another (the message says which); TB_ERR_NOT_FOUND; TB_ERR_PG.
+ */
+tb_err_t tb_store_calendar_delete(PGconn *conn, const char *group, const char *name,
+                                  int64_t expected_version, char *users, size_t users_size,
+                                  char *errstr, size_t errstr_size);
 /** Free \p cal's source and zero it. */
 void tb_store_calendar_clear(tb_store_calendar_t *cal);
 
