@@ -320,6 +320,10 @@ static void *tb_sched_role_main(void *arg) {
                 }
                 if (r->reload_at && tb_now_ms() >= r->reload_at)
                         tb_sched_reload(r);
+                if (tb_now_ms() >= r->cal_poll_at || tb_sched_calendars_wanted(r->s)) {
+                        tb_sched_calendars_poll(r);
+                        r->cal_poll_at = tb_now_ms() + r->conf->sched_calendar_poll_ms;
+                }
                 tb_sched_tick_stats_t st;
                 tb_err_t err;
                 do {
