@@ -270,9 +270,13 @@ tb_err_t tb_task_cals_decide(const tb_task_cals_t *c, const tb_tz_t *local_tz,
                 tb_calendar_decision_t *d = &out[at[j].i];
                 char owner[32];
                 tb_time_format(out[at[j - 1].i].nominal_ms, owner);
+                char was[sizeof(d->reason)];
+                memcpy(was, d->reason, sizeof(was));
                 d->verdict = TB_CALENDAR_DUPLICATE;
+                /* the words of tb_calendar_plan() */
                 tb_snprintf(d->reason, sizeof(d->reason),
-                            "the occurrence of %s runs at this instant (rolled)", owner);
+                            "%s%sthe occurrence of %s already runs at that instant", was,
+                            was[0] ? "; " : "", owner);
                 at[j].i = at[j - 1].i; /* the owner stays the earliest */
         }
         free(at);

@@ -118,11 +118,12 @@ const tb_calendar_decision_t *tb_sched_cal_decision(tb_sched_t *s, tb_sched_task
             tr->dec.fire_ms <= prev.fire_ms) {
                 char owner[32];
                 tb_time_format(t->last_nominal, owner);
+                char was[sizeof(tr->dec.reason)];
+                memcpy(was, tr->dec.reason, sizeof(was));
                 tr->dec.verdict = TB_CALENDAR_DUPLICATE;
                 tb_snprintf(tr->dec.reason, sizeof(tr->dec.reason),
-                            "the occurrence of %s runs at or after this instant (rolled): one "
-                            "run per instant",
-                            owner);
+                            "%s%sthe occurrence of %s already runs at or after that instant",
+                            was, was[0] ? "; " : "", owner);
         }
         if (tr->dec.verdict == TB_CALENDAR_SKIPPED && cals.unresolved[0])
                 tb_warn(TB_SCHED_LOG, "task %s: its fire at %" PRId64 " is skipped: %s",
