@@ -41,13 +41,12 @@ static void teardown(void) { tbt_console_stop(&con); }
 
 TestSuite(calendar_apply, .init = setup, .fini = teardown, .timeout = 600);
 
+/* The first value of \p sql (static buffer). */
 static const char *sql1(const char *sql) {
         static char buf[512];
-        PGresult *r = PQexec(con.st.conn, sql);
-        cr_assert_eq(PQresultStatus(r), PGRES_TUPLES_OK, "%s: %s", sql,
-                     PQerrorMessage(con.st.conn));
-        snprintf(buf, sizeof(buf), "%s", PQntuples(r) ? PQgetvalue(r, 0, 0) : "(no row)");
-        PQclear(r);
+        char *v = tbt_sql_value(&con.st, sql);
+        snprintf(buf, sizeof(buf), "%s", v ? v : "(no row)");
+        free(v);
         return buf;
 }
 

@@ -102,13 +102,18 @@ static bool tb_api_preview_calendars(tb_api_t *api, const tb_principal_t *p, con
                 goto out;
         }
         const char *group = json_string_value(json_object_get(body, "security_group"));
+        if (!group && p->group_cnt == 1)
+                group = p->groups[0]; /* calendars are a group's: the caller's only one */
         if (!group || !tb_principal_in_group(p, group)) {
                 char groups[512];
                 tb_api_groups_text(p, groups, sizeof(groups));
-                tb_http_error(resp, 400, "invalid_argument", "security_group",
-                              "security_group: calendars are a group's: give one of your groups "
-                              "(%s)",
-                              groups);
+                tb_http_error(resp, group ? 403 : 400, group ? "forbidden" : "invalid_argument",
+                              "security_group",
+                              group ? "security_group: you are not a member of '%.128s'; your "
+                                      "groups: %s"
+                                    : "security_group%.0s: calendars are a group's: give one of "
+                                      "your groups (%s)",
+                              group ? group : "", groups);
                 goto out;
         }
         if (!(c = tb_api_conn(api, resp)))
