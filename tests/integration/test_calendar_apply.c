@@ -182,6 +182,17 @@ Test(calendar_apply, holiday_today_then_the_update_applies_to_every_task) {
         cr_expect_str_eq(ft + 10, at + 10, "the same time of day: %s vs %s", ft, at);
         cr_expect(strstr(fstr(f, "reason"), "hol"), "%s", fstr(f, "reason"));
         json_decref(f);
+        /* taskbus schedule next --task previews B with its calendars */
+        char *out = NULL;
+        int rc = tbt_run(&out,
+                         "HOME=/nonexistent TASKBUS_API=http://127.0.0.1:%d TASKBUS_TOKEN='%s' "
+                         "%s/bin/taskbus schedule next --task %s --count 2 2>&1",
+                         con.port, alice + strlen("Bearer "), tbt_build_dir(), b);
+        cr_expect_eq(rc, 0, "schedule next: %s", out);
+        cr_expect(strstr(out, "moved from") && strstr(out, "calendar 'hol' (roll_next): moved to"),
+                  "schedule next shows the roll: %s", out);
+        cr_expect(!strncmp(out, want_day, 10), "the first line is tomorrow's instant: %s", out);
+        free(out);
 
         /* the calendar without today's holiday: both fire again, tasks untouched */
         char far[9], far_end[9];
