@@ -6,7 +6,8 @@
  *        next business day with its nominal run id, the weekend occurrences
  *        that roll onto it recorded as duplicates; fires waiting until the
  *        calendars are loaded; a calendar change deciding the next fire again
- *        at once; a missing calendar polled for, then failing closed.
+ *        at once; a missing calendar polled for, then failing closed; one that
+ *        does not build skipping with its reason until it is fixed.
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
@@ -188,4 +189,25 @@ Test(sched_calendars, a_missing_calendar_is_polled_for_then_skips) {
         cr_assert_eq(count(TB_TOPIC_RESULTS, "SKIPPED_CALENDAR"), 1);
         cr_expect_str_eq(json_string_value(json_object_get(first(TB_TOPIC_RESULTS), "error")),
                          "calendar 'gone' does not exist in group 'ops'");
+}
+
+Test(sched_calendars, a_calendar_that_does_not_build_skips_with_its_reason) {
+        tb_sched_calendar_t *c = calloc(1, sizeof(*c));
+        snprintf(c->group, sizeof(c->group), "ops");
+        snprintf(c->name, sizeof(c->name), "hol");
+        c->version = 7;
+        snprintf(c->error, sizeof(c->error), "calendar 'hol' of group 'ops' (version 7) cannot "
+                                             "be built: bad zone");
+        tb_sched_calendars_set(s, c, 1);
+        tb_sched_calendars_polled(s);
+        put(HOUR, XMAS, "hol", "ONLY");
+        tick(XMAS);
+        cr_expect_eq(count(TB_TOPIC_RUNS, NULL), 0, "nothing runs on a guess");
+        cr_assert_eq(count(TB_TOPIC_RESULTS, "SKIPPED_CALENDAR"), 1);
+        cr_expect_str_eq(json_string_value(json_object_get(first(TB_TOPIC_RESULTS), "error")),
+                         "calendar 'hol' of group 'ops' (version 7) cannot be built: bad zone");
+        set_calendars(true, 8); /* fixed: Christmas is in 'hol', so an ONLY fire on it runs */
+        tick(XMAS + HOUR);
+        cr_expect_eq(count(TB_TOPIC_RUNS, NULL), 1);
+        cr_expect_eq(count(TB_TOPIC_RESULTS, "SKIPPED_CALENDAR"), 1);
 }

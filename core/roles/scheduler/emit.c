@@ -249,7 +249,8 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                                                               errstr, errstr_size)))
                                         break;
                                 if (trig == TB_SCHED_TRIG_SCHEDULE)
-                                        tb_sched_lag_push(s, n + j);
+                                        tb_sched_lag_push(s, at + j); /* a rolled fire's lag
+                                                                         is from its new time */
                         } else {
                                 /* the late fires skipped with it: one record (one
                                  * by one for a task with calendars, each decided) */

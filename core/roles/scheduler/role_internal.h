@@ -43,6 +43,7 @@ typedef struct tb_sched_role {
         size_t adopt_cnt, adopt_cap;
 
         int64_t cal_poll_at; /* next look at the calendars (scheduler.calendar_poll) */
+        int64_t cal_polled;  /* when they were last looked at */
         char cal_sig[64];    /* what tb_store_calendar_signature() said at the last load */
 } tb_sched_role_t;
 
