@@ -192,6 +192,11 @@ const tb_config_prop_t tb_config_props[] = {
          "Timer granularity: how often due timers are checked. Bounds fire latency."},
         {"scheduler.max_batch", TB_CT_INT, F(sched_max_batch), 0, "2000", 1, 100000,
          NULL, NULL, "Most fires emitted in one Kafka transaction."},
+        {"scheduler.calendar_poll", TB_CT_DURATION, F(sched_calendar_poll_ms), 0, "2s",
+         TB_MS(100), TB_MIN(10), NULL, NULL,
+         "How often the scheduler asks PostgreSQL whether a business calendar changed "
+         "(one cheap query: the count and versions of the calendars); a change is "
+         "applied to the next fire of every task that names the calendar."},
 
         {"executor.plugin_paths", TB_CT_STRLIST, F(exec_plugin_paths),
          F(exec_plugin_path_cnt), NULL, 0, 0, NULL, NULL,
