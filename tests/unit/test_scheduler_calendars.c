@@ -211,3 +211,14 @@ Test(sched_calendars, a_calendar_that_does_not_build_skips_with_its_reason) {
         cr_expect_eq(count(TB_TOPIC_RUNS, NULL), 1);
         cr_expect_eq(count(TB_TOPIC_RESULTS, "SKIPPED_CALENDAR"), 1);
 }
+
+Test(sched_calendars, run_once_after_downtime_runs_the_latest_fire_the_calendars_run) {
+        set_calendars(true, 1);
+        put(DAY, XMAS - DAY + 9 * HOUR, "hol", "EXCLUDE"); /* Thursday 09:00, then daily */
+        tick(XMAS + 12 * HOUR); /* down through Friday's (holiday) fire */
+        cr_assert_eq(count(TB_TOPIC_RUNS, NULL), 1, "Thursday's, the latest that would run");
+        cr_expect_eq(json_integer_value(json_object_get(first(TB_TOPIC_RUNS), "nominal_time")),
+                     XMAS - DAY + 9 * HOUR);
+        cr_expect_eq(count(TB_TOPIC_RESULTS, "SKIPPED_CALENDAR"), 1, "Friday's");
+        cr_expect_eq(count(TB_TOPIC_RESULTS, "SKIPPED_MISFIRE"), 0);
+}

@@ -228,3 +228,19 @@ void tb_sched_calendars_polled(tb_sched_t *s) {
 }
 
 bool tb_sched_calendars_wanted(const tb_sched_t *s) { return s->cal_want; }
+
+bool tb_sched_cal_runs(const tb_sched_t *s, const tb_sched_task_t *t, int64_t nominal,
+                       int64_t *fire_ms) {
+        tb_task_cals_t cals;
+        tb_calendar_decision_t d;
+        char err[256];
+        *fire_ms = nominal;
+        if (!tb_sched_cal_has(t))
+                return true;
+        tb_sched_cal_resolve(s, t->x->cal, &cals);
+        if (tb_task_cals_apply(&cals, t->cron ? t->cron->tz : NULL, nominal, &d, err,
+                               sizeof(err)) != TB_OK)
+                return false;
+        *fire_ms = d.fire_ms;
+        return d.verdict == TB_CALENDAR_FIRE || d.verdict == TB_CALENDAR_MOVED;
+}

@@ -137,9 +137,19 @@ static bool tb_sched_misfire_runs(const tb_sched_t *s, const tb_sched_task_t *t,
         if (t->misfire == TB_SCHED_MISFIRE_SKIP)
                 return false;
         if (t->misfire == TB_SCHED_MISFIRE_RUN_ONCE) {
-                /* only the latest missed fire runs */
-                int64_t nn = tb_sched_task_next_after(t, n);
-                return nn == TB_SCHED_NEVER || !tb_sched_is_late(t, nn, now);
+                /* only the latest missed fire runs: with calendars, the
+                 * latest of those they would run (a bounded look ahead) */
+                int64_t nn = tb_sched_task_next_after(t, n), fire = nn;
+                for (int i = 0; tb_sched_cal_has(t) && nn != TB_SCHED_NEVER && i < 1000; i++) {
+                        if (tb_sched_cal_runs(s, t, nn, &fire))
+                                break;
+                        if (!tb_sched_is_late(t, nn, now))
+                                return true; /* the next one is not missed */
+                        nn = tb_sched_task_next_after(t, nn);
+                        fire = nn;
+                }
+                return nn == TB_SCHED_NEVER ||
+                       now - (fire + tb_sched_task_jitter(t, nn)) <= TB_SCHED_MISFIRE_THRESHOLD_MS;
         }
         int64_t cap = s->conf->sched_misfire_cap;
         return tb_sched_count_late(t, n, now, cap) <= cap;

@@ -296,6 +296,10 @@ tb_err_t tb_sched_cal_task_set(const tb_sched_t *s, tb_sched_task_t *t, const js
  *          loaded (its fires then wait: tb_sched_task_due()).
  */
 const tb_calendar_decision_t *tb_sched_cal_decision(tb_sched_t *s, tb_sched_task_t *t);
+/** @returns whether the fire of \p t at \p nominal would run under its
+ *  calendars (no duplicate check), with *\p fire_ms its instant. */
+bool tb_sched_cal_runs(const tb_sched_t *s, const tb_sched_task_t *t, int64_t nominal,
+                       int64_t *fire_ms);
 /** @returns whether \p t has calendar rules. */
 bool tb_sched_cal_has(const tb_sched_task_t *t);
 /** Free the engine's calendars. */
