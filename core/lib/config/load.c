@@ -225,10 +225,15 @@ static tb_err_t tb_config_walk(tb_config_ctx_t *ctx, const config_setting_t *grp
                                 return err;
                         continue;
                 }
+                /* notify.channels has its own walker too */
+                static const char *notify_extra[] = {"channels"};
+                bool in_notify = props == tb_config_props && !strcmp(rel_prefix, "notify.");
                 return tb_config_unknown_key(ctx, s, props, n, rel_prefix, disp_prefix,
-                                             top ? tb_config_special_groups : NULL,
-                                             top ? tb_config_special_groups_cnt : 0, errstr,
-                                             errstr_size);
+                                             top ? tb_config_special_groups
+                                                 : in_notify ? notify_extra : NULL,
+                                             top ? tb_config_special_groups_cnt
+                                                 : in_notify ? 1 : 0,
+                                             errstr, errstr_size);
         }
         return TB_OK;
 }
