@@ -111,6 +111,13 @@ def _fix_task(body):
                            ("end_at", _at(30 * day))):
             if sched.get(key) is not None:
                 sched[key] = value
+    # notify: after_ms goes with long_running (a rule the schema cannot say)
+    for rule in body.get("notify") or []:
+        if isinstance(rule, dict) and isinstance(rule.get("on"), list):
+            if "long_running" in rule["on"]:
+                rule["after_ms"] = 60000
+            else:
+                rule.pop("after_ms", None)
     retries = body.get("retries")
     if isinstance(retries, dict):
         if retries.get("backoff") is not None:
