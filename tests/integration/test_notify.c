@@ -89,7 +89,7 @@ static void serve_http(rx_t *r, int c) {
         }
         tb_buf_append(&hdrs, "", 1);
         tb_buf_append(&body, "", 1);
-        bool fail = atomic_load(&r->fail_next) > 0;
+        bool fail = atomic_load(&r->fail_next) > 0 && strstr(hdrs.data, "X-Taskbus-Event: recovery");
         if (fail)
                 atomic_fetch_sub(&r->fail_next, 1);
         pthread_mutex_lock(&r->mu);
@@ -249,7 +249,7 @@ static const char *header(const char *hdrs, const char *name) {
 static tbt_stack_t st;
 static pid_t daemon_pid;
 static int api_port;
-static char alice[96];
+static char alice[96], admin[96];
 static char secret_path[64], workdir[64];
 
 static void setup(void) {
@@ -276,12 +276,14 @@ static void setup(void) {
         api_port = tbt_free_port();
         tbt_stack_create(&st, &(tbt_stack_opts_t){.partitions = 2, .api_port = api_port,
                                                   .api_rate = 10000.0, .api_burst = 10000,
-                                                  .api_extra = "reply_timeout = \"30s\";",
+                                                  .api_extra = "reply_timeout = \"30s\"; "
+                                                               "admin_group = \"admins\";",
                                                   .extra = extra});
         daemon_pid = tbt_daemon_start(
                 &st, "api,commands,projector,scheduler,executor,archiver,notifier");
         cr_assert(tbt_wait_until(tbt_http_up, &api_port, 90000), "the API did not come up");
         tbt_stack_user(&st, "alice", "ops", alice);
+        tbt_stack_user(&st, "root", "admins", admin);
 }
 
 static void teardown(void) {
@@ -325,12 +327,13 @@ Test(notify, failure_after_the_last_retry_then_recovery_signed) {
                  "\"retries\": {\"max_attempts\": 2, \"backoff\": \"1s\"}, "
                  "\"notify\": [{\"on\": [\"failure\", \"recovery\"], \"channel\": \"ops\"}, "
                  "{\"on\": [\"failure\"], \"channel\": \"mail\"}, "
-                 "{\"on\": [\"failure\"], \"channel\": \"nowhere\"}]}",
+                 "{\"on\": [\"failure\"], \"channel\": \"nowhere\"}, "
+                 "{\"on\": [\"state_change\"], \"channel\": \"ops\"}]}",
                  workdir);
         tbt_http_res_t r = tbt_http(api_port, "POST", "/v1/tasks", alice, body);
         cr_assert_eq(r.status, 201, "create: %ld %s", r.status, r.body.data);
         snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(r.j, "id")));
-        cr_expect_eq(json_array_size(json_object_get(r.j, "notify")), 3, "%s", r.body.data);
+        cr_expect_eq(json_array_size(json_object_get(r.j, "notify")), 4, "%s", r.body.data);
         tbt_http_free(&r);
 
         /* two failed attempts: one failure notification, of the second */
@@ -440,9 +443,12 @@ Test(notify, failure_after_the_last_retry_then_recovery_signed) {
                                "task_id = '%s'", id);
         for (int i = 0; i < 100 && !strstr(sql1("%s", q), "recovery:ops:delivered:2"); i++)
                 usleep(100000);
+        for (int i = 0; i < 100 && strstr(sql1("%s", q), "pending"); i++)
+                usleep(100000);
         cr_expect_str_eq(sql1("%s", q),
                          "failure:ops:delivered:1,failure:mail:delivered:1,"
-                         "failure:nowhere:failed:1,recovery:ops:delivered:2");
+                         "failure:nowhere:failed:1,state_change:ops:delivered:1,"
+                         "recovery:ops:delivered:2,state_change:ops:delivered:1");
         snprintf(q, sizeof(q), "SELECT string_agg(a.attempt || ':' || COALESCE(a.status_code, 0) "
                                "|| ':' || (a.error IS NULL), ',' ORDER BY a.attempt) FROM "
                                "notify_attempts a JOIN notify_deliveries d ON d.id = "
@@ -453,14 +459,31 @@ Test(notify, failure_after_the_last_retry_then_recovery_signed) {
         cr_expect_str_eq(sql1("%s", q), "succeeded");
         snprintf(q, sizeof(q), "SELECT count(*) FROM notify_deliveries WHERE run_id = '%s'",
                  run_id);
-        cr_expect_str_eq(sql1("%s", q), "3", "the failure's three rules, for attempt 2's run");
+        cr_expect_str_eq(sql1("%s", q), "4", "the failure's four notifications, of attempt 2's run");
+
+        /* the run's notifications through the API, for its group */
+        char path[200];
+        snprintf(path, sizeof(path), "/v1/runs/%s/notifications", run_id);
+        r = tbt_http(api_port, "GET", path, alice, NULL);
+        cr_expect_eq(r.status, 200, "%ld %s", r.status, r.body.data);
+        json_t *items = json_object_get(r.j, "notifications");
+        cr_expect_eq(json_array_size(items), 4, "%s", r.body.data);
+        json_t *first = json_array_get(items, 0);
+        cr_expect_str_eq(json_string_value(json_object_get(first, "event")), "failure");
+        cr_expect_str_eq(json_string_value(json_object_get(first, "status")), "delivered");
+        cr_expect_eq(json_integer_value(json_object_get(json_array_get(
+                             json_object_get(first, "attempts_log"), 0), "status_code")),
+                     200, "%s", r.body.data);
+        tbt_http_free(&r);
 
         /* nothing more comes: exactly one failure (none for attempt 1), one recovery */
         sleep(3);
         cr_expect_eq(rx_count(&hook, "X-Taskbus-Event: failure"), 1);
         cr_expect_eq(rx_count(&hook, "X-Taskbus-Event: recovery"), 2, "503, then delivered");
+        cr_expect_eq(rx_count(&hook, "X-Taskbus-Event: state_change"), 2,
+                     "green -> red, red -> green");
         cr_expect_eq(rx_count(&mail, "X-Taskbus-Event: failure"), 1);
-        cr_expect_eq(json_array_size(hook.got), 3);
+        cr_expect_eq(json_array_size(hook.got), 5);
 }
 
 /* POST a task with \p notify; expect a 400 naming \p field. */
@@ -512,4 +535,46 @@ Test(notify, bad_rules_are_refused_naming_the_field) {
                          "failure");
         cr_expect_eq(json_integer_value(json_object_get(rule, "after_ms")), 60000);
         tbt_http_free(&r);
+}
+
+/* `taskbus notify test CHANNEL` as \p authz; @returns its exit status, *out its output. */
+static int cli_notify_test(const char *authz, const char *channel, char **out) {
+        return tbt_run(out, "TASKBUS_API=http://127.0.0.1:%d TASKBUS_TOKEN='%s' "
+                            "%s/bin/taskbus notify test %s --timeout 60 2>&1",
+                       api_port, authz + strlen("Bearer "), tbt_build_dir(), channel);
+}
+
+Test(notify, cli_test_sends_a_signed_test_notification) {
+        char *out = NULL;
+        int rc = cli_notify_test(admin, "ops", &out);
+        cr_expect_eq(rc, 0, "exit %d: %s", rc, out);
+        cr_expect(out && strstr(out, "to ops: delivered"), "%s", out);
+        free(out);
+        cr_expect_eq(rx_count(&hook, "X-Taskbus-Event: test"), 1);
+        json_t *got = rx_last(&hook, "X-Taskbus-Event: test");
+        cr_assert_not_null(got);
+        json_error_t je;
+        json_t *j = json_loads(json_string_value(json_object_get(got, "body")), 0, &je);
+        cr_expect_str_eq(json_string_value(json_object_get(j, "requested_by")), "root");
+        cr_expect_str_eq(json_string_value(json_object_get(j, "event")), "test");
+        json_decref(j);
+        json_decref(got);
+
+        rc = cli_notify_test(admin, "mail", &out);
+        cr_expect_eq(rc, 0, "exit %d: %s", rc, out);
+        free(out);
+        cr_expect_eq(rx_count(&mail, "X-Taskbus-Event: test"), 1);
+
+        /* an unknown channel: 400 naming it and the channels there are */
+        rc = cli_notify_test(admin, "pager", &out);
+        cr_expect_eq(rc, 1, "exit %d: %s", rc, out);
+        cr_expect(out && strstr(out, "channel: 'pager' is not one; this taskbusd's "
+                                     "notify.channels: ops, mail"),
+                  "%s", out);
+        free(out);
+        /* not an admin: 403 */
+        rc = cli_notify_test(alice, "ops", &out);
+        cr_expect_eq(rc, 1, "exit %d: %s", rc, out);
+        cr_expect(out && strstr(out, "403"), "%s", out);
+        free(out);
 }
