@@ -578,3 +578,36 @@ Test(notify, cli_test_sends_a_signed_test_notification) {
         cr_expect(out && strstr(out, "403"), "%s", out);
         free(out);
 }
+
+Test(notify, long_running_once_per_run) {
+        char id[64];
+        tbt_http_res_t r = tbt_http(
+                api_port, "POST", "/v1/tasks", alice,
+                "{\"name\": \"slow\", \"security_group\": \"ops\", "
+                "\"script\": \"echo started; sleep 6\", \"schedule\": {\"every\": \"1h\"}, "
+                "\"paused\": true, \"notify\": [{\"on\": [\"long_running\"], "
+                "\"channel\": \"ops\", \"after_ms\": 1000}]}");
+        cr_assert_eq(r.status, 201, "create: %ld %s", r.status, r.body.data);
+        snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(r.j, "id")));
+        tbt_http_free(&r);
+        run_now(id);
+        rx_wait_t w = {&hook, "X-Taskbus-Event: long_running", 1};
+        cr_assert(tbt_wait_until(rx_reached, &w, 60000), "no long_running webhook; log:\n%s",
+                  tbt_daemon_log(&st));
+        json_t *got = rx_last(&hook, "X-Taskbus-Event: long_running");
+        json_error_t je;
+        json_t *j = json_loads(json_string_value(json_object_get(got, "body")), 0, &je);
+        json_t *run = json_object_get(j, "run");
+        cr_expect_str_eq(json_string_value(json_object_get(run, "status")), "running");
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(j, "task"), "id")), id);
+        cr_expect_geq(json_integer_value(json_object_get(j, "running_for_ms")), 1000);
+        cr_expect_eq(json_integer_value(json_object_get(j, "after_ms")), 1000);
+        json_decref(j);
+        json_decref(got);
+        /* the run ends; it was notified once */
+        char q[300];
+        snprintf(q, sizeof(q), "SELECT status FROM runs WHERE task_id = '%s'", id);
+        tbt_wait_sql(&st, q, "succeeded", 60000);
+        sleep(2);
+        cr_expect_eq(rx_count(&hook, "X-Taskbus-Event: long_running"), 1);
+}

@@ -159,3 +159,41 @@ tb_err_t tb_store_notify_list(PGconn *conn, const char *run_id, int64_t id, cons
                 "AND ($3::text[] IS NULL OR d.security_group = ANY($3::text[]))",
                 3, p, res, errstr, errstr_size);
 }
+
+/* Runs still going past a long_running rule's after_ms, without their
+ * notification yet: one row each, facts built here from runs and tasks. */
+static const char tb_store_notify_sql_long[] =
+        "INSERT INTO notify_deliveries (run_id, rule_index, event, task_id, security_group, "
+        "channel, facts) "
+        "SELECT r.run_id, (x.i - 1)::int, 'long_running', r.task_id, t.security_group, "
+        "x.rule->>'channel', json_build_object("
+        "'task', json_build_object('id', t.id, 'name', t.name, 'security_group', "
+        "t.security_group), "
+        "'run', json_build_object('id', r.run_id, 'nominal_time', "
+        "to_char(r.nominal_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+        "'attempt', r.attempt, 'status', r.status, 'started_at', "
+        "to_char(r.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+        "'host', r.host), "
+        "'after_ms', (x.rule->>'after_ms')::bigint, "
+        "'running_for_ms', (extract(epoch FROM now() - r.started_at) * 1000)::bigint)::jsonb "
+        "FROM runs r JOIN tasks t ON t.id = r.task_id "
+        "CROSS JOIN LATERAL jsonb_array_elements(t.spec->'notify') WITH ORDINALITY AS x(rule, i) "
+        "WHERE r.status = 'running' AND r.started_at IS NOT NULL "
+        "AND x.rule->'on' ? 'long_running' AND jsonb_typeof(x.rule->'after_ms') = 'number' "
+        "AND r.started_at < now() - (x.rule->>'after_ms')::bigint * interval '1 millisecond' "
+        "LIMIT $1::int "
+        "ON CONFLICT (run_id, rule_index, event) DO NOTHING";
+
+tb_err_t tb_store_notify_long_running(PGconn *conn, int limit, int64_t *inserted, char *errstr,
+                                      size_t errstr_size) {
+        char lim[16];
+        snprintf(lim, sizeof(lim), "%d", limit);
+        const char *p[] = {lim};
+        PGresult *r = NULL;
+        tb_err_t err = tb_store_exec(conn, "decide long_running notifications",
+                                     tb_store_notify_sql_long, 1, p, &r, errstr, errstr_size);
+        if (!err && inserted)
+                *inserted = strtoll(PQcmdTuples(r), NULL, 10);
+        PQclear(r);
+        return err;
+}

@@ -105,4 +105,13 @@ tb_err_t tb_store_notify_record(PGconn *conn, int64_t id, int attempt, int statu
 tb_err_t tb_store_notify_list(PGconn *conn, const char *run_id, int64_t id, const char *groups,
                               PGresult **res, char *errstr, size_t errstr_size);
 
+/**
+ * Insert a pending long_running notification (at most \p limit) for each
+ * (run still running, long_running rule of its task) whose run started more
+ * than the rule's after_ms ago and has none yet. Reads runs and tasks (the
+ * projection's), writes only notify_deliveries. *\p inserted counts them.
+ */
+tb_err_t tb_store_notify_long_running(PGconn *conn, int limit, int64_t *inserted, char *errstr,
+                                      size_t errstr_size);
+
 #endif /* TB_STORE_NOTIFY_H */

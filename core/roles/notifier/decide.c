@@ -6,7 +6,7 @@
  * A final outcome is "succeeded" (SUCCEEDED) or "failed": a failure the
  * scheduler retries no more (FAILED, TIMED_OUT, LOST or an infrastructure
  * error, at attempt >= the task's retries.max_attempts: the scheduler's own
- * rule, scheduler/events.c). A retried attempt is no outcome: it notifies
+ * rule, task/snapshot.h). A retried attempt is no outcome: it notifies
  * nothing and leaves the state. Events, from the outcome and the task's
  * previous one (notify_state; none counts as succeeded):
  *   failure       a final failure
@@ -19,6 +19,7 @@
 #include "notifier.h"
 #include "store/notify.h"
 #include "store/tasks.h"
+#include "task/snapshot.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -27,15 +28,6 @@
 static const char *tb_notifier_jstr(const json_t *o, const char *k) {
         const char *s = json_string_value(json_object_get(o, k));
         return s ? s : "";
-}
-
-/** Whether the scheduler retries a result of status \p st (scheduler/events.c). */
-static bool tb_notifier_failure(const char *st, bool infra) {
-        if (!strcmp(st, "FAILED") || !strcmp(st, "TIMED_OUT") || !strcmp(st, "LOST"))
-                return true;
-        return infra && strcmp(st, "RUNNING") && strcmp(st, "SUCCEEDED") &&
-               strncmp(st, "SKIPPED", 7) && strcmp(st, "EXPIRED") && strcmp(st, "DUPLICATE") &&
-               strcmp(st, "CANCELLED");
 }
 
 /** An epoch ms member of \p rr as RFC 3339, or null. */
@@ -87,7 +79,7 @@ tb_err_t tb_notifier_decide(PGconn *conn, const json_t *rr, size_t *decided, cha
         if (!*task_id || !*run_id || !strcmp(st, "RUNNING") || !strcmp(st, "DUPLICATE"))
                 return TB_OK;
         bool skipped = !strncmp(st, "SKIPPED", 7);
-        bool failure = tb_notifier_failure(st, infra);
+        bool failure = tb_task_result_retryable(st, infra);
         bool success = !strcmp(st, "SUCCEEDED");
         if (!skipped && !failure && !success)
                 return TB_OK; /* CANCELLED, EXPIRED: no outcome */

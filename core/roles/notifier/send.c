@@ -41,6 +41,10 @@
 #define TB_SEND_IDLE_MS 250
 /** A run's output is waited for (the archiver copies it) at most this long. */
 #define TB_SEND_LOG_WAIT_MS 5000
+/** How often running runs are checked against long_running rules, and the
+ *  most notifications one check decides. */
+#define TB_SEND_LONG_EVERY_US 1000000
+#define TB_SEND_LONG_BATCH 100
 /** Most bytes of a receiver's answer kept (for the error). */
 #define TB_SEND_ANSWER_MAX 512
 
@@ -395,7 +399,7 @@ static void tb_send_one(tb_notifier_t *nt, PGresult *r, int i) {
                 bool started = false;
                 if (tb_store_runs_logstate(conn, run_id, &ls, err, sizeof(err)) == TB_OK)
                         started = ls.started && !ls.eof && !ls.expired;
-                if (started && age_ms < TB_SEND_LOG_WAIT_MS) {
+                if (started && age_ms < TB_SEND_LOG_WAIT_MS && strcmp(event, "long_running")) {
                         /* its output is still being copied: a moment more */
                         tb_store_notify_postpone(conn, id, 250, err, sizeof(err));
                         goto done;
@@ -456,10 +460,22 @@ static void *tb_send_main(void *arg) {
         tb_notifier_t *nt = arg;
         const tb_config_t *conf = nt->ctx->conf;
         char err[1024];
+        int64_t next_long_us = 0;
         while (!atomic_load(&nt->stop)) {
                 PGresult *r = NULL;
                 PGconn *conn = tb_store_acquire_timeout(nt->ctx->store, 1000);
                 int n = 0;
+                if (conn && tb_mono_us() >= next_long_us) {
+                        /* runs still going past a long_running rule's after_ms */
+                        int64_t added = 0;
+                        if (tb_store_notify_long_running(conn, TB_SEND_LONG_BATCH, &added, err,
+                                                         sizeof(err)) != TB_OK)
+                                tb_warn(TB_NOTIFIER_SUB, "%s", err);
+                        else if (added > 0)
+                                tb_metrics_add("taskbus_notifier_decided_total", NULL,
+                                               (double)added);
+                        next_long_us = tb_mono_us() + TB_SEND_LONG_EVERY_US;
+                }
                 if (conn) {
                         if (tb_store_notify_claim(conn, TB_SEND_CLAIM,
                                                   conf->notify_timeout_ms + 30000, &r, err,
