@@ -9,7 +9,11 @@
  *        succeeds, exactly one "recovery", delivered at the second attempt
  *        after the receiver answered 503 (both attempts recorded); a rule
  *        naming an unknown channel is recorded failed; deliveries are in
- *        PostgreSQL. Bad notify rules get a 400 naming the field.
+ *        PostgreSQL; state_change both ways; the run's notifications through
+ *        the API. Bad notify rules get a 400 naming the field. `taskbus notify
+ *        test` by webhook and by mail (admins only, unknown channel refused).
+ *        A run past a long_running rule's after_ms is notified once while it
+ *        runs; a fire skipped by overlap forbid is notified as skipped.
  */
 #include <criterion/criterion.h>
 
@@ -610,4 +614,39 @@ Test(notify, long_running_once_per_run) {
         tbt_wait_sql(&st, q, "succeeded", 60000);
         sleep(2);
         cr_expect_eq(rx_count(&hook, "X-Taskbus-Event: long_running"), 1);
+}
+
+Test(notify, skipped_overlap_is_notified) {
+        char id[64];
+        tbt_http_res_t r = tbt_http(
+                api_port, "POST", "/v1/tasks", alice,
+                "{\"name\": \"busy\", \"security_group\": \"ops\", \"script\": \"sleep 4\", "
+                "\"schedule\": {\"every\": \"1s\"}, \"overlap\": \"forbid\", "
+                "\"notify\": [{\"on\": [\"skipped\"], \"channel\": \"ops\"}]}");
+        cr_assert_eq(r.status, 201, "create: %ld %s", r.status, r.body.data);
+        snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(r.j, "id")));
+        tbt_http_free(&r);
+        rx_wait_t w = {&hook, "X-Taskbus-Event: skipped", 1};
+        cr_assert(tbt_wait_until(rx_reached, &w, 60000), "no skipped webhook; log:\n%s",
+                  tbt_daemon_log(&st));
+        char path[200];
+        snprintf(path, sizeof(path), "/v1/tasks/%s/pause", id);
+        r = tbt_http(api_port, "POST", path, alice, NULL);
+        tbt_http_free(&r);
+        json_t *got = rx_last(&hook, "X-Taskbus-Event: skipped");
+        json_error_t je;
+        json_t *j = json_loads(json_string_value(json_object_get(got, "body")), 0, &je);
+        json_t *run = json_object_get(j, "run");
+        cr_expect_str_eq(json_string_value(json_object_get(j, "event")), "skipped");
+        cr_expect_str_eq(json_string_value(json_object_get(run, "status")), "skipped_overlap");
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(j, "task"), "id")), id);
+        /* recorded once per skipped run */
+        char q[300];
+        snprintf(q, sizeof(q), "SELECT count(*) = count(DISTINCT run_id) FROM notify_deliveries "
+                               "WHERE task_id = '%s' AND event = 'skipped'", id);
+        char *v = tbt_sql_value(&st, q);
+        cr_expect_str_eq(v, "t");
+        free(v);
+        json_decref(j);
+        json_decref(got);
 }
