@@ -94,10 +94,8 @@ tb_err_t tb_notifier_decide(PGconn *conn, const json_t *rr, size_t *decided, cha
         }
         json_error_t je;
         json_t *spec = json_loads(PQgetvalue(tr, 0, 2), 0, &je);
-        char name[512], group[256];
-        tb_snprintf(name, sizeof(name), "%s", PQgetvalue(tr, 0, 0));
-        tb_snprintf(group, sizeof(group), "%s", PQgetvalue(tr, 0, 1));
-        PQclear(tr);
+        /* tr lives to the end: the name and group are its strings */
+        const char *name = PQgetvalue(tr, 0, 0), *group = PQgetvalue(tr, 0, 1);
         json_t *retries = json_object_get(spec, "retries");
         json_int_t max_attempts = json_integer_value(json_object_get(retries, "max_attempts"));
         if (max_attempts < 1)
@@ -106,10 +104,8 @@ tb_err_t tb_notifier_decide(PGconn *conn, const json_t *rr, size_t *decided, cha
         int attempt = (int)json_integer_value(json_object_get(rr, "attempt"));
         if (attempt < 1)
                 attempt = 1;
-        if (failure && attempt < max_attempts) {
-                json_decref(spec); /* retried: no outcome yet */
-                return TB_OK;
-        }
+        if (failure && attempt < max_attempts)
+                goto out; /* retried: no outcome yet */
 
         const char *events[3];
         size_t n = 0;
@@ -158,8 +154,11 @@ tb_err_t tb_notifier_decide(PGconn *conn, const json_t *rr, size_t *decided, cha
                         char *text = facts ? json_dumps(facts, JSON_COMPACT) : NULL;
                         json_decref(facts);
                         if (!text) {
-                                err = tb_seterr(errstr, errstr_size, TB_ERR_NOMEM,
-                                                "notifier: out of memory");
+                                /* not memory: a value jansson refuses; set aside, not retried */
+                                err = tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                                "notifier: cannot build the notification of "
+                                                "run %.64s",
+                                                run_id);
                                 goto out;
                         }
                         tb_store_notify_new_t nn = {
@@ -182,5 +181,6 @@ tb_err_t tb_notifier_decide(PGconn *conn, const json_t *rr, size_t *decided, cha
         }
 out:
         json_decref(spec);
+        PQclear(tr);
         return err;
 }

@@ -154,8 +154,18 @@ static size_t tb_send_answer(char *p, size_t s, size_t n, void *ud) {
         return len;
 }
 
+/* libcurl's progress callback: a stopping notifier ends the attempt at once
+ * (recorded as failed, retried by the next notifier). */
+static int tb_send_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+                            curl_off_t un) {
+        return atomic_load((atomic_bool *)ud) ? 1 : 0;
+}
+
 static void tb_send_common(CURL *c, const tb_config_t *conf, const char *url, tb_buf_t *answer,
-                           char *curl_err) {
+                           char *curl_err, atomic_bool *stop) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, tb_send_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, stop);
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)conf->notify_timeout_ms);
@@ -166,7 +176,7 @@ static void tb_send_common(CURL *c, const tb_config_t *conf, const char *url, tb
 }
 
 static void tb_send_webhook(const tb_config_t *conf, const tb_notify_channel_t *ch,
-                            int64_t id, const char *event, const char *body,
+                            int64_t id, const char *event, const char *body, atomic_bool *stop,
                             tb_send_result_t *res) {
         char ts[32], sig[80], hdr[4][160], curl_err[CURL_ERROR_SIZE] = "";
         unsigned char mac[32];
@@ -198,7 +208,7 @@ static void tb_send_webhook(const tb_config_t *conf, const tb_notify_channel_t *
                 snprintf(res->error, sizeof(res->error), "out of memory");
                 goto out;
         }
-        tb_send_common(c, conf, ch->url, &answer, curl_err);
+        tb_send_common(c, conf, ch->url, &answer, curl_err, stop);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
@@ -310,7 +320,8 @@ static tb_err_t tb_send_mail_text(const tb_notify_channel_t *ch, int64_t id, con
 }
 
 static void tb_send_smtp(const tb_config_t *conf, const tb_notify_channel_t *ch, int64_t id,
-                         const char *event, const json_t *body, tb_send_result_t *res) {
+                         const char *event, const json_t *body, atomic_bool *stop,
+                         tb_send_result_t *res) {
         tb_buf_t text = {0}, answer = {0};
         char curl_err[CURL_ERROR_SIZE] = "";
         CURL *c = curl_easy_init();
@@ -322,7 +333,7 @@ static void tb_send_smtp(const tb_config_t *conf, const tb_notify_channel_t *ch,
                 goto out;
         }
         tb_send_upload_t up = {text.data, text.len, 0};
-        tb_send_common(c, conf, ch->url, &answer, curl_err);
+        tb_send_common(c, conf, ch->url, &answer, curl_err, stop);
         curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
         curl_easy_setopt(c, CURLOPT_MAIL_FROM, ch->from);
         curl_easy_setopt(c, CURLOPT_MAIL_RCPT, rcpt);
@@ -419,9 +430,9 @@ static void tb_send_one(tb_notifier_t *nt, PGresult *r, int i) {
         if (!text) {
                 snprintf(res.error, sizeof(res.error), "out of memory");
         } else if (!strcmp(ch->type, "smtp")) {
-                tb_send_smtp(conf, ch, id, event, body, &res);
+                tb_send_smtp(conf, ch, id, event, body, &nt->stop, &res);
         } else {
-                tb_send_webhook(conf, ch, id, event, text, &res);
+                tb_send_webhook(conf, ch, id, event, text, &nt->stop, &res);
         }
         conn = tb_store_acquire_timeout(nt->ctx->store, 5000);
         if (!conn) {
