@@ -281,7 +281,8 @@ const tb_config_prop_t tb_config_props[] = {
 
         {"archiver.history_retention", TB_CT_DURATION, F(history_retention_ms), 0,
          "1826d", TB_DAY(1), TB_DURATION_MAX_MS, NULL, NULL,
-         "How long run history (runs and their results) is kept in PostgreSQL."},
+         "How long run history (runs and their results, and the notifications sent about "
+         "them) is kept in PostgreSQL."},
         {"archiver.log_retention_default", TB_CT_DURATION,
          F(log_retention_default_ms), 0, "30d", TB_HOUR(1), TB_DURATION_MAX_MS, NULL,
          NULL,

@@ -197,3 +197,23 @@ tb_err_t tb_store_notify_long_running(PGconn *conn, int limit, int64_t *inserted
         PQclear(r);
         return err;
 }
+
+tb_err_t tb_store_notify_purge(PGconn *conn, int64_t keep_ms, int limit, int64_t *deleted,
+                               char *errstr, size_t errstr_size) {
+        char keep[32], lim[16];
+        snprintf(keep, sizeof(keep), "%" PRId64, keep_ms);
+        snprintf(lim, sizeof(lim), "%d", limit);
+        const char *p[] = {keep, lim};
+        PGresult *r = NULL;
+        /* attempts go with their delivery (ON DELETE CASCADE) */
+        tb_err_t err = tb_store_exec(
+                conn, "purge notify_deliveries",
+                "DELETE FROM notify_deliveries WHERE id IN (SELECT id FROM notify_deliveries "
+                "WHERE status <> 'pending' AND created_at < now() - $1::bigint * "
+                "interval '1 millisecond' LIMIT $2::int)",
+                2, p, &r, errstr, errstr_size);
+        if (!err && deleted)
+                *deleted = strtoll(PQcmdTuples(r), NULL, 10);
+        PQclear(r);
+        return err;
+}

@@ -114,4 +114,9 @@ tb_err_t tb_store_notify_list(PGconn *conn, const char *run_id, int64_t id, cons
 tb_err_t tb_store_notify_long_running(PGconn *conn, int limit, int64_t *inserted, char *errstr,
                                       size_t errstr_size);
 
+/** Delete at most \p limit delivered or failed notifications (and their
+ *  attempts) created more than \p keep_ms ago; *\p deleted counts them. */
+tb_err_t tb_store_notify_purge(PGconn *conn, int64_t keep_ms, int limit, int64_t *deleted,
+                               char *errstr, size_t errstr_size);
+
 #endif /* TB_STORE_NOTIFY_H */

@@ -90,7 +90,8 @@ tb_err_t tb_notifier_decide(PGconn *conn, const json_t *rr, size_t *decided, cha
                 return err;
         if (PQntuples(tr) != 1) {
                 PQclear(tr);
-                return TB_OK; /* deleted since: no rules */
+                /* deleted since: no rules, and its outcome is no one's */
+                return tb_store_notify_state_delete(conn, task_id, errstr, errstr_size);
         }
         json_error_t je;
         json_t *spec = json_loads(PQgetvalue(tr, 0, 2), 0, &je);

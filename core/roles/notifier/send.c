@@ -45,6 +45,10 @@
  *  most notifications one check decides. */
 #define TB_SEND_LONG_EVERY_US 1000000
 #define TB_SEND_LONG_BATCH 100
+/** How often notifications past archiver.history_retention are deleted, and
+ *  the most per statement (a full batch comes back after a second). */
+#define TB_SEND_PURGE_EVERY_US 60000000
+#define TB_SEND_PURGE_BATCH 1000
 /** Most bytes of a receiver's answer kept (for the error). */
 #define TB_SEND_ANSWER_MAX 512
 
@@ -471,7 +475,7 @@ static void *tb_send_main(void *arg) {
         tb_notifier_t *nt = arg;
         const tb_config_t *conf = nt->ctx->conf;
         char err[1024];
-        int64_t next_long_us = 0;
+        int64_t next_long_us = 0, next_purge_us = 0;
         while (!atomic_load(&nt->stop)) {
                 PGresult *r = NULL;
                 PGconn *conn = tb_store_acquire_timeout(nt->ctx->store, 1000);
@@ -486,6 +490,20 @@ static void *tb_send_main(void *arg) {
                                 tb_metrics_add("taskbus_notifier_decided_total", NULL,
                                                (double)added);
                         next_long_us = tb_mono_us() + TB_SEND_LONG_EVERY_US;
+                }
+                if (conn && tb_mono_us() >= next_purge_us) {
+                        /* notifications are run history: kept as long as runs */
+                        int64_t gone = 0;
+                        if (tb_store_notify_purge(conn, conf->history_retention_ms,
+                                                  TB_SEND_PURGE_BATCH, &gone, err,
+                                                  sizeof(err)) != TB_OK)
+                                tb_warn(TB_NOTIFIER_SUB, "%s", err);
+                        else if (gone > 0)
+                                tb_info(TB_NOTIFIER_SUB, "deleted %" PRId64 " notification(s) "
+                                        "past archiver.history_retention", gone);
+                        next_purge_us = tb_mono_us() +
+                                        (gone == TB_SEND_PURGE_BATCH ? TB_SEND_LONG_EVERY_US
+                                                                     : TB_SEND_PURGE_EVERY_US);
                 }
                 if (conn) {
                         if (tb_store_notify_claim(conn, TB_SEND_CLAIM,
