@@ -54,3 +54,7 @@ CREATE TABLE notify_attempts (
     duration_ms  int NOT NULL,
     PRIMARY KEY (delivery_id, attempt)
 );
+
+-- The notifier's check for long_running rules (every second) reads the runs
+-- still running: few, whatever the history's size.
+CREATE INDEX runs_running ON runs(started_at) WHERE status = 'running';
