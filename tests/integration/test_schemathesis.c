@@ -59,8 +59,11 @@ static void setup(void) {
                               "api = { listen = \"127.0.0.1:%d\"; rate = 100000.0; "
                               "burst = 100000; reply_timeout = \"30s\"; "
                               "admin_group = \"ops\"; };\n"
-                              "kafka = { bootstrap_servers = \"%s\"; };\n",
-                              st.key_path, st.prefix, st.db_url, port, st.kafka),
+                              "kafka = { bootstrap_servers = \"%s\"; };\n"
+                              /* a channel for POST /v1/admin/notify/test (nothing listens) */
+                              "notify = { channels = ( { name = \"st\"; type = \"webhook\"; "
+                              "url = \"http://127.0.0.1:9/\"; secret_file = \"%s\"; } ); };\n",
+                              st.key_path, st.prefix, st.db_url, port, st.kafka, st.key_path),
                      0);
         char *conf = tbt_write_temp(".conf", text);
         free(text);

@@ -1232,3 +1232,60 @@ Test(task, calendar_decisions_of_a_range_drop_collisions) {
         cr_expect(json_is_null(json_object_get(o, "fire_time")));
         json_decref(o);
 }
+
+/* ---- notify rules (docs/notifications.md) --------------------------------- */
+
+Test(task, notify_rules) {
+        json_t *in = mk("{\"notify\": [{\"on\": [\"Failure\", \"recovery\"], "
+                        "\"channel\": \"ops\"}, {\"on\": [\"long_running\"], "
+                        "\"channel\": \"mail\", \"after_ms\": 60000}]}");
+        json_t *t = must_validate(in);
+        json_decref(in);
+        json_t *r0 = json_array_get(json_object_get(t, "notify"), 0);
+        cr_assert_str_eq(json_string_value(json_array_get(json_object_get(r0, "on"), 0)),
+                         "failure");
+        cr_assert(json_is_null(json_object_get(r0, "after_ms")));
+        json_decref(t);
+        /* none: no member, as a GET shows it */
+        in = mk("{\"notify\": []}");
+        t = must_validate(in);
+        cr_assert_null(json_object_get(t, "notify"));
+        json_decref(t);
+        json_decref(in);
+        expect_invalid(mk("{\"notify\": {}}"), "notify", "an array of rules");
+        expect_invalid(mk("{\"notify\": [3]}"), "notify[0]", "an object");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"failure\", \"oops\"], \"channel\": \"a\"}]}"),
+                       "notify[0].on[1]", "'oops' is not allowed");
+        expect_invalid(mk("{\"notify\": [{\"on\": [], \"channel\": \"a\"}]}"), "notify[0].on",
+                       "required");
+        expect_invalid(mk("{\"notify\": [{\"channel\": \"a\"}]}"), "notify[0].on", "required");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"skipped\", \"skipped\"], \"channel\": "
+                          "\"a\"}]}"),
+                       "notify[0].on[1]", "named twice");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"skipped\"]}]}"), "notify[0].channel",
+                       "required");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"skipped\"], \"channel\": \"a b\"}]}"),
+                       "notify[0].channel", "notify[0].channel");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"long_running\"], \"channel\": \"a\"}]}"),
+                       "notify[0].after_ms", "required with long_running");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"failure\"], \"channel\": \"a\", "
+                          "\"after_ms\": 5000}]}"),
+                       "notify[0].after_ms", "only applies to long_running");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"long_running\"], \"channel\": \"a\", "
+                          "\"after_ms\": 10}]}"),
+                       "notify[0].after_ms", "from 1000");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"failure\"], \"channel\": \"a\", "
+                          "\"x\": 1}]}"),
+                       "notify[0].x", "valid fields in notify[0]");
+        char many[4096] = "{\"notify\": [";
+        for (int i = 0; i < 17; i++)
+                strcat(many, i ? ", {\"on\": [\"failure\"], \"channel\": \"a\"}"
+                               : "{\"on\": [\"failure\"], \"channel\": \"a\"}");
+        strcat(many, "]}");
+        expect_invalid(mk(many), "notify", "at most 16");
+        /* carried through the TaskSpec and Avro unchanged */
+        check_round_trip("{\"name\": \"n\", \"script\": \"true\", \"security_group\": \"ops\", "
+                         "\"schedule\": {\"every\": \"1m\"}, \"notify\": [{\"on\": "
+                         "[\"failure\", \"recovery\"], \"channel\": \"ops\"}, {\"on\": "
+                         "[\"long_running\"], \"channel\": \"mail\", \"after_ms\": 60000}]}");
+}

@@ -140,7 +140,8 @@ tb_api_route_fn tb_api_tasks_create, tb_api_tasks_list, tb_api_tasks_get, tb_api
         tb_api_tasks_history;
 
 /** A task's runs, one run, its cancellation and its output (runs.c). */
-tb_api_route_fn tb_api_runs_list, tb_api_runs_get, tb_api_runs_cancel, tb_api_runs_log;
+tb_api_route_fn tb_api_runs_list, tb_api_runs_get, tb_api_runs_cancel, tb_api_runs_log,
+        tb_api_runs_notifications;
 
 /** Runs across the caller's tasks (runs.c: GET /v1/runs) and the dashboard's
  *  aggregates (dashboard.c: counts per status, fire lag, next fires). */

@@ -15,6 +15,7 @@
 #include "api/session.h"
 #include "api/util.h"
 #include "store/claims.h"
+#include "store/notify.h"
 #include "store/runs.h"
 
 #include <ctype.h>
@@ -898,4 +899,27 @@ out:
         PQclear(r);
         if (c)
                 tb_store_release(api->store, c);
+}
+
+/* GET /v1/runs/{id}/notifications: what the notifier decided for the run and
+ * every delivery attempt (docs/notifications.md). */
+void tb_api_runs_notifications(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_t *api = app;
+        PGresult *r = NULL, *n = NULL;
+        char err[512];
+        PGconn *c = tb_api_runs_open(api, req, resp, &r);
+        if (!c)
+                return;
+        tb_err_t e = tb_store_notify_list(c, PQgetvalue(r, 0, TB_RC_ID), 0, NULL, &n, err,
+                                          sizeof(err));
+        tb_store_release(api->store, c);
+        PQclear(r);
+        if (e) {
+                tb_api_db_error(resp, err);
+                return;
+        }
+        json_error_t je;
+        json_t *items = json_loads(PQgetvalue(n, 0, 0), 0, &je);
+        PQclear(n);
+        tb_http_json(resp, 200, json_pack("{s:o}", "notifications", items ? items : json_array()));
 }
