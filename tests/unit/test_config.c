@@ -96,6 +96,13 @@ static void assert_defaults(const tb_config_t *c) {
         cr_assert_eq(c->retention_logs_ms, 30 * DAY);
         cr_assert_eq(c->retention_dlq_ms, 30 * DAY);
         cr_assert_str_eq(c->pg_url, "postgresql://taskbus@127.0.0.1:55432/taskbus");
+        cr_assert_eq(c->notify_timeout_ms, 10000);
+        cr_assert_eq(c->notify_max_attempts, 6);
+        cr_assert_eq(c->notify_backoff_ms, 2000);
+        cr_assert_eq(c->notify_backoff_max_ms, 300000);
+        cr_assert_eq(c->notify_log_lines, 20);
+        cr_assert_eq(c->notify_log_bytes, 4096);
+        cr_assert_eq(c->notify_channel_cnt, 0);
         cr_assert_eq(c->pg_pool_size, 8);
         cr_assert_str_eq(c->api_listen, "127.0.0.1:8080");
         cr_assert_eq(c->api_threads, 64);
