@@ -339,6 +339,9 @@ void tb_sched_extra_free(tb_sched_extra_t *x) {
         if (!x)
                 return;
         free(x->retries);
+        for (uint32_t i = 0; x->run_now_params && i < x->run_now_cnt; i++)
+                json_decref(x->run_now_params[i]);
+        free(x->run_now_params);
         free(x->run_now);
         free(x);
 }
