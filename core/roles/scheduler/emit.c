@@ -187,9 +187,10 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                         if (best != UINT32_MAX) {
                                 tb_sched_retry_t r = x->retries[best];
                                 if ((err = tb_sched_emit_fire(s, t, tid, r.nominal_ms, r.attempt,
-                                                              TB_SCHED_TRIG_RETRY, now, NULL, st,
-                                                              errstr, errstr_size)))
+                                                              TB_SCHED_TRIG_RETRY, now, r.params,
+                                                              st, errstr, errstr_size)))
                                         break;
+                                json_decref(r.params);
                                 x->retries[best] = x->retries[--x->retry_cnt];
                                 n_rec++;
                                 tb_sched_task_mark_dirty(s, slot);

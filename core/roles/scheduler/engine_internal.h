@@ -46,6 +46,7 @@ typedef struct tb_sched_retry {
         int64_t nominal_ms;
         int64_t due_ms;
         int32_t attempt;
+        json_t *params; /* the retried run's RunResult.params (NULL: the defaults) */
 } tb_sched_retry_t;
 
 /** The rare parts of a task: pending retries and run-now requests. */

@@ -166,10 +166,13 @@ tb_err_t tb_sched_result(tb_sched_t *s, int32_t partition, const json_t *res, in
                 if (!n)
                         return TB_ERR_NOMEM;
                 x->retries = n;
+                /* a retry runs with the values of the run it retries */
+                const json_t *params = json_object_get(res, "params");
                 x->retries[x->retry_cnt++] = (tb_sched_retry_t){
                         .nominal_ms = nominal,
                         .due_ms = at + tb_sched_backoff(t, attempt),
                         .attempt = attempt + 1,
+                        .params = json_object_size(params) ? json_deep_copy(params) : NULL,
                 };
                 tb_metrics_add("taskbus_scheduler_retries_total", NULL, 1);
                 tb_sched_task_mark_dirty(s, slot);

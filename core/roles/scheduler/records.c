@@ -390,17 +390,25 @@ tb_err_t tb_sched_checkpoint_encode(const tb_sched_task_t *t, int64_t now, tb_bu
                                     char *errstr, size_t errstr_size) {
         char buf[37];
         const char *tid = tb_sched_task_idstr(t, buf);
-        json_t *retries = json_array(), *run_now = json_array();
+        json_t *retries = json_array(), *run_now = json_array(), *run_now_params = json_array();
         int64_t mark = 0;
         if (t->x) {
-                for (uint32_t i = 0; i < t->x->retry_cnt; i++)
+                for (uint32_t i = 0; i < t->x->retry_cnt; i++) {
+                        const json_t *p = t->x->retries[i].params;
                         json_array_append_new(
-                                retries, json_pack("{s:I, s:i, s:I}", "nominal_time",
-                                                   (json_int_t)t->x->retries[i].nominal_ms,
-                                                   "attempt", (int)t->x->retries[i].attempt,
-                                                   "due_at", (json_int_t)t->x->retries[i].due_ms));
-                for (uint32_t i = 0; i < t->x->run_now_cnt; i++)
+                                retries,
+                                json_pack("{s:I, s:i, s:I, s:o}", "nominal_time",
+                                          (json_int_t)t->x->retries[i].nominal_ms, "attempt",
+                                          (int)t->x->retries[i].attempt, "due_at",
+                                          (json_int_t)t->x->retries[i].due_ms, "params",
+                                          p ? json_deep_copy(p) : json_object()));
+                }
+                for (uint32_t i = 0; i < t->x->run_now_cnt; i++) {
+                        const json_t *p = t->x->run_now_params ? t->x->run_now_params[i] : NULL;
                         json_array_append_new(run_now, json_integer(t->x->run_now[i]));
+                        json_array_append_new(run_now_params,
+                                              p ? json_deep_copy(p) : json_object());
+                }
                 mark = t->x->run_now_mark;
         }
         json_t *c = json_pack(
@@ -412,8 +420,14 @@ tb_err_t tb_sched_checkpoint_encode(const tb_sched_task_t *t, int64_t now, tb_bu
                 "fires", (json_int_t)t->fires, "epoch", 0, "at", (json_int_t)now, "retries",
                 retries, "run_now", run_now, "run_now_mark", (json_int_t)mark, "expired",
                 (t->flags & TB_SCHED_TF_EXPIRED) != 0);
-        if (!c)
+        if (c && json_object_set_new(c, "run_now_params", run_now_params)) {
+                json_decref(c);
                 return TB_ERR_NOMEM;
+        }
+        if (!c) {
+                json_decref(run_now_params);
+                return TB_ERR_NOMEM;
+        }
         tb_err_t err = tb_serde_encode(TB_SCHEMA_SCHEDULER_CHECKPOINT, c, out, errstr, errstr_size);
         json_decref(c);
         return err;
@@ -454,20 +468,30 @@ tb_err_t tb_sched_checkpoint(tb_sched_t *s, const json_t *ck, int64_t now_ms, ch
                         if (!x->retries)
                                 return TB_ERR_NOMEM;
                         json_array_foreach(rt, i, v) {
+                                const json_t *p = json_object_get(v, "params");
                                 x->retries[x->retry_cnt++] = (tb_sched_retry_t){
                                         .nominal_ms = tb_sched_jlong(v, "nominal_time", 0),
                                         .due_ms = tb_sched_jlong(v, "due_at", now_ms),
                                         .attempt = (int32_t)tb_sched_jlong(v, "attempt", 2),
+                                        .params = json_object_size(p) ? json_deep_copy(p) : NULL,
                                 };
                         }
                 }
                 if (json_array_size(rn)) {
+                        /* run_now_params[i] is run_now[i]'s (an older
+                         * checkpoint has none: the defaults) */
+                        const json_t *rp = json_object_get(ck, "run_now_params");
                         x->run_now = calloc(json_array_size(rn), sizeof(*x->run_now));
-                        if (!x->run_now)
+                        x->run_now_params = calloc(json_array_size(rn), sizeof(*x->run_now_params));
+                        if (!x->run_now || !x->run_now_params)
                                 return TB_ERR_NOMEM;
                         json_array_foreach(rn, i, v) {
-                                if (json_is_integer(v))
-                                        x->run_now[x->run_now_cnt++] = json_integer_value(v);
+                                if (!json_is_integer(v))
+                                        continue;
+                                const json_t *p = json_array_get(rp, i);
+                                x->run_now_params[x->run_now_cnt] =
+                                        json_object_size(p) ? json_deep_copy(p) : NULL;
+                                x->run_now[x->run_now_cnt++] = json_integer_value(v);
                         }
                 }
         }
