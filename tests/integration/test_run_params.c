@@ -66,6 +66,14 @@ static void create_task(char id[64]) {
         tbt_http_free(&r);
 }
 
+/* `taskbus tasks run ID ARGS` as alice; @returns its exit status, *out its output. */
+static int cli_run(char **out, const char *id, const char *args) {
+        *out = NULL;
+        return tbt_run(out, "HOME=%s TASKBUS_API=http://127.0.0.1:%d TASKBUS_TOKEN='%s' "
+                            "%s/bin/taskbus tasks run %s %s 2>&1",
+                       home, con.port, alice + strlen("Bearer "), tbt_build_dir(), id, args);
+}
+
 static tbt_http_res_t run_now(const char *id, const char *body) {
         char path[200];
         snprintf(path, sizeof(path), "/v1/tasks/%s/run", id);
@@ -146,11 +154,7 @@ Test(run_params, rest_and_cli_values_reach_the_script_and_the_run) {
         tbt_http_free(&r);
 
         /* the CLI: --param, repeatable */
-        out = NULL;
-        int rc = tbt_run(&out,
-                         "HOME=%s TASKBUS_API=http://127.0.0.1:%d TASKBUS_TOKEN='%s' "
-                         "%s/bin/taskbus tasks run %s --param COUNT=12 --param TAG=v42 2>&1",
-                         home, con.port, alice + strlen("Bearer "), tbt_build_dir(), id);
+        int rc = cli_run(&out, id, "--param COUNT=12 --param TAG=v42");
         cr_assert_eq(rc, 0, "taskbus tasks run: %s", out);
         cr_expect(strstr(out, "run requested"), "%s", out);
         free(out);
@@ -176,12 +180,8 @@ Test(run_params, rest_and_cli_values_reach_the_script_and_the_run) {
         cr_expect_eq(seen, 2, "history: %s", r.body.data);
         tbt_http_free(&r);
 
-        /* a CLI value outside the allowed set: the API's 400, exit status 1 */
-        out = NULL;
-        rc = tbt_run(&out,
-                     "HOME=%s TASKBUS_API=http://127.0.0.1:%d TASKBUS_TOKEN='%s' "
-                     "%s/bin/taskbus tasks run %s --param COUNT=1 --param ENV=staging 2>&1",
-                     home, con.port, alice + strlen("Bearer "), tbt_build_dir(), id);
+        /* a CLI value outside the allowed set: the API's 400, a failure */
+        rc = cli_run(&out, id, "--param COUNT=1 --param ENV=staging");
         cr_expect_neq(rc, 0, "%s", out);
         cr_expect(strstr(out, "params.ENV"), "%s", out);
         free(out);
