@@ -147,6 +147,26 @@ static void tb_cli_tasks_print(const json_t *t) {
                                                                    json_string_value(v));
                 printf("\n");
         }
+        /* one line per parameter: NAME TYPE, its default or "required",
+         * its allowed values and pattern */
+        size_t i;
+        const json_t *p;
+        json_array_foreach(json_object_get(t, "parameters"), i, p) {
+                const json_t *d = json_object_get(p, "default");
+                printf("%s %s %s", i ? "             " : "parameters:  ",
+                       tb_cli_tasks_str(p, "name"), tb_cli_tasks_str(p, "type"));
+                if (json_is_string(d))
+                        printf(" default '%s'", json_string_value(d));
+                else
+                        printf(" required");
+                size_t j;
+                const json_t *a;
+                json_array_foreach(json_object_get(p, "allowed"), j, a)
+                        printf("%s%s", j ? "|" : ", one of ", json_string_value(a));
+                if (json_is_string(json_object_get(p, "pattern")))
+                        printf(", matching %s", tb_cli_tasks_str(p, "pattern"));
+                printf("\n");
+        }
         printf("version:      %" JSON_INTEGER_FORMAT "\n",
                json_integer_value(json_object_get(t, "version")));
         printf("created:      %s by %s\n", tb_cli_tasks_str(t, "created_at"),

@@ -66,12 +66,13 @@ static void create_task(char id[64]) {
         tbt_http_free(&r);
 }
 
-/* `taskbus tasks run ID ARGS` as alice; @returns its exit status, *out its output. */
-static int cli_run(char **out, const char *id, const char *args) {
+/* `taskbus tasks SUB ID ARGS` as alice; @returns its exit status, *out its output. */
+static int cli_tasks(char **out, const char *sub, const char *id, const char *args) {
         *out = NULL;
         return tbt_run(out, "HOME=%s TASKBUS_API=http://127.0.0.1:%d TASKBUS_TOKEN='%s' "
-                            "%s/bin/taskbus tasks run %s %s 2>&1",
-                       home, con.port, alice + strlen("Bearer "), tbt_build_dir(), id, args);
+                            "%s/bin/taskbus tasks %s %s %s 2>&1",
+                       home, con.port, alice + strlen("Bearer "), tbt_build_dir(), sub, id,
+                       args);
 }
 
 static tbt_http_res_t run_now(const char *id, const char *body) {
@@ -131,13 +132,21 @@ static char *run_output(const char *id, const char *count, char run_id[64]) {
 Test(run_params, rest_and_cli_values_reach_the_script_and_the_run) {
         char id[64], rid[64];
         create_task(id);
+        /* `taskbus tasks get` shows the declaration */
+        char *out = NULL;
+        cr_assert_eq(cli_tasks(&out, "get", id, ""), 0, "%s", out);
+        cr_expect(strstr(out, "parameters:   ENV STRING default 'dev', one of dev|prod\n"), "%s",
+                  out);
+        cr_expect(strstr(out, "COUNT INT required\n"), "%s", out);
+        cr_expect(strstr(out, "TAG STRING default 'v1', matching v[0-9]+\n"), "%s", out);
+        free(out);
 
         /* REST: values as strings and a JSON integer; TAG takes its default */
         tbt_http_res_t r = run_now(id, "{\"params\": {\"ENV\": \"prod\", \"COUNT\": 7}}");
         cr_assert_eq(r.status, 202, "run: %ld %s", r.status, r.body.data);
         tbt_http_free(&r);
         wait_runs(id, 1);
-        char *out = run_output(id, "7", rid);
+        out = run_output(id, "7", rid);
         cr_expect(strstr(out, "env=prod count=7 tag=v1\n"), "output: %s", out);
         free(out);
 
@@ -154,7 +163,7 @@ Test(run_params, rest_and_cli_values_reach_the_script_and_the_run) {
         tbt_http_free(&r);
 
         /* the CLI: --param, repeatable */
-        int rc = cli_run(&out, id, "--param COUNT=12 --param TAG=v42");
+        int rc = cli_tasks(&out, "run", id, "--param COUNT=12 --param TAG=v42");
         cr_assert_eq(rc, 0, "taskbus tasks run: %s", out);
         cr_expect(strstr(out, "run requested"), "%s", out);
         free(out);
@@ -181,7 +190,7 @@ Test(run_params, rest_and_cli_values_reach_the_script_and_the_run) {
         tbt_http_free(&r);
 
         /* a CLI value outside the allowed set: the API's 400, a failure */
-        rc = cli_run(&out, id, "--param COUNT=1 --param ENV=staging");
+        rc = cli_tasks(&out, "run", id, "--param COUNT=1 --param ENV=staging");
         cr_expect_neq(rc, 0, "%s", out);
         cr_expect(strstr(out, "params.ENV"), "%s", out);
         free(out);
