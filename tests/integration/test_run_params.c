@@ -212,6 +212,8 @@ Test(run_params, bad_values_are_400_naming_the_parameter) {
                    "declares no parameter", "unknown name");
         expect_400(run_now(id, "{\"params\": {\"COUNT\": [1]}}"), "params.COUNT", "a string",
                    "not a string");
+        expect_400(run_now(id, "{\"params\": {\"COUNT\": 1, \"b\u00e9\": null}}"), "params",
+                   "expected a string", "a key that is no name, with a null");
         expect_400(run_now(id, "{\"params\": [1]}"), "params", "an object", "not an object");
         expect_400(run_now(id, "{\"values\": {}}"), "body", "unknown field", "unknown field");
         /* none of them ran */

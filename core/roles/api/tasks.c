@@ -393,8 +393,14 @@ static bool tb_api_tasks_run_body(tb_http_req_t *req, tb_http_resp_t *resp, json
                 } else if (json_is_boolean(v))
                         s = json_string(json_is_true(v) ? "true" : "false");
                 if (!s) {
+                        /* the key in the field only when it is a name (a
+                         * cut key could end inside a UTF-8 sequence) */
+                        size_t n = strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                             "0123456789_");
+                        bool name = *k && !k[n] && n <= TB_TASK_PARAM_NAME_MAX;
                         char field[96];
-                        tb_snprintf(field, sizeof(field), "params.%.64s", k);
+                        tb_snprintf(field, sizeof(field), "params%s%s", name ? "." : "",
+                                    name ? k : "");
                         tb_http_error(resp, 400, "invalid_argument", field,
                                       "%s: expected a string (or an integer or boolean for "
                                       "INT and BOOL parameters)",
