@@ -76,6 +76,8 @@ int tb_cli_tasks_backfill(int argc, char **argv);
 int tb_cli_runs(int argc, char **argv);
 /** `taskbus logs RUN_ID [--follow]` (runs.c): a run's output, live with --follow. */
 int tb_cli_logs(int argc, char **argv);
+/** `taskbus calendars create|update|delete|list|show` (calendars.c). */
+int tb_cli_calendars(int argc, char **argv);
 /** `taskbus schedule next` (schedule.c): preview a schedule's next fires. */
 int tb_cli_schedule(int argc, char **argv);
 /** `taskbus replay --into URL [--from-kafka BOOTSTRAP] [--force]` (replay.c). */

@@ -16,6 +16,8 @@ static const tb_cli_cmd_t tb_cli_cmds[] = {
         {"logs", "a run's output; --follow streams it while the run goes on", tb_cli_logs},
         {"replay", "rebuild the projection in a database from task-events", tb_cli_replay},
         {"history", "every change of a task, and its state at a given time", tb_cli_history},
+        {"calendars", "business calendars: create, update, delete, list, show (REST API)",
+         tb_cli_calendars},
         {"schedule", "preview when a cron expression, interval or task fires (schedule next)",
          tb_cli_schedule},
         {NULL, NULL, NULL},

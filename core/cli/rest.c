@@ -215,8 +215,14 @@ tb_err_t tb_cli_rest_call(const tb_cli_rest_t *rest, const tb_cli_rest_req_t *re
         hdr.len = 0;
         tb_buf_printf(&hdr, "Accept: %s", req->accept ? req->accept : "application/json");
         h = curl_slist_append(h, hdr.data);
-        if (req->body)
-                h = curl_slist_append(h, "Content-Type: application/json");
+        if (req->body) {
+                hdr.len = 0;
+                tb_buf_printf(&hdr, "Content-Type: %s",
+                              req->content_type ? req->content_type : "application/json");
+                h = curl_slist_append(h, hdr.data);
+        }
+        if (req->create_only)
+                h = curl_slist_append(h, "If-None-Match: *");
         if (req->if_match) {
                 hdr.len = 0;
                 tb_buf_printf(&hdr, "If-Match: \"%s\"", req->if_match);

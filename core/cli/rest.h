@@ -78,7 +78,9 @@ typedef struct tb_cli_rest_req {
         const char *method;   /**< "GET", "POST", "PUT", "DELETE" */
         const char *path;     /**< "/v1/...", escaped, with its query */
         const char *body;     /**< JSON to send, or NULL */
+        const char *content_type; /**< the body's media type; NULL: application/json */
         const char *if_match; /**< a task version for If-Match, or NULL */
+        bool create_only;     /**< send If-None-Match: * (create, never replace) */
         const char *accept;   /**< media type asked for; NULL: application/json */
         long ok;              /**< the status that answers success */
         long ok_also;         /**< another one (e.g. 202), or 0 */

@@ -8,7 +8,10 @@
  *        security-group wall (another group's calendar is a 404, writing
  *        into a group one is not in a 403); the same name in two groups;
  *        and bad input answered 400/415 naming the field, with the reader's
- *        exact message (line and property) and nothing written.
+ *        exact message (line and property) and nothing written; the CLI
+ *        (`taskbus calendars`): create from --date/--range, create refused
+ *        when it exists (If-None-Match: *), update keeping the days, show
+ *        --ics, list, and delete refused while a task names the calendar.
  */
 #include <criterion/criterion.h>
 
@@ -249,4 +252,101 @@ Test(calendars_api, bad_input_names_the_field) {
                      "no calendar 'bad' in your security groups");
         /* nothing of it was written */
         tbt_wait_sql(&con.st, "SELECT count(*) FROM calendars", "0", 10000);
+}
+
+/* `taskbus calendars ARGS` as \p authz; @returns its exit status, *out its
+ * output (stdout and stderr). */
+static int cli(char **out, const char *authz, const char *args) {
+        return tbt_run(out, "HOME=/nonexistent TASKBUS_API=http://127.0.0.1:%d "
+                            "TASKBUS_TOKEN='%s' %s/bin/taskbus calendars %s 2>&1",
+                       con.port, authz + strlen("Bearer "), tbt_build_dir(), args);
+}
+
+#define expect_cli(want_rc, out, authz, args, ...)                                            \
+        do {                                                                                   \
+                free(out);                                                                     \
+                out = NULL;                                                                    \
+                int rc_ = cli(&out, authz, args);                                              \
+                cr_assert_eq(rc_, want_rc, "taskbus calendars %s: exit %d: %s", args, rc_,     \
+                             out);                                                             \
+        } while (0)
+
+Test(calendars_api, cli_create_update_show_list_and_delete_in_use) {
+        char *out = NULL;
+        expect_cli(0, out, alice, "create hol --group ops --date 2026-12-25 "
+                                  "--range 2026-08-01..2026-08-15 --timezone Europe/Paris");
+        cr_expect(strstr(out, "hol (group ops): 2 events, zone Europe/Paris, weekend none, "
+                              "version 1"),
+                  "%s", out);
+        /* the days as the API stores them: two all-day events */
+        expect_cli(0, out, alice, "show hol --ics");
+        cr_expect(strstr(out, "DTSTART;VALUE=DATE:20261225\r\nDTEND;VALUE=DATE:20261226"), "%s",
+                  out);
+        cr_expect(strstr(out, "DTSTART;VALUE=DATE:20260801\r\nDTEND;VALUE=DATE:20260816"), "%s",
+                  out);
+        /* create never replaces */
+        expect_cli(1, out, alice, "create hol --group ops --date 2026-01-01");
+        cr_expect(strstr(out, "409 conflict: calendar 'hol' of group 'ops' exists already"), "%s",
+                  out);
+        expect_error(put_ics(alice, "/v1/calendars/hol?security_group=ops",
+                             "If-None-Match: \"3\"", fr_ics),
+                     400, "If-None-Match", NULL);
+        /* update: the weekend changes, the days stay; the group is found */
+        expect_cli(0, out, alice, "update hol --weekend sat,sun");
+        cr_expect(strstr(out, "hol (group ops): 2 events, zone Europe/Paris, weekend sat,sun, "
+                              "version 2"),
+                  "%s", out);
+        /* a file with the flags' days added */
+        char args[1200];
+        snprintf(args, sizeof(args), "update hol --ics %s/tests/data/calendars/fr-holidays.ics "
+                 "--date 2027-03-01", tbt_source_dir());
+        expect_cli(0, out, alice, args);
+        cr_expect(strstr(out, "7 events, zone Europe/Paris, weekend sat,sun, version 3"), "%s",
+                  out);
+        expect_cli(0, out, alice, "list");
+        cr_expect(strstr(out, "hol") && strstr(out, "ops") && strstr(out, "sat,sun"), "%s", out);
+        expect_cli(0, out, bob, "list");
+        cr_expect(strstr(out, "no calendars"), "bob sees no calendar of ops: %s", out);
+        /* bad flags name themselves */
+        expect_cli(2, out, alice, "create x --group ops --date 2026-02-30");
+        cr_expect(strstr(out, "--date: expected a date YYYY-MM-DD"), "%s", out);
+        expect_cli(2, out, alice, "create x --group ops --range 2026-02-03..2026-02-01");
+        cr_expect(strstr(out, "--range: '2026-02-03..2026-02-01' ends before it starts"), "%s",
+                  out);
+        expect_cli(2, out, alice, "create x --group ops");
+        cr_expect(strstr(out, "no days"), "%s", out);
+
+        /* a task naming the calendar (its projected row, as the projector
+         * writes it): deleting the calendar is refused, naming the task */
+        const char *id = "7d4c1a52-0b8e-4d5f-9a31-3c2f6e8b9d10";
+        char q[1024];
+        snprintf(q, sizeof(q),
+                 "INSERT INTO tasks (id, version, name, security_group, user_id, spec, "
+                 "created_at, created_by, updated_at, event_partition, event_offset) VALUES "
+                 "('%s', 1, 'uses-hol', 'ops', 'alice', '{\"calendars\": [{\"calendar\": "
+                 "\"hol\", \"rule\": \"EXCLUDE\"}]}', now(), 'alice', now(), 0, 0)",
+                 id);
+        PQclear(PQexec(con.st.conn, q));
+        snprintf(q, sizeof(q), "SELECT count(*) FROM tasks WHERE id = '%s'", id);
+        tbt_wait_sql(&con.st, q, "1", 30000);
+        expect_cli(1, out, alice, "delete hol");
+        cr_expect(strstr(out, "409 conflict: calendar 'hol' is named by tasks of group 'ops'") &&
+                          strstr(out, id),
+                  "%s", out);
+        expect_cli(1, out, bob, "delete hol");
+        cr_expect(strstr(out, "404"), "another group's calendar is not found: %s", out);
+        /* once the task is gone, it can go */
+        snprintf(q, sizeof(q), "DELETE FROM tasks WHERE id = '%s'", id);
+        PQclear(PQexec(con.st.conn, q));
+        snprintf(q, sizeof(q), "SELECT count(*) FROM tasks WHERE id = '%s'", id);
+        tbt_wait_sql(&con.st, q, "0", 30000);
+        expect_error(req(alice, "DELETE", "/v1/calendars/hol", NULL, "If-Match: \"1\"", NULL),
+                     409, "If-Match", "calendar 'hol' is at version 3, not 1 (If-Match): read it "
+                                      "again and retry");
+        expect_cli(0, out, alice, "delete hol");
+        cr_expect(strstr(out, "deleted calendar hol"), "%s", out);
+        expect_cli(1, out, alice, "show hol");
+        cr_expect(strstr(out, "404"), "%s", out);
+        tbt_wait_sql(&con.st, "SELECT count(*) FROM calendars", "0", 10000);
+        free(out);
 }

@@ -288,8 +288,10 @@ Test(no_silent_loss, a_run_nobody_claims_is_lost_once_within_the_bound) {
                   "%s", jstr(r, "error"));
         const char *lost[] = {"n-1", "lost"};
         cr_assert(tbt_wait_until(run_status_is, lost, WAIT_MS), "the run row ends lost");
-        /* a run both executors read is not taken for lost */
-        produce_req("n-2", "task-n2", "true", NULL, 0);
+        /* a run both executors read is not taken for lost (due in 5 s: the
+         * two executors may still be joining their group, and a run read
+         * before its time is claimed and held) */
+        produce_req("n-2", "task-n2", "true", NULL, tb_now_ms() + 5000);
         wait_result("n-2", "SUCCEEDED", WAIT_MS);
         tbt_reader_drain(results, 10000);
         cr_assert_eq(count_results("n-1", NULL), 1, "one LOST, from one executor");

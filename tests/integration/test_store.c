@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/claims.h"
 #include "store/store.h"
 #include "support.h"
 
@@ -480,6 +481,47 @@ Test(store, release_rolls_back_open_transaction) {
         cr_assert_eq(PQbackendPID(c), pid);
         cr_assert_eq(tb_store_exec(c, "ping", "SELECT 1", 0, NULL, NULL, err, sizeof(err)), TB_OK,
                      "%s", err);
+        tb_store_release(store, c);
+        tb_store_destroy(store);
+}
+
+/* ---- the reaper's choice ----------------------------------------------------- */
+
+/* A run is taken for LOST only once both its nominal time and its emission
+ * are older than the timeout: a backfill's RunRequest, emitted now for an
+ * occurrence of yesterday, is not LOST before an executor could read it. */
+Test(store, unclaimed_runs_count_from_the_later_of_nominal_time_and_emission) {
+        tb_store_t *store = open_store(1);
+        PGconn *c = tb_store_acquire(store);
+        char err[512] = "";
+        int applied = -1;
+        cr_assert_eq(tb_store_migrate(c, &applied, err, sizeof(err)), TB_OK, "%s", err);
+        sql_ok(admin, "INSERT INTO runs (run_id, task_id, security_group, nominal_time, status, "
+                      "scheduled_at) VALUES "
+                      "('backfilled', 't', 'g', now() - interval '2 days', 'scheduled', now()), "
+                      "('stale', 't', 'g', now() - interval '2 days', 'scheduled', "
+                      "now() - interval '20 minutes'), "
+                      "('held', 't', 'g', now() + interval '1 hour', 'scheduled', "
+                      "now() - interval '20 minutes'), "
+                      "('unprojected', 't', 'g', now() - interval '20 minutes', 'scheduled', "
+                      "NULL)");
+        PGresult *r = NULL;
+        cr_assert_eq(tb_store_begin(c, err, sizeof(err)), TB_OK, "%s", err);
+        cr_assert_eq(tb_store_claims_take_unclaimed(c, "ex-1", "host", "", 15 * 60 * 1000, &r,
+                                                    err, sizeof(err)),
+                     TB_OK, "%s", err);
+        cr_assert_eq(tb_store_commit(c, err, sizeof(err)), TB_OK, "%s", err);
+        char got[128] = "";
+        for (int i = 0; i < PQntuples(r); i++) {
+                strcat(got, i ? "," : "");
+                strncat(got, PQgetvalue(r, i, 0), 40);
+        }
+        PQclear(r);
+        /* in nominal time order */
+        cr_assert_str_eq(got, "stale,unprojected", "taken for LOST: %s", got);
+        cr_assert_eq(sql_int(admin, "SELECT count(*) FROM run_claims WHERE run_id = "
+                                    "'backfilled'", NULL),
+                     0, "the run emitted now is left for an executor");
         tb_store_release(store, c);
         tb_store_destroy(store);
 }

@@ -121,6 +121,7 @@ typedef struct tb_config {
         /* scheduler */
         int64_t sched_misfire_cap;
         int64_t sched_tick_ms;
+        int64_t sched_calendar_poll_ms;
         int64_t sched_max_batch;
 
         /* executor */

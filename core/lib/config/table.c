@@ -192,6 +192,11 @@ const tb_config_prop_t tb_config_props[] = {
          "Timer granularity: how often due timers are checked. Bounds fire latency."},
         {"scheduler.max_batch", TB_CT_INT, F(sched_max_batch), 0, "2000", 1, 100000,
          NULL, NULL, "Most fires emitted in one Kafka transaction."},
+        {"scheduler.calendar_poll", TB_CT_DURATION, F(sched_calendar_poll_ms), 0, "2s",
+         TB_MS(100), TB_MIN(10), NULL, NULL,
+         "How often the scheduler asks PostgreSQL whether a business calendar changed "
+         "(one cheap query: the count and versions of the calendars); a change is "
+         "applied to the next fire of every task that names the calendar."},
 
         {"executor.plugin_paths", TB_CT_STRLIST, F(exec_plugin_paths),
          F(exec_plugin_path_cnt), NULL, 0, 0, NULL, NULL,
@@ -220,7 +225,7 @@ const tb_config_prop_t tb_config_props[] = {
          "Time between SIGTERM and SIGKILL when a run is cancelled or times out."},
         {"executor.unclaimed_timeout", TB_CT_DURATION, F(exec_unclaimed_timeout_ms), 0, "15m",
          TB_SEC(1), TB_DURATION_MAX_MS, NULL, NULL,
-         "How long after its nominal time a run may stay scheduled with no executor "
+         "How long after its nominal time (or its emission, when later: a backfill, a catch-up) a run may stay scheduled with no executor "
          "claiming it (none running for its partition or its executor, its RunRequest "
          "lost or expired from the runs topic); past it one executor records the run "
          "LOST with that reason. Set it above the longest backlog you accept "

@@ -15,6 +15,8 @@
 #define TB_STORE_CALENDARS_H
 
 #include "tb.h"
+#include "schedule/calendar.h"
+#include "task/task.h"
 
 #include <libpq-fe.h>
 #include <stdint.h>
@@ -35,8 +37,9 @@ typedef struct tb_store_calendar {
 /**
  * Insert or replace the calendar (\p cal's group, name, timezone, weekend,
  * source, events and updated_by; the rest is ignored).
- * @param expected_version  -1: write whatever is there; else only replace
- *                          the calendar at exactly this version.
+ * @param expected_version  -1: write whatever is there; 0: create only
+ *                          (TB_ERR_CONFLICT when it exists); else only
+ *                          replace the calendar at exactly this version.
  * @param version  receives the version written.
  * @param updated_ms  receives its updated_at (ms since the epoch).
  * @param created  receives whether the row is new.
@@ -67,7 +70,53 @@ tb_err_t tb_store_calendar_get(PGconn *conn, const char *groups_json, const char
 tb_err_t tb_store_calendar_list(PGconn *conn, const char *groups_json, PGresult **res,
                                 char *errstr, size_t errstr_size);
 
+/**
+ * Delete calendar \p name of \p group, unless a task of the group names it
+ * in its calendars (tasks is read, never written: its owner is the
+ * projector).
+ * @param expected_version  -1: whatever its version; else only at it.
+ * @param users  receives the ids of up to 5 tasks naming it ("" if none).
+ * @returns TB_OK; TB_ERR_CONFLICT when tasks name it or the version is
+ *          another (the message says which); TB_ERR_NOT_FOUND; TB_ERR_PG.
+ */
+tb_err_t tb_store_calendar_delete(PGconn *conn, const char *group, const char *name,
+                                  int64_t expected_version, char *users, size_t users_size,
+                                  char *errstr, size_t errstr_size);
 /** Free \p cal's source and zero it. */
 void tb_store_calendar_clear(tb_store_calendar_t *cal);
+
+/**
+ * Build \p cal's calendar (tb_calendar_new() of its source, zone and
+ * weekend) into *\p out (caller frees). A stored calendar was built before
+ * it was stored, so a failure here means the row was changed behind the
+ * API or this version reads it differently: the message says which.
+ */
+tb_err_t tb_store_calendar_build(const tb_store_calendar_t *cal, tb_calendar_t **out,
+                                 char *errstr, size_t errstr_size);
+
+/**
+ * Resolve a task's \p n rules \p rules against group \p group's
+ * calendars into \p out (caller tb_task_cals_clear()s it): each calendar
+ * read and built. A missing one leaves out->unresolved = "calendar 'x' does
+ * not exist in group 'g'", one that does not build its reason.
+ * @returns TB_OK (even when unresolved), TB_ERR_PG when PostgreSQL failed.
+ */
+tb_err_t tb_store_calendar_resolve(PGconn *conn, const char *group,
+                                   const tb_task_calendar_t *rules, size_t n,
+                                   tb_task_cals_t *out, char *errstr, size_t errstr_size);
+
+/**
+ * A cheap signature of the whole table: it changes whenever a calendar is
+ * written or removed (count and the sum of versions; the scheduler polls it).
+ */
+tb_err_t tb_store_calendar_signature(PGconn *conn, char *sig, size_t sig_size, char *errstr,
+                                     size_t errstr_size);
+
+/**
+ * Every calendar of every group with its source: *\p res has the columns
+ * security_group, name, timezone, weekend, source, version (caller
+ * PQclear()s it). For the scheduler, which serves every group.
+ */
+tb_err_t tb_store_calendar_all(PGconn *conn, PGresult **res, char *errstr, size_t errstr_size);
 
 #endif /* TB_STORE_CALENDARS_H */

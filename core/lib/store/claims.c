@@ -309,7 +309,12 @@ tb_err_t tb_store_claims_take_unclaimed(PGconn *conn, const char *executor_id,
                              "finished_at) "
                              "SELECT r.run_id, r.task_id, $1, now(), 'done', r.nominal_time, "
                              "r.attempt, r.executor, $2, 'LOST', now() FROM runs r "
-                             "WHERE r.status = 'scheduled' AND r.nominal_time < now() - "
+                             "WHERE r.status = 'scheduled' "
+                             /* the clock starts at the later of the nominal
+                              * time and the emission: a backfill's or a
+                              * late catch-up's nominal time is long past */
+                             "AND GREATEST(r.nominal_time, COALESCE(r.scheduled_at, "
+                             "r.nominal_time)) < now() - "
                              "$3::bigint * interval '1 millisecond' AND NOT EXISTS (SELECT 1 "
                              "FROM run_claims k WHERE k.run_id = r.run_id) "
                              /* a run of a task homed in another region was

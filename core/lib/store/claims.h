@@ -145,8 +145,9 @@ tb_err_t tb_store_claims_take_stale_pending(PGconn *conn, int64_t older_ms, PGre
 
 /**
  * @brief Claim, as done with status LOST for executor \p executor_id, up to
- *        100 runs still 'scheduled' in the runs table whose nominal time is
- *        more than \p timeout_ms ago and that no executor ever claimed. In
+ *        100 runs still 'scheduled' in the runs table whose nominal time
+ *        and emission (RunRequest.emitted_at) are both more than
+ *        \p timeout_ms ago and that no executor ever claimed. In
  *        the caller's transaction: publish their LOST results, then commit
  *        (a rollback gives them back). The unique claim is the lock: a run
  *        is taken by one process only, and an executor that reads its

@@ -34,7 +34,8 @@ static const char *const tb_task_fields[] = {
         "name",     "script",        "argv",   "security_group", "user_id",
         "schedule", "execution_time", "expiry", "executor",       "executor_options",
         "retries",  "overlap",       "misfire", "jitter",         "expires_at",
-        "log_retention", "paused",   "labels", "home_region",     "parameters", NULL,
+        "log_retention", "paused",   "labels", "home_region",     "calendars",
+        "parameters", NULL,
 };
 
 /** Fields a GET returns that a PUT may echo back: ignored on input. */
@@ -712,6 +713,8 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                 goto fail;
         tb_task_put(t, "home_region", json_string(region), &oom);
 
+        if ((rc = tb_task_v_calendars(tb_task_get(in, "calendars"), t, err, &oom)))
+                goto fail;
         /* parameters: kept only when declared, as tb_task_from_spec() does */
         json_t *params = NULL;
         if ((rc = tb_task_params_validate(tb_task_get(in, "parameters"), &params, err)))

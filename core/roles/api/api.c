@@ -224,6 +224,7 @@ static const tb_http_route_t tb_api_routes[] = {
         {"GET", "/v1/calendars", tb_api_calendars_list, false},
         {"PUT", "/v1/calendars/{name}", tb_api_calendars_put, false},
         {"GET", "/v1/calendars/{name}", tb_api_calendars_get, false},
+        {"DELETE", "/v1/calendars/{name}", tb_api_calendars_delete, false},
         {"POST", "/tasks", tb_api_tasks_create, false},
         {"GET", "/tasks", tb_api_tasks_list, false},
         {"GET", "/tasks/{id}", tb_api_tasks_get, false},

@@ -152,8 +152,14 @@ tb_api_route_fn tb_api_runs_list_all, tb_api_runs_counts, tb_api_runs_fire_lag,
 
 /** A task's occurrences in a range and one step of their backfill (backfill.c). */
 tb_api_route_fn tb_api_tasks_occurrences, tb_api_tasks_backfill;
-/** /v1/calendars (calendars.c): put (create or replace from an .ics), get, list. */
-tb_api_route_fn tb_api_calendars_put, tb_api_calendars_get, tb_api_calendars_list;
+/** /v1/calendars (calendars.c): put (create or replace from an .ics), get, list,
+ *  delete. */
+tb_api_route_fn tb_api_calendars_put, tb_api_calendars_get, tb_api_calendars_list,
+        tb_api_calendars_delete;
+/** Check that the calendars normalized task \p task names exist in its group
+ *  (when PostgreSQL answers; else accepted: its fires fail closed).
+ *  @returns false with a 400 naming calendars[i].calendar in \p resp. */
+bool tb_api_calendars_check_task(tb_api_t *api, const json_t *task, tb_http_resp_t *resp);
 
 /** POST /v1/schedule/preview: the next fires of a schedule not saved yet (schedule.c). */
 tb_api_route_fn tb_api_schedule_preview;

@@ -13,11 +13,17 @@
  *    X-WR-TIMEZONE, else UTC; the weekend is ?weekend, else none.
  *  - GET /v1/calendars/{name}[?security_group=G]: the calendar as JSON with
  *    its source, or the source alone with Accept: text/calendar.
+ *    With If-None-Match: * it only creates (409 when the calendar exists).
  *  - GET /v1/calendars[?security_group=G]: the calendars, without sources.
+ *  - DELETE /v1/calendars/{name}[?security_group=G] (If-Match as for PUT):
+ *    204, or 409 naming the tasks of its group that still name it.
  *
  * Another group's calendar answers as a missing one (404). Calendars are
- * stored in PostgreSQL by this role (store/calendars.h); the scheduler does
- * not read them yet.
+ * stored in PostgreSQL by this role (store/calendars.h) and read by the
+ * scheduler (scheduler/calendars.c), the preview and the occurrences.
+ *
+ * tb_api_calendars_check_task(): a task created or updated over REST must
+ * name calendars of its own group that exist, when PostgreSQL can say so.
  */
 #include "api/api.h"
 #include "api/util.h"
@@ -33,6 +39,18 @@
 static const char *const tb_api_cal_put_params[] = {"security_group", "timezone", "weekend",
                                                     NULL};
 static const char *const tb_api_cal_get_params[] = {"security_group", NULL};
+
+/* Several of the caller's groups have a calendar \p name: 409. */
+static void tb_api_cal_ambiguous(tb_http_resp_t *resp, const char *name) {
+        tb_http_error(resp, 409, "conflict", "security_group",
+                      "calendar '%s' exists in several of your groups: name one with "
+                      "?security_group=",
+                      name);
+}
+
+/* The reads' start, below. */
+static PGconn *tb_api_cal_read_start(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
+                                     char **groups);
 
 /* The calendar's JSON (no source). */
 static json_t *tb_api_cal_json(const char *group, const char *name, const char *tz,
@@ -108,6 +126,25 @@ out:
         return ok;
 }
 
+/* If-None-Match: * (create only) sets *expected to 0; any other value is a
+ * 400, and so is If-None-Match with If-Match. */
+static bool tb_api_cal_if_none_match(tb_http_req_t *req, tb_http_resp_t *resp,
+                                     int64_t *expected) {
+        const char *h = tb_http_header(req, "If-None-Match");
+        if (!h)
+                return true;
+        while (*h == ' ')
+                h++;
+        if (strcmp(h, "*") || tb_http_header(req, "If-Match")) {
+                tb_http_error(resp, 400, "invalid_argument", "If-None-Match",
+                              "If-None-Match: only * is accepted (create the calendar only if "
+                              "it does not exist), and not with If-Match");
+                return false;
+        }
+        *expected = 0;
+        return true;
+}
+
 void tb_api_calendars_put(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_api_t *api = app;
         const tb_principal_t *p = tb_api_principal(req);
@@ -118,7 +155,8 @@ void tb_api_calendars_put(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         if (!tb_api_query_check(req, resp, tb_api_cal_put_params,
                                 "security_group, timezone, weekend", NULL, NULL) ||
             !tb_api_cal_name_ok(name, resp) || !tb_api_group_scope(req, resp, &group) ||
-            !tb_api_if_match(req, resp, "calendar", &expected))
+            !tb_api_if_match(req, resp, "calendar", &expected) ||
+            !tb_api_cal_if_none_match(req, resp, &expected))
                 return;
         if (!group) {
                 tb_api_groups_text(p, gl, sizeof(gl));
@@ -224,10 +262,7 @@ void tb_api_calendars_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 return;
         }
         if (found > 1) {
-                tb_http_error(resp, 409, "conflict", "security_group",
-                              "calendar '%s' exists in several of your groups: name one with "
-                              "?security_group=",
-                              name);
+                tb_api_cal_ambiguous(resp, name);
                 return;
         }
         tb_api_cal_etag(resp, row.version);
@@ -289,4 +324,84 @@ void tb_api_calendars_list(void *app, tb_http_req_t *req, tb_http_resp_t *resp) 
                 return;
         }
         tb_http_json(resp, 200, out);
+}
+
+void tb_api_calendars_delete(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_t *api = app;
+        const char *name = req->params[0];
+        char err[768], *groups, users[400] = "";
+        int64_t expected;
+        if (!tb_api_id_ok(name)) {
+                tb_api_not_found(resp, "calendar", name);
+                return;
+        }
+        if (!tb_api_if_match(req, resp, "calendar", &expected))
+                return;
+        PGconn *c = tb_api_cal_read_start(api, req, resp, &groups);
+        if (!c)
+                return;
+        /* which of the caller's groups has it (as a GET finds it) */
+        tb_store_calendar_t row;
+        int found = 0;
+        tb_err_t e = tb_store_calendar_get(c, groups, name, &row, &found, err, sizeof(err));
+        free(groups);
+        if (!e && found == 1)
+                e = tb_store_calendar_delete(c, row.security_group, name, expected, users,
+                                             sizeof(users), err, sizeof(err));
+        tb_store_release(api->store, c);
+        tb_store_calendar_clear(&row);
+        if (e == TB_ERR_CONFLICT)
+                tb_http_error(resp, 409, "conflict", users[0] ? "calendar" : "If-Match", "%s",
+                              err);
+        else if (e == TB_ERR_NOT_FOUND || (!e && found == 0))
+                tb_api_not_found(resp, "calendar", name);
+        else if (e)
+                tb_api_db_error(resp, err);
+        else if (found > 1)
+                tb_api_cal_ambiguous(resp, name);
+        else
+                resp->status = 204;
+}
+
+bool tb_api_calendars_check_task(tb_api_t *api, const json_t *task, tb_http_resp_t *resp) {
+        tb_task_calendar_t rules[TB_TASK_CALENDARS_MAX];
+        size_t n = 0;
+        char err[512];
+        const char *group = json_string_value(json_object_get(task, "security_group"));
+        if (tb_task_calendars(task, rules, &n, err, sizeof(err)) != TB_OK || !n)
+                return true; /* the validator's own output: nothing to check */
+        /* Not the usual 503: without PostgreSQL the task is accepted and a
+         * fire naming a missing calendar is skipped (fail closed). */
+        PGconn *c = tb_store_acquire_timeout(api->store, 2000);
+        if (!c) {
+                tb_warn("api", "calendars of a task not checked: no database connection");
+                return true;
+        }
+        json_t *g = json_pack("[s]", group ? group : "");
+        char *groups = g ? json_dumps(g, JSON_COMPACT) : NULL;
+        json_decref(g);
+        bool ok = true;
+        for (size_t i = 0; ok && groups && i < n; i++) {
+                tb_store_calendar_t row;
+                int found = 0;
+                if (tb_store_calendar_get(c, groups, rules[i].name, &row, &found, err,
+                                          sizeof(err)) != TB_OK) {
+                        tb_warn("api", "calendars of a task not checked: %s", err);
+                        break;
+                }
+                tb_store_calendar_clear(&row);
+                if (found != 1) {
+                        char field[48];
+                        tb_snprintf(field, sizeof(field), "calendars[%zu].calendar", i);
+                        tb_http_error(resp, 400, "invalid_argument", field,
+                                      "%s: calendar '%s' does not exist in group '%s'; create "
+                                      "it first (PUT /v1/calendars/%s?security_group=%s)",
+                                      field, rules[i].name, group ? group : "", rules[i].name,
+                                      group ? group : "");
+                        ok = false;
+                }
+        }
+        free(groups);
+        tb_store_release(api->store, c);
+        return ok;
 }

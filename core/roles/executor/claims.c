@@ -819,7 +819,7 @@ void tb_exec_reap_unclaimed(tb_exec_t *ex) {
                 const char *run_id = PQgetvalue(r, i, 0), *task_id = PQgetvalue(r, i, 1);
                 char msg[400];
                 snprintf(msg, sizeof(msg), "no executor claimed the run within "
-                         "executor.unclaimed_timeout (%s) of its nominal time: no executor "
+                         "executor.unclaimed_timeout (%s) of its nominal time or emission: no executor "
                          "was consuming its partition of runs or could run it, or its "
                          "RunRequest was lost", limit);
                 tb_exec_outcome_t o = {.status = "LOST", .finished_ms = tb_now_ms(),

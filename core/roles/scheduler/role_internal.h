@@ -41,6 +41,10 @@ typedef struct tb_sched_role {
                 int64_t ms;
         } *adopt;                  /* moved tasks found while loading the projection */
         size_t adopt_cnt, adopt_cap;
+
+        int64_t cal_poll_at; /* next look at the calendars (scheduler.calendar_poll) */
+        int64_t cal_polled;  /* when they were last looked at */
+        char cal_sig[64];    /* what tb_store_calendar_signature() said at the last load */
 } tb_sched_role_t;
 
 /* ---- load.c: loading the partitions the group gives us ---------------------- */
@@ -69,6 +73,14 @@ rd_kafka_resp_err_t tb_sched_load_assign(tb_sched_role_t *r, const char *topic, 
  *  event (caller destroys it), or NULL: nothing yet, or (*\p eof) the end of
  *  the assigned partition. */
 rd_kafka_message_t *tb_sched_load_poll(tb_sched_role_t *r, bool *eof);
+
+/**
+ * Read the business calendars from PostgreSQL when they changed (a cheap
+ * signature first) and give them to the engine, built. A calendar that
+ * does not build is given with its reason (its tasks' fires are skipped
+ * with it); PostgreSQL unavailable keeps the calendars already loaded.
+ */
+void tb_sched_calendars_poll(tb_sched_role_t *r);
 
 /* ---- remote.c: the other regions' copies of task-events --------------------- */
 
