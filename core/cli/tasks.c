@@ -73,7 +73,10 @@ static const tb_cli_tasks_sub_t tb_cli_tasks_subs[] = {
          "  --if-match VERSION     fail with 409 unless the task is at VERSION\n"},
         {"pause", "ID", "stop firing a task until resumed", false, ""},
         {"resume", "ID", "fire a paused task again", false, ""},
-        {"run", "ID", "run a task now, besides its schedule", false, ""},
+        {"run", "ID [--param NAME=VALUE]...", "run a task now, besides its schedule", false,
+         "  --param NAME=VALUE     a value for the task's parameter NAME (repeatable); the\n"
+         "                         others take their defaults; the run gets them as\n"
+         "                         environment variables\n"},
         {"backfill", "ID --from T1 --to T2 [--max-parallel N]",
          "run the occurrences of a past range (cli/backfill.c)", false, ""},
         {NULL, NULL, NULL, false, NULL},
@@ -144,6 +147,26 @@ static void tb_cli_tasks_print(const json_t *t) {
                                                                    json_string_value(v));
                 printf("\n");
         }
+        /* one line per parameter: NAME TYPE, its default or "required",
+         * its allowed values and pattern */
+        size_t i;
+        const json_t *p;
+        json_array_foreach(json_object_get(t, "parameters"), i, p) {
+                const json_t *d = json_object_get(p, "default");
+                printf("%s %s %s", i ? "             " : "parameters:  ",
+                       tb_cli_tasks_str(p, "name"), tb_cli_tasks_str(p, "type"));
+                if (json_is_string(d))
+                        printf(" default '%s'", json_string_value(d));
+                else
+                        printf(" required");
+                size_t j;
+                const json_t *a;
+                json_array_foreach(json_object_get(p, "allowed"), j, a)
+                        printf("%s%s", j ? "|" : ", one of ", json_string_value(a));
+                if (json_is_string(json_object_get(p, "pattern")))
+                        printf(", matching %s", tb_cli_tasks_str(p, "pattern"));
+                printf("\n");
+        }
         printf("version:      %" JSON_INTEGER_FORMAT "\n",
                json_integer_value(json_object_get(t, "version")));
         printf("created:      %s by %s\n", tb_cli_tasks_str(t, "created_at"),
@@ -174,6 +197,7 @@ typedef struct tb_cli_tasks_opts {
         const char *max_attempts, *overlap, *misfire;
         const char *limit, *cursor, *name_prefix, *paused_filter;
         json_t *options, *labels; /**< KEY=VALUE flags */
+        json_t *params;           /**< run: --param NAME=VALUE */
         bool any_task_flag;
 } tb_cli_tasks_opts_t;
 
@@ -205,9 +229,12 @@ static bool tb_cli_tasks_kv(json_t *obj, const char *flag, const char *arg) {
                 return false;
         }
         char *k = strndup(arg, (size_t)(eq - arg));
-        json_object_set_new(obj, k, json_string(eq + 1));
+        json_t *v = json_string(eq + 1);
+        bool ok = k && v && !json_object_set_new(obj, k, v);
+        if (!ok)
+                tb_cli_fail("%s: '%s' is not valid UTF-8 text", flag, arg);
         free(k);
-        return true;
+        return ok;
 }
 
 /** Apply the task flags to \p t (a new or the current task). @returns false on usage error. */
@@ -383,7 +410,14 @@ static int tb_cli_tasks_write(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o,
 static int tb_cli_tasks_simple(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o,
                                const char *sub, const char *id) {
         tb_buf_t path = {0};
+        char *body = NULL;
         tb_cli_rest_req_t req = {.method = "POST", .if_match = o->if_match, .ok = 200};
+        if (!strcmp(sub, "run") && json_object_size(o->params)) {
+                json_t *b = json_pack("{s:O}", "params", o->params);
+                body = b ? json_dumps(b, JSON_COMPACT) : NULL;
+                json_decref(b);
+                req.body = body;
+        }
         if (!strcmp(sub, "get")) {
                 req.method = "GET";
                 tb_cli_rest_path(&path, "/v1/tasks", id, NULL);
@@ -423,6 +457,7 @@ static int tb_cli_tasks_simple(const tb_cli_rest_t *rest, tb_cli_tasks_opts_t *o
 out:
         tb_cli_rest_resp_free(&resp);
         tb_buf_free(&path);
+        free(body);
         return rc;
 }
 
@@ -466,7 +501,7 @@ int tb_cli_tasks(int argc, char **argv) {
         enum {
                 O_JSON = 1000, O_API, O_TOKEN, O_FILE, O_IFM, O_NAME, O_SCRIPT, O_GROUP, O_CRON,
                 O_TZ, O_EVERY, O_ONCE, O_EXPIRY, O_EXEC, O_OPTION, O_LABEL, O_MAXATT, O_OVERLAP,
-                O_MISFIRE, O_PAUSED, O_LIMIT, O_ALL, O_CURSOR, O_PREFIX, O_CACERT,
+                O_MISFIRE, O_PAUSED, O_LIMIT, O_ALL, O_CURSOR, O_PREFIX, O_CACERT, O_PARAM,
         };
         static const struct option lo[] = {
                 {"json", no_argument, NULL, O_JSON},
@@ -494,10 +529,12 @@ int tb_cli_tasks(int argc, char **argv) {
                 {"all", no_argument, NULL, O_ALL},
                 {"cursor", required_argument, NULL, O_CURSOR},
                 {"name-prefix", required_argument, NULL, O_PREFIX},
+                {"param", required_argument, NULL, O_PARAM},
                 {"help", no_argument, NULL, 'h'},
                 {NULL, 0, NULL, 0},
         };
-        tb_cli_tasks_opts_t o = {.options = json_object(), .labels = json_object()};
+        tb_cli_tasks_opts_t o = {.options = json_object(), .labels = json_object(),
+                                 .params = json_object()};
         int sargc = argc - 1;
         char **sargv = argv + 1;
         optind = 0; /* glibc: full re-initialisation */
@@ -550,6 +587,15 @@ int tb_cli_tasks(int argc, char **argv) {
                 case O_ALL: o.all = true; break;
                 case O_CURSOR: o.cursor = optarg; break;
                 case O_PREFIX: o.name_prefix = optarg; break;
+                case O_PARAM:
+                        if (strcmp(sub->name, "run")) {
+                                tb_cli_fail("%s: --param is an option of `taskbus tasks run`",
+                                            sub->name);
+                                goto out;
+                        }
+                        if (!tb_cli_tasks_kv(o.params, "--param", optarg))
+                                goto out;
+                        break;
                 default: tb_cli_tasks_sub_usage(sub, stderr); goto out;
                 }
                 bool list_filter = !strcmp(sub->name, "list") && (c == O_GROUP || c == O_LABEL);
@@ -595,5 +641,6 @@ int tb_cli_tasks(int argc, char **argv) {
 out:
         json_decref(o.options);
         json_decref(o.labels);
+        json_decref(o.params);
         return rc;
 }

@@ -138,7 +138,7 @@ def main(argv):
             "security_group": group, "schedule": {"cron": "0 3 * * *", "timezone": "Europe/Paris"}}
     command = {"command_id": str(uuid.uuid4()), "correlation_id": corr, "type": "CREATE",
                "task_id": task_id, "expected_version": None, "task": json.dumps(body),
-               "requested_at": int(time.time() * 1000)}
+               "requested_at": int(time.time() * 1000), "params": {}}
     value = encode(schemas["TaskCommand"], command)
     produce(bootstrap, cmd_topic, task_id, value,
             dict(sign(token, user, task_id.encode(), value), correlation_id=corr))

@@ -67,13 +67,19 @@ def fingerprint(schemas, name):
 
 
 def command_bytes(fp, command_id, correlation_id, type_index, task_id, expected_version, task,
-                  requested_at):
+                  requested_at, params=None):
     """TaskCommand: command_id, correlation_id, type, task_id, expected_version
-    (null|long), task (null|string), requested_at (long)."""
+    (null|long), task (null|string), requested_at (long), params (map of
+    strings: one block, then the end)."""
     body = avro_str(command_id) + avro_str(correlation_id) + zigzag(type_index) + avro_str(task_id)
     body += b"\x00" if expected_version is None else b"\x02" + zigzag(expected_version)
     body += b"\x00" if task is None else b"\x02" + avro_str(task)
     body += zigzag(requested_at)
+    if params:
+        body += zigzag(len(params))
+        for k, v in params.items():
+            body += avro_str(k) + avro_str(v)
+    body += b"\x00"
     return b"\xc3\x01" + fp + body
 
 
@@ -192,11 +198,11 @@ def main(argv):
     good_ids, failures = [], []
 
     def cmd(task_id="", task=None, type_index=0, command_id=None, correlation_id=None,
-            expected_version=None, requested_at=None):
+            expected_version=None, requested_at=None, params=None):
         return command_bytes(fp, command_id if command_id is not None else str(uuid.uuid4()),
                              correlation_id if correlation_id is not None else "",
                              type_index, task_id, expected_version, task,
-                             now if requested_at is None else requested_at)
+                             now if requested_at is None else requested_at, params)
 
     # a valid CREATE first: the path works
     ok_id, corr = str(uuid.uuid4()), str(uuid.uuid4())
@@ -260,6 +266,9 @@ def main(argv):
         ("requested_at in year 99999", "t-req",
          lambda c: cmd("t-req", task_json(group), correlation_id=c, requested_at=3093527980800000),
          "requested_at", "is not a time"),
+        ("parameter values on a CREATE", "t-params",
+         lambda c: cmd("t-params", task_json(group), correlation_id=c, params={"ENV": "prod"}),
+         "params", "only a RUN_NOW takes parameter values"),
         ("negative expected_version", "t-ver",
          lambda c: cmd("t-ver", task_json(group), correlation_id=c, type_index=1, expected_version=-7),
          "expected_version", "negative"),

@@ -36,6 +36,12 @@ something no schema can know, and the server rightly enforces them:
     strict reader accepts, in one of the caller's groups (ops),
     with a zone and weekend that exist: the positive cases send a fixed
     holiday file, the test's group and neither If-Match nor If-None-Match;
+  * a task's parameters (TaskParameter) have unique names that are not
+    reserved, a pattern that compiles, and a default and allowed values of
+    their type that match the pattern: the positive cases get declarations
+    built from the generated ones that keep those rules; and a run now
+    (runTask) may give values only for the parameters its task declares
+    (the case's task declares none): the positive cases send none;
   * a task's calendars (and a preview's) must exist in its group, each
     named once, and not roll both ways: the positive cases name the one
     calendar the test creates (st-hol) with their first rule;
@@ -111,6 +117,9 @@ def _fix_task(body):
         argv[0] = "true"
     if body.get("executor") is not None:
         body["executor"] = "shell"
+    if isinstance(body.get("parameters"), list):
+        body["parameters"] = [_fix_parameter(i, p) for i, p in enumerate(body["parameters"])
+                              if isinstance(p, dict)]
     if isinstance(sched, dict):
         for key, value in (("once", _at(day)), ("every", "PT5M"), ("cron", "0 3 * * *"),
                            ("timezone", "Europe/Paris"),
@@ -132,6 +141,21 @@ def _fix_task(body):
         if retries.get("backoff_max") is not None:
             retries["backoff_max"] = "PT10M"
     _fit_json(body)
+
+
+def _fix_parameter(i, p):
+    """A declaration the server accepts, of the generated one's type and
+    with its optional members present or absent as generated."""
+    kind = str(p.get("type") or "STRING").upper()
+    value = {"INT": "42", "BOOL": "true"}.get(kind, "v")
+    out = {"name": "P%d" % i}
+    if p.get("type") is not None:
+        out["type"] = kind
+    for key, fixed in (("default", value), ("pattern", ".*"), ("allowed", [value]),
+                       ("description", "d")):
+        if key in p:
+            out[key] = None if p[key] is None else fixed
+    return out
 
 
 def _fit_json(value):
@@ -165,6 +189,8 @@ def before_call(ctx, case, kwargs):
         case.body["token"] = os.environ["TB_ST_TOKEN"]
     if op in _TASK_OPERATIONS and isinstance(case.body, dict):
         _fix_task(case.body)
+    if op == "runTask" and isinstance(case.body, dict) and case.body.get("params") is not None:
+        case.body["params"] = {}
     if op == "adminCreateToken" and isinstance(case.body, dict) and \
             case.body.get("expires") is not None:
         case.body["expires"] = "90d"

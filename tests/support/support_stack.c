@@ -279,15 +279,24 @@ void tbt_sign_command(tbt_stack_t *st, const char *authz, const void *key, size_
 void tbt_send_command(tbt_stack_t *st, rd_kafka_t *prod, const char *type, const char *task_id,
                       long long expected_version, const char *task_json, const char *authz,
                       const char *command_id, char corr[37]) {
+        tbt_send_command_params(st, prod, type, task_id, expected_version, task_json, NULL,
+                                authz, command_id, corr);
+}
+
+void tbt_send_command_params(tbt_stack_t *st, rd_kafka_t *prod, const char *type,
+                             const char *task_id, long long expected_version,
+                             const char *task_json, const json_t *params, const char *authz,
+                             const char *command_id, char corr[37]) {
         char err[1024], cid[37];
         tb_uuid4(corr);
         tb_uuid4(cid);
-        json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:I}", "command_id",
+        json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:o}", "command_id",
                               command_id ? command_id : cid, "correlation_id", corr, "type",
                               type, "task_id", task_id, "expected_version",
                               expected_version < 0 ? json_null() : json_integer(expected_version),
                               "task", task_json ? json_string(task_json) : json_null(),
-                              "requested_at", (json_int_t)tb_now_ms());
+                              "requested_at", (json_int_t)tb_now_ms(), "params",
+                              params ? json_deep_copy(params) : json_object());
         cr_assert_not_null(j);
         tb_buf_t buf = {0};
         cr_assert_eq(tb_serde_encode(TB_SCHEMA_TASK_COMMAND, j, &buf, err, sizeof(err)), TB_OK,

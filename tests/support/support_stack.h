@@ -105,6 +105,12 @@ void tbt_sign_command(tbt_stack_t *st, const char *authz, const void *key, size_
 void tbt_send_command(tbt_stack_t *st, rd_kafka_t *prod, const char *type, const char *task_id,
                       long long expected_version, const char *task_json, const char *authz,
                       const char *command_id, char corr[37]);
+/** tbt_send_command() with TaskCommand.params \p params (an object of
+ *  strings; NULL: {}). */
+void tbt_send_command_params(tbt_stack_t *st, rd_kafka_t *prod, const char *type,
+                             const char *task_id, long long expected_version,
+                             const char *task_json, const json_t *params, const char *authz,
+                             const char *command_id, char corr[37]);
 
 /** A reader of every partition of a topic from the beginning (assign-only). */
 typedef struct tbt_reader tbt_reader_t;

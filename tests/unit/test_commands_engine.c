@@ -1481,3 +1481,53 @@ Test(commands_engine_evict, snapshot_plus_tail_equals_the_events_from_zero) {
         }
         json_decref(log);
 }
+
+/* ---- RUN_NOW parameter values -------------------------------------------- */
+
+/** A RUN_NOW of \p task_id with TaskCommand.params \p params (JSON text). */
+static const tb_cmd_verdict_t *run_now_with(const char *task_id, const char *params) {
+        json_t *c = command("RUN_NOW", task_id, -1, NULL);
+        json_object_set_new(c, "params", json_loads(params, 0, NULL));
+        return decide_on(eng, c, ALICE, part_of(task_id));
+}
+
+Test(commands_engine, run_now_params_are_checked_and_filled_into_run_params) {
+        ask(ALICE, "CREATE", "t-par", 0,
+            task_json("deploy", "ops",
+                      ", \"parameters\": [{\"name\": \"ENV\", \"allowed\": [\"dev\", \"prod\"], "
+                      "\"default\": \"dev\"}, {\"name\": \"N\", \"type\": \"INT\"}]"));
+        expect_accepted(1, "CREATED");
+        cr_assert_eq(json_array_size(json_object_get(ev_task(), "parameters")), 2,
+                     "the declaration is in the event's TaskSpec");
+
+        run_now_with("t-par", "{\"N\": \"5\"}");
+        expect_accepted(2, "RUN_REQUESTED");
+        json_t *want = json_pack("{s:s, s:s}", "ENV", "dev", "N", "5");
+        cr_assert(json_equal(json_object_get(ev, "run_params"), want), "run_params %s",
+                  json_dumps(json_object_get(ev, "run_params"), JSON_COMPACT));
+        json_decref(want);
+
+        run_now_with("t-par", "{\"N\": \"5\", \"ENV\": \"qa\"}");
+        expect_rejected("INVALID_ARGUMENT", "params.ENV");
+        cr_assert(strstr(v.message, "allowed: dev, prod"), "%s", v.message);
+        run_now_with("t-par", "{}");
+        expect_rejected("INVALID_ARGUMENT", "params.N");
+        run_now_with("t-par", "{\"N\": \"x\"}");
+        expect_rejected("INVALID_ARGUMENT", "params.N");
+        run_now_with("t-par", "{\"N\": \"1\", \"M\": \"1\"}");
+        expect_rejected("INVALID_ARGUMENT", "params.M");
+        cr_assert_eq(state("t-par")->version, 2, "a refused run-now writes nothing");
+
+        /* values only on a RUN_NOW */
+        json_t *c = command("PAUSE", "t-par", -1, NULL);
+        json_object_set_new(c, "params", json_pack("{s:s}", "N", "1"));
+        decide_on(eng, c, ALICE, part_of("t-par"));
+        expect_rejected("INVALID_ARGUMENT", "params");
+
+        /* a task without parameters: a run-now with none has {} */
+        ask(ALICE, "CREATE", "t-nopar", 0, task_json("plain", "ops", ""));
+        expect_accepted(1, "CREATED");
+        ask(ALICE, "RUN_NOW", "t-nopar", -1, NULL);
+        expect_accepted(2, "RUN_REQUESTED");
+        cr_assert_eq(json_object_size(json_object_get(ev, "run_params")), 0);
+}

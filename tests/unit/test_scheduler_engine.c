@@ -897,3 +897,98 @@ Test(sched_engine, drop_partition_forgets_its_tasks_and_their_pending_records) {
         cr_assert_eq(recs[0].topic, TB_TOPIC_CHECKPOINTS);
         cr_assert_null(recs[0].v);
 }
+
+/* ---- parameters: the defaults on every fire, a run-now's own values, kept
+ *      for its retries and across owners ---- */
+
+/* The "params" of the \p nth RunRequest of trigger \p trig (borrowed). */
+static const json_t *run_params(const char *trig, size_t nth) {
+        for (size_t i = 0; i < nrec; i++)
+                if (recs[i].topic == TB_TOPIC_RUNS &&
+                    !strcmp(json_string_value(json_object_get(recs[i].v, "trigger")), trig) &&
+                    nth-- == 0)
+                        return json_object_get(recs[i].v, "params");
+        cr_assert_fail("no RunRequest %s #%zu", trig, nth);
+        return NULL;
+}
+
+static json_t *spec_with_params(void) {
+        json_t *spec = spec_every(3600000, "RUN_ONCE", false);
+        json_object_set_new(
+                spec, "parameters",
+                json_pack("[{s:s, s:s, s:s, s:[], s:n, s:n}, {s:s, s:s, s:n, s:[], s:n, s:n}]",
+                          "name", "ENV", "type", "STRING", "default", "dev", "allowed",
+                          "pattern", "description", "name", "COUNT", "type", "INT", "default",
+                          "allowed", "pattern", "description"));
+        return spec;
+}
+
+Test(sched_engine, params_defaults_run_now_values_retries_and_checkpoints) {
+        char err[256];
+        put(spec_with_params(), 1, T0);
+        tick(T0 + 10);
+        /* a scheduled fire: the defaults (COUNT has none: unset) */
+        json_t *want = json_pack("{s:s}", "ENV", "dev");
+        cr_assert(json_equal(run_params("SCHEDULE", 0), want), "%s",
+                  json_dumps(run_params("SCHEDULE", 0), JSON_COMPACT));
+        json_decref(want);
+
+        /* a run-now: the event's run_params */
+        json_t *ev = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I, s:o, s:{s:s, s:s}}", "event_id",
+                               "e2", "task_id", TID, "version", (json_int_t)2, "type",
+                               "RUN_REQUESTED", "at", (json_int_t)(T0 + 5000), "created_at",
+                               (json_int_t)T0, "task", spec_with_params(), "run_params", "ENV",
+                               "prod", "COUNT", "7");
+        cr_assert_eq(tb_sched_event(s, 0, ev, false, T0 + 5001, err, sizeof(err)), TB_OK, "%s",
+                     err);
+        json_decref(ev);
+        clear();
+        tick(T0 + 5002);
+        json_t *prod = json_pack("{s:s, s:s}", "ENV", "prod", "COUNT", "7");
+        cr_assert(json_equal(run_params("RUN_NOW", 0), prod), "%s",
+                  json_dumps(run_params("RUN_NOW", 0), JSON_COMPACT));
+
+        /* it failed: its retry runs with its values, also after a new owner
+         * loads the checkpoint */
+        char rid[33];
+        tb_sched_run_id(TID, T0 + 5000, 1, rid);
+        json_t *r1 = json_pack("{s:s, s:s, s:I, s:i, s:s, s:I, s:O}", "run_id", rid, "task_id", TID,
+                               "nominal_time", (json_int_t)(T0 + 5000), "attempt", 1, "status",
+                               "FAILED", "at", (json_int_t)(T0 + 6000), "params", prod);
+        cr_assert_eq(tb_sched_result(s, 0, r1, T0 + 6001, err, sizeof(err)), TB_OK, "%s", err);
+        json_decref(r1);
+        clear();
+        tick(T0 + 6002); /* not due yet (backoff 1 s): the checkpoint of the retry */
+        json_t *ck = json_incref(last_checkpoint());
+        cr_assert_not_null(ck);
+        cr_assert(json_equal(json_object_get(json_array_get(json_object_get(ck, "retries"), 0),
+                                             "params"),
+                             prod),
+                  "%s", json_dumps(ck, JSON_COMPACT));
+        /* and a run-now still pending in a checkpoint keeps its values */
+        json_array_append_new(json_object_get(ck, "run_now"), json_integer(T0 + 6500));
+        json_array_append_new(json_object_get(ck, "run_now_params"),
+                              json_pack("{s:s, s:s}", "ENV", "qa", "COUNT", "1"));
+        tb_sched_t *s2 = NULL;
+        cr_assert_eq(tb_sched_new(conf, "other-host", &s2, err, sizeof(err)), TB_OK, "%s", err);
+        tb_sched_set_sink(s2, sink, NULL);
+        json_t *spec = spec_with_params();
+        cr_assert_eq(tb_sched_task_put(s2, 0, TID, 2, T0, spec, T0 + 6100, err, sizeof(err)),
+                     TB_OK, "%s", err);
+        json_decref(spec);
+        cr_assert_eq(tb_sched_checkpoint(s2, ck, T0 + 6100, err, sizeof(err)), TB_OK, "%s", err);
+        clear();
+        tb_sched_tick_stats_t st;
+        do
+                cr_assert_eq(tb_sched_tick(s2, T0 + 7100, &st, err, sizeof(err)), TB_OK, "%s", err);
+        while (st.more);
+        cr_assert(json_equal(run_params("RETRY", 0), prod), "%s",
+                  json_dumps(run_params("RETRY", 0), JSON_COMPACT));
+        json_t *qa = json_pack("{s:s, s:s}", "ENV", "qa", "COUNT", "1");
+        cr_assert(json_equal(run_params("RUN_NOW", 0), qa), "%s",
+                  json_dumps(run_params("RUN_NOW", 0), JSON_COMPACT));
+        json_decref(qa);
+        json_decref(prod);
+        json_decref(ck);
+        tb_sched_destroy(s2);
+}

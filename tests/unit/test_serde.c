@@ -891,3 +891,31 @@ Test(serde, old_task_event_decodes_with_nested_defaults) {
                 tb_buf_free(&b);
         }
 }
+
+/* A TaskCommand written before params (schemas/old/TaskCommand_v1.avsc) by
+ * python3-avro, in tests/data/old/TaskCommand_v1.hex: a RUN_NOW of an older
+ * producer decodes with params {} (its task's defaults apply). */
+Test(serde, old_task_command_decodes_with_empty_params) {
+        tb_buf_t olds[2];
+        size_t cnt = tbt_hex_records("tests/data/old/TaskCommand_v1.hex", olds, 2);
+        cr_assert_eq(cnt, 2, "tests/data/old/TaskCommand_v1.hex: two records");
+        for (size_t k = 0; k < cnt; k++) {
+                tb_buf_t b = olds[k];
+                json_t *v = decode_ok(TB_SCHEMA_TASK_COMMAND, &b);
+                cr_assert_str_eq(json_string_value(json_object_get(v, "type")), "RUN_NOW");
+                cr_assert_str_eq(json_string_value(json_object_get(v, "task_id")),
+                                 "nightly-report");
+                cr_assert_eq(json_integer_value(json_object_get(v, "requested_at")),
+                             1767225600123);
+                cr_assert(json_is_object(json_object_get(v, "params")));
+                cr_assert_eq(json_object_size(json_object_get(v, "params")), 0);
+                tb_buf_t again = encode_ok(TB_SCHEMA_TASK_COMMAND, v);
+                json_t *v2 = decode_ok(TB_SCHEMA_TASK_COMMAND, &again);
+                cr_assert(json_equal(v, v2));
+                json_decref(v2);
+                json_decref(v);
+                tb_buf_free(&again);
+                decode_fails(b.data, b.len - 1, "TaskCommand");
+                tb_buf_free(&b);
+        }
+}

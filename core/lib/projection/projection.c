@@ -252,6 +252,20 @@ static const char *tb_projection_jlong(const json_t *o, const char *key, char bu
         return buf;
 }
 
+/* A record's params map as JSON text for runs.params (caller frees; NULL:
+ * none, or a value PostgreSQL's jsonb cannot hold: a NUL, which it refuses). */
+static char *tb_projection_params(const json_t *rec) {
+        const json_t *m = json_object_get(rec, "params");
+        const char *k;
+        json_t *v;
+        if (!json_object_size(m))
+                return NULL;
+        json_object_foreach((json_t *)m, k, v)
+                if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+                        return NULL;
+        return json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);
+}
+
 static tb_err_t tb_projection_apply_run_request(tb_projection_batch_t *b, const rd_kafka_message_t *msg,
                                           const json_t *rq, char *errstr, size_t errstr_size) {
         const json_t *snap = json_object_get(rq, "snapshot");
@@ -266,14 +280,18 @@ static tb_err_t tb_projection_apply_run_request(tb_projection_batch_t *b, const 
                            trigger,
                            tb_projection_jlong(rq, "emitted_at", emitted),
                            tb_projection_jstr(snap, "executor"),
-                           tb_projection_jlong(snap, "log_retention_ms", ret)};
+                           tb_projection_jlong(snap, "log_retention_ms", ret),
+                           NULL};
         if (!*run_id || !p[3]) {
                 tb_warn(TB_PROJECTION_SUB, "runs [%" PRId32 "] offset %" PRId64
                         ": a RunRequest without run_id or nominal_time: skipped",
                         msg->partition, msg->offset);
                 return TB_OK;
         }
+        char *params = tb_projection_params(rq);
+        p[9] = params;
         tb_err_t err = tb_store_runs_upsert_request(b->conn, p, errstr, errstr_size);
+        free(params);
         if (!err)
                 err = tb_projection_run_settle(b, run_id, errstr, errstr_size);
         if (!err)
@@ -312,7 +330,8 @@ static tb_err_t tb_projection_apply_run_result(tb_projection_batch_t *b, const r
                            /* a range of fires not run (records of the old
                             * schema decode with null and 1) */
                            tb_projection_jlong(rr, "last_nominal_time", last),
-                           tb_projection_jlong(rr, "occurrences", occ)};
+                           tb_projection_jlong(rr, "occurrences", occ),
+                           NULL};
         if (!p[2]) {
                 tb_warn(TB_PROJECTION_SUB, "run-results [%" PRId32 "] offset %" PRId64
                         ": a RunResult without nominal_time: skipped",
@@ -325,7 +344,10 @@ static tb_err_t tb_projection_apply_run_result(tb_projection_batch_t *b, const r
                 p[11] = "0";
         if (!p[15])
                 p[15] = "1";
+        char *params = tb_projection_params(rr);
+        p[16] = params;
         tb_err_t err = tb_store_runs_upsert_result(b->conn, p, errstr, errstr_size);
+        free(params);
         if (!err)
                 err = tb_projection_run_settle(b, run_id, errstr, errstr_size);
         if (!err)

@@ -26,7 +26,7 @@
         "(extract(epoch FROM now() - updated_at) * 1000)::bigint, "                             \
         TB_STORE_RUNS_MS("last_nominal_time") ", occurrences, "                                  \
         /* the task's name now (NULL once deleted): one primary key probe */                   \
-        "(SELECT t.name FROM tasks t WHERE t.id = task_id)"
+        "(SELECT t.name FROM tasks t WHERE t.id = task_id), params::text"
 
 /* ---- reads ------------------------------------------------------------------------ */
 
@@ -287,12 +287,18 @@ tb_err_t tb_store_runs_logs_versions(PGconn *conn, const char *ids, PGresult **r
 
 /* ---- the projection's writes ------------------------------------------------------ */
 
+/* A run's params: the first non-empty value its records carry (a RunResult
+ * repeats its RunRequest's, an older record has {}). */
+#define TB_STORE_RUNS_PARAMS \
+        "params = CASE WHEN runs.params = '{}'::jsonb THEN EXCLUDED.params ELSE runs.params END, "
+
 static const char tb_store_runs_sql_run_request[] =
         "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, trigger, "
-        "status, scheduled_at, executor, log_retention_ms, updated_at) "
+        "status, scheduled_at, executor, log_retention_ms, params, updated_at) "
         "VALUES ($1, $2, $3, " TB_STORE_RUNS_TS(4) ", $5::int, $6, 'scheduled', " TB_STORE_RUNS_TS(7) ", "
-        "$8, $9::bigint, now()) "
+        "$8, $9::bigint, COALESCE($10::jsonb, '{}'), now()) "
         "ON CONFLICT (run_id) DO UPDATE SET "
+        TB_STORE_RUNS_PARAMS
         /* the snapshot's group is the run's: it was the task's at fire time */
         "security_group = CASE WHEN EXCLUDED.security_group <> '' "
         "THEN EXCLUDED.security_group ELSE runs.security_group END, "
@@ -311,11 +317,13 @@ static const char tb_store_runs_sql_run_request[] =
 static const char tb_store_runs_sql_run_result[] =
         "INSERT INTO runs (run_id, task_id, security_group, nominal_time, attempt, status, "
         "started_at, finished_at, exit_code, signal, executor, host, output_bytes, infra_error, "
-        "error, last_nominal_time, occurrences, updated_at) "
+        "error, last_nominal_time, occurrences, params, updated_at) "
         "VALUES ($1, $2, COALESCE((SELECT t.security_group FROM tasks t WHERE t.id = $2), ''), "
         TB_STORE_RUNS_TS(3) ", $4::int, $5, " TB_STORE_RUNS_TS(6) ", " TB_STORE_RUNS_TS(7) ", $8::int, $9::int, "
-        "$10, $11, $12::bigint, $13::boolean, $14, " TB_STORE_RUNS_TS(15) ", $16::bigint, now()) "
+        "$10, $11, $12::bigint, $13::boolean, $14, " TB_STORE_RUNS_TS(15) ", $16::bigint, "
+        "COALESCE($17::jsonb, '{}'), now()) "
         "ON CONFLICT (run_id) DO UPDATE SET "
+        TB_STORE_RUNS_PARAMS
         "status = CASE WHEN " TB_STORE_RUNS_WIN " THEN EXCLUDED.status ELSE runs.status END, "
         "security_group = CASE WHEN runs.security_group = '' THEN EXCLUDED.security_group "
         "ELSE runs.security_group END, "
@@ -353,15 +361,15 @@ static const char tb_store_runs_sql_run_read[] =
         "r.log_retention_ms, t.spec->>'log_retention' "
         "FROM runs r LEFT JOIN tasks t ON t.id = r.task_id WHERE r.run_id = $1";
 
-tb_err_t tb_store_runs_upsert_request(PGconn *conn, const char *const params[9], char *errstr,
+tb_err_t tb_store_runs_upsert_request(PGconn *conn, const char *const params[10], char *errstr,
                                       size_t errstr_size) {
-        return tb_store_exec(conn, "upsert run (RunRequest)", tb_store_runs_sql_run_request, 9,
+        return tb_store_exec(conn, "upsert run (RunRequest)", tb_store_runs_sql_run_request, 10,
                              params, NULL, errstr, errstr_size);
 }
 
-tb_err_t tb_store_runs_upsert_result(PGconn *conn, const char *const params[16], char *errstr,
+tb_err_t tb_store_runs_upsert_result(PGconn *conn, const char *const params[17], char *errstr,
                                      size_t errstr_size) {
-        return tb_store_exec(conn, "upsert run (RunResult)", tb_store_runs_sql_run_result, 16,
+        return tb_store_exec(conn, "upsert run (RunResult)", tb_store_runs_sql_run_result, 17,
                              params, NULL, errstr, errstr_size);
 }
 

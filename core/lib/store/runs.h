@@ -29,6 +29,7 @@ enum {
         TB_RC_LAST_NOMINAL, /**< a range of fires not run: its last (NULL otherwise) */
         TB_RC_OCCURRENCES,  /**< nominal fires the row stands for (1 for a run) */
         TB_RC_TASK_NAME,    /**< the task's name now (NULL once the task is deleted) */
+        TB_RC_PARAMS,       /**< the run's parameter values, a JSON object text */
 };
 
 /* ---- reads (the REST API, the scheduler) ---- */
@@ -142,15 +143,16 @@ tb_err_t tb_store_runs_logs_versions(PGconn *conn, const char *ids, PGresult **r
 
 /** Upsert a run from its RunRequest. Parameters: run_id, task_id,
  *  security_group, nominal_time (ms), attempt, trigger, emitted_at (ms),
- *  executor, log_retention_ms (NULL: the task's). */
-tb_err_t tb_store_runs_upsert_request(PGconn *conn, const char *const params[9], char *errstr,
+ *  executor, log_retention_ms (NULL: the task's), params (the run's parameter
+ *  values as a JSON object text; NULL: {}). */
+tb_err_t tb_store_runs_upsert_request(PGconn *conn, const char *const params[10], char *errstr,
                                       size_t errstr_size);
 /** Upsert a run from a RunResult; a status only replaces one of lower rank
  *  (taskbus_run_status_rank()). Parameters: run_id, task_id, nominal_time,
  *  attempt, status (lower case), started_at, finished_at, exit_code, signal,
  *  executor, host, output_bytes, infra_error, error, last_nominal_time (ms,
- *  NULL: not a range), occurrences. */
-tb_err_t tb_store_runs_upsert_result(PGconn *conn, const char *const params[16], char *errstr,
+ *  NULL: not a range), occurrences, params (JSON object text; NULL: {}). */
+tb_err_t tb_store_runs_upsert_result(PGconn *conn, const char *const params[17], char *errstr,
                                      size_t errstr_size);
 
 /** What settling a run's log expiry needs (tb_store_runs_retention()). */

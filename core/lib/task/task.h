@@ -124,6 +124,49 @@ tb_err_t tb_task_ref_check(const char *field, const char *value, size_t len, boo
 tb_err_t tb_task_json_check(const char *text, size_t len, const char *field,
                             tb_task_err_t *err);
 
+/** Parameters (task/params.c; also in schemas/openapi.yaml and docs/api.md). */
+#define TB_TASK_PARAMS_MAX 32            /**< parameters a task declares */
+#define TB_TASK_PARAM_NAME_MAX 64        /**< bytes of a name */
+#define TB_TASK_PARAM_VALUE_MAX 4096     /**< bytes of a value (4 KiB) */
+#define TB_TASK_PARAM_ALLOWED_MAX 256    /**< allowed values of one parameter */
+#define TB_TASK_PARAM_PATTERN_MAX 512    /**< bytes of a pattern */
+#define TB_TASK_PARAM_DESC_MAX 1024      /**< characters of a description */
+#define TB_TASK_PARAM_REPEAT_MAX 1000    /**< the product of a pattern's {m,n} counts */
+
+/**
+ * @brief Validate a task's "parameters" (NULL: none) into their normalized
+ *        form, the TaskParameter records of schemas/TaskEvent.avsc: an array
+ *        of {"name", "type": "STRING"|"INT"|"BOOL", "default": string|null,
+ *        "allowed": [string], "pattern": string|null, "description":
+ *        string|null}. A name is an environment variable name
+ *        ([A-Za-z_][A-Za-z0-9_]*, at most TB_TASK_PARAM_NAME_MAX bytes),
+ *        unique, and not reserved (TASKBUS_*, LD_*, LC_*, PATH, HOME, USER,
+ *        LOGNAME, SHELL, LANG, PWD, IFS, TERM, TZ); at most TB_TASK_PARAMS_MAX.
+ *        type is case-insensitive on input. The default and every allowed
+ *        value are of the type (INT: a decimal int64; BOOL: true or false; a
+ *        JSON integer or boolean is taken as its text) and match the pattern,
+ *        a POSIX extended regular expression matched against the whole value;
+ *        the default is one of the allowed values when they are given.
+ * @param out  receives the array (new ref, caller owns) on TB_OK
+ * @returns TB_OK, or TB_ERR_INVALID with \p err naming the field
+ *          ("parameters[2].default") and the fix.
+ */
+tb_err_t tb_task_params_validate(const json_t *in, json_t **out, tb_task_err_t *err);
+
+/**
+ * @brief The parameter values of one run: \p given (an object of values,
+ *        NULL: none) checked against the normalized declaration \p decl
+ *        (tb_task_params_validate()'s form, NULL: none): a name not declared
+ *        is refused, each value must be of its type, allowed and match the
+ *        pattern; a parameter not given takes its default, and one without a
+ *        default is required.
+ * @param out  receives {name: value} with every declared parameter (new ref,
+ *             caller owns) on TB_OK
+ * @returns TB_OK, or TB_ERR_INVALID with \p err naming "params.NAME".
+ */
+tb_err_t tb_task_params_resolve(const json_t *decl, const json_t *given, json_t **out,
+                                tb_task_err_t *err);
+
 /** Convert a normalized task to the Avro TaskSpec JSON (serde mapping). New ref. */
 json_t *tb_task_to_spec(const json_t *task);
 /** Convert an Avro TaskSpec JSON back to the normalized task. New ref. */

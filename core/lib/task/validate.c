@@ -35,8 +35,7 @@ static const char *const tb_task_fields[] = {
         "schedule", "execution_time", "expiry", "executor",       "executor_options",
         "retries",  "overlap",       "misfire", "jitter",         "expires_at",
         "log_retention", "paused",   "labels", "home_region",     "calendars",
-        "notify",
-        NULL,
+        "notify",   "parameters", NULL,
 };
 
 /** Fields a GET returns that a PUT may echo back: ignored on input. */
@@ -864,6 +863,14 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                 goto fail;
         if ((rc = tb_task_v_notify(tb_task_get(in, "notify"), t, err, &oom)))
                 goto fail;
+        /* parameters: kept only when declared, as tb_task_from_spec() does */
+        json_t *params = NULL;
+        if ((rc = tb_task_params_validate(tb_task_get(in, "parameters"), &params, err)))
+                goto fail;
+        if (json_array_size(params))
+                tb_task_put(t, "parameters", params, &oom);
+        else
+                json_decref(params);
 
         if (oom) {
                 rc = tb_task_fail(err, "task", "task: out of memory");

@@ -100,12 +100,15 @@ typedef struct tb_api_cmd_result {
  * @param task_id   the task (a new UUID for CREATE)
  * @param expected_version -1 for none
  * @param task_json CREATE/UPDATE: the body as the caller sent it, else NULL
+ * @param params    RUN_NOW: the parameter values, an object of strings
+ *                  (TaskCommand.params; the commands role checks them), else NULL
  * @param res       filled in every case; res->deadline_us bounds later waits.
  * The caller's own Authorization header is forwarded in the record header.
  * @locality an HTTP connection thread (blocks up to api.reply_timeout).
  */
 void tb_api_command(tb_api_t *api, tb_http_req_t *req, const char *type, const char *task_id,
-                    int64_t expected_version, const char *task_json, tb_api_cmd_result_t *res);
+                    int64_t expected_version, const char *task_json, const json_t *params,
+                    tb_api_cmd_result_t *res);
 
 /**
  * Wait until the projection holds \p task_id at \p version or later (or

@@ -238,7 +238,8 @@ static void tb_api_pending_remove(tb_api_t *api, struct tb_api_pending *p) {
 }
 
 void tb_api_command(tb_api_t *api, tb_http_req_t *req, const char *type, const char *task_id,
-                    int64_t expected_version, const char *task_json, tb_api_cmd_result_t *res) {
+                    int64_t expected_version, const char *task_json, const json_t *params,
+                    tb_api_cmd_result_t *res) {
         const tb_config_t *conf = api->ctx->conf;
         memset(res, 0, sizeof(*res));
         tb_uuid4(res->command_id);
@@ -267,13 +268,14 @@ void tb_api_command(tb_api_t *api, tb_http_req_t *req, const char *type, const c
                 return;
         }
 
-        json_t *cmd = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:I}", "command_id",
+        json_t *cmd = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:o}", "command_id",
                                 res->command_id, "correlation_id", res->correlation_id, "type",
                                 type, "task_id", task_id, "expected_version",
                                 expected_version >= 0 ? json_integer(expected_version)
                                                       : json_null(),
                                 "task", task_json ? json_string(task_json) : json_null(),
-                                "requested_at", (json_int_t)res->requested_at_ms);
+                                "requested_at", (json_int_t)res->requested_at_ms, "params",
+                                params ? json_deep_copy(params) : json_object());
         tb_buf_t val = {0};
         char err[512];
         if (!cmd || tb_serde_encode(TB_SCHEMA_TASK_COMMAND, cmd, &val, err, sizeof(err))) {

@@ -118,6 +118,10 @@ static json_t *tb_api_runs_json(PGresult *r, int i) {
          * nominal_time to last_nominal_time, occurrences of them */
         json_object_set_new(j, "last_nominal_time", tb_api_runs_time(r, i, TB_RC_LAST_NOMINAL));
         json_object_set_new(j, "occurrences", tb_api_runs_int(r, i, TB_RC_OCCURRENCES));
+        json_t *params = json_loads(PQgetvalue(r, i, TB_RC_PARAMS), 0, NULL);
+        json_object_set_new(j, "params", json_is_object(params) ? params : json_object());
+        if (!json_is_object(params))
+                json_decref(params);
         return j;
 }
 

@@ -180,9 +180,10 @@ static bool tb_api_tasks_validate(tb_api_t *api, const tb_principal_t *p, const 
  */
 static int tb_api_tasks_write(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
                               const char *type, const char *id, int64_t expected,
-                              const char *task_json, tb_api_cmd_result_t *res) {
+                              const char *task_json, const json_t *params,
+                              tb_api_cmd_result_t *res) {
         int64_t t0 = tb_mono_us();
-        tb_api_command(api, req, type, id, expected, task_json, res);
+        tb_api_command(api, req, type, id, expected, task_json, params, res);
         if (res->outcome != TB_API_ACCEPTED) {
                 tb_api_command_error(resp, type, id, res);
                 return -1;
@@ -279,7 +280,7 @@ void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         tb_uuid4(id);
         char *text = strndup(req->body.data, req->body.len);
         tb_api_cmd_result_t res;
-        int w = tb_api_tasks_write(api, req, resp, "CREATE", id, -1, text, &res);
+        int w = tb_api_tasks_write(api, req, resp, "CREATE", id, -1, text, NULL, &res);
         free(text);
         if (w == 1)
                 tb_api_tasks_respond(api, req, resp, id, 201);
@@ -329,22 +330,112 @@ void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 return;
         char *text = strndup(req->body.data, req->body.len);
         tb_api_cmd_result_t res;
-        int w = tb_api_tasks_write(api, req, resp, "UPDATE", id, expected, text, &res);
+        int w = tb_api_tasks_write(api, req, resp, "UPDATE", id, expected, text, NULL, &res);
         free(text);
         if (w == 1)
                 tb_api_tasks_respond(api, req, resp, id, 200);
 }
 
-/* DELETE, PAUSE, RESUME, RUN_NOW: no body; answered with the task, or 204
- * (DELETE), or 202 with the run request (RUN_NOW). */
+/**
+ * The optional body of POST /v1/tasks/{id}/run, {"params": {"NAME": value}},
+ * into *\p params (new ref, an object of strings; a JSON integer or boolean
+ * is taken as its text, for INT and BOOL parameters). Whether the values fit
+ * the task's declaration is the commands role's to say, against the task as
+ * it holds it. @returns false when answered with a 400.
+ */
+static bool tb_api_tasks_run_body(tb_http_req_t *req, tb_http_resp_t *resp, json_t **params) {
+        static const char *const keys[] = {"params", NULL};
+        *params = json_object();
+        if (!*params) {
+                tb_http_error(resp, 500, "internal", NULL, "out of memory");
+                return false;
+        }
+        if (req->body.len == 0)
+                return true;
+        json_t *body = tb_api_body_object(req, resp, "run request ({\"params\": {...}})");
+        if (!body)
+                goto fail;
+        const char *k;
+        json_t *v;
+        json_object_foreach(body, k, v) {
+                size_t i = 0;
+                while (keys[i] && strcmp(keys[i], k))
+                        i++;
+                if (!keys[i]) {
+                        tb_http_error(resp, 400, "invalid_argument", "body",
+                                      "body: unknown field '%.64s'; a run request has only "
+                                      "\"params\" ({\"params\": {\"NAME\": \"value\"}})",
+                                      k);
+                        goto fail;
+                }
+        }
+        json_t *given = json_object_get(body, "params");
+        if (given && !json_is_null(given) && !json_is_object(given)) {
+                tb_http_error(resp, 400, "invalid_argument", "params",
+                              "params: expected an object of parameter values "
+                              "({\"NAME\": \"value\"})");
+                goto fail;
+        }
+        if (json_object_size(given) > TB_TASK_PARAMS_MAX) {
+                tb_http_error(resp, 400, "invalid_argument", "params",
+                              "params: %zu values; a task has at most %d parameters",
+                              json_object_size(given), TB_TASK_PARAMS_MAX);
+                goto fail;
+        }
+        json_object_foreach(given, k, v) {
+                json_t *s = NULL;
+                char num[32];
+                if (json_is_string(v))
+                        s = json_incref(v);
+                else if (json_is_integer(v)) {
+                        tb_snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT,
+                                    json_integer_value(v));
+                        s = json_string(num);
+                } else if (json_is_boolean(v))
+                        s = json_string(json_is_true(v) ? "true" : "false");
+                if (!s) {
+                        /* the key in the field only when it is a name (a
+                         * cut key could end inside a UTF-8 sequence) */
+                        size_t n = strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                             "0123456789_");
+                        bool name = *k && !k[n] && n <= TB_TASK_PARAM_NAME_MAX;
+                        char field[96];
+                        tb_snprintf(field, sizeof(field), "params%s%s", name ? "." : "",
+                                    name ? k : "");
+                        tb_http_error(resp, 400, "invalid_argument", field,
+                                      "%s: expected a string (or an integer or boolean for "
+                                      "INT and BOOL parameters)",
+                                      field);
+                        goto fail;
+                }
+                json_object_set_new(*params, k, s);
+        }
+        json_decref(body);
+        return true;
+fail:
+        json_decref(body);
+        json_decref(*params);
+        *params = NULL;
+        return false;
+}
+
+/* DELETE, PAUSE, RESUME, RUN_NOW: no body (RUN_NOW: optional parameter
+ * values); answered with the task, or 204 (DELETE), or 202 with the run
+ * request (RUN_NOW). */
 static void tb_api_tasks_simple(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp,
                                 const char *type) {
         const char *id = req->params[0];
         int64_t expected;
         if (!tb_api_tasks_write_target(api, req, resp, id, &expected))
                 return;
+        json_t *params = NULL;
+        bool run_now = !strcmp(type, "RUN_NOW");
+        if (run_now && !tb_api_tasks_run_body(req, resp, &params))
+                return;
         tb_api_cmd_result_t res;
-        if (tb_api_tasks_write(api, req, resp, type, id, expected, NULL, &res) != 1)
+        int w = tb_api_tasks_write(api, req, resp, type, id, expected, NULL, params, &res);
+        json_decref(params);
+        if (w != 1)
                 return;
         if (!strcmp(type, "DELETE")) {
                 resp->status = 204;

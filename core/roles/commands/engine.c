@@ -811,7 +811,7 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
         const char *task_id = tb_cmd_jstr(c, "task_id");
         const char *ev_type = tb_cmd_event_type(type);
         tb_principal_t *who = NULL;
-        json_t *task = NULL, *ev = NULL;
+        json_t *task = NULL, *ev = NULL, *run_params = NULL;
 
         /* authenticate */
         int64_t signed_at = 0;
@@ -857,6 +857,15 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
                 goto out;
         }
 
+        /* params are the values of a RUN_NOW's parameters: any other
+         * command that carries some is refused rather than ignored */
+        if (strcmp(type, "RUN_NOW") && json_object_size(json_object_get(c, "params"))) {
+                tb_cmd_reject(v, "INVALID_ARGUMENT", "params",
+                              "params: only a RUN_NOW takes parameter values; send %s with "
+                              "params {}",
+                              type);
+                goto out;
+        }
         tb_cmd_task_t *cur = tb_cmd_map_get(&eng->map, task_id);
         bool create = !strcmp(type, "CREATE");
         bool visible = cur && !cur->deleted && tb_principal_in_group(who, cur->group);
@@ -942,6 +951,18 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
                         task = json_deep_copy(cur->task);
                         json_object_set_new(task, "paused", json_boolean(!strcmp(type, "PAUSE")));
                 } else if (!strcmp(type, "RUN_NOW")) {
+                        /* the values checked against the task as this
+                         * state holds it, the defaults filled: the run gets
+                         * exactly these (TaskEvent.run_params) */
+                        tb_task_err_t perr;
+                        memset(&perr, 0, sizeof(perr));
+                        if (tb_task_params_resolve(json_object_get(cur->task, "parameters"),
+                                                   json_object_get(c, "params"), &run_params,
+                                                   &perr) != TB_OK) {
+                                tb_cmd_reject(v, "INVALID_ARGUMENT", perr.field, "%s",
+                                              perr.message);
+                                goto out;
+                        }
                         task = json_deep_copy(cur->task);
                 }
                 /* DELETE: task stays NULL */
@@ -971,6 +992,10 @@ void tb_cmd_engine_decide(tb_cmd_engine_t *eng, const json_t *c, const tb_cmd_cr
                        (json_int_t)(cur ? cur->created_at : issued), "created_by",
                        cur ? cur->created_by : who->user_id, "epoch",
                        (json_int_t)(cur ? cur->epoch : 0));
+        if (ev && run_params && json_object_set(ev, "run_params", run_params)) {
+                json_decref(ev);
+                ev = NULL;
+        }
         if (!ev) {
                 tb_cmd_reject(v, "INTERNAL", NULL, "cannot build the TaskEvent");
                 goto out;
@@ -1005,6 +1030,7 @@ out:
                 json_decref(ev);
         if (task)
                 json_decref(task);
+        json_decref(run_params);
         tb_principal_free(who);
 }
 

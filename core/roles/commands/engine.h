@@ -23,7 +23,10 @@
  *    visibility (a task deleted or of a security group the caller is not a
  *    member of is answered NOT_FOUND, exactly like a missing one), home
  *    region (only a task's home region writes it), expected version,
- *    validation with the one task validator (task/task.h), group
+ *    validation with the one task validator (task/task.h; for a RUN_NOW,
+ *    its params against the task's parameters, tb_task_params_resolve(),
+ *    the values with the defaults filled going into the event's
+ *    run_params; params on any other type are refused), group
  *    membership of the written task, then the group's quotas (max_tasks for
  *    a CREATE or an UPDATE that moves a task into the group, run_now_rate
  *    for a RUN_NOW: env group_quota); an accepted command yields its

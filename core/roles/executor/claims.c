@@ -125,6 +125,9 @@ static const char *tb_exec_request_nul(const json_t *req) {
         json_object_foreach((json_t *)json_object_get(snap, "executor_options"), k, v)
                 if (json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v))
                         return "snapshot.executor_options";
+        json_object_foreach((json_t *)json_object_get(req, "params"), k, v)
+                if (json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v))
+                        return "params";
         return NULL;
 }
 
@@ -154,6 +157,7 @@ static tb_err_t tb_exec_request_parse(tb_exec_run_t *x, char *errstr, size_t err
         x->overlap = tb_exec_json_str(snap, "overlap");
         x->argv = json_object_get(snap, "argv");
         x->options = json_object_get(snap, "executor_options");
+        x->params = json_object_get(req, "params");
         x->expiry_ms = json_integer_value(json_object_get(snap, "expiry_ms"));
         if (!*x->run_id || strlen(x->run_id) > TB_EXEC_ID_MAX)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
@@ -384,7 +388,7 @@ static size_t tb_exec_publish_decided(tb_exec_t *ex, tb_exec_item_t *items, size
                 tb_exec_outcome_t o = {.status = it->pub_status, .finished_ms = tb_now_ms(),
                                        .executor = x->executor_name,
                                        .infra = !strcmp(it->pub_status, "FAILED"),
-                                       .error = it->pub_error};
+                                       .error = it->pub_error, .params = x->params};
                 if (tb_exec_publish_result(ex, x->run_id, x->task_id, x->nominal_ms,
                                            x->attempt, &o, true, err, sizeof(err)) != TB_OK) {
                         tb_error(TB_EXEC_SUB, "run %s: publishing its %s result failed: %s; "
@@ -664,7 +668,8 @@ static size_t tb_exec_take(tb_exec_t *ex, size_t room) {
                                                          ? "CANCELLED"
                                                          : "SKIPPED_OVERLAP",
                                        .finished_ms = tb_now_ms(),
-                                       .executor = x->executor_name, .error = msgs[i]};
+                                       .executor = x->executor_name, .error = msgs[i],
+                                       .params = x->params};
                 if (tb_exec_publish_result(ex, x->run_id, x->task_id, x->nominal_ms,
                                            x->attempt, &o, true, err, sizeof(err)) != TB_OK) {
                         tb_error(TB_EXEC_SUB, "run %s: publishing its %s result: %s; it stays "

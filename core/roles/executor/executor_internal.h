@@ -120,6 +120,7 @@ typedef struct tb_exec_run {
         size_t raw_len;
         const char *run_id, *task_id, *group, *executor_name, *script, *overlap;
         json_t *argv, *options;
+        json_t *params; /* RunRequest.params, borrowed from req: the run's environment */
         int64_t nominal_ms, expiry_ms;
         int32_t attempt;
         tb_exec_plugin_t *plugin;
@@ -199,6 +200,7 @@ typedef struct tb_exec_outcome {
         int64_t output_bytes;
         bool infra;
         const char *error;      /* NULL: null */
+        const json_t *params;   /* the run's parameter values (NULL: {}) */
 } tb_exec_outcome_t;
 
 /* ---- role.c: small helpers and the loaded plugins ------------------------------ */

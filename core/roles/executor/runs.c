@@ -100,6 +100,8 @@ static tb_err_t tb_exec_result_encode(tb_exec_t *ex, const char *run_id, const c
         json_object_set_new(v, "infra_error", json_boolean(o->infra));
         json_object_set_new(v, "error", o->error ? json_string(o->error) : json_null());
         json_object_set_new(v, "at", json_integer(tb_now_ms()));
+        json_object_set_new(v, "params",
+                            json_is_object(o->params) ? json_deep_copy(o->params) : json_object());
         tb_err_t err = tb_serde_encode(TB_SCHEMA_RUN_RESULT, v, out, errstr, errstr_size);
         json_decref(v);
         return err;
@@ -288,14 +290,17 @@ void tb_exec_run_start(tb_exec_t *ex, tb_exec_run_t *x) {
         pthread_mutex_unlock(&ex->lock);
         const tb_group_conf_t *g = tb_config_group_policy(ex->conf, x->group);
         size_t argc = json_array_size(x->argv), optc = json_object_size(x->options);
+        size_t envc = json_object_size(x->params);
         const char **argv = calloc(argc + 1, sizeof(char *));
         tb_plugin_kv_t *opts = calloc(optc + 1, sizeof(*opts));
+        /* the run's parameters: environment variables of their names */
+        tb_plugin_kv_t *env = calloc(envc + 1, sizeof(*env));
         tb_plugin_kv_t *pol = NULL;
         size_t npol = 0;
         tb_plugin_hrun_t *hr = NULL;
         tb_err_t e;
 
-        if (!argv || !opts) {
+        if (!argv || !opts || !env) {
                 e = tb_seterr(err, sizeof(err), TB_ERR_NOMEM, "out of memory starting the run");
                 goto failed;
         }
@@ -308,6 +313,11 @@ void tb_exec_run_start(tb_exec_t *ex, tb_exec_run_t *x) {
                 opts[k].key = key;
                 opts[k++].value = json_string_value(val);
         }
+        size_t n_env = 0;
+        json_object_foreach(x->params, key, val) {
+                env[n_env].key = key;
+                env[n_env++].value = json_string_value(val);
+        }
         if ((e = tb_plugin_policy_build(g, &pol, &npol, err, sizeof(err))))
                 goto failed;
         tb_plugin_run_t pr = {
@@ -318,6 +328,8 @@ void tb_exec_run_start(tb_exec_t *ex, tb_exec_run_t *x) {
                 .attempt = x->attempt,
                 .script = argc ? NULL : x->script,
                 .argv = argc ? argv : NULL,
+                .env = env,
+                .n_env = n_env,
                 .workdir = ex->conf->exec_workdir,
                 .os_user = g ? g->os_user : NULL,
                 .expiry_ms = x->expiry_ms,
@@ -331,6 +343,7 @@ void tb_exec_run_start(tb_exec_t *ex, tb_exec_run_t *x) {
 failed:
         free(argv);
         free(opts);
+        free(env);
         tb_plugin_policy_free(pol, npol);
         if (e != TB_OK) {
                 tb_warn(TB_EXEC_SUB, "run %s (task %s): %s", x->run_id, x->task_id, err);
@@ -345,7 +358,7 @@ failed:
         double lag = (double)(now - x->nominal_ms) / 1000.0;
         tb_metrics_observe("taskbus_executor_start_lag_seconds", NULL, lag > 0 ? lag : 0);
         tb_exec_outcome_t o = {.status = "RUNNING", .started_ms = now,
-                               .executor = x->executor_name};
+                               .executor = x->executor_name, .params = x->params};
         if (tb_exec_publish_result(ex, x->run_id, x->task_id, x->nominal_ms, x->attempt, &o,
                                    false, err, sizeof(err)) != TB_OK)
                 tb_warn(TB_EXEC_SUB, "run %s: publishing RUNNING failed: %s", x->run_id, err);
@@ -532,6 +545,7 @@ static void tb_exec_fin_prepare(tb_exec_t *ex, tb_exec_run_t *x, tb_exec_fin_t *
                 .output_bytes = out_total,
                 .infra = infra,
                 .error = msg,
+                .params = x->params,
         };
 }
 

@@ -38,10 +38,10 @@ static tb_err_t tb_sched_emit(tb_sched_t *s, tb_topic_t topic, int32_t partition
 }
 
 static tb_err_t tb_sched_emit_run(tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
-                                  int64_t nominal, int attempt, int trig, int64_t now, char *errstr,
-                                  size_t errstr_size) {
+                                  int64_t nominal, int attempt, int trig, int64_t now,
+                                  const json_t *params, char *errstr, size_t errstr_size) {
         s->scratch.len = 0;
-        tb_sched_run_encode(s, t, tid, nominal, attempt, trig, now, &s->scratch);
+        tb_sched_run_encode(s, t, tid, nominal, attempt, trig, now, params, &s->scratch);
         return tb_sched_emit(s, TB_TOPIC_RUNS, t->partition, tid, s->scratch.data, s->scratch.len,
                              NULL, 0, errstr, errstr_size);
 }
@@ -82,12 +82,14 @@ static int64_t tb_sched_count_late(const tb_sched_task_t *t, int64_t n, int64_t 
         return cnt;
 }
 
-/* A RunRequest for fire \p nominal, counted as a fire of trigger \p trig. */
+/* A RunRequest for fire \p nominal, counted as a fire of trigger \p trig;
+ * \p params NULL: the task's default values. */
 static tb_err_t tb_sched_emit_fire(tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
                                    int64_t nominal, int attempt, int trig, int64_t now,
-                                   tb_sched_tick_stats_t *st, char *errstr, size_t errstr_size) {
-        tb_err_t err =
-                tb_sched_emit_run(s, t, tid, nominal, attempt, trig, now, errstr, errstr_size);
+                                   const json_t *params, tb_sched_tick_stats_t *st,
+                                   char *errstr, size_t errstr_size) {
+        tb_err_t err = tb_sched_emit_run(s, t, tid, nominal, attempt, trig, now, params, errstr,
+                                         errstr_size);
         if (err)
                 return err;
         tb_metrics_add("taskbus_scheduler_fires_total", tb_sched_trig_labels[trig], 1);
@@ -168,11 +170,16 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                 tb_sched_extra_t *x = t->x;
                 if (x && x->run_now_cnt) {
                         int64_t at = x->run_now[0];
+                        json_t *params = x->run_now_params ? x->run_now_params[0] : NULL;
                         if ((err = tb_sched_emit_fire(s, t, tid, at, 1, TB_SCHED_TRIG_RUN_NOW, now,
-                                                      st, errstr, errstr_size)))
+                                                      params, st, errstr, errstr_size)))
                                 break;
+                        json_decref(params);
                         memmove(x->run_now, x->run_now + 1,
                                 (x->run_now_cnt - 1) * sizeof(*x->run_now));
+                        if (x->run_now_params)
+                                memmove(x->run_now_params, x->run_now_params + 1,
+                                        (x->run_now_cnt - 1) * sizeof(*x->run_now_params));
                         x->run_now_cnt--;
                         if (at > x->run_now_mark)
                                 x->run_now_mark = at;
@@ -190,9 +197,10 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                         if (best != UINT32_MAX) {
                                 tb_sched_retry_t r = x->retries[best];
                                 if ((err = tb_sched_emit_fire(s, t, tid, r.nominal_ms, r.attempt,
-                                                              TB_SCHED_TRIG_RETRY, now, st, errstr,
-                                                              errstr_size)))
+                                                              TB_SCHED_TRIG_RETRY, now, r.params,
+                                                              st, errstr, errstr_size)))
                                         break;
+                                json_decref(r.params);
                                 x->retries[best] = x->retries[--x->retry_cnt];
                                 n_rec++;
                                 tb_sched_task_mark_dirty(s, slot);
@@ -255,7 +263,7 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                         }
                         int64_t last = n, cnt = 1;
                         if (run) {
-                                if ((err = tb_sched_emit_fire(s, t, tid, n, 1, trig, now, st,
+                                if ((err = tb_sched_emit_fire(s, t, tid, n, 1, trig, now, NULL, st,
                                                               errstr, errstr_size)))
                                         break;
                                 if (trig == TB_SCHED_TRIG_SCHEDULE)

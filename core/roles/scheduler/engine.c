@@ -345,7 +345,12 @@ tb_sched_extra_t *tb_sched_task_extra(tb_sched_task_t *t) {
 void tb_sched_extra_free(tb_sched_extra_t *x) {
         if (!x)
                 return;
+        for (uint32_t i = 0; i < x->retry_cnt; i++)
+                json_decref(x->retries[i].params);
         free(x->retries);
+        for (uint32_t i = 0; x->run_now_params && i < x->run_now_cnt; i++)
+                json_decref(x->run_now_params[i]);
+        free(x->run_now_params);
         free(x->run_now);
         free(x->cal);
         free(x);

@@ -47,6 +47,7 @@ typedef struct tb_sched_retry {
         int64_t nominal_ms;
         int64_t due_ms;
         int32_t attempt;
+        json_t *params; /* the retried run's RunResult.params (NULL: the defaults) */
 } tb_sched_retry_t;
 
 /** A task's calendar rules and the decision of its next fire (calendars.c). */
@@ -69,6 +70,7 @@ typedef struct tb_sched_extra {
         uint32_t retry_cnt;
         uint32_t run_now_cnt;
         int64_t *run_now;     /* pending RUN_REQUESTED nominal times, ascending */
+        json_t **run_now_params; /* their TaskEvent.run_params (NULL: the defaults) */
         int64_t run_now_mark; /* latest run-now nominal emitted */
 } tb_sched_extra_t;
 
@@ -88,9 +90,10 @@ typedef struct tb_sched_task {
         int64_t next_nominal; /* TB_SCHED_NEVER: no further fire */
         int64_t fires;
         tb_sched_cron_t *cron;
-        uint8_t *snap; /* RunSnapshot Avro bytes */
+        uint8_t *snap; /* RunSnapshot Avro bytes, then the default params map's */
         tb_sched_extra_t *x;
         uint32_t snap_len;
+        uint32_t snap_body; /* the RunSnapshot's length in snap (the rest: params) */
         int16_t partition;
         uint16_t max_attempts;
         uint8_t kind, dst_gap, dst_overlap, misfire;
@@ -227,9 +230,11 @@ void tb_sched_task_destroy(tb_sched_t *s, uint32_t slot);
 /* ---- records.c: the records' bytes ------------------------------------------ */
 
 /** Append the RunRequest of fire (\p nominal, \p attempt) with trigger \p trig
- *  to \p out: a few varints, then the task's snapshot bytes. */
+ *  to \p out: a few varints, then the task's snapshot bytes, then \p params
+ *  (an object of strings; NULL or empty: the task's default values). */
 void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
-                         int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out);
+                         int64_t nominal, int attempt, int trig, int64_t emitted,
+                         const json_t *params, tb_buf_t *out);
 /** Append a RunResult for the fires not run from \p nominal to \p last
  *  (TB_SCHED_NO_LAST: one fire, no range), \p count of them, to \p out. */
 tb_err_t tb_sched_range_encode(const tb_sched_t *s, const char *tid, int64_t nominal, int64_t last,

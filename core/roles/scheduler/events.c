@@ -15,7 +15,8 @@
 
 /* ---- events ----------------------------------------------------------------- */
 
-static void tb_sched_run_now_add(tb_sched_t *s, uint32_t slot, int64_t at) {
+static void tb_sched_run_now_add(tb_sched_t *s, uint32_t slot, int64_t at,
+                                 const json_t *params) {
         tb_sched_task_t *t = &s->tasks[slot];
         tb_sched_extra_t *x = tb_sched_task_extra(t);
         if (!x)
@@ -30,9 +31,19 @@ static void tb_sched_run_now_add(tb_sched_t *s, uint32_t slot, int64_t at) {
         int64_t *n = realloc(x->run_now, (x->run_now_cnt + 1) * sizeof(*n));
         if (!n)
                 return;
-        memmove(n + i + 1, n + i, (x->run_now_cnt - i) * sizeof(*n));
-        n[i] = at;
         x->run_now = n;
+        /* NULL after a checkpoint restored the times alone */
+        bool fresh = !x->run_now_params;
+        json_t **np = realloc(x->run_now_params, (x->run_now_cnt + 1) * sizeof(*np));
+        if (!np)
+                return;
+        if (fresh)
+                memset(np, 0, (x->run_now_cnt + 1) * sizeof(*np));
+        x->run_now_params = np;
+        memmove(n + i + 1, n + i, (x->run_now_cnt - i) * sizeof(*n));
+        memmove(np + i + 1, np + i, (x->run_now_cnt - i) * sizeof(*np));
+        n[i] = at;
+        np[i] = json_object_size(params) ? json_deep_copy(params) : NULL;
         x->run_now_cnt++;
         tb_sched_task_mark_dirty(s, slot);
         tb_sched_task_rekey(s, slot);
@@ -54,7 +65,8 @@ static tb_err_t tb_sched_apply_event(tb_sched_t *s, int32_t partition, const jso
                 slot = UINT32_MAX;
         if (replay) {
                 if (!strcmp(type, "RUN_REQUESTED") && slot != UINT32_MAX)
-                        tb_sched_run_now_add(s, slot, tb_sched_jlong(ev, "at", now_ms));
+                        tb_sched_run_now_add(s, slot, tb_sched_jlong(ev, "at", now_ms),
+                                             json_object_get(ev, "run_params"));
                 return TB_OK;
         }
         if (!strcmp(type, "DELETED")) {
@@ -88,7 +100,8 @@ static tb_err_t tb_sched_apply_event(tb_sched_t *s, int32_t partition, const jso
                 }
         }
         if (!remote && !strcmp(type, "RUN_REQUESTED") && slot != UINT32_MAX)
-                tb_sched_run_now_add(s, slot, tb_sched_jlong(ev, "at", now_ms));
+                tb_sched_run_now_add(s, slot, tb_sched_jlong(ev, "at", now_ms),
+                                             json_object_get(ev, "run_params"));
         return TB_OK;
 }
 
@@ -144,10 +157,13 @@ tb_err_t tb_sched_result(tb_sched_t *s, int32_t partition, const json_t *res, in
                 if (!n)
                         return TB_ERR_NOMEM;
                 x->retries = n;
+                /* a retry runs with the values of the run it retries */
+                const json_t *params = json_object_get(res, "params");
                 x->retries[x->retry_cnt++] = (tb_sched_retry_t){
                         .nominal_ms = nominal,
                         .due_ms = at + tb_sched_backoff(t, attempt),
                         .attempt = attempt + 1,
+                        .params = json_object_size(params) ? json_deep_copy(params) : NULL,
                 };
                 tb_metrics_add("taskbus_scheduler_retries_total", NULL, 1);
                 tb_sched_task_mark_dirty(s, slot);
@@ -181,7 +197,7 @@ tb_err_t tb_sched_result(tb_sched_t *s, int32_t partition, const json_t *res, in
         }
         tb_sched_run_encode(s, t, tid, nominal, attempt,
                             attempt > 1 ? TB_SCHED_TRIG_RETRY : TB_SCHED_TRIG_SCHEDULE, at,
-                            &d->value);
+                            json_object_get(res, "params"), &d->value);
         s->dlq_cnt++;
         return TB_OK;
 }

@@ -42,8 +42,24 @@ static void tb_sched_av_str(tb_buf_t *b, const char *str) {
  * nominal_time 0, attempt 1, trigger SCHEDULE, emitted_at 0. */
 static const uint8_t tb_sched_run_probe_prefix[] = {0, 0, 0, 0, 2, 0, 0};
 
+/* An Avro map of strings: one block of \p m's entries, then the end. */
+static void tb_sched_av_map(tb_buf_t *b, const json_t *m) {
+        const char *k;
+        json_t *v;
+        if (json_object_size(m)) {
+                tb_sched_av_long(b, (int64_t)json_object_size(m));
+                json_object_foreach((json_t *)m, k, v) {
+                        tb_sched_av_str(b, k);
+                        tb_sched_av_long(b, (int64_t)json_string_length(v));
+                        tb_buf_append(b, json_string_value(v), json_string_length(v));
+                }
+        }
+        tb_sched_av_long(b, 0);
+}
+
 void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const char *tid,
-                         int64_t nominal, int attempt, int trig, int64_t emitted, tb_buf_t *out) {
+                         int64_t nominal, int attempt, int trig, int64_t emitted,
+                         const json_t *params, tb_buf_t *out) {
         char rid[33];
         tb_sched_run_id(tid, nominal, attempt, rid);
         tb_buf_append(out, s->run_header, sizeof(s->run_header));
@@ -54,7 +70,12 @@ void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const ch
         tb_sched_av_long(out, attempt);
         tb_sched_av_long(out, trig);
         tb_sched_av_long(out, emitted);
-        tb_buf_append(out, t->snap, t->snap_len);
+        if (!json_object_size(params)) {
+                tb_buf_append(out, t->snap, t->snap_len);
+                return;
+        }
+        tb_buf_append(out, t->snap, t->snap_body);
+        tb_sched_av_map(out, params);
 }
 
 tb_err_t tb_sched_encode_run(const tb_sched_t *s, const char *tid, int64_t nominal_ms,
@@ -72,7 +93,8 @@ tb_err_t tb_sched_encode_run(const tb_sched_t *s, const char *tid, int64_t nomin
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "trigger '%s' is not one of SCHEDULE, RUN_NOW, RETRY, MISFIRE",
                                  trigger ? trigger : "(null)");
-        tb_sched_run_encode(s, &s->tasks[slot], tid, nominal_ms, attempt, trig, emitted_ms, out);
+        tb_sched_run_encode(s, &s->tasks[slot], tid, nominal_ms, attempt, trig, emitted_ms, NULL,
+                            out);
         return TB_OK;
 }
 
@@ -88,38 +110,56 @@ const char *tb_sched_jstr(const json_t *o, const char *k, const char *dflt) {
         return json_is_string(v) ? json_string_value(v) : dflt;
 }
 
-/* Cut the RunSnapshot bytes out of a probe RunRequest. */
+/* Cut the RunSnapshot bytes out of a probe RunRequest (params {}: its last
+ * byte), then append the task's default params: what a fire carries unless
+ * a run-now gives its own values (*\p body_len: the snapshot's length). */
 static tb_err_t tb_sched_snapshot_encode(tb_sched_t *s, const json_t *spec, uint8_t **out,
-                                         uint32_t *out_len, char *errstr, size_t errstr_size) {
+                                         uint32_t *out_len, uint32_t *body_len, char *errstr,
+                                         size_t errstr_size) {
         json_t *snap = tb_task_run_snapshot(spec);
-        if (!snap)
+        json_t *dflt = tb_task_default_params(spec);
+        if (!snap || !dflt) {
+                json_decref(snap);
+                json_decref(dflt);
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
                                  "task spec: cannot build the run snapshot");
+        }
         json_t *probe = json_pack("{s:s, s:s, s:i, s:i, s:i, s:s, s:i, s:o}", "run_id", "",
                                   "task_id", "", "task_version", 0, "nominal_time", 0,
                                   "attempt", 1, "trigger", "SCHEDULE", "emitted_at", 0,
                                   "snapshot", snap);
         tb_buf_t b = {0};
+        if (probe && json_object_set_new(probe, "params", json_object())) {
+                json_decref(probe);
+                probe = NULL;
+        }
         tb_err_t err = probe ? tb_serde_encode(TB_SCHEMA_RUN_REQUEST, probe, &b, errstr,
                                                errstr_size)
                              : TB_ERR_NOMEM;
         json_decref(probe);
         if (err) {
+                json_decref(dflt);
                 tb_buf_free(&b);
                 return err;
         }
         size_t pre = sizeof(s->run_header) + sizeof(tb_sched_run_probe_prefix);
-        if (b.len < pre || memcmp(b.data, s->run_header, sizeof(s->run_header)) ||
+        if (b.len < pre + 1 || b.data[b.len - 1] != 0 ||
+            memcmp(b.data, s->run_header, sizeof(s->run_header)) ||
             memcmp(b.data + sizeof(s->run_header), tb_sched_run_probe_prefix,
                    sizeof(tb_sched_run_probe_prefix))) {
+                json_decref(dflt);
                 tb_buf_free(&b);
                 return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
                                  "RunRequest schema changed: the scheduler's encoder expects "
                                  "run_id, task_id, task_version, nominal_time, attempt, "
-                                 "trigger, emitted_at, then snapshot");
+                                 "trigger, emitted_at, snapshot, then params");
         }
+        b.len--; /* the probe's empty params */
+        *body_len = (uint32_t)(b.len - pre);
+        tb_sched_av_map(&b, dflt);
+        json_decref(dflt);
         *out_len = (uint32_t)(b.len - pre);
-        *out = malloc(*out_len ? *out_len : 1);
+        *out = malloc(*out_len);
         if (!*out) {
                 tb_buf_free(&b);
                 return TB_ERR_NOMEM;
@@ -220,7 +260,8 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
         const char *home = tb_sched_jstr(spec, "home_region", "");
         if (!home[0] || !strcmp(home, s->conf->region ? s->conf->region : ""))
                 nt.flags |= TB_SCHED_TF_LOCAL;
-        if ((err = tb_sched_snapshot_encode(s, spec, &nt.snap, &nt.snap_len, errstr, errstr_size)))
+        if ((err = tb_sched_snapshot_encode(s, spec, &nt.snap, &nt.snap_len, &nt.snap_body, errstr,
+                                            errstr_size)))
                 return err;
         nt.partition = (int16_t)partition;
 
@@ -237,6 +278,7 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
                 free(t->snap);
                 t->snap = nt.snap;
                 t->snap_len = nt.snap_len;
+                t->snap_body = nt.snap_body;
                 t->version = version;
                 t->partition = nt.partition;
                 t->max_attempts = nt.max_attempts;
@@ -354,17 +396,25 @@ tb_err_t tb_sched_checkpoint_encode(const tb_sched_task_t *t, int64_t now, tb_bu
                                     char *errstr, size_t errstr_size) {
         char buf[37];
         const char *tid = tb_sched_task_idstr(t, buf);
-        json_t *retries = json_array(), *run_now = json_array();
+        json_t *retries = json_array(), *run_now = json_array(), *run_now_params = json_array();
         int64_t mark = 0;
         if (t->x) {
-                for (uint32_t i = 0; i < t->x->retry_cnt; i++)
+                for (uint32_t i = 0; i < t->x->retry_cnt; i++) {
+                        const json_t *p = t->x->retries[i].params;
                         json_array_append_new(
-                                retries, json_pack("{s:I, s:i, s:I}", "nominal_time",
-                                                   (json_int_t)t->x->retries[i].nominal_ms,
-                                                   "attempt", (int)t->x->retries[i].attempt,
-                                                   "due_at", (json_int_t)t->x->retries[i].due_ms));
-                for (uint32_t i = 0; i < t->x->run_now_cnt; i++)
+                                retries,
+                                json_pack("{s:I, s:i, s:I, s:o}", "nominal_time",
+                                          (json_int_t)t->x->retries[i].nominal_ms, "attempt",
+                                          (int)t->x->retries[i].attempt, "due_at",
+                                          (json_int_t)t->x->retries[i].due_ms, "params",
+                                          p ? json_deep_copy(p) : json_object()));
+                }
+                for (uint32_t i = 0; i < t->x->run_now_cnt; i++) {
+                        const json_t *p = t->x->run_now_params ? t->x->run_now_params[i] : NULL;
                         json_array_append_new(run_now, json_integer(t->x->run_now[i]));
+                        json_array_append_new(run_now_params,
+                                              p ? json_deep_copy(p) : json_object());
+                }
                 mark = t->x->run_now_mark;
         }
         json_t *c = json_pack(
@@ -376,8 +426,14 @@ tb_err_t tb_sched_checkpoint_encode(const tb_sched_task_t *t, int64_t now, tb_bu
                 "fires", (json_int_t)t->fires, "epoch", 0, "at", (json_int_t)now, "retries",
                 retries, "run_now", run_now, "run_now_mark", (json_int_t)mark, "expired",
                 (t->flags & TB_SCHED_TF_EXPIRED) != 0);
-        if (!c)
+        if (c && json_object_set_new(c, "run_now_params", run_now_params)) {
+                json_decref(c);
                 return TB_ERR_NOMEM;
+        }
+        if (!c) {
+                json_decref(run_now_params);
+                return TB_ERR_NOMEM;
+        }
         tb_err_t err = tb_serde_encode(TB_SCHEMA_SCHEDULER_CHECKPOINT, c, out, errstr, errstr_size);
         json_decref(c);
         return err;
@@ -418,20 +474,30 @@ tb_err_t tb_sched_checkpoint(tb_sched_t *s, const json_t *ck, int64_t now_ms, ch
                         if (!x->retries)
                                 return TB_ERR_NOMEM;
                         json_array_foreach(rt, i, v) {
+                                const json_t *p = json_object_get(v, "params");
                                 x->retries[x->retry_cnt++] = (tb_sched_retry_t){
                                         .nominal_ms = tb_sched_jlong(v, "nominal_time", 0),
                                         .due_ms = tb_sched_jlong(v, "due_at", now_ms),
                                         .attempt = (int32_t)tb_sched_jlong(v, "attempt", 2),
+                                        .params = json_object_size(p) ? json_deep_copy(p) : NULL,
                                 };
                         }
                 }
                 if (json_array_size(rn)) {
+                        /* run_now_params[i] is run_now[i]'s (an older
+                         * checkpoint has none: the defaults) */
+                        const json_t *rp = json_object_get(ck, "run_now_params");
                         x->run_now = calloc(json_array_size(rn), sizeof(*x->run_now));
-                        if (!x->run_now)
+                        x->run_now_params = calloc(json_array_size(rn), sizeof(*x->run_now_params));
+                        if (!x->run_now || !x->run_now_params)
                                 return TB_ERR_NOMEM;
                         json_array_foreach(rn, i, v) {
-                                if (json_is_integer(v))
-                                        x->run_now[x->run_now_cnt++] = json_integer_value(v);
+                                if (!json_is_integer(v))
+                                        continue;
+                                const json_t *p = json_array_get(rp, i);
+                                x->run_now_params[x->run_now_cnt] =
+                                        json_object_size(p) ? json_deep_copy(p) : NULL;
+                                x->run_now[x->run_now_cnt++] = json_integer_value(v);
                         }
                 }
         }
