@@ -380,7 +380,8 @@ Test(serde, defaults_applied_for_missing_fields) {
                 "\"retries\":{\"max_attempts\":1,\"backoff_ms\":10000,\"backoff_max_ms\":600000},"
                 "\"overlap\":\"FORBID\",\"misfire\":\"RUN_ONCE\",\"expires_at\":null,"
                 "\"log_retention_ms\":2592000000,\"paused\":false,\"labels\":{},"
-                "\"home_region\":\"\",\"parameters\":[],\"notify\":[],\"calendars\":[]},"
+                "\"home_region\":\"\",\"parameters\":[],\"notify\":[],\"calendars\":[],"
+                "\"after\":[],\"after_mode\":\"ALL\",\"after_deadline_ms\":null},"
                 "\"run_params\":{},\"run_nominal_time\":null}");
         char *a = json_dumps(back, JSON_SORT_KEYS), *w = json_dumps(want, JSON_SORT_KEYS);
         cr_expect(json_equal(back, want), "got  %s\nwant %s", a, w);
@@ -542,8 +543,8 @@ static tb_buf_t run_request(const void *argv, size_t alen, const void *opts, siz
         body[n++] = 0; /* executor */
         memcpy(body + n, opts, olen);
         n += olen;
-        static const unsigned char tail[] = {0, 0, 0, 0, 0}; /* expiry, overlap, max_att,
-                                                                 retention, params */
+        static const unsigned char tail[] = {0, 0, 0, 0, 0, 0}; /* expiry, overlap, max_att,
+                                                                    retention, params, parents */
         memcpy(body + n, tail, sizeof(tail));
         n += sizeof(tail);
         return with_header(TB_SCHEMA_RUN_REQUEST, body, n);

@@ -122,6 +122,7 @@ typedef struct tb_config {
         int64_t sched_misfire_cap;
         int64_t sched_tick_ms;
         int64_t sched_max_batch;
+        int64_t sched_dependency_poll_ms; /**< scheduler/after.c's poll period */
 
         /* executor */
         char **exec_plugin_paths;

@@ -192,6 +192,11 @@ const tb_config_prop_t tb_config_props[] = {
          "Timer granularity: how often due timers are checked. Bounds fire latency."},
         {"scheduler.max_batch", TB_CT_INT, F(sched_max_batch), 0, "2000", 1, 100000,
          NULL, NULL, "Most fires emitted in one Kafka transaction."},
+        {"scheduler.dependency_poll", TB_CT_DURATION, F(sched_dependency_poll_ms), 0, "1s",
+         TB_MS(100), TB_MIN(10), NULL, NULL,
+         "How often the scheduler checks, in PostgreSQL, the parents of the tasks "
+         "that wait for others (after) in the partitions it owns. Bounds how long "
+         "after its parents' results a dependent task starts."},
 
         {"executor.plugin_paths", TB_CT_STRLIST, F(exec_plugin_paths),
          F(exec_plugin_path_cnt), NULL, 0, 0, NULL, NULL,

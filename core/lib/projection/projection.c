@@ -274,6 +274,13 @@ static tb_err_t tb_projection_apply_run_request(tb_projection_batch_t *b, const 
                 return TB_OK;
         }
         tb_err_t err = tb_store_runs_upsert_request(b->conn, p, errstr, errstr_size);
+        const json_t *parents = json_object_get(rq, "parents");
+        if (!err && json_array_size(parents)) { /* a dependency run's (scheduler/after.c) */
+                char *text = json_dumps(parents, JSON_COMPACT);
+                err = text ? tb_store_runs_set_parents(b->conn, run_id, text, errstr, errstr_size)
+                           : TB_ERR_NOMEM;
+                free(text);
+        }
         if (!err)
                 err = tb_projection_run_settle(b, run_id, errstr, errstr_size);
         if (!err)

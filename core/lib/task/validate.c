@@ -7,6 +7,7 @@
  * yields the same error. Every message starts with the field path and says
  * what is allowed, because it is returned verbatim to REST clients.
  */
+#include "task/after.h"
 #include "task/task_internal.h"
 
 #include <ctype.h>
@@ -34,7 +35,9 @@ static const char *const tb_task_fields[] = {
         "name",     "script",        "argv",   "security_group", "user_id",
         "schedule", "execution_time", "expiry", "executor",       "executor_options",
         "retries",  "overlap",       "misfire", "jitter",         "expires_at",
-        "log_retention", "paused",   "labels", "home_region",     NULL,
+        "log_retention", "paused",   "labels", "home_region",
+        "after", "after_mode", "after_deadline", /* task/after.c */
+        NULL,
 };
 
 /** Fields a GET returns that a PUT may echo back: ignored on input. */
@@ -498,6 +501,10 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                 return rc;
         if (!(t = json_object()))
                 return tb_task_fail(err, "task", "task: out of memory");
+        /* a task with after and no schedule gets its default one (task/after.h) */
+        json_t *with_sched = tb_task_after_default_schedule(in);
+        if (with_sched)
+                in = with_sched;
 
         /* name */
         if (!(v = tb_task_get(in, "name"))) {
@@ -712,13 +719,19 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                 goto fail;
         tb_task_put(t, "home_region", json_string(region), &oom);
 
+        if ((rc = tb_task_v_after(in, t, err, &oom)) ||
+            (rc = tb_task_after_schedule_check(t, err)))
+                goto fail;
+
         if (oom) {
                 rc = tb_task_fail(err, "task", "task: out of memory");
                 goto fail;
         }
+        json_decref(with_sched);
         *out = t;
         return TB_OK;
 fail:
+        json_decref(with_sched);
         json_decref(t);
         return rc;
 }

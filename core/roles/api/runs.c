@@ -142,11 +142,11 @@ static tb_err_t tb_api_runs_load(PGconn *c, const tb_principal_t *p, const char 
 const char *const tb_api_runs_statuses[] = {
         "scheduled", "running",         "succeeded",       "failed",         "timed_out",
         "cancelled", "lost",            "skipped_overlap", "skipped_misfire", "skipped_paused",
-        "expired",   NULL,
+        "expired",   "skipped_dependency", NULL,
 };
 #define TB_API_RUNS_STATUS_TEXT                                                                \
         "scheduled, running, succeeded, failed, timed_out, cancelled, lost, skipped_overlap, " \
-        "skipped_misfire, skipped_paused, expired"
+        "skipped_misfire, skipped_paused, expired, skipped_dependency"
 
 /** ?status=a,b as a text[] literal of *\p cnt statuses into \p out.
  *  @returns false with a 400. */

@@ -320,6 +320,7 @@ static void *tb_sched_role_main(void *arg) {
                 }
                 if (r->reload_at && tb_now_ms() >= r->reload_at)
                         tb_sched_reload(r);
+                tb_sched_after_poll(r);
                 tb_sched_tick_stats_t st;
                 tb_err_t err;
                 do {
@@ -360,6 +361,7 @@ static void tb_sched_role_free(tb_sched_role_t *r) {
         free(r->rpos);
         free(r->fence_skip_until);
         tb_sched_producer_drop(r);
+        tb_sched_after_free(r);
         tb_sched_destroy(r->s);
         free(r->assigned);
         free(r);
