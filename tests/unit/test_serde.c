@@ -892,3 +892,25 @@ Test(serde, old_task_event_decodes_with_nested_defaults) {
                 tb_buf_free(&b);
         }
 }
+
+/* A TaskEvent written before after, after_mode and after_deadline_ms
+ * (schemas/old/TaskEvent_v2.avsc) by python3-avro, in
+ * tests/data/old/TaskEvent_v2.hex: its task has no parents. */
+Test(serde, old_v2_task_event_decodes_without_parents) {
+        tb_buf_t olds[2];
+        size_t cnt = tbt_hex_records("tests/data/old/TaskEvent_v2.hex", olds, 2);
+        cr_assert_eq(cnt, 2, "tests/data/old/TaskEvent_v2.hex: two records");
+        for (size_t k = 0; k < cnt; k++) {
+                json_t *v = decode_ok(TB_SCHEMA_TASK_EVENT, &olds[k]);
+                cr_assert_eq(json_integer_value(json_object_get(v, "version")), 4);
+                json_t *task = json_object_get(v, "task");
+                cr_assert(json_is_array(json_object_get(task, "after")));
+                cr_assert_eq(json_array_size(json_object_get(task, "after")), 0);
+                cr_assert_str_eq(json_string_value(json_object_get(task, "after_mode")), "ALL");
+                cr_assert(json_is_null(json_object_get(task, "after_deadline_ms")));
+                cr_assert_gt(json_array_size(json_object_get(task, "calendars")), 0,
+                             "the v2 fields are read as written");
+                json_decref(v);
+                tb_buf_free(&olds[k]);
+        }
+}

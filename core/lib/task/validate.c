@@ -42,7 +42,9 @@ static const char *const tb_task_fields[] = {
 
 /** Fields a GET returns that a PUT may echo back: ignored on input. */
 static const char *const tb_task_readonly[] = {
-        "id", "version", "created_at", "updated_at", "created_by", "next_fire_at", NULL,
+        "id", "version", "created_at", "updated_at", "created_by", "next_fire_at",
+        "parents", "children", /* api/deps.c */
+        NULL,
 };
 
 static const char *const tb_task_schedule_fields[] = {

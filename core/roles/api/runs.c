@@ -324,6 +324,15 @@ void tb_api_runs_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 json_object_set_new(j, "status", json_string("queued"));
                 json_object_set_new(j, "queue_position", json_integer(pos));
         }
+        /* the parent runs that started a dependency run (docs/scheduling.md) */
+        PGresult *pr = NULL;
+        json_t *parents = NULL;
+        if (tb_store_runs_parents(c, PQgetvalue(r, 0, TB_RC_ID), &pr, err, sizeof(err)))
+                tb_warn("api", "run %s: parents: %s", PQgetvalue(r, 0, TB_RC_ID), err);
+        else if (PQntuples(pr))
+                parents = json_loads(PQgetvalue(pr, 0, 0), 0, NULL);
+        PQclear(pr);
+        json_object_set_new(j, "parents", json_is_array(parents) ? parents : json_array());
         tb_store_release(api->store, c);
         tb_http_json(resp, 200, j);
         PQclear(r);

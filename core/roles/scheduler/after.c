@@ -26,6 +26,7 @@
 #include "task/task.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -219,7 +220,7 @@ void tb_sched_after_poll(tb_sched_role_t *r) {
         for (int32_t p = 0; p < (int32_t)r->conf->topic_partitions && len < sizeof(parts) - 16;
              p++)
                 if (r->assigned[p])
-                        len += (size_t)tb_snprintf(parts + len, sizeof(parts) - len, "%s%d",
+                        len += (size_t)snprintf(parts + len, sizeof(parts) - len, "%s%d",
                                                    len > 1 ? "," : "", (int)p);
         if (len == 1)
                 return; /* no partition of ours */
