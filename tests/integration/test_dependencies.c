@@ -185,6 +185,7 @@ Test(dependencies, a_failed_parent_makes_the_child_skipped_with_the_reason) {
         const char *why = sql1("SELECT error FROM runs WHERE task_id = '%s'", c);
         cr_expect(strstr(why, a) && strstr(why, arun) && strstr(why, "failed"),
                   "the reason names the parent and its run: %s", why);
+        cr_expect_str_eq(sql1("SELECT trigger FROM runs WHERE task_id = '%s'", c), "dependency");
         sleep(3);
         cr_expect_str_eq(sql1("SELECT count(*) FROM runs WHERE task_id = '%s'", c), "1");
 }
@@ -254,4 +255,24 @@ Test(dependencies, sigkill_of_the_scheduler_still_runs_the_child_once) {
         sleep(5);
         cr_expect_str_eq(sql1("SELECT count(*) FROM runs WHERE task_id = '%s'", c), "1");
         cr_expect_str_eq(sql1("SELECT count(*) FROM run_claims WHERE task_id = '%s'", c), "1");
+}
+
+Test(dependencies, a_parent_not_done_by_the_deadline_makes_the_child_skipped) {
+        char a[64], c[64], extra[400];
+        /* a parent that does not run today (paused), a child whose day's fire
+         * (00:00 UTC) plus its one-second deadline is long past */
+        create(a, "extract", "true", ", \"schedule\": {\"every\": \"1h\"}, \"paused\": true");
+        snprintf(extra, sizeof(extra),
+                 ", \"after\": [{\"task\": \"%s\"}], \"schedule\": {\"cron\": \"0 0 * * *\", "
+                 "\"timezone\": \"UTC\"}, \"after_deadline\": \"PT1S\"",
+                 a);
+        create(c, "child", "true", extra);
+        wait_sql("SELECT status FROM runs WHERE task_id = '%s'", c, "skipped_dependency", 90000);
+        const char *why = sql1("SELECT error FROM runs WHERE task_id = '%s'", c);
+        char want[200];
+        snprintf(want, sizeof(want), "task %s has not succeeded today", a);
+        cr_expect(strstr(why, "parents not done by ") && strstr(why, "T00:00:01") &&
+                          strstr(why, want),
+                  "the reason: %s", why);
+        cr_expect_str_eq(sql1("SELECT trigger FROM runs WHERE task_id = '%s'", c), "dependency");
 }

@@ -333,6 +333,9 @@ static tb_err_t tb_projection_apply_run_result(tb_projection_batch_t *b, const r
         if (!p[15])
                 p[15] = "1";
         tb_err_t err = tb_store_runs_upsert_result(b->conn, p, errstr, errstr_size);
+        if (!err && !strcmp(status, "skipped_dependency")) /* no RunRequest says so */
+                err = tb_store_runs_set_trigger(b->conn, run_id, "dependency", errstr,
+                                                errstr_size);
         if (!err)
                 err = tb_projection_run_settle(b, run_id, errstr, errstr_size);
         if (!err)

@@ -551,3 +551,12 @@ tb_err_t tb_store_runs_parents(PGconn *conn, const char *run_id, PGresult **res,
                              "SELECT parents::text FROM runs WHERE run_id = $1", 1, p, res,
                              errstr, errstr_size);
 }
+
+tb_err_t tb_store_runs_set_trigger(PGconn *conn, const char *run_id, const char *trigger,
+                                   char *errstr, size_t errstr_size) {
+        const char *p[] = {run_id, trigger};
+        return tb_store_exec(conn, "set run trigger",
+                             "UPDATE runs SET trigger = $2 WHERE run_id = $1 AND "
+                             "scheduled_at IS NULL",
+                             2, p, NULL, errstr, errstr_size);
+}

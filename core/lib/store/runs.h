@@ -211,6 +211,10 @@ tb_err_t tb_store_runs_exists(PGconn *conn, const char *run_id, bool *found, cha
 /** Set the parents (a JSON array of run ids) of run \p run_id. */
 tb_err_t tb_store_runs_set_parents(PGconn *conn, const char *run_id, const char *parents,
                                    char *errstr, size_t errstr_size);
+/** Set the trigger of run \p run_id, which no RunRequest set (a skip the
+ *  scheduler decided: scheduled_at is null). */
+tb_err_t tb_store_runs_set_trigger(PGconn *conn, const char *run_id, const char *trigger,
+                                   char *errstr, size_t errstr_size);
 /** The parents of run \p run_id (row: parents as JSON text; none: no row). */
 tb_err_t tb_store_runs_parents(PGconn *conn, const char *run_id, PGresult **res, char *errstr,
                                size_t errstr_size);

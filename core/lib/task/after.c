@@ -163,54 +163,47 @@ static int tb_task_after_index(const char *s, const char *const *names) {
         return -1;
 }
 
-void tb_task_after_to_spec(json_t *spec, const json_t *task, bool *bad, bool *oom) {
-        const json_t *after = json_object_get(task, "after");
+/* Copy \p src's after and after_mode into \p dst, each "on" and the mode
+ * mapped from the names \p from_on / \p from_mode to \p to_on / \p to_mode
+ * (REST names <-> Avro symbols). */
+static void tb_task_after_map(json_t *dst, const json_t *src, const char *const *from_on,
+                              const char *const *to_on, const char *const *from_mode,
+                              const char *const *to_mode, bool *bad, bool *oom) {
+        const json_t *after = json_object_get(src, "after");
         json_t *arr = json_array();
         size_t i;
         json_t *e;
         *bad |= after && !json_is_array(after);
         json_array_foreach(after, i, e) {
-                int on = tb_task_after_index(json_string_value(json_object_get(e, "on")),
-                                             tb_task_after_on_names);
+                int on = tb_task_after_index(json_string_value(json_object_get(e, "on")), from_on);
                 const char *id = json_string_value(json_object_get(e, "task"));
                 *bad |= on < 0 || !id;
                 if (on >= 0 && id)
                         json_array_append_new(arr, json_pack("{s:s, s:s}", "task", id, "on",
-                                                             tb_task_after_on_syms[on]));
+                                                             to_on[on]));
         }
-        int mode = tb_task_after_index(json_string_value(json_object_get(task, "after_mode")),
-                                       tb_task_after_mode_names);
-        tb_task_put(spec, "after", arr, oom);
-        tb_task_put(spec, "after_mode", json_string(tb_task_after_mode_syms[mode < 0 ? 0 : mode]),
-                    oom);
+        int mode = tb_task_after_index(json_string_value(json_object_get(src, "after_mode")),
+                                       from_mode);
+        tb_task_put(dst, "after", arr, oom);
+        tb_task_put(dst, "after_mode", json_string(to_mode[mode < 0 ? 0 : mode]), oom);
+}
+
+void tb_task_after_to_spec(json_t *spec, const json_t *task, bool *bad, bool *oom) {
+        tb_task_after_map(spec, task, tb_task_after_on_names, tb_task_after_on_syms,
+                          tb_task_after_mode_names, tb_task_after_mode_syms, bad, oom);
         int64_t ms = 0;
         const json_t *dl = json_object_get(task, "after_deadline");
         if (json_is_string(dl))
-                *bad |= tb_units_duration_parse(json_string_value(dl), &ms, (char[64]){0}, 64) != TB_OK;
+                *bad |= tb_units_duration_parse(json_string_value(dl), &ms, (char[64]){0}, 64) !=
+                        TB_OK;
         tb_task_put(spec, "after_deadline_ms", ms > 0 ? json_integer(ms) : json_null(), oom);
 }
 
 void tb_task_after_from_spec(json_t *task, const json_t *spec, bool *bad, bool *oom) {
-        const json_t *after = json_object_get(spec, "after");
-        if (!json_array_size(after))
+        if (!json_array_size(json_object_get(spec, "after")))
                 return;
-        json_t *arr = json_array();
-        size_t i;
-        json_t *e;
-        json_array_foreach(after, i, e) {
-                int on = tb_task_after_index(json_string_value(json_object_get(e, "on")),
-                                             tb_task_after_on_syms);
-                const char *id = json_string_value(json_object_get(e, "task"));
-                *bad |= on < 0 || !id;
-                if (on >= 0 && id)
-                        json_array_append_new(arr, json_pack("{s:s, s:s}", "task", id, "on",
-                                                             tb_task_after_on_names[on]));
-        }
-        int mode = tb_task_after_index(json_string_value(json_object_get(spec, "after_mode")),
-                                       tb_task_after_mode_syms);
-        tb_task_put(task, "after", arr, oom);
-        tb_task_put(task, "after_mode", json_string(tb_task_after_mode_names[mode < 0 ? 0 : mode]),
-                    oom);
+        tb_task_after_map(task, spec, tb_task_after_on_syms, tb_task_after_on_names,
+                          tb_task_after_mode_syms, tb_task_after_mode_names, bad, oom);
         const json_t *dl = json_object_get(spec, "after_deadline_ms");
         tb_task_put(task, "after_deadline",
                     json_is_integer(dl) ? tb_task_json_duration(json_integer_value(dl))
