@@ -211,6 +211,22 @@ void tb_task_after_from_spec(json_t *task, const json_t *spec, bool *bad, bool *
                     oom);
 }
 
+char *tb_task_after_ids_literal(const json_t *after) {
+        tb_buf_t b = {0};
+        size_t i;
+        json_t *e;
+        tb_buf_append(&b, "{", 1);
+        json_array_foreach(after, i, e) {
+                const char *id = json_string_value(json_object_get(e, "task"));
+                if (i)
+                        tb_buf_append(&b, ",", 1);
+                if (id)
+                        tb_buf_append(&b, id, strlen(id));
+        }
+        tb_buf_append(&b, "}", 2);
+        return b.data;
+}
+
 /* ---- the graph ------------------------------------------------------------ */
 
 /* Depth-first from \p node along the parents' edges: true when \p target is

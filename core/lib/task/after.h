@@ -48,6 +48,10 @@ void tb_task_after_to_spec(json_t *spec, const json_t *task, bool *bad, bool *oo
 /** Put the REST fields of \p spec's after into \p task (nothing when none). */
 void tb_task_after_from_spec(json_t *task, const json_t *spec, bool *bad, bool *oom);
 
+/** @returns the task ids of \p after as a PostgreSQL text[] literal
+ *  ("{a,b}": ids are [A-Za-z0-9._:-], nothing to quote), malloc'd, or NULL. */
+char *tb_task_after_ids_literal(const json_t *after);
+
 /** @returns the normalized after array of task \p id (borrowed, NULL: none
  *  or unknown). */
 typedef const json_t *(*tb_task_after_lookup_fn)(void *ud, const char *id);

@@ -34,22 +34,6 @@ static bool tb_api_deps_shown(void *ud, const char *id) {
         return group && tb_principal_in_group(g->p, group);
 }
 
-/** \p after's task ids as a text[] literal (ids need no quoting; caller frees). */
-static char *tb_api_deps_ids_literal(const json_t *after) {
-        tb_buf_t b = {0};
-        size_t i;
-        json_t *e;
-        tb_buf_append(&b, "{", 1);
-        json_array_foreach(after, i, e) {
-                const char *id = json_string_value(json_object_get(e, "task"));
-                if (i)
-                        tb_buf_append(&b, ",", 1);
-                tb_buf_append(&b, id, strlen(id));
-        }
-        tb_buf_append(&b, "}", 2);
-        return b.data;
-}
-
 bool tb_api_deps_check(tb_api_t *api, const tb_principal_t *p, const char *id,
                        const json_t *norm, tb_http_resp_t *resp) {
         const json_t *after = json_object_get(norm, "after");
@@ -59,7 +43,7 @@ bool tb_api_deps_check(tb_api_t *api, const tb_principal_t *p, const char *id,
         if (!c)
                 return false;
         char err[512];
-        char *ids = tb_api_deps_ids_literal(after), *groups = tb_api_tasks_groups_literal(p);
+        char *ids = tb_task_after_ids_literal(after), *groups = tb_api_tasks_groups_literal(p);
         PGresult *r = NULL;
         tb_api_deps_graph_t g = {json_object(), p};
         bool ok = false;

@@ -129,20 +129,10 @@ static void tb_sched_after_task(tb_sched_role_t *r, PGconn *conn, PGresult *task
         bool found = false;
         if ((err = tb_store_runs_exists(conn, rid, &found, errstr, sizeof(errstr))) || found)
                 goto done;
-        /* the parents as a text[] literal: ids are [A-Za-z0-9._:-], no quoting */
-        tb_buf_t lit = {0};
-        size_t k;
-        json_t *e;
-        tb_buf_append(&lit, "{", 1);
-        json_array_foreach(json_object_get(task, "after"), k, e) {
-                const char *p = json_string_value(json_object_get(e, "task"));
-                if (k)
-                        tb_buf_append(&lit, ",", 1);
-                tb_buf_append(&lit, p, strlen(p));
-        }
-        tb_buf_append(&lit, "}", 2);
-        err = tb_store_runs_dep_outcomes(conn, lit.data, w, &out, errstr, sizeof(errstr));
-        tb_buf_free(&lit);
+        char *lit = tb_task_after_ids_literal(json_object_get(task, "after"));
+        err = lit ? tb_store_runs_dep_outcomes(conn, lit, w, &out, errstr, sizeof(errstr))
+                  : tb_seterr(errstr, sizeof(errstr), TB_ERR_NOMEM, "out of memory");
+        free(lit);
         if (err)
                 goto done;
         tb_after_verdict_t v = tb_sched_after_judge(task, out, parents, why, sizeof(why));
