@@ -84,5 +84,7 @@ int tb_cli_schedule(int argc, char **argv);
 int tb_cli_replay(int argc, char **argv);
 /** `taskbus history TASK_ID [--at TIME] [--json]` (history.c). */
 int tb_cli_history(int argc, char **argv);
+/** `taskbus notify test CHANNEL` (notify.c). */
+int tb_cli_notify(int argc, char **argv);
 
 #endif

@@ -18,6 +18,8 @@ static const tb_cli_cmd_t tb_cli_cmds[] = {
         {"history", "every change of a task, and its state at a given time", tb_cli_history},
         {"calendars", "business calendars: create, update, delete, list, show (REST API)",
          tb_cli_calendars},
+        {"notify", "send a test notification to a channel and follow its delivery (admins)",
+         tb_cli_notify},
         {"schedule", "preview when a cron expression, interval or task fires (schedule next)",
          tb_cli_schedule},
         {NULL, NULL, NULL},

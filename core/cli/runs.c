@@ -45,7 +45,7 @@ static void tb_cli_runs_usage(FILE *fp) {
                 "List flags:\n"
                 "  --status S       only these statuses: scheduled, running, succeeded, failed,\n"
                 "                   timed_out, cancelled, lost, skipped_overlap, skipped_misfire,\n"
-                "                   skipped_paused, expired (comma-separated)\n"
+                "                   skipped_paused, expired, skipped_calendar (comma-separated)\n"
                 "  --since TIME     nominal time at or after TIME (RFC 3339)\n"
                 "  --until TIME     nominal time before TIME (RFC 3339)\n"
                 "  --limit N        runs per page (1..500, default 50)\n"

@@ -2,7 +2,10 @@
  * @file cli/schedule.c
  * @brief `taskbus schedule next`: preview when a schedule fires. Works
  *        offline for --cron / --every; --task reads the task from the API
- *        (the REST client of cli/rest.h) and previews its own schedule.
+ *        (the REST client of cli/rest.h) and previews its own schedule; a
+ *        task with calendars is previewed by the API (POST
+ *        /v1/schedule/preview), which reads its calendars, so that each fire
+ *        says what they do to it.
  */
 #include "rest.h"
 #include "schedule/schedule.h"
@@ -27,7 +30,9 @@ static void tb_cli_schedule_usage(FILE *fp) {
                 "  --cron EXPR        a cron expression (5 fields, or 6 with seconds first, or @daily...)\n"
                 "  --tz ZONE          IANA time zone of the cron expression (default UTC)\n"
                 "  --every DURATION   a fixed interval (30s, 5m, PT1H...), anchored at --from\n"
-                "  --task ID          the schedule of an existing task, read from the API\n"
+                "  --task ID          the schedule of an existing task, read from the API; with\n"
+                "                     calendars, each fire says if they move or skip it (at\n"
+                "                     most 100 fires)\n"
                 "                     (--api/$TASKBUS_API, --token/$TASKBUS_TOKEN,\n"
                 "                     --cacert/$TASKBUS_CACERT, or\n"
                 "                     ~/.config/taskbus/config, as for `taskbus tasks`)\n"
@@ -63,6 +68,44 @@ static json_t *tb_cli_sched_fetch(const char *api, const char *token, const char
         tb_buf_free(&path);
         tb_cli_rest_close(&rest);
         return task;
+}
+
+/* The fires of \p task after \p after as the API previews them with its
+ * calendars applied. @returns the fires (new ref) or NULL after printing why. */
+static json_t *tb_cli_sched_remote(const char *api, const char *token, const char *cacert,
+                                   const json_t *task, int64_t after, long count) {
+        tb_cli_rest_t rest;
+        char err[1024], from[32];
+        json_t *fires = NULL;
+        if (tb_cli_rest_open(&rest, api, token, cacert, err, sizeof(err))) {
+                tb_cli_fail("schedule next: %s", err);
+                return NULL;
+        }
+        tb_time_format(after, from);
+        json_t *body = json_pack("{s:O, s:O?, s:O?, s:s, s:i, s:O, s:O}", "schedule",
+                                 json_object_get(task, "schedule"), "expires_at",
+                                 json_object_get(task, "expires_at"), "anchor",
+                                 json_object_get(task, "created_at"), "from", from, "count",
+                                 (int)(count > 100 ? 100 : count), "calendars",
+                                 json_object_get(task, "calendars"), "security_group",
+                                 json_object_get(task, "security_group"));
+        char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+        tb_cli_rest_req_t req = {.method = "POST", .path = "/v1/schedule/preview", .body = text,
+                                 .ok = 200};
+        tb_cli_rest_resp_t resp = {0};
+        if (!text)
+                tb_cli_fail("schedule next: out of memory");
+        else if (tb_cli_rest_call(&rest, &req, &resp, err, sizeof(err)))
+                tb_cli_fail("schedule next: %s", err);
+        else if (!json_is_array(json_object_get(resp.json, "fires")))
+                tb_cli_fail("schedule next: the API answered with no fires");
+        else
+                fires = json_incref(json_object_get(resp.json, "fires"));
+        tb_cli_rest_resp_free(&resp);
+        free(text);
+        json_decref(body);
+        tb_cli_rest_close(&rest);
+        return fires;
 }
 
 int tb_cli_schedule(int argc, char **argv) {
@@ -184,6 +227,19 @@ int tb_cli_schedule(int argc, char **argv) {
                         tb_cli_fail("schedule next: task %s: %s", task_id, err);
                         goto out;
                 }
+                if (json_array_size(json_object_get(task, "calendars"))) {
+                        if (gap || overlap) {
+                                tb_cli_fail("schedule next: --dst-gap and --dst-overlap do not "
+                                            "apply to --task with calendars (its own are used)");
+                                rc = 2;
+                                goto out;
+                        }
+                        if (!(out = tb_cli_sched_remote(api, token, cacert, task, after, count)))
+                                goto out;
+                        if (count > 100)
+                                count = (long)json_array_size(out); /* the API's most */
+                        goto print;
+                }
         }
         if (gap && tb_schedule_dst_gap_parse(gap, &s.dst_gap, err, sizeof(err)) != TB_OK) {
                 tb_cli_fail("schedule next: --dst-gap: %s", err);
@@ -205,6 +261,7 @@ int tb_cli_schedule(int argc, char **argv) {
                 tb_cli_fail("schedule next: %s", err);
                 goto out;
         }
+print:;
         size_t printed = json_array_size(out);
         if (json) {
                 char *text = json_dumps(out, JSON_INDENT(2));
@@ -212,9 +269,20 @@ int tb_cli_schedule(int argc, char **argv) {
                         printf("%s\n", text);
                 free(text);
         } else {
-                for (size_t i = 0; i < printed; i++)
-                        printf("%s\n", json_string_value(json_object_get(json_array_get(out, i),
-                                                                          "at")));
+                for (size_t i = 0; i < printed; i++) {
+                        const json_t *f = json_array_get(out, i);
+                        const char *v = json_string_value(json_object_get(f, "verdict"));
+                        const char *at = json_string_value(json_object_get(f, "at"));
+                        const char *why = json_string_value(json_object_get(f, "reason"));
+                        if (!v || !strcmp(v, "fire"))
+                                printf("%s\n", at);
+                        else if (!strcmp(v, "moved"))
+                                printf("%s  moved from %s: %s\n",
+                                       json_string_value(json_object_get(f, "fire_time")), at,
+                                       why ? why : "");
+                        else
+                                printf("%s  %s: %s\n", at, v, why ? why : "");
+                }
         }
         if (printed < (size_t)count)
                 fprintf(stderr, "taskbus: schedule next: no further fire after %zu (the schedule "

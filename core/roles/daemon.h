@@ -3,7 +3,7 @@
  * @brief taskbusd's process model: one context shared by the roles running in
  *        this process, and the role descriptor each role file exports.
  *
- * A role (api, commands, projector, scheduler, executor, archiver) starts its
+ * A role (api, commands, projector, scheduler, executor, archiver, notifier) starts its
  * own threads in start() and returns; stop() is called once, from the main
  * thread, after tb_ctx_t.stopping was set (SIGTERM/SIGINT), and must join
  * them. Roles are stopped in the reverse order of their start.

@@ -13,6 +13,7 @@ extern const tb_role_t tb_role_commands;
 extern const tb_role_t tb_role_scheduler;
 extern const tb_role_t tb_role_executor;
 extern const tb_role_t tb_role_archiver;
+extern const tb_role_t tb_role_notifier;
 extern const tb_role_t tb_role_api;
 
 const tb_role_t *const tb_roles[] = {
@@ -21,6 +22,7 @@ const tb_role_t *const tb_roles[] = {
         &tb_role_scheduler,
         &tb_role_executor,
         &tb_role_archiver,
+        &tb_role_notifier,
         &tb_role_api,
         NULL,
 };

@@ -59,8 +59,11 @@ static void setup(void) {
                               "api = { listen = \"127.0.0.1:%d\"; rate = 100000.0; "
                               "burst = 100000; reply_timeout = \"30s\"; "
                               "admin_group = \"ops\"; };\n"
-                              "kafka = { bootstrap_servers = \"%s\"; };\n",
-                              st.key_path, st.prefix, st.db_url, port, st.kafka),
+                              "kafka = { bootstrap_servers = \"%s\"; };\n"
+                              /* a channel for POST /v1/admin/notify/test (nothing listens) */
+                              "notify = { channels = ( { name = \"st\"; type = \"webhook\"; "
+                              "url = \"http://127.0.0.1:9/\"; secret_file = \"%s\"; } ); };\n",
+                              st.key_path, st.prefix, st.db_url, port, st.kafka, st.key_path),
                      0);
         char *conf = tbt_write_temp(".conf", text);
         free(text);
@@ -71,6 +74,16 @@ static void setup(void) {
         daemon_pid = tbt_daemon_start(&st, "api,commands,projector,archiver");
         cr_assert(tbt_wait_until(api_up, NULL, 60000), "the API did not come up on port %d",
                   port);
+        /* the calendar the hooks name in a positive case's task calendars */
+        char a[256];
+        snprintf(a, sizeof(a), "Authorization: %s", authz);
+        const char *h[] = {a, "Content-Type: text/calendar", NULL};
+        tbt_http_res_t r = tbt_http_with(port, "PUT", "/v1/calendars/st-hol?security_group=ops", h,
+                                         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\n"
+                                         "DTSTART;VALUE=DATE:20261225\r\nSUMMARY:Christmas\r\n"
+                                         "END:VEVENT\r\nEND:VCALENDAR\r\n");
+        cr_assert_eq(r.status, 201, "PUT the calendar st-hol: %ld %s", r.status, r.body.data);
+        tbt_http_free(&r);
 }
 
 static void teardown(void) {

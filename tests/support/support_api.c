@@ -132,7 +132,7 @@ bool tbt_daemon_end(tbt_stack_t *st, pid_t pid, bool *sanitizer) {
 /* ---- the web console's tests ---------------------------------------------------- */
 
 void tbt_console_start(tbt_console_t *c) {
-        tbt_console_start_with(c, "api,commands,projector,scheduler,executor,archiver", NULL);
+        tbt_console_start_with(c, "api,commands,projector,scheduler,executor,archiver,notifier", NULL);
 }
 
 void tbt_console_start_with(tbt_console_t *c, const char *roles, const char *api_extra) {

@@ -96,6 +96,13 @@ static void assert_defaults(const tb_config_t *c) {
         cr_assert_eq(c->retention_logs_ms, 30 * DAY);
         cr_assert_eq(c->retention_dlq_ms, 30 * DAY);
         cr_assert_str_eq(c->pg_url, "postgresql://taskbus@127.0.0.1:55432/taskbus");
+        cr_assert_eq(c->notify_timeout_ms, 10000);
+        cr_assert_eq(c->notify_max_attempts, 6);
+        cr_assert_eq(c->notify_backoff_ms, 2000);
+        cr_assert_eq(c->notify_backoff_max_ms, 300000);
+        cr_assert_eq(c->notify_log_lines, 20);
+        cr_assert_eq(c->notify_log_bytes, 4096);
+        cr_assert_eq(c->notify_channel_cnt, 0);
         cr_assert_eq(c->pg_pool_size, 8);
         cr_assert_str_eq(c->api_listen, "127.0.0.1:8080");
         cr_assert_eq(c->api_threads, 64);
@@ -183,8 +190,8 @@ Test(config, typo_names_file_line_key_and_valid_keys) {
                      "url (did you mean 'url'?)");
         expect_error("\n\nregoin = \"eu\";\n",
                      "3: unknown key 'regoin'; valid top-level keys: api, archiver, "
-                     "commands, executor, groups, kafka, log_level, node, plugins, postgres, "
-                     "projector, region, replication, scheduler, security, topics (did you "
+                     "commands, executor, groups, kafka, log_level, node, notify, plugins, "
+                     "postgres, projector, region, replication, scheduler, security, topics (did you "
                      "mean "
                      "'region'?)");
         /* Nothing close: no suggestion. */
@@ -688,4 +695,65 @@ Test(config, generated_doc_is_current) {
                   "docs/configuration.md`");
         free(gen);
         free(cur);
+}
+
+/* notify.channels: typed, checked, the secret from a file nobody else may read */
+Test(config, notify_channels) {
+        char *sec = tbt_write_temp(".secret", "hook-key\n");
+        cr_assert(sec);
+        cr_assert_eq(chmod(sec, 0600), 0);
+        char text[2048];
+        snprintf(text, sizeof(text),
+                 "notify = { max_attempts = 3; channels = (\n"
+                 "  { name = \"ops\"; type = \"webhook\"; url = \"https://h.example/x\";\n"
+                 "    secret_file = \"%s\"; },\n"
+                 "  { name = \"mail\"; type = \"smtp\"; url = \"smtp://127.0.0.1:25\";\n"
+                 "    from = \"a@example.com\"; to = [\"b@example.com\", \"c@example.com\"]; }\n"
+                 "); };\n",
+                 sec);
+        tb_config_t *c = load_ok(text);
+        cr_assert_eq(c->notify_channel_cnt, 2);
+        cr_assert_eq(c->notify_max_attempts, 3);
+        const tb_notify_channel_t *ch = tb_config_notify_channel(c, "ops");
+        cr_assert_not_null(ch);
+        cr_assert_str_eq(ch->secret, "hook-key");
+        ch = tb_config_notify_channel(c, "mail");
+        cr_assert_eq(ch->to_cnt, 2);
+        cr_assert_null(ch->secret);
+        cr_assert_null(tb_config_notify_channel(c, "nope"));
+        tb_config_destroy(c);
+
+        /* readable by its group: refused (a webhook key is taskbus's own) */
+        cr_assert_eq(chmod(sec, 0640), 0);
+        expect_error_has(text, "notify.channels[0].secret_file");
+        char errstr[1024];
+        tb_config_t *none = NULL;
+        cr_assert_neq(load_text(text, &none, NULL, errstr, sizeof(errstr)), TB_OK);
+        cr_assert_null(strstr(errstr, "hook-key"), "the secret leaked: %s", errstr);
+        cr_assert_eq(chmod(sec, 0600), 0);
+
+        expect_error_has("notify = { channels = ( { type = \"webhook\"; url = \"http://x\"; } ); };",
+                         "notify.channels[0].name: required");
+        expect_error_has("notify = { channels = ( { name = \"a\"; url = \"http://x\"; } ); };",
+                         "notify.channels[0].secret_file: required for a webhook");
+        expect_error_has("notify = { channels = ( { name = \"a\"; url = \"ftp://x\"; } ); };",
+                         "notify.channels[0].url: invalid");
+        expect_error_has("notify = { channels = ( { name = \"a\"; type = \"smtp\"; "
+                         "url = \"smtp://x:25\"; to = [\"b@x\"]; } ); };",
+                         "notify.channels[0].from: required");
+        expect_error_has("notify = { channels = ( { name = \"a\"; type = \"pager\"; } ); };",
+                         "notify.channels[0].type");
+        expect_error_has("notify = { channels = ( { name = \"a\"; type = \"smtp\"; "
+                         "url = \"smtp://x:25\"; from = \"a@x\"; to = [\"b@x\"]; }, "
+                         "{ name = \"a\"; type = \"smtp\"; url = \"smtp://x:25\"; "
+                         "from = \"a@x\"; to = [\"b@x\"]; } ); };",
+                         "channel 'a' is defined twice");
+        expect_error_has("notify = { channels = ( { name = \"a\"; colour = \"red\"; } ); };",
+                         "colour");
+        expect_error_has("notify = { channels = { name = \"a\"; }; };",
+                         "notify.channels: expected a list of groups");
+        expect_error_has("notify = { chanels = (); };",
+                         "valid keys in 'notify': backoff, backoff_max, channels, log_bytes");
+        unlink(sec);
+        free(sec);
 }

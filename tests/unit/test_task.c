@@ -1162,3 +1162,130 @@ Test(task, json_check) {
         cr_assert_eq(tb_task_json_check(huge, TB_TASK_JSON_MAX, NULL, &e), TB_OK);
         free(huge);
 }
+
+Test(task, calendars_validated_and_normalized) {
+        json_t *in = mk("{\"calendars\": [{\"calendar\": \"fr\", \"rule\": \"roll_next\"}, "
+                        "{\"calendar\": \"freeze\"}]}");
+        json_t *t = must_validate(in);
+        json_decref(in);
+        json_t *c = json_object_get(t, "calendars");
+        cr_assert_eq(json_array_size(c), 2);
+        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(c, 0), "rule")),
+                         "ROLL_NEXT");
+        cr_expect_str_eq(json_string_value(json_object_get(json_array_get(c, 1), "rule")),
+                         "EXCLUDE", "the rule's default");
+        tb_task_calendar_t rl[TB_TASK_CALENDARS_MAX];
+        size_t n = 0;
+        char err[256];
+        json_t *spec = tb_task_to_spec(t);
+        cr_assert_eq(tb_task_calendars(spec, rl, &n, err, sizeof(err)), TB_OK, "%s", err);
+        cr_expect_eq(n, 2);
+        cr_expect_str_eq(rl[1].name, "freeze");
+        cr_expect_eq(rl[0].rule, TB_CALENDAR_ROLL_NEXT);
+        json_decref(spec);
+        json_decref(t);
+        in = mk("{\"calendars\": []}");
+        t = must_validate(in);
+        cr_expect_null(json_object_get(t, "calendars"), "an empty list is left out");
+        json_decref(t);
+        json_decref(in);
+
+        expect_invalid(mk("{\"calendars\": {\"calendar\": \"fr\"}}"), "calendars", "an array");
+        expect_invalid(mk("{\"calendars\": [\"fr\"]}"), "calendars[0]", "an object");
+        expect_invalid(mk("{\"calendars\": [{\"calendar\": \"fr\", \"rule\": \"x\"}]}"),
+                       "calendars[0].rule", "one of EXCLUDE, ONLY, ROLL_NEXT, ROLL_PREVIOUS");
+        expect_invalid(mk("{\"calendars\": [{\"rule\": \"ONLY\"}]}"), "calendars[0].calendar",
+                       "required");
+        expect_invalid(mk("{\"calendars\": [{\"calendar\": \"a/b\"}]}"), "calendars[0].calendar",
+                       "not a calendar name");
+        expect_invalid(mk("{\"calendars\": [{\"calendar\": \"fr\", \"when\": 1}]}"),
+                       "calendars[0].when", "when");
+        expect_invalid(mk("{\"calendars\": [{\"calendar\": \"a\"}, {\"calendar\": \"a\"}]}"),
+                       "calendars[1].calendar", "already named by calendars[0]");
+        expect_invalid(mk("{\"calendars\": [{\"calendar\": \"a\", \"rule\": \"ROLL_PREVIOUS\"}, "
+                          "{\"calendar\": \"b\", \"rule\": \"ONLY\"}, {\"calendar\": \"c\", "
+                          "\"rule\": \"ROLL_NEXT\"}]}"),
+                       "calendars[2].rule",
+                       "roll_next and roll_previous cannot both be used by one task");
+        expect_invalid(mk("{\"calendars\": [{\"calendar\": \"a\"}, {\"calendar\": \"b\"}, "
+                          "{\"calendar\": \"c\"}, {\"calendar\": \"d\"}, {\"calendar\": \"e\"}, "
+                          "{\"calendar\": \"f\"}, {\"calendar\": \"g\"}, {\"calendar\": \"h\"}, "
+                          "{\"calendar\": \"i\"}]}"),
+                       "calendars", "at most 8");
+}
+
+Test(task, calendar_decisions_of_a_range_drop_collisions) {
+        /* unresolved: every occurrence skipped with the reason */
+        tb_task_cals_t c = {.n = 1};
+        snprintf(c.unresolved, sizeof(c.unresolved), "calendar 'x' does not exist in group 'g'");
+        int64_t occ[3] = {1000, 2000, 3000};
+        tb_calendar_decision_t d[3];
+        char err[256];
+        cr_assert_eq(tb_task_cals_decide(&c, NULL, occ, 3, d, err, sizeof(err)), TB_OK, "%s", err);
+        for (int i = 0; i < 3; i++) {
+                cr_expect_eq(d[i].verdict, TB_CALENDAR_SKIPPED);
+                cr_expect_str_eq(d[i].reason, "calendar 'x' does not exist in group 'g'");
+        }
+        json_t *o = json_object();
+        cr_assert_eq(tb_task_cals_decision_json(&d[0], o), TB_OK);
+        cr_expect_str_eq(json_string_value(json_object_get(o, "verdict")), "skipped");
+        cr_expect(json_is_null(json_object_get(o, "fire_time")));
+        json_decref(o);
+}
+
+/* ---- notify rules (docs/notifications.md) --------------------------------- */
+
+Test(task, notify_rules) {
+        json_t *in = mk("{\"notify\": [{\"on\": [\"Failure\", \"recovery\"], "
+                        "\"channel\": \"ops\"}, {\"on\": [\"long_running\"], "
+                        "\"channel\": \"mail\", \"after_ms\": 60000}]}");
+        json_t *t = must_validate(in);
+        json_decref(in);
+        json_t *r0 = json_array_get(json_object_get(t, "notify"), 0);
+        cr_assert_str_eq(json_string_value(json_array_get(json_object_get(r0, "on"), 0)),
+                         "failure");
+        cr_assert(json_is_null(json_object_get(r0, "after_ms")));
+        json_decref(t);
+        /* none: no member, as a GET shows it */
+        in = mk("{\"notify\": []}");
+        t = must_validate(in);
+        cr_assert_null(json_object_get(t, "notify"));
+        json_decref(t);
+        json_decref(in);
+        expect_invalid(mk("{\"notify\": {}}"), "notify", "an array of rules");
+        expect_invalid(mk("{\"notify\": [3]}"), "notify[0]", "an object");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"failure\", \"oops\"], \"channel\": \"a\"}]}"),
+                       "notify[0].on[1]", "'oops' is not allowed");
+        expect_invalid(mk("{\"notify\": [{\"on\": [], \"channel\": \"a\"}]}"), "notify[0].on",
+                       "required");
+        expect_invalid(mk("{\"notify\": [{\"channel\": \"a\"}]}"), "notify[0].on", "required");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"skipped\", \"skipped\"], \"channel\": "
+                          "\"a\"}]}"),
+                       "notify[0].on[1]", "named twice");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"skipped\"]}]}"), "notify[0].channel",
+                       "required");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"skipped\"], \"channel\": \"a b\"}]}"),
+                       "notify[0].channel", "notify[0].channel");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"long_running\"], \"channel\": \"a\"}]}"),
+                       "notify[0].after_ms", "required with long_running");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"failure\"], \"channel\": \"a\", "
+                          "\"after_ms\": 5000}]}"),
+                       "notify[0].after_ms", "only applies to long_running");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"long_running\"], \"channel\": \"a\", "
+                          "\"after_ms\": 10}]}"),
+                       "notify[0].after_ms", "from 1000");
+        expect_invalid(mk("{\"notify\": [{\"on\": [\"failure\"], \"channel\": \"a\", "
+                          "\"x\": 1}]}"),
+                       "notify[0].x", "valid fields in notify[0]");
+        char many[4096] = "{\"notify\": [";
+        for (int i = 0; i < 17; i++)
+                strcat(many, i ? ", {\"on\": [\"failure\"], \"channel\": \"a\"}"
+                               : "{\"on\": [\"failure\"], \"channel\": \"a\"}");
+        strcat(many, "]}");
+        expect_invalid(mk(many), "notify", "at most 16");
+        /* carried through the TaskSpec and Avro unchanged */
+        check_round_trip("{\"name\": \"n\", \"script\": \"true\", \"security_group\": \"ops\", "
+                         "\"schedule\": {\"every\": \"1m\"}, \"notify\": [{\"on\": "
+                         "[\"failure\", \"recovery\"], \"channel\": \"ops\"}, {\"on\": "
+                         "[\"long_running\"], \"channel\": \"mail\", \"after_ms\": 60000}]}");
+}

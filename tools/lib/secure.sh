@@ -11,7 +11,7 @@
 # random, one file each in secrets/, mode 0600):
 #   broker           the broker itself (inter-broker traffic), super user
 #   taskbus-admin    creates topics and ACLs (`taskbus admin topics ensure`), super user
-#   taskbus-control  roles api, commands, projector, scheduler, archiver
+#   taskbus-control  roles api, commands, projector, scheduler, archiver, notifier
 #   taskbus-executor role executor
 #   taskbus-external an outside producer: writes task-commands, reads task-replies
 # Each principal gets the ACLs of tools/kafka/acls.txt for its roles, nothing else, and
@@ -23,7 +23,7 @@ TB_SECURE_CONTROLLER_PORT=$((TB_SECURE_KAFKA_PORT + 1))
 TB_SECURE_USERS=(broker taskbus-admin taskbus-control taskbus-executor taskbus-external)
 # principal -> the roles of tools/kafka/acls.txt it gets
 declare -A TB_SECURE_ROLES=(
-  [taskbus-control]="api commands projector scheduler archiver"
+  [taskbus-control]="api commands projector scheduler archiver notifier"
   [taskbus-executor]="executor"
   [taskbus-external]="external"
 )

@@ -63,6 +63,21 @@ typedef struct tb_plugin_conf {
         char **kv_where;
 } tb_plugin_conf_t;
 
+/** A notification channel, from `notify.channels = ( { name = ...; }, ... );`
+ *  (docs/notifications.md). */
+typedef struct tb_notify_channel {
+        char *name;        /**< what a task's notify rule names */
+        char *type;        /**< "webhook" or "smtp" */
+        char *url;         /**< http(s):// of the receiver, or smtp(s)://host:port */
+        char *secret_file; /**< webhook: the HMAC key; smtp: the password (with username) */
+        char *secret;      /**< read from secret_file at load (wiped on destroy), or NULL */
+        size_t secret_len;
+        char *username;    /**< smtp: the login name, or NULL: no login */
+        char *from;        /**< smtp: the sender address */
+        char **to;         /**< smtp: the recipients */
+        size_t to_cnt;
+} tb_notify_channel_t;
+
 /** The typed configuration. Every field has a row in the property table. */
 typedef struct tb_config {
         char *path;                 /**< file it was loaded from, or "(defaults)" */
@@ -121,6 +136,7 @@ typedef struct tb_config {
         /* scheduler */
         int64_t sched_misfire_cap;
         int64_t sched_tick_ms;
+        int64_t sched_calendar_poll_ms;
         int64_t sched_max_batch;
         int64_t sched_dependency_poll_ms; /**< scheduler/after.c's poll period */
 
@@ -141,6 +157,16 @@ typedef struct tb_config {
         int64_t history_retention_ms;
         int64_t log_retention_default_ms;
         int64_t archiver_batch;
+
+        /* notifier (docs/notifications.md) */
+        int64_t notify_timeout_ms;     /**< one delivery attempt's limit */
+        int64_t notify_max_attempts;   /**< then a delivery is failed for good */
+        int64_t notify_backoff_ms;     /**< before the second attempt, doubling */
+        int64_t notify_backoff_max_ms;
+        int64_t notify_log_lines;      /**< the last lines of a run's output sent */
+        int64_t notify_log_bytes;      /**< ... and at most this many bytes of them */
+        tb_notify_channel_t *notify_channels;
+        size_t notify_channel_cnt;
 
         /* replication (docs/replication.md) */
         char **repl_remote_regions;  /**< other regions whose topics are mirrored here */
@@ -197,6 +223,9 @@ const tb_group_conf_t *tb_config_group(const tb_config_t *conf, const char *name
  *  \p conf; owned by \p conf. */
 const tb_group_conf_t *tb_config_group_policy(const tb_config_t *conf,
                                               const char *name);
+
+/** Look up notification channel \p name; NULL when the config has none. */
+const tb_notify_channel_t *tb_config_notify_channel(const tb_config_t *conf, const char *name);
 
 /** Look up a plugin's config group; NULL if absent. */
 const tb_plugin_conf_t *tb_config_plugin(const tb_config_t *conf, const char *name);

@@ -44,7 +44,7 @@ typedef struct tb_config_prop {
 
 /** Room for the main table's rows and the special groups in fixed-size
  *  arrays (table.c asserts they fit). */
-#define TB_CONFIG_PROPS_MAX 64
+#define TB_CONFIG_PROPS_MAX 96
 #define TB_CONFIG_SPECIAL_MAX 8
 
 /** The main table; its order is the order of the generated doc. */
@@ -53,6 +53,9 @@ extern const size_t tb_config_props_cnt;
 /** Per security group policy: `groups = { NAME = { ... }; };`. */
 extern const tb_config_prop_t tb_config_group_props[];
 extern const size_t tb_config_group_props_cnt;
+/** A notification channel: `notify.channels = ( { ... }, ... );`. */
+extern const tb_config_prop_t tb_config_channel_props[];
+extern const size_t tb_config_channel_props_cnt;
 /** Top-level groups with their own walkers, listed among the valid keys. */
 extern const char *tb_config_special_groups[];
 extern const size_t tb_config_special_groups_cnt;

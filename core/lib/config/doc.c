@@ -143,6 +143,30 @@ void tb_config_write_doc(FILE *fp) {
                 tb_config_doc_prop_row(fp, &tb_config_group_props[i], "groups.NAME.");
 
         fprintf(fp,
+                "\n## notify.channels: where notifications go\n"
+                "\n"
+                "`notify.channels` is a list of groups, one per channel a task's notify\n"
+                "rules may name (docs/notifications.md). A channel's secret is read from\n"
+                "its `secret_file` when the config is loaded and is never logged or stored.\n"
+                "\n"
+                "```\n"
+                "notify = {\n"
+                "        channels = (\n"
+                "                { name = \"ops\"; type = \"webhook\";\n"
+                "                  url = \"https://hooks.example.com/taskbus\";\n"
+                "                  secret_file = \"/etc/taskbus/ops.secret\"; },\n"
+                "                { name = \"mail\"; type = \"smtp\"; url = \"smtp://mail.example.com:25\";\n"
+                "                  from = \"taskbus@example.com\"; to = [\"ops@example.com\"]; }\n"
+                "        );\n"
+                "};\n"
+                "```\n"
+                "\n"
+                "| key | type | default | range | description |\n"
+                "|---|---|---|---|---|\n");
+        for (size_t i = 0; i < tb_config_channel_props_cnt; i++)
+                tb_config_doc_prop_row(fp, &tb_config_channel_props[i], "notify.channels[].");
+
+        fprintf(fp,
                 "\n## kafka: librdkafka properties\n"
                 "\n"
                 "Every key of the `kafka` group is passed to librdkafka (producers and\n"

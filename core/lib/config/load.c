@@ -156,6 +156,10 @@ static tb_err_t tb_config_unknown_key(const tb_config_ctx_t *ctx, const config_s
                          hint);
 }
 
+static tb_err_t tb_config_load_channels(tb_config_ctx_t *ctx, tb_config_t *conf,
+                                        const config_setting_t *list, const char *disp,
+                                        char *errstr, size_t errstr_size);
+
 /**
  * Apply every member of libconfig group \p grp to \p props/\p base.
  * \p rel_prefix is the property-name prefix of this level ("" or "api."),
@@ -184,6 +188,13 @@ static tb_err_t tb_config_walk(tb_config_ctx_t *ctx, const config_setting_t *grp
                 tb_config_loc(ctx, s, where, sizeof(where));
                 tb_snprintf(where + strlen(where), sizeof(where) - strlen(where), "%s",
                             disp);
+                if (props == tb_config_props && !strcmp(rel, "notify.channels")) {
+                        tb_err_t err = tb_config_load_channels(ctx, base, s, disp, errstr,
+                                                               errstr_size);
+                        if (err)
+                                return err;
+                        continue;
+                }
                 size_t rl = strlen(rel);
                 bool is_prefix = false;
                 size_t k;
@@ -214,10 +225,15 @@ static tb_err_t tb_config_walk(tb_config_ctx_t *ctx, const config_setting_t *grp
                                 return err;
                         continue;
                 }
+                /* notify.channels has its own walker too */
+                static const char *notify_extra[] = {"channels"};
+                bool in_notify = props == tb_config_props && !strcmp(rel_prefix, "notify.");
                 return tb_config_unknown_key(ctx, s, props, n, rel_prefix, disp_prefix,
-                                             top ? tb_config_special_groups : NULL,
-                                             top ? tb_config_special_groups_cnt : 0, errstr,
-                                             errstr_size);
+                                             top ? tb_config_special_groups
+                                                 : in_notify ? notify_extra : NULL,
+                                             top ? tb_config_special_groups_cnt
+                                                 : in_notify ? 1 : 0,
+                                             errstr, errstr_size);
         }
         return TB_OK;
 }
@@ -315,8 +331,8 @@ static tb_err_t tb_config_kafka_put(tb_config_t *conf, const char *key, char *va
  * malloc'd.
  */
 static tb_err_t tb_config_secret_file(const tb_config_ctx_t *ctx, const char *where,
-                                      const char *path, char **out, char *errstr,
-                                      size_t errstr_size) {
+                                      const char *path, tb_file_access_t access, char **out,
+                                      char *errstr, size_t errstr_size) {
         char full[4096];
         if (path[0] != '/' && ctx->dir)
                 tb_snprintf(full, sizeof(full), "%s/%s", ctx->dir, path);
@@ -325,7 +341,7 @@ static tb_err_t tb_config_secret_file(const tb_config_ctx_t *ctx, const char *wh
         char *buf = NULL;
         size_t len = 0;
         tb_err_t err = tb_file_read(where, full, "the secret", TB_CONFIG_SECRET_FILE_MAX,
-                                    TB_FILE_SECRET,
+                                    access,
                                     "point it at the file holding the secret (mode 0600)", &buf,
                                     &len, errstr, errstr_size);
         if (err)
@@ -380,8 +396,8 @@ static tb_err_t tb_config_load_kafka(tb_config_ctx_t *ctx, tb_config_t *conf,
                         key[kl - 5] = '\0';
                         if (tb_config_kafka_secret(key)) {
                                 char *secret = NULL;
-                                err = tb_config_secret_file(ctx, where, value, &secret, errstr,
-                                                            errstr_size);
+                                err = tb_config_secret_file(ctx, where, value, TB_FILE_SECRET,
+                                                            &secret, errstr, errstr_size);
                                 free(value);
                                 if (err)
                                         return err;
@@ -502,6 +518,125 @@ static tb_err_t tb_config_load_groups(tb_config_ctx_t *ctx, tb_config_t *conf,
         return TB_OK;
 }
 
+static void tb_config_channel_free(tb_notify_channel_t *ch) {
+        tb_config_props_free(tb_config_channel_props, tb_config_channel_props_cnt, ch);
+        if (ch->secret)
+                explicit_bzero(ch->secret, ch->secret_len);
+        free(ch->secret);
+}
+
+/** Whether \p s is 1 to 64 of [A-Za-z0-9._-]. */
+static bool tb_config_channel_name_ok(const char *s) {
+        size_t n = strlen(s);
+        if (n < 1 || n > 64)
+                return false;
+        for (; *s; s++)
+                if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+                      (*s >= '0' && *s <= '9') || strchr("._-", *s)))
+                        return false;
+        return true;
+}
+
+/** The checks of one channel \p ch (\p where: "FILE:LINE: notify.channels[i]"). */
+static tb_err_t tb_config_channel_check(const tb_config_t *conf, const tb_notify_channel_t *ch,
+                                        const char *where, char *errstr, size_t errstr_size) {
+        bool webhook = !strcmp(ch->type, "webhook");
+        if (!ch->name || !tb_config_channel_name_ok(ch->name))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s.name: %s: 1 to 64 letters, digits, '.', '_' or '-' (what "
+                                 "a task's notify rule names in \"channel\")",
+                                 where, ch->name ? "invalid" : "required");
+        for (size_t i = 0; i < conf->notify_channel_cnt; i++)
+                if (&conf->notify_channels[i] != ch && conf->notify_channels[i].name &&
+                    !strcmp(conf->notify_channels[i].name, ch->name))
+                        return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                         "%s.name: channel '%s' is defined twice; give each "
+                                         "channel its own name",
+                                         where, ch->name);
+        const char *u = ch->url;
+        if (!u || (webhook ? strncmp(u, "http://", 7) && strncmp(u, "https://", 8)
+                           : strncmp(u, "smtp://", 7) && strncmp(u, "smtps://", 8)))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s.url: %s: a %s channel's url starts with %s", where,
+                                 u ? "invalid" : "required", ch->type,
+                                 webhook ? "http:// or https://"
+                                         : "smtp:// or smtps:// (smtp://HOST:PORT)");
+        if (webhook && !ch->secret_file)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s.secret_file: required for a webhook: the file holding the "
+                                 "HMAC-SHA256 key its notifications are signed with (e.g. "
+                                 "`openssl rand -hex 32 > /etc/taskbus/%s.secret; chmod 600 "
+                                 "...`)",
+                                 where, ch->name);
+        if (!webhook && (!ch->from || !*ch->from))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s.from: required for an smtp channel: the sender address",
+                                 where);
+        if (!webhook && !ch->to_cnt)
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s.to: required for an smtp channel: a list of recipient "
+                                 "addresses, like [\"ops@example.com\"]",
+                                 where);
+        return TB_OK;
+}
+
+static tb_err_t tb_config_load_channels(tb_config_ctx_t *ctx, tb_config_t *conf,
+                                        const config_setting_t *list, const char *disp,
+                                        char *errstr, size_t errstr_size) {
+        char loc[512];
+        tb_config_loc(ctx, list, loc, sizeof(loc));
+        if (!config_setting_is_list(list) && !config_setting_is_array(list))
+                return tb_seterr(errstr, errstr_size, TB_ERR_INVALID,
+                                 "%s%s: expected a list of groups (like ( { name = \"ops\"; "
+                                 "type = \"webhook\"; url = \"https://...\"; secret_file = "
+                                 "\"...\"; } )), got %s",
+                                 loc, disp, tb_config_setting_type_name(list));
+        int cnt = config_setting_length(list);
+        for (size_t i = 0; i < conf->notify_channel_cnt; i++)
+                tb_config_channel_free(&conf->notify_channels[i]);
+        free(conf->notify_channels);
+        conf->notify_channel_cnt = 0;
+        conf->notify_channels = cnt > 0 ? calloc((size_t)cnt, sizeof(*conf->notify_channels))
+                                        : NULL;
+        if (cnt > 0 && !conf->notify_channels)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < cnt; i++) {
+                const config_setting_t *cs = config_setting_get_elem(list, (unsigned)i);
+                char cdisp[256], where[768];
+                tb_snprintf(cdisp, sizeof(cdisp), "%s[%d]", disp, i);
+                tb_err_t err = tb_config_expect_group(ctx, cs, cdisp,
+                                                      "{ name = \"...\"; type = \"webhook\"; "
+                                                      "url = \"...\"; ... }",
+                                                      errstr, errstr_size);
+                if (err)
+                        return err;
+                tb_notify_channel_t *ch = &conf->notify_channels[conf->notify_channel_cnt++];
+                err = tb_config_props_defaults(tb_config_channel_props,
+                                               tb_config_channel_props_cnt, ch, errstr,
+                                               errstr_size);
+                if (!err)
+                        err = tb_config_walk(ctx, cs, tb_config_channel_props,
+                                             tb_config_channel_props_cnt, ch, "", cdisp, NULL,
+                                             errstr, errstr_size);
+                if (err)
+                        return err;
+                tb_config_loc(ctx, cs, where, sizeof(where));
+                tb_snprintf(where + strlen(where), sizeof(where) - strlen(where), "%s", cdisp);
+                if ((err = tb_config_channel_check(conf, ch, where, errstr, errstr_size)))
+                        return err;
+                if (ch->secret_file) {
+                        char swhere[800];
+                        tb_snprintf(swhere, sizeof(swhere), "%s.secret_file", where);
+                        if ((err = tb_config_secret_file(ctx, swhere, ch->secret_file,
+                                                         TB_FILE_PRIVATE, &ch->secret, errstr,
+                                                         errstr_size)))
+                                return err;
+                        ch->secret_len = strlen(ch->secret);
+                }
+        }
+        return TB_OK;
+}
+
 /** Environment overrides: after the file, before finalize. */
 static tb_err_t tb_config_apply_env(tb_config_ctx_t *ctx, tb_config_t *conf, char *errstr,
                                     size_t errstr_size) {
@@ -560,6 +695,9 @@ void tb_config_destroy(tb_config_t *conf) {
         for (size_t i = 0; i < conf->group_cnt; i++)
                 tb_config_group_free(&conf->groups[i]);
         free(conf->groups);
+        for (size_t i = 0; i < conf->notify_channel_cnt; i++)
+                tb_config_channel_free(&conf->notify_channels[i]);
+        free(conf->notify_channels);
         tb_config_group_free(&conf->group_default);
         free(conf);
 }
@@ -738,6 +876,13 @@ const tb_group_conf_t *tb_config_group_policy(const tb_config_t *conf,
                                               const char *name) {
         const tb_group_conf_t *g = tb_config_group(conf, name);
         return g ? g : conf ? &conf->group_default : NULL;
+}
+
+const tb_notify_channel_t *tb_config_notify_channel(const tb_config_t *conf, const char *name) {
+        for (size_t i = 0; conf && name && i < conf->notify_channel_cnt; i++)
+                if (!strcmp(conf->notify_channels[i].name, name))
+                        return &conf->notify_channels[i];
+        return NULL;
 }
 
 const tb_plugin_conf_t *tb_config_plugin(const tb_config_t *conf, const char *name) {

@@ -15,6 +15,7 @@
 
 #define F(field) offsetof(tb_config_t, field)
 #define G(field) offsetof(tb_group_conf_t, field)
+#define C(field) offsetof(tb_notify_channel_t, field)
 
 /* The main table. Order is the order of the generated doc. */
 const tb_config_prop_t tb_config_props[] = {
@@ -192,6 +193,11 @@ const tb_config_prop_t tb_config_props[] = {
          "Timer granularity: how often due timers are checked. Bounds fire latency."},
         {"scheduler.max_batch", TB_CT_INT, F(sched_max_batch), 0, "2000", 1, 100000,
          NULL, NULL, "Most fires emitted in one Kafka transaction."},
+        {"scheduler.calendar_poll", TB_CT_DURATION, F(sched_calendar_poll_ms), 0, "2s",
+         TB_MS(100), TB_MIN(10), NULL, NULL,
+         "How often the scheduler asks PostgreSQL whether a business calendar changed "
+         "(one cheap query: the count and versions of the calendars); a change is "
+         "applied to the next fire of every task that names the calendar."},
         {"scheduler.dependency_poll", TB_CT_DURATION, F(sched_dependency_poll_ms), 0, "1s",
          TB_MS(100), TB_MIN(10), NULL, NULL,
          "How often the scheduler checks, in PostgreSQL, the parents of the tasks "
@@ -265,9 +271,28 @@ const tb_config_prop_t tb_config_props[] = {
          "failover sees the HOME_MOVED events before it could fire a moved task. Bounded "
          "by this time when a region is unreachable (0: do not wait)."},
 
+        {"notify.timeout", TB_CT_DURATION, F(notify_timeout_ms), 0, "10s", TB_MS(100),
+         TB_MIN(5), NULL, NULL,
+         "Longest one delivery attempt of a notification may take (connecting, sending, "
+         "the receiver's answer); then the attempt has failed."},
+        {"notify.max_attempts", TB_CT_INT, F(notify_max_attempts), 0, "6", 1, 100, NULL, NULL,
+         "Attempts to deliver one notification; after the last failed one it is recorded "
+         "failed for good. A receiver's 4xx answer other than 408 and 429 ends it at once."},
+        {"notify.backoff", TB_CT_DURATION, F(notify_backoff_ms), 0, "2s", TB_MS(10), TB_HOUR(1),
+         NULL, NULL,
+         "Wait before the second attempt of a notification; it doubles at each attempt up to "
+         "notify.backoff_max."},
+        {"notify.backoff_max", TB_CT_DURATION, F(notify_backoff_max_ms), 0, "5m", TB_MS(10),
+         TB_DAY(1), NULL, NULL, "Longest wait between two attempts of a notification."},
+        {"notify.log_lines", TB_CT_INT, F(notify_log_lines), 0, "20", 0, 1000, NULL, NULL,
+         "Last lines of a run's output a notification carries (0: none)."},
+        {"notify.log_bytes", TB_CT_SIZE, F(notify_log_bytes), 0, "4KiB", 0, TB_KIB(64), NULL,
+         NULL, "Most bytes of those last lines."},
+
         {"archiver.history_retention", TB_CT_DURATION, F(history_retention_ms), 0,
          "1826d", TB_DAY(1), TB_DURATION_MAX_MS, NULL, NULL,
-         "How long run history (runs and their results) is kept in PostgreSQL."},
+         "How long run history (runs and their results, and the notifications sent about "
+         "them) is kept in PostgreSQL."},
         {"archiver.log_retention_default", TB_CT_DURATION,
          F(log_retention_default_ms), 0, "30d", TB_HOUR(1), TB_DURATION_MAX_MS, NULL,
          NULL,
@@ -303,14 +328,40 @@ const tb_config_prop_t tb_config_group_props[] = {
          "allow_root must be true as well); a task's user option never overrides it."},
 };
 
+/* A notification channel: `notify.channels = ( { name = "ops"; ... }, ... );`. */
+const tb_config_prop_t tb_config_channel_props[] = {
+        {"name", TB_CT_STRING, C(name), 0, NULL, 0, 0, NULL, NULL,
+         "Required: what a task's notify rule names in `channel` (1 to 64 letters, digits, "
+         "'.', '_', '-'; unique)."},
+        {"type", TB_CT_ENUM, C(type), 0, "webhook", 0, 0, "webhook|smtp", NULL,
+         "webhook: an HTTP POST of a JSON body, signed (X-Taskbus-Signature); smtp: a "
+         "plain-text mail."},
+        {"url", TB_CT_STRING, C(url), 0, NULL, 0, 0, NULL, NULL,
+         "Required: the receiver, http:// or https:// for a webhook, smtp://HOST:PORT or "
+         "smtps://HOST:PORT for mail."},
+        {"secret_file", TB_CT_STRING, C(secret_file), 0, NULL, 0, 0, NULL, NULL,
+         "File holding the secret, alone on one line, mode 0600 or 0400 (readable by its "
+         "group or others is refused); relative to the config file's directory. A "
+         "webhook's HMAC-SHA256 key (required for a webhook), the SMTP password (with "
+         "username). Read when the config is loaded; never logged, never stored."},
+        {"username", TB_CT_STRING, C(username), 0, NULL, 0, 0, NULL, NULL,
+         "smtp: the login name (its password in secret_file); unset: no login."},
+        {"from", TB_CT_STRING, C(from), 0, NULL, 0, 0, NULL, NULL,
+         "smtp, required: the sender address (MAIL FROM and the From header)."},
+        {"to", TB_CT_STRLIST, C(to), C(to_cnt), NULL, 0, 0, NULL, NULL,
+         "smtp, required: the recipient addresses."},
+};
+
 #undef F
 #undef G
+#undef C
 
 /* Top-level groups with their own walkers, listed among the valid keys. */
 const char *tb_config_special_groups[] = {"groups", "kafka", "plugins"};
 
 const size_t tb_config_props_cnt = TB_ARRAY_LEN(tb_config_props);
 const size_t tb_config_group_props_cnt = TB_ARRAY_LEN(tb_config_group_props);
+const size_t tb_config_channel_props_cnt = TB_ARRAY_LEN(tb_config_channel_props);
 const size_t tb_config_special_groups_cnt = TB_ARRAY_LEN(tb_config_special_groups);
 _Static_assert(TB_ARRAY_LEN(tb_config_props) <= TB_CONFIG_PROPS_MAX,
                "raise TB_CONFIG_PROPS_MAX in config/config_internal.h");

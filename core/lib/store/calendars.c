@@ -6,6 +6,7 @@
 #include "store/store.h"
 
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -189,4 +190,88 @@ tb_err_t tb_store_calendar_delete(PGconn *conn, const char *group, const char *n
 void tb_store_calendar_clear(tb_store_calendar_t *cal) {
         free(cal->source);
         memset(cal, 0, sizeof(*cal));
+}
+
+tb_err_t tb_store_calendar_build(const tb_store_calendar_t *cal, tb_calendar_t **out,
+                                 char *errstr, size_t errstr_size) {
+        char err[400];
+        const tb_tz_t *tz = NULL;
+        unsigned weekend = 0;
+        tb_ics_t *ics = NULL;
+        *out = NULL;
+        tb_err_t e = tb_ics_parse(cal->source ? cal->source : "",
+                                  cal->source ? strlen(cal->source) : 0, &ics, err, sizeof(err));
+        if (!e)
+                e = tb_tz_open(cal->timezone, &tz, err, sizeof(err));
+        if (!e)
+                e = tb_calendar_weekend_parse(cal->weekend, &weekend, err, sizeof(err));
+        if (!e)
+                e = tb_calendar_new(cal->name, tz, weekend, ics, out, err, sizeof(err));
+        tb_ics_free(ics);
+        if (e)
+                return tb_seterr(errstr, errstr_size, e,
+                                 "calendar '%s' of group '%s' (version %" PRId64
+                                 ") cannot be built: %s",
+                                 cal->name, cal->security_group, cal->version, err);
+        return TB_OK;
+}
+
+tb_err_t tb_store_calendar_resolve(PGconn *conn, const char *group,
+                                   const tb_task_calendar_t *rules, size_t n,
+                                   tb_task_cals_t *out, char *errstr, size_t errstr_size) {
+        memset(out, 0, sizeof(*out));
+        json_t *g = json_pack("[s]", group ? group : "");
+        char *groups = g ? json_dumps(g, JSON_COMPACT) : NULL;
+        json_decref(g);
+        if (!groups)
+                return tb_seterr(errstr, errstr_size, TB_ERR_NOMEM, "resolve calendars: out of "
+                                 "memory");
+        tb_err_t err = TB_OK;
+        for (size_t i = 0; i < n && i < TB_TASK_CALENDARS_MAX; i++) {
+                tb_store_calendar_t row;
+                int found = 0;
+                out->rules[i].kind = rules[i].rule;
+                out->n = i + 1;
+                if ((err = tb_store_calendar_get(conn, groups, rules[i].name, &row, &found,
+                                                 errstr, errstr_size)))
+                        break;
+                if (found != 1) {
+                        if (!out->unresolved[0])
+                                tb_snprintf(out->unresolved, sizeof(out->unresolved),
+                                            "calendar '%s' does not exist in group '%s'",
+                                            rules[i].name, group ? group : "");
+                        continue;
+                }
+                char berr[sizeof(out->unresolved)];
+                if (tb_store_calendar_build(&row, &out->owned[i], berr, sizeof(berr)) != TB_OK &&
+                    !out->unresolved[0])
+                        tb_snprintf(out->unresolved, sizeof(out->unresolved), "%s", berr);
+                out->rules[i].calendar = out->owned[i];
+                tb_store_calendar_clear(&row);
+        }
+        free(groups);
+        if (err)
+                tb_task_cals_clear(out);
+        return err;
+}
+
+tb_err_t tb_store_calendar_signature(PGconn *conn, char *sig, size_t sig_size, char *errstr,
+                                     size_t errstr_size) {
+        PGresult *res = NULL;
+        tb_err_t err = tb_store_exec(conn, "calendars signature",
+                                     "SELECT count(*) || '/' || coalesce(sum(version), 0) "
+                                     "FROM calendars",
+                                     0, NULL, &res, errstr, errstr_size);
+        if (err)
+                return err;
+        tb_snprintf(sig, sig_size, "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        return TB_OK;
+}
+
+tb_err_t tb_store_calendar_all(PGconn *conn, PGresult **res, char *errstr, size_t errstr_size) {
+        return tb_store_exec(conn, "read calendars",
+                             "SELECT security_group, name, timezone, weekend, source, version "
+                             "FROM calendars ORDER BY security_group, name",
+                             0, NULL, res, errstr, errstr_size);
 }

@@ -15,6 +15,8 @@
 #define TB_STORE_CALENDARS_H
 
 #include "tb.h"
+#include "schedule/calendar.h"
+#include "task/task.h"
 
 #include <libpq-fe.h>
 #include <stdint.h>
@@ -82,5 +84,39 @@ tb_err_t tb_store_calendar_delete(PGconn *conn, const char *group, const char *n
                                   char *errstr, size_t errstr_size);
 /** Free \p cal's source and zero it. */
 void tb_store_calendar_clear(tb_store_calendar_t *cal);
+
+/**
+ * Build \p cal's calendar (tb_calendar_new() of its source, zone and
+ * weekend) into *\p out (caller frees). A stored calendar was built before
+ * it was stored, so a failure here means the row was changed behind the
+ * API or this version reads it differently: the message says which.
+ */
+tb_err_t tb_store_calendar_build(const tb_store_calendar_t *cal, tb_calendar_t **out,
+                                 char *errstr, size_t errstr_size);
+
+/**
+ * Resolve a task's \p n rules \p rules against group \p group's
+ * calendars into \p out (caller tb_task_cals_clear()s it): each calendar
+ * read and built. A missing one leaves out->unresolved = "calendar 'x' does
+ * not exist in group 'g'", one that does not build its reason.
+ * @returns TB_OK (even when unresolved), TB_ERR_PG when PostgreSQL failed.
+ */
+tb_err_t tb_store_calendar_resolve(PGconn *conn, const char *group,
+                                   const tb_task_calendar_t *rules, size_t n,
+                                   tb_task_cals_t *out, char *errstr, size_t errstr_size);
+
+/**
+ * A cheap signature of the whole table: it changes whenever a calendar is
+ * written or removed (count and the sum of versions; the scheduler polls it).
+ */
+tb_err_t tb_store_calendar_signature(PGconn *conn, char *sig, size_t sig_size, char *errstr,
+                                     size_t errstr_size);
+
+/**
+ * Every calendar of every group with its source: *\p res has the columns
+ * security_group, name, timezone, weekend, source, version (caller
+ * PQclear()s it). For the scheduler, which serves every group.
+ */
+tb_err_t tb_store_calendar_all(PGconn *conn, PGresult **res, char *errstr, size_t errstr_size);
 
 #endif /* TB_STORE_CALENDARS_H */

@@ -506,6 +506,14 @@ tb_err_t tb_store_tasks_stage_merge(PGconn *conn, char *errstr, size_t errstr_si
                              errstr, errstr_size);
 }
 
+tb_err_t tb_store_tasks_get_any(PGconn *conn, const char *id, PGresult **res, char *errstr,
+                                size_t errstr_size) {
+        const char *params[1] = {id};
+        return tb_store_exec(conn, "read task", "SELECT name, security_group, spec::text "
+                             "FROM tasks WHERE id = $1",
+                             1, params, res, errstr, errstr_size);
+}
+
 /* ---- tasks that wait for others ------------------------------------------------ */
 
 tb_err_t tb_store_tasks_dependents(PGconn *conn, const char *parts, const char *region,

@@ -178,6 +178,10 @@ tb_err_t tb_store_tasks_stage(PGconn *conn, const char *rows, size_t len, char *
  *  tb_store_tasks_delete() applied to each event in (epoch, version) order. */
 tb_err_t tb_store_tasks_stage_merge(PGconn *conn, char *errstr, size_t errstr_size);
 
+/** Task \p id whatever its group, for the notifier (its rules and retries):
+ *  name, security_group, spec (text); 0 or 1 row. */
+tb_err_t tb_store_tasks_get_any(PGconn *conn, const char *id, PGresult **res, char *errstr,
+                                size_t errstr_size);
 /* ---- tasks that wait for others (docs/scheduling.md "Dependencies") ---- */
 
 /** The tasks with parents of the task-events partitions in \p parts (an

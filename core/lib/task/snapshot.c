@@ -4,6 +4,8 @@
  */
 #include "task/snapshot.h"
 
+#include <string.h>
+
 static const char *tb_task_snap_str(const json_t *o, const char *k, const char *dflt) {
         const json_t *v = json_object_get(o, k);
         return json_is_string(v) ? json_string_value(v) : dflt;
@@ -48,4 +50,14 @@ json_t *tb_task_default_params(const json_t *spec) {
                 }
         }
         return out;
+}
+
+bool tb_task_result_retryable(const char *st, bool infra) {
+        if (!strcmp(st, "FAILED") || !strcmp(st, "TIMED_OUT") || !strcmp(st, "LOST"))
+                return true;
+        /* an infrastructure error ends a run whatever status word it carries,
+         * except the ones that are not failures */
+        return infra && strcmp(st, "RUNNING") && strcmp(st, "SUCCEEDED") &&
+               strncmp(st, "SKIPPED", 7) && strcmp(st, "EXPIRED") && strcmp(st, "DUPLICATE") &&
+               strcmp(st, "CANCELLED");
 }

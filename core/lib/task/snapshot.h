@@ -9,6 +9,7 @@
 #define TB_TASK_SNAPSHOT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 /**
  * @brief The RunSnapshot of the TaskSpec JSON \p spec (tb_task_to_spec()'s
@@ -25,5 +26,14 @@ json_t *tb_task_run_snapshot(const json_t *spec);
  * @returns a new reference (an object, maybe empty), or NULL when out of memory.
  */
 json_t *tb_task_default_params(const json_t *spec);
+
+/**
+ * @brief Whether a RunResult of \p status (the Avro symbol, "FAILED") and
+ *        \p infra_error is a failure the task's retries apply to: FAILED,
+ *        TIMED_OUT, LOST, or an infrastructure error of any status but the
+ *        ones that are no failure. The scheduler retries it while attempt <
+ *        max_attempts; the notifier calls the last one a failure.
+ */
+bool tb_task_result_retryable(const char *status, bool infra_error);
 
 #endif /* TB_TASK_SNAPSHOT_H */

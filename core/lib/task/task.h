@@ -43,6 +43,7 @@
 #define TB_TASK_H
 
 #include "tb.h"
+#include "schedule/calendar.h"
 #include "schedule/schedule.h"
 #include "units.h"
 #include <jansson.h>
@@ -168,5 +169,84 @@ tb_err_t tb_task_schedule_fires(const tb_schedule_t *s, int64_t after_ms, size_t
 /** The fields that differ between two normalized tasks, as a JSON array of
  *  top-level field names (new ref), for task_history.changed_fields. */
 json_t *tb_task_diff(const json_t *before, const json_t *after);
+
+/* ---- calendars (task/calendars.c; docs/scheduling.md "Calendars") ---- */
+
+/** Most calendar rules one task may have. */
+#define TB_TASK_CALENDARS_MAX 8
+
+/** One of a task's rules as its spec names it. */
+typedef struct tb_task_calendar {
+        char name[TB_CALENDAR_NAME_MAX + 1];
+        tb_calendar_rule_kind_t rule;
+} tb_task_calendar_t;
+
+/** @returns whether \p name is a calendar name (1..TB_CALENDAR_NAME_MAX of
+ *  A-Z a-z 0-9 - _ . :). */
+bool tb_task_calendar_name_ok(const char *name);
+
+/**
+ * @brief Read the rules of a normalized task or a TaskSpec (same shape):
+ *        \p out (TB_TASK_CALENDARS_MAX entries), *\p n of them.
+ * @returns TB_OK (none: *\p n = 0); TB_ERR_INVALID for a malformed array.
+ */
+tb_err_t tb_task_calendars(const json_t *task, tb_task_calendar_t *out, size_t *n, char *errstr,
+                           size_t errstr_size);
+
+/**
+ * A task's rules with their calendars resolved. When a calendar could not
+ * be had (missing, unreadable), \p unresolved says why and every occurrence
+ * is skipped with it: fail closed.
+ */
+typedef struct tb_task_cals {
+        size_t n;
+        tb_calendar_rule_t rules[TB_TASK_CALENDARS_MAX];
+        tb_calendar_t *owned[TB_TASK_CALENDARS_MAX]; /**< freed by tb_task_cals_clear() (may be NULL) */
+        char unresolved[240];                         /**< "" when every calendar is there */
+} tb_task_cals_t;
+
+/** Free what \p c owns and zero it. */
+void tb_task_cals_clear(tb_task_cals_t *c);
+
+/**
+ * @brief tb_calendar_apply() of \p c's rules, failing closed: unresolved
+ *        calendars, or a day outside a calendar's span, give a SKIPPED
+ *        decision with the reason rather than an error.
+ * @returns TB_OK, or TB_ERR_NOMEM.
+ */
+tb_err_t tb_task_cals_apply(const tb_task_cals_t *c, const tb_tz_t *local_tz, int64_t nominal_ms,
+                            tb_calendar_decision_t *out, char *errstr, size_t errstr_size);
+
+/** tb_calendar_plan() of \p c's rules; with unresolved calendars every
+ *  occurrence is SKIPPED with the reason. */
+tb_err_t tb_task_cals_plan(const tb_task_cals_t *c, const tb_schedule_t *s, int64_t after_ms,
+                           size_t count, tb_calendar_decision_t *out, size_t *nout,
+                           char *errstr, size_t errstr_size);
+
+/**
+ * @brief Decide \p n nominal occurrences (ascending) with \p c's rules
+ *        into \p out: tb_task_cals_apply() of each, then an occurrence
+ *        rolled onto an instant an earlier one runs at is DUPLICATE (one
+ *        run per instant, the earliest nominal's), as tb_calendar_plan()
+ *        does. For backfill and the occurrences listing.
+ */
+tb_err_t tb_task_cals_decide(const tb_task_cals_t *c, const tb_tz_t *local_tz,
+                             const int64_t *nominal, size_t n, tb_calendar_decision_t *out,
+                             char *errstr, size_t errstr_size);
+
+/** Set \p obj's "verdict" (fire, moved, skipped, duplicate), "fire_time"
+ *  (RFC 3339 when it runs, else null), "reason" and "calendar" (null when
+ *  none) from \p d. @returns TB_OK or TB_ERR_NOMEM. */
+tb_err_t tb_task_cals_decision_json(const tb_calendar_decision_t *d, json_t *obj);
+
+/** Annotate the fires of tb_task_schedule_fires(\p s, \p after_ms) with
+ *  \p c's decisions (tb_task_cals_decision_json() on each). */
+tb_err_t tb_task_cals_annotate(const tb_task_cals_t *c, const tb_schedule_t *s, int64_t after_ms,
+                               json_t *fires, char *errstr, size_t errstr_size);
+
+/** Validate a calendars array \p v (NULL: none) as tb_task_validate() does,
+ *  into \p out's "calendars" (left out when empty); *\p oom on allocation
+ *  failure. For the schedule preview. */
+tb_err_t tb_task_calendars_check(const json_t *v, json_t *out, tb_task_err_t *err, bool *oom);
 
 #endif

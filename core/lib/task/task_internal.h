@@ -46,6 +46,14 @@ tb_err_t tb_task_time(const json_t *v, const char *field, int64_t *ms, tb_task_e
 tb_err_t tb_task_enum(const json_t *v, const char *field, const char *const *names, int *idx,
                       tb_task_err_t *err);
 
+/* ---- task/calendars.c ---- */
+
+/** CalendarRuleKind's Avro symbols (the normalized form), NULL-terminated. */
+extern const char *const tb_task_cal_rule_syms[];
+/** Validate \p v (the body's calendars, NULL when absent) into \p out's
+ *  "calendars" (left out when empty). */
+tb_err_t tb_task_v_calendars(const json_t *v, json_t *out, tb_task_err_t *err, bool *oom);
+
 /* ---- task/spec.c ---- */
 
 /* Normalized names (lower case) and their Avro symbols, NULL-terminated;

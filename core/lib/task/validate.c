@@ -35,7 +35,8 @@ static const char *const tb_task_fields[] = {
         "name",     "script",        "argv",   "security_group", "user_id",
         "schedule", "execution_time", "expiry", "executor",       "executor_options",
         "retries",  "overlap",       "misfire", "jitter",         "expires_at",
-        "log_retention", "paused",   "labels", "home_region",
+        "log_retention", "paused",   "labels", "home_region",     "calendars",
+        "notify",
         "after", "after_mode", "after_deadline", /* task/after.c */
         NULL,
 };
@@ -481,6 +482,152 @@ fail:
         return rc;
 }
 
+/** Most notify rules of one task. */
+#define TB_TASK_NOTIFY_MAX 16
+
+/** The events a notify rule may name (docs/notifications.md). */
+static const char *const tb_task_notify_events[] = {
+        "failure", "recovery", "state_change", "skipped", "long_running", NULL,
+};
+
+static const char *const tb_task_notify_fields[] = {"on", "channel", "after_ms", NULL};
+
+/** notify (absent: none): rules {on: [events], channel, after_ms} into
+ *  \p out, after_ms given exactly when on holds long_running. A channel is
+ *  the deployment's (notify.channels): an unknown one is the notifier's to
+ *  report, at delivery. */
+static tb_err_t tb_task_v_notify(const json_t *v, json_t *out, tb_task_err_t *err, bool *oom) {
+        json_t *a = json_array();
+        tb_err_t rc;
+        char field[64];
+        if (!a) {
+                *oom = true;
+                return TB_OK;
+        }
+        if (v) {
+                if (!json_is_array(v)) {
+                        rc = tb_task_type_fail(err, "notify",
+                                               "an array of rules like {\"on\": "
+                                               "[\"failure\"], \"channel\": \"ops\"}",
+                                               v);
+                        goto fail;
+                }
+                if (json_array_size(v) > TB_TASK_NOTIFY_MAX) {
+                        rc = tb_task_fail(err, "notify", "notify: %zu rules; at most %d allowed",
+                                          json_array_size(v), TB_TASK_NOTIFY_MAX);
+                        goto fail;
+                }
+        }
+        size_t i;
+        json_t *r;
+        json_array_foreach(v, i, r) {
+                tb_snprintf(field, sizeof(field), "notify[%zu]", i);
+                if (!json_is_object(r)) {
+                        rc = tb_task_type_fail(err, field,
+                                               "an object with on, channel (and after_ms for "
+                                               "long_running)",
+                                               r);
+                        goto fail;
+                }
+                if ((rc = tb_task_check_keys(r, field, tb_task_notify_fields, NULL, err)))
+                        goto fail;
+                json_t *on = tb_task_get(r, "on");
+                tb_snprintf(field, sizeof(field), "notify[%zu].on", i);
+                if (!json_is_array(on) || !json_array_size(on)) {
+                        rc = on && !json_is_array(on)
+                                     ? tb_task_type_fail(err, field, "an array of events", on)
+                                     : tb_task_fail(err, field,
+                                                    "%s: required: one or more of failure, "
+                                                    "recovery, state_change, skipped, "
+                                                    "long_running",
+                                                    field);
+                        goto fail;
+                }
+                json_t *ons = json_array(), *rule = json_object();
+                if (!ons || !rule) {
+                        json_decref(ons);
+                        json_decref(rule);
+                        *oom = true;
+                        break;
+                }
+                tb_task_put(rule, "on", ons, oom);
+                if (json_array_append_new(a, rule)) {
+                        json_decref(rule);
+                        *oom = true;
+                        break;
+                }
+                bool seen[5] = {false};
+                size_t j;
+                json_t *e;
+                json_array_foreach(on, j, e) {
+                        int idx = -1;
+                        tb_snprintf(field, sizeof(field), "notify[%zu].on[%zu]", i, j);
+                        if ((rc = tb_task_enum(e, field, tb_task_notify_events, &idx, err)))
+                                goto fail;
+                        if (idx < 0) {
+                                rc = tb_task_type_fail(err, field, "an event name", e);
+                                goto fail;
+                        }
+                        if (seen[idx]) {
+                                rc = tb_task_fail(err, field, "%s: '%s' is named twice", field,
+                                                  tb_task_notify_events[idx]);
+                                goto fail;
+                        }
+                        seen[idx] = true;
+                        if (json_array_append_new(ons, json_string(tb_task_notify_events[idx])))
+                                *oom = true;
+                }
+                const char *ch;
+                tb_snprintf(field, sizeof(field), "notify[%zu].channel", i);
+                json_t *chv = tb_task_get(r, "channel");
+                if (!chv) {
+                        rc = tb_task_fail(err, field,
+                                          "%s: required: the name of a channel of the "
+                                          "deployment's notify.channels (e.g. \"ops\")",
+                                          field);
+                        goto fail;
+                }
+                if ((rc = tb_task_ident(chv, field, TB_TASK_IDENT_MAX, false, &ch, err)))
+                        goto fail;
+                tb_task_put(rule, "channel", json_string(ch), oom);
+                json_t *after = tb_task_get(r, "after_ms");
+                tb_snprintf(field, sizeof(field), "notify[%zu].after_ms", i);
+                if (seen[4] && !after) {
+                        rc = tb_task_fail(err, field,
+                                          "%s: required with long_running: how long (ms) a run "
+                                          "may go on before it is notified",
+                                          field);
+                        goto fail;
+                }
+                if (!seen[4] && after) {
+                        rc = tb_task_fail(err, field,
+                                          "%s: only applies to long_running; add it to on or "
+                                          "remove after_ms",
+                                          field);
+                        goto fail;
+                }
+                if (after && (!json_is_integer(after) || json_integer_value(after) < 1000 ||
+                              json_integer_value(after) > TB_TASK_EXPIRY_MAX_MS)) {
+                        rc = tb_task_fail(err, field,
+                                          "%s: a number of milliseconds from 1000 (1 s) to "
+                                          "604800000 (7 days)",
+                                          field);
+                        goto fail;
+                }
+                tb_task_put(rule, "after_ms",
+                            after ? json_integer(json_integer_value(after)) : json_null(), oom);
+        }
+        /* as the REST task shows it (task/spec.c): no member when empty */
+        if (json_array_size(a))
+                tb_task_put(out, "notify", a, oom);
+        else
+                json_decref(a);
+        return TB_OK;
+fail:
+        json_decref(a);
+        return rc;
+}
+
 tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t **out,
                           tb_task_err_t *err) {
         json_t *t = NULL, *v;
@@ -721,6 +868,10 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                 goto fail;
         tb_task_put(t, "home_region", json_string(region), &oom);
 
+        if ((rc = tb_task_v_calendars(tb_task_get(in, "calendars"), t, err, &oom)))
+                goto fail;
+        if ((rc = tb_task_v_notify(tb_task_get(in, "notify"), t, err, &oom)))
+                goto fail;
         if ((rc = tb_task_v_after(in, t, err, &oom)) ||
             (rc = tb_task_after_schedule_check(t, err)))
                 goto fail;

@@ -45,8 +45,7 @@ bool tb_api_admin_member(const tb_api_t *api, const tb_principal_t *p) {
         return ag && *ag && tb_principal_in_group(p, ag);
 }
 
-/* Answer 403 unless the caller is an admin. @returns whether it is. */
-static bool tb_api_admin_allowed(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp) {
+bool tb_api_admin_allowed(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp) {
         const tb_principal_t *p = tb_api_principal(req);
         const char *ag = api->ctx->conf->api_admin_group;
         if (tb_api_admin_member(api, p))

@@ -14,6 +14,14 @@
  *  not set): what GET /v1/me calls `admin`, and what /v1/admin/ requires. */
 bool tb_api_admin_member(const tb_api_t *api, const tb_principal_t *p);
 
+/** Answer 403 (saying why and how to fix it) unless the caller is an admin.
+ *  @returns whether it is. */
+bool tb_api_admin_allowed(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *resp);
+
+/** POST /v1/admin/notify/test (notify.c): a test notification to a channel;
+ *  GET /v1/admin/notify/deliveries/{id}: one notification and its attempts. */
+tb_api_route_fn tb_api_notify_test, tb_api_notify_delivery;
+
 /** GET and POST /v1/admin/users; POST /v1/admin/users/{user}/disable and /enable. */
 tb_api_route_fn tb_api_admin_users_list, tb_api_admin_users_create, tb_api_admin_users_disable,
         tb_api_admin_users_enable;

@@ -140,7 +140,8 @@ tb_api_route_fn tb_api_tasks_create, tb_api_tasks_list, tb_api_tasks_get, tb_api
         tb_api_tasks_history;
 
 /** A task's runs, one run, its cancellation and its output (runs.c). */
-tb_api_route_fn tb_api_runs_list, tb_api_runs_get, tb_api_runs_cancel, tb_api_runs_log;
+tb_api_route_fn tb_api_runs_list, tb_api_runs_get, tb_api_runs_cancel, tb_api_runs_log,
+        tb_api_runs_notifications;
 
 /** Runs across the caller's tasks (runs.c: GET /v1/runs) and the dashboard's
  *  aggregates (dashboard.c: counts per status, fire lag, next fires). */
@@ -153,6 +154,10 @@ tb_api_route_fn tb_api_tasks_occurrences, tb_api_tasks_backfill;
  *  delete. */
 tb_api_route_fn tb_api_calendars_put, tb_api_calendars_get, tb_api_calendars_list,
         tb_api_calendars_delete;
+/** Check that the calendars normalized task \p task names exist in its group
+ *  (when PostgreSQL answers; else accepted: its fires fail closed).
+ *  @returns false with a 400 naming calendars[i].calendar in \p resp. */
+bool tb_api_calendars_check_task(tb_api_t *api, const json_t *task, tb_http_resp_t *resp);
 
 /** POST /v1/schedule/preview: the next fires of a schedule not saved yet (schedule.c). */
 tb_api_route_fn tb_api_schedule_preview;

@@ -6,13 +6,19 @@
  *  - GET /v1/tasks/{id}/occurrences?from=&to= lists the nominal fires of the
  *    task's schedule in [from, to) (tb_schedule_occurrences(): the
  *    scheduler's own next-fire walk, at most 10,000), each with the run id
- *    its fire has and the run the history holds for it, if any.
+ *    its fire has and the run the history holds for it, if any, and, for a
+ *    task with calendars, what they do to it (verdict, fire_time, reason,
+ *    calendar: tb_task_cals_decide(), the calendars read as the scheduler
+ *    reads them).
  *  - POST /v1/tasks/{id}/backfill {"from", "to", "max_parallel"} is one
  *    STEP of a backfill: it emits RunRequests (trigger BACKFILL, nominal_time
  *    the occurrence, run id = the scheduled fire's, tb_schedule_run_id()) for
  *    the earliest occurrences that have no run yet, as many as keep the
  *    task's backfill runs in flight at max_parallel, and answers the range's
- *    progress. The caller (`taskbus tasks backfill`) repeats the same POST
+ *    progress. Occurrences the task's calendars skip (or roll onto another
+ *    one's instant) are not emitted and are counted in "skipped"; a moved
+ *    one is emitted with its nominal occurrence's run id, so that it stays
+ *    the scheduler's. The caller (`taskbus tasks backfill`) repeats the same POST
  *    until every occurrence is done.
  *
  * Why steps and no backfill state of its own: the state of a backfill IS the
@@ -41,6 +47,7 @@
 #include "schedule/occurrences.h"
 #include "serde/serde.h"
 #include "store/backfill.h"
+#include "store/calendars.h"
 #include "store/store.h"
 #include "store/tasks.h"
 #include "task/snapshot.h"
@@ -69,8 +76,12 @@ typedef struct tb_api_bf {
         int64_t *occ;       /**< the occurrences, ascending (owned) */
         char (*rid)[33];    /**< their run ids (owned) */
         size_t n;
+        tb_calendar_decision_t *dec; /**< the calendars' decision of each (owned; NULL:
+                                          the task has no calendars, every one fires) */
+        size_t skipped;     /**< occurrences the calendars do not run (skipped, duplicate) */
+        tb_task_cals_t cals; /**< the calendars dec points into (owned) */
         json_t *runs;       /**< run id -> its runs row, {status, trigger, final} (owned) */
-        size_t done;        /**< occurrences whose run is final */
+        size_t done;        /**< occurrences to run whose run is final */
         int64_t in_flight;  /**< the task's backfill runs in flight */
 } tb_api_bf_t;
 
@@ -79,6 +90,36 @@ static void tb_api_bf_free(tb_api_bf_t *bf) {
         json_decref(bf->runs);
         free(bf->occ);
         free(bf->rid);
+        free(bf->dec);
+        tb_task_cals_clear(&bf->cals);
+}
+
+/** Does occurrence \p i run (the calendars fire or move it)? */
+static bool tb_api_bf_runs(const tb_api_bf_t *bf, size_t i) {
+        return !bf->dec || bf->dec[i].verdict == TB_CALENDAR_FIRE ||
+               bf->dec[i].verdict == TB_CALENDAR_MOVED;
+}
+
+/** The calendars' decisions of the occurrences (the task's rules, its
+ *  group's calendars as the scheduler reads them). @returns TB_OK or an
+ *  error in \p err. */
+static tb_err_t tb_api_bf_calendars(PGconn *c, tb_api_bf_t *bf, const tb_tz_t *tz, char *err,
+                                    size_t errsz) {
+        tb_task_calendar_t rules[TB_TASK_CALENDARS_MAX];
+        size_t n = 0;
+        tb_err_t e = tb_task_calendars(bf->task, rules, &n, err, errsz);
+        if (e || !n)
+                return e;
+        const char *group = json_string_value(json_object_get(bf->task, "security_group"));
+        if ((e = tb_store_calendar_resolve(c, group, rules, n, &bf->cals, err, errsz)))
+                return e;
+        if (!(bf->dec = calloc(bf->n ? bf->n : 1, sizeof(*bf->dec))))
+                e = tb_seterr(err, errsz, TB_ERR_NOMEM, "out of memory");
+        if (!e)
+                e = tb_task_cals_decide(&bf->cals, tz, bf->occ, bf->n, bf->dec, err, errsz);
+        for (size_t i = 0; !e && i < bf->n; i++)
+                bf->skipped += !tb_api_bf_runs(bf, i);
+        return e;
 }
 
 /** An RFC 3339 time \p text (NULL: absent) of field \p name into *\p ms.
@@ -130,13 +171,16 @@ static tb_err_t tb_api_bf_state(PGconn *c, tb_api_bf_t *bf, char *err, size_t er
         bf->done = 0;
         for (int i = 0; bf->runs && i < PQntuples(r); i++) {
                 bool final = PQgetvalue(r, i, TB_BF_FINAL)[0] == 't';
-                bf->done += final;
                 json_object_set_new(bf->runs, PQgetvalue(r, i, TB_BF_RUN_ID),
                                     json_pack("{s:s, s:s, s:b}", "status",
                                               PQgetvalue(r, i, TB_BF_STATUS), "trigger",
                                               PQgetvalue(r, i, TB_BF_TRIGGER), "final", final));
         }
         PQclear(r);
+        for (size_t i = 0; bf->runs && i < bf->n; i++)
+                bf->done += tb_api_bf_runs(bf, i) &&
+                            json_is_true(json_object_get(json_object_get(bf->runs, bf->rid[i]),
+                                                         "final"));
         return bf->runs ? TB_OK : TB_ERR_NOMEM;
 }
 
@@ -179,6 +223,11 @@ static bool tb_api_bf_load(tb_api_t *api, tb_http_req_t *req, tb_http_resp_t *re
         }
         e = tb_schedule_occurrences(&s, bf->from_ms, bf->to_ms, 0, &bf->occ, &bf->n, err,
                                     sizeof(err));
+        if (!e && (e = tb_api_bf_calendars(c, bf, s.tz, err, sizeof(err)))) {
+                tb_schedule_clear(&s);
+                tb_api_db_error(resp, err);
+                return false;
+        }
         tb_schedule_clear(&s);
         if (e == TB_ERR_INVALID) {
                 /* the messages name their field first: "to: ..." */
@@ -213,12 +262,12 @@ static json_t *tb_api_bf_progress(const tb_api_bf_t *bf) {
                 json_object_set_new(statuses, st,
                                     json_integer(c ? json_integer_value(c) + 1 : 1));
         }
-        return json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:o, s:b}", "task_id",
+        return json_pack("{s:s, s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:b}", "task_id",
                          bf->task_id, "task_version", (json_int_t)bf->version, "from", f, "to", t,
-                         "occurrences", (json_int_t)bf->n, "recorded",
-                         (json_int_t)json_object_size(bf->runs), "done", (json_int_t)bf->done,
-                         "in_flight", (json_int_t)bf->in_flight, "statuses", statuses,
-                         "complete", bf->done == bf->n);
+                         "occurrences", (json_int_t)bf->n, "skipped", (json_int_t)bf->skipped,
+                         "recorded", (json_int_t)json_object_size(bf->runs), "done",
+                         (json_int_t)bf->done, "in_flight", (json_int_t)bf->in_flight,
+                         "statuses", statuses, "complete", bf->done == bf->n - bf->skipped);
 }
 
 void tb_api_tasks_occurrences(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
@@ -245,10 +294,12 @@ void tb_api_tasks_occurrences(void *app, tb_http_req_t *req, tb_http_resp_t *res
                 char at[32];
                 tb_time_format(bf.occ[i], at);
                 json_t *run = json_object_get(bf.runs, bf.rid[i]);
-                json_array_append_new(
-                        list, json_pack("{s:s, s:s, s:O?, s:O?}", "nominal_time", at, "run_id",
-                                        bf.rid[i], "status", json_object_get(run, "status"),
-                                        "trigger", json_object_get(run, "trigger")));
+                json_t *o = json_pack("{s:s, s:s, s:O?, s:O?}", "nominal_time", at, "run_id",
+                                      bf.rid[i], "status", json_object_get(run, "status"),
+                                      "trigger", json_object_get(run, "trigger"));
+                if (o && bf.dec)
+                        tb_task_cals_decision_json(&bf.dec[i], o);
+                json_array_append_new(list, o);
         }
         if (out && list) {
                 json_object_set_new(out, "items", list);
@@ -432,7 +483,7 @@ void tb_api_tasks_backfill(void *app, tb_http_req_t *req, tb_http_resp_t *resp) 
                 goto out;
         }
         for (size_t i = 0; i < bf.n && (int64_t)k < slots; i++)
-                if (!json_object_get(bf.runs, bf.rid[i]))
+                if (tb_api_bf_runs(&bf, i) && !json_object_get(bf.runs, bf.rid[i]))
                         pick[k++] = i;
         if (k) {
                 /* no pool connection held while Kafka acknowledges */

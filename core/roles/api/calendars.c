@@ -19,8 +19,11 @@
  *    204, or 409 naming the tasks of its group that still name it.
  *
  * Another group's calendar answers as a missing one (404). Calendars are
- * stored in PostgreSQL by this role (store/calendars.h); the scheduler does
- * not read them yet.
+ * stored in PostgreSQL by this role (store/calendars.h) and read by the
+ * scheduler (scheduler/calendars.c), the preview and the occurrences.
+ *
+ * tb_api_calendars_check_task(): a task created or updated over REST must
+ * name calendars of its own group that exist, when PostgreSQL can say so.
  */
 #include "api/api.h"
 #include "api/util.h"
@@ -358,4 +361,47 @@ void tb_api_calendars_delete(void *app, tb_http_req_t *req, tb_http_resp_t *resp
                 tb_api_cal_ambiguous(resp, name);
         else
                 resp->status = 204;
+}
+
+bool tb_api_calendars_check_task(tb_api_t *api, const json_t *task, tb_http_resp_t *resp) {
+        tb_task_calendar_t rules[TB_TASK_CALENDARS_MAX];
+        size_t n = 0;
+        char err[512];
+        const char *group = json_string_value(json_object_get(task, "security_group"));
+        if (tb_task_calendars(task, rules, &n, err, sizeof(err)) != TB_OK || !n)
+                return true; /* the validator's own output: nothing to check */
+        /* Not the usual 503: without PostgreSQL the task is accepted and a
+         * fire naming a missing calendar is skipped (fail closed). */
+        PGconn *c = tb_store_acquire_timeout(api->store, 2000);
+        if (!c) {
+                tb_warn("api", "calendars of a task not checked: no database connection");
+                return true;
+        }
+        json_t *g = json_pack("[s]", group ? group : "");
+        char *groups = g ? json_dumps(g, JSON_COMPACT) : NULL;
+        json_decref(g);
+        bool ok = true;
+        for (size_t i = 0; ok && groups && i < n; i++) {
+                tb_store_calendar_t row;
+                int found = 0;
+                if (tb_store_calendar_get(c, groups, rules[i].name, &row, &found, err,
+                                          sizeof(err)) != TB_OK) {
+                        tb_warn("api", "calendars of a task not checked: %s", err);
+                        break;
+                }
+                tb_store_calendar_clear(&row);
+                if (found != 1) {
+                        char field[48];
+                        tb_snprintf(field, sizeof(field), "calendars[%zu].calendar", i);
+                        tb_http_error(resp, 400, "invalid_argument", field,
+                                      "%s: calendar '%s' does not exist in group '%s'; create "
+                                      "it first (PUT /v1/calendars/%s?security_group=%s)",
+                                      field, rules[i].name, group ? group : "", rules[i].name,
+                                      group ? group : "");
+                        ok = false;
+                }
+        }
+        free(groups);
+        tb_store_release(api->store, c);
+        return ok;
 }

@@ -15,6 +15,7 @@
 #include "api/session.h"
 #include "api/util.h"
 #include "store/claims.h"
+#include "store/notify.h"
 #include "store/runs.h"
 
 #include <ctype.h>
@@ -142,11 +143,11 @@ static tb_err_t tb_api_runs_load(PGconn *c, const tb_principal_t *p, const char 
 const char *const tb_api_runs_statuses[] = {
         "scheduled", "running",         "succeeded",       "failed",         "timed_out",
         "cancelled", "lost",            "skipped_overlap", "skipped_misfire", "skipped_paused",
-        "expired",   "skipped_dependency", NULL,
+        "expired",   "skipped_calendar", "skipped_dependency", NULL,
 };
 #define TB_API_RUNS_STATUS_TEXT                                                                \
         "scheduled, running, succeeded, failed, timed_out, cancelled, lost, skipped_overlap, " \
-        "skipped_misfire, skipped_paused, expired, skipped_dependency"
+        "skipped_misfire, skipped_paused, expired, skipped_calendar, skipped_dependency"
 
 /** ?status=a,b as a text[] literal of *\p cnt statuses into \p out.
  *  @returns false with a 400. */
@@ -907,4 +908,27 @@ out:
         PQclear(r);
         if (c)
                 tb_store_release(api->store, c);
+}
+
+/* GET /v1/runs/{id}/notifications: what the notifier decided for the run and
+ * every delivery attempt (docs/notifications.md). */
+void tb_api_runs_notifications(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
+        tb_api_t *api = app;
+        PGresult *r = NULL, *n = NULL;
+        char err[512];
+        PGconn *c = tb_api_runs_open(api, req, resp, &r);
+        if (!c)
+                return;
+        tb_err_t e = tb_store_notify_list(c, PQgetvalue(r, 0, TB_RC_ID), 0, NULL, &n, err,
+                                          sizeof(err));
+        tb_store_release(api->store, c);
+        PQclear(r);
+        if (e) {
+                tb_api_db_error(resp, err);
+                return;
+        }
+        json_error_t je;
+        json_t *items = json_loads(PQgetvalue(n, 0, 0), 0, &je);
+        PQclear(n);
+        tb_http_json(resp, 200, json_pack("{s:o}", "notifications", items ? items : json_array()));
 }

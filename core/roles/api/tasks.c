@@ -169,6 +169,7 @@ static bool tb_api_tasks_validate(tb_api_t *api, const tb_principal_t *p, const 
                               "security_group: you are not a member of '%.128s'; your groups: %s",
                               group ? group : "", groups);
         }
+        ok = ok && tb_api_calendars_check_task(api, norm, resp);
         ok = ok && tb_api_deps_check(api, p, id, norm, resp);
         json_decref(norm);
         return ok;

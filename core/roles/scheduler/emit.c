@@ -137,9 +137,19 @@ static bool tb_sched_misfire_runs(const tb_sched_t *s, const tb_sched_task_t *t,
         if (t->misfire == TB_SCHED_MISFIRE_SKIP)
                 return false;
         if (t->misfire == TB_SCHED_MISFIRE_RUN_ONCE) {
-                /* only the latest missed fire runs */
-                int64_t nn = tb_sched_task_next_after(t, n);
-                return nn == TB_SCHED_NEVER || !tb_sched_is_late(t, nn, now);
+                /* only the latest missed fire runs: with calendars, the
+                 * latest of those they would run (a bounded look ahead) */
+                int64_t nn = tb_sched_task_next_after(t, n), fire = nn;
+                for (int i = 0; tb_sched_cal_has(t) && nn != TB_SCHED_NEVER && i < 1000; i++) {
+                        if (tb_sched_cal_runs(s, t, nn, &fire))
+                                break;
+                        if (!tb_sched_is_late(t, nn, now))
+                                return true; /* the next one is not missed */
+                        nn = tb_sched_task_next_after(t, nn);
+                        fire = nn;
+                }
+                return nn == TB_SCHED_NEVER ||
+                       now - (fire + tb_sched_task_jitter(t, nn)) <= TB_SCHED_MISFIRE_THRESHOLD_MS;
         }
         int64_t cap = s->conf->sched_misfire_cap;
         return tb_sched_count_late(t, n, now, cap) <= cap;
@@ -216,12 +226,28 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                         n_rec += made;
                         continue;
                 } else {
+                        /* the calendars' decision (calendars.c): NULL when
+                         * the task has none, or they were never loaded */
+                        bool cal = tb_sched_cal_has(t);
+                        const tb_calendar_decision_t *cd = cal ? tb_sched_cal_decision(s, t) : NULL;
+                        if (cal && !cd)
+                                break;
                         int64_t j = tb_sched_task_jitter(t, n);
-                        if (n + j > now)
+                        int64_t at = cd && cd->verdict == TB_CALENDAR_MOVED ? cd->fire_ms : n;
+                        if (at + j > now)
                                 break;
                         bool run = true;
                         int trig = TB_SCHED_TRIG_SCHEDULE;
-                        if (tb_sched_is_late(t, n, now)) {
+                        if (cd && cd->verdict != TB_CALENDAR_FIRE &&
+                            cd->verdict != TB_CALENDAR_MOVED) {
+                                if ((err = tb_sched_emit_skip(s, t, tid, n, TB_SCHED_NO_LAST, 1,
+                                                              "SKIPPED_CALENDAR",
+                                                              "reason=\"calendar\"", cd->reason,
+                                                              now, st, errstr, errstr_size)))
+                                        break;
+                                goto next;
+                        }
+                        if (now - (at + j) > TB_SCHED_MISFIRE_THRESHOLD_MS) {
                                 st->misfires++;
                                 tb_metrics_add("taskbus_scheduler_misfires_total", NULL, 1);
                                 trig = TB_SCHED_TRIG_MISFIRE;
@@ -233,10 +259,12 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                                                               errstr, errstr_size)))
                                         break;
                                 if (trig == TB_SCHED_TRIG_SCHEDULE)
-                                        tb_sched_lag_push(s, n + j);
+                                        tb_sched_lag_push(s, at + j); /* a rolled fire's lag
+                                                                         is from its new time */
                         } else {
-                                /* the late fires skipped with it: one record */
-                                cnt = tb_sched_range_misfire(s, t, n, now, &last);
+                                /* the late fires skipped with it: one record (one
+                                 * by one for a task with calendars, each decided) */
+                                cnt = cal ? 1 : tb_sched_range_misfire(s, t, n, now, &last);
                                 if (cnt > 1) {
                                         st->misfires += (size_t)(cnt - 1);
                                         tb_metrics_add("taskbus_scheduler_misfires_total", NULL,
@@ -263,6 +291,7 @@ static tb_err_t tb_sched_task_process(tb_sched_t *s, uint32_t slot, int64_t now,
                         t->fires += cnt - 1;
                         n = last;
                 }
+        next:
                 t->last_nominal = n;
                 t->fires++;
                 t->next_nominal = tb_sched_task_next_after(t, n);

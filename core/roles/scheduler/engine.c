@@ -294,8 +294,13 @@ int64_t tb_sched_task_due(const tb_sched_task_t *t) {
                 d = t->expires_ms;
         if (t->next_nominal != TB_SCHED_NEVER) {
                 int64_t n = t->next_nominal;
+                const tb_sched_trules_t *tr = t->x ? t->x->cal : NULL;
                 if (t->flags & TB_SCHED_TF_PAUSED)
                         n = tb_sched_range_pause_end(t); /* fires not armed (ranges.c) */
+                else if (tr && !(tr->decided && tr->dec_nominal == n))
+                        n = TB_SCHED_NEVER; /* the calendars decide it first (calendars.c) */
+                else if (tr && tr->dec.verdict == TB_CALENDAR_MOVED)
+                        n = tr->dec.fire_ms + tb_sched_task_jitter(t, n);
                 else
                         n += tb_sched_task_jitter(t, n);
                 if (n < d)
@@ -305,6 +310,8 @@ int64_t tb_sched_task_due(const tb_sched_task_t *t) {
 }
 
 void tb_sched_task_rekey(tb_sched_t *s, uint32_t slot) {
+        if (tb_sched_cal_has(&s->tasks[slot]))
+                tb_sched_cal_decision(s, &s->tasks[slot]);
         int64_t d = tb_sched_task_due(&s->tasks[slot]);
         if (d == TB_SCHED_NEVER)
                 tb_timerheap_remove(&s->heap, slot);
@@ -340,6 +347,7 @@ void tb_sched_extra_free(tb_sched_extra_t *x) {
                 return;
         free(x->retries);
         free(x->run_now);
+        free(x->cal);
         free(x);
 }
 
@@ -481,6 +489,7 @@ void tb_sched_destroy(tb_sched_t *s) {
         for (size_t i = 0; i < s->moved_cnt; i++)
                 free(s->moved[i]);
         free(s->moved);
+        tb_sched_cal_free_all(s);
         free(s);
 }
 

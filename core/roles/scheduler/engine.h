@@ -20,6 +20,7 @@
 #include "tb.h"
 #include "bus/bus.h"
 #include "config/config.h"
+#include "schedule/calendar.h"
 #include <jansson.h>
 
 /** A fire whose emission time (nominal + jitter) is older than this when the
@@ -189,5 +190,36 @@ bool tb_sched_task_info(const tb_sched_t *s, const char *task_id, int64_t *next_
 tb_err_t tb_sched_encode_run(const tb_sched_t *s, const char *task_id, int64_t nominal_ms,
                              int attempt, const char *trigger, int64_t emitted_ms,
                              tb_buf_t *out, char *errstr, size_t errstr_size);
+
+/** One calendar of one group, built (the role reads them from PostgreSQL). */
+typedef struct tb_sched_calendar {
+        char group[129];
+        char name[129];
+        int64_t version;
+        tb_calendar_t *cal; /**< NULL when it could not be built: see error */
+        char error[240];    /**< why not: the reason its tasks' fires are skipped with */
+} tb_sched_calendar_t;
+
+/**
+ * @brief Replace the calendars the engine applies (docs/scheduling.md
+ *        "Calendars"). Takes \p cals (malloc'ed, \p n entries, their
+ *        calendars) in every case. The next fire of every task that names a
+ *        calendar added, changed (another version) or removed is decided
+ *        again and its timer moved, so a calendar update takes effect for
+ *        every task at once. Before the first call, the fires of tasks with
+ *        calendar rules wait.
+ */
+void tb_sched_calendars_set(tb_sched_t *s, tb_sched_calendar_t *cals, size_t n);
+
+/** Tell the engine a poll of the calendars ended (changed or not): the tasks
+ *  whose calendar was unknown are decided again, now failing closed. */
+void tb_sched_calendars_polled(tb_sched_t *s);
+/** @returns whether a task names a calendar the engine does not know, so the
+ *  role should poll now rather than at the next interval. */
+bool tb_sched_calendars_wanted(const tb_sched_t *s);
+
+/** @returns the calendars' decision for a task's next fire (a copy in
+ *  \p out), false when unknown, without rules or not decided. For tests. */
+bool tb_sched_task_decision(tb_sched_t *s, const char *task_id, tb_calendar_decision_t *out);
 
 #endif /* TB_SCHED_ENGINE_H */

@@ -10,6 +10,7 @@
 #include "scheduler/engine.h"
 #include "schedule/schedule.h"
 #include "schedule/timerheap.h"
+#include "task/task.h"
 
 #define TB_SCHED_LOG "scheduler"
 
@@ -52,8 +53,22 @@ typedef struct tb_sched_retry {
         int32_t attempt;
 } tb_sched_retry_t;
 
+/** A task's calendar rules and the decision of its next fire (calendars.c). */
+typedef struct tb_sched_trules {
+        char group[TB_TASK_GROUP_MAX + 1];
+        size_t n;
+        tb_task_calendar_t rules[TB_TASK_CALENDARS_MAX];
+        bool decided;                 /* dec is next_nominal's at s->cal_gen */
+        bool waiting;                 /* a calendar it names is unknown: polled first */
+        uint64_t set_poll;            /* s->cal_polls when the rules were read */
+        int64_t dec_nominal;
+        uint64_t dec_gen;
+        tb_calendar_decision_t dec;
+} tb_sched_trules_t;
+
 /** The rare parts of a task: pending retries and run-now requests. */
 typedef struct tb_sched_extra {
+        tb_sched_trules_t *cal; /* NULL: no calendar rules */
         tb_sched_retry_t *retries;
         uint32_t retry_cnt;
         uint32_t run_now_cnt;
@@ -150,6 +165,13 @@ struct tb_sched {
         bool in_txn;
         char **moved; /* tasks an event of a higher epoch made local (see tb_sched_take_moved) */
         size_t moved_cnt, moved_cap;
+
+        tb_sched_calendar_t *cals; /* every group's calendars (calendars.c) */
+        size_t cal_cnt;
+        bool cal_loaded;           /* false until the first tb_sched_calendars_set() */
+        uint64_t cal_gen;          /* raised by each change: decisions are redone */
+        uint64_t cal_polls;        /* polls done (tb_sched_calendars_polled()) */
+        bool cal_want;             /* a task names a calendar unknown here: poll now */
 };
 
 
@@ -264,5 +286,27 @@ void tb_sched_range_drop(tb_sched_t *s, int32_t p);
 /** @returns "the fire at <t>" or "<n> fires from <t1> to <t2>" in \p buf. */
 const char *tb_sched_range_describe(int64_t first, int64_t last, int64_t count, char *buf,
                                     size_t size);
+
+/* ---- calendars.c: the tasks' calendar rules ------------------------------- */
+
+/** Read \p spec's calendar rules into \p t's extra part (removing them when
+ *  it has none). @returns TB_ERR_INVALID naming the field, TB_ERR_NOMEM. */
+tb_err_t tb_sched_cal_task_set(const tb_sched_t *s, tb_sched_task_t *t, const json_t *spec,
+                               char *errstr, size_t errstr_size);
+/**
+ * @brief The calendars' decision for \p t's next fire, made on first use and
+ *        kept until the fire or the calendars change.
+ * @returns NULL when the task has no rules, or while the calendars were never
+ *          loaded (its fires then wait: tb_sched_task_due()).
+ */
+const tb_calendar_decision_t *tb_sched_cal_decision(tb_sched_t *s, tb_sched_task_t *t);
+/** @returns whether the fire of \p t at \p nominal would run under its
+ *  calendars (no duplicate check), with *\p fire_ms its instant. */
+bool tb_sched_cal_runs(const tb_sched_t *s, const tb_sched_task_t *t, int64_t nominal,
+                       int64_t *fire_ms);
+/** @returns whether \p t has calendar rules. */
+bool tb_sched_cal_has(const tb_sched_task_t *t);
+/** Free the engine's calendars. */
+void tb_sched_cal_free_all(tb_sched_t *s);
 
 #endif /* TB_SCHED_ENGINE_INTERNAL_H */

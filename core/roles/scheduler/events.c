@@ -8,6 +8,7 @@
 
 #include "http/metrics.h"
 #include "replication.h"
+#include "task/snapshot.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -103,16 +104,6 @@ tb_err_t tb_sched_remote_event(tb_sched_t *s, int32_t partition, const json_t *e
 
 /* ---- results ---------------------------------------------------------------- */
 
-static bool tb_sched_status_retryable(const char *st, bool infra) {
-        if (!strcmp(st, "FAILED") || !strcmp(st, "TIMED_OUT") || !strcmp(st, "LOST"))
-                return true;
-        /* an infrastructure error ends a run whatever status word it carries,
-         * except the ones that are not failures */
-        return infra && strcmp(st, "RUNNING") && strcmp(st, "SUCCEEDED") &&
-               strncmp(st, "SKIPPED", 7) && strcmp(st, "EXPIRED") && strcmp(st, "DUPLICATE") &&
-               strcmp(st, "CANCELLED");
-}
-
 static int64_t tb_sched_backoff(const tb_sched_task_t *t, int attempt) {
         int64_t b = t->backoff_ms > 0 ? t->backoff_ms : 0;
         for (int i = 1; i < attempt && b < t->backoff_max_ms; i++)
@@ -128,7 +119,7 @@ tb_err_t tb_sched_result(tb_sched_t *s, int32_t partition, const json_t *res, in
         const char *st = tb_sched_jstr(res, "status", "");
         if (!tid)
                 return tb_seterr(errstr, errstr_size, TB_ERR_INVALID, "RunResult without task_id");
-        if (!tb_sched_status_retryable(st, json_is_true(json_object_get(res, "infra_error"))))
+        if (!tb_task_result_retryable(st, json_is_true(json_object_get(res, "infra_error"))))
                 return TB_OK;
         uint32_t slot = tb_sched_slot_of(s, tid);
         if (slot == UINT32_MAX || (s->tasks[slot].flags & TB_SCHED_TF_TOMB))

@@ -5,6 +5,7 @@
  *        a failover moved here; and the reload after a failed transaction.
  */
 #include "scheduler/role_internal.h"
+#include "store/calendars.h"
 
 #include "bus/pgsink.h"
 #include "projection/projection.h"
@@ -340,4 +341,57 @@ void tb_sched_reload(tb_sched_role_t *r) {
          * offsets, the others go on from their positions */
         tb_sched_results_assign(r, false);
         tb_sched_remote_assign(r);
+}
+
+/* ---- calendars ---------------------------------------------------------------- */
+
+void tb_sched_calendars_poll(tb_sched_role_t *r) {
+        char err[512], sig[64];
+        PGconn *conn = tb_store_acquire_timeout(r->ctx->store, 200);
+        PGresult *res = NULL;
+        if (!conn) {
+                tb_debug(TB_SCHED_LOG, "calendars not polled: no database connection");
+                return;
+        }
+        if (tb_store_calendar_signature(conn, sig, sizeof(sig), err, sizeof(err)) != TB_OK) {
+                tb_warn(TB_SCHED_LOG, "calendars not polled: %s", err);
+                goto out;
+        }
+        if (r->cal_sig[0] && !strcmp(sig, r->cal_sig)) {
+                tb_sched_calendars_polled(r->s);
+                goto out;
+        }
+        if (tb_store_calendar_all(conn, &res, err, sizeof(err)) != TB_OK) {
+                tb_warn(TB_SCHED_LOG, "calendars not read: %s", err);
+                goto out;
+        }
+        int n = PQntuples(res);
+        tb_sched_calendar_t *cals = calloc((size_t)(n ? n : 1), sizeof(*cals));
+        if (!cals) {
+                tb_error(TB_SCHED_LOG, "calendars not read: out of memory");
+                goto out;
+        }
+        for (int i = 0; i < n; i++) {
+                tb_store_calendar_t row = {0};
+                tb_snprintf(row.security_group, sizeof(row.security_group), "%s",
+                            PQgetvalue(res, i, 0));
+                tb_snprintf(row.name, sizeof(row.name), "%s", PQgetvalue(res, i, 1));
+                tb_snprintf(row.timezone, sizeof(row.timezone), "%s", PQgetvalue(res, i, 2));
+                tb_snprintf(row.weekend, sizeof(row.weekend), "%s", PQgetvalue(res, i, 3));
+                row.source = PQgetvalue(res, i, 4); /* borrowed: not cleared */
+                row.version = strtoll(PQgetvalue(res, i, 5), NULL, 10);
+                tb_sched_calendar_t *c = &cals[i];
+                memcpy(c->group, row.security_group, sizeof(c->group));
+                memcpy(c->name, row.name, sizeof(c->name));
+                c->version = row.version;
+                if (tb_store_calendar_build(&row, &c->cal, c->error, sizeof(c->error)) != TB_OK)
+                        tb_error(TB_SCHED_LOG, "%s: the fires of its tasks are skipped",
+                                 c->error);
+        }
+        tb_sched_calendars_set(r->s, cals, (size_t)n);
+        tb_sched_calendars_polled(r->s);
+        tb_snprintf(r->cal_sig, sizeof(r->cal_sig), "%s", sig);
+out:
+        PQclear(res);
+        tb_store_release(r->ctx->store, conn);
 }

@@ -267,6 +267,9 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
                 t->flags = keep | (nt.flags & (TB_SCHED_TF_PAUSED | TB_SCHED_TF_LOCAL));
                 if (was_tomb)
                         t->flags &= (uint8_t)~TB_SCHED_TF_TOMB;
+                if ((err = tb_sched_cal_task_set(s, t, spec, errstr, errstr_size)))
+                        tb_warn(TB_SCHED_LOG, "task %s: its calendar rules cannot be read (its fires are skipped): %s",
+                                tid, errstr);
                 if (changed) {
                         /* never repeat what was emitted, never back-fill the
                          * past of a schedule that did not exist then */
@@ -301,6 +304,9 @@ tb_err_t tb_sched_task_put(tb_sched_t *s, int32_t partition, const char *tid, in
         s->tasks[slot] = nt;
         tb_sched_task_t *t = &s->tasks[slot];
         t->next_nominal = tb_sched_task_next_after(t, tb_sched_task_from(t));
+        if ((err = tb_sched_cal_task_set(s, t, spec, errstr, errstr_size)))
+                tb_warn(TB_SCHED_LOG, "task %s: its calendar rules cannot be read (its fires are skipped): %s", tid,
+                        errstr);
         tb_sched_map_find(s, tid, &at);
         s->map[at] = slot + 1;
         s->map_cnt++;

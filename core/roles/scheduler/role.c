@@ -320,6 +320,14 @@ static void *tb_sched_role_main(void *arg) {
                 }
                 if (r->reload_at && tb_now_ms() >= r->reload_at)
                         tb_sched_reload(r);
+                /* at the interval, or sooner (not more than 4 times a
+                 * second) when a task names a calendar not seen yet */
+                if (tb_now_ms() >= r->cal_poll_at ||
+                    (tb_sched_calendars_wanted(r->s) && tb_now_ms() >= r->cal_polled + 250)) {
+                        tb_sched_calendars_poll(r);
+                        r->cal_polled = tb_now_ms();
+                        r->cal_poll_at = r->cal_polled + r->conf->sched_calendar_poll_ms;
+                }
                 tb_sched_after_poll(r);
                 tb_sched_tick_stats_t st;
                 tb_err_t err;

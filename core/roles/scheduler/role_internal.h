@@ -42,6 +42,9 @@ typedef struct tb_sched_role {
         } *adopt;                  /* moved tasks found while loading the projection */
         size_t adopt_cnt, adopt_cap;
 
+        int64_t cal_poll_at; /* next look at the calendars (scheduler.calendar_poll) */
+        int64_t cal_polled;  /* when they were last looked at */
+        char cal_sig[64];    /* what tb_store_calendar_signature() said at the last load */
         /* after.c: the dependency poll */
         rd_kafka_t *after_prod; /* idempotent, outside the engine's transactions */
         int64_t after_next_ms;
@@ -73,6 +76,14 @@ rd_kafka_resp_err_t tb_sched_load_assign(tb_sched_role_t *r, const char *topic, 
  *  event (caller destroys it), or NULL: nothing yet, or (*\p eof) the end of
  *  the assigned partition. */
 rd_kafka_message_t *tb_sched_load_poll(tb_sched_role_t *r, bool *eof);
+
+/**
+ * Read the business calendars from PostgreSQL when they changed (a cheap
+ * signature first) and give them to the engine, built. A calendar that
+ * does not build is given with its reason (its tasks' fires are skipped
+ * with it); PostgreSQL unavailable keeps the calendars already loaded.
+ */
+void tb_sched_calendars_poll(tb_sched_role_t *r);
 
 /* ---- remote.c: the other regions' copies of task-events --------------------- */
 

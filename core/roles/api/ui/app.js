@@ -9,7 +9,7 @@
 
 const state = { me: null, csrf: null, streams: [] };
 const FINAL = new Set(['succeeded', 'failed', 'timed_out', 'cancelled', 'lost',
-  'skipped_overlap', 'skipped_misfire', 'skipped_paused', 'expired']);
+  'skipped_overlap', 'skipped_misfire', 'skipped_paused', 'expired', 'skipped_calendar']);
 const BAD = new Set(['failed', 'timed_out', 'lost']);
 
 // ---- DOM helpers: text goes through textContent, never HTML ------------------

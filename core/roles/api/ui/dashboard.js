@@ -30,7 +30,8 @@ async function todayCards(cards, runningNow) {
   const c = await api('GET', '/v1/runs/counts?since=' + encodeURIComponent(midnight.toISOString()) +
     '&until=' + encodeURIComponent(tomorrow.toISOString()));
   const failed = c.counts.failed + c.counts.timed_out + c.counts.lost;
-  const skipped = c.fires.skipped_overlap + c.fires.skipped_misfire + c.fires.skipped_paused;
+  const skipped = c.fires.skipped_overlap + c.fires.skipped_misfire + c.fires.skipped_paused +
+    c.fires.skipped_calendar;
   const card = (cls, n, label, id) => h('div', { class: 'card ' + cls, id },
     h('span', { class: 'n' }, n), label);
   cards.replaceChildren(

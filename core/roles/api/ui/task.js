@@ -131,7 +131,7 @@ function runsChart(runs) {
 const RUN_STATUS_FILTERS = [
   ['', 'any status'], ['succeeded', 'succeeded'], ['failed,timed_out,lost', 'failed, timed out or lost'],
   ['running,scheduled', 'running or scheduled'], ['cancelled', 'cancelled'],
-  ['skipped_overlap,skipped_misfire,skipped_paused', 'skipped'],
+  ['skipped_overlap,skipped_misfire,skipped_paused,skipped_calendar', 'skipped'],
 ];
 
 // "2026-12-04T10:00" of a datetime-local input as RFC 3339 UTC ("" stays "").
