@@ -1,4 +1,4 @@
--- taskbus schema, version 13: the parameter values of a run (docs/api.md,
+-- taskbus schema, version 18: the parameter values of a run (docs/api.md,
 -- "Run now with parameters"). params is RunRequest.params (and
 -- RunResult.params, for a row a result made first): every declared
 -- parameter of the task with the value the run got, as a JSON object of

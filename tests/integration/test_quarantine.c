@@ -285,7 +285,7 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
                  "convert_from(header_names[1], 'UTF8'), convert_from(header_values[1], 'UTF8'), "
                  "cardinality(header_names)) FROM quarantine WHERE sqlstate = '54000'");
         got = value_of(g_st.conn, sql);
-        cr_assert_str_eq(got, "hostile|8443|x-origin|hostile_records.py|2");
+        cr_assert_str_eq(got, "hostile|8477|x-origin|hostile_records.py|2");
         free(got);
         cr_assert_eq(sql_ll(g_st.conn, "SELECT count(*) FROM quarantine WHERE sqlstate IS NULL "
                                        "AND role = 'projector' AND "
@@ -497,7 +497,7 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         cr_assert(strstr(out, "tbt_no_forbidden"), "%s", out);
         cr_assert(strstr(out, "key (7 bytes, text): hostile"), "%s", out);
         cr_assert(strstr(out, "header x-origin (18 bytes, text): hostile_records.py"), "%s", out);
-        cr_assert(strstr(out, "value (417 bytes, hex):"), "%s", out);
+        cr_assert(strstr(out, "value (451 bytes, hex):"), "%s", out);
         cr_assert(strstr(out, "|..$forbidden by |"), "the ASCII column: %s", out);
         cr_assert(strstr(out, "header x-\\xc3\\xa9 (7 bytes, hex):"),
                   "a header name that is not ASCII is escaped: %s", out);
@@ -508,10 +508,10 @@ Test(quarantine, poison_records_are_set_aside_and_every_role_goes_on) {
         json_t *o = json_loads(out, 0, &je);
         cr_assert_not_null(o, "%s", out);
         cr_assert_eq(json_integer_value(json_object_get(json_object_get(o, "value"), "bytes")),
-                     8443);
+                     8477);
         cr_assert_eq(strlen(json_string_value(
                              json_object_get(json_object_get(o, "value"), "hex"))),
-                     2 * 8443);
+                     2 * 8477);
         json_decref(o);
         free(out);
         rc = cli(&out, "show 999999");

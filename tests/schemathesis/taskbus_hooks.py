@@ -24,6 +24,10 @@ something no schema can know, and the server rightly enforces them:
     the admin routes must leave the test's own user (TB_ST_USER, an admin)
     as it is: a positive case naming it is pointed at another user;
   * argv[0] must not be empty (OpenAPI 3.0 cannot single out one item);
+  * a task's after names existing tasks of the caller's groups, without a
+    cycle, and only then may after_mode and after_deadline be given, with a
+    cron schedule (docs/scheduling.md "Dependencies"): the positive cases
+    drop the three (test_dependencies covers them);
   * a range of runs (/v1/runs/counts, /v1/runs/fire-lag) must end after it
     starts, the fire lag's span at most 24 h, and the next fires
     (/v1/runs/upcoming) end between now and 7 days ahead;
@@ -92,6 +96,8 @@ def _positive(case):
 
 def _fix_task(body):
     day = datetime.timedelta(days=1)
+    for field in ("after", "after_mode", "after_deadline"):
+        body.pop(field, None)
     if body.get("home_region") is not None:
         body["home_region"] = os.environ.get("TB_ST_REGION", "local")
     if body.get("execution_time") is not None:

@@ -380,7 +380,8 @@ Test(serde, defaults_applied_for_missing_fields) {
                 "\"retries\":{\"max_attempts\":1,\"backoff_ms\":10000,\"backoff_max_ms\":600000},"
                 "\"overlap\":\"FORBID\",\"misfire\":\"RUN_ONCE\",\"expires_at\":null,"
                 "\"log_retention_ms\":2592000000,\"paused\":false,\"labels\":{},"
-                "\"home_region\":\"\",\"parameters\":[],\"notify\":[],\"calendars\":[]},"
+                "\"home_region\":\"\",\"parameters\":[],\"notify\":[],\"calendars\":[],"
+                "\"after\":[],\"after_mode\":\"ALL\",\"after_deadline_ms\":null},"
                 "\"run_params\":{},\"run_nominal_time\":null}");
         char *a = json_dumps(back, JSON_SORT_KEYS), *w = json_dumps(want, JSON_SORT_KEYS);
         cr_expect(json_equal(back, want), "got  %s\nwant %s", a, w);
@@ -542,8 +543,8 @@ static tb_buf_t run_request(const void *argv, size_t alen, const void *opts, siz
         body[n++] = 0; /* executor */
         memcpy(body + n, opts, olen);
         n += olen;
-        static const unsigned char tail[] = {0, 0, 0, 0, 0}; /* expiry, overlap, max_att,
-                                                                 retention, params */
+        static const unsigned char tail[] = {0, 0, 0, 0, 0, 0}; /* expiry, overlap, max_att,
+                                                                    retention, params, parents */
         memcpy(body + n, tail, sizeof(tail));
         n += sizeof(tail);
         return with_header(TB_SCHEMA_RUN_REQUEST, body, n);
@@ -917,5 +918,27 @@ Test(serde, old_task_command_decodes_with_empty_params) {
                 tb_buf_free(&again);
                 decode_fails(b.data, b.len - 1, "TaskCommand");
                 tb_buf_free(&b);
+        }
+}
+
+/* A TaskEvent written before after, after_mode and after_deadline_ms
+ * (schemas/old/TaskEvent_v2.avsc) by python3-avro, in
+ * tests/data/old/TaskEvent_v2.hex: its task has no parents. */
+Test(serde, old_v2_task_event_decodes_without_parents) {
+        tb_buf_t olds[2];
+        size_t cnt = tbt_hex_records("tests/data/old/TaskEvent_v2.hex", olds, 2);
+        cr_assert_eq(cnt, 2, "tests/data/old/TaskEvent_v2.hex: two records");
+        for (size_t k = 0; k < cnt; k++) {
+                json_t *v = decode_ok(TB_SCHEMA_TASK_EVENT, &olds[k]);
+                cr_assert_eq(json_integer_value(json_object_get(v, "version")), 4);
+                json_t *task = json_object_get(v, "task");
+                cr_assert(json_is_array(json_object_get(task, "after")));
+                cr_assert_eq(json_array_size(json_object_get(task, "after")), 0);
+                cr_assert_str_eq(json_string_value(json_object_get(task, "after_mode")), "ALL");
+                cr_assert(json_is_null(json_object_get(task, "after_deadline_ms")));
+                cr_assert_gt(json_array_size(json_object_get(task, "calendars")), 0,
+                             "the v2 fields are read as written");
+                json_decref(v);
+                tb_buf_free(&olds[k]);
         }
 }

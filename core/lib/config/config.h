@@ -138,6 +138,7 @@ typedef struct tb_config {
         int64_t sched_tick_ms;
         int64_t sched_calendar_poll_ms;
         int64_t sched_max_batch;
+        int64_t sched_dependency_poll_ms; /**< scheduler/after.c's poll period */
 
         /* executor */
         char **exec_plugin_paths;

@@ -198,6 +198,11 @@ const tb_config_prop_t tb_config_props[] = {
          "How often the scheduler asks PostgreSQL whether a business calendar changed "
          "(one cheap query: the count and versions of the calendars); a change is "
          "applied to the next fire of every task that names the calendar."},
+        {"scheduler.dependency_poll", TB_CT_DURATION, F(sched_dependency_poll_ms), 0, "1s",
+         TB_MS(100), TB_MIN(10), NULL, NULL,
+         "How often the scheduler checks, in PostgreSQL, the parents of the tasks "
+         "that wait for others (after) in the partitions it owns. Bounds how long "
+         "after its parents' results a dependent task starts."},
 
         {"executor.plugin_paths", TB_CT_STRLIST, F(exec_plugin_paths),
          F(exec_plugin_path_cnt), NULL, 0, 0, NULL, NULL,

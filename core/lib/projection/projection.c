@@ -291,6 +291,13 @@ static tb_err_t tb_projection_apply_run_request(tb_projection_batch_t *b, const 
         char *params = tb_projection_params(rq);
         p[9] = params;
         tb_err_t err = tb_store_runs_upsert_request(b->conn, p, errstr, errstr_size);
+        const json_t *parents = json_object_get(rq, "parents");
+        if (!err && json_array_size(parents)) { /* a dependency run's (scheduler/after.c) */
+                char *text = json_dumps(parents, JSON_COMPACT);
+                err = text ? tb_store_runs_set_parents(b->conn, run_id, text, errstr, errstr_size)
+                           : TB_ERR_NOMEM;
+                free(text);
+        }
         free(params);
         if (!err)
                 err = tb_projection_run_settle(b, run_id, errstr, errstr_size);
@@ -347,6 +354,9 @@ static tb_err_t tb_projection_apply_run_result(tb_projection_batch_t *b, const r
         char *params = tb_projection_params(rr);
         p[16] = params;
         tb_err_t err = tb_store_runs_upsert_result(b->conn, p, errstr, errstr_size);
+        if (!err && !strcmp(status, "skipped_dependency")) /* no RunRequest says so */
+                err = tb_store_runs_set_trigger(b->conn, run_id, "dependency", errstr,
+                                                errstr_size);
         free(params);
         if (!err)
                 err = tb_projection_run_settle(b, run_id, errstr, errstr_size);

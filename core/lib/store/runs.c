@@ -509,3 +509,62 @@ tb_err_t tb_store_runs_purge_history(PGconn *conn, int64_t batch, int64_t keep_m
                                      tb_store_runs_sql_history, batch, true, keep_ms,
                                      max_statements, rows, other, batches, errstr, errstr_size);
 }
+
+/* ---- tasks that wait for others ------------------------------------------------ */
+
+tb_err_t tb_store_runs_dep_outcomes(PGconn *conn, const char *tasks, int64_t since_ms,
+                                    PGresult **res, char *errstr, size_t errstr_size) {
+        char since[32];
+        tb_snprintf(since, sizeof(since), "%" PRId64, since_ms);
+        const char *p[] = {tasks, since};
+        /* nominal_time bounds the scan of runs_task_nominal: a run finishing
+         * in the window started at most a week (the longest expiry) before */
+        return tb_store_exec(
+                conn, "read parent outcomes",
+                "SELECT DISTINCT ON (r.task_id) r.task_id, r.run_id, r.status FROM runs r "
+                "LEFT JOIN tasks t ON t.id = r.task_id "
+                "WHERE r.task_id = ANY($1::text[]) "
+                "AND r.nominal_time >= " TB_STORE_RUNS_TS(2) " - interval '8 days' "
+                "AND r.finished_at >= " TB_STORE_RUNS_TS(2) " "
+                "AND (r.status = 'succeeded' OR (r.status IN ('failed', 'timed_out', 'lost', "
+                "'cancelled') AND r.attempt >= COALESCE((t.spec->'retries'->>'max_attempts')::int, "
+                "1))) "
+                "ORDER BY r.task_id, r.finished_at DESC, r.run_id DESC",
+                2, p, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_runs_exists(PGconn *conn, const char *run_id, bool *found, char *errstr,
+                              size_t errstr_size) {
+        const char *p[] = {run_id};
+        PGresult *r = NULL;
+        tb_err_t err = tb_store_exec(conn, "read run", "SELECT 1 FROM runs WHERE run_id = $1", 1,
+                                     p, &r, errstr, errstr_size);
+        *found = !err && PQntuples(r) > 0;
+        PQclear(r);
+        return err;
+}
+
+tb_err_t tb_store_runs_set_parents(PGconn *conn, const char *run_id, const char *parents,
+                                   char *errstr, size_t errstr_size) {
+        const char *p[] = {run_id, parents};
+        return tb_store_exec(conn, "set run parents",
+                             "UPDATE runs SET parents = $2::jsonb WHERE run_id = $1", 2, p, NULL,
+                             errstr, errstr_size);
+}
+
+tb_err_t tb_store_runs_parents(PGconn *conn, const char *run_id, PGresult **res, char *errstr,
+                               size_t errstr_size) {
+        const char *p[] = {run_id};
+        return tb_store_exec(conn, "read run parents",
+                             "SELECT parents::text FROM runs WHERE run_id = $1", 1, p, res,
+                             errstr, errstr_size);
+}
+
+tb_err_t tb_store_runs_set_trigger(PGconn *conn, const char *run_id, const char *trigger,
+                                   char *errstr, size_t errstr_size) {
+        const char *p[] = {run_id, trigger};
+        return tb_store_exec(conn, "set run trigger",
+                             "UPDATE runs SET trigger = $2 WHERE run_id = $1 AND "
+                             "scheduled_at IS NULL",
+                             2, p, NULL, errstr, errstr_size);
+}

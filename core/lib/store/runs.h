@@ -200,4 +200,25 @@ tb_err_t tb_store_runs_purge_history(PGconn *conn, int64_t batch, int64_t keep_m
                                      int max_statements, int64_t *rows, int64_t *other,
                                      int *batches, char *errstr, size_t errstr_size);
 
+/* ---- tasks that wait for others (docs/scheduling.md "Dependencies") ---- */
+
+/** The latest final run of each task of \p tasks (a text[] literal) that
+ *  finished at or after \p since_ms: rows task_id, run_id, status. A failed
+ *  attempt is final only when it was the task's last (retries.max_attempts). */
+tb_err_t tb_store_runs_dep_outcomes(PGconn *conn, const char *tasks, int64_t since_ms,
+                                    PGresult **res, char *errstr, size_t errstr_size);
+/** *\p found: whether run \p run_id is in runs. */
+tb_err_t tb_store_runs_exists(PGconn *conn, const char *run_id, bool *found, char *errstr,
+                              size_t errstr_size);
+/** Set the parents (a JSON array of run ids) of run \p run_id. */
+tb_err_t tb_store_runs_set_parents(PGconn *conn, const char *run_id, const char *parents,
+                                   char *errstr, size_t errstr_size);
+/** Set the trigger of run \p run_id, which no RunRequest set (a skip the
+ *  scheduler decided: scheduled_at is null). */
+tb_err_t tb_store_runs_set_trigger(PGconn *conn, const char *run_id, const char *trigger,
+                                   char *errstr, size_t errstr_size);
+/** The parents of run \p run_id (row: parents as JSON text; none: no row). */
+tb_err_t tb_store_runs_parents(PGconn *conn, const char *run_id, PGresult **res, char *errstr,
+                               size_t errstr_size);
+
 #endif /* TB_STORE_RUNS_H */

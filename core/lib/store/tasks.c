@@ -513,3 +513,45 @@ tb_err_t tb_store_tasks_get_any(PGconn *conn, const char *id, PGresult **res, ch
                              "FROM tasks WHERE id = $1",
                              1, params, res, errstr, errstr_size);
 }
+
+/* ---- tasks that wait for others ------------------------------------------------ */
+
+tb_err_t tb_store_tasks_dependents(PGconn *conn, const char *parts, const char *region,
+                                   PGresult **res, char *errstr, size_t errstr_size) {
+        const char *p[] = {parts, region ? region : ""};
+        return tb_store_exec(conn, "read dependent tasks",
+                             "SELECT id, version, spec::text, "
+                             "(extract(epoch FROM created_at) * 1000)::bigint, event_partition FROM tasks "
+                             "WHERE spec ? 'after' AND event_partition = ANY($1::int[]) "
+                             "AND NOT paused AND home_region IN ('', $2) ORDER BY id",
+                             2, p, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_after_graph(PGconn *conn, PGresult **res, char *errstr,
+                                    size_t errstr_size) {
+        return tb_store_exec(conn, "read the dependency graph",
+                             "SELECT id, (spec->'after')::text, security_group FROM tasks "
+                             "WHERE spec ? 'after'", 0,
+                             NULL, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_visible_ids(PGconn *conn, const char *ids, const char *groups,
+                                    PGresult **res, char *errstr, size_t errstr_size) {
+        const char *p[] = {ids, groups};
+        return tb_store_exec(conn, "read parent tasks",
+                             "SELECT id FROM tasks WHERE id = ANY($1::text[]) "
+                             "AND security_group = ANY($2::text[])",
+                             2, p, res, errstr, errstr_size);
+}
+
+tb_err_t tb_store_tasks_children(PGconn *conn, const char *id, int limit, PGresult **res,
+                                 char *errstr, size_t errstr_size) {
+        char lim[16];
+        tb_snprintf(lim, sizeof(lim), "%d", limit);
+        const char *p[] = {id, lim};
+        return tb_store_exec(conn, "read child tasks",
+                             "SELECT id, security_group FROM tasks WHERE spec ? 'after' AND "
+                             "spec->'after' @> jsonb_build_array(jsonb_build_object('task', "
+                             "$1::text)) ORDER BY id LIMIT $2::int",
+                             2, p, res, errstr, errstr_size);
+}

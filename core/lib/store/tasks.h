@@ -182,5 +182,23 @@ tb_err_t tb_store_tasks_stage_merge(PGconn *conn, char *errstr, size_t errstr_si
  *  name, security_group, spec (text); 0 or 1 row. */
 tb_err_t tb_store_tasks_get_any(PGconn *conn, const char *id, PGresult **res, char *errstr,
                                 size_t errstr_size);
+/* ---- tasks that wait for others (docs/scheduling.md "Dependencies") ---- */
+
+/** The tasks with parents of the task-events partitions in \p parts (an
+ *  int[] literal, "{0,3}") homed in \p region (or nowhere), not paused:
+ *  rows id, version, spec (text), created_at (ms), event_partition.
+ *  Caller PQclear()s. */
+tb_err_t tb_store_tasks_dependents(PGconn *conn, const char *parts, const char *region,
+                                   PGresult **res, char *errstr, size_t errstr_size);
+/** Every task with parents: rows id, its after (JSON text), security_group. */
+tb_err_t tb_store_tasks_after_graph(PGconn *conn, PGresult **res, char *errstr,
+                                    size_t errstr_size);
+/** Which of \p ids (a text[] literal) exist in \p groups: rows id. */
+tb_err_t tb_store_tasks_visible_ids(PGconn *conn, const char *ids, const char *groups,
+                                    PGresult **res, char *errstr, size_t errstr_size);
+/** The tasks whose after names \p id, by id, at most \p limit: rows id,
+ *  security_group. */
+tb_err_t tb_store_tasks_children(PGconn *conn, const char *id, int limit, PGresult **res,
+                                 char *errstr, size_t errstr_size);
 
 #endif /* TB_STORE_TASKS_H */

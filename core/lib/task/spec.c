@@ -3,6 +3,7 @@
  * @brief The normalized task JSON and its conversions: to and from the Avro
  *        TaskSpec (serde mapping) and to a tb_schedule_t.
  */
+#include "task/after.h"
 #include "task/task_internal.h"
 
 #include <stdio.h>
@@ -214,6 +215,7 @@ json_t *tb_task_to_spec(const json_t *task) {
         tb_task_put(spec, "home_region", json_incref(json_object_get(task, "home_region")),
                     &oom);
         tb_task_put_arrays(spec, task, true, &bad, &oom);
+        tb_task_after_to_spec(spec, task, &bad, &oom);
         if (bad || oom)
                 goto fail;
         return spec;
@@ -328,6 +330,7 @@ json_t *tb_task_from_spec(const json_t *spec) {
         bad |= !json_is_string(v);
         tb_task_put(t, "home_region", json_incref(v), &oom);
         tb_task_put_arrays(t, spec, false, &bad, &oom);
+        tb_task_after_from_spec(t, spec, &bad, &oom);
         if (bad || oom)
                 goto fail;
         return t;

@@ -7,6 +7,7 @@
  * yields the same error. Every message starts with the field path and says
  * what is allowed, because it is returned verbatim to REST clients.
  */
+#include "task/after.h"
 #include "task/task_internal.h"
 
 #include <ctype.h>
@@ -35,12 +36,16 @@ static const char *const tb_task_fields[] = {
         "schedule", "execution_time", "expiry", "executor",       "executor_options",
         "retries",  "overlap",       "misfire", "jitter",         "expires_at",
         "log_retention", "paused",   "labels", "home_region",     "calendars",
-        "notify",   "parameters", NULL,
+        "notify",   "parameters",
+        "after", "after_mode", "after_deadline", /* task/after.c */
+        NULL,
 };
 
 /** Fields a GET returns that a PUT may echo back: ignored on input. */
 static const char *const tb_task_readonly[] = {
-        "id", "version", "created_at", "updated_at", "created_by", "next_fire_at", NULL,
+        "id", "version", "created_at", "updated_at", "created_by", "next_fire_at",
+        "parents", "children", /* api/deps.c */
+        NULL,
 };
 
 static const char *const tb_task_schedule_fields[] = {
@@ -645,6 +650,10 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                 return rc;
         if (!(t = json_object()))
                 return tb_task_fail(err, "task", "task: out of memory");
+        /* a task with after and no schedule gets its default one (task/after.h) */
+        json_t *with_sched = tb_task_after_default_schedule(in);
+        if (with_sched)
+                in = with_sched;
 
         /* name */
         if (!(v = tb_task_get(in, "name"))) {
@@ -871,14 +880,19 @@ tb_err_t tb_task_validate(const json_t *in, const tb_task_vctx_t *vctx, json_t *
                 tb_task_put(t, "parameters", params, &oom);
         else
                 json_decref(params);
+        if ((rc = tb_task_v_after(in, t, err, &oom)) ||
+            (rc = tb_task_after_schedule_check(t, err)))
+                goto fail;
 
         if (oom) {
                 rc = tb_task_fail(err, "task", "task: out of memory");
                 goto fail;
         }
+        json_decref(with_sched);
         *out = t;
         return TB_OK;
 fail:
+        json_decref(with_sched);
         json_decref(t);
         return rc;
 }

@@ -147,11 +147,11 @@ static tb_err_t tb_api_runs_load(PGconn *c, const tb_principal_t *p, const char 
 const char *const tb_api_runs_statuses[] = {
         "scheduled", "running",         "succeeded",       "failed",         "timed_out",
         "cancelled", "lost",            "skipped_overlap", "skipped_misfire", "skipped_paused",
-        "expired",   "skipped_calendar", NULL,
+        "expired",   "skipped_calendar", "skipped_dependency", NULL,
 };
 #define TB_API_RUNS_STATUS_TEXT                                                                \
         "scheduled, running, succeeded, failed, timed_out, cancelled, lost, skipped_overlap, " \
-        "skipped_misfire, skipped_paused, expired, skipped_calendar"
+        "skipped_misfire, skipped_paused, expired, skipped_calendar, skipped_dependency"
 
 /** ?status=a,b as a text[] literal of *\p cnt statuses into \p out.
  *  @returns false with a 400. */
@@ -329,6 +329,15 @@ void tb_api_runs_get(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
                 json_object_set_new(j, "status", json_string("queued"));
                 json_object_set_new(j, "queue_position", json_integer(pos));
         }
+        /* the parent runs that started a dependency run (docs/scheduling.md) */
+        PGresult *pr = NULL;
+        json_t *parents = NULL;
+        if (tb_store_runs_parents(c, PQgetvalue(r, 0, TB_RC_ID), &pr, err, sizeof(err)))
+                tb_warn("api", "run %s: parents: %s", PQgetvalue(r, 0, TB_RC_ID), err);
+        else if (PQntuples(pr))
+                parents = json_loads(PQgetvalue(pr, 0, 0), 0, NULL);
+        PQclear(pr);
+        json_object_set_new(j, "parents", json_is_array(parents) ? parents : json_array());
         tb_store_release(api->store, c);
         tb_http_json(resp, 200, j);
         PQclear(r);

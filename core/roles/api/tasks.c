@@ -7,6 +7,7 @@
  */
 #include "api/api.h"
 #include "api/cursor.h"
+#include "api/deps.h"
 #include "api/util.h"
 #include "http/metrics.h"
 #include "replication.h"
@@ -27,8 +28,8 @@
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-/** The caller's groups as a PostgreSQL text[] literal (caller frees). */
-static char *tb_api_tasks_groups_literal(const tb_principal_t *p) {
+/** The caller's groups as a PostgreSQL text[] literal (caller frees; api/deps.h). */
+char *tb_api_tasks_groups_literal(const tb_principal_t *p) {
         tb_buf_t b = {0};
         tb_buf_append(&b, "{", 1);
         for (size_t i = 0; i < p->group_cnt; i++) {
@@ -96,7 +97,7 @@ static tb_err_t tb_api_tasks_load(tb_api_t *api, PGconn *c, const tb_principal_t
         }
         *out = tb_api_tasks_json(r, 0);
         PQclear(r);
-        return TB_OK;
+        return tb_api_deps_annotate(c, p, *out, err, errsz);
 }
 
 /** Respond with the task (200/201) and its ETag; NOT_FOUND becomes 404. */
@@ -132,8 +133,8 @@ static void tb_api_tasks_respond(tb_api_t *api, tb_http_req_t *req, tb_http_resp
  * Validate \p body as the caller's task with the ONE validator, and check
  * that its security group is the caller's. @returns false with resp filled.
  */
-static bool tb_api_tasks_validate(tb_api_t *api, const tb_principal_t *p, const json_t *body,
-                                  tb_http_resp_t *resp) {
+static bool tb_api_tasks_validate(tb_api_t *api, const tb_principal_t *p, const char *id,
+                                  const json_t *body, tb_http_resp_t *resp) {
         const tb_config_t *conf = api->ctx->conf;
         const char *group = json_string_value(json_object_get(body, "security_group"));
         const tb_group_conf_t *gp = tb_config_group_policy(conf, group ? group : "");
@@ -169,6 +170,7 @@ static bool tb_api_tasks_validate(tb_api_t *api, const tb_principal_t *p, const 
                               group ? group : "", groups);
         }
         ok = ok && tb_api_calendars_check_task(api, norm, resp);
+        ok = ok && tb_api_deps_check(api, p, id, norm, resp);
         json_decref(norm);
         return ok;
 }
@@ -269,15 +271,15 @@ void tb_api_tasks_create(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         json_t *body = tb_api_body_object(req, resp, "task");
         if (!body)
                 return;
-        bool ok = tb_api_tasks_validate(api, tb_api_principal(req), body, resp);
+        char id[37];
+        tb_uuid4(id);
+        bool ok = tb_api_tasks_validate(api, tb_api_principal(req), id, body, resp);
         char home[128] = "";
         const char *h = json_string_value(json_object_get(body, "home_region"));
         tb_snprintf(home, sizeof(home), "%s", h ? h : "");
         json_decref(body);
         if (!ok || tb_api_tasks_home_redirect(api, req, resp, "", home))
                 return;
-        char id[37];
-        tb_uuid4(id);
         char *text = strndup(req->body.data, req->body.len);
         tb_api_cmd_result_t res;
         int w = tb_api_tasks_write(api, req, resp, "CREATE", id, -1, text, NULL, &res);
@@ -324,7 +326,7 @@ void tb_api_tasks_update(void *app, tb_http_req_t *req, tb_http_resp_t *resp) {
         json_t *body = tb_api_body_object(req, resp, "task");
         if (!body)
                 return;
-        bool ok = tb_api_tasks_validate(api, tb_api_principal(req), body, resp);
+        bool ok = tb_api_tasks_validate(api, tb_api_principal(req), id, body, resp);
         json_decref(body);
         if (!ok)
                 return;
@@ -426,7 +428,9 @@ static void tb_api_tasks_simple(tb_api_t *api, tb_http_req_t *req, tb_http_resp_
                                 const char *type) {
         const char *id = req->params[0];
         int64_t expected;
-        if (!tb_api_tasks_write_target(api, req, resp, id, &expected))
+        if (!tb_api_tasks_write_target(api, req, resp, id, &expected) ||
+            (!strcmp(type, "DELETE") &&
+             !tb_api_deps_delete_check(api, tb_api_principal(req), id, resp)))
                 return;
         json_t *params = NULL;
         bool run_now = !strcmp(type, "RUN_NOW");

@@ -231,7 +231,7 @@ int64_t tb_sched_task_next_after(const tb_sched_task_t *t, int64_t after) {
         tb_schedule_t sc;
         int64_t n;
         char err[256];
-        if (after == TB_SCHED_NEVER)
+        if (after == TB_SCHED_NEVER || t->kind == TB_SCHED_KIND_AFTER)
                 return TB_SCHED_NEVER;
         tb_sched_task_schedule(t, &sc);
         if (tb_schedule_next(&sc, after, &n, NULL, err, sizeof(err)) != TB_OK)

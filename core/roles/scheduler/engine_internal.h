@@ -27,6 +27,10 @@ enum {
         TB_SCHED_TF_TOMB = 1 << 7,           /* deleted: slot waits for its tombstone */
 };
 
+/** tb_sched_task_t.kind of a task with parents (beside tb_schedule_kind_t's):
+ *  its schedule never fires it, the dependency poll does (scheduler/after.c). */
+#define TB_SCHED_KIND_AFTER 4
+
 enum { TB_SCHED_MISFIRE_RUN_ONCE = 0, TB_SCHED_MISFIRE_SKIP, TB_SCHED_MISFIRE_RUN_ALL };
 enum {
         TB_SCHED_TRIG_SCHEDULE = 0,

@@ -220,7 +220,12 @@ static tb_err_t tb_sched_spec_schedule(tb_sched_t *s, const json_t *spec, tb_sch
                 (uint8_t)tb_sched_enum_index(tb_sched_jstr(spec, "misfire", NULL), misfires, 3, 0);
         tb_schedule_t chk;
         tb_sched_task_schedule(t, &chk);
-        return tb_schedule_validate(&chk, errstr, errstr_size);
+        tb_err_t err = tb_schedule_validate(&chk, errstr, errstr_size);
+        /* a task with parents fires from the dependency poll (after.c), never
+         * from its schedule */
+        if (!err && json_array_size(json_object_get(spec, "after")))
+                t->kind = TB_SCHED_KIND_AFTER;
+        return err;
 }
 
 static bool tb_sched_same_schedule(const tb_sched_task_t *a, const tb_sched_task_t *b) {

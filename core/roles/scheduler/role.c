@@ -328,6 +328,7 @@ static void *tb_sched_role_main(void *arg) {
                         r->cal_polled = tb_now_ms();
                         r->cal_poll_at = r->cal_polled + r->conf->sched_calendar_poll_ms;
                 }
+                tb_sched_after_poll(r);
                 tb_sched_tick_stats_t st;
                 tb_err_t err;
                 do {
@@ -368,6 +369,7 @@ static void tb_sched_role_free(tb_sched_role_t *r) {
         free(r->rpos);
         free(r->fence_skip_until);
         tb_sched_producer_drop(r);
+        tb_sched_after_free(r);
         tb_sched_destroy(r->s);
         free(r->assigned);
         free(r);

@@ -45,6 +45,9 @@ typedef struct tb_sched_role {
         int64_t cal_poll_at; /* next look at the calendars (scheduler.calendar_poll) */
         int64_t cal_polled;  /* when they were last looked at */
         char cal_sig[64];    /* what tb_store_calendar_signature() said at the last load */
+        /* after.c: the dependency poll */
+        rd_kafka_t *after_prod; /* idempotent, outside the engine's transactions */
+        int64_t after_next_ms;
 } tb_sched_role_t;
 
 /* ---- load.c: loading the partitions the group gives us ---------------------- */
@@ -91,6 +94,14 @@ void tb_sched_load_remote(tb_sched_role_t *r, int32_t p);
 void tb_sched_remote_assign(tb_sched_role_t *r);
 /** Apply one record read by r->rv. */
 void tb_sched_on_remote(tb_sched_role_t *r, rd_kafka_message_t *m);
+
+/* ---- after.c: tasks that wait for others ---------------------------------- */
+
+/** Start the runs (or record the skips) of the dependent tasks of our
+ *  partitions that their parents allow, at most every scheduler.dependency_poll. */
+void tb_sched_after_poll(tb_sched_role_t *r);
+/** Flush and destroy the poll's producer. */
+void tb_sched_after_free(tb_sched_role_t *r);
 
 /* ---- role.c: the role's handles and records --------------------------------- */
 
