@@ -158,7 +158,12 @@ def main(argv):
                     created_at=now)
         spec = dict(base["task"], home_region="", paused=False, executor="shell",
                     executor_options={}, script="true", argv=[], expires_at=None,
-                    security_group="g", misfire="SKIP", overlap="ALLOW")
+                    security_group="g", misfire="SKIP", overlap="ALLOW",
+                    # a plain task: values.json's names calendars and parents
+                    # this stack does not have (its fires would be skipped or
+                    # wait for the parents)
+                    calendars=[], after=[], after_deadline_ms=None, parameters=[],
+                    notify=[])
         every = dict(spec["schedule"], kind="EVERY", cron=None, every_ms=1000,
                      start_at=None, jitter_ms=0, timezone="UTC")
 

@@ -76,6 +76,7 @@ void tb_sched_run_encode(const tb_sched_t *s, const tb_sched_task_t *t, const ch
         }
         tb_buf_append(out, t->snap, t->snap_body);
         tb_sched_av_map(out, params);
+        tb_sched_av_long(out, 0); /* parents: [] (a dependency run's are set by after.c) */
 }
 
 tb_err_t tb_sched_encode_run(const tb_sched_t *s, const char *tid, int64_t nominal_ms,
@@ -110,9 +111,10 @@ const char *tb_sched_jstr(const json_t *o, const char *k, const char *dflt) {
         return json_is_string(v) ? json_string_value(v) : dflt;
 }
 
-/* Cut the RunSnapshot bytes out of a probe RunRequest (params {}: its last
- * byte), then append the task's default params: what a fire carries unless
- * a run-now gives its own values (*\p body_len: the snapshot's length). */
+/* Cut the RunSnapshot bytes out of a probe RunRequest (params {} and
+ * parents []: its last two bytes), then append the task's default params and
+ * no parents: what a fire carries unless a run-now gives its own values
+ * (*\p body_len: the snapshot's length). */
 static tb_err_t tb_sched_snapshot_encode(tb_sched_t *s, const json_t *spec, uint8_t **out,
                                          uint32_t *out_len, uint32_t *body_len, char *errstr,
                                          size_t errstr_size) {
@@ -143,7 +145,7 @@ static tb_err_t tb_sched_snapshot_encode(tb_sched_t *s, const json_t *spec, uint
                 return err;
         }
         size_t pre = sizeof(s->run_header) + sizeof(tb_sched_run_probe_prefix);
-        if (b.len < pre + 1 || b.data[b.len - 1] != 0 ||
+        if (b.len < pre + 2 || b.data[b.len - 1] != 0 || b.data[b.len - 2] != 0 ||
             memcmp(b.data, s->run_header, sizeof(s->run_header)) ||
             memcmp(b.data + sizeof(s->run_header), tb_sched_run_probe_prefix,
                    sizeof(tb_sched_run_probe_prefix))) {
@@ -152,11 +154,12 @@ static tb_err_t tb_sched_snapshot_encode(tb_sched_t *s, const json_t *spec, uint
                 return tb_seterr(errstr, errstr_size, TB_ERR_INTERNAL,
                                  "RunRequest schema changed: the scheduler's encoder expects "
                                  "run_id, task_id, task_version, nominal_time, attempt, "
-                                 "trigger, emitted_at, snapshot, then params");
+                                 "trigger, emitted_at, snapshot, params, then parents");
         }
-        b.len--; /* the probe's empty params */
+        b.len -= 2; /* the probe's empty params and parents */
         *body_len = (uint32_t)(b.len - pre);
         tb_sched_av_map(&b, dflt);
+        tb_sched_av_long(&b, 0); /* parents: [] */
         json_decref(dflt);
         *out_len = (uint32_t)(b.len - pre);
         *out = malloc(*out_len);
