@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "store/claims.h"
+#include "store/runs.h"
 #include "store/store.h"
 #include "support.h"
 
@@ -522,6 +523,42 @@ Test(store, unclaimed_runs_count_from_the_later_of_nominal_time_and_emission) {
         cr_assert_eq(sql_int(admin, "SELECT count(*) FROM run_claims WHERE run_id = "
                                     "'backfilled'", NULL),
                      0, "the run emitted now is left for an executor");
+        tb_store_release(store, c);
+        tb_store_destroy(store);
+}
+
+/* A run's result projected before its RunRequest gets the default log
+ * expiry, and its output may be archived with it; the RunRequest's shorter
+ * retention then moves both, or the output outlives its retention. */
+Test(store, a_changed_log_expiry_moves_the_archived_output_too) {
+        tb_store_t *store = open_store(1);
+        PGconn *c = tb_store_acquire(store);
+        char err[512] = "";
+        int applied = -1;
+        cr_assert_eq(tb_store_migrate(c, &applied, err, sizeof(err)), TB_OK, "%s", err);
+        sql_ok(admin, "INSERT INTO runs (run_id, task_id, security_group, nominal_time, status, "
+                      "log_expires_at) VALUES ('r1', 't', 'g', now(), 'succeeded', "
+                      "now() + interval '30 days'), ('r2', 't', 'g', now(), 'succeeded', "
+                      "now() + interval '30 days')");
+        sql_ok(admin, "INSERT INTO run_logs (run_id, seq, stream, at, data, expires_at) VALUES "
+                      "('r1', 0, 'STDOUT', now(), 'a', now() + interval '30 days'), "
+                      "('r1', 1, 'STDOUT', now(), 'b', NULL), "
+                      "('r2', 0, 'STDOUT', now(), 'c', now() + interval '30 days')");
+        char at[32];
+        snprintf(at, sizeof(at), "%lld", (long long)(tb_now_ms() + 1000));
+        cr_assert_eq(tb_store_runs_set_log_expiry(c, "r1", at, err, sizeof(err)), TB_OK, "%s",
+                     err);
+        cr_assert_eq(sql_int(admin, "SELECT count(*) FROM run_logs WHERE run_id = 'r1' AND "
+                                    "seq = 0 AND expires_at < now() + interval '1 minute'",
+                             NULL),
+                     1, "the archived row follows the run's new expiry");
+        cr_assert_eq(sql_int(admin, "SELECT count(*) FROM run_logs WHERE expires_at IS NULL",
+                             NULL),
+                     1, "a row not settled yet is left to the archiver");
+        cr_assert_eq(sql_int(admin, "SELECT count(*) FROM run_logs WHERE run_id = 'r2' AND "
+                                    "expires_at > now() + interval '29 days'",
+                             NULL),
+                     1, "another run's output is untouched");
         tb_store_release(store, c);
         tb_store_destroy(store);
 }

@@ -405,9 +405,13 @@ tb_err_t tb_store_runs_set_log_expiry(PGconn *conn, const char *id, const char *
                                       char *errstr, size_t errstr_size) {
         const char *up[] = {id, at_ms};
         return tb_store_exec(conn, "set the run's log expiry",
-                             "UPDATE runs SET log_expires_at = " TB_STORE_RUNS_TS(2) " "
-                             "WHERE run_id = $1 AND log_expires_at IS DISTINCT FROM "
-                             TB_STORE_RUNS_TS(2),
+                             "WITH u AS (UPDATE runs SET log_expires_at = " TB_STORE_RUNS_TS(2)
+                             " WHERE run_id = $1 AND log_expires_at IS DISTINCT FROM "
+                             TB_STORE_RUNS_TS(2) " RETURNING run_id) "
+                             /* rows the archiver settled with the earlier
+                              * expiry; NULL ones it settles itself */
+                             "UPDATE run_logs SET expires_at = " TB_STORE_RUNS_TS(2)
+                             " WHERE run_id IN (SELECT run_id FROM u) AND expires_at IS NOT NULL",
                              2, up, NULL, errstr, errstr_size);
 }
 

@@ -170,7 +170,10 @@ typedef struct tb_store_runs_retention {
  *  read what its log expiry depends on. */
 tb_err_t tb_store_runs_retention(PGconn *conn, const char *id, tb_store_runs_retention_t *out,
                                  char *errstr, size_t errstr_size);
-/** Set run \p id's log_expires_at to \p at_ms (epoch ms, text). */
+/** Set run \p id's log_expires_at to \p at_ms (epoch ms, text), and when it
+ *  changes, the expiry of the output rows already archived with the earlier
+ *  one (a RunResult projected before its RunRequest: the default retention,
+ *  then the snapshot's). */
 tb_err_t tb_store_runs_set_log_expiry(PGconn *conn, const char *id, const char *at_ms,
                                       char *errstr, size_t errstr_size);
 
