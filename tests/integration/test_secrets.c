@@ -302,7 +302,7 @@ static void send_signed(const char *authz, const char *type, const char *task_id
         tbt_sign_command(&st, authz, task_id, strlen(task_id), v.data, v.len, skew_ms, principal,
                          auth);
         if (tamper)
-                v.data[v.len - 1] ^= 1; /* requested_at's last byte */
+                v.data[v.len - 2] ^= 1; /* requested_at's last byte (then params {}) */
         tb_header_t h[3] = {{TB_SIGN_HDR_PRINCIPAL, principal, strlen(principal)},
                             {TB_SIGN_HDR_AUTH, auth, strlen(auth)},
                             {"correlation_id", corr, strlen(corr)}};
