@@ -658,3 +658,29 @@ Test(notify, skipped_overlap_is_notified) {
         free(v);
         json_decref(j);
 }
+
+/* Hostile run-results (truncated Avro, not Avro at all, between good ones)
+ * are quarantined by the notifier, never retried forever, and a failure
+ * that follows is still notified once. */
+Test(notify, hostile_run_results_are_set_aside_and_the_notifier_goes_on) {
+        char topic[256], *out = NULL;
+        tb_topic_name(st.conf, TB_TOPIC_RESULTS, topic, sizeof(topic));
+        int rc = tbt_run(&out, "/usr/bin/python3 %s/tests/interop/hostile_records.py runresults "
+                               "%s %s 0 2>&1",
+                         tbt_source_dir(), st.kafka, topic);
+        cr_assert_eq(rc, 0, "hostile_records.py runresults: %s", out);
+        free(out);
+        tbt_wait_sql(&st, "SELECT count(*) FROM quarantine WHERE role = 'notifier'", "2", 60000);
+
+        char id[64];
+        create_task("{\"name\": \"after hostile\", \"security_group\": \"ops\", "
+                    "\"script\": \"exit 3\", \"schedule\": {\"every\": \"1h\"}, \"paused\": true, "
+                    "\"notify\": [{\"on\": [\"failure\"], \"channel\": \"ops\"}]}",
+                    id);
+        run_now(id);
+        json_t *j = wait_webhook("failure");
+        cr_expect_str_eq(json_string_value(json_object_get(json_object_get(j, "task"), "id")), id,
+                         "%s", json_dumps(j, 0));
+        json_decref(j);
+        tbt_wait_sql(&st, "SELECT count(*) FROM quarantine WHERE role = 'notifier'", "2", 10000);
+}
