@@ -486,6 +486,15 @@ Test(store, release_rolls_back_open_transaction) {
         tb_store_destroy(store);
 }
 
+/* A connection of \p store to the test database, migrated to the end. */
+static PGconn *migrated_conn(tb_store_t *store) {
+        PGconn *c = tb_store_acquire(store);
+        char err[512] = "";
+        int applied = -1;
+        cr_assert_eq(tb_store_migrate(c, &applied, err, sizeof(err)), TB_OK, "%s", err);
+        return c;
+}
+
 /* ---- the reaper's choice ----------------------------------------------------- */
 
 /* A run is taken for LOST only once both its nominal time and its emission
@@ -493,10 +502,8 @@ Test(store, release_rolls_back_open_transaction) {
  * occurrence of yesterday, is not LOST before an executor could read it. */
 Test(store, unclaimed_runs_count_from_the_later_of_nominal_time_and_emission) {
         tb_store_t *store = open_store(1);
-        PGconn *c = tb_store_acquire(store);
+        PGconn *c = migrated_conn(store);
         char err[512] = "";
-        int applied = -1;
-        cr_assert_eq(tb_store_migrate(c, &applied, err, sizeof(err)), TB_OK, "%s", err);
         sql_ok(admin, "INSERT INTO runs (run_id, task_id, security_group, nominal_time, status, "
                       "scheduled_at) VALUES "
                       "('backfilled', 't', 'g', now() - interval '2 days', 'scheduled', now()), "
@@ -532,10 +539,8 @@ Test(store, unclaimed_runs_count_from_the_later_of_nominal_time_and_emission) {
  * retention then moves both, or the output outlives its retention. */
 Test(store, a_changed_log_expiry_moves_the_archived_output_too) {
         tb_store_t *store = open_store(1);
-        PGconn *c = tb_store_acquire(store);
+        PGconn *c = migrated_conn(store);
         char err[512] = "";
-        int applied = -1;
-        cr_assert_eq(tb_store_migrate(c, &applied, err, sizeof(err)), TB_OK, "%s", err);
         sql_ok(admin, "INSERT INTO runs (run_id, task_id, security_group, nominal_time, status, "
                       "log_expires_at) VALUES ('r1', 't', 'g', now(), 'succeeded', "
                       "now() + interval '30 days'), ('r2', 't', 'g', now(), 'succeeded', "
